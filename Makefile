@@ -1,0 +1,37 @@
+# markex: every target sets up .venv by itself on a fresh machine with python3.11 and make.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench bench-scale soak lint proto clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/markex demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+bench-scale: $(STAMP)
+	BENCH_SCALE=1 $(BIN)/python -m bench scale
+
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak
+
+lint: $(STAMP)
+	$(BIN)/ruff check ledger keys node bench tests
+
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. --grpc_python_out=. proto/markex/v1/*.proto
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,304 @@
+"""The consortium configuration: who takes part, with which keys, roles and
+number ranges, the mark taxonomy, and the policy every node applies.
+
+`consortium.json` holds the exact bytes the institute signed; its signature is
+in `consortium.json.sig`. Loading verifies the signature over those exact bytes
+against the institute key pinned in the node's configuration; nothing is ever
+re-serialized to be verified.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from keys import ConfigError, ConfigSignatureError
+from keys.signing import SigningKey
+
+CONFIG_CONTEXT = b"markex/v1/consortium\x00"
+ROLES = ("institute", "carrier", "internet")
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Participant:
+    id: str
+    role: str
+    public_key: bytes
+    weight: int
+    member_endpoint: str
+    public_endpoint: str
+    name: str = ""
+
+    @cached_property
+    def verifier(self) -> Ed25519PublicKey:
+        return Ed25519PublicKey.from_public_bytes(self.public_key)
+
+    def verify(self, signature: bytes, message: bytes) -> bool:
+        """True when the participant's key signed `message`."""
+        if len(signature) != 64:
+            return False
+        try:
+            self.verifier.verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Category:
+    id: str
+    label: str          # the name users know, e.g. 诈骗
+    rank: int           # higher wins a tie
+    risk: bool          # False for identity labels (delivery, taxi, customer service)
+
+
+DEFAULT_TAXONOMY: tuple[Category, ...] = (
+    Category("fraud", "诈骗", 100, True),
+    Category("harassment", "骚扰", 80, True),
+    Category("debt-collection", "催收", 70, True),
+    Category("one-ring", "响一声", 60, True),
+    Category("marketing", "广告推销", 50, True),
+    Category("real-estate", "房产中介", 40, True),
+    Category("finance-insurance", "保险理财", 40, True),
+    Category("recruitment", "招聘猎头", 30, True),
+    Category("delivery", "快递外卖", 20, False),
+    Category("taxi", "出租车", 20, False),
+    Category("customer-service", "客服", 20, False),
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Values every node applies identically. Times in milliseconds."""
+
+    max_envelope_bytes: int = 4096
+    clock_skew_ms: int = 5 * 60 * 1000
+    out_of_order_buffer: int = 10_000
+    default_expiry_ms: int = 180 * 86_400_000
+    protection_ms: int = 90 * 86_400_000
+    high_risk_min_participants: int = 2
+    institute_mark_is_high_risk: bool = True
+    identity_min_participants: int = 2
+    cosign_quorum: int = 2
+    view_bucket_bits: int = 16
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Policy:
+        if not isinstance(obj, dict):
+            raise ConfigError("policy must be an object")
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for k, v in obj.items():
+            if k not in known:
+                raise ConfigError(f"unknown policy value {k!r}")
+            default = known[k].default
+            if isinstance(default, bool):
+                if not isinstance(v, bool):
+                    raise ConfigError(f"policy {k} must be true or false")
+            elif isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"policy {k} must be a non-negative integer")
+            values[k] = v
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class Consortium:
+    name: str
+    participants: tuple[Participant, ...]
+    number_ranges: dict[str, tuple[str, ...]]   # carrier id -> E.164 prefixes
+    taxonomy: tuple[Category, ...] = DEFAULT_TAXONOMY
+    policy: Policy = field(default_factory=Policy)
+    raw: bytes = b""                              # the exact signed bytes, when loaded
+
+    # ---- lookups -------------------------------------------------------
+    @cached_property
+    def by_id(self) -> dict[str, Participant]:
+        return {p.id: p for p in self.participants}
+
+    @cached_property
+    def categories(self) -> dict[str, Category]:
+        return {c.id: c for c in self.taxonomy}
+
+    @property
+    def institute(self) -> Participant:
+        for p in self.participants:
+            if p.role == "institute":
+                return p
+        raise ConfigError("the consortium has no institute")
+
+    def participant(self, pid: str) -> Participant | None:
+        return self.by_id.get(pid)
+
+    @cached_property
+    def _prefixes(self) -> list[tuple[str, str]]:
+        pairs = [(pre, cid) for cid, pres in self.number_ranges.items() for pre in pres]
+        return sorted(pairs, key=lambda t: -len(t[0]))
+
+    def carrier_for(self, e164: str) -> str | None:
+        """The carrier that holds `e164`: the longest configured prefix wins,
+        so a ported number is listed whole under its new carrier."""
+        for pre, cid in self._prefixes:
+            if e164.startswith(pre):
+                return cid
+        return None
+
+    # ---- JSON ----------------------------------------------------------
+    def to_json_bytes(self) -> bytes:
+        obj = {
+            "format": FORMAT_VERSION,
+            "name": self.name,
+            "participants": [
+                {
+                    "id": p.id,
+                    "name": p.name,
+                    "role": p.role,
+                    "public_key": base64.b64encode(p.public_key).decode(),
+                    "weight": p.weight,
+                    "member_endpoint": p.member_endpoint,
+                    "public_endpoint": p.public_endpoint,
+                }
+                for p in self.participants
+            ],
+            "number_ranges": {k: list(v) for k, v in self.number_ranges.items()},
+            "taxonomy": [
+                {"id": c.id, "label": c.label, "rank": c.rank, "risk": c.risk}
+                for c in self.taxonomy
+            ],
+            "policy": self.policy.to_json(),
+        }
+        return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
+
+    @classmethod
+    def from_json_bytes(cls, raw: bytes) -> Consortium:
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"consortium.json is not valid JSON: {e}") from e
+        if not isinstance(obj, dict):
+            raise ConfigError("consortium.json must hold an object")
+        if obj.get("format") != FORMAT_VERSION:
+            raise ConfigError(f"consortium.json format must be {FORMAT_VERSION}")
+        try:
+            participants = tuple(_participant(p) for p in obj["participants"])
+            ranges_obj = obj.get("number_ranges", {})
+            if not isinstance(ranges_obj, dict):
+                raise ConfigError("number_ranges must be an object")
+            ranges = {str(k): tuple(_prefix(x) for x in v) for k, v in ranges_obj.items()}
+            taxonomy = tuple(_category(c) for c in obj["taxonomy"])
+            policy = Policy.from_json(obj.get("policy", {}))
+            name = obj["name"]
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"consortium.json is missing or mistypes a field: {e}") from e
+        if not isinstance(name, str) or not name:
+            raise ConfigError("consortium name must be a non-empty string")
+        ids = [p.id for p in participants]
+        if len(set(ids)) != len(ids):
+            raise ConfigError("participant ids must be unique")
+        if sum(p.role == "institute" for p in participants) != 1:
+            raise ConfigError("exactly one participant must be the institute")
+        roles = {p.id: p.role for p in participants}
+        for cid in ranges:
+            if roles.get(cid) != "carrier":
+                raise ConfigError(f"number_ranges names {cid!r}, which is not a carrier")
+        cat_ids = [c.id for c in taxonomy]
+        if len(set(cat_ids)) != len(cat_ids) or not cat_ids:
+            raise ConfigError("taxonomy ids must be unique and non-empty")
+        return cls(name, participants, ranges, taxonomy, policy, raw)
+
+    # ---- signature -----------------------------------------------------
+    @staticmethod
+    def sign_bytes(raw: bytes, institute_key: SigningKey) -> bytes:
+        return institute_key.sign(CONFIG_CONTEXT + raw)
+
+    def write(self, directory: Path, institute_key: SigningKey) -> None:
+        raw = self.to_json_bytes()
+        (directory / "consortium.json").write_bytes(raw)
+        sig = self.sign_bytes(raw, institute_key)
+        (directory / "consortium.json.sig").write_text(base64.b64encode(sig).decode() + "\n")
+
+    @classmethod
+    def load(cls, directory: Path, pinned_institute_key: bytes | None = None) -> Consortium:
+        """Load and verify. The institute key is pinned by the node's
+        configuration; without a pin the key inside the file is used (fine for
+        a first look, never for a node)."""
+        try:
+            raw = (directory / "consortium.json").read_bytes()
+            sig_text = (directory / "consortium.json.sig").read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read the consortium in {directory}: {e.strerror}") from e
+        try:
+            sig = base64.b64decode(sig_text.strip(), validate=True)
+        except ValueError as e:
+            raise ConfigSignatureError("consortium.json.sig is not base64") from e
+        conf = cls.from_json_bytes(raw)
+        key = conf.institute.public_key
+        if pinned_institute_key is not None and key != pinned_institute_key:
+            raise ConfigSignatureError(
+                "consortium.json names an institute key other than the pinned one"
+            )
+        try:
+            Ed25519PublicKey.from_public_bytes(key).verify(sig, CONFIG_CONTEXT + raw)
+        except InvalidSignature as e:
+            raise ConfigSignatureError(
+                "consortium.json was changed after the institute signed it"
+            ) from e
+        return conf
+
+
+def _participant(p: Any) -> Participant:
+    if not isinstance(p, dict):
+        raise ConfigError("a participant must be an object")
+    pid = p["id"]
+    if not isinstance(pid, str) or not pid or not all(c.isalnum() or c in "-_." for c in pid):
+        raise ConfigError(f"bad participant id {pid!r}")
+    role = p["role"]
+    if role not in ROLES:
+        raise ConfigError(f"participant {pid}: role must be one of {', '.join(ROLES)}")
+    try:
+        pub = base64.b64decode(p["public_key"], validate=True)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"participant {pid}: public_key is not base64") from e
+    if len(pub) != 32:
+        raise ConfigError(f"participant {pid}: public_key must be 32 bytes")
+    weight = p.get("weight", 1)
+    if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+        raise ConfigError(f"participant {pid}: weight must be a non-negative integer")
+    return Participant(
+        id=pid,
+        role=role,
+        public_key=pub,
+        weight=weight,
+        member_endpoint=str(p.get("member_endpoint", "")),
+        public_endpoint=str(p.get("public_endpoint", "")),
+        name=str(p.get("name", "")),
+    )
+
+
+def _prefix(x: Any) -> str:
+    if not isinstance(x, str) or not x.startswith("+") or not x[1:].isdigit():
+        raise ConfigError(f"number range {x!r} must be an E.164 prefix like +86138")
+    return x
+
+
+def _category(c: Any) -> Category:
+    if not isinstance(c, dict):
+        raise ConfigError("a category must be an object")
+    cid, label, rank, risk = c["id"], c.get("label", ""), c["rank"], c["risk"]
+    if not isinstance(cid, str) or not cid:
+        raise ConfigError("category id must be a non-empty string")
+    if isinstance(rank, bool) or not isinstance(rank, int):
+        raise ConfigError(f"category {cid}: rank must be an integer")
+    if not isinstance(risk, bool):
+        raise ConfigError(f"category {cid}: risk must be true or false")
+    return Category(cid, str(label), rank, risk)

@@ -1,0 +1,94 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CorrectionAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CORRECTION_ACTION_UNSPECIFIED: _ClassVar[CorrectionAction]
+    CORRECTION_ACTION_WITHDRAW: _ClassVar[CorrectionAction]
+    CORRECTION_ACTION_RECATEGORIZE: _ClassVar[CorrectionAction]
+
+class AppealOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    APPEAL_OUTCOME_UNSPECIFIED: _ClassVar[AppealOutcome]
+    APPEAL_OUTCOME_UPHOLD: _ClassVar[AppealOutcome]
+    APPEAL_OUTCOME_REJECT: _ClassVar[AppealOutcome]
+CORRECTION_ACTION_UNSPECIFIED: CorrectionAction
+CORRECTION_ACTION_WITHDRAW: CorrectionAction
+CORRECTION_ACTION_RECATEGORIZE: CorrectionAction
+APPEAL_OUTCOME_UNSPECIFIED: AppealOutcome
+APPEAL_OUTCOME_UPHOLD: AppealOutcome
+APPEAL_OUTCOME_REJECT: AppealOutcome
+
+class SignedRecord(_message.Message):
+    __slots__ = ("body", "signature")
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    body: bytes
+    signature: bytes
+    def __init__(self, body: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class Record(_message.Message):
+    __slots__ = ("issuer", "seq", "prev_id", "issued_at_ms", "mark", "correction", "reassignment")
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    PREV_ID_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    MARK_FIELD_NUMBER: _ClassVar[int]
+    CORRECTION_FIELD_NUMBER: _ClassVar[int]
+    REASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    issuer: str
+    seq: int
+    prev_id: bytes
+    issued_at_ms: int
+    mark: Mark
+    correction: Correction
+    reassignment: Reassignment
+    def __init__(self, issuer: _Optional[str] = ..., seq: _Optional[int] = ..., prev_id: _Optional[bytes] = ..., issued_at_ms: _Optional[int] = ..., mark: _Optional[_Union[Mark, _Mapping]] = ..., correction: _Optional[_Union[Correction, _Mapping]] = ..., reassignment: _Optional[_Union[Reassignment, _Mapping]] = ...) -> None: ...
+
+class Mark(_message.Message):
+    __slots__ = ("number", "category", "score", "reports", "observed_at_ms", "expires_at_ms", "evidence_digest")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    number: str
+    category: str
+    score: int
+    reports: int
+    observed_at_ms: int
+    expires_at_ms: int
+    evidence_digest: bytes
+    def __init__(self, number: _Optional[str] = ..., category: _Optional[str] = ..., score: _Optional[int] = ..., reports: _Optional[int] = ..., observed_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., evidence_digest: _Optional[bytes] = ...) -> None: ...
+
+class Correction(_message.Message):
+    __slots__ = ("targets", "action", "category", "reason", "appeal_id", "outcome")
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    APPEAL_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    targets: _containers.RepeatedScalarFieldContainer[bytes]
+    action: CorrectionAction
+    category: str
+    reason: str
+    appeal_id: bytes
+    outcome: AppealOutcome
+    def __init__(self, targets: _Optional[_Iterable[bytes]] = ..., action: _Optional[_Union[CorrectionAction, str]] = ..., category: _Optional[str] = ..., reason: _Optional[str] = ..., appeal_id: _Optional[bytes] = ..., outcome: _Optional[_Union[AppealOutcome, str]] = ...) -> None: ...
+
+class Reassignment(_message.Message):
+    __slots__ = ("number", "effective_at_ms")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    number: str
+    effective_at_ms: int
+    def __init__(self, number: _Optional[str] = ..., effective_at_ms: _Optional[int] = ...) -> None: ...

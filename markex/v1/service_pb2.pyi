@@ -1,0 +1,238 @@
+from markex.v1 import record_pb2 as _record_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetLogCheckpointRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LogCheckpoint(_message.Message):
+    __slots__ = ("note", "size", "root")
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    note: str
+    size: int
+    root: bytes
+    def __init__(self, note: _Optional[str] = ..., size: _Optional[int] = ..., root: _Optional[bytes] = ...) -> None: ...
+
+class GetEntriesRequest(_message.Message):
+    __slots__ = ("start", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
+
+class Entries(_message.Message):
+    __slots__ = ("start", "envelopes")
+    START_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPES_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    envelopes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, start: _Optional[int] = ..., envelopes: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class GetInclusionProofRequest(_message.Message):
+    __slots__ = ("index", "size")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    size: int
+    def __init__(self, index: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...
+
+class InclusionProof(_message.Message):
+    __slots__ = ("index", "size", "leaf_hash", "path")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    LEAF_HASH_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    size: int
+    leaf_hash: bytes
+    path: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, index: _Optional[int] = ..., size: _Optional[int] = ..., leaf_hash: _Optional[bytes] = ..., path: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class GetConsistencyProofRequest(_message.Message):
+    __slots__ = ("old_size", "new_size")
+    OLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NEW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    old_size: int
+    new_size: int
+    def __init__(self, old_size: _Optional[int] = ..., new_size: _Optional[int] = ...) -> None: ...
+
+class ConsistencyProof(_message.Message):
+    __slots__ = ("old_size", "new_size", "path")
+    OLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NEW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    old_size: int
+    new_size: int
+    path: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, old_size: _Optional[int] = ..., new_size: _Optional[int] = ..., path: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class GetRecordRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: bytes
+    def __init__(self, id: _Optional[bytes] = ...) -> None: ...
+
+class RecordEnvelope(_message.Message):
+    __slots__ = ("envelope", "index")
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    envelope: bytes
+    index: int
+    def __init__(self, envelope: _Optional[bytes] = ..., index: _Optional[int] = ...) -> None: ...
+
+class FeedHeadsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class FeedHead(_message.Message):
+    __slots__ = ("issuer", "seq", "head_id", "frozen")
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HEAD_ID_FIELD_NUMBER: _ClassVar[int]
+    FROZEN_FIELD_NUMBER: _ClassVar[int]
+    issuer: str
+    seq: int
+    head_id: bytes
+    frozen: bool
+    def __init__(self, issuer: _Optional[str] = ..., seq: _Optional[int] = ..., head_id: _Optional[bytes] = ..., frozen: _Optional[bool] = ...) -> None: ...
+
+class FeedHeads(_message.Message):
+    __slots__ = ("heads",)
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    heads: _containers.RepeatedCompositeFieldContainer[FeedHead]
+    def __init__(self, heads: _Optional[_Iterable[_Union[FeedHead, _Mapping]]] = ...) -> None: ...
+
+class LookupRequest(_message.Message):
+    __slots__ = ("number", "at_ms")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    number: str
+    at_ms: int
+    def __init__(self, number: _Optional[str] = ..., at_ms: _Optional[int] = ...) -> None: ...
+
+class LookupResponse(_message.Message):
+    __slots__ = ("entry", "proof", "view_checkpoint", "number")
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    VIEW_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    entry: bytes
+    proof: bytes
+    view_checkpoint: str
+    number: str
+    def __init__(self, entry: _Optional[bytes] = ..., proof: _Optional[bytes] = ..., view_checkpoint: _Optional[str] = ..., number: _Optional[str] = ...) -> None: ...
+
+class LookupBatchRequest(_message.Message):
+    __slots__ = ("numbers", "at_ms", "with_proofs")
+    NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    WITH_PROOFS_FIELD_NUMBER: _ClassVar[int]
+    numbers: _containers.RepeatedScalarFieldContainer[str]
+    at_ms: int
+    with_proofs: bool
+    def __init__(self, numbers: _Optional[_Iterable[str]] = ..., at_ms: _Optional[int] = ..., with_proofs: _Optional[bool] = ...) -> None: ...
+
+class LookupBatchResponse(_message.Message):
+    __slots__ = ("results", "view_checkpoint")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    VIEW_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[LookupResponse]
+    view_checkpoint: str
+    def __init__(self, results: _Optional[_Iterable[_Union[LookupResponse, _Mapping]]] = ..., view_checkpoint: _Optional[str] = ...) -> None: ...
+
+class GetViewCheckpointRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ViewCheckpoint(_message.Message):
+    __slots__ = ("note",)
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    note: str
+    def __init__(self, note: _Optional[str] = ...) -> None: ...
+
+class GetEvidenceRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Evidence(_message.Message):
+    __slots__ = ("equivocations", "forks")
+    EQUIVOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    FORKS_FIELD_NUMBER: _ClassVar[int]
+    equivocations: _containers.RepeatedScalarFieldContainer[bytes]
+    forks: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, equivocations: _Optional[_Iterable[bytes]] = ..., forks: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class PullRequest(_message.Message):
+    __slots__ = ("issuer", "after", "max")
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    issuer: str
+    after: int
+    max: int
+    def __init__(self, issuer: _Optional[str] = ..., after: _Optional[int] = ..., max: _Optional[int] = ...) -> None: ...
+
+class RecordBatch(_message.Message):
+    __slots__ = ("envelopes",)
+    ENVELOPES_FIELD_NUMBER: _ClassVar[int]
+    envelopes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, envelopes: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class PushAck(_message.Message):
+    __slots__ = ("accepted", "duplicates", "buffered")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    BUFFERED_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    duplicates: int
+    buffered: int
+    def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., buffered: _Optional[int] = ...) -> None: ...
+
+class EquivocationProof(_message.Message):
+    __slots__ = ("first", "second")
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    SECOND_FIELD_NUMBER: _ClassVar[int]
+    first: bytes
+    second: bytes
+    def __init__(self, first: _Optional[bytes] = ..., second: _Optional[bytes] = ...) -> None: ...
+
+class CosignRequest(_message.Message):
+    __slots__ = ("note", "consistency_from", "proof", "old_size")
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FROM_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    OLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    note: str
+    consistency_from: bytes
+    proof: _containers.RepeatedScalarFieldContainer[bytes]
+    old_size: int
+    def __init__(self, note: _Optional[str] = ..., consistency_from: _Optional[bytes] = ..., proof: _Optional[_Iterable[bytes]] = ..., old_size: _Optional[int] = ...) -> None: ...
+
+class CosignResponse(_message.Message):
+    __slots__ = ("signature_line",)
+    SIGNATURE_LINE_FIELD_NUMBER: _ClassVar[int]
+    signature_line: str
+    def __init__(self, signature_line: _Optional[str] = ...) -> None: ...
+
+class Issued(_message.Message):
+    __slots__ = ("id", "issuer", "seq", "appeal", "index")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    APPEAL_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    id: bytes
+    issuer: str
+    seq: int
+    appeal: bool
+    index: int
+    def __init__(self, id: _Optional[bytes] = ..., issuer: _Optional[str] = ..., seq: _Optional[int] = ..., appeal: _Optional[bool] = ..., index: _Optional[int] = ...) -> None: ...
