@@ -208,9 +208,14 @@ class Consortium:
         if sum(p.role == "institute" for p in participants) != 1:
             raise ConfigError("exactly one participant must be the institute")
         roles = {p.id: p.role for p in participants}
-        for cid in ranges:
+        holder: dict[str, str] = {}
+        for cid, prefixes in ranges.items():
             if roles.get(cid) != "carrier":
                 raise ConfigError(f"number_ranges names {cid!r}, which is not a carrier")
+            for pre in prefixes:
+                # carrier_for must have one answer: a prefix belongs to one carrier only.
+                if holder.setdefault(pre, cid) != cid:
+                    raise ConfigError(f"number range {pre} is listed for {holder[pre]} and {cid}")
         cat_ids = [c.id for c in taxonomy]
         if len(set(cat_ids)) != len(cat_ids) or not cat_ids:
             raise ConfigError("taxonomy ids must be unique and non-empty")
@@ -234,26 +239,36 @@ class Consortium:
         a first look, never for a node)."""
         try:
             raw = (directory / "consortium.json").read_bytes()
-            sig_text = (directory / "consortium.json.sig").read_text()
+            sig_bytes = (directory / "consortium.json.sig").read_bytes()
         except OSError as e:
             raise ConfigError(f"cannot read the consortium in {directory}: {e.strerror}") from e
         try:
-            sig = base64.b64decode(sig_text.strip(), validate=True)
+            sig = base64.b64decode(sig_bytes.strip(), validate=True)
         except ValueError as e:
             raise ConfigSignatureError("consortium.json.sig is not base64") from e
+        if pinned_institute_key is not None:
+            # Verify the exact bytes before parsing them: unsigned input is never interpreted.
+            _verify_config(pinned_institute_key, sig, raw)
+            conf = cls.from_json_bytes(raw)
+            if conf.institute.public_key != pinned_institute_key:
+                raise ConfigSignatureError(
+                    "consortium.json names an institute key other than the pinned one"
+                )
+            return conf
         conf = cls.from_json_bytes(raw)
-        key = conf.institute.public_key
-        if pinned_institute_key is not None and key != pinned_institute_key:
-            raise ConfigSignatureError(
-                "consortium.json names an institute key other than the pinned one"
-            )
-        try:
-            Ed25519PublicKey.from_public_bytes(key).verify(sig, CONFIG_CONTEXT + raw)
-        except InvalidSignature as e:
-            raise ConfigSignatureError(
-                "consortium.json was changed after the institute signed it"
-            ) from e
+        _verify_config(conf.institute.public_key, sig, raw)
         return conf
+
+
+def _verify_config(institute_key: bytes, sig: bytes, raw: bytes) -> None:
+    try:
+        Ed25519PublicKey.from_public_bytes(institute_key).verify(sig, CONFIG_CONTEXT + raw)
+    except ValueError as e:
+        raise ConfigSignatureError("the institute key must be 32 bytes") from e
+    except InvalidSignature as e:
+        raise ConfigSignatureError(
+            "consortium.json is not signed by the institute key (changed after signing?)"
+        ) from e
 
 
 def _participant(p: Any) -> Participant:

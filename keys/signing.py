@@ -44,7 +44,9 @@ class SigningKey:
         except OSError as e:
             raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from e
         if mode & 0o077:
-            raise KeyFileError(f"key file {path} is readable by others (mode {mode:o}); chmod 600 it")
+            raise KeyFileError(
+                f"key file {path} is readable by others (mode {mode:o}); chmod 600 it"
+            )
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError) as e:

@@ -1,0 +1,378 @@
+"""A whole local consortium on disk, and each node's configuration file.
+
+`init_consortium(DIR, ...)` writes:
+
+    DIR/consortium.json, DIR/consortium.json.sig   signed by the institute key
+    DIR/ca/ca.pem                                  the consortium CA certificate
+    DIR/ca/ca.key                                  its key (0600)
+    DIR/<id>/signing.key                           the participant's Ed25519 key (0600)
+    DIR/<id>/tls.key, DIR/<id>/tls.pem             the node's TLS key (0600) and certificate
+    DIR/<id>/node.toml                             the node's configuration (NodeConfig)
+    DIR/<id>/data/                                 empty; the node's database goes here
+
+Participants are `institute`, `carrier-1..N`, `internet-1..M`. Participant k
+(0-based, institute first) gets member port `base_port + 2k` and public port
+`base_port + 2k + 1`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import os
+import shutil
+import tomllib
+from dataclasses import dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from keys import ConfigError
+from keys.consortium import Consortium, Participant
+from keys.signing import SigningKey
+from keys.tls import make_ca, make_node_cert
+
+WEIGHTS = {"institute": 5, "carrier": 2, "internet": 1}
+DEFAULT_NAME = "markex-local"
+
+# Chinese mobile prefixes by the operator that was first assigned them; with three carriers
+# each gets one operator's list, so the demo looks like the real market.
+MOBILE_PREFIXES: tuple[tuple[str, ...], ...] = (
+    (  # China Mobile
+        "+86134", "+86135", "+86136", "+86137", "+86138", "+86139",
+        "+86150", "+86151", "+86152", "+86157", "+86158", "+86159",
+        "+86182", "+86183", "+86184", "+86187", "+86188", "+86198",
+    ),
+    (  # China Unicom
+        "+86130", "+86131", "+86132", "+86155", "+86156", "+86185", "+86186", "+86166",
+    ),
+    (  # China Telecom
+        "+86133", "+86153", "+86180", "+86181", "+86189", "+86199", "+86173", "+86177",
+    ),
+)
+# Beijing and Shanghai fixed lines, 400 service numbers, 95xxx short service numbers.
+SERVICE_PREFIXES: tuple[str, ...] = ("+8610", "+8621", "+86400", "+8695")
+
+
+def number_ranges(carrier_ids: list[str]) -> dict[str, tuple[str, ...]]:
+    """Prefixes per carrier, every prefix held by exactly one carrier.
+
+    Three carriers get one operator's mobile prefixes each; any other count
+    gets the same prefixes, in order, dealt round-robin. The service prefixes
+    are always dealt round-robin.
+    """
+    n = len(carrier_ids)
+    if n == 0:
+        return {}
+    dealt: list[list[str]] = [[] for _ in carrier_ids]
+    if n == len(MOBILE_PREFIXES):
+        for i, group in enumerate(MOBILE_PREFIXES):
+            dealt[i].extend(group)
+    else:
+        for i, pre in enumerate(p for group in MOBILE_PREFIXES for p in group):
+            dealt[i % n].append(pre)
+    for i, pre in enumerate(SERVICE_PREFIXES):
+        dealt[i % n].append(pre)
+    return {cid: tuple(pres) for cid, pres in zip(carrier_ids, dealt, strict=True)}
+
+
+# ---- node.toml ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """One node's configuration, as in `DIR/<id>/node.toml`.
+
+    Paths are absolute (relative ones in the file are taken relative to the
+    file's folder). `institute_key` is the raw 32-byte institute public key the
+    node pins to load `consortium.json`; the file holds it in base64.
+    """
+
+    participant: str
+    consortium: Path
+    data_dir: Path
+    signing_key: Path
+    tls_key: Path
+    tls_cert: Path
+    ca_cert: Path
+    member_listen: str
+    public_listen: str
+    metrics_listen: str
+    institute_key: bytes
+
+    def __post_init__(self) -> None:
+        if not self.participant or not all(c.isalnum() or c in "-_." for c in self.participant):
+            raise ConfigError(f"bad participant id {self.participant!r}")
+        for key in ("member_listen", "public_listen", "metrics_listen"):
+            _check_listen(key, getattr(self, key))
+        if len(self.institute_key) != 32:
+            raise ConfigError("institute_key must be a 32-byte Ed25519 public key")
+
+    @classmethod
+    def load(cls, path: Path) -> NodeConfig:
+        """Read and check a node.toml. Every key is required; unknown keys are refused."""
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"cannot read node configuration {path}: {e.strerror}") from e
+        try:
+            obj = tomllib.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}") from e
+        return cls.from_dict(obj, base=path.parent, source=str(path))
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any], base: Path, source: str = "node.toml") -> NodeConfig:
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(obj) - set(known))
+        if unknown:
+            raise ConfigError(f"{source}: unknown key {unknown[0]!r}")
+        values: dict[str, Any] = {}
+        for name in known:
+            if name not in obj:
+                raise ConfigError(f"{source}: missing key {name!r}")
+            v = obj[name]
+            if not isinstance(v, str):
+                raise ConfigError(f"{source}: key {name!r} must be a string")
+            values[name] = v
+        for name in _PATH_KEYS:
+            p = Path(values[name])
+            values[name] = p if p.is_absolute() else (base / p).resolve()
+        try:
+            values["institute_key"] = base64.b64decode(values["institute_key"], validate=True)
+        except binascii.Error as e:
+            raise ConfigError(f"{source}: key 'institute_key' is not base64") from e
+        try:
+            return cls(**values)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from e
+
+    @classmethod
+    def for_participant(cls, consortium_dir: Path, pid: str) -> NodeConfig:
+        """The configuration of participant `pid` in a folder `init_consortium` wrote."""
+        if not pid or not all(c.isalnum() or c in "-_." for c in pid) or pid in (".", ".."):
+            raise ConfigError(f"bad participant id {pid!r}")
+        path = consortium_dir / pid / "node.toml"
+        if not path.is_file():
+            raise ConfigError(
+                f"participant {pid!r} has no node configuration in {consortium_dir} "
+                f"({path} does not exist)"
+            )
+        cfg = cls.load(path)
+        if cfg.participant != pid:
+            raise ConfigError(f"{path} is the configuration of {cfg.participant!r}, not {pid!r}")
+        return cfg
+
+    def to_toml(self) -> str:
+        lines = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "institute_key":
+                v = base64.b64encode(v).decode()
+            lines.append(f"{f.name} = {_toml_string(str(v))}")
+        return "\n".join(lines) + "\n"
+
+    def write(self, path: Path) -> None:
+        path.write_text(self.to_toml(), encoding="utf-8")
+
+
+_PATH_KEYS = ("consortium", "data_dir", "signing_key", "tls_key", "tls_cert", "ca_cert")
+
+
+def load_consortium(cfg: NodeConfig) -> Consortium:
+    """The consortium configuration, verified with the node's pinned institute key,
+    which must list the node's own participant."""
+    conf = Consortium.load(cfg.consortium, cfg.institute_key)
+    if conf.participant(cfg.participant) is None:
+        raise ConfigError(f"participant {cfg.participant!r} is not in the consortium")
+    return conf
+
+
+def _check_listen(key: str, value: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"key {key!r} must be HOST:PORT, got {value!r}")
+
+
+def _toml_string(s: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped."""
+    out = ['"']
+    for ch in s:
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch in "\b\t\n\f\r":
+            out.append({"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+# ---- init --------------------------------------------------------------------
+
+
+def init_consortium(
+    directory: Path,
+    carriers: int = 3,
+    internet: int = 2,
+    base_port: int = 7400,
+    host: str = "127.0.0.1",
+    *,
+    now: datetime,
+    name: str = DEFAULT_NAME,
+) -> Consortium:
+    """Write a whole local consortium into `directory` (created if missing, must be empty).
+
+    Every argument is checked before anything is written; if writing fails
+    midway, everything written is removed again.
+    """
+    if isinstance(carriers, bool) or not isinstance(carriers, int) or carriers < 1:
+        raise ConfigError(f"a consortium needs at least one carrier, got {carriers!r}")
+    if isinstance(internet, bool) or not isinstance(internet, int) or internet < 0:
+        raise ConfigError(f"the number of internet firms must be 0 or more, got {internet!r}")
+    count = 1 + carriers + internet
+    if isinstance(base_port, bool) or not isinstance(base_port, int) or base_port < 1:
+        raise ConfigError(f"base port must be a positive integer, got {base_port!r}")
+    if base_port + 2 * count - 1 > 65535:
+        raise ConfigError(
+            f"{count} participants need ports {base_port}..{base_port + 2 * count - 1}, "
+            "past 65535; choose a lower --base-port"
+        )
+    if not host or any(c.isspace() for c in host):
+        raise ConfigError(f"bad host {host!r}")
+    listen_host = _listen_host(host)
+    if now.tzinfo is None:
+        raise ConfigError("`now` must be a timezone-aware datetime")
+
+    directory = directory.resolve()
+    created_dir = False
+    if directory.exists():
+        if not directory.is_dir():
+            raise ConfigError(f"{directory} exists and is not a folder")
+        if any(directory.iterdir()):
+            raise ConfigError(f"{directory} is not empty; init writes only into an empty folder")
+    else:
+        try:
+            directory.mkdir(parents=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create {directory}: {e.strerror}") from e
+        created_dir = True
+
+    try:
+        return _write_consortium(directory, carriers, internet, base_port, host, listen_host,
+                                 now, name)
+    except BaseException:
+        # The folder was empty when we started: leave it as we found it.
+        if created_dir:
+            shutil.rmtree(directory, ignore_errors=True)
+        else:
+            for child in directory.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        raise
+
+
+def _write_consortium(
+    directory: Path,
+    carriers: int,
+    internet: int,
+    base_port: int,
+    host: str,
+    listen_host: str,
+    now: datetime,
+    name: str,
+) -> Consortium:
+    roles = (
+        [("institute", "institute", "Research institute")]
+        + [(f"carrier-{i}", "carrier", f"Carrier {i}") for i in range(1, carriers + 1)]
+        + [(f"internet-{i}", "internet", f"Internet firm {i}") for i in range(1, internet + 1)]
+    )
+    try:
+        (directory / "ca").mkdir()
+        ca_key, ca_cert = make_ca(f"{name} CA", now)
+        _write_private(directory / "ca" / "ca.key", ca_key)
+        (directory / "ca" / "ca.pem").write_bytes(ca_cert)
+
+        signing_keys: dict[str, SigningKey] = {}
+        participants: list[Participant] = []
+        for k, (pid, role, title) in enumerate(roles):
+            pdir = directory / pid
+            (pdir / "data").mkdir(parents=True)
+            key = SigningKey.generate()
+            key.save(pdir / "signing.key")
+            signing_keys[pid] = key
+            tls_key, tls_cert = make_node_cert(ca_key, ca_cert, pid, [host], now)
+            _write_private(pdir / "tls.key", tls_key)
+            (pdir / "tls.pem").write_bytes(tls_cert)
+            participants.append(
+                Participant(
+                    id=pid,
+                    role=role,
+                    public_key=key.public_bytes,
+                    weight=WEIGHTS[role],
+                    member_endpoint=_endpoint(host, base_port + 2 * k),
+                    public_endpoint=_endpoint(host, base_port + 2 * k + 1),
+                    name=title,
+                )
+            )
+
+        carrier_ids = [pid for pid, role, _ in roles if role == "carrier"]
+        draft = Consortium(name, tuple(participants), number_ranges(carrier_ids))
+        institute_key = signing_keys["institute"]
+        draft.write(directory, institute_key)
+
+        for k, (pid, _, _) in enumerate(roles):
+            pdir = directory / pid
+            NodeConfig(
+                participant=pid,
+                consortium=directory,
+                data_dir=pdir / "data",
+                signing_key=pdir / "signing.key",
+                tls_key=pdir / "tls.key",
+                tls_cert=pdir / "tls.pem",
+                ca_cert=directory / "ca" / "ca.pem",
+                member_listen=_endpoint(listen_host, base_port + 2 * k),
+                public_listen=_endpoint(listen_host, base_port + 2 * k + 1),
+                metrics_listen=_endpoint(listen_host, 0),
+                institute_key=institute_key.public_bytes,
+            ).write(pdir / "node.toml")
+    except OSError as e:
+        raise ConfigError(f"cannot write the consortium into {directory}: {e}") from e
+    # What a node will see: the exact signed bytes, verified against the pin.
+    return Consortium.load(directory, institute_key.public_bytes)
+
+
+def _listen_host(host: str) -> str:
+    """Where a node listens: the host itself when it is an IP literal, else every address."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return "0.0.0.0"
+    return host
+
+
+def _endpoint(host: str, port: int) -> str:
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return f"{host}:{port}"
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create a key file with mode 0600 from the start (never readable by others, even briefly)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.chmod(path, 0o600)

@@ -1,0 +1,291 @@
+"""The consortium's own certificate authority and the nodes' TLS certificates.
+
+Members talk over mutual TLS. The CA puts each node's participant id in its
+certificate twice: as the subject common name and as the SAN URI
+`markex://participant/<id>`, which is what `participant_from_cert` reads. A
+record is still trusted by its signature, never by the certificate of the node
+that relayed it; the certificate only says which member is on the line.
+
+Keys are ECDSA P-256 (what every TLS stack speaks), as unencrypted PKCS#8 PEM.
+Time is always an argument: nothing here reads the clock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from keys import ConfigError, KeyFileError
+
+PARTICIPANT_URI_PREFIX = "markex://participant/"
+CA_VALIDITY = timedelta(days=3650)
+NODE_VALIDITY = timedelta(days=730)
+# Certificates start a little before `now` so a peer whose clock lags still accepts them.
+BACKDATE = timedelta(minutes=5)
+DEFAULT_HOSTS = ("localhost", "127.0.0.1")
+
+
+def make_ca(name: str, now: datetime) -> tuple[bytes, bytes]:
+    """A new consortium CA: (private key PEM, self-signed certificate PEM), valid 10 years."""
+    if not name:
+        raise ConfigError("the CA needs a non-empty name")
+    start = _utc(now) - BACKDATE
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "markex consortium"),
+        ]
+    )
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return _key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
+
+
+def make_node_cert(
+    ca_key_pem: bytes,
+    ca_cert_pem: bytes,
+    participant_id: str,
+    hosts: list[str],
+    now: datetime,
+) -> tuple[bytes, bytes]:
+    """A node's key and certificate, issued by the CA: (key PEM, certificate PEM).
+
+    The certificate names the participant (CN and SAN URI), serves "localhost",
+    127.0.0.1 and every entry of `hosts` (IP literals as IP SANs, the rest as
+    DNS names), is good for both ends of mutual TLS, and lasts 2 years (never
+    past the CA's own end).
+    """
+    _check_participant_id(participant_id)
+    ca_key = _load_ca_key(ca_key_pem)
+    ca_cert = _load_cert(ca_cert_pem)
+    if ca_key.public_key().public_numbers() != _ec_public(ca_cert).public_numbers():
+        raise ConfigError("the CA key does not belong to the CA certificate")
+    start = _utc(now) - BACKDATE
+    end = min(start + NODE_VALIDITY, ca_cert.not_valid_after_utc)
+    if end <= start:
+        raise ConfigError("the CA certificate has expired; make a new CA")
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, participant_id)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName(_alt_names(participant_id, hosts)), critical=False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return _key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
+
+
+def participant_from_cert(cert_pem_or_der: bytes) -> str:
+    """The participant id the CA put in a certificate (PEM or DER).
+
+    Read from the SAN URI `markex://participant/<id>`, else from the subject
+    CN. Raises ConfigError when the certificate names no participant, names
+    two, or its CN disagrees with its URI. This does not check who issued the
+    certificate: that is `verify_issued_by` (or the TLS handshake).
+    """
+    cert = _load_cert(cert_pem_or_der)
+    from_uri: set[str] = set()
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    if san is not None:
+        for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+            if uri.startswith(PARTICIPANT_URI_PREFIX):
+                from_uri.add(uri[len(PARTICIPANT_URI_PREFIX):])
+    cns = [
+        a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if isinstance(a.value, str)
+    ]
+    if len(from_uri) > 1:
+        raise ConfigError(f"certificate names several participants: {sorted(from_uri)}")
+    if from_uri:
+        pid = from_uri.pop()
+        if cns and cns[0] != pid:
+            raise ConfigError(
+                f"certificate CN {cns[0]!r} disagrees with its participant URI {pid!r}"
+            )
+    elif cns:
+        pid = cns[0]
+    else:
+        raise ConfigError("certificate names no participant (no participant URI, no CN)")
+    _check_participant_id(pid)
+    return pid
+
+
+def verify_issued_by(
+    cert_pem: bytes, ca_cert_pem: bytes, now: datetime | None = None
+) -> None:
+    """Raise ConfigError unless the consortium CA issued `cert_pem`.
+
+    Checks that the issuer is a CA certificate, that the certificate names it
+    as issuer and that its signature verifies with the CA's public key. With
+    `now`, also that both certificates are valid at that time.
+    """
+    cert = _load_cert(cert_pem)
+    ca = _load_cert(ca_cert_pem)
+    try:
+        bc = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        bc = None
+    if bc is None or not bc.ca:
+        raise ConfigError("the issuer certificate is not a CA certificate")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except ValueError as e:
+        raise ConfigError(f"certificate was not issued by this CA: {e}") from e
+    except InvalidSignature as e:
+        raise ConfigError("certificate was not signed by this CA's key") from e
+    except TypeError as e:
+        raise ConfigError(f"cannot check the certificate's signature: {e}") from e
+    if now is not None:
+        t = _utc(now)
+        for what, c in (("certificate", cert), ("CA certificate", ca)):
+            if not c.not_valid_before_utc <= t <= c.not_valid_after_utc:
+                raise ConfigError(
+                    f"{what} is valid from {c.not_valid_before_utc:%Y-%m-%d %H:%M} "
+                    f"to {c.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, not at {t:%Y-%m-%d %H:%M}"
+                )
+
+
+# ---- internals ---------------------------------------------------------------
+
+
+def _utc(now: datetime) -> datetime:
+    if now.tzinfo is None:
+        raise ConfigError("`now` must be a timezone-aware datetime")
+    return now.astimezone(UTC)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _load_cert(data: bytes) -> x509.Certificate:
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError as e:
+        raise ConfigError(f"not an X.509 certificate (PEM or DER): {e}") from e
+
+
+def _load_ca_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as e:
+        raise KeyFileError("the CA key is not an unencrypted PEM private key") from e
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise KeyFileError("the CA key is not an ECDSA key")
+    return key
+
+
+def _ec_public(cert: x509.Certificate) -> ec.EllipticCurvePublicKey:
+    pub = cert.public_key()
+    if not isinstance(pub, ec.EllipticCurvePublicKey):
+        raise ConfigError("the CA certificate does not hold an ECDSA key")
+    return pub
+
+
+def _check_participant_id(pid: str) -> None:
+    # The same rule consortium.json applies, so a certificate can never name an id it could not.
+    if not pid or not all(c.isalnum() or c in "-_." for c in pid):
+        raise ConfigError(f"bad participant id {pid!r}")
+
+
+def _alt_names(participant_id: str, hosts: list[str]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(PARTICIPANT_URI_PREFIX + participant_id)
+    ]
+    seen: set[str] = set()
+    for host in (*DEFAULT_HOSTS, *hosts):
+        host = host.strip()
+        if not host:
+            raise ConfigError("a certificate host name must not be empty")
+        try:
+            ip = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            name = host.lower().rstrip(".")
+            if not all(label and (label.replace("-", "").isalnum() or label == "*")
+                       for label in name.split(".")) or not name.isascii():
+                raise ConfigError(f"{host!r} is neither an IP address nor a DNS name") from None
+            if name not in seen:
+                seen.add(name)
+                names.append(x509.DNSName(name))
+            continue
+        if str(ip) not in seen:
+            seen.add(str(ip))
+            names.append(x509.IPAddress(ip))
+    return names

@@ -1,0 +1,616 @@
+"""keys/: a local consortium on disk, its signature and pin, the CA and node certificates."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import json
+import os
+import socket
+import ssl
+import stat
+import sys
+import threading
+import tomllib
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+import keys
+from keys import ConfigError, ConfigSignatureError, KeyFileError
+from keys.consortium import Consortium
+from keys.layout import (
+    NodeConfig,
+    init_consortium,
+    load_consortium,
+    number_ranges,
+)
+from keys.signing import SigningKey
+from keys.tls import (
+    PARTICIPANT_URI_PREFIX,
+    make_ca,
+    make_node_cert,
+    participant_from_cert,
+    verify_issued_by,
+)
+
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+IDS = ["institute", "carrier-1", "carrier-2", "carrier-3", "internet-1", "internet-2"]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Consortium]:
+    """One default consortium shared by the read-only tests (key generation is cheap,
+    but there is no need to repeat it)."""
+    d = tmp_path_factory.mktemp("consortium") / "local"
+    return d, init_consortium(d, now=NOW)
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Path:
+    """A consortium of one carrier, for tests that damage files."""
+    d = tmp_path / "c"
+    init_consortium(d, carriers=1, internet=0, now=NOW)
+    return d
+
+
+# ---- layout ------------------------------------------------------------------
+
+
+def test_layout_files(made: tuple[Path, Consortium]) -> None:
+    d, conf = made
+    assert [p.id for p in conf.participants] == IDS
+    for name in ("consortium.json", "consortium.json.sig", "ca/ca.pem", "ca/ca.key"):
+        assert (d / name).is_file(), name
+    for pid in IDS:
+        for name in ("signing.key", "tls.key", "tls.pem", "node.toml"):
+            assert (d / pid / name).is_file(), (pid, name)
+        assert (d / pid / "data").is_dir()
+        assert not any((d / pid / "data").iterdir())
+
+
+def test_every_key_file_is_0600(made: tuple[Path, Consortium]) -> None:
+    d, _ = made
+    key_files = [d / "ca" / "ca.key"]
+    key_files += [d / pid / name for pid in IDS for name in ("signing.key", "tls.key")]
+    for path in key_files:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+    SigningKey.load(d / "institute" / "signing.key")   # the loader accepts what init wrote
+
+
+def test_participants_roles_weights_ports(made: tuple[Path, Consortium]) -> None:
+    _, conf = made
+    expect = {
+        "institute": ("institute", 5), "carrier-1": ("carrier", 2), "carrier-2": ("carrier", 2),
+        "carrier-3": ("carrier", 2), "internet-1": ("internet", 1), "internet-2": ("internet", 1),
+    }
+    for k, p in enumerate(conf.participants):
+        assert (p.role, p.weight) == expect[p.id]
+        assert p.member_endpoint == f"127.0.0.1:{7400 + 2 * k}"
+        assert p.public_endpoint == f"127.0.0.1:{7400 + 2 * k + 1}"
+    ports = [p.member_endpoint for p in conf.participants]
+    ports += [p.public_endpoint for p in conf.participants]
+    assert len(set(ports)) == len(ports)
+
+
+def test_signing_keys_match_consortium(made: tuple[Path, Consortium]) -> None:
+    d, conf = made
+    for p in conf.participants:
+        key = SigningKey.load(d / p.id / "signing.key")
+        assert key.public_bytes == p.public_key
+        assert p.verify(key.sign(b"m"), b"m")
+
+
+@pytest.mark.parametrize(
+    ("number", "carrier"),
+    [
+        ("+8613812345678", "carrier-1"),
+        ("+8613012345678", "carrier-2"),
+        ("+8618912345678", "carrier-3"),
+        ("+861012345678", "carrier-1"),
+        ("+862112345678", "carrier-2"),
+        ("+864001234567", "carrier-3"),
+        ("+8695555", "carrier-1"),
+        ("+12025550123", None),
+        ("+8675512345678", None),    # Shenzhen fixed lines: nobody's range in the demo
+    ],
+)
+def test_carrier_for(made: tuple[Path, Consortium], number: str, carrier: str | None) -> None:
+    _, conf = made
+    assert conf.carrier_for(number) == carrier
+    holders = [c for c, pres in conf.number_ranges.items()
+               if any(number.startswith(x) for x in pres)]
+    assert len(holders) == (0 if carrier is None else 1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7])
+def test_number_ranges_partition(n: int) -> None:
+    ids = [f"carrier-{i}" for i in range(1, n + 1)]
+    ranges = number_ranges(ids)
+    assert list(ranges) == ids
+    flat = [x for pres in ranges.values() for x in pres]
+    assert len(flat) == len(set(flat)) == 34 + 4
+    for number in ("+8613812345678", "+861012345678", "+864001234567", "+8695555"):
+        assert sum(any(number.startswith(x) for x in pres) for pres in ranges.values()) == 1
+
+
+def test_three_carriers_get_the_operators(made: tuple[Path, Consortium]) -> None:
+    _, conf = made
+    r = conf.number_ranges
+    assert {"+86134", "+86139", "+86150", "+86188", "+86198"} <= set(r["carrier-1"])
+    assert {"+86130", "+86132", "+86166", "+86186"} <= set(r["carrier-2"])
+    assert {"+86133", "+86153", "+86177", "+86199"} <= set(r["carrier-3"])
+
+
+def test_other_sizes_and_host(tmp_path: Path) -> None:
+    conf = init_consortium(tmp_path / "x", carriers=2, internet=0, base_port=9000,
+                           host="localhost", now=NOW)
+    assert [p.id for p in conf.participants] == ["institute", "carrier-1", "carrier-2"]
+    assert conf.participants[2].public_endpoint == "localhost:9005"
+    cfg = NodeConfig.for_participant(tmp_path / "x", "carrier-2")
+    assert cfg.member_listen == "0.0.0.0:9004"
+    assert conf.carrier_for("+8613812345678") is not None
+
+
+def test_init_refuses_non_empty_dir(tmp_path: Path) -> None:
+    (tmp_path / "stray.txt").write_text("x")
+    with pytest.raises(ConfigError, match="not empty"):
+        init_consortium(tmp_path, now=NOW)
+    assert [p.name for p in tmp_path.iterdir()] == ["stray.txt"]
+
+
+def test_init_into_existing_empty_dir(tmp_path: Path) -> None:
+    conf = init_consortium(tmp_path, carriers=1, internet=1, now=NOW)
+    assert len(conf.participants) == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"carriers": 0}, "at least one carrier"),
+        ({"internet": -1}, "internet"),
+        ({"base_port": 0}, "base port"),
+        ({"base_port": 65530}, "past 65535"),
+        ({"host": ""}, "bad host"),
+        ({"now": datetime(2025, 3, 1)}, "timezone"),
+    ],
+)
+def test_init_bad_arguments_write_nothing(tmp_path: Path, kwargs: dict, match: str) -> None:
+    args = {"now": NOW, **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        init_consortium(tmp_path / "c", **args)
+    assert not (tmp_path / "c").exists()
+
+
+# ---- consortium.json signature and pin ---------------------------------------
+
+
+def _pin(d: Path) -> bytes:
+    return SigningKey.load(d / "institute" / "signing.key").public_bytes
+
+
+def test_consortium_loads_and_verifies(made: tuple[Path, Consortium]) -> None:
+    d, conf = made
+    again = Consortium.load(d, _pin(d))
+    assert again.raw == (d / "consortium.json").read_bytes()
+    assert again.to_json_bytes() == again.raw
+    assert again.participants == conf.participants
+    cfg = NodeConfig.for_participant(d, "carrier-2")
+    assert load_consortium(cfg).by_id.keys() == set(IDS)
+
+
+def _flip_byte(raw: bytes) -> bytes:
+    i = raw.index(b'"markex-local"') + 3
+    return raw[:i] + bytes([raw[i] ^ 0x01]) + raw[i + 1:]
+
+
+def _add_participant(raw: bytes) -> bytes:
+    obj = json.loads(raw)
+    obj["participants"].append({
+        "id": "intruder", "role": "carrier", "weight": 9,
+        "public_key": base64.b64encode(SigningKey.generate().public_bytes).decode(),
+    })
+    return json.dumps(obj, indent=2, ensure_ascii=False).encode() + b"\n"
+
+
+def _swap_key(raw: bytes) -> bytes:
+    obj = json.loads(raw)
+    obj["participants"][1]["public_key"] = base64.b64encode(
+        SigningKey.generate().public_bytes).decode()
+    return json.dumps(obj, indent=2, ensure_ascii=False).encode() + b"\n"
+
+
+def _break_json(raw: bytes) -> bytes:
+    return raw[:-5]
+
+
+def _trailing_space(raw: bytes) -> bytes:
+    return raw + b" "   # same JSON, different bytes: still refused
+
+
+@pytest.mark.parametrize(
+    "tamper", [_flip_byte, _add_participant, _swap_key, _break_json, _trailing_space]
+)
+def test_tampered_consortium_refused(fresh: Path, tamper) -> None:
+    path = fresh / "consortium.json"
+    path.write_bytes(tamper(path.read_bytes()))
+    with pytest.raises(ConfigSignatureError):
+        Consortium.load(fresh, _pin(fresh))
+    with pytest.raises(ConfigSignatureError):
+        load_consortium(NodeConfig.for_participant(fresh, "carrier-1"))
+
+
+def test_consortium_resigned_by_another_key_refused(fresh: Path) -> None:
+    """Someone rewrites consortium.json with their own institute key and signs it: the
+    file verifies on its own, but not against the pin."""
+    conf = Consortium.load(fresh, _pin(fresh))
+    rogue = SigningKey.generate()
+    parts = tuple(
+        replace(p, public_key=rogue.public_bytes) if p.role == "institute" else p
+        for p in conf.participants
+    )
+    Consortium(conf.name, parts, conf.number_ranges).write(fresh, rogue)
+    Consortium.load(fresh)                     # self-consistent without a pin
+    with pytest.raises(ConfigSignatureError):
+        Consortium.load(fresh, _pin(fresh))
+
+
+def test_wrong_pin_refused(made: tuple[Path, Consortium]) -> None:
+    d, _ = made
+    with pytest.raises(ConfigSignatureError):
+        Consortium.load(d, SigningKey.generate().public_bytes)
+    with pytest.raises(ConfigSignatureError):
+        Consortium.load(d, b"\x00" * 31)
+
+
+@pytest.mark.parametrize(
+    "sig",
+    [
+        None,                                          # missing
+        b"not base64 at all!\n",
+        b"\xff\xfe\x00garbage",
+        base64.b64encode(b"\x00" * 64) + b"\n",        # right size, wrong signature
+        base64.b64encode(b"\x01" * 10) + b"\n",        # wrong size
+        b"",
+    ],
+)
+def test_bad_signature_file_refused(fresh: Path, sig: bytes | None) -> None:
+    path = fresh / "consortium.json.sig"
+    if sig is None:
+        path.unlink()
+        with pytest.raises(ConfigError, match="consortium.json.sig|cannot read"):
+            Consortium.load(fresh, _pin(fresh))
+        return
+    path.write_bytes(sig)
+    with pytest.raises(ConfigSignatureError):
+        Consortium.load(fresh, _pin(fresh))
+
+
+def test_signature_of_another_config_refused(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    init_consortium(a, carriers=1, internet=0, now=NOW)
+    init_consortium(b, carriers=1, internet=0, now=NOW)
+    (a / "consortium.json.sig").write_bytes((b / "consortium.json.sig").read_bytes())
+    with pytest.raises(ConfigSignatureError):
+        Consortium.load(a, _pin(a))
+
+
+def test_prefix_listed_twice_refused(made: tuple[Path, Consortium]) -> None:
+    d, _ = made
+    obj = json.loads((d / "consortium.json").read_bytes())
+    obj["number_ranges"]["carrier-2"].append("+86138")
+    with pytest.raises(ConfigError, match=r"\+86138"):
+        Consortium.from_json_bytes(json.dumps(obj).encode())
+
+
+# ---- certificates ------------------------------------------------------------
+
+
+def _cert(pem: bytes) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(pem)
+
+
+def test_ca_certificate(made: tuple[Path, Consortium]) -> None:
+    d, _ = made
+    ca = _cert((d / "ca" / "ca.pem").read_bytes())
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert ca.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    years = (ca.not_valid_after_utc - ca.not_valid_before_utc).days / 365
+    assert 9.9 < years < 10.1
+    ca.verify_directly_issued_by(ca)
+
+
+@pytest.mark.parametrize("pid", IDS)
+def test_node_certificates_chain_and_name(made: tuple[Path, Consortium], pid: str) -> None:
+    d, _ = made
+    ca_pem = (d / "ca" / "ca.pem").read_bytes()
+    pem = (d / pid / "tls.pem").read_bytes()
+    cert = _cert(pem)
+    # The CA's public key verifies the node certificate's signature.
+    ca_pub = _cert(ca_pem).public_key()
+    assert isinstance(ca_pub, ec.EllipticCurvePublicKey)
+    assert cert.signature_hash_algorithm is not None
+    ca_pub.verify(cert.signature, cert.tbs_certificate_bytes,
+                  ec.ECDSA(cert.signature_hash_algorithm))
+    verify_issued_by(pem, ca_pem, now=NOW)
+
+    assert participant_from_cert(pem) == pid
+    assert participant_from_cert(cert.public_bytes(serialization.Encoding.DER)) == pid
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert PARTICIPANT_URI_PREFIX + pid in san.get_values_for_type(x509.UniformResourceIdentifier)
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    years = (cert.not_valid_after_utc - cert.not_valid_before_utc).days / 365
+    assert 1.9 < years < 2.1
+
+
+def test_node_key_matches_certificate(made: tuple[Path, Consortium]) -> None:
+    d, _ = made
+    key = serialization.load_pem_private_key((d / "carrier-1" / "tls.key").read_bytes(), None)
+    cert = _cert((d / "carrier-1" / "tls.pem").read_bytes())
+    assert key.public_key().public_numbers() == cert.public_key().public_numbers()  # type: ignore[union-attr]
+
+
+def test_cert_from_unrelated_ca_detected(made: tuple[Path, Consortium]) -> None:
+    d, _ = made
+    ca_pem = (d / "ca" / "ca.pem").read_bytes()
+    other_key, other_ca = make_ca("markex-local CA", NOW)   # same name, different key
+    _, forged = make_node_cert(other_key, other_ca, "carrier-1", [], NOW)
+    assert participant_from_cert(forged) == "carrier-1"
+    with pytest.raises(ConfigError, match="not signed by this CA"):
+        verify_issued_by(forged, ca_pem)
+    _, named_other = make_ca("another CA", NOW)
+    with pytest.raises(ConfigError, match="not issued by this CA"):
+        verify_issued_by(forged, named_other)
+
+
+def test_node_cert_is_not_a_ca(made: tuple[Path, Consortium]) -> None:
+    d, _ = made
+    node_pem = (d / "carrier-1" / "tls.pem").read_bytes()
+    with pytest.raises(ConfigError, match="not a CA"):
+        verify_issued_by((d / "carrier-2" / "tls.pem").read_bytes(), node_pem)
+
+
+def test_verify_issued_by_checks_time(made: tuple[Path, Consortium]) -> None:
+    d, _ = made
+    ca_pem = (d / "ca" / "ca.pem").read_bytes()
+    pem = (d / "internet-1" / "tls.pem").read_bytes()
+    verify_issued_by(pem, ca_pem, now=NOW + timedelta(days=700))
+    with pytest.raises(ConfigError, match="valid from"):
+        verify_issued_by(pem, ca_pem, now=NOW + timedelta(days=800))
+    with pytest.raises(ConfigError, match="valid from"):
+        verify_issued_by(pem, ca_pem, now=NOW - timedelta(days=1))
+
+
+def test_extra_hosts_and_cn_fallback() -> None:
+    ca_key, ca_pem = make_ca("t", NOW)
+    _, pem = make_node_cert(ca_key, ca_pem, "internet-9", ["node9.example", "10.0.0.9", "::1"],
+                            NOW)
+    san = _cert(pem).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["localhost", "node9.example"]
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == [
+        "127.0.0.1", "10.0.0.9", "::1"]
+    with pytest.raises(ConfigError, match="neither an IP"):
+        make_node_cert(ca_key, ca_pem, "x", ["bad host!"], NOW)
+    with pytest.raises(ConfigError, match="participant id"):
+        make_node_cert(ca_key, ca_pem, "../etc", [], NOW)
+    with pytest.raises(ConfigError, match="CA key does not belong"):
+        make_node_cert(make_ca("u", NOW)[0], ca_pem, "x", [], NOW)
+    with pytest.raises(KeyFileError):
+        make_node_cert(b"junk", ca_pem, "x", [], NOW)
+    with pytest.raises(ConfigError, match="timezone"):
+        make_ca("t", datetime(2025, 1, 1))
+
+
+def _handmade_cert(cn: str | None, uris: list[str]) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else []
+    b = (x509.CertificateBuilder()
+         .subject_name(x509.Name(attrs)).issuer_name(x509.Name(attrs))
+         .public_key(key.public_key()).serial_number(1)
+         .not_valid_before(NOW).not_valid_after(NOW + timedelta(days=1)))
+    if uris:
+        b = b.add_extension(x509.SubjectAlternativeName(
+            [x509.UniformResourceIdentifier(u) for u in uris]), critical=False)
+    return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def test_participant_from_cert_edge_cases() -> None:
+    assert participant_from_cert(_handmade_cert("carrier-7", [])) == "carrier-7"
+    assert participant_from_cert(
+        _handmade_cert(None, [PARTICIPANT_URI_PREFIX + "carrier-7"])) == "carrier-7"
+    with pytest.raises(ConfigError, match="names no participant"):
+        participant_from_cert(_handmade_cert(None, ["https://example.com"]))
+    with pytest.raises(ConfigError, match="disagrees"):
+        participant_from_cert(_handmade_cert("carrier-1", [PARTICIPANT_URI_PREFIX + "carrier-2"]))
+    with pytest.raises(ConfigError, match="several"):
+        participant_from_cert(_handmade_cert(None, [PARTICIPANT_URI_PREFIX + "a",
+                                                    PARTICIPANT_URI_PREFIX + "b"]))
+    with pytest.raises(ConfigError, match="X.509"):
+        participant_from_cert(b"\x30\x03\x02\x01\x00")
+    with pytest.raises(ConfigError, match="X.509"):
+        participant_from_cert(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+
+
+# ---- node.toml ---------------------------------------------------------------
+
+
+def test_node_toml_contents(made: tuple[Path, Consortium]) -> None:
+    d, conf = made
+    obj = tomllib.loads((d / "carrier-2" / "node.toml").read_text())
+    assert obj["participant"] == "carrier-2"
+    assert obj["consortium"] == str(d)
+    assert obj["data_dir"] == str(d / "carrier-2" / "data")
+    assert obj["member_listen"] == "127.0.0.1:7404"
+    assert obj["public_listen"] == "127.0.0.1:7405"
+    assert obj["metrics_listen"] == "127.0.0.1:0"
+    assert base64.b64decode(obj["institute_key"]) == conf.institute.public_key
+    for key in ("consortium", "data_dir", "signing_key", "tls_key", "tls_cert", "ca_cert"):
+        assert Path(obj[key]).is_absolute()
+        assert Path(obj[key]).exists()
+
+
+def test_node_config_round_trip(made: tuple[Path, Consortium], tmp_path: Path) -> None:
+    d, _ = made
+    cfg = NodeConfig.for_participant(d, "internet-1")
+    assert cfg.tls_cert == d / "internet-1" / "tls.pem"
+    assert cfg.ca_cert == d / "ca" / "ca.pem"
+    cfg.write(tmp_path / "node.toml")
+    assert NodeConfig.load(tmp_path / "node.toml") == cfg
+    odd = replace(cfg, data_dir=tmp_path / 'we"ird\\pa\tth ü')
+    odd.write(tmp_path / "odd.toml")
+    assert NodeConfig.load(tmp_path / "odd.toml") == odd
+
+
+def test_node_config_relative_paths(made: tuple[Path, Consortium], tmp_path: Path) -> None:
+    d, _ = made
+    text = NodeConfig.for_participant(d, "institute").to_toml()
+    text = text.replace(str(d / "institute" / "data"), "data")
+    (tmp_path / "node.toml").write_text(text)
+    assert NodeConfig.load(tmp_path / "node.toml").data_dir == tmp_path.resolve() / "data"
+
+
+def _edit(text: str, key: str, line: str | None) -> str:
+    out = [ln for ln in text.splitlines() if not ln.startswith(f"{key} =")]
+    if line is not None:
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("key", "line", "match"),
+    [
+        ("tls_cert", None, "missing key 'tls_cert'"),
+        ("participant", None, "missing key 'participant'"),
+        ("member_listen", "member_listen = 7400", "'member_listen' must be a string"),
+        ("data_dir", "data_dir = [\"a\"]", "'data_dir' must be a string"),
+        ("public_listen", 'public_listen = "no-port"', "'public_listen' must be HOST:PORT"),
+        ("metrics_listen", 'metrics_listen = "h:99999"', "'metrics_listen' must be HOST:PORT"),
+        ("institute_key", 'institute_key = "!!"', "'institute_key' is not base64"),
+        ("institute_key", 'institute_key = "AAAA"', "institute_key must be a 32-byte"),
+        ("participant", 'participant = "a/b"', "bad participant id"),
+        ("x", 'colour = "blue"', "unknown key 'colour'"),
+        ("x", "participant = = 1", "not valid TOML"),
+    ],
+)
+def test_bad_node_toml(made: tuple[Path, Consortium], tmp_path: Path,
+                       key: str, line: str | None, match: str) -> None:
+    d, _ = made
+    text = (d / "carrier-1" / "node.toml").read_text()
+    path = tmp_path / "node.toml"
+    path.write_text(_edit(text, key, line))
+    with pytest.raises(ConfigError, match=match) as e:
+        NodeConfig.load(path)
+    assert str(path) in str(e.value)
+
+
+def test_node_config_for_unknown_participant(made: tuple[Path, Consortium]) -> None:
+    d, _ = made
+    with pytest.raises(ConfigError, match="'carrier-9'"):
+        NodeConfig.for_participant(d, "carrier-9")
+    with pytest.raises(ConfigError, match="bad participant id"):
+        NodeConfig.for_participant(d, "..")
+    with pytest.raises(ConfigError, match="cannot read"):
+        NodeConfig.load(d / "nowhere.toml")
+
+
+def test_node_config_for_someone_else(made: tuple[Path, Consortium], tmp_path: Path) -> None:
+    d, _ = made
+    (tmp_path / "carrier-1").mkdir()
+    (tmp_path / "carrier-1" / "node.toml").write_bytes((d / "carrier-2" / "node.toml").read_bytes())
+    with pytest.raises(ConfigError, match="configuration of 'carrier-2'"):
+        NodeConfig.for_participant(tmp_path, "carrier-1")
+
+
+def test_load_consortium_wrong_pin(made: tuple[Path, Consortium]) -> None:
+    d, _ = made
+    cfg = NodeConfig.for_participant(d, "carrier-1")
+    bad = replace(cfg, institute_key=SigningKey.generate().public_bytes)
+    with pytest.raises(ConfigSignatureError):
+        load_consortium(bad)
+
+
+# ---- the certificates in a real mutual-TLS handshake ---------------------------
+
+
+def _context(d: Path, pid: str, side: int) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(side)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(d / pid / "tls.pem", d / pid / "tls.key")
+    ctx.load_verify_locations(d / "ca" / "ca.pem")
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def test_mutual_tls_handshake(made: tuple[Path, Consortium]) -> None:
+    """Two nodes complete mutual TLS on 127.0.0.1 and each learns who the other is."""
+    d, _ = made
+    server_ctx = _context(d, "carrier-1", ssl.PROTOCOL_TLS_SERVER)
+    client_ctx = _context(d, "internet-2", ssl.PROTOCOL_TLS_CLIENT)
+    a, b = socket.socketpair()
+    seen: dict[str, str] = {}
+
+    def serve() -> None:
+        with server_ctx.wrap_socket(a, server_side=True) as s:
+            der = s.getpeercert(binary_form=True)
+            assert der is not None
+            seen["server saw"] = participant_from_cert(der)
+            s.sendall(b"ok")
+
+    t = threading.Thread(target=serve)
+    t.start()
+    with client_ctx.wrap_socket(b, server_hostname="127.0.0.1") as c:
+        der = c.getpeercert(binary_form=True)
+        assert der is not None
+        seen["client saw"] = participant_from_cert(der)
+        assert c.recv(2) == b"ok"
+    t.join(timeout=5)
+    assert seen == {"server saw": "internet-2", "client saw": "carrier-1"}
+
+
+# ---- a failure midway leaves nothing behind; the import rule --------------------
+
+
+def test_init_failure_midway_leaves_dir_empty(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import keys.layout
+
+    calls = []
+    real = keys.layout.make_node_cert
+
+    def failing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(keys.layout, "make_node_cert", failing)
+    with pytest.raises(ConfigError, match="No space left"):
+        init_consortium(tmp_path, now=NOW)
+    assert list(tmp_path.iterdir()) == []
+    calls.clear()
+    with pytest.raises(ConfigError):
+        init_consortium(tmp_path / "new", now=NOW)
+    assert not (tmp_path / "new").exists()
+
+
+def test_keys_imports_only_cryptography_and_stdlib() -> None:
+    allowed = {"cryptography", "keys", "__future__"} | set(sys.stdlib_module_names)
+    for path in Path(keys.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                roots = [node.module.split(".")[0]]
+            else:
+                continue
+            assert set(roots) <= allowed, (path.name, roots)
