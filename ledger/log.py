@@ -1,0 +1,572 @@
+"""The node's ledger: checks every record, keeps each issuer's feed, appends
+every accepted envelope to the node's RFC 9162 Merkle log, keeps equivocation
+proofs, and signs log checkpoints.
+
+Checks on every append run in a fixed order, each with its own error, and a
+rejected record changes nothing:
+
+    size (TooLarge) -> structure (MalformedRecord, InvalidNumber)
+    -> issuer (UnknownIssuer) -> already here? (duplicate: idempotent)
+    -> signature (BadSignature) -> role (NotAllowed) -> taxonomy (UnknownCategory)
+    -> clock (ClockSkew) -> feed frozen (FeedFrozen)
+    -> position: seq <= head with another id (Equivocation),
+                 seq > head + 1 (SequenceGap: buffered when replicating),
+                 prev_id != head id (WrongPrevious)
+
+A batch of accepted records is one atomic synced write.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from keys.consortium import Consortium
+from keys.signing import SigningKey
+from ledger import merkle, note
+from ledger.errors import (
+    BadSignature,
+    BufferFull,
+    ClockSkew,
+    Equivocation,
+    FeedFrozen,
+    LedgerError,
+    MalformedRecord,
+    NotAllowed,
+    NotFound,
+    SequenceGap,
+    StorageFailure,
+    UnknownCategory,
+    UnknownIssuer,
+    WrongPrevious,
+)
+from ledger.record import (
+    RECATEGORIZE,
+    Correction,
+    Mark,
+    Payload,
+    Reassignment,
+    Record,
+    signing_message,
+)
+from ledger.store import Store, feedseq_key, merkle_key, read_u64, u64
+
+NOT_FROZEN = (1 << 64) - 1
+_FEED = struct.Struct(">Q32sQ")
+
+
+def log_origin(consortium_name: str, participant_id: str) -> str:
+    """The origin line (and note key name) of a participant's log checkpoints."""
+    return f"{consortium_name}/log/{participant_id}"
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """An issuer's feed as this node holds it."""
+
+    issuer: str
+    seq: int = 0  # head sequence; 0 = empty
+    head_id: bytes = b""
+    frozen_at: int | None = None  # set by an equivocation: the last seq that counts
+
+    def encode(self) -> bytes:
+        return _FEED.pack(
+            self.seq,
+            self.head_id or bytes(32),
+            NOT_FROZEN if self.frozen_at is None else self.frozen_at,
+        )
+
+    @classmethod
+    def decode(cls, issuer: str, data: bytes) -> FeedState:
+        if len(data) != _FEED.size:
+            raise StorageFailure(f"feed state of {issuer} is {len(data)} bytes, not {_FEED.size}")
+        seq, head, frozen = _FEED.unpack(data)
+        return cls(issuer, seq, head if seq else b"", None if frozen == NOT_FROZEN else frozen)
+
+    @property
+    def counted_seq(self) -> int:
+        """The last sequence that counts for the view (capped by a freeze)."""
+        return self.seq if self.frozen_at is None else min(self.seq, self.frozen_at)
+
+
+@dataclass(frozen=True)
+class EquivocationProof:
+    """Two different, validly signed records at one (issuer, seq). Checkable
+    offline with only the issuer's public key."""
+
+    first: bytes
+    second: bytes
+
+    def encode(self) -> bytes:
+        return struct.pack(">I", len(self.first)) + self.first + self.second
+
+    @classmethod
+    def decode(cls, data: bytes) -> EquivocationProof:
+        if len(data) < 4:
+            raise StorageFailure("equivocation proof is truncated")
+        (n,) = struct.unpack(">I", data[:4])
+        if 4 + n > len(data):
+            raise StorageFailure("equivocation proof is truncated")
+        return cls(data[4 : 4 + n], data[4 + n :])
+
+    def verify(self, consortium: Consortium) -> tuple[Record, Record]:
+        """Both records parse, are from one issuer at one seq, differ, and both
+        signatures hold. Raises a LedgerError otherwise."""
+        a = Record.from_envelope(self.first)
+        b = Record.from_envelope(self.second)
+        if (a.issuer, a.seq) != (b.issuer, b.seq):
+            raise MalformedRecord("an equivocation proof needs two records at one (issuer, seq)")
+        if a.id == b.id:
+            raise MalformedRecord("an equivocation proof needs two different records")
+        if a.body == b.body:
+            raise MalformedRecord("the two records carry the same body")
+        p = consortium.participant(a.issuer)
+        if p is None:
+            raise UnknownIssuer(f"{a.issuer!r} is not a participant")
+        for r in (a, b):
+            if not p.verify(r.signature, signing_message(r.body)):
+                raise BadSignature(f"record {r.id.hex()} is not signed by {a.issuer}")
+        return a, b
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one submitted envelope."""
+
+    status: str  # accepted | duplicate | buffered | rejected | equivocation
+    record: Record | None = None
+    index: int | None = None  # leaf index when accepted or duplicate
+    error: LedgerError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("accepted", "duplicate", "buffered")
+
+
+@dataclass(frozen=True)
+class Submitted:
+    outcomes: list[Outcome]
+    accepted: list[Record]  # appended, in log order (drained ones included)
+    equivocations: list[EquivocationProof]
+
+
+@dataclass
+class _Pending:
+    """State of one submit() before it is written."""
+
+    feeds: dict[str, FeedState] = field(default_factory=dict)
+    ids: dict[bytes, int] = field(default_factory=dict)  # id -> leaf index
+    at: dict[tuple[str, int], bytes] = field(default_factory=dict)
+    accepted: list[Record] = field(default_factory=list)
+    equivocations: list[tuple[Record, EquivocationProof]] = field(default_factory=list)
+
+
+class NodeLedger:
+    """One node's ledger over its Store. Not thread-safe: the node serializes
+    writes (one writer), reads may run concurrently with RocksDB."""
+
+    def __init__(
+        self,
+        store: Store,
+        consortium: Consortium,
+        participant_id: str,
+        signer: SigningKey | None = None,
+    ) -> None:
+        self.store = store
+        self.consortium = consortium
+        self.participant_id = participant_id
+        self.signer = signer
+        self.origin = log_origin(consortium.name, participant_id)
+        policy = consortium.policy
+        self.max_envelope = policy.max_envelope_bytes
+        self.skew_ms = policy.clock_skew_ms
+        self.buffer_limit = policy.out_of_order_buffer
+        self._feeds: dict[str, FeedState] = {}
+        for k, v in store.items("feeds"):
+            issuer = k.decode()
+            self._feeds[issuer] = FeedState.decode(issuer, v)
+        size_b = store.get("meta", b"size")
+        self._size = read_u64(size_b) if size_b else 0
+        self._frontier = merkle.Frontier.from_reader(self, self._size)
+        self._buffer: dict[str, dict[int, Record]] = {}
+        self._buffered = 0
+
+    @classmethod
+    def open(
+        cls,
+        path: Path | str,
+        consortium: Consortium,
+        participant_id: str,
+        signer: SigningKey | None = None,
+    ) -> NodeLedger:
+        return cls(Store(path), consortium, participant_id, signer)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ------------------------------------------------------------ reads
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def root(self) -> bytes:
+        return self._frontier.root()
+
+    def get_node(self, level: int, index: int) -> bytes:
+        v = self.store.get("merkle", merkle_key(level, index))
+        if v is None:
+            raise NotFound(f"no Merkle node at level {level}, index {index}")
+        return v
+
+    def root_at(self, size: int) -> bytes:
+        self._check_size(size)
+        return merkle.root_at(self, size)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        self._check_size(size)
+        if not 0 <= index < size:
+            raise NotFound(f"leaf {index} is not in a tree of size {size}")
+        return merkle.inclusion_proof(self, index, size)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        self._check_size(new_size)
+        if not 1 <= old_size <= new_size:
+            raise NotFound(f"no consistency proof from size {old_size} to {new_size}")
+        return merkle.consistency_proof(self, old_size, new_size)
+
+    def leaf_hash(self, index: int) -> bytes:
+        return self.get_node(0, index)
+
+    def _check_size(self, size: int) -> None:
+        if not 0 <= size <= self._size:
+            raise NotFound(f"the log has {self._size} entries, not {size}")
+
+    def entry(self, index: int) -> bytes:
+        if not 0 <= index < self._size:
+            raise NotFound(f"the log has no entry {index} (size {self._size})")
+        rid = self.store.get("leaves", u64(index))
+        if rid is None:
+            raise StorageFailure(f"leaf {index} is missing from the store")
+        env = self.store.get("records", rid)
+        if env is None:
+            raise StorageFailure(f"record {rid.hex()} of leaf {index} is missing")
+        return env[8:]
+
+    def entries(self, start: int, end: int) -> list[bytes]:
+        """Envelopes start..end-1 (end is clipped to the log size)."""
+        end = min(end, self._size)
+        if not 0 <= start <= end:
+            raise NotFound(f"no entries {start}..{end} in a log of size {self._size}")
+        ids = [rid for _, rid in self.store.items("leaves", u64(start), u64(end))]
+        if len(ids) != end - start:
+            raise StorageFailure(f"leaves {start}..{end} are incomplete in the store")
+        vals = self.store.get_many("records", ids)
+        out = []
+        for rid, v in zip(ids, vals, strict=True):
+            if v is None:
+                raise StorageFailure(f"record {rid.hex()} is missing")
+            out.append(v[8:])
+        return out
+
+    def record_by_id(self, rid: bytes) -> tuple[int, bytes] | None:
+        v = self.store.get("records", rid)
+        if v is None:
+            return None
+        return read_u64(v[:8]), v[8:]
+
+    def feed(self, issuer: str) -> FeedState:
+        return self._feeds.get(issuer) or FeedState(issuer)
+
+    def feeds(self) -> dict[str, FeedState]:
+        return dict(self._feeds)
+
+    def record_at(self, issuer: str, seq: int) -> bytes | None:
+        """The envelope at (issuer, seq), if this node holds it."""
+        rid = self.store.get("feedseq", feedseq_key(issuer, seq))
+        if rid is None:
+            return None
+        v = self.store.get("records", rid)
+        return None if v is None else v[8:]
+
+    def records_after(self, issuer: str, after: int, limit: int) -> list[bytes]:
+        """Up to `limit` envelopes of `issuer`'s feed with seq > after, in order."""
+        head = self.feed(issuer).seq
+        end = min(head, after + max(0, limit))
+        if end <= after:
+            return []
+        ids = [
+            rid
+            for _, rid in self.store.items(
+                "feedseq", feedseq_key(issuer, after + 1), feedseq_key(issuer, end + 1)
+            )
+        ]
+        return [v[8:] for v in self.store.get_many("records", ids) if v is not None]
+
+    def equivocations(self) -> list[EquivocationProof]:
+        return [EquivocationProof.decode(v) for _, v in self.store.items("equivocations")]
+
+    @property
+    def buffered(self) -> int:
+        return self._buffered
+
+    # ------------------------------------------------------------ checks
+    def check(self, rec: Record, now_ms: int) -> None:
+        """Every context check but the feed position. Raises a LedgerError."""
+        cons = self.consortium
+        p = cons.participant(rec.issuer)
+        if p is None:
+            raise UnknownIssuer(f"{rec.issuer!r} is not a participant of {cons.name}")
+        if not p.verify(rec.signature, signing_message(rec.body)):
+            raise BadSignature(f"record {rec.issuer}#{rec.seq} is not signed by {rec.issuer}'s key")
+        _check_role(cons, p.role, rec.issuer, rec.payload)
+        if rec.issued_at_ms > now_ms + self.skew_ms:
+            raise ClockSkew(
+                f"record {rec.issuer}#{rec.seq} is issued {rec.issued_at_ms - now_ms} ms in the "
+                f"future; the allowed skew is {self.skew_ms} ms"
+            )
+
+    # ------------------------------------------------------------ writes
+    def append(self, envelope: bytes, now_ms: int) -> Outcome:
+        """Append one envelope; raise its typed error if it is not accepted
+        now (a gap raises SequenceGap instead of buffering)."""
+        out = self.submit([envelope], now_ms, buffer=False).outcomes[0]
+        if out.error is not None:
+            raise out.error
+        return out
+
+    def issue(self, payload: Payload, now_ms: int) -> Outcome:
+        """Sign `payload` as this node's participant at the next sequence and append it."""
+        if self.signer is None:
+            raise NotAllowed("this ledger holds no signing key")
+        head = self.feed(self.participant_id)
+        rec = Record.issue(
+            self.signer, self.participant_id, head.seq + 1, head.head_id, now_ms, payload
+        )
+        return self.append(rec.envelope, now_ms)
+
+    def submit(self, envelopes: Iterable[bytes], now_ms: int, *, buffer: bool = True) -> Submitted:
+        """Check and append a batch in order; one atomic synced write for all
+        that are accepted. Records ahead of their feed wait in a bounded
+        buffer (when `buffer`) and are appended once the gap closes. Returns
+        one Outcome per envelope and every record appended (buffered ones
+        included) in log order; raises only StorageFailure."""
+        pend = _Pending()
+        outcomes: list[Outcome] = []
+        for env in envelopes:
+            outcomes.append(self._one(env, now_ms, pend, buffer))
+        if pend.accepted or pend.equivocations:
+            self._commit(pend)
+        return Submitted(outcomes, pend.accepted, [p for _, p in pend.equivocations])
+
+    def _one(self, env: bytes, now_ms: int, pend: _Pending, buffer: bool) -> Outcome:
+        try:
+            rec = Record.from_envelope(env, self.max_envelope)
+        except LedgerError as e:
+            return Outcome("rejected", error=e)
+        if self.consortium.participant(rec.issuer) is None:
+            return Outcome(
+                "rejected", rec, error=UnknownIssuer(f"{rec.issuer!r} is not a participant")
+            )
+        idx = pend.ids.get(rec.id)
+        if idx is None:
+            known = self.store.get("records", rec.id)
+            if known is not None:
+                idx = read_u64(known[:8])
+        if idx is not None:
+            return Outcome("duplicate", rec, idx)
+        try:
+            self.check(rec, now_ms)
+        except LedgerError as e:
+            return Outcome("rejected", rec, error=e)
+        return self._place(rec, now_ms, pend, buffer)
+
+    def _place(self, rec: Record, now_ms: int, pend: _Pending, buffer: bool) -> Outcome:
+        feed = pend.feeds.get(rec.issuer) or self.feed(rec.issuer)
+        if rec.seq <= feed.seq:
+            other = pend.at.get((rec.issuer, rec.seq)) or self.store.get(
+                "feedseq", feedseq_key(rec.issuer, rec.seq)
+            )
+            if other is None:
+                raise StorageFailure(f"feed {rec.issuer} has no record at seq {rec.seq}")
+            first = self._envelope_pending(other, pend)
+            proof = EquivocationProof(first, rec.envelope)
+            pend.equivocations.append((rec, proof))
+            frozen = rec.seq - 1 if feed.frozen_at is None else min(feed.frozen_at, rec.seq - 1)
+            pend.feeds[rec.issuer] = FeedState(rec.issuer, feed.seq, feed.head_id, frozen)
+            return Outcome(
+                "equivocation",
+                rec,
+                error=Equivocation(
+                    f"{rec.issuer} signed two records at seq {rec.seq}; feed frozen at {frozen}",
+                    proof.first,
+                    proof.second,
+                ),
+            )
+        if feed.frozen_at is not None:
+            return Outcome(
+                "rejected",
+                rec,
+                error=FeedFrozen(
+                    f"feed {rec.issuer} is frozen at seq {feed.frozen_at} (equivocation)"
+                ),
+            )
+        if rec.seq > feed.seq + 1:
+            gap = SequenceGap(f"{rec.issuer}#{rec.seq} arrived before #{feed.seq + 1}")
+            if not buffer:
+                return Outcome("rejected", rec, error=gap)
+            slot = self._buffer.setdefault(rec.issuer, {})
+            if rec.seq in slot:
+                return Outcome("buffered", rec)
+            if self._buffered >= self.buffer_limit:
+                return Outcome(
+                    "rejected",
+                    rec,
+                    error=BufferFull(f"out-of-order buffer holds {self.buffer_limit} records"),
+                )
+            slot[rec.seq] = rec
+            self._buffered += 1
+            return Outcome("buffered", rec)
+        if rec.prev_id != feed.head_id:
+            return Outcome(
+                "rejected",
+                rec,
+                error=WrongPrevious(
+                    f"{rec.issuer}#{rec.seq} names a previous record other than #{feed.seq}"
+                ),
+            )
+        index = self._size + len(pend.accepted)
+        pend.accepted.append(rec)
+        pend.ids[rec.id] = index
+        pend.at[(rec.issuer, rec.seq)] = rec.id
+        pend.feeds[rec.issuer] = FeedState(rec.issuer, rec.seq, rec.id, None)
+        out = Outcome("accepted", rec, index)
+        self._drain(rec.issuer, now_ms, pend)
+        return out
+
+    def _drain(self, issuer: str, now_ms: int, pend: _Pending) -> None:
+        slot = self._buffer.get(issuer)
+        while slot:
+            head = pend.feeds[issuer].seq
+            for s in [s for s in slot if s <= head]:
+                del slot[s]
+                self._buffered -= 1
+            nxt = slot.pop(head + 1, None)
+            if nxt is None:
+                break
+            self._buffered -= 1
+            # Already signature-checked when buffered; the position is checked now.
+            self._place(nxt, now_ms, pend, True)
+        if slot is not None and not slot:
+            self._buffer.pop(issuer, None)
+
+    def _envelope_pending(self, rid: bytes, pend: _Pending) -> bytes:
+        for r in pend.accepted:
+            if r.id == rid:
+                return r.envelope
+        v = self.store.get("records", rid)
+        if v is None:
+            raise StorageFailure(f"record {rid.hex()} is indexed but missing")
+        return v[8:]
+
+    def _commit(self, pend: _Pending) -> None:
+        b = self.store.batch()
+        frontier = self._frontier.copy()
+        for rec in pend.accepted:
+            index = frontier.size
+            leaf = merkle.leaf_hash(rec.envelope)
+            for level, i, h in frontier.append(leaf):
+                b.put("merkle", merkle_key(level, i), h)
+            b.put("records", rec.id, u64(index) + rec.envelope)
+            b.put("leaves", u64(index), rec.id)
+            b.put("feedseq", feedseq_key(rec.issuer, rec.seq), rec.id)
+        for rec, proof in pend.equivocations:
+            b.put("equivocations", feedseq_key(rec.issuer, rec.seq), proof.encode())
+        for issuer, st in pend.feeds.items():
+            b.put("feeds", issuer.encode(), st.encode())
+        b.put("meta", b"size", u64(frontier.size))
+        self.store.write(b)
+        # Only after the synced write succeeded does memory move on.
+        self._frontier = frontier
+        self._size = frontier.size
+        self._feeds.update(pend.feeds)
+
+    def add_equivocation_proof(self, proof: EquivocationProof) -> bool:
+        """Keep a peer's equivocation proof after checking it; freeze the feed.
+        Returns True when it was new to this node."""
+        a, _ = proof.verify(self.consortium)
+        key = feedseq_key(a.issuer, a.seq)
+        feed = self.feed(a.issuer)
+        frozen = a.seq - 1 if feed.frozen_at is None else min(feed.frozen_at, a.seq - 1)
+        if self.store.get("equivocations", key) is not None and feed.frozen_at == frozen:
+            return False
+        b = self.store.batch()
+        b.put("equivocations", key, proof.encode())
+        st = FeedState(a.issuer, feed.seq, feed.head_id, frozen)
+        b.put("feeds", a.issuer.encode(), st.encode())
+        self.store.write(b)
+        self._feeds[a.issuer] = st
+        return True
+
+    # ------------------------------------------------------------ checkpoints
+    def sign_checkpoint(self) -> str:
+        """Sign (size, root) now as a C2SP checkpoint and keep it."""
+        if self.signer is None:
+            raise NotAllowed("this ledger holds no signing key")
+        f = self._frontier  # replaced, never mutated, by _commit: a consistent snapshot
+        cp = note.Checkpoint(self.origin, f.size, f.root())
+        text = note.sign_checkpoint(cp, self.origin, self.signer)
+        b = self.store.batch()
+        b.put("checkpoints", b"log/latest", text.encode())
+        b.put("checkpoints", b"log/" + u64(f.size), text.encode())
+        self.store.write(b)
+        return text
+
+    def latest_checkpoint(self) -> str | None:
+        v = self.store.get("checkpoints", b"log/latest")
+        return None if v is None else v.decode()
+
+    def checkpoint_at(self, size: int) -> str | None:
+        v = self.store.get("checkpoints", b"log/" + u64(size))
+        return None if v is None else v.decode()
+
+
+def _check_role(cons: Consortium, role: str, issuer: str, payload: Payload) -> None:
+    if isinstance(payload, Mark):
+        if payload.category not in cons.categories:
+            raise UnknownCategory(f"category {payload.category!r} is not in the taxonomy")
+        return
+    if isinstance(payload, Correction):
+        if payload.is_decision:
+            if role != "institute":
+                raise NotAllowed(f"only the institute decides appeals; {issuer} is a {role}")
+            return
+        if payload.action == RECATEGORIZE and payload.category not in cons.categories:
+            raise UnknownCategory(f"category {payload.category!r} is not in the taxonomy")
+        return
+    if isinstance(payload, Reassignment):
+        if role != "carrier":
+            raise NotAllowed(f"only carriers declare reassignments; {issuer} is a {role}")
+        holder = cons.carrier_for(payload.number)
+        if holder != issuer:
+            raise NotAllowed(
+                f"{payload.number} is held by {holder or 'no carrier'} in the consortium "
+                f"configuration, not {issuer}"
+            )
+        return
+    raise MalformedRecord("unknown payload")
+
+
+def verify_envelopes(envelopes: Sequence[bytes], consortium: Consortium) -> list[Record]:
+    """Parse and signature-check envelopes without a store (auditors, tools)."""
+    out = []
+    for env in envelopes:
+        rec = Record.from_envelope(env, consortium.policy.max_envelope_bytes)
+        p = consortium.participant(rec.issuer)
+        if p is None:
+            raise UnknownIssuer(f"{rec.issuer!r} is not a participant")
+        if not p.verify(rec.signature, signing_message(rec.body)):
+            raise BadSignature(f"record {rec.id.hex()} is not signed by {rec.issuer}")
+        out.append(rec)
+    return out

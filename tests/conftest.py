@@ -1,0 +1,76 @@
+"""Shared fixtures: fixed test keys, a small consortium, ledgers on tmp_path."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from keys.consortium import Consortium, Participant, Policy
+from keys.signing import SigningKey
+from ledger.log import NodeLedger
+from ledger.store import Store
+
+IDS = ("institute", "carrier-1", "carrier-2", "internet-1", "internet-2")
+ROLES = {
+    "institute": "institute",
+    "carrier-1": "carrier",
+    "carrier-2": "carrier",
+    "internet-1": "internet",
+    "internet-2": "internet",
+}
+WEIGHTS = {"institute": 5, "carrier": 2, "internet": 1}
+NOW = 1_790_000_000_000  # a fixed "now" (2026-09-21), passed in; no clock in tests
+
+
+def fixed_key(pid: str) -> SigningKey:
+    """Fixed keys: golden files signed with them must never change."""
+    return SigningKey.from_seed(hashlib.sha256(b"markex test key " + pid.encode()).digest())
+
+
+KEYS = {pid: fixed_key(pid) for pid in IDS}
+
+
+def make_consortium(**policy: int) -> Consortium:
+    parts = tuple(
+        Participant(pid, ROLES[pid], KEYS[pid].public_bytes, WEIGHTS[ROLES[pid]], "", "")
+        for pid in IDS
+    )
+    ranges = {
+        "carrier-1": ("+86138", "+86139", "+8610"),
+        "carrier-2": ("+86130", "+86131", "+8621", "+8613812345678"),
+    }
+    return Consortium("markex-test", parts, ranges, policy=Policy(**policy))
+
+
+@pytest.fixture
+def consortium() -> Consortium:
+    return make_consortium()
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, consortium: Consortium) -> Iterator[NodeLedger]:
+    led = NodeLedger(Store(tmp_path / "db"), consortium, "carrier-1", KEYS["carrier-1"])
+    yield led
+    led.close()
+
+
+def free_port_block(n: int) -> int:
+    """A base port with n free consecutive loopback ports after it."""
+    for base in range(20000 + (hash(str(Path.cwd())) % 2000) * 10, 60000, 97):
+        socks = []
+        try:
+            for i in range(n):
+                s = socket.socket()
+                s.bind(("127.0.0.1", base + i))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port block")

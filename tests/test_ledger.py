@@ -1,0 +1,314 @@
+"""NodeLedger: every append check has its own typed error and changes nothing;
+duplicates are idempotent; equivocations are kept and freeze the feed;
+out-of-order records wait; reopening restores the exact state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ledger import errors as E
+from ledger import merkle
+from ledger.log import EquivocationProof, NodeLedger
+from ledger.record import Correction, Mark, Reassignment, Record
+from ledger.store import Store
+from markex.v1 import record_pb2 as pb
+from tests.conftest import KEYS, NOW, make_consortium
+
+ID0 = bytes(32)
+
+
+def rec(issuer: str, seq: int, prev: bytes, payload, at: int = NOW, key=None) -> Record:  # type: ignore[no-untyped-def]
+    return Record.issue(key or KEYS[issuer], issuer, seq, prev, at, payload)
+
+
+def mark(n: str = "+8613800000001", cat: str = "fraud", **kw) -> Mark:  # type: ignore[no-untyped-def]
+    return Mark(n, cat, kw.pop("score", 70), kw.pop("reports", 1), NOW - 1000, **kw)
+
+
+def snapshot(led: NodeLedger) -> dict[str, list[tuple[bytes, bytes]]]:
+    from ledger.store import COLUMN_FAMILIES
+
+    return {cf: list(led.store.items(cf)) for cf in COLUMN_FAMILIES}
+
+
+def chain(issuer: str, n: int, start: int = 1, prev: bytes = b"") -> list[Record]:
+    out = []
+    for s in range(start, start + n):
+        r = rec(issuer, s, prev, mark(f"+86138{s:08d}"))
+        out.append(r)
+        prev = r.id
+    return out
+
+
+# --------------------------------------------------------------- happy path
+
+
+def test_append_builds_feed_and_log(ledger: NodeLedger) -> None:
+    rs = chain("internet-1", 5)
+    for r in rs:
+        assert ledger.append(r.envelope, NOW).status == "accepted"
+    assert ledger.size == 5
+    st = ledger.feed("internet-1")
+    assert (st.seq, st.head_id, st.frozen_at) == (5, rs[-1].id, None)
+    leaves = [merkle.leaf_hash(r.envelope) for r in rs]
+    assert ledger.root() == merkle.root_from_leaf_hashes(leaves)
+    assert ledger.entries(0, 5) == [r.envelope for r in rs]
+    assert ledger.records_after("internet-1", 2, 10) == [r.envelope for r in rs[2:]]
+    for i in range(5):
+        merkle.verify_inclusion(leaves[i], i, 5, ledger.inclusion_proof(i, 5), ledger.root())
+
+
+def test_issue_signs_next_sequence(ledger: NodeLedger) -> None:
+    a = ledger.issue(mark(), NOW)
+    b = ledger.issue(Correction((a.record.id,), "withdraw"), NOW)
+    assert (a.record.seq, b.record.seq) == (1, 2)
+    assert b.record.prev_id == a.record.id
+
+
+def test_duplicate_is_idempotent(ledger: NodeLedger) -> None:
+    r = rec("internet-1", 1, b"", mark())
+    first = ledger.append(r.envelope, NOW)
+    before = snapshot(ledger)
+    again = ledger.append(r.envelope, NOW)
+    assert again.status == "duplicate" and again.index == first.index
+    assert snapshot(ledger) == before
+
+
+# --------------------------------------------------------------- each check
+
+
+def _bad_envelope(body: bytes, signer: str = "internet-1") -> bytes:
+    from ledger.record import signing_message
+
+    sig = KEYS[signer].sign(signing_message(body))
+    return pb.SignedRecord(body=body, signature=sig).SerializeToString()
+
+
+def _body(**kw) -> bytes:  # type: ignore[no-untyped-def]
+    m = kw.pop(
+        "mark", pb.Mark(number="+8613800000001", category="fraud", score=50, observed_at_ms=NOW)
+    )
+    r = pb.Record(
+        issuer=kw.pop("issuer", "internet-1"),
+        seq=kw.pop("seq", 1),
+        prev_id=kw.pop("prev_id", b""),
+        issued_at_ms=kw.pop("at", NOW),
+        **kw,
+    )
+    if m is not None:
+        r.mark.CopyFrom(m)
+    return r.SerializeToString()
+
+
+CASES = [
+    ("garbage", b"\xff\xfe not protobuf", E.MalformedRecord),
+    ("empty", b"", E.MalformedRecord),
+    (
+        "too large",
+        _bad_envelope(
+            _body(
+                mark=pb.Mark(number="+8613800000001", category="fraud", evidence_digest=b"x" * 5000)
+            )
+        ),
+        E.TooLarge,
+    ),
+    ("no payload", _bad_envelope(_body(mark=None)), E.MalformedRecord),
+    ("seq zero", _bad_envelope(_body(seq=0)), E.MalformedRecord),
+    ("prev on first", _bad_envelope(_body(prev_id=b"\x01" * 32)), E.MalformedRecord),
+    ("short prev", _bad_envelope(_body(seq=2, prev_id=b"\x01" * 5)), E.MalformedRecord),
+    (
+        "not a number",
+        _bad_envelope(_body(mark=pb.Mark(number="call me", category="fraud"))),
+        E.InvalidNumber,
+    ),
+    (
+        "short number",
+        _bad_envelope(_body(mark=pb.Mark(number="+861381234567", category="fraud"))),
+        E.InvalidNumber,
+    ),
+    (
+        "score over 100",
+        _bad_envelope(_body(mark=pb.Mark(number="+8613800000001", category="fraud", score=101))),
+        E.MalformedRecord,
+    ),
+    (
+        "unknown category",
+        _bad_envelope(_body(mark=pb.Mark(number="+8613800000001", category="spam"))),
+        E.UnknownCategory,
+    ),
+    ("unknown issuer", _bad_envelope(_body(issuer="mallory")), E.UnknownIssuer),
+    ("signed by another", _bad_envelope(_body(), signer="internet-2"), E.BadSignature),
+    ("future", _bad_envelope(_body(at=NOW + 10 * 60 * 1000)), E.ClockSkew),
+    ("gap", _bad_envelope(_body(seq=3, prev_id=b"\x01" * 32)), E.SequenceGap),
+    ("wrong prev", _bad_envelope(_body(seq=2, prev_id=b"\x02" * 32)), E.WrongPrevious),
+]
+
+
+@pytest.mark.parametrize("name,envelope,error", CASES, ids=[c[0] for c in CASES])
+def test_bad_record_has_its_error_and_changes_nothing(
+    ledger: NodeLedger, name: str, envelope: bytes, error: type[Exception]
+) -> None:
+    ledger.append(rec("internet-1", 1, b"", mark("+8613900000009")).envelope, NOW)
+    before = snapshot(ledger)
+    with pytest.raises(error):
+        ledger.append(envelope, NOW)
+    assert snapshot(ledger) == before
+
+
+def test_swapped_signature_rejected(ledger: NodeLedger) -> None:
+    a = rec("internet-1", 1, b"", mark())
+    b = rec("internet-1", 1, b"", mark("+8613800000002"))
+    swapped = pb.SignedRecord(body=a.body, signature=b.signature).SerializeToString()
+    with pytest.raises(E.BadSignature):
+        ledger.append(swapped, NOW)
+    assert ledger.size == 0
+
+
+def test_non_canonical_envelope_rejected(ledger: NodeLedger) -> None:
+    a = rec("internet-1", 1, b"", mark())
+    env = pb.SignedRecord()
+    env.ParseFromString(a.envelope)
+    # signature first, then body: same fields, another encoding, another id
+    reordered = (
+        pb.SignedRecord(signature=env.signature).SerializeToString()
+        + pb.SignedRecord(body=env.body).SerializeToString()
+    )
+    with pytest.raises(E.MalformedRecord):
+        ledger.append(reordered, NOW)
+
+
+@pytest.mark.parametrize(
+    "issuer,payload,error",
+    [
+        ("carrier-1", Correction(appeal_id=b"\x01" * 32, outcome="uphold"), E.NotAllowed),
+        ("internet-1", Reassignment("+8613800000001", NOW), E.NotAllowed),
+        ("carrier-2", Reassignment("+8613800000001", NOW), E.NotAllowed),  # carrier-1's range
+        ("carrier-1", Reassignment("+8613812345678", NOW), E.NotAllowed),  # ported to carrier-2
+        ("carrier-1", Reassignment("+12025550123", NOW), E.NotAllowed),  # no carrier holds it
+        ("internet-1", Correction((b"\x01" * 32,), "recategorize", "spam"), E.UnknownCategory),
+    ],
+)
+def test_role_rules(ledger: NodeLedger, issuer: str, payload, error) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(error):
+        ledger.append(rec(issuer, 1, b"", payload).envelope, NOW)
+    assert ledger.size == 0
+
+
+def test_roles_allowed(ledger: NodeLedger) -> None:
+    ledger.append(
+        rec("institute", 1, b"", Correction(appeal_id=b"\x01" * 32, outcome="reject")).envelope, NOW
+    )
+    ledger.append(rec("carrier-1", 1, b"", Reassignment("+8613800000001", NOW)).envelope, NOW)
+    ledger.append(rec("carrier-2", 1, b"", Reassignment("13812345678", NOW)).envelope, NOW)
+    assert ledger.size == 3
+
+
+def test_national_forms_normalize() -> None:
+    for raw, e164 in [
+        ("13812345678", "+8613812345678"),
+        ("010-12345678", "+861012345678"),
+        ("4001234567", "+864001234567"),
+        ("95555", "+8695555"),
+    ]:
+        r = rec("internet-1", 1, b"", Mark(raw, "fraud", 50, 1, NOW))
+        assert r.payload.number == e164
+
+
+# --------------------------------------------------------------- equivocation
+
+
+def test_equivocation_kept_and_feed_frozen(ledger: NodeLedger, consortium) -> None:  # type: ignore[no-untyped-def]
+    rs = chain("internet-1", 3)
+    for r in rs:
+        ledger.append(r.envelope, NOW)
+    other = rec("internet-1", 2, rs[0].id, mark("+8613999999999"))
+    with pytest.raises(E.Equivocation) as ei:
+        ledger.append(other.envelope, NOW)
+    assert ei.value.first == rs[1].envelope and ei.value.second == other.envelope
+    assert ledger.feed("internet-1").frozen_at == 1
+    assert ledger.feed("internet-1").counted_seq == 1
+    [proof] = ledger.equivocations()
+    a, b = proof.verify(consortium)
+    assert {a.id, b.id} == {rs[1].id, other.id}
+    with pytest.raises(E.FeedFrozen):
+        ledger.append(rec("internet-1", 4, rs[2].id, mark()).envelope, NOW)
+    assert ledger.size == 3
+
+
+def test_equivocation_proof_from_peer(ledger: NodeLedger, consortium) -> None:  # type: ignore[no-untyped-def]
+    a = rec("internet-2", 1, b"", mark())
+    b = rec("internet-2", 1, b"", mark("+8613800000002"))
+    assert ledger.add_equivocation_proof(EquivocationProof(a.envelope, b.envelope))
+    assert ledger.feed("internet-2").frozen_at == 0
+    assert not ledger.add_equivocation_proof(EquivocationProof(a.envelope, b.envelope))
+    forged = pb.SignedRecord(body=b.body, signature=a.signature).SerializeToString()
+    with pytest.raises(E.BadSignature):
+        ledger.add_equivocation_proof(EquivocationProof(a.envelope, forged))
+    with pytest.raises(E.MalformedRecord):
+        ledger.add_equivocation_proof(EquivocationProof(a.envelope, a.envelope))
+
+
+# --------------------------------------------------------------- out of order
+
+
+def test_out_of_order_waits_then_applies(ledger: NodeLedger) -> None:
+    rs = chain("internet-1", 6)
+    res = ledger.submit([r.envelope for r in reversed(rs)], NOW)
+    assert [o.status for o in res.outcomes] == ["buffered"] * 5 + ["accepted"]
+    assert [r.seq for r in res.accepted] == [1, 2, 3, 4, 5, 6]
+    assert ledger.size == 6 and ledger.buffered == 0
+    assert ledger.entries(0, 6) == [r.envelope for r in rs]
+
+
+def test_buffer_is_bounded(tmp_path: Path) -> None:
+    cons = make_consortium(out_of_order_buffer=3)
+    led = NodeLedger(Store(tmp_path / "db"), cons, "carrier-1")
+    rs = chain("internet-1", 6)
+    res = led.submit([r.envelope for r in rs[1:]], NOW)
+    assert [o.status for o in res.outcomes] == ["buffered"] * 3 + ["rejected"] * 2
+    assert isinstance(res.outcomes[-1].error, E.BufferFull)
+    led.close()
+
+
+# --------------------------------------------------------------- durability
+
+
+def test_reopen_restores_exact_state(tmp_path: Path, consortium) -> None:  # type: ignore[no-untyped-def]
+    led = NodeLedger(Store(tmp_path / "db"), consortium, "carrier-1", KEYS["carrier-1"])
+    for r in chain("internet-1", 40):
+        led.append(r.envelope, NOW)
+    led.issue(mark(), NOW)
+    root, size, feeds, cp = led.root(), led.size, led.feeds(), led.sign_checkpoint()
+    led.close()
+    led2 = NodeLedger(Store(tmp_path / "db"), consortium, "carrier-1", KEYS["carrier-1"])
+    assert (led2.root(), led2.size, led2.feeds(), led2.latest_checkpoint()) == (
+        root,
+        size,
+        feeds,
+        cp,
+    )
+    assert led2.issue(mark("+8613800000077"), NOW).record.seq == 2
+    led2.close()
+
+
+def test_proofs_after_reopen_match_brute_force(tmp_path: Path, consortium) -> None:  # type: ignore[no-untyped-def]
+    led = NodeLedger(Store(tmp_path / "db"), consortium, "carrier-1", KEYS["carrier-1"])
+    rs = chain("internet-1", 37)
+    led.submit([r.envelope for r in rs[:20]], NOW)
+    led.submit([r.envelope for r in rs[20:]], NOW)
+    leaves = [merkle.leaf_hash(r.envelope) for r in rs]
+    for size in (1, 7, 20, 37):
+        root = merkle.root_from_leaf_hashes(leaves[:size])
+        assert led.root_at(size) == root
+        for old in (1, 5, size):
+            if old <= size:
+                merkle.verify_consistency(
+                    old,
+                    size,
+                    merkle.root_from_leaf_hashes(leaves[:old]),
+                    root,
+                    led.consistency_proof(old, size),
+                )
+    led.close()
