@@ -1,0 +1,208 @@
+"""The node's core: one writer thread in front of the ledger (group commit),
+subscribers told of every accepted record (push to peers, the view), and the
+checkpoint signer. No gRPC here; services call into it."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from keys.consortium import Consortium
+from keys.signing import SigningKey
+from ledger.errors import LedgerError, NotAllowed
+from ledger.log import EquivocationProof, NodeLedger, Outcome
+from ledger.record import Payload, Record
+from ledger.store import Store
+
+log = logging.getLogger("markex.node")
+
+MAX_GROUP = 2000  # envelopes per group commit
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class _Job:
+    kind: str  # "issue" | "submit" | "equivocation"
+    payload: Payload | EquivocationProof | None
+    envelopes: Sequence[bytes]
+    future: Future
+    source: str
+
+
+class NodeCore:
+    """Owns the ledger. Every write goes through one thread, which gathers
+    whatever is queued into one atomic synced batch."""
+
+    def __init__(
+        self,
+        store: Store,
+        consortium: Consortium,
+        participant_id: str,
+        signer: SigningKey,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.consortium = consortium
+        self.participant_id = participant_id
+        self.clock = clock
+        self.ledger = NodeLedger(store, consortium, participant_id, signer)
+        self._q: queue.Queue[_Job | None] = queue.Queue()
+        self._subscribers: list[Callable[[list[Record]], None]] = []
+        self._equivocation_subscribers: list[Callable[[EquivocationProof], None]] = []
+        self._checkpoint_lock = threading.Lock()
+        self._dirty = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._stopped = False
+        self.stats = {
+            "accepted": 0,
+            "duplicate": 0,
+            "buffered": 0,
+            "rejected": 0,
+            "equivocation": 0,
+        }
+        self.rejections: dict[str, int] = {}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._q.put(None)
+        self._thread.join(timeout=10)
+
+    def subscribe(self, fn: Callable[[list[Record]], None]) -> None:
+        """fn(accepted records in log order) runs on the writer thread after each commit."""
+        self._subscribers.append(fn)
+
+    def on_equivocation(self, fn: Callable[[EquivocationProof], None]) -> None:
+        self._equivocation_subscribers.append(fn)
+
+    # ------------------------------------------------------------ API
+    def issue(self, payload: Payload, timeout: float = 30) -> Outcome:
+        fut: Future = Future()
+        self._q.put(_Job("issue", payload, (), fut, "self"))
+        out: Outcome = fut.result(timeout)
+        if out.error is not None:
+            raise out.error
+        return out
+
+    def add_equivocation(self, proof: EquivocationProof, timeout: float = 30) -> bool:
+        """Check and keep a peer's equivocation proof (on the writer thread,
+        since it freezes a feed). True when it was new."""
+        fut: Future = Future()
+        self._q.put(_Job("equivocation", proof, (), fut, "peer"))
+        return fut.result(timeout)
+
+    def submit(self, envelopes: Sequence[bytes], source: str, timeout: float = 60) -> list[Outcome]:
+        fut: Future = Future()
+        self._q.put(_Job("submit", None, list(envelopes), fut, source))
+        return fut.result(timeout)
+
+    # ------------------------------------------------------------ writer
+    def _run(self) -> None:
+        while True:
+            job = self._q.get()
+            if job is None:
+                return
+            jobs = [job]
+            n = len(job.envelopes) + 1
+            while n < MAX_GROUP:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._q.put(None)
+                    break
+                jobs.append(nxt)
+                n += len(nxt.envelopes) + 1
+            try:
+                self._process(jobs)
+            except Exception as e:  # storage failure: fail every waiting caller
+                log.exception("ledger write failed")
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(e)
+
+    def _process(self, jobs: list[_Job]) -> None:
+        now = self.clock()
+        led = self.ledger
+        envs: list[bytes] = []
+        spans: list[tuple[_Job, int, int]] = []
+        own = led.feed(self.participant_id)
+        seq, head = own.seq, own.head_id
+        for job in jobs:
+            start = len(envs)
+            if job.kind == "equivocation":
+                try:
+                    new = led.add_equivocation_proof(job.payload)  # type: ignore[arg-type]
+                except LedgerError as e:
+                    job.future.set_exception(e)
+                    continue
+                job.future.set_result(new)
+                if new:
+                    for fn in self._equivocation_subscribers:
+                        fn(job.payload)  # type: ignore[arg-type]
+                continue
+            if job.kind == "issue":
+                assert job.payload is not None
+                try:
+                    if own.frozen_at is not None:
+                        raise NotAllowed("this participant's own feed is frozen")
+                    rec = Record.issue(
+                        led.signer, self.participant_id, seq + 1, head, now, job.payload
+                    )
+                    led.check(rec, now)
+                except LedgerError as e:
+                    job.future.set_result(Outcome("rejected", error=e))
+                    continue
+                seq, head = rec.seq, rec.id
+                envs.append(rec.envelope)
+            else:
+                envs.extend(job.envelopes)
+            spans.append((job, start, len(envs)))
+        result = led.submit(envs, now)
+        outcomes = result.outcomes
+        for job, a, b in spans:
+            outs = outcomes[a:b]
+            for o in outs:
+                self.stats[o.status] = self.stats.get(o.status, 0) + 1
+                if o.error is not None:
+                    reason = type(o.error).__name__
+                    self.rejections[reason] = self.rejections.get(reason, 0) + 1
+            if job.kind == "issue":
+                job.future.set_result(outs[0])
+            else:
+                job.future.set_result(outs)
+        for proof in result.equivocations:
+            for fn in self._equivocation_subscribers:
+                try:
+                    fn(proof)
+                except Exception:
+                    log.exception("equivocation subscriber failed")
+        if result.accepted:
+            self._dirty.set()
+            for fn in self._subscribers:
+                try:
+                    fn(result.accepted)
+                except Exception:
+                    log.exception("subscriber failed")
+
+    # ------------------------------------------------------------ checkpoints
+    def checkpoint_if_changed(self) -> str | None:
+        """Sign a new log checkpoint when the log grew since the last one."""
+        with self._checkpoint_lock:
+            latest = self.ledger.latest_checkpoint()
+            if latest is not None and not self._dirty.is_set():
+                return None
+            self._dirty.clear()
+            return self.ledger.sign_checkpoint()

@@ -1,0 +1,214 @@
+"""Replication with one peer: push our new records at once over a long-lived
+stream; anti-entropy (compare feed heads, pull what we lack, in batches) on
+connect and periodically; ask the peer to cosign our log checkpoint; tell it
+of equivocations. Records are trusted by signature, so any peer may relay any
+feed; a lost push is healed by the next pull."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import grpc
+
+from keys.consortium import Participant
+from ledger.log import EquivocationProof
+from markex.v1 import service_pb2 as pb
+from markex.v1 import service_pb2_grpc as rpc
+
+if TYPE_CHECKING:
+    from node.server import Node
+
+log = logging.getLogger("markex.replication")
+
+PUSH_QUEUE = 100_000
+PUSH_BATCH = 500
+PULL_MAX = 50_000
+
+
+class PeerLink:
+    def __init__(
+        self,
+        node: Node,
+        peer: Participant,
+        credentials: grpc.ChannelCredentials,
+        sync_interval: float = 0.5,
+    ) -> None:
+        self.node = node
+        self.peer = peer
+        self.sync_interval = sync_interval
+        self._q: queue.Queue[list[bytes]] = queue.Queue(PUSH_QUEUE)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._channel = grpc.secure_channel(
+            peer.member_endpoint,
+            credentials,
+            options=[
+                ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+                ("grpc.max_send_message_length", 32 * 1024 * 1024),
+                ("grpc.keepalive_time_ms", 10_000),
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ],
+        )
+        self.stub = rpc.ExchangeStub(self._channel)
+        self._threads = [
+            threading.Thread(target=self._push_loop, name=f"push-{peer.id}", daemon=True),
+            threading.Thread(target=self._sync_loop, name=f"sync-{peer.id}", daemon=True),
+        ]
+        self.cosigned_size = 0  # the size this peer last cosigned for us
+        self.peer_heads: dict[str, int] = {}
+        self._pending_evidence: list[EquivocationProof] = []
+        self._evidence_lock = threading.Lock()
+        self.connected = False
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._channel.close()
+
+    def enqueue(self, envelopes: list[bytes]) -> None:
+        try:
+            self._q.put_nowait(envelopes)
+        except queue.Full:
+            pass  # anti-entropy pulls what the push drops
+
+    def report(self, proof: EquivocationProof) -> None:
+        with self._evidence_lock:
+            self._pending_evidence.append(proof)
+        self._wake.set()
+
+    def sync_now(self) -> None:
+        self._wake.set()
+
+    # ------------------------------------------------------------ push
+    def _batches(self) -> Iterator[pb.RecordBatch]:
+        while not self._stop.is_set():
+            if self.node.refuses(self.peer.id):
+                return
+            try:
+                envs = self._q.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            out = list(envs)
+            while len(out) < PUSH_BATCH:
+                try:
+                    out.extend(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            yield pb.RecordBatch(envelopes=out)
+
+    def _push_loop(self) -> None:
+        while not self._stop.is_set():
+            if self.node.refuses(self.peer.id):
+                self._drain_queue()
+                self._stop.wait(0.2)
+                continue
+            try:
+                self.stub.Push(self._batches())
+            except grpc.RpcError as e:
+                log.debug("push to %s ended: %s", self.peer.id, e.code())
+            self._stop.wait(0.3)
+
+    def _drain_queue(self) -> None:
+        while True:
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                return
+
+    # ------------------------------------------------------------ anti-entropy
+    def _sync_loop(self) -> None:
+        while not self._stop.is_set():
+            if not self.node.refuses(self.peer.id):
+                try:
+                    self.sync_once()
+                    self.connected = True
+                except grpc.RpcError as e:
+                    self.connected = False
+                    log.debug("sync with %s failed: %s", self.peer.id, e.code())
+                except Exception:
+                    log.exception("sync with %s failed", self.peer.id)
+            self._wake.wait(self.sync_interval)
+            self._wake.clear()
+
+    def sync_once(self) -> int:
+        """Pull every feed record the peer has and we lack. Returns how many."""
+        core = self.node.core
+        heads = self.stub.Heads(pb.FeedHeadsRequest(), timeout=5)
+        pulled = 0
+        now = time.monotonic()
+        for h in heads.heads:
+            self.peer_heads[h.issuer] = h.seq
+            ours = core.ledger.feed(h.issuer)
+            self.node.metrics.lag(self.peer.id, h.issuer, max(0, h.seq - ours.seq))
+            if ours.frozen_at is not None or h.seq <= ours.seq:
+                continue
+            if core.consortium.participant(h.issuer) is None:
+                continue
+            after = ours.seq
+            for batch in self.stub.Pull(
+                pb.PullRequest(issuer=h.issuer, after=after, max=PULL_MAX), timeout=120
+            ):
+                if self._stop.is_set():
+                    break
+                core.submit(list(batch.envelopes), source=self.peer.id)
+                pulled += len(batch.envelopes)
+            if h.frozen and ours.frozen_at is None:
+                # The peer froze this feed: fetch and check its proof.
+                self._fetch_evidence()
+        self._send_evidence()
+        self._cosign()
+        self.node.view_cosign_with(self)
+        del now
+        return pulled
+
+    def _fetch_evidence(self) -> None:
+        self.node.fetch_evidence_from(self.peer)
+
+    def _send_evidence(self) -> None:
+        with self._evidence_lock:
+            todo, self._pending_evidence = self._pending_evidence, []
+        for i, p in enumerate(todo):
+            try:
+                self.stub.ReportEquivocation(
+                    pb.EquivocationProof(first=p.first, second=p.second), timeout=5
+                )
+            except grpc.RpcError:
+                with self._evidence_lock:
+                    self._pending_evidence.extend(todo[i:])
+                raise
+
+    def _cosign(self) -> None:
+        text, size = self.node.current_log_checkpoint()
+        if text is None or self.node.has_cosignature(self.peer.id, text):
+            return
+        old = min(self.cosigned_size, size)
+        for _ in range(2):
+            proof = self.node.core.ledger.consistency_proof(old, size) if 0 < old < size else []
+            try:
+                resp = self.stub.Cosign(
+                    pb.CosignRequest(note=text, old_size=old, proof=proof), timeout=5
+                )
+            except grpc.RpcError as e:
+                detail = e.details() or ""
+                if (
+                    e.code() == grpc.StatusCode.FAILED_PRECONDITION
+                    and "witness knows size" in detail
+                ):
+                    old = int(detail.rsplit(" ", 1)[-1])
+                    continue
+                raise
+            self.cosigned_size = size
+            self.node.add_cosignature(self.peer.id, text, resp.signature_line)
+            return

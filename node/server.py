@@ -1,0 +1,350 @@
+"""A markex node: the ledger behind two gRPC ports.
+
+- member port (mutual TLS, consortium CA): Exchange and Admin;
+- public port (TLS, read-only): Public, grpc.health.v1, server reflection.
+
+`Node(cfg).start()` binds both (port 0 picks a free port, for tests) and
+starts replication with every peer named in consortium.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from keys.consortium import Consortium, Participant
+from keys.layout import NodeConfig, load_consortium
+from keys.signing import SigningKey
+from ledger import note
+from ledger.log import EquivocationProof
+from ledger.record import Record
+from ledger.store import Store
+from markex.v1 import service_pb2 as pb
+from markex.v1 import service_pb2_grpc as rpc
+from node.core import NodeCore, wall_ms
+from node.metrics import LatencyInterceptor, NodeMetrics
+from node.replication import PeerLink
+from node.services import AdminService, ExchangeService, PublicService
+from node.viewkeeper import ViewKeeper
+from node.witness import Witness
+
+log = logging.getLogger("markex.node")
+
+CHECKPOINT_INTERVAL = 0.25
+REFUSE_ENV = "MARKEX_REFUSE_FILE"  # test hook: a file listing peer ids to refuse
+
+
+class Node:
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        consortium: Consortium | None = None,
+        clock: Callable[[], int] = wall_ms,
+        sync_interval: float = 0.5,
+    ) -> None:
+        self.cfg = cfg
+        self.consortium = consortium or load_consortium(cfg)
+        self.participant_id = cfg.participant
+        self.key = SigningKey.load(cfg.signing_key)
+        self.clock = clock
+        self.sync_interval = sync_interval
+        self.metrics = NodeMetrics()
+        self.store = Store(cfg.data_dir)
+        self.core = NodeCore(self.store, self.consortium, self.participant_id, self.key, clock)
+        self.witness = Witness(self.store, self.consortium, self.participant_id, self.key, clock)
+        self.view = ViewKeeper(self)
+        self._tls_key = cfg.tls_key.read_bytes()
+        self._tls_cert = cfg.tls_cert.read_bytes()
+        self._ca = cfg.ca_cert.read_bytes()
+        self.links: dict[str, PeerLink] = {}
+        self._cosig_lock = threading.Lock()
+        self._cosigs: dict[str, str] = {}  # peer -> line, for _cosig_text
+        self._cosig_text: str | None = None
+        self._stop = threading.Event()
+        self._refuse_file = os.environ.get(REFUSE_ENV)
+        self._refused: frozenset[str] = frozenset()
+        self._refuse_checked = 0.0
+        self.member_port = 0
+        self.public_port = 0
+        self.core.subscribe(self._on_accepted)
+        self.core.on_equivocation(self._on_equivocation)
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> Node:
+        self.core.start()
+        self.view.start()
+        opts = [
+            ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+            ("grpc.max_send_message_length", 32 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ]
+        interceptors = [LatencyInterceptor(self.metrics)]
+        self.member = grpc.server(
+            futures.ThreadPoolExecutor(32, thread_name_prefix="member"),
+            options=opts,
+            interceptors=interceptors,
+        )
+        rpc.add_ExchangeServicer_to_server(ExchangeService(self), self.member)
+        rpc.add_AdminServicer_to_server(AdminService(self), self.member)
+        member_creds = grpc.ssl_server_credentials(
+            [(self._tls_key, self._tls_cert)], root_certificates=self._ca, require_client_auth=True
+        )
+        self.member_port = self.member.add_secure_port(self.cfg.member_listen, member_creds)
+
+        pub_opts = [
+            ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ]
+        self.public = grpc.server(
+            futures.ThreadPoolExecutor(16, thread_name_prefix="public"),
+            options=pub_opts,
+            interceptors=interceptors,
+        )
+        rpc.add_PublicServicer_to_server(PublicService(self), self.public)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.public)
+        reflection.enable_server_reflection(
+            (
+                pb.DESCRIPTOR.services_by_name["Public"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self.public,
+        )
+        pub_creds = grpc.ssl_server_credentials([(self._tls_key, self._tls_cert)])
+        self.public_port = self.public.add_secure_port(self.cfg.public_listen, pub_creds)
+        self.member.start()
+        self.public.start()
+        try:
+            self.metrics.serve(self.cfg.metrics_listen)
+        except OSError as e:
+            log.warning("metrics endpoint not started: %s", e)
+        self.core.checkpoint_if_changed() if self.core.ledger.size else None
+        creds = self.client_credentials()
+        for p in self.consortium.participants:
+            if p.id == self.participant_id or not p.member_endpoint:
+                continue
+            link = PeerLink(self, p, creds, self.sync_interval)
+            self.links[p.id] = link
+            link.start()
+        self._ticker = threading.Thread(target=self._tick_loop, name="checkpoints", daemon=True)
+        self._ticker.start()
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.health.set("markex.v1.Public", health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            json.dumps(
+                {
+                    "event": "started",
+                    "participant": self.participant_id,
+                    "member_port": self.member_port,
+                    "public_port": self.public_port,
+                    "metrics_port": self.metrics.port,
+                    "log_size": self.core.ledger.size,
+                }
+            )
+        )
+        return self
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Stop taking requests, finish queued writes, close the store.
+        Acknowledged records are already synced; nothing is lost."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        try:
+            self.health.enter_graceful_shutdown()
+        except AttributeError:
+            pass
+        ev1 = self.public.stop(grace)
+        ev2 = self.member.stop(grace)
+        for link in self.links.values():
+            link.stop()
+        ev1.wait(grace + 1)
+        ev2.wait(grace + 1)
+        self.core.stop()
+        self.view.stop()
+        self.metrics.stop()
+        self.store.close()
+
+    def client_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self._ca, private_key=self._tls_key, certificate_chain=self._tls_cert
+        )
+
+    # ------------------------------------------------------------ events
+    def _on_accepted(self, records: list[Record]) -> None:
+        now = self.clock()
+        own = [r.envelope for r in records if r.issuer == self.participant_id]
+        for r in records:
+            if r.issuer != self.participant_id:
+                self.metrics.propagation.observe(max(0, now - r.issued_at_ms) / 1000)
+        self.metrics.records.inc(len(records))
+        self.metrics.log_size.set(self.core.ledger.size)
+        if own:
+            for link in self.links.values():
+                link.enqueue(own)
+        self.view.apply(records)
+
+    def _on_equivocation(self, proof: EquivocationProof) -> None:
+        log.warning(json.dumps({"event": "equivocation", "first": proof.first.hex()[:64]}))
+        for link in self.links.values():
+            link.report(proof)
+
+    def fetch_evidence_from(self, peer: Participant) -> None:
+        channel = grpc.secure_channel(peer.public_endpoint, grpc.ssl_channel_credentials(self._ca))
+        try:
+            ev = rpc.PublicStub(channel).GetEvidence(pb.GetEvidenceRequest(), timeout=5)
+            for raw in ev.equivocations:
+                try:
+                    self.core.add_equivocation(EquivocationProof.decode(raw))
+                except Exception as e:  # a bad proof from a peer changes nothing
+                    log.warning("peer %s sent a bad equivocation proof: %s", peer.id, e)
+        finally:
+            channel.close()
+
+    # ------------------------------------------------------------ partitions (test hook)
+    def refuses(self, peer: str) -> bool:
+        if not self._refuse_file:
+            return False
+        now = time.monotonic()
+        if now - self._refuse_checked > 0.1:
+            self._refuse_checked = now
+            try:
+                text = Path(self._refuse_file).read_text()
+                self._refused = frozenset(text.split())
+            except OSError:
+                self._refused = frozenset()
+        return peer in self._refused
+
+    # ------------------------------------------------------------ checkpoints
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(CHECKPOINT_INTERVAL):
+            try:
+                if self.core.checkpoint_if_changed() is not None:
+                    for link in self.links.values():
+                        link.sync_now()
+                self.view.tick()
+            except Exception:
+                log.exception("checkpoint tick failed")
+
+    def current_log_checkpoint(self) -> tuple[str | None, int]:
+        text = self.core.ledger.latest_checkpoint()
+        if text is None:
+            return None, 0
+        cp = note.Checkpoint.parse_body(note.Note.parse(text).text)
+        return text, cp.size
+
+    def has_cosignature(self, peer: str, text: str) -> bool:
+        with self._cosig_lock:
+            return self._cosig_text == text and peer in self._cosigs
+
+    def add_cosignature(self, peer: str, text: str, line: str) -> None:
+        p = self.consortium.participant(peer)
+        if p is None:
+            return
+        from node.witness import witness_name
+
+        body = note.Note.parse(text).text
+        sig = note.NoteSignature.from_line(line.rstrip("\n"))
+        note.verify_cosignature(body, sig, witness_name(self.consortium.name, peer), p.public_key)
+        with self._cosig_lock:
+            if self._cosig_text != text:
+                # A newer checkpoint: keep the quorum-cosigned one until it has its own.
+                if self._cosig_text is not None and len(self._cosigs) >= self.quorum():
+                    self._store_cosigned()
+                self._cosig_text, self._cosigs = text, {}
+            self._cosigs[peer] = line if line.endswith("\n") else line + "\n"
+            if len(self._cosigs) >= self.quorum():
+                self._store_cosigned()
+
+    def _store_cosigned(self) -> None:
+        assert self._cosig_text is not None
+        full = note.add_signature_lines(self._cosig_text, sorted(self._cosigs.values()))
+        self.store.put("checkpoints", b"log/cosigned", full.encode())
+
+    def quorum(self) -> int:
+        return self.consortium.policy.cosign_quorum
+
+    def log_checkpoint_note(self) -> str | None:
+        """The newest checkpoint with a quorum of cosignatures; else the newest
+        signed one with what cosignatures it has so far."""
+        with self._cosig_lock:
+            latest = self.core.ledger.latest_checkpoint()
+            if latest is not None and latest == self._cosig_text and self._cosigs:
+                return note.add_signature_lines(latest, sorted(self._cosigs.values()))
+        v = self.store.get("checkpoints", b"log/cosigned")
+        if v is not None:
+            return v.decode()
+        return latest
+
+    def fork_evidence(self) -> list[bytes]:
+        return self.witness.forks() + self.view.forks()
+
+    # ------------------------------------------------------------ reads
+    def feed_heads_pb(self) -> pb.FeedHeads:
+        heads = []
+        for issuer, st in sorted(self.core.ledger.feeds().items()):
+            heads.append(
+                pb.FeedHead(
+                    issuer=issuer, seq=st.seq, head_id=st.head_id, frozen=st.frozen_at is not None
+                )
+            )
+        return pb.FeedHeads(heads=heads)
+
+    def lookup(self, number: str, at_ms: int, with_proof: bool) -> pb.LookupResponse:
+        return self.view.lookup(number, at_ms or self.clock(), with_proof)
+
+    def lookup_batch(
+        self, numbers: list[str], at_ms: int, with_proofs: bool
+    ) -> pb.LookupBatchResponse:
+        return self.view.lookup_batch(numbers, at_ms or self.clock(), with_proofs)
+
+    def view_checkpoint_note(self) -> str | None:
+        return self.view.checkpoint_note()
+
+    def cosign_view(self, peer: str, text: str) -> str:
+        return self.view.cosign(peer, text)
+
+    def view_cosign_with(self, link: PeerLink) -> None:
+        self.view.request_cosign(link)
+
+
+def run_node(cfg: NodeConfig) -> int:
+    """`markex node run`: serve until SIGTERM/SIGINT, then stop cleanly."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+    node = Node(cfg).start()
+    done = threading.Event()
+
+    def _term(signum: int, frame: object) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGINT, _term)
+    print(
+        json.dumps(
+            {
+                "participant": node.participant_id,
+                "member_port": node.member_port,
+                "public_port": node.public_port,
+                "metrics_port": node.metrics.port,
+            }
+        ),
+        flush=True,
+    )
+    done.wait()
+    node.stop()
+    log.info(json.dumps({"event": "stopped", "participant": node.participant_id}))
+    return 0

@@ -1,0 +1,313 @@
+"""Thin servicers: protobuf in, ledger calls, protobuf out; ledger errors
+become the status code `node.status` gives them."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from keys import KeysError
+from keys.tls import participant_from_cert
+from ledger.errors import LedgerError, MalformedRecord, NotAllowed, NotFound
+from ledger.log import EquivocationProof
+from ledger.numbers import normalize
+from ledger.record import (
+    RECATEGORIZE,
+    REJECT,
+    UPHOLD,
+    WITHDRAW,
+    Correction,
+    Mark,
+    Reassignment,
+    Record,
+)
+from markex.v1 import record_pb2 as rpb
+from markex.v1 import service_pb2 as pb
+from markex.v1 import service_pb2_grpc as rpc
+from node.status import code_for, detail_for
+
+if TYPE_CHECKING:
+    from node.server import Node
+
+log = logging.getLogger("markex.rpc")
+
+MAX_ENTRIES_PER_CALL = 1000
+PULL_BATCH = 500
+
+
+def edge(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Map ledger/keys errors to their status code; anything else is INTERNAL."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(self, request, context)
+        except (LedgerError, KeysError) as e:
+            context.abort(code_for(e), detail_for(e))
+        except ValueError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"BadInput: {e}")
+
+    return wrapper
+
+
+def stream_edge(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from fn(self, request, context)
+        except (LedgerError, KeysError) as e:
+            context.abort(code_for(e), detail_for(e))
+
+    return wrapper
+
+
+def caller_id(context: grpc.ServicerContext) -> str:
+    """The participant id the consortium CA put in the caller's certificate."""
+    auth = context.auth_context()
+    certs = auth.get("x509_pem_cert") or []
+    if not certs:
+        raise NotAllowed("no client certificate")
+    return participant_from_cert(certs[0])
+
+
+# ------------------------------------------------------------------ public
+
+
+class PublicService(rpc.PublicServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    @property
+    def ledger(self):  # type: ignore[no-untyped-def]
+        return self.node.core.ledger
+
+    @edge
+    def GetLogCheckpoint(self, request, context):  # noqa: N802
+        text = self.node.log_checkpoint_note()
+        if text is None:
+            raise NotFound("this node has not signed a checkpoint yet")
+        from ledger import note
+
+        cp = note.Checkpoint.parse_body(note.Note.parse(text).text)
+        return pb.LogCheckpoint(note=text, size=cp.size, root=cp.root)
+
+    @edge
+    def GetEntries(self, request, context):  # noqa: N802
+        size = self.ledger.size
+        if request.start >= size or request.end <= request.start:
+            raise NotFound(f"no entries {request.start}..{request.end} in a log of size {size}")
+        end = min(request.end, request.start + MAX_ENTRIES_PER_CALL, size)
+        return pb.Entries(start=request.start, envelopes=self.ledger.entries(request.start, end))
+
+    @edge
+    def GetInclusionProof(self, request, context):  # noqa: N802
+        path = self.ledger.inclusion_proof(request.index, request.size)
+        return pb.InclusionProof(
+            index=request.index,
+            size=request.size,
+            leaf_hash=self.ledger.leaf_hash(request.index),
+            path=path,
+        )
+
+    @edge
+    def GetConsistencyProof(self, request, context):  # noqa: N802
+        path = self.ledger.consistency_proof(request.old_size, request.new_size)
+        return pb.ConsistencyProof(old_size=request.old_size, new_size=request.new_size, path=path)
+
+    @edge
+    def GetRecord(self, request, context):  # noqa: N802
+        if len(request.id) != 32:
+            raise MalformedRecord("a record id is 32 bytes")
+        found = self.ledger.record_by_id(request.id)
+        if found is None:
+            raise NotFound(f"no record {request.id.hex()} on this node")
+        return pb.RecordEnvelope(envelope=found[1], index=found[0])
+
+    @edge
+    def GetFeedHeads(self, request, context):  # noqa: N802
+        return self.node.feed_heads_pb()
+
+    @edge
+    def Lookup(self, request, context):  # noqa: N802
+        return self.node.lookup(request.number, request.at_ms, True)
+
+    @edge
+    def LookupBatch(self, request, context):  # noqa: N802
+        return self.node.lookup_batch(list(request.numbers), request.at_ms, request.with_proofs)
+
+    @edge
+    def GetViewCheckpoint(self, request, context):  # noqa: N802
+        text = self.node.view_checkpoint_note()
+        if text is None:
+            raise NotFound("this node has not signed a view checkpoint yet")
+        return pb.ViewCheckpoint(note=text)
+
+    @edge
+    def GetEvidence(self, request, context):  # noqa: N802
+        eq = [p.encode() for p in self.ledger.equivocations()]
+        forks = self.node.fork_evidence()
+        return pb.Evidence(equivocations=eq, forks=forks)
+
+
+# ------------------------------------------------------------------ exchange
+
+
+class ExchangeService(rpc.ExchangeServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def _peer(self, context: grpc.ServicerContext) -> str:
+        pid = caller_id(context)
+        if self.node.consortium.participant(pid) is None:
+            raise NotAllowed(f"{pid!r} is not a member")
+        if self.node.refuses(pid):
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"partitioned from {pid} (test hook)")
+        return pid
+
+    @edge
+    def Heads(self, request, context):  # noqa: N802
+        self._peer(context)
+        return self.node.feed_heads_pb()
+
+    @stream_edge
+    def Pull(self, request, context):  # noqa: N802
+        self._peer(context)
+        after = request.after
+        remaining = request.max or (1 << 62)
+        led = self.node.core.ledger
+        while remaining > 0 and context.is_active():
+            envs = led.records_after(request.issuer, after, min(PULL_BATCH, remaining))
+            if not envs:
+                return
+            yield pb.RecordBatch(envelopes=envs)
+            after += len(envs)
+            remaining -= len(envs)
+
+    def Push(self, request_iterator, context):  # noqa: N802
+        try:
+            peer = self._peer(context)
+        except LedgerError as e:
+            context.abort(code_for(e), detail_for(e))
+        acc = dup = buf = 0
+        for batch in request_iterator:
+            if self.node.refuses(peer):
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"partitioned from {peer} (test hook)")
+            outs = self.node.core.submit(list(batch.envelopes), source=peer)
+            for o in outs:
+                acc += o.status == "accepted"
+                dup += o.status == "duplicate"
+                buf += o.status == "buffered"
+        return pb.PushAck(accepted=acc, duplicates=dup, buffered=buf)
+
+    @edge
+    def Deliver(self, request, context):  # noqa: N802
+        peer = self._peer(context)
+        outs = self.node.core.submit(list(request.envelopes), source=peer)
+        for o in outs:
+            if o.error is not None and len(outs) == 1:
+                raise o.error
+        return pb.PushAck(
+            accepted=sum(o.status == "accepted" for o in outs),
+            duplicates=sum(o.status == "duplicate" for o in outs),
+            buffered=sum(o.status == "buffered" for o in outs),
+        )
+
+    @edge
+    def ReportEquivocation(self, request, context):  # noqa: N802
+        self._peer(context)
+        new = self.node.core.add_equivocation(EquivocationProof(request.first, request.second))
+        return pb.PushAck(accepted=int(new))
+
+    @edge
+    def Cosign(self, request, context):  # noqa: N802
+        peer = self._peer(context)
+        line = self.node.witness.cosign_log(
+            peer, request.note, request.old_size, list(request.proof)
+        )
+        return pb.CosignResponse(signature_line=line)
+
+    @edge
+    def CosignView(self, request, context):  # noqa: N802
+        peer = self._peer(context)
+        line = self.node.cosign_view(peer, request.note)
+        return pb.CosignResponse(signature_line=line)
+
+
+# ------------------------------------------------------------------ admin
+
+
+class AdminService(rpc.AdminServicer):
+    """Only the node's own participant (by its certificate) issues records."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def _own(self, context: grpc.ServicerContext) -> None:
+        pid = caller_id(context)
+        if pid != self.node.participant_id:
+            raise NotAllowed(
+                f"only {self.node.participant_id} issues records at this node; you are {pid}"
+            )
+
+    def _issued(self, out, appeal: bool = False) -> pb.Issued:  # type: ignore[no-untyped-def]
+        r: Record = out.record
+        return pb.Issued(id=r.id, issuer=r.issuer, seq=r.seq, appeal=appeal, index=out.index or 0)
+
+    @edge
+    def IssueMark(self, request, context):  # noqa: N802
+        self._own(context)
+        m = Mark(
+            number=normalize(request.number),
+            category=request.category,
+            score=request.score,
+            reports=request.reports,
+            observed_at_ms=request.observed_at_ms or self.node.core.clock(),
+            expires_at_ms=request.expires_at_ms,
+            evidence_digest=request.evidence_digest,
+        )
+        return self._issued(self.node.core.issue(m))
+
+    @edge
+    def IssueCorrection(self, request, context):  # noqa: N802
+        self._own(context)
+        actions = {
+            rpb.CORRECTION_ACTION_WITHDRAW: WITHDRAW,
+            rpb.CORRECTION_ACTION_RECATEGORIZE: RECATEGORIZE,
+            rpb.CORRECTION_ACTION_UNSPECIFIED: "",
+        }
+        outcomes = {
+            rpb.APPEAL_OUTCOME_UPHOLD: UPHOLD,
+            rpb.APPEAL_OUTCOME_REJECT: REJECT,
+            rpb.APPEAL_OUTCOME_UNSPECIFIED: "",
+        }
+        if request.action not in actions or request.outcome not in outcomes:
+            raise MalformedRecord("unknown correction action or outcome")
+        c = Correction(
+            targets=tuple(request.targets),
+            action=actions[request.action],
+            category=request.category,
+            reason=request.reason,
+            appeal_id=request.appeal_id,
+            outcome=outcomes[request.outcome],
+        )
+        appeal = False
+        if not c.is_decision:
+            led = self.node.core.ledger
+            for t in c.targets:
+                found = led.record_by_id(t)
+                if (
+                    found is not None
+                    and Record.from_envelope(found[1]).issuer != self.node.participant_id
+                ):
+                    appeal = True
+        return self._issued(self.node.core.issue(c), appeal)
+
+    @edge
+    def IssueReassignment(self, request, context):  # noqa: N802
+        self._own(context)
+        r = Reassignment(number=normalize(request.number), effective_at_ms=request.effective_at_ms)
+        return self._issued(self.node.core.issue(r))

@@ -1,0 +1,164 @@
+"""The node's national view: kept up to date on the writer thread, signed at
+every change (so every lookup proves against a signed root), cosigned by peers
+that computed the same root for the same vector."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+import grpc
+
+from ledger import note
+from ledger import view as V
+from ledger.errors import CheckpointFork, NotAllowed, OutOfOrder
+from ledger.numbers import normalize
+from ledger.record import Record
+from ledger.store import u64
+from markex.v1 import service_pb2 as pb
+
+if TYPE_CHECKING:
+    from node.replication import PeerLink
+    from node.server import Node
+
+log = logging.getLogger("markex.view")
+
+
+class ViewKeeper:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        cons = node.consortium
+        self.origin = V.view_origin(cons.name, node.participant_id)
+        self._lock = threading.RLock()
+        self.view: V.NationalView | None = None
+        self._note: str | None = None
+        self._cosigs: dict[str, str] = {}
+        self._rebuild_needed = False
+
+    def start(self) -> None:
+        with self._lock:
+            self.view = V.rebuild_from_ledger(self.node.core.ledger)
+            self._sign()
+
+    def stop(self) -> None:
+        pass
+
+    # ------------------------------------------------------------ updates
+    def apply(self, records: list[Record]) -> None:
+        led = self.node.core.ledger
+        with self._lock:
+            if self.view is None:
+                return
+            frozen = {i for i, f in led.feeds().items() if f.frozen_at is not None}
+            if frozen & {r.issuer for r in records} or self._rebuild_needed:
+                self.view = V.rebuild_from_ledger(led)
+                self._rebuild_needed = False
+            else:
+                self.view.apply(records)
+            self._sign()
+
+    def invalidate(self) -> None:
+        """A feed froze: recompute from the ledger on the next tick."""
+        with self._lock:
+            self._rebuild_needed = True
+
+    def tick(self) -> None:
+        if self._rebuild_needed:
+            with self._lock:
+                self.view = V.rebuild_from_ledger(self.node.core.ledger)
+                self._rebuild_needed = False
+                self._sign()
+
+    def _sign(self) -> None:
+        assert self.view is not None
+        text = V.view_checkpoint_text(
+            self.origin, self.view.vector, self.view.count, self.view.root()
+        )
+        signed = note.sign_note(text, self.origin, self.node.key)
+        if signed != self._note:
+            self._note = signed
+            self._cosigs = {}
+
+    # ------------------------------------------------------------ reads
+    def checkpoint_note(self) -> str | None:
+        with self._lock:
+            if self._note is None:
+                return None
+            return note.add_signature_lines(self._note, sorted(self._cosigs.values()))
+
+    def _answer(self, number: str, at_ms: int, with_proof: bool) -> pb.LookupResponse:
+        assert self.view is not None
+        e164 = normalize(number)
+        entry = self.view.entry(e164)
+        proof = self.view.proof(e164).encode() if with_proof else b""
+        return pb.LookupResponse(
+            entry=entry.encode() if entry is not None else b"", proof=proof, number=e164
+        )
+
+    def lookup(self, number: str, at_ms: int, with_proof: bool) -> pb.LookupResponse:
+        with self._lock:
+            resp = self._answer(number, at_ms, with_proof)
+            resp.view_checkpoint = self.checkpoint_note() or ""
+            return resp
+
+    def lookup_batch(
+        self, numbers: list[str], at_ms: int, with_proofs: bool
+    ) -> pb.LookupBatchResponse:
+        if len(numbers) > 100_000:
+            raise NotAllowed("at most 100000 numbers per batch")
+        with self._lock:
+            out = pb.LookupBatchResponse(view_checkpoint=self.checkpoint_note() or "")
+            results = [self._answer(n, at_ms, with_proofs) for n in numbers]
+            out.results.extend(results)
+            return out
+
+    # ------------------------------------------------------------ cosigning
+    def cosign(self, peer: str, text: str) -> str:
+        cons = self.node.consortium
+        p = cons.participant(peer)
+        if p is None:
+            raise NotAllowed(f"{peer!r} is not a member")
+        origin = V.view_origin(cons.name, peer)
+        parsed, _ = note.verify_note(text, [note.Verifier.for_key(origin, p.public_key)])
+        theirs = V.parse_view_checkpoint(parsed.text)
+        with self._lock:
+            assert self.view is not None
+            if dict(theirs.vector) != dict(self.view.vector):
+                raise OutOfOrder("this node's view is at another vector")
+            if theirs.root != self.view.root() or theirs.count != self.view.count:
+                self._fork(peer, text)
+                raise CheckpointFork(f"{peer} signed another view root for the same vector")
+        from node.witness import witness_name
+
+        return note.cosign_line(
+            parsed.text,
+            witness_name(cons.name, self.node.participant_id),
+            self.node.key,
+            self.node.clock() // 1000,
+        )
+
+    def request_cosign(self, link: PeerLink) -> None:
+        with self._lock:
+            text = self._note
+            if text is None or link.peer.id in self._cosigs:
+                return
+        try:
+            resp = link.stub.CosignView(pb.CosignRequest(note=text), timeout=5)
+        except grpc.RpcError as e:
+            if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED):
+                return
+            raise
+        with self._lock:
+            if self._note == text:
+                self._cosigs[link.peer.id] = resp.signature_line
+
+    def _fork(self, peer: str, text: str) -> None:
+        ev = json.dumps({"kind": "view-fork", "peer": peer, "theirs": text, "ours": self._note})
+        self.node.store.put(
+            "witness", b"viewfork/" + peer.encode() + u64(self.node.clock()), ev.encode()
+        )
+
+    def forks(self) -> list[bytes]:
+        return [v for _, v in self.node.store.items("witness", b"viewfork/", b"viewfork0")]

@@ -1,0 +1,103 @@
+"""Witnessing: check each peer's new log checkpoint against the last one we
+saw (a consistency proof) and cosign it (C2SP tlog-cosignature). A checkpoint
+no proof joins to the last one is kept as fork evidence, both signed notes."""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+from collections.abc import Callable, Sequence
+
+from keys.consortium import Consortium
+from keys.signing import SigningKey
+from ledger import merkle, note
+from ledger.errors import CheckpointFork, MalformedProof, NotAllowed, OutOfOrder, ProofMismatch
+from ledger.log import log_origin
+from ledger.store import Store, u64
+
+_STATE = struct.Struct(">Q32s")
+
+
+def witness_name(consortium_name: str, participant_id: str) -> str:
+    return f"{consortium_name}/witness/{participant_id}"
+
+
+class WitnessConflict(OutOfOrder):
+    """The witness knows another size than the one the proof starts from."""
+
+    def __init__(self, known_size: int) -> None:
+        super().__init__(f"witness knows size {known_size}")
+        self.known_size = known_size
+
+
+class Witness:
+    def __init__(
+        self,
+        store: Store,
+        consortium: Consortium,
+        participant_id: str,
+        key: SigningKey,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self.store = store
+        self.consortium = consortium
+        self.name = witness_name(consortium.name, participant_id)
+        self.key = key
+        self.clock_ms = clock_ms
+        self._lock = threading.Lock()
+
+    def known(self, peer: str) -> tuple[int, bytes, str] | None:
+        v = self.store.get("witness", b"log/" + peer.encode())
+        if v is None:
+            return None
+        size, root = _STATE.unpack(v[: _STATE.size])
+        return size, root, v[_STATE.size :].decode()
+
+    def cosign_log(self, peer: str, text: str, old_size: int, proof: Sequence[bytes]) -> str:
+        """Cosign `peer`'s checkpoint if it extends the last one we saw."""
+        p = self.consortium.participant(peer)
+        if p is None:
+            raise NotAllowed(f"{peer!r} is not a member")
+        origin = log_origin(self.consortium.name, peer)
+        cp = note.open_checkpoint(text, note.Verifier.for_key(origin, p.public_key), origin)
+        with self._lock:
+            known = self.known(peer)
+            if known is not None:
+                ksize, kroot, knote = known
+                if cp.size < ksize:
+                    self._fork(peer, knote, text)
+                    raise CheckpointFork(
+                        f"{peer} showed size {cp.size} after size {ksize}", knote, text
+                    )
+                if cp.size == ksize:
+                    if cp.root != kroot:
+                        self._fork(peer, knote, text)
+                        raise CheckpointFork(
+                            f"{peer} signed two roots for size {ksize}", knote, text
+                        )
+                else:
+                    if old_size != ksize:
+                        raise WitnessConflict(ksize)
+                    try:
+                        merkle.verify_consistency(ksize, cp.size, kroot, cp.root, list(proof))
+                    except ProofMismatch as e:
+                        self._fork(peer, knote, text)
+                        raise CheckpointFork(
+                            f"{peer}'s size {cp.size} does not extend its size {ksize}", knote, text
+                        ) from e
+                    except MalformedProof:
+                        raise
+            self.store.put(
+                "witness", b"log/" + peer.encode(), _STATE.pack(cp.size, cp.root) + text.encode()
+            )
+        return note.cosign_line(cp.body(), self.name, self.key, self.clock_ms() // 1000)
+
+    def _fork(self, peer: str, first: str, second: str) -> None:
+        ev = json.dumps({"kind": "log-fork", "log": peer, "first": first, "second": second})
+        self.store.put(
+            "witness", b"fork/" + peer.encode() + b"\x00" + u64(self.clock_ms()), ev.encode()
+        )
+
+    def forks(self) -> list[bytes]:
+        return [v for _, v in self.store.items("witness", b"fork/", b"fork0")]
