@@ -68,6 +68,7 @@ class NodeCore:
             "equivocation": 0,
         }
         self.rejections: dict[str, int] = {}
+        self.observer: Callable[[str, str | None], None] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -176,9 +177,12 @@ class NodeCore:
             outs = outcomes[a:b]
             for o in outs:
                 self.stats[o.status] = self.stats.get(o.status, 0) + 1
+                reason = None
                 if o.error is not None:
                     reason = type(o.error).__name__
                     self.rejections[reason] = self.rejections.get(reason, 0) + 1
+                if self.observer is not None:
+                    self.observer(o.status, reason)
             if job.kind == "issue":
                 job.future.set_result(outs[0])
             else:

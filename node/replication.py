@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -134,6 +133,7 @@ class PeerLink:
                 try:
                     self.sync_once()
                     self.connected = True
+                    self.node.peer_synced(self.peer.id)
                 except grpc.RpcError as e:
                     self.connected = False
                     log.debug("sync with %s failed: %s", self.peer.id, e.code())
@@ -147,16 +147,18 @@ class PeerLink:
         core = self.node.core
         heads = self.stub.Heads(pb.FeedHeadsRequest(), timeout=5)
         pulled = 0
-        now = time.monotonic()
         for h in heads.heads:
             self.peer_heads[h.issuer] = h.seq
             ours = core.ledger.feed(h.issuer)
             self.node.metrics.lag(self.peer.id, h.issuer, max(0, h.seq - ours.seq))
-            if ours.frozen_at is not None or h.seq <= ours.seq:
+            if ours.frozen_at is not None:
+                continue
+            if h.seq < ours.seq or (h.seq == ours.seq and h.head_id == ours.head_id):
                 continue
             if core.consortium.participant(h.issuer) is None:
                 continue
-            after = ours.seq
+            # Overlap one record: a different record at our head is an equivocation.
+            after = max(0, ours.seq - 1)
             for batch in self.stub.Pull(
                 pb.PullRequest(issuer=h.issuer, after=after, max=PULL_MAX), timeout=120
             ):
@@ -170,7 +172,6 @@ class PeerLink:
         self._send_evidence()
         self._cosign()
         self.node.view_cosign_with(self)
-        del now
         return pulled
 
     def _fetch_evidence(self) -> None:

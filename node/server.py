@@ -78,6 +78,10 @@ class Node:
         self._refuse_checked = 0.0
         self.member_port = 0
         self.public_port = 0
+        # A node restored from an empty disk must learn its own feed's head from
+        # peers before it signs again, or it would equivocate against itself.
+        self.caught_up = threading.Event()
+        self.core.observer = self._observe
         self.core.subscribe(self._on_accepted)
         self.core.on_equivocation(self._on_equivocation)
 
@@ -140,6 +144,8 @@ class Node:
             link = PeerLink(self, p, creds, self.sync_interval)
             self.links[p.id] = link
             link.start()
+        if not self.links:
+            self.caught_up.set()
         self._ticker = threading.Thread(target=self._tick_loop, name="checkpoints", daemon=True)
         self._ticker.start()
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -191,12 +197,19 @@ class Node:
         for r in records:
             if r.issuer != self.participant_id:
                 self.metrics.propagation.observe(max(0, now - r.issued_at_ms) / 1000)
-        self.metrics.records.inc(len(records))
         self.metrics.log_size.set(self.core.ledger.size)
         if own:
             for link in self.links.values():
                 link.enqueue(own)
         self.view.apply(records)
+
+    def peer_synced(self, peer: str) -> None:
+        self.caught_up.set()
+
+    def _observe(self, status: str, reason: str | None) -> None:
+        self.metrics.records.labels(status).inc()
+        if reason is not None:
+            self.metrics.rejected.labels(reason).inc()
 
     def _on_equivocation(self, proof: EquivocationProof) -> None:
         log.warning(json.dumps({"event": "equivocation", "first": proof.first.hex()[:64]}))
@@ -325,7 +338,8 @@ class Node:
 def run_node(cfg: NodeConfig) -> int:
     """`markex node run`: serve until SIGTERM/SIGINT, then stop cleanly."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
-    node = Node(cfg).start()
+    interval = float(os.environ.get("MARKEX_SYNC_INTERVAL", "0.5"))
+    node = Node(cfg, sync_interval=interval).start()
     done = threading.Event()
 
     def _term(signum: int, frame: object) -> None:

@@ -252,6 +252,11 @@ class AdminService(rpc.AdminServicer):
             raise NotAllowed(
                 f"only {self.node.participant_id} issues records at this node; you are {pid}"
             )
+        if not self.node.caught_up.wait(10):
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "the node has not synced its own feed with any peer yet; try again",
+            )
 
     def _issued(self, out, appeal: bool = False) -> pb.Issued:  # type: ignore[no-untyped-def]
         r: Record = out.record

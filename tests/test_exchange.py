@@ -1,0 +1,198 @@
+"""Integration: six real node processes on loopback (institute, three
+carriers, two internet firms) replicate every feed, heal after SIGKILL and
+partitions, catch up from scratch, refuse strangers, and spread equivocations."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+
+from keys.signing import SigningKey
+from keys.tls import make_ca, make_node_cert
+from ledger.record import Mark, Record
+from markex.v1 import record_pb2 as rpb
+from markex.v1 import service_pb2 as pb
+from markex.v1 import service_pb2_grpc as rpc
+from node.localnet import LocalNet
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    n = LocalNet(tmp_path_factory.mktemp("consortium") / "c", sync_interval=0.3)
+    n.start_all()
+    try:
+        yield n
+    finally:
+        n.stop_all()
+
+
+def _issue_some(net: LocalNet, pid: str, count: int, prefix: str) -> list[bytes]:
+    return [net.mark(pid, f"{prefix}{i:04d}", "harassment").id for i in range(count)]
+
+
+def test_records_from_three_nodes_reach_all_six(net: LocalNet) -> None:
+    ids = []
+    for pid, prefix in (
+        ("carrier-1", "1380000"),
+        ("internet-1", "1390000"),
+        ("institute", "1300000"),
+    ):
+        ids += _issue_some(net, pid, 20, prefix)
+    net.wait_converged(timeout=30)
+    for pid in net.ids:
+        pub = net.public(pid)
+        for rid in ids:
+            assert pub.GetRecord(pb.GetRecordRequest(id=rid), timeout=5).envelope
+        heads = net.heads(pid)
+        assert heads["carrier-1"] >= 20 and heads["internet-1"] >= 20 and heads["institute"] >= 20
+
+
+def test_log_checkpoints_are_cosigned(net: LocalNet) -> None:
+    from ledger import note
+    from node.witness import witness_name
+
+    net.mark("carrier-2", "13600000001", "fraud")
+    net.wait_converged(timeout=30)
+    cons = net.consortium
+    witnesses = {witness_name(cons.name, p.id): p.public_key for p in cons.participants}
+    deadline = time.monotonic() + 20
+    while True:
+        text = (
+            net.public("carrier-2").GetLogCheckpoint(pb.GetLogCheckpointRequest(), timeout=5).note
+        )
+        names = note.count_cosignatures(text, witnesses)
+        if len(names) >= cons.policy.cosign_quorum or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(names) >= cons.policy.cosign_quorum
+
+
+def test_sigkill_mid_stream_then_restart_converges(net: LocalNet) -> None:
+    import threading
+
+    stop = threading.Event()
+    issued: list[bytes] = []
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                issued.append(net.mark("internet-2", f"1370000{i:04d}", "marketing").id)
+            except grpc.RpcError:
+                pass
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    time.sleep(0.5)
+    net.kill("carrier-3")
+    time.sleep(0.7)
+    net.start("carrier-3")
+    time.sleep(0.5)
+    stop.set()
+    t.join()
+    net.wait_converged(timeout=60)
+    pub = net.public("carrier-3")
+    for rid in issued:
+        assert pub.GetRecord(pb.GetRecordRequest(id=rid), timeout=5).envelope
+
+
+def test_partitioned_node_converges_after_heal(net: LocalNet) -> None:
+    net.isolate("internet-1")
+    time.sleep(0.5)
+    ids = _issue_some(net, "carrier-2", 15, "1350000")
+    ids += _issue_some(net, "internet-1", 5, "1351000")
+    time.sleep(1.0)
+    # cut off: it has none of carrier-2's new records
+    assert net.heads("internet-1").get("carrier-2", 0) < net.heads("carrier-2")["carrier-2"]
+    net.heal()
+    net.wait_converged(timeout=60)
+    for pid in net.ids:
+        for rid in ids:
+            net.public(pid).GetRecord(pb.GetRecordRequest(id=rid), timeout=5)
+
+
+def test_new_empty_node_catches_up_from_scratch(net: LocalNet) -> None:
+    import shutil
+
+    net.terminate("carrier-1")
+    shutil.rmtree(net.dir / "carrier-1" / "data")
+    (net.dir / "carrier-1" / "data").mkdir()
+    net.start("carrier-1")
+    net.wait_converged(timeout=60)
+    # its own feed came back from its peers too, so it continues the same chain
+    r = net.mark("carrier-1", "13800009999", "fraud")
+    assert r.seq == net.heads("institute")["carrier-1"] or r.seq > 20
+    net.wait_converged(timeout=30)
+
+
+def test_certificate_from_another_ca_is_refused(net: LocalNet, tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    ca_key, ca_cert = make_ca("rogue CA", now)
+    key, cert = make_node_cert(ca_key, ca_cert, "carrier-1", [], now)
+    trust = (net.dir / "ca" / "ca.pem").read_bytes()
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=trust, private_key=key, certificate_chain=cert
+    )
+    ep = net.consortium.participant("carrier-1").member_endpoint  # type: ignore[union-attr]
+    with grpc.secure_channel(ep, creds) as ch:
+        with pytest.raises(grpc.RpcError) as ei:
+            rpc.AdminStub(ch).IssueMark(rpb.Mark(number="13800000000", category="fraud"), timeout=5)
+        assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(grpc.RpcError) as ei:
+            rpc.ExchangeStub(ch).Heads(pb.FeedHeadsRequest(), timeout=5)
+        assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_non_member_cannot_issue(net: LocalNet) -> None:
+    before = net.heads("carrier-1").get("carrier-1", 0)
+    with pytest.raises(grpc.RpcError) as ei:
+        net.admin("carrier-1", as_id="internet-2").IssueMark(
+            rpb.Mark(number="13800000000", category="fraud"), timeout=5
+        )
+    assert ei.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert net.heads("carrier-1").get("carrier-1", 0) == before
+
+
+def test_equivocation_reaches_every_node(net: LocalNet) -> None:
+    key = SigningKey.load(net.dir / "internet-2" / "signing.key")
+    net.wait_converged(timeout=30)
+    head = net.heads("institute").get("internet-2", 0)
+    prev = b""
+    if head:
+        env = net.exchange("institute", "carrier-1").Pull(
+            pb.PullRequest(issuer="internet-2", after=head - 1, max=1), timeout=5
+        )
+        prev = Record.from_envelope(next(iter(env)).envelopes[0]).id
+    now = int(time.time() * 1000)
+    a = Record.issue(
+        key, "internet-2", head + 1, prev, now, Mark("+8613311112222", "fraud", 90, 1, now)
+    )
+    b = Record.issue(
+        key, "internet-2", head + 1, prev, now, Mark("+8613311112222", "delivery", 90, 1, now)
+    )
+    net.exchange("carrier-1", "carrier-2").Deliver(
+        pb.RecordBatch(envelopes=[a.envelope]), timeout=5
+    )
+    net.exchange("carrier-2", "carrier-1").Deliver(
+        pb.RecordBatch(envelopes=[b.envelope]), timeout=5
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        frozen = {}
+        for pid in net.ids:
+            hs = net.public(pid).GetFeedHeads(pb.FeedHeadsRequest(), timeout=5).heads
+            frozen[pid] = any(h.issuer == "internet-2" and h.frozen for h in hs)
+        if all(frozen.values()):
+            break
+        time.sleep(0.2)
+    assert all(frozen.values()), frozen
+    for pid in net.ids:
+        ev = net.public(pid).GetEvidence(pb.GetEvidenceRequest(), timeout=5)
+        assert ev.equivocations
