@@ -1,0 +1,1412 @@
+"""The national view: `resolve`, `NationalView`, view entries, the view root and proofs.
+
+The view is a pure function of a *set* of records (every feed up to a vector
+V): the same set, in any order and in any split into batches, gives the same
+entries and the same root on every node. No clock is read here; an entry
+carries the times at which each of its facts holds and `Entry.evaluate(at_ms)`
+answers for an explicit time. The rules are written down in docs/view.md.
+
+Layout::
+
+    records ──apply()──▶ facts + indexes (by number, by target id, by appeal id)
+                              │ recompute only the touched numbers
+                              ▼
+                          Entry (canonical JSON bytes) ─ leaf_hash ─▶ bucket
+                              │
+        bucket b = first `bits` bits of SHA-256(number)
+        bucket hash = SHA-256(0x02 || sorted (u16 len || number || entry hash))
+        root = RFC 9162 Merkle root over the 2**bits bucket hashes
+
+Errors: `verify_lookup` raises MalformedProof (ill-formed proof, entry bytes
+that do not decode, wrong bucket) or ProofMismatch (well formed, wrong root);
+`Entry.decode` raises BadInput; `parse_view_checkpoint` raises MalformedNote;
+`open_view_checkpoint` also BadSignature; `rebuild_from_ledger` raises
+StorageFailure for stored records that do not parse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from keys.consortium import Consortium
+from ledger import merkle, note
+from ledger.errors import (
+    BadInput,
+    BadSignature,
+    LedgerError,
+    MalformedNote,
+    MalformedProof,
+    StorageFailure,
+)
+from ledger.record import (
+    RECATEGORIZE,
+    UPHOLD,
+    WITHDRAW,
+    Correction,
+    Mark,
+    Reassignment,
+    Record,
+)
+
+if TYPE_CHECKING:
+    from keys.signing import SigningKey
+    from ledger.log import NodeLedger
+    from ledger.store import Batch
+
+__all__ = [
+    "EMPTY_BUCKET",
+    "Appeal",
+    "AppealState",
+    "CategoryInfo",
+    "Entry",
+    "EntryMark",
+    "EntryReassignment",
+    "Marker",
+    "NationalView",
+    "Protection",
+    "Recategorization",
+    "Resolution",
+    "Rules",
+    "SetAside",
+    "SetAsideSpan",
+    "ViewCheckpoint",
+    "ViewProof",
+    "bucket_hash",
+    "bucket_of",
+    "entry_hash",
+    "open_view_checkpoint",
+    "parse_view_checkpoint",
+    "rebuild_from_ledger",
+    "resolve",
+    "sign_view_checkpoint",
+    "verify_lookup",
+    "view_checkpoint_text",
+    "view_origin",
+]
+
+ENTRY_VERSION = 1
+PROOF_VERSION = 1
+MAX_BUCKET_BITS = 24              # 16M buckets; the tree lives in memory
+MAX_NUMBER_BYTES = 32
+BUCKET_PREFIX = b"\x02"           # apart from RFC 9162's 0x00 (leaf) and 0x01 (node)
+EMPTY_BUCKET: bytes = hashlib.sha256(BUCKET_PREFIX).digest()
+
+# Why a mark does not count. When several hold, the one that started first is
+# reported; at equal times, the earlier name in this tuple.
+WITHDRAWN = "withdrawn"
+APPEAL_UPHELD = "appeal upheld"
+REASSIGNED = "reassigned"
+PROTECTED = "protected"
+EXPIRED = "expired"
+SUPERSEDED = "superseded"
+REASONS = (WITHDRAWN, APPEAL_UPHELD, REASSIGNED, PROTECTED, EXPIRED, SUPERSEDED)
+_REASON_ORDER = {r: i for i, r in enumerate(REASONS)}
+_SPAN_REASONS = (WITHDRAWN, APPEAL_UPHELD, REASSIGNED)   # the ones fixed in the entry
+
+PENDING = "pending"
+UPHELD = "upheld"
+REJECTED = "rejected"
+APPEAL_WITHDRAWN = "withdrawn"
+APPEAL_STATUSES = (PENDING, UPHELD, REJECTED, APPEAL_WITHDRAWN)
+
+RISK_NONE = "none"
+RISK_MEDIUM = "medium"
+RISK_HIGH = "high"
+
+_ROLES = ("institute", "carrier", "internet")
+_HEX_ID = re.compile(r"[0-9a-f]{64}\Z")
+_ISSUER = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+_DECIMAL = re.compile(r"(?:0|[1-9][0-9]*)\Z", re.ASCII)
+
+
+def view_origin(consortium_name: str, participant_id: str) -> str:
+    """The origin line (and note key name) of a participant's view checkpoints."""
+    return f"{consortium_name}/view/{participant_id}"
+
+
+# ====================================================================== entries
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The policy values an entry is evaluated with (copied in, so a client
+    that verified the entry bytes can evaluate them without the config)."""
+
+    high_risk_min_participants: int
+    identity_min_participants: int
+    institute_mark_is_high_risk: bool
+
+
+@dataclass(frozen=True)
+class CategoryInfo:
+    id: str
+    rank: int
+    risk: bool
+
+
+@dataclass(frozen=True)
+class Recategorization:
+    at: int                 # the issuer's correction's issued_at
+    category: str
+    ref: bytes              # the correction's record id
+
+
+@dataclass(frozen=True)
+class SetAsideSpan:
+    """From `since` on (for good) the mark does not count, for `reason`."""
+
+    since: int
+    reason: str             # withdrawn | appeal upheld | reassigned
+    ref: bytes              # the correction, appeal or reassignment record id
+
+
+@dataclass(frozen=True)
+class EntryMark:
+    id: bytes
+    participant: str
+    role: str
+    weight: int
+    category: str           # as marked; see recategorized
+    score: int
+    reports: int
+    observed_at: int
+    expires_at: int         # the policy default already applied
+    issued_at: int
+    seq: int
+    recategorized: tuple[Recategorization, ...] = ()
+    set_aside: tuple[SetAsideSpan, ...] = ()
+
+    def category_at(self, at_ms: int) -> str:
+        cat = self.category
+        for r in self.recategorized:        # sorted by (at, ref)
+            if r.at <= at_ms:
+                cat = r.category
+        return cat
+
+
+@dataclass(frozen=True)
+class Appeal:
+    """A correction of other participants' marks, and how it ended (if it did)."""
+
+    id: bytes
+    appellant: str
+    targets: tuple[bytes, ...]      # the appealed marks on this entry's number
+    action: str                     # what the appellant asked: withdraw | recategorize
+    category: str                   # the category asked for (recategorize only)
+    reason: str
+    filed_at: int
+    status: str                     # final status: pending | upheld | rejected | withdrawn
+    closed_at: int | None = None    # when decided or withdrawn
+    closed_by: bytes = b""          # the decision's (or withdrawal's) record id
+    closed_reason: str = ""
+
+    def status_at(self, at_ms: int) -> str | None:
+        """None before it was filed; pending until it was closed."""
+        if at_ms < self.filed_at:
+            return None
+        if self.closed_at is not None and at_ms >= self.closed_at:
+            return self.status
+        return PENDING
+
+
+@dataclass(frozen=True)
+class EntryReassignment:
+    id: bytes
+    carrier: str
+    effective_at: int
+
+
+@dataclass(frozen=True)
+class Protection:
+    """Marks of `category` observed in [since, until) are set aside (protected)."""
+
+    category: str
+    since: int
+    until: int
+    decision: bytes
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A mark that counts at the evaluated time."""
+
+    participant: str
+    role: str
+    record_id: bytes
+    category: str
+    score: int
+    reports: int
+    observed_at: int
+    expires_at: int
+    recategorized: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "participant": self.participant,
+            "role": self.role,
+            "record_id": self.record_id.hex(),
+            "category": self.category,
+            "score": self.score,
+            "reports": self.reports,
+            "observed_at": self.observed_at,
+            "expires_at": self.expires_at,
+            "recategorized": self.recategorized,
+        }
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A mark that does not count at the evaluated time, and why."""
+
+    participant: str
+    record_id: bytes
+    category: str
+    reason: str
+    since: int
+    ref: bytes              # what set it aside (record id); empty for expiry
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "participant": self.participant,
+            "record_id": self.record_id.hex(),
+            "category": self.category,
+            "reason": self.reason,
+            "since": self.since,
+            "ref": self.ref.hex(),
+        }
+
+
+@dataclass(frozen=True)
+class AppealState:
+    appeal_id: bytes
+    appellant: str
+    targets: tuple[bytes, ...]
+    status: str
+    filed_at: int
+    decided_at: int | None
+    decision_id: bytes
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "appeal_id": self.appeal_id.hex(),
+            "appellant": self.appellant,
+            "targets": [t.hex() for t in self.targets],
+            "status": self.status,
+            "filed_at": self.filed_at,
+            "decided_at": self.decided_at,
+            "decision_id": self.decision_id.hex(),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """An entry evaluated at one time."""
+
+    number: str
+    at_ms: int
+    category: str | None
+    risk: str                               # none | medium | high
+    score: int                              # 0..100
+    markers: tuple[Marker, ...]
+    set_aside: tuple[SetAside, ...]
+    appeal: str                             # none | pending | upheld | rejected | withdrawn
+    appeals: tuple[AppealState, ...]
+    tenure_since: int | None = None         # the reassignment in force, if any
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "at_ms": self.at_ms,
+            "category": self.category,
+            "risk": self.risk,
+            "score": self.score,
+            "markers": [m.to_json() for m in self.markers],
+            "set_aside": [s.to_json() for s in self.set_aside],
+            "appeal": self.appeal,
+            "appeals": [a.to_json() for a in self.appeals],
+            "tenure_since": self.tenure_since,
+        }
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Everything the view knows about one number, with the times each fact
+    holds. Canonical bytes: `encode()`; its hash: `entry_hash(encode())`."""
+
+    number: str
+    rules: Rules
+    categories: tuple[CategoryInfo, ...]
+    marks: tuple[EntryMark, ...]
+    appeals: tuple[Appeal, ...] = ()
+    reassignments: tuple[EntryReassignment, ...] = ()
+    protections: tuple[Protection, ...] = ()
+
+    # ---------------------------------------------------------- evaluation
+    @cached_property
+    def _categories(self) -> dict[str, CategoryInfo]:
+        return {c.id: c for c in self.categories}
+
+    def _category(self, cid: str) -> CategoryInfo:
+        # A category the entry does not describe is treated as a risk of rank 0.
+        return self._categories.get(cid) or CategoryInfo(cid, 0, True)
+
+    def _why_not(self, m: EntryMark, cat: str, at_ms: int) -> tuple[int, int, str, bytes] | None:
+        found: list[tuple[int, int, str, bytes]] = [
+            (s.since, _REASON_ORDER[s.reason], s.reason, s.ref)
+            for s in m.set_aside
+            if s.since <= at_ms
+        ]
+        for p in self.protections:
+            if p.category == cat and p.since <= m.observed_at < p.until:
+                found.append((m.observed_at, _REASON_ORDER[PROTECTED], PROTECTED, p.decision))
+        if at_ms >= m.expires_at:
+            found.append((m.expires_at, _REASON_ORDER[EXPIRED], EXPIRED, b""))
+        return min(found) if found else None
+
+    def evaluate(self, at_ms: int) -> Resolution:
+        """The entry's answer at `at_ms` (see docs/view.md for the rules)."""
+        live: list[tuple[EntryMark, str]] = []
+        aside: list[SetAside] = []
+        for m in self.marks:
+            if m.observed_at > at_ms:
+                continue                    # not observed yet at that time
+            cat = m.category_at(at_ms)
+            why = self._why_not(m, cat, at_ms)
+            if why is None:
+                live.append((m, cat))
+            else:
+                since, _, reason, ref = why
+                aside.append(SetAside(m.participant, m.id, cat, reason, since, ref))
+        # One mark per participant: its latest issued live mark.
+        latest: dict[str, tuple[EntryMark, str]] = {}
+        for m, cat in live:
+            cur = latest.get(m.participant)
+            if cur is None or _issue_key(m) > _issue_key(cur[0]):
+                latest[m.participant] = (m, cat)
+        for m, cat in live:
+            win = latest[m.participant][0]
+            if win is not m:
+                aside.append(
+                    SetAside(m.participant, m.id, cat, SUPERSEDED, win.observed_at, win.id)
+                )
+        counting = sorted(latest.values(), key=lambda mc: (mc[0].participant, mc[0].id))
+        category, risk, score = self._combine(counting)
+        markers = tuple(
+            Marker(
+                m.participant, m.role, m.id, cat, m.score, m.reports, m.observed_at,
+                m.expires_at, any(r.at <= at_ms for r in m.recategorized),
+            )
+            for m, cat in counting
+        )
+        aside.sort(key=lambda s: (s.participant, s.record_id))
+        states = []
+        for a in self.appeals:
+            st = a.status_at(at_ms)
+            if st is None:
+                continue
+            closed = st != PENDING
+            states.append(
+                AppealState(
+                    a.id, a.appellant, a.targets, st, a.filed_at,
+                    a.closed_at if closed else None, a.closed_by if closed else b"", a.reason,
+                )
+            )
+        tenure = [r.effective_at for r in self.reassignments if r.effective_at <= at_ms]
+        return Resolution(
+            number=self.number,
+            at_ms=at_ms,
+            category=category,
+            risk=risk,
+            score=score,
+            markers=markers,
+            set_aside=tuple(aside),
+            appeal=_appeal_summary(states),
+            appeals=tuple(states),
+            tenure_since=max(tenure) if tenure else None,
+        )
+
+    def _combine(self, counting: list[tuple[EntryMark, str]]) -> tuple[str | None, str, int]:
+        rules = self.rules
+        weight: dict[str, int] = {}
+        who: dict[str, set[str]] = {}
+        risk_by: set[str] = set()
+        risk_weight = 0
+        institute_risk = False
+        for m, cat in counting:
+            weight[cat] = weight.get(cat, 0) + m.weight
+            who.setdefault(cat, set()).add(m.participant)
+            if self._category(cat).risk:
+                risk_by.add(m.participant)
+                risk_weight += m.weight
+                institute_risk = institute_risk or m.role == "institute"
+        institute_high = institute_risk and rules.institute_mark_is_high_risk
+        if institute_high or (risk_by and len(risk_by) >= rules.high_risk_min_participants):
+            risk = RISK_HIGH
+        elif risk_by:
+            risk = RISK_MEDIUM
+        else:
+            risk = RISK_NONE
+
+        def best(risky: bool) -> str | None:
+            cands = [c for c in weight if self._category(c).risk == risky]
+            if not cands:
+                return None
+            return min(cands, key=lambda c: (-weight[c], -self._category(c).rank, c))
+
+        best_risk, best_identity = best(True), best(False)
+        category = best_risk
+        if best_identity is not None and (
+            best_risk is None
+            or (
+                len(who[best_identity]) >= rules.identity_min_participants
+                and weight[best_identity] > risk_weight
+                and not institute_risk
+            )
+        ):
+            category = best_identity
+        score = 0
+        if category is not None:
+            total = sum(m.weight for m, cat in counting if cat == category)
+            if total:
+                num = sum(m.weight * m.score for m, cat in counting if cat == category)
+                score = (2 * num + total) // (2 * total)     # rounded half up, integers only
+        return category, risk, score
+
+    # ---------------------------------------------------------- bytes
+    def to_json(self) -> dict[str, Any]:
+        r = self.rules
+        return {
+            "v": ENTRY_VERSION,
+            "number": self.number,
+            "rules": {
+                "high_risk_min_participants": r.high_risk_min_participants,
+                "identity_min_participants": r.identity_min_participants,
+                "institute_mark_is_high_risk": r.institute_mark_is_high_risk,
+            },
+            "categories": [[c.id, c.rank, c.risk] for c in self.categories],
+            "marks": [
+                {
+                    "id": m.id.hex(),
+                    "by": m.participant,
+                    "role": m.role,
+                    "weight": m.weight,
+                    "category": m.category,
+                    "score": m.score,
+                    "reports": m.reports,
+                    "observed_at": m.observed_at,
+                    "expires_at": m.expires_at,
+                    "issued_at": m.issued_at,
+                    "seq": m.seq,
+                    "recategorized": [[x.at, x.category, x.ref.hex()] for x in m.recategorized],
+                    "set_aside": [[s.since, s.reason, s.ref.hex()] for s in m.set_aside],
+                }
+                for m in self.marks
+            ],
+            "appeals": [
+                {
+                    "id": a.id.hex(),
+                    "by": a.appellant,
+                    "targets": [t.hex() for t in a.targets],
+                    "action": a.action,
+                    "category": a.category,
+                    "reason": a.reason,
+                    "filed_at": a.filed_at,
+                    "status": a.status,
+                    "closed_at": a.closed_at,
+                    "closed_by": a.closed_by.hex(),
+                    "closed_reason": a.closed_reason,
+                }
+                for a in self.appeals
+            ],
+            "reassignments": [
+                {"id": x.id.hex(), "by": x.carrier, "effective_at": x.effective_at}
+                for x in self.reassignments
+            ],
+            "protections": [
+                {
+                    "category": p.category,
+                    "since": p.since,
+                    "until": p.until,
+                    "decision": p.decision.hex(),
+                }
+                for p in self.protections
+            ],
+        }
+
+    def encode(self) -> bytes:
+        """Canonical bytes: compact JSON, sorted keys, ASCII only, ids in hex.
+        Canonical because the view produces it from parsed values; nobody
+        ever verifies a signature over it."""
+        return self._encoded
+
+    @cached_property
+    def _encoded(self) -> bytes:
+        return json.dumps(
+            self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        ).encode("ascii")
+
+    @cached_property
+    def hash(self) -> bytes:
+        return entry_hash(self._encoded)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Entry:
+        """Strict: the bytes must be exactly what `encode` gives. Raises BadInput."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise BadInput("an entry is bytes")
+        data = bytes(data)
+        try:
+            obj = json.loads(
+                data.decode("ascii"),
+                parse_float=_no_float,
+                parse_constant=_no_float,
+            )
+        except (UnicodeDecodeError, ValueError) as e:
+            raise BadInput(f"entry is not canonical JSON: {e}") from e
+        try:
+            entry = _entry_from_json(obj)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise BadInput(f"entry is missing or mistypes a field: {e}") from e
+        if entry.encode() != data:
+            raise BadInput("entry bytes are not in canonical form")
+        return entry
+
+
+def _issue_key(m: EntryMark) -> tuple[int, int, bytes]:
+    return (m.issued_at, m.seq, m.id)
+
+
+def _no_float(s: str) -> Any:
+    raise ValueError(f"non-integer number {s!r}")
+
+
+def _appeal_summary(states: list[AppealState]) -> str:
+    if not states:
+        return "none"
+    if any(s.status == PENDING for s in states):
+        return PENDING
+    last = max(states, key=lambda s: (s.decided_at or 0, s.appeal_id))
+    return last.status
+
+
+# ---- strict JSON -> Entry (used by decode; the canonical check does the rest)
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise TypeError(f"{v!r} is not a non-negative integer")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError(f"{v!r} is not true or false")
+    return v
+
+
+def _str(v: Any, allowed: Iterable[str] | None = None) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"{v!r} is not a string")
+    if allowed is not None and v not in allowed:
+        raise ValueError(f"{v!r} is not one of {', '.join(allowed)}")
+    return v
+
+
+def _id(v: Any, empty_ok: bool = False) -> bytes:
+    s = _str(v)
+    if empty_ok and s == "":
+        return b""
+    if not _HEX_ID.match(s):
+        raise ValueError(f"{s[:80]!r} is not a 32-byte record id in lowercase hex")
+    return bytes.fromhex(s)
+
+
+def _list(v: Any) -> list[Any]:
+    if not isinstance(v, list):
+        raise TypeError(f"{v!r} is not a list")
+    return v
+
+
+def _obj(v: Any, keys: set[str]) -> dict[str, Any]:
+    if not isinstance(v, dict) or set(v) != keys:
+        raise ValueError(f"expected an object with exactly the keys {sorted(keys)}")
+    return v
+
+
+_ENTRY_KEYS = {"v", "number", "rules", "categories", "marks", "appeals", "reassignments",
+               "protections"}
+_RULE_KEYS = {"high_risk_min_participants", "identity_min_participants",
+              "institute_mark_is_high_risk"}
+_MARK_KEYS = {"id", "by", "role", "weight", "category", "score", "reports", "observed_at",
+              "expires_at", "issued_at", "seq", "recategorized", "set_aside"}
+_APPEAL_KEYS = {"id", "by", "targets", "action", "category", "reason", "filed_at", "status",
+                "closed_at", "closed_by", "closed_reason"}
+
+
+def _entry_from_json(obj: Any) -> Entry:
+    o = _obj(obj, _ENTRY_KEYS)
+    if o["v"] != ENTRY_VERSION or isinstance(o["v"], bool):
+        raise ValueError(f"entry version must be {ENTRY_VERSION}")
+    number = _str(o["number"])
+    if not number or len(number.encode()) > MAX_NUMBER_BYTES:
+        raise ValueError("entry number is empty or too long")
+    r = _obj(o["rules"], _RULE_KEYS)
+    rules = Rules(
+        _int(r["high_risk_min_participants"]),
+        _int(r["identity_min_participants"]),
+        _bool(r["institute_mark_is_high_risk"]),
+    )
+    cats = []
+    for c in _list(o["categories"]):
+        cid, rank, risk = _list(c)
+        if isinstance(rank, bool) or not isinstance(rank, int):
+            raise TypeError("category rank must be an integer")
+        cats.append(CategoryInfo(_str(cid), rank, _bool(risk)))
+    marks = []
+    for m in map(lambda x: _obj(x, _MARK_KEYS), _list(o["marks"])):
+        recats = []
+        for x in _list(m["recategorized"]):
+            at, cat, ref = _list(x)
+            recats.append(Recategorization(_int(at), _str(cat), _id(ref)))
+        spans = []
+        for x in _list(m["set_aside"]):
+            since, reason, ref = _list(x)
+            spans.append(SetAsideSpan(_int(since), _str(reason, _SPAN_REASONS), _id(ref)))
+        marks.append(
+            EntryMark(
+                id=_id(m["id"]),
+                participant=_str(m["by"]),
+                role=_str(m["role"], _ROLES),
+                weight=_int(m["weight"]),
+                category=_str(m["category"]),
+                score=_int(m["score"]),
+                reports=_int(m["reports"]),
+                observed_at=_int(m["observed_at"]),
+                expires_at=_int(m["expires_at"]),
+                issued_at=_int(m["issued_at"]),
+                seq=_int(m["seq"]),
+                recategorized=tuple(recats),
+                set_aside=tuple(spans),
+            )
+        )
+    appeals = []
+    for a in map(lambda x: _obj(x, _APPEAL_KEYS), _list(o["appeals"])):
+        closed_at = None if a["closed_at"] is None else _int(a["closed_at"])
+        appeals.append(
+            Appeal(
+                id=_id(a["id"]),
+                appellant=_str(a["by"]),
+                targets=tuple(_id(t) for t in _list(a["targets"])),
+                action=_str(a["action"], (WITHDRAW, RECATEGORIZE)),
+                category=_str(a["category"]),
+                reason=_str(a["reason"]),
+                filed_at=_int(a["filed_at"]),
+                status=_str(a["status"], APPEAL_STATUSES),
+                closed_at=closed_at,
+                closed_by=_id(a["closed_by"], empty_ok=True),
+                closed_reason=_str(a["closed_reason"]),
+            )
+        )
+    reassignments = [
+        EntryReassignment(_id(x["id"]), _str(x["by"]), _int(x["effective_at"]))
+        for x in (_obj(y, {"id", "by", "effective_at"}) for y in _list(o["reassignments"]))
+    ]
+    protections = [
+        Protection(_str(p["category"]), _int(p["since"]), _int(p["until"]), _id(p["decision"]))
+        for p in (
+            _obj(y, {"category", "since", "until", "decision"}) for y in _list(o["protections"])
+        )
+    ]
+    return Entry(
+        number, rules, tuple(cats), tuple(marks), tuple(appeals), tuple(reassignments),
+        tuple(protections),
+    )
+
+
+# ====================================================================== hashing
+
+
+def entry_hash(entry_bytes: bytes) -> bytes:
+    """An entry's hash: the RFC 9162 leaf hash of its canonical bytes."""
+    return merkle.leaf_hash(entry_bytes)
+
+
+def bucket_of(number: str, bits: int) -> int:
+    """The first `bits` bits of SHA-256(number), as an integer."""
+    if bits == 0:
+        return 0
+    h = int.from_bytes(hashlib.sha256(number.encode("utf-8")).digest()[:4], "big")
+    return h >> (32 - bits)
+
+
+def bucket_hash(items: Iterable[tuple[str, bytes]]) -> bytes:
+    """SHA-256(0x02 || for each (number, entry hash), sorted by number bytes:
+    u16 len(number) || number || entry hash)."""
+    h = hashlib.sha256(BUCKET_PREFIX)
+    for num, eh in sorted((n.encode("utf-8"), e) for n, e in items):
+        h.update(struct.pack(">H", len(num)))
+        h.update(num)
+        h.update(eh)
+    return h.digest()
+
+
+def _check_bits(bits: int) -> None:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= MAX_BUCKET_BITS:
+        raise MalformedProof(f"bucket bits must be 0..{MAX_BUCKET_BITS}, got {bits!r}")
+
+
+class _BucketTree:
+    """The perfect binary tree over 2**bits bucket hashes, every level an array,
+    so changing k buckets costs O(k * bits) hashes."""
+
+    def __init__(self, bits: int) -> None:
+        _check_bits(bits)
+        self.bits = bits
+        self.levels: list[list[bytes]] = []
+        h, n = EMPTY_BUCKET, 1 << bits
+        for k in range(bits + 1):
+            self.levels.append([h] * (n >> k))
+            h = merkle.node_hash(h, h)
+
+    def root(self) -> bytes:
+        return self.levels[self.bits][0]
+
+    def update(self, changes: Mapping[int, bytes]) -> None:
+        dirty = set()
+        for b, h in changes.items():
+            self.levels[0][b] = h
+            dirty.add(b >> 1)
+        for k in range(1, self.bits + 1):
+            below, here = self.levels[k - 1], self.levels[k]
+            for i in dirty:
+                here[i] = merkle.node_hash(below[2 * i], below[2 * i + 1])
+            dirty = {i >> 1 for i in dirty}
+
+    def path(self, b: int) -> tuple[bytes, ...]:
+        return tuple(self.levels[k][(b >> k) ^ 1] for k in range(self.bits))
+
+
+# ====================================================================== proofs
+
+
+@dataclass(frozen=True)
+class ViewProof:
+    """The proof that a number's entry (or its absence) is in a view root:
+    the bucket, the *other* entries of that bucket, the bucket's inclusion path.
+
+    Bytes: u8 version (1) || u32 bucket || u16 n || n * (u16 len || number ||
+    32-byte entry hash) || u8 path length || path hashes (32 bytes each)."""
+
+    bucket: int
+    others: tuple[tuple[str, bytes], ...]
+    path: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        out = [struct.pack(">BIH", PROOF_VERSION, self.bucket, len(self.others))]
+        for num, eh in self.others:
+            raw = num.encode("utf-8")
+            out.append(struct.pack(">H", len(raw)) + raw + eh)
+        out.append(struct.pack(">B", len(self.path)))
+        out.extend(self.path)
+        return b"".join(out)
+
+    @classmethod
+    def decode(cls, data: bytes) -> ViewProof:
+        """Strict: exact lengths, nothing trailing. Raises MalformedProof."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise MalformedProof("a view proof is bytes")
+        data = bytes(data)
+        try:
+            version, bucket, n = struct.unpack_from(">BIH", data, 0)
+            if version != PROOF_VERSION:
+                raise MalformedProof(f"view proof version {version} is not {PROOF_VERSION}")
+            off = 7
+            others = []
+            for _ in range(n):
+                (ln,) = struct.unpack_from(">H", data, off)
+                off += 2
+                if not 0 < ln <= MAX_NUMBER_BYTES or off + ln + 32 > len(data):
+                    raise MalformedProof("a number in the view proof is empty, long or cut off")
+                num = data[off : off + ln].decode("ascii")
+                off += ln
+                others.append((num, data[off : off + 32]))
+                off += 32
+            (m,) = struct.unpack_from(">B", data, off)
+            off += 1
+        except (struct.error, UnicodeDecodeError) as e:
+            raise MalformedProof(f"view proof is truncated or garbled: {e}") from e
+        if m > MAX_BUCKET_BITS or off + 32 * m != len(data):
+            raise MalformedProof("view proof path has the wrong length or trailing bytes")
+        path = tuple(data[off + 32 * i : off + 32 * (i + 1)] for i in range(m))
+        return cls(bucket, tuple(others), path)
+
+
+def verify_lookup(
+    number: str,
+    entry_bytes: bytes | None,
+    proof: ViewProof | bytes,
+    root: bytes,
+    bucket_bits: int,
+) -> Entry | None:
+    """Check a lookup answer against a view root (take the root from a view
+    checkpoint whose signatures you checked).
+
+    `entry_bytes` None claims absence: accepted only when the proven bucket
+    listing lacks `number`. Returns the decoded entry, or None for a proven
+    absence. Raises MalformedProof (ill-formed proof or entry, wrong bucket,
+    bad listing) or ProofMismatch (well formed, does not reach `root`).
+    """
+    _check_bits(bucket_bits)
+    if not isinstance(root, bytes) or len(root) != merkle.HASH_SIZE:
+        raise MalformedProof("a view root is 32 bytes")
+    if not isinstance(proof, ViewProof):
+        proof = ViewProof.decode(proof)
+    if not isinstance(number, str) or not 0 < len(number.encode("utf-8")) <= MAX_NUMBER_BYTES:
+        raise MalformedProof("the number asked for is empty or too long")
+    want = bucket_of(number, bucket_bits)
+    if proof.bucket != want:
+        raise MalformedProof(f"the proof is for bucket {proof.bucket}; {number} is in {want}")
+    if len(proof.path) != bucket_bits:
+        raise MalformedProof(f"a bucket path has {bucket_bits} hashes, not {len(proof.path)}")
+    prev = b""
+    for num, eh in proof.others:
+        raw = num.encode("utf-8")
+        if raw <= prev:
+            raise MalformedProof("the bucket listing is not strictly sorted")
+        prev = raw
+        if len(eh) != merkle.HASH_SIZE:
+            raise MalformedProof("an entry hash in the bucket listing is not 32 bytes")
+        if num == number:
+            raise MalformedProof(f"the proof lists {number} among the other entries")
+        if bucket_of(num, bucket_bits) != want:
+            raise MalformedProof(f"{num} does not belong to bucket {want}")
+    items = list(proof.others)
+    if entry_bytes is not None:
+        items.append((number, entry_hash(bytes(entry_bytes))))
+    merkle.verify_inclusion(bucket_hash(items), want, 1 << bucket_bits, proof.path, root)
+    if entry_bytes is None:
+        return None
+    try:
+        entry = Entry.decode(bytes(entry_bytes))
+    except BadInput as e:
+        raise MalformedProof(f"the proven entry does not decode: {e}") from e
+    if entry.number != number:
+        raise MalformedProof(f"the proven entry is for {entry.number}, not {number}")
+    return entry
+
+
+# ====================================================================== checkpoints
+
+
+@dataclass(frozen=True)
+class ViewCheckpoint:
+    """A view checkpoint's body, a C2SP tlog-checkpoint text:
+
+        <origin>\\n<entry count>\\n<base64 root>\\nvector <issuer>=<seq> ...\\n
+
+    The vector line lists every issuer with seq > 0, sorted by issuer id."""
+
+    origin: str
+    vector: tuple[tuple[str, int], ...]
+    count: int
+    root: bytes
+
+    def body(self) -> str:
+        line = " ".join(["vector"] + [f"{i}={s}" for i, s in self.vector])
+        return note.Checkpoint(self.origin, self.count, self.root, (line,)).body()
+
+    @property
+    def vector_dict(self) -> dict[str, int]:
+        return dict(self.vector)
+
+
+def _vector_items(vector: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+    items = []
+    for issuer, seq in sorted(vector.items()):
+        if not _ISSUER.match(issuer):
+            raise MalformedNote(f"{issuer!r} is not a participant id")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise MalformedNote(f"vector seq of {issuer} is not a non-negative integer")
+        if seq:
+            items.append((issuer, seq))
+    return tuple(items)
+
+
+def view_checkpoint_text(origin: str, vector: Mapping[str, int], count: int, root: bytes) -> str:
+    """The note text of a view checkpoint (issuers at seq 0 are left out)."""
+    return ViewCheckpoint(origin, _vector_items(vector), count, root).body()
+
+
+def parse_view_checkpoint(text: str) -> ViewCheckpoint:
+    """Strict parse of a view checkpoint's note text. Raises MalformedNote."""
+    cp = note.Checkpoint.parse_body(text)
+    if len(cp.extensions) != 1:
+        raise MalformedNote("a view checkpoint has exactly one extension line, the vector")
+    words = cp.extensions[0].split(" ")
+    if words[0] != "vector":
+        raise MalformedNote("a view checkpoint's fourth line starts with 'vector'")
+    items = []
+    for w in words[1:]:
+        issuer, eq, seq = w.partition("=")
+        if not eq or not _ISSUER.match(issuer) or not _DECIMAL.match(seq) or seq == "0":
+            raise MalformedNote(f"vector item {w[:80]!r} is not <issuer>=<seq>")
+        items.append((issuer, int(seq)))
+    if [i for i, _ in items] != sorted({i for i, _ in items}):
+        raise MalformedNote("vector issuers are not sorted and unique")
+    vc = ViewCheckpoint(cp.origin, tuple(items), cp.size, cp.root)
+    if vc.body() != text:
+        raise MalformedNote("view checkpoint text is not canonical")
+    return vc
+
+
+def sign_view_checkpoint(cp: ViewCheckpoint, key: SigningKey) -> str:
+    """The view checkpoint as a signed note; the key name is the origin."""
+    return note.sign_note(cp.body(), cp.origin, key)
+
+
+def open_view_checkpoint(
+    signed: str, verifier: note.Verifier, origin: str | None = None
+) -> ViewCheckpoint:
+    """Verify `verifier`'s signature, then parse. The origin must equal
+    `origin`, or the verifier's key name. Raises MalformedNote, BadSignature."""
+    parsed, _ = note.verify_note(signed, [verifier])
+    vc = parse_view_checkpoint(parsed.text)
+    expected = verifier.name if origin is None else origin
+    if vc.origin != expected:
+        raise BadSignature(f"view checkpoint origin {vc.origin!r} is not {expected!r}")
+    return vc
+
+
+# ====================================================================== resolution
+
+
+@dataclass(frozen=True, slots=True)
+class _MarkFact:
+    id: bytes
+    issuer: str
+    seq: int
+    issued_at: int
+    mark: Mark
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class _CorrectionFact:
+    id: bytes
+    issuer: str
+    seq: int
+    issued_at: int
+    correction: Correction
+
+
+@dataclass(frozen=True, slots=True)
+class _ReassignmentFact:
+    id: bytes
+    issuer: str
+    seq: int
+    issued_at: int
+    number: str
+    effective_at: int
+
+
+_Fact = _MarkFact | _CorrectionFact | _ReassignmentFact
+
+
+def _order(f: _Fact) -> tuple[int, int, bytes]:
+    """Issue order across feeds: issued_at, then seq, then id (always total)."""
+    return (f.issued_at, f.seq, f.id)
+
+
+@dataclass
+class _Indexes:
+    facts: dict[bytes, _Fact] = field(default_factory=dict)
+    marks_on: dict[str, set[bytes]] = field(default_factory=dict)
+    reassignments_on: dict[str, set[bytes]] = field(default_factory=dict)
+    by_target: dict[bytes, set[bytes]] = field(default_factory=dict)      # corrections
+    decisions_for: dict[bytes, set[bytes]] = field(default_factory=dict)  # appeal -> decisions
+
+
+class NationalView:
+    """The national view over a set of records, kept incrementally.
+
+    `apply` may be called with any records in any order and any batching; the
+    entries and the root depend only on the set applied. Corrections and
+    decisions whose target is not applied yet wait (see `waiting`) and take
+    effect when it arrives. Not thread-safe; the node serializes apply()."""
+
+    def __init__(self, consortium: Consortium) -> None:
+        self.consortium = consortium
+        policy = consortium.policy
+        self.bucket_bits = policy.view_bucket_bits
+        self._rules = Rules(
+            policy.high_risk_min_participants,
+            policy.identity_min_participants,
+            policy.institute_mark_is_high_risk,
+        )
+        self._ix = _Indexes()
+        self._entries: dict[str, Entry] = {}
+        self._buckets: dict[int, dict[str, bytes]] = {}
+        self._tree = _BucketTree(self.bucket_bits)
+        self._vector: dict[str, int] = {}
+        self._ignored: set[bytes] = set()
+        # Shared, so a million entries do not hold a million copies.
+        self._category_info = {
+            c.id: CategoryInfo(c.id, c.rank, c.risk) for c in consortium.taxonomy
+        }
+
+    # ------------------------------------------------------------ reads
+    def root(self) -> bytes:
+        return self._tree.root()
+
+    @property
+    def count(self) -> int:
+        return len(self._entries)
+
+    @property
+    def entries(self) -> Mapping[str, Entry]:
+        return MappingProxyType(self._entries)
+
+    @property
+    def vector(self) -> dict[str, int]:
+        """Per participant, the highest seq applied (the caller applies whole
+        feed prefixes, so this is the vector the view stands for)."""
+        return dict(self._vector)
+
+    @property
+    def ignored(self) -> int:
+        """How many distinct records applied resolution ignores (see docs/view.md)."""
+        return len(self._ignored)
+
+    @property
+    def waiting(self) -> dict[bytes, tuple[bytes, ...]]:
+        """Target record id -> the corrections or decisions waiting for it."""
+        out: dict[bytes, tuple[bytes, ...]] = {}
+        ix = self._ix
+        for table in (ix.by_target, ix.decisions_for):
+            for target, ids in table.items():
+                if target not in ix.facts:
+                    out[target] = tuple(sorted(set(out.get(target, ())) | ids))
+        return out
+
+    def entry(self, number: str) -> Entry | None:
+        return self._entries.get(number)
+
+    def lookup(self, number: str, at_ms: int) -> Resolution | None:
+        e = self._entries.get(number)
+        return None if e is None else e.evaluate(at_ms)
+
+    def numbers(self) -> Iterator[str]:
+        return iter(sorted(self._entries))
+
+    def proof(self, number: str) -> ViewProof:
+        """The proof for `number`'s entry, or for its absence."""
+        b = bucket_of(number, self.bucket_bits)
+        members = self._buckets.get(b, {})
+        others = tuple(
+            sorted(
+                ((n, h) for n, h in members.items() if n != number),
+                key=lambda t: t[0].encode("utf-8"),
+            )
+        )
+        return ViewProof(b, others, self._tree.path(b))
+
+    def checkpoint(self, origin: str) -> ViewCheckpoint:
+        return ViewCheckpoint(origin, _vector_items(self._vector), self.count, self.root())
+
+    # ------------------------------------------------------------ writes
+    def apply(self, records: Iterable[Record]) -> set[str]:
+        """Add records; recompute only the numbers they touch. Returns the
+        numbers whose entry changed (appeared or got different bytes)."""
+        touched: set[str] = set()
+        participants = self.consortium.by_id
+        for rec in records:
+            if rec.issuer in participants and rec.seq > self._vector.get(rec.issuer, 0):
+                self._vector[rec.issuer] = rec.seq
+            if rec.id in self._ix.facts:
+                continue
+            fact = self._fact(rec)
+            if fact is None:
+                self._ignored.add(rec.id)
+                continue
+            self._index(fact)
+            touched |= self._numbers_of(fact)
+        changed: set[str] = set()
+        dirty: set[int] = set()
+        for number in touched:
+            new = self._build(number)
+            old = self._entries.get(number)
+            if new is None and old is None:
+                continue
+            if new is not None and old is not None and new.hash == old.hash:
+                continue
+            b = bucket_of(number, self.bucket_bits)
+            members = self._buckets.setdefault(b, {})
+            if new is None:
+                del self._entries[number]
+                members.pop(number, None)
+            else:
+                self._entries[number] = new
+                members[number] = new.hash
+            changed.add(number)
+            dirty.add(b)
+        if dirty:
+            self._tree.update({b: bucket_hash(self._buckets[b].items()) for b in dirty})
+        return changed
+
+    def save_changes(self, batch: Batch, numbers: Iterable[str]) -> None:
+        """Put the entries of `numbers` (what `apply` returned) into the store's
+        "view" column family (key: the number, value: the entry bytes) in the
+        caller's batch; a number without an entry is deleted."""
+        for number in numbers:
+            e = self._entries.get(number)
+            if e is None:
+                batch.delete("view", number.encode("utf-8"))
+            else:
+                batch.put("view", number.encode("utf-8"), e.encode())
+
+    # ------------------------------------------------------------ internals
+    def _fact(self, rec: Record) -> _Fact | None:
+        """The record as resolution uses it, or None when resolution ignores it
+        (what the ledger would refuse in context: unknown issuer or category,
+        a decision not by the institute, a reassignment not by the holder)."""
+        cons = self.consortium
+        p = cons.participant(rec.issuer)
+        if p is None:
+            return None
+        pay = rec.payload
+        if isinstance(pay, Mark):
+            if pay.category not in cons.categories:
+                return None
+            expires = pay.expires_at_ms or pay.observed_at_ms + cons.policy.default_expiry_ms
+            return _MarkFact(rec.id, rec.issuer, rec.seq, rec.issued_at_ms, pay, expires)
+        if isinstance(pay, Correction):
+            if pay.is_decision and p.role != "institute":
+                return None
+            if pay.action == RECATEGORIZE and pay.category not in cons.categories:
+                return None
+            return _CorrectionFact(rec.id, rec.issuer, rec.seq, rec.issued_at_ms, pay)
+        if isinstance(pay, Reassignment):
+            if p.role != "carrier" or cons.carrier_for(pay.number) != rec.issuer:
+                return None
+            return _ReassignmentFact(
+                rec.id, rec.issuer, rec.seq, rec.issued_at_ms, pay.number, pay.effective_at_ms
+            )
+        return None
+
+    def _index(self, f: _Fact) -> None:
+        ix = self._ix
+        ix.facts[f.id] = f
+        if isinstance(f, _MarkFact):
+            ix.marks_on.setdefault(f.mark.number, set()).add(f.id)
+        elif isinstance(f, _ReassignmentFact):
+            ix.reassignments_on.setdefault(f.number, set()).add(f.id)
+        elif f.correction.is_decision:
+            ix.decisions_for.setdefault(f.correction.appeal_id, set()).add(f.id)
+        else:
+            for t in f.correction.targets:
+                ix.by_target.setdefault(t, set()).add(f.id)
+
+    def _mark_numbers(self, c: Correction) -> set[str]:
+        out = set()
+        for t in c.targets:
+            f = self._ix.facts.get(t)
+            if isinstance(f, _MarkFact):
+                out.add(f.mark.number)
+        return out
+
+    def _numbers_of(self, f: _Fact) -> set[str]:
+        if isinstance(f, _MarkFact):
+            return {f.mark.number}
+        if isinstance(f, _ReassignmentFact):
+            return {f.number}
+        facts = self._ix.facts
+        c = f.correction
+        if c.is_decision:
+            appeal = facts.get(c.appeal_id)
+            if isinstance(appeal, _CorrectionFact):
+                return self._mark_numbers(appeal.correction)
+            return set()
+        out = self._mark_numbers(c)
+        for t in c.targets:        # a withdrawal of an appeal reaches the appeal's numbers
+            target = facts.get(t)
+            if isinstance(target, _CorrectionFact) and not target.correction.is_decision:
+                out |= self._mark_numbers(target.correction)
+        return out
+
+    def _build(self, number: str) -> Entry | None:
+        ix = self._ix
+        facts = ix.facts
+        policy = self.consortium.policy
+        marks = sorted(
+            (facts[i] for i in ix.marks_on.get(number, ())),
+            key=lambda m: (m.mark.observed_at_ms, m.id),
+        )
+        reassigns = sorted(
+            (facts[i] for i in ix.reassignments_on.get(number, ())),
+            key=lambda r: (r.effective_at, r.id),
+        )
+        if not marks and not reassigns:
+            return None
+        by_id = {m.id: m for m in marks}
+        recats: dict[bytes, list[Recategorization]] = {m.id: [] for m in marks}
+        spans: dict[bytes, list[SetAsideSpan]] = {m.id: [] for m in marks}
+        appeal_targets: dict[bytes, list[bytes]] = {}
+
+        for m in marks:
+            withdrawals = []
+            for cid in ix.by_target.get(m.id, ()):
+                c = facts[cid]
+                assert isinstance(c, _CorrectionFact)
+                if c.issuer != m.issuer:
+                    appeal_targets.setdefault(c.id, []).append(m.id)
+                elif c.correction.action == WITHDRAW:
+                    withdrawals.append(c)
+                else:
+                    recats[m.id].append(
+                        Recategorization(c.issued_at, c.correction.category, c.id)
+                    )
+            if withdrawals:
+                w = min(withdrawals, key=_order)
+                spans[m.id].append(SetAsideSpan(w.issued_at, WITHDRAWN, w.id))
+            later = [r for r in reassigns if r.effective_at > m.mark.observed_at_ms]
+            if later:
+                spans[m.id].append(SetAsideSpan(later[0].effective_at, REASSIGNED, later[0].id))
+            recats[m.id].sort(key=lambda r: (r.at, r.ref))
+
+        def category_at(mid: bytes, at: int) -> str:
+            cat = by_id[mid].mark.category
+            for r in recats[mid]:
+                if r.at <= at:
+                    cat = r.category
+            return cat
+
+        appeals: list[Appeal] = []
+        protections: set[Protection] = set()
+        for aid, targets in appeal_targets.items():
+            a = facts[aid]
+            assert isinstance(a, _CorrectionFact)
+            targets.sort()
+            decisions = [facts[d] for d in ix.decisions_for.get(aid, ())]
+            decision = min(decisions, key=lambda d: (d.seq, d.id)) if decisions else None
+            pulled = [
+                facts[w]
+                for w in ix.by_target.get(aid, ())
+                if facts[w].issuer == a.issuer and facts[w].correction.action == WITHDRAW
+            ]
+            pull = min(pulled, key=_order) if pulled else None
+            status, closed_at, closed_by, closed_reason = PENDING, None, b"", ""
+            if pull is not None and (decision is None or pull.issued_at < decision.issued_at):
+                status, closed = APPEAL_WITHDRAWN, pull
+            elif decision is not None:
+                status = UPHELD if decision.correction.outcome == UPHOLD else REJECTED
+                closed = decision
+            else:
+                closed = None
+            if closed is not None:
+                closed_at, closed_by = closed.issued_at, closed.id
+                closed_reason = closed.correction.reason
+            if status == UPHELD:
+                assert closed_at is not None
+                end = closed_at + policy.protection_ms
+                # A new tenure starts clean: a protection ends at the next reassignment.
+                for r in reassigns:
+                    if r.effective_at > closed_at:
+                        end = min(end, r.effective_at)
+                        break
+                for t in targets:
+                    spans[t].append(SetAsideSpan(closed_at, APPEAL_UPHELD, aid))
+                    if end > closed_at:
+                        protections.add(
+                            Protection(category_at(t, closed_at), closed_at, end, closed_by)
+                        )
+            appeals.append(
+                Appeal(
+                    id=aid,
+                    appellant=a.issuer,
+                    targets=tuple(targets),
+                    action=a.correction.action,
+                    category=a.correction.category,
+                    reason=a.correction.reason,
+                    filed_at=a.issued_at,
+                    status=status,
+                    closed_at=closed_at,
+                    closed_by=closed_by,
+                    closed_reason=closed_reason,
+                )
+            )
+        appeals.sort(key=lambda x: (x.filed_at, x.id))
+
+        entry_marks = []
+        used = set()
+        for m in marks:
+            p = self.consortium.by_id[m.issuer]
+            used.add(m.mark.category)
+            used.update(r.category for r in recats[m.id])
+            entry_marks.append(
+                EntryMark(
+                    id=m.id,
+                    participant=m.issuer,
+                    role=p.role,
+                    weight=p.weight,
+                    category=m.mark.category,
+                    score=m.mark.score,
+                    reports=m.mark.reports,
+                    observed_at=m.mark.observed_at_ms,
+                    expires_at=m.expires_at,
+                    issued_at=m.issued_at,
+                    seq=m.seq,
+                    recategorized=tuple(recats[m.id]),
+                    set_aside=tuple(sorted(spans[m.id], key=lambda s: (s.since, s.reason, s.ref))),
+                )
+            )
+        used.update(p.category for p in protections)
+        return Entry(
+            number=number,
+            rules=self._rules,
+            categories=tuple(self._category_info[c] for c in sorted(used)),
+            marks=tuple(entry_marks),
+            appeals=tuple(appeals),
+            reassignments=tuple(
+                EntryReassignment(r.id, r.issuer, r.effective_at) for r in reassigns
+            ),
+            protections=tuple(
+                sorted(protections, key=lambda p: (p.since, p.category, p.until, p.decision))
+            ),
+        )
+
+
+def resolve(records: Iterable[Record], consortium: Consortium) -> NationalView:
+    """The national view of a set of records (order and duplicates do not matter)."""
+    view = NationalView(consortium)
+    view.apply(records)
+    return view
+
+
+def rebuild_from_ledger(ledger: NodeLedger, batch_size: int = 1000) -> NationalView:
+    """The view of every feed up to its counted seq (a frozen feed stops at
+    its freeze), read from the ledger's store in batches."""
+    view = NationalView(ledger.consortium)
+    for issuer, feed in sorted(ledger.feeds().items()):
+        after, upto = 0, feed.counted_seq
+        while after < upto:
+            envelopes = ledger.records_after(issuer, after, min(batch_size, upto - after))
+            if not envelopes:
+                raise StorageFailure(f"feed {issuer} stops at {after}, its head says {upto}")
+            try:
+                records = [Record.from_envelope(env) for env in envelopes]
+            except LedgerError as e:
+                raise StorageFailure(f"a stored record of {issuer} does not parse: {e}") from e
+            view.apply(records)
+            after += len(records)
+    return view
+

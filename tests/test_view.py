@@ -1,0 +1,877 @@
+"""ledger/view.py: resolution rules as multi-party scenarios, order independence,
+incremental updates, entry bytes, the bucketed root, lookup proofs, view checkpoints."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keys.consortium import Consortium, Participant, Policy
+from keys.signing import SigningKey
+from ledger import merkle, note
+from ledger.errors import BadInput, BadSignature, MalformedNote, MalformedProof, ProofMismatch
+from ledger.record import (
+    RECATEGORIZE,
+    REJECT,
+    UPHOLD,
+    WITHDRAW,
+    Correction,
+    Mark,
+    Reassignment,
+    Record,
+)
+from ledger.view import (
+    EMPTY_BUCKET,
+    CategoryInfo,
+    Entry,
+    EntryMark,
+    NationalView,
+    Rules,
+    SetAsideSpan,
+    ViewCheckpoint,
+    ViewProof,
+    bucket_hash,
+    bucket_of,
+    entry_hash,
+    open_view_checkpoint,
+    parse_view_checkpoint,
+    rebuild_from_ledger,
+    resolve,
+    sign_view_checkpoint,
+    verify_lookup,
+    view_checkpoint_text,
+    view_origin,
+)
+
+T = 1_700_000_000_000
+D = 86_400_000
+P = 90 * D                    # the default protection period
+E = 180 * D                   # the default expiry
+
+IDS = ("institute", "carrier-1", "carrier-2", "internet-1", "internet-2")
+ROLES = {"institute": "institute", "carrier-1": "carrier", "carrier-2": "carrier",
+         "internet-1": "internet", "internet-2": "internet"}
+WEIGHTS = {"institute": 5, "carrier": 2, "internet": 1}
+KEYS = {pid: SigningKey.from_seed(hashlib.sha256(b"markex-view-test/" + pid.encode()).digest())
+        for pid in IDS}
+
+N1 = "+8613812340001"         # carrier-1's range
+N2 = "+8613812340002"
+N3 = "+8613912340003"         # carrier-2's range
+N4 = "+8613912340004"
+
+
+def consortium(**policy: Any) -> Consortium:
+    return Consortium(
+        name="markex-test",
+        participants=tuple(
+            Participant(pid, ROLES[pid], KEYS[pid].public_bytes, WEIGHTS[ROLES[pid]], "", "")
+            for pid in IDS
+        ),
+        number_ranges={"carrier-1": ("+86138",), "carrier-2": ("+86139",)},
+        policy=Policy(**{"view_bucket_bits": 3, **policy}),
+    )
+
+
+CONS = consortium()
+
+
+@dataclass
+class Book:
+    """Signed records of a scenario, by label, each feed properly chained."""
+
+    records: list[Record] = field(default_factory=list)
+    by_label: dict[str, Record] = field(default_factory=dict)
+    heads: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+
+    def add(self, label: str, issuer: str, at: int, payload: Any) -> Record:
+        seq, prev = self.heads.get(issuer, (0, b""))
+        rec = Record.issue(KEYS[issuer], issuer, seq + 1, prev, at, payload)
+        self.heads[issuer] = (seq + 1, rec.id)
+        self.records.append(rec)
+        self.by_label[label] = rec
+        return rec
+
+    def id(self, label: str) -> bytes:
+        return self.by_label[label].id
+
+    def label(self, rid: bytes) -> str:
+        return next(k for k, r in self.by_label.items() if r.id == rid)
+
+    def mark(self, label: str, issuer: str, number: str, category: str, at: int, *,
+             score: int = 60, reports: int = 0, observed: int | None = None,
+             expires: int = 0) -> Record:
+        m = Mark(number, category, score, reports, at if observed is None else observed, expires)
+        return self.add(label, issuer, at, m)
+
+    def withdraw(self, label: str, issuer: str, targets: list[str], at: int) -> Record:
+        c = Correction(tuple(self.id(t) for t in targets), WITHDRAW, reason="wrong")
+        return self.add(label, issuer, at, c)
+
+    def recat(self, label: str, issuer: str, targets: list[str], cat: str, at: int) -> Record:
+        c = Correction(tuple(self.id(t) for t in targets), RECATEGORIZE, cat)
+        return self.add(label, issuer, at, c)
+
+    appeal = withdraw           # a withdrawal of someone else's mark is an appeal
+
+    def decide(self, label: str, appeal: str, outcome: str, at: int,
+               issuer: str = "institute") -> Record:
+        c = Correction(appeal_id=self.id(appeal), outcome=outcome, reason="decided")
+        return self.add(label, issuer, at, c)
+
+    def reassign(self, label: str, issuer: str, number: str, effective: int, at: int) -> Record:
+        return self.add(label, issuer, at, Reassignment(number, effective))
+
+
+Check = tuple[str, int, dict[str, Any]]
+
+
+def expect(view: NationalView, book: Book, number: str, at: int, want: dict[str, Any]) -> None:
+    res = view.lookup(number, at)
+    assert res is not None, f"no entry for {number}"
+    got: dict[str, Any] = {
+        "category": res.category,
+        "risk": res.risk,
+        "score": res.score,
+        "markers": {book.label(m.record_id) for m in res.markers},
+        "aside": {book.label(s.record_id): s.reason for s in res.set_aside},
+        "appeal": res.appeal,
+        "appeals": {book.label(a.appeal_id): a.status for a in res.appeals},
+        "tenure": res.tenure_since,
+        "recategorized": {book.label(m.record_id) for m in res.markers if m.recategorized},
+    }
+    for k, v in want.items():
+        assert got[k] == v, f"{number} at T{(at - T) / D:+g}d: {k} is {got[k]!r}, want {v!r}"
+
+
+# ====================================================================== scenarios
+
+
+def s_conflict() -> tuple[Book, list[Check]]:
+    b = Book()
+    b.mark("c1", "carrier-1", N1, "fraud", T, score=80)
+    b.mark("i1", "internet-1", N1, "delivery", T, score=90, reports=500)
+    b.mark("c1h", "carrier-1", N3, "harassment", T, score=70)
+    b.mark("i1f", "internet-1", N3, "fraud", T, score=90)
+    return b, [
+        (N1, T + D, {"category": "fraud", "risk": "medium", "score": 80,
+                     "markers": {"c1", "i1"}, "aside": {}, "appeal": "none"}),
+        # two participants with risk marks: high; harassment has the larger weight
+        (N3, T + D, {"category": "harassment", "risk": "high", "score": 70,
+                     "markers": {"c1h", "i1f"}}),
+    ]
+
+
+def s_institute() -> tuple[Book, list[Check]]:
+    b = Book()
+    b.mark("f", "institute", N1, "fraud", T, score=95)
+    b.mark("m", "internet-1", N1, "marketing", T, score=40)
+    return b, [
+        (N1, T - 1, {"category": None, "risk": "none", "markers": set()}),   # not observed yet
+        (N1, T, {"category": "fraud", "risk": "high", "score": 95, "markers": {"f", "m"}}),
+    ]
+
+
+def s_self_withdraw() -> tuple[Book, list[Check]]:
+    b = Book()
+    b.mark("c1", "carrier-1", N1, "fraud", T)
+    b.withdraw("w", "carrier-1", ["c1"], T + 2 * D)
+    return b, [
+        (N1, T + D, {"category": "fraud", "risk": "medium", "markers": {"c1"}}),
+        (N1, T + 2 * D, {"category": None, "risk": "none", "score": 0, "markers": set(),
+                         "aside": {"c1": "withdrawn"}, "appeal": "none"}),
+    ]
+
+
+def s_self_recategorize() -> tuple[Book, list[Check]]:
+    b = Book()
+    b.mark("c1", "carrier-1", N1, "fraud", T)
+    b.recat("r", "carrier-1", ["c1"], "marketing", T + 2 * D)
+    return b, [
+        (N1, T + D, {"category": "fraud", "recategorized": set()}),
+        (N1, T + 3 * D, {"category": "marketing", "risk": "medium", "markers": {"c1"},
+                         "recategorized": {"c1"}, "aside": {}}),
+    ]
+
+
+def s_mixed_correction() -> tuple[Book, list[Check]]:
+    b = Book()
+    b.mark("c1", "carrier-1", N1, "fraud", T)
+    b.mark("i1", "internet-1", N1, "harassment", T)
+    # one correction of its own mark and another's: own withdrawn at once, the other appealed
+    b.withdraw("mix", "carrier-1", ["c1", "i1"], T + D)
+    return b, [
+        (N1, T + 2 * D, {"category": "harassment", "markers": {"i1"},
+                         "aside": {"c1": "withdrawn"}, "appeals": {"mix": "pending"}}),
+    ]
+
+
+def s_superseded() -> tuple[Book, list[Check]]:
+    b = Book()
+    b.mark("a", "carrier-1", N1, "fraud", T, score=90)
+    b.mark("b", "carrier-1", N1, "marketing", T + D, score=50)
+    b.withdraw("w", "carrier-1", ["b"], T + 3 * D)
+    return b, [
+        (N1, T + 2 * D, {"category": "marketing", "score": 50, "markers": {"b"},
+                         "aside": {"a": "superseded"}}),
+        # the latest live mark counts: with "b" withdrawn, "a" counts again
+        (N1, T + 4 * D, {"category": "fraud", "markers": {"a"}, "aside": {"b": "withdrawn"}}),
+    ]
+
+
+def s_appeal_upheld() -> tuple[Book, list[Check]]:
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.appeal("a", "carrier-1", ["i1"], T + D)
+    b.decide("fake", "a", REJECT, T + D, issuer="carrier-2")    # only the institute decides
+    b.decide("d", "a", UPHOLD, T + 3 * D)
+    return b, [
+        (N1, T + D // 2, {"appeal": "none", "appeals": {}}),
+        (N1, T + 2 * D, {"category": "fraud", "risk": "medium", "markers": {"i1"},
+                         "appeal": "pending", "appeals": {"a": "pending"}}),
+        (N1, T + 3 * D, {"category": None, "risk": "none", "markers": set(),
+                         "aside": {"i1": "appeal upheld"}, "appeal": "upheld"}),
+    ]
+
+
+def s_appeal_rejected() -> tuple[Book, list[Check]]:
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.appeal("a", "carrier-1", ["i1"], T + D)
+    b.decide("d", "a", REJECT, T + 3 * D)
+    b.decide("again", "a", UPHOLD, T + 4 * D)       # a decision is final: ignored
+    # the institute decides appeals against its own marks too
+    b.mark("f", "institute", N3, "fraud", T)
+    b.appeal("a3", "carrier-2", ["f"], T + D)
+    b.decide("d3", "a3", REJECT, T + 2 * D)
+    return b, [
+        (N1, T + 5 * D, {"category": "fraud", "risk": "medium", "markers": {"i1"},
+                         "aside": {}, "appeal": "rejected", "appeals": {"a": "rejected"}}),
+        (N3, T + 4 * D, {"category": "fraud", "risk": "high", "appeal": "rejected"}),
+    ]
+
+
+def s_second_appeal() -> tuple[Book, list[Check]]:
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.appeal("a1", "carrier-1", ["i1"], T + D)
+    b.decide("d1", "a1", REJECT, T + 2 * D)
+    b.appeal("a2", "carrier-2", ["i1"], T + 3 * D)
+    b.decide("d2", "a2", UPHOLD, T + 5 * D)
+    return b, [
+        (N1, T + 4 * D, {"category": "fraud", "markers": {"i1"}, "appeal": "pending",
+                         "appeals": {"a1": "rejected", "a2": "pending"}}),
+        (N1, T + 6 * D, {"category": None, "aside": {"i1": "appeal upheld"},
+                         "appeal": "upheld", "appeals": {"a1": "rejected", "a2": "upheld"}}),
+    ]
+
+
+def s_appeal_withdrawn() -> tuple[Book, list[Check]]:
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.appeal("a", "carrier-1", ["i1"], T + D)
+    b.withdraw("pull", "carrier-1", ["a"], T + 2 * D)
+    b.decide("d", "a", UPHOLD, T + 3 * D)          # too late: the appeal was withdrawn
+    b.mark("i3", "internet-1", N3, "fraud", T)
+    b.appeal("a3", "carrier-2", ["i3"], T + D)
+    b.decide("d3", "a3", UPHOLD, T + 2 * D)
+    b.withdraw("pull3", "carrier-2", ["a3"], T + 3 * D)   # too late: already decided
+    b.withdraw("other", "carrier-1", ["a3"], T + D)       # not the appellant's: ignored
+    return b, [
+        (N1, T + 4 * D, {"category": "fraud", "markers": {"i1"}, "appeal": "withdrawn"}),
+        (N3, T + 4 * D, {"category": None, "aside": {"i3": "appeal upheld"},
+                         "appeal": "upheld"}),
+    ]
+
+
+def s_protection() -> tuple[Book, list[Check]]:
+    b = Book()
+    dec = T + 2 * D
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.appeal("a", "carrier-1", ["i1"], T + D)
+    b.decide("d", "a", UPHOLD, dec)
+    b.mark("c2", "carrier-2", N1, "fraud", dec + D)              # same category: protected
+    b.mark("i2", "internet-2", N1, "harassment", dec + D)        # another category counts
+    b.mark("i1b", "internet-1", N1, "fraud", dec + P + D)         # after the period: counts
+    return b, [
+        (N1, dec + 2 * D, {"category": "harassment", "risk": "medium", "markers": {"i2"},
+                           "aside": {"i1": "appeal upheld", "c2": "protected"}}),
+        (N1, dec + P + 2 * D, {"category": "fraud", "risk": "high", "markers": {"i2", "i1b"},
+                               "aside": {"i1": "appeal upheld", "c2": "protected"}}),
+    ]
+
+
+def s_reassignment() -> tuple[Book, list[Check]]:
+    b = Book()
+    b.mark("old", "internet-1", N1, "fraud", T)
+    b.reassign("x1", "carrier-1", N1, T + 10 * D, T + 11 * D)
+    b.mark("new", "carrier-2", N1, "harassment", T + 20 * D)
+    b.reassign("x2", "carrier-1", N1, T + 30 * D, T + 30 * D)
+    b.reassign("bogus", "carrier-2", N1, T + 5 * D, T + 5 * D)   # not the holder: ignored
+    b.reassign("x3", "carrier-2", N3, T + 10 * D, T + 10 * D)    # alone: an entry anyway
+    return b, [
+        (N1, T + 5 * D, {"category": "fraud", "markers": {"old"}, "tenure": None}),
+        (N1, T + 15 * D, {"category": None, "markers": set(), "aside": {"old": "reassigned"},
+                          "tenure": T + 10 * D}),
+        (N1, T + 25 * D, {"category": "harassment", "markers": {"new"},
+                          "aside": {"old": "reassigned"}}),
+        (N1, T + 35 * D, {"category": None, "tenure": T + 30 * D,
+                          "aside": {"old": "reassigned", "new": "reassigned"}}),
+        (N3, T + 11 * D, {"category": None, "markers": set(), "tenure": T + 10 * D}),
+    ]
+
+
+def s_expiry() -> tuple[Book, list[Check]]:
+    b = Book()
+    b.mark("short", "carrier-1", N1, "fraud", T, expires=T + 3 * D)
+    b.mark("default", "internet-1", N1, "marketing", T)
+    return b, [
+        (N1, T + 3 * D - 1, {"category": "fraud", "markers": {"short", "default"}}),
+        (N1, T + 3 * D, {"category": "marketing", "markers": {"default"},
+                         "aside": {"short": "expired"}}),
+        (N1, T + E - 1, {"markers": {"default"}}),
+        (N1, T + E, {"category": None, "markers": set(),
+                     "aside": {"short": "expired", "default": "expired"}}),
+    ]
+
+
+def s_identity_vs_risk() -> tuple[Book, list[Check]]:
+    b = Book()
+    # many users' delivery labels from both internet firms vs the institute's fraud mark
+    b.mark("f", "institute", N1, "fraud", T, score=90)
+    b.mark("d1", "internet-1", N1, "delivery", T, score=100, reports=100_000)
+    b.mark("d2", "internet-2", N1, "delivery", T, score=100, reports=50_000)
+    # one app's fraud mark vs two carriers' delivery labels
+    b.mark("x", "internet-1", N2, "fraud", T, score=90)
+    b.mark("c1", "carrier-1", N2, "delivery", T, score=70)
+    b.mark("c2", "carrier-2", N2, "delivery", T, score=80)
+    # two apps' delivery (weight 2) does not exceed one carrier's fraud (weight 2)
+    b.mark("k", "carrier-1", N3, "fraud", T, score=60)
+    b.mark("e1", "internet-1", N3, "taxi", T)
+    b.mark("e2", "internet-2", N3, "taxi", T)
+    # a label with one confirmation but nothing risky against it
+    b.mark("t", "carrier-2", N4, "customer-service", T, score=30)
+    return b, [
+        (N1, T + D, {"category": "fraud", "risk": "high", "score": 90}),
+        (N2, T + D, {"category": "delivery", "risk": "medium", "score": 75}),
+        (N3, T + D, {"category": "fraud", "risk": "medium"}),
+        (N4, T + D, {"category": "customer-service", "risk": "none", "score": 30}),
+    ]
+
+
+SCENARIOS: dict[str, Callable[[], tuple[Book, list[Check]]]] = {
+    "conflicting carrier and internet firm": s_conflict,
+    "institute mark": s_institute,
+    "self-withdrawal": s_self_withdraw,
+    "self-recategorize": s_self_recategorize,
+    "superseded by own later mark": s_superseded,
+    "correction of own and another's mark": s_mixed_correction,
+    "appeal upheld": s_appeal_upheld,
+    "appeal rejected": s_appeal_rejected,
+    "second appeal on one mark": s_second_appeal,
+    "appeal withdrawn": s_appeal_withdrawn,
+    "protection after upheld appeal": s_protection,
+    "reassignment before and after marks": s_reassignment,
+    "expiry at an explicit time": s_expiry,
+    "identity labels vs risk": s_identity_vs_risk,
+}
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_scenario(name: str) -> None:
+    book, checks = SCENARIOS[name]()
+    view = resolve(book.records, CONS)
+    for number, at, want in checks:
+        expect(view, book, number, at, want)
+    # delivered backwards, one record at a time: the same view
+    backwards = NationalView(CONS)
+    for rec in reversed(book.records):
+        backwards.apply([rec])
+    assert backwards.root() == view.root()
+    assert {n: e.encode() for n, e in backwards.entries.items()} == {
+        n: e.encode() for n, e in view.entries.items()
+    }
+    for number, at, want in checks:
+        expect(backwards, book, number, at, want)
+
+
+def test_ignored_records_move_the_vector_only() -> None:
+    book, _ = s_reassignment()
+    view = resolve(book.records, CONS)
+    assert view.ignored == 1                     # carrier-2's reassignment of N1
+    assert view.vector == {"internet-1": 1, "carrier-1": 2, "carrier-2": 3}
+    assert [r.carrier for r in view.entry(N1).reassignments] == ["carrier-1", "carrier-1"]
+
+
+def test_institute_flag_off_needs_two_participants() -> None:
+    book = Book()
+    book.mark("f", "institute", N1, "fraud", T)
+    view = resolve(book.records, consortium(institute_mark_is_high_risk=False))
+    assert view.lookup(N1, T).risk == "medium"
+
+
+def test_protection_ends_at_a_reassignment() -> None:
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.appeal("a", "carrier-1", ["i1"], T + D)
+    b.decide("d", "a", UPHOLD, T + 2 * D)
+    b.reassign("x", "carrier-1", N1, T + 5 * D, T + 5 * D)
+    b.mark("before", "carrier-2", N1, "fraud", T + 4 * D)
+    b.mark("after", "internet-2", N1, "fraud", T + 6 * D)
+    view = resolve(b.records, CONS)
+    (p,) = view.entry(N1).protections
+    assert (p.category, p.since, p.until) == ("fraud", T + 2 * D, T + 5 * D)
+    expect(view, b, N1, T + 4 * D, {"markers": set(), "aside": {
+        "i1": "appeal upheld", "before": "protected"}})
+    expect(view, b, N1, T + 7 * D, {"markers": {"after"}, "category": "fraud"})
+
+
+# ====================================================================== waiting corrections
+
+
+def test_correction_of_an_unseen_mark_waits_then_applies() -> None:
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.appeal("a", "carrier-1", ["i1"], T + D)
+    b.decide("d", "a", UPHOLD, T + 2 * D)
+    b.mark("c1", "carrier-1", N3, "harassment", T)
+    b.recat("r", "carrier-1", ["c1"], "marketing", T + D)
+    view = NationalView(CONS)
+    assert view.apply([b.by_label["d"], b.by_label["r"]]) == set()
+    assert view.count == 0
+    assert set(view.waiting) == {b.id("a"), b.id("c1")}
+    assert view.apply([b.by_label["a"]]) == set()
+    assert set(view.waiting) == {b.id("i1"), b.id("c1")}
+    assert view.apply([b.by_label["c1"]]) == {N3}
+    expect(view, b, N3, T + 2 * D, {"category": "marketing", "recategorized": {"c1"}})
+    assert view.apply([b.by_label["i1"]]) == {N1}
+    assert view.waiting == {}
+    expect(view, b, N1, T + 3 * D, {"category": None, "aside": {"i1": "appeal upheld"},
+                                    "appeal": "upheld"})
+    assert view.root() == resolve(b.records, CONS).root()
+    assert view.apply(b.records) == set()        # nothing new: nothing changes
+
+
+# ====================================================================== order independence
+
+
+def rich_book() -> Book:
+    """Every kind of record, on few numbers, so shuffles and splits interact."""
+    b = Book()
+    b.mark("m1", "carrier-1", N1, "fraud", T, score=80)
+    b.mark("m2", "internet-1", N1, "delivery", T, score=90, reports=300)
+    b.mark("m3", "internet-2", N1, "delivery", T + D)
+    b.mark("m4", "institute", N2, "harassment", T)
+    b.appeal("a1", "carrier-2", ["m4", "m1"], T + D)
+    b.decide("d1", "a1", UPHOLD, T + 2 * D)
+    b.mark("m5", "carrier-2", N2, "harassment", T + 3 * D)
+    b.mark("m6", "carrier-1", N3, "one-ring", T)
+    b.recat("r1", "carrier-1", ["m6"], "marketing", T + D)
+    b.appeal("a2", "internet-1", ["m6"], T + 2 * D)
+    b.decide("d2", "a2", REJECT, T + 3 * D)
+    b.mark("m7", "carrier-1", N3, "fraud", T + 4 * D)
+    b.withdraw("w1", "carrier-1", ["m7"], T + 5 * D)
+    b.reassign("x1", "carrier-2", N3, T + 6 * D, T + 6 * D)
+    b.mark("m8", "internet-2", N4, "taxi", T, expires=T + 2 * D)
+    b.mark("m9", "carrier-2", N4, "taxi", T + D)
+    b.appeal("a3", "internet-2", ["m9"], T + 2 * D)
+    b.withdraw("w2", "internet-2", ["a3"], T + 3 * D)
+    b.reassign("x2", "carrier-1", N2, T + 9 * D, T + 9 * D)
+    return b
+
+
+RICH = rich_book()
+RICH_VIEW = resolve(RICH.records, CONS)
+
+
+def snapshot(view: NationalView) -> tuple[bytes, dict[str, bytes]]:
+    return view.root(), {n: e.encode() for n, e in view.entries.items()}
+
+
+def test_rich_view_is_what_the_rules_say() -> None:
+    v = RICH_VIEW
+    assert v.count == 4
+    expect(v, RICH, N1, T + 3 * D, {"category": "delivery", "aside": {"m1": "appeal upheld"}})
+    expect(v, RICH, N2, T + 4 * D, {"markers": set(), "aside": {
+        "m4": "appeal upheld", "m5": "protected"}})
+    expect(v, RICH, N3, T + 4 * D, {"category": "fraud", "appeal": "rejected"})
+    expect(v, RICH, N4, T + 4 * D, {"category": "taxi", "appeal": "withdrawn"})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(order=st.permutations(range(len(RICH.records))))
+def test_shuffled_delivery_gives_one_view(order: list[int]) -> None:
+    view = resolve([RICH.records[i] for i in order], CONS)
+    assert snapshot(view) == snapshot(RICH_VIEW)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    order=st.permutations(range(len(RICH.records))),
+    cuts=st.lists(st.integers(0, len(RICH.records)), max_size=6),
+    repeat=st.lists(st.integers(0, len(RICH.records) - 1), max_size=4),
+)
+def test_incremental_batches_equal_resolve(order: list[int], cuts: list[int],
+                                           repeat: list[int]) -> None:
+    recs = [RICH.records[i] for i in order] + [RICH.records[i] for i in repeat]
+    bounds = sorted({0, len(recs), *cuts})
+    view = NationalView(CONS)
+    changed: set[str] = set()
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        changed |= view.apply(recs[lo:hi])
+    assert snapshot(view) == snapshot(RICH_VIEW)
+    assert changed == set(RICH_VIEW.entries)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_subset_any_order_any_split(data: st.DataObject) -> None:
+    n = len(RICH.records)
+    subset = data.draw(st.sets(st.integers(0, n - 1)))
+    order = data.draw(st.permutations(sorted(subset)))
+    cut = data.draw(st.integers(0, len(order)))
+    whole = resolve([RICH.records[i] for i in sorted(subset)], CONS)
+    parts = NationalView(CONS)
+    parts.apply(RICH.records[i] for i in order[:cut])
+    parts.apply(RICH.records[i] for i in order[cut:])
+    assert snapshot(parts) == snapshot(whole)
+
+
+CATS = ("fraud", "harassment", "marketing", "delivery", "taxi")
+NUMBERS = (N1, N2, N3)
+
+
+@st.composite
+def generated_books(draw: st.DrawFn) -> Book:
+    """Random scenarios: any record kind, by any participant, aimed at any earlier record."""
+    b = Book()
+    for k in range(draw(st.integers(1, 14))):
+        kind = draw(st.sampled_from(["mark", "mark", "mark", "correct", "decide", "reassign"]))
+        at = T + draw(st.integers(0, 12)) * D
+        label = f"r{k}"
+        earlier = list(b.by_label)
+        if kind == "mark" or not earlier:
+            b.mark(label, draw(st.sampled_from(IDS)), draw(st.sampled_from(NUMBERS)),
+                   draw(st.sampled_from(CATS)), at, score=draw(st.integers(0, 100)),
+                   expires=draw(st.sampled_from([0, at + 3 * D])))
+        elif kind == "correct":
+            targets = draw(st.lists(st.sampled_from(earlier), min_size=1, max_size=3,
+                                    unique=True))
+            issuer = draw(st.sampled_from(IDS))
+            if draw(st.booleans()):
+                b.withdraw(label, issuer, targets, at)
+            else:
+                b.recat(label, issuer, targets, draw(st.sampled_from(CATS)), at)
+        elif kind == "decide":
+            b.decide(label, draw(st.sampled_from(earlier)), draw(st.sampled_from([UPHOLD, REJECT])),
+                     at)
+        else:
+            b.reassign(label, draw(st.sampled_from(["carrier-1", "carrier-2"])),
+                       draw(st.sampled_from(NUMBERS)), at + draw(st.integers(-2, 2)) * D, at)
+    return b
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(book=generated_books(), data=st.data())
+def test_generated_scenarios_are_consistent(book: Book, data: st.DataObject) -> None:
+    view = resolve(book.records, CONS)
+    order = data.draw(st.permutations(range(len(book.records))))
+    assert snapshot(resolve([book.records[i] for i in order], CONS)) == snapshot(view)
+    cut = data.draw(st.integers(0, len(order)))
+    parts = NationalView(CONS)
+    parts.apply([book.records[i] for i in order[:cut]])
+    parts.apply([book.records[i] for i in order[cut:]])
+    assert snapshot(parts) == snapshot(view)
+    for entry in view.entries.values():
+        assert Entry.decode(entry.encode()) == entry
+        for at in (T - 1, T, T + 3 * D, T + 7 * D, T + 13 * D, T + 200 * D):
+            res = entry.evaluate(at)
+            counted = [m.record_id for m in res.markers]
+            aside = [s.record_id for s in res.set_aside]
+            visible = [m.id for m in entry.marks if m.observed_at <= at]
+            assert sorted(counted + aside) == sorted(visible)        # each mark once
+            assert len({m.participant for m in res.markers}) == len(res.markers)
+            assert (res.category is None) == (not res.markers)
+            assert 0 <= res.score <= 100
+            assert res.risk in ("none", "medium", "high")
+            assert (res.risk == "none") == (not any(
+                CONS.categories[m.category].risk for m in res.markers))
+            assert res.appeal in ("none", "pending", "upheld", "rejected", "withdrawn")
+
+
+# ====================================================================== entry bytes
+
+
+def test_entry_round_trips_and_is_canonical() -> None:
+    for entry in RICH_VIEW.entries.values():
+        raw = entry.encode()
+        assert Entry.decode(raw) == entry
+        assert Entry.decode(raw).encode() == raw
+        assert entry.hash == merkle.leaf_hash(raw) == entry_hash(raw)
+        obj = json.loads(raw)
+        for bad in (
+            json.dumps(obj).encode(),                                    # not compact
+            json.dumps(obj, separators=(",", ":")).encode()[:-1],        # cut off
+            raw.replace(b'"v":1', b'"v":1.0'),                           # a float
+            raw.replace(b'"v":1', b'"v":true'),
+            raw.replace(b'"v":1', b'"v":2'),
+            raw[:-1] + b',"x":1}',                                       # unknown key
+            raw + b" ",
+            b"\xff" + raw,
+        ):
+            with pytest.raises(BadInput):
+                Entry.decode(bad)
+
+
+def test_golden_entry_bytes() -> None:
+    """A hand-built entry: its bytes and hash are fixed; any format change fails here."""
+    rid, ref = bytes(range(32)), bytes(32)
+    entry = Entry(
+        number=N1,
+        rules=Rules(2, 2, True),
+        categories=(CategoryInfo("fraud", 100, True),),
+        marks=(
+            EntryMark(rid, "carrier-1", "carrier", 2, "fraud", 80, 3, T, T + E, T + 5, 7,
+                      set_aside=(SetAsideSpan(T + D, "withdrawn", ref),)),
+        ),
+    )
+    want = (
+        '{"appeals":[],"categories":[["fraud",100,true]],"marks":[{"by":"carrier-1",'
+        '"category":"fraud","expires_at":1715552000000,"id":"' + rid.hex() + '",'
+        '"issued_at":1700000000005,"observed_at":1700000000000,"recategorized":[],'
+        '"reports":3,"role":"carrier","score":80,"seq":7,"set_aside":[[1700086400000,'
+        '"withdrawn","' + ref.hex() + '"]],"weight":2}],"number":"+8613812340001",'
+        '"protections":[],"reassignments":[],"rules":{"high_risk_min_participants":2,'
+        '"identity_min_participants":2,"institute_mark_is_high_risk":true},"v":1}'
+    ).encode()
+    assert entry.encode() == want
+    assert entry.hash == hashlib.sha256(b"\x00" + want).digest()
+    assert entry.evaluate(T + D - 1).category == "fraud"
+    assert entry.evaluate(T + D).set_aside[0].reason == "withdrawn"
+
+
+# ====================================================================== root and proofs
+
+
+def independent_root(view: NationalView) -> bytes:
+    """The documented structure, recomputed from scratch without view.py's helpers."""
+    bits = view.bucket_bits
+    buckets: list[list[tuple[bytes, bytes]]] = [[] for _ in range(1 << bits)]
+    for number, e in view.entries.items():
+        h = hashlib.sha256(number.encode()).digest()
+        b = int.from_bytes(h, "big") >> (256 - bits)
+        buckets[b].append((number.encode(), hashlib.sha256(b"\x00" + e.encode()).digest()))
+    level = []
+    for items in buckets:
+        data = b"\x02" + b"".join(struct.pack(">H", len(n)) + n + eh for n, eh in sorted(items))
+        level.append(hashlib.sha256(data).digest())
+    while len(level) > 1:
+        level = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest()
+                 for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def test_root_matches_the_documented_structure() -> None:
+    assert independent_root(RICH_VIEW) == RICH_VIEW.root()
+    big = resolve(RICH.records, consortium(view_bucket_bits=16))
+    assert independent_root(big) == big.root()
+    empty = NationalView(consortium(view_bucket_bits=2))
+    assert hashlib.sha256(b"\x02").digest() == EMPTY_BUCKET
+    assert empty.root() == merkle.root_from_leaf_hashes([EMPTY_BUCKET] * 4)
+    assert bucket_hash([]) == EMPTY_BUCKET
+
+
+def many_numbers_view(bits: int) -> tuple[NationalView, list[str], list[str]]:
+    b = Book()
+    present = [f"+86138{i:08d}" for i in range(1, 40, 2)]
+    absent = [f"+86138{i:08d}" for i in range(2, 40, 2)]
+    for i, n in enumerate(present):
+        b.mark(f"m{i}", IDS[i % len(IDS)], n, "fraud" if i % 3 else "delivery", T + i)
+    return resolve(b.records, consortium(view_bucket_bits=bits)), present, absent
+
+
+@pytest.mark.parametrize("bits", [0, 1, 3, 16])
+def test_proofs_verify_for_present_and_absent(bits: int) -> None:
+    view, present, absent = many_numbers_view(bits)
+    root = view.root()
+    assert view.count == len(present)
+    for n in present:
+        proof = view.proof(n)
+        raw = view.entry(n).encode()
+        assert ViewProof.decode(proof.encode()) == proof
+        assert verify_lookup(n, raw, proof.encode(), root, bits) == view.entry(n)
+        assert verify_lookup(n, raw, proof, root, bits) == view.entry(n)
+        with pytest.raises(ProofMismatch):            # a present number claimed absent
+            verify_lookup(n, None, proof, root, bits)
+    for n in absent:
+        assert verify_lookup(n, None, view.proof(n).encode(), root, bits) is None
+    if bits in (1, 3):
+        assert any(view.proof(n).others for n in present)   # shared buckets were exercised
+
+
+def test_wrong_answers_fail_with_typed_errors() -> None:
+    bits = 3
+    view, present, absent = many_numbers_view(bits)
+    root = view.root()
+    n, other = present[0], present[1]
+    raw, proof = view.entry(n).encode(), view.proof(n)
+    enc = proof.encode()
+    with pytest.raises(ProofMismatch):
+        verify_lookup(n, view.entry(other).encode(), proof, root, bits)
+    with pytest.raises(ProofMismatch):
+        verify_lookup(n, raw[:-2] + b"7}", proof, root, bits)
+    with pytest.raises(ProofMismatch):
+        verify_lookup(n, raw, proof, bytes(32), bits)
+    with pytest.raises(MalformedProof):
+        verify_lookup(n, raw, proof, root[:31], bits)
+    with pytest.raises(MalformedProof):
+        verify_lookup(n, raw, proof, root, bits + 1)
+    with pytest.raises(MalformedProof):                # the proof of another bucket
+        far = next(x for x in present if bucket_of(x, bits) != proof.bucket)
+        verify_lookup(far, view.entry(far).encode(), proof, root, bits)
+    listed = tuple(sorted(proof.others + ((n, bytes(32)),), key=lambda t: t[0]))
+    with pytest.raises(MalformedProof):                # the number listed among the others
+        verify_lookup(n, raw, replace(proof, others=listed), root, bits)
+    # every single-bit flip, truncation and extension of the proof bytes is refused
+    for i in range(len(enc)):
+        for bit in (0, 7):
+            bad = enc[:i] + bytes([enc[i] ^ (1 << bit)]) + enc[i + 1:]
+            with pytest.raises((MalformedProof, ProofMismatch)):
+                verify_lookup(n, raw, bad, root, bits)
+    for cut in range(len(enc)):
+        with pytest.raises((MalformedProof, ProofMismatch)):
+            verify_lookup(n, raw, enc[:cut], root, bits)
+    with pytest.raises(MalformedProof):
+        verify_lookup(n, raw, enc + bytes(32), root, bits)
+    # listings that are not strictly sorted, or hold a stranger, are ill-formed
+    if len(proof.others) >= 2:
+        with pytest.raises(MalformedProof):
+            verify_lookup(n, raw, replace(proof, others=proof.others[::-1]), root, bits)
+    stranger = next(x for x in absent if bucket_of(x, bits) != proof.bucket)
+    with pytest.raises(MalformedProof):
+        verify_lookup(n, raw, replace(proof, others=((stranger, bytes(32)),)), root, bits)
+
+
+def test_entry_that_does_not_decode_is_a_malformed_proof() -> None:
+    """A node that signed a root over garbage: the hash checks, the bytes do not decode."""
+    garbage = b"not an entry"
+    bits = 2
+    number = N1
+    b = bucket_of(number, bits)
+    leaves = [EMPTY_BUCKET] * 4
+    leaves[b] = bucket_hash([(number, entry_hash(garbage))])
+    levels = [leaves, [merkle.node_hash(leaves[0], leaves[1]),
+                       merkle.node_hash(leaves[2], leaves[3])]]
+    root = merkle.node_hash(*levels[1])
+    path = (levels[0][b ^ 1], levels[1][(b >> 1) ^ 1])
+    with pytest.raises(MalformedProof):
+        verify_lookup(number, garbage, ViewProof(b, (), path), root, bits)
+
+
+# ====================================================================== view checkpoints
+
+
+def test_view_checkpoint_text_and_parse() -> None:
+    root = RICH_VIEW.root()
+    origin = view_origin("markex-test", "institute")
+    assert origin == "markex-test/view/institute"
+    text = view_checkpoint_text(origin, {"internet-1": 4, "carrier-1": 9, "carrier-2": 0}, 4, root)
+    assert text == (
+        f"markex-test/view/institute\n4\n{base64.b64encode(root).decode()}\n"
+        "vector carrier-1=9 internet-1=4\n"
+    )
+    cp = parse_view_checkpoint(text)
+    assert cp == ViewCheckpoint(origin, (("carrier-1", 9), ("internet-1", 4)), 4, root)
+    assert cp.vector_dict == {"carrier-1": 9, "internet-1": 4}
+    assert RICH_VIEW.checkpoint(origin).body() == view_checkpoint_text(
+        origin, RICH_VIEW.vector, RICH_VIEW.count, root)
+    assert parse_view_checkpoint(view_checkpoint_text(origin, {}, 0, root)).vector == ()
+    for bad in (
+        text.replace("vector ", "vectors "),
+        text.replace("carrier-1=9 internet-1=4", "internet-1=4 carrier-1=9"),
+        text.replace("carrier-1=9", "carrier-1=09"),
+        text.replace("carrier-1=9", "carrier-1=0"),
+        text.replace("carrier-1=9", "carrier-1"),
+        text.replace("internet-1=4", "carrier-1=4"),
+        text.replace(" internet-1=4", "  internet-1=4"),
+        text + "extra\n",
+        text[:-1],
+        text.replace("\n4\n", "\n-4\n"),
+    ):
+        with pytest.raises(MalformedNote):
+            parse_view_checkpoint(bad)
+
+
+def test_view_checkpoint_signed_as_a_note() -> None:
+    origin = view_origin("markex-test", "carrier-1")
+    cp = RICH_VIEW.checkpoint(origin)
+    signed = sign_view_checkpoint(cp, KEYS["carrier-1"])
+    verifier = note.Verifier.for_key(origin, KEYS["carrier-1"].public_bytes)
+    assert open_view_checkpoint(signed, verifier) == cp
+    with pytest.raises(BadSignature):
+        open_view_checkpoint(signed, verifier, origin="markex-test/view/other")
+    liar = note.Verifier.for_key(origin, KEYS["carrier-2"].public_bytes)
+    with pytest.raises(BadSignature):
+        open_view_checkpoint(signed, liar)
+
+
+# ====================================================================== the ledger and the store
+
+
+def outcomes(submitted: Any) -> list[Any]:
+    """NodeLedger.submit's outcomes (a list, or an object holding them)."""
+    return list(getattr(submitted, "outcomes", submitted))
+
+
+def test_rebuild_from_ledger_equals_incremental(tmp_path: Path) -> None:
+    from ledger.log import NodeLedger
+    from ledger.store import Store
+
+    ledger = NodeLedger.open(tmp_path / "db", CONS, "institute")
+    try:
+        now = max(r.issued_at_ms for r in RICH.records)
+        live = NationalView(CONS)
+        store: Store = ledger.store
+        for rec in RICH.records:                  # as a node would: append, apply, save
+            out = outcomes(ledger.submit([rec.envelope], now))[0]
+            assert out.status == "accepted", out.error
+            batch = store.batch()
+            live.save_changes(batch, live.apply([rec]))
+            store.write(batch)
+        rebuilt = rebuild_from_ledger(ledger, batch_size=3)
+        assert snapshot(rebuilt) == snapshot(live) == snapshot(RICH_VIEW)
+        assert rebuilt.vector == {i: f.counted_seq for i, f in ledger.feeds().items()}
+        stored = {k.decode(): v for k, v in store.items("view")}
+        assert stored == {n: e.encode() for n, e in live.entries.items()}
+    finally:
+        ledger.close()
+
+
+def test_rebuild_stops_at_a_frozen_feed(tmp_path: Path) -> None:
+    from ledger.log import NodeLedger
+
+    b = Book()
+    b.mark("m1", "carrier-1", N1, "fraud", T)
+    b.mark("m2", "carrier-1", N2, "fraud", T + 1)
+    b.mark("m3", "carrier-1", N3, "fraud", T + 2)
+    fork = Record.issue(KEYS["carrier-1"], "carrier-1", 2, b.id("m1"), T + 1,
+                        Mark(N4, "fraud", 60, 0, T + 1))
+    ledger = NodeLedger.open(tmp_path / "db", CONS, "institute")
+    try:
+        outs = outcomes(ledger.submit([r.envelope for r in b.records] + [fork.envelope], T + 10))
+        assert outs[-1].status == "equivocation"
+        view = rebuild_from_ledger(ledger)
+        assert set(view.entries) == {N1}
+        assert view.vector == {"carrier-1": 1}
+    finally:
+        ledger.close()
