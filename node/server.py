@@ -213,6 +213,7 @@ class Node:
 
     def _on_equivocation(self, proof: EquivocationProof) -> None:
         log.warning(json.dumps({"event": "equivocation", "first": proof.first.hex()[:64]}))
+        self.view.invalidate()
         for link in self.links.values():
             link.report(proof)
 
