@@ -133,7 +133,6 @@ class PeerLink:
                 try:
                     self.sync_once()
                     self.connected = True
-                    self.node.peer_synced(self.peer.id)
                 except grpc.RpcError as e:
                     self.connected = False
                     log.debug("sync with %s failed: %s", self.peer.id, e.code())
@@ -169,9 +168,15 @@ class PeerLink:
             if h.frozen and ours.frozen_at is None:
                 # The peer froze this feed: fetch and check its proof.
                 self._fetch_evidence()
+        self.node.peer_synced(self.peer.id)
         self._send_evidence()
-        self._cosign()
-        self.node.view_cosign_with(self)
+        for step in (self._cosign, lambda: self.node.view_cosign_with(self)):
+            try:
+                step()
+            except grpc.RpcError as e:
+                # A refused cosignature (e.g. the witness holds fork evidence
+                # against us) must not stop replication.
+                log.debug("cosigning with %s failed: %s %s", self.peer.id, e.code(), e.details())
         return pulled
 
     def _fetch_evidence(self) -> None:

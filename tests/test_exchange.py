@@ -196,3 +196,113 @@ def test_equivocation_reaches_every_node(net: LocalNet) -> None:
     for pid in net.ids:
         ev = net.public(pid).GetEvidence(pb.GetEvidenceRequest(), timeout=5)
         assert ev.equivocations
+
+
+def test_health_and_reflection_work_with_standard_clients(net: LocalNet) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    from node import client
+
+    ep = net.consortium.participant("institute").public_endpoint  # type: ignore[union-attr]
+    with client.public_channel(net.dir, ep) as ch:
+        resp = health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=5
+        )
+        assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        services = set(ProtoReflectionDescriptorDatabase(ch).get_services())
+        assert {"markex.v1.Public", "grpc.health.v1.Health"} <= services
+
+
+def test_metrics_endpoint(net: LocalNet) -> None:
+    import urllib.request
+
+    port = net.nodes["carrier-2"].ports["metrics_port"]
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for name in (
+        "markex_records_total",
+        "markex_log_size",
+        "markex_feed_lag_records",
+        "markex_propagation_seconds",
+        "markex_request_seconds",
+    ):
+        assert name in body
+    assert 'markex_records_total{status="accepted"}' in body
+
+
+def test_view_roots_agree_on_every_node(net: LocalNet) -> None:
+    from ledger import note
+    from ledger.view import parse_view_checkpoint
+
+    net.wait_converged(timeout=30)
+    deadline = time.monotonic() + 20
+    while True:
+        cps = []
+        for pid in net.ids:
+            text = net.public(pid).GetViewCheckpoint(pb.GetViewCheckpointRequest(), timeout=5).note
+            cps.append(parse_view_checkpoint(note.Note.parse(text).text))
+        if len({(c.root, c.vector) for c in cps}) == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len({(c.root, c.vector, c.count) for c in cps}) == 1 and cps[0].count > 0
+
+
+def test_peer_signing_another_view_root_is_fault_evidence(net: LocalNet) -> None:
+    """carrier-2's key signs a view root other than the one everyone computed
+    for the same vector: the node asked to cosign refuses and keeps evidence."""
+    from ledger import note
+    from ledger.view import ViewCheckpoint, parse_view_checkpoint, sign_view_checkpoint, view_origin
+
+    net.wait_converged(timeout=30)
+    text = net.public("institute").GetViewCheckpoint(pb.GetViewCheckpointRequest(), timeout=5).note
+    honest = parse_view_checkpoint(note.Note.parse(text).text)
+    key = SigningKey.load(net.dir / "carrier-2" / "signing.key")
+    forged = sign_view_checkpoint(
+        ViewCheckpoint(
+            view_origin(net.consortium.name, "carrier-2"), honest.vector, honest.count, bytes(32)
+        ),
+        key,
+    )
+    with pytest.raises(grpc.RpcError) as ei:
+        net.exchange("institute", "carrier-2").CosignView(pb.CosignRequest(note=forged), timeout=5)
+    assert ei.value.code() == grpc.StatusCode.ABORTED
+    ev = net.public("institute").GetEvidence(pb.GetEvidenceRequest(), timeout=5)
+    import json
+
+    found = [json.loads(f) for f in ev.forks]
+    assert any(f["kind"] == "view-fork" and f["theirs"] == forged for f in found)
+
+
+def test_inconsistent_log_checkpoint_is_fork_evidence(net: LocalNet) -> None:
+    """A checkpoint signed with carrier-3's key that does not extend what the
+    witnesses saw is refused and kept (both signed notes) as evidence."""
+    from ledger import note
+    from ledger.log import log_origin
+
+    net.wait_converged(timeout=30)
+    time.sleep(1.0)
+    key = SigningKey.load(net.dir / "carrier-3" / "signing.key")
+    origin = log_origin(net.consortium.name, "carrier-3")
+    cp = net.public("carrier-3").GetLogCheckpoint(pb.GetLogCheckpointRequest(), timeout=5)
+    forged = note.sign_checkpoint(note.Checkpoint(origin, cp.size, bytes(32)), origin, key)
+    with pytest.raises(grpc.RpcError) as ei:
+        net.exchange("internet-1", "carrier-3").Cosign(pb.CosignRequest(note=forged), timeout=5)
+    assert ei.value.code() == grpc.StatusCode.ABORTED
+    ev = net.public("internet-1").GetEvidence(pb.GetEvidenceRequest(), timeout=5)
+    import json
+
+    found = [json.loads(f) for f in ev.forks]
+    assert any(f["kind"] == "log-fork" and f["second"] == forged and f["first"] for f in found)
+
+
+def test_sigterm_is_a_clean_stop_and_keeps_every_record(net: LocalNet) -> None:
+    ids = _issue_some(net, "internet-1", 10, "1330000")
+    before = net.heads("internet-1")
+    assert net.terminate("internet-1") == 0
+    net.start("internet-1")
+    assert net.heads("internet-1")["internet-1"] >= before["internet-1"]
+    for rid in ids:
+        net.public("internet-1").GetRecord(pb.GetRecordRequest(id=rid), timeout=5)
+    net.wait_converged(timeout=30)
