@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench` writes bench/report.json (see bench/report.py)."""

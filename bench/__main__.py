@@ -1,0 +1,120 @@
+"""`python -m bench [NAME ...]`: run the benchmarks and write bench/report.json.
+
+Every benchmark is one entry of BENCHMARKS: the module and function that
+return its result dict (see bench/report.py for the fields and conventions)
+and the keyword arguments for a full run and for BENCH_QUICK=1. Modules are
+imported only when their benchmark runs; one that cannot be imported (a
+missing optional library, a benchmark not written yet) is skipped.
+
+With no names every available benchmark runs and the report is written
+afresh; with names only those run and the report keeps the other results it
+already holds. A readable table is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import report
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "report.json"
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    module: str
+    function: str
+    full: dict[str, Any] = field(default_factory=dict)
+    quick: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> Callable[..., dict[str, Any]]:
+        fn: Callable[..., dict[str, Any]] = getattr(
+            importlib.import_module(self.module), self.function
+        )
+        return fn
+
+    def kwargs(self, quick: bool) -> dict[str, Any]:
+        return self.quick if quick else self.full
+
+
+# One line per benchmark; names are fixed by design.md.
+BENCHMARKS: dict[str, Benchmark] = {
+    "ingest": Benchmark("bench.ingest", "bench_ingest", {"n": 50_000}, {"n": 10_000}),
+    "merkle_append_vs_pymerkle": Benchmark(
+        "bench.merkle_bench", "bench_append", {"n": 100_000}, {"n": 20_000}
+    ),
+    "merkle_proof_vs_pymerkle": Benchmark(
+        "bench.merkle_bench",
+        "bench_proof",
+        {"n": 100_000, "samples": 5_000},
+        {"n": 20_000, "samples": 1_000},
+    ),
+}
+
+
+def run(names: Sequence[str], quick: bool) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Run `names`; returns the results and a list of problems (skips, failures)."""
+    results: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for name in names:
+        bench = BENCHMARKS[name]
+        try:
+            fn = bench.load()
+        except ImportError as e:
+            problems.append(f"{name}: skipped, not available ({e})")
+            print(f"[bench] {name}: skipped ({e})", file=sys.stderr)
+            continue
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        try:
+            result = fn(**bench.kwargs(quick))
+            report.check_result(name, result)
+        except Exception as e:
+            traceback.print_exc()
+            problems.append(f"{name}: failed ({type(e).__name__}: {e})")
+            continue
+        results[name] = result
+        print(
+            f"[bench] {name}: {result['value']:.4g} {result['unit']} "
+            f"(ratio {result['ratio']:.2f}) in {time.perf_counter() - start:.1f}s",
+            file=sys.stderr,
+            flush=True,
+        )
+    return results, problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (all if none)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report file to write")
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, b in BENCHMARKS.items():
+            print(f"{name}\t{b.module}.{b.function}")
+        return 0
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    quick = os.environ.get("BENCH_QUICK") == "1"
+    names = list(dict.fromkeys(args.names)) or list(BENCHMARKS)
+    results, problems = run(names, quick)
+    written = report.write(args.out, results, merge=bool(args.names))
+    print(report.table(written))
+    print(f"\nreport: {args.out}{' (BENCH_QUICK=1 sizes)' if quick else ''}")
+    for p in problems:
+        print(f"note: {p}", file=sys.stderr)
+    return 1 if any("failed" in p for p in problems) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

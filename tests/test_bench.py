@@ -1,0 +1,83 @@
+"""The benchmark harness: the ingest benchmark at a tiny size and the report
+in the fixed format of design.md. Nothing here asserts a speed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import __main__ as bench_main
+from bench import report
+from bench.ingest import bench_ingest
+
+N = 300
+
+
+def _check_shape(result: dict[str, Any]) -> None:
+    assert set(result) == {"value", "unit", "limit", "ratio", "target", "how"}
+    for k in ("value", "limit", "ratio", "target"):
+        assert isinstance(result[k], float | int) and result[k] > 0
+    assert isinstance(result["how"], str) and result["how"]
+
+
+@pytest.fixture(scope="module")
+def ingest() -> dict[str, Any]:
+    return bench_ingest(N, rounds=1)
+
+
+def test_ingest_result_shape(ingest: dict[str, Any]) -> None:
+    _check_shape(ingest)
+    assert ingest["unit"] == "records/s"
+    assert ingest["target"] == 0.7
+    assert ingest["ratio"] == pytest.approx(ingest["value"] / ingest["limit"])
+
+
+def test_report_file_has_the_fixed_format(tmp_path: Path, ingest: dict[str, Any]) -> None:
+    out = tmp_path / "report.json"
+    report.write(out, {"ingest": ingest})
+    data = json.loads(out.read_text())
+    assert set(data) == {"machine", "benchmarks"}
+    assert {"cpus", "cpu_model", "python", "platform"} <= set(data["machine"])
+    assert list(data["benchmarks"]) == ["ingest"]
+    got = data["benchmarks"]["ingest"]
+    _check_shape(got)
+    assert got["ratio"] == pytest.approx(got["value"] / got["limit"])
+    assert "ingest" in report.table(data)
+
+
+def test_report_rejects_a_result_outside_the_format(tmp_path: Path) -> None:
+    bad = {"value": 1.0, "unit": "x/s", "limit": 2.0, "ratio": 0.5, "target": 1.0}
+    with pytest.raises(ValueError):
+        report.write(tmp_path / "report.json", {"nameless": bad})
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_latency_convention() -> None:
+    r = report.latency(50.0, "ms", 200.0, "p99 of something")
+    assert r["limit"] == r["target"] == 200.0
+    assert r["ratio"] == pytest.approx(4.0)
+    assert report.meets_target(r)
+    assert not report.meets_target(report.latency(400.0, "ms", 200.0, "too slow"))
+
+
+def test_main_runs_a_subset_and_merges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report.json"
+    old = report.latency(10.0, "ms", 100.0, "kept from an earlier run")
+    report.write(out, {"lookup_p99": old})
+    tiny = bench_main.Benchmark("bench.ingest", "bench_ingest", {"n": N, "rounds": 1})
+    missing = bench_main.Benchmark("bench.not_written_yet", "bench_nothing")
+    monkeypatch.setattr(bench_main, "BENCHMARKS", {"ingest": tiny, "audit": missing})
+    assert bench_main.main(["--out", str(out), "ingest", "audit"]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["benchmarks"]) == {"ingest", "lookup_p99"}
+    assert data["benchmarks"]["lookup_p99"] == old
+    got = data["benchmarks"]["ingest"]
+    assert got["ratio"] == pytest.approx(got["value"] / got["limit"])
+    assert "ingest" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench_main.main(["--out", str(out), "no-such-benchmark"])
