@@ -236,8 +236,9 @@ class LocalNet:
 
     # ------------------------------------------------------------ state
     def heads(self, pid: str) -> dict[str, int]:
+        """Per issuer, the last seq that counts (a frozen feed counts up to its freeze)."""
         r = self.public(pid).GetFeedHeads(pb.FeedHeadsRequest(), timeout=5)
-        return {h.issuer: h.seq for h in r.heads}
+        return {h.issuer: (min(h.seq, h.frozen_at) if h.frozen else h.seq) for h in r.heads}
 
     def log_size(self, pid: str) -> int:
         r = self.public(pid).GetFeedHeads(pb.FeedHeadsRequest(), timeout=5)

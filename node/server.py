@@ -313,7 +313,11 @@ class Node:
         for issuer, st in sorted(self.core.ledger.feeds().items()):
             heads.append(
                 pb.FeedHead(
-                    issuer=issuer, seq=st.seq, head_id=st.head_id, frozen=st.frozen_at is not None
+                    issuer=issuer,
+                    seq=st.seq,
+                    head_id=st.head_id,
+                    frozen=st.frozen_at is not None,
+                    frozen_at=st.frozen_at or 0,
                 )
             )
         return pb.FeedHeads(heads=heads)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from markex.v1 import record_pb2 as markex_dot_v1_dot_record__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17markex/v1/service.proto\x12\tmarkex.v1\x1a\x16markex/v1/record.proto\"\x19\n\x17GetLogCheckpointRequest\"9\n\rLogCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04root\x18\x03 \x01(\x0c\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"+\n\x07\x45ntries\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x11\n\tenvelopes\x18\x02 \x03(\x0c\"7\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04size\x18\x02 \x01(\x04\"N\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x0c\n\x04path\x18\x04 \x03(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"D\n\x10\x43onsistencyProof\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\x12\x0c\n\x04path\x18\x03 \x03(\x0c\"\x1e\n\x10GetRecordRequest\x12\n\n\x02id\x18\x01 \x01(\x0c\"1\n\x0eRecordEnvelope\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\r\n\x05index\x18\x02 \x01(\x04\"\x12\n\x10\x46\x65\x65\x64HeadsRequest\"H\n\x08\x46\x65\x65\x64Head\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0f\n\x07head_id\x18\x03 \x01(\x0c\x12\x0e\n\x06\x66rozen\x18\x04 \x01(\x08\"/\n\tFeedHeads\x12\"\n\x05heads\x18\x01 \x03(\x0b\x32\x13.markex.v1.FeedHead\".\n\rLookupRequest\x12\x0e\n\x06number\x18\x01 \x01(\t\x12\r\n\x05\x61t_ms\x18\x02 \x01(\x03\"W\n\x0eLookupResponse\x12\r\n\x05\x65ntry\x18\x01 \x01(\x0c\x12\r\n\x05proof\x18\x02 \x01(\x0c\x12\x17\n\x0fview_checkpoint\x18\x03 \x01(\t\x12\x0e\n\x06number\x18\x04 \x01(\t\"I\n\x12LookupBatchRequest\x12\x0f\n\x07numbers\x18\x01 \x03(\t\x12\r\n\x05\x61t_ms\x18\x02 \x01(\x03\x12\x13\n\x0bwith_proofs\x18\x03 \x01(\x08\"Z\n\x13LookupBatchResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.markex.v1.LookupResponse\x12\x17\n\x0fview_checkpoint\x18\x02 \x01(\t\"\x1a\n\x18GetViewCheckpointRequest\"\x1e\n\x0eViewCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\t\"\x14\n\x12GetEvidenceRequest\"0\n\x08\x45vidence\x12\x15\n\requivocations\x18\x01 \x03(\x0c\x12\r\n\x05\x66orks\x18\x02 \x03(\x0c\"9\n\x0bPullRequest\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x04\x12\x0b\n\x03max\x18\x03 \x01(\r\" \n\x0bRecordBatch\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\"A\n\x07PushAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\x12\x10\n\x08\x62uffered\x18\x03 \x01(\r\"2\n\x11\x45quivocationProof\x12\r\n\x05\x66irst\x18\x01 \x01(\x0c\x12\x0e\n\x06second\x18\x02 \x01(\x0c\"X\n\rCosignRequest\x12\x0c\n\x04note\x18\x01 \x01(\t\x12\x18\n\x10\x63onsistency_from\x18\x02 \x01(\x0c\x12\r\n\x05proof\x18\x03 \x03(\x0c\x12\x10\n\x08old_size\x18\x04 \x01(\x04\"(\n\x0e\x43osignResponse\x12\x16\n\x0esignature_line\x18\x01 \x01(\t\"P\n\x06Issued\x12\n\n\x02id\x18\x01 \x01(\x0c\x12\x0e\n\x06issuer\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x0e\n\x06\x61ppeal\x18\x04 \x01(\x08\x12\r\n\x05index\x18\x05 \x01(\x04\x32\xf7\x05\n\x06Public\x12P\n\x10GetLogCheckpoint\x12\".markex.v1.GetLogCheckpointRequest\x1a\x18.markex.v1.LogCheckpoint\x12>\n\nGetEntries\x12\x1c.markex.v1.GetEntriesRequest\x1a\x12.markex.v1.Entries\x12S\n\x11GetInclusionProof\x12#.markex.v1.GetInclusionProofRequest\x1a\x19.markex.v1.InclusionProof\x12Y\n\x13GetConsistencyProof\x12%.markex.v1.GetConsistencyProofRequest\x1a\x1b.markex.v1.ConsistencyProof\x12\x43\n\tGetRecord\x12\x1b.markex.v1.GetRecordRequest\x1a\x19.markex.v1.RecordEnvelope\x12\x41\n\x0cGetFeedHeads\x12\x1b.markex.v1.FeedHeadsRequest\x1a\x14.markex.v1.FeedHeads\x12=\n\x06Lookup\x12\x18.markex.v1.LookupRequest\x1a\x19.markex.v1.LookupResponse\x12L\n\x0bLookupBatch\x12\x1d.markex.v1.LookupBatchRequest\x1a\x1e.markex.v1.LookupBatchResponse\x12S\n\x11GetViewCheckpoint\x12#.markex.v1.GetViewCheckpointRequest\x1a\x19.markex.v1.ViewCheckpoint\x12\x41\n\x0bGetEvidence\x12\x1d.markex.v1.GetEvidenceRequest\x1a\x13.markex.v1.Evidence2\xb7\x03\n\x08\x45xchange\x12:\n\x05Heads\x12\x1b.markex.v1.FeedHeadsRequest\x1a\x14.markex.v1.FeedHeads\x12\x38\n\x04Pull\x12\x16.markex.v1.PullRequest\x1a\x16.markex.v1.RecordBatch0\x01\x12\x34\n\x04Push\x12\x16.markex.v1.RecordBatch\x1a\x12.markex.v1.PushAck(\x01\x12\x35\n\x07\x44\x65liver\x12\x16.markex.v1.RecordBatch\x1a\x12.markex.v1.PushAck\x12\x46\n\x12ReportEquivocation\x12\x1c.markex.v1.EquivocationProof\x1a\x12.markex.v1.PushAck\x12=\n\x06\x43osign\x12\x18.markex.v1.CosignRequest\x1a\x19.markex.v1.CosignResponse\x12\x41\n\nCosignView\x12\x18.markex.v1.CosignRequest\x1a\x19.markex.v1.CosignResponse2\xb6\x01\n\x05\x41\x64min\x12/\n\tIssueMark\x12\x0f.markex.v1.Mark\x1a\x11.markex.v1.Issued\x12;\n\x0fIssueCorrection\x12\x15.markex.v1.Correction\x1a\x11.markex.v1.Issued\x12?\n\x11IssueReassignment\x12\x17.markex.v1.Reassignment\x1a\x11.markex.v1.Issuedb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17markex/v1/service.proto\x12\tmarkex.v1\x1a\x16markex/v1/record.proto\"\x19\n\x17GetLogCheckpointRequest\"9\n\rLogCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04root\x18\x03 \x01(\x0c\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"+\n\x07\x45ntries\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x11\n\tenvelopes\x18\x02 \x03(\x0c\"7\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04size\x18\x02 \x01(\x04\"N\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x0c\n\x04path\x18\x04 \x03(\x0c\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\"D\n\x10\x43onsistencyProof\x12\x10\n\x08old_size\x18\x01 \x01(\x04\x12\x10\n\x08new_size\x18\x02 \x01(\x04\x12\x0c\n\x04path\x18\x03 \x03(\x0c\"\x1e\n\x10GetRecordRequest\x12\n\n\x02id\x18\x01 \x01(\x0c\"1\n\x0eRecordEnvelope\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12\r\n\x05index\x18\x02 \x01(\x04\"\x12\n\x10\x46\x65\x65\x64HeadsRequest\"[\n\x08\x46\x65\x65\x64Head\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0f\n\x07head_id\x18\x03 \x01(\x0c\x12\x0e\n\x06\x66rozen\x18\x04 \x01(\x08\x12\x11\n\tfrozen_at\x18\x05 \x01(\x04\"/\n\tFeedHeads\x12\"\n\x05heads\x18\x01 \x03(\x0b\x32\x13.markex.v1.FeedHead\".\n\rLookupRequest\x12\x0e\n\x06number\x18\x01 \x01(\t\x12\r\n\x05\x61t_ms\x18\x02 \x01(\x03\"W\n\x0eLookupResponse\x12\r\n\x05\x65ntry\x18\x01 \x01(\x0c\x12\r\n\x05proof\x18\x02 \x01(\x0c\x12\x17\n\x0fview_checkpoint\x18\x03 \x01(\t\x12\x0e\n\x06number\x18\x04 \x01(\t\"I\n\x12LookupBatchRequest\x12\x0f\n\x07numbers\x18\x01 \x03(\t\x12\r\n\x05\x61t_ms\x18\x02 \x01(\x03\x12\x13\n\x0bwith_proofs\x18\x03 \x01(\x08\"Z\n\x13LookupBatchResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.markex.v1.LookupResponse\x12\x17\n\x0fview_checkpoint\x18\x02 \x01(\t\"\x1a\n\x18GetViewCheckpointRequest\"\x1e\n\x0eViewCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\t\"\x14\n\x12GetEvidenceRequest\"0\n\x08\x45vidence\x12\x15\n\requivocations\x18\x01 \x03(\x0c\x12\r\n\x05\x66orks\x18\x02 \x03(\x0c\"9\n\x0bPullRequest\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x04\x12\x0b\n\x03max\x18\x03 \x01(\r\" \n\x0bRecordBatch\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\"A\n\x07PushAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nduplicates\x18\x02 \x01(\r\x12\x10\n\x08\x62uffered\x18\x03 \x01(\r\"2\n\x11\x45quivocationProof\x12\r\n\x05\x66irst\x18\x01 \x01(\x0c\x12\x0e\n\x06second\x18\x02 \x01(\x0c\"X\n\rCosignRequest\x12\x0c\n\x04note\x18\x01 \x01(\t\x12\x18\n\x10\x63onsistency_from\x18\x02 \x01(\x0c\x12\r\n\x05proof\x18\x03 \x03(\x0c\x12\x10\n\x08old_size\x18\x04 \x01(\x04\"(\n\x0e\x43osignResponse\x12\x16\n\x0esignature_line\x18\x01 \x01(\t\"P\n\x06Issued\x12\n\n\x02id\x18\x01 \x01(\x0c\x12\x0e\n\x06issuer\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x0e\n\x06\x61ppeal\x18\x04 \x01(\x08\x12\r\n\x05index\x18\x05 \x01(\x04\x32\xf7\x05\n\x06Public\x12P\n\x10GetLogCheckpoint\x12\".markex.v1.GetLogCheckpointRequest\x1a\x18.markex.v1.LogCheckpoint\x12>\n\nGetEntries\x12\x1c.markex.v1.GetEntriesRequest\x1a\x12.markex.v1.Entries\x12S\n\x11GetInclusionProof\x12#.markex.v1.GetInclusionProofRequest\x1a\x19.markex.v1.InclusionProof\x12Y\n\x13GetConsistencyProof\x12%.markex.v1.GetConsistencyProofRequest\x1a\x1b.markex.v1.ConsistencyProof\x12\x43\n\tGetRecord\x12\x1b.markex.v1.GetRecordRequest\x1a\x19.markex.v1.RecordEnvelope\x12\x41\n\x0cGetFeedHeads\x12\x1b.markex.v1.FeedHeadsRequest\x1a\x14.markex.v1.FeedHeads\x12=\n\x06Lookup\x12\x18.markex.v1.LookupRequest\x1a\x19.markex.v1.LookupResponse\x12L\n\x0bLookupBatch\x12\x1d.markex.v1.LookupBatchRequest\x1a\x1e.markex.v1.LookupBatchResponse\x12S\n\x11GetViewCheckpoint\x12#.markex.v1.GetViewCheckpointRequest\x1a\x19.markex.v1.ViewCheckpoint\x12\x41\n\x0bGetEvidence\x12\x1d.markex.v1.GetEvidenceRequest\x1a\x13.markex.v1.Evidence2\xb7\x03\n\x08\x45xchange\x12:\n\x05Heads\x12\x1b.markex.v1.FeedHeadsRequest\x1a\x14.markex.v1.FeedHeads\x12\x38\n\x04Pull\x12\x16.markex.v1.PullRequest\x1a\x16.markex.v1.RecordBatch0\x01\x12\x34\n\x04Push\x12\x16.markex.v1.RecordBatch\x1a\x12.markex.v1.PushAck(\x01\x12\x35\n\x07\x44\x65liver\x12\x16.markex.v1.RecordBatch\x1a\x12.markex.v1.PushAck\x12\x46\n\x12ReportEquivocation\x12\x1c.markex.v1.EquivocationProof\x1a\x12.markex.v1.PushAck\x12=\n\x06\x43osign\x12\x18.markex.v1.CosignRequest\x1a\x19.markex.v1.CosignResponse\x12\x41\n\nCosignView\x12\x18.markex.v1.CosignRequest\x1a\x19.markex.v1.CosignResponse2\xb6\x01\n\x05\x41\x64min\x12/\n\tIssueMark\x12\x0f.markex.v1.Mark\x1a\x11.markex.v1.Issued\x12;\n\x0fIssueCorrection\x12\x15.markex.v1.Correction\x1a\x11.markex.v1.Issued\x12?\n\x11IssueReassignment\x12\x17.markex.v1.Reassignment\x1a\x11.markex.v1.Issuedb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,43 +55,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEEDHEADSREQUEST']._serialized_start=598
   _globals['_FEEDHEADSREQUEST']._serialized_end=616
   _globals['_FEEDHEAD']._serialized_start=618
-  _globals['_FEEDHEAD']._serialized_end=690
-  _globals['_FEEDHEADS']._serialized_start=692
-  _globals['_FEEDHEADS']._serialized_end=739
-  _globals['_LOOKUPREQUEST']._serialized_start=741
-  _globals['_LOOKUPREQUEST']._serialized_end=787
-  _globals['_LOOKUPRESPONSE']._serialized_start=789
-  _globals['_LOOKUPRESPONSE']._serialized_end=876
-  _globals['_LOOKUPBATCHREQUEST']._serialized_start=878
-  _globals['_LOOKUPBATCHREQUEST']._serialized_end=951
-  _globals['_LOOKUPBATCHRESPONSE']._serialized_start=953
-  _globals['_LOOKUPBATCHRESPONSE']._serialized_end=1043
-  _globals['_GETVIEWCHECKPOINTREQUEST']._serialized_start=1045
-  _globals['_GETVIEWCHECKPOINTREQUEST']._serialized_end=1071
-  _globals['_VIEWCHECKPOINT']._serialized_start=1073
-  _globals['_VIEWCHECKPOINT']._serialized_end=1103
-  _globals['_GETEVIDENCEREQUEST']._serialized_start=1105
-  _globals['_GETEVIDENCEREQUEST']._serialized_end=1125
-  _globals['_EVIDENCE']._serialized_start=1127
-  _globals['_EVIDENCE']._serialized_end=1175
-  _globals['_PULLREQUEST']._serialized_start=1177
-  _globals['_PULLREQUEST']._serialized_end=1234
-  _globals['_RECORDBATCH']._serialized_start=1236
-  _globals['_RECORDBATCH']._serialized_end=1268
-  _globals['_PUSHACK']._serialized_start=1270
-  _globals['_PUSHACK']._serialized_end=1335
-  _globals['_EQUIVOCATIONPROOF']._serialized_start=1337
-  _globals['_EQUIVOCATIONPROOF']._serialized_end=1387
-  _globals['_COSIGNREQUEST']._serialized_start=1389
-  _globals['_COSIGNREQUEST']._serialized_end=1477
-  _globals['_COSIGNRESPONSE']._serialized_start=1479
-  _globals['_COSIGNRESPONSE']._serialized_end=1519
-  _globals['_ISSUED']._serialized_start=1521
-  _globals['_ISSUED']._serialized_end=1601
-  _globals['_PUBLIC']._serialized_start=1604
-  _globals['_PUBLIC']._serialized_end=2363
-  _globals['_EXCHANGE']._serialized_start=2366
-  _globals['_EXCHANGE']._serialized_end=2805
-  _globals['_ADMIN']._serialized_start=2808
-  _globals['_ADMIN']._serialized_end=2990
+  _globals['_FEEDHEAD']._serialized_end=709
+  _globals['_FEEDHEADS']._serialized_start=711
+  _globals['_FEEDHEADS']._serialized_end=758
+  _globals['_LOOKUPREQUEST']._serialized_start=760
+  _globals['_LOOKUPREQUEST']._serialized_end=806
+  _globals['_LOOKUPRESPONSE']._serialized_start=808
+  _globals['_LOOKUPRESPONSE']._serialized_end=895
+  _globals['_LOOKUPBATCHREQUEST']._serialized_start=897
+  _globals['_LOOKUPBATCHREQUEST']._serialized_end=970
+  _globals['_LOOKUPBATCHRESPONSE']._serialized_start=972
+  _globals['_LOOKUPBATCHRESPONSE']._serialized_end=1062
+  _globals['_GETVIEWCHECKPOINTREQUEST']._serialized_start=1064
+  _globals['_GETVIEWCHECKPOINTREQUEST']._serialized_end=1090
+  _globals['_VIEWCHECKPOINT']._serialized_start=1092
+  _globals['_VIEWCHECKPOINT']._serialized_end=1122
+  _globals['_GETEVIDENCEREQUEST']._serialized_start=1124
+  _globals['_GETEVIDENCEREQUEST']._serialized_end=1144
+  _globals['_EVIDENCE']._serialized_start=1146
+  _globals['_EVIDENCE']._serialized_end=1194
+  _globals['_PULLREQUEST']._serialized_start=1196
+  _globals['_PULLREQUEST']._serialized_end=1253
+  _globals['_RECORDBATCH']._serialized_start=1255
+  _globals['_RECORDBATCH']._serialized_end=1287
+  _globals['_PUSHACK']._serialized_start=1289
+  _globals['_PUSHACK']._serialized_end=1354
+  _globals['_EQUIVOCATIONPROOF']._serialized_start=1356
+  _globals['_EQUIVOCATIONPROOF']._serialized_end=1406
+  _globals['_COSIGNREQUEST']._serialized_start=1408
+  _globals['_COSIGNREQUEST']._serialized_end=1496
+  _globals['_COSIGNRESPONSE']._serialized_start=1498
+  _globals['_COSIGNRESPONSE']._serialized_end=1538
+  _globals['_ISSUED']._serialized_start=1540
+  _globals['_ISSUED']._serialized_end=1620
+  _globals['_PUBLIC']._serialized_start=1623
+  _globals['_PUBLIC']._serialized_end=2382
+  _globals['_EXCHANGE']._serialized_start=2385
+  _globals['_EXCHANGE']._serialized_end=2824
+  _globals['_ADMIN']._serialized_start=2827
+  _globals['_ADMIN']._serialized_end=3009
 # @@protoc_insertion_point(module_scope)

@@ -94,16 +94,18 @@ class FeedHeadsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class FeedHead(_message.Message):
-    __slots__ = ("issuer", "seq", "head_id", "frozen")
+    __slots__ = ("issuer", "seq", "head_id", "frozen", "frozen_at")
     ISSUER_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     HEAD_ID_FIELD_NUMBER: _ClassVar[int]
     FROZEN_FIELD_NUMBER: _ClassVar[int]
+    FROZEN_AT_FIELD_NUMBER: _ClassVar[int]
     issuer: str
     seq: int
     head_id: bytes
     frozen: bool
-    def __init__(self, issuer: _Optional[str] = ..., seq: _Optional[int] = ..., head_id: _Optional[bytes] = ..., frozen: _Optional[bool] = ...) -> None: ...
+    frozen_at: int
+    def __init__(self, issuer: _Optional[str] = ..., seq: _Optional[int] = ..., head_id: _Optional[bytes] = ..., frozen: _Optional[bool] = ..., frozen_at: _Optional[int] = ...) -> None: ...
 
 class FeedHeads(_message.Message):
     __slots__ = ("heads",)
