@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -342,7 +341,9 @@ class Node:
 
 def run_node(cfg: NodeConfig) -> int:
     """`markex node run`: serve until SIGTERM/SIGINT, then stop cleanly."""
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+    from node import logs
+
+    logs.setup(cfg.participant)
     interval = float(os.environ.get("MARKEX_SYNC_INTERVAL", "0.5"))
     node = Node(cfg, sync_interval=interval).start()
     done = threading.Event()
