@@ -23,6 +23,31 @@ from node.localnet import LocalNet
 from node.lookup import lookup_verified, view_checkpoint_summary
 
 DAY = 86_400_000
+MOBILE_PREFIXES = (
+    "134",
+    "135",
+    "136",
+    "150",
+    "151",
+    "152",
+    "157",
+    "158",
+    "182",
+    "187",
+    "188",
+    "130",
+    "131",
+    "132",
+    "155",
+    "156",
+    "185",
+    "186",
+    "133",
+    "153",
+    "180",
+    "189",
+)
+APP_CATEGORIES = ("marketing", "real-estate", "harassment", "finance-insurance", "recruitment")
 
 DELIVERY_CO = "+8613800138000"  # a courier's dispatch line, wrongly marked fraud
 SELF_FIX = "+8613912345678"  # marked by mistake, withdrawn by its marker
@@ -45,8 +70,8 @@ def _traffic(net: LocalNet, count: int) -> int:
     carriers = [p for p in net.ids if p.startswith("carrier")]
     firms = [p for p in net.ids if p.startswith("internet")]
     jobs: list[tuple[str, str, str, int, int]] = []
-    for i in range(count):
-        number = f"+86{rng.choice(['134', '135', '136', '150', '151', '152', '157', '158', '182', '187', '188', '130', '131', '132', '155', '156', '185', '186', '133', '153', '180', '189'])}{rng.randrange(10**8):08d}"
+    for _ in range(count):
+        number = f"+86{rng.choice(MOBILE_PREFIXES)}{rng.randrange(10**8):08d}"
         kind = rng.random()
         if kind < 0.45:  # app users' reports
             jobs.append(
