@@ -58,6 +58,26 @@ BENCHMARKS: dict[str, Benchmark] = {
         {"n": 100_000, "samples": 5_000},
         {"n": 20_000, "samples": 1_000},
     ),
+    "propagation_p99": Benchmark(
+        "bench.exchange_bench", "bench_propagation", {"seconds": 20.0}, {"seconds": 5.0}
+    ),
+    "catchup": Benchmark("bench.exchange_bench", "bench_catchup", {"n": 200_000}, {"n": 20_000}),
+    # The four lookup results come from one node run (view_bench.lookup_suite), kept per size.
+    **{
+        name: Benchmark(
+            "bench.view_bench",
+            f"bench_{name}",
+            {"entries": 1_000_000, "seconds": 10.0},
+            {"entries": 100_000, "seconds": 3.0},
+        )
+        for name in ("lookup_batch", "lookup_p99", "view_proof_bytes", "view_verify_us")
+    },
+    "view_update": Benchmark(
+        "bench.view_bench",
+        "bench_view_update",
+        {"base": 100_000, "stream": 20_000},
+        {"base": 20_000, "stream": 5_000},
+    ),
 }
 
 

@@ -1,0 +1,361 @@
+"""Exchange benchmarks: real node processes on loopback (node.localnet).
+
+    propagation_p99  seconds from an Admin.IssueMark call's return until the
+                     record is in every node's feed heads; six nodes, marks
+                     issued at a steady rate spread over three issuing nodes.
+                     Every node's GetFeedHeads is polled every few ms by its
+                     own thread, so the first poll that shows a record's seq
+                     dates its arrival there. A latency: limit = target.
+    catchup          records/s at which a fresh, empty node takes a whole log
+                     from its one reachable peer (the others refused by the
+                     nodes' test hook), against the limit of NodeLedger.submit
+                     of the same envelopes into a fresh store in-process, in
+                     batches of 1000 (bench.ingest.run_ours), measured in the
+                     same run while it fills that peer's data directory.
+
+Also what view_bench uses: `signed_feeds`, which signs mark records for
+several issuers on every core (a spawn Pool; each issuer's feed chained in
+order) and yields them in batches as they are ready, and `mark_number`.
+`python -m bench.exchange_bench [propagation|catchup]` prints JSON.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import json
+import math
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from multiprocessing.pool import AsyncResult
+from typing import Any
+
+import grpc
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bench import ingest, report
+from keys.signing import SigningKey
+from ledger.record import Record, record_id, signing_message
+from markex.v1 import record_pb2 as rpb
+from markex.v1 import service_pb2 as pb
+from node.localnet import LocalNet
+
+PROPAGATION_TARGET_S = 1.0
+CATCHUP_TARGET = 0.5
+ISSUING_NODES = ("carrier-1", "internet-1", "institute")
+CATEGORIES = ("fraud", "harassment", "marketing", "debt-collection", "delivery", "one-ring")
+CHUNK = 2000  # records per signing task and per Deliver call
+
+MarkSpec = tuple[str, str, int]  # number, category, score
+
+
+def mark_number(i: int) -> str:
+    """The i-th benchmark number: distinct for distinct i < 10**8, all valid
+    China Mobile numbers, scattered over the range (7919 is prime to 10**8)."""
+    return f"+86138{(i * 7919 + 4_242_424) % 100_000_000:08d}"
+
+
+def past_ms() -> int:
+    """An issued-at time in the past both for the wall clock and for
+    bench.ingest's fixed `now` (its limit runs submit at that time)."""
+    return min(time.time_ns() // 1_000_000, ingest.NOW) - 60_000
+
+
+def seed_of(key: SigningKey) -> bytes:
+    return key.private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
+def _sign_chain(
+    task: tuple[bytes, str, int, bytes, int, list[MarkSpec]],
+) -> tuple[list[bytes], bytes]:
+    """Worker: sign consecutive marks of one feed. Builds the same bytes as
+    Record.issue without re-parsing each one (the receiving node checks them)."""
+    seed, issuer, seq, prev, issued_at, marks = task
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    out = []
+    for number, category, score in marks:
+        seq += 1
+        body = rpb.Record(
+            issuer=issuer,
+            seq=seq,
+            prev_id=prev,
+            issued_at_ms=issued_at,
+            mark=rpb.Mark(
+                number=number, category=category, score=score, reports=1, observed_at_ms=issued_at
+            ),
+        ).SerializeToString()
+        env = rpb.SignedRecord(body=body, signature=key.sign(signing_message(body)))
+        raw = env.SerializeToString()
+        prev = record_id(raw)
+        out.append(raw)
+    return out, prev
+
+
+def workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def signed_feeds(
+    seeds: Mapping[str, bytes],
+    marks: Mapping[str, Sequence[MarkSpec]],
+    issued_at_ms: int,
+    chunk: int = CHUNK,
+) -> Iterator[list[bytes]]:
+    """Yield every issuer's marks as signed envelopes, in batches of up to
+    `chunk` consecutive records of one feed; each feed's batches come in feed
+    order (seq 1 first). Signing runs in a pool of one process per core."""
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding gRPC threads
+    with ctx.Pool(workers()) as pool:
+        heads = {pid: (0, b"") for pid in marks}
+        offset = dict.fromkeys(marks, 0)
+        pending: deque[tuple[str, int, AsyncResult[tuple[list[bytes], bytes]]]] = deque()
+
+        def send(pid: str) -> None:
+            todo = list(marks[pid][offset[pid] : offset[pid] + chunk])
+            if todo:
+                offset[pid] += len(todo)
+                seq, prev = heads[pid]
+                task = (seeds[pid], pid, seq, prev, issued_at_ms, todo)
+                pending.append((pid, len(todo), pool.apply_async(_sign_chain, (task,))))
+
+        for pid in marks:
+            send(pid)
+        while pending:
+            pid, n, res = pending.popleft()
+            envs, last = res.get()
+            heads[pid] = (heads[pid][0] + n, last)
+            send(pid)
+            yield envs
+
+
+def consortium_seeds(net: LocalNet, pids: Sequence[str]) -> dict[str, bytes]:
+    return {pid: seed_of(SigningKey.load(net.dir / pid / "signing.key")) for pid in pids}
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending sequence."""
+    if not sorted_values:
+        raise ValueError("no values")
+    k = math.ceil(len(sorted_values) * q / 100) - 1
+    return sorted_values[max(0, min(len(sorted_values) - 1, k))]
+
+
+# ====================================================================== propagation
+
+
+class HeadWatcher:
+    """One thread per node polling GetFeedHeads every `interval` seconds;
+    remembers, per node and issuer, when each new head was first seen."""
+
+    def __init__(self, net: LocalNet, interval: float) -> None:
+        self.interval = interval
+        self.stubs = {pid: net.public(pid) for pid in net.ids}
+        self.seen: dict[str, dict[str, list[tuple[int, float]]]] = {p: {} for p in net.ids}
+        self.polls = dict.fromkeys(net.ids, 0)
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(pid,), name=f"heads-{pid}", daemon=True)
+            for pid in net.ids
+        ]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+
+    def _run(self, pid: str) -> None:
+        stub, seen, last = self.stubs[pid], self.seen[pid], {}
+        while not self._stop.is_set():
+            sent = time.perf_counter()
+            try:
+                heads = stub.GetFeedHeads(pb.FeedHeadsRequest(), timeout=2).heads
+            except grpc.RpcError:
+                heads = []
+            now = time.perf_counter()
+            self.polls[pid] += 1
+            for h in heads:
+                if h.seq > last.get(h.issuer, 0):
+                    last[h.issuer] = h.seq
+                    seen.setdefault(h.issuer, []).append((h.seq, now))
+            pause = sent + self.interval - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+
+    def head(self, pid: str, issuer: str) -> int:
+        got = self.seen[pid].get(issuer)
+        return got[-1][0] if got else 0
+
+    def first_seen(self, pid: str, issuer: str, seq: int) -> float | None:
+        """When a poll of `pid` first showed `issuer`'s feed at `seq` or beyond."""
+        got = self.seen[pid].get(issuer, [])
+        i = bisect.bisect_left(got, (seq, float("-inf")))
+        return got[i][1] if i < len(got) else None
+
+
+def bench_propagation(seconds: float = 20.0, rate: float = 200.0, poll_ms: float = 5.0) -> dict:
+    """p99 seconds until a record issued at one node is on all six (see module doc)."""
+    with ingest.scratch_dir() as d:
+        net = LocalNet(d / "consortium")
+        try:
+            net.start_all()
+            return _propagation(net, seconds, rate, poll_ms / 1000)
+        finally:
+            net.stop_all()
+
+
+def _propagation(net: LocalNet, seconds: float, rate: float, interval: float) -> dict:
+    # Warm up: every node serving, channels and push streams open.
+    for k, pid in enumerate(ISSUING_NODES):
+        net.mark(pid, mark_number(10_000_000 + k), "harassment")
+    net.wait_converged(timeout=60)
+    watcher = HeadWatcher(net, interval)
+    watcher.start()
+    stubs = {pid: net.admin(pid) for pid in ISSUING_NODES}
+    returned: list[tuple[str, int, float]] = []
+    failed: list[str] = []
+    done = threading.Semaphore(0)
+
+    def on_done(pid: str, fut: grpc.Future) -> None:
+        t = time.perf_counter()
+        try:
+            returned.append((pid, fut.result().seq, t))
+        except grpc.RpcError as e:
+            failed.append(f"{pid}: {e.code().name}")
+        done.release()
+
+    total = max(1, int(seconds * rate))
+    start = time.perf_counter() + 0.05
+    try:
+        for i in range(total):
+            pause = start + i / rate - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            pid = ISSUING_NODES[i % len(ISSUING_NODES)]
+            mark = rpb.Mark(
+                number=mark_number(i), category=CATEGORIES[i % len(CATEGORIES)], score=60, reports=1
+            )
+            stubs[pid].IssueMark.future(mark, timeout=30).add_done_callback(
+                functools.partial(on_done, pid)
+            )
+        sent_s = time.perf_counter() - start
+        for _ in range(total):
+            if not done.acquire(timeout=60):
+                raise TimeoutError("issue calls did not return within 60 s")
+        want = {pid: max((s for p, s, _ in returned if p == pid), default=0) for pid in stubs}
+        deadline = time.monotonic() + 60
+        while any(watcher.head(n, i) < s for n in net.ids for i, s in want.items()):
+            if time.monotonic() > deadline:
+                raise TimeoutError("records did not reach every node within 60 s")
+            time.sleep(0.05)
+    finally:
+        watcher.stop()
+    delays = []
+    for pid, seq, t in returned:
+        seen = [watcher.first_seen(n, pid, seq) for n in net.ids if n != pid]
+        if any(s is None for s in seen):
+            raise AssertionError(f"{pid}#{seq} was never seen on some node")
+        delays.append(max(0.0, max(seen) - t))  # type: ignore[type-var]
+    delays.sort()
+    p50, p99 = percentile(delays, 50), percentile(delays, 99)
+    polls = sum(watcher.polls.values()) / len(net.ids) / max(sent_s, 1e-9)
+    how = (
+        f"p99 {p99 * 1000:.0f} ms, p50 {p50 * 1000:.0f} ms, max {delays[-1] * 1000:.0f} ms from "
+        f"the return of Admin.IssueMark until GetFeedHeads showed the record on all six nodes; "
+        f"{len(returned)} marks at {len(returned) / sent_s:.0f}/s for {sent_s:.0f} s, issued "
+        f"in turn at {', '.join(ISSUING_NODES)}; each node polled by its own thread every "
+        f"{interval * 1000:.0f} ms (achieved {polls:.0f} polls/s per node; a record's time "
+        f"there is the answer time of the first poll showing it); six node processes on "
+        f"loopback, mutual TLS; {len(failed)} issue calls failed"
+    )
+    if failed:
+        how += f" ({', '.join(sorted(set(failed)))})"
+    return report.latency(p99, "s", PROPAGATION_TARGET_S, how)
+
+
+# ====================================================================== catch-up
+
+
+def bench_catchup(n: int = 200_000, source: str = "carrier-1", fresh: str = "internet-2") -> dict:
+    """Records/s for a fresh node to take an n-record log from one peer, vs
+    single-node in-process ingest of the same envelopes (see module doc)."""
+    with ingest.scratch_dir() as d:
+        net = LocalNet(d / "consortium")
+        try:
+            return _catchup(net, n, source, fresh)
+        finally:
+            net.stop_all()
+
+
+def _catchup(net: LocalNet, n: int, source: str, fresh: str) -> dict:
+    issuers = list(net.ids)
+    marks: dict[str, list[MarkSpec]] = {pid: [] for pid in issuers}
+    for i in range(n):
+        marks[issuers[i % len(issuers)]].append(
+            (mark_number(i), CATEGORIES[i % len(CATEGORIES)], 50 + i % 50)
+        )
+    t = time.perf_counter()
+    feeds: dict[str, list[bytes]] = {pid: [] for pid in issuers}
+    for batch in signed_feeds(consortium_seeds(net, issuers), marks, past_ms()):
+        feeds[Record.from_envelope(batch[0]).issuer].extend(batch)
+    sign_s = time.perf_counter() - t
+    # Issuers take turns, so every batch of 1000 extends every feed.
+    envelopes = [feeds[issuers[i % len(issuers)]][i // len(issuers)] for i in range(n)]
+    del feeds
+    # The limit, measured while it fills the source node's data directory.
+    data_dir = net.dir / source / "data"
+    limit_s = ingest.run_ours(envelopes, net.consortium, data_dir)
+    del envelopes
+    t = time.perf_counter()
+    net.start(source)
+    source_start_s = time.perf_counter() - t
+    if net.log_size(source) != n:
+        raise AssertionError(f"{source} holds {net.log_size(source)} records, not {n}")
+    others = [p for p in net.ids if p not in (source, fresh)]
+    refuse = net.refuse_file(fresh)
+    refuse.write_text("\n".join([source, *others]))
+    net.start(fresh)
+    if net.log_size(fresh) != 0:
+        raise AssertionError(f"{fresh} did not start empty")
+    start = time.perf_counter()
+    refuse.write_text("\n".join(others))  # from now on `source` is its only peer
+    deadline = time.monotonic() + 120 + n / 500
+    while (size := net.log_size(fresh)) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{fresh} holds {size} of {n} records after the deadline")
+        time.sleep(0.05)
+    took = time.perf_counter() - start
+    value, limit = n / took, n / limit_s
+    how = (
+        f"a fresh empty node ({fresh}) took {n} records (6 feeds) from its one reachable peer "
+        f"({source}; the other four refused by the test hook) in {took:.1f} s, timed from the "
+        f"moment that peer was let through (node already up; default anti-entropy: heads, then "
+        f"Pull in batches; the node's view updated as records land) until its feed heads "
+        f"summed to {n}; limit: NodeLedger.submit of the same envelopes in-process, batches "
+        f"of {ingest.BATCH}, into the peer's fresh on-disk store ({limit_s:.1f} s; "
+        f"bench.ingest.run_ours); signing took {sign_s:.1f} s, the peer's start "
+        f"(view rebuilt from its log) {source_start_s:.1f} s, neither timed"
+    )
+    return report.throughput(value, "records/s", limit, CATCHUP_TARGET, how)
+
+
+if __name__ == "__main__":
+    which = sys.argv[1:] or ["propagation", "catchup"]
+    quick = os.environ.get("BENCH_QUICK") == "1"
+    out: dict[str, Any] = {}
+    if "propagation" in which:
+        out["propagation_p99"] = bench_propagation(5.0 if quick else 20.0)
+    if "catchup" in which:
+        out["catchup"] = bench_catchup(20_000 if quick else 200_000)
+    print(json.dumps(out, indent=2))
