@@ -296,12 +296,15 @@ class Node:
         signed one with what cosignatures it has so far."""
         with self._cosig_lock:
             latest = self.core.ledger.latest_checkpoint()
+            partial = latest
             if latest is not None and latest == self._cosig_text and self._cosigs:
-                return note.add_signature_lines(latest, sorted(self._cosigs.values()))
+                partial = note.add_signature_lines(latest, sorted(self._cosigs.values()))
+                if len(self._cosigs) >= self.quorum():
+                    return partial
         v = self.store.get("checkpoints", b"log/cosigned")
         if v is not None:
             return v.decode()
-        return latest
+        return partial
 
     def fork_evidence(self) -> list[bytes]:
         return self.witness.forks() + self.view.forks()
