@@ -378,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     au = sub.add_parser("audit", parents=[common], help="verify a node's log, checkpoints and view")
     au.add_argument("--data-dir")
     au.add_argument("--state", help="auditor state file (remembers audited checkpoints)")
+    au.add_argument("--evidence-dir", help="where evidence files go (default: beside the state)")
     au.add_argument("verify_evidence", nargs="*", help=argparse.SUPPRESS)
     au.set_defaults(fn=cmd_audit)
 

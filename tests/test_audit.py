@@ -1,0 +1,690 @@
+"""The auditor.
+
+Offline: a real node store built with NodeLedger audits clean; each way of
+tampering with the stopped store is caught and located (leaf, record, issuer,
+Merkle node, number). Evidence files round-trip through `markex audit
+verify-evidence`, and forged ones fail. Online: a real node (node.server.Node,
+gRPC on loopback) audits clean, a second run resumes with a consistency
+proof, and a forked log, entries that do not match the checkpoint, and a view
+that does not follow from the records are each caught.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keys.consortium import Consortium
+from keys.layout import NodeConfig, init_consortium
+from keys.signing import SigningKey
+from ledger import audit, merkle
+from ledger import view as V
+from ledger.errors import BadInput, LedgerError
+from ledger.log import EquivocationProof, FeedState, NodeLedger
+from ledger.record import WITHDRAW, Correction, Mark, Reassignment, Record
+from ledger.store import Store, feedseq_key, merkle_key, read_u64, u64
+from node.auditcli import write_evidence
+from node.cli import main
+from tests.conftest import KEYS, NOW, free_port_block, make_consortium
+
+pytestmark = pytest.mark.timeout(120)
+
+NODE = "carrier-1"
+ISSUERS = ("carrier-1", "internet-1", "institute", "carrier-2")
+
+
+class Feeds:
+    """Signs records for several issuers, keeping each feed's chain."""
+
+    def __init__(self, keys: dict[str, SigningKey], now: int) -> None:
+        self.keys = keys
+        self.now = now
+        self.heads: dict[str, tuple[int, bytes]] = {}
+
+    def issue(self, pid: str, payload: Any) -> Record:
+        seq, prev = self.heads.get(pid, (0, b""))
+        rec = Record.issue(self.keys[pid], pid, seq + 1, prev, self.now, payload)
+        self.heads[pid] = (rec.seq, rec.id)
+        return rec
+
+    def marks(self, n: int, issuers: tuple[str, ...], prefix: str) -> list[Record]:
+        return [
+            self.issue(
+                issuers[i % len(issuers)],
+                Mark(
+                    f"{prefix}{i % 16:04d}",
+                    "harassment",
+                    score=40 + i % 50,
+                    observed_at_ms=self.now - 60_000,
+                ),
+            )
+            for i in range(n)
+        ]
+
+
+def _write_view(led: NodeLedger) -> None:
+    view = V.rebuild_from_ledger(led)
+    b = led.store.batch()
+    view.save_changes(b, list(view.numbers()))
+    led.store.write(b)
+
+
+def build_store(path: Path, cons: Consortium) -> list[Record]:
+    """A carrier-1 node store: 52 records of four issuers in three batches,
+    a checkpoint after each, and the view column family."""
+    led = NodeLedger(Store(path), cons, NODE, KEYS[NODE])
+    feeds = Feeds(KEYS, NOW)
+    recs: list[Record] = []
+    batches = [
+        feeds.marks(20, ISSUERS, "+861380000"),
+        feeds.marks(20, ISSUERS, "+861390000"),
+        [
+            feeds.issue("carrier-1", Reassignment("+8613800000003", NOW - 1000)),
+            feeds.issue("carrier-2", Mark("+8613000000001", "fraud")),
+        ]
+        + feeds.marks(10, ISSUERS, "+861300000"),
+    ]
+    for batch in batches:
+        out = led.submit([r.envelope for r in batch], NOW)
+        assert all(o.status == "accepted" for o in out.outcomes), out.outcomes
+        led.sign_checkpoint()
+        recs.extend(batch)
+    own = recs[1]  # internet-1's first mark: withdrawn by its issuer
+    corr = feeds.issue("internet-1", Correction(targets=(own.id,), action=WITHDRAW))
+    assert led.submit([corr.envelope], NOW).outcomes[0].status == "accepted"
+    recs.append(corr)
+    led.sign_checkpoint()
+    _write_view(led)
+    led.close()
+    return recs
+
+
+@pytest.fixture(scope="module")
+def honest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Record]]:
+    path = tmp_path_factory.mktemp("honest") / "db"
+    return path, build_store(path, make_consortium())
+
+
+@pytest.fixture
+def copy(honest: tuple[Path, list[Record]], tmp_path: Path) -> Path:
+    dst = tmp_path / "db"
+    shutil.copytree(honest[0], dst)
+    return dst
+
+
+@contextmanager
+def tamper(path: Path) -> Iterator[Store]:
+    store = Store(path)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def run_audit(path: Path, **kw: Any) -> audit.AuditReport:
+    return audit.audit_store(path, make_consortium(), NODE, workers=kw.pop("workers", 0), **kw)
+
+
+def leaf_id(store: Store, i: int) -> bytes:
+    rid = store.get("leaves", u64(i))
+    assert rid is not None
+    return rid
+
+
+def indexes(rep: audit.AuditReport) -> set[int]:
+    return {f.index for f in rep.findings if f.index is not None}
+
+
+# ====================================================================== offline
+
+
+def test_honest_store_audits_clean(honest: tuple[Path, list[Record]]) -> None:
+    path, recs = honest
+    rep = run_audit(path)
+    assert rep.ok, [f.line() for f in rep.findings]
+    assert rep.findings == []
+    assert rep.counts["records"] == rep.counts["verified"] == len(recs)
+    assert rep.counts["issuers"] == 4
+    assert rep.counts["stored_view_entries"] == rep.counts["view_entries"] > 0
+    assert {w.kind for w in rep.warnings} <= {"quorum"}
+    assert rep.to_json()["ok"] is True
+
+
+@pytest.mark.parametrize(
+    ("where", "kind"),
+    [("signature", "signature"), ("number", "signature"), ("tag", "parse")],
+)
+def test_flipped_byte_in_envelope_is_located(copy: Path, where: str, kind: str) -> None:
+    i = 13
+    with tamper(copy) as s:
+        rid = leaf_id(s, i)
+        v = bytearray(s.get("records", rid) or b"")
+        if where == "signature":
+            pos = len(v) - 1
+        elif where == "number":
+            pos = bytes(v).index(b"+86138") + 9  # a digit of the marked number
+        else:
+            pos = 8  # the envelope's first protobuf tag
+        v[pos] ^= 0x01 if where != "tag" else 0xFF
+        s.put("records", rid, bytes(v))
+    rep = run_audit(copy)
+    assert not rep.ok
+    hit = [f for f in rep.findings if f.kind == kind and f.index == i]
+    assert hit and hit[0].record_id is not None
+    assert any(f.kind == "record" and f.index == i for f in rep.findings)  # id != hash
+    assert any(f.kind == "merkle-node" and f.where == f"merkle 0/{i}" for f in rep.findings)
+    assert any(f.kind == "checkpoint" for f in rep.findings)  # root differs from the signed one
+    if kind == "signature":
+        assert hit[0].issuer == ISSUERS[i % 4] and hit[0].seq == i // 4 + 1
+        assert indexes(rep) == {i}
+    else:
+        assert i in indexes(rep)
+
+
+def test_deleted_record_is_located(copy: Path) -> None:
+    i = 22
+    with tamper(copy) as s:
+        s_rid = leaf_id(s, i)
+        b = s.batch()
+        b.delete("records", s_rid)
+        s.write(b)
+    rep = run_audit(copy)
+    assert not rep.ok
+    assert any(
+        f.kind == "record" and f.index == i and "not in the store" in f.detail for f in rep.findings
+    )
+    # The stored leaf hash stands in for the lost envelope: the root still matches.
+    assert "checkpoint" not in rep.kinds()
+    # The issuer's chain now has a hole right after it.
+    gap = [f for f in rep.findings if f.kind == "sequence"]
+    assert gap and gap[0].issuer == ISSUERS[i % 4] and gap[0].index == i + 4
+
+
+def test_record_removed_from_the_log_is_located(copy: Path) -> None:
+    i = 30
+    with tamper(copy) as s:
+        rid = leaf_id(s, i)
+        b = s.batch()
+        b.delete("leaves", u64(i))
+        b.delete("records", rid)
+        s.write(b)
+    rep = run_audit(copy)
+    assert any(f.kind == "leaf" and f.index == i for f in rep.findings)
+
+
+def test_swapped_records_are_located(copy: Path) -> None:
+    i, j = 5, 41
+    with tamper(copy) as s:
+        a, b_ = leaf_id(s, i), leaf_id(s, j)
+        b = s.batch()
+        b.put("leaves", u64(i), b_)
+        b.put("leaves", u64(j), a)
+        s.write(b)
+    rep = run_audit(copy)
+    assert not rep.ok
+    for k in (i, j):
+        assert any(f.kind == "record" and f.index == k for f in rep.findings)
+        assert any(f.kind == "merkle-node" and f.index == k for f in rep.findings)
+        # Each feed's order is judged as a whole: only the moved records are blamed.
+        assert any(f.kind == "sequence" and f.index == k for f in rep.findings)
+    assert indexes(rep) == {i, j}
+    assert rep.kinds() == {"record", "merkle-node", "sequence", "checkpoint"}
+
+
+def test_changed_interior_hash_is_located_exactly(copy: Path) -> None:
+    with tamper(copy) as s:
+        h = bytearray(s.get("merkle", merkle_key(3, 1)) or b"")
+        h[0] ^= 0x80
+        s.put("merkle", merkle_key(3, 1), bytes(h))
+    rep = run_audit(copy)
+    assert not rep.ok
+    assert [(f.kind, f.where) for f in rep.findings] == [("merkle-node", "merkle 3/1")]
+    assert "leaves 8..15" in rep.findings[0].detail
+
+
+def test_rewound_feed_head_is_located(copy: Path, honest: tuple[Path, list[Record]]) -> None:
+    issuer = "internet-1"
+    with tamper(copy) as s:
+        st = FeedState.decode(issuer, s.get("feeds", issuer.encode()) or b"")
+        prev = s.get("feedseq", feedseq_key(issuer, st.seq - 1)) or b""
+        s.put("feeds", issuer.encode(), FeedState(issuer, st.seq - 1, prev).encode())
+        head_leaf = read_u64((s.get("records", st.head_id) or b"")[:8])
+    rep = run_audit(copy)
+    assert [f.kind for f in rep.findings] == ["feed-head"]
+    f = rep.findings[0]
+    assert f.issuer == issuer and f.seq == st.seq and f.index == head_leaf
+    assert "rewound" in f.detail
+
+
+def test_edited_view_entry_is_located(copy: Path) -> None:
+    with tamper(copy) as s:
+        number, raw = next(iter(s.items("view")))
+        edited = raw.replace(b'"harassment"', b'"fraud"', 1)
+        assert edited != raw
+        s.put("view", number, edited)
+    rep = run_audit(copy)
+    assert [(f.kind, f.where) for f in rep.findings] == [("view-entry", number.decode())]
+
+
+@pytest.mark.skipif(not hasattr(V, "catch_up"), reason="no store-backed view in ledger/view.py")
+def test_store_backed_view_lagging_is_clean_and_an_edit_is_located(copy: Path) -> None:
+    cons = make_consortium()
+    led = NodeLedger(Store(copy), cons, NODE, KEYS[NODE])
+    b = led.store.batch()
+    for number, _ in list(led.store.items("view")):
+        b.delete("view", number)
+    led.store.write(b)
+    view = V.NationalView.open(led.store, cons)
+    V.catch_up(view, led)  # type: ignore[attr-defined]
+    # Records the view has not applied yet: it lags, as after a crash before its batch.
+    feeds = Feeds(KEYS, NOW)
+    feeds.heads = {i: (f.seq, f.head_id) for i, f in led.feeds().items()}
+    led.submit([r.envelope for r in feeds.marks(4, ("internet-2",), "+861386000")], NOW)
+    led.sign_checkpoint()
+    led.close()
+    rep = run_audit(copy)
+    assert rep.ok, [f.line() for f in rep.findings]
+    assert any(w.kind == "view" and w.issuer == "internet-2" for w in rep.warnings)
+    assert rep.counts["stored_view_entries"] == rep.counts["view_entries"] > 0
+
+    with tamper(copy) as s:
+        number, raw = next(iter(s.items("view")))
+        s.put("view", number, raw.replace(b'"harassment"', b'"fraud"', 1))
+    rep = run_audit(copy)
+    assert [(f.kind, f.where) for f in rep.findings] == [("view-entry", number.decode())]
+
+
+def test_deleted_view_entry_and_shrunk_size_are_found(copy: Path) -> None:
+    with tamper(copy) as s:
+        number, _ = next(iter(s.items("view")))
+        b = s.batch()
+        b.delete("view", number)
+        b.put("meta", b"size", u64(50))
+        s.write(b)
+    rep = run_audit(copy)
+    assert any(f.kind == "view-entry" and f.where == number.decode() for f in rep.findings)
+    # A signed checkpoint names more leaves than the store admits to.
+    assert any(f.kind == "checkpoint" and "records lost" in f.detail for f in rep.findings)
+    assert any(f.kind == "leaf" and f.index == 50 for f in rep.findings)
+
+
+def test_process_pool_gives_the_same_report(copy: Path) -> None:
+    with tamper(copy) as s:
+        rid = leaf_id(s, 7)
+        v = bytearray(s.get("records", rid) or b"")
+        v[-3] ^= 0x10
+        s.put("records", rid, bytes(v))
+    inproc = run_audit(copy, workers=0)
+    pooled = run_audit(copy, workers=2)
+    assert pooled.counts["workers"] == 2
+    assert [f.to_json() for f in pooled.findings] == [f.to_json() for f in inproc.findings]
+    assert any(f.kind == "signature" and f.index == 7 for f in pooled.findings)
+
+
+def test_report_lists_a_bounded_number_of_findings_per_kind() -> None:
+    rep = audit.AuditReport("x", "offline")
+    for i in range(audit.MAX_PER_KIND + 50):
+        rep.error("signature", "bad", index=i)
+    rep.warn("quorum", "few")
+    assert len(rep.findings) == audit.MAX_PER_KIND
+    assert rep.dropped == {"error:signature": 50}
+    assert not rep.ok and len(rep.warnings) == 1
+    out = rep.to_json()
+    assert out["findings"][0] == {
+        "kind": "signature",
+        "severity": "error",
+        "index": 0,
+        "detail": "bad",
+    }
+
+
+# ====================================================================== evidence
+
+
+@pytest.fixture
+def cons_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "consortium"
+    d.mkdir()
+    make_consortium().write(d, KEYS["institute"])
+    return d
+
+
+def verify_file(cons_dir: Path, path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, Any]:
+    capsys.readouterr()
+    rc = main(["audit", "verify-evidence", str(path), "--consortium", str(cons_dir), "--json"])
+    return rc, json.loads(capsys.readouterr().out)
+
+
+def test_equivocation_is_found_and_its_evidence_round_trips(
+    tmp_path: Path, cons_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cons = make_consortium()
+    path = tmp_path / "db"
+    led = NodeLedger(Store(path), cons, NODE, KEYS[NODE])
+    feeds = Feeds(KEYS, NOW)
+    recs = feeds.marks(6, ("internet-2",), "+861381000")
+    led.submit([r.envelope for r in recs], NOW)
+    twin = Record.issue(
+        KEYS["internet-2"], "internet-2", 3, recs[1].id, NOW, Mark("+8613810009999", "fraud")
+    )
+    assert led.submit([twin.envelope], NOW).outcomes[0].status == "equivocation"
+    led.sign_checkpoint()
+    led.close()
+
+    rep = run_audit(path)
+    assert [(f.kind, f.issuer, f.seq) for f in rep.findings] == [("equivocation", "internet-2", 3)]
+    assert len(rep.evidence) == 1
+    ev_path = write_evidence(tmp_path / "evidence", rep.evidence[0])
+    rc, out = verify_file(cons_dir, ev_path, capsys)
+    assert rc == 0 and out["valid"] and "internet-2" in out["proves"]
+
+    # Forged: the second record's signature altered.
+    forged = dict(rep.evidence[0])
+    second = bytearray(audit._unb64(forged["second"], "second"))
+    second[-1] ^= 1
+    forged["second"] = audit._b64(bytes(second))
+    rc, out = verify_file(cons_dir, write_evidence(tmp_path / "forged", forged), capsys)
+    assert rc == 1 and not out["valid"] and "BadSignature" in out["error"]
+
+    # Not an equivocation: one record twice.
+    same = dict(rep.evidence[0], second=rep.evidence[0]["first"])
+    rc, _ = verify_file(cons_dir, write_evidence(tmp_path / "same", same), capsys)
+    assert rc == 1
+
+
+def _ledger_with(path: Path, recs: list[Record]) -> NodeLedger:
+    led = NodeLedger(Store(path), make_consortium(), NODE, KEYS[NODE])
+    led.submit([r.envelope for r in recs], NOW)
+    return led
+
+
+def test_fork_evidence_round_trips_and_forgeries_fail(
+    tmp_path: Path, cons_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cons = make_consortium()
+    a_recs = Feeds(KEYS, NOW).marks(8, ("carrier-1", "internet-1"), "+861382000")
+    b_recs = Feeds(KEYS, NOW + 1).marks(8, ("carrier-1", "internet-1"), "+861383000")
+    a = _ledger_with(tmp_path / "a", a_recs[:5])
+    a5 = a.sign_checkpoint()
+    a.submit([r.envelope for r in a_recs[5:]], NOW)
+    a8 = a.sign_checkpoint()
+    b = _ledger_with(tmp_path / "b", b_recs)
+    b8 = b.sign_checkpoint()
+
+    # Same size, two roots.
+    ev = audit.fork_evidence(cons, NODE, a8, b8)
+    rc, out = verify_file(cons_dir, write_evidence(tmp_path / "e1", ev), capsys)
+    assert rc == 0 and "two different roots for size 8" in out["proves"]
+
+    # Sizes 5 and 8: the larger tree's first 5 leaves hash to another root.
+    ev = audit.fork_evidence(cons, NODE, a5, b8, b.root_at(5), b.consistency_proof(5, 8))
+    rc, out = verify_file(cons_dir, write_evidence(tmp_path / "e2", ev), capsys)
+    assert rc == 0 and "does not extend" in out["proves"]
+
+    # Forgeries and non-forks.
+    bad_prefix = dict(ev, prefix_root=audit._b64(a.root_at(5)))  # proof no longer verifies
+    consistent = {
+        **ev,
+        "first": a5,
+        "second": a8,
+        "prefix_root": audit._b64(a.root_at(5)),
+        "proof": [audit._b64(h) for h in a.consistency_proof(5, 8)],
+    }
+    no_proof = {k: v for k, v in ev.items() if k not in ("prefix_root", "proof")}
+    wrong_key = dict(ev, log="carrier-2")
+    for name, forged in [
+        ("bad-prefix", bad_prefix),
+        ("consistent", consistent),
+        ("no-proof", no_proof),
+        ("wrong-key", wrong_key),
+    ]:
+        rc, out = verify_file(cons_dir, write_evidence(tmp_path / name, forged), capsys)
+        assert rc == 1 and not out["valid"], name
+    with pytest.raises(LedgerError):
+        audit.fork_evidence(cons, NODE, a5, a8, a.root_at(5), a.consistency_proof(5, 8))
+    with pytest.raises(BadInput):
+        audit.verify_evidence(
+            {"format": audit.EVIDENCE_FORMAT, "kind": "x", "consortium": cons.name}, cons
+        )
+    for led in (a, b):
+        led.close()
+
+
+def test_equivocation_proof_helper_matches_the_ledgers() -> None:
+    cons = make_consortium()
+    r1 = Record.issue(KEYS["carrier-2"], "carrier-2", 1, b"", NOW, Mark("+8613000000001", "fraud"))
+    r2 = Record.issue(KEYS["carrier-2"], "carrier-2", 1, b"", NOW, Mark("+8613000000002", "fraud"))
+    ev = audit.equivocation_evidence(EquivocationProof(r1.envelope, r2.envelope), cons)
+    assert "carrier-2" in audit.verify_evidence(ev, cons)
+
+
+# ====================================================================== command line, offline
+
+
+def test_cli_offline_honest_then_tampered(
+    honest: tuple[Path, list[Record]],
+    copy: Path,
+    cons_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    capsys.readouterr()
+    args = ["audit", "--data-dir", str(honest[0]), "--consortium", str(cons_dir), "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] is True and out["findings"] == [] and out["counts"]["records"] == 53
+    assert set(out) >= {"ok", "findings", "counts", "seconds"}
+
+    with tamper(copy) as s:
+        rid = leaf_id(s, 9)
+        v = bytearray(s.get("records", rid) or b"")
+        v[-1] ^= 1
+        s.put("records", rid, bytes(v))
+    args = [
+        "audit",
+        "--data-dir",
+        str(copy),
+        "--consortium",
+        str(cons_dir),
+        "--json",
+        "--evidence-dir",
+        str(copy.parent / "ev"),
+    ]
+    assert main(args) == 1
+    out = json.loads(capsys.readouterr().out)
+    sig = [f for f in out["findings"] if f["kind"] == "signature"]
+    assert sig and sig[0]["index"] == 9 and len(sig[0]["record_id"]) == 64
+
+    assert main(args[:-3]) == 1  # readable report
+    text = capsys.readouterr().out
+    assert "FAILED" in text and "signature [leaf 9" in text
+
+
+def test_cli_usage_errors(cons_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "--consortium", str(cons_dir)]) == 2
+    assert main(["audit", "--node", "x", "--data-dir", "y", "--consortium", str(cons_dir)]) == 2
+    assert main(["audit", "verify", "f", "--consortium", str(cons_dir)]) == 2
+    capsys.readouterr()
+
+
+# ====================================================================== online (real node, gRPC)
+
+
+@dataclasses.dataclass
+class Net:
+    dir: Path
+    cons: Consortium
+    keys: dict[str, SigningKey]
+    cfg: NodeConfig
+    feeds: Feeds
+    now: int
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Net:
+    d = tmp_path_factory.mktemp("online") / "c"
+    cons = init_consortium(
+        d, carriers=1, internet=1, base_port=free_port_block(6), now=datetime.now(UTC)
+    )
+    keys = {p.id: SigningKey.load(d / p.id / "signing.key") for p in cons.participants}
+    cfg = NodeConfig.for_participant(d, NODE)
+    now = int(time.time() * 1000)
+    feeds = Feeds(keys, now)
+    led = NodeLedger(Store(cfg.data_dir), cons, NODE, keys[NODE])
+    led.submit(
+        [
+            r.envelope
+            for r in feeds.marks(30, ("carrier-1", "internet-1", "institute"), "+861384000")
+        ],
+        now,
+    )
+    led.sign_checkpoint()
+    led.close()
+    return Net(d, cons, keys, cfg, feeds, now)
+
+
+@contextmanager
+def running(cfg: NodeConfig) -> Iterator[Any]:
+    from node.server import Node
+
+    node = Node(cfg).start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+def node_copy(net: Net, tmp_path: Path, name: str) -> NodeConfig:
+    dst = tmp_path / name
+    shutil.copytree(net.cfg.data_dir, dst)
+    return dataclasses.replace(net.cfg, data_dir=dst)
+
+
+def online(net: Net, state: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, Any]:
+    capsys.readouterr()
+    rc = main(
+        ["audit", "--node", NODE, "--consortium", str(net.dir), "--state", str(state), "--json"]
+    )
+    return rc, json.loads(capsys.readouterr().out)
+
+
+def wait_checkpoint(node: Any, size: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = node.core.ledger.latest_checkpoint()
+        if text is not None and f"\n{size}\n" in text:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint of size {size}")
+
+
+def test_online_honest_node_clean_then_resumes_then_fork_is_proven(
+    net: Net, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state.json"
+    cfg = node_copy(net, tmp_path, "data")
+    feeds = Feeds(net.keys, net.now)
+    feeds.heads = dict(net.feeds.heads)
+    with running(cfg) as node:
+        rc, out = online(net, state, capsys)
+        assert rc == 0, out
+        assert out["ok"] and out["findings"] == [] and out["counts"]["verified"] == 30
+        assert out["counts"]["view_entries"] > 0
+        saved = json.loads(state.read_text())
+        assert saved["size"] == 30 and saved["log"] == NODE
+
+        more = feeds.marks(12, ("internet-1", "institute"), "+861394000")
+        outs = node.core.submit([r.envelope for r in more], source="test")
+        assert all(o.status == "accepted" for o in outs)
+        wait_checkpoint(node, 42)
+        rc, out = online(net, state, capsys)
+        assert rc == 0, out
+        assert out["counts"]["verified"] == 12  # only what is new
+        assert out["counts"]["consistent_from"] == 30
+        assert json.loads(state.read_text())["size"] == 42
+
+    # The same key now serves another history of 50 records.
+    forked = dataclasses.replace(net.cfg, data_dir=tmp_path / "forked")
+    other = Feeds(net.keys, net.now + 5)
+    led = NodeLedger(Store(forked.data_dir), net.cons, NODE, net.keys[NODE])
+    led.submit(
+        [r.envelope for r in other.marks(50, ("carrier-1", "internet-1"), "+861305000")], net.now
+    )
+    led.sign_checkpoint()
+    led.close()
+    with running(forked):
+        rc, out = online(net, state, capsys)
+    assert rc == 1
+    assert [f["kind"] for f in out["findings"]] == ["fork"]
+    assert len(out["evidence"]) == 1
+    assert json.loads(state.read_text())["size"] == 42  # the state stays at the audited tree
+    capsys.readouterr()
+    rc = main(["audit", "verify-evidence", out["evidence"][0], "--consortium", str(net.dir)])
+    assert rc == 0 and "does not extend" in capsys.readouterr().out
+
+
+def test_online_entries_that_do_not_match_the_checkpoint(
+    net: Net, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = node_copy(net, tmp_path, "data")
+    i = 17
+    with tamper(cfg.data_dir) as s:
+        rid = leaf_id(s, i)
+        v = bytearray(s.get("records", rid) or b"")
+        v[-1] ^= 1
+        s.put("records", rid, bytes(v))
+    with running(cfg):
+        rc, out = online(net, tmp_path / "state.json", capsys)
+    assert rc == 1
+    kinds = {(f["kind"], f.get("index")) for f in out["findings"]}
+    assert ("signature", i) in kinds and ("root", i) in kinds
+    assert not (tmp_path / "state.json").exists()  # nothing clean to remember
+
+
+def test_online_view_root_that_does_not_follow(
+    net: Net, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = node_copy(net, tmp_path, "data")
+    # The node's view is built through feedseq: point internet-1#3 at #2, so
+    # the view it signs leaves one mark out while its log stays intact.
+    with tamper(cfg.data_dir) as s:
+        two = s.get("feedseq", feedseq_key("internet-1", 2)) or b""
+        s.put("feedseq", feedseq_key("internet-1", 3), two)
+    with running(cfg):
+        rc, out = online(net, tmp_path / "state.json", capsys)
+    assert rc == 1
+    assert [f["kind"] for f in out["findings"]] == ["view-root"]
+    # Offline, the index itself is the finding.
+    rep = audit.audit_store(cfg.data_dir, net.cons, NODE, workers=0)
+    assert [(f.kind, f.issuer, f.seq) for f in rep.findings] == [("feedseq", "internet-1", 3)]
+
+
+def test_merkle_helpers_agree_with_the_ledger(honest: tuple[Path, list[Record]]) -> None:
+    # The auditor recomputes roots with merkle.Frontier; the node stores nodes.
+    path, recs = honest
+    f = merkle.Frontier.empty()
+    for r in recs:
+        f.append(merkle.leaf_hash(r.envelope))
+    store = Store(path, read_only=True)
+    try:
+        assert merkle.root_at(_Reader(store), len(recs)) == f.root()
+    finally:
+        store.close()
+
+
+class _Reader:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def get_node(self, level: int, index: int) -> bytes:
+        v = self.store.get("merkle", merkle_key(level, index))
+        assert v is not None
+        return v
