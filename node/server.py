@@ -36,6 +36,7 @@ from node.core import NodeCore, wall_ms
 from node.metrics import LatencyInterceptor, NodeMetrics
 from node.replication import PeerLink
 from node.services import AdminService, ExchangeService, PublicService
+from node.status import DecodeGuard
 from node.viewkeeper import ViewKeeper
 from node.witness import Witness
 
@@ -93,7 +94,8 @@ class Node:
             ("grpc.max_send_message_length", 32 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
         ]
-        interceptors = [LatencyInterceptor(self.metrics)]
+        # DecodeGuard: undecodable request bytes are INVALID_ARGUMENT, not INTERNAL.
+        interceptors = [DecodeGuard(), LatencyInterceptor(self.metrics)]
         self.member = grpc.server(
             futures.ThreadPoolExecutor(32, thread_name_prefix="member"),
             options=opts,

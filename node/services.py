@@ -12,7 +12,16 @@ import grpc
 
 from keys import KeysError
 from keys.tls import participant_from_cert
-from ledger.errors import LedgerError, MalformedRecord, NotAllowed, NotFound
+from ledger import note
+from ledger import view as V
+from ledger.errors import (
+    BadSignature,
+    LedgerError,
+    MalformedRecord,
+    NotAllowed,
+    NotFound,
+    TooLarge,
+)
 from ledger.log import EquivocationProof
 from ledger.numbers import normalize
 from ledger.record import (
@@ -36,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("markex.rpc")
 
 MAX_ENTRIES_PER_CALL = 1000
+MAX_LOOKUP_BATCH = 100_000
 PULL_BATCH = 500
 
 
@@ -71,7 +81,10 @@ def caller_id(context: grpc.ServicerContext) -> str:
     certs = auth.get("x509_pem_cert") or []
     if not certs:
         raise NotAllowed("no client certificate")
-    return participant_from_cert(certs[0])
+    try:
+        return participant_from_cert(certs[0])
+    except (KeysError, ValueError) as e:  # a CA-signed certificate naming no participant
+        raise NotAllowed(f"the client certificate names no participant: {e}") from e
 
 
 # ------------------------------------------------------------------ public
@@ -90,8 +103,6 @@ class PublicService(rpc.PublicServicer):
         text = self.node.log_checkpoint_note()
         if text is None:
             raise NotFound("this node has not signed a checkpoint yet")
-        from ledger import note
-
         cp = note.Checkpoint.parse_body(note.Note.parse(text).text)
         return pb.LogCheckpoint(note=text, size=cp.size, root=cp.root)
 
@@ -137,6 +148,8 @@ class PublicService(rpc.PublicServicer):
 
     @edge
     def LookupBatch(self, request, context):  # noqa: N802
+        if len(request.numbers) > MAX_LOOKUP_BATCH:
+            raise TooLarge(f"at most {MAX_LOOKUP_BATCH} numbers per batch")
         return self.node.lookup_batch(list(request.numbers), request.at_ms, request.with_proofs)
 
     @edge
@@ -233,6 +246,11 @@ class ExchangeService(rpc.ExchangeServicer):
     @edge
     def CosignView(self, request, context):  # noqa: N802
         peer = self._peer(context)
+        # A peer's view checkpoint names the peer's own view: its origin must be
+        # the key name the signature is checked under (style: never let the two differ).
+        origin = V.parse_view_checkpoint(note.Note.parse(request.note).text).origin
+        if origin != V.view_origin(self.node.consortium.name, peer):
+            raise BadSignature(f"view checkpoint origin {origin!r} is not {peer}'s view")
         line = self.node.cosign_view(peer, request.note)
         return pb.CosignResponse(signature_line=line)
 

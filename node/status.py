@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import grpc
 
 from keys import ConfigError, KeysError
@@ -57,3 +60,73 @@ def error_from_rpc(e: grpc.RpcError) -> E.LedgerError:
     if cls is E.CheckpointFork:
         return E.CheckpointFork(msg)
     return cls(msg)
+
+
+# Server side: a request that does not decode is the caller's bad input.
+# gRPC Python answers INTERNAL ("Exception deserializing request!") on its own;
+# this interceptor makes it INVALID_ARGUMENT with a "BadInput: ..." detail.
+
+
+class _Undecodable:
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception as e:  # DecodeError, or whatever a generated parser raises
+            return _Undecodable(f"{type(e).__name__}: {e}"[:200])
+
+    return parse
+
+
+class DecodeGuard(grpc.ServerInterceptor):
+    """Undecodable request bytes -> INVALID_ARGUMENT "BadInput: ..." on every method."""
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        method = details.method
+
+        def refuse(bad: _Undecodable, context: grpc.ServicerContext) -> None:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"BadInput: the request to {method} is not a valid protobuf message "
+                f"({bad.reason})",
+            )
+
+        def checked(request: Any, context: grpc.ServicerContext) -> Any:
+            if isinstance(request, _Undecodable):
+                refuse(request, context)
+            return request
+
+        def checked_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+            for r in requests:
+                yield checked(r, context)
+
+        des = _lenient(handler.request_deserializer)
+        ser = handler.response_serializer
+        if handler.unary_unary is not None:
+            uu = handler.unary_unary
+            return grpc.unary_unary_rpc_method_handler(
+                lambda req, ctx: uu(checked(req, ctx), ctx), des, ser
+            )
+        if handler.unary_stream is not None:
+            us = handler.unary_stream
+            return grpc.unary_stream_rpc_method_handler(
+                lambda req, ctx: us(checked(req, ctx), ctx), des, ser
+            )
+        if handler.stream_unary is not None:
+            su = handler.stream_unary
+            return grpc.stream_unary_rpc_method_handler(
+                lambda reqs, ctx: su(checked_stream(reqs, ctx), ctx), des, ser
+            )
+        ss = handler.stream_stream
+        return grpc.stream_stream_rpc_method_handler(
+            lambda reqs, ctx: ss(checked_stream(reqs, ctx), ctx), des, ser
+        )
