@@ -183,8 +183,9 @@ class Consortium:
     def from_json_bytes(cls, raw: bytes) -> Consortium:
         try:
             obj = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"consortium.json is not valid JSON: {e}") from e
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            # ValueError covers JSONDecodeError and the int digit limit; deep nesting recurses.
+            raise ConfigError(f"consortium.json is not valid JSON: {type(e).__name__}") from e
         if not isinstance(obj, dict):
             raise ConfigError("consortium.json must hold an object")
         if obj.get("format") != FORMAT_VERSION:

@@ -118,7 +118,8 @@ class NodeConfig:
             raise ConfigError(f"cannot read node configuration {path}: {e.strerror}") from e
         try:
             obj = tomllib.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        except (UnicodeDecodeError, ValueError) as e:
+            # ValueError covers TOMLDecodeError and the int digit limit.
             raise ConfigError(f"{path} is not valid TOML: {e}") from e
         return cls.from_dict(obj, base=path.parent, source=str(path))
 
@@ -135,13 +136,15 @@ class NodeConfig:
             v = obj[name]
             if not isinstance(v, str):
                 raise ConfigError(f"{source}: key {name!r} must be a string")
+            if "\x00" in v:
+                raise ConfigError(f"{source}: key {name!r} holds a NUL byte")
             values[name] = v
         for name in _PATH_KEYS:
             p = Path(values[name])
             values[name] = p if p.is_absolute() else (base / p).resolve()
         try:
             values["institute_key"] = base64.b64decode(values["institute_key"], validate=True)
-        except binascii.Error as e:
+        except (binascii.Error, ValueError) as e:
             raise ConfigError(f"{source}: key 'institute_key' is not base64") from e
         try:
             return cls(**values)
@@ -191,7 +194,7 @@ def load_consortium(cfg: NodeConfig) -> Consortium:
 
 def _check_listen(key: str, value: str) -> None:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ConfigError(f"key {key!r} must be HOST:PORT, got {value!r}")
 
 

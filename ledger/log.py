@@ -105,10 +105,10 @@ class EquivocationProof:
     @classmethod
     def decode(cls, data: bytes) -> EquivocationProof:
         if len(data) < 4:
-            raise StorageFailure("equivocation proof is truncated")
+            raise MalformedRecord("equivocation proof is truncated")
         (n,) = struct.unpack(">I", data[:4])
         if 4 + n > len(data):
-            raise StorageFailure("equivocation proof is truncated")
+            raise MalformedRecord("equivocation proof is truncated")
         return cls(data[4 : 4 + n], data[4 + n :])
 
     def verify(self, consortium: Consortium) -> tuple[Record, Record]:

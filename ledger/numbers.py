@@ -18,6 +18,9 @@ from ledger.errors import InvalidNumber
 
 DEFAULT_REGION = "CN"
 MAX_INPUT_LENGTH = 32
+# libphonenumber is lenient (it reads "tel:" URIs, extensions, two numbers joined
+# by ";"); a mark names exactly one number, written with digits and separators.
+_ALLOWED = frozenset("0123456789+-() .")
 
 
 def normalize(raw: str) -> str:
@@ -26,6 +29,9 @@ def normalize(raw: str) -> str:
         raise InvalidNumber("a phone number must be a string")
     if not raw or len(raw) > MAX_INPUT_LENGTH:
         raise InvalidNumber(f"{raw[:MAX_INPUT_LENGTH]!r} is not a phone number (length)")
+    if not _ALLOWED.issuperset(raw):
+        bad = next(c for c in raw if c not in _ALLOWED)
+        raise InvalidNumber(f"{raw!r} is not a phone number: {bad!r} is not a digit or separator")
     return _normalize(raw)
 
 

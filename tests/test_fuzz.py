@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keys import KeysError
+from keys import ConfigError, KeysError
 from keys.consortium import Consortium
 from keys.layout import NodeConfig
 from keys.tls import make_ca, make_node_cert, participant_from_cert
@@ -56,21 +56,8 @@ def fuzz(default: int) -> Callable[[Any], Any]:
 
 # Untyped escapes known today (file: what escapes). Reproducers: test_known_escape_*.
 KNOWN: dict[str, Callable[[BaseException], bool]] = {
-    # keys/consortium.py: json.loads' digit limit and nesting depth are not ConfigError
-    "consortium-json": lambda e: isinstance(e, RecursionError)
-    or (type(e) is ValueError and "Exceeds the limit" in str(e)),
     # ledger/view.py Entry.decode: deep nesting is not BadInput
     "entry-json": lambda e: isinstance(e, RecursionError),
-    # keys/tls.py participant_from_cert: cryptography parses extensions lazily, so a
-    # certificate with a garbled extension raises ValueError, not ConfigError
-    "certificate": lambda e: type(e) is ValueError and "error parsing asn1 value" in str(e),
-    # keys/layout.py: non-ASCII base64, NUL in a path, a non-ASCII digit port, tomllib digits
-    "node-config": lambda e: type(e) is ValueError
-    and any(
-        s in str(e)
-        for s in ("only ASCII", "embedded null byte", "invalid literal for int()",
-                  "Exceeds the limit")
-    ),
 }
 
 
@@ -544,7 +531,7 @@ def test_verify_lookup(number: str, entry: bytes | None, proof: bytes, root: byt
 @given(st.one_of(st.binary(max_size=300), mutated([CONSORTIUM_JSON]),
                  json_mutations(CONSORTIUM_JSON, compact=False)))
 def test_consortium_from_json_bytes(raw: bytes) -> None:
-    typed(Consortium.from_json_bytes, raw, known="consortium-json")
+    typed(Consortium.from_json_bytes, raw)
 
 
 _CONFIG_VALUES = st.one_of(TEXT, JSON_LEAF, st.sampled_from(["", "a:1", "[::1]:0", "/", "\x00"]))
@@ -559,7 +546,7 @@ _CONFIG_VALUES = st.one_of(TEXT, JSON_LEAF, st.sampled_from(["", "a:1", "[::1]:0
               st.sampled_from(sorted(NODE_CONFIG))),
 ))
 def test_node_config_from_dict(obj: dict[str, Any]) -> None:
-    typed(NodeConfig.from_dict, obj, Path("/srv/markex/carrier-1"), known="node-config")
+    typed(NodeConfig.from_dict, obj, Path("/srv/markex/carrier-1"))
 
 
 _TOML = "".join(f"{k} = {json.dumps(v)}\n" for k, v in NODE_CONFIG.items())
@@ -571,13 +558,13 @@ def test_node_config_load(raw: bytes) -> None:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "node.toml"
         path.write_bytes(raw)
-        typed(NodeConfig.load, path, known="node-config")
+        typed(NodeConfig.load, path)
 
 
 @fuzz(300)
 @given(st.one_of(st.binary(max_size=300), mutated(CERTS)))
 def test_participant_from_cert(raw: bytes) -> None:
-    typed(participant_from_cert, raw, known="certificate")
+    typed(participant_from_cert, raw)
 
 
 @fuzz(200)
@@ -615,13 +602,11 @@ def test_seeds_are_valid() -> None:
 _NC = Path("/srv/markex/carrier-1")
 
 
-@pytest.mark.xfail(strict=True, raises=(ValueError, RecursionError),
-                   reason="keys/consortium.py: json.loads limits escape as ValueError / "
-                   "RecursionError, not ConfigError")
 @pytest.mark.parametrize("raw", [b'{"format": ' + b"1" * 5000 + b"}", b"[" * 100_000],
                          ids=["5000-digit-int", "deep-nesting"])
-def test_known_escape_consortium_json(raw: bytes) -> None:
-    typed(Consortium.from_json_bytes, raw)
+def test_consortium_json_limits_are_config_errors(raw: bytes) -> None:
+    with pytest.raises(ConfigError):
+        Consortium.from_json_bytes(raw)
 
 
 @pytest.mark.xfail(strict=True, raises=RecursionError,
@@ -630,21 +615,19 @@ def test_known_escape_entry_json() -> None:
     typed(V.Entry.decode, b"[" * 100_000)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="keys/layout.py NodeConfig: plain ValueError, not ConfigError")
 @pytest.mark.parametrize("key,value", [("institute_key", "\u00e9"), ("data_dir", "a\x00b"),
                                        ("member_listen", "host:\u00b2")],
                          ids=["non-ascii-base64", "nul-in-path", "superscript-port"])
-def test_known_escape_node_config(key: str, value: str) -> None:
-    typed(NodeConfig.from_dict, {**NODE_CONFIG, key: value}, _NC)
+def test_node_config_bad_values_are_config_errors(key: str, value: str) -> None:
+    with pytest.raises(ConfigError):
+        NodeConfig.from_dict({**NODE_CONFIG, key: value}, _NC)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="keys/layout.py NodeConfig.load: tomllib's digit limit escapes")
-def test_known_escape_node_config_toml(tmp_path: Path) -> None:
+def test_node_config_toml_digit_limit_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "node.toml"
     path.write_bytes(b"x = 1" + b"0" * 5000 + b"\n")
-    typed(NodeConfig.load, path)
+    with pytest.raises(ConfigError):
+        NodeConfig.load(path)
 
 
 def _garbled_san(der: bytes) -> bytes:
@@ -654,8 +637,6 @@ def _garbled_san(der: bytes) -> bytes:
     return der[:at] + b"\x31" + der[at + 1 :]
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="keys/tls.py participant_from_cert: a garbled extension escapes as "
-                   "ValueError (cryptography parses extensions lazily)")
-def test_known_escape_certificate_extension() -> None:
-    typed(participant_from_cert, _garbled_san(CERTS[1]))
+def test_garbled_certificate_extension_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        participant_from_cert(_garbled_san(CERTS[1]))
