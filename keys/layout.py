@@ -194,7 +194,8 @@ def load_consortium(cfg: NodeConfig) -> Consortium:
 
 def _check_listen(key: str, value: str) -> None:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
+    digits = port.isascii() and port.isdigit()
+    if not sep or not host or not digits or not 0 <= int(port) <= 65535:
         raise ConfigError(f"key {key!r} must be HOST:PORT, got {value!r}")
 
 

@@ -9,6 +9,7 @@ starts replication with every peer named in consortium.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -145,7 +146,9 @@ class Node:
             link = PeerLink(self, p, creds, self.sync_interval)
             self.links[p.id] = link
             link.start()
-        if not self.links:
+        # A node whose own store holds its feed continues from it; only an empty
+        # store must first learn the feed's head from a peer.
+        if not self.links or self.core.ledger.feed(self.participant_id).seq > 0:
             self.caught_up.set()
         self._ticker = threading.Thread(target=self._tick_loop, name="checkpoints", daemon=True)
         self._ticker.start()
@@ -171,10 +174,8 @@ class Node:
         if self._stop.is_set():
             return
         self._stop.set()
-        try:
+        with contextlib.suppress(AttributeError):  # older grpcio-health-checking
             self.health.enter_graceful_shutdown()
-        except AttributeError:
-            pass
         ev1 = self.public.stop(grace)
         ev2 = self.member.stop(grace)
         for link in self.links.values():
