@@ -6,6 +6,7 @@ feed; a lost push is healed by the next pull."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -77,10 +78,8 @@ class PeerLink:
         self._channel.close()
 
     def enqueue(self, envelopes: list[bytes]) -> None:
-        try:
+        with contextlib.suppress(queue.Full):  # anti-entropy pulls what the push drops
             self._q.put_nowait(envelopes)
-        except queue.Full:
-            pass  # anti-entropy pulls what the push drops
 
     def report(self, proof: EquivocationProof) -> None:
         with self._evidence_lock:

@@ -4,6 +4,7 @@ partitions, catch up from scratch, refuse strangers, and spread equivocations.""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,10 +83,8 @@ def test_sigkill_mid_stream_then_restart_converges(net: LocalNet) -> None:
     def writer() -> None:
         i = 0
         while not stop.is_set():
-            try:
+            with contextlib.suppress(grpc.RpcError):
                 issued.append(net.mark("internet-2", f"1370000{i:04d}", "marketing").id)
-            except grpc.RpcError:
-                pass
             i += 1
 
     t = threading.Thread(target=writer)
