@@ -9,7 +9,15 @@
     checkpoints    name                       -> signed note text
     witness        peer id || 0x00 || ...     -> what we saw of peers' checkpoints
     view           E.164 number               -> view entry bytes
+    viewix         record id (32)             -> what the view knows of the record
+    viewref        target id || referrer id   -> b"" (corrections and decisions naming it)
+    viewbucket     bucket (4, BE) || number   -> entry hash (32)
+    viewbuckethash bucket (4, BE)             -> bucket hash (non-empty buckets only)
+    viewmeta       name                       -> the view's vector, count, config
     meta           name                       -> small values (log size, ...)
+
+The view* families belong to ledger/view.py's store-backed NationalView
+(docs/view.md, "Persistence"); it writes them in its own atomic batches.
 
 Everything one accepted batch changes goes into one WriteBatch written with
 sync=True: an acknowledged record survives kill -9, and a crash never leaves
@@ -22,7 +30,7 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
 
 from ledger.errors import StorageFailure
 
@@ -37,7 +45,20 @@ COLUMN_FAMILIES = (
     "witness",
     "view",
     "meta",
+    "viewix",
+    "viewref",
+    "viewbucket",
+    "viewbuckethash",
+    "viewmeta",
 )
+
+# Families that only the view writes: small memtables, so a large view does not
+# hold hundreds of MB of unflushed writes in memory (the view is rebuilt from
+# the ledger if it is ever lost, and its batches are synced like the ledger's).
+VIEW_FAMILIES = ("view", "viewix", "viewref", "viewbucket", "viewbuckethash", "viewmeta")
+VIEW_WRITE_BUFFER = 8 << 20
+# One block cache for every family, so the cache does not grow per family.
+BLOCK_CACHE_BYTES = 64 << 20
 
 U64 = struct.Struct(">Q")
 
@@ -74,18 +95,29 @@ class Batch:
         self._wb.delete(key, self._store._handles[cf])
         self.count += 1
 
+    def delete_range(self, cf: str, start: bytes, end: bytes) -> None:
+        """Delete every key with start <= key < end."""
+        self._wb.delete_range(start, end, self._store._handles[cf])
+        self.count += 1
+
 
 class Store:
     def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = Path(path)
+        self._cache = Cache(BLOCK_CACHE_BYTES)
         opts = self._options()
         opts.create_if_missing(not read_only)
         opts.create_missing_column_families(not read_only)
-        cfs = {name: self._options() for name in COLUMN_FAMILIES}
+        names = COLUMN_FAMILIES
         try:
             if read_only:
                 from rocksdict import AccessType
 
+                # A store written by an older version lacks the newer families:
+                # open what exists; the missing ones read as empty.
+                have = set(Rdict.list_cf(str(self.path)))
+                names = tuple(n for n in COLUMN_FAMILIES if n in have)
+                cfs = {name: self._options(name) for name in names}
                 self._db = Rdict(
                     str(self.path),
                     opts,
@@ -94,29 +126,39 @@ class Store:
                 )
             else:
                 self.path.mkdir(parents=True, exist_ok=True)
+                cfs = {name: self._options(name) for name in names}
                 self._db = Rdict(str(self.path), opts, column_families=cfs)
         except Exception as e:  # rocksdict raises plain Exception
             raise StorageFailure(f"cannot open the store at {self.path}: {e}") from e
-        self._cfs = {name: self._db.get_column_family(name) for name in COLUMN_FAMILIES}
-        self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
+        self._cfs = {name: self._db.get_column_family(name) for name in names}
+        self._handles = {name: self._db.get_column_family_handle(name) for name in names}
         self._sync = WriteOptions()
         self._sync.sync = True
         self._closed = False
 
-    @staticmethod
-    def _options() -> Options:
+    def _options(self, family: str | None = None) -> Options:
         o = Options(raw_mode=True)
         o.set_max_open_files(256)
+        table = BlockBasedOptions()
+        table.set_block_cache(self._cache)
+        if family in VIEW_FAMILIES:
+            table.set_bloom_filter(10, False)  # most view reads ask for keys that are absent
+            o.set_write_buffer_size(VIEW_WRITE_BUFFER)
+        o.set_block_based_table_factory(table)
         return o
 
     # -------------------------------------------------------------- reads
     def get(self, cf: str, key: bytes) -> bytes | None:
+        if cf not in self._cfs and cf in COLUMN_FAMILIES:
+            return None  # read-only store of an older version
         try:
             return self._cfs[cf].get(key)
         except Exception as e:
             raise StorageFailure(f"read from {cf} failed: {e}") from e
 
     def get_many(self, cf: str, keys: list[bytes]) -> list[bytes | None]:
+        if cf not in self._cfs and cf in COLUMN_FAMILIES:
+            return [None] * len(keys)
         try:
             return self._cfs[cf].get(keys)
         except Exception as e:
@@ -126,6 +168,8 @@ class Store:
         self, cf: str, start: bytes = b"", end: bytes | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
         """Key-ordered items with start <= key < end."""
+        if cf not in self._cfs and cf in COLUMN_FAMILIES:
+            return
         it = self._cfs[cf].iter()
         if start:
             it.seek(start)

@@ -17,11 +17,19 @@ Layout::
         bucket hash = SHA-256(0x02 || sorted (u16 len || number || entry hash))
         root = RFC 9162 Merkle root over the 2**bits bucket hashes
 
+A view lives in memory (`NationalView(consortium)`: resolve, tests, auditors)
+or in a node's store (`NationalView.open(store, consortium)`: only the bucket
+tree in memory, one atomic synced batch per apply, vector included;
+`catch_up(view, ledger)` applies what the ledger holds beyond the vector).
+Both compute entries with the same `_build`, so bytes and roots are equal.
+
 Errors: `verify_lookup` raises MalformedProof (ill-formed proof, entry bytes
 that do not decode, wrong bucket) or ProofMismatch (well formed, wrong root);
 `Entry.decode` raises BadInput; `parse_view_checkpoint` raises MalformedNote;
-`open_view_checkpoint` also BadSignature; `rebuild_from_ledger` raises
-StorageFailure for stored records that do not parse.
+`open_view_checkpoint` also BadSignature; `rebuild_from_ledger` and
+`catch_up` raise StorageFailure for stored records that do not parse; a
+store-backed view raises StorageFailure when its store fails (and then
+changes nothing).
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ from ledger.record import (
 if TYPE_CHECKING:
     from keys.signing import SigningKey
     from ledger.log import NodeLedger
-    from ledger.store import Batch
+    from ledger.store import Batch, Store
 
 __all__ = [
     "EMPTY_BUCKET",
@@ -81,6 +89,7 @@ __all__ = [
     "ViewProof",
     "bucket_hash",
     "bucket_of",
+    "catch_up",
     "entry_hash",
     "open_view_checkpoint",
     "parse_view_checkpoint",
@@ -996,8 +1005,12 @@ class _MarkFact:
     issuer: str
     seq: int
     issued_at: int
-    mark: Mark
-    expires_at: int
+    number: str
+    category: str
+    score: int
+    reports: int
+    observed_at: int
+    expires_at: int         # the policy default already applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -1013,8 +1026,8 @@ class _CorrectionFact:
 class _ReassignmentFact:
     id: bytes
     issuer: str
-    seq: int
-    issued_at: int
+    seq: int                # 0 when read back from a stored entry (resolution never uses it)
+    issued_at: int          # likewise
     number: str
     effective_at: int
 
@@ -1036,15 +1049,184 @@ class _Indexes:
     decisions_for: dict[bytes, set[bytes]] = field(default_factory=dict)  # appeal -> decisions
 
 
+# ---- the store-backed view's families (ledger/store.py; docs/view.md, "Persistence")
+#
+#   view            number                    -> entry bytes
+#   viewix          record id                 -> kind (1) || flags (1) || body
+#   viewref         target id || referrer id  -> b""
+#   viewbucket      u32 bucket || number      -> entry hash
+#   viewbuckethash  u32 bucket                -> bucket hash (non-empty buckets)
+#   viewmeta        b"config" | b"vector" | b"count" | b"ignored"
+#
+# viewix kinds and bodies: W waiting (unknown, but named by a correction or a
+# decision), I ignored, M mark (its number), R reassignment (its number), C
+# correction and D decision (the fact as JSON). Flag bit 0: viewref holds
+# referrers of this id. A mark's and a reassignment's facts are read back from
+# the stored entry of its number, which carries all of them.
+
+_WAITING, _IGNORED, _MARK, _REASSIGNMENT, _CORRECTION, _DECISION = (
+    b"W", b"I", b"M", b"R", b"C", b"D"
+)
+_HAS_REFS = 1
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_END = b"\xff" * 80          # above every key the view families hold (ids, numbers <= 36 bytes)
+_REF_END = b"\xff" * 33      # target || _REF_END is above target || any 32-byte referrer
+
+
+def _correction_body(f: _CorrectionFact) -> bytes:
+    c = f.correction
+    return json.dumps(
+        [f.issuer, f.seq, f.issued_at, [t.hex() for t in c.targets], c.action, c.category,
+         c.reason, c.appeal_id.hex(), c.outcome],
+        separators=(",", ":"),
+        ensure_ascii=True,
+    ).encode("ascii")
+
+
+def _correction_from_body(rid: bytes, body: bytes) -> _CorrectionFact:
+    try:
+        issuer, seq, issued_at, targets, action, category, reason, appeal, outcome = json.loads(
+            body
+        )
+        return _CorrectionFact(
+            rid, issuer, seq, issued_at,
+            Correction(
+                tuple(bytes.fromhex(t) for t in targets), action, category, reason,
+                bytes.fromhex(appeal), outcome,
+            ),
+        )
+    except (ValueError, TypeError, LedgerError) as e:
+        raise StorageFailure(f"view index of record {rid.hex()} does not parse: {e}") from e
+
+
+def _facts_of_entry(number: str, raw: bytes) -> tuple[list[_MarkFact], list[_ReassignmentFact]]:
+    """The mark and reassignment facts a stored entry carries (it carries all of them)."""
+    try:
+        obj = json.loads(raw)
+        marks = [
+            _MarkFact(
+                bytes.fromhex(m["id"]), m["by"], m["seq"], m["issued_at"], number, m["category"],
+                m["score"], m["reports"], m["observed_at"], m["expires_at"],
+            )
+            for m in obj["marks"]
+        ]
+        reassigns = [
+            _ReassignmentFact(bytes.fromhex(r["id"]), r["by"], 0, 0, number, r["effective_at"])
+            for r in obj["reassignments"]
+        ]
+    except (ValueError, TypeError, KeyError) as e:
+        raise StorageFailure(f"stored view entry of {number} does not parse: {e}") from e
+    return marks, reassigns
+
+
+def _bucket_hash_raw(members: Mapping[bytes, bytes]) -> bytes:
+    """bucket_hash over (number bytes -> entry hash)."""
+    h = hashlib.sha256(BUCKET_PREFIX)
+    for num in sorted(members):
+        h.update(struct.pack(">H", len(num)) + num + members[num])
+    return h.digest()
+
+
+class _StoredApply:
+    """One apply() on a store-backed view: the index values it read or changed
+    and the referrers it added, all written in one batch at the end."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.ix: dict[bytes, bytes | None] = {}       # record id -> viewix value now
+        self.stored: dict[bytes, bytes | None] = {}   # record id -> viewix value in the store
+        self.dirty: set[bytes] = set()
+        self.new_refs: dict[bytes, list[bytes]] = {}
+        self.on: dict[str, list[_MarkFact | _ReassignmentFact]] = {}
+        self.corrections: dict[bytes, _CorrectionFact] = {}
+
+    def fetch(self, ids: Iterable[bytes]) -> None:
+        want = list(dict.fromkeys(i for i in ids if i not in self.ix))
+        if want:
+            for rid, v in zip(want, self.store.get_many("viewix", want), strict=True):
+                self.ix[rid] = self.stored[rid] = v
+
+    def get(self, rid: bytes) -> bytes | None:
+        if rid not in self.ix:
+            self.ix[rid] = self.stored[rid] = self.store.get("viewix", rid)
+        return self.ix[rid]
+
+    def put(self, rid: bytes, value: bytes) -> None:
+        self.ix[rid] = value
+        self.dirty.add(rid)
+
+    def add_ref(self, target: bytes, referrer: bytes) -> None:
+        v = self.get(target)
+        if v is None:
+            self.put(target, _WAITING + bytes((_HAS_REFS,)))
+        elif not v[1] & _HAS_REFS:
+            self.put(target, v[:1] + bytes((v[1] | _HAS_REFS,)) + v[2:])
+        self.new_refs.setdefault(target, []).append(referrer)
+
+    def referrers(self, target: bytes) -> list[bytes]:
+        self.get(target)
+        out = list(self.new_refs.get(target, ()))
+        old = self.stored[target]
+        if old is not None and old[1] & _HAS_REFS:
+            out.extend(k[32:] for k, _ in self.store.items("viewref", target, target + _REF_END))
+        return out
+
+    def correction(self, rid: bytes) -> _CorrectionFact | None:
+        f = self.corrections.get(rid)
+        if f is None:
+            v = self.get(rid)
+            if v is None or v[:1] not in (_CORRECTION, _DECISION):
+                return None
+            f = self.corrections[rid] = _correction_from_body(rid, v[2:])
+        return f
+
+    def mark_numbers(self, c: Correction) -> set[str]:
+        out = set()
+        for t in c.targets:
+            v = self.get(t)
+            if v is not None and v[:1] == _MARK:
+                out.add(v[2:].decode("utf-8"))
+        return out
+
+
+class _StoredEntries(Mapping[str, Entry]):
+    """The entries of a store-backed view, read (and decoded) on access."""
+
+    def __init__(self, view: NationalView) -> None:
+        self._view = view
+
+    def __getitem__(self, number: str) -> Entry:
+        e = self._view.entry(number)
+        if e is None:
+            raise KeyError(number)
+        return e
+
+    def __iter__(self) -> Iterator[str]:
+        return self._view.numbers()
+
+    def __len__(self) -> int:
+        return self._view.count
+
+    def __contains__(self, number: object) -> bool:
+        return isinstance(number, str) and self._view.entry_bytes(number) is not None
+
+
 class NationalView:
     """The national view over a set of records, kept incrementally.
 
     `apply` may be called with any records in any order and any batching; the
     entries and the root depend only on the set applied. Corrections and
     decisions whose target is not applied yet wait (see `waiting`) and take
-    effect when it arrives. Not thread-safe; the node serializes apply()."""
+    effect when it arrives. Not thread-safe; the node serializes apply().
 
-    def __init__(self, consortium: Consortium) -> None:
+    Without a store the view lives in memory (resolve(), tests, auditors).
+    With a store (`NationalView.open(store, consortium)`) its state lives in
+    the store's view* column families and survives restarts: only the bucket
+    tree (2**bits hashes per level) stays in memory, and each apply() is one
+    atomic synced batch that also records the new vector. See docs/view.md."""
+
+    def __init__(self, consortium: Consortium, store: Store | None = None) -> None:
         self.consortium = consortium
         policy = consortium.policy
         self.bucket_bits = policy.view_bucket_bits
@@ -1053,27 +1235,49 @@ class NationalView:
             policy.identity_min_participants,
             policy.institute_mark_is_high_risk,
         )
+        # Shared, so a million entries do not hold a million copies.
+        self._category_info = {
+            c.id: CategoryInfo(c.id, c.rank, c.risk) for c in consortium.taxonomy
+        }
+        self._store = store
+        self._reset_memory()
+        if store is not None:
+            self._load()
+
+    @classmethod
+    def open(cls, store: Store, consortium: Consortium) -> NationalView:
+        """The store-backed view kept in `store` (empty if the store holds none,
+        or one computed under another view configuration). Bring it up to the
+        ledger with `catch_up`."""
+        return cls(consortium, store)
+
+    def _reset_memory(self) -> None:
         self._ix = _Indexes()
         self._entries: dict[str, Entry] = {}
         self._buckets: dict[int, dict[str, bytes]] = {}
         self._tree = _BucketTree(self.bucket_bits)
         self._vector: dict[str, int] = {}
         self._ignored: set[bytes] = set()
-        # Shared, so a million entries do not hold a million copies.
-        self._category_info = {
-            c.id: CategoryInfo(c.id, c.rank, c.risk) for c in consortium.taxonomy
-        }
+        self._count = 0               # store-backed only
+        self._ignored_count = 0       # store-backed only
 
     # ------------------------------------------------------------ reads
+    @property
+    def stored(self) -> bool:
+        """True when the view's state lives in a store."""
+        return self._store is not None
+
     def root(self) -> bytes:
         return self._tree.root()
 
     @property
     def count(self) -> int:
-        return len(self._entries)
+        return len(self._entries) if self._store is None else self._count
 
     @property
     def entries(self) -> Mapping[str, Entry]:
+        if self._store is not None:
+            return _StoredEntries(self)
         return MappingProxyType(self._entries)
 
     @property
@@ -1085,12 +1289,21 @@ class NationalView:
     @property
     def ignored(self) -> int:
         """How many distinct records applied resolution ignores (see docs/view.md)."""
-        return len(self._ignored)
+        return len(self._ignored) if self._store is None else self._ignored_count
 
     @property
     def waiting(self) -> dict[bytes, tuple[bytes, ...]]:
-        """Target record id -> the corrections or decisions waiting for it."""
+        """Target record id -> the corrections or decisions waiting for it.
+        (Store-backed: a scan of the record index, for diagnostics and tests.)"""
         out: dict[bytes, tuple[bytes, ...]] = {}
+        if self._store is not None:
+            st = self._store
+            for rid, v in st.items("viewix"):
+                if v[:1] in (_WAITING, _IGNORED) and v[1] & _HAS_REFS:
+                    out[rid] = tuple(
+                        sorted(k[32:] for k, _ in st.items("viewref", rid, rid + _REF_END))
+                    )
+            return out
         ix = self._ix
         for table in (ix.by_target, ix.decisions_for):
             for target, ids in table.items():
@@ -1099,26 +1312,60 @@ class NationalView:
         return out
 
     def entry(self, number: str) -> Entry | None:
-        return self._entries.get(number)
+        if self._store is None:
+            return self._entries.get(number)
+        raw = self.entry_bytes(number)
+        if raw is None:
+            return None
+        try:
+            return Entry.decode(raw)
+        except BadInput as e:
+            raise StorageFailure(f"stored view entry of {number} does not decode: {e}") from e
+
+    def entry_bytes(self, number: str) -> bytes | None:
+        """The entry's canonical bytes (what a lookup serves), or None."""
+        if self._store is None:
+            e = self._entries.get(number)
+            return None if e is None else e.encode()
+        return self._store.get("view", number.encode("utf-8"))
 
     def lookup(self, number: str, at_ms: int) -> Resolution | None:
-        e = self._entries.get(number)
+        e = self.entry(number)
         return None if e is None else e.evaluate(at_ms)
 
     def numbers(self) -> Iterator[str]:
-        return iter(sorted(self._entries))
+        """Every number with an entry, in order."""
+        if self._store is None:
+            return iter(sorted(self._entries))
+        return (k.decode("utf-8") for k, _ in self._store.items("view"))
 
     def proof(self, number: str) -> ViewProof:
         """The proof for `number`'s entry, or for its absence."""
         b = bucket_of(number, self.bucket_bits)
-        members = self._buckets.get(b, {})
-        others = tuple(
-            sorted(
-                ((n, h) for n, h in members.items() if n != number),
-                key=lambda t: t[0].encode("utf-8"),
+        if self._store is None:
+            members = self._buckets.get(b, {})
+            others = tuple(
+                sorted(
+                    ((n, h) for n, h in members.items() if n != number),
+                    key=lambda t: t[0].encode("utf-8"),
+                )
             )
-        )
+        else:
+            raw = number.encode("utf-8")
+            others = tuple(
+                (n.decode("utf-8"), h) for n, h in self._bucket_members(b) if n != raw
+            )
         return ViewProof(b, others, self._tree.path(b))
+
+    def _bucket_members(self, b: int) -> list[tuple[bytes, bytes]]:
+        """(number bytes, entry hash) of a stored bucket, sorted by number bytes."""
+        if self._tree.levels[0][b] == EMPTY_BUCKET:
+            return []
+        assert self._store is not None
+        pre = _U32.pack(b)
+        return [
+            (k[4:], v) for k, v in self._store.items("viewbucket", pre, _U32.pack(b + 1))
+        ]
 
     def checkpoint(self, origin: str) -> ViewCheckpoint:
         return ViewCheckpoint(origin, _vector_items(self._vector), self.count, self.root())
@@ -1126,7 +1373,11 @@ class NationalView:
     # ------------------------------------------------------------ writes
     def apply(self, records: Iterable[Record]) -> set[str]:
         """Add records; recompute only the numbers they touch. Returns the
-        numbers whose entry changed (appeared or got different bytes)."""
+        numbers whose entry changed (appeared or got different bytes).
+        Store-backed: one atomic synced write, vector included; raises
+        StorageFailure (and changes nothing) when the store fails."""
+        if self._store is not None:
+            return self._apply_stored(list(records))
         touched: set[str] = set()
         participants = self.consortium.by_id
         for rec in records:
@@ -1143,7 +1394,7 @@ class NationalView:
         changed: set[str] = set()
         dirty: set[int] = set()
         for number in touched:
-            new = self._build(number)
+            new = self._build(number, self._ix)
             old = self._entries.get(number)
             if new is None and old is None:
                 continue
@@ -1163,16 +1414,233 @@ class NationalView:
             self._tree.update({b: bucket_hash(self._buckets[b].items()) for b in dirty})
         return changed
 
+    def clear(self) -> None:
+        """Forget every record (store-backed: empty the view's families, in one write)."""
+        if self._store is not None:
+            from ledger.store import VIEW_FAMILIES
+
+            batch = self._store.batch()
+            for cf in VIEW_FAMILIES:
+                batch.delete_range(cf, b"", _END)
+            batch.put("viewmeta", b"config", self._config_digest())
+            self._store.write(batch)
+        self._reset_memory()
+
     def save_changes(self, batch: Batch, numbers: Iterable[str]) -> None:
         """Put the entries of `numbers` (what `apply` returned) into the store's
         "view" column family (key: the number, value: the entry bytes) in the
-        caller's batch; a number without an entry is deleted."""
+        caller's batch; a number without an entry is deleted. (A store-backed
+        view already wrote them in apply; this copies them again.)"""
         for number in numbers:
-            e = self._entries.get(number)
-            if e is None:
+            raw = self.entry_bytes(number)
+            if raw is None:
                 batch.delete("view", number.encode("utf-8"))
             else:
-                batch.put("view", number.encode("utf-8"), e.encode())
+                batch.put("view", number.encode("utf-8"), raw)
+
+    # ------------------------------------------------------------ the store
+    def _config_digest(self) -> bytes:
+        """What the stored entries depend on besides the records: a view
+        computed under another configuration is recomputed."""
+        c = self.consortium
+        p = c.policy
+        return hashlib.sha256(
+            json.dumps(
+                {
+                    "v": ENTRY_VERSION,
+                    "bits": self.bucket_bits,
+                    "policy": [p.default_expiry_ms, p.protection_ms, p.high_risk_min_participants,
+                               p.identity_min_participants, p.institute_mark_is_high_risk],
+                    "participants": sorted([x.id, x.role, x.weight] for x in c.participants),
+                    "taxonomy": sorted([x.id, x.rank, x.risk] for x in c.taxonomy),
+                    "ranges": sorted([k, sorted(v)] for k, v in c.number_ranges.items()),
+                },
+                sort_keys=True,
+                separators=(",", ":"),
+            ).encode()
+        ).digest()
+
+    def _load(self) -> None:
+        st = self._store
+        assert st is not None
+        if st.get("viewmeta", b"config") != self._config_digest():
+            self.clear()
+            return
+        try:
+            raw = st.get("viewmeta", b"vector")
+            vector = json.loads(raw) if raw else {}
+            if not isinstance(vector, dict) or not all(
+                isinstance(k, str) and isinstance(v, int) for k, v in vector.items()
+            ):
+                raise ValueError("not an object of issuer -> seq")
+            count, ignored = (st.get("viewmeta", k) for k in (b"count", b"ignored"))
+            self._count = _U64.unpack(count)[0] if count else 0
+            self._ignored_count = _U64.unpack(ignored)[0] if ignored else 0
+            leaves = {_U32.unpack(k)[0]: v for k, v in st.items("viewbuckethash")}
+            if any(b >> self.bucket_bits or len(h) != 32 for b, h in leaves.items()):
+                raise ValueError("a bucket hash is out of range or not 32 bytes")
+        except (ValueError, struct.error) as e:
+            raise StorageFailure(f"the stored view's metadata does not parse: {e}") from e
+        self._vector = vector
+        self._tree.update(leaves)
+
+    def _apply_stored(self, records: list[Record]) -> set[str]:
+        st = self._store
+        assert st is not None
+        w = _StoredApply(st)
+        w.fetch(r.id for r in records)
+        vector = dict(self._vector)
+        ignored = self._ignored_count
+        participants = self.consortium.by_id
+        touched: set[str] = set()
+        for rec in records:
+            if rec.issuer in participants and rec.seq > vector.get(rec.issuer, 0):
+                vector[rec.issuer] = rec.seq
+            cur = w.get(rec.id)
+            if cur is not None and cur[:1] != _WAITING:
+                continue                           # applied (or ignored) before
+            flags = bytes((cur[1] if cur is not None else 0,))
+            fact = self._fact(rec)
+            if fact is None:
+                w.put(rec.id, _IGNORED + flags)
+                ignored += 1
+            elif isinstance(fact, _MarkFact | _ReassignmentFact):
+                kind = _MARK if isinstance(fact, _MarkFact) else _REASSIGNMENT
+                w.put(rec.id, kind + flags + fact.number.encode("utf-8"))
+                w.on.setdefault(fact.number, []).append(fact)
+                touched.add(fact.number)
+            else:
+                c = fact.correction
+                kind = _DECISION if c.is_decision else _CORRECTION
+                w.put(rec.id, kind + flags + _correction_body(fact))
+                w.corrections[rec.id] = fact
+                for t in (c.appeal_id,) if c.is_decision else c.targets:
+                    w.add_ref(t, rec.id)
+                touched |= self._stored_numbers_of(fact, w)
+
+        numbers = sorted(touched)
+        olds = st.get_many("view", [n.encode("utf-8") for n in numbers])
+        known: dict[str, tuple[list[_MarkFact], list[_ReassignmentFact]]] = {}
+        for n, old in zip(numbers, olds, strict=True):
+            if old is not None:
+                known[n] = _facts_of_entry(n, old)
+        w.fetch(m.id for marks, _ in known.values() for m in marks)   # their referrer flags
+
+        batch = st.batch()
+        count = self._count
+        changed: set[str] = set()
+        by_bucket: dict[int, dict[bytes, bytes | None]] = {}
+        for n, old in zip(numbers, olds, strict=True):
+            marks, reassigns = known.get(n, ([], []))
+            for f in w.on.get(n, ()):
+                if isinstance(f, _MarkFact):
+                    marks.append(f)
+                else:
+                    reassigns.append(f)
+            new = self._build(n, self._stored_indexes(n, marks, reassigns, w))
+            if new is None and old is None:
+                continue
+            if new is not None and old is not None and new.hash == entry_hash(old):
+                continue
+            key = n.encode("utf-8")
+            members = by_bucket.setdefault(bucket_of(n, self.bucket_bits), {})
+            if new is None:
+                batch.delete("view", key)
+                members[key] = None
+                count -= 1
+            else:
+                batch.put("view", key, new.encode())
+                members[key] = new.hash
+                count += old is None
+            changed.add(n)
+
+        leaves: dict[int, bytes] = {}
+        for b, changes in by_bucket.items():
+            pre = _U32.pack(b)
+            current = dict(self._bucket_members(b))
+            for key, h in changes.items():
+                if h is None:
+                    current.pop(key, None)
+                    batch.delete("viewbucket", pre + key)
+                else:
+                    current[key] = h
+                    batch.put("viewbucket", pre + key, h)
+            leaves[b] = _bucket_hash_raw(current)
+            if current:
+                batch.put("viewbuckethash", pre, leaves[b])
+            else:
+                batch.delete("viewbuckethash", pre)
+        for rid in w.dirty:
+            v = w.ix[rid]
+            assert v is not None
+            batch.put("viewix", rid, v)
+        for target, refs in w.new_refs.items():
+            for r in refs:
+                batch.put("viewref", target + r, b"")
+        if vector != self._vector:
+            batch.put("viewmeta", b"vector", _encode_vector(vector))
+        if count != self._count:
+            batch.put("viewmeta", b"count", _U64.pack(count))
+        if ignored != self._ignored_count:
+            batch.put("viewmeta", b"ignored", _U64.pack(ignored))
+        st.write(batch)
+        # Only after the synced write succeeded does memory move on.
+        self._tree.update(leaves)
+        self._vector = vector
+        self._count = count
+        self._ignored_count = ignored
+        return changed
+
+    def _stored_numbers_of(self, f: _CorrectionFact, w: _StoredApply) -> set[str]:
+        """`_numbers_of` for a correction or decision, over the stored index."""
+        c = f.correction
+        if c.is_decision:
+            appeal = w.correction(c.appeal_id)
+            return set() if appeal is None else w.mark_numbers(appeal.correction)
+        out = w.mark_numbers(c)
+        for t in c.targets:        # a withdrawal of an appeal reaches the appeal's numbers
+            target = w.correction(t)
+            if target is not None and not target.correction.is_decision:
+                out |= w.mark_numbers(target.correction)
+        return out
+
+    def _stored_indexes(
+        self,
+        number: str,
+        marks: list[_MarkFact],
+        reassigns: list[_ReassignmentFact],
+        w: _StoredApply,
+    ) -> _Indexes:
+        """The part of the in-memory indexes that `_build(number)` reads: the
+        number's marks and reassignments, the corrections and decisions naming
+        its marks, and those naming the corrections that name its marks."""
+        ix = _Indexes()
+        facts = ix.facts
+        if marks:
+            ix.marks_on[number] = {m.id for m in marks}
+        if reassigns:
+            ix.reassignments_on[number] = {r.id for r in reassigns}
+        facts.update((r.id, r) for r in reassigns)
+        level: list[bytes] = []
+        for m in marks:
+            facts[m.id] = m
+            level.append(m.id)
+        for depth in (0, 1):
+            below: list[bytes] = []
+            for target in level:
+                for rid in w.referrers(target):
+                    f = w.correction(rid)
+                    if f is None:
+                        raise StorageFailure(f"view referrer {rid.hex()} is not indexed")
+                    facts[rid] = f
+                    if f.correction.is_decision:
+                        ix.decisions_for.setdefault(target, set()).add(rid)
+                    else:
+                        ix.by_target.setdefault(target, set()).add(rid)
+                        if depth == 0:
+                            below.append(rid)
+            level = list(dict.fromkeys(below))
+        return ix
 
     # ------------------------------------------------------------ internals
     def _fact(self, rec: Record) -> _Fact | None:
@@ -1188,7 +1656,10 @@ class NationalView:
             if pay.category not in cons.categories:
                 return None
             expires = pay.expires_at_ms or pay.observed_at_ms + cons.policy.default_expiry_ms
-            return _MarkFact(rec.id, rec.issuer, rec.seq, rec.issued_at_ms, pay, expires)
+            return _MarkFact(
+                rec.id, rec.issuer, rec.seq, rec.issued_at_ms, pay.number, pay.category,
+                pay.score, pay.reports, pay.observed_at_ms, expires,
+            )
         if isinstance(pay, Correction):
             if pay.is_decision and p.role != "institute":
                 return None
@@ -1207,7 +1678,7 @@ class NationalView:
         ix = self._ix
         ix.facts[f.id] = f
         if isinstance(f, _MarkFact):
-            ix.marks_on.setdefault(f.mark.number, set()).add(f.id)
+            ix.marks_on.setdefault(f.number, set()).add(f.id)
         elif isinstance(f, _ReassignmentFact):
             ix.reassignments_on.setdefault(f.number, set()).add(f.id)
         elif f.correction.is_decision:
@@ -1221,13 +1692,11 @@ class NationalView:
         for t in c.targets:
             f = self._ix.facts.get(t)
             if isinstance(f, _MarkFact):
-                out.add(f.mark.number)
+                out.add(f.number)
         return out
 
     def _numbers_of(self, f: _Fact) -> set[str]:
-        if isinstance(f, _MarkFact):
-            return {f.mark.number}
-        if isinstance(f, _ReassignmentFact):
+        if isinstance(f, _MarkFact | _ReassignmentFact):
             return {f.number}
         facts = self._ix.facts
         c = f.correction
@@ -1243,13 +1712,13 @@ class NationalView:
                 out |= self._mark_numbers(target.correction)
         return out
 
-    def _build(self, number: str) -> Entry | None:
-        ix = self._ix
+    def _build(self, number: str, ix: _Indexes) -> Entry | None:
+        """The entry of `number` from the facts `ix` holds about it."""
         facts = ix.facts
         policy = self.consortium.policy
         marks = sorted(
             (facts[i] for i in ix.marks_on.get(number, ())),
-            key=lambda m: (m.mark.observed_at_ms, m.id),
+            key=lambda m: (m.observed_at, m.id),
         )
         reassigns = sorted(
             (facts[i] for i in ix.reassignments_on.get(number, ())),
@@ -1278,13 +1747,13 @@ class NationalView:
             if withdrawals:
                 w = min(withdrawals, key=_order)
                 spans[m.id].append(SetAsideSpan(w.issued_at, WITHDRAWN, w.id))
-            later = [r for r in reassigns if r.effective_at > m.mark.observed_at_ms]
+            later = [r for r in reassigns if r.effective_at > m.observed_at]
             if later:
                 spans[m.id].append(SetAsideSpan(later[0].effective_at, REASSIGNED, later[0].id))
             recats[m.id].sort(key=lambda r: (r.at, r.ref))
 
         def category_at(mid: bytes, at: int) -> str:
-            cat = by_id[mid].mark.category
+            cat = by_id[mid].category
             for r in recats[mid]:
                 if r.at <= at:
                     cat = r.category
@@ -1350,7 +1819,7 @@ class NationalView:
         used = set()
         for m in marks:
             p = self.consortium.by_id[m.issuer]
-            used.add(m.mark.category)
+            used.add(m.category)
             used.update(r.category for r in recats[m.id])
             entry_marks.append(
                 EntryMark(
@@ -1358,10 +1827,10 @@ class NationalView:
                     participant=m.issuer,
                     role=p.role,
                     weight=p.weight,
-                    category=m.mark.category,
-                    score=m.mark.score,
-                    reports=m.mark.reports,
-                    observed_at=m.mark.observed_at_ms,
+                    category=m.category,
+                    score=m.score,
+                    reports=m.reports,
+                    observed_at=m.observed_at,
                     expires_at=m.expires_at,
                     issued_at=m.issued_at,
                     seq=m.seq,
@@ -1385,6 +1854,10 @@ class NationalView:
         )
 
 
+def _encode_vector(vector: Mapping[str, int]) -> bytes:
+    return json.dumps(dict(sorted(vector.items())), separators=(",", ":")).encode("ascii")
+
+
 def resolve(records: Iterable[Record], consortium: Consortium) -> NationalView:
     """The national view of a set of records (order and duplicates do not matter)."""
     view = NationalView(consortium)
@@ -1392,12 +1865,23 @@ def resolve(records: Iterable[Record], consortium: Consortium) -> NationalView:
     return view
 
 
-def rebuild_from_ledger(ledger: NodeLedger, batch_size: int = 1000) -> NationalView:
-    """The view of every feed up to its counted seq (a frozen feed stops at
-    its freeze), read from the ledger's store in batches."""
-    view = NationalView(ledger.consortium)
-    for issuer, feed in sorted(ledger.feeds().items()):
-        after, upto = 0, feed.counted_seq
+def catch_up(view: NationalView, ledger: NodeLedger, batch_size: int = 1000) -> int:
+    """Bring `view` to the ledger: apply every record of each feed above the
+    view's vector, up to the feed's counted seq (a frozen feed stops at its
+    freeze). A view that is ahead of a feed (it froze after the view applied
+    records beyond the freeze) is cleared and rebuilt. Returns how many
+    records were applied. Raises StorageFailure for stored records that do
+    not parse or a feed shorter than its head says."""
+    feeds = ledger.feeds()
+    vector = view.vector
+    if any(
+        seq > (feeds[i].counted_seq if i in feeds else 0) for i, seq in vector.items()
+    ):
+        view.clear()
+        vector = {}
+    applied = 0
+    for issuer, feed in sorted(feeds.items()):
+        after, upto = vector.get(issuer, 0), feed.counted_seq
         while after < upto:
             envelopes = ledger.records_after(issuer, after, min(batch_size, upto - after))
             if not envelopes:
@@ -1408,5 +1892,20 @@ def rebuild_from_ledger(ledger: NodeLedger, batch_size: int = 1000) -> NationalV
                 raise StorageFailure(f"a stored record of {issuer} does not parse: {e}") from e
             view.apply(records)
             after += len(records)
-    return view
+            applied += len(records)
+    return applied
 
+
+def rebuild_from_ledger(
+    ledger: NodeLedger, batch_size: int = 1000, view: NationalView | None = None
+) -> NationalView:
+    """The view of every feed up to its counted seq (a frozen feed stops at
+    its freeze), read from the ledger's store in batches: into a new
+    in-memory view, or into `view` after clearing it (store-backed: its
+    families are emptied, then refilled batch by batch)."""
+    if view is None:
+        view = NationalView(ledger.consortium)
+    else:
+        view.clear()
+    catch_up(view, ledger, batch_size)
+    return view

@@ -1,6 +1,11 @@
 """The node's national view: kept up to date on the writer thread, signed at
 every change (so every lookup proves against a signed root), cosigned by peers
-that computed the same root for the same vector."""
+that computed the same root for the same vector.
+
+The view lives in the node's store (NationalView.open): a start applies only
+the ledger records beyond the stored view's vector (catch_up), so a crash
+between a ledger commit and the view's commit heals at the next start, and a
+restart does not re-read the whole log."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from ledger.store import u64
 from markex.v1 import service_pb2 as pb
 
 if TYPE_CHECKING:
+    from ledger.log import NodeLedger
     from node.replication import PeerLink
     from node.server import Node
 
@@ -35,11 +41,13 @@ class ViewKeeper:
         self.view: V.NationalView | None = None
         self._note: str | None = None
         self._cosigs: dict[str, str] = {}
-        self._rebuild_needed = False
+        self._rebuild_needed = False   # a feed froze, or an update failed: catch up
 
     def start(self) -> None:
         with self._lock:
-            self.view = V.rebuild_from_ledger(self.node.core.ledger)
+            view = V.NationalView.open(self.node.store, self.node.consortium)
+            V.catch_up(view, self.node.core.ledger)
+            self.view = view
             self._sign()
 
     def stop(self) -> None:
@@ -47,29 +55,41 @@ class ViewKeeper:
 
     # ------------------------------------------------------------ updates
     def apply(self, records: list[Record]) -> None:
+        """Runs on the writer thread after each ledger commit."""
         led = self.node.core.ledger
         with self._lock:
             if self.view is None:
                 return
-            frozen = {i for i, f in led.feeds().items() if f.frozen_at is not None}
-            if frozen & {r.issuer for r in records} or self._rebuild_needed:
-                self.view = V.rebuild_from_ledger(led)
-                self._rebuild_needed = False
-            else:
-                self.view.apply(records)
-            self._sign()
+            try:
+                if self._rebuild_needed or not _extends(self.view.vector, records, led):
+                    # A gap (an earlier update failed), or records beyond a
+                    # frozen feed's counted seq: read what counts from the ledger.
+                    V.catch_up(self.view, led)
+                    self._rebuild_needed = False
+                else:
+                    self.view.apply(records)
+            except Exception:
+                self._rebuild_needed = True     # the next update or tick catches up
+                raise
+            finally:
+                self._sign()
 
     def invalidate(self) -> None:
-        """A feed froze: recompute from the ledger on the next tick."""
+        """A feed froze: catch up from the ledger on the next tick (the view
+        is rebuilt if it holds records beyond the freeze)."""
         with self._lock:
             self._rebuild_needed = True
 
     def tick(self) -> None:
         if self._rebuild_needed:
             with self._lock:
-                self.view = V.rebuild_from_ledger(self.node.core.ledger)
-                self._rebuild_needed = False
-                self._sign()
+                if self.view is None or not self._rebuild_needed:
+                    return
+                try:
+                    V.catch_up(self.view, self.node.core.ledger)
+                    self._rebuild_needed = False
+                finally:
+                    self._sign()
 
     def _sign(self) -> None:
         assert self.view is not None
@@ -91,11 +111,9 @@ class ViewKeeper:
     def _answer(self, number: str, at_ms: int, with_proof: bool) -> pb.LookupResponse:
         assert self.view is not None
         e164 = normalize(number)
-        entry = self.view.entry(e164)
+        entry = self.view.entry_bytes(e164)
         proof = self.view.proof(e164).encode() if with_proof else b""
-        return pb.LookupResponse(
-            entry=entry.encode() if entry is not None else b"", proof=proof, number=e164
-        )
+        return pb.LookupResponse(entry=entry or b"", proof=proof, number=e164)
 
     def lookup(self, number: str, at_ms: int, with_proof: bool) -> pb.LookupResponse:
         with self._lock:
@@ -162,3 +180,19 @@ class ViewKeeper:
 
     def forks(self) -> list[bytes]:
         return [v for _, v in self.node.store.items("witness", b"viewfork/", b"viewfork0")]
+
+
+def _extends(vector: dict[str, int], records: list[Record], ledger: NodeLedger) -> bool:
+    """True when `records` (in log order) continue every feed of `vector`
+    without a gap and stay within each feed's counted seq."""
+    feeds = ledger.feeds()
+    nxt = dict(vector)
+    for r in records:
+        feed = feeds.get(r.issuer)
+        if feed is None or r.seq > feed.counted_seq:
+            return False
+        cur = nxt.get(r.issuer, 0)
+        if r.seq > cur + 1:
+            return False
+        nxt[r.issuer] = max(cur, r.seq)
+    return True

@@ -662,9 +662,13 @@ def test_online_view_root_that_does_not_follow(
         rc, out = online(net, tmp_path / "state.json", capsys)
     assert rc == 1
     assert [f["kind"] for f in out["findings"]] == ["view-root"]
-    # Offline, the index itself is the finding.
+    # Offline, the index itself is the finding, and so is the view the node
+    # stored from it (the node keeps its view in the store).
     rep = audit.audit_store(cfg.data_dir, net.cons, NODE, workers=0)
-    assert [(f.kind, f.issuer, f.seq) for f in rep.findings] == [("feedseq", "internet-1", 3)]
+    assert [(f.kind, f.issuer, f.seq) for f in rep.findings] == [
+        ("feedseq", "internet-1", 3),
+        ("view-entry", None, None),
+    ]
 
 
 def test_merkle_helpers_agree_with_the_ledger(honest: tuple[Path, list[Record]]) -> None:

@@ -1,0 +1,445 @@
+"""The store-backed national view (ledger/view.py with a Store): the same
+entries, bytes, proofs and root as the in-memory view for the same records;
+its state survives a reopen; catch_up heals a view that a crash left behind
+the ledger; memory stays flat as the view grows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ledger.errors import ProofMismatch, StorageFailure
+from ledger.log import NodeLedger
+from ledger.record import Mark, Record
+from ledger.store import COLUMN_FAMILIES, VIEW_FAMILIES, Store
+from ledger.view import (
+    NationalView,
+    catch_up,
+    rebuild_from_ledger,
+    resolve,
+    verify_lookup,
+)
+from tests.test_view import (
+    CONS,
+    KEYS,
+    N1,
+    N2,
+    N3,
+    N4,
+    NUMBERS,
+    RICH,
+    RICH_VIEW,
+    SCENARIOS,
+    Book,
+    consortium,
+    expect,
+    generated_books,
+    snapshot,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+ABSENT = ("+8613812349999", "+8613912349998")
+
+
+def state(view: NationalView) -> dict[str, Any]:
+    """Everything a caller can observe of a view."""
+    numbers = sorted({*view.entries, *NUMBERS, N4, *ABSENT})
+    return {
+        "root": view.root(),
+        "count": view.count,
+        "entries": {n: e.encode() for n, e in view.entries.items()},
+        "numbers": list(view.numbers()),
+        "vector": view.vector,
+        "ignored": view.ignored,
+        "waiting": view.waiting,
+        "proofs": {n: view.proof(n).encode() for n in numbers},
+        "bytes": {n: view.entry_bytes(n) for n in numbers},
+    }
+
+
+def stored_view(path: Path, cons: Any = CONS) -> tuple[Store, NationalView]:
+    store = Store(path)
+    return store, NationalView.open(store, cons)
+
+
+def apply_in_batches(view: NationalView, records: list[Record], cuts: list[int]) -> set[str]:
+    bounds = sorted({0, len(records), *(c for c in cuts if c <= len(records))})
+    changed: set[str] = set()
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        changed |= view.apply(records[lo:hi])
+    return changed
+
+
+# ====================================================================== same view as in memory
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(book=generated_books(), data=st.data())
+def test_stored_view_equals_the_memory_view(book: Book, data: st.DataObject) -> None:
+    n = len(book.records)
+    order = data.draw(st.permutations(range(n)))
+    repeat = data.draw(st.lists(st.integers(0, n - 1), max_size=3))
+    cuts = data.draw(st.lists(st.integers(0, n + len(repeat)), max_size=5))
+    recs = [book.records[i] for i in order] + [book.records[i] for i in repeat]
+    memory = NationalView(CONS)
+    want_changed = apply_in_batches(memory, recs, cuts)
+    with tempfile.TemporaryDirectory() as d:
+        store, view = stored_view(Path(d) / "db")
+        try:
+            assert apply_in_batches(view, recs, cuts) == want_changed
+            assert state(view) == state(memory) == state(resolve(book.records, CONS))
+        finally:
+            store.close()
+        store, reopened = stored_view(Path(d) / "db")
+        try:
+            assert state(reopened) == state(memory)
+        finally:
+            store.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    order=st.permutations(range(len(RICH.records))),
+    cuts=st.lists(st.integers(0, len(RICH.records)), max_size=6),
+    reopen_at=st.integers(0, len(RICH.records)),
+)
+def test_shuffled_batches_and_a_reopen_give_the_rich_view(
+    order: list[int], cuts: list[int], reopen_at: int
+) -> None:
+    """Delivery order, batching and a restart in the middle change nothing."""
+    recs = [RICH.records[i] for i in order]
+    with tempfile.TemporaryDirectory() as d:
+        store, view = stored_view(Path(d) / "db")
+        apply_in_batches(view, recs[:reopen_at], cuts)
+        store.close()
+        store, view = stored_view(Path(d) / "db")
+        try:
+            apply_in_batches(view, recs[reopen_at:], [c - reopen_at for c in cuts])
+            assert snapshot(view) == snapshot(RICH_VIEW)
+            assert state(view) == state(RICH_VIEW)
+        finally:
+            store.close()
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_scenarios_backwards_one_record_at_a_time(name: str, tmp_path: Path) -> None:
+    book, checks = SCENARIOS[name]()
+    store, view = stored_view(tmp_path / "db")
+    try:
+        for rec in reversed(book.records):
+            view.apply([rec])
+        assert state(view) == state(resolve(book.records, CONS))
+        for number, at, want in checks:
+            expect(view, book, number, at, want)
+    finally:
+        store.close()
+
+
+def test_waiting_corrections_survive_a_restart(tmp_path: Path) -> None:
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", 1_700_000_000_000)
+    b.appeal("a", "carrier-1", ["i1"], 1_700_086_400_000)
+    b.decide("d", "a", "uphold", 1_700_172_800_000)
+    b.mark("c1", "carrier-1", N3, "harassment", 1_700_000_000_000)
+    b.recat("r", "carrier-1", ["c1"], "marketing", 1_700_086_400_000)
+    store, view = stored_view(tmp_path / "db")
+    assert view.apply([b.by_label["d"], b.by_label["r"]]) == set()
+    assert set(view.waiting) == {b.id("a"), b.id("c1")}
+    store.close()
+    store, view = stored_view(tmp_path / "db")
+    try:
+        assert set(view.waiting) == {b.id("a"), b.id("c1")}
+        assert view.apply([b.by_label["a"]]) == set()
+        assert view.apply([b.by_label["c1"], b.by_label["i1"]]) == {N1, N3}
+        assert view.waiting == {}
+        assert state(view) == state(resolve(b.records, CONS))
+        assert view.apply(b.records) == set()
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("bits", [0, 1, 3, 16])
+def test_stored_proofs_verify(bits: int, tmp_path: Path) -> None:
+    cons = consortium(view_bucket_bits=bits)
+    b = Book()
+    present = [f"+86138{i:08d}" for i in range(1, 40, 2)]
+    for i, n in enumerate(present):
+        b.mark(f"m{i}", "carrier-1", n, "fraud", 1_700_000_000_000 + i)
+    store, view = stored_view(tmp_path / "db", cons)
+    try:
+        view.apply(b.records)
+        root = view.root()
+        assert root == resolve(b.records, cons).root()
+        for n in present:
+            raw = view.entry_bytes(n)
+            assert raw is not None
+            assert verify_lookup(n, raw, view.proof(n).encode(), root, bits) == view.entry(n)
+            with pytest.raises(ProofMismatch):
+                verify_lookup(n, None, view.proof(n), root, bits)
+        for n in ABSENT:
+            assert verify_lookup(n, None, view.proof(n).encode(), root, bits) is None
+    finally:
+        store.close()
+
+
+# ====================================================================== persistence
+
+
+def test_reopen_restores_root_count_and_vector(tmp_path: Path) -> None:
+    store, view = stored_view(tmp_path / "db")
+    view.apply(RICH.records)
+    before = state(view)
+    store.close()
+    store, view = stored_view(tmp_path / "db")
+    try:
+        assert state(view) == before == state(RICH_VIEW)
+        assert view.stored and view.count == 4
+        meta = {k: v for k, v in store.items("viewmeta")}
+        assert json.loads(meta[b"vector"]) == RICH_VIEW.vector
+    finally:
+        store.close()
+
+
+def test_another_view_configuration_starts_empty(tmp_path: Path) -> None:
+    store, view = stored_view(tmp_path / "db")
+    view.apply(RICH.records)
+    store.close()
+    other = consortium(view_bucket_bits=5)
+    store, view = stored_view(tmp_path / "db", other)
+    try:
+        assert (view.count, view.vector, list(view.numbers())) == (0, {}, [])
+        assert not any(any(True for _ in store.items(cf)) for cf in VIEW_FAMILIES
+                       if cf != "viewmeta")
+        view.apply(RICH.records)
+        assert state(view) == state(resolve(RICH.records, other))
+    finally:
+        store.close()
+
+
+def test_a_failed_write_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, view = stored_view(tmp_path / "db")
+    try:
+        half = len(RICH.records) // 2
+        view.apply(RICH.records[:half])
+        before = state(view)
+
+        def fail(batch: Any) -> None:
+            raise StorageFailure("disk full")
+
+        monkeypatch.setattr(store, "write", fail)
+        with pytest.raises(StorageFailure):
+            view.apply(RICH.records[half:])
+        assert state(view) == before
+        monkeypatch.undo()
+        view.apply(RICH.records[half:])
+        assert state(view) == state(RICH_VIEW)
+    finally:
+        store.close()
+
+
+def test_read_only_store_of_an_older_version(tmp_path: Path) -> None:
+    """A store written before the view families existed opens read-only; they read empty."""
+    from rocksdict import Options, Rdict
+
+    old = [cf for cf in COLUMN_FAMILIES if not cf.startswith("view") or cf == "view"]
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.create_missing_column_families(True)
+    db = Rdict(str(tmp_path / "db"), opts,
+               column_families={cf: Options(raw_mode=True) for cf in old})
+    db.get_column_family("meta")[b"size"] = bytes(8)
+    db.close()
+    store = Store(tmp_path / "db", read_only=True)
+    try:
+        assert store.get("meta", b"size") == bytes(8)
+        assert store.get("viewix", bytes(32)) is None
+        assert store.get_many("viewbucket", [b"a", b"b"]) == [None, None]
+        assert list(store.items("viewmeta")) == []
+    finally:
+        store.close()
+
+
+# ====================================================================== catch_up
+
+
+def ledger_with(tmp_path: Path, records: list[Record]) -> NodeLedger:
+    ledger = NodeLedger.open(tmp_path / "db", CONS, "institute")
+    now = max(r.issued_at_ms for r in records)
+    for rec in records:
+        out = ledger.submit([rec.envelope], now).outcomes[0]
+        assert out.status in ("accepted", "equivocation"), out.error
+    return ledger
+
+
+def test_catch_up_after_a_crash_between_ledger_and_view(tmp_path: Path) -> None:
+    """The ledger committed records the view never applied (a crash between
+    the two writes): at the next start, catch_up applies exactly those."""
+    half = len(RICH.records) // 2
+    ledger = ledger_with(tmp_path, RICH.records[:half])
+    view = NationalView.open(ledger.store, CONS)
+    assert catch_up(view, ledger) == half
+    now = max(r.issued_at_ms for r in RICH.records)
+    for rec in RICH.records[half:]:                # committed; the view's write "crashed"
+        assert ledger.submit([rec.envelope], now).outcomes[0].status == "accepted"
+    ledger.close()
+
+    ledger = NodeLedger.open(tmp_path / "db", CONS, "institute")
+    try:
+        view = NationalView.open(ledger.store, CONS)
+        assert view.vector != RICH_VIEW.vector
+        assert catch_up(view, ledger, batch_size=2) == len(RICH.records) - half
+        assert catch_up(view, ledger) == 0
+        full = rebuild_from_ledger(ledger)
+        assert state(view) == state(full) == state(RICH_VIEW)
+        stored = {k.decode(): v for k, v in ledger.store.items("view")}
+        assert stored == {n: e.encode() for n, e in RICH_VIEW.entries.items()}
+    finally:
+        ledger.close()
+
+
+def test_catch_up_rebuilds_a_view_ahead_of_a_frozen_feed(tmp_path: Path) -> None:
+    b = Book()
+    b.mark("m1", "carrier-1", N1, "fraud", 1_700_000_000_000)
+    b.mark("m2", "carrier-1", N2, "fraud", 1_700_000_000_001)
+    b.mark("m3", "carrier-1", N3, "fraud", 1_700_000_000_002)
+    b.mark("x", "internet-1", N4, "marketing", 1_700_000_000_000)
+    fork = Record.issue(KEYS["carrier-1"], "carrier-1", 2, b.id("m1"), 1_700_000_000_001,
+                        Mark(N4, "fraud", 60, 0, 1_700_000_000_001))
+    ledger = ledger_with(tmp_path, b.records)
+    try:
+        view = NationalView.open(ledger.store, CONS)
+        catch_up(view, ledger)
+        assert view.vector == {"carrier-1": 3, "internet-1": 1}
+        outs = ledger.submit([fork.envelope], 1_700_000_000_010).outcomes
+        assert outs[0].status == "equivocation"
+        catch_up(view, ledger)                      # ahead of the freeze: rebuilt
+        assert view.vector == {"carrier-1": 1, "internet-1": 1}
+        assert set(view.entries) == {N1, N4}
+        assert state(view) == state(rebuild_from_ledger(ledger))
+        again = rebuild_from_ledger(ledger, view=view)
+        assert again is view and state(view) == state(rebuild_from_ledger(ledger))
+    finally:
+        ledger.close()
+
+
+# ====================================================================== memory
+
+
+MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, json, resource, sys
+    from keys.consortium import Consortium, Participant, Policy
+    from ledger.record import Mark, Record
+    from ledger.store import Store
+    from ledger.view import NationalView
+
+    path, warm, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    cons = Consortium(
+        "markex-test",
+        (Participant("carrier-1", "carrier", bytes(32), 2, "", ""),),
+        {"carrier-1": ("+86138",)},
+        policy=Policy(),
+    )
+
+    def marks(lo, hi):
+        # The view never checks signatures (the ledger does): plain records will do.
+        return [
+            Record("carrier-1", i + 1, b"", 1_700_000_000_000 + i,
+                   Mark(f"+86138{i:08d}", "fraud", 60, 1, 1_700_000_000_000 + i),
+                   b"", b"", b"", hashlib.sha256(i.to_bytes(8, "big")).digest())
+            for i in range(lo, hi)
+        ]
+
+    store = Store(path)
+    view = NationalView.open(store, cons)
+    for lo in range(0, warm, 2000):
+        view.apply(marks(lo, min(warm, lo + 2000)))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for lo in range(warm, warm + n, 2000):
+        view.apply(marks(lo, min(warm + n, lo + 2000)))
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"before_kb": before, "after_kb": after, "count": view.count}))
+    store.close()
+    """
+)
+
+
+@pytest.mark.timeout(600)
+def test_memory_stays_flat_as_the_view_grows(tmp_path: Path) -> None:
+    """200k marks on distinct numbers: peak RSS grows by a small, bounded
+    amount (RocksDB memtables and block cache), not by ~2 KB per entry."""
+    warm, n = 20_000, 200_000
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path / "db"), str(warm), str(n)],
+        cwd=REPO, capture_output=True, text=True, timeout=580, check=True,
+    )
+    got = json.loads(out.stdout)
+    assert got["count"] == warm + n
+    growth = (got["after_kb"] - got["before_kb"]) * 1024 / n
+    assert growth < 300, f"peak RSS grew by {growth:.0f} bytes per entry"
+
+
+def test_view_families_are_store_families() -> None:
+    """The store creates the view's families on open (rocksdict creates missing ones)."""
+    assert set(VIEW_FAMILIES) <= set(COLUMN_FAMILIES)
+
+
+# ====================================================================== the node's keeper
+
+
+def test_view_keeper_heals_gaps_and_freezes(tmp_path: Path) -> None:
+    """node/viewkeeper.py: records handed over after a gap (an update that
+    failed) or beyond a freeze are read from the ledger instead."""
+    from types import SimpleNamespace
+
+    from node.viewkeeper import ViewKeeper
+
+    b = Book()
+    for i, n in enumerate((N1, N2, N3, N4)):
+        b.mark(f"c{i}", "carrier-1", n, "fraud", 1_700_000_000_000 + i)
+        b.mark(f"i{i}", "internet-1", n, "marketing", 1_700_000_000_000 + i)
+    now = 1_700_000_000_100
+    ledger = NodeLedger.open(tmp_path / "db", CONS, "institute")
+    node = SimpleNamespace(
+        consortium=CONS, participant_id="institute", key=KEYS["institute"],
+        store=ledger.store, core=SimpleNamespace(ledger=ledger), clock=lambda: now,
+    )
+    try:
+        first = ledger.submit([r.envelope for r in b.records[:2]], now).accepted
+        keeper = ViewKeeper(node)  # type: ignore[arg-type]
+        keeper.start()                                   # catches up on what the ledger holds
+        assert keeper.view is not None and keeper.view.vector == {"carrier-1": 1, "internet-1": 1}
+        keeper.apply(first)                              # already applied: nothing changes
+        lost = ledger.submit([r.envelope for r in b.records[2:5]], now).accepted
+        assert len(lost) == 3                            # committed, never handed to the view
+        rest = ledger.submit([r.envelope for r in b.records[5:]], now).accepted
+        keeper.apply(rest)                               # a gap: caught up from the ledger
+        assert state(keeper.view) == state(resolve(b.records, CONS))
+        note_text = keeper.checkpoint_note()
+        assert note_text is not None and f"\n{keeper.view.count}\n" in note_text
+
+        fork = Record.issue(KEYS["carrier-1"], "carrier-1", 2, b.id("c0"), now,
+                            Mark(N4, "harassment", 60, 0, now))
+        out = ledger.submit([fork.envelope], now)
+        assert out.outcomes[0].status == "equivocation"
+        keeper.invalidate()
+        keeper.tick()                                     # ahead of the freeze: rebuilt
+        assert keeper.view.vector == {"carrier-1": 1, "internet-1": 4}
+        assert state(keeper.view) == state(rebuild_from_ledger(ledger))
+
+        resp = keeper.lookup("13812340001", now, True)
+        bits = CONS.policy.view_bucket_bits
+        got = verify_lookup(resp.number, resp.entry or None, resp.proof, keeper.view.root(), bits)
+        assert got is not None and got.number == N1
+    finally:
+        ledger.close()
