@@ -580,7 +580,7 @@ class Entry:
                 parse_float=_no_float,
                 parse_constant=_no_float,
             )
-        except (UnicodeDecodeError, ValueError) as e:
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise BadInput(f"entry is not canonical JSON: {e}") from e
         try:
             entry = _entry_from_json(obj)

@@ -2,10 +2,8 @@
 
 Each property feeds random and mutated inputs (mutations of real, validly
 signed seeds) to one entry point and asserts that only the typed errors
-escape: `ledger.errors.LedgerError` and `keys.KeysError` subclasses. A few
-untyped escapes are known today in files this suite does not own; they are
-listed in `KNOWN`, each with a strict-xfail reproducer below, so the day one
-is fixed its xfail fails and the entry must go.
+escape: `ledger.errors.LedgerError` and `keys.KeysError` subclasses. The
+escapes the fuzzers found have reproducers at the end of this file.
 
 Run longer with FUZZ_EXAMPLES=20000 (examples per property).
 """
@@ -54,23 +52,12 @@ def fuzz(default: int) -> Callable[[Any], Any]:
     )
 
 
-# Untyped escapes known today (file: what escapes). Reproducers: test_known_escape_*.
-KNOWN: dict[str, Callable[[BaseException], bool]] = {
-    # ledger/view.py Entry.decode: deep nesting is not BadInput
-    "entry-json": lambda e: isinstance(e, RecursionError),
-}
-
-
-def typed(fn: Callable[..., Any], *args: Any, known: str | None = None) -> Any:
+def typed(fn: Callable[..., Any], *args: Any) -> Any:
     """fn(*args), or None when it raised a typed error. Anything else fails the test."""
     try:
         return fn(*args)
     except TYPED:
         return None
-    except Exception as e:
-        if known is not None and KNOWN[known](e):
-            return None
-        raise
 
 
 # ------------------------------------------------------------------ seeds
@@ -490,7 +477,7 @@ def json_mutations(seed: bytes, compact: bool) -> st.SearchStrategy[bytes]:
 @given(st.one_of(st.binary(max_size=300), mutated([ENTRY_BYTES]),
                  json_mutations(ENTRY_BYTES, compact=True)))
 def test_entry_decode(data: bytes) -> None:
-    e = typed(V.Entry.decode, data, known="entry-json")
+    e = typed(V.Entry.decode, data)
     if e is not None:
         assert e.encode() == data
 
@@ -519,7 +506,7 @@ def test_open_view_checkpoint(text: str) -> None:
 )
 def test_verify_lookup(number: str, entry: bytes | None, proof: bytes, root: bytes,
                        bits: int) -> None:
-    got = typed(V.verify_lookup, number, entry, proof, root, bits, known="entry-json")
+    got = typed(V.verify_lookup, number, entry, proof, root, bits)
     if got is not None:
         assert entry == ENTRY_BYTES and number == NUMBER and root == VIEW.root()
 
@@ -595,9 +582,8 @@ def test_seeds_are_valid() -> None:
     assert participant_from_cert(CERTS[0]) == participant_from_cert(CERTS[1]) == "carrier-1"
 
 
-# ------------------------------------------------------------------ known escapes
-# Each reproduces one entry of KNOWN. strict: the day it is fixed, this fails; then
-# delete the xfail and the KNOWN entry.
+# ------------------------------------------------------------------ former escapes
+# Each was found by the fuzzers as an untyped error and is now a typed one.
 
 _NC = Path("/srv/markex/carrier-1")
 
@@ -609,10 +595,11 @@ def test_consortium_json_limits_are_config_errors(raw: bytes) -> None:
         Consortium.from_json_bytes(raw)
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="ledger/view.py Entry.decode: deep JSON nesting is not BadInput")
-def test_known_escape_entry_json() -> None:
-    typed(V.Entry.decode, b"[" * 100_000)
+def test_entry_json_nesting_is_bad_input() -> None:
+    from ledger.errors import BadInput
+
+    with pytest.raises(BadInput):
+        V.Entry.decode(b"[" * 100_000)
 
 
 @pytest.mark.parametrize("key,value", [("institute_key", "\u00e9"), ("data_dir", "a\x00b"),
