@@ -35,6 +35,7 @@ class Benchmark:
     function: str
     full: dict[str, Any] = field(default_factory=dict)
     quick: dict[str, Any] = field(default_factory=dict)
+    opt_in: bool = False  # runs only when named (`python -m bench NAME`), never in a plain run
 
     def load(self) -> Callable[..., dict[str, Any]]:
         fn: Callable[..., dict[str, Any]] = getattr(
@@ -78,6 +79,9 @@ BENCHMARKS: dict[str, Benchmark] = {
         {"base": 100_000, "stream": 20_000},
         {"base": 20_000, "stream": 5_000},
     ),
+    # make bench-scale: 10M records (SCALE_RECORDS) in one node; also writes the
+    # scale_lookup_p99_ratio, scale_peak_rss and scale_disk_per_record results.
+    "scale": Benchmark("bench.scale", "bench_scale", opt_in=True),
 }
 
 
@@ -126,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
     quick = os.environ.get("BENCH_QUICK") == "1"
-    names = list(dict.fromkeys(args.names)) or list(BENCHMARKS)
+    names = list(dict.fromkeys(args.names)) or [n for n, b in BENCHMARKS.items() if not b.opt_in]
     results, problems = run(names, quick)
     written = report.write(args.out, results, merge=bool(args.names))
     print(report.table(written))
