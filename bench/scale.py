@@ -48,11 +48,13 @@ import multiprocessing
 import os
 import random
 import resource
+import signal
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.pool import AsyncResult
 from pathlib import Path
@@ -70,6 +72,7 @@ from ledger import view as V
 from ledger.record import Record, record_id, signing_message
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
+from markex.v1 import service_pb2_grpc as rpc
 from node.localnet import LocalNet
 
 NODE = "carrier-1"
@@ -224,6 +227,24 @@ def du_bytes(path: Path) -> tuple[int, int]:
     return alloc, apparent
 
 
+class PushSink(rpc.ExchangeServicer):
+    """Stands in for the deliverer's node at its member endpoint: takes the
+    node's Push streams (counting what it is sent) and answers nothing else
+    (UNIMPLEMENTED; the node's sync loop logs that and waits). Without it the
+    node's push link to a peer that is down retries every 0.3 s, and every
+    failed Push leaves grpc's request-iterator thread blocked in
+    PeerLink._batches (node/replication.py): thousands of threads within
+    minutes, which would be measured instead of the node."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    def Push(self, request_iterator, context):  # noqa: N802
+        for batch in request_iterator:
+            self.received += len(batch.envelopes)
+        return pb.PushAck()
+
+
 class Run:
     def __init__(self, directory: Path) -> None:
         self.net = LocalNet(directory / "consortium")
@@ -235,6 +256,29 @@ class Run:
         self.net.consortium = self.cons
         self.data_dir = self.net.dir / NODE / "data"
         self.issuers = [p for p in self.net.ids if p != NODE]
+        # The node refuses every peer but the deliverer (no pushes to nodes that
+        # are not running); the deliverer's endpoint is served by a PushSink.
+        self.net.refuse_file(NODE).write_text(
+            "\n".join(p for p in self.issuers if p != DELIVERER)
+        )
+        self.sink = PushSink()
+        self.sink_server = grpc.server(
+            futures.ThreadPoolExecutor(4, thread_name_prefix="sink"),
+            options=[("grpc.max_receive_message_length", 32 * 1024 * 1024)],
+        )
+        rpc.add_ExchangeServicer_to_server(self.sink, self.sink_server)
+        d = self.net.dir
+        creds = grpc.ssl_server_credentials(
+            [((d / DELIVERER / "tls.key").read_bytes(), (d / DELIVERER / "tls.pem").read_bytes())],
+            root_certificates=(d / "ca" / "ca.pem").read_bytes(),
+            require_client_auth=True,
+        )
+        endpoint = self.cons.participant(DELIVERER).member_endpoint  # type: ignore[union-attr]
+        self.sink_server.add_secure_port(endpoint, creds)
+        self.sink_server.start()
+
+    def threads(self) -> int:
+        return len(os.listdir(f"/proc/{self.node_pid}/task"))
 
     @property
     def node_pid(self) -> int:
@@ -423,7 +467,8 @@ def scale_run(
                             f"{(delivered - last_n) / (now - last_t):,.0f} rec/s last; node RSS "
                             f"{mem['VmRSS'] / 2**20:,.0f} MiB, peak "
                             f"{mem['VmHWM'] / 2**20:,.0f} MiB; disk {disk / 2**20:,.0f} MiB "
-                            f"({disk / delivered:,.0f} B/rec)"
+                            f"({disk / delivered:,.0f} B/rec); node threads {run.threads()}, "
+                            f"pushed to the sink {run.sink.received:,}"
                         )
                         last_t, last_n = now, delivered
                 for _ in range(2):
@@ -441,7 +486,8 @@ def scale_run(
                 quiet = run.wait_quiet()
                 log(f"step {step:,}: view holds {entries:,} entries ({view_wait:.1f} s after the "
                     f"last Deliver); node RSS {mem['VmRSS'] / 2**20:,.0f} MiB, peak "
-                    f"{mem['VmHWM'] / 2**20:,.0f} MiB; disk {disk / 2**20:,.0f} MiB; quiet after "
+                    f"{mem['VmHWM'] / 2**20:,.0f} MiB; threads {run.threads()}; disk "
+                    f"{disk / 2**20:,.0f} MiB; quiet after "
                     f"{quiet:.0f} s; lookups {seconds:.0f} s at {rate:.0f}/s ...")
                 lk = lookup_p99(run, marks, seconds, rate, seed=1000 + step_no)
                 log(f"step {step:,}: lookup p99 {lk['p99_ms']:.2f} ms, p50 {lk['p50_ms']:.2f} ms, "
@@ -470,6 +516,7 @@ def scale_run(
     finally:
         feeds.close()
         run.net.stop_all()
+        run.sink_server.stop(None)
 
 
 def results(o: dict[str, Any], seconds: float, rate: float) -> dict[str, dict[str, Any]]:
@@ -480,7 +527,8 @@ def results(o: dict[str, Any], seconds: float, rate: float) -> dict[str, dict[st
         f"one node process (carrier-1, view_bucket_bits={o['bucket_bits']}) fed {n:,} records "
         f"(five issuers on distinct numbers, 1 in {CORRECTION_EVERY} a recategorize of the "
         f"issuer's previous mark; {o['entries']:,} view entries) through Exchange.Deliver, "
-        f"batches of {CHUNK} signed on both cores as needed"
+        f"batches of {CHUNK} signed on both cores as needed; the node refuses its other "
+        f"peers (test hook) and pushes to a sink at the deliverer's endpoint"
     )
     sizes = "same size twice (a short run)" if s1["records"] == s2["records"] else (
         f"{s1['records']:,} and {s2['records']:,} records"
@@ -564,6 +612,9 @@ def bench_scale(
         records = int(os.environ.get("SCALE_RECORDS", "10000000"))
     if records > ABSENT_BASE:
         raise ValueError(f"at most {ABSENT_BASE:,} records (distinct benchmark numbers)")
+    if threading.current_thread() is threading.main_thread():
+        # `kill PID` stops the node and removes the scratch dir (tens of GB at 10M).
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with ingest.scratch_dir() as d:
         o = scale_run(records, small, seconds, rate, d)
     res = results(o, seconds, rate)
