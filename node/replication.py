@@ -90,8 +90,10 @@ class PeerLink:
         self._wake.set()
 
     # ------------------------------------------------------------ push
-    def _batches(self) -> Iterator[pb.RecordBatch]:
-        while not self._stop.is_set():
+    def _batches(self, call_over: threading.Event) -> Iterator[pb.RecordBatch]:
+        # Ends with its call: gRPC consumes a request iterator on a thread of
+        # its own, which would otherwise stay blocked here after a failed call.
+        while not self._stop.is_set() and not call_over.is_set():
             if self.node.refuses(self.peer.id):
                 return
             try:
@@ -107,16 +109,24 @@ class PeerLink:
             yield pb.RecordBatch(envelopes=out)
 
     def _push_loop(self) -> None:
+        backoff = 0.3
         while not self._stop.is_set():
             if self.node.refuses(self.peer.id):
                 self._drain_queue()
                 self._stop.wait(0.2)
                 continue
+            call_over = threading.Event()
             try:
-                self.stub.Push(self._batches())
+                self.stub.Push(self._batches(call_over))
+                backoff = 0.3
             except grpc.RpcError as e:
                 log.debug("push to %s ended: %s", self.peer.id, e.code())
-            self._stop.wait(0.3)
+                # The peer is away: what it missed, it pulls when it is back.
+                self._drain_queue()
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                call_over.set()
+            self._stop.wait(backoff)
 
     def _drain_queue(self) -> None:
         while True:
