@@ -318,7 +318,8 @@ def _catchup(net: LocalNet, n: int, source: str, fresh: str) -> dict:
     limit_s = ingest.run_ours(envelopes, net.consortium, data_dir)
     del envelopes
     t = time.perf_counter()
-    net.start(source)
+    net.start(source, wait=False)
+    net.wait_ready(source, timeout=120 + n / 1000)  # it first builds its view from the log
     source_start_s = time.perf_counter() - t
     if net.log_size(source) != n:
         raise AssertionError(f"{source} holds {net.log_size(source)} records, not {n}")

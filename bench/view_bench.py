@@ -2,8 +2,10 @@
 of keeping the view up to date.
 
 One node process (node.localnet) gets a view of N entries: N marks on N
-distinct numbers, pre-signed for five issuers on every core and handed to it
-through Exchange.Deliver as they are signed; then, against that node:
+distinct numbers, signed for five issuers on the other cores while they are
+written into the node's store before it starts, as its writer thread would
+(NodeLedger.submit, then the store-backed view's apply); then, against that
+node:
 
     lookup_batch      numbers/s answered by Public.LookupBatch (batches of
                       1000, with_proofs false, half the numbers present and
@@ -49,7 +51,7 @@ import random
 import sys
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -69,6 +71,7 @@ from bench.exchange_bench import (
 from keys.signing import SigningKey
 from ledger import note
 from ledger import view as V
+from ledger.log import NodeLedger
 from ledger.record import Record
 from ledger.store import Store
 from markex.v1 import service_pb2 as pb
@@ -77,7 +80,6 @@ from node.lookup import verify_answer
 from node.witness import witness_name
 
 NODE = "carrier-1"  # the node that answers lookups
-DELIVERER = "carrier-2"  # the member identity that hands it the records
 COSIGNERS = ("institute", "carrier-2")  # cosign its view checkpoint for the client check
 LOOKUP_BATCH_TARGET = 50_000.0  # numbers/s per node process (issue 4)
 LOOKUP_P99_TARGET_MS = 5.0
@@ -123,8 +125,12 @@ def _run_lookup_suite(entries: int, seconds: float, rate: float) -> dict[str, di
     with ingest.scratch_dir() as d:
         net = LocalNet(d / "consortium")
         try:
+            start = time.perf_counter()
+            _fill(net, entries)
             net.start(NODE)
-            build = _fill(net, entries)
+            if (count := _view_count(net)) != entries:
+                raise AssertionError(f"{NODE}'s view holds {count} entries, not {entries}")
+            build = time.perf_counter() - start
             rss_kb, peak_kb = _rss_kb(net)
             setup = (
                 f"one node process with {entries} view entries (built in {build:.0f} s; "
@@ -139,33 +145,31 @@ def _run_lookup_suite(entries: int, seconds: float, rate: float) -> dict[str, di
             net.stop_all()
 
 
-def _fill(net: LocalNet, entries: int) -> float:
-    """Give NODE `entries` marks on distinct numbers; seconds until its view holds them."""
-    start = time.perf_counter()
+def _fill(net: LocalNet, entries: int) -> None:
+    """Write `entries` marks on distinct numbers into NODE's stopped store as
+    its writer thread would: NodeLedger.submit of each batch, then the
+    store-backed view's apply of what was accepted. Signing runs on the other
+    cores meanwhile."""
     issuers = [p for p in net.ids if p != NODE]
     marks: dict[str, list[MarkSpec]] = {pid: [] for pid in issuers}
     for i in range(entries):
         marks[issuers[i % len(issuers)]].append(
             (mark_number(i), CATEGORIES[i % len(CATEGORIES)], 50 + i % 50)
         )
-    stub = net.exchange(NODE, as_id=DELIVERER)
-    in_flight = threading.BoundedSemaphore(2)  # overlap the node's parsing and writing
-    calls: list[Future[pb.PushAck]] = []
-    with ThreadPoolExecutor(2, thread_name_prefix="deliver") as pool:
+    store = Store(net.dir / NODE / "data")
+    try:
+        ledger = NodeLedger(store, net.consortium, NODE)
+        view = V.NationalView.open(store, net.consortium)
         for envs in signed_feeds(consortium_seeds(net, issuers), marks, past_ms()):
-            in_flight.acquire()
-            call = pool.submit(stub.Deliver, pb.RecordBatch(envelopes=envs), timeout=300)
-            call.add_done_callback(lambda _: in_flight.release())
-            calls.append(call)
-    taken = sum(c.result().accepted + c.result().buffered for c in calls)
-    if taken != entries:
-        raise AssertionError(f"{NODE} took {taken} of {entries} records")
-    deadline = time.monotonic() + 120
-    while (count := _view_count(net)) < entries:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{NODE}'s view holds {count} of {entries} entries")
-        time.sleep(0.1)
-    return time.perf_counter() - start
+            done = ledger.submit(envs, time.time_ns() // 1_000_000)
+            if len(done.accepted) != len(envs):
+                bad = next(o for o in done.outcomes if o.status != "accepted")
+                raise AssertionError(f"a benchmark record was not accepted: {bad}")
+            view.apply(done.accepted)
+        if ledger.size != entries or view.count != entries:
+            raise AssertionError(f"{ledger.size} records, {view.count} entries, not {entries}")
+    finally:
+        store.close()
 
 
 def _view_count(net: LocalNet) -> int:
