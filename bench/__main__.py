@@ -75,6 +75,9 @@ BENCHMARKS: dict[str, Benchmark] = {
         )
         for name in ("lookup_batch", "lookup_p99", "view_proof_bytes", "view_verify_us")
     },
+    "audit": Benchmark(
+        "bench.audit_bench", "bench_audit", {"n": 1_000_000, "view_n": 100_000}, {"n": 20_000}
+    ),
     "view_update": Benchmark(
         "bench.view_bench",
         "bench_view_update",

@@ -229,12 +229,13 @@ def check_envelopes(
     for env in envelopes:
         env = bytes(env)
         lh = merkle.leaf_hash(env)
-        rid = record_id(env)
         try:
             rec = Record.from_envelope(env, max_bytes)
         except LedgerError as e:
-            out.append((lh, rid, None, 0, b"", "parse", f"{type(e).__name__}: {e}", None))
+            msg = f"{type(e).__name__}: {e}"
+            out.append((lh, record_id(env), None, 0, b"", "parse", msg, None))
             continue
+        rid = rec.id  # SHA-256 of these exact bytes, hashed once by from_envelope
         kind = msg = None
         if verify:
             p = cons.participant(rec.issuer)
@@ -535,22 +536,25 @@ class LogChecker:
         f = self.feeds.get(issuer)
         if f is None:
             f = self.feeds[issuer] = _Feed()
-        where = {"index": index, "record_id": rid.hex(), "issuer": issuer, "seq": seq}
+
+        def where() -> dict[str, Any]:  # built only for a finding: the pass is hot
+            return {"index": index, "record_id": rid.hex(), "issuer": issuer, "seq": seq}
+
         if seq <= f.base:
             rep.error(
-                "sequence", f"{issuer}#{seq} comes again after #{f.base} audited before", **where
+                "sequence", f"{issuer}#{seq} comes again after #{f.base} audited before", **where()
             )
             return False
         seen = f.at(seq)
         if seen is not None:
             if seen[1] == rid[:8]:
-                rep.error("duplicate", f"the same record is already at leaf {seen[0]}", **where)
+                rep.error("duplicate", f"the same record is already at leaf {seen[0]}", **where())
             else:
                 rep.error(
                     "equivocation",
                     f"the log holds two different records at {issuer}#{seq}: "
                     f"leaves {seen[0]} and {index}",
-                    **where,
+                    **where(),
                 )
                 self._equivocation_evidence(seen[0], index)
             return False
@@ -567,7 +571,7 @@ class LogChecker:
                     "previous",
                     f"names previous record {prev.hex()[:16]}…, which is not "
                     f"{issuer}#{seq - 1} in the log",
-                    **where,
+                    **where(),
                 )
         after = f.at(seq + 1)
         named = f.prev_of(seq + 1)
