@@ -157,7 +157,8 @@ def participant_from_cert(cert_pem_or_der: bytes) -> str:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         san = None
-    except ValueError as e:  # extensions are parsed lazily: a garbled one surfaces here
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as e:
+        # extensions are parsed lazily: a garbled or repeated one surfaces here
         raise ConfigError(f"certificate extensions do not parse: {e}") from e
     if san is not None:
         for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
