@@ -320,7 +320,15 @@ class NodeLedger:
             raise UnknownIssuer(f"{rec.issuer!r} is not a participant of {cons.name}")
         if not p.verify(rec.signature, signing_message(rec.body)):
             raise BadSignature(f"record {rec.issuer}#{rec.seq} is not signed by {rec.issuer}'s key")
-        _check_role(cons, p.role, rec.issuer, rec.payload)
+        self.check_payload(rec, now_ms)
+
+    def check_payload(self, rec: Record, now_ms: int) -> None:
+        """Role, taxonomy and clock checks of a record from a known issuer,
+        without the signature (for a record this node has just signed)."""
+        p = self.consortium.participant(rec.issuer)
+        if p is None:
+            raise UnknownIssuer(f"{rec.issuer!r} is not a participant of {self.consortium.name}")
+        _check_role(self.consortium, p.role, rec.issuer, rec.payload)
         if rec.issued_at_ms > now_ms + self.skew_ms:
             raise ClockSkew(
                 f"record {rec.issuer}#{rec.seq} is issued {rec.issued_at_ms - now_ms} ms in the "
