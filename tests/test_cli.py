@@ -107,6 +107,7 @@ def test_mark_correct_decide_reassign(net: LocalNet, capsys: pytest.CaptureFixtu
         capsys, "reassign", "--as", "carrier-1", "13812345001", "--at", "2026-01-01T00:00:00Z", *c
     )
     assert code == 0 and ra["issuer"] == "carrier-1"
+    net.wait_converged(timeout=30)
 
 
 @pytest.mark.parametrize(
@@ -136,6 +137,8 @@ def test_mark_correct_decide_reassign(net: LocalNet, capsys: pytest.CaptureFixtu
 def test_bad_input_gets_a_precise_error(
     net: LocalNet, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
 ) -> None:
+    # records issued by earlier tests may still be on their way to carrier-1
+    net.wait_converged(timeout=30)
     before = net.heads("carrier-1")
     code, out, err = run(capsys, *argv, "--consortium", str(net.dir), "--json")
     assert code in (1, 2) and out == "" and needle in err
