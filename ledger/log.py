@@ -5,9 +5,11 @@ proofs, and signs log checkpoints.
 Checks on every append run in a fixed order, each with its own error, and a
 rejected record changes nothing:
 
-    size (TooLarge) -> structure (MalformedRecord, InvalidNumber)
-    -> issuer (UnknownIssuer) -> already here? (duplicate: idempotent)
-    -> signature (BadSignature) -> role (NotAllowed) -> taxonomy (UnknownCategory)
+    already here? (the same envelope bytes as an accepted record: a duplicate,
+    idempotent, and nothing else is checked again: those bytes passed every
+    check when they were accepted; replication delivers most records twice)
+    -> size (TooLarge) -> structure (MalformedRecord, InvalidNumber)
+    -> issuer (UnknownIssuer) -> signature (BadSignature) -> role (NotAllowed) -> taxonomy (UnknownCategory)
     -> clock (ClockSkew) -> feed frozen (FeedFrozen)
     -> position: seq <= head with another id (Equivocation),
                  seq > head + 1 (SequenceGap: buffered when replicating),
@@ -49,6 +51,7 @@ from ledger.record import (
     Payload,
     Reassignment,
     Record,
+    record_id,
     signing_message,
 )
 from ledger.store import Store, feedseq_key, merkle_key, read_u64, u64
@@ -136,7 +139,7 @@ class Outcome:
     """What happened to one submitted envelope."""
 
     status: str  # accepted | duplicate | buffered | rejected | equivocation
-    record: Record | None = None
+    record: Record | None = None  # None for a duplicate (only its bytes were compared)
     index: int | None = None  # leaf index when accepted or duplicate
     error: LedgerError | None = None
 
@@ -369,6 +372,15 @@ class NodeLedger:
         return Submitted(outcomes, pend.accepted, [p for _, p in pend.equivocations])
 
     def _one(self, env: bytes, now_ms: int, pend: _Pending, buffer: bool) -> Outcome:
+        if isinstance(env, bytes) and len(env) <= self.max_envelope:
+            rid = record_id(env)
+            idx = pend.ids.get(rid)
+            if idx is None:
+                known = self.store.get("records", rid)
+                if known is not None:
+                    idx = read_u64(known[:8])
+            if idx is not None:
+                return Outcome("duplicate", None, idx)
         try:
             rec = Record.from_envelope(env, self.max_envelope)
         except LedgerError as e:
@@ -377,13 +389,6 @@ class NodeLedger:
             return Outcome(
                 "rejected", rec, error=UnknownIssuer(f"{rec.issuer!r} is not a participant")
             )
-        idx = pend.ids.get(rec.id)
-        if idx is None:
-            known = self.store.get("records", rec.id)
-            if known is not None:
-                idx = read_u64(known[:8])
-        if idx is not None:
-            return Outcome("duplicate", rec, idx)
         try:
             self.check(rec, now_ms)
         except LedgerError as e:

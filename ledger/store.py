@@ -19,9 +19,23 @@
 The view* families belong to ledger/view.py's store-backed NationalView
 (docs/view.md, "Persistence"); it writes them in its own atomic batches.
 
-Everything one accepted batch changes goes into one WriteBatch written with
-sync=True: an acknowledged record survives kill -9, and a crash never leaves
-half a batch behind.
+Everything one accepted batch changes goes into one WriteBatch, written and
+then synced before the write returns: an acknowledged record survives kill -9
+and power loss, and a crash never leaves half a batch behind.
+
+How it is synced matters for a node's latency. RocksDB's `sync=True` write
+keeps Python's GIL through the fsync (rocksdict does not release it there), so
+every other thread of the node (gRPC handlers, pushes to peers) stops for the
+length of a disk flush, each time. Instead the batch is written to the WAL
+unsynced (it reaches the OS at once, so kill -9 cannot lose it) and then
+`flush_wal(sync=True)` syncs the WAL (RocksDB's SyncWAL, which also syncs
+earlier WAL files and the WAL directory) with the GIL released. The call
+returns only after the sync, so the durability is that of `sync=True`.
+
+A write may also ask for no sync (`sync=False`): used for derived state that
+is rebuilt from the ledger after a crash (the view) and for what is collected
+again (cosignatures of our own checkpoints). Such a write still lands in the
+WAL in order, so the next synced write makes it durable too.
 """
 
 from __future__ import annotations
@@ -132,8 +146,8 @@ class Store:
             raise StorageFailure(f"cannot open the store at {self.path}: {e}") from e
         self._cfs = {name: self._db.get_column_family(name) for name in names}
         self._handles = {name: self._db.get_column_family_handle(name) for name in names}
-        self._sync = WriteOptions()
-        self._sync.sync = True
+        self._unsynced = WriteOptions()
+        self._unsynced.sync = False
         self._closed = False
 
     def _options(self, family: str | None = None) -> Options:
@@ -189,19 +203,22 @@ class Store:
     def batch(self) -> Batch:
         return Batch(self)
 
-    def write(self, batch: Batch) -> None:
-        """One atomic, synced write of the whole batch."""
+    def write(self, batch: Batch, *, sync: bool = True) -> None:
+        """One atomic write of the whole batch; synced to disk before it
+        returns unless sync=False (see the module doc)."""
         if batch.count == 0:
             return
         try:
-            self._db.write(batch._wb, self._sync)
+            self._db.write(batch._wb, self._unsynced)
+            if sync:
+                self._db.flush_wal(True)
         except Exception as e:
             raise StorageFailure(f"write of {batch.count} changes failed: {e}") from e
 
-    def put(self, cf: str, key: bytes, value: bytes) -> None:
+    def put(self, cf: str, key: bytes, value: bytes, *, sync: bool = True) -> None:
         b = self.batch()
         b.put(cf, key, value)
-        self.write(b)
+        self.write(b, sync=sync)
 
     def close(self) -> None:
         if self._closed:

@@ -1423,7 +1423,7 @@ class NationalView:
             for cf in VIEW_FAMILIES:
                 batch.delete_range(cf, b"", _END)
             batch.put("viewmeta", b"config", self._config_digest())
-            self._store.write(batch)
+            self._store.write(batch, sync=False)
         self._reset_memory()
 
     def save_changes(self, batch: Batch, numbers: Iterable[str]) -> None:
@@ -1583,8 +1583,9 @@ class NationalView:
             batch.put("viewmeta", b"count", _U64.pack(count))
         if ignored != self._ignored_count:
             batch.put("viewmeta", b"ignored", _U64.pack(ignored))
-        st.write(batch)
-        # Only after the synced write succeeded does memory move on.
+        # Unsynced: derived from the synced ledger, caught up after a crash.
+        st.write(batch, sync=False)
+        # Only after the write succeeded does memory move on.
         self._tree.update(leaves)
         self._vector = vector
         self._count = count

@@ -104,9 +104,14 @@ class NodeCore:
         return fut.result(timeout)
 
     def submit(self, envelopes: Sequence[bytes], source: str, timeout: float = 60) -> list[Outcome]:
+        return self.submit_async(envelopes, source).result(timeout)
+
+    def submit_async(self, envelopes: Sequence[bytes], source: str) -> Future:
+        """Queue envelopes for the writer; the future's result is their
+        Outcomes. Jobs are written in the order they were queued."""
         fut: Future = Future()
         self._q.put(_Job("submit", None, list(envelopes), fut, source))
-        return fut.result(timeout)
+        return fut
 
     # ------------------------------------------------------------ writer
     def _run(self) -> None:

@@ -1,8 +1,18 @@
 """Replication with one peer: push our new records at once over a long-lived
 stream; anti-entropy (compare feed heads, pull what we lack, in batches) on
-connect and periodically; ask the peer to cosign our log checkpoint; tell it
-of equivocations. Records are trusted by signature, so any peer may relay any
-feed; a lost push is healed by the next pull."""
+connect and periodically; ask the peer to cosign our log checkpoint when we
+sign a new one; tell it of equivocations. Records are trusted by signature, so
+any peer may relay any feed; a lost push is healed by the next pull.
+
+Anti-entropy does not chase pushes in flight. Under steady load a peer's head
+is nearly always a few records ahead of ours because those records are on
+their way to us; pulling them again would double the traffic and the work.
+So a round pulls a feed only when the peer already had more of it in the
+previous round than we have now (what a push has not brought in one whole
+interval), when the two heads differ at the same seq (a possible
+equivocation), or when there is no previous round to compare with: the first
+round after connecting, and the first after a failed or refused round. A lost
+push is thus healed within two intervals."""
 
 from __future__ import annotations
 
@@ -10,6 +20,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -44,6 +55,7 @@ class PeerLink:
         self._q: queue.Queue[list[bytes]] = queue.Queue(PUSH_QUEUE)
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._cosign_due = threading.Event()
         self._channel = grpc.secure_channel(
             peer.member_endpoint,
             credentials,
@@ -62,6 +74,9 @@ class PeerLink:
         ]
         self.cosigned_size = 0  # the size this peer last cosigned for us
         self.peer_heads: dict[str, int] = {}
+        # The peer's heads as of the previous successful round (None: no such
+        # round since connecting; then everything the peer has more is pulled).
+        self._prev_heads: dict[str, int] | None = None
         self._pending_evidence: list[EquivocationProof] = []
         self._evidence_lock = threading.Lock()
         self.connected = False
@@ -86,7 +101,9 @@ class PeerLink:
             self._pending_evidence.append(proof)
         self._wake.set()
 
-    def sync_now(self) -> None:
+    def cosign_now(self) -> None:
+        """We signed a new checkpoint: ask the peer to cosign it now."""
+        self._cosign_due.set()
         self._wake.set()
 
     # ------------------------------------------------------------ push
@@ -137,23 +154,37 @@ class PeerLink:
 
     # ------------------------------------------------------------ anti-entropy
     def _sync_loop(self) -> None:
+        next_round = 0.0
         while not self._stop.is_set():
-            if not self.node.refuses(self.peer.id):
+            if self.node.refuses(self.peer.id):
+                self._prev_heads = None
+            else:
                 try:
-                    self.sync_once()
-                    self.connected = True
+                    if time.monotonic() >= next_round or self._prev_heads is None:
+                        next_round = time.monotonic() + self.sync_interval
+                        self.sync_once()
+                        self.connected = True
+                    elif self._cosign_due.is_set():
+                        self._cosign_due.clear()
+                        self._cosign_steps()
                 except grpc.RpcError as e:
                     self.connected = False
+                    self._prev_heads = None
                     log.debug("sync with %s failed: %s", self.peer.id, e.code())
                 except Exception:
+                    self._prev_heads = None
                     log.exception("sync with %s failed", self.peer.id)
-            self._wake.wait(self.sync_interval)
+            self._wake.wait(max(0.0, min(self.sync_interval, next_round - time.monotonic())))
             self._wake.clear()
 
     def sync_once(self) -> int:
-        """Pull every feed record the peer has and we lack. Returns how many."""
+        """An anti-entropy round: pull the feed records the peer has and we
+        lack (but for pushes in flight, see the module doc), pass on
+        equivocation proofs, and ask for cosignatures. Returns how many
+        records were pulled."""
         core = self.node.core
         heads = self.stub.Heads(pb.FeedHeadsRequest(), timeout=5)
+        prev = self._prev_heads
         pulled = 0
         for h in heads.heads:
             self.peer_heads[h.issuer] = h.seq
@@ -165,6 +196,8 @@ class PeerLink:
                 continue
             if core.consortium.participant(h.issuer) is None:
                 continue
+            if prev is not None and h.seq > ours.seq and prev.get(h.issuer, 0) <= ours.seq:
+                continue  # only what is still on its way to us: the next round sees
             # Overlap one record: a different record at our head is an equivocation.
             after = max(0, ours.seq - 1)
             for batch in self.stub.Pull(
@@ -177,8 +210,14 @@ class PeerLink:
             if h.frozen and ours.frozen_at is None:
                 # The peer froze this feed: fetch and check its proof.
                 self._fetch_evidence()
+        self._prev_heads = {h.issuer: h.seq for h in heads.heads}
         self.node.peer_synced(self.peer.id)
         self._send_evidence()
+        self._cosign_due.clear()
+        self._cosign_steps()
+        return pulled
+
+    def _cosign_steps(self) -> None:
         for step in (self._cosign, lambda: self.node.view_cosign_with(self)):
             try:
                 step()
@@ -186,7 +225,6 @@ class PeerLink:
                 # A refused cosignature (e.g. the witness holds fork evidence
                 # against us) must not stop replication.
                 log.debug("cosigning with %s failed: %s %s", self.peer.id, e.code(), e.details())
-        return pulled
 
     def _fetch_evidence(self) -> None:
         self.node.fetch_evidence_from(self.peer)

@@ -251,7 +251,7 @@ class Node:
             try:
                 if self.core.checkpoint_if_changed() is not None:
                     for link in self.links.values():
-                        link.sync_now()
+                        link.cosign_now()
                 self.view.tick()
             except Exception:
                 log.exception("checkpoint tick failed")
@@ -289,7 +289,8 @@ class Node:
     def _store_cosigned(self) -> None:
         assert self._cosig_text is not None
         full = note.add_signature_lines(self._cosig_text, sorted(self._cosigs.values()))
-        self.store.put("checkpoints", b"log/cosigned", full.encode())
+        # Not synced: lost in a crash, the cosignatures are collected again.
+        self.store.put("checkpoints", b"log/cosigned", full.encode(), sync=False)
 
     def quorum(self) -> int:
         return self.consortium.policy.cosign_quorum

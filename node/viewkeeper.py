@@ -40,6 +40,7 @@ class ViewKeeper:
         self._lock = threading.RLock()
         self.view: V.NationalView | None = None
         self._note: str | None = None
+        self._stale = False  # the view moved since _note was signed
         self._cosigs: dict[str, str] = {}
         self._rebuild_needed = False   # a feed froze, or an update failed: catch up
 
@@ -92,21 +93,30 @@ class ViewKeeper:
                     self._sign()
 
     def _sign(self) -> None:
-        assert self.view is not None
-        text = V.view_checkpoint_text(
-            self.origin, self.view.vector, self.view.count, self.view.root()
-        )
-        signed = note.sign_note(text, self.origin, self.node.key)
-        if signed != self._note:
-            self._note = signed
-            self._cosigs = {}
+        """The view changed: its checkpoint is signed when next asked for
+        (a lookup, a cosigning round), not once per group commit."""
+        self._stale = True
+
+    def _current_note(self) -> str | None:
+        """The signed view checkpoint of the view as it is now. Call with the lock."""
+        if self._stale and self.view is not None:
+            text = V.view_checkpoint_text(
+                self.origin, self.view.vector, self.view.count, self.view.root()
+            )
+            signed = note.sign_note(text, self.origin, self.node.key)
+            if signed != self._note:
+                self._note = signed
+                self._cosigs = {}
+            self._stale = False
+        return self._note
 
     # ------------------------------------------------------------ reads
     def checkpoint_note(self) -> str | None:
         with self._lock:
-            if self._note is None:
+            current = self._current_note()
+            if current is None:
                 return None
-            return note.add_signature_lines(self._note, sorted(self._cosigs.values()))
+            return note.add_signature_lines(current, sorted(self._cosigs.values()))
 
     def _answer(self, number: str, at_ms: int, with_proof: bool) -> pb.LookupResponse:
         assert self.view is not None
@@ -159,7 +169,7 @@ class ViewKeeper:
 
     def request_cosign(self, link: PeerLink) -> None:
         with self._lock:
-            text = self._note
+            text = self._current_note()
             if text is None or link.peer.id in self._cosigs:
                 return
         try:
@@ -173,7 +183,7 @@ class ViewKeeper:
                 self._cosigs[link.peer.id] = resp.signature_line
 
     def _fork(self, peer: str, text: str) -> None:
-        ev = json.dumps({"kind": "view-fork", "peer": peer, "theirs": text, "ours": self._note})
+        ev = json.dumps({"kind": "view-fork", "peer": peer, "theirs": text, "ours": self._current_note()})
         self.node.store.put(
             "witness", b"viewfork/" + peer.encode() + u64(self.node.clock()), ev.encode()
         )

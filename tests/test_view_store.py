@@ -233,7 +233,7 @@ def test_a_failed_write_changes_nothing(tmp_path: Path, monkeypatch: pytest.Monk
         view.apply(RICH.records[:half])
         before = state(view)
 
-        def fail(batch: Any) -> None:
+        def fail(batch: Any, *, sync: bool = True) -> None:
             raise StorageFailure("disk full")
 
         monkeypatch.setattr(store, "write", fail)
