@@ -7,9 +7,10 @@ rejected record changes nothing:
 
     already here? (the same envelope bytes as an accepted record: a duplicate,
     idempotent, and nothing else is checked again: those bytes passed every
-    check when they were accepted; replication delivers most records twice)
+    check when they were accepted; a record may come from several peers)
     -> size (TooLarge) -> structure (MalformedRecord, InvalidNumber)
-    -> issuer (UnknownIssuer) -> signature (BadSignature) -> role (NotAllowed) -> taxonomy (UnknownCategory)
+    -> issuer (UnknownIssuer) -> signature (BadSignature)
+    -> role (NotAllowed) -> taxonomy (UnknownCategory)
     -> clock (ClockSkew) -> feed frozen (FeedFrozen)
     -> position: seq <= head with another id (Equivocation),
                  seq > head + 1 (SequenceGap: buffered when replicating),

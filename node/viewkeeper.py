@@ -183,7 +183,8 @@ class ViewKeeper:
                 self._cosigs[link.peer.id] = resp.signature_line
 
     def _fork(self, peer: str, text: str) -> None:
-        ev = json.dumps({"kind": "view-fork", "peer": peer, "theirs": text, "ours": self._current_note()})
+        ours = self._current_note()
+        ev = json.dumps({"kind": "view-fork", "peer": peer, "theirs": text, "ours": ours})
         self.node.store.put(
             "witness", b"viewfork/" + peer.encode() + u64(self.node.clock()), ev.encode()
         )
