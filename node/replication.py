@@ -154,19 +154,23 @@ class PeerLink:
 
     # ------------------------------------------------------------ anti-entropy
     def _sync_loop(self) -> None:
-        next_round = 0.0
+        next_round = 0.0  # when the next anti-entropy round is due
         while not self._stop.is_set():
+            now = time.monotonic()
             if self.node.refuses(self.peer.id):
                 self._prev_heads = None
+                next_round = now + self.sync_interval
             else:
                 try:
-                    if time.monotonic() >= next_round or self._prev_heads is None:
-                        next_round = time.monotonic() + self.sync_interval
+                    if now >= next_round:
+                        next_round = now + self.sync_interval
                         self.sync_once()
                         self.connected = True
-                    elif self._cosign_due.is_set():
-                        self._cosign_due.clear()
-                        self._cosign_steps()
+                    else:  # woken early: evidence to pass on, or a checkpoint to cosign
+                        self._send_evidence()
+                        if self._cosign_due.is_set():
+                            self._cosign_due.clear()
+                            self._cosign_steps()
                 except grpc.RpcError as e:
                     self.connected = False
                     self._prev_heads = None
@@ -174,7 +178,7 @@ class PeerLink:
                 except Exception:
                     self._prev_heads = None
                     log.exception("sync with %s failed", self.peer.id)
-            self._wake.wait(max(0.0, min(self.sync_interval, next_round - time.monotonic())))
+            self._wake.wait(max(0.0, next_round - time.monotonic()))
             self._wake.clear()
 
     def sync_once(self) -> int:
