@@ -6,9 +6,10 @@ and the keyword arguments for a full run and for BENCH_QUICK=1. Modules are
 imported only when their benchmark runs; one that cannot be imported (a
 missing optional library, a benchmark not written yet) is skipped.
 
-With no names every available benchmark runs and the report is written
-afresh; with names only those run and the report keeps the other results it
-already holds. A readable table is printed at the end.
+With no names every available benchmark that is not opt-in runs and the
+report is written afresh, keeping only the opt-in results it holds (the
+scale run's); with names only those run and the report keeps the other
+results it already holds. A readable table is printed at the end.
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     quick = os.environ.get("BENCH_QUICK") == "1"
     names = list(dict.fromkeys(args.names)) or [n for n, b in BENCHMARKS.items() if not b.opt_in]
     results, problems = run(names, quick)
-    written = report.write(args.out, results, merge=bool(args.names))
+    opt_in = tuple(n for n, b in BENCHMARKS.items() if b.opt_in)
+    written = report.write(args.out, results, merge=bool(args.names), keep_prefixes=opt_in)
     print(report.table(written))
     print(f"\nreport: {args.out}{' (BENCH_QUICK=1 sizes)' if quick else ''}")
     for p in problems:

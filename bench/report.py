@@ -109,20 +109,30 @@ def load(path: Path) -> dict[str, Any] | None:
 
 
 def write(
-    path: Path, results: Mapping[str, Mapping[str, Any]], *, merge: bool = False
+    path: Path,
+    results: Mapping[str, Mapping[str, Any]],
+    *,
+    merge: bool = False,
+    keep_prefixes: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Write the report for `results` (with this machine's description).
 
     With `merge`, benchmarks already in the report at `path` and not in
-    `results` are kept (a run of a subset). Returns what was written.
+    `results` are kept (a run of a subset); without it only those whose name
+    starts with one of `keep_prefixes` are (the opt-in runs, such as the
+    hour-long scale run, which a plain run does not repeat). Returns what was
+    written.
     """
     for name, result in results.items():
         check_result(name, result)
     benchmarks: dict[str, Any] = {}
-    if merge:
-        old = load(path)
-        if old is not None:
-            benchmarks.update(old["benchmarks"])
+    old = load(path)
+    if old is not None:
+        benchmarks.update(
+            (name, r)
+            for name, r in old["benchmarks"].items()
+            if merge or name.startswith(keep_prefixes)
+        )
     benchmarks.update({name: dict(r) for name, r in results.items()})
     report = {"machine": machine_info(), "benchmarks": benchmarks}
     path.parent.mkdir(parents=True, exist_ok=True)

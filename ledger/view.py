@@ -38,7 +38,7 @@ import hashlib
 import json
 import re
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
@@ -1328,6 +1328,12 @@ class NationalView:
             e = self._entries.get(number)
             return None if e is None else e.encode()
         return self._store.get("view", number.encode("utf-8"))
+
+    def entries_bytes(self, numbers: Sequence[str]) -> list[bytes | None]:
+        """entry_bytes of each number, in one multi-get for a stored view."""
+        if self._store is None:
+            return [self.entry_bytes(n) for n in numbers]
+        return self._store.get_many("view", [n.encode("utf-8") for n in numbers])
 
     def lookup(self, number: str, at_ms: int) -> Resolution | None:
         e = self.entry(number)

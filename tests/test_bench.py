@@ -81,3 +81,20 @@ def test_main_runs_a_subset_and_merges(
     assert "ingest" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench_main.main(["--out", str(out), "no-such-benchmark"])
+
+
+def test_a_plain_run_keeps_only_the_opt_in_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "report.json"
+    scale = report.throughput(3000.0, "records/s", 9000.0, 0.3, "the hour-long run")
+    rss = report.latency(800.0, "MiB", 1024.0, "peak RSS of the same run")
+    stale = report.latency(10.0, "ms", 100.0, "a benchmark that no longer exists")
+    report.write(out, {"scale": scale, "scale_peak_rss": rss, "gone": stale})
+    tiny = bench_main.Benchmark("bench.ingest", "bench_ingest", {"n": N, "rounds": 1})
+    opt = bench_main.Benchmark("bench.not_written_yet", "bench_nothing", opt_in=True)
+    monkeypatch.setattr(bench_main, "BENCHMARKS", {"ingest": tiny, "scale": opt})
+    assert bench_main.main(["--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["benchmarks"]) == {"ingest", "scale", "scale_peak_rss"}
+    assert data["benchmarks"]["scale"] == scale
