@@ -116,9 +116,11 @@ class Batch:
 
 
 class Store:
-    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: Path | str, *, read_only: bool = False, cache_bytes: int = BLOCK_CACHE_BYTES
+    ) -> None:
         self.path = Path(path)
-        self._cache = Cache(BLOCK_CACHE_BYTES)
+        self._cache = Cache(cache_bytes)
         opts = self._options()
         opts.create_if_missing(not read_only)
         opts.create_missing_column_families(not read_only)

@@ -330,6 +330,24 @@ def test_process_pool_gives_the_same_report(copy: Path) -> None:
     assert any(f.kind == "signature" and f.index == 7 for f in pooled.findings)
 
 
+def test_the_auditing_process_checks_chunks_beside_its_pool(
+    copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small chunks keep the one worker busy, so the audit's own process
+    checks some of them; the report is the same as checked in one process."""
+    with tamper(copy) as s:
+        rid = leaf_id(s, 7)
+        v = bytearray(s.get("records", rid) or b"")
+        v[-3] ^= 0x10
+        s.put("records", rid, bytes(v))
+    monkeypatch.setattr(audit, "CHUNK", 3)
+    inproc = run_audit(copy, workers=0)
+    mixed = run_audit(copy, workers=1)
+    assert mixed.counts["workers"] == 1 and mixed.counts["chunks_checked_here"] > 0
+    assert [f.to_json() for f in mixed.findings] == [f.to_json() for f in inproc.findings]
+    assert mixed.counts["records"] == inproc.counts["records"]
+
+
 def test_report_lists_a_bounded_number_of_findings_per_kind() -> None:
     rep = audit.AuditReport("x", "offline")
     for i in range(audit.MAX_PER_KIND + 50):

@@ -26,7 +26,7 @@ from keys import ConfigError, KeysError
 from keys.consortium import Consortium
 from keys.layout import NodeConfig
 from keys.tls import make_ca, make_node_cert, participant_from_cert
-from ledger import merkle, note
+from ledger import merkle, note, numbers
 from ledger import view as V
 from ledger.errors import InvalidNumber, LedgerError, MalformedProof, ProofMismatch
 from ledger.log import EquivocationProof, NodeLedger, verify_envelopes
@@ -562,6 +562,54 @@ def test_normalize_number(raw: str) -> None:
     except InvalidNumber:
         return
     assert out.startswith("+") and out[1:].isdigit() and normalize(out) == out
+
+
+def _library_normalize(raw: str) -> str:
+    """What normalize answers without its E.164 fast path: libphonenumber's."""
+    try:
+        return numbers._normalize.__wrapped__(raw)
+    except InvalidNumber as e:
+        return f"InvalidNumber: {e}"
+
+
+# E.164 candidates for China, biased to the prefixes of real number ranges.
+CN_E164 = st.builds(
+    lambda head, tail, n: ("+86" + head + tail)[: 3 + n],
+    st.sampled_from(["1", "10", "13", "15", "17", "179", "18", "2", "21", "400", "800", "95"]),
+    st.text("0123456789", min_size=0, max_size=16),
+    st.integers(min_value=2, max_value=17),
+)
+
+
+@fuzz(500)
+@given(st.one_of(CN_E164, st.from_regex(r"\+86[0-9]{0,18}", fullmatch=True)))
+def test_e164_fast_path_agrees_with_the_library(raw: str) -> None:
+    fast = numbers._e164_fast(raw)
+    if fast is not None:
+        assert fast == raw == _library_normalize(raw)
+
+
+def test_e164_fast_path_sweep() -> None:
+    """Every 1-to-4-digit prefix, filled out to every length at random: where
+    the fast path answers, libphonenumber gives the same number; and it does
+    answer for ordinary mobile and fixed-line numbers."""
+    import random
+
+    rng = random.Random(7)
+    answered = 0
+    for prefix in range(1, 10_000):
+        p = str(prefix)
+        for n in range(max(2, len(p)), 18, 3):
+            raw = "+86" + (p + "".join(rng.choices("0123456789", k=n)))[:n]
+            fast = numbers._e164_fast(raw)
+            if fast is not None:
+                answered += 1
+                assert fast == _library_normalize(raw), raw
+    assert answered > 1000
+    for raw in ("+8613812345678", "+861012345678", "+864001234567", "+8618912345678"):
+        assert numbers._e164_fast(raw) == raw == _library_normalize(raw)
+    for raw in ("+86 138 1234 5678", "13812345678", "+860101234567", "+8612345678901234"):
+        assert numbers._e164_fast(raw) is None
 
 
 # ------------------------------------------------------------------ seeds are sound
