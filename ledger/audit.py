@@ -1231,10 +1231,26 @@ class _StoreAudit:
         pool.close()
         rep.counts["chunks_checked_here"] = pool.local
 
+    def _ranged(self, cf: str, keys: list[bytes], spans: dict[bytes, bytes]) -> list[bytes | None]:
+        """The stored value of each key, read as one key-ordered scan per
+        span (first key -> key past the last) rather than point lookups: a
+        chunk's Merkle nodes and feedseq entries lie in a few dense runs."""
+        found: dict[bytes, bytes] = {}
+        for start, end in spans.items():
+            found.update(self.store.items(cf, start, end))
+        return [found.get(k) for k in keys]
+
     def _merkle(self, nodes: list[tuple[int, int, bytes]]) -> None:
         if not nodes:
             return
-        got = self.store.get_many("merkle", [merkle_key(lv, i) for lv, i, _ in nodes])
+        keys = [merkle_key(lv, i) for lv, i, _ in nodes]
+        first: dict[int, int] = {}
+        last: dict[int, int] = {}
+        for lv, i, _ in nodes:
+            first.setdefault(lv, i)
+            last[lv] = i  # the frontier completes each level's nodes in order
+        spans = {merkle_key(lv, i): merkle_key(lv, last[lv] + 1) for lv, i in first.items()}
+        got = self._ranged("merkle", keys, spans)
         for (level, index, h), stored in zip(nodes, got, strict=True):
             if stored == h:
                 continue
@@ -1271,7 +1287,17 @@ class _StoreAudit:
     def _feedseq(self, placed: list[tuple[str, int, bytes, int]]) -> None:
         if not placed:
             return
-        got = self.store.get_many("feedseq", [feedseq_key(i, s) for i, s, _, _ in placed])
+        keys = [feedseq_key(i, s) for i, s, _, _ in placed]
+        lo: dict[str, int] = {}
+        hi: dict[str, int] = {}
+        for issuer, seq, _, _ in placed:
+            lo[issuer] = min(lo.get(issuer, seq), seq)
+            hi[issuer] = max(hi.get(issuer, seq), seq)
+        if len(keys) < 4 * sum(hi[i] - lo[i] + 1 for i in lo) // 5:
+            got = self.store.get_many("feedseq", keys)  # sparse (a disordered log): point reads
+        else:
+            spans = {feedseq_key(i, lo[i]): feedseq_key(i, hi[i] + 1) for i in lo}
+            got = self._ranged("feedseq", keys, spans)
         for (issuer, seq, rid, index), stored in zip(placed, got, strict=True):
             if stored != rid:
                 what = "has no entry" if stored is None else f"names {stored.hex()[:16]}…"

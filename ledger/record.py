@@ -219,9 +219,9 @@ class Record:
             raise MalformedRecord(f"signature must be 64 bytes, got {len(env.signature)}")
         body = env.body
         rec = _decode(pb.Record, body, "record body")
-        for sub in (rec.mark, rec.correction, rec.reassignment):
-            if len(unknown_fields.UnknownFieldSet(sub)):
-                raise MalformedRecord("record body has fields this version does not know")
+        which = rec.WhichOneof("payload")  # an unset payload has no fields at all
+        if which is not None and len(unknown_fields.UnknownFieldSet(getattr(rec, which))):
+            raise MalformedRecord("record body has fields this version does not know")
         if not rec.issuer or len(rec.issuer) > MAX_ISSUER:
             raise MalformedRecord("record issuer must be a participant id")
         if rec.seq < 1:
