@@ -31,7 +31,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from multiprocessing.pool import AsyncResult
 from typing import Any
 
@@ -146,6 +147,66 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
         raise ValueError("no values")
     k = math.ceil(len(sorted_values) * q / 100) - 1
     return sorted_values[max(0, min(len(sorted_values) - 1, k))]
+
+
+@dataclass
+class Paced:
+    """What `paced_lookups` saw: latency per call in seconds from its
+    scheduled send (None where it failed), the responses kept, the failures
+    (status name: details) and how long sending took."""
+
+    latency: list[float | None]
+    kept: dict[int, pb.LookupResponse]
+    failed: list[str]
+    sent_s: float
+
+    def answered_ms(self) -> list[float]:
+        """Latencies of the answered calls in ms, ascending."""
+        return sorted(x * 1000 for x in self.latency if x is not None)
+
+
+def paced_lookups(
+    stub: Any,
+    numbers: Sequence[str],
+    rate: float,
+    keep: Callable[[int, pb.LookupResponse], bool],
+    *,
+    timeout: float = 30.0,
+) -> Paced:
+    """Single Public.Lookup calls (with proof) sent open loop at `rate`/s,
+    each timed from its scheduled send time, so a late sender counts as
+    latency; the responses for which keep(i, response) holds are kept."""
+    n = len(numbers)
+    latency: list[float | None] = [None] * n
+    kept: dict[int, pb.LookupResponse] = {}
+    failed: list[str] = []
+    done = threading.Semaphore(0)
+
+    def on_done(i: int, due: float, fut: grpc.Future) -> None:
+        t = time.perf_counter()
+        try:
+            resp = fut.result()
+            latency[i] = t - due
+            if keep(i, resp):
+                kept[i] = resp
+        except grpc.RpcError as e:
+            failed.append(f"{e.code().name}: {e.details()}")
+        done.release()
+
+    start = time.perf_counter() + 0.05
+    for i, num in enumerate(numbers):
+        due = start + i / rate
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        stub.Lookup.future(pb.LookupRequest(number=num), timeout=timeout).add_done_callback(
+            functools.partial(on_done, i, due)
+        )
+    sent_s = time.perf_counter() - start
+    for _ in range(n):
+        if not done.acquire(timeout=4 * timeout):
+            raise TimeoutError(f"lookups did not return within {4 * timeout:.0f} s")
+    return Paced(latency, kept, failed, sent_s)
 
 
 # ====================================================================== propagation

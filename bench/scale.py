@@ -64,7 +64,14 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench import ingest, report
-from bench.exchange_bench import consortium_seeds, mark_number, past_ms, percentile, workers
+from bench.exchange_bench import (
+    consortium_seeds,
+    mark_number,
+    paced_lookups,
+    past_ms,
+    percentile,
+    workers,
+)
 from keys.consortium import Consortium
 from keys.signing import SigningKey
 from ledger import note
@@ -340,35 +347,13 @@ def lookup_p99(
     stub = run.net.public(NODE)
     for num, _ in numbers[:100]:
         stub.Lookup(pb.LookupRequest(number=num), timeout=10)  # warm up the channel
-    latency = [0.0] * n
-    kept: dict[int, pb.LookupResponse] = {}
-    failed: list[str] = []
-    done = threading.Semaphore(0)
-
-    def on_done(i: int, due: float, fut: grpc.Future) -> None:
-        t = time.perf_counter()
-        try:
-            resp = fut.result()
-            latency[i] = t - due
-            if i < 1000 or bool(resp.entry) != numbers[i][1]:
-                kept[i] = resp
-        except grpc.RpcError as e:
-            failed.append(f"{e.code().name}: {e.details()}")
-        done.release()
-
-    start = time.perf_counter() + 0.05
-    for i, (num, _) in enumerate(numbers):
-        due = start + i / rate
-        pause = due - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-        stub.Lookup.future(pb.LookupRequest(number=num), timeout=30).add_done_callback(
-            functools.partial(on_done, i, due)
-        )
-    sent_s = time.perf_counter() - start
-    for _ in range(n):
-        if not done.acquire(timeout=120):
-            raise TimeoutError("lookups did not return within 120 s")
+    paced = paced_lookups(
+        stub,
+        [num for num, _ in numbers],
+        rate,
+        lambda i, resp: i < 1000 or bool(resp.entry) != numbers[i][1],
+    )
+    kept, failed, sent_s = paced.kept, paced.failed, paced.sent_s
     if failed:  # reported with the result; latencies are those of the answered calls
         log(f"{len(failed)} of {n} lookups failed: {sorted(set(failed))[:5]}")
     if len(failed) > n // 100:
@@ -384,8 +369,7 @@ def lookup_p99(
                 note.Note.parse(r.view_checkpoint).text
             ).root
         V.verify_lookup(numbers[i][0], r.entry or None, r.proof, roots[r.view_checkpoint], bits)
-    failed_at = {i for i in range(n) if latency[i] == 0.0}
-    ms = sorted(x * 1000 for i, x in enumerate(latency) if i not in failed_at)
+    ms = paced.answered_ms()
     return {
         "n": n,
         "rate": n / sent_s,

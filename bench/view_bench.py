@@ -43,18 +43,15 @@ running one of them runs them all.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
 import random
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import grpc
 from rocksdict import Options, Rdict, WriteBatch
 
 from bench import ingest, report
@@ -63,6 +60,7 @@ from bench.exchange_bench import (
     MarkSpec,
     consortium_seeds,
     mark_number,
+    paced_lookups,
     past_ms,
     percentile,
     seed_of,
@@ -269,42 +267,12 @@ def _lookup_single(
     for num in numbers[:50]:
         stub.Lookup(pb.LookupRequest(number=num), timeout=10)  # warm up
     keep = min(n, 1000)
-    latency = [0.0] * n
-    proof_bytes = [0] * n
-    kept: dict[int, pb.LookupResponse] = {}
-    failed: list[str] = []
-    done = threading.Semaphore(0)
-
-    def on_done(i: int, due: float, fut: grpc.Future) -> None:
-        t = time.perf_counter()
-        try:
-            resp = fut.result()
-            latency[i] = t - due
-            proof_bytes[i] = len(resp.proof)
-            if i < keep:
-                kept[i] = resp
-        except grpc.RpcError as e:
-            failed.append(e.code().name)
-        done.release()
-
-    start = time.perf_counter() + 0.05
-    for i, num in enumerate(numbers):
-        due = start + i / rate
-        pause = due - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-        stub.Lookup.future(pb.LookupRequest(number=num), timeout=10).add_done_callback(
-            functools.partial(on_done, i, due)
-        )
-    sent_s = time.perf_counter() - start
-    for _ in range(n):
-        if not done.acquire(timeout=60):
-            raise TimeoutError("lookups did not return within 60 s")
-    if failed:
-        raise AssertionError(f"{len(failed)} lookups failed: {sorted(set(failed))}")
-    ms = sorted(x * 1000 for x in latency)
+    paced = paced_lookups(stub, numbers, rate, lambda i, _: i < keep, timeout=10)
+    if paced.failed:
+        raise AssertionError(f"{len(paced.failed)} lookups failed: {sorted(set(paced.failed))}")
+    kept, sent_s = paced.kept, paced.sent_s
+    ms = paced.answered_ms()
     p50, p99 = percentile(ms, 50), percentile(ms, 99)
-    mean_bytes = sum(proof_bytes) / n
     sorted_tree_mean = sum(
         _sorted_tree_proof_bytes(r.number, entries, in_view=bool(r.entry)) for r in kept.values()
     ) / len(kept)
@@ -314,7 +282,7 @@ def _lookup_single(
         f"p99 {p99:.2f} ms, p50 {p50:.2f} ms, max {ms[-1]:.2f} ms: {n} single Public.Lookup "
         f"calls (with proof; half present, half absent) at {n / sent_s:.0f}/s open loop over "
         f"TLS on loopback, each timed from its scheduled send; {setup}; mean proof "
-        f"{mean_bytes:.0f} B, client verification {full_us:.0f} us"
+        f"{kept_mean:.0f} B, client verification {full_us:.0f} us"
     )
     bytes_how = (
         f"mean Lookup proof {kept_mean:.0f} B over {len(kept)} answers (half absent) with "
