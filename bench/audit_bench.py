@@ -69,7 +69,7 @@ ISSUERS = tuple(ingest.ROLES)  # five issuers of three roles, fixed test keys
 BATCH = 1000  # envelopes per NodeLedger.submit, as a node's ingest does
 SIGN_CHUNK = 4000  # records of one feed per signing task
 LIMIT_SAMPLE = 100_000  # envelopes verified by the raw loop (all of them when fewer)
-FORMAT = "v1"
+FORMAT = "v2"  # v2: the records and feedseq tables carry Bloom filters (ledger.store)
 ROOT = Path(__file__).resolve().parents[1]
 
 

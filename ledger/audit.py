@@ -405,6 +405,16 @@ class _Feed:
         self.prevs[8 * j : 8 * j + 8] = prev[:8].ljust(8, b"\0")
         self.genuine[j] = genuine
 
+    def append(self, index: int, rid: bytes, prev: bytes, genuine: bool) -> None:
+        """place() of the record at seq + 1, the next in order (the usual case)."""
+        self.leaves.append(index)
+        self.ids += rid[:8]
+        self.prevs += prev[:8].ljust(8, b"\0")
+        self.genuine.append(genuine)
+        self.seq += 1
+        self.head = rid if genuine else None
+        self.head_index = index
+
     def at(self, seq: int) -> tuple[int, bytes] | None:
         """(leaf index, id prefix) of the record placed at `seq`, if any."""
         j = seq - self.base - 1
@@ -580,6 +590,17 @@ class LogChecker:
         f = self.feeds.get(issuer)
         if f is None:
             f = self.feeds[issuer] = _Feed()
+        if seq == f.seq + 1:
+            # The next record of the feed, in order: nothing is placed at seq or
+            # above, and the record at seq - 1 is the head (the audited base's
+            # id when there is none in this run; None when it did not verify).
+            expect = f.head
+            f.append(index, rid, prev, genuine)
+            if genuine and expect is not None and prev[:8].ljust(8, b"\0") != expect[:8].ljust(
+                8, b"\0"
+            ):
+                self._wrong_previous(index, rid, issuer, seq, prev)
+            return True
 
         def where() -> dict[str, Any]:  # built only for a finding: the pass is hot
             return {"index": index, "record_id": rid.hex(), "issuer": issuer, "seq": seq}
@@ -611,12 +632,7 @@ class LogChecker:
                 # A predecessor that did not verify has an id that proves nothing.
                 expect = before[1] if before is not None and f.is_genuine(seq - 1) else None
             if expect is not None and prev[:8].ljust(8, b"\0") != expect.ljust(8, b"\0"):
-                rep.error(
-                    "previous",
-                    f"names previous record {prev.hex()[:16]}…, which is not "
-                    f"{issuer}#{seq - 1} in the log",
-                    **where(),
-                )
+                self._wrong_previous(index, rid, issuer, seq, prev)
         after = f.at(seq + 1)
         named = f.prev_of(seq + 1)
         if genuine and after is not None and named is not None and named != rid[:8]:
@@ -634,6 +650,16 @@ class LogChecker:
             f.head = rid if genuine else None
             f.head_index = index
         return True
+
+    def _wrong_previous(self, index: int, rid: bytes, issuer: str, seq: int, prev: bytes) -> None:
+        self.report.error(
+            "previous",
+            f"names previous record {prev.hex()[:16]}…, which is not {issuer}#{seq - 1} in the log",
+            index=index,
+            record_id=rid.hex(),
+            issuer=issuer,
+            seq=seq,
+        )
 
     def finish(self) -> None:
         """Judge feed order once every leaf is in: the fewest records that,
@@ -1374,7 +1400,7 @@ class _StoreAudit:
 
     def _feedseq_extras(self, checker: LogChecker) -> None:
         placed = sum(f.placed() for f in checker.feeds.values())
-        stored = sum(1 for _ in self.store.items("feedseq"))
+        stored = self.store.count("feedseq")
         if stored == placed:
             return
         for key, rid in self.store.items("feedseq"):
@@ -1391,7 +1417,7 @@ class _StoreAudit:
                 )
 
     def _record_extras(self, size: int) -> None:
-        n = sum(1 for _ in self.store.items("records"))
+        n = self.store.count("records")
         self.report.counts["stored_records"] = n
         if n <= size:
             return

@@ -26,6 +26,8 @@ _ALLOWED = frozenset("0123456789+-() .")
 
 def normalize(raw: str) -> str:
     """The E.164 form of `raw`, or InvalidNumber saying why not."""
+    if type(raw) is str and (fast := _e164_fast(raw)) is not None:
+        return fast  # only "+86" and digits, so none of the checks below applies
     if not isinstance(raw, str):
         raise InvalidNumber("a phone number must be a string")
     if not raw or len(raw) > MAX_INPUT_LENGTH:
@@ -33,8 +35,7 @@ def normalize(raw: str) -> str:
     if not _ALLOWED.issuperset(raw):
         bad = next(c for c in raw if c not in _ALLOWED)
         raise InvalidNumber(f"{raw!r} is not a phone number: {bad!r} is not a digit or separator")
-    fast = _e164_fast(raw)
-    return fast if fast is not None else _normalize(raw)
+    return _normalize(raw)
 
 
 def _type_descs(metadata: phonenumbers.PhoneMetadata) -> list[phonenumbers.PhoneNumberDesc]:
