@@ -10,7 +10,8 @@ Two ways in, one set of checks:
   an `AuditState` so a second audit reads only what is new.
 
 Checks on every envelope, in log order (`check_envelopes` runs on a spawn-safe
-process pool for long logs, in-process for short ones; `LogChecker` does the
+process pool of one worker per core but one, with the auditing process checking
+chunks too, for long logs; in-process for short ones; `LogChecker` does the
 sequential part):
 
     parse  -> issuer  -> signature -> role           (one finding each, per leaf)
