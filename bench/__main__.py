@@ -65,7 +65,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     "catchup": Benchmark("bench.exchange_bench", "bench_catchup", {"n": 200_000}, {"n": 20_000}),
     # The four lookup results come from one node run (view_bench.lookup_suite), kept per size.
-    # Writing the 1,000,000 signed marks into the node's store takes about 5 minutes on 2 cores.
+    # Writing the 1,000,000 signed marks into the node's store takes minutes (its `how` says).
     **{
         name: Benchmark(
             "bench.view_bench",

@@ -91,7 +91,7 @@ def _e164_fast(raw: str) -> str | None:
     common case: every stored mark, every lookup from an app), else None
     (ask libphonenumber). It answers from the same metadata by the same rule
     as parse + is_valid_number + format (general pattern and length, then any
-    number type's pattern and length), without the parse (about 13 us);
+    number type's pattern and length), without libphonenumber's parse;
     numbers on which parse could strip a national prefix or carrier code go
     to the library. tests/test_fuzz.py holds the two to agreement."""
     m = _CN_E164.fullmatch(raw)

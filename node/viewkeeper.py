@@ -119,24 +119,13 @@ class ViewKeeper:
             return note.add_signature_lines(current, sorted(self._cosigs.values()))
 
     def _answers(self, numbers: list[str], with_proofs: bool) -> list[pb.LookupResponse]:
-        """One answer per number. Call with the lock.
-
-        A number asked for in its E.164 form that has an entry needs no
-        parsing: the view's keys are normalize() results, and normalize is
-        idempotent on them (tests/test_fuzz.py), so one multi-get of the
-        numbers as given answers those. Every other number is normalized
-        (InvalidNumber for a bad one fails the call) and looked up again if
-        its E.164 form differs."""
+        """One answer per number (InvalidNumber for a bad one fails the
+        call), the entries read in one multi-get. Call with the lock."""
         assert self.view is not None
         view = self.view
-        found = view.entries_bytes(numbers)
+        e164s = [normalize(n) for n in numbers]
         out = []
-        for raw, entry in zip(numbers, found, strict=True):
-            e164 = raw
-            if entry is None:
-                e164 = normalize(raw)
-                if e164 != raw:
-                    entry = view.entry_bytes(e164)
+        for e164, entry in zip(e164s, view.entries_bytes(e164s), strict=True):
             proof = view.proof(e164).encode() if with_proofs else b""
             out.append(pb.LookupResponse(entry=entry or b"", proof=proof, number=e164))
         return out
