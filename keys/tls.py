@@ -164,8 +164,12 @@ def participant_from_cert(cert_pem_or_der: bytes) -> str:
         for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
             if uri.startswith(PARTICIPANT_URI_PREFIX):
                 from_uri.add(uri[len(PARTICIPANT_URI_PREFIX):])
+    try:
+        subject = cert.subject  # parsed lazily too: a garbled name surfaces here
+    except ValueError as e:
+        raise ConfigError(f"certificate subject does not parse: {e}") from e
     cns = [
-        a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         if isinstance(a.value, str)
     ]
     if len(from_uri) > 1:
