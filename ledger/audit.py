@@ -59,6 +59,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from time import perf_counter
 from typing import Any, Protocol
@@ -68,7 +69,7 @@ from ledger import merkle, note
 from ledger import view as V
 from ledger.errors import BadInput, LedgerError, StorageFailure, UnknownIssuer
 from ledger.log import EquivocationProof, FeedState, _check_role, log_origin
-from ledger.record import Payload, Record, record_id, signing_message
+from ledger.record import Fields, Payload, Record, parse_envelope, record_id, signing_message
 from ledger.store import COLUMN_FAMILIES, Store, feedseq_key, merkle_key, read_u64, u64
 
 __all__ = [
@@ -229,31 +230,36 @@ def check_envelopes(
     `verify=False` only parses (for entries already audited whose hashes
     match). `keep` returns the parsed Record of every envelope that passed."""
     max_bytes = cons.policy.max_envelope_bytes
-    out: list[Checked] = []
+    # Two passes: parse the chunk, then verify its signatures one after the
+    # other, so verification runs with its code and tables warm in the CPU's
+    # caches rather than between parses (the benchmark's CPU per record fell).
+    parsed: list[tuple[bytes, bytes, Fields | None, str | None]] = []
     for env in envelopes:
         env = bytes(env)
-        lh = merkle.leaf_hash(env)
         try:
-            rec = Record.from_envelope(env, max_bytes)
+            parsed.append((env, merkle.leaf_hash(env), parse_envelope(env, max_bytes), None))
         except LedgerError as e:
-            msg = f"{type(e).__name__}: {e}"
-            out.append((lh, record_id(env), None, 0, b"", "parse", msg, None))
+            parsed.append((env, merkle.leaf_hash(env), None, f"{type(e).__name__}: {e}"))
+    out: list[Checked] = []
+    for env, lh, rec, err in parsed:
+        if rec is None:
+            out.append((lh, record_id(env), None, 0, b"", "parse", err, None))
             continue
-        rid = rec.id  # SHA-256 of these exact bytes, hashed once by from_envelope
+        issuer = rec.issuer
         kind = msg = None
         if verify:
-            p = cons.participant(rec.issuer)
+            p = cons.participant(issuer)
             if p is None:
-                kind, msg = "issuer", f"{rec.issuer!r} is not a participant of {cons.name}"
+                kind, msg = "issuer", f"{issuer!r} is not a participant of {cons.name}"
             elif not p.verify(rec.signature, signing_message(rec.body)):
-                kind, msg = "signature", f"the signature is not {rec.issuer}'s"
+                kind, msg = "signature", f"the signature is not {issuer}'s"
             else:
                 try:
-                    check_role(cons, p.role, rec.issuer, rec.payload)
+                    check_role(cons, p.role, issuer, rec.payload)
                 except LedgerError as e:
                     kind, msg = "role", f"{type(e).__name__}: {e}"
-        keep_rec = rec if keep and kind is None else None
-        out.append((lh, rid, rec.issuer, rec.seq, rec.prev_id, kind, msg, keep_rec))
+        keep_rec = Record(*rec) if keep and kind is None else None
+        out.append((lh, rec.id, issuer, rec.seq, rec.prev_id, kind, msg, keep_rec))
     return out
 
 
@@ -297,7 +303,7 @@ class _Checker:
     busy processes. At most a few chunks are in flight, so memory stays
     flat on huge logs."""
 
-    AHEAD = 2
+    AHEAD = 4
 
     def __init__(self, cons: Consortium, total: int, workers: int | None) -> None:
         self.cons = cons
@@ -540,20 +546,25 @@ class LogChecker:
 
     def add(
         self, items: Sequence[tuple[bytes, Checked | None]]
-    ) -> tuple[list[tuple[int, int, bytes]], list[tuple[str, int, bytes, int]]]:
+    ) -> tuple[list[tuple[int, int, list[bytes]]], list[tuple[str, int, bytes, int]]]:
         """Append leaves in order: (leaf hash, checked envelope or None when
-        the envelope is missing). Returns the Merkle nodes completed and the
+        the envelope is missing). Returns the Merkle nodes completed, as runs
+        (level, first index, hashes; `merkle.Frontier.extend`), and the
         records placed on their feeds as (issuer, seq, id, leaf index)."""
-        nodes: list[tuple[int, int, bytes]] = []
+        start = self.frontier.size
+        leaves = [lh for lh, _ in items]
+        runs: list[tuple[int, int, list[bytes]]] = []
+        cut = 0
+        for size in sorted(s for s in self.want if start < s <= start + len(leaves)):
+            runs += self.frontier.extend(leaves[cut : size - start])
+            self.roots[size] = self.frontier.root()
+            cut = size - start
+        runs += self.frontier.extend(leaves[cut:])
+        if self.leaf_hashes is not None:
+            self.leaf_hashes += b"".join(leaves)
         placed: list[tuple[str, int, bytes, int]] = []
         to_view: list[Record] = []
-        for lh, c in items:
-            index = self.frontier.size
-            nodes.extend(self.frontier.append(lh))
-            if self.leaf_hashes is not None:
-                self.leaf_hashes += lh
-            if self.frontier.size in self.want:
-                self.roots[self.frontier.size] = self.frontier.root()
+        for index, (_, c) in enumerate(items, start):
             if c is None:
                 continue
             _, rid, issuer, seq, prev, kind, msg, rec = c
@@ -579,7 +590,7 @@ class LogChecker:
                 wanted = [r for r in to_view if t.wants(r)]
                 if wanted:
                     t.view.apply(wanted)
-        return nodes, placed
+        return runs, placed
 
     def _chain(
         self, index: int, rid: bytes, issuer: str, seq: int, prev: bytes, genuine: bool
@@ -1249,8 +1260,8 @@ class _StoreAudit:
                             record_id=rid.hex(),
                         )
                     items.append((c[0], c))
-                nodes, placed = checker.add(items)
-                self._merkle(nodes)
+                runs, placed = checker.add(items)
+                self._merkle(runs)
                 self._feedseq(placed)
                 done += len(slots)
                 if self.progress is not None:
@@ -1261,27 +1272,32 @@ class _StoreAudit:
         pool.close()
         rep.counts["chunks_checked_here"] = pool.local
 
-    def _ranged(self, cf: str, keys: list[bytes], spans: dict[bytes, bytes]) -> list[bytes | None]:
-        """The stored value of each key, read as one key-ordered scan per
-        span (first key -> key past the last) rather than point lookups: a
-        chunk's Merkle nodes and feedseq entries lie in a few dense runs."""
-        found: dict[bytes, bytes] = {}
-        for start, end in spans.items():
-            found.update(self.store.items(cf, start, end))
-        return [found.get(k) for k in keys]
+    def _adjacent(
+        self, cf: str, keys: Callable[[int], bytes], first: int, values: list[bytes]
+    ) -> bool:
+        """True when the family holds exactly `values` under keys(first),
+        keys(first + 1), ... (keys of one length, big-endian counters last):
+        one scan of len(values) items. Those are n distinct keys of the
+        right length in key order, the first and the last where they belong,
+        so they are the n keys between."""
+        n = len(values)
+        got = self.store.scan(cf, keys(first), n)
+        if len(got) != n or got[0][0] != keys(first) or got[-1][0] != keys(first + n - 1):
+            return False
+        width = len(got[0][0])
+        return all(len(k) == width for k, _ in got) and [v for _, v in got] == values
 
-    def _merkle(self, nodes: list[tuple[int, int, bytes]]) -> None:
-        if not nodes:
-            return
-        keys = [merkle_key(lv, i) for lv, i, _ in nodes]
-        first: dict[int, int] = {}
-        last: dict[int, int] = {}
-        for lv, i, _ in nodes:
-            first.setdefault(lv, i)
-            last[lv] = i  # the frontier completes each level's nodes in order
-        spans = {merkle_key(lv, i): merkle_key(lv, last[lv] + 1) for lv, i in first.items()}
-        got = self._ranged("merkle", keys, spans)
-        for (level, index, h), stored in zip(nodes, got, strict=True):
+    def _merkle(self, runs: list[tuple[int, int, list[bytes]]]) -> None:
+        """The stored nodes against those the leaves give: a scan per run,
+        and node by node only where a run differs."""
+        for level, first, hashes in runs:
+            if not self._adjacent("merkle", partial(merkle_key, level), first, hashes):
+                self._merkle_nodes(level, first, hashes)
+
+    def _merkle_nodes(self, level: int, first: int, hashes: list[bytes]) -> None:
+        keys = [merkle_key(level, i) for i in range(first, first + len(hashes))]
+        got = self.store.get_many("merkle", keys)
+        for index, h, stored in zip(range(first, first + len(hashes)), hashes, got, strict=True):
             if stored == h:
                 continue
             where = f"merkle {level}/{index}"
@@ -1315,30 +1331,31 @@ class _StoreAudit:
             )
 
     def _feedseq(self, placed: list[tuple[str, int, bytes, int]]) -> None:
-        if not placed:
-            return
-        keys = [feedseq_key(i, s) for i, s, _, _ in placed]
-        lo: dict[str, int] = {}
-        hi: dict[str, int] = {}
-        for issuer, seq, _, _ in placed:
-            lo[issuer] = min(lo.get(issuer, seq), seq)
-            hi[issuer] = max(hi.get(issuer, seq), seq)
-        if len(keys) < 4 * sum(hi[i] - lo[i] + 1 for i in lo) // 5:
-            got = self.store.get_many("feedseq", keys)  # sparse (a disordered log): point reads
-        else:
-            spans = {feedseq_key(i, lo[i]): feedseq_key(i, hi[i] + 1) for i in lo}
-            got = self._ranged("feedseq", keys, spans)
-        for (issuer, seq, rid, index), stored in zip(placed, got, strict=True):
-            if stored != rid:
-                what = "has no entry" if stored is None else f"names {stored.hex()[:16]}…"
-                self.report.error(
-                    "feedseq",
-                    f"feedseq[{issuer}#{seq}] {what}, not the record at leaf {index}",
-                    index=index,
-                    record_id=rid.hex(),
-                    issuer=issuer,
-                    seq=seq,
-                )
+        """feedseq against the records placed: per issuer one scan when its
+        records in the chunk are consecutive (an ordered feed), else point
+        reads; entry by entry only where they differ."""
+        feeds: dict[str, list[tuple[str, int, bytes, int]]] = {}
+        for p in placed:
+            feeds.setdefault(p[0], []).append(p)
+        for issuer, mine in feeds.items():
+            first = mine[0][1]
+            seqs = [seq for _, seq, _, _ in mine]
+            if seqs == list(range(first, first + len(mine))) and self._adjacent(
+                "feedseq", partial(feedseq_key, issuer), first, [rid for _, _, rid, _ in mine]
+            ):
+                continue
+            got = self.store.get_many("feedseq", [feedseq_key(issuer, s) for s in seqs])
+            for (_, seq, rid, index), stored in zip(mine, got, strict=True):
+                if stored != rid:
+                    what = "has no entry" if stored is None else f"names {stored.hex()[:16]}…"
+                    self.report.error(
+                        "feedseq",
+                        f"feedseq[{issuer}#{seq}] {what}, not the record at leaf {index}",
+                        index=index,
+                        record_id=rid.hex(),
+                        issuer=issuer,
+                        seq=seq,
+                    )
 
     # ------------------------------------------------------------ after the pass
     def _tails(self, size: int) -> None:

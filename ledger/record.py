@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError
 
 from ledger.errors import InvalidNumber, MalformedRecord, TooLarge
-from ledger.numbers import normalize
+from ledger.numbers import e164_fast, normalize
 from markex.v1 import record_pb2 as pb
 
 if TYPE_CHECKING:
@@ -206,44 +206,7 @@ class Record:
     @classmethod
     def from_envelope(cls, envelope: bytes, max_bytes: int = MAX_ENVELOPE_BYTES) -> Record:
         """Parse and check an envelope. Raises TooLarge or a BadInput subclass."""
-        if not isinstance(envelope, bytes | bytearray | memoryview):
-            raise MalformedRecord("an envelope is bytes")
-        envelope = bytes(envelope)
-        if len(envelope) > max_bytes:
-            raise TooLarge(f"envelope is {len(envelope)} bytes; the limit is {max_bytes}")
-        env = _decode(pb.SignedRecord, envelope, "envelope")
-        # One encoding per envelope, so one record has one id.
-        if env.SerializeToString() != envelope:
-            raise MalformedRecord("envelope is not canonically encoded (body, then signature)")
-        if len(env.signature) != 64:
-            raise MalformedRecord(f"signature must be 64 bytes, got {len(env.signature)}")
-        body = env.body
-        rec = _decode(pb.Record, body, "record body")
-        which = rec.WhichOneof("payload")  # an unset payload has no fields at all
-        if which is not None and len(unknown_fields.UnknownFieldSet(getattr(rec, which))):
-            raise MalformedRecord("record body has fields this version does not know")
-        if not rec.issuer or len(rec.issuer) > MAX_ISSUER:
-            raise MalformedRecord("record issuer must be a participant id")
-        if rec.seq < 1:
-            raise MalformedRecord("feed sequence numbers start at 1")
-        if rec.seq == 1:
-            if rec.prev_id:
-                raise MalformedRecord("the first record of a feed has no previous id")
-        elif len(rec.prev_id) != ID_SIZE:
-            raise MalformedRecord("previous id must be a 32-byte record id")
-        if rec.issued_at_ms <= 0:
-            raise MalformedRecord("issued-at must be a positive UTC millisecond time")
-        return cls(
-            issuer=rec.issuer,
-            seq=rec.seq,
-            prev_id=rec.prev_id,
-            issued_at_ms=rec.issued_at_ms,
-            payload=_payload(rec),
-            body=body,
-            signature=env.signature,
-            envelope=envelope,
-            id=record_id(envelope),
-        )
+        return cls(*parse_envelope(envelope, max_bytes))
 
     @classmethod
     def issue(
@@ -270,6 +233,105 @@ class Record:
         return cls.from_envelope(envelope)
 
 
+class Fields(NamedTuple):
+    """A checked envelope's parts, in `Record`'s field order."""
+
+    issuer: str
+    seq: int
+    prev_id: bytes
+    issued_at_ms: int
+    payload: Payload
+    body: bytes
+    signature: bytes
+    envelope: bytes
+    id: bytes
+
+
+def parse_envelope(envelope: bytes, max_bytes: int = MAX_ENVELOPE_BYTES) -> Fields:
+    """What `Record.from_envelope` checks and returns, as a tuple: for
+    callers that read the fields and keep no Record (the auditor's pass)."""
+    if type(envelope) is not bytes:
+        if not isinstance(envelope, bytes | bytearray | memoryview):
+            raise MalformedRecord("an envelope is bytes")
+        envelope = bytes(envelope)
+    if len(envelope) > max_bytes:
+        raise TooLarge(f"envelope is {len(envelope)} bytes; the limit is {max_bytes}")
+    # One encoding per envelope, so one record has one id.
+    split = canonical_split(envelope)
+    if split is None:
+        split = _split_or_raise(envelope)
+    body, signature = split
+    rec = _decode(pb.Record, body, "record body")
+    which = rec.WhichOneof("payload")
+    if which is None:  # an unset payload has no fields at all
+        raise MalformedRecord("record has no payload (mark, correction or reassignment)")
+    sub = getattr(rec, which)
+    if len(unknown_fields.UnknownFieldSet(sub)):
+        raise MalformedRecord("record body has fields this version does not know")
+    issuer, seq, prev_id, issued_at_ms = rec.issuer, rec.seq, rec.prev_id, rec.issued_at_ms
+    if not issuer or len(issuer) > MAX_ISSUER:
+        raise MalformedRecord("record issuer must be a participant id")
+    if seq < 1:
+        raise MalformedRecord("feed sequence numbers start at 1")
+    if seq == 1:
+        if prev_id:
+            raise MalformedRecord("the first record of a feed has no previous id")
+    elif len(prev_id) != ID_SIZE:
+        raise MalformedRecord("previous id must be a 32-byte record id")
+    if issued_at_ms <= 0:
+        raise MalformedRecord("issued-at must be a positive UTC millisecond time")
+    payload = _payload(sub, which)
+    return Fields(
+        issuer, seq, prev_id, issued_at_ms, payload, body, signature, envelope, record_id(envelope)
+    )
+
+
+def canonical_split(envelope: bytes) -> tuple[bytes, bytes] | None:
+    """(body, signature) when `envelope` is byte for byte the canonical
+    encoding of a SignedRecord with a 64-byte signature, else None.
+
+    That encoding is ``0x0a varint(len(body)) body 0x12 0x40 signature``
+    (the body field is left out when empty; varints are minimal), so it is
+    read here without a protobuf parse and re-serialization. It accepts
+    exactly what `_split_or_raise` accepts (tests/test_fuzz.py holds the
+    two to agreement); that one runs only when this says None, to say why."""
+    n = len(envelope) - 66  # where the signature field starts
+    if n < 0 or envelope[n] != 0x12 or envelope[n + 1] != 0x40:
+        return None
+    if n == 0:
+        return b"", envelope[2:]
+    if envelope[0] != 0x0A or n < 3:
+        return None
+    # The body's length: a minimal varint of 1 to 3 bytes (bodies are < 64 KiB).
+    b = envelope[1]
+    if b < 0x80:
+        length, start = b, 2
+    else:
+        c = envelope[2]
+        if c < 0x80:
+            length, start = (b & 0x7F) | c << 7, 3
+        elif n > 3 and (d := envelope[3]) < 0x80:
+            length, start = (b & 0x7F) | (c & 0x7F) << 7 | d << 14, 4
+        else:
+            return None
+        if envelope[start - 1] == 0:  # a trailing zero byte: not minimal
+            return None
+    if start + length != n or length == 0:
+        return None
+    return envelope[start:n], envelope[n + 2 :]
+
+
+def _split_or_raise(envelope: bytes) -> tuple[bytes, bytes]:
+    """(body, signature) by protobuf parse, or the MalformedRecord saying
+    what is wrong with the envelope."""
+    env = _decode(pb.SignedRecord, envelope, "envelope")
+    if env.SerializeToString() != envelope:
+        raise MalformedRecord("envelope is not canonically encoded (body, then signature)")
+    if len(env.signature) != 64:
+        raise MalformedRecord(f"signature must be 64 bytes, got {len(env.signature)}")
+    return env.body, env.signature
+
+
 def _decode(cls, data: bytes, what: str):  # type: ignore[no-untyped-def]
     msg = cls()
     try:
@@ -290,21 +352,22 @@ def _number(raw: str) -> str:
         raise InvalidNumber(f"{raw[:32]!r} is not a phone number") from e
 
 
-def _payload(rec: pb.Record) -> Payload:
-    which = rec.WhichOneof("payload")
+def _payload(sub: pb.Mark | pb.Correction | pb.Reassignment, which: str) -> Payload:
+    """The payload from the record's set oneof field `which`, message `sub`."""
     if which == "mark":
-        m = rec.mark
+        m: pb.Mark = sub  # type: ignore[assignment]
+        raw = m.number
         return Mark(
-            number=_number(m.number),
-            category=m.category,
-            score=m.score,
-            reports=m.reports,
-            observed_at_ms=m.observed_at_ms,
-            expires_at_ms=m.expires_at_ms,
-            evidence_digest=m.evidence_digest,
+            e164_fast(raw) or _number(raw),  # the common case without the library's checks
+            m.category,
+            m.score,
+            m.reports,
+            m.observed_at_ms,
+            m.expires_at_ms,
+            m.evidence_digest,
         )
     if which == "correction":
-        c = rec.correction
+        c: pb.Correction = sub  # type: ignore[assignment]
         if c.action not in _ACTIONS and c.action != pb.CORRECTION_ACTION_UNSPECIFIED:
             raise MalformedRecord(f"unknown correction action {c.action}")
         if c.outcome not in _OUTCOMES and c.outcome != pb.APPEAL_OUTCOME_UNSPECIFIED:
@@ -317,7 +380,5 @@ def _payload(rec: pb.Record) -> Payload:
             appeal_id=c.appeal_id,
             outcome=_OUTCOMES.get(c.outcome, ""),
         )
-    if which == "reassignment":
-        r = rec.reassignment
-        return Reassignment(number=_number(r.number), effective_at_ms=r.effective_at_ms)
-    raise MalformedRecord("record has no payload (mark, correction or reassignment)")
+    r: pb.Reassignment = sub  # type: ignore[assignment]
+    return Reassignment(number=_number(r.number), effective_at_ms=r.effective_at_ms)

@@ -40,6 +40,7 @@ WAL in order, so the next synced write makes it durable too.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,6 +203,16 @@ class Store:
                 return
             yield k, it.value()
             it.next()
+
+    def scan(self, cf: str, start: bytes, n: int) -> list[tuple[bytes, bytes]]:
+        """The first n items (fewer at the end) with key >= start, in key order:
+        one native iteration, for reading runs of adjacent keys."""
+        if cf not in self._cfs and cf in COLUMN_FAMILIES:
+            return []
+        try:
+            return list(itertools.islice(self._cfs[cf].items(from_key=start), n))
+        except Exception as e:
+            raise StorageFailure(f"read from {cf} failed: {e}") from e
 
     def count(self, cf: str) -> int:
         """Keys in the family (a scan of the keys alone)."""

@@ -31,7 +31,17 @@ from ledger import view as V
 from ledger.errors import InvalidNumber, LedgerError, MalformedProof, ProofMismatch
 from ledger.log import EquivocationProof, NodeLedger, verify_envelopes
 from ledger.numbers import normalize
-from ledger.record import UPHOLD, WITHDRAW, Correction, Mark, Reassignment, Record, record_id
+from ledger.record import (
+    UPHOLD,
+    WITHDRAW,
+    Correction,
+    Mark,
+    Reassignment,
+    Record,
+    _split_or_raise,
+    canonical_split,
+    record_id,
+)
 from ledger.store import Store
 from markex.v1 import record_pb2 as rpb
 from tests.conftest import IDS, KEYS, NOW, make_consortium
@@ -248,6 +258,56 @@ def test_record_from_envelope(env: bytes) -> None:
         assert rec.envelope == env and rec.id == record_id(env)
         assert Record.from_envelope(rec.envelope) == rec
     typed(verify_envelopes, [env], CONS)
+
+
+@st.composite
+def framed_envelopes(draw: st.DrawFn) -> bytes:
+    """Envelopes framed by hand around the varint and size boundaries: bodies of
+    0..2 bytes and about 127, 128, 16383, 16384 bytes; minimal, padded and
+    wrong length varints; signatures of 63, 64, 65 bytes; fields swapped,
+    repeated or followed by more."""
+    def varint(n: int, pad: int = 0) -> bytes:
+        """n as a varint, minimal or with `pad` needless bytes at the end."""
+        out = bytearray()
+        while n >= 0x80:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        out.append(n)
+        for _ in range(pad):
+            out[-1] |= 0x80
+            out.append(0)
+        return bytes(out)
+
+    size = draw(st.sampled_from([0, 1, 2, 126, 127, 128, 129, 16383, 16384, 16385]))
+    body = draw(st.binary(min_size=size, max_size=size)) if size < 200 else bytes(size)
+    length = size + draw(st.sampled_from([0, 0, 0, -1, 1]))
+    head = b"\x0a" + varint(max(length, 0), draw(st.sampled_from([0, 0, 1, 2])))
+    sig_len = draw(st.sampled_from([64, 64, 63, 65, 0]))
+    sig = b"\x12" + varint(sig_len) + bytes(sig_len)
+    parts = [head + body if size or draw(st.booleans()) else b"", sig]
+    if draw(st.booleans()):
+        parts.append(draw(st.sampled_from([b"", sig, b"\x0a\x00", b"\x18\x01", b"\x00"])))
+    if draw(st.booleans()):
+        parts[:2] = parts[1::-1]
+    return b"".join(parts)
+
+
+@fuzz(400)
+@given(st.one_of(ANY_ENVELOPE, framed_envelopes()))
+def test_canonical_split_agrees_with_protobuf(env: bytes) -> None:
+    """The envelope read without protobuf accepts what the protobuf parse
+    and re-serialization accept, and splits it the same way."""
+    fast = canonical_split(env)
+    assert fast == typed(_split_or_raise, env)
+
+
+def test_canonical_split_at_varint_boundaries() -> None:
+    for size in (0, 1, 127, 128, 129, 16383, 16384, 16385, 60_000):
+        body, sig = bytes([size % 251]) * size, bytes(range(64))
+        env = rpb.SignedRecord(body=body, signature=sig).SerializeToString()
+        assert canonical_split(env) == _split_or_raise(env) == (body, sig)
+        assert canonical_split(env + b"\x00") is None
+        assert canonical_split(env[:-1]) is None
 
 
 @fuzz(100)
@@ -584,7 +644,7 @@ CN_E164 = st.builds(
 @fuzz(500)
 @given(st.one_of(CN_E164, st.from_regex(r"\+86[0-9]{0,18}", fullmatch=True)))
 def test_e164_fast_path_agrees_with_the_library(raw: str) -> None:
-    fast = numbers._e164_fast(raw)
+    fast = numbers.e164_fast(raw)
     if fast is not None:
         assert fast == raw == _library_normalize(raw)
 
@@ -601,15 +661,15 @@ def test_e164_fast_path_sweep() -> None:
         p = str(prefix)
         for n in range(max(2, len(p)), 18, 3):
             raw = "+86" + (p + "".join(rng.choices("0123456789", k=n)))[:n]
-            fast = numbers._e164_fast(raw)
+            fast = numbers.e164_fast(raw)
             if fast is not None:
                 answered += 1
                 assert fast == _library_normalize(raw), raw
     assert answered > 1000
     for raw in ("+8613812345678", "+861012345678", "+864001234567", "+8618912345678"):
-        assert numbers._e164_fast(raw) == raw == _library_normalize(raw)
+        assert numbers.e164_fast(raw) == raw == _library_normalize(raw)
     for raw in ("+86 138 1234 5678", "13812345678", "+860101234567", "+8612345678901234"):
-        assert numbers._e164_fast(raw) is None
+        assert numbers.e164_fast(raw) is None
 
 
 # ------------------------------------------------------------------ seeds are sound
@@ -675,3 +735,12 @@ def _garbled_san(der: bytes) -> bytes:
 def test_garbled_certificate_extension_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         participant_from_cert(_garbled_san(CERTS[1]))
+
+
+def test_garbled_certificate_subject_is_a_config_error() -> None:
+    """The subject's CN with an ASN.1 tag no string type has (13, not
+    UTF8String's 12): the name is parsed lazily, and raised ValueError."""
+    der = CERTS[1]
+    at = der.index(b"U\x04\x03\x0c\tcarrier-1") + 3
+    with pytest.raises(ConfigError, match="subject"):
+        participant_from_cert(der[:at] + b"\x0d" + der[at + 1 :])

@@ -250,6 +250,40 @@ def test_frontier_holds_the_binary_decomposition():
         assert Frontier.from_hashes(size, want[size]) == frontier
 
 
+def _by_append(frontier: Frontier, leaves: list[bytes]) -> dict[tuple[int, int], bytes]:
+    return {(lv, i): h for leaf in leaves for lv, i, h in frontier.append(leaf)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 300), st.lists(st.integers(0, 70), max_size=6))
+def test_extend_is_append_leaf_by_leaf(start, batches):
+    """Any starting size, any batch sizes: the same frontier and the same
+    nodes, each level's as one run of consecutive indices."""
+    a, b = Frontier.empty(), Frontier.empty()
+    first = [hashlib.sha256(b"%d" % i).digest() for i in range(start)]
+    _by_append(a, first)
+    assert sum(len(h) for _, _, h in b.extend(first)) >= start
+    n = start
+    for size in batches:
+        leaves = [hashlib.sha256(b"%d" % i).digest() for i in range(n, n + size)]
+        want = _by_append(a, leaves)
+        runs = b.extend(leaves)
+        got = {(lv, first + k): h for lv, first, hs in runs for k, h in enumerate(hs)}
+        assert got == want
+        assert [lv for lv, _, _ in runs] == list(range(len(runs)))
+        assert sum(len(hs) for _, _, hs in runs) == len(want)
+        assert b == a and b.root() == a.root()
+        n += size
+
+
+def test_extend_refuses_a_leaf_that_is_not_a_hash():
+    frontier = Frontier.empty()
+    frontier.extend([SOME_HASH])
+    with pytest.raises(BadInput):
+        frontier.extend([SOME_HASH, b"x" * 31])
+    assert frontier.size == 1 and frontier.extend([]) == []
+
+
 def test_frontier_copy_is_independent():
     a = Frontier.empty()
     a.append(NODES[0][0])
