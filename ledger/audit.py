@@ -51,6 +51,7 @@ import base64
 import contextlib
 import gc
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -1162,9 +1163,44 @@ class _StoreAudit:
         self, size: int
     ) -> Iterator[tuple[list[tuple[int, bytes, bytes | None]], list[bytes]]]:
         """Chunks of (leaf index, record id or b"", envelope or None) in order,
-        with the envelopes to check. Missing leaves and records are findings."""
+        with the envelopes to check. Missing leaves and records are findings.
+
+        One key-ordered scan of `leaves` and a multi-get of their records per
+        chunk. While the chunk is whole (its n keys are the 8-byte indexes
+        first..first+n-1: n keys of 8 bytes from the first to the last, so
+        none between is missing or malformed; every value an id; every
+        record there, naming its leaf) it is checked in bulk; from the first
+        chunk that is not, `_read_each` reads on leaf by leaf."""
+        leaves = self.store.scan_iter("leaves", b"")
+        first = 0
+        after = b""  # the smallest key not yet read
+        while first < size:
+            n = min(CHUNK, size - first)
+            got = list(itertools.islice(leaves, n))
+            if (
+                len(got) == n
+                and got[0][0] == u64(first)
+                and got[-1][0] == u64(first + n - 1)
+                and all(len(k) == 8 and len(r) == 32 for k, r in got)
+            ):
+                ids = [r for _, r in got]
+                vals = self.store.get_many("records", ids)
+                if None not in vals and [v[:8] for v in vals] == [k for k, _ in got]:
+                    envs = [v[8:] for v in vals]
+                    yield list(zip(range(first, first + n), ids, envs, strict=True)), envs
+                    first += n
+                    after = u64(first - 1) + b"\0"
+                    continue
+            yield from self._read_each(size, first, after)
+            return
+
+    def _read_each(
+        self, size: int, expect: int, start: bytes
+    ) -> Iterator[tuple[list[tuple[int, bytes, bytes | None]], list[bytes]]]:
+        """`_read` leaf by leaf from leaf `expect` on, `start` being the
+        first key not yet read: each missing leaf or record, each malformed
+        key or value is a finding."""
         rep = self.report
-        expect = 0
         slots: list[tuple[int, bytes, bytes | None]] = []
 
         def flush() -> Iterator[tuple[list[tuple[int, bytes, bytes | None]], list[bytes]]]:
@@ -1203,7 +1239,7 @@ class _StoreAudit:
             slots = []
             yield out, envs
 
-        for key, rid in self.store.items("leaves", b"", u64(size)):
+        for key, rid in self.store.items("leaves", start, u64(size)):
             if len(key) != 8:
                 rep.error("leaf", "malformed key in leaves", where=repr(key))
                 continue
@@ -1235,6 +1271,16 @@ class _StoreAudit:
         try:
             results = pool.run(self._read(size), verify=True, keep=self.view)
             for slots, checked in results:
+                if len(checked) == len(slots) and [c[1] for c in checked] == [
+                    rid for _, rid, _ in slots
+                ]:  # every leaf's envelope is there and has the id its leaf names
+                    runs, placed = checker.add([(c[0], c) for c in checked])
+                    self._merkle(runs)
+                    self._feedseq(placed)
+                    done += len(slots)
+                    if self.progress is not None:
+                        self.progress(done, size)
+                    continue
                 it = iter(checked)
                 items: list[tuple[bytes, Checked | None]] = []
                 for i, rid, env in slots:

@@ -207,10 +207,15 @@ class Store:
     def scan(self, cf: str, start: bytes, n: int) -> list[tuple[bytes, bytes]]:
         """The first n items (fewer at the end) with key >= start, in key order:
         one native iteration, for reading runs of adjacent keys."""
+        return list(itertools.islice(self.scan_iter(cf, start), n))
+
+    def scan_iter(self, cf: str, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every item with key >= start, in key order (a native iterator:
+        take what is needed with itertools.islice)."""
         if cf not in self._cfs and cf in COLUMN_FAMILIES:
-            return []
+            return iter(())
         try:
-            return list(itertools.islice(self._cfs[cf].items(from_key=start), n))
+            return iter(self._cfs[cf].items(from_key=start))
         except Exception as e:
             raise StorageFailure(f"read from {cf} failed: {e}") from e
 

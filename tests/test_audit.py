@@ -348,6 +348,83 @@ def test_the_auditing_process_checks_chunks_beside_its_pool(
     assert mixed.counts["records"] == inproc.counts["records"]
 
 
+# The pass checks whole chunks in bulk (one scan of leaves, one of each run of
+# Merkle nodes and feedseq entries) and goes key by key only where a chunk is
+# not whole. Chunks of 7 put every tampering below inside some later chunk.
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit, "CHUNK", 7)
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_honest_store_is_clean_in_small_chunks(honest: tuple[Path, list[Record]]) -> None:
+    rep = run_audit(honest[0])
+    assert rep.ok and rep.findings == [], [f.line() for f in rep.findings]
+    assert rep.counts["verified"] == len(honest[1])
+
+
+@pytest.mark.usefixtures("small_chunks")
+@pytest.mark.parametrize(
+    "key", [b"\0", u64(0)[:7], u64(20) + b"x", u64(23) + b"\0\0"], ids=repr
+)
+def test_malformed_leaf_key_between_leaves_is_found(copy: Path, key: bytes) -> None:
+    """A key that is no 8-byte index, sorting before leaf 0 or between two
+    leaves of a chunk: the bulk read must not step over it."""
+    with tamper(copy) as s:
+        s.put("leaves", key, leaf_id(s, 3))
+    rep = run_audit(copy)
+    assert [f.kind for f in rep.findings] == ["leaf"]
+    assert "malformed key" in rep.findings[0].detail
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_missing_leaf_in_a_later_chunk_is_located(copy: Path) -> None:
+    with tamper(copy) as s:
+        s.put("records", leaf_id(s, 40), b"")  # a record value too short to name its leaf
+        b = s.batch()
+        b.delete("leaves", u64(30))
+        s.write(b)
+    rep = run_audit(copy)
+    assert any(f.kind == "leaf" and f.index == 30 for f in rep.findings)
+    assert any(f.kind == "record" and f.index == 40 for f in rep.findings)
+    assert any(f.kind == "sequence" and f.index == 34 for f in rep.findings)  # the hole at 30
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_merkle_nodes_moved_one_key_up_are_located(copy: Path) -> None:
+    """Level-1 nodes from index 9 on stored one index higher: read as values
+    alone, from the first key on, they would match exactly."""
+    with tamper(copy) as s:
+        moved = [v for k, v in s.items("merkle", merkle_key(1, 9), merkle_key(2, 0))]
+        b = s.batch()
+        b.delete("merkle", merkle_key(1, 9))
+        for k, v in enumerate(moved, 10):
+            b.put("merkle", merkle_key(1, k), v)
+        s.write(b)
+    rep = run_audit(copy)
+    assert any(f.where == "merkle 1/9" and "missing" in f.detail for f in rep.findings)
+    assert {f.kind for f in rep.findings} == {"merkle-node"}
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_feedseq_entries_moved_one_seq_up_are_located(copy: Path) -> None:
+    issuer = ISSUERS[1]
+    with tamper(copy) as s:
+        start = feedseq_key(issuer, 4)
+        moved = [v for _, v in s.items("feedseq", start, feedseq_key(issuer, 1 << 40))]
+        b = s.batch()
+        b.delete("feedseq", start)
+        for k, v in enumerate(moved, 5):
+            b.put("feedseq", feedseq_key(issuer, k), v)
+        s.write(b)
+    rep = run_audit(copy)
+    bad = [f for f in rep.findings if f.kind == "feedseq"]
+    assert bad and (bad[0].issuer, bad[0].seq) == (issuer, 4) and "no entry" in bad[0].detail
+    assert {f.kind for f in rep.findings} == {"feedseq"}
+
+
 def test_report_lists_a_bounded_number_of_findings_per_kind() -> None:
     rep = audit.AuditReport("x", "offline")
     for i in range(audit.MAX_PER_KIND + 50):
