@@ -12,6 +12,7 @@ that does not follow from the records are each caught.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 import time
@@ -423,6 +424,79 @@ def test_feedseq_entries_moved_one_seq_up_are_located(copy: Path) -> None:
     bad = [f for f in rep.findings if f.kind == "feedseq"]
     assert bad and (bad[0].issuer, bad[0].seq) == (issuer, 4) and "no entry" in bad[0].detail
     assert {f.kind for f in rep.findings} == {"feedseq"}
+
+
+@pytest.mark.usefixtures("small_chunks")
+@pytest.mark.parametrize("tampering", ["none", "signature", "swap", "hole"])
+def test_chunks_in_one_go_give_what_record_by_record_gives(
+    copy: Path, tampering: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LogChecker takes an ordinary chunk (clean, each feed in order and
+    linked) in one go: the same report and feed heads as record by record."""
+    with tamper(copy) as s:
+        if tampering == "signature":
+            rid = leaf_id(s, 16)
+            v = bytearray(s.get("records", rid) or b"")
+            v[-1] ^= 1
+            s.put("records", rid, bytes(v))
+        elif tampering == "swap":
+            a, b_ = leaf_id(s, 9), leaf_id(s, 26)
+            s.put("leaves", u64(9), b_)
+            s.put("leaves", u64(26), a)
+        elif tampering == "hole":
+            b = s.batch()
+            b.delete("records", leaf_id(s, 18))
+            s.write(b)
+    calls = []
+    in_order = audit.LogChecker._add_in_order
+
+    def spy(self: audit.LogChecker, *a: Any) -> Any:
+        calls.append(got := in_order(self, *a))
+        return got
+
+    monkeypatch.setattr(audit.LogChecker, "_add_in_order", spy)
+    fast = run_audit(copy, view=False)  # the view takes Records one by one
+    assert any(c is not None for c in calls)  # some chunks did go in one go
+    assert (tampering == "none") == all(c is not None for c in calls)
+    monkeypatch.setattr(audit.LogChecker, "_add_in_order", lambda *a: None)
+    slow = run_audit(copy, view=False)
+    assert [f.to_json() for f in fast.findings] == [f.to_json() for f in slow.findings]
+    timing = {"records_per_second"}
+    assert {k: v for k, v in fast.counts.items() if k not in timing} == {
+        k: v for k, v in slow.counts.items() if k not in timing
+    }
+    assert fast.ok == (tampering == "none")
+
+
+def test_a_broken_previous_link_is_located_in_either_way() -> None:
+    """Checked records fed straight to LogChecker: a chunk whose links hold
+    goes in one go; a chunk with a record naming another previous id (inside
+    the chunk, or as its first record against the feed's head) goes record
+    by record, and that record is the finding."""
+
+    def checked(i: int, seq: int, prev: bytes) -> audit.Checked:
+        rid = hashlib.sha256(b"record %d" % i).digest()
+        return (hashlib.sha256(rid).digest(), rid, "carrier-1", seq, prev, None, None, None)
+
+    a = checked(0, 1, b"")
+    b = checked(1, 2, a[1])
+    c = checked(2, 3, b[1])
+    d = checked(3, 4, bytes(32))  # should name c
+    e = checked(4, 5, c[1])  # should name d
+    chunks = [[(x[0], x) for x in xs] for xs in ((a, b), (c, d), (e,))]
+    rep = audit.AuditReport("carrier-1", "offline")
+    lc = audit.LogChecker(make_consortium(), rep)
+    assert audit.LogChecker(make_consortium(), rep)._add_in_order(chunks[0], 0) is not None
+    lc.add(chunks[0])
+    for start, chunk in ((2, chunks[1]), (4, chunks[2])):
+        before = lc.heads()
+        assert lc._add_in_order(chunk, start) is None and lc.heads() == before
+        lc.add(chunk)
+    assert [(f.kind, f.index, f.seq) for f in rep.findings] == [
+        ("previous", 3, 4),
+        ("previous", 4, 5),
+    ]
+    assert lc.heads() == {"carrier-1": (5, e[1])} and lc.size == 5
 
 
 def test_report_lists_a_bounded_number_of_findings_per_kind() -> None:
