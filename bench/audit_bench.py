@@ -8,15 +8,20 @@ limit of the one thing no audit can avoid, measured in the same run.
            checking chunks too while the pool is busy; feeds, Merkle root,
            stored interior hashes, feedseq, feed heads and the signed
            checkpoint checked in the audit's process). Reported as records/s
-           over audit_store's own wall time, pool start-up included.
+           over audit_store's own wall time, pool start-up included, the best
+           of AUDIT_RUNS audits.
     limit  Ed25519 verifications per second on each core times the cores
            used: one spawn process per core, each given its share of the
            log's first LIMIT_SAMPLE stored envelopes, parsed to (public key,
            signature, signed message) before timing; the processes start
            together (a barrier) and each times a bare
            `Ed25519PublicKey.verify` loop over its slice; the limit is the
-           sum of their rates. Measured before and after the audit; the
-           better of the two is the limit.
+           sum of their rates. Measured before, between and after the
+           audits; the best run is the limit.
+
+The machine is shared and noisy: a neighbour only ever slows a run down, and
+slows the audit's memory-bound Python more than the bare verify loop, so both
+sides are the best of their runs, taken in turn.
 
 `how` also gives CPU time per record (the audit's parent and workers, from
 getrusage, against a bare verify's), which says how far the audit could go on
@@ -24,7 +29,7 @@ an otherwise idle machine whatever else runs, and the view part: the same
 audit with view=True (the national view recomputed from the records and
 compared with the store's) against view=False, on a `view_n`-record store.
 
-The store is built once per size and kept in bench/.cache/audit-<n>-v1/
+The store is built once per size and kept in bench/.cache/audit-<n>-<FORMAT>/
 (BENCH_CACHE_DIR to put it elsewhere): marks signed on every core (each
 issuer's feed chained in order), appended with NodeLedger.submit in batches of
 BATCH as a node would, and a log checkpoint signed by the node at the end. A
@@ -69,6 +74,7 @@ ISSUERS = tuple(ingest.ROLES)  # five issuers of three roles, fixed test keys
 BATCH = 1000  # envelopes per NodeLedger.submit, as a node's ingest does
 SIGN_CHUNK = 4000  # records of one feed per signing task
 LIMIT_SAMPLE = 100_000  # envelopes verified by the raw loop (all of them when fewer)
+AUDIT_RUNS = 2  # audits timed, the best taken (and one more limit run than audits)
 FORMAT = "v2"  # v2: the records and feedseq tables carry Bloom filters (ledger.store)
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -374,8 +380,18 @@ def bench_audit(n: int, *, view_n: int | None = None) -> dict[str, Any]:
             path, marker, built = cached_store(n, rebuild=True)
             continue
         break
-    limit2, verify_cpu2 = raw_limit(sample, cores)
-    limit, verify_cpu = max(limit, limit2), min(verify_cpu, verify_cpu2)
+    # The machine is shared: other tenants only ever slow a run down, and the
+    # audit (memory-bound Python beside the verifications) more than the bare
+    # verify loop. So each side gets the same treatment: the best of its runs,
+    # interleaved (limit, audit, limit, audit, limit).
+    limits = [(limit, verify_cpu)]
+    audits = [(audit_s, parent_cpu, pool_cpu)]
+    for _ in range(AUDIT_RUNS - 1):
+        limits.append(raw_limit(sample, cores))
+        audits.append(run_audit(path, n, view=False, workers=workers))
+    limits.append(raw_limit(sample, cores))
+    limit, verify_cpu = max(limits)
+    audit_s, parent_cpu, pool_cpu = min(audits)
     del sample
     ours = n / audit_s
     us = 1e6 / n
@@ -402,11 +418,13 @@ def bench_audit(n: int, *, view_n: int | None = None) -> dict[str, Any]:
         f"process, which checks chunks too while the pool is busy) of a stopped node's store "
         f"of {n} signed "
         f"marks from 5 issuers, all distinct numbers (NodeLedger.submit in batches of {BATCH}, "
-        f"one signed checkpoint; {build}): {audit_s:.1f}s wall, pool start included; vs Ed25519 "
+        f"one signed checkpoint; {build}): {audit_s:.1f}s wall, pool start included, the best "
+        f"of {len(audits)} audits ({', '.join(f'{a[0]:.1f}s' for a in audits)}); vs Ed25519 "
         f"verifications/s per core x {cores} cores: {cores} processes at once, each a bare "
         f"verify loop over its share of {k} of the same envelopes' (signature, message) pairs "
-        f"parsed beforehand, sum of their rates, best of one run before and one after the "
-        f"audit. {cpu}{extra}",
+        f"parsed beforehand, sum of their rates, the best of {len(limits)} runs, one before, "
+        f"between and after the audits ({', '.join(f'{x[0]:,.0f}/s' for x in limits)}). "
+        f"{cpu}{extra}",
     )
 
 

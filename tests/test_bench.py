@@ -98,3 +98,19 @@ def test_a_plain_run_keeps_only_the_opt_in_results(
     data = json.loads(out.read_text())
     assert set(data["benchmarks"]) == {"ingest", "scale", "scale_peak_rss"}
     assert data["benchmarks"]["scale"] == scale
+
+
+def test_audit_benchmark_runs_at_a_small_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Builds its store, audits it (clean, or the benchmark raises) against
+    the raw verify limit, each side the best of its runs."""
+    from bench import audit_bench
+
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(audit_bench, "LIMIT_SAMPLE", 1000)
+    got = audit_bench.bench_audit(2000, view_n=0)
+    _check_shape(got)
+    assert got["unit"] == "records/s" and got["target"] == audit_bench.TARGET
+    assert f"the best of {audit_bench.AUDIT_RUNS} audits" in got["how"]
+    assert (tmp_path / "audit-2000-v2" / "complete.json").exists()
