@@ -39,6 +39,15 @@ envelopes (an edited node is located: a node that also disagrees with its own
 stored children); the view column family against the view recomputed from the
 records; stored checkpoints against the recomputed roots.
 
+The offline pass is built for the usual case, an honest store, and loses no
+precision on the other: a chunk of leaves is read with one scan and one
+multi-get, and a chunk that is whole (consecutive 8-byte leaf keys, every
+record there naming its leaf) is checked with list operations; its Merkle
+nodes and each ordered feed's feedseq entries are compared with one scan per
+run of adjacent keys; a clean chunk whose feeds continue in order joins the
+chains in one go. Wherever a chunk is not like that, the pass goes key by
+key and record by record, and the findings are those of that slower path.
+
 Results go into an `AuditReport`: `findings` (errors: something is wrong) and
 `warnings` (worth knowing, not wrong), each naming kind, leaf index, record
 id, issuer and what failed. `report.ok` is True only without errors. Verifiers
