@@ -33,6 +33,7 @@ from ledger.errors import BadInput, LedgerError
 from ledger.log import EquivocationProof, FeedState, NodeLedger
 from ledger.record import WITHDRAW, Correction, Mark, Reassignment, Record
 from ledger.store import Store, feedseq_key, merkle_key, read_u64, u64
+from node import auditcli
 from node.auditcli import write_evidence
 from node.cli import main
 from tests.conftest import KEYS, NOW, free_port_block, make_consortium
@@ -497,6 +498,35 @@ def test_a_broken_previous_link_is_located_in_either_way() -> None:
         ("previous", 4, 5),
     ]
     assert lc.heads() == {"carrier-1": (5, e[1])} and lc.size == 5
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_progress_is_reported_and_drawn_for_long_runs(
+    honest: tuple[Path, list[Record]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """audit_store reports (done, total) after every chunk, ending at the log
+    size; the CLI's bar draws it on stderr, only for runs of PROGRESS_MIN
+    records or more."""
+    seen: list[tuple[int, int]] = []
+    rep = run_audit(honest[0], progress=lambda done, total: seen.append((done, total)))
+    n = rep.counts["records"]
+    assert seen[-1] == (n, n) and len(seen) == -(-n // 7)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+    monkeypatch.setattr(auditcli, "PROGRESS_MIN", n)
+    bar = auditcli._Progress("audit carrier-1")
+    for done, total in seen:
+        bar(done, total)
+    bar.end()
+    err = capsys.readouterr().err
+    assert f"audit carrier-1 [{'#' * 30}] {n}/{n} (100%)" in err and err.endswith("\n")
+    monkeypatch.setattr(auditcli, "PROGRESS_MIN", n + 1)
+    quiet = auditcli._Progress("audit carrier-1")
+    quiet(n, n)
+    quiet.end()
+    assert capsys.readouterr().err == ""
 
 
 def test_report_lists_a_bounded_number_of_findings_per_kind() -> None:
