@@ -333,8 +333,17 @@ class _Checker:
                 self.workers = 0
 
     def run(
-        self, tasks: Iterable[tuple[Any, list[bytes]]], *, verify: bool, keep: bool
+        self,
+        tasks: Iterable[tuple[Any, list[bytes]]],
+        *,
+        verify: bool,
+        keep: bool,
+        count: int | None = None,
     ) -> Iterator[tuple[Any, list[Checked]]]:
+        """Checked chunks, in order. `count`: how many tasks there will be,
+        when known; the pool's backlog then shrinks over the last ones (to
+        half of those left), so the pool and this process finish together
+        rather than this one waiting for a queue of chunks at the end."""
         if self._pool is None:
             for tag, envs in tasks:
                 yield tag, check_envelopes(self.cons, envs, verify=verify, keep=keep)
@@ -343,8 +352,9 @@ class _Checker:
         queued = 0  # AsyncResults in the window
         ahead = self.AHEAD * self.workers
         limit = 2 * ahead + 2
-        for tag, envs in tasks:
-            if queued < ahead:
+        for k, (tag, envs) in enumerate(tasks):
+            backlog = ahead if count is None else min(ahead, (count - k) // 2)
+            if queued < backlog:
                 task = (self._raw, envs, verify, keep)
                 window.append((tag, self._pool.apply_async(_worker_check, (task,))))
                 queued += 1
@@ -1331,7 +1341,9 @@ class _StoreAudit:
         rep.counts["workers"] = pool.workers
         done = 0
         try:
-            results = pool.run(self._read(size), verify=True, keep=self.view)
+            results = pool.run(
+                self._read(size), verify=True, keep=self.view, count=-(-size // CHUNK)
+            )
             for slots, checked in results:
                 if len(checked) == len(slots) and [c[1] for c in checked] == [
                     rid for _, rid, _ in slots

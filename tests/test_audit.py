@@ -529,6 +529,23 @@ def test_progress_is_reported_and_drawn_for_long_runs(
     assert capsys.readouterr().err == ""
 
 
+def test_pool_backlog_shrinks_over_the_last_chunks(honest: tuple[Path, list[Record]]) -> None:
+    """Told how many chunks come, the checker hands the last one to its own
+    process rather than queueing it behind the pool; order and results are
+    those of checking in-process."""
+    envs = [r.envelope for r in honest[1]]
+    tasks = [(k, envs[k * 4 : k * 4 + 4]) for k in range(12)]
+    alone = audit._Checker(make_consortium(), len(envs), 0)
+    want = list(alone.run(tasks, verify=True, keep=False))
+    pooled = audit._Checker(make_consortium(), len(envs), 1)
+    try:
+        got = list(pooled.run(iter(tasks), verify=True, keep=False, count=len(tasks)))
+    finally:
+        pooled.close()
+    assert got == want and [t for t, _ in got] == list(range(12))
+    assert pooled.local >= 1  # at least the last chunk, checked here
+
+
 def test_report_lists_a_bounded_number_of_findings_per_kind() -> None:
     rep = audit.AuditReport("x", "offline")
     for i in range(audit.MAX_PER_KIND + 50):
