@@ -19,9 +19,9 @@ limit of the one thing no audit can avoid, measured in the same run.
            sum of their rates. Measured before, between and after the
            audits; the best run is the limit.
 
-The machine is shared and noisy: a neighbour only ever slows a run down, and
-slows the audit's memory-bound Python more than the bare verify loop, so both
-sides are the best of their runs, taken in turn.
+The machine is shared and noisy: a neighbour only ever slows a run down (and
+here has moved single audit runs by several percent while the limit moved by
+one or two), so both sides are the best of their runs, taken in turn.
 
 `how` also gives CPU time per record (the audit's parent and workers, from
 getrusage, against a bare verify's), which says how far the audit could go on
@@ -380,10 +380,9 @@ def bench_audit(n: int, *, view_n: int | None = None) -> dict[str, Any]:
             path, marker, built = cached_store(n, rebuild=True)
             continue
         break
-    # The machine is shared: other tenants only ever slow a run down, and the
-    # audit (memory-bound Python beside the verifications) more than the bare
-    # verify loop. So each side gets the same treatment: the best of its runs,
-    # interleaved (limit, audit, limit, audit, limit).
+    # Other tenants of the machine only ever slow a run down, so each side gets
+    # the same treatment: the best of its runs, interleaved (limit, audit,
+    # limit, audit, limit).
     limits = [(limit, verify_cpu)]
     audits = [(audit_s, parent_cpu, pool_cpu)]
     for _ in range(AUDIT_RUNS - 1):

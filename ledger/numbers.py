@@ -26,7 +26,7 @@ _ALLOWED = frozenset("0123456789+-() .")
 
 def normalize(raw: str) -> str:
     """The E.164 form of `raw`, or InvalidNumber saying why not."""
-    if type(raw) is str and (fast := e164_fast(raw)) is not None:
+    if type(raw) is str and (fast := _e164_fast(raw)) is not None:
         return fast  # only "+86" and digits, so none of the checks below applies
     if not isinstance(raw, str):
         raise InvalidNumber("a phone number must be a string")
@@ -86,7 +86,7 @@ _CN_PREFIX = re.compile(_CN.national_prefix_for_parsing or "(?!)")
 _CN_BY_LENGTH = _by_length(_CN)
 
 
-def e164_fast(raw: str) -> str | None:
+def _e164_fast(raw: str) -> str | None:
     """`raw` when it is already the E.164 form of a valid Chinese number (the
     common case: every stored mark, every lookup from an app), else None
     (ask libphonenumber). It answers from the same metadata by the same rule

@@ -20,7 +20,7 @@ from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError
 
 from ledger.errors import InvalidNumber, MalformedRecord, TooLarge
-from ledger.numbers import e164_fast, normalize
+from ledger.numbers import normalize
 from markex.v1 import record_pb2 as pb
 
 if TYPE_CHECKING:
@@ -356,9 +356,8 @@ def _payload(sub: pb.Mark | pb.Correction | pb.Reassignment, which: str) -> Payl
     """The payload from the record's set oneof field `which`, message `sub`."""
     if which == "mark":
         m: pb.Mark = sub  # type: ignore[assignment]
-        raw = m.number
         return Mark(
-            e164_fast(raw) or _number(raw),  # the common case without the library's checks
+            _number(m.number),
             m.category,
             m.score,
             m.reports,

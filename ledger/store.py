@@ -190,19 +190,10 @@ class Store:
         self, cf: str, start: bytes = b"", end: bytes | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
         """Key-ordered items with start <= key < end."""
-        if cf not in self._cfs and cf in COLUMN_FAMILIES:
-            return
-        it = self._cfs[cf].iter()
-        if start:
-            it.seek(start)
-        else:
-            it.seek_to_first()
-        while it.valid():
-            k = it.key()
+        for k, v in self.scan_iter(cf, start):
             if end is not None and k >= end:
                 return
-            yield k, it.value()
-            it.next()
+            yield k, v
 
     def scan(self, cf: str, start: bytes, n: int) -> list[tuple[bytes, bytes]]:
         """The first n items (fewer at the end) with key >= start, in key order:

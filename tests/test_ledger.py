@@ -4,6 +4,7 @@ out-of-order records wait; reopening restores the exact state."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from ledger import errors as E
 from ledger import merkle
 from ledger.log import EquivocationProof, NodeLedger
-from ledger.record import Correction, Mark, Reassignment, Record
+from ledger.record import Correction, Fields, Mark, Reassignment, Record, parse_envelope
 from ledger.store import Store
 from markex.v1 import record_pb2 as pb
 from tests.conftest import KEYS, NOW, make_consortium
@@ -43,6 +44,14 @@ def chain(issuer: str, n: int, start: int = 1, prev: bytes = b"") -> list[Record
 
 
 # --------------------------------------------------------------- happy path
+
+
+def test_parse_envelope_fields_are_records_fields_in_order() -> None:
+    """Record.from_envelope is Record(*parse_envelope(...)): one field list, in
+    one order, for both."""
+    assert Fields._fields == tuple(f.name for f in dataclasses.fields(Record))
+    rec = Record.issue(KEYS["carrier-1"], "carrier-1", 1, b"", NOW, Mark("+8613812345678", "fraud"))
+    assert parse_envelope(rec.envelope) == tuple(getattr(rec, f) for f in Fields._fields)
 
 
 def test_append_builds_feed_and_log(ledger: NodeLedger) -> None:
