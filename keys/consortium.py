@@ -89,6 +89,23 @@ class Policy:
     identity_min_participants: int = 2
     cosign_quorum: int = 2
     view_bucket_bits: int = 16
+    # Issuer-chosen times are bounded (ledger/rules.py): a mark expires at most
+    # this long after it was observed; a reassignment takes effect at most this
+    # long before it was issued (and never later than the clock skew after).
+    max_expiry_ms: int = 365 * 86_400_000
+    reassignment_window_ms: int = 30 * 86_400_000
+    # A client refuses a view checkpoint older than this (node/lookup.py).
+    view_max_age_ms: int = 10 * 60 * 1000
+    # The view keeps at most this many marks of one participant on one number
+    # (its latest), and as many appeals of one appellant on one number.
+    max_marks_per_participant: int = 8
+    # The out-of-order buffer: at most this many records of one issuer wait,
+    # each at most this long.
+    out_of_order_per_issuer: int = 2_000
+    out_of_order_ttl_ms: int = 10 * 60 * 1000
+    # A node restored from an empty store issues only once this many peers
+    # agree on its own feed's head.
+    restore_quorum: int = 2
 
     @classmethod
     def from_json(cls, obj: Any) -> Policy:
