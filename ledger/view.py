@@ -44,7 +44,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from keys.consortium import Consortium
+from keys.consortium import ISSUES_NOTHING, Consortium
 from ledger import merkle, note
 from ledger.errors import (
     BadInput,
@@ -1656,7 +1656,7 @@ class NationalView:
         a decision not by the institute, a reassignment not by the holder)."""
         cons = self.consortium
         p = cons.participant(rec.issuer)
-        if p is None:
+        if p is None or p.role in ISSUES_NOTHING:  # the ledger refuses an auditor's records
             return None
         pay = rec.payload
         if isinstance(pay, Mark):

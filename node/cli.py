@@ -198,7 +198,14 @@ def cmd_log_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_log_entries(args: argparse.Namespace) -> int:
-    stub, _, _ = _public(args)
+    # Raw entries are for members and auditors: the member port's Audit service.
+    d, cons = _cons(args)
+    if not args.node:
+        raise UsageError("--node ID (or HOST:PORT) is required")
+    if not args.as_id:
+        raise UsageError("--as ID is required: log entries are served to members and auditors")
+    who = _acting(args, cons)
+    stub = client.audit_stub(d, who, client.resolve_node(cons, args.node).member)
     if args.end <= args.start:
         raise UsageError("--end must be greater than --start")
     out: list[str] = []
@@ -388,6 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kv.add_argument("--participant", required=True)
     kv.set_defaults(fn=cmd_keys_verifier)
+
+    from node import ceremony
+
+    ceremony.register(sub, cons, ky, nd, common)
     return p
 
 

@@ -11,6 +11,7 @@ import grpc
 
 from keys import ConfigError
 from keys.consortium import Consortium
+from keys.signing import read_private
 from markex.v1 import service_pb2_grpc as rpc
 
 CONSORTIUM_ENV = "MARKEX_CONSORTIUM"
@@ -53,18 +54,36 @@ def public_channel(directory: Path, endpoint: str) -> grpc.Channel:
 
 
 def member_channel(directory: Path, as_id: str, endpoint: str) -> grpc.Channel:
-    """A mutual-TLS channel presenting `as_id`'s certificate."""
+    """A mutual-TLS channel presenting `as_id`'s certificate (DIR/<id>/tls.pem).
+
+    Raises KeyFileError when the key file is missing or readable by others.
+    """
+    return _mtls_channel(directory, as_id, "tls", endpoint)
+
+
+def admin_channel(directory: Path, as_id: str, endpoint: str) -> grpc.Channel:
+    """A mutual-TLS channel presenting `as_id`'s operator's admin certificate
+    (DIR/<id>/admin.pem and admin.key): the only credential the Admin API takes.
+
+    Raises KeyFileError when the key file is missing or readable by others.
+    """
+    return _mtls_channel(directory, as_id, "admin", endpoint)
+
+
+def _mtls_channel(directory: Path, as_id: str, stem: str, endpoint: str) -> grpc.Channel:
     pdir = directory / as_id
+    key = read_private(pdir / f"{stem}.key")  # the same mode check as signing keys
     try:
-        key = (pdir / "tls.key").read_bytes()
-        cert = (pdir / "tls.pem").read_bytes()
+        cert = (pdir / f"{stem}.pem").read_bytes()
+        ca = (directory / "ca" / "ca.pem").read_bytes()
     except OSError as e:
-        raise ConfigError(f"no TLS key and certificate for {as_id!r} in {pdir}") from e
-    ca = (directory / "ca" / "ca.pem").read_bytes()
+        raise ConfigError(f"no {stem} certificate for {as_id!r} in {pdir}: {e.strerror}") from e
     creds = grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=cert
     )
-    return grpc.secure_channel(endpoint, creds)
+    return grpc.secure_channel(
+        endpoint, creds, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    )
 
 
 def public_stub(directory: Path, endpoint: str) -> rpc.PublicStub:
@@ -72,4 +91,9 @@ def public_stub(directory: Path, endpoint: str) -> rpc.PublicStub:
 
 
 def admin_stub(directory: Path, as_id: str, endpoint: str) -> rpc.AdminStub:
-    return rpc.AdminStub(member_channel(directory, as_id, endpoint))
+    return rpc.AdminStub(admin_channel(directory, as_id, endpoint))
+
+
+def audit_stub(directory: Path, as_id: str, endpoint: str) -> rpc.AuditStub:
+    """Raw records and evidence, on the member port, as member or auditor `as_id`."""
+    return rpc.AuditStub(member_channel(directory, as_id, endpoint))

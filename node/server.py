@@ -1,6 +1,6 @@
 """A markex node: the ledger behind two gRPC ports.
 
-- member port (mutual TLS, consortium CA): Exchange and Admin;
+- member port (mutual TLS, consortium CA): Exchange, Admin and Audit;
 - public port (TLS, read-only): Public, grpc.health.v1, server reflection.
 
 `Node(cfg).start()` binds both (port 0 picks a free port, for tests) and
@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from keys.consortium import Consortium, Participant
 from keys.layout import NodeConfig, load_consortium
-from keys.signing import SigningKey
+from keys.signing import SigningKey, read_private
 from ledger import note
 from ledger.log import EquivocationProof
 from ledger.record import Record
@@ -36,7 +36,7 @@ from markex.v1 import service_pb2_grpc as rpc
 from node.core import NodeCore, wall_ms
 from node.metrics import LatencyInterceptor, NodeMetrics
 from node.replication import PeerLink
-from node.services import AdminService, ExchangeService, PublicService
+from node.services import AdminService, AuditService, ExchangeService, PublicService
 from node.status import DecodeGuard
 from node.viewkeeper import ViewKeeper
 from node.witness import Witness
@@ -66,7 +66,7 @@ class Node:
         self.core = NodeCore(self.store, self.consortium, self.participant_id, self.key, clock)
         self.witness = Witness(self.store, self.consortium, self.participant_id, self.key, clock)
         self.view = ViewKeeper(self)
-        self._tls_key = cfg.tls_key.read_bytes()
+        self._tls_key = read_private(cfg.tls_key)  # a TLS key others can read is refused
         self._tls_cert = cfg.tls_cert.read_bytes()
         self._ca = cfg.ca_cert.read_bytes()
         self.links: dict[str, PeerLink] = {}
@@ -104,6 +104,7 @@ class Node:
         )
         rpc.add_ExchangeServicer_to_server(ExchangeService(self), self.member)
         rpc.add_AdminServicer_to_server(AdminService(self), self.member)
+        rpc.add_AuditServicer_to_server(AuditService(self), self.member)
         member_creds = grpc.ssl_server_credentials(
             [(self._tls_key, self._tls_cert)], root_certificates=self._ca, require_client_auth=True
         )
@@ -220,9 +221,10 @@ class Node:
             link.report(proof)
 
     def fetch_evidence_from(self, peer: Participant) -> None:
-        channel = grpc.secure_channel(peer.public_endpoint, grpc.ssl_channel_credentials(self._ca))
+        # Evidence is on the peer's member port (docs/publication.md), asked as a member.
+        channel = grpc.secure_channel(peer.member_endpoint, self.client_credentials())
         try:
-            ev = rpc.PublicStub(channel).GetEvidence(pb.GetEvidenceRequest(), timeout=5)
+            ev = rpc.AuditStub(channel).GetEvidence(pb.GetEvidenceRequest(), timeout=5)
             for raw in ev.equivocations:
                 try:
                     self.core.add_equivocation(EquivocationProof.decode(raw))
