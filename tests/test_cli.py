@@ -57,11 +57,14 @@ def test_consortium_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         "--json",
     )
     assert code == 0
-    assert out["participants"] == ["institute", "carrier-1", "carrier-2", "internet-1"]
+    # init adds an auditor (keys and a member certificate, no node, no admin credential)
+    assert out["participants"] == ["institute", "carrier-1", "carrier-2", "internet-1",
+                                   "auditor-1"]
     for pid in out["participants"]:
         for f in ("signing.key", "tls.key"):
             assert stat.S_IMODE((d / pid / f).stat().st_mode) == 0o600
-        assert (d / pid / "node.toml").is_file()
+        assert (d / pid / "node.toml").is_file() == (pid != "auditor-1")
+        assert (d / pid / "admin.pem").is_file() == (pid != "auditor-1")
     assert (d / "consortium.json.sig").is_file()
     # tampered configuration is refused by every command
     raw = (d / "consortium.json").read_bytes()
@@ -166,7 +169,11 @@ def test_log_commands_and_proofs(net: LocalNet, capsys: pytest.CaptureFixture[st
     time.sleep(0.6)  # a fresh checkpoint
     _, cp = _checkpoint(net, capsys, "internet-1")
     c = ["--node", "internet-1", "--consortium", str(net.dir), "--json"]
-    code, ent, _ = run(capsys, "log", "entries", "--start", "0", "--end", str(cp.size), *c)
+    # Raw entries go to members and auditors only (docs/publication.md): --as is required.
+    code, _, err = run(capsys, "log", "entries", "--start", "0", "--end", str(cp.size), *c)
+    assert code == 2 and "--as" in err
+    code, ent, _ = run(capsys, "log", "entries", "--start", "0", "--end", str(cp.size), *c,
+                       "--as", "auditor-1")
     assert code == 0 and ent["start"] == 0 and ent["end"] == cp.size
     leaves = [merkle.leaf_hash(base64.b64decode(e)) for e in ent["entries"]]
     assert merkle.root_from_leaf_hashes(leaves) == cp.root
@@ -239,7 +246,8 @@ def test_go_sumdb_note_and_tlog_accept_our_checkpoint_and_proofs(
         net.consortium.participant("carrier-1").public_key,
     ).to_string()  # type: ignore[union-attr]
     c = ["--node", "carrier-1", "--consortium", str(net.dir), "--json"]
-    _, ent, _ = run(capsys, "log", "entries", "--start", "0", "--end", str(cp.size), *c)
+    _, ent, _ = run(capsys, "log", "entries", "--start", "0", "--end", str(cp.size), *c,
+                    "--as", "internet-1")
     lines = [f"vkey {vk}", "note " + base64.b64encode(text.encode()).decode()]
     leaves = [merkle.leaf_hash(base64.b64decode(e)) for e in ent["entries"]]
     for i in range(cp.size):
