@@ -1,0 +1,232 @@
+"""The public port shows what publication needs and no more (docs/publication.md).
+
+Every test here fails on the main before this change: there the public port
+served GetEntries, GetRecord and GetEvidence to anyone, there was no Audit
+service, no auditor role, and a node's TLS certificate was an admin credential.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+
+from keys import ConfigError
+from keys.consortium import Consortium
+from keys.layout import NodeConfig, init_consortium
+from keys.signing import SigningKey
+from ledger.errors import NotAllowed
+from ledger.log import NodeLedger
+from ledger.record import Mark, Record
+from ledger.store import Store
+from ledger.view import NationalView
+from markex.v1 import record_pb2 as rpb
+from markex.v1 import service_pb2 as pb
+from markex.v1 import service_pb2_grpc as rpc
+from node import client
+from node.localnet import free_port_block
+from node.server import Node
+
+pytestmark = pytest.mark.timeout(120)
+
+S = grpc.StatusCode
+OWN = "carrier-1"
+MOVED = ("GetEntries", "GetRecord", "GetEvidence")
+
+
+class Net:
+    """One running node (carrier-1) of a consortium that has an auditor."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "c"
+        self.cons = init_consortium(self.dir, carriers=1, internet=1,
+                                    base_port=free_port_block(8), now=datetime.now(UTC))
+        self.node = Node(NodeConfig.for_participant(self.dir, OWN)).start()
+        self.node.caught_up.set()  # its peers are not running: nobody to catch up from
+        me = self.cons.participant(OWN)
+        assert me is not None
+        self.member_ep, self.public_ep = me.member_endpoint, me.public_endpoint
+        self.channels: list[grpc.Channel] = []
+
+    def keep(self, ch: grpc.Channel) -> grpc.Channel:
+        self.channels.append(ch)
+        return ch
+
+    def public(self) -> grpc.Channel:
+        return self.keep(client.public_channel(self.dir, self.public_ep))
+
+    def member(self, as_id: str) -> grpc.Channel:
+        return self.keep(client.member_channel(self.dir, as_id, self.member_ep))
+
+    def admin(self, as_id: str) -> grpc.Channel:
+        return self.keep(client.admin_channel(self.dir, as_id, self.member_ep))
+
+    def close(self) -> None:
+        for ch in self.channels:
+            ch.close()
+        self.node.stop()
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    n = Net(tmp_path_factory.mktemp("publication"))
+    try:
+        issued = rpc.AdminStub(n.admin(OWN)).IssueMark(
+            rpb.Mark(number="+8613800001111", category="fraud", score=70, reports=1), timeout=10
+        )
+        n.record_id = issued.id  # type: ignore[attr-defined]
+        yield n
+    finally:
+        n.close()
+
+
+def _code(call) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as ei:
+        call()
+    return ei.value.code()
+
+
+# ------------------------------------------------------------------ anonymous
+
+
+@pytest.mark.parametrize("method", MOVED)
+def test_anonymous_client_cannot_read_records_on_the_public_port(net: Net, method: str) -> None:
+    """On main these answered anyone: raw records, whole histories, evidence."""
+    ch = net.public()
+    for service in ("Public", "Audit"):
+        raw = ch.unary_unary(f"/markex.v1.{service}/{method}",
+                             request_serializer=None, response_deserializer=None)
+        assert _code(lambda r=raw: r(b"", timeout=10)) == S.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize("method", MOVED)
+def test_anonymous_client_cannot_reach_the_audit_service(net: Net, method: str) -> None:
+    """Without a client certificate the member port refuses the handshake."""
+    ca = (net.dir / "ca" / "ca.pem").read_bytes()
+    ch = net.keep(grpc.secure_channel(net.member_ep, grpc.ssl_channel_credentials(ca)))
+    raw = ch.unary_unary(f"/markex.v1.Audit/{method}",
+                         request_serializer=None, response_deserializer=None)
+    assert _code(lambda: raw(b"", timeout=10)) == S.UNAVAILABLE
+
+
+def test_public_port_still_publishes_what_publication_needs(net: Net) -> None:
+    pub = rpc.PublicStub(net.public())
+    assert pub.GetFeedHeads(pb.FeedHeadsRequest(), timeout=10).heads
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            cp = pub.GetLogCheckpoint(pb.GetLogCheckpointRequest(), timeout=10)
+            break
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    assert cp.size >= 1
+    inc = pub.GetInclusionProof(pb.GetInclusionProofRequest(index=0, size=cp.size), timeout=10)
+    assert len(inc.leaf_hash) == 32
+
+
+# ------------------------------------------------------------------ auditor and members
+
+
+def test_auditor_reads_entries_records_and_evidence(net: Net) -> None:
+    aud = rpc.AuditStub(net.member("auditor-1"))
+    size = net.node.core.ledger.size
+    ent = aud.GetEntries(pb.GetEntriesRequest(start=0, end=size), timeout=10)
+    assert ent.start == 0 and len(ent.envelopes) == size
+    got = aud.GetRecord(pb.GetRecordRequest(id=net.record_id), timeout=10)  # type: ignore[attr-defined]
+    assert Record.from_envelope(got.envelope).id == net.record_id  # type: ignore[attr-defined]
+    assert bytes(ent.envelopes[got.index]) == bytes(got.envelope)
+    ev = aud.GetEvidence(pb.GetEvidenceRequest(), timeout=10)
+    assert list(ev.equivocations) == [] and list(ev.forks) == []
+
+
+def test_member_reads_the_audit_service(net: Net) -> None:
+    aud = rpc.AuditStub(net.member("internet-1"))
+    got = aud.GetRecord(pb.GetRecordRequest(id=net.record_id), timeout=10)  # type: ignore[attr-defined]
+    assert got.envelope
+
+
+def test_cli_log_entries_as_auditor(net: Net, capsys: pytest.CaptureFixture[str]) -> None:
+    from node.cli import main
+
+    size = net.node.core.ledger.size
+    argv = ["log", "entries", "--start", "0", "--end", str(size), "--consortium", str(net.dir),
+            "--node", OWN, "--json"]
+    assert main(argv) == 2  # no --as: entries are not public
+    capsys.readouterr()
+    assert main([*argv, "--as", "auditor-1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [base64.b64decode(e) for e in out["entries"]] == net.node.core.ledger.entries(0, size)
+
+
+# ------------------------------------------------------------------ the auditor issues nothing
+
+
+def test_node_refuses_an_auditors_push_and_exchange(net: Net) -> None:
+    key = SigningKey.load(net.dir / "auditor-1" / "signing.key")
+    rec = Record.issue(key, "auditor-1", 1, b"", int(time.time() * 1000),
+                       Mark("+8613800002222", "fraud", 60, 1, int(time.time() * 1000)))
+    ex = rpc.ExchangeStub(net.member("auditor-1"))
+    before = net.node.core.ledger.size
+    assert _code(lambda: ex.Push(iter([pb.RecordBatch(envelopes=[rec.envelope])]),
+                                 timeout=10)) == S.PERMISSION_DENIED
+    assert _code(lambda: ex.Deliver(pb.RecordBatch(envelopes=[rec.envelope]),
+                                    timeout=10)) == S.PERMISSION_DENIED
+    assert _code(lambda: list(ex.Pull(pb.PullRequest(issuer=OWN), timeout=10))) \
+        == S.PERMISSION_DENIED
+    assert net.node.core.ledger.size == before
+
+
+def test_node_refuses_an_auditors_admin_calls(net: Net) -> None:
+    """With its member certificate: the Admin API takes admin certificates only,
+    and an auditor has none."""
+    stub = rpc.AdminStub(net.member("auditor-1"))
+    before = net.node.core.ledger.size
+    assert _code(lambda: stub.IssueMark(rpb.Mark(number="+8613800003333", category="fraud"),
+                                        timeout=10)) == S.PERMISSION_DENIED
+    assert net.node.core.ledger.size == before
+    assert not (net.dir / "auditor-1" / "admin.pem").exists()
+
+
+def test_ledger_refuses_every_payload_of_an_auditor(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    cons = init_consortium(d, carriers=1, internet=0, now=datetime.now(UTC))
+    key = SigningKey.load(d / "auditor-1" / "signing.key")
+    led = NodeLedger(Store(tmp_path / "db"), cons, "institute", None)
+    try:
+        now = int(time.time() * 1000)
+        rec = Record.issue(key, "auditor-1", 1, b"", now, Mark("+8613800004444", "fraud", 60, 1,
+                                                              now))
+        with pytest.raises(NotAllowed, match="issues nothing"):
+            led.append(rec.envelope, now)
+        assert led.size == 0
+        # The view, a pure function of records, ignores it as the ledger does.
+        view = NationalView(cons)
+        view.apply([rec])
+        assert view.entry("+8613800004444") is None
+    finally:
+        led.close()
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"weight": 1}, "weight 0"),
+    ({"member_endpoint": "127.0.0.1:9"}, "no endpoints"),
+])
+def test_consortium_refuses_an_auditor_with_weight_or_a_node(
+    tmp_path: Path, change: dict, match: str
+) -> None:
+    d = tmp_path / "c"
+    init_consortium(d, carriers=1, internet=0, now=datetime.now(UTC))
+    obj = json.loads((d / "consortium.json").read_bytes())
+    for p in obj["participants"]:
+        if p["role"] == "auditor":
+            p.update(change)
+    with pytest.raises(ConfigError, match=match):
+        Consortium.from_json_bytes(json.dumps(obj).encode())
