@@ -329,7 +329,7 @@ def test_ca_sign_checks_the_request(tmp_path: Path) -> None:
     forged_der = der[:i] + b"carrier-2" + der[i + 9:]
     forged = (b"-----BEGIN CERTIFICATE REQUEST-----\n" + base64.encodebytes(forged_der)
               + b"-----END CERTIFICATE REQUEST-----\n")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="not signed by the key it holds"):
         ceremony.ca_sign(ca, forged, now)
     with pytest.raises(ConfigError, match="certificate request"):
         ceremony.ca_sign(ca, b"not a request", now)
