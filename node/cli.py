@@ -198,13 +198,16 @@ def cmd_log_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_log_entries(args: argparse.Namespace) -> int:
-    # Raw entries are for members and auditors: the member port's Audit service.
+    # Raw entries are for members and auditors: the member port's Audit service,
+    # as --as or, like `markex audit`, the consortium's first auditor.
+    from node.auditcli import reader_id
+
     d, cons = _cons(args)
     if not args.node:
         raise UsageError("--node ID (or HOST:PORT) is required")
-    if not args.as_id:
-        raise UsageError("--as ID is required: log entries are served to members and auditors")
-    who = _acting(args, cons)
+    if args.as_id:
+        _acting(args, cons)
+    who = reader_id(cons, args.as_id)
     stub = client.audit_stub(d, who, client.resolve_node(cons, args.node).member)
     if args.end <= args.start:
         raise UsageError("--end must be greater than --start")

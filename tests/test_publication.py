@@ -81,6 +81,10 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             rpb.Mark(number="+8613800001111", category="fraud", score=70, reports=1), timeout=10
         )
         n.record_id = issued.id  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while n.node.log_checkpoint_note() is None:  # the ticker signs within 0.25 s
+            assert time.monotonic() < deadline, "no checkpoint signed"
+            time.sleep(0.05)
         yield n
     finally:
         n.close()
@@ -118,15 +122,7 @@ def test_anonymous_client_cannot_reach_the_audit_service(net: Net, method: str) 
 def test_public_port_still_publishes_what_publication_needs(net: Net) -> None:
     pub = rpc.PublicStub(net.public())
     assert pub.GetFeedHeads(pb.FeedHeadsRequest(), timeout=10).heads
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            cp = pub.GetLogCheckpoint(pb.GetLogCheckpointRequest(), timeout=10)
-            break
-        except grpc.RpcError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    cp = pub.GetLogCheckpoint(pb.GetLogCheckpointRequest(), timeout=10)
     assert cp.size >= 1
     inc = pub.GetInclusionProof(pb.GetInclusionProofRequest(index=0, size=cp.size), timeout=10)
     assert len(inc.leaf_hash) == 32
@@ -159,11 +155,31 @@ def test_cli_log_entries_as_auditor(net: Net, capsys: pytest.CaptureFixture[str]
     size = net.node.core.ledger.size
     argv = ["log", "entries", "--start", "0", "--end", str(size), "--consortium", str(net.dir),
             "--node", OWN, "--json"]
-    assert main(argv) == 2  # no --as: entries are not public
+    for who in ([], ["--as", "auditor-1"], ["--as", "internet-1"]):
+        capsys.readouterr()
+        assert main([*argv, *who]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert [base64.b64decode(e) for e in out["entries"]] == net.node.core.ledger.entries(
+            0, size)
+
+
+def test_public_material_alone_reads_checkpoints_not_entries(
+    net: Net, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Someone holding only what is published (consortium.json, its signature,
+    the CA certificate) gets the checkpoint but no entries."""
+    from node.cli import main
+
+    pub = tmp_path / "public"
+    (pub / "ca").mkdir(parents=True)
+    for f in ("consortium.json", "consortium.json.sig", "ca/ca.pem"):
+        (pub / f).write_bytes((net.dir / f).read_bytes())
+    common = ["--consortium", str(pub), "--node", OWN]
     capsys.readouterr()
-    assert main([*argv, "--as", "auditor-1"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert [base64.b64decode(e) for e in out["entries"]] == net.node.core.ledger.entries(0, size)
+    assert main(["log", "checkpoint", *common]) == 0
+    assert capsys.readouterr().out.startswith(f"{net.cons.name}/log/{OWN}\n")
+    assert main(["log", "entries", "--start", "0", "--end", "1", *common]) == 1
+    assert "KeyFileError" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ the auditor issues nothing
