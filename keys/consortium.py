@@ -246,6 +246,12 @@ class Consortium:
         cat_ids = [c.id for c in taxonomy]
         if len(set(cat_ids)) != len(cat_ids) or not cat_ids:
             raise ConfigError("taxonomy ids must be unique and non-empty")
+        for p in participants:
+            # The configuration every node pins must not be signable by any node.
+            if p.public_key == config_key:
+                raise ConfigError(
+                    f"the configuration key is {p.id}'s signing key; it must be a key of its own"
+                )
         return cls(name, participants, ranges, taxonomy, policy, raw, config_key)
 
     # ---- signature -----------------------------------------------------
@@ -268,9 +274,9 @@ class Consortium:
     @classmethod
     def load(cls, directory: Path, pinned_key: bytes | None = None) -> Consortium:
         """Load and verify. The configuration key is pinned by the node's
-        configuration; without a pin the key named inside the file (else, for
-        files that name none, the institute's) is used: fine for a first look,
-        never for a node."""
+        configuration; without a pin the key named inside the file is used
+        (fine for a first look, never for a node). A file that names no
+        configuration key is refused (ConfigSignatureError)."""
         try:
             raw = (directory / "consortium.json").read_bytes()
             sig_bytes = (directory / "consortium.json.sig").read_bytes()
@@ -284,13 +290,15 @@ class Consortium:
             # Verify the exact bytes before parsing them: unsigned input is never interpreted.
             _verify_config(pinned_key, sig, raw)
             conf = cls.from_json_bytes(raw)
-            if conf.config_key and conf.config_key != pinned_key:
+            if conf.config_key != pinned_key:
                 raise ConfigSignatureError(
                     "consortium.json names a configuration key other than the pinned one"
                 )
             return conf
         conf = cls.from_json_bytes(raw)
-        _verify_config(conf.config_key or conf.institute.public_key, sig, raw)
+        if not conf.config_key:
+            raise ConfigSignatureError("consortium.json names no configuration key (config_key)")
+        _verify_config(conf.config_key, sig, raw)
         return conf
 
 

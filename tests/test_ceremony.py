@@ -244,11 +244,25 @@ def test_node_refuses_a_consortium_signed_by_the_institute_node_key(tmp_path: Pa
     conf = init_consortium(d, carriers=1, internet=0, now=datetime.now(UTC))
     institute = SigningKey.load(d / "institute" / "signing.key")
     replace(conf, config_key=b"", raw=b"").write(d, institute)
-    assert Consortium.load(d).config_key == institute.public_bytes  # self-consistent alone
+    cfg = NodeConfig.for_participant(d, "carrier-1")
     with pytest.raises(ConfigSignatureError):
-        load_consortium(NodeConfig.for_participant(d, "carrier-1"))
+        load_consortium(cfg)
     with pytest.raises(ConfigSignatureError):
-        Node(NodeConfig.for_participant(d, "carrier-1"))
+        Node(cfg)
+    # Even a node that pins the institute node's key (main's rule) refuses it now.
+    with pytest.raises(ConfigError, match="institute's signing key"):
+        Node(replace(cfg, institute_key=institute.public_bytes))
+    # And a file that names no configuration key at all (main's format) is refused.
+    raw = (d / "consortium.json").read_bytes()
+    obj = json.loads(raw)
+    del obj["config_key"]
+    (d / "consortium.json").write_bytes(json.dumps(obj).encode())
+    (d / "consortium.json.sig").write_text(base64.b64encode(
+        Consortium.sign_bytes((d / "consortium.json").read_bytes(), institute)).decode())
+    with pytest.raises(ConfigSignatureError, match="names no configuration key|other than"):
+        Consortium.load(d)
+    with pytest.raises(ConfigSignatureError):
+        Node(replace(cfg, institute_key=institute.public_bytes))
 
 
 def test_sign_refuses_a_participants_key(tmp_path: Path) -> None:

@@ -261,12 +261,12 @@ def test_consortium_resigned_by_another_key_refused(fresh: Path) -> None:
     """Someone rewrites consortium.json with their own institute key and signs it: the
     file verifies on its own, but not against the pin."""
     conf = Consortium.load(fresh, _pin(fresh))
-    rogue = SigningKey.generate()
+    rogue, rogue_config = SigningKey.generate(), SigningKey.generate()
     parts = tuple(
         replace(p, public_key=rogue.public_bytes) if p.role == "institute" else p
         for p in conf.participants
     )
-    Consortium(conf.name, parts, conf.number_ranges).write(fresh, rogue)
+    Consortium(conf.name, parts, conf.number_ranges).write(fresh, rogue_config)
     Consortium.load(fresh)                     # self-consistent without a pin
     with pytest.raises(ConfigSignatureError):
         Consortium.load(fresh, _pin(fresh))
