@@ -392,8 +392,21 @@ def read_csr(csr_pem: bytes) -> tuple[x509.CertificateSigningRequest, CsrRequest
         raise ConfigError("the request's alternative names hold more than the URI and hosts")
     if kind == ADMIN and hosts:
         raise ConfigError("an admin request names no host")
-    _alt_names(pid, hosts)  # the same host rules make_node_cert applies
-    return csr, CsrRequest(kind, pid, tuple(hosts))
+    own_reserved = f"{pid}.participant.markex.invalid"
+    asked: list[str] = []
+    for h in hosts:
+        name = h.lower().rstrip(".")
+        if "*" in name:
+            raise ConfigError(f"the request asks for a wildcard name {h!r}")
+        if name.endswith(".invalid"):
+            # Names under .invalid (RFC 6761) are the CA's own naming of participants:
+            # a request may carry its own (the CA adds it anyway), never another's.
+            if name != own_reserved:
+                raise ConfigError(f"the request asks for the reserved name {h!r}")
+            continue
+        asked.append(h)
+    _alt_names(pid, asked)  # the same host rules make_node_cert applies
+    return csr, CsrRequest(kind, pid, tuple(asked))
 
 
 def issue_from_csr(

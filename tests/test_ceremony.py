@@ -374,6 +374,30 @@ def test_issue_from_csr_keeps_only_checked_names(tmp_path: Path) -> None:
     _, csr = make_csr("carrier-1", MEMBER, ["10.0.0.7"])
     req, _ = issue_from_csr(ca_key, ca_pem, csr, now)
     assert set(req.hosts) == {"localhost", "127.0.0.1", "10.0.0.7"}
+    # A request may not ask for another participant's reserved name, nor a wildcard.
+    for host in ("carrier-2.participant.markex.invalid", "*.example.com"):
+        csr = _csr_with_host("carrier-1", host)
+        with pytest.raises(ConfigError, match="reserved name|wildcard"):
+            issue_from_csr(ca_key, ca_pem, csr, now)
+
+
+def _csr_with_host(pid: str, host: str) -> bytes:
+    """A request built by hand (make_csr refuses nothing the CA must refuse itself)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, pid)]))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.UniformResourceIdentifier(f"markex://participant/{pid}"), x509.DNSName(host),
+        ]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM)
 
 
 def test_configure_refuses_a_wrong_pin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
