@@ -4,6 +4,7 @@
 
     DIR/consortium.json, DIR/consortium.json.sig   signed by the configuration key
     DIR/config/config.key                          that key (0600), apart from every node
+    DIR/config/config.pub                          its public key, base64: what nodes pin
     DIR/ca/ca.pem                                  the consortium CA certificate
     DIR/ca/ca.key                                  its key (0600)
     DIR/<id>/signing.key                           the participant's Ed25519 key (0600)
@@ -317,6 +318,9 @@ def _write_consortium(
         (directory / CONFIG_KEY).parent.mkdir()
         config_key = SigningKey.generate()
         config_key.save(directory / CONFIG_KEY)
+        (directory / CONFIG_KEY).with_suffix(".pub").write_text(
+            base64.b64encode(config_key.public_bytes).decode() + "\n"
+        )
 
         participants: list[Participant] = []
         for pid, role, title in roles:

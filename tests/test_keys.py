@@ -70,6 +70,8 @@ def test_layout_files(made: tuple[Path, Consortium]) -> None:
     for name in ("consortium.json", "consortium.json.sig", "ca/ca.pem", "ca/ca.key"):
         assert (d / name).is_file(), name
     assert (d / "config" / "config.key").is_file()
+    pub = base64.b64decode((d / "config" / "config.pub").read_text())
+    assert pub == conf.config_key == SigningKey.load(d / "config" / "config.key").public_bytes
     for pid in NODES:
         for name in ("signing.key", "tls.key", "tls.pem", "admin.key", "admin.pem", "node.toml"):
             assert (d / pid / name).is_file(), (pid, name)
