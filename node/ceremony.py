@@ -82,17 +82,30 @@ def generate_member(
     if pdir.exists() and any(pdir.iterdir()):
         raise ConfigError(f"{pdir} is not empty; keys are never overwritten")
     tls_key, tls_csr = make_csr(pid, MEMBER, hosts)   # checks the hosts before anything is written
-    pdir.mkdir(parents=True, exist_ok=True)
     key = SigningKey.generate()
-    write_private(pdir / "signing.key", key.private_pem())
-    write_private(pdir / "tls.key", tls_key)
-    (pdir / "tls.csr").write_bytes(tls_csr)
+    desc["public_key"] = base64.b64encode(key.public_bytes).decode()
+    files: list[tuple[str, bytes, bool]] = [
+        ("signing.key", key.private_pem(), True), ("tls.key", tls_key, True),
+        ("tls.csr", tls_csr, False),
+    ]
     if role not in ISSUES_NOTHING:
         admin_key, admin_csr = make_csr(pid, ADMIN)
-        write_private(pdir / "admin.key", admin_key)
-        (pdir / "admin.csr").write_bytes(admin_csr)
-    desc["public_key"] = base64.b64encode(key.public_bytes).decode()
-    (pdir / MEMBER_FILE).write_text(json.dumps(desc, indent=2, ensure_ascii=False) + "\n")
+        files += [("admin.key", admin_key, True), ("admin.csr", admin_csr, False)]
+    files.append((MEMBER_FILE, (json.dumps(desc, indent=2, ensure_ascii=False) + "\n").encode(),
+                  False))
+    pdir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        for name, data, private in files:
+            if private:
+                write_private(pdir / name, data)
+            else:
+                (pdir / name).write_bytes(data)
+            written.append(pdir / name)
+    except BaseException:
+        for path in written:  # half a set of keys is no set: leave the folder as it was
+            path.unlink(missing_ok=True)
+        raise
     return desc
 
 

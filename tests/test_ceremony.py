@@ -407,3 +407,24 @@ def test_configure_refuses_a_wrong_pin(tmp_path: Path, capsys: pytest.CaptureFix
     err = cli_fails(capsys, "node", "configure", "--consortium", str(d), "--as", "carrier-1",
                     "--pin", wrong)
     assert "ConfigSignatureError" in err
+
+
+def test_keys_generate_refuses_bad_input_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "org"
+    with pytest.raises(ConfigError, match="neither an IP address nor a DNS name"):
+        ceremony.generate_member(out, "carrier-1", "carrier", ["bad host!"],
+                                 "127.0.0.1:7400", "127.0.0.1:7401")
+    with pytest.raises(ConfigError, match="member and public endpoints"):
+        ceremony.generate_member(out, "carrier-1", "carrier", [])
+    with pytest.raises(ConfigError, match="no endpoints"):
+        ceremony.generate_member(out, "auditor-1", "auditor", [], "127.0.0.1:7400",
+                                 "127.0.0.1:7401")
+    with pytest.raises(ConfigError, match="role must be one of"):
+        ceremony.generate_member(out, "x-1", "owner", [], "127.0.0.1:7400", "127.0.0.1:7401")
+    assert not out.exists()
+    ceremony.generate_member(out, "carrier-1", "carrier", [], "127.0.0.1:7400", "127.0.0.1:7401")
+    before = {p.name: p.read_bytes() for p in (out / "carrier-1").iterdir()}
+    with pytest.raises(ConfigError, match="never overwritten"):
+        ceremony.generate_member(out, "carrier-1", "carrier", [], "127.0.0.1:7400",
+                                 "127.0.0.1:7401")
+    assert {p.name: p.read_bytes() for p in (out / "carrier-1").iterdir()} == before
