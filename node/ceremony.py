@@ -140,7 +140,7 @@ def _participant(obj: dict[str, Any]) -> Participant:
         raise ConfigError(f"participant {pid}: public_key is not base64") from e
     if len(pub) != 32:
         raise ConfigError(f"participant {pid}: public_key must be 32 bytes")
-    fields = {}
+    fields: dict[str, str] = {}
     for k in ("name", "member_endpoint", "public_endpoint"):
         v = obj.get(k, "")
         if not isinstance(v, str):
@@ -351,7 +351,13 @@ def configure_node(directory: Path, pid: str, pin: bytes, now: datetime) -> Node
 
 
 def parse_pin(value: str) -> bytes:
-    """A configuration key as given on the command line: base64 of the 32 raw bytes."""
+    """A configuration key as given on the command line: base64 of the 32 raw
+    bytes, or a file holding that (such as `config/config.pub`)."""
+    if Path(value).is_file():
+        try:
+            value = Path(value).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read the pin from {value}") from e
     try:
         pin = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as e:
@@ -488,6 +494,7 @@ def register(
 
     nc = node.add_parser("configure", parents=[common],
                          help="write this participant's node.toml, pinned to the configuration key")
-    nc.add_argument("--pin", required=True, help="the configuration public key, base64")
+    nc.add_argument("--pin", required=True,
+                    help="the configuration public key, base64 (or a file holding it)")
     nc.set_defaults(fn=cmd_node_configure)
 

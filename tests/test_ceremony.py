@@ -407,6 +407,11 @@ def test_configure_refuses_a_wrong_pin(tmp_path: Path, capsys: pytest.CaptureFix
     err = cli_fails(capsys, "node", "configure", "--consortium", str(d), "--as", "carrier-1",
                     "--pin", wrong)
     assert "ConfigSignatureError" in err
+    # The right pin, from the file init writes, reproduces the node.toml init wrote.
+    want = (d / "carrier-1" / "node.toml").read_text()
+    cli(capsys, "node", "configure", "--consortium", str(d), "--as", "carrier-1",
+        "--pin", str(d / "config" / "config.pub"))
+    assert (d / "carrier-1" / "node.toml").read_text() == want
 
 
 def test_keys_generate_refuses_bad_input_and_writes_nothing(tmp_path: Path) -> None:
