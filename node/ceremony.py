@@ -193,7 +193,7 @@ def add_member(
         raise ConfigError(f"only carriers hold number ranges; {member.id} is a {member.role}")
     if path.exists():
         if name is not None:
-            raise ConfigError(f"{path} exists: its name is already {name!r} or another")
+            raise ConfigError(f"{path} exists; --name names a new consortium only")
         cur = _read_any(directory)
         if member.id in cur.by_id:
             raise ConfigError(f"{member.id} is already a participant")
@@ -211,10 +211,10 @@ def add_member(
             raise ConfigError("a new consortium starts with its institute")
         if not name:
             raise ConfigError("a new consortium needs a name (--name)")
-        directory.mkdir(parents=True, exist_ok=True)
         draft = Consortium(name, (member,), {})
     raw = draft.to_json_bytes()
     checked = Consortium.from_json_bytes(raw)  # the same rules every node applies
+    directory.mkdir(parents=True, exist_ok=True)
     _replace_file(path, raw)
     # A changed configuration is unsigned until the institute signs it again.
     (directory / "consortium.json.sig").unlink(missing_ok=True)
