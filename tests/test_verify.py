@@ -26,7 +26,8 @@ from keys.consortium import Consortium
 from keys.layout import NodeConfig, init_consortium
 from keys.signing import SigningKey
 from ledger import audit, note
-from ledger.errors import ClockSkew
+from ledger.errors import ClockSkew, NotFound
+from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node import client
@@ -334,6 +335,60 @@ def test_auditor_reports_a_view_older_than_it_saw(
     detail = next(f.detail for f in rep.findings if f.kind == "view-rollback")
     assert "before one this auditor saw" in detail
     assert kept is None or kept.view_signed_at_ms == newer.view_signed_at_ms
+
+
+def test_auditor_reports_log_cosignatures_older_than_it_saw(
+    make_net: Callable[..., Net],
+) -> None:
+    """Log checkpoints stay plain C2SP: their time is in the cosignatures. The
+    auditor remembers the newest it saw; a checkpoint whose newest cosignature
+    is older than that (beyond the clock skew) is a finding."""
+    net = make_net()
+    p = net.cons.participant(SUBJECT)
+    assert p is not None
+    admin = client.admin_stub(net.dir, SUBJECT, p.member_endpoint, SUBJECT)
+    admin.IssueMark(rpb.Mark(number="13800000001", category="fraud", score=60,
+                             observed_at_ms=net.clock()), timeout=20)
+    channel = client.public_channel(net.dir, p.public_endpoint, SUBJECT)
+    net.channels.append(channel)
+    src = GrpcLogSource(rpc.PublicStub(channel))
+
+    def cosigned() -> str | None:
+        try:
+            text = src.log_checkpoint()
+        except NotFound:  # not signed yet
+            return None
+        return text if len(note.Note.parse(text).signatures) >= 3 else None
+
+    text = until("a cosigned log checkpoint", cosigned)
+    rep, state = audit.audit_source(src, net.cons, SUBJECT, None, view=False)
+    assert state is not None and abs(state.log_cosigned_at * 1000 - net.clock()) < 60_000
+    assert audit.AuditState.from_json(state.to_json(), net.cons) == state
+
+    # The same checkpoint, its cosignature lines replaced by ones an hour older
+    # (made with the witnesses' real keys): what a node replaying old ones serves.
+    parsed = note.Note.parse(text)
+    body = parsed.text
+    t = state.log_cosigned_at - 3600
+    own = [s.to_line() for s in parsed.signatures if "/witness/" not in s.name]
+    old_lines = [
+        note.cosign_line(body, witness_name(net.cons.name, w),
+                         SigningKey.load(net.dir / w / "signing.key"), t)
+        for w in ("institute", "internet-1")
+    ]
+    replayed = note.Note(body, tuple(
+        note.NoteSignature.from_line(x) for x in [*own, *old_lines])).to_text()
+
+    class Replay(GrpcLogSource):
+        def log_checkpoint(self) -> str:
+            return replayed
+
+    rep, _ = audit.audit_source(Replay(src.stub), net.cons, SUBJECT, state, view=False)
+    found = [f for f in rep.findings if f.kind == "cosignature-rollback"]
+    assert found and "before one this auditor saw" in found[0].detail, rep.findings
+    # A fresh audit (no state) has nothing to compare with.
+    rep, _ = audit.audit_source(Replay(src.stub), net.cons, SUBJECT, None, view=False)
+    assert not [f for f in rep.findings if f.kind == "cosignature-rollback"]
 
 
 # ------------------------------------------------------------------ peers' view cosignatures
