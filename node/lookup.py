@@ -86,17 +86,16 @@ def open_view(cons: Consortium, text: str) -> CosignedView:
         raise MalformedNote(f"view checkpoint origin {origin!r} names no participant")
     note.verify_note(text, [note.Verifier.for_key(origin, signer.public_key)])
     cp = V.parse_view_checkpoint(parsed.text)
-    witnesses = {
-        (name, note.cosignature_key_id(name, p.public_key)): (p.id, p.public_key)
-        for p in cons.participants
-        if p.id != signer.id
-        for name in (witness_name(cons.name, p.id),)
-    }
+    witnesses: dict[tuple[str, bytes], tuple[str, bytes]] = {}
+    for p in cons.participants:
+        if p.id != signer.id:
+            name = witness_name(cons.name, p.id)
+            witnesses[(name, note.cosignature_key_id(name, p.public_key))] = (p.id, p.public_key)
     cosigned_at: dict[str, int] = {}
     for sig in parsed.signatures:
         known = witnesses.get((sig.name, sig.key_id))
         if known is None:
-            continue
+            continue  # not a member's witness key: ignored, as the spec says
         pid, public_key = known
         t = note.verify_cosignature(parsed.text, sig, sig.name, public_key)
         cosigned_at[pid] = max(t, cosigned_at.get(pid, 0))
