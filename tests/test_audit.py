@@ -43,8 +43,9 @@ from tests.conftest import KEYS, NOW, free_port_block, make_consortium
 PIN = ["--institute-key", base64.b64encode(KEYS["institute"].public_bytes).decode()]
 
 
-def net_pin(cons: Consortium) -> list[str]:
-    return ["--institute-key", base64.b64encode(cons.institute.public_key).decode()]
+def net_pin(directory: Path) -> list[str]:
+    key = NodeConfig.for_participant(directory, "institute").institute_key
+    return ["--institute-key", base64.b64encode(key).decode()]
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -798,7 +799,7 @@ def node_copy(net: Net, tmp_path: Path, name: str) -> NodeConfig:
 def online(net: Net, state: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, Any]:
     capsys.readouterr()
     rc = main(
-        ["audit", "--node", NODE, "--consortium", str(net.dir), *net_pin(net.cons),
+        ["audit", "--node", NODE, "--consortium", str(net.dir), *net_pin(net.dir),
          "--state", str(state), "--json"]
     )
     return rc, json.loads(capsys.readouterr().out)
@@ -856,7 +857,7 @@ def test_online_honest_node_clean_then_resumes_then_fork_is_proven(
     assert json.loads(state.read_text())["size"] == 42  # the state stays at the audited tree
     capsys.readouterr()
     rc = main(["audit", "verify-evidence", out["evidence"][0], "--consortium", str(net.dir),
-               *net_pin(net.cons)])
+               *net_pin(net.dir)])
     assert rc == 0 and "does not extend" in capsys.readouterr().out
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from keys.consortium import Consortium
+from keys.layout import NodeConfig
 from keys.signing import SigningKey
 from ledger import merkle, note
 from ledger.log import log_origin
@@ -32,7 +33,8 @@ def net(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
     n.start_all()
     # Commands without --as take the pinned institute key from the environment.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(INSTITUTE_KEY_ENV, base64.b64encode(n.consortium.institute.public_key).decode())
+        key = NodeConfig.for_participant(n.dir, "institute").institute_key
+        mp.setenv(INSTITUTE_KEY_ENV, base64.b64encode(key).decode())
         try:
             yield n
         finally:
@@ -295,9 +297,8 @@ def _resigned(tmp_path: Path) -> tuple[Path, str]:
     d = tmp_path / "c"
     cons = main(["consortium", "init", str(d), "--base-port", "31100", "--json"])
     assert cons == 0
-    genuine = Consortium.load(d, base64.b64decode(
-        (d / "institute" / "node.toml").read_text().split('institute_key = "')[1].split('"')[0]
-    ))
+    pinned = NodeConfig.for_participant(d, "institute").institute_key
+    genuine = Consortium.load(d, pinned)
     thief = SigningKey.from_seed(b"\x07" * 32)
     swapped = tuple(
         dataclasses.replace(p, public_key=thief.public_bytes)
@@ -307,7 +308,7 @@ def _resigned(tmp_path: Path) -> tuple[Path, str]:
     dataclasses.replace(genuine, participants=swapped, raw=b"").write(d, thief)
     # Without a pin this file verifies: the key inside it signed it.
     assert Consortium.load(d).institute.public_key == thief.public_bytes
-    return d, base64.b64encode(genuine.institute.public_key).decode()
+    return d, base64.b64encode(pinned).decode()
 
 
 EVERY_COMMAND = [

@@ -339,7 +339,7 @@ def test_node_with_another_participants_certificate_is_refused(
     impostor = Node(cfg).start()
     try:
         pin = ["--consortium", str(d), "--institute-key",
-               base64.b64encode(cons.institute.public_key).decode()]
+               base64.b64encode(NodeConfig.for_participant(d, "institute").institute_key).decode()]
         capsys.readouterr()
         # By name: refused. The same port as HOST:PORT (any member) answers: it is up.
         assert main(["log", "checkpoint", "--node", "carrier-1", *pin]) == 1

@@ -1369,7 +1369,8 @@ def test_lookup_answer_about_another_number_is_refused(
         got = lookup_verified(stub, rig.cons, asked, now)
         assert got["verified"] is False and got["number"] == normalize(asked)
         assert got["error"].startswith("WrongNumber: ") and got["category"] is None
-        pin = base64.b64encode(rig.cons.institute.public_key).decode()
+        pin = base64.b64encode(
+            NodeConfig.for_participant(rig.dir, "institute").institute_key).decode()
         argv = ["lookup", "--node", ep, asked, "--consortium", str(rig.dir),
                 "--institute-key", pin]
         capsys.readouterr()
