@@ -15,8 +15,9 @@
 
 Participants are `institute`, `carrier-1..N`, `internet-1..M`, each with a
 node, and `auditor-1` (signing key, TLS key and certificate; no node, no admin
-credential). Node k (0-based, institute first) gets member port `base_port + 2k`
-and public port `base_port + 2k + 1`.
+credential; DIR/auditor-1/config.pub holds the pin its clients verify
+consortium.json with). Node k (0-based, institute first) gets member port
+`base_port + 2k` and public port `base_port + 2k + 1`.
 
 A local consortium keeps every key in one folder; docs/consortium-setup.md is
 the set-up across organisations, where each key stays with its holder.
@@ -332,7 +333,12 @@ def _write_consortium(
             _write_private(pdir / "tls.key", tls_key)
             (pdir / "tls.pem").write_bytes(tls_cert)
             member = public = ""
-            if role not in ISSUES_NOTHING:
+            if role in ISSUES_NOTHING:
+                # No node.toml: the pin it verifies consortium.json with, on its own.
+                (pdir / "config.pub").write_text(
+                    base64.b64encode(config_key.public_bytes).decode() + "\n"
+                )
+            else:
                 (pdir / "data").mkdir()
                 admin_key, admin_cert = make_admin_cert(ca_key, ca_cert, pid, now)
                 _write_private(pdir / "admin.key", admin_key)

@@ -2,7 +2,11 @@
 
 Members talk over mutual TLS. The CA puts each node's participant id in its
 certificate twice: as the subject common name and as the SAN URI
-`markex://participant/<id>`, which is what `participant_from_cert` reads. A
+`markex://participant/<id>`, which is what `participant_from_cert` reads. It
+also carries the DNS SAN `<id>.participant.markex.invalid`
+(`participant_dns_name`): a client dialling participant X asks TLS for that
+name (gRPC's `grpc.ssl_target_name_override`), so the handshake itself refuses
+a server certificate the CA issued to another participant. A
 record is still trusted by its signature, never by the certificate of the node
 that relayed it; the certificate only says which member is on the line.
 
@@ -30,6 +34,7 @@ NODE_VALIDITY = timedelta(days=730)
 # Certificates start a little before `now` so a peer whose clock lags still accepts them.
 BACKDATE = timedelta(minutes=5)
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
+PARTICIPANT_DNS_SUFFIX = ".participant.markex.invalid"  # .invalid: never a real host (RFC 6761)
 
 
 def make_ca(name: str, now: datetime) -> tuple[bytes, bytes]:
@@ -85,7 +90,8 @@ def make_node_cert(
 ) -> tuple[bytes, bytes]:
     """A node's key and certificate, issued by the CA: (key PEM, certificate PEM).
 
-    The certificate names the participant (CN and SAN URI), serves "localhost",
+    The certificate names the participant (CN, SAN URI and the DNS SAN
+    `participant_dns_name(participant_id)`), serves "localhost",
     127.0.0.1 and every entry of `hosts` (IP literals as IP SANs, the rest as
     DNS names), is good for both ends of mutual TLS, and lasts 2 years (never
     past the CA's own end).
@@ -142,6 +148,13 @@ def make_node_cert(
         .sign(ca_key, hashes.SHA256())
     )
     return _key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
+
+
+def participant_dns_name(participant_id: str) -> str:
+    """The DNS name only participant `participant_id`'s certificate carries:
+    the TLS target name of every channel that dials that participant."""
+    _check_participant_id(participant_id)
+    return participant_id + PARTICIPANT_DNS_SUFFIX
 
 
 def participant_from_cert(cert_pem_or_der: bytes) -> str:
@@ -275,9 +288,10 @@ def _check_participant_id(pid: str) -> None:
 
 def _alt_names(participant_id: str, hosts: list[str]) -> list[x509.GeneralName]:
     names: list[x509.GeneralName] = [
-        x509.UniformResourceIdentifier(PARTICIPANT_URI_PREFIX + participant_id)
+        x509.UniformResourceIdentifier(PARTICIPANT_URI_PREFIX + participant_id),
+        x509.DNSName(participant_dns_name(participant_id)),
     ]
-    seen: set[str] = set()
+    seen: set[str] = {participant_dns_name(participant_id)}
     for host in (*DEFAULT_HOSTS, *hosts):
         host = host.strip()
         if not host:
@@ -286,6 +300,9 @@ def _alt_names(participant_id: str, hosts: list[str]) -> list[x509.GeneralName]:
             ip = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
             name = host.lower().rstrip(".")
+            if name.endswith(PARTICIPANT_DNS_SUFFIX):
+                # Only the participant's own name goes there, or one node could pass for another.
+                raise ConfigError(f"{host!r} is a participant name, not a host name") from None
             if not all(label and (label.replace("-", "").isalnum() or label == "*")
                        for label in name.split(".")) or not name.isascii():
                 raise ConfigError(f"{host!r} is neither an IP address nor a DNS name") from None

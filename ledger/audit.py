@@ -948,6 +948,25 @@ def _cosignatures(
     return names
 
 
+def _newest_cosignature(cons: Consortium, log: str, text: str) -> int:
+    """The newest timestamp (POSIX s) of a valid member cosignature on `text`
+    (0: none; a bad line is `_cosignatures`' finding, not counted here)."""
+    witnesses = _witnesses(cons, log)
+    known = {(n, note.cosignature_key_id(n, k)): (n, k) for n, k in witnesses.items()}
+    newest = 0
+    try:
+        parsed = note.Note.parse(text)
+    except LedgerError:
+        return 0
+    for sig in parsed.signatures:
+        w = known.get((sig.name, sig.key_id))
+        if w is None:
+            continue
+        with contextlib.suppress(LedgerError):
+            newest = max(newest, note.verify_cosignature(parsed.text, sig, w[0], w[1]))
+    return newest
+
+
 # ====================================================================== offline
 
 
@@ -1662,8 +1681,10 @@ class LogSource(Protocol):
 @dataclass(frozen=True)
 class AuditState:
     """What an auditor remembers of one log between runs: the last audited
-    checkpoint (verified note), the Merkle frontier at its size, and each
-    feed's head there. Stored as JSON."""
+    checkpoint (verified note), the Merkle frontier at its size, each feed's
+    head there, the signing time (ms) of the newest view checkpoint seen and
+    the newest log cosignature time (s) seen (0: none yet), so a node serving
+    an older view or an older cosigned log checkpoint is a finding. Stored as JSON."""
 
     consortium: str
     log: str
@@ -1672,6 +1693,8 @@ class AuditState:
     root: bytes
     frontier: tuple[bytes, ...]
     heads: Mapping[str, tuple[int, bytes]]
+    view_signed_at_ms: int = 0
+    log_cosigned_at: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -1683,6 +1706,8 @@ class AuditState:
             "note": self.note,
             "frontier": [_b64(h) for h in self.frontier],
             "heads": {i: [s, h.hex()] for i, (s, h) in sorted(self.heads.items())},
+            "view_signed_at_ms": self.view_signed_at_ms,
+            "log_cosigned_at": self.log_cosigned_at,
         }
 
     @classmethod
@@ -1707,9 +1732,13 @@ class AuditState:
             heads = {}
             for issuer, (seq, hx) in obj["heads"].items():
                 heads[str(issuer)] = (int(seq), bytes.fromhex(hx))
+            # Absent in states written before these were kept: nothing seen yet.
+            times = [obj.get(k, 0) for k in ("view_signed_at_ms", "log_cosigned_at")]
+            if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in times):
+                raise BadInput("the audit state's times are not non-negative integers")
         except (KeyError, TypeError, ValueError) as e:
             raise BadInput(f"audit state does not parse: {e}") from e
-        return cls(cons.name, log, text, cp.size, cp.root, frontier, heads)
+        return cls(cons.name, log, text, cp.size, cp.root, frontier, heads, *times)
 
 
 class _Abort(Exception):
@@ -1830,10 +1859,28 @@ class _OnlineAudit:
                 except LedgerError as e:
                     rep.error("view-root", f"view checkpoint: {type(e).__name__}: {e}")
                     vcp = None
+        seen_view = self.state.view_signed_at_ms if self.state is not None else 0
+        if vcp is not None and vcp.signed_at_ms < seen_view:
+            rep.error(
+                "view-rollback",
+                f"the view checkpoint is signed at {vcp.signed_at_ms} ms, "
+                f"{(seen_view - vcp.signed_at_ms) // 1000:,} s before one this auditor saw "
+                f"({seen_view} ms)",
+            )
         text = self._call("GetLogCheckpoint", src.log_checkpoint)
         cp = self._open(text, "log checkpoint")
         rep.counts["records"] = cp.size
         names = _cosignatures(rep, cons, self.pid, text, "log checkpoint")
+        cosigned_at = _newest_cosignature(cons, self.pid, text)
+        seen_cosig = self.state.log_cosigned_at if self.state is not None else 0
+        # A fresh checkpoint may have no cosignature yet; one whose newest is older
+        # (beyond the clock skew between witnesses) than one seen is an old one replayed.
+        if cosigned_at and cosigned_at * 1000 < seen_cosig * 1000 - cons.policy.clock_skew_ms:
+            rep.error(
+                "cosignature-rollback",
+                f"the log checkpoint's newest cosignature is from {cosigned_at} s, "
+                f"{seen_cosig - cosigned_at:,} s before one this auditor saw ({seen_cosig} s)",
+            )
         rep.counts["cosignatures"] = len(names)
         if len(names) < cons.policy.cosign_quorum:
             rep.warn(
@@ -1945,6 +1992,8 @@ class _OnlineAudit:
             cp.root,
             checker.frontier.hashes,
             {i: (s, h) for i, (s, h) in checker.heads().items() if h is not None},
+            max(seen_view, vcp.signed_at_ms if vcp is not None else 0),
+            max(seen_cosig, _newest_cosignature(cons, self.pid, text)),
         )
 
     # ------------------------------------------------------------ pieces

@@ -134,6 +134,8 @@ _ROLES = ("institute", "carrier", "internet")
 _HEX_ID = re.compile(r"[0-9a-f]{64}\Z")
 _ISSUER = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 _DECIMAL = re.compile(r"(?:0|[1-9][0-9]*)\Z", re.ASCII)
+SIGNED_AT_KEYWORD = "signed-at-ms"   # the view checkpoint's fifth line: when it was signed
+MAX_SIGNED_AT_MS = 2**63 - 1
 
 
 def view_origin(consortium_name: str, participant_id: str) -> str:
@@ -919,20 +921,29 @@ def verify_lookup(
 
 @dataclass(frozen=True)
 class ViewCheckpoint:
-    """A view checkpoint's body, a C2SP tlog-checkpoint text:
+    """A view checkpoint's body, a C2SP tlog-checkpoint text with two extension lines:
 
-        <origin>\\n<entry count>\\n<base64 root>\\nvector <issuer>=<seq> ...\\n
+        <origin>\\n<entry count>\\n<base64 root>\\nvector <issuer>=<seq> ...\\nsigned-at-ms <t>\\n
 
-    The vector line lists every issuer with seq > 0, sorted by issuer id."""
+    The vector line lists every issuer with seq > 0, sorted by issuer id;
+    `signed_at_ms` is when the signer signed it (POSIX milliseconds, passed in),
+    so a client can refuse a view that is old however well it is cosigned."""
 
     origin: str
     vector: tuple[tuple[str, int], ...]
     count: int
     root: bytes
+    signed_at_ms: int
+
+    def __post_init__(self) -> None:
+        t = self.signed_at_ms
+        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= MAX_SIGNED_AT_MS:
+            raise MalformedNote(f"view checkpoint time {t!r} is not a time in milliseconds")
 
     def body(self) -> str:
         line = " ".join(["vector"] + [f"{i}={s}" for i, s in self.vector])
-        return note.Checkpoint(self.origin, self.count, self.root, (line,)).body()
+        stamp = f"{SIGNED_AT_KEYWORD} {self.signed_at_ms}"
+        return note.Checkpoint(self.origin, self.count, self.root, (line, stamp)).body()
 
     @property
     def vector_dict(self) -> dict[str, int]:
@@ -951,16 +962,21 @@ def _vector_items(vector: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
     return tuple(items)
 
 
-def view_checkpoint_text(origin: str, vector: Mapping[str, int], count: int, root: bytes) -> str:
-    """The note text of a view checkpoint (issuers at seq 0 are left out)."""
-    return ViewCheckpoint(origin, _vector_items(vector), count, root).body()
+def view_checkpoint_text(
+    origin: str, vector: Mapping[str, int], count: int, root: bytes, signed_at_ms: int
+) -> str:
+    """The note text of a view checkpoint signed at `signed_at_ms` (issuers at
+    seq 0 are left out)."""
+    return ViewCheckpoint(origin, _vector_items(vector), count, root, signed_at_ms).body()
 
 
 def parse_view_checkpoint(text: str) -> ViewCheckpoint:
     """Strict parse of a view checkpoint's note text. Raises MalformedNote."""
     cp = note.Checkpoint.parse_body(text)
-    if len(cp.extensions) != 1:
-        raise MalformedNote("a view checkpoint has exactly one extension line, the vector")
+    if len(cp.extensions) != 2:
+        raise MalformedNote(
+            "a view checkpoint has exactly two extension lines, the vector and the signing time"
+        )
     words = cp.extensions[0].split(" ")
     if words[0] != "vector":
         raise MalformedNote("a view checkpoint's fourth line starts with 'vector'")
@@ -972,7 +988,10 @@ def parse_view_checkpoint(text: str) -> ViewCheckpoint:
         items.append((issuer, int(seq)))
     if [i for i, _ in items] != sorted({i for i, _ in items}):
         raise MalformedNote("vector issuers are not sorted and unique")
-    vc = ViewCheckpoint(cp.origin, tuple(items), cp.size, cp.root)
+    keyword, sp, stamp = cp.extensions[1].partition(" ")
+    if keyword != SIGNED_AT_KEYWORD or not sp or not _DECIMAL.match(stamp):
+        raise MalformedNote(f"a view checkpoint's fifth line is '{SIGNED_AT_KEYWORD} <ms>'")
+    vc = ViewCheckpoint(cp.origin, tuple(items), cp.size, cp.root, int(stamp))
     if vc.body() != text:
         raise MalformedNote("view checkpoint text is not canonical")
     return vc
@@ -1373,8 +1392,11 @@ class NationalView:
             (k[4:], v) for k, v in self._store.items("viewbucket", pre, _U32.pack(b + 1))
         ]
 
-    def checkpoint(self, origin: str) -> ViewCheckpoint:
-        return ViewCheckpoint(origin, _vector_items(self._vector), self.count, self.root())
+    def checkpoint(self, origin: str, signed_at_ms: int) -> ViewCheckpoint:
+        """The view's checkpoint as `origin` signs it at `signed_at_ms`."""
+        return ViewCheckpoint(
+            origin, _vector_items(self._vector), self.count, self.root(), signed_at_ms
+        )
 
     # ------------------------------------------------------------ writes
     def apply(self, records: Iterable[Record]) -> set[str]:

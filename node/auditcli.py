@@ -8,6 +8,10 @@
     markex audit --data-dir PATH [--as ID]     offline, on a stopped node's files
     markex audit verify-evidence FILE          check an evidence file with consortium.json
 
+Every form verifies consortium.json with a pinned institute key
+(--institute-key, $MARKEX_INSTITUTE_KEY, or --as ID's node.toml; offline also
+the node.toml of the node whose data folder is audited) and refuses to run without one.
+
 The online audit keeps a small state file (default: <consortium>/audit/<node>.json)
 with the last audited checkpoint, so the next run verifies a consistency proof
 and only the new entries. Evidence (equivocations, proven forks) is written as
@@ -178,6 +182,27 @@ def _consortium_dir(arg: str | None, data_dir: Path | None = None) -> Path:
     return client.consortium_dir(arg)
 
 
+def _config_of_store(directory: Path, data_dir: Path) -> NodeConfig | None:
+    """The node.toml under `directory` whose data folder is `data_dir`, if any."""
+    want = data_dir.resolve()
+    for toml in sorted(directory.glob("*/node.toml")):
+        cfg = NodeConfig.load(toml)
+        if cfg.data_dir.resolve() == want:
+            return cfg
+    return None
+
+
+def _offline_consortium(args: argparse.Namespace, d: Path, data_dir: Path) -> Consortium:
+    """consortium.json verified with the pin given, else with the one in the
+    node.toml of the node whose files these are; refused without either."""
+    if args.institute_key or os.environ.get(client.INSTITUTE_KEY_ENV) or args.as_id:
+        return client.load_pinned(d, args.institute_key, args.as_id)
+    cfg = _config_of_store(d, data_dir)
+    if cfg is None:
+        raise client.missing_pin(d)
+    return load_consortium(cfg)
+
+
 def _whose_store(directory: Path, cons: Consortium, data_dir: Path) -> tuple[str, Consortium]:
     """The participant whose node keeps `data_dir`, and the consortium as that
     node loads it (pinned institute key) when its node.toml is at hand."""
@@ -229,7 +254,7 @@ def _audit_offline(args: argparse.Namespace) -> int:
     if not (data_dir / "CURRENT").is_file():
         raise ConfigError(f"{data_dir} holds no node database (no RocksDB CURRENT file)")
     d = _consortium_dir(args.consortium, data_dir)
-    cons = Consortium.load(d)
+    cons = _offline_consortium(args, d, data_dir)
     if args.as_id:
         if cons.participant(args.as_id) is None:
             raise ConfigError(f"--as {args.as_id!r} is not a participant of {cons.name}")
@@ -290,8 +315,8 @@ def audit_online(
     `state_path` (None: a full audit that remembers nothing)."""
     ep = client.resolve_node(cons, node)
     reader = reader_id(cons, as_id)
-    channel = client.public_channel(directory, ep.public)
-    member = client.member_channel(directory, reader, ep.member)
+    channel = client.public_channel(directory, ep.public, ep.participant)
+    member = client.member_channel(directory, reader, ep.member, ep.participant)
     try:
         src = GrpcLogSource(rpc.PublicStub(channel), rpc.AuditStub(member))
         pid = _log_of(cons, node, src)
@@ -315,7 +340,7 @@ def audit_node_online(directory: Path, cons: Consortium, pid: str) -> dict[str, 
 
 def _audit_node(args: argparse.Namespace) -> int:
     d = client.consortium_dir(args.consortium)
-    cons = Consortium.load(d)
+    cons = client.load_pinned(d, args.institute_key, args.as_id)
     if args.state:
         state_path = Path(args.state)
     else:
@@ -334,7 +359,7 @@ def _audit_node(args: argparse.Namespace) -> int:
 
 def _verify_evidence(args: argparse.Namespace, path: Path) -> int:
     d = client.consortium_dir(args.consortium)
-    cons = Consortium.load(d)
+    cons = client.load_pinned(d, args.institute_key, args.as_id)
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:

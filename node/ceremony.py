@@ -42,6 +42,7 @@ from keys.tls import (
     read_csr,
     verify_issued_by,
 )
+from node import client
 
 MEMBER_FILE = "member.json"
 
@@ -424,7 +425,9 @@ def cmd_ca_sign(args: argparse.Namespace) -> int:
         csr = Path(args.csr).read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read {args.csr}: {e.strerror}") from e
-    cons = Consortium.load(Path(args.consortium)) if args.consortium else None
+    # The CA checks names against the configuration verified with the pinned key only.
+    cons = (client.load_pinned(Path(args.consortium), args.institute_key, None)
+            if args.consortium else None)
     out = Path(args.out)
     if out.exists():
         raise ConfigError(f"{out} exists; a certificate is never overwritten")
@@ -436,11 +439,9 @@ def cmd_ca_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_node_configure(args: argparse.Namespace) -> int:
-    from node.client import consortium_dir
-
     if not args.as_id:
         raise ConfigError("--as ID is required: the participant whose node this is")
-    d = consortium_dir(args.consortium)
+    d = client.consortium_dir(args.consortium)
     cfg = configure_node(d, args.as_id, parse_pin(args.pin), datetime.now(UTC))
     _print(args, {"participant": cfg.participant, "node_toml": str(d / args.as_id / "node.toml"),
                   "member_listen": cfg.member_listen, "public_listen": cfg.public_listen})

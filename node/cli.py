@@ -58,8 +58,10 @@ def _out(args: argparse.Namespace, obj: dict[str, Any], text: str | None = None)
 
 
 def _cons(args: argparse.Namespace) -> tuple[Path, Consortium]:
+    """The consortium folder and its configuration, verified with the pinned
+    institute key (--institute-key, $MARKEX_INSTITUTE_KEY or --as's node.toml)."""
     d = client.consortium_dir(args.consortium)
-    return d, Consortium.load(d)
+    return d, client.load_pinned(d, args.institute_key, args.as_id)
 
 
 def _acting(args: argparse.Namespace, cons: Consortium) -> str:
@@ -74,7 +76,7 @@ def _admin(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     d, cons = _cons(args)
     who = _acting(args, cons)
     ep = client.resolve_node(cons, args.node or who)
-    return client.admin_stub(d, who, ep.member), who
+    return client.admin_stub(d, who, ep.member, ep.participant), who
 
 
 def _public(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -82,7 +84,7 @@ def _public(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if not args.node:
         raise UsageError("--node ID (or HOST:PORT) is required")
     ep = client.resolve_node(cons, args.node)
-    return client.public_stub(d, ep.public), d, cons
+    return client.public_stub(d, ep.public, ep.participant), d, cons
 
 
 def _issued(args: argparse.Namespace, r: pb.Issued, with_appeal: bool = False) -> None:
@@ -266,8 +268,10 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     from node.lookup import lookup_verified
 
     stub, d, cons = _public(args)
-    at = _parse_time(args.at) if args.at else int(datetime.now(UTC).timestamp() * 1000)
-    obj = lookup_verified(stub, cons, args.number, at)
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    at = _parse_time(args.at) if args.at else now
+    # Freshness is judged at the real time, whatever time the entry is evaluated at.
+    obj = lookup_verified(stub, cons, args.number, at, now_ms=now)
     _out(args, obj)
     return 0 if obj["verified"] else 1
 
@@ -306,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--as", dest="as_id", help="the acting participant")
     common.add_argument("--node", help="the node asked: participant id or HOST:PORT")
     common.add_argument("--json", action="store_true", help="print one JSON object")
+    common.add_argument(
+        "--institute-key",
+        metavar="B64",
+        help="the institute's configuration key consortium.json must be signed with "
+        "(or MARKEX_INSTITUTE_KEY; default: institute_key in <consortium>/<--as>/node.toml)",
+    )
 
     p = argparse.ArgumentParser(prog="markex", description="The national number-mark exchange.")
     sub = p.add_subparsers(dest="cmd", required=True)

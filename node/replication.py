@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from keys.consortium import Participant
+from keys.tls import participant_dns_name
 from ledger.log import EquivocationProof
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
@@ -65,6 +66,8 @@ class PeerLink:
                 ("grpc.keepalive_time_ms", 10_000),
                 ("grpc.initial_reconnect_backoff_ms", 200),
                 ("grpc.max_reconnect_backoff_ms", 2000),
+                # TLS accepts only the certificate the CA issued to this peer.
+                ("grpc.ssl_target_name_override", participant_dns_name(peer.id)),
             ],
         )
         self.stub = rpc.ExchangeStub(self._channel)

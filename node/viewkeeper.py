@@ -2,6 +2,12 @@
 every change (so every lookup proves against a signed root), cosigned by peers
 that computed the same root for the same vector.
 
+A view checkpoint carries the time it was signed, and clients refuse one older
+than `policy.view_max_age_ms`: an idle node signs its unchanged view again every
+quarter of that age (on the tick) and keeps serving the previous cosigned note
+until the new one has its quorum. A peer's cosignature is verified before it is
+kept; a bad one is refused and logged (`refused_cosignatures`).
+
 The view lives in the node's store (NationalView.open): a start applies only
 the ledger records beyond the stored view's vector (catch_up), so a crash
 between a ledger commit and the view's commit heals at the next start, and a
@@ -18,11 +24,12 @@ import grpc
 
 from ledger import note
 from ledger import view as V
-from ledger.errors import CheckpointFork, NotAllowed, OutOfOrder
+from ledger.errors import CheckpointFork, ClockSkew, LedgerError, NotAllowed, OutOfOrder
 from ledger.numbers import normalize
 from ledger.record import Record
 from ledger.store import u64
 from markex.v1 import service_pb2 as pb
+from node.witness import witness_name
 
 if TYPE_CHECKING:
     from ledger.log import NodeLedger
@@ -40,8 +47,13 @@ class ViewKeeper:
         self._lock = threading.RLock()
         self.view: V.NationalView | None = None
         self._note: str | None = None
+        self._cp: V.ViewCheckpoint | None = None  # what _note signs
         self._stale = False  # the view moved since _note was signed
         self._cosigs: dict[str, str] = {}
+        # The note signed before _note for the same view, and its cosignatures:
+        # served until _note has a quorum, so a re-signing never leaves a gap.
+        self._prev: tuple[str, dict[str, str]] | None = None
+        self.refused_cosignatures: dict[str, str] = {}  # peer -> why its last line was refused
         self._rebuild_needed = False   # a feed froze, or an update failed: catch up
 
     def start(self) -> None:
@@ -82,6 +94,7 @@ class ViewKeeper:
             self._rebuild_needed = True
 
     def tick(self) -> None:
+        self._refresh()
         if self._rebuild_needed:
             with self._lock:
                 if self.view is None or not self._rebuild_needed:
@@ -97,18 +110,37 @@ class ViewKeeper:
         (a lookup, a cosigning round), not once per group commit."""
         self._stale = True
 
-    def _current_note(self) -> str | None:
-        """The signed view checkpoint of the view as it is now. Call with the lock."""
+    def _refresh(self) -> None:
+        """Sign the view again when its checkpoint is a quarter of the
+        policy's maximum age old, so clients of an idle node never see it stale."""
+        with self._lock:
+            if self._cp is None or self.view is None:
+                return
+            now = self.node.clock()
+            if now - self._cp.signed_at_ms < self.node.consortium.policy.view_max_age_ms // 4:
+                return
+            self._stale = True
+            self._current_note(force=True)
+
+    def _current_note(self, force: bool = False) -> str | None:
+        """The signed view checkpoint of the view as it is now (signed again
+        only when the view moved, or with `force`). Call with the lock."""
         if self._stale and self.view is not None:
-            text = V.view_checkpoint_text(
-                self.origin, self.view.vector, self.view.count, self.view.root()
-            )
-            signed = note.sign_note(text, self.origin, self.node.key)
-            if signed != self._note:
-                self._note = signed
+            cp = self.view.checkpoint(self.origin, self.node.clock())
+            same_view = self._cp is not None and _same_view(cp, self._cp)
+            if not same_view or force:
+                if not same_view:
+                    self._prev = None
+                elif self._note is not None and self._has_quorum(self._cosigs):
+                    self._prev = (self._note, self._cosigs)
+                self._note = V.sign_view_checkpoint(cp, self.node.key)
+                self._cp = cp
                 self._cosigs = {}
             self._stale = False
         return self._note
+
+    def _has_quorum(self, cosigs: dict[str, str]) -> bool:
+        return len(cosigs) >= self.node.consortium.policy.cosign_quorum
 
     # ------------------------------------------------------------ reads
     def checkpoint_note(self) -> str | None:
@@ -116,6 +148,9 @@ class ViewKeeper:
             current = self._current_note()
             if current is None:
                 return None
+            if self._prev is not None and not self._has_quorum(self._cosigs):
+                prev, cosigs = self._prev
+                return note.add_signature_lines(prev, sorted(cosigs.values()))
             return note.add_signature_lines(current, sorted(self._cosigs.values()))
 
     def _answers(self, numbers: list[str], with_proofs: bool) -> list[pb.LookupResponse]:
@@ -148,6 +183,10 @@ class ViewKeeper:
 
     # ------------------------------------------------------------ cosigning
     def cosign(self, peer: str, text: str) -> str:
+        """Cosign `peer`'s view checkpoint when it is signed by `peer`, was
+        signed within the clock skew of this node's clock (ClockSkew), and
+        names this node's vector (OutOfOrder) with this node's root (else
+        CheckpointFork, kept as evidence)."""
         cons = self.node.consortium
         p = cons.participant(peer)
         if p is None:
@@ -155,6 +194,14 @@ class ViewKeeper:
         origin = V.view_origin(cons.name, peer)
         parsed, _ = note.verify_note(text, [note.Verifier.for_key(origin, p.public_key)])
         theirs = V.parse_view_checkpoint(parsed.text)
+        now = self.node.clock()
+        off = theirs.signed_at_ms - now
+        if abs(off) > cons.policy.clock_skew_ms:
+            raise ClockSkew(
+                f"the view checkpoint is signed {abs(off) // 1000:,} s "
+                f"{'after' if off > 0 else 'before'} this node's clock; "
+                f"the policy allows {cons.policy.clock_skew_ms // 1000:,} s"
+            )
         with self._lock:
             assert self.view is not None
             if dict(theirs.vector) != dict(self.view.vector):
@@ -162,13 +209,11 @@ class ViewKeeper:
             if theirs.root != self.view.root() or theirs.count != self.view.count:
                 self._fork(peer, text)
                 raise CheckpointFork(f"{peer} signed another view root for the same vector")
-        from node.witness import witness_name
-
         return note.cosign_line(
             parsed.text,
             witness_name(cons.name, self.node.participant_id),
             self.node.key,
-            self.node.clock() // 1000,
+            now // 1000,
         )
 
     def request_cosign(self, link: PeerLink) -> None:
@@ -182,9 +227,37 @@ class ViewKeeper:
             if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED):
                 return
             raise
+        why = self._check_cosignature(link, text, resp.signature_line)
         with self._lock:
+            if why is not None:
+                self.refused_cosignatures[link.peer.id] = why
+                return
+            self.refused_cosignatures.pop(link.peer.id, None)
             if self._note == text:
                 self._cosigs[link.peer.id] = resp.signature_line
+                if self._has_quorum(self._cosigs):
+                    self._prev = None
+
+    def _check_cosignature(self, link: PeerLink, text: str, line: str) -> str | None:
+        """Why `line` is no good cosignature by `link`'s peer on `text` (None
+        when it is): it must verify under the peer's witness key and carry a
+        time within the clock skew. A refusal is logged."""
+        cons = self.node.consortium
+        peer = link.peer
+        try:
+            body = note.Note.parse(text).text
+            t = note.verify_cosignature(
+                body, line, witness_name(cons.name, peer.id), peer.public_key
+            )
+            off = t * 1000 - self.node.clock()
+            if abs(off) > cons.policy.clock_skew_ms + 1000:  # +1 s: the line holds whole seconds
+                raise ClockSkew(f"cosignature time is {off // 1000:,} s off this node's clock")
+        except LedgerError as e:
+            why = f"{type(e).__name__}: {e}"
+            log.warning(json.dumps({"event": "view-cosignature-refused", "peer": peer.id,
+                                    "error": why[:300]}))
+            return why
+        return None
 
     def _fork(self, peer: str, text: str) -> None:
         ours = self._current_note()
@@ -195,6 +268,11 @@ class ViewKeeper:
 
     def forks(self) -> list[bytes]:
         return [v for _, v in self.node.store.items("witness", b"viewfork/", b"viewfork0")]
+
+
+def _same_view(a: V.ViewCheckpoint, b: V.ViewCheckpoint) -> bool:
+    """The two checkpoints sign one view (they may differ in their time)."""
+    return (a.origin, a.vector, a.count, a.root) == (b.origin, b.vector, b.count, b.root)
 
 
 def _extends(vector: dict[str, int], records: list[Record], ledger: NodeLedger) -> bool:

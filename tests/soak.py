@@ -900,7 +900,8 @@ def verify_lookups(
                     pb.LookupRequest(number=num, at_ms=t), timeout=10
                 )
             )
-            res = verify_answer(cons, ack.number, resp, resp.view_checkpoint, now_ms)
+            # against the number asked (never resp.number), at the time it is verified
+            res = verify_answer(cons, ack.number, resp, resp.view_checkpoint, now_ms, now_ms)
             if (res["verified"] and resp.entry) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)

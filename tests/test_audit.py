@@ -11,6 +11,7 @@ that does not follow from the records are each caught.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -37,6 +38,16 @@ from node import auditcli
 from node.auditcli import write_evidence
 from node.cli import main
 from tests.conftest import KEYS, NOW, free_port_block, make_consortium
+
+# consortium.json is signed by a configuration key of its own (a participant's key may
+# not sign it), and every CLI run pins that key (node/client.py).
+CONFIG_KEY = SigningKey.from_seed(bytes(range(32)))
+PIN = ["--institute-key", base64.b64encode(CONFIG_KEY.public_bytes).decode()]
+
+
+def net_pin(directory: Path) -> list[str]:
+    key = NodeConfig.for_participant(directory, "institute").institute_key
+    return ["--institute-key", base64.b64encode(key).decode()]
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -570,14 +581,15 @@ def test_report_lists_a_bounded_number_of_findings_per_kind() -> None:
 def cons_dir(tmp_path: Path) -> Path:
     d = tmp_path / "consortium"
     d.mkdir()
-    # Signed by a configuration key of its own: a participant's key may not sign it.
-    make_consortium().write(d, SigningKey.from_seed(bytes(range(32))))
+    make_consortium().write(d, CONFIG_KEY)
     return d
 
 
 def verify_file(cons_dir: Path, path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, Any]:
     capsys.readouterr()
-    rc = main(["audit", "verify-evidence", str(path), "--consortium", str(cons_dir), "--json"])
+    rc = main(
+        ["audit", "verify-evidence", str(path), "--consortium", str(cons_dir), *PIN, "--json"]
+    )
     return rc, json.loads(capsys.readouterr().out)
 
 
@@ -694,7 +706,7 @@ def test_cli_offline_honest_then_tampered(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     capsys.readouterr()
-    args = ["audit", "--data-dir", str(honest[0]), "--consortium", str(cons_dir), "--json"]
+    args = ["audit", "--data-dir", str(honest[0]), "--consortium", str(cons_dir), *PIN, "--json"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] is True and out["findings"] == [] and out["counts"]["records"] == 53
@@ -711,6 +723,7 @@ def test_cli_offline_honest_then_tampered(
         str(copy),
         "--consortium",
         str(cons_dir),
+        *PIN,
         "--json",
         "--evidence-dir",
         str(copy.parent / "ev"),
@@ -788,7 +801,8 @@ def node_copy(net: Net, tmp_path: Path, name: str) -> NodeConfig:
 def online(net: Net, state: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, Any]:
     capsys.readouterr()
     rc = main(
-        ["audit", "--node", NODE, "--consortium", str(net.dir), "--state", str(state), "--json"]
+        ["audit", "--node", NODE, "--consortium", str(net.dir), *net_pin(net.dir),
+         "--state", str(state), "--json"]
     )
     return rc, json.loads(capsys.readouterr().out)
 
@@ -844,7 +858,8 @@ def test_online_honest_node_clean_then_resumes_then_fork_is_proven(
     assert len(out["evidence"]) == 1
     assert json.loads(state.read_text())["size"] == 42  # the state stays at the audited tree
     capsys.readouterr()
-    rc = main(["audit", "verify-evidence", out["evidence"][0], "--consortium", str(net.dir)])
+    rc = main(["audit", "verify-evidence", out["evidence"][0], "--consortium", str(net.dir),
+               *net_pin(net.dir)])
     assert rc == 0 and "does not extend" in capsys.readouterr().out
 
 

@@ -107,7 +107,7 @@ def test_ceremony_across_three_organisations(
         for kind in ("tls", "admin"):
             out = cli(capsys, "ca", "sign", "--ca", str(offline / "ca"), "--csr",
                       str(pdir / f"{kind}.csr"), "--out", str(pdir / f"{kind}.pem"),
-                      "--id", pid, "--consortium", str(draft))
+                      "--id", pid, "--consortium", str(draft), "--institute-key", pin)
             assert out == {"kind": MEMBER if kind == "tls" else ADMIN, "participant": pid,
                            "cert": str(pdir / f"{kind}.pem")}
         # What travels back: the signed configuration and the CA certificate.

@@ -4,6 +4,7 @@ design.md, precise errors, and proofs that outside verifiers accept."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import shutil
@@ -14,9 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from keys.consortium import Consortium
+from keys.layout import NodeConfig
+from keys.signing import SigningKey
 from ledger import merkle, note
 from ledger.log import log_origin
 from node.cli import main
+from node.client import INSTITUTE_KEY_ENV
 from node.localnet import LocalNet
 
 pytestmark = pytest.mark.timeout(180)
@@ -26,10 +31,14 @@ pytestmark = pytest.mark.timeout(180)
 def net(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     n = LocalNet(tmp_path_factory.mktemp("cli") / "c", carriers=1, internet=1, sync_interval=0.2)
     n.start_all()
-    try:
-        yield n
-    finally:
-        n.stop_all()
+    # Commands without --as take the pinned institute key from the environment.
+    with pytest.MonkeyPatch.context() as mp:
+        key = NodeConfig.for_participant(n.dir, "institute").institute_key
+        mp.setenv(INSTITUTE_KEY_ENV, base64.b64encode(key).decode())
+        try:
+            yield n
+        finally:
+            n.stop_all()
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict | str, str]:
@@ -70,7 +79,8 @@ def test_consortium_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     raw = (d / "consortium.json").read_bytes()
     (d / "consortium.json").write_bytes(raw.replace(b'"weight": 5', b'"weight": 9'))
     code, _, err = run(
-        capsys, "keys", "verifier", "--consortium", str(d), "--participant", "carrier-1"
+        capsys, "keys", "verifier", "--consortium", str(d), "--participant", "carrier-1",
+        "--as", "carrier-1",
     )
     assert code == 1 and "ConfigSignatureError" in err
     # init into a non-empty folder is refused
@@ -220,8 +230,9 @@ def test_lookup_and_view_checkpoint(net: LocalNet, capsys: pytest.CaptureFixture
     assert (
         out["number"] == "+8617012345678" and out["category"] == "fraud" and out["risk"] == "high"
     )
+    assert out["view_signed_at_ms"] > 0 and len(out["cosigned_by"]) >= 2
     code, vc, _ = run(capsys, "view", "checkpoint", "--node", "carrier-1", *c)
-    assert code == 0 and set(vc) == {"vector", "root", "entries", "signers"}
+    assert code == 0 and set(vc) == {"vector", "root", "entries", "signed_at_ms", "signers"}
     assert vc["entries"] >= 1 and "carrier-1" in vc["signers"]
 
 
@@ -282,3 +293,101 @@ def test_go_sumdb_note_and_tlog_accept_our_checkpoint_and_proofs(
         timeout=120,
     )
     assert res.returncode != 0 and "note.Open" in res.stderr
+
+
+def _resigned(tmp_path: Path) -> tuple[Path, str]:
+    """A consortium folder whose consortium.json an attacker rewrote (the
+    institute key inside replaced by theirs, a carrier's key too) and signed
+    with their own configuration key: a file the key named inside it verifies.
+    Returns the folder
+    and the genuine institute key in base64."""
+    d = tmp_path / "c"
+    cons = main(["consortium", "init", str(d), "--base-port", "31100", "--json"])
+    assert cons == 0
+    pinned = NodeConfig.for_participant(d, "institute").institute_key
+    genuine = Consortium.load(d, pinned)
+    thief = SigningKey.from_seed(b"\x07" * 32)
+    swapped = tuple(
+        dataclasses.replace(p, public_key=thief.public_bytes)
+        if p.id in ("institute", "carrier-1") else p
+        for p in genuine.participants
+    )
+    # Signed with a configuration key of the attacker's own (no participant's key may be one).
+    thief_config = SigningKey.from_seed(b"\x08" * 32)
+    dataclasses.replace(genuine, participants=swapped, raw=b"", config_key=b"").write(
+        d, thief_config)
+    # Without a pin this file verifies: the key inside it signed it.
+    assert Consortium.load(d).institute.public_key == thief.public_bytes
+    return d, base64.b64encode(pinned).decode()
+
+
+EVERY_COMMAND = [
+    ["keys", "verifier", "--participant", "carrier-1"],
+    ["log", "checkpoint", "--node", "carrier-1"],
+    ["log", "entries", "--node", "carrier-1", "--start", "0", "--end", "1"],
+    ["log", "inclusion", "--node", "carrier-1", "--index", "0", "--size", "1"],
+    ["log", "consistency", "--node", "carrier-1", "--old", "1", "--new", "2"],
+    ["lookup", "--node", "carrier-1", "13812345678"],
+    ["view", "checkpoint", "--node", "carrier-1"],
+    ["audit", "--node", "carrier-1"],
+    ["audit", "--data-dir", "{dir}/carrier-1/data"],
+    ["audit", "verify-evidence", "{dir}/no-such-evidence.json"],
+]
+
+
+@pytest.mark.parametrize("argv", EVERY_COMMAND, ids=lambda a: " ".join(a[:2]))
+def test_resigned_consortium_is_refused_by_every_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+) -> None:
+    """Fails on main: there a command without --as loads consortium.json with
+    the key inside the file, so the re-signed file is accepted."""
+    monkeypatch.delenv(INSTITUTE_KEY_ENV, raising=False)
+    d, pin = _resigned(tmp_path)
+    (d / "carrier-1" / "data").mkdir(exist_ok=True)
+    (d / "carrier-1" / "data" / "CURRENT").write_text("")  # a data folder to name offline
+    args = [a.replace("{dir}", str(d)) for a in argv] + ["--consortium", str(d)]
+    capsys.readouterr()
+    # pinned by --institute-key, by the environment, or by --as's node.toml: refused
+    for how, extra, env in (
+        ("flag", ["--institute-key", pin], None),
+        ("env", [], pin),
+        ("node.toml", ["--as", "internet-1"], None),
+    ):
+        if env is None:
+            monkeypatch.delenv(INSTITUTE_KEY_ENV, raising=False)
+        else:
+            monkeypatch.setenv(INSTITUTE_KEY_ENV, env)
+        code, out, err = run(capsys, *args, *extra)
+        assert code == 1 and "ConfigSignatureError" in err, (how, out, err)
+    # not pinned at all: refused, saying what to pass (offline, the audited
+    # node's own node.toml pins, and refuses the file)
+    monkeypatch.delenv(INSTITUTE_KEY_ENV, raising=False)
+    code, _, err = run(capsys, *args)
+    if "--data-dir" in argv:
+        assert code == 1 and "ConfigSignatureError" in err, err
+    else:
+        assert code == 1 and "--institute-key" in err and "ConfigError" in err, err
+
+
+def test_issuing_commands_pin_with_as(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mark/correct/decide/reassign take --as: its node.toml's key refuses the re-signed file."""
+    monkeypatch.delenv(INSTITUTE_KEY_ENV, raising=False)
+    d, _ = _resigned(tmp_path)
+    for argv in (
+        ["mark", "--as", "carrier-1", "13812345678", "fraud"],
+        ["correct", "--as", "carrier-1", "00" * 32, "--withdraw"],
+        ["decide", "--as", "institute", "00" * 32, "--uphold"],
+        ["reassign", "--as", "carrier-1", "13812345678", "--at", "2026-01-01T00:00:00Z"],
+    ):
+        code, _, err = run(capsys, *argv, "--consortium", str(d))
+        assert code == 1 and "ConfigSignatureError" in err, (argv, err)
+    # a wrong --institute-key is refused too, and a malformed one precisely
+    code, _, err = run(capsys, "keys", "verifier", "--participant", "carrier-1",
+                       "--consortium", str(d), "--institute-key", "AAAA")
+    assert code == 1 and "32-byte" in err
+    code, _, err = run(capsys, "keys", "verifier", "--participant", "carrier-1",
+                       "--consortium", str(d), "--institute-key", "not base64!")
+    assert code == 1 and "not base64" in err

@@ -260,7 +260,8 @@ def test_peer_signing_another_view_root_is_fault_evidence(net: LocalNet) -> None
     key = SigningKey.load(net.dir / "carrier-2" / "signing.key")
     forged = sign_view_checkpoint(
         ViewCheckpoint(
-            view_origin(net.consortium.name, "carrier-2"), honest.vector, honest.count, bytes(32)
+            view_origin(net.consortium.name, "carrier-2"), honest.vector, honest.count, bytes(32),
+            time.time_ns() // 1_000_000,  # signed now: a cosigner refuses one off its clock
         ),
         key,
     )
@@ -305,3 +306,71 @@ def test_sigterm_is_a_clean_stop_and_keeps_every_record(net: LocalNet) -> None:
     for rid in ids:
         net.audit("internet-1").GetRecord(pb.GetRecordRequest(id=rid), timeout=5)
     net.wait_converged(timeout=30)
+
+
+def test_node_with_another_participants_certificate_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """carrier-2's node (its own CA-issued certificate) listens where carrier-1
+    is expected: the CLI, the auditor's channel and a PeerLink dialling
+    carrier-1 refuse it in the TLS handshake. Fails on main: any consortium
+    certificate was accepted for any participant."""
+    import base64
+    import dataclasses
+
+    from keys.layout import NodeConfig, init_consortium
+    from node import client
+    from node.cli import main
+    from node.localnet import free_port_block
+    from node.replication import PeerLink
+    from node.server import Node
+
+    d = tmp_path / "c"
+    cons = init_consortium(d, carriers=2, internet=0, base_port=free_port_block(6),
+                           now=datetime.now(UTC))
+    c1, c2 = cons.participant("carrier-1"), cons.participant("carrier-2")
+    assert c1 is not None and c2 is not None
+    cfg = dataclasses.replace(
+        NodeConfig.for_participant(d, "carrier-2"),
+        member_listen=c1.member_endpoint,
+        public_listen=c1.public_endpoint,
+        data_dir=tmp_path / "impostor",
+    )
+    impostor = Node(cfg).start()
+    try:
+        pin = ["--consortium", str(d), "--institute-key",
+               base64.b64encode(NodeConfig.for_participant(d, "institute").institute_key).decode()]
+        capsys.readouterr()
+        # By name: refused. The same port as HOST:PORT (any member) answers: it is up.
+        assert main(["log", "checkpoint", "--node", "carrier-1", *pin]) == 1
+        assert "UNAVAILABLE" in capsys.readouterr().err
+        assert main(["view", "checkpoint", "--node", "carrier-1", "--json", *pin]) == 1
+        assert "UNAVAILABLE" in capsys.readouterr().err
+        assert main(["view", "checkpoint", "--node", c1.public_endpoint, "--json", *pin]) == 0
+        capsys.readouterr()
+        for who, ok in (("carrier-1", False), ("carrier-2", True)):
+            with client.public_channel(d, c1.public_endpoint, who) as ch:
+                call = rpc.PublicStub(ch).GetFeedHeads
+                if ok:
+                    call(pb.FeedHeadsRequest(), timeout=5)
+                else:
+                    with pytest.raises(grpc.RpcError) as ei:
+                        call(pb.FeedHeadsRequest(), timeout=5)
+                    assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+        # A PeerLink to carrier-1 refuses the server; one to carrier-2 at that address works.
+        creds = impostor.client_credentials()
+        to_c1 = PeerLink(impostor, c1, creds)
+        as_c2 = PeerLink(impostor, dataclasses.replace(c2, member_endpoint=c1.member_endpoint),
+                         creds)
+        to_c1.start()  # its own rounds fail the same way; stop() then ends them
+        as_c2.start()
+        try:
+            with pytest.raises(grpc.RpcError) as ei:
+                to_c1.sync_once()
+            assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+            as_c2.sync_once()
+        finally:
+            to_c1.stop()
+            as_c2.stop()
+    finally:
+        impostor.stop()

@@ -109,7 +109,7 @@ assert ENTRY is not None
 ENTRY_BYTES = ENTRY.encode()
 PROOF_BYTES = VIEW.proof(NUMBER).encode()
 ABSENT_PROOF = VIEW.proof("+8613912345678").encode()
-VIEW_CP = V.sign_view_checkpoint(VIEW.checkpoint(VIEW_ORIGIN), KEYS["carrier-1"])
+VIEW_CP = V.sign_view_checkpoint(VIEW.checkpoint(VIEW_ORIGIN, NOW), KEYS["carrier-1"])
 VIEW_VERIFIER = note.Verifier.for_key(VIEW_ORIGIN, KEYS["carrier-1"].public_bytes)
 BITS = CONS.policy.view_bucket_bits
 
@@ -543,7 +543,7 @@ def test_entry_decode(data: bytes) -> None:
 
 
 @fuzz(300)
-@given(st.one_of(LINES, mutated_text([VIEW.checkpoint(VIEW_ORIGIN).body()])))
+@given(st.one_of(LINES, mutated_text([VIEW.checkpoint(VIEW_ORIGIN, NOW).body()])))
 def test_parse_view_checkpoint(text: str) -> None:
     vc = typed(V.parse_view_checkpoint, text)
     if vc is not None:

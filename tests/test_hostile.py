@@ -15,8 +15,11 @@ the consortium's freshly made keys, so the table itself is plain data.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -39,6 +42,7 @@ from ledger import merkle, note
 from ledger import view as V
 from ledger.errors import MalformedProof
 from ledger.log import log_origin
+from ledger.numbers import normalize
 from ledger.record import RECORD_CONTEXT, Record
 from ledger.store import COLUMN_FAMILIES
 from markex.v1 import record_pb2 as rpb
@@ -47,6 +51,7 @@ from markex.v1 import service_pb2_grpc as rpc
 from node import client
 from node.localnet import free_port_block
 from node.server import Node
+from node.witness import witness_name
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -279,7 +284,9 @@ class Rig:
     def view_note(
         self, vector: dict[str, int] | None = None, *, origin: str | None = None,
         name: str | None = None, key: str | SigningKey = RELAY, text: str | None = None,
+        at: int | None = None,
     ) -> str:
+        """carrier-2's view checkpoint of the node's view, signed now (or `at`)."""
         if text is None:
             vc = self.view_cp
             text = V.view_checkpoint_text(
@@ -287,6 +294,7 @@ class Rig:
                 dict(vc.vector) if vector is None else vector,
                 vc.count,
                 vc.root,
+                now_ms() if at is None else at,
             )
         return self.sign_note(text, name or self.view_origin_c2, key)
 
@@ -1120,6 +1128,16 @@ case(_q, "vector-ahead", lambda r: _cosign_view(r, r.view_note(
 case(_q, "vector-missing-a-feed", lambda r: _cosign_view(r, r.view_note(
     {k: v for k, v in r.view_cp.vector if k != "institute"})),
     S.FAILED_PRECONDITION, "OutOfOrder")
+_skew = 5 * 60 * 1000  # Policy.clock_skew_ms
+case(_q, "signed-before-the-clock-skew",
+     lambda r: _cosign_view(r, r.view_note(at=now_ms() - _skew - 60_000)),
+     S.INVALID_ARGUMENT, "ClockSkew")
+case(_q, "signed-after-the-clock-skew",
+     lambda r: _cosign_view(r, r.view_note(at=now_ms() + _skew + 60_000)),
+     S.INVALID_ARGUMENT, "ClockSkew")
+case(_q, "no-signing-time", lambda r: _cosign_view(r, r.sign_note(
+    _vtext(r, " ".join(["vector"] + [f"{i}={q}" for i, q in r.view_cp.vector])),
+    r.view_origin_c2)), S.INVALID_ARGUMENT, "MalformedNote")
 case(_q, "origin-of-another-view",
      lambda r: _cosign_view(r, r.view_note(origin=V.view_origin(r.cons.name, "institute"))),
      S.UNAUTHENTICATED, "BadSignature")
@@ -1278,19 +1296,108 @@ def test_client_consistency_verifier_refuses_bent_proofs(rig: Rig, how: str) -> 
 
 @pytest.mark.parametrize("how", BENDS)
 def test_client_lookup_verifier_refuses_bent_proofs(rig: Rig, how: str) -> None:
-    got = rig.pub.Lookup(pb.LookupRequest(number="13900000002"), timeout=5)
+    asked = normalize("13900000002")  # verified against what was asked, never got.number
+    got = rig.pub.Lookup(pb.LookupRequest(number=asked), timeout=5)
     vc = V.parse_view_checkpoint(note.Note.parse(got.view_checkpoint).text)
     bits = rig.cons.policy.view_bucket_bits
     proof = V.ViewProof.decode(got.proof)
-    V.verify_lookup(got.number, got.entry, proof, vc.root, bits)
+    V.verify_lookup(asked, got.entry, proof, vc.root, bits)
     bent = V.ViewProof(proof.bucket, proof.others, tuple(_bend(list(proof.path), how)))
     with pytest.raises(MalformedProof):
-        V.verify_lookup(got.number, got.entry, bent, vc.root, bits)
+        V.verify_lookup(asked, got.entry, bent, vc.root, bits)
     raw = got.proof + b"\x00" if how == "extra" else got.proof[:-1]
     with pytest.raises(MalformedProof):
-        V.verify_lookup(got.number, got.entry, raw, vc.root, bits)
+        V.verify_lookup(asked, got.entry, raw, vc.root, bits)
     with pytest.raises(MalformedProof):
-        V.verify_lookup(got.number, got.entry, proof, vc.root[:31], bits)
+        V.verify_lookup(asked, got.entry, proof, vc.root[:31], bits)
+
+
+# ------------------------------------------------------------------ answers bound to the question
+
+
+def _cosigned(r: Rig, view_note: str) -> str:
+    """The node's genuine view checkpoint with the cosignatures carrier-2 and
+    internet-1 give it (their real witness keys, now), as their nodes would
+    after computing the same root: an answer that verifies in full."""
+    body = note.Note.parse(view_note).text
+    t = now_ms() // 1000
+    lines = [
+        note.cosign_line(body, witness_name(r.cons.name, pid), r.keys[pid], t)
+        for pid in (RELAY, "internet-1")
+    ]
+    return note.add_signature_lines(view_note, lines)
+
+
+class _WrongNumberRelay(rpc.PublicServicer):
+    """A hostile node: every Lookup gets the real node's genuine, cosigned
+    answer about another number."""
+
+    def __init__(self, r: Rig, other: str) -> None:
+        self.r, self.other = r, other
+
+    def Lookup(self, request: pb.LookupRequest, context: Any) -> pb.LookupResponse:  # noqa: N802
+        got = self.r.pub.Lookup(
+            pb.LookupRequest(number=self.other, at_ms=request.at_ms), timeout=5
+        )
+        got.view_checkpoint = _cosigned(self.r, got.view_checkpoint)
+        return got
+
+
+@pytest.mark.parametrize(
+    "asked,other",
+    [
+        ("13900000002", "13911111111"),  # "is this fraud?" answered with another's absence
+        ("13911111111", "13900000002"),  # a clean number answered with another's fraud entry
+        ("13900000002", "13900000003"),  # a marked number answered with another's milder mark
+    ],
+)
+def test_lookup_answer_about_another_number_is_refused(
+    rig: Rig, capsys: pytest.CaptureFixture[str], asked: str, other: str
+) -> None:
+    """A relay on a real port answers with the genuine cosigned proof about
+    `other`. Fails on main: verify_answer proved resp.number, so `markex lookup`
+    printed verified: true."""
+    from concurrent import futures
+
+    from node.cli import main
+    from node.lookup import WrongNumber, lookup_verified, verify_answer
+
+    now = now_ms()
+    # The honest answer, cosigned the same way, verifies in full: the relay's is genuine too.
+    honest = rig.pub.Lookup(pb.LookupRequest(number=asked, at_ms=now), timeout=5)
+    ok = verify_answer(rig.cons, asked, honest, _cosigned(rig, honest.view_checkpoint), now)
+    assert ok["verified"] is True and ok["number"] == normalize(asked)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    rpc.add_PublicServicer_to_server(_WrongNumberRelay(rig, other), server)
+    creds = grpc.ssl_server_credentials(
+        [((rig.dir / RELAY / "tls.key").read_bytes(), (rig.dir / RELAY / "tls.pem").read_bytes())]
+    )
+    port = server.add_secure_port("127.0.0.1:0", creds)
+    server.start()
+    try:
+        ep = f"127.0.0.1:{port}"
+        stub = rpc.PublicStub(rig._keep(client.public_channel(rig.dir, ep)))
+        wrong = stub.Lookup(pb.LookupRequest(number=asked, at_ms=now), timeout=5)
+        assert wrong.number == normalize(other)
+        with pytest.raises(WrongNumber, match=re.escape(f"asked about {normalize(asked)},")):
+            verify_answer(rig.cons, asked, wrong, wrong.view_checkpoint, now)
+        got = lookup_verified(stub, rig.cons, asked, now)
+        assert got["verified"] is False and got["number"] == normalize(asked)
+        assert got["error"].startswith("WrongNumber: ") and got["category"] is None
+        pin = base64.b64encode(
+            NodeConfig.for_participant(rig.dir, "institute").institute_key).decode()
+        argv = ["lookup", "--node", ep, asked, "--consortium", str(rig.dir),
+                "--institute-key", pin]
+        capsys.readouterr()
+        assert main([*argv, "--json"]) == 1
+        out = json.loads(capsys.readouterr().out)
+        assert out["verified"] is False and "WrongNumber" in out["error"]
+        assert main(argv) == 1
+        text = capsys.readouterr().out
+        assert "verified: False" in text and "error: WrongNumber: asked about" in text
+    finally:
+        server.stop(None)
 
 
 def test_store_byte_for_byte_unchanged_after_the_table(rig: Rig) -> None:

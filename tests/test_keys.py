@@ -78,7 +78,7 @@ def test_layout_files(made: tuple[Path, Consortium]) -> None:
         assert (d / pid / "data").is_dir()
         assert not any((d / pid / "data").iterdir())
     assert sorted(x.name for x in (d / "auditor-1").iterdir()) == [
-        "signing.key", "tls.key", "tls.pem"]
+        "config.pub", "signing.key", "tls.key", "tls.pem"]
 
 
 def test_every_key_file_is_0600(made: tuple[Path, Consortium]) -> None:
@@ -409,7 +409,8 @@ def test_extra_hosts_and_cn_fallback() -> None:
     _, pem = make_node_cert(ca_key, ca_pem, "internet-9", ["node9.example", "10.0.0.9", "::1"],
                             NOW)
     san = _cert(pem).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.DNSName) == ["localhost", "node9.example"]
+    assert san.get_values_for_type(x509.DNSName) == [
+        "internet-9.participant.markex.invalid", "localhost", "node9.example"]
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == [
         "127.0.0.1", "10.0.0.9", "::1"]
     with pytest.raises(ConfigError, match="neither an IP"):

@@ -155,7 +155,10 @@ def test_cli_log_entries_as_auditor(net: Net, capsys: pytest.CaptureFixture[str]
     size = net.node.core.ledger.size
     argv = ["log", "entries", "--start", "0", "--end", str(size), "--consortium", str(net.dir),
             "--node", OWN, "--json"]
-    for who in ([], ["--as", "auditor-1"], ["--as", "internet-1"]):
+    pin = ["--institute-key", (net.dir / "config" / "config.pub").read_text().strip()]
+    # Without --as: as the consortium's auditor, the pin given; --as auditor-1 takes the
+    # pin from its config.pub (it has no node.toml), --as internet-1 from its node.toml.
+    for who in (pin, ["--as", "auditor-1"], ["--as", "internet-1"]):
         capsys.readouterr()
         assert main([*argv, *who]) == 0
         out = json.loads(capsys.readouterr().out)
@@ -174,7 +177,8 @@ def test_public_material_alone_reads_checkpoints_not_entries(
     (pub / "ca").mkdir(parents=True)
     for f in ("consortium.json", "consortium.json.sig", "ca/ca.pem"):
         (pub / f).write_bytes((net.dir / f).read_bytes())
-    common = ["--consortium", str(pub), "--node", OWN]
+    pin = (net.dir / "config" / "config.pub").read_text().strip()  # published
+    common = ["--consortium", str(pub), "--node", OWN, "--institute-key", pin]
     capsys.readouterr()
     assert main(["log", "checkpoint", *common]) == 0
     assert capsys.readouterr().out.startswith(f"{net.cons.name}/log/{OWN}\n")

@@ -785,17 +785,19 @@ def test_view_checkpoint_text_and_parse() -> None:
     root = RICH_VIEW.root()
     origin = view_origin("markex-test", "institute")
     assert origin == "markex-test/view/institute"
-    text = view_checkpoint_text(origin, {"internet-1": 4, "carrier-1": 9, "carrier-2": 0}, 4, root)
+    text = view_checkpoint_text(
+        origin, {"internet-1": 4, "carrier-1": 9, "carrier-2": 0}, 4, root, T
+    )
     assert text == (
         f"markex-test/view/institute\n4\n{base64.b64encode(root).decode()}\n"
-        "vector carrier-1=9 internet-1=4\n"
+        f"vector carrier-1=9 internet-1=4\nsigned-at-ms {T}\n"
     )
     cp = parse_view_checkpoint(text)
-    assert cp == ViewCheckpoint(origin, (("carrier-1", 9), ("internet-1", 4)), 4, root)
+    assert cp == ViewCheckpoint(origin, (("carrier-1", 9), ("internet-1", 4)), 4, root, T)
     assert cp.vector_dict == {"carrier-1": 9, "internet-1": 4}
-    assert RICH_VIEW.checkpoint(origin).body() == view_checkpoint_text(
-        origin, RICH_VIEW.vector, RICH_VIEW.count, root)
-    assert parse_view_checkpoint(view_checkpoint_text(origin, {}, 0, root)).vector == ()
+    assert RICH_VIEW.checkpoint(origin, T).body() == view_checkpoint_text(
+        origin, RICH_VIEW.vector, RICH_VIEW.count, root, T)
+    assert parse_view_checkpoint(view_checkpoint_text(origin, {}, 0, root, 0)).vector == ()
     for bad in (
         text.replace("vector ", "vectors "),
         text.replace("carrier-1=9 internet-1=4", "internet-1=4 carrier-1=9"),
@@ -807,14 +809,28 @@ def test_view_checkpoint_text_and_parse() -> None:
         text + "extra\n",
         text[:-1],
         text.replace("\n4\n", "\n-4\n"),
+        # the signing time: present, once, last, a canonical decimal of milliseconds
+        text.replace(f"signed-at-ms {T}\n", ""),
+        text.replace(f"signed-at-ms {T}", f"signed-at-ms 0{T}"),
+        text.replace(f"signed-at-ms {T}", f"signed-at-ms -{T}"),
+        text.replace(f"signed-at-ms {T}", f"signed-at-ms  {T}"),
+        text.replace(f"signed-at-ms {T}", f"signed-at-ms {T}.0"),
+        text.replace(f"signed-at-ms {T}", f"signed-at-ms {2**63}"),
+        text.replace(f"signed-at-ms {T}", f"signed-at {T}"),
+        text.replace(f"signed-at-ms {T}", "signed-at-ms"),
+        text.replace("vector carrier-1=9 internet-1=4\nsigned-at-ms", "signed-at-ms").replace(
+            f"{T}\n", f"{T}\nvector carrier-1=9 internet-1=4\n"),
+        text + f"signed-at-ms {T}\n",
     ):
         with pytest.raises(MalformedNote):
             parse_view_checkpoint(bad)
+    with pytest.raises(MalformedNote):
+        view_checkpoint_text(origin, {}, 0, root, -1)
 
 
 def test_view_checkpoint_signed_as_a_note() -> None:
     origin = view_origin("markex-test", "carrier-1")
-    cp = RICH_VIEW.checkpoint(origin)
+    cp = RICH_VIEW.checkpoint(origin, T)
     signed = sign_view_checkpoint(cp, KEYS["carrier-1"])
     verifier = note.Verifier.for_key(origin, KEYS["carrier-1"].public_bytes)
     assert open_view_checkpoint(signed, verifier) == cp
