@@ -79,7 +79,7 @@ from ledger import merkle, note
 from ledger import view as V
 from ledger.errors import BadInput, LedgerError, StorageFailure, UnknownIssuer
 from ledger.log import EquivocationProof, FeedState, _check_role, log_origin
-from ledger.record import Fields, Payload, Record, parse_envelope, record_id, signing_message
+from ledger.record import Fields, Payload, Record, parse_envelope, record_context, record_id
 from ledger.store import COLUMN_FAMILIES, Store, feedseq_key, merkle_key, read_u64, u64
 
 __all__ = [
@@ -240,6 +240,7 @@ def check_envelopes(
     `verify=False` only parses (for entries already audited whose hashes
     match). `keep` returns the parsed Record of every envelope that passed."""
     max_bytes = cons.policy.max_envelope_bytes
+    context = record_context(cons.name)
     # Two passes: parse the chunk, then verify its signatures back to back
     # rather than one between each two parses.
     parsed: list[tuple[bytes, bytes, Fields | None, str | None]] = []
@@ -260,7 +261,7 @@ def check_envelopes(
             p = cons.participant(issuer)
             if p is None:
                 kind, msg = "issuer", f"{issuer!r} is not a participant of {cons.name}"
-            elif not p.verify(rec.signature, signing_message(rec.body)):
+            elif not p.verify(rec.signature, context + rec.body):
                 kind, msg = "signature", f"the signature is not {issuer}'s"
             else:
                 try:

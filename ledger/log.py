@@ -52,8 +52,8 @@ from ledger.record import (
     Payload,
     Reassignment,
     Record,
+    record_context,
     record_id,
-    signing_message,
 )
 from ledger.store import Store, feedseq_key, merkle_key, read_u64, u64
 
@@ -129,8 +129,9 @@ class EquivocationProof:
         p = consortium.participant(a.issuer)
         if p is None:
             raise UnknownIssuer(f"{a.issuer!r} is not a participant")
+        context = record_context(consortium.name)
         for r in (a, b):
-            if not p.verify(r.signature, signing_message(r.body)):
+            if not p.verify(r.signature, context + r.body):
                 raise BadSignature(f"record {r.id.hex()} is not signed by {a.issuer}")
         return a, b
 
@@ -183,6 +184,7 @@ class NodeLedger:
         self.participant_id = participant_id
         self.signer = signer
         self.origin = log_origin(consortium.name, participant_id)
+        self.context = record_context(consortium.name)  # what every record signature covers
         policy = consortium.policy
         self.max_envelope = policy.max_envelope_bytes
         self.skew_ms = policy.clock_skew_ms
@@ -322,8 +324,10 @@ class NodeLedger:
         p = cons.participant(rec.issuer)
         if p is None:
             raise UnknownIssuer(f"{rec.issuer!r} is not a participant of {cons.name}")
-        if not p.verify(rec.signature, signing_message(rec.body)):
-            raise BadSignature(f"record {rec.issuer}#{rec.seq} is not signed by {rec.issuer}'s key")
+        if not p.verify(rec.signature, self.context + rec.body):
+            raise BadSignature(
+                f"record {rec.issuer}#{rec.seq} is not signed by {rec.issuer}'s key for {cons.name}"
+            )
         self.check_payload(rec, now_ms)
 
     def check_payload(self, rec: Record, now_ms: int) -> None:
@@ -354,7 +358,13 @@ class NodeLedger:
             raise NotAllowed("this ledger holds no signing key")
         head = self.feed(self.participant_id)
         rec = Record.issue(
-            self.signer, self.participant_id, head.seq + 1, head.head_id, now_ms, payload
+            self.signer,
+            self.participant_id,
+            head.seq + 1,
+            head.head_id,
+            now_ms,
+            payload,
+            consortium=self.consortium.name,
         )
         return self.append(rec.envelope, now_ms)
 
@@ -575,12 +585,13 @@ def _check_role(cons: Consortium, role: str, issuer: str, payload: Payload) -> N
 def verify_envelopes(envelopes: Sequence[bytes], consortium: Consortium) -> list[Record]:
     """Parse and signature-check envelopes without a store (auditors, tools)."""
     out = []
+    context = record_context(consortium.name)
     for env in envelopes:
         rec = Record.from_envelope(env, consortium.policy.max_envelope_bytes)
         p = consortium.participant(rec.issuer)
         if p is None:
             raise UnknownIssuer(f"{rec.issuer!r} is not a participant")
-        if not p.verify(rec.signature, signing_message(rec.body)):
+        if not p.verify(rec.signature, context + rec.body):
             raise BadSignature(f"record {rec.id.hex()} is not signed by {rec.issuer}")
         out.append(rec)
     return out

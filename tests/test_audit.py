@@ -36,7 +36,7 @@ from ledger.store import Store, feedseq_key, merkle_key, read_u64, u64
 from node import auditcli
 from node.auditcli import write_evidence
 from node.cli import main
-from tests.conftest import KEYS, NOW, free_port_block, make_consortium
+from tests.conftest import KEYS, NAME, NOW, free_port_block, make_consortium
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,14 +47,17 @@ ISSUERS = ("carrier-1", "internet-1", "institute", "carrier-2")
 class Feeds:
     """Signs records for several issuers, keeping each feed's chain."""
 
-    def __init__(self, keys: dict[str, SigningKey], now: int) -> None:
+    def __init__(self, keys: dict[str, SigningKey], now: int, consortium: str = NAME) -> None:
         self.keys = keys
+        self.consortium = consortium  # the name every record is signed for
         self.now = now
         self.heads: dict[str, tuple[int, bytes]] = {}
 
     def issue(self, pid: str, payload: Any) -> Record:
         seq, prev = self.heads.get(pid, (0, b""))
-        rec = Record.issue(self.keys[pid], pid, seq + 1, prev, self.now, payload)
+        rec = Record.issue(
+            self.keys[pid], pid, seq + 1, prev, self.now, payload, consortium=self.consortium
+        )
         self.heads[pid] = (rec.seq, rec.id)
         return rec
 
@@ -590,7 +593,13 @@ def test_equivocation_is_found_and_its_evidence_round_trips(
     recs = feeds.marks(6, ("internet-2",), "+861381000")
     led.submit([r.envelope for r in recs], NOW)
     twin = Record.issue(
-        KEYS["internet-2"], "internet-2", 3, recs[1].id, NOW, Mark("+8613810009999", "fraud")
+        KEYS["internet-2"],
+        "internet-2",
+        3,
+        recs[1].id,
+        NOW,
+        Mark("+8613810009999", "fraud"),
+        consortium=NAME,
     )
     assert led.submit([twin.envelope], NOW).outcomes[0].status == "equivocation"
     led.sign_checkpoint()
@@ -677,8 +686,10 @@ def test_fork_evidence_round_trips_and_forgeries_fail(
 
 def test_equivocation_proof_helper_matches_the_ledgers() -> None:
     cons = make_consortium()
-    r1 = Record.issue(KEYS["carrier-2"], "carrier-2", 1, b"", NOW, Mark("+8613000000001", "fraud"))
-    r2 = Record.issue(KEYS["carrier-2"], "carrier-2", 1, b"", NOW, Mark("+8613000000002", "fraud"))
+    r1, r2 = (
+        Record.issue(KEYS["carrier-2"], "carrier-2", 1, b"", NOW, Mark(n, "fraud"), consortium=NAME)
+        for n in ("+8613000000001", "+8613000000002")
+    )
     ev = audit.equivocation_evidence(EquivocationProof(r1.envelope, r2.envelope), cons)
     assert "carrier-2" in audit.verify_evidence(ev, cons)
 
@@ -753,7 +764,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Net:
     keys = {p.id: SigningKey.load(d / p.id / "signing.key") for p in cons.participants}
     cfg = NodeConfig.for_participant(d, NODE)
     now = int(time.time() * 1000)
-    feeds = Feeds(keys, now)
+    feeds = Feeds(keys, now, cons.name)
     led = NodeLedger(Store(cfg.data_dir), cons, NODE, keys[NODE])
     led.submit(
         [
@@ -807,7 +818,7 @@ def test_online_honest_node_clean_then_resumes_then_fork_is_proven(
 ) -> None:
     state = tmp_path / "state.json"
     cfg = node_copy(net, tmp_path, "data")
-    feeds = Feeds(net.keys, net.now)
+    feeds = Feeds(net.keys, net.now, net.cons.name)
     feeds.heads = dict(net.feeds.heads)
     with running(cfg) as node:
         rc, out = online(net, state, capsys)
@@ -829,7 +840,7 @@ def test_online_honest_node_clean_then_resumes_then_fork_is_proven(
 
     # The same key now serves another history of 50 records.
     forked = dataclasses.replace(net.cfg, data_dir=tmp_path / "forked")
-    other = Feeds(net.keys, net.now + 5)
+    other = Feeds(net.keys, net.now + 5, net.cons.name)
     led = NodeLedger(Store(forked.data_dir), net.cons, NODE, net.keys[NODE])
     led.submit(
         [r.envelope for r in other.marks(50, ("carrier-1", "internet-1"), "+861305000")], net.now

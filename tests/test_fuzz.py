@@ -41,10 +41,11 @@ from ledger.record import (
     _split_or_raise,
     canonical_split,
     record_id,
+    signing_message,
 )
 from ledger.store import Store
 from markex.v1 import record_pb2 as rpb
-from tests.conftest import IDS, KEYS, NOW, make_consortium
+from tests.conftest import IDS, KEYS, NAME, NOW, make_consortium
 
 TYPED = (LedgerError, KeysError)
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0"))
@@ -77,7 +78,7 @@ NUMBER = "+8613812345678"
 
 
 def _issue(issuer: str, seq: int, prev: bytes, payload: Any) -> Record:
-    return Record.issue(KEYS[issuer], issuer, seq, prev, NOW, payload)
+    return Record.issue(KEYS[issuer], issuer, seq, prev, NOW, payload, consortium=NAME)
 
 
 M1 = _issue("carrier-1", 1, b"", Mark(NUMBER, "fraud", 80, 3, NOW - 1000))
@@ -241,7 +242,7 @@ def envelopes(draw: st.DrawFn) -> bytes:
         except Exception:
             issuer = ""
         pid = issuer if how == "issuer" and issuer in KEYS else draw(st.sampled_from(IDS))
-        sig = KEYS[pid].sign(b"markex/v1/record\x00" + body)
+        sig = KEYS[pid].sign(signing_message(NAME, body))
     return rpb.SignedRecord(body=body, signature=sig).SerializeToString()
 
 

@@ -39,7 +39,7 @@ from ledger import merkle, note
 from ledger import view as V
 from ledger.errors import MalformedProof
 from ledger.log import log_origin
-from ledger.record import RECORD_CONTEXT, Record
+from ledger.record import Record, record_context
 from ledger.store import COLUMN_FAMILIES
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
@@ -200,7 +200,7 @@ class Rig:
 
     def sign(self, body: bytes, signer: str | SigningKey = RELAY) -> bytes:
         key = signer if isinstance(signer, SigningKey) else self.keys[signer]
-        return key.sign(RECORD_CONTEXT + body)
+        return key.sign(record_context(self.node.core.ledger.consortium.name) + body)
 
     def envelope(self, body: bytes, signer: str | SigningKey = RELAY) -> bytes:
         return rpb.SignedRecord(body=body, signature=self.sign(body, signer)).SerializeToString()

@@ -15,13 +15,13 @@ from ledger.log import EquivocationProof, NodeLedger
 from ledger.record import Correction, Fields, Mark, Reassignment, Record, parse_envelope
 from ledger.store import Store
 from markex.v1 import record_pb2 as pb
-from tests.conftest import KEYS, NOW, make_consortium
+from tests.conftest import KEYS, NAME, NOW, make_consortium
 
 ID0 = bytes(32)
 
 
 def rec(issuer: str, seq: int, prev: bytes, payload, at: int = NOW, key=None) -> Record:  # type: ignore[no-untyped-def]
-    return Record.issue(key or KEYS[issuer], issuer, seq, prev, at, payload)
+    return Record.issue(key or KEYS[issuer], issuer, seq, prev, at, payload, consortium=NAME)
 
 
 def mark(n: str = "+8613800000001", cat: str = "fraud", **kw) -> Mark:  # type: ignore[no-untyped-def]
@@ -50,8 +50,8 @@ def test_parse_envelope_fields_are_records_fields_in_order() -> None:
     """Record.from_envelope is Record(*parse_envelope(...)): one field list, in
     one order, for both."""
     assert Fields._fields == tuple(f.name for f in dataclasses.fields(Record))
-    rec = Record.issue(KEYS["carrier-1"], "carrier-1", 1, b"", NOW, Mark("+8613812345678", "fraud"))
-    assert parse_envelope(rec.envelope) == tuple(getattr(rec, f) for f in Fields._fields)
+    r = rec("carrier-1", 1, b"", Mark("+8613812345678", "fraud"))
+    assert parse_envelope(r.envelope) == tuple(getattr(r, f) for f in Fields._fields)
 
 
 def test_append_builds_feed_and_log(ledger: NodeLedger) -> None:
@@ -91,7 +91,7 @@ def test_duplicate_is_idempotent(ledger: NodeLedger) -> None:
 def _bad_envelope(body: bytes, signer: str = "internet-1") -> bytes:
     from ledger.record import signing_message
 
-    sig = KEYS[signer].sign(signing_message(body))
+    sig = KEYS[signer].sign(signing_message(NAME, body))
     return pb.SignedRecord(body=body, signature=sig).SerializeToString()
 
 
@@ -321,3 +321,66 @@ def test_proofs_after_reopen_match_brute_force(tmp_path: Path, consortium) -> No
                     led.consistency_proof(old, size),
                 )
     led.close()
+
+
+# --------------------------------------------------------------- one consortium
+
+
+def test_record_from_another_consortium_is_refused(tmp_path: Path) -> None:
+    """The same participants and keys in a consortium of another name: a
+    record validly signed for one is BadSignature in the other, in the ledger,
+    in an equivocation proof and in verify_envelopes, and changes nothing.
+    (Fails on the old context, which named no consortium.)"""
+    from ledger.log import verify_envelopes
+
+    a_cons = make_consortium()
+    b_cons = dataclasses.replace(a_cons, name="markex-other")
+    led = NodeLedger(Store(tmp_path / "db"), b_cons, "carrier-1")
+    before = snapshot(led)
+    signed_for_a = rec("internet-1", 1, b"", mark())
+    assert verify_envelopes([signed_for_a.envelope], a_cons)[0].id == signed_for_a.id
+    with pytest.raises(E.BadSignature):
+        led.append(signed_for_a.envelope, NOW)
+    with pytest.raises(E.BadSignature):
+        verify_envelopes([signed_for_a.envelope], b_cons)
+    twin = rec("internet-1", 1, b"", mark("+8613800000002"))
+    with pytest.raises(E.BadSignature):
+        led.add_equivocation_proof(EquivocationProof(signed_for_a.envelope, twin.envelope))
+    assert snapshot(led) == before
+    # Signed for B, the same payload is accepted there.
+    for_b = Record.issue(
+        KEYS["internet-1"], "internet-1", 1, b"", NOW, mark(), consortium="markex-other"
+    )
+    assert led.append(for_b.envelope, NOW).status == "accepted"
+    led.close()
+
+
+def test_record_context_names_the_consortium() -> None:
+    """The signed message is the fixed context, the name, a NUL, then the exact
+    body; a name that is empty or holds a NUL (which would make the split
+    ambiguous) is refused."""
+    from ledger.record import RECORD_CONTEXT, record_context, signing_message
+
+    assert record_context("markex-test") == b"markex/v1/record\x00markex-test\x00"
+    assert signing_message("c", b"body") == RECORD_CONTEXT + b"c\x00body"
+    for bad in ("", "a\x00b"):
+        with pytest.raises(E.MalformedConfig):
+            record_context(bad)
+
+
+# internet-1's first mark, signed with its fixed test key for "markex-test":
+# any change to the body encoding, the envelope or the signing context shows here.
+GOLDEN_RECORD = bytes.fromhex(
+    "0a390a0a696e7465726e65742d3110012080d8c1a28c3452220a0e2b38363133383030303030303031"
+    "12056672617564184620012898d0c1a28c34124025bce5ca496b8810fbbe16af30dc75da329e9dc83d"
+    "534b3b8d151f48a33e88a322c1b51ea4fe31112ded50e254b05fb6e56562eccd1df5f53c1e190d34df1a08"
+)
+GOLDEN_RECORD_ID = "61655ece673cb1887d68a6a2c2d7766b57ca19c69c4f06f383b0fc02364b6889"
+
+
+def test_golden_record_bytes(ledger: NodeLedger) -> None:
+    """A record issued with a fixed key is byte for byte the golden one and is
+    accepted; the golden bytes are signed in the consortium's context."""
+    r = rec("internet-1", 1, b"", mark())
+    assert r.envelope == GOLDEN_RECORD and r.id.hex() == GOLDEN_RECORD_ID
+    assert ledger.append(GOLDEN_RECORD, NOW).status == "accepted"

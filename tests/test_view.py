@@ -96,7 +96,7 @@ class Book:
 
     def add(self, label: str, issuer: str, at: int, payload: Any) -> Record:
         seq, prev = self.heads.get(issuer, (0, b""))
-        rec = Record.issue(KEYS[issuer], issuer, seq + 1, prev, at, payload)
+        rec = Record.issue(KEYS[issuer], issuer, seq + 1, prev, at, payload, consortium=CONS.name)
         self.heads[issuer] = (seq + 1, rec.id)
         self.records.append(rec)
         self.by_label[label] = rec
@@ -865,7 +865,7 @@ def test_rebuild_stops_at_a_frozen_feed(tmp_path: Path) -> None:
     b.mark("m2", "carrier-1", N2, "fraud", T + 1)
     b.mark("m3", "carrier-1", N3, "fraud", T + 2)
     fork = Record.issue(KEYS["carrier-1"], "carrier-1", 2, b.id("m1"), T + 1,
-                        Mark(N4, "fraud", 60, 0, T + 1))
+                        Mark(N4, "fraud", 60, 0, T + 1), consortium=CONS.name)
     ledger = NodeLedger.open(tmp_path / "db", CONS, "institute")
     try:
         outs = outcomes(ledger.submit([r.envelope for r in b.records] + [fork.envelope], T + 10))
