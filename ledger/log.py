@@ -11,16 +11,19 @@ rejected record changes nothing:
     -> size (TooLarge) -> structure (MalformedRecord, InvalidNumber)
     -> issuer (UnknownIssuer) -> signature (BadSignature)
     -> role (NotAllowed) -> taxonomy (UnknownCategory)
-    -> clock (ClockSkew) -> feed frozen (FeedFrozen)
+    -> clock (ClockSkew) -> the record's own times (MalformedRecord,
+       `ledger.rules.check_times`) -> feed frozen (FeedFrozen)
     -> position: seq <= head with another id (Equivocation),
                  seq > head + 1 (SequenceGap: buffered when replicating),
-                 prev_id != head id (WrongPrevious)
+                 prev_id != head id (WrongPrevious),
+                 issued_at < the head's issued_at (FeedTimeReversed)
 
 A batch of accepted records is one atomic synced write.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +38,7 @@ from ledger.errors import (
     ClockSkew,
     Equivocation,
     FeedFrozen,
+    FeedTimeReversed,
     LedgerError,
     MalformedRecord,
     NotAllowed,
@@ -52,13 +56,16 @@ from ledger.record import (
     Payload,
     Reassignment,
     Record,
+    parse_envelope,
     record_context,
     record_id,
 )
+from ledger.rules import check_times
 from ledger.store import Store, feedseq_key, merkle_key, read_u64, u64
 
 NOT_FROZEN = (1 << 64) - 1
-_FEED = struct.Struct(">Q32sQ")
+_FEED = struct.Struct(">Q32sQQ")  # seq, head id, frozen at, head's issued-at
+_FEED_V1 = struct.Struct(">Q32sQ")  # before the head's issued-at was kept; still read
 
 
 def log_origin(consortium_name: str, participant_id: str) -> str:
@@ -74,20 +81,36 @@ class FeedState:
     seq: int = 0  # head sequence; 0 = empty
     head_id: bytes = b""
     frozen_at: int | None = None  # set by an equivocation: the last seq that counts
+    head_issued_at_ms: int = 0  # the head record's issued-at; the next may not be earlier
 
     def encode(self) -> bytes:
         return _FEED.pack(
             self.seq,
             self.head_id or bytes(32),
             NOT_FROZEN if self.frozen_at is None else self.frozen_at,
+            self.head_issued_at_ms,
         )
 
     @classmethod
     def decode(cls, issuer: str, data: bytes) -> FeedState:
-        if len(data) != _FEED.size:
-            raise StorageFailure(f"feed state of {issuer} is {len(data)} bytes, not {_FEED.size}")
-        seq, head, frozen = _FEED.unpack(data)
-        return cls(issuer, seq, head if seq else b"", None if frozen == NOT_FROZEN else frozen)
+        """The 56-byte encoding, or the older 48-byte one without the head's
+        issued-at (0 then: `NodeLedger` reads it from the head record)."""
+        if len(data) == _FEED.size:
+            seq, head, frozen, issued_at = _FEED.unpack(data)
+        elif len(data) == _FEED_V1.size:
+            (seq, head, frozen), issued_at = _FEED_V1.unpack(data), 0
+        else:
+            raise StorageFailure(
+                f"feed state of {issuer} is {len(data)} bytes, not {_FEED.size} "
+                f"(or {_FEED_V1.size} before issued-at was kept)"
+            )
+        return cls(
+            issuer,
+            seq,
+            head if seq else b"",
+            None if frozen == NOT_FROZEN else frozen,
+            issued_at if seq else 0,
+        )
 
     @property
     def counted_seq(self) -> int:
@@ -192,7 +215,10 @@ class NodeLedger:
         self._feeds: dict[str, FeedState] = {}
         for k, v in store.items("feeds"):
             issuer = k.decode()
-            self._feeds[issuer] = FeedState.decode(issuer, v)
+            st = FeedState.decode(issuer, v)
+            if st.seq and not st.head_issued_at_ms:  # the old encoding: read the head record
+                st = dataclasses.replace(st, head_issued_at_ms=self._issued_at(st))
+            self._feeds[issuer] = st
         size_b = store.get("meta", b"size")
         self._size = read_u64(size_b) if size_b else 0
         self._frontier = merkle.Frontier.from_reader(self, self._size)
@@ -211,6 +237,16 @@ class NodeLedger:
 
     def close(self) -> None:
         self.store.close()
+
+    def _issued_at(self, st: FeedState) -> int:
+        """The issued-at of the head record of `st`, read from the store."""
+        v = self.store.get("records", st.head_id)
+        if v is None:
+            raise StorageFailure(f"the head record of feed {st.issuer} is missing")
+        try:
+            return parse_envelope(v[8:]).issued_at_ms
+        except LedgerError as e:
+            raise StorageFailure(f"the head record of feed {st.issuer} does not parse") from e
 
     # ------------------------------------------------------------ reads
     @property
@@ -342,6 +378,7 @@ class NodeLedger:
                 f"record {rec.issuer}#{rec.seq} is issued {rec.issued_at_ms - now_ms} ms in the "
                 f"future; the allowed skew is {self.skew_ms} ms"
             )
+        check_times(rec.issued_at_ms, rec.payload, self.consortium.policy)
 
     # ------------------------------------------------------------ writes
     def append(self, envelope: bytes, now_ms: int) -> Outcome:
@@ -418,7 +455,7 @@ class NodeLedger:
             proof = EquivocationProof(first, rec.envelope)
             pend.equivocations.append((rec, proof))
             frozen = rec.seq - 1 if feed.frozen_at is None else min(feed.frozen_at, rec.seq - 1)
-            pend.feeds[rec.issuer] = FeedState(rec.issuer, feed.seq, feed.head_id, frozen)
+            pend.feeds[rec.issuer] = dataclasses.replace(feed, frozen_at=frozen)
             return Outcome(
                 "equivocation",
                 rec,
@@ -460,11 +497,20 @@ class NodeLedger:
                     f"{rec.issuer}#{rec.seq} names a previous record other than #{feed.seq}"
                 ),
             )
+        if rec.issued_at_ms < feed.head_issued_at_ms:
+            return Outcome(
+                "rejected",
+                rec,
+                error=FeedTimeReversed(
+                    f"{rec.issuer}#{rec.seq} is issued {feed.head_issued_at_ms - rec.issued_at_ms}"
+                    f" ms before #{feed.seq}; a feed's issued-at never decreases"
+                ),
+            )
         index = self._size + len(pend.accepted)
         pend.accepted.append(rec)
         pend.ids[rec.id] = index
         pend.at[(rec.issuer, rec.seq)] = rec.id
-        pend.feeds[rec.issuer] = FeedState(rec.issuer, rec.seq, rec.id, None)
+        pend.feeds[rec.issuer] = FeedState(rec.issuer, rec.seq, rec.id, None, rec.issued_at_ms)
         out = Outcome("accepted", rec, index)
         self._drain(rec.issuer, now_ms, pend)
         return out
@@ -527,7 +573,7 @@ class NodeLedger:
             return False
         b = self.store.batch()
         b.put("equivocations", key, proof.encode())
-        st = FeedState(a.issuer, feed.seq, feed.head_id, frozen)
+        st = dataclasses.replace(feed, frozen_at=frozen)
         b.put("feeds", a.issuer.encode(), st.encode())
         self.store.write(b)
         self._feeds[a.issuer] = st

@@ -384,3 +384,98 @@ def test_golden_record_bytes(ledger: NodeLedger) -> None:
     r = rec("internet-1", 1, b"", mark())
     assert r.envelope == GOLDEN_RECORD and r.id.hex() == GOLDEN_RECORD_ID
     assert ledger.append(GOLDEN_RECORD, NOW).status == "accepted"
+
+
+# --------------------------------------------------------------- issuer-chosen times
+
+
+def test_feed_time_must_not_go_back(ledger: NodeLedger) -> None:
+    """A feed's issued-at never decreases: the next record issued before the
+    head is FeedTimeReversed and changes nothing, appended or drained from the
+    buffer; an equal time is fine."""
+    a = rec("internet-1", 1, b"", mark(), at=NOW)
+    ledger.append(a.envelope, NOW)
+    assert ledger.feed("internet-1").head_issued_at_ms == NOW
+    before = snapshot(ledger)
+    back = rec("internet-1", 2, a.id, mark("+8613800000002"), at=NOW - 1)
+    with pytest.raises(E.FeedTimeReversed):
+        ledger.append(back.envelope, NOW)
+    assert snapshot(ledger) == before
+    same = rec("internet-1", 2, a.id, mark("+8613800000003"), at=NOW)
+    assert ledger.append(same.envelope, NOW).status == "accepted"
+    # Waiting in the buffer does not help: #4 goes back behind #3 once #3 is in.
+    three = rec("internet-1", 3, same.id, mark("+8613800000004"), at=NOW + 5)
+    four = rec("internet-1", 4, three.id, mark("+8613800000005"), at=NOW + 4)
+    res = ledger.submit([four.envelope, three.envelope], NOW)
+    assert [o.status for o in res.outcomes] == ["buffered", "accepted"]
+    assert [r.seq for r in res.accepted] == [3]
+    assert ledger.feed("internet-1").seq == 3 and ledger.buffered == 0
+
+
+def test_mark_observed_after_issue_is_refused(ledger: NodeLedger) -> None:
+    before = snapshot(ledger)
+    late = rec("internet-1", 1, b"", Mark("+8613800000001", "fraud", 50, 1, NOW + 1), at=NOW)
+    with pytest.raises(E.MalformedRecord, match="observed"):
+        ledger.append(late.envelope, NOW)
+    assert snapshot(ledger) == before
+    ok = rec("internet-1", 1, b"", Mark("+8613800000001", "fraud", 50, 1, NOW), at=NOW)
+    assert ledger.append(ok.envelope, NOW).status == "accepted"
+
+
+def test_expiry_beyond_policy_is_refused(tmp_path: Path) -> None:
+    cons = make_consortium(max_expiry_ms=10 * 86_400_000)
+    led = NodeLedger(Store(tmp_path / "db"), cons, "carrier-1")
+    before = snapshot(led)
+    seen = NOW - 1000
+    limit = seen + 10 * 86_400_000
+    far = rec("internet-1", 1, b"", Mark("+8613800000001", "fraud", 50, 1, seen, limit + 1))
+    with pytest.raises(E.MalformedRecord, match="expires"):
+        led.append(far.envelope, NOW)
+    assert snapshot(led) == before
+    edge = rec("internet-1", 1, b"", Mark("+8613800000001", "fraud", 50, 1, seen, limit))
+    assert led.append(edge.envelope, NOW).status == "accepted"
+    led.close()
+
+
+def test_reassignment_effective_time_is_bounded(ledger: NodeLedger) -> None:
+    """Effective at most reassignment_window_ms before issue and at most the
+    clock skew after; both ends are refused beyond, by the same rule the
+    ledger issues with."""
+    policy = ledger.consortium.policy
+    before = snapshot(ledger)
+    for effective in (NOW - policy.reassignment_window_ms - 1, NOW + policy.clock_skew_ms + 1):
+        r = rec("carrier-1", 1, b"", Reassignment("+8613800000001", effective))
+        with pytest.raises(E.MalformedRecord, match="reassignment"):
+            ledger.append(r.envelope, NOW)
+        assert snapshot(ledger) == before
+    with pytest.raises(E.MalformedRecord):
+        ledger.issue(Reassignment("+8613800000001", NOW + policy.clock_skew_ms + 1), NOW)
+    assert snapshot(ledger) == before
+    earliest = NOW - policy.reassignment_window_ms
+    first = rec("carrier-1", 1, b"", Reassignment("+8613800000001", earliest))
+    assert ledger.append(first.envelope, NOW).status == "accepted"
+
+
+def test_old_feed_state_encoding_is_read(tmp_path: Path, consortium) -> None:  # type: ignore[no-untyped-def]
+    """A store written with the 48-byte FeedState (no head issued-at) opens,
+    the head's issued-at is read from the head record, and a record issued
+    before it is still refused."""
+    import struct
+
+    led = NodeLedger(Store(tmp_path / "db"), consortium, "carrier-1")
+    rs = [rec("internet-1", 1, b"", mark(), at=NOW - 50)]
+    rs.append(rec("internet-1", 2, rs[0].id, mark("+8613800000002"), at=NOW - 10))
+    led.submit([r.envelope for r in rs], NOW)
+    old = struct.pack(">Q32sQ", 2, rs[1].id, (1 << 64) - 1)
+    led.store.put("feeds", b"internet-1", old)
+    led.close()
+    led2 = NodeLedger(Store(tmp_path / "db"), consortium, "carrier-1")
+    st = led2.feed("internet-1")
+    assert (st.seq, st.head_id, st.frozen_at) == (2, rs[1].id, None)
+    assert st.head_issued_at_ms == NOW - 10
+    earlier = rec("internet-1", 3, rs[1].id, mark("+8613800000003"), at=NOW - 11)
+    with pytest.raises(E.FeedTimeReversed):
+        led2.append(earlier.envelope, NOW)
+    later = rec("internet-1", 3, rs[1].id, mark("+8613800000003"), at=NOW)
+    assert led2.append(later.envelope, NOW).status == "accepted"
+    led2.close()
