@@ -470,7 +470,7 @@ def rich_book() -> Book:
     b = Book()
     b.mark("m1", "carrier-1", N1, "fraud", T, score=80)
     b.mark("m2", "internet-1", N1, "delivery", T, score=90, reports=300)
-    b.mark("m8", "internet-2", N4, "taxi", T, expires=T + 2 * D)  # the ledger refuses a feed going back in time
+    b.mark("m8", "internet-2", N4, "taxi", T, expires=T + 2 * D)  # feeds never go back in time
     b.mark("m3", "internet-2", N1, "delivery", T + D)
     b.mark("m4", "institute", N2, "harassment", T)
     b.appeal("a1", "carrier-2", ["m4", "m1"], T + D)
