@@ -480,7 +480,7 @@ def test_a_broken_previous_link_is_located_in_either_way() -> None:
 
     def checked(i: int, seq: int, prev: bytes) -> audit.Checked:
         rid = hashlib.sha256(b"record %d" % i).digest()
-        return (hashlib.sha256(rid).digest(), rid, "carrier-1", seq, prev, None, None, None)
+        return (hashlib.sha256(rid).digest(), rid, "carrier-1", seq, prev, None, None, None, 1)
 
     a = checked(0, 1, b"")
     b = checked(1, 2, a[1])
@@ -919,3 +919,151 @@ class _Reader:
         v = self.store.get("merkle", merkle_key(level, index))
         assert v is not None
         return v
+
+
+# ====================================================================== issuer-chosen times
+
+
+def _commit_unchecked(led: NodeLedger, recs: list[Record]) -> None:
+    """What a node that skips the time checks would write: each record on its
+    feed and in the log through the ledger's own commit, so only the
+    auditor's time rules can tell."""
+    from ledger.log import _Pending
+
+    pend = _Pending()
+    for rec in recs:
+        pend.ids[rec.id] = led.size + len(pend.accepted)
+        pend.accepted.append(rec)
+        pend.at[(rec.issuer, rec.seq)] = rec.id
+        pend.feeds[rec.issuer] = FeedState(rec.issuer, rec.seq, rec.id, None, rec.issued_at_ms)
+    led._commit(pend)
+
+
+class _LedgerSource:
+    """`audit.LogSource` straight over a NodeLedger, in-process (what
+    node/auditcli.py's GrpcLogSource reads through the public service)."""
+
+    def __init__(self, led: NodeLedger) -> None:
+        self.led = led
+
+    def log_checkpoint(self) -> str:
+        text = self.led.latest_checkpoint()
+        assert text is not None
+        return text
+
+    def entries(self, start: int, end: int) -> list[bytes]:
+        return self.led.entries(start, min(end, start + audit.CHUNK))
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        return self.led.consistency_proof(old_size, new_size)
+
+    def view_checkpoint(self) -> str | None:
+        return None
+
+    def feed_heads(self) -> dict[str, tuple[int, bytes, bool]]:
+        return {i: (f.seq, f.head_id, f.frozen_at is not None) for i, f in self.led.feeds().items()}
+
+    def evidence(self) -> tuple[list[bytes], list[bytes]]:
+        return [p.encode() for p in self.led.equivocations()], []
+
+
+def _time_kinds(rep: audit.AuditReport) -> list[tuple[str, int | None, str | None, str | None]]:
+    return [(f.kind, f.index, f.record_id, f.issuer) for f in rep.findings]
+
+
+def test_records_breaking_the_time_rules_are_findings_offline_and_online(tmp_path: Path) -> None:
+    """A log holding a mark observed after it was issued, a mark expiring
+    beyond max_expiry_ms, a reassignment effective long before it was issued
+    (kind "time") and a record issued before its feed's previous one (kind
+    "feed-time"): each is one finding located by leaf, record id and issuer,
+    offline and online alike; nothing else is wrong."""
+    cons = make_consortium()
+    pol = cons.policy
+    led = NodeLedger(Store(tmp_path / "db"), cons, NODE, KEYS[NODE])
+    feeds = Feeds(KEYS, NOW)
+    good = feeds.marks(8, ("internet-1", "internet-2"), "+861381000")
+    out = led.submit([r.envelope for r in good], NOW)
+    assert all(o.status == "accepted" for o in out.outcomes)
+    observed_late = feeds.issue("internet-1", Mark("+8613810009001", "fraud", 50, 1, NOW + 1))
+    seen = NOW - 1000
+    too_long = feeds.issue(
+        "internet-2", Mark("+8613810009002", "fraud", 50, 1, seen, seen + pol.max_expiry_ms + 1)
+    )
+    early = feeds.issue(
+        "carrier-1", Reassignment("+8613810009003", NOW - pol.reassignment_window_ms - 1)
+    )
+    back = Feeds(KEYS, NOW - 1, cons.name)
+    back.heads = dict(feeds.heads)
+    went_back = back.issue("internet-1", Mark("+8613810009004", "fraud", 50, 1, NOW - 10))
+    bad = [observed_late, too_long, early, went_back]
+    _commit_unchecked(led, bad)
+    led.sign_checkpoint()
+    want = [
+        ("time", 8, observed_late.id.hex(), "internet-1"),
+        ("time", 9, too_long.id.hex(), "internet-2"),
+        ("time", 10, early.id.hex(), "carrier-1"),
+        ("feed-time", 11, went_back.id.hex(), "internet-1"),
+    ]
+    online, _ = audit.audit_source(_LedgerSource(led), cons, NODE, view=False, workers=0)
+    led.close()
+    offline = run_audit(tmp_path / "db", view=False)
+    for rep in (offline, online):
+        assert sorted(_time_kinds(rep), key=lambda k: k[1] or 0) == want, [
+            f.line() for f in rep.findings
+        ]
+    assert "observed" in online.findings[0].detail
+
+
+def test_feed_time_going_back_across_resumed_online_audits(tmp_path: Path) -> None:
+    """The audit state keeps each head's issued-at, so a record appended after
+    the last audit and issued before that head is still a finding; a state
+    written before heads kept a time ([seq, id]) still loads."""
+    cons = make_consortium()
+    led = NodeLedger(Store(tmp_path / "db"), cons, NODE, KEYS[NODE])
+    feeds = Feeds(KEYS, NOW)
+    led.submit([r.envelope for r in feeds.marks(6, ("internet-1",), "+861381100")], NOW)
+    led.sign_checkpoint()
+    src = _LedgerSource(led)
+    rep, state = audit.audit_source(src, cons, NODE, view=False, workers=0)
+    assert rep.ok and state is not None
+    assert state.head_times == {"internet-1": NOW}
+    saved = state.to_json()
+    assert saved["heads"]["internet-1"][2] == NOW
+    again = audit.AuditState.from_json(saved, cons)
+    assert again == state
+    old_form = {**saved, "heads": {i: h[:2] for i, h in saved["heads"].items()}}
+    assert audit.AuditState.from_json(old_form, cons).head_times == {}
+    back = Feeds(KEYS, NOW - 5, cons.name)
+    back.heads = dict(feeds.heads)
+    went_back = back.issue("internet-1", Mark("+8613811009999", "fraud", 50, 1, NOW - 10))
+    _commit_unchecked(led, [went_back])
+    led.sign_checkpoint()
+    rep2, state2 = audit.audit_source(src, cons, NODE, state, view=False, workers=0)
+    assert _time_kinds(rep2) == [("feed-time", 6, went_back.id.hex(), "internet-1")]
+    assert state2 is None  # a log finding: the next run starts from the old state again
+    led.close()
+
+
+def test_feed_time_going_back_inside_a_chunk_is_located() -> None:
+    """A chunk whose links hold but whose issued-at goes back is not taken
+    in one go; record by record, the record issued earlier is the finding,
+    whether it arrives in order or before the one ahead of it."""
+
+    def checked(i: int, seq: int, prev: bytes, at: int) -> audit.Checked:
+        rid = hashlib.sha256(b"record %d" % i).digest()
+        return (hashlib.sha256(rid).digest(), rid, "carrier-1", seq, prev, None, None, None, at)
+
+    a = checked(0, 1, b"", 10)
+    b = checked(1, 2, a[1], 20)
+    c = checked(2, 3, b[1], 15)  # issued before b
+    chunk = [(x[0], x) for x in (a, b, c)]
+    rep = audit.AuditReport("carrier-1", "offline")
+    lc = audit.LogChecker(make_consortium(), rep)
+    assert lc._add_in_order(chunk, 0) is None and lc.heads() == {}
+    lc.add(chunk)
+    assert [(f.kind, f.index, f.seq) for f in rep.findings] == [("feed-time", 2, 3)]
+    # Out of log order: #3 placed first, then #2 issued after it.
+    rep2 = audit.AuditReport("carrier-1", "offline")
+    lc2 = audit.LogChecker(make_consortium(), rep2)
+    lc2.add([(x[0], x) for x in (a, c, b)])
+    assert ("feed-time", 1, 3) in [(f.kind, f.index, f.seq) for f in rep2.findings]
