@@ -10,7 +10,8 @@ rejected record changes nothing:
     check when they were accepted; a record may come from several peers)
     -> size (TooLarge) -> structure (MalformedRecord, InvalidNumber)
     -> issuer (UnknownIssuer) -> signature (BadSignature)
-    -> role (NotAllowed) -> taxonomy (UnknownCategory)
+    -> role (NotAllowed: also a decision of an appeal the decider filed, when
+       this node holds the appeal) -> taxonomy (UnknownCategory)
     -> clock (ClockSkew) -> the record's own times (MalformedRecord,
        `ledger.rules.check_times`) -> feed frozen (FeedFrozen)
     -> position: seq <= head with another id (Equivocation),
@@ -439,9 +440,36 @@ class NodeLedger:
             )
         try:
             self.check(rec, now_ms)
+            self._check_decider(rec, pend)
         except LedgerError as e:
             return Outcome("rejected", rec, error=e)
         return self._place(rec, now_ms, pend, buffer)
+
+    def _check_decider(self, rec: Record, pend: _Pending) -> None:
+        """NotAllowed when `rec` decides an appeal its own issuer filed (the
+        institute deciding its own appeal), if this node holds that appeal,
+        accepted before or earlier in this batch."""
+        p = rec.payload
+        if not isinstance(p, Correction) or not p.is_decision:
+            return
+        appellant = self._issuer_of(p.appeal_id, pend)
+        if appellant == rec.issuer:
+            raise NotAllowed(
+                f"{rec.issuer} filed appeal {p.appeal_id.hex()[:16]}… and may not decide it"
+            )
+
+    def _issuer_of(self, rid: bytes, pend: _Pending) -> str | None:
+        """The issuer of record `rid`, if this node holds it (or accepts it in `pend`)."""
+        idx = pend.ids.get(rid)
+        if idx is not None:
+            return pend.accepted[idx - self._size].issuer
+        v = self.store.get("records", rid)
+        if v is None:
+            return None
+        try:
+            return parse_envelope(v[8:]).issuer
+        except LedgerError as e:
+            raise StorageFailure(f"stored record {rid.hex()} does not parse") from e
 
     def _place(self, rec: Record, now_ms: int, pend: _Pending, buffer: bool) -> Outcome:
         feed = pend.feeds.get(rec.issuer) or self.feed(rec.issuer)
@@ -526,7 +554,12 @@ class NodeLedger:
             if nxt is None:
                 break
             self._buffered -= 1
-            # Already signature-checked when buffered; the position is checked now.
+            # Already signature-checked when buffered; the position is checked now,
+            # and the decider again: the appeal it names may have come in since.
+            try:
+                self._check_decider(nxt, pend)
+            except NotAllowed:
+                continue
             self._place(nxt, now_ms, pend, True)
         if slot is not None and not slot:
             self._buffer.pop(issuer, None)

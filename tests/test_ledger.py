@@ -479,3 +479,45 @@ def test_old_feed_state_encoding_is_read(tmp_path: Path, consortium) -> None:  #
     later = rec("internet-1", 3, rs[1].id, mark("+8613800000003"), at=NOW)
     assert led2.append(later.envelope, NOW).status == "accepted"
     led2.close()
+
+
+# --------------------------------------------------------------- who decides
+
+
+def test_institute_cannot_decide_its_own_appeal(ledger: NodeLedger) -> None:
+    """The institute may appeal a mark, but its decision of that appeal is
+    NotAllowed and changes nothing: appended later, in the same batch, or
+    drained from the buffer after the appeal arrives. Deciding another
+    participant's appeal stays allowed."""
+    target = rec("internet-1", 1, b"", mark())
+    ledger.append(target.envelope, NOW)
+    appeal = rec("institute", 1, b"", Correction((target.id,), "withdraw"))
+    decision = rec("institute", 2, appeal.id, Correction(appeal_id=appeal.id, outcome="uphold"))
+    # In one batch: the appeal is accepted, the decision refused.
+    res = ledger.submit([appeal.envelope, decision.envelope], NOW)
+    assert [o.status for o in res.outcomes] == ["accepted", "rejected"]
+    assert isinstance(res.outcomes[1].error, E.NotAllowed)
+    before = snapshot(ledger)
+    with pytest.raises(E.NotAllowed, match="may not decide"):
+        ledger.append(decision.envelope, NOW)
+    assert snapshot(ledger) == before
+    # Another participant's appeal: the institute decides it.
+    other = rec("carrier-2", 1, b"", Correction((target.id,), "withdraw"))
+    ledger.append(other.envelope, NOW)
+    fair = rec("institute", 2, appeal.id, Correction(appeal_id=other.id, outcome="reject"))
+    assert ledger.append(fair.envelope, NOW).status == "accepted"
+
+
+def test_own_appeal_decision_buffered_before_its_appeal_is_dropped(tmp_path: Path) -> None:
+    """The decision arrives ahead of the appeal (a gap in the institute's
+    feed) and waits; once the appeal fills the gap, the decision is checked
+    again and not appended."""
+    led = NodeLedger(Store(tmp_path / "db"), make_consortium(), "carrier-1")
+    target = rec("internet-1", 1, b"", mark())
+    appeal = rec("institute", 1, b"", Correction((target.id,), "withdraw"))
+    decision = rec("institute", 2, appeal.id, Correction(appeal_id=appeal.id, outcome="uphold"))
+    res = led.submit([target.envelope, decision.envelope, appeal.envelope], NOW)
+    assert [o.status for o in res.outcomes] == ["accepted", "buffered", "accepted"]
+    assert [r.id for r in res.accepted] == [target.id, appeal.id]
+    assert led.feed("institute").seq == 1 and led.buffered == 0
+    led.close()
