@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,6 +214,8 @@ class NodeLedger:
         self.max_envelope = policy.max_envelope_bytes
         self.skew_ms = policy.clock_skew_ms
         self.buffer_limit = policy.out_of_order_buffer
+        self.buffer_per_issuer = policy.out_of_order_per_issuer
+        self.buffer_ttl_ms = policy.out_of_order_ttl_ms
         self._feeds: dict[str, FeedState] = {}
         for k, v in store.items("feeds"):
             issuer = k.decode()
@@ -223,8 +226,11 @@ class NodeLedger:
         size_b = store.get("meta", b"size")
         self._size = read_u64(size_b) if size_b else 0
         self._frontier = merkle.Frontier.from_reader(self, self._size)
-        self._buffer: dict[str, dict[int, Record]] = {}
+        # issuer -> seq -> (record, when it was buffered); each issuer has its
+        # own cap, so one issuer's flood of records ahead leaves room for others.
+        self._buffer: dict[str, dict[int, tuple[Record, int]]] = {}
         self._buffered = 0
+        self._arrivals: deque[tuple[int, str, int]] = deque()  # (buffered at, issuer, seq)
 
     @classmethod
     def open(
@@ -354,6 +360,33 @@ class NodeLedger:
     def buffered(self) -> int:
         return self._buffered
 
+    def buffered_of(self, issuer: str) -> int:
+        """How many of `issuer`'s records wait in the out-of-order buffer."""
+        return len(self._buffer.get(issuer, ()))
+
+    def expire_buffer(self, now_ms: int) -> int:
+        """Drop buffered records that have waited longer than
+        policy.out_of_order_ttl_ms at `now_ms`; returns how many. (`submit`
+        calls it first.)"""
+        dropped = 0
+        cutoff = now_ms - self.buffer_ttl_ms
+        while self._arrivals and self._arrivals[0][0] < cutoff:
+            at, issuer, seq = self._arrivals.popleft()
+            slot = self._buffer.get(issuer)
+            held = slot.get(seq) if slot is not None else None
+            if held is None or held[1] != at:
+                continue  # drained or dropped since; this arrival is stale
+            del slot[seq]  # type: ignore[union-attr]
+            self._buffered -= 1
+            dropped += 1
+            if not slot:
+                del self._buffer[issuer]
+        if len(self._arrivals) > 2 * self._buffered + 1024:
+            # Mostly arrivals of records drained since: keep only the waiting ones.
+            waiting = [(at, i, s) for i, h in self._buffer.items() for s, (_, at) in h.items()]
+            self._arrivals = deque(sorted(waiting))
+        return dropped
+
     # ------------------------------------------------------------ checks
     def check(self, rec: Record, now_ms: int) -> None:
         """Every context check but the feed position. Raises a LedgerError."""
@@ -411,7 +444,11 @@ class NodeLedger:
         that are accepted. Records ahead of their feed wait in a bounded
         buffer (when `buffer`) and are appended once the gap closes. Returns
         one Outcome per envelope and every record appended (buffered ones
-        included) in log order; raises only StorageFailure."""
+        included) in log order; raises only StorageFailure. Each issuer has
+        at most policy.out_of_order_per_issuer records waiting (BufferFull
+        past that, or past policy.out_of_order_buffer in all), each for at
+        most policy.out_of_order_ttl_ms."""
+        self.expire_buffer(now_ms)
         pend = _Pending()
         outcomes: list[Outcome] = []
         for env in envelopes:
@@ -505,16 +542,27 @@ class NodeLedger:
             gap = SequenceGap(f"{rec.issuer}#{rec.seq} arrived before #{feed.seq + 1}")
             if not buffer:
                 return Outcome("rejected", rec, error=gap)
-            slot = self._buffer.setdefault(rec.issuer, {})
+            slot = self._buffer.get(rec.issuer) or {}
             if rec.seq in slot:
                 return Outcome("buffered", rec)
+            if len(slot) >= self.buffer_per_issuer:
+                return Outcome(
+                    "rejected",
+                    rec,
+                    error=BufferFull(
+                        f"{len(slot)} records of {rec.issuer} already wait in the out-of-order "
+                        f"buffer (policy out_of_order_per_issuer {self.buffer_per_issuer})"
+                    ),
+                )
             if self._buffered >= self.buffer_limit:
                 return Outcome(
                     "rejected",
                     rec,
                     error=BufferFull(f"out-of-order buffer holds {self.buffer_limit} records"),
                 )
-            slot[rec.seq] = rec
+            self._buffer[rec.issuer] = slot
+            slot[rec.seq] = (rec, now_ms)
+            self._arrivals.append((now_ms, rec.issuer, rec.seq))
             self._buffered += 1
             return Outcome("buffered", rec)
         if rec.prev_id != feed.head_id:
@@ -550,9 +598,10 @@ class NodeLedger:
             for s in [s for s in slot if s <= head]:
                 del slot[s]
                 self._buffered -= 1
-            nxt = slot.pop(head + 1, None)
-            if nxt is None:
+            held = slot.pop(head + 1, None)
+            if held is None:
                 break
+            nxt = held[0]
             self._buffered -= 1
             # Already signature-checked when buffered; the position is checked now,
             # and the decider again: the appeal it names may have come in since.

@@ -521,3 +521,37 @@ def test_own_appeal_decision_buffered_before_its_appeal_is_dropped(tmp_path: Pat
     assert [r.id for r in res.accepted] == [target.id, appeal.id]
     assert led.feed("institute").seq == 1 and led.buffered == 0
     led.close()
+
+
+def test_buffer_is_per_issuer_and_expires(tmp_path: Path) -> None:
+    """One issuer's records far ahead of its feed fill only its own share of
+    the out-of-order buffer (BufferFull naming it), so another issuer's
+    records still wait there and apply once their gap closes; a record that
+    waited longer than out_of_order_ttl_ms is dropped (fails on main: one
+    pool for all, never expiring)."""
+    ttl = 60_000
+    cons = make_consortium(
+        out_of_order_buffer=5, out_of_order_per_issuer=2, out_of_order_ttl_ms=ttl
+    )
+    led = NodeLedger(Store(tmp_path / "db"), cons, "carrier-1")
+    flood = chain("internet-1", 8)
+    res = led.submit([r.envelope for r in flood[1:]], NOW)
+    assert [o.status for o in res.outcomes] == ["buffered"] * 2 + ["rejected"] * 5
+    assert all(isinstance(o.error, E.BufferFull) for o in res.outcomes[2:])
+    assert "internet-1" in str(res.outcomes[-1].error)
+    assert (led.buffered_of("internet-1"), led.buffered) == (2, 2)
+    other = chain("internet-2", 3)
+    res = led.submit([r.envelope for r in other[1:]], NOW + 1)
+    assert [o.status for o in res.outcomes] == ["buffered", "buffered"]
+    res = led.submit([other[0].envelope], NOW + 2)
+    assert [r.seq for r in res.accepted] == [1, 2, 3]
+    assert (led.buffered_of("internet-2"), led.buffered) == (0, 2)
+    # internet-1's records have waited exactly the TTL: still there; one ms more: gone.
+    assert led.expire_buffer(NOW + ttl) == 0 and led.buffered == 2
+    res = led.submit([flood[0].envelope], NOW + ttl + 1)
+    assert [r.seq for r in res.accepted] == [1]  # #2 and #3 were dropped, not drained
+    assert led.buffered == 0 and led.feed("internet-1").seq == 1
+    # The issuer's share is free again.
+    res = led.submit([r.envelope for r in flood[2:4]], NOW + ttl + 2)
+    assert [o.status for o in res.outcomes] == ["buffered", "buffered"]
+    led.close()
