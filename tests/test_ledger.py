@@ -272,7 +272,7 @@ def test_out_of_order_waits_then_applies(ledger: NodeLedger) -> None:
 
 
 def test_buffer_is_bounded(tmp_path: Path) -> None:
-    cons = make_consortium(out_of_order_buffer=3)
+    cons = make_consortium(out_of_order_buffer=3, out_of_order_per_issuer=3)
     led = NodeLedger(Store(tmp_path / "db"), cons, "carrier-1")
     rs = chain("internet-1", 6)
     res = led.submit([r.envelope for r in rs[1:]], NOW)
@@ -423,7 +423,7 @@ def test_mark_observed_after_issue_is_refused(ledger: NodeLedger) -> None:
 
 
 def test_expiry_beyond_policy_is_refused(tmp_path: Path) -> None:
-    cons = make_consortium(max_expiry_ms=10 * 86_400_000)
+    cons = make_consortium(max_expiry_ms=10 * 86_400_000, default_expiry_ms=10 * 86_400_000)
     led = NodeLedger(Store(tmp_path / "db"), cons, "carrier-1")
     before = snapshot(led)
     seen = NOW - 1000
