@@ -401,8 +401,10 @@ class NodeLedger:
         self.check_payload(rec, now_ms)
 
     def check_payload(self, rec: Record, now_ms: int) -> None:
-        """Role, taxonomy and clock checks of a record from a known issuer,
-        without the signature (for a record this node has just signed)."""
+        """Role, taxonomy, clock and own-time (`rules.check_times`) checks of a
+        record from a known issuer, without the signature (for a record this
+        node has just signed). Checks needing other records (the feed's
+        order in time, the decider of an appeal) run in `submit`."""
         p = self.consortium.participant(rec.issuer)
         if p is None:
             raise UnknownIssuer(f"{rec.issuer!r} is not a participant of {self.consortium.name}")
