@@ -158,7 +158,9 @@ def _fill(net: LocalNet, entries: int) -> None:
     try:
         ledger = NodeLedger(store, net.consortium, NODE)
         view = V.NationalView.open(store, net.consortium)
-        for envs in signed_feeds(consortium_seeds(net, issuers), marks, past_ms()):
+        for envs in signed_feeds(
+            consortium_seeds(net, issuers), marks, past_ms(), consortium=net.consortium.name
+        ):
             done = ledger.submit(envs, time.time_ns() // 1_000_000)
             if len(done.accepted) != len(envs):
                 bad = next(o for o in done.outcomes if o.status != "accepted")
@@ -387,7 +389,7 @@ def bench_view_update(base: int = 100_000, stream: int = 20_000) -> dict[str, An
         marks[pid].append((mark_number(i), CATEGORIES[k % len(CATEGORIES)], 40 + k % 60))
     seeds = {pid: seed_of(key) for pid, key in ingest.KEYS.items()}
     feeds: dict[str, list[Record]] = {pid: [] for pid in issuers}
-    for batch in signed_feeds(seeds, marks, past_ms()):
+    for batch in signed_feeds(seeds, marks, past_ms(), consortium=cons.name):
         recs = [Record.from_envelope(env) for env in batch]
         feeds[recs[0].issuer].extend(recs)
     base_count = {pid: len(feeds[pid]) - sum(1 for p, _ in at if p == pid) for pid in issuers}

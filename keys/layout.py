@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from keys import ConfigError
-from keys.consortium import Consortium, Participant
+from keys.consortium import Consortium, Participant, Policy
 from keys.signing import SigningKey
 from keys.tls import make_ca, make_node_cert
 
@@ -328,7 +328,10 @@ def _write_consortium(
             )
 
         carrier_ids = [pid for pid, role, _ in roles if role == "carrier"]
-        draft = Consortium(name, tuple(participants), number_ranges(carrier_ids))
+        # A quorum of peers is at most everyone else: 1 in a consortium of two.
+        quorum = min(2, len(participants) - 1)
+        policy = Policy(cosign_quorum=quorum, restore_quorum=quorum)
+        draft = Consortium(name, tuple(participants), number_ranges(carrier_ids), policy=policy)
         institute_key = signing_keys["institute"]
         draft.write(directory, institute_key)
 

@@ -165,7 +165,13 @@ class NodeCore:
                     if own.frozen_at is not None:
                         raise NotAllowed("this participant's own feed is frozen")
                     rec = Record.issue(
-                        led.signer, self.participant_id, seq + 1, head, now, job.payload
+                        led.signer,
+                        self.participant_id,
+                        seq + 1,
+                        head,
+                        now,
+                        job.payload,
+                        consortium=led.consortium.name,
                     )
                     # just signed here: submit() verifies the signature once
                     led.check_payload(rec, now)

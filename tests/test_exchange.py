@@ -170,11 +170,14 @@ def test_equivocation_reaches_every_node(net: LocalNet) -> None:
         )
         prev = Record.from_envelope(next(iter(env)).envelopes[0]).id
     now = int(time.time() * 1000)
+    name = net.consortium.name
     a = Record.issue(
-        key, "internet-2", head + 1, prev, now, Mark("+8613311112222", "fraud", 90, 1, now)
+        key, "internet-2", head + 1, prev, now, Mark("+8613311112222", "fraud", 90, 1, now),
+        consortium=name,
     )
     b = Record.issue(
-        key, "internet-2", head + 1, prev, now, Mark("+8613311112222", "delivery", 90, 1, now)
+        key, "internet-2", head + 1, prev, now, Mark("+8613311112222", "delivery", 90, 1, now),
+        consortium=name,
     )
     net.exchange("carrier-1", "carrier-2").Deliver(
         pb.RecordBatch(envelopes=[a.envelope]), timeout=5

@@ -43,7 +43,7 @@ from ledger import view as V
 from ledger.errors import MalformedProof
 from ledger.log import log_origin
 from ledger.numbers import normalize
-from ledger.record import RECORD_CONTEXT, Record
+from ledger.record import Record, record_context
 from ledger.store import COLUMN_FAMILIES
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
@@ -205,7 +205,7 @@ class Rig:
 
     def sign(self, body: bytes, signer: str | SigningKey = RELAY) -> bytes:
         key = signer if isinstance(signer, SigningKey) else self.keys[signer]
-        return key.sign(RECORD_CONTEXT + body)
+        return key.sign(record_context(self.node.core.ledger.consortium.name) + body)
 
     def envelope(self, body: bytes, signer: str | SigningKey = RELAY) -> bytes:
         return rpb.SignedRecord(body=body, signature=self.sign(body, signer)).SerializeToString()
@@ -557,6 +557,10 @@ for _byte, _bit in ((0, 0), (0, 7), (1, 3), (15, 1), (31, 7), (32, 0), (33, 5), 
          S.UNAUTHENTICATED, "BadSignature")
 for _name, _sig in (("zeros", lambda r, b: bytes(64)), ("ones", lambda r, b: b"\xff" * 64),
                     ("no-context", lambda r, b: r.keys[RELAY].sign(b)),
+                    ("no-consortium-name",
+                     lambda r, b: r.keys[RELAY].sign(b"markex/v1/record\x00" + b)),
+                    ("other-consortium",
+                     lambda r, b: r.keys[RELAY].sign(record_context("markex-other") + b)),
                     ("note-context", lambda r, b: r.keys[RELAY].sign(b"markex/v1/note\n" + b)),
                     ("consortium-context",
                      lambda r, b: r.keys[RELAY].sign(b"markex/v1/consortium\x00" + b)),

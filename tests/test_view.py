@@ -96,7 +96,7 @@ class Book:
 
     def add(self, label: str, issuer: str, at: int, payload: Any) -> Record:
         seq, prev = self.heads.get(issuer, (0, b""))
-        rec = Record.issue(KEYS[issuer], issuer, seq + 1, prev, at, payload)
+        rec = Record.issue(KEYS[issuer], issuer, seq + 1, prev, at, payload, consortium=CONS.name)
         self.heads[issuer] = (seq + 1, rec.id)
         self.records.append(rec)
         self.by_label[label] = rec
@@ -470,9 +470,11 @@ def rich_book() -> Book:
     b = Book()
     b.mark("m1", "carrier-1", N1, "fraud", T, score=80)
     b.mark("m2", "internet-1", N1, "delivery", T, score=90, reports=300)
+    b.mark("m8", "internet-2", N4, "taxi", T, expires=T + 2 * D)  # feeds never go back in time
     b.mark("m3", "internet-2", N1, "delivery", T + D)
     b.mark("m4", "institute", N2, "harassment", T)
     b.appeal("a1", "carrier-2", ["m4", "m1"], T + D)
+    b.mark("m9", "carrier-2", N4, "taxi", T + D)
     b.decide("d1", "a1", UPHOLD, T + 2 * D)
     b.mark("m5", "carrier-2", N2, "harassment", T + 3 * D)
     b.mark("m6", "carrier-1", N3, "one-ring", T)
@@ -482,8 +484,6 @@ def rich_book() -> Book:
     b.mark("m7", "carrier-1", N3, "fraud", T + 4 * D)
     b.withdraw("w1", "carrier-1", ["m7"], T + 5 * D)
     b.reassign("x1", "carrier-2", N3, T + 6 * D, T + 6 * D)
-    b.mark("m8", "internet-2", N4, "taxi", T, expires=T + 2 * D)
-    b.mark("m9", "carrier-2", N4, "taxi", T + D)
     b.appeal("a3", "internet-2", ["m9"], T + 2 * D)
     b.withdraw("w2", "internet-2", ["a3"], T + 3 * D)
     b.reassign("x2", "carrier-1", N2, T + 9 * D, T + 9 * D)
@@ -881,7 +881,7 @@ def test_rebuild_stops_at_a_frozen_feed(tmp_path: Path) -> None:
     b.mark("m2", "carrier-1", N2, "fraud", T + 1)
     b.mark("m3", "carrier-1", N3, "fraud", T + 2)
     fork = Record.issue(KEYS["carrier-1"], "carrier-1", 2, b.id("m1"), T + 1,
-                        Mark(N4, "fraud", 60, 0, T + 1))
+                        Mark(N4, "fraud", 60, 0, T + 1), consortium=CONS.name)
     ledger = NodeLedger.open(tmp_path / "db", CONS, "institute")
     try:
         outs = outcomes(ledger.submit([r.envelope for r in b.records] + [fork.envelope], T + 10))

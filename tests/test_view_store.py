@@ -314,7 +314,7 @@ def test_catch_up_rebuilds_a_view_ahead_of_a_frozen_feed(tmp_path: Path) -> None
     b.mark("m3", "carrier-1", N3, "fraud", 1_700_000_000_002)
     b.mark("x", "internet-1", N4, "marketing", 1_700_000_000_000)
     fork = Record.issue(KEYS["carrier-1"], "carrier-1", 2, b.id("m1"), 1_700_000_000_001,
-                        Mark(N4, "fraud", 60, 0, 1_700_000_000_001))
+                        Mark(N4, "fraud", 60, 0, 1_700_000_000_001), consortium=CONS.name)
     ledger = ledger_with(tmp_path, b.records)
     try:
         view = NationalView.open(ledger.store, CONS)
@@ -429,7 +429,7 @@ def test_view_keeper_heals_gaps_and_freezes(tmp_path: Path) -> None:
         assert note_text is not None and f"\n{keeper.view.count}\n" in note_text
 
         fork = Record.issue(KEYS["carrier-1"], "carrier-1", 2, b.id("c0"), now,
-                            Mark(N4, "harassment", 60, 0, now))
+                            Mark(N4, "harassment", 60, 0, now), consortium=CONS.name)
         out = ledger.submit([fork.envelope], now)
         assert out.outcomes[0].status == "equivocation"
         keeper.invalidate()
