@@ -42,7 +42,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from keys.consortium import Consortium
 from ledger import merkle, note
@@ -63,6 +63,7 @@ from ledger.record import (
     Reassignment,
     Record,
 )
+from ledger.rules import time_violation
 
 if TYPE_CHECKING:
     from keys.signing import SigningKey
@@ -101,7 +102,7 @@ __all__ = [
     "view_origin",
 ]
 
-ENTRY_VERSION = 1
+ENTRY_VERSION = 2                 # 2: no free text (appeal reasons) in entries
 PROOF_VERSION = 1
 MAX_BUCKET_BITS = 24              # 16M buckets; the tree lives in memory
 MAX_NUMBER_BYTES = 32
@@ -210,12 +211,10 @@ class Appeal:
     targets: tuple[bytes, ...]      # the appealed marks on this entry's number
     action: str                     # what the appellant asked: withdraw | recategorize
     category: str                   # the category asked for (recategorize only)
-    reason: str
     filed_at: int
     status: str                     # final status: pending | upheld | rejected | withdrawn
     closed_at: int | None = None    # when decided or withdrawn
     closed_by: bytes = b""          # the decision's (or withdrawal's) record id
-    closed_reason: str = ""
 
     def status_at(self, at_ms: int) -> str | None:
         """None before it was filed; pending until it was closed."""
@@ -235,7 +234,8 @@ class EntryReassignment:
 
 @dataclass(frozen=True)
 class Protection:
-    """Marks of `category` observed in [since, until) are set aside (protected)."""
+    """Marks of `category` observed before `until` are set aside (protected) from
+    `since`, or from their `observed_at` when later."""
 
     category: str
     since: int
@@ -302,7 +302,6 @@ class AppealState:
     filed_at: int
     decided_at: int | None
     decision_id: bytes
-    reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -313,7 +312,6 @@ class AppealState:
             "filed_at": self.filed_at,
             "decided_at": self.decided_at,
             "decision_id": self.decision_id.hex(),
-            "reason": self.reason,
         }
 
 
@@ -376,8 +374,12 @@ class Entry:
             if s.since <= at_ms
         ]
         for p in self.protections:
-            if p.category == cat and p.since <= m.observed_at < p.until:
-                found.append((m.observed_at, _REASON_ORDER[PROTECTED], PROTECTED, p.decision))
+            # Every mark of the category observed before the protection ends, so a
+            # backdated observed_at can only bring a mark under protection.
+            if p.category == cat and m.observed_at < p.until:
+                since = max(m.observed_at, p.since)
+                if since <= at_ms:
+                    found.append((since, _REASON_ORDER[PROTECTED], PROTECTED, p.decision))
         if at_ms >= m.expires_at:
             found.append((m.expires_at, _REASON_ORDER[EXPIRED], EXPIRED, b""))
         return min(found) if found else None
@@ -427,7 +429,7 @@ class Entry:
             states.append(
                 AppealState(
                     a.id, a.appellant, a.targets, st, a.filed_at,
-                    a.closed_at if closed else None, a.closed_by if closed else b"", a.reason,
+                    a.closed_at if closed else None, a.closed_by if closed else b"",
                 )
             )
         tenure = [r.effective_at for r in self.reassignments if r.effective_at <= at_ms]
@@ -528,12 +530,10 @@ class Entry:
                     "targets": [t.hex() for t in a.targets],
                     "action": a.action,
                     "category": a.category,
-                    "reason": a.reason,
                     "filed_at": a.filed_at,
                     "status": a.status,
                     "closed_at": a.closed_at,
                     "closed_by": a.closed_by.hex(),
-                    "closed_reason": a.closed_reason,
                 }
                 for a in self.appeals
             ],
@@ -658,8 +658,8 @@ _RULE_KEYS = {"high_risk_min_participants", "identity_min_participants",
               "institute_mark_is_high_risk"}
 _MARK_KEYS = {"id", "by", "role", "weight", "category", "score", "reports", "observed_at",
               "expires_at", "issued_at", "seq", "recategorized", "set_aside"}
-_APPEAL_KEYS = {"id", "by", "targets", "action", "category", "reason", "filed_at", "status",
-                "closed_at", "closed_by", "closed_reason"}
+_APPEAL_KEYS = {"id", "by", "targets", "action", "category", "filed_at", "status",
+                "closed_at", "closed_by"}
 
 
 def _entry_from_json(obj: Any) -> Entry:
@@ -718,12 +718,10 @@ def _entry_from_json(obj: Any) -> Entry:
                 targets=tuple(_id(t) for t in _list(a["targets"])),
                 action=_str(a["action"], (WITHDRAW, RECATEGORIZE)),
                 category=_str(a["category"]),
-                reason=_str(a["reason"]),
                 filed_at=_int(a["filed_at"]),
                 status=_str(a["status"], APPEAL_STATUSES),
                 closed_at=closed_at,
                 closed_by=_id(a["closed_by"], empty_ok=True),
-                closed_reason=_str(a["closed_reason"]),
             )
         )
     reassignments = [
@@ -1038,6 +1036,34 @@ _Fact = _MarkFact | _CorrectionFact | _ReassignmentFact
 def _order(f: _Fact) -> tuple[int, int, bytes]:
     """Issue order across feeds: issued_at, then seq, then id (always total)."""
     return (f.issued_at, f.seq, f.id)
+
+
+def _keep(limit: int) -> int:
+    """How many marks (and appeals) per participant an entry keeps: the policy's
+    max_marks_per_participant, at least one (a participant's latest always counts)."""
+    return max(1, limit)
+
+
+_F = TypeVar("_F", _MarkFact, _CorrectionFact)
+
+
+def _latest_per_issuer(facts: Iterable[_F], keep: int) -> list[_F]:
+    """Each issuer's `keep` latest facts in issue order (`_order`); the others are
+    dropped. A dropped fact stays dropped: the newer ones stay in the set."""
+    by: dict[str, list[_F]] = {}
+    for f in facts:
+        by.setdefault(f.issuer, []).append(f)
+    out: list[_F] = []
+    for fs in by.values():
+        if len(fs) > keep:
+            fs = sorted(fs, key=_order)[-keep:]
+        out.extend(fs)
+    return out
+
+
+def _as_correction(f: _Fact) -> _CorrectionFact:
+    assert isinstance(f, _CorrectionFact)
+    return f
 
 
 @dataclass
@@ -1623,6 +1649,8 @@ class NationalView:
         its marks, and those naming the corrections that name its marks."""
         ix = _Indexes()
         facts = ix.facts
+        # Only the marks the entry keeps: a dropped mark's referrers are never read.
+        marks = _latest_per_issuer(marks, _keep(self.consortium.policy.max_marks_per_participant))
         if marks:
             ix.marks_on[number] = {m.id for m in marks}
         if reassigns:
@@ -1653,12 +1681,15 @@ class NationalView:
     def _fact(self, rec: Record) -> _Fact | None:
         """The record as resolution uses it, or None when resolution ignores it
         (what the ledger would refuse in context: unknown issuer or category,
-        a decision not by the institute, a reassignment not by the holder)."""
+        a decision not by the institute, a reassignment not by the holder, a
+        mark or reassignment whose own times break `ledger.rules`)."""
         cons = self.consortium
         p = cons.participant(rec.issuer)
         if p is None:
             return None
         pay = rec.payload
+        if time_violation(rec.issued_at_ms, pay, cons.policy) is not None:
+            return None           # its own times break a bound (ledger/rules.py)
         if isinstance(pay, Mark):
             if pay.category not in cons.categories:
                 return None
@@ -1685,7 +1716,12 @@ class NationalView:
         ix = self._ix
         ix.facts[f.id] = f
         if isinstance(f, _MarkFact):
-            ix.marks_on.setdefault(f.number, set()).add(f.id)
+            on = ix.marks_on.setdefault(f.number, set())
+            on.add(f.id)
+            # Keep the index as bounded as the entry: drop the issuer's oldest beyond the cap.
+            mine = [m for m in (ix.facts[i] for i in on) if m.issuer == f.issuer]
+            if len(mine) > _keep(self.consortium.policy.max_marks_per_participant):
+                on.discard(min(mine, key=_order).id)
         elif isinstance(f, _ReassignmentFact):
             ix.reassignments_on.setdefault(f.number, set()).add(f.id)
         elif f.correction.is_decision:
@@ -1723,8 +1759,9 @@ class NationalView:
         """The entry of `number` from the facts `ix` holds about it."""
         facts = ix.facts
         policy = self.consortium.policy
+        keep = _keep(policy.max_marks_per_participant)
         marks = sorted(
-            (facts[i] for i in ix.marks_on.get(number, ())),
+            _latest_per_issuer((facts[i] for i in ix.marks_on.get(number, ())), keep),
             key=lambda m: (m.observed_at, m.id),
         )
         reassigns = sorted(
@@ -1768,29 +1805,37 @@ class NationalView:
 
         appeals: list[Appeal] = []
         protections: set[Protection] = set()
-        for aid, targets in appeal_targets.items():
-            a = facts[aid]
-            assert isinstance(a, _CorrectionFact)
+        # One appellant's appeals on this number: only its latest `keep` count.
+        kept_appeals = _latest_per_issuer(
+            (_as_correction(facts[aid]) for aid in appeal_targets), keep
+        )
+        for a in kept_appeals:
+            aid, targets = a.id, appeal_targets[a.id]
             targets.sort()
-            decisions = [facts[d] for d in ix.decisions_for.get(aid, ())]
+            # Nobody decides their own appeal (the ledger refuses it; the view ignores it).
+            decisions = [
+                d for d in map(_as_correction, (facts[i] for i in ix.decisions_for.get(aid, ())))
+                if d.issuer != a.issuer
+            ]
             decision = min(decisions, key=lambda d: (d.seq, d.id)) if decisions else None
             pulled = [
-                facts[w]
-                for w in ix.by_target.get(aid, ())
-                if facts[w].issuer == a.issuer and facts[w].correction.action == WITHDRAW
+                w for w in map(_as_correction, (facts[i] for i in ix.by_target.get(aid, ())))
+                if w.issuer == a.issuer and w.correction.action == WITHDRAW
             ]
             pull = min(pulled, key=_order) if pulled else None
-            status, closed_at, closed_by, closed_reason = PENDING, None, b"", ""
-            if pull is not None and (decision is None or pull.issued_at < decision.issued_at):
-                status, closed = APPEAL_WITHDRAWN, pull
-            elif decision is not None:
+            status: str = PENDING
+            closed_at: int | None = None
+            closed_by = b""
+            closed: _CorrectionFact | None = None
+            # A decision, once in the set, is final: no withdrawal undoes it, whatever
+            # issued_at its appellant wrote on the withdrawal.
+            if decision is not None:
                 status = UPHELD if decision.correction.outcome == UPHOLD else REJECTED
                 closed = decision
-            else:
-                closed = None
+            elif pull is not None:
+                status, closed = APPEAL_WITHDRAWN, pull
             if closed is not None:
                 closed_at, closed_by = closed.issued_at, closed.id
-                closed_reason = closed.correction.reason
             if status == UPHELD:
                 assert closed_at is not None
                 end = closed_at + policy.protection_ms
@@ -1812,12 +1857,10 @@ class NationalView:
                     targets=tuple(targets),
                     action=a.correction.action,
                     category=a.correction.category,
-                    reason=a.correction.reason,
                     filed_at=a.issued_at,
                     status=status,
                     closed_at=closed_at,
                     closed_by=closed_by,
-                    closed_reason=closed_reason,
                 )
             )
         appeals.sort(key=lambda x: (x.filed_at, x.id))

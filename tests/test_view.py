@@ -280,17 +280,38 @@ def s_appeal_withdrawn() -> tuple[Book, list[Check]]:
     b = Book()
     b.mark("i1", "internet-1", N1, "fraud", T)
     b.appeal("a", "carrier-1", ["i1"], T + D)
-    b.withdraw("pull", "carrier-1", ["a"], T + 2 * D)
-    b.decide("d", "a", UPHOLD, T + 3 * D)          # too late: the appeal was withdrawn
+    b.withdraw("pull", "carrier-1", ["a"], T + 2 * D)   # never decided: withdrawn
     b.mark("i3", "internet-1", N3, "fraud", T)
     b.appeal("a3", "carrier-2", ["i3"], T + D)
     b.decide("d3", "a3", UPHOLD, T + 2 * D)
     b.withdraw("pull3", "carrier-2", ["a3"], T + 3 * D)   # too late: already decided
     b.withdraw("other", "carrier-1", ["a3"], T + D)       # not the appellant's: ignored
     return b, [
+        (N1, T + 2 * D - 1, {"category": "fraud", "appeal": "pending"}),
         (N1, T + 4 * D, {"category": "fraud", "markers": {"i1"}, "appeal": "withdrawn"}),
         (N3, T + 4 * D, {"category": None, "aside": {"i3": "appeal upheld"},
                          "appeal": "upheld"}),
+    ]
+
+
+def s_backdated_withdrawal() -> tuple[Book, list[Check]]:
+    """A withdrawal dated before the decision does not undo it: once a decision
+    is in the set, the appellant's withdrawal has no effect (main let it win)."""
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.appeal("a", "carrier-1", ["i1"], T + D)
+    b.decide("d", "a", UPHOLD, T + 3 * D)
+    b.withdraw("pull", "carrier-1", ["a"], T + 2 * D)   # issued after "d", dated before it
+    # the same on a rejected appeal: the appellant cannot turn "rejected" into "withdrawn"
+    b.mark("c3", "carrier-2", N3, "fraud", T)
+    b.appeal("a3", "internet-1", ["c3"], T + D)
+    b.decide("d3", "a3", REJECT, T + 3 * D)
+    b.withdraw("pull3", "internet-1", ["a3"], T + 2 * D)
+    return b, [
+        (N1, T + 2 * D, {"category": "fraud", "appeal": "pending", "appeals": {"a": "pending"}}),
+        (N1, T + 4 * D, {"category": None, "markers": set(), "aside": {"i1": "appeal upheld"},
+                         "appeal": "upheld", "appeals": {"a": "upheld"}}),
+        (N3, T + 4 * D, {"category": "fraud", "markers": {"c3"}, "appeal": "rejected"}),
     ]
 
 
@@ -380,6 +401,7 @@ SCENARIOS: dict[str, Callable[[], tuple[Book, list[Check]]]] = {
     "appeal rejected": s_appeal_rejected,
     "second appeal on one mark": s_second_appeal,
     "appeal withdrawn": s_appeal_withdrawn,
+    "backdated withdrawal after a decision": s_backdated_withdrawal,
     "protection after upheld appeal": s_protection,
     "reassignment before and after marks": s_reassignment,
     "expiry at an explicit time": s_expiry,
@@ -622,9 +644,9 @@ def test_entry_round_trips_and_is_canonical() -> None:
         for bad in (
             json.dumps(obj).encode(),                                    # not compact
             json.dumps(obj, separators=(",", ":")).encode()[:-1],        # cut off
-            raw.replace(b'"v":1', b'"v":1.0'),                           # a float
-            raw.replace(b'"v":1', b'"v":true'),
-            raw.replace(b'"v":1', b'"v":2'),
+            raw.replace(b'"v":2', b'"v":2.0'),                           # a float
+            raw.replace(b'"v":2', b'"v":true'),
+            raw.replace(b'"v":2', b'"v":1'),           # version 1 carried free text
             raw[:-1] + b',"x":1}',                                       # unknown key
             raw + b" ",
             b"\xff" + raw,
@@ -652,7 +674,7 @@ def test_golden_entry_bytes() -> None:
         '"reports":3,"role":"carrier","score":80,"seq":7,"set_aside":[[1700086400000,'
         '"withdrawn","' + ref.hex() + '"]],"weight":2}],"number":"+8613812340001",'
         '"protections":[],"reassignments":[],"rules":{"high_risk_min_participants":2,'
-        '"identity_min_participants":2,"institute_mark_is_high_risk":true},"v":1}'
+        '"identity_min_participants":2,"institute_mark_is_high_risk":true},"v":2}'
     ).encode()
     assert entry.encode() == want
     assert entry.hash == hashlib.sha256(b"\x00" + want).digest()
