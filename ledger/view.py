@@ -1061,6 +1061,61 @@ def _latest_per_issuer(facts: Iterable[_F], keep: int) -> list[_F]:
     return out
 
 
+_TARGET_MARK, _TARGET_CORRECTION, _TARGET_OTHER = "mark", "correction", "other"
+
+
+def _target_kind(f: _Fact) -> str:
+    if isinstance(f, _MarkFact):
+        return _TARGET_MARK
+    if isinstance(f, _CorrectionFact) and not f.correction.is_decision:
+        return _TARGET_CORRECTION
+    return _TARGET_OTHER
+
+
+def _kept_referrers(
+    kind: str, issuer: str, refs: Iterable[_CorrectionFact], keep: int
+) -> set[bytes]:
+    """The ids of the corrections and decisions naming a target (of `kind`, issued
+    by `issuer`) that an entry can ever depend on; `_build` reads no other. Each
+    left out is dominated for good by ones kept, so forgetting it changes no entry.
+
+    A mark: per issuer of corrections, its earliest withdrawal, its latest `keep`
+    recategorizations and its latest `keep` corrections of any kind (the mark's own
+    issuer self-corrects, anyone else appeals; both are a superset of what
+    `_build` keeps). A correction (a possible appeal): per decider its first
+    decision (lowest seq), and its issuer's earliest withdrawal of it. Anything
+    else (a decision or a reassignment): nothing."""
+    out: set[bytes] = set()
+    if kind == _TARGET_MARK:
+        by: dict[str, list[_CorrectionFact]] = {}
+        for r in refs:
+            if not r.correction.is_decision:
+                by.setdefault(r.issuer, []).append(r)
+        for fs in by.values():
+            fs.sort(key=_order)
+            out.update(f.id for f in fs[-keep:])
+            out.update([f.id for f in fs if f.correction.action == RECATEGORIZE][-keep:])
+            out.update([f.id for f in fs if f.correction.action == WITHDRAW][:1])
+    elif kind == _TARGET_CORRECTION:
+        first: dict[str, _CorrectionFact] = {}
+        pull: _CorrectionFact | None = None
+        for r in refs:
+            if r.correction.is_decision:
+                cur = first.get(r.issuer)
+                if cur is None or (r.seq, r.id) < (cur.seq, cur.id):
+                    first[r.issuer] = r
+            elif (
+                r.issuer == issuer
+                and r.correction.action == WITHDRAW
+                and (pull is None or _order(r) < _order(pull))
+            ):
+                pull = r
+        out.update(f.id for f in first.values())
+        if pull is not None:
+            out.add(pull.id)
+    return out
+
+
 def _as_correction(f: _Fact) -> _CorrectionFact:
     assert isinstance(f, _CorrectionFact)
     return f
@@ -1164,6 +1219,7 @@ class _StoredApply:
         self.stored: dict[bytes, bytes | None] = {}   # record id -> viewix value in the store
         self.dirty: set[bytes] = set()
         self.new_refs: dict[bytes, list[bytes]] = {}
+        self.dropped_refs: set[bytes] = set()           # viewref keys to delete
         self.on: dict[str, list[_MarkFact | _ReassignmentFact]] = {}
         self.corrections: dict[bytes, _CorrectionFact] = {}
 
@@ -1195,7 +1251,28 @@ class _StoredApply:
         out = list(self.new_refs.get(target, ()))
         old = self.stored[target]
         if old is not None and old[1] & _HAS_REFS:
-            out.extend(k[32:] for k, _ in self.store.items("viewref", target, target + _REF_END))
+            out.extend(
+                k[32:]
+                for k, _ in self.store.items("viewref", target, target + _REF_END)
+                if k not in self.dropped_refs
+            )
+        return out
+
+    def drop_ref(self, target: bytes, referrer: bytes) -> None:
+        """Forget that `referrer` names `target` (it is dominated; see _kept_referrers)."""
+        new = self.new_refs.get(target)
+        if new is not None and referrer in new:
+            new.remove(referrer)
+        else:
+            self.dropped_refs.add(target + referrer)
+
+    def referrer_facts(self, target: bytes) -> list[_CorrectionFact]:
+        out = []
+        for rid in self.referrers(target):
+            f = self.correction(rid)
+            if f is None:
+                raise StorageFailure(f"view referrer {rid.hex()} is not indexed")
+            out.append(f)
         return out
 
     def correction(self, rid: bytes) -> _CorrectionFact | None:
@@ -1549,6 +1626,7 @@ class NationalView:
                 for t in (c.appeal_id,) if c.is_decision else c.targets:
                     w.add_ref(t, rec.id)
                 touched |= self._stored_numbers_of(fact, w)
+        self._forget_stored_referrers(w)
 
         numbers = sorted(touched)
         olds = st.get_many("view", [n.encode("utf-8") for n in numbers])
@@ -1609,6 +1687,8 @@ class NationalView:
         for target, refs in w.new_refs.items():
             for r in refs:
                 batch.put("viewref", target + r, b"")
+        for key in w.dropped_refs:
+            batch.delete("viewref", key)
         if vector != self._vector:
             batch.put("viewmeta", b"vector", _encode_vector(vector))
         if count != self._count:
@@ -1637,6 +1717,31 @@ class NationalView:
                 out |= w.mark_numbers(target.correction)
         return out
 
+    def _forget_stored_referrers(self, w: _StoredApply) -> None:
+        """`_forget_referrers` for the store: of each known target that gained
+        referrers, or arrived with some, drop the referrers no entry depends on."""
+        keep = _keep(self.consortium.policy.max_marks_per_participant)
+        targets = set(w.new_refs)
+        targets.update(rid for rid in w.dirty if (v := w.ix[rid]) is not None and v[1] & _HAS_REFS)
+        for t in sorted(targets):
+            v = w.get(t)
+            if v is None or v[:1] in (_WAITING, _IGNORED):
+                continue                        # unknown yet: `waiting` lists them all
+            issuer = ""
+            if v[:1] == _MARK:
+                kind = _TARGET_MARK
+            elif v[:1] == _CORRECTION:
+                f = w.correction(t)
+                assert f is not None
+                kind, issuer = _TARGET_CORRECTION, f.issuer
+            else:
+                kind = _TARGET_OTHER
+            refs = w.referrer_facts(t)
+            kept = _kept_referrers(kind, issuer, refs, keep)
+            for r in refs:
+                if r.id not in kept:
+                    w.drop_ref(t, r.id)
+
     def _stored_indexes(
         self,
         number: str,
@@ -1663,10 +1768,8 @@ class NationalView:
         for depth in (0, 1):
             below: list[bytes] = []
             for target in level:
-                for rid in w.referrers(target):
-                    f = w.correction(rid)
-                    if f is None:
-                        raise StorageFailure(f"view referrer {rid.hex()} is not indexed")
+                for f in w.referrer_facts(target):
+                    rid = f.id
                     facts[rid] = f
                     if f.correction.is_decision:
                         ix.decisions_for.setdefault(target, set()).add(rid)
@@ -1726,9 +1829,31 @@ class NationalView:
             ix.reassignments_on.setdefault(f.number, set()).add(f.id)
         elif f.correction.is_decision:
             ix.decisions_for.setdefault(f.correction.appeal_id, set()).add(f.id)
+            self._forget_referrers(f.correction.appeal_id)
         else:
             for t in f.correction.targets:
                 ix.by_target.setdefault(t, set()).add(f.id)
+                self._forget_referrers(t)
+        self._forget_referrers(f.id)          # it may arrive after what names it
+
+    def _forget_referrers(self, target: bytes) -> None:
+        """Drop from the in-memory index the referrers of a known `target` that no
+        entry can depend on (`_kept_referrers`), so reading them stays bounded."""
+        ix = self._ix
+        t = ix.facts.get(target)
+        if t is None or (target not in ix.by_target and target not in ix.decisions_for):
+            return
+        refs = ix.by_target.get(target, set()) | ix.decisions_for.get(target, set())
+        kept = _kept_referrers(
+            _target_kind(t), t.issuer, (_as_correction(ix.facts[r]) for r in refs),
+            _keep(self.consortium.policy.max_marks_per_participant),
+        )
+        for table in (ix.by_target, ix.decisions_for):
+            ids = table.get(target)
+            if ids is not None:
+                ids &= kept
+                if not ids:
+                    del table[target]
 
     def _mark_numbers(self, c: Correction) -> set[str]:
         out = set()
@@ -1777,6 +1902,7 @@ class NationalView:
 
         for m in marks:
             withdrawals = []
+            own_recats = []
             for cid in ix.by_target.get(m.id, ()):
                 c = facts[cid]
                 assert isinstance(c, _CorrectionFact)
@@ -1785,9 +1911,10 @@ class NationalView:
                 elif c.correction.action == WITHDRAW:
                     withdrawals.append(c)
                 else:
-                    recats[m.id].append(
-                        Recategorization(c.issued_at, c.correction.category, c.id)
-                    )
+                    own_recats.append(c)
+            # Only the issuer's latest `keep` recategorizations of a mark take effect.
+            for c in sorted(own_recats, key=_order)[-keep:]:
+                recats[m.id].append(Recategorization(c.issued_at, c.correction.category, c.id))
             if withdrawals:
                 w = min(withdrawals, key=_order)
                 spans[m.id].append(SetAsideSpan(w.issued_at, WITHDRAWN, w.id))
