@@ -1079,23 +1079,18 @@ def _kept_referrers(
     by `issuer`) that an entry can ever depend on; `_build` reads no other. Each
     left out is dominated for good by ones kept, so forgetting it changes no entry.
 
-    A mark: per issuer of corrections, its earliest withdrawal, its latest `keep`
-    recategorizations and its latest `keep` corrections of any kind (the mark's own
-    issuer self-corrects, anyone else appeals; both are a superset of what
-    `_build` keeps). A correction (a possible appeal): per decider its first
-    decision (lowest seq), and its issuer's earliest withdrawal of it. Anything
-    else (a decision or a reassignment): nothing."""
+    A mark: its issuer's earliest withdrawal and latest `keep` recategorizations
+    of it (appeals of it are kept per number, in `appeals_on`). A correction (a
+    possible appeal): per decider its first decision (lowest seq), and its
+    issuer's earliest withdrawal of it. Anything else (a decision or a
+    reassignment): nothing."""
     out: set[bytes] = set()
     if kind == _TARGET_MARK:
-        by: dict[str, list[_CorrectionFact]] = {}
-        for r in refs:
-            if not r.correction.is_decision:
-                by.setdefault(r.issuer, []).append(r)
-        for fs in by.values():
-            fs.sort(key=_order)
-            out.update(f.id for f in fs[-keep:])
-            out.update([f.id for f in fs if f.correction.action == RECATEGORIZE][-keep:])
-            out.update([f.id for f in fs if f.correction.action == WITHDRAW][:1])
+        own = sorted(
+            (r for r in refs if r.issuer == issuer and not r.correction.is_decision), key=_order
+        )
+        out.update([f.id for f in own if f.correction.action == RECATEGORIZE][-keep:])
+        out.update([f.id for f in own if f.correction.action == WITHDRAW][:1])
     elif kind == _TARGET_CORRECTION:
         first: dict[str, _CorrectionFact] = {}
         pull: _CorrectionFact | None = None
@@ -1121,6 +1116,36 @@ def _as_correction(f: _Fact) -> _CorrectionFact:
     return f
 
 
+def _as_mark(f: _Fact) -> _MarkFact:
+    assert isinstance(f, _MarkFact)
+    return f
+
+
+def _first_decision(a: _CorrectionFact, ix: _Indexes) -> _CorrectionFact | None:
+    """The decision that counts for appeal `a`: the first (lowest seq) by anyone but
+    its appellant (nobody decides their own appeal: the ledger refuses it, the view
+    gives it no effect)."""
+    best: _CorrectionFact | None = None
+    for i in ix.decisions_for.get(a.id, ()):
+        d = _as_correction(ix.facts[i])
+        if d.issuer != a.issuer and (best is None or (d.seq, d.id) < (best.seq, best.id)):
+            best = d
+    return best
+
+
+def _kept_appeals(
+    appeals: Iterable[_CorrectionFact], ix: _Indexes, keep: int
+) -> list[_CorrectionFact]:
+    """The appeals an entry keeps (docs/view.md, rule 2a): every decided one (its
+    appellant cannot push a decision out), and each appellant's `keep` latest."""
+    appeals = list(appeals)
+    kept = {a.id: a for a in _latest_per_issuer(appeals, keep)}
+    for a in appeals:
+        if a.id not in kept and _first_decision(a, ix) is not None:
+            kept[a.id] = a
+    return list(kept.values())
+
+
 @dataclass
 class _Indexes:
     facts: dict[bytes, _Fact] = field(default_factory=dict)
@@ -1128,6 +1153,7 @@ class _Indexes:
     reassignments_on: dict[str, set[bytes]] = field(default_factory=dict)
     by_target: dict[bytes, set[bytes]] = field(default_factory=dict)      # corrections
     decisions_for: dict[bytes, set[bytes]] = field(default_factory=dict)  # appeal -> decisions
+    appeals_on: dict[str, set[bytes]] = field(default_factory=dict)       # number -> appeals
 
 
 # ---- the store-backed view's families (ledger/store.py; docs/view.md, "Persistence")
@@ -1165,6 +1191,30 @@ def _correction_body(f: _CorrectionFact) -> bytes:
     ).encode("ascii")
 
 
+def _mark_body(f: _MarkFact) -> bytes:
+    """A mark's viewix body: its number, a newline, then its fact, read back when an
+    appeal keeps a mark its entry had dropped (rule 2a)."""
+    fact = [f.issuer, f.seq, f.issued_at, f.category, f.score, f.reports, f.observed_at,
+            f.expires_at]
+    return f.number.encode("utf-8") + b"\n" + json.dumps(
+        fact, separators=(",", ":"), ensure_ascii=True
+    ).encode("ascii")
+
+
+def _mark_from_body(rid: bytes, body: bytes) -> _MarkFact:
+    try:
+        number, nl, raw = body.partition(b"\n")
+        if not nl:
+            raise ValueError("no fact after the number")
+        issuer, seq, issued_at, category, score, reports, observed_at, expires_at = json.loads(
+            raw
+        )
+        return _MarkFact(rid, issuer, seq, issued_at, number.decode("utf-8"), category, score,
+                         reports, observed_at, expires_at)
+    except (ValueError, TypeError) as e:
+        raise StorageFailure(f"view index of mark {rid.hex()} does not parse: {e}") from e
+
+
 def _correction_from_body(rid: bytes, body: bytes) -> _CorrectionFact:
     try:
         issuer, seq, issued_at, targets, action, category, reason, appeal, outcome = json.loads(
@@ -1181,8 +1231,11 @@ def _correction_from_body(rid: bytes, body: bytes) -> _CorrectionFact:
         raise StorageFailure(f"view index of record {rid.hex()} does not parse: {e}") from e
 
 
-def _facts_of_entry(number: str, raw: bytes) -> tuple[list[_MarkFact], list[_ReassignmentFact]]:
-    """The mark and reassignment facts a stored entry carries (it carries all of them)."""
+def _facts_of_entry(
+    number: str, raw: bytes
+) -> tuple[list[_MarkFact], list[_ReassignmentFact], list[bytes]]:
+    """The mark and reassignment facts a stored entry carries (all those it keeps),
+    and the ids of the appeals it keeps."""
     try:
         obj = json.loads(raw)
         marks = [
@@ -1196,9 +1249,10 @@ def _facts_of_entry(number: str, raw: bytes) -> tuple[list[_MarkFact], list[_Rea
             _ReassignmentFact(bytes.fromhex(r["id"]), r["by"], 0, 0, number, r["effective_at"])
             for r in obj["reassignments"]
         ]
+        appeals = [bytes.fromhex(a["id"]) for a in obj["appeals"]]
     except (ValueError, TypeError, KeyError) as e:
         raise StorageFailure(f"stored view entry of {number} does not parse: {e}") from e
-    return marks, reassigns
+    return marks, reassigns, appeals
 
 
 def _bucket_hash_raw(members: Mapping[bytes, bytes]) -> bytes:
@@ -1222,6 +1276,8 @@ class _StoredApply:
         self.dropped_refs: set[bytes] = set()           # viewref keys to delete
         self.on: dict[str, list[_MarkFact | _ReassignmentFact]] = {}
         self.corrections: dict[bytes, _CorrectionFact] = {}
+        self.fresh: list[_CorrectionFact] = []          # corrections and decisions applied now
+        self.appeals_on: dict[str, set[bytes]] = {}     # number -> appeals reaching it now
 
     def fetch(self, ids: Iterable[bytes]) -> None:
         want = list(dict.fromkeys(i for i in ids if i not in self.ix))
@@ -1289,8 +1345,14 @@ class _StoredApply:
         for t in c.targets:
             v = self.get(t)
             if v is not None and v[:1] == _MARK:
-                out.add(v[2:].decode("utf-8"))
+                out.add(v[2:].partition(b"\n")[0].decode("utf-8"))
         return out
+
+    def mark_fact(self, rid: bytes) -> _MarkFact | None:
+        v = self.get(rid)
+        if v is None or v[:1] != _MARK:
+            return None
+        return _mark_from_body(rid, v[2:])
 
 
 class _StoredEntries(Mapping[str, Entry]):
@@ -1615,9 +1677,12 @@ class NationalView:
             if fact is None:
                 w.put(rec.id, _IGNORED + flags)
                 ignored += 1
-            elif isinstance(fact, _MarkFact | _ReassignmentFact):
-                kind = _MARK if isinstance(fact, _MarkFact) else _REASSIGNMENT
-                w.put(rec.id, kind + flags + fact.number.encode("utf-8"))
+            elif isinstance(fact, _MarkFact):
+                w.put(rec.id, _MARK + flags + _mark_body(fact))
+                w.on.setdefault(fact.number, []).append(fact)
+                touched.add(fact.number)
+            elif isinstance(fact, _ReassignmentFact):
+                w.put(rec.id, _REASSIGNMENT + flags + fact.number.encode("utf-8"))
                 w.on.setdefault(fact.number, []).append(fact)
                 touched.add(fact.number)
             else:
@@ -1625,31 +1690,33 @@ class NationalView:
                 kind = _DECISION if c.is_decision else _CORRECTION
                 w.put(rec.id, kind + flags + _correction_body(fact))
                 w.corrections[rec.id] = fact
+                w.fresh.append(fact)
                 for t in (c.appeal_id,) if c.is_decision else c.targets:
                     w.add_ref(t, rec.id)
                 touched |= self._stored_numbers_of(fact, w)
+        self._reach_stored(w)
         self._forget_stored_referrers(w)
 
         numbers = sorted(touched)
         olds = st.get_many("view", [n.encode("utf-8") for n in numbers])
-        known: dict[str, tuple[list[_MarkFact], list[_ReassignmentFact]]] = {}
+        known: dict[str, tuple[list[_MarkFact], list[_ReassignmentFact], list[bytes]]] = {}
         for n, old in zip(numbers, olds, strict=True):
             if old is not None:
                 known[n] = _facts_of_entry(n, old)
-        w.fetch(m.id for marks, _ in known.values() for m in marks)   # their referrer flags
+        w.fetch(m.id for marks, _, _ in known.values() for m in marks)   # their referrer flags
 
         batch = st.batch()
         count = self._count
         changed: set[str] = set()
         by_bucket: dict[int, dict[bytes, bytes | None]] = {}
         for n, old in zip(numbers, olds, strict=True):
-            marks, reassigns = known.get(n, ([], []))
+            marks, reassigns, appeals = known.get(n, ([], [], []))
             for f in w.on.get(n, ()):
                 if isinstance(f, _MarkFact):
                     marks.append(f)
                 else:
                     reassigns.append(f)
-            new = self._build(n, self._stored_indexes(n, marks, reassigns, w))
+            new = self._build(n, self._stored_indexes(n, marks, reassigns, appeals, w))
             if new is None and old is None:
                 continue
             if new is not None and old is not None and new.hash == entry_hash(old):
@@ -1719,6 +1786,27 @@ class NationalView:
                 out |= w.mark_numbers(target.correction)
         return out
 
+    def _reach_stored(self, w: _StoredApply) -> None:
+        """`_reach` for the store: the appeals that reach a number in this apply
+        (new ones, ones a new decision decided, ones that waited for a new mark)
+        become candidates there; the entry's kept appeals are the others."""
+        for f in w.fresh:
+            a: _CorrectionFact | None = f
+            if f.correction.is_decision:
+                a = w.correction(f.correction.appeal_id)
+            if a is None or a.correction.is_decision:
+                continue
+            for t in a.correction.targets:
+                m = w.mark_fact(t)
+                if m is not None and m.issuer != a.issuer:
+                    w.appeals_on.setdefault(m.number, set()).add(a.id)
+        for number, facts in w.on.items():
+            for m in facts:
+                if isinstance(m, _MarkFact):
+                    for r in w.referrer_facts(m.id):
+                        if not r.correction.is_decision and r.issuer != m.issuer:
+                            w.appeals_on.setdefault(number, set()).add(r.id)
+
     def _forget_stored_referrers(self, w: _StoredApply) -> None:
         """`_forget_referrers` for the store: of each known target that gained
         referrers, or arrived with some, drop the referrers no entry depends on."""
@@ -1731,7 +1819,9 @@ class NationalView:
                 continue                        # unknown yet: `waiting` lists them all
             issuer = ""
             if v[:1] == _MARK:
-                kind = _TARGET_MARK
+                m = w.mark_fact(t)
+                assert m is not None
+                kind, issuer = _TARGET_MARK, m.issuer
             elif v[:1] == _CORRECTION:
                 f = w.correction(t)
                 assert f is not None
@@ -1749,37 +1839,51 @@ class NationalView:
         number: str,
         marks: list[_MarkFact],
         reassigns: list[_ReassignmentFact],
+        appeals: list[bytes],
         w: _StoredApply,
     ) -> _Indexes:
         """The part of the in-memory indexes that `_build(number)` reads: the
-        number's marks and reassignments, the corrections and decisions naming
-        its marks, and those naming the corrections that name its marks."""
+        number's marks (those its entry held, and new ones) and reassignments,
+        its candidate appeals (those its entry kept, and those reaching it now)
+        with their decisions and withdrawals, and the marks and self-corrections
+        of the marks the entry keeps. Every read is bounded by what the entry
+        keeps plus what this apply brings."""
+        keep = _keep(self.consortium.policy.max_marks_per_participant)
         ix = _Indexes()
         facts = ix.facts
-        # Only the marks the entry keeps: a dropped mark's referrers are never read.
-        marks = _latest_per_issuer(marks, _keep(self.consortium.policy.max_marks_per_participant))
-        if marks:
-            ix.marks_on[number] = {m.id for m in marks}
+        candidates = list(dict.fromkeys([*appeals, *sorted(w.appeals_on.get(number, ()))]))
+        found: list[_CorrectionFact] = []
+        for aid in candidates:
+            a = w.correction(aid)
+            if a is None:
+                raise StorageFailure(f"view appeal {aid.hex()} is not indexed")
+            facts[aid] = a
+            found.append(a)
+            for r in w.referrer_facts(aid):
+                facts[r.id] = r
+                table = ix.decisions_for if r.correction.is_decision else ix.by_target
+                table.setdefault(aid, set()).add(r.id)
+        if candidates:
+            ix.appeals_on[number] = set(candidates)
+        by_id = {m.id: m for m in marks}
+        kept = {m.id: m for m in _latest_per_issuer(marks, keep)}
+        for a in _kept_appeals(found, ix, keep):
+            for t in a.correction.targets:
+                if t not in kept:
+                    m = by_id.get(t) or w.mark_fact(t)
+                    if m is not None and m.number == number and m.issuer != a.issuer:
+                        kept[t] = m
+        if kept:
+            ix.marks_on[number] = set(kept)
         if reassigns:
             ix.reassignments_on[number] = {r.id for r in reassigns}
         facts.update((r.id, r) for r in reassigns)
-        level: list[bytes] = []
-        for m in marks:
+        for m in kept.values():
             facts[m.id] = m
-            level.append(m.id)
-        for depth in (0, 1):
-            below: list[bytes] = []
-            for target in level:
-                for f in w.referrer_facts(target):
-                    rid = f.id
-                    facts[rid] = f
-                    if f.correction.is_decision:
-                        ix.decisions_for.setdefault(target, set()).add(rid)
-                    else:
-                        ix.by_target.setdefault(target, set()).add(rid)
-                        if depth == 0:
-                            below.append(rid)
-            level = list(dict.fromkeys(below))
+            for r in w.referrer_facts(m.id):
+                if r.issuer == m.issuer and not r.correction.is_decision:
+                    facts[r.id] = r
+                    ix.by_target.setdefault(m.id, set()).add(r.id)
         return ix
 
     # ------------------------------------------------------------ internals
@@ -1827,16 +1931,39 @@ class NationalView:
             mine = [m for m in (ix.facts[i] for i in on) if m.issuer == f.issuer]
             if len(mine) > _keep(self.consortium.policy.max_marks_per_participant):
                 on.discard(min(mine, key=_order).id)
+            for cid in ix.by_target.get(f.id, ()):     # appeals that waited for it
+                self._reach(_as_correction(ix.facts[cid]))
         elif isinstance(f, _ReassignmentFact):
             ix.reassignments_on.setdefault(f.number, set()).add(f.id)
         elif f.correction.is_decision:
             ix.decisions_for.setdefault(f.correction.appeal_id, set()).add(f.id)
+            appeal = ix.facts.get(f.correction.appeal_id)
+            if isinstance(appeal, _CorrectionFact) and not appeal.correction.is_decision:
+                self._reach(appeal)                    # decided: kept again (rule 2a)
             self._forget_referrers(f.correction.appeal_id)
         else:
             for t in f.correction.targets:
                 ix.by_target.setdefault(t, set()).add(f.id)
+            self._reach(f)
+            for t in f.correction.targets:
                 self._forget_referrers(t)
         self._forget_referrers(f.id)          # it may arrive after what names it
+
+    def _reach(self, a: _CorrectionFact) -> None:
+        """Add `a` to the appeals of each number where it appeals a known mark (one
+        of another issuer), keeping there only what `_kept_appeals` keeps."""
+        ix = self._ix
+        keep = _keep(self.consortium.policy.max_marks_per_participant)
+        for t in a.correction.targets:
+            m = ix.facts.get(t)
+            if not isinstance(m, _MarkFact) or m.issuer == a.issuer:
+                continue
+            on = ix.appeals_on.setdefault(m.number, set())
+            if a.id in on:
+                continue
+            on.add(a.id)
+            kept = _kept_appeals((_as_correction(ix.facts[i]) for i in on), ix, keep)
+            ix.appeals_on[m.number] = {k.id for k in kept}
 
     def _forget_referrers(self, target: bytes) -> None:
         """Drop from the in-memory index the referrers of a known `target` that no
@@ -1887,10 +2014,25 @@ class NationalView:
         facts = ix.facts
         policy = self.consortium.policy
         keep = _keep(policy.max_marks_per_participant)
-        marks = sorted(
-            _latest_per_issuer((facts[i] for i in ix.marks_on.get(number, ())), keep),
-            key=lambda m: (m.observed_at, m.id),
+        # The appeals kept (rule 2a), then the marks: each participant's latest
+        # `keep`, and every mark a kept appeal targets (so no flood drops those).
+        kept_appeals = _kept_appeals(
+            (_as_correction(facts[i]) for i in ix.appeals_on.get(number, ())), ix, keep
         )
+        kept_marks: dict[bytes, _MarkFact] = {
+            m.id: m
+            for m in _latest_per_issuer(
+                (_as_mark(facts[i]) for i in ix.marks_on.get(number, ())), keep
+            )
+        }
+        appeal_targets: dict[bytes, list[bytes]] = {}
+        for a in kept_appeals:
+            for t in dict.fromkeys(a.correction.targets):
+                m = facts.get(t)
+                if isinstance(m, _MarkFact) and m.number == number and m.issuer != a.issuer:
+                    kept_marks[t] = m
+                    appeal_targets.setdefault(a.id, []).append(t)
+        marks = sorted(kept_marks.values(), key=lambda m: (m.observed_at, m.id))
         reassigns = sorted(
             (facts[i] for i in ix.reassignments_on.get(number, ())),
             key=lambda r: (r.effective_at, r.id),
@@ -1900,7 +2042,6 @@ class NationalView:
         by_id = {m.id: m for m in marks}
         recats: dict[bytes, list[Recategorization]] = {m.id: [] for m in marks}
         spans: dict[bytes, list[SetAsideSpan]] = {m.id: [] for m in marks}
-        appeal_targets: dict[bytes, list[bytes]] = {}
 
         for m in marks:
             withdrawals = []
@@ -1909,8 +2050,8 @@ class NationalView:
                 c = facts[cid]
                 assert isinstance(c, _CorrectionFact)
                 if c.issuer != m.issuer:
-                    appeal_targets.setdefault(c.id, []).append(m.id)
-                elif c.correction.action == WITHDRAW:
+                    continue                # an appeal: taken from appeals_on above
+                if c.correction.action == WITHDRAW:
                     withdrawals.append(c)
                 else:
                     own_recats.append(c)
@@ -1925,28 +2066,17 @@ class NationalView:
                 spans[m.id].append(SetAsideSpan(later[0].effective_at, REASSIGNED, later[0].id))
             recats[m.id].sort(key=lambda r: (r.at, r.ref))
 
-        def category_at(mid: bytes, at: int) -> str:
-            cat = by_id[mid].category
-            for r in recats[mid]:
-                if r.at <= at:
-                    cat = r.category
-            return cat
+        def categories_until(mid: bytes, at: int) -> set[str]:
+            # As marked, and every kept recategorization dated up to `at`: a later
+            # (or backdated) recategorization can only add a category, never hide one.
+            return {by_id[mid].category} | {r.category for r in recats[mid] if r.at <= at}
 
         appeals: list[Appeal] = []
         protections: set[Protection] = set()
-        # One appellant's appeals on this number: only its latest `keep` count.
-        kept_appeals = _latest_per_issuer(
-            (_as_correction(facts[aid]) for aid in appeal_targets), keep
-        )
         for a in kept_appeals:
             aid, targets = a.id, appeal_targets[a.id]
             targets.sort()
-            # Nobody decides their own appeal (the ledger refuses it; the view ignores it).
-            decisions = [
-                d for d in map(_as_correction, (facts[i] for i in ix.decisions_for.get(aid, ())))
-                if d.issuer != a.issuer
-            ]
-            decision = min(decisions, key=lambda d: (d.seq, d.id)) if decisions else None
+            decision = _first_decision(a, ix)
             pulled = [
                 w for w in map(_as_correction, (facts[i] for i in ix.by_target.get(aid, ())))
                 if w.issuer == a.issuer and w.correction.action == WITHDRAW
@@ -1976,8 +2106,9 @@ class NationalView:
                 for t in targets:
                     spans[t].append(SetAsideSpan(closed_at, APPEAL_UPHELD, aid))
                     if end > closed_at:
-                        protections.add(
-                            Protection(category_at(t, closed_at), closed_at, end, closed_by)
+                        protections.update(
+                            Protection(cat, closed_at, end, closed_by)
+                            for cat in categories_until(t, closed_at)
                         )
             appeals.append(
                 Appeal(

@@ -534,10 +534,12 @@ def test_records_out_of_time_bounds_are_ignored() -> None:
 
 
 def test_only_the_latest_marks_appeals_and_recategorizations_are_kept() -> None:
-    """With max_marks_per_participant = 2, a participant's third mark on a number
+    """With max_marks_per_participant = 2: a participant's third mark on a number
     drops its first for good (a withdrawal of a newer one does not bring it
-    back), an appellant's third appeal drops its first (and its decision), and a
-    mark keeps its two latest recategorizations. Main kept every one."""
+    back), an appellant's third pending appeal drops its first, and a mark keeps
+    its two latest recategorizations. Neither a marker's flood nor the
+    appellant's later appeals push out a decided appeal, its marks or its
+    protection. Main kept every mark, appeal and recategorization."""
     cons = consortium(max_marks_per_participant=2)
     b = Book()
     b.mark("m1", "carrier-1", N1, "fraud", T)
@@ -547,14 +549,20 @@ def test_only_the_latest_marks_appeals_and_recategorizations_are_kept() -> None:
     b.appeal("a1", "internet-1", ["m2"], T + D + 1)
     b.appeal("a2", "internet-1", ["m2"], T + D + 2)
     b.appeal("a3", "internet-1", ["m2"], T + D + 3)
-    b.decide("d1", "a1", UPHOLD, T + D + 10)            # on a dropped appeal: no effect
     b.withdraw("w3", "carrier-1", ["m3"], T + 3 * D)
     b.withdraw("w2", "carrier-1", ["m2"], T + 4 * D)
     b.withdraw("w1", "carrier-1", ["m1"], T + 5 * D)     # of a dropped mark: no effect
-    b.mark("x", "carrier-2", N3, "fraud", T)
-    b.recat("r1", "carrier-2", ["x"], "marketing", T + D)
-    b.recat("r2", "carrier-2", ["x"], "harassment", T + 2 * D)
-    b.recat("r3", "carrier-2", ["x"], "delivery", T + 3 * D)
+    b.mark("x", "internet-2", N2, "fraud", T)
+    b.appeal("ax", "carrier-1", ["x"], T + D)
+    b.decide("dx", "ax", UPHOLD, T + 2 * D)
+    for k in (2, 3, 4):                                  # the marker floods after losing
+        b.mark(f"x{k}", "internet-2", N2, "fraud", T + (k + 1) * D)
+    b.appeal("p1", "carrier-1", ["x3"], T + 6 * D)      # the appellant appeals on and on
+    b.appeal("p2", "carrier-1", ["x4"], T + 6 * D + 1)
+    b.mark("r", "carrier-2", N3, "fraud", T)
+    b.recat("r1", "carrier-2", ["r"], "marketing", T + D)
+    b.recat("r2", "carrier-2", ["r"], "harassment", T + 2 * D)
+    b.recat("r3", "carrier-2", ["r"], "delivery", T + 3 * D)
     view = resolve(b.records, cons)
     e1 = view.entry(N1)
     assert {b.label(m.id) for m in e1.marks} == {"m2", "m3", "i"}
@@ -565,15 +573,38 @@ def test_only_the_latest_marks_appeals_and_recategorizations_are_kept() -> None:
     expect(view, b, N1, T + 3 * D, {"markers": {"m2", "i"}, "aside": {"m3": "withdrawn"}})
     expect(view, b, N1, T + 6 * D, {"markers": {"i"}, "category": "delivery",
                                     "aside": {"m2": "withdrawn", "m3": "withdrawn"}})
-    (x,) = view.entry(N3).marks
-    assert [b.label(r.ref) for r in x.recategorized] == ["r2", "r3"]
+    assert {b.label(m.id) for m in view.entry(N2).marks} == {"x", "x3", "x4"}
+    expect(view, b, N2, T + 7 * D, {
+        "category": None, "markers": set(),
+        "aside": {"x": "appeal upheld", "x3": "protected", "x4": "protected"},
+        "appeals": {"ax": "upheld", "p1": "pending", "p2": "pending"}})
+    (r,) = view.entry(N3).marks
+    assert [b.label(x.ref) for x in r.recategorized] == ["r2", "r3"]
     expect(view, b, N3, T + D, {"category": "fraud", "recategorized": set()})
-    expect(view, b, N3, T + 3 * D, {"category": "delivery", "recategorized": {"x"}})
+    expect(view, b, N3, T + 3 * D, {"category": "delivery", "recategorized": {"r"}})
     for order in (b.records, b.records[::-1]):          # the same whatever the order
         one_by_one = NationalView(cons)
         for rec in order:
             one_by_one.apply([rec])
         assert snapshot(one_by_one) == snapshot(view)
+
+
+def test_a_backdated_recategorization_does_not_move_a_protection() -> None:
+    """The protection covers the appealed mark's category as marked and every
+    category it held up to the decision, so a recategorization its marker issues
+    afterwards, dated before the decision, cannot steer the protection away
+    from the category it marks next (main protected only the category at
+    decision time)."""
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.appeal("a", "carrier-1", ["i1"], T + D)
+    b.decide("d", "a", UPHOLD, T + 3 * D)
+    b.recat("r", "internet-1", ["i1"], "marketing", T + 2 * D)   # issued after "d"
+    b.mark("again", "internet-1", N1, "fraud", T + 4 * D)
+    view = resolve(b.records, CONS)
+    assert {p.category for p in view.entry(N1).protections} == {"fraud", "marketing"}
+    expect(view, b, N1, T + 5 * D, {"category": None, "markers": set(),
+                                    "aside": {"i1": "appeal upheld", "again": "protected"}})
 
 
 def test_protection_ends_at_a_reassignment() -> None:
