@@ -1166,10 +1166,11 @@ class _Indexes:
 #   viewmeta        b"config" | b"vector" | b"count" | b"ignored"
 #
 # viewix kinds and bodies: W waiting (unknown, but named by a correction or a
-# decision), I ignored, M mark (its number), R reassignment (its number), C
-# correction and D decision (the fact as JSON). Flag bit 0: viewref holds
-# referrers of this id. A mark's and a reassignment's facts are read back from
-# the stored entry of its number, which carries all of them.
+# decision), I ignored, M mark (its number, a newline, its fact as JSON), R
+# reassignment (its number), C correction and D decision (the fact as JSON).
+# Flag bit 0: viewref holds referrers of this id. The marks and reassignments an
+# entry keeps are read back from the stored entry of its number; a mark it
+# dropped, from its viewix body when an appeal brings it back.
 
 _WAITING, _IGNORED, _MARK, _REASSIGNMENT, _CORRECTION, _DECISION = (
     b"W", b"I", b"M", b"R", b"C", b"D"
@@ -2074,7 +2075,9 @@ class NationalView:
         appeals: list[Appeal] = []
         protections: set[Protection] = set()
         for a in kept_appeals:
-            aid, targets = a.id, appeal_targets[a.id]
+            aid, targets = a.id, appeal_targets.get(a.id, [])
+            if not targets:
+                continue                    # it reaches this number through no known mark
             targets.sort()
             decision = _first_decision(a, ix)
             pulled = [
