@@ -317,6 +317,52 @@ def test_a_flood_of_marks_keeps_the_entry_and_its_update_bounded(
         store.close()
 
 
+def test_a_flood_of_appeals_keeps_the_entry_and_its_update_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2,000 appeals by one appellant on one mark (and 2,000 recategorizations by
+    its marker): the entry keeps the latest max_marks_per_participant of each
+    and a decided one, and one more appeal reads as much at the end as near the
+    start (main kept and read every one)."""
+    cap = CONS.policy.max_marks_per_participant
+    t0 = 1_700_000_000_000
+    b = Book()
+    b.mark("m", "internet-1", N1, "fraud", t0)
+    b.appeal("first", "carrier-1", ["m"], t0 + 1)
+    b.decide("d", "first", "reject", t0 + 2)
+    for i in range(2_000):
+        b.appeal(f"a{i}", "carrier-1", ["m"], t0 + 10 + i)
+        b.recat(f"r{i}", "internet-1", ["m"], ("harassment", "marketing")[i % 2], t0 + 10 + i)
+    b.appeal("late", "carrier-1", ["m"], t0 + 5_000)
+    store, view = stored_view(tmp_path / "db")
+    memory = NationalView(CONS)
+    try:
+        reads = Reads(store, monkeypatch)
+        early = b.records[:3 + 2 * 20]
+        view.apply(early)
+        (keys0, size0) = reads.of(view, [b.by_label["a20"]])
+        for lo in range(0, len(b.records) - 1, 500):
+            part = b.records[lo:min(lo + 500, len(b.records) - 1)]
+            view.apply(part)
+            memory.apply(part)
+        (keys, size) = reads.of(view, [b.by_label["late"]])
+        memory.apply([b.by_label["late"]])
+        assert keys == keys0 and size <= size0 + 200
+        entry = view.entry(N1)
+        assert entry is not None and view.entry_bytes(N1) == memory.entry_bytes(N1)
+        assert [b.label(a.id) for a in entry.appeals] == (
+            ["first"] + [f"a{i}" for i in range(2_000 - cap + 1, 2_000)] + ["late"]
+        )
+        (m,) = entry.marks
+        assert [b.label(r.ref) for r in m.recategorized] == [
+            f"r{i}" for i in range(2_000 - cap, 2_000)
+        ]
+        referrers = sum(1 for _ in store.items("viewref"))
+        assert referrers <= 3 * cap + 4            # the rest were forgotten
+    finally:
+        store.close()
+
+
 # ====================================================================== persistence
 
 
