@@ -1050,6 +1050,9 @@ _F = TypeVar("_F", _MarkFact, _CorrectionFact)
 def _latest_per_issuer(facts: Iterable[_F], keep: int) -> list[_F]:
     """Each issuer's `keep` latest facts in issue order (`_order`); the others are
     dropped. A dropped fact stays dropped: the newer ones stay in the set."""
+    facts = list(facts)
+    if len(facts) <= keep:
+        return facts                # the usual case: nothing to drop
     by: dict[str, list[_F]] = {}
     for f in facts:
         by.setdefault(f.issuer, []).append(f)
@@ -1139,6 +1142,8 @@ def _kept_appeals(
     """The appeals an entry keeps (docs/view.md, rule 2a): every decided one (its
     appellant cannot push a decision out), and each appellant's `keep` latest."""
     appeals = list(appeals)
+    if not appeals:
+        return appeals
     kept = {a.id: a for a in _latest_per_issuer(appeals, keep)}
     for a in appeals:
         if a.id not in kept and _first_decision(a, ix) is not None:
@@ -1197,9 +1202,10 @@ def _mark_body(f: _MarkFact) -> bytes:
     appeal keeps a mark its entry had dropped (rule 2a)."""
     fact = [f.issuer, f.seq, f.issued_at, f.category, f.score, f.reports, f.observed_at,
             f.expires_at]
-    return f.number.encode("utf-8") + b"\n" + json.dumps(
-        fact, separators=(",", ":"), ensure_ascii=True
-    ).encode("ascii")
+    return f.number.encode("utf-8") + b"\n" + _COMPACT.encode(fact).encode("ascii")
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
 
 def _mark_from_body(rid: bytes, body: bytes) -> _MarkFact:
