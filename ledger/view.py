@@ -1082,8 +1082,8 @@ def _kept_referrers(
     by `issuer`) that an entry can ever depend on; `_build` reads no other. Each
     left out is dominated for good by ones kept, so forgetting it changes no entry.
 
-    A mark: its issuer's earliest withdrawal and latest `keep` recategorizations
-    of it (appeals of it are kept per number, in `appeals_on`). A correction (a
+    A mark: its issuer's earliest withdrawal and kept recategorizations of it
+    (`_kept_recategorizations`; appeals of it are kept per number, in `appeals_on`). A correction (a
     possible appeal): per decider its first decision (lowest seq), and its
     issuer's earliest withdrawal of it. Anything else (a decision or a
     reassignment): nothing."""
@@ -1092,7 +1092,12 @@ def _kept_referrers(
         own = sorted(
             (r for r in refs if r.issuer == issuer and not r.correction.is_decision), key=_order
         )
-        out.update([f.id for f in own if f.correction.action == RECATEGORIZE][-keep:])
+        out.update(
+            f.id
+            for f in _kept_recategorizations(
+                [f for f in own if f.correction.action == RECATEGORIZE], keep
+            )
+        )
         out.update([f.id for f in own if f.correction.action == WITHDRAW][:1])
     elif kind == _TARGET_CORRECTION:
         first: dict[str, _CorrectionFact] = {}
@@ -1112,6 +1117,21 @@ def _kept_referrers(
         if pull is not None:
             out.add(pull.id)
     return out
+
+
+def _kept_recategorizations(
+    recats: Iterable[_CorrectionFact], keep: int
+) -> list[_CorrectionFact]:
+    """The recategorizations of a mark by its issuer that take effect (rule 2a): its
+    `keep` latest in issue order, and of each category the first to it, so the
+    categories a mark held up to any time (what a protection covers) stay known."""
+    ordered = sorted(recats, key=_order)
+    kept = {c.id: c for c in ordered[-keep:]}
+    first: dict[str, _CorrectionFact] = {}
+    for c in ordered:
+        first.setdefault(c.correction.category, c)
+    kept.update((c.id, c) for c in first.values())
+    return sorted(kept.values(), key=_order)
 
 
 def _as_correction(f: _Fact) -> _CorrectionFact:
@@ -2062,8 +2082,7 @@ class NationalView:
                     withdrawals.append(c)
                 else:
                     own_recats.append(c)
-            # Only the issuer's latest `keep` recategorizations of a mark take effect.
-            for c in sorted(own_recats, key=_order)[-keep:]:
+            for c in _kept_recategorizations(own_recats, keep):
                 recats[m.id].append(Recategorization(c.issued_at, c.correction.category, c.id))
             if withdrawals:
                 w = min(withdrawals, key=_order)

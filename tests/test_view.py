@@ -537,9 +537,10 @@ def test_only_the_latest_marks_appeals_and_recategorizations_are_kept() -> None:
     """With max_marks_per_participant = 2: a participant's third mark on a number
     drops its first for good (a withdrawal of a newer one does not bring it
     back), an appellant's third pending appeal drops its first, and a mark keeps
-    its two latest recategorizations. Neither a marker's flood nor the
-    appellant's later appeals push out a decided appeal, its marks or its
-    protection. Main kept every mark, appeal and recategorization."""
+    its two latest recategorizations and the first to each category. Neither a
+    marker's flood nor the appellant's later appeals push out a decided appeal,
+    its marks or its protection. Main kept every mark, appeal and
+    recategorization."""
     cons = consortium(max_marks_per_participant=2)
     b = Book()
     b.mark("m1", "carrier-1", N1, "fraud", T)
@@ -560,9 +561,8 @@ def test_only_the_latest_marks_appeals_and_recategorizations_are_kept() -> None:
     b.appeal("p1", "carrier-1", ["x3"], T + 6 * D)      # the appellant appeals on and on
     b.appeal("p2", "carrier-1", ["x4"], T + 6 * D + 1)
     b.mark("r", "carrier-2", N3, "fraud", T)
-    b.recat("r1", "carrier-2", ["r"], "marketing", T + D)
-    b.recat("r2", "carrier-2", ["r"], "harassment", T + 2 * D)
-    b.recat("r3", "carrier-2", ["r"], "delivery", T + 3 * D)
+    for k in range(1, 7):
+        b.recat(f"r{k}", "carrier-2", ["r"], ("harassment", "marketing")[k % 2], T + k * D)
     view = resolve(b.records, cons)
     e1 = view.entry(N1)
     assert {b.label(m.id) for m in e1.marks} == {"m2", "m3", "i"}
@@ -579,9 +579,11 @@ def test_only_the_latest_marks_appeals_and_recategorizations_are_kept() -> None:
         "aside": {"x": "appeal upheld", "x3": "protected", "x4": "protected"},
         "appeals": {"ax": "upheld", "p1": "pending", "p2": "pending"}})
     (r,) = view.entry(N3).marks
-    assert [b.label(x.ref) for x in r.recategorized] == ["r2", "r3"]
-    expect(view, b, N3, T + D, {"category": "fraud", "recategorized": set()})
-    expect(view, b, N3, T + 3 * D, {"category": "delivery", "recategorized": {"r"}})
+    assert [b.label(x.ref) for x in r.recategorized] == ["r1", "r2", "r5", "r6"]
+    expect(view, b, N3, T + D - 1, {"category": "fraud", "recategorized": set()})
+    expect(view, b, N3, T + D, {"category": "marketing", "recategorized": {"r"}})
+    expect(view, b, N3, T + 3 * D, {"category": "harassment"})      # r3 was dropped
+    expect(view, b, N3, T + 6 * D, {"category": "harassment"})
     for order in (b.records, b.records[::-1]):          # the same whatever the order
         one_by_one = NationalView(cons)
         for rec in order:
@@ -605,6 +607,20 @@ def test_a_backdated_recategorization_does_not_move_a_protection() -> None:
     assert {p.category for p in view.entry(N1).protections} == {"fraud", "marketing"}
     expect(view, b, N1, T + 5 * D, {"category": None, "markers": set(),
                                     "aside": {"i1": "appeal upheld", "again": "protected"}})
+    # nor can later recategorizations push an earlier one out of the protection
+    cons = consortium(max_marks_per_participant=1)
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.recat("r", "internet-1", ["i1"], "marketing", T + D)
+    b.appeal("a", "carrier-1", ["i1"], T + 2 * D)
+    b.decide("d", "a", UPHOLD, T + 3 * D)
+    b.recat("r2", "internet-1", ["i1"], "harassment", T + 4 * D)
+    b.recat("r3", "internet-1", ["i1"], "harassment", T + 5 * D)
+    b.mark("again", "internet-1", N1, "marketing", T + 6 * D)
+    view = resolve(b.records, cons)
+    assert {p.category for p in view.entry(N1).protections} == {"fraud", "marketing"}
+    expect(view, b, N1, T + 7 * D, {"markers": set(), "aside": {
+        "i1": "appeal upheld", "again": "protected"}})
 
 
 def test_protection_ends_at_a_reassignment() -> None:
