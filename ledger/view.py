@@ -42,7 +42,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from keys.consortium import Consortium
 from ledger import merkle, note
@@ -63,6 +63,7 @@ from ledger.record import (
     Reassignment,
     Record,
 )
+from ledger.rules import time_violation
 
 if TYPE_CHECKING:
     from keys.signing import SigningKey
@@ -101,7 +102,7 @@ __all__ = [
     "view_origin",
 ]
 
-ENTRY_VERSION = 1
+ENTRY_VERSION = 2                 # 2: no free text (appeal reasons) in entries
 PROOF_VERSION = 1
 MAX_BUCKET_BITS = 24              # 16M buckets; the tree lives in memory
 MAX_NUMBER_BYTES = 32
@@ -212,12 +213,10 @@ class Appeal:
     targets: tuple[bytes, ...]      # the appealed marks on this entry's number
     action: str                     # what the appellant asked: withdraw | recategorize
     category: str                   # the category asked for (recategorize only)
-    reason: str
     filed_at: int
     status: str                     # final status: pending | upheld | rejected | withdrawn
     closed_at: int | None = None    # when decided or withdrawn
     closed_by: bytes = b""          # the decision's (or withdrawal's) record id
-    closed_reason: str = ""
 
     def status_at(self, at_ms: int) -> str | None:
         """None before it was filed; pending until it was closed."""
@@ -237,7 +236,8 @@ class EntryReassignment:
 
 @dataclass(frozen=True)
 class Protection:
-    """Marks of `category` observed in [since, until) are set aside (protected)."""
+    """Marks of `category` observed before `until` are set aside (protected) from
+    `since`, or from their `observed_at` when later."""
 
     category: str
     since: int
@@ -304,7 +304,6 @@ class AppealState:
     filed_at: int
     decided_at: int | None
     decision_id: bytes
-    reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -315,7 +314,6 @@ class AppealState:
             "filed_at": self.filed_at,
             "decided_at": self.decided_at,
             "decision_id": self.decision_id.hex(),
-            "reason": self.reason,
         }
 
 
@@ -378,8 +376,12 @@ class Entry:
             if s.since <= at_ms
         ]
         for p in self.protections:
-            if p.category == cat and p.since <= m.observed_at < p.until:
-                found.append((m.observed_at, _REASON_ORDER[PROTECTED], PROTECTED, p.decision))
+            # Every mark of the category observed before the protection ends, so a
+            # backdated observed_at can only bring a mark under protection.
+            if p.category == cat and m.observed_at < p.until:
+                since = max(m.observed_at, p.since)
+                if since <= at_ms:
+                    found.append((since, _REASON_ORDER[PROTECTED], PROTECTED, p.decision))
         if at_ms >= m.expires_at:
             found.append((m.expires_at, _REASON_ORDER[EXPIRED], EXPIRED, b""))
         return min(found) if found else None
@@ -429,7 +431,7 @@ class Entry:
             states.append(
                 AppealState(
                     a.id, a.appellant, a.targets, st, a.filed_at,
-                    a.closed_at if closed else None, a.closed_by if closed else b"", a.reason,
+                    a.closed_at if closed else None, a.closed_by if closed else b"",
                 )
             )
         tenure = [r.effective_at for r in self.reassignments if r.effective_at <= at_ms]
@@ -530,12 +532,10 @@ class Entry:
                     "targets": [t.hex() for t in a.targets],
                     "action": a.action,
                     "category": a.category,
-                    "reason": a.reason,
                     "filed_at": a.filed_at,
                     "status": a.status,
                     "closed_at": a.closed_at,
                     "closed_by": a.closed_by.hex(),
-                    "closed_reason": a.closed_reason,
                 }
                 for a in self.appeals
             ],
@@ -660,8 +660,8 @@ _RULE_KEYS = {"high_risk_min_participants", "identity_min_participants",
               "institute_mark_is_high_risk"}
 _MARK_KEYS = {"id", "by", "role", "weight", "category", "score", "reports", "observed_at",
               "expires_at", "issued_at", "seq", "recategorized", "set_aside"}
-_APPEAL_KEYS = {"id", "by", "targets", "action", "category", "reason", "filed_at", "status",
-                "closed_at", "closed_by", "closed_reason"}
+_APPEAL_KEYS = {"id", "by", "targets", "action", "category", "filed_at", "status",
+                "closed_at", "closed_by"}
 
 
 def _entry_from_json(obj: Any) -> Entry:
@@ -720,12 +720,10 @@ def _entry_from_json(obj: Any) -> Entry:
                 targets=tuple(_id(t) for t in _list(a["targets"])),
                 action=_str(a["action"], (WITHDRAW, RECATEGORIZE)),
                 category=_str(a["category"]),
-                reason=_str(a["reason"]),
                 filed_at=_int(a["filed_at"]),
                 status=_str(a["status"], APPEAL_STATUSES),
                 closed_at=closed_at,
                 closed_by=_id(a["closed_by"], empty_ok=True),
-                closed_reason=_str(a["closed_reason"]),
             )
         )
     reassignments = [
@@ -1059,6 +1057,139 @@ def _order(f: _Fact) -> tuple[int, int, bytes]:
     return (f.issued_at, f.seq, f.id)
 
 
+def _keep(limit: int) -> int:
+    """How many marks (and appeals) per participant an entry keeps: the policy's
+    max_marks_per_participant, at least one (a participant's latest always counts)."""
+    return max(1, limit)
+
+
+_F = TypeVar("_F", _MarkFact, _CorrectionFact)
+
+
+def _latest_per_issuer(facts: Iterable[_F], keep: int) -> list[_F]:
+    """Each issuer's `keep` latest facts in issue order (`_order`); the others are
+    dropped. A dropped fact stays dropped: the newer ones stay in the set."""
+    facts = list(facts)
+    if len(facts) <= keep:
+        return facts                # the usual case: nothing to drop
+    by: dict[str, list[_F]] = {}
+    for f in facts:
+        by.setdefault(f.issuer, []).append(f)
+    out: list[_F] = []
+    for fs in by.values():
+        if len(fs) > keep:
+            fs = sorted(fs, key=_order)[-keep:]
+        out.extend(fs)
+    return out
+
+
+_TARGET_MARK, _TARGET_CORRECTION, _TARGET_OTHER = "mark", "correction", "other"
+
+
+def _target_kind(f: _Fact) -> str:
+    if isinstance(f, _MarkFact):
+        return _TARGET_MARK
+    if isinstance(f, _CorrectionFact) and not f.correction.is_decision:
+        return _TARGET_CORRECTION
+    return _TARGET_OTHER
+
+
+def _kept_referrers(
+    kind: str, issuer: str, refs: Iterable[_CorrectionFact], keep: int
+) -> set[bytes]:
+    """The ids of the corrections and decisions naming a target (of `kind`, issued
+    by `issuer`) that an entry can ever depend on; `_build` reads no other. Each
+    left out is dominated for good by ones kept, so forgetting it changes no entry.
+
+    A mark: its issuer's earliest withdrawal and kept recategorizations of it
+    (`_kept_recategorizations`; appeals of it are kept per number, in `appeals_on`). A correction (a
+    possible appeal): per decider its first decision (lowest seq), and its
+    issuer's earliest withdrawal of it. Anything else (a decision or a
+    reassignment): nothing."""
+    out: set[bytes] = set()
+    if kind == _TARGET_MARK:
+        own = sorted(
+            (r for r in refs if r.issuer == issuer and not r.correction.is_decision), key=_order
+        )
+        out.update(
+            f.id
+            for f in _kept_recategorizations(
+                [f for f in own if f.correction.action == RECATEGORIZE], keep
+            )
+        )
+        out.update([f.id for f in own if f.correction.action == WITHDRAW][:1])
+    elif kind == _TARGET_CORRECTION:
+        first: dict[str, _CorrectionFact] = {}
+        pull: _CorrectionFact | None = None
+        for r in refs:
+            if r.correction.is_decision:
+                cur = first.get(r.issuer)
+                if cur is None or (r.seq, r.id) < (cur.seq, cur.id):
+                    first[r.issuer] = r
+            elif (
+                r.issuer == issuer
+                and r.correction.action == WITHDRAW
+                and (pull is None or _order(r) < _order(pull))
+            ):
+                pull = r
+        out.update(f.id for f in first.values())
+        if pull is not None:
+            out.add(pull.id)
+    return out
+
+
+def _kept_recategorizations(
+    recats: Iterable[_CorrectionFact], keep: int
+) -> list[_CorrectionFact]:
+    """The recategorizations of a mark by its issuer that take effect (rule 2a): its
+    `keep` latest in issue order, and of each category the first to it, so the
+    categories a mark held up to any time (what a protection covers) stay known."""
+    ordered = sorted(recats, key=_order)
+    kept = {c.id: c for c in ordered[-keep:]}
+    first: dict[str, _CorrectionFact] = {}
+    for c in ordered:
+        first.setdefault(c.correction.category, c)
+    kept.update((c.id, c) for c in first.values())
+    return sorted(kept.values(), key=_order)
+
+
+def _as_correction(f: _Fact) -> _CorrectionFact:
+    assert isinstance(f, _CorrectionFact)
+    return f
+
+
+def _as_mark(f: _Fact) -> _MarkFact:
+    assert isinstance(f, _MarkFact)
+    return f
+
+
+def _first_decision(a: _CorrectionFact, ix: _Indexes) -> _CorrectionFact | None:
+    """The decision that counts for appeal `a`: the first (lowest seq) by anyone but
+    its appellant (nobody decides their own appeal: the ledger refuses it, the view
+    gives it no effect)."""
+    best: _CorrectionFact | None = None
+    for i in ix.decisions_for.get(a.id, ()):
+        d = _as_correction(ix.facts[i])
+        if d.issuer != a.issuer and (best is None or (d.seq, d.id) < (best.seq, best.id)):
+            best = d
+    return best
+
+
+def _kept_appeals(
+    appeals: Iterable[_CorrectionFact], ix: _Indexes, keep: int
+) -> list[_CorrectionFact]:
+    """The appeals an entry keeps (docs/view.md, rule 2a): every decided one (its
+    appellant cannot push a decision out), and each appellant's `keep` latest."""
+    appeals = list(appeals)
+    if not appeals:
+        return appeals
+    kept = {a.id: a for a in _latest_per_issuer(appeals, keep)}
+    for a in appeals:
+        if a.id not in kept and _first_decision(a, ix) is not None:
+            kept[a.id] = a
+    return list(kept.values())
+
+
 @dataclass
 class _Indexes:
     facts: dict[bytes, _Fact] = field(default_factory=dict)
@@ -1066,6 +1197,7 @@ class _Indexes:
     reassignments_on: dict[str, set[bytes]] = field(default_factory=dict)
     by_target: dict[bytes, set[bytes]] = field(default_factory=dict)      # corrections
     decisions_for: dict[bytes, set[bytes]] = field(default_factory=dict)  # appeal -> decisions
+    appeals_on: dict[str, set[bytes]] = field(default_factory=dict)       # number -> appeals
 
 
 # ---- the store-backed view's families (ledger/store.py; docs/view.md, "Persistence")
@@ -1078,10 +1210,11 @@ class _Indexes:
 #   viewmeta        b"config" | b"vector" | b"count" | b"ignored"
 #
 # viewix kinds and bodies: W waiting (unknown, but named by a correction or a
-# decision), I ignored, M mark (its number), R reassignment (its number), C
-# correction and D decision (the fact as JSON). Flag bit 0: viewref holds
-# referrers of this id. A mark's and a reassignment's facts are read back from
-# the stored entry of its number, which carries all of them.
+# decision), I ignored, M mark (its number, a newline, its fact as JSON), R
+# reassignment (its number), C correction and D decision (the fact as JSON).
+# Flag bit 0: viewref holds referrers of this id. The marks and reassignments an
+# entry keeps are read back from the stored entry of its number; a mark it
+# dropped, from its viewix body when an appeal brings it back.
 
 _WAITING, _IGNORED, _MARK, _REASSIGNMENT, _CORRECTION, _DECISION = (
     b"W", b"I", b"M", b"R", b"C", b"D"
@@ -1103,6 +1236,31 @@ def _correction_body(f: _CorrectionFact) -> bytes:
     ).encode("ascii")
 
 
+def _mark_body(f: _MarkFact) -> bytes:
+    """A mark's viewix body: its number, a newline, then its fact, read back when an
+    appeal keeps a mark its entry had dropped (rule 2a)."""
+    fact = [f.issuer, f.seq, f.issued_at, f.category, f.score, f.reports, f.observed_at,
+            f.expires_at]
+    return f.number.encode("utf-8") + b"\n" + _COMPACT.encode(fact).encode("ascii")
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+
+def _mark_from_body(rid: bytes, body: bytes) -> _MarkFact:
+    try:
+        number, nl, raw = body.partition(b"\n")
+        if not nl:
+            raise ValueError("no fact after the number")
+        issuer, seq, issued_at, category, score, reports, observed_at, expires_at = json.loads(
+            raw
+        )
+        return _MarkFact(rid, issuer, seq, issued_at, number.decode("utf-8"), category, score,
+                         reports, observed_at, expires_at)
+    except (ValueError, TypeError) as e:
+        raise StorageFailure(f"view index of mark {rid.hex()} does not parse: {e}") from e
+
+
 def _correction_from_body(rid: bytes, body: bytes) -> _CorrectionFact:
     try:
         issuer, seq, issued_at, targets, action, category, reason, appeal, outcome = json.loads(
@@ -1119,8 +1277,11 @@ def _correction_from_body(rid: bytes, body: bytes) -> _CorrectionFact:
         raise StorageFailure(f"view index of record {rid.hex()} does not parse: {e}") from e
 
 
-def _facts_of_entry(number: str, raw: bytes) -> tuple[list[_MarkFact], list[_ReassignmentFact]]:
-    """The mark and reassignment facts a stored entry carries (it carries all of them)."""
+def _facts_of_entry(
+    number: str, raw: bytes
+) -> tuple[list[_MarkFact], list[_ReassignmentFact], list[bytes]]:
+    """The mark and reassignment facts a stored entry carries (all those it keeps),
+    and the ids of the appeals it keeps."""
     try:
         obj = json.loads(raw)
         marks = [
@@ -1134,9 +1295,10 @@ def _facts_of_entry(number: str, raw: bytes) -> tuple[list[_MarkFact], list[_Rea
             _ReassignmentFact(bytes.fromhex(r["id"]), r["by"], 0, 0, number, r["effective_at"])
             for r in obj["reassignments"]
         ]
+        appeals = [bytes.fromhex(a["id"]) for a in obj["appeals"]]
     except (ValueError, TypeError, KeyError) as e:
         raise StorageFailure(f"stored view entry of {number} does not parse: {e}") from e
-    return marks, reassigns
+    return marks, reassigns, appeals
 
 
 def _bucket_hash_raw(members: Mapping[bytes, bytes]) -> bytes:
@@ -1157,8 +1319,11 @@ class _StoredApply:
         self.stored: dict[bytes, bytes | None] = {}   # record id -> viewix value in the store
         self.dirty: set[bytes] = set()
         self.new_refs: dict[bytes, list[bytes]] = {}
+        self.dropped_refs: set[bytes] = set()           # viewref keys to delete
         self.on: dict[str, list[_MarkFact | _ReassignmentFact]] = {}
         self.corrections: dict[bytes, _CorrectionFact] = {}
+        self.fresh: list[_CorrectionFact] = []          # corrections and decisions applied now
+        self.appeals_on: dict[str, set[bytes]] = {}     # number -> appeals reaching it now
 
     def fetch(self, ids: Iterable[bytes]) -> None:
         want = list(dict.fromkeys(i for i in ids if i not in self.ix))
@@ -1188,7 +1353,28 @@ class _StoredApply:
         out = list(self.new_refs.get(target, ()))
         old = self.stored[target]
         if old is not None and old[1] & _HAS_REFS:
-            out.extend(k[32:] for k, _ in self.store.items("viewref", target, target + _REF_END))
+            out.extend(
+                k[32:]
+                for k, _ in self.store.items("viewref", target, target + _REF_END)
+                if k not in self.dropped_refs
+            )
+        return out
+
+    def drop_ref(self, target: bytes, referrer: bytes) -> None:
+        """Forget that `referrer` names `target` (it is dominated; see _kept_referrers)."""
+        new = self.new_refs.get(target)
+        if new is not None and referrer in new:
+            new.remove(referrer)
+        else:
+            self.dropped_refs.add(target + referrer)
+
+    def referrer_facts(self, target: bytes) -> list[_CorrectionFact]:
+        out = []
+        for rid in self.referrers(target):
+            f = self.correction(rid)
+            if f is None:
+                raise StorageFailure(f"view referrer {rid.hex()} is not indexed")
+            out.append(f)
         return out
 
     def correction(self, rid: bytes) -> _CorrectionFact | None:
@@ -1205,8 +1391,14 @@ class _StoredApply:
         for t in c.targets:
             v = self.get(t)
             if v is not None and v[:1] == _MARK:
-                out.add(v[2:].decode("utf-8"))
+                out.add(v[2:].partition(b"\n")[0].decode("utf-8"))
         return out
+
+    def mark_fact(self, rid: bytes) -> _MarkFact | None:
+        v = self.get(rid)
+        if v is None or v[:1] != _MARK:
+            return None
+        return _mark_from_body(rid, v[2:])
 
 
 class _StoredEntries(Mapping[str, Entry]):
@@ -1478,7 +1670,9 @@ class NationalView:
                     "v": ENTRY_VERSION,
                     "bits": self.bucket_bits,
                     "policy": [p.default_expiry_ms, p.protection_ms, p.high_risk_min_participants,
-                               p.identity_min_participants, p.institute_mark_is_high_risk],
+                               p.identity_min_participants, p.institute_mark_is_high_risk,
+                               p.max_expiry_ms, p.reassignment_window_ms, p.clock_skew_ms,
+                               p.max_marks_per_participant],
                     "participants": sorted([x.id, x.role, x.weight] for x in c.participants),
                     "taxonomy": sorted([x.id, x.rank, x.risk] for x in c.taxonomy),
                     "ranges": sorted([k, sorted(v)] for k, v in c.number_ranges.items()),
@@ -1532,9 +1726,12 @@ class NationalView:
             if fact is None:
                 w.put(rec.id, _IGNORED + flags)
                 ignored += 1
-            elif isinstance(fact, _MarkFact | _ReassignmentFact):
-                kind = _MARK if isinstance(fact, _MarkFact) else _REASSIGNMENT
-                w.put(rec.id, kind + flags + fact.number.encode("utf-8"))
+            elif isinstance(fact, _MarkFact):
+                w.put(rec.id, _MARK + flags + _mark_body(fact))
+                w.on.setdefault(fact.number, []).append(fact)
+                touched.add(fact.number)
+            elif isinstance(fact, _ReassignmentFact):
+                w.put(rec.id, _REASSIGNMENT + flags + fact.number.encode("utf-8"))
                 w.on.setdefault(fact.number, []).append(fact)
                 touched.add(fact.number)
             else:
@@ -1542,30 +1739,33 @@ class NationalView:
                 kind = _DECISION if c.is_decision else _CORRECTION
                 w.put(rec.id, kind + flags + _correction_body(fact))
                 w.corrections[rec.id] = fact
+                w.fresh.append(fact)
                 for t in (c.appeal_id,) if c.is_decision else c.targets:
                     w.add_ref(t, rec.id)
                 touched |= self._stored_numbers_of(fact, w)
+        self._reach_stored(w)
+        self._forget_stored_referrers(w)
 
         numbers = sorted(touched)
         olds = st.get_many("view", [n.encode("utf-8") for n in numbers])
-        known: dict[str, tuple[list[_MarkFact], list[_ReassignmentFact]]] = {}
+        known: dict[str, tuple[list[_MarkFact], list[_ReassignmentFact], list[bytes]]] = {}
         for n, old in zip(numbers, olds, strict=True):
             if old is not None:
                 known[n] = _facts_of_entry(n, old)
-        w.fetch(m.id for marks, _ in known.values() for m in marks)   # their referrer flags
+        w.fetch(m.id for marks, _, _ in known.values() for m in marks)   # their referrer flags
 
         batch = st.batch()
         count = self._count
         changed: set[str] = set()
         by_bucket: dict[int, dict[bytes, bytes | None]] = {}
         for n, old in zip(numbers, olds, strict=True):
-            marks, reassigns = known.get(n, ([], []))
+            marks, reassigns, appeals = known.get(n, ([], [], []))
             for f in w.on.get(n, ()):
                 if isinstance(f, _MarkFact):
                     marks.append(f)
                 else:
                     reassigns.append(f)
-            new = self._build(n, self._stored_indexes(n, marks, reassigns, w))
+            new = self._build(n, self._stored_indexes(n, marks, reassigns, appeals, w))
             if new is None and old is None:
                 continue
             if new is not None and old is not None and new.hash == entry_hash(old):
@@ -1605,6 +1805,8 @@ class NationalView:
         for target, refs in w.new_refs.items():
             for r in refs:
                 batch.put("viewref", target + r, b"")
+        for key in w.dropped_refs:
+            batch.delete("viewref", key)
         if vector != self._vector:
             batch.put("viewmeta", b"vector", _encode_vector(vector))
         if count != self._count:
@@ -1633,54 +1835,119 @@ class NationalView:
                 out |= w.mark_numbers(target.correction)
         return out
 
+    def _reach_stored(self, w: _StoredApply) -> None:
+        """`_reach` for the store: the appeals that reach a number in this apply
+        (new ones, ones a new decision decided, ones that waited for a new mark)
+        become candidates there; the entry's kept appeals are the others."""
+        for f in w.fresh:
+            a: _CorrectionFact | None = f
+            if f.correction.is_decision:
+                a = w.correction(f.correction.appeal_id)
+            if a is None or a.correction.is_decision:
+                continue
+            for t in a.correction.targets:
+                m = w.mark_fact(t)
+                if m is not None and m.issuer != a.issuer:
+                    w.appeals_on.setdefault(m.number, set()).add(a.id)
+        for number, facts in w.on.items():
+            for m in facts:
+                if isinstance(m, _MarkFact):
+                    for r in w.referrer_facts(m.id):
+                        if not r.correction.is_decision and r.issuer != m.issuer:
+                            w.appeals_on.setdefault(number, set()).add(r.id)
+
+    def _forget_stored_referrers(self, w: _StoredApply) -> None:
+        """`_forget_referrers` for the store: of each known target that gained
+        referrers, or arrived with some, drop the referrers no entry depends on."""
+        keep = _keep(self.consortium.policy.max_marks_per_participant)
+        targets = set(w.new_refs)
+        targets.update(rid for rid in w.dirty if (v := w.ix[rid]) is not None and v[1] & _HAS_REFS)
+        for t in sorted(targets):
+            v = w.get(t)
+            if v is None or v[:1] in (_WAITING, _IGNORED):
+                continue                        # unknown yet: `waiting` lists them all
+            issuer = ""
+            if v[:1] == _MARK:
+                m = w.mark_fact(t)
+                assert m is not None
+                kind, issuer = _TARGET_MARK, m.issuer
+            elif v[:1] == _CORRECTION:
+                f = w.correction(t)
+                assert f is not None
+                kind, issuer = _TARGET_CORRECTION, f.issuer
+            else:
+                kind = _TARGET_OTHER
+            refs = w.referrer_facts(t)
+            kept = _kept_referrers(kind, issuer, refs, keep)
+            for r in refs:
+                if r.id not in kept:
+                    w.drop_ref(t, r.id)
+
     def _stored_indexes(
         self,
         number: str,
         marks: list[_MarkFact],
         reassigns: list[_ReassignmentFact],
+        appeals: list[bytes],
         w: _StoredApply,
     ) -> _Indexes:
         """The part of the in-memory indexes that `_build(number)` reads: the
-        number's marks and reassignments, the corrections and decisions naming
-        its marks, and those naming the corrections that name its marks."""
+        number's marks (those its entry held, and new ones) and reassignments,
+        its candidate appeals (those its entry kept, and those reaching it now)
+        with their decisions and withdrawals, and the marks and self-corrections
+        of the marks the entry keeps. Every read is bounded by what the entry
+        keeps plus what this apply brings."""
+        keep = _keep(self.consortium.policy.max_marks_per_participant)
         ix = _Indexes()
         facts = ix.facts
-        if marks:
-            ix.marks_on[number] = {m.id for m in marks}
+        candidates = list(dict.fromkeys([*appeals, *sorted(w.appeals_on.get(number, ()))]))
+        found: list[_CorrectionFact] = []
+        for aid in candidates:
+            a = w.correction(aid)
+            if a is None:
+                raise StorageFailure(f"view appeal {aid.hex()} is not indexed")
+            facts[aid] = a
+            found.append(a)
+            for r in w.referrer_facts(aid):
+                facts[r.id] = r
+                table = ix.decisions_for if r.correction.is_decision else ix.by_target
+                table.setdefault(aid, set()).add(r.id)
+        if candidates:
+            ix.appeals_on[number] = set(candidates)
+        by_id = {m.id: m for m in marks}
+        kept = {m.id: m for m in _latest_per_issuer(marks, keep)}
+        for a in _kept_appeals(found, ix, keep):
+            for t in a.correction.targets:
+                if t not in kept:
+                    m = by_id.get(t) or w.mark_fact(t)
+                    if m is not None and m.number == number and m.issuer != a.issuer:
+                        kept[t] = m
+        if kept:
+            ix.marks_on[number] = set(kept)
         if reassigns:
             ix.reassignments_on[number] = {r.id for r in reassigns}
         facts.update((r.id, r) for r in reassigns)
-        level: list[bytes] = []
-        for m in marks:
+        for m in kept.values():
             facts[m.id] = m
-            level.append(m.id)
-        for depth in (0, 1):
-            below: list[bytes] = []
-            for target in level:
-                for rid in w.referrers(target):
-                    f = w.correction(rid)
-                    if f is None:
-                        raise StorageFailure(f"view referrer {rid.hex()} is not indexed")
-                    facts[rid] = f
-                    if f.correction.is_decision:
-                        ix.decisions_for.setdefault(target, set()).add(rid)
-                    else:
-                        ix.by_target.setdefault(target, set()).add(rid)
-                        if depth == 0:
-                            below.append(rid)
-            level = list(dict.fromkeys(below))
+            for r in w.referrer_facts(m.id):
+                if r.issuer == m.issuer and not r.correction.is_decision:
+                    facts[r.id] = r
+                    ix.by_target.setdefault(m.id, set()).add(r.id)
         return ix
 
     # ------------------------------------------------------------ internals
     def _fact(self, rec: Record) -> _Fact | None:
         """The record as resolution uses it, or None when resolution ignores it
         (what the ledger would refuse in context: unknown issuer or category,
-        a decision not by the institute, a reassignment not by the holder)."""
+        a decision not by the institute, a reassignment not by the holder, a
+        mark or reassignment whose own times break `ledger.rules`)."""
         cons = self.consortium
         p = cons.participant(rec.issuer)
         if p is None:
             return None
         pay = rec.payload
+        if time_violation(rec.issued_at_ms, pay, cons.policy) is not None:
+            return None           # its own times break a bound (ledger/rules.py)
         if isinstance(pay, Mark):
             if pay.category not in cons.categories:
                 return None
@@ -1707,14 +1974,64 @@ class NationalView:
         ix = self._ix
         ix.facts[f.id] = f
         if isinstance(f, _MarkFact):
-            ix.marks_on.setdefault(f.number, set()).add(f.id)
+            on = ix.marks_on.setdefault(f.number, set())
+            on.add(f.id)
+            # Keep the index as bounded as the entry: drop the issuer's oldest beyond the cap.
+            mine = [m for m in (ix.facts[i] for i in on) if m.issuer == f.issuer]
+            if len(mine) > _keep(self.consortium.policy.max_marks_per_participant):
+                on.discard(min(mine, key=_order).id)
+            for cid in ix.by_target.get(f.id, ()):     # appeals that waited for it
+                self._reach(_as_correction(ix.facts[cid]))
         elif isinstance(f, _ReassignmentFact):
             ix.reassignments_on.setdefault(f.number, set()).add(f.id)
         elif f.correction.is_decision:
             ix.decisions_for.setdefault(f.correction.appeal_id, set()).add(f.id)
+            appeal = ix.facts.get(f.correction.appeal_id)
+            if isinstance(appeal, _CorrectionFact) and not appeal.correction.is_decision:
+                self._reach(appeal)                    # decided: kept again (rule 2a)
+            self._forget_referrers(f.correction.appeal_id)
         else:
             for t in f.correction.targets:
                 ix.by_target.setdefault(t, set()).add(f.id)
+            self._reach(f)
+            for t in f.correction.targets:
+                self._forget_referrers(t)
+        self._forget_referrers(f.id)          # it may arrive after what names it
+
+    def _reach(self, a: _CorrectionFact) -> None:
+        """Add `a` to the appeals of each number where it appeals a known mark (one
+        of another issuer), keeping there only what `_kept_appeals` keeps."""
+        ix = self._ix
+        keep = _keep(self.consortium.policy.max_marks_per_participant)
+        for t in a.correction.targets:
+            m = ix.facts.get(t)
+            if not isinstance(m, _MarkFact) or m.issuer == a.issuer:
+                continue
+            on = ix.appeals_on.setdefault(m.number, set())
+            if a.id in on:
+                continue
+            on.add(a.id)
+            kept = _kept_appeals((_as_correction(ix.facts[i]) for i in on), ix, keep)
+            ix.appeals_on[m.number] = {k.id for k in kept}
+
+    def _forget_referrers(self, target: bytes) -> None:
+        """Drop from the in-memory index the referrers of a known `target` that no
+        entry can depend on (`_kept_referrers`), so reading them stays bounded."""
+        ix = self._ix
+        t = ix.facts.get(target)
+        if t is None or (target not in ix.by_target and target not in ix.decisions_for):
+            return
+        refs = ix.by_target.get(target, set()) | ix.decisions_for.get(target, set())
+        kept = _kept_referrers(
+            _target_kind(t), t.issuer, (_as_correction(ix.facts[r]) for r in refs),
+            _keep(self.consortium.policy.max_marks_per_participant),
+        )
+        for table in (ix.by_target, ix.decisions_for):
+            ids = table.get(target)
+            if ids is not None:
+                ids &= kept
+                if not ids:
+                    del table[target]
 
     def _mark_numbers(self, c: Correction) -> set[str]:
         out = set()
@@ -1745,10 +2062,26 @@ class NationalView:
         """The entry of `number` from the facts `ix` holds about it."""
         facts = ix.facts
         policy = self.consortium.policy
-        marks = sorted(
-            (facts[i] for i in ix.marks_on.get(number, ())),
-            key=lambda m: (m.observed_at, m.id),
+        keep = _keep(policy.max_marks_per_participant)
+        # The appeals kept (rule 2a), then the marks: each participant's latest
+        # `keep`, and every mark a kept appeal targets (so no flood drops those).
+        kept_appeals = _kept_appeals(
+            (_as_correction(facts[i]) for i in ix.appeals_on.get(number, ())), ix, keep
         )
+        kept_marks: dict[bytes, _MarkFact] = {
+            m.id: m
+            for m in _latest_per_issuer(
+                (_as_mark(facts[i]) for i in ix.marks_on.get(number, ())), keep
+            )
+        }
+        appeal_targets: dict[bytes, list[bytes]] = {}
+        for a in kept_appeals:
+            for t in dict.fromkeys(a.correction.targets):
+                m = facts.get(t)
+                if isinstance(m, _MarkFact) and m.number == number and m.issuer != a.issuer:
+                    kept_marks[t] = m
+                    appeal_targets.setdefault(a.id, []).append(t)
+        marks = sorted(kept_marks.values(), key=lambda m: (m.observed_at, m.id))
         reassigns = sorted(
             (facts[i] for i in ix.reassignments_on.get(number, ())),
             key=lambda r: (r.effective_at, r.id),
@@ -1758,21 +2091,21 @@ class NationalView:
         by_id = {m.id: m for m in marks}
         recats: dict[bytes, list[Recategorization]] = {m.id: [] for m in marks}
         spans: dict[bytes, list[SetAsideSpan]] = {m.id: [] for m in marks}
-        appeal_targets: dict[bytes, list[bytes]] = {}
 
         for m in marks:
             withdrawals = []
+            own_recats = []
             for cid in ix.by_target.get(m.id, ()):
                 c = facts[cid]
                 assert isinstance(c, _CorrectionFact)
                 if c.issuer != m.issuer:
-                    appeal_targets.setdefault(c.id, []).append(m.id)
-                elif c.correction.action == WITHDRAW:
+                    continue                # an appeal: taken from appeals_on above
+                if c.correction.action == WITHDRAW:
                     withdrawals.append(c)
                 else:
-                    recats[m.id].append(
-                        Recategorization(c.issued_at, c.correction.category, c.id)
-                    )
+                    own_recats.append(c)
+            for c in _kept_recategorizations(own_recats, keep):
+                recats[m.id].append(Recategorization(c.issued_at, c.correction.category, c.id))
             if withdrawals:
                 w = min(withdrawals, key=_order)
                 spans[m.id].append(SetAsideSpan(w.issued_at, WITHDRAWN, w.id))
@@ -1781,38 +2114,37 @@ class NationalView:
                 spans[m.id].append(SetAsideSpan(later[0].effective_at, REASSIGNED, later[0].id))
             recats[m.id].sort(key=lambda r: (r.at, r.ref))
 
-        def category_at(mid: bytes, at: int) -> str:
-            cat = by_id[mid].category
-            for r in recats[mid]:
-                if r.at <= at:
-                    cat = r.category
-            return cat
+        def categories_until(mid: bytes, at: int) -> set[str]:
+            # As marked, and every kept recategorization dated up to `at`: a later
+            # (or backdated) recategorization can only add a category, never hide one.
+            return {by_id[mid].category} | {r.category for r in recats[mid] if r.at <= at}
 
         appeals: list[Appeal] = []
         protections: set[Protection] = set()
-        for aid, targets in appeal_targets.items():
-            a = facts[aid]
-            assert isinstance(a, _CorrectionFact)
+        for a in kept_appeals:
+            aid, targets = a.id, appeal_targets.get(a.id, [])
+            if not targets:
+                continue                    # it reaches this number through no known mark
             targets.sort()
-            decisions = [facts[d] for d in ix.decisions_for.get(aid, ())]
-            decision = min(decisions, key=lambda d: (d.seq, d.id)) if decisions else None
+            decision = _first_decision(a, ix)
             pulled = [
-                facts[w]
-                for w in ix.by_target.get(aid, ())
-                if facts[w].issuer == a.issuer and facts[w].correction.action == WITHDRAW
+                w for w in map(_as_correction, (facts[i] for i in ix.by_target.get(aid, ())))
+                if w.issuer == a.issuer and w.correction.action == WITHDRAW
             ]
             pull = min(pulled, key=_order) if pulled else None
-            status, closed_at, closed_by, closed_reason = PENDING, None, b"", ""
-            if pull is not None and (decision is None or pull.issued_at < decision.issued_at):
-                status, closed = APPEAL_WITHDRAWN, pull
-            elif decision is not None:
+            status: str = PENDING
+            closed_at: int | None = None
+            closed_by = b""
+            closed: _CorrectionFact | None = None
+            # A decision, once in the set, is final: no withdrawal undoes it, whatever
+            # issued_at its appellant wrote on the withdrawal.
+            if decision is not None:
                 status = UPHELD if decision.correction.outcome == UPHOLD else REJECTED
                 closed = decision
-            else:
-                closed = None
+            elif pull is not None:
+                status, closed = APPEAL_WITHDRAWN, pull
             if closed is not None:
                 closed_at, closed_by = closed.issued_at, closed.id
-                closed_reason = closed.correction.reason
             if status == UPHELD:
                 assert closed_at is not None
                 end = closed_at + policy.protection_ms
@@ -1824,8 +2156,9 @@ class NationalView:
                 for t in targets:
                     spans[t].append(SetAsideSpan(closed_at, APPEAL_UPHELD, aid))
                     if end > closed_at:
-                        protections.add(
-                            Protection(category_at(t, closed_at), closed_at, end, closed_by)
+                        protections.update(
+                            Protection(cat, closed_at, end, closed_by)
+                            for cat in categories_until(t, closed_at)
                         )
             appeals.append(
                 Appeal(
@@ -1834,12 +2167,10 @@ class NationalView:
                     targets=tuple(targets),
                     action=a.correction.action,
                     category=a.correction.category,
-                    reason=a.correction.reason,
                     filed_at=a.issued_at,
                     status=status,
                     closed_at=closed_at,
                     closed_by=closed_by,
-                    closed_reason=closed_reason,
                 )
             )
         appeals.sort(key=lambda x: (x.filed_at, x.id))

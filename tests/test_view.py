@@ -280,17 +280,38 @@ def s_appeal_withdrawn() -> tuple[Book, list[Check]]:
     b = Book()
     b.mark("i1", "internet-1", N1, "fraud", T)
     b.appeal("a", "carrier-1", ["i1"], T + D)
-    b.withdraw("pull", "carrier-1", ["a"], T + 2 * D)
-    b.decide("d", "a", UPHOLD, T + 3 * D)          # too late: the appeal was withdrawn
+    b.withdraw("pull", "carrier-1", ["a"], T + 2 * D)   # never decided: withdrawn
     b.mark("i3", "internet-1", N3, "fraud", T)
     b.appeal("a3", "carrier-2", ["i3"], T + D)
     b.decide("d3", "a3", UPHOLD, T + 2 * D)
     b.withdraw("pull3", "carrier-2", ["a3"], T + 3 * D)   # too late: already decided
     b.withdraw("other", "carrier-1", ["a3"], T + D)       # not the appellant's: ignored
     return b, [
+        (N1, T + 2 * D - 1, {"category": "fraud", "appeal": "pending"}),
         (N1, T + 4 * D, {"category": "fraud", "markers": {"i1"}, "appeal": "withdrawn"}),
         (N3, T + 4 * D, {"category": None, "aside": {"i3": "appeal upheld"},
                          "appeal": "upheld"}),
+    ]
+
+
+def s_backdated_withdrawal() -> tuple[Book, list[Check]]:
+    """A withdrawal dated before the decision does not undo it: once a decision
+    is in the set, the appellant's withdrawal has no effect (main let it win)."""
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.appeal("a", "carrier-1", ["i1"], T + D)
+    b.decide("d", "a", UPHOLD, T + 3 * D)
+    b.withdraw("pull", "carrier-1", ["a"], T + 2 * D)   # issued after "d", dated before it
+    # the same on a rejected appeal: the appellant cannot turn "rejected" into "withdrawn"
+    b.mark("c3", "carrier-2", N3, "fraud", T)
+    b.appeal("a3", "internet-1", ["c3"], T + D)
+    b.decide("d3", "a3", REJECT, T + 3 * D)
+    b.withdraw("pull3", "internet-1", ["a3"], T + 2 * D)
+    return b, [
+        (N1, T + 2 * D, {"category": "fraud", "appeal": "pending", "appeals": {"a": "pending"}}),
+        (N1, T + 4 * D, {"category": None, "markers": set(), "aside": {"i1": "appeal upheld"},
+                         "appeal": "upheld", "appeals": {"a": "upheld"}}),
+        (N3, T + 4 * D, {"category": "fraud", "markers": {"c3"}, "appeal": "rejected"}),
     ]
 
 
@@ -308,6 +329,79 @@ def s_protection() -> tuple[Book, list[Check]]:
                            "aside": {"i1": "appeal upheld", "c2": "protected"}}),
         (N1, dec + P + 2 * D, {"category": "fraud", "risk": "high", "markers": {"i2", "i1b"},
                                "aside": {"i1": "appeal upheld", "c2": "protected"}}),
+    ]
+
+
+def s_backdated_under_protection() -> tuple[Book, list[Check]]:
+    """Marks of the protected category issued after the decision but dated just
+    before it are protected too (main let them escape: its window started at
+    the decision)."""
+    b = Book()
+    dec = T + 2 * D
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.appeal("a", "carrier-1", ["i1"], T + D)
+    b.decide("d", "a", UPHOLD, dec)
+    b.mark("early", "carrier-2", N1, "fraud", dec - 1)                    # issued and observed
+    b.mark("seen", "internet-2", N1, "fraud", dec + D, observed=dec - 1)  # observed only
+    b.mark("other", "carrier-1", N1, "harassment", dec - 1)              # another category
+    return b, [
+        # before the decision, what was known then still counts
+        (N1, dec - 1, {"category": "fraud", "markers": {"i1", "early", "seen", "other"}}),
+        (N1, dec, {"category": "harassment", "markers": {"other"}, "aside": {
+            "i1": "appeal upheld", "early": "protected", "seen": "protected"}}),
+        (N1, dec + P + D, {"category": "harassment", "markers": {"other"}, "aside": {
+            "i1": "appeal upheld", "early": "protected", "seen": "protected"}}),
+    ]
+
+
+def s_own_appeal_decided() -> tuple[Book, list[Check]]:
+    """The institute appeals another's mark and decides its own appeal: the
+    decision is ignored and the appeal stays pending (main upheld it)."""
+    b = Book()
+    b.mark("c1", "carrier-1", N1, "fraud", T)
+    b.appeal("a", "institute", ["c1"], T + D)
+    b.decide("d", "a", UPHOLD, T + 2 * D)
+    return b, [
+        (N1, T + 3 * D, {"category": "fraud", "markers": {"c1"}, "aside": {},
+                         "appeal": "pending", "appeals": {"a": "pending"}}),
+    ]
+
+
+def s_mark_dated_into_new_tenure() -> tuple[Book, list[Check]]:
+    """A mark issued before a reassignment but claiming an observation just after
+    it is ignored (observed_at after issued_at), so it never counts in the new
+    tenure (main counted it there)."""
+    b = Book()
+    x = T + 10 * D
+    b.mark("old", "internet-1", N1, "fraud", T)
+    b.mark("carried", "internet-2", N1, "fraud", x - D, observed=x + 1)
+    b.mark("honest", "carrier-2", N1, "marketing", x - D)
+    b.reassign("x", "carrier-1", N1, x, x)
+    b.mark("new", "carrier-2", N1, "delivery", x + D)
+    return b, [
+        (N1, x - 1, {"markers": {"old", "honest"}, "aside": {}}),
+        (N1, x + 2, {"category": None, "markers": set(), "tenure": x,
+                     "aside": {"old": "reassigned", "honest": "reassigned"}}),
+        (N1, x + 2 * D, {"category": "delivery", "markers": {"new"}, "tenure": x}),
+    ]
+
+
+def s_out_of_time_bounds() -> tuple[Book, list[Check]]:
+    """Reassignments dated beyond the policy's window (or in the future) and marks
+    expiring beyond max_expiry_ms are ignored (main applied them)."""
+    b = Book()
+    b.mark("m", "internet-1", N1, "fraud", T)
+    b.reassign("far-back", "carrier-1", N1, T + D, T + 100 * D)      # 99 days back > 30
+    b.reassign("future", "carrier-1", N1, T + 150 * D, T + 101 * D)  # 49 days ahead
+    b.reassign("ok", "carrier-1", N1, T + 160 * D, T + 170 * D)      # 10 days back
+    b.mark("long", "carrier-2", N3, "fraud", T, expires=T + 400 * D)   # > 365 days
+    b.mark("year", "internet-2", N3, "marketing", T, expires=T + 365 * D)
+    return b, [
+        (N1, T + 120 * D, {"category": "fraud", "markers": {"m"}, "tenure": None}),
+        (N1, T + 155 * D, {"category": "fraud", "markers": {"m"}, "tenure": None}),
+        (N1, T + 165 * D, {"category": None, "aside": {"m": "reassigned"},
+                           "tenure": T + 160 * D}),
+        (N3, T + D, {"category": "marketing", "markers": {"year"}, "aside": {}}),
     ]
 
 
@@ -380,8 +474,13 @@ SCENARIOS: dict[str, Callable[[], tuple[Book, list[Check]]]] = {
     "appeal rejected": s_appeal_rejected,
     "second appeal on one mark": s_second_appeal,
     "appeal withdrawn": s_appeal_withdrawn,
+    "backdated withdrawal after a decision": s_backdated_withdrawal,
     "protection after upheld appeal": s_protection,
     "reassignment before and after marks": s_reassignment,
+    "mark backdated before a decision is protected": s_backdated_under_protection,
+    "institute deciding its own appeal": s_own_appeal_decided,
+    "observed_at just after a reassignment": s_mark_dated_into_new_tenure,
+    "reassignment and expiry out of time bounds": s_out_of_time_bounds,
     "expiry at an explicit time": s_expiry,
     "identity labels vs risk": s_identity_vs_risk,
 }
@@ -418,6 +517,110 @@ def test_institute_flag_off_needs_two_participants() -> None:
     book.mark("f", "institute", N1, "fraud", T)
     view = resolve(book.records, consortium(institute_mark_is_high_risk=False))
     assert view.lookup(N1, T).risk == "medium"
+
+
+def test_records_out_of_time_bounds_are_ignored() -> None:
+    """Each record whose own times break ledger.rules is counted in `ignored`
+    and appears in no entry (main applied them)."""
+    book, _ = s_out_of_time_bounds()
+    view = resolve(book.records, CONS)
+    assert view.ignored == 3
+    assert [r.id for r in view.entry(N1).reassignments] == [book.id("ok")]
+    assert [m.id for m in view.entry(N3).marks] == [book.id("year")]
+    book, _ = s_mark_dated_into_new_tenure()
+    view = resolve(book.records, CONS)
+    assert view.ignored == 1
+    assert book.id("carried") not in {m.id for m in view.entry(N1).marks}
+
+
+def test_only_the_latest_marks_appeals_and_recategorizations_are_kept() -> None:
+    """With max_marks_per_participant = 2: a participant's third mark on a number
+    drops its first for good (a withdrawal of a newer one does not bring it
+    back), an appellant's third pending appeal drops its first, and a mark keeps
+    its two latest recategorizations and the first to each category. Neither a
+    marker's flood nor the appellant's later appeals push out a decided appeal,
+    its marks or its protection. Main kept every mark, appeal and
+    recategorization."""
+    cons = consortium(max_marks_per_participant=2)
+    b = Book()
+    b.mark("m1", "carrier-1", N1, "fraud", T)
+    b.mark("m2", "carrier-1", N1, "harassment", T + D)
+    b.mark("m3", "carrier-1", N1, "marketing", T + 2 * D)
+    b.mark("i", "internet-1", N1, "delivery", T)
+    b.appeal("a1", "internet-1", ["m2"], T + D + 1)
+    b.appeal("a2", "internet-1", ["m2"], T + D + 2)
+    b.appeal("a3", "internet-1", ["m2"], T + D + 3)
+    b.withdraw("w3", "carrier-1", ["m3"], T + 3 * D)
+    b.withdraw("w2", "carrier-1", ["m2"], T + 4 * D)
+    b.withdraw("w1", "carrier-1", ["m1"], T + 5 * D)     # of a dropped mark: no effect
+    b.mark("x", "internet-2", N2, "fraud", T)
+    b.appeal("ax", "carrier-1", ["x"], T + D)
+    b.decide("dx", "ax", UPHOLD, T + 2 * D)
+    for k in (2, 3, 4):                                  # the marker floods after losing
+        b.mark(f"x{k}", "internet-2", N2, "fraud", T + (k + 1) * D)
+    b.appeal("p1", "carrier-1", ["x3"], T + 6 * D)      # the appellant appeals on and on
+    b.appeal("p2", "carrier-1", ["x4"], T + 6 * D + 1)
+    b.mark("r", "carrier-2", N3, "fraud", T)
+    for k in range(1, 7):
+        b.recat(f"r{k}", "carrier-2", ["r"], ("harassment", "marketing")[k % 2], T + k * D)
+    view = resolve(b.records, cons)
+    e1 = view.entry(N1)
+    assert {b.label(m.id) for m in e1.marks} == {"m2", "m3", "i"}
+    assert {b.label(a.id) for a in e1.appeals} == {"a2", "a3"}
+    assert b.id("m1").hex().encode() not in e1.encode()
+    expect(view, b, N1, T + 2 * D, {"markers": {"m3", "i"}, "aside": {"m2": "superseded"},
+                                    "appeals": {"a2": "pending", "a3": "pending"}})
+    expect(view, b, N1, T + 3 * D, {"markers": {"m2", "i"}, "aside": {"m3": "withdrawn"}})
+    expect(view, b, N1, T + 6 * D, {"markers": {"i"}, "category": "delivery",
+                                    "aside": {"m2": "withdrawn", "m3": "withdrawn"}})
+    assert {b.label(m.id) for m in view.entry(N2).marks} == {"x", "x3", "x4"}
+    expect(view, b, N2, T + 7 * D, {
+        "category": None, "markers": set(),
+        "aside": {"x": "appeal upheld", "x3": "protected", "x4": "protected"},
+        "appeals": {"ax": "upheld", "p1": "pending", "p2": "pending"}})
+    (r,) = view.entry(N3).marks
+    assert [b.label(x.ref) for x in r.recategorized] == ["r1", "r2", "r5", "r6"]
+    expect(view, b, N3, T + D - 1, {"category": "fraud", "recategorized": set()})
+    expect(view, b, N3, T + D, {"category": "marketing", "recategorized": {"r"}})
+    expect(view, b, N3, T + 3 * D, {"category": "harassment"})      # r3 was dropped
+    expect(view, b, N3, T + 6 * D, {"category": "harassment"})
+    for order in (b.records, b.records[::-1]):          # the same whatever the order
+        one_by_one = NationalView(cons)
+        for rec in order:
+            one_by_one.apply([rec])
+        assert snapshot(one_by_one) == snapshot(view)
+
+
+def test_a_backdated_recategorization_does_not_move_a_protection() -> None:
+    """The protection covers the appealed mark's category as marked and every
+    category it held up to the decision, so a recategorization its marker issues
+    afterwards, dated before the decision, cannot steer the protection away
+    from the category it marks next (main protected only the category at
+    decision time)."""
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.appeal("a", "carrier-1", ["i1"], T + D)
+    b.decide("d", "a", UPHOLD, T + 3 * D)
+    b.recat("r", "internet-1", ["i1"], "marketing", T + 2 * D)   # issued after "d"
+    b.mark("again", "internet-1", N1, "fraud", T + 4 * D)
+    view = resolve(b.records, CONS)
+    assert {p.category for p in view.entry(N1).protections} == {"fraud", "marketing"}
+    expect(view, b, N1, T + 5 * D, {"category": None, "markers": set(),
+                                    "aside": {"i1": "appeal upheld", "again": "protected"}})
+    # nor can later recategorizations push an earlier one out of the protection
+    cons = consortium(max_marks_per_participant=1)
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.recat("r", "internet-1", ["i1"], "marketing", T + D)
+    b.appeal("a", "carrier-1", ["i1"], T + 2 * D)
+    b.decide("d", "a", UPHOLD, T + 3 * D)
+    b.recat("r2", "internet-1", ["i1"], "harassment", T + 4 * D)
+    b.recat("r3", "internet-1", ["i1"], "harassment", T + 5 * D)
+    b.mark("again", "internet-1", N1, "marketing", T + 6 * D)
+    view = resolve(b.records, cons)
+    assert {p.category for p in view.entry(N1).protections} == {"fraud", "marketing"}
+    expect(view, b, N1, T + 7 * D, {"markers": set(), "aside": {
+        "i1": "appeal upheld", "again": "protected"}})
 
 
 def test_protection_ends_at_a_reassignment() -> None:
@@ -609,6 +812,60 @@ def test_generated_scenarios_are_consistent(book: Book, data: st.DataObject) -> 
             assert res.appeal in ("none", "pending", "upheld", "rejected", "withdrawn")
 
 
+@st.composite
+def crowded_books(draw: st.DrawFn) -> Book:
+    """Few marks, many corrections, appeals, withdrawals and decisions aimed at
+    the latest records, so the per-participant caps and forgotten referrers bite."""
+    b = Book()
+    for k in range(draw(st.integers(1, 30))):
+        kind = draw(st.sampled_from(["mark", "mark", "correct", "correct", "correct", "decide",
+                                     "reassign"]))
+        at = T + draw(st.integers(0, 12)) * D
+        label = f"r{k}"
+        recent = list(b.by_label)[-6:]
+        if kind == "mark" or not recent:
+            b.mark(label, draw(st.sampled_from(IDS[:3])), draw(st.sampled_from((N1, N3))),
+                   draw(st.sampled_from(CATS)), at)
+        elif kind == "correct":
+            targets = draw(st.lists(st.sampled_from(recent), min_size=1, max_size=2,
+                                    unique=True))
+            issuer = draw(st.sampled_from(IDS[:3]))
+            if draw(st.booleans()):
+                b.withdraw(label, issuer, targets, at)
+            else:
+                b.recat(label, issuer, targets, draw(st.sampled_from(CATS)), at)
+        elif kind == "decide":
+            b.decide(label, draw(st.sampled_from(recent)),
+                     draw(st.sampled_from([UPHOLD, REJECT])), at)
+        else:
+            b.reassign(label, "carrier-1", N1, at - draw(st.integers(0, 2)) * D, at)
+    return b
+
+
+CAPPED = consortium(max_marks_per_participant=1)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(book=crowded_books(), data=st.data())
+def test_capped_views_are_one_view_and_forgetting_changes_no_entry(
+    book: Book, data: st.DataObject
+) -> None:
+    """Under a cap of one, shuffled, split and one-by-one deliveries give one view,
+    and that view equals one computed without forgetting any referrer."""
+    from unittest import mock
+
+    view = resolve(book.records, CAPPED)
+    order = data.draw(st.permutations(range(len(book.records))))
+    one_by_one = NationalView(CAPPED)
+    for i in order:
+        one_by_one.apply([book.records[i]])
+    assert snapshot(one_by_one) == snapshot(view)
+    with mock.patch("ledger.view._kept_referrers",
+                    lambda kind, issuer, refs, keep: {r.id for r in refs}):
+        remembering = resolve([book.records[i] for i in order], CAPPED)
+    assert snapshot(remembering) == snapshot(view)
+
+
 # ====================================================================== entry bytes
 
 
@@ -622,15 +879,47 @@ def test_entry_round_trips_and_is_canonical() -> None:
         for bad in (
             json.dumps(obj).encode(),                                    # not compact
             json.dumps(obj, separators=(",", ":")).encode()[:-1],        # cut off
-            raw.replace(b'"v":1', b'"v":1.0'),                           # a float
-            raw.replace(b'"v":1', b'"v":true'),
-            raw.replace(b'"v":1', b'"v":2'),
+            raw.replace(b'"v":2', b'"v":2.0'),                           # a float
+            raw.replace(b'"v":2', b'"v":true'),
+            raw.replace(b'"v":2', b'"v":1'),           # version 1 carried free text
             raw[:-1] + b',"x":1}',                                       # unknown key
             raw + b" ",
             b"\xff" + raw,
         ):
             with pytest.raises(BadInput):
                 Entry.decode(bad)
+
+
+def test_entry_bytes_carry_no_free_text() -> None:
+    """An appeal's and a decision's reasons are free text: the public entry and
+    its evaluation name the records instead, so a member fetches the text from
+    the record (main copied both reasons into the entry)."""
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.add("a", "carrier-1", T + D,
+          Correction((b.id("i1"),), WITHDRAW, reason="holder: Ms Li, call 138 0000 0000"))
+    b.add("d", "institute", T + 2 * D,
+          Correction(appeal_id=b.id("a"), outcome=UPHOLD, reason="institute case note 42"))
+    b.mark("c3", "carrier-2", N3, "fraud", T)
+    b.add("a3", "internet-1", T + D, Correction((b.id("c3"),), RECATEGORIZE, "delivery",
+                                                reason="our user says courier"))
+    b.add("w3", "internet-1", T + 2 * D,
+          Correction((b.id("a3"),), WITHDRAW, reason="withdrawn, see ticket 7"))
+    view = resolve(b.records, CONS)
+    for number, (appeal, closer) in ((N1, ("a", "d")), (N3, ("a3", "w3"))):
+        raw = view.entry_bytes(number)
+        assert raw is not None
+        for rec in b.records:
+            text = getattr(rec.payload, "reason", "")
+            if text:
+                assert text.encode() not in raw
+                assert text not in json.dumps(view.lookup(number, T + 3 * D).to_json())
+        (a,) = json.loads(raw)["appeals"]
+        assert set(a) == {"id", "by", "targets", "action", "category", "filed_at", "status",
+                          "closed_at", "closed_by"}
+        assert (a["id"], a["closed_by"]) == (b.id(appeal).hex(), b.id(closer).hex())
+        (st_,) = view.lookup(number, T + 3 * D).appeals
+        assert "reason" not in st_.to_json()
 
 
 def test_golden_entry_bytes() -> None:
@@ -652,7 +941,7 @@ def test_golden_entry_bytes() -> None:
         '"reports":3,"role":"carrier","score":80,"seq":7,"set_aside":[[1700086400000,'
         '"withdrawn","' + ref.hex() + '"]],"weight":2}],"number":"+8613812340001",'
         '"protections":[],"reassignments":[],"rules":{"high_risk_min_participants":2,'
-        '"identity_min_participants":2,"institute_mark_is_high_risk":true},"v":1}'
+        '"identity_min_participants":2,"institute_mark_is_high_risk":true},"v":2}'
     ).encode()
     assert entry.encode() == want
     assert entry.hash == hashlib.sha256(b"\x00" + want).digest()

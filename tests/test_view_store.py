@@ -29,6 +29,7 @@ from ledger.view import (
     verify_lookup,
 )
 from tests.test_view import (
+    CAPPED,
     CONS,
     KEYS,
     N1,
@@ -41,6 +42,7 @@ from tests.test_view import (
     SCENARIOS,
     Book,
     consortium,
+    crowded_books,
     expect,
     generated_books,
     snapshot,
@@ -131,6 +133,34 @@ def test_shuffled_batches_and_a_reopen_give_the_rich_view(
             store.close()
 
 
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(book=crowded_books(), data=st.data())
+def test_capped_stored_view_equals_the_memory_view(book: Book, data: st.DataObject) -> None:
+    """Under a cap of one mark per participant, with referrers forgotten in viewref,
+    the store-backed view still equals the in-memory one, across a reopen."""
+    n = len(book.records)
+    order = data.draw(st.permutations(range(n)))
+    cuts = data.draw(st.lists(st.integers(0, n), max_size=5))
+    recs = [book.records[i] for i in order]
+    memory = NationalView(CAPPED)
+    want_changed = apply_in_batches(memory, recs, cuts)
+    with tempfile.TemporaryDirectory() as d:
+        store, view = stored_view(Path(d) / "db", CAPPED)
+        try:
+            half = len(recs) // 2
+            changed = apply_in_batches(view, recs[:half], cuts)
+        finally:
+            store.close()
+        store, view = stored_view(Path(d) / "db", CAPPED)
+        try:
+            changed |= apply_in_batches(view, recs[half:], [c - half for c in cuts])
+            assert changed == want_changed
+            assert state(view) == state(memory) == state(resolve(book.records, CAPPED))
+        finally:
+            store.close()
+
+
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_scenarios_backwards_one_record_at_a_time(name: str, tmp_path: Path) -> None:
     book, checks = SCENARIOS[name]()
@@ -192,6 +222,148 @@ def test_stored_proofs_verify(bits: int, tmp_path: Path) -> None:
         store.close()
 
 
+class Reads:
+    """Counts what a store hands out: keys (one per get, per multi-get key, per
+    scanned row) and value bytes."""
+
+    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.keys = self.bytes = 0
+        get, get_many, items = store.get, store.get_many, store.items
+
+        def count(v: bytes | None) -> None:
+            self.keys += 1
+            self.bytes += len(v or b"")
+
+        def counted_get(cf: str, key: bytes) -> bytes | None:
+            v = get(cf, key)
+            count(v)
+            return v
+
+        def counted_get_many(cf: str, keys: list[bytes]) -> list[bytes | None]:
+            vs = get_many(cf, keys)
+            for v in vs:
+                count(v)
+            return vs
+
+        def counted_items(*a: Any, **k: Any) -> Any:
+            for kv in items(*a, **k):
+                count(kv[1])
+                yield kv
+
+        monkeypatch.setattr(store, "get", counted_get)
+        monkeypatch.setattr(store, "get_many", counted_get_many)
+        monkeypatch.setattr(store, "items", counted_items)
+
+    def of(self, view: NationalView, records: list[Record]) -> tuple[int, int]:
+        """(keys, bytes) read while `view` applies `records`."""
+        k, b = self.keys, self.bytes
+        view.apply(records)
+        return self.keys - k, self.bytes - b
+
+
+def test_a_flood_of_marks_keeps_the_entry_and_its_update_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10,000 marks by one participant on one number: the entry keeps its latest
+    max_marks_per_participant, its bytes stop growing, and one more mark, one
+    more correction, read as much at 10,000 marks as at 20 (main kept every mark
+    in the entry, so each update read and rewrote all of them)."""
+    cap = CONS.policy.max_marks_per_participant
+    t0 = 1_700_000_000_000
+    b = Book()
+    b.mark("other", "internet-1", N1, "fraud", t0)
+    for i in range(10_000):
+        b.mark(f"m{i}", "carrier-1", N1, ("fraud", "harassment")[i % 2], t0 + 1000 + i)
+    b.mark("late-a", "carrier-1", N1, "fraud", t0 + 20_000)
+    b.mark("late-b", "carrier-1", N1, "fraud", t0 + 20_001)
+    store, view = stored_view(tmp_path / "db")
+    memory = NationalView(CONS)
+    try:
+        reads = Reads(store, monkeypatch)
+        early, rest = b.records[:21], b.records[21:-2]
+        view.apply(early)
+        memory.apply(early)
+        small = view.entry_bytes(N1)
+        assert small is not None
+        mark_cost = reads.of(view, [b.by_label["m20"]])
+        w = b.withdraw("w", "carrier-1", ["m20"], t0 + 30_000)    # the view takes any order
+        withdraw_cost = reads.of(view, [w])
+        for lo in range(0, len(rest), 1000):
+            view.apply(rest[lo:lo + 1000])
+            memory.apply(rest[lo:lo + 1000])
+        # the same keys; the bytes differ only by longer seqs in the entry read back
+        (keys, size), (keys0, size0) = reads.of(view, [b.by_label["late-a"]]), mark_cost
+        assert keys == keys0 and size <= size0 + 100
+        w2 = b.withdraw("w2", "carrier-1", ["late-a"], t0 + 30_001)
+        (keys, size), (keys0, size0) = reads.of(view, [w2]), withdraw_cost
+        assert keys == keys0 and size <= size0 + 100
+        view.apply([b.by_label["late-b"]])
+        memory.apply([b.by_label["late-b"], b.by_label["late-a"], w, w2])
+        big = view.entry_bytes(N1)
+        assert big is not None and big == memory.entry_bytes(N1)
+        entry = view.entry(N1)
+        assert entry is not None
+        assert [m.id for m in entry.marks if m.participant == "carrier-1"] == [
+            b.id(x) for x in [f"m{i}" for i in range(10_000 - cap + 2, 10_000)] + ["late-a",
+                                                                                 "late-b"]
+        ]
+        assert len(entry.marks) == cap + 1
+        assert len(big) <= len(small) + 500      # 10,000 kept marks would be ~3 MB
+        # the withdrawal of a kept mark counts; the first marks never come back
+        res = entry.evaluate(t0 + 40_000)
+        assert {m.record_id for m in res.markers} == {b.id("other"), b.id("late-b")}
+        assert b.id("m0") not in {s.record_id for s in res.set_aside}
+    finally:
+        store.close()
+
+
+def test_a_flood_of_appeals_keeps_the_entry_and_its_update_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2,000 appeals by one appellant on one mark (and 2,000 recategorizations by
+    its marker): the entry keeps the latest max_marks_per_participant of each
+    (with a decided appeal, and the first recategorization to each category),
+    and one more appeal reads as much at the end as near the start (main kept
+    and read every one)."""
+    cap = CONS.policy.max_marks_per_participant
+    t0 = 1_700_000_000_000
+    b = Book()
+    b.mark("m", "internet-1", N1, "fraud", t0)
+    b.appeal("first", "carrier-1", ["m"], t0 + 1)
+    b.decide("d", "first", "reject", t0 + 2)
+    for i in range(2_000):
+        b.appeal(f"a{i}", "carrier-1", ["m"], t0 + 10 + i)
+        b.recat(f"r{i}", "internet-1", ["m"], ("harassment", "marketing")[i % 2], t0 + 10 + i)
+    b.appeal("late", "carrier-1", ["m"], t0 + 5_000)
+    store, view = stored_view(tmp_path / "db")
+    memory = NationalView(CONS)
+    try:
+        reads = Reads(store, monkeypatch)
+        early = b.records[:3 + 2 * 20]
+        view.apply(early)
+        (keys0, size0) = reads.of(view, [b.by_label["a20"]])
+        for lo in range(0, len(b.records) - 1, 500):
+            part = b.records[lo:min(lo + 500, len(b.records) - 1)]
+            view.apply(part)
+            memory.apply(part)
+        (keys, size) = reads.of(view, [b.by_label["late"]])
+        memory.apply([b.by_label["late"]])
+        assert keys == keys0 and size <= size0 + 200
+        entry = view.entry(N1)
+        assert entry is not None and view.entry_bytes(N1) == memory.entry_bytes(N1)
+        assert [b.label(a.id) for a in entry.appeals] == (
+            ["first"] + [f"a{i}" for i in range(2_000 - cap + 1, 2_000)] + ["late"]
+        )
+        (m,) = entry.marks
+        assert [b.label(r.ref) for r in m.recategorized] == [   # first to each, K latest
+            "r0", "r1", *(f"r{i}" for i in range(2_000 - cap, 2_000))
+        ]
+        referrers = sum(1 for _ in store.items("viewref"))
+        assert referrers <= cap + 4                # the rest were forgotten
+    finally:
+        store.close()
+
+
 # ====================================================================== persistence
 
 
@@ -220,6 +392,30 @@ def test_another_view_configuration_starts_empty(tmp_path: Path) -> None:
         assert (view.count, view.vector, list(view.numbers())) == (0, {}, [])
         assert not any(any(True for _ in store.items(cf)) for cf in VIEW_FAMILIES
                        if cf != "viewmeta")
+        view.apply(RICH.records)
+        assert state(view) == state(resolve(RICH.records, other))
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("policy", [
+    {"max_marks_per_participant": 3},
+    {"max_expiry_ms": 100 * 86_400_000},
+    {"reassignment_window_ms": 86_400_000},
+    {"clock_skew_ms": 1},
+])
+def test_another_time_bound_or_cap_recomputes_the_view(
+    policy: dict[str, int], tmp_path: Path
+) -> None:
+    """The policy values resolution applies (the cap and ledger.rules' bounds) are
+    in the view's configuration digest (main left them out and kept the view)."""
+    store, view = stored_view(tmp_path / "db")
+    view.apply(RICH.records)
+    store.close()
+    other = consortium(**policy)
+    store, view = stored_view(tmp_path / "db", other)
+    try:
+        assert (view.count, view.vector, list(view.numbers())) == (0, {}, [])
         view.apply(RICH.records)
         assert state(view) == state(resolve(RICH.records, other))
     finally:
