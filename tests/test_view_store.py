@@ -400,7 +400,7 @@ def test_another_view_configuration_starts_empty(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("policy", [
     {"max_marks_per_participant": 3},
-    {"max_expiry_ms": 100 * 86_400_000},
+    {"max_expiry_ms": 200 * 86_400_000},
     {"reassignment_window_ms": 86_400_000},
     {"clock_skew_ms": 1},
 ])
