@@ -44,7 +44,6 @@ from node.witness import Witness
 log = logging.getLogger("markex.node")
 
 CHECKPOINT_INTERVAL = 0.25
-REFUSE_ENV = "MARKEX_REFUSE_FILE"  # test hook: a file listing peer ids to refuse
 
 
 class Node:
@@ -54,7 +53,15 @@ class Node:
         consortium: Consortium | None = None,
         clock: Callable[[], int] = wall_ms,
         sync_interval: float = 0.5,
+        *,
+        refuse_file: Path | None = None,
+        restored: bool = False,
     ) -> None:
+        """`refuse_file` is a test hook (a file listing peer ids this node
+        refuses, to simulate partitions): only tests pass it, and the node logs
+        that it is on. `restored`: the operator says the store comes from a
+        backup, so the node issues only once a quorum of peers agree on its
+        own feed's head (see node.core.IssueGate)."""
         self.cfg = cfg
         self.consortium = consortium or load_consortium(cfg)
         self.participant_id = cfg.participant
@@ -74,7 +81,18 @@ class Node:
         self._cosigs: dict[str, str] = {}  # peer -> line, for _cosig_text
         self._cosig_text: str | None = None
         self._stop = threading.Event()
-        self._refuse_file = os.environ.get(REFUSE_ENV)
+        self._refuse_file = refuse_file
+        if refuse_file is not None:
+            log.warning(
+                json.dumps(
+                    {
+                        "event": "test-hook",
+                        "hook": "refuse-file",
+                        "path": str(refuse_file),
+                        "note": "this node refuses the peers listed there; tests only",
+                    }
+                )
+            )
         self._refused: frozenset[str] = frozenset()
         self._refuse_checked = 0.0
         self.member_port = 0
@@ -346,13 +364,15 @@ class Node:
         self.view.request_cosign(link)
 
 
-def run_node(cfg: NodeConfig) -> int:
-    """`markex node run`: serve until SIGTERM/SIGINT, then stop cleanly."""
+def run_node(cfg: NodeConfig, *, refuse_file: Path | None = None, restored: bool = False) -> int:
+    """`markex node run`: serve until SIGTERM/SIGINT, then stop cleanly.
+    `refuse_file` is the tests' partition hook (`--test-refuse-file`), off
+    unless given; `restored` is `--restored` (see Node)."""
     from node import logs
 
     logs.setup(cfg.participant)
     interval = float(os.environ.get("MARKEX_SYNC_INTERVAL", "0.5"))
-    node = Node(cfg, sync_interval=interval).start()
+    node = Node(cfg, sync_interval=interval, refuse_file=refuse_file, restored=restored).start()
     done = threading.Event()
 
     def _term(signum: int, frame: object) -> None:
