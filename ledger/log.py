@@ -364,6 +364,9 @@ class NodeLedger:
         buffer (when `buffer`) and are appended once the gap closes. Returns
         one Outcome per envelope and every record appended (buffered ones
         included) in log order; raises only StorageFailure."""
+        # After a failed write the store may hold records that never synced:
+        # none of them may be called a duplicate, so nothing is answered.
+        self.store.check_writable()
         pend = _Pending()
         outcomes: list[Outcome] = []
         for env in envelopes:

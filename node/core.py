@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from keys.consortium import Consortium
 from keys.signing import SigningKey
-from ledger.errors import LedgerError, NotAllowed
+from ledger.errors import LedgerError, NotAllowed, StorageFailure
 from ledger.log import EquivocationProof, NodeLedger, Outcome
 from ledger.record import Payload, Record
 from ledger.store import Store
@@ -69,6 +69,9 @@ class NodeCore:
         }
         self.rejections: dict[str, int] = {}
         self.observer: Callable[[str, str | None], None] | None = None
+        # Set once when a write fails: from then on nothing is written or acknowledged.
+        self.failure: StorageFailure | None = None
+        self._failure_subscribers: list[Callable[[StorageFailure], None]] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -87,8 +90,19 @@ class NodeCore:
     def on_equivocation(self, fn: Callable[[EquivocationProof], None]) -> None:
         self._equivocation_subscribers.append(fn)
 
+    def on_failure(self, fn: Callable[[StorageFailure], None]) -> None:
+        """fn(the failure) runs once, on the writer thread, when a write fails."""
+        self._failure_subscribers.append(fn)
+
+    def _refuse_if_failed(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
     # ------------------------------------------------------------ API
     def issue(self, payload: Payload, timeout: float = 30) -> Outcome:
+        """Sign and append one own record. Raises its LedgerError when it is
+        refused, and StorageFailure (for good) once a write has failed."""
+        self._refuse_if_failed()
         fut: Future = Future()
         self._q.put(_Job("issue", payload, (), fut, "self"))
         out: Outcome = fut.result(timeout)
@@ -99,6 +113,7 @@ class NodeCore:
     def add_equivocation(self, proof: EquivocationProof, timeout: float = 30) -> bool:
         """Check and keep a peer's equivocation proof (on the writer thread,
         since it freezes a feed). True when it was new."""
+        self._refuse_if_failed()
         fut: Future = Future()
         self._q.put(_Job("equivocation", proof, (), fut, "peer"))
         return fut.result(timeout)
@@ -108,7 +123,9 @@ class NodeCore:
 
     def submit_async(self, envelopes: Sequence[bytes], source: str) -> Future:
         """Queue envelopes for the writer; the future's result is their
-        Outcomes. Jobs are written in the order they were queued."""
+        Outcomes. Jobs are written in the order they were queued. Raises
+        StorageFailure once a write has failed."""
+        self._refuse_if_failed()
         fut: Future = Future()
         self._q.put(_Job("submit", None, list(envelopes), fut, source))
         return fut
@@ -131,13 +148,32 @@ class NodeCore:
                     break
                 jobs.append(nxt)
                 n += len(nxt.envelopes) + 1
+            if self.failure is not None:
+                self._fail(jobs, self.failure)
+                continue
             try:
                 self._process(jobs)
-            except Exception as e:  # storage failure: fail every waiting caller
+            except StorageFailure as e:
+                # Nothing of this group is durable, and the store may hold it
+                # unsynced: stop writing, so nothing unsynced is ever acknowledged.
+                log.critical("ledger write failed; the node stops writing: %s", e)
+                msg = str(e) if "restart the node" in str(e) else f"{e}; restart the node"
+                self.failure = StorageFailure(msg)
+                self._fail(jobs, self.failure)
+                for fn in self._failure_subscribers:
+                    try:
+                        fn(self.failure)
+                    except Exception:
+                        log.exception("failure subscriber failed")
+            except Exception as e:  # a bug, not the disk: fail this group only
                 log.exception("ledger write failed")
-                for j in jobs:
-                    if not j.future.done():
-                        j.future.set_exception(e)
+                self._fail(jobs, e)
+
+    @staticmethod
+    def _fail(jobs: list[_Job], err: Exception) -> None:
+        for j in jobs:
+            if not j.future.done():
+                j.future.set_exception(err)
 
     def _process(self, jobs: list[_Job]) -> None:
         now = self.clock()
@@ -151,6 +187,8 @@ class NodeCore:
             if job.kind == "equivocation":
                 try:
                     new = led.add_equivocation_proof(job.payload)  # type: ignore[arg-type]
+                except StorageFailure:
+                    raise  # the writer stops (see _run)
                 except LedgerError as e:
                     job.future.set_exception(e)
                     continue

@@ -103,6 +103,7 @@ class Node:
         self.core.observer = self._observe
         self.core.subscribe(self._on_accepted)
         self.core.on_equivocation(self._on_equivocation)
+        self.core.on_failure(self._on_storage_failure)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> Node:
@@ -170,8 +171,11 @@ class Node:
             self.caught_up.set()
         self._ticker = threading.Thread(target=self._tick_loop, name="checkpoints", daemon=True)
         self._ticker.start()
-        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        self.health.set("markex.v1.Public", health_pb2.HealthCheckResponse.SERVING)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        if self.core.failure is not None:  # the store failed while starting
+            serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        self.health.set("", serving)
+        self.health.set("markex.v1.Public", serving)
         log.info(
             json.dumps(
                 {
@@ -223,6 +227,14 @@ class Node:
                 link.enqueue(own)
         self.view.apply(records)
 
+    def _on_storage_failure(self, err: Exception) -> None:
+        """The store failed: the node takes no writes until restarted, and says so."""
+        log.critical(json.dumps({"event": "storage-failure", "error": str(err)}))
+        if not hasattr(self, "health"):
+            return  # start() has not made it yet; it reads core.failure itself
+        for service in ("", "markex.v1.Public"):
+            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+
     def peer_synced(self, peer: str) -> None:
         self.caught_up.set()
 
@@ -266,6 +278,8 @@ class Node:
     # ------------------------------------------------------------ checkpoints
     def _tick_loop(self) -> None:
         while not self._stop.wait(CHECKPOINT_INTERVAL):
+            if self.core.failure is not None:
+                continue  # nothing to sign: the log cannot grow until a restart
             try:
                 if self.core.checkpoint_if_changed() is not None:
                     for link in self.links.values():

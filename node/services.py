@@ -221,14 +221,19 @@ class ExchangeService(rpc.ExchangeServicer):
                 if o.status in counts:
                     counts[o.status] += 1
 
-        for batch in request_iterator:
-            if self.node.refuses(peer):
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"partitioned from {peer} (test hook)")
-            inflight.append(self.node.core.submit_async(list(batch.envelopes), source=peer))
-            while inflight and (len(inflight) > PUSH_INFLIGHT or inflight[0].done()):
+        try:
+            for batch in request_iterator:
+                if self.node.refuses(peer):
+                    context.abort(
+                        grpc.StatusCode.UNAVAILABLE, f"partitioned from {peer} (test hook)"
+                    )
+                inflight.append(self.node.core.submit_async(list(batch.envelopes), source=peer))
+                while inflight and (len(inflight) > PUSH_INFLIGHT or inflight[0].done()):
+                    settle(inflight.popleft())
+            while inflight:
                 settle(inflight.popleft())
-        while inflight:
-            settle(inflight.popleft())
+        except LedgerError as e:  # e.g. the store failed: the peer must not count these as held
+            context.abort(code_for(e), detail_for(e))
         return pb.PushAck(
             accepted=counts["accepted"], duplicates=counts["duplicate"], buffered=counts["buffered"]
         )
