@@ -159,6 +159,7 @@ class PeerLink:
             now = time.monotonic()
             if self.node.refuses(self.peer.id):
                 self._prev_heads = None
+                self.node.peer_unreachable(self.peer.id)
                 next_round = now + self.sync_interval
             else:
                 try:
@@ -174,9 +175,11 @@ class PeerLink:
                 except grpc.RpcError as e:
                     self.connected = False
                     self._prev_heads = None
+                    self.node.peer_unreachable(self.peer.id)
                     log.debug("sync with %s failed: %s", self.peer.id, e.code())
                 except Exception:
                     self._prev_heads = None
+                    self.node.peer_unreachable(self.peer.id)
                     log.exception("sync with %s failed", self.peer.id)
             self._wake.wait(max(0.0, next_round - time.monotonic()))
             self._wake.clear()
@@ -188,6 +191,7 @@ class PeerLink:
         records were pulled."""
         core = self.node.core
         heads = self.stub.Heads(pb.FeedHeadsRequest(), timeout=5)
+        self.node.peer_heads(self.peer.id, heads)
         prev = self._prev_heads
         pulled = 0
         for h in heads.heads:
@@ -215,7 +219,6 @@ class PeerLink:
                 # The peer froze this feed: fetch and check its proof.
                 self._fetch_evidence()
         self._prev_heads = {h.issuer: h.seq for h in heads.heads}
-        self.node.peer_synced(self.peer.id)
         self._send_evidence()
         self._cosign_due.clear()
         self._cosign_steps()

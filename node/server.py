@@ -34,6 +34,7 @@ from ledger.store import Store
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node.core import NodeCore, wall_ms
+from node.feedgate import NEW_FEED, OWN_STORE, RESTORE, IssueGate
 from node.metrics import LatencyInterceptor, NodeMetrics
 from node.replication import PeerLink
 from node.services import AdminService, ExchangeService, PublicService
@@ -97,9 +98,10 @@ class Node:
         self._refuse_checked = 0.0
         self.member_port = 0
         self.public_port = 0
-        # A node restored from an empty disk must learn its own feed's head from
-        # peers before it signs again, or it would equivocate against itself.
-        self.caught_up = threading.Event()
+        self._restored = restored
+        # How long an issuing call waits for the gate (node/feedgate.py) to open.
+        self.issue_wait_s = 10.0
+        self.gate = self._issue_gate()
         self.core.observer = self._observe
         self.core.subscribe(self._on_accepted)
         self.core.on_equivocation(self._on_equivocation)
@@ -165,10 +167,6 @@ class Node:
             link = PeerLink(self, p, creds, self.sync_interval)
             self.links[p.id] = link
             link.start()
-        # A node whose own store holds its feed continues from it; only an empty
-        # store must first learn the feed's head from a peer.
-        if not self.links or self.core.ledger.feed(self.participant_id).seq > 0:
-            self.caught_up.set()
         self._ticker = threading.Thread(target=self._tick_loop, name="checkpoints", daemon=True)
         self._ticker.start()
         serving = health_pb2.HealthCheckResponse.SERVING
@@ -227,6 +225,30 @@ class Node:
                 link.enqueue(own)
         self.view.apply(records)
 
+    def _issue_gate(self) -> IssueGate:
+        """Which case of node/feedgate.py this start is, from the store and the operator."""
+        peers = [
+            p.id
+            for p in self.consortium.participants
+            if p.id != self.participant_id and p.member_endpoint
+        ]
+        quorum = self.consortium.policy.restore_quorum
+        own = self.core.ledger.feed(self.participant_id).seq
+        if self._restored:
+            why = "the operator marked this node's store as restored from a backup"
+            return IssueGate(RESTORE, peers, quorum, why)
+        if own > 0:
+            return IssueGate(OWN_STORE, peers, quorum)
+        if self.cfg.new_feed:
+            return IssueGate(NEW_FEED, peers, quorum)
+        why = "this node's store holds none of its own feed and node.toml does not state it is new"
+        return IssueGate(RESTORE, peers, quorum, why)
+
+    def issue_refusal(self) -> str | None:
+        """None when this node may sign its next own record now; else why not."""
+        feed = self.core.ledger.feed(self.participant_id)
+        return self.gate.refusal(feed.seq, feed.head_id)
+
     def _on_storage_failure(self, err: Exception) -> None:
         """The store failed: the node takes no writes until restarted, and says so."""
         log.critical(json.dumps({"event": "storage-failure", "error": str(err)}))
@@ -235,8 +257,16 @@ class Node:
         for service in ("", "markex.v1.Public"):
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    def peer_synced(self, peer: str) -> None:
-        self.caught_up.set()
+    def peer_heads(self, peer: str, heads: pb.FeedHeads) -> None:
+        """A peer's answer to Heads: what it holds of our own feed goes to the gate."""
+        for h in heads.heads:
+            if h.issuer == self.participant_id:
+                self.gate.report(peer, h.seq, h.head_id)
+                return
+        self.gate.report(peer, 0, b"")
+
+    def peer_unreachable(self, peer: str) -> None:
+        self.gate.unreachable(peer)
 
     def _observe(self, status: str, reason: str | None) -> None:
         self.metrics.records.labels(status).inc()

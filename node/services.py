@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -292,11 +293,12 @@ class AdminService(rpc.AdminServicer):
             raise NotAllowed(
                 f"only {self.node.participant_id} issues records at this node; you are {pid}"
             )
-        if not self.node.caught_up.wait(10):
-            context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                "the node has not synced its own feed with any peer yet; try again",
-            )
+        # Wait a little for the gate (node/feedgate.py): catching up takes a round or two.
+        deadline = time.monotonic() + self.node.issue_wait_s
+        while (why := self.node.issue_refusal()) is not None:
+            if time.monotonic() >= deadline:
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"not issuing yet: {why}")
+            time.sleep(0.05)
 
     def _issued(self, out, appeal: bool = False) -> pb.Issued:  # type: ignore[no-untyped-def]
         r: Record = out.record

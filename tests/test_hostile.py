@@ -117,8 +117,7 @@ class Rig:
         }
         self.stranger_key = SigningKey.from_seed(hashlib.sha256(b"stranger").digest())
         self.node = Node(NodeConfig.for_participant(self.dir, OWN)).start()
-        # Its peers are not running: there is nobody to catch up from.
-        self.node.caught_up.set()
+        # Its peers are not running: its feed is new (init says so), it issues alone.
         me = self.cons.participant(OWN)
         assert me is not None
         self.member_ep, self.public_ep = me.member_endpoint, me.public_endpoint

@@ -31,6 +31,7 @@ from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node import client
+from node.feedgate import NEW_FEED, OWN_STORE, RESTORE, IssueGate
 from node.server import Node
 
 S = grpc.StatusCode
@@ -200,7 +201,6 @@ def test_failed_wal_sync_stops_the_node_and_nothing_unsynced_is_acknowledged(
     d = _consortium(tmp_path)
     rec = _envelope(d, "carrier-2", 1, b"", "+8613000000001")
     with _node(d) as node, _channels(d) as kept:
-        node.caught_up.set()  # no peer is running: nothing to catch up from
         admin = rpc.AdminStub(_member(d, node, "carrier-1", kept))
         ex = rpc.ExchangeStub(_member(d, node, "carrier-2", kept))
         hc = health_pb2_grpc.HealthStub(_public(d, node, kept))
@@ -223,7 +223,192 @@ def test_failed_wal_sync_stops_the_node_and_nothing_unsynced_is_acknowledged(
         assert node.core.ledger.size == size
         node.store._db = failing._db  # the disk comes back for the restart
     with _node(d) as node, _channels(d) as kept:
-        node.caught_up.set()
         admin = rpc.AdminStub(_member(d, node, "carrier-1", kept))
         out = admin.IssueMark(rpb.Mark(number="13800000003", category="fraud"), timeout=10)
         assert out.seq == 2
+
+
+# ---------------------------------------------------------- point 5: issuing alone, restoring
+
+
+def _wait(cond: Any, timeout: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_lone_node_issues_at_once_and_after_a_restart(tmp_path: Path) -> None:
+    """On main a node whose peers were all down refused to issue ("has not
+    synced its own feed with any peer yet") until one came up."""
+    d = _consortium(tmp_path)
+    for expected in (1, 2):
+        with _node(d) as node, _channels(d) as kept:
+            node.issue_wait_s = 3.0
+            admin = rpc.AdminStub(_member(d, node, "carrier-1", kept))
+            t = time.monotonic()
+            out = admin.IssueMark(rpb.Mark(number="13800000001", category="fraud"), timeout=10)
+            assert out.seq == expected
+            assert time.monotonic() - t < 3.0
+
+
+@pytest.mark.parametrize(
+    "mode,reports,own,allowed,says",
+    [
+        (OWN_STORE, {}, (4, b"h4"), True, ""),
+        (OWN_STORE, {"b": (6, b"h6")}, (4, b"h4"), False, "peer b holds seq 6"),
+        (NEW_FEED, {"a": (0, b"")}, (0, b""), False, "waiting for b, c"),
+        (NEW_FEED, {"a": (0, b""), "b": None, "c": None}, (0, b""), True, ""),
+        (NEW_FEED, {"a": (3, b"h3"), "b": None, "c": None}, (0, b""), False, "peer a holds seq 3"),
+        (RESTORE, {}, (0, b""), False, "0 agree so far"),
+        (RESTORE, {"a": (5, b"h5")}, (5, b"h5"), False, "1 agree so far (a)"),
+        (RESTORE, {"a": (5, b"h5"), "b": (5, b"forged")}, (5, b"h5"), False, "b at seq 5"),
+        (RESTORE, {"a": (5, b"h5"), "b": (4, b"h4")}, (5, b"h5"), False, "b at seq 4"),
+        (RESTORE, {"a": (5, b"h5"), "b": (5, b"h5")}, (5, b"h5"), True, ""),
+        (RESTORE, {"a": (5, b"h5"), "b": (5, b"h5"), "c": (7, b"h7")}, (5, b"h5"), False,
+         "peer c holds seq 7"),
+    ],
+)
+def test_issue_gate_cases(
+    mode: str, reports: dict[str, tuple[int, bytes] | None], own: tuple[int, bytes],
+    allowed: bool, says: str,
+) -> None:
+    """The gate's table: None means "may issue"; a refusal says why (None below: unreachable)."""
+    gate = IssueGate(mode, ["a", "b", "c"], quorum=2, why="restored")
+    for peer, r in reports.items():
+        if r is None:
+            gate.unreachable(peer)
+        else:
+            gate.report(peer, *r)
+    why = gate.refusal(*own)
+    assert (why is None) == allowed, why
+    if not allowed:
+        assert says in (why or ""), why
+
+
+def test_issue_gate_ignores_strangers_and_latches_after_a_restore() -> None:
+    gate = IssueGate(RESTORE, ["a", "b"], quorum=2)
+    gate.report("mallory", 9, b"x")
+    gate.report("a", 5, b"h")
+    gate.report("b", 5, b"h")
+    assert gate.refusal(5, b"h") is None
+    gate.report("b", 4, b"h4")  # behind now, but the restore is done
+    assert gate.refusal(5, b"h") is None and gate.mode == OWN_STORE
+
+
+class _LyingPeer(rpc.ExchangeServicer):
+    """carrier-2's member port, played by the test with carrier-2's certificate:
+    it reports whatever head of carrier-1's feed the test says and serves none of it."""
+
+    def __init__(self, d: Path, endpoint: str, head: tuple[int, bytes]) -> None:
+        from concurrent import futures
+
+        self.head = head
+        self.server = grpc.server(futures.ThreadPoolExecutor(4))
+        rpc.add_ExchangeServicer_to_server(self, self.server)
+        pdir = d / "carrier-2"
+        creds = grpc.ssl_server_credentials(
+            [((pdir / "tls.key").read_bytes(), (pdir / "tls.pem").read_bytes())],
+            root_certificates=(d / "ca" / "ca.pem").read_bytes(),
+            require_client_auth=True,
+        )
+        self.server.add_secure_port(endpoint, creds)
+        self.server.start()
+
+    def Heads(self, request: Any, context: Any) -> pb.FeedHeads:  # noqa: N802
+        seq, head = self.head
+        return pb.FeedHeads(heads=[pb.FeedHead(issuer="carrier-1", seq=seq, head_id=head)])
+
+    def Pull(self, request: Any, context: Any) -> Iterator[pb.RecordBatch]:  # noqa: N802
+        return iter(())
+
+    def Push(self, request_iterator: Any, context: Any) -> pb.PushAck:  # noqa: N802
+        for _ in request_iterator:
+            pass
+        return pb.PushAck()
+
+    def stop(self) -> None:
+        self.server.stop(0).wait(5)
+
+
+def test_a_restored_node_catches_up_and_one_lying_peer_cannot_make_it_equivocate(
+    tmp_path: Path,
+) -> None:
+    """carrier-1 issues 5 records, its store is lost, and it starts again with
+    --restored. With the institute honest and carrier-2 lying (a head of
+    carrier-1's feed that it does not hold, or one beyond it), carrier-1
+    catches up to seq 5 from the institute but signs nothing: one peer is no
+    quorum (policy.restore_quorum = 2). On main it signed seq 1 again at once
+    (its store was empty), an equivocation that froze its feed. Once the real
+    carrier-2 is back, it continues at seq 6 and every node accepts it."""
+    import shutil
+
+    d = _consortium(tmp_path)
+    c2_ep = NodeConfig.for_participant(d, "carrier-2").member_listen
+    kw = {"sync_interval": 0.2}
+    with _node(d, "institute", **kw) as inst:
+        with _node(d, "carrier-2", **kw) as c2, _node(d, "carrier-1", **kw) as c1:
+            with _channels(d) as kept:
+                admin = rpc.AdminStub(_member(d, c1, "carrier-1", kept))
+                for i in range(5):
+                    admin.IssueMark(rpb.Mark(number=f"1380000000{i}", category="fraud"), timeout=10)
+            head = c1.core.ledger.feed("carrier-1")
+            for other in (inst, c2):
+                _wait(lambda o=other: o.core.ledger.feed("carrier-1").seq == 5, what="replication")
+        shutil.rmtree(d / "carrier-1" / "data")
+        (d / "carrier-1" / "data").mkdir()
+        for lie in ((5, b"\x07" * 32), (9, b"\x09" * 32), (3, b"\x03" * 32)):
+            liar = _LyingPeer(d, c2_ep, lie)
+            try:
+                with _node(d, "carrier-1", restored=True, **kw) as c1, _channels(d) as kept:
+                    c1.issue_wait_s = 1.0
+                    _wait(lambda c=c1: c.core.ledger.feed("carrier-1").seq == 5, what="catch-up")
+                    _wait(lambda c=c1: "carrier-2" in c.gate._reports, what="the liar's report")
+                    admin = rpc.AdminStub(_member(d, c1, "carrier-1", kept))
+                    with pytest.raises(grpc.RpcError) as e:
+                        admin.IssueMark(rpb.Mark(number="13800000009", category="fraud"),
+                                        timeout=10)
+                    assert e.value.code() == S.UNAVAILABLE
+                    detail = e.value.details() or ""
+                    if lie[0] > 5:
+                        assert "peer carrier-2 holds seq 9" in detail, detail
+                    else:
+                        assert "restored from a backup" in detail, detail
+                        assert "2 peers agree" in detail and "1 agree so far" in detail, detail
+                    assert c1.core.ledger.feed("carrier-1") == head
+            finally:
+                liar.stop()
+        with _node(d, "carrier-2", **kw) as c2, _node(d, "carrier-1", restored=True, **kw) as c1:
+            with _channels(d) as kept:
+                admin = rpc.AdminStub(_member(d, c1, "carrier-1", kept))
+                out = admin.IssueMark(rpb.Mark(number="13800000009", category="fraud"), timeout=20)
+                assert out.seq == 6
+            for other in (inst, c2):
+                _wait(lambda o=other: o.core.ledger.feed("carrier-1").seq == 6, what="seq 6")
+                assert other.core.ledger.feed("carrier-1").frozen_at is None
+                assert not other.core.ledger.equivocations()
+
+
+def test_node_toml_without_new_feed_loads_and_an_empty_store_then_waits_for_a_quorum(
+    tmp_path: Path,
+) -> None:
+    """`consortium init` states new feeds; a node.toml without the key (older
+    files) still loads, and on an empty store that node does not sign alone."""
+    d = _consortium(tmp_path)
+    path = d / "carrier-1" / "node.toml"
+    text = path.read_text()
+    assert "new_feed = true" in text
+    path.write_text("".join(ln for ln in text.splitlines(True) if not ln.startswith("new_feed")))
+    assert NodeConfig.for_participant(d, "carrier-1").new_feed is False
+    with _node(d) as node, _channels(d) as kept:
+        node.issue_wait_s = 1.0
+        admin = rpc.AdminStub(_member(d, node, "carrier-1", kept))
+        with pytest.raises(grpc.RpcError) as e:
+            admin.IssueMark(rpb.Mark(number="13800000001", category="fraud"), timeout=10)
+        assert e.value.code() == S.UNAVAILABLE
+        assert "does not state it is new" in (e.value.details() or "")
+        assert "new_feed = true" in (e.value.details() or "")
+        assert node.core.ledger.feed("carrier-1").seq == 0
+    path.write_text(text.replace("new_feed = true", 'new_feed = "yes"'))
+    with pytest.raises(Exception, match="new_feed"):
+        NodeConfig.for_participant(d, "carrier-1")
