@@ -30,6 +30,7 @@ from keys.consortium import Participant
 from ledger.log import EquivocationProof
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
+from node.core import max_member_message_bytes
 
 if TYPE_CHECKING:
     from node.server import Node
@@ -52,7 +53,9 @@ class PeerLink:
         self.node = node
         self.peer = peer
         self.sync_interval = sync_interval
+        policy = node.consortium.policy
         self._q: queue.Queue[list[bytes]] = queue.Queue(PUSH_QUEUE)
+        self._carry: list[bytes] = []  # envelopes taken from _q past the last batch's end
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._cosign_due = threading.Event()
@@ -60,8 +63,8 @@ class PeerLink:
             peer.member_endpoint,
             credentials,
             options=[
-                ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-                ("grpc.max_send_message_length", 32 * 1024 * 1024),
+                ("grpc.max_receive_message_length", max_member_message_bytes(policy)),
+                ("grpc.max_send_message_length", max_member_message_bytes(policy)),
                 ("grpc.keepalive_time_ms", 10_000),
                 ("grpc.initial_reconnect_backoff_ms", 200),
                 ("grpc.max_reconnect_backoff_ms", 2000),
@@ -113,16 +116,19 @@ class PeerLink:
         while not self._stop.is_set() and not call_over.is_set():
             if self.node.refuses(self.peer.id):
                 return
-            try:
-                envs = self._q.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            out = list(envs)
+            out, self._carry = self._carry, []
+            if not out:
+                try:
+                    out = list(self._q.get(timeout=0.5))
+                except queue.Empty:
+                    continue
             while len(out) < PUSH_BATCH:
                 try:
                     out.extend(self._q.get_nowait())
                 except queue.Empty:
                     break
+            # One commit's own records may be more than a batch: the rest goes next.
+            out, self._carry = out[:PUSH_BATCH], out[PUSH_BATCH:]
             yield pb.RecordBatch(envelopes=out)
 
     def _push_loop(self) -> None:
@@ -146,6 +152,7 @@ class PeerLink:
             self._stop.wait(backoff)
 
     def _drain_queue(self) -> None:
+        self._carry = []
         while True:
             try:
                 self._q.get_nowait()
@@ -195,14 +202,15 @@ class PeerLink:
         prev = self._prev_heads
         pulled = 0
         for h in heads.heads:
+            # A peer names any issuer it likes: only members' feeds are kept or counted.
+            if core.consortium.participant(h.issuer) is None:
+                continue
             self.peer_heads[h.issuer] = h.seq
             ours = core.ledger.feed(h.issuer)
             self.node.metrics.lag(self.peer.id, h.issuer, max(0, h.seq - ours.seq))
             if ours.frozen_at is not None:
                 continue
             if h.seq < ours.seq or (h.seq == ours.seq and h.head_id == ours.head_id):
-                continue
-            if core.consortium.participant(h.issuer) is None:
                 continue
             if prev is not None and h.seq > ours.seq and prev.get(h.issuer, 0) <= ours.seq:
                 continue  # only what is still on its way to us: the next round sees
@@ -218,7 +226,9 @@ class PeerLink:
             if h.frozen and ours.frozen_at is None:
                 # The peer froze this feed: fetch and check its proof.
                 self._fetch_evidence()
-        self._prev_heads = {h.issuer: h.seq for h in heads.heads}
+        self._prev_heads = {
+            h.issuer: h.seq for h in heads.heads if core.consortium.participant(h.issuer)
+        }
         self._send_evidence()
         self._cosign_due.clear()
         self._cosign_steps()

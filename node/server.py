@@ -33,7 +33,7 @@ from ledger.record import Record
 from ledger.store import Store
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
-from node.core import NodeCore, wall_ms
+from node.core import NodeCore, max_member_message_bytes, wall_ms
 from node.feedgate import NEW_FEED, OWN_STORE, RESTORE, IssueGate
 from node.metrics import LatencyInterceptor, NodeMetrics
 from node.replication import PeerLink
@@ -45,6 +45,7 @@ from node.witness import Witness
 log = logging.getLogger("markex.node")
 
 CHECKPOINT_INTERVAL = 0.25
+EVIDENCE_PAGES = 100  # GetEvidence pages read from one peer at most, per fetch
 
 
 class Node:
@@ -69,7 +70,7 @@ class Node:
         self.key = SigningKey.load(cfg.signing_key)
         self.clock = clock
         self.sync_interval = sync_interval
-        self.metrics = NodeMetrics()
+        self.metrics = NodeMetrics(p.id for p in self.consortium.participants)
         self.store = Store(cfg.data_dir)
         self.core = NodeCore(self.store, self.consortium, self.participant_id, self.key, clock)
         self.witness = Witness(self.store, self.consortium, self.participant_id, self.key, clock)
@@ -111,9 +112,11 @@ class Node:
     def start(self) -> Node:
         self.core.start()
         self.view.start()
+        # A member message is at most one full batch (node.core): no 32 MB of tiny envelopes.
+        member_bytes = max_member_message_bytes(self.consortium.policy)
         opts = [
-            ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-            ("grpc.max_send_message_length", 32 * 1024 * 1024),
+            ("grpc.max_receive_message_length", member_bytes),
+            ("grpc.max_send_message_length", member_bytes),
             ("grpc.so_reuseport", 0),
         ]
         # DecodeGuard: undecodable request bytes are INVALID_ARGUMENT, not INTERNAL.
@@ -282,12 +285,18 @@ class Node:
     def fetch_evidence_from(self, peer: Participant) -> None:
         channel = grpc.secure_channel(peer.public_endpoint, grpc.ssl_channel_credentials(self._ca))
         try:
-            ev = rpc.PublicStub(channel).GetEvidence(pb.GetEvidenceRequest(), timeout=5)
-            for raw in ev.equivocations:
-                try:
-                    self.core.add_equivocation(EquivocationProof.decode(raw))
-                except Exception as e:  # a bad proof from a peer changes nothing
-                    log.warning("peer %s sent a bad equivocation proof: %s", peer.id, e)
+            stub = rpc.PublicStub(channel)
+            start = 0
+            for _page in range(EVIDENCE_PAGES):  # a peer cannot keep us reading forever
+                ev = stub.GetEvidence(pb.GetEvidenceRequest(start=start), timeout=5)
+                for raw in ev.equivocations:
+                    try:
+                        self.core.add_equivocation(EquivocationProof.decode(raw))
+                    except Exception as e:  # a bad proof from a peer changes nothing
+                        log.warning("peer %s sent a bad equivocation proof: %s", peer.id, e)
+                if ev.next_start <= start or not ev.equivocations:
+                    return  # the end, or past the equivocations (forks are not ours to keep)
+                start = ev.next_start
         finally:
             channel.close()
 

@@ -48,9 +48,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("markex.rpc")
 
 MAX_ENTRIES_PER_CALL = 1000
+EVIDENCE_PAGE = 100  # evidence items per GetEvidence page, the default and the most
 MAX_LOOKUP_BATCH = 100_000
 PULL_BATCH = 500
 PUSH_INFLIGHT = 16  # push messages from one peer queued for the writer at once
+PUSH_WAIT = 30.0  # seconds a push waits for room in the writer's queue (then RESOURCE_EXHAUSTED)
+DELIVER_WAIT = 10.0  # the same for a Deliver call
 
 
 def edge(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -165,9 +168,17 @@ class PublicService(rpc.PublicServicer):
 
     @edge
     def GetEvidence(self, request, context):  # noqa: N802
+        """One page of the evidence (see the proto): equivocations, then forks."""
+        limit = request.limit or EVIDENCE_PAGE
+        if limit > EVIDENCE_PAGE:
+            raise TooLarge(f"at most {EVIDENCE_PAGE} evidence items per page")
         eq = [p.encode() for p in self.ledger.equivocations()]
         forks = self.node.fork_evidence()
-        return pb.Evidence(equivocations=eq, forks=forks)
+        start, end = request.start, request.start + limit
+        page_eq = eq[start:end]
+        page_forks = forks[max(0, start - len(eq)) : max(0, end - len(eq))]
+        more = end < len(eq) + len(forks)
+        return pb.Evidence(equivocations=page_eq, forks=page_forks, next_start=end if more else 0)
 
 
 # ------------------------------------------------------------------ exchange
@@ -228,7 +239,9 @@ class ExchangeService(rpc.ExchangeServicer):
                     context.abort(
                         grpc.StatusCode.UNAVAILABLE, f"partitioned from {peer} (test hook)"
                     )
-                inflight.append(self.node.core.submit_async(list(batch.envelopes), source=peer))
+                inflight.append(
+                    self.node.core.submit_async(list(batch.envelopes), source=peer, wait=PUSH_WAIT)
+                )
                 while inflight and (len(inflight) > PUSH_INFLIGHT or inflight[0].done()):
                     settle(inflight.popleft())
             while inflight:
@@ -242,7 +255,8 @@ class ExchangeService(rpc.ExchangeServicer):
     @edge
     def Deliver(self, request, context):  # noqa: N802
         peer = self._peer(context)
-        outs = self.node.core.submit(list(request.envelopes), source=peer)
+        fut = self.node.core.submit_async(list(request.envelopes), source=peer, wait=DELIVER_WAIT)
+        outs = fut.result(60)
         for o in outs:
             if o.error is not None and len(outs) == 1:
                 raise o.error

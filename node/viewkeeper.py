@@ -187,11 +187,14 @@ class ViewKeeper:
                 self._cosigs[link.peer.id] = resp.signature_line
 
     def _fork(self, peer: str, text: str) -> None:
+        """Keep the first proof that `peer` signed another view root; later
+        ones add nothing, so a peer cannot fill our disk with them."""
+        prefix = b"viewfork/" + peer.encode() + b"\x00"
+        if next(iter(self.node.store.items("witness", prefix, prefix[:-1] + b"\x01")), None):
+            return
         ours = self._current_note()
         ev = json.dumps({"kind": "view-fork", "peer": peer, "theirs": text, "ours": ours})
-        self.node.store.put(
-            "witness", b"viewfork/" + peer.encode() + u64(self.node.clock()), ev.encode()
-        )
+        self.node.store.put("witness", prefix + u64(self.node.clock()), ev.encode())
 
     def forks(self) -> list[bytes]:
         return [v for _, v in self.node.store.items("witness", b"viewfork/", b"viewfork0")]

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from keys.consortium import Consortium
 from keys.layout import NodeConfig, init_consortium, load_consortium
 from keys.signing import SigningKey
-from ledger.errors import StorageFailure
+from ledger.errors import BufferFull, StorageFailure, TooLarge
 from ledger.log import NodeLedger
 from ledger.record import Mark, Record
 from ledger.store import Store
@@ -298,12 +298,12 @@ def test_issue_gate_ignores_strangers_and_latches_after_a_restore() -> None:
 
 class _LyingPeer(rpc.ExchangeServicer):
     """carrier-2's member port, played by the test with carrier-2's certificate:
-    it reports whatever head of carrier-1's feed the test says and serves none of it."""
+    it reports whatever feed heads the test says and serves no record."""
 
-    def __init__(self, d: Path, endpoint: str, head: tuple[int, bytes]) -> None:
+    def __init__(self, d: Path, endpoint: str, heads: list[pb.FeedHead]) -> None:
         from concurrent import futures
 
-        self.head = head
+        self.heads = heads
         self.server = grpc.server(futures.ThreadPoolExecutor(4))
         rpc.add_ExchangeServicer_to_server(self, self.server)
         pdir = d / "carrier-2"
@@ -316,8 +316,7 @@ class _LyingPeer(rpc.ExchangeServicer):
         self.server.start()
 
     def Heads(self, request: Any, context: Any) -> pb.FeedHeads:  # noqa: N802
-        seq, head = self.head
-        return pb.FeedHeads(heads=[pb.FeedHead(issuer="carrier-1", seq=seq, head_id=head)])
+        return pb.FeedHeads(heads=self.heads)
 
     def Pull(self, request: Any, context: Any) -> Iterator[pb.RecordBatch]:  # noqa: N802
         return iter(())
@@ -358,7 +357,8 @@ def test_a_restored_node_catches_up_and_one_lying_peer_cannot_make_it_equivocate
         shutil.rmtree(d / "carrier-1" / "data")
         (d / "carrier-1" / "data").mkdir()
         for lie in ((5, b"\x07" * 32), (9, b"\x09" * 32), (3, b"\x03" * 32)):
-            liar = _LyingPeer(d, c2_ep, lie)
+            liar = _LyingPeer(d, c2_ep, [pb.FeedHead(issuer="carrier-1", seq=lie[0],
+                                                      head_id=lie[1])])
             try:
                 with _node(d, "carrier-1", restored=True, **kw) as c1, _channels(d) as kept:
                     c1.issue_wait_s = 1.0
@@ -412,3 +412,146 @@ def test_node_toml_without_new_feed_loads_and_an_empty_store_then_waits_for_a_qu
     path.write_text(text.replace("new_feed = true", 'new_feed = "yes"'))
     with pytest.raises(Exception, match="new_feed"):
         NodeConfig.for_participant(d, "carrier-1")
+
+
+# ---------------------------------------------------------- point 2: what a member can make us hold
+
+
+def test_the_writer_queue_is_bounded_and_drops_nothing(tmp_path: Path) -> None:
+    """On main the writer's queue took every envelope any member sent, without
+    bound. Now a full queue makes a caller wait (up to its timeout) and then
+    refuses it with BufferFull; every queued job is written once the writer runs."""
+    import threading
+
+    from node.core import NodeCore
+
+    d = _consortium(tmp_path)
+    cons = _consortium_obj(d)
+    store = Store(tmp_path / "db")
+    core = NodeCore(store, cons, "carrier-1", _key(d, "carrier-1"))
+    core.max_queued = 10
+    try:
+        recs, prev = [], b""
+        for i in range(12):
+            r = _envelope(d, "carrier-2", i + 1, prev, f"+861300000{i:04d}")
+            recs.append(r)
+            prev = r.id
+        futs = [core.submit_async([r.envelope], "carrier-2") for r in recs[:10]]
+        assert core.queued == 10
+        t = time.monotonic()
+        with pytest.raises(BufferFull, match="at most 10"):
+            core.submit_async([recs[10].envelope], "carrier-2", wait=0.3)
+        assert time.monotonic() - t >= 0.3
+        waited: list[Any] = []
+        waiter = threading.Thread(
+            target=lambda: waited.append(core.submit_async([recs[11].envelope], "c", wait=20))
+        )
+        waiter.start()
+        time.sleep(0.2)
+        assert not waited  # still waiting for room
+        core.start()  # the writer drains the queue; the waiting caller gets in
+        waiter.join(20)
+        outs = [f.result(20)[0].status for f in futs] + [waited[0].result(20)[0].status]
+        # recs[10] was refused, so recs[11] waits in the out-of-order buffer: nothing is lost
+        assert outs == ["accepted"] * 10 + ["buffered"]
+        assert core.ledger.feed("carrier-2").seq == 10 and core.queued == 0
+        with pytest.raises(TooLarge, match="at most 1000"):
+            core.submit_async([b"\x0a"] * 1001, "carrier-2")
+    finally:
+        core.stop()
+        store.close()
+
+
+def test_a_member_gets_resource_exhausted_when_the_writer_queue_is_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from node import services
+
+    monkeypatch.setattr(services, "DELIVER_WAIT", 0.2)
+    d = _consortium(tmp_path)
+    rec = _envelope(d, "carrier-2", 1, b"", "+8613000000001")
+    with _node(d) as node, _channels(d) as kept:
+        ex = rpc.ExchangeStub(_member(d, node, "carrier-2", kept))
+        node.core.max_queued = 0  # as full as a flood would make it
+        with pytest.raises(grpc.RpcError) as e:
+            ex.Deliver(pb.RecordBatch(envelopes=[rec.envelope]), timeout=10)
+        assert e.value.code() == S.RESOURCE_EXHAUSTED
+        assert (e.value.details() or "").startswith("BufferFull: the writer queue is full")
+        node.core.max_queued = 20_000
+        ack = ex.Deliver(pb.RecordBatch(envelopes=[rec.envelope]), timeout=10)
+        assert ack.accepted == 1
+
+
+def _signed_checkpoint(d: Path, cons: Consortium, pid: str, size: int, root: bytes) -> str:
+    from ledger import note
+    from ledger.log import log_origin
+
+    origin = log_origin(cons.name, pid)
+    return note.sign_note(note.Checkpoint(origin, size, root).body(), origin, _key(d, pid))
+
+
+def test_fork_evidence_is_kept_once_per_peer_and_paged(tmp_path: Path) -> None:
+    """On main every forked checkpoint a peer sent was stored again (disk grew
+    with each), and GetEvidence returned all of it in one message."""
+    import hashlib
+
+    d = _consortium(tmp_path)
+    cons = _consortium_obj(d)
+    with _node(d) as node, _channels(d) as kept:
+        pub = rpc.PublicStub(_public(d, node, kept))
+        for pid in ("carrier-2", "institute"):
+            ex = rpc.ExchangeStub(_member(d, node, pid, kept))
+            first = _signed_checkpoint(d, cons, pid, 5, hashlib.sha256(b"a").digest())
+            ex.Cosign(pb.CosignRequest(note=first, old_size=0), timeout=10)
+            for i in range(40):
+                root = hashlib.sha256(b"fork %d" % i).digest()
+                forked = _signed_checkpoint(d, cons, pid, 5, root)
+                with pytest.raises(grpc.RpcError) as e:
+                    ex.Cosign(pb.CosignRequest(note=forked, old_size=5), timeout=10)
+                assert e.value.code() == S.ABORTED
+                if i == 0:
+                    witness_keys = node.store.count("witness")
+            assert node.store.count("witness") == witness_keys
+        # an equivocation of carrier-2 too: three items of evidence in all
+        ex = rpc.ExchangeStub(_member(d, node, "carrier-2", kept))
+        a = _envelope(d, "carrier-2", 1, b"", "+8613000000001")
+        b = _envelope(d, "carrier-2", 1, b"", "+8613000000002")
+        ex.Deliver(pb.RecordBatch(envelopes=[a.envelope]), timeout=10)
+        with pytest.raises(grpc.RpcError):
+            ex.Deliver(pb.RecordBatch(envelopes=[b.envelope]), timeout=10)
+        whole = pub.GetEvidence(pb.GetEvidenceRequest(), timeout=10)
+        assert (len(whole.equivocations), len(whole.forks), whole.next_start) == (1, 2, 0)
+        pages, start = [], 0
+        while True:
+            page = pub.GetEvidence(pb.GetEvidenceRequest(start=start, limit=1), timeout=10)
+            pages.append((list(page.equivocations), list(page.forks)))
+            if page.next_start == 0:
+                break
+            start = page.next_start
+        assert pages == [
+            (list(whole.equivocations), []),
+            ([], [whole.forks[0]]),
+            ([], [whole.forks[1]]),
+        ]
+
+
+def test_metrics_label_only_participants_whatever_a_peer_names(tmp_path: Path) -> None:
+    """On main every issuer a peer named in Heads became a label value of
+    markex_feed_lag_records before the membership check: a peer could add
+    time series to our metrics without end."""
+    from prometheus_client import generate_latest
+
+    d = _consortium(tmp_path)
+    junk = [pb.FeedHead(issuer=f"junk-{i}", seq=i + 1, head_id=b"\x01" * 32) for i in range(300)]
+    liar = _LyingPeer(d, NodeConfig.for_participant(d, "carrier-2").member_listen,
+                      [pb.FeedHead(issuer="institute", seq=0), *junk])
+    try:
+        with _node(d, sync_interval=0.1) as node:
+            _wait(lambda: "carrier-2" in node.gate._reports, what="a round with the liar")
+            time.sleep(0.3)
+            text = generate_latest(node.metrics.registry).decode()
+            assert 'issuer="institute"' in text
+            assert "junk-" not in text
+            assert all(not k.startswith("junk-") for k in node.links["carrier-2"].peer_heads)
+    finally:
+        liar.stop()
