@@ -35,6 +35,7 @@ from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node.core import NodeCore, max_member_message_bytes, wall_ms
 from node.feedgate import NEW_FEED, OWN_STORE, RESTORE, IssueGate
+from node.limits import ClientTable, PublicGate, PublicLimits
 from node.metrics import LatencyInterceptor, NodeMetrics
 from node.replication import PeerLink
 from node.services import AdminService, ExchangeService, PublicService
@@ -58,6 +59,7 @@ class Node:
         *,
         refuse_file: Path | None = None,
         restored: bool = False,
+        public_limits: PublicLimits | None = None,
     ) -> None:
         """`refuse_file` is a test hook (a file listing peer ids this node
         refuses, to simulate partitions): only tests pass it, and the node logs
@@ -65,6 +67,8 @@ class Node:
         backup, so the node issues only once a quorum of peers agree on its
         own feed's head (see node.core.IssueGate)."""
         self.cfg = cfg
+        self.public_limits = public_limits or PublicLimits()
+        self.public_gate = PublicGate(ClientTable(self.public_limits))
         self.consortium = consortium or load_consortium(cfg)
         self.participant_id = cfg.participant
         self.key = SigningKey.load(cfg.signing_key)
@@ -138,13 +142,17 @@ class Node:
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
         ]
+        lim = self.public_limits
         self.public = grpc.server(
-            futures.ThreadPoolExecutor(16, thread_name_prefix="public"),
+            futures.ThreadPoolExecutor(lim.threads, thread_name_prefix="public"),
             options=pub_opts,
-            interceptors=interceptors,
+            # Anonymous callers: each gets a bounded share (node/limits.py).
+            interceptors=[self.public_gate, *interceptors],
+            maximum_concurrent_rpcs=lim.max_calls,
         )
         rpc.add_PublicServicer_to_server(PublicService(self), self.public)
-        self.health = health.HealthServicer()
+        # Non-blocking: an idle Watch holds no thread (the interceptors keep the mark).
+        self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.public)
         reflection.enable_server_reflection(
             (

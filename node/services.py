@@ -41,6 +41,7 @@ from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node.status import code_for, detail_for
+from node.viewkeeper import MAX_LOOKUP_BATCH
 
 if TYPE_CHECKING:
     from node.server import Node
@@ -49,7 +50,6 @@ log = logging.getLogger("markex.rpc")
 
 MAX_ENTRIES_PER_CALL = 1000
 EVIDENCE_PAGE = 100  # evidence items per GetEvidence page, the default and the most
-MAX_LOOKUP_BATCH = 100_000
 PULL_BATCH = 500
 PUSH_INFLIGHT = 16  # push messages from one peer queued for the writer at once
 PUSH_WAIT = 30.0  # seconds a push waits for room in the writer's queue (then RESOURCE_EXHAUSTED)
@@ -155,8 +155,11 @@ class PublicService(rpc.PublicServicer):
 
     @edge
     def LookupBatch(self, request, context):  # noqa: N802
-        if len(request.numbers) > MAX_LOOKUP_BATCH:
-            raise TooLarge(f"at most {MAX_LOOKUP_BATCH} numbers per batch")
+        n = len(request.numbers)
+        if n > MAX_LOOKUP_BATCH:
+            raise TooLarge(f"at most {MAX_LOOKUP_BATCH} numbers per batch, got {n}")
+        # A batch costs its caller more of its rate than one lookup (node/limits.py).
+        self.node.public_gate.charge(context, n / self.node.public_limits.numbers_per_unit)
         return self.node.lookup_batch(list(request.numbers), request.at_ms, request.with_proofs)
 
     @edge

@@ -545,6 +545,10 @@ for _n in (1001, 5000, 200_000):
 case("flood", "evidence-page-over-the-most",
      lambda r: r.pub.GetEvidence(pb.GetEvidenceRequest(limit=101), timeout=10),
      S.RESOURCE_EXHAUSTED, "TooLarge", detail_has="at most 100")
+case("oversized", "lookup-batch-1001",
+     lambda r: r.pub.LookupBatch(pb.LookupBatchRequest(numbers=["13800000001"] * 1001),
+                                 timeout=30),
+     S.RESOURCE_EXHAUSTED, "TooLarge", detail_has="at most 1000 numbers per batch")
 case("oversized", "lookup-batch-100001",
      lambda r: r.pub.LookupBatch(pb.LookupBatchRequest(numbers=["13800000001"] * 100_001),
                                  timeout=30),

@@ -555,3 +555,149 @@ def test_metrics_label_only_participants_whatever_a_peer_names(tmp_path: Path) -
             assert all(not k.startswith("junk-") for k in node.links["carrier-2"].peer_heads)
     finally:
         liar.stop()
+
+
+# ---------------------------------------------------------- point 1: anonymous callers
+
+
+def _chain(d: Path, issuer: str, n: int, start: int = 1, prev: bytes = b"") -> list[Record]:
+    out = []
+    for i in range(start, start + n):
+        r = _envelope(d, issuer, i, prev, f"+86130{i:08d}")
+        out.append(r)
+        prev = r.id
+    return out
+
+
+def test_idle_watch_and_reflection_streams_leave_lookups_answering(tmp_path: Path) -> None:
+    """On main DecodeGuard dropped the health Watch's non-blocking mark, so 16
+    idle watchers took all 16 threads and every lookup queued for good. Now
+    40 idle watchers hold no thread, blocking reflection streams take at most
+    their share (the rest are refused at once, RESOURCE_EXHAUSTED), and
+    lookups still answer."""
+    import threading
+
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    d = _consortium(tmp_path)
+    with _node(d) as node, _channels(d) as kept:
+        held: list[Any] = []
+        for _c in range(10):
+            hc = health_pb2_grpc.HealthStub(_public(d, node, kept))
+            for _ in range(4):
+                # (on main the 17th never answers: every thread holds a watcher)
+                watch = hc.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+                assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+                held.append(watch)
+        quiet = threading.Event()
+
+        def idle_requests() -> Iterator[Any]:
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+            quiet.wait(60)  # then stays open, saying nothing
+
+        opened = refused = 0
+        for _c in range(10):
+            rs = reflection_pb2_grpc.ServerReflectionStub(_public(d, node, kept))
+            for _ in range(4):
+                stream = rs.ServerReflectionInfo(idle_requests(), timeout=30)
+                held.append(stream)
+                try:
+                    assert next(stream).list_services_response.service
+                    opened += 1
+                except grpc.RpcError as e:
+                    assert e.code() == S.RESOURCE_EXHAUSTED, e
+                    assert "streaming calls at once" in (e.details() or "")
+                    refused += 1
+        assert opened >= 1 and opened + refused == 40
+        pub = rpc.PublicStub(_public(d, node, kept))
+        for i in range(30):
+            pub.Lookup(pb.LookupRequest(number=f"1380000{i:04d}"), timeout=3)
+        assert node.public_gate.table.open_calls("watch") == 40
+        quiet.set()
+        for s in held:
+            s.cancel()
+        _wait(lambda: node.public_gate.table.open_calls("watch") == 0, 10, "watches closed")
+        _wait(lambda: node.public_gate.table.open_calls("stream") == 0, 10, "streams closed")
+
+
+def test_one_clients_flood_is_refused_while_another_is_served(tmp_path: Path) -> None:
+    """On main nothing limited a caller: a flood from one client took what it
+    wanted. Now each client spends its own token bucket."""
+    from node.limits import PublicLimits
+
+    d = _consortium(tmp_path)
+    limits = PublicLimits(rate=20, burst=40)
+    with _node(d, public_limits=limits) as node, _channels(d) as kept:
+        flood = rpc.PublicStub(_public(d, node, kept))
+        other = rpc.PublicStub(_public(d, node, kept))
+        codes: list[grpc.StatusCode] = []
+        details = set()
+        for i in range(120):
+            try:
+                flood.Lookup(pb.LookupRequest(number=f"1380000{i:04d}"), timeout=5)
+                codes.append(S.OK)
+            except grpc.RpcError as e:
+                codes.append(e.code())
+                details.add(e.details())
+        assert codes.count(S.OK) <= 40 + 20 * 5  # no more than the burst and the rate let in
+        assert S.RESOURCE_EXHAUSTED in codes and set(codes) <= {S.OK, S.RESOURCE_EXHAUSTED}
+        assert any("rate limit: at most 20 request units per second" in (t or "") for t in details)
+        for i in range(5):
+            other.Lookup(pb.LookupRequest(number=f"1390000{i:04d}"), timeout=5)
+        # a batch costs by its size: 1000 numbers are 11 units (40 - 5 - 33 < 11 left)
+        for _ in range(3):
+            other.LookupBatch(pb.LookupBatchRequest(numbers=["13800000001"] * 1000), timeout=10)
+        with pytest.raises(grpc.RpcError) as e:
+            other.LookupBatch(pb.LookupBatchRequest(numbers=["13800000001"] * 1000), timeout=10)
+        assert e.value.code() == S.RESOURCE_EXHAUSTED
+
+
+def test_a_big_anonymous_batch_does_not_hold_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On main a LookupBatch built every answer inside the view lock that the
+    writer takes after each commit, so ingest waited for the whole batch. Here
+    the view's proof reads are slowed (a slow disk: 2 ms a proof) so a batch
+    of 1000 takes seconds; records are ingested while it is answered, and the
+    answer still verifies against the checkpoint it came with."""
+    import threading
+
+    from ledger import view as V
+    from node.lookup import verify_answer
+
+    d = _consortium(tmp_path)
+    cons = _consortium_obj(d)
+    with _node(d) as node, _channels(d) as kept:
+        ex = rpc.ExchangeStub(_member(d, node, "carrier-2", kept))
+        pub = rpc.PublicStub(_public(d, node, kept))
+        recs = _chain(d, "carrier-2", 60)
+        ack = ex.Deliver(pb.RecordBatch(envelopes=[r.envelope for r in recs[:40]]), timeout=10)
+        assert ack.accepted == 40
+        real_proof = V.NationalView.proof
+
+        def slow_proof(self: V.NationalView, number: str) -> V.ViewProof:
+            time.sleep(0.002)
+            return real_proof(self, number)
+
+        monkeypatch.setattr(V.NationalView, "proof", slow_proof)
+        numbers = [f"+86130{i:08d}" for i in range(1, 1001)]
+        answer: list[Any] = []
+        batch = threading.Thread(target=lambda: answer.append(pub.LookupBatch(
+            pb.LookupBatchRequest(numbers=numbers, with_proofs=True), timeout=60)))
+        batch.start()
+        time.sleep(0.3)  # the batch is being answered
+        took = []
+        for r in recs[40:]:
+            t = time.monotonic()
+            ack = ex.Deliver(pb.RecordBatch(envelopes=[r.envelope]), timeout=30)
+            took.append(time.monotonic() - t)
+            assert ack.accepted == 1
+        assert max(took) < 0.5, took  # on main: each waited for the batch
+        assert batch.is_alive(), "the batch ended before ingest did: the test proves nothing"
+        assert node.core.ledger.feed("carrier-2").seq == 60
+        batch.join(60)
+        resp = answer[0]
+        assert len(resp.results) == 1000
+        for num, r in zip(numbers, resp.results, strict=True):
+            verify_answer(cons, num, r, resp.view_checkpoint, _now())
+        assert sum(1 for r in resp.results if r.entry) in (40, 60)  # one view, one version
