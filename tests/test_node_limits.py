@@ -701,3 +701,45 @@ def test_a_big_anonymous_batch_does_not_hold_the_writer(
         for num, r in zip(numbers, resp.results, strict=True):
             verify_answer(cons, num, r, resp.view_checkpoint, _now())
         assert sum(1 for r in resp.results if r.entry) in (40, 60)  # one view, one version
+
+
+@pytest.mark.parametrize(
+    "peer,client",
+    [
+        ("ipv4:203.0.113.7:50001", "203.0.113.7"),
+        ("ipv4:203.0.113.7:50002", "203.0.113.7"),  # one address is one client
+        ("ipv6:[2001:db8::1]:443", "2001:db8::1"),
+        ("ipv4:127.0.0.1:40001", "ipv4:127.0.0.1:40001"),  # loopback: one connection
+        ("ipv6:[::1]:40001", "ipv6:[::1]:40001"),
+        ("unix:/tmp/sock", "unix:/tmp/sock"),
+    ],
+)
+def test_a_client_is_an_address_or_a_loopback_connection(peer: str, client: str) -> None:
+    from node.limits import client_of
+
+    assert client_of(peer) == client
+
+
+def test_client_table_bounds_each_kind_and_forgets_only_idle_clients() -> None:
+    from node.limits import STREAM, UNARY, WATCH, ClientTable, PublicLimits
+
+    lim = PublicLimits(threads=8, max_streams=2, client_calls=2, client_streams=3, rate=10,
+                       burst=10, max_clients=2)
+    t = ClientTable(lim)
+    assert t.admit("a", UNARY, 0.0) is None and t.admit("a", UNARY, 0.0) is None
+    assert "at most 2 calls at once per client" in (t.admit("a", UNARY, 0.0) or "")
+    t.release("a", UNARY)
+    assert t.admit("a", UNARY, 0.0) is None
+    assert t.admit("b", STREAM, 0.0) is None and t.admit("b", STREAM, 0.0) is None
+    assert "at most 2 streaming calls" in (t.admit("a", STREAM, 0.0) or "")
+    assert t.admit("b", WATCH, 0.0) is None
+    assert "at most 3 open streams per client" in (t.admit("b", WATCH, 0.0) or "")
+    assert "at most 2 clients" in (t.admit("c", UNARY, 100.0) or "")  # a and b hold calls
+    for _ in range(3):
+        t.release("a", UNARY)  # one more release than calls changes nothing
+    assert t.open_calls(UNARY) == 0
+    assert t.admit("c", UNARY, 100.0) is None  # a was idle and refilled: forgotten
+    # the bucket: 10 units, 10 a second
+    assert t.charge("c", 8.0, 100.0) is None
+    assert "rate limit" in (t.charge("c", 5.0, 100.0) or "")
+    assert t.charge("c", 5.0, 100.5) is None
