@@ -15,11 +15,15 @@ Three cases, fixed when the node starts:
                  it issues only once `quorum` peers report the same head of
                  its feed and it holds that head itself
 
-In every case it never issues while a peer reports a higher seq of its feed
-than it holds (it is still catching up from that peer). A lying peer can thus
-delay a restored node, never make it re-sign a seq. Peers report what they
-hold of our feed in every anti-entropy round (Exchange.Heads). No clock and
-no gRPC here: the caller polls `refusal`.
+It never issues while a peer reports a higher seq of its feed than it holds
+(it is still catching up from that peer). Restoring, any such report counts:
+a lying peer can delay a restored node, never make it re-sign a seq. Once
+the node holds its feed (own store, or a new feed begun), only a report the
+peer proved counts, by serving the record of ours it claims as head (signed
+with our key, with that id): one hostile member cannot stop a healthy node
+from issuing by claiming its feed is longer. Peers report what they hold of
+our feed in every anti-entropy round (Exchange.Heads). No clock and no gRPC
+here: the caller polls `refusal`.
 """
 
 from __future__ import annotations
@@ -47,15 +51,21 @@ class IssueGate:
         # A consortium with fewer peers than the quorum: all of them must agree.
         self.need = max(0, min(quorum, len(self.peers)))
         self._reports: dict[str, tuple[int, bytes]] = {}
+        self._proven: set[str] = set()  # peers whose latest report came with its head record
         self._tried: set[str] = set()
 
-    def report(self, peer: str, seq: int, head_id: bytes) -> None:
-        """`peer` holds our feed up to `seq`, whose record id is `head_id` (0, b"": none)."""
+    def report(self, peer: str, seq: int, head_id: bytes, proven: bool = False) -> None:
+        """`peer` holds our feed up to `seq`, whose record id is `head_id` (0,
+        b"": none); `proven` when it served that record, signed by us."""
         if peer not in self.peers:
             return
         with self._lock:
             self._reports[peer] = (seq, head_id)
             self._tried.add(peer)
+            if proven:
+                self._proven.add(peer)
+            else:
+                self._proven.discard(peer)
 
     def unreachable(self, peer: str) -> None:
         """A round with `peer` failed: it has been tried, and said nothing."""
@@ -67,7 +77,14 @@ class IssueGate:
     def refusal(self, own_seq: int, own_head: bytes) -> str | None:
         """None when the node may sign seq own_seq + 1 now; else why not, and what to do."""
         with self._lock:
-            ahead = [(s, p) for p, (s, _) in self._reports.items() if s > own_seq]
+            if self.mode == NEW_FEED and own_seq > 0:
+                self.mode = OWN_STORE  # the new feed has begun in this node's own store
+            strict = self.mode == RESTORE
+            ahead = [
+                (s, p)
+                for p, (s, _) in self._reports.items()
+                if s > own_seq and (strict or p in self._proven)
+            ]
             if ahead:
                 seq, peer = max(ahead)
                 return (

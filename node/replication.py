@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 import grpc
 
 from keys.consortium import Participant
-from ledger.log import EquivocationProof
+from ledger.errors import LedgerError
+from ledger.log import EquivocationProof, verify_envelopes
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node.core import max_member_message_bytes
@@ -198,7 +199,10 @@ class PeerLink:
         records were pulled."""
         core = self.node.core
         heads = self.stub.Heads(pb.FeedHeadsRequest(), timeout=5)
-        self.node.peer_heads(self.peer.id, heads)
+        me = self.node.participant_id
+        claim = next((h for h in heads.heads if h.issuer == me), None)
+        proven = claim is not None and claim.seq > core.ledger.feed(me).seq and self._proves(claim)
+        self.node.peer_heads(self.peer.id, heads, proven)
         prev = self._prev_heads
         pulled = 0
         for h in heads.heads:
@@ -233,6 +237,21 @@ class PeerLink:
         self._cosign_due.clear()
         self._cosign_steps()
         return pulled
+
+    def _proves(self, claim: pb.FeedHead) -> bool:
+        """Whether the peer serves the record of our own feed it claims as its
+        head: at that seq, with that id, signed with our key."""
+        try:
+            batches = self.stub.Pull(
+                pb.PullRequest(issuer=claim.issuer, after=claim.seq - 1, max=1), timeout=5
+            )
+            env = next((e for b in batches for e in b.envelopes), None)
+            if env is None:
+                return False
+            rec = verify_envelopes([env], self.node.consortium)[0]
+        except (grpc.RpcError, LedgerError):
+            return False
+        return rec.issuer == claim.issuer and rec.seq == claim.seq and rec.id == claim.head_id
 
     def _cosign_steps(self) -> None:
         for step in (self._cosign, lambda: self.node.view_cosign_with(self)):

@@ -28,6 +28,7 @@ from keys.consortium import Consortium, Participant
 from keys.layout import NodeConfig, load_consortium
 from keys.signing import SigningKey
 from ledger import note
+from ledger.errors import StorageFailure
 from ledger.log import EquivocationProof
 from ledger.record import Record
 from ledger.store import Store
@@ -65,7 +66,7 @@ class Node:
         refuses, to simulate partitions): only tests pass it, and the node logs
         that it is on. `restored`: the operator says the store comes from a
         backup, so the node issues only once a quorum of peers agree on its
-        own feed's head (see node.core.IssueGate)."""
+        own feed's head (node/feedgate.py)."""
         self.cfg = cfg
         self.public_limits = public_limits or PublicLimits()
         self.public_gate = PublicGate(ClientTable(self.public_limits))
@@ -260,7 +261,7 @@ class Node:
         feed = self.core.ledger.feed(self.participant_id)
         return self.gate.refusal(feed.seq, feed.head_id)
 
-    def _on_storage_failure(self, err: Exception) -> None:
+    def _on_storage_failure(self, err: StorageFailure) -> None:
         """The store failed: the node takes no writes until restarted, and says so."""
         log.critical(json.dumps({"event": "storage-failure", "error": str(err)}))
         if not hasattr(self, "health"):
@@ -268,11 +269,12 @@ class Node:
         for service in ("", "markex.v1.Public"):
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    def peer_heads(self, peer: str, heads: pb.FeedHeads) -> None:
-        """A peer's answer to Heads: what it holds of our own feed goes to the gate."""
+    def peer_heads(self, peer: str, heads: pb.FeedHeads, proven: bool = False) -> None:
+        """A peer's answer to Heads: what it holds of our own feed goes to the
+        gate; `proven` when it also served that head record (PeerLink)."""
         for h in heads.heads:
             if h.issuer == self.participant_id:
-                self.gate.report(peer, h.seq, h.head_id)
+                self.gate.report(peer, h.seq, h.head_id, proven)
                 return
         self.gate.report(peer, 0, b"")
 

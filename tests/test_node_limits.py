@@ -256,24 +256,30 @@ def test_a_lone_node_issues_at_once_and_after_a_restart(tmp_path: Path) -> None:
     "mode,reports,own,allowed,says",
     [
         (OWN_STORE, {}, (4, b"h4"), True, ""),
-        (OWN_STORE, {"b": (6, b"h6")}, (4, b"h4"), False, "peer b holds seq 6"),
+        # a claim the peer did not prove (by serving that record) does not stop a healthy node
+        (OWN_STORE, {"b": (6, b"h6")}, (4, b"h4"), True, ""),
+        (OWN_STORE, {"b": (6, b"h6", True)}, (4, b"h4"), False, "peer b holds seq 6"),
         (NEW_FEED, {"a": (0, b"")}, (0, b""), False, "waiting for b, c"),
         (NEW_FEED, {"a": (0, b""), "b": None, "c": None}, (0, b""), True, ""),
-        (NEW_FEED, {"a": (3, b"h3"), "b": None, "c": None}, (0, b""), False, "peer a holds seq 3"),
+        (NEW_FEED, {"a": (3, b"h3"), "b": None, "c": None}, (0, b""), True, ""),
+        (NEW_FEED, {"a": (3, b"h3", True), "b": None, "c": None}, (0, b""), False,
+         "peer a holds seq 3"),
         (RESTORE, {}, (0, b""), False, "0 agree so far"),
         (RESTORE, {"a": (5, b"h5")}, (5, b"h5"), False, "1 agree so far (a)"),
         (RESTORE, {"a": (5, b"h5"), "b": (5, b"forged")}, (5, b"h5"), False, "b at seq 5"),
         (RESTORE, {"a": (5, b"h5"), "b": (4, b"h4")}, (5, b"h5"), False, "b at seq 4"),
         (RESTORE, {"a": (5, b"h5"), "b": (5, b"h5")}, (5, b"h5"), True, ""),
+        # restoring, even an unproven claim of a longer feed holds the node back
         (RESTORE, {"a": (5, b"h5"), "b": (5, b"h5"), "c": (7, b"h7")}, (5, b"h5"), False,
          "peer c holds seq 7"),
     ],
 )
 def test_issue_gate_cases(
-    mode: str, reports: dict[str, tuple[int, bytes] | None], own: tuple[int, bytes],
+    mode: str, reports: dict[str, tuple[Any, ...] | None], own: tuple[int, bytes],
     allowed: bool, says: str,
 ) -> None:
-    """The gate's table: None means "may issue"; a refusal says why (None below: unreachable)."""
+    """The gate's table: None means "may issue"; a refusal says why. A report
+    is (seq, head[, proven]); None: the peer was unreachable."""
     gate = IssueGate(mode, ["a", "b", "c"], quorum=2, why="restored")
     for peer, r in reports.items():
         if r is None:
@@ -387,6 +393,36 @@ def test_a_restored_node_catches_up_and_one_lying_peer_cannot_make_it_equivocate
                 _wait(lambda o=other: o.core.ledger.feed("carrier-1").seq == 6, what="seq 6")
                 assert other.core.ledger.feed("carrier-1").frozen_at is None
                 assert not other.core.ledger.equivocations()
+            # Lost again, and restarted without --restored: node.toml still (wrongly)
+            # says the feed is new, but peers that prove they hold it hold it back.
+            c1.stop()
+            shutil.rmtree(d / "carrier-1" / "data")
+            (d / "carrier-1" / "data").mkdir()
+            with _node(d, "carrier-1", **kw) as c1b, _channels(d) as kept:
+                admin = rpc.AdminStub(_member(d, c1b, "carrier-1", kept))
+                out = admin.IssueMark(rpb.Mark(number="13800000010", category="fraud"), timeout=20)
+                assert out.seq == 7
+            for other in (inst, c2):
+                _wait(lambda o=other: o.core.ledger.feed("carrier-1").seq == 7, what="seq 7")
+                assert not other.core.ledger.equivocations()
+
+
+def test_a_lying_peer_cannot_stop_a_healthy_node_from_issuing(tmp_path: Path) -> None:
+    """A member that claims our feed is longer than it is, and cannot serve
+    the record it names, is not believed once the node holds its own feed."""
+    d = _consortium(tmp_path)
+    liar = _LyingPeer(d, NodeConfig.for_participant(d, "carrier-2").member_listen,
+                      [pb.FeedHead(issuer="carrier-1", seq=9, head_id=b"\x09" * 32)])
+    try:
+        with _node(d, sync_interval=0.1) as node, _channels(d) as kept:
+            _wait(lambda: "carrier-2" in node.gate._reports, what="the liar's report")
+            admin = rpc.AdminStub(_member(d, node, "carrier-1", kept))
+            for seq in (1, 2):
+                out = admin.IssueMark(rpb.Mark(number=f"1380000000{seq}", category="fraud"),
+                                      timeout=10)
+                assert out.seq == seq
+    finally:
+        liar.stop()
 
 
 def test_node_toml_without_new_feed_loads_and_an_empty_store_then_waits_for_a_quorum(
