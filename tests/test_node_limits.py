@@ -779,3 +779,24 @@ def test_client_table_bounds_each_kind_and_forgets_only_idle_clients() -> None:
     assert t.charge("c", 8.0, 100.0) is None
     assert "rate limit" in (t.charge("c", 5.0, 100.0) or "")
     assert t.charge("c", 5.0, 100.5) is None
+
+
+def test_the_online_auditor_reads_every_page_of_evidence(tmp_path: Path) -> None:
+    """101 equivocations of one feed are two pages; the auditor's source reads both."""
+    from node.auditcli import GrpcLogSource
+
+    d = _consortium(tmp_path)
+    with _node(d) as node, _channels(d) as kept:
+        ex = rpc.ExchangeStub(_member(d, node, "carrier-2", kept))
+        chain = _chain(d, "carrier-2", 101)
+        ack = ex.Deliver(pb.RecordBatch(envelopes=[r.envelope for r in chain]), timeout=30)
+        assert ack.accepted == 101
+        rivals = [_envelope(d, "carrier-2", r.seq, r.prev_id, "+8613900000001") for r in chain]
+        for r in reversed(rivals):  # each lowers the freeze, so each is a new proof
+            with pytest.raises(grpc.RpcError):
+                ex.Deliver(pb.RecordBatch(envelopes=[r.envelope]), timeout=10)
+        pub = rpc.PublicStub(_public(d, node, kept))
+        first = pub.GetEvidence(pb.GetEvidenceRequest(), timeout=10)
+        assert len(first.equivocations) == 100 and first.next_start == 100
+        eqs, forks = GrpcLogSource(pub).evidence()
+        assert len(eqs) == 101 and len(set(eqs)) == 101 and forks == []
