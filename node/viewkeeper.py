@@ -18,7 +18,7 @@ import grpc
 
 from ledger import note
 from ledger import view as V
-from ledger.errors import CheckpointFork, LedgerError, NotAllowed, OutOfOrder, TooLarge
+from ledger.errors import CheckpointFork, NotAllowed, OutOfOrder, TooLarge
 from ledger.numbers import normalize
 from ledger.record import Record
 from ledger.store import u64
@@ -152,16 +152,16 @@ class ViewKeeper:
         for _ in range(READ_TRIES):
             with self._lock:
                 version, view = self._version, self.view
-                note = self.checkpoint_note() or ""
+                text = self.checkpoint_note() or ""
             assert view is not None
             try:
                 answers = self._answers(view, e164s, with_proofs)
-            except LedgerError:
+            except Exception:
                 if self._version == version:
                     raise  # not a read torn by a change: a real error
                 continue
             if self._version == version:
-                return note, answers
+                return text, answers
         with self._lock:
             assert self.view is not None
             return self.checkpoint_note() or "", self._answers(self.view, e164s, with_proofs)
