@@ -117,6 +117,14 @@ def test_partitioned_node_converges_after_heal(net: LocalNet) -> None:
             net.public(pid).GetRecord(pb.GetRecordRequest(id=rid), timeout=5)
 
 
+def test_the_partition_hook_is_a_logged_test_flag(net: LocalNet) -> None:
+    """The processes above run with `--test-refuse-file` (LocalNet passes it)
+    and each says so in its log; without the flag the hook is off."""
+    for pid in net.ids:
+        log_text = (net.dir / pid / "node.log").read_text()
+        assert '"event": "test-hook"' in log_text and str(net.refuse_file(pid)) in log_text
+
+
 def test_new_empty_node_catches_up_from_scratch(net: LocalNet) -> None:
     """Its store lost, carrier-1 restarts with `--restored`: its own feed comes
     back from its peers, and it continues the same chain at the next seq."""
