@@ -100,6 +100,12 @@ class NodeConfig:
     public_listen: str
     metrics_listen: str
     institute_key: bytes
+    # Optional keys (older files without them still load):
+    # the operator states this node's feed is new, so on an empty store it may
+    # sign seq 1 without a quorum of peers vouching for its feed's head
+    # (node/feedgate.py). `consortium init` writes true; set it to false, or
+    # run with --restored, when a store is ever lost or restored.
+    new_feed: bool = False
 
     def __post_init__(self) -> None:
         if not self.participant or not all(c.isalnum() or c in "-_." for c in self.participant):
@@ -111,7 +117,8 @@ class NodeConfig:
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
-        """Read and check a node.toml. Every key is required; unknown keys are refused."""
+        """Read and check a node.toml. Every key is required but the optional
+        ones (`_OPTIONAL`); unknown keys are refused."""
         try:
             raw = path.read_bytes()
         except OSError as e:
@@ -130,7 +137,14 @@ class NodeConfig:
         if unknown:
             raise ConfigError(f"{source}: unknown key {unknown[0]!r}")
         values: dict[str, Any] = {}
+        for name, kind in _OPTIONAL.items():
+            if name in obj:
+                if not isinstance(obj[name], kind):
+                    raise ConfigError(f"{source}: key {name!r} must be a {kind.__name__}")
+                values[name] = obj[name]
         for name in known:
+            if name in _OPTIONAL:
+                continue
             if name not in obj:
                 raise ConfigError(f"{source}: missing key {name!r}")
             v = obj[name]
@@ -173,6 +187,9 @@ class NodeConfig:
             v = getattr(self, f.name)
             if f.name == "institute_key":
                 v = base64.b64encode(v).decode()
+            if isinstance(v, bool):
+                lines.append(f"{f.name} = {'true' if v else 'false'}")
+                continue
             lines.append(f"{f.name} = {_toml_string(str(v))}")
         return "\n".join(lines) + "\n"
 
@@ -180,6 +197,8 @@ class NodeConfig:
         path.write_text(self.to_toml(), encoding="utf-8")
 
 
+# Keys a node.toml may leave out (the field's default applies), with their TOML type.
+_OPTIONAL: dict[str, type] = {"new_feed": bool}
 _PATH_KEYS = ("consortium", "data_dir", "signing_key", "tls_key", "tls_cert", "ca_cert")
 
 
@@ -349,6 +368,7 @@ def _write_consortium(
                 public_listen=_endpoint(listen_host, base_port + 2 * k + 1),
                 metrics_listen=_endpoint(listen_host, 0),
                 institute_key=institute_key.public_bytes,
+                new_feed=True,  # every feed of a consortium just made starts here
             ).write(pdir / "node.toml")
     except OSError as e:
         raise ConfigError(f"cannot write the consortium into {directory}: {e}") from e

@@ -451,6 +451,9 @@ class NodeLedger:
         past that, or past policy.out_of_order_buffer in all), each for at
         most policy.out_of_order_ttl_ms."""
         self.expire_buffer(now_ms)
+        # After a failed write the store may hold records that never synced:
+        # none of them may be called a duplicate, so nothing is answered.
+        self.store.check_writable()
         pend = _Pending()
         outcomes: list[Outcome] = []
         for env in envelopes:
