@@ -105,7 +105,10 @@ def _key(d: Path, pid: str) -> SigningKey:
 
 
 def _envelope(d: Path, issuer: str, seq: int, prev: bytes, number: str) -> Record:
-    return Record.issue(_key(d, issuer), issuer, seq, prev, _now(), Mark(number, "fraud", 70))
+    return Record.issue(
+        _key(d, issuer), issuer, seq, prev, _now(), Mark(number, "fraud", 70),
+        consortium=_consortium_obj(d).name,
+    )
 
 
 @contextmanager
