@@ -1008,7 +1008,7 @@ def _slots_from_rows(rows: Iterable[tuple[bytes, bytes]]) -> list[Slot]:
     """The slots of stored viewbucket rows (in key order, so in position order)."""
     out: list[Slot] = []
     for k, v in rows:
-        if len(k) != 32 or len(v) != 65 or not 0 < v[32] <= viewtree.DEPTH:
+        if len(k) != 32 or len(v) != 65 or v[32] > viewtree.DEPTH:
             raise StorageFailure(f"view leaf {k.hex()[:16]} does not parse")
         pos = viewtree.position(k)
         if out and out[-1].pos == pos:

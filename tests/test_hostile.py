@@ -1264,17 +1264,39 @@ def test_client_consistency_verifier_refuses_bent_proofs(rig: Rig, how: str) -> 
 def test_client_lookup_verifier_refuses_bent_proofs(rig: Rig, how: str) -> None:
     got = rig.pub.Lookup(pb.LookupRequest(number="13900000002"), timeout=5)
     vc = V.parse_view_checkpoint(note.Note.parse(got.view_checkpoint).text)
-    bits = rig.cons.policy.view_bucket_bits
     proof = V.ViewProof.decode(got.proof)
-    V.verify_lookup(got.number, got.entry, proof, vc.root, bits)
-    bent = V.ViewProof(proof.bucket, proof.others, tuple(_bend(list(proof.path), how)))
+    V.verify_lookup(got.number, got.entry, proof, vc.root)
+    assert proof.siblings                       # the view holds other numbers
+    bent = V.ViewProof(proof.listed, proof.bitmap, tuple(_bend(list(proof.siblings), how)))
     with pytest.raises(MalformedProof):
-        V.verify_lookup(got.number, got.entry, bent, vc.root, bits)
+        V.verify_lookup(got.number, got.entry, bent, vc.root)
     raw = got.proof + b"\x00" if how == "extra" else got.proof[:-1]
     with pytest.raises(MalformedProof):
-        V.verify_lookup(got.number, got.entry, raw, vc.root, bits)
+        V.verify_lookup(got.number, got.entry, raw, vc.root)
     with pytest.raises(MalformedProof):
-        V.verify_lookup(got.number, got.entry, proof, vc.root[:31], bits)
+        V.verify_lookup(got.number, got.entry, proof, vc.root[:31])
+
+
+def test_lookup_proofs_from_the_public_port_name_no_other_number(rig: Rig) -> None:
+    """Fails on proof version 1: a lookup's proof, present or absent, carries
+    no other number of the node's view, nor its SHA-256 or view key."""
+    view = rig.node.view.view
+    assert view is not None
+    held = list(view.numbers())
+    assert len(held) >= 2
+    asked = held + ["+8613900000999", "+8613800000999"]
+    for number in asked:
+        got = rig.pub.Lookup(pb.LookupRequest(number=number), timeout=5)
+        vc = V.parse_view_checkpoint(note.Note.parse(got.view_checkpoint).text)
+        assert V.verify_lookup(got.number, got.entry or None, got.proof, vc.root) == view.entry(
+            number
+        )
+        for other in held:
+            if other == number:
+                continue
+            raw = other.encode()
+            for secret in (raw, raw[1:], hashlib.sha256(raw).digest(), V.view_key(other)):
+                assert secret not in got.proof, (number, other)
 
 
 def test_store_byte_for_byte_unchanged_after_the_table(rig: Rig) -> None:
