@@ -932,7 +932,7 @@ class _Indexes:
 #   view            number                    -> entry bytes
 #   viewix          record id                 -> kind (1) || flags (1) || body
 #   viewref         target id || referrer id  -> b""
-#   viewbucket      view key (32)             -> entry hash (32) || u8 depth || hash (32)
+#   viewbucket      view key (32)             -> entry hash || u8 depth || hash || u8 depth || hash
 #   viewbuckethash  u32 bucket                -> the bucket's subtree hash (non-empty buckets)
 #   viewmeta        b"config" | b"vector" | b"count" | b"ignored"
 #
@@ -941,8 +941,9 @@ class _Indexes:
 # correction and D decision (the fact as JSON). Flag bit 0: viewref holds
 # referrers of this id. A mark's and a reassignment's facts are read back from
 # the stored entry of its number, which carries all of them. A viewbucket value
-# ends with its position's cache (viewtree.Slot: the hash of the subtree that
-# holds this position alone, at that depth), the same in every key of a position.
+# ends with its position's two cached chain points (viewtree.Slot: the hash of
+# the subtree that holds this position alone, at two depths), the same in every
+# key of a position.
 
 _WAITING, _IGNORED, _MARK, _REASSIGNMENT, _CORRECTION, _DECISION = (
     b"W", b"I", b"M", b"R", b"C", b"D"
@@ -1001,21 +1002,21 @@ def _facts_of_entry(number: str, raw: bytes) -> tuple[list[_MarkFact], list[_Rea
 
 
 def _leaf_value(s: Slot, entry: bytes) -> bytes:
-    return entry + bytes((s.depth,)) + s.top
+    return entry + bytes((s.depth,)) + s.top + bytes((s.deep_depth,)) + s.deep
 
 
 def _slots_from_rows(rows: Iterable[tuple[bytes, bytes]]) -> list[Slot]:
     """The slots of stored viewbucket rows (in key order, so in position order)."""
     out: list[Slot] = []
     for k, v in rows:
-        if len(k) != 32 or len(v) != 65 or v[32] > viewtree.DEPTH:
+        if len(k) != 32 or len(v) != 98 or not v[32] <= v[65] <= viewtree.DEPTH:
             raise StorageFailure(f"view leaf {k.hex()[:16]} does not parse")
         pos = viewtree.position(k)
         if out and out[-1].pos == pos:
             last = out[-1]
             last.members = (*last.members, (k, v[:32]))
         else:
-            out.append(Slot(pos, ((k, v[:32]),), v[32], v[33:]))
+            out.append(Slot(pos, ((k, v[:32]),), v[32], v[33:65], v[65], v[66:]))
     return out
 
 

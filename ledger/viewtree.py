@@ -55,7 +55,7 @@ __all__ = [
 
 PROOF_VERSION = 2
 DEPTH = 64                        # key bits that place an entry; see docs/view.md for why 64
-MAX_TOP_BITS = 22                 # the dense top in memory: 32 B * 2**(bits + 1), 256 MiB at 22
+MAX_TOP_BITS = 22                 # the dense top in memory: ~75 B * 2**(bits + 1) at most
 KEY_CONTEXT = b"markex/v1/view/key\x00"
 LEAF_PREFIX = b"\x03"             # apart from RFC 9162's 0x00 (entry hash) and 0x01
 NODE_PREFIX = b"\x04"
@@ -75,12 +75,12 @@ def _empties() -> tuple[bytes, ...]:
 EMPTY: tuple[bytes, ...] = _empties()      # EMPTY[h]: an empty subtree of height h
 
 # A single child at depth d + 1 under its parent at depth d (the sibling empty):
-# hash = sha256(_PRE[bit][d] + child + _POST[bit][d]), bit = the child's side.
-_PRE = (
-    tuple(NODE_PREFIX for _ in range(DEPTH)),
-    tuple(NODE_PREFIX + EMPTY[DEPTH - 1 - d] for d in range(DEPTH)),
+# hash = sha256(pre + child + post) with (pre, post) = _STEP[d][bit], bit = the child's side.
+_STEP = tuple(
+    ((NODE_PREFIX, EMPTY[DEPTH - 1 - d]), (NODE_PREFIX + EMPTY[DEPTH - 1 - d], b""))
+    for d in range(DEPTH)
 )
-_POST = (tuple(EMPTY[DEPTH - 1 - d] for d in range(DEPTH)), tuple(b"" for _ in range(DEPTH)))
+DEEP_STEP = 8     # a slot also caches its chain this far below the top (see Slot)
 
 
 def view_key(number: str) -> bytes:
@@ -101,39 +101,69 @@ def leaf_hash(members: Sequence[tuple[bytes, bytes]]) -> bytes:
 def _lift(x: bytes, pos: int, frm: int, to: int) -> bytes:
     """The hash at depth `to` of the subtree on `pos`'s path whose only
     non-empty part is `x` at depth `frm` (to <= frm)."""
-    pre, post = _PRE, _POST
-    for d in range(frm - 1, to - 1, -1):
-        bit = (pos >> (63 - d)) & 1
-        x = _sha256(pre[bit][d] + x + post[bit][d]).digest()
+    if frm <= to:
+        return x
+    sha, bits = _sha256, pos >> (DEPTH - frm)
+    for step in _STEP[frm - 1 : to - 1 if to else None : -1]:
+        pre, post = step[bits & 1]
+        bits >>= 1
+        x = sha(pre + x + post).digest()
     return x
 
 
 class Slot:
     """One occupied position of a bucket: its entries (key, entry hash), sorted
-    by key (more than one only when keys share 64 bits), and a cache: `top`
-    is the hash at depth `depth` of the subtree holding this position alone."""
+    by key (more than one only when keys share 64 bits), and two cached points
+    of its lonely chain: `top` is the hash at depth `depth` of the subtree
+    holding this position alone (where the bucket's tree meets it), `deep` the
+    same at depth `deep_depth` >= `depth` (where a new neighbour most likely
+    splits the chain, so the split costs a few hashes rather than 64)."""
 
-    __slots__ = ("depth", "members", "pos", "top")
+    __slots__ = ("deep", "deep_depth", "depth", "members", "pos", "top")
 
     def __init__(
-        self, pos: int, members: tuple[tuple[bytes, bytes], ...], depth: int, top: bytes
+        self,
+        pos: int,
+        members: tuple[tuple[bytes, bytes], ...],
+        depth: int,
+        top: bytes,
+        deep_depth: int,
+        deep: bytes,
     ) -> None:
         self.pos = pos
         self.members = members
         self.depth = depth
         self.top = top
+        self.deep_depth = deep_depth
+        self.deep = deep
 
     @classmethod
     def of(cls, members: Iterable[tuple[bytes, bytes]]) -> Slot:
         """A slot with a fresh cache (the leaf itself)."""
         ms = tuple(sorted(members))
-        return cls(position(ms[0][0]), ms, DEPTH, leaf_hash(ms))
+        leaf = leaf_hash(ms)
+        return cls(position(ms[0][0]), ms, DEPTH, leaf, DEPTH, leaf)
 
     def at(self, depth: int) -> bytes:
         """The hash at `depth` of the subtree holding this position alone."""
         if self.depth >= depth:
             return _lift(self.top, self.pos, self.depth, depth)
+        if self.deep_depth >= depth:
+            return _lift(self.deep, self.pos, self.deep_depth, depth)
         return _lift(leaf_hash(self.members), self.pos, DEPTH, depth)
+
+    def move(self, depth: int, deep_depth: int) -> bool:
+        """Move the cached points to `depth` and max(depth, `deep_depth`);
+        True when they changed."""
+        deep_depth = min(DEPTH, max(depth, deep_depth))
+        if (self.depth, self.deep_depth) == (depth, deep_depth):
+            return False
+        if self.deep_depth != deep_depth:
+            self.deep = self.at(deep_depth)
+            self.deep_depth = deep_depth
+        self.top = _lift(self.deep, self.pos, deep_depth, depth)
+        self.depth = depth
+        return True
 
 
 def _split(positions: Sequence[int], lo: int, hi: int, depth: int) -> int:
@@ -155,25 +185,27 @@ def _subtree(
     hi: int,
     depth: int,
     moved: list[Slot] | None,
+    deep_depth: int = DEPTH,
 ) -> bytes:
     """The hash at `depth` of the subtree holding slots[lo:hi] (which share the
     first `depth` bits). With `moved`, each lonely slot's cache is moved to
-    the depth asked for and the slots whose cache changed are appended."""
+    the depth asked for (its deep point to `deep_depth`) and the slots whose
+    cache changed are appended."""
     if lo == hi:
         return EMPTY[DEPTH - depth]
     if hi - lo == 1:
         s = slots[lo]
-        x = s.at(depth)
-        if moved is not None and s.depth != depth:
-            s.depth, s.top = depth, x
+        if moved is None:
+            return s.at(depth)
+        if s.move(depth, deep_depth):
             moved.append(s)
-        return x
+        return s.top
     br = _branch(positions, lo, hi)
     mid = _split(positions, lo, hi, br)
     x = _sha256(
         NODE_PREFIX
-        + _subtree(slots, positions, lo, mid, br + 1, moved)
-        + _subtree(slots, positions, mid, hi, br + 1, moved)
+        + _subtree(slots, positions, lo, mid, br + 1, moved, deep_depth)
+        + _subtree(slots, positions, mid, hi, br + 1, moved, deep_depth)
     ).digest()
     return _lift(x, positions[lo], br, depth)
 
@@ -183,7 +215,8 @@ def rehash_bucket(slots: Sequence[Slot], top_bits: int) -> tuple[bytes, list[Slo
     and the slots whose cache moved (to be stored again)."""
     moved: list[Slot] = []
     positions = [s.pos for s in slots]
-    return _subtree(slots, positions, 0, len(slots), top_bits, moved), moved
+    deep = min(DEPTH, top_bits + DEEP_STEP)
+    return _subtree(slots, positions, 0, len(slots), top_bits, moved, deep), moved
 
 
 def bucket_path(
@@ -239,43 +272,41 @@ def bucket_range(bucket: int, top_bits: int) -> tuple[bytes, bytes | None]:
 
 
 class TopTree:
-    """The dense top of the tree: depths 0..bits, level d one bytearray of
-    2**d hashes (32 B * 2**(bits + 1) in all), so changing k buckets costs
+    """The dense top of the tree: depths 0..bits, level d a list of 2**d
+    hashes (empty subtrees share one object), so changing k buckets costs
     O(k * bits) hashes."""
 
     def __init__(self, bits: int) -> None:
         if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= MAX_TOP_BITS:
             raise ValueError(f"the tree's top has 0..{MAX_TOP_BITS} levels, not {bits!r}")
         self.bits = bits
-        self.levels = [bytearray(EMPTY[DEPTH - d] * (1 << d)) for d in range(bits + 1)]
+        self.levels = [[EMPTY[DEPTH - d]] * (1 << d) for d in range(bits + 1)]
 
     def root(self) -> bytes:
-        return bytes(self.levels[0][:HASH])
+        return self.levels[0][0]
 
     def bucket(self, b: int) -> bytes:
-        return bytes(self.levels[self.bits][HASH * b : HASH * (b + 1)])
+        return self.levels[self.bits][b]
 
     def update(self, changes: dict[int, bytes]) -> None:
         """Set bucket hashes and rehash the paths above them."""
         bottom = self.levels[self.bits]
         dirty = set()
         for b, h in changes.items():
-            bottom[HASH * b : HASH * (b + 1)] = h
+            bottom[b] = h
             dirty.add(b >> 1)
+        sha, prefix = _sha256, NODE_PREFIX
         for d in range(self.bits - 1, -1, -1):
             below, here = self.levels[d + 1], self.levels[d]
             for i in dirty:
-                here[HASH * i : HASH * (i + 1)] = _sha256(
-                    NODE_PREFIX + below[2 * HASH * i : 2 * HASH * (i + 1)]
-                ).digest()
+                here[i] = sha(prefix + below[2 * i] + below[2 * i + 1]).digest()
             dirty = {i >> 1 for i in dirty}
 
     def path(self, b: int) -> list[tuple[int, bytes]]:
         """The non-empty siblings above bucket `b`, deepest first, as (d, hash)."""
         out = []
         for d in range(self.bits - 1, -1, -1):
-            i = (b >> (self.bits - 1 - d)) ^ 1
-            h = bytes(self.levels[d + 1][HASH * i : HASH * (i + 1)])
+            h = self.levels[d + 1][(b >> (self.bits - 1 - d)) ^ 1]
             if h != EMPTY[DEPTH - 1 - d]:
                 out.append((d, h))
         return out
@@ -377,5 +408,6 @@ def proof_root(key: bytes, entry: bytes | None, proof: ViewProof) -> bytes:
                 x = EMPTY[DEPTH - 1 - d]
             x = _sha256(NODE_PREFIX + (s + x if bit else x + s)).digest()
         elif x is not None:
-            x = _sha256(_PRE[bit][d] + x + _POST[bit][d]).digest()
+            pre, post = _STEP[d][bit]
+            x = _sha256(pre + x + post).digest()
     return EMPTY[DEPTH] if x is None else x
