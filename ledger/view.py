@@ -1259,7 +1259,7 @@ class NationalView:
         if self._store is None:
             slots = self._buckets.get(b)
             return [] if not slots else sorted(slots.values(), key=lambda s: s.pos)
-        if self._tree.bucket(b) == viewtree.EMPTY[viewtree.DEPTH - self.bucket_bits]:
+        if self._tree.bucket(b) == viewtree.EMPTY:
             return []
         start, end = viewtree.bucket_range(b, self.bucket_bits)
         return _slots_from_rows(self._store.items("viewbucket", start, end))

@@ -9,9 +9,10 @@ formats and the trade-offs are in docs/view.md ("The view root").
     position(N)   = the first 64 bits of key(N)                           depth 64
     leaf          = SHA-256(0x03 || for each entry at that position, sorted by key:
                                     key || entry hash)
-    node          = SHA-256(0x04 || left || right)
-    empty         = EMPTY[h] for a subtree of height h: EMPTY[0] = 32 zero bytes,
-                    EMPTY[h + 1] = SHA-256(0x04 || EMPTY[h] || EMPTY[h])
+    node at depth d, children l (next bit 0) and r (next bit 1):
+                    both empty:   EMPTY (32 zero bytes, an empty subtree at any height)
+                    one empty:    SHA-256(0x05 || u8 (2 * d + side of the other) || other)
+                    neither:      SHA-256(0x04 || l || r)
 
 The tree is cut at depth `top_bits`: above it a dense in-memory tree of
 2**top_bits subtree hashes (`TopTree`), below it one *bucket* per subtree,
@@ -45,6 +46,7 @@ __all__ = [
     "bucket_path",
     "bucket_range",
     "leaf_hash",
+    "node_hash",
     "position",
     "proof_root",
     "rehash_bucket",
@@ -58,27 +60,19 @@ DEPTH = 64                        # key bits that place an entry; see docs/view.
 MAX_TOP_BITS = 22                 # the dense top in memory: ~75 B * 2**(bits + 1) at most
 KEY_CONTEXT = b"markex/v1/view/key\x00"
 LEAF_PREFIX = b"\x03"             # apart from RFC 9162's 0x00 (entry hash) and 0x01
-NODE_PREFIX = b"\x04"
+NODE_PREFIX = b"\x04"             # two non-empty children
+ONE_PREFIX = b"\x05"              # one non-empty child (34 bytes hashed: one SHA-256 block)
 HASH = 32
 MAX_LISTED = 255                  # entries sharing one position that a proof may list
 
 _sha256 = hashlib.sha256
 
 
-def _empties() -> tuple[bytes, ...]:
-    out = [bytes(HASH)]
-    for _ in range(DEPTH):
-        out.append(_sha256(NODE_PREFIX + out[-1] + out[-1]).digest())
-    return tuple(out)
+EMPTY = bytes(HASH)                # the hash of an empty subtree, at every height
 
-
-EMPTY: tuple[bytes, ...] = _empties()      # EMPTY[h]: an empty subtree of height h
-
-# A single child at depth d + 1 under its parent at depth d (the sibling empty):
-# hash = sha256(pre + child + post) with (pre, post) = _STEP[d][bit], bit = the child's side.
+# A single non-empty child under its parent at depth d: sha256(_STEP[d][side] + child).
 _STEP = tuple(
-    ((NODE_PREFIX, EMPTY[DEPTH - 1 - d]), (NODE_PREFIX + EMPTY[DEPTH - 1 - d], b""))
-    for d in range(DEPTH)
+    (ONE_PREFIX + bytes((2 * d,)), ONE_PREFIX + bytes((2 * d + 1,))) for d in range(DEPTH)
 )
 DEEP_STEP = 8     # a slot also caches its chain this far below the top (see Slot)
 
@@ -98,6 +92,15 @@ def leaf_hash(members: Sequence[tuple[bytes, bytes]]) -> bytes:
     return _sha256(LEAF_PREFIX + b"".join(k + e for k, e in sorted(members))).digest()
 
 
+def node_hash(depth: int, left: bytes, right: bytes) -> bytes:
+    """The hash of a node at `depth` from its children's hashes."""
+    if right == EMPTY:
+        return EMPTY if left == EMPTY else _sha256(_STEP[depth][0] + left).digest()
+    if left == EMPTY:
+        return _sha256(_STEP[depth][1] + right).digest()
+    return _sha256(NODE_PREFIX + left + right).digest()
+
+
 def _lift(x: bytes, pos: int, frm: int, to: int) -> bytes:
     """The hash at depth `to` of the subtree on `pos`'s path whose only
     non-empty part is `x` at depth `frm` (to <= frm)."""
@@ -105,9 +108,8 @@ def _lift(x: bytes, pos: int, frm: int, to: int) -> bytes:
         return x
     sha, bits = _sha256, pos >> (DEPTH - frm)
     for step in _STEP[frm - 1 : to - 1 if to else None : -1]:
-        pre, post = step[bits & 1]
+        x = sha(step[bits & 1] + x).digest()
         bits >>= 1
-        x = sha(pre + x + post).digest()
     return x
 
 
@@ -192,7 +194,7 @@ def _subtree(
     the depth asked for (its deep point to `deep_depth`) and the slots whose
     cache changed are appended."""
     if lo == hi:
-        return EMPTY[DEPTH - depth]
+        return EMPTY
     if hi - lo == 1:
         s = slots[lo]
         if moved is None:
@@ -280,7 +282,7 @@ class TopTree:
         if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= MAX_TOP_BITS:
             raise ValueError(f"the tree's top has 0..{MAX_TOP_BITS} levels, not {bits!r}")
         self.bits = bits
-        self.levels = [[EMPTY[DEPTH - d]] * (1 << d) for d in range(bits + 1)]
+        self.levels = [[EMPTY] * (1 << d) for d in range(bits + 1)]
 
     def root(self) -> bytes:
         return self.levels[0][0]
@@ -295,11 +297,10 @@ class TopTree:
         for b, h in changes.items():
             bottom[b] = h
             dirty.add(b >> 1)
-        sha, prefix = _sha256, NODE_PREFIX
         for d in range(self.bits - 1, -1, -1):
             below, here = self.levels[d + 1], self.levels[d]
             for i in dirty:
-                here[i] = sha(prefix + below[2 * i] + below[2 * i + 1]).digest()
+                here[i] = node_hash(d, below[2 * i], below[2 * i + 1])
             dirty = {i >> 1 for i in dirty}
 
     def path(self, b: int) -> list[tuple[int, bytes]]:
@@ -307,7 +308,7 @@ class TopTree:
         out = []
         for d in range(self.bits - 1, -1, -1):
             h = self.levels[d + 1][(b >> (self.bits - 1 - d)) ^ 1]
-            if h != EMPTY[DEPTH - 1 - d]:
+            if h != EMPTY:
                 out.append((d, h))
         return out
 
@@ -402,12 +403,12 @@ def proof_root(key: bytes, entry: bytes | None, proof: ViewProof) -> bytes:
         bit = (pos >> (63 - d)) & 1
         if (bitmap >> (63 - d)) & 1:
             s = next(it)
-            if len(s) != HASH or s == EMPTY[DEPTH - 1 - d]:
+            if len(s) != HASH or s == EMPTY:
                 raise MalformedProof("a sibling is not a 32-byte non-empty subtree hash")
             if x is None:
-                x = EMPTY[DEPTH - 1 - d]
-            x = _sha256(NODE_PREFIX + (s + x if bit else x + s)).digest()
+                x = _sha256(_STEP[d][1 - bit] + s).digest()
+            else:
+                x = _sha256(NODE_PREFIX + (s + x if bit else x + s)).digest()
         elif x is not None:
-            pre, post = _STEP[d][bit]
-            x = _sha256(pre + x + post).digest()
-    return EMPTY[DEPTH] if x is None else x
+            x = _sha256(_STEP[d][bit] + x).digest()
+    return EMPTY if x is None else x

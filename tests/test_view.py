@@ -665,9 +665,16 @@ def _sha(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-_EMPTY = [bytes(32)]
-for _ in range(64):
-    _EMPTY.append(_sha(b"\x04" + _EMPTY[-1] + _EMPTY[-1]))
+_EMPTY = bytes(32)
+
+
+def _node(depth: int, left: bytes, right: bytes) -> bytes:
+    if left == right == _EMPTY:
+        return _EMPTY
+    if _EMPTY in (left, right):
+        side = int(left == _EMPTY)
+        return _sha(b"\x05" + bytes([2 * depth + side]) + (right if side else left))
+    return _sha(b"\x04" + left + right)
 
 
 def _key(number: str) -> bytes:
@@ -681,12 +688,12 @@ def independent_root(view: NationalView) -> bytes:
 
     def node(depth: int, group: list[tuple[bytes, bytes]]) -> bytes:
         if not group:
-            return _EMPTY[64 - depth]
+            return _EMPTY
         if depth == 64:
             return _sha(b"\x03" + b"".join(k + eh for k, eh in group))
         bit = [kv for kv in group if (int.from_bytes(kv[0][:8], "big") >> (63 - depth)) & 1]
         left = [kv for kv in group if kv not in bit]
-        return _sha(b"\x04" + node(depth + 1, left) + node(depth + 1, bit))
+        return _node(depth, node(depth + 1, left), node(depth + 1, bit))
 
     return node(0, items)
 
@@ -695,7 +702,7 @@ def test_root_matches_the_documented_structure() -> None:
     assert independent_root(RICH_VIEW) == RICH_VIEW.root()
     big = resolve(RICH.records, consortium(view_bucket_bits=16))
     assert independent_root(big) == big.root() == RICH_VIEW.root()   # the top's height is free
-    assert NationalView(consortium(view_bucket_bits=2)).root() == _EMPTY[64]
+    assert NationalView(consortium(view_bucket_bits=2)).root() == _EMPTY
     assert tree_root((n, e.hash) for n, e in RICH_VIEW.entries.items()) == RICH_VIEW.root()
     assert view_key(N1) == _key(N1)
 
@@ -774,10 +781,8 @@ def test_wrong_answers_fail_with_typed_errors() -> None:
                                                      (near, bytes(32)))), root)
     with pytest.raises(ProofMismatch):                 # a listed stranger at the position
         verify_lookup(n, raw, replace(proof, listed=((near, bytes(32)),)), root)
-    deepest = 63 - (proof.bitmap & -proof.bitmap).bit_length() + 1
     with pytest.raises(MalformedProof):                # an empty subtree given as a sibling
-        verify_lookup(n, raw, replace(proof, siblings=(_EMPTY[63 - deepest],) +
-                                      proof.siblings[1:]), root)
+        verify_lookup(n, raw, replace(proof, siblings=(_EMPTY,) + proof.siblings[1:]), root)
     with pytest.raises(MalformedProof):
         verify_lookup(n, raw, replace(proof, siblings=proof.siblings[1:]), root)
     with pytest.raises(MalformedProof):
@@ -919,13 +924,13 @@ def test_entry_that_does_not_decode_is_a_malformed_proof() -> None:
     """A node that signed a root over garbage: the hash checks, the bytes do not decode."""
     garbage = b"not an entry"
     root = tree_root([(N1, entry_hash(garbage)), (N2, entry_hash(b"x"))])
-    assert tree_root([]) == _EMPTY[64]
+    assert tree_root([]) == _EMPTY
     pos1, pos2 = (int.from_bytes(_key(n)[:8], "big") for n in (N1, N2))
     d = 64 - (pos1 ^ pos2).bit_length()
     sib = _sha(b"\x03" + _key(N2) + entry_hash(b"x"))
     for depth in range(63, d, -1):
         bit = (pos2 >> (63 - depth)) & 1
-        sib = _sha(b"\x04" + (_EMPTY[63 - depth] + sib if bit else sib + _EMPTY[63 - depth]))
+        sib = _node(depth, _EMPTY, sib) if bit else _node(depth, sib, _EMPTY)
     proof = ViewProof((), 1 << (63 - d), (sib,))
     assert viewtree.proof_root(_key(N1), entry_hash(garbage), proof) == root
     with pytest.raises(MalformedProof):
