@@ -2,8 +2,10 @@
 
 A lookup proof for a number N carries no other number, no hash of another
 number and nothing computable from another number alone: its siblings are
-opaque subtree hashes, each of which also depends on entry bytes. The byte
-formats and the trade-offs are in docs/view.md ("The view root").
+opaque subtree hashes, each of which also depends on entry bytes. (Only keys
+that share all 64 bits of N's position are listed, see docs/view.md.) The byte
+formats, the residual leakage and the trade-offs are in docs/view.md ("The
+view root").
 
     key(N)        = SHA-256("markex/v1/view/key" || 0x00 || utf8(N))      32 bytes
     position(N)   = the first 64 bits of key(N)                           depth 64
@@ -16,10 +18,9 @@ formats and the trade-offs are in docs/view.md ("The view root").
 
 The tree is cut at depth `top_bits`: above it a dense in-memory tree of
 2**top_bits subtree hashes (`TopTree`), below it one *bucket* per subtree,
-whose positions (`Slot`) each cache the hash of their lonely chain at some
-depth, so a bucket is rehashed in O(positions) hashes instead of 64 per
-position. The cut and the caches are how the tree is kept; the root does not
-depend on them.
+whose positions (`Slot`) each cache their lonely chain at two depths, so a
+bucket is rehashed in O(positions) hashes instead of 64 per position. The cut
+and the caches are how the tree is kept; the root does not depend on them.
 
 Errors: `ViewProof.decode` and `proof_root` raise MalformedProof.
 """
@@ -66,8 +67,6 @@ HASH = 32
 MAX_LISTED = 255                  # entries sharing one position that a proof may list
 
 _sha256 = hashlib.sha256
-
-
 EMPTY = bytes(HASH)                # the hash of an empty subtree, at every height
 
 # A single non-empty child under its parent at depth d: sha256(_STEP[d][side] + child).
