@@ -877,7 +877,7 @@ def test_random_sets_prove_presence_and_absence(chosen: set[str], bits: int,
         assert got == view.entry(n)
 
 
-def _slot_root(pairs: list[tuple[bytes, bytes]], bits: int) -> tuple[bytes, dict[int, Any]]:
+def _slot_root(pairs: list[tuple[bytes, bytes]], bits: int) -> tuple[bytes, dict[str, Any]]:
     top = viewtree.TopTree(bits)
     buckets: dict[int, list[tuple[bytes, bytes]]] = {}
     for k, e in pairs:
