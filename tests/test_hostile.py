@@ -1278,8 +1278,11 @@ def test_client_lookup_verifier_refuses_bent_proofs(rig: Rig, how: str) -> None:
 
 
 def test_lookup_proofs_from_the_public_port_name_no_other_number(rig: Rig) -> None:
-    """Fails on proof version 1: a lookup's proof, present or absent, carries
-    no other number of the node's view, nor its SHA-256 or view key."""
+    """A lookup's proof from the node, present or absent, carries no other
+    number of the node's view, nor its SHA-256 or view key. (With this rig's
+    few numbers in 2**16 buckets proof version 1 passed this too;
+    tests/test_view.py's test_proofs_reveal_no_other_number is the test that
+    fails on it. This one holds the node's real answers to the same rule.)"""
     view = rig.node.view.view
     assert view is not None
     held = list(view.numbers())
