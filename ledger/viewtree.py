@@ -274,29 +274,38 @@ def bucket_range(bucket: int, top_bits: int) -> tuple[bytes, bytes | None]:
 
 class TopTree:
     """The dense top of the tree: depths 0..bits, level d a list of 2**d
-    hashes (empty subtrees share one object), so changing k buckets costs
-    O(k * bits) hashes."""
+    hashes (empty subtrees share one object). Bucket hashes are set at once;
+    the levels above are rehashed when next read (`root`, `path`), so the
+    paths of many batches between two reads are hashed once: O(k * bits)
+    hashes for k changed buckets."""
 
     def __init__(self, bits: int) -> None:
         if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= MAX_TOP_BITS:
             raise ValueError(f"the tree's top has 0..{MAX_TOP_BITS} levels, not {bits!r}")
         self.bits = bits
         self.levels = [[EMPTY] * (1 << d) for d in range(bits + 1)]
+        self._dirty: set[int] = set()      # parents (at depth bits - 1) of changed buckets
 
     def root(self) -> bytes:
+        self._rehash()
         return self.levels[0][0]
 
     def bucket(self, b: int) -> bytes:
         return self.levels[self.bits][b]
 
     def update(self, changes: dict[int, bytes]) -> None:
-        """Set bucket hashes and rehash the paths above them."""
+        """Set bucket hashes (the levels above follow when next read)."""
         bottom = self.levels[self.bits]
-        dirty = set()
         for b, h in changes.items():
             bottom[b] = h
-            dirty.add(b >> 1)
+        if self.bits:
+            self._dirty.update(b >> 1 for b in changes)
+
+    def _rehash(self) -> None:
+        dirty, self._dirty = self._dirty, set()
         for d in range(self.bits - 1, -1, -1):
+            if not dirty:
+                return
             below, here = self.levels[d + 1], self.levels[d]
             for i in dirty:
                 here[i] = node_hash(d, below[2 * i], below[2 * i + 1])
@@ -304,6 +313,7 @@ class TopTree:
 
     def path(self, b: int) -> list[tuple[int, bytes]]:
         """The non-empty siblings above bucket `b`, deepest first, as (d, hash)."""
+        self._rehash()
         out = []
         for d in range(self.bits - 1, -1, -1):
             h = self.levels[d + 1][(b >> (self.bits - 1 - d)) ^ 1]
