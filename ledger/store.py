@@ -11,8 +11,8 @@
     view           E.164 number               -> view entry bytes
     viewix         record id (32)             -> what the view knows of the record
     viewref        target id || referrer id   -> b"" (corrections and decisions naming it)
-    viewbucket     bucket (4, BE) || number   -> entry hash (32)
-    viewbuckethash bucket (4, BE)             -> bucket hash (non-empty buckets only)
+    viewbucket     view key (32)              -> entry hash (32) || cache (66): view tree leaves
+    viewbuckethash bucket (4, BE)             -> subtree hash below the view tree's top (non-empty)
     viewmeta       name                       -> the view's vector, count, config
     meta           name                       -> small values (log size, ...)
 

@@ -11,20 +11,19 @@ Layout::
     records ──apply()──▶ facts + indexes (by number, by target id, by appeal id)
                               │ recompute only the touched numbers
                               ▼
-                          Entry (canonical JSON bytes) ─ leaf_hash ─▶ bucket
+                          Entry (canonical JSON bytes) ─ entry hash ─▶ leaf
                               │
-        bucket b = first `bits` bits of SHA-256(number)
-        bucket hash = SHA-256(0x02 || sorted (u16 len || number || entry hash))
-        root = RFC 9162 Merkle root over the 2**bits bucket hashes
+        key = SHA-256("markex/v1/view/key" 0x00 number); position = its first 64 bits
+        root = sparse Merkle tree of depth 64 over the positions (ledger/viewtree.py)
 
 A view lives in memory (`NationalView(consortium)`: resolve, tests, auditors)
-or in a node's store (`NationalView.open(store, consortium)`: only the bucket
-tree in memory, one atomic synced batch per apply, vector included;
+or in a node's store (`NationalView.open(store, consortium)`: only the tree's
+dense top in memory, one atomic synced batch per apply, vector included;
 `catch_up(view, ledger)` applies what the ledger holds beyond the vector).
 Both compute entries with the same `_build`, so bytes and roots are equal.
 
-Errors: `verify_lookup` raises MalformedProof (ill-formed proof, entry bytes
-that do not decode, wrong bucket) or ProofMismatch (well formed, wrong root);
+Errors: `verify_lookup` raises MalformedProof (ill-formed or non-canonical
+proof, entry bytes that do not decode) or ProofMismatch (well formed, wrong root);
 `Entry.decode` raises BadInput; `parse_view_checkpoint` raises MalformedNote;
 `open_view_checkpoint` also BadSignature; `rebuild_from_ledger` and
 `catch_up` raise StorageFailure for stored records that do not parse; a
@@ -45,13 +44,14 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from keys.consortium import Consortium
-from ledger import merkle, note
+from ledger import merkle, note, viewtree
 from ledger.errors import (
     BadInput,
     BadSignature,
     LedgerError,
     MalformedNote,
     MalformedProof,
+    ProofMismatch,
     StorageFailure,
 )
 from ledger.record import (
@@ -64,6 +64,7 @@ from ledger.record import (
     Record,
 )
 from ledger.rules import time_violation
+from ledger.viewtree import PROOF_VERSION, Slot, ViewProof, tree_root, view_key
 
 if TYPE_CHECKING:
     from keys.signing import SigningKey
@@ -71,7 +72,7 @@ if TYPE_CHECKING:
     from ledger.store import Batch, Store
 
 __all__ = [
-    "EMPTY_BUCKET",
+    "PROOF_VERSION",
     "Appeal",
     "AppealState",
     "CategoryInfo",
@@ -88,7 +89,6 @@ __all__ = [
     "SetAsideSpan",
     "ViewCheckpoint",
     "ViewProof",
-    "bucket_hash",
     "bucket_of",
     "catch_up",
     "entry_hash",
@@ -97,17 +97,15 @@ __all__ = [
     "rebuild_from_ledger",
     "resolve",
     "sign_view_checkpoint",
+    "tree_root",
     "verify_lookup",
     "view_checkpoint_text",
+    "view_key",
     "view_origin",
 ]
 
 ENTRY_VERSION = 2                 # 2: no free text (appeal reasons) in entries
-PROOF_VERSION = 1
-MAX_BUCKET_BITS = 24              # 16M buckets; the tree lives in memory
 MAX_NUMBER_BYTES = 32
-BUCKET_PREFIX = b"\x02"           # apart from RFC 9162's 0x00 (leaf) and 0x01 (node)
-EMPTY_BUCKET: bytes = hashlib.sha256(BUCKET_PREFIX).digest()
 
 # Why a mark does not count. When several hold, the one that started first is
 # reported; at equal times, the earlier name in this tuple.
@@ -751,113 +749,9 @@ def entry_hash(entry_bytes: bytes) -> bytes:
 
 
 def bucket_of(number: str, bits: int) -> int:
-    """The first `bits` bits of SHA-256(number), as an integer."""
-    if bits == 0:
-        return 0
-    h = int.from_bytes(hashlib.sha256(number.encode("utf-8")).digest()[:4], "big")
-    return h >> (32 - bits)
-
-
-def bucket_hash(items: Iterable[tuple[str, bytes]]) -> bytes:
-    """SHA-256(0x02 || for each (number, entry hash), sorted by number bytes:
-    u16 len(number) || number || entry hash)."""
-    h = hashlib.sha256(BUCKET_PREFIX)
-    for num, eh in sorted((n.encode("utf-8"), e) for n, e in items):
-        h.update(struct.pack(">H", len(num)))
-        h.update(num)
-        h.update(eh)
-    return h.digest()
-
-
-def _check_bits(bits: int) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= MAX_BUCKET_BITS:
-        raise MalformedProof(f"bucket bits must be 0..{MAX_BUCKET_BITS}, got {bits!r}")
-
-
-class _BucketTree:
-    """The perfect binary tree over 2**bits bucket hashes, every level an array,
-    so changing k buckets costs O(k * bits) hashes."""
-
-    def __init__(self, bits: int) -> None:
-        _check_bits(bits)
-        self.bits = bits
-        self.levels: list[list[bytes]] = []
-        h, n = EMPTY_BUCKET, 1 << bits
-        for k in range(bits + 1):
-            self.levels.append([h] * (n >> k))
-            h = merkle.node_hash(h, h)
-
-    def root(self) -> bytes:
-        return self.levels[self.bits][0]
-
-    def update(self, changes: Mapping[int, bytes]) -> None:
-        dirty = set()
-        for b, h in changes.items():
-            self.levels[0][b] = h
-            dirty.add(b >> 1)
-        for k in range(1, self.bits + 1):
-            below, here = self.levels[k - 1], self.levels[k]
-            for i in dirty:
-                here[i] = merkle.node_hash(below[2 * i], below[2 * i + 1])
-            dirty = {i >> 1 for i in dirty}
-
-    def path(self, b: int) -> tuple[bytes, ...]:
-        return tuple(self.levels[k][(b >> k) ^ 1] for k in range(self.bits))
-
-
-# ====================================================================== proofs
-
-
-@dataclass(frozen=True)
-class ViewProof:
-    """The proof that a number's entry (or its absence) is in a view root:
-    the bucket, the *other* entries of that bucket, the bucket's inclusion path.
-
-    Bytes: u8 version (1) || u32 bucket || u16 n || n * (u16 len || number ||
-    32-byte entry hash) || u8 path length || path hashes (32 bytes each)."""
-
-    bucket: int
-    others: tuple[tuple[str, bytes], ...]
-    path: tuple[bytes, ...]
-
-    def encode(self) -> bytes:
-        out = [struct.pack(">BIH", PROOF_VERSION, self.bucket, len(self.others))]
-        for num, eh in self.others:
-            raw = num.encode("utf-8")
-            out.append(struct.pack(">H", len(raw)) + raw + eh)
-        out.append(struct.pack(">B", len(self.path)))
-        out.extend(self.path)
-        return b"".join(out)
-
-    @classmethod
-    def decode(cls, data: bytes) -> ViewProof:
-        """Strict: exact lengths, nothing trailing. Raises MalformedProof."""
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise MalformedProof("a view proof is bytes")
-        data = bytes(data)
-        try:
-            version, bucket, n = struct.unpack_from(">BIH", data, 0)
-            if version != PROOF_VERSION:
-                raise MalformedProof(f"view proof version {version} is not {PROOF_VERSION}")
-            off = 7
-            others = []
-            for _ in range(n):
-                (ln,) = struct.unpack_from(">H", data, off)
-                off += 2
-                if not 0 < ln <= MAX_NUMBER_BYTES or off + ln + 32 > len(data):
-                    raise MalformedProof("a number in the view proof is empty, long or cut off")
-                num = data[off : off + ln].decode("ascii")
-                off += ln
-                others.append((num, data[off : off + 32]))
-                off += 32
-            (m,) = struct.unpack_from(">B", data, off)
-            off += 1
-        except (struct.error, UnicodeDecodeError) as e:
-            raise MalformedProof(f"view proof is truncated or garbled: {e}") from e
-        if m > MAX_BUCKET_BITS or off + 32 * m != len(data):
-            raise MalformedProof("view proof path has the wrong length or trailing bytes")
-        path = tuple(data[off + 32 * i : off + 32 * (i + 1)] for i in range(m))
-        return cls(bucket, tuple(others), path)
+    """The first `bits` bits of the number's view key: the subtree below the
+    in-memory top that holds it (a storage choice; the root ignores it)."""
+    return viewtree.position(viewtree.view_key(number)) >> (viewtree.DEPTH - bits)
 
 
 def verify_lookup(
@@ -865,44 +759,28 @@ def verify_lookup(
     entry_bytes: bytes | None,
     proof: ViewProof | bytes,
     root: bytes,
-    bucket_bits: int,
+    bucket_bits: int | None = None,
 ) -> Entry | None:
     """Check a lookup answer against a view root (take the root from a view
     checkpoint whose signatures you checked).
 
-    `entry_bytes` None claims absence: accepted only when the proven bucket
-    listing lacks `number`. Returns the decoded entry, or None for a proven
-    absence. Raises MalformedProof (ill-formed proof or entry, wrong bucket,
-    bad listing) or ProofMismatch (well formed, does not reach `root`).
+    `entry_bytes` None claims absence: accepted only when the proven leaf at
+    the number's position lacks it. Returns the decoded entry, or None for a
+    proven absence. Raises MalformedProof (ill-formed proof or entry, a proof
+    not in canonical form) or ProofMismatch (well formed, does not reach
+    `root`). `bucket_bits` is accepted for callers written against proof
+    version 1 and ignored: the tree no longer depends on it.
     """
-    _check_bits(bucket_bits)
+    del bucket_bits
     if not isinstance(root, bytes) or len(root) != merkle.HASH_SIZE:
         raise MalformedProof("a view root is 32 bytes")
     if not isinstance(proof, ViewProof):
         proof = ViewProof.decode(proof)
     if not isinstance(number, str) or not 0 < len(number.encode("utf-8")) <= MAX_NUMBER_BYTES:
         raise MalformedProof("the number asked for is empty or too long")
-    want = bucket_of(number, bucket_bits)
-    if proof.bucket != want:
-        raise MalformedProof(f"the proof is for bucket {proof.bucket}; {number} is in {want}")
-    if len(proof.path) != bucket_bits:
-        raise MalformedProof(f"a bucket path has {bucket_bits} hashes, not {len(proof.path)}")
-    prev = b""
-    for num, eh in proof.others:
-        raw = num.encode("utf-8")
-        if raw <= prev:
-            raise MalformedProof("the bucket listing is not strictly sorted")
-        prev = raw
-        if len(eh) != merkle.HASH_SIZE:
-            raise MalformedProof("an entry hash in the bucket listing is not 32 bytes")
-        if num == number:
-            raise MalformedProof(f"the proof lists {number} among the other entries")
-        if bucket_of(num, bucket_bits) != want:
-            raise MalformedProof(f"{num} does not belong to bucket {want}")
-    items = list(proof.others)
-    if entry_bytes is not None:
-        items.append((number, entry_hash(bytes(entry_bytes))))
-    merkle.verify_inclusion(bucket_hash(items), want, 1 << bucket_bits, proof.path, root)
+    eh = None if entry_bytes is None else entry_hash(bytes(entry_bytes))
+    if viewtree.proof_root(viewtree.view_key(number), eh, proof) != root:
+        raise ProofMismatch("the view proof does not lead to the view root")
     if entry_bytes is None:
         return None
     try:
@@ -1205,8 +1083,8 @@ class _Indexes:
 #   view            number                    -> entry bytes
 #   viewix          record id                 -> kind (1) || flags (1) || body
 #   viewref         target id || referrer id  -> b""
-#   viewbucket      u32 bucket || number      -> entry hash
-#   viewbuckethash  u32 bucket                -> bucket hash (non-empty buckets)
+#   viewbucket      view key (32)             -> entry hash || u8 depth || hash || u8 depth || hash
+#   viewbuckethash  u32 bucket                -> the bucket's subtree hash (non-empty buckets)
 #   viewmeta        b"config" | b"vector" | b"count" | b"ignored"
 #
 # viewix kinds and bodies: W waiting (unknown, but named by a correction or a
@@ -1214,7 +1092,10 @@ class _Indexes:
 # reassignment (its number), C correction and D decision (the fact as JSON).
 # Flag bit 0: viewref holds referrers of this id. The marks and reassignments an
 # entry keeps are read back from the stored entry of its number; a mark it
-# dropped, from its viewix body when an appeal brings it back.
+# dropped, from its viewix body when an appeal brings it back. A viewbucket value
+# ends with its position's two cached chain points (viewtree.Slot: the hash of
+# the subtree that holds this position alone, at two depths), the same in every
+# key of a position.
 
 _WAITING, _IGNORED, _MARK, _REASSIGNMENT, _CORRECTION, _DECISION = (
     b"W", b"I", b"M", b"R", b"C", b"D"
@@ -1301,12 +1182,23 @@ def _facts_of_entry(
     return marks, reassigns, appeals
 
 
-def _bucket_hash_raw(members: Mapping[bytes, bytes]) -> bytes:
-    """bucket_hash over (number bytes -> entry hash)."""
-    h = hashlib.sha256(BUCKET_PREFIX)
-    for num in sorted(members):
-        h.update(struct.pack(">H", len(num)) + num + members[num])
-    return h.digest()
+def _leaf_value(s: Slot, entry: bytes) -> bytes:
+    return entry + bytes((s.depth,)) + s.top + bytes((s.deep_depth,)) + s.deep
+
+
+def _slots_from_rows(rows: Iterable[tuple[bytes, bytes]]) -> list[Slot]:
+    """The slots of stored viewbucket rows (in key order, so in position order)."""
+    out: list[Slot] = []
+    for k, v in rows:
+        if len(k) != 32 or len(v) != 98 or not v[32] <= v[65] <= viewtree.DEPTH:
+            raise StorageFailure(f"view leaf {k.hex()[:16]} does not parse")
+        pos = viewtree.position(k)
+        if out and out[-1].pos == pos:
+            last = out[-1]
+            last.members = (*last.members, (k, v[:32]))
+        else:
+            out.append(Slot(pos, ((k, v[:32]),), v[32], v[33:65], v[65], v[66:]))
+    return out
 
 
 class _StoredApply:
@@ -1434,13 +1326,15 @@ class NationalView:
     Without a store the view lives in memory (resolve(), tests, auditors).
     With a store (`NationalView.open(store, consortium)`) its state lives in
     the store's view* column families and survives restarts: only the bucket
-    tree (2**bits hashes per level) stays in memory, and each apply() is one
-    atomic synced batch that also records the new vector. See docs/view.md."""
+    tree's dense top (2**bits hashes at its lowest level) stays in memory, and
+    each apply() is one atomic batch that also records the new vector. See
+    docs/view.md."""
 
     def __init__(self, consortium: Consortium, store: Store | None = None) -> None:
         self.consortium = consortium
         policy = consortium.policy
-        self.bucket_bits = policy.view_bucket_bits
+        # The height of the dense in-memory top; the root does not depend on it.
+        self.bucket_bits = min(policy.view_bucket_bits, viewtree.MAX_TOP_BITS)
         self._rules = Rules(
             policy.high_risk_min_participants,
             policy.identity_min_participants,
@@ -1465,8 +1359,8 @@ class NationalView:
     def _reset_memory(self) -> None:
         self._ix = _Indexes()
         self._entries: dict[str, Entry] = {}
-        self._buckets: dict[int, dict[str, bytes]] = {}
-        self._tree = _BucketTree(self.bucket_bits)
+        self._buckets: dict[int, dict[int, Slot]] = {}    # in memory: bucket -> position -> slot
+        self._tree = viewtree.TopTree(self.bucket_bits)
         self._vector: dict[str, int] = {}
         self._ignored: set[bytes] = set()
         self._count = 0               # store-backed only
@@ -1557,32 +1451,29 @@ class NationalView:
         return (k.decode("utf-8") for k, _ in self._store.items("view"))
 
     def proof(self, number: str) -> ViewProof:
-        """The proof for `number`'s entry, or for its absence."""
-        b = bucket_of(number, self.bucket_bits)
-        if self._store is None:
-            members = self._buckets.get(b, {})
-            others = tuple(
-                sorted(
-                    ((n, h) for n, h in members.items() if n != number),
-                    key=lambda t: t[0].encode("utf-8"),
-                )
-            )
-        else:
-            raw = number.encode("utf-8")
-            others = tuple(
-                (n.decode("utf-8"), h) for n, h in self._bucket_members(b) if n != raw
-            )
-        return ViewProof(b, others, self._tree.path(b))
+        """The proof for `number`'s entry, or for its absence: no other number,
+        no key of another number (unless it shares all 64 bits of position)."""
+        key = view_key(number)
+        pos = viewtree.position(key)
+        b = pos >> (viewtree.DEPTH - self.bucket_bits)
+        below, slot = viewtree.bucket_path(self._bucket_slots(b), self.bucket_bits, pos)
+        bitmap = 0
+        siblings = []
+        for d, h in below + self._tree.path(b):
+            bitmap |= 1 << (63 - d)
+            siblings.append(h)
+        listed = () if slot is None else tuple(m for m in slot.members if m[0] != key)
+        return ViewProof(listed, bitmap, tuple(siblings))
 
-    def _bucket_members(self, b: int) -> list[tuple[bytes, bytes]]:
-        """(number bytes, entry hash) of a stored bucket, sorted by number bytes."""
-        if self._tree.levels[0][b] == EMPTY_BUCKET:
+    def _bucket_slots(self, b: int) -> list[Slot]:
+        """The occupied positions of bucket `b`, sorted."""
+        if self._store is None:
+            slots = self._buckets.get(b)
+            return [] if not slots else sorted(slots.values(), key=lambda s: s.pos)
+        if self._tree.bucket(b) == viewtree.EMPTY:
             return []
-        assert self._store is not None
-        pre = _U32.pack(b)
-        return [
-            (k[4:], v) for k, v in self._store.items("viewbucket", pre, _U32.pack(b + 1))
-        ]
+        start, end = viewtree.bucket_range(b, self.bucket_bits)
+        return _slots_from_rows(self._store.items("viewbucket", start, end))
 
     def checkpoint(self, origin: str, signed_at_ms: int) -> ViewCheckpoint:
         """The view's checkpoint as `origin` signs it at `signed_at_ms`."""
@@ -1620,18 +1511,30 @@ class NationalView:
                 continue
             if new is not None and old is not None and new.hash == old.hash:
                 continue
-            b = bucket_of(number, self.bucket_bits)
-            members = self._buckets.setdefault(b, {})
+            key = view_key(number)
+            pos = viewtree.position(key)
+            b = pos >> (viewtree.DEPTH - self.bucket_bits)
+            slots = self._buckets.setdefault(b, {})
+            slot = slots.get(pos)
+            members = [m for m in slot.members if m[0] != key] if slot is not None else []
             if new is None:
                 del self._entries[number]
-                members.pop(number, None)
             else:
                 self._entries[number] = new
-                members[number] = new.hash
+                members.append((key, new.hash))
+            if members:
+                slots[pos] = Slot.of(members)
+            else:
+                slots.pop(pos, None)
             changed.add(number)
             dirty.add(b)
-        if dirty:
-            self._tree.update({b: bucket_hash(self._buckets[b].items()) for b in dirty})
+        tops = {}
+        for b in dirty:
+            slots = self._buckets[b]
+            if not slots:
+                del self._buckets[b]
+            tops[b], _ = viewtree.rehash_bucket(self._bucket_slots(b), self.bucket_bits)
+        self._tree.update(tops)
         return changed
 
     def clear(self) -> None:
@@ -1668,6 +1571,7 @@ class NationalView:
             json.dumps(
                 {
                     "v": ENTRY_VERSION,
+                    "tree": viewtree.PROOF_VERSION,      # how viewbucket* are laid out
                     "bits": self.bucket_bits,
                     "policy": [p.default_expiry_ms, p.protection_ms, p.high_risk_min_participants,
                                p.identity_min_participants, p.institute_mark_is_high_risk,
@@ -1757,7 +1661,7 @@ class NationalView:
         batch = st.batch()
         count = self._count
         changed: set[str] = set()
-        by_bucket: dict[int, dict[bytes, bytes | None]] = {}
+        by_bucket: dict[int, dict[bytes, bytes | None]] = {}   # bucket -> view key -> hash
         for n, old in zip(numbers, olds, strict=True):
             marks, reassigns, appeals = known.get(n, ([], [], []))
             for f in w.on.get(n, ()):
@@ -1771,30 +1675,45 @@ class NationalView:
             if new is not None and old is not None and new.hash == entry_hash(old):
                 continue
             key = n.encode("utf-8")
-            members = by_bucket.setdefault(bucket_of(n, self.bucket_bits), {})
+            vkey = view_key(n)
+            b = viewtree.position(vkey) >> (viewtree.DEPTH - self.bucket_bits)
+            members = by_bucket.setdefault(b, {})
             if new is None:
                 batch.delete("view", key)
-                members[key] = None
+                members[vkey] = None
                 count -= 1
             else:
                 batch.put("view", key, new.encode())
-                members[key] = new.hash
+                members[vkey] = new.hash
                 count += old is None
             changed.add(n)
 
         leaves: dict[int, bytes] = {}
         for b, changes in by_bucket.items():
-            pre = _U32.pack(b)
-            current = dict(self._bucket_members(b))
-            for key, h in changes.items():
+            slots = {s.pos: s for s in self._bucket_slots(b)}
+            touched_pos: set[int] = set()
+            for vkey, h in changes.items():
+                pos = viewtree.position(vkey)
+                s = slots.get(pos)
+                members = [m for m in s.members if m[0] != vkey] if s is not None else []
                 if h is None:
-                    current.pop(key, None)
-                    batch.delete("viewbucket", pre + key)
+                    batch.delete("viewbucket", vkey)
                 else:
-                    current[key] = h
-                    batch.put("viewbucket", pre + key, h)
-            leaves[b] = _bucket_hash_raw(current)
-            if current:
+                    members.append((vkey, h))
+                if members:
+                    slots[pos] = Slot.of(members)
+                    touched_pos.add(pos)
+                else:
+                    slots.pop(pos, None)
+            ordered = sorted(slots.values(), key=lambda s: s.pos)
+            leaves[b], moved = viewtree.rehash_bucket(ordered, self.bucket_bits)
+            touched_pos.update(s.pos for s in moved)
+            for pos in touched_pos:
+                s = slots[pos]
+                for vkey, h in s.members:
+                    batch.put("viewbucket", vkey, _leaf_value(s, h))
+            pre = _U32.pack(b)
+            if slots:
                 batch.put("viewbuckethash", pre, leaves[b])
             else:
                 batch.delete("viewbuckethash", pre)

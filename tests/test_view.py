@@ -1,12 +1,11 @@
 """ledger/view.py: resolution rules as multi-party scenarios, order independence,
-incremental updates, entry bytes, the bucketed root, lookup proofs, view checkpoints."""
+incremental updates, entry bytes, the sparse-tree root, lookup proofs, view checkpoints."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 
 from keys.consortium import Consortium, Participant, Policy
 from keys.signing import SigningKey
-from ledger import merkle, note
+from ledger import merkle, note, viewtree
 from ledger.errors import BadInput, BadSignature, MalformedNote, MalformedProof, ProofMismatch
 from ledger.record import (
     RECATEGORIZE,
@@ -31,7 +30,6 @@ from ledger.record import (
     Record,
 )
 from ledger.view import (
-    EMPTY_BUCKET,
     CategoryInfo,
     Entry,
     EntryMark,
@@ -40,16 +38,16 @@ from ledger.view import (
     SetAsideSpan,
     ViewCheckpoint,
     ViewProof,
-    bucket_hash,
-    bucket_of,
     entry_hash,
     open_view_checkpoint,
     parse_view_checkpoint,
     rebuild_from_ledger,
     resolve,
     sign_view_checkpoint,
+    tree_root,
     verify_lookup,
     view_checkpoint_text,
+    view_key,
     view_origin,
 )
 
@@ -952,40 +950,58 @@ def test_golden_entry_bytes() -> None:
 # ====================================================================== root and proofs
 
 
+def _sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+_EMPTY = bytes(32)
+
+
+def _node(depth: int, left: bytes, right: bytes) -> bytes:
+    if left == right == _EMPTY:
+        return _EMPTY
+    if _EMPTY in (left, right):
+        side = int(left == _EMPTY)
+        return _sha(b"\x05" + bytes([2 * depth + side]) + (right if side else left))
+    return _sha(b"\x04" + left + right)
+
+
+def _key(number: str) -> bytes:
+    return _sha(b"markex/v1/view/key\x00" + number.encode())
+
+
 def independent_root(view: NationalView) -> bytes:
-    """The documented structure, recomputed from scratch without view.py's helpers."""
-    bits = view.bucket_bits
-    buckets: list[list[tuple[bytes, bytes]]] = [[] for _ in range(1 << bits)]
-    for number, e in view.entries.items():
-        h = hashlib.sha256(number.encode()).digest()
-        b = int.from_bytes(h, "big") >> (256 - bits)
-        buckets[b].append((number.encode(), hashlib.sha256(b"\x00" + e.encode()).digest()))
-    level = []
-    for items in buckets:
-        data = b"\x02" + b"".join(struct.pack(">H", len(n)) + n + eh for n, eh in sorted(items))
-        level.append(hashlib.sha256(data).digest())
-    while len(level) > 1:
-        level = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest()
-                 for i in range(0, len(level), 2)]
-    return level[0]
+    """The documented structure, recomputed from scratch without view.py's
+    helpers: a depth-64 sparse tree over the first 64 bits of each key."""
+    items = sorted((_key(n), _sha(b"\x00" + e.encode())) for n, e in view.entries.items())
+
+    def node(depth: int, group: list[tuple[bytes, bytes]]) -> bytes:
+        if not group:
+            return _EMPTY
+        if depth == 64:
+            return _sha(b"\x03" + b"".join(k + eh for k, eh in group))
+        bit = [kv for kv in group if (int.from_bytes(kv[0][:8], "big") >> (63 - depth)) & 1]
+        left = [kv for kv in group if kv not in bit]
+        return _node(depth, node(depth + 1, left), node(depth + 1, bit))
+
+    return node(0, items)
 
 
 def test_root_matches_the_documented_structure() -> None:
     assert independent_root(RICH_VIEW) == RICH_VIEW.root()
     big = resolve(RICH.records, consortium(view_bucket_bits=16))
-    assert independent_root(big) == big.root()
-    empty = NationalView(consortium(view_bucket_bits=2))
-    assert hashlib.sha256(b"\x02").digest() == EMPTY_BUCKET
-    assert empty.root() == merkle.root_from_leaf_hashes([EMPTY_BUCKET] * 4)
-    assert bucket_hash([]) == EMPTY_BUCKET
+    assert independent_root(big) == big.root() == RICH_VIEW.root()   # the top's height is free
+    assert NationalView(consortium(view_bucket_bits=2)).root() == _EMPTY
+    assert tree_root((n, e.hash) for n, e in RICH_VIEW.entries.items()) == RICH_VIEW.root()
+    assert view_key(N1) == _key(N1)
 
 
-def many_numbers_view(bits: int) -> tuple[NationalView, list[str], list[str]]:
+def many_numbers_view(bits: int, n: int = 40) -> tuple[NationalView, list[str], list[str]]:
     b = Book()
-    present = [f"+86138{i:08d}" for i in range(1, 40, 2)]
-    absent = [f"+86138{i:08d}" for i in range(2, 40, 2)]
-    for i, n in enumerate(present):
-        b.mark(f"m{i}", IDS[i % len(IDS)], n, "fraud" if i % 3 else "delivery", T + i)
+    present = [f"+86138{i:08d}" for i in range(1, n, 2)]
+    absent = [f"+86138{i:08d}" for i in range(2, n, 2)]
+    for i, num in enumerate(present):
+        b.mark(f"m{i}", IDS[i % len(IDS)], num, "fraud" if i % 3 else "delivery", T + i)
     return resolve(b.records, consortium(view_bucket_bits=bits)), present, absent
 
 
@@ -998,73 +1014,216 @@ def test_proofs_verify_for_present_and_absent(bits: int) -> None:
         proof = view.proof(n)
         raw = view.entry(n).encode()
         assert ViewProof.decode(proof.encode()) == proof
-        assert verify_lookup(n, raw, proof.encode(), root, bits) == view.entry(n)
-        assert verify_lookup(n, raw, proof, root, bits) == view.entry(n)
+        assert verify_lookup(n, raw, proof.encode(), root) == view.entry(n)
+        assert verify_lookup(n, raw, proof, root, bits) == view.entry(n)   # old callers
         with pytest.raises(ProofMismatch):            # a present number claimed absent
-            verify_lookup(n, None, proof, root, bits)
+            verify_lookup(n, None, proof, root)
+        assert proof.listed == ()                     # no two of these share 64 bits
     for n in absent:
-        assert verify_lookup(n, None, view.proof(n).encode(), root, bits) is None
-    if bits in (1, 3):
-        assert any(view.proof(n).others for n in present)   # shared buckets were exercised
+        assert verify_lookup(n, None, view.proof(n).encode(), root) is None
+
+
+def test_proofs_reveal_no_other_number() -> None:
+    """Fails on proof version 1, whose bucket listings carry the neighbours in
+    clear: no proof (of presence or absence) holds another number's bytes,
+    SHA-256, view key, or entry hash."""
+    view, present, absent = many_numbers_view(3, 200)
+    secrets: dict[str, list[bytes]] = {}
+    for n in present + absent:
+        raw = n.encode()
+        secrets[n] = [raw, raw[1:], raw[3:], _sha(raw), _key(n), _key(n)[:8], _sha(raw)[:4]]
+        e = view.entry(n)
+        if e is not None:
+            secrets[n].append(e.hash)
+    for asked in present + absent:
+        proof = view.proof(asked).encode()
+        for other in present:
+            if other != asked:
+                assert not any(s in proof for s in secrets[other]), (asked, other)
+    # and the proofs are small: a bitmap and about log2(n) hashes
+    sizes = [len(view.proof(n).encode()) for n in present + absent]
+    assert max(sizes) <= 10 + 32 * 16 and sum(sizes) / len(sizes) < 10 + 32 * 10
 
 
 def test_wrong_answers_fail_with_typed_errors() -> None:
-    bits = 3
-    view, present, absent = many_numbers_view(bits)
+    view, present, absent = many_numbers_view(3)
     root = view.root()
     n, other = present[0], present[1]
     raw, proof = view.entry(n).encode(), view.proof(n)
-    enc = proof.encode()
     with pytest.raises(ProofMismatch):
-        verify_lookup(n, view.entry(other).encode(), proof, root, bits)
+        verify_lookup(n, view.entry(other).encode(), proof, root)
     with pytest.raises(ProofMismatch):
-        verify_lookup(n, raw[:-2] + b"7}", proof, root, bits)
+        verify_lookup(n, raw[:-2] + b"7}", proof, root)
     with pytest.raises(ProofMismatch):
-        verify_lookup(n, raw, proof, bytes(32), bits)
+        verify_lookup(n, raw, proof, bytes(32))
     with pytest.raises(MalformedProof):
-        verify_lookup(n, raw, proof, root[:31], bits)
+        verify_lookup(n, raw, proof, root[:31])
     with pytest.raises(MalformedProof):
-        verify_lookup(n, raw, proof, root, bits + 1)
-    with pytest.raises(MalformedProof):                # the proof of another bucket
-        far = next(x for x in present if bucket_of(x, bits) != proof.bucket)
-        verify_lookup(far, view.entry(far).encode(), proof, root, bits)
-    listed = tuple(sorted(proof.others + ((n, bytes(32)),), key=lambda t: t[0]))
-    with pytest.raises(MalformedProof):                # the number listed among the others
-        verify_lookup(n, raw, replace(proof, others=listed), root, bits)
-    # every single-bit flip, truncation and extension of the proof bytes is refused
-    for i in range(len(enc)):
-        for bit in (0, 7):
-            bad = enc[:i] + bytes([enc[i] ^ (1 << bit)]) + enc[i + 1:]
-            with pytest.raises((MalformedProof, ProofMismatch)):
-                verify_lookup(n, raw, bad, root, bits)
-    for cut in range(len(enc)):
+        verify_lookup("", raw, proof, root)
+    with pytest.raises(MalformedProof):                # the number's own key listed
+        verify_lookup(n, raw, replace(proof, listed=((_key(n), bytes(32)),)), root)
+    with pytest.raises(MalformedProof):                # a listed key at another position
+        verify_lookup(n, raw, replace(proof, listed=((_key(other), bytes(32)),)), root)
+    near = _key(n)[:8] + bytes(24)
+    with pytest.raises(MalformedProof):                # listed keys out of order
+        verify_lookup(n, raw, replace(proof, listed=((near[:31] + b"\x02", bytes(32)),
+                                                     (near, bytes(32)))), root)
+    with pytest.raises(ProofMismatch):                 # a listed stranger at the position
+        verify_lookup(n, raw, replace(proof, listed=((near, bytes(32)),)), root)
+    with pytest.raises(MalformedProof):                # an empty subtree given as a sibling
+        verify_lookup(n, raw, replace(proof, siblings=(_EMPTY,) + proof.siblings[1:]), root)
+    with pytest.raises(MalformedProof):
+        verify_lookup(n, raw, replace(proof, siblings=proof.siblings[1:]), root)
+    with pytest.raises(MalformedProof):
+        verify_lookup(n, raw, replace(proof, bitmap=1 << 64), root)
+
+
+def _answers(view: NationalView, numbers: list[str]) -> list[tuple[str, bytes | None, bytes]]:
+    return [(n, view.entry_bytes(n), view.proof(n).encode()) for n in numbers]
+
+
+@pytest.mark.parametrize("bits", [0, 3])
+def test_every_single_bit_mutation_fails(bits: int) -> None:
+    """Every one-bit change of a proof (presence or absence) or of the entry
+    bytes, every truncation and every extension is refused."""
+    view, present, absent = many_numbers_view(bits, 24)
+    root = view.root()
+    for n, raw, enc in _answers(view, present[:3] + absent[:3]):
+        verify_lookup(n, raw, enc, root)
+        for i in range(len(enc)):
+            for bit in range(8):
+                bad = enc[:i] + bytes([enc[i] ^ (1 << bit)]) + enc[i + 1:]
+                with pytest.raises((MalformedProof, ProofMismatch)):
+                    verify_lookup(n, raw, bad, root)
+        for cut in range(len(enc)):
+            with pytest.raises(MalformedProof):
+                verify_lookup(n, raw, enc[:cut], root)
+        for extra in (b"\x00", bytes(32)):
+            with pytest.raises(MalformedProof):
+                verify_lookup(n, raw, enc + extra, root)
+        if raw is not None:
+            for i in range(len(raw)):
+                for bit in range(8):
+                    bad = raw[:i] + bytes([raw[i] ^ (1 << bit)]) + raw[i + 1:]
+                    with pytest.raises(ProofMismatch):
+                        verify_lookup(n, bad, enc, root)
+
+
+def test_a_proof_never_verifies_for_another_number() -> None:
+    """Another number's proof never proves anything false about N, nor N's own
+    entry; nor does the proof of N's closest neighbour in the tree. (Two absent
+    numbers whose paths end in one empty subtree have one and the same absence
+    proof: that is the only way another number's proof verifies for N.)"""
+    view, present, absent = many_numbers_view(3, 30)
+    root = view.root()
+    answers = _answers(view, present + absent)
+    shared = 0
+    for n, raw, own in answers:
+        for m, _, enc in answers:
+            if m == n:
+                continue
+            for claim in {raw, None, view.entry_bytes(m)}:
+                if claim is None and raw is None and enc == own:
+                    assert verify_lookup(n, None, enc, root) is None
+                    shared += 1
+                    continue
+                with pytest.raises((MalformedProof, ProofMismatch)):
+                    verify_lookup(n, claim, enc, root)
+    assert shared < len(absent) * len(absent) // 4
+    pos = {n: int.from_bytes(_key(n)[:8], "big") for n in present + absent}
+    for n in present:
+        neighbour = min((m for m in present + absent if m != n), key=lambda m: pos[m] ^ pos[n])
         with pytest.raises((MalformedProof, ProofMismatch)):
-            verify_lookup(n, raw, enc[:cut], root, bits)
-    with pytest.raises(MalformedProof):
-        verify_lookup(n, raw, enc + bytes(32), root, bits)
-    # listings that are not strictly sorted, or hold a stranger, are ill-formed
-    if len(proof.others) >= 2:
-        with pytest.raises(MalformedProof):
-            verify_lookup(n, raw, replace(proof, others=proof.others[::-1]), root, bits)
-    stranger = next(x for x in absent if bucket_of(x, bits) != proof.bucket)
-    with pytest.raises(MalformedProof):
-        verify_lookup(n, raw, replace(proof, others=((stranger, bytes(32)),)), root, bits)
+            verify_lookup(n, view.entry_bytes(n), view.proof(neighbour), root)
+
+
+NUMBER_POOL = [f"+86138{i:08d}" for i in range(64)]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    chosen=st.sets(st.sampled_from(NUMBER_POOL), max_size=24),
+    bits=st.sampled_from([0, 1, 4, 16]),
+    data=st.data(),
+)
+def test_random_sets_prove_presence_and_absence(chosen: set[str], bits: int,
+                                                data: st.DataObject) -> None:
+    b = Book()
+    for i, n in enumerate(sorted(chosen)):
+        b.mark(f"m{i}", IDS[i % len(IDS)], n, "fraud", T + i)
+    records = data.draw(st.permutations(b.records))
+    cut = data.draw(st.integers(0, len(records)))
+    view = NationalView(consortium(view_bucket_bits=bits))
+    view.apply(records[:cut])
+    view.apply(records[cut:])
+    root = view.root()
+    assert root == independent_root(view)
+    assert root == resolve(b.records, consortium(view_bucket_bits=3)).root()
+    for n in data.draw(st.lists(st.sampled_from(NUMBER_POOL), min_size=1, max_size=6)):
+        raw = view.entry_bytes(n)
+        assert (raw is not None) == (n in chosen)
+        got = verify_lookup(n, raw, view.proof(n).encode(), root)
+        assert got == view.entry(n)
+
+
+def _slot_root(pairs: list[tuple[bytes, bytes]], bits: int) -> tuple[bytes, dict[str, Any]]:
+    top = viewtree.TopTree(bits)
+    buckets: dict[int, list[tuple[bytes, bytes]]] = {}
+    for k, e in pairs:
+        buckets.setdefault(int.from_bytes(k[:8], "big") >> (64 - bits), []).append((k, e))
+    slots = {b: viewtree.slots_of(ms) for b, ms in buckets.items()}
+    top.update({b: viewtree.rehash_bucket(s, bits)[0] for b, s in slots.items()})
+    return top.root(), {"top": top, "slots": slots}
+
+
+@pytest.mark.parametrize("bits", [0, 8])
+def test_keys_sharing_a_position_are_listed_deterministically(bits: int) -> None:
+    """The rule for two keys that share all 64 bits of position: one leaf over
+    both (sorted by key); a proof at that position lists the others there."""
+    base = _key(N1)
+    a, c = base[:8] + b"\x01" * 24, base[:8] + b"\x07" * 24
+    stranger = base[:8] + b"\x03" * 24
+    others = [(_key(n), _sha(n.encode())) for n in (N2, N3, N4)]
+    pairs = [(a, _sha(b"a")), (c, _sha(b"c")), *others]
+    root, parts = _slot_root(pairs, bits)
+    assert root == _slot_root(pairs[::-1], 0)[0]
+    leaf = _sha(b"\x03" + a + _sha(b"a") + c + _sha(b"c"))
+    assert viewtree.leaf_hash([(c, _sha(b"c")), (a, _sha(b"a"))]) == leaf
+    pos = int.from_bytes(base[:8], "big")
+    b = pos >> (64 - bits)
+    below, slot = viewtree.bucket_path(parts["slots"][b], bits, pos)
+    assert slot is not None and slot.members == ((a, _sha(b"a")), (c, _sha(b"c")))
+    bitmap, sibs = 0, []
+    for d, h in below + parts["top"].path(b):
+        bitmap |= 1 << (63 - d)
+        sibs.append(h)
+    for key, eh, listed in (
+        (a, _sha(b"a"), ((c, _sha(b"c")),)),
+        (c, _sha(b"c"), ((a, _sha(b"a")),)),
+        (stranger, None, ((a, _sha(b"a")), (c, _sha(b"c")))),     # absent at that position
+    ):
+        proof = ViewProof(listed, bitmap, tuple(sibs))
+        assert viewtree.proof_root(key, eh, ViewProof.decode(proof.encode())) == root
+        assert viewtree.proof_root(key, _sha(b"x"), proof) != root
+    hiding = ViewProof(((a, _sha(b"a")),), bitmap, tuple(sibs))     # leaves c out
+    assert viewtree.proof_root(stranger, None, hiding) != root
 
 
 def test_entry_that_does_not_decode_is_a_malformed_proof() -> None:
     """A node that signed a root over garbage: the hash checks, the bytes do not decode."""
     garbage = b"not an entry"
-    bits = 2
-    number = N1
-    b = bucket_of(number, bits)
-    leaves = [EMPTY_BUCKET] * 4
-    leaves[b] = bucket_hash([(number, entry_hash(garbage))])
-    levels = [leaves, [merkle.node_hash(leaves[0], leaves[1]),
-                       merkle.node_hash(leaves[2], leaves[3])]]
-    root = merkle.node_hash(*levels[1])
-    path = (levels[0][b ^ 1], levels[1][(b >> 1) ^ 1])
+    root = tree_root([(N1, entry_hash(garbage)), (N2, entry_hash(b"x"))])
+    assert tree_root([]) == _EMPTY
+    pos1, pos2 = (int.from_bytes(_key(n)[:8], "big") for n in (N1, N2))
+    d = 64 - (pos1 ^ pos2).bit_length()
+    sib = _sha(b"\x03" + _key(N2) + entry_hash(b"x"))
+    for depth in range(63, d, -1):
+        bit = (pos2 >> (63 - depth)) & 1
+        sib = _node(depth, _EMPTY, sib) if bit else _node(depth, sib, _EMPTY)
+    proof = ViewProof((), 1 << (63 - d), (sib,))
+    assert viewtree.proof_root(_key(N1), entry_hash(garbage), proof) == root
     with pytest.raises(MalformedProof):
-        verify_lookup(number, garbage, ViewProof(b, (), path), root, bits)
+        verify_lookup(N1, garbage, proof, root)
 
 
 # ====================================================================== view checkpoints
