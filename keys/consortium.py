@@ -29,7 +29,7 @@ FORMAT_VERSION = 1
 # Ceilings the ledger enforces too; keys imports no ledger, so they are
 # restated here and tests/test_keys.py holds them equal to the ledger's.
 MAX_ENVELOPE_BYTES = 64 * 1024  # ledger.record.MAX_ENVELOPE_BYTES
-MAX_VIEW_BUCKET_BITS = 24  # ledger.view.MAX_BUCKET_BITS
+MAX_VIEW_BUCKET_BITS = 22  # ledger.viewtree.MAX_TOP_BITS: the in-memory top of the view tree
 MIN_ENVELOPE_BYTES = 1024  # room for a mark with evidence, or a correction with a reason
 _SECOND = 1000
 _HOUR = 3600 * _SECOND

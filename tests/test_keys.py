@@ -628,7 +628,7 @@ NONSENSE = [
     ("restore_quorum", 0, "1..1000000"),
     ("max_envelope_bytes", 64 * 1024 + 1, "1024..65536"),  # above the hard ceiling
     ("max_envelope_bytes", 100, "1024..65536"),  # no mark fits
-    ("view_bucket_bits", 25, "0..24"),
+    ("view_bucket_bits", 23, "0..22"),
     ("clock_skew_ms", 2 * 3_600_000, "0..3600000"),
     ("out_of_order_buffer", 0, "1..1000000"),
     ("out_of_order_per_issuer", 10_001, "1..10000"),  # more than the whole buffer
@@ -686,11 +686,13 @@ def test_policy_quorums_are_bounded_by_the_participants(made: tuple[Path, Consor
 def test_policy_ceilings_are_the_ledgers() -> None:
     """keys restates the ledger's ceilings (it may not import ledger): equal."""
     from keys import consortium as kc
-    from ledger import record, view
+    from ledger import record, viewtree
 
     assert kc.MAX_ENVELOPE_BYTES == record.MAX_ENVELOPE_BYTES
-    assert kc.MAX_VIEW_BUCKET_BITS == view.MAX_BUCKET_BITS
-    kc.Policy(max_envelope_bytes=record.MAX_ENVELOPE_BYTES, view_bucket_bits=view.MAX_BUCKET_BITS)
+    assert kc.MAX_VIEW_BUCKET_BITS == viewtree.MAX_TOP_BITS
+    kc.Policy(
+        max_envelope_bytes=record.MAX_ENVELOPE_BYTES, view_bucket_bits=viewtree.MAX_TOP_BITS
+    )
 
 
 @pytest.mark.parametrize(
