@@ -64,7 +64,7 @@ from bench import ingest, report
 from ledger.audit import audit_store
 from ledger.errors import LedgerError
 from ledger.log import NodeLedger
-from ledger.record import record_id, signing_message
+from ledger.record import record_context, record_id
 from ledger.store import COLUMN_FAMILIES, Store, u64
 from markex.v1 import record_pb2 as pb
 
@@ -105,6 +105,7 @@ def _sign_feed_chunk(
     seed, issuer, seq, prev, positions = task
     key = Ed25519PrivateKey.from_private_bytes(seed)
     issued_at = ingest.NOW - 1000
+    context = record_context(ingest.CONSORTIUM)
     out = []
     for i in positions:
         seq += 1
@@ -122,7 +123,7 @@ def _sign_feed_chunk(
                 evidence_digest=hashlib.sha256(i.to_bytes(8, "big")).digest(),
             ),
         ).SerializeToString()
-        sig = key.sign(signing_message(body))
+        sig = key.sign(context + body)
         raw = pb.SignedRecord(body=body, signature=sig).SerializeToString()
         prev = record_id(raw)
         out.append(raw)
@@ -268,10 +269,11 @@ def _verify_worker(envelopes: list[bytes], keys: dict[str, bytes], barrier: Any,
     every worker is ready, time a bare verify loop over them."""
     pubs = {pid: Ed25519PublicKey.from_public_bytes(k) for pid, k in keys.items()}
     work = []
+    context = record_context(ingest.CONSORTIUM)
     for env in envelopes:
         s = pb.SignedRecord.FromString(env)
         issuer = pb.Record.FromString(s.body).issuer
-        work.append((pubs[issuer].verify, s.signature, signing_message(s.body)))
+        work.append((pubs[issuer].verify, s.signature, context + s.body))
     del envelopes
     gc.collect()
     gc.disable()

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench import ingest, report
 from keys.signing import SigningKey
-from ledger.record import Record, record_id, signing_message
+from ledger.record import Record, record_context, record_id
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from node.localnet import LocalNet
@@ -75,12 +75,13 @@ def seed_of(key: SigningKey) -> bytes:
 
 
 def _sign_chain(
-    task: tuple[bytes, str, int, bytes, int, list[MarkSpec]],
+    task: tuple[str, bytes, str, int, bytes, int, list[MarkSpec]],
 ) -> tuple[list[bytes], bytes]:
     """Worker: sign consecutive marks of one feed. Builds the same bytes as
     Record.issue without re-parsing each one (the receiving node checks them)."""
-    seed, issuer, seq, prev, issued_at, marks = task
+    consortium, seed, issuer, seq, prev, issued_at, marks = task
     key = Ed25519PrivateKey.from_private_bytes(seed)
+    context = record_context(consortium)
     out = []
     for number, category, score in marks:
         seq += 1
@@ -93,7 +94,7 @@ def _sign_chain(
                 number=number, category=category, score=score, reports=1, observed_at_ms=issued_at
             ),
         ).SerializeToString()
-        env = rpb.SignedRecord(body=body, signature=key.sign(signing_message(body)))
+        env = rpb.SignedRecord(body=body, signature=key.sign(context + body))
         raw = env.SerializeToString()
         prev = record_id(raw)
         out.append(raw)
@@ -109,10 +110,13 @@ def signed_feeds(
     marks: Mapping[str, Sequence[MarkSpec]],
     issued_at_ms: int,
     chunk: int = CHUNK,
+    *,
+    consortium: str,
 ) -> Iterator[list[bytes]]:
-    """Yield every issuer's marks as signed envelopes, in batches of up to
-    `chunk` consecutive records of one feed; each feed's batches come in feed
-    order (seq 1 first). Signing runs in a pool of one process per core."""
+    """Yield every issuer's marks as envelopes signed for `consortium` (its
+    name), in batches of up to `chunk` consecutive records of one feed; each
+    feed's batches come in feed order (seq 1 first). Signing runs in a pool
+    of one process per core."""
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding gRPC threads
     with ctx.Pool(workers()) as pool:
         heads = {pid: (0, b"") for pid in marks}
@@ -124,7 +128,7 @@ def signed_feeds(
             if todo:
                 offset[pid] += len(todo)
                 seq, prev = heads[pid]
-                task = (seeds[pid], pid, seq, prev, issued_at_ms, todo)
+                task = (consortium, seeds[pid], pid, seq, prev, issued_at_ms, todo)
                 pending.append((pid, len(todo), pool.apply_async(_sign_chain, (task,))))
 
         for pid in marks:
@@ -368,7 +372,9 @@ def _catchup(net: LocalNet, n: int, source: str, fresh: str) -> dict:
         )
     t = time.perf_counter()
     feeds: dict[str, list[bytes]] = {pid: [] for pid in issuers}
-    for batch in signed_feeds(consortium_seeds(net, issuers), marks, past_ms()):
+    for batch in signed_feeds(
+        consortium_seeds(net, issuers), marks, past_ms(), consortium=net.consortium.name
+    ):
         feeds[Record.from_envelope(batch[0]).issuer].extend(batch)
     sign_s = time.perf_counter() - t
     # Issuers take turns, so every batch of 1000 extends every feed.

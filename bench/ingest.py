@@ -35,7 +35,7 @@ from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 from keys.consortium import Consortium, Participant
 from keys.signing import SigningKey
 from ledger.log import NodeLedger
-from ledger.record import RECORD_CONTEXT, Mark, Record
+from ledger.record import Mark, Record, record_context
 from ledger.store import Store
 
 BATCH = 1000
@@ -56,6 +56,7 @@ def bench_key(pid: str) -> SigningKey:
 
 
 KEYS = {pid: bench_key(pid) for pid in ROLES}
+CONSORTIUM = "markex-bench"  # the name bench_consortium() has, which every record signs
 
 
 def bench_consortium() -> Consortium:
@@ -66,7 +67,7 @@ def bench_consortium() -> Consortium:
         for pid, role in ROLES.items()
     )
     ranges = {"carrier-1": ("+86138", "+86139", "+8610"), "carrier-2": ("+86130", "+86131")}
-    return Consortium("markex-bench", parts, ranges)
+    return Consortium(CONSORTIUM, parts, ranges)
 
 
 def signed_records(n: int) -> list[Record]:
@@ -85,7 +86,7 @@ def signed_records(n: int) -> list[Record]:
             observed_at_ms=NOW - 60_000,
             evidence_digest=hashlib.sha256(i.to_bytes(8, "big")).digest(),
         )
-        rec = Record.issue(KEYS[pid], pid, seq + 1, prev, NOW - 1000, mark)
+        rec = Record.issue(KEYS[pid], pid, seq + 1, prev, NOW - 1000, mark, consortium=CONSORTIUM)
         heads[pid] = (rec.seq, rec.id)
         out.append(rec)
     return out
@@ -135,10 +136,11 @@ def run_limit(records: list[Record], consortium: Consortium, path: Path) -> floa
         )
         gc.collect()
         start = time.perf_counter()
+        context = record_context(consortium.name)
         for batch in batches:
             wb = WriteBatch(raw_mode=True)
             for p, sig, body, env in batch:
-                if not p.verify(sig, RECORD_CONTEXT + body):
+                if not p.verify(sig, context + body):
                     raise AssertionError("a benchmark record does not verify")
                 wb.put(sha256(env).digest(), env)
             db.write(wb, sync)

@@ -76,7 +76,7 @@ from keys.consortium import Consortium
 from keys.signing import SigningKey
 from ledger import note
 from ledger import view as V
-from ledger.record import Record, record_id, signing_message
+from ledger.record import Record, record_context, record_id
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
@@ -108,15 +108,16 @@ def marks_before(seq: int) -> int:
     return seq - seq // CORRECTION_EVERY
 
 
-SignTask = tuple[bytes, str, int, int, int, bytes, int, int]
+SignTask = tuple[str, bytes, str, int, int, int, bytes, int, int]
 
 
 def _sign_task(task: SignTask) -> tuple[list[bytes], bytes]:
     """Worker: the next `count` records of issuer number `k` (of `n_issuers`),
     after its record `seq` whose id is `prev`. Mark j of issuer k is on
     mark_number(j * n_issuers + k): distinct numbers across issuers."""
-    seed, issuer, k, n_issuers, seq, prev, issued_at, count = task
+    consortium, seed, issuer, k, n_issuers, seq, prev, issued_at, count = task
     key = Ed25519PrivateKey.from_private_bytes(seed)
+    context = record_context(consortium)
     out = []
     for _ in range(count):
         seq += 1
@@ -144,7 +145,7 @@ def _sign_task(task: SignTask) -> tuple[list[bytes], bytes]:
         body = rpb.Record(
             issuer=issuer, seq=seq, prev_id=prev, issued_at_ms=issued_at, **payload
         ).SerializeToString()
-        sig = key.sign(signing_message(body))
+        sig = key.sign(context + body)
         raw = rpb.SignedRecord(body=body, signature=sig).SerializeToString()
         prev = record_id(raw)
         out.append(raw)
@@ -156,7 +157,8 @@ class Feeds:
     flight (each feed is a chain), and hands out batches on demand. Memory is
     bounded by issuers x CHUNK envelopes whatever the total."""
 
-    def __init__(self, seeds: dict[str, bytes], issued_at_ms: int) -> None:
+    def __init__(self, seeds: dict[str, bytes], issued_at_ms: int, consortium: str) -> None:
+        self.consortium = consortium  # the name every record is signed for
         self.seeds = seeds
         self.issuers = list(seeds)
         self.issued_at = issued_at_ms
@@ -190,7 +192,10 @@ class Feeds:
             return
         seq, prev = self.heads[pid]
         k = self.issuers.index(pid)
-        task = (self.seeds[pid], pid, k, len(self.issuers), seq, prev, self.issued_at, count)
+        task = (
+            self.consortium, self.seeds[pid], pid, k, len(self.issuers), seq, prev,
+            self.issued_at, count,
+        )
         self.pending.append((pid, count, self.pool.apply_async(_sign_task, (task,))))
 
     def marks(self) -> dict[str, int]:
@@ -399,7 +404,7 @@ def scale_run(
     records: int, small: int, seconds: float, rate: float, directory: Path
 ) -> dict[str, Any]:
     run = Run(directory)
-    feeds = Feeds(consortium_seeds(run.net, run.issuers), past_ms())
+    feeds = Feeds(consortium_seeds(run.net, run.issuers), past_ms(), run.net.consortium.name)
     steps = sorted({min(small, records), records})
     if len(steps) == 1:
         steps = steps * 2  # a short run measures twice at one size: the ratio shows the noise

@@ -30,6 +30,31 @@ ROLES = ("institute", "carrier", "internet", "auditor")
 ISSUES_NOTHING = frozenset({"auditor"})
 FORMAT_VERSION = 1
 
+# Ceilings the ledger enforces too; keys imports no ledger, so they are
+# restated here and tests/test_keys.py holds them equal to the ledger's.
+MAX_ENVELOPE_BYTES = 64 * 1024  # ledger.record.MAX_ENVELOPE_BYTES
+MAX_VIEW_BUCKET_BITS = 22  # ledger.viewtree.MAX_TOP_BITS: the in-memory top of the view tree
+MIN_ENVELOPE_BYTES = 1024  # room for a mark with evidence, or a correction with a reason
+_SECOND = 1000
+_HOUR = 3600 * _SECOND
+_DAY = 24 * _HOUR
+_YEAR = 365 * _DAY
+
+
+def check_consortium_name(name: object) -> None:
+    """Raise ConfigError unless `name` is a valid C2SP note key name that is
+    printable: non-empty, no whitespace, no '+', no control or other
+    unprintable character (so no NUL, which the record context relies on).
+    Every origin (<name>/log/<id>, <name>/view/<id>) starts with it."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError("consortium name must be a non-empty string")
+    bad = next((c for c in name if c.isspace() or c == "+" or not c.isprintable()), None)
+    if bad is not None:
+        raise ConfigError(
+            f"consortium name {name!r} is not a note key name: it holds {bad!r} (names are "
+            "printable, without whitespace or '+', since they prefix every origin)"
+        )
+
 
 @dataclass(frozen=True)
 class Participant:
@@ -111,6 +136,49 @@ class Policy:
     # agree on its own feed's head.
     restore_quorum: int = 2
 
+    def __post_init__(self) -> None:
+        """Every value in its range (ConfigError naming the value and the
+        range); `check_for` adds the bounds that depend on the participants."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(f.default, bool):
+                if not isinstance(v, bool):
+                    raise ConfigError(f"policy {f.name} must be true or false, got {v!r}")
+            elif isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"policy {f.name} must be an integer, got {v!r}")
+        _in_range("max_envelope_bytes", self.max_envelope_bytes, MIN_ENVELOPE_BYTES,
+                  MAX_ENVELOPE_BYTES, "the hard ceiling of every node")
+        _in_range("clock_skew_ms", self.clock_skew_ms, 0, _HOUR)
+        _in_range("out_of_order_buffer", self.out_of_order_buffer, 1, 1_000_000)
+        _in_range("out_of_order_per_issuer", self.out_of_order_per_issuer, 1,
+                  self.out_of_order_buffer, "out_of_order_buffer: one issuer's share of the buffer")
+        _in_range("out_of_order_ttl_ms", self.out_of_order_ttl_ms, _SECOND, _DAY)
+        _in_range("max_expiry_ms", self.max_expiry_ms, _DAY, 10 * _YEAR)
+        _in_range("default_expiry_ms", self.default_expiry_ms, _DAY, self.max_expiry_ms,
+                  "max_expiry_ms")
+        _in_range("protection_ms", self.protection_ms, 0, 10 * _YEAR)
+        _in_range("reassignment_window_ms", self.reassignment_window_ms, 0, _YEAR)
+        _in_range("view_bucket_bits", self.view_bucket_bits, 0, MAX_VIEW_BUCKET_BITS)
+        _in_range("view_max_age_ms", self.view_max_age_ms, _SECOND, _DAY)
+        _in_range("max_marks_per_participant", self.max_marks_per_participant, 1, 1000)
+        for name in ("cosign_quorum", "restore_quorum", "high_risk_min_participants",
+                     "identity_min_participants"):
+            _in_range(name, getattr(self, name), 1, 1_000_000)
+
+    def check_for(self, participants: int) -> None:
+        """The bounds that depend on how many participants there are: a
+        quorum of peers is at most everyone but the log's (or the restored
+        node's) own participant, a count of participants at most all."""
+        others = participants - 1
+        _in_range("cosign_quorum", self.cosign_quorum, 1, others,
+                  "the participants other than the log's own")
+        _in_range("restore_quorum", self.restore_quorum, 1, others,
+                  "the participants other than the restored node's own")
+        _in_range("high_risk_min_participants", self.high_risk_min_participants, 1,
+                  participants, "the participants")
+        _in_range("identity_min_participants", self.identity_min_participants, 1,
+                  participants, "the participants")
+
     @classmethod
     def from_json(cls, obj: Any) -> Policy:
         if not isinstance(obj, dict):
@@ -133,6 +201,12 @@ class Policy:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def _in_range(name: str, value: int, low: int, high: int, high_is: str = "") -> None:
+    if not low <= value <= high:
+        why = f" ({high_is})" if high_is else ""
+        raise ConfigError(f"policy {name} is {value}; it must be {low}..{high}{why}")
+
+
 @dataclass(frozen=True)
 class Consortium:
     name: str
@@ -143,6 +217,9 @@ class Consortium:
     raw: bytes = b""                              # the exact signed bytes, when loaded
     # The public key that signs consortium.json; b"" until `write` names the signer.
     config_key: bytes = b""
+
+    def __post_init__(self) -> None:
+        check_consortium_name(self.name)
 
     # ---- lookups -------------------------------------------------------
     @cached_property
@@ -205,7 +282,11 @@ class Consortium:
         return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
 
     @classmethod
-    def from_json_bytes(cls, raw: bytes) -> Consortium:
+    def from_json_bytes(cls, raw: bytes, *, draft: bool = False) -> Consortium:
+        """Parse and check consortium.json. With `draft` (a configuration being
+        built member by member, `markex consortium add-member`), the policy
+        bounds that depend on how many participants there are wait until it is
+        signed; every other rule holds."""
         try:
             obj = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -227,8 +308,11 @@ class Consortium:
             config_key = _config_key(obj.get("config_key"))
         except (KeyError, TypeError) as e:
             raise ConfigError(f"consortium.json is missing or mistypes a field: {e}") from e
-        if not isinstance(name, str) or not name:
-            raise ConfigError("consortium name must be a non-empty string")
+        check_consortium_name(name)
+        # Here rather than in __post_init__: tests build partial consortia in memory.
+        if not draft:
+            # Quorums and counts are of participants that run a node and issue records.
+            policy.check_for(sum(p.role not in ISSUES_NOTHING for p in participants))
         ids = [p.id for p in participants]
         if len(set(ids)) != len(ids):
             raise ConfigError("participant ids must be unique")

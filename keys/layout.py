@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from keys import ConfigError
-from keys.consortium import ISSUES_NOTHING, Consortium, Participant
+from keys.consortium import ISSUES_NOTHING, Consortium, Participant, Policy
 from keys.signing import SigningKey
 from keys.tls import make_admin_cert, make_ca, make_node_cert
 
@@ -110,6 +110,12 @@ class NodeConfig:
     public_listen: str
     metrics_listen: str
     institute_key: bytes
+    # Optional keys (older files without them still load):
+    # the operator states this node's feed is new, so on an empty store it may
+    # sign seq 1 without a quorum of peers vouching for its feed's head
+    # (node/feedgate.py). `consortium init` writes true; set it to false, or
+    # run with --restored, when a store is ever lost or restored.
+    new_feed: bool = False
 
     def __post_init__(self) -> None:
         if not self.participant or not all(c.isalnum() or c in "-_." for c in self.participant):
@@ -121,7 +127,8 @@ class NodeConfig:
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
-        """Read and check a node.toml. Every key is required; unknown keys are refused."""
+        """Read and check a node.toml. Every key is required but the optional
+        ones (`_OPTIONAL`); unknown keys are refused."""
         try:
             raw = path.read_bytes()
         except OSError as e:
@@ -140,7 +147,14 @@ class NodeConfig:
         if unknown:
             raise ConfigError(f"{source}: unknown key {unknown[0]!r}")
         values: dict[str, Any] = {}
+        for name, kind in _OPTIONAL.items():
+            if name in obj:
+                if not isinstance(obj[name], kind):
+                    raise ConfigError(f"{source}: key {name!r} must be a {kind.__name__}")
+                values[name] = obj[name]
         for name in known:
+            if name in _OPTIONAL:
+                continue
             if name not in obj:
                 raise ConfigError(f"{source}: missing key {name!r}")
             v = obj[name]
@@ -183,6 +197,9 @@ class NodeConfig:
             v = getattr(self, f.name)
             if f.name == "institute_key":
                 v = base64.b64encode(v).decode()
+            if isinstance(v, bool):
+                lines.append(f"{f.name} = {'true' if v else 'false'}")
+                continue
             lines.append(f"{f.name} = {_toml_string(str(v))}")
         return "\n".join(lines) + "\n"
 
@@ -190,6 +207,8 @@ class NodeConfig:
         path.write_text(self.to_toml(), encoding="utf-8")
 
 
+# Keys a node.toml may leave out (the field's default applies), with their TOML type.
+_OPTIONAL: dict[str, type] = {"new_feed": bool}
 _PATH_KEYS = ("consortium", "data_dir", "signing_key", "tls_key", "tls_cert", "ca_cert")
 
 
@@ -359,7 +378,11 @@ def _write_consortium(
             )
 
         carrier_ids = [pid for pid, role, _ in roles if role == "carrier"]
-        draft = Consortium(name, tuple(participants), number_ranges(carrier_ids))
+        # A quorum of peers is at most every other node: 1 in a consortium of two nodes
+        # (the auditor runs none, so it neither cosigns nor restores anyone).
+        quorum = min(2, len(nodes) - 1)
+        policy = Policy(cosign_quorum=quorum, restore_quorum=quorum)
+        draft = Consortium(name, tuple(participants), number_ranges(carrier_ids), policy=policy)
         draft.write(directory, config_key)
 
         for k, (pid, _) in enumerate(nodes):
@@ -376,6 +399,7 @@ def _write_consortium(
                 public_listen=_endpoint(listen_host, base_port + 2 * k + 1),
                 metrics_listen=_endpoint(listen_host, 0),
                 institute_key=config_key.public_bytes,
+                new_feed=True,  # every feed of a consortium just made starts here
             ).write(pdir / "node.toml")
     except OSError as e:
         raise ConfigError(f"cannot write the consortium into {directory}: {e}") from e

@@ -14,8 +14,10 @@ process pool of one worker per core but one, with the auditing process checking
 chunks too, for long logs; in-process for short ones; `LogChecker` does the
 sequential part):
 
-    parse  -> issuer  -> signature -> role           (one finding each, per leaf)
-    feeds: each record names the id of its feed's previous record (previous);
+    parse  -> issuer  -> signature -> role -> time   (one finding each, per leaf;
+        time: `ledger.rules.time_violation`, the ledger's own bounds)
+    feeds: each record names the id of its feed's previous record (previous)
+        and is issued no earlier than it (feed-time);
         one record twice (duplicate), two at one seq (equivocation);
         order is judged per feed once all leaves are in (sequence): the fewest
         records whose removal leaves the feed in order are out of order, and
@@ -79,7 +81,8 @@ from ledger import merkle, note
 from ledger import view as V
 from ledger.errors import BadInput, LedgerError, StorageFailure, UnknownIssuer
 from ledger.log import EquivocationProof, FeedState, _check_role, log_origin
-from ledger.record import Fields, Payload, Record, parse_envelope, record_id, signing_message
+from ledger.record import Fields, Payload, Record, parse_envelope, record_context, record_id
+from ledger.rules import time_violation
 from ledger.store import COLUMN_FAMILIES, Store, feedseq_key, merkle_key, read_u64, u64
 
 __all__ = [
@@ -228,18 +231,23 @@ class AuditReport:
 
 # ====================================================================== per-envelope checks
 
-# (leaf hash, record id, issuer, seq, prev id, failed check, what failed, record)
-Checked = tuple[bytes, bytes, str | None, int, bytes, str | None, str | None, Record | None]
+# (leaf hash, record id, issuer, seq, prev id, failed check, what failed, record, issued-at)
+Checked = tuple[
+    bytes, bytes, str | None, int, bytes, str | None, str | None, Record | None, int
+]
 
 
 def check_envelopes(
     cons: Consortium, envelopes: Iterable[bytes], *, verify: bool = True, keep: bool = False
 ) -> list[Checked]:
-    """The context-free checks of each envelope: parse, issuer, signature, role.
+    """The context-free checks of each envelope: parse, issuer, signature,
+    role, and the bounds on the record's own times.
 
     `verify=False` only parses (for entries already audited whose hashes
     match). `keep` returns the parsed Record of every envelope that passed."""
-    max_bytes = cons.policy.max_envelope_bytes
+    policy = cons.policy
+    max_bytes = policy.max_envelope_bytes
+    context = record_context(cons.name)
     # Two passes: parse the chunk, then verify its signatures back to back
     # rather than one between each two parses.
     parsed: list[tuple[bytes, bytes, Fields | None, str | None]] = []
@@ -252,7 +260,7 @@ def check_envelopes(
     out: list[Checked] = []
     for env, lh, rec, err in parsed:
         if rec is None:
-            out.append((lh, record_id(env), None, 0, b"", "parse", err, None))
+            out.append((lh, record_id(env), None, 0, b"", "parse", err, None, 0))
             continue
         issuer = rec.issuer
         kind = msg = p = None
@@ -260,17 +268,23 @@ def check_envelopes(
             p = cons.participant(issuer)
             if p is None:
                 kind, msg = "issuer", f"{issuer!r} is not a participant of {cons.name}"
-            elif not p.verify(rec.signature, signing_message(rec.body)):
+            elif not p.verify(rec.signature, context + rec.body):
                 kind, msg = "signature", f"the signature is not {issuer}'s"
             else:
                 try:
                     check_role(cons, p.role, issuer, rec.payload)
                 except LedgerError as e:
                     kind, msg = "role", f"{type(e).__name__}: {e}"
+                else:
+                    msg = time_violation(rec.issued_at_ms, rec.payload, policy)
+                    if msg is not None:
+                        kind = "time"
         keep_rec = Record(*rec) if keep and kind is None else None
         if p is not None:
             issuer = p.id  # one string object per issuer: pickled once per chunk
-        out.append((lh, rec.id, issuer, rec.seq, rec.prev_id, kind, msg, keep_rec))
+        out.append(
+            (lh, rec.id, issuer, rec.seq, rec.prev_id, kind, msg, keep_rec, rec.issued_at_ms)
+        )
     return out
 
 
@@ -390,65 +404,83 @@ class _Checker:
 
 class _Feed:
     """An issuer's chain as the audit has seen it. Per seq from `base`+1 (dense
-    arrays, -1 where nothing is placed): the leaf index, and the first 8 bytes
-    of the record's id and of its previous id; `head` is the highest seq
-    placed and `head_id` its id (None when it did not verify)."""
+    arrays, -1 where nothing is placed): the leaf index, the first 8 bytes
+    of the record's id and of its previous id, and its issued-at; `head` is
+    the highest seq placed and `head_id` its id (None when it did not
+    verify); `base_time` the issued-at of the record at `base` (0: unknown)."""
 
     __slots__ = (
         "base",
         "base_id",
+        "base_time",
         "seq",
         "head",
         "head_index",
         "leaves",
         "ids",
         "prevs",
+        "times",
         "genuine",
         "disordered",
     )
 
-    def __init__(self, seq: int = 0, head: bytes | None = b"") -> None:
+    def __init__(self, seq: int = 0, head: bytes | None = b"", time: int = 0) -> None:
         self.base = seq  # audited before this run: seqs 1..base
         self.base_id = head
+        self.base_time = time
         self.seq = seq
         self.head = head
         self.head_index = -1
         self.leaves = array("q")
         self.ids = bytearray()
         self.prevs = bytearray()
+        self.times = array("q")
         self.genuine = bytearray()
         self.disordered = False
 
-    def place(self, seq: int, index: int, rid: bytes, prev: bytes, genuine: bool) -> None:
+    def place(
+        self, seq: int, index: int, rid: bytes, prev: bytes, genuine: bool, time: int
+    ) -> None:
         j = seq - self.base - 1
         short = j + 1 - len(self.leaves)
         if short > 0:
             self.leaves.extend([-1] * short)
             self.ids.extend(bytes(8 * short))
             self.prevs.extend(bytes(8 * short))
+            self.times.extend([0] * short)
             self.genuine.extend(bytes(short))
         self.leaves[j] = index
         self.ids[8 * j : 8 * j + 8] = rid[:8]
         self.prevs[8 * j : 8 * j + 8] = prev[:8].ljust(8, b"\0")
+        self.times[j] = time
         self.genuine[j] = genuine
 
-    def append(self, index: int, rid: bytes, prev: bytes, genuine: bool) -> None:
+    def append(self, index: int, rid: bytes, prev: bytes, genuine: bool, time: int) -> None:
         """place() of the record at seq + 1, the next in order (the usual case)."""
         self.leaves.append(index)
         self.ids += rid[:8]
         self.prevs += prev[:8].ljust(8, b"\0")
+        self.times.append(time)
         self.genuine.append(genuine)
         self.seq += 1
         self.head = rid if genuine else None
         self.head_index = index
 
-    def extend(self, leaves: list[int], head: bytes, ids: list[bytes], prevs: list[bytes]) -> None:
+    def extend(
+        self,
+        leaves: list[int],
+        head: bytes,
+        ids: list[bytes],
+        prevs: list[bytes],
+        times: list[int],
+    ) -> None:
         """append() of the next len(leaves) records, all genuine: their leaf
-        indexes, the last one's id, and the first 8 bytes of each one's id
-        and previous id."""
+        indexes, the last one's id, the first 8 bytes of each one's id and
+        previous id, and each one's issued-at."""
         self.leaves.extend(leaves)
         self.ids += b"".join(ids)
         self.prevs += b"".join(prevs)
+        self.times.extend(times)
         self.genuine += b"\1" * len(leaves)
         self.seq += len(leaves)
         self.head = head
@@ -471,6 +503,13 @@ class _Feed:
     def is_genuine(self, seq: int) -> bool:
         j = seq - self.base - 1
         return 0 <= j < len(self.leaves) and self.leaves[j] >= 0 and bool(self.genuine[j])
+
+    def time_of(self, seq: int) -> int | None:
+        """The issued-at of the genuine record at `seq` (the audited base's,
+        when known), else None: a record that did not verify proves no time."""
+        if seq == self.base:
+            return self.base_time or None
+        return self.times[seq - self.base - 1] if self.is_genuine(seq) else None
 
     def placed(self) -> int:
         return len(self.leaves) - self.leaves.count(-1)
@@ -551,6 +590,7 @@ class LogChecker:
         *,
         frontier: merkle.Frontier | None = None,
         heads: Mapping[str, tuple[int, bytes]] | None = None,
+        head_times: Mapping[str, int] | None = None,
         want_roots: Iterable[int] = (),
         views: Sequence[_ViewTarget] = (),
         keep_leaf_hashes: bool = False,
@@ -560,7 +600,10 @@ class LogChecker:
         self.report = report
         self.frontier = frontier.copy() if frontier is not None else merkle.Frontier.empty()
         self.start = self.frontier.size
-        self.feeds: dict[str, _Feed] = {i: _Feed(s, h) for i, (s, h) in (heads or {}).items()}
+        times = head_times or {}
+        self.feeds: dict[str, _Feed] = {
+            i: _Feed(s, h, times.get(i, 0)) for i, (s, h) in (heads or {}).items()
+        }
         self.want = set(want_roots)
         self.roots: dict[int, bytes] = {}
         if self.start in self.want:
@@ -576,6 +619,15 @@ class LogChecker:
 
     def heads(self) -> dict[str, tuple[int, bytes | None]]:
         return {i: (f.seq, f.head) for i, f in self.feeds.items() if f.seq}
+
+    def head_times(self) -> dict[str, int]:
+        """Each feed head's issued-at, where its record verified."""
+        out = {}
+        for i, f in self.feeds.items():
+            t = f.time_of(f.seq) if f.seq else None
+            if t is not None:
+                out[i] = t
+        return out
 
     def add(
         self, items: Sequence[tuple[bytes, Checked | None]]
@@ -604,7 +656,7 @@ class LogChecker:
         for index, (_, c) in enumerate(items, start):
             if c is None:
                 continue
-            _, rid, issuer, seq, prev, kind, msg, rec = c
+            _, rid, issuer, seq, prev, kind, msg, rec, issued_at = c
             self.verified += 1
             if kind is not None:
                 self.report.error(
@@ -617,8 +669,9 @@ class LogChecker:
                 )
             if issuer is None:
                 continue
-            genuine = kind in (None, "role")  # signed by its issuer: its chain links count
-            if self._chain(index, rid, issuer, seq, prev, genuine):
+            # signed by its issuer: its chain links and its time count
+            genuine = kind in (None, "role", "time")
+            if self._chain(index, rid, issuer, seq, prev, genuine, issued_at):
                 placed.append((issuer, seq, rid, index))
                 if rec is not None and self.views:
                     to_view.append(rec)
@@ -634,7 +687,8 @@ class LogChecker:
     ) -> list[tuple[str, int, bytes, int]] | None:
         """The usual chunk in one go: every envelope there and clean, and each
         issuer's records in it the next ones of its feed, in order, each
-        naming the one before (the feed's head for the first). Returns what
+        naming the one before (the feed's head for the first) and issued no
+        earlier than it. Returns what
         `add` returns as placed; None, having changed nothing, when the chunk
         is not like that (`add` then goes record by record)."""
         groups: dict[str, list[int]] = {}  # issuer -> the leaf indexes of its records
@@ -655,20 +709,34 @@ class LogChecker:
                 return None
             if head is not None and prevs[0] != head[:8].ljust(8, b"\0"):
                 return None  # (a head that did not verify, None, proves nothing)
-            runs.append((issuer, leaves, mine[-1][1], named, prevs))
-        for issuer, leaves, last, named, prevs in runs:
+            times = [c[8] for c in mine]
+            if times != sorted(times):
+                return None
+            before = f.time_of(seq) if f is not None else None
+            if before is not None and times[0] < before:
+                return None
+            runs.append((issuer, leaves, mine[-1][1], named, prevs, times))
+        for issuer, leaves, last, named, prevs, times in runs:
             f = self.feeds.get(issuer)
             if f is None:
                 f = self.feeds[issuer] = _Feed()
-            f.extend(leaves, last, named, prevs)
+            f.extend(leaves, last, named, prevs, times)
         self.verified += len(items)
         return [(c[2], c[3], c[1], i) for i, (_, c) in enumerate(items, start)]  # type: ignore[index]
 
     def _chain(
-        self, index: int, rid: bytes, issuer: str, seq: int, prev: bytes, genuine: bool
+        self,
+        index: int,
+        rid: bytes,
+        issuer: str,
+        seq: int,
+        prev: bytes,
+        genuine: bool,
+        issued_at: int,
     ) -> bool:
         """Place a record on its feed. Order problems are judged per feed in
-        `finish`; duplicates, equivocations and wrong previous ids here."""
+        `finish`; duplicates, equivocations, wrong previous ids and times
+        that go back here."""
         rep = self.report
         f = self.feeds.get(issuer)
         if f is None:
@@ -678,9 +746,12 @@ class LogChecker:
             # above, and the record at seq - 1 is the head (the audited base's
             # id when there is none in this run; None when it did not verify).
             expect = f.head
-            f.append(index, rid, prev, genuine)
+            before = f.time_of(f.seq) if f.seq else None
+            f.append(index, rid, prev, genuine, issued_at)
             if genuine:
                 self._previous(index, rid, issuer, seq, prev, expect)
+                if before is not None and issued_at < before:
+                    self._time_back(index, rid.hex(), issuer, seq, issued_at, before)
             return True
 
         def where() -> dict[str, Any]:  # built only for a finding: the pass is hot
@@ -704,8 +775,17 @@ class LogChecker:
                 )
                 self._equivocation_evidence(seen[0], index)
             return False
-        f.place(seq, index, rid, prev, genuine)
+        f.place(seq, index, rid, prev, genuine, issued_at)
         if genuine:
+            before = f.time_of(seq - 1)
+            if before is not None and issued_at < before:
+                self._time_back(index, rid.hex(), issuer, seq, issued_at, before)
+            after_t = f.time_of(seq + 1)
+            if after_t is not None and after_t < issued_at:
+                nxt = f.at(seq + 1)
+                self._time_back(
+                    nxt[0] if nxt else None, None, issuer, seq + 1, after_t, issued_at
+                )
             if seq == f.base + 1:
                 expect = f.base_id[:8] if f.base_id is not None else None
             else:
@@ -744,6 +824,26 @@ class LogChecker:
             f"names previous record {prev.hex()[:16]}…, which is not {issuer}#{seq - 1} in the log",
             index=index,
             record_id=rid.hex(),
+            issuer=issuer,
+            seq=seq,
+        )
+
+    def _time_back(
+        self,
+        index: int | None,
+        rid: str | None,
+        issuer: str,
+        seq: int,
+        issued_at: int,
+        before: int,
+    ) -> None:
+        """A finding: `issuer`#`seq` is issued before the record ahead of it."""
+        self.report.error(
+            "feed-time",
+            f"issued {before - issued_at} ms before {issuer}#{seq - 1}; a feed's "
+            "issued-at never decreases",
+            index=index,
+            record_id=rid,
             issuer=issuer,
             seq=seq,
         )
@@ -1551,6 +1651,19 @@ class _StoreAudit:
                     seq=seq,
                     **where,
                 )
+            elif (
+                f is not None
+                and st.head_issued_at_ms  # 0: the older encoding, which kept no time
+                and (t := f.time_of(seq)) is not None
+                and st.head_issued_at_ms != t
+            ):
+                rep.error(
+                    "feed-head",
+                    f"head issued-at {st.head_issued_at_ms} is not that of {issuer}#{seq} "
+                    f"in the log ({t})",
+                    seq=seq,
+                    **where,
+                )
             if st.frozen_at != frozen.get(issuer):
                 rep.error(
                     "feed-head",
@@ -1693,6 +1806,7 @@ class AuditState:
     root: bytes
     frontier: tuple[bytes, ...]
     heads: Mapping[str, tuple[int, bytes]]
+    head_times: Mapping[str, int] = field(default_factory=dict)  # each head's issued-at
     view_signed_at_ms: int = 0
     log_cosigned_at: int = 0
 
@@ -1705,14 +1819,19 @@ class AuditState:
             "root": _b64(self.root),
             "note": self.note,
             "frontier": [_b64(h) for h in self.frontier],
-            "heads": {i: [s, h.hex()] for i, (s, h) in sorted(self.heads.items())},
+            "heads": {
+                i: [s, h.hex()] + ([self.head_times[i]] if i in self.head_times else [])
+                for i, (s, h) in sorted(self.heads.items())
+            },
             "view_signed_at_ms": self.view_signed_at_ms,
             "log_cosigned_at": self.log_cosigned_at,
         }
 
     @classmethod
     def from_json(cls, obj: Any, cons: Consortium) -> AuditState:
-        """Parse and re-verify (the note's signature, the frontier's root)."""
+        """Parse and re-verify (the note's signature, the frontier's root).
+        A head is [seq, id hex] or [seq, id hex, issued-at] (states written
+        before the issued-at was kept have the first form)."""
         try:
             if obj["version"] != STATE_VERSION:
                 raise BadInput(f"audit state version {obj['version']!r} is not {STATE_VERSION}")
@@ -1730,15 +1849,20 @@ class AuditState:
             if f.root() != cp.root or obj["size"] != cp.size:
                 raise BadInput("the audit state's frontier does not give its checkpoint's root")
             heads = {}
-            for issuer, (seq, hx) in obj["heads"].items():
-                heads[str(issuer)] = (int(seq), bytes.fromhex(hx))
+            times = {}
+            for issuer, head in obj["heads"].items():
+                if not isinstance(head, list) or len(head) not in (2, 3):
+                    raise BadInput(f"audit state head of {issuer!r} is not [seq, id(, time)]")
+                heads[str(issuer)] = (int(head[0]), bytes.fromhex(head[1]))
+                if len(head) == 3:
+                    times[str(issuer)] = int(head[2])
             # Absent in states written before these were kept: nothing seen yet.
-            times = [obj.get(k, 0) for k in ("view_signed_at_ms", "log_cosigned_at")]
-            if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in times):
+            seen = [obj.get(k, 0) for k in ("view_signed_at_ms", "log_cosigned_at")]
+            if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in seen):
                 raise BadInput("the audit state's times are not non-negative integers")
         except (KeyError, TypeError, ValueError) as e:
             raise BadInput(f"audit state does not parse: {e}") from e
-        return cls(cons.name, log, text, cp.size, cp.root, frontier, heads, *times)
+        return cls(cons.name, log, text, cp.size, cp.root, frontier, heads, times, *seen)
 
 
 class _Abort(Exception):
@@ -1892,10 +2016,12 @@ class _OnlineAudit:
         st = self.state
         base_frontier = merkle.Frontier.empty()
         heads: dict[str, tuple[int, bytes]] = {}
+        head_times: dict[str, int] = {}
         if st is not None and st.size > 0:
             cp, text = self._join(st, cp, text)
             base_frontier = merkle.Frontier.from_hashes(st.size, st.frontier)
             heads = dict(st.heads)
+            head_times = dict(st.head_times)
         start = base_frontier.size
 
         targets: list[_ViewTarget] = []
@@ -1933,6 +2059,7 @@ class _OnlineAudit:
             rep,
             frontier=base_frontier,
             heads=heads,
+            head_times=head_times,
             views=targets,
             keep_leaf_hashes=True,
             entry_at=self._entry_at,
@@ -1992,6 +2119,7 @@ class _OnlineAudit:
             cp.root,
             checker.frontier.hashes,
             {i: (s, h) for i, (s, h) in checker.heads().items() if h is not None},
+            checker.head_times(),
             max(seen_view, vcp.signed_at_ms if vcp is not None else 0),
             max(seen_cosig, _newest_cosignature(cons, self.pid, text)),
         )
@@ -2247,6 +2375,8 @@ _LOG_KINDS = {
     "issuer",
     "signature",
     "role",
+    "time",
+    "feed-time",
     "sequence",
     "previous",
     "duplicate",

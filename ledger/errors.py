@@ -6,6 +6,7 @@
     │   ├── InvalidNumber         not a phone number we can normalize to E.164
     │   ├── UnknownCategory       category not in the consortium taxonomy
     │   ├── ClockSkew             issued-at beyond the allowed skew
+    │   ├── FeedTimeReversed      issued-at before the feed head's issued-at
     │   ├── MalformedProof        wrong length, non-32-byte hash, index out of range
     │   ├── MalformedNote         a signed note / checkpoint that does not parse
     │   └── MalformedConfig       consortium or node configuration that does not parse
@@ -54,6 +55,10 @@ class UnknownCategory(BadInput):
 
 class ClockSkew(BadInput):
     pass
+
+
+class FeedTimeReversed(BadInput):
+    """A record issued earlier than the record before it in its feed."""
 
 
 class MalformedProof(BadInput):

@@ -10,18 +10,23 @@ rejected record changes nothing:
     check when they were accepted; a record may come from several peers)
     -> size (TooLarge) -> structure (MalformedRecord, InvalidNumber)
     -> issuer (UnknownIssuer) -> signature (BadSignature)
-    -> role (NotAllowed) -> taxonomy (UnknownCategory)
-    -> clock (ClockSkew) -> feed frozen (FeedFrozen)
+    -> role (NotAllowed: also a decision of an appeal the decider filed, when
+       this node holds the appeal) -> taxonomy (UnknownCategory)
+    -> clock (ClockSkew) -> the record's own times (MalformedRecord,
+       `ledger.rules.check_times`) -> feed frozen (FeedFrozen)
     -> position: seq <= head with another id (Equivocation),
                  seq > head + 1 (SequenceGap: buffered when replicating),
-                 prev_id != head id (WrongPrevious)
+                 prev_id != head id (WrongPrevious),
+                 issued_at < the head's issued_at (FeedTimeReversed)
 
 A batch of accepted records is one atomic synced write.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +40,7 @@ from ledger.errors import (
     ClockSkew,
     Equivocation,
     FeedFrozen,
+    FeedTimeReversed,
     LedgerError,
     MalformedRecord,
     NotAllowed,
@@ -52,13 +58,16 @@ from ledger.record import (
     Payload,
     Reassignment,
     Record,
+    parse_envelope,
+    record_context,
     record_id,
-    signing_message,
 )
+from ledger.rules import check_times
 from ledger.store import Store, feedseq_key, merkle_key, read_u64, u64
 
 NOT_FROZEN = (1 << 64) - 1
-_FEED = struct.Struct(">Q32sQ")
+_FEED = struct.Struct(">Q32sQQ")  # seq, head id, frozen at, head's issued-at
+_FEED_V1 = struct.Struct(">Q32sQ")  # before the head's issued-at was kept; still read
 
 
 def log_origin(consortium_name: str, participant_id: str) -> str:
@@ -74,20 +83,36 @@ class FeedState:
     seq: int = 0  # head sequence; 0 = empty
     head_id: bytes = b""
     frozen_at: int | None = None  # set by an equivocation: the last seq that counts
+    head_issued_at_ms: int = 0  # the head record's issued-at; the next may not be earlier
 
     def encode(self) -> bytes:
         return _FEED.pack(
             self.seq,
             self.head_id or bytes(32),
             NOT_FROZEN if self.frozen_at is None else self.frozen_at,
+            self.head_issued_at_ms,
         )
 
     @classmethod
     def decode(cls, issuer: str, data: bytes) -> FeedState:
-        if len(data) != _FEED.size:
-            raise StorageFailure(f"feed state of {issuer} is {len(data)} bytes, not {_FEED.size}")
-        seq, head, frozen = _FEED.unpack(data)
-        return cls(issuer, seq, head if seq else b"", None if frozen == NOT_FROZEN else frozen)
+        """The 56-byte encoding, or the older 48-byte one without the head's
+        issued-at (0 then: `NodeLedger` reads it from the head record)."""
+        if len(data) == _FEED.size:
+            seq, head, frozen, issued_at = _FEED.unpack(data)
+        elif len(data) == _FEED_V1.size:
+            (seq, head, frozen), issued_at = _FEED_V1.unpack(data), 0
+        else:
+            raise StorageFailure(
+                f"feed state of {issuer} is {len(data)} bytes, not {_FEED.size} "
+                f"(or {_FEED_V1.size} before issued-at was kept)"
+            )
+        return cls(
+            issuer,
+            seq,
+            head if seq else b"",
+            None if frozen == NOT_FROZEN else frozen,
+            issued_at if seq else 0,
+        )
 
     @property
     def counted_seq(self) -> int:
@@ -129,8 +154,9 @@ class EquivocationProof:
         p = consortium.participant(a.issuer)
         if p is None:
             raise UnknownIssuer(f"{a.issuer!r} is not a participant")
+        context = record_context(consortium.name)
         for r in (a, b):
-            if not p.verify(r.signature, signing_message(r.body)):
+            if not p.verify(r.signature, context + r.body):
                 raise BadSignature(f"record {r.id.hex()} is not signed by {a.issuer}")
         return a, b
 
@@ -183,19 +209,28 @@ class NodeLedger:
         self.participant_id = participant_id
         self.signer = signer
         self.origin = log_origin(consortium.name, participant_id)
+        self.context = record_context(consortium.name)  # what every record signature covers
         policy = consortium.policy
         self.max_envelope = policy.max_envelope_bytes
         self.skew_ms = policy.clock_skew_ms
         self.buffer_limit = policy.out_of_order_buffer
+        self.buffer_per_issuer = policy.out_of_order_per_issuer
+        self.buffer_ttl_ms = policy.out_of_order_ttl_ms
         self._feeds: dict[str, FeedState] = {}
         for k, v in store.items("feeds"):
             issuer = k.decode()
-            self._feeds[issuer] = FeedState.decode(issuer, v)
+            st = FeedState.decode(issuer, v)
+            if st.seq and not st.head_issued_at_ms:  # the old encoding: read the head record
+                st = dataclasses.replace(st, head_issued_at_ms=self._issued_at(st))
+            self._feeds[issuer] = st
         size_b = store.get("meta", b"size")
         self._size = read_u64(size_b) if size_b else 0
         self._frontier = merkle.Frontier.from_reader(self, self._size)
-        self._buffer: dict[str, dict[int, Record]] = {}
+        # issuer -> seq -> (record, when it was buffered); each issuer has its
+        # own cap, so one issuer's flood of records ahead leaves room for others.
+        self._buffer: dict[str, dict[int, tuple[Record, int]]] = {}
         self._buffered = 0
+        self._arrivals: deque[tuple[int, str, int]] = deque()  # (buffered at, issuer, seq)
 
     @classmethod
     def open(
@@ -209,6 +244,16 @@ class NodeLedger:
 
     def close(self) -> None:
         self.store.close()
+
+    def _issued_at(self, st: FeedState) -> int:
+        """The issued-at of the head record of `st`, read from the store."""
+        v = self.store.get("records", st.head_id)
+        if v is None:
+            raise StorageFailure(f"the head record of feed {st.issuer} is missing")
+        try:
+            return parse_envelope(v[8:]).issued_at_ms
+        except LedgerError as e:
+            raise StorageFailure(f"the head record of feed {st.issuer} does not parse") from e
 
     # ------------------------------------------------------------ reads
     @property
@@ -315,6 +360,33 @@ class NodeLedger:
     def buffered(self) -> int:
         return self._buffered
 
+    def buffered_of(self, issuer: str) -> int:
+        """How many of `issuer`'s records wait in the out-of-order buffer."""
+        return len(self._buffer.get(issuer, ()))
+
+    def expire_buffer(self, now_ms: int) -> int:
+        """Drop buffered records that have waited longer than
+        policy.out_of_order_ttl_ms at `now_ms`; returns how many. (`submit`
+        calls it first.)"""
+        dropped = 0
+        cutoff = now_ms - self.buffer_ttl_ms
+        while self._arrivals and self._arrivals[0][0] < cutoff:
+            at, issuer, seq = self._arrivals.popleft()
+            slot = self._buffer.get(issuer)
+            held = slot.get(seq) if slot is not None else None
+            if held is None or held[1] != at:
+                continue  # drained or dropped since; this arrival is stale
+            del slot[seq]  # type: ignore[union-attr]
+            self._buffered -= 1
+            dropped += 1
+            if not slot:
+                del self._buffer[issuer]
+        if len(self._arrivals) > 2 * self._buffered + 1024:
+            # Mostly arrivals of records drained since: keep only the waiting ones.
+            waiting = [(at, i, s) for i, h in self._buffer.items() for s, (_, at) in h.items()]
+            self._arrivals = deque(sorted(waiting))
+        return dropped
+
     # ------------------------------------------------------------ checks
     def check(self, rec: Record, now_ms: int) -> None:
         """Every context check but the feed position. Raises a LedgerError."""
@@ -322,13 +394,17 @@ class NodeLedger:
         p = cons.participant(rec.issuer)
         if p is None:
             raise UnknownIssuer(f"{rec.issuer!r} is not a participant of {cons.name}")
-        if not p.verify(rec.signature, signing_message(rec.body)):
-            raise BadSignature(f"record {rec.issuer}#{rec.seq} is not signed by {rec.issuer}'s key")
+        if not p.verify(rec.signature, self.context + rec.body):
+            raise BadSignature(
+                f"record {rec.issuer}#{rec.seq} is not signed by {rec.issuer}'s key for {cons.name}"
+            )
         self.check_payload(rec, now_ms)
 
     def check_payload(self, rec: Record, now_ms: int) -> None:
-        """Role, taxonomy and clock checks of a record from a known issuer,
-        without the signature (for a record this node has just signed)."""
+        """Role, taxonomy, clock and own-time (`rules.check_times`) checks of a
+        record from a known issuer, without the signature (for a record this
+        node has just signed). Checks needing other records (the feed's
+        order in time, the decider of an appeal) run in `submit`."""
         p = self.consortium.participant(rec.issuer)
         if p is None:
             raise UnknownIssuer(f"{rec.issuer!r} is not a participant of {self.consortium.name}")
@@ -338,6 +414,7 @@ class NodeLedger:
                 f"record {rec.issuer}#{rec.seq} is issued {rec.issued_at_ms - now_ms} ms in the "
                 f"future; the allowed skew is {self.skew_ms} ms"
             )
+        check_times(rec.issued_at_ms, rec.payload, self.consortium.policy)
 
     # ------------------------------------------------------------ writes
     def append(self, envelope: bytes, now_ms: int) -> Outcome:
@@ -354,7 +431,13 @@ class NodeLedger:
             raise NotAllowed("this ledger holds no signing key")
         head = self.feed(self.participant_id)
         rec = Record.issue(
-            self.signer, self.participant_id, head.seq + 1, head.head_id, now_ms, payload
+            self.signer,
+            self.participant_id,
+            head.seq + 1,
+            head.head_id,
+            now_ms,
+            payload,
+            consortium=self.consortium.name,
         )
         return self.append(rec.envelope, now_ms)
 
@@ -363,7 +446,14 @@ class NodeLedger:
         that are accepted. Records ahead of their feed wait in a bounded
         buffer (when `buffer`) and are appended once the gap closes. Returns
         one Outcome per envelope and every record appended (buffered ones
-        included) in log order; raises only StorageFailure."""
+        included) in log order; raises only StorageFailure. Each issuer has
+        at most policy.out_of_order_per_issuer records waiting (BufferFull
+        past that, or past policy.out_of_order_buffer in all), each for at
+        most policy.out_of_order_ttl_ms."""
+        self.expire_buffer(now_ms)
+        # After a failed write the store may hold records that never synced:
+        # none of them may be called a duplicate, so nothing is answered.
+        self.store.check_writable()
         pend = _Pending()
         outcomes: list[Outcome] = []
         for env in envelopes:
@@ -392,9 +482,36 @@ class NodeLedger:
             )
         try:
             self.check(rec, now_ms)
+            self._check_decider(rec, pend)
         except LedgerError as e:
             return Outcome("rejected", rec, error=e)
         return self._place(rec, now_ms, pend, buffer)
+
+    def _check_decider(self, rec: Record, pend: _Pending) -> None:
+        """NotAllowed when `rec` decides an appeal its own issuer filed (the
+        institute deciding its own appeal), if this node holds that appeal,
+        accepted before or earlier in this batch."""
+        p = rec.payload
+        if not isinstance(p, Correction) or not p.is_decision:
+            return
+        appellant = self._issuer_of(p.appeal_id, pend)
+        if appellant == rec.issuer:
+            raise NotAllowed(
+                f"{rec.issuer} filed appeal {p.appeal_id.hex()[:16]}… and may not decide it"
+            )
+
+    def _issuer_of(self, rid: bytes, pend: _Pending) -> str | None:
+        """The issuer of record `rid`, if this node holds it (or accepts it in `pend`)."""
+        idx = pend.ids.get(rid)
+        if idx is not None:
+            return pend.accepted[idx - self._size].issuer
+        v = self.store.get("records", rid)
+        if v is None:
+            return None
+        try:
+            return parse_envelope(v[8:]).issuer
+        except LedgerError as e:
+            raise StorageFailure(f"stored record {rid.hex()} does not parse") from e
 
     def _place(self, rec: Record, now_ms: int, pend: _Pending, buffer: bool) -> Outcome:
         feed = pend.feeds.get(rec.issuer) or self.feed(rec.issuer)
@@ -408,7 +525,7 @@ class NodeLedger:
             proof = EquivocationProof(first, rec.envelope)
             pend.equivocations.append((rec, proof))
             frozen = rec.seq - 1 if feed.frozen_at is None else min(feed.frozen_at, rec.seq - 1)
-            pend.feeds[rec.issuer] = FeedState(rec.issuer, feed.seq, feed.head_id, frozen)
+            pend.feeds[rec.issuer] = dataclasses.replace(feed, frozen_at=frozen)
             return Outcome(
                 "equivocation",
                 rec,
@@ -430,16 +547,27 @@ class NodeLedger:
             gap = SequenceGap(f"{rec.issuer}#{rec.seq} arrived before #{feed.seq + 1}")
             if not buffer:
                 return Outcome("rejected", rec, error=gap)
-            slot = self._buffer.setdefault(rec.issuer, {})
+            slot = self._buffer.get(rec.issuer) or {}
             if rec.seq in slot:
                 return Outcome("buffered", rec)
+            if len(slot) >= self.buffer_per_issuer:
+                return Outcome(
+                    "rejected",
+                    rec,
+                    error=BufferFull(
+                        f"{len(slot)} records of {rec.issuer} already wait in the out-of-order "
+                        f"buffer (policy out_of_order_per_issuer {self.buffer_per_issuer})"
+                    ),
+                )
             if self._buffered >= self.buffer_limit:
                 return Outcome(
                     "rejected",
                     rec,
                     error=BufferFull(f"out-of-order buffer holds {self.buffer_limit} records"),
                 )
-            slot[rec.seq] = rec
+            self._buffer[rec.issuer] = slot
+            slot[rec.seq] = (rec, now_ms)
+            self._arrivals.append((now_ms, rec.issuer, rec.seq))
             self._buffered += 1
             return Outcome("buffered", rec)
         if rec.prev_id != feed.head_id:
@@ -450,11 +578,20 @@ class NodeLedger:
                     f"{rec.issuer}#{rec.seq} names a previous record other than #{feed.seq}"
                 ),
             )
+        if rec.issued_at_ms < feed.head_issued_at_ms:
+            return Outcome(
+                "rejected",
+                rec,
+                error=FeedTimeReversed(
+                    f"{rec.issuer}#{rec.seq} is issued {feed.head_issued_at_ms - rec.issued_at_ms}"
+                    f" ms before #{feed.seq}; a feed's issued-at never decreases"
+                ),
+            )
         index = self._size + len(pend.accepted)
         pend.accepted.append(rec)
         pend.ids[rec.id] = index
         pend.at[(rec.issuer, rec.seq)] = rec.id
-        pend.feeds[rec.issuer] = FeedState(rec.issuer, rec.seq, rec.id, None)
+        pend.feeds[rec.issuer] = FeedState(rec.issuer, rec.seq, rec.id, None, rec.issued_at_ms)
         out = Outcome("accepted", rec, index)
         self._drain(rec.issuer, now_ms, pend)
         return out
@@ -466,11 +603,17 @@ class NodeLedger:
             for s in [s for s in slot if s <= head]:
                 del slot[s]
                 self._buffered -= 1
-            nxt = slot.pop(head + 1, None)
-            if nxt is None:
+            held = slot.pop(head + 1, None)
+            if held is None:
                 break
+            nxt = held[0]
             self._buffered -= 1
-            # Already signature-checked when buffered; the position is checked now.
+            # Already signature-checked when buffered; the position is checked now,
+            # and the decider again: the appeal it names may have come in since.
+            try:
+                self._check_decider(nxt, pend)
+            except NotAllowed:
+                continue
             self._place(nxt, now_ms, pend, True)
         if slot is not None and not slot:
             self._buffer.pop(issuer, None)
@@ -517,7 +660,7 @@ class NodeLedger:
             return False
         b = self.store.batch()
         b.put("equivocations", key, proof.encode())
-        st = FeedState(a.issuer, feed.seq, feed.head_id, frozen)
+        st = dataclasses.replace(feed, frozen_at=frozen)
         b.put("feeds", a.issuer.encode(), st.encode())
         self.store.write(b)
         self._feeds[a.issuer] = st
@@ -577,12 +720,13 @@ def _check_role(cons: Consortium, role: str, issuer: str, payload: Payload) -> N
 def verify_envelopes(envelopes: Sequence[bytes], consortium: Consortium) -> list[Record]:
     """Parse and signature-check envelopes without a store (auditors, tools)."""
     out = []
+    context = record_context(consortium.name)
     for env in envelopes:
         rec = Record.from_envelope(env, consortium.policy.max_envelope_bytes)
         p = consortium.participant(rec.issuer)
         if p is None:
             raise UnknownIssuer(f"{rec.issuer!r} is not a participant")
-        if not p.verify(rec.signature, signing_message(rec.body)):
+        if not p.verify(rec.signature, context + rec.body):
             raise BadSignature(f"record {rec.id.hex()} is not signed by {rec.issuer}")
         out.append(rec)
     return out

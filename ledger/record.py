@@ -1,9 +1,11 @@
 """Signed records: the only thing participants write.
 
 A record's body is a serialized `markex.v1.Record`; the participant signs
-``RECORD_CONTEXT || body`` with Ed25519; the envelope is a `SignedRecord`
-holding both. The ledger signs, stores and hashes those exact bytes and never
-re-serializes a body to verify it. A record's id is SHA-256(envelope bytes).
+``RECORD_CONTEXT || consortium name || 0x00 || body`` with Ed25519 (the name
+makes a record signed for one consortium worthless in any other); the
+envelope is a `SignedRecord` holding both. The ledger signs, stores and
+hashes those exact bytes and never re-serializes a body to verify it. A
+record's id is SHA-256(envelope bytes).
 
 `Record.from_envelope` checks everything that needs no context (structure,
 field ranges, the number's E.164 form). What needs the consortium (issuer,
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError
 
-from ledger.errors import InvalidNumber, MalformedRecord, TooLarge
+from ledger.errors import InvalidNumber, MalformedConfig, MalformedRecord, TooLarge
 from ledger.numbers import normalize
 from markex.v1 import record_pb2 as pb
 
@@ -52,9 +54,20 @@ def record_id(envelope: bytes) -> bytes:
     return hashlib.sha256(envelope).digest()
 
 
-def signing_message(body: bytes) -> bytes:
-    """What the issuer's Ed25519 key signs: a fixed context, then the body."""
-    return RECORD_CONTEXT + body
+def record_context(consortium: str) -> bytes:
+    """The bytes a record signature covers before the body: the fixed context,
+    the consortium's name and a NUL (which no name holds, so the split between
+    name and body is unambiguous). Raises MalformedConfig for a name that is
+    empty or holds a NUL. Hot paths compute it once and prepend it per body."""
+    if not consortium or "\x00" in consortium:
+        raise MalformedConfig("a consortium name is non-empty and holds no NUL")
+    return RECORD_CONTEXT + consortium.encode() + b"\x00"
+
+
+def signing_message(consortium: str, body: bytes) -> bytes:
+    """What the issuer's Ed25519 key signs for `consortium`: the record
+    context (`record_context`), then the exact body bytes."""
+    return record_context(consortium) + body
 
 
 # ---------------------------------------------------------------- payloads
@@ -217,9 +230,11 @@ class Record:
         prev_id: bytes,
         issued_at_ms: int,
         payload: Payload,
+        *,
+        consortium: str,
     ) -> Record:
-        """Build, sign and re-parse a record (so an issued record passes the
-        same checks as a received one)."""
+        """Build, sign for `consortium` (its name) and re-parse a record (so an
+        issued record passes the same checks as a received one)."""
         msg = pb.Record(issuer=issuer, seq=seq, prev_id=prev_id, issued_at_ms=issued_at_ms)
         if isinstance(payload, Mark):
             msg.mark.CopyFrom(payload.to_pb())
@@ -228,7 +243,7 @@ class Record:
         else:
             msg.reassignment.CopyFrom(payload.to_pb())
         body = msg.SerializeToString()
-        signature = key.sign(signing_message(body))
+        signature = key.sign(signing_message(consortium, body))
         envelope = pb.SignedRecord(body=body, signature=signature).SerializeToString()
         return cls.from_envelope(envelope)
 

@@ -11,8 +11,8 @@
     view           E.164 number               -> view entry bytes
     viewix         record id (32)             -> what the view knows of the record
     viewref        target id || referrer id   -> b"" (corrections and decisions naming it)
-    viewbucket     bucket (4, BE) || number   -> entry hash (32)
-    viewbuckethash bucket (4, BE)             -> bucket hash (non-empty buckets only)
+    viewbucket     view key (32)              -> entry hash (32) || cache (66): view tree leaves
+    viewbuckethash bucket (4, BE)             -> subtree hash below the view tree's top (non-empty)
     viewmeta       name                       -> the view's vector, count, config
     meta           name                       -> small values (log size, ...)
 
@@ -31,6 +31,12 @@ unsynced (it reaches the OS at once, so kill -9 cannot lose it) and then
 `flush_wal(sync=True)` syncs the WAL (RocksDB's SyncWAL, which also syncs
 earlier WAL files and the WAL directory) with the GIL released. The call
 returns only after the sync, so the durability is that of `sync=True`.
+
+A failed write or sync leaves the store failed: the batch may be in the
+memtable and the WAL without being durable, so the store refuses every later
+write (StorageFailure "... restart the node") and says so (`failed`), and the
+ledger refuses to call anything a duplicate of what it may hold unsynced.
+Only a restart (which replays the WAL that did reach the disk) clears it.
 
 A write may also ask for no sync (`sync=False`): used for derived state that
 is rebuilt from the ledger after a crash (the view) and for what is collected
@@ -156,6 +162,7 @@ class Store:
         self._unsynced = WriteOptions()
         self._unsynced.sync = False
         self._closed = False
+        self._failure: str | None = None  # why a write or sync failed; set once, never cleared
 
     def _options(self, family: str | None = None) -> Options:
         o = Options(raw_mode=True)
@@ -220,20 +227,36 @@ class Store:
             raise StorageFailure(f"read from {cf} failed: {e}") from e
 
     # -------------------------------------------------------------- writes
+    @property
+    def failed(self) -> str | None:
+        """Why an earlier write or sync failed, or None while the store is healthy."""
+        return self._failure
+
+    def check_writable(self) -> None:
+        """Raise StorageFailure when an earlier write or sync failed (see the module doc)."""
+        if self._failure is not None:
+            raise StorageFailure(
+                f"the store stopped taking writes after a failure ({self._failure}); "
+                "restart the node"
+            )
+
     def batch(self) -> Batch:
         return Batch(self)
 
     def write(self, batch: Batch, *, sync: bool = True) -> None:
         """One atomic write of the whole batch; synced to disk before it
-        returns unless sync=False (see the module doc)."""
+        returns unless sync=False (see the module doc). After any failure
+        every later write raises StorageFailure until the store is reopened."""
         if batch.count == 0:
             return
+        self.check_writable()
         try:
             self._db.write(batch._wb, self._unsynced)
             if sync:
                 self._db.flush_wal(True)
         except Exception as e:
-            raise StorageFailure(f"write of {batch.count} changes failed: {e}") from e
+            self._failure = f"write of {batch.count} changes failed: {e}"
+            raise StorageFailure(f"{self._failure}; restart the node") from e
 
     def put(self, cf: str, key: bytes, value: bytes, *, sync: bool = True) -> None:
         b = self.batch()

@@ -11,20 +11,19 @@ Layout::
     records ──apply()──▶ facts + indexes (by number, by target id, by appeal id)
                               │ recompute only the touched numbers
                               ▼
-                          Entry (canonical JSON bytes) ─ leaf_hash ─▶ bucket
+                          Entry (canonical JSON bytes) ─ entry hash ─▶ leaf
                               │
-        bucket b = first `bits` bits of SHA-256(number)
-        bucket hash = SHA-256(0x02 || sorted (u16 len || number || entry hash))
-        root = RFC 9162 Merkle root over the 2**bits bucket hashes
+        key = SHA-256("markex/v1/view/key" 0x00 number); position = its first 64 bits
+        root = sparse Merkle tree of depth 64 over the positions (ledger/viewtree.py)
 
 A view lives in memory (`NationalView(consortium)`: resolve, tests, auditors)
-or in a node's store (`NationalView.open(store, consortium)`: only the bucket
-tree in memory, one atomic synced batch per apply, vector included;
+or in a node's store (`NationalView.open(store, consortium)`: only the tree's
+dense top in memory, one atomic synced batch per apply, vector included;
 `catch_up(view, ledger)` applies what the ledger holds beyond the vector).
 Both compute entries with the same `_build`, so bytes and roots are equal.
 
-Errors: `verify_lookup` raises MalformedProof (ill-formed proof, entry bytes
-that do not decode, wrong bucket) or ProofMismatch (well formed, wrong root);
+Errors: `verify_lookup` raises MalformedProof (ill-formed or non-canonical
+proof, entry bytes that do not decode) or ProofMismatch (well formed, wrong root);
 `Entry.decode` raises BadInput; `parse_view_checkpoint` raises MalformedNote;
 `open_view_checkpoint` also BadSignature; `rebuild_from_ledger` and
 `catch_up` raise StorageFailure for stored records that do not parse; a
@@ -42,16 +41,17 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from keys.consortium import ISSUES_NOTHING, Consortium
-from ledger import merkle, note
+from ledger import merkle, note, viewtree
 from ledger.errors import (
     BadInput,
     BadSignature,
     LedgerError,
     MalformedNote,
     MalformedProof,
+    ProofMismatch,
     StorageFailure,
 )
 from ledger.record import (
@@ -63,6 +63,8 @@ from ledger.record import (
     Reassignment,
     Record,
 )
+from ledger.rules import time_violation
+from ledger.viewtree import PROOF_VERSION, Slot, ViewProof, tree_root, view_key
 
 if TYPE_CHECKING:
     from keys.signing import SigningKey
@@ -70,7 +72,7 @@ if TYPE_CHECKING:
     from ledger.store import Batch, Store
 
 __all__ = [
-    "EMPTY_BUCKET",
+    "PROOF_VERSION",
     "Appeal",
     "AppealState",
     "CategoryInfo",
@@ -87,7 +89,6 @@ __all__ = [
     "SetAsideSpan",
     "ViewCheckpoint",
     "ViewProof",
-    "bucket_hash",
     "bucket_of",
     "catch_up",
     "entry_hash",
@@ -96,17 +97,15 @@ __all__ = [
     "rebuild_from_ledger",
     "resolve",
     "sign_view_checkpoint",
+    "tree_root",
     "verify_lookup",
     "view_checkpoint_text",
+    "view_key",
     "view_origin",
 ]
 
-ENTRY_VERSION = 1
-PROOF_VERSION = 1
-MAX_BUCKET_BITS = 24              # 16M buckets; the tree lives in memory
+ENTRY_VERSION = 2                 # 2: no free text (appeal reasons) in entries
 MAX_NUMBER_BYTES = 32
-BUCKET_PREFIX = b"\x02"           # apart from RFC 9162's 0x00 (leaf) and 0x01 (node)
-EMPTY_BUCKET: bytes = hashlib.sha256(BUCKET_PREFIX).digest()
 
 # Why a mark does not count. When several hold, the one that started first is
 # reported; at equal times, the earlier name in this tuple.
@@ -212,12 +211,10 @@ class Appeal:
     targets: tuple[bytes, ...]      # the appealed marks on this entry's number
     action: str                     # what the appellant asked: withdraw | recategorize
     category: str                   # the category asked for (recategorize only)
-    reason: str
     filed_at: int
     status: str                     # final status: pending | upheld | rejected | withdrawn
     closed_at: int | None = None    # when decided or withdrawn
     closed_by: bytes = b""          # the decision's (or withdrawal's) record id
-    closed_reason: str = ""
 
     def status_at(self, at_ms: int) -> str | None:
         """None before it was filed; pending until it was closed."""
@@ -237,7 +234,8 @@ class EntryReassignment:
 
 @dataclass(frozen=True)
 class Protection:
-    """Marks of `category` observed in [since, until) are set aside (protected)."""
+    """Marks of `category` observed before `until` are set aside (protected) from
+    `since`, or from their `observed_at` when later."""
 
     category: str
     since: int
@@ -304,7 +302,6 @@ class AppealState:
     filed_at: int
     decided_at: int | None
     decision_id: bytes
-    reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -315,7 +312,6 @@ class AppealState:
             "filed_at": self.filed_at,
             "decided_at": self.decided_at,
             "decision_id": self.decision_id.hex(),
-            "reason": self.reason,
         }
 
 
@@ -378,8 +374,12 @@ class Entry:
             if s.since <= at_ms
         ]
         for p in self.protections:
-            if p.category == cat and p.since <= m.observed_at < p.until:
-                found.append((m.observed_at, _REASON_ORDER[PROTECTED], PROTECTED, p.decision))
+            # Every mark of the category observed before the protection ends, so a
+            # backdated observed_at can only bring a mark under protection.
+            if p.category == cat and m.observed_at < p.until:
+                since = max(m.observed_at, p.since)
+                if since <= at_ms:
+                    found.append((since, _REASON_ORDER[PROTECTED], PROTECTED, p.decision))
         if at_ms >= m.expires_at:
             found.append((m.expires_at, _REASON_ORDER[EXPIRED], EXPIRED, b""))
         return min(found) if found else None
@@ -429,7 +429,7 @@ class Entry:
             states.append(
                 AppealState(
                     a.id, a.appellant, a.targets, st, a.filed_at,
-                    a.closed_at if closed else None, a.closed_by if closed else b"", a.reason,
+                    a.closed_at if closed else None, a.closed_by if closed else b"",
                 )
             )
         tenure = [r.effective_at for r in self.reassignments if r.effective_at <= at_ms]
@@ -530,12 +530,10 @@ class Entry:
                     "targets": [t.hex() for t in a.targets],
                     "action": a.action,
                     "category": a.category,
-                    "reason": a.reason,
                     "filed_at": a.filed_at,
                     "status": a.status,
                     "closed_at": a.closed_at,
                     "closed_by": a.closed_by.hex(),
-                    "closed_reason": a.closed_reason,
                 }
                 for a in self.appeals
             ],
@@ -660,8 +658,8 @@ _RULE_KEYS = {"high_risk_min_participants", "identity_min_participants",
               "institute_mark_is_high_risk"}
 _MARK_KEYS = {"id", "by", "role", "weight", "category", "score", "reports", "observed_at",
               "expires_at", "issued_at", "seq", "recategorized", "set_aside"}
-_APPEAL_KEYS = {"id", "by", "targets", "action", "category", "reason", "filed_at", "status",
-                "closed_at", "closed_by", "closed_reason"}
+_APPEAL_KEYS = {"id", "by", "targets", "action", "category", "filed_at", "status",
+                "closed_at", "closed_by"}
 
 
 def _entry_from_json(obj: Any) -> Entry:
@@ -720,12 +718,10 @@ def _entry_from_json(obj: Any) -> Entry:
                 targets=tuple(_id(t) for t in _list(a["targets"])),
                 action=_str(a["action"], (WITHDRAW, RECATEGORIZE)),
                 category=_str(a["category"]),
-                reason=_str(a["reason"]),
                 filed_at=_int(a["filed_at"]),
                 status=_str(a["status"], APPEAL_STATUSES),
                 closed_at=closed_at,
                 closed_by=_id(a["closed_by"], empty_ok=True),
-                closed_reason=_str(a["closed_reason"]),
             )
         )
     reassignments = [
@@ -753,113 +749,9 @@ def entry_hash(entry_bytes: bytes) -> bytes:
 
 
 def bucket_of(number: str, bits: int) -> int:
-    """The first `bits` bits of SHA-256(number), as an integer."""
-    if bits == 0:
-        return 0
-    h = int.from_bytes(hashlib.sha256(number.encode("utf-8")).digest()[:4], "big")
-    return h >> (32 - bits)
-
-
-def bucket_hash(items: Iterable[tuple[str, bytes]]) -> bytes:
-    """SHA-256(0x02 || for each (number, entry hash), sorted by number bytes:
-    u16 len(number) || number || entry hash)."""
-    h = hashlib.sha256(BUCKET_PREFIX)
-    for num, eh in sorted((n.encode("utf-8"), e) for n, e in items):
-        h.update(struct.pack(">H", len(num)))
-        h.update(num)
-        h.update(eh)
-    return h.digest()
-
-
-def _check_bits(bits: int) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= MAX_BUCKET_BITS:
-        raise MalformedProof(f"bucket bits must be 0..{MAX_BUCKET_BITS}, got {bits!r}")
-
-
-class _BucketTree:
-    """The perfect binary tree over 2**bits bucket hashes, every level an array,
-    so changing k buckets costs O(k * bits) hashes."""
-
-    def __init__(self, bits: int) -> None:
-        _check_bits(bits)
-        self.bits = bits
-        self.levels: list[list[bytes]] = []
-        h, n = EMPTY_BUCKET, 1 << bits
-        for k in range(bits + 1):
-            self.levels.append([h] * (n >> k))
-            h = merkle.node_hash(h, h)
-
-    def root(self) -> bytes:
-        return self.levels[self.bits][0]
-
-    def update(self, changes: Mapping[int, bytes]) -> None:
-        dirty = set()
-        for b, h in changes.items():
-            self.levels[0][b] = h
-            dirty.add(b >> 1)
-        for k in range(1, self.bits + 1):
-            below, here = self.levels[k - 1], self.levels[k]
-            for i in dirty:
-                here[i] = merkle.node_hash(below[2 * i], below[2 * i + 1])
-            dirty = {i >> 1 for i in dirty}
-
-    def path(self, b: int) -> tuple[bytes, ...]:
-        return tuple(self.levels[k][(b >> k) ^ 1] for k in range(self.bits))
-
-
-# ====================================================================== proofs
-
-
-@dataclass(frozen=True)
-class ViewProof:
-    """The proof that a number's entry (or its absence) is in a view root:
-    the bucket, the *other* entries of that bucket, the bucket's inclusion path.
-
-    Bytes: u8 version (1) || u32 bucket || u16 n || n * (u16 len || number ||
-    32-byte entry hash) || u8 path length || path hashes (32 bytes each)."""
-
-    bucket: int
-    others: tuple[tuple[str, bytes], ...]
-    path: tuple[bytes, ...]
-
-    def encode(self) -> bytes:
-        out = [struct.pack(">BIH", PROOF_VERSION, self.bucket, len(self.others))]
-        for num, eh in self.others:
-            raw = num.encode("utf-8")
-            out.append(struct.pack(">H", len(raw)) + raw + eh)
-        out.append(struct.pack(">B", len(self.path)))
-        out.extend(self.path)
-        return b"".join(out)
-
-    @classmethod
-    def decode(cls, data: bytes) -> ViewProof:
-        """Strict: exact lengths, nothing trailing. Raises MalformedProof."""
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise MalformedProof("a view proof is bytes")
-        data = bytes(data)
-        try:
-            version, bucket, n = struct.unpack_from(">BIH", data, 0)
-            if version != PROOF_VERSION:
-                raise MalformedProof(f"view proof version {version} is not {PROOF_VERSION}")
-            off = 7
-            others = []
-            for _ in range(n):
-                (ln,) = struct.unpack_from(">H", data, off)
-                off += 2
-                if not 0 < ln <= MAX_NUMBER_BYTES or off + ln + 32 > len(data):
-                    raise MalformedProof("a number in the view proof is empty, long or cut off")
-                num = data[off : off + ln].decode("ascii")
-                off += ln
-                others.append((num, data[off : off + 32]))
-                off += 32
-            (m,) = struct.unpack_from(">B", data, off)
-            off += 1
-        except (struct.error, UnicodeDecodeError) as e:
-            raise MalformedProof(f"view proof is truncated or garbled: {e}") from e
-        if m > MAX_BUCKET_BITS or off + 32 * m != len(data):
-            raise MalformedProof("view proof path has the wrong length or trailing bytes")
-        path = tuple(data[off + 32 * i : off + 32 * (i + 1)] for i in range(m))
-        return cls(bucket, tuple(others), path)
+    """The first `bits` bits of the number's view key: the subtree below the
+    in-memory top that holds it (a storage choice; the root ignores it)."""
+    return viewtree.position(viewtree.view_key(number)) >> (viewtree.DEPTH - bits)
 
 
 def verify_lookup(
@@ -867,44 +759,28 @@ def verify_lookup(
     entry_bytes: bytes | None,
     proof: ViewProof | bytes,
     root: bytes,
-    bucket_bits: int,
+    bucket_bits: int | None = None,
 ) -> Entry | None:
     """Check a lookup answer against a view root (take the root from a view
     checkpoint whose signatures you checked).
 
-    `entry_bytes` None claims absence: accepted only when the proven bucket
-    listing lacks `number`. Returns the decoded entry, or None for a proven
-    absence. Raises MalformedProof (ill-formed proof or entry, wrong bucket,
-    bad listing) or ProofMismatch (well formed, does not reach `root`).
+    `entry_bytes` None claims absence: accepted only when the proven leaf at
+    the number's position lacks it. Returns the decoded entry, or None for a
+    proven absence. Raises MalformedProof (ill-formed proof or entry, a proof
+    not in canonical form) or ProofMismatch (well formed, does not reach
+    `root`). `bucket_bits` is accepted for callers written against proof
+    version 1 and ignored: the tree no longer depends on it.
     """
-    _check_bits(bucket_bits)
+    del bucket_bits
     if not isinstance(root, bytes) or len(root) != merkle.HASH_SIZE:
         raise MalformedProof("a view root is 32 bytes")
     if not isinstance(proof, ViewProof):
         proof = ViewProof.decode(proof)
     if not isinstance(number, str) or not 0 < len(number.encode("utf-8")) <= MAX_NUMBER_BYTES:
         raise MalformedProof("the number asked for is empty or too long")
-    want = bucket_of(number, bucket_bits)
-    if proof.bucket != want:
-        raise MalformedProof(f"the proof is for bucket {proof.bucket}; {number} is in {want}")
-    if len(proof.path) != bucket_bits:
-        raise MalformedProof(f"a bucket path has {bucket_bits} hashes, not {len(proof.path)}")
-    prev = b""
-    for num, eh in proof.others:
-        raw = num.encode("utf-8")
-        if raw <= prev:
-            raise MalformedProof("the bucket listing is not strictly sorted")
-        prev = raw
-        if len(eh) != merkle.HASH_SIZE:
-            raise MalformedProof("an entry hash in the bucket listing is not 32 bytes")
-        if num == number:
-            raise MalformedProof(f"the proof lists {number} among the other entries")
-        if bucket_of(num, bucket_bits) != want:
-            raise MalformedProof(f"{num} does not belong to bucket {want}")
-    items = list(proof.others)
-    if entry_bytes is not None:
-        items.append((number, entry_hash(bytes(entry_bytes))))
-    merkle.verify_inclusion(bucket_hash(items), want, 1 << bucket_bits, proof.path, root)
+    eh = None if entry_bytes is None else entry_hash(bytes(entry_bytes))
+    if viewtree.proof_root(viewtree.view_key(number), eh, proof) != root:
+        raise ProofMismatch("the view proof does not lead to the view root")
     if entry_bytes is None:
         return None
     try:
@@ -1059,6 +935,139 @@ def _order(f: _Fact) -> tuple[int, int, bytes]:
     return (f.issued_at, f.seq, f.id)
 
 
+def _keep(limit: int) -> int:
+    """How many marks (and appeals) per participant an entry keeps: the policy's
+    max_marks_per_participant, at least one (a participant's latest always counts)."""
+    return max(1, limit)
+
+
+_F = TypeVar("_F", _MarkFact, _CorrectionFact)
+
+
+def _latest_per_issuer(facts: Iterable[_F], keep: int) -> list[_F]:
+    """Each issuer's `keep` latest facts in issue order (`_order`); the others are
+    dropped. A dropped fact stays dropped: the newer ones stay in the set."""
+    facts = list(facts)
+    if len(facts) <= keep:
+        return facts                # the usual case: nothing to drop
+    by: dict[str, list[_F]] = {}
+    for f in facts:
+        by.setdefault(f.issuer, []).append(f)
+    out: list[_F] = []
+    for fs in by.values():
+        if len(fs) > keep:
+            fs = sorted(fs, key=_order)[-keep:]
+        out.extend(fs)
+    return out
+
+
+_TARGET_MARK, _TARGET_CORRECTION, _TARGET_OTHER = "mark", "correction", "other"
+
+
+def _target_kind(f: _Fact) -> str:
+    if isinstance(f, _MarkFact):
+        return _TARGET_MARK
+    if isinstance(f, _CorrectionFact) and not f.correction.is_decision:
+        return _TARGET_CORRECTION
+    return _TARGET_OTHER
+
+
+def _kept_referrers(
+    kind: str, issuer: str, refs: Iterable[_CorrectionFact], keep: int
+) -> set[bytes]:
+    """The ids of the corrections and decisions naming a target (of `kind`, issued
+    by `issuer`) that an entry can ever depend on; `_build` reads no other. Each
+    left out is dominated for good by ones kept, so forgetting it changes no entry.
+
+    A mark: its issuer's earliest withdrawal and kept recategorizations of it
+    (`_kept_recategorizations`; appeals of it are kept per number, in `appeals_on`). A correction (a
+    possible appeal): per decider its first decision (lowest seq), and its
+    issuer's earliest withdrawal of it. Anything else (a decision or a
+    reassignment): nothing."""
+    out: set[bytes] = set()
+    if kind == _TARGET_MARK:
+        own = sorted(
+            (r for r in refs if r.issuer == issuer and not r.correction.is_decision), key=_order
+        )
+        out.update(
+            f.id
+            for f in _kept_recategorizations(
+                [f for f in own if f.correction.action == RECATEGORIZE], keep
+            )
+        )
+        out.update([f.id for f in own if f.correction.action == WITHDRAW][:1])
+    elif kind == _TARGET_CORRECTION:
+        first: dict[str, _CorrectionFact] = {}
+        pull: _CorrectionFact | None = None
+        for r in refs:
+            if r.correction.is_decision:
+                cur = first.get(r.issuer)
+                if cur is None or (r.seq, r.id) < (cur.seq, cur.id):
+                    first[r.issuer] = r
+            elif (
+                r.issuer == issuer
+                and r.correction.action == WITHDRAW
+                and (pull is None or _order(r) < _order(pull))
+            ):
+                pull = r
+        out.update(f.id for f in first.values())
+        if pull is not None:
+            out.add(pull.id)
+    return out
+
+
+def _kept_recategorizations(
+    recats: Iterable[_CorrectionFact], keep: int
+) -> list[_CorrectionFact]:
+    """The recategorizations of a mark by its issuer that take effect (rule 2a): its
+    `keep` latest in issue order, and of each category the first to it, so the
+    categories a mark held up to any time (what a protection covers) stay known."""
+    ordered = sorted(recats, key=_order)
+    kept = {c.id: c for c in ordered[-keep:]}
+    first: dict[str, _CorrectionFact] = {}
+    for c in ordered:
+        first.setdefault(c.correction.category, c)
+    kept.update((c.id, c) for c in first.values())
+    return sorted(kept.values(), key=_order)
+
+
+def _as_correction(f: _Fact) -> _CorrectionFact:
+    assert isinstance(f, _CorrectionFact)
+    return f
+
+
+def _as_mark(f: _Fact) -> _MarkFact:
+    assert isinstance(f, _MarkFact)
+    return f
+
+
+def _first_decision(a: _CorrectionFact, ix: _Indexes) -> _CorrectionFact | None:
+    """The decision that counts for appeal `a`: the first (lowest seq) by anyone but
+    its appellant (nobody decides their own appeal: the ledger refuses it, the view
+    gives it no effect)."""
+    best: _CorrectionFact | None = None
+    for i in ix.decisions_for.get(a.id, ()):
+        d = _as_correction(ix.facts[i])
+        if d.issuer != a.issuer and (best is None or (d.seq, d.id) < (best.seq, best.id)):
+            best = d
+    return best
+
+
+def _kept_appeals(
+    appeals: Iterable[_CorrectionFact], ix: _Indexes, keep: int
+) -> list[_CorrectionFact]:
+    """The appeals an entry keeps (docs/view.md, rule 2a): every decided one (its
+    appellant cannot push a decision out), and each appellant's `keep` latest."""
+    appeals = list(appeals)
+    if not appeals:
+        return appeals
+    kept = {a.id: a for a in _latest_per_issuer(appeals, keep)}
+    for a in appeals:
+        if a.id not in kept and _first_decision(a, ix) is not None:
+            kept[a.id] = a
+    return list(kept.values())
+
+
 @dataclass
 class _Indexes:
     facts: dict[bytes, _Fact] = field(default_factory=dict)
@@ -1066,6 +1075,7 @@ class _Indexes:
     reassignments_on: dict[str, set[bytes]] = field(default_factory=dict)
     by_target: dict[bytes, set[bytes]] = field(default_factory=dict)      # corrections
     decisions_for: dict[bytes, set[bytes]] = field(default_factory=dict)  # appeal -> decisions
+    appeals_on: dict[str, set[bytes]] = field(default_factory=dict)       # number -> appeals
 
 
 # ---- the store-backed view's families (ledger/store.py; docs/view.md, "Persistence")
@@ -1073,15 +1083,19 @@ class _Indexes:
 #   view            number                    -> entry bytes
 #   viewix          record id                 -> kind (1) || flags (1) || body
 #   viewref         target id || referrer id  -> b""
-#   viewbucket      u32 bucket || number      -> entry hash
-#   viewbuckethash  u32 bucket                -> bucket hash (non-empty buckets)
+#   viewbucket      view key (32)             -> entry hash || u8 depth || hash || u8 depth || hash
+#   viewbuckethash  u32 bucket                -> the bucket's subtree hash (non-empty buckets)
 #   viewmeta        b"config" | b"vector" | b"count" | b"ignored"
 #
 # viewix kinds and bodies: W waiting (unknown, but named by a correction or a
-# decision), I ignored, M mark (its number), R reassignment (its number), C
-# correction and D decision (the fact as JSON). Flag bit 0: viewref holds
-# referrers of this id. A mark's and a reassignment's facts are read back from
-# the stored entry of its number, which carries all of them.
+# decision), I ignored, M mark (its number, a newline, its fact as JSON), R
+# reassignment (its number), C correction and D decision (the fact as JSON).
+# Flag bit 0: viewref holds referrers of this id. The marks and reassignments an
+# entry keeps are read back from the stored entry of its number; a mark it
+# dropped, from its viewix body when an appeal brings it back. A viewbucket value
+# ends with its position's two cached chain points (viewtree.Slot: the hash of
+# the subtree that holds this position alone, at two depths), the same in every
+# key of a position.
 
 _WAITING, _IGNORED, _MARK, _REASSIGNMENT, _CORRECTION, _DECISION = (
     b"W", b"I", b"M", b"R", b"C", b"D"
@@ -1103,6 +1117,31 @@ def _correction_body(f: _CorrectionFact) -> bytes:
     ).encode("ascii")
 
 
+def _mark_body(f: _MarkFact) -> bytes:
+    """A mark's viewix body: its number, a newline, then its fact, read back when an
+    appeal keeps a mark its entry had dropped (rule 2a)."""
+    fact = [f.issuer, f.seq, f.issued_at, f.category, f.score, f.reports, f.observed_at,
+            f.expires_at]
+    return f.number.encode("utf-8") + b"\n" + _COMPACT.encode(fact).encode("ascii")
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+
+def _mark_from_body(rid: bytes, body: bytes) -> _MarkFact:
+    try:
+        number, nl, raw = body.partition(b"\n")
+        if not nl:
+            raise ValueError("no fact after the number")
+        issuer, seq, issued_at, category, score, reports, observed_at, expires_at = json.loads(
+            raw
+        )
+        return _MarkFact(rid, issuer, seq, issued_at, number.decode("utf-8"), category, score,
+                         reports, observed_at, expires_at)
+    except (ValueError, TypeError) as e:
+        raise StorageFailure(f"view index of mark {rid.hex()} does not parse: {e}") from e
+
+
 def _correction_from_body(rid: bytes, body: bytes) -> _CorrectionFact:
     try:
         issuer, seq, issued_at, targets, action, category, reason, appeal, outcome = json.loads(
@@ -1119,8 +1158,11 @@ def _correction_from_body(rid: bytes, body: bytes) -> _CorrectionFact:
         raise StorageFailure(f"view index of record {rid.hex()} does not parse: {e}") from e
 
 
-def _facts_of_entry(number: str, raw: bytes) -> tuple[list[_MarkFact], list[_ReassignmentFact]]:
-    """The mark and reassignment facts a stored entry carries (it carries all of them)."""
+def _facts_of_entry(
+    number: str, raw: bytes
+) -> tuple[list[_MarkFact], list[_ReassignmentFact], list[bytes]]:
+    """The mark and reassignment facts a stored entry carries (all those it keeps),
+    and the ids of the appeals it keeps."""
     try:
         obj = json.loads(raw)
         marks = [
@@ -1134,17 +1176,29 @@ def _facts_of_entry(number: str, raw: bytes) -> tuple[list[_MarkFact], list[_Rea
             _ReassignmentFact(bytes.fromhex(r["id"]), r["by"], 0, 0, number, r["effective_at"])
             for r in obj["reassignments"]
         ]
+        appeals = [bytes.fromhex(a["id"]) for a in obj["appeals"]]
     except (ValueError, TypeError, KeyError) as e:
         raise StorageFailure(f"stored view entry of {number} does not parse: {e}") from e
-    return marks, reassigns
+    return marks, reassigns, appeals
 
 
-def _bucket_hash_raw(members: Mapping[bytes, bytes]) -> bytes:
-    """bucket_hash over (number bytes -> entry hash)."""
-    h = hashlib.sha256(BUCKET_PREFIX)
-    for num in sorted(members):
-        h.update(struct.pack(">H", len(num)) + num + members[num])
-    return h.digest()
+def _leaf_value(s: Slot, entry: bytes) -> bytes:
+    return entry + bytes((s.depth,)) + s.top + bytes((s.deep_depth,)) + s.deep
+
+
+def _slots_from_rows(rows: Iterable[tuple[bytes, bytes]]) -> list[Slot]:
+    """The slots of stored viewbucket rows (in key order, so in position order)."""
+    out: list[Slot] = []
+    for k, v in rows:
+        if len(k) != 32 or len(v) != 98 or not v[32] <= v[65] <= viewtree.DEPTH:
+            raise StorageFailure(f"view leaf {k.hex()[:16]} does not parse")
+        pos = viewtree.position(k)
+        if out and out[-1].pos == pos:
+            last = out[-1]
+            last.members = (*last.members, (k, v[:32]))
+        else:
+            out.append(Slot(pos, ((k, v[:32]),), v[32], v[33:65], v[65], v[66:]))
+    return out
 
 
 class _StoredApply:
@@ -1157,8 +1211,11 @@ class _StoredApply:
         self.stored: dict[bytes, bytes | None] = {}   # record id -> viewix value in the store
         self.dirty: set[bytes] = set()
         self.new_refs: dict[bytes, list[bytes]] = {}
+        self.dropped_refs: set[bytes] = set()           # viewref keys to delete
         self.on: dict[str, list[_MarkFact | _ReassignmentFact]] = {}
         self.corrections: dict[bytes, _CorrectionFact] = {}
+        self.fresh: list[_CorrectionFact] = []          # corrections and decisions applied now
+        self.appeals_on: dict[str, set[bytes]] = {}     # number -> appeals reaching it now
 
     def fetch(self, ids: Iterable[bytes]) -> None:
         want = list(dict.fromkeys(i for i in ids if i not in self.ix))
@@ -1188,7 +1245,28 @@ class _StoredApply:
         out = list(self.new_refs.get(target, ()))
         old = self.stored[target]
         if old is not None and old[1] & _HAS_REFS:
-            out.extend(k[32:] for k, _ in self.store.items("viewref", target, target + _REF_END))
+            out.extend(
+                k[32:]
+                for k, _ in self.store.items("viewref", target, target + _REF_END)
+                if k not in self.dropped_refs
+            )
+        return out
+
+    def drop_ref(self, target: bytes, referrer: bytes) -> None:
+        """Forget that `referrer` names `target` (it is dominated; see _kept_referrers)."""
+        new = self.new_refs.get(target)
+        if new is not None and referrer in new:
+            new.remove(referrer)
+        else:
+            self.dropped_refs.add(target + referrer)
+
+    def referrer_facts(self, target: bytes) -> list[_CorrectionFact]:
+        out = []
+        for rid in self.referrers(target):
+            f = self.correction(rid)
+            if f is None:
+                raise StorageFailure(f"view referrer {rid.hex()} is not indexed")
+            out.append(f)
         return out
 
     def correction(self, rid: bytes) -> _CorrectionFact | None:
@@ -1205,8 +1283,14 @@ class _StoredApply:
         for t in c.targets:
             v = self.get(t)
             if v is not None and v[:1] == _MARK:
-                out.add(v[2:].decode("utf-8"))
+                out.add(v[2:].partition(b"\n")[0].decode("utf-8"))
         return out
+
+    def mark_fact(self, rid: bytes) -> _MarkFact | None:
+        v = self.get(rid)
+        if v is None or v[:1] != _MARK:
+            return None
+        return _mark_from_body(rid, v[2:])
 
 
 class _StoredEntries(Mapping[str, Entry]):
@@ -1242,13 +1326,15 @@ class NationalView:
     Without a store the view lives in memory (resolve(), tests, auditors).
     With a store (`NationalView.open(store, consortium)`) its state lives in
     the store's view* column families and survives restarts: only the bucket
-    tree (2**bits hashes per level) stays in memory, and each apply() is one
-    atomic synced batch that also records the new vector. See docs/view.md."""
+    tree's dense top (2**bits hashes at its lowest level) stays in memory, and
+    each apply() is one atomic batch that also records the new vector. See
+    docs/view.md."""
 
     def __init__(self, consortium: Consortium, store: Store | None = None) -> None:
         self.consortium = consortium
         policy = consortium.policy
-        self.bucket_bits = policy.view_bucket_bits
+        # The height of the dense in-memory top; the root does not depend on it.
+        self.bucket_bits = min(policy.view_bucket_bits, viewtree.MAX_TOP_BITS)
         self._rules = Rules(
             policy.high_risk_min_participants,
             policy.identity_min_participants,
@@ -1273,8 +1359,8 @@ class NationalView:
     def _reset_memory(self) -> None:
         self._ix = _Indexes()
         self._entries: dict[str, Entry] = {}
-        self._buckets: dict[int, dict[str, bytes]] = {}
-        self._tree = _BucketTree(self.bucket_bits)
+        self._buckets: dict[int, dict[int, Slot]] = {}    # in memory: bucket -> position -> slot
+        self._tree = viewtree.TopTree(self.bucket_bits)
         self._vector: dict[str, int] = {}
         self._ignored: set[bytes] = set()
         self._count = 0               # store-backed only
@@ -1365,32 +1451,29 @@ class NationalView:
         return (k.decode("utf-8") for k, _ in self._store.items("view"))
 
     def proof(self, number: str) -> ViewProof:
-        """The proof for `number`'s entry, or for its absence."""
-        b = bucket_of(number, self.bucket_bits)
-        if self._store is None:
-            members = self._buckets.get(b, {})
-            others = tuple(
-                sorted(
-                    ((n, h) for n, h in members.items() if n != number),
-                    key=lambda t: t[0].encode("utf-8"),
-                )
-            )
-        else:
-            raw = number.encode("utf-8")
-            others = tuple(
-                (n.decode("utf-8"), h) for n, h in self._bucket_members(b) if n != raw
-            )
-        return ViewProof(b, others, self._tree.path(b))
+        """The proof for `number`'s entry, or for its absence: no other number,
+        no key of another number (unless it shares all 64 bits of position)."""
+        key = view_key(number)
+        pos = viewtree.position(key)
+        b = pos >> (viewtree.DEPTH - self.bucket_bits)
+        below, slot = viewtree.bucket_path(self._bucket_slots(b), self.bucket_bits, pos)
+        bitmap = 0
+        siblings = []
+        for d, h in below + self._tree.path(b):
+            bitmap |= 1 << (63 - d)
+            siblings.append(h)
+        listed = () if slot is None else tuple(m for m in slot.members if m[0] != key)
+        return ViewProof(listed, bitmap, tuple(siblings))
 
-    def _bucket_members(self, b: int) -> list[tuple[bytes, bytes]]:
-        """(number bytes, entry hash) of a stored bucket, sorted by number bytes."""
-        if self._tree.levels[0][b] == EMPTY_BUCKET:
+    def _bucket_slots(self, b: int) -> list[Slot]:
+        """The occupied positions of bucket `b`, sorted."""
+        if self._store is None:
+            slots = self._buckets.get(b)
+            return [] if not slots else sorted(slots.values(), key=lambda s: s.pos)
+        if self._tree.bucket(b) == viewtree.EMPTY:
             return []
-        assert self._store is not None
-        pre = _U32.pack(b)
-        return [
-            (k[4:], v) for k, v in self._store.items("viewbucket", pre, _U32.pack(b + 1))
-        ]
+        start, end = viewtree.bucket_range(b, self.bucket_bits)
+        return _slots_from_rows(self._store.items("viewbucket", start, end))
 
     def checkpoint(self, origin: str, signed_at_ms: int) -> ViewCheckpoint:
         """The view's checkpoint as `origin` signs it at `signed_at_ms`."""
@@ -1428,18 +1511,30 @@ class NationalView:
                 continue
             if new is not None and old is not None and new.hash == old.hash:
                 continue
-            b = bucket_of(number, self.bucket_bits)
-            members = self._buckets.setdefault(b, {})
+            key = view_key(number)
+            pos = viewtree.position(key)
+            b = pos >> (viewtree.DEPTH - self.bucket_bits)
+            slots = self._buckets.setdefault(b, {})
+            slot = slots.get(pos)
+            members = [m for m in slot.members if m[0] != key] if slot is not None else []
             if new is None:
                 del self._entries[number]
-                members.pop(number, None)
             else:
                 self._entries[number] = new
-                members[number] = new.hash
+                members.append((key, new.hash))
+            if members:
+                slots[pos] = Slot.of(members)
+            else:
+                slots.pop(pos, None)
             changed.add(number)
             dirty.add(b)
-        if dirty:
-            self._tree.update({b: bucket_hash(self._buckets[b].items()) for b in dirty})
+        tops = {}
+        for b in dirty:
+            slots = self._buckets[b]
+            if not slots:
+                del self._buckets[b]
+            tops[b], _ = viewtree.rehash_bucket(self._bucket_slots(b), self.bucket_bits)
+        self._tree.update(tops)
         return changed
 
     def clear(self) -> None:
@@ -1476,9 +1571,12 @@ class NationalView:
             json.dumps(
                 {
                     "v": ENTRY_VERSION,
+                    "tree": viewtree.PROOF_VERSION,      # how viewbucket* are laid out
                     "bits": self.bucket_bits,
                     "policy": [p.default_expiry_ms, p.protection_ms, p.high_risk_min_participants,
-                               p.identity_min_participants, p.institute_mark_is_high_risk],
+                               p.identity_min_participants, p.institute_mark_is_high_risk,
+                               p.max_expiry_ms, p.reassignment_window_ms, p.clock_skew_ms,
+                               p.max_marks_per_participant],
                     "participants": sorted([x.id, x.role, x.weight] for x in c.participants),
                     "taxonomy": sorted([x.id, x.rank, x.risk] for x in c.taxonomy),
                     "ranges": sorted([k, sorted(v)] for k, v in c.number_ranges.items()),
@@ -1532,9 +1630,12 @@ class NationalView:
             if fact is None:
                 w.put(rec.id, _IGNORED + flags)
                 ignored += 1
-            elif isinstance(fact, _MarkFact | _ReassignmentFact):
-                kind = _MARK if isinstance(fact, _MarkFact) else _REASSIGNMENT
-                w.put(rec.id, kind + flags + fact.number.encode("utf-8"))
+            elif isinstance(fact, _MarkFact):
+                w.put(rec.id, _MARK + flags + _mark_body(fact))
+                w.on.setdefault(fact.number, []).append(fact)
+                touched.add(fact.number)
+            elif isinstance(fact, _ReassignmentFact):
+                w.put(rec.id, _REASSIGNMENT + flags + fact.number.encode("utf-8"))
                 w.on.setdefault(fact.number, []).append(fact)
                 touched.add(fact.number)
             else:
@@ -1542,59 +1643,77 @@ class NationalView:
                 kind = _DECISION if c.is_decision else _CORRECTION
                 w.put(rec.id, kind + flags + _correction_body(fact))
                 w.corrections[rec.id] = fact
+                w.fresh.append(fact)
                 for t in (c.appeal_id,) if c.is_decision else c.targets:
                     w.add_ref(t, rec.id)
                 touched |= self._stored_numbers_of(fact, w)
+        self._reach_stored(w)
+        self._forget_stored_referrers(w)
 
         numbers = sorted(touched)
         olds = st.get_many("view", [n.encode("utf-8") for n in numbers])
-        known: dict[str, tuple[list[_MarkFact], list[_ReassignmentFact]]] = {}
+        known: dict[str, tuple[list[_MarkFact], list[_ReassignmentFact], list[bytes]]] = {}
         for n, old in zip(numbers, olds, strict=True):
             if old is not None:
                 known[n] = _facts_of_entry(n, old)
-        w.fetch(m.id for marks, _ in known.values() for m in marks)   # their referrer flags
+        w.fetch(m.id for marks, _, _ in known.values() for m in marks)   # their referrer flags
 
         batch = st.batch()
         count = self._count
         changed: set[str] = set()
-        by_bucket: dict[int, dict[bytes, bytes | None]] = {}
+        by_bucket: dict[int, dict[bytes, bytes | None]] = {}   # bucket -> view key -> hash
         for n, old in zip(numbers, olds, strict=True):
-            marks, reassigns = known.get(n, ([], []))
+            marks, reassigns, appeals = known.get(n, ([], [], []))
             for f in w.on.get(n, ()):
                 if isinstance(f, _MarkFact):
                     marks.append(f)
                 else:
                     reassigns.append(f)
-            new = self._build(n, self._stored_indexes(n, marks, reassigns, w))
+            new = self._build(n, self._stored_indexes(n, marks, reassigns, appeals, w))
             if new is None and old is None:
                 continue
             if new is not None and old is not None and new.hash == entry_hash(old):
                 continue
             key = n.encode("utf-8")
-            members = by_bucket.setdefault(bucket_of(n, self.bucket_bits), {})
+            vkey = view_key(n)
+            b = viewtree.position(vkey) >> (viewtree.DEPTH - self.bucket_bits)
+            members = by_bucket.setdefault(b, {})
             if new is None:
                 batch.delete("view", key)
-                members[key] = None
+                members[vkey] = None
                 count -= 1
             else:
                 batch.put("view", key, new.encode())
-                members[key] = new.hash
+                members[vkey] = new.hash
                 count += old is None
             changed.add(n)
 
         leaves: dict[int, bytes] = {}
         for b, changes in by_bucket.items():
-            pre = _U32.pack(b)
-            current = dict(self._bucket_members(b))
-            for key, h in changes.items():
+            slots = {s.pos: s for s in self._bucket_slots(b)}
+            touched_pos: set[int] = set()
+            for vkey, h in changes.items():
+                pos = viewtree.position(vkey)
+                s = slots.get(pos)
+                members = [m for m in s.members if m[0] != vkey] if s is not None else []
                 if h is None:
-                    current.pop(key, None)
-                    batch.delete("viewbucket", pre + key)
+                    batch.delete("viewbucket", vkey)
                 else:
-                    current[key] = h
-                    batch.put("viewbucket", pre + key, h)
-            leaves[b] = _bucket_hash_raw(current)
-            if current:
+                    members.append((vkey, h))
+                if members:
+                    slots[pos] = Slot.of(members)
+                    touched_pos.add(pos)
+                else:
+                    slots.pop(pos, None)
+            ordered = sorted(slots.values(), key=lambda s: s.pos)
+            leaves[b], moved = viewtree.rehash_bucket(ordered, self.bucket_bits)
+            touched_pos.update(s.pos for s in moved)
+            for pos in touched_pos:
+                s = slots[pos]
+                for vkey, h in s.members:
+                    batch.put("viewbucket", vkey, _leaf_value(s, h))
+            pre = _U32.pack(b)
+            if slots:
                 batch.put("viewbuckethash", pre, leaves[b])
             else:
                 batch.delete("viewbuckethash", pre)
@@ -1605,6 +1724,8 @@ class NationalView:
         for target, refs in w.new_refs.items():
             for r in refs:
                 batch.put("viewref", target + r, b"")
+        for key in w.dropped_refs:
+            batch.delete("viewref", key)
         if vector != self._vector:
             batch.put("viewmeta", b"vector", _encode_vector(vector))
         if count != self._count:
@@ -1633,54 +1754,119 @@ class NationalView:
                 out |= w.mark_numbers(target.correction)
         return out
 
+    def _reach_stored(self, w: _StoredApply) -> None:
+        """`_reach` for the store: the appeals that reach a number in this apply
+        (new ones, ones a new decision decided, ones that waited for a new mark)
+        become candidates there; the entry's kept appeals are the others."""
+        for f in w.fresh:
+            a: _CorrectionFact | None = f
+            if f.correction.is_decision:
+                a = w.correction(f.correction.appeal_id)
+            if a is None or a.correction.is_decision:
+                continue
+            for t in a.correction.targets:
+                m = w.mark_fact(t)
+                if m is not None and m.issuer != a.issuer:
+                    w.appeals_on.setdefault(m.number, set()).add(a.id)
+        for number, facts in w.on.items():
+            for m in facts:
+                if isinstance(m, _MarkFact):
+                    for r in w.referrer_facts(m.id):
+                        if not r.correction.is_decision and r.issuer != m.issuer:
+                            w.appeals_on.setdefault(number, set()).add(r.id)
+
+    def _forget_stored_referrers(self, w: _StoredApply) -> None:
+        """`_forget_referrers` for the store: of each known target that gained
+        referrers, or arrived with some, drop the referrers no entry depends on."""
+        keep = _keep(self.consortium.policy.max_marks_per_participant)
+        targets = set(w.new_refs)
+        targets.update(rid for rid in w.dirty if (v := w.ix[rid]) is not None and v[1] & _HAS_REFS)
+        for t in sorted(targets):
+            v = w.get(t)
+            if v is None or v[:1] in (_WAITING, _IGNORED):
+                continue                        # unknown yet: `waiting` lists them all
+            issuer = ""
+            if v[:1] == _MARK:
+                m = w.mark_fact(t)
+                assert m is not None
+                kind, issuer = _TARGET_MARK, m.issuer
+            elif v[:1] == _CORRECTION:
+                f = w.correction(t)
+                assert f is not None
+                kind, issuer = _TARGET_CORRECTION, f.issuer
+            else:
+                kind = _TARGET_OTHER
+            refs = w.referrer_facts(t)
+            kept = _kept_referrers(kind, issuer, refs, keep)
+            for r in refs:
+                if r.id not in kept:
+                    w.drop_ref(t, r.id)
+
     def _stored_indexes(
         self,
         number: str,
         marks: list[_MarkFact],
         reassigns: list[_ReassignmentFact],
+        appeals: list[bytes],
         w: _StoredApply,
     ) -> _Indexes:
         """The part of the in-memory indexes that `_build(number)` reads: the
-        number's marks and reassignments, the corrections and decisions naming
-        its marks, and those naming the corrections that name its marks."""
+        number's marks (those its entry held, and new ones) and reassignments,
+        its candidate appeals (those its entry kept, and those reaching it now)
+        with their decisions and withdrawals, and the marks and self-corrections
+        of the marks the entry keeps. Every read is bounded by what the entry
+        keeps plus what this apply brings."""
+        keep = _keep(self.consortium.policy.max_marks_per_participant)
         ix = _Indexes()
         facts = ix.facts
-        if marks:
-            ix.marks_on[number] = {m.id for m in marks}
+        candidates = list(dict.fromkeys([*appeals, *sorted(w.appeals_on.get(number, ()))]))
+        found: list[_CorrectionFact] = []
+        for aid in candidates:
+            a = w.correction(aid)
+            if a is None:
+                raise StorageFailure(f"view appeal {aid.hex()} is not indexed")
+            facts[aid] = a
+            found.append(a)
+            for r in w.referrer_facts(aid):
+                facts[r.id] = r
+                table = ix.decisions_for if r.correction.is_decision else ix.by_target
+                table.setdefault(aid, set()).add(r.id)
+        if candidates:
+            ix.appeals_on[number] = set(candidates)
+        by_id = {m.id: m for m in marks}
+        kept = {m.id: m for m in _latest_per_issuer(marks, keep)}
+        for a in _kept_appeals(found, ix, keep):
+            for t in a.correction.targets:
+                if t not in kept:
+                    m = by_id.get(t) or w.mark_fact(t)
+                    if m is not None and m.number == number and m.issuer != a.issuer:
+                        kept[t] = m
+        if kept:
+            ix.marks_on[number] = set(kept)
         if reassigns:
             ix.reassignments_on[number] = {r.id for r in reassigns}
         facts.update((r.id, r) for r in reassigns)
-        level: list[bytes] = []
-        for m in marks:
+        for m in kept.values():
             facts[m.id] = m
-            level.append(m.id)
-        for depth in (0, 1):
-            below: list[bytes] = []
-            for target in level:
-                for rid in w.referrers(target):
-                    f = w.correction(rid)
-                    if f is None:
-                        raise StorageFailure(f"view referrer {rid.hex()} is not indexed")
-                    facts[rid] = f
-                    if f.correction.is_decision:
-                        ix.decisions_for.setdefault(target, set()).add(rid)
-                    else:
-                        ix.by_target.setdefault(target, set()).add(rid)
-                        if depth == 0:
-                            below.append(rid)
-            level = list(dict.fromkeys(below))
+            for r in w.referrer_facts(m.id):
+                if r.issuer == m.issuer and not r.correction.is_decision:
+                    facts[r.id] = r
+                    ix.by_target.setdefault(m.id, set()).add(r.id)
         return ix
 
     # ------------------------------------------------------------ internals
     def _fact(self, rec: Record) -> _Fact | None:
         """The record as resolution uses it, or None when resolution ignores it
         (what the ledger would refuse in context: unknown issuer or category,
-        a decision not by the institute, a reassignment not by the holder)."""
+        a decision not by the institute, a reassignment not by the holder, a
+        mark or reassignment whose own times break `ledger.rules`)."""
         cons = self.consortium
         p = cons.participant(rec.issuer)
         if p is None or p.role in ISSUES_NOTHING:  # the ledger refuses an auditor's records
             return None
         pay = rec.payload
+        if time_violation(rec.issued_at_ms, pay, cons.policy) is not None:
+            return None           # its own times break a bound (ledger/rules.py)
         if isinstance(pay, Mark):
             if pay.category not in cons.categories:
                 return None
@@ -1707,14 +1893,64 @@ class NationalView:
         ix = self._ix
         ix.facts[f.id] = f
         if isinstance(f, _MarkFact):
-            ix.marks_on.setdefault(f.number, set()).add(f.id)
+            on = ix.marks_on.setdefault(f.number, set())
+            on.add(f.id)
+            # Keep the index as bounded as the entry: drop the issuer's oldest beyond the cap.
+            mine = [m for m in (ix.facts[i] for i in on) if m.issuer == f.issuer]
+            if len(mine) > _keep(self.consortium.policy.max_marks_per_participant):
+                on.discard(min(mine, key=_order).id)
+            for cid in ix.by_target.get(f.id, ()):     # appeals that waited for it
+                self._reach(_as_correction(ix.facts[cid]))
         elif isinstance(f, _ReassignmentFact):
             ix.reassignments_on.setdefault(f.number, set()).add(f.id)
         elif f.correction.is_decision:
             ix.decisions_for.setdefault(f.correction.appeal_id, set()).add(f.id)
+            appeal = ix.facts.get(f.correction.appeal_id)
+            if isinstance(appeal, _CorrectionFact) and not appeal.correction.is_decision:
+                self._reach(appeal)                    # decided: kept again (rule 2a)
+            self._forget_referrers(f.correction.appeal_id)
         else:
             for t in f.correction.targets:
                 ix.by_target.setdefault(t, set()).add(f.id)
+            self._reach(f)
+            for t in f.correction.targets:
+                self._forget_referrers(t)
+        self._forget_referrers(f.id)          # it may arrive after what names it
+
+    def _reach(self, a: _CorrectionFact) -> None:
+        """Add `a` to the appeals of each number where it appeals a known mark (one
+        of another issuer), keeping there only what `_kept_appeals` keeps."""
+        ix = self._ix
+        keep = _keep(self.consortium.policy.max_marks_per_participant)
+        for t in a.correction.targets:
+            m = ix.facts.get(t)
+            if not isinstance(m, _MarkFact) or m.issuer == a.issuer:
+                continue
+            on = ix.appeals_on.setdefault(m.number, set())
+            if a.id in on:
+                continue
+            on.add(a.id)
+            kept = _kept_appeals((_as_correction(ix.facts[i]) for i in on), ix, keep)
+            ix.appeals_on[m.number] = {k.id for k in kept}
+
+    def _forget_referrers(self, target: bytes) -> None:
+        """Drop from the in-memory index the referrers of a known `target` that no
+        entry can depend on (`_kept_referrers`), so reading them stays bounded."""
+        ix = self._ix
+        t = ix.facts.get(target)
+        if t is None or (target not in ix.by_target and target not in ix.decisions_for):
+            return
+        refs = ix.by_target.get(target, set()) | ix.decisions_for.get(target, set())
+        kept = _kept_referrers(
+            _target_kind(t), t.issuer, (_as_correction(ix.facts[r]) for r in refs),
+            _keep(self.consortium.policy.max_marks_per_participant),
+        )
+        for table in (ix.by_target, ix.decisions_for):
+            ids = table.get(target)
+            if ids is not None:
+                ids &= kept
+                if not ids:
+                    del table[target]
 
     def _mark_numbers(self, c: Correction) -> set[str]:
         out = set()
@@ -1745,10 +1981,26 @@ class NationalView:
         """The entry of `number` from the facts `ix` holds about it."""
         facts = ix.facts
         policy = self.consortium.policy
-        marks = sorted(
-            (facts[i] for i in ix.marks_on.get(number, ())),
-            key=lambda m: (m.observed_at, m.id),
+        keep = _keep(policy.max_marks_per_participant)
+        # The appeals kept (rule 2a), then the marks: each participant's latest
+        # `keep`, and every mark a kept appeal targets (so no flood drops those).
+        kept_appeals = _kept_appeals(
+            (_as_correction(facts[i]) for i in ix.appeals_on.get(number, ())), ix, keep
         )
+        kept_marks: dict[bytes, _MarkFact] = {
+            m.id: m
+            for m in _latest_per_issuer(
+                (_as_mark(facts[i]) for i in ix.marks_on.get(number, ())), keep
+            )
+        }
+        appeal_targets: dict[bytes, list[bytes]] = {}
+        for a in kept_appeals:
+            for t in dict.fromkeys(a.correction.targets):
+                m = facts.get(t)
+                if isinstance(m, _MarkFact) and m.number == number and m.issuer != a.issuer:
+                    kept_marks[t] = m
+                    appeal_targets.setdefault(a.id, []).append(t)
+        marks = sorted(kept_marks.values(), key=lambda m: (m.observed_at, m.id))
         reassigns = sorted(
             (facts[i] for i in ix.reassignments_on.get(number, ())),
             key=lambda r: (r.effective_at, r.id),
@@ -1758,21 +2010,21 @@ class NationalView:
         by_id = {m.id: m for m in marks}
         recats: dict[bytes, list[Recategorization]] = {m.id: [] for m in marks}
         spans: dict[bytes, list[SetAsideSpan]] = {m.id: [] for m in marks}
-        appeal_targets: dict[bytes, list[bytes]] = {}
 
         for m in marks:
             withdrawals = []
+            own_recats = []
             for cid in ix.by_target.get(m.id, ()):
                 c = facts[cid]
                 assert isinstance(c, _CorrectionFact)
                 if c.issuer != m.issuer:
-                    appeal_targets.setdefault(c.id, []).append(m.id)
-                elif c.correction.action == WITHDRAW:
+                    continue                # an appeal: taken from appeals_on above
+                if c.correction.action == WITHDRAW:
                     withdrawals.append(c)
                 else:
-                    recats[m.id].append(
-                        Recategorization(c.issued_at, c.correction.category, c.id)
-                    )
+                    own_recats.append(c)
+            for c in _kept_recategorizations(own_recats, keep):
+                recats[m.id].append(Recategorization(c.issued_at, c.correction.category, c.id))
             if withdrawals:
                 w = min(withdrawals, key=_order)
                 spans[m.id].append(SetAsideSpan(w.issued_at, WITHDRAWN, w.id))
@@ -1781,38 +2033,37 @@ class NationalView:
                 spans[m.id].append(SetAsideSpan(later[0].effective_at, REASSIGNED, later[0].id))
             recats[m.id].sort(key=lambda r: (r.at, r.ref))
 
-        def category_at(mid: bytes, at: int) -> str:
-            cat = by_id[mid].category
-            for r in recats[mid]:
-                if r.at <= at:
-                    cat = r.category
-            return cat
+        def categories_until(mid: bytes, at: int) -> set[str]:
+            # As marked, and every kept recategorization dated up to `at`: a later
+            # (or backdated) recategorization can only add a category, never hide one.
+            return {by_id[mid].category} | {r.category for r in recats[mid] if r.at <= at}
 
         appeals: list[Appeal] = []
         protections: set[Protection] = set()
-        for aid, targets in appeal_targets.items():
-            a = facts[aid]
-            assert isinstance(a, _CorrectionFact)
+        for a in kept_appeals:
+            aid, targets = a.id, appeal_targets.get(a.id, [])
+            if not targets:
+                continue                    # it reaches this number through no known mark
             targets.sort()
-            decisions = [facts[d] for d in ix.decisions_for.get(aid, ())]
-            decision = min(decisions, key=lambda d: (d.seq, d.id)) if decisions else None
+            decision = _first_decision(a, ix)
             pulled = [
-                facts[w]
-                for w in ix.by_target.get(aid, ())
-                if facts[w].issuer == a.issuer and facts[w].correction.action == WITHDRAW
+                w for w in map(_as_correction, (facts[i] for i in ix.by_target.get(aid, ())))
+                if w.issuer == a.issuer and w.correction.action == WITHDRAW
             ]
             pull = min(pulled, key=_order) if pulled else None
-            status, closed_at, closed_by, closed_reason = PENDING, None, b"", ""
-            if pull is not None and (decision is None or pull.issued_at < decision.issued_at):
-                status, closed = APPEAL_WITHDRAWN, pull
-            elif decision is not None:
+            status: str = PENDING
+            closed_at: int | None = None
+            closed_by = b""
+            closed: _CorrectionFact | None = None
+            # A decision, once in the set, is final: no withdrawal undoes it, whatever
+            # issued_at its appellant wrote on the withdrawal.
+            if decision is not None:
                 status = UPHELD if decision.correction.outcome == UPHOLD else REJECTED
                 closed = decision
-            else:
-                closed = None
+            elif pull is not None:
+                status, closed = APPEAL_WITHDRAWN, pull
             if closed is not None:
                 closed_at, closed_by = closed.issued_at, closed.id
-                closed_reason = closed.correction.reason
             if status == UPHELD:
                 assert closed_at is not None
                 end = closed_at + policy.protection_ms
@@ -1824,8 +2075,9 @@ class NationalView:
                 for t in targets:
                     spans[t].append(SetAsideSpan(closed_at, APPEAL_UPHELD, aid))
                     if end > closed_at:
-                        protections.add(
-                            Protection(category_at(t, closed_at), closed_at, end, closed_by)
+                        protections.update(
+                            Protection(cat, closed_at, end, closed_by)
+                            for cat in categories_until(t, closed_at)
                         )
             appeals.append(
                 Appeal(
@@ -1834,12 +2086,10 @@ class NationalView:
                     targets=tuple(targets),
                     action=a.correction.action,
                     category=a.correction.category,
-                    reason=a.correction.reason,
                     filed_at=a.issued_at,
                     status=status,
                     closed_at=closed_at,
                     closed_by=closed_by,
-                    closed_reason=closed_reason,
                 )
             )
         appeals.sort(key=lambda x: (x.filed_at, x.id))

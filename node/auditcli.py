@@ -47,6 +47,9 @@ from node.status import error_from_rpc
 PROGRESS_MIN = 5000  # records; shorter runs print no progress
 
 
+EVIDENCE_PAGES = 1000  # pages of GetEvidence read at most (a node could serve them forever)
+
+
 class GrpcLogSource:
     """`ledger.audit.LogSource` over a node's gRPC services: checkpoints, proofs
     and feed heads from `Public`; raw entries and evidence from `Audit`, which
@@ -92,8 +95,18 @@ class GrpcLogSource:
         return {h.issuer: (h.seq, h.head_id, h.frozen) for h in r.heads}
 
     def evidence(self) -> tuple[list[bytes], list[bytes]]:
-        r = self._rpc(self.audit.GetEvidence, pb.GetEvidenceRequest())
-        return list(r.equivocations), list(r.forks)
+        """Every page of the node's evidence (GetEvidence is paged)."""
+        eqs: list[bytes] = []
+        forks: list[bytes] = []
+        start = 0
+        for _page in range(EVIDENCE_PAGES):
+            r = self._rpc(self.audit.GetEvidence, pb.GetEvidenceRequest(start=start))
+            eqs.extend(r.equivocations)
+            forks.extend(r.forks)
+            if r.next_start <= start:  # 0 at the end; never backwards
+                return eqs, forks
+            start = r.next_start
+        raise BadInput(f"the node serves more than {EVIDENCE_PAGES} pages of evidence")
 
 
 # ------------------------------------------------------------------ files

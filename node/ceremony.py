@@ -214,7 +214,7 @@ def add_member(
             raise ConfigError("a new consortium needs a name (--name)")
         draft = Consortium(name, (member,), {})
     raw = draft.to_json_bytes()
-    checked = Consortium.from_json_bytes(raw)  # the same rules every node applies
+    checked = Consortium.from_json_bytes(raw, draft=True)  # every node's rules, bar quorums
     directory.mkdir(parents=True, exist_ok=True)
     _replace_file(path, raw)
     # A changed configuration is unsigned until the institute signs it again.
@@ -252,7 +252,8 @@ def _read_any(directory: Path) -> Consortium:
     if (directory / "consortium.json.sig").exists():
         return Consortium.load(directory)
     try:
-        return Consortium.from_json_bytes((directory / "consortium.json").read_bytes())
+        return Consortium.from_json_bytes((directory / "consortium.json").read_bytes(),
+                                          draft=True)
     except OSError as e:
         raise ConfigError(f"cannot read {directory / 'consortium.json'}: {e.strerror}") from e
 
@@ -306,11 +307,15 @@ def ca_sign(
 # ------------------------------------------------------------------ node side
 
 
-def configure_node(directory: Path, pid: str, pin: bytes, now: datetime) -> NodeConfig:
+def configure_node(
+    directory: Path, pid: str, pin: bytes, now: datetime, *, new_feed: bool = False
+) -> NodeConfig:
     """Write DIR/<pid>/node.toml for a participant whose folder holds its keys and
     certificates, after checking everything the node will rely on: the
     consortium verifies against `pin` and lists `pid` with this signing key;
-    tls.pem was issued by DIR/ca/ca.pem to `pid`; every key file is 0600."""
+    tls.pem was issued by DIR/ca/ca.pem to `pid`; every key file is 0600.
+    `new_feed` is the operator's statement that this participant has never
+    issued (its first start); without it an empty store waits for its peers."""
     pdir = directory / pid
     cons = Consortium.load(directory, pin)
     p = cons.participant(pid)
@@ -345,6 +350,7 @@ def configure_node(directory: Path, pid: str, pin: bytes, now: datetime) -> Node
         public_listen=_endpoint(host, public_port),
         metrics_listen=_endpoint(host, 0),
         institute_key=pin,
+        new_feed=new_feed,
     )
     cfg.write(pdir / "node.toml")
     load_consortium(NodeConfig.for_participant(directory, pid))  # what the node will do
@@ -442,7 +448,8 @@ def cmd_node_configure(args: argparse.Namespace) -> int:
     if not args.as_id:
         raise ConfigError("--as ID is required: the participant whose node this is")
     d = client.consortium_dir(args.consortium)
-    cfg = configure_node(d, args.as_id, parse_pin(args.pin), datetime.now(UTC))
+    cfg = configure_node(d, args.as_id, parse_pin(args.pin), datetime.now(UTC),
+                         new_feed=args.new_feed)
     _print(args, {"participant": cfg.participant, "node_toml": str(d / args.as_id / "node.toml"),
                   "member_listen": cfg.member_listen, "public_listen": cfg.public_listen})
     return 0
@@ -497,5 +504,7 @@ def register(
                          help="write this participant's node.toml, pinned to the configuration key")
     nc.add_argument("--pin", required=True,
                     help="the configuration public key, base64 (or a file holding it)")
+    nc.add_argument("--new-feed", action="store_true",
+                    help="this participant has never issued: its node may start a new feed")
     nc.set_defaults(fn=cmd_node_configure)
 

@@ -125,7 +125,10 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     d = client.consortium_dir(args.consortium)
     if not args.as_id:
         raise UsageError("--as ID is required: the participant whose node this is")
-    return run_node(NodeConfig.for_participant(d, args.as_id))
+    refuse = Path(args.test_refuse_file) if args.test_refuse_file else None
+    return run_node(
+        NodeConfig.for_participant(d, args.as_id), refuse_file=refuse, restored=args.restored
+    )
 
 
 def cmd_mark(args: argparse.Namespace) -> int:
@@ -334,6 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     nd = sub.add_parser("node", help="run a node").add_subparsers(dest="sub", required=True)
     nr = nd.add_parser("run", parents=[common], help="run this participant's node until SIGTERM")
+    nr.add_argument(
+        "--restored",
+        action="store_true",
+        help="the store was restored from a backup: issue only once a quorum of peers "
+        "agree on this node's own feed head",
+    )
+    nr.add_argument(
+        "--test-refuse-file",
+        metavar="FILE",
+        help="TESTS ONLY: refuse the peers listed in FILE (simulated partitions)",
+    )
     nr.set_defaults(fn=cmd_node_run)
 
     dm = sub.add_parser("demo", parents=[common], help="a whole local consortium and a scenario")

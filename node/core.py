@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from keys.consortium import Consortium
+from keys.consortium import Consortium, Policy
 from keys.signing import SigningKey
-from ledger.errors import LedgerError, NotAllowed
+from ledger.errors import BufferFull, LedgerError, NotAllowed, StorageFailure, TooLarge
 from ledger.log import EquivocationProof, NodeLedger, Outcome
 from ledger.record import Payload, Record
 from ledger.store import Store
@@ -22,6 +22,18 @@ from ledger.store import Store
 log = logging.getLogger("markex.node")
 
 MAX_GROUP = 2000  # envelopes per group commit
+# One member message (a push, a delivery, a pulled batch) holds at most this
+# many envelopes, so no one message floods the single writer.
+MAX_ENVELOPES_PER_MESSAGE = 1000
+# Envelopes waiting for the writer at most: beyond it a caller waits for room
+# (up to its timeout) and then gets BufferFull; nothing is dropped silently.
+MAX_QUEUED_ENVELOPES = 20_000
+
+
+def max_member_message_bytes(policy: Policy) -> int:
+    """The largest member message (either way): a full batch of the largest
+    envelopes the policy allows, with room for framing and small messages."""
+    return MAX_ENVELOPES_PER_MESSAGE * (policy.max_envelope_bytes + 16) + (64 << 10)
 
 
 def wall_ms() -> int:
@@ -54,6 +66,9 @@ class NodeCore:
         self.clock = clock
         self.ledger = NodeLedger(store, consortium, participant_id, signer)
         self._q: queue.Queue[_Job | None] = queue.Queue()
+        self.max_queued = MAX_QUEUED_ENVELOPES
+        self._queued = 0  # envelopes (an issue counts 1) in _q, under _room
+        self._room = threading.Condition()
         self._subscribers: list[Callable[[list[Record]], None]] = []
         self._equivocation_subscribers: list[Callable[[EquivocationProof], None]] = []
         self._checkpoint_lock = threading.Lock()
@@ -69,6 +84,9 @@ class NodeCore:
         }
         self.rejections: dict[str, int] = {}
         self.observer: Callable[[str, str | None], None] | None = None
+        # Set once when a write fails: from then on nothing is written or acknowledged.
+        self.failure: StorageFailure | None = None
+        self._failure_subscribers: list[Callable[[StorageFailure], None]] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -87,10 +105,21 @@ class NodeCore:
     def on_equivocation(self, fn: Callable[[EquivocationProof], None]) -> None:
         self._equivocation_subscribers.append(fn)
 
+    def on_failure(self, fn: Callable[[StorageFailure], None]) -> None:
+        """fn(the failure) runs once, on the writer thread, when a write fails."""
+        self._failure_subscribers.append(fn)
+
+    def _refuse_if_failed(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
     # ------------------------------------------------------------ API
     def issue(self, payload: Payload, timeout: float = 30) -> Outcome:
+        """Sign and append one own record. Raises its LedgerError when it is
+        refused, and StorageFailure (for good) once a write has failed."""
+        self._refuse_if_failed()
         fut: Future = Future()
-        self._q.put(_Job("issue", payload, (), fut, "self"))
+        self._enqueue(_Job("issue", payload, (), fut, "self"), timeout)
         out: Outcome = fut.result(timeout)
         if out.error is not None:
             raise out.error
@@ -99,19 +128,58 @@ class NodeCore:
     def add_equivocation(self, proof: EquivocationProof, timeout: float = 30) -> bool:
         """Check and keep a peer's equivocation proof (on the writer thread,
         since it freezes a feed). True when it was new."""
+        self._refuse_if_failed()
         fut: Future = Future()
-        self._q.put(_Job("equivocation", proof, (), fut, "peer"))
+        self._enqueue(_Job("equivocation", proof, (), fut, "peer"), timeout)
         return fut.result(timeout)
 
     def submit(self, envelopes: Sequence[bytes], source: str, timeout: float = 60) -> list[Outcome]:
-        return self.submit_async(envelopes, source).result(timeout)
+        return self.submit_async(envelopes, source, wait=timeout).result(timeout)
 
-    def submit_async(self, envelopes: Sequence[bytes], source: str) -> Future:
+    def submit_async(self, envelopes: Sequence[bytes], source: str, wait: float = 0) -> Future:
         """Queue envelopes for the writer; the future's result is their
-        Outcomes. Jobs are written in the order they were queued."""
+        Outcomes. Jobs are written in the order they were queued. When the
+        queue is full this waits up to `wait` seconds for room, then raises
+        BufferFull; more than MAX_ENVELOPES_PER_MESSAGE at once is TooLarge.
+        Raises StorageFailure once a write has failed."""
+        if len(envelopes) > MAX_ENVELOPES_PER_MESSAGE:
+            raise TooLarge(
+                f"{len(envelopes)} envelopes in one message; at most {MAX_ENVELOPES_PER_MESSAGE}"
+            )
+        self._refuse_if_failed()
         fut: Future = Future()
-        self._q.put(_Job("submit", None, list(envelopes), fut, source))
+        self._enqueue(_Job("submit", None, list(envelopes), fut, source), wait)
         return fut
+
+    @staticmethod
+    def _cost(job: _Job) -> int:
+        return max(1, len(job.envelopes))
+
+    def _enqueue(self, job: _Job, wait: float) -> None:
+        cost = self._cost(job)
+        deadline = time.monotonic() + wait
+        with self._room:
+            while self._queued + cost > self.max_queued:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BufferFull(
+                        f"the writer queue is full ({self._queued} envelopes waiting, at most "
+                        f"{self.max_queued}); try again later"
+                    )
+                self._room.wait(left)
+            self._queued += cost
+            self._q.put(job)
+
+    def _taken(self, job: _Job) -> None:
+        """The writer took `job` off the queue: its room is free again."""
+        with self._room:
+            self._queued -= self._cost(job)
+            self._room.notify_all()
+
+    @property
+    def queued(self) -> int:
+        """Envelopes waiting for the writer now."""
+        return self._queued
 
     # ------------------------------------------------------------ writer
     def _run(self) -> None:
@@ -119,6 +187,7 @@ class NodeCore:
             job = self._q.get()
             if job is None:
                 return
+            self._taken(job)
             jobs = [job]
             n = len(job.envelopes) + 1
             while n < MAX_GROUP:
@@ -129,15 +198,35 @@ class NodeCore:
                 if nxt is None:
                     self._q.put(None)
                     break
+                self._taken(nxt)
                 jobs.append(nxt)
                 n += len(nxt.envelopes) + 1
+            if self.failure is not None:
+                self._fail(jobs, self.failure)
+                continue
             try:
                 self._process(jobs)
-            except Exception as e:  # storage failure: fail every waiting caller
+            except StorageFailure as e:
+                # Nothing of this group is durable, and the store may hold it
+                # unsynced: stop writing, so nothing unsynced is ever acknowledged.
+                log.critical("ledger write failed; the node stops writing: %s", e)
+                msg = str(e) if "restart the node" in str(e) else f"{e}; restart the node"
+                self.failure = StorageFailure(msg)
+                self._fail(jobs, self.failure)
+                for fn in self._failure_subscribers:
+                    try:
+                        fn(self.failure)
+                    except Exception:
+                        log.exception("failure subscriber failed")
+            except Exception as e:  # a bug, not the disk: fail this group only
                 log.exception("ledger write failed")
-                for j in jobs:
-                    if not j.future.done():
-                        j.future.set_exception(e)
+                self._fail(jobs, e)
+
+    @staticmethod
+    def _fail(jobs: list[_Job], err: Exception) -> None:
+        for j in jobs:
+            if not j.future.done():
+                j.future.set_exception(err)
 
     def _process(self, jobs: list[_Job]) -> None:
         now = self.clock()
@@ -151,6 +240,8 @@ class NodeCore:
             if job.kind == "equivocation":
                 try:
                     new = led.add_equivocation_proof(job.payload)  # type: ignore[arg-type]
+                except StorageFailure:
+                    raise  # the writer stops (see _run)
                 except LedgerError as e:
                     job.future.set_exception(e)
                     continue
@@ -165,7 +256,13 @@ class NodeCore:
                     if own.frozen_at is not None:
                         raise NotAllowed("this participant's own feed is frozen")
                     rec = Record.issue(
-                        led.signer, self.participant_id, seq + 1, head, now, job.payload
+                        led.signer,
+                        self.participant_id,
+                        seq + 1,
+                        head,
+                        now,
+                        job.payload,
+                        consortium=led.consortium.name,
                     )
                     # just signed here: submit() verifies the signature once
                     led.check_payload(rec, now)

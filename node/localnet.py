@@ -22,7 +22,6 @@ from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node import client
-from node.server import REFUSE_ENV
 
 
 def free_port_block(n: int, start: int = 21000) -> int:
@@ -77,12 +76,12 @@ class LocalNet:
         self._channels: dict[tuple[str, str], grpc.Channel] = {}
 
     # ------------------------------------------------------------ processes
-    def start(self, pid: str, wait: bool = True) -> None:
+    def start(self, pid: str, wait: bool = True, restored: bool = False) -> None:
+        """Start `pid`'s node process; `restored` passes `--restored`."""
         np_ = self.nodes[pid]
         if np_.proc is not None and np_.proc.poll() is None:
             return
         env = dict(os.environ)
-        env[REFUSE_ENV] = str(self.refuse_file(pid))
         if self.sync_interval is not None:
             env["MARKEX_SYNC_INTERVAL"] = str(self.sync_interval)
         np_.log_path = self.dir / pid / "node.log"
@@ -98,6 +97,10 @@ class LocalNet:
                 str(self.dir),
                 "--as",
                 pid,
+                # the partition hook: isolate()/heal() write this file
+                "--test-refuse-file",
+                str(self.refuse_file(pid)),
+                *(["--restored"] if restored else []),
             ],
             stdout=subprocess.PIPE,
             stderr=logf,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
@@ -11,7 +11,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 
 class NodeMetrics:
-    def __init__(self) -> None:
+    """`participants`: the only values a peer or issuer label may take; what a
+    peer sends is checked against them, so it cannot add label values (and
+    time series) without end."""
+
+    def __init__(self, participants: Iterable[str] = ()) -> None:
+        self.participants = frozenset(participants)
         self.registry = CollectorRegistry()
         r = self.registry
         self.records = Counter("markex_records_total", "Records by outcome", ["status"], registry=r)
@@ -54,7 +59,9 @@ class NodeMetrics:
             srv.server_close()
 
     def lag(self, peer: str, issuer: str, n: int) -> None:
-        self.feed_lag.labels(peer, issuer).set(n)
+        """Set the lag gauge; ids that are not participants are not recorded."""
+        if peer in self.participants and issuer in self.participants:
+            self.feed_lag.labels(peer, issuer).set(n)
 
 
 class LatencyInterceptor(grpc.ServerInterceptor):

@@ -28,9 +28,11 @@ import grpc
 
 from keys.consortium import Participant
 from keys.tls import participant_dns_name
-from ledger.log import EquivocationProof
+from ledger.errors import LedgerError
+from ledger.log import EquivocationProof, verify_envelopes
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
+from node.core import max_member_message_bytes
 
 if TYPE_CHECKING:
     from node.server import Node
@@ -53,7 +55,9 @@ class PeerLink:
         self.node = node
         self.peer = peer
         self.sync_interval = sync_interval
+        policy = node.consortium.policy
         self._q: queue.Queue[list[bytes]] = queue.Queue(PUSH_QUEUE)
+        self._carry: list[bytes] = []  # envelopes taken from _q past the last batch's end
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._cosign_due = threading.Event()
@@ -61,8 +65,8 @@ class PeerLink:
             peer.member_endpoint,
             credentials,
             options=[
-                ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-                ("grpc.max_send_message_length", 32 * 1024 * 1024),
+                ("grpc.max_receive_message_length", max_member_message_bytes(policy)),
+                ("grpc.max_send_message_length", max_member_message_bytes(policy)),
                 ("grpc.keepalive_time_ms", 10_000),
                 ("grpc.initial_reconnect_backoff_ms", 200),
                 ("grpc.max_reconnect_backoff_ms", 2000),
@@ -116,16 +120,19 @@ class PeerLink:
         while not self._stop.is_set() and not call_over.is_set():
             if self.node.refuses(self.peer.id):
                 return
-            try:
-                envs = self._q.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            out = list(envs)
+            out, self._carry = self._carry, []
+            if not out:
+                try:
+                    out = list(self._q.get(timeout=0.5))
+                except queue.Empty:
+                    continue
             while len(out) < PUSH_BATCH:
                 try:
                     out.extend(self._q.get_nowait())
                 except queue.Empty:
                     break
+            # One commit's own records may be more than a batch: the rest goes next.
+            out, self._carry = out[:PUSH_BATCH], out[PUSH_BATCH:]
             yield pb.RecordBatch(envelopes=out)
 
     def _push_loop(self) -> None:
@@ -149,6 +156,7 @@ class PeerLink:
             self._stop.wait(backoff)
 
     def _drain_queue(self) -> None:
+        self._carry = []
         while True:
             try:
                 self._q.get_nowait()
@@ -162,6 +170,7 @@ class PeerLink:
             now = time.monotonic()
             if self.node.refuses(self.peer.id):
                 self._prev_heads = None
+                self.node.peer_unreachable(self.peer.id)
                 next_round = now + self.sync_interval
             else:
                 try:
@@ -177,9 +186,11 @@ class PeerLink:
                 except grpc.RpcError as e:
                     self.connected = False
                     self._prev_heads = None
+                    self.node.peer_unreachable(self.peer.id)
                     log.debug("sync with %s failed: %s", self.peer.id, e.code())
                 except Exception:
                     self._prev_heads = None
+                    self.node.peer_unreachable(self.peer.id)
                     log.exception("sync with %s failed", self.peer.id)
             self._wake.wait(max(0.0, next_round - time.monotonic()))
             self._wake.clear()
@@ -191,17 +202,22 @@ class PeerLink:
         records were pulled."""
         core = self.node.core
         heads = self.stub.Heads(pb.FeedHeadsRequest(), timeout=5)
+        me = self.node.participant_id
+        claim = next((h for h in heads.heads if h.issuer == me), None)
+        proven = claim is not None and claim.seq > core.ledger.feed(me).seq and self._proves(claim)
+        self.node.peer_heads(self.peer.id, heads, proven)
         prev = self._prev_heads
         pulled = 0
         for h in heads.heads:
+            # A peer names any issuer it likes: only members' feeds are kept or counted.
+            if core.consortium.participant(h.issuer) is None:
+                continue
             self.peer_heads[h.issuer] = h.seq
             ours = core.ledger.feed(h.issuer)
             self.node.metrics.lag(self.peer.id, h.issuer, max(0, h.seq - ours.seq))
             if ours.frozen_at is not None:
                 continue
             if h.seq < ours.seq or (h.seq == ours.seq and h.head_id == ours.head_id):
-                continue
-            if core.consortium.participant(h.issuer) is None:
                 continue
             if prev is not None and h.seq > ours.seq and prev.get(h.issuer, 0) <= ours.seq:
                 continue  # only what is still on its way to us: the next round sees
@@ -217,12 +233,28 @@ class PeerLink:
             if h.frozen and ours.frozen_at is None:
                 # The peer froze this feed: fetch and check its proof.
                 self._fetch_evidence()
-        self._prev_heads = {h.issuer: h.seq for h in heads.heads}
-        self.node.peer_synced(self.peer.id)
+        self._prev_heads = {
+            h.issuer: h.seq for h in heads.heads if core.consortium.participant(h.issuer)
+        }
         self._send_evidence()
         self._cosign_due.clear()
         self._cosign_steps()
         return pulled
+
+    def _proves(self, claim: pb.FeedHead) -> bool:
+        """Whether the peer serves the record of our own feed it claims as its
+        head: at that seq, with that id, signed with our key."""
+        try:
+            batches = self.stub.Pull(
+                pb.PullRequest(issuer=claim.issuer, after=claim.seq - 1, max=1), timeout=5
+            )
+            env = next((e for b in batches for e in b.envelopes), None)
+            if env is None:
+                return False
+            rec = verify_envelopes([env], self.node.consortium)[0]
+        except (grpc.RpcError, LedgerError):
+            return False
+        return rec.issuer == claim.issuer and rec.seq == claim.seq and rec.id == claim.head_id
 
     def _cosign_steps(self) -> None:
         for step in (self._cosign, lambda: self.node.view_cosign_with(self)):

@@ -27,13 +27,17 @@ from grpc_reflection.v1alpha import reflection
 from keys.consortium import Consortium, Participant
 from keys.layout import NodeConfig, load_consortium
 from keys.signing import SigningKey, read_private
+from keys.tls import participant_dns_name
 from ledger import note
+from ledger.errors import StorageFailure
 from ledger.log import EquivocationProof
 from ledger.record import Record
 from ledger.store import Store
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
-from node.core import NodeCore, wall_ms
+from node.core import NodeCore, max_member_message_bytes, wall_ms
+from node.feedgate import NEW_FEED, OWN_STORE, RESTORE, IssueGate
+from node.limits import ClientTable, PublicGate, PublicLimits
 from node.metrics import LatencyInterceptor, NodeMetrics
 from node.replication import PeerLink
 from node.services import AdminService, AuditService, ExchangeService, PublicService
@@ -44,7 +48,7 @@ from node.witness import Witness
 log = logging.getLogger("markex.node")
 
 CHECKPOINT_INTERVAL = 0.25
-REFUSE_ENV = "MARKEX_REFUSE_FILE"  # test hook: a file listing peer ids to refuse
+EVIDENCE_PAGES = 100  # GetEvidence pages read from one peer at most, per fetch
 
 
 class Node:
@@ -54,14 +58,25 @@ class Node:
         consortium: Consortium | None = None,
         clock: Callable[[], int] = wall_ms,
         sync_interval: float = 0.5,
+        *,
+        refuse_file: Path | None = None,
+        restored: bool = False,
+        public_limits: PublicLimits | None = None,
     ) -> None:
+        """`refuse_file` is a test hook (a file listing peer ids this node
+        refuses, to simulate partitions): only tests pass it, and the node logs
+        that it is on. `restored`: the operator says the store comes from a
+        backup, so the node issues only once a quorum of peers agree on its
+        own feed's head (node/feedgate.py)."""
         self.cfg = cfg
+        self.public_limits = public_limits or PublicLimits()
+        self.public_gate = PublicGate(ClientTable(self.public_limits))
         self.consortium = consortium or load_consortium(cfg)
         self.participant_id = cfg.participant
         self.key = SigningKey.load(cfg.signing_key)
         self.clock = clock
         self.sync_interval = sync_interval
-        self.metrics = NodeMetrics()
+        self.metrics = NodeMetrics(p.id for p in self.consortium.participants)
         self.store = Store(cfg.data_dir)
         self.core = NodeCore(self.store, self.consortium, self.participant_id, self.key, clock)
         self.witness = Witness(self.store, self.consortium, self.participant_id, self.key, clock)
@@ -74,25 +89,40 @@ class Node:
         self._cosigs: dict[str, str] = {}  # peer -> line, for _cosig_text
         self._cosig_text: str | None = None
         self._stop = threading.Event()
-        self._refuse_file = os.environ.get(REFUSE_ENV)
+        self._refuse_file = refuse_file
+        if refuse_file is not None:
+            log.warning(
+                json.dumps(
+                    {
+                        "event": "test-hook",
+                        "hook": "refuse-file",
+                        "path": str(refuse_file),
+                        "note": "this node refuses the peers listed there; tests only",
+                    }
+                )
+            )
         self._refused: frozenset[str] = frozenset()
         self._refuse_checked = 0.0
         self.member_port = 0
         self.public_port = 0
-        # A node restored from an empty disk must learn its own feed's head from
-        # peers before it signs again, or it would equivocate against itself.
-        self.caught_up = threading.Event()
+        self._restored = restored
+        # How long an issuing call waits for the gate (node/feedgate.py) to open.
+        self.issue_wait_s = 10.0
+        self.gate = self._issue_gate()
         self.core.observer = self._observe
         self.core.subscribe(self._on_accepted)
         self.core.on_equivocation(self._on_equivocation)
+        self.core.on_failure(self._on_storage_failure)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> Node:
         self.core.start()
         self.view.start()
+        # A member message is at most one full batch (node.core): no 32 MB of tiny envelopes.
+        member_bytes = max_member_message_bytes(self.consortium.policy)
         opts = [
-            ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-            ("grpc.max_send_message_length", 32 * 1024 * 1024),
+            ("grpc.max_receive_message_length", member_bytes),
+            ("grpc.max_send_message_length", member_bytes),
             ("grpc.so_reuseport", 0),
         ]
         # DecodeGuard: undecodable request bytes are INVALID_ARGUMENT, not INTERNAL.
@@ -115,13 +145,17 @@ class Node:
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
         ]
+        lim = self.public_limits
         self.public = grpc.server(
-            futures.ThreadPoolExecutor(16, thread_name_prefix="public"),
+            futures.ThreadPoolExecutor(lim.threads, thread_name_prefix="public"),
             options=pub_opts,
-            interceptors=interceptors,
+            # Anonymous callers: each gets a bounded share (node/limits.py).
+            interceptors=[self.public_gate, *interceptors],
+            maximum_concurrent_rpcs=lim.max_calls,
         )
         rpc.add_PublicServicer_to_server(PublicService(self), self.public)
-        self.health = health.HealthServicer()
+        # Non-blocking: an idle Watch holds no thread (the interceptors keep the mark).
+        self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.public)
         reflection.enable_server_reflection(
             (
@@ -147,14 +181,13 @@ class Node:
             link = PeerLink(self, p, creds, self.sync_interval)
             self.links[p.id] = link
             link.start()
-        # A node whose own store holds its feed continues from it; only an empty
-        # store must first learn the feed's head from a peer.
-        if not self.links or self.core.ledger.feed(self.participant_id).seq > 0:
-            self.caught_up.set()
         self._ticker = threading.Thread(target=self._tick_loop, name="checkpoints", daemon=True)
         self._ticker.start()
-        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        self.health.set("markex.v1.Public", health_pb2.HealthCheckResponse.SERVING)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        if self.core.failure is not None:  # the store failed while starting
+            serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        self.health.set("", serving)
+        self.health.set("markex.v1.Public", serving)
         log.info(
             json.dumps(
                 {
@@ -206,8 +239,49 @@ class Node:
                 link.enqueue(own)
         self.view.apply(records)
 
-    def peer_synced(self, peer: str) -> None:
-        self.caught_up.set()
+    def _issue_gate(self) -> IssueGate:
+        """Which case of node/feedgate.py this start is, from the store and the operator."""
+        peers = [
+            p.id
+            for p in self.consortium.participants
+            if p.id != self.participant_id and p.member_endpoint
+        ]
+        quorum = self.consortium.policy.restore_quorum
+        own = self.core.ledger.feed(self.participant_id).seq
+        if self._restored:
+            why = "the operator marked this node's store as restored from a backup"
+            return IssueGate(RESTORE, peers, quorum, why)
+        if own > 0:
+            return IssueGate(OWN_STORE, peers, quorum)
+        if self.cfg.new_feed:
+            return IssueGate(NEW_FEED, peers, quorum)
+        why = "this node's store holds none of its own feed and node.toml does not state it is new"
+        return IssueGate(RESTORE, peers, quorum, why)
+
+    def issue_refusal(self) -> str | None:
+        """None when this node may sign its next own record now; else why not."""
+        feed = self.core.ledger.feed(self.participant_id)
+        return self.gate.refusal(feed.seq, feed.head_id)
+
+    def _on_storage_failure(self, err: StorageFailure) -> None:
+        """The store failed: the node takes no writes until restarted, and says so."""
+        log.critical(json.dumps({"event": "storage-failure", "error": str(err)}))
+        if not hasattr(self, "health"):
+            return  # start() has not made it yet; it reads core.failure itself
+        for service in ("", "markex.v1.Public"):
+            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    def peer_heads(self, peer: str, heads: pb.FeedHeads, proven: bool = False) -> None:
+        """A peer's answer to Heads: what it holds of our own feed goes to the
+        gate; `proven` when it also served that head record (PeerLink)."""
+        for h in heads.heads:
+            if h.issuer == self.participant_id:
+                self.gate.report(peer, h.seq, h.head_id, proven)
+                return
+        self.gate.report(peer, 0, b"")
+
+    def peer_unreachable(self, peer: str) -> None:
+        self.gate.unreachable(peer)
 
     def _observe(self, status: str, reason: str | None) -> None:
         self.metrics.records.labels(status).inc()
@@ -221,15 +295,26 @@ class Node:
             link.report(proof)
 
     def fetch_evidence_from(self, peer: Participant) -> None:
-        # Evidence is on the peer's member port (docs/publication.md), asked as a member.
-        channel = grpc.secure_channel(peer.member_endpoint, self.client_credentials())
+        # Evidence is on the peer's member port (docs/publication.md), asked as a member;
+        # only the peer's own certificate is accepted (its participant DNS name).
+        channel = grpc.secure_channel(
+            peer.member_endpoint,
+            self.client_credentials(),
+            options=[("grpc.ssl_target_name_override", participant_dns_name(peer.id))],
+        )
         try:
-            ev = rpc.AuditStub(channel).GetEvidence(pb.GetEvidenceRequest(), timeout=5)
-            for raw in ev.equivocations:
-                try:
-                    self.core.add_equivocation(EquivocationProof.decode(raw))
-                except Exception as e:  # a bad proof from a peer changes nothing
-                    log.warning("peer %s sent a bad equivocation proof: %s", peer.id, e)
+            stub = rpc.AuditStub(channel)
+            start = 0
+            for _page in range(EVIDENCE_PAGES):  # a peer cannot keep us reading forever
+                ev = stub.GetEvidence(pb.GetEvidenceRequest(start=start), timeout=5)
+                for raw in ev.equivocations:
+                    try:
+                        self.core.add_equivocation(EquivocationProof.decode(raw))
+                    except Exception as e:  # a bad proof from a peer changes nothing
+                        log.warning("peer %s sent a bad equivocation proof: %s", peer.id, e)
+                if ev.next_start <= start or not ev.equivocations:
+                    return  # the end, or past the equivocations (forks are not ours to keep)
+                start = ev.next_start
         finally:
             channel.close()
 
@@ -250,6 +335,8 @@ class Node:
     # ------------------------------------------------------------ checkpoints
     def _tick_loop(self) -> None:
         while not self._stop.wait(CHECKPOINT_INTERVAL):
+            if self.core.failure is not None:
+                continue  # nothing to sign: the log cannot grow until a restart
             try:
                 if self.core.checkpoint_if_changed() is not None:
                     for link in self.links.values():
@@ -348,13 +435,15 @@ class Node:
         self.view.request_cosign(link)
 
 
-def run_node(cfg: NodeConfig) -> int:
-    """`markex node run`: serve until SIGTERM/SIGINT, then stop cleanly."""
+def run_node(cfg: NodeConfig, *, refuse_file: Path | None = None, restored: bool = False) -> int:
+    """`markex node run`: serve until SIGTERM/SIGINT, then stop cleanly.
+    `refuse_file` is the tests' partition hook (`--test-refuse-file`), off
+    unless given; `restored` is `--restored` (see Node)."""
     from node import logs
 
     logs.setup(cfg.participant)
     interval = float(os.environ.get("MARKEX_SYNC_INTERVAL", "0.5"))
-    node = Node(cfg, sync_interval=interval).start()
+    node = Node(cfg, sync_interval=interval, refuse_file=refuse_file, restored=restored).start()
     done = threading.Event()
 
     def _term(signum: int, frame: object) -> None:

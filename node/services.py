@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -41,6 +42,7 @@ from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node.status import code_for, detail_for
+from node.viewkeeper import MAX_LOOKUP_BATCH
 
 if TYPE_CHECKING:
     from node.server import Node
@@ -48,9 +50,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("markex.rpc")
 
 MAX_ENTRIES_PER_CALL = 1000
-MAX_LOOKUP_BATCH = 100_000
+EVIDENCE_PAGE = 100  # evidence items per GetEvidence page, the default and the most
 PULL_BATCH = 500
 PUSH_INFLIGHT = 16  # push messages from one peer queued for the writer at once
+PUSH_WAIT = 30.0  # seconds a push waits for room in the writer's queue (then RESOURCE_EXHAUSTED)
+DELIVER_WAIT = 10.0  # the same for a Deliver call
 
 
 def edge(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -146,8 +150,11 @@ class PublicService(rpc.PublicServicer):
 
     @edge
     def LookupBatch(self, request, context):  # noqa: N802
-        if len(request.numbers) > MAX_LOOKUP_BATCH:
-            raise TooLarge(f"at most {MAX_LOOKUP_BATCH} numbers per batch")
+        n = len(request.numbers)
+        if n > MAX_LOOKUP_BATCH:
+            raise TooLarge(f"at most {MAX_LOOKUP_BATCH} numbers per batch, got {n}")
+        # A batch costs its caller more of its rate than one lookup (node/limits.py).
+        self.node.public_gate.charge(context, n / self.node.public_limits.numbers_per_unit)
         return self.node.lookup_batch(list(request.numbers), request.at_ms, request.with_proofs)
 
     @edge
@@ -200,10 +207,18 @@ class AuditService(rpc.AuditServicer):
 
     @edge
     def GetEvidence(self, request, context):  # noqa: N802
+        """One page of the evidence (see the proto): equivocations, then forks."""
         self._reader(context)
+        limit = request.limit or EVIDENCE_PAGE
+        if limit > EVIDENCE_PAGE:
+            raise TooLarge(f"at most {EVIDENCE_PAGE} evidence items per page")
         eq = [p.encode() for p in self.ledger.equivocations()]
         forks = self.node.fork_evidence()
-        return pb.Evidence(equivocations=eq, forks=forks)
+        start, end = request.start, request.start + limit
+        page_eq = eq[start:end]
+        page_forks = forks[max(0, start - len(eq)) : max(0, end - len(eq))]
+        more = end < len(eq) + len(forks)
+        return pb.Evidence(equivocations=page_eq, forks=page_forks, next_start=end if more else 0)
 
 
 # ------------------------------------------------------------------ exchange
@@ -261,14 +276,21 @@ class ExchangeService(rpc.ExchangeServicer):
                 if o.status in counts:
                     counts[o.status] += 1
 
-        for batch in request_iterator:
-            if self.node.refuses(peer):
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"partitioned from {peer} (test hook)")
-            inflight.append(self.node.core.submit_async(list(batch.envelopes), source=peer))
-            while inflight and (len(inflight) > PUSH_INFLIGHT or inflight[0].done()):
+        try:
+            for batch in request_iterator:
+                if self.node.refuses(peer):
+                    context.abort(
+                        grpc.StatusCode.UNAVAILABLE, f"partitioned from {peer} (test hook)"
+                    )
+                inflight.append(
+                    self.node.core.submit_async(list(batch.envelopes), source=peer, wait=PUSH_WAIT)
+                )
+                while inflight and (len(inflight) > PUSH_INFLIGHT or inflight[0].done()):
+                    settle(inflight.popleft())
+            while inflight:
                 settle(inflight.popleft())
-        while inflight:
-            settle(inflight.popleft())
+        except LedgerError as e:  # e.g. the store failed: the peer must not count these as held
+            context.abort(code_for(e), detail_for(e))
         return pb.PushAck(
             accepted=counts["accepted"], duplicates=counts["duplicate"], buffered=counts["buffered"]
         )
@@ -276,7 +298,8 @@ class ExchangeService(rpc.ExchangeServicer):
     @edge
     def Deliver(self, request, context):  # noqa: N802
         peer = self._peer(context)
-        outs = self.node.core.submit(list(request.envelopes), source=peer)
+        fut = self.node.core.submit_async(list(request.envelopes), source=peer, wait=DELIVER_WAIT)
+        outs = fut.result(60)
         for o in outs:
             if o.error is not None and len(outs) == 1:
                 raise o.error
@@ -329,11 +352,12 @@ class AdminService(rpc.AdminServicer):
             raise NotAllowed(
                 f"only {self.node.participant_id} issues records at this node; you are {pid}"
             )
-        if not self.node.caught_up.wait(10):
-            context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                "the node has not synced its own feed with any peer yet; try again",
-            )
+        # Wait a little for the gate (node/feedgate.py): catching up takes a round or two.
+        deadline = time.monotonic() + self.node.issue_wait_s
+        while (why := self.node.issue_refusal()) is not None:
+            if time.monotonic() >= deadline:
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"not issuing yet: {why}")
+            time.sleep(0.05)
 
     def _issued(self, out, appeal: bool = False) -> pb.Issued:  # type: ignore[no-untyped-def]
         r: Record = out.record

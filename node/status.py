@@ -118,6 +118,18 @@ class DecodeGuard(grpc.ServerInterceptor):
             )
         if handler.unary_stream is not None:
             us = handler.unary_stream
+            if getattr(us, "experimental_non_blocking", False):
+                # A non-blocking stream (health Watch) keeps its mark, or gRPC
+                # would give each idle watcher a thread of its own for good.
+                def watch(req: Any, ctx: grpc.ServicerContext, send_response_callback: Any = None
+                          ) -> Any:
+                    return us(checked(req, ctx), ctx, send_response_callback=send_response_callback)
+
+                watch.experimental_non_blocking = True  # type: ignore[attr-defined]
+                watch.experimental_thread_pool = getattr(  # type: ignore[attr-defined]
+                    us, "experimental_thread_pool", None
+                )
+                return grpc.unary_stream_rpc_method_handler(watch, des, ser)
             return grpc.unary_stream_rpc_method_handler(
                 lambda req, ctx: us(checked(req, ctx), ctx), des, ser
             )

@@ -24,7 +24,14 @@ import grpc
 
 from ledger import note
 from ledger import view as V
-from ledger.errors import CheckpointFork, ClockSkew, LedgerError, NotAllowed, OutOfOrder
+from ledger.errors import (
+    CheckpointFork,
+    ClockSkew,
+    LedgerError,
+    NotAllowed,
+    OutOfOrder,
+    TooLarge,
+)
 from ledger.numbers import normalize
 from ledger.record import Record
 from ledger.store import u64
@@ -37,6 +44,9 @@ if TYPE_CHECKING:
     from node.server import Node
 
 log = logging.getLogger("markex.view")
+
+MAX_LOOKUP_BATCH = 1000  # numbers per LookupBatch call
+READ_TRIES = 3  # optimistic reads of one lookup before it reads under the lock
 
 
 class ViewKeeper:
@@ -55,9 +65,13 @@ class ViewKeeper:
         self._prev: tuple[str, dict[str, str]] | None = None
         self.refused_cosignatures: dict[str, str] = {}  # peer -> why its last line was refused
         self._rebuild_needed = False   # a feed froze, or an update failed: catch up
+        # Bumped under the lock before every change of the view: a lookup read
+        # outside the lock is the view of one version if the version held (_read).
+        self._version = 0
 
     def start(self) -> None:
         with self._lock:
+            self._version += 1
             view = V.NationalView.open(self.node.store, self.node.consortium)
             V.catch_up(view, self.node.core.ledger)
             self.view = view
@@ -73,6 +87,7 @@ class ViewKeeper:
         with self._lock:
             if self.view is None:
                 return
+            self._version += 1
             try:
                 if self._rebuild_needed or not _extends(self.view.vector, records, led):
                     # A gap (an earlier update failed), or records beyond a
@@ -99,6 +114,7 @@ class ViewKeeper:
             with self._lock:
                 if self.view is None or not self._rebuild_needed:
                     return
+                self._version += 1
                 try:
                     V.catch_up(self.view, self.node.core.ledger)
                     self._rebuild_needed = False
@@ -153,33 +169,58 @@ class ViewKeeper:
                 return note.add_signature_lines(prev, sorted(cosigs.values()))
             return note.add_signature_lines(current, sorted(self._cosigs.values()))
 
-    def _answers(self, numbers: list[str], with_proofs: bool) -> list[pb.LookupResponse]:
-        """One answer per number (InvalidNumber for a bad one fails the
-        call), the entries read in one multi-get. Call with the lock."""
-        assert self.view is not None
-        view = self.view
-        e164s = [normalize(n) for n in numbers]
+    @staticmethod
+    def _answers(
+        view: V.NationalView, e164s: list[str], with_proofs: bool
+    ) -> list[pb.LookupResponse]:
+        """One answer per number, the entries read in one multi-get."""
         out = []
         for e164, entry in zip(e164s, view.entries_bytes(e164s), strict=True):
             proof = view.proof(e164).encode() if with_proofs else b""
             out.append(pb.LookupResponse(entry=entry or b"", proof=proof, number=e164))
         return out
 
-    def lookup(self, number: str, at_ms: int, with_proof: bool) -> pb.LookupResponse:
+    def _read(self, numbers: list[str], with_proofs: bool) -> tuple[str, list[pb.LookupResponse]]:
+        """The signed view checkpoint and the answers, all of one version of
+        the view, read outside the lock the writer needs: the read is kept
+        only if no change began meanwhile (the writer is never held by it).
+        After READ_TRIES collisions one batch (at most MAX_LOOKUP_BATCH
+        numbers) is read under the lock. rocksdict's snapshots cannot serve
+        this: their iterators (a proof reads a bucket's members) ignore the
+        snapshot. InvalidNumber for a bad number fails the call."""
+        if len(numbers) > MAX_LOOKUP_BATCH:
+            raise TooLarge(f"at most {MAX_LOOKUP_BATCH} numbers per batch, got {len(numbers)}")
+        e164s = [normalize(n) for n in numbers]
+        for _ in range(READ_TRIES):
+            with self._lock:
+                version, view = self._version, self.view
+                text = self.checkpoint_note() or ""
+            assert view is not None
+            try:
+                answers = self._answers(view, e164s, with_proofs)
+            except Exception:
+                if self._version == version:
+                    raise  # not a read torn by a change: a real error
+                continue
+            if self._version == version:
+                return text, answers
         with self._lock:
-            resp = self._answers([number], with_proof)[0]
-            resp.view_checkpoint = self.checkpoint_note() or ""
-            return resp
+            assert self.view is not None
+            return self.checkpoint_note() or "", self._answers(self.view, e164s, with_proofs)
+
+    def lookup(self, number: str, at_ms: int, with_proof: bool) -> pb.LookupResponse:
+        note, answers = self._read([number], with_proof)
+        resp = answers[0]
+        resp.view_checkpoint = note
+        return resp
 
     def lookup_batch(
         self, numbers: list[str], at_ms: int, with_proofs: bool
     ) -> pb.LookupBatchResponse:
-        if len(numbers) > 100_000:
-            raise NotAllowed("at most 100000 numbers per batch")
-        with self._lock:
-            out = pb.LookupBatchResponse(view_checkpoint=self.checkpoint_note() or "")
-            out.results.extend(self._answers(numbers, with_proofs))
-            return out
+        note, answers = self._read(numbers, with_proofs)
+        out = pb.LookupBatchResponse(view_checkpoint=note)
+        out.results.extend(answers)
+        return out
 
     # ------------------------------------------------------------ cosigning
     def cosign(self, peer: str, text: str) -> str:
@@ -260,11 +301,14 @@ class ViewKeeper:
         return None
 
     def _fork(self, peer: str, text: str) -> None:
+        """Keep the first proof that `peer` signed another view root; later
+        ones add nothing, so a peer cannot fill our disk with them."""
+        prefix = b"viewfork/" + peer.encode() + b"\x00"
+        if next(iter(self.node.store.items("witness", prefix, prefix[:-1] + b"\x01")), None):
+            return
         ours = self._current_note()
         ev = json.dumps({"kind": "view-fork", "peer": peer, "theirs": text, "ours": ours})
-        self.node.store.put(
-            "witness", b"viewfork/" + peer.encode() + u64(self.node.clock()), ev.encode()
-        )
+        self.node.store.put("witness", prefix + u64(self.node.clock()), ev.encode())
 
     def forks(self) -> list[bytes]:
         return [v for _, v in self.node.store.items("witness", b"viewfork/", b"viewfork0")]

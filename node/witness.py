@@ -94,10 +94,13 @@ class Witness:
         return note.cosign_line(cp.body(), self.name, self.key, self.clock_ms() // 1000)
 
     def _fork(self, peer: str, first: str, second: str) -> None:
+        """Keep the first proof that `peer` forked its log; later ones add
+        nothing (one proof convicts it), so a peer cannot fill our disk."""
+        prefix = b"fork/" + peer.encode() + b"\x00"
+        if next(iter(self.store.items("witness", prefix, prefix[:-1] + b"\x01")), None):
+            return
         ev = json.dumps({"kind": "log-fork", "log": peer, "first": first, "second": second})
-        self.store.put(
-            "witness", b"fork/" + peer.encode() + b"\x00" + u64(self.clock_ms()), ev.encode()
-        )
+        self.store.put("witness", prefix + u64(self.clock_ms()), ev.encode())
 
     def forks(self) -> list[bytes]:
         return [v for _, v in self.store.items("witness", b"fork/", b"fork0")]

@@ -23,6 +23,7 @@ ROLES = {
     "internet-2": "internet",
 }
 WEIGHTS = {"institute": 5, "carrier": 2, "internet": 1}
+NAME = "markex-test"  # the test consortium's name, which every test record is signed for
 NOW = 1_790_000_000_000  # a fixed "now" (2026-09-21), passed in; no clock in tests
 
 
@@ -43,7 +44,7 @@ def make_consortium(**policy: int) -> Consortium:
         "carrier-1": ("+86138", "+86139", "+8610"),
         "carrier-2": ("+86130", "+86131", "+8621", "+8613812345678"),
     }
-    return Consortium("markex-test", parts, ranges, policy=Policy(**policy))
+    return Consortium(NAME, parts, ranges, policy=Policy(**policy))
 
 
 @pytest.fixture

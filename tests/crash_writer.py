@@ -19,7 +19,7 @@ import sys
 
 from ledger.log import NodeLedger
 from ledger.record import Mark, Record
-from tests.conftest import KEYS, NOW, make_consortium
+from tests.conftest import KEYS, NAME, NOW, make_consortium
 
 ISSUERS = ("institute", "carrier-1", "carrier-2", "internet-1", "internet-2")
 CATEGORIES = ("fraud", "harassment", "marketing", "delivery", "one-ring")
@@ -31,7 +31,7 @@ def next_record(issuer: str, seq: int, prev_id: bytes) -> Record:
     issuer's fixed key (Ed25519 is deterministic, so the bytes are too)."""
     number = f"+86138{(seq * 7919 + ISSUERS.index(issuer)) % 10**8:08d}"
     payload = Mark(number, CATEGORIES[seq % len(CATEGORIES)], seq % 101, seq % 7, NOW - 1000)
-    return Record.issue(KEYS[issuer], issuer, seq, prev_id, NOW, payload)
+    return Record.issue(KEYS[issuer], issuer, seq, prev_id, NOW, payload, consortium=NAME)
 
 
 def run(data_dir: str, seed: int) -> int:

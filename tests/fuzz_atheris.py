@@ -33,11 +33,11 @@ with atheris.instrument_imports():
     from ledger.log import verify_envelopes
     from ledger.record import Mark, Record
 
-from tests.conftest import KEYS, NOW, make_consortium  # noqa: E402
+from tests.conftest import KEYS, NAME, NOW, make_consortium  # noqa: E402
 
 TYPED = (LedgerError, KeysError)
 CONS = make_consortium()
-ORIGIN = "markex-test/log/carrier-1"
+ORIGIN = f"{NAME}/log/carrier-1"
 VERIFIER = note.Verifier.for_key(ORIGIN, KEYS["carrier-1"].public_bytes)
 WITNESSES = {"markex-test/witness/institute": KEYS["institute"].public_bytes}
 
@@ -77,7 +77,7 @@ def seeds(target: str) -> list[bytes]:
     """Valid inputs to start from (written to the corpus folder, when one is given)."""
     if target == "record":
         r = Record.issue(KEYS["carrier-1"], "carrier-1", 1, b"", NOW,
-                         Mark("+8613812345678", "fraud", 80, 3, NOW - 1000))
+                         Mark("+8613812345678", "fraud", 80, 3, NOW - 1000), consortium=NAME)
         return [r.envelope]
     cp = note.Checkpoint(ORIGIN, 7, bytes(range(32)))
     return [note.sign_checkpoint(cp, ORIGIN, KEYS["carrier-1"]).encode()]

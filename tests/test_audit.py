@@ -37,7 +37,7 @@ from ledger.store import Store, feedseq_key, merkle_key, read_u64, u64
 from node import auditcli
 from node.auditcli import write_evidence
 from node.cli import main
-from tests.conftest import KEYS, NOW, free_port_block, make_consortium
+from tests.conftest import KEYS, NAME, NOW, free_port_block, make_consortium
 
 # consortium.json is signed by a configuration key of its own (a participant's key may
 # not sign it), and every CLI run pins that key (node/client.py).
@@ -58,14 +58,17 @@ ISSUERS = ("carrier-1", "internet-1", "institute", "carrier-2")
 class Feeds:
     """Signs records for several issuers, keeping each feed's chain."""
 
-    def __init__(self, keys: dict[str, SigningKey], now: int) -> None:
+    def __init__(self, keys: dict[str, SigningKey], now: int, consortium: str = NAME) -> None:
         self.keys = keys
+        self.consortium = consortium  # the name every record is signed for
         self.now = now
         self.heads: dict[str, tuple[int, bytes]] = {}
 
     def issue(self, pid: str, payload: Any) -> Record:
         seq, prev = self.heads.get(pid, (0, b""))
-        rec = Record.issue(self.keys[pid], pid, seq + 1, prev, self.now, payload)
+        rec = Record.issue(
+            self.keys[pid], pid, seq + 1, prev, self.now, payload, consortium=self.consortium
+        )
         self.heads[pid] = (rec.seq, rec.id)
         return rec
 
@@ -488,7 +491,7 @@ def test_a_broken_previous_link_is_located_in_either_way() -> None:
 
     def checked(i: int, seq: int, prev: bytes) -> audit.Checked:
         rid = hashlib.sha256(b"record %d" % i).digest()
-        return (hashlib.sha256(rid).digest(), rid, "carrier-1", seq, prev, None, None, None)
+        return (hashlib.sha256(rid).digest(), rid, "carrier-1", seq, prev, None, None, None, 1)
 
     a = checked(0, 1, b"")
     b = checked(1, 2, a[1])
@@ -603,7 +606,13 @@ def test_equivocation_is_found_and_its_evidence_round_trips(
     recs = feeds.marks(6, ("internet-2",), "+861381000")
     led.submit([r.envelope for r in recs], NOW)
     twin = Record.issue(
-        KEYS["internet-2"], "internet-2", 3, recs[1].id, NOW, Mark("+8613810009999", "fraud")
+        KEYS["internet-2"],
+        "internet-2",
+        3,
+        recs[1].id,
+        NOW,
+        Mark("+8613810009999", "fraud"),
+        consortium=NAME,
     )
     assert led.submit([twin.envelope], NOW).outcomes[0].status == "equivocation"
     led.sign_checkpoint()
@@ -690,8 +699,10 @@ def test_fork_evidence_round_trips_and_forgeries_fail(
 
 def test_equivocation_proof_helper_matches_the_ledgers() -> None:
     cons = make_consortium()
-    r1 = Record.issue(KEYS["carrier-2"], "carrier-2", 1, b"", NOW, Mark("+8613000000001", "fraud"))
-    r2 = Record.issue(KEYS["carrier-2"], "carrier-2", 1, b"", NOW, Mark("+8613000000002", "fraud"))
+    r1, r2 = (
+        Record.issue(KEYS["carrier-2"], "carrier-2", 1, b"", NOW, Mark(n, "fraud"), consortium=NAME)
+        for n in ("+8613000000001", "+8613000000002")
+    )
     ev = audit.equivocation_evidence(EquivocationProof(r1.envelope, r2.envelope), cons)
     assert "carrier-2" in audit.verify_evidence(ev, cons)
 
@@ -767,7 +778,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Net:
     keys = {p.id: SigningKey.load(d / p.id / "signing.key") for p in cons.participants}
     cfg = NodeConfig.for_participant(d, NODE)
     now = int(time.time() * 1000)
-    feeds = Feeds(keys, now)
+    feeds = Feeds(keys, now, cons.name)
     led = NodeLedger(Store(cfg.data_dir), cons, NODE, keys[NODE])
     led.submit(
         [
@@ -822,7 +833,7 @@ def test_online_honest_node_clean_then_resumes_then_fork_is_proven(
 ) -> None:
     state = tmp_path / "state.json"
     cfg = node_copy(net, tmp_path, "data")
-    feeds = Feeds(net.keys, net.now)
+    feeds = Feeds(net.keys, net.now, net.cons.name)
     feeds.heads = dict(net.feeds.heads)
     with running(cfg) as node:
         rc, out = online(net, state, capsys)
@@ -844,7 +855,7 @@ def test_online_honest_node_clean_then_resumes_then_fork_is_proven(
 
     # The same key now serves another history of 50 records.
     forked = dataclasses.replace(net.cfg, data_dir=tmp_path / "forked")
-    other = Feeds(net.keys, net.now + 5)
+    other = Feeds(net.keys, net.now + 5, net.cons.name)
     led = NodeLedger(Store(forked.data_dir), net.cons, NODE, net.keys[NODE])
     led.submit(
         [r.envelope for r in other.marks(50, ("carrier-1", "internet-1"), "+861305000")], net.now
@@ -924,3 +935,151 @@ class _Reader:
         v = self.store.get("merkle", merkle_key(level, index))
         assert v is not None
         return v
+
+
+# ====================================================================== issuer-chosen times
+
+
+def _commit_unchecked(led: NodeLedger, recs: list[Record]) -> None:
+    """What a node that skips the time checks would write: each record on its
+    feed and in the log through the ledger's own commit, so only the
+    auditor's time rules can tell."""
+    from ledger.log import _Pending
+
+    pend = _Pending()
+    for rec in recs:
+        pend.ids[rec.id] = led.size + len(pend.accepted)
+        pend.accepted.append(rec)
+        pend.at[(rec.issuer, rec.seq)] = rec.id
+        pend.feeds[rec.issuer] = FeedState(rec.issuer, rec.seq, rec.id, None, rec.issued_at_ms)
+    led._commit(pend)
+
+
+class _LedgerSource:
+    """`audit.LogSource` straight over a NodeLedger, in-process (what
+    node/auditcli.py's GrpcLogSource reads through the public service)."""
+
+    def __init__(self, led: NodeLedger) -> None:
+        self.led = led
+
+    def log_checkpoint(self) -> str:
+        text = self.led.latest_checkpoint()
+        assert text is not None
+        return text
+
+    def entries(self, start: int, end: int) -> list[bytes]:
+        return self.led.entries(start, min(end, start + audit.CHUNK))
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        return self.led.consistency_proof(old_size, new_size)
+
+    def view_checkpoint(self) -> str | None:
+        return None
+
+    def feed_heads(self) -> dict[str, tuple[int, bytes, bool]]:
+        return {i: (f.seq, f.head_id, f.frozen_at is not None) for i, f in self.led.feeds().items()}
+
+    def evidence(self) -> tuple[list[bytes], list[bytes]]:
+        return [p.encode() for p in self.led.equivocations()], []
+
+
+def _time_kinds(rep: audit.AuditReport) -> list[tuple[str, int | None, str | None, str | None]]:
+    return [(f.kind, f.index, f.record_id, f.issuer) for f in rep.findings]
+
+
+def test_records_breaking_the_time_rules_are_findings_offline_and_online(tmp_path: Path) -> None:
+    """A log holding a mark observed after it was issued, a mark expiring
+    beyond max_expiry_ms, a reassignment effective long before it was issued
+    (kind "time") and a record issued before its feed's previous one (kind
+    "feed-time"): each is one finding located by leaf, record id and issuer,
+    offline and online alike; nothing else is wrong."""
+    cons = make_consortium()
+    pol = cons.policy
+    led = NodeLedger(Store(tmp_path / "db"), cons, NODE, KEYS[NODE])
+    feeds = Feeds(KEYS, NOW)
+    good = feeds.marks(8, ("internet-1", "internet-2"), "+861381000")
+    out = led.submit([r.envelope for r in good], NOW)
+    assert all(o.status == "accepted" for o in out.outcomes)
+    observed_late = feeds.issue("internet-1", Mark("+8613810009001", "fraud", 50, 1, NOW + 1))
+    seen = NOW - 1000
+    too_long = feeds.issue(
+        "internet-2", Mark("+8613810009002", "fraud", 50, 1, seen, seen + pol.max_expiry_ms + 1)
+    )
+    early = feeds.issue(
+        "carrier-1", Reassignment("+8613810009003", NOW - pol.reassignment_window_ms - 1)
+    )
+    back = Feeds(KEYS, NOW - 1, cons.name)
+    back.heads = dict(feeds.heads)
+    went_back = back.issue("internet-1", Mark("+8613810009004", "fraud", 50, 1, NOW - 10))
+    bad = [observed_late, too_long, early, went_back]
+    _commit_unchecked(led, bad)
+    led.sign_checkpoint()
+    want = [
+        ("time", 8, observed_late.id.hex(), "internet-1"),
+        ("time", 9, too_long.id.hex(), "internet-2"),
+        ("time", 10, early.id.hex(), "carrier-1"),
+        ("feed-time", 11, went_back.id.hex(), "internet-1"),
+    ]
+    online, _ = audit.audit_source(_LedgerSource(led), cons, NODE, view=False, workers=0)
+    led.close()
+    offline = run_audit(tmp_path / "db", view=False)
+    for rep in (offline, online):
+        assert sorted(_time_kinds(rep), key=lambda k: k[1] or 0) == want, [
+            f.line() for f in rep.findings
+        ]
+    assert "observed" in online.findings[0].detail
+
+
+def test_feed_time_going_back_across_resumed_online_audits(tmp_path: Path) -> None:
+    """The audit state keeps each head's issued-at, so a record appended after
+    the last audit and issued before that head is still a finding; a state
+    written before heads kept a time ([seq, id]) still loads."""
+    cons = make_consortium()
+    led = NodeLedger(Store(tmp_path / "db"), cons, NODE, KEYS[NODE])
+    feeds = Feeds(KEYS, NOW)
+    led.submit([r.envelope for r in feeds.marks(6, ("internet-1",), "+861381100")], NOW)
+    led.sign_checkpoint()
+    src = _LedgerSource(led)
+    rep, state = audit.audit_source(src, cons, NODE, view=False, workers=0)
+    assert rep.ok and state is not None
+    assert state.head_times == {"internet-1": NOW}
+    saved = state.to_json()
+    assert saved["heads"]["internet-1"][2] == NOW
+    again = audit.AuditState.from_json(saved, cons)
+    assert again == state
+    old_form = {**saved, "heads": {i: h[:2] for i, h in saved["heads"].items()}}
+    assert audit.AuditState.from_json(old_form, cons).head_times == {}
+    back = Feeds(KEYS, NOW - 5, cons.name)
+    back.heads = dict(feeds.heads)
+    went_back = back.issue("internet-1", Mark("+8613811009999", "fraud", 50, 1, NOW - 10))
+    _commit_unchecked(led, [went_back])
+    led.sign_checkpoint()
+    rep2, state2 = audit.audit_source(src, cons, NODE, state, view=False, workers=0)
+    assert _time_kinds(rep2) == [("feed-time", 6, went_back.id.hex(), "internet-1")]
+    assert state2 is None  # a log finding: the next run starts from the old state again
+    led.close()
+
+
+def test_feed_time_going_back_inside_a_chunk_is_located() -> None:
+    """A chunk whose links hold but whose issued-at goes back is not taken
+    in one go; record by record, the record issued earlier is the finding,
+    whether it arrives in order or before the one ahead of it."""
+
+    def checked(i: int, seq: int, prev: bytes, at: int) -> audit.Checked:
+        rid = hashlib.sha256(b"record %d" % i).digest()
+        return (hashlib.sha256(rid).digest(), rid, "carrier-1", seq, prev, None, None, None, at)
+
+    a = checked(0, 1, b"", 10)
+    b = checked(1, 2, a[1], 20)
+    c = checked(2, 3, b[1], 15)  # issued before b
+    chunk = [(x[0], x) for x in (a, b, c)]
+    rep = audit.AuditReport("carrier-1", "offline")
+    lc = audit.LogChecker(make_consortium(), rep)
+    assert lc._add_in_order(chunk, 0) is None and lc.heads() == {}
+    lc.add(chunk)
+    assert [(f.kind, f.index, f.seq) for f in rep.findings] == [("feed-time", 2, 3)]
+    # Out of log order: #3 placed first, then #2 issued after it.
+    rep2 = audit.AuditReport("carrier-1", "offline")
+    lc2 = audit.LogChecker(make_consortium(), rep2)
+    lc2.add([(x[0], x) for x in (a, c, b)])
+    assert ("feed-time", 1, 3) in [(f.kind, f.index, f.seq) for f in rep2.findings]

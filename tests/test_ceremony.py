@@ -116,7 +116,7 @@ def test_ceremony_across_three_organisations(
         (orgs[pid] / "ca").mkdir()
         shutil.copy(offline / "ca" / "ca.pem", orgs[pid] / "ca" / "ca.pem")
         cli(capsys, "node", "configure", "--consortium", str(orgs[pid]), "--as", pid,
-            "--pin", pin)
+            "--pin", pin, "--new-feed")
 
     # Nobody holds another's private key; no organisation holds the CA or configuration key.
     for pid, _ in ORGS:
@@ -152,7 +152,6 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, No
     init_consortium(d, carriers=2, internet=0, base_port=free_port_block(6),
                     now=datetime.now(UTC))
     node = Node(NodeConfig.for_participant(d, "carrier-1")).start()
-    node.caught_up.set()  # its peers are not running
     try:
         yield d, node
     finally:
@@ -410,7 +409,7 @@ def test_configure_refuses_a_wrong_pin(tmp_path: Path, capsys: pytest.CaptureFix
     # The right pin, from the file init writes, reproduces the node.toml init wrote.
     want = (d / "carrier-1" / "node.toml").read_text()
     cli(capsys, "node", "configure", "--consortium", str(d), "--as", "carrier-1",
-        "--pin", str(d / "config" / "config.pub"))
+        "--pin", str(d / "config" / "config.pub"), "--new-feed")
     assert (d / "carrier-1" / "node.toml").read_text() == want
 
 

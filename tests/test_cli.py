@@ -116,9 +116,9 @@ def test_mark_correct_decide_reassign(net: LocalNet, capsys: pytest.CaptureFixtu
     assert code == 1 and "PERMISSION_DENIED" in err
     code, dec, _ = run(capsys, "decide", "--as", "institute", ap["id"], "--uphold", *c)
     assert code == 0 and dec["issuer"] == "institute"
-    code, ra, _ = run(
-        capsys, "reassign", "--as", "carrier-1", "13812345001", "--at", "2026-01-01T00:00:00Z", *c
-    )
+    # A day ago: a reassignment takes effect at most policy.reassignment_window_ms before now.
+    day_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 86_400))
+    code, ra, _ = run(capsys, "reassign", "--as", "carrier-1", "13812345001", "--at", day_ago, *c)
     assert code == 0 and ra["issuer"] == "carrier-1"
     net.wait_converged(timeout=30)
 

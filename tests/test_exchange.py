@@ -117,18 +117,31 @@ def test_partitioned_node_converges_after_heal(net: LocalNet) -> None:
             net.audit(pid).GetRecord(pb.GetRecordRequest(id=rid), timeout=5)
 
 
+def test_the_partition_hook_is_a_logged_test_flag(net: LocalNet) -> None:
+    """The processes above run with `--test-refuse-file` (LocalNet passes it)
+    and each says so in its log; without the flag the hook is off."""
+    for pid in net.ids:
+        log_text = (net.dir / pid / "node.log").read_text()
+        assert '"event": "test-hook"' in log_text and str(net.refuse_file(pid)) in log_text
+
+
 def test_new_empty_node_catches_up_from_scratch(net: LocalNet) -> None:
+    """Its store lost, carrier-1 restarts with `--restored`: its own feed comes
+    back from its peers, and it continues the same chain at the next seq."""
     import shutil
 
+    net.wait_converged(timeout=60)
+    before = net.heads("institute")["carrier-1"]
     net.terminate("carrier-1")
     shutil.rmtree(net.dir / "carrier-1" / "data")
     (net.dir / "carrier-1" / "data").mkdir()
-    net.start("carrier-1")
-    net.wait_converged(timeout=60)
-    # its own feed came back from its peers too, so it continues the same chain
+    net.start("carrier-1", restored=True)
     r = net.mark("carrier-1", "13800009999", "fraud")
-    assert r.seq == net.heads("institute")["carrier-1"] or r.seq > 20
-    net.wait_converged(timeout=30)
+    assert r.seq == before + 1
+    net.wait_converged(timeout=60)
+    for p in net.ids:
+        heads = net.public(p).GetFeedHeads(pb.FeedHeadsRequest(), timeout=5).heads
+        assert not any(h.frozen for h in heads), p
 
 
 def test_certificate_from_another_ca_is_refused(net: LocalNet, tmp_path: Path) -> None:
@@ -170,11 +183,14 @@ def test_equivocation_reaches_every_node(net: LocalNet) -> None:
         )
         prev = Record.from_envelope(next(iter(env)).envelopes[0]).id
     now = int(time.time() * 1000)
+    name = net.consortium.name
     a = Record.issue(
-        key, "internet-2", head + 1, prev, now, Mark("+8613311112222", "fraud", 90, 1, now)
+        key, "internet-2", head + 1, prev, now, Mark("+8613311112222", "fraud", 90, 1, now),
+        consortium=name,
     )
     b = Record.issue(
-        key, "internet-2", head + 1, prev, now, Mark("+8613311112222", "delivery", 90, 1, now)
+        key, "internet-2", head + 1, prev, now, Mark("+8613311112222", "delivery", 90, 1, now),
+        consortium=name,
     )
     net.exchange("carrier-1", "carrier-2").Deliver(
         pb.RecordBatch(envelopes=[a.envelope]), timeout=5

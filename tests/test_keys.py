@@ -268,7 +268,8 @@ def test_consortium_resigned_by_another_key_refused(fresh: Path) -> None:
         replace(p, public_key=rogue.public_bytes) if p.role == "institute" else p
         for p in conf.participants
     )
-    Consortium(conf.name, parts, conf.number_ranges).write(fresh, rogue_config)
+    Consortium(conf.name, parts, conf.number_ranges, policy=conf.policy).write(
+        fresh, rogue_config)
     Consortium.load(fresh)                     # self-consistent without a pin
     with pytest.raises(ConfigSignatureError):
         Consortium.load(fresh, _pin(fresh))
@@ -630,3 +631,104 @@ def test_keys_imports_only_cryptography_and_stdlib() -> None:
             else:
                 continue
             assert set(roots) <= allowed, (path.name, roots)
+
+
+# ---- policy values and the consortium name ------------------------------------
+
+DAY_MS = 86_400_000
+
+# (value, what it is set to, the range the error names): each fails on main,
+# which took any non-negative integer.
+NONSENSE = [
+    ("cosign_quorum", 0, "1..1000000"),  # every lookup would count as cosigned
+    ("restore_quorum", 0, "1..1000000"),
+    ("max_envelope_bytes", 64 * 1024 + 1, "1024..65536"),  # above the hard ceiling
+    ("max_envelope_bytes", 100, "1024..65536"),  # no mark fits
+    ("view_bucket_bits", 23, "0..22"),
+    ("clock_skew_ms", 2 * 3_600_000, "0..3600000"),
+    ("out_of_order_buffer", 0, "1..1000000"),
+    ("out_of_order_per_issuer", 10_001, "1..10000"),  # more than the whole buffer
+    ("out_of_order_per_issuer", 0, "1..10000"),
+    ("out_of_order_ttl_ms", 0, "1000..86400000"),
+    ("max_expiry_ms", 0, f"{DAY_MS}..{3650 * DAY_MS}"),
+    ("default_expiry_ms", 366 * DAY_MS, f"{DAY_MS}..{365 * DAY_MS}"),  # beyond max_expiry_ms
+    ("reassignment_window_ms", 366 * DAY_MS, f"0..{365 * DAY_MS}"),
+    ("view_max_age_ms", 0, "1000..86400000"),
+    ("max_marks_per_participant", 0, "1..1000"),
+    ("high_risk_min_participants", 0, "1..1000000"),
+    ("identity_min_participants", 0, "1..1000000"),
+    ("protection_ms", 11 * 365 * DAY_MS, f"0..{3650 * DAY_MS}"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"), NONSENSE, ids=[f"{n}={v}" for n, v, _ in NONSENSE]
+)
+def test_policy_values_are_checked_for_sense(
+    made: tuple[Path, Consortium], name: str, value: int, allowed: str
+) -> None:
+    """A policy value out of its range is a ConfigError naming the value and
+    the allowed range, built directly or loaded from consortium.json."""
+    from keys.consortium import Policy
+
+    with pytest.raises(ConfigError, match=rf"policy {name} is {value}; it must be {allowed}"):
+        Policy(**{name: value})
+    _, conf = made
+    obj = json.loads(conf.to_json_bytes())
+    obj["policy"][name] = value
+    with pytest.raises(ConfigError, match=rf"policy {name} is {value}"):
+        Consortium.from_json_bytes(json.dumps(obj).encode())
+
+
+def test_policy_quorums_are_bounded_by_the_participants(made: tuple[Path, Consortium]) -> None:
+    """A quorum of peers is at most the participants other than one's own; a
+    count of participants at most all of them (6 in the default layout)."""
+    _, conf = made
+    for name, most in (
+        ("cosign_quorum", 5),
+        ("restore_quorum", 5),
+        ("high_risk_min_participants", 6),
+        ("identity_min_participants", 6),
+    ):
+        obj = json.loads(conf.to_json_bytes())
+        obj["policy"][name] = most
+        assert getattr(Consortium.from_json_bytes(json.dumps(obj).encode()).policy, name) == most
+        obj["policy"][name] = most + 1
+        too_many = rf"policy {name} is {most + 1}; it must be 1..{most}"
+        with pytest.raises(ConfigError, match=too_many):
+            Consortium.from_json_bytes(json.dumps(obj).encode())
+
+
+def test_policy_ceilings_are_the_ledgers() -> None:
+    """keys restates the ledger's ceilings (it may not import ledger): equal."""
+    from keys import consortium as kc
+    from ledger import record, viewtree
+
+    assert kc.MAX_ENVELOPE_BYTES == record.MAX_ENVELOPE_BYTES
+    assert kc.MAX_VIEW_BUCKET_BITS == viewtree.MAX_TOP_BITS
+    kc.Policy(
+        max_envelope_bytes=record.MAX_ENVELOPE_BYTES, view_bucket_bits=viewtree.MAX_TOP_BITS
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "markex local", "markex\tlocal", "markex+local", "markex\x00", "markex\u2028", "\u00a0x",
+     "mark\x7fex", "a\ud800b"],
+    ids=["empty", "space", "tab", "plus", "nul", "line-separator", "nbsp", "del", "surrogate"],
+)
+def test_consortium_name_must_be_a_note_key_name(made: tuple[Path, Consortium], name: str) -> None:
+    """The name prefixes every origin (a C2SP note key name): refused when
+    empty, with whitespace, '+', or anything unprintable, built or loaded."""
+    from ledger import note
+
+    _, conf = made
+    with pytest.raises(ConfigError, match="consortium name"):
+        replace(conf, name=name)
+    obj = json.loads(conf.to_json_bytes())
+    obj["name"] = name
+    with pytest.raises(ConfigError, match="consortium name"):
+        Consortium.from_json_bytes(json.dumps(obj).encode())
+    for good in ("markex-local", "国家号码标记", "a/b.c_d"):
+        assert replace(conf, name=good).name == good
+        assert note.is_valid_key_name(f"{good}/log/carrier-1")

@@ -15,13 +15,13 @@ from ledger.log import EquivocationProof, NodeLedger
 from ledger.record import Correction, Fields, Mark, Reassignment, Record, parse_envelope
 from ledger.store import Store
 from markex.v1 import record_pb2 as pb
-from tests.conftest import KEYS, NOW, make_consortium
+from tests.conftest import KEYS, NAME, NOW, make_consortium
 
 ID0 = bytes(32)
 
 
 def rec(issuer: str, seq: int, prev: bytes, payload, at: int = NOW, key=None) -> Record:  # type: ignore[no-untyped-def]
-    return Record.issue(key or KEYS[issuer], issuer, seq, prev, at, payload)
+    return Record.issue(key or KEYS[issuer], issuer, seq, prev, at, payload, consortium=NAME)
 
 
 def mark(n: str = "+8613800000001", cat: str = "fraud", **kw) -> Mark:  # type: ignore[no-untyped-def]
@@ -50,8 +50,8 @@ def test_parse_envelope_fields_are_records_fields_in_order() -> None:
     """Record.from_envelope is Record(*parse_envelope(...)): one field list, in
     one order, for both."""
     assert Fields._fields == tuple(f.name for f in dataclasses.fields(Record))
-    rec = Record.issue(KEYS["carrier-1"], "carrier-1", 1, b"", NOW, Mark("+8613812345678", "fraud"))
-    assert parse_envelope(rec.envelope) == tuple(getattr(rec, f) for f in Fields._fields)
+    r = rec("carrier-1", 1, b"", Mark("+8613812345678", "fraud"))
+    assert parse_envelope(r.envelope) == tuple(getattr(r, f) for f in Fields._fields)
 
 
 def test_append_builds_feed_and_log(ledger: NodeLedger) -> None:
@@ -91,7 +91,7 @@ def test_duplicate_is_idempotent(ledger: NodeLedger) -> None:
 def _bad_envelope(body: bytes, signer: str = "internet-1") -> bytes:
     from ledger.record import signing_message
 
-    sig = KEYS[signer].sign(signing_message(body))
+    sig = KEYS[signer].sign(signing_message(NAME, body))
     return pb.SignedRecord(body=body, signature=sig).SerializeToString()
 
 
@@ -272,7 +272,7 @@ def test_out_of_order_waits_then_applies(ledger: NodeLedger) -> None:
 
 
 def test_buffer_is_bounded(tmp_path: Path) -> None:
-    cons = make_consortium(out_of_order_buffer=3)
+    cons = make_consortium(out_of_order_buffer=3, out_of_order_per_issuer=3)
     led = NodeLedger(Store(tmp_path / "db"), cons, "carrier-1")
     rs = chain("internet-1", 6)
     res = led.submit([r.envelope for r in rs[1:]], NOW)
@@ -320,4 +320,238 @@ def test_proofs_after_reopen_match_brute_force(tmp_path: Path, consortium) -> No
                     root,
                     led.consistency_proof(old, size),
                 )
+    led.close()
+
+
+# --------------------------------------------------------------- one consortium
+
+
+def test_record_from_another_consortium_is_refused(tmp_path: Path) -> None:
+    """The same participants and keys in a consortium of another name: a
+    record validly signed for one is BadSignature in the other, in the ledger,
+    in an equivocation proof and in verify_envelopes, and changes nothing.
+    (Fails on the old context, which named no consortium.)"""
+    from ledger.log import verify_envelopes
+
+    a_cons = make_consortium()
+    b_cons = dataclasses.replace(a_cons, name="markex-other")
+    led = NodeLedger(Store(tmp_path / "db"), b_cons, "carrier-1")
+    before = snapshot(led)
+    signed_for_a = rec("internet-1", 1, b"", mark())
+    assert verify_envelopes([signed_for_a.envelope], a_cons)[0].id == signed_for_a.id
+    with pytest.raises(E.BadSignature):
+        led.append(signed_for_a.envelope, NOW)
+    with pytest.raises(E.BadSignature):
+        verify_envelopes([signed_for_a.envelope], b_cons)
+    twin = rec("internet-1", 1, b"", mark("+8613800000002"))
+    with pytest.raises(E.BadSignature):
+        led.add_equivocation_proof(EquivocationProof(signed_for_a.envelope, twin.envelope))
+    assert snapshot(led) == before
+    # Signed for B, the same payload is accepted there.
+    for_b = Record.issue(
+        KEYS["internet-1"], "internet-1", 1, b"", NOW, mark(), consortium="markex-other"
+    )
+    assert led.append(for_b.envelope, NOW).status == "accepted"
+    led.close()
+
+
+def test_record_context_names_the_consortium() -> None:
+    """The signed message is the fixed context, the name, a NUL, then the exact
+    body; a name that is empty or holds a NUL (which would make the split
+    ambiguous) is refused."""
+    from ledger.record import RECORD_CONTEXT, record_context, signing_message
+
+    assert record_context("markex-test") == b"markex/v1/record\x00markex-test\x00"
+    assert signing_message("c", b"body") == RECORD_CONTEXT + b"c\x00body"
+    for bad in ("", "a\x00b"):
+        with pytest.raises(E.MalformedConfig):
+            record_context(bad)
+
+
+# internet-1's first mark, signed with its fixed test key for "markex-test":
+# any change to the body encoding, the envelope or the signing context shows here.
+GOLDEN_RECORD = bytes.fromhex(
+    "0a390a0a696e7465726e65742d3110012080d8c1a28c3452220a0e2b38363133383030303030303031"
+    "12056672617564184620012898d0c1a28c34124025bce5ca496b8810fbbe16af30dc75da329e9dc83d"
+    "534b3b8d151f48a33e88a322c1b51ea4fe31112ded50e254b05fb6e56562eccd1df5f53c1e190d34df1a08"
+)
+GOLDEN_RECORD_ID = "61655ece673cb1887d68a6a2c2d7766b57ca19c69c4f06f383b0fc02364b6889"
+
+
+def test_golden_record_bytes(ledger: NodeLedger) -> None:
+    """A record issued with a fixed key is byte for byte the golden one and is
+    accepted; the golden bytes are signed in the consortium's context."""
+    r = rec("internet-1", 1, b"", mark())
+    assert r.envelope == GOLDEN_RECORD and r.id.hex() == GOLDEN_RECORD_ID
+    assert ledger.append(GOLDEN_RECORD, NOW).status == "accepted"
+
+
+# --------------------------------------------------------------- issuer-chosen times
+
+
+def test_feed_time_must_not_go_back(ledger: NodeLedger) -> None:
+    """A feed's issued-at never decreases: the next record issued before the
+    head is FeedTimeReversed and changes nothing, appended or drained from the
+    buffer; an equal time is fine."""
+    a = rec("internet-1", 1, b"", mark(), at=NOW)
+    ledger.append(a.envelope, NOW)
+    assert ledger.feed("internet-1").head_issued_at_ms == NOW
+    before = snapshot(ledger)
+    back = rec("internet-1", 2, a.id, mark("+8613800000002"), at=NOW - 1)
+    with pytest.raises(E.FeedTimeReversed):
+        ledger.append(back.envelope, NOW)
+    assert snapshot(ledger) == before
+    same = rec("internet-1", 2, a.id, mark("+8613800000003"), at=NOW)
+    assert ledger.append(same.envelope, NOW).status == "accepted"
+    # Waiting in the buffer does not help: #4 goes back behind #3 once #3 is in.
+    three = rec("internet-1", 3, same.id, mark("+8613800000004"), at=NOW + 5)
+    four = rec("internet-1", 4, three.id, mark("+8613800000005"), at=NOW + 4)
+    res = ledger.submit([four.envelope, three.envelope], NOW)
+    assert [o.status for o in res.outcomes] == ["buffered", "accepted"]
+    assert [r.seq for r in res.accepted] == [3]
+    assert ledger.feed("internet-1").seq == 3 and ledger.buffered == 0
+
+
+def test_mark_observed_after_issue_is_refused(ledger: NodeLedger) -> None:
+    before = snapshot(ledger)
+    late = rec("internet-1", 1, b"", Mark("+8613800000001", "fraud", 50, 1, NOW + 1), at=NOW)
+    with pytest.raises(E.MalformedRecord, match="observed"):
+        ledger.append(late.envelope, NOW)
+    assert snapshot(ledger) == before
+    ok = rec("internet-1", 1, b"", Mark("+8613800000001", "fraud", 50, 1, NOW), at=NOW)
+    assert ledger.append(ok.envelope, NOW).status == "accepted"
+
+
+def test_expiry_beyond_policy_is_refused(tmp_path: Path) -> None:
+    cons = make_consortium(max_expiry_ms=10 * 86_400_000, default_expiry_ms=10 * 86_400_000)
+    led = NodeLedger(Store(tmp_path / "db"), cons, "carrier-1")
+    before = snapshot(led)
+    seen = NOW - 1000
+    limit = seen + 10 * 86_400_000
+    far = rec("internet-1", 1, b"", Mark("+8613800000001", "fraud", 50, 1, seen, limit + 1))
+    with pytest.raises(E.MalformedRecord, match="expires"):
+        led.append(far.envelope, NOW)
+    assert snapshot(led) == before
+    edge = rec("internet-1", 1, b"", Mark("+8613800000001", "fraud", 50, 1, seen, limit))
+    assert led.append(edge.envelope, NOW).status == "accepted"
+    led.close()
+
+
+def test_reassignment_effective_time_is_bounded(ledger: NodeLedger) -> None:
+    """Effective at most reassignment_window_ms before issue and at most the
+    clock skew after; both ends are refused beyond, by the same rule the
+    ledger issues with."""
+    policy = ledger.consortium.policy
+    before = snapshot(ledger)
+    for effective in (NOW - policy.reassignment_window_ms - 1, NOW + policy.clock_skew_ms + 1):
+        r = rec("carrier-1", 1, b"", Reassignment("+8613800000001", effective))
+        with pytest.raises(E.MalformedRecord, match="reassignment"):
+            ledger.append(r.envelope, NOW)
+        assert snapshot(ledger) == before
+    with pytest.raises(E.MalformedRecord):
+        ledger.issue(Reassignment("+8613800000001", NOW + policy.clock_skew_ms + 1), NOW)
+    assert snapshot(ledger) == before
+    earliest = NOW - policy.reassignment_window_ms
+    first = rec("carrier-1", 1, b"", Reassignment("+8613800000001", earliest))
+    assert ledger.append(first.envelope, NOW).status == "accepted"
+
+
+def test_old_feed_state_encoding_is_read(tmp_path: Path, consortium) -> None:  # type: ignore[no-untyped-def]
+    """A store written with the 48-byte FeedState (no head issued-at) opens,
+    the head's issued-at is read from the head record, and a record issued
+    before it is still refused."""
+    import struct
+
+    led = NodeLedger(Store(tmp_path / "db"), consortium, "carrier-1")
+    rs = [rec("internet-1", 1, b"", mark(), at=NOW - 50)]
+    rs.append(rec("internet-1", 2, rs[0].id, mark("+8613800000002"), at=NOW - 10))
+    led.submit([r.envelope for r in rs], NOW)
+    old = struct.pack(">Q32sQ", 2, rs[1].id, (1 << 64) - 1)
+    led.store.put("feeds", b"internet-1", old)
+    led.close()
+    led2 = NodeLedger(Store(tmp_path / "db"), consortium, "carrier-1")
+    st = led2.feed("internet-1")
+    assert (st.seq, st.head_id, st.frozen_at) == (2, rs[1].id, None)
+    assert st.head_issued_at_ms == NOW - 10
+    earlier = rec("internet-1", 3, rs[1].id, mark("+8613800000003"), at=NOW - 11)
+    with pytest.raises(E.FeedTimeReversed):
+        led2.append(earlier.envelope, NOW)
+    later = rec("internet-1", 3, rs[1].id, mark("+8613800000003"), at=NOW)
+    assert led2.append(later.envelope, NOW).status == "accepted"
+    led2.close()
+
+
+# --------------------------------------------------------------- who decides
+
+
+def test_institute_cannot_decide_its_own_appeal(ledger: NodeLedger) -> None:
+    """The institute may appeal a mark, but its decision of that appeal is
+    NotAllowed and changes nothing: appended later, in the same batch, or
+    drained from the buffer after the appeal arrives. Deciding another
+    participant's appeal stays allowed."""
+    target = rec("internet-1", 1, b"", mark())
+    ledger.append(target.envelope, NOW)
+    appeal = rec("institute", 1, b"", Correction((target.id,), "withdraw"))
+    decision = rec("institute", 2, appeal.id, Correction(appeal_id=appeal.id, outcome="uphold"))
+    # In one batch: the appeal is accepted, the decision refused.
+    res = ledger.submit([appeal.envelope, decision.envelope], NOW)
+    assert [o.status for o in res.outcomes] == ["accepted", "rejected"]
+    assert isinstance(res.outcomes[1].error, E.NotAllowed)
+    before = snapshot(ledger)
+    with pytest.raises(E.NotAllowed, match="may not decide"):
+        ledger.append(decision.envelope, NOW)
+    assert snapshot(ledger) == before
+    # Another participant's appeal: the institute decides it.
+    other = rec("carrier-2", 1, b"", Correction((target.id,), "withdraw"))
+    ledger.append(other.envelope, NOW)
+    fair = rec("institute", 2, appeal.id, Correction(appeal_id=other.id, outcome="reject"))
+    assert ledger.append(fair.envelope, NOW).status == "accepted"
+
+
+def test_own_appeal_decision_buffered_before_its_appeal_is_dropped(tmp_path: Path) -> None:
+    """The decision arrives ahead of the appeal (a gap in the institute's
+    feed) and waits; once the appeal fills the gap, the decision is checked
+    again and not appended."""
+    led = NodeLedger(Store(tmp_path / "db"), make_consortium(), "carrier-1")
+    target = rec("internet-1", 1, b"", mark())
+    appeal = rec("institute", 1, b"", Correction((target.id,), "withdraw"))
+    decision = rec("institute", 2, appeal.id, Correction(appeal_id=appeal.id, outcome="uphold"))
+    res = led.submit([target.envelope, decision.envelope, appeal.envelope], NOW)
+    assert [o.status for o in res.outcomes] == ["accepted", "buffered", "accepted"]
+    assert [r.id for r in res.accepted] == [target.id, appeal.id]
+    assert led.feed("institute").seq == 1 and led.buffered == 0
+    led.close()
+
+
+def test_buffer_is_per_issuer_and_expires(tmp_path: Path) -> None:
+    """One issuer's records far ahead of its feed fill only its own share of
+    the out-of-order buffer (BufferFull naming it), so another issuer's
+    records still wait there and apply once their gap closes; a record that
+    waited longer than out_of_order_ttl_ms is dropped (fails on main: one
+    pool for all, never expiring)."""
+    ttl = 60_000
+    cons = make_consortium(
+        out_of_order_buffer=5, out_of_order_per_issuer=2, out_of_order_ttl_ms=ttl
+    )
+    led = NodeLedger(Store(tmp_path / "db"), cons, "carrier-1")
+    flood = chain("internet-1", 8)
+    res = led.submit([r.envelope for r in flood[1:]], NOW)
+    assert [o.status for o in res.outcomes] == ["buffered"] * 2 + ["rejected"] * 5
+    assert all(isinstance(o.error, E.BufferFull) for o in res.outcomes[2:])
+    assert "internet-1" in str(res.outcomes[-1].error)
+    assert (led.buffered_of("internet-1"), led.buffered) == (2, 2)
+    other = chain("internet-2", 3)
+    res = led.submit([r.envelope for r in other[1:]], NOW + 1)
+    assert [o.status for o in res.outcomes] == ["buffered", "buffered"]
+    res = led.submit([other[0].envelope], NOW + 2)
+    assert [r.seq for r in res.accepted] == [1, 2, 3]
+    assert (led.buffered_of("internet-2"), led.buffered) == (0, 2)
+    # internet-1's records have waited exactly the TTL: still there; one ms more: gone.
+    assert led.expire_buffer(NOW + ttl) == 0 and led.buffered == 2
+    res = led.submit([flood[0].envelope], NOW + ttl + 1)
+    assert [r.seq for r in res.accepted] == [1]  # #2 and #3 were dropped, not drained
+    assert led.buffered == 0 and led.feed("internet-1").seq == 1
+    # The issuer's share is free again.
+    res = led.submit([r.envelope for r in flood[2:4]], NOW + ttl + 2)
+    assert [o.status for o in res.outcomes] == ["buffered", "buffered"]
     led.close()

@@ -48,7 +48,6 @@ class Net:
         self.cons = init_consortium(self.dir, carriers=1, internet=1,
                                     base_port=free_port_block(8), now=datetime.now(UTC))
         self.node = Node(NodeConfig.for_participant(self.dir, OWN)).start()
-        self.node.caught_up.set()  # its peers are not running: nobody to catch up from
         me = self.cons.participant(OWN)
         assert me is not None
         self.member_ep, self.public_ep = me.member_endpoint, me.public_endpoint
@@ -191,8 +190,9 @@ def test_public_material_alone_reads_checkpoints_not_entries(
 
 def test_node_refuses_an_auditors_push_and_exchange(net: Net) -> None:
     key = SigningKey.load(net.dir / "auditor-1" / "signing.key")
-    rec = Record.issue(key, "auditor-1", 1, b"", int(time.time() * 1000),
-                       Mark("+8613800002222", "fraud", 60, 1, int(time.time() * 1000)))
+    now = int(time.time() * 1000)
+    rec = Record.issue(key, "auditor-1", 1, b"", now, Mark("+8613800002222", "fraud", 60, 1, now),
+                       consortium=net.cons.name)
     ex = rpc.ExchangeStub(net.member("auditor-1"))
     before = net.node.core.ledger.size
     assert _code(lambda: ex.Push(iter([pb.RecordBatch(envelopes=[rec.envelope])]),
@@ -223,7 +223,7 @@ def test_ledger_refuses_every_payload_of_an_auditor(tmp_path: Path) -> None:
     try:
         now = int(time.time() * 1000)
         rec = Record.issue(key, "auditor-1", 1, b"", now, Mark("+8613800004444", "fraud", 60, 1,
-                                                              now))
+                                                              now), consortium=cons.name)
         with pytest.raises(NotAllowed, match="issues nothing"):
             led.append(rec.envelope, now)
         assert led.size == 0

@@ -318,7 +318,8 @@ def test_auditor_reports_a_view_older_than_it_saw(
     net.channels.append(member)
     src = GrpcLogSource(rpc.PublicStub(channel), rpc.AuditStub(member))
     rep, state = audit.audit_source(src, net.cons, SUBJECT, None)
-    assert state is not None and state.view_signed_at_ms >= t0
+    assert state is not None, rep.to_json()
+    assert state.view_signed_at_ms >= t0
     assert not [f for f in rep.findings if "rollback" in f.kind]
     # the state file keeps it
     assert audit.AuditState.from_json(state.to_json(), net.cons) == state

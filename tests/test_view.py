@@ -1,12 +1,11 @@
 """ledger/view.py: resolution rules as multi-party scenarios, order independence,
-incremental updates, entry bytes, the bucketed root, lookup proofs, view checkpoints."""
+incremental updates, entry bytes, the sparse-tree root, lookup proofs, view checkpoints."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 
 from keys.consortium import Consortium, Participant, Policy
 from keys.signing import SigningKey
-from ledger import merkle, note
+from ledger import merkle, note, viewtree
 from ledger.errors import BadInput, BadSignature, MalformedNote, MalformedProof, ProofMismatch
 from ledger.record import (
     RECATEGORIZE,
@@ -31,7 +30,6 @@ from ledger.record import (
     Record,
 )
 from ledger.view import (
-    EMPTY_BUCKET,
     CategoryInfo,
     Entry,
     EntryMark,
@@ -40,16 +38,16 @@ from ledger.view import (
     SetAsideSpan,
     ViewCheckpoint,
     ViewProof,
-    bucket_hash,
-    bucket_of,
     entry_hash,
     open_view_checkpoint,
     parse_view_checkpoint,
     rebuild_from_ledger,
     resolve,
     sign_view_checkpoint,
+    tree_root,
     verify_lookup,
     view_checkpoint_text,
+    view_key,
     view_origin,
 )
 
@@ -96,7 +94,7 @@ class Book:
 
     def add(self, label: str, issuer: str, at: int, payload: Any) -> Record:
         seq, prev = self.heads.get(issuer, (0, b""))
-        rec = Record.issue(KEYS[issuer], issuer, seq + 1, prev, at, payload)
+        rec = Record.issue(KEYS[issuer], issuer, seq + 1, prev, at, payload, consortium=CONS.name)
         self.heads[issuer] = (seq + 1, rec.id)
         self.records.append(rec)
         self.by_label[label] = rec
@@ -280,17 +278,38 @@ def s_appeal_withdrawn() -> tuple[Book, list[Check]]:
     b = Book()
     b.mark("i1", "internet-1", N1, "fraud", T)
     b.appeal("a", "carrier-1", ["i1"], T + D)
-    b.withdraw("pull", "carrier-1", ["a"], T + 2 * D)
-    b.decide("d", "a", UPHOLD, T + 3 * D)          # too late: the appeal was withdrawn
+    b.withdraw("pull", "carrier-1", ["a"], T + 2 * D)   # never decided: withdrawn
     b.mark("i3", "internet-1", N3, "fraud", T)
     b.appeal("a3", "carrier-2", ["i3"], T + D)
     b.decide("d3", "a3", UPHOLD, T + 2 * D)
     b.withdraw("pull3", "carrier-2", ["a3"], T + 3 * D)   # too late: already decided
     b.withdraw("other", "carrier-1", ["a3"], T + D)       # not the appellant's: ignored
     return b, [
+        (N1, T + 2 * D - 1, {"category": "fraud", "appeal": "pending"}),
         (N1, T + 4 * D, {"category": "fraud", "markers": {"i1"}, "appeal": "withdrawn"}),
         (N3, T + 4 * D, {"category": None, "aside": {"i3": "appeal upheld"},
                          "appeal": "upheld"}),
+    ]
+
+
+def s_backdated_withdrawal() -> tuple[Book, list[Check]]:
+    """A withdrawal dated before the decision does not undo it: once a decision
+    is in the set, the appellant's withdrawal has no effect (main let it win)."""
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.appeal("a", "carrier-1", ["i1"], T + D)
+    b.decide("d", "a", UPHOLD, T + 3 * D)
+    b.withdraw("pull", "carrier-1", ["a"], T + 2 * D)   # issued after "d", dated before it
+    # the same on a rejected appeal: the appellant cannot turn "rejected" into "withdrawn"
+    b.mark("c3", "carrier-2", N3, "fraud", T)
+    b.appeal("a3", "internet-1", ["c3"], T + D)
+    b.decide("d3", "a3", REJECT, T + 3 * D)
+    b.withdraw("pull3", "internet-1", ["a3"], T + 2 * D)
+    return b, [
+        (N1, T + 2 * D, {"category": "fraud", "appeal": "pending", "appeals": {"a": "pending"}}),
+        (N1, T + 4 * D, {"category": None, "markers": set(), "aside": {"i1": "appeal upheld"},
+                         "appeal": "upheld", "appeals": {"a": "upheld"}}),
+        (N3, T + 4 * D, {"category": "fraud", "markers": {"c3"}, "appeal": "rejected"}),
     ]
 
 
@@ -308,6 +327,79 @@ def s_protection() -> tuple[Book, list[Check]]:
                            "aside": {"i1": "appeal upheld", "c2": "protected"}}),
         (N1, dec + P + 2 * D, {"category": "fraud", "risk": "high", "markers": {"i2", "i1b"},
                                "aside": {"i1": "appeal upheld", "c2": "protected"}}),
+    ]
+
+
+def s_backdated_under_protection() -> tuple[Book, list[Check]]:
+    """Marks of the protected category issued after the decision but dated just
+    before it are protected too (main let them escape: its window started at
+    the decision)."""
+    b = Book()
+    dec = T + 2 * D
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.appeal("a", "carrier-1", ["i1"], T + D)
+    b.decide("d", "a", UPHOLD, dec)
+    b.mark("early", "carrier-2", N1, "fraud", dec - 1)                    # issued and observed
+    b.mark("seen", "internet-2", N1, "fraud", dec + D, observed=dec - 1)  # observed only
+    b.mark("other", "carrier-1", N1, "harassment", dec - 1)              # another category
+    return b, [
+        # before the decision, what was known then still counts
+        (N1, dec - 1, {"category": "fraud", "markers": {"i1", "early", "seen", "other"}}),
+        (N1, dec, {"category": "harassment", "markers": {"other"}, "aside": {
+            "i1": "appeal upheld", "early": "protected", "seen": "protected"}}),
+        (N1, dec + P + D, {"category": "harassment", "markers": {"other"}, "aside": {
+            "i1": "appeal upheld", "early": "protected", "seen": "protected"}}),
+    ]
+
+
+def s_own_appeal_decided() -> tuple[Book, list[Check]]:
+    """The institute appeals another's mark and decides its own appeal: the
+    decision is ignored and the appeal stays pending (main upheld it)."""
+    b = Book()
+    b.mark("c1", "carrier-1", N1, "fraud", T)
+    b.appeal("a", "institute", ["c1"], T + D)
+    b.decide("d", "a", UPHOLD, T + 2 * D)
+    return b, [
+        (N1, T + 3 * D, {"category": "fraud", "markers": {"c1"}, "aside": {},
+                         "appeal": "pending", "appeals": {"a": "pending"}}),
+    ]
+
+
+def s_mark_dated_into_new_tenure() -> tuple[Book, list[Check]]:
+    """A mark issued before a reassignment but claiming an observation just after
+    it is ignored (observed_at after issued_at), so it never counts in the new
+    tenure (main counted it there)."""
+    b = Book()
+    x = T + 10 * D
+    b.mark("old", "internet-1", N1, "fraud", T)
+    b.mark("carried", "internet-2", N1, "fraud", x - D, observed=x + 1)
+    b.mark("honest", "carrier-2", N1, "marketing", x - D)
+    b.reassign("x", "carrier-1", N1, x, x)
+    b.mark("new", "carrier-2", N1, "delivery", x + D)
+    return b, [
+        (N1, x - 1, {"markers": {"old", "honest"}, "aside": {}}),
+        (N1, x + 2, {"category": None, "markers": set(), "tenure": x,
+                     "aside": {"old": "reassigned", "honest": "reassigned"}}),
+        (N1, x + 2 * D, {"category": "delivery", "markers": {"new"}, "tenure": x}),
+    ]
+
+
+def s_out_of_time_bounds() -> tuple[Book, list[Check]]:
+    """Reassignments dated beyond the policy's window (or in the future) and marks
+    expiring beyond max_expiry_ms are ignored (main applied them)."""
+    b = Book()
+    b.mark("m", "internet-1", N1, "fraud", T)
+    b.reassign("far-back", "carrier-1", N1, T + D, T + 100 * D)      # 99 days back > 30
+    b.reassign("future", "carrier-1", N1, T + 150 * D, T + 101 * D)  # 49 days ahead
+    b.reassign("ok", "carrier-1", N1, T + 160 * D, T + 170 * D)      # 10 days back
+    b.mark("long", "carrier-2", N3, "fraud", T, expires=T + 400 * D)   # > 365 days
+    b.mark("year", "internet-2", N3, "marketing", T, expires=T + 365 * D)
+    return b, [
+        (N1, T + 120 * D, {"category": "fraud", "markers": {"m"}, "tenure": None}),
+        (N1, T + 155 * D, {"category": "fraud", "markers": {"m"}, "tenure": None}),
+        (N1, T + 165 * D, {"category": None, "aside": {"m": "reassigned"},
+                           "tenure": T + 160 * D}),
+        (N3, T + D, {"category": "marketing", "markers": {"year"}, "aside": {}}),
     ]
 
 
@@ -380,8 +472,13 @@ SCENARIOS: dict[str, Callable[[], tuple[Book, list[Check]]]] = {
     "appeal rejected": s_appeal_rejected,
     "second appeal on one mark": s_second_appeal,
     "appeal withdrawn": s_appeal_withdrawn,
+    "backdated withdrawal after a decision": s_backdated_withdrawal,
     "protection after upheld appeal": s_protection,
     "reassignment before and after marks": s_reassignment,
+    "mark backdated before a decision is protected": s_backdated_under_protection,
+    "institute deciding its own appeal": s_own_appeal_decided,
+    "observed_at just after a reassignment": s_mark_dated_into_new_tenure,
+    "reassignment and expiry out of time bounds": s_out_of_time_bounds,
     "expiry at an explicit time": s_expiry,
     "identity labels vs risk": s_identity_vs_risk,
 }
@@ -418,6 +515,110 @@ def test_institute_flag_off_needs_two_participants() -> None:
     book.mark("f", "institute", N1, "fraud", T)
     view = resolve(book.records, consortium(institute_mark_is_high_risk=False))
     assert view.lookup(N1, T).risk == "medium"
+
+
+def test_records_out_of_time_bounds_are_ignored() -> None:
+    """Each record whose own times break ledger.rules is counted in `ignored`
+    and appears in no entry (main applied them)."""
+    book, _ = s_out_of_time_bounds()
+    view = resolve(book.records, CONS)
+    assert view.ignored == 3
+    assert [r.id for r in view.entry(N1).reassignments] == [book.id("ok")]
+    assert [m.id for m in view.entry(N3).marks] == [book.id("year")]
+    book, _ = s_mark_dated_into_new_tenure()
+    view = resolve(book.records, CONS)
+    assert view.ignored == 1
+    assert book.id("carried") not in {m.id for m in view.entry(N1).marks}
+
+
+def test_only_the_latest_marks_appeals_and_recategorizations_are_kept() -> None:
+    """With max_marks_per_participant = 2: a participant's third mark on a number
+    drops its first for good (a withdrawal of a newer one does not bring it
+    back), an appellant's third pending appeal drops its first, and a mark keeps
+    its two latest recategorizations and the first to each category. Neither a
+    marker's flood nor the appellant's later appeals push out a decided appeal,
+    its marks or its protection. Main kept every mark, appeal and
+    recategorization."""
+    cons = consortium(max_marks_per_participant=2)
+    b = Book()
+    b.mark("m1", "carrier-1", N1, "fraud", T)
+    b.mark("m2", "carrier-1", N1, "harassment", T + D)
+    b.mark("m3", "carrier-1", N1, "marketing", T + 2 * D)
+    b.mark("i", "internet-1", N1, "delivery", T)
+    b.appeal("a1", "internet-1", ["m2"], T + D + 1)
+    b.appeal("a2", "internet-1", ["m2"], T + D + 2)
+    b.appeal("a3", "internet-1", ["m2"], T + D + 3)
+    b.withdraw("w3", "carrier-1", ["m3"], T + 3 * D)
+    b.withdraw("w2", "carrier-1", ["m2"], T + 4 * D)
+    b.withdraw("w1", "carrier-1", ["m1"], T + 5 * D)     # of a dropped mark: no effect
+    b.mark("x", "internet-2", N2, "fraud", T)
+    b.appeal("ax", "carrier-1", ["x"], T + D)
+    b.decide("dx", "ax", UPHOLD, T + 2 * D)
+    for k in (2, 3, 4):                                  # the marker floods after losing
+        b.mark(f"x{k}", "internet-2", N2, "fraud", T + (k + 1) * D)
+    b.appeal("p1", "carrier-1", ["x3"], T + 6 * D)      # the appellant appeals on and on
+    b.appeal("p2", "carrier-1", ["x4"], T + 6 * D + 1)
+    b.mark("r", "carrier-2", N3, "fraud", T)
+    for k in range(1, 7):
+        b.recat(f"r{k}", "carrier-2", ["r"], ("harassment", "marketing")[k % 2], T + k * D)
+    view = resolve(b.records, cons)
+    e1 = view.entry(N1)
+    assert {b.label(m.id) for m in e1.marks} == {"m2", "m3", "i"}
+    assert {b.label(a.id) for a in e1.appeals} == {"a2", "a3"}
+    assert b.id("m1").hex().encode() not in e1.encode()
+    expect(view, b, N1, T + 2 * D, {"markers": {"m3", "i"}, "aside": {"m2": "superseded"},
+                                    "appeals": {"a2": "pending", "a3": "pending"}})
+    expect(view, b, N1, T + 3 * D, {"markers": {"m2", "i"}, "aside": {"m3": "withdrawn"}})
+    expect(view, b, N1, T + 6 * D, {"markers": {"i"}, "category": "delivery",
+                                    "aside": {"m2": "withdrawn", "m3": "withdrawn"}})
+    assert {b.label(m.id) for m in view.entry(N2).marks} == {"x", "x3", "x4"}
+    expect(view, b, N2, T + 7 * D, {
+        "category": None, "markers": set(),
+        "aside": {"x": "appeal upheld", "x3": "protected", "x4": "protected"},
+        "appeals": {"ax": "upheld", "p1": "pending", "p2": "pending"}})
+    (r,) = view.entry(N3).marks
+    assert [b.label(x.ref) for x in r.recategorized] == ["r1", "r2", "r5", "r6"]
+    expect(view, b, N3, T + D - 1, {"category": "fraud", "recategorized": set()})
+    expect(view, b, N3, T + D, {"category": "marketing", "recategorized": {"r"}})
+    expect(view, b, N3, T + 3 * D, {"category": "harassment"})      # r3 was dropped
+    expect(view, b, N3, T + 6 * D, {"category": "harassment"})
+    for order in (b.records, b.records[::-1]):          # the same whatever the order
+        one_by_one = NationalView(cons)
+        for rec in order:
+            one_by_one.apply([rec])
+        assert snapshot(one_by_one) == snapshot(view)
+
+
+def test_a_backdated_recategorization_does_not_move_a_protection() -> None:
+    """The protection covers the appealed mark's category as marked and every
+    category it held up to the decision, so a recategorization its marker issues
+    afterwards, dated before the decision, cannot steer the protection away
+    from the category it marks next (main protected only the category at
+    decision time)."""
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.appeal("a", "carrier-1", ["i1"], T + D)
+    b.decide("d", "a", UPHOLD, T + 3 * D)
+    b.recat("r", "internet-1", ["i1"], "marketing", T + 2 * D)   # issued after "d"
+    b.mark("again", "internet-1", N1, "fraud", T + 4 * D)
+    view = resolve(b.records, CONS)
+    assert {p.category for p in view.entry(N1).protections} == {"fraud", "marketing"}
+    expect(view, b, N1, T + 5 * D, {"category": None, "markers": set(),
+                                    "aside": {"i1": "appeal upheld", "again": "protected"}})
+    # nor can later recategorizations push an earlier one out of the protection
+    cons = consortium(max_marks_per_participant=1)
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.recat("r", "internet-1", ["i1"], "marketing", T + D)
+    b.appeal("a", "carrier-1", ["i1"], T + 2 * D)
+    b.decide("d", "a", UPHOLD, T + 3 * D)
+    b.recat("r2", "internet-1", ["i1"], "harassment", T + 4 * D)
+    b.recat("r3", "internet-1", ["i1"], "harassment", T + 5 * D)
+    b.mark("again", "internet-1", N1, "marketing", T + 6 * D)
+    view = resolve(b.records, cons)
+    assert {p.category for p in view.entry(N1).protections} == {"fraud", "marketing"}
+    expect(view, b, N1, T + 7 * D, {"markers": set(), "aside": {
+        "i1": "appeal upheld", "again": "protected"}})
 
 
 def test_protection_ends_at_a_reassignment() -> None:
@@ -470,9 +671,11 @@ def rich_book() -> Book:
     b = Book()
     b.mark("m1", "carrier-1", N1, "fraud", T, score=80)
     b.mark("m2", "internet-1", N1, "delivery", T, score=90, reports=300)
+    b.mark("m8", "internet-2", N4, "taxi", T, expires=T + 2 * D)  # feeds never go back in time
     b.mark("m3", "internet-2", N1, "delivery", T + D)
     b.mark("m4", "institute", N2, "harassment", T)
     b.appeal("a1", "carrier-2", ["m4", "m1"], T + D)
+    b.mark("m9", "carrier-2", N4, "taxi", T + D)
     b.decide("d1", "a1", UPHOLD, T + 2 * D)
     b.mark("m5", "carrier-2", N2, "harassment", T + 3 * D)
     b.mark("m6", "carrier-1", N3, "one-ring", T)
@@ -482,8 +685,6 @@ def rich_book() -> Book:
     b.mark("m7", "carrier-1", N3, "fraud", T + 4 * D)
     b.withdraw("w1", "carrier-1", ["m7"], T + 5 * D)
     b.reassign("x1", "carrier-2", N3, T + 6 * D, T + 6 * D)
-    b.mark("m8", "internet-2", N4, "taxi", T, expires=T + 2 * D)
-    b.mark("m9", "carrier-2", N4, "taxi", T + D)
     b.appeal("a3", "internet-2", ["m9"], T + 2 * D)
     b.withdraw("w2", "internet-2", ["a3"], T + 3 * D)
     b.reassign("x2", "carrier-1", N2, T + 9 * D, T + 9 * D)
@@ -609,6 +810,60 @@ def test_generated_scenarios_are_consistent(book: Book, data: st.DataObject) -> 
             assert res.appeal in ("none", "pending", "upheld", "rejected", "withdrawn")
 
 
+@st.composite
+def crowded_books(draw: st.DrawFn) -> Book:
+    """Few marks, many corrections, appeals, withdrawals and decisions aimed at
+    the latest records, so the per-participant caps and forgotten referrers bite."""
+    b = Book()
+    for k in range(draw(st.integers(1, 30))):
+        kind = draw(st.sampled_from(["mark", "mark", "correct", "correct", "correct", "decide",
+                                     "reassign"]))
+        at = T + draw(st.integers(0, 12)) * D
+        label = f"r{k}"
+        recent = list(b.by_label)[-6:]
+        if kind == "mark" or not recent:
+            b.mark(label, draw(st.sampled_from(IDS[:3])), draw(st.sampled_from((N1, N3))),
+                   draw(st.sampled_from(CATS)), at)
+        elif kind == "correct":
+            targets = draw(st.lists(st.sampled_from(recent), min_size=1, max_size=2,
+                                    unique=True))
+            issuer = draw(st.sampled_from(IDS[:3]))
+            if draw(st.booleans()):
+                b.withdraw(label, issuer, targets, at)
+            else:
+                b.recat(label, issuer, targets, draw(st.sampled_from(CATS)), at)
+        elif kind == "decide":
+            b.decide(label, draw(st.sampled_from(recent)),
+                     draw(st.sampled_from([UPHOLD, REJECT])), at)
+        else:
+            b.reassign(label, "carrier-1", N1, at - draw(st.integers(0, 2)) * D, at)
+    return b
+
+
+CAPPED = consortium(max_marks_per_participant=1)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(book=crowded_books(), data=st.data())
+def test_capped_views_are_one_view_and_forgetting_changes_no_entry(
+    book: Book, data: st.DataObject
+) -> None:
+    """Under a cap of one, shuffled, split and one-by-one deliveries give one view,
+    and that view equals one computed without forgetting any referrer."""
+    from unittest import mock
+
+    view = resolve(book.records, CAPPED)
+    order = data.draw(st.permutations(range(len(book.records))))
+    one_by_one = NationalView(CAPPED)
+    for i in order:
+        one_by_one.apply([book.records[i]])
+    assert snapshot(one_by_one) == snapshot(view)
+    with mock.patch("ledger.view._kept_referrers",
+                    lambda kind, issuer, refs, keep: {r.id for r in refs}):
+        remembering = resolve([book.records[i] for i in order], CAPPED)
+    assert snapshot(remembering) == snapshot(view)
+
+
 # ====================================================================== entry bytes
 
 
@@ -622,15 +877,47 @@ def test_entry_round_trips_and_is_canonical() -> None:
         for bad in (
             json.dumps(obj).encode(),                                    # not compact
             json.dumps(obj, separators=(",", ":")).encode()[:-1],        # cut off
-            raw.replace(b'"v":1', b'"v":1.0'),                           # a float
-            raw.replace(b'"v":1', b'"v":true'),
-            raw.replace(b'"v":1', b'"v":2'),
+            raw.replace(b'"v":2', b'"v":2.0'),                           # a float
+            raw.replace(b'"v":2', b'"v":true'),
+            raw.replace(b'"v":2', b'"v":1'),           # version 1 carried free text
             raw[:-1] + b',"x":1}',                                       # unknown key
             raw + b" ",
             b"\xff" + raw,
         ):
             with pytest.raises(BadInput):
                 Entry.decode(bad)
+
+
+def test_entry_bytes_carry_no_free_text() -> None:
+    """An appeal's and a decision's reasons are free text: the public entry and
+    its evaluation name the records instead, so a member fetches the text from
+    the record (main copied both reasons into the entry)."""
+    b = Book()
+    b.mark("i1", "internet-1", N1, "fraud", T)
+    b.add("a", "carrier-1", T + D,
+          Correction((b.id("i1"),), WITHDRAW, reason="holder: Ms Li, call 138 0000 0000"))
+    b.add("d", "institute", T + 2 * D,
+          Correction(appeal_id=b.id("a"), outcome=UPHOLD, reason="institute case note 42"))
+    b.mark("c3", "carrier-2", N3, "fraud", T)
+    b.add("a3", "internet-1", T + D, Correction((b.id("c3"),), RECATEGORIZE, "delivery",
+                                                reason="our user says courier"))
+    b.add("w3", "internet-1", T + 2 * D,
+          Correction((b.id("a3"),), WITHDRAW, reason="withdrawn, see ticket 7"))
+    view = resolve(b.records, CONS)
+    for number, (appeal, closer) in ((N1, ("a", "d")), (N3, ("a3", "w3"))):
+        raw = view.entry_bytes(number)
+        assert raw is not None
+        for rec in b.records:
+            text = getattr(rec.payload, "reason", "")
+            if text:
+                assert text.encode() not in raw
+                assert text not in json.dumps(view.lookup(number, T + 3 * D).to_json())
+        (a,) = json.loads(raw)["appeals"]
+        assert set(a) == {"id", "by", "targets", "action", "category", "filed_at", "status",
+                          "closed_at", "closed_by"}
+        assert (a["id"], a["closed_by"]) == (b.id(appeal).hex(), b.id(closer).hex())
+        (st_,) = view.lookup(number, T + 3 * D).appeals
+        assert "reason" not in st_.to_json()
 
 
 def test_golden_entry_bytes() -> None:
@@ -652,7 +939,7 @@ def test_golden_entry_bytes() -> None:
         '"reports":3,"role":"carrier","score":80,"seq":7,"set_aside":[[1700086400000,'
         '"withdrawn","' + ref.hex() + '"]],"weight":2}],"number":"+8613812340001",'
         '"protections":[],"reassignments":[],"rules":{"high_risk_min_participants":2,'
-        '"identity_min_participants":2,"institute_mark_is_high_risk":true},"v":1}'
+        '"identity_min_participants":2,"institute_mark_is_high_risk":true},"v":2}'
     ).encode()
     assert entry.encode() == want
     assert entry.hash == hashlib.sha256(b"\x00" + want).digest()
@@ -663,40 +950,58 @@ def test_golden_entry_bytes() -> None:
 # ====================================================================== root and proofs
 
 
+def _sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+_EMPTY = bytes(32)
+
+
+def _node(depth: int, left: bytes, right: bytes) -> bytes:
+    if left == right == _EMPTY:
+        return _EMPTY
+    if _EMPTY in (left, right):
+        side = int(left == _EMPTY)
+        return _sha(b"\x05" + bytes([2 * depth + side]) + (right if side else left))
+    return _sha(b"\x04" + left + right)
+
+
+def _key(number: str) -> bytes:
+    return _sha(b"markex/v1/view/key\x00" + number.encode())
+
+
 def independent_root(view: NationalView) -> bytes:
-    """The documented structure, recomputed from scratch without view.py's helpers."""
-    bits = view.bucket_bits
-    buckets: list[list[tuple[bytes, bytes]]] = [[] for _ in range(1 << bits)]
-    for number, e in view.entries.items():
-        h = hashlib.sha256(number.encode()).digest()
-        b = int.from_bytes(h, "big") >> (256 - bits)
-        buckets[b].append((number.encode(), hashlib.sha256(b"\x00" + e.encode()).digest()))
-    level = []
-    for items in buckets:
-        data = b"\x02" + b"".join(struct.pack(">H", len(n)) + n + eh for n, eh in sorted(items))
-        level.append(hashlib.sha256(data).digest())
-    while len(level) > 1:
-        level = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest()
-                 for i in range(0, len(level), 2)]
-    return level[0]
+    """The documented structure, recomputed from scratch without view.py's
+    helpers: a depth-64 sparse tree over the first 64 bits of each key."""
+    items = sorted((_key(n), _sha(b"\x00" + e.encode())) for n, e in view.entries.items())
+
+    def node(depth: int, group: list[tuple[bytes, bytes]]) -> bytes:
+        if not group:
+            return _EMPTY
+        if depth == 64:
+            return _sha(b"\x03" + b"".join(k + eh for k, eh in group))
+        bit = [kv for kv in group if (int.from_bytes(kv[0][:8], "big") >> (63 - depth)) & 1]
+        left = [kv for kv in group if kv not in bit]
+        return _node(depth, node(depth + 1, left), node(depth + 1, bit))
+
+    return node(0, items)
 
 
 def test_root_matches_the_documented_structure() -> None:
     assert independent_root(RICH_VIEW) == RICH_VIEW.root()
     big = resolve(RICH.records, consortium(view_bucket_bits=16))
-    assert independent_root(big) == big.root()
-    empty = NationalView(consortium(view_bucket_bits=2))
-    assert hashlib.sha256(b"\x02").digest() == EMPTY_BUCKET
-    assert empty.root() == merkle.root_from_leaf_hashes([EMPTY_BUCKET] * 4)
-    assert bucket_hash([]) == EMPTY_BUCKET
+    assert independent_root(big) == big.root() == RICH_VIEW.root()   # the top's height is free
+    assert NationalView(consortium(view_bucket_bits=2)).root() == _EMPTY
+    assert tree_root((n, e.hash) for n, e in RICH_VIEW.entries.items()) == RICH_VIEW.root()
+    assert view_key(N1) == _key(N1)
 
 
-def many_numbers_view(bits: int) -> tuple[NationalView, list[str], list[str]]:
+def many_numbers_view(bits: int, n: int = 40) -> tuple[NationalView, list[str], list[str]]:
     b = Book()
-    present = [f"+86138{i:08d}" for i in range(1, 40, 2)]
-    absent = [f"+86138{i:08d}" for i in range(2, 40, 2)]
-    for i, n in enumerate(present):
-        b.mark(f"m{i}", IDS[i % len(IDS)], n, "fraud" if i % 3 else "delivery", T + i)
+    present = [f"+86138{i:08d}" for i in range(1, n, 2)]
+    absent = [f"+86138{i:08d}" for i in range(2, n, 2)]
+    for i, num in enumerate(present):
+        b.mark(f"m{i}", IDS[i % len(IDS)], num, "fraud" if i % 3 else "delivery", T + i)
     return resolve(b.records, consortium(view_bucket_bits=bits)), present, absent
 
 
@@ -709,73 +1014,216 @@ def test_proofs_verify_for_present_and_absent(bits: int) -> None:
         proof = view.proof(n)
         raw = view.entry(n).encode()
         assert ViewProof.decode(proof.encode()) == proof
-        assert verify_lookup(n, raw, proof.encode(), root, bits) == view.entry(n)
-        assert verify_lookup(n, raw, proof, root, bits) == view.entry(n)
+        assert verify_lookup(n, raw, proof.encode(), root) == view.entry(n)
+        assert verify_lookup(n, raw, proof, root, bits) == view.entry(n)   # old callers
         with pytest.raises(ProofMismatch):            # a present number claimed absent
-            verify_lookup(n, None, proof, root, bits)
+            verify_lookup(n, None, proof, root)
+        assert proof.listed == ()                     # no two of these share 64 bits
     for n in absent:
-        assert verify_lookup(n, None, view.proof(n).encode(), root, bits) is None
-    if bits in (1, 3):
-        assert any(view.proof(n).others for n in present)   # shared buckets were exercised
+        assert verify_lookup(n, None, view.proof(n).encode(), root) is None
+
+
+def test_proofs_reveal_no_other_number() -> None:
+    """Fails on proof version 1, whose bucket listings carry the neighbours in
+    clear: no proof (of presence or absence) holds another number's bytes,
+    SHA-256, view key, or entry hash."""
+    view, present, absent = many_numbers_view(3, 200)
+    secrets: dict[str, list[bytes]] = {}
+    for n in present + absent:
+        raw = n.encode()
+        secrets[n] = [raw, raw[1:], raw[3:], _sha(raw), _key(n), _key(n)[:8], _sha(raw)[:4]]
+        e = view.entry(n)
+        if e is not None:
+            secrets[n].append(e.hash)
+    for asked in present + absent:
+        proof = view.proof(asked).encode()
+        for other in present:
+            if other != asked:
+                assert not any(s in proof for s in secrets[other]), (asked, other)
+    # and the proofs are small: a bitmap and about log2(n) hashes
+    sizes = [len(view.proof(n).encode()) for n in present + absent]
+    assert max(sizes) <= 10 + 32 * 16 and sum(sizes) / len(sizes) < 10 + 32 * 10
 
 
 def test_wrong_answers_fail_with_typed_errors() -> None:
-    bits = 3
-    view, present, absent = many_numbers_view(bits)
+    view, present, absent = many_numbers_view(3)
     root = view.root()
     n, other = present[0], present[1]
     raw, proof = view.entry(n).encode(), view.proof(n)
-    enc = proof.encode()
     with pytest.raises(ProofMismatch):
-        verify_lookup(n, view.entry(other).encode(), proof, root, bits)
+        verify_lookup(n, view.entry(other).encode(), proof, root)
     with pytest.raises(ProofMismatch):
-        verify_lookup(n, raw[:-2] + b"7}", proof, root, bits)
+        verify_lookup(n, raw[:-2] + b"7}", proof, root)
     with pytest.raises(ProofMismatch):
-        verify_lookup(n, raw, proof, bytes(32), bits)
+        verify_lookup(n, raw, proof, bytes(32))
     with pytest.raises(MalformedProof):
-        verify_lookup(n, raw, proof, root[:31], bits)
+        verify_lookup(n, raw, proof, root[:31])
     with pytest.raises(MalformedProof):
-        verify_lookup(n, raw, proof, root, bits + 1)
-    with pytest.raises(MalformedProof):                # the proof of another bucket
-        far = next(x for x in present if bucket_of(x, bits) != proof.bucket)
-        verify_lookup(far, view.entry(far).encode(), proof, root, bits)
-    listed = tuple(sorted(proof.others + ((n, bytes(32)),), key=lambda t: t[0]))
-    with pytest.raises(MalformedProof):                # the number listed among the others
-        verify_lookup(n, raw, replace(proof, others=listed), root, bits)
-    # every single-bit flip, truncation and extension of the proof bytes is refused
-    for i in range(len(enc)):
-        for bit in (0, 7):
-            bad = enc[:i] + bytes([enc[i] ^ (1 << bit)]) + enc[i + 1:]
-            with pytest.raises((MalformedProof, ProofMismatch)):
-                verify_lookup(n, raw, bad, root, bits)
-    for cut in range(len(enc)):
+        verify_lookup("", raw, proof, root)
+    with pytest.raises(MalformedProof):                # the number's own key listed
+        verify_lookup(n, raw, replace(proof, listed=((_key(n), bytes(32)),)), root)
+    with pytest.raises(MalformedProof):                # a listed key at another position
+        verify_lookup(n, raw, replace(proof, listed=((_key(other), bytes(32)),)), root)
+    near = _key(n)[:8] + bytes(24)
+    with pytest.raises(MalformedProof):                # listed keys out of order
+        verify_lookup(n, raw, replace(proof, listed=((near[:31] + b"\x02", bytes(32)),
+                                                     (near, bytes(32)))), root)
+    with pytest.raises(ProofMismatch):                 # a listed stranger at the position
+        verify_lookup(n, raw, replace(proof, listed=((near, bytes(32)),)), root)
+    with pytest.raises(MalformedProof):                # an empty subtree given as a sibling
+        verify_lookup(n, raw, replace(proof, siblings=(_EMPTY,) + proof.siblings[1:]), root)
+    with pytest.raises(MalformedProof):
+        verify_lookup(n, raw, replace(proof, siblings=proof.siblings[1:]), root)
+    with pytest.raises(MalformedProof):
+        verify_lookup(n, raw, replace(proof, bitmap=1 << 64), root)
+
+
+def _answers(view: NationalView, numbers: list[str]) -> list[tuple[str, bytes | None, bytes]]:
+    return [(n, view.entry_bytes(n), view.proof(n).encode()) for n in numbers]
+
+
+@pytest.mark.parametrize("bits", [0, 3])
+def test_every_single_bit_mutation_fails(bits: int) -> None:
+    """Every one-bit change of a proof (presence or absence) or of the entry
+    bytes, every truncation and every extension is refused."""
+    view, present, absent = many_numbers_view(bits, 24)
+    root = view.root()
+    for n, raw, enc in _answers(view, present[:3] + absent[:3]):
+        verify_lookup(n, raw, enc, root)
+        for i in range(len(enc)):
+            for bit in range(8):
+                bad = enc[:i] + bytes([enc[i] ^ (1 << bit)]) + enc[i + 1:]
+                with pytest.raises((MalformedProof, ProofMismatch)):
+                    verify_lookup(n, raw, bad, root)
+        for cut in range(len(enc)):
+            with pytest.raises(MalformedProof):
+                verify_lookup(n, raw, enc[:cut], root)
+        for extra in (b"\x00", bytes(32)):
+            with pytest.raises(MalformedProof):
+                verify_lookup(n, raw, enc + extra, root)
+        if raw is not None:
+            for i in range(len(raw)):
+                for bit in range(8):
+                    bad = raw[:i] + bytes([raw[i] ^ (1 << bit)]) + raw[i + 1:]
+                    with pytest.raises(ProofMismatch):
+                        verify_lookup(n, bad, enc, root)
+
+
+def test_a_proof_never_verifies_for_another_number() -> None:
+    """Another number's proof never proves anything false about N, nor N's own
+    entry; nor does the proof of N's closest neighbour in the tree. (Two absent
+    numbers whose paths end in one empty subtree have one and the same absence
+    proof: that is the only way another number's proof verifies for N.)"""
+    view, present, absent = many_numbers_view(3, 30)
+    root = view.root()
+    answers = _answers(view, present + absent)
+    shared = 0
+    for n, raw, own in answers:
+        for m, _, enc in answers:
+            if m == n:
+                continue
+            for claim in {raw, None, view.entry_bytes(m)}:
+                if claim is None and raw is None and enc == own:
+                    assert verify_lookup(n, None, enc, root) is None
+                    shared += 1
+                    continue
+                with pytest.raises((MalformedProof, ProofMismatch)):
+                    verify_lookup(n, claim, enc, root)
+    assert shared < len(absent) * len(absent) // 4
+    pos = {n: int.from_bytes(_key(n)[:8], "big") for n in present + absent}
+    for n in present:
+        neighbour = min((m for m in present + absent if m != n), key=lambda m: pos[m] ^ pos[n])
         with pytest.raises((MalformedProof, ProofMismatch)):
-            verify_lookup(n, raw, enc[:cut], root, bits)
-    with pytest.raises(MalformedProof):
-        verify_lookup(n, raw, enc + bytes(32), root, bits)
-    # listings that are not strictly sorted, or hold a stranger, are ill-formed
-    if len(proof.others) >= 2:
-        with pytest.raises(MalformedProof):
-            verify_lookup(n, raw, replace(proof, others=proof.others[::-1]), root, bits)
-    stranger = next(x for x in absent if bucket_of(x, bits) != proof.bucket)
-    with pytest.raises(MalformedProof):
-        verify_lookup(n, raw, replace(proof, others=((stranger, bytes(32)),)), root, bits)
+            verify_lookup(n, view.entry_bytes(n), view.proof(neighbour), root)
+
+
+NUMBER_POOL = [f"+86138{i:08d}" for i in range(64)]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    chosen=st.sets(st.sampled_from(NUMBER_POOL), max_size=24),
+    bits=st.sampled_from([0, 1, 4, 16]),
+    data=st.data(),
+)
+def test_random_sets_prove_presence_and_absence(chosen: set[str], bits: int,
+                                                data: st.DataObject) -> None:
+    b = Book()
+    for i, n in enumerate(sorted(chosen)):
+        b.mark(f"m{i}", IDS[i % len(IDS)], n, "fraud", T + i)
+    records = data.draw(st.permutations(b.records))
+    cut = data.draw(st.integers(0, len(records)))
+    view = NationalView(consortium(view_bucket_bits=bits))
+    view.apply(records[:cut])
+    view.apply(records[cut:])
+    root = view.root()
+    assert root == independent_root(view)
+    assert root == resolve(b.records, consortium(view_bucket_bits=3)).root()
+    for n in data.draw(st.lists(st.sampled_from(NUMBER_POOL), min_size=1, max_size=6)):
+        raw = view.entry_bytes(n)
+        assert (raw is not None) == (n in chosen)
+        got = verify_lookup(n, raw, view.proof(n).encode(), root)
+        assert got == view.entry(n)
+
+
+def _slot_root(pairs: list[tuple[bytes, bytes]], bits: int) -> tuple[bytes, dict[str, Any]]:
+    top = viewtree.TopTree(bits)
+    buckets: dict[int, list[tuple[bytes, bytes]]] = {}
+    for k, e in pairs:
+        buckets.setdefault(int.from_bytes(k[:8], "big") >> (64 - bits), []).append((k, e))
+    slots = {b: viewtree.slots_of(ms) for b, ms in buckets.items()}
+    top.update({b: viewtree.rehash_bucket(s, bits)[0] for b, s in slots.items()})
+    return top.root(), {"top": top, "slots": slots}
+
+
+@pytest.mark.parametrize("bits", [0, 8])
+def test_keys_sharing_a_position_are_listed_deterministically(bits: int) -> None:
+    """The rule for two keys that share all 64 bits of position: one leaf over
+    both (sorted by key); a proof at that position lists the others there."""
+    base = _key(N1)
+    a, c = base[:8] + b"\x01" * 24, base[:8] + b"\x07" * 24
+    stranger = base[:8] + b"\x03" * 24
+    others = [(_key(n), _sha(n.encode())) for n in (N2, N3, N4)]
+    pairs = [(a, _sha(b"a")), (c, _sha(b"c")), *others]
+    root, parts = _slot_root(pairs, bits)
+    assert root == _slot_root(pairs[::-1], 0)[0]
+    leaf = _sha(b"\x03" + a + _sha(b"a") + c + _sha(b"c"))
+    assert viewtree.leaf_hash([(c, _sha(b"c")), (a, _sha(b"a"))]) == leaf
+    pos = int.from_bytes(base[:8], "big")
+    b = pos >> (64 - bits)
+    below, slot = viewtree.bucket_path(parts["slots"][b], bits, pos)
+    assert slot is not None and slot.members == ((a, _sha(b"a")), (c, _sha(b"c")))
+    bitmap, sibs = 0, []
+    for d, h in below + parts["top"].path(b):
+        bitmap |= 1 << (63 - d)
+        sibs.append(h)
+    for key, eh, listed in (
+        (a, _sha(b"a"), ((c, _sha(b"c")),)),
+        (c, _sha(b"c"), ((a, _sha(b"a")),)),
+        (stranger, None, ((a, _sha(b"a")), (c, _sha(b"c")))),     # absent at that position
+    ):
+        proof = ViewProof(listed, bitmap, tuple(sibs))
+        assert viewtree.proof_root(key, eh, ViewProof.decode(proof.encode())) == root
+        assert viewtree.proof_root(key, _sha(b"x"), proof) != root
+    hiding = ViewProof(((a, _sha(b"a")),), bitmap, tuple(sibs))     # leaves c out
+    assert viewtree.proof_root(stranger, None, hiding) != root
 
 
 def test_entry_that_does_not_decode_is_a_malformed_proof() -> None:
     """A node that signed a root over garbage: the hash checks, the bytes do not decode."""
     garbage = b"not an entry"
-    bits = 2
-    number = N1
-    b = bucket_of(number, bits)
-    leaves = [EMPTY_BUCKET] * 4
-    leaves[b] = bucket_hash([(number, entry_hash(garbage))])
-    levels = [leaves, [merkle.node_hash(leaves[0], leaves[1]),
-                       merkle.node_hash(leaves[2], leaves[3])]]
-    root = merkle.node_hash(*levels[1])
-    path = (levels[0][b ^ 1], levels[1][(b >> 1) ^ 1])
+    root = tree_root([(N1, entry_hash(garbage)), (N2, entry_hash(b"x"))])
+    assert tree_root([]) == _EMPTY
+    pos1, pos2 = (int.from_bytes(_key(n)[:8], "big") for n in (N1, N2))
+    d = 64 - (pos1 ^ pos2).bit_length()
+    sib = _sha(b"\x03" + _key(N2) + entry_hash(b"x"))
+    for depth in range(63, d, -1):
+        bit = (pos2 >> (63 - depth)) & 1
+        sib = _node(depth, _EMPTY, sib) if bit else _node(depth, sib, _EMPTY)
+    proof = ViewProof((), 1 << (63 - d), (sib,))
+    assert viewtree.proof_root(_key(N1), entry_hash(garbage), proof) == root
     with pytest.raises(MalformedProof):
-        verify_lookup(number, garbage, ViewProof(b, (), path), root, bits)
+        verify_lookup(N1, garbage, proof, root)
 
 
 # ====================================================================== view checkpoints
@@ -881,7 +1329,7 @@ def test_rebuild_stops_at_a_frozen_feed(tmp_path: Path) -> None:
     b.mark("m2", "carrier-1", N2, "fraud", T + 1)
     b.mark("m3", "carrier-1", N3, "fraud", T + 2)
     fork = Record.issue(KEYS["carrier-1"], "carrier-1", 2, b.id("m1"), T + 1,
-                        Mark(N4, "fraud", 60, 0, T + 1))
+                        Mark(N4, "fraud", 60, 0, T + 1), consortium=CONS.name)
     ledger = NodeLedger.open(tmp_path / "db", CONS, "institute")
     try:
         outs = outcomes(ledger.submit([r.envelope for r in b.records] + [fork.envelope], T + 10))

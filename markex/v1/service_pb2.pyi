@@ -162,16 +162,22 @@ class ViewCheckpoint(_message.Message):
     def __init__(self, note: _Optional[str] = ...) -> None: ...
 
 class GetEvidenceRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("start", "limit")
+    START_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    limit: int
+    def __init__(self, start: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class Evidence(_message.Message):
-    __slots__ = ("equivocations", "forks")
+    __slots__ = ("equivocations", "forks", "next_start")
     EQUIVOCATIONS_FIELD_NUMBER: _ClassVar[int]
     FORKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_START_FIELD_NUMBER: _ClassVar[int]
     equivocations: _containers.RepeatedScalarFieldContainer[bytes]
     forks: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, equivocations: _Optional[_Iterable[bytes]] = ..., forks: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    next_start: int
+    def __init__(self, equivocations: _Optional[_Iterable[bytes]] = ..., forks: _Optional[_Iterable[bytes]] = ..., next_start: _Optional[int] = ...) -> None: ...
 
 class PullRequest(_message.Message):
     __slots__ = ("issuer", "after", "max")
