@@ -262,9 +262,10 @@ class Run:
         self.net = LocalNet(directory / "consortium")
         cons = self.net.consortium
         policy = dataclasses.replace(cons.policy, view_bucket_bits=BUCKET_BITS)
-        institute = SigningKey.load(self.net.dir / "institute" / "signing.key")
-        dataclasses.replace(cons, policy=policy, raw=b"").write(self.net.dir, institute)
-        self.cons = Consortium.load(self.net.dir, institute.public_bytes)
+        # Re-signed with the configuration key the nodes pin (never a node's key).
+        config_key = SigningKey.load(self.net.dir / "config" / "config.key")
+        dataclasses.replace(cons, policy=policy, raw=b"").write(self.net.dir, config_key)
+        self.cons = Consortium.load(self.net.dir, config_key.public_bytes)
         self.net.consortium = self.cons
         self.data_dir = self.net.dir / NODE / "data"
         self.issuers = [p for p in self.net.ids if p != NODE]

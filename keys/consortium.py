@@ -1,17 +1,18 @@
 """The consortium configuration: who takes part, with which keys, roles and
 number ranges, the mark taxonomy, and the policy every node applies.
 
-`consortium.json` holds the exact bytes the institute signed; its signature is
-in `consortium.json.sig`. Loading verifies the signature over those exact bytes
-against the institute key pinned in the node's configuration; nothing is ever
-re-serialized to be verified.
+`consortium.json` holds the exact bytes the institute signed with its
+configuration key (a key of its own, kept apart from every node, named in the
+file as `config_key`); the signature is in `consortium.json.sig`. Loading
+verifies the signature over those exact bytes against the configuration key
+pinned in the node's configuration; nothing is ever re-serialized to be verified.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,10 @@ from keys import ConfigError, ConfigSignatureError
 from keys.signing import SigningKey
 
 CONFIG_CONTEXT = b"markex/v1/consortium\x00"
-ROLES = ("institute", "carrier", "internet")
+ROLES = ("institute", "carrier", "internet", "auditor")
+# Roles that hold a member certificate but issue nothing and run no node: the
+# ledger refuses every record they sign, the view never counts one.
+ISSUES_NOTHING = frozenset({"auditor"})
 FORMAT_VERSION = 1
 
 # Ceilings the ledger enforces too; keys imports no ledger, so they are
@@ -211,6 +215,8 @@ class Consortium:
     taxonomy: tuple[Category, ...] = DEFAULT_TAXONOMY
     policy: Policy = field(default_factory=Policy)
     raw: bytes = b""                              # the exact signed bytes, when loaded
+    # The public key that signs consortium.json; b"" until `write` names the signer.
+    config_key: bytes = b""
 
     def __post_init__(self) -> None:
         check_consortium_name(self.name)
@@ -271,10 +277,16 @@ class Consortium:
             ],
             "policy": self.policy.to_json(),
         }
+        if self.config_key:
+            obj["config_key"] = base64.b64encode(self.config_key).decode()
         return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
 
     @classmethod
-    def from_json_bytes(cls, raw: bytes) -> Consortium:
+    def from_json_bytes(cls, raw: bytes, *, draft: bool = False) -> Consortium:
+        """Parse and check consortium.json. With `draft` (a configuration being
+        built member by member, `markex consortium add-member`), the policy
+        bounds that depend on how many participants there are wait until it is
+        signed; every other rule holds."""
         try:
             obj = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -293,11 +305,14 @@ class Consortium:
             taxonomy = tuple(_category(c) for c in obj["taxonomy"])
             policy = Policy.from_json(obj.get("policy", {}))
             name = obj["name"]
+            config_key = _config_key(obj.get("config_key"))
         except (KeyError, TypeError) as e:
             raise ConfigError(f"consortium.json is missing or mistypes a field: {e}") from e
         check_consortium_name(name)
         # Here rather than in __post_init__: tests build partial consortia in memory.
-        policy.check_for(len(participants))
+        if not draft:
+            # Quorums and counts are of participants that run a node and issue records.
+            policy.check_for(sum(p.role not in ISSUES_NOTHING for p in participants))
         ids = [p.id for p in participants]
         if len(set(ids)) != len(ids):
             raise ConfigError("participant ids must be unique")
@@ -315,24 +330,37 @@ class Consortium:
         cat_ids = [c.id for c in taxonomy]
         if len(set(cat_ids)) != len(cat_ids) or not cat_ids:
             raise ConfigError("taxonomy ids must be unique and non-empty")
-        return cls(name, participants, ranges, taxonomy, policy, raw)
+        for p in participants:
+            # The configuration every node pins must not be signable by any node.
+            if p.public_key == config_key:
+                raise ConfigError(
+                    f"the configuration key is {p.id}'s signing key; it must be a key of its own"
+                )
+        return cls(name, participants, ranges, taxonomy, policy, raw, config_key)
 
     # ---- signature -----------------------------------------------------
     @staticmethod
-    def sign_bytes(raw: bytes, institute_key: SigningKey) -> bytes:
-        return institute_key.sign(CONFIG_CONTEXT + raw)
+    def sign_bytes(raw: bytes, config_key: SigningKey) -> bytes:
+        return config_key.sign(CONFIG_CONTEXT + raw)
 
-    def write(self, directory: Path, institute_key: SigningKey) -> None:
-        raw = self.to_json_bytes()
+    def write(self, directory: Path, config_key: SigningKey) -> None:
+        """Write consortium.json naming `config_key` and its signature by that key.
+
+        Raises ConfigError when the configuration already names another key.
+        """
+        if self.config_key and self.config_key != config_key.public_bytes:
+            raise ConfigError("consortium.json names another configuration key than the signer")
+        raw = replace(self, config_key=config_key.public_bytes).to_json_bytes()
         (directory / "consortium.json").write_bytes(raw)
-        sig = self.sign_bytes(raw, institute_key)
+        sig = self.sign_bytes(raw, config_key)
         (directory / "consortium.json.sig").write_text(base64.b64encode(sig).decode() + "\n")
 
     @classmethod
-    def load(cls, directory: Path, pinned_institute_key: bytes | None = None) -> Consortium:
-        """Load and verify. The institute key is pinned by the node's
-        configuration; without a pin the key inside the file is used (fine for
-        a first look, never for a node)."""
+    def load(cls, directory: Path, pinned_key: bytes | None = None) -> Consortium:
+        """Load and verify. The configuration key is pinned by the node's
+        configuration; without a pin the key named inside the file is used
+        (fine for a first look, never for a node). A file that names no
+        configuration key is refused (ConfigSignatureError)."""
         try:
             raw = (directory / "consortium.json").read_bytes()
             sig_bytes = (directory / "consortium.json.sig").read_bytes()
@@ -342,29 +370,43 @@ class Consortium:
             sig = base64.b64decode(sig_bytes.strip(), validate=True)
         except ValueError as e:
             raise ConfigSignatureError("consortium.json.sig is not base64") from e
-        if pinned_institute_key is not None:
+        if pinned_key is not None:
             # Verify the exact bytes before parsing them: unsigned input is never interpreted.
-            _verify_config(pinned_institute_key, sig, raw)
+            _verify_config(pinned_key, sig, raw)
             conf = cls.from_json_bytes(raw)
-            if conf.institute.public_key != pinned_institute_key:
+            if conf.config_key != pinned_key:
                 raise ConfigSignatureError(
-                    "consortium.json names an institute key other than the pinned one"
+                    "consortium.json names a configuration key other than the pinned one"
                 )
             return conf
         conf = cls.from_json_bytes(raw)
-        _verify_config(conf.institute.public_key, sig, raw)
+        if not conf.config_key:
+            raise ConfigSignatureError("consortium.json names no configuration key (config_key)")
+        _verify_config(conf.config_key, sig, raw)
         return conf
 
 
-def _verify_config(institute_key: bytes, sig: bytes, raw: bytes) -> None:
+def _verify_config(key: bytes, sig: bytes, raw: bytes) -> None:
     try:
-        Ed25519PublicKey.from_public_bytes(institute_key).verify(sig, CONFIG_CONTEXT + raw)
+        Ed25519PublicKey.from_public_bytes(key).verify(sig, CONFIG_CONTEXT + raw)
     except ValueError as e:
-        raise ConfigSignatureError("the institute key must be 32 bytes") from e
+        raise ConfigSignatureError("the configuration key must be 32 bytes") from e
     except InvalidSignature as e:
         raise ConfigSignatureError(
-            "consortium.json is not signed by the institute key (changed after signing?)"
+            "consortium.json is not signed by the configuration key (changed after signing?)"
         ) from e
+
+
+def _config_key(v: Any) -> bytes:
+    if v is None:
+        return b""
+    try:
+        key = base64.b64decode(v, validate=True)
+    except (ValueError, TypeError) as e:
+        raise ConfigError("config_key is not base64") from e
+    if len(key) != 32:
+        raise ConfigError("config_key must be a 32-byte Ed25519 public key")
+    return key
 
 
 def _participant(p: Any) -> Participant:
@@ -385,7 +427,7 @@ def _participant(p: Any) -> Participant:
     weight = p.get("weight", 1)
     if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
         raise ConfigError(f"participant {pid}: weight must be a non-negative integer")
-    return Participant(
+    part = Participant(
         id=pid,
         role=role,
         public_key=pub,
@@ -394,6 +436,20 @@ def _participant(p: Any) -> Participant:
         public_endpoint=str(p.get("public_endpoint", "")),
         name=str(p.get("name", "")),
     )
+    check_participant(part)
+    return part
+
+
+def check_participant(p: Participant) -> None:
+    """Raise ConfigError unless `p` obeys its role: a role that issues nothing
+    (auditor) has weight 0 and runs no node, so it names no endpoints."""
+    if p.role not in ROLES:
+        raise ConfigError(f"participant {p.id}: role must be one of {', '.join(ROLES)}")
+    if p.role in ISSUES_NOTHING:
+        if p.weight != 0:
+            raise ConfigError(f"participant {p.id}: an {p.role} has weight 0")
+        if p.member_endpoint or p.public_endpoint:
+            raise ConfigError(f"participant {p.id}: an {p.role} runs no node, so no endpoints")
 
 
 def _prefix(x: Any) -> str:

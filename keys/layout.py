@@ -2,17 +2,25 @@
 
 `init_consortium(DIR, ...)` writes:
 
-    DIR/consortium.json, DIR/consortium.json.sig   signed by the institute key
+    DIR/consortium.json, DIR/consortium.json.sig   signed by the configuration key
+    DIR/config/config.key                          that key (0600), apart from every node
+    DIR/config/config.pub                          its public key, base64: what nodes pin
     DIR/ca/ca.pem                                  the consortium CA certificate
     DIR/ca/ca.key                                  its key (0600)
     DIR/<id>/signing.key                           the participant's Ed25519 key (0600)
     DIR/<id>/tls.key, DIR/<id>/tls.pem             the node's TLS key (0600) and certificate
+    DIR/<id>/admin.key, DIR/<id>/admin.pem         the operator's Admin API client credential
     DIR/<id>/node.toml                             the node's configuration (NodeConfig)
     DIR/<id>/data/                                 empty; the node's database goes here
 
-Participants are `institute`, `carrier-1..N`, `internet-1..M`. Participant k
-(0-based, institute first) gets member port `base_port + 2k` and public port
-`base_port + 2k + 1`.
+Participants are `institute`, `carrier-1..N`, `internet-1..M`, each with a
+node, and `auditor-1` (signing key, TLS key and certificate; no node, no admin
+credential; DIR/auditor-1/config.pub holds the pin its clients verify
+consortium.json with). Node k (0-based, institute first) gets member port
+`base_port + 2k` and public port `base_port + 2k + 1`.
+
+A local consortium keeps every key in one folder; docs/consortium-setup.md is
+the set-up across organisations, where each key stays with its holder.
 """
 
 from __future__ import annotations
@@ -29,11 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from keys import ConfigError
-from keys.consortium import Consortium, Participant, Policy
+from keys.consortium import ISSUES_NOTHING, Consortium, Participant, Policy
 from keys.signing import SigningKey
-from keys.tls import make_ca, make_node_cert
+from keys.tls import make_admin_cert, make_ca, make_node_cert
 
-WEIGHTS = {"institute": 5, "carrier": 2, "internet": 1}
+WEIGHTS = {"institute": 5, "carrier": 2, "internet": 1, "auditor": 0}
+CONFIG_KEY = Path("config") / "config.key"
 DEFAULT_NAME = "markex-local"
 
 # Chinese mobile prefixes by the operator that was first assigned them; with three carriers
@@ -85,8 +94,9 @@ class NodeConfig:
     """One node's configuration, as in `DIR/<id>/node.toml`.
 
     Paths are absolute (relative ones in the file are taken relative to the
-    file's folder). `institute_key` is the raw 32-byte institute public key the
-    node pins to load `consortium.json`; the file holds it in base64.
+    file's folder). `institute_key` is the raw 32-byte public key of the
+    institute's configuration key (never a node's key), which the node pins to
+    load `consortium.json`; the file holds it in base64.
     """
 
     participant: str
@@ -203,8 +213,8 @@ _PATH_KEYS = ("consortium", "data_dir", "signing_key", "tls_key", "tls_cert", "c
 
 
 def load_consortium(cfg: NodeConfig) -> Consortium:
-    """The consortium configuration, verified with the node's pinned institute key,
-    which must list the node's own participant."""
+    """The consortium configuration, verified with the node's pinned configuration
+    key, which must list the node's own participant."""
     conf = Consortium.load(cfg.consortium, cfg.institute_key)
     if conf.participant(cfg.participant) is None:
         raise ConfigError(f"participant {cfg.participant!r} is not in the consortium")
@@ -258,7 +268,7 @@ def init_consortium(
         raise ConfigError(f"a consortium needs at least one carrier, got {carriers!r}")
     if isinstance(internet, bool) or not isinstance(internet, int) or internet < 0:
         raise ConfigError(f"the number of internet firms must be 0 or more, got {internet!r}")
-    count = 1 + carriers + internet
+    count = 1 + carriers + internet  # nodes; the auditor runs none
     if isinstance(base_port, bool) or not isinstance(base_port, int) or base_port < 1:
         raise ConfigError(f"base port must be a positive integer, got {base_port!r}")
     if base_port + 2 * count - 1 > 65535:
@@ -316,45 +326,66 @@ def _write_consortium(
         [("institute", "institute", "Research institute")]
         + [(f"carrier-{i}", "carrier", f"Carrier {i}") for i in range(1, carriers + 1)]
         + [(f"internet-{i}", "internet", f"Internet firm {i}") for i in range(1, internet + 1)]
+        + [("auditor-1", "auditor", "Auditor 1")]
     )
+    nodes = [(pid, role) for pid, role, _ in roles if role not in ISSUES_NOTHING]
     try:
         (directory / "ca").mkdir()
         ca_key, ca_cert = make_ca(f"{name} CA", now)
         _write_private(directory / "ca" / "ca.key", ca_key)
         (directory / "ca" / "ca.pem").write_bytes(ca_cert)
+        # The key that signs consortium.json belongs to no participant and no node.
+        (directory / CONFIG_KEY).parent.mkdir()
+        config_key = SigningKey.generate()
+        config_key.save(directory / CONFIG_KEY)
+        (directory / CONFIG_KEY).with_suffix(".pub").write_text(
+            base64.b64encode(config_key.public_bytes).decode() + "\n"
+        )
 
-        signing_keys: dict[str, SigningKey] = {}
         participants: list[Participant] = []
-        for k, (pid, role, title) in enumerate(roles):
+        for pid, role, title in roles:
             pdir = directory / pid
-            (pdir / "data").mkdir(parents=True)
+            pdir.mkdir()
             key = SigningKey.generate()
             key.save(pdir / "signing.key")
-            signing_keys[pid] = key
             tls_key, tls_cert = make_node_cert(ca_key, ca_cert, pid, [host], now)
             _write_private(pdir / "tls.key", tls_key)
             (pdir / "tls.pem").write_bytes(tls_cert)
+            member = public = ""
+            if role in ISSUES_NOTHING:
+                # No node.toml: the pin it verifies consortium.json with, on its own.
+                (pdir / "config.pub").write_text(
+                    base64.b64encode(config_key.public_bytes).decode() + "\n"
+                )
+            else:
+                (pdir / "data").mkdir()
+                admin_key, admin_cert = make_admin_cert(ca_key, ca_cert, pid, now)
+                _write_private(pdir / "admin.key", admin_key)
+                (pdir / "admin.pem").write_bytes(admin_cert)
+                k = nodes.index((pid, role))
+                member = _endpoint(host, base_port + 2 * k)
+                public = _endpoint(host, base_port + 2 * k + 1)
             participants.append(
                 Participant(
                     id=pid,
                     role=role,
                     public_key=key.public_bytes,
                     weight=WEIGHTS[role],
-                    member_endpoint=_endpoint(host, base_port + 2 * k),
-                    public_endpoint=_endpoint(host, base_port + 2 * k + 1),
+                    member_endpoint=member,
+                    public_endpoint=public,
                     name=title,
                 )
             )
 
         carrier_ids = [pid for pid, role, _ in roles if role == "carrier"]
-        # A quorum of peers is at most everyone else: 1 in a consortium of two.
-        quorum = min(2, len(participants) - 1)
+        # A quorum of peers is at most every other node: 1 in a consortium of two nodes
+        # (the auditor runs none, so it neither cosigns nor restores anyone).
+        quorum = min(2, len(nodes) - 1)
         policy = Policy(cosign_quorum=quorum, restore_quorum=quorum)
         draft = Consortium(name, tuple(participants), number_ranges(carrier_ids), policy=policy)
-        institute_key = signing_keys["institute"]
-        draft.write(directory, institute_key)
+        draft.write(directory, config_key)
 
-        for k, (pid, _, _) in enumerate(roles):
+        for k, (pid, _) in enumerate(nodes):
             pdir = directory / pid
             NodeConfig(
                 participant=pid,
@@ -367,13 +398,13 @@ def _write_consortium(
                 member_listen=_endpoint(listen_host, base_port + 2 * k),
                 public_listen=_endpoint(listen_host, base_port + 2 * k + 1),
                 metrics_listen=_endpoint(listen_host, 0),
-                institute_key=institute_key.public_bytes,
+                institute_key=config_key.public_bytes,
                 new_feed=True,  # every feed of a consortium just made starts here
             ).write(pdir / "node.toml")
     except OSError as e:
         raise ConfigError(f"cannot write the consortium into {directory}: {e}") from e
     # What a node will see: the exact signed bytes, verified against the pin.
-    return Consortium.load(directory, institute_key.public_bytes)
+    return Consortium.load(directory, config_key.public_bytes)
 
 
 def _listen_host(host: str) -> str:

@@ -38,15 +38,7 @@ class SigningKey:
 
     @classmethod
     def load(cls, path: Path) -> SigningKey:
-        try:
-            mode = path.stat().st_mode & 0o777
-            data = path.read_bytes()
-        except OSError as e:
-            raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from e
-        if mode & 0o077:
-            raise KeyFileError(
-                f"key file {path} is readable by others (mode {mode:o}); chmod 600 it"
-            )
+        data = read_private(path)
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError) as e:
@@ -55,13 +47,17 @@ class SigningKey:
             raise KeyFileError(f"key file {path} is not an Ed25519 key")
         return cls(key)
 
-    def save(self, path: Path) -> None:
-        """Write as PKCS#8 PEM with mode 0600 (created so, never widened)."""
-        pem = self.private.private_bytes(
+    def private_pem(self) -> bytes:
+        """The key as unencrypted PKCS#8 PEM, what `load` reads."""
+        return self.private.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
+
+    def save(self, path: Path) -> None:
+        """Write as PKCS#8 PEM with mode 0600 (created so, never widened)."""
+        pem = self.private_pem()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, pem)
@@ -77,6 +73,41 @@ class SigningKey:
         return self.private.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
+
+
+def read_private(path: Path) -> bytes:
+    """The bytes of a private key file (signing, TLS, admin, CA key).
+
+    Raises KeyFileError when it cannot be read or when its mode lets anyone
+    but its owner read or write it: a key others could read is not secret.
+    """
+    try:
+        mode = path.stat().st_mode & 0o777
+        data = path.read_bytes()
+    except OSError as e:
+        raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from e
+    if mode & 0o077:
+        raise KeyFileError(
+            f"key file {path} is readable by others (mode {mode:o}); chmod 600 it"
+        )
+    return data
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create a key file with mode 0600 from the start; refuses to overwrite one."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as e:
+        raise KeyFileError(f"{path} exists; a key file is never overwritten") from e
+    except OSError as e:
+        raise KeyFileError(f"cannot create key file {path}: {e.strerror}") from e
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.chmod(path, 0o600)
 
 
 def verify_ed25519(public_key: bytes, signature: bytes, message: bytes) -> bool:

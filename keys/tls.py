@@ -17,6 +17,7 @@ Time is always an argument: nothing here reads the clock.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -313,3 +314,216 @@ def _alt_names(participant_id: str, hosts: list[str]) -> list[x509.GeneralName]:
             seen.add(str(ip))
             names.append(x509.IPAddress(ip))
     return names
+
+
+# ---- certificate requests and admin certificates (the cross-organisation flow) ------
+
+ADMIN_URI_PREFIX = "markex://admin/"
+MEMBER, ADMIN = "member", "admin"
+CERT_KINDS = (MEMBER, ADMIN)
+
+
+def admin_common_name(participant_id: str) -> str:
+    """The CN of an admin certificate: never a valid participant id (it holds
+    spaces), so `participant_from_cert` refuses an admin certificate."""
+    return f"markex admin {participant_id}"
+
+
+def make_csr(
+    participant_id: str, kind: str = MEMBER, hosts: list[str] | None = None
+) -> tuple[bytes, bytes]:
+    """A new key and a certificate request for it: (key PEM, CSR PEM).
+
+    `kind` "member" asks for the node's TLS certificate (CN and SAN URI
+    `markex://participant/<id>`, plus `hosts` as DNS/IP SANs); "admin" asks for
+    the operator's client certificate for the node's Admin API (SAN URI
+    `markex://admin/<id>`, no hosts). The key never leaves the caller.
+    """
+    _check_participant_id(participant_id)
+    key = ec.generate_private_key(ec.SECP256R1())
+    if kind == MEMBER:
+        cn = participant_id
+        names = _alt_names(participant_id, list(hosts or []))
+    elif kind == ADMIN:
+        if hosts:
+            raise ConfigError("an admin certificate serves no host")
+        cn = admin_common_name(participant_id)
+        names = [x509.UniformResourceIdentifier(ADMIN_URI_PREFIX + participant_id)]
+    else:
+        raise ConfigError(f"certificate kind must be one of {', '.join(CERT_KINDS)}")
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return _key_pem(key), csr.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True)
+class CsrRequest:
+    """What a checked certificate request asks for."""
+
+    kind: str                 # "member" or "admin"
+    participant: str
+    hosts: tuple[str, ...]    # DNS names and IP literals (member certificates only)
+
+
+def read_csr(csr_pem: bytes) -> tuple[x509.CertificateSigningRequest, CsrRequest]:
+    """Parse and check a request: its signature by its own key, an ECDSA P-256
+    key, exactly one markex URI naming a valid participant id, a CN that agrees
+    with it, and nothing else in the SAN but host names. Raises ConfigError."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as e:
+        raise ConfigError(f"not a PEM certificate request: {e}") from e
+    try:
+        valid = csr.is_signature_valid
+        pub = csr.public_key()
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        cns = [a.value for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    except x509.ExtensionNotFound as e:
+        raise ConfigError("the request names no participant (no subject alternative name)") from e
+    except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as e:
+        raise ConfigError(f"the request does not parse: {e}") from e
+    if not valid:
+        raise ConfigError("the request is not signed by the key it holds")
+    if not isinstance(pub, ec.EllipticCurvePublicKey) or not isinstance(pub.curve, ec.SECP256R1):
+        raise ConfigError("the request's key must be ECDSA P-256")
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    marked = [
+        (MEMBER, u[len(PARTICIPANT_URI_PREFIX):]) if u.startswith(PARTICIPANT_URI_PREFIX)
+        else (ADMIN, u[len(ADMIN_URI_PREFIX):])
+        for u in uris if u.startswith((PARTICIPANT_URI_PREFIX, ADMIN_URI_PREFIX))
+    ]
+    if len(marked) != 1 or len(uris) != 1:
+        raise ConfigError("the request must name exactly one markex participant or admin URI")
+    kind, pid = marked[0]
+    _check_participant_id(pid)
+    expect_cn = pid if kind == MEMBER else admin_common_name(pid)
+    if cns != [expect_cn]:
+        raise ConfigError(f"the request's CN must be {expect_cn!r}, got {cns!r}")
+    hosts = [str(v) for v in san.get_values_for_type(x509.DNSName)]
+    hosts += [str(v) for v in san.get_values_for_type(x509.IPAddress)]
+    if len(hosts) + 1 != len(list(san)):
+        raise ConfigError("the request's alternative names hold more than the URI and hosts")
+    if kind == ADMIN and hosts:
+        raise ConfigError("an admin request names no host")
+    own_reserved = f"{pid}.participant.markex.invalid"
+    asked: list[str] = []
+    for h in hosts:
+        name = h.lower().rstrip(".")
+        if "*" in name:
+            raise ConfigError(f"the request asks for a wildcard name {h!r}")
+        if name.endswith(".invalid"):
+            # Names under .invalid (RFC 6761) are the CA's own naming of participants:
+            # a request may carry its own (the CA adds it anyway), never another's.
+            if name != own_reserved:
+                raise ConfigError(f"the request asks for the reserved name {h!r}")
+            continue
+        asked.append(h)
+    _alt_names(pid, asked)  # the same host rules make_node_cert applies
+    return csr, CsrRequest(kind, pid, tuple(asked))
+
+
+def issue_from_csr(
+    ca_key_pem: bytes,
+    ca_cert_pem: bytes,
+    csr_pem: bytes,
+    now: datetime,
+    participant_id: str | None = None,
+) -> tuple[CsrRequest, bytes]:
+    """The CA signs a checked request: (what it asked for, certificate PEM).
+
+    Only the request's key and checked names are copied; every other property
+    (validity, key usage, EKU) is the CA's. A member certificate is good for
+    both ends of mutual TLS; an admin certificate only as a client. With
+    `participant_id`, the request must name that participant.
+    """
+    csr, req = read_csr(csr_pem)
+    if participant_id is not None and req.participant != participant_id:
+        raise ConfigError(
+            f"the request names {req.participant!r}, not the expected {participant_id!r}"
+        )
+    ca_key = _load_ca_key(ca_key_pem)
+    ca_cert = _load_cert(ca_cert_pem)
+    if ca_key.public_key().public_numbers() != _ec_public(ca_cert).public_numbers():
+        raise ConfigError("the CA key does not belong to the CA certificate")
+    start = _utc(now) - BACKDATE
+    end = min(start + NODE_VALIDITY, ca_cert.not_valid_after_utc)
+    if end <= start:
+        raise ConfigError("the CA certificate has expired; make a new CA")
+    pub = csr.public_key()
+    assert isinstance(pub, ec.EllipticCurvePublicKey)  # read_csr checked it
+    if req.kind == MEMBER:
+        cn = req.participant
+        names = _alt_names(req.participant, list(req.hosts))
+        ekus = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    else:
+        cn = admin_common_name(req.participant)
+        names = [x509.UniformResourceIdentifier(ADMIN_URI_PREFIX + req.participant)]
+        ekus = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(pub)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return req, cert.public_bytes(serialization.Encoding.PEM)
+
+
+def make_admin_cert(
+    ca_key_pem: bytes, ca_cert_pem: bytes, participant_id: str, now: datetime
+) -> tuple[bytes, bytes]:
+    """An operator's admin client key and certificate (key PEM, certificate PEM),
+    made as the cross-organisation flow makes them: a request, then the CA."""
+    key, csr = make_csr(participant_id, ADMIN)
+    _, cert = issue_from_csr(ca_key_pem, ca_cert_pem, csr, now, participant_id)
+    return key, cert
+
+
+def admin_from_cert(cert_pem_or_der: bytes) -> str:
+    """The participant whose operator holds this admin certificate (its SAN URI
+    `markex://admin/<id>`). Raises ConfigError for any other certificate, a
+    node's TLS certificate included. Who issued it is the handshake's check."""
+    cert = _load_cert(cert_pem_or_der)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound as e:
+        raise ConfigError("not an admin certificate (no alternative names)") from e
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as e:
+        raise ConfigError(f"certificate extensions do not parse: {e}") from e
+    admins = [u[len(ADMIN_URI_PREFIX):] for u in uris if u.startswith(ADMIN_URI_PREFIX)]
+    if any(u.startswith(PARTICIPANT_URI_PREFIX) for u in uris):
+        raise ConfigError("a member certificate is not an admin certificate")
+    if len(admins) != 1:
+        raise ConfigError("not an admin certificate (it must name exactly one markex admin URI)")
+    _check_participant_id(admins[0])
+    return admins[0]

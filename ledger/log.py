@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from keys.consortium import Consortium
+from keys.consortium import ISSUES_NOTHING, Consortium
 from keys.signing import SigningKey
 from ledger import merkle, note
 from ledger.errors import (
@@ -690,6 +690,8 @@ class NodeLedger:
 
 
 def _check_role(cons: Consortium, role: str, issuer: str, payload: Payload) -> None:
+    if role in ISSUES_NOTHING:
+        raise NotAllowed(f"{issuer} is an {role}: it reads the log and issues nothing")
     if isinstance(payload, Mark):
         if payload.category not in cons.categories:
             raise UnknownCategory(f"category {payload.category!r} is not in the taxonomy")

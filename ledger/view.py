@@ -43,7 +43,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from keys.consortium import Consortium
+from keys.consortium import ISSUES_NOTHING, Consortium
 from ledger import merkle, note, viewtree
 from ledger.errors import (
     BadInput,
@@ -1862,7 +1862,7 @@ class NationalView:
         mark or reassignment whose own times break `ledger.rules`)."""
         cons = self.consortium
         p = cons.participant(rec.issuer)
-        if p is None:
+        if p is None or p.role in ISSUES_NOTHING:  # the ledger refuses an auditor's records
             return None
         pay = rec.payload
         if time_violation(rec.issued_at_ms, pay, cons.policy) is not None:

@@ -1,6 +1,10 @@
 """`markex audit`: the auditor's command line around `ledger.audit`.
 
-    markex audit --node ID [--state FILE]      online, through the node's public port
+    markex audit --node ID [--as ID] [--state FILE]
+                                               online: checkpoints and proofs from the
+                                               public port, entries and evidence from the
+                                               member port's Audit service (as --as, by
+                                               default the consortium's first auditor)
     markex audit --data-dir PATH [--as ID]     offline, on a stopped node's files
     markex audit verify-evidence FILE          check an evidence file with consortium.json
 
@@ -47,10 +51,15 @@ EVIDENCE_PAGES = 1000  # pages of GetEvidence read at most (a node could serve t
 
 
 class GrpcLogSource:
-    """`ledger.audit.LogSource` over a node's public gRPC service."""
+    """`ledger.audit.LogSource` over a node's gRPC services: checkpoints, proofs
+    and feed heads from `Public`; raw entries and evidence from `Audit`, which
+    the node serves only to members and auditors (docs/publication.md)."""
 
-    def __init__(self, stub: rpc.PublicStub, timeout: float = 30) -> None:
+    def __init__(
+        self, stub: rpc.PublicStub, audit_stub: rpc.AuditStub, timeout: float = 30
+    ) -> None:
         self.stub = stub
+        self.audit = audit_stub
         self.timeout = timeout
 
     def _rpc(self, method: Any, request: Any) -> Any:
@@ -63,7 +72,7 @@ class GrpcLogSource:
         return self._rpc(self.stub.GetLogCheckpoint, pb.GetLogCheckpointRequest()).note
 
     def entries(self, start: int, end: int) -> list[bytes]:
-        r = self._rpc(self.stub.GetEntries, pb.GetEntriesRequest(start=start, end=end))
+        r = self._rpc(self.audit.GetEntries, pb.GetEntriesRequest(start=start, end=end))
         if r.start != start:
             raise BadInput(f"asked for entries from {start}, the node answered from {r.start}")
         return list(r.envelopes)
@@ -91,7 +100,7 @@ class GrpcLogSource:
         forks: list[bytes] = []
         start = 0
         for _page in range(EVIDENCE_PAGES):
-            r = self._rpc(self.stub.GetEvidence, pb.GetEvidenceRequest(start=start))
+            r = self._rpc(self.audit.GetEvidence, pb.GetEvidenceRequest(start=start))
             eqs.extend(r.equivocations)
             forks.extend(r.forks)
             if r.next_start <= start:  # 0 at the end; never backwards
@@ -294,19 +303,35 @@ def _log_of(cons: Consortium, node: str, src: GrpcLogSource) -> str:
     raise ConfigError(f"the node at {node} serves log {origin!r}, not one of {cons.name}")
 
 
+def reader_id(cons: Consortium, as_id: str | None) -> str:
+    """Who reads the Audit service: `as_id`, else the consortium's first auditor."""
+    if as_id:
+        if cons.participant(as_id) is None:
+            raise ConfigError(f"--as {as_id!r} is not a participant of {cons.name}")
+        return as_id
+    for p in cons.participants:
+        if p.role == "auditor":
+            return p.id
+    raise ConfigError(f"{cons.name} has no auditor: pass --as ID (a member or an auditor)")
+
+
 def audit_online(
     directory: Path,
     cons: Consortium,
     node: str,
     state_path: Path | None,
     progress: audit.Progress | None = None,
+    as_id: str | None = None,
 ) -> tuple[audit.AuditReport, str]:
-    """Audit `node` through its public port; keep the state at `state_path`
-    (None: a full audit that remembers nothing)."""
+    """Audit `node` through its public port and, as member or auditor `as_id`
+    (default: the first auditor), its Audit service; keep the state at
+    `state_path` (None: a full audit that remembers nothing)."""
     ep = client.resolve_node(cons, node)
+    reader = reader_id(cons, as_id)
     channel = client.public_channel(directory, ep.public, ep.participant)
+    member = client.member_channel(directory, reader, ep.member, ep.participant)
     try:
-        src = GrpcLogSource(rpc.PublicStub(channel))
+        src = GrpcLogSource(rpc.PublicStub(channel), rpc.AuditStub(member))
         pid = _log_of(cons, node, src)
         state = load_state(state_path, cons) if state_path is not None else None
         if state is not None and state.log != pid:
@@ -314,6 +339,7 @@ def audit_online(
         rep, new_state = audit.audit_source(src, cons, pid, state, progress=progress)
     finally:
         channel.close()
+        member.close()
     if state_path is not None and new_state is not None:
         save_state(state_path, new_state)
     return rep, pid
@@ -335,7 +361,7 @@ def _audit_node(args: argparse.Namespace) -> int:
         state_path = d / "audit" / f"{ident}.json"
     progress = _Progress(f"audit {args.node}")
     try:
-        rep, _ = audit_online(d, cons, args.node, state_path, progress)
+        rep, _ = audit_online(d, cons, args.node, state_path, progress, args.as_id)
     finally:
         progress.end()
     ev_dir = _evidence_dir(args, state_path.parent / "evidence")

@@ -203,7 +203,17 @@ def cmd_log_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_log_entries(args: argparse.Namespace) -> int:
-    stub, _, _ = _public(args)
+    # Raw entries are for members and auditors: the member port's Audit service,
+    # as --as or, like `markex audit`, the consortium's first auditor.
+    from node.auditcli import reader_id
+
+    d, cons = _cons(args)
+    if not args.node:
+        raise UsageError("--node ID (or HOST:PORT) is required")
+    if args.as_id:
+        _acting(args, cons)
+    who = reader_id(cons, args.as_id)
+    stub = client.audit_stub(d, who, client.resolve_node(cons, args.node).member)
     if args.end <= args.start:
         raise UsageError("--end must be greater than --start")
     out: list[str] = []
@@ -412,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kv.add_argument("--participant", required=True)
     kv.set_defaults(fn=cmd_keys_verifier)
+
+    from node import ceremony
+
+    ceremony.register(sub, cons, ky, nd, common)
     return p
 
 

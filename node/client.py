@@ -15,11 +15,13 @@ import grpc
 from keys import ConfigError
 from keys.consortium import Consortium
 from keys.layout import NodeConfig
+from keys.signing import read_private
 from keys.tls import participant_dns_name
 from markex.v1 import service_pb2_grpc as rpc
 
 CONSORTIUM_ENV = "MARKEX_CONSORTIUM"
 INSTITUTE_KEY_ENV = "MARKEX_INSTITUTE_KEY"
+PIN_FILE = "config.pub"  # <dir>/<id>/config.pub: the pin of a participant that runs no node
 
 
 def consortium_dir(arg: str | None) -> Path:
@@ -35,7 +37,8 @@ def consortium_dir(arg: str | None) -> Path:
 def pinned_institute_key(directory: Path, key_b64: str | None, as_id: str | None) -> bytes:
     """The institute key consortium.json must be signed with: `key_b64`
     (--institute-key), else $MARKEX_INSTITUTE_KEY, else the `institute_key` of
-    <directory>/<as_id>/node.toml. Raises ConfigError when none is given: the
+    <directory>/<as_id>/node.toml (for a participant without a node, such as an
+    auditor, <directory>/<as_id>/config.pub). Raises ConfigError when none is given: the
     key inside the file is never trusted to verify the file."""
     raw = key_b64 or os.environ.get(INSTITUTE_KEY_ENV)
     if raw:
@@ -47,8 +50,22 @@ def pinned_institute_key(directory: Path, key_b64: str | None, as_id: str | None
             raise ConfigError(f"--institute-key is {len(key)} bytes, not a 32-byte Ed25519 key")
         return key
     if as_id:
+        pin_file = directory / as_id / PIN_FILE
+        if not (directory / as_id / "node.toml").is_file() and pin_file.is_file():
+            # A participant without a node (an auditor) keeps only the pin.
+            return _pin_from(pin_file)
         return NodeConfig.for_participant(directory, as_id).institute_key
     raise missing_pin(directory)
+
+
+def _pin_from(path: Path) -> bytes:
+    try:
+        key = base64.b64decode(path.read_text(encoding="ascii").strip(), validate=True)
+    except (OSError, UnicodeDecodeError, binascii.Error, ValueError) as e:
+        raise ConfigError(f"{path} does not hold a base64 configuration key") from e
+    if len(key) != 32:
+        raise ConfigError(f"{path} does not hold a 32-byte Ed25519 key")
+    return key
 
 
 def missing_pin(directory: Path) -> ConfigError:
@@ -111,19 +128,46 @@ def public_channel(
 def member_channel(
     directory: Path, as_id: str, endpoint: str, participant: str | None = None
 ) -> grpc.Channel:
-    """A mutual-TLS channel presenting `as_id`'s certificate; with
-    `participant`, only that participant's server certificate is accepted."""
+    """A mutual-TLS channel presenting `as_id`'s certificate (DIR/<id>/tls.pem);
+    with `participant`, only that participant's server certificate is accepted.
+
+    Raises KeyFileError when the key file is missing or readable by others.
+    """
+    return _mtls_channel(directory, as_id, "tls", endpoint, participant)
+
+
+def admin_channel(
+    directory: Path, as_id: str, endpoint: str, participant: str | None = None
+) -> grpc.Channel:
+    """A mutual-TLS channel presenting `as_id`'s operator's admin certificate
+    (DIR/<id>/admin.pem and admin.key): the only credential the Admin API takes.
+
+    Raises KeyFileError when the key file is missing or readable by others.
+    """
+    return _mtls_channel(directory, as_id, "admin", endpoint, participant)
+
+
+def _mtls_channel(
+    directory: Path, as_id: str, stem: str, endpoint: str, participant: str | None
+) -> grpc.Channel:
     pdir = directory / as_id
+    key = read_private(pdir / f"{stem}.key")  # the same mode check as signing keys
     try:
-        key = (pdir / "tls.key").read_bytes()
-        cert = (pdir / "tls.pem").read_bytes()
+        cert = (pdir / f"{stem}.pem").read_bytes()
+        ca = (directory / "ca" / "ca.pem").read_bytes()
     except OSError as e:
-        raise ConfigError(f"no TLS key and certificate for {as_id!r} in {pdir}") from e
-    ca = (directory / "ca" / "ca.pem").read_bytes()
+        raise ConfigError(f"no {stem} certificate for {as_id!r} in {pdir}: {e.strerror}") from e
     creds = grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=cert
     )
-    return grpc.secure_channel(endpoint, creds, options=target_options(participant))
+    return grpc.secure_channel(
+        endpoint,
+        creds,
+        options=[
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            *target_options(participant),
+        ],
+    )
 
 
 def public_stub(
@@ -135,4 +179,11 @@ def public_stub(
 def admin_stub(
     directory: Path, as_id: str, endpoint: str, participant: str | None = None
 ) -> rpc.AdminStub:
-    return rpc.AdminStub(member_channel(directory, as_id, endpoint, participant))
+    return rpc.AdminStub(admin_channel(directory, as_id, endpoint, participant))
+
+
+def audit_stub(
+    directory: Path, as_id: str, endpoint: str, participant: str | None = None
+) -> rpc.AuditStub:
+    """Raw records and evidence, on the member port, as member or auditor `as_id`."""
+    return rpc.AuditStub(member_channel(directory, as_id, endpoint, participant))

@@ -68,7 +68,9 @@ class LocalNet:
         self.consortium: Consortium = init_consortium(
             self.dir, carriers=carriers, internet=internet, base_port=base, now=datetime.now(UTC)
         )
-        self.ids = [p.id for p in self.consortium.participants]
+        # Nodes only: an auditor holds a certificate but runs no node.
+        self.ids = [p.id for p in self.consortium.participants if p.member_endpoint]
+        self.auditor = next(p.id for p in self.consortium.participants if p.role == "auditor")
         self.nodes = {pid: NodeProcess(pid) for pid in self.ids}
         self.sync_interval = sync_interval
         self._channels: dict[tuple[str, str], grpc.Channel] = {}
@@ -203,12 +205,22 @@ class LocalNet:
         return rpc.PublicStub(self._channels[key])
 
     def admin(self, pid: str, as_id: str | None = None) -> rpc.AdminStub:
+        """pid's Admin API with `as_id`'s (default pid's) operator admin certificate."""
         who = as_id or pid
         key = (f"admin:{who}", pid)
         if key not in self._channels:
             ep = self.consortium.participant(pid).member_endpoint  # type: ignore[union-attr]
-            self._channels[key] = client.member_channel(self.dir, who, ep)
+            self._channels[key] = client.admin_channel(self.dir, who, ep)
         return rpc.AdminStub(self._channels[key])
+
+    def audit(self, pid: str, as_id: str | None = None) -> rpc.AuditStub:
+        """pid's Audit service (raw records, evidence) as `as_id`, by default the auditor."""
+        who = as_id or self.auditor
+        key = (f"audit:{who}", pid)
+        if key not in self._channels:
+            ep = self.consortium.participant(pid).member_endpoint  # type: ignore[union-attr]
+            self._channels[key] = client.member_channel(self.dir, who, ep)
+        return rpc.AuditStub(self._channels[key])
 
     def exchange(self, pid: str, as_id: str) -> rpc.ExchangeStub:
         key = (f"exchange:{as_id}", pid)

@@ -1,6 +1,6 @@
 """A markex node: the ledger behind two gRPC ports.
 
-- member port (mutual TLS, consortium CA): Exchange and Admin;
+- member port (mutual TLS, consortium CA): Exchange, Admin and Audit;
 - public port (TLS, read-only): Public, grpc.health.v1, server reflection.
 
 `Node(cfg).start()` binds both (port 0 picks a free port, for tests) and
@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from keys.consortium import Consortium, Participant
 from keys.layout import NodeConfig, load_consortium
-from keys.signing import SigningKey
+from keys.signing import SigningKey, read_private
 from keys.tls import participant_dns_name
 from ledger import note
 from ledger.errors import StorageFailure
@@ -40,7 +40,7 @@ from node.feedgate import NEW_FEED, OWN_STORE, RESTORE, IssueGate
 from node.limits import ClientTable, PublicGate, PublicLimits
 from node.metrics import LatencyInterceptor, NodeMetrics
 from node.replication import PeerLink
-from node.services import AdminService, ExchangeService, PublicService
+from node.services import AdminService, AuditService, ExchangeService, PublicService
 from node.status import DecodeGuard
 from node.viewkeeper import ViewKeeper
 from node.witness import Witness
@@ -81,7 +81,7 @@ class Node:
         self.core = NodeCore(self.store, self.consortium, self.participant_id, self.key, clock)
         self.witness = Witness(self.store, self.consortium, self.participant_id, self.key, clock)
         self.view = ViewKeeper(self)
-        self._tls_key = cfg.tls_key.read_bytes()
+        self._tls_key = read_private(cfg.tls_key)  # a TLS key others can read is refused
         self._tls_cert = cfg.tls_cert.read_bytes()
         self._ca = cfg.ca_cert.read_bytes()
         self.links: dict[str, PeerLink] = {}
@@ -134,6 +134,7 @@ class Node:
         )
         rpc.add_ExchangeServicer_to_server(ExchangeService(self), self.member)
         rpc.add_AdminServicer_to_server(AdminService(self), self.member)
+        rpc.add_AuditServicer_to_server(AuditService(self), self.member)
         member_creds = grpc.ssl_server_credentials(
             [(self._tls_key, self._tls_cert)], root_certificates=self._ca, require_client_auth=True
         )
@@ -294,14 +295,15 @@ class Node:
             link.report(proof)
 
     def fetch_evidence_from(self, peer: Participant) -> None:
-        # Only the peer's own certificate is accepted (its participant DNS name).
+        # Evidence is on the peer's member port (docs/publication.md), asked as a member;
+        # only the peer's own certificate is accepted (its participant DNS name).
         channel = grpc.secure_channel(
-            peer.public_endpoint,
-            grpc.ssl_channel_credentials(self._ca),
+            peer.member_endpoint,
+            self.client_credentials(),
             options=[("grpc.ssl_target_name_override", participant_dns_name(peer.id))],
         )
         try:
-            stub = rpc.PublicStub(channel)
+            stub = rpc.AuditStub(channel)
             start = 0
             for _page in range(EVIDENCE_PAGES):  # a peer cannot keep us reading forever
                 ev = stub.GetEvidence(pb.GetEvidenceRequest(start=start), timeout=5)

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from keys import KeysError
-from keys.tls import participant_from_cert
+from keys.consortium import ISSUES_NOTHING
+from keys.tls import admin_from_cert, participant_from_cert
 from ledger import note
 from ledger import view as V
 from ledger.errors import (
@@ -94,6 +95,17 @@ def caller_id(context: grpc.ServicerContext) -> str:
         raise NotAllowed(f"the client certificate names no participant: {e}") from e
 
 
+def admin_caller_id(context: grpc.ServicerContext) -> str:
+    """The participant whose operator's admin certificate the caller presented."""
+    certs = context.auth_context().get("x509_pem_cert") or []
+    if not certs:
+        raise NotAllowed("no client certificate")
+    try:
+        return admin_from_cert(certs[0])
+    except (KeysError, ValueError) as e:  # a member certificate, or one naming no admin
+        raise NotAllowed(f"the Admin API takes an admin certificate: {e}") from e
+
+
 # ------------------------------------------------------------------ public
 
 
@@ -114,14 +126,6 @@ class PublicService(rpc.PublicServicer):
         return pb.LogCheckpoint(note=text, size=cp.size, root=cp.root)
 
     @edge
-    def GetEntries(self, request, context):  # noqa: N802
-        size = self.ledger.size
-        if request.start >= size or request.end <= request.start:
-            raise NotFound(f"no entries {request.start}..{request.end} in a log of size {size}")
-        end = min(request.end, request.start + MAX_ENTRIES_PER_CALL, size)
-        return pb.Entries(start=request.start, envelopes=self.ledger.entries(request.start, end))
-
-    @edge
     def GetInclusionProof(self, request, context):  # noqa: N802
         path = self.ledger.inclusion_proof(request.index, request.size)
         return pb.InclusionProof(
@@ -135,15 +139,6 @@ class PublicService(rpc.PublicServicer):
     def GetConsistencyProof(self, request, context):  # noqa: N802
         path = self.ledger.consistency_proof(request.old_size, request.new_size)
         return pb.ConsistencyProof(old_size=request.old_size, new_size=request.new_size, path=path)
-
-    @edge
-    def GetRecord(self, request, context):  # noqa: N802
-        if len(request.id) != 32:
-            raise MalformedRecord("a record id is 32 bytes")
-        found = self.ledger.record_by_id(request.id)
-        if found is None:
-            raise NotFound(f"no record {request.id.hex()} on this node")
-        return pb.RecordEnvelope(envelope=found[1], index=found[0])
 
     @edge
     def GetFeedHeads(self, request, context):  # noqa: N802
@@ -169,9 +164,51 @@ class PublicService(rpc.PublicServicer):
             raise NotFound("this node has not signed a view checkpoint yet")
         return pb.ViewCheckpoint(note=text)
 
+
+# ------------------------------------------------------------------ audit
+
+
+class AuditService(rpc.AuditServicer):
+    """Raw records, the log's whole history and evidence, on the member port:
+    for members and auditors (any participant the consortium CA certified),
+    never for anonymous callers (docs/publication.md)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    @property
+    def ledger(self):  # type: ignore[no-untyped-def]
+        return self.node.core.ledger
+
+    def _reader(self, context: grpc.ServicerContext) -> str:
+        pid = caller_id(context)
+        if self.node.consortium.participant(pid) is None:
+            raise NotAllowed(f"{pid!r} is not a member or auditor of this consortium")
+        return pid
+
+    @edge
+    def GetEntries(self, request, context):  # noqa: N802
+        self._reader(context)
+        size = self.ledger.size
+        if request.start >= size or request.end <= request.start:
+            raise NotFound(f"no entries {request.start}..{request.end} in a log of size {size}")
+        end = min(request.end, request.start + MAX_ENTRIES_PER_CALL, size)
+        return pb.Entries(start=request.start, envelopes=self.ledger.entries(request.start, end))
+
+    @edge
+    def GetRecord(self, request, context):  # noqa: N802
+        self._reader(context)
+        if len(request.id) != 32:
+            raise MalformedRecord("a record id is 32 bytes")
+        found = self.ledger.record_by_id(request.id)
+        if found is None:
+            raise NotFound(f"no record {request.id.hex()} on this node")
+        return pb.RecordEnvelope(envelope=found[1], index=found[0])
+
     @edge
     def GetEvidence(self, request, context):  # noqa: N802
         """One page of the evidence (see the proto): equivocations, then forks."""
+        self._reader(context)
         limit = request.limit or EVIDENCE_PAGE
         if limit > EVIDENCE_PAGE:
             raise TooLarge(f"at most {EVIDENCE_PAGE} evidence items per page")
@@ -193,8 +230,11 @@ class ExchangeService(rpc.ExchangeServicer):
 
     def _peer(self, context: grpc.ServicerContext) -> str:
         pid = caller_id(context)
-        if self.node.consortium.participant(pid) is None:
+        p = self.node.consortium.participant(pid)
+        if p is None:
             raise NotAllowed(f"{pid!r} is not a member")
+        if p.role in ISSUES_NOTHING:  # an auditor reads through Audit; it runs no node
+            raise NotAllowed(f"{pid} is an {p.role}: it exchanges nothing")
         if self.node.refuses(pid):
             context.abort(grpc.StatusCode.UNAVAILABLE, f"partitioned from {pid} (test hook)")
         return pid
@@ -299,13 +339,15 @@ class ExchangeService(rpc.ExchangeServicer):
 
 
 class AdminService(rpc.AdminServicer):
-    """Only the node's own participant (by its certificate) issues records."""
+    """Only the node's own participant's operator, by its admin certificate
+    (SAN `markex://admin/<id>`), issues records; a node's TLS certificate is no
+    admin credential."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
 
     def _own(self, context: grpc.ServicerContext) -> None:
-        pid = caller_id(context)
+        pid = admin_caller_id(context)
         if pid != self.node.participant_id:
             raise NotAllowed(
                 f"only {self.node.participant_id} issues records at this node; you are {pid}"

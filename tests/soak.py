@@ -129,6 +129,7 @@ class Channels:
         self._lock = threading.Lock()
         self._ch: dict[tuple[str, str], grpc.Channel] = {}
         self._ca = (self.dir / "ca" / "ca.pem").read_bytes()
+        self.auditor = net.auditor
 
     def _channel(self, kind: str, pid: str) -> grpc.Channel:
         key = (kind, pid)
@@ -141,11 +142,13 @@ class Channels:
                     creds = grpc.ssl_channel_credentials(self._ca)
                     ch = grpc.secure_channel(p.public_endpoint, creds, options=CHANNEL_OPTIONS)
                 else:
-                    pdir = self.dir / pid
+                    # Admin: the operator's admin certificate; audit: the auditor's member one.
+                    pdir = self.dir / (pid if kind == "admin" else self.auditor)
+                    stem = "admin" if kind == "admin" else "tls"
                     creds = grpc.ssl_channel_credentials(
                         root_certificates=self._ca,
-                        private_key=(pdir / "tls.key").read_bytes(),
-                        certificate_chain=(pdir / "tls.pem").read_bytes(),
+                        private_key=(pdir / f"{stem}.key").read_bytes(),
+                        certificate_chain=(pdir / f"{stem}.pem").read_bytes(),
                     )
                     ch = grpc.secure_channel(p.member_endpoint, creds, options=CHANNEL_OPTIONS)
                 self._ch[key] = ch
@@ -156,6 +159,10 @@ class Channels:
 
     def admin(self, pid: str) -> rpc.AdminStub:
         return rpc.AdminStub(self._channel("admin", pid))
+
+    def audit(self, pid: str) -> rpc.AuditStub:
+        """Raw records and evidence: the member port's Audit service, as the auditor."""
+        return rpc.AuditStub(self._channel("audit", pid))
 
     def close(self) -> None:
         with self._lock:
@@ -550,7 +557,7 @@ class Readers:
         max_rate: float,
     ) -> None:
         self.chans, self.cons, self.tally = chans, cons, tally
-        self.ids = [p.id for p in cons.participants]
+        self.ids = [p.id for p in cons.participants if p.role != "auditor"]  # nodes only
         self.seed = seed
         self.quorum = cons.policy.cosign_quorum
         self.max_rate = max_rate
@@ -650,7 +657,7 @@ class Readers:
         """Raise Retry when not verifiable yet, anything else when the proof fails."""
         pub = self.chans.public(pid)
         try:
-            got = self._call(pub.GetRecord, pb.GetRecordRequest(id=ack.rid))
+            got = self._call(self.chans.audit(pid).GetRecord, pb.GetRecordRequest(id=ack.rid))
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 raise Retry("not replicated yet") from None
@@ -728,7 +735,7 @@ def _retrying(fn: Callable[[], Any], timeout: float = 30) -> Any:
             time.sleep(0.1)
 
 
-def fetch_log(pub: rpc.PublicStub, size: int) -> list[bytes]:
+def fetch_log(pub: rpc.AuditStub, size: int) -> list[bytes]:
     """Envelopes 0..size-1 of a node's log, in pages."""
     out: list[bytes] = []
     while len(out) < size:
@@ -773,7 +780,8 @@ def audit_node(
     pid: str,
     trusted: tuple[int, bytes] | None,
 ) -> tuple[list[str], list[bytes], note.Checkpoint]:
-    """What an auditor checks online, from the public port only: the signed,
+    """What an auditor checks online, from the public port and (entries,
+    evidence) the member port's Audit service: the signed,
     cosigned checkpoint covers the whole log; the root recomputed from every
     entry is the checkpoint's; every envelope is genuine; every feed is a
     gap-free hash chain in log order; no equivocation or fork evidence; the
@@ -788,7 +796,7 @@ def audit_node(
         findings.append(f"checkpoint at size {cp.size} has {len(names)} cosignatures")
     if cp.size != size:
         findings.append(f"checkpoint size {cp.size} is not the log size {size}")
-    entries = fetch_log(pub, cp.size)
+    entries = fetch_log(chans.audit(pid), cp.size)
     frontier = merkle.Frontier.empty()
     for env in entries:
         frontier.append(merkle.leaf_hash(env))
@@ -814,7 +822,7 @@ def audit_node(
             findings.append(f"feed head {h.issuer}#{h.seq} is not what the log holds")
         if h.frozen:
             findings.append(f"feed {h.issuer} is frozen")
-    ev = _retrying(lambda: pub.GetEvidence(pb.GetEvidenceRequest(), timeout=10))
+    ev = _retrying(lambda: chans.audit(pid).GetEvidence(pb.GetEvidenceRequest(), timeout=10))
     if ev.equivocations or ev.forks:
         findings.append(f"evidence: {len(ev.equivocations)} equivocations, {len(ev.forks)} forks")
     if trusted is not None and trusted[0] > 0:
@@ -856,7 +864,7 @@ def views_agree(
     deadline = time.monotonic() + timeout
     while True:
         seen: dict[str, Any] = {}
-        for pid in [p.id for p in cons.participants]:
+        for pid in [p.id for p in cons.participants if p.role != "auditor"]:
             text = _retrying(
                 lambda pid=pid: chans.public(pid).GetViewCheckpoint(
                     pb.GetViewCheckpointRequest(), timeout=5
@@ -881,7 +889,7 @@ def verify_lookups(
     against a cosigned view checkpoint and show the number's entry."""
     bad: list[str] = []
     ok = 0
-    ids = [p.id for p in cons.participants]
+    ids = [p.id for p in cons.participants if p.role != "auditor"]
     for ack in rng.sample(acks, min(n, len(acks))):
         pid = rng.choice(ids)
         deadline = time.monotonic() + 20
@@ -1008,13 +1016,13 @@ def run_soak(
                 tally.fail(f"acknowledged record {rid.hex()[:16]} is missing on {pid}")
             # GetRecord must agree with the log: every record when few, else a sample.
             sample = acks if len(acks) <= 1500 else rng.sample(acks, 500)
-            pub = chans.public(pid)
+            aud = chans.audit(pid)
             for a in sample:
                 if a.rid in missing:
                     continue
                 try:
                     got = _retrying(
-                        lambda rid=a.rid, pub=pub: pub.GetRecord(
+                        lambda rid=a.rid, pub=aud: pub.GetRecord(
                             pb.GetRecordRequest(id=rid), timeout=5
                         )
                     )

@@ -39,8 +39,10 @@ from node.auditcli import write_evidence
 from node.cli import main
 from tests.conftest import KEYS, NAME, NOW, free_port_block, make_consortium
 
-# Every CLI run pins the institute key consortium.json is signed with (node/client.py).
-PIN = ["--institute-key", base64.b64encode(KEYS["institute"].public_bytes).decode()]
+# consortium.json is signed by a configuration key of its own (a participant's key may
+# not sign it), and every CLI run pins that key (node/client.py).
+CONFIG_KEY = SigningKey.from_seed(bytes(range(32)))
+PIN = ["--institute-key", base64.b64encode(CONFIG_KEY.public_bytes).decode()]
 
 
 def net_pin(directory: Path) -> list[str]:
@@ -582,7 +584,7 @@ def test_report_lists_a_bounded_number_of_findings_per_kind() -> None:
 def cons_dir(tmp_path: Path) -> Path:
     d = tmp_path / "consortium"
     d.mkdir()
-    make_consortium().write(d, KEYS["institute"])
+    make_consortium().write(d, CONFIG_KEY)
     return d
 
 

@@ -66,11 +66,14 @@ def test_consortium_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         "--json",
     )
     assert code == 0
-    assert out["participants"] == ["institute", "carrier-1", "carrier-2", "internet-1"]
+    # init adds an auditor (keys and a member certificate, no node, no admin credential)
+    assert out["participants"] == ["institute", "carrier-1", "carrier-2", "internet-1",
+                                   "auditor-1"]
     for pid in out["participants"]:
         for f in ("signing.key", "tls.key"):
             assert stat.S_IMODE((d / pid / f).stat().st_mode) == 0o600
-        assert (d / pid / "node.toml").is_file()
+        assert (d / pid / "node.toml").is_file() == (pid != "auditor-1")
+        assert (d / pid / "admin.pem").is_file() == (pid != "auditor-1")
     assert (d / "consortium.json.sig").is_file()
     # tampered configuration is refused by every command
     raw = (d / "consortium.json").read_bytes()
@@ -176,6 +179,8 @@ def test_log_commands_and_proofs(net: LocalNet, capsys: pytest.CaptureFixture[st
     time.sleep(0.6)  # a fresh checkpoint
     _, cp = _checkpoint(net, capsys, "internet-1")
     c = ["--node", "internet-1", "--consortium", str(net.dir), "--json"]
+    # Raw entries go to members and auditors only (docs/publication.md): by default
+    # the command reads them as the consortium's auditor.
     code, ent, _ = run(capsys, "log", "entries", "--start", "0", "--end", str(cp.size), *c)
     assert code == 0 and ent["start"] == 0 and ent["end"] == cp.size
     leaves = [merkle.leaf_hash(base64.b64decode(e)) for e in ent["entries"]]
@@ -250,7 +255,8 @@ def test_go_sumdb_note_and_tlog_accept_our_checkpoint_and_proofs(
         net.consortium.participant("carrier-1").public_key,
     ).to_string()  # type: ignore[union-attr]
     c = ["--node", "carrier-1", "--consortium", str(net.dir), "--json"]
-    _, ent, _ = run(capsys, "log", "entries", "--start", "0", "--end", str(cp.size), *c)
+    _, ent, _ = run(capsys, "log", "entries", "--start", "0", "--end", str(cp.size), *c,
+                    "--as", "internet-1")
     lines = [f"vkey {vk}", "note " + base64.b64encode(text.encode()).decode()]
     leaves = [merkle.leaf_hash(base64.b64decode(e)) for e in ent["entries"]]
     for i in range(cp.size):
@@ -292,7 +298,8 @@ def test_go_sumdb_note_and_tlog_accept_our_checkpoint_and_proofs(
 def _resigned(tmp_path: Path) -> tuple[Path, str]:
     """A consortium folder whose consortium.json an attacker rewrote (the
     institute key inside replaced by theirs, a carrier's key too) and signed
-    with their own key: a file the key inside it verifies. Returns the folder
+    with their own configuration key: a file the key named inside it verifies.
+    Returns the folder
     and the genuine institute key in base64."""
     d = tmp_path / "c"
     cons = main(["consortium", "init", str(d), "--base-port", "31100", "--json"])
@@ -305,7 +312,10 @@ def _resigned(tmp_path: Path) -> tuple[Path, str]:
         if p.id in ("institute", "carrier-1") else p
         for p in genuine.participants
     )
-    dataclasses.replace(genuine, participants=swapped, raw=b"").write(d, thief)
+    # Signed with a configuration key of the attacker's own (no participant's key may be one).
+    thief_config = SigningKey.from_seed(b"\x08" * 32)
+    dataclasses.replace(genuine, participants=swapped, raw=b"", config_key=b"").write(
+        d, thief_config)
     # Without a pin this file verifies: the key inside it signed it.
     assert Consortium.load(d).institute.public_key == thief.public_bytes
     return d, base64.b64encode(pinned).decode()

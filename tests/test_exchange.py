@@ -47,9 +47,9 @@ def test_records_from_three_nodes_reach_all_six(net: LocalNet) -> None:
         ids += _issue_some(net, pid, 20, prefix)
     net.wait_converged(timeout=30)
     for pid in net.ids:
-        pub = net.public(pid)
+        aud = net.audit(pid)  # raw records: the auditor, on the member port
         for rid in ids:
-            assert pub.GetRecord(pb.GetRecordRequest(id=rid), timeout=5).envelope
+            assert aud.GetRecord(pb.GetRecordRequest(id=rid), timeout=5).envelope
         heads = net.heads(pid)
         assert heads["carrier-1"] >= 20 and heads["internet-1"] >= 20 and heads["institute"] >= 20
 
@@ -97,9 +97,9 @@ def test_sigkill_mid_stream_then_restart_converges(net: LocalNet) -> None:
     stop.set()
     t.join()
     net.wait_converged(timeout=60)
-    pub = net.public("carrier-3")
+    aud = net.audit("carrier-3")
     for rid in issued:
-        assert pub.GetRecord(pb.GetRecordRequest(id=rid), timeout=5).envelope
+        assert aud.GetRecord(pb.GetRecordRequest(id=rid), timeout=5).envelope
 
 
 def test_partitioned_node_converges_after_heal(net: LocalNet) -> None:
@@ -114,7 +114,7 @@ def test_partitioned_node_converges_after_heal(net: LocalNet) -> None:
     net.wait_converged(timeout=60)
     for pid in net.ids:
         for rid in ids:
-            net.public(pid).GetRecord(pb.GetRecordRequest(id=rid), timeout=5)
+            net.audit(pid).GetRecord(pb.GetRecordRequest(id=rid), timeout=5)
 
 
 def test_the_partition_hook_is_a_logged_test_flag(net: LocalNet) -> None:
@@ -209,7 +209,7 @@ def test_equivocation_reaches_every_node(net: LocalNet) -> None:
         time.sleep(0.2)
     assert all(frozen.values()), frozen
     for pid in net.ids:
-        ev = net.public(pid).GetEvidence(pb.GetEvidenceRequest(), timeout=5)
+        ev = net.audit(pid).GetEvidence(pb.GetEvidenceRequest(), timeout=5)
         assert ev.equivocations
 
 
@@ -284,7 +284,7 @@ def test_peer_signing_another_view_root_is_fault_evidence(net: LocalNet) -> None
     with pytest.raises(grpc.RpcError) as ei:
         net.exchange("institute", "carrier-2").CosignView(pb.CosignRequest(note=forged), timeout=5)
     assert ei.value.code() == grpc.StatusCode.ABORTED
-    ev = net.public("institute").GetEvidence(pb.GetEvidenceRequest(), timeout=5)
+    ev = net.audit("institute").GetEvidence(pb.GetEvidenceRequest(), timeout=5)
     import json
 
     found = [json.loads(f) for f in ev.forks]
@@ -306,7 +306,7 @@ def test_inconsistent_log_checkpoint_is_fork_evidence(net: LocalNet) -> None:
     with pytest.raises(grpc.RpcError) as ei:
         net.exchange("internet-1", "carrier-3").Cosign(pb.CosignRequest(note=forged), timeout=5)
     assert ei.value.code() == grpc.StatusCode.ABORTED
-    ev = net.public("internet-1").GetEvidence(pb.GetEvidenceRequest(), timeout=5)
+    ev = net.audit("internet-1").GetEvidence(pb.GetEvidenceRequest(), timeout=5)
     import json
 
     found = [json.loads(f) for f in ev.forks]
@@ -320,7 +320,7 @@ def test_sigterm_is_a_clean_stop_and_keeps_every_record(net: LocalNet) -> None:
     net.start("internet-1")
     assert net.heads("internet-1")["internet-1"] >= before["internet-1"]
     for rid in ids:
-        net.public("internet-1").GetRecord(pb.GetRecordRequest(id=rid), timeout=5)
+        net.audit("internet-1").GetRecord(pb.GetRecordRequest(id=rid), timeout=5)
     net.wait_converged(timeout=30)
 
 

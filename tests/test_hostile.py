@@ -135,8 +135,15 @@ class Rig:
             p.id: self._keep(client.member_channel(self.dir, p.id, self.member_ep))
             for p in self.cons.participants
         }
+        # The Admin API takes only an operator's admin certificate (DIR/<id>/admin.pem).
+        self.admin_ch = {
+            p.id: self._keep(client.admin_channel(self.dir, p.id, self.member_ep))
+            for p in self.cons.participants if p.member_endpoint
+        }
         self.ex = rpc.ExchangeStub(self.member_ch[RELAY])
-        self.admin = rpc.AdminStub(self.member_ch[OWN])
+        self.admin = rpc.AdminStub(self.admin_ch[OWN])
+        # Raw records and evidence: the member port's Audit service, here as a member.
+        self.audit = rpc.AuditStub(self.member_ch[OWN])
         self.origin_c2 = log_origin(self.cons.name, RELAY)
         self.view_origin_c2 = V.view_origin(self.cons.name, RELAY)
         self._seed()
@@ -161,10 +168,11 @@ class Rig:
         return self._keep(grpc.secure_channel(self.member_ep, creds))
 
     def admin_as(self, pid: str) -> rpc.AdminStub:
-        return rpc.AdminStub(self.member_ch[pid])
+        return rpc.AdminStub(self.admin_ch[pid])
 
     def raw(self, method: str, public: bool = False) -> Callable[..., Any]:
-        ch = self.public_ch if public else self.member_ch[OWN]
+        admin = method.startswith("/markex.v1.Admin/")
+        ch = self.public_ch if public else (self.admin_ch if admin else self.member_ch)[OWN]
         return ch.unary_unary(method, request_serializer=None, response_deserializer=None)
 
     # ------------------------------------------------------------ records
@@ -367,7 +375,7 @@ _METHODS = {
     "IssueMark": ("/markex.v1.Admin/IssueMark", False),
     "IssueCorrection": ("/markex.v1.Admin/IssueCorrection", False),
     "Lookup": ("/markex.v1.Public/Lookup", True),
-    "GetRecord": ("/markex.v1.Public/GetRecord", True),
+    "GetRecord": ("/markex.v1.Audit/GetRecord", False),
 }
 for _m, (_path, _pub) in _METHODS.items():
     for _name, _raw in UNDECODABLE.items():
@@ -383,7 +391,7 @@ for _m, _path, _pub, _raw in (
     ("Lookup", "/markex.v1.Public/Lookup", True, ld(1, b"\xff\xfe138")),
     ("IssueMark", "/markex.v1.Admin/IssueMark", False, ld(1, b"138\xc0\x80")),
     ("CosignView", "/markex.v1.Exchange/CosignView", False, ld(1, b"\xed\xa0\x80")),
-    ("GetEntries-garbage", "/markex.v1.Public/GetEntries", True, b"\x08\xff\xff"),
+    ("GetEntries-garbage", "/markex.v1.Audit/GetEntries", False, b"\x08\xff\xff"),
     ("LookupBatch", "/markex.v1.Public/LookupBatch", True, ld(1, b"\x80")),
 ):
     case("request-garbage", f"{_m}-bad-utf8", lambda r, p=_path, pub=_pub, b=_raw:
@@ -529,8 +537,8 @@ case("oversized", "grpc-equivocation-33MiB",
      lambda r: r.ex.ReportEquivocation(pb.EquivocationProof(first=b"\x00" * _BIG), timeout=20),
      S.RESOURCE_EXHAUSTED, detail_has="larger than max")
 _PUB_BIG = 5 << 20  # over the public port's 4 MiB
-case("oversized", "grpc-getrecord-5MiB",
-     lambda r: r.pub.GetRecord(pb.GetRecordRequest(id=b"\x01" * _PUB_BIG), timeout=20),
+case("oversized", "grpc-getrecord-33MiB",
+     lambda r: r.audit.GetRecord(pb.GetRecordRequest(id=b"\x01" * _BIG), timeout=20),
      S.RESOURCE_EXHAUSTED, detail_has="larger than max")
 case("oversized", "grpc-lookup-5MiB",
      lambda r: r.pub.Lookup(pb.LookupRequest(number="1" * _PUB_BIG), timeout=20),
@@ -551,7 +559,7 @@ for _n in (1001, 5000, 200_000):
          lambda r, n=_n: r.ex.Push(iter([pb.RecordBatch(envelopes=[b"\x0a"] * n)]), timeout=20),
          S.RESOURCE_EXHAUSTED, "TooLarge", detail_has="at most 1000")
 case("flood", "evidence-page-over-the-most",
-     lambda r: r.pub.GetEvidence(pb.GetEvidenceRequest(limit=101), timeout=10),
+     lambda r: r.audit.GetEvidence(pb.GetEvidenceRequest(limit=101), timeout=10),
      S.RESOURCE_EXHAUSTED, "TooLarge", detail_has="at most 100")
 case("oversized", "lookup-batch-1001",
      lambda r: r.pub.LookupBatch(pb.LookupBatchRequest(numbers=["13800000001"] * 1001),
@@ -973,10 +981,10 @@ case("non-member-cert", "unnamed-cert-heads",
 # --- 20. public reads with bad arguments
 for _n in (0, 1, 31, 33, 64):
     case("get-record", f"id-{_n}-bytes",
-         lambda r, n=_n: r.pub.GetRecord(pb.GetRecordRequest(id=b"\x07" * n), timeout=10),
+         lambda r, n=_n: r.audit.GetRecord(pb.GetRecordRequest(id=b"\x07" * n), timeout=10),
          S.INVALID_ARGUMENT, "MalformedRecord")
 case("get-record", "unknown-32-byte-id",
-     lambda r: r.pub.GetRecord(pb.GetRecordRequest(id=bytes(32)), timeout=10),
+     lambda r: r.audit.GetRecord(pb.GetRecordRequest(id=bytes(32)), timeout=10),
      S.NOT_FOUND, "NotFound")
 _U64 = (1 << 64) - 1
 for _name, _range in (
@@ -988,7 +996,7 @@ for _name, _range in (
     ("start-u64-max", lambda n: (_U64, _U64)),
     ("start-u64-max-end-0", lambda n: (_U64, 0)),
 ):
-    case("get-entries", _name, lambda r, f=_range: r.pub.GetEntries(pb.GetEntriesRequest(
+    case("get-entries", _name, lambda r, f=_range: r.audit.GetEntries(pb.GetEntriesRequest(
         start=f(r.node.core.ledger.size)[0], end=f(r.node.core.ledger.size)[1]), timeout=10),
         S.NOT_FOUND, "NotFound")
 for _name, _args in (
@@ -1220,6 +1228,14 @@ case("wrong-port", "exchange-on-public-port",
 case("wrong-port", "public-on-member-port",
      lambda r: rpc.PublicStub(r.member_ch[OWN]).GetFeedHeads(pb.FeedHeadsRequest(), timeout=10),
      S.UNIMPLEMENTED)
+# Raw records, histories and evidence are not published (docs/publication.md).
+for _m in ("GetEntries", "GetRecord", "GetEvidence"):
+    case("wrong-port", f"{_m}-on-public-port",
+         lambda r, m=_m: r.raw(f"/markex.v1.Public/{m}", True)(b"", timeout=10),
+         S.UNIMPLEMENTED)
+    case("wrong-port", f"audit-{_m}-on-public-port",
+         lambda r, m=_m: r.raw(f"/markex.v1.Audit/{m}", True)(b"", timeout=10),
+         S.UNIMPLEMENTED)
 case("wrong-port", "no-such-method",
      lambda r: r.raw("/markex.v1.Admin/DeleteEverything")(b"", timeout=10), S.UNIMPLEMENTED)
 

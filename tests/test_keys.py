@@ -41,7 +41,8 @@ from keys.tls import (
 )
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-IDS = ["institute", "carrier-1", "carrier-2", "carrier-3", "internet-1", "internet-2"]
+NODES = ["institute", "carrier-1", "carrier-2", "carrier-3", "internet-1", "internet-2"]
+IDS = [*NODES, "auditor-1"]  # init adds an auditor: a certificate and keys, no node
 
 
 @pytest.fixture(scope="module")
@@ -68,17 +69,23 @@ def test_layout_files(made: tuple[Path, Consortium]) -> None:
     assert [p.id for p in conf.participants] == IDS
     for name in ("consortium.json", "consortium.json.sig", "ca/ca.pem", "ca/ca.key"):
         assert (d / name).is_file(), name
-    for pid in IDS:
-        for name in ("signing.key", "tls.key", "tls.pem", "node.toml"):
+    assert (d / "config" / "config.key").is_file()
+    pub = base64.b64decode((d / "config" / "config.pub").read_text())
+    assert pub == conf.config_key == SigningKey.load(d / "config" / "config.key").public_bytes
+    for pid in NODES:
+        for name in ("signing.key", "tls.key", "tls.pem", "admin.key", "admin.pem", "node.toml"):
             assert (d / pid / name).is_file(), (pid, name)
         assert (d / pid / "data").is_dir()
         assert not any((d / pid / "data").iterdir())
+    assert sorted(x.name for x in (d / "auditor-1").iterdir()) == [
+        "config.pub", "signing.key", "tls.key", "tls.pem"]
 
 
 def test_every_key_file_is_0600(made: tuple[Path, Consortium]) -> None:
     d, _ = made
-    key_files = [d / "ca" / "ca.key"]
+    key_files = [d / "ca" / "ca.key", d / "config" / "config.key"]
     key_files += [d / pid / name for pid in IDS for name in ("signing.key", "tls.key")]
+    key_files += [d / pid / "admin.key" for pid in NODES]
     for path in key_files:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
     SigningKey.load(d / "institute" / "signing.key")   # the loader accepts what init wrote
@@ -89,13 +96,18 @@ def test_participants_roles_weights_ports(made: tuple[Path, Consortium]) -> None
     expect = {
         "institute": ("institute", 5), "carrier-1": ("carrier", 2), "carrier-2": ("carrier", 2),
         "carrier-3": ("carrier", 2), "internet-1": ("internet", 1), "internet-2": ("internet", 1),
+        "auditor-1": ("auditor", 0),
     }
-    for k, p in enumerate(conf.participants):
+    nodes = [p for p in conf.participants if p.role != "auditor"]
+    for k, p in enumerate(nodes):
         assert (p.role, p.weight) == expect[p.id]
         assert p.member_endpoint == f"127.0.0.1:{7400 + 2 * k}"
         assert p.public_endpoint == f"127.0.0.1:{7400 + 2 * k + 1}"
-    ports = [p.member_endpoint for p in conf.participants]
-    ports += [p.public_endpoint for p in conf.participants]
+    auditor = conf.by_id["auditor-1"]
+    assert (auditor.role, auditor.weight, auditor.member_endpoint, auditor.public_endpoint) == (
+        "auditor", 0, "", "")
+    ports = [p.member_endpoint for p in nodes]
+    ports += [p.public_endpoint for p in nodes]
     assert len(set(ports)) == len(ports)
 
 
@@ -151,7 +163,7 @@ def test_three_carriers_get_the_operators(made: tuple[Path, Consortium]) -> None
 def test_other_sizes_and_host(tmp_path: Path) -> None:
     conf = init_consortium(tmp_path / "x", carriers=2, internet=0, base_port=9000,
                            host="localhost", now=NOW)
-    assert [p.id for p in conf.participants] == ["institute", "carrier-1", "carrier-2"]
+    assert [p.id for p in conf.participants] == ["institute", "carrier-1", "carrier-2", "auditor-1"]
     assert conf.participants[2].public_endpoint == "localhost:9005"
     cfg = NodeConfig.for_participant(tmp_path / "x", "carrier-2")
     assert cfg.member_listen == "0.0.0.0:9004"
@@ -167,7 +179,7 @@ def test_init_refuses_non_empty_dir(tmp_path: Path) -> None:
 
 def test_init_into_existing_empty_dir(tmp_path: Path) -> None:
     conf = init_consortium(tmp_path, carriers=1, internet=1, now=NOW)
-    assert len(conf.participants) == 3
+    assert len(conf.participants) == 4  # with the auditor
 
 
 @pytest.mark.parametrize(
@@ -192,7 +204,8 @@ def test_init_bad_arguments_write_nothing(tmp_path: Path, kwargs: dict, match: s
 
 
 def _pin(d: Path) -> bytes:
-    return SigningKey.load(d / "institute" / "signing.key").public_bytes
+    """What node.toml pins: the configuration key, which no participant holds."""
+    return SigningKey.load(d / "config" / "config.key").public_bytes
 
 
 def test_consortium_loads_and_verifies(made: tuple[Path, Consortium]) -> None:
@@ -250,12 +263,13 @@ def test_consortium_resigned_by_another_key_refused(fresh: Path) -> None:
     """Someone rewrites consortium.json with their own institute key and signs it: the
     file verifies on its own, but not against the pin."""
     conf = Consortium.load(fresh, _pin(fresh))
-    rogue = SigningKey.generate()
+    rogue, rogue_config = SigningKey.generate(), SigningKey.generate()
     parts = tuple(
         replace(p, public_key=rogue.public_bytes) if p.role == "institute" else p
         for p in conf.participants
     )
-    Consortium(conf.name, parts, conf.number_ranges, policy=conf.policy).write(fresh, rogue)
+    Consortium(conf.name, parts, conf.number_ranges, policy=conf.policy).write(
+        fresh, rogue_config)
     Consortium.load(fresh)                     # self-consistent without a pin
     with pytest.raises(ConfigSignatureError):
         Consortium.load(fresh, _pin(fresh))
@@ -454,7 +468,9 @@ def test_node_toml_contents(made: tuple[Path, Consortium]) -> None:
     assert obj["member_listen"] == "127.0.0.1:7404"
     assert obj["public_listen"] == "127.0.0.1:7405"
     assert obj["metrics_listen"] == "127.0.0.1:0"
-    assert base64.b64decode(obj["institute_key"]) == conf.institute.public_key
+    # The pin is the configuration key, never the institute node's signing key.
+    assert base64.b64decode(obj["institute_key"]) == conf.config_key == _pin(d)
+    assert conf.config_key != conf.institute.public_key
     for key in ("consortium", "data_dir", "signing_key", "tls_key", "tls_cert", "ca_cert"):
         assert Path(obj[key]).is_absolute()
         assert Path(obj[key]).exists()

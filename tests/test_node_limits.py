@@ -537,7 +537,6 @@ def test_fork_evidence_is_kept_once_per_peer_and_paged(tmp_path: Path) -> None:
     d = _consortium(tmp_path)
     cons = _consortium_obj(d)
     with _node(d) as node, _channels(d) as kept:
-        pub = rpc.PublicStub(_public(d, node, kept))
         for pid in ("carrier-2", "institute"):
             ex = rpc.ExchangeStub(_member(d, node, pid, kept))
             first = _signed_checkpoint(d, cons, pid, 5, hashlib.sha256(b"a").digest())
@@ -558,11 +557,13 @@ def test_fork_evidence_is_kept_once_per_peer_and_paged(tmp_path: Path) -> None:
         ex.Deliver(pb.RecordBatch(envelopes=[a.envelope]), timeout=10)
         with pytest.raises(grpc.RpcError):
             ex.Deliver(pb.RecordBatch(envelopes=[b.envelope]), timeout=10)
-        whole = pub.GetEvidence(pb.GetEvidenceRequest(), timeout=10)
+        # Evidence is read on the member port's Audit service (docs/publication.md).
+        aud = rpc.AuditStub(_member(d, node, "auditor-1", kept))
+        whole = aud.GetEvidence(pb.GetEvidenceRequest(), timeout=10)
         assert (len(whole.equivocations), len(whole.forks), whole.next_start) == (1, 2, 0)
         pages, start = [], 0
         while True:
-            page = pub.GetEvidence(pb.GetEvidenceRequest(start=start, limit=1), timeout=10)
+            page = aud.GetEvidence(pb.GetEvidenceRequest(start=start, limit=1), timeout=10)
             pages.append((list(page.equivocations), list(page.forks)))
             if page.next_start == 0:
                 break
@@ -819,7 +820,8 @@ def test_the_online_auditor_reads_every_page_of_evidence(tmp_path: Path) -> None
             with pytest.raises(grpc.RpcError):
                 ex.Deliver(pb.RecordBatch(envelopes=[r.envelope]), timeout=10)
         pub = rpc.PublicStub(_public(d, node, kept))
-        first = pub.GetEvidence(pb.GetEvidenceRequest(), timeout=10)
+        aud = rpc.AuditStub(_member(d, node, "auditor-1", kept))
+        first = aud.GetEvidence(pb.GetEvidenceRequest(), timeout=10)
         assert len(first.equivocations) == 100 and first.next_start == 100
-        eqs, forks = GrpcLogSource(pub).evidence()
+        eqs, forks = GrpcLogSource(pub, aud).evidence()
         assert len(eqs) == 101 and len(set(eqs)) == 101 and forks == []

@@ -89,6 +89,9 @@ class _FakeChannels:
     def public(self, pid: str) -> _FakePublic:
         return self.stub
 
+    def audit(self, pid: str) -> _FakePublic:
+        return self.stub
+
 
 def _cosigned(led: NodeLedger, cons: Consortium, by: list[str]) -> str:
     text = led.sign_checkpoint()

@@ -75,7 +75,7 @@ class Net:
         for pid, servicer in (fake or {}).items():
             self.servers.append(self._serve_as(pid, servicer))
         for p in self.cons.participants:
-            if p.id not in (fake or {}):
+            if p.id not in (fake or {}) and p.member_endpoint:  # the auditor runs no node
                 node = Node(NodeConfig.for_participant(self.dir, p.id), clock=clock,
                             sync_interval=0.2)
                 self.nodes[p.id] = node.start()
@@ -313,7 +313,10 @@ def test_auditor_reports_a_view_older_than_it_saw(
     assert p is not None
     channel = client.public_channel(net.dir, p.public_endpoint, SUBJECT)
     net.channels.append(channel)
-    src = GrpcLogSource(rpc.PublicStub(channel))
+    # Entries and evidence come from the member port's Audit service, as the auditor.
+    member = client.member_channel(net.dir, "auditor-1", p.member_endpoint, SUBJECT)
+    net.channels.append(member)
+    src = GrpcLogSource(rpc.PublicStub(channel), rpc.AuditStub(member))
     rep, state = audit.audit_source(src, net.cons, SUBJECT, None)
     assert state is not None, rep.to_json()
     assert state.view_signed_at_ms >= t0
@@ -331,7 +334,7 @@ def test_auditor_reports_a_view_older_than_it_saw(
         def view_checkpoint(self) -> str | None:
             return old.view_checkpoint
 
-    rep, kept = audit.audit_source(Replay(src.stub), net.cons, SUBJECT, newer)
+    rep, kept = audit.audit_source(Replay(src.stub, src.audit), net.cons, SUBJECT, newer)
     kinds = [f.kind for f in rep.findings]
     assert "view-rollback" in kinds and not rep.ok
     detail = next(f.detail for f in rep.findings if f.kind == "view-rollback")
@@ -353,7 +356,10 @@ def test_auditor_reports_log_cosignatures_older_than_it_saw(
                              observed_at_ms=net.clock()), timeout=20)
     channel = client.public_channel(net.dir, p.public_endpoint, SUBJECT)
     net.channels.append(channel)
-    src = GrpcLogSource(rpc.PublicStub(channel))
+    # Entries and evidence come from the member port's Audit service, as the auditor.
+    member = client.member_channel(net.dir, "auditor-1", p.member_endpoint, SUBJECT)
+    net.channels.append(member)
+    src = GrpcLogSource(rpc.PublicStub(channel), rpc.AuditStub(member))
 
     def cosigned() -> str | None:
         try:
@@ -385,11 +391,11 @@ def test_auditor_reports_log_cosignatures_older_than_it_saw(
         def log_checkpoint(self) -> str:
             return replayed
 
-    rep, _ = audit.audit_source(Replay(src.stub), net.cons, SUBJECT, state, view=False)
+    rep, _ = audit.audit_source(Replay(src.stub, src.audit), net.cons, SUBJECT, state, view=False)
     found = [f for f in rep.findings if f.kind == "cosignature-rollback"]
     assert found and "before one this auditor saw" in found[0].detail, rep.findings
     # A fresh audit (no state) has nothing to compare with.
-    rep, _ = audit.audit_source(Replay(src.stub), net.cons, SUBJECT, None, view=False)
+    rep, _ = audit.audit_source(Replay(src.stub, src.audit), net.cons, SUBJECT, None, view=False)
     assert not [f for f in rep.findings if f.kind == "cosignature-rollback"]
 
 

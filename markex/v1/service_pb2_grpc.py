@@ -42,11 +42,6 @@ class PublicStub:
                 request_serializer=markex_dot_v1_dot_service__pb2.GetLogCheckpointRequest.SerializeToString,
                 response_deserializer=markex_dot_v1_dot_service__pb2.LogCheckpoint.FromString,
                 _registered_method=True)
-        self.GetEntries = channel.unary_unary(
-                '/markex.v1.Public/GetEntries',
-                request_serializer=markex_dot_v1_dot_service__pb2.GetEntriesRequest.SerializeToString,
-                response_deserializer=markex_dot_v1_dot_service__pb2.Entries.FromString,
-                _registered_method=True)
         self.GetInclusionProof = channel.unary_unary(
                 '/markex.v1.Public/GetInclusionProof',
                 request_serializer=markex_dot_v1_dot_service__pb2.GetInclusionProofRequest.SerializeToString,
@@ -56,11 +51,6 @@ class PublicStub:
                 '/markex.v1.Public/GetConsistencyProof',
                 request_serializer=markex_dot_v1_dot_service__pb2.GetConsistencyProofRequest.SerializeToString,
                 response_deserializer=markex_dot_v1_dot_service__pb2.ConsistencyProof.FromString,
-                _registered_method=True)
-        self.GetRecord = channel.unary_unary(
-                '/markex.v1.Public/GetRecord',
-                request_serializer=markex_dot_v1_dot_service__pb2.GetRecordRequest.SerializeToString,
-                response_deserializer=markex_dot_v1_dot_service__pb2.RecordEnvelope.FromString,
                 _registered_method=True)
         self.GetFeedHeads = channel.unary_unary(
                 '/markex.v1.Public/GetFeedHeads',
@@ -82,11 +72,6 @@ class PublicStub:
                 request_serializer=markex_dot_v1_dot_service__pb2.GetViewCheckpointRequest.SerializeToString,
                 response_deserializer=markex_dot_v1_dot_service__pb2.ViewCheckpoint.FromString,
                 _registered_method=True)
-        self.GetEvidence = channel.unary_unary(
-                '/markex.v1.Public/GetEvidence',
-                request_serializer=markex_dot_v1_dot_service__pb2.GetEvidenceRequest.SerializeToString,
-                response_deserializer=markex_dot_v1_dot_service__pb2.Evidence.FromString,
-                _registered_method=True)
 
 
 class PublicServicer:
@@ -100,12 +85,6 @@ class PublicServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetEntries(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def GetInclusionProof(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -113,12 +92,6 @@ class PublicServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetConsistencyProof(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetRecord(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -148,12 +121,6 @@ class PublicServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetEvidence(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_PublicServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,11 +128,6 @@ def add_PublicServicer_to_server(servicer, server):
                     servicer.GetLogCheckpoint,
                     request_deserializer=markex_dot_v1_dot_service__pb2.GetLogCheckpointRequest.FromString,
                     response_serializer=markex_dot_v1_dot_service__pb2.LogCheckpoint.SerializeToString,
-            ),
-            'GetEntries': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetEntries,
-                    request_deserializer=markex_dot_v1_dot_service__pb2.GetEntriesRequest.FromString,
-                    response_serializer=markex_dot_v1_dot_service__pb2.Entries.SerializeToString,
             ),
             'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInclusionProof,
@@ -176,11 +138,6 @@ def add_PublicServicer_to_server(servicer, server):
                     servicer.GetConsistencyProof,
                     request_deserializer=markex_dot_v1_dot_service__pb2.GetConsistencyProofRequest.FromString,
                     response_serializer=markex_dot_v1_dot_service__pb2.ConsistencyProof.SerializeToString,
-            ),
-            'GetRecord': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetRecord,
-                    request_deserializer=markex_dot_v1_dot_service__pb2.GetRecordRequest.FromString,
-                    response_serializer=markex_dot_v1_dot_service__pb2.RecordEnvelope.SerializeToString,
             ),
             'GetFeedHeads': grpc.unary_unary_rpc_method_handler(
                     servicer.GetFeedHeads,
@@ -201,11 +158,6 @@ def add_PublicServicer_to_server(servicer, server):
                     servicer.GetViewCheckpoint,
                     request_deserializer=markex_dot_v1_dot_service__pb2.GetViewCheckpointRequest.FromString,
                     response_serializer=markex_dot_v1_dot_service__pb2.ViewCheckpoint.SerializeToString,
-            ),
-            'GetEvidence': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetEvidence,
-                    request_deserializer=markex_dot_v1_dot_service__pb2.GetEvidenceRequest.FromString,
-                    response_serializer=markex_dot_v1_dot_service__pb2.Evidence.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -237,33 +189,6 @@ class Public:
             '/markex.v1.Public/GetLogCheckpoint',
             markex_dot_v1_dot_service__pb2.GetLogCheckpointRequest.SerializeToString,
             markex_dot_v1_dot_service__pb2.LogCheckpoint.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetEntries(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/markex.v1.Public/GetEntries',
-            markex_dot_v1_dot_service__pb2.GetEntriesRequest.SerializeToString,
-            markex_dot_v1_dot_service__pb2.Entries.FromString,
             options,
             channel_credentials,
             insecure,
@@ -318,33 +243,6 @@ class Public:
             '/markex.v1.Public/GetConsistencyProof',
             markex_dot_v1_dot_service__pb2.GetConsistencyProofRequest.SerializeToString,
             markex_dot_v1_dot_service__pb2.ConsistencyProof.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetRecord(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/markex.v1.Public/GetRecord',
-            markex_dot_v1_dot_service__pb2.GetRecordRequest.SerializeToString,
-            markex_dot_v1_dot_service__pb2.RecordEnvelope.FromString,
             options,
             channel_credentials,
             insecure,
@@ -453,33 +351,6 @@ class Public:
             '/markex.v1.Public/GetViewCheckpoint',
             markex_dot_v1_dot_service__pb2.GetViewCheckpointRequest.SerializeToString,
             markex_dot_v1_dot_service__pb2.ViewCheckpoint.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetEvidence(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/markex.v1.Public/GetEvidence',
-            markex_dot_v1_dot_service__pb2.GetEvidenceRequest.SerializeToString,
-            markex_dot_v1_dot_service__pb2.Evidence.FromString,
             options,
             channel_credentials,
             insecure,
@@ -829,8 +700,173 @@ class Exchange:
             _registered_method=True)
 
 
+class AuditStub:
+    """Raw records, whole histories and evidence: members and auditors only
+    (a certificate from the consortium CA naming a participant).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetEntries = channel.unary_unary(
+                '/markex.v1.Audit/GetEntries',
+                request_serializer=markex_dot_v1_dot_service__pb2.GetEntriesRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.Entries.FromString,
+                _registered_method=True)
+        self.GetRecord = channel.unary_unary(
+                '/markex.v1.Audit/GetRecord',
+                request_serializer=markex_dot_v1_dot_service__pb2.GetRecordRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.RecordEnvelope.FromString,
+                _registered_method=True)
+        self.GetEvidence = channel.unary_unary(
+                '/markex.v1.Audit/GetEvidence',
+                request_serializer=markex_dot_v1_dot_service__pb2.GetEvidenceRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.Evidence.FromString,
+                _registered_method=True)
+
+
+class AuditServicer:
+    """Raw records, whole histories and evidence: members and auditors only
+    (a certificate from the consortium CA naming a participant).
+    """
+
+    def GetEntries(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRecord(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEvidence(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuditServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEntries,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.GetEntriesRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.Entries.SerializeToString,
+            ),
+            'GetRecord': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRecord,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.GetRecordRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.RecordEnvelope.SerializeToString,
+            ),
+            'GetEvidence': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEvidence,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.GetEvidenceRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.Evidence.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'markex.v1.Audit', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('markex.v1.Audit', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Audit:
+    """Raw records, whole histories and evidence: members and auditors only
+    (a certificate from the consortium CA naming a participant).
+    """
+
+    @staticmethod
+    def GetEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Audit/GetEntries',
+            markex_dot_v1_dot_service__pb2.GetEntriesRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.Entries.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRecord(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Audit/GetRecord',
+            markex_dot_v1_dot_service__pb2.GetRecordRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.RecordEnvelope.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEvidence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Audit/GetEvidence',
+            markex_dot_v1_dot_service__pb2.GetEvidenceRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.Evidence.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class AdminStub:
-    """Missing associated documentation comment in .proto file."""
+    """Only the node's own participant's operator, by its admin certificate.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -856,7 +892,8 @@ class AdminStub:
 
 
 class AdminServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Only the node's own participant's operator, by its admin certificate.
+    """
 
     def IssueMark(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -903,7 +940,8 @@ def add_AdminServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Admin:
-    """Missing associated documentation comment in .proto file."""
+    """Only the node's own participant's operator, by its admin certificate.
+    """
 
     @staticmethod
     def IssueMark(request,
