@@ -241,6 +241,12 @@ class Consortium:
         return self.by_id.get(pid)
 
     @cached_property
+    def witnesses(self) -> tuple[Participant, ...]:
+        """The participants whose cosignatures count towards a quorum: those
+        that run a node (an auditor's key never makes a checkpoint trusted)."""
+        return tuple(p for p in self.participants if p.role not in ISSUES_NOTHING)
+
+    @cached_property
     def _prefixes(self) -> list[tuple[str, str]]:
         pairs = [(pre, cid) for cid, pres in self.number_ranges.items() for pre in pres]
         return sorted(pairs, key=lambda t: -len(t[0]))

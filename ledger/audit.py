@@ -1033,7 +1033,7 @@ def _fork_from_entries(
 
 
 def _witnesses(cons: Consortium, log: str) -> dict[str, bytes]:
-    return {witness_name(cons.name, p.id): p.public_key for p in cons.participants if p.id != log}
+    return {witness_name(cons.name, p.id): p.public_key for p in cons.witnesses if p.id != log}
 
 
 def _cosignatures(

@@ -79,15 +79,15 @@ def open_view(cons: Consortium, text: str) -> CosignedView:
     parsed = note.Note.parse(text)
     origin = parsed.text.split("\n", 1)[0]
     signer = None
-    for p in cons.participants:
+    for p in cons.witnesses:
         if origin == V.view_origin(cons.name, p.id):
             signer = p
     if signer is None:
-        raise MalformedNote(f"view checkpoint origin {origin!r} names no participant")
+        raise MalformedNote(f"view checkpoint origin {origin!r} names no node of the consortium")
     note.verify_note(text, [note.Verifier.for_key(origin, signer.public_key)])
     cp = V.parse_view_checkpoint(parsed.text)
     witnesses: dict[tuple[str, bytes], tuple[str, bytes]] = {}
-    for p in cons.participants:
+    for p in cons.witnesses:
         if p.id != signer.id:
             name = witness_name(cons.name, p.id)
             witnesses[(name, note.cosignature_key_id(name, p.public_key))] = (p.id, p.public_key)

@@ -1459,3 +1459,27 @@ def test_store_byte_for_byte_unchanged_after_the_table(rig: Rig) -> None:
     assert ack.accepted == 1
     with pytest.raises(AssertionError):  # the comparison does see a real change
         rig.assert_unchanged()
+
+
+def test_an_auditors_cosignature_does_not_count(rig: Rig) -> None:
+    """An auditor runs no node and computes no view: its key never makes a
+    checkpoint trusted. (Before Consortium.witnesses, every participant's
+    witness key counted, so one member's and the auditor's cosignatures made a
+    quorum of 2.)"""
+    from node.lookup import verify_answer
+
+    asked = "13900000002"
+    now = now_ms()
+    honest = rig.pub.Lookup(pb.LookupRequest(number=asked, at_ms=now), timeout=5)
+    body = note.Note.parse(honest.view_checkpoint).text
+    auditor = SigningKey.load(rig.dir / "auditor-1" / "signing.key")
+    t = now // 1000
+    lines = [
+        note.cosign_line(body, witness_name(rig.cons.name, RELAY), rig.keys[RELAY], t),
+        note.cosign_line(body, witness_name(rig.cons.name, "auditor-1"), auditor, t),
+    ]
+    got = verify_answer(rig.cons, asked, honest, note.add_signature_lines(
+        honest.view_checkpoint, lines), now)
+    assert got["verified"] is False
+    assert got["cosigned_by"] == [RELAY]
+    assert "cosigned by 1 member(s)" in got["error"], got["error"]

@@ -137,6 +137,14 @@ def _member(d: Path, node: Node, as_id: str, kept: list[grpc.Channel]) -> grpc.C
     return ch
 
 
+def _admin(d: Path, node: Node, as_id: str, kept: list[grpc.Channel]) -> grpc.Channel:
+    """The Admin API takes only the operator's admin certificate."""
+    ep = node.consortium.participant(node.participant_id).member_endpoint  # type: ignore[union-attr]
+    ch = client.admin_channel(d, as_id, ep)
+    kept.append(ch)
+    return ch
+
+
 def _public(d: Path, node: Node, kept: list[grpc.Channel]) -> grpc.Channel:
     ch = client.public_channel(d, f"127.0.0.1:{node.public_port}")
     kept.append(ch)
@@ -204,7 +212,7 @@ def test_failed_wal_sync_stops_the_node_and_nothing_unsynced_is_acknowledged(
     d = _consortium(tmp_path)
     rec = _envelope(d, "carrier-2", 1, b"", "+8613000000001")
     with _node(d) as node, _channels(d) as kept:
-        admin = rpc.AdminStub(_member(d, node, "carrier-1", kept))
+        admin = rpc.AdminStub(_admin(d, node, "carrier-1", kept))
         ex = rpc.ExchangeStub(_member(d, node, "carrier-2", kept))
         hc = health_pb2_grpc.HealthStub(_public(d, node, kept))
         admin.IssueMark(rpb.Mark(number="13800000001", category="fraud"), timeout=10)
@@ -226,7 +234,7 @@ def test_failed_wal_sync_stops_the_node_and_nothing_unsynced_is_acknowledged(
         assert node.core.ledger.size == size
         node.store._db = failing._db  # the disk comes back for the restart
     with _node(d) as node, _channels(d) as kept:
-        admin = rpc.AdminStub(_member(d, node, "carrier-1", kept))
+        admin = rpc.AdminStub(_admin(d, node, "carrier-1", kept))
         out = admin.IssueMark(rpb.Mark(number="13800000003", category="fraud"), timeout=10)
         assert out.seq == 2
 
@@ -248,7 +256,7 @@ def test_a_lone_node_issues_at_once_and_after_a_restart(tmp_path: Path) -> None:
     for expected in (1, 2):
         with _node(d) as node, _channels(d) as kept:
             node.issue_wait_s = 3.0
-            admin = rpc.AdminStub(_member(d, node, "carrier-1", kept))
+            admin = rpc.AdminStub(_admin(d, node, "carrier-1", kept))
             t = time.monotonic()
             out = admin.IssueMark(rpb.Mark(number="13800000001", category="fraud"), timeout=10)
             assert out.seq == expected
@@ -357,7 +365,7 @@ def test_a_restored_node_catches_up_and_one_lying_peer_cannot_make_it_equivocate
     with _node(d, "institute", **kw) as inst:
         with _node(d, "carrier-2", **kw) as c2, _node(d, "carrier-1", **kw) as c1:
             with _channels(d) as kept:
-                admin = rpc.AdminStub(_member(d, c1, "carrier-1", kept))
+                admin = rpc.AdminStub(_admin(d, c1, "carrier-1", kept))
                 for i in range(5):
                     admin.IssueMark(rpb.Mark(number=f"1380000000{i}", category="fraud"), timeout=10)
             head = c1.core.ledger.feed("carrier-1")
@@ -373,7 +381,7 @@ def test_a_restored_node_catches_up_and_one_lying_peer_cannot_make_it_equivocate
                     c1.issue_wait_s = 1.0
                     _wait(lambda c=c1: c.core.ledger.feed("carrier-1").seq == 5, what="catch-up")
                     _wait(lambda c=c1: "carrier-2" in c.gate._reports, what="the liar's report")
-                    admin = rpc.AdminStub(_member(d, c1, "carrier-1", kept))
+                    admin = rpc.AdminStub(_admin(d, c1, "carrier-1", kept))
                     with pytest.raises(grpc.RpcError) as e:
                         admin.IssueMark(rpb.Mark(number="13800000009", category="fraud"),
                                         timeout=10)
@@ -389,7 +397,7 @@ def test_a_restored_node_catches_up_and_one_lying_peer_cannot_make_it_equivocate
                 liar.stop()
         with _node(d, "carrier-2", **kw) as c2, _node(d, "carrier-1", restored=True, **kw) as c1:
             with _channels(d) as kept:
-                admin = rpc.AdminStub(_member(d, c1, "carrier-1", kept))
+                admin = rpc.AdminStub(_admin(d, c1, "carrier-1", kept))
                 out = admin.IssueMark(rpb.Mark(number="13800000009", category="fraud"), timeout=20)
                 assert out.seq == 6
             for other in (inst, c2):
@@ -402,7 +410,7 @@ def test_a_restored_node_catches_up_and_one_lying_peer_cannot_make_it_equivocate
             shutil.rmtree(d / "carrier-1" / "data")
             (d / "carrier-1" / "data").mkdir()
             with _node(d, "carrier-1", **kw) as c1b, _channels(d) as kept:
-                admin = rpc.AdminStub(_member(d, c1b, "carrier-1", kept))
+                admin = rpc.AdminStub(_admin(d, c1b, "carrier-1", kept))
                 out = admin.IssueMark(rpb.Mark(number="13800000010", category="fraud"), timeout=20)
                 assert out.seq == 7
             for other in (inst, c2):
@@ -419,7 +427,7 @@ def test_a_lying_peer_cannot_stop_a_healthy_node_from_issuing(tmp_path: Path) ->
     try:
         with _node(d, sync_interval=0.1) as node, _channels(d) as kept:
             _wait(lambda: "carrier-2" in node.gate._reports, what="the liar's report")
-            admin = rpc.AdminStub(_member(d, node, "carrier-1", kept))
+            admin = rpc.AdminStub(_admin(d, node, "carrier-1", kept))
             for seq in (1, 2):
                 out = admin.IssueMark(rpb.Mark(number=f"1380000000{seq}", category="fraud"),
                                       timeout=10)
@@ -441,7 +449,7 @@ def test_node_toml_without_new_feed_loads_and_an_empty_store_then_waits_for_a_qu
     assert NodeConfig.for_participant(d, "carrier-1").new_feed is False
     with _node(d) as node, _channels(d) as kept:
         node.issue_wait_s = 1.0
-        admin = rpc.AdminStub(_member(d, node, "carrier-1", kept))
+        admin = rpc.AdminStub(_admin(d, node, "carrier-1", kept))
         with pytest.raises(grpc.RpcError) as e:
             admin.IssueMark(rpb.Mark(number="13800000001", category="fraud"), timeout=10)
         assert e.value.code() == S.UNAVAILABLE

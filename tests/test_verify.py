@@ -313,6 +313,8 @@ def test_auditor_reports_a_view_older_than_it_saw(
     assert p is not None
     channel = client.public_channel(net.dir, p.public_endpoint, SUBJECT)
     net.channels.append(channel)
+    # The view may be cosigned before the node's first log checkpoint tick.
+    until("a log checkpoint", lambda: net.nodes[SUBJECT].log_checkpoint_note() is not None)
     # Entries and evidence come from the member port's Audit service, as the auditor.
     member = client.member_channel(net.dir, "auditor-1", p.member_endpoint, SUBJECT)
     net.channels.append(member)
