@@ -1190,7 +1190,9 @@ def _slots_from_rows(rows: Iterable[tuple[bytes, bytes]]) -> list[Slot]:
     """The slots of stored viewbucket rows (in key order, so in position order)."""
     out: list[Slot] = []
     for k, v in rows:
-        if len(k) != 32 or len(v) != 98 or not v[32] <= v[65] <= viewtree.DEPTH:
+        if len(k) != 32 or len(v) != 98 or not (
+            v[32] <= v[65] and viewtree.is_boundary(v[32]) and viewtree.is_boundary(v[65])
+        ):
             raise StorageFailure(f"view leaf {k.hex()[:16]} does not parse")
         pos = viewtree.position(k)
         if out and out[-1].pos == pos:
@@ -1459,8 +1461,8 @@ class NationalView:
         below, slot = viewtree.bucket_path(self._bucket_slots(b), self.bucket_bits, pos)
         bitmap = 0
         siblings = []
-        for d, h in below + self._tree.path(b):
-            bitmap |= 1 << (63 - d)
+        for bit, h in below + self._tree.path(b):     # the top's depths are their bits
+            bitmap |= 1 << (viewtree.BITMAP_BITS - 1 - bit)
             siblings.append(h)
         listed = () if slot is None else tuple(m for m in slot.members if m[0] != key)
         return ViewProof(listed, bitmap, tuple(siblings))

@@ -966,25 +966,45 @@ def _node(depth: int, left: bytes, right: bytes) -> bytes:
     return _sha(b"\x04" + left + right)
 
 
+def _wide(depth: int, children: list[bytes]) -> bytes:
+    """The documented sixteen-way node (depths 24, 28, .., 60) over 16 children."""
+    full = [i for i, c in enumerate(children) if c != _EMPTY]
+    if not full:
+        return _EMPTY
+    if len(full) == 1:
+        return _sha(b"\x07" + bytes([depth, full[0]]) + children[full[0]])
+    mask = sum(1 << (15 - i) for i in full)
+    return _sha(b"\x06" + bytes([depth]) + mask.to_bytes(2, "big")
+                + b"".join(children[i] for i in full))
+
+
+def _bits(key: bytes, depth: int, width: int) -> int:
+    return (int.from_bytes(key[:8], "big") >> (64 - depth - width)) & ((1 << width) - 1)
+
+
+def _tree(depth: int, group: list[tuple[bytes, bytes]]) -> bytes:
+    """The subtree at `depth` over (key, entry hash) pairs sharing its prefix."""
+    if not group:
+        return _EMPTY
+    if depth == 64:
+        return _sha(b"\x03" + b"".join(k + eh for k, eh in sorted(group)))
+    if depth >= 24:
+        return _wide(depth, [_tree(depth + 4, [kv for kv in group if _bits(kv[0], depth, 4) == i])
+                             for i in range(16)])
+    bit = [kv for kv in group if _bits(kv[0], depth, 1)]
+    left = [kv for kv in group if kv not in bit]
+    return _node(depth, _tree(depth + 1, left), _tree(depth + 1, bit))
+
+
 def _key(number: str) -> bytes:
     return _sha(b"markex/v1/view/key\x00" + number.encode())
 
 
 def independent_root(view: NationalView) -> bytes:
     """The documented structure, recomputed from scratch without view.py's
-    helpers: a depth-64 sparse tree over the first 64 bits of each key."""
-    items = sorted((_key(n), _sha(b"\x00" + e.encode())) for n, e in view.entries.items())
-
-    def node(depth: int, group: list[tuple[bytes, bytes]]) -> bytes:
-        if not group:
-            return _EMPTY
-        if depth == 64:
-            return _sha(b"\x03" + b"".join(k + eh for k, eh in group))
-        bit = [kv for kv in group if (int.from_bytes(kv[0][:8], "big") >> (63 - depth)) & 1]
-        left = [kv for kv in group if kv not in bit]
-        return _node(depth, node(depth + 1, left), node(depth + 1, bit))
-
-    return node(0, items)
+    helpers: a depth-64 sparse tree over the first 64 bits of each key,
+    binary above depth 24 and sixteen-way below."""
+    return _tree(0, [(_key(n), _sha(b"\x00" + e.encode())) for n, e in view.entries.items()])
 
 
 def test_root_matches_the_documented_structure() -> None:
@@ -1075,7 +1095,7 @@ def test_wrong_answers_fail_with_typed_errors() -> None:
     with pytest.raises(MalformedProof):
         verify_lookup(n, raw, replace(proof, siblings=proof.siblings[1:]), root)
     with pytest.raises(MalformedProof):
-        verify_lookup(n, raw, replace(proof, bitmap=1 << 64), root)
+        verify_lookup(n, raw, replace(proof, bitmap=1 << viewtree.BITMAP_BITS), root)
 
 
 def _answers(view: NationalView, numbers: list[str]) -> list[tuple[str, bytes | None, bytes]]:
@@ -1194,8 +1214,8 @@ def test_keys_sharing_a_position_are_listed_deterministically(bits: int) -> None
     below, slot = viewtree.bucket_path(parts["slots"][b], bits, pos)
     assert slot is not None and slot.members == ((a, _sha(b"a")), (c, _sha(b"c")))
     bitmap, sibs = 0, []
-    for d, h in below + parts["top"].path(b):
-        bitmap |= 1 << (63 - d)
+    for bit, h in below + parts["top"].path(b):
+        bitmap |= 1 << (viewtree.BITMAP_BITS - 1 - bit)
         sibs.append(h)
     for key, eh, listed in (
         (a, _sha(b"a"), ((c, _sha(b"c")),)),
@@ -1215,12 +1235,12 @@ def test_entry_that_does_not_decode_is_a_malformed_proof() -> None:
     root = tree_root([(N1, entry_hash(garbage)), (N2, entry_hash(b"x"))])
     assert tree_root([]) == _EMPTY
     pos1, pos2 = (int.from_bytes(_key(n)[:8], "big") for n in (N1, N2))
-    d = 64 - (pos1 ^ pos2).bit_length()
-    sib = _sha(b"\x03" + _key(N2) + entry_hash(b"x"))
-    for depth in range(63, d, -1):
-        bit = (pos2 >> (63 - depth)) & 1
-        sib = _node(depth, _EMPTY, sib) if bit else _node(depth, sib, _EMPTY)
-    proof = ViewProof((), 1 << (63 - d), (sib,))
+    d = 64 - (pos1 ^ pos2).bit_length()          # the key bit where N1 and N2 part
+    at = d if d < 24 else d - (d - 24) % 4       # the node that parts them
+    below = at + (1 if at < 24 else 4)
+    sib = _tree(below, [(_key(N2), entry_hash(b"x"))])      # N2 alone under that node
+    bit = at if at < 24 else 24 + (at - 24) // 4 * 16 + _bits(_key(N2), at, 4)
+    proof = ViewProof((), 1 << (viewtree.BITMAP_BITS - 1 - bit), (sib,))
     assert viewtree.proof_root(_key(N1), entry_hash(garbage), proof) == root
     with pytest.raises(MalformedProof):
         verify_lookup(N1, garbage, proof, root)
