@@ -466,6 +466,18 @@ class ViewProof:
         return cls(listed, bitmap, siblings)
 
 
+# A verifier's walk, deepest node first: ([depth,] shift of its bitmap bits,
+# shift of its child index in the position, one-child prefixes).
+_WALK_WIDE = tuple(
+    (d, BITMAP_BITS - proof_bit(d, 0) - 16, DEPTH - d - WIDE_BITS, _STEP[d])
+    for d in _NODES[::-1]
+    if d >= WIDE_FROM
+)
+_WALK_BINARY = tuple(
+    (BITMAP_BITS - 1 - d, DEPTH - 1 - d, _STEP[d]) for d in _NODES[::-1] if d < WIDE_FROM
+)
+
+
 def proof_root(key: bytes, entry: bytes | None, proof: ViewProof) -> bytes:
     """The root `proof` leads to for `key` holding entry hash `entry` (None:
     holding nothing). Raises MalformedProof for a proof that is not in its
@@ -508,25 +520,28 @@ def proof_root(key: bytes, entry: bytes | None, proof: ViewProof) -> bytes:
             raise MalformedProof("a sibling is not a 32-byte non-empty subtree hash")
         return s
 
-    for d in _NODES[::-1]:
-        if d >= WIDE_FROM:
-            own = child_index(pos, d)
-            first = proof_bit(d, 0)
-            mask = (bitmap >> (BITMAP_BITS - first - 16)) & 0xFFFF
-            if mask >> (15 - own) & 1:
-                raise MalformedProof("a proof names the number's own child as a sibling")
-            kids = {i: sibling() for i in range(15, -1, -1) if mask >> (15 - i) & 1}
+    sha = _sha256
+    for d, mshift, pshift, steps in _WALK_WIDE:
+        mask = (bitmap >> mshift) & 0xFFFF
+        own = (pos >> pshift) & 0xF
+        if not mask:                         # the common case: no sibling in this node
             if x is not None:
-                kids[own] = x
-            x = wide_hash(d, kids) if kids else None
+                x = sha(steps[own] + x).digest()
             continue
-        bit = (pos >> (63 - d)) & 1
-        if (bitmap >> (BITMAP_BITS - 1 - d)) & 1:
+        if mask >> (15 - own) & 1:
+            raise MalformedProof("a proof names the number's own child as a sibling")
+        kids = {i: sibling() for i in range(15, -1, -1) if mask >> (15 - i) & 1}
+        if x is not None:
+            kids[own] = x
+        x = wide_hash(d, kids)
+    for mshift, pshift, steps in _WALK_BINARY:
+        bit = (pos >> pshift) & 1
+        if (bitmap >> mshift) & 1:
             s = sibling()
             if x is None:
-                x = _sha256(_STEP[d][1 - bit] + s).digest()
+                x = sha(steps[1 - bit] + s).digest()
             else:
-                x = _sha256(NODE_PREFIX + (s + x if bit else x + s)).digest()
+                x = sha(NODE_PREFIX + (s + x if bit else x + s)).digest()
         elif x is not None:
-            x = _sha256(_STEP[d][bit] + x).digest()
+            x = sha(steps[bit] + x).digest()
     return EMPTY if x is None else x

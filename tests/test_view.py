@@ -1246,6 +1246,82 @@ def test_entry_that_does_not_decode_is_a_malformed_proof() -> None:
         verify_lookup(N1, garbage, proof, root)
 
 
+def _proof_of(parts: dict[str, Any], bits: int, key: bytes,
+              listed: tuple[tuple[bytes, bytes], ...] = ()) -> ViewProof:
+    pos = int.from_bytes(key[:8], "big")
+    b = pos >> (64 - bits)
+    below, _ = viewtree.bucket_path(parts["slots"].get(b, []), bits, pos)
+    bitmap, sibs = 0, []
+    for bit, h in below + parts["top"].path(b):
+        bitmap |= 1 << (viewtree.BITMAP_BITS - 1 - bit)
+        sibs.append(h)
+    return ViewProof(listed, bitmap, tuple(sibs))
+
+
+def _refused(key: bytes, entry: bytes, enc: bytes, root: bytes) -> bool:
+    try:
+        return viewtree.proof_root(key, entry, ViewProof.decode(enc)) != root
+    except MalformedProof:
+        return True
+
+
+@pytest.mark.parametrize("bits", [0, 16])
+def test_sixteen_way_nodes_with_several_children(bits: int) -> None:
+    """Fails on proof version 2 (binary nodes all the way down): keys that share
+    24 to 60 bits meet in sixteen-way nodes with several children; the root is
+    the documented structure, every key and every absence in those nodes is
+    proven, and a bit for the number's own child, or any flipped bit, fails."""
+    p24 = _key(N1)[:3]                         # 24 shared bits, then the nibbles below
+    keys = [p24 + bytes([n]) + _sha(bytes([n]))[:28] for n in (0x05, 0x0F, 0x5A, 0x5B, 0xF3)]
+    keys.append(keys[-1][:7] + bytes([keys[-1][7] ^ 0x01]) + keys[-1][8:])   # parts at bit 63
+    pairs = [(k, _sha(k)) for k in keys]
+    root, parts = _slot_root(pairs, bits)
+    assert root == _tree(0, pairs) == _slot_root(pairs[::-1], 3)[0]
+    for k, eh in pairs:
+        proof = _proof_of(parts, bits, k)
+        assert viewtree.proof_root(k, eh, ViewProof.decode(proof.encode())) == root
+        assert viewtree.proof_root(k, None, proof) != root      # present, claimed absent
+        assert viewtree.proof_root(k, _sha(b"x"), proof) != root
+    proof = _proof_of(parts, bits, keys[2])
+    own = viewtree.proof_bit(24, 5)            # keys[2]'s own child of the node at 24
+    assert not proof.bitmap >> (viewtree.BITMAP_BITS - 1 - own) & 1
+    bent = replace(proof, bitmap=proof.bitmap | 1 << (viewtree.BITMAP_BITS - 1 - own),
+                   siblings=(*proof.siblings, _sha(b"y")))
+    with pytest.raises(MalformedProof):
+        viewtree.proof_root(keys[2], pairs[2][1], bent)
+    enc = proof.encode()
+    for i in range(len(enc)):
+        for bit in range(8):
+            bad = enc[:i] + bytes([enc[i] ^ (1 << bit)]) + enc[i + 1:]
+            assert _refused(keys[2], pairs[2][1], bad, root), (i, bit)
+    for absent in (p24 + b"\x33" + bytes(28), p24 + b"\x5c" + bytes(28),
+                   keys[5][:7] + bytes([keys[5][7] ^ 0x02]) + bytes(24)):
+        proof = _proof_of(parts, bits, absent)
+        assert viewtree.proof_root(absent, None, ViewProof.decode(proof.encode())) == root
+        assert viewtree.proof_root(absent, _sha(b"x"), proof) != root
+
+
+def test_a_new_entry_costs_a_short_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails on proof version 2, whose lonely chain from a leaf to a 16-bit top
+    was 48 one-child hashes: a new entry alone in its bucket costs its leaf and
+    18 node hashes (ten sixteen-way nodes, eight binary), with the deep cached
+    point at depth 24."""
+    calls = 0
+    real = viewtree._sha256
+
+    def counting(data: bytes = b"") -> Any:
+        nonlocal calls
+        calls += 1
+        return real(data)
+
+    (slot,) = viewtree.slots_of([(_key(N1), _sha(b"e"))])
+    monkeypatch.setattr(viewtree, "_sha256", counting)
+    top, moved = viewtree.rehash_bucket([slot], 16)
+    monkeypatch.undo()
+    assert calls == 18 and moved == [slot] and (slot.depth, slot.deep_depth) == (16, 24)
+    assert top == _tree(16, [(_key(N1), _sha(b"e"))])
+
+
 # ====================================================================== view checkpoints
 
 
