@@ -287,15 +287,22 @@ def _subtree(
         if s.move(depth, deep_depth):
             moved.append(s)
         return s.top
-    at = node_of(_branch(positions, lo, hi))
-    below = at + _WIDTH[at]
+    br = _branch(positions, lo, hi)
+    if br < WIDE_FROM:          # a binary node: both children are non-empty (they part here)
+        mid = bisect_left(positions, (positions[lo] >> (63 - br) | 1) << (63 - br), lo, hi)
+        x = _sha256(
+            NODE_PREFIX
+            + _subtree(slots, positions, lo, mid, br + 1, moved, deep_depth)
+            + _subtree(slots, positions, mid, hi, br + 1, moved, deep_depth)
+        ).digest()
+        return _lift(x, positions[lo], br, depth)
+    at = node_of(br)
+    below = at + WIDE_BITS
     kids = {
         i: _subtree(slots, positions, a, b, below, moved, deep_depth)
         for i, a, b in _children(positions, lo, hi, at)
     }
-    wide = at >= WIDE_FROM      # a binary node here has both children (they part at it)
-    x = wide_hash(at, kids) if wide else _sha256(NODE_PREFIX + kids[0] + kids[1]).digest()
-    return _lift(x, positions[lo], at, depth)
+    return _lift(wide_hash(at, kids), positions[lo], at, depth)
 
 
 def rehash_bucket(slots: Sequence[Slot], top_bits: int) -> tuple[bytes, list[Slot]]:
@@ -392,12 +399,20 @@ class TopTree:
 
     def _rehash(self) -> None:
         dirty, self._dirty = self._dirty, set()
+        sha = _sha256
         for d in range(self.bits - 1, -1, -1):
             if not dirty:
                 return
             below, here = self.levels[d + 1], self.levels[d]
-            for i in dirty:
-                here[i] = node_hash(d, below[2 * i], below[2 * i + 1])
+            left_only, right_only = _STEP[d]
+            for i in dirty:                   # node_hash, inlined: ~10 of these per record
+                left, right = below[2 * i], below[2 * i + 1]
+                if right == EMPTY:
+                    here[i] = EMPTY if left == EMPTY else sha(left_only + left).digest()
+                elif left == EMPTY:
+                    here[i] = sha(right_only + right).digest()
+                else:
+                    here[i] = sha(NODE_PREFIX + left + right).digest()
             dirty = {i >> 1 for i in dirty}
 
     def path(self, b: int) -> list[tuple[int, bytes]]:
