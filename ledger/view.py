@@ -560,9 +560,7 @@ class Entry:
 
     @cached_property
     def _encoded(self) -> bytes:
-        return json.dumps(
-            self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
-        ).encode("ascii")
+        return _CANONICAL.encode(self.to_json()).encode("ascii")
 
     @cached_property
     def hash(self) -> bytes:
@@ -589,6 +587,10 @@ class Entry:
         if entry.encode() != data:
             raise BadInput("entry bytes are not in canonical form")
         return entry
+
+
+# json.dumps with these arguments, without building an encoder per entry.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _issue_key(m: EntryMark) -> tuple[int, int, bytes]:
@@ -1186,20 +1188,28 @@ def _leaf_value(s: Slot, entry: bytes) -> bytes:
     return entry + bytes((s.depth,)) + s.top + bytes((s.deep_depth,)) + s.deep
 
 
-def _slots_from_rows(rows: Iterable[tuple[bytes, bytes]]) -> list[Slot]:
-    """The slots of stored viewbucket rows (in key order, so in position order)."""
+_DEPTHS = frozenset(d for d in range(viewtree.DEPTH + 1) if viewtree.is_boundary(d))
+
+
+def _slots_from_rows(rows: Iterable[tuple[bytes, bytes]], end: bytes | None = None) -> list[Slot]:
+    """The slots of stored viewbucket rows (in key order, so in position
+    order), up to the key `end` (excluded)."""
     out: list[Slot] = []
+    depths = _DEPTHS
+    last: Slot | None = None
     for k, v in rows:
+        if end is not None and k >= end:
+            break
         if len(k) != 32 or len(v) != 98 or not (
-            v[32] <= v[65] and viewtree.is_boundary(v[32]) and viewtree.is_boundary(v[65])
+            v[32] <= v[65] and v[32] in depths and v[65] in depths
         ):
             raise StorageFailure(f"view leaf {k.hex()[:16]} does not parse")
-        pos = viewtree.position(k)
-        if out and out[-1].pos == pos:
-            last = out[-1]
+        pos = int.from_bytes(k[:8], "big")
+        if last is not None and last.pos == pos:
             last.members = (*last.members, (k, v[:32]))
         else:
-            out.append(Slot(pos, ((k, v[:32]),), v[32], v[33:65], v[65], v[66:]))
+            last = Slot(pos, ((k, v[:32]),), v[32], v[33:65], v[65], v[66:])
+            out.append(last)
     return out
 
 
@@ -1475,7 +1485,7 @@ class NationalView:
         if self._tree.bucket(b) == viewtree.EMPTY:
             return []
         start, end = viewtree.bucket_range(b, self.bucket_bits)
-        return _slots_from_rows(self._store.items("viewbucket", start, end))
+        return _slots_from_rows(self._store.scan_iter("viewbucket", start), end)
 
     def checkpoint(self, origin: str, signed_at_ms: int) -> ViewCheckpoint:
         """The view's checkpoint as `origin` signs it at `signed_at_ms`."""
@@ -1674,7 +1684,7 @@ class NationalView:
             new = self._build(n, self._stored_indexes(n, marks, reassigns, appeals, w))
             if new is None and old is None:
                 continue
-            if new is not None and old is not None and new.hash == entry_hash(old):
+            if new is not None and old is not None and new.encode() == old:  # bytes: no hash
                 continue
             key = n.encode("utf-8")
             vkey = view_key(n)
