@@ -1191,15 +1191,12 @@ def _leaf_value(s: Slot, entry: bytes) -> bytes:
 _DEPTHS = frozenset(d for d in range(viewtree.DEPTH + 1) if viewtree.is_boundary(d))
 
 
-def _slots_from_rows(rows: Iterable[tuple[bytes, bytes]], end: bytes | None = None) -> list[Slot]:
-    """The slots of stored viewbucket rows (in key order, so in position
-    order), up to the key `end` (excluded)."""
+def _slots_from_rows(rows: Iterable[tuple[bytes, bytes]]) -> list[Slot]:
+    """The slots of stored viewbucket rows (in key order, so in position order)."""
     out: list[Slot] = []
     depths = _DEPTHS
     last: Slot | None = None
     for k, v in rows:
-        if end is not None and k >= end:
-            break
         if len(k) != 32 or len(v) != 98 or not (
             v[32] <= v[65] and v[32] in depths and v[65] in depths
         ):
@@ -1485,7 +1482,7 @@ class NationalView:
         if self._tree.bucket(b) == viewtree.EMPTY:
             return []
         start, end = viewtree.bucket_range(b, self.bucket_bits)
-        return _slots_from_rows(self._store.scan_iter("viewbucket", start), end)
+        return _slots_from_rows(self._store.items("viewbucket", start, end))
 
     def checkpoint(self, origin: str, signed_at_ms: int) -> ViewCheckpoint:
         """The view's checkpoint as `origin` signs it at `signed_at_ms`."""
