@@ -560,9 +560,7 @@ class Entry:
 
     @cached_property
     def _encoded(self) -> bytes:
-        return json.dumps(
-            self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
-        ).encode("ascii")
+        return _CANONICAL.encode(self.to_json()).encode("ascii")
 
     @cached_property
     def hash(self) -> bytes:
@@ -589,6 +587,10 @@ class Entry:
         if entry.encode() != data:
             raise BadInput("entry bytes are not in canonical form")
         return entry
+
+
+# json.dumps with these arguments, without building an encoder per entry.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _issue_key(m: EntryMark) -> tuple[int, int, bytes]:
@@ -1186,18 +1188,25 @@ def _leaf_value(s: Slot, entry: bytes) -> bytes:
     return entry + bytes((s.depth,)) + s.top + bytes((s.deep_depth,)) + s.deep
 
 
+_DEPTHS = frozenset(d for d in range(viewtree.DEPTH + 1) if viewtree.is_boundary(d))
+
+
 def _slots_from_rows(rows: Iterable[tuple[bytes, bytes]]) -> list[Slot]:
     """The slots of stored viewbucket rows (in key order, so in position order)."""
     out: list[Slot] = []
+    depths = _DEPTHS
+    last: Slot | None = None
     for k, v in rows:
-        if len(k) != 32 or len(v) != 98 or not v[32] <= v[65] <= viewtree.DEPTH:
+        if len(k) != 32 or len(v) != 98 or not (
+            v[32] <= v[65] and v[32] in depths and v[65] in depths
+        ):
             raise StorageFailure(f"view leaf {k.hex()[:16]} does not parse")
-        pos = viewtree.position(k)
-        if out and out[-1].pos == pos:
-            last = out[-1]
+        pos = int.from_bytes(k[:8], "big")
+        if last is not None and last.pos == pos:
             last.members = (*last.members, (k, v[:32]))
         else:
-            out.append(Slot(pos, ((k, v[:32]),), v[32], v[33:65], v[65], v[66:]))
+            last = Slot(pos, ((k, v[:32]),), v[32], v[33:65], v[65], v[66:])
+            out.append(last)
     return out
 
 
@@ -1459,8 +1468,8 @@ class NationalView:
         below, slot = viewtree.bucket_path(self._bucket_slots(b), self.bucket_bits, pos)
         bitmap = 0
         siblings = []
-        for d, h in below + self._tree.path(b):
-            bitmap |= 1 << (63 - d)
+        for bit, h in below + self._tree.path(b):     # the top's depths are their bits
+            bitmap |= 1 << (viewtree.BITMAP_BITS - 1 - bit)
             siblings.append(h)
         listed = () if slot is None else tuple(m for m in slot.members if m[0] != key)
         return ViewProof(listed, bitmap, tuple(siblings))
@@ -1672,7 +1681,7 @@ class NationalView:
             new = self._build(n, self._stored_indexes(n, marks, reassigns, appeals, w))
             if new is None and old is None:
                 continue
-            if new is not None and old is not None and new.hash == entry_hash(old):
+            if new is not None and old is not None and new.encode() == old:  # bytes: no hash
                 continue
             key = n.encode("utf-8")
             vkey = view_key(n)

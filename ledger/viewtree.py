@@ -11,15 +11,21 @@ view root").
     position(N)   = the first 64 bits of key(N)                           depth 64
     leaf          = SHA-256(0x03 || for each entry at that position, sorted by key:
                                     key || entry hash)
-    node at depth d, children l (next bit 0) and r (next bit 1):
+    binary node at depth d < 24, children l (next bit 0) and r (next bit 1):
                     both empty:   EMPTY (32 zero bytes, an empty subtree at any height)
                     one empty:    SHA-256(0x05 || u8 (2 * d + side of the other) || other)
                     neither:      SHA-256(0x04 || l || r)
+    sixteen-way node at depth d in 24, 28, .., 60, child i holding the next
+    four bits = i:  all empty:    EMPTY
+                    only c_i:     SHA-256(0x07 || u8 d || u8 i || c_i)
+                    two or more:  SHA-256(0x06 || u8 d || u16be mask || the non-empty
+                                  children in index order), mask bit 15 - i for c_i
 
 The tree is cut at depth `top_bits`: above it a dense in-memory tree of
 2**top_bits subtree hashes (`TopTree`), below it one *bucket* per subtree,
 whose positions (`Slot`) each cache their lonely chain at two depths, so a
-bucket is rehashed in O(positions) hashes instead of 64 per position. The cut
+bucket is rehashed in O(positions) hashes instead of 34 per position (the
+sixteen-way nodes make a lonely chain 34 hashes long, not 64). The cut
 and the caches are how the tree is kept; the root does not depend on them.
 
 Errors: `ViewProof.decode` and `proof_root` raise MalformedProof.
@@ -36,6 +42,7 @@ from dataclasses import dataclass
 from ledger.errors import MalformedProof
 
 __all__ = [
+    "BITMAP_BITS",
     "DEPTH",
     "EMPTY",
     "KEY_CONTEXT",
@@ -45,35 +52,91 @@ __all__ = [
     "TopTree",
     "ViewProof",
     "bucket_path",
+    "boundary_up",
     "bucket_range",
+    "child_index",
+    "is_boundary",
     "leaf_hash",
     "node_hash",
+    "node_of",
     "position",
+    "proof_bit",
     "proof_root",
     "rehash_bucket",
     "slots_of",
     "tree_root",
     "view_key",
+    "wide_hash",
 ]
 
-PROOF_VERSION = 2
+PROOF_VERSION = 3                 # 3: sixteen-way nodes below depth WIDE_FROM (2: binary)
 DEPTH = 64                        # key bits that place an entry; see docs/view.md for why 64
+WIDE_FROM = 24                    # nodes at depths 24, 28, .., 60 have 16 children
+WIDE_BITS = 4                     # key bits one sixteen-way node consumes
 MAX_TOP_BITS = 22                 # the dense top in memory: ~75 B * 2**(bits + 1) at most
 KEY_CONTEXT = b"markex/v1/view/key\x00"
 LEAF_PREFIX = b"\x03"             # apart from RFC 9162's 0x00 (entry hash) and 0x01
 NODE_PREFIX = b"\x04"             # two non-empty children
 ONE_PREFIX = b"\x05"              # one non-empty child (34 bytes hashed: one SHA-256 block)
+WIDE_PREFIX = b"\x06"             # a sixteen-way node with two or more non-empty children
+WIDE_ONE_PREFIX = b"\x07"         # a sixteen-way node with one (35 bytes: one block)
 HASH = 32
 MAX_LISTED = 255                  # entries sharing one position that a proof may list
+# Bitmap bits of a proof: one per binary depth, then 16 per sixteen-way node.
+BITMAP_BITS = WIDE_FROM + (1 << WIDE_BITS) * ((DEPTH - WIDE_FROM) // WIDE_BITS)   # 184
+BITMAP_BYTES = BITMAP_BITS // 8
 
 _sha256 = hashlib.sha256
 EMPTY = bytes(HASH)                # the hash of an empty subtree, at every height
 
-# A single non-empty child under its parent at depth d: sha256(_STEP[d][side] + child).
-_STEP = tuple(
-    (ONE_PREFIX + bytes((2 * d,)), ONE_PREFIX + bytes((2 * d + 1,))) for d in range(DEPTH)
-)
+# The depths that hold nodes (0..23, then 24, 28, .., 60), each with its width
+# in key bits and, per child index, the prefix of its one-child hash.
+_NODES = tuple(range(WIDE_FROM)) + tuple(range(WIDE_FROM, DEPTH, WIDE_BITS))
+_WIDTH = {d: 1 if d < WIDE_FROM else WIDE_BITS for d in _NODES}
+_STEP = {
+    d: (
+        (ONE_PREFIX + bytes((2 * d,)), ONE_PREFIX + bytes((2 * d + 1,)))
+        if d < WIDE_FROM
+        else tuple(WIDE_ONE_PREFIX + bytes((d, i)) for i in range(1 << WIDE_BITS))
+    )
+    for d in _NODES
+}
+_BOUNDARY = frozenset(_NODES) | {DEPTH}      # depths where a subtree starts
+# For each boundary depth, the index in _CHAIN of its node (DEPTH: one past the last).
+_CHAIN = tuple((DEPTH - d - _WIDTH[d], (1 << _WIDTH[d]) - 1, _STEP[d]) for d in _NODES)
+_AT = {d: i for i, d in enumerate(_NODES)} | {DEPTH: len(_NODES)}
 DEEP_STEP = 8     # a slot also caches its chain this far below the top (see Slot)
+
+
+def is_boundary(depth: int) -> bool:
+    """True when a subtree starts at `depth` (a node's depth, or DEPTH)."""
+    return depth in _BOUNDARY
+
+
+def boundary_up(depth: int) -> int:
+    """The first depth >= `depth` where a subtree starts."""
+    while depth not in _BOUNDARY:
+        depth += 1
+    return depth
+
+
+def node_of(bit: int) -> int:
+    """The depth of the node that branches on key bit `bit` (0..63)."""
+    return bit if bit < WIDE_FROM else bit - (bit - WIDE_FROM) % WIDE_BITS
+
+
+def child_index(pos: int, depth: int) -> int:
+    """Which child of the node at `depth` holds position `pos`."""
+    w = _WIDTH[depth]
+    return (pos >> (DEPTH - depth - w)) & ((1 << w) - 1)
+
+
+def proof_bit(depth: int, index: int) -> int:
+    """The bitmap bit that says the child `index` of the node at `depth` on the
+    proven path is a non-empty sibling (binary nodes: one bit per depth)."""
+    if depth < WIDE_FROM:
+        return depth
+    return WIDE_FROM + ((depth - WIDE_FROM) >> 2 << WIDE_BITS) + index
 
 
 def view_key(number: str) -> bytes:
@@ -92,7 +155,7 @@ def leaf_hash(members: Sequence[tuple[bytes, bytes]]) -> bytes:
 
 
 def node_hash(depth: int, left: bytes, right: bytes) -> bytes:
-    """The hash of a node at `depth` from its children's hashes."""
+    """The hash of a binary node at `depth` (< WIDE_FROM) from its children's hashes."""
     if right == EMPTY:
         return EMPTY if left == EMPTY else _sha256(_STEP[depth][0] + left).digest()
     if left == EMPTY:
@@ -100,15 +163,27 @@ def node_hash(depth: int, left: bytes, right: bytes) -> bytes:
     return _sha256(NODE_PREFIX + left + right).digest()
 
 
+def wide_hash(depth: int, children: dict[int, bytes]) -> bytes:
+    """The hash of a sixteen-way node at `depth` from its non-empty children
+    (index -> hash)."""
+    if not children:
+        return EMPTY
+    if len(children) == 1:
+        ((i, c),) = children.items()
+        return _sha256(_STEP[depth][i] + c).digest()
+    mask = sum(1 << (15 - i) for i in children)
+    body = b"".join(children[i] for i in sorted(children))
+    return _sha256(WIDE_PREFIX + bytes((depth,)) + mask.to_bytes(2, "big") + body).digest()
+
+
 def _lift(x: bytes, pos: int, frm: int, to: int) -> bytes:
     """The hash at depth `to` of the subtree on `pos`'s path whose only
-    non-empty part is `x` at depth `frm` (to <= frm)."""
+    non-empty part is `x` at depth `frm` (to <= frm, both boundaries)."""
     if frm <= to:
         return x
-    sha, bits = _sha256, pos >> (DEPTH - frm)
-    for step in _STEP[frm - 1 : to - 1 if to else None : -1]:
-        x = sha(step[bits & 1] + x).digest()
-        bits >>= 1
+    sha = _sha256
+    for shift, mask, steps in _CHAIN[_AT[frm] - 1 : _AT[to] - 1 if to else None : -1]:
+        x = sha(steps[(pos >> shift) & mask] + x).digest()
     return x
 
 
@@ -118,7 +193,8 @@ class Slot:
     of its lonely chain: `top` is the hash at depth `depth` of the subtree
     holding this position alone (where the bucket's tree meets it), `deep` the
     same at depth `deep_depth` >= `depth` (where a new neighbour most likely
-    splits the chain, so the split costs a few hashes rather than 64)."""
+    splits the chain, so the split costs a few hashes rather than the whole
+    chain). Both depths are boundaries (`is_boundary`)."""
 
     __slots__ = ("deep", "deep_depth", "depth", "members", "pos", "top")
 
@@ -146,7 +222,7 @@ class Slot:
         return cls(position(ms[0][0]), ms, DEPTH, leaf, DEPTH, leaf)
 
     def at(self, depth: int) -> bytes:
-        """The hash at `depth` of the subtree holding this position alone."""
+        """The hash at `depth` (a boundary) of the subtree holding this position alone."""
         if self.depth >= depth:
             return _lift(self.top, self.pos, self.depth, depth)
         if self.deep_depth >= depth:
@@ -154,8 +230,8 @@ class Slot:
         return _lift(leaf_hash(self.members), self.pos, DEPTH, depth)
 
     def move(self, depth: int, deep_depth: int) -> bool:
-        """Move the cached points to `depth` and max(depth, `deep_depth`);
-        True when they changed."""
+        """Move the cached points to `depth` and max(depth, `deep_depth`)
+        (boundaries); True when they changed."""
         deep_depth = min(DEPTH, max(depth, deep_depth))
         if (self.depth, self.deep_depth) == (depth, deep_depth):
             return False
@@ -167,16 +243,26 @@ class Slot:
         return True
 
 
-def _split(positions: Sequence[int], lo: int, hi: int, depth: int) -> int:
-    """The first index in [lo, hi) whose position has bit `depth` set (all share
-    the bits above `depth`)."""
-    a = positions[lo]
-    return bisect_left(positions, ((a >> (63 - depth)) | 1) << (63 - depth), lo, hi)
-
-
 def _branch(positions: Sequence[int], lo: int, hi: int) -> int:
-    """The depth at which the positions of [lo, hi) (at least two, sorted) part."""
+    """The key bit at which the positions of [lo, hi) (at least two, sorted) part."""
     return DEPTH - (positions[lo] ^ positions[hi - 1]).bit_length()
+
+
+def _children(
+    positions: Sequence[int], lo: int, hi: int, depth: int
+) -> list[tuple[int, int, int]]:
+    """The non-empty children of the node at `depth` over [lo, hi) (sharing
+    the bits above `depth`), as (index, lo, hi) in index order."""
+    w = _WIDTH[depth]
+    shift = DEPTH - depth - w
+    base = positions[lo] >> (shift + w) << (shift + w)
+    out = []
+    while lo < hi:
+        i = (positions[lo] >> shift) & ((1 << w) - 1)
+        end = bisect_left(positions, base + ((i + 1) << shift), lo, hi)
+        out.append((i, lo, end))
+        lo = end
+    return out
 
 
 def _subtree(
@@ -188,10 +274,10 @@ def _subtree(
     moved: list[Slot] | None,
     deep_depth: int = DEPTH,
 ) -> bytes:
-    """The hash at `depth` of the subtree holding slots[lo:hi] (which share the
-    first `depth` bits). With `moved`, each lonely slot's cache is moved to
-    the depth asked for (its deep point to `deep_depth`) and the slots whose
-    cache changed are appended."""
+    """The hash at `depth` (a boundary) of the subtree holding slots[lo:hi]
+    (which share the first `depth` bits). With `moved`, each lonely slot's
+    cache is moved to the depth asked for (its deep point to `deep_depth`) and
+    the slots whose cache changed are appended."""
     if lo == hi:
         return EMPTY
     if hi - lo == 1:
@@ -202,13 +288,21 @@ def _subtree(
             moved.append(s)
         return s.top
     br = _branch(positions, lo, hi)
-    mid = _split(positions, lo, hi, br)
-    x = _sha256(
-        NODE_PREFIX
-        + _subtree(slots, positions, lo, mid, br + 1, moved, deep_depth)
-        + _subtree(slots, positions, mid, hi, br + 1, moved, deep_depth)
-    ).digest()
-    return _lift(x, positions[lo], br, depth)
+    if br < WIDE_FROM:          # a binary node: both children are non-empty (they part here)
+        mid = bisect_left(positions, (positions[lo] >> (63 - br) | 1) << (63 - br), lo, hi)
+        x = _sha256(
+            NODE_PREFIX
+            + _subtree(slots, positions, lo, mid, br + 1, moved, deep_depth)
+            + _subtree(slots, positions, mid, hi, br + 1, moved, deep_depth)
+        ).digest()
+        return _lift(x, positions[lo], br, depth)
+    at = node_of(br)
+    below = at + WIDE_BITS
+    kids = {
+        i: _subtree(slots, positions, a, b, below, moved, deep_depth)
+        for i, a, b in _children(positions, lo, hi, at)
+    }
+    return _lift(wide_hash(at, kids), positions[lo], at, depth)
 
 
 def rehash_bucket(slots: Sequence[Slot], top_bits: int) -> tuple[bytes, list[Slot]]:
@@ -216,7 +310,7 @@ def rehash_bucket(slots: Sequence[Slot], top_bits: int) -> tuple[bytes, list[Slo
     and the slots whose cache moved (to be stored again)."""
     moved: list[Slot] = []
     positions = [s.pos for s in slots]
-    deep = min(DEPTH, top_bits + DEEP_STEP)
+    deep = boundary_up(min(DEPTH, top_bits + DEEP_STEP))
     return _subtree(slots, positions, 0, len(slots), top_bits, moved, deep), moved
 
 
@@ -224,28 +318,30 @@ def bucket_path(
     slots: Sequence[Slot], top_bits: int, pos: int
 ) -> tuple[list[tuple[int, bytes]], Slot | None]:
     """The non-empty siblings below depth `top_bits` on `pos`'s path, deepest
-    first, as (d, hash): the sibling at depth d + 1 across bit d; and the slot
-    at `pos`, if any. Reads the caches, never moves them."""
+    first, as (bitmap bit, hash) (see `proof_bit`; within a sixteen-way node
+    the highest index first); and the slot at `pos`, if any. Reads the
+    caches, never moves them."""
     positions = [s.pos for s in slots]
     out: list[tuple[int, bytes]] = []
     lo, hi = 0, len(slots)
     while lo < hi:
         a = positions[lo]
-        if hi - lo == 1 and a == pos:
-            out.reverse()
-            return out, slots[lo]
         br = DEPTH if hi - lo == 1 else _branch(positions, lo, hi)
         off = DEPTH - (a ^ pos).bit_length()        # where pos leaves a's bits
-        if off < br:      # pos leaves the range's common prefix: the range is one sibling
-            out.append((off, _subtree(slots, positions, lo, hi, off + 1, None)))
-            break
-        mid = _split(positions, lo, hi, br)
-        if (pos >> (63 - br)) & 1:
-            out.append((br, _subtree(slots, positions, lo, mid, br + 1, None)))
-            lo = mid
-        else:
-            out.append((br, _subtree(slots, positions, mid, hi, br + 1, None)))
-            hi = mid
+        stop = min(br, off)
+        if stop == DEPTH:                            # the one slot left is pos's
+            out.reverse()
+            return out, slots[lo]
+        at = node_of(stop)          # the first node below which pos's path holds less
+        below = at + _WIDTH[at]
+        own = child_index(pos, at)
+        nxt = (lo, lo)
+        for i, c_lo, c_hi in _children(positions, lo, hi, at):
+            if i == own:
+                nxt = (c_lo, c_hi)
+            else:
+                out.append((proof_bit(at, i), _subtree(slots, positions, c_lo, c_hi, below, None)))
+        lo, hi = nxt
     out.reverse()
     return out, None
 
@@ -303,12 +399,20 @@ class TopTree:
 
     def _rehash(self) -> None:
         dirty, self._dirty = self._dirty, set()
+        sha = _sha256
         for d in range(self.bits - 1, -1, -1):
             if not dirty:
                 return
             below, here = self.levels[d + 1], self.levels[d]
-            for i in dirty:
-                here[i] = node_hash(d, below[2 * i], below[2 * i + 1])
+            left_only, right_only = _STEP[d]
+            for i in dirty:                   # node_hash, inlined: ~10 of these per record
+                left, right = below[2 * i], below[2 * i + 1]
+                if right == EMPTY:
+                    here[i] = EMPTY if left == EMPTY else sha(left_only + left).digest()
+                elif left == EMPTY:
+                    here[i] = sha(right_only + right).digest()
+                else:
+                    here[i] = sha(NODE_PREFIX + left + right).digest()
             dirty = {i >> 1 for i in dirty}
 
     def path(self, b: int) -> list[tuple[int, bytes]]:
@@ -331,10 +435,13 @@ class ViewProof:
     the non-empty siblings on the number's path and, only when other entries
     share its 64-bit position, those entries' keys and entry hashes.
 
-    Bytes: u8 version (2) || u8 n || n * (32-byte key || 32-byte entry hash)
-    || u64be bitmap || one 32-byte hash per set bit, deepest first. Bit d of
-    the bitmap (counted from the most significant) is set when the sibling
-    across the number's bit d (at depth d + 1) is not empty."""
+    Bytes: u8 version (3) || u8 n || n * (32-byte key || 32-byte entry hash)
+    || 23-byte bitmap || one 32-byte hash per set bit, from the last set bit
+    to the first. Bitmap bits, counted from the most significant: bit d
+    (0..23) is set when the sibling across the number's bit d (at depth
+    d + 1) is not empty; bit 24 + 16 * k + i is set when child i of the
+    sixteen-way node at depth 24 + 4 * k on the number's path is a non-empty
+    sibling (never the number's own child)."""
 
     listed: tuple[tuple[bytes, bytes], ...]
     bitmap: int
@@ -343,7 +450,7 @@ class ViewProof:
     def encode(self) -> bytes:
         out = [struct.pack(">BB", PROOF_VERSION, len(self.listed))]
         out.extend(k + e for k, e in self.listed)
-        out.append(struct.pack(">Q", self.bitmap))
+        out.append(self.bitmap.to_bytes(BITMAP_BYTES, "big"))
         out.extend(self.siblings)
         return b"".join(out)
 
@@ -358,15 +465,15 @@ class ViewProof:
             raise MalformedProof(f"view proof version {version} is not {PROOF_VERSION}")
         n = data[1]
         off = 2 + 2 * HASH * n
-        if len(data) < off + 8:
+        if len(data) < off + BITMAP_BYTES:
             raise MalformedProof("view proof is truncated")
         listed = tuple(
             (data[2 + 2 * HASH * i : 2 + HASH * (2 * i + 1)],
              data[2 + HASH * (2 * i + 1) : 2 + 2 * HASH * (i + 1)])
             for i in range(n)
         )
-        (bitmap,) = struct.unpack_from(">Q", data, off)
-        off += 8
+        bitmap = int.from_bytes(data[off : off + BITMAP_BYTES], "big")
+        off += BITMAP_BYTES
         m = bitmap.bit_count()
         if len(data) != off + HASH * m:
             raise MalformedProof("view proof siblings do not match its bitmap, or trail")
@@ -374,19 +481,32 @@ class ViewProof:
         return cls(listed, bitmap, siblings)
 
 
+# A verifier's walk, deepest node first: ([depth,] shift of its bitmap bits,
+# shift of its child index in the position, one-child prefixes).
+_WALK_WIDE = tuple(
+    (d, BITMAP_BITS - proof_bit(d, 0) - 16, DEPTH - d - WIDE_BITS, _STEP[d])
+    for d in _NODES[::-1]
+    if d >= WIDE_FROM
+)
+_WALK_BINARY = tuple(
+    (BITMAP_BITS - 1 - d, DEPTH - 1 - d, _STEP[d]) for d in _NODES[::-1] if d < WIDE_FROM
+)
+
+
 def proof_root(key: bytes, entry: bytes | None, proof: ViewProof) -> bytes:
     """The root `proof` leads to for `key` holding entry hash `entry` (None:
     holding nothing). Raises MalformedProof for a proof that is not in its
     one canonical form: a listed key not at `key`'s position, equal to `key`,
-    or out of order; a hash that is not 32 bytes; a sibling given as empty."""
+    or out of order; a hash that is not 32 bytes; a sibling given as empty;
+    a bit set for the number's own child of a sixteen-way node."""
     if len(key) != HASH:
         raise MalformedProof("a view key is 32 bytes")
     if entry is not None and len(entry) != HASH:
         raise MalformedProof("an entry hash is 32 bytes")
     if isinstance(proof.bitmap, bool) or not isinstance(proof.bitmap, int) or not (
-        0 <= proof.bitmap < 1 << DEPTH
+        0 <= proof.bitmap < 1 << BITMAP_BITS
     ):
-        raise MalformedProof("a view proof bitmap has 64 bits")
+        raise MalformedProof(f"a view proof bitmap has {BITMAP_BITS} bits")
     if len(proof.siblings) != proof.bitmap.bit_count() or len(proof.listed) > MAX_LISTED:
         raise MalformedProof("view proof siblings do not match its bitmap")
     pos = position(key)
@@ -408,16 +528,35 @@ def proof_root(key: bytes, entry: bytes | None, proof: ViewProof) -> bytes:
     x = leaf_hash(members) if members else None      # None: still an empty subtree
     bitmap = proof.bitmap
     it = iter(proof.siblings)
-    for d in range(DEPTH - 1, -1, -1):
-        bit = (pos >> (63 - d)) & 1
-        if (bitmap >> (63 - d)) & 1:
-            s = next(it)
-            if len(s) != HASH or s == EMPTY:
-                raise MalformedProof("a sibling is not a 32-byte non-empty subtree hash")
+
+    def sibling() -> bytes:
+        s = next(it)
+        if len(s) != HASH or s == EMPTY:
+            raise MalformedProof("a sibling is not a 32-byte non-empty subtree hash")
+        return s
+
+    sha = _sha256
+    for d, mshift, pshift, steps in _WALK_WIDE:
+        mask = (bitmap >> mshift) & 0xFFFF
+        own = (pos >> pshift) & 0xF
+        if not mask:                         # the common case: no sibling in this node
+            if x is not None:
+                x = sha(steps[own] + x).digest()
+            continue
+        if mask >> (15 - own) & 1:
+            raise MalformedProof("a proof names the number's own child as a sibling")
+        kids = {i: sibling() for i in range(15, -1, -1) if mask >> (15 - i) & 1}
+        if x is not None:
+            kids[own] = x
+        x = wide_hash(d, kids)
+    for mshift, pshift, steps in _WALK_BINARY:
+        bit = (pos >> pshift) & 1
+        if (bitmap >> mshift) & 1:
+            s = sibling()
             if x is None:
-                x = _sha256(_STEP[d][1 - bit] + s).digest()
+                x = sha(steps[1 - bit] + s).digest()
             else:
-                x = _sha256(NODE_PREFIX + (s + x if bit else x + s)).digest()
+                x = sha(NODE_PREFIX + (s + x if bit else x + s)).digest()
         elif x is not None:
-            x = _sha256(_STEP[d][bit] + x).digest()
+            x = sha(steps[bit] + x).digest()
     return EMPTY if x is None else x

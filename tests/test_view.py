@@ -966,25 +966,45 @@ def _node(depth: int, left: bytes, right: bytes) -> bytes:
     return _sha(b"\x04" + left + right)
 
 
+def _wide(depth: int, children: list[bytes]) -> bytes:
+    """The documented sixteen-way node (depths 24, 28, .., 60) over 16 children."""
+    full = [i for i, c in enumerate(children) if c != _EMPTY]
+    if not full:
+        return _EMPTY
+    if len(full) == 1:
+        return _sha(b"\x07" + bytes([depth, full[0]]) + children[full[0]])
+    mask = sum(1 << (15 - i) for i in full)
+    return _sha(b"\x06" + bytes([depth]) + mask.to_bytes(2, "big")
+                + b"".join(children[i] for i in full))
+
+
+def _bits(key: bytes, depth: int, width: int) -> int:
+    return (int.from_bytes(key[:8], "big") >> (64 - depth - width)) & ((1 << width) - 1)
+
+
+def _tree(depth: int, group: list[tuple[bytes, bytes]]) -> bytes:
+    """The subtree at `depth` over (key, entry hash) pairs sharing its prefix."""
+    if not group:
+        return _EMPTY
+    if depth == 64:
+        return _sha(b"\x03" + b"".join(k + eh for k, eh in sorted(group)))
+    if depth >= 24:
+        return _wide(depth, [_tree(depth + 4, [kv for kv in group if _bits(kv[0], depth, 4) == i])
+                             for i in range(16)])
+    bit = [kv for kv in group if _bits(kv[0], depth, 1)]
+    left = [kv for kv in group if kv not in bit]
+    return _node(depth, _tree(depth + 1, left), _tree(depth + 1, bit))
+
+
 def _key(number: str) -> bytes:
     return _sha(b"markex/v1/view/key\x00" + number.encode())
 
 
 def independent_root(view: NationalView) -> bytes:
     """The documented structure, recomputed from scratch without view.py's
-    helpers: a depth-64 sparse tree over the first 64 bits of each key."""
-    items = sorted((_key(n), _sha(b"\x00" + e.encode())) for n, e in view.entries.items())
-
-    def node(depth: int, group: list[tuple[bytes, bytes]]) -> bytes:
-        if not group:
-            return _EMPTY
-        if depth == 64:
-            return _sha(b"\x03" + b"".join(k + eh for k, eh in group))
-        bit = [kv for kv in group if (int.from_bytes(kv[0][:8], "big") >> (63 - depth)) & 1]
-        left = [kv for kv in group if kv not in bit]
-        return _node(depth, node(depth + 1, left), node(depth + 1, bit))
-
-    return node(0, items)
+    helpers: a depth-64 sparse tree over the first 64 bits of each key,
+    binary above depth 24 and sixteen-way below."""
+    return _tree(0, [(_key(n), _sha(b"\x00" + e.encode())) for n, e in view.entries.items()])
 
 
 def test_root_matches_the_documented_structure() -> None:
@@ -1075,7 +1095,7 @@ def test_wrong_answers_fail_with_typed_errors() -> None:
     with pytest.raises(MalformedProof):
         verify_lookup(n, raw, replace(proof, siblings=proof.siblings[1:]), root)
     with pytest.raises(MalformedProof):
-        verify_lookup(n, raw, replace(proof, bitmap=1 << 64), root)
+        verify_lookup(n, raw, replace(proof, bitmap=1 << viewtree.BITMAP_BITS), root)
 
 
 def _answers(view: NationalView, numbers: list[str]) -> list[tuple[str, bytes | None, bytes]]:
@@ -1194,8 +1214,8 @@ def test_keys_sharing_a_position_are_listed_deterministically(bits: int) -> None
     below, slot = viewtree.bucket_path(parts["slots"][b], bits, pos)
     assert slot is not None and slot.members == ((a, _sha(b"a")), (c, _sha(b"c")))
     bitmap, sibs = 0, []
-    for d, h in below + parts["top"].path(b):
-        bitmap |= 1 << (63 - d)
+    for bit, h in below + parts["top"].path(b):
+        bitmap |= 1 << (viewtree.BITMAP_BITS - 1 - bit)
         sibs.append(h)
     for key, eh, listed in (
         (a, _sha(b"a"), ((c, _sha(b"c")),)),
@@ -1215,15 +1235,91 @@ def test_entry_that_does_not_decode_is_a_malformed_proof() -> None:
     root = tree_root([(N1, entry_hash(garbage)), (N2, entry_hash(b"x"))])
     assert tree_root([]) == _EMPTY
     pos1, pos2 = (int.from_bytes(_key(n)[:8], "big") for n in (N1, N2))
-    d = 64 - (pos1 ^ pos2).bit_length()
-    sib = _sha(b"\x03" + _key(N2) + entry_hash(b"x"))
-    for depth in range(63, d, -1):
-        bit = (pos2 >> (63 - depth)) & 1
-        sib = _node(depth, _EMPTY, sib) if bit else _node(depth, sib, _EMPTY)
-    proof = ViewProof((), 1 << (63 - d), (sib,))
+    d = 64 - (pos1 ^ pos2).bit_length()          # the key bit where N1 and N2 part
+    at = d if d < 24 else d - (d - 24) % 4       # the node that parts them
+    below = at + (1 if at < 24 else 4)
+    sib = _tree(below, [(_key(N2), entry_hash(b"x"))])      # N2 alone under that node
+    bit = at if at < 24 else 24 + (at - 24) // 4 * 16 + _bits(_key(N2), at, 4)
+    proof = ViewProof((), 1 << (viewtree.BITMAP_BITS - 1 - bit), (sib,))
     assert viewtree.proof_root(_key(N1), entry_hash(garbage), proof) == root
     with pytest.raises(MalformedProof):
         verify_lookup(N1, garbage, proof, root)
+
+
+def _proof_of(parts: dict[str, Any], bits: int, key: bytes,
+              listed: tuple[tuple[bytes, bytes], ...] = ()) -> ViewProof:
+    pos = int.from_bytes(key[:8], "big")
+    b = pos >> (64 - bits)
+    below, _ = viewtree.bucket_path(parts["slots"].get(b, []), bits, pos)
+    bitmap, sibs = 0, []
+    for bit, h in below + parts["top"].path(b):
+        bitmap |= 1 << (viewtree.BITMAP_BITS - 1 - bit)
+        sibs.append(h)
+    return ViewProof(listed, bitmap, tuple(sibs))
+
+
+def _refused(key: bytes, entry: bytes, enc: bytes, root: bytes) -> bool:
+    try:
+        return viewtree.proof_root(key, entry, ViewProof.decode(enc)) != root
+    except MalformedProof:
+        return True
+
+
+@pytest.mark.parametrize("bits", [0, 16])
+def test_sixteen_way_nodes_with_several_children(bits: int) -> None:
+    """Fails on proof version 2 (binary nodes all the way down): keys that share
+    24 to 60 bits meet in sixteen-way nodes with several children; the root is
+    the documented structure, every key and every absence in those nodes is
+    proven, and a bit for the number's own child, or any flipped bit, fails."""
+    p24 = _key(N1)[:3]                         # 24 shared bits, then the nibbles below
+    keys = [p24 + bytes([n]) + _sha(bytes([n]))[:28] for n in (0x05, 0x0F, 0x5A, 0x5B, 0xF3)]
+    keys.append(keys[-1][:7] + bytes([keys[-1][7] ^ 0x01]) + keys[-1][8:])   # parts at bit 63
+    pairs = [(k, _sha(k)) for k in keys]
+    root, parts = _slot_root(pairs, bits)
+    assert root == _tree(0, pairs) == _slot_root(pairs[::-1], 3)[0]
+    for k, eh in pairs:
+        proof = _proof_of(parts, bits, k)
+        assert viewtree.proof_root(k, eh, ViewProof.decode(proof.encode())) == root
+        assert viewtree.proof_root(k, None, proof) != root      # present, claimed absent
+        assert viewtree.proof_root(k, _sha(b"x"), proof) != root
+    proof = _proof_of(parts, bits, keys[2])
+    own = viewtree.proof_bit(24, 5)            # keys[2]'s own child of the node at 24
+    assert not proof.bitmap >> (viewtree.BITMAP_BITS - 1 - own) & 1
+    bent = replace(proof, bitmap=proof.bitmap | 1 << (viewtree.BITMAP_BITS - 1 - own),
+                   siblings=(*proof.siblings, _sha(b"y")))
+    with pytest.raises(MalformedProof):
+        viewtree.proof_root(keys[2], pairs[2][1], bent)
+    enc = proof.encode()
+    for i in range(len(enc)):
+        for bit in range(8):
+            bad = enc[:i] + bytes([enc[i] ^ (1 << bit)]) + enc[i + 1:]
+            assert _refused(keys[2], pairs[2][1], bad, root), (i, bit)
+    for absent in (p24 + b"\x33" + bytes(28), p24 + b"\x5c" + bytes(28),
+                   keys[5][:7] + bytes([keys[5][7] ^ 0x02]) + bytes(24)):
+        proof = _proof_of(parts, bits, absent)
+        assert viewtree.proof_root(absent, None, ViewProof.decode(proof.encode())) == root
+        assert viewtree.proof_root(absent, _sha(b"x"), proof) != root
+
+
+def test_a_new_entry_costs_a_short_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails on proof version 2, whose lonely chain from a leaf to a 16-bit top
+    was 48 one-child hashes: a new entry alone in its bucket costs its leaf and
+    18 node hashes (ten sixteen-way nodes, eight binary), with the deep cached
+    point at depth 24."""
+    calls = 0
+    real = viewtree._sha256
+
+    def counting(data: bytes = b"") -> Any:
+        nonlocal calls
+        calls += 1
+        return real(data)
+
+    (slot,) = viewtree.slots_of([(_key(N1), _sha(b"e"))])
+    monkeypatch.setattr(viewtree, "_sha256", counting)
+    top, moved = viewtree.rehash_bucket([slot], 16)
+    monkeypatch.undo()
+    assert calls == 18 and moved == [slot] and (slot.depth, slot.deep_depth) == (16, 24)
+    assert top == _tree(16, [(_key(N1), _sha(b"e"))])
 
 
 # ====================================================================== view checkpoints

@@ -27,6 +27,7 @@ from ledger.view import (
     rebuild_from_ledger,
     resolve,
     verify_lookup,
+    view_key,
 )
 from tests.test_view import (
     CAPPED,
@@ -298,6 +299,26 @@ def test_a_view_of_the_bucket_layout_is_recomputed_on_open(tmp_path: Path) -> No
         assert list(store.items("viewbucket")) == []
         view.apply(RICH.records)
         assert state(view) == state(RICH_VIEW)
+    finally:
+        store.close()
+
+
+def test_a_stored_leaf_cached_between_nodes_is_a_storage_failure(tmp_path: Path) -> None:
+    """Proof version 3 caches a slot's chain only at node depths (0..24, then
+    every fourth): a row cached at depth 26 (inside a sixteen-way node) is
+    refused, never read as a subtree hash."""
+    store, view = stored_view(tmp_path / "db")
+    try:
+        view.apply(RICH.records)
+        key = view_key(N1)
+        row = store.get("viewbucket", key)
+        assert row is not None and len(row) == 98 and row[32] <= row[65] < 26
+        assert view.proof(N1) is not None
+        batch = store.batch()
+        batch.put("viewbucket", key, row[:65] + bytes([26]) + row[66:])
+        store.write(batch)
+        with pytest.raises(StorageFailure):
+            view.proof(N1)
     finally:
         store.close()
 
