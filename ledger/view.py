@@ -37,11 +37,10 @@ import hashlib
 import json
 import re
 import struct
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from keys.consortium import ISSUES_NOTHING, Consortium
 from ledger import merkle, note, viewtree
@@ -143,6 +142,27 @@ def view_origin(consortium_name: str, participant_id: str) -> str:
 
 
 # ====================================================================== entries
+
+
+_C = TypeVar("_C")
+
+
+class _cached(Generic[_C]):
+    """cached_property without its per-read lock (Python 3.11 takes one on every
+    first read): the value is computed from frozen fields, so a race computes it twice."""
+
+    def __init__(self, fn: Callable[[Any], _C]) -> None:
+        self._fn = fn
+        self._name = fn.__name__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> _C:
+        if obj is None:
+            return self  # type: ignore[return-value]
+        v = obj.__dict__[self._name] = self._fn(obj)
+        return v
 
 
 @dataclass(frozen=True)
@@ -359,7 +379,7 @@ class Entry:
     protections: tuple[Protection, ...] = ()
 
     # ---------------------------------------------------------- evaluation
-    @cached_property
+    @_cached
     def _categories(self) -> dict[str, CategoryInfo]:
         return {c.id: c for c in self.categories}
 
@@ -558,7 +578,7 @@ class Entry:
         ever verifies a signature over it."""
         return self._encoded
 
-    @cached_property
+    @_cached
     def _encoded(self) -> bytes:
         # Written directly (keys in sorted order) rather than to_json() through the
         # sorting encoder: the same bytes, without a dict per part and a sort per dict.
@@ -616,7 +636,7 @@ class Entry:
         ]
         return "".join(parts).encode("ascii")
 
-    @cached_property
+    @_cached
     def hash(self) -> bytes:
         return entry_hash(self._encoded)
 
