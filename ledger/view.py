@@ -1207,9 +1207,12 @@ def _correction_body(f: _CorrectionFact) -> bytes:
 def _mark_body(f: _MarkFact) -> bytes:
     """A mark's viewix body: its number, a newline, then its fact, read back when an
     appeal keeps a mark its entry had dropped (rule 2a)."""
-    fact = [f.issuer, f.seq, f.issued_at, f.category, f.score, f.reports, f.observed_at,
-            f.expires_at]
-    return f.number.encode("utf-8") + b"\n" + _COMPACT.encode(fact).encode("ascii")
+    i, q = _int_text, _QUOTE    # written directly: the bytes _COMPACT gives for the list
+    fact = (
+        f"[{q(f.issuer)},{i(f.seq)},{i(f.issued_at)},{q(f.category)},{i(f.score)},"
+        f"{i(f.reports)},{i(f.observed_at)},{i(f.expires_at)}]"
+    )
+    return f.number.encode("utf-8") + b"\n" + fact.encode("ascii")
 
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
