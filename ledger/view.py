@@ -37,11 +37,10 @@ import hashlib
 import json
 import re
 import struct
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from keys.consortium import ISSUES_NOTHING, Consortium
 from ledger import merkle, note, viewtree
@@ -143,6 +142,27 @@ def view_origin(consortium_name: str, participant_id: str) -> str:
 
 
 # ====================================================================== entries
+
+
+_C = TypeVar("_C")
+
+
+class _cached(Generic[_C]):
+    """cached_property without its per-read lock (Python 3.11 takes one on every
+    first read): the value is computed from frozen fields, so a race computes it twice."""
+
+    def __init__(self, fn: Callable[[Any], _C]) -> None:
+        self._fn = fn
+        self._name = fn.__name__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> _C:
+        if obj is None:
+            return self  # type: ignore[return-value]
+        v = obj.__dict__[self._name] = self._fn(obj)
+        return v
 
 
 @dataclass(frozen=True)
@@ -359,7 +379,7 @@ class Entry:
     protections: tuple[Protection, ...] = ()
 
     # ---------------------------------------------------------- evaluation
-    @cached_property
+    @_cached
     def _categories(self) -> dict[str, CategoryInfo]:
         return {c.id: c for c in self.categories}
 
@@ -558,11 +578,65 @@ class Entry:
         ever verifies a signature over it."""
         return self._encoded
 
-    @cached_property
+    @_cached
     def _encoded(self) -> bytes:
-        return _CANONICAL.encode(self.to_json()).encode("ascii")
+        # Written directly (keys in sorted order) rather than to_json() through the
+        # sorting encoder: the same bytes, without a dict per part and a sort per dict.
+        q = _QUOTE
+        r = self.rules
+        parts = [
+            '{"appeals":[',
+            ",".join(
+                f'{{"action":{q(a.action)},"by":{q(a.appellant)},"category":{q(a.category)},'
+                f'"closed_at":{"null" if a.closed_at is None else _int_text(a.closed_at)},'
+                f'"closed_by":"{a.closed_by.hex()}","filed_at":{_int_text(a.filed_at)},'
+                f'"id":"{a.id.hex()}","status":{q(a.status)},"targets":['
+                + ",".join(f'"{t.hex()}"' for t in a.targets)
+                + "]}"
+                for a in self.appeals
+            ),
+            '],"categories":[',
+            ",".join(
+                f"[{q(c.id)},{_int_text(c.rank)},{_bool_text(c.risk)}]" for c in self.categories
+            ),
+            '],"marks":[',
+            ",".join(
+                f'{{"by":{q(m.participant)},"category":{q(m.category)},'
+                f'"expires_at":{_int_text(m.expires_at)},"id":"{m.id.hex()}",'
+                f'"issued_at":{_int_text(m.issued_at)},"observed_at":{_int_text(m.observed_at)},'
+                '"recategorized":['
+                + ",".join(
+                    f'[{_int_text(x.at)},{q(x.category)},"{x.ref.hex()}"]'
+                    for x in m.recategorized
+                )
+                + f'],"reports":{_int_text(m.reports)},"role":{q(m.role)},'
+                f'"score":{_int_text(m.score)},"seq":{_int_text(m.seq)},"set_aside":['
+                + ",".join(
+                    f'[{_int_text(x.since)},{q(x.reason)},"{x.ref.hex()}"]' for x in m.set_aside
+                )
+                + f'],"weight":{_int_text(m.weight)}}}'
+                for m in self.marks
+            ),
+            f'],"number":{q(self.number)},"protections":[',
+            ",".join(
+                f'{{"category":{q(p.category)},"decision":"{p.decision.hex()}",'
+                f'"since":{_int_text(p.since)},"until":{_int_text(p.until)}}}'
+                for p in self.protections
+            ),
+            '],"reassignments":[',
+            ",".join(
+                f'{{"by":{q(x.carrier)},"effective_at":{_int_text(x.effective_at)},'
+                f'"id":"{x.id.hex()}"}}'
+                for x in self.reassignments
+            ),
+            f'],"rules":{{"high_risk_min_participants":{_int_text(r.high_risk_min_participants)},'
+            f'"identity_min_participants":{_int_text(r.identity_min_participants)},'
+            f'"institute_mark_is_high_risk":{_bool_text(r.institute_mark_is_high_risk)}}},'
+            f'"v":{_int_text(ENTRY_VERSION)}}}',
+        ]
+        return "".join(parts).encode("ascii")
 
-    @cached_property
+    @_cached
     def hash(self) -> bytes:
         return entry_hash(self._encoded)
 
@@ -591,6 +665,17 @@ class Entry:
 
 # json.dumps with these arguments, without building an encoder per entry.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+_QUOTE = json.encoder.encode_basestring_ascii   # the string form _CANONICAL writes
+
+
+def _int_text(v: int) -> str:
+    """An int as _CANONICAL writes it (a bool as true/false, as json does)."""
+    return int.__repr__(v) if v.__class__ is int else _CANONICAL.encode(v)
+
+
+def _bool_text(v: bool) -> str:
+    """A bool as _CANONICAL writes it (anything else through _CANONICAL itself)."""
+    return "true" if v is True else "false" if v is False else _CANONICAL.encode(v)
 
 
 def _issue_key(m: EntryMark) -> tuple[int, int, bytes]:
@@ -1122,9 +1207,12 @@ def _correction_body(f: _CorrectionFact) -> bytes:
 def _mark_body(f: _MarkFact) -> bytes:
     """A mark's viewix body: its number, a newline, then its fact, read back when an
     appeal keeps a mark its entry had dropped (rule 2a)."""
-    fact = [f.issuer, f.seq, f.issued_at, f.category, f.score, f.reports, f.observed_at,
-            f.expires_at]
-    return f.number.encode("utf-8") + b"\n" + _COMPACT.encode(fact).encode("ascii")
+    i, q = _int_text, _QUOTE    # written directly: the bytes _COMPACT gives for the list
+    fact = (
+        f"[{q(f.issuer)},{i(f.seq)},{i(f.issued_at)},{q(f.category)},{i(f.score)},"
+        f"{i(f.reports)},{i(f.observed_at)},{i(f.expires_at)}]"
+    )
+    return f.number.encode("utf-8") + b"\n" + fact.encode("ascii")
 
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)

@@ -502,6 +502,55 @@ def test_scenario(name: str) -> None:
         expect(backwards, book, number, at, want)
 
 
+def _generic_bytes(e: Entry) -> bytes:
+    """What json.dumps(sort_keys, compact, ASCII) makes of the entry's to_json()."""
+    return json.dumps(e.to_json(), sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_entry_bytes_are_the_sorted_json_of_to_json(name: str) -> None:
+    """Entry.encode writes its JSON directly (for speed); every scenario's entries
+    (appeals, protections, recategorizations, reassignments) must give exactly
+    json.dumps of to_json(), and decode back."""
+    book, _ = SCENARIOS[name]()
+    view = resolve(book.records, CONS)
+    assert view.entries
+    for e in view.entries.values():
+        assert e.encode() == _generic_bytes(e)
+        assert Entry.decode(e.encode()) == e
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    text=st.text(max_size=6),
+    n=st.integers(min_value=0, max_value=2**70),
+    closed=st.none() | st.integers(min_value=0, max_value=2**63),
+    flag=st.booleans(),
+)
+def test_entry_bytes_escape_and_numbers_like_json(
+    text: str, n: int, closed: int | None, flag: bool
+) -> None:
+    """Any string (escapes, non-ASCII), big integers, null and booleans are
+    written as the sorted JSON encoder writes them."""
+    from ledger.view import Appeal, EntryReassignment, Protection, Recategorization
+
+    rid = hashlib.sha256(text.encode()).digest()
+    mark = EntryMark(
+        rid, text, text, n, text, n, n, n, n, n, n,
+        (Recategorization(n, text, rid),), (SetAsideSpan(n, text, rid),),
+    )
+    e = Entry(
+        number=text,
+        rules=Rules(n, n, flag),
+        categories=(CategoryInfo(text, n, flag), CategoryInfo("b", 0, not flag)),
+        marks=(mark, mark),
+        appeals=(Appeal(rid, text, (rid, rid), text, text, n, text, closed, rid),),
+        reassignments=(EntryReassignment(rid, text, n),),
+        protections=(Protection(text, n, n, rid),),
+    )
+    assert e.encode() == _generic_bytes(e)
+
+
 def test_ignored_records_move_the_vector_only() -> None:
     book, _ = s_reassignment()
     view = resolve(book.records, CONS)

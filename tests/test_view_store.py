@@ -741,3 +741,16 @@ def test_view_keeper_heals_gaps_and_freezes(tmp_path: Path) -> None:
         assert got is not None and got.number == N1
     finally:
         ledger.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=6), n=st.integers(min_value=0, max_value=2**70))
+def test_mark_index_body_is_the_compact_json_list(text: str, n: int) -> None:
+    """The viewix body of a mark is written directly (for speed): it must stay the
+    number, a newline and the compact JSON list the index always held."""
+    from ledger.view import _mark_body, _MarkFact
+
+    f = _MarkFact(b"\x01" * 32, text, n, n + 1, "+86" + text, text, n, n, n, n)
+    fact = [text, n, n + 1, text, n, n, n, n]
+    want = ("+86" + text).encode("utf-8") + b"\n" + json.dumps(fact, separators=(",", ":")).encode()
+    assert _mark_body(f) == want
