@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-import os
 import shutil
 import tomllib
 from dataclasses import dataclass, fields
@@ -38,7 +37,7 @@ from typing import Any
 
 from keys import ConfigError
 from keys.consortium import ISSUES_NOTHING, Consortium, Participant, Policy
-from keys.signing import SigningKey
+from keys.signing import SigningKey, write_private
 from keys.tls import make_admin_cert, make_ca, make_node_cert
 
 WEIGHTS = {"institute": 5, "carrier": 2, "internet": 1, "auditor": 0}
@@ -332,7 +331,7 @@ def _write_consortium(
     try:
         (directory / "ca").mkdir()
         ca_key, ca_cert = make_ca(f"{name} CA", now)
-        _write_private(directory / "ca" / "ca.key", ca_key)
+        write_private(directory / "ca" / "ca.key", ca_key)
         (directory / "ca" / "ca.pem").write_bytes(ca_cert)
         # The key that signs consortium.json belongs to no participant and no node.
         (directory / CONFIG_KEY).parent.mkdir()
@@ -349,7 +348,7 @@ def _write_consortium(
             key = SigningKey.generate()
             key.save(pdir / "signing.key")
             tls_key, tls_cert = make_node_cert(ca_key, ca_cert, pid, [host], now)
-            _write_private(pdir / "tls.key", tls_key)
+            write_private(pdir / "tls.key", tls_key)
             (pdir / "tls.pem").write_bytes(tls_cert)
             member = public = ""
             if role in ISSUES_NOTHING:
@@ -360,7 +359,7 @@ def _write_consortium(
             else:
                 (pdir / "data").mkdir()
                 admin_key, admin_cert = make_admin_cert(ca_key, ca_cert, pid, now)
-                _write_private(pdir / "admin.key", admin_key)
+                write_private(pdir / "admin.key", admin_key)
                 (pdir / "admin.pem").write_bytes(admin_cert)
                 k = nodes.index((pid, role))
                 member = _endpoint(host, base_port + 2 * k)
@@ -422,15 +421,3 @@ def _endpoint(host: str, port: int) -> str:
     except ValueError:
         return f"{host}:{port}"
     return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Create a key file with mode 0600 from the start (never readable by others, even briefly)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    os.chmod(path, 0o600)

@@ -97,6 +97,26 @@ def make_node_cert(
     past the CA's own end).
     """
     _check_participant_id(participant_id)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(
+        ca_key_pem, ca_cert_pem, key.public_key(), participant_id,
+        _alt_names(participant_id, hosts),
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], now,
+    )
+    return _key_pem(key), cert
+
+
+def _issue(
+    ca_key_pem: bytes,
+    ca_cert_pem: bytes,
+    pub: ec.EllipticCurvePublicKey,
+    common_name: str,
+    names: list[x509.GeneralName],
+    ekus: list[x509.ObjectIdentifier],
+    now: datetime,
+) -> bytes:
+    """The CA's leaf certificate (PEM) for `pub`: every property but the names and
+    the extended key usages is the CA's (validity 2 years, never past its own end)."""
     ca_key = _load_ca_key(ca_key_pem)
     ca_cert = _load_cert(ca_cert_pem)
     if ca_key.public_key().public_numbers() != _ec_public(ca_cert).public_numbers():
@@ -105,13 +125,11 @@ def make_node_cert(
     end = min(start + NODE_VALIDITY, ca_cert.not_valid_after_utc)
     if end <= start:
         raise ConfigError("the CA certificate has expired; make a new CA")
-
-    key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, participant_id)]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(pub)
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(end)
@@ -130,24 +148,16 @@ def make_node_cert(
             ),
             critical=True,
         )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.SubjectAlternativeName(_alt_names(participant_id, hosts)), critical=False
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                       critical=False)
+        .add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
         .sign(ca_key, hashes.SHA256())
     )
-    return _key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def participant_dns_name(participant_id: str) -> str:
@@ -445,14 +455,6 @@ def issue_from_csr(
         raise ConfigError(
             f"the request names {req.participant!r}, not the expected {participant_id!r}"
         )
-    ca_key = _load_ca_key(ca_key_pem)
-    ca_cert = _load_cert(ca_cert_pem)
-    if ca_key.public_key().public_numbers() != _ec_public(ca_cert).public_numbers():
-        raise ConfigError("the CA key does not belong to the CA certificate")
-    start = _utc(now) - BACKDATE
-    end = min(start + NODE_VALIDITY, ca_cert.not_valid_after_utc)
-    if end <= start:
-        raise ConfigError("the CA certificate has expired; make a new CA")
     pub = csr.public_key()
     assert isinstance(pub, ec.EllipticCurvePublicKey)  # read_csr checked it
     if req.kind == MEMBER:
@@ -463,39 +465,7 @@ def issue_from_csr(
         cn = admin_common_name(req.participant)
         names = [x509.UniformResourceIdentifier(ADMIN_URI_PREFIX + req.participant)]
         ekus = [ExtendedKeyUsageOID.CLIENT_AUTH]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(pub)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return req, cert.public_bytes(serialization.Encoding.PEM)
+    return req, _issue(ca_key_pem, ca_cert_pem, pub, cn, names, ekus, now)
 
 
 def make_admin_cert(
