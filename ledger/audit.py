@@ -80,8 +80,10 @@ from keys.consortium import Consortium
 from ledger import merkle, note
 from ledger import view as V
 from ledger.errors import BadInput, LedgerError, StorageFailure, UnknownIssuer
-from ledger.log import EquivocationProof, FeedState, _check_role, log_origin
-from ledger.record import Fields, Payload, Record, parse_envelope, record_context, record_id
+from ledger.log import EquivocationProof, FeedState
+from ledger.names import log_origin, witness_name
+from ledger.payloads import check_issuer as check_role
+from ledger.record import Fields, Record, parse_envelope, record_context, record_id
 from ledger.rules import time_violation
 from ledger.store import COLUMN_FAMILIES, Store, feedseq_key, merkle_key, read_u64, u64
 
@@ -112,17 +114,6 @@ EVIDENCE_FORMAT = "markex-evidence/v1"
 STATE_VERSION = 1
 
 Progress = Callable[[int, int], None]
-
-
-def witness_name(consortium_name: str, participant_id: str) -> str:
-    """The key name a participant cosigns with (same rule as node/witness.py)."""
-    return f"{consortium_name}/witness/{participant_id}"
-
-
-def check_role(cons: Consortium, role: str, issuer: str, payload: Payload) -> None:
-    """What `issuer` (of `role`) may write: the ledger's own rule. Raises
-    NotAllowed or UnknownCategory."""
-    _check_role(cons, role, issuer, payload)
 
 
 def _b64(b: bytes) -> str:

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from keys.consortium import ISSUES_NOTHING, Consortium
+from keys.consortium import Consortium
 from keys.signing import SigningKey
 from ledger import merkle, note
 from ledger.errors import (
@@ -47,16 +47,14 @@ from ledger.errors import (
     NotFound,
     SequenceGap,
     StorageFailure,
-    UnknownCategory,
     UnknownIssuer,
     WrongPrevious,
 )
+from ledger.names import log_origin
+from ledger.payloads import check_issuer
 from ledger.record import (
-    RECATEGORIZE,
     Correction,
-    Mark,
     Payload,
-    Reassignment,
     Record,
     parse_envelope,
     record_context,
@@ -68,11 +66,6 @@ from ledger.store import Store, feedseq_key, merkle_key, read_u64, u64
 NOT_FROZEN = (1 << 64) - 1
 _FEED = struct.Struct(">Q32sQQ")  # seq, head id, frozen at, head's issued-at
 _FEED_V1 = struct.Struct(">Q32sQ")  # before the head's issued-at was kept; still read
-
-
-def log_origin(consortium_name: str, participant_id: str) -> str:
-    """The origin line (and note key name) of a participant's log checkpoints."""
-    return f"{consortium_name}/log/{participant_id}"
 
 
 @dataclass(frozen=True)
@@ -408,7 +401,7 @@ class NodeLedger:
         p = self.consortium.participant(rec.issuer)
         if p is None:
             raise UnknownIssuer(f"{rec.issuer!r} is not a participant of {self.consortium.name}")
-        _check_role(self.consortium, p.role, rec.issuer, rec.payload)
+        check_issuer(self.consortium, p.role, rec.issuer, rec.payload)
         if rec.issued_at_ms > now_ms + self.skew_ms:
             raise ClockSkew(
                 f"record {rec.issuer}#{rec.seq} is issued {rec.issued_at_ms - now_ms} ms in the "
@@ -687,34 +680,6 @@ class NodeLedger:
     def checkpoint_at(self, size: int) -> str | None:
         v = self.store.get("checkpoints", b"log/" + u64(size))
         return None if v is None else v.decode()
-
-
-def _check_role(cons: Consortium, role: str, issuer: str, payload: Payload) -> None:
-    if role in ISSUES_NOTHING:
-        raise NotAllowed(f"{issuer} is an {role}: it reads the log and issues nothing")
-    if isinstance(payload, Mark):
-        if payload.category not in cons.categories:
-            raise UnknownCategory(f"category {payload.category!r} is not in the taxonomy")
-        return
-    if isinstance(payload, Correction):
-        if payload.is_decision:
-            if role != "institute":
-                raise NotAllowed(f"only the institute decides appeals; {issuer} is a {role}")
-            return
-        if payload.action == RECATEGORIZE and payload.category not in cons.categories:
-            raise UnknownCategory(f"category {payload.category!r} is not in the taxonomy")
-        return
-    if isinstance(payload, Reassignment):
-        if role != "carrier":
-            raise NotAllowed(f"only carriers declare reassignments; {issuer} is a {role}")
-        holder = cons.carrier_for(payload.number)
-        if holder != issuer:
-            raise NotAllowed(
-                f"{payload.number} is held by {holder or 'no carrier'} in the consortium "
-                f"configuration, not {issuer}"
-            )
-        return
-    raise MalformedRecord("unknown payload")
 
 
 def verify_envelopes(envelopes: Sequence[bytes], consortium: Consortium) -> list[Record]:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from keys.consortium import ISSUES_NOTHING, Consortium
+from keys.consortium import Consortium
 from ledger import merkle, note, viewtree
 from ledger.errors import (
     BadInput,
@@ -53,6 +53,8 @@ from ledger.errors import (
     ProofMismatch,
     StorageFailure,
 )
+from ledger.names import view_origin
+from ledger.payloads import may_issue
 from ledger.record import (
     RECATEGORIZE,
     UPHOLD,
@@ -134,11 +136,6 @@ _ISSUER = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 _DECIMAL = re.compile(r"(?:0|[1-9][0-9]*)\Z", re.ASCII)
 SIGNED_AT_KEYWORD = "signed-at-ms"   # the view checkpoint's fifth line: when it was signed
 MAX_SIGNED_AT_MS = 2**63 - 1
-
-
-def view_origin(consortium_name: str, participant_id: str) -> str:
-    """The origin line (and note key name) of a participant's view checkpoints."""
-    return f"{consortium_name}/view/{participant_id}"
 
 
 # ====================================================================== entries
@@ -1958,29 +1955,20 @@ class NationalView:
         a decision not by the institute, a reassignment not by the holder, a
         mark or reassignment whose own times break `ledger.rules`)."""
         cons = self.consortium
-        p = cons.participant(rec.issuer)
-        if p is None or p.role in ISSUES_NOTHING:  # the ledger refuses an auditor's records
-            return None
         pay = rec.payload
+        if not may_issue(cons, rec.issuer, pay):  # the ledger's own rule (ledger.payloads)
+            return None
         if time_violation(rec.issued_at_ms, pay, cons.policy) is not None:
             return None           # its own times break a bound (ledger/rules.py)
         if isinstance(pay, Mark):
-            if pay.category not in cons.categories:
-                return None
             expires = pay.expires_at_ms or pay.observed_at_ms + cons.policy.default_expiry_ms
             return _MarkFact(
                 rec.id, rec.issuer, rec.seq, rec.issued_at_ms, pay.number, pay.category,
                 pay.score, pay.reports, pay.observed_at_ms, expires,
             )
         if isinstance(pay, Correction):
-            if pay.is_decision and p.role != "institute":
-                return None
-            if pay.action == RECATEGORIZE and pay.category not in cons.categories:
-                return None
             return _CorrectionFact(rec.id, rec.issuer, rec.seq, rec.issued_at_ms, pay)
         if isinstance(pay, Reassignment):
-            if p.role != "carrier" or cons.carrier_for(pay.number) != rec.issuer:
-                return None
             return _ReassignmentFact(
                 rec.id, rec.issuer, rec.seq, rec.issued_at_ms, pay.number, pay.effective_at_ms
             )

@@ -27,7 +27,6 @@ from ledger.errors import (
     TooLarge,
 )
 from ledger.log import EquivocationProof
-from ledger.numbers import normalize
 from ledger.record import (
     RECATEGORIZE,
     REJECT,
@@ -367,7 +366,7 @@ class AdminService(rpc.AdminServicer):
     def IssueMark(self, request, context):  # noqa: N802
         self._own(context)
         m = Mark(
-            number=normalize(request.number),
+            number=request.number,  # Mark normalizes (InvalidNumber)
             category=request.category,
             score=request.score,
             reports=request.reports,
@@ -415,5 +414,5 @@ class AdminService(rpc.AdminServicer):
     @edge
     def IssueReassignment(self, request, context):  # noqa: N802
         self._own(context)
-        r = Reassignment(number=normalize(request.number), effective_at_ms=request.effective_at_ms)
+        r = Reassignment(number=request.number, effective_at_ms=request.effective_at_ms)
         return self._issued(self.node.core.issue(r))

@@ -13,14 +13,10 @@ from keys.consortium import Consortium
 from keys.signing import SigningKey
 from ledger import merkle, note
 from ledger.errors import CheckpointFork, MalformedProof, NotAllowed, OutOfOrder, ProofMismatch
-from ledger.log import log_origin
+from ledger.names import log_origin, witness_name
 from ledger.store import Store, u64
 
 _STATE = struct.Struct(">Q32s")
-
-
-def witness_name(consortium_name: str, participant_id: str) -> str:
-    return f"{consortium_name}/witness/{participant_id}"
 
 
 class WitnessConflict(OutOfOrder):
