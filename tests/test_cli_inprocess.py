@@ -47,6 +47,10 @@ class Script:
     envelopes: list[bytes] = field(default_factory=lambda: list(ENVELOPES))
     view_note: str = "not a signed note\n"
 
+    def reset(self) -> None:
+        self.calls.clear()
+        self.fail = None
+
 
 class _Stub:
     def __init__(self, script: Script) -> None:
@@ -154,7 +158,7 @@ def stub(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[tuple[StubConnect, Script]]:
     port, script = stub_server
-    script.__init__()  # type: ignore[misc]  # a fresh script for each test
+    script.reset()
     d, _ = folder
     key = NodeConfig.for_participant(d, "institute").institute_key
     monkeypatch.setenv(INSTITUTE_KEY_ENV, base64.b64encode(key).decode())
@@ -301,9 +305,8 @@ def test_log_proofs_ask_for_what_was_given(
     code, o, _ = cli(capsys, folder, conn, "log", "consistency", "--node", "carrier-1",
                      "--old", "4", "--new", "9", "--json")
     assert code == 0 and json.loads(o) == {"old": 4, "new": 9, "proof": ["05" * 32]}
-    asked = [(m, r) for m, r in script.calls]
-    assert (asked[0][1].index, asked[0][1].size) == (3, 9)
-    assert (asked[1][1].old_size, asked[1][1].new_size) == (4, 9)
+    [(_, inc), (_, con)] = script.calls
+    assert (inc.index, inc.size) == (3, 9) and (con.old_size, con.new_size) == (4, 9)
 
 
 def test_an_unverifiable_answer_is_refused(
