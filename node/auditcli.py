@@ -216,8 +216,7 @@ def _audit_offline(args: argparse.Namespace) -> int:
 
 
 def _evidence_dir(args: argparse.Namespace, default: Path) -> Path:
-    chosen = getattr(args, "evidence_dir", None)
-    return Path(chosen) if chosen else default
+    return Path(args.evidence_dir) if args.evidence_dir else default
 
 
 def _audit_node(args: argparse.Namespace, connect: Connect) -> int:
@@ -271,7 +270,7 @@ def _verify_evidence(args: argparse.Namespace, path: Path) -> int:
 
 def run_audit(args: argparse.Namespace, connect: Connect) -> int:
     """`markex audit` in each of its three forms; `connect` reaches the node online."""
-    extra = list(getattr(args, "verify_evidence", None) or [])
+    extra = args.verify_evidence
     if extra:
         if extra[0] != "verify-evidence" or len(extra) != 2:
             raise UsageError(

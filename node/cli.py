@@ -27,11 +27,11 @@ from node.command import (
     acting,
     common_options,
     finite_float,
-    out,
     parse_time,
     pinned_consortium,
     record_id,
     run,
+    show,
     uint32,
     uint64,
 )
@@ -64,7 +64,7 @@ def _issued(args: argparse.Namespace, r: pb.Issued, with_appeal: bool = False) -
     obj: dict[str, Any] = {"id": r.id.hex(), "issuer": r.issuer, "seq": r.seq}
     if with_appeal:
         obj["appeal"] = r.appeal
-    out(args, obj)
+    show(args, obj)
 
 
 # ------------------------------------------------------------------ commands
@@ -80,7 +80,7 @@ def cmd_consortium_init(args: argparse.Namespace, _connect: Connect) -> int:
         base_port=args.base_port,
         now=datetime.now(UTC),
     )
-    out(
+    show(
         args,
         {
             "dir": str(Path(args.dir).resolve()),
@@ -198,7 +198,7 @@ def cmd_log_entries(args: argparse.Namespace, connect: Connect) -> int:
         entries.extend(base64.b64encode(e).decode() for e in r.envelopes)
         i += len(r.envelopes)
     end = args.start + len(entries)
-    out(args, {"start": args.start, "end": end, "entries": entries}, "\n".join(entries))
+    show(args, {"start": args.start, "end": end, "entries": entries}, "\n".join(entries))
     return 0
 
 
@@ -207,7 +207,7 @@ def cmd_log_inclusion(args: argparse.Namespace, connect: Connect) -> int:
     r = stub.GetInclusionProof(
         pb.GetInclusionProofRequest(index=args.index, size=args.size), timeout=10
     )
-    out(
+    show(
         args,
         {
             "index": r.index,
@@ -224,7 +224,7 @@ def cmd_log_consistency(args: argparse.Namespace, connect: Connect) -> int:
     r = stub.GetConsistencyProof(
         pb.GetConsistencyProofRequest(old_size=args.old, new_size=args.new), timeout=10
     )
-    out(args, {"old": r.old_size, "new": r.new_size, "proof": [h.hex() for h in r.path]})
+    show(args, {"old": r.old_size, "new": r.new_size, "proof": [h.hex() for h in r.path]})
     return 0
 
 
@@ -249,7 +249,7 @@ def cmd_lookup(args: argparse.Namespace, connect: Connect) -> int:
     at = parse_time(args.at) if args.at else now
     # Freshness is judged at the real time, whatever time the entry is evaluated at.
     obj = lookup_verified(stub, cons, args.number, at, now_ms=now)
-    out(args, obj)
+    show(args, obj)
     return 0 if obj["verified"] else 1
 
 

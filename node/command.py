@@ -128,7 +128,7 @@ def acting(args: argparse.Namespace, cons: Consortium) -> str:
 # ------------------------------------------------------------------ output
 
 
-def out(args: argparse.Namespace, obj: dict[str, Any], text: str | None = None) -> None:
+def show(args: argparse.Namespace, obj: dict[str, Any], text: str | None = None) -> None:
     """One JSON object with --json; else `text`, or one `key: value` line per field."""
     if args.json:
         print(json.dumps(obj, ensure_ascii=False))
