@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from keys.consortium import Consortium
 from ledger import note
 from ledger.names import log_origin
 from markex.v1 import record_pb2 as rpb
@@ -52,7 +53,7 @@ def _admin(args: argparse.Namespace, connect: Connect) -> Any:
     return connect("admin", Dial(d, ep, who))
 
 
-def _public(args: argparse.Namespace, connect: Connect) -> Any:
+def _public(args: argparse.Namespace, connect: Connect) -> tuple[Any, Consortium]:
     """The Public service of --node, and the verified consortium."""
     d, cons = pinned_consortium(args)
     if not args.node:

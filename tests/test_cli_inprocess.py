@@ -482,3 +482,35 @@ def test_command_modules_import_no_other_command_module() -> None:
     assert not top & {"node.auditcli", "node.demo"}
     for shared in ("node.command", "node.connect", "node.auditclient"):
         assert not _imports(shared) & set(COMMAND_MODULES), shared
+
+
+OFFLINE_FAILURES = [
+    (["keys", "verifier", "--participant", "nobody"], 2, "not a participant"),
+    (["node", "run"], 2, "--as ID is required"),
+    (["node", "configure", "--pin", "AAAA"], 1, "--as ID is required"),
+    (["audit", "--data-dir", "{tmp}/nothing"], 1, "no node database"),
+    (["audit", "verify-evidence", "{tmp}/missing.json"], 1, "cannot read"),
+    (["audit", "verify-evidence", "{tmp}/garbage.json"], 1, "not a JSON evidence file"),
+    (["audit", "--node", "carrier-1", "--state", "{tmp}/garbage.json"], 1, "does not parse"),
+    (["ca", "sign", "--ca", "{tmp}/ca", "--csr", "{tmp}/missing.csr", "--out", "{tmp}/x.pem"],
+     1, "cannot read"),
+    (["consortium", "add-member", "{tmp}/draft", "--member", "{tmp}/missing.json"], 1,
+     "cannot read"),
+    (["consortium", "sign", "{tmp}/draft", "--key", "{tmp}/missing.key"], 1,
+     "KeyFileError"),
+]
+
+
+@pytest.mark.parametrize("argv,code,needle", OFFLINE_FAILURES,
+                         ids=lambda a: " ".join(a[:2]) if isinstance(a, list) else None)
+def test_offline_commands_fail_in_one_sentence(
+    stub: tuple[StubConnect, Script], folder: tuple[Path, Consortium], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], argv: list[str], code: int, needle: str,
+) -> None:
+    conn, script = stub
+    (tmp_path / "garbage.json").write_text("{not json", encoding="utf-8")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    got, o, e = cli(capsys, folder, conn, *args)
+    assert (got, o) == (code, "") and needle in e, e
+    assert e.startswith("markex: ") and e.count("\n") == 1
+    assert script.calls == []
