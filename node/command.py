@@ -150,7 +150,7 @@ def run(fn: Command, args: argparse.Namespace, connect: Connect) -> int:
     except grpc.RpcError as e:
         print(f"markex: {e.code().name}: {e.details()}", file=sys.stderr)
         return 1
-    except OSError as e:  # a file the command reads or writes, outside the key files
-        where = f" {e.filename}" if e.filename else ""
-        print(f"markex: {type(e).__name__}:{where}: {e.strerror or e}", file=sys.stderr)
+    except OSError as e:  # the CA certificate, a state or evidence file (key files: KeysError)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"markex: {type(e).__name__}: {where}{e.strerror or e}", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ never a traceback. The command modules import no other command module."""
 
 from __future__ import annotations
 
+import argparse
 import ast
 import base64
 import json
@@ -514,3 +515,31 @@ def test_offline_commands_fail_in_one_sentence(
     assert (got, o) == (code, "") and needle in e, e
     assert e.startswith("markex: ") and e.count("\n") == 1
     assert script.calls == []
+
+
+def test_every_error_class_is_one_sentence_with_its_exit_code(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """node.command.run, the one mapping: usage 2; ledger, keys, gRPC, files 1."""
+    from keys import ConfigError
+    from ledger.errors import NotFound
+    from node.command import UsageError, run
+
+    def failing(err: Exception) -> Any:
+        def fn(args: argparse.Namespace, connect: Any) -> int:
+            raise err
+
+        return fn
+
+    cases = [
+        (UsageError("give exactly one"), 2, "markex: give exactly one\n"),
+        (NotFound("no such record"), 1, "markex: NotFound: no such record\n"),
+        (ConfigError("no consortium"), 1, "markex: ConfigError: no consortium\n"),
+        (FileNotFoundError(2, "No such file or directory", "/x/ca.pem"), 1,
+         "markex: FileNotFoundError: /x/ca.pem: No such file or directory\n"),
+        (OSError("disk on fire"), 1, "markex: OSError: disk on fire\n"),
+    ]
+    for err, code, line in cases:
+        capsys.readouterr()
+        assert run(failing(err), argparse.Namespace(), TlsConnect()) == code
+        assert capsys.readouterr() == ("", line)
