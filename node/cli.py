@@ -130,13 +130,14 @@ def cmd_correct(args: argparse.Namespace, connect: Connect) -> int:
     stub = _admin(args, connect)
     if args.withdraw == bool(args.category):
         raise UsageError("give exactly one of --withdraw or --category C")
-    c = rpb.Correction(
+    c = pb.CorrectionRequest(
         targets=[record_id(args.record_id)],
         action=rpb.CORRECTION_ACTION_WITHDRAW
         if args.withdraw
         else rpb.CORRECTION_ACTION_RECATEGORIZE,
         category=args.category or "",
         reason=args.reason or "",
+        wait_for_target=args.wait_for_target,
     )
     _issued(args, stub.IssueCorrection(c, timeout=30), with_appeal=True)
     return 0
@@ -335,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--withdraw", action="store_true")
     co.add_argument("--category")
     co.add_argument("--reason")
+    co.add_argument(
+        "--wait-for-target",
+        action="store_true",
+        help="issue even if the node has not seen RECORD_ID yet; the correction applies "
+        "once it arrives (without it: refused, not found)",
+    )
     co.set_defaults(fn=cmd_correct)
 
     de = sub.add_parser("decide", parents=[common], help="the institute decides an appeal")
