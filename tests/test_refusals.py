@@ -420,3 +420,23 @@ def test_correct_and_decide_refuse_what_changes_nothing(
     ) == grpc.StatusCode.FAILED_PRECONDITION
     code, nxt, _ = cli(capsys, net, "mark", "--as", "institute", "13800138444", "fraud")
     assert code == 0 and nxt["seq"] == dec["seq"] + 1  # the refusals signed nothing
+
+
+def test_a_stored_view_is_recomputed_when_the_protected_numbers_change(tmp_path: Path) -> None:
+    """Which marks count depends on the policy's protected numbers: a view
+    stored under another list opens empty and is recomputed, so two nodes
+    never sign different roots for one vector."""
+    on_110 = Feeds().issue("internet-1", Mark("110", "fraud", 90, 3, NOW - 1000))
+    store = Store(tmp_path / "db")
+    view = NationalView.open(store, make_consortium(protected_numbers=()))
+    view.apply([on_110])
+    assert view.entry("+86110") is not None
+    store.close()
+    store = Store(tmp_path / "db")
+    try:
+        view = NationalView.open(store, make_consortium())
+        assert (view.vector, view.count) == ({}, 0)
+        view.apply([on_110])
+        assert view.entry("+86110") is None and view.vector == {"internet-1": 1}
+    finally:
+        store.close()
