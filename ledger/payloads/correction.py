@@ -179,10 +179,12 @@ def check_correction_effect(
 def _seen(held: Holdings, rid: bytes, what: str, wait: bool) -> Record | None:
     rec = held.held(rid)
     if rec is None and not wait:
-        raise UnknownTarget(
-            f"{what} {_short(rid)} is not in this node's log: issue once it has arrived, "
-            "or ask to keep the record waiting for it (markex correct --wait-for-target)"
+        how = (
+            "decide it once it has arrived" if what == "appeal" else
+            "correct it once it has arrived, or keep the correction waiting for it "
+            "(markex correct --wait-for-target)"
         )
+        raise UnknownTarget(f"{what} {_short(rid)} is not in this node's log: {how}")
     return rec
 
 
