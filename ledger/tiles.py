@@ -170,8 +170,7 @@ def check_covered(tile: Tile, size: int) -> None:
     """Raise NotFound unless a tree of `size` leaves holds every hash (entry) of `tile`."""
     have = size >> (TILE_HEIGHT * tile.level)
     if tile.first + tile.width > have:
-        what = "entry bundle" if tile.entries else "tile"
-        raise NotFound(f"{what} {tile.path()} is beyond the checkpoint's tree of size {size}")
+        raise NotFound(f"{tile.path()} is beyond the checkpoint's tree of size {size}")
 
 
 def tiles_for_size(size: int) -> list[Tile]:

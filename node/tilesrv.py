@@ -224,6 +224,8 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # Never HTTP/0.9: a refusal of a garbled request line still carries its status line.
+    default_request_version = "HTTP/1.0"
     timeout = IO_TIMEOUT_S
     server_version = "markex-tiles"
     sys_version = ""
