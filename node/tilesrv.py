@@ -228,7 +228,6 @@ class _Handler(BaseHTTPRequestHandler):
     default_request_version = "HTTP/1.0"
     timeout = IO_TIMEOUT_S
     server_version = "markex-tiles"
-    sys_version = ""
 
     def do_GET(self) -> None:  # noqa: N802
         self._serve(head=False)
@@ -328,6 +327,9 @@ class _Handler(BaseHTTPRequestHandler):
                 "no-store",
                 head=self.command == "HEAD",
             )
+
+    def version_string(self) -> str:
+        return self.server_version  # not the Python version: nothing for a scanner to match
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         log.debug("tiles: %s %s", self.address_string(), format % args)

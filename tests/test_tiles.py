@@ -20,13 +20,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from keys import ConfigError
 from keys.consortium import Consortium
 from keys.layout import NodeConfig, init_consortium
-from keys.tls import make_ca, make_node_cert
+from keys.tls import make_ca, make_node_cert, participant_dns_name
 from ledger import merkle, note, tiles
 from ledger.errors import NotFound, TooLarge
 from ledger.names import log_origin
@@ -659,3 +664,149 @@ def test_a_busy_tiles_port_names_the_key_and_the_node_runs_on(
     assert warned and warned[0]["fix"].startswith(
         "change the key tiles_listen in carrier-1/node.toml"
     )
+
+
+# ---------------------------------------------------------------- grpcurl (docs/grpcurl.md)
+
+
+class Reflected:
+    """What grpcurl does with a server it knows nothing of: ask the reflection
+    service for names and file descriptors, build a descriptor pool of its own
+    from them (never this process's generated code), and make calls with
+    messages built from JSON."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.channel = channel
+        self.pool = descriptor_pool.DescriptorPool()
+        self._stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        self._added: set[str] = set()
+
+    def _ask(self, **what: str) -> reflection_pb2.ServerReflectionResponse:
+        req = reflection_pb2.ServerReflectionRequest(**what)
+        (resp,) = list(self._stub.ServerReflectionInfo(iter([req]), timeout=10))
+        if resp.HasField("error_response"):
+            raise LookupError(resp.error_response.error_message)
+        return resp
+
+    def list(self) -> list[str]:
+        """grpcurl ... list"""
+        resp = self._ask(list_services="")
+        return sorted(s.name for s in resp.list_services_response.service)
+
+    def _add_files(self, blobs: list[bytes]) -> None:
+        protos = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in blobs]
+        by_name = {p.name: p for p in protos}
+        for p in protos:
+            self._add(p, by_name)
+
+    def _add(self, proto: descriptor_pb2.FileDescriptorProto, known: dict) -> None:
+        if proto.name in self._added:
+            return
+        for dep in proto.dependency:  # dependencies first, fetched by file name if not sent
+            if dep not in self._added:
+                if dep not in known:
+                    blobs = self._ask(file_by_filename=dep).file_descriptor_response
+                    for b in blobs.file_descriptor_proto:
+                        p = descriptor_pb2.FileDescriptorProto.FromString(b)
+                        known[p.name] = p
+                self._add(known[dep], known)
+        self.pool.Add(proto)
+        self._added.add(proto.name)
+
+    def describe(self, symbol: str) -> Any:
+        """grpcurl ... describe SYMBOL: the service (or message) descriptor."""
+        resp = self._ask(file_containing_symbol=symbol)
+        self._add_files(list(resp.file_descriptor_response.file_descriptor_proto))
+        try:
+            return self.pool.FindServiceByName(symbol)
+        except KeyError:
+            return self.pool.FindMessageTypeByName(symbol)
+
+    def call(self, method: str, request_json: str) -> dict:
+        """grpcurl -d JSON ... SERVICE/METHOD"""
+        service_name, name = method.split("/")
+        m = self.describe(service_name).FindMethodByName(name)
+        req_cls = message_factory.GetMessageClass(m.input_type)
+        resp_cls = message_factory.GetMessageClass(m.output_type)
+        req = json_format.Parse(request_json, req_cls())
+        call = self.channel.unary_unary(
+            f"/{service_name}/{name}",
+            request_serializer=lambda x: x.SerializeToString(),
+            response_deserializer=resp_cls.FromString,
+        )
+        return json_format.MessageToDict(call(req, timeout=10))
+
+
+def _public_channel(served: Served, authority: str | None = None) -> grpc.Channel:
+    """grpcurl -cacert DIR/ca/ca.pem [-authority NAME] 127.0.0.1:PORT"""
+    creds = grpc.ssl_channel_credentials(served.ca.read_bytes())
+    opts = [] if authority is None else [("grpc.ssl_target_name_override", authority)]
+    return grpc.secure_channel(f"127.0.0.1:{served.node.public_port}", creds, options=opts)
+
+
+def test_public_port_answers_what_grpcurl_asks(served: Served) -> None:
+    """docs/grpcurl.md's commands: list, describe, the health check and a
+    Lookup, each built from reflection alone, over TLS with the CA file."""
+    number = "13800000007"
+    with _public_channel(served) as ch:
+        r = Reflected(ch)
+        assert r.list() == [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "markex.v1.Public",
+        ]
+        public = r.describe("markex.v1.Public")
+        assert [m.name for m in public.methods] == [
+            "GetLogCheckpoint",
+            "GetInclusionProof",
+            "GetConsistencyProof",
+            "GetFeedHeads",
+            "Lookup",
+            "LookupBatch",
+            "GetViewCheckpoint",
+        ]
+        req = r.describe("markex.v1.LookupRequest")
+        assert [f.name for f in req.fields] == ["number", "at_ms"]
+        for service in ("", "markex.v1.Public"):
+            health = r.call("grpc.health.v1.Health/Check", json.dumps({"service": service}))
+            assert health == {"status": "SERVING"}
+        cp = r.call("markex.v1.Public/GetLogCheckpoint", "{}")
+        assert cp["note"] == served.node.log_checkpoint_note() and cp["size"] == str(SIZE)
+        deadline = time.monotonic() + 20
+        while True:  # the view signs its checkpoint on the node's tick
+            try:
+                got = r.call("markex.v1.Public/Lookup", json.dumps({"number": number}))
+                break
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert got["number"] == "+86" + number and got["entry"] and got["viewCheckpoint"]
+        # a request field that does not exist is refused before anything is sent, as grpcurl does
+        with pytest.raises(json_format.ParseError, match="nmber"):
+            r.call("markex.v1.Public/Lookup", '{"nmber": "1"}')
+
+
+def test_public_port_authority_names_the_participant(served: Served) -> None:
+    """-authority carrier-1.participant.markex.invalid accepts only carrier-1's
+    certificate; without the consortium CA file nothing is trusted."""
+    for name, ok in (
+        (participant_dns_name("carrier-1"), True),
+        ("localhost", True),
+        (participant_dns_name("internet-1"), False),
+    ):
+        with _public_channel(served, name) as ch:
+            check = health_pb2_grpc.HealthStub(ch).Check
+            if ok:
+                assert check(health_pb2.HealthCheckRequest(), timeout=10).status == 1
+            else:
+                with pytest.raises(grpc.RpcError) as ei:
+                    check(health_pb2.HealthCheckRequest(), timeout=10)
+                assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+    # the system's roots do not know the consortium CA
+    with grpc.secure_channel(
+        f"127.0.0.1:{served.node.public_port}", grpc.ssl_channel_credentials()
+    ) as ch:
+        with pytest.raises(grpc.RpcError) as ei:
+            health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
