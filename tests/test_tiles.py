@@ -17,6 +17,7 @@ import subprocess
 import time
 import tomllib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,7 @@ from keys.layout import NodeConfig, init_consortium
 from keys.tls import make_ca, make_node_cert, participant_dns_name
 from ledger import merkle, note, tiles
 from ledger.errors import NotFound, TooLarge
-from ledger.names import log_origin
+from ledger.names import log_origin, witness_name
 from ledger.record import Mark
 from ledger.tiles import MalformedTilePath, Tile
 from node.localnet import free_port_block
@@ -275,16 +276,18 @@ def _creds(d: Path, pid: str, kind: str = "tls") -> tuple[Path, Path]:
     return d / pid / f"{kind}.pem", d / pid / f"{kind}.key"
 
 
-def _wait_size(node: Node, size: int) -> str:
-    deadline = time.monotonic() + 20
+def _wait_served(node: Node, size: int, cosignatures: int = 0) -> str:
+    """The note the node serves once it is of `size` with `cosignatures` of its peers."""
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        text, have = node.current_log_checkpoint()
-        if text is not None and have == size:
-            served = node.log_checkpoint_note()
-            assert served is not None
-            return served
+        text = node.log_checkpoint_note()
+        if text is not None:
+            parsed = note.Note.parse(text)
+            cp = note.Checkpoint.parse_body(parsed.text)
+            if cp.size == size and len(parsed.signatures) >= 1 + cosignatures:
+                return text
         time.sleep(0.05)
-    raise AssertionError(f"no checkpoint of size {size}")
+    raise AssertionError(f"no checkpoint of size {size} with {cosignatures} cosignatures")
 
 
 def _issue(node: Node, start: int, end: int) -> None:
@@ -294,26 +297,28 @@ def _issue(node: Node, start: int, end: int) -> None:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """carrier-1's node in-process (ports 0 on 127.0.0.1, peers absent), its log
-    grown to OLD_SIZE (that checkpoint kept) and then to SIZE."""
+    """A consortium of three nodes in-process, each on the ports `consortium
+    init` gave it (tiles included); carrier-1's log grown to OLD_SIZE (the
+    checkpoint it served then kept) and then to SIZE, cosigned by both peers."""
     d = tmp_path_factory.mktemp("tiles") / "c"
     cons = init_consortium(
         d, carriers=1, internet=1, base_port=free_port_block(9), now=datetime.now(UTC)
     )
-    cfg = dataclasses.replace(
-        NodeConfig.for_participant(d, "carrier-1"),
-        member_listen="127.0.0.1:0",
-        public_listen="127.0.0.1:0",
-        tiles_listen="127.0.0.1:0",
-    )
-    node = Node(cfg).start()
+    nodes = [
+        Node(NodeConfig.for_participant(d, pid), sync_interval=0.2)
+        for pid in ("carrier-1", "institute", "internet-1")
+    ]
+    node = nodes[0]
     old_server = None
     try:
+        for n in nodes:
+            n.start()
         _issue(node, 0, OLD_SIZE)
-        old = _wait_size(node, OLD_SIZE)
+        old = _wait_served(node, OLD_SIZE)
         _issue(node, OLD_SIZE, SIZE)
-        _wait_size(node, SIZE)
+        _wait_served(node, SIZE, cosignatures=cons.policy.cosign_quorum)
         old_text = node.core.ledger.checkpoint_at(OLD_SIZE)
+        cfg = node.cfg
         old_server = TileServer(
             "127.0.0.1:0",
             checkpoint=lambda: old_text,
@@ -328,7 +333,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     finally:
         if old_server is not None:
             old_server.stop()
-        node.stop()
+        # Together: each waits for its peer links, which wait for the others.
+        with ThreadPoolExecutor(len(nodes)) as ex:
+            list(ex.map(lambda n: n.stop(grace=0.1), nodes))
 
 
 def test_node_serves_its_log_checkpoint_uncached(served: Served) -> None:
@@ -336,8 +343,14 @@ def test_node_serves_its_log_checkpoint_uncached(served: Served) -> None:
     assert status == 200
     assert resp.getheader("Content-Type") == "text/plain; charset=utf-8"
     assert resp.getheader("Cache-Control") == "no-store"
-    # exactly what the node serves over gRPC (GetLogCheckpoint's note)
+    # exactly what the node serves over gRPC (GetLogCheckpoint's note), its peers' cosignatures too
     assert body.decode() == served.node.log_checkpoint_note()
+    signers = {s.name for s in note.Note.parse(body.decode()).signatures}
+    assert signers == {
+        log_origin(served.consortium.name, "carrier-1"),
+        witness_name(served.consortium.name, "institute"),
+        witness_name(served.consortium.name, "internet-1"),
+    }
     p = served.consortium.participant("carrier-1")
     assert p is not None
     origin = log_origin(served.consortium.name, "carrier-1")
