@@ -40,7 +40,7 @@ from ledger.record import Mark
 from ledger.tiles import MalformedTilePath, Tile
 from node.localnet import free_port_block
 from node.server import Node
-from node.tilesrv import TileServer
+from node.tilesrv import MAX_CONNECTIONS, TileServer
 
 # ---------------------------------------------------------------- paths
 
@@ -478,6 +478,31 @@ def test_other_methods_and_garbage_requests_get_one_line(served: Served) -> None
         with contextlib.suppress(ConnectionError, TimeoutError):
             raw.recv(100)
     assert _get(served.port, served.ca, "/checkpoint")[0] == 200
+
+
+def test_connections_are_bounded_and_freed(served: Served) -> None:
+    """MAX_CONNECTIONS idle clients hold every slot: the next connection is
+    closed at once (no thread, no handshake); once they leave, it is served."""
+    idle = [
+        socket.create_connection(("127.0.0.1", served.port), timeout=10)
+        for _ in range(MAX_CONNECTIONS)
+    ]
+    try:
+        time.sleep(0.3)  # every one accepted and waiting in its handshake
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            _get(served.port, served.ca, "/checkpoint")
+    finally:
+        for s in idle:
+            s.close()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            assert _get(served.port, served.ca, "/checkpoint")[0] == 200
+            break
+        except (ssl.SSLError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- Go's tlog reads it
