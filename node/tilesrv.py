@@ -29,7 +29,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from keys import KeysError
 from keys.consortium import Consortium
@@ -90,8 +90,9 @@ class TileServer:
         ctx.load_cert_chain(str(cert_file), str(key_file))
         ctx.load_verify_locations(cadata=ca_pem.decode("ascii"))
         ctx.verify_mode = ssl.CERT_OPTIONAL  # anyone reads hashes; entries need a certificate
-        self._tls = ctx
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.tls_context = ctx
+        # One per open connection: past MAX_CONNECTIONS a new one is closed unserved.
+        self.connection_slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -187,27 +188,27 @@ class _Server(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, handler)
 
-    def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
-        if not self.tiles._slots.acquire(blocking=False):
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.tiles.connection_slots.acquire(blocking=False):
             self.shutdown_request(request)  # bounded: no thread for a connection past the limit
             return
         try:
             super().process_request(request, client_address)
         except Exception:
-            self.tiles._slots.release()
+            self.tiles.connection_slots.release()
             raise
 
-    def process_request_thread(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.tiles._slots.release()
+            self.tiles.connection_slots.release()
 
-    def finish_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+    def finish_request(self, request: Any, client_address: Any) -> None:
         # The handshake runs here, in the connection's thread, so a slow client stalls no one.
         request.settimeout(IO_TIMEOUT_S)
         try:
-            conn = self.tiles._tls.wrap_socket(request, server_side=True)
+            conn = self.tiles.tls_context.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError) as e:
             log.debug("tiles: TLS handshake with %s failed: %s", client_address, e)
             return
@@ -217,7 +218,7 @@ class _Server(ThreadingHTTPServer):
             with contextlib.suppress(OSError):
                 conn.close()
 
-    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+    def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("tiles: connection from %s failed", client_address, exc_info=True)
 
 
