@@ -17,7 +17,8 @@ Participants are `institute`, `carrier-1..N`, `internet-1..M`, each with a
 node, and `auditor-1` (signing key, TLS key and certificate; no node, no admin
 credential; DIR/auditor-1/config.pub holds the pin its clients verify
 consortium.json with). Node k (0-based, institute first) gets member port
-`base_port + 2k` and public port `base_port + 2k + 1`.
+`base_port + 2k`, public port `base_port + 2k + 1` and, after those of all N
+nodes, tiles port `base_port + 2N + k`.
 
 A local consortium keeps every key in one folder; docs/consortium-setup.md is
 the set-up across organisations, where each key stays with its holder.
@@ -115,12 +116,16 @@ class NodeConfig:
     # (node/feedgate.py). `consortium init` writes true; set it to false, or
     # run with --restored, when a store is ever lost or restored.
     new_feed: bool = False
+    # HOST:PORT of the HTTPS tlog-tiles endpoint (node/tilesrv.py, docs/tiles.md); "" = off.
+    tiles_listen: str = ""
 
     def __post_init__(self) -> None:
         if not self.participant or not all(c.isalnum() or c in "-_." for c in self.participant):
             raise ConfigError(f"bad participant id {self.participant!r}")
         for key in ("member_listen", "public_listen", "metrics_listen"):
             _check_listen(key, getattr(self, key))
+        if self.tiles_listen:
+            _check_listen("tiles_listen", self.tiles_listen)
         if len(self.institute_key) != 32:
             raise ConfigError("institute_key must be a 32-byte Ed25519 public key")
 
@@ -150,6 +155,8 @@ class NodeConfig:
             if name in obj:
                 if not isinstance(obj[name], kind):
                     raise ConfigError(f"{source}: key {name!r} must be a {kind.__name__}")
+                if isinstance(obj[name], str) and "\x00" in obj[name]:
+                    raise ConfigError(f"{source}: key {name!r} holds a NUL byte")
                 values[name] = obj[name]
         for name in known:
             if name in _OPTIONAL:
@@ -207,7 +214,7 @@ class NodeConfig:
 
 
 # Keys a node.toml may leave out (the field's default applies), with their TOML type.
-_OPTIONAL: dict[str, type] = {"new_feed": bool}
+_OPTIONAL: dict[str, type] = {"new_feed": bool, "tiles_listen": str}
 _PATH_KEYS = ("consortium", "data_dir", "signing_key", "tls_key", "tls_cert", "ca_cert")
 
 
@@ -270,9 +277,10 @@ def init_consortium(
     count = 1 + carriers + internet  # nodes; the auditor runs none
     if isinstance(base_port, bool) or not isinstance(base_port, int) or base_port < 1:
         raise ConfigError(f"base port must be a positive integer, got {base_port!r}")
-    if base_port + 2 * count - 1 > 65535:
+    # Two gRPC ports per node, then one tiles port per node after all of them.
+    if base_port + 3 * count - 1 > 65535:
         raise ConfigError(
-            f"{count} participants need ports {base_port}..{base_port + 2 * count - 1}, "
+            f"{count} participants need ports {base_port}..{base_port + 3 * count - 1}, "
             "past 65535; choose a lower --base-port"
         )
     if not host or any(c.isspace() for c in host):
@@ -399,6 +407,7 @@ def _write_consortium(
                 metrics_listen=_endpoint(listen_host, 0),
                 institute_key=config_key.public_bytes,
                 new_feed=True,  # every feed of a consortium just made starts here
+                tiles_listen=_endpoint(listen_host, base_port + 2 * len(nodes) + k),
             ).write(pdir / "node.toml")
     except OSError as e:
         raise ConfigError(f"cannot write the consortium into {directory}: {e}") from e
