@@ -29,9 +29,11 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import os
 import shutil
 import tomllib
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ from typing import Any
 from keys import ConfigError
 from keys.consortium import ISSUES_NOTHING, Consortium, Participant, Policy
 from keys.signing import SigningKey, write_private
-from keys.tls import make_admin_cert, make_ca, make_node_cert
+from keys.tls import check_hosts, make_admin_cert, make_ca, make_node_cert
 
 WEIGHTS = {"institute": 5, "carrier": 2, "internet": 1, "auditor": 0}
 CONFIG_KEY = Path("config") / "config.key"
@@ -93,10 +95,15 @@ def number_ranges(carrier_ids: list[str]) -> dict[str, tuple[str, ...]]:
 class NodeConfig:
     """One node's configuration, as in `DIR/<id>/node.toml`.
 
-    Paths are absolute (relative ones in the file are taken relative to the
-    file's folder). `institute_key` is the raw 32-byte public key of the
-    institute's configuration key (never a node's key), which the node pins to
-    load `consortium.json`; the file holds it in base64.
+    Paths here are absolute. In the file they are relative to the file's folder
+    (`consortium init` and `node configure` write them so, which is what lets a
+    copied consortium folder open its own data and keys); absolute ones, as
+    older files hold, are read as they are. `source` is the file it was read
+    from (None when built in code): it is no key of the file, and messages name
+    it. Every key is documented in docs/config.md. `institute_key` is the raw
+    32-byte public key of the institute's configuration key (never a node's
+    key), which the node pins to load `consortium.json`; the file holds it in
+    base64.
     """
 
     participant: str
@@ -118,6 +125,7 @@ class NodeConfig:
     new_feed: bool = False
     # HOST:PORT of the HTTPS tlog-tiles endpoint (node/tilesrv.py, docs/tiles.md); "" = off.
     tiles_listen: str = ""
+    source: Path | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
         if not self.participant or not all(c.isalnum() or c in "-_." for c in self.participant):
@@ -142,11 +150,13 @@ class NodeConfig:
         except (UnicodeDecodeError, ValueError) as e:
             # ValueError covers TOMLDecodeError and the int digit limit.
             raise ConfigError(f"{path} is not valid TOML: {e}") from e
-        return cls.from_dict(obj, base=path.parent, source=str(path))
+        cfg = replace(cls.from_dict(obj, base=path.parent, source=str(path)), source=path)
+        _check_own_folder(cfg, path)
+        return cfg
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any], base: Path, source: str = "node.toml") -> NodeConfig:
-        known = [f.name for f in fields(cls)]
+        known = list(TOML_KEYS)
         unknown = sorted(set(obj) - set(known))
         if unknown:
             raise ConfigError(f"{source}: unknown key {unknown[0]!r}")
@@ -197,25 +207,60 @@ class NodeConfig:
             raise ConfigError(f"{path} is the configuration of {cfg.participant!r}, not {pid!r}")
         return cfg
 
-    def to_toml(self) -> str:
+    def to_toml(self, at: Path | None = None) -> str:
+        """The file's text. With `at`, the file's own path: when `at` lies in the
+        consortium folder, every path inside that folder is written relative to
+        `at`'s folder; every other path is written absolute."""
         lines = []
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name == "institute_key":
+        for name in TOML_KEYS:
+            v = getattr(self, name)
+            if name == "institute_key":
                 v = base64.b64encode(v).decode()
+            elif name in _PATH_KEYS and at is not None:
+                v = _relative_to(v, at.parent, self.consortium)
             if isinstance(v, bool):
-                lines.append(f"{f.name} = {'true' if v else 'false'}")
+                lines.append(f"{name} = {'true' if v else 'false'}")
                 continue
-            lines.append(f"{f.name} = {_toml_string(str(v))}")
+            lines.append(f"{name} = {_toml_string(str(v))}")
         return "\n".join(lines) + "\n"
 
     def write(self, path: Path) -> None:
-        path.write_text(self.to_toml(), encoding="utf-8")
+        """Write the file at `path`, its paths relative to it (see `to_toml`)."""
+        path.write_text(self.to_toml(at=path), encoding="utf-8")
 
 
 # Keys a node.toml may leave out (the field's default applies), with their TOML type.
 _OPTIONAL: dict[str, type] = {"new_feed": bool, "tiles_listen": str}
 _PATH_KEYS = ("consortium", "data_dir", "signing_key", "tls_key", "tls_cert", "ca_cert")
+# The keys of a node.toml, in the order it is written: every field but `source`.
+TOML_KEYS: tuple[str, ...] = tuple(f.name for f in fields(NodeConfig) if f.name != "source")
+
+
+def _relative_to(path: Path, folder: Path, consortium: Path) -> str:
+    """`path` as node.toml in `folder` writes it: relative when both lie in `consortium`."""
+    home = consortium.resolve()
+    target, here = path.resolve(), folder.resolve()
+    if _inside(target, home) and _inside(here, home):
+        return os.path.relpath(target, here)
+    return str(path)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _check_own_folder(cfg: NodeConfig, path: Path) -> None:
+    """Refuse a node.toml that lies in one consortium folder (DIR/<id>/node.toml next
+    to DIR/consortium.json) but names another: a copied folder whose absolute paths
+    still open the original's data and keys."""
+    home = path.resolve().parent.parent
+    if not (home / "consortium.json").is_file() or cfg.consortium.resolve() == home:
+        return
+    raise ConfigError(
+        f"{path} lies in the consortium folder {home} but its key 'consortium' names "
+        f"{cfg.consortium}: a copy would open the original's data and keys; write the "
+        'paths relative to the file (consortium = "..", data_dir = "data", ...)'
+    )
 
 
 def load_consortium(cfg: NodeConfig) -> Consortium:
@@ -260,15 +305,21 @@ def init_consortium(
     carriers: int = 3,
     internet: int = 2,
     base_port: int = 7400,
-    host: str = "127.0.0.1",
+    hosts: Sequence[str] = (),
     *,
     now: datetime,
     name: str = DEFAULT_NAME,
+    listen_all: bool = False,
 ) -> Consortium:
     """Write a whole local consortium into `directory` (created if missing, must be empty).
 
-    Every argument is checked before anything is written; if writing fails
-    midway, everything written is removed again.
+    `hosts` (DNS names or IP addresses) name the machine the nodes run on:
+    every node certificate carries them beside its participant name,
+    localhost and 127.0.0.1, and consortium.json's endpoints use the first
+    (default 127.0.0.1). Nodes listen on the first host when it is an IP
+    address, on 0.0.0.0 with `listen_all`, else on 127.0.0.1; metrics stay on
+    127.0.0.1 (docs/config.md). Every argument is checked before anything is
+    written; if writing fails midway, everything written is removed again.
     """
     if isinstance(carriers, bool) or not isinstance(carriers, int) or carriers < 1:
         raise ConfigError(f"a consortium needs at least one carrier, got {carriers!r}")
@@ -283,9 +334,12 @@ def init_consortium(
             f"{count} participants need ports {base_port}..{base_port + 3 * count - 1}, "
             "past 65535; choose a lower --base-port"
         )
-    if not host or any(c.isspace() for c in host):
-        raise ConfigError(f"bad host {host!r}")
-    listen_host = _listen_host(host)
+    if isinstance(hosts, str):
+        raise ConfigError(f"hosts must be a list of names, got the string {hosts!r}")
+    hosts = list(hosts)
+    check_hosts(hosts)
+    host = hosts[0].strip() if hosts else "127.0.0.1"
+    listen_host = "0.0.0.0" if listen_all else _local_listen_host(host)
     if now.tzinfo is None:
         raise ConfigError("`now` must be a timezone-aware datetime")
 
@@ -304,8 +358,8 @@ def init_consortium(
         created_dir = True
 
     try:
-        return _write_consortium(directory, carriers, internet, base_port, host, listen_host,
-                                 now, name)
+        return _write_consortium(directory, carriers, internet, base_port, hosts, host,
+                                 listen_host, now, name)
     except BaseException:
         # The folder was empty when we started: leave it as we found it.
         if created_dir:
@@ -324,6 +378,7 @@ def _write_consortium(
     carriers: int,
     internet: int,
     base_port: int,
+    hosts: list[str],
     host: str,
     listen_host: str,
     now: datetime,
@@ -355,7 +410,7 @@ def _write_consortium(
             pdir.mkdir()
             key = SigningKey.generate()
             key.save(pdir / "signing.key")
-            tls_key, tls_cert = make_node_cert(ca_key, ca_cert, pid, [host], now)
+            tls_key, tls_cert = make_node_cert(ca_key, ca_cert, pid, hosts, now)
             write_private(pdir / "tls.key", tls_key)
             (pdir / "tls.pem").write_bytes(tls_cert)
             member = public = ""
@@ -404,7 +459,7 @@ def _write_consortium(
                 ca_cert=directory / "ca" / "ca.pem",
                 member_listen=_endpoint(listen_host, base_port + 2 * k),
                 public_listen=_endpoint(listen_host, base_port + 2 * k + 1),
-                metrics_listen=_endpoint(listen_host, 0),
+                metrics_listen=_endpoint("127.0.0.1", 0),  # metrics are the operator's alone
                 institute_key=config_key.public_bytes,
                 new_feed=True,  # every feed of a consortium just made starts here
                 tiles_listen=_endpoint(listen_host, base_port + 2 * len(nodes) + k),
@@ -413,6 +468,16 @@ def _write_consortium(
         raise ConfigError(f"cannot write the consortium into {directory}: {e}") from e
     # What a node will see: the exact signed bytes, verified against the pin.
     return Consortium.load(directory, config_key.public_bytes)
+
+
+def _local_listen_host(host: str) -> str:
+    """Where a local consortium's nodes listen without --listen-all: the host when
+    it is an IP address, else loopback (never every interface unasked)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return "127.0.0.1"
+    return host.strip("[]")
 
 
 def _listen_host(host: str) -> str:

@@ -340,6 +340,12 @@ def configure_node(
     member_port = int(p.member_endpoint.rpartition(":")[2])
     public_port = int(p.public_endpoint.rpartition(":")[2])
     host = _listen_host(p.member_endpoint.rpartition(":")[0])
+    # The tiles endpoint is in no member.json: a rewritten node.toml keeps the one it had
+    # (an unreadable old file is what configure replaces: then tiles are off).
+    try:
+        tiles = NodeConfig.load(pdir / "node.toml").tiles_listen
+    except ConfigError:
+        tiles = ""
     cfg = NodeConfig(
         participant=pid,
         consortium=directory.resolve(),
@@ -353,8 +359,9 @@ def configure_node(
         metrics_listen=_endpoint(host, 0),
         institute_key=pin,
         new_feed=new_feed,
+        tiles_listen=tiles,
     )
-    cfg.write(pdir / "node.toml")
+    cfg.write(pdir / "node.toml")  # paths relative to the file: a copied folder opens its own
     load_consortium(NodeConfig.for_participant(directory, pid))  # what the node will do
     return cfg
 

@@ -79,7 +79,9 @@ def cmd_consortium_init(args: argparse.Namespace, _connect: Connect) -> int:
         carriers=args.carriers,
         internet=args.internet,
         base_port=args.base_port,
+        hosts=args.host or (),
         now=datetime.now(UTC),
+        listen_all=args.listen_all,
     )
     show(
         args,
@@ -301,6 +303,20 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--carriers", type=int, default=3)
     ci.add_argument("--internet", type=int, default=2)
     ci.add_argument("--base-port", type=int, default=7400)
+    ci.add_argument(
+        "--host",
+        action="append",
+        metavar="NAME",
+        help="a DNS name or IP address of the machine the nodes run on (repeatable): every "
+        "node certificate names it, and consortium.json's endpoints use the first "
+        "(default 127.0.0.1); see docs/config.md",
+    )
+    ci.add_argument(
+        "--listen-all",
+        action="store_true",
+        help="nodes listen on 0.0.0.0 (every interface); default: the first --host when it "
+        "is an IP address, else 127.0.0.1",
+    )
     ci.set_defaults(fn=cmd_consortium_init)
 
     nd = sub.add_parser("node", help="run a node").add_subparsers(dest="sub", required=True)

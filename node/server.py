@@ -35,7 +35,7 @@ from ledger.record import Record
 from ledger.store import Store
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
-from node import tilesrv
+from node import ports, tilesrv
 from node.core import NodeCore, max_member_message_bytes, wall_ms
 from node.feedgate import NEW_FEED, OWN_STORE, RESTORE, IssueGate
 from node.limits import ClientTable, PublicGate, PublicLimits
@@ -140,7 +140,8 @@ class Node:
         member_creds = grpc.ssl_server_credentials(
             [(self._tls_key, self._tls_cert)], root_certificates=self._ca, require_client_auth=True
         )
-        self.member_port = self.member.add_secure_port(self.cfg.member_listen, member_creds)
+        self.member_port = ports.add_secure_port(self.member, self.cfg, "member_listen",
+                                                 member_creds)
 
         pub_opts = [
             ("grpc.max_receive_message_length", 4 * 1024 * 1024),
@@ -168,7 +169,7 @@ class Node:
             self.public,
         )
         pub_creds = grpc.ssl_server_credentials([(self._tls_key, self._tls_cert)])
-        self.public_port = self.public.add_secure_port(self.cfg.public_listen, pub_creds)
+        self.public_port = ports.add_secure_port(self.public, self.cfg, "public_listen", pub_creds)
         self.member.start()
         self.public.start()
         try:
@@ -462,6 +463,7 @@ def run_node(cfg: NodeConfig, *, refuse_file: Path | None = None, restored: bool
     from node import logs
 
     logs.setup(cfg.participant)
+    ports.check_free(cfg)  # before the store opens: a taken port says which key to change
     interval = float(os.environ.get("MARKEX_SYNC_INTERVAL", "0.5"))
     node = Node(cfg, sync_interval=interval, refuse_file=refuse_file, restored=restored).start()
     done = threading.Event()

@@ -36,6 +36,7 @@ from keys.consortium import Consortium
 from keys.tls import participant_from_cert
 from ledger import note, tiles
 from ledger.errors import BadInput, LedgerError, NotFound, StorageFailure, TooLarge
+from node import ports
 
 log = logging.getLogger("markex.tiles")
 
@@ -370,6 +371,7 @@ def start_tiles(
                     "event": "tiles-not-started",
                     "listen": listen,
                     "error": e.strerror or str(e),
+                    "message": str(ports.listen_error("tiles_listen", listen, config_name, e)),
                     "fix": f'change the key tiles_listen in {config_name} ("" turns it off)',
                 }
             )
