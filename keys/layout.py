@@ -150,7 +150,8 @@ class NodeConfig:
         except (UnicodeDecodeError, ValueError) as e:
             # ValueError covers TOMLDecodeError and the int digit limit.
             raise ConfigError(f"{path} is not valid TOML: {e}") from e
-        cfg = replace(cls.from_dict(obj, base=path.parent, source=str(path)), source=path)
+        cfg = cls.from_dict(obj, base=path.parent, source=str(path))
+        cfg = replace(cfg, source=path.absolute())
         _check_own_folder(cfg, path)
         return cfg
 
