@@ -18,7 +18,9 @@ node, and `auditor-1` (signing key, TLS key and certificate; no node, no admin
 credential; DIR/auditor-1/config.pub holds the pin its clients verify
 consortium.json with). Node k (0-based, institute first) gets member port
 `base_port + 2k`, public port `base_port + 2k + 1` and, after those of all N
-nodes, tiles port `base_port + 2N + k`.
+nodes, tiles port `base_port + 2N + k`. Paths in node.toml are relative to it,
+so a copied folder opens its own files; `hosts` (`--host`) and where the nodes
+listen are in docs/config.md.
 
 A local consortium keeps every key in one folder; docs/consortium-setup.md is
 the set-up across organisations, where each key stays with its holder.
@@ -335,11 +337,11 @@ def init_consortium(
             f"{count} participants need ports {base_port}..{base_port + 3 * count - 1}, "
             "past 65535; choose a lower --base-port"
         )
-    if isinstance(hosts, str):
-        raise ConfigError(f"hosts must be a list of names, got the string {hosts!r}")
-    hosts = list(hosts)
-    check_hosts(hosts)
-    host = hosts[0].strip() if hosts else "127.0.0.1"
+    if isinstance(hosts, str) or not all(isinstance(h, str) for h in hosts):
+        raise ConfigError(f"hosts must be a list of names, got {hosts!r}")
+    names = [h.strip() for h in hosts]
+    check_hosts(names)
+    host = names[0] if names else "127.0.0.1"
     listen_host = "0.0.0.0" if listen_all else _local_listen_host(host)
     if now.tzinfo is None:
         raise ConfigError("`now` must be a timezone-aware datetime")
@@ -359,7 +361,7 @@ def init_consortium(
         created_dir = True
 
     try:
-        return _write_consortium(directory, carriers, internet, base_port, hosts, host,
+        return _write_consortium(directory, carriers, internet, base_port, names, host,
                                  listen_host, now, name)
     except BaseException:
         # The folder was empty when we started: leave it as we found it.

@@ -71,10 +71,8 @@ def add_secure_port(
     try:
         return server.add_secure_port(address, creds)
     except RuntimeError:
-        check_free(cfg, (key,))
-        where = f"{key} in {cfg.source}" if cfg.source is not None else key
-        raise CannotListen(f"cannot listen on {address} ({where}): gRPC could not bind it; "
-                           f"change {key}", key, address, cfg.source) from None
+        check_free(cfg, (key,))  # taken, or not this machine's: that sentence
+        raise listen_error(key, address, cfg.source, OSError("gRPC could not bind it")) from None
 
 
 def _probe(address: str) -> None:
