@@ -236,7 +236,7 @@ def test_the_port_init_gave_is_named_when_taken(tmp_path: Path) -> None:
             "program; stop it or change public_listen") in done.stderr
 
 
-def test_gprc_bind_failure_is_the_same_typed_error(tmp_path: Path, busy: int) -> None:
+def test_grpc_bind_failure_is_the_same_typed_error(tmp_path: Path, busy: int) -> None:
     """The check before start can race another program: gRPC's own "Failed to bind"
     becomes the same PortInUse."""
     d = tmp_path / "c"
