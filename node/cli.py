@@ -22,7 +22,7 @@ from ledger import note
 from ledger.names import log_origin
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
-from node import ceremony, client
+from node import ceremony, client, webcli
 from node.command import (
     UsageError,
     acting,
@@ -414,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     kv.set_defaults(fn=cmd_keys_verifier)
 
     ceremony.register(sub, cons, ky, nd, common)
+    webcli.register(sub, common)
     return p
 
 

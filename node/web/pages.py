@@ -1,0 +1,134 @@
+"""The search page, a number's page and `GET /api/v1/numbers/{number}`
+(docs/web.md): every lookup is limited per client address, the number is
+normalized first (400 with the reason when it does not), and what is shown
+is what node/web/report.py verified."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from flask import Blueprint, jsonify, redirect, render_template, request, url_for
+
+from ledger.errors import InvalidNumber
+from ledger.numbers import normalize
+from node.web import labels
+from node.web.app import error_response, web_context
+from node.web.report import number_report, trust_anchor
+
+pages = Blueprint("pages", __name__)
+
+MAX_NUMBER_CHARS = 64  # longer than any phone number in any form
+
+
+@pages.app_template_filter("when")
+def _when(ms: int | None) -> str:
+    """A time in ms as ISO 8601 UTC to the second ('' for none)."""
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@pages.app_context_processor
+def _words() -> dict[str, Any]:
+    cons = web_context().consortium
+    return {
+        "category": lambda cid: labels.category_label(cons, cid),
+        "risk_label": lambda r: labels.both(labels.RISK_ZH, r),
+        "reason_label": lambda r: labels.both(labels.REASON_ZH, r),
+        "appeal_label": lambda s: labels.both(labels.APPEAL_ZH, s),
+        "role_label": lambda r: labels.both(labels.ROLE_ZH, r),
+        "consortium_name": cons.name,
+    }
+
+
+def _normalized(raw: str) -> str:
+    """The E.164 form of what the person typed; raises InvalidNumber."""
+    if len(raw) > MAX_NUMBER_CHARS:
+        raise InvalidNumber(f"{raw[:MAX_NUMBER_CHARS]!r}… is not a phone number (too long)")
+    return normalize(raw)
+
+
+def _limited() -> Any | None:
+    """The 429 answer when this client address has used up its lookups, else None."""
+    ctx = web_context()
+    wait = ctx.limiter.take(request.remote_addr or "?", ctx.monotonic())
+    if wait is None:
+        return None
+    return error_response(
+        429,
+        "too many lookups from your address; try again later 查询过于频繁，请稍后再试",
+        {"Retry-After": str(max(1, math.ceil(wait)))},
+    )
+
+
+def _node_down(e: grpc.RpcError) -> Any:
+    node = web_context().reader.node_id
+    if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return error_response(503, f"node {node} did not answer; try again later")
+    return error_response(502, f"node {node} refused the lookup: {e.code().name}: {e.details()}")
+
+
+def _report(number: str) -> dict[str, Any]:
+    ctx = web_context()
+    now = ctx.now_ms()
+    return number_report(ctx.consortium, ctx.reader, number, now, now)
+
+
+@pages.get("/")
+def index() -> Any:
+    raw = request.args.get("number")
+    if raw is None:
+        return render_template("index.html", typed="")
+    try:
+        asked = _normalized(raw.strip())
+    except InvalidNumber as e:
+        return error_response(400, f"not a phone number 号码无效: {e}")
+    return redirect(url_for("pages.number", number=asked), 303)
+
+
+@pages.get("/numbers/<path:number>")
+def number(number: str) -> Any:
+    if (refused := _limited()) is not None:
+        return refused
+    try:
+        asked = _normalized(number)
+    except InvalidNumber as e:
+        return error_response(400, f"not a phone number 号码无效: {e}")
+    if asked != number:
+        # The address bar then names the number the browser checks the answer against.
+        return redirect(url_for("pages.number", number=asked), 303)
+    try:
+        rep = _report(asked)
+    except grpc.RpcError as e:
+        return _node_down(e)
+    detail = rep.get("entry_detail") or {}
+    return render_template(
+        "number.html",
+        r=rep,
+        typed=asked,
+        marks={m["id"]: m for m in detail.get("marks", [])},
+        recs={x["id"]: x for x in rep.get("records", [])},
+        api=url_for("pages.api_number", number=asked),
+    )
+
+
+@pages.get("/api/v1/numbers/<path:number>")
+def api_number(number: str) -> Any:
+    if (refused := _limited()) is not None:
+        return refused
+    try:
+        asked = _normalized(number)
+    except InvalidNumber as e:
+        return error_response(400, f"{e}")
+    try:
+        return jsonify(_report(asked))
+    except grpc.RpcError as e:
+        return _node_down(e)
+
+
+@pages.get("/api/v1/consortium")
+def api_consortium() -> Any:
+    return jsonify(trust_anchor(web_context().consortium))

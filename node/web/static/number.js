@@ -1,0 +1,32 @@
+// The number page's verdict: fetch the JSON API's answer and the
+// consortium's members, verify them here (verify.js) and say what was found.
+// Only textContent is written: nothing from the answer becomes markup.
+import { verifyAnswer } from './verify.js';
+
+async function main() {
+  const box = document.getElementById('browser-verdict');
+  const page = document.getElementById('number-page');
+  if (!box || !page) return;
+  // The number asked is the one in the address bar, never the answer's.
+  const asked = decodeURIComponent(location.pathname.replace(/^\/numbers\//, ''));
+  box.textContent = 'verifying… 验证中';
+  try {
+    const [api, trust] = await Promise.all([
+      fetch(page.dataset.api, { headers: { Accept: 'application/json' } }).then((r) => r.json()),
+      fetch('/api/v1/consortium').then((r) => r.json()),
+    ]);
+    const v = verifyAnswer(asked, api, trust, Date.now());
+    const k = v.ok ? 1 + v.cosigners.length : 0;
+    box.dataset.verified = v.ok ? 'yes' : 'no';
+    box.className = v.ok ? 'verdict ok' : 'verdict bad';
+    box.textContent = v.ok
+      ? `已由您的浏览器验证 verified by your browser: ${k} of ${v.members} members (${v.signer} signed; ${v.cosigners.join(', ')} cosigned)`
+      : `未验证 not verified by your browser: ${v.why}`;
+  } catch (e) {
+    box.dataset.verified = 'no';
+    box.className = 'verdict bad';
+    box.textContent = `未验证 not verified by your browser: ${e.message}`;
+  }
+}
+
+main();

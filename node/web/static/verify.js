@@ -1,0 +1,296 @@
+// The browser's own check of a lookup answer, as `markex lookup` does it
+// (node/lookup.py verify_answer, open_view; ledger/viewtree.py proof_root,
+// PROOF_VERSION 3): the view checkpoint's signature by the node that served
+// it, member cosignatures (C2SP tlog-cosignature v1) at a fresh time and
+// their quorum, the checkpoint's age, the sparse Merkle proof of the entry
+// (or its absence) and that the entry is for the number asked.
+// verifyAnswer never throws: it returns {ok, signer, cosigners, members, why}.
+import * as ed from './vendor/noble-ed25519/index.js';
+import { sha256, sha512 } from './vendor/noble-hashes/sha2.js';
+
+ed.hashes.sha512 = sha512;
+
+const enc = new TextEncoder();
+const HASH = 32;
+const DEPTH = 64;
+const WIDE_FROM = 24;
+const BITMAP_BITS = 184;
+const BITMAP_BYTES = 23;
+const PROOF_VERSION = 3;
+const MAX_LISTED = 255;
+const EMPTY = new Uint8Array(HASH);
+const KEY_CONTEXT = enc.encode('markex/v1/view/key\x00');
+
+class Refused extends Error {}
+
+function concat(...parts) {
+  const n = parts.reduce((a, p) => a + p.length, 0);
+  const out = new Uint8Array(n);
+  let off = 0;
+  for (const p of parts) { out.set(p, off); off += p.length; }
+  return out;
+}
+
+function equal(a, b) {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function compare(a, b) {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    if (a[i] !== b[i]) return a[i] - b[i];
+  }
+  return a.length - b.length;
+}
+
+function hex(b) {
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+// Standard base64, canonical only (it must encode back to the same text).
+function b64(text, what) {
+  let bin;
+  try { bin = atob(text); } catch (e) { throw new Refused(`${what} is not base64`); }
+  const out = Uint8Array.from(bin, (c) => c.charCodeAt(0));
+  if (btoa(bin) !== text) throw new Refused(`${what} is not canonical base64`);
+  return out;
+}
+
+const sha = (...parts) => sha256(concat(...parts));
+const u8 = (...xs) => Uint8Array.from(xs);
+
+// ---------------------------------------------------------------- notes
+
+function keyId(name, type, pub) {
+  return sha(enc.encode(name + '\n'), u8(type), pub).slice(0, 4);
+}
+
+function parseNote(data) {
+  const split = data.lastIndexOf('\n\n');
+  if (split < 0) throw new Refused('the note has no blank line before its signatures');
+  const text = data.slice(0, split + 1);
+  const block = data.slice(split + 2);
+  if (!block.endsWith('\n')) throw new Refused('the note does not end with a signature line');
+  const sigs = block.slice(0, -1).split('\n').map((line) => {
+    if (!line.startsWith('\u2014 ')) throw new Refused('a signature line does not start with an em dash');
+    const rest = line.slice(2);
+    const sp = rest.indexOf(' ');
+    if (sp <= 0) throw new Refused('a signature line has no signature');
+    const raw = b64(rest.slice(sp + 1), 'a signature');
+    if (raw.length <= 4) throw new Refused('a signature is shorter than a key id');
+    return { name: rest.slice(0, sp), keyId: raw.slice(0, 4), sig: raw.slice(4) };
+  });
+  return { text, sigs };
+}
+
+const DECIMAL = /^(0|[1-9][0-9]*)$/;
+const ISSUER = /^[A-Za-z0-9._-]{1,64}$/;
+
+function parseViewCheckpoint(text) {
+  const lines = text.slice(0, -1).split('\n');
+  if (!text.endsWith('\n') || lines.length !== 5 || lines.some((l) => !l)) {
+    throw new Refused('the view checkpoint does not have its five lines');
+  }
+  const [origin, count, root64, vector, stamp] = lines;
+  if (!DECIMAL.test(count)) throw new Refused('the view checkpoint size is not a decimal');
+  const root = b64(root64, 'the view root');
+  if (root.length !== HASH) throw new Refused('the view root is not 32 bytes');
+  const words = vector.split(' ');
+  if (words[0] !== 'vector') throw new Refused("the fourth line does not start with 'vector'");
+  const items = words.slice(1).map((w) => {
+    const eq = w.indexOf('=');
+    const issuer = w.slice(0, eq);
+    const seq = w.slice(eq + 1);
+    if (eq < 0 || !ISSUER.test(issuer) || !DECIMAL.test(seq) || seq === '0') {
+      throw new Refused(`vector item ${w.slice(0, 80)} is not <issuer>=<seq>`);
+    }
+    return issuer;
+  });
+  for (let i = 1; i < items.length; i++) {
+    if (!(items[i - 1] < items[i])) throw new Refused('the vector is not sorted');
+  }
+  const m = /^signed-at-ms (0|[1-9][0-9]*)$/.exec(stamp);
+  if (!m) throw new Refused("the fifth line is not 'signed-at-ms <ms>'");
+  return { origin, count: Number(count), root, signedAtMs: Number(m[1]) };
+}
+
+// The view checkpoint signed by its node and the fresh cosignatures of the others.
+function openView(trust, noteText) {
+  const note = parseNote(noteText);
+  const origin = note.text.split('\n', 1)[0];
+  const signer = trust.members.find((p) => origin === `${trust.consortium}/view/${p.id}`);
+  if (!signer) throw new Refused(`the view checkpoint's origin ${origin.slice(0, 80)} names no node of the consortium`);
+  const signerKey = b64(signer.public_key, 'a member key');
+  const textBytes = enc.encode(note.text);
+  const ownId = keyId(origin, 0x01, signerKey);
+  let signed = false;
+  for (const s of note.sigs) {
+    if (s.name === origin && equal(s.keyId, ownId)) {
+      if (!ed.verify(s.sig, textBytes, signerKey, { zip215: false })) {
+        throw new Refused(`${signer.id}'s signature on the view checkpoint does not verify`);
+      }
+      signed = true;
+    }
+  }
+  if (!signed) throw new Refused(`the view checkpoint is not signed by ${signer.id}'s known key`);
+  const cp = parseViewCheckpoint(note.text);
+  const cosignedAt = new Map();
+  for (const p of trust.members) {
+    if (p.id === signer.id) continue;
+    const name = `${trust.consortium}/witness/${p.id}`;
+    const pub = b64(p.public_key, 'a member key');
+    const id = keyId(name, 0x04, pub);
+    for (const s of note.sigs) {
+      if (s.name !== name || !equal(s.keyId, id)) continue;
+      if (s.sig.length !== 72) throw new Refused(`${p.id}'s cosignature is not 8 + 64 bytes`);
+      const t = new DataView(s.sig.buffer, s.sig.byteOffset, 8).getBigUint64(0);
+      if (t > 2n ** 63n - 1n) throw new Refused(`${p.id}'s cosignature time is above 2^63-1`);
+      const msg = enc.encode(`cosignature/v1\ntime ${t}\n${note.text}`);
+      if (!ed.verify(s.sig.slice(8), msg, pub, { zip215: false })) {
+        throw new Refused(`${p.id}'s cosignature does not verify`);
+      }
+      cosignedAt.set(p.id, Math.max(Number(t), cosignedAt.get(p.id) ?? 0));
+    }
+  }
+  return { cp, signer: signer.id, cosignedAt };
+}
+
+// ---------------------------------------------------------------- the view proof
+
+function decodeProof(data) {
+  if (data.length < 2 || data[0] !== PROOF_VERSION) {
+    throw new Refused(`view proof version ${data[0]} is not ${PROOF_VERSION}`);
+  }
+  const n = data[1];
+  let off = 2 + 2 * HASH * n;
+  if (data.length < off + BITMAP_BYTES) throw new Refused('the view proof is truncated');
+  const listed = [];
+  for (let i = 0; i < n; i++) {
+    const at = 2 + 2 * HASH * i;
+    listed.push([data.slice(at, at + HASH), data.slice(at + HASH, at + 2 * HASH)]);
+  }
+  const bitmap = BigInt('0x' + (hex(data.slice(off, off + BITMAP_BYTES)) || '0'));
+  off += BITMAP_BYTES;
+  let m = 0;
+  for (let b = bitmap; b; b >>= 1n) m += Number(b & 1n);
+  if (data.length !== off + HASH * m) throw new Refused('the view proof siblings do not match its bitmap');
+  const siblings = [];
+  for (let i = 0; i < m; i++) siblings.push(data.slice(off + HASH * i, off + HASH * (i + 1)));
+  return { listed, bitmap, siblings };
+}
+
+function wideHash(d, kids) {
+  const idx = [...kids.keys()].sort((a, b) => a - b);
+  if (idx.length === 1) return sha(u8(0x07, d, idx[0]), kids.get(idx[0]));
+  let mask = 0;
+  for (const i of idx) mask |= 1 << (15 - i);
+  return sha(u8(0x06, d, mask >> 8, mask & 0xff), ...idx.map((i) => kids.get(i)));
+}
+
+// ledger/viewtree.py proof_root: the root `proof` leads to for `key` holding `entry`.
+function proofRoot(key, entry, proof) {
+  const pos = BigInt('0x' + hex(key.slice(0, 8)));
+  const prefix = key.slice(0, 8);
+  if (proof.listed.length > MAX_LISTED) throw new Refused('the view proof lists too many entries');
+  let prev = new Uint8Array(0);
+  for (const [k] of proof.listed) {
+    if (!equal(k.slice(0, 8), prefix)) throw new Refused('a listed entry is not at the number\'s position');
+    if (equal(k, key)) throw new Refused("the proof lists the number's own key");
+    if (compare(k, prev) <= 0) throw new Refused('the listed entries are not sorted by key');
+    prev = k;
+  }
+  const members = proof.listed.slice();
+  if (entry !== null) members.push([key, entry]);
+  members.sort((a, b) => compare(a[0], b[0]) || compare(a[1], b[1]));
+  let x = members.length ? sha(u8(0x03), ...members.flat()) : null;
+  let next = 0;
+  const sibling = () => {
+    const s = proof.siblings[next++];
+    if (equal(s, EMPTY)) throw new Refused('a sibling is given as an empty subtree');
+    return s;
+  };
+  for (let d = DEPTH - 4; d >= WIDE_FROM; d -= 4) {
+    const bit0 = WIDE_FROM + (((d - WIDE_FROM) >> 2) << 4);
+    const mask = Number((proof.bitmap >> BigInt(BITMAP_BITS - bit0 - 16)) & 0xffffn);
+    const own = Number((pos >> BigInt(DEPTH - d - 4)) & 0xfn);
+    if (!mask) {
+      if (x !== null) x = sha(u8(0x07, d, own), x);
+      continue;
+    }
+    if ((mask >> (15 - own)) & 1) throw new Refused("the proof names the number's own child as a sibling");
+    const kids = new Map();
+    for (let i = 15; i >= 0; i--) if ((mask >> (15 - i)) & 1) kids.set(i, sibling());
+    if (x !== null) kids.set(own, x);
+    x = wideHash(d, kids);
+  }
+  for (let d = WIDE_FROM - 1; d >= 0; d--) {
+    const bit = Number((pos >> BigInt(DEPTH - 1 - d)) & 1n);
+    if ((proof.bitmap >> BigInt(BITMAP_BITS - 1 - d)) & 1n) {
+      const s = sibling();
+      if (x === null) x = sha(u8(0x05, 2 * d + 1 - bit), s);
+      else x = sha(u8(0x04), bit ? s : x, bit ? x : s);
+    } else if (x !== null) {
+      x = sha(u8(0x05, 2 * d + bit), x);
+    }
+  }
+  return x === null ? EMPTY : x;
+}
+
+// ---------------------------------------------------------------- the answer
+
+/**
+ * Verify the JSON API's answer `api` about `asked` (the number the person
+ * asked, from the address bar, never from the answer) with `trust` (the
+ * consortium's members and policy) at `nowMs`.
+ */
+export function verifyAnswer(asked, api, trust, nowMs) {
+  const members = trust.members.length;
+  try {
+    if (api.number !== asked) {
+      throw new Refused(`asked about ${asked}, the node answered about ${String(api.number).slice(0, 40)}`);
+    }
+    const view = openView(trust, api.view_checkpoint);
+    const policy = trust.policy;
+    const age = nowMs - view.cp.signedAtMs;
+    if (age > policy.view_max_age_ms) {
+      throw new Refused(`the view checkpoint is ${Math.floor(age / 1000)} s old; the policy allows ${policy.view_max_age_ms / 1000} s`);
+    }
+    if (-age > policy.clock_skew_ms) throw new Refused('the view checkpoint is signed in the future');
+    const fresh = [...view.cosignedAt].filter(
+      ([, t]) => nowMs - policy.view_max_age_ms <= t * 1000 && t * 1000 <= nowMs + policy.clock_skew_ms,
+    ).map(([id]) => id).sort();
+    const key = sha(KEY_CONTEXT, enc.encode(asked));
+    const entry = api.entry === null ? null : b64(api.entry, 'the entry');
+    const eh = entry === null ? null : sha(u8(0x00), entry);
+    const root = proofRoot(key, eh, decodeProof(b64(api.proof, 'the view proof')));
+    if (!equal(root, view.cp.root)) throw new Refused('the view proof does not lead to the view root');
+    if (entry !== null) {
+      let obj;
+      try { obj = JSON.parse(new TextDecoder('ascii', { fatal: true }).decode(entry)); } catch (e) {
+        throw new Refused('the proven entry does not decode');
+      }
+      if (obj.number !== asked) throw new Refused(`the proven entry is for ${String(obj.number).slice(0, 40)}, not ${asked}`);
+      checkMarkers(api.answer, obj);
+    } else if (api.answer && api.answer.markers && api.answer.markers.length) {
+      throw new Refused('markers are shown for a number the proof says is unmarked');
+    }
+    const out = { ok: true, signer: view.signer, cosigners: fresh, members, root: hex(root) };
+    if (fresh.length < policy.cosign_quorum) {
+      out.ok = false;
+      out.why = `cosigned by ${fresh.length} member(s) at a fresh time; the policy needs ${policy.cosign_quorum}`;
+    }
+    return out;
+  } catch (e) {
+    return { ok: false, members, cosigners: [], why: e instanceof Refused ? e.message : `${e.name}: ${e.message}` };
+  }
+}
+
+// Every marker shown must be a mark of the proven entry, by the same participant.
+function checkMarkers(answer, entry) {
+  const marks = new Map(entry.marks.map((m) => [m.id, m]));
+  for (const m of (answer && answer.markers) || []) {
+    const e = marks.get(m.record_id);
+    if (!e || e.by !== m.participant) throw new Refused(`marker ${String(m.record_id).slice(0, 16)} is not in the proven entry`);
+  }
+}
