@@ -105,7 +105,9 @@ def cmd_web(args: argparse.Namespace, connect: Connect) -> int:
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Adds `markex web` to the CLI's subcommands."""
     wb = sub.add_parser("web", parents=[common], help="the public web front end of a node")
-    wb.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
+    wb.add_argument(
+        "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})"
+    )
     wb.add_argument(
         "--lookups-per-minute", type=float, default=RateLimit.per_minute,
         help="lookups a minute one client address may make (0: no limit)",

@@ -48,7 +48,8 @@ class NodeReader:
     audit: Any | None = None
 
     def lookup(self, asked: str, at_ms: int) -> pb.LookupResponse:
-        return self.public.Lookup(pb.LookupRequest(number=asked, at_ms=at_ms), timeout=RPC_TIMEOUT_S)
+        req = pb.LookupRequest(number=asked, at_ms=at_ms)
+        return self.public.Lookup(req, timeout=RPC_TIMEOUT_S)
 
     def log_checkpoint(self) -> str:
         req = pb.GetLogCheckpointRequest()
@@ -118,7 +119,9 @@ def open_log_checkpoint(cons: Consortium, node_id: str, text: str) -> dict[str, 
         raise BadSignature(f"{node_id!r} is not a participant of {cons.name}")
     origin = log_origin(cons.name, node_id)
     cp = note.open_checkpoint(text, note.Verifier.for_key(origin, p.public_key), origin)
-    witnesses = {witness_name(cons.name, w.id): w.public_key for w in cons.witnesses if w.id != p.id}
+    witnesses = {
+        witness_name(cons.name, w.id): w.public_key for w in cons.witnesses if w.id != p.id
+    }
     names = note.count_cosignatures(text, witnesses)
     prefix = witness_name(cons.name, "")
     return {

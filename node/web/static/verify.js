@@ -237,6 +237,13 @@ function proofRoot(key, entry, proof) {
   return x === null ? EMPTY : x;
 }
 
+/** The root a view proof (base64) leads to for a key and an entry hash (hex, or null). */
+export function proofRootHex(keyHex, entryHashHex, proofB64) {
+  const fromHex = (h) => Uint8Array.from(h.match(/../g) || [], (x) => parseInt(x, 16));
+  const eh = entryHashHex === null ? null : fromHex(entryHashHex);
+  return hex(proofRoot(fromHex(keyHex), eh, decodeProof(b64(proofB64, 'the view proof'))));
+}
+
 // ---------------------------------------------------------------- the answer
 
 /**
