@@ -1,0 +1,341 @@
+"""The web front end in a real headless Chromium (Debian's chromium and
+chromium-driver, driven by Selenium 4) against real in-process nodes: the
+browser's own verdict on a marked number, an unmarked one and a bent answer;
+a number with a script in it never runs; and the browser verifier
+(node/web/static/verify.js) against answers Python produced and bent, each
+verdict compared with node/lookup.py's, and its view-proof walk against
+ledger/viewtree.py's on random proofs.
+
+Screenshots: `MARKEX_SCREENSHOTS=docs/screenshots pytest tests/test_web_browser.py
+-k screenshots` rewrites the README's images (by default they go to a tmp dir)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keys.signing import SigningKey
+from ledger import note, viewtree
+from ledger.errors import BadSignature, LedgerError
+from ledger.viewtree import ViewProof
+from markex.v1 import service_pb2 as pb
+from node.lookup import verify_answer
+from node.web.report import NodeReader, trust_anchor
+from node.webcli import WebServer
+from tests.test_web import MARKED, SCRIPT, UNMARKED, WebNet, web_net  # noqa: F401
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(
+        not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+        reason="Debian's chromium and chromium-driver are needed (.ci/run installs them)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Any]:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              "--window-size=1280,1400", "--lang=zh-CN"):
+        opts.add_argument(a)
+    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    drv.set_script_timeout(20)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+@pytest.fixture(scope="module")
+def site(web_net: WebNet) -> Iterator[str]:  # noqa: F811
+    with WebServer(web_net.app()) as srv:
+        yield srv.url
+
+
+def _verdict(drv: Any) -> tuple[str, str]:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    box = WebDriverWait(drv, 20).until(
+        lambda d: (b := d.find_element(By.ID, "browser-verdict"))
+        and b.get_attribute("data-verified") != "pending"
+        and b
+    )
+    return box.get_attribute("data-verified"), box.text
+
+
+def _no_alert(drv: Any) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    with pytest.raises(NoAlertPresentException):
+        drv.switch_to.alert.text  # noqa: B018
+
+
+def test_marked_number_is_verified_by_the_browser(driver: Any, site: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{site}/numbers/{MARKED}")
+    state, text = _verdict(driver)
+    assert state == "yes", text
+    assert "verified by your browser: 3 of 3 members" in text
+    rows = driver.find_elements(By.CSS_SELECTOR, "#markers tr.marker")
+    assert {r.get_attribute("data-participant") for r in rows} == {"carrier-1", "internet-1"}
+    assert "诈骗 fraud" in driver.find_element(By.ID, "category").text
+
+
+def test_unmarked_number_is_verified_absent(driver: Any, site: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{site}/numbers/{UNMARKED}")
+    state, text = _verdict(driver)
+    assert state == "yes", text
+    assert "not marked" in driver.find_element(By.ID, "unmarked").text
+
+
+class _Bent(NodeReader):
+    """A node that bends its answers: `how` rewrites each LookupResponse."""
+
+    def __init__(self, inner: NodeReader, how: Any) -> None:
+        super().__init__(inner.node_id, inner.public, inner.audit)
+        object.__setattr__(self, "how", how)
+
+    def lookup(self, asked: str, at_ms: int) -> pb.LookupResponse:
+        return self.how(super().lookup(asked, at_ms))  # type: ignore[attr-defined]
+
+
+def _bend_proof(resp: pb.LookupResponse) -> pb.LookupResponse:
+    proof = bytearray(resp.proof)
+    proof[-1] ^= 0x01
+    return pb.LookupResponse(
+        entry=resp.entry, proof=bytes(proof), view_checkpoint=resp.view_checkpoint,
+        number=resp.number,
+    )
+
+
+def test_a_bent_answer_is_shown_as_not_verified(driver: Any, web_net: WebNet) -> None:  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    from node.web.app import create_app
+    from node.web.ratelimit import RateLimit
+
+    app = create_app(web_net.cons, _Bent(web_net.reader, _bend_proof),
+                     rate=RateLimit(per_minute=0))
+    with WebServer(app) as srv:
+        driver.get(f"{srv.url}/numbers/{MARKED}")
+        state, text = _verdict(driver)
+    assert state == "no" and "not verified by your browser" in text, text
+    assert "view proof" in text
+    assert driver.find_element(By.ID, "server-verdict").get_attribute("data-verified") == "no"
+
+
+@pytest.mark.parametrize("how", ["path", "search"])
+def test_a_number_with_a_script_in_it_never_runs(driver: Any, site: str, how: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    if how == "path":
+        driver.get(f"{site}/numbers/{SCRIPT}")
+    else:
+        driver.get(f"{site}/")
+        box = driver.find_element(By.ID, "number")
+        box.send_keys(SCRIPT + '"><img src=x onerror=alert(2)>')
+        box.submit()
+    _no_alert(driver)
+    err = driver.find_element(By.ID, "error").text
+    assert "<script>alert(1)</script>" in err  # shown as text, not run
+    assert driver.find_elements(By.TAG_NAME, "img") == []
+    assert driver.find_elements(By.TAG_NAME, "script") == []  # the error page runs nothing
+
+
+# ------------------------------------------------------------------ verifier vectors
+
+
+def _js_verify(drv: Any, site: str, asked: str, api: dict, trust: dict, now_ms: int) -> dict:
+    if not drv.current_url.startswith(site):
+        drv.get(f"{site}/")
+    return drv.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "import('/static/verify.js').then((m) => done(m.verifyAnswer(...arguments)))"
+        ".catch((e) => done({ok: false, why: 'import: ' + e}));",
+        asked, api, trust, now_ms,
+    )
+
+
+def _py_verify(w: WebNet, asked: str, api: dict, now_ms: int) -> tuple[bool, str]:
+    resp = pb.LookupResponse(
+        entry=base64.b64decode(api["entry"]) if api["entry"] else b"",
+        proof=base64.b64decode(api["proof"]),
+        view_checkpoint=api["view_checkpoint"],
+        number=api["number"],
+    )
+    try:
+        out = verify_answer(w.cons, asked, resp, api["view_checkpoint"], api["at_ms"], now_ms)
+    except (LedgerError, BadSignature) as e:
+        return False, f"{type(e).__name__}: {e}"
+    return out["verified"], out.get("error", "")
+
+
+def _without_cosignatures(text: str, keep: int) -> str:
+    parsed = note.Note.parse(text)
+    own, cos = parsed.signatures[:1], parsed.signatures[1:]
+    return note.Note(parsed.text, own + cos[:keep]).to_text()
+
+
+def _resigned_by_stranger(text: str) -> str:
+    parsed = note.Note.parse(text)
+    origin = parsed.text.split("\n", 1)[0]
+    stranger = SigningKey.from_seed(bytes(range(32)))
+    own = note.Note.parse(note.sign_note(parsed.text, origin, stranger)).signatures
+    return note.Note(parsed.text, own + parsed.signatures[1:]).to_text()
+
+
+def _forged_cosignature(text: str) -> str:
+    parsed = note.Note.parse(text)
+    sigs = list(parsed.signatures)
+    s = sigs[1]
+    sigs[1] = note.NoteSignature(s.name, s.key_id, s.signature[:-1] + bytes([s.signature[-1] ^ 1]))
+    return note.Note(parsed.text, tuple(sigs)).to_text()
+
+
+def _vectors(w: WebNet) -> list[tuple[str, str, dict, int, bool, str]]:
+    """(name, asked, api answer, now, verified?, a word the browser's reason holds)."""
+    c = w.app().test_client()
+    marked = c.get(f"/api/v1/numbers/{MARKED}").get_json()
+    unmarked = c.get(f"/api/v1/numbers/{UNMARKED}").get_json()
+    now = marked["at_ms"]
+    max_age = w.cons.policy.view_max_age_ms
+    entry = bytearray(base64.b64decode(marked["entry"]))
+    entry[entry.index(b'"score":80')+8] = ord("9")
+    proof = bytearray(base64.b64decode(marked["proof"]))
+    proof[-5] ^= 0x40
+    b64 = lambda b: base64.b64encode(bytes(b)).decode()  # noqa: E731
+    return [
+        ("genuine", MARKED, marked, now, True, ""),
+        ("genuine absence", UNMARKED, unmarked, unmarked["at_ms"], True, ""),
+        ("another number", UNMARKED, marked, now, False, "asked about"),
+        ("another number's proof", UNMARKED, {**marked, "number": UNMARKED}, now, False, "proof"),
+        ("absence claimed for a marked number", MARKED,
+         {**unmarked, "number": MARKED}, now, False, "proof"),
+        ("bent proof", MARKED, {**marked, "proof": b64(proof)}, now, False, "proof"),
+        ("bent entry", MARKED, {**marked, "entry": b64(entry)}, now, False, "proof"),
+        ("unknown key", MARKED,
+         {**marked, "view_checkpoint": _resigned_by_stranger(marked["view_checkpoint"])},
+         now, False, "known key"),
+        ("too few cosignatures", MARKED,
+         {**marked, "view_checkpoint": _without_cosignatures(marked["view_checkpoint"], 1)},
+         now, False, "cosigned by 1"),
+        ("no cosignatures", MARKED,
+         {**marked, "view_checkpoint": _without_cosignatures(marked["view_checkpoint"], 0)},
+         now, False, "cosigned by 0"),
+        ("forged cosignature", MARKED,
+         {**marked, "view_checkpoint": _forged_cosignature(marked["view_checkpoint"])},
+         now, False, "cosignature does not verify"),
+        ("stale", MARKED, marked, marked["view"]["signed_at_ms"] + max_age + 1000, False, "old"),
+        ("from the future", MARKED, marked,
+         marked["view"]["signed_at_ms"] - w.cons.policy.clock_skew_ms - 1000, False, "future"),
+    ]
+
+
+def test_browser_verdicts_match_markex_lookup_on_python_vectors(
+    driver: Any, site: str, web_net: WebNet  # noqa: F811
+) -> None:
+    trust = trust_anchor(web_net.cons)
+    for name, asked, api, now, ok, word in _vectors(web_net):
+        py_ok, py_why = _py_verify(web_net, asked, api, now)
+        js = _js_verify(driver, site, asked, api, trust, now)
+        assert py_ok is ok, (name, py_why)
+        assert js["ok"] is ok, (name, js)
+        if ok:
+            assert js["members"] == 3 and len(js["cosigners"]) == 2, (name, js)
+        else:
+            assert word in js["why"], (name, js["why"])
+
+
+def test_a_member_key_the_browser_does_not_trust_is_refused(
+    driver: Any, site: str, web_net: WebNet  # noqa: F811
+) -> None:
+    api = web_net.app().test_client().get(f"/api/v1/numbers/{MARKED}").get_json()
+    trust = trust_anchor(web_net.cons)
+    stranger = base64.b64encode(SigningKey.from_seed(bytes(32)).public_bytes).decode()
+    bad = {**trust, "members": [
+        {**m, "public_key": stranger} if m["id"] == "carrier-1" else m for m in trust["members"]
+    ]}
+    js = _js_verify(driver, site, MARKED, api, bad, api["at_ms"])
+    assert js["ok"] is False and "known key" in js["why"]
+
+
+def _random_proof(rng: random.Random) -> tuple[bytes, bytes | None, ViewProof]:
+    """A proof of a random shape: siblings at binary and sixteen-way depths,
+    sometimes entries listed at the key's position."""
+    key = rng.randbytes(32)
+    pos = viewtree.position(key)
+    bitmap = 0
+    for d in range(24):
+        if rng.random() < 0.3:
+            bitmap |= 1 << (viewtree.BITMAP_BITS - 1 - d)
+    for d in range(24, 64, 4):
+        own = viewtree.child_index(pos, d)
+        for i in range(16):
+            if i != own and rng.random() < 0.08:
+                bitmap |= 1 << (viewtree.BITMAP_BITS - 1 - viewtree.proof_bit(d, i))
+    siblings = tuple(rng.randbytes(32) for _ in range(bitmap.bit_count()))
+    listed = sorted(key[:8] + rng.randbytes(24) for _ in range(rng.choice([0, 0, 1, 2])))
+    proof = ViewProof(tuple((k, rng.randbytes(32)) for k in listed if k != key), bitmap, siblings)
+    entry = None if rng.random() < 0.3 else rng.randbytes(32)
+    return key, entry, proof
+
+
+def test_browser_view_proof_walk_is_viewtree_proof_root(
+    driver: Any, site: str
+) -> None:
+    rng = random.Random(14)
+    cases = []
+    for _ in range(60):
+        key, entry, proof = _random_proof(rng)
+        cases.append([key.hex(), entry.hex() if entry else None,
+                      base64.b64encode(proof.encode()).decode(),
+                      viewtree.proof_root(key, entry, proof).hex()])
+    # and malformed ones Python refuses: the number's own key listed, a truncated proof
+    key, entry, proof = _random_proof(rng)
+    own = dataclasses.replace(proof, listed=((key, bytes(32)),))
+    bad = [[key.hex(), None, base64.b64encode(own.encode()).decode(), None],
+           [key.hex(), None, base64.b64encode(proof.encode()[:-1]).decode(), None]]
+    driver.get(f"{site}/")
+    got = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "import('/static/verify.js').then((m) => done(arguments[0].map(([k, e, p]) => {"
+        "  try { return m.proofRootHex(k, e, p); } catch (x) { return null; } })));",
+        cases + bad,
+    )
+    assert got == [c[3] for c in cases] + [None] * len(bad)
+
+
+# ------------------------------------------------------------------ screenshots
+
+
+def test_screenshots_of_the_number_page(driver: Any, site: str, tmp_path: Path) -> None:
+    from tests.test_web import APPEALED
+
+    out = Path(os.environ.get("MARKEX_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, number in (("number-marked", MARKED), ("number-appealed", APPEALED),
+                         ("number-unmarked", UNMARKED)):
+        driver.get(f"{site}/numbers/{number}")
+        assert _verdict(driver)[0] == "yes"
+        png = out / f"{name}.png"
+        driver.save_screenshot(str(png))
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
