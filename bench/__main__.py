@@ -84,6 +84,16 @@ BENCHMARKS: dict[str, Benchmark] = {
         {"base": 100_000, "stream": 20_000},
         {"base": 20_000, "stream": 5_000},
     ),
+    # The web front end's two results come from one run (web_bench.web_suite).
+    **{
+        name: Benchmark(
+            "bench.web_bench",
+            f"bench_{name}",
+            {"marked": 400, "seconds": 10.0},
+            {"marked": 100, "seconds": 3.0},
+        )
+        for name in ("web_lookup_p99", "web_api_lookup_batch")
+    },
     # make bench-scale: 10M records (SCALE_RECORDS) in one node; also writes the
     # scale_lookup_p99_ratio, scale_peak_rss and scale_disk_per_record results.
     "scale": Benchmark("bench.scale", "bench_scale", opt_in=True),

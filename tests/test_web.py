@@ -430,3 +430,56 @@ def test_the_page_reads_without_javascript_and_names_what_it_verified(web_net: W
     assert "your browser has not checked this answer" in html
     Note.parse(web_net.app().test_client().get(f"/api/v1/numbers/{MARKED}")
                .get_json()["view_checkpoint"])
+
+
+# ------------------------------------------------------------------ the batch form
+
+
+def test_api_batch_answers_verify_under_one_checkpoint(web_net: WebNet) -> None:
+    c = web_net.app().test_client()
+    r = c.post("/api/v1/numbers", json={"numbers": ["13812345001", UNMARKED, APPEALED]})
+    assert r.status_code == 200
+    rep = r.get_json()
+    assert [x["number"] for x in rep["results"]] == [MARKED, UNMARKED, APPEALED]
+    view = open_view(web_net.cons, rep["view_checkpoint"])
+    got = [
+        V.verify_lookup(
+            x["number"],
+            base64.b64decode(x["entry"]) if x["entry"] else None,
+            base64.b64decode(x["proof"]),
+            view.checkpoint.root,
+        )
+        for x in rep["results"]
+    ]
+    assert got[0] is not None and got[0].number == MARKED and got[1] is None
+
+
+@pytest.mark.parametrize(
+    "body,status,needle",
+    [
+        ({"numbers": []}, 400, "the body is"),
+        ({"numbers": "13812345001"}, 400, "the body is"),
+        ({"numbers": [1380]}, 400, "the body is"),
+        ([MARKED], 400, "the body is"),
+        ({"numbers": [MARKED, SCRIPT]}, 400, "not a phone number"),
+        ({"numbers": [MARKED] * 1001}, 413, "at most 1000"),
+    ],
+)
+def test_api_batch_refuses_bad_bodies(
+    web_net: WebNet, body: Any, status: int, needle: str
+) -> None:
+    r = web_net.app().test_client().post("/api/v1/numbers", json=body)
+    assert r.status_code == status and needle in r.get_json()["error"]
+
+
+def test_api_batch_costs_one_lookup_per_number(web_net: WebNet) -> None:
+    clock = _Clock()
+    app = web_net.app(rate=RateLimit(per_minute=60, burst=5), monotonic=clock)
+    c = app.test_client()
+    r = c.post("/api/v1/numbers", json={"numbers": [MARKED] * 6})
+    assert r.status_code == 413 and "at most 5" in r.get_json()["error"]
+    assert c.post("/api/v1/numbers", json={"numbers": [MARKED] * 4}).status_code == 200
+    r = c.post("/api/v1/numbers", json={"numbers": [MARKED] * 2})
+    assert r.status_code == 429 and r.headers["Retry-After"] == "1"
+    r = c.post("/api/v1/numbers", data="x" * 70_000, content_type="application/json")
+    assert r.status_code == 413

@@ -16,11 +16,12 @@ from ledger.errors import InvalidNumber
 from ledger.numbers import normalize
 from node.web import labels
 from node.web.app import error_response, web_context
-from node.web.report import number_report, trust_anchor
+from node.web.report import batch_report, number_report, trust_anchor
 
 pages = Blueprint("pages", __name__)
 
 MAX_NUMBER_CHARS = 64  # longer than any phone number in any form
+MAX_BATCH = 1000  # the node's own LookupBatch maximum
 
 
 @pages.app_template_filter("when")
@@ -51,10 +52,10 @@ def _normalized(raw: str) -> str:
     return normalize(raw)
 
 
-def _limited() -> Any | None:
+def _limited(cost: int = 1) -> Any | None:
     """The 429 answer when this client address has used up its lookups, else None."""
     ctx = web_context()
-    wait = ctx.limiter.take(request.remote_addr or "?", ctx.monotonic())
+    wait = ctx.limiter.take(request.remote_addr or "?", ctx.monotonic(), cost)
     if wait is None:
         return None
     return error_response(
@@ -125,6 +126,28 @@ def api_number(number: str) -> Any:
         return error_response(400, f"{e}")
     try:
         return jsonify(_report(asked))
+    except grpc.RpcError as e:
+        return _node_down(e)
+
+
+@pages.post("/api/v1/numbers")
+def api_numbers() -> Any:
+    body = request.get_json(silent=True)
+    raw = body.get("numbers") if isinstance(body, dict) else None
+    if not isinstance(raw, list) or not raw or not all(isinstance(n, str) for n in raw):
+        return error_response(400, 'the body is {"numbers": ["NUMBER", ...]}')
+    limit = web_context().limiter.limit
+    most = MAX_BATCH if limit.per_minute == 0 else min(MAX_BATCH, limit.burst)
+    if len(raw) > most:
+        return error_response(413, f"at most {most} numbers per request, got {len(raw)}")
+    if (refused := _limited(len(raw))) is not None:
+        return refused
+    try:
+        asked = [_normalized(n) for n in raw]
+    except InvalidNumber as e:
+        return error_response(400, f"{e}")
+    try:
+        return jsonify(batch_report(web_context().reader, asked, web_context().now_ms()))
     except grpc.RpcError as e:
         return _node_down(e)
 

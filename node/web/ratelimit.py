@@ -32,9 +32,9 @@ class AddressLimiter:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def take(self, address: str, now_s: float) -> float | None:
-        """Take one token for `address` at `now_s`: None when allowed, else
-        the seconds to wait before the next one (for Retry-After)."""
+    def take(self, address: str, now_s: float, cost: float = 1.0) -> float | None:
+        """Take `cost` tokens (at most the burst) for `address` at `now_s`:
+        None when allowed, else the seconds to wait (for Retry-After)."""
         rate = self.limit.per_minute / 60.0
         if rate == 0:
             return None
@@ -43,10 +43,10 @@ class AddressLimiter:
             tokens, last = self._buckets.pop(address, (burst, now_s))
             tokens = min(burst, tokens + max(0.0, now_s - last) * rate)
             wait = None
-            if tokens >= 1.0:
-                tokens -= 1.0
+            if tokens >= cost:
+                tokens -= cost
             else:
-                wait = (1.0 - tokens) / rate
+                wait = (cost - tokens) / rate
             self._buckets[address] = (tokens, now_s)
             while len(self._buckets) > self._max:
                 self._buckets.popitem(last=False)

@@ -51,6 +51,10 @@ class NodeReader:
         req = pb.LookupRequest(number=asked, at_ms=at_ms)
         return self.public.Lookup(req, timeout=RPC_TIMEOUT_S)
 
+    def lookup_batch(self, numbers: list[str], at_ms: int) -> pb.LookupBatchResponse:
+        req = pb.LookupBatchRequest(numbers=numbers, at_ms=at_ms, with_proofs=True)
+        return self.public.LookupBatch(req, timeout=RPC_TIMEOUT_S)
+
     def log_checkpoint(self) -> str:
         req = pb.GetLogCheckpointRequest()
         return self.public.GetLogCheckpoint(req, timeout=RPC_TIMEOUT_S).note
@@ -247,6 +251,27 @@ def number_report(
         log.pop("_root")
     out["log_checkpoint"] = log
     return out
+
+
+def batch_report(reader: NodeReader, numbers: list[str], at_ms: int) -> dict[str, Any]:
+    """Several numbers (already normalized) answered under one view
+    checkpoint, unverified here: each result is checked by the client as
+    `markex lookup` checks one answer (entry, proof, the shared checkpoint)."""
+    resp = reader.lookup_batch(numbers, at_ms)
+    return {
+        "v": API_VERSION,
+        "at_ms": at_ms,
+        "node": reader.node_id,
+        "view_checkpoint": resp.view_checkpoint,
+        "results": [
+            {
+                "number": r.number,
+                "entry": _b64(r.entry) if r.entry else None,
+                "proof": _b64(r.proof),
+            }
+            for r in resp.results
+        ],
+    }
 
 
 def trust_anchor(cons: Consortium) -> dict[str, Any]:
