@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import os
 import random
 from collections.abc import Iterator
@@ -21,8 +22,10 @@ from typing import Any
 
 import pytest
 
+from keys.consortium import DEFAULT_TAXONOMY
 from keys.signing import SigningKey
 from ledger import note, viewtree
+from ledger import view as V
 from ledger.errors import BadSignature, LedgerError
 from ledger.viewtree import ViewProof
 from markex.v1 import service_pb2 as pb
@@ -186,6 +189,10 @@ def _py_verify(w: WebNet, asked: str, api: dict, now_ms: int) -> tuple[bool, str
         out = verify_answer(w.cons, asked, resp, api["view_checkpoint"], api["at_ms"], now_ms)
     except (LedgerError, BadSignature) as e:
         return False, f"{type(e).__name__}: {e}"
+    # A client shows its own evaluation of the proven entry, never the node's.
+    for k in ("category", "risk", "score", "markers", "set_aside"):
+        if out[k] != api["answer"][k]:
+            return False, f"the answer's {k} is not the proven entry's"
     return out["verified"], out.get("error", "")
 
 
@@ -223,6 +230,8 @@ def _vectors(w: WebNet) -> list[tuple[str, str, dict, int, bool, str]]:
     proof = bytearray(base64.b64decode(marked["proof"]))
     proof[-5] ^= 0x40
     b64 = lambda b: base64.b64encode(bytes(b)).decode()  # noqa: E731
+    bent_answer = {**marked["answer"], "category": "delivery"}
+    hidden_marker = {**marked["answer"], "markers": marked["answer"]["markers"][:1]}
     return [
         ("genuine", MARKED, marked, now, True, ""),
         ("genuine absence", UNMARKED, unmarked, unmarked["at_ms"], True, ""),
@@ -232,6 +241,10 @@ def _vectors(w: WebNet) -> list[tuple[str, str, dict, int, bool, str]]:
          {**unmarked, "number": MARKED}, now, False, "proof"),
         ("bent proof", MARKED, {**marked, "proof": b64(proof)}, now, False, "proof"),
         ("bent entry", MARKED, {**marked, "entry": b64(entry)}, now, False, "proof"),
+        ("genuine entry, another category shown", MARKED, {**marked, "answer": bent_answer},
+         now, False, "category is not what the proven entry says"),
+        ("genuine entry, a marker hidden", MARKED, {**marked, "answer": hidden_marker},
+         now, False, "markers is not what the proven entry says"),
         ("unknown key", MARKED,
          {**marked, "view_checkpoint": _resigned_by_stranger(marked["view_checkpoint"])},
          now, False, "known key"),
@@ -261,6 +274,7 @@ def test_browser_verdicts_match_markex_lookup_on_python_vectors(
         assert js["ok"] is ok, (name, js)
         if ok:
             assert js["members"] == 3 and len(js["cosigners"]) == 2, (name, js)
+            assert js["answer"]["category"] == api["answer"]["category"], name
         else:
             assert word in js["why"], (name, js["why"])
 
@@ -322,6 +336,79 @@ def test_browser_view_proof_walk_is_viewtree_proof_root(
         cases + bad,
     )
     assert got == [c[3] for c in cases] + [None] * len(bad)
+
+
+def _random_entry(rng: random.Random, k: int) -> V.Entry:
+    """An entry exercising every rule evaluate has: several marks per
+    participant, recategorizations, set-aside spans, protections, expiry,
+    reassignments, appeals in every status, identity labels and the institute."""
+    parts = [("institute", "institute", 5), ("carrier-1", "carrier", 2),
+             ("carrier-2", "carrier", 2), ("internet-1", "internet", 1)]
+    cats = [c.id for c in DEFAULT_TAXONOMY]
+    rid = lambda: rng.randbytes(32)  # noqa: E731
+    t = lambda: rng.randrange(0, 100)  # noqa: E731
+    marks = []
+    for seq in range(rng.randrange(0, 7)):
+        pid, role, w = rng.choice(parts)
+        obs = t()
+        recat = tuple(sorted(
+            (V.Recategorization(t(), rng.choice(cats), rid()) for _ in range(rng.randrange(0, 2))),
+            key=lambda r: (r.at, r.ref),
+        ))
+        spans = tuple(
+            V.SetAsideSpan(t(), rng.choice(["withdrawn", "appeal upheld", "reassigned"]), rid())
+            for _ in range(rng.randrange(0, 2))
+        )
+        marks.append(V.EntryMark(
+            rid(), pid, role, w, rng.choice(cats), rng.randrange(0, 101), rng.randrange(0, 9),
+            obs, obs + rng.randrange(1, 80), obs + rng.randrange(0, 5), seq + 1, recat, spans,
+        ))
+    marks.sort(key=lambda m: (m.observed_at, m.id))
+    appeals = []
+    for _ in range(rng.randrange(0, 3)):
+        status = rng.choice(["pending", "upheld", "rejected", "withdrawn"])
+        filed = t()
+        closed = None if status == "pending" else filed + rng.randrange(0, 30)
+        appeals.append(V.Appeal(
+            rid(), rng.choice(parts)[0], tuple(m.id for m in marks[:1]), "withdraw", "",
+            filed, status, closed, rid() if closed is not None else b"",
+        ))
+    appeals.sort(key=lambda a: (a.filed_at, a.id))
+    reass = sorted(
+        (V.EntryReassignment(rid(), "carrier-1", t()) for _ in range(rng.randrange(0, 2))),
+        key=lambda x: (x.effective_at, x.id),
+    )
+    prots = sorted((V.Protection(rng.choice(cats), s0 := t(), s0 + rng.randrange(1, 50), rid())
+                    for _ in range(rng.randrange(0, 2))),
+                   key=lambda p: (p.since, p.category, p.until, p.decision))
+    rules = V.Rules(rng.choice([1, 2, 3]), rng.choice([1, 2]), rng.random() < 0.7)
+    categories = tuple(V.CategoryInfo(c.id, c.rank, c.risk) for c in DEFAULT_TAXONOMY)
+    return V.Entry(f"+86138000{k:05d}", rules, categories, tuple(marks), tuple(appeals),
+                   tuple(reass), tuple(prots))
+
+
+def test_browser_evaluation_is_entry_evaluate(driver: Any, site: str) -> None:
+    rng = random.Random(1414)
+    cases, want = [], []
+    for k in range(150):
+        e = V.Entry.decode(_random_entry(rng, k).encode())  # through the bytes, as served
+        for at in (0, 25, 50, 75, 99, 200):
+            cases.append([json.loads(e.encode()), at])
+            got = e.evaluate(at).to_json()
+            del got["number"], got["at_ms"]
+            want.append(got)
+    driver.get(f"{site}/")
+    got = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "import('/static/verify.js').then((m) => done(arguments[0].map("
+        "  ([e, at]) => m.evaluateEntry(e, at))));",
+        cases,
+    )
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert g == w, (i, cases[i])
+    assert sum(1 for w in want if w["markers"]) > 100  # most cases are not trivial
+    assert {w["risk"] for w in want} == {"none", "medium", "high"}
+    assert {s["reason"] for w in want for s in w["set_aside"]} == set(V.REASONS)
 
 
 # ------------------------------------------------------------------ screenshots

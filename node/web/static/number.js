@@ -19,8 +19,12 @@ async function main() {
     const k = v.ok ? 1 + v.cosigners.length : 0;
     box.dataset.verified = v.ok ? 'yes' : 'no';
     box.className = v.ok ? 'verdict ok' : 'verdict bad';
+    const a = v.answer;
+    const what = a && a.category !== null
+      ? `${a.category}, risk ${a.risk}, score ${a.score}, ${a.markers.length} marker(s)`
+      : 'not marked';
     box.textContent = v.ok
-      ? `已由您的浏览器验证 verified by your browser: ${k} of ${v.members} members (${v.signer} signed; ${v.cosigners.join(', ')} cosigned)`
+      ? `已由您的浏览器验证 verified by your browser: ${k} of ${v.members} members (${v.signer} signed; ${v.cosigners.join(', ')} cosigned) — ${what}`
       : `未验证 not verified by your browser: ${v.why}`;
   } catch (e) {
     box.dataset.verified = 'no';

@@ -244,6 +244,158 @@ export function proofRootHex(keyHex, entryHashHex, proofB64) {
   return hex(proofRoot(fromHex(keyHex), eh, decodeProof(b64(proofB64, 'the view proof'))));
 }
 
+
+// ---------------------------------------------------------------- the entry evaluated
+
+const REASONS = ['withdrawn', 'appeal upheld', 'reassigned', 'protected', 'expired', 'superseded'];
+
+// Lexicographic order of [number | string, ...] tuples, as Python compares them.
+function cmpTuple(a, b) {
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] < b[i]) return -1;
+    if (a[i] > b[i]) return 1;
+  }
+  return 0;
+}
+
+/** ledger/view.py Entry.evaluate(atMs) on the entry's JSON, as Resolution.to_json gives it. */
+export function evaluateEntry(entry, atMs) {
+  const cats = new Map(entry.categories.map(([id, rank, risk]) => [id, { rank, risk }]));
+  const info = (c) => cats.get(c) || { rank: 0, risk: true };
+  const categoryAt = (m) => {
+    let cat = m.category;
+    for (const [at, c] of m.recategorized) if (at <= atMs) cat = c;
+    return cat;
+  };
+  const whyNot = (m, cat) => {
+    const found = m.set_aside
+      .filter(([since]) => since <= atMs)
+      .map(([since, reason, ref]) => [since, REASONS.indexOf(reason), reason, ref]);
+    for (const p of entry.protections) {
+      if (p.category === cat && m.observed_at < p.until) {
+        const since = Math.max(m.observed_at, p.since);
+        if (since <= atMs) found.push([since, REASONS.indexOf('protected'), 'protected', p.decision]);
+      }
+    }
+    if (atMs >= m.expires_at) found.push([m.expires_at, REASONS.indexOf('expired'), 'expired', '']);
+    return found.length ? found.sort(cmpTuple)[0] : null;
+  };
+  const live = [];
+  const aside = [];
+  for (const m of entry.marks) {
+    if (m.observed_at > atMs) continue;
+    const cat = categoryAt(m);
+    const why = whyNot(m, cat);
+    if (why === null) live.push([m, cat]);
+    else aside.push({ participant: m.by, record_id: m.id, category: cat, reason: why[2], since: why[0], ref: why[3] });
+  }
+  const issueKey = (m) => [m.issued_at, m.seq, m.id];
+  const latest = new Map();
+  for (const [m, cat] of live) {
+    const cur = latest.get(m.by);
+    if (!cur || cmpTuple(issueKey(m), issueKey(cur[0])) > 0) latest.set(m.by, [m, cat]);
+  }
+  for (const [m, cat] of live) {
+    const win = latest.get(m.by)[0];
+    if (win !== m) {
+      aside.push({ participant: m.by, record_id: m.id, category: cat, reason: 'superseded', since: win.observed_at, ref: win.id });
+    }
+  }
+  const counting = [...latest.values()].sort((a, b) => cmpTuple([a[0].by, a[0].id], [b[0].by, b[0].id]));
+  const { category, risk, score } = combine(entry.rules, info, counting);
+  const markers = counting.map(([m, cat]) => ({
+    participant: m.by, role: m.role, record_id: m.id, category: cat, score: m.score,
+    reports: m.reports, observed_at: m.observed_at, expires_at: m.expires_at,
+    recategorized: m.recategorized.some(([at]) => at <= atMs),
+  }));
+  aside.sort((a, b) => cmpTuple([a.participant, a.record_id], [b.participant, b.record_id]));
+  const appeals = [];
+  for (const a of entry.appeals) {
+    if (atMs < a.filed_at) continue;
+    const closed = a.closed_at !== null && atMs >= a.closed_at;
+    appeals.push({
+      appeal_id: a.id, appellant: a.by, targets: a.targets, status: closed ? a.status : 'pending',
+      filed_at: a.filed_at, decided_at: closed ? a.closed_at : null, decision_id: closed ? a.closed_by : '',
+    });
+  }
+  let appeal = 'none';
+  if (appeals.some((x) => x.status === 'pending')) appeal = 'pending';
+  else if (appeals.length) {
+    appeal = appeals.reduce((best, x) => (
+      cmpTuple([x.decided_at || 0, x.appeal_id], [best.decided_at || 0, best.appeal_id]) > 0 ? x : best)).status;
+  }
+  const tenure = entry.reassignments.map((x) => x.effective_at).filter((t) => t <= atMs);
+  return {
+    category, risk, score, markers, set_aside: aside, appeal, appeals,
+    tenure_since: tenure.length ? Math.max(...tenure) : null,
+  };
+}
+
+function combine(rules, info, counting) {
+  const weight = new Map();
+  const who = new Map();
+  const riskBy = new Set();
+  let riskWeight = 0;
+  let instituteRisk = false;
+  for (const [m, cat] of counting) {
+    weight.set(cat, (weight.get(cat) || 0) + m.weight);
+    if (!who.has(cat)) who.set(cat, new Set());
+    who.get(cat).add(m.by);
+    if (info(cat).risk) {
+      riskBy.add(m.by);
+      riskWeight += m.weight;
+      instituteRisk = instituteRisk || m.role === 'institute';
+    }
+  }
+  let risk = 'none';
+  if ((instituteRisk && rules.institute_mark_is_high_risk)
+      || (riskBy.size && riskBy.size >= rules.high_risk_min_participants)) risk = 'high';
+  else if (riskBy.size) risk = 'medium';
+  const best = (risky) => {
+    const cands = [...weight.keys()].filter((c) => info(c).risk === risky);
+    if (!cands.length) return null;
+    return cands.sort((a, b) => cmpTuple([-weight.get(a), -info(a).rank, a], [-weight.get(b), -info(b).rank, b]))[0];
+  };
+  const bestRisk = best(true);
+  const bestIdentity = best(false);
+  let category = bestRisk;
+  if (bestIdentity !== null && (bestRisk === null || (
+    who.get(bestIdentity).size >= rules.identity_min_participants
+    && weight.get(bestIdentity) > riskWeight && !instituteRisk))) category = bestIdentity;
+  let score = 0;
+  if (category !== null) {
+    let total = 0;
+    let num = 0;
+    for (const [m, cat] of counting) {
+      if (cat === category) { total += m.weight; num += m.weight * m.score; }
+    }
+    if (total) score = Math.floor((2 * num + total) / (2 * total));
+  }
+  return { category, risk, score };
+}
+
+// JSON with sorted keys: two answers are the same when these strings are.
+function canonical(x) {
+  if (Array.isArray(x)) return `[${x.map(canonical).join(',')}]`;
+  if (x !== null && typeof x === 'object') {
+    return `{${Object.keys(x).sort().map((k) => `${JSON.stringify(k)}:${canonical(x[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(x);
+}
+
+const ANSWER_FIELDS = ['category', 'risk', 'score', 'markers', 'set_aside', 'appeal', 'appeals', 'tenure_since'];
+const UNMARKED = { category: null, risk: 'none', score: 0, markers: [], set_aside: [], appeal: 'none', appeals: [], tenure_since: null };
+
+// The answer the page shows must be the proven entry's, evaluated here at the answer's time.
+function checkAnswer(shown, ours) {
+  if (!shown) throw new Refused('the node sent no evaluated answer');
+  for (const k of ANSWER_FIELDS) {
+    if (canonical(shown[k]) !== canonical(ours[k])) {
+      throw new Refused(`the answer's ${k} is not what the proven entry says`);
+    }
+  }
+}
+
 // ---------------------------------------------------------------- the answer
 
 /**
@@ -269,6 +421,7 @@ export function verifyAnswer(asked, api, trust, nowMs) {
     ).map(([id]) => id).sort();
     const key = sha(KEY_CONTEXT, enc.encode(asked));
     const entry = api.entry === null ? null : b64(api.entry, 'the entry');
+    let answer = UNMARKED;
     const eh = entry === null ? null : sha(u8(0x00), entry);
     const root = proofRoot(key, eh, decodeProof(b64(api.proof, 'the view proof')));
     if (!equal(root, view.cp.root)) throw new Refused('the view proof does not lead to the view root');
@@ -278,11 +431,11 @@ export function verifyAnswer(asked, api, trust, nowMs) {
         throw new Refused('the proven entry does not decode');
       }
       if (obj.number !== asked) throw new Refused(`the proven entry is for ${String(obj.number).slice(0, 40)}, not ${asked}`);
-      checkMarkers(api.answer, obj);
-    } else if (api.answer && api.answer.markers && api.answer.markers.length) {
-      throw new Refused('markers are shown for a number the proof says is unmarked');
+      if (obj.v !== 2) throw new Refused(`the proven entry is version ${obj.v}, not 2`);
+      answer = evaluateEntry(obj, api.at_ms);
     }
-    const out = { ok: true, signer: view.signer, cosigners: fresh, members, root: hex(root) };
+    checkAnswer(api.answer, answer);
+    const out = { ok: true, signer: view.signer, cosigners: fresh, members, root: hex(root), answer };
     if (fresh.length < policy.cosign_quorum) {
       out.ok = false;
       out.why = `cosigned by ${fresh.length} member(s) at a fresh time; the policy needs ${policy.cosign_quorum}`;
@@ -290,14 +443,5 @@ export function verifyAnswer(asked, api, trust, nowMs) {
     return out;
   } catch (e) {
     return { ok: false, members, cosigners: [], why: e instanceof Refused ? e.message : `${e.name}: ${e.message}` };
-  }
-}
-
-// Every marker shown must be a mark of the proven entry, by the same participant.
-function checkMarkers(answer, entry) {
-  const marks = new Map(entry.marks.map((m) => [m.id, m]));
-  for (const m of (answer && answer.markers) || []) {
-    const e = marks.get(m.record_id);
-    if (!e || e.by !== m.participant) throw new Refused(`marker ${String(m.record_id).slice(0, 16)} is not in the proven entry`);
   }
 }
