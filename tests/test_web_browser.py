@@ -411,6 +411,64 @@ def test_browser_evaluation_is_entry_evaluate(driver: Any, site: str) -> None:
     assert {s["reason"] for w in want for s in w["set_aside"]} == set(V.REASONS)
 
 
+def test_browser_checks_the_records_log_proofs(
+    driver: Any, site: str, web_net: WebNet  # noqa: F811
+) -> None:
+    api = web_net.app().test_client().get(f"/api/v1/numbers/{MARKED}").get_json()
+    trust = trust_anchor(web_net.cons)
+
+    def js(a: dict) -> dict:
+        return driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "import('/static/verify.js').then((m) => done(m.verifyLogProofs(arguments[0], "
+            "arguments[1])));",
+            a, trust,
+        )
+
+    driver.get(f"{site}/")
+    ok = js(api)
+    assert ok["ok"] and ok["proven"] == ok["total"] == len(api["records"]) >= 2
+    assert sorted(ok["cosigners"]) == ["institute", "internet-1"]
+    rec = dict(api["records"][0])
+    rec["index"] = rec["index"] + 1
+    bent = js({**api, "records": [rec, *api["records"][1:]]})
+    assert not bent["ok"] and "inclusion proof" in bent["why"]
+    log = dict(api["log_checkpoint"])
+    log["note"] = _without_cosignatures(log["note"], 1)
+    few = js({**api, "log_checkpoint": log})
+    assert not few["ok"] and "quorum" in few["why"]
+    log["note"] = _resigned_by_stranger(api["log_checkpoint"]["note"])
+    assert "known key" in js({**api, "log_checkpoint": log})["why"]
+
+
+def test_browser_inclusion_walk_is_rfc9162(driver: Any, site: str) -> None:
+    from ledger import merkle
+
+    cases, want = [], []
+    for size in range(1, 34):
+        tree = merkle.MemoryNodes()
+        leaves = [merkle.leaf_hash(bytes([size, i])) for i in range(size)]
+        for leaf in leaves:
+            tree.append(leaf)
+        for i in range(size):
+            path = merkle.inclusion_proof(tree, i, size)
+            cases.append([leaves[i].hex(), i, size, [h.hex() for h in path]])
+            want.append(tree.root().hex())
+            if path:  # a path one hash short, and one hash too long
+                cases.append([leaves[i].hex(), i, size, [h.hex() for h in path[:-1]]])
+                want.append(None)
+            cases.append([leaves[i].hex(), i, size, [h.hex() for h in [*path, leaves[0]]]])
+            want.append(None)
+    driver.get(f"{site}/")
+    got = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "import('/static/verify.js').then((m) => done(arguments[0].map(([l, i, n, p]) => {"
+        "  try { return m.inclusionRootHex(l, i, n, p); } catch (x) { return null; } })));",
+        cases,
+    )
+    assert got == want  # a path too short or too long is refused, not walked
+
+
 # ------------------------------------------------------------------ screenshots
 
 
@@ -426,3 +484,6 @@ def test_screenshots_of_the_number_page(driver: Any, site: str, tmp_path: Path) 
         png = out / f"{name}.png"
         driver.save_screenshot(str(png))
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        if number != UNMARKED:
+            log = driver.find_element("id", "browser-log-verdict")
+            assert log.get_attribute("data-verified") == "yes", log.text

@@ -1,7 +1,7 @@
 // The number page's verdict: fetch the JSON API's answer and the
 // consortium's members, verify them here (verify.js) and say what was found.
 // Only textContent is written: nothing from the answer becomes markup.
-import { verifyAnswer } from './verify.js';
+import { verifyAnswer, verifyLogProofs } from './verify.js';
 
 async function main() {
   const box = document.getElementById('browser-verdict');
@@ -26,6 +26,14 @@ async function main() {
     box.textContent = v.ok
       ? `已由您的浏览器验证 verified by your browser: ${k} of ${v.members} members (${v.signer} signed; ${v.cosigners.join(', ')} cosigned) — ${what}`
       : `未验证 not verified by your browser: ${v.why}`;
+    const logBox = document.getElementById('browser-log-verdict');
+    const log = verifyLogProofs(api, trust);
+    if (logBox && log.total) {
+      logBox.dataset.verified = log.ok && log.proven === log.total ? 'yes' : 'no';
+      logBox.textContent = log.ok
+        ? `日志证明 log proofs checked by your browser: ${log.proven} of ${log.total} records in ${api.node}'s log checkpoint (cosigned by ${log.cosigners.join(', ')})`
+        : `日志证明未通过 log proofs not verified by your browser: ${log.why}`;
+    }
   } catch (e) {
     box.dataset.verified = 'no';
     box.className = 'verdict bad';

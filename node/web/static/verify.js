@@ -445,3 +445,95 @@ export function verifyAnswer(asked, api, trust, nowMs) {
     return { ok: false, members, cosigners: [], why: e instanceof Refused ? e.message : `${e.name}: ${e.message}` };
   }
 }
+
+// ---------------------------------------------------------------- the node's log
+
+// RFC 9162 2.1.3.2: the root an inclusion path leads to (sizes below 2^53).
+function inclusionRoot(leaf, index, size, path) {
+  if (!(index < size)) throw new Refused('a record index is beyond the log checkpoint');
+  let fn = index;
+  let sn = size - 1;
+  let r = leaf;
+  for (const p of path) {
+    if (p.length !== HASH) throw new Refused('an inclusion path hash is not 32 bytes');
+    if (sn === 0) throw new Refused('an inclusion path is too long');
+    if (fn % 2 === 1 || fn === sn) {
+      r = sha(u8(0x01), p, r);
+      if (fn % 2 === 0) while (fn % 2 === 0 && fn !== 0) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+    } else {
+      r = sha(u8(0x01), r, p);
+    }
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  if (sn !== 0) throw new Refused('an inclusion path is too short');
+  return r;
+}
+
+/** The root (hex) an RFC 9162 inclusion path (hex hashes) leads to; throws when ill formed. */
+export function inclusionRootHex(leafHex, index, size, pathHex) {
+  const fromHex = (h) => Uint8Array.from(h.match(/../g) || [], (x) => parseInt(x, 16));
+  return hex(inclusionRoot(fromHex(leafHex), index, size, pathHex.map(fromHex)));
+}
+
+/**
+ * The node's log checkpoint (signed by the node that answered, cosigned by
+ * members) and each record's leaf at its index under it. Never throws:
+ * {ok, proven, total, cosigners, why}. The leaf hashes are the node's: the
+ * envelopes stay on the member port (docs/publication.md).
+ */
+export function verifyLogProofs(api, trust) {
+  const records = (api.records || []).filter((x) => x.inclusion);
+  const total = (api.records || []).length;
+  try {
+    if (!total) return { ok: true, proven: 0, total, cosigners: [] };
+    if (!api.log_checkpoint) throw new Refused('no log checkpoint was sent');
+    const note = parseNote(api.log_checkpoint.note);
+    const node = trust.members.find((p) => p.id === api.node);
+    if (!node) throw new Refused(`${String(api.node).slice(0, 40)} is not a member`);
+    const origin = `${trust.consortium}/log/${node.id}`;
+    const pub = b64(node.public_key, 'a member key');
+    const lines = note.text.slice(0, -1).split('\n');
+    if (lines[0] !== origin || lines.length < 3 || !DECIMAL.test(lines[1])) {
+      throw new Refused(`the log checkpoint is not ${node.id}'s`);
+    }
+    const own = keyId(origin, 0x01, pub);
+    const mine = note.sigs.filter((x) => x.name === origin && equal(x.keyId, own));
+    if (!mine.length) throw new Refused(`the log checkpoint is not signed by ${node.id}'s known key`);
+    for (const x of mine) {
+      if (!ed.verify(x.sig, enc.encode(note.text), pub, { zip215: false })) {
+        throw new Refused(`${node.id}'s signature on the log checkpoint does not verify`);
+      }
+    }
+    const cosigners = [];
+    for (const p of trust.members) {
+      if (p.id === node.id) continue;
+      const name = `${trust.consortium}/witness/${p.id}`;
+      const key = b64(p.public_key, 'a member key');
+      const id = keyId(name, 0x04, key);
+      for (const x of note.sigs) {
+        if (x.name !== name || !equal(x.keyId, id)) continue;
+        const t = x.sig.length === 72 ? new DataView(x.sig.buffer, x.sig.byteOffset, 8).getBigUint64(0) : -1n;
+        const msg = enc.encode(`cosignature/v1\ntime ${t}\n${note.text}`);
+        if (t < 0n || !ed.verify(x.sig.slice(8), msg, key, { zip215: false })) {
+          throw new Refused(`${p.id}'s cosignature on the log checkpoint does not verify`);
+        }
+        if (!cosigners.includes(p.id)) cosigners.push(p.id);
+      }
+    }
+    const size = Number(lines[1]);
+    const root = b64(lines[2], 'the log root');
+    for (const x of records) {
+      if (x.inclusion.size !== size) throw new Refused('an inclusion proof is for another log size');
+      const leaf = Uint8Array.from(x.leaf_hash.match(/../g) || [], (h) => parseInt(h, 16));
+      const path = x.inclusion.path.map((h) => Uint8Array.from(h.match(/../g) || [], (y) => parseInt(y, 16)));
+      if (!equal(inclusionRoot(leaf, x.index, size, path), root)) {
+        throw new Refused(`record #${x.index}'s inclusion proof does not lead to the log root`);
+      }
+    }
+    const ok = cosigners.length >= trust.policy.cosign_quorum;
+    return { ok, proven: records.length, total, cosigners, why: ok ? undefined : 'the log checkpoint lacks a quorum of cosignatures' };
+  } catch (e) {
+    return { ok: false, proven: 0, total, cosigners: [], why: e instanceof Refused ? e.message : `${e.name}: ${e.message}` };
+  }
+}
