@@ -8,6 +8,7 @@ on 127.0.0.1. tests/test_web_browser.py runs the same pages in Chromium."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ from ledger import merkle
 from ledger import view as V
 from ledger.names import log_origin
 from ledger.note import Note, Verifier, open_checkpoint
+from markex.v1 import record_pb2 as rpb
 from node.cli import main
 from node.connect import TlsConnect
 from node.localnet import free_port_block
@@ -44,6 +46,7 @@ APPEALED = "+8613812345002"    # internet-1 fraud; carrier-1's appeal upheld by 
 WITHDRAWN = "+8613812345003"   # carrier-1's own mark, withdrawn
 UNMARKED = "+8613812345999"
 SCRIPT = "<script>alert(1)</script>"
+EVIDENCE = hashlib.sha256(b"call recordings behind carrier-1's mark").digest()
 
 
 @dataclass
@@ -99,7 +102,9 @@ def web_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebNet]:
     try:
         d = str(net.dir)
         ids: dict[str, str] = {}
-        ids["c1"] = net.mark("carrier-1", MARKED, "fraud", 80, 3).id.hex()
+        mark = rpb.Mark(number=MARKED, category="fraud", score=80, reports=3,
+                        evidence_digest=EVIDENCE)
+        ids["c1"] = net.admin("carrier-1").IssueMark(mark, timeout=30).id.hex()
         ids["i1"] = net.mark("internet-1", MARKED, "harassment", 70, 9).id.hex()
         ids["i2"] = net.mark("internet-1", APPEALED, "fraud", 60, 2).id.hex()
         ids["c3"] = net.mark("carrier-1", WITHDRAWN, "marketing", 50, 1).id.hex()
@@ -168,6 +173,7 @@ def test_api_answer_carries_bytes_a_client_reverifies(web_net: WebNet) -> None:
     by_id = {x["id"]: x for x in rep["records"]}
     assert by_id[web_net.ids["c1"]]["issuer"] == "carrier-1"
     assert by_id[web_net.ids["c1"]]["kind"] == "mark"
+    assert by_id[web_net.ids["c1"]]["evidence_digest"] == EVIDENCE.hex()
     assert isinstance(by_id[web_net.ids["i1"]]["index"], int)
 
 
@@ -186,6 +192,7 @@ def test_number_page_shows_markers_with_their_log_proofs(web_net: WebNet) -> Non
     assert html.count('class="marker"') == 2
     assert 'data-participant="carrier-1"' in html and 'data-participant="internet-1"' in html
     assert "✓ 已证明 in the log" in html
+    assert EVIDENCE.hex() in html  # the evidence digest, from the mark record itself
     rep = web_net.app().test_client().get(f"/api/v1/numbers/{MARKED}").get_json()
     assert rep["view"]["root"] in html  # the view checkpoint the answer is proven against
     assert f"{len(rep['view']['cosigned_by']) + 1} of 3 members" in html
@@ -483,3 +490,21 @@ def test_api_batch_costs_one_lookup_per_number(web_net: WebNet) -> None:
     assert r.status_code == 429 and r.headers["Retry-After"] == "1"
     r = c.post("/api/v1/numbers", data="x" * 70_000, content_type="application/json")
     assert r.status_code == 413
+
+
+# ------------------------------------------------------------------ make bench
+
+
+def test_web_benchmarks_report_in_the_fixed_format() -> None:
+    from bench import report
+    from bench.__main__ import BENCHMARKS
+    from bench.web_bench import web_suite
+
+    out = web_suite(marked=5, seconds=1.0)
+    for name in ("web_lookup_p99", "web_api_lookup_batch"):
+        assert BENCHMARKS[name].module == "bench.web_bench"
+        report.check_result(name, out[name])
+    p99 = out["web_lookup_p99"]
+    assert p99["unit"] == "ms" and p99["ratio"] == pytest.approx(50.0 / p99["value"])
+    api = out["web_api_lookup_batch"]
+    assert api["target"] == 0.5 and api["ratio"] == pytest.approx(api["value"] / api["limit"])
