@@ -226,6 +226,8 @@ def test_number_page_shows_set_aside_marks_and_the_appeal_steps(web_net: WebNet)
 def test_unmarked_page_says_so(web_net: WebNet) -> None:
     html = web_net.app().test_client().get(f"/numbers/{UNMARKED}").get_data(as_text=True)
     assert 'id="unmarked"' in html and "not marked" in html
+    rep = web_net.app().test_client().get(f"/api/v1/numbers/{UNMARKED}").get_json()
+    assert f'<code id="proof">{rep["proof"]}</code>' in html and "proof of absence" in html
     assert 'class="marker"' not in html
 
 

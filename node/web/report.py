@@ -115,9 +115,12 @@ def record_ids(entry: V.Entry) -> list[bytes]:
     return list(seen)
 
 
-def open_log_checkpoint(cons: Consortium, node_id: str, text: str) -> dict[str, Any]:
+def open_log_checkpoint(
+    cons: Consortium, node_id: str, text: str
+) -> tuple[note.Checkpoint, dict[str, Any]]:
     """The node's log checkpoint, its signature checked against the node's
-    key and its members' cosignatures counted. Raises MalformedNote, BadSignature."""
+    key and its members' cosignatures counted, and its summary for the
+    report. Raises MalformedNote, BadSignature."""
     p = cons.participant(node_id)
     if p is None:
         raise BadSignature(f"{node_id!r} is not a participant of {cons.name}")
@@ -128,20 +131,19 @@ def open_log_checkpoint(cons: Consortium, node_id: str, text: str) -> dict[str, 
     }
     names = note.count_cosignatures(text, witnesses)
     prefix = witness_name(cons.name, "")
-    return {
+    return cp, {
         "note": text,
         "size": cp.size,
         "root": cp.root.hex(),
         "cosigned_by": [n[len(prefix):] for n in names],
         "quorum": cons.policy.cosign_quorum,
-        "_root": cp.root,
     }
 
 
-def _records(reader: NodeReader, entry: V.Entry, log: dict[str, Any] | None) -> list[dict]:
+def _records(reader: NodeReader, entry: V.Entry, log: note.Checkpoint | None) -> list[dict]:
     ids = record_ids(entry)
     found = reader.records(ids)
-    size = log["size"] if log else 0
+    size = log.size if log else 0
     proofs = reader.inclusion_proofs(
         sorted({v[0] for v in found.values() if v is not None and v[0] < size}), size
     )
@@ -175,7 +177,7 @@ def _records(reader: NodeReader, entry: V.Entry, log: dict[str, Any] | None) -> 
             continue
         path = proofs[index]
         try:
-            merkle.verify_inclusion(merkle.leaf_hash(envelope), index, size, path, log["_root"])
+            merkle.verify_inclusion(merkle.leaf_hash(envelope), index, size, path, log.root)
             row["verified"] = True
         except LedgerError as e:
             row["verified"] = False
@@ -239,17 +241,17 @@ def number_report(
     res = entry.evaluate(at_ms).to_json()
     out["answer"] = {k: res[k] for k in _ABSENT}
     out["entry_detail"] = entry.to_json()
+    log: note.Checkpoint | None = None
+    out["log_checkpoint"] = None
     try:
-        log = open_log_checkpoint(cons, reader.node_id, reader.log_checkpoint())
-    except (LedgerError, BadSignature, grpc.RpcError) as e:
-        log = None
-        out["log_error"] = f"{type(e).__name__}: {e}" if not isinstance(e, grpc.RpcError) else (
-            f"{e.code().name}: {e.details()}"
+        log, out["log_checkpoint"] = open_log_checkpoint(
+            cons, reader.node_id, reader.log_checkpoint()
         )
+    except (LedgerError, BadSignature) as e:
+        out["log_error"] = f"{type(e).__name__}: {e}"
+    except grpc.RpcError as e:  # a node without a signed log checkpoint yet: NOT_FOUND
+        out["log_error"] = f"{e.code().name}: {e.details()}"
     out["records"] = _records(reader, entry, log)
-    if log is not None:
-        log.pop("_root")
-    out["log_checkpoint"] = log
     return out
 
 
