@@ -282,7 +282,35 @@ def test_what_a_person_typed_is_escaped(web_net: WebNet, path: str) -> None:
     html = r.get_data(as_text=True)
     assert "<script>alert" not in html and "<img" not in html and "<svg" not in html
     assert "&lt;" in html  # quoted back, escaped
+    # typed back into the search box, and still one attribute of it
+    box = html[html.index('<input id="q"'):].split(">", 1)[0]
+    value = box.split('value="', 1)[1].split('"', 1)[0]
+    assert value and "<" not in value and "&" in value
+    assert box.endswith('" maxlength="64" autocomplete="off"')
     assert html.count("<script") == 0  # an error page runs nothing
+
+
+def test_extra_blueprints_get_the_context_and_the_headers(web_net: WebNet) -> None:
+    from flask import Blueprint
+
+    from node.web.app import error_response, web_context
+
+    bp = Blueprint("extra", __name__)
+
+    @bp.get("/extra")
+    def extra() -> Any:
+        return {"node": web_context().reader.node_id, "name": web_context().consortium.name}
+
+    @bp.get("/api/v1/extra-error")
+    def extra_error() -> Any:
+        return error_response(404, "no such appeal")
+
+    c = web_net.app(blueprints=[bp]).test_client()
+    r = c.get("/extra")
+    assert r.get_json() == {"node": "carrier-1", "name": web_net.cons.name}
+    assert r.headers["Content-Security-Policy"] == SECURITY_HEADERS["Content-Security-Policy"]
+    r = c.get("/api/v1/extra-error")
+    assert r.status_code == 404 and r.get_json() == {"error": "no such appeal", "status": 404}
 
 
 def test_api_error_quoting_a_script_is_json_not_html(web_net: WebNet) -> None:

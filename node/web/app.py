@@ -59,14 +59,17 @@ def wants_json() -> bool:
     return request.path.startswith("/api/")
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Any:
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None, typed: str = ""
+) -> Any:
     """The one shape of an error: JSON `{"error", "status"}` under /api/,
-    else the error page (the message is escaped by the template)."""
+    else the error page with `typed` back in the search box (the template
+    escapes both)."""
     if wants_json():
         resp = jsonify({"error": message, "status": status})
     else:
         resp = current_app.make_response(
-            render_template("error.html", status=status, message=message)
+            render_template("error.html", status=status, message=message, typed=typed)
         )
     resp.status_code = status
     for k, v in (headers or {}).items():

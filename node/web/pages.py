@@ -86,7 +86,7 @@ def index() -> Any:
     try:
         asked = _normalized(raw.strip())
     except InvalidNumber as e:
-        return error_response(400, f"not a phone number 号码无效: {e}")
+        return error_response(400, f"not a phone number 号码无效: {e}", typed=raw)
     return redirect(url_for("pages.number", number=asked), 303)
 
 
@@ -97,7 +97,7 @@ def number(number: str) -> Any:
     try:
         asked = _normalized(number)
     except InvalidNumber as e:
-        return error_response(400, f"not a phone number 号码无效: {e}")
+        return error_response(400, f"not a phone number 号码无效: {e}", typed=number)
     if asked != number:
         # The address bar then names the number the browser checks the answer against.
         return redirect(url_for("pages.number", number=asked), 303)
