@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from keys.consortium import Consortium
 from node import client
-from node.command import UsageError, acting, pinned_consortium
+from node.command import UsageError, acting, finite_float, pinned_consortium
 from node.connect import Connect, Dial
 from node.web.ratelimit import RateLimit
 
@@ -109,7 +109,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})"
     )
     wb.add_argument(
-        "--lookups-per-minute", type=float, default=RateLimit.per_minute,
+        "--lookups-per-minute", type=finite_float, default=RateLimit.per_minute,
         help="lookups a minute one client address may make (0: no limit)",
     )
     wb.add_argument("--burst", type=int, default=RateLimit.burst,

@@ -379,8 +379,9 @@ def test_address_limiter_refills_and_forgets_beyond_its_bound() -> None:
     lim.take("b", 10.0)
     lim.take("c", 10.0)  # "a" is forgotten: it starts again with a full bucket
     assert lim.take("a", 10.5) is None
-    with pytest.raises(ValueError):
-        RateLimit(per_minute=-1)
+    for bad in ({"per_minute": -1}, {"per_minute": float("nan")}, {"burst": 0}):
+        with pytest.raises(ValueError):
+            RateLimit(**bad)
     assert AddressLimiter(RateLimit(per_minute=0)).take("a", 0.0) is None
 
 
@@ -456,6 +457,12 @@ def test_markex_web_refuses_a_bad_listen_address(
     code = main(["web", "--consortium", str(web_net.net.dir), "--as", "carrier-1",
                  "--listen", "everywhere"])
     assert code == 2 and "HOST:PORT" in capsys.readouterr().err
+    code = main(["web", "--consortium", str(web_net.net.dir), "--as", "carrier-1",
+                 "--burst", "0"])
+    assert code == 2 and "--burst" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["web", "--consortium", str(web_net.net.dir), "--lookups-per-minute", "nan"])
+    assert "not a finite number" in capsys.readouterr().err
     code = main(["web", "--consortium", str(web_net.net.dir), "--listen", "127.0.0.1:0"])
     # without --as there is neither a pinned key nor a member credential
     assert code == 1 and "--as ID" in capsys.readouterr().err

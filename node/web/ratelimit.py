@@ -4,6 +4,7 @@ monotonic clock), so tests drive it without sleeping."""
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ class RateLimit:
     burst: int = 30
 
     def __post_init__(self) -> None:
-        if self.per_minute < 0 or self.burst < 1:
+        if not math.isfinite(self.per_minute) or self.per_minute < 0 or self.burst < 1:
             raise ValueError("a rate limit needs per_minute >= 0 and burst >= 1")
 
 
