@@ -545,3 +545,34 @@ def test_web_benchmarks_report_in_the_fixed_format() -> None:
     assert p99["unit"] == "ms" and p99["ratio"] == pytest.approx(50.0 / p99["value"])
     api = out["web_api_lookup_batch"]
     assert api["target"] == 0.5 and api["ratio"] == pytest.approx(api["value"] / api["limit"])
+
+
+# ------------------------------------------------------------------ what the node may bend
+
+
+class _ThinLog(NodeReader):
+    """The node's log checkpoint with only its own signature (no member cosigned it)."""
+
+    def log_checkpoint(self) -> str:
+        parsed = Note.parse(super().log_checkpoint())
+        return Note(parsed.text, parsed.signatures[:1]).to_text()
+
+
+def test_records_are_proven_only_against_a_cosigned_log_checkpoint(web_net: WebNet) -> None:
+    r = web_net.reader
+    app = create_app(web_net.cons, _ThinLog(r.node_id, r.public, r.audit),
+                     rate=RateLimit(per_minute=0))
+    rep = app.test_client().get(f"/api/v1/numbers/{MARKED}").get_json()
+    assert rep["verified"]["ok"] is True  # the view answer itself is fine
+    assert "cosigned by 0 member(s)" in rep["log_error"]
+    assert rep["records"] and not any(x["verified"] for x in rep["records"])
+    assert all(x["why"] == "not yet in a cosigned log checkpoint" for x in rep["records"])
+
+
+def test_without_a_member_credential_records_have_no_index(web_net: WebNet) -> None:
+    app = create_app(web_net.cons, NodeReader("carrier-1", web_net.reader.public, None),
+                     rate=RateLimit(per_minute=0))
+    rep = app.test_client().get(f"/api/v1/numbers/{MARKED}").get_json()
+    assert rep["verified"]["ok"] is True
+    assert {x["why"] for x in rep["records"]} == {"no member credential"}
+    assert all(x["index"] is None for x in rep["records"])

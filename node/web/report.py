@@ -149,7 +149,7 @@ def _records(reader: NodeReader, entry: V.Entry, log: note.Checkpoint | None) ->
     )
     out = []
     for rid in ids:
-        row: dict[str, Any] = {"id": rid.hex(), "index": None, "inclusion": None}
+        row: dict[str, Any] = {"id": rid.hex(), "index": None, "inclusion": None, "verified": False}
         got = found.get(rid)
         if got is None:
             row["why"] = "no member credential" if reader.audit is None else "not on this node"
@@ -251,6 +251,14 @@ def number_report(
         out["log_error"] = f"{type(e).__name__}: {e}"
     except grpc.RpcError as e:  # a node without a signed log checkpoint yet: NOT_FOUND
         out["log_error"] = f"{e.code().name}: {e.details()}"
+    summary = out["log_checkpoint"]
+    if summary is not None and len(summary["cosigned_by"]) < summary["quorum"]:
+        # Only a checkpoint the members hold the node to proves a record is in its log.
+        out["log_error"] = (
+            f"the log checkpoint is cosigned by {len(summary['cosigned_by'])} member(s); "
+            f"the policy needs {summary['quorum']}"
+        )
+        log = None
     out["records"] = _records(reader, entry, log)
     return out
 
