@@ -30,7 +30,10 @@ from keys.layout import NodeConfig, init_consortium
 from keys.signing import SigningKey
 from ledger import audit, merkle
 from ledger import view as V
+from ledger.audit import storepass
+from ledger.audit.envelopes import Checker
 from ledger.errors import BadInput, LedgerError
+from ledger.evidence import b64, unb64
 from ledger.log import EquivocationProof, FeedState, NodeLedger
 from ledger.record import WITHDRAW, Correction, Mark, Reassignment, Record
 from ledger.store import Store, feedseq_key, merkle_key, read_u64, u64
@@ -356,7 +359,7 @@ def test_the_auditing_process_checks_chunks_beside_its_pool(
         v = bytearray(s.get("records", rid) or b"")
         v[-3] ^= 0x10
         s.put("records", rid, bytes(v))
-    monkeypatch.setattr(audit, "CHUNK", 3)
+    monkeypatch.setattr(storepass, "CHUNK", 3)
     inproc = run_audit(copy, workers=0)
     mixed = run_audit(copy, workers=1)
     assert mixed.counts["workers"] == 1 and mixed.counts["chunks_checked_here"] > 0
@@ -371,7 +374,7 @@ def test_the_auditing_process_checks_chunks_beside_its_pool(
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audit, "CHUNK", 7)
+    monkeypatch.setattr(storepass, "CHUNK", 7)
 
 
 @pytest.mark.usefixtures("small_chunks")
@@ -549,9 +552,9 @@ def test_pool_backlog_shrinks_over_the_last_chunks(honest: tuple[Path, list[Reco
     those of checking in-process."""
     envs = [r.envelope for r in honest[1]]
     tasks = [(k, envs[k * 4 : k * 4 + 4]) for k in range(12)]
-    alone = audit._Checker(make_consortium(), len(envs), 0)
+    alone = Checker(make_consortium(), len(envs), 0)
     want = list(alone.run(tasks, verify=True, keep=False))
-    pooled = audit._Checker(make_consortium(), len(envs), 1)
+    pooled = Checker(make_consortium(), len(envs), 1)
     try:
         got = list(pooled.run(iter(tasks), verify=True, keep=False, count=len(tasks)))
     finally:
@@ -627,9 +630,9 @@ def test_equivocation_is_found_and_its_evidence_round_trips(
 
     # Forged: the second record's signature altered.
     forged = dict(rep.evidence[0])
-    second = bytearray(audit._unb64(forged["second"], "second"))
+    second = bytearray(unb64(forged["second"], "second"))
     second[-1] ^= 1
-    forged["second"] = audit._b64(bytes(second))
+    forged["second"] = b64(bytes(second))
     rc, out = verify_file(cons_dir, write_evidence(tmp_path / "forged", forged), capsys)
     assert rc == 1 and not out["valid"] and "BadSignature" in out["error"]
 
@@ -669,13 +672,13 @@ def test_fork_evidence_round_trips_and_forgeries_fail(
     assert rc == 0 and "does not extend" in out["proves"]
 
     # Forgeries and non-forks.
-    bad_prefix = dict(ev, prefix_root=audit._b64(a.root_at(5)))  # proof no longer verifies
+    bad_prefix = dict(ev, prefix_root=b64(a.root_at(5)))  # proof no longer verifies
     consistent = {
         **ev,
         "first": a5,
         "second": a8,
-        "prefix_root": audit._b64(a.root_at(5)),
-        "proof": [audit._b64(h) for h in a.consistency_proof(5, 8)],
+        "prefix_root": b64(a.root_at(5)),
+        "proof": [b64(h) for h in a.consistency_proof(5, 8)],
     }
     no_proof = {k: v for k, v in ev.items() if k not in ("prefix_root", "proof")}
     wrong_key = dict(ev, log="carrier-2")
