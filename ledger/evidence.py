@@ -18,7 +18,8 @@ checks it offline with only the consortium configuration.
                   "ours" signed by the witness and "theirs" by the peer, naming
                   one vector and another root or entry count. The view is a
                   function of the records up to the vector, so one of the two
-                  signed a view that does not follow from them.
+                  signed a view that does not follow from them, or the two hold
+                  different records at one seq (an equivocation, proven apart).
 
 Who writes them: the auditor (equivocations, log forks proven from entries),
 the witness (node/witness.py: a peer's log checkpoints no proof joins) and the
@@ -312,5 +313,6 @@ def _verify_view_fork(ev: dict[str, Any], cons: Consortium) -> str:
     return (
         f"view fork: for one vector ({len(ours.vector)} feeds) {w} signed "
         f"{ours.count} entries with root {ours.root.hex()[:16]}…, {p} {theirs.count} "
-        f"with root {theirs.root.hex()[:16]}…: one of them does not follow from the records"
+        f"with root {theirs.root.hex()[:16]}…: one of them does not follow from the records "
+        "(or they hold two records at one seq of a feed: an equivocation)"
     )

@@ -306,9 +306,20 @@ class ViewKeeper:
         prefix = b"viewfork/" + peer.encode() + b"\x00"
         if next(iter(self.node.store.items("witness", prefix, prefix[:-1] + b"\x01")), None):
             return
+        from ledger.evidence import view_fork_evidence  # only a fork needs the format
+
         ours = self._current_note()
-        ev = json.dumps({"kind": "view-fork", "peer": peer, "theirs": text, "ours": ours})
-        self.node.store.put("witness", prefix + u64(self.node.clock()), ev.encode())
+        if ours is None:  # no view of our own signed yet: nothing to set against theirs
+            return
+        try:
+            ev = view_fork_evidence(
+                self.node.consortium, self.node.participant_id, ours, peer, text
+            )
+        except LedgerError as e:  # e.g. a note whose origin is not its key's: proves nothing
+            log.warning(json.dumps({"event": "view-fork-unproven", "peer": peer,
+                                    "error": f"{type(e).__name__}: {e}"[:300]}))
+            return
+        self.node.store.put("witness", prefix + u64(self.node.clock()), json.dumps(ev).encode())
 
     def forks(self) -> list[bytes]:
         return [v for _, v in self.node.store.items("witness", b"viewfork/", b"viewfork0")]
