@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ledger.errors import MalformedRecord, UnknownCategory
-from ledger.payloads._fields import MAX_CATEGORY, normalized_field, read_number
+from ledger.payloads._fields import MAX_CATEGORY, normalized_field
 from markex.v1 import record_pb2 as pb
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class Mark:
 
 def decode_mark(m: pb.Mark) -> Mark:
     return Mark(
-        read_number(m.number),
+        m.number,  # normalized (or refused) by Mark itself
         m.category,
         m.score,
         m.reports,
