@@ -16,9 +16,9 @@ from ledger import merkle, note
 from ledger.errors import CheckpointFork, NotAllowed, OutOfOrder, ProofMismatch
 from ledger.evidence import log_fork_evidence, read_evidence
 from ledger.names import log_origin, witness_name
-
-__all__ = ["Witness", "WitnessConflict", "witness_name"]  # witness_name: its old home
 from ledger.store import Store, u64
+
+__all__ = ["Witness", "WitnessConflict", "witness_name"]  # witness_name: still importable here
 
 _STATE = struct.Struct(">Q32s")
 
@@ -51,6 +51,7 @@ class Witness:
         self._lock = threading.Lock()
 
     def known(self, peer: str) -> tuple[int, bytes, str] | None:
+        """(size, root, signed note) of the last checkpoint of `peer` cosigned, if any."""
         v = self.store.get("witness", b"log/" + peer.encode())
         if v is None:
             return None
