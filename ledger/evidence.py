@@ -176,7 +176,7 @@ def log_fork_from_leaves(
 # ---------------------------------------------------------------- reading
 
 
-def read_evidence(raw: bytes | str | Any, cons: Consortium) -> dict[str, Any]:
+def read_evidence(raw: Any, cons: Consortium) -> dict[str, Any]:
     """The evidence object in `raw` (JSON bytes or text, or a parsed object),
     in this format: an older node's ad-hoc fork JSON is translated (it names no
     consortium: `cons` is assumed). Not verified. Raises BadInput."""
