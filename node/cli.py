@@ -1,7 +1,11 @@
-"""`markex`: the one command. `main(argv)` returns an exit code and is what
-tests call. With --json a command prints exactly one JSON object on stdout;
-errors go to stderr with a message that says what was wrong, and exit 1
-(2 for usage errors)."""
+"""`markex`: the one command, and the root of the command line: it builds
+the parser from its own commands, the ceremony's (node/ceremony.py) and
+`markex audit` (node/auditcli.py), and runs one. `main(argv, connect=...)`
+returns an exit code and is what tests call; `connect` reaches the nodes
+(node/connect.py; default: TLS channels as the consortium folder gives them).
+With --json a command prints exactly one JSON object on stdout; errors go to
+stderr with a message that says what was wrong, and exit 1 (2 for usage
+errors)."""
 
 from __future__ import annotations
 
@@ -13,91 +17,61 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
-
-from keys import KeysError
 from keys.consortium import Consortium
 from ledger import note
-from ledger.errors import LedgerError, MalformedRecord
-from ledger.log import log_origin
+from ledger.names import log_origin
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
-from node import client
-from node.status import error_from_rpc
+from node import ceremony, client
+from node.command import (
+    UsageError,
+    acting,
+    common_options,
+    finite_float,
+    parse_time,
+    pinned_consortium,
+    record_id,
+    run,
+    show,
+    uint32,
+    uint64,
+)
+from node.connect import Connect, Dial, TlsConnect, reader_id
+
+__all__ = ["UsageError", "build_parser", "main"]
 
 
-class UsageError(Exception):
-    pass
+def _now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
 
 
-def _parse_time(s: str) -> int:
-    try:
-        t = datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError as e:
-        raise UsageError(f"{s!r} is not an ISO 8601 time (e.g. 2026-11-28T10:00:00Z)") from e
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return int(t.timestamp() * 1000)
-
-
-def _record_id(s: str) -> bytes:
-    try:
-        b = bytes.fromhex(s)
-    except ValueError as e:
-        raise UsageError(f"{s!r} is not a hex record id") from e
-    if len(b) != 32:
-        raise UsageError(f"a record id is 64 hex digits, got {len(s)}")
-    return b
-
-
-def _out(args: argparse.Namespace, obj: dict[str, Any], text: str | None = None) -> None:
-    if args.json:
-        print(json.dumps(obj, ensure_ascii=False))
-    else:
-        print(text if text is not None else "\n".join(f"{k}: {v}" for k, v in obj.items()))
-
-
-def _cons(args: argparse.Namespace) -> tuple[Path, Consortium]:
-    """The consortium folder and its configuration, verified with the pinned
-    institute key (--institute-key, $MARKEX_INSTITUTE_KEY or --as's node.toml)."""
-    d = client.consortium_dir(args.consortium)
-    return d, client.load_pinned(d, args.institute_key, args.as_id)
-
-
-def _acting(args: argparse.Namespace, cons: Consortium) -> str:
-    if not args.as_id:
-        raise UsageError("--as ID is required: the participant acting")
-    if cons.participant(args.as_id) is None:
-        raise UsageError(f"--as {args.as_id!r} is not a participant of {cons.name}")
-    return args.as_id
-
-
-def _admin(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    d, cons = _cons(args)
-    who = _acting(args, cons)
+def _admin(args: argparse.Namespace, connect: Connect) -> Any:
+    """The Admin service of --as's node (or --node's), with --as's admin certificate."""
+    d, cons = pinned_consortium(args)
+    who = acting(args, cons)
     ep = client.resolve_node(cons, args.node or who)
-    return client.admin_stub(d, who, ep.member, ep.participant), who
+    return connect("admin", Dial(d, ep, who))
 
 
-def _public(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    d, cons = _cons(args)
+def _public(args: argparse.Namespace, connect: Connect) -> tuple[Any, Consortium]:
+    """The Public service of --node, and the verified consortium."""
+    d, cons = pinned_consortium(args)
     if not args.node:
         raise UsageError("--node ID (or HOST:PORT) is required")
-    ep = client.resolve_node(cons, args.node)
-    return client.public_stub(d, ep.public, ep.participant), d, cons
+    return connect("public", Dial(d, client.resolve_node(cons, args.node))), cons
 
 
 def _issued(args: argparse.Namespace, r: pb.Issued, with_appeal: bool = False) -> None:
     obj: dict[str, Any] = {"id": r.id.hex(), "issuer": r.issuer, "seq": r.seq}
     if with_appeal:
         obj["appeal"] = r.appeal
-    _out(args, obj)
+    show(args, obj)
 
 
 # ------------------------------------------------------------------ commands
 
 
-def cmd_consortium_init(args: argparse.Namespace) -> int:
+def cmd_consortium_init(args: argparse.Namespace, _connect: Connect) -> int:
     from keys.layout import init_consortium
 
     cons = init_consortium(
@@ -105,9 +79,11 @@ def cmd_consortium_init(args: argparse.Namespace) -> int:
         carriers=args.carriers,
         internet=args.internet,
         base_port=args.base_port,
+        hosts=args.host or (),
         now=datetime.now(UTC),
+        listen_all=args.listen_all,
     )
-    _out(
+    show(
         args,
         {
             "dir": str(Path(args.dir).resolve()),
@@ -118,7 +94,7 @@ def cmd_consortium_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_node_run(args: argparse.Namespace) -> int:
+def cmd_node_run(args: argparse.Namespace, _connect: Connect) -> int:
     from keys.layout import NodeConfig
     from node.server import run_node
 
@@ -131,13 +107,15 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     )
 
 
-def cmd_mark(args: argparse.Namespace) -> int:
-    stub, _ = _admin(args)
+def cmd_mark(args: argparse.Namespace, connect: Connect) -> int:
+    stub = _admin(args, connect)
     from ledger.numbers import normalize
 
     number = normalize(args.number)
-    now = int(datetime.now(UTC).timestamp() * 1000)
+    now = _now_ms()
     expires = now + int(args.expires_days * 86_400_000) if args.expires_days else 0
+    if not -(2**63) <= expires < 2**63:  # the field is an int64
+        raise UsageError(f"--expires-days {args.expires_days:g} is out of range")
     m = rpb.Mark(
         number=number,
         category=args.category,
@@ -150,28 +128,29 @@ def cmd_mark(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_correct(args: argparse.Namespace) -> int:
-    stub, _ = _admin(args)
+def cmd_correct(args: argparse.Namespace, connect: Connect) -> int:
+    stub = _admin(args, connect)
     if args.withdraw == bool(args.category):
         raise UsageError("give exactly one of --withdraw or --category C")
-    c = rpb.Correction(
-        targets=[_record_id(args.record_id)],
+    c = pb.CorrectionRequest(
+        targets=[record_id(args.record_id)],
         action=rpb.CORRECTION_ACTION_WITHDRAW
         if args.withdraw
         else rpb.CORRECTION_ACTION_RECATEGORIZE,
         category=args.category or "",
         reason=args.reason or "",
+        wait_for_target=args.wait_for_target,
     )
     _issued(args, stub.IssueCorrection(c, timeout=30), with_appeal=True)
     return 0
 
 
-def cmd_decide(args: argparse.Namespace) -> int:
-    stub, _ = _admin(args)
+def cmd_decide(args: argparse.Namespace, connect: Connect) -> int:
+    stub = _admin(args, connect)
     if args.uphold == args.reject:
         raise UsageError("give exactly one of --uphold or --reject")
     c = rpb.Correction(
-        appeal_id=_record_id(args.appeal_id),
+        appeal_id=record_id(args.appeal_id),
         outcome=rpb.APPEAL_OUTCOME_UPHOLD if args.uphold else rpb.APPEAL_OUTCOME_REJECT,
         reason=args.reason or "",
     )
@@ -179,17 +158,17 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reassign(args: argparse.Namespace) -> int:
-    stub, _ = _admin(args)
+def cmd_reassign(args: argparse.Namespace, connect: Connect) -> int:
+    stub = _admin(args, connect)
     from ledger.numbers import normalize
 
-    r = rpb.Reassignment(number=normalize(args.number), effective_at_ms=_parse_time(args.at))
+    r = rpb.Reassignment(number=normalize(args.number), effective_at_ms=parse_time(args.at))
     _issued(args, stub.IssueReassignment(r, timeout=30))
     return 0
 
 
-def cmd_log_checkpoint(args: argparse.Namespace) -> int:
-    stub, _, _ = _public(args)
+def cmd_log_checkpoint(args: argparse.Namespace, connect: Connect) -> int:
+    stub, _ = _public(args, connect)
     cp = stub.GetLogCheckpoint(pb.GetLogCheckpointRequest(), timeout=10)
     if args.json:
         print(
@@ -202,38 +181,37 @@ def cmd_log_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_log_entries(args: argparse.Namespace) -> int:
+def cmd_log_entries(args: argparse.Namespace, connect: Connect) -> int:
     # Raw entries are for members and auditors: the member port's Audit service,
     # as --as or, like `markex audit`, the consortium's first auditor.
-    from node.auditcli import reader_id
-
-    d, cons = _cons(args)
+    d, cons = pinned_consortium(args)
     if not args.node:
         raise UsageError("--node ID (or HOST:PORT) is required")
     if args.as_id:
-        _acting(args, cons)
+        acting(args, cons)
     who = reader_id(cons, args.as_id)
-    stub = client.audit_stub(d, who, client.resolve_node(cons, args.node).member)
+    stub = connect("audit", Dial(d, client.resolve_node(cons, args.node), who))
     if args.end <= args.start:
         raise UsageError("--end must be greater than --start")
-    out: list[str] = []
+    entries: list[str] = []
     i = args.start
     while i < args.end:
         r = stub.GetEntries(pb.GetEntriesRequest(start=i, end=args.end), timeout=30)
         if not r.envelopes:
             break
-        out.extend(base64.b64encode(e).decode() for e in r.envelopes)
+        entries.extend(base64.b64encode(e).decode() for e in r.envelopes)
         i += len(r.envelopes)
-    _out(args, {"start": args.start, "end": args.start + len(out), "entries": out}, "\n".join(out))
+    end = args.start + len(entries)
+    show(args, {"start": args.start, "end": end, "entries": entries}, "\n".join(entries))
     return 0
 
 
-def cmd_log_inclusion(args: argparse.Namespace) -> int:
-    stub, _, _ = _public(args)
+def cmd_log_inclusion(args: argparse.Namespace, connect: Connect) -> int:
+    stub, _ = _public(args, connect)
     r = stub.GetInclusionProof(
         pb.GetInclusionProofRequest(index=args.index, size=args.size), timeout=10
     )
-    _out(
+    show(
         args,
         {
             "index": r.index,
@@ -245,17 +223,17 @@ def cmd_log_inclusion(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_log_consistency(args: argparse.Namespace) -> int:
-    stub, _, _ = _public(args)
+def cmd_log_consistency(args: argparse.Namespace, connect: Connect) -> int:
+    stub, _ = _public(args, connect)
     r = stub.GetConsistencyProof(
         pb.GetConsistencyProofRequest(old_size=args.old, new_size=args.new), timeout=10
     )
-    _out(args, {"old": r.old_size, "new": r.new_size, "proof": [h.hex() for h in r.path]})
+    show(args, {"old": r.old_size, "new": r.new_size, "proof": [h.hex() for h in r.path]})
     return 0
 
 
-def cmd_keys_verifier(args: argparse.Namespace) -> int:
-    _, cons = _cons(args)
+def cmd_keys_verifier(args: argparse.Namespace, _connect: Connect) -> int:
+    _, cons = pinned_consortium(args)
     p = cons.participant(args.participant)
     if p is None:
         raise UsageError(f"{args.participant!r} is not a participant of {cons.name}")
@@ -267,22 +245,22 @@ def cmd_keys_verifier(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_lookup(args: argparse.Namespace) -> int:
+def cmd_lookup(args: argparse.Namespace, connect: Connect) -> int:
     from node.lookup import lookup_verified
 
-    stub, d, cons = _public(args)
-    now = int(datetime.now(UTC).timestamp() * 1000)
-    at = _parse_time(args.at) if args.at else now
+    stub, cons = _public(args, connect)
+    now = _now_ms()
+    at = parse_time(args.at) if args.at else now
     # Freshness is judged at the real time, whatever time the entry is evaluated at.
     obj = lookup_verified(stub, cons, args.number, at, now_ms=now)
-    _out(args, obj)
+    show(args, obj)
     return 0 if obj["verified"] else 1
 
 
-def cmd_view_checkpoint(args: argparse.Namespace) -> int:
+def cmd_view_checkpoint(args: argparse.Namespace, connect: Connect) -> int:
     from node.lookup import view_checkpoint_summary
 
-    stub, d, cons = _public(args)
+    stub, cons = _public(args, connect)
     text = stub.GetViewCheckpoint(pb.GetViewCheckpointRequest(), timeout=10).note
     obj = view_checkpoint_summary(cons, text)
     if args.json:
@@ -292,33 +270,25 @@ def cmd_view_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace, _connect: Connect) -> int:
+    # Imported when run: the demo brings up processes; no other command needs it.
     from node.demo import run_demo
 
     return run_demo(quick=args.quick, numbers=args.numbers)
 
 
-def cmd_audit(args: argparse.Namespace) -> int:
+def cmd_audit(args: argparse.Namespace, connect: Connect) -> int:
+    # Imported when run: the auditor is large and no other command needs it.
     from node.auditcli import run_audit
 
-    return run_audit(args)
+    return run_audit(args, connect)
 
 
 # ------------------------------------------------------------------ parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--consortium", help="consortium folder (or MARKEX_CONSORTIUM)")
-    common.add_argument("--as", dest="as_id", help="the acting participant")
-    common.add_argument("--node", help="the node asked: participant id or HOST:PORT")
-    common.add_argument("--json", action="store_true", help="print one JSON object")
-    common.add_argument(
-        "--institute-key",
-        metavar="B64",
-        help="the institute's configuration key consortium.json must be signed with "
-        "(or MARKEX_INSTITUTE_KEY; default: institute_key in <consortium>/<--as>/node.toml)",
-    )
+    common = common_options()
 
     p = argparse.ArgumentParser(prog="markex", description="The national number-mark exchange.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -333,6 +303,20 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--carriers", type=int, default=3)
     ci.add_argument("--internet", type=int, default=2)
     ci.add_argument("--base-port", type=int, default=7400)
+    ci.add_argument(
+        "--host",
+        action="append",
+        metavar="NAME",
+        help="a DNS name or IP address of the machine the nodes run on (repeatable): every "
+        "node certificate names it, and consortium.json's endpoints use the first "
+        "(default 127.0.0.1); see docs/config.md",
+    )
+    ci.add_argument(
+        "--listen-all",
+        action="store_true",
+        help="nodes listen on 0.0.0.0 (every interface); default: the first --host when it "
+        "is an IP address, else 127.0.0.1",
+    )
     ci.set_defaults(fn=cmd_consortium_init)
 
     nd = sub.add_parser("node", help="run a node").add_subparsers(dest="sub", required=True)
@@ -358,9 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     mk = sub.add_parser("mark", parents=[common], help="sign and append a mark")
     mk.add_argument("number")
     mk.add_argument("category")
-    mk.add_argument("--score", type=int, default=60)
-    mk.add_argument("--reports", type=int, default=1)
-    mk.add_argument("--expires-days", type=float, default=0)
+    mk.add_argument("--score", type=uint32, default=60)
+    mk.add_argument("--reports", type=uint32, default=1)
+    mk.add_argument("--expires-days", type=finite_float, default=0)
     mk.set_defaults(fn=cmd_mark)
 
     co = sub.add_parser("correct", parents=[common], help="correct a mark (an appeal on another's)")
@@ -368,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--withdraw", action="store_true")
     co.add_argument("--category")
     co.add_argument("--reason")
+    co.add_argument(
+        "--wait-for-target",
+        action="store_true",
+        help="issue even if the node has not seen RECORD_ID yet; the correction applies "
+        "once it arrives (without it: refused, not found)",
+    )
     co.set_defaults(fn=cmd_correct)
 
     de = sub.add_parser("decide", parents=[common], help="the institute decides an appeal")
@@ -397,16 +387,16 @@ def build_parser() -> argparse.ArgumentParser:
     lc = lg.add_parser("checkpoint", parents=[common])
     lc.set_defaults(fn=cmd_log_checkpoint)
     le = lg.add_parser("entries", parents=[common])
-    le.add_argument("--start", type=int, required=True)
-    le.add_argument("--end", type=int, required=True)
+    le.add_argument("--start", type=uint64, required=True)
+    le.add_argument("--end", type=uint64, required=True)
     le.set_defaults(fn=cmd_log_entries)
     li = lg.add_parser("inclusion", parents=[common])
-    li.add_argument("--index", type=int, required=True)
-    li.add_argument("--size", type=int, required=True)
+    li.add_argument("--index", type=uint64, required=True)
+    li.add_argument("--size", type=uint64, required=True)
     li.set_defaults(fn=cmd_log_inclusion)
     lcs = lg.add_parser("consistency", parents=[common])
-    lcs.add_argument("--old", type=int, required=True)
-    lcs.add_argument("--new", type=int, required=True)
+    lcs.add_argument("--old", type=uint64, required=True)
+    lcs.add_argument("--new", type=uint64, required=True)
     lcs.set_defaults(fn=cmd_log_consistency)
 
     au = sub.add_parser("audit", parents=[common], help="verify a node's log, checkpoints and view")
@@ -423,31 +413,19 @@ def build_parser() -> argparse.ArgumentParser:
     kv.add_argument("--participant", required=True)
     kv.set_defaults(fn=cmd_keys_verifier)
 
-    from node import ceremony
-
     ceremony.register(sub, cons, ky, nd, common)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.fn(args))
-    except UsageError as e:
-        print(f"markex: {e}", file=sys.stderr)
-        return 2
-    except (LedgerError, KeysError) as e:
-        print(f"markex: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    except grpc.RpcError as e:
-        err = error_from_rpc(e)
-        print(f"markex: {e.code().name}: {e.details()}", file=sys.stderr)
-        del err
-        return 1
-    except MalformedRecord as e:  # pragma: no cover - covered by LedgerError
-        print(f"markex: {e}", file=sys.stderr)
-        return 1
+def main(argv: list[str] | None = None, *, connect: Connect | None = None) -> int:
+    """Run `markex` with `argv` (default: sys.argv[1:]) and return its exit
+    code. `connect` reaches the nodes (default: TLS channels from the
+    consortium folder, all closed before this returns)."""
+    args = build_parser().parse_args(argv)
+    if connect is not None:
+        return run(args.fn, args, connect)
+    with TlsConnect() as tls:
+        return run(args.fn, args, tls)
 
 
 if __name__ == "__main__":

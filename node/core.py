@@ -47,6 +47,7 @@ class _Job:
     envelopes: Sequence[bytes]
     future: Future
     source: str
+    wait_for_target: bool = False  # an own correction may name a target not seen yet
 
 
 class NodeCore:
@@ -114,12 +115,16 @@ class NodeCore:
             raise self.failure
 
     # ------------------------------------------------------------ API
-    def issue(self, payload: Payload, timeout: float = 30) -> Outcome:
+    def issue(
+        self, payload: Payload, timeout: float = 30, *, wait_for_target: bool = False
+    ) -> Outcome:
         """Sign and append one own record. Raises its LedgerError when it is
-        refused, and StorageFailure (for good) once a write has failed."""
+        refused (also when it can change nothing: `NodeLedger.check_effect`;
+        a correction of a target not seen yet only with `wait_for_target`),
+        and StorageFailure (for good) once a write has failed."""
         self._refuse_if_failed()
         fut: Future = Future()
-        self._enqueue(_Job("issue", payload, (), fut, "self"), timeout)
+        self._enqueue(_Job("issue", payload, (), fut, "self", wait_for_target), timeout)
         out: Outcome = fut.result(timeout)
         if out.error is not None:
             raise out.error
@@ -235,6 +240,7 @@ class NodeCore:
         spans: list[tuple[_Job, int, int]] = []
         own = led.feed(self.participant_id)
         seq, head = own.seq, own.head_id
+        fresh: list[Record] = []  # own records signed in this group, for check_effect
         for job in jobs:
             start = len(envs)
             if job.kind == "equivocation":
@@ -266,9 +272,11 @@ class NodeCore:
                     )
                     # just signed here: submit() verifies the signature once
                     led.check_payload(rec, now)
+                    led.check_effect(rec, wait_for_target=job.wait_for_target, fresh=fresh)
                 except LedgerError as e:
                     job.future.set_result(Outcome("rejected", error=e))
                     continue
+                fresh.append(rec)
                 seq, head = rec.seq, rec.id
                 envs.append(rec.envelope)
             else:

@@ -35,6 +35,7 @@ from ledger.record import Record
 from ledger.store import Store
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
+from node import ports, tilesrv
 from node.core import NodeCore, max_member_message_bytes, wall_ms
 from node.feedgate import NEW_FEED, OWN_STORE, RESTORE, IssueGate
 from node.limits import ClientTable, PublicGate, PublicLimits
@@ -105,6 +106,7 @@ class Node:
         self._refuse_checked = 0.0
         self.member_port = 0
         self.public_port = 0
+        self.tiles: tilesrv.TileServer | None = None  # the tlog-tiles endpoint, when configured
         self._restored = restored
         # How long an issuing call waits for the gate (node/feedgate.py) to open.
         self.issue_wait_s = 10.0
@@ -138,7 +140,8 @@ class Node:
         member_creds = grpc.ssl_server_credentials(
             [(self._tls_key, self._tls_cert)], root_certificates=self._ca, require_client_auth=True
         )
-        self.member_port = self.member.add_secure_port(self.cfg.member_listen, member_creds)
+        self.member_port = ports.add_secure_port(self.member, self.cfg, "member_listen",
+                                                 member_creds)
 
         pub_opts = [
             ("grpc.max_receive_message_length", 4 * 1024 * 1024),
@@ -166,13 +169,23 @@ class Node:
             self.public,
         )
         pub_creds = grpc.ssl_server_credentials([(self._tls_key, self._tls_cert)])
-        self.public_port = self.public.add_secure_port(self.cfg.public_listen, pub_creds)
+        self.public_port = ports.add_secure_port(self.public, self.cfg, "public_listen", pub_creds)
         self.member.start()
         self.public.start()
         try:
             self.metrics.serve(self.cfg.metrics_listen)
         except OSError as e:
             log.warning("metrics endpoint not started: %s", e)
+        self.tiles = tilesrv.start_tiles(
+            self.cfg.tiles_listen,
+            checkpoint=self.log_checkpoint_note,
+            source=self.core.ledger,
+            consortium=self.consortium,
+            cert_file=self.cfg.tls_cert,
+            key_file=self.cfg.tls_key,
+            ca_pem=self._ca,
+            config_name=f"{self.participant_id}/node.toml",
+        )
         self.core.checkpoint_if_changed() if self.core.ledger.size else None
         creds = self.client_credentials()
         for p in self.consortium.participants:
@@ -196,6 +209,7 @@ class Node:
                     "member_port": self.member_port,
                     "public_port": self.public_port,
                     "metrics_port": self.metrics.port,
+                    "tiles_port": self.tiles_port,
                     "log_size": self.core.ledger.size,
                 }
             )
@@ -216,10 +230,17 @@ class Node:
             link.stop()
         ev1.wait(grace + 1)
         ev2.wait(grace + 1)
+        if self.tiles is not None:
+            self.tiles.stop()
         self.core.stop()
         self.view.stop()
         self.metrics.stop()
         self.store.close()
+
+    @property
+    def tiles_port(self) -> int:
+        """The tlog-tiles HTTPS port, 0 when it is off (node/tilesrv.py)."""
+        return 0 if self.tiles is None else self.tiles.port
 
     def client_credentials(self) -> grpc.ChannelCredentials:
         return grpc.ssl_channel_credentials(
@@ -442,6 +463,7 @@ def run_node(cfg: NodeConfig, *, refuse_file: Path | None = None, restored: bool
     from node import logs
 
     logs.setup(cfg.participant)
+    ports.check_free(cfg)  # before the store opens: a taken port says which key to change
     interval = float(os.environ.get("MARKEX_SYNC_INTERVAL", "0.5"))
     node = Node(cfg, sync_interval=interval, refuse_file=refuse_file, restored=restored).start()
     done = threading.Event()
@@ -458,6 +480,7 @@ def run_node(cfg: NodeConfig, *, refuse_file: Path | None = None, restored: bool
                 "member_port": node.member_port,
                 "public_port": node.public_port,
                 "metrics_port": node.metrics.port,
+                "tiles_port": node.tiles_port,
             }
         ),
         flush=True,

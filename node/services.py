@@ -409,7 +409,8 @@ class AdminService(rpc.AdminServicer):
                     and Record.from_envelope(found[1]).issuer != self.node.participant_id
                 ):
                     appeal = True
-        return self._issued(self.node.core.issue(c), appeal)
+        out = self.node.core.issue(c, wait_for_target=request.wait_for_target)
+        return self._issued(out, appeal)
 
     @edge
     def IssueReassignment(self, request, context):  # noqa: N802

@@ -21,6 +21,7 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (E.OutOfOrder, grpc.StatusCode.FAILED_PRECONDITION),
     (E.FeedFrozen, grpc.StatusCode.FAILED_PRECONDITION),
     (E.ProofMismatch, grpc.StatusCode.FAILED_PRECONDITION),
+    (E.Ineffective, grpc.StatusCode.FAILED_PRECONDITION),
     (E.NotFound, grpc.StatusCode.NOT_FOUND),
     (E.BadInput, grpc.StatusCode.INVALID_ARGUMENT),
     (E.StorageFailure, grpc.StatusCode.INTERNAL),

@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,8 +140,9 @@ def test_ceremony_across_three_organisations(
         aud = client.audit_stub(orgs["institute"], "institute", ep)
         assert aud.GetRecord(pb.GetRecordRequest(id=issued.id), timeout=10).envelope
     finally:
-        for n in nodes:
-            n.stop()
+        # Together: each node's stop waits on its peer links to the others.
+        with ThreadPoolExecutor(len(nodes)) as ex:
+            list(ex.map(Node.stop, nodes))
 
 
 # ------------------------------------------------------------------ admin certificates

@@ -1,5 +1,7 @@
-"""The `markex` command against real node processes: names and JSON outputs of
-design.md, precise errors, and proofs that outside verifiers accept."""
+"""The `markex` command against real nodes, run in this process (the TLS
+connections are the ones `markex` opens): names and JSON outputs of
+design.md, precise errors, and proofs that outside verifiers accept.
+tests/test_cli_inprocess.py runs the commands against stub servicers."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import shutil
 import stat
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,13 +26,38 @@ from ledger.log import log_origin
 from node.cli import main
 from node.client import INSTITUTE_KEY_ENV
 from node.localnet import LocalNet
+from node.server import Node
 
 pytestmark = pytest.mark.timeout(180)
 
 
+class InProcessNet(LocalNet):
+    """LocalNet's consortium and clients, its nodes `Node`s in this process:
+    nothing here is about processes."""
+
+    nodes_running: list[Node]
+
+    def start_all(self) -> None:
+        assert self.sync_interval is not None
+        self.nodes_running = [
+            Node(NodeConfig.for_participant(self.dir, pid), sync_interval=self.sync_interval)
+            for pid in self.ids
+        ]
+        for node in self.nodes_running:
+            node.start()
+
+    def stop_all(self) -> None:
+        super().stop_all()  # the client channels
+        # Together: each waits for its peer links, which wait for the others.
+        with ThreadPoolExecutor(len(self.nodes_running)) as ex:
+            list(ex.map(lambda node: node.stop(grace=0.1), self.nodes_running))
+
+
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    n = LocalNet(tmp_path_factory.mktemp("cli") / "c", carriers=1, internet=1, sync_interval=0.2)
+    n = InProcessNet(
+        tmp_path_factory.mktemp("cli") / "c", carriers=1, internet=1, sync_interval=0.2
+    )
     n.start_all()
     # Commands without --as take the pinned institute key from the environment.
     with pytest.MonkeyPatch.context() as mp:

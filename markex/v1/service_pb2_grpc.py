@@ -881,7 +881,7 @@ class AdminStub:
                 _registered_method=True)
         self.IssueCorrection = channel.unary_unary(
                 '/markex.v1.Admin/IssueCorrection',
-                request_serializer=markex_dot_v1_dot_record__pb2.Correction.SerializeToString,
+                request_serializer=markex_dot_v1_dot_service__pb2.CorrectionRequest.SerializeToString,
                 response_deserializer=markex_dot_v1_dot_service__pb2.Issued.FromString,
                 _registered_method=True)
         self.IssueReassignment = channel.unary_unary(
@@ -923,7 +923,7 @@ def add_AdminServicer_to_server(servicer, server):
             ),
             'IssueCorrection': grpc.unary_unary_rpc_method_handler(
                     servicer.IssueCorrection,
-                    request_deserializer=markex_dot_v1_dot_record__pb2.Correction.FromString,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.CorrectionRequest.FromString,
                     response_serializer=markex_dot_v1_dot_service__pb2.Issued.SerializeToString,
             ),
             'IssueReassignment': grpc.unary_unary_rpc_method_handler(
@@ -985,7 +985,7 @@ class Admin:
             request,
             target,
             '/markex.v1.Admin/IssueCorrection',
-            markex_dot_v1_dot_record__pb2.Correction.SerializeToString,
+            markex_dot_v1_dot_service__pb2.CorrectionRequest.SerializeToString,
             markex_dot_v1_dot_service__pb2.Issued.FromString,
             options,
             channel_credentials,
