@@ -7,6 +7,7 @@
                                                default the consortium's first auditor)
     markex audit --data-dir PATH [--as ID]     offline, on a stopped node's files
     markex audit verify-evidence FILE          check an evidence file with consortium.json
+                                               (`verify_evidence_file`)
 
 Every form verifies consortium.json with a pinned institute key
 (--institute-key, $MARKEX_INSTITUTE_KEY, or --as ID's node.toml; offline also
@@ -56,6 +57,7 @@ __all__ = [
     "reader_id",
     "run_audit",
     "save_state",
+    "verify_evidence_file",
     "write_evidence",
 ]
 
@@ -240,7 +242,9 @@ def _audit_node(args: argparse.Namespace, connect: Connect) -> int:
     return 0 if rep.ok else 1
 
 
-def _verify_evidence(args: argparse.Namespace, path: Path) -> int:
+def verify_evidence_file(args: argparse.Namespace, path: Path) -> int:
+    """`markex audit verify-evidence FILE`: 0 when the file proves what it
+    says under the pinned consortium, else 1 (not verified) with the reason."""
     d = client.consortium_dir(args.consortium)
     cons = client.load_pinned(d, args.institute_key, args.as_id)
     try:
@@ -269,14 +273,8 @@ def _verify_evidence(args: argparse.Namespace, path: Path) -> int:
 
 
 def run_audit(args: argparse.Namespace, connect: Connect) -> int:
-    """`markex audit` in each of its three forms; `connect` reaches the node online."""
-    extra = args.verify_evidence
-    if extra:
-        if extra[0] != "verify-evidence" or len(extra) != 2:
-            raise UsageError(
-                f"unexpected {' '.join(extra)!r}: use `markex audit verify-evidence FILE`"
-            )
-        return _verify_evidence(args, Path(extra[1]))
+    """`markex audit` online or offline (verify-evidence: `verify_evidence_file`);
+    `connect` reaches the node online."""
     if bool(args.node) == bool(args.data_dir):
         raise UsageError("give exactly one of --node ID (online) or --data-dir PATH (offline)")
     if args.data_dir:
