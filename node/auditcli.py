@@ -46,7 +46,7 @@ from node.auditclient import (  # re-exported: tests and tools import them from 
     load_state,
     save_state,
 )
-from node.command import UsageError
+from node.command import Exit, UsageError, fail
 from node.connect import Connect, reader_id
 
 __all__ = [
@@ -193,6 +193,16 @@ def _print_report(args: argparse.Namespace, rep: audit.AuditReport, paths: list[
         print(f"  evidence written: {p}")
 
 
+def _verdict(args: argparse.Namespace, rep: audit.AuditReport) -> int:
+    """0 when the audit passed; else 1 (not verified), its first finding on stderr."""
+    if rep.ok:
+        return 0
+    first = rep.findings[0].line() if rep.findings else "see the report"
+    n = len(rep.findings)
+    return fail(args.json, Exit.NOT_VERIFIED,
+                f"not verified: the audit of {rep.target} has {n} finding(s); first: {first}")
+
+
 def _audit_offline(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     if not (data_dir / "CURRENT").is_file():
@@ -214,7 +224,7 @@ def _audit_offline(args: argparse.Namespace) -> int:
     ev_dir = _evidence_dir(args, default / "evidence")
     paths = [write_evidence(ev_dir, ev) for ev in rep.evidence]
     _print_report(args, rep, paths)
-    return 0 if rep.ok else 1
+    return _verdict(args, rep)
 
 
 def _evidence_dir(args: argparse.Namespace, default: Path) -> Path:
@@ -239,7 +249,7 @@ def _audit_node(args: argparse.Namespace, connect: Connect) -> int:
     ev_dir = _evidence_dir(args, state_path.parent / "evidence")
     paths = [write_evidence(ev_dir, ev) for ev in rep.evidence]
     _print_report(args, rep, paths)
-    return 0 if rep.ok else 1
+    return _verdict(args, rep)
 
 
 def verify_evidence_file(args: argparse.Namespace, path: Path) -> int:

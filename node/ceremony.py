@@ -453,53 +453,66 @@ def cmd_node_configure(args: argparse.Namespace, _connect: Connect) -> int:
 def register(
     sub: Any, consortium: Any, keys: Any, node: Any, common: argparse.ArgumentParser
 ) -> None:
-    """Add the ceremony's commands to `markex`'s parser (node/cli.py)."""
-    kg = keys.add_parser("generate", parents=[common],
-                         help="a participant's keys, certificate requests and member.json")
-    kg.add_argument("--id", required=True)
-    kg.add_argument("--role", required=True, choices=ROLES)
+    """Add the ceremony's commands to `markex`'s parser (node/cli.py), each
+    with its help line and an example (docs/consortium-setup.md tells the story)."""
+
+    def command(group: Any, name: str, fn: Any, help_: str, example: str) -> Any:
+        p = group.add_parser(name, parents=[common], help=help_, description=help_,
+                             epilog=f"example:\n  {example}",
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(fn=fn)
+        return p
+
+    kg = command(keys, "generate", cmd_keys_generate,
+                 "a participant's keys, certificate requests and member.json",
+                 "markex keys generate --id carrier-4 --role carrier --out ./org "
+                 "--host node.carrier4.example")
+    kg.add_argument("--id", required=True, help="the participant's id, e.g. carrier-4")
+    kg.add_argument("--role", required=True, choices=ROLES, help="its role")
     kg.add_argument("--out", required=True, help="the organisation's folder; keys go in OUT/ID/")
     kg.add_argument("--host", default="127.0.0.1", help="the node's host name or address")
-    kg.add_argument("--member-port", type=int, default=7400)
-    kg.add_argument("--public-port", type=int, default=7401)
+    kg.add_argument("--member-port", type=int, default=7400,
+                    help="the member port (mutual TLS; default 7400)")
+    kg.add_argument("--public-port", type=int, default=7401,
+                    help="the public port (TLS, read-only; default 7401)")
     kg.add_argument("--name", help="the organisation's name")
-    kg.set_defaults(fn=cmd_keys_generate)
 
-    ck = consortium.add_parser("keygen", parents=[common],
-                               help="the institute's configuration key (kept off every node)")
-    ck.add_argument("--out", required=True)
-    ck.set_defaults(fn=cmd_consortium_keygen)
-    am = consortium.add_parser("add-member", parents=[common],
-                               help="add a participant's member.json to the draft")
-    am.add_argument("dir")
-    am.add_argument("--member", required=True)
+    ck = command(consortium, "keygen", cmd_consortium_keygen,
+                 "the institute's configuration key (kept off every node)",
+                 "markex consortium keygen --out ./config")
+    ck.add_argument("--out", required=True, help="the folder the key is written to")
+    am = command(consortium, "add-member", cmd_consortium_add_member,
+                 "add a participant's member.json to the draft",
+                 "markex consortium add-member ./draft --member ./org/carrier-4/member.json")
+    am.add_argument("dir", help="the draft consortium folder")
+    am.add_argument("--member", required=True, help="the participant's member.json")
     am.add_argument("--name", help="the consortium's name (a new draft only)")
-    am.add_argument("--weight", type=int)
+    am.add_argument("--weight", type=int, help="the participant's weight (default: its role's)")
     am.add_argument("--ranges", help="a carrier's E.164 prefixes, comma-separated")
-    am.set_defaults(fn=cmd_consortium_add_member)
-    cs = consortium.add_parser("sign", parents=[common],
-                               help="sign consortium.json with the configuration key")
-    cs.add_argument("dir")
-    cs.add_argument("--key", required=True)
-    cs.set_defaults(fn=cmd_consortium_sign)
+    cs = command(consortium, "sign", cmd_consortium_sign,
+                 "sign consortium.json with the configuration key",
+                 "markex consortium sign ./draft --key ./config/config.key")
+    cs.add_argument("dir", help="the draft consortium folder")
+    cs.add_argument("--key", required=True, help="the configuration key file")
 
-    ca = sub.add_parser("ca", help="the consortium CA").add_subparsers(dest="sub", required=True)
-    cai = ca.add_parser("init", parents=[common], help="a new consortium CA")
-    cai.add_argument("--ca", required=True)
-    cai.add_argument("--name", default="markex CA")
-    cai.set_defaults(fn=cmd_ca_init)
-    cas = ca.add_parser("sign", parents=[common], help="issue a certificate for a request")
-    cas.add_argument("--ca", required=True)
-    cas.add_argument("--csr", required=True)
-    cas.add_argument("--out", required=True)
+    ca = sub.add_parser("ca", help="the consortium CA", description="the consortium CA")
+    ca.set_defaults(fn=None, usage_of=ca)
+    ca = ca.add_subparsers(dest="sub", title="commands", metavar="COMMAND")
+    cai = command(ca, "init", cmd_ca_init, "a new consortium CA", "markex ca init --ca ./ca")
+    cai.add_argument("--ca", required=True, help="the CA's folder")
+    cai.add_argument("--name", default="markex CA", help="the CA's name (default: markex CA)")
+    cas = command(ca, "sign", cmd_ca_sign, "issue a certificate for a request",
+                  "markex ca sign --ca ./ca --csr ./org/carrier-4/tls.csr --out tls.pem "
+                  "--id carrier-4")
+    cas.add_argument("--ca", required=True, help="the CA's folder")
+    cas.add_argument("--csr", required=True, help="the certificate request (PEM)")
+    cas.add_argument("--out", required=True, help="where the certificate is written")
     cas.add_argument("--id", help="the participant the request must name")
-    cas.set_defaults(fn=cmd_ca_sign)
 
-    nc = node.add_parser("configure", parents=[common],
-                         help="write this participant's node.toml, pinned to the configuration key")
+    nc = command(node, "configure", cmd_node_configure,
+                 "write this participant's node.toml, pinned to the configuration key",
+                 "markex node configure --consortium ./c --as carrier-4 --pin ./config.pub")
     nc.add_argument("--pin", required=True,
                     help="the configuration public key, base64 (or a file holding it)")
     nc.add_argument("--new-feed", action="store_true",
                     help="this participant has never issued: its node may start a new feed")
-    nc.set_defaults(fn=cmd_node_configure)
-

@@ -372,6 +372,8 @@ def explain(
         return e.exit, _PREFIX.get(e.exit, "") + str(e)
     if isinstance(e, grpc.RpcError):
         return _explain_rpc(e, dialled)
+    if isinstance(e, LedgerError) and isinstance(e.__cause__, grpc.RpcError):
+        return _explain_rpc(e.__cause__, dialled)  # a node's status, re-raised as its class
     if isinstance(e, LedgerError):
         ex = _ledger_exit(e)
         return ex, _PREFIX.get(ex, "") + str(e)
