@@ -296,7 +296,7 @@ _CLASS_PREFIX = re.compile(r"^[A-Z][A-Za-z]+: ")
 _NO_ANSWER = ("failed to connect", "connection refused", "socket closed", "dns resolution",
               "connection reset", "connections to all backends failing", "unreachable",
               "endpoint is closed", "broken pipe")
-_TLS = ("ssl", "tls", "handshake", "certificate", "peer name")
+_TLS = ("ssl", "tls", "handshake", "certificate", "peer name", "verification check")
 
 _RPC_EXIT: dict[grpc.StatusCode, Exit] = {
     grpc.StatusCode.NOT_FOUND: Exit.NOT_FOUND,
