@@ -63,7 +63,11 @@ def _endpoint(args: argparse.Namespace) -> tuple[Path, Any, str, Any]:
 
 
 def _issued(args: argparse.Namespace, r: Any, with_appeal: bool = False) -> None:
-    """The record the node signed: id, issuer, seq (design.md) and its log index."""
+    """The record the node signed: id, issuer, seq (design.md) and its log
+    index; with --quiet its id alone (for `ID=$(markex mark -q ...)`)."""
+    if args.quiet and not args.json:
+        print(r.id.hex())
+        return
     obj: dict[str, Any] = {"id": r.id.hex(), "issuer": r.issuer, "seq": r.seq}
     if with_appeal:
         obj["appeal"] = r.appeal
@@ -98,16 +102,30 @@ def git_work_tree(directory: Path) -> Path | None:
     return None
 
 
+def git_ignores(tree: Path, directory: Path) -> bool:
+    """True when git itself says `directory` is ignored in `tree` (False when
+    git cannot tell or is not installed): `git add .` would leave it out."""
+    import subprocess
+
+    try:
+        res = subprocess.run(["git", "-C", str(tree), "check-ignore", "-q",
+                              str(directory.resolve() / "signing.key")],
+                             capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return res.returncode == 0
+
+
 def cmd_consortium_init(args: argparse.Namespace, _connect: Connect) -> int:
     from keys.layout import init_consortium
 
     target = Path(args.dir).resolve()
     tree = git_work_tree(target)
-    if tree is not None and not args.inside_git:
+    if tree is not None and not args.inside_git and not git_ignores(tree, target):
         raise UsageError(
             f"{target} is inside the git work tree {tree}: the folder holds every "
             "participant's private keys, and `git add .` would commit them. Choose a folder "
-            f"outside it, or pass {GIT_FLAG} (and list the folder in .gitignore)"
+            f"outside it or one .gitignore lists, or pass {GIT_FLAG}"
         )
     cons = init_consortium(
         target, carriers=args.carriers, internet=args.internet, base_port=args.base_port,
@@ -270,6 +288,12 @@ def cmd_log_consistency(args: argparse.Namespace, connect: Connect) -> int:
     return consistency(args, connect)
 
 
+def cmd_node_wait(args: argparse.Namespace, connect: Connect) -> int:
+    from node.recordcli import cmd_node_wait as node_wait
+
+    return node_wait(args, connect)
+
+
 def cmd_record_get(args: argparse.Namespace, connect: Connect) -> int:
     from node.recordcli import cmd_record_get as record_get
 
@@ -366,6 +390,11 @@ READER = "a member or auditor to read as (default: the consortium's auditor); it
          "also pins the institute key"
 PINNER = "a participant whose node.toml pins the institute key"
 ISSUE = "consortium as node json pin"
+
+
+def _quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print only the new record's id (e.g. ID=$(markex mark -q ...))")
 READ = "consortium as node json pin"
 
 
@@ -433,6 +462,17 @@ def build_parser() -> argparse.ArgumentParser:
                          "peers agree on this node's own feed head")
     nr.add_argument("--test-refuse-file", metavar="FILE",
                     help="TESTS ONLY: refuse the peers listed in FILE (simulated partitions)")
+    nw = _cmd(nd, "wait", cmd_node_wait,
+              "wait until nodes answer with cosigned checkpoints (with --for: covering a "
+              "record, in the log and in the view)",
+              "markex node wait --node internet-1 --for 1a2b3c4d5e6f7a8b",
+              "consortium as node json pin",
+              as_help=READER)
+    nw.add_argument("--for", dest="for_records", metavar="RECORD_ID", action="append",
+                    help="a record every node asked must hold in its cosigned log and view "
+                         "checkpoints (64 hex digits or a unique prefix; may be repeated)")
+    nw.add_argument("--timeout", type=finite_float, default=60.0, metavar="SECONDS",
+                    help="give up after this long, exit code 5 (default 60)")
 
     dm = _cmd(sub, "demo", cmd_demo, "a whole local consortium, a scenario, the view, an audit",
               "markex demo --quick", "")
@@ -447,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "  risks: fraud, harassment, debt-collection, one-ring, marketing,\n"
                           "         real-estate, finance-insurance, recruitment\n"
                           "  identity labels (not risks): delivery, taxi, customer-service")
+    _quiet(mk)
     mk.add_argument("number", metavar="NUMBER", help="the number, E.164 or national form")
     mk.add_argument("category", metavar="CATEGORY",
                     help="a category of the consortium's taxonomy (see `markex categories`)")
@@ -461,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
               "correct a mark: at once on one's own, an appeal on another's",
               "markex correct --as carrier-2 1a2b3c4d --withdraw --reason 'licensed courier'",
               ISSUE)
+    _quiet(co)
     co.add_argument("record_id", metavar="RECORD_ID",
                     help="the mark's id: 64 hex digits or a unique prefix of at least 8")
     co.add_argument("--withdraw", action="store_true", help="withdraw the mark")
@@ -470,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     de = _cmd(sub, "decide", cmd_decide, "the institute decides an appeal",
               "markex decide --as institute 5e6f7a8b --uphold --reason 'courier confirmed'",
               ISSUE)
+    _quiet(de)
     de.add_argument("appeal_id", metavar="APPEAL_ID",
                     help="the appeal's id: 64 hex digits or a unique prefix of at least 8")
     de.add_argument("--uphold", action="store_true", help="the marks are set aside")
@@ -478,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ra = _cmd(sub, "reassign", cmd_reassign, "declare a number given to a new holder",
               "markex reassign --as carrier-1 13812345678 --at 2026-12-01T00:00:00Z", ISSUE)
+    _quiet(ra)
     ra.add_argument("number", metavar="NUMBER", help="the number, E.164 or national form")
     ra.add_argument("--at", required=True, metavar="ISO8601",
                     help="when the new holder got it, e.g. 2026-12-01T00:00:00Z (UTC when no "

@@ -2,7 +2,9 @@
 its log index and its inclusion proof checked against the node's cosigned log
 checkpoint, like rekor-cli get/verify), `markex log inclusion` and
 `markex log consistency` (what they print, checked against that checkpoint),
-and record ids given by a unique prefix of at least 8 hex digits.
+record ids given by a unique prefix of at least 8 hex digits, and
+`markex node wait` (until nodes' cosigned checkpoints cover a record: what a
+script runs between issuing a record and reading it back).
 
 Nothing here believes the node: the checkpoint must be signed by the node's
 log key and cosigned by `policy.cosign_quorum` other members; a tree size
@@ -15,8 +17,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import Any
+
+import grpc
 
 from keys.consortium import Consortium
 from ledger import merkle, note
@@ -26,7 +31,17 @@ from ledger.names import log_origin, origin_of, participant_of_log, witness_name
 from ledger.record import Record
 from markex.v1 import service_pb2 as pb
 from node import client
-from node.command import Missing, NotVerified, UsageError, iso, pinned_consortium, show, table
+from node.command import (
+    CommandError,
+    Exit,
+    Missing,
+    NotVerified,
+    UsageError,
+    iso,
+    pinned_consortium,
+    show,
+    table,
+)
 from node.connect import Connect, Dial, reader_id
 
 MIN_PREFIX = 8  # hex digits: below this a prefix names too many records to be worth a call
@@ -304,3 +319,77 @@ def cmd_record_get(args: argparse.Namespace, connect: Connect) -> int:
             rows.append((k.replace("_", " "), v))
     rows.append(("log index", f"{got.index} in {args.node}'s log"))
     return _finish(args, out, rows)
+
+
+# ------------------------------------------------------------------ waiting
+
+
+class NotReady(CommandError):
+    """A node did not get ready in time (exit code 5: try again)."""
+
+    exit = Exit.UNAVAILABLE
+
+
+def _ready(cons: Consortium, public: Any, audit: Any, pid: str, ref: str | None,
+           now_ms: int) -> tuple[str | None, dict[str, Any]]:
+    """(None, what it holds) when node `pid` has cosigned log and view
+    checkpoints covering record `ref` (if given); else (why not, {})."""
+    try:
+        trusted, _, bad = _checkpoint(public, cons)
+        if trusted is None:
+            return bad, {}
+        if trusted.why_not:
+            return trusted.why_not, {}
+        size = trusted.checkpoint.size
+        held: dict[str, Any] = {"log_size": size, "cosigned_by": list(trusted.cosigned_by)}
+        if ref is None:
+            return None, held
+        rid = resolve_id(ref, audit, pid)
+        got = audit.GetRecord(pb.GetRecordRequest(id=rid), timeout=10)
+        rec = Record.from_envelope(got.envelope)
+        if got.index >= size:
+            return f"its log checkpoint covers {size} entries, not index {got.index} yet", {}
+        from node.lookup import check_fresh, open_view
+
+        view = open_view(cons, public.GetViewCheckpoint(pb.GetViewCheckpointRequest(),
+                                                        timeout=10).note)
+        fresh = check_fresh(view, cons.policy, now_ms)
+        if dict(view.checkpoint.vector).get(rec.issuer, 0) < rec.seq:
+            return f"its view checkpoint does not hold {rec.issuer}'s record {rec.seq} yet", {}
+        if len(fresh) < cons.policy.cosign_quorum:
+            return f"its view checkpoint has {len(fresh)} of {cons.policy.cosign_quorum} " \
+                   "fresh cosignatures", {}
+        held.update(index=got.index, view_entries=view.checkpoint.count)
+        return None, held
+    except (grpc.RpcError, LedgerError, Missing) as e:
+        return (e.details() if isinstance(e, grpc.RpcError) else str(e)) or "no answer", {}
+
+
+def cmd_node_wait(args: argparse.Namespace, connect: Connect) -> int:
+    """`markex node wait`: until each node answers with a cosigned log
+    checkpoint (and, with --for, cosigned log and view checkpoints covering
+    that record); NotReady after --timeout seconds."""
+    d, cons = pinned_consortium(args)
+    refs = [id_ref(r) for r in args.for_records or []]
+    pids = [args.node] if args.node else [p.id for p in cons.witnesses]
+    deadline = time.monotonic() + args.timeout
+    held: dict[str, Any] = {}
+    for pid in pids:
+        ep = client.resolve_node(cons, pid)
+        public = connect("public", Dial(d, ep))
+        audit = connect("audit", Dial(d, ep, reader_id(cons, args.as_id))) if refs else None
+        for ref in refs or [None]:
+            while True:
+                why, got = _ready(cons, public, audit, pid, ref, int(time.time() * 1000))
+                if why is None:
+                    held[pid] = got
+                    break
+                if time.monotonic() > deadline:
+                    raise NotReady(f"node {pid} not ready after {args.timeout:g} s: {why}")
+                time.sleep(0.2)
+    rows = [(pid, f"ready: log of {h['log_size']} entries cosigned by "
+                  f"{', '.join(h['cosigned_by'])}"
+                  + (f"; record at index {h['index']}, in the view" if "index" in h else ""))
+            for pid, h in held.items()]
+    show(args, {"nodes": held}, table(rows))
+    return 0
