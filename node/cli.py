@@ -471,8 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     nw.add_argument("--for", dest="for_records", metavar="RECORD_ID", action="append",
                     help="a record every node asked must hold in its cosigned log and view "
                          "checkpoints (64 hex digits or a unique prefix; may be repeated)")
-    nw.add_argument("--timeout", type=finite_float, default=60.0, metavar="SECONDS",
-                    help="give up after this long, exit code 5 (default 60)")
+    nw.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
+                    help="give up after this long, 0..3600, exit code 5 (default 60)")
 
     dm = _cmd(sub, "demo", cmd_demo, "a whole local consortium, a scenario, the view, an audit",
               "markex demo --quick", "")
@@ -601,6 +601,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     ceremony.register(sub, cons, ky, nd, common_options())
     return p
+
+
+def _seconds(s: str) -> float:
+    v = finite_float(s)
+    if not 0 <= v <= 3600:
+        raise argparse.ArgumentTypeError(f"{s} is not between 0 and 3600 seconds")
+    return v
 
 
 def _score(s: str) -> int:

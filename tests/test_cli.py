@@ -578,3 +578,27 @@ def test_log_proofs_are_verified_against_the_cosigned_checkpoint(
     code, _, err = run(capsys, "lookup", "--node", "internet-1", "--batch", str(f),
                        "--consortium", str(net.dir))
     assert code == 2 and f"{f}:2:" in err
+
+
+def test_find_records_by_prefix_on_a_real_node(net: LocalNet) -> None:
+    """Audit.FindRecords: odd and even prefixes, the limit, and precise refusals."""
+    import grpc
+
+    from markex.v1 import service_pb2 as pb
+    from node import client
+
+    rid = net.mark("carrier-1", "13812346000", "fraud").id
+    ep = client.resolve_node(net.consortium, "carrier-1")
+    stub = client.audit_stub(net.dir, "auditor-1", ep.member, "carrier-1")
+    for n in (8, 9, 31, 64):
+        got = stub.FindRecords(pb.FindRecordsRequest(id_prefix=rid.hex()[:n].upper()), timeout=5)
+        assert rid in got.ids, n
+    miss = "0" * 9 if not rid.hex().startswith("0" * 9) else "f" * 9
+    assert list(stub.FindRecords(pb.FindRecordsRequest(id_prefix=miss), timeout=5).ids) == []
+    for prefix, limit, status in (("abc", 0, grpc.StatusCode.INVALID_ARGUMENT),
+                                  ("zz" * 5, 0, grpc.StatusCode.INVALID_ARGUMENT),
+                                  ("a" * 65, 0, grpc.StatusCode.INVALID_ARGUMENT),
+                                  (rid.hex()[:8], 17, grpc.StatusCode.RESOURCE_EXHAUSTED)):
+        with pytest.raises(grpc.RpcError) as ex:
+            stub.FindRecords(pb.FindRecordsRequest(id_prefix=prefix, limit=limit), timeout=5)
+        assert ex.value.code() == status, prefix

@@ -48,10 +48,12 @@ class Script:
     page: int = 2  # envelopes per GetEntries answer
     envelopes: list[bytes] = field(default_factory=lambda: list(ENVELOPES))
     view_note: str = "not a signed note\n"
+    found: list[bytes] = field(default_factory=list)  # what FindRecords answers
 
     def reset(self) -> None:
         self.calls.clear()
         self.fail = None
+        self.found = []
 
 
 class _Stub:
@@ -117,6 +119,9 @@ class StubAudit(_Stub, rpc.AuditServicer):
 
     def GetEvidence(self, request: Any, context: grpc.ServicerContext) -> pb.Evidence:
         return self._answer("GetEvidence", request, context, pb.Evidence())
+
+    def FindRecords(self, request: Any, context: grpc.ServicerContext) -> pb.FoundRecords:
+        return self._answer("FindRecords", request, context, pb.FoundRecords(ids=self.s.found))
 
 
 class StubConnect:
@@ -260,6 +265,35 @@ def test_correct_decide_reassign_send_what_was_asked(
     assert r.number == "+8613812345678"
     assert r.effective_at_ms == int(datetime(2026, 11, 28, 10, tzinfo=UTC).timestamp() * 1000)
     assert [need for need, _ in conn.dials] == ["admin"] * 4
+
+
+def test_an_id_prefix_is_resolved_at_the_acting_node_and_an_ambiguous_one_refused(
+    stub: tuple[StubConnect, Script], folder: tuple[Path, Consortium],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    conn, script = stub
+    d, cons = folder
+    full = bytes.fromhex("1a2b3c4d" + "ee" * 28)
+    script.found = [full]
+    code, o, _ = cli(capsys, folder, conn, "correct", "--as", "internet-1", "1A2B3C4D",
+                     "--withdraw", "--json")
+    assert code == 0 and json.loads(o)["appeal"] is True
+    (m1, find), (m2, corr) = script.calls
+    assert (m1, find.id_prefix, m2) == ("FindRecords", "1a2b3c4d", "IssueCorrection")
+    assert list(corr.targets) == [full]
+    assert conn.dials[0] == ("audit", Dial(d, _ep(cons, "internet-1"), "internet-1"))
+    # two records share the prefix: refused, both listed, nothing issued
+    other = bytes.fromhex("1a2b3c4d" + "ff" * 28)
+    script.reset()
+    script.found = [full, other]
+    code, o, e = cli(capsys, folder, conn, "decide", "--as", "institute", "1a2b3c4d", "--uphold")
+    assert code == 2 and o == "" and full.hex() in e and other.hex() in e
+    assert "give more digits" in e and [m for m, _ in script.calls] == ["FindRecords"]
+    # no record has it: not found, exit 3
+    script.reset()
+    code, _, e = cli(capsys, folder, conn, "correct", "--as", "carrier-1", "1a2b3c4d9",
+                     "--withdraw")
+    assert code == 3 and "no record at carrier-1 has an id starting with 1a2b3c4d9" in e
 
 
 # ------------------------------------------------------------------ reading

@@ -101,6 +101,34 @@ def test_consortium_init_refuses_a_git_work_tree_unless_asked(
     assert code == 0 and json.loads(o)["participants"][0] == "institute"
 
 
+def test_a_folder_git_ignores_is_accepted(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                          ) -> None:
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("/c/\n", encoding="utf-8")
+    code, _, e = call(capsys, "consortium", "init", str(repo / "c"), "--base-port", "31900")
+    assert code == 0, e
+    code, _, e = call(capsys, "consortium", "init", str(repo / "d"), "--base-port", "31900")
+    assert code == 2 and "inside the git work tree" in e
+
+
+def test_make_path_prints_the_lines_that_put_markex_on_the_path(tmp_path: Path) -> None:
+    venv = Path(sys.executable).parent.parent  # the venv this test runs in holds `markex`
+    res = subprocess.run(["make", "-s", "-C", str(ROOT), "path", f"VENV={venv}"],
+                         capture_output=True, text=True, check=True)
+    lines = res.stdout.splitlines()
+    assert len(lines) == 3 and lines[1].strip().startswith(". ")
+    for line in lines[1:]:
+        found = subprocess.run(["bash", "-c", f"{line.strip()} && command -v markex"],
+                               capture_output=True, text=True, cwd=tmp_path,
+                               env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+        assert found.stdout.strip() == str(venv / "bin" / "markex"), (line, found.stderr)
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    demo = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert demo.rstrip().endswith("$(MAKE) -s path")  # `make demo` ends by printing them
+    assert ".venv/bin/activate" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
 def test_the_readme_consortium_folder_is_ignored_by_git() -> None:
     """`git add .` after the README's `consortium init ./c` adds no key."""
     res = subprocess.run(["git", "check-ignore", "-q", "c/carrier-1/signing.key"], cwd=ROOT,
@@ -185,20 +213,21 @@ VALUES = {"number": "13812345678", "category": "fraud", "record_id": "ab" * 32,
           "at": "2026-12-01T00:00:00Z", "start": "0", "end": "2", "index": "0", "old": "1",
           "participant": "carrier-1", "as_id": "carrier-1", "node": "carrier-1",
           "pin": "{tmp}/missing.pub", "role": "carrier", "id": "carrier-9"}
+OPTIONAL = {"timeout": "0.2"}  # `node wait` waits for nodes that never come: not long
 
 
 def _base(path: tuple[str, ...], parser: argparse.ArgumentParser) -> list[tuple[Any, str]]:
     """(action, value) of a plausible command line: positionals and required options."""
     out = []
     for a in parser._actions:
-        if a.option_strings and not a.required and a.dest not in ("as_id", "node"):
+        if a.option_strings and not a.required and a.dest not in ("as_id", "node", *OPTIONAL):
             continue
         if isinstance(a, argparse._SubParsersAction | argparse._HelpAction):
             continue
         if a.option_strings and a.dest in ("as_id", "node") and not any(
                 x.dest == a.dest for x in parser._actions if x.option_strings):
             continue
-        value = VALUES.get(a.dest, "{tmp}/missing")
+        value = VALUES.get(a.dest) or OPTIONAL.get(a.dest) or "{tmp}/missing"
         if a.choices:
             value = next(iter(a.choices))
         if path[0] == "decide" and a.dest == "as_id":
