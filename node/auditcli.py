@@ -53,6 +53,8 @@ __all__ = [
     "GrpcLogSource",
     "audit_node_online",
     "audit_online",
+    "cmd_audit",
+    "cmd_verify_evidence",
     "load_state",
     "reader_id",
     "run_audit",
@@ -282,6 +284,11 @@ def verify_evidence_file(args: argparse.Namespace, path: Path) -> int:
     return 0
 
 
+def cmd_verify_evidence(args: argparse.Namespace, _connect: Connect) -> int:
+    """`markex audit verify-evidence FILE`."""
+    return verify_evidence_file(args, Path(args.file))
+
+
 def run_audit(args: argparse.Namespace, connect: Connect) -> int:
     """`markex audit` online or offline (verify-evidence: `verify_evidence_file`);
     `connect` reaches the node online."""
@@ -290,3 +297,6 @@ def run_audit(args: argparse.Namespace, connect: Connect) -> int:
     if args.data_dir:
         return _audit_offline(args)
     return _audit_node(args, connect)
+
+
+cmd_audit = run_audit  # what node/cli.py runs for `markex audit`

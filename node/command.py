@@ -27,12 +27,9 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
-
-import grpc
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from keys import ConfigSignatureError, KeysError
-from keys.consortium import Consortium
 from ledger.errors import (
     BadInput,
     BadSignature,
@@ -46,8 +43,12 @@ from ledger.errors import (
     ProofMismatch,
     TooLarge,
 )
-from node import client
 from node.connect import Connect, Dial, Need
+
+if TYPE_CHECKING:  # imported where used: `markex --help` loads neither gRPC nor the key code
+    import grpc
+
+    from keys.consortium import Consortium
 
 # A command: the parsed arguments and the way to reach nodes in, an exit code out.
 Command = Callable[[argparse.Namespace, Connect], int]
@@ -218,6 +219,8 @@ def record_id(s: str) -> bytes:
 def pinned_consortium(args: argparse.Namespace) -> tuple[Path, Consortium]:
     """The consortium folder and its configuration, verified with the pinned
     institute key (--institute-key, $MARKEX_INSTITUTE_KEY or --as's node.toml)."""
+    from node import client
+
     d = client.consortium_dir(args.consortium)
     return d, client.load_pinned(d, args.institute_key, args.as_id)
 
@@ -298,19 +301,20 @@ _NO_ANSWER = ("failed to connect", "connection refused", "socket closed", "dns r
               "endpoint is closed", "broken pipe")
 _TLS = ("ssl", "tls", "handshake", "certificate", "peer name", "verification check")
 
-_RPC_EXIT: dict[grpc.StatusCode, Exit] = {
-    grpc.StatusCode.NOT_FOUND: Exit.NOT_FOUND,
-    grpc.StatusCode.INVALID_ARGUMENT: Exit.USAGE,
-    grpc.StatusCode.OUT_OF_RANGE: Exit.USAGE,
-    grpc.StatusCode.PERMISSION_DENIED: Exit.REFUSED,
-    grpc.StatusCode.UNAUTHENTICATED: Exit.REFUSED,
-    grpc.StatusCode.FAILED_PRECONDITION: Exit.REFUSED,
-    grpc.StatusCode.ALREADY_EXISTS: Exit.REFUSED,
-    grpc.StatusCode.ABORTED: Exit.REFUSED,
-    grpc.StatusCode.UNAVAILABLE: Exit.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED: Exit.UNAVAILABLE,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: Exit.UNAVAILABLE,
-    grpc.StatusCode.CANCELLED: Exit.UNAVAILABLE,
+# A node's gRPC status (by name) -> the exit code.
+_RPC_EXIT: dict[str, Exit] = {
+    "NOT_FOUND": Exit.NOT_FOUND,
+    "INVALID_ARGUMENT": Exit.USAGE,
+    "OUT_OF_RANGE": Exit.USAGE,
+    "PERMISSION_DENIED": Exit.REFUSED,
+    "UNAUTHENTICATED": Exit.REFUSED,
+    "FAILED_PRECONDITION": Exit.REFUSED,
+    "ALREADY_EXISTS": Exit.REFUSED,
+    "ABORTED": Exit.REFUSED,
+    "UNAVAILABLE": Exit.UNAVAILABLE,
+    "DEADLINE_EXCEEDED": Exit.UNAVAILABLE,
+    "RESOURCE_EXHAUSTED": Exit.UNAVAILABLE,
+    "CANCELLED": Exit.UNAVAILABLE,
 }
 
 _PREFIX = {Exit.NOT_FOUND: "not found: ", Exit.REFUSED: "refused: ",
@@ -327,26 +331,33 @@ def _who(dialled: tuple[Need, Dial] | None) -> str:
 
 
 def _explain_rpc(e: grpc.RpcError, dialled: tuple[Need, Dial] | None) -> tuple[Exit, str]:
-    code = e.code() if callable(getattr(e, "code", None)) else grpc.StatusCode.UNKNOWN
+    code = e.code() if callable(getattr(e, "code", None)) else None
+    name = getattr(code, "name", "UNKNOWN")
     detail = (e.details() if callable(getattr(e, "details", None)) else "") or ""
     low = detail.lower()
     who = _who(dialled)
-    if code == grpc.StatusCode.UNAVAILABLE and any(s in low for s in _TLS):
+    if name == "UNAVAILABLE" and any(s in low for s in _TLS):
         pid = dialled[1].node.participant if dialled else None
         whose = f"{pid}'s certificate from this consortium's CA" if pid else (
             "a certificate from this consortium's CA")
         return Exit.NOT_VERIFIED, f"{who} did not present {whose} (TLS handshake failed)"
-    if code == grpc.StatusCode.UNAVAILABLE and (not detail or any(s in low for s in _NO_ANSWER)):
+    if name == "UNAVAILABLE" and (not detail or any(s in low for s in _NO_ANSWER)):
         return Exit.UNAVAILABLE, f"{who} is not answering; is it running?"
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+    if name == "DEADLINE_EXCEEDED":
         return Exit.UNAVAILABLE, f"{who} did not answer in time; is it overloaded?"
-    ex = _RPC_EXIT.get(code, Exit.FAILED)
+    ex = _RPC_EXIT.get(name, Exit.FAILED)
     sentence = _node_sentence(detail)
     if ex is Exit.UNAVAILABLE:
         return ex, f"{who} is busy or not ready: {sentence}; try again later"
     if ex is Exit.FAILED:
-        return ex, f"{who} failed ({code.name.lower()}): {sentence}"
+        return ex, f"{who} failed ({name.lower()}): {sentence}"
     return ex, _PREFIX.get(ex, "") + sentence
+
+
+def _rpc_error() -> type[Exception] | None:
+    """grpc.RpcError if gRPC is loaded (if it is not, no call can have failed)."""
+    grpc = sys.modules.get("grpc")
+    return getattr(grpc, "RpcError", None)
 
 
 def _ledger_exit(e: LedgerError) -> Exit:
@@ -368,12 +379,15 @@ def explain(
 ) -> tuple[Exit, str]:
     """The exit code and the one sentence for an error a command raised;
     `dialled` is the last node the command asked (named when it did not answer)."""
+    rpc_error = _rpc_error()
     if isinstance(e, CommandError):
         return e.exit, _PREFIX.get(e.exit, "") + str(e)
-    if isinstance(e, grpc.RpcError):
-        return _explain_rpc(e, dialled)
-    if isinstance(e, LedgerError) and isinstance(e.__cause__, grpc.RpcError):
-        return _explain_rpc(e.__cause__, dialled)  # a node's status, re-raised as its class
+    if rpc_error is not None and isinstance(e, rpc_error):
+        return _explain_rpc(e, dialled)  # type: ignore[arg-type]
+    if rpc_error is not None and isinstance(e, LedgerError) and isinstance(e.__cause__,
+                                                                           rpc_error):
+        # a node's status, re-raised as its ledger class (node/auditclient.py)
+        return _explain_rpc(e.__cause__, dialled)  # type: ignore[arg-type]
     if isinstance(e, LedgerError):
         ex = _ledger_exit(e)
         return ex, _PREFIX.get(ex, "") + str(e)

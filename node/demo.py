@@ -168,6 +168,11 @@ def _wait_views(net: LocalNet, timeout: float = 60) -> dict[str, Any]:
         time.sleep(0.3)
 
 
+def cmd_demo(args: Any, _connect: Any) -> int:
+    """`markex demo [--quick] [--numbers N]`."""
+    return run_demo(quick=args.quick, numbers=args.numbers)
+
+
 def run_demo(quick: bool = False, numbers: int = 0) -> int:
     count = numbers or (600 if quick else 3000)
     with tempfile.TemporaryDirectory(prefix="markex-demo-") as tmp:

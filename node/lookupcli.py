@@ -15,19 +15,20 @@ import argparse
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from keys import KeysError
-from keys.consortium import Consortium
 from ledger.errors import InvalidNumber, LedgerError
-from ledger.log import verify_envelopes
 from ledger.numbers import normalize
 from markex.v1 import service_pb2 as pb
 from node import client
 from node.command import NotVerified, UsageError, iso, parse_time, pinned_consortium, show, table
 from node.connect import Connect, Dial, reader_id
+
+if TYPE_CHECKING:
+    from keys.consortium import Consortium
 
 BATCH = 1000  # numbers per LookupBatch call: the node's own cap
 # Times in milliseconds that the JSON output repeats in ISO 8601 as `<key>_iso`.
@@ -59,6 +60,8 @@ def with_iso(obj: Any) -> Any:
 
 def _reason(audit: Any, cons: Consortium, rid_hex: str) -> tuple[str, str]:
     """(issuer, reason) of a correction record read by id, checked against the id."""
+    from ledger.log import verify_envelopes  # only when an entry has appeals
+
     rid = bytes.fromhex(rid_hex)
     got = audit.GetRecord(pb.GetRecordRequest(id=rid), timeout=10)
     if hashlib.sha256(got.envelope).digest() != rid:

@@ -297,3 +297,18 @@ def test_the_installed_command_fails_cleanly_in_a_subprocess(pinned: Path) -> No
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr == ("markex: argument --index: -1 is not between 0 and "
                           f"{2**64 - 1} (see `markex log inclusion --help`)\n")
+
+
+def test_help_loads_no_grpc_no_keys_no_ledger_view() -> None:
+    """What makes `markex --help` start fast (bench cli_startup): the commands'
+    modules, gRPC and the key code are loaded only by the commands that use them."""
+    probe = ("import sys, contextlib, io\n"
+             "from node.cli import main\n"
+             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+             "    main(['--help'])\n"
+             "heavy = ('grpc', 'cryptography', 'ledger.view', 'ledger.log', 'keys.consortium',\n"
+             "         'node.issuecli', 'node.lookupcli', 'node.recordcli', 'node.ceremony')\n"
+             "print(sorted(m for m in heavy if m in sys.modules))\n")
+    res = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=True)
+    assert res.stdout.strip() == "[]", res.stdout
