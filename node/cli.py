@@ -24,7 +24,6 @@ from node.command import (
     Parser,
     UsageError,
     add_options,
-    common_options,
     exit_code_epilog,
     fail,
     finite_float,
@@ -284,22 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
               as_help=PINNER)
     kv.add_argument("--participant", required=True, metavar="ID", help="whose key")
 
-    _ceremony(sub, cons, ky, nd, common_options())
+    _ceremony(sub, cons, ky, nd)
     return p
 
 
-def _ceremony(
-    sub: Any, consortium: Any, keys: Any, node: Any, common: argparse.ArgumentParser
-) -> None:
+def _ceremony(sub: Any, consortium: Any, keys: Any, node: Any) -> None:
     """The key ceremony's commands (node/ceremony.py), each with its help line
     and an example (docs/consortium-setup.md tells the story)."""
 
-    def command(group: Any, name: str, fn: Any, help_: str, example: str) -> Any:
-        p = group.add_parser(name, parents=[common], help=help_, description=help_,
-                             epilog=f"example:\n  {example}",
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.set_defaults(fn=fn)
-        return p
+    def command(group: Any, name: str, fn: Any, help_: str, example: str,
+                opts: str = "json", as_help: str | None = None) -> Any:
+        return _cmd(group, name, fn, help_, example, opts, as_help=as_help)
 
     kg = command(keys, "generate", lazy("cmd_keys_generate"),
                  "a participant's keys, certificate requests and member.json",
@@ -343,7 +337,7 @@ def _ceremony(
     cai.add_argument("--name", default="markex CA", help="the CA's name (default: markex CA)")
     cas = command(ca, "sign", lazy("cmd_ca_sign"), "issue a certificate for a request",
                   "markex ca sign --ca ./ca --csr ./org/carrier-4/tls.csr --out tls.pem "
-                  "--id carrier-4")
+                  "--id carrier-4", "consortium json pin")
     cas.add_argument("--ca", required=True, help="the CA's folder")
     cas.add_argument("--csr", required=True, help="the certificate request (PEM)")
     cas.add_argument("--out", required=True, help="where the certificate is written")
@@ -351,7 +345,8 @@ def _ceremony(
 
     nc = command(node, "configure", lazy("cmd_node_configure"),
                  "write this participant's node.toml, pinned to the configuration key",
-                 "markex node configure --consortium ./c --as carrier-4 --pin ./config.pub")
+                 "markex node configure --consortium ./c --as carrier-4 --pin ./config.pub",
+                 "consortium as json", as_help="the participant whose node this is")
     nc.add_argument("--pin", required=True,
                     help="the configuration public key, base64 (or a file holding it)")
     nc.add_argument("--new-feed", action="store_true",

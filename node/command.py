@@ -154,14 +154,6 @@ def add_options(p: argparse.ArgumentParser, *names: str, as_help: str | None = N
         )
 
 
-def common_options() -> argparse.ArgumentParser:
-    """A parent parser with every shared option (the ceremony's commands use it)."""
-    common = argparse.ArgumentParser(add_help=False)
-    add_options(common, "consortium", "as", "node", "json", "pin")
-    common.set_defaults(**OPTION_DEFAULTS)
-    return common
-
-
 def _bounded_int(top: int) -> Callable[[str], int]:
     def parse(s: str) -> int:
         try:

@@ -143,11 +143,15 @@ def render(obj: dict[str, Any], cons: Consortium) -> str:
     return table(rows)
 
 
-def _why(obj: dict[str, Any]) -> str:
-    """The reason an answer is not verified, without the error class it starts with."""
+def _why(obj: dict[str, Any], quorum: int) -> str:
+    """The reason an answer is not verified, without the error class it starts
+    with; too few cosignatures first says how many of how many."""
     err = str(obj.get("error") or "no reason given")
     head, sep, rest = err.partition(": ")
-    return rest if sep and head.isidentifier() and head[:1].isupper() else err
+    if sep and head.isidentifier() and head[:1].isupper():
+        return rest  # refused by a check (node/lookup.py's errors)
+    fresh = len(obj.get("cosigned_by") or [])
+    return f"{fresh} of {quorum} required cosignatures ({err})"
 
 
 # ------------------------------------------------------------------ commands
@@ -196,7 +200,7 @@ def _batch(args: argparse.Namespace, stub: Any, cons: Consortium, at: int, now: 
     show(args, obj, table(rows))
     if bad:
         raise NotVerified(f"{len(bad)} of {len(results)} answers (first, {bad[0]['number']}: "
-                          f"{_why(bad[0])})")
+                          f"{_why(bad[0], cons.policy.cosign_quorum)})")
     return 0
 
 
@@ -225,5 +229,5 @@ def cmd_lookup(args: argparse.Namespace, connect: Connect) -> int:
             obj["reasons_error"] = f"the appeal records could not be read: {e}"
     show(args, with_iso(obj), render(obj, cons))
     if not obj["verified"]:
-        raise NotVerified(_why(obj))
+        raise NotVerified(_why(obj, cons.policy.cosign_quorum))
     return 0

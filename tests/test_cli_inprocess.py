@@ -584,7 +584,11 @@ def test_offline_commands_fail_in_one_sentence(
     conn, script = stub
     (tmp_path / "garbage.json").write_text("{not json", encoding="utf-8")
     args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    got, o, e = cli(capsys, folder, conn, *args)
+    if argv[0] == "consortium":  # a draft's folder is its argument: no --consortium offered
+        capsys.readouterr()
+        got, (o, e) = main(args, connect=conn), capsys.readouterr()
+    else:
+        got, o, e = cli(capsys, folder, conn, *args)
     assert (got, o) == (code, "") and needle in e, e
     assert e.startswith("markex: ") and e.count("\n") == 1
     assert script.calls == []

@@ -312,3 +312,43 @@ def test_help_loads_no_grpc_no_keys_no_ledger_view() -> None:
     res = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                          text=True, timeout=60, check=True)
     assert res.stdout.strip() == "[]", res.stdout
+
+
+def test_a_lookup_nobody_cosigned_says_how_many_cosignatures_it_lacks(
+    pinned: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """carrier-1 runs alone: its view checkpoint is signed, nobody cosigns it."""
+    import time
+
+    from node.server import Node
+
+    node = Node(NodeConfig.for_participant(pinned, "carrier-1"), sync_interval=0.2).start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            code, o, e = call(capsys, "lookup", "--node", "carrier-1", "13812345678",
+                              "--consortium", str(pinned))
+            if code == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+    finally:
+        node.stop(grace=0.1)
+    assert code == 1 and re.search(r"^verified +no$", o, re.M)
+    assert e.startswith("markex: not verified: 0 of 2 required cosignatures (") and \
+        e.count("\n") == 1, e
+
+
+def test_cli_startup_and_cli_lookup_are_benchmarks() -> None:
+    """`make bench` runs them (bench/cli_startup.py), in the fixed report format."""
+    from bench import report
+    from bench.__main__ import BENCHMARKS
+
+    for name in ("cli_startup", "cli_lookup"):
+        fn = BENCHMARKS[name].load()
+        assert fn.__module__ == "bench.cli_startup" and not BENCHMARKS[name].opt_in
+    from bench import cli_startup
+
+    ms = cli_startup._wall_ms([sys.executable, "-m", "node.cli", "--help"], 1)
+    result = report.latency(ms, "ms", cli_startup.HELP_TARGET_MS, "one run")
+    report.check_result("cli_startup", result)
+    assert ms > 0
