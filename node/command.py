@@ -227,6 +227,16 @@ def acting(args: argparse.Namespace, cons: Consortium) -> str:
     return args.as_id
 
 
+def node_endpoints(cons: Consortium, node: str) -> Any:
+    """`client.resolve_node`, with the participants listed when `node` names none."""
+    from node import client
+
+    try:
+        return client.resolve_node(cons, node)
+    except KeysError as e:
+        raise UsageError(f"{e}; participants: {participant_list(cons)}") from e
+
+
 def participant_list(cons: Consortium) -> str:
     """The participants' ids, comma-separated: the valid values of --as and --node."""
     return ", ".join(p.id for p in cons.participants)

@@ -15,6 +15,7 @@ from node.command import (
     UsageError,
     acting,
     category_list,
+    node_endpoints,
     parse_time,
     pinned_consortium,
     show,
@@ -31,11 +32,10 @@ def _now_ms() -> int:
 
 def _endpoint(args: argparse.Namespace) -> tuple[Path, Any, str, Any]:
     """(folder, consortium, acting id, its node's endpoints) of an issuing command."""
-    from node import client
 
     d, cons = pinned_consortium(args)
     who = acting(args, cons)
-    return d, cons, who, client.resolve_node(cons, args.node or who)
+    return d, cons, who, node_endpoints(cons, args.node or who)
 
 
 def _issued(args: argparse.Namespace, r: Any, with_appeal: bool = False) -> None:

@@ -23,8 +23,16 @@ from keys import KeysError
 from ledger.errors import InvalidNumber, LedgerError
 from ledger.numbers import normalize
 from markex.v1 import service_pb2 as pb
-from node import client
-from node.command import NotVerified, UsageError, iso, parse_time, pinned_consortium, show, table
+from node.command import (
+    NotVerified,
+    UsageError,
+    iso,
+    node_endpoints,
+    parse_time,
+    pinned_consortium,
+    show,
+    table,
+)
 from node.connect import Connect, Dial, reader_id
 
 if TYPE_CHECKING:
@@ -212,7 +220,7 @@ def cmd_lookup(args: argparse.Namespace, connect: Connect) -> int:
         raise UsageError("--node ID (or HOST:PORT) is required")
     if bool(args.number) == bool(args.batch):
         raise UsageError("give a NUMBER or --batch FILE (one number a line)")
-    ep = client.resolve_node(cons, args.node)
+    ep = node_endpoints(cons, args.node)
     now = _now_ms()
     at = parse_time(args.at) if args.at else now
     number = normalize(args.number) if args.number else ""  # before any call: InvalidNumber

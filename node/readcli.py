@@ -13,6 +13,7 @@ from node.command import (
     NotVerified,
     UsageError,
     acting,
+    node_endpoints,
     participant_list,
     pinned_consortium,
     show,
@@ -23,12 +24,11 @@ from node.connect import Connect, Dial, reader_id
 
 def _public(args: argparse.Namespace, connect: Connect) -> tuple[Any, Any]:
     """The Public service of --node, and the verified consortium."""
-    from node import client
 
     d, cons = pinned_consortium(args)
     if not args.node:
         raise UsageError("--node ID (or HOST:PORT) is required")
-    return connect("public", Dial(d, client.resolve_node(cons, args.node))), cons
+    return connect("public", Dial(d, node_endpoints(cons, args.node))), cons
 
 
 def cmd_log_checkpoint(args: argparse.Namespace, connect: Connect) -> int:
@@ -51,7 +51,6 @@ def cmd_log_entries(args: argparse.Namespace, connect: Connect) -> int:
     import base64
 
     from markex.v1 import service_pb2 as pb
-    from node import client
 
     # Raw entries are for members and auditors: the member port's Audit service,
     # as --as or, like `markex audit`, the consortium's first auditor.
@@ -62,7 +61,7 @@ def cmd_log_entries(args: argparse.Namespace, connect: Connect) -> int:
         acting(args, cons)
     if args.end <= args.start:
         raise UsageError("--end must be greater than --start")
-    stub = connect("audit", Dial(d, client.resolve_node(cons, args.node),
+    stub = connect("audit", Dial(d, node_endpoints(cons, args.node),
                                  reader_id(cons, args.as_id)))
     entries: list[str] = []
     i = args.start

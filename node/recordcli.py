@@ -30,7 +30,6 @@ from ledger.log import verify_envelopes
 from ledger.names import log_origin, origin_of, participant_of_log, witness_name
 from ledger.record import Record
 from markex.v1 import service_pb2 as pb
-from node import client
 from node.command import (
     CommandError,
     Exit,
@@ -38,6 +37,7 @@ from node.command import (
     NotVerified,
     UsageError,
     iso,
+    node_endpoints,
     pinned_consortium,
     show,
     table,
@@ -195,7 +195,7 @@ def _public(args: argparse.Namespace, connect: Connect) -> tuple[Any, Consortium
     d, cons = pinned_consortium(args)
     if not args.node:
         raise UsageError("--node ID (or HOST:PORT) is required")
-    return connect("public", Dial(d, client.resolve_node(cons, args.node))), cons
+    return connect("public", Dial(d, node_endpoints(cons, args.node))), cons
 
 
 def cmd_log_inclusion(args: argparse.Namespace, connect: Connect) -> int:
@@ -281,7 +281,7 @@ def cmd_record_get(args: argparse.Namespace, connect: Connect) -> int:
     d, cons = pinned_consortium(args)
     if not args.node:
         raise UsageError("--node ID (or HOST:PORT) is required")
-    ep = client.resolve_node(cons, args.node)
+    ep = node_endpoints(cons, args.node)
     audit = connect("audit", Dial(d, ep, reader_id(cons, args.as_id)))
     rid = resolve_id(args.record_id, audit, args.node)
     got = audit.GetRecord(pb.GetRecordRequest(id=rid), timeout=10)
@@ -375,7 +375,7 @@ def cmd_node_wait(args: argparse.Namespace, connect: Connect) -> int:
     deadline = time.monotonic() + args.timeout
     held: dict[str, Any] = {}
     for pid in pids:
-        ep = client.resolve_node(cons, pid)
+        ep = node_endpoints(cons, pid)
         public = connect("public", Dial(d, ep))
         audit = connect("audit", Dial(d, ep, reader_id(cons, args.as_id))) if refs else None
         for ref in refs or [None]:

@@ -175,7 +175,8 @@ def test_mark_correct_decide_reassign(net: LocalNet, capsys: pytest.CaptureFixtu
             ["log", "inclusion", "--node", "carrier-1", "--index", "99999", "--size", "100000"],
             3, "not found: ",
         ),
-        (["lookup", "--node", "nowhere", "13812345678"], 2, "neither a participant"),
+        (["lookup", "--node", "nowhere", "13812345678"], 2,
+         "neither a participant of markex-local nor HOST:PORT; participants: institute,"),
     ],
 )
 def test_bad_input_gets_a_precise_error(
