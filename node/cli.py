@@ -70,16 +70,17 @@ def lazy(name: str) -> Command:
 
 # ------------------------------------------------------------------ parser
 
-READER = "a member or auditor to read as (default: the consortium's auditor); its node.toml " \
-         "also pins the institute key"
+# What --as means for a command that only reads.
+READER = ("a member or auditor to read as (default: the consortium's auditor); its node.toml "
+          "also pins the institute key")
 PINNER = "a participant whose node.toml pins the institute key"
-ISSUE = "consortium as node json pin"
+# The shared options of the commands that talk to a node (node.command.add_options).
+ISSUE = READ = "consortium as node json pin"
 
 
 def _quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print only the new record's id (e.g. ID=$(markex mark -q ...))")
-READ = "consortium as node json pin"
 
 
 def _cmd(sub: Any, name: str, fn: Any, help_: str, example: str, opts: str,

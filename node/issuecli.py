@@ -32,7 +32,6 @@ def _now_ms() -> int:
 
 def _endpoint(args: argparse.Namespace) -> tuple[Path, Any, str, Any]:
     """(folder, consortium, acting id, its node's endpoints) of an issuing command."""
-
     d, cons = pinned_consortium(args)
     who = acting(args, cons)
     return d, cons, who, node_endpoints(cons, args.node or who)
@@ -55,8 +54,7 @@ def _issued(args: argparse.Namespace, r: Any, with_appeal: bool = False) -> None
     show(args, obj, table(rows))
 
 
-def _record(args: argparse.Namespace, ref: str, connect: Connect, d: Path, ep: Any,
-            who: str) -> bytes:
+def _record(ref: str, connect: Connect, d: Path, ep: Any, who: str) -> bytes:
     """A record id given whole or by a unique prefix (resolved at the node asked)."""
     from node.recordcli import id_ref, resolve_id
 
@@ -155,7 +153,7 @@ def cmd_correct(args: argparse.Namespace, connect: Connect) -> int:
     if args.category and args.category not in cons.categories:
         raise UsageError(f"--category {args.category!r} is not a category of {cons.name}; "
                          f"categories: {category_list(cons)}")
-    target = _record(args, args.record_id, connect, d, ep, who)
+    target = _record(args.record_id, connect, d, ep, who)
     c = rpb.Correction(
         targets=[target],
         action=rpb.CORRECTION_ACTION_WITHDRAW if args.withdraw
@@ -173,7 +171,7 @@ def cmd_decide(args: argparse.Namespace, connect: Connect) -> int:
     d, _, who, ep = _endpoint(args)
     if args.uphold == args.reject:
         raise UsageError("give exactly one of --uphold or --reject")
-    appeal = _record(args, args.appeal_id, connect, d, ep, who)
+    appeal = _record(args.appeal_id, connect, d, ep, who)
     c = rpb.Correction(
         appeal_id=appeal,
         outcome=rpb.APPEAL_OUTCOME_UPHOLD if args.uphold else rpb.APPEAL_OUTCOME_REJECT,
