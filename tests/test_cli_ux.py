@@ -250,10 +250,11 @@ CASES = [(path, parser) for path, parser in COMMANDS if path not in SKIP]
 @pytest.mark.parametrize("path,parser", CASES, ids=[" ".join(p) for p, _ in CASES])
 def test_no_command_ever_prints_a_traceback(
     path: tuple[str, ...], parser: argparse.ArgumentParser, pinned: Path, tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Every value-taking argument of every command, given each hostile value,
     against nodes that do not run: a clean one-line message, never 'a bug'."""
+    monkeypatch.chdir(tmp_path)  # a hostile value taken as a relative path lands here
     base = _base(path, parser)
     extra = ["--consortium", str(pinned)] if any(
         "--consortium" in a.option_strings for a in parser._actions) else []
