@@ -194,17 +194,6 @@ def parse_time(s: str) -> int:
     return int(t.timestamp() * 1000)
 
 
-def record_id(s: str) -> bytes:
-    """A record id given as 64 hex digits."""
-    try:
-        b = bytes.fromhex(s)
-    except ValueError as e:
-        raise UsageError(f"{s!r} is not a hex record id") from e
-    if len(b) != 32:
-        raise UsageError(f"a record id is 64 hex digits, got {len(s)}")
-    return b
-
-
 # ------------------------------------------------------------------ the consortium
 
 
