@@ -11,8 +11,10 @@ reads and its exit code, the table of docs/cli.md (`EXIT_CODES`):
     5  unavailable    the node is not answering, busy or not issuing yet: try again
     6  failed         anything else: the node's internal error, a storage failure, a bug
 
-node/cli.py (the root that builds the parser), node/auditcli.py and
-node/ceremony.py import this module; it imports none of them."""
+node/cli.py (the root that builds the parser) and every command module
+(issuecli, readcli, recordcli, lookupcli, auditcli, ceremony, demo) import
+this module; it imports none of them, and neither gRPC nor the key code
+until an error or a command needs them."""
 
 from __future__ import annotations
 
