@@ -12,7 +12,7 @@ reads and its exit code, the table of docs/cli.md (`EXIT_CODES`):
     6  failed         anything else: the node's internal error, a storage failure, a bug
 
 node/cli.py (the root that builds the parser) and every command module
-(issuecli, readcli, recordcli, lookupcli, auditcli, ceremony, demo) import
+(issuecli, readcli, recordcli, lookupcli, auditcli, ceremony) import
 this module; it imports none of them, and neither gRPC nor the key code
 until an error or a command needs them."""
 
