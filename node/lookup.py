@@ -165,12 +165,16 @@ def _verified_answer(
                 "markers": [],
                 "set_aside": [],
                 "appeal": None,
+                "appeals": [],
+                "tenure_since": None,
             }
         )
     else:
         res = entry.evaluate(at_ms).to_json()
         out.update({k: res.get(k) for k in ("category", "risk", "score", "markers", "set_aside")})
         out["appeal"] = res.get("appeal") or res.get("appeals")
+        # Each appeal (id, appellant, filed_at, status, decided_at, decision_id) and the tenure.
+        out["appeals"], out["tenure_since"] = res["appeals"], res["tenure_since"]
     out["view_root"] = cp.root.hex()
     out["view_signed_at_ms"] = cp.signed_at_ms
     out["signed_by"] = view.signer

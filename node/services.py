@@ -50,6 +50,7 @@ log = logging.getLogger("markex.rpc")
 
 MAX_ENTRIES_PER_CALL = 1000
 EVIDENCE_PAGE = 100  # evidence items per GetEvidence page, the default and the most
+FIND_LIMIT = 16  # ids per FindRecords answer
 PULL_BATCH = 500
 PUSH_INFLIGHT = 16  # push messages from one peer queued for the writer at once
 PUSH_WAIT = 30.0  # seconds a push waits for room in the writer's queue (then RESOURCE_EXHAUSTED)
@@ -203,6 +204,25 @@ class AuditService(rpc.AuditServicer):
         if found is None:
             raise NotFound(f"no record {request.id.hex()} on this node")
         return pb.RecordEnvelope(envelope=found[1], index=found[0])
+
+    @edge
+    def FindRecords(self, request, context):  # noqa: N802
+        """Ids starting with a hex prefix of 8..64 digits: one key-ordered scan of `records`."""
+        self._reader(context)
+        prefix = request.id_prefix.lower()
+        if not 8 <= len(prefix) <= 64 or prefix.strip("0123456789abcdef"):
+            raise MalformedRecord("an id prefix is 8 to 64 hex digits")
+        limit = request.limit or 2
+        if limit > FIND_LIMIT:
+            raise TooLarge(f"at most {FIND_LIMIT} ids per FindRecords call")
+        start = bytes.fromhex(prefix[: len(prefix) // 2 * 2])
+        ids = []
+        for rid, _ in self.ledger.store.scan_iter("records", start):
+            if not rid.hex().startswith(prefix[: len(start) * 2]) or len(ids) == limit:
+                break
+            if rid.hex().startswith(prefix):
+                ids.append(rid)
+        return pb.FoundRecords(ids=ids)
 
     @edge
     def GetEvidence(self, request, context):  # noqa: N802
