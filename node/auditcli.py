@@ -74,7 +74,7 @@ def write_evidence(directory: Path, ev: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     text = json.dumps(ev, indent=2, sort_keys=True) + "\n"
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    who = ev.get("issuer") or ev.get("log") or "unknown"
+    who = ev.get("issuer") or ev.get("log") or ev.get("peer") or "unknown"
     path = directory / f"{ev.get('kind', 'evidence')}-{who}-{digest}.json"
     path.write_text(text, encoding="utf-8")
     return path

@@ -1298,5 +1298,7 @@ def test_older_nodes_ad_hoc_fork_json_is_read_as_the_format(
         ("view-fork", None, "carrier-1 vs carrier-2"),
     ]
     assert rep.evidence == [ev, new_view]
-    rc, out = verify_file(cons_dir, write_evidence(tmp_path / "old", old_view), capsys)
+    path = write_evidence(tmp_path / "old", old_view)
+    assert path.name.startswith("view-fork-carrier-2-")  # the file names the forking peer
+    rc, out = verify_file(cons_dir, path, capsys)
     assert rc == 0 and out["valid"] and "view fork" in out["proves"]
