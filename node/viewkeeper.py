@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from keys.consortium import Participant
 from ledger import note
 from ledger import view as V
 from ledger.errors import (
@@ -32,16 +34,14 @@ from ledger.errors import (
     OutOfOrder,
     TooLarge,
 )
+from ledger.names import view_origin, witness_name
 from ledger.numbers import normalize
 from ledger.record import Record
 from ledger.store import u64
 from markex.v1 import service_pb2 as pb
-from node.witness import witness_name
 
 if TYPE_CHECKING:
     from ledger.log import NodeLedger
-    from node.replication import PeerLink
-    from node.server import Node
 
 log = logging.getLogger("markex.view")
 
@@ -50,10 +50,16 @@ READ_TRIES = 3  # optimistic reads of one lookup before it reads under the lock
 
 
 class ViewKeeper:
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        cons = node.consortium
-        self.origin = V.view_origin(cons.name, node.participant_id)
+    def __init__(self, ledger: NodeLedger, clock: Callable[[], int]) -> None:
+        """The view of `ledger`'s records, kept in its store and signed with
+        its key; `clock` gives the signing times (ms)."""
+        self.ledger = ledger
+        self.store = ledger.store
+        self.consortium = ledger.consortium
+        self.participant_id = ledger.participant_id
+        self.key = ledger.signer
+        self.clock = clock
+        self.origin = view_origin(self.consortium.name, self.participant_id)
         self._lock = threading.RLock()
         self.view: V.NationalView | None = None
         self._note: str | None = None
@@ -72,18 +78,15 @@ class ViewKeeper:
     def start(self) -> None:
         with self._lock:
             self._version += 1
-            view = V.NationalView.open(self.node.store, self.node.consortium)
-            V.catch_up(view, self.node.core.ledger)
+            view = V.NationalView.open(self.store, self.consortium)
+            V.catch_up(view, self.ledger)
             self.view = view
             self._sign()
-
-    def stop(self) -> None:
-        pass
 
     # ------------------------------------------------------------ updates
     def apply(self, records: list[Record]) -> None:
         """Runs on the writer thread after each ledger commit."""
-        led = self.node.core.ledger
+        led = self.ledger
         with self._lock:
             if self.view is None:
                 return
@@ -116,7 +119,7 @@ class ViewKeeper:
                     return
                 self._version += 1
                 try:
-                    V.catch_up(self.view, self.node.core.ledger)
+                    V.catch_up(self.view, self.ledger)
                     self._rebuild_needed = False
                 finally:
                     self._sign()
@@ -132,8 +135,8 @@ class ViewKeeper:
         with self._lock:
             if self._cp is None or self.view is None:
                 return
-            now = self.node.clock()
-            if now - self._cp.signed_at_ms < self.node.consortium.policy.view_max_age_ms // 4:
+            now = self.clock()
+            if now - self._cp.signed_at_ms < self.consortium.policy.view_max_age_ms // 4:
                 return
             self._stale = True
             self._current_note(force=True)
@@ -142,21 +145,21 @@ class ViewKeeper:
         """The signed view checkpoint of the view as it is now (signed again
         only when the view moved, or with `force`). Call with the lock."""
         if self._stale and self.view is not None:
-            cp = self.view.checkpoint(self.origin, self.node.clock())
+            cp = self.view.checkpoint(self.origin, self.clock())
             same_view = self._cp is not None and _same_view(cp, self._cp)
             if not same_view or force:
                 if not same_view:
                     self._prev = None
                 elif self._note is not None and self._has_quorum(self._cosigs):
                     self._prev = (self._note, self._cosigs)
-                self._note = V.sign_view_checkpoint(cp, self.node.key)
+                self._note = V.sign_view_checkpoint(cp, self.key)
                 self._cp = cp
                 self._cosigs = {}
             self._stale = False
         return self._note
 
     def _has_quorum(self, cosigs: dict[str, str]) -> bool:
-        return len(cosigs) >= self.node.consortium.policy.cosign_quorum
+        return len(cosigs) >= self.consortium.policy.cosign_quorum
 
     # ------------------------------------------------------------ reads
     def checkpoint_note(self) -> str | None:
@@ -168,6 +171,12 @@ class ViewKeeper:
                 prev, cosigs = self._prev
                 return note.add_signature_lines(prev, sorted(cosigs.values()))
             return note.add_signature_lines(current, sorted(self._cosigs.values()))
+
+    @staticmethod
+    def check_batch(numbers: list[str]) -> None:
+        """The one bound on a lookup batch: TooLarge beyond MAX_LOOKUP_BATCH numbers."""
+        if len(numbers) > MAX_LOOKUP_BATCH:
+            raise TooLarge(f"at most {MAX_LOOKUP_BATCH} numbers per batch, got {len(numbers)}")
 
     @staticmethod
     def _answers(
@@ -188,8 +197,7 @@ class ViewKeeper:
         numbers) is read under the lock. rocksdict's snapshots cannot serve
         this: their iterators (a proof reads a bucket's members) ignore the
         snapshot. InvalidNumber for a bad number fails the call."""
-        if len(numbers) > MAX_LOOKUP_BATCH:
-            raise TooLarge(f"at most {MAX_LOOKUP_BATCH} numbers per batch, got {len(numbers)}")
+        self.check_batch(numbers)
         e164s = [normalize(n) for n in numbers]
         for _ in range(READ_TRIES):
             with self._lock:
@@ -228,14 +236,14 @@ class ViewKeeper:
         signed within the clock skew of this node's clock (ClockSkew), and
         names this node's vector (OutOfOrder) with this node's root (else
         CheckpointFork, kept as evidence)."""
-        cons = self.node.consortium
+        cons = self.consortium
         p = cons.participant(peer)
         if p is None:
             raise NotAllowed(f"{peer!r} is not a member")
-        origin = V.view_origin(cons.name, peer)
+        origin = view_origin(cons.name, peer)
         parsed, _ = note.verify_note(text, [note.Verifier.for_key(origin, p.public_key)])
         theirs = V.parse_view_checkpoint(parsed.text)
-        now = self.node.clock()
+        now = self.clock()
         off = theirs.signed_at_ms - now
         if abs(off) > cons.policy.clock_skew_ms:
             raise ClockSkew(
@@ -252,45 +260,47 @@ class ViewKeeper:
                 raise CheckpointFork(f"{peer} signed another view root for the same vector")
         return note.cosign_line(
             parsed.text,
-            witness_name(cons.name, self.node.participant_id),
-            self.node.key,
+            witness_name(cons.name, self.participant_id),
+            self.key,
             now // 1000,
         )
 
-    def request_cosign(self, link: PeerLink) -> None:
+    def request_cosign(self, peer: Participant, stub: Any) -> None:
+        """Ask `peer` (its Exchange `stub`) to cosign the current view
+        checkpoint and keep its line once it checks. A peer at another vector
+        or root is no error here; other refusals raise grpc.RpcError."""
         with self._lock:
             text = self._current_note()
-            if text is None or link.peer.id in self._cosigs:
+            if text is None or peer.id in self._cosigs:
                 return
         try:
-            resp = link.stub.CosignView(pb.CosignRequest(note=text), timeout=5)
+            resp = stub.CosignView(pb.CosignRequest(note=text), timeout=5)
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED):
                 return
             raise
-        why = self._check_cosignature(link, text, resp.signature_line)
+        why = self._check_cosignature(peer, text, resp.signature_line)
         with self._lock:
             if why is not None:
-                self.refused_cosignatures[link.peer.id] = why
+                self.refused_cosignatures[peer.id] = why
                 return
-            self.refused_cosignatures.pop(link.peer.id, None)
+            self.refused_cosignatures.pop(peer.id, None)
             if self._note == text:
-                self._cosigs[link.peer.id] = resp.signature_line
+                self._cosigs[peer.id] = resp.signature_line
                 if self._has_quorum(self._cosigs):
                     self._prev = None
 
-    def _check_cosignature(self, link: PeerLink, text: str, line: str) -> str | None:
-        """Why `line` is no good cosignature by `link`'s peer on `text` (None
-        when it is): it must verify under the peer's witness key and carry a
-        time within the clock skew. A refusal is logged."""
-        cons = self.node.consortium
-        peer = link.peer
+    def _check_cosignature(self, peer: Participant, text: str, line: str) -> str | None:
+        """Why `line` is no good cosignature by `peer` on `text` (None when
+        it is): it must verify under the peer's witness key and carry a time
+        within the clock skew. A refusal is logged."""
+        cons = self.consortium
         try:
             body = note.Note.parse(text).text
             t = note.verify_cosignature(
                 body, line, witness_name(cons.name, peer.id), peer.public_key
             )
-            off = t * 1000 - self.node.clock()
+            off = t * 1000 - self.clock()
             if abs(off) > cons.policy.clock_skew_ms + 1000:  # +1 s: the line holds whole seconds
                 raise ClockSkew(f"cosignature time is {off // 1000:,} s off this node's clock")
         except LedgerError as e:
@@ -304,14 +314,15 @@ class ViewKeeper:
         """Keep the first proof that `peer` signed another view root; later
         ones add nothing, so a peer cannot fill our disk with them."""
         prefix = b"viewfork/" + peer.encode() + b"\x00"
-        if next(iter(self.node.store.items("witness", prefix, prefix[:-1] + b"\x01")), None):
+        if next(iter(self.store.items("witness", prefix, prefix[:-1] + b"\x01")), None):
             return
         ours = self._current_note()
         ev = json.dumps({"kind": "view-fork", "peer": peer, "theirs": text, "ours": ours})
-        self.node.store.put("witness", prefix + u64(self.node.clock()), ev.encode())
+        self.store.put("witness", prefix + u64(self.clock()), ev.encode())
 
     def forks(self) -> list[bytes]:
-        return [v for _, v in self.node.store.items("witness", b"viewfork/", b"viewfork0")]
+        """Every view-fork proof kept, one per peer (GetEvidence serves them)."""
+        return [v for _, v in self.store.items("witness", b"viewfork/", b"viewfork0")]
 
 
 def _same_view(a: V.ViewCheckpoint, b: V.ViewCheckpoint) -> bool:
