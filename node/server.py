@@ -141,14 +141,11 @@ class Node:
             self.core, self.gate, self.logs, self.view, self.metrics, self.refuses
         )
         self.links: dict[str, PeerLink] = {}
+        self.exchange = ExchangeService(self.core, self.witness, self.view, self.refuses)
         self.admin = AdminService(self.core, self.gate)
-        self._services = (
-            ExchangeService(self.core, self.witness, self.view, self.refuses),
-            self.admin,
-            AuditService(ledger, forks=(self.witness, self.view)),
-            PublicService(
-                ledger, self.logs, self.view, self.public_gate, self.public_limits, clock
-            ),
+        self.audit = AuditService(ledger, forks=(self.witness, self.view))
+        self.public_service = PublicService(
+            ledger, self.logs, self.view, self.public_gate, self.public_limits, clock
         )
 
         # The writer's events, to the parts that act on them.
@@ -195,10 +192,9 @@ class Node:
             options=opts,
             interceptors=interceptors,
         )
-        exchange, admin, audit, public = self._services
-        rpc.add_ExchangeServicer_to_server(exchange, self.member)
-        rpc.add_AdminServicer_to_server(admin, self.member)
-        rpc.add_AuditServicer_to_server(audit, self.member)
+        rpc.add_ExchangeServicer_to_server(self.exchange, self.member)
+        rpc.add_AdminServicer_to_server(self.admin, self.member)
+        rpc.add_AuditServicer_to_server(self.audit, self.member)
         member_creds = grpc.ssl_server_credentials(
             [(self._tls_key, self._tls_cert)], root_certificates=self._ca, require_client_auth=True
         )
@@ -217,7 +213,7 @@ class Node:
             interceptors=[self.public_gate, *interceptors],
             maximum_concurrent_rpcs=lim.max_calls,
         )
-        rpc.add_PublicServicer_to_server(public, self.public)
+        rpc.add_PublicServicer_to_server(self.public_service, self.public)
         # Non-blocking: an idle Watch holds no thread (the interceptors keep the mark).
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.public)
