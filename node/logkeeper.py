@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 import grpc
 
@@ -20,6 +19,7 @@ from ledger.log import NodeLedger
 from ledger.names import witness_name
 from ledger.record import Record
 from markex.v1 import service_pb2 as pb
+from markex.v1 import service_pb2_grpc as rpc
 
 COSIGNED_KEY = b"log/cosigned"  # in the "checkpoints" family
 COSIGN_TIMEOUT_S = 5
@@ -109,7 +109,7 @@ class LogKeeper:
             return v.decode()
         return partial
 
-    def request_cosign(self, peer: str, stub: Any) -> None:
+    def request_cosign(self, peer: str, stub: rpc.ExchangeStub) -> None:
         """Ask `peer` (its Exchange `stub`) to cosign the newest checkpoint,
         proving it extends the size the peer last cosigned; when the peer's
         witness knows another size, prove from that one. Raises grpc.RpcError

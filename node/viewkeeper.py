@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -39,6 +39,7 @@ from ledger.numbers import normalize
 from ledger.record import Record
 from ledger.store import u64
 from markex.v1 import service_pb2 as pb
+from markex.v1 import service_pb2_grpc as rpc
 
 if TYPE_CHECKING:
     from ledger.log import NodeLedger
@@ -265,7 +266,7 @@ class ViewKeeper:
             now // 1000,
         )
 
-    def request_cosign(self, peer: Participant, stub: Any) -> None:
+    def request_cosign(self, peer: Participant, stub: rpc.ExchangeStub) -> None:
         """Ask `peer` (its Exchange `stub`) to cosign the current view
         checkpoint and keep its line once it checks. A peer at another vector
         or root is no error here; other refusals raise grpc.RpcError."""
