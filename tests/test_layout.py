@@ -117,3 +117,16 @@ def test_no_node_part_imports_the_composition_root() -> None:
     (only the command line, which runs a node, imports it)."""
     users = {m for m, deps in node_import_graph().items() if "server" in deps}
     assert users <= {"cli"}, users
+
+
+def test_the_client_side_verifier_loads_without_grpc_or_node() -> None:
+    """An app imports ledger.verify to check answers; no gRPC, no server code comes with it."""
+    import subprocess
+
+    code = (
+        "import sys, ledger.verify; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'node')); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

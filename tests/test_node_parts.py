@@ -267,6 +267,9 @@ def test_public_answers_prove_against_the_signed_view(served: Served) -> None:
         assert got["category"] == "fraud" and got["markers"] and got["signed_by"] == OWN
         # Proven, but no other member cosigned this view: not `verified`, and it says why.
         assert got["verified"] is False and "the policy needs 1" in got["error"]
+        # The verifier takes any object with the answer's fields, not only protobuf.
+        plain = _PlainAnswer(resp.number, resp.entry, resp.proof, resp.view_checkpoint)
+        assert verify.verify_answer(served.cons, NUMBER, plain, plain.view_checkpoint, now) == got
         with pytest.raises(verify.WrongNumber):
             verify.verify_answer(served.cons, "13800000002", resp, resp.view_checkpoint, now)
         batch = pub.LookupBatch(pb.LookupBatchRequest(numbers=[NUMBER, "13800000009"],
@@ -280,6 +283,14 @@ def test_public_answers_prove_against_the_signed_view(served: Served) -> None:
         assert code == S.INVALID_ARGUMENT and isinstance(err, E.InvalidNumber)
         vc = pub.GetViewCheckpoint(pb.GetViewCheckpointRequest(), timeout=10)
         assert verify.view_checkpoint_summary(served.cons, vc.note)["entries"] == 1
+
+
+@dataclass(frozen=True)
+class _PlainAnswer:
+    number: str
+    entry: bytes
+    proof: bytes
+    view_checkpoint: str
 
 
 def test_exchange_takes_members_records_and_refuses_others(served: Served) -> None:
