@@ -145,7 +145,7 @@ class Node:
         self.admin = AdminService(self.core, self.gate)
         self.audit = AuditService(ledger, forks=(self.witness, self.view))
         self.public_service = PublicService(
-            ledger, self.logs, self.view, self.public_gate, self.public_limits, clock
+            ledger, self.logs, self.view, self.public_gate, self.public_limits
         )
 
         # The writer's events, to the parts that act on them.

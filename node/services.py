@@ -136,8 +136,8 @@ def admin_caller_id(context: grpc.ServicerContext) -> str:
 
 class PublicService(rpc.PublicServicer):
     """Read-only answers for anyone: log checkpoints and proofs, feed heads,
-    lookups against the signed view. `clock` is the time a lookup without
-    `at_ms` is evaluated at."""
+    entries proven against the signed view (a lookup's `at_ms` is for the
+    client, which evaluates the entry; the node answers the same at any time)."""
 
     def __init__(
         self,
@@ -146,14 +146,12 @@ class PublicService(rpc.PublicServicer):
         view: ViewKeeper,
         gate: PublicGate,
         limits: PublicLimits,
-        clock: Callable[[], int],
     ) -> None:
         self.ledger = ledger
         self.logs = logs
         self.view = view
         self.gate = gate
         self.limits = limits
-        self.clock = clock
 
     @edge
     def GetLogCheckpoint(self, request, context):  # noqa: N802
@@ -184,7 +182,7 @@ class PublicService(rpc.PublicServicer):
 
     @edge
     def Lookup(self, request, context):  # noqa: N802
-        return self.view.lookup(request.number, request.at_ms or self.clock(), True)
+        return self.view.lookup(request.number, True)
 
     @edge
     def LookupBatch(self, request, context):  # noqa: N802
@@ -192,8 +190,7 @@ class PublicService(rpc.PublicServicer):
         self.view.check_batch(numbers)  # refused before it is charged
         # A batch costs its caller more of its rate than one lookup (node/limits.py).
         self.gate.charge(context, len(numbers) / self.limits.numbers_per_unit)
-        at_ms = request.at_ms or self.clock()
-        return self.view.lookup_batch(numbers, at_ms, request.with_proofs)
+        return self.view.lookup_batch(numbers, request.with_proofs)
 
     @edge
     def GetViewCheckpoint(self, request, context):  # noqa: N802

@@ -217,15 +217,16 @@ class ViewKeeper:
             assert self.view is not None
             return self.checkpoint_note() or "", self._answers(self.view, e164s, with_proofs)
 
-    def lookup(self, number: str, at_ms: int, with_proof: bool) -> pb.LookupResponse:
+    def lookup(self, number: str, with_proof: bool) -> pb.LookupResponse:
+        """The entry of `number` (with its proof) under the signed view
+        checkpoint; the caller evaluates the entry at its own time."""
         note, answers = self._read([number], with_proof)
         resp = answers[0]
         resp.view_checkpoint = note
         return resp
 
-    def lookup_batch(
-        self, numbers: list[str], at_ms: int, with_proofs: bool
-    ) -> pb.LookupBatchResponse:
+    def lookup_batch(self, numbers: list[str], with_proofs: bool) -> pb.LookupBatchResponse:
+        """`lookup` for at most MAX_LOOKUP_BATCH numbers, under one checkpoint."""
         note, answers = self._read(numbers, with_proofs)
         out = pb.LookupBatchResponse(view_checkpoint=note)
         out.results.extend(answers)

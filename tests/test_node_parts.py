@@ -124,7 +124,7 @@ def test_core_issues_the_next_record_of_its_own_feed(parts: Parts) -> None:
         parts.core.issue(Mark(NUMBER, "no-such-category", 70))
     assert led.size == 2 and led.feed(OWN).seq == 2
     # The view followed the writer: the entry is there, proven against its root.
-    resp = parts.view.lookup(NUMBER, _now(), True)
+    resp = parts.view.lookup(NUMBER, True)
     assert resp.number == NUMBER and resp.entry and resp.view_checkpoint
 
 
@@ -212,7 +212,7 @@ def served(cons_dir: tuple[Path, Consortium], parts: Parts) -> Iterator[Served]:
         tls, root_certificates=cfg.ca_cert.read_bytes(), require_client_auth=True))
     public = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[DecodeGuard()])
     rpc.add_PublicServicer_to_server(
-        PublicService(led, parts.logs, parts.view, PublicGate(ClientTable(limits)), limits, _now),
+        PublicService(led, parts.logs, parts.view, PublicGate(ClientTable(limits)), limits),
         public)
     pport = public.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(tls))
     member.start()

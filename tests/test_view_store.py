@@ -730,7 +730,7 @@ def test_view_keeper_heals_gaps_and_freezes(tmp_path: Path) -> None:
         assert keeper.view.vector == {"carrier-1": 1, "internet-1": 4}
         assert state(keeper.view) == state(rebuild_from_ledger(ledger))
 
-        resp = keeper.lookup("13812340001", now, True)
+        resp = keeper.lookup("13812340001", True)
         got = verify_lookup(resp.number, resp.entry or None, resp.proof, keeper.view.root())
         assert got is not None and got.number == N1
     finally:
