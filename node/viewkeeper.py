@@ -54,6 +54,8 @@ class ViewKeeper:
     def __init__(self, ledger: NodeLedger, clock: Callable[[], int]) -> None:
         """The view of `ledger`'s records, kept in its store and signed with
         its key; `clock` gives the signing times (ms)."""
+        if ledger.signer is None:
+            raise ValueError("the view keeper signs with its ledger's key; this ledger has none")
         self.ledger = ledger
         self.store = ledger.store
         self.consortium = ledger.consortium
