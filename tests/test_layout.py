@@ -112,11 +112,16 @@ def test_node_has_no_import_circle() -> None:
     assert cycle is None, "import circle in node/: " + " -> ".join(cycle or [])
 
 
+# The modules that run a node (`markex node run`); if the command line's refactor
+# moves that command to another module, name that one here instead.
+RUNS_A_NODE = {"cli"}
+
+
 def test_no_node_part_imports_the_composition_root() -> None:
     """Node (node/server.py) wires the parts; none of them reaches back to it
     (only the command line, which runs a node, imports it)."""
     users = {m for m, deps in node_import_graph().items() if "server" in deps}
-    assert users <= {"cli"}, users
+    assert users <= RUNS_A_NODE, users
 
 
 def test_the_client_side_verifier_loads_without_grpc_or_node() -> None:
