@@ -2,12 +2,15 @@
 no subprocess): NodeCore writing to a real temporary store, the LogKeeper
 signing and collecting cosignatures, the servicers served by real gRPC
 servers on 127.0.0.1 (mutual TLS on the member port, TLS on the public one)
-for a consortium made by keys.layout, and node.status mapping every error
-class to the one code ledger/errors.py gives it."""
+for a consortium made by keys.layout, a PeerLink built from LinkParts
+replicating with another participant's servicers, and node.status mapping
+every error class to the one code ledger/errors.py gives it."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -34,6 +37,8 @@ from node.feedgate import gate_at_start
 from node.limits import ClientTable, PublicGate, PublicLimits
 from node.localnet import free_port_block
 from node.logkeeper import LogKeeper
+from node.metrics import NodeMetrics
+from node.replication import LinkParts, PeerLink
 from node.services import AdminService, AuditService, ExchangeService, PublicService
 from node.status import DecodeGuard, code_for, detail_for, error_from_rpc
 from node.viewkeeper import MAX_LOOKUP_BATCH, ViewKeeper
@@ -343,6 +348,88 @@ def test_undecodable_request_bytes_are_bad_input(served: Served) -> None:
             raw(b"\xff\xff\xff", timeout=10)
     assert ei.value.code() == S.INVALID_ARGUMENT
     assert isinstance(error_from_rpc(ei.value), E.BadInput)
+
+
+# ====================================================================== PeerLink
+
+
+def _wait(cond: object, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_peer_link_given_its_parts_replicates_and_collects_cosignatures(
+    cons_dir: tuple[Path, Consortium], parts: Parts, tmp_path: Path
+) -> None:
+    """carrier-1's PeerLink, built from LinkParts alone, against the institute's
+    Exchange and Audit servicers (their own parts, their own store): it pulls
+    the institute's feed, pushes carrier-1's records, and brings back the
+    institute's cosignatures on carrier-1's log and view checkpoints."""
+    d, cons = cons_dir
+    inst_cfg = NodeConfig.for_participant(d, "institute")
+    inst_store = Store(tmp_path / "inst")
+    inst_key = _key(d, "institute")
+    inst_core = NodeCore(inst_store, cons, "institute", inst_key, _now)
+    inst_view = ViewKeeper(inst_core.ledger, _now)
+    inst_core.subscribe(inst_view.apply)
+    inst_core.start()
+    inst_view.start()
+    inst_witness = Witness(inst_store, cons, "institute", inst_key, _now)
+    server = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[DecodeGuard()])
+    rpc.add_ExchangeServicer_to_server(
+        ExchangeService(inst_core, inst_witness, inst_view, lambda peer: False), server)
+    rpc.add_AuditServicer_to_server(
+        AuditService(inst_core.ledger, forks=(inst_witness, inst_view)), server)
+    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(
+        [(read_private(inst_cfg.tls_key), inst_cfg.tls_cert.read_bytes())],
+        root_certificates=inst_cfg.ca_cert.read_bytes(), require_client_auth=True))
+    server.start()
+    own_cfg = NodeConfig.for_participant(d, OWN)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=own_cfg.ca_cert.read_bytes(),
+        private_key=read_private(own_cfg.tls_key),
+        certificate_chain=own_cfg.tls_cert.read_bytes(),
+    )
+    inst = cons.participant("institute")
+    assert inst is not None
+    gate = gate_at_start(0, restored=False, new_feed=True, peers=["institute"],
+                         quorum=cons.policy.restore_quorum)
+    link_parts = LinkParts(parts.core, gate, parts.logs, parts.view,
+                           NodeMetrics(p.id for p in cons.participants), lambda peer: False)
+    link = PeerLink(link_parts, dataclasses.replace(inst, member_endpoint=f"127.0.0.1:{port}"),
+                    creds, sync_interval=0.1)
+    parts.core.subscribe(
+        lambda recs: link.enqueue([r.envelope for r in recs if r.issuer == OWN]))
+    try:
+        for i in range(3):
+            inst_core.issue(Mark(f"1390000000{i}", "fraud", 70, observed_at_ms=_now()))
+        link.start()
+        own = parts.core.issue(Mark(NUMBER, "fraud", 70, observed_at_ms=_now()))
+        _wait(lambda: parts.core.ledger.feed("institute").seq == 3, "the pull")
+        _wait(lambda: inst_core.ledger.record_by_id(own.record.id) is not None, "the push")
+        _wait(lambda: gate.refusal(1, own.record.id) is None, "the institute's report")
+        text = parts.logs.sign_if_grown()
+        assert text is not None
+        link.cosign_now()
+        _wait(lambda: parts.logs.has_cosignature("institute", text), "the log cosignature")
+        served = parts.logs.checkpoint_note()
+        assert served is not None and served != text and served.startswith(text.rstrip("\n"))
+
+        def view_cosigned() -> bool:
+            link.cosign_now()
+            note_text = parts.view.checkpoint_note()
+            return note_text is not None and "institute" in verify.open_view(
+                cons, note_text).cosigned_at
+
+        _wait(view_cosigned, "the view cosignature")
+        assert not parts.view.refused_cosignatures
+    finally:
+        link.stop()
+        server.stop(0).wait(5)
+        inst_core.stop()
+        inst_store.close()
 
 
 # ====================================================================== status
