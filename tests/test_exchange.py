@@ -375,9 +375,9 @@ def test_node_with_another_participants_certificate_is_refused(
                     assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
         # A PeerLink to carrier-1 refuses the server; one to carrier-2 at that address works.
         creds = impostor.client_credentials()
-        to_c1 = PeerLink(impostor, c1, creds)
-        as_c2 = PeerLink(impostor, dataclasses.replace(c2, member_endpoint=c1.member_endpoint),
-                         creds)
+        to_c1 = PeerLink(impostor.link_parts, c1, creds)
+        as_c2 = PeerLink(impostor.link_parts,
+                         dataclasses.replace(c2, member_endpoint=c1.member_endpoint), creds)
         to_c1.start()  # its own rounds fail the same way; stop() then ends them
         as_c2.start()
         try:
