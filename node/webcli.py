@@ -8,6 +8,7 @@ same app in a thread for the demo, the tests and the benchmark."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import signal
 import sys
 import threading
@@ -15,23 +16,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keys.consortium import Consortium
-from node import client
-from node.command import UsageError, acting, finite_float, pinned_consortium
+from node.command import UsageError, acting, node_endpoints, pinned_consortium
 from node.connect import Connect, Dial
 from node.web.ratelimit import RateLimit
 
 if TYPE_CHECKING:
     from node.web.report import NodeReader
 
-DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_LISTEN = "127.0.0.1:8080"  # node/cli.py's default for --listen
 
 
 def parse_listen(s: str) -> tuple[str, int]:
-    """HOST:PORT (port 0: any free port). Raises UsageError."""
+    """HOST:PORT or [IPv6]:PORT (port 0: any free port). Raises UsageError."""
     host, sep, port = s.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            host = ""
+    elif ":" in host or "[" in host or "]" in host:
+        host = ""
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise UsageError(f"--listen {s!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
+    return host, int(port)
 
 
 def node_reader(
@@ -41,7 +49,7 @@ def node_reader(
     member port's Audit service presenting `as_id`'s certificate."""
     from node.web.report import NodeReader
 
-    ep = client.resolve_node(cons, node)
+    ep = node_endpoints(cons, node)
     public = connect("public", Dial(directory, ep))
     audit = connect("audit", Dial(directory, ep, as_id))
     return NodeReader(ep.participant or node, public, audit)
@@ -88,7 +96,10 @@ def cmd_web(args: argparse.Namespace, connect: Connect) -> int:
         raise UsageError("--lookups-per-minute is >= 0 and --burst >= 1")
     reader = node_reader(directory, cons, as_id, args.node or as_id, connect)
     app = create_app(cons, reader, rate=RateLimit(args.lookups_per_minute, args.burst))
-    server = WebServer(app, host, port)
+    try:
+        server = WebServer(app, host, port)
+    except OSError as e:  # taken, or not an address of this machine
+        raise UsageError(f"cannot listen on {args.listen}: {e.strerror or e}") from e
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -100,18 +111,3 @@ def cmd_web(args: argparse.Namespace, connect: Connect) -> int:
         server.close()
     print("markex web: stopped", file=sys.stderr)
     return 0
-
-
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Adds `markex web` to the CLI's subcommands."""
-    wb = sub.add_parser("web", parents=[common], help="the public web front end of a node")
-    wb.add_argument(
-        "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})"
-    )
-    wb.add_argument(
-        "--lookups-per-minute", type=finite_float, default=RateLimit.per_minute,
-        help="lookups a minute one client address may make (0: no limit)",
-    )
-    wb.add_argument("--burst", type=int, default=RateLimit.burst,
-                    help="lookups one address may make at once")
-    wb.set_defaults(fn=cmd_web)

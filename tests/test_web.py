@@ -460,12 +460,47 @@ def test_markex_web_refuses_a_bad_listen_address(
     code = main(["web", "--consortium", str(web_net.net.dir), "--as", "carrier-1",
                  "--burst", "0"])
     assert code == 2 and "--burst" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["web", "--consortium", str(web_net.net.dir), "--lookups-per-minute", "nan"])
-    assert "not a finite number" in capsys.readouterr().err
+    code = main(["web", "--consortium", str(web_net.net.dir), "--lookups-per-minute", "nan"])
+    assert code == 2 and "not a finite number" in capsys.readouterr().err
     code = main(["web", "--consortium", str(web_net.net.dir), "--listen", "127.0.0.1:0"])
     # without --as there is neither a pinned key nor a member credential
-    assert code == 1 and "--as ID" in capsys.readouterr().err
+    assert code == 2 and "--as ID" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["everywhere", "[::1", "::1:80", "[nothost]:80", ":80",
+                                 "127.0.0.1:", "127.0.0.1:99999", "127.0.0.1:-1"])
+def test_listen_addresses_that_are_not_host_port(bad: str) -> None:
+    from node.command import UsageError
+    from node.webcli import parse_listen
+
+    with pytest.raises(UsageError, match="is not HOST:PORT"):
+        parse_listen(bad)
+    assert parse_listen("[::1]:0") == ("::1", 0)
+    assert parse_listen("localhost:8080") == ("localhost", 8080)
+
+
+def test_markex_web_on_a_taken_port_says_so(
+    web_net: WebNet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["web", "--consortium", str(web_net.net.dir), "--as", "carrier-1",
+                     "--listen", f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err and "in use" in err
+
+
+def test_the_command_line_defaults_are_the_front_end_s() -> None:
+    from node.cli import build_parser
+    from node.webcli import DEFAULT_LISTEN
+
+    args = build_parser().parse_args(["web"])
+    assert args.listen == DEFAULT_LISTEN
+    assert RateLimit(args.lookups_per_minute, args.burst) == RateLimit()
 
 
 def test_the_page_reads_without_javascript_and_names_what_it_verified(web_net: WebNet) -> None:

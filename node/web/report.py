@@ -30,8 +30,8 @@ from ledger.errors import BadSignature, LedgerError
 from ledger.names import log_origin, witness_name
 from ledger.numbers import normalize
 from ledger.record import Record
+from ledger.verify import verify_answer
 from markex.v1 import service_pb2 as pb
-from node.lookup import verify_answer
 
 API_VERSION = 1
 RPC_TIMEOUT_S = 10
