@@ -44,6 +44,7 @@ pytestmark = pytest.mark.timeout(240)
 MARKED = "+8613812345001"      # carrier-1 fraud, internet-1 harassment
 APPEALED = "+8613812345002"    # internet-1 fraud; carrier-1's appeal upheld by the institute
 WITHDRAWN = "+8613812345003"   # carrier-1's own mark, withdrawn
+REASSIGNED = "+8613812345004"  # internet-1 harassment, then the number given to a new holder
 UNMARKED = "+8613812345999"
 SCRIPT = "<script>alert(1)</script>"
 EVIDENCE = hashlib.sha256(b"call recordings behind carrier-1's mark").digest()
@@ -108,16 +109,20 @@ def web_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebNet]:
         ids["i1"] = net.mark("internet-1", MARKED, "harassment", 70, 9).id.hex()
         ids["i2"] = net.mark("internet-1", APPEALED, "fraud", 60, 2).id.hex()
         ids["c3"] = net.mark("carrier-1", WITHDRAWN, "marketing", 50, 1).id.hex()
+        ids["i4"] = net.mark("internet-1", REASSIGNED, "harassment", 50, 1).id.hex()
         net.wait_converged(timeout=30)
+        time.sleep(1.2)  # the new tenure starts (to the second) after the mark was observed
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         c = ["--consortium", d]
         ids["appeal"] = _cli("correct", "--as", "carrier-1", ids["i2"], "--withdraw", *c)["id"]
         ids["withdraw"] = _cli("correct", "--as", "carrier-1", ids["c3"], "--withdraw", *c)["id"]
+        ids["reassign"] = _cli("reassign", "--as", "carrier-1", REASSIGNED, "--at", at, *c)["id"]
         net.wait_converged(timeout=30)
         ids["decision"] = _cli("decide", "--as", "institute", ids["appeal"], "--uphold", *c)["id"]
         net.wait_converged(timeout=30)
         reader = node_reader(net.dir, net.consortium, "carrier-1", "carrier-1", tls)
         w = WebNet(net, reader, tls, ids)
-        _settled(w, [MARKED, APPEALED, WITHDRAWN, UNMARKED])
+        _settled(w, [MARKED, APPEALED, WITHDRAWN, REASSIGNED, UNMARKED])
         yield w
     finally:
         tls.close()
@@ -221,6 +226,11 @@ def test_number_page_shows_set_aside_marks_and_the_appeal_steps(web_net: WebNet)
     assert {web_net.ids["i2"], web_net.ids["appeal"], web_net.ids["decision"]} <= ids
     html = c.get(f"/numbers/{WITHDRAWN}").get_data(as_text=True)
     assert "已撤回 withdrawn" in html
+    html = c.get(f"/numbers/{REASSIGNED}").get_data(as_text=True)
+    assert "号码已转让 reassigned" in html and "当前号主自 Holder since" in html
+    rep = c.get(f"/api/v1/numbers/{REASSIGNED}").get_json()
+    assert rep["answer"]["tenure_since"] is not None
+    assert web_net.ids["reassign"] in {x["id"] for x in rep["records"]}
 
 
 def test_unmarked_page_says_so(web_net: WebNet) -> None:
