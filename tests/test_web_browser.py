@@ -157,8 +157,11 @@ def test_a_number_with_a_script_in_it_never_runs(driver: Any, site: str, how: st
         box = driver.find_element(By.ID, "number")
         box.send_keys(SCRIPT + '"><img src=x onerror=alert(2)>')
         box.submit()
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # the error page, once the form's navigation has finished
+    err = WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "error"))[0].text
     _no_alert(driver)
-    err = driver.find_element(By.ID, "error").text
     assert "<script>alert(1)</script>" in err  # shown as text, not run
     assert driver.find_elements(By.TAG_NAME, "img") == []
     assert driver.find_elements(By.TAG_NAME, "script") == []  # the error page runs nothing
