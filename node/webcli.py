@@ -65,7 +65,16 @@ class WebServer:
         self._server = create_server(app, host=host, port=port, threads=threads, ident="markex")
         self.host = host
         self.port = int(self._server.effective_port)  # type: ignore[union-attr]
-        self._thread = threading.Thread(target=self._server.run, name="markex-web", daemon=True)
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="markex-web", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._server.run()
+        except OSError:
+            # close() from another thread pulls the sockets out from under select()
+            if not self._closing.is_set():
+                raise
 
     @property
     def url(self) -> str:
@@ -76,6 +85,8 @@ class WebServer:
         return self
 
     def close(self) -> None:
+        self._closing.set()
+        self._server.task_dispatcher.shutdown()  # type: ignore[union-attr]
         self._server.close()
         self._thread.join(timeout=5)
 
