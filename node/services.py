@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("markex.rpc")
 
 MAX_ENTRIES_PER_CALL = 1000
+EXPORT_PAGE_BYTES = 1 << 20  # entry bytes per ExportView page (gRPC's limit is 4 MiB)
 EVIDENCE_PAGE = 100  # evidence items per GetEvidence page, the default and the most
 PULL_BATCH = 500
 PUSH_INFLIGHT = 16  # push messages from one peer queued for the writer at once
@@ -218,6 +219,22 @@ class AuditService(rpc.AuditServicer):
         page_forks = forks[max(0, start - len(eq)) : max(0, end - len(eq))]
         more = end < len(eq) + len(forks)
         return pb.Evidence(equivocations=page_eq, forks=page_forks, next_start=end if more else 0)
+
+    @stream_edge
+    def ExportView(self, request, context):  # noqa: N802
+        """Every entry at one view checkpoint, in pages of at most EXPORT_PAGE_BYTES."""
+        self._reader(context)
+        text, entries = self.node.view.snapshot()
+        page: list[bytes] = []
+        size = 0
+        first = True
+        for raw in entries:
+            if page and size + len(raw) > EXPORT_PAGE_BYTES:
+                yield pb.ViewExportPage(view_checkpoint=text if first else "", entries=page)
+                first, page, size = False, [], 0
+            page.append(raw)
+            size += len(raw)
+        yield pb.ViewExportPage(view_checkpoint=text if first else "", entries=page)
 
 
 # ------------------------------------------------------------------ exchange
