@@ -203,7 +203,8 @@ def open_export(lines: Iterable[str]) -> Export:
         or not isinstance(head["checkpoint"], str)
     ):
         raise MalformedExport(
-            f'line 1 is not {{"{_JSONL_KEY}": {FORMAT_VERSION}, "checkpoint": <note text>}}'
+            f'line 1 is not the export header {{"{_JSONL_KEY}": {FORMAT_VERSION}, '
+            '"checkpoint": ..}'
         )
     return Export("jsonl", head["checkpoint"], _jsonl_rows(it))
 

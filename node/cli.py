@@ -22,7 +22,7 @@ from ledger import note
 from ledger.names import log_origin
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
-from node import ceremony, client
+from node import ceremony, client, exportcli
 from node.command import (
     UsageError,
     acting,
@@ -380,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     vw = sub.add_parser("view", help="the national view").add_subparsers(dest="sub", required=True)
     vc = vw.add_parser("checkpoint", parents=[common])
     vc.set_defaults(fn=cmd_view_checkpoint)
+    exportcli.register(vw, common)
 
     lg = sub.add_parser("log", help="the node's Merkle log").add_subparsers(
         dest="sub", required=True

@@ -1,0 +1,229 @@
+"""`markex view export` and `markex view verify-export` (docs/export.md), and
+the snapshot fetch the web front end's download shares with them.
+
+An export is every entry of a node's national view at one signed view
+checkpoint that a quorum of members cosigned, written as rows (ledger/export.py).
+The node serves the entries on its member port (Audit.ExportView: raw
+listings of numbers are for members, docs/publication.md); the file carries
+the checkpoint, so anyone holding the pinned consortium can check it.
+
+Errors: a checkpoint signed by no member node, or with a member line that
+does not verify: MalformedNote / BadSignature (node/lookup.open_view); too
+few member cosignatures: TooFewCosigners; rows that are not the checkpoint's
+view: MalformedExport / ExportMismatch (ledger/export.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keys.consortium import Consortium
+from ledger.errors import BadInput, NotAllowed
+from ledger.export import (
+    MalformedExport,
+    Row,
+    open_export,
+    row_of,
+    verify_rows,
+    write_export,
+)
+from ledger.view import Entry
+from markex.v1 import service_pb2 as pb
+from node import client
+from node.command import UsageError, acting, pinned_consortium, show
+from node.connect import Connect, Dial, reader_id
+from node.lookup import CosignedView, open_view
+
+__all__ = ["Snapshot", "TooFewCosigners", "fetch_snapshot", "open_quorum", "register"]
+
+EXPORT_TIMEOUT_S = 300.0      # one ExportView call: 100k entries take seconds, not minutes
+RETRY_S = 0.5                 # between snapshots while the latest lacks its quorum
+
+
+class TooFewCosigners(NotAllowed):
+    """A view checkpoint cosigned by fewer members than the policy's quorum."""
+
+
+def open_quorum(cons: Consortium, text: str) -> CosignedView:
+    """The view checkpoint `text` with its signer's signature and every member
+    cosignature verified, and at least `policy.cosign_quorum` of them (however
+    old: an export is checked long after it was made). Fails closed: raises
+    MalformedNote, BadSignature or TooFewCosigners."""
+    view = open_view(cons, text)
+    need = cons.policy.cosign_quorum
+    if len(view.cosigned_at) < need:
+        who = f" ({', '.join(sorted(view.cosigned_at))})" if view.cosigned_at else ""
+        raise TooFewCosigners(
+            f"the view checkpoint is cosigned by {len(view.cosigned_at)} member(s){who}; "
+            f"the policy needs {need}"
+        )
+    return view
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One node's view at one cosigned checkpoint: the note, its verified
+    reading, and every row (in number order), already checked against it."""
+
+    note: str
+    view: CosignedView
+    rows: tuple[Row, ...]
+
+
+def fetch_snapshot(
+    stub: Any,
+    cons: Consortium,
+    node_id: str | None,
+    wait_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Snapshot:
+    """Ask `stub` (an Audit stub on the member port) for its view's entries
+    until a snapshot's checkpoint has its quorum (retrying for up to `wait_s`
+    seconds: a view that just changed is not cosigned yet), signed by
+    `node_id` when given. The rows are verified against the checkpoint before
+    they are returned. Raises as `open_quorum` and `verify_rows` do."""
+    deadline = monotonic() + wait_s
+    while True:
+        text, entries = _export_call(stub)
+        try:
+            view = open_quorum(cons, text)
+        except TooFewCosigners:
+            if monotonic() >= deadline:
+                raise
+            sleep(RETRY_S)
+            continue
+        if node_id is not None and view.signer != node_id:
+            raise MalformedExport(f"{node_id} served a view checkpoint signed by {view.signer}")
+        at = view.checkpoint.signed_at_ms
+        rows = []
+        for i, raw in enumerate(entries, start=1):
+            try:
+                rows.append(row_of(Entry.decode(raw), at))
+            except BadInput as e:
+                raise MalformedExport(f"entry {i} the node served does not decode: {e}") from e
+        verify_rows(view.checkpoint, rows)
+        return Snapshot(text, view, tuple(rows))
+
+
+def _export_call(stub: Any) -> tuple[str, list[bytes]]:
+    text = ""
+    entries: list[bytes] = []
+    for i, page in enumerate(stub.ExportView(pb.ExportViewRequest(), timeout=EXPORT_TIMEOUT_S)):
+        if i == 0:
+            text = page.view_checkpoint
+        entries.extend(page.entries)
+    if not text:
+        raise MalformedExport("the node served its view without a view checkpoint")
+    return text, entries
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_view_export(args: argparse.Namespace, connect: Connect) -> int:
+    d, cons = pinned_consortium(args)
+    if not args.node:
+        raise UsageError("--node ID (or HOST:PORT) is required")
+    if args.since:
+        raise UsageError("--since is not supported yet: export the whole view")
+    if args.as_id:
+        acting(args, cons)
+    ep = client.resolve_node(cons, args.node)
+    stub = connect("audit", Dial(d, ep, reader_id(cons, args.as_id)))
+    snap = fetch_snapshot(stub, cons, ep.participant, args.wait)
+    if args.out is None:
+        write_export(sys.stdout, args.format, snap.note, snap.rows)
+        return 0
+    _write_atomic(Path(args.out), args.format, snap)
+    cp = snap.view.checkpoint
+    show(
+        args,
+        {
+            "out": str(args.out),
+            "format": args.format,
+            "entries": cp.count,
+            "root": cp.root.hex(),
+            "signed_at_ms": cp.signed_at_ms,
+            "signed_by": snap.view.signer,
+            "cosigned_by": sorted(snap.view.cosigned_at),
+        },
+    )
+    return 0
+
+
+def _write_atomic(path: Path, fmt: str, snap: Snapshot) -> None:
+    """Write next to `path`, then rename: a reader never sees half an export."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            write_export(f, fmt, snap.note, snap.rows)  # type: ignore[arg-type]
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def verify_export_file(cons: Consortium, lines: Iterator[str] | Any) -> dict[str, Any]:
+    """Check an export (its lines): the checkpoint's signature and quorum
+    first, then the rows. Returns {"ok": True, "entries", "root", ...};
+    raises as `open_quorum` and `verify_rows` do."""
+    exp = open_export(lines)
+    view = open_quorum(cons, exp.checkpoint_note)
+    summary = verify_rows(view.checkpoint, exp.rows)
+    return {
+        "ok": True,
+        "entries": summary.entries,
+        "root": summary.root.hex(),
+        "format": exp.format,
+        "signed_at_ms": view.checkpoint.signed_at_ms,
+        "signed_by": view.signer,
+        "cosigned_by": sorted(view.cosigned_at),
+    }
+
+
+def cmd_view_verify_export(args: argparse.Namespace, _connect: Connect) -> int:
+    from ledger.errors import LedgerError
+
+    _, cons = pinned_consortium(args)
+    with open(args.file, encoding="utf-8", newline="") as f:
+        try:
+            obj = verify_export_file(cons, f)
+        except (LedgerError, UnicodeDecodeError) as e:
+            obj = {"ok": False, "entries": None, "root": None,
+                   "error": f"{type(e).__name__}: {e}"}
+    show(args, obj)
+    if not obj["ok"]:
+        print(f"markex: not ok: {obj['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(view_sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add `export` and `verify-export` under `markex view`."""
+    ex = view_sub.add_parser(
+        "export", parents=[common], help="every entry at one cosigned view checkpoint"
+    )
+    ex.add_argument("--format", choices=("csv", "jsonl"), required=True)
+    ex.add_argument("--out", help="the file to write (default: standard output)")
+    ex.add_argument("--since", metavar="CHECKPOINT", help=argparse.SUPPRESS)
+    ex.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        help="seconds to wait for a checkpoint with the cosignature quorum (default 30)",
+    )
+    ex.set_defaults(fn=cmd_view_export)
+    ve = view_sub.add_parser(
+        "verify-export", parents=[common],
+        help="recompute the view root from an export's rows and check its checkpoint",
+    )
+    ve.add_argument("file")
+    ve.set_defaults(fn=cmd_view_verify_export)
