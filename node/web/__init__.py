@@ -1,0 +1,1 @@
+"""The web front end: node/web/app.py create_app; see docs/web.md."""
