@@ -385,3 +385,30 @@ def test_large_export_streams_in_reasonable_time() -> None:
     exp = open_export(io.StringIO(buf.getvalue()))
     assert verify_rows(cp, exp.rows).entries == 20_000
     assert time.perf_counter() - t0 < 30
+
+
+def test_export_view_is_for_members_only(marked: Any) -> None:
+    """Listing every number is not public: ExportView is on the member port only."""
+    import grpc
+
+    from node import client
+
+    net, _ = marked
+    me = net.consortium.participant("institute")
+    pub = client.public_channel(net.dir, me.public_endpoint)
+    ca = (net.dir / "ca" / "ca.pem").read_bytes()
+    anon = grpc.secure_channel(me.member_endpoint, grpc.ssl_channel_credentials(ca))
+    try:
+        for ch, code in ((pub, grpc.StatusCode.UNIMPLEMENTED), (anon, grpc.StatusCode.UNAVAILABLE)):
+            call = ch.unary_stream("/markex.v1.Audit/ExportView",
+                                   request_serializer=None, response_deserializer=None)
+            with pytest.raises(grpc.RpcError) as ei:
+                list(call(b"", timeout=10))
+            assert ei.value.code() == code
+    finally:
+        pub.close()
+        anon.close()
+    # A member (here the internet company) reads it as the auditor does.
+    pages = list(net.audit("institute", "internet-1").ExportView(pb.ExportViewRequest(),
+                                                                 timeout=30))
+    assert pages[0].view_checkpoint and sum(len(p.entries) for p in pages) == len(NUMBERS)
