@@ -31,6 +31,7 @@ import base64
 import binascii
 import csv
 import io
+import itertools
 import json
 import math
 from collections import Counter
@@ -50,6 +51,8 @@ __all__ = [
     "ExportSummary",
     "MalformedExport",
     "Row",
+    "apply_delta",
+    "delta_rows",
     "figures",
     "open_export",
     "row_of",
@@ -63,6 +66,7 @@ Format = Literal["csv", "jsonl"]
 COLUMNS = ("number", "category", "risk", "score", "markers", "appeal", "entry")
 CSV_MAGIC = f"# markex view export {FORMAT_VERSION}"
 _CSV_CHECKPOINT = "# checkpoint "
+_CSV_SINCE = "# since "
 _JSONL_KEY = "markex_view_export"
 MAX_LINE = 4 << 20         # a row longer than this is no entry the view writes
 # The view's risk levels and appeal statuses (docs/view.md), in the order the figures list them.
@@ -90,6 +94,15 @@ class Row:
     markers: tuple[str, ...]        # the participants whose marks count, sorted
     appeal: str
     entry: bytes
+
+    @classmethod
+    def removal(cls, number: str) -> Row:
+        """A delta's row for a number the view no longer holds: no entry bytes."""
+        return cls(number, None, "none", 0, (), "none", b"")
+
+    @property
+    def removed(self) -> bool:
+        return not self.entry
 
     def readable(self) -> tuple[str, str | None, str, int, tuple[str, ...], str]:
         return (self.number, self.category, self.risk, self.score, self.markers, self.appeal)
@@ -134,20 +147,31 @@ def row_of(entry: Entry, at_ms: int) -> Row:
 # ====================================================================== writing
 
 
-def write_export(out: TextIO, fmt: Format, checkpoint_note: str, rows: Iterable[Row]) -> int:
-    """Write the header carrying `checkpoint_note`, then one line per row.
-    Returns how many rows were written."""
+def write_export(
+    out: TextIO,
+    fmt: Format,
+    checkpoint_note: str,
+    rows: Iterable[Row],
+    since_note: str | None = None,
+) -> int:
+    """Write the header carrying `checkpoint_note` (and, for a delta, the
+    base export's `since_note`), then one line per row. Returns how many rows
+    were written."""
     n = 0
     if fmt == "jsonl":
-        out.write(json.dumps({_JSONL_KEY: FORMAT_VERSION, "checkpoint": checkpoint_note}) + "\n")
+        head: dict[str, Any] = {_JSONL_KEY: FORMAT_VERSION, "checkpoint": checkpoint_note}
+        if since_note is not None:
+            head["since"] = since_note
+        out.write(json.dumps(head) + "\n")
         for row in rows:
             out.write(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
             n += 1
         return n
     if fmt != "csv":
         raise BadInput(f"no export format {fmt!r}: csv or jsonl")
-    note64 = base64.b64encode(checkpoint_note.encode("utf-8")).decode("ascii")
-    out.write(f"{CSV_MAGIC}\n{_CSV_CHECKPOINT}{note64}\n")
+    out.write(f"{CSV_MAGIC}\n{_CSV_CHECKPOINT}{_b64_text(checkpoint_note)}\n")
+    if since_note is not None:
+        out.write(f"{_CSV_SINCE}{_b64_text(since_note)}\n")
     w = csv.writer(out, lineterminator="\n")
     w.writerow(COLUMNS)
     for row in rows:
@@ -156,17 +180,23 @@ def write_export(out: TextIO, fmt: Format, checkpoint_note: str, rows: Iterable[
     return n
 
 
+def _b64_text(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
 # ====================================================================== reading
 
 
 @dataclass(frozen=True)
 class Export:
-    """An opened export: its format, the checkpoint note text it carries, and
-    its rows, parsed one at a time as they are iterated (once)."""
+    """An opened export: its format, the checkpoint note text it carries
+    (and for a delta, the note of the export it is the delta since), and its
+    rows, parsed one at a time as they are iterated (once)."""
 
     format: Format
     checkpoint_note: str
     rows: Iterator[Row]
+    since_note: str | None = None
 
 
 def _line(lines: Iterator[str], what: str) -> str:
@@ -176,20 +206,28 @@ def _line(lines: Iterator[str], what: str) -> str:
     return line
 
 
+def _b64_note(line: str, prefix: str, where: str) -> str:
+    try:
+        return base64.b64decode(line[len(prefix):], validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as e:
+        raise MalformedExport(f"{where}: the note is not base64 of UTF-8 text: {e}") from e
+
+
 def open_export(lines: Iterable[str]) -> Export:
     """Read the header of an export given as text lines (an open file);
     its format is told by the first line. Raises MalformedExport."""
     it = iter(lines)
     first = _line(it, "its header")
-    if first.rstrip("\n") == CSV_MAGIC:
-        second = _line(it, "the checkpoint line").rstrip("\n")
+    if first.rstrip("\r\n") == CSV_MAGIC:
+        second = _line(it, "the checkpoint line").rstrip("\r\n")
         if not second.startswith(_CSV_CHECKPOINT):
             raise MalformedExport(f"line 2 starts with {_CSV_CHECKPOINT!r}")
-        try:
-            text = base64.b64decode(second[len(_CSV_CHECKPOINT):], validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as e:
-            raise MalformedExport(f"line 2: the checkpoint is not base64 of UTF-8 text: {e}") from e
-        return Export("csv", text, _csv_rows(it))
+        text = _b64_note(second, _CSV_CHECKPOINT, "line 2")
+        third = _line(it, "the column header")
+        if not third.startswith(_CSV_SINCE):
+            return Export("csv", text, _csv_rows(itertools.chain([third], it), 2))
+        since = _b64_note(third.rstrip("\r\n"), _CSV_SINCE, "line 3")
+        return Export("csv", text, _csv_rows(it, 3), since)
     try:
         head = json.loads(first)
     except ValueError as e:
@@ -198,15 +236,16 @@ def open_export(lines: Iterable[str]) -> Export:
         ) from e
     if (
         not isinstance(head, dict)
-        or set(head) != {_JSONL_KEY, "checkpoint"}
+        or set(head) - {"since"} != {_JSONL_KEY, "checkpoint"}
         or head[_JSONL_KEY] != FORMAT_VERSION
         or not isinstance(head["checkpoint"], str)
+        or not isinstance(head.get("since", ""), str)
     ):
         raise MalformedExport(
             f'line 1 is not the export header {{"{_JSONL_KEY}": {FORMAT_VERSION}, '
-            '"checkpoint": ..}'
+            '"checkpoint": .., ["since": ..]}'
         )
-    return Export("jsonl", head["checkpoint"], _jsonl_rows(it))
+    return Export("jsonl", head["checkpoint"], _jsonl_rows(it), head.get("since"))
 
 
 def _entry_bytes(v: Any, where: str) -> bytes:
@@ -246,14 +285,16 @@ def _jsonl_rows(lines: Iterator[str]) -> Iterator[Row]:
         )
 
 
-def _csv_rows(lines: Iterator[str]) -> Iterator[Row]:
+def _csv_rows(lines: Iterator[str], header_lines: int) -> Iterator[Row]:
     reader = csv.reader(lines, strict=True)
     try:
         header = next(reader, None)
         if header != list(COLUMNS):
-            raise MalformedExport(f"line 3 is not the column header {','.join(COLUMNS)}")
+            raise MalformedExport(
+                f"line {header_lines + 1} is not the column header {','.join(COLUMNS)}"
+            )
         for fields in reader:
-            where = f"line {reader.line_num + 2}"
+            where = f"line {reader.line_num + header_lines}"
             if len(fields) != len(COLUMNS):
                 raise MalformedExport(f"{where} has {len(fields)} fields, not {len(COLUMNS)}")
             number, cat, risk, score, markers, appeal, entry = fields
@@ -264,7 +305,7 @@ def _csv_rows(lines: Iterator[str]) -> Iterator[Row]:
                 appeal, _entry_bytes(entry, where),
             )
     except csv.Error as e:
-        raise MalformedExport(f"line {reader.line_num + 2} is not CSV: {e}") from e
+        raise MalformedExport(f"line {reader.line_num + header_lines} is not CSV: {e}") from e
 
 
 def _no_float(s: str) -> Any:
@@ -291,6 +332,10 @@ def verify_rows(cp: ViewCheckpoint, rows: Iterable[Row]) -> ExportSummary:
     items: list[tuple[str, bytes]] = []
     prev = b""
     for i, row in enumerate(rows, start=1):
+        if row.removed:
+            raise ExportMismatch(
+                f"row {i} ({row.number}) has no entry: only a delta, read with its base, removes"
+            )
         try:
             entry = Entry.decode(row.entry)
         except BadInput as e:
@@ -319,6 +364,69 @@ def verify_rows(cp: ViewCheckpoint, rows: Iterable[Row]) -> ExportSummary:
             f"the rows' root {root.hex()[:16]}… is not the checkpoint's {cp.root.hex()[:16]}…"
         )
     return ExportSummary(len(items), root)
+
+
+# ====================================================================== deltas
+
+
+def _key(row: Row) -> bytes:
+    return row.number.encode("utf-8")
+
+
+def delta_rows(old: Iterable[Row], new: Iterable[Row]) -> Iterator[Row]:
+    """The rows of a delta from the export `old` to the export `new` (both
+    ascending): `new`'s rows whose entry bytes `old` lacks, and a removal row
+    for each number `old` has and `new` has not."""
+    it_old, it_new = iter(old), iter(new)
+    o, n = next(it_old, None), next(it_new, None)
+    while o is not None or n is not None:
+        if n is None or (o is not None and _key(o) < _key(n)):
+            assert o is not None
+            yield Row.removal(o.number)
+            o = next(it_old, None)
+        elif o is None or _key(n) < _key(o):
+            yield n
+            n = next(it_new, None)
+        else:
+            if n.entry != o.entry:
+                yield n
+            o, n = next(it_old, None), next(it_new, None)
+
+
+def apply_delta(base: Iterable[Row], delta: Iterable[Row], at_ms: int) -> Iterator[Row]:
+    """The rows of the whole view a delta leads to from its (verified) base:
+    a delta row replaces or removes the base's row of its number; the base
+    rows it leaves are evaluated again at `at_ms` (the delta's checkpoint
+    time). Check the result with `verify_rows`. Raises ExportMismatch for
+    delta rows out of order, or removing a number the base lacks (or a
+    removal row with readable columns), MalformedExport for a base entry
+    that does not decode."""
+    it_base, it_delta = iter(base), iter(delta)
+    b, d = next(it_base, None), next(it_delta, None)
+    prev = b""
+    while b is not None or d is not None:
+        if d is not None:
+            if _key(d) <= prev:
+                raise ExportMismatch(f"delta row {d.number} is out of order or repeated")
+            if d.removed and d != Row.removal(d.number):
+                raise ExportMismatch(f"delta row {d.number} removes it yet has readable columns")
+        if d is None or (b is not None and _key(b) < _key(d)):
+            assert b is not None
+            try:
+                yield row_of(Entry.decode(b.entry), at_ms)
+            except BadInput as e:
+                raise MalformedExport(f"base row {b.number}: the entry does not decode") from e
+            b = next(it_base, None)
+            continue
+        same = b is not None and _key(b) == _key(d)
+        if d.removed and not same:
+            raise ExportMismatch(f"delta row {d.number} removes a number the base does not hold")
+        if not d.removed:
+            yield d
+        prev = _key(d)
+        d = next(it_delta, None)
+        if same:
+            b = next(it_base, None)
 
 
 # ====================================================================== statistics

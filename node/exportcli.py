@@ -19,16 +19,20 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from keys.consortium import Consortium
+from ledger import note
 from ledger.errors import BadInput, NotAllowed
 from ledger.export import (
+    ExportMismatch,
     MalformedExport,
     Row,
+    apply_delta,
+    delta_rows,
     open_export,
     row_of,
     verify_rows,
@@ -132,60 +136,99 @@ def cmd_view_export(args: argparse.Namespace, connect: Connect) -> int:
     d, cons = pinned_consortium(args)
     if not args.node:
         raise UsageError("--node ID (or HOST:PORT) is required")
-    if args.since:
-        raise UsageError("--since is not supported yet: export the whole view")
     if args.as_id:
         acting(args, cons)
+    base = _verified_base(cons, Path(args.since)) if args.since else None
     ep = client.resolve_node(cons, args.node)
     stub = connect("audit", Dial(d, ep, reader_id(cons, args.as_id)))
     snap = fetch_snapshot(stub, cons, ep.participant, args.wait)
+    rows: tuple[Row, ...] | list[Row] = snap.rows
+    since = None
+    if base is not None:
+        since = base[0]
+        with open(args.since, encoding="utf-8", newline="") as f:
+            rows = list(delta_rows(open_export(f).rows, snap.rows))
     if args.out is None:
-        write_export(sys.stdout, args.format, snap.note, snap.rows)
+        write_export(sys.stdout, args.format, snap.note, rows, since)
         return 0
-    _write_atomic(Path(args.out), args.format, snap)
+    _write_atomic(Path(args.out), args.format, snap.note, rows, since)
     cp = snap.view.checkpoint
-    show(
-        args,
-        {
-            "out": str(args.out),
-            "format": args.format,
-            "entries": cp.count,
-            "root": cp.root.hex(),
-            "signed_at_ms": cp.signed_at_ms,
-            "signed_by": snap.view.signer,
-            "cosigned_by": sorted(snap.view.cosigned_at),
-        },
-    )
+    obj: dict[str, Any] = {
+        "out": str(args.out),
+        "format": args.format,
+        "entries": cp.count,
+        "root": cp.root.hex(),
+        "signed_at_ms": cp.signed_at_ms,
+        "signed_by": snap.view.signer,
+        "cosigned_by": sorted(snap.view.cosigned_at),
+    }
+    if base is not None:
+        obj.update({"since_root": base[1].checkpoint.root.hex(), "rows": len(rows),
+                    "removed": sum(r.removed for r in rows)})
+    show(args, obj)
     return 0
 
 
-def _write_atomic(path: Path, fmt: str, snap: Snapshot) -> None:
+def _verified_base(cons: Consortium, path: Path) -> tuple[str, CosignedView]:
+    """A whole export (no delta) verified as verify-export does: the base of a delta."""
+    with open(path, encoding="utf-8", newline="") as f:
+        exp = open_export(f)
+        if exp.since_note is not None:
+            raise UsageError(f"{path} is a delta: a delta's base is a whole export")
+        view = open_quorum(cons, exp.checkpoint_note)
+        verify_rows(view.checkpoint, exp.rows)
+    return exp.checkpoint_note, view
+
+
+def _write_atomic(
+    path: Path, fmt: str, text: str, rows: Iterable[Row], since: str | None
+) -> None:
     """Write next to `path`, then rename: a reader never sees half an export."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            write_export(f, fmt, snap.note, snap.rows)  # type: ignore[arg-type]
+            write_export(f, fmt, text, rows, since)  # type: ignore[arg-type]
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
 
 
-def verify_export_file(cons: Consortium, lines: Iterator[str] | Any) -> dict[str, Any]:
+def verify_export_file(
+    cons: Consortium, lines: Iterable[str], base: Path | None = None
+) -> dict[str, Any]:
     """Check an export (its lines): the checkpoint's signature and quorum
-    first, then the rows. Returns {"ok": True, "entries", "root", ...};
-    raises as `open_quorum` and `verify_rows` do."""
+    first, then the rows; a delta against its `base` (a whole export,
+    verified first, whose checkpoint must be the one the delta names).
+    Returns {"ok": True, "entries", "root", ...}; raises as `open_quorum`
+    and `verify_rows` do, UsageError for a delta without its base."""
     exp = open_export(lines)
     view = open_quorum(cons, exp.checkpoint_note)
-    summary = verify_rows(view.checkpoint, exp.rows)
+    cp = view.checkpoint
+    out: dict[str, Any] = {}
+    if exp.since_note is None:
+        if base is not None:
+            raise UsageError("this export is whole, not a delta: verify it without --base")
+        summary = verify_rows(cp, exp.rows)
+    else:
+        if base is None:
+            raise UsageError("this export is a delta: give --base FILE, the export it is since")
+        base_note, base_view = _verified_base(cons, base)
+        if note.Note.parse(base_note).text != note.Note.parse(exp.since_note).text:
+            raise ExportMismatch(f"{base} is not the export this delta is since")
+        with open(base, encoding="utf-8", newline="") as f:
+            merged = apply_delta(open_export(f).rows, exp.rows, cp.signed_at_ms)
+            summary = verify_rows(cp, merged)
+        out["since_root"] = base_view.checkpoint.root.hex()
     return {
         "ok": True,
         "entries": summary.entries,
         "root": summary.root.hex(),
         "format": exp.format,
-        "signed_at_ms": view.checkpoint.signed_at_ms,
+        "signed_at_ms": cp.signed_at_ms,
         "signed_by": view.signer,
         "cosigned_by": sorted(view.cosigned_at),
+        **out,
     }
 
 
@@ -193,9 +236,10 @@ def cmd_view_verify_export(args: argparse.Namespace, _connect: Connect) -> int:
     from ledger.errors import LedgerError
 
     _, cons = pinned_consortium(args)
+    base = Path(args.base) if args.base else None
     with open(args.file, encoding="utf-8", newline="") as f:
         try:
-            obj = verify_export_file(cons, f)
+            obj = verify_export_file(cons, f, base)
         except (LedgerError, UnicodeDecodeError) as e:
             obj = {"ok": False, "entries": None, "root": None,
                    "error": f"{type(e).__name__}: {e}"}
@@ -213,7 +257,11 @@ def register(view_sub: Any, common: argparse.ArgumentParser) -> None:
     )
     ex.add_argument("--format", choices=("csv", "jsonl"), required=True)
     ex.add_argument("--out", help="the file to write (default: standard output)")
-    ex.add_argument("--since", metavar="CHECKPOINT", help=argparse.SUPPRESS)
+    ex.add_argument(
+        "--since",
+        metavar="FILE",
+        help="an earlier whole export (its checkpoint and rows): write only the delta since it",
+    )
     ex.add_argument(
         "--wait",
         type=float,
@@ -226,4 +274,5 @@ def register(view_sub: Any, common: argparse.ArgumentParser) -> None:
         help="recompute the view root from an export's rows and check its checkpoint",
     )
     ve.add_argument("file")
+    ve.add_argument("--base", metavar="FILE", help="for a delta: the whole export it is since")
     ve.set_defaults(fn=cmd_view_verify_export)

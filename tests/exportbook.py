@@ -18,6 +18,7 @@ from tests.conftest import KEYS, NOW, make_consortium
 H = 3_600_000
 T = NOW - 10 * H            # the first record; the checkpoint is signed at NOW
 N = [f"+861380000000{i}" for i in range(1, 6)]
+N6 = "+8613800000006"
 
 # By hand, at NOW: N1 marked fraud by two participants (high), N2's only mark
 # set aside by an upheld appeal (none), N3 marketing with its appeal rejected
@@ -41,7 +42,7 @@ class SmallView:
     entries: list[Entry]            # in number order
 
 
-def _records(cons: Consortium) -> list[Record]:
+def _records(cons: Consortium, later: bool) -> list[Record]:
     heads: dict[str, tuple[int, bytes]] = {}
     out: list[Record] = []
 
@@ -53,7 +54,7 @@ def _records(cons: Consortium) -> list[Record]:
         out.append(rec)
         return rec
 
-    add("carrier-1", T, Mark(N[0], "fraud", 80, 3, T, 0))
+    m1 = add("carrier-1", T, Mark(N[0], "fraud", 80, 3, T, 0))
     add("internet-1", T, Mark(N[0], "fraud", 60, 1, T, 0))
     m2 = add("internet-1", T, Mark(N[1], "harassment", 60, 1, T, 0))
     a2 = add("carrier-1", T + H, Correction((m2.id,), WITHDRAW, reason="a courier"))
@@ -64,16 +65,23 @@ def _records(cons: Consortium) -> list[Record]:
     m4 = add("internet-1", T, Mark(N[3], "fraud", 70, 1, T, 0))
     add("carrier-1", T + 2 * H, Correction((m4.id,), WITHDRAW, reason="pending"))
     add("institute", T, Mark(N[4], "fraud", 90, 1, T, 0))
+    if later:   # N1's carrier mark withdrawn by its issuer, a sixth number marked
+        add("carrier-1", NOW, Correction((m1.id,), WITHDRAW, reason="mine, wrong"))
+        add("internet-2", NOW, Mark(N6, "harassment", 40, 1, NOW, 0))
     return out
 
 
-def small_view(cosigners: tuple[str, ...] = ("carrier-1", "carrier-2")) -> SmallView:
+def small_view(
+    cosigners: tuple[str, ...] = ("carrier-1", "carrier-2"), later: bool = False
+) -> SmallView:
+    """The view at NOW; `later`: one hour on, with two more records (LATER)."""
     cons = make_consortium()
-    view = resolve(_records(cons), cons)
-    cp = view.checkpoint(view_origin(cons.name, "institute"), NOW)
+    view = resolve(_records(cons, later), cons)
+    at = NOW + H if later else NOW
+    cp = view.checkpoint(view_origin(cons.name, "institute"), at)
     signed = sign_view_checkpoint(cp, KEYS["institute"])
     body = cp.body()
-    lines = [note.cosign_line(body, witness_name(cons.name, p), KEYS[p], NOW // 1000 + 1)
+    lines = [note.cosign_line(body, witness_name(cons.name, p), KEYS[p], at // 1000 + 1)
              for p in cosigners]
     text = note.add_signature_lines(signed, lines)
     entries = [view.entry(n) for n in view.numbers()]

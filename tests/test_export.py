@@ -24,6 +24,9 @@ from ledger.export import (
     COLUMNS,
     ExportMismatch,
     MalformedExport,
+    Row,
+    apply_delta,
+    delta_rows,
     open_export,
     row_of,
     verify_rows,
@@ -33,11 +36,12 @@ from ledger.view import Entry, parse_view_checkpoint
 from markex.v1 import service_pb2 as pb
 from node.cli import main
 from node.client import INSTITUTE_KEY_ENV
+from node.command import UsageError
 from node.exportcli import TooFewCosigners, open_quorum, verify_export_file
 from node.localnet import LocalNet
 from node.server import Node
 from tests.conftest import KEYS, NOW, make_consortium
-from tests.exportbook import small_view
+from tests.exportbook import N6, N, small_view
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -412,3 +416,106 @@ def test_export_view_is_for_members_only(marked: Any) -> None:
     pages = list(net.audit("institute", "internet-1").ExportView(pb.ExportViewRequest(),
                                                                  timeout=30))
     assert pages[0].view_checkpoint and sum(len(p.entries) for p in pages) == len(NUMBERS)
+
+
+# ------------------------------------------------------------------ deltas (--since)
+
+
+def _files(tmp_path: Path, fmt: str) -> tuple[Any, Path, Path, list[Any]]:
+    """A whole export of the small view, and the delta to it one hour later."""
+    old, new = small_view(), small_view(later=True)
+    at_old = parse_view_checkpoint(note.Note.parse(old.note).text).signed_at_ms
+    at_new = parse_view_checkpoint(note.Note.parse(new.note).text).signed_at_ms
+    old_rows = [row_of(e, at_old) for e in old.entries]
+    delta = list(delta_rows(old_rows, [row_of(e, at_new) for e in new.entries]))
+    base, dpath = tmp_path / f"base.{fmt}", tmp_path / f"delta.{fmt}"
+    with base.open("w", encoding="utf-8", newline="") as f:
+        write_export(f, fmt, old.note, old_rows)
+    with dpath.open("w", encoding="utf-8", newline="") as f:
+        write_export(f, fmt, new.note, delta, since_note=old.note)
+    return new, base, dpath, delta
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_delta_verifies_with_its_base(tmp_path: Path, fmt: str) -> None:
+    new, base, dpath, delta = _files(tmp_path, fmt)
+    # only the two numbers that changed: N1 (a withdrawal) and N6 (new)
+    assert [r.number for r in delta] == [N[0], N6]
+    with dpath.open(encoding="utf-8", newline="") as f:
+        obj = verify_export_file(new.cons, f, base)
+    assert obj["ok"] and obj["entries"] == 6 and obj["root"] == new.view.root().hex()
+    with dpath.open(encoding="utf-8", newline="") as f, pytest.raises(UsageError, match="--base"):
+        verify_export_file(new.cons, f)
+    with base.open(encoding="utf-8", newline="") as f, pytest.raises(UsageError, match="whole"):
+        verify_export_file(new.cons, f, base)
+
+
+def test_a_delta_that_does_not_lead_to_the_view_is_refused(tmp_path: Path) -> None:
+    new, base, dpath, delta = _files(tmp_path, "jsonl")
+    lines = _lines(dpath)
+    cases: dict[str, tuple[list[str], Path, type[Exception], str]] = {
+        "a changed number left out": ([lines[0], *lines[2:]], base, ExportMismatch, "root"),
+        "a removal of a number the view holds": (
+            [*lines, json.dumps(Row.removal(N[4]).to_json()) + "\n"], base, ExportMismatch,
+            "out of order"),
+        "rows swapped": ([lines[0], lines[2], lines[1]], base, ExportMismatch, "out of order"),
+        "a removal with columns": (
+            [lines[0], lines[1], json.dumps({**Row.removal("+8613800000009").to_json(),
+                                             "risk": "high"}) + "\n"],
+            base, ExportMismatch, "readable"),
+        "a removal the base lacks": (
+            [*lines, json.dumps(Row.removal("+8613800000009").to_json()) + "\n"], base,
+            ExportMismatch, "does not hold"),
+    }
+    for name, (edited, b, err, needle) in cases.items():
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text("".join(edited), encoding="utf-8")
+        with bad.open(encoding="utf-8") as f, pytest.raises(err, match=needle):
+            verify_export_file(new.cons, f, b)
+        assert name
+    # Another base than the one the delta names (the later view itself): refused
+    # before any row is read. The same checkpoint with other cosigners is the same base.
+    at_new = parse_view_checkpoint(note.Note.parse(new.note).text).signed_at_ms
+    b2 = tmp_path / "base2.jsonl"
+    with b2.open("w", encoding="utf-8") as f:
+        write_export(f, "jsonl", new.note, [row_of(e, at_new) for e in new.entries])
+    with dpath.open(encoding="utf-8") as f, pytest.raises(ExportMismatch, match="since"):
+        verify_export_file(new.cons, f, b2)
+    # A whole export (no rows removed) never holds a removal row.
+    with pytest.raises(ExportMismatch, match="no entry"):
+        verify_rows(parse_view_checkpoint(note.Note.parse(new.note).text),
+                    [Row.removal(N[0])])
+
+
+def test_delta_rows_remove_what_the_new_view_lacks() -> None:
+    sv = small_view()
+    rows = [row_of(e, NOW) for e in sv.entries]
+    assert list(delta_rows(rows, rows)) == []
+    assert list(delta_rows(rows, rows[1:])) == [Row.removal(rows[0].number)]
+    assert list(delta_rows(rows[:2], rows)) == rows[2:]
+    assert [r for r in apply_delta(rows, [Row.removal(rows[0].number)], NOW)] == rows[1:]
+
+
+def test_cli_delta_since_an_earlier_export(
+    marked: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Runs last in this file: it changes the nodes' view."""
+    net, _ = marked
+    base = _export(marked, capsys, tmp_path, "csv")
+    assert main(["mark", "--as", "internet-1", "13812340009", "fraud",
+                 "--consortium", str(net.dir)]) == 0
+    net.wait_converged(timeout=30)
+    capsys.readouterr()
+    delta = tmp_path / "delta.csv"
+    code, obj, err = run(capsys, "view", "export", "--node", "institute", "--format", "csv",
+                         "--since", str(base), "--out", str(delta),
+                         "--consortium", str(net.dir), "--json")
+    assert code == 0, err
+    assert obj["rows"] == 1 and obj["removed"] == 0 and obj["entries"] == len(NUMBERS) + 1
+    code, ok, err = run(capsys, "view", "verify-export", str(delta), "--base", str(base),
+                        "--consortium", str(net.dir), "--json")
+    assert code == 0 and ok["ok"] and ok["root"] == obj["root"], err
+    assert ok["since_root"] == obj["since_root"] != ok["root"]
+    code, bad, _ = run(capsys, "view", "verify-export", str(delta),
+                       "--consortium", str(net.dir), "--json")
+    assert code == 2
