@@ -88,6 +88,7 @@ def fetch_snapshot(
     wait_s: float,
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
+    timeout_s: float = EXPORT_TIMEOUT_S,
 ) -> Snapshot:
     """Ask `stub` (an Audit stub on the member port) for its view's entries
     until a snapshot's checkpoint has its quorum (retrying for up to `wait_s`
@@ -96,7 +97,7 @@ def fetch_snapshot(
     they are returned. Raises as `open_quorum` and `verify_rows` do."""
     deadline = monotonic() + wait_s
     while True:
-        text, entries = _export_call(stub)
+        text, entries = _export_call(stub, timeout_s)
         try:
             view = open_quorum(cons, text)
         except TooFewCosigners:
@@ -117,10 +118,10 @@ def fetch_snapshot(
         return Snapshot(text, view, tuple(rows))
 
 
-def _export_call(stub: Any) -> tuple[str, list[bytes]]:
+def _export_call(stub: Any, timeout_s: float = EXPORT_TIMEOUT_S) -> tuple[str, list[bytes]]:
     text = ""
     entries: list[bytes] = []
-    for i, page in enumerate(stub.ExportView(pb.ExportViewRequest(), timeout=EXPORT_TIMEOUT_S)):
+    for i, page in enumerate(stub.ExportView(pb.ExportViewRequest(), timeout=timeout_s)):
         if i == 0:
             text = page.view_checkpoint
         entries.extend(page.entries)

@@ -54,6 +54,7 @@ EXTENSION = "markex"
 CACHE = "markex.publish"          # this blueprint's own entry in app.extensions
 REFRESH_S = 60.0
 SNAPSHOT_WAIT_S = 5.0             # a request waits at most this long for a cosigned view
+EXPORT_TIMEOUT_S = 60.0           # one ExportView call from a page (the CLI allows longer)
 RPC_TIMEOUT_S = 10
 CHARTS = ("categories", "risk", "participants", "appeals")
 _MEDIA = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl; charset=utf-8"}
@@ -129,7 +130,7 @@ def _publication() -> Publication:
                 cur.fetched_at = now
                 return cur
             snap = fetch_snapshot(src.audit, src.cons, src.node_id, SNAPSHOT_WAIT_S,
-                                  monotonic=src.monotonic)
+                                  monotonic=src.monotonic, timeout_s=EXPORT_TIMEOUT_S)
         except (grpc.RpcError, LedgerError) as e:
             if cur is not None:
                 return cur       # the last verified export stays the latest one
