@@ -18,6 +18,11 @@ Rows come in ascending order of the number's UTF-8 bytes, each number once
 evaluated at the checkpoint's `signed-at-ms`; a reader recomputes them from
 the entry bytes and refuses a row whose columns say anything else.
 
+A delta (`delta_rows`) also carries the note of the whole export it is since
+(JSONL "since", CSV a third line "# since <base64>") and only the rows whose
+entry bytes changed, plus a removal row (no entry bytes) per number gone;
+`apply_delta` turns base and delta back into the whole view's rows.
+
 Errors (each a ledger error):
 
     MalformedExport(BadInput)        a header, line or row that does not parse
