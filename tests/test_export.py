@@ -10,11 +10,13 @@ import base64
 import io
 import json
 import time
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from keys.layout import NodeConfig
@@ -34,10 +36,11 @@ from ledger.export import (
 )
 from ledger.view import Entry, parse_view_checkpoint
 from markex.v1 import service_pb2 as pb
+from markex.v1 import service_pb2_grpc as rpc
 from node.cli import main
 from node.client import INSTITUTE_KEY_ENV
 from node.command import UsageError
-from node.exportcli import TooFewCosigners, open_quorum, verify_export_file
+from node.exportcli import TooFewCosigners, fetch_snapshot, open_quorum, verify_export_file
 from node.localnet import LocalNet
 from node.server import Node
 from tests.conftest import KEYS, NOW, make_consortium
@@ -393,8 +396,6 @@ def test_large_export_streams_in_reasonable_time() -> None:
 
 def test_export_view_is_for_members_only(marked: Any) -> None:
     """Listing every number is not public: ExportView is on the member port only."""
-    import grpc
-
     from node import client
 
     net, _ = marked
@@ -499,7 +500,7 @@ def test_delta_rows_remove_what_the_new_view_lacks() -> None:
 def test_cli_delta_since_an_earlier_export(
     marked: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """Runs last in this file: it changes the nodes' view."""
+    """After every other test of `marked` (this one changes the nodes' view)."""
     net, _ = marked
     base = _export(marked, capsys, tmp_path, "csv")
     assert main(["mark", "--as", "internet-1", "13812340009", "fraud",
@@ -519,3 +520,75 @@ def test_cli_delta_since_an_earlier_export(
     code, bad, _ = run(capsys, "view", "verify-export", str(delta),
                        "--consortium", str(net.dir), "--json")
     assert code == 2
+
+
+# ------------------------------------------------------------------ the exporter's own checks
+
+
+class ScriptedAudit(rpc.AuditServicer):
+    """A stub node on 127.0.0.1 that serves the scripted (note, entries) answers in turn."""
+
+    def __init__(self, answers: list[tuple[str, list[bytes]]]) -> None:
+        self.answers = answers
+        self.calls = 0
+
+    def ExportView(self, request: Any, context: Any) -> Any:  # noqa: N802
+        text, entries = self.answers[min(self.calls, len(self.answers) - 1)]
+        self.calls += 1
+        yield pb.ViewExportPage(view_checkpoint=text, entries=entries[:2])
+        yield pb.ViewExportPage(entries=entries[2:])
+
+
+@pytest.fixture
+def scripted() -> Any:
+    servers = []
+
+    def start(answers: list[tuple[str, list[bytes]]]) -> tuple[Any, ScriptedAudit]:
+        svc = ScriptedAudit(answers)
+        server = grpc.server(futures.ThreadPoolExecutor(2))
+        rpc.add_AuditServicer_to_server(svc, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        return rpc.AuditStub(grpc.insecure_channel(f"127.0.0.1:{port}")), svc
+
+    yield start
+    for s in servers:
+        s.stop(0)
+
+
+def test_exporter_waits_for_the_quorum_then_fails_closed(scripted: Any) -> None:
+    bare, full = small_view(cosigners=()), small_view()
+    entries = [e.encode() for e in full.entries]
+    stub, svc = scripted([(bare.note, entries), (bare.note, entries), (full.note, entries)])
+    clock = [0.0]
+    snap = fetch_snapshot(stub, full.cons, "institute", 30, sleep=lambda s: clock.__setitem__(
+        0, clock[0] + s), monotonic=lambda: clock[0])
+    assert svc.calls == 3 and len(snap.rows) == 5 and sorted(snap.view.cosigned_at) == [
+        "carrier-1", "carrier-2"]
+    stub, svc = scripted([(bare.note, entries)])
+    clock[0] = 0.0
+    with pytest.raises(TooFewCosigners):
+        fetch_snapshot(stub, full.cons, "institute", 2, sleep=lambda s: clock.__setitem__(
+            0, clock[0] + s), monotonic=lambda: clock[0])
+    assert svc.calls == 5          # at 0, 0.5, 1, 1.5 and 2 s
+
+
+def test_exporter_never_writes_an_export_that_does_not_verify(scripted: Any) -> None:
+    full = small_view()
+    entries = [e.encode() for e in full.entries]
+    cases = {
+        "an entry missing": ((full.note, entries[:-1]), ExportMismatch, "counts"),
+        "entries out of order": ((full.note, [entries[1], entries[0], *entries[2:]]),
+                                 ExportMismatch, "out of order"),
+        "bytes not an entry": ((full.note, [b"{}", *entries[1:]]), MalformedExport, "entry 1"),
+        "no checkpoint": (("", entries), MalformedExport, "without a view checkpoint"),
+    }
+    for name, (answer, err, needle) in cases.items():
+        stub, _ = scripted([answer])
+        with pytest.raises(err, match=needle):
+            fetch_snapshot(stub, full.cons, "institute", 0)
+        assert name
+    stub, _ = scripted([(full.note, entries)])
+    with pytest.raises(MalformedExport, match="signed by institute"):
+        fetch_snapshot(stub, full.cons, "carrier-1", 0)
