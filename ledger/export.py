@@ -135,8 +135,10 @@ class Row:
         ]
 
 
-def row_of(entry: Entry, at_ms: int) -> Row:
-    """The row of `entry` evaluated at `at_ms` (the checkpoint's signing time)."""
+def row_of(entry: Entry, at_ms: int, raw: bytes | None = None) -> Row:
+    """The row of `entry` evaluated at `at_ms` (the checkpoint's signing time).
+    `raw`: the bytes `entry` was decoded from (equal to its encoding, as
+    `Entry.decode` is strict), kept instead of a second copy."""
     r = entry.evaluate(at_ms)
     return Row(
         r.number,
@@ -145,7 +147,7 @@ def row_of(entry: Entry, at_ms: int) -> Row:
         r.score,
         tuple(sorted(m.participant for m in r.markers)),
         r.appeal,
-        entry.encode(),
+        entry.encode() if raw is None else raw,
     )
 
 

@@ -111,7 +111,7 @@ def fetch_snapshot(
         rows = []
         for i, raw in enumerate(entries, start=1):
             try:
-                rows.append(row_of(Entry.decode(raw), at))
+                rows.append(row_of(Entry.decode(raw), at, raw))
             except BadInput as e:
                 raise MalformedExport(f"entry {i} the node served does not decode: {e}") from e
         verify_rows(view.checkpoint, rows)
