@@ -45,7 +45,15 @@ from node.command import UsageError, acting, pinned_consortium, show
 from node.connect import Connect, Dial, reader_id
 from node.lookup import CosignedView, open_view
 
-__all__ = ["Snapshot", "TooFewCosigners", "fetch_snapshot", "open_quorum", "register"]
+__all__ = [
+    "Snapshot",
+    "TooFewCosigners",
+    "export_view",
+    "fetch_snapshot",
+    "open_quorum",
+    "register",
+    "verify_export_file",
+]
 
 EXPORT_TIMEOUT_S = 300.0      # one ExportView call: 100k entries take seconds, not minutes
 RETRY_S = 0.5                 # between snapshots while the latest lacks its quorum
@@ -97,7 +105,7 @@ def fetch_snapshot(
     they are returned. Raises as `open_quorum` and `verify_rows` do."""
     deadline = monotonic() + wait_s
     while True:
-        text, entries = _export_call(stub, timeout_s)
+        text, entries = export_view(stub, timeout_s)
         try:
             view = open_quorum(cons, text)
         except TooFewCosigners:
@@ -118,7 +126,8 @@ def fetch_snapshot(
         return Snapshot(text, view, tuple(rows))
 
 
-def _export_call(stub: Any, timeout_s: float = EXPORT_TIMEOUT_S) -> tuple[str, list[bytes]]:
+def export_view(stub: Any, timeout_s: float = EXPORT_TIMEOUT_S) -> tuple[str, list[bytes]]:
+    """One Audit.ExportView call: the note and the entry bytes, unchecked."""
     text = ""
     entries: list[bytes] = []
     for i, page in enumerate(stub.ExportView(pb.ExportViewRequest(), timeout=timeout_s)):

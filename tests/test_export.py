@@ -40,7 +40,13 @@ from markex.v1 import service_pb2_grpc as rpc
 from node.cli import main
 from node.client import INSTITUTE_KEY_ENV
 from node.command import UsageError
-from node.exportcli import TooFewCosigners, fetch_snapshot, open_quorum, verify_export_file
+from node.exportcli import (
+    TooFewCosigners,
+    export_view,
+    fetch_snapshot,
+    open_quorum,
+    verify_export_file,
+)
 from node.localnet import LocalNet
 from node.server import Node
 from tests.conftest import KEYS, NOW, make_consortium
@@ -520,6 +526,38 @@ def test_cli_delta_since_an_earlier_export(
     code, bad, _ = run(capsys, "view", "verify-export", str(delta),
                        "--consortium", str(net.dir), "--json")
     assert code == 2
+
+
+def test_export_while_the_view_changes_is_one_snapshot(marked: Any) -> None:
+    """Marks arrive all the while: every export the node serves is the view
+    of its one checkpoint (rows recompute its root, count and columns)."""
+    import threading
+
+    net, _ = marked
+    stop = threading.Event()
+    issued = [0]
+
+    def write() -> None:
+        while not stop.is_set():
+            net.mark("carrier-1", f"1381236{issued[0]:04d}", "fraud")
+            issued[0] += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    roots = set()
+    try:
+        stub = net.audit("institute", "internet-1")
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            text, entries = export_view(stub)
+            cp = parse_view_checkpoint(note.Note.parse(text).text)
+            rows = [row_of(Entry.decode(e), cp.signed_at_ms) for e in entries]
+            assert verify_rows(cp, rows).root == cp.root
+            roots.add(cp.root)
+    finally:
+        stop.set()
+        writer.join()
+    assert issued[0] > 5 and len(roots) > 1      # the view did move between exports
 
 
 # ------------------------------------------------------------------ the exporter's own checks
