@@ -907,7 +907,7 @@ def test_capped_views_are_one_view_and_forgetting_changes_no_entry(
     for i in order:
         one_by_one.apply([book.records[i]])
     assert snapshot(one_by_one) == snapshot(view)
-    with mock.patch("ledger.view._kept_referrers",
+    with mock.patch("ledger.view.facts.kept_referrers",
                     lambda kind, issuer, refs, keep: {r.id for r in refs}):
         remembering = resolve([book.records[i] for i in order], CAPPED)
     assert snapshot(remembering) == snapshot(view)
