@@ -325,11 +325,11 @@ def test_a_stored_leaf_cached_between_nodes_is_a_storage_failure(tmp_path: Path)
 
 class Reads:
     """Counts what a store hands out: keys (one per get, per multi-get key, per
-    scanned row) and value bytes."""
+    scanned row, per row of a range read) and value bytes."""
 
     def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
         self.keys = self.bytes = 0
-        get, get_many, items = store.get, store.get_many, store.items
+        get, get_many, items, ranges = store.get, store.get_many, store.items, store.ranges
 
         def count(v: bytes | None) -> None:
             self.keys += 1
@@ -351,7 +351,15 @@ class Reads:
                 count(kv[1])
                 yield kv
 
+        def counted_ranges(*a: Any, **k: Any) -> Any:
+            out = ranges(*a, **k)
+            for rows in out:
+                for kv in rows:
+                    count(kv[1])
+            return out
+
         monkeypatch.setattr(store, "get", counted_get)
+        monkeypatch.setattr(store, "ranges", counted_ranges)
         monkeypatch.setattr(store, "get_many", counted_get_many)
         monkeypatch.setattr(store, "items", counted_items)
 

@@ -123,25 +123,28 @@ class EntryBuilder:
     def _own_corrections(self, m: MarkFact, nf: NumberFacts, draft: _Draft) -> None:
         """The mark's recategorizations and withdrawal by its issuer, and the
         reassignment that ends its tenure."""
-        withdrawals = []
-        own_recats = []
-        for cid in nf.by_target.get(m.id, ()):
-            c = nf.correction(cid)
-            if c.issuer != m.issuer:
-                continue                # an appeal: taken from the number's appeals
-            if c.correction.action == WITHDRAW:
-                withdrawals.append(c)
-            else:
-                own_recats.append(c)
-        recats = [
-            Recategorization(c.issued_at, c.correction.category, c.id)
-            for c in kept_recategorizations(own_recats, self.keep)
-        ]
-        recats.sort(key=lambda r: (r.at, r.ref))
-        spans = []
-        if withdrawals:
-            w = min(withdrawals, key=order)
-            spans.append(SetAsideSpan(w.issued_at, WITHDRAWN, w.id))
+        recats: list[Recategorization] = []
+        spans: list[SetAsideSpan] = []
+        named = nf.by_target.get(m.id)
+        if named:                       # most marks are never corrected
+            withdrawals = []
+            own_recats = []
+            for cid in named:
+                c = nf.correction(cid)
+                if c.issuer != m.issuer:
+                    continue            # an appeal: taken from the number's appeals
+                if c.correction.action == WITHDRAW:
+                    withdrawals.append(c)
+                else:
+                    own_recats.append(c)
+            recats = [
+                Recategorization(c.issued_at, c.correction.category, c.id)
+                for c in kept_recategorizations(own_recats, self.keep)
+            ]
+            recats.sort(key=lambda r: (r.at, r.ref))
+            if withdrawals:
+                w = min(withdrawals, key=order)
+                spans.append(SetAsideSpan(w.issued_at, WITHDRAWN, w.id))
         later = [r for r in draft.reassigns if r.effective_at > m.observed_at]
         if later:
             spans.append(SetAsideSpan(later[0].effective_at, REASSIGNED, later[0].id))

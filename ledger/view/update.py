@@ -97,16 +97,22 @@ def apply_records(
         by_bucket.setdefault(b, {})[vkey] = None if new is None else new.hash
         count += (held is None) - (new is None)
         changed.add(n)
-    tops = {b: _rehash(state, b, changes, bucket_bits) for b, changes in by_bucket.items()}
+    bs = sorted(by_bucket)
+    tops = {
+        b: _rehash(state, b, slots, by_bucket[b], bucket_bits)
+        for b, slots in zip(bs, state.buckets(bs), strict=True)
+    }
     state.commit(vector, count, ignored, tops)
     return changed
 
 
 def _rehash(
-    state: ViewState, b: int, changes: dict[bytes, bytes | None], bucket_bits: int
+    state: ViewState, b: int, old: list[Slot], changes: dict[bytes, bytes | None],
+    bucket_bits: int,
 ) -> bytes:
-    """Put the changed entry hashes into bucket `b`; its new subtree hash."""
-    slots = {s.pos: s for s in state.bucket_slots(b)}
+    """Put the changed entry hashes into bucket `b` (whose slots were `old`);
+    its new subtree hash."""
+    slots = {s.pos: s for s in old}
     rewritten: set[int] = set()
     removed: list[bytes] = []
     for vkey, h in changes.items():
@@ -246,6 +252,8 @@ def _number_facts(
     facts.update((r.id, r) for r in reassigns)
     for m in kept.values():
         facts[m.id] = m
+        if not state.has_referrers(m.id):
+            continue                    # most marks are never corrected
         for r in state.referrers(m.id):
             if r.issuer == m.issuer and not r.correction.is_decision:
                 facts[r.id] = r
