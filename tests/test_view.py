@@ -1,4 +1,4 @@
-"""ledger/view.py: resolution rules as multi-party scenarios, order independence,
+"""ledger/view/: resolution rules as multi-party scenarios, order independence,
 incremental updates, entry bytes, the sparse-tree root, lookup proofs, view checkpoints."""
 
 from __future__ import annotations

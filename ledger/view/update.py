@@ -16,6 +16,8 @@ keeps plus what this apply brings (docs/view.md, rule 2a).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ledger import viewtree
 from ledger.errors import StorageFailure
@@ -23,8 +25,11 @@ from ledger.record import Correction, Record
 from ledger.view import facts as F
 from ledger.view.build import EntryBuilder
 from ledger.view.facts import CorrectionFact, MarkFact, NumberFacts, ReassignmentFact
-from ledger.view.state import ViewState
+from ledger.view.state import Held, ViewState
 from ledger.viewtree import Slot, view_key
+
+if TYPE_CHECKING:
+    from keys.consortium import Consortium
 
 _OnNumber = MarkFact | ReassignmentFact
 
@@ -36,15 +41,53 @@ def apply_records(
     (appeared, went, or got different bytes). Raises StorageFailure (a stored
     state then changes nothing)."""
     state.begin(r.id for r in records)
-    cons = builder.consortium
+    new = _index(state, records, builder.consortium)
+    appeals_on = _reach(state, new.fresh, new.on)
+    new.named.update(a for a in new.arrived if state.has_referrers(a))
+    _forget_referrers(state, new.named, builder.keep)
+    count = state.count
+    changed: set[str] = set()
+    by_bucket: dict[int, dict[bytes, bytes | None]] = {}   # bucket -> view key -> hash
+    numbers = sorted(new.touched)
+    for n, held in zip(numbers, state.held(numbers), strict=True):
+        entry = builder.build(n, _number_facts(n, held, new, appeals_on, state, builder.keep))
+        if entry is None and held is None:
+            continue
+        if entry is not None and held is not None and entry.encode() == held.entry:
+            continue
+        state.put_entry(n, entry)
+        vkey = view_key(n)
+        b = viewtree.position(vkey) >> (viewtree.DEPTH - bucket_bits)
+        by_bucket.setdefault(b, {})[vkey] = None if entry is None else entry.hash
+        count += (held is None) - (entry is None)
+        changed.add(n)
+    bs = sorted(by_bucket)
+    tops = {
+        b: _rehash(state, b, slots, by_bucket[b], bucket_bits)
+        for b, slots in zip(bs, state.buckets(bs), strict=True)
+    }
+    state.commit(new.vector, count, new.ignored, tops)
+    return changed
+
+
+@dataclass
+class _Arrivals:
+    """What one apply brought into the record index."""
+
+    vector: dict[str, int]
+    ignored: int
+    touched: set[str] = field(default_factory=set)        # numbers whose entry may change
+    on: dict[str, list[_OnNumber]] = field(default_factory=dict)  # its marks, reassignments
+    fresh: list[CorrectionFact] = field(default_factory=list)     # corrections, decisions
+    arrived: list[bytes] = field(default_factory=list)    # facts (maybe named before)
+    named: set[bytes] = field(default_factory=set)        # ids a new correction names
+
+
+def _index(state: ViewState, records: Iterable[Record], cons: Consortium) -> _Arrivals:
+    """Put each record not seen before into the index, as its fact or ignored."""
     participants = cons.by_id
-    vector = dict(state.vector)
-    ignored = state.ignored
-    touched: set[str] = set()
-    on: dict[str, list[_OnNumber]] = {}     # number -> its marks and reassignments applied now
-    fresh: list[CorrectionFact] = []        # corrections and decisions applied now
-    arrived: list[bytes] = []               # facts applied now (maybe named before)
-    gained: set[bytes] = set()              # ids named by a correction applied now
+    new = _Arrivals(dict(state.vector), state.ignored)
+    vector = new.vector
     for rec in records:
         if rec.issuer in participants and rec.seq > vector.get(rec.issuer, 0):
             vector[rec.issuer] = rec.seq
@@ -53,57 +96,20 @@ def apply_records(
         fact = F.fact_of(rec, cons)
         if fact is None:
             state.put_ignored(rec.id)
-            ignored += 1
+            new.ignored += 1
             continue
         state.put_fact(fact)
-        arrived.append(fact.id)
+        new.arrived.append(fact.id)
         if isinstance(fact, CorrectionFact):
-            fresh.append(fact)
+            new.fresh.append(fact)
             for t in fact.names():
                 state.add_referrer(t, fact.id)
-                gained.add(t)
-            touched |= _numbers_of(fact, state)
+                new.named.add(t)
+            new.touched |= _numbers_of(fact, state)
         else:
-            on.setdefault(fact.number, []).append(fact)
-            touched.add(fact.number)
-    appeals_on = _reach(state, fresh, on)
-    gained.update(a for a in arrived if state.has_referrers(a))
-    _forget_referrers(state, gained, builder.keep)
-
-    numbers = sorted(touched)
-    count = state.count
-    changed: set[str] = set()
-    by_bucket: dict[int, dict[bytes, bytes | None]] = {}   # bucket -> view key -> hash
-    for n, held in zip(numbers, state.held(numbers), strict=True):
-        marks: list[MarkFact] = [] if held is None else list(held.marks)
-        reassigns: list[ReassignmentFact] = [] if held is None else list(held.reassignments)
-        for f in on.get(n, ()):
-            if isinstance(f, MarkFact):
-                marks.append(f)
-            else:
-                reassigns.append(f)
-        nf = _number_facts(
-            n, marks, reassigns, [] if held is None else held.appeals,
-            appeals_on.get(n, set()), state, builder.keep,
-        )
-        new = builder.build(n, nf)
-        if new is None and held is None:
-            continue
-        if new is not None and held is not None and new.encode() == held.entry:
-            continue
-        state.put_entry(n, new)
-        vkey = view_key(n)
-        b = viewtree.position(vkey) >> (viewtree.DEPTH - bucket_bits)
-        by_bucket.setdefault(b, {})[vkey] = None if new is None else new.hash
-        count += (held is None) - (new is None)
-        changed.add(n)
-    bs = sorted(by_bucket)
-    tops = {
-        b: _rehash(state, b, slots, by_bucket[b], bucket_bits)
-        for b, slots in zip(bs, state.buckets(bs), strict=True)
-    }
-    state.commit(vector, count, ignored, tops)
-    return changed
+            new.on.setdefault(fact.number, []).append(fact)
+            new.touched.add(fact.number)
+    return new
 
 
 def _rehash(
@@ -212,10 +218,9 @@ def _forget_referrers(state: ViewState, targets: Iterable[bytes], keep: int) -> 
 
 def _number_facts(
     number: str,
-    marks: list[MarkFact],
-    reassigns: list[ReassignmentFact],
-    appeals: list[bytes],
-    reaching: set[bytes],
+    held: Held | None,
+    new: _Arrivals,
+    appeals_on: dict[str, set[bytes]],
     state: ViewState,
     keep: int,
 ) -> NumberFacts:
@@ -224,6 +229,15 @@ def _number_facts(
     kept, and those reaching it now) with their decisions and withdrawals, and
     the self-corrections of the marks the entry keeps. Every read is bounded by
     what the entry keeps plus what this apply brings."""
+    marks = [] if held is None else list(held.marks)
+    reassigns = [] if held is None else list(held.reassignments)
+    for f in new.on.get(number, ()):
+        if isinstance(f, MarkFact):
+            marks.append(f)
+        else:
+            reassigns.append(f)
+    appeals = [] if held is None else held.appeals
+    reaching = appeals_on.get(number, ())
     nf = NumberFacts()
     facts = nf.facts
     candidates = list(dict.fromkeys([*appeals, *sorted(reaching)]))
