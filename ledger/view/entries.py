@@ -151,14 +151,14 @@ class Entry:
     def _encoded(self) -> bytes:
         # Written directly (keys in sorted order) rather than to_json() through the
         # sorting encoder: the same bytes, without a dict per part and a sort per dict.
-        q = _QUOTE
+        q = QUOTE
         r = self.rules
         parts = [
             '{"appeals":[',
             ",".join(
                 f'{{"action":{q(a.action)},"by":{q(a.appellant)},"category":{q(a.category)},'
-                f'"closed_at":{"null" if a.closed_at is None else _int_text(a.closed_at)},'
-                f'"closed_by":"{a.closed_by.hex()}","filed_at":{_int_text(a.filed_at)},'
+                f'"closed_at":{"null" if a.closed_at is None else int_text(a.closed_at)},'
+                f'"closed_by":"{a.closed_by.hex()}","filed_at":{int_text(a.filed_at)},'
                 f'"id":"{a.id.hex()}","status":{q(a.status)},"targets":['
                 + ",".join(f'"{t.hex()}"' for t in a.targets)
                 + "]}"
@@ -166,42 +166,42 @@ class Entry:
             ),
             '],"categories":[',
             ",".join(
-                f"[{q(c.id)},{_int_text(c.rank)},{_bool_text(c.risk)}]" for c in self.categories
+                f"[{q(c.id)},{int_text(c.rank)},{_bool_text(c.risk)}]" for c in self.categories
             ),
             '],"marks":[',
             ",".join(
                 f'{{"by":{q(m.participant)},"category":{q(m.category)},'
-                f'"expires_at":{_int_text(m.expires_at)},"id":"{m.id.hex()}",'
-                f'"issued_at":{_int_text(m.issued_at)},"observed_at":{_int_text(m.observed_at)},'
+                f'"expires_at":{int_text(m.expires_at)},"id":"{m.id.hex()}",'
+                f'"issued_at":{int_text(m.issued_at)},"observed_at":{int_text(m.observed_at)},'
                 '"recategorized":['
                 + ",".join(
-                    f'[{_int_text(x.at)},{q(x.category)},"{x.ref.hex()}"]'
+                    f'[{int_text(x.at)},{q(x.category)},"{x.ref.hex()}"]'
                     for x in m.recategorized
                 )
-                + f'],"reports":{_int_text(m.reports)},"role":{q(m.role)},'
-                f'"score":{_int_text(m.score)},"seq":{_int_text(m.seq)},"set_aside":['
+                + f'],"reports":{int_text(m.reports)},"role":{q(m.role)},'
+                f'"score":{int_text(m.score)},"seq":{int_text(m.seq)},"set_aside":['
                 + ",".join(
-                    f'[{_int_text(x.since)},{q(x.reason)},"{x.ref.hex()}"]' for x in m.set_aside
+                    f'[{int_text(x.since)},{q(x.reason)},"{x.ref.hex()}"]' for x in m.set_aside
                 )
-                + f'],"weight":{_int_text(m.weight)}}}'
+                + f'],"weight":{int_text(m.weight)}}}'
                 for m in self.marks
             ),
             f'],"number":{q(self.number)},"protections":[',
             ",".join(
                 f'{{"category":{q(p.category)},"decision":"{p.decision.hex()}",'
-                f'"since":{_int_text(p.since)},"until":{_int_text(p.until)}}}'
+                f'"since":{int_text(p.since)},"until":{int_text(p.until)}}}'
                 for p in self.protections
             ),
             '],"reassignments":[',
             ",".join(
-                f'{{"by":{q(x.carrier)},"effective_at":{_int_text(x.effective_at)},'
+                f'{{"by":{q(x.carrier)},"effective_at":{int_text(x.effective_at)},'
                 f'"id":"{x.id.hex()}"}}'
                 for x in self.reassignments
             ),
-            f'],"rules":{{"high_risk_min_participants":{_int_text(r.high_risk_min_participants)},'
-            f'"identity_min_participants":{_int_text(r.identity_min_participants)},'
+            f'],"rules":{{"high_risk_min_participants":{int_text(r.high_risk_min_participants)},'
+            f'"identity_min_participants":{int_text(r.identity_min_participants)},'
             f'"institute_mark_is_high_risk":{_bool_text(r.institute_mark_is_high_risk)}}},'
-            f'"v":{_int_text(ENTRY_VERSION)}}}',
+            f'"v":{int_text(ENTRY_VERSION)}}}',
         ]
         return "".join(parts).encode("ascii")
 
@@ -234,10 +234,10 @@ class Entry:
 
 # json.dumps with these arguments, without building an encoder per entry.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-_QUOTE = json.encoder.encode_basestring_ascii   # the string form _CANONICAL writes
+QUOTE = json.encoder.encode_basestring_ascii   # the string form _CANONICAL writes
 
 
-def _int_text(v: int) -> str:
+def int_text(v: int) -> str:
     """An int as _CANONICAL writes it (a bool as true/false, as json does)."""
     return int.__repr__(v) if v.__class__ is int else _CANONICAL.encode(v)
 

@@ -36,7 +36,7 @@ from keys.consortium import Consortium
 from ledger import viewtree
 from ledger.errors import BadInput, LedgerError, StorageFailure
 from ledger.record import Correction
-from ledger.view.entries import _QUOTE, Entry, _int_text
+from ledger.view.entries import QUOTE, Entry, int_text
 from ledger.view.facts import CorrectionFact, Fact, MarkFact, ReassignmentFact
 from ledger.view.parts import ENTRY_VERSION
 from ledger.view.state import Held
@@ -69,7 +69,7 @@ def correction_body(f: CorrectionFact) -> bytes:
 def mark_body(f: MarkFact) -> bytes:
     """A mark's viewix body: its number, a newline, then its fact, read back when an
     appeal keeps a mark its entry had dropped (rule 2a)."""
-    i, q = _int_text, _QUOTE    # written directly: the bytes compact json.dumps gives
+    i, q = int_text, QUOTE    # written directly: the bytes compact json.dumps gives
     fact = (
         f"[{q(f.issuer)},{i(f.seq)},{i(f.issued_at)},{q(f.category)},{i(f.score)},"
         f"{i(f.reports)},{i(f.observed_at)},{i(f.expires_at)}]"
