@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import itertools
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
@@ -206,31 +206,6 @@ class Store:
         """The first n items (fewer at the end) with key >= start, in key order:
         one native iteration, for reading runs of adjacent keys."""
         return list(itertools.islice(self.scan_iter(cf, start), n))
-
-    def ranges(
-        self, cf: str, bounds: Sequence[tuple[bytes, bytes | None]]
-    ) -> list[list[tuple[bytes, bytes]]]:
-        """The items of each [start, end) range (end None: to the last key), in
-        key order: one native iterator sought once per range (a new iterator per
-        range, as `items` takes, costs several times a seek)."""
-        if cf not in self._cfs and cf in COLUMN_FAMILIES:
-            return [[] for _ in bounds]
-        out: list[list[tuple[bytes, bytes]]] = []
-        try:
-            it = self._cfs[cf].iter()
-            for start, end in bounds:
-                rows = []
-                it.seek(start)
-                while it.valid():
-                    k = it.key()
-                    if end is not None and k >= end:
-                        break
-                    rows.append((k, it.value()))
-                    it.next()
-                out.append(rows)
-        except Exception as e:
-            raise StorageFailure(f"read from {cf} failed: {e}") from e
-        return out
 
     def scan_iter(self, cf: str, start: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Every item with key >= start, in key order (a native iterator:

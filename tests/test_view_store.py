@@ -325,11 +325,11 @@ def test_a_stored_leaf_cached_between_nodes_is_a_storage_failure(tmp_path: Path)
 
 class Reads:
     """Counts what a store hands out: keys (one per get, per multi-get key, per
-    scanned row, per row of a range read) and value bytes."""
+    scanned row) and value bytes."""
 
     def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
         self.keys = self.bytes = 0
-        get, get_many, items, ranges = store.get, store.get_many, store.items, store.ranges
+        get, get_many, items = store.get, store.get_many, store.items
 
         def count(v: bytes | None) -> None:
             self.keys += 1
@@ -351,15 +351,7 @@ class Reads:
                 count(kv[1])
                 yield kv
 
-        def counted_ranges(*a: Any, **k: Any) -> Any:
-            out = ranges(*a, **k)
-            for rows in out:
-                for kv in rows:
-                    count(kv[1])
-            return out
-
         monkeypatch.setattr(store, "get", counted_get)
-        monkeypatch.setattr(store, "ranges", counted_ranges)
         monkeypatch.setattr(store, "get_many", counted_get_many)
         monkeypatch.setattr(store, "items", counted_items)
 
@@ -762,34 +754,3 @@ def test_mark_index_body_is_the_compact_json_list(text: str, n: int) -> None:
     fact = [text, n, n + 1, text, n, n, n, n]
     want = ("+86" + text).encode("utf-8") + b"\n" + json.dumps(fact, separators=(",", ":")).encode()
     assert _mark_body(f) == want
-
-
-def test_range_reads_equal_one_scan_per_range(tmp_path: Path) -> None:
-    """Store.ranges (one iterator, one seek per range: how an apply reads its
-    changed buckets) gives exactly what a scan of each range gives, for empty,
-    adjacent and open-ended ranges, and the view's buckets read through it
-    equal the ones read one by one."""
-    store, view = stored_view(tmp_path / "db")
-    try:
-        view.apply(RICH.records)
-        bits = view.bucket_bits
-        from ledger import viewtree
-
-        bounds = [viewtree.bucket_range(b, bits) for b in range(1 << bits)]
-        bounds += [(b"", None), (b"\xff" * 4, None), (b"\x00", b"\x00")]
-        got = store.ranges("viewbucket", bounds)
-        assert got == [list(store.items("viewbucket", s, e)) for s, e in bounds]
-        assert sum(len(rows) for rows in got[: 1 << bits]) == view.count
-        assert store.ranges("viewbucket", []) == []
-        from ledger.view.stored import StoredState
-
-        st = StoredState(store, CONS, bits)      # the same store's view, opened again
-        assert st.tree.root() == view.root()
-        bs = list(range(1 << bits))
-        one_by_one = [st.bucket_slots(b) for b in bs]
-        together = st.buckets(bs)
-        assert [[(s.pos, s.members, s.top) for s in slots] for slots in together] == [
-            [(s.pos, s.members, s.top) for s in slots] for slots in one_by_one
-        ]
-    finally:
-        store.close()

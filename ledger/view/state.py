@@ -95,10 +95,6 @@ class ViewState(Protocol):
         """The occupied positions of bucket `b`, sorted."""
         ...
 
-    def buckets(self, bs: Sequence[int]) -> list[list[Slot]]:
-        """`bucket_slots` of each bucket of `bs` (sorted), read together."""
-        ...
-
     def put_bucket(
         self, b: int, slots: list[Slot], rewritten: Iterable[Slot], removed: Iterable[bytes],
         top: bytes,
@@ -230,9 +226,6 @@ class MemoryState:
 
     def bucket_slots(self, b: int) -> list[Slot]:
         return self._buckets.get(b, [])
-
-    def buckets(self, bs: Sequence[int]) -> list[list[Slot]]:
-        return [self._buckets.get(b, []) for b in bs]
 
     def put_bucket(
         self, b: int, slots: list[Slot], rewritten: Iterable[Slot], removed: Iterable[bytes],

@@ -410,13 +410,6 @@ class StoredState:
         start, end = viewtree.bucket_range(b, self.bucket_bits)
         return slots_from_rows(self.store.items("viewbucket", start, end))
 
-    def buckets(self, bs: Sequence[int]) -> list[list[Slot]]:
-        bits, tree = self.bucket_bits, self.tree
-        full = [b for b in bs if tree.bucket(b) != viewtree.EMPTY]    # the others hold no row
-        rows = self.store.ranges("viewbucket", [viewtree.bucket_range(b, bits) for b in full])
-        found = dict(zip(full, rows, strict=True))
-        return [slots_from_rows(found[b]) if b in found else [] for b in bs]
-
     def put_bucket(
         self, b: int, slots: list[Slot], rewritten: Iterable[Slot], removed: Iterable[bytes],
         top: bytes,

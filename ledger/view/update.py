@@ -61,11 +61,7 @@ def apply_records(
         by_bucket.setdefault(b, {})[vkey] = None if entry is None else entry.hash
         count += (held is None) - (entry is None)
         changed.add(n)
-    bs = sorted(by_bucket)
-    tops = {
-        b: _rehash(state, b, slots, by_bucket[b], bucket_bits)
-        for b, slots in zip(bs, state.buckets(bs), strict=True)
-    }
+    tops = {b: _rehash(state, b, changes, bucket_bits) for b, changes in by_bucket.items()}
     state.commit(new.vector, count, new.ignored, tops)
     return changed
 
@@ -113,12 +109,10 @@ def _index(state: ViewState, records: Iterable[Record], cons: Consortium) -> _Ar
 
 
 def _rehash(
-    state: ViewState, b: int, old: list[Slot], changes: dict[bytes, bytes | None],
-    bucket_bits: int,
+    state: ViewState, b: int, changes: dict[bytes, bytes | None], bucket_bits: int
 ) -> bytes:
-    """Put the changed entry hashes into bucket `b` (whose slots were `old`);
-    its new subtree hash."""
-    slots = {s.pos: s for s in old}
+    """Put the changed entry hashes into bucket `b`; its new subtree hash."""
+    slots = {s.pos: s for s in state.bucket_slots(b)}
     rewritten: set[int] = set()
     removed: list[bytes] = []
     for vkey, h in changes.items():
