@@ -36,6 +36,34 @@ MAX_ENVELOPE_BYTES = 64 * 1024  # ledger.record.MAX_ENVELOPE_BYTES
 MAX_VIEW_BUCKET_BITS = 22  # ledger.viewtree.MAX_TOP_BITS: the in-memory top of the view tree
 MIN_ENVELOPE_BYTES = 1024  # room for a mark with evidence, or a correction with a reason
 _SECOND = 1000
+HOME_COUNTRY = "+86"  # numbers outside it are foreign (policy foreign_numbers)
+FOREIGN_NUMBERS = ("allow", "refuse")
+MAX_PROTECTED = 10_000  # protected_numbers entries at most: every mark is checked against them
+# Numbers that must never carry a mark: emergency lines, public-service
+# hotlines, the police's anti-fraud warning lines. Short numbers are kept as
+# +86 and the short number (ledger/numbers.py); an entry ending in "*" is a prefix.
+DEFAULT_PROTECTED_NUMBERS: tuple[str, ...] = (
+    "+86110",  # police
+    "+86119",  # fire
+    "+86120",  # ambulance
+    "+86122",  # traffic accidents
+    "+86112",  # mobile emergency
+    "+8612110",  # police by SMS
+    "+8612119",  # forest fire
+    "+8612395",  # maritime distress
+    "+8612345",  # government service hotline
+    "+8612315",  # consumer complaints
+    "+8612321",  # harmful information and fraud reports
+    "+8612306",  # railway
+    "+8612320",  # public health
+    "+8612333",  # social security
+    "+8612348",  # legal aid
+    "+8612358",  # prices
+    "+8612366",  # taxes
+    "+8612369",  # environment
+    "+8612381",  # the anti-fraud warning SMS line
+    "+8696110",  # the police's anti-fraud warning calls
+)
 _HOUR = 3600 * _SECOND
 _DAY = 24 * _HOUR
 _YEAR = 365 * _DAY
@@ -135,12 +163,20 @@ class Policy:
     # A node restored from an empty store issues only once this many peers
     # agree on its own feed's head.
     restore_quorum: int = 2
+    # Numbers no mark may name (E.164; "+86955*" is a prefix): the ledger
+    # refuses such a mark, the view ignores it, the auditor reports it.
+    protected_numbers: tuple[str, ...] = DEFAULT_PROTECTED_NUMBERS
+    # Whether numbers outside HOME_COUNTRY may be marked: allow | refuse.
+    foreign_numbers: str = "allow"
 
     def __post_init__(self) -> None:
         """Every value in its range (ConfigError naming the value and the
         range); `check_for` adds the bounds that depend on the participants."""
+        _check_protected(self)
         for f in fields(self):
             v = getattr(self, f.name)
+            if f.name in _NOT_INTEGERS:
+                continue
             if isinstance(f.default, bool):
                 if not isinstance(v, bool):
                     raise ConfigError(f"policy {f.name} must be true or false, got {v!r}")
@@ -179,8 +215,22 @@ class Policy:
         _in_range("identity_min_participants", self.identity_min_participants, 1,
                   participants, "the participants")
 
+    def protecting(self, number: str) -> str | None:
+        """The protected_numbers entry that covers the E.164 `number`, or None."""
+        exact, prefixes = self._protected
+        if number in exact:
+            return number
+        return next((p + "*" for p in prefixes if number.startswith(p)), None)
+
+    @cached_property
+    def _protected(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        exact = frozenset(e for e in self.protected_numbers if not e.endswith("*"))
+        return exact, tuple(e[:-1] for e in self.protected_numbers if e.endswith("*"))
+
     @classmethod
     def from_json(cls, obj: Any) -> Policy:
+        """A policy from consortium.json's object; a value it omits keeps its
+        default (so a file older than a value still loads). Raises ConfigError."""
         if not isinstance(obj, dict):
             raise ConfigError("policy must be an object")
         known = {f.name: f for f in fields(cls)}
@@ -189,6 +239,9 @@ class Policy:
             if k not in known:
                 raise ConfigError(f"unknown policy value {k!r}")
             default = known[k].default
+            if k in _NOT_INTEGERS:
+                values[k] = v  # checked by __post_init__ (_check_protected)
+                continue
             if isinstance(default, bool):
                 if not isinstance(v, bool):
                     raise ConfigError(f"policy {k} must be true or false")
@@ -198,7 +251,47 @@ class Policy:
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["protected_numbers"] = list(self.protected_numbers)
+        return out
+
+
+_NOT_INTEGERS = frozenset({"protected_numbers", "foreign_numbers"})
+
+
+def _check_protected(policy: Policy) -> None:
+    """protected_numbers is a list of distinct E.164 numbers or prefixes
+    ("+86955*"), at most MAX_PROTECTED; foreign_numbers is allow or refuse.
+    Stores protected_numbers as a tuple. Raises ConfigError."""
+    if policy.foreign_numbers not in FOREIGN_NUMBERS:
+        raise ConfigError(
+            f"policy foreign_numbers is {policy.foreign_numbers!r}; it must be allow or refuse"
+        )
+    entries = policy.protected_numbers
+    if isinstance(entries, (str, bytes)) or not isinstance(entries, (list, tuple)):
+        raise ConfigError("policy protected_numbers must be a list of E.164 numbers or prefixes")
+    if len(entries) > MAX_PROTECTED:
+        raise ConfigError(
+            f"policy protected_numbers has {len(entries)} entries; at most {MAX_PROTECTED}"
+        )
+    seen: set[str] = set()
+    for e in entries:
+        if not isinstance(e, str) or not _is_protected_entry(e):
+            raise ConfigError(
+                f"policy protected_numbers entry {e!r} is not an E.164 number (+86110) "
+                "or prefix (+86955*)"
+            )
+        if e in seen:
+            raise ConfigError(f"policy protected_numbers lists {e} twice")
+        seen.add(e)
+    object.__setattr__(policy, "protected_numbers", tuple(entries))
+
+
+def _is_protected_entry(e: str) -> bool:
+    digits = e[1:-1] if e.endswith("*") else e[1:]
+    # ASCII digits only (str.isdigit also takes other scripts' digits), as E.164 stores them.
+    return (e.startswith("+") and 2 <= len(digits) <= 17 and digits[0] != "0"
+            and all("0" <= c <= "9" for c in digits))
 
 
 def _in_range(name: str, value: int, low: int, high: int, high_is: str = "") -> None:

@@ -17,7 +17,10 @@ Participants are `institute`, `carrier-1..N`, `internet-1..M`, each with a
 node, and `auditor-1` (signing key, TLS key and certificate; no node, no admin
 credential; DIR/auditor-1/config.pub holds the pin its clients verify
 consortium.json with). Node k (0-based, institute first) gets member port
-`base_port + 2k` and public port `base_port + 2k + 1`.
+`base_port + 2k`, public port `base_port + 2k + 1` and, after those of all N
+nodes, tiles port `base_port + 2N + k`. Paths in node.toml are relative to it,
+so a copied folder opens its own files; `hosts` (`--host`) and where the nodes
+listen are in docs/config.md.
 
 A local consortium keeps every key in one folder; docs/consortium-setup.md is
 the set-up across organisations, where each key stays with its holder.
@@ -28,9 +31,11 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import os
 import shutil
 import tomllib
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +43,7 @@ from typing import Any
 from keys import ConfigError
 from keys.consortium import ISSUES_NOTHING, Consortium, Participant, Policy
 from keys.signing import SigningKey, write_private
-from keys.tls import make_admin_cert, make_ca, make_node_cert
+from keys.tls import check_hosts, make_admin_cert, make_ca, make_node_cert
 
 WEIGHTS = {"institute": 5, "carrier": 2, "internet": 1, "auditor": 0}
 CONFIG_KEY = Path("config") / "config.key"
@@ -92,10 +97,15 @@ def number_ranges(carrier_ids: list[str]) -> dict[str, tuple[str, ...]]:
 class NodeConfig:
     """One node's configuration, as in `DIR/<id>/node.toml`.
 
-    Paths are absolute (relative ones in the file are taken relative to the
-    file's folder). `institute_key` is the raw 32-byte public key of the
-    institute's configuration key (never a node's key), which the node pins to
-    load `consortium.json`; the file holds it in base64.
+    Paths here are absolute. In the file they are relative to the file's folder
+    (`consortium init` and `node configure` write them so, which is what lets a
+    copied consortium folder open its own data and keys); absolute ones, as
+    older files hold, are read as they are. `source` is the file it was read
+    from (None when built in code): it is no key of the file, and messages name
+    it. Every key is documented in docs/config.md. `institute_key` is the raw
+    32-byte public key of the institute's configuration key (never a node's
+    key), which the node pins to load `consortium.json`; the file holds it in
+    base64.
     """
 
     participant: str
@@ -115,12 +125,17 @@ class NodeConfig:
     # (node/feedgate.py). `consortium init` writes true; set it to false, or
     # run with --restored, when a store is ever lost or restored.
     new_feed: bool = False
+    # HOST:PORT of the HTTPS tlog-tiles endpoint (node/tilesrv.py, docs/tiles.md); "" = off.
+    tiles_listen: str = ""
+    source: Path | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
         if not self.participant or not all(c.isalnum() or c in "-_." for c in self.participant):
             raise ConfigError(f"bad participant id {self.participant!r}")
         for key in ("member_listen", "public_listen", "metrics_listen"):
             _check_listen(key, getattr(self, key))
+        if self.tiles_listen:
+            _check_listen("tiles_listen", self.tiles_listen)
         if len(self.institute_key) != 32:
             raise ConfigError("institute_key must be a 32-byte Ed25519 public key")
 
@@ -137,11 +152,14 @@ class NodeConfig:
         except (UnicodeDecodeError, ValueError) as e:
             # ValueError covers TOMLDecodeError and the int digit limit.
             raise ConfigError(f"{path} is not valid TOML: {e}") from e
-        return cls.from_dict(obj, base=path.parent, source=str(path))
+        cfg = cls.from_dict(obj, base=path.parent, source=str(path))
+        cfg = replace(cfg, source=path.absolute())
+        _check_own_folder(cfg, path)
+        return cfg
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any], base: Path, source: str = "node.toml") -> NodeConfig:
-        known = [f.name for f in fields(cls)]
+        known = list(TOML_KEYS)
         unknown = sorted(set(obj) - set(known))
         if unknown:
             raise ConfigError(f"{source}: unknown key {unknown[0]!r}")
@@ -150,6 +168,8 @@ class NodeConfig:
             if name in obj:
                 if not isinstance(obj[name], kind):
                     raise ConfigError(f"{source}: key {name!r} must be a {kind.__name__}")
+                if isinstance(obj[name], str) and "\x00" in obj[name]:
+                    raise ConfigError(f"{source}: key {name!r} holds a NUL byte")
                 values[name] = obj[name]
         for name in known:
             if name in _OPTIONAL:
@@ -190,25 +210,60 @@ class NodeConfig:
             raise ConfigError(f"{path} is the configuration of {cfg.participant!r}, not {pid!r}")
         return cfg
 
-    def to_toml(self) -> str:
+    def to_toml(self, at: Path | None = None) -> str:
+        """The file's text. With `at`, the file's own path: when `at` lies in the
+        consortium folder, every path inside that folder is written relative to
+        `at`'s folder; every other path is written absolute."""
         lines = []
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name == "institute_key":
+        for name in TOML_KEYS:
+            v = getattr(self, name)
+            if name == "institute_key":
                 v = base64.b64encode(v).decode()
+            elif name in _PATH_KEYS and at is not None:
+                v = _relative_to(v, at.parent, self.consortium)
             if isinstance(v, bool):
-                lines.append(f"{f.name} = {'true' if v else 'false'}")
+                lines.append(f"{name} = {'true' if v else 'false'}")
                 continue
-            lines.append(f"{f.name} = {_toml_string(str(v))}")
+            lines.append(f"{name} = {_toml_string(str(v))}")
         return "\n".join(lines) + "\n"
 
     def write(self, path: Path) -> None:
-        path.write_text(self.to_toml(), encoding="utf-8")
+        """Write the file at `path`, its paths relative to it (see `to_toml`)."""
+        path.write_text(self.to_toml(at=path), encoding="utf-8")
 
 
 # Keys a node.toml may leave out (the field's default applies), with their TOML type.
-_OPTIONAL: dict[str, type] = {"new_feed": bool}
+_OPTIONAL: dict[str, type] = {"new_feed": bool, "tiles_listen": str}
 _PATH_KEYS = ("consortium", "data_dir", "signing_key", "tls_key", "tls_cert", "ca_cert")
+# The keys of a node.toml, in the order it is written: every field but `source`.
+TOML_KEYS: tuple[str, ...] = tuple(f.name for f in fields(NodeConfig) if f.name != "source")
+
+
+def _relative_to(path: Path, folder: Path, consortium: Path) -> str:
+    """`path` as node.toml in `folder` writes it: relative when both lie in `consortium`."""
+    home = consortium.resolve()
+    target, here = path.resolve(), folder.resolve()
+    if _inside(target, home) and _inside(here, home):
+        return os.path.relpath(target, here)
+    return str(path)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _check_own_folder(cfg: NodeConfig, path: Path) -> None:
+    """Refuse a node.toml that lies in one consortium folder (DIR/<id>/node.toml next
+    to DIR/consortium.json) but names another: a copied folder whose absolute paths
+    still open the original's data and keys."""
+    home = path.resolve().parent.parent
+    if not (home / "consortium.json").is_file() or cfg.consortium.resolve() == home:
+        return
+    raise ConfigError(
+        f"{path} lies in the consortium folder {home} but its key 'consortium' names "
+        f"{cfg.consortium}: a copy would open the original's data and keys; write the "
+        'paths relative to the file (consortium = "..", data_dir = "data", ...)'
+    )
 
 
 def load_consortium(cfg: NodeConfig) -> Consortium:
@@ -253,15 +308,21 @@ def init_consortium(
     carriers: int = 3,
     internet: int = 2,
     base_port: int = 7400,
-    host: str = "127.0.0.1",
+    hosts: Sequence[str] = (),
     *,
     now: datetime,
     name: str = DEFAULT_NAME,
+    listen_all: bool = False,
 ) -> Consortium:
     """Write a whole local consortium into `directory` (created if missing, must be empty).
 
-    Every argument is checked before anything is written; if writing fails
-    midway, everything written is removed again.
+    `hosts` (DNS names or IP addresses) name the machine the nodes run on:
+    every node certificate carries them beside its participant name,
+    localhost and 127.0.0.1, and consortium.json's endpoints use the first
+    (default 127.0.0.1). Nodes listen on the first host when it is an IP
+    address, on 0.0.0.0 with `listen_all`, else on 127.0.0.1; metrics stay on
+    127.0.0.1 (docs/config.md). Every argument is checked before anything is
+    written; if writing fails midway, everything written is removed again.
     """
     if isinstance(carriers, bool) or not isinstance(carriers, int) or carriers < 1:
         raise ConfigError(f"a consortium needs at least one carrier, got {carriers!r}")
@@ -270,14 +331,18 @@ def init_consortium(
     count = 1 + carriers + internet  # nodes; the auditor runs none
     if isinstance(base_port, bool) or not isinstance(base_port, int) or base_port < 1:
         raise ConfigError(f"base port must be a positive integer, got {base_port!r}")
-    if base_port + 2 * count - 1 > 65535:
+    # Two gRPC ports per node, then one tiles port per node after all of them.
+    if base_port + 3 * count - 1 > 65535:
         raise ConfigError(
-            f"{count} participants need ports {base_port}..{base_port + 2 * count - 1}, "
+            f"{count} participants need ports {base_port}..{base_port + 3 * count - 1}, "
             "past 65535; choose a lower --base-port"
         )
-    if not host or any(c.isspace() for c in host):
-        raise ConfigError(f"bad host {host!r}")
-    listen_host = _listen_host(host)
+    if isinstance(hosts, str) or not all(isinstance(h, str) for h in hosts):
+        raise ConfigError(f"hosts must be a list of names, got {hosts!r}")
+    names = [h.strip() for h in hosts]
+    check_hosts(names)
+    host = names[0] if names else "127.0.0.1"
+    listen_host = "0.0.0.0" if listen_all else _local_listen_host(host)
     if now.tzinfo is None:
         raise ConfigError("`now` must be a timezone-aware datetime")
 
@@ -296,8 +361,8 @@ def init_consortium(
         created_dir = True
 
     try:
-        return _write_consortium(directory, carriers, internet, base_port, host, listen_host,
-                                 now, name)
+        return _write_consortium(directory, carriers, internet, base_port, names, host,
+                                 listen_host, now, name)
     except BaseException:
         # The folder was empty when we started: leave it as we found it.
         if created_dir:
@@ -316,6 +381,7 @@ def _write_consortium(
     carriers: int,
     internet: int,
     base_port: int,
+    hosts: list[str],
     host: str,
     listen_host: str,
     now: datetime,
@@ -347,7 +413,7 @@ def _write_consortium(
             pdir.mkdir()
             key = SigningKey.generate()
             key.save(pdir / "signing.key")
-            tls_key, tls_cert = make_node_cert(ca_key, ca_cert, pid, [host], now)
+            tls_key, tls_cert = make_node_cert(ca_key, ca_cert, pid, hosts, now)
             write_private(pdir / "tls.key", tls_key)
             (pdir / "tls.pem").write_bytes(tls_cert)
             member = public = ""
@@ -396,14 +462,25 @@ def _write_consortium(
                 ca_cert=directory / "ca" / "ca.pem",
                 member_listen=_endpoint(listen_host, base_port + 2 * k),
                 public_listen=_endpoint(listen_host, base_port + 2 * k + 1),
-                metrics_listen=_endpoint(listen_host, 0),
+                metrics_listen=_endpoint("127.0.0.1", 0),  # metrics are the operator's alone
                 institute_key=config_key.public_bytes,
                 new_feed=True,  # every feed of a consortium just made starts here
+                tiles_listen=_endpoint(listen_host, base_port + 2 * len(nodes) + k),
             ).write(pdir / "node.toml")
     except OSError as e:
         raise ConfigError(f"cannot write the consortium into {directory}: {e}") from e
     # What a node will see: the exact signed bytes, verified against the pin.
     return Consortium.load(directory, config_key.public_bytes)
+
+
+def _local_listen_host(host: str) -> str:
+    """Where a local consortium's nodes listen without --listen-all: the host when
+    it is an IP address, else loopback (never every interface unasked)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return "127.0.0.1"
+    return host.strip("[]")
 
 
 def _listen_host(host: str) -> str:

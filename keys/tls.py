@@ -17,6 +17,7 @@ Time is always an argument: nothing here reads the clock.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -294,6 +295,12 @@ def _check_participant_id(pid: str) -> None:
     # The same rule consortium.json applies, so a certificate can never name an id it could not.
     if not pid or not all(c.isalnum() or c in "-_." for c in pid):
         raise ConfigError(f"bad participant id {pid!r}")
+
+
+def check_hosts(hosts: Sequence[str]) -> None:
+    """Raise ConfigError unless every entry is a name a node certificate may
+    carry: an IP address or a DNS name, never empty, never a participant name."""
+    _alt_names("check", list(hosts))
 
 
 def _alt_names(participant_id: str, hosts: list[str]) -> list[x509.GeneralName]:

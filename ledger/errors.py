@@ -14,7 +14,8 @@
     ├── BufferFull                out-of-order buffer is full      RESOURCE_EXHAUSTED
     ├── BadSignature              a signature that does not verify UNAUTHENTICATED
     ├── NotAllowed                issuer may not do this           PERMISSION_DENIED
-    │   └── UnknownIssuer         not a participant
+    │   ├── UnknownIssuer         not a participant
+    │   └── UnmarkableNumber      a protected number (or a foreign one, by policy)
     ├── OutOfOrder                not the feed's next record       FAILED_PRECONDITION
     │   ├── SequenceGap           seq != head + 1
     │   └── WrongPrevious         prev_id != id of the head
@@ -23,7 +24,12 @@
     ├── ForkDetected              evidence of misbehaviour         ABORTED
     │   ├── Equivocation          two records at one (issuer, seq) ALREADY_EXISTS
     │   └── CheckpointFork        two checkpoints no proof joins   ABORTED
+    ├── Ineffective               own record changing nothing      FAILED_PRECONDITION
+    │   ├── NotAMark              a correction's target is not a mark (nor its own appeal)
+    │   ├── NotAnAppeal           a decision's appeal id names no appeal
+    │   └── AlreadyDecided        a decision (or withdrawal) of an appeal already decided
     ├── NotFound                  no such record / index           NOT_FOUND
+    │   └── UnknownTarget         an own correction's target this node has not seen
     └── StorageFailure            the store failed or is corrupt   INTERNAL
 
 "Signature is wrong" (BadSignature) is kept apart from "could not verify at
@@ -93,6 +99,11 @@ class UnknownIssuer(NotAllowed):
     pass
 
 
+class UnmarkableNumber(NotAllowed):
+    """A mark on a number the policy keeps unmarked (protected_numbers, or a
+    foreign number when foreign_numbers is refuse)."""
+
+
 class OutOfOrder(LedgerError):
     pass
 
@@ -135,8 +146,32 @@ class CheckpointFork(ForkDetected):
         self.second = second
 
 
+class Ineffective(LedgerError):
+    """A record the issuing node refuses to sign because, given the records it
+    holds, it can change nothing. Only a node's own records are checked: a
+    peer's record that changes nothing is accepted (it is signed, and every
+    log keeps it), and the view gives it no effect (docs/view.md)."""
+
+
+class NotAMark(Ineffective):
+    pass
+
+
+class NotAnAppeal(Ineffective):
+    pass
+
+
+class AlreadyDecided(Ineffective):
+    pass
+
+
 class NotFound(LedgerError):
     pass
+
+
+class UnknownTarget(NotFound):
+    """An own correction (or decision) whose target this node has not seen,
+    issued without asking to wait for it."""
 
 
 class StorageFailure(LedgerError):

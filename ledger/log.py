@@ -19,13 +19,20 @@ rejected record changes nothing:
                  prev_id != head id (WrongPrevious),
                  issued_at < the head's issued_at (FeedTimeReversed)
 
+Before the node signs one of its own records, `check_effect` also asks
+whether it can change anything given what the ledger holds (`ledger.holdings`):
+a correction of a target the node has not seen (UnknownTarget, unless asked
+to wait for it), of a record that is not a mark (NotAMark), a decision of a
+record that is no appeal (NotAnAppeal) or of an appeal already decided
+(AlreadyDecided). A peer's record is not asked: it is signed, and every log
+keeps it; the view gives it no effect (docs/view.md).
+
 A batch of accepted records is one atomic synced write.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import struct
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +49,6 @@ from ledger.errors import (
     FeedFrozen,
     FeedTimeReversed,
     LedgerError,
-    MalformedRecord,
     NotAllowed,
     NotFound,
     SequenceGap,
@@ -50,8 +56,10 @@ from ledger.errors import (
     UnknownIssuer,
     WrongPrevious,
 )
+from ledger.feed import NOT_FROZEN, EquivocationProof, FeedState
+from ledger.holdings import LedgerHoldings, index_decisions
 from ledger.names import log_origin
-from ledger.payloads import check_issuer
+from ledger.payloads import check_effect, check_issuer
 from ledger.record import (
     Correction,
     Payload,
@@ -63,95 +71,8 @@ from ledger.record import (
 from ledger.rules import check_times
 from ledger.store import Store, feedseq_key, merkle_key, read_u64, u64
 
-NOT_FROZEN = (1 << 64) - 1
-_FEED = struct.Struct(">Q32sQQ")  # seq, head id, frozen at, head's issued-at
-_FEED_V1 = struct.Struct(">Q32sQ")  # before the head's issued-at was kept; still read
-
-
-@dataclass(frozen=True)
-class FeedState:
-    """An issuer's feed as this node holds it."""
-
-    issuer: str
-    seq: int = 0  # head sequence; 0 = empty
-    head_id: bytes = b""
-    frozen_at: int | None = None  # set by an equivocation: the last seq that counts
-    head_issued_at_ms: int = 0  # the head record's issued-at; the next may not be earlier
-
-    def encode(self) -> bytes:
-        return _FEED.pack(
-            self.seq,
-            self.head_id or bytes(32),
-            NOT_FROZEN if self.frozen_at is None else self.frozen_at,
-            self.head_issued_at_ms,
-        )
-
-    @classmethod
-    def decode(cls, issuer: str, data: bytes) -> FeedState:
-        """The 56-byte encoding, or the older 48-byte one without the head's
-        issued-at (0 then: `NodeLedger` reads it from the head record)."""
-        if len(data) == _FEED.size:
-            seq, head, frozen, issued_at = _FEED.unpack(data)
-        elif len(data) == _FEED_V1.size:
-            (seq, head, frozen), issued_at = _FEED_V1.unpack(data), 0
-        else:
-            raise StorageFailure(
-                f"feed state of {issuer} is {len(data)} bytes, not {_FEED.size} "
-                f"(or {_FEED_V1.size} before issued-at was kept)"
-            )
-        return cls(
-            issuer,
-            seq,
-            head if seq else b"",
-            None if frozen == NOT_FROZEN else frozen,
-            issued_at if seq else 0,
-        )
-
-    @property
-    def counted_seq(self) -> int:
-        """The last sequence that counts for the view (capped by a freeze)."""
-        return self.seq if self.frozen_at is None else min(self.seq, self.frozen_at)
-
-
-@dataclass(frozen=True)
-class EquivocationProof:
-    """Two different, validly signed records at one (issuer, seq). Checkable
-    offline with only the issuer's public key."""
-
-    first: bytes
-    second: bytes
-
-    def encode(self) -> bytes:
-        return struct.pack(">I", len(self.first)) + self.first + self.second
-
-    @classmethod
-    def decode(cls, data: bytes) -> EquivocationProof:
-        if len(data) < 4:
-            raise MalformedRecord("equivocation proof is truncated")
-        (n,) = struct.unpack(">I", data[:4])
-        if 4 + n > len(data):
-            raise MalformedRecord("equivocation proof is truncated")
-        return cls(data[4 : 4 + n], data[4 + n :])
-
-    def verify(self, consortium: Consortium) -> tuple[Record, Record]:
-        """Both records parse, are from one issuer at one seq, differ, and both
-        signatures hold. Raises a LedgerError otherwise."""
-        a = Record.from_envelope(self.first)
-        b = Record.from_envelope(self.second)
-        if (a.issuer, a.seq) != (b.issuer, b.seq):
-            raise MalformedRecord("an equivocation proof needs two records at one (issuer, seq)")
-        if a.id == b.id:
-            raise MalformedRecord("an equivocation proof needs two different records")
-        if a.body == b.body:
-            raise MalformedRecord("the two records carry the same body")
-        p = consortium.participant(a.issuer)
-        if p is None:
-            raise UnknownIssuer(f"{a.issuer!r} is not a participant")
-        context = record_context(consortium.name)
-        for r in (a, b):
-            if not p.verify(r.signature, context + r.body):
-                raise BadSignature(f"record {r.id.hex()} is not signed by {a.issuer}")
-        return a, b
+__all__ = ["NOT_FROZEN", "EquivocationProof", "FeedState", "NodeLedger", "Outcome", "Submitted",
+           "log_origin", "verify_envelopes"]
 
 
 @dataclass(frozen=True)
@@ -409,6 +330,16 @@ class NodeLedger:
             )
         check_times(rec.issued_at_ms, rec.payload, self.consortium.policy)
 
+    def check_effect(
+        self, rec: Record, *, wait_for_target: bool = False, fresh: Sequence[Record] = ()
+    ) -> None:
+        """Before this node signs one of its own records: can `rec` change
+        anything, given what the ledger holds (and `fresh`, own records signed
+        earlier in the same group)? Raises UnknownTarget or an Ineffective
+        (`ledger.payloads.check_effect`). A peer's record is never asked."""
+        held = LedgerHoldings(self, fresh)
+        check_effect(rec.issuer, rec.payload, held, wait_for_target=wait_for_target)
+
     # ------------------------------------------------------------ writes
     def append(self, envelope: bytes, now_ms: int) -> Outcome:
         """Append one envelope; raise its typed error if it is not accepted
@@ -418,8 +349,9 @@ class NodeLedger:
             raise out.error
         return out
 
-    def issue(self, payload: Payload, now_ms: int) -> Outcome:
-        """Sign `payload` as this node's participant at the next sequence and append it."""
+    def issue(self, payload: Payload, now_ms: int, *, wait_for_target: bool = False) -> Outcome:
+        """Sign `payload` as this node's participant at the next sequence and
+        append it, if it can change something (`check_effect`)."""
         if self.signer is None:
             raise NotAllowed("this ledger holds no signing key")
         head = self.feed(self.participant_id)
@@ -432,6 +364,8 @@ class NodeLedger:
             payload,
             consortium=self.consortium.name,
         )
+        self.check_payload(rec, now_ms)  # before check_effect: who may, then whether it matters
+        self.check_effect(rec, wait_for_target=wait_for_target)
         return self.append(rec.envelope, now_ms)
 
     def submit(self, envelopes: Iterable[bytes], now_ms: int, *, buffer: bool = True) -> Submitted:
@@ -633,6 +567,7 @@ class NodeLedger:
             b.put("feedseq", feedseq_key(rec.issuer, rec.seq), rec.id)
         for rec, proof in pend.equivocations:
             b.put("equivocations", feedseq_key(rec.issuer, rec.seq), proof.encode())
+        index_decisions(self.store, b, pend.accepted, first=self._size == 0)
         for issuer, st in pend.feeds.items():
             b.put("feeds", issuer.encode(), st.encode())
         b.put("meta", b"size", u64(frontier.size))

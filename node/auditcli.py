@@ -7,6 +7,7 @@
                                                default the consortium's first auditor)
     markex audit --data-dir PATH [--as ID]     offline, on a stopped node's files
     markex audit verify-evidence FILE          check an evidence file with consortium.json
+                                               (`verify_evidence_file`)
 
 Every form verifies consortium.json with a pinned institute key
 (--institute-key, $MARKEX_INSTITUTE_KEY, or --as ID's node.toml; offline also
@@ -30,109 +31,42 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from keys import ConfigError
 from keys.consortium import Consortium
 from keys.layout import NodeConfig, load_consortium
 from ledger import audit, note
-from ledger.errors import BadInput, LedgerError, NotFound
-from ledger.log import log_origin
+from ledger.errors import BadInput, LedgerError
+from ledger.names import origin_of, participant_of_log
 from ledger.store import Store
-from markex.v1 import service_pb2 as pb
-from markex.v1 import service_pb2_grpc as rpc
 from node import client
-from node.status import error_from_rpc
+from node.auditclient import (  # re-exported: tests and tools import them from here
+    GrpcLogSource,
+    audit_node_online,
+    audit_online,
+    load_state,
+    save_state,
+)
+from node.command import Exit, UsageError, fail
+from node.connect import Connect, reader_id
+
+__all__ = [
+    "GrpcLogSource",
+    "audit_node_online",
+    "audit_online",
+    "cmd_audit",
+    "cmd_verify_evidence",
+    "load_state",
+    "reader_id",
+    "run_audit",
+    "save_state",
+    "verify_evidence_file",
+    "write_evidence",
+]
 
 PROGRESS_MIN = 5000  # records; shorter runs print no progress
 
 
-EVIDENCE_PAGES = 1000  # pages of GetEvidence read at most (a node could serve them forever)
-
-
-class GrpcLogSource:
-    """`ledger.audit.LogSource` over a node's gRPC services: checkpoints, proofs
-    and feed heads from `Public`; raw entries and evidence from `Audit`, which
-    the node serves only to members and auditors (docs/publication.md)."""
-
-    def __init__(
-        self, stub: rpc.PublicStub, audit_stub: rpc.AuditStub, timeout: float = 30
-    ) -> None:
-        self.stub = stub
-        self.audit = audit_stub
-        self.timeout = timeout
-
-    def _rpc(self, method: Any, request: Any) -> Any:
-        try:
-            return method(request, timeout=self.timeout)
-        except grpc.RpcError as e:
-            raise error_from_rpc(e) from e
-
-    def log_checkpoint(self) -> str:
-        return self._rpc(self.stub.GetLogCheckpoint, pb.GetLogCheckpointRequest()).note
-
-    def entries(self, start: int, end: int) -> list[bytes]:
-        r = self._rpc(self.audit.GetEntries, pb.GetEntriesRequest(start=start, end=end))
-        if r.start != start:
-            raise BadInput(f"asked for entries from {start}, the node answered from {r.start}")
-        return list(r.envelopes)
-
-    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
-        r = self._rpc(
-            self.stub.GetConsistencyProof,
-            pb.GetConsistencyProofRequest(old_size=old_size, new_size=new_size),
-        )
-        return list(r.path)
-
-    def view_checkpoint(self) -> str | None:
-        try:
-            return self._rpc(self.stub.GetViewCheckpoint, pb.GetViewCheckpointRequest()).note
-        except NotFound:
-            return None
-
-    def feed_heads(self) -> dict[str, tuple[int, bytes, bool]]:
-        r = self._rpc(self.stub.GetFeedHeads, pb.FeedHeadsRequest())
-        return {h.issuer: (h.seq, h.head_id, h.frozen) for h in r.heads}
-
-    def evidence(self) -> tuple[list[bytes], list[bytes]]:
-        """Every page of the node's evidence (GetEvidence is paged)."""
-        eqs: list[bytes] = []
-        forks: list[bytes] = []
-        start = 0
-        for _page in range(EVIDENCE_PAGES):
-            r = self._rpc(self.audit.GetEvidence, pb.GetEvidenceRequest(start=start))
-            eqs.extend(r.equivocations)
-            forks.extend(r.forks)
-            if r.next_start <= start:  # 0 at the end; never backwards
-                return eqs, forks
-            start = r.next_start
-        raise BadInput(f"the node serves more than {EVIDENCE_PAGES} pages of evidence")
-
-
 # ------------------------------------------------------------------ files
-
-
-def load_state(path: Path, cons: Consortium) -> audit.AuditState | None:
-    if not path.exists():
-        return None
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadInput(f"audit state {path} does not parse: {e}") from e
-    try:
-        return audit.AuditState.from_json(obj, cons)
-    except LedgerError as e:
-        raise BadInput(
-            f"audit state {path} is not a verified checkpoint of this consortium ({e}); "
-            "remove it to start a fresh audit"
-        ) from e
-
-
-def save_state(path: Path, state: audit.AuditState) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(state.to_json(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_evidence(directory: Path, ev: dict[str, Any]) -> Path:
@@ -140,7 +74,7 @@ def write_evidence(directory: Path, ev: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     text = json.dumps(ev, indent=2, sort_keys=True) + "\n"
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    who = ev.get("issuer") or ev.get("log") or "unknown"
+    who = ev.get("issuer") or ev.get("log") or ev.get("peer") or "unknown"
     path = directory / f"{ev.get('kind', 'evidence')}-{who}-{digest}.json"
     path.write_text(text, encoding="utf-8")
     return path
@@ -233,10 +167,9 @@ def _whose_store(directory: Path, cons: Consortium, data_dir: Path) -> tuple[str
     finally:
         store.close()
     if raw is not None:
-        origin = note.Note.parse(raw).text.split("\n", 1)[0]
-        for p in cons.participants:
-            if origin == log_origin(cons.name, p.id):
-                return p.id, cons
+        p = participant_of_log(cons.name, cons.participants, origin_of(note.Note.parse(raw).text))
+        if p is not None:
+            return p.id, cons
     raise ConfigError(f"cannot tell whose store {data_dir} is; name the participant with --as ID")
 
 
@@ -262,6 +195,16 @@ def _print_report(args: argparse.Namespace, rep: audit.AuditReport, paths: list[
         print(f"  evidence written: {p}")
 
 
+def _verdict(args: argparse.Namespace, rep: audit.AuditReport) -> int:
+    """0 when the audit passed; else 1 (not verified), its first finding on stderr."""
+    if rep.ok:
+        return 0
+    first = rep.findings[0].line() if rep.findings else "see the report"
+    n = len(rep.findings)
+    return fail(args.json, Exit.NOT_VERIFIED,
+                f"not verified: the audit of {rep.target} has {n} finding(s); first: {first}")
+
+
 def _audit_offline(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     if not (data_dir / "CURRENT").is_file():
@@ -283,75 +226,14 @@ def _audit_offline(args: argparse.Namespace) -> int:
     ev_dir = _evidence_dir(args, default / "evidence")
     paths = [write_evidence(ev_dir, ev) for ev in rep.evidence]
     _print_report(args, rep, paths)
-    return 0 if rep.ok else 1
+    return _verdict(args, rep)
 
 
 def _evidence_dir(args: argparse.Namespace, default: Path) -> Path:
-    chosen = getattr(args, "evidence_dir", None)
-    return Path(chosen) if chosen else default
+    return Path(args.evidence_dir) if args.evidence_dir else default
 
 
-def _log_of(cons: Consortium, node: str, src: GrpcLogSource) -> str:
-    """The participant whose log `--node` serves (an id, or found from the
-    checkpoint's origin when the node is given as HOST:PORT)."""
-    if cons.participant(node) is not None:
-        return node
-    origin = note.Note.parse(src.log_checkpoint()).text.split("\n", 1)[0]
-    for p in cons.participants:
-        if origin == log_origin(cons.name, p.id):
-            return p.id
-    raise ConfigError(f"the node at {node} serves log {origin!r}, not one of {cons.name}")
-
-
-def reader_id(cons: Consortium, as_id: str | None) -> str:
-    """Who reads the Audit service: `as_id`, else the consortium's first auditor."""
-    if as_id:
-        if cons.participant(as_id) is None:
-            raise ConfigError(f"--as {as_id!r} is not a participant of {cons.name}")
-        return as_id
-    for p in cons.participants:
-        if p.role == "auditor":
-            return p.id
-    raise ConfigError(f"{cons.name} has no auditor: pass --as ID (a member or an auditor)")
-
-
-def audit_online(
-    directory: Path,
-    cons: Consortium,
-    node: str,
-    state_path: Path | None,
-    progress: audit.Progress | None = None,
-    as_id: str | None = None,
-) -> tuple[audit.AuditReport, str]:
-    """Audit `node` through its public port and, as member or auditor `as_id`
-    (default: the first auditor), its Audit service; keep the state at
-    `state_path` (None: a full audit that remembers nothing)."""
-    ep = client.resolve_node(cons, node)
-    reader = reader_id(cons, as_id)
-    channel = client.public_channel(directory, ep.public, ep.participant)
-    member = client.member_channel(directory, reader, ep.member, ep.participant)
-    try:
-        src = GrpcLogSource(rpc.PublicStub(channel), rpc.AuditStub(member))
-        pid = _log_of(cons, node, src)
-        state = load_state(state_path, cons) if state_path is not None else None
-        if state is not None and state.log != pid:
-            raise BadInput(f"audit state {state_path} is for {state.log}, not {pid}")
-        rep, new_state = audit.audit_source(src, cons, pid, state, progress=progress)
-    finally:
-        channel.close()
-        member.close()
-    if state_path is not None and new_state is not None:
-        save_state(state_path, new_state)
-    return rep, pid
-
-
-def audit_node_online(directory: Path, cons: Consortium, pid: str) -> dict[str, Any]:
-    """A full online audit of one node, as a JSON-ready dict (used by the demo)."""
-    rep, _ = audit_online(Path(directory), cons, pid, None)
-    return rep.to_json()
-
-
-def _audit_node(args: argparse.Namespace) -> int:
+def _audit_node(args: argparse.Namespace, connect: Connect) -> int:
     d = client.consortium_dir(args.consortium)
     cons = client.load_pinned(d, args.institute_key, args.as_id)
     if args.state:
@@ -361,16 +243,20 @@ def _audit_node(args: argparse.Namespace) -> int:
         state_path = d / "audit" / f"{ident}.json"
     progress = _Progress(f"audit {args.node}")
     try:
-        rep, _ = audit_online(d, cons, args.node, state_path, progress, args.as_id)
+        rep, _ = audit_online(
+            d, cons, args.node, state_path, progress, args.as_id, connect=connect
+        )
     finally:
         progress.end()
     ev_dir = _evidence_dir(args, state_path.parent / "evidence")
     paths = [write_evidence(ev_dir, ev) for ev in rep.evidence]
     _print_report(args, rep, paths)
-    return 0 if rep.ok else 1
+    return _verdict(args, rep)
 
 
-def _verify_evidence(args: argparse.Namespace, path: Path) -> int:
+def verify_evidence_file(args: argparse.Namespace, path: Path) -> int:
+    """`markex audit verify-evidence FILE`: 0 when the file proves what it
+    says under the pinned consortium, else 1 (not verified) with the reason."""
     d = client.consortium_dir(args.consortium)
     cons = client.load_pinned(d, args.institute_key, args.as_id)
     try:
@@ -398,18 +284,19 @@ def _verify_evidence(args: argparse.Namespace, path: Path) -> int:
     return 0
 
 
-def run_audit(args: argparse.Namespace) -> int:
-    from node.cli import UsageError
+def cmd_verify_evidence(args: argparse.Namespace, _connect: Connect) -> int:
+    """`markex audit verify-evidence FILE`."""
+    return verify_evidence_file(args, Path(args.file))
 
-    extra = list(getattr(args, "verify_evidence", None) or [])
-    if extra:
-        if extra[0] != "verify-evidence" or len(extra) != 2:
-            raise UsageError(
-                f"unexpected {' '.join(extra)!r}: use `markex audit verify-evidence FILE`"
-            )
-        return _verify_evidence(args, Path(extra[1]))
+
+def run_audit(args: argparse.Namespace, connect: Connect) -> int:
+    """`markex audit` online or offline (verify-evidence: `verify_evidence_file`);
+    `connect` reaches the node online."""
     if bool(args.node) == bool(args.data_dir):
         raise UsageError("give exactly one of --node ID (online) or --data-dir PATH (offline)")
     if args.data_dir:
         return _audit_offline(args)
-    return _audit_node(args)
+    return _audit_node(args, connect)
+
+
+cmd_audit = run_audit  # what node/cli.py runs for `markex audit`

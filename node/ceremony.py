@@ -43,6 +43,8 @@ from keys.tls import (
     verify_issued_by,
 )
 from node import client
+from node.command import show
+from node.connect import Connect
 
 MEMBER_FILE = "member.json"
 
@@ -338,6 +340,12 @@ def configure_node(
     member_port = int(p.member_endpoint.rpartition(":")[2])
     public_port = int(p.public_endpoint.rpartition(":")[2])
     host = _listen_host(p.member_endpoint.rpartition(":")[0])
+    # The tiles endpoint is in no member.json: a rewritten node.toml keeps the one it had
+    # (an unreadable old file is what configure replaces: then tiles are off).
+    try:
+        tiles = NodeConfig.load(pdir / "node.toml").tiles_listen
+    except ConfigError:
+        tiles = ""
     cfg = NodeConfig(
         participant=pid,
         consortium=directory.resolve(),
@@ -351,8 +359,9 @@ def configure_node(
         metrics_listen=_endpoint(host, 0),
         institute_key=pin,
         new_feed=new_feed,
+        tiles_listen=tiles,
     )
-    cfg.write(pdir / "node.toml")
+    cfg.write(pdir / "node.toml")  # paths relative to the file: a copied folder opens its own
     load_consortium(NodeConfig.for_participant(directory, pid))  # what the node will do
     return cfg
 
@@ -377,14 +386,7 @@ def parse_pin(value: str) -> bytes:
 # ------------------------------------------------------------------ command line
 
 
-def _print(args: argparse.Namespace, obj: dict[str, Any]) -> None:
-    if args.json:
-        print(json.dumps(obj, ensure_ascii=False))
-    else:
-        print("\n".join(f"{k}: {v}" for k, v in obj.items()))
-
-
-def cmd_keys_generate(args: argparse.Namespace) -> int:
+def cmd_keys_generate(args: argparse.Namespace, _connect: Connect) -> int:
     member = public = ""
     if args.role not in ISSUES_NOTHING:
         member = _endpoint(args.host, args.member_port)
@@ -392,41 +394,41 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     desc = generate_member(Path(args.out), args.id, args.role, [args.host], member, public,
                            args.name or "")
     pdir = Path(args.out) / args.id
-    _print(args, {"id": desc["id"], "role": desc["role"], "public_key": desc["public_key"],
+    show(args, {"id": desc["id"], "role": desc["role"], "public_key": desc["public_key"],
                   "member": str(pdir / MEMBER_FILE), "dir": str(pdir)})
     return 0
 
 
-def cmd_consortium_keygen(args: argparse.Namespace) -> int:
+def cmd_consortium_keygen(args: argparse.Namespace, _connect: Connect) -> int:
     key = make_config_key(Path(args.out))
-    _print(args, {"key": str(Path(args.out)),
+    show(args, {"key": str(Path(args.out)),
                   "public_key": base64.b64encode(key.public_bytes).decode()})
     return 0
 
 
-def cmd_consortium_add_member(args: argparse.Namespace) -> int:
+def cmd_consortium_add_member(args: argparse.Namespace, _connect: Connect) -> int:
     ranges = tuple(x.strip() for x in args.ranges.split(",") if x.strip()) if args.ranges else ()
     draft = add_member(Path(args.dir), read_member(Path(args.member)), name=args.name,
                        weight=args.weight, ranges=ranges)
-    _print(args, {"name": draft.name, "participants": [p.id for p in draft.participants],
+    show(args, {"name": draft.name, "participants": [p.id for p in draft.participants],
                   "signed": False})
     return 0
 
 
-def cmd_consortium_sign(args: argparse.Namespace) -> int:
+def cmd_consortium_sign(args: argparse.Namespace, _connect: Connect) -> int:
     conf = sign_consortium(Path(args.dir), SigningKey.load(Path(args.key)))
-    _print(args, {"name": conf.name, "participants": [p.id for p in conf.participants],
+    show(args, {"name": conf.name, "participants": [p.id for p in conf.participants],
                   "config_key": base64.b64encode(conf.config_key).decode(), "signed": True})
     return 0
 
 
-def cmd_ca_init(args: argparse.Namespace) -> int:
+def cmd_ca_init(args: argparse.Namespace, _connect: Connect) -> int:
     ca_init(Path(args.ca), args.name, datetime.now(UTC))
-    _print(args, {"ca": str(Path(args.ca) / "ca.pem")})
+    show(args, {"ca": str(Path(args.ca) / "ca.pem")})
     return 0
 
 
-def cmd_ca_sign(args: argparse.Namespace) -> int:
+def cmd_ca_sign(args: argparse.Namespace, _connect: Connect) -> int:
     try:
         csr = Path(args.csr).read_bytes()
     except OSError as e:
@@ -440,71 +442,16 @@ def cmd_ca_sign(args: argparse.Namespace) -> int:
     req, cert = ca_sign(Path(args.ca), csr, datetime.now(UTC), participant_id=args.id,
                         consortium=cons)
     out.write_bytes(cert)
-    _print(args, {"kind": req.kind, "participant": req.participant, "cert": str(out)})
+    show(args, {"kind": req.kind, "participant": req.participant, "cert": str(out)})
     return 0
 
 
-def cmd_node_configure(args: argparse.Namespace) -> int:
+def cmd_node_configure(args: argparse.Namespace, _connect: Connect) -> int:
     if not args.as_id:
         raise ConfigError("--as ID is required: the participant whose node this is")
     d = client.consortium_dir(args.consortium)
     cfg = configure_node(d, args.as_id, parse_pin(args.pin), datetime.now(UTC),
                          new_feed=args.new_feed)
-    _print(args, {"participant": cfg.participant, "node_toml": str(d / args.as_id / "node.toml"),
+    show(args, {"participant": cfg.participant, "node_toml": str(d / args.as_id / "node.toml"),
                   "member_listen": cfg.member_listen, "public_listen": cfg.public_listen})
     return 0
-
-
-def register(
-    sub: Any, consortium: Any, keys: Any, node: Any, common: argparse.ArgumentParser
-) -> None:
-    """Add the ceremony's commands to `markex`'s parser (node/cli.py)."""
-    kg = keys.add_parser("generate", parents=[common],
-                         help="a participant's keys, certificate requests and member.json")
-    kg.add_argument("--id", required=True)
-    kg.add_argument("--role", required=True, choices=ROLES)
-    kg.add_argument("--out", required=True, help="the organisation's folder; keys go in OUT/ID/")
-    kg.add_argument("--host", default="127.0.0.1", help="the node's host name or address")
-    kg.add_argument("--member-port", type=int, default=7400)
-    kg.add_argument("--public-port", type=int, default=7401)
-    kg.add_argument("--name", help="the organisation's name")
-    kg.set_defaults(fn=cmd_keys_generate)
-
-    ck = consortium.add_parser("keygen", parents=[common],
-                               help="the institute's configuration key (kept off every node)")
-    ck.add_argument("--out", required=True)
-    ck.set_defaults(fn=cmd_consortium_keygen)
-    am = consortium.add_parser("add-member", parents=[common],
-                               help="add a participant's member.json to the draft")
-    am.add_argument("dir")
-    am.add_argument("--member", required=True)
-    am.add_argument("--name", help="the consortium's name (a new draft only)")
-    am.add_argument("--weight", type=int)
-    am.add_argument("--ranges", help="a carrier's E.164 prefixes, comma-separated")
-    am.set_defaults(fn=cmd_consortium_add_member)
-    cs = consortium.add_parser("sign", parents=[common],
-                               help="sign consortium.json with the configuration key")
-    cs.add_argument("dir")
-    cs.add_argument("--key", required=True)
-    cs.set_defaults(fn=cmd_consortium_sign)
-
-    ca = sub.add_parser("ca", help="the consortium CA").add_subparsers(dest="sub", required=True)
-    cai = ca.add_parser("init", parents=[common], help="a new consortium CA")
-    cai.add_argument("--ca", required=True)
-    cai.add_argument("--name", default="markex CA")
-    cai.set_defaults(fn=cmd_ca_init)
-    cas = ca.add_parser("sign", parents=[common], help="issue a certificate for a request")
-    cas.add_argument("--ca", required=True)
-    cas.add_argument("--csr", required=True)
-    cas.add_argument("--out", required=True)
-    cas.add_argument("--id", help="the participant the request must name")
-    cas.set_defaults(fn=cmd_ca_sign)
-
-    nc = node.add_parser("configure", parents=[common],
-                         help="write this participant's node.toml, pinned to the configuration key")
-    nc.add_argument("--pin", required=True,
-                    help="the configuration public key, base64 (or a file holding it)")
-    nc.add_argument("--new-feed", action="store_true",
-                    help="this participant has never issued: its node may start a new feed")
-    nc.set_defaults(fn=cmd_node_configure)
-

@@ -1,6 +1,6 @@
 """The node's core: one writer thread in front of the ledger (group commit),
-subscribers told of every accepted record (push to peers, the view), and the
-checkpoint signer. No gRPC here; services call into it."""
+and subscribers told of every accepted record (push to peers, the view, the
+log keeper). No gRPC here; services call into it."""
 
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ class _Job:
     envelopes: Sequence[bytes]
     future: Future
     source: str
+    wait_for_target: bool = False  # an own correction may name a target not seen yet
 
 
 class NodeCore:
@@ -71,18 +72,9 @@ class NodeCore:
         self._room = threading.Condition()
         self._subscribers: list[Callable[[list[Record]], None]] = []
         self._equivocation_subscribers: list[Callable[[EquivocationProof], None]] = []
-        self._checkpoint_lock = threading.Lock()
-        self._dirty = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._stopped = False
-        self.stats = {
-            "accepted": 0,
-            "duplicate": 0,
-            "buffered": 0,
-            "rejected": 0,
-            "equivocation": 0,
-        }
-        self.rejections: dict[str, int] = {}
+        # Told each record's status and its error class, if any (the node's metrics).
         self.observer: Callable[[str, str | None], None] | None = None
         # Set once when a write fails: from then on nothing is written or acknowledged.
         self.failure: StorageFailure | None = None
@@ -114,12 +106,16 @@ class NodeCore:
             raise self.failure
 
     # ------------------------------------------------------------ API
-    def issue(self, payload: Payload, timeout: float = 30) -> Outcome:
+    def issue(
+        self, payload: Payload, timeout: float = 30, *, wait_for_target: bool = False
+    ) -> Outcome:
         """Sign and append one own record. Raises its LedgerError when it is
-        refused, and StorageFailure (for good) once a write has failed."""
+        refused (also when it can change nothing: `NodeLedger.check_effect`;
+        a correction of a target not seen yet only with `wait_for_target`),
+        and StorageFailure (for good) once a write has failed."""
         self._refuse_if_failed()
         fut: Future = Future()
-        self._enqueue(_Job("issue", payload, (), fut, "self"), timeout)
+        self._enqueue(_Job("issue", payload, (), fut, "self", wait_for_target), timeout)
         out: Outcome = fut.result(timeout)
         if out.error is not None:
             raise out.error
@@ -235,6 +231,7 @@ class NodeCore:
         spans: list[tuple[_Job, int, int]] = []
         own = led.feed(self.participant_id)
         seq, head = own.seq, own.head_id
+        fresh: list[Record] = []  # own records signed in this group, for check_effect
         for job in jobs:
             start = len(envs)
             if job.kind == "equivocation":
@@ -266,9 +263,11 @@ class NodeCore:
                     )
                     # just signed here: submit() verifies the signature once
                     led.check_payload(rec, now)
+                    led.check_effect(rec, wait_for_target=job.wait_for_target, fresh=fresh)
                 except LedgerError as e:
                     job.future.set_result(Outcome("rejected", error=e))
                     continue
+                fresh.append(rec)
                 seq, head = rec.seq, rec.id
                 envs.append(rec.envelope)
             else:
@@ -279,12 +278,8 @@ class NodeCore:
         for job, a, b in spans:
             outs = outcomes[a:b]
             for o in outs:
-                self.stats[o.status] = self.stats.get(o.status, 0) + 1
-                reason = None
-                if o.error is not None:
-                    reason = type(o.error).__name__
-                    self.rejections[reason] = self.rejections.get(reason, 0) + 1
                 if self.observer is not None:
+                    reason = None if o.error is None else type(o.error).__name__
                     self.observer(o.status, reason)
             if job.kind == "issue":
                 job.future.set_result(outs[0])
@@ -297,19 +292,8 @@ class NodeCore:
                 except Exception:
                     log.exception("equivocation subscriber failed")
         if result.accepted:
-            self._dirty.set()
             for fn in self._subscribers:
                 try:
                     fn(result.accepted)
                 except Exception:
                     log.exception("subscriber failed")
-
-    # ------------------------------------------------------------ checkpoints
-    def checkpoint_if_changed(self) -> str | None:
-        """Sign a new log checkpoint when the log grew since the last one."""
-        with self._checkpoint_lock:
-            latest = self.ledger.latest_checkpoint()
-            if latest is not None and not self._dirty.is_set():
-                return None
-            self._dirty.clear()
-            return self.ledger.sign_checkpoint()

@@ -2,7 +2,7 @@
 internet firms) as six processes on loopback, a realistic scenario replayed,
 the national view shown on every node, an appeal from filing to decision, a
 recycled number, cosigned checkpoints, and an audit. Exits 0 only if every
-node holds the same records and the same view root."""
+node holds the same records and the same view root and every audit passes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import grpc
 
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
+from node.auditclient import audit_node_online
 from node.localnet import LocalNet
 from node.lookup import lookup_verified, view_checkpoint_summary
 
@@ -78,15 +78,7 @@ def _traffic(net: LocalNet, count: int) -> int:
                 (
                     rng.choice(firms),
                     number,
-                    rng.choice(
-                        [
-                            "marketing",
-                            "real-estate",
-                            "harassment",
-                            "finance-insurance",
-                            "recruitment",
-                        ]
-                    ),
+                    rng.choice(APP_CATEGORIES),
                     rng.randrange(30, 80),
                     rng.randrange(1, 400),
                 )
@@ -122,8 +114,6 @@ def _traffic(net: LocalNet, count: int) -> int:
                     rng.randrange(1, 100),
                 )
             )
-    sent = 0
-
     def one(job: tuple[str, str, str, int, int]) -> int:
         pid, number, cat, score, reports = job
         for _ in range(3):
@@ -135,8 +125,7 @@ def _traffic(net: LocalNet, count: int) -> int:
         return 0
 
     with ThreadPoolExecutor(12) as ex:
-        sent = sum(ex.map(one, jobs))
-    return sent
+        return sum(ex.map(one, jobs))
 
 
 def _show(net: LocalNet, number: str, label: str) -> None:
@@ -153,12 +142,17 @@ def _show(net: LocalNet, number: str, label: str) -> None:
             f"{s.get('participant') or s.get('by')}:{s.get('reason')}"
             for s in (r.get("set_aside") or [])
         )
+        checked = "verified" if r.get("verified") else f"NOT verified ({r.get('error')})"
         say(
-            f"    {pid:<11} {str(r.get('category')):<17} risk={str(r.get('risk')):<6} score={str(r.get('score')):<4}"
-            f" verified={r.get('verified')}  markers=[{markers}]"
+            f"    {pid:<11} {r.get('category') or 'none':<17} risk={r.get('risk') or 'unknown':<6} score={r.get('score') if r.get('score') is not None else '-':<4}"
+            f" {checked}  markers=[{markers}]"
             + (f" set_aside=[{aside}]" if aside else "")
         )
-    say(f"    roots equal on every node: {len(roots) == 1}")
+    say(f"    roots equal on every node: {_yes(len(roots) == 1)}")
+
+
+def _yes(b: bool) -> str:
+    return "yes" if b else "no"
 
 
 def _wait_views(net: LocalNet, timeout: float = 60) -> dict[str, Any]:
@@ -177,6 +171,11 @@ def _wait_views(net: LocalNet, timeout: float = 60) -> dict[str, Any]:
         if time.monotonic() > deadline:
             return views
         time.sleep(0.3)
+
+
+def cmd_demo(args: Any, _connect: Any) -> int:
+    """`markex demo [--quick] [--numbers N]`."""
+    return run_demo(quick=args.quick, numbers=args.numbers)
 
 
 def run_demo(quick: bool = False, numbers: int = 0) -> int:
@@ -240,7 +239,7 @@ def _run(net: LocalNet, count: int) -> int:
         ),
         timeout=30,
     )
-    say(f"   {holder_dc} filed appeal {appeal.id.hex()[:16]}... (appeal={appeal.appeal})")
+    say(f"   {holder_dc} filed appeal {appeal.id.hex()[:16]}... (an appeal: {_yes(appeal.appeal)}, log index {appeal.index})")
     net.wait_converged(timeout=60)
     _wait_views(net, 20)
     _show(net, DELIVERY_CO, "while the appeal is pending")
@@ -287,29 +286,24 @@ def _run(net: LocalNet, count: int) -> int:
     same_view = len({v["root"] for v in views.values()}) == 1
 
     audit_ok = True
-    try:
-        from node.auditcli import audit_node_online
-    except ImportError:
-        audit_node_online = None  # type: ignore[assignment]
-    if audit_node_online is not None:
+    say(
+        "\n6. audit of every node (online: entries, signatures, feeds, checkpoints, cosignatures, view)"
+    )
+    for pid in net.ids:
+        rep = audit_node_online(net.dir, net.consortium, pid)
+        audit_ok &= bool(rep["ok"])
         say(
-            "\n6. audit of every node (online: entries, signatures, feeds, checkpoints, cosignatures, view)"
+            f"  {pid:<11} {'ok' if rep['ok'] else 'FAILED'}: records={rep.get('counts', {}).get('records')} findings={len(rep.get('findings', []))}"
         )
-        for pid in net.ids:
-            rep = audit_node_online(net.dir, net.consortium, pid)
-            audit_ok &= bool(rep["ok"])
-            say(
-                f"  {pid:<11} ok={rep['ok']} records={rep.get('counts', {}).get('records')} findings={len(rep.get('findings', []))}"
-            )
 
     say(
-        f"\nsame records on every node: {same_records}; same view root on every node: {same_view}; audits pass: {audit_ok}"
+        f"\nsame records on every node: {_yes(same_records)}; same view root on every node: {_yes(same_view)}; audits pass: {_yes(audit_ok)}"
     )
     ok = same_records and same_view and audit_ok
     say("demo " + ("passed" if ok else "FAILED"))
+    say("next: the README's \"Using it\" story runs the same by hand, command by command")
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
     sys.exit(run_demo(quick="--quick" in sys.argv))
-    del datetime, UTC

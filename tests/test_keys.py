@@ -162,11 +162,12 @@ def test_three_carriers_get_the_operators(made: tuple[Path, Consortium]) -> None
 
 def test_other_sizes_and_host(tmp_path: Path) -> None:
     conf = init_consortium(tmp_path / "x", carriers=2, internet=0, base_port=9000,
-                           host="localhost", now=NOW)
+                           hosts=["localhost"], now=NOW)
     assert [p.id for p in conf.participants] == ["institute", "carrier-1", "carrier-2", "auditor-1"]
     assert conf.participants[2].public_endpoint == "localhost:9005"
     cfg = NodeConfig.for_participant(tmp_path / "x", "carrier-2")
-    assert cfg.member_listen == "0.0.0.0:9004"
+    # A host name listens on loopback unless every interface is asked for (docs/config.md).
+    assert cfg.member_listen == "127.0.0.1:9004"
     assert conf.carrier_for("+8613812345678") is not None
 
 
@@ -189,7 +190,10 @@ def test_init_into_existing_empty_dir(tmp_path: Path) -> None:
         ({"internet": -1}, "internet"),
         ({"base_port": 0}, "base port"),
         ({"base_port": 65530}, "past 65535"),
-        ({"host": ""}, "bad host"),
+        ({"hosts": [""]}, "must not be empty"),
+        ({"hosts": ["a host"]}, "neither an IP address nor a DNS name"),
+        ({"hosts": ["carrier-1.participant.markex.invalid"]}, "participant name"),
+        ({"hosts": "node1.example"}, "list of names"),
         ({"now": datetime(2025, 3, 1)}, "timezone"),
     ],
 )
@@ -463,8 +467,10 @@ def test_node_toml_contents(made: tuple[Path, Consortium]) -> None:
     d, conf = made
     obj = tomllib.loads((d / "carrier-2" / "node.toml").read_text())
     assert obj["participant"] == "carrier-2"
-    assert obj["consortium"] == str(d)
-    assert obj["data_dir"] == str(d / "carrier-2" / "data")
+    # Paths are relative to the file, so a copied folder opens its own (tests/test_config.py).
+    assert obj["consortium"] == ".."
+    assert obj["data_dir"] == "data"
+    assert obj["ca_cert"] == "../ca/ca.pem"
     assert obj["member_listen"] == "127.0.0.1:7404"
     assert obj["public_listen"] == "127.0.0.1:7405"
     assert obj["metrics_listen"] == "127.0.0.1:0"
@@ -472,8 +478,8 @@ def test_node_toml_contents(made: tuple[Path, Consortium]) -> None:
     assert base64.b64decode(obj["institute_key"]) == conf.config_key == _pin(d)
     assert conf.config_key != conf.institute.public_key
     for key in ("consortium", "data_dir", "signing_key", "tls_key", "tls_cert", "ca_cert"):
-        assert Path(obj[key]).is_absolute()
-        assert Path(obj[key]).exists()
+        assert not Path(obj[key]).is_absolute()
+        assert (d / "carrier-2" / obj[key]).exists()
 
 
 def test_node_config_round_trip(made: tuple[Path, Consortium], tmp_path: Path) -> None:

@@ -197,6 +197,9 @@ def test_non_canonical_envelope_rejected(ledger: NodeLedger) -> None:
         ("carrier-1", Reassignment("+8613812345678", NOW), E.NotAllowed),  # ported to carrier-2
         ("carrier-1", Reassignment("+12025550123", NOW), E.NotAllowed),  # no carrier holds it
         ("internet-1", Correction((b"\x01" * 32,), "recategorize", "spam"), E.UnknownCategory),
+        # protected numbers (policy protected_numbers), whatever the category
+        ("internet-1", Mark("110", "fraud", 50, 1, NOW), E.UnmarkableNumber),
+        ("institute", Mark("+8612321", "customer-service", 50, 1, NOW), E.UnmarkableNumber),
     ],
 )
 def test_role_rules(ledger: NodeLedger, issuer: str, payload, error) -> None:  # type: ignore[no-untyped-def]

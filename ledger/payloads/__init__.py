@@ -10,6 +10,11 @@ rule (`ledger.log`), the auditor (`ledger.audit`) and the view's facts
 
 `check_issuer` is the one rule of who may write what: the ledger refuses a
 record it fails, the auditor reports it, and the view ignores it.
+
+`check_effect` is the issuing node's question before it signs one of its own
+records: can it change anything, given the records the node holds
+(`Holdings`)? Only own records are asked; a peer's record is judged by
+`check_issuer` alone, and one that changes nothing is kept and has no effect.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from ledger.payloads.correction import (
     UPHOLD,
     WITHDRAW,
     Correction,
+    Holdings,
     check_correction,
+    check_correction_effect,
     decode_correction,
 )
 from ledger.payloads.mark import Mark, check_mark, decode_mark
@@ -44,11 +51,13 @@ __all__ = [
     "UPHOLD",
     "WITHDRAW",
     "Correction",
+    "Holdings",
     "Mark",
     "Payload",
     "PayloadType",
     "Reassignment",
     "by_field",
+    "check_effect",
     "check_issuer",
     "may_issue",
     "payload_kind",
@@ -62,20 +71,23 @@ class PayloadType:
     dataclass, how it is read from that field's message (`decode`), the
     context rule `check(consortium, role, issuer, payload)` (raises
     NotAllowed or UnknownCategory) that runs after the common rule that a
-    reading-only role issues nothing, and the `kind` name of a payload."""
+    reading-only role issues nothing, the `kind` name of a payload, and for
+    a payload that refers to other records `effect(issuer, payload, holdings,
+    wait_for_target)`, which raises when it can change nothing."""
 
     field: str
     cls: type
     decode: Callable[[Any], Any]
     check: Callable[[Consortium, str, str, Any], None]
     kind: Callable[[Any], str]
+    effect: Callable[[str, Any, Holdings, bool], None] | None = None
 
 
 REGISTRY: tuple[PayloadType, ...] = (
     PayloadType("mark", Mark, decode_mark, check_mark, lambda p: "mark"),
     PayloadType(
         "correction", Correction, decode_correction, check_correction,
-        lambda p: "decision" if p.is_decision else "correction",
+        lambda p: "decision" if p.is_decision else "correction", check_correction_effect,
     ),
     PayloadType(
         "reassignment", Reassignment, decode_reassignment, check_reassignment,
@@ -114,6 +126,17 @@ def check_issuer(cons: Consortium, role: str, issuer: str, payload: Payload) -> 
     if role in ISSUES_NOTHING:
         raise NotAllowed(f"{issuer} is an {role}: it reads the log and issues nothing")
     type_of(payload).check(cons, role, issuer, payload)
+
+
+def check_effect(
+    issuer: str, payload: Payload, held: Holdings, *, wait_for_target: bool = False
+) -> None:
+    """Can `issuer`'s own `payload` change anything, given what the node
+    holds? Raises UnknownTarget (a target the node has not seen, unless
+    `wait_for_target`), or an Ineffective: NotAMark, NotAnAppeal, AlreadyDecided."""
+    effect = type_of(payload).effect
+    if effect is not None:
+        effect(issuer, payload, held, wait_for_target)
 
 
 def may_issue(cons: Consortium, issuer: str, payload: Payload) -> bool:

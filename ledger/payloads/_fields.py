@@ -26,8 +26,6 @@ def normalized_field(obj: object, name: str) -> None:
     form, so a payload always holds the normalized number whatever its
     caller passed. Raises InvalidNumber."""
     raw = getattr(obj, name)
-    if not isinstance(raw, str):
-        raise InvalidNumber(f"a {type(obj).__name__.lower()}'s number must be a string")
-    number = read_number(raw)
+    number = read_number(raw)  # InvalidNumber also for a non-string
     if number is not raw:
         object.__setattr__(obj, name, number)

@@ -4,14 +4,25 @@ appeal against another participant's mark, or the institute's decision."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
 
-from ledger.errors import MalformedRecord, NotAllowed, UnknownCategory
+from ledger.errors import (
+    AlreadyDecided,
+    MalformedRecord,
+    NotAllowed,
+    NotAMark,
+    NotAnAppeal,
+    UnknownCategory,
+    UnknownTarget,
+)
 from ledger.payloads._fields import ID_SIZE, MAX_CATEGORY, MAX_REASON, MAX_TARGETS
+from ledger.payloads.mark import Mark
 from markex.v1 import record_pb2 as pb
 
 if TYPE_CHECKING:
     from keys.consortium import Consortium
+    from ledger.record import Record
 
 WITHDRAW = "withdraw"
 RECATEGORIZE = "recategorize"
@@ -114,3 +125,98 @@ def check_correction(cons: Consortium, role: str, issuer: str, payload: Correcti
         return
     if payload.action == RECATEGORIZE and payload.category not in cons.categories:
         raise UnknownCategory(f"category {payload.category!r} is not in the taxonomy")
+
+
+# ---------------------------------------------------------------- effect
+# What an own correction can change, given the records the issuing node holds
+# (docs/view.md, "Records that change nothing"): checked before signing only.
+
+
+class Holdings(Protocol):
+    """The records a node holds, as the effect check reads them."""
+
+    def held(self, rid: bytes) -> Record | None:
+        """The record with id `rid`, or None when the node has not seen it."""
+
+    def decision_of(self, appeal_id: bytes) -> Record | None:
+        """The first decision of appeal `appeal_id` the node holds, or None."""
+
+
+def check_correction_effect(
+    issuer: str, payload: Correction, held: Holdings, wait_for_target: bool
+) -> None:
+    """Refuse an own correction by `issuer` that can change nothing: a target
+    (or a decision's appeal) the node has not seen, unless `wait_for_target`
+    (UnknownTarget); a target that is neither a mark nor `issuer`'s own appeal
+    being withdrawn (NotAMark); a decision of a record that is not an appeal
+    (NotAnAppeal); a decision, or the appellant's withdrawal, of an appeal
+    already decided (AlreadyDecided)."""
+    if payload.is_decision:
+        appeal = _seen(held, payload.appeal_id, "appeal", wait_for_target)
+        if appeal is None:
+            return
+        why = _not_an_appeal(appeal, held)
+        if why is not None:
+            raise NotAnAppeal(why)
+        _refuse_decided(appeal, held)
+        return
+    for t in payload.targets:
+        target = _seen(held, t, "target", wait_for_target)
+        if target is None or isinstance(target.payload, Mark):
+            continue
+        own_appeal = (
+            target.issuer == issuer
+            and payload.action == WITHDRAW
+            and _not_an_appeal(target, held) is None
+        )
+        if not own_appeal:
+            also = " or an appeal of yours" if target.issuer == issuer else ""
+            raise NotAMark(f"{_short(t)} is {_what(target)}, not a mark{also}: "
+                           "a correction of it changes nothing")
+        _refuse_decided(target, held)  # the appellant withdrawing its own appeal
+
+
+def _seen(held: Holdings, rid: bytes, what: str, wait: bool) -> Record | None:
+    rec = held.held(rid)
+    if rec is None and not wait:
+        how = (
+            "decide it once it has arrived" if what == "appeal" else
+            "correct it once it has arrived, or keep the correction waiting for it "
+            "(markex correct --wait-for-target)"
+        )
+        raise UnknownTarget(f"{what} {_short(rid)} is not in this node's log: {how}")
+    return rec
+
+
+def _not_an_appeal(rec: Record, held: Holdings) -> str | None:
+    """Why `rec` is not an appeal (a correction targeting another participant's
+    mark), or None when it is one or may be (a target the node has not seen)."""
+    p = rec.payload
+    if not isinstance(p, Correction) or p.is_decision:
+        return f"{_short(rec.id)} is {_what(rec)}, not an appeal"
+    for t in p.targets:
+        target = held.held(t)
+        if target is None or (isinstance(target.payload, Mark) and target.issuer != rec.issuer):
+            return None
+    return (f"{_short(rec.id)} is {rec.issuer}'s correction of its own records, "
+            "not an appeal (it targets no other participant's mark)")
+
+
+def _refuse_decided(appeal: Record, held: Holdings) -> None:
+    d = held.decision_of(appeal.id)
+    if d is None:
+        return
+    outcome = "upheld" if d.payload.outcome == UPHOLD else "rejected"
+    at = datetime.fromtimestamp(d.issued_at_ms / 1000, UTC).isoformat(timespec="seconds")
+    raise AlreadyDecided(
+        f"appeal {_short(appeal.id)} is already decided: {outcome} by {_short(d.id)} "
+        f"({d.issuer}) at {at.replace('+00:00', 'Z')}; a decision is final"
+    )
+
+
+def _what(rec: Record) -> str:
+    return f"a {rec.kind}"  # mark, correction, decision, reassignment: all take "a"
+
+
+def _short(rid: bytes) -> str:
+    return rid.hex()[:16]  # a prefix the command line takes as the id

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ledger.errors import MalformedRecord, UnknownCategory
-from ledger.payloads._fields import MAX_CATEGORY, normalized_field, read_number
+from keys.consortium import HOME_COUNTRY
+from ledger.errors import MalformedRecord, UnknownCategory, UnmarkableNumber
+from ledger.payloads._fields import MAX_CATEGORY, normalized_field
 from markex.v1 import record_pb2 as pb
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class Mark:
 
 def decode_mark(m: pb.Mark) -> Mark:
     return Mark(
-        read_number(m.number),
+        m.number,  # normalized (or refused) by Mark itself
         m.category,
         m.score,
         m.reports,
@@ -63,6 +64,23 @@ def decode_mark(m: pb.Mark) -> Mark:
 
 
 def check_mark(cons: Consortium, role: str, issuer: str, payload: Mark) -> None:
-    """Any issuing participant marks, in a category of the taxonomy."""
+    """Any issuing participant marks, in a category of the taxonomy, a number
+    the policy lets be marked: none of `protected_numbers` (any category: a
+    later recategorization could make an identity label a risk), and a
+    foreign number only when `foreign_numbers` is allow. Raises
+    UnknownCategory or UnmarkableNumber."""
     if payload.category not in cons.categories:
         raise UnknownCategory(f"category {payload.category!r} is not in the taxonomy")
+    policy = cons.policy
+    entry = policy.protecting(payload.number)
+    if entry is not None:
+        where = "listed" if entry == payload.number else f"under {entry}"
+        raise UnmarkableNumber(
+            f"{payload.number} is a protected number ({where} in the policy's "
+            "protected_numbers: emergency and public-service lines); no participant marks it"
+        )
+    if policy.foreign_numbers == "refuse" and not payload.number.startswith(HOME_COUNTRY):
+        raise UnmarkableNumber(
+            f"{payload.number} is a foreign number and the consortium's policy "
+            f"(foreign_numbers: refuse) marks only {HOME_COUNTRY} numbers"
+        )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ledger.errors import MalformedRecord, NotAllowed
-from ledger.payloads._fields import normalized_field, read_number
+from ledger.payloads._fields import normalized_field
 from markex.v1 import record_pb2 as pb
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ class Reassignment:
 
 
 def decode_reassignment(r: pb.Reassignment) -> Reassignment:
-    return Reassignment(number=read_number(r.number), effective_at_ms=r.effective_at_ms)
+    return Reassignment(number=r.number, effective_at_ms=r.effective_at_ms)  # normalizes
 
 
 def check_reassignment(cons: Consortium, role: str, issuer: str, payload: Reassignment) -> None:

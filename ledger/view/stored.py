@@ -197,6 +197,8 @@ def config_digest(consortium: Consortium, bucket_bits: int) -> bytes:
                            p.identity_min_participants, p.institute_mark_is_high_risk,
                            p.max_expiry_ms, p.reassignment_window_ms, p.clock_skew_ms,
                            p.max_marks_per_participant],
+                # which marks count at all (ledger/payloads/mark.py check_mark)
+                "unmarkable": [sorted(p.protected_numbers), p.foreign_numbers],
                 "participants": sorted([x.id, x.role, x.weight] for x in c.participants),
                 "taxonomy": sorted([x.id, x.rank, x.risk] for x in c.taxonomy),
                 "ranges": sorted([k, sorted(v)] for k, v in c.number_ranges.items()),

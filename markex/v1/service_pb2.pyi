@@ -231,6 +231,38 @@ class CosignResponse(_message.Message):
     signature_line: str
     def __init__(self, signature_line: _Optional[str] = ...) -> None: ...
 
+class FindRecordsRequest(_message.Message):
+    __slots__ = ("id_prefix", "limit")
+    ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    id_prefix: str
+    limit: int
+    def __init__(self, id_prefix: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class FoundRecords(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, ids: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class CorrectionRequest(_message.Message):
+    __slots__ = ("targets", "action", "category", "reason", "appeal_id", "outcome", "wait_for_target")
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    APPEAL_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FOR_TARGET_FIELD_NUMBER: _ClassVar[int]
+    targets: _containers.RepeatedScalarFieldContainer[bytes]
+    action: _record_pb2.CorrectionAction
+    category: str
+    reason: str
+    appeal_id: bytes
+    outcome: _record_pb2.AppealOutcome
+    wait_for_target: bool
+    def __init__(self, targets: _Optional[_Iterable[bytes]] = ..., action: _Optional[_Union[_record_pb2.CorrectionAction, str]] = ..., category: _Optional[str] = ..., reason: _Optional[str] = ..., appeal_id: _Optional[bytes] = ..., outcome: _Optional[_Union[_record_pb2.AppealOutcome, str]] = ..., wait_for_target: _Optional[bool] = ...) -> None: ...
+
 class Issued(_message.Message):
     __slots__ = ("id", "issuer", "seq", "appeal", "index")
     ID_FIELD_NUMBER: _ClassVar[int]
