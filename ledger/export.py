@@ -28,6 +28,8 @@ Errors (each a ledger error):
     MalformedExport(BadInput)        a header, line or row that does not parse
     ExportMismatch(ProofMismatch)    well-formed rows that are not the checkpoint's view
                                      (order, columns, count or root)
+    TooFewCosigners(NotAllowed)      a checkpoint cosigned by fewer members than the quorum
+    (and ledger/verify.py's open_view: MalformedNote, BadSignature for the checkpoint)
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, TextIO
 
-from ledger.errors import BadInput, ProofMismatch
+from keys.consortium import Consortium
+from ledger.errors import BadInput, NotAllowed, ProofMismatch
+from ledger.verify import CosignedView, open_view
 from ledger.view import Entry, ViewCheckpoint, entry_hash, tree_root
 
 __all__ = [
@@ -56,10 +60,12 @@ __all__ = [
     "ExportSummary",
     "MalformedExport",
     "Row",
+    "TooFewCosigners",
     "apply_delta",
     "delta_rows",
     "figures",
     "open_export",
+    "open_quorum",
     "row_of",
     "rows_text",
     "verify_rows",
@@ -86,6 +92,26 @@ class MalformedExport(BadInput):
 
 class ExportMismatch(ProofMismatch):
     """Rows that parse but are not the view the checkpoint signs."""
+
+
+class TooFewCosigners(NotAllowed):
+    """A view checkpoint cosigned by fewer members than the policy's quorum."""
+
+
+def open_quorum(cons: Consortium, text: str) -> CosignedView:
+    """The view checkpoint `text` with its signer's signature and every member
+    cosignature verified, and at least `policy.cosign_quorum` of them (however
+    old: an export is checked long after it was made). Fails closed: raises
+    MalformedNote, BadSignature or TooFewCosigners."""
+    view = open_view(cons, text)
+    need = cons.policy.cosign_quorum
+    if len(view.cosigned_at) < need:
+        who = f" ({', '.join(sorted(view.cosigned_at))})" if view.cosigned_at else ""
+        raise TooFewCosigners(
+            f"the view checkpoint is cosigned by {len(view.cosigned_at)} member(s){who}; "
+            f"the policy needs {need}"
+        )
+    return view
 
 
 @dataclass(frozen=True)

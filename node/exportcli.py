@@ -8,9 +8,10 @@ listings of numbers are for members, docs/publication.md); the file carries
 the checkpoint, so anyone holding the pinned consortium can check it.
 
 Errors: a checkpoint signed by no member node, or with a member line that
-does not verify: MalformedNote / BadSignature (node/lookup.open_view); too
+does not verify: MalformedNote / BadSignature (ledger/verify.open_view); too
 few member cosignatures: TooFewCosigners; rows that are not the checkpoint's
-view: MalformedExport / ExportMismatch (ledger/export.py)."""
+view: MalformedExport / ExportMismatch (ledger/export.py). verify-export
+prints {"ok": false, ...} for each of them and exits 1 (not verified)."""
 
 from __future__ import annotations
 
@@ -26,57 +27,47 @@ from typing import Any
 
 from keys.consortium import Consortium
 from ledger import note
-from ledger.errors import BadInput, NotAllowed
+from ledger.errors import BadInput, LedgerError
 from ledger.export import (
     ExportMismatch,
     MalformedExport,
     Row,
+    TooFewCosigners,
     apply_delta,
     delta_rows,
     open_export,
+    open_quorum,
     row_of,
     verify_rows,
     write_export,
 )
+from ledger.verify import CosignedView
 from ledger.view import Entry
 from markex.v1 import service_pb2 as pb
-from node import client
-from node.command import UsageError, acting, pinned_consortium, show
+from node.command import (
+    Exit,
+    UsageError,
+    acting,
+    fail,
+    node_endpoints,
+    pinned_consortium,
+    show,
+)
 from node.connect import Connect, Dial, reader_id
-from node.lookup import CosignedView, open_view
 
 __all__ = [
     "Snapshot",
     "TooFewCosigners",
+    "cmd_view_export",
+    "cmd_view_verify_export",
     "export_view",
     "fetch_snapshot",
     "open_quorum",
-    "register",
     "verify_export_file",
 ]
 
 EXPORT_TIMEOUT_S = 300.0      # one ExportView call: 100k entries take seconds, not minutes
 RETRY_S = 0.5                 # between snapshots while the latest lacks its quorum
-
-
-class TooFewCosigners(NotAllowed):
-    """A view checkpoint cosigned by fewer members than the policy's quorum."""
-
-
-def open_quorum(cons: Consortium, text: str) -> CosignedView:
-    """The view checkpoint `text` with its signer's signature and every member
-    cosignature verified, and at least `policy.cosign_quorum` of them (however
-    old: an export is checked long after it was made). Fails closed: raises
-    MalformedNote, BadSignature or TooFewCosigners."""
-    view = open_view(cons, text)
-    need = cons.policy.cosign_quorum
-    if len(view.cosigned_at) < need:
-        who = f" ({', '.join(sorted(view.cosigned_at))})" if view.cosigned_at else ""
-        raise TooFewCosigners(
-            f"the view checkpoint is cosigned by {len(view.cosigned_at)} member(s){who}; "
-            f"the policy needs {need}"
-        )
-    return view
 
 
 @dataclass(frozen=True)
@@ -139,7 +130,7 @@ def export_view(stub: Any, timeout_s: float = EXPORT_TIMEOUT_S) -> tuple[str, li
     return text, entries
 
 
-# ------------------------------------------------------------------ commands
+# ------------------------------------------------------------------ export
 
 
 def cmd_view_export(args: argparse.Namespace, connect: Connect) -> int:
@@ -149,15 +140,14 @@ def cmd_view_export(args: argparse.Namespace, connect: Connect) -> int:
     if args.as_id:
         acting(args, cons)
     base = _verified_base(cons, Path(args.since)) if args.since else None
-    ep = client.resolve_node(cons, args.node)
+    ep = node_endpoints(cons, args.node)
     stub = connect("audit", Dial(d, ep, reader_id(cons, args.as_id)))
     snap = fetch_snapshot(stub, cons, ep.participant, args.wait)
-    rows: tuple[Row, ...] | list[Row] = snap.rows
-    since = None
+    rows: Iterable[Row] = snap.rows
     if base is not None:
-        since = base[0]
         with open(args.since, encoding="utf-8", newline="") as f:
             rows = list(delta_rows(open_export(f).rows, snap.rows))
+    since = None if base is None else base[0]
     if args.out is None:
         write_export(sys.stdout, args.format, snap.note, rows, since)
         return 0
@@ -173,8 +163,9 @@ def cmd_view_export(args: argparse.Namespace, connect: Connect) -> int:
         "cosigned_by": sorted(snap.view.cosigned_at),
     }
     if base is not None:
-        obj.update({"since_root": base[1].checkpoint.root.hex(), "rows": len(rows),
-                    "removed": sum(r.removed for r in rows)})
+        delta = list(rows)
+        obj.update({"since_root": base[1].checkpoint.root.hex(), "rows": len(delta),
+                    "removed": sum(r.removed for r in delta)})
     show(args, obj)
     return 0
 
@@ -204,6 +195,9 @@ def _write_atomic(
         raise
 
 
+# ------------------------------------------------------------------ verify
+
+
 def verify_export_file(
     cons: Consortium, lines: Iterable[str], base: Path | None = None
 ) -> dict[str, Any]:
@@ -227,8 +221,8 @@ def verify_export_file(
         if note.Note.parse(base_note).text != note.Note.parse(exp.since_note).text:
             raise ExportMismatch(f"{base} is not the export this delta is since")
         with open(base, encoding="utf-8", newline="") as f:
-            merged = apply_delta(open_export(f).rows, exp.rows, cp.signed_at_ms)
-            summary = verify_rows(cp, merged)
+            summary = verify_rows(cp, apply_delta(open_export(f).rows, exp.rows,
+                                                  cp.signed_at_ms))
         out["since_root"] = base_view.checkpoint.root.hex()
     return {
         "ok": True,
@@ -243,46 +237,14 @@ def verify_export_file(
 
 
 def cmd_view_verify_export(args: argparse.Namespace, _connect: Connect) -> int:
-    from ledger.errors import LedgerError
-
     _, cons = pinned_consortium(args)
     base = Path(args.base) if args.base else None
     with open(args.file, encoding="utf-8", newline="") as f:
         try:
             obj = verify_export_file(cons, f, base)
         except (LedgerError, UnicodeDecodeError) as e:
-            obj = {"ok": False, "entries": None, "root": None,
-                   "error": f"{type(e).__name__}: {e}"}
+            why = f"{type(e).__name__}: {e}"
+            show(args, {"ok": False, "entries": None, "root": None, "error": why})
+            return fail(args.json, Exit.NOT_VERIFIED, f"not verified: {why}")
     show(args, obj)
-    if not obj["ok"]:
-        print(f"markex: not ok: {obj['error']}", file=sys.stderr)
-        return 1
     return 0
-
-
-def register(view_sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add `export` and `verify-export` under `markex view`."""
-    ex = view_sub.add_parser(
-        "export", parents=[common], help="every entry at one cosigned view checkpoint"
-    )
-    ex.add_argument("--format", choices=("csv", "jsonl"), required=True)
-    ex.add_argument("--out", help="the file to write (default: standard output)")
-    ex.add_argument(
-        "--since",
-        metavar="FILE",
-        help="an earlier whole export (its checkpoint and rows): write only the delta since it",
-    )
-    ex.add_argument(
-        "--wait",
-        type=float,
-        default=30.0,
-        help="seconds to wait for a checkpoint with the cosignature quorum (default 30)",
-    )
-    ex.set_defaults(fn=cmd_view_export)
-    ve = view_sub.add_parser(
-        "verify-export", parents=[common],
-        help="recompute the view root from an export's rows and check its checkpoint",
-    )
-    ve.add_argument("file")
-    ve.add_argument("--base", metavar="FILE", help="for a delta: the whole export it is since")
-    ve.set_defaults(fn=cmd_view_verify_export)

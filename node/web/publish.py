@@ -42,9 +42,10 @@ from flask import Blueprint, Response, abort, current_app, jsonify, render_templ
 from keys.consortium import Consortium
 from ledger import export as X
 from ledger.errors import LedgerError
+from ledger.export import open_quorum
 from ledger.view import Entry
 from markex.v1 import service_pb2 as pb
-from node.exportcli import Snapshot, fetch_snapshot, open_quorum
+from node.exportcli import Snapshot, fetch_snapshot
 
 __all__ = ["CHARTS", "bp"]
 
