@@ -218,3 +218,18 @@ def test_no_export_is_503(net: Any, audit: Any) -> None:
     c = _app(net, audit=audit).test_client()
     for path in ("/api/v1/stats", "/stats", "/export/latest.csv", "/stats/charts/risk.svg"):
         assert c.get(path).status_code == 503, path
+
+
+def test_the_app_may_keep_its_context_as_an_object(net: Any) -> None:
+    """node/web/app.py's WebContext: `consortium`, `monotonic` and a `reader`
+    holding `public`, `audit` and `node_id`: the blueprint reads that shape too."""
+    from types import SimpleNamespace
+
+    app = Flask("test-publish-object")
+    reader = SimpleNamespace(node_id="carrier-1", public=net.public("carrier-1"),
+                             audit=net.audit("carrier-1", "carrier-1"))
+    app.extensions["markex"] = SimpleNamespace(consortium=net.consortium, reader=reader,
+                                               monotonic=time.monotonic)
+    app.register_blueprint(publish.bp)
+    r = app.test_client().get("/api/v1/stats")
+    assert r.status_code == 200 and r.get_json()["checkpoint"]["signed_by"] == "carrier-1"
