@@ -134,7 +134,8 @@ def _publication() -> Publication:
                                   monotonic=src.monotonic, timeout_s=EXPORT_TIMEOUT_S)
         except (grpc.RpcError, LedgerError) as e:
             if cur is not None:
-                return cur       # the last verified export stays the latest one
+                cur.fetched_at = now   # the last verified export stays the latest; ask later
+                return cur
             why = e.details() if isinstance(e, grpc.RpcError) else f"{type(e).__name__}: {e}"
             abort(503, description=f"the node gives no verified export now: {why}")
         at = snap.view.checkpoint.signed_at_ms
