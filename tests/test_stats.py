@@ -74,9 +74,12 @@ class CountingAudit:
     def __init__(self, stub: Any) -> None:
         self.stub = stub
         self.exports = 0
+        self.down = False       # True: the call goes to a port where no node listens
 
     def ExportView(self, *a: Any, **kw: Any) -> Any:  # noqa: N802
         self.exports += 1
+        if self.down:
+            return _Down().ExportView(*a, **kw)
         return self.stub.ExportView(*a, **kw)
 
 
@@ -233,3 +236,16 @@ def test_the_app_may_keep_its_context_as_an_object(net: Any) -> None:
     app.register_blueprint(publish.bp)
     r = app.test_client().get("/api/v1/stats")
     assert r.status_code == 200 and r.get_json()["checkpoint"]["signed_by"] == "carrier-1"
+
+
+def test_the_last_verified_export_stays_while_the_node_gives_none(net: Any) -> None:
+    app = _app(net, refresh_s=0)
+    audit = app.extensions["markex"]["audit"]
+    c = app.test_client()
+    first = c.get("/api/v1/stats").get_json()
+    audit.down = True
+    _json(["mark", "--as", "carrier-1", "13812350006", "delivery"], net)   # the view moves
+    again = c.get("/api/v1/stats")
+    assert again.status_code == 200 and audit.exports == 2     # asked, refused, kept the last
+    assert again.get_json()["checkpoint"] == first["checkpoint"]
+    assert c.get("/export/latest.jsonl").status_code == 200
