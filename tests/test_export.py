@@ -450,6 +450,9 @@ def test_a_delta_verifies_with_its_base(tmp_path: Path, fmt: str) -> None:
         verify_export_file(new.cons, f)
     with base.open(encoding="utf-8", newline="") as f, pytest.raises(UsageError, match="whole"):
         verify_export_file(new.cons, f, base)
+    with dpath.open(encoding="utf-8", newline="") as f, pytest.raises(UsageError,
+                                                                     match="is a delta"):
+        verify_export_file(new.cons, f, dpath)      # a delta is no base
 
 
 def test_a_delta_that_does_not_lead_to_the_view_is_refused(tmp_path: Path) -> None:
