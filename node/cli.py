@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "node.recordcli": ("cmd_log_inclusion", "cmd_log_consistency", "cmd_record_get",
                            "cmd_node_wait"),
         "node.lookupcli": ("cmd_lookup",),
+        "node.exportcli": ("cmd_view_export", "cmd_view_verify_export"),
         "node.auditcli": ("cmd_audit", "cmd_verify_evidence"),
         "node.ceremony": ("cmd_keys_generate", "cmd_consortium_keygen",
                           "cmd_consortium_add_member", "cmd_consortium_sign", "cmd_ca_init",
@@ -248,6 +249,27 @@ def build_parser() -> argparse.ArgumentParser:
     _cmd(vw, "checkpoint", lazy("cmd_view_checkpoint"), "the node's latest signed view checkpoint",
          "markex view checkpoint --node carrier-1", "consortium as node json pin",
          as_help=PINNER)
+    vx = _cmd(vw, "export", lazy("cmd_view_export"),
+              "every entry at one cosigned view checkpoint, as CSV or JSONL rows that "
+              "carry the checkpoint (docs/export.md)",
+              "markex view export --node carrier-1 --format csv --out view.csv", READ,
+              as_help=READER)
+    vx.add_argument("--format", choices=("csv", "jsonl"), required=True,
+                    help="csv (the checkpoint in a comment line) or jsonl (in the first line)")
+    vx.add_argument("--out", metavar="FILE",
+                    help="the file to write, whole or not at all (default: standard output)")
+    vx.add_argument("--since", metavar="FILE",
+                    help="an earlier whole export: write only the delta since it")
+    vx.add_argument("--wait", type=_seconds, default=30.0, metavar="SECONDS",
+                    help="how long to wait for a checkpoint with the cosignature quorum, "
+                         "0..3600 (default 30)")
+    vv = _cmd(vw, "verify-export", lazy("cmd_view_verify_export"),
+              "recompute the view root from an export's rows alone and check its "
+              "checkpoint's signature and cosignature quorum",
+              "markex view verify-export view.csv", "consortium as json pin", as_help=PINNER)
+    vv.add_argument("file", metavar="FILE", help="the export (CSV or JSONL)")
+    vv.add_argument("--base", metavar="FILE",
+                    help="for a delta: the whole export it is since")
 
     lg = _group(sub, "log", "the node's Merkle log")
     _cmd(lg, "checkpoint", lazy("cmd_log_checkpoint"),

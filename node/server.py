@@ -144,7 +144,7 @@ class Node:
         self.links: dict[str, PeerLink] = {}
         self.exchange = ExchangeService(self.core, self.witness, self.view, self.refuses)
         self.admin = AdminService(self.core, self.gate)
-        self.audit = AuditService(ledger, forks=(self.witness, self.view))
+        self.audit = AuditService(ledger, forks=(self.witness, self.view), view=self.view)
         self.public_service = PublicService(
             ledger, self.logs, self.view, self.public_gate, self.public_limits
         )

@@ -52,6 +52,7 @@ from node.witness import Witness
 log = logging.getLogger("markex.rpc")
 
 MAX_ENTRIES_PER_CALL = 1000
+EXPORT_PAGE_BYTES = 1 << 20  # entry bytes per ExportView page (gRPC's limit is 4 MiB)
 EVIDENCE_PAGE = 100  # evidence items per GetEvidence page, the default and the most
 FIND_LIMIT = 16  # ids per FindRecords answer
 PULL_BATCH = 500
@@ -210,10 +211,13 @@ class AuditService(rpc.AuditServicer):
     never for anonymous callers (docs/publication.md). `forks`: the keepers
     of fork evidence, served after the ledger's equivocations."""
 
-    def __init__(self, ledger: NodeLedger, forks: Sequence[ForkSource]) -> None:
+    def __init__(
+        self, ledger: NodeLedger, forks: Sequence[ForkSource], view: ViewKeeper | None = None
+    ) -> None:
         self.ledger = ledger
         self.consortium = ledger.consortium
         self.forks = tuple(forks)
+        self.view = view  # ExportView's source; None: the call is not served
 
     def _reader(self, context: grpc.ServicerContext) -> str:
         pid = caller_id(context)
@@ -273,6 +277,24 @@ class AuditService(rpc.AuditServicer):
         page_forks = forks[max(0, start - len(eq)) : max(0, end - len(eq))]
         more = end < len(eq) + len(forks)
         return pb.Evidence(equivocations=page_eq, forks=page_forks, next_start=end if more else 0)
+
+    @stream_edge
+    def ExportView(self, request, context):  # noqa: N802
+        """Every entry at one view checkpoint, in pages of at most EXPORT_PAGE_BYTES."""
+        self._reader(context)
+        if self.view is None:
+            raise NotFound("this node serves no view export")
+        text, entries = self.view.snapshot()
+        page: list[bytes] = []
+        size = 0
+        first = True
+        for raw in entries:
+            if page and size + len(raw) > EXPORT_PAGE_BYTES:
+                yield pb.ViewExportPage(view_checkpoint=text if first else "", entries=page)
+                first, page, size = False, [], 0
+            page.append(raw)
+            size += len(raw)
+        yield pb.ViewExportPage(view_checkpoint=text if first else "", entries=page)
 
 
 # ------------------------------------------------------------------ exchange

@@ -32,6 +32,7 @@ from ledger.errors import (
     LedgerError,
     NotAllowed,
     OutOfOrder,
+    StorageFailure,
     TooLarge,
 )
 from ledger.names import view_origin, witness_name
@@ -234,6 +235,27 @@ class ViewKeeper:
         out.results.extend(answers)
         return out
 
+    def snapshot(self) -> tuple[str, list[bytes]]:
+        """The signed view checkpoint and every entry's bytes (in number
+        order) of one version of the view, read as `_read` reads: outside the
+        lock while no change begins, under it after READ_TRIES collisions."""
+        for _ in range(READ_TRIES):
+            with self._lock:
+                version, view = self._version, self.view
+                text = self.checkpoint_note() or ""
+            assert view is not None
+            try:
+                entries = _all_entries(view)
+            except Exception:
+                if self._version == version:
+                    raise  # not a read torn by a change: a real error
+                continue
+            if self._version == version:
+                return text, entries
+        with self._lock:
+            assert self.view is not None
+            return self.checkpoint_note() or "", _all_entries(self.view)
+
     # ------------------------------------------------------------ cosigning
     def cosign(self, peer: str, text: str) -> str:
         """Cosign `peer`'s view checkpoint when it is signed by `peer`, was
@@ -350,6 +372,19 @@ def _in_format(stored: bytes, cons: Consortium) -> bytes:
         return json.dumps(read_evidence(stored, cons)).encode()
     except LedgerError:
         return stored
+
+
+def _all_entries(view: V.NationalView, chunk: int = 1000) -> list[bytes]:
+    """Every entry's bytes in number order, read `chunk` numbers per multi-get."""
+    out: list[bytes] = []
+    numbers = list(view.numbers())
+    for i in range(0, len(numbers), chunk):
+        for n, raw in zip(numbers[i : i + chunk], view.entries_bytes(numbers[i : i + chunk]),
+                          strict=True):
+            if raw is None:
+                raise StorageFailure(f"the view lists {n} but holds no entry for it")
+            out.append(raw)
+    return out
 
 
 def _same_view(a: V.ViewCheckpoint, b: V.ViewCheckpoint) -> bool:

@@ -1218,7 +1218,7 @@ def test_view_keeper_writes_view_fork_evidence_the_auditor_reports(
         )
         with pytest.raises(CheckpointFork):
             node.view.cosign("internet-1", forged)
-        kept = [json.loads(f) for f in node.fork_evidence()]
+        kept = [json.loads(f) for f in node.view.forks()]
         assert [(e["kind"], e["witness"], e["peer"]) for e in kept] == [
             ("view-fork", NODE, "internet-1")
         ]

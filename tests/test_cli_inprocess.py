@@ -528,7 +528,7 @@ def test_tls_connect_closes_what_it_opened(folder: tuple[Path, Consortium]) -> N
 
 NODE = Path(__file__).resolve().parent.parent / "node"
 COMMAND_MODULES = ("node.cli", "node.auditcli", "node.demo", "node.ceremony", "node.issuecli",
-                   "node.readcli", "node.recordcli", "node.lookupcli")
+                   "node.readcli", "node.recordcli", "node.lookupcli", "node.exportcli")
 
 
 def _imports(module: str) -> set[str]:

@@ -1,4 +1,4 @@
-"""The store-backed national view (ledger/view.py with a Store): the same
+"""The store-backed national view (ledger/view/ with a Store): the same
 entries, bytes, proofs and root as the in-memory view for the same records;
 its state survives a reopen; catch_up heals a view that a crash left behind
 the ledger; memory stays flat as the view grows."""

@@ -245,6 +245,18 @@ class FoundRecords(_message.Message):
     ids: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, ids: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
+class ExportViewRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ViewExportPage(_message.Message):
+    __slots__ = ("view_checkpoint", "entries")
+    VIEW_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    view_checkpoint: str
+    entries: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, view_checkpoint: _Optional[str] = ..., entries: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class CorrectionRequest(_message.Message):
     __slots__ = ("targets", "action", "category", "reason", "appeal_id", "outcome", "wait_for_target")
     TARGETS_FIELD_NUMBER: _ClassVar[int]

@@ -731,6 +731,11 @@ class AuditStub:
                 request_serializer=markex_dot_v1_dot_service__pb2.FindRecordsRequest.SerializeToString,
                 response_deserializer=markex_dot_v1_dot_service__pb2.FoundRecords.FromString,
                 _registered_method=True)
+        self.ExportView = channel.unary_stream(
+                '/markex.v1.Audit/ExportView',
+                request_serializer=markex_dot_v1_dot_service__pb2.ExportViewRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.ViewExportPage.FromString,
+                _registered_method=True)
 
 
 class AuditServicer:
@@ -765,6 +770,13 @@ class AuditServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportView(self, request, context):
+        """Every entry of the national view at one signed view checkpoint (docs/export.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -787,6 +799,11 @@ def add_AuditServicer_to_server(servicer, server):
                     servicer.FindRecords,
                     request_deserializer=markex_dot_v1_dot_service__pb2.FindRecordsRequest.FromString,
                     response_serializer=markex_dot_v1_dot_service__pb2.FoundRecords.SerializeToString,
+            ),
+            'ExportView': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportView,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.ExportViewRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.ViewExportPage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -899,6 +916,33 @@ class Audit:
             '/markex.v1.Audit/FindRecords',
             markex_dot_v1_dot_service__pb2.FindRecordsRequest.SerializeToString,
             markex_dot_v1_dot_service__pb2.FoundRecords.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportView(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/markex.v1.Audit/ExportView',
+            markex_dot_v1_dot_service__pb2.ExportViewRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.ViewExportPage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,251 @@
+"""The statistics of one export (ledger/export.py `figures`) against a view
+worked out by hand, and the publishing blueprint (node/web/publish.py) on a
+bare Flask app reading real nodes in this process: its pages' status,
+content type and JSON keys, the downloads verifying as `markex view
+verify-export` verifies, one export per view, and 503 when there is none."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from typing import Any
+
+import grpc
+import pytest
+from flask import Flask
+
+from keys.layout import NodeConfig
+from ledger import export as X
+from ledger import view as V
+from ledger.numbers import normalize
+from markex.v1 import service_pb2 as pb
+from node.cli import main
+from node.client import INSTITUTE_KEY_ENV
+from node.exportcli import verify_export_file
+from node.web import publish
+from tests.exportbook import FIGURES, H, small_view
+from tests.test_export import InProcessNet
+
+pytestmark = pytest.mark.timeout(240)
+
+
+# ------------------------------------------------------------------ figures (pure)
+
+
+def test_figures_of_a_small_view_are_the_hand_computed_ones() -> None:
+    sv = small_view()
+    at = V.parse_view_checkpoint(sv.note.split("\n\n")[0] + "\n").signed_at_ms
+    assert X.figures(sv.entries, at) == FIGURES
+    # Just before the first decision (and N4's appeal): two appeals pending, no decision times.
+    early = X.figures(sv.entries, at - 8 * H - 1)
+    assert early["appeals"] == {"pending": 2, "decided": 0, "upheld": 0, "rejected": 0,
+                                "withdrawn": 0}
+    assert early["decision_ms"] == {"count": 0, "median": None, "p90": None}
+    # N2's mark still counts then: its appeal was not upheld yet.
+    assert early["by_category"] == {"fraud": 3, "harassment": 1, "marketing": 1}
+
+
+def test_figures_of_nothing_and_percentiles() -> None:
+    empty = X.figures([], 0)
+    assert empty["entries"] == 0 and empty["by_risk"] == {"none": 0, "medium": 0, "high": 0}
+    assert empty["decision_ms"]["median"] is None
+    # nearest rank: the smallest value with at least p % at or below it
+    vals = [5, 1, 4, 2, 3, 10, 9, 8, 7, 6]
+    assert X._nearest_rank(vals, 50) == 5 and X._nearest_rank(vals, 90) == 9
+    assert X._nearest_rank([7], 90) == 7
+
+
+def test_statuses_are_the_views() -> None:
+    assert set(X.APPEAL_STATUSES) == set(V.APPEAL_STATUSES)
+    assert set(X.RISKS) == {V.RISK_NONE, V.RISK_MEDIUM, V.RISK_HIGH}
+
+
+# ------------------------------------------------------------------ the blueprint
+
+
+N = [normalize(n) for n in ("13812350001", "13812350002", "13812350003", "13812350004")]
+
+
+class CountingAudit:
+    """The real Audit stub, counting ExportView calls."""
+
+    def __init__(self, stub: Any) -> None:
+        self.stub = stub
+        self.exports = 0
+        self.down = False       # True: the call goes to a port where no node listens
+
+    def ExportView(self, *a: Any, **kw: Any) -> Any:  # noqa: N802
+        self.exports += 1
+        if self.down:
+            return _Down().ExportView(*a, **kw)
+        return self.stub.ExportView(*a, **kw)
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """N0 fraud by carrier-1 and internet-1; N1 fraud by carrier-1; N2
+    marketing by carrier-1, appealed by internet-1 and rejected; N3
+    harassment by internet-1, appealed by carrier-1, pending."""
+    n = InProcessNet(tmp_path_factory.mktemp("stats") / "c", carriers=1, internet=1,
+                     sync_interval=0.2)
+    n.start_all()
+    with pytest.MonkeyPatch.context() as mp:
+        key = NodeConfig.for_participant(n.dir, "institute").institute_key
+        mp.setenv(INSTITUTE_KEY_ENV, base64.b64encode(key).decode())
+        try:
+            ids = {}
+            for label, who, num, cat in [("c0", "carrier-1", N[0], "fraud"),
+                                         ("i0", "internet-1", N[0], "fraud"),
+                                         ("c1", "carrier-1", N[1], "fraud"),
+                                         ("c2", "carrier-1", N[2], "marketing"),
+                                         ("i3", "internet-1", N[3], "harassment")]:
+                ids[label] = _json(["mark", "--as", who, num, cat], n)["id"]
+            n.wait_converged(timeout=30)
+            a2 = _json(["correct", "--as", "internet-1", ids["c2"], "--withdraw"], n)["id"]
+            _json(["correct", "--as", "carrier-1", ids["i3"], "--withdraw"], n)
+            n.wait_converged(timeout=30)
+            time.sleep(0.01)
+            _json(["decide", "--as", "institute", a2, "--reject"], n)
+            n.wait_converged(timeout=30)
+            yield n
+        finally:
+            n.stop_all()
+
+
+def _json(argv: list[str], net: Any) -> dict[str, Any]:
+    out = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stdout(out):
+        assert main([*argv, "--consortium", str(net.dir), "--json"]) == 0
+    return json.loads(out.getvalue())  # type: ignore[no-any-return]
+
+
+def _app(net: Any, audit: Any | None = "real", refresh_s: float = 60) -> Flask:
+    app = Flask("test-publish")
+    app.config["MARKEX_EXPORT_REFRESH_S"] = refresh_s
+    app.extensions["markex"] = {
+        "consortium": net.consortium,
+        "public": net.public("carrier-1"),
+        "audit": CountingAudit(net.audit("carrier-1", "carrier-1")) if audit == "real" else audit,
+        "node": "carrier-1",
+    }
+    app.register_blueprint(publish.bp)
+    return app
+
+
+def test_api_stats_gives_the_figures_of_the_nodes_view(net: Any) -> None:
+    app = _app(net)
+    r = app.test_client().get("/api/v1/stats")
+    assert r.status_code == 200 and r.mimetype == "application/json"
+    body = r.get_json()
+    assert set(body) == {"entries", "by_category", "by_risk", "marks_by_participant",
+                         "appeals", "decision_ms", "checkpoint", "export"}
+    assert body["entries"] == 4
+    assert body["by_category"] == {"fraud": 2, "harassment": 1, "marketing": 1}
+    assert body["by_risk"] == {"none": 0, "medium": 3, "high": 1}
+    assert body["marks_by_participant"] == {"carrier-1": 3, "internet-1": 2}
+    assert body["appeals"] == {"pending": 1, "decided": 1, "upheld": 0, "rejected": 1,
+                               "withdrawn": 0}
+    d = body["decision_ms"]
+    assert d["count"] == 1 and d["median"] == d["p90"] and d["median"] > 0
+    cp = body["checkpoint"]
+    node_cp = net.public("carrier-1").GetViewCheckpoint(pb.GetViewCheckpointRequest()).note
+    assert cp["root"] == V.parse_view_checkpoint(node_cp.split("\n\n")[0] + "\n").root.hex()
+    assert cp["signed_by"] == "carrier-1" and len(cp["cosigned_by"]) >= cp["quorum"] == 2
+    assert body["export"] == {"csv": "/export/latest.csv", "jsonl": "/export/latest.jsonl"}
+
+
+def test_stats_page_and_charts(net: Any) -> None:
+    c = _app(net).test_client()
+    r = c.get("/stats")
+    assert r.status_code == 200 and r.mimetype == "text/html"
+    page = r.get_data(as_text=True)
+    assert "诈骗 fraud" in page and "广告推销 marketing" in page and "中风险 medium" in page
+    assert "<script" not in page
+    for name in publish.CHARTS:
+        assert f'src="/stats/charts/{name}.svg?v=' in page
+        svg = c.get(f"/stats/charts/{name}.svg")
+        assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
+        text = svg.get_data(as_text=True)
+        assert "<svg" in text and "<script" not in text
+        assert svg.get_data() == c.get(f"/stats/charts/{name}.svg").get_data()
+    assert "carrier-1" in c.get("/stats/charts/participants.svg").get_data(as_text=True)
+    assert c.get("/stats/charts/nope.svg").status_code == 404
+
+
+@pytest.mark.parametrize("fmt,mimetype", [("csv", "text/csv"), ("jsonl", "application/jsonl")])
+def test_latest_export_downloads_and_verifies(net: Any, fmt: str, mimetype: str) -> None:
+    app = _app(net)
+    c = app.test_client()
+    r = c.get(f"/export/latest.{fmt}")
+    assert r.status_code == 200 and r.mimetype == mimetype
+    assert r.headers["Content-Disposition"].startswith("attachment; filename=\"markex-view-")
+    obj = verify_export_file(net.consortium, io.StringIO(r.get_data(as_text=True), newline=""))
+    assert obj["ok"] and obj["entries"] == 4 and obj["signed_by"] == "carrier-1"
+    assert obj["root"] == c.get("/api/v1/stats").get_json()["checkpoint"]["root"]
+    assert c.get("/export/latest.xml").status_code == 404
+
+
+def test_one_export_per_view(net: Any) -> None:
+    app = _app(net, refresh_s=0)
+    audit = app.extensions["markex"]["audit"]
+    c = app.test_client()
+    first = c.get("/api/v1/stats").get_json()
+    c.get("/export/latest.csv")
+    c.get("/stats")
+    assert audit.exports == 1            # the view did not move: one export serves all three
+    _json(["mark", "--as", "carrier-1", "13812350005", "taxi"], net)
+    net.wait_converged(timeout=30)
+    deadline = time.monotonic() + 30
+    while (now := c.get("/api/v1/stats").get_json())["entries"] == first["entries"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert now["entries"] == 5 and now["by_category"]["taxi"] == 1
+    assert now["checkpoint"]["root"] != first["checkpoint"]["root"]
+    assert audit.exports >= 2
+
+
+class _Down:
+    def ExportView(self, *a: Any, **kw: Any) -> Any:  # noqa: N802
+        ch = grpc.insecure_channel("127.0.0.1:1")
+        from markex.v1 import service_pb2_grpc as rpc
+
+        return rpc.AuditStub(ch).ExportView(*a, **{**kw, "timeout": 1})
+
+
+@pytest.mark.parametrize("audit", [None, _Down()], ids=["no member credential", "node down"])
+def test_no_export_is_503(net: Any, audit: Any) -> None:
+    c = _app(net, audit=audit).test_client()
+    for path in ("/api/v1/stats", "/stats", "/export/latest.csv", "/stats/charts/risk.svg"):
+        assert c.get(path).status_code == 503, path
+
+
+def test_the_app_may_keep_its_context_as_an_object(net: Any) -> None:
+    """node/web/app.py's WebContext: `consortium`, `monotonic` and a `reader`
+    holding `public`, `audit` and `node_id`: the blueprint reads that shape too."""
+    from types import SimpleNamespace
+
+    app = Flask("test-publish-object")
+    reader = SimpleNamespace(node_id="carrier-1", public=net.public("carrier-1"),
+                             audit=net.audit("carrier-1", "carrier-1"))
+    app.extensions["markex"] = SimpleNamespace(consortium=net.consortium, reader=reader,
+                                               monotonic=time.monotonic)
+    app.register_blueprint(publish.bp)
+    r = app.test_client().get("/api/v1/stats")
+    assert r.status_code == 200 and r.get_json()["checkpoint"]["signed_by"] == "carrier-1"
+
+
+def test_the_last_verified_export_stays_while_the_node_gives_none(net: Any) -> None:
+    app = _app(net, refresh_s=0)
+    audit = app.extensions["markex"]["audit"]
+    c = app.test_client()
+    first = c.get("/api/v1/stats").get_json()
+    audit.down = True
+    _json(["mark", "--as", "carrier-1", "13812350006", "delivery"], net)   # the view moves
+    again = c.get("/api/v1/stats")
+    assert again.status_code == 200 and audit.exports == 2     # asked, refused, kept the last
+    assert again.get_json()["checkpoint"] == first["checkpoint"]
+    assert c.get("/export/latest.jsonl").status_code == 200
