@@ -99,6 +99,7 @@ class WebServer:
 
 def cmd_web(args: argparse.Namespace, connect: Connect) -> int:
     from node.web.app import create_app
+    from node.web.publish import bp as publish  # /stats, /api/v1/stats, /export/latest.*
 
     directory, cons = pinned_consortium(args)
     as_id = acting(args, cons)
@@ -106,7 +107,9 @@ def cmd_web(args: argparse.Namespace, connect: Connect) -> int:
     if args.lookups_per_minute < 0 or args.burst < 1:
         raise UsageError("--lookups-per-minute is >= 0 and --burst >= 1")
     reader = node_reader(directory, cons, as_id, args.node or as_id, connect)
-    app = create_app(cons, reader, rate=RateLimit(args.lookups_per_minute, args.burst))
+    app = create_app(
+        cons, reader, rate=RateLimit(args.lookups_per_minute, args.burst), blueprints=[publish]
+    )
     try:
         server = WebServer(app, host, port)
     except OSError as e:  # taken, or not an address of this machine

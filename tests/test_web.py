@@ -456,6 +456,9 @@ def test_markex_web_command_serves_the_pages(web_net: WebNet) -> None:
         assert f"http://127.0.0.1:{port}/" in line
         status, _, body = _get(f"http://127.0.0.1:{port}/numbers/{MARKED}")
         assert status == 200 and 'data-participant="internet-1"' in body.decode()
+        # the publishing pages (node/web/publish.py) are served beside the number pages
+        status, headers, body = _get(f"http://127.0.0.1:{port}/api/v1/stats")
+        assert status == 200 and headers["X-Frame-Options"] == "DENY", body[:300]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
