@@ -40,6 +40,7 @@ from ledger.record import Record
 from ledger.store import u64
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
+from node.logs import event
 
 if TYPE_CHECKING:
     from ledger.log import NodeLedger
@@ -174,6 +175,20 @@ class ViewKeeper:
                 prev, cosigs = self._prev
                 return note.add_signature_lines(prev, sorted(cosigs.values()))
             return note.add_signature_lines(current, sorted(self._cosigs.values()))
+
+    def lag_records(self) -> int:
+        """Records the log holds, up to each feed's counted seq, that the
+        view has not applied yet (0 when it is up to date)."""
+        with self._lock:
+            vector = {} if self.view is None else self.view.vector
+        feeds = self.ledger.feeds()
+        return sum(max(0, st.counted_seq - vector.get(i, 0)) for i, st in feeds.items())
+
+    def signed_at_ms(self) -> int | None:
+        """When the view checkpoint served now was signed (ms), None before the first."""
+        with self._lock:
+            self._current_note()
+            return None if self._cp is None else self._cp.signed_at_ms
 
     @staticmethod
     def check_batch(numbers: list[str]) -> None:
@@ -332,6 +347,7 @@ class ViewKeeper:
                                     "error": f"{type(e).__name__}: {e}"[:300]}))
             return
         self.store.put("witness", prefix + u64(self.clock()), json.dumps(ev).encode())
+        event(log, logging.ERROR, "fork", kind="view-fork", issuer=peer)
 
     def forks(self) -> list[bytes]:
         """Every view-fork proof kept, one per peer (GetEvidence serves them)."""
