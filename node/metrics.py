@@ -7,7 +7,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 
 
 class NodeMetrics:
@@ -17,6 +24,9 @@ class NodeMetrics:
 
     def __init__(self, participants: Iterable[str] = ()) -> None:
         self.participants = frozenset(participants)
+        # No `*_created` series: each would be one more metric per family, saying only
+        # when the process started (docs/operations.md lists what is exported).
+        disable_created_metrics()
         self.registry = CollectorRegistry()
         r = self.registry
         self.records = Counter("markex_records_total", "Records by outcome", ["status"], registry=r)
