@@ -34,9 +34,11 @@ def parse_level(name: str) -> int:
 
 
 def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
-    """Log event `name` with `fields` (JSON values) at `level`."""
+    """Log event `name` with `fields` (JSON values) at `level`; the message
+    itself is the line's JSON too, for handlers other than JsonFormatter."""
     if logger.isEnabledFor(level):
-        logger.log(level, name, extra={_EVENT: name, _FIELDS: fields})
+        text = json.dumps({"event": name, **fields}, ensure_ascii=False, default=str)
+        logger.log(level, "%s", text, extra={_EVENT: name, _FIELDS: fields})
 
 
 class JsonFormatter(logging.Formatter):
