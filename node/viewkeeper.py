@@ -324,8 +324,7 @@ class ViewKeeper:
                 raise ClockSkew(f"cosignature time is {off // 1000:,} s off this node's clock")
         except LedgerError as e:
             why = f"{type(e).__name__}: {e}"
-            log.warning(json.dumps({"event": "view-cosignature-refused", "peer": peer.id,
-                                    "error": why[:300]}))
+            event(log, logging.WARNING, "view-cosignature-refused", peer=peer.id, error=why[:300])
             return why
         return None
 
@@ -343,8 +342,8 @@ class ViewKeeper:
         try:
             ev = view_fork_evidence(self.consortium, self.participant_id, ours, peer, text)
         except LedgerError as e:  # e.g. a note whose origin is not its key's: proves nothing
-            log.warning(json.dumps({"event": "view-fork-unproven", "peer": peer,
-                                    "error": f"{type(e).__name__}: {e}"[:300]}))
+            event(log, logging.WARNING, "view-fork-unproven", peer=peer,
+                  error=f"{type(e).__name__}: {e}"[:300])
             return
         self.store.put("witness", prefix + u64(self.clock()), json.dumps(ev).encode())
         event(log, logging.ERROR, "fork", kind="view-fork", issuer=peer)

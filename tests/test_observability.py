@@ -183,6 +183,25 @@ def test_a_peer_stopped_then_started_is_one_lost_and_one_connected_line(
         assert TIME.fullmatch(obj["time"]) and obj["level"] and obj["event"], line
 
 
+def test_catch_up_says_how_many_records_from_which_peer(tmp_path: Path, logged: Lines) -> None:
+    """On main a node caught up in silence."""
+    d, _ = _consortium(tmp_path)
+    node = _node(d, "carrier-1")
+    try:
+        for i in range(5):
+            node.core.issue(Mark(f"+861380000002{i}", "fraud", 70))
+        inst = _node(d, "institute")  # starts without them: pulls them from carrier-1
+        try:
+            _wait(lambda: inst.core.ledger.size == 5, "the institute caught up")
+        finally:
+            inst.stop()
+    finally:
+        node.stop()
+    lines = logged.events("catch-up", peer="carrier-1")
+    assert lines and sum(o["records"] for o in lines) == 5
+    assert all(o["level"] == "info" for o in lines)
+
+
 def test_records_refused_are_counted_in_the_interval_line(
     tmp_path: Path, logged: Lines
 ) -> None:
