@@ -355,6 +355,24 @@ def test_metrics_port_is_fixed_per_node(tmp_path: Path) -> None:
                         now=datetime.now(UTC))
 
 
+def test_node_configure_keeps_the_metrics_port_and_the_log_level(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On main `node configure` put the metrics back on a random port."""
+    from node.cli import main
+
+    d, _ = _consortium(tmp_path)
+    toml = d / "carrier-1" / "node.toml"
+    toml.write_text(toml.read_text().replace('log_level = "info"', 'log_level = "error"'))
+    before = NodeConfig.for_participant(d, "carrier-1")
+    assert main(["node", "configure", "--consortium", str(d), "--as", "carrier-1",
+                 "--pin", str(d / "config" / "config.pub"), "--new-feed"]) == 0
+    capsys.readouterr()
+    after = NodeConfig.for_participant(d, "carrier-1")
+    assert (after.metrics_listen, after.log_level) == (before.metrics_listen, "error")
+    assert after.metrics_listen != "127.0.0.1:0"
+
+
 def test_the_node_exports_exactly_the_documented_metrics(tmp_path: Path) -> None:
     """Each metric docs/operations.md lists is served, with its type and
     labels, and the node serves no markex_ metric the page does not list."""
