@@ -373,18 +373,21 @@ def test_node_configure_keeps_the_metrics_port_and_the_log_level(
     assert after.metrics_listen != "127.0.0.1:0"
 
 
-def test_the_node_exports_exactly_the_documented_metrics(tmp_path: Path) -> None:
+def test_the_node_exports_exactly_the_documented_metrics(tmp_path: Path, logged: Lines) -> None:
     """Each metric docs/operations.md lists is served, with its type and
-    labels, and the node serves no markex_ metric the page does not list."""
+    labels, and the node serves no markex_ metric the page does not list;
+    the cosigned checkpoints are one log line per interval."""
     doc = _documented()
     assert len(doc) >= 12
     d, _ = _consortium(tmp_path)
     inst = _node(d, "institute")
-    node = _node(d, "carrier-1")
+    node = _node(d, "carrier-1", log_interval=0.3)
     try:
         for i in range(3):
             node.core.issue(Mark(f"+861380000000{i}", "fraud", 70))
         _wait(lambda: node.logs.cosignatures() >= 1, "a cosigned checkpoint")
+        _wait(lambda: logged.events("checkpoint-cosigned", size=3, by=["institute"]),
+              "the cosigned line")
         _wait(lambda: _value(_scrape(node.metrics.port), "markex_peer_up", peer="institute"),
               "the peer up")
         assert node.metrics.port == int(node.cfg.metrics_listen.rsplit(":", 1)[1])
@@ -401,6 +404,9 @@ def test_the_node_exports_exactly_the_documented_metrics(tmp_path: Path) -> None
         for s in fam.samples:  # type: ignore[attr-defined]
             assert set(s.labels) - {"le"} == want, (name, s)
     assert _value(fams, "markex_log_size") == 3
+    # carrier-1's log, cosigned by the institute (and the institute's, by carrier-1)
+    mine = logged.events("checkpoint-cosigned", size=3, by=["institute"])
+    assert len(mine) == 1 and mine[0]["count"] >= 1 and mine[0]["level"] == "info"
     assert _value(fams, "markex_checkpoint_cosignatures") == 1
     assert 0 <= _value(fams, "markex_checkpoint_age_seconds") < 30
     assert _value(fams, "markex_equivocations") == 0
