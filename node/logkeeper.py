@@ -18,13 +18,11 @@ from ledger import note
 from ledger.log import NodeLedger
 from ledger.names import witness_name
 from ledger.record import Record
-from ledger.store import read_u64, u64
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node.core import wall_ms
 
 COSIGNED_KEY = b"log/cosigned"  # in the "checkpoints" family
-SIGNED_AT_KEY = b"log/signed-at"  # when the latest checkpoint was signed (ms), same family
 COSIGN_TIMEOUT_S = 5
 
 
@@ -38,10 +36,11 @@ class LogKeeper:
         self.on_cosigned: Callable[[int, list[str]], None] | None = None
         self._sign_lock = threading.Lock()
         self._grown = threading.Event()  # the log grew since the last checkpoint
-        raw = ledger.store.get("checkpoints", SIGNED_AT_KEY)
-        self._signed_at = None if raw is None else read_u64(raw)
-        if self._signed_at is None and ledger.latest_checkpoint() is not None:
-            self._grown.set()  # signed by an older node, time unknown: sign anew at start
+        self._signed_at: int | None = None
+        if ledger.latest_checkpoint() is not None:
+            # Signed before this start, when is not kept: the first tick signs it again
+            # (the same bytes: a checkpoint holds no time and Ed25519 is deterministic).
+            self._grown.set()
         self._lock = threading.Lock()  # the cosignatures below
         self._cosigs: dict[str, str] = {}  # peer -> its line on _cosig_text
         self._cosig_text: str | None = None
@@ -66,8 +65,6 @@ class LogKeeper:
             self._grown.clear()
             now = self.clock()
             text = self.ledger.sign_checkpoint()
-            # Not synced: lost in a crash, the next start signs anew (see __init__).
-            self.ledger.store.put("checkpoints", SIGNED_AT_KEY, u64(now), sync=False)
             self._signed_at = now
             return text
 
