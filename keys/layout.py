@@ -18,7 +18,8 @@ node, and `auditor-1` (signing key, TLS key and certificate; no node, no admin
 credential; DIR/auditor-1/config.pub holds the pin its clients verify
 consortium.json with). Node k (0-based, institute first) gets member port
 `base_port + 2k`, public port `base_port + 2k + 1` and, after those of all N
-nodes, tiles port `base_port + 2N + k`. Paths in node.toml are relative to it,
+nodes, tiles port `base_port + 2N + k`, then metrics port `base_port + 3N + k`
+(on 127.0.0.1): 4N ports in all. Paths in node.toml are relative to it,
 so a copied folder opens its own files; `hosts` (`--host`) and where the nodes
 listen are in docs/config.md.
 
@@ -92,6 +93,9 @@ def number_ranges(carrier_ids: list[str]) -> dict[str, tuple[str, ...]]:
 
 # ---- node.toml ---------------------------------------------------------------
 
+# The log levels a node knows, least severe first (node/logs.py maps them to `logging`'s).
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
+
 
 @dataclass(frozen=True)
 class NodeConfig:
@@ -127,6 +131,8 @@ class NodeConfig:
     new_feed: bool = False
     # HOST:PORT of the HTTPS tlog-tiles endpoint (node/tilesrv.py, docs/tiles.md); "" = off.
     tiles_listen: str = ""
+    # The least level of the node's log lines (docs/operations.md); `--log-level` wins.
+    log_level: str = "info"
     source: Path | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
@@ -138,6 +144,10 @@ class NodeConfig:
             _check_listen("tiles_listen", self.tiles_listen)
         if len(self.institute_key) != 32:
             raise ConfigError("institute_key must be a 32-byte Ed25519 public key")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+            )
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
@@ -233,7 +243,7 @@ class NodeConfig:
 
 
 # Keys a node.toml may leave out (the field's default applies), with their TOML type.
-_OPTIONAL: dict[str, type] = {"new_feed": bool, "tiles_listen": str}
+_OPTIONAL: dict[str, type] = {"new_feed": bool, "tiles_listen": str, "log_level": str}
 _PATH_KEYS = ("consortium", "data_dir", "signing_key", "tls_key", "tls_cert", "ca_cert")
 # The keys of a node.toml, in the order it is written: every field but `source`.
 TOML_KEYS: tuple[str, ...] = tuple(f.name for f in fields(NodeConfig) if f.name != "source")
@@ -331,10 +341,10 @@ def init_consortium(
     count = 1 + carriers + internet  # nodes; the auditor runs none
     if isinstance(base_port, bool) or not isinstance(base_port, int) or base_port < 1:
         raise ConfigError(f"base port must be a positive integer, got {base_port!r}")
-    # Two gRPC ports per node, then one tiles port per node after all of them.
-    if base_port + 3 * count - 1 > 65535:
+    # Two gRPC ports per node, then one tiles port and one metrics port per node.
+    if base_port + 4 * count - 1 > 65535:
         raise ConfigError(
-            f"{count} participants need ports {base_port}..{base_port + 3 * count - 1}, "
+            f"{count} participants need ports {base_port}..{base_port + 4 * count - 1}, "
             "past 65535; choose a lower --base-port"
         )
     if isinstance(hosts, str) or not all(isinstance(h, str) for h in hosts):
@@ -462,7 +472,8 @@ def _write_consortium(
                 ca_cert=directory / "ca" / "ca.pem",
                 member_listen=_endpoint(listen_host, base_port + 2 * k),
                 public_listen=_endpoint(listen_host, base_port + 2 * k + 1),
-                metrics_listen=_endpoint("127.0.0.1", 0),  # metrics are the operator's alone
+                # The operator's alone, on loopback; fixed, so a scraper finds it after a restart.
+                metrics_listen=_endpoint("127.0.0.1", base_port + 3 * len(nodes) + k),
                 institute_key=config_key.public_bytes,
                 new_feed=True,  # every feed of a consortium just made starts here
                 tiles_listen=_endpoint(listen_host, base_port + 2 * len(nodes) + k),

@@ -340,12 +340,14 @@ def configure_node(
     member_port = int(p.member_endpoint.rpartition(":")[2])
     public_port = int(p.public_endpoint.rpartition(":")[2])
     host = _listen_host(p.member_endpoint.rpartition(":")[0])
-    # The tiles endpoint is in no member.json: a rewritten node.toml keeps the one it had
-    # (an unreadable old file is what configure replaces: then tiles are off).
+    # The tiles and metrics endpoints and the log level are in no member.json: a rewritten
+    # node.toml keeps the ones it had (an unreadable old file is what configure replaces:
+    # then tiles are off, metrics on a free port, the log at info).
     try:
-        tiles = NodeConfig.load(pdir / "node.toml").tiles_listen
+        old = NodeConfig.load(pdir / "node.toml")
+        tiles, metrics, level = old.tiles_listen, old.metrics_listen, old.log_level
     except ConfigError:
-        tiles = ""
+        tiles, metrics, level = "", _endpoint(host, 0), "info"
     cfg = NodeConfig(
         participant=pid,
         consortium=directory.resolve(),
@@ -356,10 +358,11 @@ def configure_node(
         ca_cert=(directory / "ca" / "ca.pem").resolve(),
         member_listen=_endpoint(host, member_port),
         public_listen=_endpoint(host, public_port),
-        metrics_listen=_endpoint(host, 0),
+        metrics_listen=metrics,
         institute_key=pin,
         new_feed=new_feed,
         tiles_listen=tiles,
+        log_level=level,
     )
     cfg.write(pdir / "node.toml")  # paths relative to the file: a copied folder opens its own
     load_consortium(NodeConfig.for_participant(directory, pid))  # what the node will do

@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     nr.add_argument("--restored", action="store_true",
                     help="the store was restored from a backup: issue only once a quorum of "
                          "peers agree on this node's own feed head")
+    nr.add_argument("--log-level", metavar="LEVEL",
+                    help="the least level logged: debug, info, warning, error or critical "
+                         "(wins over node.toml's log_level, default info)")
     nr.add_argument("--test-refuse-file", metavar="FILE",
                     help="TESTS ONLY: refuse the peers listed in FILE (simulated partitions)")
     nw = _cmd(nd, "wait", lazy("cmd_node_wait"),

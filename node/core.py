@@ -74,8 +74,9 @@ class NodeCore:
         self._equivocation_subscribers: list[Callable[[EquivocationProof], None]] = []
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._stopped = False
-        # Told each record's status and its error class, if any (the node's metrics).
-        self.observer: Callable[[str, str | None], None] | None = None
+        # Told each record's status, its error class (if any) and its claimed
+        # issuer (None when it did not parse): the node's metrics and log counts.
+        self.observer: Callable[[str, str | None, str | None], None] | None = None
         # Set once when a write fails: from then on nothing is written or acknowledged.
         self.failure: StorageFailure | None = None
         self._failure_subscribers: list[Callable[[StorageFailure], None]] = []
@@ -280,7 +281,7 @@ class NodeCore:
             for o in outs:
                 if self.observer is not None:
                     reason = None if o.error is None else type(o.error).__name__
-                    self.observer(o.status, reason)
+                    self.observer(o.status, reason, None if o.record is None else o.record.issuer)
             if job.kind == "issue":
                 job.future.set_result(outs[0])
             else:

@@ -120,9 +120,8 @@ def cmd_node_run(args: argparse.Namespace, _connect: Connect) -> int:
     if not args.as_id:
         raise UsageError("--as ID is required: the participant whose node this is")
     refuse = Path(args.test_refuse_file) if args.test_refuse_file else None
-    return run_node(
-        NodeConfig.for_participant(d, args.as_id), refuse_file=refuse, restored=args.restored
-    )
+    return run_node(NodeConfig.for_participant(d, args.as_id), refuse_file=refuse,
+                    restored=args.restored, log_level=args.log_level)
 
 
 def cmd_mark(args: argparse.Namespace, connect: Connect) -> int:

@@ -64,7 +64,7 @@ class LocalNet:
     ) -> None:
         self.dir = Path(directory)
         n = 1 + carriers + internet
-        base = free_port_block(3 * n)  # two gRPC ports and a tiles port per node
+        base = free_port_block(4 * n)  # two gRPC ports, a tiles and a metrics port per node
         self.consortium: Consortium = init_consortium(
             self.dir, carriers=carriers, internet=internet, base_port=base, now=datetime.now(UTC)
         )

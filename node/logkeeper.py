@@ -10,7 +10,7 @@ next one has its own quorum, so clients never see a gap."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -20,17 +20,27 @@ from ledger.names import witness_name
 from ledger.record import Record
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
+from node.core import wall_ms
 
 COSIGNED_KEY = b"log/cosigned"  # in the "checkpoints" family
 COSIGN_TIMEOUT_S = 5
 
 
 class LogKeeper:
-    def __init__(self, ledger: NodeLedger) -> None:
+    def __init__(self, ledger: NodeLedger, clock: Callable[[], int] = wall_ms) -> None:
+        """`clock` gives the signing times (ms) `signed_at_ms` reports."""
         self.ledger = ledger
         self.consortium = ledger.consortium
+        self.clock = clock
+        # Told (size, cosigners) when a checkpoint first reaches its quorum (the node's log).
+        self.on_cosigned: Callable[[int, list[str]], None] | None = None
         self._sign_lock = threading.Lock()
         self._grown = threading.Event()  # the log grew since the last checkpoint
+        self._signed_at: int | None = None
+        if ledger.latest_checkpoint() is not None:
+            # Signed before this start, when is not kept: the first tick signs it again
+            # (the same bytes: a checkpoint holds no time and Ed25519 is deterministic).
+            self._grown.set()
         self._lock = threading.Lock()  # the cosignatures below
         self._cosigs: dict[str, str] = {}  # peer -> its line on _cosig_text
         self._cosig_text: str | None = None
@@ -53,7 +63,21 @@ class LogKeeper:
             if latest is not None and not self._grown.is_set():
                 return None
             self._grown.clear()
-            return self.ledger.sign_checkpoint()
+            now = self.clock()
+            text = self.ledger.sign_checkpoint()
+            self._signed_at = now
+            return text
+
+    @property
+    def signed_at_ms(self) -> int | None:
+        """When the latest checkpoint was signed (ms), None before the first."""
+        return self._signed_at
+
+    def cosignatures(self) -> int:
+        """How many peers have cosigned the latest checkpoint so far."""
+        latest = self.ledger.latest_checkpoint()
+        with self._lock:
+            return len(self._cosigs) if latest is not None and latest == self._cosig_text else 0
 
     def current(self) -> tuple[str | None, int]:
         """The newest signed checkpoint (no cosignatures) and its size."""
@@ -84,9 +108,14 @@ class LogKeeper:
                 if self._cosig_text is not None and len(self._cosigs) >= self.quorum:
                     self._store_cosigned()
                 self._cosig_text, self._cosigs = text, {}
+            reached = peer not in self._cosigs and len(self._cosigs) + 1 == self.quorum
             self._cosigs[peer] = line if line.endswith("\n") else line + "\n"
             if len(self._cosigs) >= self.quorum:
                 self._store_cosigned()
+            by = sorted(self._cosigs)
+        if reached and self.on_cosigned is not None:
+            cp = note.Checkpoint.parse_body(body)
+            self.on_cosigned(cp.size, by)
 
     def _store_cosigned(self) -> None:
         assert self._cosig_text is not None

@@ -7,7 +7,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 
 
 class NodeMetrics:
@@ -17,6 +24,9 @@ class NodeMetrics:
 
     def __init__(self, participants: Iterable[str] = ()) -> None:
         self.participants = frozenset(participants)
+        # No `*_created` series: each would be one more metric per family, saying only
+        # when the process started (docs/operations.md lists what is exported).
+        disable_created_metrics()
         self.registry = CollectorRegistry()
         r = self.registry
         self.records = Counter("markex_records_total", "Records by outcome", ["status"], registry=r)
@@ -43,7 +53,45 @@ class NodeMetrics:
             registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
         )
+        self.peer_up = Gauge(
+            "markex_peer_up", "1 while the last exchange with the peer succeeded, else 0",
+            ["peer"], registry=r,
+        )
+        self.checkpoint_age = Gauge(
+            "markex_checkpoint_age_seconds",
+            "Seconds since the latest log checkpoint was signed", registry=r,
+        )
+        self.checkpoint_cosignatures = Gauge(
+            "markex_checkpoint_cosignatures",
+            "Cosignatures collected on the latest log checkpoint", registry=r,
+        )
+        self.equivocations = Gauge(
+            "markex_equivocations", "Equivocation proofs the node holds", registry=r
+        )
+        self.view_lag = Gauge(
+            "markex_view_lag_records",
+            "Records the log holds beyond the view's vector", registry=r,
+        )
+        self.view_age = Gauge(
+            "markex_view_age_seconds", "Seconds since the view checkpoint was signed", registry=r
+        )
         self.port = 0
+
+    def read_from(self, **sources: Callable[[], float]) -> None:
+        """Gauges read at each scrape from the node's parts, so they are right
+        from the start (after a restart too): `sources` maps a gauge attribute
+        (log_size, checkpoint_age, ...) to a function returning its value; one
+        that raises reads NaN, and the scrape still answers."""
+        for name, fn in sources.items():
+            gauge = getattr(self, name)
+            if not isinstance(gauge, Gauge):
+                raise TypeError(f"{name} is not a gauge of NodeMetrics")
+            gauge.set_function(_safe(fn))
+
+    def peer(self, peer: str, up: bool) -> None:
+        """The link to `peer` came up or went down (a member's id only)."""
+        if peer in self.participants:
+            self.peer_up.labels(peer).set(1 if up else 0)
 
     def serve(self, listen: str) -> int:
         host, _, port = listen.rpartition(":")
@@ -64,16 +112,25 @@ class NodeMetrics:
         if reason is not None:
             self.rejected.labels(reason).inc()
 
-    def accepted(self, issued_at_ms: Iterable[int], now_ms: int, log_size: int) -> None:
-        """Others' records accepted at `now_ms` (their issue times), the log's new size."""
+    def accepted(self, issued_at_ms: Iterable[int], now_ms: int) -> None:
+        """Others' records accepted at `now_ms` (their issue times)."""
         for t in issued_at_ms:
             self.propagation.observe(max(0, now_ms - t) / 1000)
-        self.log_size.set(log_size)
 
     def lag(self, peer: str, issuer: str, n: int) -> None:
         """Set the lag gauge; ids that are not participants are not recorded."""
         if peer in self.participants and issuer in self.participants:
             self.feed_lag.labels(peer, issuer).set(n)
+
+
+def _safe(fn: Callable[[], float]) -> Callable[[], float]:
+    def read() -> float:
+        try:
+            return float(fn())
+        except Exception:  # a scrape must answer even while a part is closing
+            return float("nan")
+
+    return read
 
 
 class LatencyInterceptor(grpc.ServerInterceptor):

@@ -35,6 +35,7 @@ from markex.v1 import service_pb2_grpc as rpc
 from node.core import NodeCore, max_member_message_bytes
 from node.feedgate import IssueGate
 from node.logkeeper import LogKeeper
+from node.logs import event
 from node.metrics import NodeMetrics
 from node.viewkeeper import ViewKeeper
 
@@ -106,6 +107,7 @@ class PeerLink:
         self._pending_evidence: list[EquivocationProof] = []
         self._evidence_lock = threading.Lock()
         self.connected = False
+        self._state: bool | None = None  # as last logged: None before the first round
 
     def start(self) -> None:
         for t in self._threads:
@@ -191,28 +193,49 @@ class PeerLink:
                 self._prev_heads = None
                 self.parts.gate.unreachable(self.peer.id)
                 next_round = now + self.sync_interval
+                self._went(False, "this node refuses the peer (the partition test hook)")
             else:
                 try:
                     if now >= next_round:
                         next_round = now + self.sync_interval
-                        self.sync_once()
-                        self.connected = True
+                        pulled = self.sync_once()
+                        self._went(True)
+                        if pulled:
+                            event(log, logging.INFO, "catch-up", peer=self.peer.id,
+                                  records=pulled)
                     else:  # woken early: evidence to pass on, or a checkpoint to cosign
                         self._send_evidence()
                         if self._cosign_due.is_set():
                             self._cosign_due.clear()
                             self._cosign_steps()
                 except grpc.RpcError as e:
-                    self.connected = False
                     self._prev_heads = None
                     self.parts.gate.unreachable(self.peer.id)
                     log.debug("sync with %s failed: %s", self.peer.id, e.code())
-                except Exception:
+                    self._went(False, _why(e))
+                except Exception as e:
                     self._prev_heads = None
                     self.parts.gate.unreachable(self.peer.id)
                     log.exception("sync with %s failed", self.peer.id)
+                    self._went(False, f"replication failed here: {type(e).__name__}")
             self._wake.wait(max(0.0, next_round - time.monotonic()))
             self._wake.clear()
+
+    def _went(self, up: bool, why: str = "") -> None:
+        """The link is up or down after a round: log and count only a change
+        (one "peer-connected" or "peer-lost" line, never one per retry)."""
+        self.connected = up
+        if self._state is up:
+            return
+        first = self._state is None
+        self._state = up
+        self.parts.metrics.peer(self.peer.id, up)
+        if up:
+            event(log, logging.INFO, "peer-connected", peer=self.peer.id)
+        elif first:  # never reached since start: not lost, not yet there
+            event(log, logging.WARNING, "peer-unreachable", peer=self.peer.id, reason=why)
+        else:
+            event(log, logging.WARNING, "peer-lost", peer=self.peer.id, reason=why)
 
     def sync_once(self) -> int:
         """An anti-entropy round: pull the feed records the peer has and we
@@ -319,3 +342,15 @@ class PeerLink:
                 with self._evidence_lock:
                     self._pending_evidence.extend(todo[i:])
                 raise
+
+
+def _why(e: grpc.RpcError) -> str:
+    """A failed call to a peer in one sentence, for the log (bounded length)."""
+    code = e.code()
+    name = code.name.lower().replace("_", " ") if code is not None else "unknown"
+    detail = " ".join((e.details() or "").split())[:200]
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return f"the peer does not answer ({detail or name})."
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "the peer did not answer in time."
+    return f"the peer answered {name}" + (f": {detail}." if detail else ".")

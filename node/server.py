@@ -32,9 +32,10 @@ from grpc_reflection.v1alpha import reflection
 from keys.consortium import Consortium
 from keys.layout import NodeConfig, load_consortium
 from keys.signing import SigningKey, read_private
-from ledger.errors import StorageFailure
+from ledger.errors import LedgerError, StorageFailure
+from ledger.holdings import LedgerHoldings
 from ledger.log import EquivocationProof
-from ledger.record import Record
+from ledger.record import Record, record_id
 from ledger.store import Store
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
@@ -43,6 +44,7 @@ from node.core import NodeCore, max_member_message_bytes, wall_ms
 from node.feedgate import gate_at_start
 from node.limits import ClientTable, PublicGate, PublicLimits
 from node.logkeeper import LogKeeper
+from node.logs import RecordTally, appeal_events, event
 from node.metrics import LatencyInterceptor, NodeMetrics
 from node.replication import LinkParts, PeerLink
 from node.services import AdminService, AuditService, ExchangeService, PublicService
@@ -53,6 +55,7 @@ from node.witness import Witness
 log = logging.getLogger("markex.node")
 
 CHECKPOINT_INTERVAL = 0.25
+LOG_INTERVAL = 10.0  # seconds between the log's lines of record counts
 HEALTH_SERVICES = ("", "markex.v1.Public")
 
 
@@ -89,12 +92,14 @@ class Node:
         refuse_file: Path | None = None,
         restored: bool = False,
         public_limits: PublicLimits | None = None,
+        log_interval: float = LOG_INTERVAL,
     ) -> None:
         """`refuse_file` is a test hook (a file listing peer ids this node
         refuses, to simulate partitions): only tests pass it, and the node logs
         that it is on. `restored`: the operator says the store comes from a
         backup, so the node issues only once a quorum of peers agree on its
-        own feed's head (node/feedgate.py)."""
+        own feed's head (node/feedgate.py). `log_interval`: seconds between
+        the log lines counting records accepted and refused."""
         self.cfg = cfg
         self.consortium = consortium or load_consortium(cfg)
         self.participant_id = cfg.participant
@@ -105,24 +110,19 @@ class Node:
         self._tls_cert = cfg.tls_cert.read_bytes()
         self._ca = cfg.ca_cert.read_bytes()
         if refuse_file is not None:
-            log.warning(
-                json.dumps(
-                    {
-                        "event": "test-hook",
-                        "hook": "refuse-file",
-                        "path": str(refuse_file),
-                        "note": "this node refuses the peers listed there; tests only",
-                    }
-                )
-            )
+            event(log, logging.WARNING, "test-hook", hook="refuse-file", path=str(refuse_file),
+                  note="this node refuses the peers listed there; tests only")
         self.refuses = RefuseFile(refuse_file).refuses
 
         # The parts, each given what it uses.
         self.metrics = NodeMetrics(p.id for p in self.consortium.participants)
+        self.tally = RecordTally(frozenset(p.id for p in self.consortium.participants))
+        self.log_interval = log_interval
         self.store = Store(cfg.data_dir)
         self.core = NodeCore(self.store, self.consortium, self.participant_id, key, clock)
         ledger = self.core.ledger
-        self.logs = LogKeeper(ledger)
+        self.logs = LogKeeper(ledger, clock)
+        self.logs.on_cosigned = self.tally.cosigned
         self.view = ViewKeeper(ledger, clock)
         self.witness = Witness(self.store, self.consortium, self.participant_id, key, clock)
         self.peers = [
@@ -150,13 +150,16 @@ class Node:
         )
 
         # The writer's events, to the parts that act on them.
-        self.core.observer = self.metrics.outcome
+        self.core.observer = self._observe
+        self.core.subscribe(self._log_appeals)
         self.core.subscribe(self.logs.grew)
         self.core.subscribe(self._observe_accepted)
         self.core.subscribe(self._push_own)
         self.core.subscribe(self.view.apply)
         self.core.on_equivocation(self._on_equivocation)
         self.core.on_failure(self._on_storage_failure)
+
+        self._watch_metrics()
 
         self._stop = threading.Event()
         self.member_port = 0
@@ -171,6 +174,24 @@ class Node:
     @issue_wait_s.setter
     def issue_wait_s(self, seconds: float) -> None:
         self.admin.issue_wait_s = seconds
+
+    def _watch_metrics(self) -> None:
+        """The gauges read from the parts at each scrape: right from the start."""
+        led, clock = self.core.ledger, self.clock
+
+        def since(ms: int | None) -> float:
+            return float("nan") if ms is None else max(0, clock() - ms) / 1000
+
+        self.metrics.read_from(
+            log_size=lambda: led.size,
+            checkpoint_age=lambda: since(self.logs.signed_at_ms),
+            checkpoint_cosignatures=self.logs.cosignatures,
+            equivocations=lambda: len(led.equivocations()),
+            view_lag=self.view.lag_records,
+            view_age=lambda: since(self.view.signed_at_ms()),
+        )
+        for p in self.peers:
+            self.metrics.peer(p.id, False)  # down until a first exchange succeeds
 
     def log_checkpoint_note(self) -> str | None:
         """The log checkpoint the node serves (LogKeeper.checkpoint_note), for tests and tools."""
@@ -235,7 +256,8 @@ class Node:
         try:
             self.metrics.serve(self.cfg.metrics_listen)
         except OSError as e:
-            log.warning("metrics endpoint not started: %s", e)
+            event(log, logging.WARNING, "metrics-not-started", listen=self.cfg.metrics_listen,
+                  reason=e.strerror or str(e))
         self.tiles = tilesrv.start_tiles(
             self.cfg.tiles_listen,
             checkpoint=self.log_checkpoint_note,
@@ -260,19 +282,10 @@ class Node:
             serving = health_pb2.HealthCheckResponse.NOT_SERVING
         for service in HEALTH_SERVICES:
             self.health.set(service, serving)
-        log.info(
-            json.dumps(
-                {
-                    "event": "started",
-                    "participant": self.participant_id,
-                    "member_port": self.member_port,
-                    "public_port": self.public_port,
-                    "metrics_port": self.metrics.port,
-                    "tiles_port": self.tiles_port,
-                    "log_size": self.core.ledger.size,
-                }
-            )
-        )
+        event(log, logging.INFO, "started", participant=self.participant_id,
+              member_port=self.member_port, public_port=self.public_port,
+              metrics_port=self.metrics.port, tiles_port=self.tiles_port,
+              log_size=self.core.ledger.size)
         return self
 
     def stop(self, grace: float = 2.0) -> None:
@@ -292,6 +305,7 @@ class Node:
         if self.tiles is not None:
             self.tiles.stop()
         self.core.stop()
+        self._log_tally()  # the counts of the interval cut short
         self.metrics.stop()
         self.store.close()
 
@@ -307,9 +321,21 @@ class Node:
         )
 
     # ------------------------------------------------------------ events (writer thread)
+    def _observe(self, status: str, reason: str | None, issuer: str | None) -> None:
+        self.metrics.outcome(status, reason)
+        self.tally.outcome(status, reason, issuer)
+
     def _observe_accepted(self, records: list[Record]) -> None:
         others = [r.issued_at_ms for r in records if r.issuer != self.participant_id]
-        self.metrics.accepted(others, self.clock(), self.core.ledger.size)
+        self.metrics.accepted(others, self.clock())
+
+    def _log_appeals(self, records: list[Record]) -> None:
+        for name, fields in appeal_events(records, LedgerHoldings(self.core.ledger).held):
+            event(log, logging.INFO, name, **fields)
+
+    def _log_tally(self) -> None:
+        for name, fields in self.tally.take():
+            event(log, logging.INFO, name, interval_s=self.log_interval, **fields)
 
     def _push_own(self, records: list[Record]) -> None:
         own = [r.envelope for r in records if r.issuer == self.participant_id]
@@ -318,14 +344,20 @@ class Node:
                 link.enqueue(own)
 
     def _on_equivocation(self, proof: EquivocationProof) -> None:
-        log.warning(json.dumps({"event": "equivocation", "first": proof.first.hex()[:64]}))
+        try:
+            rec = Record.from_envelope(proof.first)
+            issuer, seq = rec.issuer, rec.seq
+        except LedgerError:  # checked before it got here; never trust it to parse twice
+            issuer, seq = "unknown", 0
+        event(log, logging.WARNING, "equivocation", kind="equivocation", issuer=issuer, seq=seq,
+              first=record_id_hex(proof.first), second=record_id_hex(proof.second))
         self.view.invalidate()
         for link in self.links.values():
             link.report(proof)
 
     def _on_storage_failure(self, err: StorageFailure) -> None:
         """The store failed: the node takes no writes until restarted, and says so."""
-        log.critical(json.dumps({"event": "storage-failure", "error": str(err)}))
+        event(log, logging.CRITICAL, "storage-failure", error=str(err))
         if not hasattr(self, "health"):
             return  # start() has not made it yet; it reads core.failure itself
         for service in HEALTH_SERVICES:
@@ -333,7 +365,11 @@ class Node:
 
     # ------------------------------------------------------------ checkpoints
     def _tick_loop(self) -> None:
+        next_tally = time.monotonic() + self.log_interval
         while not self._stop.wait(CHECKPOINT_INTERVAL):
+            if time.monotonic() >= next_tally:
+                next_tally += self.log_interval
+                self._log_tally()
             if self.core.failure is not None:
                 continue  # nothing to sign: the log cannot grow until a restart
             try:
@@ -345,13 +381,15 @@ class Node:
                 log.exception("checkpoint tick failed")
 
 
-def run_node(cfg: NodeConfig, *, refuse_file: Path | None = None, restored: bool = False) -> int:
+def run_node(cfg: NodeConfig, *, refuse_file: Path | None = None, restored: bool = False,
+             log_level: str | None = None) -> int:
     """`markex node run`: serve until SIGTERM/SIGINT, then stop cleanly.
     `refuse_file` is the tests' partition hook (`--test-refuse-file`), off
-    unless given; `restored` is `--restored` (see Node)."""
+    unless given; `restored` is `--restored` (see Node); `log_level`
+    (`--log-level`) wins over node.toml's `log_level`."""
     from node import logs
 
-    logs.setup(cfg.participant)
+    logs.setup(cfg.participant, logs.parse_level(log_level or cfg.log_level))
     ports.check_free(cfg)  # before the store opens: a taken port says which key to change
     interval = float(os.environ.get("MARKEX_SYNC_INTERVAL", "0.5"))
     node = Node(cfg, sync_interval=interval, refuse_file=refuse_file, restored=restored).start()
@@ -376,5 +414,10 @@ def run_node(cfg: NodeConfig, *, refuse_file: Path | None = None, restored: bool
     )
     done.wait()
     node.stop()
-    log.info(json.dumps({"event": "stopped", "participant": node.participant_id}))
+    event(log, logging.INFO, "stopped", participant=node.participant_id)
     return 0
+
+
+def record_id_hex(envelope: bytes) -> str:
+    """A record's id as the log names it: its first 16 hex digits."""
+    return record_id(envelope).hex()[:16]

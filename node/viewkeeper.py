@@ -41,6 +41,7 @@ from ledger.record import Record
 from ledger.store import u64
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
+from node.logs import event
 
 if TYPE_CHECKING:
     from ledger.log import NodeLedger
@@ -175,6 +176,20 @@ class ViewKeeper:
                 prev, cosigs = self._prev
                 return note.add_signature_lines(prev, sorted(cosigs.values()))
             return note.add_signature_lines(current, sorted(self._cosigs.values()))
+
+    def lag_records(self) -> int:
+        """Records the log holds, up to each feed's counted seq, that the
+        view has not applied yet (0 when it is up to date)."""
+        with self._lock:
+            vector = {} if self.view is None else self.view.vector
+        feeds = self.ledger.feeds()
+        return sum(max(0, st.counted_seq - vector.get(i, 0)) for i, st in feeds.items())
+
+    def signed_at_ms(self) -> int | None:
+        """When the view checkpoint served now was signed (ms), None before the first."""
+        with self._lock:
+            self._current_note()
+            return None if self._cp is None else self._cp.signed_at_ms
 
     @staticmethod
     def check_batch(numbers: list[str]) -> None:
@@ -331,8 +346,7 @@ class ViewKeeper:
                 raise ClockSkew(f"cosignature time is {off // 1000:,} s off this node's clock")
         except LedgerError as e:
             why = f"{type(e).__name__}: {e}"
-            log.warning(json.dumps({"event": "view-cosignature-refused", "peer": peer.id,
-                                    "error": why[:300]}))
+            event(log, logging.WARNING, "view-cosignature-refused", peer=peer.id, error=why[:300])
             return why
         return None
 
@@ -350,10 +364,11 @@ class ViewKeeper:
         try:
             ev = view_fork_evidence(self.consortium, self.participant_id, ours, peer, text)
         except LedgerError as e:  # e.g. a note whose origin is not its key's: proves nothing
-            log.warning(json.dumps({"event": "view-fork-unproven", "peer": peer,
-                                    "error": f"{type(e).__name__}: {e}"[:300]}))
+            event(log, logging.WARNING, "view-fork-unproven", peer=peer,
+                  error=f"{type(e).__name__}: {e}"[:300])
             return
         self.store.put("witness", prefix + u64(self.clock()), json.dumps(ev).encode())
+        event(log, logging.ERROR, "fork", kind="view-fork", issuer=peer)
 
     def forks(self) -> list[bytes]:
         """Every view-fork proof kept, one per peer (GetEvidence serves them)."""

@@ -6,6 +6,7 @@ both signed notes; proven when they name one size, else the witness's claim."""
 from __future__ import annotations
 
 import json
+import logging
 import struct
 import threading
 from collections.abc import Callable, Sequence
@@ -17,8 +18,11 @@ from ledger.errors import CheckpointFork, NotAllowed, OutOfOrder, ProofMismatch
 from ledger.evidence import log_fork_evidence, read_evidence
 from ledger.names import log_origin, witness_name
 from ledger.store import Store, u64
+from node.logs import event
 
 __all__ = ["Witness", "WitnessConflict", "witness_name"]  # witness_name: still importable here
+
+log = logging.getLogger("markex.witness")
 
 _STATE = struct.Struct(">Q32s")
 
@@ -106,6 +110,8 @@ class Witness:
             return
         ev = log_fork_evidence(self.consortium, peer, first, second, claim=not proven)
         self.store.put("witness", prefix + u64(self.clock_ms()), json.dumps(ev).encode())
+        event(log, logging.ERROR, "fork", kind="log-fork" if proven else "log-fork-claim",
+              issuer=peer)
 
     def forks(self) -> list[bytes]:
         """The log fork evidence kept, one per peer, in the evidence format

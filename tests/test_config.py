@@ -323,7 +323,7 @@ def test_init_host_names_the_certificates_and_the_endpoints(
     # A DNS name listens on loopback unless --listen-all; metrics always stay local.
     cfg = NodeConfig.for_participant(d, "carrier-1")
     assert (cfg.member_listen, cfg.public_listen, cfg.metrics_listen) == (
-        f"127.0.0.1:{base + 2}", f"127.0.0.1:{base + 3}", "127.0.0.1:0"
+        f"127.0.0.1:{base + 2}", f"127.0.0.1:{base + 3}", f"127.0.0.1:{base + 9 + 1}"
     )
     assert cfg.tiles_listen == f"127.0.0.1:{base + 6 + 1}"
 
@@ -347,7 +347,7 @@ def test_where_init_listens(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert cons["participants"][1]["public_endpoint"] == f"{endpoint_host}:27403"
     cfg = NodeConfig.for_participant(d, "carrier-1")
     assert cfg.public_listen == f"{listen_host}:27403"
-    assert cfg.metrics_listen == "127.0.0.1:0"
+    assert cfg.metrics_listen == "127.0.0.1:27407"  # base + 3N + k, on loopback always
 
 
 @pytest.mark.parametrize(

@@ -648,8 +648,8 @@ def test_consortium_init_gives_each_node_its_own_tiles_port(tmp_path: Path) -> N
         "carrier-2": "127.0.0.1:9010",
         "internet-1": "127.0.0.1:9011",
     }
-    # five nodes need 15 ports now: a base that left room for ten is refused
-    with pytest.raises(ConfigError, match=r"need ports 65522\.\.65536, past 65535"):
+    # five nodes need 20 ports now (gRPC, tiles, metrics): a base that left room for ten
+    with pytest.raises(ConfigError, match=r"need ports 65522\.\.65541, past 65535"):
         init_consortium(
             tmp_path / "e", carriers=3, internet=1, base_port=65522, now=datetime.now(UTC)
         )
