@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-scale soak lint proto clean
+.PHONY: demo path test bench bench-scale soak lint proto clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,6 +14,13 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/markex demo
+	@$(MAKE) -s path
+
+# The two lines that put `markex` on the PATH of the shell they are pasted into.
+path:
+	@echo "markex is in $(abspath $(BIN)); to run it as \`markex\`, paste one of:"
+	@echo "  . $(abspath $(BIN))/activate"
+	@echo "  export PATH=\"$(abspath $(BIN)):\$$PATH\""
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -367,7 +367,7 @@ def bench_audit(n: int, *, view_n: int | None = None) -> dict[str, Any]:
     view part (view=True against view=False) is timed on a `view_n`-record
     store (n when None, not at all when 0) and told in `how`."""
     cores = _workers()
-    workers = cores - 1  # the audit's own process checks too (ledger.audit._Checker)
+    workers = cores - 1  # the audit's own process checks too (ledger.audit.envelopes.Checker)
     path, marker, built = cached_store(n)
     k = min(n, LIMIT_SAMPLE)
     for attempt in range(2):

@@ -32,7 +32,7 @@ running one of them runs them all.
                       (half on numbers already in the view, from another
                       participant; half on new numbers) on a view of `base`
                       entries kept in a RocksDB store as a node keeps it
-                      (NationalView.open: one synced batch per apply),
+                      (NationalView.open: one unsynced batch per apply),
                       against bench.ingest's limit (Ed25519 verify + SHA-256
                       + synced rocksdict batch put) over the same records in
                       the same run: the view must not be the bottleneck of
@@ -419,8 +419,8 @@ def bench_view_update(base: int = 100_000, stream: int = 20_000) -> dict[str, An
     how = (
         f"NationalView.apply of {stream} marks in batches of {BATCH} on a view of {base} "
         f"entries (half on numbers in the view, from another participant; half new numbers), "
-        f"in-process, the view kept in a RocksDB store as a node keeps it (one synced batch "
-        f"per apply); limit: bench.ingest's raw loop over the same records (Ed25519 verify + "
+        f"in-process, the view kept in a RocksDB store as a node keeps it (one unsynced "
+        f"batch per apply); limit: bench.ingest's raw loop over the same records (Ed25519 verify + "
         f"SHA-256 + rocksdict put, synced batches of {ingest.BATCH}); ratio >= 1: the view "
         f"keeps up with ingest"
     )

@@ -16,7 +16,7 @@
     viewmeta       name                       -> the view's vector, count, config
     meta           name                       -> small values (log size, ...)
 
-The view* families belong to ledger/view.py's store-backed NationalView
+The view* families belong to ledger/view/'s store-backed NationalView
 (docs/view.md, "Persistence"); it writes them in its own atomic batches.
 
 Everything one accepted batch changes goes into one WriteBatch, written and

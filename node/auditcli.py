@@ -7,6 +7,7 @@
                                                default the consortium's first auditor)
     markex audit --data-dir PATH [--as ID]     offline, on a stopped node's files
     markex audit verify-evidence FILE          check an evidence file with consortium.json
+                                               (`verify_evidence_file`)
 
 Every form verifies consortium.json with a pinned institute key
 (--institute-key, $MARKEX_INSTITUTE_KEY, or --as ID's node.toml; offline also
@@ -45,17 +46,20 @@ from node.auditclient import (  # re-exported: tests and tools import them from 
     load_state,
     save_state,
 )
-from node.command import UsageError
+from node.command import Exit, UsageError, fail
 from node.connect import Connect, reader_id
 
 __all__ = [
     "GrpcLogSource",
     "audit_node_online",
     "audit_online",
+    "cmd_audit",
+    "cmd_verify_evidence",
     "load_state",
     "reader_id",
     "run_audit",
     "save_state",
+    "verify_evidence_file",
     "write_evidence",
 ]
 
@@ -70,7 +74,7 @@ def write_evidence(directory: Path, ev: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     text = json.dumps(ev, indent=2, sort_keys=True) + "\n"
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    who = ev.get("issuer") or ev.get("log") or "unknown"
+    who = ev.get("issuer") or ev.get("log") or ev.get("peer") or "unknown"
     path = directory / f"{ev.get('kind', 'evidence')}-{who}-{digest}.json"
     path.write_text(text, encoding="utf-8")
     return path
@@ -191,6 +195,16 @@ def _print_report(args: argparse.Namespace, rep: audit.AuditReport, paths: list[
         print(f"  evidence written: {p}")
 
 
+def _verdict(args: argparse.Namespace, rep: audit.AuditReport) -> int:
+    """0 when the audit passed; else 1 (not verified), its first finding on stderr."""
+    if rep.ok:
+        return 0
+    first = rep.findings[0].line() if rep.findings else "see the report"
+    n = len(rep.findings)
+    return fail(args.json, Exit.NOT_VERIFIED,
+                f"not verified: the audit of {rep.target} has {n} finding(s); first: {first}")
+
+
 def _audit_offline(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     if not (data_dir / "CURRENT").is_file():
@@ -212,7 +226,7 @@ def _audit_offline(args: argparse.Namespace) -> int:
     ev_dir = _evidence_dir(args, default / "evidence")
     paths = [write_evidence(ev_dir, ev) for ev in rep.evidence]
     _print_report(args, rep, paths)
-    return 0 if rep.ok else 1
+    return _verdict(args, rep)
 
 
 def _evidence_dir(args: argparse.Namespace, default: Path) -> Path:
@@ -237,10 +251,12 @@ def _audit_node(args: argparse.Namespace, connect: Connect) -> int:
     ev_dir = _evidence_dir(args, state_path.parent / "evidence")
     paths = [write_evidence(ev_dir, ev) for ev in rep.evidence]
     _print_report(args, rep, paths)
-    return 0 if rep.ok else 1
+    return _verdict(args, rep)
 
 
-def _verify_evidence(args: argparse.Namespace, path: Path) -> int:
+def verify_evidence_file(args: argparse.Namespace, path: Path) -> int:
+    """`markex audit verify-evidence FILE`: 0 when the file proves what it
+    says under the pinned consortium, else 1 (not verified) with the reason."""
     d = client.consortium_dir(args.consortium)
     cons = client.load_pinned(d, args.institute_key, args.as_id)
     try:
@@ -268,17 +284,19 @@ def _verify_evidence(args: argparse.Namespace, path: Path) -> int:
     return 0
 
 
+def cmd_verify_evidence(args: argparse.Namespace, _connect: Connect) -> int:
+    """`markex audit verify-evidence FILE`."""
+    return verify_evidence_file(args, Path(args.file))
+
+
 def run_audit(args: argparse.Namespace, connect: Connect) -> int:
-    """`markex audit` in each of its three forms; `connect` reaches the node online."""
-    extra = args.verify_evidence
-    if extra:
-        if extra[0] != "verify-evidence" or len(extra) != 2:
-            raise UsageError(
-                f"unexpected {' '.join(extra)!r}: use `markex audit verify-evidence FILE`"
-            )
-        return _verify_evidence(args, Path(extra[1]))
+    """`markex audit` online or offline (verify-evidence: `verify_evidence_file`);
+    `connect` reaches the node online."""
     if bool(args.node) == bool(args.data_dir):
         raise UsageError("give exactly one of --node ID (online) or --data-dir PATH (offline)")
     if args.data_dir:
         return _audit_offline(args)
     return _audit_node(args, connect)
+
+
+cmd_audit = run_audit  # what node/cli.py runs for `markex audit`

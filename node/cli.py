@@ -1,428 +1,410 @@
 """`markex`: the one command, and the root of the command line: it builds
-the parser from its own commands, the ceremony's (node/ceremony.py) and
-`markex audit` (node/auditcli.py), and runs one. `main(argv, connect=...)`
-returns an exit code and is what tests call; `connect` reaches the nodes
-(node/connect.py; default: TLS channels as the consortium folder gives them).
-With --json a command prints exactly one JSON object on stdout; errors go to
-stderr with a message that says what was wrong, and exit 1 (2 for usage
-errors)."""
+the parser from its own commands, the ceremony's (node/ceremony.py),
+`markex audit` (node/auditcli.py), `record get` and the log proofs
+(node/recordcli.py) and `lookup` (node/lookupcli.py), and runs one.
+`main(argv, connect=...)` returns an exit code and is what tests call;
+`connect` reaches the nodes (node/connect.py; default: TLS channels as the
+consortium folder gives them). With --json a command prints exactly one JSON
+object on stdout; an error is one sentence on stderr (one JSON object with
+--json) and an exit code of the table in node/command.py and docs/cli.md.
+
+Modules only some commands need are imported when those run, so that
+`markex --help` and a lookup start quickly (bench/cli_startup.py)."""
 
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import sys
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from keys.consortium import Consortium
-from ledger import note
-from ledger.names import log_origin
-from markex.v1 import record_pb2 as rpb
-from markex.v1 import service_pb2 as pb
-from node import ceremony, client, webcli
 from node.command import (
+    OPTION_DEFAULTS,
+    Command,
+    Exit,
+    Parser,
     UsageError,
-    acting,
-    common_options,
+    add_options,
+    exit_code_epilog,
+    fail,
     finite_float,
-    parse_time,
-    pinned_consortium,
-    record_id,
     run,
-    show,
     uint32,
     uint64,
 )
-from node.connect import Connect, Dial, TlsConnect, reader_id
+from node.connect import Connect, TlsConnect
 
 __all__ = ["UsageError", "build_parser", "main"]
 
-
-def _now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)
-
-
-def _admin(args: argparse.Namespace, connect: Connect) -> Any:
-    """The Admin service of --as's node (or --node's), with --as's admin certificate."""
-    d, cons = pinned_consortium(args)
-    who = acting(args, cons)
-    ep = client.resolve_node(cons, args.node or who)
-    return connect("admin", Dial(d, ep, who))
-
-
-def _public(args: argparse.Namespace, connect: Connect) -> tuple[Any, Consortium]:
-    """The Public service of --node, and the verified consortium."""
-    d, cons = pinned_consortium(args)
-    if not args.node:
-        raise UsageError("--node ID (or HOST:PORT) is required")
-    return connect("public", Dial(d, client.resolve_node(cons, args.node))), cons
-
-
-def _issued(args: argparse.Namespace, r: pb.Issued, with_appeal: bool = False) -> None:
-    obj: dict[str, Any] = {"id": r.id.hex(), "issuer": r.issuer, "seq": r.seq}
-    if with_appeal:
-        obj["appeal"] = r.appeal
-    show(args, obj)
+# Each command's module is imported only when it runs: `markex --help` and a
+# lookup load what they use and nothing more (bench/cli_startup.py).
+COMMANDS: dict[str, tuple[str, str]] = {
+    name: (module, name) for module, names in {
+        "node.issuecli": ("cmd_consortium_init", "cmd_node_run", "cmd_mark", "cmd_correct",
+                          "cmd_decide", "cmd_reassign"),
+        "node.readcli": ("cmd_log_checkpoint", "cmd_log_entries", "cmd_view_checkpoint",
+                         "cmd_keys_verifier", "cmd_categories"),
+        "node.recordcli": ("cmd_log_inclusion", "cmd_log_consistency", "cmd_record_get",
+                           "cmd_node_wait"),
+        "node.lookupcli": ("cmd_lookup",),
+        "node.auditcli": ("cmd_audit", "cmd_verify_evidence"),
+        "node.ceremony": ("cmd_keys_generate", "cmd_consortium_keygen",
+                          "cmd_consortium_add_member", "cmd_consortium_sign", "cmd_ca_init",
+                          "cmd_ca_sign", "cmd_node_configure"),
+        "node.demo": ("cmd_demo",),
+        "node.webcli": ("cmd_web",),
+    }.items() for name in names
+}
 
 
-# ------------------------------------------------------------------ commands
+def lazy(name: str) -> Command:
+    """The command `name` of COMMANDS, its module imported when it runs."""
+    module, attr = COMMANDS[name]
 
+    def command(args: argparse.Namespace, connect: Connect) -> int:
+        import importlib
 
-def cmd_consortium_init(args: argparse.Namespace, _connect: Connect) -> int:
-    from keys.layout import init_consortium
+        return int(getattr(importlib.import_module(module), attr)(args, connect))
 
-    cons = init_consortium(
-        Path(args.dir).resolve(),
-        carriers=args.carriers,
-        internet=args.internet,
-        base_port=args.base_port,
-        hosts=args.host or (),
-        now=datetime.now(UTC),
-        listen_all=args.listen_all,
-    )
-    show(
-        args,
-        {
-            "dir": str(Path(args.dir).resolve()),
-            "name": cons.name,
-            "participants": [p.id for p in cons.participants],
-        },
-    )
-    return 0
-
-
-def cmd_node_run(args: argparse.Namespace, _connect: Connect) -> int:
-    from keys.layout import NodeConfig
-    from node.server import run_node
-
-    d = client.consortium_dir(args.consortium)
-    if not args.as_id:
-        raise UsageError("--as ID is required: the participant whose node this is")
-    refuse = Path(args.test_refuse_file) if args.test_refuse_file else None
-    return run_node(
-        NodeConfig.for_participant(d, args.as_id), refuse_file=refuse, restored=args.restored
-    )
-
-
-def cmd_mark(args: argparse.Namespace, connect: Connect) -> int:
-    stub = _admin(args, connect)
-    from ledger.numbers import normalize
-
-    number = normalize(args.number)
-    now = _now_ms()
-    expires = now + int(args.expires_days * 86_400_000) if args.expires_days else 0
-    if not -(2**63) <= expires < 2**63:  # the field is an int64
-        raise UsageError(f"--expires-days {args.expires_days:g} is out of range")
-    m = rpb.Mark(
-        number=number,
-        category=args.category,
-        score=args.score,
-        reports=args.reports,
-        observed_at_ms=now,
-        expires_at_ms=expires,
-    )
-    _issued(args, stub.IssueMark(m, timeout=30))
-    return 0
-
-
-def cmd_correct(args: argparse.Namespace, connect: Connect) -> int:
-    stub = _admin(args, connect)
-    if args.withdraw == bool(args.category):
-        raise UsageError("give exactly one of --withdraw or --category C")
-    c = pb.CorrectionRequest(
-        targets=[record_id(args.record_id)],
-        action=rpb.CORRECTION_ACTION_WITHDRAW
-        if args.withdraw
-        else rpb.CORRECTION_ACTION_RECATEGORIZE,
-        category=args.category or "",
-        reason=args.reason or "",
-        wait_for_target=args.wait_for_target,
-    )
-    _issued(args, stub.IssueCorrection(c, timeout=30), with_appeal=True)
-    return 0
-
-
-def cmd_decide(args: argparse.Namespace, connect: Connect) -> int:
-    stub = _admin(args, connect)
-    if args.uphold == args.reject:
-        raise UsageError("give exactly one of --uphold or --reject")
-    c = rpb.Correction(
-        appeal_id=record_id(args.appeal_id),
-        outcome=rpb.APPEAL_OUTCOME_UPHOLD if args.uphold else rpb.APPEAL_OUTCOME_REJECT,
-        reason=args.reason or "",
-    )
-    _issued(args, stub.IssueCorrection(c, timeout=30))
-    return 0
-
-
-def cmd_reassign(args: argparse.Namespace, connect: Connect) -> int:
-    stub = _admin(args, connect)
-    from ledger.numbers import normalize
-
-    r = rpb.Reassignment(number=normalize(args.number), effective_at_ms=parse_time(args.at))
-    _issued(args, stub.IssueReassignment(r, timeout=30))
-    return 0
-
-
-def cmd_log_checkpoint(args: argparse.Namespace, connect: Connect) -> int:
-    stub, _ = _public(args, connect)
-    cp = stub.GetLogCheckpoint(pb.GetLogCheckpointRequest(), timeout=10)
-    if args.json:
-        print(
-            json.dumps(
-                {"note": cp.note, "size": cp.size, "root": base64.b64encode(cp.root).decode()}
-            )
-        )
-    else:
-        sys.stdout.write(cp.note)
-    return 0
-
-
-def cmd_log_entries(args: argparse.Namespace, connect: Connect) -> int:
-    # Raw entries are for members and auditors: the member port's Audit service,
-    # as --as or, like `markex audit`, the consortium's first auditor.
-    d, cons = pinned_consortium(args)
-    if not args.node:
-        raise UsageError("--node ID (or HOST:PORT) is required")
-    if args.as_id:
-        acting(args, cons)
-    who = reader_id(cons, args.as_id)
-    stub = connect("audit", Dial(d, client.resolve_node(cons, args.node), who))
-    if args.end <= args.start:
-        raise UsageError("--end must be greater than --start")
-    entries: list[str] = []
-    i = args.start
-    while i < args.end:
-        r = stub.GetEntries(pb.GetEntriesRequest(start=i, end=args.end), timeout=30)
-        if not r.envelopes:
-            break
-        entries.extend(base64.b64encode(e).decode() for e in r.envelopes)
-        i += len(r.envelopes)
-    end = args.start + len(entries)
-    show(args, {"start": args.start, "end": end, "entries": entries}, "\n".join(entries))
-    return 0
-
-
-def cmd_log_inclusion(args: argparse.Namespace, connect: Connect) -> int:
-    stub, _ = _public(args, connect)
-    r = stub.GetInclusionProof(
-        pb.GetInclusionProofRequest(index=args.index, size=args.size), timeout=10
-    )
-    show(
-        args,
-        {
-            "index": r.index,
-            "size": r.size,
-            "leaf_hash": r.leaf_hash.hex(),
-            "proof": [h.hex() for h in r.path],
-        },
-    )
-    return 0
-
-
-def cmd_log_consistency(args: argparse.Namespace, connect: Connect) -> int:
-    stub, _ = _public(args, connect)
-    r = stub.GetConsistencyProof(
-        pb.GetConsistencyProofRequest(old_size=args.old, new_size=args.new), timeout=10
-    )
-    show(args, {"old": r.old_size, "new": r.new_size, "proof": [h.hex() for h in r.path]})
-    return 0
-
-
-def cmd_keys_verifier(args: argparse.Namespace, _connect: Connect) -> int:
-    _, cons = pinned_consortium(args)
-    p = cons.participant(args.participant)
-    if p is None:
-        raise UsageError(f"{args.participant!r} is not a participant of {cons.name}")
-    vkey = note.Verifier.for_key(log_origin(cons.name, p.id), p.public_key).to_string()
-    if args.json:
-        print(json.dumps({"participant": p.id, "verifier": vkey}))
-    else:
-        print(vkey)
-    return 0
-
-
-def cmd_lookup(args: argparse.Namespace, connect: Connect) -> int:
-    from node.lookup import lookup_verified
-
-    stub, cons = _public(args, connect)
-    now = _now_ms()
-    at = parse_time(args.at) if args.at else now
-    # Freshness is judged at the real time, whatever time the entry is evaluated at.
-    obj = lookup_verified(stub, cons, args.number, at, now_ms=now)
-    show(args, obj)
-    return 0 if obj["verified"] else 1
-
-
-def cmd_view_checkpoint(args: argparse.Namespace, connect: Connect) -> int:
-    from node.lookup import view_checkpoint_summary
-
-    stub, cons = _public(args, connect)
-    text = stub.GetViewCheckpoint(pb.GetViewCheckpointRequest(), timeout=10).note
-    obj = view_checkpoint_summary(cons, text)
-    if args.json:
-        print(json.dumps(obj))
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace, _connect: Connect) -> int:
-    # Imported when run: the demo brings up processes; no other command needs it.
-    from node.demo import run_demo
-
-    return run_demo(quick=args.quick, numbers=args.numbers)
-
-
-def cmd_audit(args: argparse.Namespace, connect: Connect) -> int:
-    # Imported when run: the auditor is large and no other command needs it.
-    from node.auditcli import run_audit
-
-    return run_audit(args, connect)
+    command.__qualname__ = command.__name__ = name
+    return command
 
 
 # ------------------------------------------------------------------ parser
 
+# What --as means for a command that only reads.
+READER = ("a member or auditor to read as (default: the consortium's auditor); its node.toml "
+          "also pins the institute key")
+PINNER = "a participant whose node.toml pins the institute key"
+# The shared options of the commands that talk to a node (node.command.add_options).
+ISSUE = READ = "consortium as node json pin"
+
+
+def _quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print only the new record's id (e.g. ID=$(markex mark -q ...))")
+
+
+def _cmd(sub: Any, name: str, fn: Any, help_: str, example: str, opts: str,
+         as_help: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+    """One subcommand with its help line, its example (the epilog) and the
+    shared options it means something for."""
+    p = sub.add_parser(name, help=help_, description=description or help_,
+                       epilog=f"example:\n  {example}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(p, *opts.split(), as_help=as_help)
+    p.set_defaults(fn=fn)
+    return p
+
+
+def _group(sub: Any, name: str, help_: str) -> Any:
+    g = sub.add_parser(name, help=help_, description=help_)
+    g.set_defaults(fn=None, usage_of=g)
+    return g.add_subparsers(dest="sub", title="commands", metavar="COMMAND")
+
+
+class _Version(argparse.Action):
+    """--version, reading the installed version only when asked."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("markex")
+        except PackageNotFoundError:
+            v = "unknown (not installed)"
+        print(f"markex {v}")
+        parser.exit()
+
 
 def build_parser() -> argparse.ArgumentParser:
-    common = common_options()
+    p = Parser(prog="markex", description="The national number-mark exchange.",
+               epilog=exit_code_epilog() + "\n\nmore: docs/cli.md; every command's --help "
+                                           "shows an example",
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
+    p.set_defaults(fn=None, usage_of=p, **OPTION_DEFAULTS)
+    sub = p.add_subparsers(dest="cmd", title="commands", metavar="COMMAND")
 
-    p = argparse.ArgumentParser(prog="markex", description="The national number-mark exchange.")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    cons = _group(sub, "consortium", "set up a consortium: keys, CA, signed consortium.json")
+    ci = _cmd(cons, "init", lazy("cmd_consortium_init"),
+              "a whole local consortium in one folder: keys, CA, certificates, node.toml, "
+              "signed consortium.json", "markex consortium init ~/markex-c", "json")
+    ci.add_argument("dir", metavar="DIR", help="the folder to create (must be empty)")
+    ci.add_argument("--carriers", type=uint32, default=3, help="how many carriers (default 3)")
+    ci.add_argument("--internet", type=uint32, default=2,
+                    help="how many internet firms (default 2)")
+    ci.add_argument("--base-port", type=uint32, default=7400,
+                    help="the first of the loopback ports the nodes listen on (default 7400)")
+    ci.add_argument("--inside-git", action="store_true",
+                    help="allow DIR inside a git work tree (it holds private keys: "
+                         "keep it in .gitignore)")
+    ci.add_argument("--host", action="append", metavar="NAME",
+                    help="a DNS name or IP address of the machine the nodes run on "
+                         "(repeatable): every node certificate names it, and "
+                         "consortium.json's endpoints use the first")
+    ci.add_argument("--listen-all", action="store_true",
+                    help="nodes listen on 0.0.0.0 (every interface); default: the first "
+                         "--host when it is an IP address, else 127.0.0.1")
 
-    cons = sub.add_parser("consortium", help="consortium set-up").add_subparsers(
-        dest="sub", required=True
-    )
-    ci = cons.add_parser(
-        "init", parents=[common], help="keys, CA, certificates, signed consortium.json"
-    )
-    ci.add_argument("dir")
-    ci.add_argument("--carriers", type=int, default=3)
-    ci.add_argument("--internet", type=int, default=2)
-    ci.add_argument("--base-port", type=int, default=7400)
-    ci.add_argument(
-        "--host",
-        action="append",
-        metavar="NAME",
-        help="a DNS name or IP address of the machine the nodes run on (repeatable): every "
-        "node certificate names it, and consortium.json's endpoints use the first "
-        "(default 127.0.0.1); see docs/config.md",
-    )
-    ci.add_argument(
-        "--listen-all",
-        action="store_true",
-        help="nodes listen on 0.0.0.0 (every interface); default: the first --host when it "
-        "is an IP address, else 127.0.0.1",
-    )
-    ci.set_defaults(fn=cmd_consortium_init)
+    nd = _group(sub, "node", "run or configure a node")
+    nr = _cmd(nd, "run", lazy("cmd_node_run"), "run this participant's node until SIGTERM",
+              "markex node run --consortium ~/markex-c --as carrier-1", "consortium as",
+              as_help="the participant whose node this is")
+    nr.add_argument("--restored", action="store_true",
+                    help="the store was restored from a backup: issue only once a quorum of "
+                         "peers agree on this node's own feed head")
+    nr.add_argument("--test-refuse-file", metavar="FILE",
+                    help="TESTS ONLY: refuse the peers listed in FILE (simulated partitions)")
+    nw = _cmd(nd, "wait", lazy("cmd_node_wait"),
+              "wait until nodes answer with cosigned checkpoints (with --for: covering a "
+              "record, in the log and in the view)",
+              "markex node wait --node internet-1 --for 1a2b3c4d5e6f7a8b",
+              "consortium as node json pin",
+              as_help=READER)
+    nw.add_argument("--for", dest="for_records", metavar="RECORD_ID", action="append",
+                    help="a record every node asked must hold in its cosigned log and view "
+                         "checkpoints (64 hex digits or a unique prefix; may be repeated)")
+    nw.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
+                    help="give up after this long, 0..3600, exit code 5 (default 60)")
 
-    nd = sub.add_parser("node", help="run a node").add_subparsers(dest="sub", required=True)
-    nr = nd.add_parser("run", parents=[common], help="run this participant's node until SIGTERM")
-    nr.add_argument(
-        "--restored",
-        action="store_true",
-        help="the store was restored from a backup: issue only once a quorum of peers "
-        "agree on this node's own feed head",
-    )
-    nr.add_argument(
-        "--test-refuse-file",
-        metavar="FILE",
-        help="TESTS ONLY: refuse the peers listed in FILE (simulated partitions)",
-    )
-    nr.set_defaults(fn=cmd_node_run)
-
-    dm = sub.add_parser("demo", parents=[common], help="a whole local consortium and a scenario")
+    dm = _cmd(sub, "demo", lazy("cmd_demo"),
+              "a whole local consortium, a scenario, the view, an audit", "markex demo --quick", "")
     dm.add_argument("--quick", action="store_true", help="fewer numbers")
-    dm.add_argument("--numbers", type=int, default=0, help="how many numbers to mark")
-    dm.set_defaults(fn=cmd_demo)
+    dm.add_argument("--numbers", type=uint32, default=0,
+                    help="how many numbers to mark (default 0: the scenario's own count)")
 
-    mk = sub.add_parser("mark", parents=[common], help="sign and append a mark")
-    mk.add_argument("number")
-    mk.add_argument("category")
-    mk.add_argument("--score", type=uint32, default=60)
-    mk.add_argument("--reports", type=uint32, default=1)
-    mk.add_argument("--expires-days", type=finite_float, default=0)
-    mk.set_defaults(fn=cmd_mark)
+    wb = _cmd(sub, "web", lazy("cmd_web"), "the public web front end of a node",
+              "markex web --as carrier-1 --listen 127.0.0.1:8080", "consortium as node pin",
+              as_help="the participant whose front end this is (it reads its node)")
+    wb.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                    help="where the pages are served (default 127.0.0.1:8080)")
+    wb.add_argument("--lookups-per-minute", type=finite_float, default=120.0,
+                    help="lookups a minute one client address may make (0: no limit; "
+                         "default 120)")
+    wb.add_argument("--burst", type=uint32, default=30,
+                    help="lookups one address may make at once (default 30)")
 
-    co = sub.add_parser("correct", parents=[common], help="correct a mark (an appeal on another's)")
-    co.add_argument("record_id")
-    co.add_argument("--withdraw", action="store_true")
-    co.add_argument("--category")
-    co.add_argument("--reason")
-    co.add_argument(
-        "--wait-for-target",
-        action="store_true",
-        help="issue even if the node has not seen RECORD_ID yet; the correction applies "
-        "once it arrives (without it: refused, not found)",
-    )
-    co.set_defaults(fn=cmd_correct)
+    mk = _cmd(sub, "mark", lazy("cmd_mark"), "sign and append a mark on a number",
+              "markex mark --as carrier-1 13812345678 fraud --score 80", ISSUE,
+              description="Sign and append a mark on a number.\n\ncategories (the default "
+                          "taxonomy; `markex categories` lists a consortium's own):\n"
+                          "  risks: fraud, harassment, debt-collection, one-ring, marketing,\n"
+                          "         real-estate, finance-insurance, recruitment\n"
+                          "  identity labels (not risks): delivery, taxi, customer-service")
+    _quiet(mk)
+    mk.add_argument("number", metavar="NUMBER", help="the number, E.164 or national form")
+    mk.add_argument("category", metavar="CATEGORY",
+                    help="a category of the consortium's taxonomy (see `markex categories`)")
+    mk.add_argument("--score", type=_score, default=60, help="how sure, 0..100 (default 60)")
+    mk.add_argument("--reports", type=uint32, default=1,
+                    help="how many reports back the mark (default 1)")
+    mk.add_argument("--expires-days", type=finite_float, default=0, metavar="DAYS",
+                    help="days until the mark expires (default 0: the policy's expiry, "
+                         "180 days by default)")
 
-    de = sub.add_parser("decide", parents=[common], help="the institute decides an appeal")
-    de.add_argument("appeal_id")
-    de.add_argument("--uphold", action="store_true")
-    de.add_argument("--reject", action="store_true")
-    de.add_argument("--reason")
-    de.set_defaults(fn=cmd_decide)
+    co = _cmd(sub, "correct", lazy("cmd_correct"),
+              "correct a mark: at once on one's own, an appeal on another's",
+              "markex correct --as carrier-2 1a2b3c4d --withdraw --reason 'licensed courier'",
+              ISSUE)
+    _quiet(co)
+    co.add_argument("record_id", metavar="RECORD_ID",
+                    help="the mark's id: 64 hex digits or a unique prefix of at least 8")
+    co.add_argument("--withdraw", action="store_true", help="withdraw the mark")
+    co.add_argument("--category", metavar="C", help="recategorize the mark as C")
+    co.add_argument("--reason", metavar="TEXT", help="why (kept in the record)")
+    co.add_argument("--wait-for-target", action="store_true",
+                    help="issue even if the node has not seen RECORD_ID yet; the correction "
+                         "applies once it arrives (without it: refused, not found)")
 
-    ra = sub.add_parser("reassign", parents=[common], help="declare a number given to a new holder")
-    ra.add_argument("number")
-    ra.add_argument("--at", required=True)
-    ra.set_defaults(fn=cmd_reassign)
+    de = _cmd(sub, "decide", lazy("cmd_decide"), "the institute decides an appeal",
+              "markex decide --as institute 5e6f7a8b --uphold --reason 'courier confirmed'",
+              ISSUE)
+    _quiet(de)
+    de.add_argument("appeal_id", metavar="APPEAL_ID",
+                    help="the appeal's id: 64 hex digits or a unique prefix of at least 8")
+    de.add_argument("--uphold", action="store_true", help="the marks are set aside")
+    de.add_argument("--reject", action="store_true", help="the marks stand")
+    de.add_argument("--reason", metavar="TEXT", help="why (kept in the record)")
 
-    lk = sub.add_parser("lookup", parents=[common], help="verified national view entry")
-    lk.add_argument("number")
-    lk.add_argument("--at")
-    lk.set_defaults(fn=cmd_lookup)
+    ra = _cmd(sub, "reassign", lazy("cmd_reassign"), "declare a number given to a new holder",
+              "markex reassign --as carrier-1 13812345678 --at 2026-12-01T00:00:00Z", ISSUE)
+    _quiet(ra)
+    ra.add_argument("number", metavar="NUMBER", help="the number, E.164 or national form")
+    ra.add_argument("--at", required=True, metavar="ISO8601",
+                    help="when the new holder got it, e.g. 2026-12-01T00:00:00Z (UTC when no "
+                         "zone is given); marks observed before no longer count")
 
-    vw = sub.add_parser("view", help="the national view").add_subparsers(dest="sub", required=True)
-    vc = vw.add_parser("checkpoint", parents=[common])
-    vc.set_defaults(fn=cmd_view_checkpoint)
+    lk = _cmd(sub, "lookup", lazy("cmd_lookup"),
+              "a number's national view entry, verified against a cosigned view checkpoint",
+              "markex lookup --node internet-1 13812345678", READ, as_help=READER)
+    lk.add_argument("number", metavar="NUMBER", nargs="?", help="the number looked up")
+    lk.add_argument("--batch", metavar="FILE",
+                    help="look up every number of FILE (one a line) through LookupBatch")
+    lk.add_argument("--at", metavar="ISO8601",
+                    help="evaluate the entry at this time, e.g. 2026-12-01T00:00:00Z "
+                         "(default: now)")
 
-    lg = sub.add_parser("log", help="the node's Merkle log").add_subparsers(
-        dest="sub", required=True
-    )
-    lc = lg.add_parser("checkpoint", parents=[common])
-    lc.set_defaults(fn=cmd_log_checkpoint)
-    le = lg.add_parser("entries", parents=[common])
-    le.add_argument("--start", type=uint64, required=True)
-    le.add_argument("--end", type=uint64, required=True)
-    le.set_defaults(fn=cmd_log_entries)
-    li = lg.add_parser("inclusion", parents=[common])
-    li.add_argument("--index", type=uint64, required=True)
-    li.add_argument("--size", type=uint64, required=True)
-    li.set_defaults(fn=cmd_log_inclusion)
-    lcs = lg.add_parser("consistency", parents=[common])
-    lcs.add_argument("--old", type=uint64, required=True)
-    lcs.add_argument("--new", type=uint64, required=True)
-    lcs.set_defaults(fn=cmd_log_consistency)
+    _cmd(sub, "categories", lazy("cmd_categories"), "the mark categories and the names users know",
+         "markex categories", "consortium as json pin", as_help=PINNER)
 
-    au = sub.add_parser("audit", parents=[common], help="verify a node's log, checkpoints and view")
-    au.add_argument("--data-dir")
-    au.add_argument("--state", help="auditor state file (remembers audited checkpoints)")
-    au.add_argument("--evidence-dir", help="where evidence files go (default: beside the state)")
-    au.add_argument("verify_evidence", nargs="*", help=argparse.SUPPRESS)
-    au.set_defaults(fn=cmd_audit)
+    rc = _group(sub, "record", "one record, followed to its proof")
+    rg = _cmd(rc, "get", lazy("cmd_record_get"),
+              "a record decoded, with its log index and its inclusion proof verified against "
+              "the node's cosigned log checkpoint",
+              "markex record get --node carrier-1 1a2b3c4d", READ, as_help=READER)
+    rg.add_argument("record_id", metavar="RECORD_ID",
+                    help="64 hex digits or a unique prefix of at least 8")
 
-    ky = sub.add_parser("keys", help="keys").add_subparsers(dest="sub", required=True)
-    kv = ky.add_parser(
-        "verifier", parents=[common], help="a participant's signed-note verifier key"
-    )
-    kv.add_argument("--participant", required=True)
-    kv.set_defaults(fn=cmd_keys_verifier)
+    vw = _group(sub, "view", "the national view")
+    _cmd(vw, "checkpoint", lazy("cmd_view_checkpoint"), "the node's latest signed view checkpoint",
+         "markex view checkpoint --node carrier-1", "consortium as node json pin",
+         as_help=PINNER)
 
-    ceremony.register(sub, cons, ky, nd, common)
-    webcli.register(sub, common)
+    lg = _group(sub, "log", "the node's Merkle log")
+    _cmd(lg, "checkpoint", lazy("cmd_log_checkpoint"),
+         "the node's latest signed log checkpoint, as the note text (with cosignatures)",
+         "markex log checkpoint --node carrier-1", "consortium as node json pin",
+         as_help=PINNER)
+    le = _cmd(lg, "entries", lazy("cmd_log_entries"),
+              "envelopes START..END-1 of the node's log (members and auditors)",
+              "markex log entries --node carrier-1 --start 0 --end 10", READ, as_help=READER)
+    le.add_argument("--start", type=uint64, required=True, help="the first index")
+    le.add_argument("--end", type=uint64, required=True, help="one past the last index")
+    li = _cmd(lg, "inclusion", lazy("cmd_log_inclusion"),
+              "an inclusion proof, verified against the node's cosigned log checkpoint",
+              "markex log inclusion --node carrier-1 --index 3", "consortium as node json pin",
+              as_help=PINNER)
+    li.add_argument("--index", type=uint64, required=True, help="the leaf's index")
+    li.add_argument("--size", type=uint64,
+                    help="the tree size (default: the latest checkpoint's)")
+    lcs = _cmd(lg, "consistency", lazy("cmd_log_consistency"),
+               "a consistency proof, verified against the node's cosigned log checkpoint",
+               "markex log consistency --node carrier-1 --old 2", "consortium as node json pin",
+               as_help=PINNER)
+    lcs.add_argument("--old", type=uint64, required=True, help="the older tree size")
+    lcs.add_argument("--new", type=uint64,
+                     help="the newer tree size (default: the latest checkpoint's)")
+
+    au = _cmd(sub, "audit", lazy("cmd_audit"),
+              "verify a node's log, checkpoints and view, online or on a stopped node's files",
+              "markex audit --node carrier-1", READ, as_help=READER)
+    au.add_argument("--data-dir", metavar="PATH", help="audit a stopped node's files offline")
+    au.add_argument("--state", metavar="FILE",
+                    help="auditor state file (remembers audited checkpoints)")
+    au.add_argument("--evidence-dir", metavar="DIR",
+                    help="where evidence files go (default: beside the state)")
+    aus = au.add_subparsers(dest="sub", title="commands", metavar="COMMAND")
+    ve = _cmd(aus, "verify-evidence", lazy("cmd_verify_evidence"),
+              "check an evidence file (equivocation, fork) with consortium.json",
+              "markex audit verify-evidence c/audit/evidence/equivocation-x.json",
+              "consortium as json pin", as_help=PINNER)
+    ve.add_argument("file", metavar="FILE", help="the evidence file")
+
+    ky = _group(sub, "keys", "keys")
+    kv = _cmd(ky, "verifier", lazy("cmd_keys_verifier"), "a participant's signed-note verifier key",
+              "markex keys verifier --participant carrier-1", "consortium as json pin",
+              as_help=PINNER)
+    kv.add_argument("--participant", required=True, metavar="ID", help="whose key")
+
+    _ceremony(sub, cons, ky, nd)
     return p
+
+
+def _ceremony(sub: Any, consortium: Any, keys: Any, node: Any) -> None:
+    """The key ceremony's commands (node/ceremony.py), each with its help line
+    and an example (docs/consortium-setup.md tells the story)."""
+
+    def command(group: Any, name: str, fn: Any, help_: str, example: str,
+                opts: str = "json", as_help: str | None = None) -> Any:
+        return _cmd(group, name, fn, help_, example, opts, as_help=as_help)
+
+    kg = command(keys, "generate", lazy("cmd_keys_generate"),
+                 "a participant's keys, certificate requests and member.json",
+                 "markex keys generate --id carrier-4 --role carrier --out ./org "
+                 "--host node.carrier4.example")
+    kg.add_argument("--id", required=True, help="the participant's id, e.g. carrier-4")
+    kg.add_argument("--role", required=True,
+                    help="its role: institute, carrier, internet or auditor")
+    kg.add_argument("--out", required=True, help="the organisation's folder; keys go in OUT/ID/")
+    kg.add_argument("--host", default="127.0.0.1", help="the node's host name or address")
+    kg.add_argument("--member-port", type=int, default=7400,
+                    help="the member port (mutual TLS; default 7400)")
+    kg.add_argument("--public-port", type=int, default=7401,
+                    help="the public port (TLS, read-only; default 7401)")
+    kg.add_argument("--name", help="the organisation's name")
+
+    ck = command(consortium, "keygen", lazy("cmd_consortium_keygen"),
+                 "the institute's configuration key (kept off every node)",
+                 "markex consortium keygen --out ./config")
+    ck.add_argument("--out", required=True, help="the folder the key is written to")
+    am = command(consortium, "add-member", lazy("cmd_consortium_add_member"),
+                 "add a participant's member.json to the draft",
+                 "markex consortium add-member ./draft --member ./org/carrier-4/member.json")
+    am.add_argument("dir", help="the draft consortium folder")
+    am.add_argument("--member", required=True, help="the participant's member.json")
+    am.add_argument("--name", help="the consortium's name (a new draft only)")
+    am.add_argument("--weight", type=int, help="the participant's weight (default: its role's)")
+    am.add_argument("--ranges", help="a carrier's E.164 prefixes, comma-separated")
+    cs = command(consortium, "sign", lazy("cmd_consortium_sign"),
+                 "sign consortium.json with the configuration key",
+                 "markex consortium sign ./draft --key ./config/config.key")
+    cs.add_argument("dir", help="the draft consortium folder")
+    cs.add_argument("--key", required=True, help="the configuration key file")
+
+    ca = sub.add_parser("ca", help="the consortium CA", description="the consortium CA")
+    ca.set_defaults(fn=None, usage_of=ca)
+    ca = ca.add_subparsers(dest="sub", title="commands", metavar="COMMAND")
+    cai = command(ca, "init", lazy("cmd_ca_init"), "a new consortium CA",
+                  "markex ca init --ca ./ca")
+    cai.add_argument("--ca", required=True, help="the CA's folder")
+    cai.add_argument("--name", default="markex CA", help="the CA's name (default: markex CA)")
+    cas = command(ca, "sign", lazy("cmd_ca_sign"), "issue a certificate for a request",
+                  "markex ca sign --ca ./ca --csr ./org/carrier-4/tls.csr --out tls.pem "
+                  "--id carrier-4", "consortium json pin")
+    cas.add_argument("--ca", required=True, help="the CA's folder")
+    cas.add_argument("--csr", required=True, help="the certificate request (PEM)")
+    cas.add_argument("--out", required=True, help="where the certificate is written")
+    cas.add_argument("--id", help="the participant the request must name")
+
+    nc = command(node, "configure", lazy("cmd_node_configure"),
+                 "write this participant's node.toml, pinned to the configuration key",
+                 "markex node configure --consortium ./c --as carrier-4 --pin ./config.pub",
+                 "consortium as json", as_help="the participant whose node this is")
+    nc.add_argument("--pin", required=True,
+                    help="the configuration public key, base64 (or a file holding it)")
+    nc.add_argument("--new-feed", action="store_true",
+                    help="this participant has never issued: its node may start a new feed")
+
+
+def _seconds(s: str) -> float:
+    v = finite_float(s)
+    if not 0 <= v <= 3600:
+        raise argparse.ArgumentTypeError(f"{s} is not between 0 and 3600 seconds")
+    return v
+
+
+def _score(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from e
+    if not 0 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"{s} is not between 0 and 100")
+    return v
 
 
 def main(argv: list[str] | None = None, *, connect: Connect | None = None) -> int:
     """Run `markex` with `argv` (default: sys.argv[1:]) and return its exit
     code. `connect` reaches the nodes (default: TLS channels from the
     consortium folder, all closed before this returns)."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        return fail("--json" in argv, Exit.USAGE, str(e))
+    if args.fn is None:  # `markex` or `markex log` alone: what there is to run
+        args.usage_of.print_help(sys.stderr)
+        return int(Exit.USAGE)
     if connect is not None:
         return run(args.fn, args, connect)
     with TlsConnect() as tls:

@@ -12,14 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol
-
-import grpc
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from keys import ConfigError
-from keys.consortium import Consortium
-from markex.v1 import service_pb2_grpc as rpc
-from node import client
+
+if TYPE_CHECKING:  # loaded by the first connection: a command that dials no node never pays
+    import grpc
+
+    from keys.consortium import Consortium
+    from node import client
 
 # public: the Public service on the public port; admin: the Admin service
 # with the operator's admin certificate; audit: the Audit service on the
@@ -65,6 +66,9 @@ class TlsConnect:
         self._channels: list[grpc.Channel] = []
 
     def __call__(self, need: Need, dial: Dial) -> Any:
+        from markex.v1 import service_pb2_grpc as rpc
+        from node import client
+
         ep = dial.node
         if need == "public":
             ch = client.public_channel(dial.directory, ep.public, ep.participant)

@@ -1,6 +1,6 @@
 """The node's core: one writer thread in front of the ledger (group commit),
-subscribers told of every accepted record (push to peers, the view), and the
-checkpoint signer. No gRPC here; services call into it."""
+and subscribers told of every accepted record (push to peers, the view, the
+log keeper). No gRPC here; services call into it."""
 
 from __future__ import annotations
 
@@ -72,18 +72,9 @@ class NodeCore:
         self._room = threading.Condition()
         self._subscribers: list[Callable[[list[Record]], None]] = []
         self._equivocation_subscribers: list[Callable[[EquivocationProof], None]] = []
-        self._checkpoint_lock = threading.Lock()
-        self._dirty = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._stopped = False
-        self.stats = {
-            "accepted": 0,
-            "duplicate": 0,
-            "buffered": 0,
-            "rejected": 0,
-            "equivocation": 0,
-        }
-        self.rejections: dict[str, int] = {}
+        # Told each record's status and its error class, if any (the node's metrics).
         self.observer: Callable[[str, str | None], None] | None = None
         # Set once when a write fails: from then on nothing is written or acknowledged.
         self.failure: StorageFailure | None = None
@@ -287,12 +278,8 @@ class NodeCore:
         for job, a, b in spans:
             outs = outcomes[a:b]
             for o in outs:
-                self.stats[o.status] = self.stats.get(o.status, 0) + 1
-                reason = None
-                if o.error is not None:
-                    reason = type(o.error).__name__
-                    self.rejections[reason] = self.rejections.get(reason, 0) + 1
                 if self.observer is not None:
+                    reason = None if o.error is None else type(o.error).__name__
                     self.observer(o.status, reason)
             if job.kind == "issue":
                 job.future.set_result(outs[0])
@@ -305,19 +292,8 @@ class NodeCore:
                 except Exception:
                     log.exception("equivocation subscriber failed")
         if result.accepted:
-            self._dirty.set()
             for fn in self._subscribers:
                 try:
                     fn(result.accepted)
                 except Exception:
                     log.exception("subscriber failed")
-
-    # ------------------------------------------------------------ checkpoints
-    def checkpoint_if_changed(self) -> str | None:
-        """Sign a new log checkpoint when the log grew since the last one."""
-        with self._checkpoint_lock:
-            latest = self.ledger.latest_checkpoint()
-            if latest is not None and not self._dirty.is_set():
-                return None
-            self._dirty.clear()
-            return self.ledger.sign_checkpoint()

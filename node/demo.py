@@ -142,12 +142,17 @@ def _show(net: LocalNet, number: str, label: str) -> None:
             f"{s.get('participant') or s.get('by')}:{s.get('reason')}"
             for s in (r.get("set_aside") or [])
         )
+        checked = "verified" if r.get("verified") else f"NOT verified ({r.get('error')})"
         say(
-            f"    {pid:<11} {str(r.get('category')):<17} risk={str(r.get('risk')):<6} score={str(r.get('score')):<4}"
-            f" verified={r.get('verified')}  markers=[{markers}]"
+            f"    {pid:<11} {r.get('category') or 'none':<17} risk={r.get('risk') or 'unknown':<6} score={r.get('score') if r.get('score') is not None else '-':<4}"
+            f" {checked}  markers=[{markers}]"
             + (f" set_aside=[{aside}]" if aside else "")
         )
-    say(f"    roots equal on every node: {len(roots) == 1}")
+    say(f"    roots equal on every node: {_yes(len(roots) == 1)}")
+
+
+def _yes(b: bool) -> str:
+    return "yes" if b else "no"
 
 
 def _wait_views(net: LocalNet, timeout: float = 60) -> dict[str, Any]:
@@ -166,6 +171,11 @@ def _wait_views(net: LocalNet, timeout: float = 60) -> dict[str, Any]:
         if time.monotonic() > deadline:
             return views
         time.sleep(0.3)
+
+
+def cmd_demo(args: Any, _connect: Any) -> int:
+    """`markex demo [--quick] [--numbers N]`."""
+    return run_demo(quick=args.quick, numbers=args.numbers)
 
 
 def run_demo(quick: bool = False, numbers: int = 0) -> int:
@@ -229,7 +239,7 @@ def _run(net: LocalNet, count: int) -> int:
         ),
         timeout=30,
     )
-    say(f"   {holder_dc} filed appeal {appeal.id.hex()[:16]}... (appeal={appeal.appeal})")
+    say(f"   {holder_dc} filed appeal {appeal.id.hex()[:16]}... (an appeal: {_yes(appeal.appeal)}, log index {appeal.index})")
     net.wait_converged(timeout=60)
     _wait_views(net, 20)
     _show(net, DELIVERY_CO, "while the appeal is pending")
@@ -283,14 +293,15 @@ def _run(net: LocalNet, count: int) -> int:
         rep = audit_node_online(net.dir, net.consortium, pid)
         audit_ok &= bool(rep["ok"])
         say(
-            f"  {pid:<11} ok={rep['ok']} records={rep.get('counts', {}).get('records')} findings={len(rep.get('findings', []))}"
+            f"  {pid:<11} {'ok' if rep['ok'] else 'FAILED'}: records={rep.get('counts', {}).get('records')} findings={len(rep.get('findings', []))}"
         )
 
     say(
-        f"\nsame records on every node: {same_records}; same view root on every node: {same_view}; audits pass: {audit_ok}"
+        f"\nsame records on every node: {_yes(same_records)}; same view root on every node: {_yes(same_view)}; audits pass: {_yes(audit_ok)}"
     )
     ok = same_records and same_view and audit_ok
     say("demo " + ("passed" if ok else "FAILED"))
+    say("next: the README's \"Using it\" story runs the same by hand, command by command")
     return 0 if ok else 1
 
 

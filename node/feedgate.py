@@ -117,3 +117,20 @@ class IssueGate:
                 + "; start its peers and try again, or, if this feed really is new, "
                 "state it with new_feed = true in node.toml (on an empty store only)"
             )
+
+
+def gate_at_start(
+    own_seq: int, *, restored: bool, new_feed: bool, peers: Iterable[str], quorum: int
+) -> IssueGate:
+    """The gate of a node starting with `own_seq` records of its own feed in
+    its store: `restored` is the operator's --restored, `new_feed` node.toml's
+    statement that the feed is new."""
+    if restored:
+        why = "the operator marked this node's store as restored from a backup"
+        return IssueGate(RESTORE, peers, quorum, why)
+    if own_seq > 0:
+        return IssueGate(OWN_STORE, peers, quorum)
+    if new_feed:
+        return IssueGate(NEW_FEED, peers, quorum)
+    why = "this node's store holds none of its own feed and node.toml does not state it is new"
+    return IssueGate(RESTORE, peers, quorum, why)

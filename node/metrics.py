@@ -58,6 +58,18 @@ class NodeMetrics:
             srv.shutdown()
             srv.server_close()
 
+    def outcome(self, status: str, reason: str | None) -> None:
+        """One record's outcome at the writer (NodeCore.observer)."""
+        self.records.labels(status).inc()
+        if reason is not None:
+            self.rejected.labels(reason).inc()
+
+    def accepted(self, issued_at_ms: Iterable[int], now_ms: int, log_size: int) -> None:
+        """Others' records accepted at `now_ms` (their issue times), the log's new size."""
+        for t in issued_at_ms:
+            self.propagation.observe(max(0, now_ms - t) / 1000)
+        self.log_size.set(log_size)
+
     def lag(self, peer: str, issuer: str, n: int) -> None:
         """Set the lag gauge; ids that are not participants are not recorded."""
         if peer in self.participants and issuer in self.participants:

@@ -21,8 +21,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import grpc
 
@@ -32,30 +32,48 @@ from ledger.errors import LedgerError
 from ledger.log import EquivocationProof, verify_envelopes
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
-from node.core import max_member_message_bytes
-
-if TYPE_CHECKING:
-    from node.server import Node
+from node.core import NodeCore, max_member_message_bytes
+from node.feedgate import IssueGate
+from node.logkeeper import LogKeeper
+from node.metrics import NodeMetrics
+from node.viewkeeper import ViewKeeper
 
 log = logging.getLogger("markex.replication")
 
 PUSH_QUEUE = 100_000
 PUSH_BATCH = 500
 PULL_MAX = 50_000
+EVIDENCE_PAGES = 100  # GetEvidence pages read from one peer at most, per fetch
+
+
+@dataclass(frozen=True)
+class LinkParts:
+    """The parts of the local node a PeerLink works with, the same for every
+    link: the writer (records in, feeds read), the issue gate it reports our
+    feed's heads to, the log and view keepers it gets cosignatures for, the
+    lag gauge, and the partition test hook (`refuses(peer)`)."""
+
+    core: NodeCore
+    gate: IssueGate
+    logs: LogKeeper
+    view: ViewKeeper
+    metrics: NodeMetrics
+    refuses: Callable[[str], bool]
 
 
 class PeerLink:
     def __init__(
         self,
-        node: Node,
+        parts: LinkParts,
         peer: Participant,
         credentials: grpc.ChannelCredentials,
         sync_interval: float = 0.5,
     ) -> None:
-        self.node = node
+        self.parts = parts
+        self.core = parts.core
         self.peer = peer
         self.sync_interval = sync_interval
-        policy = node.consortium.policy
+        policy = parts.core.consortium.policy
         self._q: queue.Queue[list[bytes]] = queue.Queue(PUSH_QUEUE)
         self._carry: list[bytes] = []  # envelopes taken from _q past the last batch's end
         self._stop = threading.Event()
@@ -75,11 +93,12 @@ class PeerLink:
             ],
         )
         self.stub = rpc.ExchangeStub(self._channel)
+        # Evidence is on the peer's member port (docs/publication.md), asked as a member.
+        self._audit = rpc.AuditStub(self._channel)
         self._threads = [
             threading.Thread(target=self._push_loop, name=f"push-{peer.id}", daemon=True),
             threading.Thread(target=self._sync_loop, name=f"sync-{peer.id}", daemon=True),
         ]
-        self.cosigned_size = 0  # the size this peer last cosigned for us
         self.peer_heads: dict[str, int] = {}
         # The peer's heads as of the previous successful round (None: no such
         # round since connecting; then everything the peer has more is pulled).
@@ -118,7 +137,7 @@ class PeerLink:
         # Ends with its call: gRPC consumes a request iterator on a thread of
         # its own, which would otherwise stay blocked here after a failed call.
         while not self._stop.is_set() and not call_over.is_set():
-            if self.node.refuses(self.peer.id):
+            if self.parts.refuses(self.peer.id):
                 return
             out, self._carry = self._carry, []
             if not out:
@@ -138,7 +157,7 @@ class PeerLink:
     def _push_loop(self) -> None:
         backoff = 0.3
         while not self._stop.is_set():
-            if self.node.refuses(self.peer.id):
+            if self.parts.refuses(self.peer.id):
                 self._drain_queue()
                 self._stop.wait(0.2)
                 continue
@@ -168,9 +187,9 @@ class PeerLink:
         next_round = 0.0  # when the next anti-entropy round is due
         while not self._stop.is_set():
             now = time.monotonic()
-            if self.node.refuses(self.peer.id):
+            if self.parts.refuses(self.peer.id):
                 self._prev_heads = None
-                self.node.peer_unreachable(self.peer.id)
+                self.parts.gate.unreachable(self.peer.id)
                 next_round = now + self.sync_interval
             else:
                 try:
@@ -186,11 +205,11 @@ class PeerLink:
                 except grpc.RpcError as e:
                     self.connected = False
                     self._prev_heads = None
-                    self.node.peer_unreachable(self.peer.id)
+                    self.parts.gate.unreachable(self.peer.id)
                     log.debug("sync with %s failed: %s", self.peer.id, e.code())
                 except Exception:
                     self._prev_heads = None
-                    self.node.peer_unreachable(self.peer.id)
+                    self.parts.gate.unreachable(self.peer.id)
                     log.exception("sync with %s failed", self.peer.id)
             self._wake.wait(max(0.0, next_round - time.monotonic()))
             self._wake.clear()
@@ -200,12 +219,16 @@ class PeerLink:
         lack (but for pushes in flight, see the module doc), pass on
         equivocation proofs, and ask for cosignatures. Returns how many
         records were pulled."""
-        core = self.node.core
+        core = self.core
         heads = self.stub.Heads(pb.FeedHeadsRequest(), timeout=5)
-        me = self.node.participant_id
+        me = core.participant_id
         claim = next((h for h in heads.heads if h.issuer == me), None)
         proven = claim is not None and claim.seq > core.ledger.feed(me).seq and self._proves(claim)
-        self.node.peer_heads(self.peer.id, heads, proven)
+        # What the peer holds of our own feed goes to the gate (node/feedgate.py).
+        if claim is None:
+            self.parts.gate.report(self.peer.id, 0, b"")
+        else:
+            self.parts.gate.report(self.peer.id, claim.seq, claim.head_id, proven)
         prev = self._prev_heads
         pulled = 0
         for h in heads.heads:
@@ -214,7 +237,7 @@ class PeerLink:
                 continue
             self.peer_heads[h.issuer] = h.seq
             ours = core.ledger.feed(h.issuer)
-            self.node.metrics.lag(self.peer.id, h.issuer, max(0, h.seq - ours.seq))
+            self.parts.metrics.lag(self.peer.id, h.issuer, max(0, h.seq - ours.seq))
             if ours.frozen_at is not None:
                 continue
             if h.seq < ours.seq or (h.seq == ours.seq and h.head_id == ours.head_id):
@@ -251,13 +274,17 @@ class PeerLink:
             env = next((e for b in batches for e in b.envelopes), None)
             if env is None:
                 return False
-            rec = verify_envelopes([env], self.node.consortium)[0]
+            rec = verify_envelopes([env], self.core.consortium)[0]
         except (grpc.RpcError, LedgerError):
             return False
         return rec.issuer == claim.issuer and rec.seq == claim.seq and rec.id == claim.head_id
 
     def _cosign_steps(self) -> None:
-        for step in (self._cosign, lambda: self.node.view_cosign_with(self)):
+        steps = (
+            lambda: self.parts.logs.request_cosign(self.peer.id, self.stub),
+            lambda: self.parts.view.request_cosign(self.peer, self.stub),
+        )
+        for step in steps:
             try:
                 step()
             except grpc.RpcError as e:
@@ -266,7 +293,19 @@ class PeerLink:
                 log.debug("cosigning with %s failed: %s %s", self.peer.id, e.code(), e.details())
 
     def _fetch_evidence(self) -> None:
-        self.node.fetch_evidence_from(self.peer)
+        """Read the peer's equivocation proofs (GetEvidence pages) and keep
+        the ones that check; a bad proof from a peer changes nothing."""
+        start = 0
+        for _page in range(EVIDENCE_PAGES):  # a peer cannot keep us reading forever
+            ev = self._audit.GetEvidence(pb.GetEvidenceRequest(start=start), timeout=5)
+            for raw in ev.equivocations:
+                try:
+                    self.core.add_equivocation(EquivocationProof.decode(raw))
+                except Exception as e:
+                    log.warning("peer %s sent a bad equivocation proof: %s", self.peer.id, e)
+            if ev.next_start <= start or not ev.equivocations:
+                return  # the end, or past the equivocations (forks are not ours to keep)
+            start = ev.next_start
 
     def _send_evidence(self) -> None:
         with self._evidence_lock:
@@ -280,27 +319,3 @@ class PeerLink:
                 with self._evidence_lock:
                     self._pending_evidence.extend(todo[i:])
                 raise
-
-    def _cosign(self) -> None:
-        text, size = self.node.current_log_checkpoint()
-        if text is None or self.node.has_cosignature(self.peer.id, text):
-            return
-        old = min(self.cosigned_size, size)
-        for _ in range(2):
-            proof = self.node.core.ledger.consistency_proof(old, size) if 0 < old < size else []
-            try:
-                resp = self.stub.Cosign(
-                    pb.CosignRequest(note=text, old_size=old, proof=proof), timeout=5
-                )
-            except grpc.RpcError as e:
-                detail = e.details() or ""
-                if (
-                    e.code() == grpc.StatusCode.FAILED_PRECONDITION
-                    and "witness knows size" in detail
-                ):
-                    old = int(detail.rsplit(" ", 1)[-1])
-                    continue
-                raise
-            self.cosigned_size = size
-            self.node.add_cosignature(self.peer.id, text, resp.signature_line)
-            return

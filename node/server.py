@@ -3,8 +3,13 @@
 - member port (mutual TLS, consortium CA): Exchange, Admin and Audit;
 - public port (TLS, read-only): Public, grpc.health.v1, server reflection.
 
-`Node(cfg).start()` binds both (port 0 picks a free port, for tests) and
-starts replication with every peer named in consortium.json.
+`Node` is the composition root: it builds the parts (the writer `NodeCore`,
+the `LogKeeper` and `ViewKeeper`, the `Witness`, the issue gate, one
+`PeerLink` per peer, the servicers), gives each the parts it uses, and wires
+the writer's events to them. No part holds the `Node`.
+
+`Node(cfg).start()` binds both ports (port 0 picks a free port, for tests)
+and starts replication with every peer named in consortium.json.
 """
 
 from __future__ import annotations
@@ -24,11 +29,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from keys.consortium import Consortium, Participant
+from keys.consortium import Consortium
 from keys.layout import NodeConfig, load_consortium
 from keys.signing import SigningKey, read_private
-from keys.tls import participant_dns_name
-from ledger import note
 from ledger.errors import StorageFailure
 from ledger.log import EquivocationProof
 from ledger.record import Record
@@ -37,10 +40,11 @@ from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node import ports, tilesrv
 from node.core import NodeCore, max_member_message_bytes, wall_ms
-from node.feedgate import NEW_FEED, OWN_STORE, RESTORE, IssueGate
+from node.feedgate import gate_at_start
 from node.limits import ClientTable, PublicGate, PublicLimits
+from node.logkeeper import LogKeeper
 from node.metrics import LatencyInterceptor, NodeMetrics
-from node.replication import PeerLink
+from node.replication import LinkParts, PeerLink
 from node.services import AdminService, AuditService, ExchangeService, PublicService
 from node.status import DecodeGuard
 from node.viewkeeper import ViewKeeper
@@ -49,7 +53,29 @@ from node.witness import Witness
 log = logging.getLogger("markex.node")
 
 CHECKPOINT_INTERVAL = 0.25
-EVIDENCE_PAGES = 100  # GetEvidence pages read from one peer at most, per fetch
+HEALTH_SERVICES = ("", "markex.v1.Public")
+
+
+class RefuseFile:
+    """The partition test hook: a file listing the peer ids this node
+    refuses (re-read at most every 0.1 s). Without a file nobody is refused."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = None if path is None else Path(path)
+        self._refused: frozenset[str] = frozenset()
+        self._checked = 0.0
+
+    def refuses(self, peer: str) -> bool:
+        if self.path is None:
+            return False
+        now = time.monotonic()
+        if now - self._checked > 0.1:
+            self._checked = now
+            try:
+                self._refused = frozenset(self.path.read_text().split())
+            except OSError:
+                self._refused = frozenset()
+        return peer in self._refused
 
 
 class Node:
@@ -70,27 +96,14 @@ class Node:
         backup, so the node issues only once a quorum of peers agree on its
         own feed's head (node/feedgate.py)."""
         self.cfg = cfg
-        self.public_limits = public_limits or PublicLimits()
-        self.public_gate = PublicGate(ClientTable(self.public_limits))
         self.consortium = consortium or load_consortium(cfg)
         self.participant_id = cfg.participant
-        self.key = SigningKey.load(cfg.signing_key)
         self.clock = clock
         self.sync_interval = sync_interval
-        self.metrics = NodeMetrics(p.id for p in self.consortium.participants)
-        self.store = Store(cfg.data_dir)
-        self.core = NodeCore(self.store, self.consortium, self.participant_id, self.key, clock)
-        self.witness = Witness(self.store, self.consortium, self.participant_id, self.key, clock)
-        self.view = ViewKeeper(self)
+        key = SigningKey.load(cfg.signing_key)
         self._tls_key = read_private(cfg.tls_key)  # a TLS key others can read is refused
         self._tls_cert = cfg.tls_cert.read_bytes()
         self._ca = cfg.ca_cert.read_bytes()
-        self.links: dict[str, PeerLink] = {}
-        self._cosig_lock = threading.Lock()
-        self._cosigs: dict[str, str] = {}  # peer -> line, for _cosig_text
-        self._cosig_text: str | None = None
-        self._stop = threading.Event()
-        self._refuse_file = refuse_file
         if refuse_file is not None:
             log.warning(
                 json.dumps(
@@ -102,19 +115,66 @@ class Node:
                     }
                 )
             )
-        self._refused: frozenset[str] = frozenset()
-        self._refuse_checked = 0.0
+        self.refuses = RefuseFile(refuse_file).refuses
+
+        # The parts, each given what it uses.
+        self.metrics = NodeMetrics(p.id for p in self.consortium.participants)
+        self.store = Store(cfg.data_dir)
+        self.core = NodeCore(self.store, self.consortium, self.participant_id, key, clock)
+        ledger = self.core.ledger
+        self.logs = LogKeeper(ledger)
+        self.view = ViewKeeper(ledger, clock)
+        self.witness = Witness(self.store, self.consortium, self.participant_id, key, clock)
+        self.peers = [
+            p for p in self.consortium.participants
+            if p.id != self.participant_id and p.member_endpoint
+        ]
+        self.gate = gate_at_start(
+            ledger.feed(self.participant_id).seq,
+            restored=restored,
+            new_feed=cfg.new_feed,
+            peers=[p.id for p in self.peers],
+            quorum=self.consortium.policy.restore_quorum,
+        )
+        self.public_limits = public_limits or PublicLimits()
+        self.public_gate = PublicGate(ClientTable(self.public_limits))
+        self.link_parts = LinkParts(
+            self.core, self.gate, self.logs, self.view, self.metrics, self.refuses
+        )
+        self.links: dict[str, PeerLink] = {}
+        self.exchange = ExchangeService(self.core, self.witness, self.view, self.refuses)
+        self.admin = AdminService(self.core, self.gate)
+        self.audit = AuditService(ledger, forks=(self.witness, self.view))
+        self.public_service = PublicService(
+            ledger, self.logs, self.view, self.public_gate, self.public_limits
+        )
+
+        # The writer's events, to the parts that act on them.
+        self.core.observer = self.metrics.outcome
+        self.core.subscribe(self.logs.grew)
+        self.core.subscribe(self._observe_accepted)
+        self.core.subscribe(self._push_own)
+        self.core.subscribe(self.view.apply)
+        self.core.on_equivocation(self._on_equivocation)
+        self.core.on_failure(self._on_storage_failure)
+
+        self._stop = threading.Event()
         self.member_port = 0
         self.public_port = 0
         self.tiles: tilesrv.TileServer | None = None  # the tlog-tiles endpoint, when configured
-        self._restored = restored
-        # How long an issuing call waits for the gate (node/feedgate.py) to open.
-        self.issue_wait_s = 10.0
-        self.gate = self._issue_gate()
-        self.core.observer = self._observe
-        self.core.subscribe(self._on_accepted)
-        self.core.on_equivocation(self._on_equivocation)
-        self.core.on_failure(self._on_storage_failure)
+
+    @property
+    def issue_wait_s(self) -> float:
+        """How long an issuing call waits for the issue gate to open (tests shorten it)."""
+        return self.admin.issue_wait_s
+
+    @issue_wait_s.setter
+    def issue_wait_s(self, seconds: float) -> None:
+        self.admin.issue_wait_s = seconds
+
+    def log_checkpoint_note(self) -> str | None:
+        """The log checkpoint the node serves (LogKeeper.checkpoint_note), for tests and tools."""
+        return self.logs.checkpoint_note()
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> Node:
@@ -134,9 +194,9 @@ class Node:
             options=opts,
             interceptors=interceptors,
         )
-        rpc.add_ExchangeServicer_to_server(ExchangeService(self), self.member)
-        rpc.add_AdminServicer_to_server(AdminService(self), self.member)
-        rpc.add_AuditServicer_to_server(AuditService(self), self.member)
+        rpc.add_ExchangeServicer_to_server(self.exchange, self.member)
+        rpc.add_AdminServicer_to_server(self.admin, self.member)
+        rpc.add_AuditServicer_to_server(self.audit, self.member)
         member_creds = grpc.ssl_server_credentials(
             [(self._tls_key, self._tls_cert)], root_certificates=self._ca, require_client_auth=True
         )
@@ -156,7 +216,7 @@ class Node:
             interceptors=[self.public_gate, *interceptors],
             maximum_concurrent_rpcs=lim.max_calls,
         )
-        rpc.add_PublicServicer_to_server(PublicService(self), self.public)
+        rpc.add_PublicServicer_to_server(self.public_service, self.public)
         # Non-blocking: an idle Watch holds no thread (the interceptors keep the mark).
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.public)
@@ -186,12 +246,11 @@ class Node:
             ca_pem=self._ca,
             config_name=f"{self.participant_id}/node.toml",
         )
-        self.core.checkpoint_if_changed() if self.core.ledger.size else None
+        if self.core.ledger.size:
+            self.logs.sign_if_grown()
         creds = self.client_credentials()
-        for p in self.consortium.participants:
-            if p.id == self.participant_id or not p.member_endpoint:
-                continue
-            link = PeerLink(self, p, creds, self.sync_interval)
+        for p in self.peers:
+            link = PeerLink(self.link_parts, p, creds, self.sync_interval)
             self.links[p.id] = link
             link.start()
         self._ticker = threading.Thread(target=self._tick_loop, name="checkpoints", daemon=True)
@@ -199,8 +258,8 @@ class Node:
         serving = health_pb2.HealthCheckResponse.SERVING
         if self.core.failure is not None:  # the store failed while starting
             serving = health_pb2.HealthCheckResponse.NOT_SERVING
-        self.health.set("", serving)
-        self.health.set("markex.v1.Public", serving)
+        for service in HEALTH_SERVICES:
+            self.health.set(service, serving)
         log.info(
             json.dumps(
                 {
@@ -233,7 +292,6 @@ class Node:
         if self.tiles is not None:
             self.tiles.stop()
         self.core.stop()
-        self.view.stop()
         self.metrics.stop()
         self.store.close()
 
@@ -243,71 +301,21 @@ class Node:
         return 0 if self.tiles is None else self.tiles.port
 
     def client_credentials(self) -> grpc.ChannelCredentials:
+        """This node's member credentials, for its channels to peers."""
         return grpc.ssl_channel_credentials(
             root_certificates=self._ca, private_key=self._tls_key, certificate_chain=self._tls_cert
         )
 
-    # ------------------------------------------------------------ events
-    def _on_accepted(self, records: list[Record]) -> None:
-        now = self.clock()
+    # ------------------------------------------------------------ events (writer thread)
+    def _observe_accepted(self, records: list[Record]) -> None:
+        others = [r.issued_at_ms for r in records if r.issuer != self.participant_id]
+        self.metrics.accepted(others, self.clock(), self.core.ledger.size)
+
+    def _push_own(self, records: list[Record]) -> None:
         own = [r.envelope for r in records if r.issuer == self.participant_id]
-        for r in records:
-            if r.issuer != self.participant_id:
-                self.metrics.propagation.observe(max(0, now - r.issued_at_ms) / 1000)
-        self.metrics.log_size.set(self.core.ledger.size)
         if own:
             for link in self.links.values():
                 link.enqueue(own)
-        self.view.apply(records)
-
-    def _issue_gate(self) -> IssueGate:
-        """Which case of node/feedgate.py this start is, from the store and the operator."""
-        peers = [
-            p.id
-            for p in self.consortium.participants
-            if p.id != self.participant_id and p.member_endpoint
-        ]
-        quorum = self.consortium.policy.restore_quorum
-        own = self.core.ledger.feed(self.participant_id).seq
-        if self._restored:
-            why = "the operator marked this node's store as restored from a backup"
-            return IssueGate(RESTORE, peers, quorum, why)
-        if own > 0:
-            return IssueGate(OWN_STORE, peers, quorum)
-        if self.cfg.new_feed:
-            return IssueGate(NEW_FEED, peers, quorum)
-        why = "this node's store holds none of its own feed and node.toml does not state it is new"
-        return IssueGate(RESTORE, peers, quorum, why)
-
-    def issue_refusal(self) -> str | None:
-        """None when this node may sign its next own record now; else why not."""
-        feed = self.core.ledger.feed(self.participant_id)
-        return self.gate.refusal(feed.seq, feed.head_id)
-
-    def _on_storage_failure(self, err: StorageFailure) -> None:
-        """The store failed: the node takes no writes until restarted, and says so."""
-        log.critical(json.dumps({"event": "storage-failure", "error": str(err)}))
-        if not hasattr(self, "health"):
-            return  # start() has not made it yet; it reads core.failure itself
-        for service in ("", "markex.v1.Public"):
-            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-
-    def peer_heads(self, peer: str, heads: pb.FeedHeads, proven: bool = False) -> None:
-        """A peer's answer to Heads: what it holds of our own feed goes to the
-        gate; `proven` when it also served that head record (PeerLink)."""
-        for h in heads.heads:
-            if h.issuer == self.participant_id:
-                self.gate.report(peer, h.seq, h.head_id, proven)
-                return
-        self.gate.report(peer, 0, b"")
-
-    def peer_unreachable(self, peer: str) -> None:
-        self.gate.unreachable(peer)
-
-    def _observe(self, status: str, reason: str | None) -> None:
-        self.metrics.records.labels(status).inc()
-        if reason is not None:
-            self.metrics.rejected.labels(reason).inc()
 
     def _on_equivocation(self, proof: EquivocationProof) -> None:
         log.warning(json.dumps({"event": "equivocation", "first": proof.first.hex()[:64]}))
@@ -315,43 +323,13 @@ class Node:
         for link in self.links.values():
             link.report(proof)
 
-    def fetch_evidence_from(self, peer: Participant) -> None:
-        # Evidence is on the peer's member port (docs/publication.md), asked as a member;
-        # only the peer's own certificate is accepted (its participant DNS name).
-        channel = grpc.secure_channel(
-            peer.member_endpoint,
-            self.client_credentials(),
-            options=[("grpc.ssl_target_name_override", participant_dns_name(peer.id))],
-        )
-        try:
-            stub = rpc.AuditStub(channel)
-            start = 0
-            for _page in range(EVIDENCE_PAGES):  # a peer cannot keep us reading forever
-                ev = stub.GetEvidence(pb.GetEvidenceRequest(start=start), timeout=5)
-                for raw in ev.equivocations:
-                    try:
-                        self.core.add_equivocation(EquivocationProof.decode(raw))
-                    except Exception as e:  # a bad proof from a peer changes nothing
-                        log.warning("peer %s sent a bad equivocation proof: %s", peer.id, e)
-                if ev.next_start <= start or not ev.equivocations:
-                    return  # the end, or past the equivocations (forks are not ours to keep)
-                start = ev.next_start
-        finally:
-            channel.close()
-
-    # ------------------------------------------------------------ partitions (test hook)
-    def refuses(self, peer: str) -> bool:
-        if not self._refuse_file:
-            return False
-        now = time.monotonic()
-        if now - self._refuse_checked > 0.1:
-            self._refuse_checked = now
-            try:
-                text = Path(self._refuse_file).read_text()
-                self._refused = frozenset(text.split())
-            except OSError:
-                self._refused = frozenset()
-        return peer in self._refused
+    def _on_storage_failure(self, err: StorageFailure) -> None:
+        """The store failed: the node takes no writes until restarted, and says so."""
+        log.critical(json.dumps({"event": "storage-failure", "error": str(err)}))
+        if not hasattr(self, "health"):
+            return  # start() has not made it yet; it reads core.failure itself
+        for service in HEALTH_SERVICES:
+            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     # ------------------------------------------------------------ checkpoints
     def _tick_loop(self) -> None:
@@ -359,101 +337,12 @@ class Node:
             if self.core.failure is not None:
                 continue  # nothing to sign: the log cannot grow until a restart
             try:
-                if self.core.checkpoint_if_changed() is not None:
+                if self.logs.sign_if_grown() is not None:
                     for link in self.links.values():
                         link.cosign_now()
                 self.view.tick()
             except Exception:
                 log.exception("checkpoint tick failed")
-
-    def current_log_checkpoint(self) -> tuple[str | None, int]:
-        text = self.core.ledger.latest_checkpoint()
-        if text is None:
-            return None, 0
-        cp = note.Checkpoint.parse_body(note.Note.parse(text).text)
-        return text, cp.size
-
-    def has_cosignature(self, peer: str, text: str) -> bool:
-        with self._cosig_lock:
-            return self._cosig_text == text and peer in self._cosigs
-
-    def add_cosignature(self, peer: str, text: str, line: str) -> None:
-        p = self.consortium.participant(peer)
-        if p is None:
-            return
-        from node.witness import witness_name
-
-        body = note.Note.parse(text).text
-        sig = note.NoteSignature.from_line(line.rstrip("\n"))
-        note.verify_cosignature(body, sig, witness_name(self.consortium.name, peer), p.public_key)
-        with self._cosig_lock:
-            if self._cosig_text != text:
-                # A newer checkpoint: keep the quorum-cosigned one until it has its own.
-                if self._cosig_text is not None and len(self._cosigs) >= self.quorum():
-                    self._store_cosigned()
-                self._cosig_text, self._cosigs = text, {}
-            self._cosigs[peer] = line if line.endswith("\n") else line + "\n"
-            if len(self._cosigs) >= self.quorum():
-                self._store_cosigned()
-
-    def _store_cosigned(self) -> None:
-        assert self._cosig_text is not None
-        full = note.add_signature_lines(self._cosig_text, sorted(self._cosigs.values()))
-        # Not synced: lost in a crash, the cosignatures are collected again.
-        self.store.put("checkpoints", b"log/cosigned", full.encode(), sync=False)
-
-    def quorum(self) -> int:
-        return self.consortium.policy.cosign_quorum
-
-    def log_checkpoint_note(self) -> str | None:
-        """The newest checkpoint with a quorum of cosignatures; else the newest
-        signed one with what cosignatures it has so far."""
-        with self._cosig_lock:
-            latest = self.core.ledger.latest_checkpoint()
-            partial = latest
-            if latest is not None and latest == self._cosig_text and self._cosigs:
-                partial = note.add_signature_lines(latest, sorted(self._cosigs.values()))
-                if len(self._cosigs) >= self.quorum():
-                    return partial
-        v = self.store.get("checkpoints", b"log/cosigned")
-        if v is not None:
-            return v.decode()
-        return partial
-
-    def fork_evidence(self) -> list[bytes]:
-        return self.witness.forks() + self.view.forks()
-
-    # ------------------------------------------------------------ reads
-    def feed_heads_pb(self) -> pb.FeedHeads:
-        heads = []
-        for issuer, st in sorted(self.core.ledger.feeds().items()):
-            heads.append(
-                pb.FeedHead(
-                    issuer=issuer,
-                    seq=st.seq,
-                    head_id=st.head_id,
-                    frozen=st.frozen_at is not None,
-                    frozen_at=st.frozen_at or 0,
-                )
-            )
-        return pb.FeedHeads(heads=heads)
-
-    def lookup(self, number: str, at_ms: int, with_proof: bool) -> pb.LookupResponse:
-        return self.view.lookup(number, at_ms or self.clock(), with_proof)
-
-    def lookup_batch(
-        self, numbers: list[str], at_ms: int, with_proofs: bool
-    ) -> pb.LookupBatchResponse:
-        return self.view.lookup_batch(numbers, at_ms or self.clock(), with_proofs)
-
-    def view_checkpoint_note(self) -> str | None:
-        return self.view.checkpoint_note()
-
-    def cosign_view(self, peer: str, text: str) -> str:
-        return self.view.cosign(peer, text)
-
-    def view_cosign_with(self, link: PeerLink) -> None:
-        self.view.request_cosign(link)
 
 
 def run_node(cfg: NodeConfig, *, refuse_file: Path | None = None, restored: bool = False) -> int:

@@ -7,9 +7,9 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -26,7 +26,8 @@ from ledger.errors import (
     NotFound,
     TooLarge,
 )
-from ledger.log import EquivocationProof
+from ledger.log import EquivocationProof, NodeLedger
+from ledger.names import view_origin
 from ledger.record import (
     RECATEGORIZE,
     REJECT,
@@ -40,20 +41,46 @@ from ledger.record import (
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
+from node.core import NodeCore
+from node.feedgate import IssueGate
+from node.limits import PublicGate, PublicLimits
+from node.logkeeper import LogKeeper
 from node.status import code_for, detail_for
-from node.viewkeeper import MAX_LOOKUP_BATCH
-
-if TYPE_CHECKING:
-    from node.server import Node
+from node.viewkeeper import ViewKeeper
+from node.witness import Witness
 
 log = logging.getLogger("markex.rpc")
 
 MAX_ENTRIES_PER_CALL = 1000
 EVIDENCE_PAGE = 100  # evidence items per GetEvidence page, the default and the most
+FIND_LIMIT = 16  # ids per FindRecords answer
 PULL_BATCH = 500
 PUSH_INFLIGHT = 16  # push messages from one peer queued for the writer at once
 PUSH_WAIT = 30.0  # seconds a push waits for room in the writer's queue (then RESOURCE_EXHAUSTED)
 DELIVER_WAIT = 10.0  # the same for a Deliver call
+ISSUE_WAIT = 10.0  # seconds an issuing call waits for the issue gate to open (node/feedgate.py)
+
+
+class ForkSource(Protocol):
+    """A keeper of fork evidence (the witness, the view keeper)."""
+
+    def forks(self) -> list[bytes]: ...
+
+
+def feed_heads(ledger: NodeLedger) -> pb.FeedHeads:
+    """Every feed's head as the ledger holds it, sorted by issuer."""
+    heads = []
+    for issuer, st in sorted(ledger.feeds().items()):
+        heads.append(
+            pb.FeedHead(
+                issuer=issuer,
+                seq=st.seq,
+                head_id=st.head_id,
+                frozen=st.frozen_at is not None,
+                frozen_at=st.frozen_at or 0,
+            )
+        )
+    return pb.FeedHeads(heads=heads)
 
 
 def edge(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -109,16 +136,27 @@ def admin_caller_id(context: grpc.ServicerContext) -> str:
 
 
 class PublicService(rpc.PublicServicer):
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    """Read-only answers for anyone: log checkpoints and proofs, feed heads,
+    entries proven against the signed view (a lookup's `at_ms` is for the
+    client, which evaluates the entry; the node answers the same at any time)."""
 
-    @property
-    def ledger(self):  # type: ignore[no-untyped-def]
-        return self.node.core.ledger
+    def __init__(
+        self,
+        ledger: NodeLedger,
+        logs: LogKeeper,
+        view: ViewKeeper,
+        gate: PublicGate,
+        limits: PublicLimits,
+    ) -> None:
+        self.ledger = ledger
+        self.logs = logs
+        self.view = view
+        self.gate = gate
+        self.limits = limits
 
     @edge
     def GetLogCheckpoint(self, request, context):  # noqa: N802
-        text = self.node.log_checkpoint_note()
+        text = self.logs.checkpoint_note()
         if text is None:
             raise NotFound("this node has not signed a checkpoint yet")
         cp = note.Checkpoint.parse_body(note.Note.parse(text).text)
@@ -141,24 +179,23 @@ class PublicService(rpc.PublicServicer):
 
     @edge
     def GetFeedHeads(self, request, context):  # noqa: N802
-        return self.node.feed_heads_pb()
+        return feed_heads(self.ledger)
 
     @edge
     def Lookup(self, request, context):  # noqa: N802
-        return self.node.lookup(request.number, request.at_ms, True)
+        return self.view.lookup(request.number, True)
 
     @edge
     def LookupBatch(self, request, context):  # noqa: N802
-        n = len(request.numbers)
-        if n > MAX_LOOKUP_BATCH:
-            raise TooLarge(f"at most {MAX_LOOKUP_BATCH} numbers per batch, got {n}")
+        numbers = list(request.numbers)
+        self.view.check_batch(numbers)  # refused before it is charged
         # A batch costs its caller more of its rate than one lookup (node/limits.py).
-        self.node.public_gate.charge(context, n / self.node.public_limits.numbers_per_unit)
-        return self.node.lookup_batch(list(request.numbers), request.at_ms, request.with_proofs)
+        self.gate.charge(context, len(numbers) / self.limits.numbers_per_unit)
+        return self.view.lookup_batch(numbers, request.with_proofs)
 
     @edge
     def GetViewCheckpoint(self, request, context):  # noqa: N802
-        text = self.node.view_checkpoint_note()
+        text = self.view.checkpoint_note()
         if text is None:
             raise NotFound("this node has not signed a view checkpoint yet")
         return pb.ViewCheckpoint(note=text)
@@ -170,18 +207,17 @@ class PublicService(rpc.PublicServicer):
 class AuditService(rpc.AuditServicer):
     """Raw records, the log's whole history and evidence, on the member port:
     for members and auditors (any participant the consortium CA certified),
-    never for anonymous callers (docs/publication.md)."""
+    never for anonymous callers (docs/publication.md). `forks`: the keepers
+    of fork evidence, served after the ledger's equivocations."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
-
-    @property
-    def ledger(self):  # type: ignore[no-untyped-def]
-        return self.node.core.ledger
+    def __init__(self, ledger: NodeLedger, forks: Sequence[ForkSource]) -> None:
+        self.ledger = ledger
+        self.consortium = ledger.consortium
+        self.forks = tuple(forks)
 
     def _reader(self, context: grpc.ServicerContext) -> str:
         pid = caller_id(context)
-        if self.node.consortium.participant(pid) is None:
+        if self.consortium.participant(pid) is None:
             raise NotAllowed(f"{pid!r} is not a member or auditor of this consortium")
         return pid
 
@@ -205,6 +241,25 @@ class AuditService(rpc.AuditServicer):
         return pb.RecordEnvelope(envelope=found[1], index=found[0])
 
     @edge
+    def FindRecords(self, request, context):  # noqa: N802
+        """Ids starting with a hex prefix of 8..64 digits: one key-ordered scan of `records`."""
+        self._reader(context)
+        prefix = request.id_prefix.lower()
+        if not 8 <= len(prefix) <= 64 or prefix.strip("0123456789abcdef"):
+            raise MalformedRecord("an id prefix is 8 to 64 hex digits")
+        limit = request.limit or 2
+        if limit > FIND_LIMIT:
+            raise TooLarge(f"at most {FIND_LIMIT} ids per FindRecords call")
+        start = bytes.fromhex(prefix[: len(prefix) // 2 * 2])
+        ids = []
+        for rid, _ in self.ledger.store.scan_iter("records", start):
+            if not rid.hex().startswith(prefix[: len(start) * 2]) or len(ids) == limit:
+                break
+            if rid.hex().startswith(prefix):
+                ids.append(rid)
+        return pb.FoundRecords(ids=ids)
+
+    @edge
     def GetEvidence(self, request, context):  # noqa: N802
         """One page of the evidence (see the proto): equivocations, then forks."""
         self._reader(context)
@@ -212,7 +267,7 @@ class AuditService(rpc.AuditServicer):
         if limit > EVIDENCE_PAGE:
             raise TooLarge(f"at most {EVIDENCE_PAGE} evidence items per page")
         eq = [p.encode() for p in self.ledger.equivocations()]
-        forks = self.node.fork_evidence()
+        forks = [f for source in self.forks for f in source.forks()]
         start, end = request.start, request.start + limit
         page_eq = eq[start:end]
         page_forks = forks[max(0, start - len(eq)) : max(0, end - len(eq))]
@@ -224,31 +279,46 @@ class AuditService(rpc.AuditServicer):
 
 
 class ExchangeService(rpc.ExchangeServicer):
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    """What members exchange: feed heads, pulls and pushes into the writer,
+    equivocation reports, cosignatures of log checkpoints (the witness) and of
+    view checkpoints (the view keeper). `refuses(peer)` is the partition test hook."""
+
+    def __init__(
+        self,
+        core: NodeCore,
+        witness: Witness,
+        view: ViewKeeper,
+        refuses: Callable[[str], bool],
+    ) -> None:
+        self.core = core
+        self.ledger = core.ledger
+        self.consortium = core.consortium
+        self.witness = witness
+        self.view = view
+        self.refuses = refuses
 
     def _peer(self, context: grpc.ServicerContext) -> str:
         pid = caller_id(context)
-        p = self.node.consortium.participant(pid)
+        p = self.consortium.participant(pid)
         if p is None:
             raise NotAllowed(f"{pid!r} is not a member")
         if p.role in ISSUES_NOTHING:  # an auditor reads through Audit; it runs no node
             raise NotAllowed(f"{pid} is an {p.role}: it exchanges nothing")
-        if self.node.refuses(pid):
+        if self.refuses(pid):
             context.abort(grpc.StatusCode.UNAVAILABLE, f"partitioned from {pid} (test hook)")
         return pid
 
     @edge
     def Heads(self, request, context):  # noqa: N802
         self._peer(context)
-        return self.node.feed_heads_pb()
+        return feed_heads(self.ledger)
 
     @stream_edge
     def Pull(self, request, context):  # noqa: N802
         self._peer(context)
         after = request.after
         remaining = request.max or (1 << 62)
-        led = self.node.core.ledger
+        led = self.ledger
         while remaining > 0 and context.is_active():
             envs = led.records_after(request.issuer, after, min(PULL_BATCH, remaining))
             if not envs:
@@ -277,12 +347,12 @@ class ExchangeService(rpc.ExchangeServicer):
 
         try:
             for batch in request_iterator:
-                if self.node.refuses(peer):
+                if self.refuses(peer):
                     context.abort(
                         grpc.StatusCode.UNAVAILABLE, f"partitioned from {peer} (test hook)"
                     )
                 inflight.append(
-                    self.node.core.submit_async(list(batch.envelopes), source=peer, wait=PUSH_WAIT)
+                    self.core.submit_async(list(batch.envelopes), source=peer, wait=PUSH_WAIT)
                 )
                 while inflight and (len(inflight) > PUSH_INFLIGHT or inflight[0].done()):
                     settle(inflight.popleft())
@@ -297,7 +367,7 @@ class ExchangeService(rpc.ExchangeServicer):
     @edge
     def Deliver(self, request, context):  # noqa: N802
         peer = self._peer(context)
-        fut = self.node.core.submit_async(list(request.envelopes), source=peer, wait=DELIVER_WAIT)
+        fut = self.core.submit_async(list(request.envelopes), source=peer, wait=DELIVER_WAIT)
         outs = fut.result(60)
         for o in outs:
             if o.error is not None and len(outs) == 1:
@@ -311,15 +381,13 @@ class ExchangeService(rpc.ExchangeServicer):
     @edge
     def ReportEquivocation(self, request, context):  # noqa: N802
         self._peer(context)
-        new = self.node.core.add_equivocation(EquivocationProof(request.first, request.second))
+        new = self.core.add_equivocation(EquivocationProof(request.first, request.second))
         return pb.PushAck(accepted=int(new))
 
     @edge
     def Cosign(self, request, context):  # noqa: N802
         peer = self._peer(context)
-        line = self.node.witness.cosign_log(
-            peer, request.note, request.old_size, list(request.proof)
-        )
+        line = self.witness.cosign_log(peer, request.note, request.old_size, list(request.proof))
         return pb.CosignResponse(signature_line=line)
 
     @edge
@@ -328,9 +396,9 @@ class ExchangeService(rpc.ExchangeServicer):
         # A peer's view checkpoint names the peer's own view: its origin must be
         # the key name the signature is checked under (style: never let the two differ).
         origin = V.parse_view_checkpoint(note.Note.parse(request.note).text).origin
-        if origin != V.view_origin(self.node.consortium.name, peer):
+        if origin != view_origin(self.consortium.name, peer):
             raise BadSignature(f"view checkpoint origin {origin!r} is not {peer}'s view")
-        line = self.node.cosign_view(peer, request.note)
+        line = self.view.cosign(peer, request.note)
         return pb.CosignResponse(signature_line=line)
 
 
@@ -340,20 +408,29 @@ class ExchangeService(rpc.ExchangeServicer):
 class AdminService(rpc.AdminServicer):
     """Only the node's own participant's operator, by its admin certificate
     (SAN `markex://admin/<id>`), issues records; a node's TLS certificate is no
-    admin credential."""
+    admin credential. An issuing call waits up to `issue_wait_s` for the
+    issue gate (node/feedgate.py) to let the node sign its next record."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, core: NodeCore, gate: IssueGate, issue_wait_s: float = ISSUE_WAIT) -> None:
+        self.core = core
+        self.participant_id = core.participant_id
+        self.gate = gate
+        self.issue_wait_s = issue_wait_s
+
+    def issue_refusal(self) -> str | None:
+        """None when this node may sign its next own record now; else why not."""
+        feed = self.core.ledger.feed(self.participant_id)
+        return self.gate.refusal(feed.seq, feed.head_id)
 
     def _own(self, context: grpc.ServicerContext) -> None:
         pid = admin_caller_id(context)
-        if pid != self.node.participant_id:
+        if pid != self.participant_id:
             raise NotAllowed(
-                f"only {self.node.participant_id} issues records at this node; you are {pid}"
+                f"only {self.participant_id} issues records at this node; you are {pid}"
             )
-        # Wait a little for the gate (node/feedgate.py): catching up takes a round or two.
-        deadline = time.monotonic() + self.node.issue_wait_s
-        while (why := self.node.issue_refusal()) is not None:
+        # Wait a little for the gate: catching up takes a round or two.
+        deadline = time.monotonic() + self.issue_wait_s
+        while (why := self.issue_refusal()) is not None:
             if time.monotonic() >= deadline:
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"not issuing yet: {why}")
             time.sleep(0.05)
@@ -370,11 +447,11 @@ class AdminService(rpc.AdminServicer):
             category=request.category,
             score=request.score,
             reports=request.reports,
-            observed_at_ms=request.observed_at_ms or self.node.core.clock(),
+            observed_at_ms=request.observed_at_ms or self.core.clock(),
             expires_at_ms=request.expires_at_ms,
             evidence_digest=request.evidence_digest,
         )
-        return self._issued(self.node.core.issue(m))
+        return self._issued(self.core.issue(m))
 
     @edge
     def IssueCorrection(self, request, context):  # noqa: N802
@@ -401,19 +478,15 @@ class AdminService(rpc.AdminServicer):
         )
         appeal = False
         if not c.is_decision:
-            led = self.node.core.ledger
             for t in c.targets:
-                found = led.record_by_id(t)
-                if (
-                    found is not None
-                    and Record.from_envelope(found[1]).issuer != self.node.participant_id
-                ):
-                    appeal = True
-        out = self.node.core.issue(c, wait_for_target=request.wait_for_target)
+                found = self.core.ledger.record_by_id(t)
+                if found is not None:
+                    appeal |= Record.from_envelope(found[1]).issuer != self.participant_id
+        out = self.core.issue(c, wait_for_target=request.wait_for_target)
         return self._issued(out, appeal)
 
     @edge
     def IssueReassignment(self, request, context):  # noqa: N802
         self._own(context)
         r = Reassignment(number=request.number, effective_at_ms=request.effective_at_ms)
-        return self._issued(self.node.core.issue(r))
+        return self._issued(self.core.issue(r))

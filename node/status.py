@@ -51,15 +51,13 @@ _BY_NAME: dict[str, type[E.LedgerError]] = {
 
 
 def error_from_rpc(e: grpc.RpcError) -> E.LedgerError:
+    """The ledger error a status detail names ("Class: message"); a detail
+    naming no ledger error class is a plain LedgerError("CODE: detail")."""
     detail = e.details() or ""
     name, _, msg = detail.partition(": ")
     cls = _BY_NAME.get(name)
     if cls is None:
         return E.LedgerError(f"{e.code().name}: {detail}")
-    if cls is E.Equivocation:
-        return E.Equivocation(msg)
-    if cls is E.CheckpointFork:
-        return E.CheckpointFork(msg)
     return cls(msg)
 
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import grpc
 
+from keys.consortium import Consortium, Participant
 from ledger import note
 from ledger import view as V
 from ledger.errors import (
@@ -32,16 +34,15 @@ from ledger.errors import (
     OutOfOrder,
     TooLarge,
 )
+from ledger.names import view_origin, witness_name
 from ledger.numbers import normalize
 from ledger.record import Record
 from ledger.store import u64
 from markex.v1 import service_pb2 as pb
-from node.witness import witness_name
+from markex.v1 import service_pb2_grpc as rpc
 
 if TYPE_CHECKING:
     from ledger.log import NodeLedger
-    from node.replication import PeerLink
-    from node.server import Node
 
 log = logging.getLogger("markex.view")
 
@@ -50,10 +51,18 @@ READ_TRIES = 3  # optimistic reads of one lookup before it reads under the lock
 
 
 class ViewKeeper:
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        cons = node.consortium
-        self.origin = V.view_origin(cons.name, node.participant_id)
+    def __init__(self, ledger: NodeLedger, clock: Callable[[], int]) -> None:
+        """The view of `ledger`'s records, kept in its store and signed with
+        its key; `clock` gives the signing times (ms)."""
+        if ledger.signer is None:
+            raise ValueError("the view keeper signs with its ledger's key; this ledger has none")
+        self.ledger = ledger
+        self.store = ledger.store
+        self.consortium = ledger.consortium
+        self.participant_id = ledger.participant_id
+        self.key = ledger.signer
+        self.clock = clock
+        self.origin = view_origin(self.consortium.name, self.participant_id)
         self._lock = threading.RLock()
         self.view: V.NationalView | None = None
         self._note: str | None = None
@@ -72,18 +81,15 @@ class ViewKeeper:
     def start(self) -> None:
         with self._lock:
             self._version += 1
-            view = V.NationalView.open(self.node.store, self.node.consortium)
-            V.catch_up(view, self.node.core.ledger)
+            view = V.NationalView.open(self.store, self.consortium)
+            V.catch_up(view, self.ledger)
             self.view = view
             self._sign()
-
-    def stop(self) -> None:
-        pass
 
     # ------------------------------------------------------------ updates
     def apply(self, records: list[Record]) -> None:
         """Runs on the writer thread after each ledger commit."""
-        led = self.node.core.ledger
+        led = self.ledger
         with self._lock:
             if self.view is None:
                 return
@@ -116,7 +122,7 @@ class ViewKeeper:
                     return
                 self._version += 1
                 try:
-                    V.catch_up(self.view, self.node.core.ledger)
+                    V.catch_up(self.view, self.ledger)
                     self._rebuild_needed = False
                 finally:
                     self._sign()
@@ -132,8 +138,8 @@ class ViewKeeper:
         with self._lock:
             if self._cp is None or self.view is None:
                 return
-            now = self.node.clock()
-            if now - self._cp.signed_at_ms < self.node.consortium.policy.view_max_age_ms // 4:
+            now = self.clock()
+            if now - self._cp.signed_at_ms < self.consortium.policy.view_max_age_ms // 4:
                 return
             self._stale = True
             self._current_note(force=True)
@@ -142,21 +148,21 @@ class ViewKeeper:
         """The signed view checkpoint of the view as it is now (signed again
         only when the view moved, or with `force`). Call with the lock."""
         if self._stale and self.view is not None:
-            cp = self.view.checkpoint(self.origin, self.node.clock())
+            cp = self.view.checkpoint(self.origin, self.clock())
             same_view = self._cp is not None and _same_view(cp, self._cp)
             if not same_view or force:
                 if not same_view:
                     self._prev = None
                 elif self._note is not None and self._has_quorum(self._cosigs):
                     self._prev = (self._note, self._cosigs)
-                self._note = V.sign_view_checkpoint(cp, self.node.key)
+                self._note = V.sign_view_checkpoint(cp, self.key)
                 self._cp = cp
                 self._cosigs = {}
             self._stale = False
         return self._note
 
     def _has_quorum(self, cosigs: dict[str, str]) -> bool:
-        return len(cosigs) >= self.node.consortium.policy.cosign_quorum
+        return len(cosigs) >= self.consortium.policy.cosign_quorum
 
     # ------------------------------------------------------------ reads
     def checkpoint_note(self) -> str | None:
@@ -168,6 +174,12 @@ class ViewKeeper:
                 prev, cosigs = self._prev
                 return note.add_signature_lines(prev, sorted(cosigs.values()))
             return note.add_signature_lines(current, sorted(self._cosigs.values()))
+
+    @staticmethod
+    def check_batch(numbers: list[str]) -> None:
+        """The one bound on a lookup batch: TooLarge beyond MAX_LOOKUP_BATCH numbers."""
+        if len(numbers) > MAX_LOOKUP_BATCH:
+            raise TooLarge(f"at most {MAX_LOOKUP_BATCH} numbers per batch, got {len(numbers)}")
 
     @staticmethod
     def _answers(
@@ -188,8 +200,7 @@ class ViewKeeper:
         numbers) is read under the lock. rocksdict's snapshots cannot serve
         this: their iterators (a proof reads a bucket's members) ignore the
         snapshot. InvalidNumber for a bad number fails the call."""
-        if len(numbers) > MAX_LOOKUP_BATCH:
-            raise TooLarge(f"at most {MAX_LOOKUP_BATCH} numbers per batch, got {len(numbers)}")
+        self.check_batch(numbers)
         e164s = [normalize(n) for n in numbers]
         for _ in range(READ_TRIES):
             with self._lock:
@@ -208,15 +219,16 @@ class ViewKeeper:
             assert self.view is not None
             return self.checkpoint_note() or "", self._answers(self.view, e164s, with_proofs)
 
-    def lookup(self, number: str, at_ms: int, with_proof: bool) -> pb.LookupResponse:
+    def lookup(self, number: str, with_proof: bool) -> pb.LookupResponse:
+        """The entry of `number` (with its proof) under the signed view
+        checkpoint; the caller evaluates the entry at its own time."""
         note, answers = self._read([number], with_proof)
         resp = answers[0]
         resp.view_checkpoint = note
         return resp
 
-    def lookup_batch(
-        self, numbers: list[str], at_ms: int, with_proofs: bool
-    ) -> pb.LookupBatchResponse:
+    def lookup_batch(self, numbers: list[str], with_proofs: bool) -> pb.LookupBatchResponse:
+        """`lookup` for at most MAX_LOOKUP_BATCH numbers, under one checkpoint."""
         note, answers = self._read(numbers, with_proofs)
         out = pb.LookupBatchResponse(view_checkpoint=note)
         out.results.extend(answers)
@@ -228,14 +240,14 @@ class ViewKeeper:
         signed within the clock skew of this node's clock (ClockSkew), and
         names this node's vector (OutOfOrder) with this node's root (else
         CheckpointFork, kept as evidence)."""
-        cons = self.node.consortium
+        cons = self.consortium
         p = cons.participant(peer)
         if p is None:
             raise NotAllowed(f"{peer!r} is not a member")
-        origin = V.view_origin(cons.name, peer)
+        origin = view_origin(cons.name, peer)
         parsed, _ = note.verify_note(text, [note.Verifier.for_key(origin, p.public_key)])
         theirs = V.parse_view_checkpoint(parsed.text)
-        now = self.node.clock()
+        now = self.clock()
         off = theirs.signed_at_ms - now
         if abs(off) > cons.policy.clock_skew_ms:
             raise ClockSkew(
@@ -252,45 +264,47 @@ class ViewKeeper:
                 raise CheckpointFork(f"{peer} signed another view root for the same vector")
         return note.cosign_line(
             parsed.text,
-            witness_name(cons.name, self.node.participant_id),
-            self.node.key,
+            witness_name(cons.name, self.participant_id),
+            self.key,
             now // 1000,
         )
 
-    def request_cosign(self, link: PeerLink) -> None:
+    def request_cosign(self, peer: Participant, stub: rpc.ExchangeStub) -> None:
+        """Ask `peer` (its Exchange `stub`) to cosign the current view
+        checkpoint and keep its line once it checks. A peer at another vector
+        or root is no error here; other refusals raise grpc.RpcError."""
         with self._lock:
             text = self._current_note()
-            if text is None or link.peer.id in self._cosigs:
+            if text is None or peer.id in self._cosigs:
                 return
         try:
-            resp = link.stub.CosignView(pb.CosignRequest(note=text), timeout=5)
+            resp = stub.CosignView(pb.CosignRequest(note=text), timeout=5)
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED):
                 return
             raise
-        why = self._check_cosignature(link, text, resp.signature_line)
+        why = self._check_cosignature(peer, text, resp.signature_line)
         with self._lock:
             if why is not None:
-                self.refused_cosignatures[link.peer.id] = why
+                self.refused_cosignatures[peer.id] = why
                 return
-            self.refused_cosignatures.pop(link.peer.id, None)
+            self.refused_cosignatures.pop(peer.id, None)
             if self._note == text:
-                self._cosigs[link.peer.id] = resp.signature_line
+                self._cosigs[peer.id] = resp.signature_line
                 if self._has_quorum(self._cosigs):
                     self._prev = None
 
-    def _check_cosignature(self, link: PeerLink, text: str, line: str) -> str | None:
-        """Why `line` is no good cosignature by `link`'s peer on `text` (None
-        when it is): it must verify under the peer's witness key and carry a
-        time within the clock skew. A refusal is logged."""
-        cons = self.node.consortium
-        peer = link.peer
+    def _check_cosignature(self, peer: Participant, text: str, line: str) -> str | None:
+        """Why `line` is no good cosignature by `peer` on `text` (None when
+        it is): it must verify under the peer's witness key and carry a time
+        within the clock skew. A refusal is logged."""
+        cons = self.consortium
         try:
             body = note.Note.parse(text).text
             t = note.verify_cosignature(
                 body, line, witness_name(cons.name, peer.id), peer.public_key
             )
-            off = t * 1000 - self.node.clock()
+            off = t * 1000 - self.clock()
             if abs(off) > cons.policy.clock_skew_ms + 1000:  # +1 s: the line holds whole seconds
                 raise ClockSkew(f"cosignature time is {off // 1000:,} s off this node's clock")
         except LedgerError as e:
@@ -304,14 +318,38 @@ class ViewKeeper:
         """Keep the first proof that `peer` signed another view root; later
         ones add nothing, so a peer cannot fill our disk with them."""
         prefix = b"viewfork/" + peer.encode() + b"\x00"
-        if next(iter(self.node.store.items("witness", prefix, prefix[:-1] + b"\x01")), None):
+        if next(iter(self.store.items("witness", prefix, prefix[:-1] + b"\x01")), None):
             return
+        from ledger.evidence import view_fork_evidence  # only a fork needs the format
+
         ours = self._current_note()
-        ev = json.dumps({"kind": "view-fork", "peer": peer, "theirs": text, "ours": ours})
-        self.node.store.put("witness", prefix + u64(self.node.clock()), ev.encode())
+        if ours is None:  # no view of our own signed yet: nothing to set against theirs
+            return
+        try:
+            ev = view_fork_evidence(self.consortium, self.participant_id, ours, peer, text)
+        except LedgerError as e:  # e.g. a note whose origin is not its key's: proves nothing
+            log.warning(json.dumps({"event": "view-fork-unproven", "peer": peer,
+                                    "error": f"{type(e).__name__}: {e}"[:300]}))
+            return
+        self.store.put("witness", prefix + u64(self.clock()), json.dumps(ev).encode())
 
     def forks(self) -> list[bytes]:
-        return [v for _, v in self.node.store.items("witness", b"viewfork/", b"viewfork0")]
+        """Every view-fork proof kept, one per peer (GetEvidence serves them)."""
+        return [
+            _in_format(v, self.consortium)
+            for _, v in self.store.items("witness", b"viewfork/", b"viewfork0")
+        ]
+
+
+def _in_format(stored: bytes, cons: Consortium) -> bytes:
+    """A kept view fork in the one evidence format (an older node kept ad-hoc
+    JSON; that is translated; what cannot be read is served as kept)."""
+    from ledger.evidence import read_evidence
+
+    try:
+        return json.dumps(read_evidence(stored, cons)).encode()
+    except LedgerError:
+        return stored
 
 
 def _same_view(a: V.ViewCheckpoint, b: V.ViewCheckpoint) -> bool:

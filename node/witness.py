@@ -1,6 +1,7 @@
 """Witnessing: check each peer's new log checkpoint against the last one we
 saw (a consistency proof) and cosign it (C2SP tlog-cosignature). A checkpoint
-no proof joins to the last one is kept as fork evidence, both signed notes."""
+no proof joins to the last one is kept as log fork evidence (ledger.evidence):
+both signed notes; proven when they name one size, else the witness's claim."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from collections.abc import Callable, Sequence
 from keys.consortium import Consortium
 from keys.signing import SigningKey
 from ledger import merkle, note
-from ledger.errors import CheckpointFork, MalformedProof, NotAllowed, OutOfOrder, ProofMismatch
+from ledger.errors import CheckpointFork, NotAllowed, OutOfOrder, ProofMismatch
+from ledger.evidence import log_fork_evidence, read_evidence
 from ledger.names import log_origin, witness_name
 from ledger.store import Store, u64
+
+__all__ = ["Witness", "WitnessConflict", "witness_name"]  # witness_name: still importable here
 
 _STATE = struct.Struct(">Q32s")
 
@@ -28,6 +32,9 @@ class WitnessConflict(OutOfOrder):
 
 
 class Witness:
+    """This node's witness: the last checkpoint it cosigned of each peer's
+    log (in the store's `witness` family), and the first fork of each."""
+
     def __init__(
         self,
         store: Store,
@@ -44,6 +51,7 @@ class Witness:
         self._lock = threading.Lock()
 
     def known(self, peer: str) -> tuple[int, bytes, str] | None:
+        """(size, root, signed note) of the last checkpoint of `peer` cosigned, if any."""
         v = self.store.get("witness", b"log/" + peer.encode())
         if v is None:
             return None
@@ -62,13 +70,13 @@ class Witness:
             if known is not None:
                 ksize, kroot, knote = known
                 if cp.size < ksize:
-                    self._fork(peer, knote, text)
+                    self._fork(peer, knote, text, proven=False)
                     raise CheckpointFork(
                         f"{peer} showed size {cp.size} after size {ksize}", knote, text
                     )
                 if cp.size == ksize:
                     if cp.root != kroot:
-                        self._fork(peer, knote, text)
+                        self._fork(peer, knote, text, proven=True)
                         raise CheckpointFork(
                             f"{peer} signed two roots for size {ksize}", knote, text
                         )
@@ -78,25 +86,43 @@ class Witness:
                     try:
                         merkle.verify_consistency(ksize, cp.size, kroot, cp.root, list(proof))
                     except ProofMismatch as e:
-                        self._fork(peer, knote, text)
+                        # A proof that fails proves nothing of the trees: kept as a claim.
+                        self._fork(peer, knote, text, proven=False)
                         raise CheckpointFork(
                             f"{peer}'s size {cp.size} does not extend its size {ksize}", knote, text
                         ) from e
-                    except MalformedProof:
-                        raise
             self.store.put(
                 "witness", b"log/" + peer.encode(), _STATE.pack(cp.size, cp.root) + text.encode()
             )
         return note.cosign_line(cp.body(), self.name, self.key, self.clock_ms() // 1000)
 
-    def _fork(self, peer: str, first: str, second: str) -> None:
-        """Keep the first proof that `peer` forked its log; later ones add
-        nothing (one proof convicts it), so a peer cannot fill our disk."""
+    def _fork(self, peer: str, first: str, second: str, *, proven: bool) -> None:
+        """Keep the first evidence that `peer` forked its log; later ones add
+        nothing (one proof convicts it), so a peer cannot fill our disk.
+        `proven`: the two notes name one size (else a claim: the witness
+        holds no entries to prove the fork with)."""
         prefix = b"fork/" + peer.encode() + b"\x00"
         if next(iter(self.store.items("witness", prefix, prefix[:-1] + b"\x01")), None):
             return
-        ev = json.dumps({"kind": "log-fork", "log": peer, "first": first, "second": second})
-        self.store.put("witness", prefix + u64(self.clock_ms()), ev.encode())
+        ev = log_fork_evidence(self.consortium, peer, first, second, claim=not proven)
+        self.store.put("witness", prefix + u64(self.clock_ms()), json.dumps(ev).encode())
 
     def forks(self) -> list[bytes]:
-        return [v for _, v in self.store.items("witness", b"fork/", b"fork0")]
+        """The log fork evidence kept, one per peer, in the evidence format
+        (what an older node stored in its own JSON is translated)."""
+        return [
+            _in_format(v, self.consortium)
+            for _, v in self.store.items("witness", b"fork/", b"fork0")
+        ]
+
+
+def _in_format(raw: bytes, cons: Consortium) -> bytes:
+    """Stored evidence in the evidence format: what an older node kept in its
+    own JSON is translated; anything else is served as stored."""
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(obj, dict) or "format" in obj:
+        return raw
+    return json.dumps(read_evidence(obj, cons)).encode()

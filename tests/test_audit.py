@@ -30,7 +30,10 @@ from keys.layout import NodeConfig, init_consortium
 from keys.signing import SigningKey
 from ledger import audit, merkle
 from ledger import view as V
+from ledger.audit import storepass
+from ledger.audit.envelopes import Checker
 from ledger.errors import BadInput, LedgerError
+from ledger.evidence import b64, unb64
 from ledger.log import EquivocationProof, FeedState, NodeLedger
 from ledger.record import WITHDRAW, Correction, Mark, Reassignment, Record
 from ledger.store import Store, feedseq_key, merkle_key, read_u64, u64
@@ -356,7 +359,7 @@ def test_the_auditing_process_checks_chunks_beside_its_pool(
         v = bytearray(s.get("records", rid) or b"")
         v[-3] ^= 0x10
         s.put("records", rid, bytes(v))
-    monkeypatch.setattr(audit, "CHUNK", 3)
+    monkeypatch.setattr(storepass, "CHUNK", 3)
     inproc = run_audit(copy, workers=0)
     mixed = run_audit(copy, workers=1)
     assert mixed.counts["workers"] == 1 and mixed.counts["chunks_checked_here"] > 0
@@ -371,7 +374,7 @@ def test_the_auditing_process_checks_chunks_beside_its_pool(
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audit, "CHUNK", 7)
+    monkeypatch.setattr(storepass, "CHUNK", 7)
 
 
 @pytest.mark.usefixtures("small_chunks")
@@ -549,9 +552,9 @@ def test_pool_backlog_shrinks_over_the_last_chunks(honest: tuple[Path, list[Reco
     those of checking in-process."""
     envs = [r.envelope for r in honest[1]]
     tasks = [(k, envs[k * 4 : k * 4 + 4]) for k in range(12)]
-    alone = audit._Checker(make_consortium(), len(envs), 0)
+    alone = Checker(make_consortium(), len(envs), 0)
     want = list(alone.run(tasks, verify=True, keep=False))
-    pooled = audit._Checker(make_consortium(), len(envs), 1)
+    pooled = Checker(make_consortium(), len(envs), 1)
     try:
         got = list(pooled.run(iter(tasks), verify=True, keep=False, count=len(tasks)))
     finally:
@@ -627,9 +630,9 @@ def test_equivocation_is_found_and_its_evidence_round_trips(
 
     # Forged: the second record's signature altered.
     forged = dict(rep.evidence[0])
-    second = bytearray(audit._unb64(forged["second"], "second"))
+    second = bytearray(unb64(forged["second"], "second"))
     second[-1] ^= 1
-    forged["second"] = audit._b64(bytes(second))
+    forged["second"] = b64(bytes(second))
     rc, out = verify_file(cons_dir, write_evidence(tmp_path / "forged", forged), capsys)
     assert rc == 1 and not out["valid"] and "BadSignature" in out["error"]
 
@@ -669,13 +672,13 @@ def test_fork_evidence_round_trips_and_forgeries_fail(
     assert rc == 0 and "does not extend" in out["proves"]
 
     # Forgeries and non-forks.
-    bad_prefix = dict(ev, prefix_root=audit._b64(a.root_at(5)))  # proof no longer verifies
+    bad_prefix = dict(ev, prefix_root=b64(a.root_at(5)))  # proof no longer verifies
     consistent = {
         **ev,
         "first": a5,
         "second": a8,
-        "prefix_root": audit._b64(a.root_at(5)),
-        "proof": [audit._b64(h) for h in a.consistency_proof(5, 8)],
+        "prefix_root": b64(a.root_at(5)),
+        "proof": [b64(h) for h in a.consistency_proof(5, 8)],
     }
     no_proof = {k: v for k, v in ev.items() if k not in ("prefix_root", "proof")}
     wrong_key = dict(ev, log="carrier-2")
@@ -1083,3 +1086,219 @@ def test_feed_time_going_back_inside_a_chunk_is_located() -> None:
     lc2 = audit.LogChecker(make_consortium(), rep2)
     lc2.add([(x[0], x) for x in (a, c, b)])
     assert ("feed-time", 1, 3) in [(f.kind, f.index, f.seq) for f in rep2.findings]
+
+
+# ====================================================================== evidence from its writers
+
+
+def _log_note(pid: str, size: int, root: bytes, name: str = NAME) -> str:
+    from ledger import note
+    from ledger.names import log_origin
+
+    origin = log_origin(name, pid)
+    return note.sign_checkpoint(note.Checkpoint(origin, size, root), origin, KEYS[pid])
+
+
+def _tree(tag: bytes, n: int) -> merkle.MemoryNodes:
+    tree = merkle.MemoryNodes()
+    for i in range(n):
+        tree.append(merkle.leaf_hash(tag + i.to_bytes(4, "big")))
+    return tree
+
+
+def _witness(path: Path) -> Any:
+    from node.witness import Witness
+
+    return Witness(Store(path), make_consortium(), "carrier-1", KEYS["carrier-1"], lambda: NOW)
+
+
+def test_witness_writes_proven_log_fork_evidence_for_two_roots_at_one_size(
+    tmp_path: Path, cons_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ledger.errors import BadSignature, CheckpointFork
+    from ledger.evidence import EVIDENCE_FORMAT, verify_evidence
+
+    cons = make_consortium()
+    w = _witness(tmp_path / "w")
+    a, b = _tree(b"a", 5), _tree(b"b", 5)
+    w.cosign_log("carrier-2", _log_note("carrier-2", 5, a.root()), 0, [])
+    forked = _log_note("carrier-2", 5, b.root())
+    with pytest.raises(CheckpointFork):
+        w.cosign_log("carrier-2", forked, 5, [])
+    (raw,) = w.forks()
+    ev = json.loads(raw)
+    assert (ev["format"], ev["kind"], ev["consortium"], ev["log"]) == (
+        EVIDENCE_FORMAT, "log-fork", NAME, "carrier-2"
+    )
+    assert ev["second"] == forked
+    assert verify_evidence(ev, cons) == "log fork: carrier-2 signed two different roots for size 5"
+    rc, out = verify_file(cons_dir, write_evidence(tmp_path / "ev", ev), capsys)
+    assert rc == 0 and out["valid"] and "two different roots for size 5" in out["proves"]
+
+    # Tampered: the second note's signature altered; the same note twice; another log's key.
+    lines = forked.split("\n")
+    sig = bytearray(base64.b64decode(lines[-2].split(" ")[-1]))
+    sig[-1] ^= 1
+    lines[-2] = " ".join(lines[-2].split(" ")[:-1] + [base64.b64encode(bytes(sig)).decode()])
+    with pytest.raises(BadSignature):
+        verify_evidence(dict(ev, second="\n".join(lines)), cons)
+    with pytest.raises(BadInput, match="the same tree: no fork"):
+        verify_evidence(dict(ev, second=ev["first"]), cons)
+    with pytest.raises(BadSignature):
+        verify_evidence(dict(ev, log="carrier-1"), cons)
+    same = write_evidence(tmp_path / "t", dict(ev, second=ev["first"]))
+    rc, out = verify_file(cons_dir, same, capsys)
+    assert rc == 1 and not out["valid"] and "no fork" in out["error"]
+    w.store.close()
+
+
+@pytest.mark.parametrize("case", ["failed-proof", "smaller-size"])
+def test_witness_keeps_a_claim_no_proof_joins_and_entries_make_it_proof(
+    tmp_path: Path, case: str
+) -> None:
+    """A witness that saw two sizes no proof joined holds no entries: it keeps
+    both notes as a claim, which verify_evidence refuses and the auditor reads
+    as the node's word; the larger tree's entries turn it into proof."""
+    from ledger.audit.online import _served_fork
+    from ledger.errors import CheckpointFork
+    from ledger.evidence import log_fork_evidence, verify_evidence
+
+    cons = make_consortium()
+    w = _witness(tmp_path / "w")
+    a, b = _tree(b"a", 8), _tree(b"b", 8)
+    small = _log_note("carrier-2", 5, merkle.root_at(a, 5))
+    big = _log_note("carrier-2", 8, b.root())
+    if case == "failed-proof":
+        w.cosign_log("carrier-2", small, 0, [])
+        with pytest.raises(CheckpointFork, match="does not extend"):
+            w.cosign_log("carrier-2", big, 5, merkle.consistency_proof(b, 5, 8))
+    else:
+        w.cosign_log("carrier-2", big, 0, [])
+        with pytest.raises(CheckpointFork, match="showed size 5 after size 8"):
+            w.cosign_log("carrier-2", small, 8, [])
+    (raw,) = w.forks()
+    ev = json.loads(raw)
+    assert ev["kind"] == "log-fork" and {ev["first"], ev["second"]} == {small, big}
+    with pytest.raises(BadInput, match="a fork needs prefix_root and proof"):
+        verify_evidence(ev, cons)
+    rep = audit.AuditReport("carrier-1", "online")
+    _served_fork(rep, cons, raw)
+    assert rep.findings == [] and [f.kind for f in rep.warnings] == ["evidence"]
+    assert rep.evidence == []
+
+    proven = log_fork_evidence(
+        cons, "carrier-2", small, big, merkle.root_at(b, 5), merkle.consistency_proof(b, 5, 8)
+    )
+    assert "does not extend its tree of size 5" in verify_evidence(proven, cons)
+    w.store.close()
+
+
+def test_view_keeper_writes_view_fork_evidence_the_auditor_reports(
+    net: Net, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A peer's view checkpoint for this node's vector with another root: the
+    node (its view keeper) refuses to cosign and keeps both signed notes; the
+    evidence verifies offline, a tampered copy does not, and an online audit
+    of the node reports it and writes it as a file verify-evidence accepts."""
+    from ledger import note
+    from ledger.errors import BadSignature, CheckpointFork
+    from ledger.evidence import verify_evidence, view_fork_evidence
+    from ledger.view import ViewCheckpoint, parse_view_checkpoint, sign_view_checkpoint
+    from ledger.view import view_origin as vorigin
+
+    cfg = node_copy(net, tmp_path, "data")
+    with running(cfg) as node:
+        ours = parse_view_checkpoint(note.Note.parse(node.view.checkpoint_note()).text)
+        forged = sign_view_checkpoint(
+            ViewCheckpoint(
+                vorigin(net.cons.name, "internet-1"), ours.vector, ours.count, bytes(32),
+                node.clock(),
+            ),
+            net.keys["internet-1"],
+        )
+        with pytest.raises(CheckpointFork):
+            node.view.cosign("internet-1", forged)
+        kept = [json.loads(f) for f in node.view.forks()]
+        assert [(e["kind"], e["witness"], e["peer"]) for e in kept] == [
+            ("view-fork", NODE, "internet-1")
+        ]
+        ev = kept[0]
+        assert ev["theirs"] == forged
+        assert verify_evidence(ev, net.cons).startswith("view fork: for one vector")
+
+        # Tampered: "ours" is not the witness's; both notes name one view; another vector.
+        with pytest.raises(BadSignature):
+            verify_evidence(dict(ev, witness="institute"), net.cons)
+        with pytest.raises(BadInput, match="the same view: no fork"):
+            verify_evidence(dict(ev, theirs=sign_view_checkpoint(
+                dataclasses.replace(ours, origin=vorigin(net.cons.name, "internet-1")),
+                net.keys["internet-1"],
+            )), net.cons)
+        other = dataclasses.replace(
+            parse_view_checkpoint(note.Note.parse(forged).text), vector=(("carrier-1", 1),)
+        )
+        with pytest.raises(BadInput, match="different vectors"):
+            view_fork_evidence(
+                net.cons, NODE, ev["ours"], "internet-1",
+                sign_view_checkpoint(other, net.keys["internet-1"]),
+            )
+
+        rc, out = online(net, tmp_path / "state.json", capsys)
+    assert rc == 1
+    assert [f["kind"] for f in out["findings"]] == ["view-fork"]
+    (path,) = out["evidence"]
+    assert json.loads(Path(path).read_text()) == ev
+    capsys.readouterr()
+    rc = main(["audit", "verify-evidence", path, "--consortium", str(net.dir), *net_pin(net.dir)])
+    assert rc == 0 and "view fork" in capsys.readouterr().out
+
+
+def test_older_nodes_ad_hoc_fork_json_is_read_as_the_format(
+    tmp_path: Path, cons_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What nodes stored before the evidence format ({"kind": "log-fork", "log",
+    "first", "second"}, {"kind": "view-fork", "peer", "theirs", "ours"}) is
+    served by the witness in the format, verifies, and an auditor reports it."""
+    from ledger.audit.online import _served_fork
+    from ledger.evidence import EVIDENCE_FORMAT, read_evidence, verify_evidence
+    from ledger.view import ViewCheckpoint, sign_view_checkpoint
+    from ledger.view import view_origin as vorigin
+
+    cons = make_consortium()
+    first = _log_note("carrier-2", 5, _tree(b"a", 5).root())
+    second = _log_note("carrier-2", 5, _tree(b"b", 5).root())
+    old_log = {"kind": "log-fork", "log": "carrier-2", "first": first, "second": second}
+    w = _witness(tmp_path / "w")
+    w.store.put("witness", b"fork/carrier-2\x00" + u64(NOW), json.dumps(old_log).encode())
+    (served,) = w.forks()
+    w.store.close()
+    ev = json.loads(served)
+    assert ev == {"format": EVIDENCE_FORMAT, "consortium": NAME, **old_log}
+    assert "two different roots" in verify_evidence(ev, cons)
+
+    vector = (("carrier-1", 3), ("internet-1", 2))
+    ours, theirs = (
+        sign_view_checkpoint(
+            ViewCheckpoint(vorigin(NAME, pid), vector, 4, root, NOW), KEYS[pid]
+        )
+        for pid, root in (("carrier-1", b"\1" * 32), ("carrier-2", b"\2" * 32))
+    )
+    old_view = {"kind": "view-fork", "peer": "carrier-2", "theirs": theirs, "ours": ours}
+    new_view = read_evidence(json.dumps(old_view).encode(), cons)
+    assert (new_view["format"], new_view["witness"], new_view["peer"]) == (
+        EVIDENCE_FORMAT, "carrier-1", "carrier-2"
+    )
+    assert verify_evidence(old_view, cons) == verify_evidence(new_view, cons)
+
+    rep = audit.AuditReport("carrier-1", "online")
+    for old in (old_log, old_view):
+        _served_fork(rep, cons, json.dumps(old).encode())
+    assert [(f.kind, f.issuer, f.where) for f in rep.findings] == [
+        ("fork", "carrier-2", None),
+        ("view-fork", None, "carrier-1 vs carrier-2"),
+    ]
+    assert rep.evidence == [ev, new_view]
+    path = write_evidence(tmp_path / "old", old_view)
+    assert path.name.startswith("view-fork-carrier-2-")  # the file names the forking peer
+    rc, out = verify_file(cons_dir, path, capsys)
+    assert rc == 0 and out["valid"] and "view fork" in out["proves"]

@@ -225,7 +225,7 @@ def test_client_refuses_a_key_file_readable_by_others(
             ["log", "entries", "--as", "carrier-1", "--node", "carrier-1", "--start", "0",
              "--end", "1"])
     err = cli_fails(capsys, *argv, "--consortium", str(d))
-    assert "KeyFileError" in err and "chmod 600" in err
+    assert "readable by others" in err and "chmod 600" in err
 
 
 @pytest.mark.parametrize("name", ["signing.key", "tls.key"])
@@ -407,7 +407,7 @@ def test_configure_refuses_a_wrong_pin(tmp_path: Path, capsys: pytest.CaptureFix
     wrong = base64.b64encode(SigningKey.generate().public_bytes).decode()
     err = cli_fails(capsys, "node", "configure", "--consortium", str(d), "--as", "carrier-1",
                     "--pin", wrong)
-    assert "ConfigSignatureError" in err
+    assert err.startswith("markex: not verified: ")
     # The right pin, from the file init writes, reproduces the node.toml init wrote.
     want = (d / "carrier-1" / "node.toml").read_text()
     cli(capsys, "node", "configure", "--consortium", str(d), "--as", "carrier-1",

@@ -9,6 +9,7 @@ import base64
 import dataclasses
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -110,10 +111,10 @@ def test_consortium_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         capsys, "keys", "verifier", "--consortium", str(d), "--participant", "carrier-1",
         "--as", "carrier-1",
     )
-    assert code == 1 and "ConfigSignatureError" in err
+    assert code == 1 and "not verified" in err and "consortium.json" in err
     # init into a non-empty folder is refused
     code, _, err = run(capsys, "consortium", "init", str(d))
-    assert code == 1 and "empty" in err
+    assert code == 2 and "empty" in err
 
 
 def test_mark_correct_decide_reassign(net: LocalNet, capsys: pytest.CaptureFixture[str]) -> None:
@@ -121,7 +122,7 @@ def test_mark_correct_decide_reassign(net: LocalNet, capsys: pytest.CaptureFixtu
     code, m, _ = run(
         capsys, "mark", "--as", "carrier-1", "13812345001", "fraud", "--score", "80", *c
     )
-    assert code == 0 and set(m) == {"id", "issuer", "seq"} and m["issuer"] == "carrier-1"
+    assert code == 0 and set(m) == {"id", "issuer", "seq", "index"} and m["issuer"] == "carrier-1"
     code, own, _ = run(
         capsys, "correct", "--as", "carrier-1", m["id"], "--category", "harassment", *c
     )
@@ -141,7 +142,9 @@ def test_mark_correct_decide_reassign(net: LocalNet, capsys: pytest.CaptureFixtu
     assert code == 0 and ap["appeal"] is True
     net.wait_converged(timeout=30)
     code, _, err = run(capsys, "decide", "--as", "carrier-1", ap["id"], "--uphold", *c)
-    assert code == 1 and "PERMISSION_DENIED" in err
+    assert code == 4 and json.loads(err)["error"] == {
+        "code": "refused", "exit": 4,
+        "message": "refused: only the institute decides appeals; carrier-1 is a carrier"}
     code, dec, _ = run(capsys, "decide", "--as", "institute", ap["id"], "--uphold", *c)
     assert code == 0 and dec["issuer"] == "institute"
     # A day ago: a reassignment takes effect at most policy.reassignment_window_ms before now.
@@ -152,37 +155,39 @@ def test_mark_correct_decide_reassign(net: LocalNet, capsys: pytest.CaptureFixtu
 
 
 @pytest.mark.parametrize(
-    "argv,needle",
+    "argv,exit_code,needle",
     [
-        (["mark", "--as", "carrier-1", "call-me", "fraud"], "InvalidNumber"),
-        (["mark", "--as", "carrier-1", "13812345678", "spam"], "UnknownCategory"),
-        (
-            ["mark", "--as", "carrier-1", "13812345678", "fraud", "--score", "101"],
-            "MalformedRecord",
-        ),
-        (["mark", "--as", "nobody", "13812345678", "fraud"], "not a participant"),
-        (["correct", "--as", "carrier-1", "abcd", "--withdraw"], "record id"),
-        (["correct", "--as", "carrier-1", "00" * 32], "exactly one"),
+        (["mark", "--as", "carrier-1", "call-me", "fraud"], 2, "call-me"),
+        (["mark", "--as", "carrier-1", "13812345678", "spam"], 2,
+         "'spam' is not a category of markex-local; categories: fraud (诈骗), harassment"),
+        (["mark", "--as", "carrier-1", "13812345678", "fraud", "--score", "101"], 2,
+         "101 is not between 0 and 100"),
+        (["mark", "--as", "nobody", "13812345678", "fraud"], 2,
+         "participants: institute, carrier-1, internet-1, auditor-1"),
+        (["correct", "--as", "carrier-1", "abcd", "--withdraw"], 2, "record id"),
+        (["correct", "--as", "carrier-1", "00" * 32], 2, "exactly one"),
         (
             ["reassign", "--as", "internet-1", "13812345678", "--at", "2026-01-01T00:00:00Z"],
-            "PERMISSION_DENIED",
+            4, "refused: only carriers declare reassignments",
         ),
-        (["reassign", "--as", "carrier-1", "13812345678", "--at", "yesterday"], "ISO 8601"),
+        (["reassign", "--as", "carrier-1", "13812345678", "--at", "yesterday"], 2, "ISO 8601"),
         (
             ["log", "inclusion", "--node", "carrier-1", "--index", "99999", "--size", "100000"],
-            "NOT_FOUND",
+            3, "not found: ",
         ),
-        (["lookup", "--node", "nowhere", "13812345678"], "neither a participant"),
+        (["lookup", "--node", "nowhere", "13812345678"], 2,
+         "neither a participant of markex-local nor HOST:PORT; participants: institute,"),
     ],
 )
 def test_bad_input_gets_a_precise_error(
-    net: LocalNet, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+    net: LocalNet, capsys: pytest.CaptureFixture[str], argv: list[str], exit_code: int,
+    needle: str,
 ) -> None:
     # records issued by earlier tests may still be on their way to carrier-1
     net.wait_converged(timeout=30)
     before = net.heads("carrier-1")
     code, out, err = run(capsys, *argv, "--consortium", str(net.dir), "--json")
-    assert code in (1, 2) and out == "" and needle in err
+    assert code == exit_code and out == "" and needle in json.loads(err)["error"]["message"]
     assert net.heads("carrier-1") == before
 
 
@@ -387,15 +392,15 @@ def test_resigned_consortium_is_refused_by_every_command(
         else:
             monkeypatch.setenv(INSTITUTE_KEY_ENV, env)
         code, out, err = run(capsys, *args, *extra)
-        assert code == 1 and "ConfigSignatureError" in err, (how, out, err)
+        assert code == 1 and "not verified: " in err, (how, out, err)
     # not pinned at all: refused, saying what to pass (offline, the audited
     # node's own node.toml pins, and refuses the file)
     monkeypatch.delenv(INSTITUTE_KEY_ENV, raising=False)
     code, _, err = run(capsys, *args)
     if "--data-dir" in argv:
-        assert code == 1 and "ConfigSignatureError" in err, err
+        assert code == 1 and "not verified: " in err, err
     else:
-        assert code == 1 and "--institute-key" in err and "ConfigError" in err, err
+        assert code == 2 and "--institute-key" in err and "no pinned institute key" in err, err
 
 
 def test_issuing_commands_pin_with_as(
@@ -411,11 +416,196 @@ def test_issuing_commands_pin_with_as(
         ["reassign", "--as", "carrier-1", "13812345678", "--at", "2026-01-01T00:00:00Z"],
     ):
         code, _, err = run(capsys, *argv, "--consortium", str(d))
-        assert code == 1 and "ConfigSignatureError" in err, (argv, err)
+        assert code == 1 and "not verified: " in err, (argv, err)
     # a wrong --institute-key is refused too, and a malformed one precisely
     code, _, err = run(capsys, "keys", "verifier", "--participant", "carrier-1",
                        "--consortium", str(d), "--institute-key", "AAAA")
-    assert code == 1 and "32-byte" in err
+    assert code == 2 and "32-byte" in err
     code, _, err = run(capsys, "keys", "verifier", "--participant", "carrier-1",
                        "--consortium", str(d), "--institute-key", "not base64!")
-    assert code == 1 and "not base64" in err
+    assert code == 2 and "not base64" in err
+
+
+# ------------------------------------------------------------------ following a record
+
+
+def _until(fn, timeout: float = 30):  # type: ignore[no-untyped-def]
+    """fn() -> (done, value) until done or timeout; the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, value = fn()
+        if done or time.monotonic() > deadline:
+            return value
+        time.sleep(0.3)
+
+
+def test_a_record_followed_by_its_prefix_to_a_verified_proof(
+    net: LocalNet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """mark prints the log index; `record get` by a 12-digit prefix decodes the
+    record and verifies its inclusion against carrier-1's cosigned checkpoint."""
+    c = ["--consortium", str(net.dir)]
+    code, m, _ = run(capsys, "mark", "--as", "carrier-1", "13812345777", "harassment",
+                     "--score", "70", *c, "--json")
+    assert code == 0 and isinstance(m["index"], int)
+    net.wait_converged(timeout=30)
+
+    def get() -> tuple[bool, tuple[int, dict | str, str]]:
+        got = run(capsys, "record", "get", "--node", "carrier-1", m["id"][:12], *c, "--json")
+        return got[0] == 0, got
+
+    code, rec, err = _until(get)
+    assert code == 0, err
+    assert rec["id"] == m["id"] and rec["index"] == m["index"] and rec["verified"] is True
+    assert (rec["kind"], rec["issuer"], rec["seq"]) == ("mark", "carrier-1", m["seq"])
+    assert rec["payload"]["number"] == "+8613812345777"
+    assert rec["payload"]["category"] == "harassment" and rec["payload"]["score"] == 70
+    assert rec["issued_at"].endswith("Z") and rec["payload"]["observed_at"].endswith("Z")
+    assert rec["checkpoint"]["node"] == "carrier-1" and len(rec["checkpoint"]["cosigned_by"]) >= 2
+    cp = rec["checkpoint"]
+    merkle.verify_inclusion(
+        merkle.leaf_hash(base64.b64decode(_entry(net, capsys, rec["index"]))), rec["index"],
+        cp["size"], [bytes.fromhex(h) for h in rec["inclusion_proof"]], bytes.fromhex(cp["root"]))
+    code, text, _ = run(capsys, "record", "get", "--node", "carrier-1", m["id"][:12], *c)
+    assert code == 0 and re.search(r"^issuer +carrier-1$", text, re.M)
+    assert re.search(r"^verified +yes, against carrier-1's log checkpoint of size", text, re.M)
+    for repr_ in ("None", "True", "False", "{"):
+        assert repr_ not in text
+    # a prefix no record has: not found (3), naming what was looked for
+    code, _, err = run(capsys, "record", "get", "--node", "carrier-1", "0123456789abcdef", *c)
+    assert code == 3 and "no record at carrier-1 has an id starting with 0123456789abcdef" in err
+    code, _, err = run(capsys, "record", "get", "--node", "carrier-1", m["id"][:7], *c)
+    assert code == 2 and "at least 8" in err
+
+
+def _entry(net: LocalNet, capsys: pytest.CaptureFixture[str], index: int) -> str:
+    code, ent, _ = run(capsys, "log", "entries", "--node", "carrier-1", "--start", str(index),
+                       "--end", str(index + 1), "--consortium", str(net.dir), "--json")
+    assert code == 0
+    return ent["entries"][0]
+
+
+def test_an_appeal_by_prefix_shows_in_lookup_with_its_reasons_and_decision(
+    net: LocalNet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = ["--consortium", str(net.dir), "--json"]
+    code, m, _ = run(capsys, "mark", "--as", "carrier-1", "13812345888", "fraud", *c)
+    assert code == 0
+    net.wait_converged(timeout=30)
+    code, ap, _ = run(capsys, "correct", "--as", "internet-1", m["id"][:16], "--withdraw",
+                      "--reason", "a licensed courier", *c)
+    assert code == 0 and ap["appeal"] is True and isinstance(ap["index"], int)
+    net.wait_converged(timeout=30)
+    code, dec, _ = run(capsys, "decide", "--as", "institute", ap["id"][:10], "--uphold",
+                       "--reason", "courier confirmed", *c)
+    assert code == 0
+    net.wait_converged(timeout=30)
+
+    def decided() -> tuple[bool, tuple[int, dict | str, str]]:
+        got = run(capsys, "lookup", "--node", "carrier-1", "13812345888", *c)
+        ok = got[0] == 0 and isinstance(got[1], dict) and any(
+            a["status"] == "upheld" for a in got[1]["appeals"])
+        return ok, got
+
+    code, out, err = _until(decided)
+    assert code == 0, err
+    [a] = out["appeals"]
+    assert (a["appeal_id"], a["appellant"], a["status"]) == (ap["id"], "internet-1", "upheld")
+    assert a["reason"] == "a licensed courier" and a["decision_reason"] == "courier confirmed"
+    assert a["decision_id"] == dec["id"] and a["filed_at_iso"].endswith("Z")
+    assert a["decided_at_iso"].endswith("Z") and out["view_signed_at"].endswith("Z")
+    assert out["appeal"] == "upheld"  # design.md's key keeps its meaning
+    code, text, _ = run(capsys, "lookup", "--node", "carrier-1", "13812345888",
+                        "--consortium", str(net.dir))
+    assert code == 0 and re.search(rf"^appeal id +{ap['id']}$", text, re.M)
+    assert "reason: a licensed courier" in text and "decision reason: courier confirmed" in text
+    assert "by internet-1, filed 20" in text and re.search(r"^verified +yes$", text, re.M)
+    for repr_ in ("None", "True", "False", "{"):
+        assert repr_ not in text
+    # the tenure after a reassignment made after the marks
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))
+    time.sleep(1.2)
+    code, _, err = run(capsys, "reassign", "--as", "carrier-1", "13812345888", "--at", now, *c)
+    assert code == 0, err
+    net.wait_converged(timeout=30)
+
+    def reassigned() -> tuple[bool, tuple[int, dict | str, str]]:
+        got = run(capsys, "lookup", "--node", "carrier-1", "13812345888", *c)
+        return got[0] == 0 and bool(got[1]["tenure_since"]), got  # type: ignore[index]
+
+    code, out, _ = _until(reassigned)
+    assert code == 0 and out["tenure_since_iso"] == now
+
+
+def test_log_proofs_are_verified_against_the_cosigned_checkpoint(
+    net: LocalNet, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for i in range(5):
+        net.mark("internet-1", f"1391235{i:04d}", "marketing")
+    net.wait_converged(timeout=30)
+    c = ["--node", "internet-1", "--consortium", str(net.dir), "--json"]
+
+    def verified() -> tuple[bool, tuple[int, dict | str, str]]:
+        got = run(capsys, "log", "inclusion", "--index", "0", *c)  # size: the checkpoint's
+        return got[0] == 0, got
+
+    code, inc, err = _until(verified)
+    assert code == 0 and inc["verified"] is True, err
+    size = inc["checkpoint"]["size"]
+    assert inc["size"] == size and len(inc["checkpoint"]["cosigned_by"]) >= 2
+    # a smaller tree is proven through a consistency proof up to the checkpoint
+    code, inc, _ = run(capsys, "log", "inclusion", "--index", "1", "--size", str(size - 1), *c)
+    assert code == 0 and inc["verified"] is True and inc["size"] == size - 1
+    code, con, _ = run(capsys, "log", "consistency", "--old", "2", *c)
+    assert code == 0 and con["verified"] is True and con["new"] >= size
+    code, con, _ = run(capsys, "log", "consistency", "--old", "1", "--new", str(size - 1), *c)
+    assert code == 0 and con["verified"] and con["old_root"] and con["new_root"]
+    # beyond the checkpoint: printed, not verified, and said why
+    code, inc, err = run(capsys, "log", "inclusion", "--index", "0", "--size",
+                         str(size + 10_000), *c)
+    assert code in (1, 3)
+    code, text, err = run(capsys, "log", "inclusion", "--index", "0", "--node", "internet-1",
+                          "--consortium", str(net.dir))
+    assert code == 0 and re.search(r"^verified +yes, against internet-1's log", text, re.M)
+    # lookup --batch goes through LookupBatch, one verified answer a number
+    f = tmp_path / "numbers.txt"
+    f.write_text("# campaign list\n13912350000\n\n13912350001,extra\n", encoding="utf-8")
+
+    def batch_verified() -> tuple[bool, tuple[int, dict | str, str]]:
+        # the view's newest checkpoint may not be cosigned yet right after the marks
+        got = run(capsys, "lookup", "--node", "internet-1", "--batch", str(f),
+                  "--consortium", str(net.dir), "--json")
+        return got[0] == 0, got
+
+    code, out, err = _until(batch_verified)
+    assert code == 0, err
+    assert [r["number"] for r in out["results"]] == ["+8613912350000", "+8613912350001"]
+    assert out["verified"] and all(r["category"] == "marketing" for r in out["results"])
+    f.write_text("13912350000\nnot-a-number\n", encoding="utf-8")
+    code, _, err = run(capsys, "lookup", "--node", "internet-1", "--batch", str(f),
+                       "--consortium", str(net.dir))
+    assert code == 2 and f"{f}:2:" in err
+
+
+def test_find_records_by_prefix_on_a_real_node(net: LocalNet) -> None:
+    """Audit.FindRecords: odd and even prefixes, the limit, and precise refusals."""
+    import grpc
+
+    from markex.v1 import service_pb2 as pb
+    from node import client
+
+    rid = net.mark("carrier-1", "13812346000", "fraud").id
+    ep = client.resolve_node(net.consortium, "carrier-1")
+    stub = client.audit_stub(net.dir, "auditor-1", ep.member, "carrier-1")
+    for n in (8, 9, 31, 64):
+        got = stub.FindRecords(pb.FindRecordsRequest(id_prefix=rid.hex()[:n].upper()), timeout=5)
+        assert rid in got.ids, n
+    miss = "0" * 9 if not rid.hex().startswith("0" * 9) else "f" * 9
+    assert list(stub.FindRecords(pb.FindRecordsRequest(id_prefix=miss), timeout=5).ids) == []
+    for prefix, limit, status in (("abc", 0, grpc.StatusCode.INVALID_ARGUMENT),
+                                  ("zz" * 5, 0, grpc.StatusCode.INVALID_ARGUMENT),
+                                  ("a" * 65, 0, grpc.StatusCode.INVALID_ARGUMENT),
+                                  (rid.hex()[:8], 17, grpc.StatusCode.RESOURCE_EXHAUSTED)):
+        with pytest.raises(grpc.RpcError) as ex:
+            stub.FindRecords(pb.FindRecordsRequest(id_prefix=prefix, limit=limit), timeout=5)
+        assert ex.value.code() == status, prefix

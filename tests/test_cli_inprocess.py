@@ -1,8 +1,9 @@
 """`markex` in-process: `main(argv, connect=...)` against stub servicers on an
 in-process gRPC server on 127.0.0.1. Each command dials the node and the
 credential it should, sends what it was asked to send, prints design.md's
-output, and turns every failure into one sentence with exit code 1 or 2,
-never a traceback. The command modules import no other command module."""
+output, and turns every failure into one sentence with the exit code of the
+table (docs/cli.md), never a traceback. The command modules import no other
+command module."""
 
 from __future__ import annotations
 
@@ -47,10 +48,12 @@ class Script:
     page: int = 2  # envelopes per GetEntries answer
     envelopes: list[bytes] = field(default_factory=lambda: list(ENVELOPES))
     view_note: str = "not a signed note\n"
+    found: list[bytes] = field(default_factory=list)  # what FindRecords answers
 
     def reset(self) -> None:
         self.calls.clear()
         self.fail = None
+        self.found = []
 
 
 class _Stub:
@@ -67,17 +70,18 @@ class _Stub:
 class StubAdmin(_Stub, rpc.AdminServicer):
     def IssueMark(self, request: rpb.Mark, context: grpc.ServicerContext) -> pb.Issued:
         return self._answer("IssueMark", request, context,
-                            pb.Issued(id=RECORD_ID, issuer="carrier-1", seq=7))
+                            pb.Issued(id=RECORD_ID, issuer="carrier-1", seq=7, index=41))
 
     def IssueCorrection(self, request: rpb.Correction, context: grpc.ServicerContext) -> pb.Issued:
         return self._answer("IssueCorrection", request, context,
-                            pb.Issued(id=RECORD_ID, issuer="internet-1", seq=3, appeal=True))
+                            pb.Issued(id=RECORD_ID, issuer="internet-1", seq=3, appeal=True,
+                                      index=42))
 
     def IssueReassignment(
         self, request: rpb.Reassignment, context: grpc.ServicerContext
     ) -> pb.Issued:
         return self._answer("IssueReassignment", request, context,
-                            pb.Issued(id=RECORD_ID, issuer="carrier-1", seq=8))
+                            pb.Issued(id=RECORD_ID, issuer="carrier-1", seq=8, index=43))
 
 
 class StubPublic(_Stub, rpc.PublicServicer):
@@ -115,6 +119,9 @@ class StubAudit(_Stub, rpc.AuditServicer):
 
     def GetEvidence(self, request: Any, context: grpc.ServicerContext) -> pb.Evidence:
         return self._answer("GetEvidence", request, context, pb.Evidence())
+
+    def FindRecords(self, request: Any, context: grpc.ServicerContext) -> pb.FoundRecords:
+        return self._answer("FindRecords", request, context, pb.FoundRecords(ids=self.s.found))
 
 
 class StubConnect:
@@ -198,7 +205,8 @@ def test_mark_dials_its_own_admin_and_sends_the_normalized_mark(
                      "--score", "80", "--reports", "3", "--expires-days", "2", "--json")
     after = int(time.time() * 1000)
     assert code == 0
-    assert json.loads(o) == {"id": RECORD_ID.hex(), "issuer": "carrier-1", "seq": 7}
+    assert json.loads(o) == {"id": RECORD_ID.hex(), "issuer": "carrier-1", "seq": 7,
+                             "index": 41}
     assert conn.dials == [("admin", Dial(d, _ep(cons, "carrier-1"), "carrier-1"))]
     [(method, m)] = script.calls
     assert method == "IssueMark"
@@ -216,7 +224,8 @@ def test_mark_through_another_node_and_as_text(
     code, o, _ = cli(capsys, folder, conn, "mark", "--as", "carrier-1", "--node", "internet-1",
                      "13812345678", "harassment")
     assert code == 0
-    assert o == f"id: {RECORD_ID.hex()}\nissuer: carrier-1\nseq: 7\n"
+    assert o == (f"id         {RECORD_ID.hex()}\nissuer     carrier-1\nseq        7\n"
+                 "log index  41 in the log of internet-1\n")
     assert conn.dials == [("admin", Dial(d, _ep(cons, "internet-1"), "carrier-1"))]
     m = script.calls[0][1]
     assert (m.score, m.reports, m.expires_at_ms) == (60, 1, 0)  # the defaults
@@ -232,7 +241,7 @@ def test_correct_decide_reassign_send_what_was_asked(
                      "--reason", "a courier", "--json")
     assert code == 0
     assert json.loads(o) == {"id": RECORD_ID.hex(), "issuer": "internet-1", "seq": 3,
-                             "appeal": True}
+                             "appeal": True, "index": 42}
     c = script.calls[-1][1]
     assert list(c.targets) == [bytes.fromhex(rid)]
     assert (c.action, c.category, c.reason) == (rpb.CORRECTION_ACTION_WITHDRAW, "", "a courier")
@@ -246,7 +255,7 @@ def test_correct_decide_reassign_send_what_was_asked(
     code, o, _ = cli(capsys, folder, conn, "decide", "--as", "institute", rid, "--reject",
                      "--json")
     c = script.calls[-1][1]
-    assert code == 0 and set(json.loads(o)) == {"id", "issuer", "seq"}
+    assert code == 0 and set(json.loads(o)) == {"id", "issuer", "seq", "index"}
     assert (c.appeal_id, c.outcome) == (bytes.fromhex(rid), rpb.APPEAL_OUTCOME_REJECT)
 
     code, o, _ = cli(capsys, folder, conn, "reassign", "--as", "carrier-1", "13812345678",
@@ -256,6 +265,35 @@ def test_correct_decide_reassign_send_what_was_asked(
     assert r.number == "+8613812345678"
     assert r.effective_at_ms == int(datetime(2026, 11, 28, 10, tzinfo=UTC).timestamp() * 1000)
     assert [need for need, _ in conn.dials] == ["admin"] * 4
+
+
+def test_an_id_prefix_is_resolved_at_the_acting_node_and_an_ambiguous_one_refused(
+    stub: tuple[StubConnect, Script], folder: tuple[Path, Consortium],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    conn, script = stub
+    d, cons = folder
+    full = bytes.fromhex("1a2b3c4d" + "ee" * 28)
+    script.found = [full]
+    code, o, _ = cli(capsys, folder, conn, "correct", "--as", "internet-1", "1A2B3C4D",
+                     "--withdraw", "--json")
+    assert code == 0 and json.loads(o)["appeal"] is True
+    (m1, find), (m2, corr) = script.calls
+    assert (m1, find.id_prefix, m2) == ("FindRecords", "1a2b3c4d", "IssueCorrection")
+    assert list(corr.targets) == [full]
+    assert conn.dials[0] == ("audit", Dial(d, _ep(cons, "internet-1"), "internet-1"))
+    # two records share the prefix: refused, both listed, nothing issued
+    other = bytes.fromhex("1a2b3c4d" + "ff" * 28)
+    script.reset()
+    script.found = [full, other]
+    code, o, e = cli(capsys, folder, conn, "decide", "--as", "institute", "1a2b3c4d", "--uphold")
+    assert code == 2 and o == "" and full.hex() in e and other.hex() in e
+    assert "give more digits" in e and [m for m, _ in script.calls] == ["FindRecords"]
+    # no record has it: not found, exit 3
+    script.reset()
+    code, _, e = cli(capsys, folder, conn, "correct", "--as", "carrier-1", "1a2b3c4d9",
+                     "--withdraw")
+    assert code == 3 and "no record at carrier-1 has an id starting with 1a2b3c4d9" in e
 
 
 # ------------------------------------------------------------------ reading
@@ -294,36 +332,47 @@ def test_log_entries_reads_every_page_as_the_auditor_or_as(
     assert conn.dials[-1] == ("audit", Dial(d, _ep(cons, "carrier-1"), "internet-1"))
 
 
-def test_log_proofs_ask_for_what_was_given(
+def test_log_proofs_ask_for_what_was_given_and_refuse_an_unsigned_checkpoint(
     stub: tuple[StubConnect, Script], folder: tuple[Path, Consortium],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """The stub's checkpoint is signed by nobody: the proof is printed, and
+    marked not verified, with the reason on stderr and exit code 1."""
     conn, script = stub
-    code, o, _ = cli(capsys, folder, conn, "log", "inclusion", "--node", "carrier-1",
+    code, o, e = cli(capsys, folder, conn, "log", "inclusion", "--node", "carrier-1",
                      "--index", "3", "--size", "9", "--json")
-    assert code == 0 and json.loads(o) == {"index": 3, "size": 9, "leaf_hash": "02" * 32,
-                                           "proof": ["03" * 32, "04" * 32]}
-    code, o, _ = cli(capsys, folder, conn, "log", "consistency", "--node", "carrier-1",
-                     "--old", "4", "--new", "9", "--json")
-    assert code == 0 and json.loads(o) == {"old": 4, "new": 9, "proof": ["05" * 32]}
-    [(_, inc), (_, con)] = script.calls
-    assert (inc.index, inc.size) == (3, 9) and (con.old_size, con.new_size) == (4, 9)
+    out = json.loads(o)
+    assert code == 1 and {k: out[k] for k in ("index", "size", "leaf_hash", "proof")} == {
+        "index": 3, "size": 9, "leaf_hash": "02" * 32, "proof": ["03" * 32, "04" * 32]}
+    assert out["verified"] is False
+    assert json.loads(e)["error"]["code"] == "not_verified"
+    assert "names no node of" in json.loads(e)["error"]["message"]
+    code, o, e = cli(capsys, folder, conn, "log", "consistency", "--node", "carrier-1",
+                     "--old", "4", "--new", "9")
+    assert code == 1 and "proof" in o and "verified  no" in o
+    assert e.startswith("markex: not verified: ") and e.count("\n") == 1
+    inc = [r for m, r in script.calls if m == "GetInclusionProof"]
+    con = [r for m, r in script.calls if m == "GetConsistencyProof"]
+    assert [(r.index, r.size) for r in inc] == [(3, 9)]
+    assert [(r.old_size, r.new_size) for r in con] == [(4, 9)]
 
 
 def test_an_unverifiable_answer_is_refused(
     stub: tuple[StubConnect, Script], folder: tuple[Path, Consortium],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The node's answer is checked against the consortium's keys, not believed."""
+    """The node's answer is checked against the consortium's keys, not believed;
+    stdout still carries the answer, stderr says why it is not verified."""
     conn, script = stub
     code, o, e = cli(capsys, folder, conn, "lookup", "--node", "carrier-1", "13812345678",
                      "--json")
     res = json.loads(o)
     assert code == 1 and res["verified"] is False and res["number"] == "+8613812345678"
-    assert res["error"] and e == ""
+    assert res["error"] and json.loads(e)["error"]["code"] == "not_verified"
     assert script.calls[0][1].number == "+8613812345678"  # asked normalized
     code, o, e = cli(capsys, folder, conn, "view", "checkpoint", "--node", "carrier-1")
-    assert code == 1 and o == "" and e.startswith("markex: ") and e.count("\n") == 1
+    assert code == 1 and o == "" and e.startswith("markex: not verified: ")
+    assert e.count("\n") == 1
 
 
 # ------------------------------------------------------------------ never a traceback
@@ -342,36 +391,57 @@ NODE_COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("status", [grpc.StatusCode.PERMISSION_DENIED,
-                                    grpc.StatusCode.NOT_FOUND,
-                                    grpc.StatusCode.INVALID_ARGUMENT,
-                                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    grpc.StatusCode.INTERNAL])
+REFUSALS = [
+    (grpc.StatusCode.PERMISSION_DENIED, 4, "refused: what the node said"),
+    (grpc.StatusCode.FAILED_PRECONDITION, 4, "refused: what the node said"),
+    (grpc.StatusCode.NOT_FOUND, 3, "not found: what the node said"),
+    (grpc.StatusCode.INVALID_ARGUMENT, 2, "what the node said"),
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, 5,
+     "{node} is busy or not ready: what the node said; try again later"),
+    (grpc.StatusCode.INTERNAL, 6, "{node} failed (internal): what the node said"),
+]
+
+
+@pytest.mark.parametrize("status,exit_code,sentence", REFUSALS, ids=lambda v: str(v)[:24])
 @pytest.mark.parametrize("argv", NODE_COMMANDS, ids=lambda a: " ".join(a[:2]))
-def test_a_refusing_node_is_one_sentence(
+def test_a_refusing_node_is_its_sentence_and_its_exit_code(
     stub: tuple[StubConnect, Script], folder: tuple[Path, Consortium],
     capsys: pytest.CaptureFixture[str], argv: list[str], status: grpc.StatusCode,
+    exit_code: int, sentence: str,
 ) -> None:
+    """Not `PERMISSION_DENIED: NotAllowed: ...`: the node's sentence, once, and
+    with --json one JSON object on stderr."""
     conn, script = stub
     script.fail = (status, "NotAllowed: what the node said")
+    code, o, e = cli(capsys, folder, conn, *argv)
+    need, dial = conn.dials[-1]
+    addr = dial.node.public if need == "public" else dial.node.member
+    want = sentence.format(node=f"node {dial.node.participant} ({addr})")
+    assert (code, o, e) == (exit_code, "", f"markex: {want}\n")
     code, o, e = cli(capsys, folder, conn, *argv, "--json")
-    assert code == 1 and o == ""
-    assert e == f"markex: {status.name}: NotAllowed: what the node said\n"
+    assert code == exit_code and o == ""
+    assert json.loads(e) == {"error": {"code": {2: "usage", 3: "not_found", 4: "refused",
+                                                5: "unavailable", 6: "failed"}[exit_code],
+                                       "message": want, "exit": exit_code}}
     assert script.calls  # the command did ask the node
 
 
 @pytest.mark.parametrize("argv", NODE_COMMANDS, ids=lambda a: " ".join(a[:2]))
-def test_an_unreachable_node_is_one_sentence(
+def test_an_unreachable_node_is_named_with_its_address(
     folder: tuple[Path, Consortium], stub: tuple[StubConnect, Script],
     capsys: pytest.CaptureFixture[str], argv: list[str],
 ) -> None:
     conn = StubConnect("127.0.0.1:1")  # nothing listens on port 1
+    _, cons = folder
     try:
         code, o, e = cli(capsys, folder, conn, *argv)
     finally:
         conn.channel.close()
-    assert code == 1 and o == "" and e.startswith("markex: UNAVAILABLE: ")
-    assert "Traceback" not in e and e.count("\n") == 1
+    need, dial = conn.dials[-1]
+    addr = dial.node.public if need == "public" else dial.node.member
+    assert code == 5 and o == ""
+    who = dial.node.participant
+    assert e == f"markex: node {who} ({addr}) is not answering; is it running?\n"
 
 
 @pytest.mark.parametrize(
@@ -393,7 +463,7 @@ def test_an_unreachable_node_is_one_sentence(
         (["mark", "13812345678", "fraud"], "--as"),
         (["decide", "--as", "institute", "00" * 32], "exactly one"),
         (["audit"], "exactly one"),
-        (["audit", "verify-evidence"], "verify-evidence FILE"),
+        (["audit", "verify-evidence"], "required: FILE"),
     ],
 )
 def test_a_wrong_command_line_is_one_sentence_and_exit_2(
@@ -439,7 +509,7 @@ def test_a_missing_file_is_one_sentence(
     capsys.readouterr()
     code = main(["log", "checkpoint", "--node", "carrier-1", "--consortium", str(d)])
     o, e = capsys.readouterr()
-    assert code == 1 and o == "" and "ca.pem" in e and e.startswith("markex: ")
+    assert code == 2 and o == "" and "ca.pem" in e and e.startswith("markex: ")
     assert "Traceback" not in e and e.count("\n") == 1
 
 
@@ -457,7 +527,8 @@ def test_tls_connect_closes_what_it_opened(folder: tuple[Path, Consortium]) -> N
 # ------------------------------------------------------------------ layout
 
 NODE = Path(__file__).resolve().parent.parent / "node"
-COMMAND_MODULES = ("node.cli", "node.auditcli", "node.demo", "node.ceremony")
+COMMAND_MODULES = ("node.cli", "node.auditcli", "node.demo", "node.ceremony", "node.issuecli",
+                   "node.readcli", "node.recordcli", "node.lookupcli")
 
 
 def _imports(module: str) -> set[str]:
@@ -473,14 +544,16 @@ def _imports(module: str) -> set[str]:
 
 
 def test_command_modules_import_no_other_command_module() -> None:
-    """auditcli, demo and ceremony share node.command and node.connect, never
-    each other or node.cli; only node.cli, the root, names the others (and
-    loads the auditor and the demo only when their command runs)."""
+    """The command modules share node.command and node.connect, never each
+    other or node.cli (recordcli, which resolves ids, excepted for issuecli);
+    node.cli, the root, imports none of them: it names each command and loads
+    its module only when it runs."""
     for m in COMMAND_MODULES[1:]:
-        assert not _imports(m) & set(COMMAND_MODULES), m
+        allowed = {"node.recordcli"} if m == "node.issuecli" else set()
+        assert not _imports(m) & (set(COMMAND_MODULES) - allowed - {m}), m
     root = ast.parse((NODE / "cli.py").read_text(encoding="utf-8"))
     top = {n.module for n in root.body if isinstance(n, ast.ImportFrom)}
-    assert not top & {"node.auditcli", "node.demo"}
+    assert not top & set(COMMAND_MODULES)
     for shared in ("node.command", "node.connect", "node.auditclient"):
         assert not _imports(shared) & set(COMMAND_MODULES), shared
 
@@ -488,17 +561,17 @@ def test_command_modules_import_no_other_command_module() -> None:
 OFFLINE_FAILURES = [
     (["keys", "verifier", "--participant", "nobody"], 2, "not a participant"),
     (["node", "run"], 2, "--as ID is required"),
-    (["node", "configure", "--pin", "AAAA"], 1, "--as ID is required"),
-    (["audit", "--data-dir", "{tmp}/nothing"], 1, "no node database"),
-    (["audit", "verify-evidence", "{tmp}/missing.json"], 1, "cannot read"),
-    (["audit", "verify-evidence", "{tmp}/garbage.json"], 1, "not a JSON evidence file"),
-    (["audit", "--node", "carrier-1", "--state", "{tmp}/garbage.json"], 1, "does not parse"),
+    (["node", "configure", "--pin", "AAAA"], 2, "--as ID is required"),
+    (["audit", "--data-dir", "{tmp}/nothing"], 2, "no node database"),
+    (["audit", "verify-evidence", "{tmp}/missing.json"], 2, "cannot read"),
+    (["audit", "verify-evidence", "{tmp}/garbage.json"], 2, "not a JSON evidence file"),
+    (["audit", "--node", "carrier-1", "--state", "{tmp}/garbage.json"], 2, "does not parse"),
     (["ca", "sign", "--ca", "{tmp}/ca", "--csr", "{tmp}/missing.csr", "--out", "{tmp}/x.pem"],
-     1, "cannot read"),
-    (["consortium", "add-member", "{tmp}/draft", "--member", "{tmp}/missing.json"], 1,
+     2, "cannot read"),
+    (["consortium", "add-member", "{tmp}/draft", "--member", "{tmp}/missing.json"], 2,
      "cannot read"),
-    (["consortium", "sign", "{tmp}/draft", "--key", "{tmp}/missing.key"], 1,
-     "KeyFileError"),
+    (["consortium", "sign", "{tmp}/draft", "--key", "{tmp}/missing.key"], 2,
+     "cannot read key file"),
 ]
 
 
@@ -511,18 +584,23 @@ def test_offline_commands_fail_in_one_sentence(
     conn, script = stub
     (tmp_path / "garbage.json").write_text("{not json", encoding="utf-8")
     args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    got, o, e = cli(capsys, folder, conn, *args)
+    if argv[0] == "consortium":  # a draft's folder is its argument: no --consortium offered
+        capsys.readouterr()
+        got, (o, e) = main(args, connect=conn), capsys.readouterr()
+    else:
+        got, o, e = cli(capsys, folder, conn, *args)
     assert (got, o) == (code, "") and needle in e, e
     assert e.startswith("markex: ") and e.count("\n") == 1
     assert script.calls == []
 
 
 def test_every_error_class_is_one_sentence_with_its_exit_code(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """node.command.run, the one mapping: usage 2; ledger, keys, gRPC, files 1."""
-    from keys import ConfigError
-    from ledger.errors import NotFound
+    """node.command.run, the one mapping: each error class to its sentence and
+    its row of the exit-code table; an unexpected one is a bug, still no traceback."""
+    from keys import ConfigError, ConfigSignatureError
+    from ledger.errors import BadSignature, NotAllowed, NotFound
     from node.command import UsageError, run
 
     def failing(err: Exception) -> Any:
@@ -533,13 +611,26 @@ def test_every_error_class_is_one_sentence_with_its_exit_code(
 
     cases = [
         (UsageError("give exactly one"), 2, "markex: give exactly one\n"),
-        (NotFound("no such record"), 1, "markex: NotFound: no such record\n"),
-        (ConfigError("no consortium"), 1, "markex: ConfigError: no consortium\n"),
-        (FileNotFoundError(2, "No such file or directory", "/x/ca.pem"), 1,
-         "markex: FileNotFoundError: /x/ca.pem: No such file or directory\n"),
-        (OSError("disk on fire"), 1, "markex: OSError: disk on fire\n"),
+        (NotFound("no such record"), 3, "markex: not found: no such record\n"),
+        (NotAllowed("only the institute decides"), 4,
+         "markex: refused: only the institute decides\n"),
+        (BadSignature("record x is not signed by y"), 1,
+         "markex: not verified: record x is not signed by y\n"),
+        (ConfigSignatureError("not signed by the pinned key"), 1,
+         "markex: not verified: not signed by the pinned key\n"),
+        (ConfigError("no consortium"), 2, "markex: no consortium\n"),
+        (FileNotFoundError(2, "No such file or directory", "/x/ca.pem"), 2,
+         "markex: /x/ca.pem: No such file or directory\n"),
+        (OSError("disk on fire"), 2, "markex: disk on fire\n"),
+        (ZeroDivisionError("division by zero"), 6,
+         "markex: unexpected ZeroDivisionError: division by zero (a bug in markex; "
+         "MARKEX_DEBUG=1 prints the traceback)\n"),
     ]
+    monkeypatch.delenv("MARKEX_DEBUG", raising=False)
     for err, code, line in cases:
         capsys.readouterr()
         assert run(failing(err), argparse.Namespace(), TlsConnect()) == code
         assert capsys.readouterr() == ("", line)
+        assert run(failing(err), argparse.Namespace(json=True), TlsConnect()) == code
+        got = json.loads(capsys.readouterr().err)["error"]
+        assert got["exit"] == code and line == f"markex: {got['message']}\n"

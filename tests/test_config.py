@@ -145,7 +145,7 @@ def test_a_copy_of_an_older_absolute_folder_is_refused_until_reconfigured(
     assert str(copy / "carrier-1" / "node.toml") in str(e.value)
     assert 'consortium = ".."' in str(e.value)
     code = main(["node", "run", "--consortium", str(copy), "--as", "carrier-1"])
-    assert code == 1 and "a copy would open the original's data and keys" in capsys.readouterr().err
+    assert code == 2 and "a copy would open the original's data and keys" in capsys.readouterr().err
     # `node configure` is the fix: it writes the copy's own paths.
     assert main(["node", "configure", "--consortium", str(copy), "--as", "carrier-1",
                  "--pin", str(copy / "config" / "config.pub"), "--new-feed"]) == 0
@@ -360,7 +360,7 @@ def test_init_refuses_a_bad_host_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], host: str, why: str
 ) -> None:
     d = tmp_path / "c"
-    assert main(["consortium", "init", str(d), "--host", HOST, "--host", host]) == 1
+    assert main(["consortium", "init", str(d), "--host", HOST, "--host", host]) == 2
     assert why in capsys.readouterr().err
     assert not d.exists()
 

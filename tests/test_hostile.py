@@ -1419,8 +1419,8 @@ def test_lookup_answer_about_another_number_is_refused(
         out = json.loads(capsys.readouterr().out)
         assert out["verified"] is False and "WrongNumber" in out["error"]
         assert main(argv) == 1
-        text = capsys.readouterr().out
-        assert "verified: False" in text and "error: WrongNumber: asked about" in text
+        text, why = capsys.readouterr()
+        assert "verified   no" in text and why.startswith("markex: not verified: asked about")
     finally:
         server.stop(None)
 

@@ -181,8 +181,8 @@ def test_public_material_alone_reads_checkpoints_not_entries(
     capsys.readouterr()
     assert main(["log", "checkpoint", *common]) == 0
     assert capsys.readouterr().out.startswith(f"{net.cons.name}/log/{OWN}\n")
-    assert main(["log", "entries", "--start", "0", "--end", "1", *common]) == 1
-    assert "KeyFileError" in capsys.readouterr().err
+    assert main(["log", "entries", "--start", "0", "--end", "1", *common]) == 2  # usage
+    assert "cannot read key file" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ the auditor issues nothing

@@ -370,7 +370,7 @@ def status(call: Any) -> grpc.StatusCode:
 def test_markex_mark_110_fraud_is_refused(net: InProcessNet, capsys: pytest.CaptureFixture[str]
                                           ) -> None:
     code, _, err = cli(capsys, net, "mark", "--as", "carrier-1", "110", "fraud")
-    assert code == 1 and "+86110 is a protected number" in err and "Traceback" not in err
+    assert code == 4 and "+86110 is a protected number" in err and "Traceback" not in err
     assert status(lambda: net.admin("carrier-1").IssueMark(
         rpb.Mark(number="12345", category="fraud", score=60), timeout=10)
     ) == grpc.StatusCode.PERMISSION_DENIED
@@ -385,7 +385,7 @@ def test_correct_and_decide_refuse_what_changes_nothing(
     assert code == 0
     # an id no node has seen: NOT_FOUND, unless asked to wait for it
     code, _, err = cli(capsys, net, "correct", "--as", "carrier-1", UNSEEN.hex(), "--withdraw")
-    assert code == 1 and f"target {UNSEEN.hex()[:16]} is not in this node's log" in err
+    assert code == 3 and f"target {UNSEEN.hex()[:16]} is not in this node's log" in err
     admin = net.admin("carrier-1")
     assert status(lambda: admin.IssueCorrection(pb.CorrectionRequest(
         targets=[UNSEEN], action=rpb.CORRECTION_ACTION_WITHDRAW), timeout=10)
@@ -398,7 +398,7 @@ def test_correct_and_decide_refuse_what_changes_nothing(
     code, ra, _ = cli(capsys, net, "reassign", "--as", "carrier-1", "13800138333", "--at", day_ago)
     assert code == 0
     code, _, err = cli(capsys, net, "correct", "--as", "carrier-1", ra["id"], "--withdraw")
-    assert code == 1 and f"{ra['id'][:16]} is a reassignment, not a mark" in err
+    assert code == 4 and f"{ra['id'][:16]} is a reassignment, not a mark" in err
     assert status(lambda: admin.IssueCorrection(pb.CorrectionRequest(
         targets=[bytes.fromhex(ra["id"])], action=rpb.CORRECTION_ACTION_WITHDRAW), timeout=10)
     ) == grpc.StatusCode.FAILED_PRECONDITION
@@ -408,11 +408,11 @@ def test_correct_and_decide_refuse_what_changes_nothing(
     assert code == 0 and ap["appeal"] is True
     net.wait_converged(timeout=30)
     code, _, err = cli(capsys, net, "decide", "--as", "institute", m["id"], "--reject")
-    assert code == 1 and f"{m['id'][:16]} is a mark, not an appeal" in err
+    assert code == 4 and f"{m['id'][:16]} is a mark, not an appeal" in err
     code, dec, _ = cli(capsys, net, "decide", "--as", "institute", ap["id"], "--reject")
     assert code == 0
     code, _, err = cli(capsys, net, "decide", "--as", "institute", ap["id"], "--uphold")
-    assert code == 1
+    assert code == 4  # refused (docs/cli.md's exit codes)
     assert re.search(rf"already decided: rejected by {dec['id'][:16]} \(institute\) at {ISO}",
                      err), err
     assert status(lambda: net.admin("institute").IssueCorrection(rpb.Correction(

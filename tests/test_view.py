@@ -1,4 +1,4 @@
-"""ledger/view.py: resolution rules as multi-party scenarios, order independence,
+"""ledger/view/: resolution rules as multi-party scenarios, order independence,
 incremental updates, entry bytes, the sparse-tree root, lookup proofs, view checkpoints."""
 
 from __future__ import annotations
@@ -559,6 +559,80 @@ def test_ignored_records_move_the_vector_only() -> None:
     assert [r.carrier for r in view.entry(N1).reassignments] == ["carrier-1", "carrier-1"]
 
 
+def test_every_registered_payload_type_says_how_it_enters_the_view() -> None:
+    """The record -> fact step is one table keyed by the registry's classes: a
+    payload type added to ledger.payloads must get an entry there (a builder,
+    or None for one that changes no entry)."""
+    from ledger.payloads import REGISTRY
+    from ledger.view.facts import FACT_BUILDERS
+
+    assert set(FACT_BUILDERS) == {t.cls for t in REGISTRY}
+
+
+def test_a_payload_type_without_a_fact_builder_is_ignored(monkeypatch: Any) -> None:
+    """What `fact_of` does with a payload is what FACT_BUILDERS says: mapped to
+    None, a reassignment is ignored (it moves the vector, counts as ignored and
+    changes no entry), in memory and in a store alike."""
+    import tempfile
+
+    from ledger.store import Store
+    from ledger.view import facts
+
+    book, _ = s_reassignment()
+    monkeypatch.setitem(facts.FACT_BUILDERS, Reassignment, None)
+    view = resolve(book.records, CONS)
+    assert view.ignored == 4                     # all four reassignments
+    assert view.vector == {"internet-1": 1, "carrier-1": 2, "carrier-2": 3}
+    assert view.entry(N1) is not None and view.entry(N1).reassignments == ()
+    assert view.entry(N3) is None                # its only record was a reassignment
+    marks_only = resolve([r for r in book.records if isinstance(r.payload, Mark)], CONS)
+    assert snapshot(view) == snapshot(marks_only)
+    with tempfile.TemporaryDirectory() as d:
+        store = Store(Path(d) / "db")
+        try:
+            stored = NationalView.open(store, CONS)
+            stored.apply(book.records)
+            assert (stored.ignored, stored.root()) == (4, view.root())
+        finally:
+            store.close()
+
+
+def test_memory_and_store_run_the_one_apply_over_their_state(monkeypatch: Any) -> None:
+    """NationalView.apply is ledger.view.update.apply_records over the view's
+    state, whether it lives in memory or in a store; both states implement the
+    ViewState interface, and give the same entries and root."""
+    import tempfile
+
+    from ledger.store import Store
+    from ledger.view import national, state, stored, update
+
+    seen: list[type] = []
+    real = update.apply_records
+
+    def spy(st: Any, records: Any, builder: Any, bits: int) -> set[str]:
+        seen.append(type(st))
+        return real(st, records, builder, bits)
+
+    monkeypatch.setattr(national, "apply_records", spy)
+    methods = {n for n, v in vars(state.ViewState).items() if callable(v) and n[0] != "_"}
+    assert {"begin", "held", "put_entry", "commit", "referrers"} <= methods
+    for cls in (state.MemoryState, stored.StoredState):
+        assert {n for n in methods if not callable(getattr(cls, n, None))} == set(), cls
+    memory = resolve(RICH.records, CONS)
+    with tempfile.TemporaryDirectory() as d:
+        store = Store(Path(d) / "db")
+        try:
+            on_disk = NationalView.open(store, CONS)
+            on_disk.apply(RICH.records)
+            assert (on_disk.root(), on_disk.count) == (memory.root(), memory.count)
+            assert {n: e.encode() for n, e in on_disk.entries.items()} == {
+                n: e.encode() for n, e in memory.entries.items()
+            }
+        finally:
+            store.close()
+    assert seen == [state.MemoryState, stored.StoredState]
+
+
 def test_institute_flag_off_needs_two_participants() -> None:
     book = Book()
     book.mark("f", "institute", N1, "fraud", T)
@@ -907,7 +981,7 @@ def test_capped_views_are_one_view_and_forgetting_changes_no_entry(
     for i in order:
         one_by_one.apply([book.records[i]])
     assert snapshot(one_by_one) == snapshot(view)
-    with mock.patch("ledger.view._kept_referrers",
+    with mock.patch("ledger.view.facts.kept_referrers",
                     lambda kind, issuer, refs, keep: {r.id for r in refs}):
         remembering = resolve([book.records[i] for i in order], CAPPED)
     assert snapshot(remembering) == snapshot(view)

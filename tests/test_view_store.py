@@ -1,4 +1,4 @@
-"""The store-backed national view (ledger/view.py with a Store): the same
+"""The store-backed national view (ledger/view/ with a Store): the same
 entries, bytes, proofs and root as the in-memory view for the same records;
 its state survives a reopen; catch_up heals a view that a crash left behind
 the ledger; memory stays flat as the view grows."""
@@ -699,8 +699,6 @@ def test_view_families_are_store_families() -> None:
 def test_view_keeper_heals_gaps_and_freezes(tmp_path: Path) -> None:
     """node/viewkeeper.py: records handed over after a gap (an update that
     failed) or beyond a freeze are read from the ledger instead."""
-    from types import SimpleNamespace
-
     from node.viewkeeper import ViewKeeper
 
     b = Book()
@@ -708,14 +706,10 @@ def test_view_keeper_heals_gaps_and_freezes(tmp_path: Path) -> None:
         b.mark(f"c{i}", "carrier-1", n, "fraud", 1_700_000_000_000 + i)
         b.mark(f"i{i}", "internet-1", n, "marketing", 1_700_000_000_000 + i)
     now = 1_700_000_000_100
-    ledger = NodeLedger.open(tmp_path / "db", CONS, "institute")
-    node = SimpleNamespace(
-        consortium=CONS, participant_id="institute", key=KEYS["institute"],
-        store=ledger.store, core=SimpleNamespace(ledger=ledger), clock=lambda: now,
-    )
+    ledger = NodeLedger.open(tmp_path / "db", CONS, "institute", KEYS["institute"])
     try:
         first = ledger.submit([r.envelope for r in b.records[:2]], now).accepted
-        keeper = ViewKeeper(node)  # type: ignore[arg-type]
+        keeper = ViewKeeper(ledger, lambda: now)
         keeper.start()                                   # catches up on what the ledger holds
         assert keeper.view is not None and keeper.view.vector == {"carrier-1": 1, "internet-1": 1}
         keeper.apply(first)                              # already applied: nothing changes
@@ -736,7 +730,7 @@ def test_view_keeper_heals_gaps_and_freezes(tmp_path: Path) -> None:
         assert keeper.view.vector == {"carrier-1": 1, "internet-1": 4}
         assert state(keeper.view) == state(rebuild_from_ledger(ledger))
 
-        resp = keeper.lookup("13812340001", now, True)
+        resp = keeper.lookup("13812340001", True)
         got = verify_lookup(resp.number, resp.entry or None, resp.proof, keeper.view.root())
         assert got is not None and got.number == N1
     finally:

@@ -231,6 +231,20 @@ class CosignResponse(_message.Message):
     signature_line: str
     def __init__(self, signature_line: _Optional[str] = ...) -> None: ...
 
+class FindRecordsRequest(_message.Message):
+    __slots__ = ("id_prefix", "limit")
+    ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    id_prefix: str
+    limit: int
+    def __init__(self, id_prefix: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class FoundRecords(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, ids: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class CorrectionRequest(_message.Message):
     __slots__ = ("targets", "action", "category", "reason", "appeal_id", "outcome", "wait_for_target")
     TARGETS_FIELD_NUMBER: _ClassVar[int]

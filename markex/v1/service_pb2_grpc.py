@@ -726,6 +726,11 @@ class AuditStub:
                 request_serializer=markex_dot_v1_dot_service__pb2.GetEvidenceRequest.SerializeToString,
                 response_deserializer=markex_dot_v1_dot_service__pb2.Evidence.FromString,
                 _registered_method=True)
+        self.FindRecords = channel.unary_unary(
+                '/markex.v1.Audit/FindRecords',
+                request_serializer=markex_dot_v1_dot_service__pb2.FindRecordsRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.FoundRecords.FromString,
+                _registered_method=True)
 
 
 class AuditServicer:
@@ -751,6 +756,15 @@ class AuditServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindRecords(self, request, context):
+        """The ids of the records whose id starts with a hex prefix (at least 8
+        digits), in id order, at most `limit` (0: 2; at most 16): what the CLI
+        resolves a short id with, refusing a prefix two records share.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -768,6 +782,11 @@ def add_AuditServicer_to_server(servicer, server):
                     servicer.GetEvidence,
                     request_deserializer=markex_dot_v1_dot_service__pb2.GetEvidenceRequest.FromString,
                     response_serializer=markex_dot_v1_dot_service__pb2.Evidence.SerializeToString,
+            ),
+            'FindRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindRecords,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.FindRecordsRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.FoundRecords.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -853,6 +872,33 @@ class Audit:
             '/markex.v1.Audit/GetEvidence',
             markex_dot_v1_dot_service__pb2.GetEvidenceRequest.SerializeToString,
             markex_dot_v1_dot_service__pb2.Evidence.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Audit/FindRecords',
+            markex_dot_v1_dot_service__pb2.FindRecordsRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.FoundRecords.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,252 @@
+"""The entry of one number from the facts known about it (docs/view.md, the rules).
+
+`EntryBuilder.build(number, facts)` is a pure function of the consortium it
+was made for and of `facts` (a `NumberFacts`): the same facts give the same
+entry bytes on every node, whatever order the records came in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from keys.consortium import Consortium
+from ledger.record import UPHOLD, WITHDRAW
+from ledger.view.entries import Entry
+from ledger.view.facts import (
+    CorrectionFact,
+    MarkFact,
+    NumberFacts,
+    ReassignmentFact,
+    first_decision,
+    keep_of,
+    kept_appeals,
+    kept_recategorizations,
+    latest_per_issuer,
+    order,
+)
+from ledger.view.parts import (
+    APPEAL_UPHELD,
+    APPEAL_WITHDRAWN,
+    PENDING,
+    REASSIGNED,
+    REJECTED,
+    UPHELD,
+    WITHDRAWN,
+    Appeal,
+    CategoryInfo,
+    EntryMark,
+    EntryReassignment,
+    Protection,
+    Recategorization,
+    Rules,
+    SetAsideSpan,
+)
+
+
+@dataclass
+class _Draft:
+    """An entry while it is being built: the marks it keeps and, per mark, its
+    recategorizations and set-aside spans; the appeals and protections so far."""
+
+    marks: list[MarkFact]
+    reassigns: list[ReassignmentFact]
+    recats: dict[bytes, list[Recategorization]] = field(default_factory=dict)
+    spans: dict[bytes, list[SetAsideSpan]] = field(default_factory=dict)
+    appeals: list[Appeal] = field(default_factory=list)
+    protections: set[Protection] = field(default_factory=set)
+
+    def categories_until(self, mid: bytes, at: int, marked: str) -> set[str]:
+        """As marked, and every kept recategorization dated up to `at`: a later
+        (or backdated) recategorization can only add a category, never hide one."""
+        return {marked} | {r.category for r in self.recats[mid] if r.at <= at}
+
+
+class EntryBuilder:
+    """Builds entries under one consortium's policy, participants and taxonomy."""
+
+    def __init__(self, consortium: Consortium) -> None:
+        self.consortium = consortium
+        policy = consortium.policy
+        self.keep = keep_of(policy)
+        self.protection_ms = policy.protection_ms
+        self.rules = Rules(
+            policy.high_risk_min_participants,
+            policy.identity_min_participants,
+            policy.institute_mark_is_high_risk,
+        )
+        # Shared, so a million entries do not hold a million copies.
+        self.category_info = {
+            c.id: CategoryInfo(c.id, c.rank, c.risk) for c in consortium.taxonomy
+        }
+
+    def build(self, number: str, nf: NumberFacts) -> Entry | None:
+        """The entry of `number` from the facts `nf` holds about it, or None when
+        no mark or reassignment of it counts."""
+        appeals, marks, appeal_targets = self._kept(number, nf)
+        reassigns = sorted(
+            (nf.reassignment(i) for i in nf.reassignments), key=lambda r: (r.effective_at, r.id)
+        )
+        if not marks and not reassigns:
+            return None
+        draft = _Draft(marks, reassigns)
+        for m in marks:
+            self._own_corrections(m, nf, draft)
+        by_id = {m.id: m for m in marks}
+        for a in appeals:
+            targets = appeal_targets.get(a.id)
+            if targets:             # else it reaches this number through no known mark
+                self._appeal(a, sorted(targets), nf, draft, by_id)
+        draft.appeals.sort(key=lambda x: (x.filed_at, x.id))
+        return self._entry(number, draft)
+
+    def _kept(
+        self, number: str, nf: NumberFacts
+    ) -> tuple[list[CorrectionFact], list[MarkFact], dict[bytes, list[bytes]]]:
+        """The appeals kept (rule 2a), then the marks: each participant's latest
+        `keep`, and every mark a kept appeal targets (so no flood drops those);
+        per kept appeal, the marks of this number it targets."""
+        facts = nf.facts
+        appeals = kept_appeals((nf.correction(i) for i in nf.appeals), nf, self.keep)
+        kept: dict[bytes, MarkFact] = {
+            m.id: m for m in latest_per_issuer((nf.mark(i) for i in nf.marks), self.keep)
+        }
+        targets: dict[bytes, list[bytes]] = {}
+        for a in appeals:
+            for t in dict.fromkeys(a.correction.targets):
+                m = facts.get(t)
+                if isinstance(m, MarkFact) and m.number == number and m.issuer != a.issuer:
+                    kept[t] = m
+                    targets.setdefault(a.id, []).append(t)
+        marks = sorted(kept.values(), key=lambda m: (m.observed_at, m.id))
+        return appeals, marks, targets
+
+    def _own_corrections(self, m: MarkFact, nf: NumberFacts, draft: _Draft) -> None:
+        """The mark's recategorizations and withdrawal by its issuer, and the
+        reassignment that ends its tenure."""
+        recats: list[Recategorization] = []
+        spans: list[SetAsideSpan] = []
+        named = nf.by_target.get(m.id)
+        if named:                       # most marks are never corrected
+            withdrawals = []
+            own_recats = []
+            for cid in named:
+                c = nf.correction(cid)
+                if c.issuer != m.issuer:
+                    continue            # an appeal: taken from the number's appeals
+                if c.correction.action == WITHDRAW:
+                    withdrawals.append(c)
+                else:
+                    own_recats.append(c)
+            recats = [
+                Recategorization(c.issued_at, c.correction.category, c.id)
+                for c in kept_recategorizations(own_recats, self.keep)
+            ]
+            recats.sort(key=lambda r: (r.at, r.ref))
+            if withdrawals:
+                w = min(withdrawals, key=order)
+                spans.append(SetAsideSpan(w.issued_at, WITHDRAWN, w.id))
+        later = [r for r in draft.reassigns if r.effective_at > m.observed_at]
+        if later:
+            spans.append(SetAsideSpan(later[0].effective_at, REASSIGNED, later[0].id))
+        draft.recats[m.id] = recats
+        draft.spans[m.id] = spans
+
+    def _appeal(
+        self,
+        a: CorrectionFact,
+        targets: list[bytes],
+        nf: NumberFacts,
+        draft: _Draft,
+        by_id: dict[bytes, MarkFact],
+    ) -> None:
+        """Appeal `a` of the marks `targets` and how it ended; an upheld one sets
+        its targets aside and protects their categories."""
+        decision = first_decision(a, nf)
+        pulled = [
+            w for w in (nf.correction(i) for i in nf.by_target.get(a.id, ()))
+            if w.issuer == a.issuer and w.correction.action == WITHDRAW
+        ]
+        pull = min(pulled, key=order) if pulled else None
+        status: str = PENDING
+        closed: CorrectionFact | None = None
+        # A decision, once in the set, is final: no withdrawal undoes it, whatever
+        # issued_at its appellant wrote on the withdrawal.
+        if decision is not None:
+            status = UPHELD if decision.correction.outcome == UPHOLD else REJECTED
+            closed = decision
+        elif pull is not None:
+            status, closed = APPEAL_WITHDRAWN, pull
+        closed_at = None if closed is None else closed.issued_at
+        closed_by = b"" if closed is None else closed.id
+        if status == UPHELD:
+            assert closed_at is not None
+            end = closed_at + self.protection_ms
+            # A new tenure starts clean: a protection ends at the next reassignment.
+            for r in draft.reassigns:
+                if r.effective_at > closed_at:
+                    end = min(end, r.effective_at)
+                    break
+            for t in targets:
+                draft.spans[t].append(SetAsideSpan(closed_at, APPEAL_UPHELD, a.id))
+                if end > closed_at:
+                    draft.protections.update(
+                        Protection(cat, closed_at, end, closed_by)
+                        for cat in draft.categories_until(t, closed_at, by_id[t].category)
+                    )
+        draft.appeals.append(
+            Appeal(
+                id=a.id,
+                appellant=a.issuer,
+                targets=tuple(targets),
+                action=a.correction.action,
+                category=a.correction.category,
+                filed_at=a.issued_at,
+                status=status,
+                closed_at=closed_at,
+                closed_by=closed_by,
+            )
+        )
+
+    def _entry(self, number: str, draft: _Draft) -> Entry:
+        """The entry's parts in their canonical order."""
+        entry_marks = []
+        used = set()
+        by_id = self.consortium.by_id
+        for m in draft.marks:
+            p = by_id[m.issuer]
+            recats = draft.recats[m.id]
+            used.add(m.category)
+            used.update(r.category for r in recats)
+            entry_marks.append(
+                EntryMark(
+                    id=m.id,
+                    participant=m.issuer,
+                    role=p.role,
+                    weight=p.weight,
+                    category=m.category,
+                    score=m.score,
+                    reports=m.reports,
+                    observed_at=m.observed_at,
+                    expires_at=m.expires_at,
+                    issued_at=m.issued_at,
+                    seq=m.seq,
+                    recategorized=tuple(recats),
+                    set_aside=tuple(
+                        sorted(draft.spans[m.id], key=lambda s: (s.since, s.reason, s.ref))
+                    ),
+                )
+            )
+        used.update(p.category for p in draft.protections)
+        return Entry(
+            number=number,
+            rules=self.rules,
+            categories=tuple(self.category_info[c] for c in sorted(used)),
+            marks=tuple(entry_marks),
+            appeals=tuple(draft.appeals),
+            reassignments=tuple(
+                EntryReassignment(r.id, r.issuer, r.effective_at) for r in draft.reassigns
+            ),
+            protections=tuple(
+                sorted(draft.protections, key=lambda p: (p.since, p.category, p.until, p.decision))
+            ),
+        )

@@ -1,0 +1,277 @@
+"""Facts: a record as resolution uses it, and the rules of which facts an entry keeps.
+
+A record enters the view through `fact_of`: the payload registry's issuer rule
+(`ledger.payloads.may_issue`) and the time bounds (`ledger.rules`) first, then
+the fact builder registered for its payload class in `FACT_BUILDERS`. A new
+payload type that changes entries adds one builder there (and its fact class);
+one that does not, maps its class to None.
+
+The `kept_*` functions say which facts an entry can ever depend on, so the
+view forgets the others and what it reads per number stays bounded by what the
+entry keeps (docs/view.md, rule 2a).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+from ledger.payloads import may_issue
+from ledger.record import RECATEGORIZE, WITHDRAW, Correction, Mark, Reassignment, Record
+from ledger.rules import time_violation
+
+if TYPE_CHECKING:
+    from keys.consortium import Consortium, Policy
+
+
+@dataclass(frozen=True, slots=True)
+class MarkFact:
+    id: bytes
+    issuer: str
+    seq: int
+    issued_at: int
+    number: str
+    category: str
+    score: int
+    reports: int
+    observed_at: int
+    expires_at: int         # the policy default already applied
+
+
+@dataclass(frozen=True, slots=True)
+class CorrectionFact:
+    id: bytes
+    issuer: str
+    seq: int
+    issued_at: int
+    correction: Correction
+
+    def names(self) -> tuple[bytes, ...]:
+        """The record ids it refers to: a decision's appeal, a correction's targets."""
+        c = self.correction
+        return (c.appeal_id,) if c.is_decision else c.targets
+
+
+@dataclass(frozen=True, slots=True)
+class ReassignmentFact:
+    id: bytes
+    issuer: str
+    seq: int                # 0 when read back from a stored entry (resolution never uses it)
+    issued_at: int          # likewise
+    number: str
+    effective_at: int
+
+
+Fact = MarkFact | CorrectionFact | ReassignmentFact
+FactBuilder = Callable[[Record, "Policy"], Fact]
+
+
+def _mark_fact(rec: Record, policy: Policy) -> Fact:
+    pay = rec.payload
+    assert isinstance(pay, Mark)
+    expires = pay.expires_at_ms or pay.observed_at_ms + policy.default_expiry_ms
+    return MarkFact(
+        rec.id, rec.issuer, rec.seq, rec.issued_at_ms, pay.number, pay.category,
+        pay.score, pay.reports, pay.observed_at_ms, expires,
+    )
+
+
+def _correction_fact(rec: Record, policy: Policy) -> Fact:
+    pay = rec.payload
+    assert isinstance(pay, Correction)
+    return CorrectionFact(rec.id, rec.issuer, rec.seq, rec.issued_at_ms, pay)
+
+
+def _reassignment_fact(rec: Record, policy: Policy) -> Fact:
+    pay = rec.payload
+    assert isinstance(pay, Reassignment)
+    return ReassignmentFact(
+        rec.id, rec.issuer, rec.seq, rec.issued_at_ms, pay.number, pay.effective_at_ms
+    )
+
+
+# Payload class (ledger.payloads.REGISTRY) -> how its record enters the view;
+# None: the payload changes no entry. tests/test_view.py checks every registered
+# type is listed here.
+FACT_BUILDERS: dict[type, FactBuilder | None] = {
+    Mark: _mark_fact,
+    Correction: _correction_fact,
+    Reassignment: _reassignment_fact,
+}
+
+
+def fact_of(rec: Record, cons: Consortium) -> Fact | None:
+    """The record as resolution uses it, or None when resolution ignores it
+    (what the ledger would refuse in context: unknown issuer or category, a
+    decision not by the institute, a reassignment not by the holder, a record
+    whose own times break `ledger.rules`; or a payload that enters no entry)."""
+    pay = rec.payload
+    if not may_issue(cons, rec.issuer, pay):  # the ledger's own rule (ledger.payloads)
+        return None
+    if time_violation(rec.issued_at_ms, pay, cons.policy) is not None:
+        return None           # its own times break a bound (ledger/rules.py)
+    build = FACT_BUILDERS.get(type(pay))
+    return None if build is None else build(rec, cons.policy)
+
+
+# ---------------------------------------------------------------- what is kept
+
+
+def order(f: Fact) -> tuple[int, int, bytes]:
+    """Issue order across feeds: issued_at, then seq, then id (always total)."""
+    return (f.issued_at, f.seq, f.id)
+
+
+def keep_of(policy: Policy) -> int:
+    """How many marks (and appeals) per participant an entry keeps: the policy's
+    max_marks_per_participant, at least one (a participant's latest always counts)."""
+    return max(1, policy.max_marks_per_participant)
+
+
+_F = TypeVar("_F", MarkFact, CorrectionFact)
+
+
+def latest_per_issuer(facts: Iterable[_F], keep: int) -> list[_F]:
+    """Each issuer's `keep` latest facts in issue order (`order`); the others are
+    dropped. A dropped fact stays dropped: the newer ones stay in the set."""
+    facts = list(facts)
+    if len(facts) <= keep:
+        return facts                # the usual case: nothing to drop
+    by: dict[str, list[_F]] = {}
+    for f in facts:
+        by.setdefault(f.issuer, []).append(f)
+    out: list[_F] = []
+    for fs in by.values():
+        if len(fs) > keep:
+            fs = sorted(fs, key=order)[-keep:]
+        out.extend(fs)
+    return out
+
+
+TARGET_MARK, TARGET_CORRECTION, TARGET_OTHER = "mark", "correction", "other"
+
+
+def target_kind(f: Fact) -> str:
+    """What a named record is, for `kept_referrers`."""
+    if isinstance(f, MarkFact):
+        return TARGET_MARK
+    if isinstance(f, CorrectionFact) and not f.correction.is_decision:
+        return TARGET_CORRECTION
+    return TARGET_OTHER
+
+
+def kept_referrers(
+    kind: str, issuer: str, refs: Iterable[CorrectionFact], keep: int
+) -> set[bytes]:
+    """The ids of the corrections and decisions naming a target (of `kind`, issued
+    by `issuer`) that an entry can ever depend on; the entry builder reads no
+    other. Each left out is dominated for good by ones kept, so forgetting it
+    changes no entry.
+
+    A mark: its issuer's earliest withdrawal and kept recategorizations of it
+    (`kept_recategorizations`; appeals of it are kept per number). A correction
+    (a possible appeal): per decider its first decision (lowest seq), and its
+    issuer's earliest withdrawal of it. Anything else (a decision or a
+    reassignment): nothing."""
+    out: set[bytes] = set()
+    if kind == TARGET_MARK:
+        own = sorted(
+            (r for r in refs if r.issuer == issuer and not r.correction.is_decision), key=order
+        )
+        out.update(
+            f.id
+            for f in kept_recategorizations(
+                [f for f in own if f.correction.action == RECATEGORIZE], keep
+            )
+        )
+        out.update([f.id for f in own if f.correction.action == WITHDRAW][:1])
+    elif kind == TARGET_CORRECTION:
+        first: dict[str, CorrectionFact] = {}
+        pull: CorrectionFact | None = None
+        for r in refs:
+            if r.correction.is_decision:
+                cur = first.get(r.issuer)
+                if cur is None or (r.seq, r.id) < (cur.seq, cur.id):
+                    first[r.issuer] = r
+            elif (
+                r.issuer == issuer
+                and r.correction.action == WITHDRAW
+                and (pull is None or order(r) < order(pull))
+            ):
+                pull = r
+        out.update(f.id for f in first.values())
+        if pull is not None:
+            out.add(pull.id)
+    return out
+
+
+def kept_recategorizations(
+    recats: Iterable[CorrectionFact], keep: int
+) -> list[CorrectionFact]:
+    """The recategorizations of a mark by its issuer that take effect (rule 2a): its
+    `keep` latest in issue order, and of each category the first to it, so the
+    categories a mark held up to any time (what a protection covers) stay known."""
+    ordered = sorted(recats, key=order)
+    kept = {c.id: c for c in ordered[-keep:]}
+    first: dict[str, CorrectionFact] = {}
+    for c in ordered:
+        first.setdefault(c.correction.category, c)
+    kept.update((c.id, c) for c in first.values())
+    return sorted(kept.values(), key=order)
+
+
+@dataclass
+class NumberFacts:
+    """What the entry builder reads about one number: the facts by id, the
+    number's marks, reassignments and candidate appeals, and per mark or appeal
+    the corrections (`by_target`) and decisions (`decisions_for`) naming it."""
+
+    facts: dict[bytes, Fact] = field(default_factory=dict)
+    marks: set[bytes] = field(default_factory=set)
+    reassignments: set[bytes] = field(default_factory=set)
+    appeals: set[bytes] = field(default_factory=set)
+    by_target: dict[bytes, set[bytes]] = field(default_factory=dict)
+    decisions_for: dict[bytes, set[bytes]] = field(default_factory=dict)
+
+    def correction(self, rid: bytes) -> CorrectionFact:
+        f = self.facts[rid]
+        assert isinstance(f, CorrectionFact)
+        return f
+
+    def mark(self, rid: bytes) -> MarkFact:
+        f = self.facts[rid]
+        assert isinstance(f, MarkFact)
+        return f
+
+    def reassignment(self, rid: bytes) -> ReassignmentFact:
+        f = self.facts[rid]
+        assert isinstance(f, ReassignmentFact)
+        return f
+
+
+def first_decision(a: CorrectionFact, nf: NumberFacts) -> CorrectionFact | None:
+    """The decision that counts for appeal `a`: the first (lowest seq) by anyone but
+    its appellant (nobody decides their own appeal: the ledger refuses it, the view
+    gives it no effect)."""
+    best: CorrectionFact | None = None
+    for i in nf.decisions_for.get(a.id, ()):
+        d = nf.correction(i)
+        if d.issuer != a.issuer and (best is None or (d.seq, d.id) < (best.seq, best.id)):
+            best = d
+    return best
+
+
+def kept_appeals(
+    appeals: Iterable[CorrectionFact], nf: NumberFacts, keep: int
+) -> list[CorrectionFact]:
+    """The appeals an entry keeps (docs/view.md, rule 2a): every decided one (its
+    appellant cannot push a decision out), and each appellant's `keep` latest."""
+    appeals = list(appeals)
+    if not appeals:
+        return appeals
+    kept = {a.id: a for a in latest_per_issuer(appeals, keep)}
+    for a in appeals:
+        if a.id not in kept and first_decision(a, nf) is not None:
+            kept[a.id] = a
+    return list(kept.values())

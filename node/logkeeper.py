@@ -1,0 +1,139 @@
+"""The node's log checkpoints, beside the view keeper: a new checkpoint is
+signed when the log grew (the node's ticker asks), each peer is asked to
+cosign it (with a consistency proof from the size that peer last cosigned),
+and the checkpoint is served with the cosignatures collected.
+
+A checkpoint with a quorum of cosignatures is kept in the store (not synced:
+lost in a crash, the cosignatures are collected again) and served until the
+next one has its own quorum, so clients never see a gap."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import grpc
+
+from ledger import note
+from ledger.log import NodeLedger
+from ledger.names import witness_name
+from ledger.record import Record
+from markex.v1 import service_pb2 as pb
+from markex.v1 import service_pb2_grpc as rpc
+
+COSIGNED_KEY = b"log/cosigned"  # in the "checkpoints" family
+COSIGN_TIMEOUT_S = 5
+
+
+class LogKeeper:
+    def __init__(self, ledger: NodeLedger) -> None:
+        self.ledger = ledger
+        self.consortium = ledger.consortium
+        self._sign_lock = threading.Lock()
+        self._grown = threading.Event()  # the log grew since the last checkpoint
+        self._lock = threading.Lock()  # the cosignatures below
+        self._cosigs: dict[str, str] = {}  # peer -> its line on _cosig_text
+        self._cosig_text: str | None = None
+        self._cosigned_size: dict[str, int] = {}  # the size each peer last cosigned
+
+    @property
+    def quorum(self) -> int:
+        return self.consortium.policy.cosign_quorum
+
+    # ------------------------------------------------------------ signing
+    def grew(self, records: Sequence[Record]) -> None:
+        """A NodeCore subscriber: records were appended, the next tick signs."""
+        self._grown.set()
+
+    def sign_if_grown(self) -> str | None:
+        """Sign a new log checkpoint when the log grew since the last one (or
+        none was ever signed). Returns the new note, or None."""
+        with self._sign_lock:
+            latest = self.ledger.latest_checkpoint()
+            if latest is not None and not self._grown.is_set():
+                return None
+            self._grown.clear()
+            return self.ledger.sign_checkpoint()
+
+    def current(self) -> tuple[str | None, int]:
+        """The newest signed checkpoint (no cosignatures) and its size."""
+        text = self.ledger.latest_checkpoint()
+        if text is None:
+            return None, 0
+        cp = note.Checkpoint.parse_body(note.Note.parse(text).text)
+        return text, cp.size
+
+    # ------------------------------------------------------------ cosignatures
+    def has_cosignature(self, peer: str, text: str) -> bool:
+        with self._lock:
+            return self._cosig_text == text and peer in self._cosigs
+
+    def add_cosignature(self, peer: str, text: str, line: str) -> None:
+        """Keep `peer`'s cosignature `line` on checkpoint `text` once it
+        verifies under the peer's witness key (BadSignature, MalformedNote
+        otherwise); a non-member's line is ignored."""
+        p = self.consortium.participant(peer)
+        if p is None:
+            return
+        body = note.Note.parse(text).text
+        sig = note.NoteSignature.from_line(line.rstrip("\n"))
+        note.verify_cosignature(body, sig, witness_name(self.consortium.name, peer), p.public_key)
+        with self._lock:
+            if self._cosig_text != text:
+                # A newer checkpoint: keep the quorum-cosigned one until it has its own.
+                if self._cosig_text is not None and len(self._cosigs) >= self.quorum:
+                    self._store_cosigned()
+                self._cosig_text, self._cosigs = text, {}
+            self._cosigs[peer] = line if line.endswith("\n") else line + "\n"
+            if len(self._cosigs) >= self.quorum:
+                self._store_cosigned()
+
+    def _store_cosigned(self) -> None:
+        assert self._cosig_text is not None
+        full = note.add_signature_lines(self._cosig_text, sorted(self._cosigs.values()))
+        # Not synced: lost in a crash, the cosignatures are collected again.
+        self.ledger.store.put("checkpoints", COSIGNED_KEY, full.encode(), sync=False)
+
+    def checkpoint_note(self) -> str | None:
+        """The newest checkpoint with a quorum of cosignatures; else the newest
+        signed one with what cosignatures it has so far."""
+        with self._lock:
+            latest = self.ledger.latest_checkpoint()
+            partial = latest
+            if latest is not None and latest == self._cosig_text and self._cosigs:
+                partial = note.add_signature_lines(latest, sorted(self._cosigs.values()))
+                if len(self._cosigs) >= self.quorum:
+                    return partial
+        v = self.ledger.store.get("checkpoints", COSIGNED_KEY)
+        if v is not None:
+            return v.decode()
+        return partial
+
+    def request_cosign(self, peer: str, stub: rpc.ExchangeStub) -> None:
+        """Ask `peer` (its Exchange `stub`) to cosign the newest checkpoint,
+        proving it extends the size the peer last cosigned; when the peer's
+        witness knows another size, prove from that one. Raises grpc.RpcError
+        when the peer refuses."""
+        text, size = self.current()
+        if text is None or self.has_cosignature(peer, text):
+            return
+        old = min(self._cosigned_size.get(peer, 0), size)
+        for _ in range(2):
+            proof = self.ledger.consistency_proof(old, size) if 0 < old < size else []
+            try:
+                resp = stub.Cosign(
+                    pb.CosignRequest(note=text, old_size=old, proof=proof),
+                    timeout=COSIGN_TIMEOUT_S,
+                )
+            except grpc.RpcError as e:
+                detail = e.details() or ""
+                if (
+                    e.code() == grpc.StatusCode.FAILED_PRECONDITION
+                    and "witness knows size" in detail
+                ):
+                    old = int(detail.rsplit(" ", 1)[-1])
+                    continue
+                raise
+            self._cosigned_size[peer] = size
+            self.add_cosignature(peer, text, resp.signature_line)
+            return

@@ -1,0 +1,506 @@
+"""The node's parts in-process, each built from what it is given (no Node,
+no subprocess): NodeCore writing to a real temporary store, the LogKeeper
+signing and collecting cosignatures, the servicers served by real gRPC
+servers on 127.0.0.1 (mutual TLS on the member port, TLS on the public one)
+for a consortium made by keys.layout, a PeerLink built from LinkParts
+replicating with another participant's servicers, and node.status mapping
+every error class to the one code ledger/errors.py gives it."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+
+import keys
+from keys.consortium import Consortium
+from keys.layout import NodeConfig, init_consortium
+from keys.signing import SigningKey, read_private
+from ledger import errors as E
+from ledger import note, verify
+from ledger.record import Mark, Record
+from ledger.store import Store
+from markex.v1 import record_pb2 as rpb
+from markex.v1 import service_pb2 as pb
+from markex.v1 import service_pb2_grpc as rpc
+from node import client, witness
+from node.core import MAX_ENVELOPES_PER_MESSAGE, NodeCore
+from node.feedgate import gate_at_start
+from node.limits import ClientTable, PublicGate, PublicLimits
+from node.localnet import free_port_block
+from node.logkeeper import LogKeeper
+from node.metrics import NodeMetrics
+from node.replication import LinkParts, PeerLink
+from node.services import AdminService, AuditService, ExchangeService, PublicService
+from node.status import DecodeGuard, code_for, detail_for, error_from_rpc
+from node.viewkeeper import MAX_LOOKUP_BATCH, ViewKeeper
+from node.witness import Witness
+
+S = grpc.StatusCode
+OWN = "carrier-1"
+NUMBER = "+8613800000001"
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _now() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+@pytest.fixture
+def cons_dir(tmp_path: Path) -> tuple[Path, Consortium]:
+    """institute and carrier-1 run nodes; auditor-1 holds only a certificate."""
+    d = tmp_path / "c"
+    cons = init_consortium(d, carriers=1, internet=0, base_port=free_port_block(6),
+                           now=datetime.now(UTC))
+    return d, cons
+
+
+def _key(d: Path, pid: str) -> SigningKey:
+    return SigningKey.load(d / pid / "signing.key")
+
+
+def _chain(d: Path, cons: Consortium, issuer: str, n: int) -> list[Record]:
+    out, prev = [], b""
+    for i in range(1, n + 1):
+        r = Record.issue(_key(d, issuer), issuer, i, prev, _now(),
+                         Mark(f"+86139{i:08d}", "fraud", 70), consortium=cons.name)
+        out.append(r)
+        prev = r.id
+    return out
+
+
+@dataclass
+class Parts:
+    """What node/server.py builds for one participant, built here by hand."""
+
+    store: Store
+    core: NodeCore
+    logs: LogKeeper
+    view: ViewKeeper
+    witness: Witness
+    accepted: list[Record]
+
+
+@pytest.fixture
+def parts(cons_dir: tuple[Path, Consortium], tmp_path: Path) -> Iterator[Parts]:
+    d, cons = cons_dir
+    store = Store(tmp_path / "db")
+    key = _key(d, OWN)
+    core = NodeCore(store, cons, OWN, key, _now)
+    logs = LogKeeper(core.ledger)
+    view = ViewKeeper(core.ledger, _now)
+    seen: list[Record] = []
+    core.subscribe(seen.extend)
+    core.subscribe(logs.grew)
+    core.subscribe(view.apply)
+    core.start()
+    view.start()
+    try:
+        yield Parts(store, core, logs, view, Witness(store, cons, OWN, key, _now), seen)
+    finally:
+        core.stop()
+        store.close()
+
+
+# ====================================================================== NodeCore
+
+
+def test_core_issues_the_next_record_of_its_own_feed(parts: Parts) -> None:
+    first = parts.core.issue(Mark(NUMBER, "fraud", 70))
+    second = parts.core.issue(Mark("13800000002", "harassment", 40))
+    assert (first.status, first.record.issuer, first.record.seq, first.index) == (
+        "accepted", OWN, 1, 0)
+    assert (second.record.seq, second.record.prev_id, second.index) == (2, first.record.id, 1)
+    assert second.record.payload.number == "+8613800000002"  # normalized when built
+    led = parts.core.ledger
+    assert led.size == 2 and led.feed(OWN).head_id == second.record.id
+    assert [r.id for r in parts.accepted] == [first.record.id, second.record.id]
+    # A payload the ledger refuses raises its own error and writes nothing.
+    with pytest.raises(E.UnknownCategory):
+        parts.core.issue(Mark(NUMBER, "no-such-category", 70))
+    assert led.size == 2 and led.feed(OWN).seq == 2
+    # The view followed the writer: the entry is there, proven against its root.
+    resp = parts.view.lookup(NUMBER, True)
+    assert resp.number == NUMBER and resp.entry and resp.view_checkpoint
+
+
+def test_core_submits_in_feed_order_and_refuses_what_does_not_verify(
+    cons_dir: tuple[Path, Consortium], parts: Parts
+) -> None:
+    d, cons = cons_dir
+    r1, r2, r3 = _chain(d, cons, "institute", 3)
+    assert [o.status for o in parts.core.submit([r2.envelope], "institute")] == ["buffered"]
+    assert [o.status for o in parts.core.submit([r1.envelope], "institute")] == ["accepted"]
+    assert [r.seq for r in parts.accepted] == [1, 2]  # the buffered one followed its gap
+    assert [o.status for o in parts.core.submit([r1.envelope], "institute")] == ["duplicate"]
+    env = bytearray(r3.envelope)
+    env[-1] ^= 1  # the signature's last byte
+    out = parts.core.submit([bytes(env)], "institute")[0]
+    assert out.status == "rejected" and isinstance(out.error, E.BadSignature)
+    with pytest.raises(E.TooLarge, match=f"at most {MAX_ENVELOPES_PER_MESSAGE}"):
+        parts.core.submit([r3.envelope] * (MAX_ENVELOPES_PER_MESSAGE + 1), "institute")
+    assert parts.core.ledger.feed("institute").seq == 2
+
+
+# ====================================================================== LogKeeper
+
+
+def test_log_keeper_signs_when_the_log_grew_and_keeps_checked_cosignatures(
+    cons_dir: tuple[Path, Consortium], parts: Parts, tmp_path: Path
+) -> None:
+    d, cons = cons_dir
+    logs = parts.logs
+    assert logs.current() == (None, 0) and logs.checkpoint_note() is None
+    first = logs.sign_if_grown()  # none signed yet: the empty log's checkpoint
+    assert first is not None and logs.sign_if_grown() is None  # nothing grew since
+    parts.core.issue(Mark(NUMBER, "fraud", 70))
+    text = logs.sign_if_grown()
+    assert text is not None and logs.current() == (text, 1)
+    assert logs.checkpoint_note() == text  # no cosignatures yet
+    # The institute's witness (its own store) cosigns carrier-1's checkpoint.
+    inst_store = Store(tmp_path / "inst")
+    try:
+        inst = Witness(inst_store, cons, "institute", _key(d, "institute"), _now)
+        line = inst.cosign_log(OWN, text, 0, [])
+    finally:
+        inst_store.close()
+    bad = line[:-6] + ("AAAA" if line[-6:-2] != "AAAA" else "BBBB") + line[-2:]
+    with pytest.raises(E.BadSignature):
+        logs.add_cosignature("institute", text, bad)
+    assert not logs.has_cosignature("institute", text)
+    logs.add_cosignature("institute", text, line)
+    assert logs.has_cosignature("institute", text)
+    served = logs.checkpoint_note()
+    assert served is not None and served.startswith(text.rstrip("\n")) and line.strip() in served
+    witnesses = {witness.witness_name(cons.name, "institute"): cons.participant("institute")
+                 .public_key}  # type: ignore[union-attr]
+    assert len(note.count_cosignatures(served, witnesses)) == cons.policy.cosign_quorum
+
+
+# ====================================================================== services over gRPC
+
+
+@dataclass
+class Served:
+    d: Path
+    cons: Consortium
+    parts: Parts
+    member: str  # 127.0.0.1:port of the member server (Exchange, Admin, Audit)
+    public: str  # and of the public one
+
+
+@pytest.fixture
+def served(cons_dir: tuple[Path, Consortium], parts: Parts) -> Iterator[Served]:
+    """carrier-1's servicers, given its parts, on two real servers on 127.0.0.1."""
+    d, cons = cons_dir
+    cfg = NodeConfig.for_participant(d, OWN)
+    led = parts.core.ledger
+    gate = gate_at_start(led.feed(OWN).seq, restored=False, new_feed=cfg.new_feed,
+                         peers=[], quorum=cons.policy.restore_quorum)
+    limits = PublicLimits()
+    tls = [(read_private(cfg.tls_key), cfg.tls_cert.read_bytes())]
+    member = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[DecodeGuard()])
+    rpc.add_ExchangeServicer_to_server(
+        ExchangeService(parts.core, parts.witness, parts.view, lambda peer: False), member)
+    rpc.add_AdminServicer_to_server(AdminService(parts.core, gate, issue_wait_s=1.0), member)
+    rpc.add_AuditServicer_to_server(AuditService(led, forks=(parts.witness, parts.view)), member)
+    mport = member.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(
+        tls, root_certificates=cfg.ca_cert.read_bytes(), require_client_auth=True))
+    public = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[DecodeGuard()])
+    rpc.add_PublicServicer_to_server(
+        PublicService(led, parts.logs, parts.view, PublicGate(ClientTable(limits)), limits),
+        public)
+    pport = public.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(tls))
+    member.start()
+    public.start()
+    try:
+        yield Served(d, cons, parts, f"127.0.0.1:{mport}", f"127.0.0.1:{pport}")
+    finally:
+        member.stop(0).wait(5)
+        public.stop(0).wait(5)
+
+
+def _code(call: object, *args: object) -> tuple[grpc.StatusCode, E.LedgerError]:
+    with pytest.raises(grpc.RpcError) as ei:
+        call(*args, timeout=10)  # type: ignore[operator]
+    return ei.value.code(), error_from_rpc(ei.value)
+
+
+def test_admin_issues_only_for_its_own_participant(served: Served) -> None:
+    with client.admin_channel(served.d, OWN, served.member) as ch:
+        out = rpc.AdminStub(ch).IssueMark(rpb.Mark(number="13800000001", category="fraud",
+                                                   score=70), timeout=10)
+    assert (out.issuer, out.seq, out.index) == (OWN, 1, 0)
+    assert served.parts.core.ledger.record_by_id(out.id) is not None
+    with client.admin_channel(served.d, "institute", served.member) as ch:
+        code, err = _code(rpc.AdminStub(ch).IssueMark, rpb.Mark(number="1380000002",
+                                                                category="fraud"))
+    assert code == S.PERMISSION_DENIED and isinstance(err, E.NotAllowed)
+    assert f"only {OWN} issues records at this node" in str(err)
+    # A member certificate is no admin credential.
+    with client.member_channel(served.d, OWN, served.member) as ch:
+        code, err = _code(rpc.AdminStub(ch).IssueMark, rpb.Mark(number="1380000002",
+                                                                category="fraud"))
+    assert code == S.PERMISSION_DENIED and "admin certificate" in str(err)
+    assert served.parts.core.ledger.size == 1
+
+
+def test_public_answers_prove_against_the_signed_view(served: Served) -> None:
+    parts = served.parts
+    with client.public_channel(served.d, served.public) as ch:
+        pub = rpc.PublicStub(ch)
+        code, err = _code(pub.GetLogCheckpoint, pb.GetLogCheckpointRequest())
+        assert code == S.NOT_FOUND and isinstance(err, E.NotFound)
+        parts.core.issue(Mark(NUMBER, "fraud", 70, observed_at_ms=_now()))
+        parts.logs.sign_if_grown()
+        cp = pub.GetLogCheckpoint(pb.GetLogCheckpointRequest(), timeout=10)
+        assert cp.size == 1 and cp.note == parts.logs.checkpoint_note()
+        heads = pub.GetFeedHeads(pb.FeedHeadsRequest(), timeout=10)
+        assert [(h.issuer, h.seq) for h in heads.heads] == [(OWN, 1)]
+        now = _now()
+        resp = pub.Lookup(pb.LookupRequest(number=NUMBER), timeout=10)
+        got = verify.verify_answer(served.cons, "13800000001", resp, resp.view_checkpoint, now)
+        assert got["category"] == "fraud" and got["markers"] and got["signed_by"] == OWN
+        # Proven, but no other member cosigned this view: not `verified`, and it says why.
+        assert got["verified"] is False and "the policy needs 1" in got["error"]
+        # The verifier takes any object with the answer's fields, not only protobuf.
+        plain = _PlainAnswer(resp.number, resp.entry, resp.proof, resp.view_checkpoint)
+        assert verify.verify_answer(served.cons, NUMBER, plain, plain.view_checkpoint, now) == got
+        with pytest.raises(verify.WrongNumber):
+            verify.verify_answer(served.cons, "13800000002", resp, resp.view_checkpoint, now)
+        batch = pub.LookupBatch(pb.LookupBatchRequest(numbers=[NUMBER, "13800000009"],
+                                                      with_proofs=True), timeout=10)
+        assert [r.number for r in batch.results] == [NUMBER, "+8613800000009"]
+        assert batch.results[0].entry and not batch.results[1].entry
+        code, err = _code(pub.LookupBatch,
+                          pb.LookupBatchRequest(numbers=[NUMBER] * (MAX_LOOKUP_BATCH + 1)))
+        assert code == S.RESOURCE_EXHAUSTED and isinstance(err, E.TooLarge)
+        code, err = _code(pub.Lookup, pb.LookupRequest(number="not a number"))
+        assert code == S.INVALID_ARGUMENT and isinstance(err, E.InvalidNumber)
+        vc = pub.GetViewCheckpoint(pb.GetViewCheckpointRequest(), timeout=10)
+        assert verify.view_checkpoint_summary(served.cons, vc.note)["entries"] == 1
+
+
+@dataclass(frozen=True)
+class _PlainAnswer:
+    number: str
+    entry: bytes
+    proof: bytes
+    view_checkpoint: str
+
+
+def test_exchange_takes_members_records_and_refuses_others(served: Served) -> None:
+    recs = _chain(served.d, served.cons, "institute", 2)
+    with client.member_channel(served.d, "institute", served.member) as ch:
+        ex = rpc.ExchangeStub(ch)
+        ack = ex.Deliver(pb.RecordBatch(envelopes=[r.envelope for r in recs]), timeout=10)
+        assert (ack.accepted, ack.duplicates) == (2, 0)
+        heads = ex.Heads(pb.FeedHeadsRequest(), timeout=10)
+        assert {h.issuer: h.seq for h in heads.heads} == {"institute": 2}
+        pulled = [e for b in ex.Pull(pb.PullRequest(issuer="institute", after=0), timeout=10)
+                  for e in b.envelopes]
+        assert pulled == [r.envelope for r in recs]
+        code, err = _code(ex.ReportEquivocation,
+                          pb.EquivocationProof(first=recs[0].envelope, second=recs[0].envelope))
+        assert code == S.INVALID_ARGUMENT and isinstance(err, E.MalformedRecord)
+        # A view checkpoint whose origin is not the caller's own view is refused unread.
+        own_view = served.parts.view.checkpoint_note()
+        code, err = _code(ex.CosignView, pb.CosignRequest(note=own_view))
+        assert code == S.UNAUTHENTICATED and isinstance(err, E.BadSignature)
+    with client.member_channel(served.d, "auditor-1", served.member) as ch:
+        code, err = _code(rpc.ExchangeStub(ch).Heads, pb.FeedHeadsRequest())
+    assert code == S.PERMISSION_DENIED and "exchanges nothing" in str(err)
+
+
+def test_audit_serves_entries_and_evidence_to_certified_readers(served: Served) -> None:
+    parts = served.parts
+    outs = [parts.core.issue(Mark(f"1380000000{i}", "fraud", 70)) for i in range(1, 4)]
+    with client.member_channel(served.d, "auditor-1", served.member) as ch:
+        _audit_reads(rpc.AuditStub(ch), outs)
+
+
+def _audit_reads(audit: rpc.AuditStub, outs: list) -> None:  # type: ignore[type-arg]
+    got = audit.GetEntries(pb.GetEntriesRequest(start=0, end=10), timeout=10)
+    assert list(got.envelopes) == [o.record.envelope for o in outs]
+    rec = audit.GetRecord(pb.GetRecordRequest(id=outs[1].record.id), timeout=10)
+    assert (rec.index, rec.envelope) == (1, outs[1].record.envelope)
+    ev = audit.GetEvidence(pb.GetEvidenceRequest(), timeout=10)
+    assert (list(ev.equivocations), list(ev.forks), ev.next_start) == ([], [], 0)
+    code, err = _code(audit.GetRecord, pb.GetRecordRequest(id=b"short"))
+    assert code == S.INVALID_ARGUMENT and isinstance(err, E.MalformedRecord)
+    code, err = _code(audit.GetEvidence, pb.GetEvidenceRequest(limit=101))
+    assert code == S.RESOURCE_EXHAUSTED and isinstance(err, E.TooLarge)
+
+
+def test_undecodable_request_bytes_are_bad_input(served: Served) -> None:
+    with client.public_channel(served.d, served.public) as ch:
+        raw = ch.unary_unary("/markex.v1.Public/Lookup")
+        with pytest.raises(grpc.RpcError) as ei:
+            raw(b"\xff\xff\xff", timeout=10)
+    assert ei.value.code() == S.INVALID_ARGUMENT
+    assert isinstance(error_from_rpc(ei.value), E.BadInput)
+
+
+# ====================================================================== PeerLink
+
+
+def _wait(cond: object, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_peer_link_given_its_parts_replicates_and_collects_cosignatures(
+    cons_dir: tuple[Path, Consortium], parts: Parts, tmp_path: Path
+) -> None:
+    """carrier-1's PeerLink, built from LinkParts alone, against the institute's
+    Exchange and Audit servicers (their own parts, their own store): it pulls
+    the institute's feed, pushes carrier-1's records, and brings back the
+    institute's cosignatures on carrier-1's log and view checkpoints."""
+    d, cons = cons_dir
+    inst_cfg = NodeConfig.for_participant(d, "institute")
+    inst_store = Store(tmp_path / "inst")
+    inst_key = _key(d, "institute")
+    inst_core = NodeCore(inst_store, cons, "institute", inst_key, _now)
+    inst_view = ViewKeeper(inst_core.ledger, _now)
+    inst_core.subscribe(inst_view.apply)
+    inst_core.start()
+    inst_view.start()
+    inst_witness = Witness(inst_store, cons, "institute", inst_key, _now)
+    server = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[DecodeGuard()])
+    rpc.add_ExchangeServicer_to_server(
+        ExchangeService(inst_core, inst_witness, inst_view, lambda peer: False), server)
+    rpc.add_AuditServicer_to_server(
+        AuditService(inst_core.ledger, forks=(inst_witness, inst_view)), server)
+    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(
+        [(read_private(inst_cfg.tls_key), inst_cfg.tls_cert.read_bytes())],
+        root_certificates=inst_cfg.ca_cert.read_bytes(), require_client_auth=True))
+    server.start()
+    own_cfg = NodeConfig.for_participant(d, OWN)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=own_cfg.ca_cert.read_bytes(),
+        private_key=read_private(own_cfg.tls_key),
+        certificate_chain=own_cfg.tls_cert.read_bytes(),
+    )
+    inst = cons.participant("institute")
+    assert inst is not None
+    gate = gate_at_start(0, restored=False, new_feed=True, peers=["institute"],
+                         quorum=cons.policy.restore_quorum)
+    link_parts = LinkParts(parts.core, gate, parts.logs, parts.view,
+                           NodeMetrics(p.id for p in cons.participants), lambda peer: False)
+    link = PeerLink(link_parts, dataclasses.replace(inst, member_endpoint=f"127.0.0.1:{port}"),
+                    creds, sync_interval=0.1)
+    parts.core.subscribe(
+        lambda recs: link.enqueue([r.envelope for r in recs if r.issuer == OWN]))
+    try:
+        for i in range(3):
+            inst_core.issue(Mark(f"1390000000{i}", "fraud", 70, observed_at_ms=_now()))
+        link.start()
+        own = parts.core.issue(Mark(NUMBER, "fraud", 70, observed_at_ms=_now()))
+        _wait(lambda: parts.core.ledger.feed("institute").seq == 3, "the pull")
+        _wait(lambda: inst_core.ledger.record_by_id(own.record.id) is not None, "the push")
+        _wait(lambda: gate.refusal(1, own.record.id) is None, "the institute's report")
+        text = parts.logs.sign_if_grown()
+        assert text is not None
+        link.cosign_now()
+        _wait(lambda: parts.logs.has_cosignature("institute", text), "the log cosignature")
+        served = parts.logs.checkpoint_note()
+        assert served is not None and served != text and served.startswith(text.rstrip("\n"))
+
+        def view_cosigned() -> bool:
+            link.cosign_now()
+            note_text = parts.view.checkpoint_note()
+            return note_text is not None and "institute" in verify.open_view(
+                cons, note_text).cosigned_at
+
+        _wait(view_cosigned, "the view cosignature")
+        assert not parts.view.refused_cosignatures
+    finally:
+        link.stop()
+        server.stop(0).wait(5)
+        inst_core.stop()
+        inst_store.close()
+
+
+# ====================================================================== status
+
+
+def _documented_codes() -> dict[str, grpc.StatusCode]:
+    """Class name -> the code the tree in ledger/errors.py's docstring gives it."""
+    out = {}
+    for line in (E.__doc__ or "").splitlines():
+        m = re.match(r"[\s│├└─]*([A-Z]\w+)\s.*\s([A-Z_]{6,})\s*$", line)
+        if m:
+            out[m.group(1)] = S[m.group(2)]
+    return out
+
+
+def _subclasses(base: type[Exception]) -> list[type[Exception]]:
+    out, todo = [], [base]
+    while todo:
+        cls = todo.pop()
+        out.append(cls)
+        todo.extend(cls.__subclasses__())
+    return out
+
+
+# Every module that defines LedgerError or KeysError classes a node may raise.
+_ERROR_MODULES = {E.__name__, verify.__name__, witness.__name__, keys.__name__}
+_KEYS_CODES = {"KeysError": S.INTERNAL, "ConfigError": S.INVALID_ARGUMENT,
+               "ConfigSignatureError": S.INTERNAL, "KeyFileError": S.INTERNAL}
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [c for c in _subclasses(E.LedgerError) + _subclasses(keys.KeysError)
+     if c.__module__ in _ERROR_MODULES],
+    ids=lambda c: c.__name__,
+)
+def test_every_error_class_maps_to_its_one_code(cls: type[Exception]) -> None:
+    """The nearest documented class in its ancestry gives the code; the base
+    LedgerError and anything undocumented is INTERNAL."""
+    documented = _documented_codes() | _KEYS_CODES
+    want = next((documented[c.__name__] for c in cls.__mro__ if c.__name__ in documented),
+                S.INTERNAL)
+    err = cls(7) if cls is witness.WitnessConflict else cls("why")
+    assert code_for(err) == want
+    assert detail_for(err).startswith(f"{cls.__name__}: ")
+
+
+def test_the_documented_tree_is_the_class_tree() -> None:
+    """Every class the errors docstring draws exists, and every ledger error class is drawn."""
+    drawn = set(re.findall(r"[├└]── (\w+)", E.__doc__ or "")) | {"LedgerError"}
+    defined = {c.__name__ for c in _subclasses(E.LedgerError) if c.__module__ == E.__name__}
+    assert drawn == defined
+    assert _documented_codes()["Equivocation"] == S.ALREADY_EXISTS
+
+
+def test_a_status_comes_back_as_its_ledger_error() -> None:
+    class _Rpc(grpc.RpcError):
+        def __init__(self, code: grpc.StatusCode, details: str) -> None:
+            self._code, self._details = code, details
+
+        def code(self) -> grpc.StatusCode:
+            return self._code
+
+        def details(self) -> str:
+            return self._details
+
+    for cls in _subclasses(E.LedgerError):
+        if cls.__module__ != E.__name__ or cls is E.LedgerError:
+            continue
+        err = cls("x: y")
+        back = error_from_rpc(_Rpc(code_for(err), detail_for(err)))
+        assert type(back) is cls and str(back) == "x: y"
+    unknown = error_from_rpc(_Rpc(S.UNAVAILABLE, "connection refused"))
+    assert type(unknown) is E.LedgerError and str(unknown) == "UNAVAILABLE: connection refused"
