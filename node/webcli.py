@@ -88,6 +88,9 @@ def cmd_web(args: argparse.Namespace, connect: Connect) -> int:
         raise UsageError("--lookups-per-minute is >= 0 and --burst >= 1")
     reader = node_reader(directory, cons, as_id, args.node or as_id, connect)
     app = create_app(cons, reader, rate=RateLimit(args.lookups_per_minute, args.burst))
+    from node.web.appeals import AppealRelay, install_relay  # the holder's appeal
+
+    install_relay(app, AppealRelay.tls(directory, cons, as_id, reader.node_id))
     server = WebServer(app, host, port)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
