@@ -52,6 +52,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                           "cmd_ca_sign", "cmd_node_configure"),
         "node.demo": ("cmd_demo",),
         "node.webcli": ("cmd_web",),
+        "node.appealscli": ("cmd_appeals",),
     }.items() for name in names
 }
 
@@ -183,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "default 120)")
     wb.add_argument("--burst", type=uint32, default=30,
                     help="lookups one address may make at once (default 30)")
+
+    ap = _cmd(sub, "appeals", lazy("cmd_appeals"), "appeals with their status and age",
+              "markex appeals --as institute --pending --json", "consortium as node json pin",
+              as_help="the member reading (its certificate; its node unless --node)")
+    ap.add_argument("--pending", action="store_true", help="only appeals not decided yet")
 
     mk = _cmd(sub, "mark", lazy("cmd_mark"), "sign and append a mark on a number",
               "markex mark --as carrier-1 13812345678 fraud --score 80", ISSUE,

@@ -219,3 +219,29 @@ def test_applied_needs_a_verified_checkpoint(web: Web) -> None:
     assert not ok and "not verified" in why
     ok, why = applied_at(cons, text, "institute", "internet-1", 1, now + 3_600_000)
     assert not ok and "not verified" in why                                 # stale
+
+
+def test_markex_appeals_lists_the_institutes_queue(web: Web) -> None:
+    c = web.client("192.0.2.4")
+    assert c.post("/api/v1/codes", json={"number": LONG}).status_code == 202
+    statement = "此号码是我们的送货专线 our delivery line"
+    r = c.post("/api/v1/appeals", json={"number": LONG, "code": web.code(LONG),
+                                        "statement": statement})
+    aid = r.get_json()["id"]
+    d = ["--consortium", str(web.net.dir)]
+    deadline = time.monotonic() + 30
+    while True:
+        pending = _cli("appeals", "--as", "institute", "--pending", *d)["appeals"]
+        mine = [a for a in pending if a["id"] == aid]
+        if mine:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    a = mine[0]
+    assert {"id", "number", "status", "filed_at", "age_s"} <= set(a)
+    assert (a["number"], a["status"], a["filed_by"]) == (LONG, "pending", "carrier-1")
+    assert a["statement"] == statement and 0 <= a["age_s"] < 120
+    assert all(x["status"] == "pending" for x in pending)
+    everything = _cli("appeals", "--as", "institute", *d)["appeals"]
+    assert aid in {x["id"] for x in everything}
+    assert [x["filed_at"] for x in everything] == sorted(x["filed_at"] for x in everything)
