@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--quick", action="store_true", help="fewer numbers")
     dm.add_argument("--numbers", type=uint32, default=0,
                     help="how many numbers to mark (default 0: the scenario's own count)")
+    dm.add_argument("--serve", action="store_true",
+                    help="keep the consortium and its web front ends up until Ctrl-C")
 
     wb = _cmd(sub, "web", lazy("cmd_web"), "the public web front end of a node",
               "markex web --as carrier-1 --listen 127.0.0.1:8080", "consortium as node pin",
