@@ -214,7 +214,16 @@ class HolderDesk:
         if not theirs:
             own = " but this carrier's own (its operator withdraws them)" if markers else ""
             raise NothingToAppeal(f"no mark{own} counts on {number}: there is nothing to appeal")
-        return theirs
+        assert entry is not None
+        # One pending appeal of a mark is enough: a second would only queue twice.
+        pending = [a for a in entry.appeals
+                   if a.appellant == self.participant_id and a.status == V.PENDING]
+        covered = {t for a in pending for t in a.targets}
+        left = tuple(t for t in theirs if t not in covered)
+        if not left:
+            raise NothingToAppeal(f"the marks that count on {number} are already appealed "
+                                  f"(appeal {pending[-1].id.hex()}, pending): follow it")
+        return left
 
     def request_code(self, raw: str, client: str) -> pb.CodeSent:
         """Send a fresh code to the number (replacing a live one). Raises

@@ -311,6 +311,12 @@ def test_code_then_appeal_issues_the_correction(h: Holders) -> None:
                                                   client_address="10.0.0.1")),
              grpc.StatusCode.PERMISSION_DENIED, "WrongCode: no live code")
     assert h.size() == before + 1
+    # a second appeal of the same marks while this one is pending: a clear answer, no SMS
+    sent = len(h.outbox("carrier-1"))
+    _refused(lambda: s.RequestCode(pb.CodeRequest(number=N_CODE, client_address="10.0.0.1")),
+             grpc.StatusCode.FAILED_PRECONDITION,
+             f"NothingToAppeal: .*already appealed \\(appeal {issued.id.hex()}, pending\\)")
+    assert len(h.outbox("carrier-1")) == sent and h.size() == before + 1
     # any node lists it and reads it, with the statement (members only)
     h.net.wait_converged(timeout=30)
     inst = h.stub("institute", as_id="institute")

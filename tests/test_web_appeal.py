@@ -245,3 +245,15 @@ def test_markex_appeals_lists_the_institutes_queue(web: Web) -> None:
     everything = _cli("appeals", "--as", "institute", *d)["appeals"]
     assert aid in {x["id"] for x in everything}
     assert [x["filed_at"] for x in everything] == sorted(x["filed_at"] for x in everything)
+
+
+def test_the_appeal_page_is_limited_per_address(web: Web) -> None:
+    reader = node_reader(web.net.dir, web.net.consortium, "internet-1", "institute", web.tls)
+    app = create_app(web.net.consortium, reader, rate=RateLimit(per_minute=1, burst=2))
+    install_relay(app, AppealRelay.tls(web.net.dir, web.net.consortium, "internet-1",
+                                       "institute"))
+    c = app.test_client()
+    got = [c.get("/api/v1/appeals/" + "cd" * 32) for _ in range(3)]
+    assert [r.status_code for r in got] == [404, 404, 429]
+    assert int(got[-1].headers["Retry-After"]) >= 1
+    assert c.get("/appeals/" + "cd" * 32).status_code == 429

@@ -19,6 +19,7 @@ does not answer; none of them issues a record. Without a relay installed
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -327,9 +328,19 @@ def api_appeals() -> Any:
     return resp
 
 
+def _limited() -> None:
+    """The front end's per-address lookup limit (an appeal's state asks every node)."""
+    ctx = web_context()
+    wait = ctx.limiter.take(_client(), ctx.monotonic(), 1)
+    if wait is not None:
+        raise Refusal(429, "too many requests from your address; try again later 请求过于频繁",
+                      max(1, math.ceil(wait)))
+
+
 @appeals.get("/api/v1/appeals/<rid>")
 def api_appeal(rid: str) -> Any:
     try:
+        _limited()
         return jsonify(appeal_state(_appeal_id(rid)))
     except Refusal as r:
         return r.response()
@@ -366,6 +377,7 @@ def file_page() -> Any:
 @appeals.get("/appeals/<rid>")
 def appeal_page(rid: str) -> Any:
     try:
+        _limited()
         state = appeal_state(_appeal_id(rid))
     except Refusal as r:
         return r.response()
