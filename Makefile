@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo path test bench bench-scale soak lint proto clean
+.PHONY: demo serve path test bench bench-scale soak lint proto clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/markex demo
 	@$(MAKE) -s path
+
+# The demo's consortium and its web front ends, kept up until Ctrl-C.
+serve: $(STAMP)
+	$(BIN)/markex demo --serve
 
 # The two lines that put `markex` on the PATH of the shell they are pasted into.
 path:

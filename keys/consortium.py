@@ -168,6 +168,9 @@ class Policy:
     protected_numbers: tuple[str, ...] = DEFAULT_PROTECTED_NUMBERS
     # Whether numbers outside HOME_COUNTRY may be marked: allow | refuse.
     foreign_numbers: str = "allow"
+    # The institute decides an appeal within this long of its filing (the
+    # deadline an appeal's page shows; docs/appeals.md).
+    appeal_decision_ms: int = 15 * 86_400_000
 
     def __post_init__(self) -> None:
         """Every value in its range (ConfigError naming the value and the
@@ -197,6 +200,7 @@ class Policy:
         _in_range("view_bucket_bits", self.view_bucket_bits, 0, MAX_VIEW_BUCKET_BITS)
         _in_range("view_max_age_ms", self.view_max_age_ms, _SECOND, _DAY)
         _in_range("max_marks_per_participant", self.max_marks_per_participant, 1, 1000)
+        _in_range("appeal_decision_ms", self.appeal_decision_ms, _HOUR, _YEAR)
         for name in ("cosign_quorum", "restore_quorum", "high_risk_min_participants",
                      "identity_min_participants"):
             _in_range(name, getattr(self, name), 1, 1_000_000)

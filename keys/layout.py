@@ -133,6 +133,9 @@ class NodeConfig:
     tiles_listen: str = ""
     # The least level of the node's log lines (docs/operations.md); `--log-level` wins.
     log_level: str = "info"
+    # How a carrier's node sends SMS (node/sms.py): "" (the outbox file
+    # sms-outbox.jsonl in the node's folder, a stand-in) or smpp://ID:PW@HOST:PORT.
+    sms_gateway: str = ""
     source: Path | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
@@ -142,6 +145,9 @@ class NodeConfig:
             _check_listen(key, getattr(self, key))
         if self.tiles_listen:
             _check_listen("tiles_listen", self.tiles_listen)
+        if self.sms_gateway not in ("", "outbox") and not self.sms_gateway.startswith("smpp://"):
+            raise ConfigError(f"sms_gateway {self.sms_gateway!r} is neither \"\" (the outbox "
+                              "file) nor smpp://SYSTEM_ID:PASSWORD@HOST:PORT")
         if len(self.institute_key) != 32:
             raise ConfigError("institute_key must be a 32-byte Ed25519 public key")
         if self.log_level not in LOG_LEVELS:
@@ -243,7 +249,8 @@ class NodeConfig:
 
 
 # Keys a node.toml may leave out (the field's default applies), with their TOML type.
-_OPTIONAL: dict[str, type] = {"new_feed": bool, "tiles_listen": str, "log_level": str}
+_OPTIONAL: dict[str, type] = {"new_feed": bool, "tiles_listen": str, "log_level": str,
+                             "sms_gateway": str}
 _PATH_KEYS = ("consortium", "data_dir", "signing_key", "tls_key", "tls_cert", "ca_cert")
 # The keys of a node.toml, in the order it is written: every field but `source`.
 TOML_KEYS: tuple[str, ...] = tuple(f.name for f in fields(NodeConfig) if f.name != "source")

@@ -53,6 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                           "cmd_ca_sign", "cmd_node_configure"),
         "node.demo": ("cmd_demo",),
         "node.webcli": ("cmd_web",),
+        "node.appealscli": ("cmd_appeals",),
     }.items() for name in names
 }
 
@@ -176,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--quick", action="store_true", help="fewer numbers")
     dm.add_argument("--numbers", type=uint32, default=0,
                     help="how many numbers to mark (default 0: the scenario's own count)")
+    dm.add_argument("--serve", action="store_true",
+                    help="keep the consortium and its web front ends up until Ctrl-C")
+
+    ap = _cmd(sub, "appeals", lazy("cmd_appeals"), "appeals with their status and age",
+              "markex appeals --as institute --pending --json", "consortium as node json pin",
+              as_help="the member reading (its certificate; its node unless --node)")
+    ap.add_argument("--pending", action="store_true", help="only appeals not decided yet")
 
     mk = _cmd(sub, "mark", lazy("cmd_mark"), "sign and append a mark on a number",
               "markex mark --as carrier-1 13812345678 fraud --score 80", ISSUE,

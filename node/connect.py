@@ -24,8 +24,9 @@ if TYPE_CHECKING:  # loaded by the first connection: a command that dials no nod
 
 # public: the Public service on the public port; admin: the Admin service
 # with the operator's admin certificate; audit: the Audit service on the
-# member port with a member's or an auditor's certificate.
-Need = Literal["public", "admin", "audit"]
+# member port with a member's or an auditor's certificate; holders: the
+# Holders service on the member port (node/holders.py), likewise.
+Need = Literal["public", "admin", "audit", "holders"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def reader_id(cons: Consortium, as_id: str | None) -> str:
 
 class Connect(Protocol):
     """Returns the stub of the service `need` on the node `dial` names:
-    `rpc.PublicStub`, `rpc.AdminStub` or `rpc.AuditStub`."""
+    `rpc.PublicStub`, `rpc.AdminStub`, `rpc.AuditStub` or `rpc.HoldersStub`."""
 
     def __call__(self, need: Need, dial: Dial) -> Any: ...
 
@@ -78,9 +79,9 @@ class TlsConnect:
         elif need == "admin":
             ch = client.admin_channel(dial.directory, dial.as_id, ep.member, ep.participant)
             stub = rpc.AdminStub
-        elif need == "audit":
+        elif need in ("audit", "holders"):
             ch = client.member_channel(dial.directory, dial.as_id, ep.member, ep.participant)
-            stub = rpc.AuditStub
+            stub = rpc.AuditStub if need == "audit" else rpc.HoldersStub
         else:
             raise ValueError(f"no such connection: {need!r}")
         self._channels.append(ch)

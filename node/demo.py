@@ -54,6 +54,7 @@ SELF_FIX = "+8613912345678"  # marked by mistake, withdrawn by its marker
 RECYCLED = "+8613700001111"  # an old fraudster's number, given to a new subscriber
 BANK = "95555"  # a bank's service number
 FRAUD = "+8617012345678"  # a real fraud line the institute confirms
+HOLDER_LINE = "+8613800139000"  # a restaurant's delivery line; its holder appeals on the web
 
 
 def say(msg: str = "") -> None:
@@ -174,26 +175,43 @@ def _wait_views(net: LocalNet, timeout: float = 60) -> dict[str, Any]:
 
 
 def cmd_demo(args: Any, _connect: Any) -> int:
-    """`markex demo [--quick] [--numbers N]`."""
-    return run_demo(quick=args.quick, numbers=args.numbers)
+    """`markex demo [--quick] [--numbers N] [--serve]`."""
+    return run_demo(quick=args.quick, numbers=args.numbers, serve=getattr(args, "serve", False))
 
 
-def run_demo(quick: bool = False, numbers: int = 0) -> int:
+def run_demo(quick: bool = False, numbers: int = 0, serve: bool = False) -> int:
+    """The scenario; with `serve`, the consortium and its web front ends
+    stay up afterwards until Ctrl-C (or SIGTERM)."""
+    from node.connect import TlsConnect
+
     count = numbers or (600 if quick else 3000)
     with tempfile.TemporaryDirectory(prefix="markex-demo-") as tmp:
         net = LocalNet(Path(tmp) / "consortium", sync_interval=0.3)
+        tls = TlsConnect()
+        webs: dict[str, Any] = {}
         try:
-            return _run(net, count)
+            code = _run(net, count, tls, webs)
+            if serve:
+                _serve(webs)
+            return code
         finally:
+            for w in webs.values():
+                w.close()
+            tls.close()
             net.stop_all()
 
 
-def _run(net: LocalNet, count: int) -> int:
+def _run(net: LocalNet, count: int, tls: Any = None, webs: dict[str, Any] | None = None) -> int:
     say("markex demo: the national number-mark exchange on one machine")
     say(f"consortium {net.consortium.name}: " + ", ".join(net.ids))
     t0 = time.monotonic()
     net.start_all()
     say(f"six nodes up as separate processes on loopback in {time.monotonic() - t0:.1f}s")
+    web_carrier = net.consortium.carrier_for(HOLDER_LINE) or "carrier-1"
+    if tls is not None and webs is not None:
+        webs.update(_front_ends(net, tls, ("institute", web_carrier)))
+        for pid, w in webs.items():
+            say(f"   web front end of {pid}: {w.url}/")
 
     say(
         f"\n1. marks from every participant on {count} numbers (apps' user reports, carriers' network signals, conflicts)"
@@ -227,6 +245,7 @@ def _run(net: LocalNet, count: int) -> int:
     net.mark("internet-2", FRAUD, "delivery", 40, 5)
     for c in ("carrier-1", "carrier-2"):
         net.mark(c, BANK, "customer-service", 50, 10)
+    net.mark("internet-2", HOLDER_LINE, "marketing", 60, 30)
     net.wait_converged(timeout=60)
 
     say("\n3. an appeal: the courier's carrier appeals internet-1's mark")
@@ -252,6 +271,9 @@ def _run(net: LocalNet, count: int) -> int:
         timeout=30,
     )
     say("   the institute upheld the appeal; the decision applies on every node at once")
+    holder_appeal = None
+    if webs:
+        holder_appeal = _holder_appeal(net, webs[web_carrier].url, HOLDER_LINE)
 
     say(f"\n4. a recycled number: {holder}, which holds {RECYCLED}, gives it to a new subscriber")
     net.admin(holder).IssueReassignment(
@@ -269,6 +291,8 @@ def _run(net: LocalNet, count: int) -> int:
     _show(net, RECYCLED, "recycled number")
     _show(net, FRAUD, "institute-confirmed fraud vs one app's delivery label")
     _show(net, BANK, "bank service number")
+    if holder_appeal is not None:
+        _show_applied(webs[web_carrier].url, holder_appeal)
 
     say("\nper node: log size, feed heads, cosigned log checkpoint, view")
     heads_all = {}
@@ -303,6 +327,90 @@ def _run(net: LocalNet, count: int) -> int:
     say("demo " + ("passed" if ok else "FAILED"))
     say("next: the README's \"Using it\" story runs the same by hand, command by command")
     return 0 if ok else 1
+
+
+# ------------------------------------------------------------------ the web front ends
+
+
+def _front_ends(net: LocalNet, tls: Any, pids: tuple[str, ...]) -> dict[str, Any]:
+    """A web front end per participant (reading its own node, filing appeals
+    with its member certificate), each on a free loopback port."""
+    from node.web.app import create_app
+    from node.web.appeals import AppealRelay, install_relay
+    from node.web.ratelimit import RateLimit
+    from node.webcli import WebServer, node_reader
+
+    out = {}
+    for pid in pids:
+        reader = node_reader(net.dir, net.consortium, pid, pid, tls)
+        app = create_app(net.consortium, reader, rate=RateLimit(per_minute=0))
+        install_relay(app, AppealRelay.tls(net.dir, net.consortium, pid, pid))
+        out[pid] = WebServer(app).start()
+    return out
+
+
+def _http(url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    import json
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _holder_appeal(net: LocalNet, site: str, number: str) -> str:
+    """The holder's own appeal through the carrier's front end: the code read
+    from the carrier's SMS outbox, the statement, the appeal's id."""
+    import re
+
+    from node.sms import OUTBOX_FILE, read_outbox
+
+    say(f"\n3b. the holder of {number} appeals on the web ({site}/numbers/{number})")
+    sent = _http(f"{site}/api/v1/codes", {"number": number})
+    box = net.dir / sent["carrier"] / OUTBOX_FILE
+    text = [m for m in read_outbox(box) if m["to"] == number][-1]["text"]
+    say(f"   {sent['carrier']} texted a code to {number} (the demo reads it from {box.name})")
+    code = re.search(r"\d{6}", text).group(0)  # type: ignore[union-attr]
+    filed = _http(f"{site}/api/v1/appeals", {
+        "number": number, "code": code,
+        "statement": "这是我们餐厅的外卖配送电话 our restaurant's delivery line",
+    })
+    aid = filed["id"]
+    say(f"   appeal {aid[:16]}... filed by {sent['carrier']}: {site}/appeals/{aid}")
+    net.wait_converged(timeout=60)
+    net.admin("institute").IssueCorrection(
+        rpb.Correction(appeal_id=bytes.fromhex(aid), outcome=rpb.APPEAL_OUTCOME_UPHOLD,
+                       reason="R07 verified delivery line"),
+        timeout=30,
+    )
+    say("   the institute upheld it")
+    return aid
+
+
+def _show_applied(site: str, aid: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = _http(f"{site}/api/v1/appeals/{aid}")
+        if st["applied_count"] == st["nodes"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    say(f"  holder's appeal {aid[:16]}...: {st['status']}, applied on {st['applied_count']} "
+        f"of {st['nodes']} nodes ({site}/appeals/{aid})")
+
+
+def _serve(webs: dict[str, Any]) -> None:
+    """Keep everything up until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    say("\nserving until Ctrl-C:")
+    for pid, w in webs.items():
+        say(f"   web front end of {pid}: {w.url}/")
+    stop.wait()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A markex node: the ledger behind two gRPC ports.
 
-- member port (mutual TLS, consortium CA): Exchange, Admin and Audit;
+- member port (mutual TLS, consortium CA): Exchange, Admin, Audit and Holders;
 - public port (TLS, read-only): Public, grpc.health.v1, server reflection.
 
 `Node` is the composition root: it builds the parts (the writer `NodeCore`,
@@ -42,6 +42,7 @@ from markex.v1 import service_pb2_grpc as rpc
 from node import ports, tilesrv
 from node.core import NodeCore, max_member_message_bytes, wall_ms
 from node.feedgate import gate_at_start
+from node.holders import holders_service
 from node.limits import ClientTable, PublicGate, PublicLimits
 from node.logkeeper import LogKeeper
 from node.logs import RecordTally, appeal_events, event
@@ -148,6 +149,8 @@ class Node:
         self.public_service = PublicService(
             ledger, self.logs, self.view, self.public_gate, self.public_limits
         )
+        # the holder's appeal (node/holders.py), sharing Admin's issue gate
+        self.holders = holders_service(cfg, self.core, self.view, self.admin, clock)
 
         # The writer's events, to the parts that act on them.
         self.core.observer = self._observe
@@ -218,6 +221,7 @@ class Node:
         rpc.add_ExchangeServicer_to_server(self.exchange, self.member)
         rpc.add_AdminServicer_to_server(self.admin, self.member)
         rpc.add_AuditServicer_to_server(self.audit, self.member)
+        rpc.add_HoldersServicer_to_server(self.holders, self.member)
         member_creds = grpc.ssl_server_credentials(
             [(self._tls_key, self._tls_cert)], root_certificates=self._ca, require_client_auth=True
         )

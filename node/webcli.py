@@ -111,6 +111,9 @@ def cmd_web(args: argparse.Namespace, connect: Connect) -> int:
     app = create_app(
         cons, reader, rate=RateLimit(args.lookups_per_minute, args.burst), blueprints=[publish]
     )
+    from node.web.appeals import AppealRelay, install_relay  # the holder's appeal
+
+    install_relay(app, AppealRelay.tls(directory, cons, as_id, reader.node_id))
     try:
         server = WebServer(app, host, port)
     except OSError as e:  # taken, or not an address of this machine

@@ -17,6 +17,40 @@ def test_demo_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "same records on every node: yes; same view root on every node: yes" in out
     assert "set_aside=[internet-1:appeal upheld]" in out
     assert "reassigned" in out and "withdrawn" in out
+    # the institute's and a carrier's web front ends, and a holder's appeal on the web
+    assert "web front end of institute: http://127.0.0.1:" in out
+    assert "web front end of carrier-1: http://127.0.0.1:" in out
+    assert "holder's appeal" in out and "upheld, applied on 6 of 6 nodes" in out
     assert "NOT verified" not in out.split("the national view, looked up")[1]
     for repr_ in ("None", "True", "False"):  # plain words, no Python reprs
         assert repr_ not in out, repr_
+
+
+def test_demo_serve_keeps_the_pages_up_until_ctrl_c() -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    p = subprocess.Popen([sys.executable, "-m", "node.cli", "demo", "--numbers", "60", "--serve"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert p.stdout is not None
+        lines = []
+        for line in p.stdout:
+            lines.append(line)
+            if "serving until Ctrl-C" in line:
+                break
+        lines += [p.stdout.readline(), p.stdout.readline()]
+        urls = re.findall(r"web front end of \S+: (http://127\.0\.0\.1:\d+)/", "".join(lines[-2:]))
+        assert len(urls) == 2, "".join(lines)
+        for url in urls:
+            with urllib.request.urlopen(f"{url}/", timeout=10) as r:
+                assert r.status == 200
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

@@ -288,3 +288,77 @@ class Issued(_message.Message):
     appeal: bool
     index: int
     def __init__(self, id: _Optional[bytes] = ..., issuer: _Optional[str] = ..., seq: _Optional[int] = ..., appeal: _Optional[bool] = ..., index: _Optional[int] = ...) -> None: ...
+
+class CodeRequest(_message.Message):
+    __slots__ = ("number", "client_address")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    number: str
+    client_address: str
+    def __init__(self, number: _Optional[str] = ..., client_address: _Optional[str] = ...) -> None: ...
+
+class CodeSent(_message.Message):
+    __slots__ = ("number", "carrier", "expires_at_ms")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CARRIER_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    number: str
+    carrier: str
+    expires_at_ms: int
+    def __init__(self, number: _Optional[str] = ..., carrier: _Optional[str] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
+
+class HolderAppeal(_message.Message):
+    __slots__ = ("number", "code", "statement", "client_address")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    number: str
+    code: str
+    statement: str
+    client_address: str
+    def __init__(self, number: _Optional[str] = ..., code: _Optional[str] = ..., statement: _Optional[str] = ..., client_address: _Optional[str] = ...) -> None: ...
+
+class ListAppealsRequest(_message.Message):
+    __slots__ = ("pending_only",)
+    PENDING_ONLY_FIELD_NUMBER: _ClassVar[int]
+    pending_only: bool
+    def __init__(self, pending_only: _Optional[bool] = ...) -> None: ...
+
+class GetAppealRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: bytes
+    def __init__(self, id: _Optional[bytes] = ...) -> None: ...
+
+class AppealSummary(_message.Message):
+    __slots__ = ("id", "number", "appellant", "status", "filed_at_ms", "closed_at_ms", "closed_by", "closed_by_issuer", "closed_by_seq", "statement", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    APPELLANT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    FILED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_BY_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_BY_ISSUER_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_BY_SEQ_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: bytes
+    number: str
+    appellant: str
+    status: str
+    filed_at_ms: int
+    closed_at_ms: int
+    closed_by: bytes
+    closed_by_issuer: str
+    closed_by_seq: int
+    statement: str
+    reason: str
+    def __init__(self, id: _Optional[bytes] = ..., number: _Optional[str] = ..., appellant: _Optional[str] = ..., status: _Optional[str] = ..., filed_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., closed_by: _Optional[bytes] = ..., closed_by_issuer: _Optional[str] = ..., closed_by_seq: _Optional[int] = ..., statement: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AppealList(_message.Message):
+    __slots__ = ("appeals",)
+    APPEALS_FIELD_NUMBER: _ClassVar[int]
+    appeals: _containers.RepeatedCompositeFieldContainer[AppealSummary]
+    def __init__(self, appeals: _Optional[_Iterable[_Union[AppealSummary, _Mapping]]] = ...) -> None: ...

@@ -1113,3 +1113,225 @@ class Admin:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class HoldersStub:
+    """---------- the holder's appeal (member port, any member's certificate) ----------
+
+    A number's serving carrier (Consortium.carrier_for) sends a one-time code
+    to the number through its SMS gateway, checks it, and issues the holder's
+    appeal (a correction of the marks that count). Only that carrier's node
+    serves a number's codes and appeals; any node lists and reads appeals.
+    The statement stays on the member port: the public port never serves it.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.RequestCode = channel.unary_unary(
+                '/markex.v1.Holders/RequestCode',
+                request_serializer=markex_dot_v1_dot_service__pb2.CodeRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.CodeSent.FromString,
+                _registered_method=True)
+        self.FileAppeal = channel.unary_unary(
+                '/markex.v1.Holders/FileAppeal',
+                request_serializer=markex_dot_v1_dot_service__pb2.HolderAppeal.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.Issued.FromString,
+                _registered_method=True)
+        self.ListAppeals = channel.unary_unary(
+                '/markex.v1.Holders/ListAppeals',
+                request_serializer=markex_dot_v1_dot_service__pb2.ListAppealsRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.AppealList.FromString,
+                _registered_method=True)
+        self.GetAppeal = channel.unary_unary(
+                '/markex.v1.Holders/GetAppeal',
+                request_serializer=markex_dot_v1_dot_service__pb2.GetAppealRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.AppealSummary.FromString,
+                _registered_method=True)
+
+
+class HoldersServicer:
+    """---------- the holder's appeal (member port, any member's certificate) ----------
+
+    A number's serving carrier (Consortium.carrier_for) sends a one-time code
+    to the number through its SMS gateway, checks it, and issues the holder's
+    appeal (a correction of the marks that count). Only that carrier's node
+    serves a number's codes and appeals; any node lists and reads appeals.
+    The statement stays on the member port: the public port never serves it.
+    """
+
+    def RequestCode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FileAppeal(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAppeals(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAppeal(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_HoldersServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'RequestCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestCode,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.CodeRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.CodeSent.SerializeToString,
+            ),
+            'FileAppeal': grpc.unary_unary_rpc_method_handler(
+                    servicer.FileAppeal,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.HolderAppeal.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.Issued.SerializeToString,
+            ),
+            'ListAppeals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAppeals,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.ListAppealsRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.AppealList.SerializeToString,
+            ),
+            'GetAppeal': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAppeal,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.GetAppealRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.AppealSummary.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'markex.v1.Holders', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('markex.v1.Holders', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Holders:
+    """---------- the holder's appeal (member port, any member's certificate) ----------
+
+    A number's serving carrier (Consortium.carrier_for) sends a one-time code
+    to the number through its SMS gateway, checks it, and issues the holder's
+    appeal (a correction of the marks that count). Only that carrier's node
+    serves a number's codes and appeals; any node lists and reads appeals.
+    The statement stays on the member port: the public port never serves it.
+    """
+
+    @staticmethod
+    def RequestCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Holders/RequestCode',
+            markex_dot_v1_dot_service__pb2.CodeRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.CodeSent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FileAppeal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Holders/FileAppeal',
+            markex_dot_v1_dot_service__pb2.HolderAppeal.SerializeToString,
+            markex_dot_v1_dot_service__pb2.Issued.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAppeals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Holders/ListAppeals',
+            markex_dot_v1_dot_service__pb2.ListAppealsRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.AppealList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAppeal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Holders/GetAppeal',
+            markex_dot_v1_dot_service__pb2.GetAppealRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.AppealSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -97,6 +97,7 @@ def create_app(
     monotonic: Callable[[], float] = time.monotonic,
 ) -> Flask:
     """The app; `blueprints` are registered after the number pages."""
+    from node.web.appeals import appeals
     from node.web.pages import pages
 
     app = Flask(__name__)
@@ -110,6 +111,7 @@ def create_app(
         monotonic,
     )
     app.register_blueprint(pages)
+    app.register_blueprint(appeals)  # the holder's appeal (node/web/appeals.py)
     for bp in blueprints:
         app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)
