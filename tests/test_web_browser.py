@@ -490,3 +490,45 @@ def test_screenshots_of_the_number_page(driver: Any, site: str, tmp_path: Path) 
         if number != UNMARKED:
             log = driver.find_element("id", "browser-log-verdict")
             assert log.get_attribute("data-verified") == "yes", log.text
+
+
+def test_statistics_page_and_its_export_verified(
+    driver: Any, web_net: WebNet, tmp_path: Path  # noqa: F811
+) -> None:
+    """The statistics page in the browser: its figures and charts, and the
+    latest export it offers, downloaded by the browser and checked by
+    `markex view verify-export` against the pinned consortium alone."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from node.cli import main
+    from node.web.publish import bp as publish
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
+    with WebServer(web_net.app(blueprints=[publish])) as srv:
+        driver.get(srv.url + "/stats")
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "img"))
+        text = driver.find_element(By.TAG_NAME, "body").text
+        charts = driver.find_elements(By.CSS_SELECTOR, "img")
+        assert len(charts) >= 4
+        # each chart is an SVG the page really loaded (not a broken image)
+        assert all(driver.execute_script("return arguments[0].naturalWidth", c) > 0 for c in charts)
+        figures = json.loads(driver.execute_script(
+            "return fetch('/api/v1/stats').then(r => r.text())"))
+        assert str(figures["entries"]) in text
+        driver.find_element(By.LINK_TEXT, "JSONL").click()
+        WebDriverWait(driver, 30).until(
+            lambda d: [p for p in downloads.iterdir() if p.suffix == ".jsonl"]
+        )
+    got = next(p for p in downloads.iterdir() if p.suffix == ".jsonl")
+    assert main(["view", "verify-export", str(got), "--consortium", str(web_net.net.dir),
+                 "--as", "carrier-1"]) == 0
+    tampered = tmp_path / "tampered.jsonl"
+    lines = got.read_text(encoding="utf-8").splitlines()
+    tampered.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")  # a row left out
+    assert main(["view", "verify-export", str(tampered), "--consortium", str(web_net.net.dir),
+                 "--as", "carrier-1"]) == 1
