@@ -45,7 +45,7 @@ from typing import Any
 from keys.consortium import Consortium, Participant
 from ledger import merkle, note
 from ledger.errors import BadInput, LedgerError, UnknownIssuer
-from ledger.log import EquivocationProof
+from ledger.feed import EquivocationProof
 from ledger.names import log_origin, origin_of, participant_of_view, view_origin
 from ledger.view import ViewCheckpoint, open_view_checkpoint
 
@@ -174,6 +174,22 @@ def log_fork_from_leaves(
 
 
 # ---------------------------------------------------------------- reading
+
+
+def in_format(raw: bytes, cons: Consortium) -> bytes:
+    """Stored evidence as served, in this format: what an older node kept in
+    its own fork JSON is translated (`read_evidence`); anything else is
+    served as stored."""
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(obj, dict) or "format" in obj:
+        return raw
+    try:
+        return json.dumps(read_evidence(obj, cons)).encode()
+    except LedgerError:
+        return raw
 
 
 def read_evidence(raw: Any, cons: Consortium) -> dict[str, Any]:

@@ -381,7 +381,7 @@ def verify_rows(cp: ViewCheckpoint, rows: Iterable[Row]) -> ExportSummary:
                 f"row {i} ({row.number}) is out of order: rows ascend by number, each number once"
             )
         prev = key
-        want = row_of(entry, cp.signed_at_ms)
+        want = row_of(entry, cp.signed_at_ms, row.entry)  # the bytes it was decoded from
         if want.readable() != row.readable():
             bad = [c for c, a, b in zip(COLUMNS, want.readable(), row.readable(), strict=False)
                    if a != b]
@@ -446,7 +446,7 @@ def apply_delta(base: Iterable[Row], delta: Iterable[Row], at_ms: int) -> Iterat
         if d is None or (b is not None and _key(b) < _key(d)):
             assert b is not None
             try:
-                yield row_of(Entry.decode(b.entry), at_ms)
+                yield row_of(Entry.decode(b.entry), at_ms, b.entry)
             except BadInput as e:
                 raise MalformedExport(f"base row {b.number}: the entry does not decode") from e
             b = next(it_base, None)

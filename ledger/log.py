@@ -270,6 +270,10 @@ class NodeLedger:
     def equivocations(self) -> list[EquivocationProof]:
         return [EquivocationProof.decode(v) for _, v in self.store.items("equivocations")]
 
+    def equivocation_count(self) -> int:
+        """How many equivocation proofs the store holds (none decoded)."""
+        return sum(1 for _ in self.store.items("equivocations"))
+
     @property
     def buffered(self) -> int:
         return self._buffered

@@ -23,14 +23,14 @@ Errors (each a ledger error, so it maps to one gRPC code like the rest):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from keys.consortium import Consortium, Policy
 from ledger import note
 from ledger import view as V
-from ledger.errors import ClockSkew, MalformedNote, OutOfOrder, ProofMismatch
+from ledger.errors import ClockSkew, LedgerError, MalformedNote, OutOfOrder, ProofMismatch
 from ledger.names import origin_of, participant_of_view, witness_name
 from ledger.numbers import normalize
 
@@ -79,12 +79,11 @@ def open_view(cons: Consortium, text: str) -> CosignedView:
     """Check the node's signature on a view checkpoint and every member
     cosignature on it (a line under a member's key that does not verify
     rejects the whole note). Raises MalformedNote, BadSignature."""
-    parsed = note.Note.parse(text)
-    origin = origin_of(parsed.text)
+    origin = origin_of(text)  # a note's text starts with the checkpoint's origin line
     signer = participant_of_view(cons.name, cons.witnesses, origin)
     if signer is None:
         raise MalformedNote(f"view checkpoint origin {origin!r} names no node of the consortium")
-    note.verify_note(text, [note.Verifier.for_key(origin, signer.public_key)])
+    parsed, _ = note.verify_note(text, [note.Verifier.for_key(origin, signer.public_key)])
     cp = V.parse_view_checkpoint(parsed.text)
     witnesses: dict[tuple[str, bytes], tuple[str, bytes]] = {}
     for p in cons.witnesses:
@@ -196,6 +195,33 @@ def verify_answer(
     view = open_view(cons, text)
     fresh = check_fresh(view, cons.policy, now)
     return _verified_answer(cons, number, resp, view, fresh, at_ms)
+
+
+def verify_answers(
+    cons: Consortium,
+    numbers: Sequence[str],
+    answers: Sequence[Answer],
+    text: str,
+    at_ms: int,
+    now_ms: int | None = None,
+) -> list[dict[str, Any]]:
+    """`verify_answer` for a batch under one view checkpoint `text`: the
+    checkpoint and its cosignatures are checked once. A checkpoint that does
+    not verify refuses every answer; an answer that does not verify is its
+    own `refused` row (a LedgerError never escapes for one number)."""
+    now = at_ms if now_ms is None else now_ms
+    try:
+        view = open_view(cons, text)
+        fresh = check_fresh(view, cons.policy, now)
+    except LedgerError as e:
+        return [refused(n, e) for n in numbers]
+    out = []
+    for number, resp in zip(numbers, answers, strict=True):
+        try:
+            out.append(_verified_answer(cons, number, resp, view, fresh, at_ms))
+        except LedgerError as e:
+            out.append(refused(number, e))
+    return out
 
 
 def refused(number: str, e: Exception) -> dict[str, Any]:

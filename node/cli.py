@@ -1,7 +1,6 @@
 """`markex`: the one command, and the root of the command line: it builds
-the parser from its own commands, the ceremony's (node/ceremony.py),
-`markex audit` (node/auditcli.py), `record get` and the log proofs
-(node/recordcli.py) and `lookup` (node/lookupcli.py), and runs one.
+the parser for every command of `COMMANDS` (each command's module imported
+only when that command runs) and runs one.
 `main(argv, connect=...)` returns an exit code and is what tests call;
 `connect` reaches the nodes (node/connect.py; default: TLS channels as the
 consortium folder gives them). With --json a command prints exactly one JSON

@@ -228,6 +228,14 @@ def node_endpoints(cons: Consortium, node: str) -> Any:
         raise UsageError(f"{e}; participants: {participant_list(cons)}") from e
 
 
+def public_of(args: argparse.Namespace, connect: Connect) -> tuple[Any, Consortium]:
+    """The Public service of --node (required), and the pinned consortium."""
+    d, cons = pinned_consortium(args)
+    if not args.node:
+        raise UsageError("--node ID (or HOST:PORT) is required")
+    return connect("public", Dial(d, node_endpoints(cons, args.node))), cons
+
+
 def participant_list(cons: Consortium) -> str:
     """The participants' ids, comma-separated: the valid values of --as and --node."""
     return ", ".join(p.id for p in cons.participants)

@@ -182,7 +182,7 @@ def _numbers(path: Path) -> list[str]:
 
 
 def _batch(args: argparse.Namespace, stub: Any, cons: Consortium, at: int, now: int) -> int:
-    from node.lookup import verify_answer
+    from ledger.verify import verify_answers
 
     numbers = _numbers(Path(args.batch))
     results: list[dict[str, Any]] = []
@@ -193,12 +193,7 @@ def _batch(args: argparse.Namespace, stub: Any, cons: Consortium, at: int, now: 
         if len(resp.results) != len(chunk):
             raise NotVerified(f"asked about {len(chunk)} numbers, the node answered "
                               f"{len(resp.results)}")
-        for number, r in zip(chunk, resp.results, strict=True):
-            try:
-                results.append(verify_answer(cons, number, r, resp.view_checkpoint, at, now))
-            except LedgerError as e:
-                results.append({"number": number, "verified": False,
-                                "error": f"{type(e).__name__}: {e}"})
+        results += verify_answers(cons, chunk, list(resp.results), resp.view_checkpoint, at, now)
     bad = [r for r in results if not r["verified"]]
     obj = {"count": len(results), "verified": not bad, "results": with_iso(results)}
     rows = [(r["number"], f"{r.get('category') or 'none'}, risk {r.get('risk') or 'unknown'}, "

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from node.command import (
     NotVerified,
@@ -16,19 +15,11 @@ from node.command import (
     node_endpoints,
     participant_list,
     pinned_consortium,
+    public_of,
     show,
     table,
 )
 from node.connect import Connect, Dial, reader_id
-
-
-def _public(args: argparse.Namespace, connect: Connect) -> tuple[Any, Any]:
-    """The Public service of --node, and the verified consortium."""
-
-    d, cons = pinned_consortium(args)
-    if not args.node:
-        raise UsageError("--node ID (or HOST:PORT) is required")
-    return connect("public", Dial(d, node_endpoints(cons, args.node))), cons
 
 
 def cmd_log_checkpoint(args: argparse.Namespace, connect: Connect) -> int:
@@ -37,7 +28,7 @@ def cmd_log_checkpoint(args: argparse.Namespace, connect: Connect) -> int:
 
     from markex.v1 import service_pb2 as pb
 
-    stub, _ = _public(args, connect)
+    stub, _ = public_of(args, connect)
     cp = stub.GetLogCheckpoint(pb.GetLogCheckpointRequest(), timeout=10)
     if args.json:
         root = base64.b64encode(cp.root).decode()
@@ -121,7 +112,7 @@ def cmd_view_checkpoint(args: argparse.Namespace, connect: Connect) -> int:
     from markex.v1 import service_pb2 as pb
     from node.lookup import view_checkpoint_summary
 
-    stub, cons = _public(args, connect)
+    stub, cons = public_of(args, connect)
     text = stub.GetViewCheckpoint(pb.GetViewCheckpointRequest(), timeout=10).note
     try:
         obj = view_checkpoint_summary(cons, text)

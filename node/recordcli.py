@@ -39,6 +39,7 @@ from node.command import (
     iso,
     node_endpoints,
     pinned_consortium,
+    public_of,
     show,
     table,
 )
@@ -191,15 +192,8 @@ def _how_of(out: dict[str, Any]) -> str:
 # ------------------------------------------------------------------ commands
 
 
-def _public(args: argparse.Namespace, connect: Connect) -> tuple[Any, Consortium]:
-    d, cons = pinned_consortium(args)
-    if not args.node:
-        raise UsageError("--node ID (or HOST:PORT) is required")
-    return connect("public", Dial(d, node_endpoints(cons, args.node))), cons
-
-
 def cmd_log_inclusion(args: argparse.Namespace, connect: Connect) -> int:
-    stub, cons = _public(args, connect)
+    stub, cons = public_of(args, connect)
     trusted, cp_size, bad = _checkpoint(stub, cons)
     size = cp_size if args.size is None else args.size
     if args.index >= size:
@@ -224,7 +218,7 @@ def cmd_log_inclusion(args: argparse.Namespace, connect: Connect) -> int:
 
 
 def cmd_log_consistency(args: argparse.Namespace, connect: Connect) -> int:
-    stub, cons = _public(args, connect)
+    stub, cons = public_of(args, connect)
     trusted, cp_size, bad = _checkpoint(stub, cons)
     new = cp_size if args.new is None else args.new
     if args.old > new:

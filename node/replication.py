@@ -106,7 +106,6 @@ class PeerLink:
         self._prev_heads: dict[str, int] | None = None
         self._pending_evidence: list[EquivocationProof] = []
         self._evidence_lock = threading.Lock()
-        self.connected = False
         self._state: bool | None = None  # as last logged: None before the first round
 
     def start(self) -> None:
@@ -224,7 +223,6 @@ class PeerLink:
     def _went(self, up: bool, why: str = "") -> None:
         """The link is up or down after a round: log and count only a change
         (one "peer-connected" or "peer-lost" line, never one per retry)."""
-        self.connected = up
         if self._state is up:
             return
         first = self._state is None

@@ -189,7 +189,7 @@ class Node:
             log_size=lambda: led.size,
             checkpoint_age=lambda: since(self.logs.signed_at_ms),
             checkpoint_cosignatures=self.logs.cosignatures,
-            equivocations=lambda: len(led.equivocations()),
+            equivocations=led.equivocation_count,
             view_lag=self.view.lag_records,
             view_age=lambda: since(self.view.signed_at_ms()),
         )
@@ -350,11 +350,11 @@ class Node:
     def _on_equivocation(self, proof: EquivocationProof) -> None:
         try:
             rec = Record.from_envelope(proof.first)
-            issuer, seq = rec.issuer, rec.seq
+            issuer, seq, first = rec.issuer, rec.seq, rec.id.hex()[:16]
         except LedgerError:  # checked before it got here; never trust it to parse twice
-            issuer, seq = "unknown", 0
+            issuer, seq, first = "unknown", 0, record_id_hex(proof.first)
         event(log, logging.WARNING, "equivocation", kind="equivocation", issuer=issuer, seq=seq,
-              first=record_id_hex(proof.first), second=record_id_hex(proof.second))
+              first=first, second=record_id_hex(proof.second))
         self.view.invalidate()
         for link in self.links.values():
             link.report(proof)

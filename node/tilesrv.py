@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import json
 import logging
 import socket
 import ssl
@@ -37,6 +36,7 @@ from keys.tls import participant_from_cert
 from ledger import note, tiles
 from ledger.errors import BadInput, LedgerError, NotFound, StorageFailure, TooLarge
 from node import ports
+from node.logs import event
 
 log = logging.getLogger("markex.tiles")
 
@@ -144,7 +144,7 @@ class TileServer:
         except TooLarge as e:
             raise Refused(HTTPStatus.INTERNAL_SERVER_ERROR, str(e)) from e
         except StorageFailure as e:
-            log.error(json.dumps({"event": "tiles-storage-failure", "error": str(e)}))
+            event(log, logging.ERROR, "tiles-storage-failure", error=str(e))
             raise Refused(HTTPStatus.INTERNAL_SERVER_ERROR, "the node's store failed") from e
         cache = FULL_TILE_CACHE if tile.full else PARTIAL_TILE_CACHE
         return body, "application/octet-stream", cache
@@ -365,17 +365,13 @@ def start_tiles(
         )
         server.start()
     except OSError as e:
-        log.warning(
-            json.dumps(
-                {
-                    "event": "tiles-not-started",
-                    "listen": listen,
-                    "error": e.strerror or str(e),
-                    "message": str(ports.listen_error("tiles_listen", listen, config_name, e)),
-                    "fix": f'change the key tiles_listen in {config_name} ("" turns it off)',
-                }
-            )
+        event(
+            log, logging.WARNING, "tiles-not-started",
+            listen=listen,
+            error=e.strerror or str(e),
+            message=str(ports.listen_error("tiles_listen", listen, config_name, e)),
+            fix=f'change the key tiles_listen in {config_name} ("" turns it off)',
         )
         return None
-    log.info(json.dumps({"event": "tiles-serving", "port": server.port}))
+    event(log, logging.INFO, "tiles-serving", port=server.port)
     return server

@@ -19,11 +19,11 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
-from keys.consortium import Consortium, Participant
+from keys.consortium import Participant
 from ledger import note
 from ledger import view as V
 from ledger.errors import (
@@ -35,6 +35,7 @@ from ledger.errors import (
     StorageFailure,
     TooLarge,
 )
+from ledger.evidence import in_format
 from ledger.names import view_origin, witness_name
 from ledger.numbers import normalize
 from ledger.record import Record
@@ -46,6 +47,7 @@ from node.logs import event
 if TYPE_CHECKING:
     from ledger.log import NodeLedger
 
+_T = TypeVar("_T")
 log = logging.getLogger("markex.view")
 
 MAX_LOOKUP_BATCH = 1000  # numbers per LookupBatch call
@@ -218,22 +220,28 @@ class ViewKeeper:
         snapshot. InvalidNumber for a bad number fails the call."""
         self.check_batch(numbers)
         e164s = [normalize(n) for n in numbers]
+        return self._consistent(lambda view: self._answers(view, e164s, with_proofs))
+
+    def _consistent(self, read: Callable[[V.NationalView], _T]) -> tuple[str, _T]:
+        """The signed view checkpoint and `read(view)` of one version of the
+        view: read outside the lock while no change begins, under it after
+        READ_TRIES collisions."""
         for _ in range(READ_TRIES):
             with self._lock:
                 version, view = self._version, self.view
                 text = self.checkpoint_note() or ""
             assert view is not None
             try:
-                answers = self._answers(view, e164s, with_proofs)
+                got = read(view)
             except Exception:
                 if self._version == version:
                     raise  # not a read torn by a change: a real error
                 continue
             if self._version == version:
-                return text, answers
+                return text, got
         with self._lock:
             assert self.view is not None
-            return self.checkpoint_note() or "", self._answers(self.view, e164s, with_proofs)
+            return self.checkpoint_note() or "", read(self.view)
 
     def lookup(self, number: str, with_proof: bool) -> pb.LookupResponse:
         """The entry of `number` (with its proof) under the signed view
@@ -254,22 +262,7 @@ class ViewKeeper:
         """The signed view checkpoint and every entry's bytes (in number
         order) of one version of the view, read as `_read` reads: outside the
         lock while no change begins, under it after READ_TRIES collisions."""
-        for _ in range(READ_TRIES):
-            with self._lock:
-                version, view = self._version, self.view
-                text = self.checkpoint_note() or ""
-            assert view is not None
-            try:
-                entries = _all_entries(view)
-            except Exception:
-                if self._version == version:
-                    raise  # not a read torn by a change: a real error
-                continue
-            if self._version == version:
-                return text, entries
-        with self._lock:
-            assert self.view is not None
-            return self.checkpoint_note() or "", _all_entries(self.view)
+        return self._consistent(_all_entries)
 
     # ------------------------------------------------------------ cosigning
     def cosign(self, peer: str, text: str) -> str:
@@ -373,20 +366,9 @@ class ViewKeeper:
     def forks(self) -> list[bytes]:
         """Every view-fork proof kept, one per peer (GetEvidence serves them)."""
         return [
-            _in_format(v, self.consortium)
+            in_format(v, self.consortium)
             for _, v in self.store.items("witness", b"viewfork/", b"viewfork0")
         ]
-
-
-def _in_format(stored: bytes, cons: Consortium) -> bytes:
-    """A kept view fork in the one evidence format (an older node kept ad-hoc
-    JSON; that is translated; what cannot be read is served as kept)."""
-    from ledger.evidence import read_evidence
-
-    try:
-        return json.dumps(read_evidence(stored, cons)).encode()
-    except LedgerError:
-        return stored
 
 
 def _all_entries(view: V.NationalView, chunk: int = 1000) -> list[bytes]:

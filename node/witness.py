@@ -15,7 +15,7 @@ from keys.consortium import Consortium
 from keys.signing import SigningKey
 from ledger import merkle, note
 from ledger.errors import CheckpointFork, NotAllowed, OutOfOrder, ProofMismatch
-from ledger.evidence import log_fork_evidence, read_evidence
+from ledger.evidence import in_format, log_fork_evidence
 from ledger.names import log_origin, witness_name
 from ledger.store import Store, u64
 from node.logs import event
@@ -117,18 +117,6 @@ class Witness:
         """The log fork evidence kept, one per peer, in the evidence format
         (what an older node stored in its own JSON is translated)."""
         return [
-            _in_format(v, self.consortium)
+            in_format(v, self.consortium)
             for _, v in self.store.items("witness", b"fork/", b"fork0")
         ]
-
-
-def _in_format(raw: bytes, cons: Consortium) -> bytes:
-    """Stored evidence in the evidence format: what an older node kept in its
-    own JSON is translated; anything else is served as stored."""
-    try:
-        obj = json.loads(raw)
-    except ValueError:
-        return raw
-    if not isinstance(obj, dict) or "format" in obj:
-        return raw
-    return json.dumps(read_evidence(obj, cons)).encode()

@@ -372,9 +372,9 @@ def test_malformed_files_are_refused_precisely() -> None:
         list(exp.rows)
 
 
-def test_large_export_streams_in_reasonable_time() -> None:
-    """20k entries written, read back and verified: the rate docs/export.md
-    quotes for 100k (measured there) holds to well within a minute."""
+def test_a_large_export_round_trips() -> None:
+    """20k entries written, read back and verified against their root (a
+    behaviour test; docs/export.md's timings are a one-off measurement)."""
     sv = small_view()
     base = sv.entries[0]
     at = NOW
@@ -389,10 +389,8 @@ def test_large_export_streams_in_reasonable_time() -> None:
     cp = replace(cp, count=len(rows), root=tree_root((r.number, entry_hash(r.entry)) for r in rows))
     buf = io.StringIO()
     write_export(buf, "jsonl", "unused", rows)
-    t0 = time.perf_counter()
     exp = open_export(io.StringIO(buf.getvalue()))
     assert verify_rows(cp, exp.rows).entries == 20_000
-    assert time.perf_counter() - t0 < 30
 
 
 def test_export_view_is_for_members_only(marked: Any) -> None:

@@ -30,37 +30,22 @@ from node.web.app import create_app
 from node.web.appeals import AppealRelay, install_relay
 from node.web.ratelimit import RateLimit
 from node.webcli import WebServer, node_reader
+from tests.browser import chromium, needs_chromium, no_alert
 from tests.test_cli import InProcessNet
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 NUMBER = "+8613812360001"
 SCRIPT = '<script>alert("x")</script>'
 
 pytestmark = [
     pytest.mark.timeout(300),
-    pytest.mark.skipif(
-        not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-        reason="Debian's chromium and chromium-driver are needed (.ci/run installs them)",
-    ),
+    needs_chromium,
 ]
 
 
 @pytest.fixture(scope="module")
 def driver() -> Iterator[Any]:
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--window-size=1280,1100", "--lang=zh-CN"):
-        opts.add_argument(a)
-    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    try:
+    with chromium(1100) as drv:
         yield drv
-    finally:
-        drv.quit()
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +71,6 @@ def six(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProcessNet
         net.stop_all()
 
 
-def _no_alert(drv: Any) -> None:
-    from selenium.common.exceptions import NoAlertPresentException
-
-    with pytest.raises(NoAlertPresentException):
-        drv.switch_to.alert.text  # noqa: B018
-
 
 def test_the_holders_appeal_until_applied_on_every_node(
     driver: Any, six: tuple[InProcessNet, str], tmp_path: Path
@@ -113,7 +92,7 @@ def test_the_holders_appeal_until_applied_on_every_node(
     driver.find_element(By.ID, "file-appeal").click()
     aid = driver.find_element(By.ID, "filed-id").text
     assert re.fullmatch(r"[0-9a-f]{64}", aid)
-    _no_alert(driver)
+    no_alert(driver)
     assert driver.find_element(By.ID, "status").get_attribute("data-status") == "pending"
     assert driver.find_element(By.ID, "deadline").text
     assert "送餐电话" not in driver.page_source and "alert(" not in driver.page_source
@@ -141,7 +120,7 @@ def test_the_holders_appeal_until_applied_on_every_node(
     assert "R07" in driver.find_element(By.ID, "reason").text
     rows = driver.find_elements(By.CSS_SELECTOR, "#applied-table tr.ok")
     assert len(rows) == 6
-    _no_alert(driver)
+    no_alert(driver)
     shots = Path(os.environ.get("MARKEX_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     png = shots / "appeal-applied.png"

@@ -32,36 +32,19 @@ from markex.v1 import service_pb2 as pb
 from node.lookup import verify_answer
 from node.web.report import NodeReader, trust_anchor
 from node.webcli import WebServer
+from tests.browser import chromium, needs_chromium, no_alert
 from tests.test_web import MARKED, SCRIPT, UNMARKED, WebNet, web_net  # noqa: F401
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 pytestmark = [
     pytest.mark.timeout(300),
-    pytest.mark.skipif(
-        not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-        reason="Debian's chromium and chromium-driver are needed (.ci/run installs them)",
-    ),
+    needs_chromium,
 ]
 
 
 @pytest.fixture(scope="module")
 def driver() -> Iterator[Any]:
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--window-size=1280,1400", "--lang=zh-CN"):
-        opts.add_argument(a)
-    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    drv.set_script_timeout(20)
-    try:
+    with chromium(1400) as drv:
         yield drv
-    finally:
-        drv.quit()
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +64,6 @@ def _verdict(drv: Any) -> tuple[str, str]:
     )
     return box.get_attribute("data-verified"), box.text
 
-
-def _no_alert(drv: Any) -> None:
-    from selenium.common.exceptions import NoAlertPresentException
-
-    with pytest.raises(NoAlertPresentException):
-        drv.switch_to.alert.text  # noqa: B018
 
 
 def test_marked_number_is_verified_by_the_browser(driver: Any, site: str) -> None:
@@ -161,7 +138,7 @@ def test_a_number_with_a_script_in_it_never_runs(driver: Any, site: str, how: st
 
     # the error page, once the form's navigation has finished
     err = WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "error"))[0].text
-    _no_alert(driver)
+    no_alert(driver)
     assert "<script>alert(1)</script>" in err  # shown as text, not run
     assert driver.find_elements(By.TAG_NAME, "img") == []
     assert driver.find_elements(By.TAG_NAME, "script") == []  # the error page runs nothing

@@ -117,8 +117,8 @@ def decode_correction(c: pb.Correction) -> Correction:
 
 def check_correction(cons: Consortium, role: str, issuer: str, payload: Correction) -> None:
     """Only the institute decides appeals; a recategorization names a
-    category of the taxonomy. (Whose marks a correction may target and who
-    may decide which appeal needs other records: `ledger.log` checks it.)"""
+    category of the taxonomy. (That the institute may not decide an appeal it
+    filed needs other records: `ledger.log` checks it, `_check_decider`.)"""
     if payload.is_decision:
         if role != "institute":
             raise NotAllowed(f"only the institute decides appeals; {issuer} is a {role}")

@@ -167,7 +167,8 @@ def _records(reader: NodeReader, entry: V.Entry, log: note.Checkpoint | None) ->
             out.append(row)
             continue
         row.update(index=index, kind=rec.kind, issuer=rec.issuer, issued_at=rec.issued_at_ms)
-        row["leaf_hash"] = merkle.leaf_hash(envelope).hex()
+        leaf = merkle.leaf_hash(envelope)
+        row["leaf_hash"] = leaf.hex()
         digest = getattr(rec.payload, "evidence_digest", b"")
         if digest:
             row["evidence_digest"] = digest.hex()
@@ -177,7 +178,7 @@ def _records(reader: NodeReader, entry: V.Entry, log: note.Checkpoint | None) ->
             continue
         path = proofs[index]
         try:
-            merkle.verify_inclusion(merkle.leaf_hash(envelope), index, size, path, log.root)
+            merkle.verify_inclusion(leaf, index, size, path, log.root)
             row["verified"] = True
         except LedgerError as e:
             row["verified"] = False
