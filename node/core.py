@@ -92,7 +92,8 @@ class NodeCore:
         self._thread.join(timeout=10)
 
     def subscribe(self, fn: Callable[[list[Record]], None]) -> None:
-        """fn(accepted records in log order) runs on the writer thread after each commit."""
+        """fn(accepted records in log order) runs on the writer thread after each
+        commit, before the commit's callers are answered."""
         self._subscribers.append(fn)
 
     def on_equivocation(self, fn: Callable[[EquivocationProof], None]) -> None:
@@ -276,16 +277,9 @@ class NodeCore:
             spans.append((job, start, len(envs)))
         result = led.submit(envs, now)
         outcomes = result.outcomes
-        for job, a, b in spans:
-            outs = outcomes[a:b]
-            for o in outs:
-                if self.observer is not None:
-                    reason = None if o.error is None else type(o.error).__name__
-                    self.observer(o.status, reason, None if o.record is None else o.record.issuer)
-            if job.kind == "issue":
-                job.future.set_result(outs[0])
-            else:
-                job.future.set_result(outs)
+        # The subscribers (the view first) run before anyone is answered, so a
+        # record acknowledged by this node is also in this node's view: an
+        # appeal filed here is found by the page the holder is sent to next.
         for proof in result.equivocations:
             for fn in self._equivocation_subscribers:
                 try:
@@ -298,3 +292,13 @@ class NodeCore:
                     fn(result.accepted)
                 except Exception:
                     log.exception("subscriber failed")
+        for job, a, b in spans:
+            outs = outcomes[a:b]
+            for o in outs:
+                if self.observer is not None:
+                    reason = None if o.error is None else type(o.error).__name__
+                    self.observer(o.status, reason, None if o.record is None else o.record.issuer)
+            if job.kind == "issue":
+                job.future.set_result(outs[0])
+            else:
+                job.future.set_result(outs)

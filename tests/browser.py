@@ -1,6 +1,7 @@
 """A real headless Chromium for the browser tests (Debian's chromium and
 chromium-driver, driven by Selenium 4; .ci/run installs them): the skip
-marker, the driver and the check that no script ran an alert."""
+marker, the driver, a click that waits for the page it leads to, and the
+check that no script ran an alert."""
 
 from __future__ import annotations
 
@@ -45,3 +46,26 @@ def no_alert(drv: Any) -> None:
 
     with pytest.raises(NoAlertPresentException):
         drv.switch_to.alert.text  # noqa: B018
+
+
+def click_to(drv: Any, button: str, expect: str, timeout: float = 30) -> None:
+    """Click the element with id `button` and wait for the page it leads to,
+    the one holding id `expect` (a click returns before a form's answer
+    has loaded); an error page instead fails with its text."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = drv.find_element(By.TAG_NAME, "html")
+    drv.find_element(By.ID, button).click()
+
+    def arrived(d: Any) -> bool:
+        try:
+            old.tag_name  # noqa: B018 - raises once the old page is gone
+            return False
+        except StaleElementReferenceException:
+            return bool(d.find_elements(By.ID, expect) or d.find_elements(By.ID, "error"))
+
+    WebDriverWait(drv, timeout).until(arrived, f"clicking #{button} led to no page")
+    found = drv.find_elements(By.ID, expect)
+    assert found, f"clicking #{button} led to: {drv.find_element(By.TAG_NAME, 'body').text}"

@@ -133,6 +133,16 @@ def test_core_issues_the_next_record_of_its_own_feed(parts: Parts) -> None:
     assert resp.number == NUMBER and resp.entry and resp.view_checkpoint
 
 
+def test_core_answers_an_issue_only_once_its_view_holds_the_record(parts: Parts) -> None:
+    """Read your own write: what the node acknowledged, its view already
+    holds (the holder's appeal page is read right after the filing)."""
+    for i in range(20):
+        number = f"+8613900{i:06d}"
+        out = parts.core.issue(Mark(number, "fraud", 70))
+        entry = parts.view.view.entry(number)
+        assert entry is not None and [m.id for m in entry.marks] == [out.record.id]
+
+
 def test_core_submits_in_feed_order_and_refuses_what_does_not_verify(
     cons_dir: tuple[Path, Consortium], parts: Parts
 ) -> None:

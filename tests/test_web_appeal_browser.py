@@ -30,7 +30,7 @@ from node.web.app import create_app
 from node.web.appeals import AppealRelay, install_relay
 from node.web.ratelimit import RateLimit
 from node.webcli import WebServer, node_reader
-from tests.browser import chromium, needs_chromium, no_alert
+from tests.browser import chromium, click_to, needs_chromium, no_alert
 from tests.test_cli import InProcessNet
 
 NUMBER = "+8613812360001"
@@ -80,16 +80,16 @@ def test_the_holders_appeal_until_applied_on_every_node(
 
     net, site = six
     driver.get(f"{site}/numbers/{NUMBER}")
-    driver.find_element(By.ID, "holder-appeal").click()
+    click_to(driver, "holder-appeal", "appeal-number")
     assert driver.find_element(By.ID, "appeal-number").get_attribute("value") == NUMBER
-    driver.find_element(By.ID, "send-code").click()
+    click_to(driver, "send-code", "code-sent")
     assert NUMBER in driver.find_element(By.ID, "code-sent").text
     sms = [m for m in read_outbox(net.dir / "carrier-1" / OUTBOX_FILE) if m["to"] == NUMBER]
     assert len(sms) == 1
     code = re.search(r"\d{6}", sms[0]["text"]).group(0)  # type: ignore[union-attr]
     driver.find_element(By.ID, "code").send_keys(code)
     driver.find_element(By.ID, "statement").send_keys(f"这是我们公司的送餐电话 {SCRIPT}")
-    driver.find_element(By.ID, "file-appeal").click()
+    click_to(driver, "file-appeal", "filed-id")
     aid = driver.find_element(By.ID, "filed-id").text
     assert re.fullmatch(r"[0-9a-f]{64}", aid)
     no_alert(driver)
