@@ -24,25 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16markex/v1/record.proto\x12\tmarkex.v1\"/\n\x0cSignedRecord\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\xd6\x01\n\x06Record\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0f\n\x07prev_id\x18\x03 \x01(\x0c\x12\x14\n\x0cissued_at_ms\x18\x04 \x01(\x03\x12\x1f\n\x04mark\x18\n \x01(\x0b\x32\x0f.markex.v1.MarkH\x00\x12+\n\ncorrection\x18\x0b \x01(\x0b\x32\x15.markex.v1.CorrectionH\x00\x12/\n\x0creassignment\x18\x0c \x01(\x0b\x32\x17.markex.v1.ReassignmentH\x00\x42\t\n\x07payload\"\x90\x01\n\x04Mark\x12\x0e\n\x06number\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\r\x12\x0f\n\x07reports\x18\x04 \x01(\r\x12\x16\n\x0eobserved_at_ms\x18\x05 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x06 \x01(\x03\x12\x17\n\x0f\x65vidence_digest\x18\x07 \x01(\x0c\"\xaa\x01\n\nCorrection\x12\x0f\n\x07targets\x18\x01 \x03(\x0c\x12+\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x1b.markex.v1.CorrectionAction\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\tappeal_id\x18\x05 \x01(\x0c\x12)\n\x07outcome\x18\x06 \x01(\x0e\x32\x18.markex.v1.AppealOutcome\"7\n\x0cReassignment\x12\x0e\n\x06number\x18\x01 \x01(\t\x12\x17\n\x0f\x65\x66\x66\x65\x63tive_at_ms\x18\x02 \x01(\x03*y\n\x10\x43orrectionAction\x12!\n\x1d\x43ORRECTION_ACTION_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43ORRECTION_ACTION_WITHDRAW\x10\x01\x12\"\n\x1e\x43ORRECTION_ACTION_RECATEGORIZE\x10\x02*e\n\rAppealOutcome\x12\x1e\n\x1a\x41PPEAL_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41PPEAL_OUTCOME_UPHOLD\x10\x01\x12\x19\n\x15\x41PPEAL_OUTCOME_REJECT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16markex/v1/record.proto\x12\tmarkex.v1\"/\n\x0cSignedRecord\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\xb5\x02\n\x06Record\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0f\n\x07prev_id\x18\x03 \x01(\x0c\x12\x14\n\x0cissued_at_ms\x18\x04 \x01(\x03\x12\x1f\n\x04mark\x18\n \x01(\x0b\x32\x0f.markex.v1.MarkH\x00\x12+\n\ncorrection\x18\x0b \x01(\x0b\x32\x15.markex.v1.CorrectionH\x00\x12/\n\x0creassignment\x18\x0c \x01(\x0b\x32\x17.markex.v1.ReassignmentH\x00\x12+\n\npreference\x18\r \x01(\x0b\x32\x15.markex.v1.PreferenceH\x00\x12\x30\n\rmarketer_line\x18\x0e \x01(\x0b\x32\x17.markex.v1.MarketerLineH\x00\x42\t\n\x07payload\"\x90\x01\n\x04Mark\x12\x0e\n\x06number\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\r\x12\x0f\n\x07reports\x18\x04 \x01(\r\x12\x16\n\x0eobserved_at_ms\x18\x05 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x06 \x01(\x03\x12\x17\n\x0f\x65vidence_digest\x18\x07 \x01(\x0c\"\xaa\x01\n\nCorrection\x12\x0f\n\x07targets\x18\x01 \x03(\x0c\x12+\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x1b.markex.v1.CorrectionAction\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\tappeal_id\x18\x05 \x01(\x0c\x12)\n\x07outcome\x18\x06 \x01(\x0e\x32\x18.markex.v1.AppealOutcome\"7\n\x0cReassignment\x12\x0e\n\x06number\x18\x01 \x01(\t\x12\x17\n\x0f\x65\x66\x66\x65\x63tive_at_ms\x18\x02 \x01(\x03\"4\n\x08TimeBand\x12\x14\n\x0cstart_minute\x18\x01 \x01(\r\x12\x12\n\nend_minute\x18\x02 \x01(\r\"\xb0\x01\n\nPreference\x12\x12\n\nsubscriber\x18\x01 \x01(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\x0c\x12\x0e\n\x06refuse\x18\x03 \x03(\t\x12\r\n\x05modes\x18\x04 \x03(\t\x12$\n\x07\x61llowed\x18\x05 \x03(\x0b\x32\x13.markex.v1.TimeBand\x12\x0c\n\x04\x64\x61ys\x18\x06 \x03(\t\x12\x19\n\x11\x65\x66\x66\x65\x63tive_from_ms\x18\x07 \x01(\x03\x12\x10\n\x08until_ms\x18\x08 \x01(\x03\"w\n\x0cMarketerLine\x12\x0e\n\x06number\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\x08\x12\x12\n\nenterprise\x18\x03 \x01(\t\x12\x0c\n\x04uscc\x18\x04 \x01(\t\x12\x10\n\x08industry\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65registers\x18\x06 \x01(\x0c*y\n\x10\x43orrectionAction\x12!\n\x1d\x43ORRECTION_ACTION_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43ORRECTION_ACTION_WITHDRAW\x10\x01\x12\"\n\x1e\x43ORRECTION_ACTION_RECATEGORIZE\x10\x02*e\n\rAppealOutcome\x12\x1e\n\x1a\x41PPEAL_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41PPEAL_OUTCOME_UPHOLD\x10\x01\x12\x19\n\x15\x41PPEAL_OUTCOME_REJECT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'markex.v1.record_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CORRECTIONACTION']._serialized_start=680
-  _globals['_CORRECTIONACTION']._serialized_end=801
-  _globals['_APPEALOUTCOME']._serialized_start=803
-  _globals['_APPEALOUTCOME']._serialized_end=904
+  _globals['_CORRECTIONACTION']._serialized_start=1129
+  _globals['_CORRECTIONACTION']._serialized_end=1250
+  _globals['_APPEALOUTCOME']._serialized_start=1252
+  _globals['_APPEALOUTCOME']._serialized_end=1353
   _globals['_SIGNEDRECORD']._serialized_start=37
   _globals['_SIGNEDRECORD']._serialized_end=84
   _globals['_RECORD']._serialized_start=87
-  _globals['_RECORD']._serialized_end=301
-  _globals['_MARK']._serialized_start=304
-  _globals['_MARK']._serialized_end=448
-  _globals['_CORRECTION']._serialized_start=451
-  _globals['_CORRECTION']._serialized_end=621
-  _globals['_REASSIGNMENT']._serialized_start=623
-  _globals['_REASSIGNMENT']._serialized_end=678
+  _globals['_RECORD']._serialized_end=396
+  _globals['_MARK']._serialized_start=399
+  _globals['_MARK']._serialized_end=543
+  _globals['_CORRECTION']._serialized_start=546
+  _globals['_CORRECTION']._serialized_end=716
+  _globals['_REASSIGNMENT']._serialized_start=718
+  _globals['_REASSIGNMENT']._serialized_end=773
+  _globals['_TIMEBAND']._serialized_start=775
+  _globals['_TIMEBAND']._serialized_end=827
+  _globals['_PREFERENCE']._serialized_start=830
+  _globals['_PREFERENCE']._serialized_end=1006
+  _globals['_MARKETERLINE']._serialized_start=1008
+  _globals['_MARKETERLINE']._serialized_end=1127
 # @@protoc_insertion_point(module_scope)

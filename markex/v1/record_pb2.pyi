@@ -34,7 +34,7 @@ class SignedRecord(_message.Message):
     def __init__(self, body: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class Record(_message.Message):
-    __slots__ = ("issuer", "seq", "prev_id", "issued_at_ms", "mark", "correction", "reassignment")
+    __slots__ = ("issuer", "seq", "prev_id", "issued_at_ms", "mark", "correction", "reassignment", "preference", "marketer_line")
     ISSUER_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     PREV_ID_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,8 @@ class Record(_message.Message):
     MARK_FIELD_NUMBER: _ClassVar[int]
     CORRECTION_FIELD_NUMBER: _ClassVar[int]
     REASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCE_FIELD_NUMBER: _ClassVar[int]
+    MARKETER_LINE_FIELD_NUMBER: _ClassVar[int]
     issuer: str
     seq: int
     prev_id: bytes
@@ -49,7 +51,9 @@ class Record(_message.Message):
     mark: Mark
     correction: Correction
     reassignment: Reassignment
-    def __init__(self, issuer: _Optional[str] = ..., seq: _Optional[int] = ..., prev_id: _Optional[bytes] = ..., issued_at_ms: _Optional[int] = ..., mark: _Optional[_Union[Mark, _Mapping]] = ..., correction: _Optional[_Union[Correction, _Mapping]] = ..., reassignment: _Optional[_Union[Reassignment, _Mapping]] = ...) -> None: ...
+    preference: Preference
+    marketer_line: MarketerLine
+    def __init__(self, issuer: _Optional[str] = ..., seq: _Optional[int] = ..., prev_id: _Optional[bytes] = ..., issued_at_ms: _Optional[int] = ..., mark: _Optional[_Union[Mark, _Mapping]] = ..., correction: _Optional[_Union[Correction, _Mapping]] = ..., reassignment: _Optional[_Union[Reassignment, _Mapping]] = ..., preference: _Optional[_Union[Preference, _Mapping]] = ..., marketer_line: _Optional[_Union[MarketerLine, _Mapping]] = ...) -> None: ...
 
 class Mark(_message.Message):
     __slots__ = ("number", "category", "score", "reports", "observed_at_ms", "expires_at_ms", "evidence_digest")
@@ -92,3 +96,47 @@ class Reassignment(_message.Message):
     number: str
     effective_at_ms: int
     def __init__(self, number: _Optional[str] = ..., effective_at_ms: _Optional[int] = ...) -> None: ...
+
+class TimeBand(_message.Message):
+    __slots__ = ("start_minute", "end_minute")
+    START_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    END_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    start_minute: int
+    end_minute: int
+    def __init__(self, start_minute: _Optional[int] = ..., end_minute: _Optional[int] = ...) -> None: ...
+
+class Preference(_message.Message):
+    __slots__ = ("subscriber", "key_id", "refuse", "modes", "allowed", "days", "effective_from_ms", "until_ms")
+    SUBSCRIBER_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUSE_FIELD_NUMBER: _ClassVar[int]
+    MODES_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    subscriber: bytes
+    key_id: bytes
+    refuse: _containers.RepeatedScalarFieldContainer[str]
+    modes: _containers.RepeatedScalarFieldContainer[str]
+    allowed: _containers.RepeatedCompositeFieldContainer[TimeBand]
+    days: _containers.RepeatedScalarFieldContainer[str]
+    effective_from_ms: int
+    until_ms: int
+    def __init__(self, subscriber: _Optional[bytes] = ..., key_id: _Optional[bytes] = ..., refuse: _Optional[_Iterable[str]] = ..., modes: _Optional[_Iterable[str]] = ..., allowed: _Optional[_Iterable[_Union[TimeBand, _Mapping]]] = ..., days: _Optional[_Iterable[str]] = ..., effective_from_ms: _Optional[int] = ..., until_ms: _Optional[int] = ...) -> None: ...
+
+class MarketerLine(_message.Message):
+    __slots__ = ("number", "prefix", "enterprise", "uscc", "industry", "deregisters")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    ENTERPRISE_FIELD_NUMBER: _ClassVar[int]
+    USCC_FIELD_NUMBER: _ClassVar[int]
+    INDUSTRY_FIELD_NUMBER: _ClassVar[int]
+    DEREGISTERS_FIELD_NUMBER: _ClassVar[int]
+    number: str
+    prefix: bool
+    enterprise: str
+    uscc: str
+    industry: str
+    deregisters: bytes
+    def __init__(self, number: _Optional[str] = ..., prefix: _Optional[bool] = ..., enterprise: _Optional[str] = ..., uscc: _Optional[str] = ..., industry: _Optional[str] = ..., deregisters: _Optional[bytes] = ...) -> None: ...

@@ -1,11 +1,32 @@
 from markex.v1 import record_pb2 as _record_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class CallMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CALL_MODE_VOICE: _ClassVar[CallMode]
+    CALL_MODE_SMS: _ClassVar[CallMode]
+
+class ScreenAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCREEN_ACTION_UNSPECIFIED: _ClassVar[ScreenAction]
+    SCREEN_ACTION_ALLOW: _ClassVar[ScreenAction]
+    SCREEN_ACTION_LABEL: _ClassVar[ScreenAction]
+    SCREEN_ACTION_WARN: _ClassVar[ScreenAction]
+    SCREEN_ACTION_BLOCK: _ClassVar[ScreenAction]
+CALL_MODE_VOICE: CallMode
+CALL_MODE_SMS: CallMode
+SCREEN_ACTION_UNSPECIFIED: ScreenAction
+SCREEN_ACTION_ALLOW: ScreenAction
+SCREEN_ACTION_LABEL: ScreenAction
+SCREEN_ACTION_WARN: ScreenAction
+SCREEN_ACTION_BLOCK: ScreenAction
 
 class GetLogCheckpointRequest(_message.Message):
     __slots__ = ()
@@ -257,6 +278,24 @@ class ViewExportPage(_message.Message):
     entries: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, view_checkpoint: _Optional[str] = ..., entries: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
+class PreferenceRequest(_message.Message):
+    __slots__ = ("number", "refuse", "modes", "allowed", "days", "effective_from_ms", "until_ms")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    REFUSE_FIELD_NUMBER: _ClassVar[int]
+    MODES_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    number: str
+    refuse: _containers.RepeatedScalarFieldContainer[str]
+    modes: _containers.RepeatedScalarFieldContainer[str]
+    allowed: _containers.RepeatedCompositeFieldContainer[_record_pb2.TimeBand]
+    days: _containers.RepeatedScalarFieldContainer[str]
+    effective_from_ms: int
+    until_ms: int
+    def __init__(self, number: _Optional[str] = ..., refuse: _Optional[_Iterable[str]] = ..., modes: _Optional[_Iterable[str]] = ..., allowed: _Optional[_Iterable[_Union[_record_pb2.TimeBand, _Mapping]]] = ..., days: _Optional[_Iterable[str]] = ..., effective_from_ms: _Optional[int] = ..., until_ms: _Optional[int] = ...) -> None: ...
+
 class CorrectionRequest(_message.Message):
     __slots__ = ("targets", "action", "category", "reason", "appeal_id", "outcome", "wait_for_target")
     TARGETS_FIELD_NUMBER: _ClassVar[int]
@@ -362,3 +401,63 @@ class AppealList(_message.Message):
     APPEALS_FIELD_NUMBER: _ClassVar[int]
     appeals: _containers.RepeatedCompositeFieldContainer[AppealSummary]
     def __init__(self, appeals: _Optional[_Iterable[_Union[AppealSummary, _Mapping]]] = ...) -> None: ...
+
+class ScreenRequest(_message.Message):
+    __slots__ = ("caller", "callee", "at_ms", "mode", "tag")
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    CALLEE_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    caller: str
+    callee: str
+    at_ms: int
+    mode: CallMode
+    tag: int
+    def __init__(self, caller: _Optional[str] = ..., callee: _Optional[str] = ..., at_ms: _Optional[int] = ..., mode: _Optional[_Union[CallMode, str]] = ..., tag: _Optional[int] = ...) -> None: ...
+
+class ScreenReason(_message.Message):
+    __slots__ = ("code", "records", "detail")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    records: _containers.RepeatedScalarFieldContainer[bytes]
+    detail: str
+    def __init__(self, code: _Optional[str] = ..., records: _Optional[_Iterable[bytes]] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class ScreenDecision(_message.Message):
+    __slots__ = ("action", "category", "reasons", "redress", "tag", "caller", "callee", "at_ms", "risk", "error")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    REDRESS_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    CALLEE_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    RISK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    action: ScreenAction
+    category: str
+    reasons: _containers.RepeatedCompositeFieldContainer[ScreenReason]
+    redress: str
+    tag: int
+    caller: str
+    callee: str
+    at_ms: int
+    risk: str
+    error: str
+    def __init__(self, action: _Optional[_Union[ScreenAction, str]] = ..., category: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[ScreenReason, _Mapping]]] = ..., redress: _Optional[str] = ..., tag: _Optional[int] = ..., caller: _Optional[str] = ..., callee: _Optional[str] = ..., at_ms: _Optional[int] = ..., risk: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ScreenBatchRequest(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[ScreenRequest]
+    def __init__(self, calls: _Optional[_Iterable[_Union[ScreenRequest, _Mapping]]] = ...) -> None: ...
+
+class ScreenBatchResponse(_message.Message):
+    __slots__ = ("decisions",)
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    decisions: _containers.RepeatedCompositeFieldContainer[ScreenDecision]
+    def __init__(self, decisions: _Optional[_Iterable[_Union[ScreenDecision, _Mapping]]] = ...) -> None: ...

@@ -979,6 +979,16 @@ class AdminStub:
                 request_serializer=markex_dot_v1_dot_record__pb2.Reassignment.SerializeToString,
                 response_deserializer=markex_dot_v1_dot_service__pb2.Issued.FromString,
                 _registered_method=True)
+        self.IssuePreference = channel.unary_unary(
+                '/markex.v1.Admin/IssuePreference',
+                request_serializer=markex_dot_v1_dot_service__pb2.PreferenceRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.Issued.FromString,
+                _registered_method=True)
+        self.IssueMarketerLine = channel.unary_unary(
+                '/markex.v1.Admin/IssueMarketerLine',
+                request_serializer=markex_dot_v1_dot_record__pb2.MarketerLine.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.Issued.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -1003,6 +1013,19 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssuePreference(self, request, context):
+        """The node seals the number with the members' key before signing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueMarketerLine(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1019,6 +1042,16 @@ def add_AdminServicer_to_server(servicer, server):
             'IssueReassignment': grpc.unary_unary_rpc_method_handler(
                     servicer.IssueReassignment,
                     request_deserializer=markex_dot_v1_dot_record__pb2.Reassignment.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.Issued.SerializeToString,
+            ),
+            'IssuePreference': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssuePreference,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.PreferenceRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.Issued.SerializeToString,
+            ),
+            'IssueMarketerLine': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueMarketerLine,
+                    request_deserializer=markex_dot_v1_dot_record__pb2.MarketerLine.FromString,
                     response_serializer=markex_dot_v1_dot_service__pb2.Issued.SerializeToString,
             ),
     }
@@ -1103,6 +1136,60 @@ class Admin:
             target,
             '/markex.v1.Admin/IssueReassignment',
             markex_dot_v1_dot_record__pb2.Reassignment.SerializeToString,
+            markex_dot_v1_dot_service__pb2.Issued.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssuePreference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Admin/IssuePreference',
+            markex_dot_v1_dot_service__pb2.PreferenceRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.Issued.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueMarketerLine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Admin/IssueMarketerLine',
+            markex_dot_v1_dot_record__pb2.MarketerLine.SerializeToString,
             markex_dot_v1_dot_service__pb2.Issued.FromString,
             options,
             channel_credentials,
@@ -1326,6 +1413,179 @@ class Holders:
             '/markex.v1.Holders/GetAppeal',
             markex_dot_v1_dot_service__pb2.GetAppealRequest.SerializeToString,
             markex_dot_v1_dot_service__pb2.AppealSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ScreeningStub:
+    """---------- the call-path screen (member port: carriers, the institute, call centres) ----------
+
+    One decision per call from the node's own state, no remote call on the
+    path (docs/screen.md). A stream serves a switch: one decision per request,
+    in order, each carrying the request's tag.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Screen = channel.unary_unary(
+                '/markex.v1.Screening/Screen',
+                request_serializer=markex_dot_v1_dot_service__pb2.ScreenRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.ScreenDecision.FromString,
+                _registered_method=True)
+        self.ScreenBatch = channel.unary_unary(
+                '/markex.v1.Screening/ScreenBatch',
+                request_serializer=markex_dot_v1_dot_service__pb2.ScreenBatchRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.ScreenBatchResponse.FromString,
+                _registered_method=True)
+        self.ScreenStream = channel.stream_stream(
+                '/markex.v1.Screening/ScreenStream',
+                request_serializer=markex_dot_v1_dot_service__pb2.ScreenRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.ScreenDecision.FromString,
+                _registered_method=True)
+
+
+class ScreeningServicer:
+    """---------- the call-path screen (member port: carriers, the institute, call centres) ----------
+
+    One decision per call from the node's own state, no remote call on the
+    path (docs/screen.md). A stream serves a switch: one decision per request,
+    in order, each carrying the request's tag.
+    """
+
+    def Screen(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScreenBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScreenStream(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ScreeningServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Screen': grpc.unary_unary_rpc_method_handler(
+                    servicer.Screen,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.ScreenRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.ScreenDecision.SerializeToString,
+            ),
+            'ScreenBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScreenBatch,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.ScreenBatchRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.ScreenBatchResponse.SerializeToString,
+            ),
+            'ScreenStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ScreenStream,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.ScreenRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.ScreenDecision.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'markex.v1.Screening', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('markex.v1.Screening', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Screening:
+    """---------- the call-path screen (member port: carriers, the institute, call centres) ----------
+
+    One decision per call from the node's own state, no remote call on the
+    path (docs/screen.md). A stream serves a switch: one decision per request,
+    in order, each carrying the request's tag.
+    """
+
+    @staticmethod
+    def Screen(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Screening/Screen',
+            markex_dot_v1_dot_service__pb2.ScreenRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.ScreenDecision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScreenBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Screening/ScreenBatch',
+            markex_dot_v1_dot_service__pb2.ScreenBatchRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.ScreenBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScreenStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/markex.v1.Screening/ScreenStream',
+            markex_dot_v1_dot_service__pb2.ScreenRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.ScreenDecision.FromString,
             options,
             channel_credentials,
             insecure,
