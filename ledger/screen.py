@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ledger.consent.facts import LineFact, PreferenceFact
-from ledger.errors import BadInput, NotAllowed
+from ledger.errors import BadInput, LedgerError, NotAllowed
 from ledger.payloads.preference import ALL, MODES
 
 if TYPE_CHECKING:
@@ -71,6 +71,12 @@ class NotAScreener(NotAllowed):
 
 class BadCallMode(BadInput):
     """A call mode that is not voice or sms."""
+
+
+class NoMembersKey(LedgerError):
+    """This node holds no members' key (or no consent state): it cannot read
+    preferences, so it answers no screen rather than a wrong one
+    (FAILED_PRECONDITION, node/status.py)."""
 
 
 @dataclass(frozen=True, slots=True)
