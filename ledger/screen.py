@@ -124,8 +124,11 @@ class Call:
     res: Resolution | None
     line: LineFact | None
     preference: PreferenceFact | None
+    marketing: Marketing | None          # marketing_of(...), computed once per call
 
 
+# What the caller markets for, and the reason naming why (None: not marketing).
+Marketing = tuple[tuple[str, ...], "Reason"]
 # A rule's condition returns None (does not fire) or (category, reasons).
 Fired = tuple[str, tuple[Reason, ...]]
 
@@ -166,24 +169,24 @@ def _markers(res: Resolution | None, category: str | None = None) -> tuple[bytes
     return tuple(m.record_id for m in res.markers if category is None or m.category == category)
 
 
-def marketing_of(c: Call) -> tuple[tuple[str, ...], Reason] | None:
+def marketing_of(cons: Consortium, res: Resolution | None, ln: LineFact | None,
+                 at_ms: int) -> Marketing | None:
     """The industries the caller markets for and the reason naming why: its
     live registration's industry; unregistered, the industries its resolved
     category maps to by policy.marketing_categories. None: not marketing."""
-    ln = c.line
-    if ln is not None and (not ln.ended_at or c.at_ms < ln.ended_at):
+    if ln is not None and (not ln.ended_at or at_ms < ln.ended_at):
         what = f"prefix {ln.number}" if ln.prefix else ln.number
         return (ln.industry,), Reason(
             CALLER_LINE, (ln.id,),
             f"{what} is registered to {ln.enterprise} ({ln.uscc}) for {ln.industry} marketing "
             f"by {ln.issuer}")
-    cats: dict[str, tuple[str, ...]] = c.cons.policy.marketing_categories
-    if c.res is not None and c.res.category in cats:
-        cat = c.res.category
+    cats: dict[str, tuple[str, ...]] = cons.policy.marketing_categories
+    if res is not None and res.category in cats:
+        cat = res.category
         inds = tuple(cats[cat])
         shown = ", ".join(inds) if inds else "an unknown industry"
         return inds, Reason(
-            CALLER_MARKED_MARKETING, _markers(c.res, cat),
+            CALLER_MARKED_MARKETING, _markers(res, cat),
             f"unregistered, marked {cat}: counts as marketing of {shown}")
     return None
 
@@ -214,7 +217,7 @@ def _risk_block(c: Call) -> Fired | None:
 
 
 def _refused(c: Call) -> Fired | None:
-    m = marketing_of(c)
+    m = c.marketing
     p = c.preference
     if m is None or p is None or not refuses_any(p, m[0], c.mode, c.at_ms):
         return None
@@ -239,14 +242,14 @@ def _category(c: Call) -> Fired | None:
     cat = c.res.category
     reasons = [Reason(CALLER_CATEGORY, _markers(c.res, cat),
                       f"{c.caller} is labelled {cat} (score {c.res.score})")]
-    m = marketing_of(c)
+    m = c.marketing
     if m is not None and m[1].code == CALLER_LINE:
         reasons.append(m[1])
     return cat, tuple(reasons)
 
 
 def _registered(c: Call) -> Fired | None:
-    m = marketing_of(c)
+    m = c.marketing
     if m is None or m[1].code != CALLER_LINE:
         return None
     label = _label_for(c, m[0])
@@ -324,7 +327,8 @@ def decide(
     (either None). Raises BadCallMode for another mode."""
     if mode not in MODES:
         raise BadCallMode(f"call mode {mode!r} is not one of {', '.join(MODES)}")
-    c = Call(cons, caller, callee, at_ms, mode, caller_resolution, line, preference)
+    c = Call(cons, caller, callee, at_ms, mode, caller_resolution, line, preference,
+             marketing_of(cons, caller_resolution, line, at_ms))
     risk = caller_resolution.risk if caller_resolution is not None else "none"
     for rule in RULES:
         fired = rule.test(c)
