@@ -339,3 +339,23 @@ def test_cli_list_equals_per_call_screens(s: Screens, tmp_path: Path,
                          "--at", "2027-01-01T02:00:00Z")
     assert code == 0, err
     assert out.splitlines()[0] == "number,result,reason" and len(out.splitlines()) == 6
+
+
+def test_a_node_without_the_members_key_does_not_screen() -> None:
+    from ledger.consent import MemoryConsent
+    from ledger.screen import NoMembersKey
+    from ledger.sealing import MembersKey
+    from node.screen import Call, Screener
+    from node.status import code_for
+    from tests.conftest import make_consortium
+
+    class NoView:
+        def entries_bytes(self, e164s: list[str]) -> list[bytes | None]:
+            return [None] * len(e164s)
+
+    cons = make_consortium()
+    assert cons.members_key is None
+    sc = Screener(cons, NoView(), MemoryConsent(MembersKey.generate()))
+    with pytest.raises(NoMembersKey, match="members' key"):
+        sc.decide_many([Call(LINE, SUB_A, 1, "voice")])
+    assert code_for(NoMembersKey("x")) == grpc.StatusCode.FAILED_PRECONDITION
