@@ -9,7 +9,9 @@
     │   ├── FeedTimeReversed      issued-at before the feed head's issued-at
     │   ├── MalformedProof        wrong length, non-32-byte hash, index out of range
     │   ├── MalformedNote         a signed note / checkpoint that does not parse
-    │   └── MalformedConfig       consortium or node configuration that does not parse
+    │   ├── MalformedConfig       consortium or node configuration that does not parse
+    │   ├── UnknownIndustry       industry not in the consortium's industries list
+    │   └── WrongMembersKey       a sealed number under a members' key not in force
     ├── TooLarge                  over a size limit                RESOURCE_EXHAUSTED
     ├── BufferFull                out-of-order buffer is full      RESOURCE_EXHAUSTED
     ├── BadSignature              a signature that does not verify UNAUTHENTICATED

@@ -4,8 +4,10 @@ docs/consent.md has a test here), the stored state, the keeper, the audit."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
+import json
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,7 +16,11 @@ from pathlib import Path
 import pytest
 
 from keys.consortium import Consortium
+from keys.layout import NodeConfig, init_consortium, load_consortium
+from keys.signing import SigningKey
+from ledger import audit
 from ledger import errors as E
+from ledger.audit.envelopes import NOTES
 from ledger.consent import MemoryConsent, StoredConsent, catch_up, in_force, refuses
 from ledger.consent.facts import PreferenceFact
 from ledger.consent.rules import KEEP_PREFERENCES
@@ -29,7 +35,8 @@ from ledger.sealing import MembersKey, SealError
 from ledger.store import Store
 from ledger.view import NationalView
 from ledger.view.facts import FACT_BUILDERS
-from tests.conftest import KEYS, NAME, NOW, make_consortium
+from node.cli import main
+from tests.conftest import KEYS, NAME, NOW, free_port_block, make_consortium
 
 KEY = MembersKey(hashlib.sha512(b"markex test members key").digest())
 OTHER_KEY = MembersKey(hashlib.sha512(b"another members key").digest())
@@ -574,3 +581,191 @@ def test_the_view_ignores_preferences_and_lines(cons: Consortium) -> None:
     view = NationalView(cons)
     view.apply(f.records)
     assert view.count == 0 and view.lookup(SUB, NOW) is None and view.ignored == 2
+
+
+# ====================================================================== the node, the audit
+
+
+@pytest.fixture
+def members(tmp_path: Path) -> tuple[Path, Consortium, NodeConfig]:
+    """A local consortium (init writes every member's members.key) and carrier-1's node.toml."""
+    d = tmp_path / "c"
+    init_consortium(d, carriers=1, internet=0, base_port=free_port_block(6),
+                    now=datetime.now(UTC))
+    cfg = NodeConfig.for_participant(d, "carrier-1")
+    return d, load_consortium(cfg), cfg
+
+
+def _wall() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def test_the_node_answers_from_its_consent_state_as_soon_as_it_has_issued(
+    members: tuple[Path, Consortium, NodeConfig]
+) -> None:
+    from node.server import Node
+
+    _, cons, cfg = members
+    key = cons.members_key
+    assert key is not None
+    node = Node(cfg).start()
+    try:
+        issued = node.core.issue(Preference(key.seal(SUB), key.id, ("real-estate",)))
+        assert issued.record is not None
+        # answered only after the subscribers ran: the node's own screen has it
+        got = node.consent.preference_at(key.seal(SUB), _wall() + 1)
+        assert got is not None and got.id == issued.record.id
+        reg = node.core.issue(line(SUB2))
+        assert node.consent.line_at(SUB2, _wall() + 1).id == reg.record.id  # type: ignore
+        with pytest.raises(E.SamePreference):  # the effect check reads the node's state
+            node.core.issue(Preference(key.seal(SUB), key.id, ("real-estate",)))
+        with pytest.raises(E.LineOverlap):
+            node.core.issue(line(SUB2, "finance"))
+        size = node.core.ledger.size
+    finally:
+        node.stop()
+    # a restart reads the stored state; one whose state was lost rebuilds it
+    node = Node(cfg).start()
+    try:
+        assert node.consent.preference_at(key.seal(SUB), _wall()).id == issued.record.id  # type: ignore
+        assert node.core.ledger.size == size
+    finally:
+        node.stop()
+    with Store(cfg.data_dir) as store:
+        b = store.batch()
+        for cf in ("consent", "consentline", "consentmeta"):
+            b.delete_range(cf, b"", b"\xff" * 64)
+        store.write(b)
+    node = Node(cfg).start()
+    try:
+        assert node.consent.preference_at(key.seal(SUB), _wall()).id == issued.record.id  # type: ignore
+        assert node.consent.line_at(SUB2, _wall()).id == reg.record.id  # type: ignore
+    finally:
+        node.stop()
+
+
+def test_a_failed_consent_update_is_caught_up_on_the_next_tick(
+    ledger: NodeLedger, cons: Consortium, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from node.consentkeeper import ConsentKeeper
+
+    ledger.consortium = cons
+    keeper = ConsentKeeper(ledger, KEY)
+    keeper.start()
+    state = keeper.state
+    assert state is not None
+    out = ledger.issue(pref(SUB, "all"), NOW)
+    real = state.apply
+    monkeypatch.setattr(state, "apply", lambda records: (_ for _ in ()).throw(
+        E.StorageFailure("disk full")))
+    with pytest.raises(E.StorageFailure):
+        keeper.apply([out.record])  # type: ignore[list-item]
+    assert keeper.preference_at(KEY.seal(SUB), NOW + 1) is None and keeper.lag_records() == 1
+    monkeypatch.setattr(state, "apply", real)
+    keeper.tick()
+    assert keeper.preference_at(KEY.seal(SUB), NOW + 1).id == out.record.id  # type: ignore
+    assert keeper.lag_records() == 0
+
+
+def test_a_node_without_the_members_key_keeps_no_consent_state(ledger: NodeLedger) -> None:
+    from node.consentkeeper import ConsentKeeper
+
+    keeper = ConsentKeeper(ledger, None)
+    keeper.start()
+    with pytest.raises(E.MembersKeyMissing, match="members_key"):
+        keeper.preference_at(KEY.seal(SUB), NOW)
+
+
+def _store_with_consent(cfg: NodeConfig, cons: Consortium) -> int:
+    """carrier-1's store: its preference, its line, the institute's preference."""
+    key = cons.members_key
+    assert key is not None
+    signer = SigningKey.load(cfg.signing_key)
+    led = NodeLedger(Store(cfg.data_dir), cons, "carrier-1", signer)
+    now = _wall()
+    led.issue(Preference(key.seal(SUB), key.id, ("all",)), now)
+    led.issue(line(SUB2), now)
+    led.sign_checkpoint()
+    size = led.size
+    led.close()
+    return size
+
+
+def test_the_offline_audit_checks_preferences_and_lines_with_the_members_key(
+    members: tuple[Path, Consortium, NodeConfig], capsys: pytest.CaptureFixture[str]
+) -> None:
+    d, cons, cfg = members
+    _store_with_consent(cfg, cons)
+    rep = audit.audit_store(cfg.data_dir, cons, "carrier-1")
+    assert rep.ok and rep.counts["verified"] == 2, rep.to_json()
+    assert not [w for w in rep.warnings if w.kind in NOTES]
+    # a pool's worker checks alike: it is given the members' key with the configuration
+    from ledger.audit.envelopes import _worker_check
+    with Store(cfg.data_dir) as store:
+        envs = NodeLedger(store, cons, "carrier-1").entries(0, 2)
+    key = cons.members_key.key  # type: ignore[union-attr]
+    assert [c[5] for c in _worker_check((cons.raw, key, envs, True, False))] == [None, None]
+    assert [c[5] for c in _worker_check((cons.raw, b"", envs, True, False))] == [
+        "members-key", None]
+    # from the command line, with node.toml's members' key
+    pin = ["--institute-key", base64.b64encode(cfg.institute_key).decode()]
+    args = ["audit", "--data-dir", str(cfg.data_dir), "--consortium", str(d), *pin, "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] is True and not [w for w in out["warnings"] if w["kind"] in NOTES]
+    # without the key: said in the report, as a note
+    cfg.members_key.rename(cfg.members_key.with_suffix(".away"))  # type: ignore[union-attr]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    notes = [w for w in out["warnings"] if w["kind"] == "members-key"]
+    assert out["ok"] is True and len(notes) == 1 and "members_key" in notes[0]["detail"]
+
+
+def test_the_audit_reports_a_preference_its_issuer_may_not_write(
+    members: tuple[Path, Consortium, NodeConfig]
+) -> None:
+    """A store written under a configuration where carrier-1 served SUB and
+    SUB2, audited under one where SUB ported to carrier-2 (a note) and SUB2
+    belongs to nobody (a failure)."""
+    _, cons, cfg = members
+    mine = cons.number_ranges["carrier-1"]
+    at_write = dataclasses.replace(cons, number_ranges={"carrier-1": (*mine, "+8617")})
+    key = cons.members_key
+    assert key is not None
+    led = NodeLedger(Store(cfg.data_dir), at_write, "carrier-1", SigningKey.load(cfg.signing_key))
+    now = _wall()
+    led.issue(Preference(key.seal(SUB), key.id, ("all",)), now)
+    led.issue(Preference(key.seal("+8617012345678"), key.id, ("all",)), now)
+    led.sign_checkpoint()
+    led.close()
+    others = {cid: r for cid, r in cons.number_ranges.items() if cid != "carrier-1"}
+    later = dataclasses.replace(cons, number_ranges={
+        **others, "carrier-1": mine, "carrier-x": (SUB,)})
+    rep = audit.audit_store(cfg.data_dir, later, "carrier-1", workers=0)
+    kinds = [(f.kind, f.index) for f in rep.findings]
+    assert kinds == [("role", 1)], rep.to_json()
+    assert [(w.kind, w.index) for w in rep.warnings if w.kind in NOTES] == [("ported", 0)]
+
+
+def test_both_states_and_the_keeper_are_consent_readers(ledger: NodeLedger) -> None:
+    from ledger.consent import ConsentReader
+    from node.consentkeeper import ConsentKeeper
+
+    readers: list[ConsentReader] = [MemoryConsent(KEY), StoredConsent(ledger.store, KEY),
+                                    ConsentKeeper(ledger, KEY)]
+    assert all(callable(r.preference_at) and callable(r.line_at) for r in readers)
+
+
+def test_a_stored_entry_that_does_not_decode_is_a_storage_failure(ledger: NodeLedger) -> None:
+    from ledger.consent.codec import decode_line, decode_subscriber, encode_subscriber
+
+    f = Feeds()
+    f.issue("carrier-1", pref(SUB, "all", modes=("sms",), allowed=((60, 120),), days=("sun",)))
+    s = state_of(f.records)
+    raw = encode_subscriber(s.subscriber(KEY.seal(SUB)))
+    assert decode_subscriber(raw) == s.subscriber(KEY.seal(SUB))
+    for bad in (raw[:-1], raw + b"\x00", b"\x02" + raw[1:], b""):
+        with pytest.raises(E.StorageFailure, match="consent entry"):
+            decode_subscriber(bad)
+    with pytest.raises(E.StorageFailure, match="line record"):
+        decode_line(b"\x03" + b"\x00" * 60)
