@@ -1,6 +1,6 @@
 """A markex node: the ledger behind two gRPC ports.
 
-- member port (mutual TLS, consortium CA): Exchange, Admin, Audit and Holders;
+- member port (mutual TLS, consortium CA): Exchange, Admin, Audit, Holders and Screening;
 - public port (TLS, read-only): Public, grpc.health.v1, server reflection.
 
 `Node` is the composition root: it builds the parts (the writer `NodeCore`,
@@ -49,6 +49,7 @@ from node.logkeeper import LogKeeper
 from node.logs import RecordTally, appeal_events, event
 from node.metrics import LatencyInterceptor, NodeMetrics
 from node.replication import LinkParts, PeerLink
+from node.screen import Screener, ScreeningService
 from node.services import AdminService, AuditService, ExchangeService, PublicService
 from node.status import DecodeGuard
 from node.viewkeeper import ViewKeeper
@@ -154,6 +155,10 @@ class Node:
         )
         # the holder's appeal (node/holders.py), sharing Admin's issue gate
         self.holders = holders_service(cfg, self.core, self.view, self.admin, clock)
+        # the call-path screen (node/screen.py): this node's view and consent state only
+        self.screening = ScreeningService(
+            self.consortium, Screener(self.consortium, self.view, self.consent), clock
+        )
 
         # The writer's events, to the parts that act on them.
         self.core.observer = self._observe
@@ -228,6 +233,7 @@ class Node:
         rpc.add_AdminServicer_to_server(self.admin, self.member)
         rpc.add_AuditServicer_to_server(self.audit, self.member)
         rpc.add_HoldersServicer_to_server(self.holders, self.member)
+        rpc.add_ScreeningServicer_to_server(self.screening, self.member)
         member_creds = grpc.ssl_server_credentials(
             [(self._tls_key, self._tls_cert)], root_certificates=self._ca, require_client_auth=True
         )
