@@ -26,10 +26,10 @@ Standard Time, day types) is the consent state's rule, ledger/consent/rules.py
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ledger.consent import rules as consent_rules
 from ledger.consent.facts import LineFact, PreferenceFact
@@ -38,7 +38,28 @@ from ledger.payloads.preference import ALL, MODES
 
 if TYPE_CHECKING:
     from keys.consortium import Consortium
-    from ledger.view.resolution import Resolution
+
+
+class CallerMark(Protocol):
+    @property
+    def record_id(self) -> bytes: ...
+    @property
+    def category(self) -> str: ...
+
+
+class CallerView(Protocol):
+    """What the rules read of the caller's resolution at the call's time: a
+    `ledger.view.Resolution`, or the screen's summary of it
+    (`ledger.view.summary.CallerFacts`, the same fields)."""
+
+    @property
+    def category(self) -> str | None: ...
+    @property
+    def risk(self) -> str: ...
+    @property
+    def score(self) -> int: ...
+    @property
+    def markers(self) -> Sequence[CallerMark]: ...
 
 ALLOW, LABEL, WARN, BLOCK = "ALLOW", "LABEL", "WARN", "BLOCK"
 ACTIONS = (ALLOW, LABEL, WARN, BLOCK)
@@ -123,7 +144,7 @@ class Facts(NamedTuple):
     callee: str
     at_ms: int
     mode: str
-    res: Resolution | None
+    res: CallerView | None
     line: LineFact | None
     preference: PreferenceFact | None
     marketing: Marketing | None          # marketing_of(...), computed once per call
@@ -171,7 +192,7 @@ def _iso(ms: int) -> str:
     return t.replace("+00:00", "Z")
 
 
-def _markers(res: Resolution | None, category: str | None = None) -> tuple[bytes, ...]:
+def _markers(res: CallerView | None, category: str | None = None) -> tuple[bytes, ...]:
     if res is None:
         return ()
     return tuple(m.record_id for m in res.markers if category is None or m.category == category)
@@ -181,7 +202,7 @@ def _live(ln: LineFact | None, at_ms: int) -> bool:
     return ln is not None and (not ln.ended_at or at_ms < ln.ended_at)
 
 
-def is_marketing(cons: Consortium, res: Resolution | None, ln: LineFact | None,
+def is_marketing(cons: Consortium, res: CallerView | None, ln: LineFact | None,
                  at_ms: int) -> bool:
     """`marketing_of(...) is not None`, without building its reason. Only a
     marketing caller's decision reads the callee's preference (rule 3), so a
@@ -191,7 +212,7 @@ def is_marketing(cons: Consortium, res: Resolution | None, ln: LineFact | None,
         res is not None and res.category in cons.policy.marketing_categories)
 
 
-def marketing_of(cons: Consortium, res: Resolution | None, ln: LineFact | None,
+def marketing_of(cons: Consortium, res: CallerView | None, ln: LineFact | None,
                  at_ms: int) -> Marketing | None:
     """The industries the caller markets for and the reason naming why: its
     live registration's industry; unregistered, the industries its resolved
@@ -303,7 +324,7 @@ RULES: tuple[Rule, ...] = (
     Rule(CALLER_RISK_BLOCK, BLOCK,
          "the caller's risk is at or above policy.screen_block_risk, whatever the "
          "callee's preferences",
-         "the marks that count (Resolution.markers)", _risk_block),
+         "the marks that count (the resolution's markers)", _risk_block),
     Rule(CALLEE_REFUSED, BLOCK,
          "the caller is marketing (its live line's industry; unregistered, its "
          "category's industries by policy.marketing_categories, () refused only by "
@@ -338,7 +359,7 @@ def decide(
     callee: str,
     at_ms: int,
     mode: str,
-    caller_resolution: Resolution | None,
+    caller_resolution: CallerView | None,
     line: LineFact | None,
     preference: PreferenceFact | None,
 ) -> Decision:

@@ -1,31 +1,24 @@
 """The Screening service on the member port: one decision per call, from
 this node's own view and consent state (docs/screen.md), no remote call.
 
-- `ResolutionCache`: a caller's entry evaluated once per interval of its
-  `instants` (ledger/view/resolution.py), keyed by the entry bytes' digest.
-  The same bytes are the same entry everywhere, so the cache is valid in any
-  process reading any copy of the store and is never invalidated: a changed
-  entry has other bytes, hence another key.
-- `Screener`: gathers `decide`'s inputs for many calls at once (one
-  multi-get of the callers' entries; the callee's preference by its sealed
-  number; the caller's line) and decides each.
-- `ScreeningService`: the gRPC servicer (Screen, ScreenBatch, ScreenStream),
-  open to carriers, the institute and call centres only.
+- node/screener.py: the call's facts and its decision (`Screener`), the
+  screen rows' templates and the resolution cache;
+- node/screenindex.py: the rows, kept off the write path;
+- here: requests parsed, decisions encoded, and the servicer (Screen,
+  ScreenBatch, ScreenStream), open to carriers, the institute and call
+  centres only. ScreenBatch answers with bytes written from templates
+  where it can (node/screenwire.py), so it is registered by `add_to_server`
+  with no response serializer.
 """
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from bisect import bisect_right
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from keys import KeysError
-from ledger.consent.facts import ConsentReader
 from ledger.errors import BadInput, LedgerError, TooLarge
 from ledger.numbers import normalize
 from ledger.screen import (
@@ -36,16 +29,13 @@ from ledger.screen import (
     WARN,
     BadCallMode,
     Decision,
-    NoMembersKey,
     NotAScreener,
     Reason,
-    decide,
-    is_marketing,
 )
-from ledger.view.entries import Entry
-from ledger.view.resolution import Resolution, evaluate, instants
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
+from node.screener import Call, EntrySource, ResolutionCache, RowSource, Screener, row_maker
+from node.screenwire import batch_bytes
 from node.services import caller_id, edge
 from node.status import code_for, detail_for
 from node.viewkeeper import MAX_LOOKUP_BATCH
@@ -54,73 +44,9 @@ if TYPE_CHECKING:
     from keys.consortium import Consortium
 
 MAX_SCREEN_BATCH = MAX_LOOKUP_BATCH   # the node's one batch bound (TooLarge beyond it)
-CACHE_ENTRIES = 100_000               # distinct callers' entries kept: about 200 MB at most
 MODES = {pb.CALL_MODE_VOICE: "voice", pb.CALL_MODE_SMS: "sms"}
 ACTIONS = {ALLOW: pb.SCREEN_ACTION_ALLOW, LABEL: pb.SCREEN_ACTION_LABEL,
            WARN: pb.SCREEN_ACTION_WARN, BLOCK: pb.SCREEN_ACTION_BLOCK}
-
-
-class EntrySource(Protocol):
-    """The consistent read of the view the lookups use (ViewKeeper.entries_bytes)."""
-
-    def entries_bytes(self, e164s: list[str]) -> list[bytes | None]: ...
-
-
-@dataclass
-class _Cached:
-    instants: tuple[int, ...]
-    by_interval: dict[int, Resolution]  # index of the interval (bisect_right) -> resolution
-
-
-class ResolutionCache:
-    """At most `size` entries, the oldest inserted dropped first; each keeps
-    its instants and the resolutions computed so far (about 2 KB), not the
-    decoded entry: a new interval, rare, decodes the given bytes again.
-    Reads take no lock; a race computes one resolution twice, which is
-    harmless since both are equal (and makes `hits` and `misses`, counters
-    for tests and metrics, approximate)."""
-
-    def __init__(self, size: int = CACHE_ENTRIES) -> None:
-        self.size = size
-        self._items: dict[bytes, _Cached] = {}
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def resolve(self, raw: bytes, at_ms: int) -> Resolution:
-        """`Entry.decode(raw).evaluate(at_ms)`, but for `at_ms`: the returned
-        resolution's `at_ms` is the first time of its interval evaluated.
-        Raises BadInput for bytes that are no entry."""
-        key = hashlib.blake2b(raw, digest_size=16).digest()
-        got = self._items.get(key)
-        entry = None
-        if got is None:
-            self.misses += 1
-            entry = Entry.decode(raw)
-            got = _Cached(instants(entry), {})
-            with self._lock:
-                while len(self._items) >= self.size:
-                    self._items.pop(next(iter(self._items)))
-                self._items[key] = got
-        else:
-            self.hits += 1
-        i = bisect_right(got.instants, at_ms)
-        res = got.by_interval.get(i)
-        if res is None:
-            res = got.by_interval[i] = evaluate(entry or Entry.decode(raw), at_ms)
-        return res
-
-
-class Call(NamedTuple):
-    """One call to screen, normalized (a NamedTuple: one is built per call)."""
-
-    caller: str
-    callee: str
-    at_ms: int
-    mode: str
 
 
 def parse_call(req: pb.ScreenRequest, now_ms: int) -> Call:
@@ -142,40 +68,6 @@ def parse_call(req: pb.ScreenRequest, now_ms: int) -> Call:
     return Call(caller, callee, req.at_ms or now_ms, mode)
 
 
-class Screener:
-    """Decides calls from this node's state: the view's entries (`view`), the
-    consent state (`consent`), the consortium's policy and members' key."""
-
-    def __init__(self, cons: Consortium, view: EntrySource, consent: ConsentReader,
-                 cache: ResolutionCache | None = None) -> None:
-        self.cons = cons
-        self.view = view
-        self.consent = consent
-        self.cache = cache if cache is not None else ResolutionCache()
-
-    def decide_many(self, calls: list[Call]) -> list[Decision]:
-        """One decision per call, in order; the callers' entries in one read.
-        Raises NoMembersKey when this node cannot read preferences."""
-        consent, key = self.consent, self.cons.members_key
-        if key is None:
-            raise NoMembersKey(
-                "this node holds no members' key (node.toml members_key): it cannot read "
-                "subscribers' preferences, so it does not screen")
-        cons, resolve = self.cons, self.cache.resolve
-        raws = self.view.entries_bytes([c.caller for c in calls])
-        out = []
-        for c, raw in zip(calls, raws, strict=True):
-            at = c.at_ms
-            res = None if raw is None else resolve(raw, at)
-            line = consent.line_at(c.caller, at)
-            # Only a marketer's decision reads the callee's preference (rule 3):
-            # the seal and the read are skipped for every other caller.
-            pref = (consent.preference_at(key.seal(c.callee), at)
-                    if is_marketing(cons, res, line, at) else None)
-            out.append(decide(cons, c.caller, c.callee, at, c.mode, res, line, pref))
-        return out
-
-
 _REASONS: dict[Reason, pb.ScreenReason] = {}
 MAX_REASONS = 4096  # reasons kept as messages (a line's, the unknown caller's, ...)
 
@@ -192,12 +84,33 @@ def _reason_pb(r: Reason) -> pb.ScreenReason:
     return m
 
 
-def decision_pb(call: Call, d: Decision, tag: int) -> pb.ScreenDecision:
+def decision_fields(d: Decision) -> pb.ScreenDecision:
+    """The message of a decision without the call's fields (tag, numbers, time)."""
     return pb.ScreenDecision(
-        action=ACTIONS[d.action], category=d.category, redress=d.redress, tag=tag,
-        caller=call.caller, callee=call.callee, at_ms=call.at_ms, risk=d.risk,
+        action=ACTIONS[d.action], category=d.category, redress=d.redress, risk=d.risk,
         reasons=[_reason_pb(r) for r in d.reasons],
     )
+
+
+def decision_pb(call: Call, d: Decision, tag: int) -> pb.ScreenDecision:
+    m = decision_fields(d)
+    m.tag, m.caller, m.callee, m.at_ms = tag, call.caller, call.callee, call.at_ms
+    return m
+
+
+def _decision_bytes(call: Call, d: Decision, tag: int) -> bytes:
+    return decision_pb(call, d, tag).SerializeToString()
+
+
+def make_screener(cons: Consortium, view: EntrySource, consent: Any,
+                  index: Any = None, clock: Callable[[], int] | None = None) -> Screener:
+    """A screener over this node's parts; with `index` (node/screenindex.py)
+    and `clock`, the index's rows are made by it."""
+    sc = Screener(cons, view, consent, index=index, pb_of=decision_fields)
+    if index is not None:
+        assert clock is not None
+        index.row_of = row_maker(sc, clock)
+    return sc
 
 
 def error_pb(req: pb.ScreenRequest, err: Exception) -> pb.ScreenDecision:
@@ -235,22 +148,27 @@ class ScreeningService(rpc.ScreeningServicer):
         if len(request.calls) > MAX_SCREEN_BATCH:
             raise TooLarge(f"at most {MAX_SCREEN_BATCH} calls per batch, got "
                            f"{len(request.calls)}")
-        return pb.ScreenBatchResponse(decisions=self._answers(list(request.calls)))
+        return batch_bytes(self._answers(list(request.calls)))
 
-    def _answers(self, reqs: list[pb.ScreenRequest]) -> list[pb.ScreenDecision]:
-        """A decision per request in order; a bad request's has `error` set."""
+    def _answers(self, reqs: list[pb.ScreenRequest]) -> list[bytes]:
+        """Each request's ScreenDecision bytes in order; a bad request's has
+        `error` set."""
         now = self.clock()
-        out: list[pb.ScreenDecision | None] = [None] * len(reqs)
-        good: list[tuple[int, Call]] = []
+        out: list[bytes | None] = [None] * len(reqs)
+        good: list[int] = []
+        calls: list[Call] = []
         for i, req in enumerate(reqs):
             try:
-                good.append((i, parse_call(req, now)))
+                calls.append(parse_call(req, now))
+                good.append(i)
             except BadInput as e:
-                out[i] = error_pb(req, e)
-        decisions = self.screener.decide_many([c for _, c in good]) if good else []
-        for (i, call), d in zip(good, decisions, strict=True):
-            out[i] = decision_pb(call, d, reqs[i].tag)
-        return [d for d in out if d is not None]
+                out[i] = error_pb(req, e).SerializeToString()
+        if calls:
+            answers = self.screener.answer_bytes(calls, [reqs[i].tag for i in good],
+                                                 _decision_bytes)
+            for i, b in zip(good, answers, strict=True):
+                out[i] = b
+        return [b for b in out if b is not None]
 
     def ScreenStream(self, request_iterator, context):  # noqa: N802
         try:
@@ -269,3 +187,27 @@ class ScreeningService(rpc.ScreeningServicer):
                 yield error_pb(req, e)
             except (LedgerError, KeysError) as e:   # the node cannot screen: end the stream
                 context.abort(code_for(e), detail_for(e))
+
+
+def add_to_server(service: ScreeningService, server: grpc.Server) -> None:
+    """Register the Screening service: as the generated code does, but
+    ScreenBatch returns its response's bytes (written from templates), so it
+    has no response serializer."""
+    handlers = {
+        "Screen": grpc.unary_unary_rpc_method_handler(
+            service.Screen, request_deserializer=pb.ScreenRequest.FromString,
+            response_serializer=pb.ScreenDecision.SerializeToString),
+        "ScreenBatch": grpc.unary_unary_rpc_method_handler(
+            service.ScreenBatch, request_deserializer=pb.ScreenBatchRequest.FromString,
+            response_serializer=None),
+        "ScreenStream": grpc.stream_stream_rpc_method_handler(
+            service.ScreenStream, request_deserializer=pb.ScreenRequest.FromString,
+            response_serializer=pb.ScreenDecision.SerializeToString),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("markex.v1.Screening", handlers),))
+
+
+__all__ = ["MAX_SCREEN_BATCH", "Call", "ResolutionCache", "RowSource", "Screener",
+           "ScreeningService", "add_to_server", "decision_fields", "decision_pb",
+           "make_screener", "parse_call"]

@@ -49,7 +49,8 @@ from node.logkeeper import LogKeeper
 from node.logs import RecordTally, appeal_events, event
 from node.metrics import LatencyInterceptor, NodeMetrics
 from node.replication import LinkParts, PeerLink
-from node.screen import Screener, ScreeningService
+from node.screen import ScreeningService, add_to_server, make_screener
+from node.screenindex import ScreenIndex
 from node.services import AdminService, AuditService, ExchangeService, PublicService
 from node.status import DecodeGuard
 from node.viewkeeper import ViewKeeper
@@ -156,8 +157,13 @@ class Node:
         # the holder's appeal (node/holders.py), sharing Admin's issue gate
         self.holders = holders_service(cfg, self.core, self.view, self.admin, clock)
         # the call-path screen (node/screen.py): this node's view and consent state only
+        # its callers' rows, made off the write path (node/screenindex.py)
+        self.screen_index = ScreenIndex(self.store, self.view.entries_bytes, self.view.numbers)
+        self.view.on_change.append(self.screen_index.changed)
         self.screening = ScreeningService(
-            self.consortium, Screener(self.consortium, self.view, self.consent), clock
+            self.consortium,
+            make_screener(self.consortium, self.view, self.consent, self.screen_index, clock),
+            clock,
         )
 
         # The writer's events, to the parts that act on them.
@@ -215,6 +221,7 @@ class Node:
         self.view.start()
         self.consent.start()
         self.core.ledger.consent = self.consent.state  # what check_effect reads
+        self.screen_index.start()
         # A member message is at most one full batch (node.core): no 32 MB of tiny envelopes.
         member_bytes = max_member_message_bytes(self.consortium.policy)
         opts = [
@@ -233,7 +240,7 @@ class Node:
         rpc.add_AdminServicer_to_server(self.admin, self.member)
         rpc.add_AuditServicer_to_server(self.audit, self.member)
         rpc.add_HoldersServicer_to_server(self.holders, self.member)
-        rpc.add_ScreeningServicer_to_server(self.screening, self.member)
+        add_to_server(self.screening, self.member)
         member_creds = grpc.ssl_server_credentials(
             [(self._tls_key, self._tls_cert)], root_certificates=self._ca, require_client_auth=True
         )
@@ -321,6 +328,7 @@ class Node:
         if self.tiles is not None:
             self.tiles.stop()
         self.core.stop()
+        self.screen_index.stop()
         self._log_tally()  # the counts of the interval cut short
         self.metrics.stop()
         self.store.close()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
@@ -81,6 +81,9 @@ class ViewKeeper:
         # Bumped under the lock before every change of the view: a lookup read
         # outside the lock is the view of one version if the version held (_read).
         self._version = 0
+        # Told which numbers' entries changed (None: any may have), on the
+        # writer thread: the screen's index (node/screenindex.py).
+        self.on_change: list[Callable[[set[str] | None], None]] = []
 
     def start(self) -> None:
         with self._lock:
@@ -104,13 +107,23 @@ class ViewKeeper:
                     # frozen feed's counted seq: read what counts from the ledger.
                     V.catch_up(self.view, led)
                     self._rebuild_needed = False
+                    self._changed(None)
                 else:
-                    self.view.apply(records)
+                    self._changed(self.view.apply(records))
             except Exception:
                 self._rebuild_needed = True     # the next update or tick catches up
                 raise
             finally:
                 self._sign()
+
+    def _changed(self, numbers: set[str] | None) -> None:
+        for fn in self.on_change:
+            fn(numbers)
+
+    def numbers(self) -> Iterator[str]:
+        """Every number with an entry now (read as the store iterates)."""
+        assert self.view is not None
+        return iter(self.view.numbers())
 
     def invalidate(self) -> None:
         """A feed froze: catch up from the ledger on the next tick (the view
@@ -128,6 +141,7 @@ class ViewKeeper:
                 try:
                     V.catch_up(self.view, self.ledger)
                     self._rebuild_needed = False
+                    self._changed(None)
                 finally:
                     self._sign()
 

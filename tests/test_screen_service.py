@@ -235,7 +235,8 @@ def test_a_preference_issued_at_one_node_changes_the_screen_at_every_node(s: Scr
 def test_the_cache_answers_as_a_fresh_evaluation(s: Screens) -> None:
     c1 = s.node("carrier-1")
     cache = c1.screening.screener.cache
-    s.screen(ESTATE, SUB_B)                      # the node's own cache holds the entry
+    # A time before the screen rows start: the node evaluates the entry (its cache holds it).
+    s.screen(ESTATE, SUB_B, at_ms=1_600_000_000_000)
     assert isinstance(cache, ResolutionCache) and len(cache) > 0
     fresh = ResolutionCache()
     [raw] = c1.view.entries_bytes([ESTATE])
@@ -382,3 +383,23 @@ def test_cli_long_list_shows_progress(s: Screens, tmp_path: Path,
     assert "numbers/s" in err
     rows = (tmp_path / "o.csv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == PROGRESS_MIN + 2
+
+
+def test_the_node_answers_from_its_screen_rows_once_they_are_written(s: Screens) -> None:
+    """A node's screen index (node/screenindex.py) follows its view: once its
+    rows are written, a batch is answered from them, as the reference says."""
+    c1 = s.node("carrier-1")
+    ix, sc = c1.screen_index, c1.screening.screener
+    deadline = time.monotonic() + 30
+    while not ix.idle():
+        assert time.monotonic() < deadline, "the node's screen index never caught up"
+        time.sleep(0.05)
+    stub = s.stub("carrier-1", "carrier-1")
+    reqs = [pb.ScreenRequest(caller=c, callee=SUB_A, tag=i)
+            for i, c in enumerate([TAXI, FRAUD, SUSPECT, ESTATE, LINE, "+8613700000009"])]
+    hits = sc.row_hits
+    got = stub.ScreenBatch(pb.ScreenBatchRequest(calls=reqs), timeout=10).decisions
+    assert sc.row_hits - hits >= 4          # the four marked callers, from their rows
+    one = [stub.Screen(r, timeout=10) for r in reqs]
+    assert [(d.action, d.category, list(d.reasons), d.tag) for d in got] == [
+        (d.action, d.category, list(d.reasons), d.tag) for d in one]

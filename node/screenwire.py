@@ -1,0 +1,82 @@
+"""ScreenDecision messages written from templates: the screen's fast path.
+
+Most decisions depend on the caller alone: a caller that is not marketing is
+answered the same whoever it calls, by any mode, at any time of one interval
+of its entry (ledger/screen.py rules 1, 2, 4-7; only rule 3 reads the
+callee's preference). Such a decision is encoded once, as a `Template`: the
+bytes of its fields 1-4 (action, category, reasons, redress) and of field 9
+(risk); a call's answer is those bytes around its own fields 5-8 (tag,
+caller, callee, at_ms), which is exactly what protobuf writes for the whole
+message (fields in number order, defaults left out; tests/test_screen_wire.py
+checks it byte for byte against SerializeToString).
+
+A batch's answer is the ScreenBatchResponse's bytes, each decision as field 1.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ledger.screen import Decision
+from markex.v1 import service_pb2 as pb
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _ONE_BYTE[n]
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_ONE_BYTE = [bytes((i,)) for i in range(0x80)]
+
+
+def _text(field: int, s: str) -> bytes:
+    """A string field (wire type 2); an empty one is left out, as protobuf does."""
+    if not s:
+        return b""
+    b = s.encode()
+    return _varint(field << 3 | 2) + _varint(len(b)) + b
+
+
+_TAG, _AT = _varint(5 << 3), _varint(8 << 3)
+
+
+class Template(NamedTuple):
+    prefix: bytes   # fields 1-4
+    suffix: bytes   # field 9
+
+
+_CALLER, _CALLEE = _varint(6 << 3 | 2), _varint(7 << 3 | 2)
+
+
+def render(t: tuple[bytes, bytes], tag: int, caller: str, callee: str, at_ms: int) -> bytes:
+    """One call's ScreenDecision bytes from a template (prefix, suffix);
+    numbers are E.164 (ASCII, never empty)."""
+    a, b = caller.encode(), callee.encode()
+    return b"".join((
+        t[0],
+        _TAG + _varint(tag) if tag else b"",
+        _CALLER, _ONE_BYTE[len(a)], a,
+        _CALLEE, _ONE_BYTE[len(b)], b,
+        _AT + _varint(at_ms) if at_ms > 0 else b"",
+        t[1],
+    ))
+
+
+def template_of(d: Decision, pb_of: object) -> Template:
+    """The template of decision `d`; `pb_of(d)` builds its message without
+    the call's fields (node/screen.decision_fields)."""
+    m = pb_of(d)  # type: ignore[operator]
+    risk = m.risk
+    m.risk = ""
+    return Template(m.SerializeToString(), pb.ScreenDecision(risk=risk).SerializeToString())
+
+
+def batch_bytes(decisions: list[bytes]) -> bytes:
+    """The ScreenBatchResponse of these ScreenDecision bytes."""
+    return b"".join(b"\x0a" + _varint(len(d)) + d for d in decisions)

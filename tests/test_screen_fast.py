@@ -1,0 +1,172 @@
+"""The screen's fast path (node/screener.py answer_bytes, node/screenindex.py,
+node/screenwire.py) answers byte for byte as the reference path (decide_many,
+each decision encoded by protobuf), whether a caller's row is known to be its
+entry's, is dirty, is missing or does not cover the call's time."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from keys.layout import init_consortium
+from keys.signing import SigningKey
+from ledger import view as V
+from ledger.consent import StoredConsent
+from ledger.payloads.line import MarketerLine, uscc_check_char
+from ledger.payloads.preference import Preference
+from ledger.record import Mark, Record
+from ledger.store import Store
+from markex.v1 import service_pb2 as pb
+from node.localnet import free_port_block
+from node.screen import _decision_bytes, make_screener
+from node.screener import Call
+from node.screenindex import ScreenIndex
+from node.screenwire import batch_bytes, render
+
+NOW = 1_790_000_000_000
+D = 86_400_000
+CATS = ["fraud", "real-estate", "taxi", "marketing", "harassment", "delivery"]
+USCC = "91110000MA0000001" + uscc_check_char("91110000MA0000001")
+
+
+class Parts:
+    def __init__(self, d: Path) -> None:
+        self.cons = init_consortium(d / "c", carriers=1, internet=2,
+                                    base_port=free_port_block(16), now=datetime.now(UTC))
+        self.dir = d / "c"
+        self.store = Store(d / "db")
+        self.view = V.NationalView.open(self.store, self.cons)
+        self.consent = StoredConsent(self.store, self.cons.members_key)
+        self.seqs: dict[str, tuple[int, bytes]] = {}
+
+    def issue(self, pid: str, payloads: list) -> list[Record]:
+        key = SigningKey.load(self.dir / pid / "signing.key")
+        seq, prev = self.seqs.get(pid, (0, b""))
+        out = []
+        for p in payloads:
+            seq += 1
+            r = Record.issue(key, pid, seq, prev, NOW - 10 * D, p, consortium=self.cons.name)
+            prev = r.id
+            out.append(r)
+        self.seqs[pid] = (seq, prev)
+        return out
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> Iterator[Parts]:
+    p = Parts(tmp_path)
+    rnd = random.Random(7)
+    marks1 = [Mark(f"+86138{i:08d}", CATS[i % 6], 40 + i % 60, i % 4, NOW - 20 * D,
+                   NOW + (i % 9 - 3) * D) for i in range(0, 300)]
+    marks2 = [Mark(f"+86138{i:08d}", CATS[(i + 2) % 6], 70, 2, NOW - 15 * D)
+              for i in range(0, 300, 3)]
+    p.view.apply(p.issue("internet-1", marks1) + p.issue("internet-2", marks2))
+    key = p.cons.members_key
+    lines = [MarketerLine(f"+86138{i:08d}", False, "Anju Realty", USCC,
+                          ["real-estate", "finance"][i % 2]) for i in range(0, 300, 7)]
+    prefs = [Preference(key.seal(f"+86139{i:08d}"), key.id,
+                        rnd.choice([("real-estate",), ("all",), ("finance", "insurance")]),
+                        ("voice",) if i % 5 == 0 else (), ((540, 720),) if i % 4 == 0 else (),
+                        ("weekday",) if i % 8 == 0 else ())
+             for i in range(0, 200, 2)]
+    p.consent.apply(p.issue("carrier-1", lines + prefs))
+    try:
+        yield p
+    finally:
+        p.store.close()
+
+
+def calls(n: int, seed: int) -> list[Call]:
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(n):
+        caller = rnd.choice([f"+86138{rnd.randrange(400):08d}", "+86110", "+8612321",
+                             f"+86137{rnd.randrange(50):08d}"])
+        callee = f"+86139{rnd.randrange(250):08d}"
+        at = rnd.choice([NOW, NOW + rnd.randrange(-3, 12) * D + rnd.randrange(D),
+                         NOW - 400 * D])
+        out.append(Call(caller, callee, at, rnd.choice(["voice", "sms"])))
+    return out
+
+
+def reference(sc, cs: list[Call], tags: list[int]) -> list[bytes]:
+    return [_decision_bytes(c, d, t) for c, d, t in zip(cs, sc.decide_many(cs), tags,
+                                                        strict=True)]
+
+
+def wait_idle(ix: ScreenIndex) -> None:
+    deadline = time.monotonic() + 60
+    while not ix.idle():
+        assert time.monotonic() < deadline, "the screen index never caught up"
+        time.sleep(0.02)
+
+
+def test_the_fast_path_answers_as_the_reference(parts: Parts) -> None:
+    ix = ScreenIndex(parts.store, parts.view.entries_bytes, parts.view.numbers)
+    sc = make_screener(parts.cons, parts.view, parts.consent, ix, lambda: NOW)
+    cs = calls(3000, 1)
+    tags = [i * 977 for i in range(len(cs))]
+    before = reference(sc, cs, tags)
+    # no rows yet (the index not started): every caller is read and evaluated
+    assert sc.answer_bytes(cs, tags, _decision_bytes) == before
+    ix.start()
+    try:
+        wait_idle(ix)
+        assert ix.written >= parts.view.count
+        hits = sc.row_hits
+        fast = sc.answer_bytes(cs, tags, _decision_bytes)
+        assert sc.row_hits > hits, "rows were never used"
+        assert fast == before
+        # the batch's bytes parse as the message protobuf would write
+        resp = pb.ScreenBatchResponse.FromString(batch_bytes(fast))
+        assert resp.SerializeToString() == batch_bytes(fast)
+        assert [d.tag for d in resp.decisions] == tags
+    finally:
+        ix.stop()
+
+
+def test_a_changed_entry_is_never_answered_from_its_old_row(parts: Parts) -> None:
+    ix = ScreenIndex(parts.store, parts.view.entries_bytes, parts.view.numbers)
+    sc = make_screener(parts.cons, parts.view, parts.consent, ix, lambda: NOW)
+    ix.start()
+    wait_idle(ix)
+    ix.stop()                       # rows are no longer rewritten
+    caller = "+8613800000002"       # taxi: labelled, from its row
+    c = [Call(caller, "+8613900000001", NOW, "voice")]
+    old = sc.answer_bytes(c, [1], _decision_bytes)
+    assert old == reference(sc, c, [1])
+    changed = parts.view.apply(parts.issue("institute", [Mark(caller, "fraud", 90, 5,
+                                                               NOW - 20 * D)]))
+    assert changed == {caller}
+    ix.changed(changed)             # what the view keeper says on the writer thread
+    new = sc.answer_bytes(c, [1], _decision_bytes)
+    assert new == reference(sc, c, [1]) and new != old
+    assert pb.ScreenDecision.FromString(new[0]).action == pb.SCREEN_ACTION_BLOCK
+    # the index dropped: a stale row is still refused by its digest
+    ix._dirty.clear()
+    ix.complete = False
+    assert sc.answer_bytes(c, [1], _decision_bytes) == new
+
+
+def test_a_template_renders_as_protobuf_writes_the_message() -> None:
+    rnd = random.Random(3)
+    for _ in range(300):
+        m = pb.ScreenDecision(action=rnd.randrange(1, 5), category=rnd.choice(["", "fraud"]),
+                              redress=rnd.choice(["", "去 /numbers/x 申诉"]),
+                              risk=rnd.choice(["", "none", "high"]),
+                              reasons=[pb.ScreenReason(code="caller-category",
+                                                       records=[bytes(32)], detail="x")])
+        risk, m.risk = m.risk, ""
+        t = (m.SerializeToString(), pb.ScreenDecision(risk=risk).SerializeToString())
+        tag = rnd.choice([0, 1, 127, 128, 2**63 + 5])
+        at = rnd.choice([1, 1_790_000_000_000, 2**62])
+        caller, callee = f"+8613{rnd.randrange(10**9):09d}", "+86110"
+        want = pb.ScreenDecision()
+        want.CopyFrom(m)
+        want.risk, want.tag, want.caller, want.callee, want.at_ms = risk, tag, caller, callee, at
+        assert render(t, tag, caller, callee, at) == want.SerializeToString()
