@@ -9,7 +9,9 @@
     │   ├── FeedTimeReversed      issued-at before the feed head's issued-at
     │   ├── MalformedProof        wrong length, non-32-byte hash, index out of range
     │   ├── MalformedNote         a signed note / checkpoint that does not parse
-    │   └── MalformedConfig       consortium or node configuration that does not parse
+    │   ├── MalformedConfig       consortium or node configuration that does not parse
+    │   ├── UnknownIndustry       industry not in the consortium's industries list
+    │   └── WrongMembersKey       a sealed number under a members' key not in force
     ├── TooLarge                  over a size limit                RESOURCE_EXHAUSTED
     ├── BufferFull                out-of-order buffer is full      RESOURCE_EXHAUSTED
     ├── BadSignature              a signature that does not verify UNAUTHENTICATED
@@ -17,6 +19,7 @@
     │   ├── UnknownIssuer         not a participant
     │   ├── UnmarkableNumber      a protected number (or a foreign one, by policy)
     │   ├── MembersKeyMissing     a carrier's preference, and this node has no members' key
+    │   ├── PortedAway            a carrier's preference for a number its block held, ported since
     │   ├── WrongAddressee        a complaint not addressed to the number's serving carrier
     │   └── NotAddressed          a handling of a complaint addressed to another carrier
     ├── OutOfOrder                not the feed's next record       FAILED_PRECONDITION
@@ -138,6 +141,12 @@ class WrongAddressee(NotAllowed):
 class NotAddressed(NotAllowed):
     """A handling by a carrier the complaint is not addressed to (after the
     forwards so far): only its addressee handles or forwards it."""
+
+
+class PortedAway(NotAllowed):
+    """A carrier's preference for a number under one of its prefixes that the
+    configuration now lists under another carrier (ported away). The ledger
+    refuses it; the auditor notes it, since the record may predate the port."""
 
 
 class OutOfOrder(LedgerError):
