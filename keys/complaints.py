@@ -30,6 +30,10 @@ DEFAULT_COMPLAINT_CLOSE_MS = 5 * _DAY
 DEFAULT_COMPLAINT_RISK_COMPLAINANTS = 5
 DEFAULT_COMPLAINT_RISK_WINDOW_MS = 10 * _DAY
 DEFAULT_COMPLAINT_RISK = "medium"
+# An entry keeps 64 complaints, at most 4 of one complainant
+# (ledger.view.parts.MAX_ENTRY_COMPLAINTS, PER_COMPLAINANT): its count of
+# distinct complainants is exact up to 16, so the rule asks for at most 16.
+MAX_COMPLAINT_RISK_COMPLAINANTS = 16
 
 
 class _ComplaintPolicy(Protocol):
@@ -52,7 +56,8 @@ def check_policy_complaints(policy: _ComplaintPolicy) -> None:
         ("complaint_ack_ms", _HOUR, 30 * _DAY, ""),
         ("complaint_close_ms", policy.complaint_ack_ms, 365 * _DAY,
          "complaint_ack_ms: a complaint is acknowledged before it is closed"),
-        ("complaint_risk_complainants", 0, 1000, "0: the rule is off"),
+        ("complaint_risk_complainants", 0, MAX_COMPLAINT_RISK_COMPLAINANTS,
+         "0: the rule is off; an entry counts up to 16 distinct complainants exactly"),
         ("complaint_risk_window_ms", _HOUR, 365 * _DAY, ""),
     )
     for name, low, high, why in bounds:
