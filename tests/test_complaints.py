@@ -80,7 +80,8 @@ def forward(*cids: bytes, to: str) -> Handling:
     return Handling(cids, "not-ours", forward_to=to)
 
 
-def listing(at: int = NOW - HOUR, doc: str = "工信罚〔2026〕12号", delist: bool = False) -> Sanction:
+def listing(at: int = NOW - HOUR, doc: str = "工信罚〔2026〕12号",
+            delist: bool = False) -> Sanction:
     return Sanction("北京某某营销有限公司", USCC, "京B2-20260001", "" if delist else "骚扰电话",
                     doc, at, delist)
 
