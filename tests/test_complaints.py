@@ -716,3 +716,30 @@ def test_nodes_keep_the_state_before_answering_and_after_a_restart(tmp_path: Pat
         assert st.closed_by == handled.record.id
     finally:
         again.stop()
+
+
+def test_the_stored_state_reopens_catches_up_and_rebuilds(tmp_path: Path) -> None:
+    from ledger.complaints.stored import FAMILY, StoredComplaints
+
+    f = _everything()
+    led = NodeLedger(Store(tmp_path / "db"), CONS, "institute")
+    try:
+        half = len(f.records) // 2
+        for r in f.records[:half]:
+            assert led.append(r.envelope, NOW + DAY).ok
+        s = StoredComplaints(led.store, CONS)
+        assert catch_up(s, led) == half
+        for r in f.records[half:]:
+            assert led.append(r.envelope, NOW + DAY).ok
+        # reopened: the kept records and vector; the catch-up reads only what is new
+        again = StoredComplaints(led.store, CONS)
+        assert again.vector == s.vector and len(list(led.store.items(FAMILY))) == half
+        assert catch_up(again, led) == len(f.records) - half
+        assert _summary(again) == _summary(state_of(f.records))
+        assert _summary(StoredComplaints(led.store, CONS)) == _summary(again)
+        # another configuration: cleared and built anew
+        other = StoredComplaints(led.store, make_cons(complaint_close_ms=2 * DAY))
+        assert other.vector == {} and list(led.store.items(FAMILY)) == []
+        assert catch_up(other, led) == len(f.records)
+    finally:
+        led.close()
