@@ -213,6 +213,13 @@ def test_policy_defaults_round_trip() -> None:
 # ====================================================================== who may write what
 
 
+def test_the_roles_that_issue_only_their_own_payloads_are_one_list() -> None:
+    from keys.consortium import ISSUES_ONLY_OWN
+    from ledger.payloads import ROLE_PAYLOADS
+
+    assert set(ROLE_PAYLOADS) == ISSUES_ONLY_OWN == {"complaints", "regulator"}
+
+
 def test_the_three_payloads_are_registered() -> None:
     fields = {t.field: t.cls for t in REGISTRY}
     assert (fields["complaint"], fields["handling"], fields["sanction"]) == (

@@ -118,6 +118,10 @@ class ComplaintState:
     def complaint(self, cid: bytes) -> ComplaintFact | None:
         return self.complaints.get(cid)
 
+    def holds(self, rid: bytes) -> bool:
+        """Has the record `rid` entered the state?"""
+        return rid in self._seen
+
     def handlings_of(self, cid: bytes) -> list[HandlingFact]:
         return [self._handlings[h] for h in sorted(self._naming.get(cid, ()))]
 
@@ -210,7 +214,7 @@ class _WithFresh:
         self.state = state
         self.key = state.key
         self.fresh = [f for f in (fact_of(r, state.consortium) for r in fresh)
-                      if f is not None and f.id not in state._seen]
+                      if f is not None and not state.holds(f.id)]
 
     def complaint(self, cid: bytes) -> ComplaintFact | None:
         got = self.state.complaint(cid)
