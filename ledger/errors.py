@@ -19,7 +19,9 @@
     │   ├── UnknownIssuer         not a participant
     │   ├── UnmarkableNumber      a protected number (or a foreign one, by policy)
     │   ├── MembersKeyMissing     a carrier's preference, and this node has no members' key
-    │   └── PortedAway            a carrier's preference for a number its block held, ported since
+    │   ├── PortedAway            a carrier's preference for a number its block held, ported since
+    │   ├── WrongAddressee        a complaint not addressed to the number's serving carrier
+    │   └── NotAddressed          a handling of a complaint addressed to another carrier
     ├── OutOfOrder                not the feed's next record       FAILED_PRECONDITION
     │   ├── SequenceGap           seq != head + 1
     │   └── WrongPrevious         prev_id != id of the head
@@ -35,7 +37,12 @@
     │   ├── NothingToRevoke       a revocation when no refusal is in force or ahead
     │   ├── SamePreference        a preference that leaves every answer as it is
     │   ├── NotALiveLine          a deregistration of no live registration of the issuer's
-    │   └── LineOverlap           a registration overlapping a live registration
+    │   ├── LineOverlap           a registration overlapping a live registration
+    │   ├── NotAComplaint         a handling's target is not a complaint
+    │   ├── AlreadyHandled        a handling of a complaint already closed
+    │   ├── DuplicateComplaint    the same complainant, number, call and category again
+    │   ├── NotListed             a delisting of an enterprise not listed
+    │   └── AlreadyListed         a listing the same as the one in force
     ├── NotFound                  no such record / index           NOT_FOUND
     │   └── UnknownTarget         an own correction's target this node has not seen
     └── StorageFailure            the store failed or is corrupt   INTERNAL
@@ -126,6 +133,16 @@ class MembersKeyMissing(NotAllowed):
     record is not accepted (the node needs its members.key)."""
 
 
+class WrongAddressee(NotAllowed):
+    """A complaint whose addressee is not the reported number's serving carrier
+    (`Consortium.carrier_for`), or a number no carrier serves."""
+
+
+class NotAddressed(NotAllowed):
+    """A handling by a carrier the complaint is not addressed to (after the
+    forwards so far): only its addressee handles or forwards it."""
+
+
 class PortedAway(NotAllowed):
     """A carrier's preference for a number under one of its prefixes that the
     configuration now lists under another carrier (ported away). The ledger
@@ -208,6 +225,27 @@ class NotALiveLine(Ineffective):
 class LineOverlap(Ineffective):
     """A registration whose number or prefix overlaps a live registration
     (the same number, or a prefix covering it or covered by it)."""
+
+
+class NotAComplaint(Ineffective):
+    """A handling naming a record that is not a complaint."""
+
+
+class AlreadyHandled(Ineffective):
+    """A handling of a complaint that a finding has closed already."""
+
+
+class DuplicateComplaint(Ineffective):
+    """A complaint by the same complainant about the same number, call time and
+    category as one already filed: it would count nothing more."""
+
+
+class NotListed(Ineffective):
+    """A delisting of an enterprise that is not on the bad list at its time."""
+
+
+class AlreadyListed(Ineffective):
+    """A listing under the same document as the listing in force."""
 
 
 class NotFound(LedgerError):

@@ -76,6 +76,7 @@ from ledger.rules import check_times
 from ledger.store import Store, feedseq_key, merkle_key, read_u64, u64
 
 if TYPE_CHECKING:
+    from ledger.complaints.state import ComplaintState
     from ledger.consent.state import ConsentState
 
 __all__ = ["NOT_FROZEN", "EquivocationProof", "FeedState", "NodeLedger", "Outcome", "Submitted",
@@ -132,6 +133,10 @@ class NodeLedger:
         # The consent state `check_effect` reads for preferences and lines
         # (ledger.consent.ConsentState); the node wires its consent keeper's.
         self.consent: ConsentState | None = None
+        # The complaint state the complaint, handling and sanction effect checks
+        # read (ledger.complaints); the node wires its complaint keeper's. None:
+        # caught up from this log at each check (a ledger driven without a node).
+        self.complaints: ComplaintState | None = None
         self.origin = log_origin(consortium.name, participant_id)
         self.context = record_context(consortium.name)  # what every record signature covers
         policy = consortium.policy

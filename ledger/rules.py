@@ -8,7 +8,14 @@ ignores it (`time_violation` says why), the auditor reports it.
   it was issued, and at most `policy.clock_skew_ms` after;
 - a preference takes effect no earlier than `policy.clock_skew_ms` before it
   was issued (no backdating: a refusal cannot reach into calls already
-  screened), and at most `policy.preference_max_ahead_ms` after (0: when issued).
+  screened), and at most `policy.preference_max_ahead_ms` after (0: when issued);
+- a complaint's call is not in the future (at most `policy.clock_skew_ms`
+  after its filing) and at most `policy.complaint_window_ms` before it
+  (TRAI: complaints within 7 days of the call);
+- a handling's feedback times are not after the handling is issued (plus the
+  clock skew): it reports feedback given, never promised;
+- a sanction takes effect at most the clock skew after it is issued (the
+  regulator lists what it has decided; a date ahead would be a promise).
 
 Feed-order rules (issued-at never decreases along a feed) need the previous
 record and live with the feed checks in `ledger.log`.
@@ -19,7 +26,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ledger.errors import MalformedRecord
+from ledger.payloads.complaint import Complaint
+from ledger.payloads.handling import Handling
 from ledger.payloads.preference import Preference
+from ledger.payloads.sanction import Sanction
 from ledger.record import Mark, Payload, Reassignment
 
 if TYPE_CHECKING:
@@ -66,6 +76,30 @@ def time_violation(issued_at_ms: int, payload: Payload, policy: Policy) -> str |
                 "(policy preference_max_ahead_ms)"
             )
         return None
+    if isinstance(payload, Complaint | Handling | Sanction):
+        return _complaint_times(issued_at_ms, payload, policy)
+    return None
+
+
+def _complaint_times(
+    issued_at_ms: int, payload: Complaint | Handling | Sanction, policy: Policy
+) -> str | None:
+    ahead = issued_at_ms + policy.clock_skew_ms
+    if isinstance(payload, Complaint):
+        if payload.call_at_ms > ahead:
+            return "a complaint reports a call that came before it was filed, not after"
+        if payload.call_at_ms < issued_at_ms - policy.complaint_window_ms:
+            return (
+                f"a complaint is filed within {policy.complaint_window_ms // 3_600_000} hours "
+                "of the call it reports (policy complaint_window_ms)"
+            )
+        return None
+    if isinstance(payload, Handling):
+        if max(payload.feedback_reported_at_ms, payload.feedback_complainant_at_ms) > ahead:
+            return "a handling reports feedback already given: its times are not after it"
+        return None
+    if payload.listed_at_ms > ahead:
+        return "a sanction takes effect when it is issued at the latest (listed_at)"
     return None
 
 

@@ -18,12 +18,15 @@
     consentline    record id (32)             -> a marketer line's (de)registration
     consentmeta    name                       -> the consent state's vector and key id
     screenix       E.164 number               -> the screen's summary of its view entry
+    complaints     record id (32)             -> a complaint, handling or sanction envelope
+    complaintmeta  name                       -> the complaint state's vector and config
     meta           name                       -> small values (log size, ...)
 
 The view* families belong to ledger/view/'s store-backed NationalView
 (docs/view.md, "Persistence"); it writes them in its own atomic batches. The
-consent* families are ledger/consent/'s StoredConsent's, written likewise;
-screenix is node/screenindex.py's (derived data checked on every read).
+consent* families are ledger/consent/'s StoredConsent's, written likewise; the
+complaint* families ledger/complaints/'s StoredComplaints'; screenix is
+node/screenindex.py's (derived data checked on every read).
 
 Everything one accepted batch changes goes into one WriteBatch, written and
 then synced before the write returns: an acknowledged record survives kill -9
@@ -80,6 +83,8 @@ COLUMN_FAMILIES = (
     "consent",
     "consentline",
     "consentmeta",
+    "complaints",
+    "complaintmeta",
     "screenix",
 )
 
@@ -89,6 +94,8 @@ COLUMN_FAMILIES = (
 VIEW_FAMILIES = ("view", "viewix", "viewref", "viewbucket", "viewbuckethash", "viewmeta")
 # The consent state's (ledger/consent/state.py): derived like the view, tuned alike.
 CONSENT_FAMILIES = ("consent", "consentline", "consentmeta")
+# The complaint state's (ledger/complaints/stored.py): derived too.
+COMPLAINT_FAMILIES = ("complaints", "complaintmeta")
 # The screen's summaries of view entries (ledger/view/summary.py): derived,
 # checked against the entry on every read, so never synced nor rebuilt in a hurry.
 SCREEN_FAMILIES = ("screenix",)
@@ -184,7 +191,8 @@ class Store:
         o.set_max_open_files(256)
         table = BlockBasedOptions()
         table.set_block_cache(self._cache)
-        derived = family in VIEW_FAMILIES or family in CONSENT_FAMILIES or family in SCREEN_FAMILIES
+        derived = (family in VIEW_FAMILIES or family in CONSENT_FAMILIES
+                   or family in COMPLAINT_FAMILIES or family in SCREEN_FAMILIES)
         if derived or family in POINT_READ_FAMILIES:
             table.set_bloom_filter(10, False)  # most view reads ask for keys that are absent
         if derived:

@@ -135,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--carriers", type=uint32, default=3, help="how many carriers (default 3)")
     ci.add_argument("--internet", type=uint32, default=2,
                     help="how many internet firms (default 2)")
+    ci.add_argument("--complaints", type=uint32, default=1,
+                    help="how many complaints centres, complaints-1 the 12321 centre (default 1)")
+    ci.add_argument("--regulators", type=uint32, default=1,
+                    help="how many regulators, regulator-1 the communication administration "
+                         "(default 1)")
     ci.add_argument("--base-port", type=uint32, default=7400,
                     help="the first of the loopback ports the nodes listen on (default 7400)")
     ci.add_argument("--inside-git", action="store_true",
@@ -378,7 +383,8 @@ def _ceremony(sub: Any, consortium: Any, keys: Any, node: Any) -> None:
                  "--host node.carrier4.example")
     kg.add_argument("--id", required=True, help="the participant's id, e.g. carrier-4")
     kg.add_argument("--role", required=True,
-                    help="its role: institute, carrier, internet, auditor or callcenter")
+                    help="its role: institute, carrier, internet, auditor, callcenter, "
+                         "complaints or regulator")
     kg.add_argument("--out", required=True, help="the organisation's folder; keys go in OUT/ID/")
     kg.add_argument("--host", default="127.0.0.1", help="the node's host name or address")
     kg.add_argument("--member-port", type=int, default=7400,

@@ -40,6 +40,7 @@ from ledger.store import Store
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node import ports, tilesrv
+from node.complaintkeeper import ComplaintKeeper
 from node.consentkeeper import ConsentKeeper
 from node.core import NodeCore, max_member_message_bytes, wall_ms
 from node.feedgate import gate_at_start
@@ -130,6 +131,8 @@ class Node:
         self.view = ViewKeeper(ledger, clock)
         # node.consent: the ConsentReader the screen asks (ledger/consent)
         self.consent = ConsentKeeper(ledger, self.consortium.members_key)
+        # node.complaints: the queues, SLA and bad list (ledger/complaints)
+        self.complaints = ComplaintKeeper(ledger, self.consortium)
         self.witness = Witness(self.store, self.consortium, self.participant_id, key, clock)
         self.peers = [
             p for p in self.consortium.participants
@@ -174,6 +177,7 @@ class Node:
         self.core.subscribe(self._push_own)
         self.core.subscribe(self.view.apply)
         self.core.subscribe(self.consent.apply)
+        self.core.subscribe(self.complaints.apply)
         self.core.on_equivocation(self._on_equivocation)
         self.core.on_failure(self._on_storage_failure)
 
@@ -221,6 +225,7 @@ class Node:
         self.view.start()
         self.consent.start()
         self.core.ledger.consent = self.consent.state  # what check_effect reads
+        self.complaints.start()  # sets ledger.complaints, what check_effect reads
         self.screen_index.start()
         # A member message is at most one full batch (node.core): no 32 MB of tiny envelopes.
         member_bytes = max_member_message_bytes(self.consortium.policy)
@@ -377,6 +382,7 @@ class Node:
               first=first, second=record_id_hex(proof.second))
         self.view.invalidate()
         self.consent.invalidate()
+        self.complaints.invalidate()
         for link in self.links.values():
             link.report(proof)
 
@@ -403,6 +409,7 @@ class Node:
                         link.cosign_now()
                 self.view.tick()
                 self.consent.tick()
+                self.complaints.tick()
             except Exception:
                 log.exception("checkpoint tick failed")
 

@@ -1000,9 +1000,10 @@ def test_entry_round_trips_and_is_canonical() -> None:
         for bad in (
             json.dumps(obj).encode(),                                    # not compact
             json.dumps(obj, separators=(",", ":")).encode()[:-1],        # cut off
-            raw.replace(b'"v":2', b'"v":2.0'),                           # a float
-            raw.replace(b'"v":2', b'"v":true'),
-            raw.replace(b'"v":2', b'"v":1'),           # version 1 carried free text
+            raw.replace(b'"v":3', b'"v":3.0'),                           # a float
+            raw.replace(b'"v":3', b'"v":true'),
+            raw.replace(b'"v":3', b'"v":1'),           # version 1 carried free text
+            raw.replace(b'"v":3', b'"v":2'),           # version 2 had no complaints
             raw[:-1] + b',"x":1}',                                       # unknown key
             raw + b" ",
             b"\xff" + raw,
@@ -1056,18 +1057,67 @@ def test_golden_entry_bytes() -> None:
         ),
     )
     want = (
-        '{"appeals":[],"categories":[["fraud",100,true]],"marks":[{"by":"carrier-1",'
+        '{"appeals":[],"categories":[["fraud",100,true]],"complaints":[],"marks":[{"by":"carrier-1",'
         '"category":"fraud","expires_at":1715552000000,"id":"' + rid.hex() + '",'
         '"issued_at":1700000000005,"observed_at":1700000000000,"recategorized":[],'
         '"reports":3,"role":"carrier","score":80,"seq":7,"set_aside":[[1700086400000,'
         '"withdrawn","' + ref.hex() + '"]],"weight":2}],"number":"+8613812340001",'
-        '"protections":[],"reassignments":[],"rules":{"high_risk_min_participants":2,'
-        '"identity_min_participants":2,"institute_mark_is_high_risk":true},"v":2}'
+        '"protections":[],"reassignments":[],"rules":{"complaint_risk":"medium",'
+        '"complaint_risk_complainants":0,"complaint_risk_window_ms":0,'
+        '"high_risk_min_participants":2,'
+        '"identity_min_participants":2,"institute_mark_is_high_risk":true},"v":3}'
     ).encode()
     assert entry.encode() == want
     assert entry.hash == hashlib.sha256(b"\x00" + want).digest()
     assert entry.evaluate(T + D - 1).category == "fraud"
     assert entry.evaluate(T + D).set_aside[0].reason == "withdrawn"
+
+
+def test_golden_entry_bytes_with_complaints() -> None:
+    """An entry of complaints only (no mark): its bytes and hash are fixed, the
+    rule's values travel in it, and the distinct tags in the window decide."""
+    from ledger.view.parts import EntryComplaint
+    from ledger.view.resolution import instants
+
+    ids = [bytes([i]) * 32 for i in range(1, 7)]
+    tags = [bytes([t]) * 8 for t in (1, 2, 3, 4, 5, 5)]   # the fifth complainant twice
+    entry = Entry(
+        number=N1,
+        rules=Rules(2, 2, True, 5, 10 * D, "medium"),
+        categories=(CategoryInfo("marketing", 50, True),),
+        marks=(),
+        complaints=tuple(
+            EntryComplaint(i, "complaints-1", "marketing", T + k, T + D, tag)
+            for k, (i, tag) in enumerate(zip(ids, tags, strict=True))
+        ),
+    )
+    raw = entry.encode()
+    first = ('{"by":"complaints-1","call_at":1700000000000,"category":"marketing",'
+             '"filed_at":1700086400000,"id":"' + ids[0].hex() + '","tag":"0101010101010101"}')
+    assert raw.startswith(b'{"appeals":[],"categories":[["marketing",50,true]],"complaints":['
+                          + first.encode() + b",")
+    assert raw.endswith(
+        b'],"marks":[],"number":"+8613812340001","protections":[],"reassignments":[],'
+        b'"rules":{"complaint_risk":"medium","complaint_risk_complainants":5,'
+        b'"complaint_risk_window_ms":864000000,"high_risk_min_participants":2,'
+        b'"identity_min_participants":2,"institute_mark_is_high_risk":true},"v":3}'
+    )
+    assert entry.hash.hex() == hashlib.sha256(b"\x00" + raw).hexdigest()
+    assert Entry.decode(raw) == entry
+    assert (entry.evaluate(T + 3).risk, entry.evaluate(T + 3).complainants) == ("none", 4)
+    assert (entry.evaluate(T + 4).risk, entry.evaluate(T + 4).complainants) == ("medium", 5)
+    assert entry.evaluate(T + 10 * D).complainants == 4    # the first call left the window
+    ts = instants(entry)
+    assert {T, T + 10 * D, T + 10 * D + 1} <= set(ts)
+    # Between two instants the answer is one (what the screen's cache relies on).
+    for lo, hi in zip(ts, ts[1:], strict=False):
+        a, b = entry.evaluate(lo).to_json(), entry.evaluate(hi - 1).to_json()
+        del a["at_ms"], b["at_ms"]
+        assert a == b, (lo, hi)
+    for bad in (raw.replace(b'"tag":"0101010101010101"', b'"tag":"01"'),
+                raw.replace(b'"complaint_risk":"medium"', b'"complaint_risk":"none"')):
+        with pytest.raises(BadInput):
+            Entry.decode(bad)
 
 
 # ====================================================================== root and proofs

@@ -27,6 +27,7 @@ from keys.signing import SigningKey
 from ledger import note, viewtree
 from ledger import view as V
 from ledger.errors import BadSignature, LedgerError
+from ledger.view.parts import EntryComplaint
 from ledger.viewtree import ViewProof
 from markex.v1 import service_pb2 as pb
 from node.lookup import verify_answer
@@ -321,7 +322,8 @@ def test_browser_view_proof_walk_is_viewtree_proof_root(
 def _random_entry(rng: random.Random, k: int) -> V.Entry:
     """An entry exercising every rule evaluate has: several marks per
     participant, recategorizations, set-aside spans, protections, expiry,
-    reassignments, appeals in every status, identity labels and the institute."""
+    reassignments, appeals in every status, identity labels and the institute,
+    complaints under the complaint rule."""
     parts = [("institute", "institute", 5), ("carrier-1", "carrier", 2),
              ("carrier-2", "carrier", 2), ("internet-1", "internet", 1)]
     cats = [c.id for c in DEFAULT_TAXONOMY]
@@ -361,10 +363,17 @@ def _random_entry(rng: random.Random, k: int) -> V.Entry:
     prots = sorted((V.Protection(rng.choice(cats), s0 := t(), s0 + rng.randrange(1, 50), rid())
                     for _ in range(rng.randrange(0, 2))),
                    key=lambda p: (p.since, p.category, p.until, p.decision))
-    rules = V.Rules(rng.choice([1, 2, 3]), rng.choice([1, 2]), rng.random() < 0.7)
+    # Complaints and the complaint rule (docs/view.md): some tags repeat.
+    complaints = sorted(
+        (EntryComplaint(rid(), "complaints-1", rng.choice(cats), t(), 0,
+                        bytes([rng.randrange(0, 6)]) * 8) for _ in range(rng.randrange(0, 8))),
+        key=lambda c: (c.call_at, c.id),
+    )
+    rules = V.Rules(rng.choice([1, 2, 3]), rng.choice([1, 2]), rng.random() < 0.7,
+                    rng.choice([0, 2, 3]), rng.choice([10, 40]), rng.choice(["medium", "high"]))
     categories = tuple(V.CategoryInfo(c.id, c.rank, c.risk) for c in DEFAULT_TAXONOMY)
     return V.Entry(f"+86138000{k:05d}", rules, categories, tuple(marks), tuple(appeals),
-                   tuple(reass), tuple(prots))
+                   tuple(reass), tuple(prots), tuple(complaints))
 
 
 def test_browser_evaluation_is_entry_evaluate(driver: Any, site: str) -> None:
@@ -389,6 +398,7 @@ def test_browser_evaluation_is_entry_evaluate(driver: Any, site: str) -> None:
     assert sum(1 for w in want if w["markers"]) > 100  # most cases are not trivial
     assert {w["risk"] for w in want} == {"none", "medium", "high"}
     assert {s["reason"] for w in want for s in w["set_aside"]} == set(V.REASONS)
+    assert sum(1 for w in want if w["complainants"] >= 3) > 10  # the complaint rule is met
 
 
 def test_browser_checks_the_records_log_proofs(

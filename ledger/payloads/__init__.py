@@ -9,7 +9,9 @@ rule (`ledger.log`), the auditor (`ledger.audit`) and the view's facts
 (`ledger.view`) all ask this registry rather than testing types themselves.
 
 `check_issuer` is the one rule of who may write what: the ledger refuses a
-record it fails, the auditor reports it, and the view ignores it.
+record it fails, the auditor reports it, and the view ignores it. Beside each
+type's own rule, `ROLE_PAYLOADS` names the roles that issue only their own
+types (the complaints centre complaints, the regulator sanctions).
 
 `check_effect` is the issuing node's question before it signs one of its own
 records: can it change anything, given the records the node holds
@@ -25,6 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from keys.consortium import ISSUES_NOTHING
 from ledger.errors import LedgerError, MalformedRecord, NotAllowed
+from ledger.payloads.complaint import (
+    Complaint,
+    check_complaint,
+    check_complaint_effect,
+    decode_complaint,
+)
 from ledger.payloads.correction import (
     RECATEGORIZE,
     REJECT,
@@ -36,6 +44,12 @@ from ledger.payloads.correction import (
     check_correction_effect,
     decode_correction,
 )
+from ledger.payloads.handling import (
+    Handling,
+    check_handling,
+    check_handling_effect,
+    decode_handling,
+)
 from ledger.payloads.line import MarketerLine, check_line, check_line_effect, decode_line
 from ledger.payloads.mark import Mark, check_mark, decode_mark
 from ledger.payloads.preference import (
@@ -45,19 +59,29 @@ from ledger.payloads.preference import (
     decode_preference,
 )
 from ledger.payloads.reassignment import Reassignment, check_reassignment, decode_reassignment
+from ledger.payloads.sanction import (
+    Sanction,
+    check_sanction,
+    check_sanction_effect,
+    decode_sanction,
+)
 
 if TYPE_CHECKING:
     from keys.consortium import Consortium
 
-Payload = Mark | Correction | Reassignment | Preference | MarketerLine
+Payload = (Mark | Correction | Reassignment | Preference | MarketerLine | Complaint | Handling
+           | Sanction)
 
 __all__ = [
     "RECATEGORIZE",
     "REGISTRY",
+    "ROLE_PAYLOADS",
     "REJECT",
     "UPHOLD",
     "WITHDRAW",
+    "Complaint",
     "Correction",
+    "Handling",
     "Holdings",
     "Mark",
     "MarketerLine",
@@ -65,6 +89,7 @@ __all__ = [
     "PayloadType",
     "Preference",
     "Reassignment",
+    "Sanction",
     "by_field",
     "check_effect",
     "check_issuer",
@@ -110,7 +135,26 @@ REGISTRY: tuple[PayloadType, ...] = (
         "marketer_line", MarketerLine, decode_line, check_line,
         lambda p: "deregistration" if p.is_deregistration else "line", check_line_effect,
     ),
+    PayloadType(
+        "complaint", Complaint, decode_complaint, check_complaint, lambda p: "complaint",
+        check_complaint_effect,
+    ),
+    PayloadType(
+        "handling", Handling, decode_handling, check_handling, lambda p: "handling",
+        check_handling_effect,
+    ),
+    PayloadType(
+        "sanction", Sanction, decode_sanction, check_sanction,
+        lambda p: "delisting" if p.delist else "sanction", check_sanction_effect,
+    ),
 )
+# The roles that issue only their own payload types (keys.consortium.ISSUES_ONLY_OWN,
+# held equal by tests/test_complaints.py):
+# the complaints centre neither marks nor appeals, the regulator only lists.
+ROLE_PAYLOADS: dict[str, frozenset[type]] = {
+    "complaints": frozenset({Complaint}),
+    "regulator": frozenset({Sanction}),
+}
 _BY_FIELD = {t.field: t for t in REGISTRY}
 _BY_CLASS = {t.cls: t for t in REGISTRY}
 
@@ -143,6 +187,10 @@ def check_issuer(cons: Consortium, role: str, issuer: str, payload: Payload) -> 
     NotAllowed, UnknownCategory or MalformedRecord."""
     if role in ISSUES_NOTHING:
         raise NotAllowed(f"{issuer} is of role {role}: it issues nothing")
+    own = ROLE_PAYLOADS.get(role)
+    if own is not None and type(payload) not in own:
+        kinds = " or ".join(sorted(c.__name__.lower() + "s" for c in own))
+        raise NotAllowed(f"{issuer} is of role {role}: it issues {kinds} only")
     type_of(payload).check(cons, role, issuer, payload)
 
 
