@@ -16,7 +16,7 @@ import grpc
 from keys import KeysError
 from keys.consortium import ISSUES_NOTHING
 from keys.tls import admin_from_cert, participant_from_cert
-from ledger import note
+from ledger import note, trail
 from ledger import view as V
 from ledger.errors import (
     BadSignature,
@@ -24,10 +24,12 @@ from ledger.errors import (
     MalformedRecord,
     NotAllowed,
     NotFound,
+    StorageFailure,
     TooLarge,
 )
 from ledger.log import EquivocationProof, NodeLedger
 from ledger.names import view_origin
+from ledger.numbers import normalize
 from ledger.record import (
     RECATEGORIZE,
     REJECT,
@@ -295,6 +297,28 @@ class AuditService(rpc.AuditServicer):
             page.append(raw)
             size += len(raw)
         yield pb.ViewExportPage(view_checkpoint=text if first else "", entries=page)
+
+    @edge
+    def GetTrail(self, request, context):  # noqa: N802
+        """The number's entry with its proof, and each record it names with its
+        index and inclusion proof at `size` (ledger/trail.py verifies it all)."""
+        self._reader(context)
+        if self.view is None:
+            raise NotFound("this node serves no trails")
+        if request.size > self.ledger.size:
+            raise NotFound(f"the log has {self.ledger.size} entries, not {request.size}")
+        answer = self.view.lookup(normalize(request.number), True)
+        entry = V.Entry.decode(answer.entry) if answer.entry else None
+        out = pb.Trail(lookup=answer, size=request.size)
+        for rid in sorted(trail.ids_of_entry(entry)):
+            found = self.ledger.record_by_id(rid)
+            if found is None:  # the view holds only records of this log
+                raise StorageFailure(f"record {rid.hex()} of {answer.number}'s entry is missing")
+            index, env = found
+            path = self.ledger.inclusion_proof(index, request.size) if index < request.size \
+                else []
+            out.records.add(envelope=env, index=index, path=path)
+        return out
 
 
 # ------------------------------------------------------------------ exchange

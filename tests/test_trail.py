@@ -1,0 +1,271 @@
+"""`markex trail` against real nodes in this process (their TLS ports): a
+number's trail goes mark, appeal, upheld decision, reassignment, in causal
+order, each record proven in the node's cosigned log checkpoint, the same
+on every node; a bent inclusion proof, a record left out and a record of
+another number slipped in are refused (exit 1) and say why; the causal
+order of ledger/trail.py on records whose times disagree with their links."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from keys.layout import NodeConfig
+from ledger.record import Correction, Mark, Record
+from ledger.trail import causal_order, kind_in_trail
+from markex.v1 import service_pb2 as pb
+from node.cli import main
+from node.client import INSTITUTE_KEY_ENV
+from node.connect import Dial, Need, TlsConnect
+from tests.conftest import KEYS, NAME, NOW
+from tests.test_export import InProcessNet
+
+pytestmark = pytest.mark.timeout(240)
+
+NUMBER = "+8613812340077"
+OTHER = "+8613812340078"
+NODES = ("institute", "carrier-1", "internet-1")
+
+
+def run_cli(net: InProcessNet, *argv: str, connect: Any = None) -> tuple[int, Any, str]:
+    """`markex ARGV --json` against `net`: (exit code, the JSON printed, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([*argv, "--consortium", str(net.dir), "--json"], connect=connect)
+    text = out.getvalue()
+    return code, (json.loads(text) if text.strip() else None), err.getvalue()
+
+
+def _issue(net: InProcessNet, *argv: str) -> str:
+    code, obj, err = run_cli(net, *argv)
+    assert code == 0, err
+    return str(obj["id"])
+
+
+def _all_in(net: InProcessNet, ids: list[str]) -> None:
+    """Every node's cosigned log and view checkpoints hold every record of `ids`."""
+    for pid in NODES:
+        code, _, err = run_cli(net, "node", "wait", "--node", pid, "--timeout", "60",
+                               *[a for i in ids for a in ("--for", i)])
+        assert code == 0, err
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@pytest.fixture(scope="module")
+def chain(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[InProcessNet, dict[str, str]]]:
+    """Three nodes: NUMBER marked by internet-1, appealed by carrier-1, the
+    appeal upheld by the institute, the number reassigned by carrier-1; OTHER
+    marked by internet-1 and by carrier-1; every record in every node's
+    cosigned log and view."""
+    net = InProcessNet(tmp_path_factory.mktemp("trail") / "c", carriers=1, internet=1,
+                       sync_interval=0.2)
+    net.start_all()
+    with pytest.MonkeyPatch.context() as mp:
+        key = NodeConfig.for_participant(net.dir, "institute").institute_key
+        mp.setenv(INSTITUTE_KEY_ENV, base64.b64encode(key).decode())
+        try:
+            ids = {"mark": _issue(net, "mark", "--as", "internet-1", NUMBER, "fraud"),
+                   "other": _issue(net, "mark", "--as", "internet-1", OTHER, "fraud"),
+                   "other2": _issue(net, "mark", "--as", "carrier-1", OTHER, "harassment")}
+            net.wait_converged(timeout=30)
+            ids["appeal"] = _issue(net, "correct", "--as", "carrier-1", ids["mark"],
+                                   "--withdraw", "--reason", "a hospital's line")
+            net.wait_converged(timeout=30)
+            ids["decision"] = _issue(net, "decide", "--as", "institute", ids["appeal"],
+                                     "--uphold")
+            ids["reassignment"] = _issue(net, "reassign", "--as", "carrier-1", NUMBER,
+                                         "--at", _now_iso())
+            net.wait_converged(timeout=30)
+            _all_in(net, list(ids.values()))
+            yield net, ids
+        finally:
+            net.stop_all()
+
+
+# ------------------------------------------------------------------ the trail
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_the_trail_is_mark_appeal_decision_reassignment_proven_on_every_node(
+    chain: tuple[InProcessNet, dict[str, str]], node: str
+) -> None:
+    net, ids = chain
+    code, out, err = run_cli(net, "trail", "--node", node, "138 1234 0077")
+    assert code == 0, err
+    assert out["number"] == NUMBER and out["verified"] is True
+    recs = out["records"]
+    assert [r["kind"] for r in recs] == ["mark", "appeal", "decision", "reassignment"]
+    assert [r["id"] for r in recs] == [ids["mark"], ids["appeal"], ids["decision"],
+                                       ids["reassignment"]]
+    assert [r["issuer"] for r in recs] == ["internet-1", "carrier-1", "institute", "carrier-1"]
+    assert all(r["verified"] for r in recs)
+    assert recs[1]["names"] == [ids["mark"]] and recs[2]["names"] == [ids["appeal"]]
+    assert recs[2]["outcome"] == "uphold" and recs[0]["category"] == "fraud"
+    # Each index is where the record sits in that node's log, below the checkpoint's size.
+    size = out["checkpoint"]["size"]
+    audit = net.audit(node)
+    for r in recs:
+        got = audit.GetRecord(pb.GetRecordRequest(id=bytes.fromhex(r["id"])))
+        assert r["index"] == got.index < size
+    assert out["checkpoint"]["node"] == node and len(out["checkpoint"]["cosigned_by"]) >= 1
+    # No free text: the appeal's reason stays out of the trail.
+    assert "hospital" not in json.dumps(out)
+
+
+def test_a_number_nobody_marked_has_an_empty_proven_trail(
+    chain: tuple[InProcessNet, dict[str, str]]
+) -> None:
+    net, _ = chain
+    code, out, err = run_cli(net, "trail", "--node", "carrier-1", "+8613812340099")
+    assert code == 0, err
+    assert out["records"] == [] and out["verified"] is True
+
+
+def test_the_trail_as_text(chain: tuple[InProcessNet, dict[str, str]]) -> None:
+    net, ids = chain
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["trail", "--node", "internet-1", NUMBER, "--consortium", str(net.dir)])
+    assert code == 0
+    text = buf.getvalue()
+    assert ids["decision"][:16] in text and "appeal" in text and "verified: yes" in text
+
+
+# ------------------------------------------------------------------ refusals
+
+
+class Bending:
+    """The real connections, with the node's GetTrail answer changed by `bend`."""
+
+    def __init__(self, bend: Callable[[pb.Trail], None]) -> None:
+        self.real = TlsConnect()
+        self.bend = bend
+
+    def __call__(self, need: Need, dial: Dial) -> Any:
+        stub = self.real(need, dial)
+        if need != "audit":
+            return stub
+        outer = self
+
+        class Audit:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(stub, name)
+
+            def GetTrail(self, request: Any, **kw: Any) -> pb.Trail:  # noqa: N802
+                got = stub.GetTrail(request, **kw)
+                outer.bend(got)
+                return got
+
+        return Audit()
+
+
+def _bent_proof(t: pb.Trail) -> None:
+    r = max(t.records, key=lambda r: len(r.path))
+    h = bytearray(r.path[0])
+    h[0] ^= 1
+    r.path[0] = bytes(h)
+
+
+def _dropped(t: pb.Trail) -> None:
+    del t.records[0]
+
+
+def _index_moved(t: pb.Trail) -> None:
+    t.records[0].index = (t.records[0].index + 1) % t.size
+
+
+REFUSALS = [
+    (_bent_proof, "ProofMismatch"),
+    (_dropped, "IncompleteTrail"),
+    (_index_moved, "ProofMismatch"),
+]
+
+
+@pytest.mark.parametrize("bend,why", REFUSALS, ids=[w for _, w in REFUSALS])
+def test_a_bent_answer_is_refused(
+    chain: tuple[InProcessNet, dict[str, str]], bend: Callable[[pb.Trail], None], why: str
+) -> None:
+    net, _ = chain
+    c = Bending(bend)
+    code, out, err = run_cli(net, "trail", "--node", "carrier-1", NUMBER, connect=c)
+    c.real.close()
+    assert code == 1 and out is None
+    assert why in err and "does not verify" in err
+
+
+def test_a_record_of_another_number_slipped_in_is_refused(
+    chain: tuple[InProcessNet, dict[str, str]]
+) -> None:
+    net, ids = chain
+    other = net.audit("carrier-1").GetRecord(pb.GetRecordRequest(id=bytes.fromhex(ids["other"])))
+
+    def slip(t: pb.Trail) -> None:
+        t.records.add(envelope=other.envelope, index=other.index)
+
+    c = Bending(slip)
+    code, _, err = run_cli(net, "trail", "--node", "carrier-1", NUMBER, connect=c)
+    c.real.close()
+    assert code == 1 and "IncompleteTrail" in err and ids["other"][:16] in err
+
+
+def test_the_answer_about_another_number_is_refused(
+    chain: tuple[InProcessNet, dict[str, str]]
+) -> None:
+    net, _ = chain
+    other = net.audit("carrier-1").GetTrail(pb.TrailRequest(number=OTHER, size=1))
+
+    def swap(t: pb.Trail) -> None:
+        t.lookup.CopyFrom(other.lookup)
+
+    c = Bending(swap)
+    code, _, err = run_cli(net, "trail", "--node", "carrier-1", NUMBER, connect=c)
+    c.real.close()
+    assert code == 1 and "WrongNumber" in err
+
+
+def test_a_bad_number_changes_nothing_and_says_so(
+    chain: tuple[InProcessNet, dict[str, str]]
+) -> None:
+    net, _ = chain
+    code, _, err = run_cli(net, "trail", "--node", "carrier-1", "not-a-number")
+    assert code == 2 and "number" in err
+
+
+# ------------------------------------------------------------------ causal order (pure)
+
+
+def _rec(pid: str, seq: int, at: int, payload: Any) -> Record:
+    prev = b"" if seq == 1 else b"\x00" * 32  # links are not checked here
+    return Record.issue(KEYS[pid], pid, seq, prev, at, payload, consortium=NAME)
+
+
+def test_causal_order_puts_a_record_after_what_it_names_whatever_its_time() -> None:
+    mark = _rec("internet-1", 1, NOW, Mark("+8613812340077", "fraud"))
+    # The appellant's clock runs behind: its appeal is issued "before" the mark.
+    appeal = _rec("carrier-1", 1, NOW - 5000, Correction(targets=(mark.id,), action="withdraw"))
+    decision = _rec("institute", 1, NOW - 9000,
+                    Correction(appeal_id=appeal.id, outcome="uphold"))
+    pull = _rec("carrier-1", 2, NOW - 4000, Correction(targets=(appeal.id,), action="withdraw"))
+    tie_a = _rec("carrier-2", 1, NOW + 1, Mark("+8613812340077", "fraud"))
+    tie_b = _rec("carrier-1", 3, NOW + 1, Mark("+8613812340077", "fraud"))
+    got = causal_order([tie_a, decision, pull, tie_b, appeal, mark])
+    assert got == [mark, appeal, decision, pull, tie_b, tie_a]
+    by_id = {r.id: r for r in got}
+    assert [kind_in_trail(r, by_id) for r in got] == [
+        "mark", "appeal", "decision", "withdrawal", "mark", "mark"]
+    own = _rec("internet-1", 2, NOW + 2, Correction(targets=(mark.id,), action="withdraw"))
+    assert kind_in_trail(own, {**by_id, own.id: own}) == "correction"
+    # Without what it names, a record is ordered by time alone.
+    assert causal_order([appeal, tie_a]) == [appeal, tie_a]
