@@ -249,3 +249,145 @@ def test_the_last_verified_export_stays_while_the_node_gives_none(net: Any) -> N
     assert again.status_code == 200 and audit.exports == 2     # asked, refused, kept the last
     assert again.get_json()["checkpoint"] == first["checkpoint"]
     assert c.get("/export/latest.jsonl").status_code == 200
+
+
+# ------------------------------------------------------------------ accountability (issue 16)
+# ledger/stats.py on signed records (pure), then `markex stats` on real nodes and offline.
+
+from ledger.errors import BadInput  # noqa: E402
+from ledger.record import Correction, Mark, Record  # noqa: E402
+from ledger.stats import Tally, accountability  # noqa: E402
+from tests.conftest import KEYS, NAME, NOW, make_consortium  # noqa: E402
+from tests.test_trail import NODES, chain, run_cli  # noqa: E402, F401
+
+HOUR = 3_600_000
+
+
+class Feeds:
+    """Signed records, each participant's seq counted."""
+
+    def __init__(self) -> None:
+        self.seq: dict[str, int] = {}
+
+    def __call__(self, pid: str, at: int, payload: Any) -> Record:
+        self.seq[pid] = self.seq.get(pid, 0) + 1
+        prev = b"" if self.seq[pid] == 1 else b"\x00" * 32
+        return Record.issue(KEYS[pid], pid, self.seq[pid], prev, at, payload, consortium=NAME)
+
+
+def _overturned_marker() -> tuple[list[Record], Record]:
+    """internet-1 marks four numbers: two appeals of them upheld (after 2 h and
+    10 h), one rejected (after 1 h), one withdrawn by its appellant; carrier-1
+    withdraws its own mark (no appeal), a carrier's "decision" (the view
+    ignores it) and a second decision (the first counts) change nothing.
+    Returns the records and the last decision."""
+    rec = Feeds()
+    m = [rec("internet-1", NOW + i, Mark(f"+861381234010{i}", "fraud")) for i in range(4)]
+    own = rec("carrier-1", NOW, Mark("+8613812340200", "fraud"))
+    a1 = rec("carrier-1", NOW + HOUR, Correction(targets=(m[0].id,), action="withdraw"))
+    a2 = rec("carrier-2", NOW + HOUR, Correction(targets=(m[1].id, m[2].id),
+                                                 action="recategorize", category="marketing"))
+    a3 = rec("carrier-1", NOW + HOUR, Correction(targets=(m[3].id,), action="withdraw"))
+    a4 = rec("internet-2", NOW + HOUR, Correction(targets=(m[3].id,), action="withdraw"))
+    out = [*m, own, a1, a2, a3, a4,
+           rec("carrier-1", NOW + 2 * HOUR, Correction(targets=(own.id,), action="withdraw")),
+           rec("carrier-2", NOW + 2 * HOUR, Correction(appeal_id=a3.id, outcome="uphold")),
+           rec("institute", NOW + 3 * HOUR, Correction(appeal_id=a1.id, outcome="uphold")),
+           rec("institute", NOW + 2 * HOUR, Correction(appeal_id=a3.id, outcome="reject")),
+           rec("institute", NOW + 11 * HOUR, Correction(appeal_id=a2.id, outcome="uphold")),
+           rec("internet-2", NOW + 12 * HOUR, Correction(targets=(a4.id,), action="withdraw"))]
+    last = rec("institute", NOW + 20 * HOUR, Correction(appeal_id=a1.id, outcome="reject"))
+    return [*out, last], last
+
+
+def test_the_stats_of_a_marker_whose_appeals_are_upheld() -> None:
+    cons = make_consortium()
+    records, _ = _overturned_marker()
+    got = accountability(records, cons)
+    assert got["participants"]["internet-1"] == {
+        "marks_issued": 4, "marks_appealed": 4, "appeals_against": 4, "appeals_upheld": 2,
+        "appeals_rejected": 1, "marks_overturned": 3, "overturn_rate": 0.75,
+        "decision_ms": {"count": 3, "median": 2 * HOUR, "p90": 10 * HOUR},
+    }
+    assert got["participants"]["carrier-1"] == {
+        "marks_issued": 1, "marks_appealed": 0, "appeals_against": 0, "appeals_upheld": 0,
+        "appeals_rejected": 0, "marks_overturned": 0, "overturn_rate": 0.0,
+        "decision_ms": {"count": 0, "median": None, "p90": None},
+    }
+    assert got["participants"]["internet-2"]["overturn_rate"] is None  # it marked nothing
+    assert got["appeals"] == {"filed": 4, "pending": 0, "upheld": 2, "rejected": 1,
+                              "withdrawn": 1}
+    assert got["vector"] == {"carrier-1": 4, "carrier-2": 2, "institute": 4,
+                             "internet-1": 4, "internet-2": 2}
+    assert got["records"] == len(records)
+    # A set is a set: any order, any repetition gives the same figures.
+    assert accountability([*reversed(records), *records[:5]], cons) == got
+
+
+def test_the_stats_at_a_vector_count_only_the_records_up_to_it() -> None:
+    cons = make_consortium()
+    records, _ = _overturned_marker()
+    full = accountability(records, cons)
+    # Before the institute's first decision: nothing decided yet.
+    early = accountability(records, cons, {**full["vector"], "institute": 0})
+    assert early["vector"] == {k: v for k, v in full["vector"].items() if k != "institute"}
+    assert early["participants"]["internet-1"]["appeals_upheld"] == 0
+    assert early["appeals"] == {"filed": 4, "pending": 3, "upheld": 0, "rejected": 0,
+                                "withdrawn": 1}
+    # A vector past the records is refused: the figures would not be its.
+    with pytest.raises(BadInput, match="institute's seq 4, not 9"):
+        Tally(cons, {"institute": 9}).add_all(records).figures()
+
+
+def _same_but(figs: dict[str, Any], *drop: str) -> dict[str, Any]:
+    return {k: v for k, v in figs.items() if k not in drop}
+
+
+def test_markex_stats_gives_the_same_figures_on_every_node_and_offline(
+    chain: Any,  # noqa: F811 (tests/test_trail.py's nodes)
+) -> None:
+    net, ids = chain
+    outs = {}
+    for node in NODES:
+        code, out, err = run_cli(net, "stats", "--node", node)
+        assert code == 0, err
+        outs[node] = out
+    first = outs["institute"]
+    f = first["participants"]["internet-1"]
+    assert (f["marks_issued"], f["marks_appealed"], f["appeals_upheld"],
+            f["marks_overturned"], f["overturn_rate"]) == (2, 1, 1, 1, 0.5)
+    assert f["decision_ms"]["count"] == 1 and f["decision_ms"]["median"] >= 0
+    assert first["participants"]["carrier-1"]["marks_issued"] == 1
+    assert first["vector"] == {"carrier-1": 3, "institute": 1, "internet-1": 2}
+    for node, out in outs.items():
+        assert out["source"] == node and out["checkpoint"]["node"] == node
+        assert _same_but(out, "source", "checkpoint") == _same_but(first, "source", "checkpoint")
+    # Offline, from one node's files alone: the same figures at the same vector.
+    data = NodeConfig.for_participant(net.dir, "internet-1").data_dir
+    code, off, err = run_cli(net, "stats", "--data-dir", str(data))
+    assert code == 0, err
+    assert off["source"] == str(data)
+    assert _same_but(off, "source") == _same_but(first, "source", "checkpoint")
+    # At an earlier vector (before the decision), online and offline agree too.
+    code, a, err = run_cli(net, "stats", "--node", "carrier-1", "--vector",
+                           "carrier-1=3,internet-1=2")
+    assert code == 0, err
+    code, b, err = run_cli(net, "stats", "--data-dir", str(data), "--vector",
+                           "carrier-1=3,internet-1=2")
+    assert code == 0, err
+    assert a["participants"]["internet-1"]["appeals_upheld"] == 0
+    assert _same_but(a, "source", "checkpoint") == _same_but(b, "source")
+
+
+def test_markex_stats_refuses_what_it_cannot_count(
+    chain: Any, tmp_path: Any  # noqa: F811
+) -> None:
+    net, _ = chain
+    code, _, err = run_cli(net, "stats")
+    assert code == 2 and "exactly one of --node" in err
+    code, _, err = run_cli(net, "stats", "--node", "carrier-1", "--vector", "carrier-1=9")
+    assert code == 2 and "not 9" in err
+    code, _, err = run_cli(net, "stats", "--node", "carrier-1", "--vector", "carrier-1")
+    assert code == 2 and "ISSUER=SEQ" in err
+    code, _, err = run_cli(net, "stats", "--data-dir", str(tmp_path))
+    assert code == 2 and "no node database" in err
