@@ -106,27 +106,47 @@ def cmd_trail(args: argparse.Namespace, connect: Connect) -> int:
 # ------------------------------------------------------------------ stats
 
 
-def _node_records(cons: Any, public: Any, audit: Any) -> tuple[list[Record], TrustedCheckpoint]:
-    """Every record of the node's log up to its cosigned checkpoint: signatures
-    checked, and the leaf hashes giving the checkpoint's root (NotVerified else)."""
-    trusted = _trusted_log(public, cons)
-    size = trusted.checkpoint.size
-    envs: list[bytes] = []
-    while len(envs) < size:
-        got = audit.GetEntries(pb.GetEntriesRequest(start=len(envs),
-                                                    end=min(size, len(envs) + ENTRIES_PAGE)),
-                               timeout=30)
-        if got.start != len(envs) or not got.envelopes:
-            raise NotVerified(f"asked for entries from {len(envs)}, the node gave "
-                              f"{len(got.envelopes)} from {got.start}")
-        envs.extend(got.envelopes[: size - len(envs)])
-    if merkle.root_from_leaf_hashes([merkle.leaf_hash(e) for e in envs]) != \
-            trusted.checkpoint.root:
-        raise NotVerified(f"the {size} entries do not give the root of the log checkpoint")
-    try:
-        return verify_envelopes(envs, cons), trusted
-    except LedgerError as e:
-        raise NotVerified(f"an entry of the log does not verify: {e}") from e
+class LogFollower:
+    """The accountability figures of a node's log, followed from checkpoint
+    to checkpoint: each `follow` fetches only the entries past the last one,
+    checks their signatures and that every leaf so far gives the new cosigned
+    checkpoint's root, and counts them (NotVerified, counting nothing, else).
+    Not thread-safe: one caller at a time."""
+
+    def __init__(self, cons: Consortium, vector: dict[str, int] | None = None) -> None:
+        self.cons = cons
+        self.tally = Tally(cons, vector)
+        self.frontier = merkle.Frontier.empty()
+        self.trusted: TrustedCheckpoint | None = None
+
+    def follow(self, public: Any, audit: Any) -> TrustedCheckpoint:
+        trusted = _trusted_log(public, self.cons)
+        cp = trusted.checkpoint
+        have = self.frontier.size
+        if cp.size < have:
+            raise NotVerified(f"the node's log checkpoint has {cp.size} entries, fewer than "
+                              f"the {have} already counted")
+        envs: list[bytes] = []
+        while have + len(envs) < cp.size:
+            start = have + len(envs)
+            got = audit.GetEntries(pb.GetEntriesRequest(
+                start=start, end=min(cp.size, start + ENTRIES_PAGE)), timeout=30)
+            if got.start != start or not got.envelopes:
+                raise NotVerified(f"asked for entries from {start}, the node gave "
+                                  f"{len(got.envelopes)} from {got.start}")
+            envs.extend(got.envelopes[: cp.size - start])
+        frontier = self.frontier.copy()
+        frontier.extend([merkle.leaf_hash(e) for e in envs])
+        if frontier.root() != cp.root:
+            raise NotVerified(f"the log's {cp.size} entries do not give the root of "
+                              f"{trusted.node}'s log checkpoint")
+        try:
+            records = verify_envelopes(envs, self.cons)
+        except LedgerError as e:
+            raise NotVerified(f"an entry of the log does not verify: {e}") from e
+        self.tally.add_all(records)
+        self.frontier, self.trusted = frontier, trusted
+        return trusted
 
 
 def store_records(data_dir: Path, max_envelope_bytes: int) -> Iterator[Record]:
@@ -198,8 +218,9 @@ def cmd_stats(args: argparse.Namespace, connect: Connect) -> int:
         ep = node_endpoints(cons, args.node)
         public = connect("public", Dial(d, ep))
         audit = connect("audit", Dial(d, ep, reader_id(cons, args.as_id)))
-        records, trusted = _node_records(cons, public, audit)
-        tally = Tally(cons, args.vector).add_all(records)
+        follower = LogFollower(cons, args.vector)
+        trusted = follower.follow(public, audit)
+        tally = follower.tally
         source = args.node
         extra = {"checkpoint": trusted.to_json()}
     out = {"source": source, **tally.figures(), **extra}

@@ -82,6 +82,12 @@ class CountingAudit:
             return _Down().ExportView(*a, **kw)
         return self.stub.ExportView(*a, **kw)
 
+    def GetEntries(self, *a: Any, **kw: Any) -> Any:  # noqa: N802
+        self.entries = getattr(self, "entries", 0) + 1
+        if self.down:
+            return _Down().GetEntries(*a, **kw)
+        return self.stub.GetEntries(*a, **kw)
+
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
@@ -214,6 +220,12 @@ class _Down:
         from markex.v1 import service_pb2_grpc as rpc
 
         return rpc.AuditStub(ch).ExportView(*a, **{**kw, "timeout": 1})
+
+    def GetEntries(self, *a: Any, **kw: Any) -> Any:  # noqa: N802
+        ch = grpc.insecure_channel("127.0.0.1:1")
+        from markex.v1 import service_pb2_grpc as rpc
+
+        return rpc.AuditStub(ch).GetEntries(*a, **{**kw, "timeout": 1})
 
 
 @pytest.mark.parametrize("audit", [None, _Down()], ids=["no member credential", "node down"])
@@ -391,3 +403,52 @@ def test_markex_stats_refuses_what_it_cannot_count(
     assert code == 2 and "ISSUER=SEQ" in err
     code, _, err = run_cli(net, "stats", "--data-dir", str(tmp_path))
     assert code == 2 and "no node database" in err
+
+
+def test_the_stats_page_draws_each_participant_s_accuracy_from_the_log(net: Any) -> None:
+    """internet-1's appeal of carrier-1's N2 mark was rejected; carrier-1's of
+    internet-1's N3 mark is pending: nothing overturned, one decision."""
+    app = _app(net, refresh_s=0)
+    c = app.test_client()
+    acc = c.get("/api/v1/stats/accountability").get_json()
+    _, cli, err = run_cli(net, "stats", "--node", "carrier-1")
+    assert cli is not None, err
+    # The page's figures are `markex stats`'s, at the same vector (the view did not move).
+    assert {k: v for k, v in acc.items() if k != "checkpoint"} == \
+        {k: v for k, v in cli.items() if k not in ("source", "checkpoint")}
+    p = acc["participants"]
+    assert (p["carrier-1"]["marks_issued"], p["carrier-1"]["marks_appealed"],
+            p["carrier-1"]["appeals_rejected"], p["carrier-1"]["overturn_rate"]) >= (4, 1, 1, 0.0)
+    assert p["internet-1"]["appeals_against"] == 1 and p["internet-1"]["appeals_upheld"] == 0
+    assert acc["checkpoint"]["node"] == "carrier-1"
+    page = c.get("/stats").get_data(as_text=True)
+    assert 'id="accuracy"' in page and "markex stats --node carrier-1" in page
+    for name in publish.ACCURACY_CHARTS:
+        assert f'src="/stats/charts/{name}.svg?v=' in page
+        svg = c.get(f"/stats/charts/{name}.svg")
+        assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
+        text = svg.get_data(as_text=True)
+        assert "<svg" in text and "<script" not in text and "internet-1" in text
+    assert c.get("/stats/charts/nothing.svg").status_code == 404
+
+
+def test_the_accuracy_figures_follow_the_log_and_keep_the_last_verified(net: Any) -> None:
+    app = _app(net, refresh_s=0)
+    audit = app.extensions["markex"]["audit"]
+    c = app.test_client()
+    first = c.get("/api/v1/stats/accountability").get_json()
+    asked = audit.entries
+    _json(["mark", "--as", "internet-1", "13812350007", "fraud"], net)
+    net.wait_converged(timeout=30)
+    deadline = time.monotonic() + 30
+    while (now := c.get("/api/v1/stats/accountability").get_json())["records"] == \
+            first["records"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert now["participants"]["internet-1"]["marks_issued"] == \
+        first["participants"]["internet-1"]["marks_issued"] + 1
+    assert audit.entries - asked <= 3        # only the new entries were fetched
+    audit.down = True
+    again = c.get("/api/v1/stats/accountability")
+    assert again.status_code == 200 and again.get_json()["records"] == now["records"]
+    audit.down = False
