@@ -21,6 +21,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from keys import ConfigError, ConfigSignatureError
+from keys.complaints import (
+    DEFAULT_COMPLAINT_ACK_MS,
+    DEFAULT_COMPLAINT_CLOSE_MS,
+    DEFAULT_COMPLAINT_RISK,
+    DEFAULT_COMPLAINT_RISK_COMPLAINANTS,
+    DEFAULT_COMPLAINT_RISK_WINDOW_MS,
+    DEFAULT_COMPLAINT_WINDOW_MS,
+    check_policy_complaints,
+)
 from keys.industries import (
     DEFAULT_INDUSTRIES,
     DEFAULT_MARKETING_CATEGORIES,
@@ -42,11 +51,15 @@ __all__ = ["DEFAULT_INDUSTRIES", "DEFAULT_MARKETING_CATEGORIES", "DEFAULT_REDRES
            "RESERVED_INDUSTRY", "SCREEN_RISKS", "Industry"]
 
 CONFIG_CONTEXT = b"markex/v1/consortium\x00"
-ROLES = ("institute", "carrier", "internet", "auditor", "callcenter")
+ROLES = ("institute", "carrier", "internet", "auditor", "callcenter", "complaints", "regulator")
 # Roles that hold a member certificate but issue nothing and run no node: the
 # ledger refuses every record they sign, the view never counts one. A call
 # centre (a carrier's or a firm's switch) only asks the screen (docs/screen.md).
 ISSUES_NOTHING = frozenset({"auditor", "callcenter"})
+# Roles that run a node but issue only their own payloads (ledger/payloads
+# ROLE_PAYLOADS): the complaints centre (12321) files complaints, the regulator
+# lists enterprises on the bad list; neither marks, so their weight is 0.
+ISSUES_ONLY_OWN = frozenset({"complaints", "regulator"})
 FORMAT_VERSION = 1
 
 # Ceilings the ledger enforces too; keys imports no ledger, so they are
@@ -203,6 +216,14 @@ class Policy:
     redress_text: str = DEFAULT_REDRESS_TEXT
     # A preference takes effect at most this long after it is issued.
     preference_max_ahead_ms: int = _YEAR
+    # Complaints (keys/complaints.py, docs/complaints.md): the filing window
+    # after the call, the SLA clock, and the view's complaint risk rule.
+    complaint_window_ms: int = DEFAULT_COMPLAINT_WINDOW_MS
+    complaint_ack_ms: int = DEFAULT_COMPLAINT_ACK_MS
+    complaint_close_ms: int = DEFAULT_COMPLAINT_CLOSE_MS
+    complaint_risk_complainants: int = DEFAULT_COMPLAINT_RISK_COMPLAINANTS
+    complaint_risk_window_ms: int = DEFAULT_COMPLAINT_RISK_WINDOW_MS
+    complaint_risk: str = DEFAULT_COMPLAINT_RISK
 
     def __post_init__(self) -> None:
         """Every value in its range (ConfigError naming the value and the
@@ -238,6 +259,7 @@ class Policy:
         for name in ("cosign_quorum", "restore_quorum", "high_risk_min_participants",
                      "identity_min_participants"):
             _in_range(name, getattr(self, name), 1, 1_000_000)
+        check_policy_complaints(self)
 
     def check_for(self, participants: int) -> None:
         """The bounds that depend on how many participants there are: a
@@ -296,7 +318,8 @@ class Policy:
 
 
 _NOT_INTEGERS = frozenset({"protected_numbers", "foreign_numbers", "marketing_categories",
-                           "screen_block_risk", "screen_warn_risk", "redress_text"})
+                           "screen_block_risk", "screen_warn_risk", "redress_text",
+                           "complaint_risk"})
 
 
 def _check_protected(policy: Policy) -> None:

@@ -14,7 +14,10 @@
     DIR/<id>/node.toml                             the node's configuration (NodeConfig)
     DIR/<id>/data/                                 empty; the node's database goes here
 
-Participants are `institute`, `carrier-1..N`, `internet-1..M`, each with a
+Participants are `institute`, `carrier-1..N`, `internet-1..M`, then (when
+asked: `complaints`, `regulators`, 0 each by default here, 1 each from
+`markex consortium init`) `complaints-1..` (the 12321 centre) and
+`regulator-1..` (the communication administration), each with a
 node, `auditor-1` and `callcenter-1` (signing key, TLS key and certificate; no
 node, no admin credential; DIR/<id>/config.pub holds the pin its clients verify
 consortium.json with). Every participant but the call centre gets the one
@@ -51,7 +54,10 @@ from keys.sealing import KEY_FILE, MembersKey
 from keys.signing import SigningKey, write_private
 from keys.tls import check_hosts, make_admin_cert, make_ca, make_node_cert
 
-WEIGHTS = {"institute": 5, "carrier": 2, "internet": 1, "auditor": 0, "callcenter": 0}
+# A weight is a mark's weight in the view; the complaints centre and the
+# regulator mark nothing (ledger/payloads ROLE_PAYLOADS), so theirs is 0.
+WEIGHTS = {"institute": 5, "carrier": 2, "internet": 1, "auditor": 0, "callcenter": 0,
+           "complaints": 0, "regulator": 0}
 CONFIG_KEY = Path("config") / "config.key"
 DEFAULT_NAME = "markex-local"
 
@@ -354,6 +360,8 @@ def init_consortium(
     now: datetime,
     name: str = DEFAULT_NAME,
     listen_all: bool = False,
+    complaints: int = 0,
+    regulators: int = 0,
 ) -> Consortium:
     """Write a whole local consortium into `directory` (created if missing, must be empty).
 
@@ -369,7 +377,10 @@ def init_consortium(
         raise ConfigError(f"a consortium needs at least one carrier, got {carriers!r}")
     if isinstance(internet, bool) or not isinstance(internet, int) or internet < 0:
         raise ConfigError(f"the number of internet firms must be 0 or more, got {internet!r}")
-    count = 1 + carriers + internet  # nodes; the auditor runs none
+    for what, n in (("complaints centres", complaints), ("regulators", regulators)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigError(f"the number of {what} must be 0 or more, got {n!r}")
+    count = 1 + carriers + internet + complaints + regulators  # nodes; the auditor runs none
     if isinstance(base_port, bool) or not isinstance(base_port, int) or base_port < 1:
         raise ConfigError(f"base port must be a positive integer, got {base_port!r}")
     # Two gRPC ports per node, then one tiles port and one metrics port per node.
@@ -403,7 +414,7 @@ def init_consortium(
 
     try:
         return _write_consortium(directory, carriers, internet, base_port, names, host,
-                                 listen_host, now, name)
+                                 listen_host, now, name, complaints, regulators)
     except BaseException:
         # The folder was empty when we started: leave it as we found it.
         if created_dir:
@@ -427,11 +438,19 @@ def _write_consortium(
     listen_host: str,
     now: datetime,
     name: str,
+    complaints: int = 0,
+    regulators: int = 0,
 ) -> Consortium:
+    # Nodes after the internet firms, so adding them moves no other node's ports.
     roles = (
         [("institute", "institute", "Research institute")]
         + [(f"carrier-{i}", "carrier", f"Carrier {i}") for i in range(1, carriers + 1)]
         + [(f"internet-{i}", "internet", f"Internet firm {i}") for i in range(1, internet + 1)]
+        + [(f"complaints-{i}", "complaints", "12321 centre" if i == 1 else f"12321 centre {i}")
+           for i in range(1, complaints + 1)]
+        + [(f"regulator-{i}", "regulator",
+            "Communication administration" if i == 1 else f"Communication administration {i}")
+           for i in range(1, regulators + 1)]
         + [("auditor-1", "auditor", "Auditor 1")]
         + [("callcenter-1", "callcenter", "Call centre 1")]
     )

@@ -9,13 +9,19 @@
     │   ├── FeedTimeReversed      issued-at before the feed head's issued-at
     │   ├── MalformedProof        wrong length, non-32-byte hash, index out of range
     │   ├── MalformedNote         a signed note / checkpoint that does not parse
-    │   └── MalformedConfig       consortium or node configuration that does not parse
+    │   ├── MalformedConfig       consortium or node configuration that does not parse
+    │   ├── UnknownIndustry       industry not in the consortium's industries list
+    │   └── WrongMembersKey       a sealed number under a members' key not in force
     ├── TooLarge                  over a size limit                RESOURCE_EXHAUSTED
     ├── BufferFull                out-of-order buffer is full      RESOURCE_EXHAUSTED
     ├── BadSignature              a signature that does not verify UNAUTHENTICATED
     ├── NotAllowed                issuer may not do this           PERMISSION_DENIED
     │   ├── UnknownIssuer         not a participant
-    │   └── UnmarkableNumber      a protected number (or a foreign one, by policy)
+    │   ├── UnmarkableNumber      a protected number (or a foreign one, by policy)
+    │   ├── MembersKeyMissing     a carrier's preference, and this node has no members' key
+    │   ├── PortedAway            a carrier's preference for a number its block held, ported since
+    │   ├── WrongAddressee        a complaint not addressed to the number's serving carrier
+    │   └── NotAddressed          a handling of a complaint addressed to another carrier
     ├── OutOfOrder                not the feed's next record       FAILED_PRECONDITION
     │   ├── SequenceGap           seq != head + 1
     │   └── WrongPrevious         prev_id != id of the head
@@ -27,7 +33,16 @@
     ├── Ineffective               own record changing nothing      FAILED_PRECONDITION
     │   ├── NotAMark              a correction's target is not a mark (nor its own appeal)
     │   ├── NotAnAppeal           a decision's appeal id names no appeal
-    │   └── AlreadyDecided        a decision (or withdrawal) of an appeal already decided
+    │   ├── AlreadyDecided        a decision (or withdrawal) of an appeal already decided
+    │   ├── NothingToRevoke       a revocation when no refusal is in force or ahead
+    │   ├── SamePreference        a preference that leaves every answer as it is
+    │   ├── NotALiveLine          a deregistration of no live registration of the issuer's
+    │   ├── LineOverlap           a registration overlapping a live registration
+    │   ├── NotAComplaint         a handling's target is not a complaint
+    │   ├── AlreadyHandled        a handling of a complaint already closed
+    │   ├── DuplicateComplaint    the same complainant, number, call and category again
+    │   ├── NotListed             a delisting of an enterprise not listed
+    │   └── AlreadyListed         a listing the same as the one in force
     ├── NotFound                  no such record / index           NOT_FOUND
     │   └── UnknownTarget         an own correction's target this node has not seen
     └── StorageFailure            the store failed or is corrupt   INTERNAL
@@ -79,6 +94,14 @@ class MalformedConfig(BadInput):
     pass
 
 
+class UnknownIndustry(BadInput):
+    """An industry id that is not in the consortium's `industries` list."""
+
+
+class WrongMembersKey(BadInput):
+    """A sealed number whose key id is not the consortium's members_key_id."""
+
+
 class TooLarge(LedgerError):
     pass
 
@@ -102,6 +125,28 @@ class UnknownIssuer(NotAllowed):
 class UnmarkableNumber(NotAllowed):
     """A mark on a number the policy keeps unmarked (protected_numbers, or a
     foreign number when foreign_numbers is refuse)."""
+
+
+class MembersKeyMissing(NotAllowed):
+    """A carrier's preference, on a node (or an audit) that holds no members'
+    key: whether the carrier serves the number cannot be checked, so the
+    record is not accepted (the node needs its members.key)."""
+
+
+class WrongAddressee(NotAllowed):
+    """A complaint whose addressee is not the reported number's serving carrier
+    (`Consortium.carrier_for`), or a number no carrier serves."""
+
+
+class NotAddressed(NotAllowed):
+    """A handling by a carrier the complaint is not addressed to (after the
+    forwards so far): only its addressee handles or forwards it."""
+
+
+class PortedAway(NotAllowed):
+    """A carrier's preference for a number under one of its prefixes that the
+    configuration now lists under another carrier (ported away). The ledger
+    refuses it; the auditor notes it, since the record may predate the port."""
 
 
 class OutOfOrder(LedgerError):
@@ -163,6 +208,44 @@ class NotAnAppeal(Ineffective):
 
 class AlreadyDecided(Ineffective):
     pass
+
+
+class NothingToRevoke(Ineffective):
+    """A revocation when the subscriber has no refusal in force or ahead."""
+
+
+class SamePreference(Ineffective):
+    """A preference that changes no answer from its effective time on."""
+
+
+class NotALiveLine(Ineffective):
+    """A deregistration of a record that is not a live registration of the issuer's."""
+
+
+class LineOverlap(Ineffective):
+    """A registration whose number or prefix overlaps a live registration
+    (the same number, or a prefix covering it or covered by it)."""
+
+
+class NotAComplaint(Ineffective):
+    """A handling naming a record that is not a complaint."""
+
+
+class AlreadyHandled(Ineffective):
+    """A handling of a complaint that a finding has closed already."""
+
+
+class DuplicateComplaint(Ineffective):
+    """A complaint by the same complainant about the same number, call time and
+    category as one already filed: it would count nothing more."""
+
+
+class NotListed(Ineffective):
+    """A delisting of an enterprise that is not on the bad list at its time."""
+
+
+class AlreadyListed(Ineffective):
+    """A listing under the same document as the listing in force."""
 
 
 class NotFound(LedgerError):

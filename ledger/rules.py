@@ -5,7 +5,17 @@ ignores it (`time_violation` says why), the auditor reports it.
 - a mark is observed no later than it was issued;
 - a mark expires at most `policy.max_expiry_ms` after it was observed;
 - a reassignment takes effect at most `policy.reassignment_window_ms` before
-  it was issued, and at most `policy.clock_skew_ms` after.
+  it was issued, and at most `policy.clock_skew_ms` after;
+- a preference takes effect no earlier than `policy.clock_skew_ms` before it
+  was issued (no backdating: a refusal cannot reach into calls already
+  screened), and at most `policy.preference_max_ahead_ms` after (0: when issued);
+- a complaint's call is not in the future (at most `policy.clock_skew_ms`
+  after its filing) and at most `policy.complaint_window_ms` before it
+  (TRAI: complaints within 7 days of the call);
+- a handling's feedback times are not after the handling is issued (plus the
+  clock skew): it reports feedback given, never promised;
+- a sanction takes effect at most the clock skew after it is issued (the
+  regulator lists what it has decided; a date ahead would be a promise).
 
 Feed-order rules (issued-at never decreases along a feed) need the previous
 record and live with the feed checks in `ledger.log`.
@@ -16,6 +26,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ledger.errors import MalformedRecord
+from ledger.payloads.complaint import Complaint
+from ledger.payloads.handling import Handling
+from ledger.payloads.preference import Preference
+from ledger.payloads.sanction import Sanction
 from ledger.record import Mark, Payload, Reassignment
 
 if TYPE_CHECKING:
@@ -48,6 +62,44 @@ def time_violation(issued_at_ms: int, payload: Payload, policy: Policy) -> str |
         if payload.effective_at_ms > issued_at_ms + policy.clock_skew_ms:
             return "a reassignment cannot take effect after it is issued"
         return None
+    if isinstance(payload, Preference) and payload.effective_from_ms:
+        if payload.effective_from_ms < issued_at_ms - policy.clock_skew_ms:
+            return (
+                f"a preference takes effect no earlier than it is issued (less the clock "
+                f"skew, {policy.clock_skew_ms} ms); effective_from is "
+                f"{issued_at_ms - payload.effective_from_ms} ms before issued_at"
+            )
+        if payload.effective_from_ms > issued_at_ms + policy.preference_max_ahead_ms:
+            return (
+                f"a preference takes effect at most "
+                f"{policy.preference_max_ahead_ms // 86_400_000} days after it is issued "
+                "(policy preference_max_ahead_ms)"
+            )
+        return None
+    if isinstance(payload, Complaint | Handling | Sanction):
+        return _complaint_times(issued_at_ms, payload, policy)
+    return None
+
+
+def _complaint_times(
+    issued_at_ms: int, payload: Complaint | Handling | Sanction, policy: Policy
+) -> str | None:
+    ahead = issued_at_ms + policy.clock_skew_ms
+    if isinstance(payload, Complaint):
+        if payload.call_at_ms > ahead:
+            return "a complaint reports a call that came before it was filed, not after"
+        if payload.call_at_ms < issued_at_ms - policy.complaint_window_ms:
+            return (
+                f"a complaint is filed within {policy.complaint_window_ms // 3_600_000} hours "
+                "of the call it reports (policy complaint_window_ms)"
+            )
+        return None
+    if isinstance(payload, Handling):
+        if max(payload.feedback_reported_at_ms, payload.feedback_complainant_at_ms) > ahead:
+            return "a handling reports feedback already given: its times are not after it"
+        return None
+    if payload.listed_at_ms > ahead:
+        return "a sanction takes effect when it is issued at the latest (listed_at)"
     return None
 
 

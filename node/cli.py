@@ -53,6 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "node.demo": ("cmd_demo",),
         "node.webcli": ("cmd_web",),
         "node.appealscli": ("cmd_appeals",),
+        "node.screencli": ("cmd_screen",),
         "node.trailcli": ("cmd_trail", "cmd_stats"),
     }.items() for name in names
 }
@@ -135,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--carriers", type=uint32, default=3, help="how many carriers (default 3)")
     ci.add_argument("--internet", type=uint32, default=2,
                     help="how many internet firms (default 2)")
+    ci.add_argument("--complaints", type=uint32, default=1,
+                    help="how many complaints centres, complaints-1 the 12321 centre (default 1)")
+    ci.add_argument("--regulators", type=uint32, default=1,
+                    help="how many regulators, regulator-1 the communication administration "
+                         "(default 1)")
     ci.add_argument("--base-port", type=uint32, default=7400,
                     help="the first of the loopback ports the nodes listen on (default 7400)")
     ci.add_argument("--inside-git", action="store_true",
@@ -244,6 +250,24 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("--at", metavar="ISO8601",
                     help="evaluate the entry at this time, e.g. 2026-12-01T00:00:00Z "
                          "(default: now)")
+
+    sc = _cmd(sub, "screen", lazy("cmd_screen"),
+              "the call-path decision (allow, label, warn, block, and why), or a campaign "
+              "list scrubbed (CSV out)",
+              "markex screen --as carrier-1 13800000001 13900000002 --json",
+              "consortium as node json pin",
+              as_help="a carrier, the institute or a call centre (its member certificate)")
+    sc.add_argument("caller_pos", metavar="CALLER", nargs="?", help="the calling number")
+    sc.add_argument("callee", metavar="CALLEE", nargs="?", help="the called number")
+    sc.add_argument("--at", metavar="ISO8601",
+                    help="screen at this time (default: the node's clock; a list: now)")
+    sc.add_argument("--mode", choices=("voice", "sms"), default="voice",
+                    help="a voice call or an SMS (default voice)")
+    sc.add_argument("--caller", metavar="CALLER", help="with --list: the campaign's number")
+    sc.add_argument("--list", metavar="FILE",
+                    help="a CSV of numbers (first column; header `number` allowed) to scrub")
+    sc.add_argument("--out", metavar="FILE",
+                    help="with --list: the CSV written (default: standard output)")
 
     _cmd(sub, "categories", lazy("cmd_categories"), "the mark categories and the names users know",
          "markex categories", "consortium as json pin", as_help=PINNER)
@@ -371,7 +395,8 @@ def _ceremony(sub: Any, consortium: Any, keys: Any, node: Any) -> None:
                  "--host node.carrier4.example")
     kg.add_argument("--id", required=True, help="the participant's id, e.g. carrier-4")
     kg.add_argument("--role", required=True,
-                    help="its role: institute, carrier, internet, auditor or callcenter")
+                    help="its role: institute, carrier, internet, auditor, callcenter, "
+                         "complaints or regulator")
     kg.add_argument("--out", required=True, help="the organisation's folder; keys go in OUT/ID/")
     kg.add_argument("--host", default="127.0.0.1", help="the node's host name or address")
     kg.add_argument("--member-port", type=int, default=7400,

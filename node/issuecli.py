@@ -101,6 +101,7 @@ def cmd_consortium_init(args: argparse.Namespace, _connect: Connect) -> int:
     cons = init_consortium(
         target, carriers=args.carriers, internet=args.internet, base_port=args.base_port,
         hosts=args.host or (), now=datetime.now(UTC), listen_all=args.listen_all,
+        complaints=args.complaints, regulators=args.regulators,
     )
     obj = {"dir": str(target), "name": cons.name,
            "participants": [p.id for p in cons.participants]}

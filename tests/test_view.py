@@ -1000,9 +1000,10 @@ def test_entry_round_trips_and_is_canonical() -> None:
         for bad in (
             json.dumps(obj).encode(),                                    # not compact
             json.dumps(obj, separators=(",", ":")).encode()[:-1],        # cut off
-            raw.replace(b'"v":2', b'"v":2.0'),                           # a float
-            raw.replace(b'"v":2', b'"v":true'),
-            raw.replace(b'"v":2', b'"v":1'),           # version 1 carried free text
+            raw.replace(b'"v":3', b'"v":3.0'),                           # a float
+            raw.replace(b'"v":3', b'"v":true'),
+            raw.replace(b'"v":3', b'"v":1'),           # version 1 carried free text
+            raw.replace(b'"v":3', b'"v":2'),           # version 2 had no complaints
             raw[:-1] + b',"x":1}',                                       # unknown key
             raw + b" ",
             b"\xff" + raw,
@@ -1056,13 +1057,15 @@ def test_golden_entry_bytes() -> None:
         ),
     )
     want = (
-        '{"appeals":[],"categories":[["fraud",100,true]],"marks":[{"by":"carrier-1",'
+        '{"appeals":[],"categories":[["fraud",100,true]],"complaints":[],"marks":[{"by":"carrier-1",'
         '"category":"fraud","expires_at":1715552000000,"id":"' + rid.hex() + '",'
         '"issued_at":1700000000005,"observed_at":1700000000000,"recategorized":[],'
         '"reports":3,"role":"carrier","score":80,"seq":7,"set_aside":[[1700086400000,'
         '"withdrawn","' + ref.hex() + '"]],"weight":2}],"number":"+8613812340001",'
-        '"protections":[],"reassignments":[],"rules":{"high_risk_min_participants":2,'
-        '"identity_min_participants":2,"institute_mark_is_high_risk":true},"v":2}'
+        '"protections":[],"reassignments":[],"rules":{"complaint_risk":"medium",'
+        '"complaint_risk_complainants":0,"complaint_risk_window_ms":0,'
+        '"high_risk_min_participants":2,'
+        '"identity_min_participants":2,"institute_mark_is_high_risk":true},"v":3}'
     ).encode()
     assert entry.encode() == want
     assert entry.hash == hashlib.sha256(b"\x00" + want).digest()

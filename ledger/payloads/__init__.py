@@ -23,8 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from keys.consortium import ISSUES_NOTHING
+from keys.consortium import ISSUES_NOTHING, ISSUES_ONLY_OWN
 from ledger.errors import LedgerError, MalformedRecord, NotAllowed
+from ledger.payloads.complaint import (
+    Complaint,
+    check_complaint,
+    check_complaint_effect,
+    decode_complaint,
+)
 from ledger.payloads.correction import (
     RECATEGORIZE,
     REJECT,
@@ -36,13 +42,33 @@ from ledger.payloads.correction import (
     check_correction_effect,
     decode_correction,
 )
+from ledger.payloads.handling import (
+    Handling,
+    check_handling,
+    check_handling_effect,
+    decode_handling,
+)
+from ledger.payloads.line import MarketerLine, check_line, check_line_effect, decode_line
 from ledger.payloads.mark import Mark, check_mark, decode_mark
+from ledger.payloads.preference import (
+    Preference,
+    check_preference,
+    check_preference_effect,
+    decode_preference,
+)
 from ledger.payloads.reassignment import Reassignment, check_reassignment, decode_reassignment
+from ledger.payloads.sanction import (
+    Sanction,
+    check_sanction,
+    check_sanction_effect,
+    decode_sanction,
+)
 
 if TYPE_CHECKING:
     from keys.consortium import Consortium
 
-Payload = Mark | Correction | Reassignment
+Payload = (Mark | Correction | Reassignment | Preference | MarketerLine | Complaint | Handling
+           | Sanction)
 
 __all__ = [
     "RECATEGORIZE",
@@ -50,12 +76,17 @@ __all__ = [
     "REJECT",
     "UPHOLD",
     "WITHDRAW",
+    "Complaint",
     "Correction",
+    "Handling",
     "Holdings",
     "Mark",
+    "MarketerLine",
     "Payload",
     "PayloadType",
+    "Preference",
     "Reassignment",
+    "Sanction",
     "by_field",
     "check_effect",
     "check_issuer",
@@ -93,7 +124,34 @@ REGISTRY: tuple[PayloadType, ...] = (
         "reassignment", Reassignment, decode_reassignment, check_reassignment,
         lambda p: "reassignment",
     ),
+    PayloadType(
+        "preference", Preference, decode_preference, check_preference,
+        lambda p: "revocation" if p.is_revocation else "preference", check_preference_effect,
+    ),
+    PayloadType(
+        "marketer_line", MarketerLine, decode_line, check_line,
+        lambda p: "deregistration" if p.is_deregistration else "line", check_line_effect,
+    ),
+    PayloadType(
+        "complaint", Complaint, decode_complaint, check_complaint, lambda p: "complaint",
+        check_complaint_effect,
+    ),
+    PayloadType(
+        "handling", Handling, decode_handling, check_handling, lambda p: "handling",
+        check_handling_effect,
+    ),
+    PayloadType(
+        "sanction", Sanction, decode_sanction, check_sanction,
+        lambda p: "delisting" if p.delist else "sanction", check_sanction_effect,
+    ),
 )
+# The roles that issue only their own payload types (keys.consortium.ISSUES_ONLY_OWN):
+# the complaints centre neither marks nor appeals, the regulator only lists.
+ROLE_PAYLOADS: dict[str, frozenset[type]] = {
+    "complaints": frozenset({Complaint}),
+    "regulator": frozenset({Sanction}),
+}
+assert set(ROLE_PAYLOADS) == ISSUES_ONLY_OWN
 _BY_FIELD = {t.field: t for t in REGISTRY}
 _BY_CLASS = {t.cls: t for t in REGISTRY}
 
@@ -115,7 +173,8 @@ def type_of(payload: object) -> PayloadType:
 
 
 def payload_kind(payload: Payload) -> str:
-    """mark, correction, decision or reassignment (what reports and metrics name)."""
+    """mark, correction, decision, reassignment, preference, revocation, line or
+    deregistration (what reports and metrics name)."""
     return type_of(payload).kind(payload)
 
 
@@ -125,6 +184,10 @@ def check_issuer(cons: Consortium, role: str, issuer: str, payload: Payload) -> 
     NotAllowed, UnknownCategory or MalformedRecord."""
     if role in ISSUES_NOTHING:
         raise NotAllowed(f"{issuer} is of role {role}: it issues nothing")
+    own = ROLE_PAYLOADS.get(role)
+    if own is not None and type(payload) not in own:
+        kinds = " or ".join(sorted(c.__name__.lower() + "s" for c in own))
+        raise NotAllowed(f"{issuer} is of role {role}: it issues {kinds} only")
     type_of(payload).check(cons, role, issuer, payload)
 
 
@@ -133,7 +196,10 @@ def check_effect(
 ) -> None:
     """Can `issuer`'s own `payload` change anything, given what the node
     holds? Raises UnknownTarget (a target the node has not seen, unless
-    `wait_for_target`), or an Ineffective: NotAMark, NotAnAppeal, AlreadyDecided."""
+    `wait_for_target`), or an Ineffective: NotAMark, NotAnAppeal,
+    AlreadyDecided (corrections), NothingToRevoke, SamePreference
+    (preferences), NotALiveLine, LineOverlap (lines). A preference's or a
+    line's check reads `held.issuing`, the record being checked."""
     effect = type_of(payload).effect
     if effect is not None:
         effect(issuer, payload, held, wait_for_target)

@@ -13,6 +13,7 @@ from keys.consortium import Consortium
 from ledger.record import UPHOLD, WITHDRAW
 from ledger.view.entries import Entry
 from ledger.view.facts import (
+    ComplaintFact,
     CorrectionFact,
     MarkFact,
     NumberFacts,
@@ -20,6 +21,7 @@ from ledger.view.facts import (
     first_decision,
     keep_of,
     kept_appeals,
+    kept_complaints,
     kept_recategorizations,
     latest_per_issuer,
     order,
@@ -27,13 +29,16 @@ from ledger.view.facts import (
 from ledger.view.parts import (
     APPEAL_UPHELD,
     APPEAL_WITHDRAWN,
+    MAX_ENTRY_COMPLAINTS,
     PENDING,
+    PER_COMPLAINANT,
     REASSIGNED,
     REJECTED,
     UPHELD,
     WITHDRAWN,
     Appeal,
     CategoryInfo,
+    EntryComplaint,
     EntryMark,
     EntryReassignment,
     Protection,
@@ -50,6 +55,7 @@ class _Draft:
 
     marks: list[MarkFact]
     reassigns: list[ReassignmentFact]
+    complaints: list[ComplaintFact]
     recats: dict[bytes, list[Recategorization]] = field(default_factory=dict)
     spans: dict[bytes, list[SetAsideSpan]] = field(default_factory=dict)
     appeals: list[Appeal] = field(default_factory=list)
@@ -73,6 +79,9 @@ class EntryBuilder:
             policy.high_risk_min_participants,
             policy.identity_min_participants,
             policy.institute_mark_is_high_risk,
+            policy.complaint_risk_complainants,
+            policy.complaint_risk_window_ms,
+            policy.complaint_risk,
         )
         # Shared, so a million entries do not hold a million copies.
         self.category_info = {
@@ -86,9 +95,12 @@ class EntryBuilder:
         reassigns = sorted(
             (nf.reassignment(i) for i in nf.reassignments), key=lambda r: (r.effective_at, r.id)
         )
-        if not marks and not reassigns:
+        complaints = kept_complaints(
+            (nf.complaint(i) for i in nf.complaints), MAX_ENTRY_COMPLAINTS, PER_COMPLAINANT
+        )
+        if not marks and not reassigns and not complaints:
             return None
-        draft = _Draft(marks, reassigns)
+        draft = _Draft(marks, reassigns, complaints)
         for m in marks:
             self._own_corrections(m, nf, draft)
         by_id = {m.id: m for m in marks}
@@ -237,6 +249,7 @@ class EntryBuilder:
                 )
             )
         used.update(p.category for p in draft.protections)
+        used.update(c.category for c in draft.complaints)
         return Entry(
             number=number,
             rules=self.rules,
@@ -248,5 +261,9 @@ class EntryBuilder:
             ),
             protections=tuple(
                 sorted(draft.protections, key=lambda p: (p.since, p.category, p.until, p.decision))
+            ),
+            complaints=tuple(
+                EntryComplaint(c.id, c.issuer, c.category, c.call_at, c.issued_at, c.tag)
+                for c in draft.complaints
             ),
         )

@@ -21,10 +21,13 @@ from ledger.view.parts import (
     APPEAL_STATUSES,
     ENTRY_VERSION,
     MAX_NUMBER_BYTES,
+    RISK_HIGH,
+    RISK_MEDIUM,
     ROLES,
     SPAN_REASONS,
     Appeal,
     CategoryInfo,
+    EntryComplaint,
     EntryMark,
     EntryReassignment,
     Protection,
@@ -35,6 +38,7 @@ from ledger.view.parts import (
 from ledger.view.resolution import Resolution, evaluate
 
 _HEX_ID = re.compile(r"[0-9a-f]{64}\Z")
+_HEX_TAG = re.compile(r"[0-9a-f]{16}\Z")
 
 _C = TypeVar("_C")
 
@@ -69,6 +73,7 @@ class Entry:
     appeals: tuple[Appeal, ...] = ()
     reassignments: tuple[EntryReassignment, ...] = ()
     protections: tuple[Protection, ...] = ()
+    complaints: tuple[EntryComplaint, ...] = ()     # in (call_at, id) order
 
     @_cached
     def _categories(self) -> dict[str, CategoryInfo]:
@@ -92,8 +97,16 @@ class Entry:
                 "high_risk_min_participants": r.high_risk_min_participants,
                 "identity_min_participants": r.identity_min_participants,
                 "institute_mark_is_high_risk": r.institute_mark_is_high_risk,
+                "complaint_risk_complainants": r.complaint_risk_complainants,
+                "complaint_risk_window_ms": r.complaint_risk_window_ms,
+                "complaint_risk": r.complaint_risk,
             },
             "categories": [[c.id, c.rank, c.risk] for c in self.categories],
+            "complaints": [
+                {"id": c.id.hex(), "by": c.by, "category": c.category, "call_at": c.call_at,
+                 "filed_at": c.filed_at, "tag": c.tag.hex()}
+                for c in self.complaints
+            ],
             "marks": [
                 {
                     "id": m.id.hex(),
@@ -168,6 +181,12 @@ class Entry:
             ",".join(
                 f"[{q(c.id)},{int_text(c.rank)},{_bool_text(c.risk)}]" for c in self.categories
             ),
+            '],"complaints":[',
+            ",".join(
+                f'{{"by":{q(c.by)},"call_at":{int_text(c.call_at)},"category":{q(c.category)},'
+                f'"filed_at":{int_text(c.filed_at)},"id":"{c.id.hex()}","tag":"{c.tag.hex()}"}}'
+                for c in self.complaints
+            ),
             '],"marks":[',
             ",".join(
                 f'{{"by":{q(m.participant)},"category":{q(m.category)},'
@@ -198,7 +217,10 @@ class Entry:
                 f'"id":"{x.id.hex()}"}}'
                 for x in self.reassignments
             ),
-            f'],"rules":{{"high_risk_min_participants":{int_text(r.high_risk_min_participants)},'
+            f'],"rules":{{"complaint_risk":{q(r.complaint_risk)},'
+            f'"complaint_risk_complainants":{int_text(r.complaint_risk_complainants)},'
+            f'"complaint_risk_window_ms":{int_text(r.complaint_risk_window_ms)},'
+            f'"high_risk_min_participants":{int_text(r.high_risk_min_participants)},'
             f'"identity_min_participants":{int_text(r.identity_min_participants)},'
             f'"institute_mark_is_high_risk":{_bool_text(r.institute_mark_is_high_risk)}}},'
             f'"v":{int_text(ENTRY_VERSION)}}}',
@@ -296,9 +318,11 @@ def _obj(v: Any, keys: set[str]) -> dict[str, Any]:
 
 
 _ENTRY_KEYS = {"v", "number", "rules", "categories", "marks", "appeals", "reassignments",
-               "protections"}
+               "protections", "complaints"}
 _RULE_KEYS = {"high_risk_min_participants", "identity_min_participants",
-              "institute_mark_is_high_risk"}
+              "institute_mark_is_high_risk", "complaint_risk_complainants",
+              "complaint_risk_window_ms", "complaint_risk"}
+_COMPLAINT_KEYS = {"id", "by", "category", "call_at", "filed_at", "tag"}
 _MARK_KEYS = {"id", "by", "role", "weight", "category", "score", "reports", "observed_at",
               "expires_at", "issued_at", "seq", "recategorized", "set_aside"}
 _APPEAL_KEYS = {"id", "by", "targets", "action", "category", "filed_at", "status",
@@ -317,6 +341,9 @@ def _entry_from_json(obj: Any) -> Entry:
         _int(r["high_risk_min_participants"]),
         _int(r["identity_min_participants"]),
         _bool(r["institute_mark_is_high_risk"]),
+        _int(r["complaint_risk_complainants"]),
+        _int(r["complaint_risk_window_ms"]),
+        _str(r["complaint_risk"], (RISK_MEDIUM, RISK_HIGH)),
     )
     cats = []
     for c in _list(o["categories"]):
@@ -377,9 +404,17 @@ def _entry_from_json(obj: Any) -> Entry:
             _obj(y, {"category", "since", "until", "decision"}) for y in _list(o["protections"])
         )
     ]
+    complaints = []
+    for c in (_obj(y, _COMPLAINT_KEYS) for y in _list(o["complaints"])):
+        tag = _str(c["tag"])
+        if not _HEX_TAG.match(tag):
+            raise ValueError("a complaint's tag is 8 bytes in lowercase hex")
+        complaints.append(EntryComplaint(_id(c["id"]), _str(c["by"]), _str(c["category"]),
+                                         _int(c["call_at"]), _int(c["filed_at"]),
+                                         bytes.fromhex(tag)))
     return Entry(
         number, rules, tuple(cats), tuple(marks), tuple(appeals), tuple(reassignments),
-        tuple(protections),
+        tuple(protections), tuple(complaints),
     )
 
 

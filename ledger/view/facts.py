@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from ledger.payloads import may_issue
+from ledger.payloads import Complaint, Handling, MarketerLine, Preference, Sanction, may_issue
 from ledger.record import RECATEGORIZE, WITHDRAW, Correction, Mark, Reassignment, Record
 from ledger.rules import time_violation
 
@@ -63,7 +63,19 @@ class ReassignmentFact:
     effective_at: int
 
 
-Fact = MarkFact | CorrectionFact | ReassignmentFact
+@dataclass(frozen=True, slots=True)
+class ComplaintFact:
+    id: bytes
+    issuer: str
+    seq: int                # 0 when read back from a stored entry
+    issued_at: int          # its filing
+    number: str
+    category: str
+    call_at: int
+    tag: bytes              # the per-number complainant tag; the sealed value stays out
+
+
+Fact = MarkFact | CorrectionFact | ReassignmentFact | ComplaintFact
 FactBuilder = Callable[[Record, "Policy"], Fact]
 
 
@@ -91,13 +103,28 @@ def _reassignment_fact(rec: Record, policy: Policy) -> Fact:
     )
 
 
+def _complaint_fact(rec: Record, policy: Policy) -> Fact:
+    pay = rec.payload
+    assert isinstance(pay, Complaint)
+    return ComplaintFact(rec.id, rec.issuer, rec.seq, rec.issued_at_ms, pay.number,
+                         pay.category, pay.call_at_ms, pay.tag)
+
+
 # Payload class (ledger.payloads.REGISTRY) -> how its record enters the view;
 # None: the payload changes no entry. tests/test_view.py checks every registered
-# type is listed here.
+# type is listed here. Preferences and lines are the consent state's
+# (ledger/consent): the public view must never reveal a preference.
 FACT_BUILDERS: dict[type, FactBuilder | None] = {
     Mark: _mark_fact,
     Correction: _correction_fact,
     Reassignment: _reassignment_fact,
+    Preference: None,
+    MarketerLine: None,
+    # A complaint counts on its number's entry; handlings and sanctions are the
+    # complaint state's (ledger/complaints), not the public entry's.
+    Complaint: _complaint_fact,
+    Handling: None,
+    Sanction: None,
 }
 
 
@@ -107,12 +134,14 @@ def fact_of(rec: Record, cons: Consortium) -> Fact | None:
     decision not by the institute, a reassignment not by the holder, a record
     whose own times break `ledger.rules`; or a payload that enters no entry)."""
     pay = rec.payload
+    build = FACT_BUILDERS.get(type(pay))
+    if build is None:
+        return None           # enters no entry: its issuer rule need not run (a seal opened)
     if not may_issue(cons, rec.issuer, pay):  # the ledger's own rule (ledger.payloads)
         return None
     if time_violation(rec.issued_at_ms, pay, cons.policy) is not None:
         return None           # its own times break a bound (ledger/rules.py)
-    build = FACT_BUILDERS.get(type(pay))
-    return None if build is None else build(rec, cons.policy)
+    return build(rec, cons.policy)
 
 
 # ---------------------------------------------------------------- what is kept
@@ -221,6 +250,19 @@ def kept_recategorizations(
     return sorted(kept.values(), key=order)
 
 
+def kept_complaints(complaints: Iterable[ComplaintFact], total: int,
+                    per_tag: int) -> list[ComplaintFact]:
+    """The complaints an entry keeps (parts.MAX_ENTRY_COMPLAINTS): of each
+    complainant tag its `per_tag` latest by call time, then the `total` latest
+    of those, in (call_at, id) order. A dropped one stays dropped."""
+    key = lambda c: (c.call_at, c.id)  # noqa: E731
+    by: dict[bytes, list[ComplaintFact]] = {}
+    for c in complaints:
+        by.setdefault(c.tag, []).append(c)
+    kept = [c for cs in by.values() for c in sorted(cs, key=key)[-per_tag:]]
+    return sorted(kept, key=key)[-total:]
+
+
 @dataclass
 class NumberFacts:
     """What the entry builder reads about one number: the facts by id, the
@@ -230,6 +272,7 @@ class NumberFacts:
     facts: dict[bytes, Fact] = field(default_factory=dict)
     marks: set[bytes] = field(default_factory=set)
     reassignments: set[bytes] = field(default_factory=set)
+    complaints: set[bytes] = field(default_factory=set)
     appeals: set[bytes] = field(default_factory=set)
     by_target: dict[bytes, set[bytes]] = field(default_factory=dict)
     decisions_for: dict[bytes, set[bytes]] = field(default_factory=dict)
@@ -247,6 +290,11 @@ class NumberFacts:
     def reassignment(self, rid: bytes) -> ReassignmentFact:
         f = self.facts[rid]
         assert isinstance(f, ReassignmentFact)
+        return f
+
+    def complaint(self, rid: bytes) -> ComplaintFact:
+        f = self.facts[rid]
+        assert isinstance(f, ComplaintFact)
         return f
 
 

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ENTRY_VERSION = 2                 # 2: no free text (appeal reasons) in entries
+ENTRY_VERSION = 3                 # 2: no free text (appeal reasons); 3: complaints
+# An entry keeps at most this many complaints (its latest by call time), and
+# of one complainant at most PER_COMPLAINANT: so the count of distinct
+# complainants at any time from the latest call on is exact (a complainant
+# with a complaint in the window has its latest one there, and 64 kept with
+# at most 4 each are at least 16 distinct, past any threshold up to 16), while
+# what a lookup reads stays bounded whatever the centre files.
+MAX_ENTRY_COMPLAINTS = 64
+PER_COMPLAINANT = 4
 MAX_NUMBER_BYTES = 32
 
 # Why a mark does not count. When several hold, the one that started first is
@@ -45,6 +53,12 @@ class Rules:
     high_risk_min_participants: int
     identity_min_participants: int
     institute_mark_is_high_risk: bool
+    # The complaint rule (docs/view.md): at least this many distinct
+    # complainants about calls within the window raise the risk to at least
+    # complaint_risk; 0 complainants: off.
+    complaint_risk_complainants: int = 0
+    complaint_risk_window_ms: int = 0
+    complaint_risk: str = RISK_MEDIUM
 
 
 @dataclass(frozen=True)
@@ -133,3 +147,16 @@ class Protection:
     since: int
     until: int
     decision: bytes
+
+
+@dataclass(frozen=True)
+class EntryComplaint:
+    """A complaint about the number, as the public sees it: never the sealed
+    complainant or a description, only its per-number tag."""
+
+    id: bytes
+    by: str                 # the complaints centre that filed it
+    category: str
+    call_at: int            # the reported call's time: the rule's window counts it
+    filed_at: int
+    tag: bytes              # ledger.payloads.complaint.complainant_tag (8 bytes)

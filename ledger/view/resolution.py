@@ -112,6 +112,7 @@ class Resolution:
     appeal: str                             # none | pending | upheld | rejected | withdrawn
     appeals: tuple[AppealState, ...]
     tenure_since: int | None = None         # the reassignment in force, if any
+    complainants: int = 0                   # distinct, about calls in the rule's window
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -125,6 +126,7 @@ class Resolution:
             "appeal": self.appeal,
             "appeals": [a.to_json() for a in self.appeals],
             "tenure_since": self.tenure_since,
+            "complainants": self.complainants,
         }
 
 
@@ -154,6 +156,11 @@ def evaluate(entry: Entry, at_ms: int) -> Resolution:
             aside.append(SetAside(m.participant, m.id, cat, SUPERSEDED, win.observed_at, win.id))
     counting = sorted(latest.values(), key=lambda mc: (mc[0].participant, mc[0].id))
     category, risk, score = _combine(entry, counting)
+    complainants = _complainants(entry, at_ms)
+    rules = entry.rules
+    if rules.complaint_risk_complainants and complainants >= rules.complaint_risk_complainants:
+        # Raised before any participant marks it, never lowered (docs/view.md).
+        risk = max(risk, rules.complaint_risk, key=_RISK_ORDER.__getitem__)
     markers = tuple(
         Marker(
             m.participant, m.role, m.id, cat, m.score, m.reports, m.observed_at,
@@ -186,7 +193,18 @@ def evaluate(entry: Entry, at_ms: int) -> Resolution:
         appeal=_appeal_summary(states),
         appeals=tuple(states),
         tenure_since=max(tenure) if tenure else None,
+        complainants=complainants,
     )
+
+
+_RISK_ORDER = {RISK_NONE: 0, RISK_MEDIUM: 1, RISK_HIGH: 2}
+
+
+def _complainants(entry: Entry, at_ms: int) -> int:
+    """Distinct complainant tags of the complaints about calls in the window
+    ending at `at_ms`: call_at <= at_ms < call_at + window."""
+    window = entry.rules.complaint_risk_window_ms
+    return len({c.tag for c in entry.complaints if c.call_at <= at_ms < c.call_at + window})
 
 
 def _why_not(
@@ -271,3 +289,31 @@ def _appeal_summary(states: list[AppealState]) -> str:
         return PENDING
     last = max(states, key=lambda s: (s.decided_at or 0, s.appeal_id))
     return last.status
+
+
+def instants(entry: Entry) -> tuple[int, ...]:
+    """Every time `evaluate` compares its `at_ms` against, each as t and t+1
+    (so `at < t`, `at <= t`, `at > t` and `at >= t` all change only at a
+    listed instant), sorted and distinct. Between two consecutive instants
+    (and before the first, and from the last on) `evaluate(entry, at)` is the
+    same but for its `at_ms` field: a screen may cache one resolution per
+    interval (node/screen.py). Kept beside `evaluate` so a new comparison
+    there is added here too (tests/test_screen.py checks the property)."""
+    ts: set[int] = set()
+    for m in entry.marks:
+        ts.add(m.observed_at)
+        ts.add(m.expires_at)
+        ts.update(r.at for r in m.recategorized)
+        ts.update(s.since for s in m.set_aside)
+    for p in entry.protections:
+        ts.add(p.since)       # a protected mark counts from max(observed_at, since)
+    for a in entry.appeals:
+        ts.add(a.filed_at)
+        if a.closed_at is not None:
+            ts.add(a.closed_at)
+    ts.update(r.effective_at for r in entry.reassignments)
+    window = entry.rules.complaint_risk_window_ms
+    for c in entry.complaints:
+        ts.add(c.call_at)
+        ts.add(c.call_at + window)
+    return tuple(sorted(ts | {t + 1 for t in ts}))

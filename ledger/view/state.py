@@ -13,13 +13,13 @@ changes in one batch at `commit`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
 from ledger import viewtree
 from ledger.view.entries import Entry
-from ledger.view.facts import CorrectionFact, Fact, MarkFact, ReassignmentFact
+from ledger.view.facts import ComplaintFact, CorrectionFact, Fact, MarkFact, ReassignmentFact
 from ledger.viewtree import Slot
 
 
@@ -32,6 +32,7 @@ class Held:
     marks: list[MarkFact]
     reassignments: list[ReassignmentFact]
     appeals: list[bytes]
+    complaints: list[ComplaintFact] = field(default_factory=list)
 
 
 class ViewState(Protocol):
@@ -215,7 +216,9 @@ class MemoryState:
                 f for f in (facts[r.id] for r in e.reassignments)
                 if isinstance(f, ReassignmentFact)
             ]
-            out.append(Held(e.encode(), marks, reassigns, [a.id for a in e.appeals]))
+            complaints = [f for f in (facts[c.id] for c in e.complaints)
+                          if isinstance(f, ComplaintFact)]
+            out.append(Held(e.encode(), marks, reassigns, [a.id for a in e.appeals], complaints))
         return out
 
     def put_entry(self, number: str, entry: Entry | None) -> None:

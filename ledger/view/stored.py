@@ -9,7 +9,9 @@
 
 viewix kinds and bodies: W waiting (unknown, but named by a correction or a
 decision), I ignored, M mark (its number, a newline, its fact as JSON), R
-reassignment (its number), C correction and D decision (the fact as JSON).
+reassignment (its number), C correction and D decision (the fact as JSON),
+P complaint (its number: an entry keeps its complaints, and one it dropped
+never comes back).
 Flag bit 0: viewref holds referrers of this id. The marks and reassignments an
 entry keeps are read back from the stored entry of its number; a mark it
 dropped, from its viewix body when an appeal brings it back. A viewbucket value
@@ -37,7 +39,7 @@ from ledger import viewtree
 from ledger.errors import BadInput, LedgerError, StorageFailure
 from ledger.record import Correction
 from ledger.view.entries import QUOTE, Entry, int_text
-from ledger.view.facts import CorrectionFact, Fact, MarkFact, ReassignmentFact
+from ledger.view.facts import ComplaintFact, CorrectionFact, Fact, MarkFact, ReassignmentFact
 from ledger.view.parts import ENTRY_VERSION
 from ledger.view.state import Held
 from ledger.viewtree import Slot
@@ -45,8 +47,8 @@ from ledger.viewtree import Slot
 if TYPE_CHECKING:
     from ledger.store import Store
 
-WAITING, IGNORED, MARK, REASSIGNMENT, CORRECTION, DECISION = (
-    b"W", b"I", b"M", b"R", b"C", b"D"
+WAITING, IGNORED, MARK, REASSIGNMENT, CORRECTION, DECISION, COMPLAINT = (
+    b"W", b"I", b"M", b"R", b"C", b"D", b"P"
 )
 HAS_REFS = 1
 _U32 = struct.Struct(">I")
@@ -92,11 +94,17 @@ def _correction_value(f: Fact) -> tuple[bytes, bytes]:
     return (DECISION if f.correction.is_decision else CORRECTION), correction_body(f)
 
 
+def _complaint_value(f: Fact) -> tuple[bytes, bytes]:
+    assert isinstance(f, ComplaintFact)
+    return COMPLAINT, f.number.encode("utf-8")
+
+
 # Fact class -> its viewix kind and body (one entry per fact class in ledger/view/facts.py).
 _INDEX_VALUE: dict[type, Callable[[Fact], tuple[bytes, bytes]]] = {
     MarkFact: _mark_value,
     ReassignmentFact: _reassignment_value,
     CorrectionFact: _correction_value,
+    ComplaintFact: _complaint_value,
 }
 
 
@@ -147,9 +155,14 @@ def held_of_entry(number: str, raw: bytes) -> Held:
             for r in obj["reassignments"]
         ]
         appeals = [bytes.fromhex(a["id"]) for a in obj["appeals"]]
+        complaints = [
+            ComplaintFact(bytes.fromhex(c["id"]), c["by"], 0, c["filed_at"], number,
+                          c["category"], c["call_at"], bytes.fromhex(c["tag"]))
+            for c in obj["complaints"]
+        ]
     except (ValueError, TypeError, KeyError) as e:
         raise StorageFailure(f"stored view entry of {number} does not parse: {e}") from e
-    return Held(raw, marks, reassigns, appeals)
+    return Held(raw, marks, reassigns, appeals, complaints)
 
 
 def _leaf_value(s: Slot, entry: bytes) -> bytes:
@@ -196,7 +209,9 @@ def config_digest(consortium: Consortium, bucket_bits: int) -> bytes:
                 "policy": [p.default_expiry_ms, p.protection_ms, p.high_risk_min_participants,
                            p.identity_min_participants, p.institute_mark_is_high_risk,
                            p.max_expiry_ms, p.reassignment_window_ms, p.clock_skew_ms,
-                           p.max_marks_per_participant],
+                           p.max_marks_per_participant, p.complaint_risk_complainants,
+                           p.complaint_risk_window_ms, p.complaint_risk,
+                           p.complaint_window_ms],
                 # which marks count at all (ledger/payloads/mark.py check_mark)
                 "unmarkable": [sorted(p.protected_numbers), p.foreign_numbers],
                 "participants": sorted([x.id, x.role, x.weight] for x in c.participants),

@@ -24,14 +24,20 @@ from ledger.errors import StorageFailure
 from ledger.record import Correction, Record
 from ledger.view import facts as F
 from ledger.view.build import EntryBuilder
-from ledger.view.facts import CorrectionFact, MarkFact, NumberFacts, ReassignmentFact
+from ledger.view.facts import (
+    ComplaintFact,
+    CorrectionFact,
+    MarkFact,
+    NumberFacts,
+    ReassignmentFact,
+)
 from ledger.view.state import Held, ViewState
 from ledger.viewtree import Slot, view_key
 
 if TYPE_CHECKING:
     from keys.consortium import Consortium
 
-_OnNumber = MarkFact | ReassignmentFact
+_OnNumber = MarkFact | ReassignmentFact | ComplaintFact
 
 
 def apply_records(
@@ -225,9 +231,12 @@ def _number_facts(
     what the entry keeps plus what this apply brings."""
     marks = [] if held is None else list(held.marks)
     reassigns = [] if held is None else list(held.reassignments)
+    complaints = [] if held is None else list(held.complaints)
     for f in new.on.get(number, ()):
         if isinstance(f, MarkFact):
             marks.append(f)
+        elif isinstance(f, ComplaintFact):
+            complaints.append(f)
         else:
             reassigns.append(f)
     appeals = [] if held is None else held.appeals
@@ -258,6 +267,8 @@ def _number_facts(
     nf.marks = set(kept)
     nf.reassignments = {r.id for r in reassigns}
     facts.update((r.id, r) for r in reassigns)
+    nf.complaints = {c.id for c in complaints}
+    facts.update((c.id, c) for c in complaints)
     for m in kept.values():
         facts[m.id] = m
         if not state.has_referrers(m.id):

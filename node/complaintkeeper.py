@@ -1,0 +1,103 @@
+"""The node's complaint state (ledger/complaints): the carriers' queues, the
+SLA clock, the bad list. Kept on the writer thread before the issuing call is
+answered (node/core.py runs subscribers first), so a complaint this node
+accepted is in its own queue when the caller hears back.
+
+The state is in memory: a start builds it from the ledger (`catch_up`, the
+complaint, handling and sanction records of every feed up to its counted
+seq). A failed update, or a feed that froze (records past a freeze must stop
+counting, and memory cannot take one back), makes the next tick build it
+anew from the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from ledger.complaints import ComplaintState, ComplaintStatus, Listing, SanctionFact, catch_up
+from node.logs import event
+
+if TYPE_CHECKING:
+    from keys.consortium import Consortium
+    from ledger.log import NodeLedger
+    from ledger.record import Record
+
+log = logging.getLogger("markex.complaints")
+
+
+class ComplaintKeeper:
+    """The complaint reader the commands use (`queue`, `status`, `listed`, `listing`)."""
+
+    def __init__(self, ledger: NodeLedger, consortium: Consortium) -> None:
+        self.ledger = ledger
+        self.consortium = consortium
+        self.state = ComplaintState(consortium)
+        self._lock = threading.Lock()
+        self._rebuild_needed = False
+
+    def start(self) -> None:
+        with self._lock:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        state = ComplaintState(self.consortium)
+        read = catch_up(state, self.ledger)
+        self.state = state
+        self.ledger.complaints = state      # what the effect checks read
+        self._rebuild_needed = False
+        event(log, logging.INFO, "complaints-built", records=read,
+              complaints=len(state.complaints))
+
+    def apply(self, records: list[Record]) -> None:
+        """Runs on the writer thread after each ledger commit."""
+        with self._lock:
+            try:
+                if self._rebuild_needed or not self._extends(records):
+                    self._rebuild()
+                else:
+                    self.state.apply(records)
+            except Exception:
+                self._rebuild_needed = True  # the next update or tick builds it anew
+                raise
+
+    def _extends(self, records: list[Record]) -> bool:
+        """True when `records` continue the state's feeds without a gap and
+        stay within each feed's counted seq."""
+        feeds = self.ledger.feeds()
+        nxt = dict(self.state.vector)
+        for r in records:
+            feed = feeds.get(r.issuer)
+            cur = nxt.get(r.issuer, 0)
+            if feed is None or r.seq > feed.counted_seq or r.seq > cur + 1:
+                return False
+            nxt[r.issuer] = max(cur, r.seq)
+        return True
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._rebuild_needed = True
+
+    def tick(self) -> None:
+        with self._lock:
+            if self._rebuild_needed:
+                self._rebuild()
+
+    # ------------------------------------------------------------ reads
+    def queue(self, carrier: str, at_ms: int, open_only: bool = False,
+              overdue_only: bool = False) -> list[ComplaintStatus]:
+        with self._lock:
+            return self.state.queue(carrier, at_ms, open_only, overdue_only)
+
+    def status(self, complaint_id: bytes) -> ComplaintStatus | None:
+        with self._lock:
+            return self.state.status(complaint_id)
+
+    def listed(self, at_ms: int) -> list[tuple[Listing, SanctionFact]]:
+        with self._lock:
+            return self.state.listed(at_ms)
+
+    def listing(self, uscc: str) -> Listing | None:
+        with self._lock:
+            return self.state.listing(uscc)
