@@ -1,13 +1,19 @@
 """A number's trail: every record about it in causal order, each proven in
 the log (docs/trail.md). Pure: what a client runs on a node's answer.
 
-Which records are about a number is what the number's view entry names: its
-marks, the corrections and appeals of them, the decisions closing the
-appeals (and the protections they set), its reassignments (`ids_of_entry`).
-The entry is proven against a cosigned view checkpoint, so a node cannot
-leave a record out of the trail without breaking that proof; each record is
-checked against the id the entry names (its SHA-256), its issuer's
-signature, and an inclusion proof in a cosigned log checkpoint's tree.
+Which records are about a number is, first, what the number's view entry
+names (`ids_of_entry`): its marks, the corrections and appeals of them, the
+decisions closing the appeals (and the protections they set), its
+reassignments, its complaints. The entry is proven against a cosigned view
+checkpoint, so a node cannot leave one of these out without breaking that
+proof. Then what the node's indexes link to them (`linked`): the carriers'
+handlings of those complaints, the marketer line registered for the number
+(and its deregistration) and the sanctions of that line's enterprise (by its
+credit code). Each linked record must link to the trail (`_check_about`),
+but only the node's word says none is missing: a step says which it is
+(`source`: "entry" or "index"). Every record is checked against its id (its
+SHA-256), its issuer's signature, and an inclusion proof in a cosigned log
+checkpoint's tree.
 
 Causal order (`causal_order`): a record comes after every record of the
 trail it names (a correction after its targets, a decision after its
@@ -15,9 +21,10 @@ appeal); otherwise by issue time, then issuer, then seq.
 
 Errors (ledger errors, one gRPC code each):
 
-    IncompleteTrail(ProofMismatch)  a record the entry names is missing, or one it
-                                    does not name is given
-    NotAboutNumber(ProofMismatch)   a record in the answer is about another number
+    IncompleteTrail(ProofMismatch)  a record the entry names is missing, or one is given
+                                    twice
+    NotAboutNumber(ProofMismatch)   a record in the answer is about another number, or
+                                    links to nothing of the trail
     WrongNumber, StaleView, ...     the view answer itself (ledger/verify.py)
     ProofMismatch, MalformedProof   a record's inclusion proof (ledger/merkle.py)
     BadSignature, UnknownIssuer     a record's signature
@@ -37,6 +44,7 @@ from ledger import view as V
 from ledger.errors import ProofMismatch
 from ledger.log import verify_envelopes
 from ledger.numbers import normalize
+from ledger.payloads import Complaint, Handling, MarketerLine, Sanction
 from ledger.record import Correction, Mark, Reassignment, Record
 from ledger.verify import Answer, WrongNumber, check_fresh, open_view
 
@@ -69,22 +77,31 @@ def ids_of_entry(entry: V.Entry | None) -> set[bytes]:
             ids.add(a.closed_by)
     ids.update(r.id for r in entry.reassignments)
     ids.update(p.decision for p in entry.protections)
+    ids.update(c.id for c in entry.complaints)
     return ids
 
 
 def names_of(rec: Record) -> tuple[bytes, ...]:
-    """The record ids `rec` names: a correction's targets, a decision's appeal."""
+    """The record ids `rec` names: a correction's targets, a decision's appeal,
+    a handling's complaints (and the mark it issued), a deregistration's line."""
     p = rec.payload
     if isinstance(p, Correction):
         return (p.appeal_id,) if p.is_decision else p.targets
+    if isinstance(p, Handling):
+        return p.complaints + ((p.mark_id,) if p.mark_id else ())
+    if isinstance(p, MarketerLine) and p.is_deregistration:
+        return (p.deregisters,)
     return ()
 
 
 def kind_in_trail(rec: Record, by_id: dict[bytes, Record]) -> str:
     """mark | correction (of one's own marks) | appeal (of another's mark) |
-    withdrawal (of one's own appeal) | decision | reassignment, or the
-    payload's kind for any other record."""
+    withdrawal (of one's own appeal) | decision | reassignment | forward (a
+    handling finding not-ours), or the payload's kind for any other record
+    (complaint, handling, line, deregistration, sanction, delisting)."""
     p = rec.payload
+    if isinstance(p, Handling) and p.forward_to:
+        return "forward"
     if not isinstance(p, Correction) or p.is_decision:
         return rec.kind
     targets = [by_id.get(t) for t in p.targets]
@@ -126,14 +143,25 @@ def causal_order(records: Iterable[Record]) -> list[Record]:
 
 
 def _check_about(number: str, recs: dict[bytes, Record]) -> None:
-    """Each record is about `number`: a mark or reassignment of it, or a
-    correction naming a record of the trail (NotAboutNumber otherwise)."""
+    """Each record is about `number`: a mark, reassignment or complaint of it,
+    a line registered for it, a sanction of a registered line's enterprise,
+    or a record naming one of the trail (NotAboutNumber otherwise)."""
+    lines = {r.payload.uscc for r in recs.values()
+             if isinstance(r.payload, MarketerLine) and r.payload.covers(number)}
     for r in recs.values():
         p = r.payload
-        if isinstance(p, Mark | Reassignment):
+        if isinstance(p, Mark | Reassignment | Complaint):
             if p.number != number:
                 raise NotAboutNumber(f"record {r.id.hex()[:16]} is a {r.kind} of {p.number}, "
                                      f"not of {number}")
+        elif isinstance(p, MarketerLine) and not p.is_deregistration:
+            if not p.covers(number):
+                raise NotAboutNumber(f"record {r.id.hex()[:16]} registers the line {p.number}, "
+                                     f"which does not hold {number}")
+        elif isinstance(p, Sanction):
+            if p.uscc not in lines:
+                raise NotAboutNumber(f"record {r.id.hex()[:16]} sanctions {p.uscc}, the "
+                                     f"enterprise of no line of the trail holding {number}")
         elif not any(n in recs for n in names_of(r)):
             raise NotAboutNumber(f"record {r.id.hex()[:16]} ({r.kind}) names no record "
                                  f"about {number}")
@@ -153,12 +181,16 @@ class Proven:
     path: tuple[bytes, ...]
 
 
+ENTRY, INDEX = "entry", "index"   # where a step comes from (module doc)
+
+
 @dataclass(frozen=True)
 class TrailStep:
     record: Record
     index: int
     kind: str
     verified: bool          # False: the log checkpoint does not cover its index yet
+    source: str             # ENTRY: named by the proven entry; INDEX: linked by the node
 
     def to_json(self) -> dict[str, Any]:
         r = self.record
@@ -166,13 +198,16 @@ class TrailStep:
             "index": self.index, "id": r.id.hex(), "kind": self.kind, "issuer": r.issuer,
             "seq": r.seq, "issued_at_ms": r.issued_at_ms,
             "names": [n.hex() for n in names_of(r)], "verified": self.verified,
+            "source": self.source,
         }
         out.update(_summary(r))
         return out
 
 
 def _summary(r: Record) -> dict[str, Any]:
-    """What a reader needs of the payload (no free text: reasons stay out)."""
+    """What a reader needs of the payload. No free text (reasons, descriptions)
+    and no description digest; a complaint's complainant only sealed, under
+    `complainant` (the web front end leaves it out)."""
     p = r.payload
     if isinstance(p, Mark):
         return {"category": p.category, "score": p.score, "observed_at_ms": p.observed_at_ms}
@@ -182,6 +217,21 @@ def _summary(r: Record) -> dict[str, Any]:
         return {"action": p.action, "category": p.category or None}
     if isinstance(p, Reassignment):
         return {"effective_at_ms": p.effective_at_ms}
+    if isinstance(p, Complaint):
+        return {"category": p.category, "channel": p.channel, "call_at_ms": p.call_at_ms,
+                "addressed_to": p.addressed_to, "complainant": p.complainant.hex()}
+    if isinstance(p, Handling):
+        return {"finding": p.finding, "action": p.action, "forward_to": p.forward_to or None,
+                "feedback_reported_at_ms": p.feedback_reported_at_ms or None,
+                "feedback_complainant_at_ms": p.feedback_complainant_at_ms or None}
+    if isinstance(p, MarketerLine):
+        if p.is_deregistration:
+            return {}
+        return {"line": p.number, "prefix": p.prefix, "enterprise": p.enterprise,
+                "uscc": p.uscc, "industry": p.industry}
+    if isinstance(p, Sanction):
+        return {"enterprise": p.enterprise, "uscc": p.uscc, "document": p.document,
+                "listed_at_ms": p.listed_at_ms, "delist": p.delist}
     return {}
 
 
@@ -235,14 +285,12 @@ def verify_trail(
                     strict=True))
     if len(recs) != len(records):
         raise IncompleteTrail("the answer gives a record twice")
-    if set(recs) != want:
-        missing, extra = want - set(recs), set(recs) - want
-        what = (f"{len(missing)} record(s) the entry names are missing "
-                f"({', '.join(sorted(m.hex()[:16] for m in missing))})" if missing else
-                f"{len(extra)} record(s) the entry does not name are given "
-                f"({', '.join(sorted(x.hex()[:16] for x in extra))})")
-        raise IncompleteTrail(f"the trail of {asked} is not the one its view entry proves: "
-                              f"{what}")
+    missing = want - set(recs)
+    if missing:
+        raise IncompleteTrail(
+            f"the trail of {asked} is not the one its view entry proves: {len(missing)} "
+            f"record(s) the entry names are missing "
+            f"({', '.join(sorted(m.hex()[:16] for m in missing))})")
     parsed = {rid: rec for rid, rec in
               zip(recs, verify_envelopes([p.envelope for p in recs.values()], cons),
                   strict=True)}
@@ -257,7 +305,8 @@ def verify_trail(
                                     list(p.path), log_root)
         else:
             pending += 1
-        steps.append(TrailStep(rec, p.index, kind_in_trail(rec, parsed), covered))
+        steps.append(TrailStep(rec, p.index, kind_in_trail(rec, parsed), covered,
+                               ENTRY if rec.id in want else INDEX))
     why = None
     if len(fresh) < cons.policy.cosign_quorum:
         why = (f"the view checkpoint has {len(fresh)} of {cons.policy.cosign_quorum} "

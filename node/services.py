@@ -310,7 +310,9 @@ class AuditService(rpc.AuditServicer):
         answer = self.view.lookup(normalize(request.number), True)
         entry = V.Entry.decode(answer.entry) if answer.entry else None
         out = pb.Trail(lookup=answer, size=request.size)
-        for rid in sorted(trail.ids_of_entry(entry)):
+        ids = trail.ids_of_entry(entry) | self._linked(answer.number, entry,
+                                                       request.at_ms or self.view.clock())
+        for rid in sorted(ids):
             found = self.ledger.record_by_id(rid)
             if found is None:  # the view holds only records of this log
                 raise StorageFailure(f"record {rid.hex()} of {answer.number}'s entry is missing")
@@ -318,6 +320,26 @@ class AuditService(rpc.AuditServicer):
             path = self.ledger.inclusion_proof(index, request.size) if index < request.size \
                 else []
             out.records.add(envelope=env, index=index, path=path)
+        return out
+
+    def _linked(self, number: str, entry: V.Entry | None, at_ms: int) -> set[bytes]:
+        """What this node's complaint and consent states (ledger.complaints,
+        ledger.consent, set on the ledger by their keepers) link to the entry:
+        its complaints' handlings, the lines holding the number at `at_ms` with
+        their deregistrations, and those lines' enterprises' sanctions."""
+        comp = getattr(self.ledger, "complaints", None)
+        consent = getattr(self.ledger, "consent", None)
+        out: set[bytes] = set()
+        if comp is not None and entry is not None:
+            for c in entry.complaints:
+                out.update(h.id for h in comp.handlings_of(c.id))
+        if consent is not None:
+            for line in consent.lines_overlapping(number, False, at_ms):
+                out.add(line.id)
+                if line.ended_by:
+                    out.add(line.ended_by)
+                if comp is not None:
+                    out.update(s.id for s in comp.sanctions_of(line.uscc))
         return out
 
 

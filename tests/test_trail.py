@@ -219,7 +219,7 @@ def test_a_record_of_another_number_slipped_in_is_refused(
     c = Bending(slip)
     code, _, err = run_cli(net, "trail", "--node", "carrier-1", NUMBER, connect=c)
     c.real.close()
-    assert code == 1 and "IncompleteTrail" in err and ids["other"][:16] in err
+    assert code == 1 and "NotAboutNumber" in err and ids["other"][:16] in err
 
 
 def test_the_answer_about_another_number_is_refused(
@@ -334,3 +334,147 @@ def test_without_a_member_credential_there_is_no_trail(
                      rate=RateLimit(per_minute=0))
     r = app.test_client().get(f"/api/v1/numbers/{NUMBER}/trail")
     assert r.status_code == 503 and "member credential" in r.get_json()["error"]
+
+
+# ------------------------------------------------------------------ complaints (pure)
+# A trail built in memory (tests/test_complaints.py's consortium, with the
+# complaints centre and the regulator): the view, its cosigned checkpoint, a
+# log of every record; what a node's GetTrail answers, then ledger/trail.py.
+
+T = NOW - 48 * 3_600_000
+HOUR = 3_600_000
+
+
+class Book:
+    """Signed records on their feeds (test_complaints's consortium), their log,
+    the view over them, a cosigned view checkpoint at NOW."""
+
+    def __init__(self) -> None:
+        from tests import test_complaints as TC
+
+        self.TC = TC
+        self.cons = TC.CONS
+        self.feeds = TC.Feeds()
+        self.keys = TC.KEYS
+
+    def issue(self, issuer: str, payload: Any, at: int) -> Record:
+        return self.feeds.issue(issuer, payload, at)
+
+    def answer(self, number: str, linked: list[Record], drop: int | None = None) -> Any:
+        """(answer, proven records, log size, log root) as a node would give them."""
+        from ledger import merkle, note
+        from ledger.names import view_origin, witness_name
+        from ledger.trail import Proven, ids_of_entry
+        from ledger.view import resolve, sign_view_checkpoint
+
+        recs = self.feeds.records
+        view = resolve(recs, self.cons)
+        cp = view.checkpoint(view_origin(self.cons.name, "institute"), NOW)
+        text = note.add_signature_lines(
+            sign_view_checkpoint(cp, self.keys["institute"]),
+            [note.cosign_line(cp.body(), witness_name(self.cons.name, p), self.keys[p],
+                              NOW // 1000) for p in ("carrier-1", "carrier-2")])
+        entry = view.entry(number)
+        resp = pb.LookupResponse(number=number, entry=view.entry_bytes(number) or b"",
+                                 proof=view.proof(number).encode(), view_checkpoint=text)
+        log = merkle.MemoryNodes()
+        for r in recs:
+            log.append(merkle.leaf_hash(r.envelope))
+        want = ids_of_entry(entry) | {r.id for r in linked}
+        given = [Proven(r.envelope, i, tuple(merkle.inclusion_proof(log, i, log.size)))
+                 for i, r in enumerate(recs) if r.id in want]
+        if drop is not None:
+            del given[drop]
+        return resp, given, log.size, log.root()
+
+
+@pytest.fixture
+def complained() -> tuple[Book, dict[str, Record]]:
+    """C1_NUMBER, registered as an enterprise's marketing line, complained of
+    at the centre; carrier-1 confirms it with a mark; internet-1 appeals the
+    mark and the institute upholds the appeal; the regulator lists the
+    enterprise. Another number's complaint and a second line stay apart."""
+    from ledger.payloads import MarketerLine
+
+    b = Book()
+    TC = b.TC
+    num = TC.C1_NUMBER
+    r: dict[str, Record] = {}
+    r["line"] = b.issue("carrier-1", MarketerLine(num, False, "北京某某营销有限公司", TC.USCC,
+                                                   "finance"), T - 24 * HOUR)
+    r["complaint"] = b.issue("complaints-1", TC.complaint(num, call_at=T - HOUR), T)
+    r["mark"] = b.issue("carrier-1", Mark(num, "marketing", observed_at_ms=T + HOUR), T + HOUR)
+    r["handling"] = b.issue("carrier-1", TC.confirmed(r["complaint"].id, mark=r["mark"].id,
+                                                      feedback_complainant_at_ms=T + HOUR),
+                            T + HOUR)
+    r["appeal"] = b.issue("internet-1", Correction(targets=(r["mark"].id,), action="withdraw"),
+                          T + 2 * HOUR)
+    r["sanction"] = b.issue("regulator-1", TC.listing(at=T + 3 * HOUR), T + 3 * HOUR)
+    r["decision"] = b.issue("institute", Correction(appeal_id=r["appeal"].id, outcome="uphold"),
+                            T + 5 * HOUR)
+    r["elsewhere"] = b.issue("complaints-1", TC.complaint(TC.C2_NUMBER), T)
+    return b, r
+
+
+LINKED = ("handling", "line", "sanction")
+
+
+def test_a_trail_goes_complaint_handling_mark_appeal_upheld_decision(
+    complained: tuple[Book, dict[str, Record]]
+) -> None:
+    from ledger.trail import verify_trail
+
+    b, r = complained
+    num = b.TC.C1_NUMBER
+    resp, given, size, root = b.answer(num, [r[k] for k in LINKED])
+    t = verify_trail(b.cons, num, resp, given, size, root, NOW)
+    assert t.verified
+    got = t.to_json()["records"]
+    assert [x["id"] for x in got] == [r[k].id.hex() for k in (
+        "line", "complaint", "mark", "handling", "appeal", "sanction", "decision")]
+    assert [x["kind"] for x in got] == ["line", "complaint", "mark", "handling", "appeal",
+                                        "sanction", "decision"]
+    assert [x["source"] for x in got] == ["index", "entry", "entry", "index", "entry",
+                                          "index", "entry"]
+    assert got[3]["names"] == [r["complaint"].id.hex(), r["mark"].id.hex()]
+    assert got[3]["finding"] == "confirmed" and got[3]["action"] == "mark"
+    assert got[1]["addressed_to"] == "carrier-1" and len(got[1]["complainant"]) > 32
+    assert got[5]["uscc"] == b.TC.USCC and got[5]["delist"] is False
+    # The complainant's number never shows, nor the description's digest.
+    text = json.dumps(t.to_json())
+    assert "+8613900000009" not in text and b.TC.DIGEST.hex() not in text
+
+
+def test_what_the_entry_names_cannot_be_left_out_what_the_index_links_must_link(
+    complained: tuple[Book, dict[str, Record]]
+) -> None:
+    from ledger.errors import ProofMismatch
+    from ledger.trail import IncompleteTrail, NotAboutNumber, Proven, verify_trail
+
+    b, r = complained
+    num = b.TC.C1_NUMBER
+    resp, given, size, root = b.answer(num, [r[k] for k in LINKED])
+    # The complaint (named by the entry) left out: refused.
+    at = next(i for i, p in enumerate(given) if p.envelope == r["complaint"].envelope)
+    with pytest.raises(IncompleteTrail, match="1 record"):
+        verify_trail(b.cons, num, resp, [p for i, p in enumerate(given) if i != at], size,
+                     root, NOW)
+    # The handling (linked by the index) left out: the node's word, so it verifies.
+    at = next(i for i, p in enumerate(given) if p.envelope == r["handling"].envelope)
+    assert verify_trail(b.cons, num, resp, [p for i, p in enumerate(given) if i != at],
+                        size, root, NOW).verified
+    # Another number's complaint, or a sanction without the line that links it: refused.
+    _, more, _, _ = b.answer(num, [r[k] for k in (*LINKED, "elsewhere")])
+    with pytest.raises(NotAboutNumber, match="not of"):
+        verify_trail(b.cons, num, resp, more, size, root, NOW)
+    line = next(i for i, p in enumerate(given) if p.envelope == r["line"].envelope)
+    with pytest.raises(NotAboutNumber, match="enterprise of no line"):
+        verify_trail(b.cons, num, resp, [p for i, p in enumerate(given) if i != line], size,
+                     root, NOW)
+    # A bent proof of a linked record is refused like any other.
+    h = next(i for i, p in enumerate(given) if p.envelope == r["sanction"].envelope)
+    bent = bytearray(given[h].path[0])
+    bent[5] ^= 0x40
+    given[h] = Proven(given[h].envelope, given[h].index, (bytes(bent), *given[h].path[1:]))
+    with pytest.raises(ProofMismatch):
+        verify_trail(b.cons, num, resp, given, size, root, NOW)

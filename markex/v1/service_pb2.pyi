@@ -253,12 +253,14 @@ class CosignResponse(_message.Message):
     def __init__(self, signature_line: _Optional[str] = ...) -> None: ...
 
 class TrailRequest(_message.Message):
-    __slots__ = ("number", "size")
+    __slots__ = ("number", "size", "at_ms")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
     number: str
     size: int
-    def __init__(self, number: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+    at_ms: int
+    def __init__(self, number: _Optional[str] = ..., size: _Optional[int] = ..., at_ms: _Optional[int] = ...) -> None: ...
 
 class TrailRecord(_message.Message):
     __slots__ = ("envelope", "index", "path")

@@ -784,9 +784,11 @@ class AuditServicer:
 
     def GetTrail(self, request, context):
         """Every record about a number (docs/trail.md): the number's view entry with
-        its proof (which names the records), and each record with its log index
-        and its inclusion proof in the tree of `size` (the caller's verified log
-        checkpoint; a record at or past it comes without a proof).
+        its proof (which names most records), the records it names and those the
+        node's indexes link to them (handlings, the number's marketer line, its
+        enterprise's sanctions), each with its log index and its inclusion proof
+        in the tree of `size` (the caller's verified log checkpoint; a record at
+        or past it comes without a proof).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
