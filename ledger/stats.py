@@ -24,6 +24,23 @@ Per participant that issues records:
     overturn_rate      marks_overturned / marks_issued (null without marks)
     decision_ms        appeal filed to decision (upheld or rejected), issue times:
                        {count, median, p90} by nearest rank (null without decisions)
+
+Per carrier, from the complaints and their handling chains as the complaint
+state walks them (ledger/complaints/rules.py: the SLA clock starts at a
+complaint's filing; the policy's complaint_ack_ms and complaint_close_ms):
+
+    received             complaints that reached it: filed to it, or forwarded to it
+    forwarded            of those, the ones it forwarded (not its subscriber)
+    acknowledged_in_sla  complaints filed to it that it acknowledged (its first
+                         handling, a forward included) within complaint_ack_ms
+    closed               complaints it closed (its finding, confirmed or not)
+    closed_in_sla        of those, closed within complaint_close_ms of filing
+    open                 complaints it holds (the last addressee) not closed yet
+    handling_ms          filing to its closing finding: {count, median, p90}
+
+Nothing here reads a clock: whether an open complaint is overdue depends on
+when it is asked (`markex complaints --overdue`), so the figures count only
+what the records settle.
 """
 
 from __future__ import annotations
@@ -34,8 +51,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keys.consortium import Consortium
+from ledger.complaints.facts import ComplaintFact, HandlingFact
+from ledger.complaints.facts import fact_of as complaint_fact
+from ledger.complaints.rules import status_of
 from ledger.errors import BadInput
-from ledger.payloads import may_issue
+from ledger.payloads import Complaint, Handling, may_issue
 from ledger.record import UPHOLD, WITHDRAW, Correction, Mark, Record
 from ledger.rules import time_violation
 
@@ -77,6 +97,8 @@ class Tally:
     _corrections: list[tuple[bytes, str, int, int, Correction]] = field(default_factory=list)
     _heads: dict[str, int] = field(default_factory=dict)
     _seen: set[bytes] = field(default_factory=set)
+    _complaints: dict[bytes, ComplaintFact] = field(default_factory=dict)
+    _handlings: dict[bytes, list[HandlingFact]] = field(default_factory=dict)  # by complaint
 
     def add(self, rec: Record) -> None:
         """Count `rec` (once, however often it is added)."""
@@ -88,6 +110,14 @@ class Tally:
         if rec.seq > self._heads.get(rec.issuer, 0):
             self._heads[rec.issuer] = rec.seq
         p = rec.payload
+        if isinstance(p, Complaint | Handling):
+            f = complaint_fact(rec, self.consortium)
+            if isinstance(f, ComplaintFact):
+                self._complaints[f.id] = f
+            elif isinstance(f, HandlingFact):
+                for cid in f.handling.complaints:
+                    self._handlings.setdefault(cid, []).append(f)
+            return
         if not isinstance(p, Mark | Correction):
             return
         if not may_issue(self.consortium, rec.issuer, p) or \
@@ -145,8 +175,9 @@ class Tally:
         return appeals, decided, pulled - set(decided)
 
     def figures(self) -> dict[str, Any]:
-        """{"vector", "participants": {id: the figures of the module doc}, "appeals":
-        {"filed", "pending", "upheld", "rejected", "withdrawn"}}."""
+        """{"vector", "records", "participants": {id: figures}, "carriers": {id:
+        figures} (the module doc), "appeals": {"filed", "pending", "upheld",
+        "rejected", "withdrawn"}}."""
         vector = self.counted_vector()
         appeals, decided, withdrawn = self._appeals()
         ids = [p.id for p in self.consortium.witnesses]
@@ -191,6 +222,7 @@ class Tally:
             "vector": vector,
             "records": len(self._seen),
             "participants": out,
+            "carriers": self._carriers(),
             "appeals": {
                 "filed": len(appeals),
                 "pending": len(appeals) - len(decided) - len(withdrawn),
@@ -199,6 +231,42 @@ class Tally:
                 "withdrawn": len(withdrawn),
             },
         }
+
+
+    def _carriers(self) -> dict[str, Any]:
+        """The per-carrier figures of the module doc."""
+        p = self.consortium.policy
+        carriers = sorted(x.id for x in self.consortium.participants if x.role == "carrier")
+        zero = ("received", "forwarded", "acknowledged_in_sla", "closed", "closed_in_sla",
+                "open")
+        out: dict[str, dict[str, Any]] = {c: dict.fromkeys(zero, 0) for c in carriers}
+        waits: dict[str, list[int]] = {c: [] for c in carriers}
+
+        def bump(carrier: str, key: str) -> None:
+            if carrier in out:
+                out[carrier][key] += 1
+
+        for cid, c in self._complaints.items():
+            st = status_of(c, self._handlings.get(cid, ()), p.complaint_ack_ms,
+                           p.complaint_close_ms)
+            for carrier in {st.addressed_to, *(f.to for f in st.forwards)}:
+                bump(carrier, "received")
+            for carrier in {f.by for f in st.forwards}:
+                bump(carrier, "forwarded")
+            if st.acknowledged_in_time:
+                bump(st.addressed_to, "acknowledged_in_sla")
+            if st.closer is not None and st.closed_at is not None:
+                bump(st.closer.issuer, "closed")
+                if st.closed_in_time:
+                    bump(st.closer.issuer, "closed_in_sla")
+                if st.closer.issuer in waits:
+                    waits[st.closer.issuer].append(st.closed_at - c.issued_at)
+            else:
+                bump(st.addressee, "open")
+        for c, w in waits.items():
+            out[c]["handling_ms"] = {"count": len(w), "median": nearest_rank(w, 50),
+                                     "p90": nearest_rank(w, 90)}
+        return out
 
 
 def accountability(

@@ -198,6 +198,14 @@ def _stats_text(out: dict[str, Any]) -> str:
     a = out["appeals"]
     lines.append(f"appeals: {a['filed']} filed, {a['pending']} pending, {a['upheld']} upheld, "
                  f"{a['rejected']} rejected, {a['withdrawn']} withdrawn")
+    if out["carriers"]:
+        lines.append(f"{'carrier':<14}{'received':>9}{'forwarded':>10}{'ack in SLA':>11}"
+                     f"{'closed':>8}{'in SLA':>8}{'open':>6}{'median handling':>17}")
+        for cid, c in out["carriers"].items():
+            med = c["handling_ms"]["median"]
+            lines.append(f"{cid:<14}{c['received']:>9}{c['forwarded']:>10}"
+                         f"{c['acknowledged_in_sla']:>11}{c['closed']:>8}{c['closed_in_sla']:>8}"
+                         f"{c['open']:>6}{'-' if med is None else f'{med / 3_600_000:.1f} h':>17}")
     return "\n".join(lines)
 
 

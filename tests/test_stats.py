@@ -391,6 +391,20 @@ def test_markex_stats_gives_the_same_figures_on_every_node_and_offline(
     assert _same_but(a, "source", "checkpoint") == _same_but(b, "source")
 
 
+def test_markex_stats_as_text(chain: Any) -> None:  # noqa: F811
+    import contextlib
+
+    from tests.test_trail import _pinned
+
+    net, _ = chain
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["stats", "--node", "internet-1", *_pinned(net)]) == 0
+    text = buf.getvalue()
+    assert "at the vector carrier-1=3, institute=1, internet-1=2" in text
+    assert "50.0%" in text and "appeals: 1 filed" in text and "carrier-1" in text
+
+
 def test_markex_stats_refuses_what_it_cannot_count(
     chain: Any, tmp_path: Any  # noqa: F811
 ) -> None:
@@ -423,6 +437,7 @@ def test_the_stats_page_draws_each_participant_s_accuracy_from_the_log(net: Any)
     assert acc["checkpoint"]["node"] == "carrier-1"
     page = c.get("/stats").get_data(as_text=True)
     assert 'id="accuracy"' in page and "markex stats --node carrier-1" in page
+    assert 'id="carriers"' in page and acc["carriers"]["carrier-1"]["received"] == 0
     for name in publish.ACCURACY_CHARTS:
         assert f'src="/stats/charts/{name}.svg?v=' in page
         svg = c.get(f"/stats/charts/{name}.svg")
@@ -452,3 +467,40 @@ def test_the_accuracy_figures_follow_the_log_and_keep_the_last_verified(net: Any
     again = c.get("/api/v1/stats/accountability")
     assert again.status_code == 200 and again.get_json()["records"] == now["records"]
     audit.down = False
+
+
+def test_the_carriers_complaint_figures_from_the_records_alone() -> None:
+    """Filed to carrier-1: one confirmed after 2 h (in the SLA), one not
+    confirmed after 6 days (acknowledged late, closed late), one forwarded
+    after 1 h to carrier-2, which closes it after 30 h (its close in the
+    SLA), one never answered; filed to carrier-2: one left open."""
+    from ledger.payloads import Handling
+    from tests import test_complaints as TC
+
+    cons = TC.CONS
+    f = TC.Feeds()
+    day = 24 * HOUR
+
+    def filed(number: str = TC.C1_NUMBER, who: str = "+8613900000009") -> Record:
+        return f.issue("complaints-1", TC.complaint(number, who, call_at=NOW - HOUR), NOW)
+
+    a, b, c, d = (filed(who=f"+861390000001{i}") for i in range(4))
+    e = filed(TC.C2_NUMBER)
+    f.issue("carrier-1", Handling((a.id,), "confirmed", action="warning"), NOW + 2 * HOUR)
+    f.issue("carrier-1", TC.forward(c.id, to="carrier-2"), NOW + HOUR)
+    f.issue("carrier-2", Handling((c.id,), "not-confirmed"), NOW + 30 * HOUR)
+    f.issue("carrier-1", Handling((b.id,), "not-confirmed"), NOW + 6 * day)
+    got = accountability(f.records, cons)["carriers"]
+    assert got["carrier-1"] == {
+        "received": 4, "forwarded": 1, "acknowledged_in_sla": 2, "closed": 2,
+        "closed_in_sla": 1, "open": 1,
+        "handling_ms": {"count": 2, "median": 2 * HOUR, "p90": 6 * day},
+    }
+    assert got["carrier-2"] == {
+        "received": 2, "forwarded": 0, "acknowledged_in_sla": 0, "closed": 1,
+        "closed_in_sla": 1, "open": 1,
+        "handling_ms": {"count": 1, "median": 30 * HOUR, "p90": 30 * HOUR},
+    }
+    assert d.id and e.id   # d never answered (carrier-1's open one), e carrier-2's
+    # The same figures from any order of the records.
+    assert accountability(list(reversed(f.records)), cons)["carriers"] == got
