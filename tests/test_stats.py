@@ -504,3 +504,43 @@ def test_the_carriers_complaint_figures_from_the_records_alone() -> None:
     assert d.id and e.id   # d never answered (carrier-1's open one), e carrier-2's
     # The same figures from any order of the records.
     assert accountability(list(reversed(f.records)), cons)["carriers"] == got
+
+
+def test_markex_stats_refuses_entries_that_do_not_give_the_checkpoint(
+    chain: Any,  # noqa: F811
+) -> None:
+    """A node answering GetEntries with one envelope changed, or one left out
+    (the next one in its place): exit 1, nothing counted."""
+    from node.connect import TlsConnect
+
+    net, _ = chain
+
+    class Tampering:
+        def __init__(self, how: str) -> None:
+            self.real, self.how = TlsConnect(), how
+
+        def __call__(self, need: Any, dial: Any) -> Any:
+            stub = self.real(need, dial)
+            if need != "audit":
+                return stub
+            how = self.how
+
+            class Audit:
+                def GetEntries(self, request: Any, **kw: Any) -> Any:  # noqa: N802
+                    got = stub.GetEntries(request, **kw)
+                    if how == "changed":
+                        env = bytearray(got.envelopes[-1])
+                        env[-1] ^= 1
+                        got.envelopes[-1] = bytes(env)
+                    else:
+                        del got.envelopes[0]
+                    return got
+
+            return Audit()
+
+    for how in ("changed", "left out"):
+        c = Tampering(how)
+        code, out, err = run_cli(net, "stats", "--node", "carrier-1", connect=c)
+        c.real.close()
+        assert code == 1 and out is None, how
+        assert "do not give the root" in err or "the node gave" in err, err

@@ -478,3 +478,38 @@ def test_what_the_entry_names_cannot_be_left_out_what_the_index_links_must_link(
     given[h] = Proven(given[h].envelope, given[h].index, (bytes(bent), *given[h].path[1:]))
     with pytest.raises(ProofMismatch):
         verify_trail(b.cons, num, resp, given, size, root, NOW)
+
+
+def test_the_web_trail_shows_complaints_without_complainants(
+    complained: tuple[Book, dict[str, Record]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page and its JSON, on the trail above (the node's answer replaced by
+    the verified one built in memory): no complainant field, no sealed value."""
+    from types import SimpleNamespace
+
+    from ledger.trail import verify_trail
+    from node import trailcli
+    from node.recordcli import TrustedCheckpoint
+    from node.web.app import create_app
+    from node.web.ratelimit import RateLimit
+    from node.web.report import NodeReader
+
+    b, r = complained
+    num = b.TC.C1_NUMBER
+    resp, given, size, root = b.answer(num, [r[k] for k in LINKED])
+    t = verify_trail(b.cons, num, resp, given, size, root, NOW)
+    cp = TrustedCheckpoint("carrier-1", SimpleNamespace(size=size, root=root),  # type: ignore[arg-type]
+                           ("carrier-2", "institute"), None)
+    monkeypatch.setattr(trailcli, "fetch_trail", lambda *a: (t, cp))
+    app = create_app(b.cons, NodeReader("carrier-1", object(), object()),
+                     rate=RateLimit(per_minute=0), now_ms=lambda: NOW)
+    c = app.test_client()
+    sealed = r["complaint"].payload.complainant.hex()
+    api = c.get(f"/api/v1/numbers/{num}/trail").get_json()
+    assert [x["kind"] for x in api["records"]][:2] == ["line", "complaint"]
+    assert all(not k.startswith("complainant") for x in api["records"] for k in x)
+    page = c.get(f"/numbers/{num}/trail").get_data(as_text=True)
+    for text in (json.dumps(api), page):
+        assert sealed not in text and "+8613900000009" not in text
+    assert 'class="trail-complaint"' in page and 'class="trail-sanction"' in page
+    assert r["handling"].id.hex() in page
