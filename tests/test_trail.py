@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import io
 import json
 from collections.abc import Callable, Iterator
@@ -513,3 +514,103 @@ def test_the_web_trail_shows_complaints_without_complainants(
         assert sealed not in text and "+8613900000009" not in text
     assert 'class="trail-complaint"' in page and 'class="trail-sanction"' in page
     assert r["handling"].id.hex() in page
+
+
+# ------------------------------------------------------------------ complaints on real nodes
+
+
+@pytest.fixture(scope="module")
+def centre(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dict[str, str]]]:
+    """Nodes of a consortium with the complaints centre and the regulator: a
+    marketer line of carrier-1's for NUMBER, a complaint about it filed at
+    complaints-1, carrier-1's confirming handling with a mark, internet-1's
+    appeal of that mark upheld, the line's enterprise listed by regulator-1.
+    (Records issued through each node's writer: the issuing commands are
+    another part's.)"""
+    from keys.layout import init_consortium
+    from ledger.payloads import Complaint, Handling, MarketerLine, Sanction
+    from ledger.payloads.line import uscc_check_char
+    from ledger.sealing import COMPLAINANT
+    from node.localnet import free_port_block
+    from node.server import Node
+
+    d = tmp_path_factory.mktemp("centre") / "c"
+    cons = init_consortium(d, carriers=1, internet=1, complaints=1, regulators=1,
+                           base_port=free_port_block(24), now=datetime.now(UTC))
+    ids = [p.id for p in cons.participants if p.member_endpoint]
+    nodes = {pid: Node(NodeConfig.for_participant(d, pid), sync_interval=0.2) for pid in ids}
+    for n in nodes.values():
+        n.start()
+    net = SimpleNet(d, cons, nodes)
+    try:
+        now = int(datetime.now(UTC).timestamp() * 1000)
+        uscc = "91110000600037341" + uscc_check_char("91110000600037341")
+        industry = "finance"  # keys/industries.py DEFAULT_INDUSTRIES
+        key = nodes["complaints-1"].consortium.members_key
+        got: dict[str, str] = {}
+
+        def issue(pid: str, payload: Any) -> bytes:
+            out = nodes[pid].core.issue(payload)
+            assert out.record is not None
+            return out.record.id
+
+        got["line"] = issue("carrier-1", MarketerLine(NUMBER, False, "北京某某营销有限公司",
+                                                      uscc, industry)).hex()
+        cid = issue("complaints-1", Complaint(
+            NUMBER, "marketing", now - 3_600_000, "app", key.seal("+8613900000009", COMPLAINANT),
+            key.id, hashlib.sha256("一天打了三次".encode()).digest(), "carrier-1"))
+        got["complaint"] = cid.hex()
+        net.converge()
+        mark = issue("carrier-1", Mark(NUMBER, "marketing"))
+        got["mark"] = mark.hex()
+        got["handling"] = issue("carrier-1", Handling((cid,), "confirmed", action="mark",
+                                                      mark_id=mark)).hex()
+        net.converge()
+        appeal = issue("internet-1", Correction(targets=(mark,), action="withdraw"))
+        got["appeal"] = appeal.hex()
+        got["sanction"] = issue("regulator-1", Sanction(
+            "北京某某营销有限公司", uscc, "", "骚扰电话", "工信罚〔2026〕12号", now)).hex()
+        net.converge()
+        got["decision"] = issue("institute", Correction(appeal_id=appeal,
+                                                        outcome="uphold")).hex()
+        net.converge()
+        yield net, got
+    finally:
+        for n in nodes.values():
+            n.stop(grace=0.1)
+
+
+class SimpleNet:
+    """What run_cli and the waits need of a net: its folder and its nodes."""
+
+    def __init__(self, d: Any, cons: Any, nodes: dict[str, Any]) -> None:
+        self.dir, self.consortium, self.nodes = d, cons, nodes
+
+    def converge(self, timeout: float = 30) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            heads = [{i: f.seq for i, f in n.core.ledger.feeds().items()}
+                     for n in self.nodes.values()]
+            if all(h == heads[0] for h in heads):
+                return
+            assert time.monotonic() < deadline, heads
+            time.sleep(0.05)
+
+
+def test_markex_trail_of_a_complaint_verifies_on_every_node(
+    centre: tuple[Any, dict[str, str]]
+) -> None:
+    net, got = centre
+    order = ["line", "complaint", "mark", "handling", "appeal", "sanction", "decision"]
+    for pid in net.nodes:
+        code, _, err = run_cli(net, "node", "wait", "--node", pid, "--timeout", "60",
+                               *[a for i in got.values() for a in ("--for", i)])
+        assert code == 0, err
+        code, out, err = run_cli(net, "trail", "--node", pid, NUMBER)
+        assert code == 0, err
+        assert out["verified"] and [x["id"] for x in out["records"]] == [got[k] for k in order]
+        assert [x["kind"] for x in out["records"]] == order
+        assert {x["id"]: x["source"] for x in out["records"]}[got["handling"]] == "index"
+        assert "+8613900000009" not in json.dumps(out)
