@@ -614,3 +614,26 @@ def test_markex_trail_of_a_complaint_verifies_on_every_node(
         assert [x["kind"] for x in out["records"]] == order
         assert {x["id"]: x["source"] for x in out["records"]}[got["handling"]] == "index"
         assert "+8613900000009" not in json.dumps(out)
+
+
+def test_markex_stats_of_the_centre_s_net_is_one_on_every_node_and_offline(
+    centre: tuple[Any, dict[str, str]]
+) -> None:
+    net, got = centre
+    outs = []
+    for pid in net.nodes:
+        code, _, err = run_cli(net, "node", "wait", "--node", pid, "--timeout", "60",
+                               "--for", got["decision"])
+        assert code == 0, err
+        code, out, err = run_cli(net, "stats", "--node", pid)
+        assert code == 0, err
+        outs.append({k: v for k, v in out.items() if k not in ("source", "checkpoint")})
+    assert all(o == outs[0] for o in outs)
+    c1 = outs[0]["carriers"]["carrier-1"]
+    assert (c1["received"], c1["acknowledged_in_sla"], c1["closed"], c1["closed_in_sla"],
+            c1["open"]) == (1, 1, 1, 1, 0)
+    assert outs[0]["participants"]["carrier-1"]["overturn_rate"] == 1.0
+    data = NodeConfig.for_participant(net.dir, "regulator-1").data_dir
+    code, off, err = run_cli(net, "stats", "--data-dir", str(data))
+    assert code == 0, err
+    assert {k: v for k, v in off.items() if k != "source"} == outs[0]
