@@ -544,3 +544,20 @@ def test_markex_stats_refuses_entries_that_do_not_give_the_checkpoint(
         c.real.close()
         assert code == 1 and out is None, how
         assert "do not give the root" in err or "the node gave" in err, err
+
+
+def test_markex_stats_offline_pins_with_the_node_toml_beside_the_files(
+    chain: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """Like `markex audit --data-dir`: no pin given, the node.toml whose data
+    folder this is pins consortium.json; the consortium folder is found above it."""
+    import contextlib
+
+    net, _ = chain
+    monkeypatch.delenv(INSTITUTE_KEY_ENV, raising=False)
+    monkeypatch.delenv("MARKEX_CONSORTIUM", raising=False)
+    data = NodeConfig.for_participant(net.dir, "carrier-1").data_dir
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["stats", "--data-dir", str(data), "--json"]) == 0
+    assert json.loads(buf.getvalue())["participants"]["internet-1"]["marks_issued"] == 2
