@@ -17,11 +17,14 @@
     consent        sealed subscriber          -> its kept preferences and reassignments
     consentline    record id (32)             -> a marketer line's (de)registration
     consentmeta    name                       -> the consent state's vector and key id
+    complaints     record id (32)             -> a complaint, handling or sanction envelope
+    complaintmeta  name                       -> the complaint state's vector and config
     meta           name                       -> small values (log size, ...)
 
 The view* families belong to ledger/view/'s store-backed NationalView
 (docs/view.md, "Persistence"); it writes them in its own atomic batches. The
-consent* families are ledger/consent/'s StoredConsent's, written likewise.
+consent* families are ledger/consent/'s StoredConsent's, written likewise; the
+complaint* families ledger/complaints/'s StoredComplaints'.
 
 Everything one accepted batch changes goes into one WriteBatch, written and
 then synced before the write returns: an acknowledged record survives kill -9
@@ -78,6 +81,8 @@ COLUMN_FAMILIES = (
     "consent",
     "consentline",
     "consentmeta",
+    "complaints",
+    "complaintmeta",
 )
 
 # Families that only the view writes: small memtables, so a large view does not
@@ -86,6 +91,8 @@ COLUMN_FAMILIES = (
 VIEW_FAMILIES = ("view", "viewix", "viewref", "viewbucket", "viewbuckethash", "viewmeta")
 # The consent state's (ledger/consent/state.py): derived like the view, tuned alike.
 CONSENT_FAMILIES = ("consent", "consentline", "consentmeta")
+# The complaint state's (ledger/complaints/stored.py): derived too.
+COMPLAINT_FAMILIES = ("complaints", "complaintmeta")
 VIEW_WRITE_BUFFER = 8 << 20
 # Families read by random key (a record by its id: the audit reads them in log
 # order, ingest asks for ids that are mostly absent): a Bloom filter per table
@@ -178,7 +185,8 @@ class Store:
         o.set_max_open_files(256)
         table = BlockBasedOptions()
         table.set_block_cache(self._cache)
-        derived = family in VIEW_FAMILIES or family in CONSENT_FAMILIES
+        derived = (family in VIEW_FAMILIES or family in CONSENT_FAMILIES
+                   or family in COMPLAINT_FAMILIES)
         if derived or family in POINT_READ_FAMILIES:
             table.set_bloom_filter(10, False)  # most view reads ask for keys that are absent
         if derived:

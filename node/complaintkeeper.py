@@ -3,11 +3,13 @@ SLA clock, the bad list. Kept on the writer thread before the issuing call is
 answered (node/core.py runs subscribers first), so a complaint this node
 accepted is in its own queue when the caller hears back.
 
-The state is in memory: a start builds it from the ledger (`catch_up`, the
-complaint, handling and sanction records of every feed up to its counted
-seq). A failed update, or a feed that froze (records past a freeze must stop
-counting, and memory cannot take one back), makes the next tick build it
-anew from the ledger.
+The state lives in the node's store (StoredComplaints: the complaint,
+handling and sanction envelopes and the vector) and in memory: a start loads
+it and applies only the ledger records beyond its vector (`catch_up`), so a
+crash between a ledger commit and the state's unsynced batch heals at the
+next start. A failed update, or a feed that froze (records past a freeze
+must stop counting), makes the next tick catch up, clearing the state first
+when it is ahead of a feed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from ledger.complaints import ComplaintState, ComplaintStatus, Listing, SanctionFact, catch_up
+from ledger.complaints.stored import StoredComplaints
 from node.logs import event
 
 if TYPE_CHECKING:
@@ -33,22 +36,23 @@ class ComplaintKeeper:
     def __init__(self, ledger: NodeLedger, consortium: Consortium) -> None:
         self.ledger = ledger
         self.consortium = consortium
-        self.state = ComplaintState(consortium)
+        self.state: ComplaintState = ComplaintState(consortium)  # until start
         self._lock = threading.Lock()
         self._rebuild_needed = False
 
     def start(self) -> None:
         with self._lock:
-            self._rebuild()
+            state = StoredComplaints(self.ledger.store, self.consortium)
+            read = catch_up(state, self.ledger)
+            self.state = state
+            self.ledger.complaints = state      # what the effect checks read
+            event(log, logging.INFO, "complaints-open", caught_up=read,
+                  complaints=len(state.complaints))
 
     def _rebuild(self) -> None:
-        state = ComplaintState(self.consortium)
-        read = catch_up(state, self.ledger)
-        self.state = state
-        self.ledger.complaints = state      # what the effect checks read
+        """Catch up with the ledger (clearing first if ahead of a frozen feed)."""
+        catch_up(self.state, self.ledger)
         self._rebuild_needed = False
-        event(log, logging.INFO, "complaints-built", records=read,
-              complaints=len(state.complaints))
 
     def apply(self, records: list[Record]) -> None:
         """Runs on the writer thread after each ledger commit."""
@@ -83,6 +87,12 @@ class ComplaintKeeper:
         with self._lock:
             if self._rebuild_needed:
                 self._rebuild()
+
+    def lag_records(self) -> int:
+        """Records up to each feed's counted seq the state has not applied."""
+        vector = self.state.vector
+        return sum(max(0, st.counted_seq - vector.get(i, 0))
+                   for i, st in self.ledger.feeds().items())
 
     # ------------------------------------------------------------ reads
     def queue(self, carrier: str, at_ms: int, open_only: bool = False,

@@ -61,12 +61,15 @@ class LocalNet:
         carriers: int = 3,
         internet: int = 2,
         sync_interval: float | None = None,
+        complaints: int = 0,
+        regulators: int = 0,
     ) -> None:
         self.dir = Path(directory)
-        n = 1 + carriers + internet
+        n = 1 + carriers + internet + complaints + regulators
         base = free_port_block(4 * n)  # two gRPC ports, a tiles and a metrics port per node
         self.consortium: Consortium = init_consortium(
-            self.dir, carriers=carriers, internet=internet, base_port=base, now=datetime.now(UTC)
+            self.dir, carriers=carriers, internet=internet, base_port=base, now=datetime.now(UTC),
+            complaints=complaints, regulators=regulators,
         )
         # Nodes only: an auditor holds a certificate but runs no node.
         self.ids = [p.id for p in self.consortium.participants if p.member_endpoint]

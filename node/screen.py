@@ -20,7 +20,7 @@ import threading
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import grpc
 
@@ -38,7 +38,9 @@ from ledger.screen import (
     Decision,
     NoMembersKey,
     NotAScreener,
+    Reason,
     decide,
+    is_marketing,
 )
 from ledger.view.entries import Entry
 from ledger.view.resolution import Resolution, evaluate, instants
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from keys.consortium import Consortium
 
 MAX_SCREEN_BATCH = MAX_LOOKUP_BATCH   # the node's one batch bound (TooLarge beyond it)
-CACHE_ENTRIES = 200_000               # distinct callers' entries kept (a few KB each at most)
+CACHE_ENTRIES = 100_000               # distinct callers' entries kept: about 200 MB at most
 MODES = {pb.CALL_MODE_VOICE: "voice", pb.CALL_MODE_SMS: "sms"}
 ACTIONS = {ALLOW: pb.SCREEN_ACTION_ALLOW, LABEL: pb.SCREEN_ACTION_LABEL,
            WARN: pb.SCREEN_ACTION_WARN, BLOCK: pb.SCREEN_ACTION_BLOCK}
@@ -66,15 +68,17 @@ class EntrySource(Protocol):
 
 @dataclass
 class _Cached:
-    entry: Entry
     instants: tuple[int, ...]
-    by_interval: dict[int, Resolution]
+    by_interval: dict[int, Resolution]  # index of the interval (bisect_right) -> resolution
 
 
 class ResolutionCache:
-    """At most `size` entries, the oldest inserted dropped first. Reads take
-    no lock; a race computes one resolution twice, which is harmless since
-    both are equal."""
+    """At most `size` entries, the oldest inserted dropped first; each keeps
+    its instants and the resolutions computed so far (about 2 KB), not the
+    decoded entry: a new interval, rare, decodes the given bytes again.
+    Reads take no lock; a race computes one resolution twice, which is
+    harmless since both are equal (and makes `hits` and `misses`, counters
+    for tests and metrics, approximate)."""
 
     def __init__(self, size: int = CACHE_ENTRIES) -> None:
         self.size = size
@@ -88,13 +92,15 @@ class ResolutionCache:
 
     def resolve(self, raw: bytes, at_ms: int) -> Resolution:
         """`Entry.decode(raw).evaluate(at_ms)`, but for `at_ms`: the returned
-        resolution's `at_ms` is the first time of its interval evaluated."""
+        resolution's `at_ms` is the first time of its interval evaluated.
+        Raises BadInput for bytes that are no entry."""
         key = hashlib.blake2b(raw, digest_size=16).digest()
         got = self._items.get(key)
+        entry = None
         if got is None:
             self.misses += 1
             entry = Entry.decode(raw)
-            got = _Cached(entry, instants(entry), {})
+            got = _Cached(instants(entry), {})
             with self._lock:
                 while len(self._items) >= self.size:
                     self._items.pop(next(iter(self._items)))
@@ -104,13 +110,12 @@ class ResolutionCache:
         i = bisect_right(got.instants, at_ms)
         res = got.by_interval.get(i)
         if res is None:
-            res = got.by_interval[i] = evaluate(got.entry, at_ms)
+            res = got.by_interval[i] = evaluate(entry or Entry.decode(raw), at_ms)
         return res
 
 
-@dataclass(frozen=True)
-class Call:
-    """One call to screen, normalized."""
+class Call(NamedTuple):
+    """One call to screen, normalized (a NamedTuple: one is built per call)."""
 
     caller: str
     callee: str
@@ -156,22 +161,42 @@ class Screener:
             raise NoMembersKey(
                 "this node holds no members' key (node.toml members_key): it cannot read "
                 "subscribers' preferences, so it does not screen")
+        cons, resolve = self.cons, self.cache.resolve
         raws = self.view.entries_bytes([c.caller for c in calls])
         out = []
         for c, raw in zip(calls, raws, strict=True):
-            res = None if raw is None else self.cache.resolve(raw, c.at_ms)
-            line = consent.line_at(c.caller, c.at_ms)
-            pref = consent.preference_at(key.seal(c.callee), c.at_ms)
-            out.append(decide(self.cons, c.caller, c.callee, c.at_ms, c.mode, res, line, pref))
+            at = c.at_ms
+            res = None if raw is None else resolve(raw, at)
+            line = consent.line_at(c.caller, at)
+            # Only a marketer's decision reads the callee's preference (rule 3):
+            # the seal and the read are skipped for every other caller.
+            pref = (consent.preference_at(key.seal(c.callee), at)
+                    if is_marketing(cons, res, line, at) else None)
+            out.append(decide(cons, c.caller, c.callee, at, c.mode, res, line, pref))
         return out
+
+
+_REASONS: dict[Reason, pb.ScreenReason] = {}
+MAX_REASONS = 4096  # reasons kept as messages (a line's, the unknown caller's, ...)
+
+
+def _reason_pb(r: Reason) -> pb.ScreenReason:
+    """The message of a reason; the ones that recur (a registration's, the
+    fixed sentences) are built once."""
+    m = _REASONS.get(r)
+    if m is None:
+        m = pb.ScreenReason(code=r.code, records=list(r.records), detail=r.detail)
+        if len(_REASONS) >= MAX_REASONS:
+            _REASONS.clear()
+        _REASONS[r] = m
+    return m
 
 
 def decision_pb(call: Call, d: Decision, tag: int) -> pb.ScreenDecision:
     return pb.ScreenDecision(
         action=ACTIONS[d.action], category=d.category, redress=d.redress, tag=tag,
         caller=call.caller, callee=call.callee, at_ms=call.at_ms, risk=d.risk,
-        reasons=[pb.ScreenReason(code=r.code, records=list(r.records), detail=r.detail)
-                 for r in d.reasons],
+        reasons=[_reason_pb(r) for r in d.reasons],
     )
 
 

@@ -95,10 +95,11 @@ def test_consortium_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         "--json",
     )
     assert code == 0
-    # init adds an auditor and a call centre (keys and a member certificate, no node,
-    # no admin credential)
+    # init adds the complaints centre and the regulator (nodes, by default one each),
+    # an auditor and a call centre (keys and a member certificate, no node, no admin
+    # credential)
     assert out["participants"] == ["institute", "carrier-1", "carrier-2", "internet-1",
-                                   "auditor-1", "callcenter-1"]
+                                   "complaints-1", "regulator-1", "auditor-1", "callcenter-1"]
     for pid in out["participants"]:
         for f in ("signing.key", "tls.key"):
             assert stat.S_IMODE((d / pid / f).stat().st_mode) == 0o600

@@ -213,6 +213,13 @@ def test_policy_defaults_round_trip() -> None:
 # ====================================================================== who may write what
 
 
+def test_the_roles_that_issue_only_their_own_payloads_are_one_list() -> None:
+    from keys.consortium import ISSUES_ONLY_OWN
+    from ledger.payloads import ROLE_PAYLOADS
+
+    assert set(ROLE_PAYLOADS) == ISSUES_ONLY_OWN == {"complaints", "regulator"}
+
+
 def test_the_three_payloads_are_registered() -> None:
     fields = {t.field: t.cls for t in REGISTRY}
     assert (fields["complaint"], fields["handling"], fields["sanction"]) == (
@@ -655,3 +662,91 @@ def test_complaints_in_the_stored_view_equal_memory(tmp_path: Path) -> None:
         assert stored.entry_bytes(C1_NUMBER) == mem.entry_bytes(C1_NUMBER)
     finally:
         store.close()
+
+
+# ====================================================================== the node
+
+
+def _wall() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def test_nodes_keep_the_state_before_answering_and_after_a_restart(tmp_path: Path) -> None:
+    """The centre's node files a complaint: it is in the serving carrier's queue on
+    the centre's node when the call returns, and on the carrier's node once the
+    record reaches it (submitted as a peer's); a restart builds the same state."""
+    from keys.layout import NodeConfig
+    from node.server import Node
+    from tests.conftest import free_port_block
+
+    d = tmp_path / "c"
+    cons = init_consortium(d, carriers=1, internet=0, base_port=free_port_block(12),
+                           now=datetime.now(UTC), complaints=1, regulators=1)
+    key = cons.members_key
+    assert key is not None
+    centre_cfg = NodeConfig.for_participant(d, "complaints-1")
+    carrier_cfg = NodeConfig.for_participant(d, "carrier-1")
+    now = _wall()
+    c = Complaint(C1_NUMBER, "marketing", now - HOUR, "phone",
+                  key.seal("+8613900000009", COMPLAINANT), key.id, DIGEST, "carrier-1")
+    centre = Node(centre_cfg).start()
+    try:
+        out = centre.core.issue(c)
+        assert out.record is not None
+        (st,) = centre.complaints.queue("carrier-1", _wall() + 1)
+        assert st.id == out.record.id and st.state_at(_wall()) == OPEN
+        size = centre.core.ledger.size
+        with pytest.raises(E.DuplicateComplaint):   # the effect check reads the keeper's state
+            centre.core.issue(c)
+        assert centre.core.ledger.size == size
+        envelope = out.record.envelope
+    finally:
+        centre.stop()
+    carrier = Node(carrier_cfg).start()
+    try:
+        assert carrier.complaints.queue("carrier-1", _wall()) == []
+        (res,) = carrier.core.submit([envelope], "complaints-1")
+        assert res.ok
+        (st,) = carrier.complaints.queue("carrier-1", _wall() + 1)
+        assert st.id == out.record.id
+        handled = carrier.core.issue(Handling((st.id,), "not-confirmed"))
+        assert handled.record is not None
+        (st,) = carrier.complaints.queue("carrier-1", _wall() + 1)
+        assert st.state_at(_wall() + 1) == CLOSED
+        with pytest.raises(E.AlreadyHandled):
+            carrier.core.issue(Handling((st.id,), "not-confirmed"))
+    finally:
+        carrier.stop()
+    again = Node(carrier_cfg).start()
+    try:
+        (st,) = again.complaints.queue("carrier-1", _wall() + 1)
+        assert st.closed_by == handled.record.id
+    finally:
+        again.stop()
+
+
+def test_the_stored_state_reopens_catches_up_and_rebuilds(tmp_path: Path) -> None:
+    from ledger.complaints.stored import FAMILY, StoredComplaints
+
+    f = _everything()
+    led = NodeLedger(Store(tmp_path / "db"), CONS, "institute")
+    try:
+        half = len(f.records) // 2
+        for r in f.records[:half]:
+            assert led.append(r.envelope, NOW + DAY).ok
+        s = StoredComplaints(led.store, CONS)
+        assert catch_up(s, led) == half
+        for r in f.records[half:]:
+            assert led.append(r.envelope, NOW + DAY).ok
+        # reopened: the kept records and vector; the catch-up reads only what is new
+        again = StoredComplaints(led.store, CONS)
+        assert again.vector == s.vector and len(list(led.store.items(FAMILY))) == half
+        assert catch_up(again, led) == len(f.records) - half
+        assert _summary(again) == _summary(state_of(f.records))
+        assert _summary(StoredComplaints(led.store, CONS)) == _summary(again)
+        # another configuration: cleared and built anew
+        other = StoredComplaints(led.store, make_cons(complaint_close_ms=2 * DAY))
+        assert other.vector == {} and list(led.store.items(FAMILY)) == []
+        assert catch_up(other, led) == len(f.records)
+    finally:
+        led.close()

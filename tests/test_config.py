@@ -339,7 +339,9 @@ def test_init_host_names_the_certificates_and_the_endpoints(
 ) -> None:
     d = tmp_path / "c"
     base = free_port_block(9)
+    # No complaints centre or regulator: the ports below count three nodes.
     assert main(["consortium", "init", str(d), "--carriers", "1", "--internet", "1",
+                 "--complaints", "0", "--regulators", "0",
                  "--base-port", str(base), "--host", HOST, "--host", IP, "--json"]) == 0
     ids = json.loads(capsys.readouterr().out)["participants"]
     for pid in ids:
@@ -378,7 +380,7 @@ def test_where_init_listens(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                             argv: list[str], endpoint_host: str, listen_host: str) -> None:
     d = tmp_path / "c"
     assert main(["consortium", "init", str(d), "--carriers", "1", "--internet", "0",
-                 "--base-port", "27400", *argv]) == 0
+                 "--complaints", "0", "--regulators", "0", "--base-port", "27400", *argv]) == 0
     capsys.readouterr()
     cons = json.loads((d / "consortium.json").read_text())
     assert cons["participants"][1]["public_endpoint"] == f"{endpoint_host}:27403"

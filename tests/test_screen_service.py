@@ -314,10 +314,10 @@ def test_cli_list_equals_per_call_screens(s: Screens, tmp_path: Path,
     code, out, err = run(capsys, "screen", "--consortium", str(s.net.dir), "--as",
                          "callcenter-1", "--node", "carrier-1", "--caller", LINE,
                          "--list", str(src), "--out", str(out_csv), "--json")
-    assert code == 2                                   # one bad row, the others screened
-    assert f"{src}:4:" in err and "not-a-number" in err
+    assert code == 2 and err == ""                     # one bad row, the others screened
     summary = json.loads(out)
     assert summary["count"] == 5 and summary["bad"][0]["line"] == 4
+    assert "not-a-number" in summary["bad"][0]["error"]
     rows = list(csv.reader(io.StringIO(out_csv.read_text(encoding="utf-8"))))
     assert rows[0] == ["number", "result", "reason"]
     at = summary["at_ms"]
@@ -331,6 +331,12 @@ def test_cli_list_equals_per_call_screens(s: Screens, tmp_path: Path,
     # the reason is the code only: no preference detail, no record id
     assert all(r[2] in ("callee-refused-industry", "caller-registered-marketer")
                for r in rows[1:])
+    # without --json: the bad row on stderr, with its line
+    code, out, err = run(capsys, "screen", "--consortium", str(s.net.dir), "--as",
+                         "callcenter-1", "--node", "carrier-1", "--caller", LINE,
+                         "--list", str(src), "--out", str(tmp_path / "again.csv"))
+    assert code == 2 and f"markex: {src}:4: " in err and "not-a-number" in err
+    assert (tmp_path / "again.csv").read_text(encoding="utf-8").count("\n") == 6
     # without --out: the CSV on stdout
     good = tmp_path / "good.csv"
     good.write_text("\n".join(numbers) + "\n", encoding="utf-8")
@@ -339,3 +345,40 @@ def test_cli_list_equals_per_call_screens(s: Screens, tmp_path: Path,
                          "--at", "2027-01-01T02:00:00Z")
     assert code == 0, err
     assert out.splitlines()[0] == "number,result,reason" and len(out.splitlines()) == 6
+
+
+def test_a_node_without_the_members_key_does_not_screen() -> None:
+    from ledger.consent import MemoryConsent
+    from ledger.screen import NoMembersKey
+    from ledger.sealing import MembersKey
+    from node.screen import Call, Screener
+    from node.status import code_for
+    from tests.conftest import make_consortium
+
+    class NoView:
+        def entries_bytes(self, e164s: list[str]) -> list[bytes | None]:
+            return [None] * len(e164s)
+
+    cons = make_consortium()
+    assert cons.members_key is None
+    sc = Screener(cons, NoView(), MemoryConsent(MembersKey.generate()))
+    with pytest.raises(NoMembersKey, match="members' key"):
+        sc.decide_many([Call(LINE, SUB_A, 1, "voice")])
+    assert code_for(NoMembersKey("x")) == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_cli_long_list_shows_progress(s: Screens, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from node.auditcli import PROGRESS_MIN
+
+    src = tmp_path / "long.csv"
+    src.write_text("".join(f"+86139{i:08d}\n" for i in range(PROGRESS_MIN + 1)),
+                   encoding="utf-8")
+    code, out, err = run(capsys, "screen", "--consortium", str(s.net.dir), "--as",
+                         "carrier-1", "--caller", LINE, "--list", str(src),
+                         "--out", str(tmp_path / "o.csv"))
+    assert code == 0, err
+    assert f"[{'#' * 30}] {PROGRESS_MIN + 1}/{PROGRESS_MIN + 1} (100%)" in err
+    assert "numbers/s" in err
+    rows = (tmp_path / "o.csv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == PROGRESS_MIN + 2

@@ -1073,6 +1073,47 @@ def test_golden_entry_bytes() -> None:
     assert entry.evaluate(T + D).set_aside[0].reason == "withdrawn"
 
 
+def test_golden_entry_bytes_with_complaints() -> None:
+    """An entry of complaints only (no mark): its bytes and hash are fixed, the
+    rule's values travel in it, and the distinct tags in the window decide."""
+    from ledger.view.parts import EntryComplaint
+    from ledger.view.resolution import instants
+
+    ids = [bytes([i]) * 32 for i in range(1, 7)]
+    tags = [bytes([t]) * 8 for t in (1, 2, 3, 4, 5, 5)]   # the fifth complainant twice
+    entry = Entry(
+        number=N1,
+        rules=Rules(2, 2, True, 5, 10 * D, "medium"),
+        categories=(CategoryInfo("marketing", 50, True),),
+        marks=(),
+        complaints=tuple(
+            EntryComplaint(i, "complaints-1", "marketing", T + k, T + D, tag)
+            for k, (i, tag) in enumerate(zip(ids, tags, strict=True))
+        ),
+    )
+    raw = entry.encode()
+    first = ('{"by":"complaints-1","call_at":1700000000000,"category":"marketing",'
+             '"filed_at":1700086400000,"id":"' + ids[0].hex() + '","tag":"0101010101010101"}')
+    assert raw.startswith(b'{"appeals":[],"categories":[["marketing",50,true]],"complaints":['
+                          + first.encode() + b",")
+    assert raw.endswith(
+        b'],"marks":[],"number":"+8613812340001","protections":[],"reassignments":[],'
+        b'"rules":{"complaint_risk":"medium","complaint_risk_complainants":5,'
+        b'"complaint_risk_window_ms":864000000,"high_risk_min_participants":2,'
+        b'"identity_min_participants":2,"institute_mark_is_high_risk":true},"v":3}'
+    )
+    assert entry.hash.hex() == hashlib.sha256(b"\x00" + raw).hexdigest()
+    assert Entry.decode(raw) == entry
+    assert (entry.evaluate(T + 3).risk, entry.evaluate(T + 3).complainants) == ("none", 4)
+    assert (entry.evaluate(T + 4).risk, entry.evaluate(T + 4).complainants) == ("medium", 5)
+    assert entry.evaluate(T + 10 * D).complainants == 4    # the first call left the window
+    assert {T, T + 10 * D, T + 10 * D + 1} <= set(instants(entry))
+    for bad in (raw.replace(b'"tag":"0101010101010101"', b'"tag":"01"'),
+                raw.replace(b'"complaint_risk":"medium"', b'"complaint_risk":"none"')):
+        with pytest.raises(BadInput):
+            Entry.decode(bad)
+
+
 # ====================================================================== root and proofs
 
 

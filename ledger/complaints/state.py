@@ -58,6 +58,10 @@ class ComplaintState:
     def __init__(self, consortium: Consortium) -> None:
         self.consortium = consortium
         self.key: MembersKey | None = consortium.members_key
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every record (a state ahead of a frozen feed is built anew)."""
         self.vector: dict[str, int] = {}
         self._seen: set[bytes] = set()
         self.complaints: dict[bytes, ComplaintFact] = {}
@@ -72,7 +76,11 @@ class ComplaintState:
     def apply(self, records: Iterable[Record]) -> int:
         """Take in `records` (any order; seen ones again change nothing).
         Returns how many entered the state."""
-        n = 0
+        return len(self._take(records))
+
+    def _take(self, records: Iterable[Record]) -> list[Record]:
+        """`apply`, returning the records that entered."""
+        entered: list[Record] = []
         vector = self.vector
         for rec in records:
             if rec.seq > vector.get(rec.issuer, 0):
@@ -84,8 +92,8 @@ class ComplaintState:
                 continue
             self._seen.add(rec.id)
             self._put(fact)
-            n += 1
-        return n
+            entered.append(rec)
+        return entered
 
     def _put(self, f: ComplaintFact | HandlingFact | SanctionFact) -> None:
         if isinstance(f, ComplaintFact):
@@ -109,6 +117,10 @@ class ComplaintState:
     # ------------------------------------------------------------ reads
     def complaint(self, cid: bytes) -> ComplaintFact | None:
         return self.complaints.get(cid)
+
+    def holds(self, rid: bytes) -> bool:
+        """Has the record `rid` entered the state?"""
+        return rid in self._seen
 
     def handlings_of(self, cid: bytes) -> list[HandlingFact]:
         return [self._handlings[h] for h in sorted(self._naming.get(cid, ()))]
@@ -168,10 +180,14 @@ class ComplaintState:
 
 def catch_up(state: ComplaintState, ledger: NodeLedger, batch_size: int = 1000) -> int:
     """Bring `state` to the ledger: each feed's records above the state's
-    vector, up to its counted seq (a frozen feed stops at its freeze). Returns
-    how many records were read. Raises StorageFailure."""
+    vector, up to its counted seq (a frozen feed stops at its freeze; a state
+    ahead of a feed is cleared and built anew). Returns how many records were
+    read. Raises StorageFailure."""
+    feeds = ledger.feeds()
+    if any(seq > (feeds[i].counted_seq if i in feeds else 0) for i, seq in state.vector.items()):
+        state.clear()
     read = 0
-    for issuer, feed in sorted(ledger.feeds().items()):
+    for issuer, feed in sorted(feeds.items()):
         after, upto = state.vector.get(issuer, 0), feed.counted_seq
         while after < upto:
             envelopes = ledger.records_after(issuer, after, min(batch_size, upto - after))
@@ -198,7 +214,7 @@ class _WithFresh:
         self.state = state
         self.key = state.key
         self.fresh = [f for f in (fact_of(r, state.consortium) for r in fresh)
-                      if f is not None and f.id not in state._seen]
+                      if f is not None and not state.holds(f.id)]
 
     def complaint(self, cid: bytes) -> ComplaintFact | None:
         got = self.state.complaint(cid)

@@ -42,6 +42,8 @@ RISK_NONE = "none"
 RISK_MEDIUM = "medium"
 RISK_HIGH = "high"
 
+# The roles a mark can have (an entry's marks): the complaints centre and the
+# regulator mark nothing (ledger/payloads ROLE_PAYLOADS).
 ROLES = ("institute", "carrier", "internet")
 
 

@@ -41,7 +41,8 @@ APPEAL_ZH = {
     "withdrawn": "已撤回",
 }
 
-ROLE_ZH = {"institute": "研究院", "carrier": "运营商", "internet": "互联网企业"}
+ROLE_ZH = {"institute": "研究院", "carrier": "运营商", "internet": "互联网企业",
+           "complaints": "投诉中心", "regulator": "监管机构"}
 
 
 def category_label(cons: Consortium, cid: str | None) -> str:

@@ -302,7 +302,17 @@ export function evaluateEntry(entry, atMs) {
     }
   }
   const counting = [...latest.values()].sort((a, b) => cmpTuple([a[0].by, a[0].id], [b[0].by, b[0].id]));
-  const { category, risk, score } = combine(entry.rules, info, counting);
+  const combined = combine(entry.rules, info, counting);
+  const { category, score } = combined;
+  // ledger/view/resolution.py: distinct complainants about calls in the window raise the risk.
+  const rules = entry.rules;
+  const tags = new Set(entry.complaints
+    .filter((c) => c.call_at <= atMs && atMs < c.call_at + rules.complaint_risk_window_ms)
+    .map((c) => c.tag));
+  let { risk } = combined;
+  const RISKS = ['none', 'medium', 'high'];
+  if (rules.complaint_risk_complainants && tags.size >= rules.complaint_risk_complainants
+      && RISKS.indexOf(rules.complaint_risk) > RISKS.indexOf(risk)) risk = rules.complaint_risk;
   const markers = counting.map(([m, cat]) => ({
     participant: m.by, role: m.role, record_id: m.id, category: cat, score: m.score,
     reports: m.reports, observed_at: m.observed_at, expires_at: m.expires_at,
@@ -327,7 +337,7 @@ export function evaluateEntry(entry, atMs) {
   const tenure = entry.reassignments.map((x) => x.effective_at).filter((t) => t <= atMs);
   return {
     category, risk, score, markers, set_aside: aside, appeal, appeals,
-    tenure_since: tenure.length ? Math.max(...tenure) : null,
+    tenure_since: tenure.length ? Math.max(...tenure) : null, complainants: tags.size,
   };
 }
 
@@ -431,7 +441,7 @@ export function verifyAnswer(asked, api, trust, nowMs) {
         throw new Refused('the proven entry does not decode');
       }
       if (obj.number !== asked) throw new Refused(`the proven entry is for ${String(obj.number).slice(0, 40)}, not ${asked}`);
-      if (obj.v !== 2) throw new Refused(`the proven entry is version ${obj.v}, not 2`);
+      if (obj.v !== 3) throw new Refused(`the proven entry is version ${obj.v}, not 3`);
       answer = evaluateEntry(obj, api.at_ms);
     }
     checkAnswer(api.answer, answer);
