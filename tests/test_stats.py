@@ -419,20 +419,34 @@ def test_markex_stats_refuses_what_it_cannot_count(
     assert code == 2 and "no node database" in err
 
 
+def _all_counted(net: Any, c: Any) -> dict[str, Any]:
+    """The page's accuracy figures once carrier-1's cosigned log checkpoint
+    covers every record it holds (the fixture waits for the feeds only)."""
+    deadline = time.monotonic() + 30
+    while True:
+        heads = net.public("carrier-1").GetFeedHeads(pb.FeedHeadsRequest()).heads
+        acc = c.get("/api/v1/stats/accountability").get_json()
+        if acc["records"] == sum(h.seq for h in heads):
+            return acc  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, acc["records"]
+        time.sleep(0.2)
+
+
 def test_the_stats_page_draws_each_participant_s_accuracy_from_the_log(net: Any) -> None:
     """internet-1's appeal of carrier-1's N2 mark was rejected; carrier-1's of
     internet-1's N3 mark is pending: nothing overturned, one decision."""
     app = _app(net, refresh_s=0)
     c = app.test_client()
-    acc = c.get("/api/v1/stats/accountability").get_json()
+    acc = _all_counted(net, c)
     _, cli, err = run_cli(net, "stats", "--node", "carrier-1")
     assert cli is not None, err
     # The page's figures are `markex stats`'s, at the same vector (the view did not move).
     assert {k: v for k, v in acc.items() if k != "checkpoint"} == \
         {k: v for k, v in cli.items() if k not in ("source", "checkpoint")}
     p = acc["participants"]
-    assert (p["carrier-1"]["marks_issued"], p["carrier-1"]["marks_appealed"],
-            p["carrier-1"]["appeals_rejected"], p["carrier-1"]["overturn_rate"]) >= (4, 1, 1, 0.0)
+    # (Other tests of this module mark more numbers: at least the fixture's three.)
+    assert p["carrier-1"]["marks_issued"] >= 3 and p["carrier-1"]["overturn_rate"] == 0.0
+    assert (p["carrier-1"]["marks_appealed"], p["carrier-1"]["appeals_rejected"]) == (1, 1)
     assert p["internet-1"]["appeals_against"] == 1 and p["internet-1"]["appeals_upheld"] == 0
     assert acc["checkpoint"]["node"] == "carrier-1"
     page = c.get("/stats").get_data(as_text=True)
@@ -443,7 +457,8 @@ def test_the_stats_page_draws_each_participant_s_accuracy_from_the_log(net: Any)
         svg = c.get(f"/stats/charts/{name}.svg")
         assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
         text = svg.get_data(as_text=True)
-        assert "<svg" in text and "<script" not in text and "internet-1" in text
+        assert "<svg" in text and "<script" not in text
+        assert ("carrier-1" if name == "complaints" else "internet-1") in text
     assert c.get("/stats/charts/nothing.svg").status_code == 404
 
 
@@ -451,7 +466,7 @@ def test_the_accuracy_figures_follow_the_log_and_keep_the_last_verified(net: Any
     app = _app(net, refresh_s=0)
     audit = app.extensions["markex"]["audit"]
     c = app.test_client()
-    first = c.get("/api/v1/stats/accountability").get_json()
+    first = _all_counted(net, c)
     asked = audit.entries
     _json(["mark", "--as", "internet-1", "13812350007", "fraud"], net)
     net.wait_converged(timeout=30)

@@ -66,7 +66,7 @@ SNAPSHOT_WAIT_S = 5.0             # a request waits at most this long for a cosi
 EXPORT_TIMEOUT_S = 60.0           # one ExportView call from a page (the CLI allows longer)
 RPC_TIMEOUT_S = 10
 CHARTS = ("categories", "risk", "participants", "appeals")
-ACCURACY_CHARTS = ("overturn", "decision")   # drawn from the log (`_accuracy`)
+ACCURACY_CHARTS = ("overturn", "decision", "complaints")   # drawn from the log (`_accuracy`)
 FOLLOWED = "markex.publish.log"               # the blueprint's LogFollower in app.extensions
 _MEDIA = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl; charset=utf-8"}
 
@@ -311,7 +311,14 @@ def _bars(f: dict[str, Any], name: str) -> tuple[str, list[str], list[int]]:
 
 def _accuracy_bars(f: dict[str, Any], name: str) -> tuple[str, list[str], list[float]]:
     """Per participant that marked: the share of its marks an upheld appeal
-    overturned (%), or the median hours from an appeal against it to the decision."""
+    overturned (%), or the median hours from an appeal against it to the
+    decision; per carrier: the share of the complaints it received that it
+    closed within the SLA (%)."""
+    if name == "complaints":
+        cs = f["carriers"].items()
+        return ("Complaints closed within the SLA (% of received)", [c for c, _ in cs],
+                [round(100 * x["closed_in_sla"] / x["received"], 1) if x["received"] else 0
+                 for _, x in cs])
     rows = [(pid, p) for pid, p in f["participants"].items() if p["marks_issued"]]
     if name == "overturn":
         return ("Marks overturned on appeal (%)", [pid for pid, _ in rows],
