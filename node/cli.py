@@ -350,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
               "each proven in the node's cosigned log (docs/trail.md)",
               "markex trail --node carrier-1 +8613800138000", READ, as_help=READER)
     tr.add_argument("number", metavar="NUMBER", help="the number whose records are shown")
+    tr.add_argument("--at", metavar="ISO8601", help="the time whose marketer line registration "
+                    "links the enterprise's sanctions (default: now)")
     st = _cmd(sub, "stats", lazy("cmd_stats"), "accountability figures from the log, online or "
               "on a stopped node's files (docs/trail.md)", "markex stats --node carrier-1",
               READ, as_help=READER)

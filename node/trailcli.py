@@ -34,7 +34,15 @@ from ledger.store import Store, read_u64, u64
 from ledger.trail import Proven, VerifiedTrail, verify_trail
 from markex.v1 import service_pb2 as pb
 from node import client
-from node.command import NotVerified, UsageError, iso, node_endpoints, pinned_consortium, show
+from node.command import (
+    NotVerified,
+    UsageError,
+    iso,
+    node_endpoints,
+    parse_time,
+    pinned_consortium,
+    show,
+)
 from node.connect import Connect, Dial, reader_id
 from node.recordcli import TrustedCheckpoint, open_log_checkpoint
 
@@ -54,14 +62,15 @@ def _trusted_log(public: Any, cons: Any) -> TrustedCheckpoint:
 # ------------------------------------------------------------------ trail
 
 
-def fetch_trail(cons: Any, public: Any, audit: Any, number: str,
-                now_ms: int) -> tuple[VerifiedTrail, TrustedCheckpoint]:
-    """Ask a node for `number`'s trail and verify it (ledger.trail.verify_trail)
-    against its cosigned log checkpoint. Raises NotVerified for a refused answer."""
+def fetch_trail(cons: Any, public: Any, audit: Any, number: str, now_ms: int,
+                at_ms: int = 0) -> tuple[VerifiedTrail, TrustedCheckpoint]:
+    """Ask a node for `number`'s trail (its line registration at `at_ms`, 0:
+    the node's now) and verify it (ledger.trail.verify_trail) against its
+    cosigned log checkpoint at `now_ms`. Raises NotVerified for a refused answer."""
     asked = normalize(number)
     trusted = _trusted_log(public, cons)
     cp = trusted.checkpoint
-    got = audit.GetTrail(pb.TrailRequest(number=asked, size=cp.size), timeout=30)
+    got = audit.GetTrail(pb.TrailRequest(number=asked, size=cp.size, at_ms=at_ms), timeout=30)
     if got.size != cp.size:
         raise NotVerified(f"asked for proofs at size {cp.size}, the node gave size {got.size}")
     given = [Proven(r.envelope, r.index, tuple(r.path)) for r in got.records]
@@ -94,7 +103,8 @@ def cmd_trail(args: argparse.Namespace, connect: Connect) -> int:
     ep = node_endpoints(cons, args.node)
     public = connect("public", Dial(d, ep))
     audit = connect("audit", Dial(d, ep, reader_id(cons, args.as_id)))
-    trail, trusted = fetch_trail(cons, public, audit, args.number, int(time.time() * 1000))
+    at = parse_time(args.at) if args.at else 0
+    trail, trusted = fetch_trail(cons, public, audit, args.number, int(time.time() * 1000), at)
     out = trail.to_json()
     out["checkpoint"] = trusted.to_json()
     show(args, out, _trail_text(out))

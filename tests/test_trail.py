@@ -637,3 +637,16 @@ def test_markex_stats_of_the_centre_s_net_is_one_on_every_node_and_offline(
     code, off, err = run_cli(net, "stats", "--data-dir", str(data))
     assert code == 0, err
     assert {k: v for k, v in off.items() if k != "source"} == outs[0]
+
+
+def test_a_trail_before_the_line_was_registered_has_no_line_nor_sanction(
+    centre: tuple[Any, dict[str, str]]
+) -> None:
+    net, got = centre
+    code, out, err = run_cli(net, "trail", "--node", "carrier-1", NUMBER,
+                             "--at", "2020-01-01T00:00:00Z")
+    assert code == 0, err
+    ids = [x["id"] for x in out["records"]]
+    assert got["line"] not in ids and got["sanction"] not in ids and got["complaint"] in ids
+    code, _, err = run_cli(net, "trail", "--node", "carrier-1", NUMBER, "--at", "yesterday")
+    assert code == 2 and "ISO 8601" in err
