@@ -54,6 +54,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "node.webcli": ("cmd_web",),
         "node.appealscli": ("cmd_appeals",),
         "node.screencli": ("cmd_screen",),
+        "node.trailcli": ("cmd_trail", "cmd_stats"),
     }.items() for name in names
 }
 
@@ -345,6 +346,19 @@ def build_parser() -> argparse.ArgumentParser:
               "consortium as json pin", as_help=PINNER)
     ve.add_argument("file", metavar="FILE", help="the evidence file")
 
+    tr = _cmd(sub, "trail", lazy("cmd_trail"), "every record about a number in causal order, "
+              "each proven in the node's cosigned log (docs/trail.md)",
+              "markex trail --node carrier-1 +8613800138000", READ, as_help=READER)
+    tr.add_argument("number", metavar="NUMBER", help="the number whose records are shown")
+    tr.add_argument("--at", metavar="ISO8601", help="the time whose marketer line registration "
+                    "links the enterprise's sanctions (default: now)")
+    st = _cmd(sub, "stats", lazy("cmd_stats"), "accountability figures from the log, online or "
+              "on a stopped node's files (docs/trail.md)", "markex stats --node carrier-1",
+              READ, as_help=READER)
+    st.add_argument("--data-dir", metavar="PATH", help="count a stopped node's files offline")
+    st.add_argument("--vector", type=_vector, metavar="ISSUER=SEQ,...",
+                    help="count only the records up to this vector (default: all the log has)")
+
     ky = _group(sub, "keys", "keys")
     kv = _cmd(ky, "verifier", lazy("cmd_keys_verifier"), "a participant's signed-note verifier key",
               "markex keys verifier --participant carrier-1", "consortium as json pin",
@@ -443,6 +457,17 @@ def _seconds(s: str) -> float:
     if not 0 <= v <= 3600:
         raise argparse.ArgumentTypeError(f"{s} is not between 0 and 3600 seconds")
     return v
+
+
+def _vector(s: str) -> dict[str, int]:
+    """ISSUER=SEQ[,ISSUER=SEQ...]: what `markex stats --json` prints as its vector."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in s.split(","))):
+        issuer, eq, seq = part.partition("=")
+        if not eq or not issuer or not seq.isdigit():
+            raise argparse.ArgumentTypeError(f"{part!r} is not ISSUER=SEQ")
+        out[issuer] = int(seq)
+    return out
 
 
 def _score(s: str) -> int:

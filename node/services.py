@@ -16,7 +16,7 @@ import grpc
 from keys import KeysError
 from keys.consortium import ISSUES_NOTHING
 from keys.tls import admin_from_cert, participant_from_cert
-from ledger import note
+from ledger import note, trail
 from ledger import view as V
 from ledger.errors import (
     BadSignature,
@@ -24,10 +24,12 @@ from ledger.errors import (
     MalformedRecord,
     NotAllowed,
     NotFound,
+    StorageFailure,
     TooLarge,
 )
 from ledger.log import EquivocationProof, NodeLedger
 from ledger.names import view_origin
+from ledger.numbers import normalize
 from ledger.record import (
     RECATEGORIZE,
     REJECT,
@@ -295,6 +297,50 @@ class AuditService(rpc.AuditServicer):
             page.append(raw)
             size += len(raw)
         yield pb.ViewExportPage(view_checkpoint=text if first else "", entries=page)
+
+    @edge
+    def GetTrail(self, request, context):  # noqa: N802
+        """The number's entry with its proof, and each record it names with its
+        index and inclusion proof at `size` (ledger/trail.py verifies it all)."""
+        self._reader(context)
+        if self.view is None:
+            raise NotFound("this node serves no trails")
+        if request.size > self.ledger.size:
+            raise NotFound(f"the log has {self.ledger.size} entries, not {request.size}")
+        answer = self.view.lookup(normalize(request.number), True)
+        entry = V.Entry.decode(answer.entry) if answer.entry else None
+        out = pb.Trail(lookup=answer, size=request.size)
+        ids = trail.ids_of_entry(entry) | self._linked(answer.number, entry,
+                                                       request.at_ms or self.view.clock())
+        for rid in sorted(ids):
+            found = self.ledger.record_by_id(rid)
+            if found is None:  # the view holds only records of this log
+                raise StorageFailure(f"record {rid.hex()} of {answer.number}'s entry is missing")
+            index, env = found
+            path = self.ledger.inclusion_proof(index, request.size) if index < request.size \
+                else []
+            out.records.add(envelope=env, index=index, path=path)
+        return out
+
+    def _linked(self, number: str, entry: V.Entry | None, at_ms: int) -> set[bytes]:
+        """What this node's complaint and consent states (ledger.complaints,
+        ledger.consent, set on the ledger by their keepers) link to the entry:
+        its complaints' handlings, the lines holding the number at `at_ms` with
+        their deregistrations, and those lines' enterprises' sanctions."""
+        comp = getattr(self.ledger, "complaints", None)
+        consent = getattr(self.ledger, "consent", None)
+        out: set[bytes] = set()
+        if comp is not None and entry is not None:
+            for c in entry.complaints:
+                out.update(h.id for h in comp.handlings_of(c.id))
+        if consent is not None:
+            for line in consent.lines_overlapping(number, False, at_ms):
+                out.add(line.id)
+                if line.ended_by:
+                    out.add(line.ended_by)
+                if comp is not None:
+                    out.update(s.id for s in comp.sanctions_of(line.uscc))
+        return out
 
 
 # ------------------------------------------------------------------ exchange

@@ -82,6 +82,12 @@ class CountingAudit:
             return _Down().ExportView(*a, **kw)
         return self.stub.ExportView(*a, **kw)
 
+    def GetEntries(self, *a: Any, **kw: Any) -> Any:  # noqa: N802
+        self.entries = getattr(self, "entries", 0) + 1
+        if self.down:
+            return _Down().GetEntries(*a, **kw)
+        return self.stub.GetEntries(*a, **kw)
+
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
@@ -215,6 +221,12 @@ class _Down:
 
         return rpc.AuditStub(ch).ExportView(*a, **{**kw, "timeout": 1})
 
+    def GetEntries(self, *a: Any, **kw: Any) -> Any:  # noqa: N802
+        ch = grpc.insecure_channel("127.0.0.1:1")
+        from markex.v1 import service_pb2_grpc as rpc
+
+        return rpc.AuditStub(ch).GetEntries(*a, **{**kw, "timeout": 1})
+
 
 @pytest.mark.parametrize("audit", [None, _Down()], ids=["no member credential", "node down"])
 def test_no_export_is_503(net: Any, audit: Any) -> None:
@@ -249,3 +261,318 @@ def test_the_last_verified_export_stays_while_the_node_gives_none(net: Any) -> N
     assert again.status_code == 200 and audit.exports == 2     # asked, refused, kept the last
     assert again.get_json()["checkpoint"] == first["checkpoint"]
     assert c.get("/export/latest.jsonl").status_code == 200
+
+
+# ------------------------------------------------------------------ accountability (issue 16)
+# ledger/stats.py on signed records (pure), then `markex stats` on real nodes and offline.
+
+from ledger.errors import BadInput  # noqa: E402
+from ledger.record import Correction, Mark, Record  # noqa: E402
+from ledger.stats import Tally, accountability  # noqa: E402
+from tests.conftest import KEYS, NAME, NOW, make_consortium  # noqa: E402
+from tests.test_trail import NODES, chain, run_cli  # noqa: E402, F401
+
+HOUR = 3_600_000
+
+
+class Feeds:
+    """Signed records, each participant's seq counted."""
+
+    def __init__(self) -> None:
+        self.seq: dict[str, int] = {}
+
+    def __call__(self, pid: str, at: int, payload: Any) -> Record:
+        self.seq[pid] = self.seq.get(pid, 0) + 1
+        prev = b"" if self.seq[pid] == 1 else b"\x00" * 32
+        return Record.issue(KEYS[pid], pid, self.seq[pid], prev, at, payload, consortium=NAME)
+
+
+def _overturned_marker() -> tuple[list[Record], Record]:
+    """internet-1 marks four numbers: two appeals of them upheld (after 2 h and
+    10 h), one rejected (after 1 h), one withdrawn by its appellant; carrier-1
+    withdraws its own mark (no appeal), a carrier's "decision" (the view
+    ignores it) and a second decision (the first counts) change nothing.
+    Returns the records and the last decision."""
+    rec = Feeds()
+    m = [rec("internet-1", NOW + i, Mark(f"+861381234010{i}", "fraud")) for i in range(4)]
+    own = rec("carrier-1", NOW, Mark("+8613812340200", "fraud"))
+    a1 = rec("carrier-1", NOW + HOUR, Correction(targets=(m[0].id,), action="withdraw"))
+    a2 = rec("carrier-2", NOW + HOUR, Correction(targets=(m[1].id, m[2].id),
+                                                 action="recategorize", category="marketing"))
+    a3 = rec("carrier-1", NOW + HOUR, Correction(targets=(m[3].id,), action="withdraw"))
+    a4 = rec("internet-2", NOW + HOUR, Correction(targets=(m[3].id,), action="withdraw"))
+    out = [*m, own, a1, a2, a3, a4,
+           rec("carrier-1", NOW + 2 * HOUR, Correction(targets=(own.id,), action="withdraw")),
+           rec("carrier-2", NOW + 2 * HOUR, Correction(appeal_id=a3.id, outcome="uphold")),
+           rec("institute", NOW + 3 * HOUR, Correction(appeal_id=a1.id, outcome="uphold")),
+           rec("institute", NOW + 2 * HOUR, Correction(appeal_id=a3.id, outcome="reject")),
+           rec("institute", NOW + 11 * HOUR, Correction(appeal_id=a2.id, outcome="uphold")),
+           rec("internet-2", NOW + 12 * HOUR, Correction(targets=(a4.id,), action="withdraw"))]
+    last = rec("institute", NOW + 20 * HOUR, Correction(appeal_id=a1.id, outcome="reject"))
+    return [*out, last], last
+
+
+def test_the_stats_of_a_marker_whose_appeals_are_upheld() -> None:
+    cons = make_consortium()
+    records, _ = _overturned_marker()
+    got = accountability(records, cons)
+    assert got["participants"]["internet-1"] == {
+        "marks_issued": 4, "marks_appealed": 4, "appeals_against": 4, "appeals_upheld": 2,
+        "appeals_rejected": 1, "marks_overturned": 3, "overturn_rate": 0.75,
+        "decision_ms": {"count": 3, "median": 2 * HOUR, "p90": 10 * HOUR},
+    }
+    assert got["participants"]["carrier-1"] == {
+        "marks_issued": 1, "marks_appealed": 0, "appeals_against": 0, "appeals_upheld": 0,
+        "appeals_rejected": 0, "marks_overturned": 0, "overturn_rate": 0.0,
+        "decision_ms": {"count": 0, "median": None, "p90": None},
+    }
+    assert got["participants"]["internet-2"]["overturn_rate"] is None  # it marked nothing
+    assert got["appeals"] == {"filed": 4, "pending": 0, "upheld": 2, "rejected": 1,
+                              "withdrawn": 1}
+    assert got["vector"] == {"carrier-1": 4, "carrier-2": 2, "institute": 4,
+                             "internet-1": 4, "internet-2": 2}
+    assert got["records"] == len(records)
+    # A set is a set: any order, any repetition gives the same figures.
+    assert accountability([*reversed(records), *records[:5]], cons) == got
+
+
+def test_the_stats_at_a_vector_count_only_the_records_up_to_it() -> None:
+    cons = make_consortium()
+    records, _ = _overturned_marker()
+    full = accountability(records, cons)
+    # Before the institute's first decision: nothing decided yet.
+    early = accountability(records, cons, {**full["vector"], "institute": 0})
+    assert early["vector"] == {k: v for k, v in full["vector"].items() if k != "institute"}
+    assert early["participants"]["internet-1"]["appeals_upheld"] == 0
+    assert early["appeals"] == {"filed": 4, "pending": 3, "upheld": 0, "rejected": 0,
+                                "withdrawn": 1}
+    # A vector past the records is refused: the figures would not be its.
+    with pytest.raises(BadInput, match="institute's seq 4, not 9"):
+        Tally(cons, {"institute": 9}).add_all(records).figures()
+
+
+def _same_but(figs: dict[str, Any], *drop: str) -> dict[str, Any]:
+    return {k: v for k, v in figs.items() if k not in drop}
+
+
+def test_markex_stats_gives_the_same_figures_on_every_node_and_offline(
+    chain: Any,  # noqa: F811 (tests/test_trail.py's nodes)
+) -> None:
+    net, ids = chain
+    outs = {}
+    for node in NODES:
+        code, out, err = run_cli(net, "stats", "--node", node)
+        assert code == 0, err
+        outs[node] = out
+    first = outs["institute"]
+    f = first["participants"]["internet-1"]
+    assert (f["marks_issued"], f["marks_appealed"], f["appeals_upheld"],
+            f["marks_overturned"], f["overturn_rate"]) == (2, 1, 1, 1, 0.5)
+    assert f["decision_ms"]["count"] == 1 and f["decision_ms"]["median"] >= 0
+    assert first["participants"]["carrier-1"]["marks_issued"] == 1
+    assert first["vector"] == {"carrier-1": 3, "institute": 1, "internet-1": 2}
+    for node, out in outs.items():
+        assert out["source"] == node and out["checkpoint"]["node"] == node
+        assert _same_but(out, "source", "checkpoint") == _same_but(first, "source", "checkpoint")
+    # Offline, from one node's files alone: the same figures at the same vector.
+    data = NodeConfig.for_participant(net.dir, "internet-1").data_dir
+    code, off, err = run_cli(net, "stats", "--data-dir", str(data))
+    assert code == 0, err
+    assert off["source"] == str(data)
+    assert _same_but(off, "source") == _same_but(first, "source", "checkpoint")
+    # At an earlier vector (before the decision), online and offline agree too.
+    code, a, err = run_cli(net, "stats", "--node", "carrier-1", "--vector",
+                           "carrier-1=3,internet-1=2")
+    assert code == 0, err
+    code, b, err = run_cli(net, "stats", "--data-dir", str(data), "--vector",
+                           "carrier-1=3,internet-1=2")
+    assert code == 0, err
+    assert a["participants"]["internet-1"]["appeals_upheld"] == 0
+    assert _same_but(a, "source", "checkpoint") == _same_but(b, "source")
+
+
+def test_markex_stats_as_text(chain: Any) -> None:  # noqa: F811
+    import contextlib
+
+    from tests.test_trail import _pinned
+
+    net, _ = chain
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["stats", "--node", "internet-1", *_pinned(net)]) == 0
+    text = buf.getvalue()
+    assert "at the vector carrier-1=3, institute=1, internet-1=2" in text
+    assert "50.0%" in text and "appeals: 1 filed" in text and "carrier-1" in text
+
+
+def test_markex_stats_refuses_what_it_cannot_count(
+    chain: Any, tmp_path: Any  # noqa: F811
+) -> None:
+    net, _ = chain
+    code, _, err = run_cli(net, "stats")
+    assert code == 2 and "exactly one of --node" in err
+    code, _, err = run_cli(net, "stats", "--node", "carrier-1", "--vector", "carrier-1=9")
+    assert code == 2 and "not 9" in err
+    code, _, err = run_cli(net, "stats", "--node", "carrier-1", "--vector", "carrier-1")
+    assert code == 2 and "ISSUER=SEQ" in err
+    code, _, err = run_cli(net, "stats", "--data-dir", str(tmp_path))
+    assert code == 2 and "no node database" in err
+
+
+def _all_counted(net: Any, c: Any) -> dict[str, Any]:
+    """The page's accuracy figures once carrier-1's cosigned log checkpoint
+    covers every record it holds (the fixture waits for the feeds only)."""
+    deadline = time.monotonic() + 30
+    while True:
+        heads = net.public("carrier-1").GetFeedHeads(pb.FeedHeadsRequest()).heads
+        acc = c.get("/api/v1/stats/accountability").get_json()
+        if acc["records"] == sum(h.seq for h in heads):
+            return acc  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, acc["records"]
+        time.sleep(0.2)
+
+
+def test_the_stats_page_draws_each_participant_s_accuracy_from_the_log(net: Any) -> None:
+    """internet-1's appeal of carrier-1's N2 mark was rejected; carrier-1's of
+    internet-1's N3 mark is pending: nothing overturned, one decision."""
+    app = _app(net, refresh_s=0)
+    c = app.test_client()
+    acc = _all_counted(net, c)
+    _, cli, err = run_cli(net, "stats", "--node", "carrier-1")
+    assert cli is not None, err
+    # The page's figures are `markex stats`'s, at the same vector (the view did not move).
+    assert {k: v for k, v in acc.items() if k != "checkpoint"} == \
+        {k: v for k, v in cli.items() if k not in ("source", "checkpoint")}
+    p = acc["participants"]
+    # (Other tests of this module mark more numbers: at least the fixture's three.)
+    assert p["carrier-1"]["marks_issued"] >= 3 and p["carrier-1"]["overturn_rate"] == 0.0
+    assert (p["carrier-1"]["marks_appealed"], p["carrier-1"]["appeals_rejected"]) == (1, 1)
+    assert p["internet-1"]["appeals_against"] == 1 and p["internet-1"]["appeals_upheld"] == 0
+    assert acc["checkpoint"]["node"] == "carrier-1"
+    page = c.get("/stats").get_data(as_text=True)
+    assert 'id="accuracy"' in page and "markex stats --node carrier-1" in page
+    assert 'id="carriers"' in page and acc["carriers"]["carrier-1"]["received"] == 0
+    for name in publish.ACCURACY_CHARTS:
+        assert f'src="/stats/charts/{name}.svg?v=' in page
+        svg = c.get(f"/stats/charts/{name}.svg")
+        assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
+        text = svg.get_data(as_text=True)
+        assert "<svg" in text and "<script" not in text
+        assert ("carrier-1" if name == "complaints" else "internet-1") in text
+    assert c.get("/stats/charts/nothing.svg").status_code == 404
+
+
+def test_the_accuracy_figures_follow_the_log_and_keep_the_last_verified(net: Any) -> None:
+    app = _app(net, refresh_s=0)
+    audit = app.extensions["markex"]["audit"]
+    c = app.test_client()
+    first = _all_counted(net, c)
+    asked = audit.entries
+    _json(["mark", "--as", "internet-1", "13812350007", "fraud"], net)
+    net.wait_converged(timeout=30)
+    deadline = time.monotonic() + 30
+    while (now := c.get("/api/v1/stats/accountability").get_json())["records"] == \
+            first["records"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert now["participants"]["internet-1"]["marks_issued"] == \
+        first["participants"]["internet-1"]["marks_issued"] + 1
+    assert audit.entries - asked <= 3        # only the new entries were fetched
+    audit.down = True
+    again = c.get("/api/v1/stats/accountability")
+    assert again.status_code == 200 and again.get_json()["records"] == now["records"]
+    audit.down = False
+
+
+def test_the_carriers_complaint_figures_from_the_records_alone() -> None:
+    """Filed to carrier-1: one confirmed after 2 h (in the SLA), one not
+    confirmed after 6 days (acknowledged late, closed late), one forwarded
+    after 1 h to carrier-2, which closes it after 30 h (its close in the
+    SLA), one never answered; filed to carrier-2: one left open."""
+    from ledger.payloads import Handling
+    from tests import test_complaints as TC
+
+    cons = TC.CONS
+    f = TC.Feeds()
+    day = 24 * HOUR
+
+    def filed(number: str = TC.C1_NUMBER, who: str = "+8613900000009") -> Record:
+        return f.issue("complaints-1", TC.complaint(number, who, call_at=NOW - HOUR), NOW)
+
+    a, b, c, d = (filed(who=f"+861390000001{i}") for i in range(4))
+    e = filed(TC.C2_NUMBER)
+    f.issue("carrier-1", Handling((a.id,), "confirmed", action="warning"), NOW + 2 * HOUR)
+    f.issue("carrier-1", TC.forward(c.id, to="carrier-2"), NOW + HOUR)
+    f.issue("carrier-2", Handling((c.id,), "not-confirmed"), NOW + 30 * HOUR)
+    f.issue("carrier-1", Handling((b.id,), "not-confirmed"), NOW + 6 * day)
+    got = accountability(f.records, cons)["carriers"]
+    assert got["carrier-1"] == {
+        "received": 4, "forwarded": 1, "acknowledged_in_sla": 2, "closed": 2,
+        "closed_in_sla": 1, "open": 1,
+        "handling_ms": {"count": 2, "median": 2 * HOUR, "p90": 6 * day},
+    }
+    assert got["carrier-2"] == {
+        "received": 2, "forwarded": 0, "acknowledged_in_sla": 0, "closed": 1,
+        "closed_in_sla": 1, "open": 1,
+        "handling_ms": {"count": 1, "median": 30 * HOUR, "p90": 30 * HOUR},
+    }
+    assert d.id and e.id   # d never answered (carrier-1's open one), e carrier-2's
+    # The same figures from any order of the records.
+    assert accountability(list(reversed(f.records)), cons)["carriers"] == got
+
+
+def test_markex_stats_refuses_entries_that_do_not_give_the_checkpoint(
+    chain: Any,  # noqa: F811
+) -> None:
+    """A node answering GetEntries with one envelope changed, or one left out
+    (the next one in its place): exit 1, nothing counted."""
+    from node.connect import TlsConnect
+
+    net, _ = chain
+
+    class Tampering:
+        def __init__(self, how: str) -> None:
+            self.real, self.how = TlsConnect(), how
+
+        def __call__(self, need: Any, dial: Any) -> Any:
+            stub = self.real(need, dial)
+            if need != "audit":
+                return stub
+            how = self.how
+
+            class Audit:
+                def GetEntries(self, request: Any, **kw: Any) -> Any:  # noqa: N802
+                    got = stub.GetEntries(request, **kw)
+                    if how == "changed":
+                        env = bytearray(got.envelopes[-1])
+                        env[-1] ^= 1
+                        got.envelopes[-1] = bytes(env)
+                    else:
+                        del got.envelopes[0]
+                    return got
+
+            return Audit()
+
+    for how in ("changed", "left out"):
+        c = Tampering(how)
+        code, out, err = run_cli(net, "stats", "--node", "carrier-1", connect=c)
+        c.real.close()
+        assert code == 1 and out is None, how
+        assert "do not give the root" in err or "the node gave" in err, err
+
+
+def test_markex_stats_offline_pins_with_the_node_toml_beside_the_files(
+    chain: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """Like `markex audit --data-dir`: no pin given, the node.toml whose data
+    folder this is pins consortium.json; the consortium folder is found above it."""
+    import contextlib
+
+    net, _ = chain
+    monkeypatch.delenv(INSTITUTE_KEY_ENV, raising=False)
+    monkeypatch.delenv("MARKEX_CONSORTIUM", raising=False)
+    data = NodeConfig.for_participant(net.dir, "carrier-1").data_dir
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["stats", "--data-dir", str(data), "--json"]) == 0
+    assert json.loads(buf.getvalue())["participants"]["internet-1"]["marks_issued"] == 2

@@ -252,6 +252,36 @@ class CosignResponse(_message.Message):
     signature_line: str
     def __init__(self, signature_line: _Optional[str] = ...) -> None: ...
 
+class TrailRequest(_message.Message):
+    __slots__ = ("number", "size", "at_ms")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    number: str
+    size: int
+    at_ms: int
+    def __init__(self, number: _Optional[str] = ..., size: _Optional[int] = ..., at_ms: _Optional[int] = ...) -> None: ...
+
+class TrailRecord(_message.Message):
+    __slots__ = ("envelope", "index", "path")
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    envelope: bytes
+    index: int
+    path: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, envelope: _Optional[bytes] = ..., index: _Optional[int] = ..., path: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class Trail(_message.Message):
+    __slots__ = ("lookup", "records", "size")
+    LOOKUP_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    lookup: LookupResponse
+    records: _containers.RepeatedCompositeFieldContainer[TrailRecord]
+    size: int
+    def __init__(self, lookup: _Optional[_Union[LookupResponse, _Mapping]] = ..., records: _Optional[_Iterable[_Union[TrailRecord, _Mapping]]] = ..., size: _Optional[int] = ...) -> None: ...
+
 class FindRecordsRequest(_message.Message):
     __slots__ = ("id_prefix", "limit")
     ID_PREFIX_FIELD_NUMBER: _ClassVar[int]

@@ -736,6 +736,11 @@ class AuditStub:
                 request_serializer=markex_dot_v1_dot_service__pb2.ExportViewRequest.SerializeToString,
                 response_deserializer=markex_dot_v1_dot_service__pb2.ViewExportPage.FromString,
                 _registered_method=True)
+        self.GetTrail = channel.unary_unary(
+                '/markex.v1.Audit/GetTrail',
+                request_serializer=markex_dot_v1_dot_service__pb2.TrailRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.Trail.FromString,
+                _registered_method=True)
 
 
 class AuditServicer:
@@ -777,6 +782,18 @@ class AuditServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTrail(self, request, context):
+        """Every record about a number (docs/trail.md): the number's view entry with
+        its proof (which names most records), the records it names and those the
+        node's indexes link to them (handlings, the number's marketer line, its
+        enterprise's sanctions), each with its log index and its inclusion proof
+        in the tree of `size` (the caller's verified log checkpoint; a record at
+        or past it comes without a proof).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -804,6 +821,11 @@ def add_AuditServicer_to_server(servicer, server):
                     servicer.ExportView,
                     request_deserializer=markex_dot_v1_dot_service__pb2.ExportViewRequest.FromString,
                     response_serializer=markex_dot_v1_dot_service__pb2.ViewExportPage.SerializeToString,
+            ),
+            'GetTrail': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrail,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.TrailRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.Trail.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -943,6 +965,33 @@ class Audit:
             '/markex.v1.Audit/ExportView',
             markex_dot_v1_dot_service__pb2.ExportViewRequest.SerializeToString,
             markex_dot_v1_dot_service__pb2.ViewExportPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Audit/GetTrail',
+            markex_dot_v1_dot_service__pb2.TrailRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.Trail.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,7 +1,8 @@
 """The search page, a number's page and `GET /api/v1/numbers/{number}`
-(docs/web.md): every lookup is limited per client address, the number is
+(docs/web.md), a number's trail (`/numbers/{number}/trail` and its JSON,
+docs/trail.md): every lookup is limited per client address, the number is
 normalized first (400 with the reason when it does not), and what is shown
-is what node/web/report.py verified."""
+is what node/web/report.py (the trail: ledger/trail.py) verified."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from flask import Blueprint, jsonify, redirect, render_template, request, url_fo
 
 from ledger.errors import InvalidNumber
 from ledger.numbers import normalize
+from node.command import NotVerified
 from node.web import labels
 from node.web.app import error_response, web_context
 from node.web.report import batch_report, number_report, trust_anchor
@@ -22,6 +24,7 @@ pages = Blueprint("pages", __name__)
 
 MAX_NUMBER_CHARS = 64  # longer than any phone number in any form
 MAX_BATCH = 1000  # the node's own LookupBatch maximum
+WITHHELD = "complainant"  # a trail's fields starting so stay off the web (docs/trail.md)
 
 
 @pages.app_template_filter("when")
@@ -155,3 +158,62 @@ def api_numbers() -> Any:
 @pages.get("/api/v1/consortium")
 def api_consortium() -> Any:
     return jsonify(trust_anchor(web_context().consortium))
+
+
+# ------------------------------------------------------------------ the trail
+
+
+def _trail(asked: str) -> tuple[dict[str, Any] | None, Any]:
+    """(the verified trail as JSON without complainants, None) or (None, an error answer)."""
+    from node.trailcli import fetch_trail  # gRPC and the ledger's checks: only when asked
+
+    ctx = web_context()
+    if ctx.reader.audit is None:
+        return None, error_response(503, "this front end has no member credential to read "
+                                         "the records of a trail")
+    try:
+        trail, trusted = fetch_trail(ctx.consortium, ctx.reader.public, ctx.reader.audit,
+                                     asked, ctx.now_ms())
+    except grpc.RpcError as e:
+        return None, _node_down(e)
+    except NotVerified as e:
+        return None, error_response(502, f"node {ctx.reader.node_id}'s trail of {asked} does "
+                                         f"not verify 未通过验证: {e}")
+    out = trail.to_json()
+    out["records"] = [{k: v for k, v in r.items() if not k.startswith(WITHHELD)}
+                      for r in out["records"]]
+    out["checkpoint"] = trusted.to_json()
+    return out, None
+
+
+def _trail_number(number: str, endpoint: str) -> tuple[str | None, Any]:
+    if (refused := _limited()) is not None:
+        return None, refused
+    try:
+        asked = _normalized(number)
+    except InvalidNumber as e:
+        return None, error_response(400, f"not a phone number 号码无效: {e}", typed=number)
+    if asked != number:
+        return None, redirect(url_for(endpoint, number=asked), 303)
+    return asked, None
+
+
+@pages.get("/numbers/<path:number>/trail")
+def trail(number: str) -> Any:
+    asked, answer = _trail_number(number, "pages.trail")
+    if asked is None:
+        return answer
+    out, answer = _trail(asked)
+    if out is None:
+        return answer
+    return render_template("trail.html", t=out, typed=asked,
+                           api=url_for("pages.api_trail", number=asked))
+
+
+@pages.get("/api/v1/numbers/<path:number>/trail")
+def api_trail(number: str) -> Any:
+    asked, answer = _trail_number(number, "pages.api_trail")
+    if asked is None:
+        return answer
+    out, answer = _trail(asked)
+    return answer if out is None else jsonify(out)

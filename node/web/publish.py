@@ -4,6 +4,8 @@ statistics page with its figures as JSON (design.md, "Web API").
     GET /stats                       the figures as tables and charts (HTML, no script)
     GET /stats/charts/<name>.svg     one chart (matplotlib, SVG, drawn on the server)
     GET /api/v1/stats                the same figures as JSON
+    GET /api/v1/stats/accountability each participant's accuracy, from the log itself
+                                     (ledger/stats.py, docs/trail.md), as JSON
     GET /export/latest.csv           the latest export (docs/export.md)
     GET /export/latest.jsonl
 
@@ -25,7 +27,10 @@ is served before the node's view checkpoint is asked again.
 Everything shown comes from one export whose checkpoint has its cosignature
 quorum and whose rows recompute its root (node/exportcli.fetch_snapshot); it
 is kept per view (origin, vector, count, root) with its charts and files, so
-a re-signed checkpoint of the same view costs one GetViewCheckpoint call."""
+a re-signed checkpoint of the same view costs one GetViewCheckpoint call.
+The accuracy figures come from the node's log (node/trailcli.LogFollower:
+every entry signed and all of them giving the cosigned log checkpoint's
+root), followed entry by entry from one refresh to the next."""
 
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from typing import Any
 
 import grpc
 from flask import Blueprint, Response, abort, current_app, jsonify, render_template
+from werkzeug.exceptions import HTTPException
 
 from keys.consortium import Consortium
 from ledger import export as X
@@ -45,7 +51,9 @@ from ledger.errors import LedgerError
 from ledger.export import open_quorum
 from ledger.view import Entry
 from markex.v1 import service_pb2 as pb
+from node.command import NotVerified
 from node.exportcli import Snapshot, fetch_snapshot
+from node.trailcli import LogFollower
 
 __all__ = ["CHARTS", "bp"]
 
@@ -58,6 +66,8 @@ SNAPSHOT_WAIT_S = 5.0             # a request waits at most this long for a cosi
 EXPORT_TIMEOUT_S = 60.0           # one ExportView call from a page (the CLI allows longer)
 RPC_TIMEOUT_S = 10
 CHARTS = ("categories", "risk", "participants", "appeals")
+ACCURACY_CHARTS = ("overturn", "decision", "complaints")   # drawn from the log (`_accuracy`)
+FOLLOWED = "markex.publish.log"               # the blueprint's LogFollower in app.extensions
 _MEDIA = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl; charset=utf-8"}
 
 
@@ -154,6 +164,44 @@ def _same_view(src: _Source, cur: Publication) -> bool:
     return (cp.origin, cp.vector, cp.count, cp.root) == cur.view_key()
 
 
+class _Followed:
+    def __init__(self, cons: Consortium) -> None:
+        self.lock = threading.Lock()
+        self.follower = LogFollower(cons)
+        self.fetched_at: float | None = None
+        self.figures: dict[str, Any] | None = None
+        self.charts: dict[str, bytes] = {}
+
+
+def _accuracy() -> _Followed:
+    """The accuracy figures of the node's log up to its latest cosigned log
+    checkpoint, followed at most once per refresh; the last verified figures
+    stay while the node gives none. 503 when there were never any."""
+    src = _source()
+    if src.audit is None:
+        abort(503, description="this front end has no member credential to read the log")
+    f = current_app.extensions.get(FOLLOWED)
+    if f is None:
+        f = current_app.extensions.setdefault(FOLLOWED, _Followed(src.cons))
+    refresh = float(current_app.config.get("MARKEX_EXPORT_REFRESH_S", REFRESH_S))
+    with f.lock:
+        now = src.monotonic()
+        if f.figures is not None and f.fetched_at is not None and now - f.fetched_at < refresh:
+            return f
+        f.fetched_at = now
+        try:
+            trusted = f.follower.follow(src.public, src.audit)
+        except (grpc.RpcError, LedgerError, NotVerified) as e:
+            if f.figures is None:
+                why = e.details() if isinstance(e, grpc.RpcError) else str(e)
+                abort(503, description=f"the node's log gives no verified figures now: {why}")
+            return f
+        figs = {**f.follower.tally.figures(), "checkpoint": trusted.to_json()}
+        if figs != f.figures:
+            f.figures, f.charts = figs, {}
+        return f
+
+
 def _checkpoint_json(pub: Publication) -> dict[str, Any]:
     v = pub.snapshot.view
     cp = v.checkpoint
@@ -184,10 +232,19 @@ def api_stats() -> Response:
     )
 
 
+@bp.get("/api/v1/stats/accountability")
+def api_accountability() -> Response:
+    return jsonify(_accuracy().figures)
+
+
 @bp.get("/stats")
 def stats_page() -> str:
     pub = _publication()
     cons = _source().cons
+    try:
+        acc = _accuracy().figures
+    except HTTPException:
+        acc = None          # the page shows the view's figures; the log's say why not
     labels = {cid: c.label for cid, c in cons.categories.items()}
     return render_template(
         "stats.html",
@@ -197,15 +254,26 @@ def stats_page() -> str:
         labels=labels,
         charts=CHARTS,
         version=pub.snapshot.view.checkpoint.root.hex()[:16],
+        acc=acc,
+        acc_version=acc["checkpoint"]["root"][:16] if acc else "",
     )
 
 
 @bp.get("/stats/charts/<name>.svg")
 def chart(name: str) -> Response:
-    if name not in CHARTS:
-        abort(404, description=f"no chart {name!r}: {', '.join(CHARTS)}")
-    pub = _publication()
-    svg = pub.made(f"chart:{name}", lambda: draw_chart(name, pub.figures))
+    svg: bytes | str
+    if name in ACCURACY_CHARTS:
+        f = _accuracy()
+        with f.lock:
+            assert f.figures is not None
+            if name not in f.charts:
+                f.charts[name] = draw_bars(*_accuracy_bars(f.figures, name))
+            svg = f.charts[name]
+    elif name in CHARTS:
+        pub = _publication()
+        svg = pub.made(f"chart:{name}", lambda: draw_chart(name, pub.figures))
+    else:
+        abort(404, description=f"no chart {name!r}: {', '.join(CHARTS + ACCURACY_CHARTS)}")
     resp = Response(svg, mimetype="image/svg+xml")
     resp.headers["Cache-Control"] = "public, max-age=60"
     return resp
@@ -241,14 +309,36 @@ def _bars(f: dict[str, Any], name: str) -> tuple[str, list[str], list[int]]:
     return "Appeals", list(X.APPEAL_STATUSES), [a[s] for s in X.APPEAL_STATUSES]
 
 
+def _accuracy_bars(f: dict[str, Any], name: str) -> tuple[str, list[str], list[float]]:
+    """Per participant that marked: the share of its marks an upheld appeal
+    overturned (%), or the median hours from an appeal against it to the
+    decision; per carrier: the share of the complaints it received that it
+    closed within the SLA (%)."""
+    if name == "complaints":
+        cs = f["carriers"].items()
+        return ("Complaints closed within the SLA (% of received)", [c for c, _ in cs],
+                [round(100 * x["closed_in_sla"] / x["received"], 1) if x["received"] else 0
+                 for _, x in cs])
+    rows = [(pid, p) for pid, p in f["participants"].items() if p["marks_issued"]]
+    if name == "overturn":
+        return ("Marks overturned on appeal (%)", [pid for pid, _ in rows],
+                [round(100 * p["overturn_rate"], 1) for _, p in rows])
+    return ("Appeal to decision, median (hours)", [pid for pid, _ in rows],
+            [round((p["decision_ms"]["median"] or 0) / 3_600_000, 1) for _, p in rows])
+
+
 def draw_chart(name: str, figures: dict[str, Any]) -> bytes:
     """One chart of `figures` as SVG bytes (same figures: same bytes)."""
+    return draw_bars(*_bars(figures, name))
+
+
+def draw_bars(title: str, labels: list[str], values: list[int] | list[float]) -> bytes:
+    """Horizontal bars as SVG bytes (same bars: same bytes)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    title, labels, values = _bars(figures, name)
     with matplotlib.rc_context({"svg.hashsalt": "markex", "svg.fonttype": "none"}):
         fig = Figure(figsize=(6.0, 0.5 + 0.4 * max(3, len(labels))))
         ax = fig.add_subplot()
