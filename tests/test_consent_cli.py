@@ -18,16 +18,11 @@ import pytest
 
 from keys.consortium import Consortium
 from node.connect import Dial
-from tests.test_cli_inprocess import (  # noqa: F401 (fixtures)
-    RECORD_ID,
-    Script,
-    StubConnect,
-    _ep,
-    cli,
-    folder,
-    stub,
-    stub_server,
-)
+from tests import test_cli_inprocess as inproc
+from tests.test_cli_inprocess import RECORD_ID, Script, StubConnect, _ep, cli
+
+# The stub node and the consortium folder of test_cli_inprocess, as this module's fixtures.
+stub_server, folder, stub = inproc.stub_server, inproc.folder, inproc.stub
 
 pytestmark = pytest.mark.timeout(60)
 
