@@ -42,7 +42,8 @@ from keys.tls import (
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 NODES = ["institute", "carrier-1", "carrier-2", "carrier-3", "internet-1", "internet-2"]
-IDS = [*NODES, "auditor-1"]  # init adds an auditor: a certificate and keys, no node
+# init adds an auditor and a call centre: a certificate and keys each, no node
+IDS = [*NODES, "auditor-1", "callcenter-1"]
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,9 @@ def test_layout_files(made: tuple[Path, Consortium]) -> None:
         assert (d / pid / "data").is_dir()
         assert not any((d / pid / "data").iterdir())
     assert sorted(x.name for x in (d / "auditor-1").iterdir()) == [
+        "config.pub", "members.key", "signing.key", "tls.key", "tls.pem"]
+    # The call centre seals nothing (it asks the screen in clear): no members' key.
+    assert sorted(x.name for x in (d / "callcenter-1").iterdir()) == [
         "config.pub", "signing.key", "tls.key", "tls.pem"]
 
 
@@ -86,6 +90,7 @@ def test_every_key_file_is_0600(made: tuple[Path, Consortium]) -> None:
     key_files = [d / "ca" / "ca.key", d / "config" / "config.key"]
     key_files += [d / pid / name for pid in IDS for name in ("signing.key", "tls.key")]
     key_files += [d / pid / "admin.key" for pid in NODES]
+    key_files += [d / pid / "members.key" for pid in IDS if pid != "callcenter-1"]
     for path in key_files:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
     SigningKey.load(d / "institute" / "signing.key")   # the loader accepts what init wrote
@@ -96,16 +101,17 @@ def test_participants_roles_weights_ports(made: tuple[Path, Consortium]) -> None
     expect = {
         "institute": ("institute", 5), "carrier-1": ("carrier", 2), "carrier-2": ("carrier", 2),
         "carrier-3": ("carrier", 2), "internet-1": ("internet", 1), "internet-2": ("internet", 1),
-        "auditor-1": ("auditor", 0),
+        "auditor-1": ("auditor", 0), "callcenter-1": ("callcenter", 0),
     }
-    nodes = [p for p in conf.participants if p.role != "auditor"]
+    nodes = [p for p in conf.participants if p.role not in ("auditor", "callcenter")]
     for k, p in enumerate(nodes):
         assert (p.role, p.weight) == expect[p.id]
         assert p.member_endpoint == f"127.0.0.1:{7400 + 2 * k}"
         assert p.public_endpoint == f"127.0.0.1:{7400 + 2 * k + 1}"
-    auditor = conf.by_id["auditor-1"]
-    assert (auditor.role, auditor.weight, auditor.member_endpoint, auditor.public_endpoint) == (
-        "auditor", 0, "", "")
+    for pid, role in (("auditor-1", "auditor"), ("callcenter-1", "callcenter")):
+        p = conf.by_id[pid]
+        assert (p.role, p.weight, p.member_endpoint, p.public_endpoint) == (role, 0, "", "")
+        assert p not in conf.witnesses  # its key never makes a checkpoint trusted
     ports = [p.member_endpoint for p in nodes]
     ports += [p.public_endpoint for p in nodes]
     assert len(set(ports)) == len(ports)
@@ -163,7 +169,8 @@ def test_three_carriers_get_the_operators(made: tuple[Path, Consortium]) -> None
 def test_other_sizes_and_host(tmp_path: Path) -> None:
     conf = init_consortium(tmp_path / "x", carriers=2, internet=0, base_port=9000,
                            hosts=["localhost"], now=NOW)
-    assert [p.id for p in conf.participants] == ["institute", "carrier-1", "carrier-2", "auditor-1"]
+    assert [p.id for p in conf.participants] == ["institute", "carrier-1", "carrier-2",
+                                                  "auditor-1", "callcenter-1"]
     assert conf.participants[2].public_endpoint == "localhost:9005"
     cfg = NodeConfig.for_participant(tmp_path / "x", "carrier-2")
     # A host name listens on loopback unless every interface is asked for (docs/config.md).
@@ -180,7 +187,7 @@ def test_init_refuses_non_empty_dir(tmp_path: Path) -> None:
 
 def test_init_into_existing_empty_dir(tmp_path: Path) -> None:
     conf = init_consortium(tmp_path, carriers=1, internet=1, now=NOW)
-    assert len(conf.participants) == 4  # with the auditor
+    assert len(conf.participants) == 5  # with the auditor and the call centre
 
 
 @pytest.mark.parametrize(
