@@ -148,7 +148,9 @@ def line_number(text: str) -> tuple[str, bool]:
     if not text.endswith("*"):
         return normalize(text), False
     body = _SEPARATORS.sub("", text[:-1])
-    if body.startswith("+"):
+    if not body.lstrip("+0"):
+        e164 = ""
+    elif body.startswith("+"):
         e164 = body
     elif body.startswith("00"):  # an international call prefix
         e164 = "+" + body[2:]
