@@ -619,9 +619,9 @@ def check_participant(p: Participant) -> None:
         raise ConfigError(f"participant {p.id}: role must be one of {', '.join(ROLES)}")
     if p.role in ISSUES_NOTHING:
         if p.weight != 0:
-            raise ConfigError(f"participant {p.id}: an {p.role} has weight 0")
+            raise ConfigError(f"participant {p.id}: a participant of role {p.role} has weight 0")
         if p.member_endpoint or p.public_endpoint:
-            raise ConfigError(f"participant {p.id}: an {p.role} runs no node, so no endpoints")
+            raise ConfigError(f"participant {p.id}: role {p.role} runs no node, so no endpoints")
 
 
 def _prefix(x: Any) -> str:
