@@ -54,6 +54,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "node.demo": ("cmd_demo",),
         "node.webcli": ("cmd_web",),
         "node.appealscli": ("cmd_appeals",),
+        "node.screencli": ("cmd_screen",),
     }.items() for name in names
 }
 
@@ -245,6 +246,24 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("--at", metavar="ISO8601",
                     help="evaluate the entry at this time, e.g. 2026-12-01T00:00:00Z "
                          "(default: now)")
+
+    sc = _cmd(sub, "screen", lazy("cmd_screen"),
+              "the call-path decision (allow, label, warn, block, and why), or a campaign "
+              "list scrubbed (CSV out)",
+              "markex screen --as carrier-1 13800000001 13900000002 --json",
+              "consortium as node json pin",
+              as_help="a carrier, the institute or a call centre (its member certificate)")
+    sc.add_argument("caller_pos", metavar="CALLER", nargs="?", help="the calling number")
+    sc.add_argument("callee", metavar="CALLEE", nargs="?", help="the called number")
+    sc.add_argument("--at", metavar="ISO8601",
+                    help="screen at this time (default: the node's clock; a list: now)")
+    sc.add_argument("--mode", choices=("voice", "sms"), default="voice",
+                    help="a voice call or an SMS (default voice)")
+    sc.add_argument("--caller", metavar="CALLER", help="with --list: the campaign's number")
+    sc.add_argument("--list", metavar="FILE",
+                    help="a CSV of numbers (first column; header `number` allowed) to scrub")
+    sc.add_argument("--out", metavar="FILE",
+                    help="with --list: the CSV written (default: standard output)")
 
     _cmd(sub, "categories", lazy("cmd_categories"), "the mark categories and the names users know",
          "markex categories", "consortium as json pin", as_help=PINNER)
