@@ -22,6 +22,7 @@ from ledger.errors import (
     BadSignature,
     LedgerError,
     MalformedRecord,
+    MembersKeyMissing,
     NotAllowed,
     NotFound,
     TooLarge,
@@ -523,7 +524,7 @@ class AdminService(rpc.AdminServicer):
         self._own(context)
         key = self.core.consortium.members_key
         if key is None:
-            raise NotAllowed(
+            raise MembersKeyMissing(
                 f"node {self.participant_id} holds no members' key, so it cannot seal a "
                 "subscriber's number (node.toml: members_key)"
             )

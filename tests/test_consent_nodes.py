@@ -259,3 +259,24 @@ def test_the_admin_rpcs_map_each_typed_error_to_its_status(net: InProcessNet) ->
         assert e.value.code() == status, (i, e.value.details())
         assert e.value.details() and ": " in e.value.details(), i  # "Class: sentence"
     assert _size(net) == size
+
+
+def test_every_consent_error_has_its_status() -> None:
+    """node/status.py: the typed errors of preferences, lines and sealing, one code each."""
+    from ledger import errors as E
+    from ledger.payloads.line import BadCreditCode
+    from ledger.payloads.preference import BadTimeBand
+    from ledger.sealing import SealError
+    from node.status import code_for
+
+    s = grpc.StatusCode
+    for err, status in ((E.UnknownIndustry, s.INVALID_ARGUMENT),
+                        (E.WrongMembersKey, s.INVALID_ARGUMENT),
+                        (BadTimeBand, s.INVALID_ARGUMENT), (BadCreditCode, s.INVALID_ARGUMENT),
+                        (SealError, s.INVALID_ARGUMENT),
+                        (E.MembersKeyMissing, s.PERMISSION_DENIED),
+                        (E.NothingToRevoke, s.FAILED_PRECONDITION),
+                        (E.SamePreference, s.FAILED_PRECONDITION),
+                        (E.NotALiveLine, s.FAILED_PRECONDITION),
+                        (E.LineOverlap, s.FAILED_PRECONDITION)):
+        assert code_for(err("x")) == status, err
