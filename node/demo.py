@@ -379,7 +379,27 @@ def _consent(net: LocalNet) -> bool:
     net.wait_converged(timeout=60)
     time.sleep(0.01)  # screened after the new tenure began
     ok &= _story(net, "after a reassignment, the old refusal void", NEW_HOLDER, "LABEL")
-    return ok
+    return ok & _scrub(net, provider, (NO_REALTY, NO_FINANCE, CHANGED_MIND, NEW_HOLDER))
+
+
+def _scrub(net: LocalNet, node: str, numbers: tuple[str, ...]) -> bool:
+    """callcenter-1 scrubs its campaign list at `node` (it runs no node of its
+    own): one ScreenBatch, the same answers as one screen per call."""
+    from node import client
+
+    ep = net.consortium.participant(node).member_endpoint  # type: ignore[union-attr]
+    at = _now()
+    calls = [pb.ScreenRequest(caller=CALL_LINE, callee=n, at_ms=at) for n in numbers]
+    with client.member_channel(net.dir, "callcenter-1", ep) as ch:
+        stub = rpc.ScreeningStub(ch)
+        batch = stub.ScreenBatch(pb.ScreenBatchRequest(calls=calls), timeout=30).decisions
+        singles = [stub.Screen(c, timeout=10) for c in calls]
+    refused = [d.callee for d in batch if d.action == pb.SCREEN_ACTION_BLOCK]
+    same = [(d.action, d.reasons[0].code) for d in batch] == [
+        (d.action, d.reasons[0].code) for d in singles]
+    say(f"   callcenter-1 scrubbed its list of {len(numbers)} at {node}'s node: refused "
+        f"{', '.join(refused) or 'none'}; as one screen per call: {_yes(same)}")
+    return same and refused == [NO_REALTY]
 
 
 def _story(net: LocalNet, what: str, callee: str, want: str) -> bool:
