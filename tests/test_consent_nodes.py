@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -147,7 +148,9 @@ def test_a_preference_at_one_carrier_changes_the_screen_at_every_node(net: InPro
         net, "carrier-1", lambda: call(other), lambda d: True).values()} == {"LABEL"}
 
 
-def test_a_call_centre_scrubbing_a_list_gets_the_per_call_answers(net: InProcessNet) -> None:
+def test_a_call_centre_scrubbing_a_list_gets_the_per_call_answers(
+    net: InProcessNet, tmp_path: Path
+) -> None:
     subs = [subscriber(net, c, 2000 + i) for i, c in enumerate(["carrier-1", "carrier-2"] * 3)]
     for i, (sub, refuse) in enumerate(zip(subs, ["real-estate", "finance", "all", "none"],
                                           strict=False)):
@@ -166,6 +169,23 @@ def test_a_call_centre_scrubbing_a_list_gets_the_per_call_answers(net: InProcess
         assert [d.callee for d in batch.decisions] == subs
         got = [answer(d)[0] for d in batch.decisions]
         assert got == ["BLOCK", "LABEL", "BLOCK", "LABEL", "LABEL", "LABEL"], (node, got)
+    # the command a call centre runs: its CSV rows are the per-call screens' answers
+    campaign = tmp_path / "campaign.csv"
+    campaign.write_text("number\n" + "\n".join(s.removeprefix("+86") for s in subs) + "\n",
+                        encoding="utf-8")
+    at_iso = datetime.fromtimestamp(at / 1000, UTC).isoformat(timespec="milliseconds")
+    base = ["--as", "callcenter-1", "--node", "carrier-2", "--at", at_iso, *_c(net)]
+    code, scrub, err = cli("screen", "--caller", LINE, "--list", str(campaign), *base)
+    assert code == 0 and isinstance(scrub, dict), err
+    rows = [(r["number"], r["result"], r["reason"]) for r in scrub["rows"]]
+    per_call = []
+    for s in subs:
+        code, one, err = cli("screen", LINE, s, *base)
+        assert code == 0 and isinstance(one, dict), err
+        per_call.append((s, "refused" if one["action"] == "BLOCK" else "allowed",
+                         one["reasons"][0]["code"]))
+    assert rows == per_call
+    assert (scrub["refused"], scrub["allowed"]) == (2, 4)
 
 
 def test_a_reassignment_at_the_serving_carrier_voids_the_old_refusal_everywhere(
