@@ -19,7 +19,7 @@ from ledger.errors import (
     UnknownIndustry,
     WrongMembersKey,
 )
-from ledger.sealing import KEY_ID_BYTES, MAX_SEALED_BYTES
+from ledger.sealing import KEY_ID_BYTES, MAX_SEALED_BYTES, open_sealed
 from markex.v1 import record_pb2 as pb
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ def check_preference(cons: Consortium, role: str, issuer: str, payload: Preferen
                 "members.key (node.toml members_key)"
             )
         return
-    number = key.open(payload.subscriber)  # SealError
+    number = open_sealed(key, payload.subscriber)  # SealError
     if role == "carrier":
         holder = cons.carrier_for(number)
         if holder != issuer:
