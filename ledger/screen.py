@@ -13,13 +13,15 @@ condition holds gives the action. docs/screen.md writes the same table
     callee-refused-industry     BLOCK   the caller is marketing (its line's industry, or
                                         its marks' category by policy.marketing_categories)
                                         and the callee's preference refuses it now
+                                        (ledger/consent/rules.py refuses)
     caller-risk-warn            WARN    caller risk at/above policy.screen_warn_risk
     caller-category             LABEL   the caller's resolution has a category
     caller-registered-marketer  LABEL   the caller has a live marketer line
     caller-unknown              ALLOW   nothing else fired
 
-Times are China Standard Time (UTC+8, no daylight saving) for time bands and
-day types; `weekday` is Monday to Friday, `weekend` Saturday and Sunday.
+Whether a preference refuses a call (modes, allowed time bands in China
+Standard Time, day types) is the consent state's rule, ledger/consent/rules.py
+`refuses` (docs/consent.md): one home, asked here.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ledger.consent import rules as consent_rules
 from ledger.consent.facts import LineFact, PreferenceFact
 from ledger.errors import BadInput, LedgerError, NotAllowed
 from ledger.payloads.preference import ALL, MODES
@@ -42,9 +45,6 @@ RISK_LEVELS = ("none", "medium", "high")
 RISK_OFF = "off"
 SCREENING_ROLES = frozenset({"carrier", "institute", "callcenter"})
 MARKETING_FALLBACK = "marketing"   # the label of a registered line whose industry no category maps
-CST_OFFSET_MS = 8 * 3600 * 1000    # China Standard Time: UTC+8 all year
-_DAY_MS = 86_400_000
-_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 # Reason codes: stable strings (docs/screen.md). The first reason of a
 # decision is the rule that fired; the others name the facts it rests on.
@@ -74,7 +74,7 @@ class BadCallMode(BadInput):
 
 
 class NoMembersKey(LedgerError):
-    """This node holds no members' key (or no consent state): it cannot read
+    """This node holds no members' key: it cannot read
     preferences, so it answers no screen rather than a wrong one
     (FAILED_PRECONDITION, node/status.py)."""
 
@@ -149,48 +149,15 @@ def risk_at_least(risk: str, threshold: str) -> bool:
     return RISK_LEVELS.index(risk) >= RISK_LEVELS.index(threshold)
 
 
-def cst_minute_and_day(at_ms: int) -> tuple[int, str]:
-    """The minute of the day (0..1439) and the weekday (mon..sun) at `at_ms`, CST."""
-    local = at_ms + CST_OFFSET_MS
-    day, ms = divmod(local, _DAY_MS)
-    return ms // 60_000, _WEEKDAYS[(day + 3) % 7]   # 1970-01-01 was a Thursday
-
-
-def _day_matches(day: str, types: tuple[str, ...]) -> bool:
-    for t in types:
-        if t == day or (t == "weekday" and day in _WEEKDAYS[:5]) or (
-            t == "weekend" and day in _WEEKDAYS[5:]
-        ):
-            return True
-    return False
-
-
-def allowance_holds(p: PreferenceFact, at_ms: int) -> bool:
-    """Whether `at_ms` is inside the preference's allowance: one of its bands
-    (every minute when it lists none) on one of its day types (every day when
-    it lists none). A preference with neither bands nor days allows nothing."""
-    if not p.allowed and not p.days:
-        return False
-    minute, day = cst_minute_and_day(at_ms)
-    if p.days and not _day_matches(day, p.days):
-        return False
-    return not p.allowed or any(s <= minute < e for s, e in p.allowed)
-
-
-def in_force(p: PreferenceFact, at_ms: int) -> bool:
-    return p.effective_from <= at_ms and (not p.until or at_ms < p.until)
-
-
-def refuses(p: PreferenceFact | None, industries: tuple[str, ...], mode: str, at_ms: int) -> bool:
-    """Whether preference `p` refuses marketing of `industries` (() an unknown
-    industry: refused only by "all") by `mode` at `at_ms`. A revocation
-    refuses nothing; neither does a preference outside its effective span."""
-    if p is None or not p.refuse or not in_force(p, at_ms):
-        return False
-    if p.modes and mode not in p.modes:
-        return False
-    hit = ALL in p.refuse or any(i in p.refuse for i in industries)
-    return hit and not allowance_holds(p, at_ms)
+def refuses_any(p: PreferenceFact | None, industries: tuple[str, ...], mode: str,
+                at_ms: int) -> bool:
+    """Whether the preference in force `p` refuses marketing of one of
+    `industries` (() an unknown industry: refused only by "all") by `mode`
+    at `at_ms`: the consent state's rule (ledger/consent/rules.py `refuses`,
+    docs/consent.md), asked per industry."""
+    if not industries:
+        return consent_rules.refuses(p, None, mode, at_ms)
+    return any(consent_rules.refuses(p, i, mode, at_ms) for i in industries)
 
 
 def _markers(res: Resolution | None, category: str | None = None) -> tuple[bytes, ...]:
@@ -249,7 +216,7 @@ def _risk_block(c: Call) -> Fired | None:
 def _refused(c: Call) -> Fired | None:
     m = marketing_of(c)
     p = c.preference
-    if m is None or p is None or not refuses(p, m[0], c.mode, c.at_ms):
+    if m is None or p is None or not refuses_any(p, m[0], c.mode, c.at_ms):
         return None
     industries, basis = m
     what = ALL if ALL in p.refuse else ", ".join(i for i in industries if i in p.refuse)

@@ -141,7 +141,7 @@ class Screener:
     """Decides calls from this node's state: the view's entries (`view`), the
     consent state (`consent`), the consortium's policy and members' key."""
 
-    def __init__(self, cons: Consortium, view: EntrySource, consent: ConsentReader | None,
+    def __init__(self, cons: Consortium, view: EntrySource, consent: ConsentReader,
                  cache: ResolutionCache | None = None) -> None:
         self.cons = cons
         self.view = view
@@ -152,10 +152,10 @@ class Screener:
         """One decision per call, in order; the callers' entries in one read.
         Raises NoMembersKey when this node cannot read preferences."""
         consent, key = self.consent, self.cons.members_key
-        if consent is None or key is None:
+        if key is None:
             raise NoMembersKey(
-                "this node holds no members' key or consent state (node.toml members_key): "
-                "it cannot read subscribers' preferences, so it does not screen")
+                "this node holds no members' key (node.toml members_key): it cannot read "
+                "subscribers' preferences, so it does not screen")
         raws = self.view.entries_bytes([c.caller for c in calls])
         out = []
         for c, raw in zip(calls, raws, strict=True):
