@@ -51,9 +51,9 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessNet]:
         try:
             provider = n.consortium.carrier_for(LINE)
             assert provider is not None
-            n.admin(provider).IssueMarketerLine(
+            n.line_id = n.admin(provider).IssueMarketerLine(  # type: ignore[attr-defined]
                 rpb.MarketerLine(number=LINE, enterprise="安家房产 Anjia Realty", uscc=USCC,
-                                 industry="real-estate"), timeout=30)
+                                 industry="real-estate"), timeout=30).id.hex()
             n.wait_converged(timeout=60)
             yield n
         finally:
@@ -220,12 +220,13 @@ LINE_OPTS = ["--enterprise", "X", "--uscc", USCC, "--industry", "finance"]
 REFUSED = [
     # (the command, who, its arguments, exit code, a phrase of the node's sentence)
     (PREFER, "internet-1", ["{sub1}", "--refuse", "finance"], 4, "internet-1"),
-    (PREFER, "carrier-2", ["{sub1}", "--refuse", "finance"], 4, "carrier-1"),
-    (PREFER, "carrier-1", ["{sub1}", "--refuse", "none"], 4, "revoke"),
+    (PREFER, "carrier-2", ["{sub1}", "--refuse", "finance"], 4, "served by carrier-1"),
+    (PREFER, "carrier-1", ["{sub1}", "--refuse", "none"], 4, "no refusal in force"),
     (REGISTER, "internet-1", ["+8613812347777", *LINE_OPTS], 4, "carrier"),
-    (REGISTER, "carrier-2", ["{sub1}", *LINE_OPTS], 4, "carrier-2"),
-    (REGISTER, "{provider}", ["+86400*", *LINE_OPTS], 4, "overlap"),
-    (DEREGISTER, "carrier-1", ["00" * 32], 4, ""),
+    (REGISTER, "carrier-2", ["{sub1}", *LINE_OPTS], 4, "held by carrier-1"),
+    (REGISTER, "{provider}", ["+86400*", *LINE_OPTS], 4, "overlaps +864008001234"),
+    (DEREGISTER, "carrier-1", ["00" * 32], 3, "not in this node's log"),
+    (DEREGISTER, "{other}", ["{line}"], 4, "only the carrier that registered"),
 ]
 
 
@@ -235,8 +236,10 @@ def test_the_node_refuses_with_a_sentence_and_writes_nothing(
     phrase: str,
 ) -> None:
     sub1 = subscriber(net, "carrier-1", 4001)  # served by carrier-1; it never refused anything
-    who = who.format(provider=net.consortium.carrier_for(LINE))
-    args = [a.format(sub1=sub1) for a in args]
+    provider = net.consortium.carrier_for(LINE)
+    who = who.format(provider=provider, other="carrier-2" if provider == "carrier-1" else
+                     "carrier-1")
+    args = [a.format(sub1=sub1, line=net.line_id[:12]) for a in args]  # type: ignore[attr-defined]
     size = _size(net)
     got, out, err = cli(*command, "--as", who, *args, "--consortium", str(net.dir))
     assert (got, out) == (code, ""), (command, args, err)
