@@ -43,7 +43,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessNet]:
     n = InProcessNet(tmp_path_factory.mktemp("consent") / "c", carriers=2, internet=1,
                      sync_interval=0.2)
     n.start_all()
-    channels: list[grpc.Channel] = []
+    channels: dict[tuple[str, str], grpc.Channel] = {}
     n.screening_channels = channels  # type: ignore[attr-defined]
     with pytest.MonkeyPatch.context() as mp:
         key = NodeConfig.for_participant(n.dir, "institute").institute_key
@@ -57,7 +57,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessNet]:
             n.wait_converged(timeout=60)
             yield n
         finally:
-            for ch in channels:
+            for ch in channels.values():
                 ch.close()
             n.stop_all()
 
@@ -73,11 +73,12 @@ def cli(*argv: str) -> tuple[int, dict[str, Any] | str, str]:
 
 
 def screening(net: InProcessNet, node: str, as_id: str) -> rpc.ScreeningStub:
-    """`node`'s Screening service on its member port, as `as_id`."""
-    ep = net.consortium.participant(node).member_endpoint  # type: ignore[union-attr]
-    ch = client.member_channel(net.dir, as_id, ep, node)
-    net.screening_channels.append(ch)  # type: ignore[attr-defined]
-    return rpc.ScreeningStub(ch)
+    """`node`'s Screening service on its member port, as `as_id` (one channel each)."""
+    channels: dict[tuple[str, str], grpc.Channel] = net.screening_channels  # type: ignore[attr-defined]
+    if (node, as_id) not in channels:
+        ep = net.consortium.participant(node).member_endpoint  # type: ignore[union-attr]
+        channels[(node, as_id)] = client.member_channel(net.dir, as_id, ep, node)
+    return rpc.ScreeningStub(channels[(node, as_id)])
 
 
 def nodes(net: InProcessNet) -> list[str]:
