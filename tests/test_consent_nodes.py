@@ -304,3 +304,26 @@ def test_every_consent_error_has_its_status() -> None:
                         (E.NotALiveLine, s.FAILED_PRECONDITION),
                         (E.LineOverlap, s.FAILED_PRECONDITION)):
         assert code_for(err("x")) == status, err
+
+
+def test_a_node_without_the_members_key_refuses_to_seal(tmp_path: Path) -> None:
+    """IssuePreference needs the key that seals the number: without it, one
+    sentence (MembersKeyMissing, PERMISSION_DENIED) and nothing signed."""
+    from node.server import Node
+
+    lone = InProcessNet(tmp_path / "c", carriers=1, internet=0, sync_interval=0.2)
+    (lone.dir / "carrier-1" / "members.key").unlink()
+    node = Node(NodeConfig.for_participant(lone.dir, "carrier-1"), sync_interval=0.2)
+    node.start()
+    try:
+        admin = lone.admin("carrier-1")
+        with pytest.raises(grpc.RpcError) as e:
+            admin.IssuePreference(pb.PreferenceRequest(number="13812345678", refuse=["finance"]),
+                                  timeout=30)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert e.value.details().startswith("MembersKeyMissing: node carrier-1 holds no "
+                                            "members' key")
+        assert node.core.ledger.feed("carrier-1").seq == 0
+    finally:
+        super(InProcessNet, lone).stop_all()  # the client channels
+        node.stop(grace=0.1)
