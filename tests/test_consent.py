@@ -745,3 +745,27 @@ def test_the_audit_reports_a_preference_its_issuer_may_not_write(
     kinds = [(f.kind, f.index) for f in rep.findings]
     assert kinds == [("role", 1)], rep.to_json()
     assert [(w.kind, w.index) for w in rep.warnings if w.kind in NOTES] == [("ported", 0)]
+
+
+def test_both_states_and_the_keeper_are_consent_readers(ledger: NodeLedger) -> None:
+    from ledger.consent import ConsentReader
+    from node.consentkeeper import ConsentKeeper
+
+    readers: list[ConsentReader] = [MemoryConsent(KEY), StoredConsent(ledger.store, KEY),
+                                    ConsentKeeper(ledger, KEY)]
+    assert all(callable(r.preference_at) and callable(r.line_at) for r in readers)
+
+
+def test_a_stored_entry_that_does_not_decode_is_a_storage_failure(ledger: NodeLedger) -> None:
+    from ledger.consent.codec import decode_line, decode_subscriber, encode_subscriber
+
+    f = Feeds()
+    f.issue("carrier-1", pref(SUB, "all", modes=("sms",), allowed=((60, 120),), days=("sun",)))
+    s = state_of(f.records)
+    raw = encode_subscriber(s.subscriber(KEY.seal(SUB)))
+    assert decode_subscriber(raw) == s.subscriber(KEY.seal(SUB))
+    for bad in (raw[:-1], raw + b"\x00", b"\x02" + raw[1:], b""):
+        with pytest.raises(E.StorageFailure, match="consent entry"):
+            decode_subscriber(bad)
+    with pytest.raises(E.StorageFailure, match="line record"):
+        decode_line(b"\x03" + b"\x00" * 60)
