@@ -20,7 +20,7 @@ import threading
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import grpc
 
@@ -112,9 +112,8 @@ class ResolutionCache:
         return res
 
 
-@dataclass(frozen=True)
-class Call:
-    """One call to screen, normalized."""
+class Call(NamedTuple):
+    """One call to screen, normalized (a NamedTuple: one is built per call)."""
 
     caller: str
     callee: str

@@ -359,3 +359,20 @@ def test_a_node_without_the_members_key_does_not_screen() -> None:
     with pytest.raises(NoMembersKey, match="members' key"):
         sc.decide_many([Call(LINE, SUB_A, 1, "voice")])
     assert code_for(NoMembersKey("x")) == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_cli_long_list_shows_progress(s: Screens, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from node.auditcli import PROGRESS_MIN
+
+    src = tmp_path / "long.csv"
+    src.write_text("".join(f"+86139{i:08d}\n" for i in range(PROGRESS_MIN + 1)),
+                   encoding="utf-8")
+    code, out, err = run(capsys, "screen", "--consortium", str(s.net.dir), "--as",
+                         "carrier-1", "--caller", LINE, "--list", str(src),
+                         "--out", str(tmp_path / "o.csv"))
+    assert code == 0, err
+    assert f"[{'#' * 30}] {PROGRESS_MIN + 1}/{PROGRESS_MIN + 1} (100%)" in err
+    assert "numbers/s" in err
+    rows = (tmp_path / "o.csv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == PROGRESS_MIN + 2
