@@ -226,8 +226,9 @@ class AuditService(rpc.AuditServicer):
 
     def _reader(self, context: grpc.ServicerContext) -> str:
         pid = caller_id(context)
-        if self.consortium.participant(pid) is None:
-            raise NotAllowed(f"{pid!r} is not a member or auditor of this consortium")
+        why = self.consortium.why_not_reader(pid)
+        if why is not None:
+            raise NotAllowed(why)
         return pid
 
     @edge
