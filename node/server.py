@@ -1,6 +1,6 @@
 """A markex node: the ledger behind two gRPC ports.
 
-- member port (mutual TLS, consortium CA): Exchange, Admin, Audit and Holders;
+- member port (mutual TLS, consortium CA): Exchange, Admin, Audit, Holders and Screening;
 - public port (TLS, read-only): Public, grpc.health.v1, server reflection.
 
 `Node` is the composition root: it builds the parts (the writer `NodeCore`,
@@ -40,6 +40,7 @@ from ledger.store import Store
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node import ports, tilesrv
+from node.consentkeeper import ConsentKeeper
 from node.core import NodeCore, max_member_message_bytes, wall_ms
 from node.feedgate import gate_at_start
 from node.holders import holders_service
@@ -48,6 +49,7 @@ from node.logkeeper import LogKeeper
 from node.logs import RecordTally, appeal_events, event
 from node.metrics import LatencyInterceptor, NodeMetrics
 from node.replication import LinkParts, PeerLink
+from node.screen import Screener, ScreeningService
 from node.services import AdminService, AuditService, ExchangeService, PublicService
 from node.status import DecodeGuard
 from node.viewkeeper import ViewKeeper
@@ -125,6 +127,8 @@ class Node:
         self.logs = LogKeeper(ledger, clock)
         self.logs.on_cosigned = self.tally.cosigned
         self.view = ViewKeeper(ledger, clock)
+        # node.consent: the ConsentReader the screen asks (ledger/consent)
+        self.consent = ConsentKeeper(ledger, self.consortium.members_key)
         self.witness = Witness(self.store, self.consortium, self.participant_id, key, clock)
         self.peers = [
             p for p in self.consortium.participants
@@ -151,6 +155,10 @@ class Node:
         )
         # the holder's appeal (node/holders.py), sharing Admin's issue gate
         self.holders = holders_service(cfg, self.core, self.view, self.admin, clock)
+        # the call-path screen (node/screen.py): this node's view and consent state only
+        self.screening = ScreeningService(
+            self.consortium, Screener(self.consortium, self.view, self.consent), clock
+        )
 
         # The writer's events, to the parts that act on them.
         self.core.observer = self._observe
@@ -159,6 +167,7 @@ class Node:
         self.core.subscribe(self._observe_accepted)
         self.core.subscribe(self._push_own)
         self.core.subscribe(self.view.apply)
+        self.core.subscribe(self.consent.apply)
         self.core.on_equivocation(self._on_equivocation)
         self.core.on_failure(self._on_storage_failure)
 
@@ -204,6 +213,8 @@ class Node:
     def start(self) -> Node:
         self.core.start()
         self.view.start()
+        self.consent.start()
+        self.core.ledger.consent = self.consent.state  # what check_effect reads
         # A member message is at most one full batch (node.core): no 32 MB of tiny envelopes.
         member_bytes = max_member_message_bytes(self.consortium.policy)
         opts = [
@@ -222,6 +233,7 @@ class Node:
         rpc.add_AdminServicer_to_server(self.admin, self.member)
         rpc.add_AuditServicer_to_server(self.audit, self.member)
         rpc.add_HoldersServicer_to_server(self.holders, self.member)
+        rpc.add_ScreeningServicer_to_server(self.screening, self.member)
         member_creds = grpc.ssl_server_credentials(
             [(self._tls_key, self._tls_cert)], root_certificates=self._ca, require_client_auth=True
         )
@@ -356,6 +368,7 @@ class Node:
         event(log, logging.WARNING, "equivocation", kind="equivocation", issuer=issuer, seq=seq,
               first=first, second=record_id_hex(proof.second))
         self.view.invalidate()
+        self.consent.invalidate()
         for link in self.links.values():
             link.report(proof)
 
@@ -381,6 +394,7 @@ class Node:
                     for link in self.links.values():
                         link.cosign_now()
                 self.view.tick()
+                self.consent.tick()
             except Exception:
                 log.exception("checkpoint tick failed")
 
