@@ -33,6 +33,7 @@
     │   ├── SamePreference        a preference that leaves every answer as it is
     │   ├── NotALiveLine          a deregistration of no live registration of the issuer's
     │   └── LineOverlap           a registration overlapping a live registration
+    ├── IdempotencyConflict       a key issued before, other content ALREADY_EXISTS
     ├── NotFound                  no such record / index           NOT_FOUND
     │   └── UnknownTarget         an own correction's target this node has not seen
     └── StorageFailure            the store failed or is corrupt   INTERNAL
@@ -199,6 +200,11 @@ class NotALiveLine(Ineffective):
 class LineOverlap(Ineffective):
     """A registration whose number or prefix overlaps a live registration
     (the same number, or a prefix covering it or covered by it)."""
+
+
+class IdempotencyConflict(LedgerError):
+    """An idempotency key this participant issued before, sent again with
+    different content: nothing is issued (docs/import.md)."""
 
 
 class NotFound(LedgerError):

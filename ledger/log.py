@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -112,6 +112,8 @@ class _Pending:
     at: dict[tuple[str, int], bytes] = field(default_factory=dict)
     accepted: list[Record] = field(default_factory=list)
     equivocations: list[tuple[Record, EquivocationProof]] = field(default_factory=list)
+    # record id -> (family, key, value) puts written with that record, if accepted
+    extra: Mapping[bytes, Sequence[tuple[str, bytes, bytes]]] = field(default_factory=dict)
 
 
 class NodeLedger:
@@ -382,7 +384,14 @@ class NodeLedger:
         self.check_effect(rec, wait_for_target=wait_for_target)
         return self.append(rec.envelope, now_ms)
 
-    def submit(self, envelopes: Iterable[bytes], now_ms: int, *, buffer: bool = True) -> Submitted:
+    def submit(
+        self,
+        envelopes: Iterable[bytes],
+        now_ms: int,
+        *,
+        buffer: bool = True,
+        extra: Mapping[bytes, Sequence[tuple[str, bytes, bytes]]] | None = None,
+    ) -> Submitted:
         """Check and append a batch in order; one atomic synced write for all
         that are accepted. Records ahead of their feed wait in a bounded
         buffer (when `buffer`) and are appended once the gap closes. Returns
@@ -390,12 +399,13 @@ class NodeLedger:
         included) in log order; raises only StorageFailure. Each issuer has
         at most policy.out_of_order_per_issuer records waiting (BufferFull
         past that, or past policy.out_of_order_buffer in all), each for at
-        most policy.out_of_order_ttl_ms."""
+        most policy.out_of_order_ttl_ms. `extra[record id]`: puts written in
+        the same atomic batch as that record, only when it is accepted."""
         self.expire_buffer(now_ms)
         # After a failed write the store may hold records that never synced:
         # none of them may be called a duplicate, so nothing is answered.
         self.store.check_writable()
-        pend = _Pending()
+        pend = _Pending(extra=extra or {})
         outcomes: list[Outcome] = []
         for env in envelopes:
             outcomes.append(self._one(env, now_ms, pend, buffer))
@@ -579,6 +589,8 @@ class NodeLedger:
             b.put("records", rec.id, u64(index) + rec.envelope)
             b.put("leaves", u64(index), rec.id)
             b.put("feedseq", feedseq_key(rec.issuer, rec.seq), rec.id)
+            for cf, k, v in pend.extra.get(rec.id, ()):  # e.g. an own record's idempotency key
+                b.put(cf, k, v)
         for rec, proof in pend.equivocations:
             b.put("equivocations", feedseq_key(rec.issuer, rec.seq), proof.encode())
         index_decisions(self.store, b, pend.accepted, first=self._size == 0)

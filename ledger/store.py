@@ -17,6 +17,8 @@
     consent        sealed subscriber          -> its kept preferences and reassignments
     consentline    record id (32)             -> a marketer line's (de)registration
     consentmeta    name                       -> the consent state's vector and key id
+    issuekeys      idempotency key (<= 128)   -> content digest (32) || record id (32): an own
+                                                 record's key, written in the record's batch
     meta           name                       -> small values (log size, ...)
 
 The view* families belong to ledger/view/'s store-backed NationalView
@@ -78,6 +80,7 @@ COLUMN_FAMILIES = (
     "consent",
     "consentline",
     "consentmeta",
+    "issuekeys",
 )
 
 # Families that only the view writes: small memtables, so a large view does not

@@ -989,6 +989,11 @@ class AdminStub:
                 request_serializer=markex_dot_v1_dot_record__pb2.MarketerLine.SerializeToString,
                 response_deserializer=markex_dot_v1_dot_service__pb2.Issued.FromString,
                 _registered_method=True)
+        self.IssueMany = channel.stream_stream(
+                '/markex.v1.Admin/IssueMany',
+                request_serializer=markex_dot_v1_dot_service__pb2.IssueItem.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.IssueResult.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -1026,6 +1031,15 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueMany(self, request_iterator, context):
+        """Bulk issue (docs/import.md): one result per item, in the items' order;
+        items are signed in the writer's group commits. An item's idempotency
+        key, once issued, returns the first result again and issues nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1053,6 +1067,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.IssueMarketerLine,
                     request_deserializer=markex_dot_v1_dot_record__pb2.MarketerLine.FromString,
                     response_serializer=markex_dot_v1_dot_service__pb2.Issued.SerializeToString,
+            ),
+            'IssueMany': grpc.stream_stream_rpc_method_handler(
+                    servicer.IssueMany,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.IssueItem.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.IssueResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1191,6 +1210,33 @@ class Admin:
             '/markex.v1.Admin/IssueMarketerLine',
             markex_dot_v1_dot_record__pb2.MarketerLine.SerializeToString,
             markex_dot_v1_dot_service__pb2.Issued.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueMany(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/markex.v1.Admin/IssueMany',
+            markex_dot_v1_dot_service__pb2.IssueItem.SerializeToString,
+            markex_dot_v1_dot_service__pb2.IssueResult.FromString,
             options,
             channel_credentials,
             insecure,
