@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import grpc
 
 from keys import KeysError
-from ledger.errors import LedgerError, MalformedRecord, MembersKeyMissing, NotFound
+from ledger.errors import LedgerError, MalformedRecord, MembersKeyMissing, NotFound, TooLarge
 from ledger.numbers import normalize
 from ledger.payloads.line import MarketerLine
 from ledger.payloads.preference import Preference
@@ -48,7 +48,8 @@ from node.status import code_for, detail_for
 
 log = logging.getLogger("markex.rpc")
 
-WINDOW = 1000  # items of one stream queued for the writer at once (or answered, not yet sent)
+WINDOW = 4000  # items of one stream queued for the writer at once (or answered, not yet sent)
+MAX_BATCH = 1000  # items in one IssueBatch
 ENQUEUE_WAIT = 30.0  # seconds one item waits for room in the writer's queue
 
 _ACTIONS = {
@@ -166,7 +167,7 @@ class BulkIssuer:
 
     def __init__(self, core: NodeCore, window: int = WINDOW) -> None:
         self.core = core
-        self.window = window
+        self.window = window  # items queued for the writer (or answered, not sent) at once
 
     def _start(self, n: int, item: pb.IssueItem) -> tuple[Built | None, Future]:
         """Queue item n: (what was built, the future of its Outcome) or, when
@@ -188,32 +189,34 @@ class BulkIssuer:
             done.set_result(refused(n, e))
             return None, done
 
-    def run(self, requests: Iterator[pb.IssueItem],
-            context: grpc.ServicerContext) -> Iterator[pb.IssueResult]:
-        """One result per request, in order. A reader thread queues items
-        while this yields results, so the writer batches up to `window` items."""
-        slots: queue.Queue[tuple[int, Built | None, Future] | BaseException | None] = (
-            queue.Queue(maxsize=self.window))
-
-        def put(v: tuple[int, Built | None, Future] | BaseException | None) -> bool:
-            while context.is_active():
-                try:
-                    slots.put(v, timeout=0.5)
-                    return True
-                except queue.Full:
-                    continue
-            return False
+    def run(self, requests: Iterator[pb.IssueBatch],
+            context: grpc.ServicerContext) -> Iterator[pb.IssueResults]:
+        """One IssueResults per batch, in order. A reader thread queues the
+        items of the next batches while this answers the earlier ones, so the
+        writer gathers up to `window` items into its group commits."""
+        room = threading.BoundedSemaphore(max(self.window, MAX_BATCH))
+        slots: queue.Queue[list[tuple[int, Built | None, Future]] | BaseException | None] = (
+            queue.Queue())
 
         def read() -> None:
             end: BaseException | None = None
+            n = 0
             try:
-                for n, item in enumerate(requests):
-                    built, fut = self._start(n, item)
-                    if not put((n, built, fut)):
-                        return
+                for batch in requests:
+                    if len(batch.items) > MAX_BATCH:
+                        raise TooLarge(f"a batch of {len(batch.items)} items; at most "
+                                       f"{MAX_BATCH}")
+                    started = []
+                    for item in batch.items:
+                        while not room.acquire(timeout=0.5):
+                            if not context.is_active():
+                                return
+                        started.append((n, *self._start(n, item)))
+                        n += 1
+                    slots.put(started)
             except BaseException as e:  # noqa: BLE001 - a broken or aborted request stream
                 end = e
-            put(end)
+            slots.put(end)
 
         reader = threading.Thread(target=read, name="issue-many-reader", daemon=True)
         reader.start()
@@ -225,23 +228,23 @@ class BulkIssuer:
                 if context.is_active():  # e.g. an item that does not decode (status.DecodeGuard)
                     raise got
                 return  # the client went away: nothing more to answer
-            n, built, fut = got
-            try:
-                res = fut.result()
-            except Exception as e:  # noqa: BLE001 - the writer refused the whole group
-                yield refused(n, e)
-                continue
-            if built is None:
-                yield res
-            elif res.error is not None:
-                yield refused(n, res.error)
-            else:
-                yield self._result(n, res, built)
+            out = pb.IssueResults()
+            for n, built, fut in got:
+                out.results.append(self._answer(n, built, fut))
+                room.release()
+            yield out
 
-    @staticmethod
-    def _result(n: int, out, built: Built) -> pb.IssueResult:  # type: ignore[no-untyped-def]
-        r: Record | None = out.record
+    def _answer(self, n: int, built: Built | None, fut: Future) -> pb.IssueResult:
+        try:
+            res = fut.result()
+        except Exception as e:  # noqa: BLE001 - the writer refused the whole group
+            return refused(n, e)
+        if built is None:
+            return res  # type: ignore[no-any-return]
+        if res.error is not None:
+            return refused(n, res.error)
+        r: Record | None = res.record
         if r is None:  # a duplicate is always answered with its record
             raise NotFound("the issued record is missing")
-        return pb.IssueResult(item=n, id=r.id, issuer=r.issuer, seq=r.seq, index=out.index or 0,
-                              appeal=built.appeal, duplicate=out.status == "duplicate")
+        return pb.IssueResult(item=n, id=r.id, issuer=r.issuer, seq=r.seq, index=res.index or 0,
+                              appeal=built.appeal, duplicate=res.status == "duplicate")

@@ -24,6 +24,7 @@ from node.connect import Connect, Dial
 
 PROGRESS_EVERY_S = 0.25
 PROGRESS_MIN_LINES = 200  # a shorter file gets no progress bar
+BATCH = 500  # items per IssueBatch message (the node takes at most 1000)
 
 
 def to_pb(it: Item) -> Any:
@@ -161,6 +162,9 @@ def cmd_import(args: argparse.Namespace, connect: Connect) -> int:
     results_out = Path(args.results).open("w", encoding="utf-8") if args.results else None  # noqa: SIM115
 
     def requests() -> Iterator[Any]:
+        from markex.v1 import service_pb2 as pb
+
+        batch = pb.IssueBatch()
         pending = [head] if head is not None else []
         for e in _chain(pending, entries):
             if stop.is_set():
@@ -170,31 +174,37 @@ def cmd_import(args: argparse.Namespace, connect: Connect) -> int:
                 tally.last_line = e.line
                 _write_result(results_out, {"line": e.line, "error": e.error})
                 if args.strict:
-                    return
+                    break
                 continue
             sent.append(e)
-            yield to_pb(e)
+            batch.items.append(to_pb(e))
+            if len(batch.items) >= BATCH:
+                yield batch
+                batch = pb.IssueBatch()
+        if batch.items and not stop.is_set():
+            yield batch
 
     def consume() -> None:
         stub = connect("admin", Dial(d, ep, who))
-        for r in stub.IssueMany(requests(), timeout=args.timeout or None):
-            it = sent.popleft()
-            tally.last_line = it.line
-            if r.code:
-                msg = f"line {it.line}: {r.error}"
-                tally.errors.append((it.line, msg))
-                _write_result(results_out, {"line": it.line, "key": it.key, "code": r.code,
-                                            "error": r.error})
-                if args.strict:
-                    stop.set()
-                continue
-            if r.duplicate:
-                tally.duplicates += 1
-            else:
-                tally.issued += 1
-            _write_result(results_out, {"line": it.line, "key": it.key, "id": r.id.hex(),
-                                        "seq": r.seq, "index": r.index,
-                                        "duplicate": r.duplicate})
+        for rs in stub.IssueMany(requests(), timeout=args.timeout or None):
+            for r in rs.results:
+                _take(r, sent.popleft())
+
+    def _take(r: Any, it: Item) -> None:
+        tally.last_line = it.line
+        if r.code:
+            tally.errors.append((it.line, f"line {it.line}: {r.error}"))
+            _write_result(results_out, {"line": it.line, "key": it.key, "code": r.code,
+                                        "error": r.error})
+            if args.strict:
+                stop.set()
+            return
+        if r.duplicate:
+            tally.duplicates += 1
+        else:
+            tally.issued += 1
+        _write_result(results_out, {"line": it.line, "key": it.key, "id": r.id.hex(),
+                                    "seq": r.seq, "index": r.index, "duplicate": r.duplicate})
 
     bar = (Progress(tally, sys.stderr) if sys.stderr.isatty() and not args.json
            and tally.total >= PROGRESS_MIN_LINES else None)

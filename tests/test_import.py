@@ -258,7 +258,10 @@ def test_issue_many_in_one_stream(net: InProcessNet) -> None:
     before = seq(net)
     items = [mark(a, b"s-1"), mark(a, b"s-1"), mark(b, b"s-1"), mark(b, b""), pb.IssueItem(),
              mark(b, b"x" * 129)]
-    res = list(net.admin(ISSUER).IssueMany(iter(items), timeout=30))
+    got = list(net.admin(ISSUER).IssueMany(iter([pb.IssueBatch(items=items[:3]),
+                                                 pb.IssueBatch(items=items[3:])]), timeout=30))
+    assert [len(b.results) for b in got] == [3, 3]
+    res = [r for b in got for r in b.results]
     assert [r.item for r in res] == list(range(6))
     assert not res[0].code and not res[0].duplicate
     assert res[1].duplicate and res[1].id == res[0].id and res[1].seq == res[0].seq
@@ -269,8 +272,14 @@ def test_issue_many_in_one_stream(net: InProcessNet) -> None:
     assert seq(net) == before + 2
     # Only the node's own participant issues, as for the unary Issue* RPCs.
     with pytest.raises(grpc.RpcError) as e:
-        list(net.admin(ISSUER, as_id="institute").IssueMany(iter([mark(a, b"")]), timeout=30))
+        list(net.admin(ISSUER, as_id="institute").IssueMany(
+            iter([pb.IssueBatch(items=[mark(a, b"")])]), timeout=30))
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as e:  # a batch over the limit ends the stream
+        list(net.admin(ISSUER).IssueMany(
+            iter([pb.IssueBatch(items=[mark(a, b"")] * 1001)]), timeout=30))
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert seq(net) == before + 2
 
 
 # ------------------------------------------------------------------ real processes

@@ -278,6 +278,18 @@ class ViewExportPage(_message.Message):
     entries: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, view_checkpoint: _Optional[str] = ..., entries: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
+class IssueBatch(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[IssueItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[IssueItem, _Mapping]]] = ...) -> None: ...
+
+class IssueResults(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[IssueResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[IssueResult, _Mapping]]] = ...) -> None: ...
+
 class IssueItem(_message.Message):
     __slots__ = ("key", "mark", "correction", "reassignment", "preference", "line", "expires_after_ms")
     KEY_FIELD_NUMBER: _ClassVar[int]

@@ -991,8 +991,8 @@ class AdminStub:
                 _registered_method=True)
         self.IssueMany = channel.stream_stream(
                 '/markex.v1.Admin/IssueMany',
-                request_serializer=markex_dot_v1_dot_service__pb2.IssueItem.SerializeToString,
-                response_deserializer=markex_dot_v1_dot_service__pb2.IssueResult.FromString,
+                request_serializer=markex_dot_v1_dot_service__pb2.IssueBatch.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.IssueResults.FromString,
                 _registered_method=True)
 
 
@@ -1032,9 +1032,11 @@ class AdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def IssueMany(self, request_iterator, context):
-        """Bulk issue (docs/import.md): one result per item, in the items' order;
-        items are signed in the writer's group commits. An item's idempotency
-        key, once issued, returns the first result again and issues nothing.
+        """Bulk issue (docs/import.md): items in batches (a message carries many,
+        so gRPC's per-message cost is paid once a batch), one IssueResults per
+        IssueBatch with one result per item, in the items' order; items are
+        signed in the writer's group commits. An item's idempotency key, once
+        issued, returns the first result again and issues nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1070,8 +1072,8 @@ def add_AdminServicer_to_server(servicer, server):
             ),
             'IssueMany': grpc.stream_stream_rpc_method_handler(
                     servicer.IssueMany,
-                    request_deserializer=markex_dot_v1_dot_service__pb2.IssueItem.FromString,
-                    response_serializer=markex_dot_v1_dot_service__pb2.IssueResult.SerializeToString,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.IssueBatch.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.IssueResults.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1235,8 +1237,8 @@ class Admin:
             request_iterator,
             target,
             '/markex.v1.Admin/IssueMany',
-            markex_dot_v1_dot_service__pb2.IssueItem.SerializeToString,
-            markex_dot_v1_dot_service__pb2.IssueResult.FromString,
+            markex_dot_v1_dot_service__pb2.IssueBatch.SerializeToString,
+            markex_dot_v1_dot_service__pb2.IssueResults.FromString,
             options,
             channel_credentials,
             insecure,
