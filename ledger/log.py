@@ -114,6 +114,7 @@ class _Pending:
     equivocations: list[tuple[Record, EquivocationProof]] = field(default_factory=list)
     # record id -> (family, key, value) puts written with that record, if accepted
     extra: Mapping[bytes, Sequence[tuple[str, bytes, bytes]]] = field(default_factory=dict)
+    signed: Mapping[bytes, Record] = field(default_factory=dict)  # see submit's `signed`
 
 
 class NodeLedger:
@@ -391,6 +392,7 @@ class NodeLedger:
         *,
         buffer: bool = True,
         extra: Mapping[bytes, Sequence[tuple[str, bytes, bytes]]] | None = None,
+        signed: Mapping[bytes, Record] | None = None,
     ) -> Submitted:
         """Check and append a batch in order; one atomic synced write for all
         that are accepted. Records ahead of their feed wait in a bounded
@@ -400,12 +402,15 @@ class NodeLedger:
         at most policy.out_of_order_per_issuer records waiting (BufferFull
         past that, or past policy.out_of_order_buffer in all), each for at
         most policy.out_of_order_ttl_ms. `extra[record id]`: puts written in
-        the same atomic batch as that record, only when it is accepted."""
+        the same atomic batch as that record, only when it is accepted.
+        `signed[record id]`: a record this node's own key has just signed and
+        `check_payload` passed (NodeCore): its envelope is not parsed or its
+        signature verified again, every other check runs."""
         self.expire_buffer(now_ms)
         # After a failed write the store may hold records that never synced:
         # none of them may be called a duplicate, so nothing is answered.
         self.store.check_writable()
-        pend = _Pending(extra=extra or {})
+        pend = _Pending(extra=extra or {}, signed=signed or {})
         outcomes: list[Outcome] = []
         for env in envelopes:
             outcomes.append(self._one(env, now_ms, pend, buffer))
@@ -423,16 +428,21 @@ class NodeLedger:
                     idx = read_u64(known[:8])
             if idx is not None:
                 return Outcome("duplicate", None, idx)
+        own = pend.signed.get(record_id(env)) if pend.signed and isinstance(env, bytes) else None
+        if own is not None:  # this node signed and checked it just now: not parsed again
+            rec = own
+        else:
+            try:
+                rec = Record.from_envelope(env, self.max_envelope)
+            except LedgerError as e:
+                return Outcome("rejected", error=e)
+            if self.consortium.participant(rec.issuer) is None:
+                return Outcome(
+                    "rejected", rec, error=UnknownIssuer(f"{rec.issuer!r} is not a participant")
+                )
         try:
-            rec = Record.from_envelope(env, self.max_envelope)
-        except LedgerError as e:
-            return Outcome("rejected", error=e)
-        if self.consortium.participant(rec.issuer) is None:
-            return Outcome(
-                "rejected", rec, error=UnknownIssuer(f"{rec.issuer!r} is not a participant")
-            )
-        try:
-            self.check(rec, now_ms)
+            if own is None:
+                self.check(rec, now_ms)
             self._check_decider(rec, pend)
         except LedgerError as e:
             return Outcome("rejected", rec, error=e)

@@ -274,6 +274,9 @@ class NodeCore:
         keyed: dict[bytes, tuple[bytes, _Job]] = {}  # key -> (digest, its job) in this group
         again: list[tuple[_Job, _Job]] = []  # (a repeat, the job of the key's first issue)
         extra: dict[bytes, list[tuple[str, bytes, bytes]]] = {}  # record id -> its key's put
+        # Own records signed here skip submit's parse and signature check, but
+        # the group's first: one verification a group still proves the key right.
+        signed: dict[bytes, Record] = {}
         for job in jobs:
             start = len(envs)
             if job.kind == "equivocation":
@@ -311,12 +314,14 @@ class NodeCore:
                         job.payload,
                         consortium=led.consortium.name,
                     )
-                    # just signed here: submit() verifies the signature once
+                    # just signed here: submit() verifies the group's first signature
                     led.check_payload(rec, now)
                     led.check_effect(rec, wait_for_target=job.wait_for_target, fresh=fresh)
                 except LedgerError as e:
                     job.future.set_result(Outcome("rejected", error=e))
                     continue
+                if fresh:
+                    signed[rec.id] = rec
                 fresh.append(rec)
                 seq, head = rec.seq, rec.id
                 envs.append(rec.envelope)
@@ -326,7 +331,7 @@ class NodeCore:
             else:
                 envs.extend(job.envelopes)
             spans.append((job, start, len(envs)))
-        result = led.submit(envs, now, extra=extra)
+        result = led.submit(envs, now, extra=extra, signed=signed)
         outcomes = result.outcomes
         # The subscribers (the view first) run before anyone is answered, so a
         # record acknowledged by this node is also in this node's view: an
