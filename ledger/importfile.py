@@ -13,8 +13,9 @@ JSONL: {"kind": K, <K's fields named as the CLI's flags and arguments>,
     reassign  number*, at*
     prefer    number*, refuse* (industry ids, "all" or "none"), modes, hours
               ("HH-HH[,...]"), days, from, until
-    line      number* (or prefix ending in "*"), enterprise*, uscc*, industry*
-    unline    target* (the registration's record id)
+    line-register    number* (or a prefix ending in "*"), enterprise*, uscc*,
+                     industry*
+    line-deregister  target* (the registration's record id)
 
 CSV: marks only, header `number,category[,score,reports,expires_days,key]`
 (any order; an unknown or repeated column refuses the whole file).
@@ -245,8 +246,8 @@ KINDS: dict[str, tuple[frozenset[str], Callable[[Fields], Fields]]] = {
     "reassign": (frozenset({"number", "at"}), _reassign),
     "prefer": (frozenset({"number", "refuse", "modes", "hours", "days", "from", "until"}),
                _prefer),
-    "line": (frozenset({"number", "enterprise", "uscc", "industry"}), _line),
-    "unline": (frozenset({"target"}), _unline),
+    "line-register": (frozenset({"number", "enterprise", "uscc", "industry"}), _line),
+    "line-deregister": (frozenset({"target"}), _unline),
 }
 
 

@@ -56,11 +56,11 @@ def to_pb(it: Item) -> Any:
             days=list(f.get("days", ())),
             allowed=[rpb.TimeBand(start_minute=a, end_minute=b) for a, b in f.get("hours", ())],
             effective_from_ms=f.get("from", 0), until_ms=f.get("until", 0)))
-    if it.kind == "line":
+    if it.kind == "line-register":
         return pb.IssueItem(key=key, line=rpb.MarketerLine(
             number=f["number"], prefix=f["prefix"], enterprise=f["enterprise"],
             uscc=f["uscc"], industry=f["industry"]))
-    if it.kind == "unline":
+    if it.kind == "line-deregister":
         return pb.IssueItem(key=key, line=rpb.MarketerLine(deregisters=f["target"]))
     raise AssertionError(f"no IssueItem for kind {it.kind!r}")
 

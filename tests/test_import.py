@@ -16,8 +16,8 @@ import io
 import json
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +176,33 @@ def test_a_file_imported_again_issues_nothing(net: InProcessNet, tmp_path: Path)
             (r["id"], r["seq"], r["index"]) for r in rows]
         assert all(r["duplicate"] for r in again)
     assert seq(net) == before + 33  # nothing issued twice
+
+
+def test_preferences_and_lines_import_like_the_other_kinds(net: InProcessNet,
+                                                           tmp_path: Path) -> None:
+    prefix = net.consortium.number_ranges[ISSUER][0]
+    sub = f"{prefix}{next(_counter):08d}"
+    line = f"{prefix}9{next(_counter):07d}"
+    f = write(tmp_path / "consent.jsonl", [
+        json.dumps({"kind": "prefer", "number": sub, "refuse": "real-estate,finance",
+                    "hours": "09-12", "days": "weekday"}),
+        json.dumps({"kind": "line-register", "number": line, "enterprise": "安家房产",
+                    "uscc": "91440300MA5F000007", "industry": "real-estate"}),
+        json.dumps({"kind": "prefer", "number": sub, "refuse": ["no-such-industry"]}),
+    ])
+    before = seq(net)
+    code, out, err, rows = run_import(net, f)
+    assert (out["issued"], [e["line"] for e in out["errors"]]) == (2, [3]), out
+    assert "UnknownIndustry" in out["errors"][0]["error"]
+    reg = rows[1]["id"]
+    undo = write(tmp_path / "unline.jsonl", [
+        json.dumps({"kind": "line-deregister", "target": reg}),
+        json.dumps({"kind": "prefer", "number": sub, "refuse": "none"})])
+    code, out, err, rows = run_import(net, undo)
+    assert (code, out["issued"]) == (0, 2), out
+    assert seq(net) == before + 4
+    code, out, err, rows = run_import(net, f)  # again: the two issued are duplicates
+    assert (out["issued"], out["duplicates"]) == (0, 2)
 
 
 def test_bad_lines_are_reported_with_their_number(net: InProcessNet, tmp_path: Path) -> None:
