@@ -161,12 +161,20 @@ def refused(n: int, e: Exception) -> pb.IssueResult:
                           error=f"{type(e).__name__}: {e}")
 
 
+def _done(result: pb.IssueResult) -> Future:
+    fut: Future = Future()
+    fut.set_result(result)
+    return fut
+
+
 class BulkIssuer:
     """Runs one IssueMany stream against the node's core (its caller is
     already checked: the node's own participant, the issue gate open)."""
 
-    def __init__(self, core: NodeCore, window: int = WINDOW) -> None:
+    def __init__(self, core: NodeCore, refusal: Callable[[], str | None] = lambda: None,
+                 window: int = WINDOW) -> None:
         self.core = core
+        self.refusal = refusal  # why the node may not sign now (the issue gate), or None
         self.window = window  # items queued for the writer (or answered, not sent) at once
 
     def _start(self, n: int, item: pb.IssueItem) -> tuple[Built | None, Future]:
@@ -185,9 +193,7 @@ class BulkIssuer:
             )
             return built, fut
         except Exception as e:  # noqa: BLE001 - every refusal is this item's result
-            done: Future = Future()
-            done.set_result(refused(n, e))
-            return None, done
+            return None, _done(refused(n, e))
 
     def run(self, requests: Iterator[pb.IssueBatch],
             context: grpc.ServicerContext) -> Iterator[pb.IssueResults]:
@@ -207,11 +213,17 @@ class BulkIssuer:
                         raise TooLarge(f"a batch of {len(batch.items)} items; at most "
                                        f"{MAX_BATCH}")
                     started = []
+                    why = self.refusal()  # asked again each batch, as a unary call asks
                     for item in batch.items:
                         while not room.acquire(timeout=0.5):
                             if not context.is_active():
                                 return
-                        started.append((n, *self._start(n, item)))
+                        if why is None:
+                            started.append((n, *self._start(n, item)))
+                        else:
+                            started.append((n, None, _done(pb.IssueResult(
+                                item=n, code=grpc.StatusCode.UNAVAILABLE.name,
+                                error=f"NotIssuing: not issuing yet: {why}"))))
                         n += 1
                     slots.put(started)
             except BaseException as e:  # noqa: BLE001 - a broken or aborted request stream

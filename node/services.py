@@ -470,7 +470,7 @@ class AdminService(rpc.AdminServicer):
     def IssueMany(self, request_iterator, context):  # noqa: N802
         """Bulk issue (node/bulkissue.py): a result per item, in order."""
         self._own(context)
-        yield from BulkIssuer(self.core).run(request_iterator, context)
+        yield from BulkIssuer(self.core, self.issue_refusal).run(request_iterator, context)
 
     @edge
     def IssueMark(self, request, context):  # noqa: N802

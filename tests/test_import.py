@@ -309,6 +309,48 @@ def test_issue_many_in_one_stream(net: InProcessNet) -> None:
     assert seq(net) == before + 2
 
 
+def test_items_share_the_writers_group_commits(net: InProcessNet,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many items, few synced writes: not one fsync per item."""
+    node = next(n for n in net.nodes_running if n.core.participant_id == ISSUER)
+    store = node.core.ledger.store
+    synced = []
+    real = store.write
+
+    def counting(batch: Any, *, sync: bool = True) -> None:
+        synced.append(sync)
+        real(batch, sync=sync)
+
+    monkeypatch.setattr(store, "write", counting)
+    items = [pb.IssueItem(mark=rpb.Mark(number=n, category="fraud", score=50))
+             for n in numbers(1000)]
+    before = seq(net)
+    got = list(net.admin(ISSUER).IssueMany(
+        iter([pb.IssueBatch(items=items[i:i + 250]) for i in range(0, 1000, 250)]), timeout=60))
+    assert sum(len(b.results) for b in got) == 1000
+    assert not any(r.code for b in got for r in b.results)
+    assert seq(net) == before + 1000
+    assert 0 < synced.count(True) <= 100, synced.count(True)
+
+
+def test_a_batch_while_the_issue_gate_is_shut_is_not_issued(
+        net: InProcessNet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate is asked at the stream's start and again for every batch."""
+    node = next(n for n in net.nodes_running if n.core.participant_id == ISSUER)
+    answers = iter([None, None, "a peer reports a longer feed of ours"])
+    monkeypatch.setattr(node.admin, "issue_refusal", lambda: next(answers))
+    a, b = numbers(2)
+    before = seq(net)
+    got = list(net.admin(ISSUER).IssueMany(iter([
+        pb.IssueBatch(items=[pb.IssueItem(mark=rpb.Mark(number=a, category="fraud"))]),
+        pb.IssueBatch(items=[pb.IssueItem(mark=rpb.Mark(number=b, category="fraud"))]),
+    ]), timeout=30))
+    first, second = (b.results[0] for b in got)
+    assert not first.code and second.code == "UNAVAILABLE"
+    assert "a peer reports a longer feed" in second.error
+    assert seq(net) == before + 1
+
+
 # ------------------------------------------------------------------ real processes
 
 
