@@ -205,10 +205,11 @@ class NodeCore:
             self._queued += cost
             self._q.put(job)
 
-    def _taken(self, job: _Job) -> None:
-        """The writer took `job` off the queue: its room is free again."""
+    def _taken(self, jobs: list[_Job]) -> None:
+        """The writer took `jobs` off the queue: their room is free again
+        (one lock and one wake-up a group, not one an item)."""
         with self._room:
-            self._queued -= self._cost(job)
+            self._queued -= sum(self._cost(j) for j in jobs)
             self._room.notify_all()
 
     @property
@@ -222,7 +223,6 @@ class NodeCore:
             job = self._q.get()
             if job is None:
                 return
-            self._taken(job)
             jobs = [job]
             n = len(job.envelopes) + 1
             while n < MAX_GROUP:
@@ -233,9 +233,9 @@ class NodeCore:
                 if nxt is None:
                     self._q.put(None)
                     break
-                self._taken(nxt)
                 jobs.append(nxt)
                 n += len(nxt.envelopes) + 1
+            self._taken(jobs)
             if self.failure is not None:
                 self._fail(jobs, self.failure)
                 continue
