@@ -94,7 +94,8 @@ def signed_records(net: LocalNet, n: int) -> list[Record]:
     return [Record.from_envelope(e) for e in envs]
 
 
-def bench_bulk_issue(n: int) -> dict[str, Any]:
+def one_round(n: int) -> tuple[float, float]:
+    """(seconds of the import, seconds of the limit over the records it made)."""
     with scratch_dir() as d:
         net = LocalNet(d / "c", carriers=1, internet=0, sync_interval=0.5)
         path = d / "marks.csv"
@@ -107,13 +108,22 @@ def bench_bulk_issue(n: int) -> dict[str, Any]:
         if summary["issued"] != n or summary["errors"]:
             raise AssertionError(f"the import issued {summary['issued']} of {n}: {summary}")
         records = signed_records(net, n)
-        limit_s = run_limit(records, net.consortium, d / "raw")
+        return ours_s, run_limit(records, net.consortium, d / "raw")
+
+
+def bench_bulk_issue(n: int, rounds: int = 2) -> dict[str, Any]:
+    """Records/s of `markex import` vs the ingest limit; each the best of
+    `rounds` alternating runs, each run on a fresh node."""
+    ours_s = limit_s = float("inf")
+    for _ in range(rounds):
+        o, lim = one_round(n)
+        ours_s, limit_s = min(ours_s, o), min(limit_s, lim)
     return report.throughput(
         n / ours_s, "records/s", n / limit_s, TARGET,
         f"`markex import` of a {n}-line CSV of marks through Admin.IssueMany over TLS to a "
         "real node process (sign, check, group commit with the keys, view) until the last "
         "durable acknowledgement, vs bench/ingest.py's run_limit (Ed25519 verify + SHA-256 "
-        "+ synced rocksdict batches) over the same records",
+        f"+ synced rocksdict batches) over the same records; each the best of {rounds} runs",
     )
 
 
