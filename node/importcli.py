@@ -25,6 +25,7 @@ from node.connect import Connect, Dial
 PROGRESS_EVERY_S = 0.25
 PROGRESS_MIN_LINES = 200  # a shorter file gets no progress bar
 BATCH = 500  # items per IssueBatch message (the node takes at most 1000)
+SHOWN_ERRORS = 50  # bad lines the human summary lists
 
 
 def to_pb(it: Item) -> Any:
@@ -128,8 +129,15 @@ def _entries(path: Path, fmt: str) -> Iterator[Item | Refused]:
 
 
 def _count_lines(path: Path) -> int:
-    with path.open("rb") as f:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    """The file's lines; UsageError when it is not UTF-8 (before anything is sent)."""
+    n = 0
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            for n, _ in enumerate(f, 1):  # noqa: B007 - the count is what is wanted
+                pass
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path} is not UTF-8 text: {e}") from e
+    return n
 
 
 def cmd_import(args: argparse.Namespace, connect: Connect) -> int:
@@ -143,11 +151,9 @@ def cmd_import(args: argparse.Namespace, connect: Connect) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise UsageError(f"{path} is not a file")
-    try:
-        with path.open(encoding="utf-8") as f:
-            first = f.readline()
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{path} is not UTF-8 text: {e}") from e
+    total = _count_lines(path)
+    with path.open(encoding="utf-8") as f:
+        first = f.readline()
     fmt = args.format or ("csv" if path.suffix.lower() == ".csv" else
                           "jsonl" if path.suffix.lower() in (".jsonl", ".ndjson") else sniff(first))
     entries = _entries(path, fmt)
@@ -155,7 +161,7 @@ def cmd_import(args: argparse.Namespace, connect: Connect) -> int:
         head = next(entries, None)
     except BadInput as e:
         raise UsageError(f"{path}: {e}") from e
-    tally = Tally(_count_lines(path))
+    tally = Tally(total)
     sent: deque[Item] = deque()
     stop = threading.Event()  # --strict: a refusal came back, send nothing more
     # closed in the finally below
@@ -226,7 +232,10 @@ def cmd_import(args: argparse.Namespace, connect: Connect) -> int:
     s = tally.summary()
     lines = [f"{s['issued']} issued, {s['duplicates']} duplicates (issued before), "
              f"{len(s['errors'])} errors"]
-    lines += [f"  {e['error']}" for e in s["errors"]]
+    lines += [f"  {e['error']}" for e in s["errors"][:SHOWN_ERRORS]]
+    if len(s["errors"]) > SHOWN_ERRORS:
+        lines.append(f"  ... and {len(s['errors']) - SHOWN_ERRORS} more (--json or --results "
+                     "list every one)")
     show(args, s, "\n".join(lines))
     return int(Exit.USAGE) if s["errors"] else 0
 

@@ -241,6 +241,25 @@ def test_an_unknown_column_refuses_the_file(net: InProcessNet, tmp_path: Path) -
     assert seq(net) == before
 
 
+def test_a_file_that_is_not_utf8_is_refused_whole(net: InProcessNet, tmp_path: Path) -> None:
+    (n,) = numbers(1)
+    f = tmp_path / "latin1.csv"
+    f.write_bytes(f"number,category\n{n},fraud\n".encode() + b"\xff\xfe,fraud\n")
+    before = seq(net)
+    code, out, err = cli("import", "--consortium", str(net.dir), "--as", ISSUER, str(f))
+    assert code == 2 and "is not UTF-8 text" in err
+    assert seq(net) == before
+
+
+def test_the_human_summary_names_each_bad_line(net: InProcessNet, tmp_path: Path) -> None:
+    a, b = numbers(2)
+    f = write(tmp_path / "human.csv", ["number,category", f"{a},fraud", "12,fraud", f"{b},fraud"])
+    code, out, err = cli("import", "--consortium", str(net.dir), "--as", ISSUER, str(f))
+    assert code == 2
+    assert out.splitlines()[0] == "2 issued, 0 duplicates (issued before), 1 errors"
+    assert out.splitlines()[1].startswith("  line 3: InvalidNumber:")
+
+
 def test_a_key_reused_with_other_content_is_refused(net: InProcessNet, tmp_path: Path) -> None:
     a, b = numbers(2)
     first = write(tmp_path / "k1.jsonl", [
