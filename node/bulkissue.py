@@ -26,7 +26,13 @@ from dataclasses import dataclass
 import grpc
 
 from keys import KeysError
-from ledger.errors import LedgerError, MalformedRecord, MembersKeyMissing, NotFound, TooLarge
+from ledger.errors import (
+    LedgerError,
+    MalformedRecord,
+    MembersKeyMissing,
+    StorageFailure,
+    TooLarge,
+)
 from ledger.numbers import normalize
 from ledger.payloads.line import MarketerLine
 from ledger.payloads.preference import Preference
@@ -223,7 +229,7 @@ class BulkIssuer:
                         else:
                             started.append((n, None, _done(pb.IssueResult(
                                 item=n, code=grpc.StatusCode.UNAVAILABLE.name,
-                                error=f"NotIssuing: not issuing yet: {why}"))))
+                                error=f"not issuing yet: {why}"))))
                         n += 1
                     slots.put(started)
             except BaseException as e:  # noqa: BLE001 - a broken or aborted request stream
@@ -256,7 +262,7 @@ class BulkIssuer:
         if res.error is not None:
             return refused(n, res.error)
         r: Record | None = res.record
-        if r is None:  # a duplicate is always answered with its record
-            raise NotFound("the issued record is missing")
+        if r is None:  # never: a duplicate of a key is always answered with its record
+            return refused(n, StorageFailure("the issued record is missing"))
         return pb.IssueResult(item=n, id=r.id, issuer=r.issuer, seq=r.seq, index=res.index or 0,
                               appeal=built.appeal, duplicate=res.status == "duplicate")
