@@ -419,11 +419,9 @@ def _story(net: LocalNet, what: str, callee: str, want: str) -> bool:
     action = pb.ScreenAction.Name(d.action).removeprefix("SCREEN_ACTION_")
     same = all((a.action, [r.code for r in a.reasons]) == (d.action, [r.code for r in d.reasons])
                for a in answers)
-    shown = f" {d.category}" if d.category else ""
-    why = d.reasons[0].detail or d.reasons[0].code if d.reasons else "no reason"
-    say(f"   {what}: {CALL_LINE} -> {callee}  {action}{shown}  "
-        f"[{', '.join(r.code for r in d.reasons)}] {why}; same on {len(answers)} nodes: "
-        f"{_yes(same)}")
+    why = f"{d.reasons[0].code}: {d.reasons[0].detail}" if d.reasons else "no reason"
+    say(f"   {what}: {CALL_LINE} -> {callee}  {action} ({why}); same on {len(answers)} "
+        f"nodes: {_yes(same)}")
     return action == want and same
 
 

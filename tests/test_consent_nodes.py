@@ -43,7 +43,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessNet]:
     n = InProcessNet(tmp_path_factory.mktemp("consent") / "c", carriers=2, internet=1,
                      sync_interval=0.2)
     n.start_all()
-    channels: list[grpc.Channel] = []
+    channels: dict[tuple[str, str], grpc.Channel] = {}
     n.screening_channels = channels  # type: ignore[attr-defined]
     with pytest.MonkeyPatch.context() as mp:
         key = NodeConfig.for_participant(n.dir, "institute").institute_key
@@ -51,13 +51,13 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessNet]:
         try:
             provider = n.consortium.carrier_for(LINE)
             assert provider is not None
-            n.admin(provider).IssueMarketerLine(
+            n.line_id = n.admin(provider).IssueMarketerLine(  # type: ignore[attr-defined]
                 rpb.MarketerLine(number=LINE, enterprise="安家房产 Anjia Realty", uscc=USCC,
-                                 industry="real-estate"), timeout=30)
+                                 industry="real-estate"), timeout=30).id.hex()
             n.wait_converged(timeout=60)
             yield n
         finally:
-            for ch in channels:
+            for ch in channels.values():
                 ch.close()
             n.stop_all()
 
@@ -73,11 +73,12 @@ def cli(*argv: str) -> tuple[int, dict[str, Any] | str, str]:
 
 
 def screening(net: InProcessNet, node: str, as_id: str) -> rpc.ScreeningStub:
-    """`node`'s Screening service on its member port, as `as_id`."""
-    ep = net.consortium.participant(node).member_endpoint  # type: ignore[union-attr]
-    ch = client.member_channel(net.dir, as_id, ep, node)
-    net.screening_channels.append(ch)  # type: ignore[attr-defined]
-    return rpc.ScreeningStub(ch)
+    """`node`'s Screening service on its member port, as `as_id` (one channel each)."""
+    channels: dict[tuple[str, str], grpc.Channel] = net.screening_channels  # type: ignore[attr-defined]
+    if (node, as_id) not in channels:
+        ep = net.consortium.participant(node).member_endpoint  # type: ignore[union-attr]
+        channels[(node, as_id)] = client.member_channel(net.dir, as_id, ep, node)
+    return rpc.ScreeningStub(channels[(node, as_id)])
 
 
 def nodes(net: InProcessNet) -> list[str]:
@@ -220,12 +221,13 @@ LINE_OPTS = ["--enterprise", "X", "--uscc", USCC, "--industry", "finance"]
 REFUSED = [
     # (the command, who, its arguments, exit code, a phrase of the node's sentence)
     (PREFER, "internet-1", ["{sub1}", "--refuse", "finance"], 4, "internet-1"),
-    (PREFER, "carrier-2", ["{sub1}", "--refuse", "finance"], 4, "carrier-1"),
-    (PREFER, "carrier-1", ["{sub1}", "--refuse", "none"], 4, "revoke"),
+    (PREFER, "carrier-2", ["{sub1}", "--refuse", "finance"], 4, "served by carrier-1"),
+    (PREFER, "carrier-1", ["{sub1}", "--refuse", "none"], 4, "no refusal in force"),
     (REGISTER, "internet-1", ["+8613812347777", *LINE_OPTS], 4, "carrier"),
-    (REGISTER, "carrier-2", ["{sub1}", *LINE_OPTS], 4, "carrier-2"),
-    (REGISTER, "{provider}", ["+86400*", *LINE_OPTS], 4, "overlap"),
-    (DEREGISTER, "carrier-1", ["00" * 32], 4, ""),
+    (REGISTER, "carrier-2", ["{sub1}", *LINE_OPTS], 4, "held by carrier-1"),
+    (REGISTER, "{provider}", ["+86400*", *LINE_OPTS], 4, "overlaps +864008001234"),
+    (DEREGISTER, "carrier-1", ["00" * 32], 3, "not in this node's log"),
+    (DEREGISTER, "{other}", ["{line}"], 4, "only the carrier that registered"),
 ]
 
 
@@ -235,8 +237,10 @@ def test_the_node_refuses_with_a_sentence_and_writes_nothing(
     phrase: str,
 ) -> None:
     sub1 = subscriber(net, "carrier-1", 4001)  # served by carrier-1; it never refused anything
-    who = who.format(provider=net.consortium.carrier_for(LINE))
-    args = [a.format(sub1=sub1) for a in args]
+    provider = net.consortium.carrier_for(LINE)
+    who = who.format(provider=provider, other="carrier-2" if provider == "carrier-1" else
+                     "carrier-1")
+    args = [a.format(sub1=sub1, line=net.line_id[:12]) for a in args]  # type: ignore[attr-defined]
     size = _size(net)
     got, out, err = cli(*command, "--as", who, *args, "--consortium", str(net.dir))
     assert (got, out) == (code, ""), (command, args, err)
@@ -300,3 +304,26 @@ def test_every_consent_error_has_its_status() -> None:
                         (E.NotALiveLine, s.FAILED_PRECONDITION),
                         (E.LineOverlap, s.FAILED_PRECONDITION)):
         assert code_for(err("x")) == status, err
+
+
+def test_a_node_without_the_members_key_refuses_to_seal(tmp_path: Path) -> None:
+    """IssuePreference needs the key that seals the number: without it, one
+    sentence (MembersKeyMissing, PERMISSION_DENIED) and nothing signed."""
+    from node.server import Node
+
+    lone = InProcessNet(tmp_path / "c", carriers=1, internet=0, sync_interval=0.2)
+    (lone.dir / "carrier-1" / "members.key").unlink()
+    node = Node(NodeConfig.for_participant(lone.dir, "carrier-1"), sync_interval=0.2)
+    node.start()
+    try:
+        admin = lone.admin("carrier-1")
+        with pytest.raises(grpc.RpcError) as e:
+            admin.IssuePreference(pb.PreferenceRequest(number="13812345678", refuse=["finance"]),
+                                  timeout=30)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert e.value.details().startswith("MembersKeyMissing: node carrier-1 holds no "
+                                            "members' key")
+        assert node.core.ledger.feed("carrier-1").seq == 0
+    finally:
+        super(InProcessNet, lone).stop_all()  # the client channels
+        node.stop(grace=0.1)
