@@ -35,6 +35,7 @@ from ledger.importfile import (
     read_csv,
     read_jsonl,
 )
+from ledger.record import Record
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from node.cli import main
@@ -176,6 +177,11 @@ def test_a_file_imported_again_issues_nothing(net: InProcessNet, tmp_path: Path)
             (r["id"], r["seq"], r["index"]) for r in rows]
         assert all(r["duplicate"] for r in again)
     assert seq(net) == before + 33  # nothing issued twice
+    # expires_days counts from when the mark was observed (here: when it was signed)
+    got = net.audit(ISSUER).GetRecord(pb.GetRecordRequest(id=bytes.fromhex(first[2]["id"])),
+                                      timeout=30)
+    m = Record.from_envelope(got.envelope).payload
+    assert m.expires_at_ms - m.observed_at_ms == 2 * 86_400_000
 
 
 def test_preferences_and_lines_import_like_the_other_kinds(net: InProcessNet,
@@ -316,6 +322,11 @@ def test_issue_many_in_one_stream(net: InProcessNet) -> None:
     assert res[4].code == "INVALID_ARGUMENT" and "no payload" in res[4].error
     assert res[5].code == "INVALID_ARGUMENT" and "at most 128" in res[5].error
     assert seq(net) == before + 2
+    # The same number in another form is the same content: the key's first record.
+    national = a.removeprefix("+86")
+    (again,) = next(iter(net.admin(ISSUER).IssueMany(
+        iter([pb.IssueBatch(items=[mark(national, b"s-1")])]), timeout=30))).results
+    assert again.duplicate and again.id == res[0].id
     # Only the node's own participant issues, as for the unary Issue* RPCs.
     with pytest.raises(grpc.RpcError) as e:
         list(net.admin(ISSUER, as_id="institute").IssueMany(
@@ -350,6 +361,21 @@ def test_items_share_the_writers_group_commits(net: InProcessNet,
     assert not any(r.code for b in got for r in b.results)
     assert seq(net) == before + 1000
     assert 0 < synced.count(True) <= 100, synced.count(True)
+
+
+def test_a_correction_of_another_participants_mark_is_an_appeal(net: InProcessNet) -> None:
+    (n,) = numbers(1)
+    theirs = net.admin("institute").IssueMark(rpb.Mark(number=n, category="fraud", score=90),
+                                              timeout=30)
+    net.wait_converged(timeout=60)
+    own = net.admin(ISSUER).IssueMark(rpb.Mark(number=n, category="fraud", score=50), timeout=30)
+    items = [pb.IssueItem(correction=pb.CorrectionRequest(
+        targets=[t], action=rpb.CORRECTION_ACTION_WITHDRAW, reason="courier")) for t in
+        (theirs.id, own.id)]
+    (got,) = net.admin(ISSUER).IssueMany(iter([pb.IssueBatch(items=items)]), timeout=30)
+    appeal, withdrawal = got.results
+    assert not appeal.code and appeal.appeal
+    assert not withdrawal.code and not withdrawal.appeal
 
 
 def test_a_batch_while_the_issue_gate_is_shut_is_not_issued(
