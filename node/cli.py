@@ -54,6 +54,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "node.demo": ("cmd_demo",),
         "node.webcli": ("cmd_web",),
         "node.appealscli": ("cmd_appeals",),
+        "node.importcli": ("cmd_import",),
         "node.screencli": ("cmd_screen",),
         "node.trailcli": ("cmd_trail", "cmd_stats"),
     }.items() for name in names
@@ -380,6 +381,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "limit)")
     wb.add_argument("--burst", type=uint32, default=30, metavar="N",
                     help="lookups one client address may make at once (default 30)")
+
+    im = _cmd(sub, "import", lazy("cmd_import"),
+              "issue many records from a JSONL or CSV file, idempotent: a rerun issues "
+              "nothing twice (docs/import.md)", "markex import --as carrier-1 marks.csv --json",
+              ISSUE)
+    im.add_argument("file", metavar="FILE", help="JSONL (one object a line) or CSV of marks")
+    im.add_argument("--format", choices=("jsonl", "csv"),
+                    help="the file's format (default: .csv/.jsonl by name, else by content)")
+    im.add_argument("--strict", action="store_true",
+                    help="stop at the first bad line: nothing after it is sent")
+    im.add_argument("--results", metavar="OUT",
+                    help="write one JSON line per line of FILE: its record (id, seq, index, "
+                         "duplicate) or its error")
+    im.add_argument("--timeout", type=finite_float, default=0, metavar="SECONDS",
+                    help="give up after this long (default 0: no limit)")
 
     _ceremony(sub, cons, ky, nd)
     return p

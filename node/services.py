@@ -46,6 +46,7 @@ from ledger.record import (
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
+from node.bulkissue import BulkIssuer
 from node.core import NodeCore
 from node.feedgate import IssueGate
 from node.limits import PublicGate, PublicLimits
@@ -510,6 +511,12 @@ class AdminService(rpc.AdminServicer):
     def _issued(self, out, appeal: bool = False) -> pb.Issued:  # type: ignore[no-untyped-def]
         r: Record = out.record
         return pb.Issued(id=r.id, issuer=r.issuer, seq=r.seq, appeal=appeal, index=out.index or 0)
+
+    @stream_edge
+    def IssueMany(self, request_iterator, context):  # noqa: N802
+        """Bulk issue (node/bulkissue.py): a result per item, in order."""
+        self._own(context)
+        yield from BulkIssuer(self.core, self.issue_refusal).run(request_iterator, context)
 
     @edge
     def IssueMark(self, request, context):  # noqa: N802
