@@ -725,7 +725,7 @@ def test_a_big_anonymous_batch_does_not_hold_the_writer(
 ) -> None:
     """On main a LookupBatch built every answer inside the view lock that the
     writer takes after each commit, so ingest waited for the whole batch. Here
-    the view's proof reads are slowed (a slow disk: 2 ms a proof) so a batch
+    the view's proof reads are slowed (a slow disk: 5 ms a proof) so a batch
     of 1000 takes seconds; records are ingested while it is answered, and the
     answer still verifies against the checkpoint it came with."""
     import threading
@@ -744,7 +744,7 @@ def test_a_big_anonymous_batch_does_not_hold_the_writer(
         real_proof = V.NationalView.proof
 
         def slow_proof(self: V.NationalView, number: str) -> V.ViewProof:
-            time.sleep(0.002)
+            time.sleep(0.005)
             return real_proof(self, number)
 
         monkeypatch.setattr(V.NationalView, "proof", slow_proof)
@@ -760,8 +760,9 @@ def test_a_big_anonymous_batch_does_not_hold_the_writer(
             ack = ex.Deliver(pb.RecordBatch(envelopes=[r.envelope]), timeout=30)
             took.append(time.monotonic() - t)
             assert ack.accepted == 1
-        assert max(took) < 0.5, took  # on main: each waited for the batch
-        assert batch.is_alive(), "the batch ended before ingest did: the test proves nothing"
+        # Every record was taken while the batch was still being answered (on
+        # main the first Deliver waited for the whole batch to end).
+        assert batch.is_alive(), f"ingest waited for the batch, or the batch was quick: {took}"
         assert node.core.ledger.feed("carrier-2").seq == 60
         batch.join(60)
         resp = answer[0]
