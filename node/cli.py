@@ -505,7 +505,7 @@ def _complaint_commands(sub: Any) -> None:
 
     sn = _cmd(sub, "sanction", lazy("cmd_sanction"),
               "the regulator lists an enterprise on the bad list, or delists it",
-              "markex sanction --as regulator-1 --uscc 91110000600037341X --name 某某营销 "
+              "markex sanction --as regulator-1 --uscc 91110000600037341L --name 某某营销 "
               "--reason 骚扰电话 --doc '工信罚〔2026〕12号' --json", ISSUE)
     sn.add_argument("--uscc", required=True, metavar="CODE",
                     help="the enterprise's unified social credit code (18 characters)")

@@ -170,6 +170,7 @@ class Node:
             make_screener(self.consortium, self.view, self.consent, self.screen_index, clock),
             clock,
         )
+        self.screening.screener.listings = self.complaints  # the bad-list rule (docs/screen.md)
 
         # The writer's events, to the parts that act on them.
         self.core.observer = self._observe
