@@ -85,6 +85,10 @@ def cmd_complain(args: argparse.Namespace, connect: Connect) -> int:
                          f"categories: {category_list(cons)}")
     number = normalize(args.number)
     complainant = normalize(args.complainant)
+    entry = cons.policy.protecting(number)
+    if entry is not None:
+        raise UsageError(f"{number} is a protected number ({entry} in the policy's "
+                         "protected_numbers): complaints about it are refused")
     serving = cons.carrier_for(number)
     if serving is None:
         raise UsageError(f"no carrier of {cons.name} serves {number}: a complaint about it "
