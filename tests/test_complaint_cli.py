@@ -10,6 +10,7 @@ nothing written."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterator
@@ -66,6 +67,19 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessNet]:
         yield n
     finally:
         n.stop_all()
+
+
+@contextlib.contextmanager
+def web_of(net: InProcessNet) -> Iterator[Any]:
+    """carrier-1's web front end, as `markex web` builds it, as a test client."""
+    from node.connect import TlsConnect
+    from node.web.app import create_app
+    from node.web.ratelimit import RateLimit
+    from node.webcli import node_reader
+
+    with TlsConnect() as tls:
+        reader = node_reader(net.dir, net.consortium, "carrier-1", "carrier-1", tls)
+        yield create_app(net.consortium, reader, rate=RateLimit(per_minute=0)).test_client()
 
 
 def node(net: InProcessNet, pid: str) -> Any:
@@ -223,6 +237,19 @@ def test_a_sanction_listed_then_delisted_checked_by_code_number_and_screen(
     assert by_number["check"]["line"]["id"] == line_id
     other = ok(net, "badlist", "--node", "carrier-1", "--check", C2_NUMBER)
     assert other["check"]["listed"] is False and other["listed"] == []
+    # the web front end shows the same list, verified, with its labels in both languages
+    with web_of(net) as web:
+        page = web.get("/badlist").get_data(as_text=True)
+        assert "黑名单" in page and "Bad list" in page and ENTERPRISE in page
+        assert "骚扰电话" in page and "工信罚〔2026〕12号" in page and 'data-verified="yes"' in page
+        assert f'data-id="{listed["id"]}"' in page and "log index" in page
+        api = web.get("/api/v1/badlist").get_json()
+        assert api["verified"] and [e["id"] for e in api["listed"]] == [listed["id"]]
+        got = web.get(f"/api/v1/badlist?check={LINE_NUMBER}").get_json()
+        assert got["check"]["listed"] and got["check"]["line"]["id"] == line_id
+        assert 'data-listed="yes"' in web.get(f"/badlist?check={USCC}").get_data(as_text=True)
+        bad = web.get("/api/v1/badlist?check=hello")
+        assert bad.status_code == 400 and "neither" in bad.get_json()["error"]
     # the screen blocks the listed enterprise's line (policy default: block)
     d = ok(net, "screen", "--as", "carrier-1", LINE_NUMBER, C2_NUMBER)
     assert d["action"] == "BLOCK" and d["reasons"][0]["code"] == "caller-enterprise-listed"
