@@ -236,3 +236,13 @@ def test_a_check_is_a_code_or_a_number() -> None:
                      ("9" * 80, "at most")):
         with pytest.raises(Exception, match=why):
             parse_check(bad)
+
+
+def test_the_node_refuses_a_tree_it_does_not_have_and_a_bad_time() -> None:
+    from ledger.errors import BadInput, NotFound
+
+    b = book()
+    with pytest.raises(NotFound, match="not 99"):
+        b.answer(size=99)
+    with pytest.raises(BadInput, match="1970"):
+        b.answer(at=-1)

@@ -361,3 +361,44 @@ def test_every_bad_input_is_refused_with_nothing_written(net: InProcessNet) -> N
     ok(net, "handle", "--as", "carrier-1", cid, "--not-confirmed")
     err = _refused(net, 4, "handle", "--as", "carrier-1", cid, "--confirmed")
     assert "closed already" in err
+
+
+def test_the_admin_rpcs_take_only_the_node_s_own_operator_and_check_what_they_seal(
+        net: InProcessNet) -> None:
+    """Another participant's admin certificate is refused at the centre's node;
+    an over-long description and a complainant that is no number are refused
+    before anything is sealed or signed."""
+    import grpc
+
+    from markex.v1 import service_pb2 as pb
+    from node.command import node_endpoints
+    from node.connect import Dial, TlsConnect
+
+    ep = node_endpoints(net.consortium, "complaints-1")
+    req = pb.ComplaintRequest(number=C1_NUMBER, category="marketing",
+                              call_at_ms=int(time.time() * 1000) - 3_600_000, channel="app",
+                              complainant=COMPLAINANT)
+    before = converged(net)
+    with TlsConnect() as tls:
+        other = tls("admin", Dial(net.dir, ep, "carrier-1"))
+        with pytest.raises(grpc.RpcError) as e:
+            other.IssueComplaint(req, timeout=10)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "only complaints-1 issues records" in (e.value.details() or "")
+        own = tls("admin", Dial(net.dir, ep, "complaints-1"))
+        for bad, why in ((pb.ComplaintRequest(**{**_fields(req), "description": "x" * 5000}),
+                          "at most 4000"),
+                         (pb.ComplaintRequest(**{**_fields(req), "complainant": "nobody"}),
+                          ""),
+                         (pb.ComplaintRequest(**{**_fields(req), "complainant": ""}),
+                          "complainant")):
+            with pytest.raises(grpc.RpcError) as e:
+                own.IssueComplaint(bad, timeout=10)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert why in (e.value.details() or "")
+    time.sleep(0.3)
+    assert heads(net) == before
+
+
+def _fields(m: Any) -> dict[str, Any]:
+    return {f.name: v for f, v in m.ListFields()}
