@@ -82,6 +82,19 @@ def web_of(net: InProcessNet) -> Iterator[Any]:
         yield create_app(net.consortium, reader, rate=RateLimit(per_minute=0)).test_client()
 
 
+def run_text(net: InProcessNet, *argv: str) -> str:
+    """`markex ARGV` as a person reads it (no --json)."""
+    import io
+
+    from node.cli import main
+    from tests.test_trail import _pinned
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([*argv, *_pinned(net)]) == 0
+    return out.getvalue()
+
+
 def node(net: InProcessNet, pid: str) -> Any:
     return next(n for n in net.nodes_running if n.participant_id == pid)
 
@@ -191,6 +204,8 @@ def test_a_complaint_nobody_handles_is_overdue_at_an_explicit_time(net: InProces
     filed = complain(net, C1_NUMBER, complainant="13900000013")
     arrives(net, "carrier-1", filed["id"])
     assert in_queue(net, "carrier-1", filed["id"], "--overdue") is None
+    text = run_text(net, "complaints", "--as", "carrier-1", "--open")
+    assert f"{filed['id'][:16]}  {C1_NUMBER}" in text and "carrier-1's complaints at" in text
     # past the 24 hours to acknowledge it
     c = in_queue(net, "carrier-1", filed["id"], "--overdue", "--at", later(hours=25))
     assert c is not None and c["overdue"] and c["status"] == "overdue"
@@ -250,6 +265,10 @@ def test_a_sanction_listed_then_delisted_checked_by_code_number_and_screen(
         assert 'data-listed="yes"' in web.get(f"/badlist?check={USCC}").get_data(as_text=True)
         bad = web.get("/api/v1/badlist?check=hello")
         assert bad.status_code == 400 and "neither" in bad.get_json()["error"]
+    # without --json: one line per listing and the verdict, in words
+    text = run_text(net, "badlist", "--node", "carrier-1", "--check", LINE_NUMBER)
+    assert f"{USCC}  {ENTERPRISE}" in text and "LISTED through line" in text
+    assert "verified: yes, against carrier-1's log checkpoint" in text
     # the screen blocks the listed enterprise's line (policy default: block)
     d = ok(net, "screen", "--as", "carrier-1", LINE_NUMBER, C2_NUMBER)
     assert d["action"] == "BLOCK" and d["reasons"][0]["code"] == "caller-enterprise-listed"
