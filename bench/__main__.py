@@ -64,6 +64,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         "bench.exchange_bench", "bench_propagation", {"seconds": 20.0}, {"seconds": 5.0}
     ),
     "catchup": Benchmark("bench.exchange_bench", "bench_catchup", {"n": 200_000}, {"n": 20_000}),
+    "bulk_issue": Benchmark("bench.import_bench", "bench_bulk_issue", {"n": 50_000}, {"n": 10_000}),
     # The four lookup results come from one node run (view_bench.lookup_suite), kept per size.
     # Writing the 1,000,000 signed marks into the node's store takes minutes (its `how` says).
     **{

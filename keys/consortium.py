@@ -60,6 +60,9 @@ ISSUES_NOTHING = frozenset({"auditor", "callcenter"})
 # ROLE_PAYLOADS): the complaints centre (12321) files complaints, the regulator
 # lists enterprises on the bad list; neither marks, so their weight is 0.
 ISSUES_ONLY_OWN = frozenset({"complaints", "regulator"})
+# Roles whose certificate serves one purpose: a call centre screens calls
+# (the Screening service) and reads no record, entry bundle or appeal.
+SCREENS_ONLY = frozenset({"callcenter"})
 FORMAT_VERSION = 1
 
 # Ceilings the ledger enforces too; keys imports no ledger, so they are
@@ -426,6 +429,17 @@ class Consortium:
 
     def participant(self, pid: str) -> Participant | None:
         return self.by_id.get(pid)
+
+    def why_not_reader(self, pid: str) -> str | None:
+        """None when `pid` may read the log's records on the member side
+        (members and auditors); else a sentence saying why not."""
+        p = self.by_id.get(pid)
+        if p is None:
+            return f"{pid!r} is not a member or auditor of this consortium"
+        if p.role in SCREENS_ONLY:
+            return (f"{pid} is a call centre: its certificate screens calls (the Screening "
+                    "service) and reads no records")
+        return None
 
     @cached_property
     def witnesses(self) -> tuple[Participant, ...]:

@@ -43,6 +43,7 @@
     │   ├── DuplicateComplaint    the same complainant, number, call and category again
     │   ├── NotListed             a delisting of an enterprise not listed
     │   └── AlreadyListed         a listing the same as the one in force
+    ├── IdempotencyConflict       a key issued before, other content ALREADY_EXISTS
     ├── NotFound                  no such record / index           NOT_FOUND
     │   └── UnknownTarget         an own correction's target this node has not seen
     └── StorageFailure            the store failed or is corrupt   INTERNAL
@@ -246,6 +247,11 @@ class NotListed(Ineffective):
 
 class AlreadyListed(Ineffective):
     """A listing under the same document as the listing in force."""
+
+
+class IdempotencyConflict(LedgerError):
+    """An idempotency key this participant issued before, sent again with
+    different content: nothing is issued (docs/import.md)."""
 
 
 class NotFound(LedgerError):

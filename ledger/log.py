@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -113,6 +113,9 @@ class _Pending:
     at: dict[tuple[str, int], bytes] = field(default_factory=dict)
     accepted: list[Record] = field(default_factory=list)
     equivocations: list[tuple[Record, EquivocationProof]] = field(default_factory=list)
+    # record id -> (family, key, value) puts written with that record, if accepted
+    extra: Mapping[bytes, Sequence[tuple[str, bytes, bytes]]] = field(default_factory=dict)
+    signed: Mapping[bytes, Record] = field(default_factory=dict)  # see submit's `signed`
 
 
 class NodeLedger:
@@ -389,7 +392,15 @@ class NodeLedger:
         self.check_effect(rec, wait_for_target=wait_for_target)
         return self.append(rec.envelope, now_ms)
 
-    def submit(self, envelopes: Iterable[bytes], now_ms: int, *, buffer: bool = True) -> Submitted:
+    def submit(
+        self,
+        envelopes: Iterable[bytes],
+        now_ms: int,
+        *,
+        buffer: bool = True,
+        extra: Mapping[bytes, Sequence[tuple[str, bytes, bytes]]] | None = None,
+        signed: Mapping[bytes, Record] | None = None,
+    ) -> Submitted:
         """Check and append a batch in order; one atomic synced write for all
         that are accepted. Records ahead of their feed wait in a bounded
         buffer (when `buffer`) and are appended once the gap closes. Returns
@@ -397,12 +408,16 @@ class NodeLedger:
         included) in log order; raises only StorageFailure. Each issuer has
         at most policy.out_of_order_per_issuer records waiting (BufferFull
         past that, or past policy.out_of_order_buffer in all), each for at
-        most policy.out_of_order_ttl_ms."""
+        most policy.out_of_order_ttl_ms. `extra[record id]`: puts written in
+        the same atomic batch as that record, only when it is accepted.
+        `signed[record id]`: a record this node's own key has just signed and
+        `check_payload` passed (NodeCore): its envelope is not parsed or its
+        signature verified again, every other check runs."""
         self.expire_buffer(now_ms)
         # After a failed write the store may hold records that never synced:
         # none of them may be called a duplicate, so nothing is answered.
         self.store.check_writable()
-        pend = _Pending()
+        pend = _Pending(extra=extra or {}, signed=signed or {})
         outcomes: list[Outcome] = []
         for env in envelopes:
             outcomes.append(self._one(env, now_ms, pend, buffer))
@@ -420,16 +435,21 @@ class NodeLedger:
                     idx = read_u64(known[:8])
             if idx is not None:
                 return Outcome("duplicate", None, idx)
+        own = pend.signed.get(record_id(env)) if pend.signed and isinstance(env, bytes) else None
+        if own is not None:  # this node signed and checked it just now: not parsed again
+            rec = own
+        else:
+            try:
+                rec = Record.from_envelope(env, self.max_envelope)
+            except LedgerError as e:
+                return Outcome("rejected", error=e)
+            if self.consortium.participant(rec.issuer) is None:
+                return Outcome(
+                    "rejected", rec, error=UnknownIssuer(f"{rec.issuer!r} is not a participant")
+                )
         try:
-            rec = Record.from_envelope(env, self.max_envelope)
-        except LedgerError as e:
-            return Outcome("rejected", error=e)
-        if self.consortium.participant(rec.issuer) is None:
-            return Outcome(
-                "rejected", rec, error=UnknownIssuer(f"{rec.issuer!r} is not a participant")
-            )
-        try:
-            self.check(rec, now_ms)
+            if own is None:
+                self.check(rec, now_ms)
             self._check_decider(rec, pend)
         except LedgerError as e:
             return Outcome("rejected", rec, error=e)
@@ -586,6 +606,8 @@ class NodeLedger:
             b.put("records", rec.id, u64(index) + rec.envelope)
             b.put("leaves", u64(index), rec.id)
             b.put("feedseq", feedseq_key(rec.issuer, rec.seq), rec.id)
+            for cf, k, v in pend.extra.get(rec.id, ()):  # e.g. an own record's idempotency key
+                b.put(cf, k, v)
         for rec, proof in pend.equivocations:
             b.put("equivocations", feedseq_key(rec.issuer, rec.seq), proof.encode())
         index_decisions(self.store, b, pend.accepted, first=self._size == 0)

@@ -20,6 +20,8 @@
     screenix       E.164 number               -> the screen's summary of its view entry
     complaints     record id (32)             -> a complaint, handling or sanction envelope
     complaintmeta  name                       -> the complaint state's vector and config
+    issuekeys      idempotency key (<= 128)   -> content digest (32) || record id (32): an own
+                                                 record's key, written in the record's batch
     meta           name                       -> small values (log size, ...)
 
 The view* families belong to ledger/view/'s store-backed NationalView
@@ -86,6 +88,7 @@ COLUMN_FAMILIES = (
     "complaints",
     "complaintmeta",
     "screenix",
+    "issuekeys",
 )
 
 # Families that only the view writes: small memtables, so a large view does not

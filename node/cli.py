@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     name: (module, name) for module, names in {
         "node.issuecli": ("cmd_consortium_init", "cmd_node_run", "cmd_mark", "cmd_correct",
                           "cmd_decide", "cmd_reassign"),
+        "node.consentcli": ("cmd_prefer", "cmd_line_register", "cmd_line_deregister"),
         "node.readcli": ("cmd_log_checkpoint", "cmd_log_entries", "cmd_view_checkpoint",
                          "cmd_keys_verifier", "cmd_categories"),
         "node.recordcli": ("cmd_log_inclusion", "cmd_log_consistency", "cmd_record_get",
@@ -53,6 +54,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "node.demo": ("cmd_demo",),
         "node.webcli": ("cmd_web",),
         "node.appealscli": ("cmd_appeals",),
+        "node.importcli": ("cmd_import",),
         "node.screencli": ("cmd_screen",),
         "node.trailcli": ("cmd_trail", "cmd_stats"),
         "node.complaintcli": ("cmd_complain", "cmd_complaints", "cmd_handle", "cmd_sanction",
@@ -242,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--at", required=True, metavar="ISO8601",
                     help="when the new holder got it, e.g. 2026-12-01T00:00:00Z (UTC when no "
                          "zone is given); marks observed before no longer count")
+    _consent(sub)
 
     lk = _cmd(sub, "lookup", lazy("cmd_lookup"),
               "a number's national view entry, verified against a cosigned view checkpoint",
@@ -383,8 +386,74 @@ def build_parser() -> argparse.ArgumentParser:
     wb.add_argument("--burst", type=uint32, default=30, metavar="N",
                     help="lookups one client address may make at once (default 30)")
 
+    im = _cmd(sub, "import", lazy("cmd_import"),
+              "issue many records from a JSONL or CSV file, idempotent: a rerun issues "
+              "nothing twice (docs/import.md)", "markex import --as carrier-1 marks.csv --json",
+              ISSUE)
+    im.add_argument("file", metavar="FILE", help="JSONL (one object a line) or CSV of marks")
+    im.add_argument("--format", choices=("jsonl", "csv"),
+                    help="the file's format (default: .csv/.jsonl by name, else by content)")
+    im.add_argument("--strict", action="store_true",
+                    help="stop at the first bad line: nothing after it is sent")
+    im.add_argument("--results", metavar="OUT",
+                    help="write one JSON line per line of FILE: its record (id, seq, index, "
+                         "duplicate) or its error")
+    im.add_argument("--timeout", type=finite_float, default=0, metavar="SECONDS",
+                    help="give up after this long (default 0: no limit)")
+
     _ceremony(sub, cons, ky, nd)
     return p
+
+
+def _consent(sub: Any) -> None:
+    """`prefer` and `line register|deregister` (node/consentcli.py, docs/cli.md)."""
+    pr = _cmd(sub, "prefer", lazy("cmd_prefer"),
+              "a subscriber's refusal of marketing calls by industry (--refuse none revokes)",
+              "markex prefer --as carrier-1 13812345678 --refuse real-estate,finance "
+              "--hours 09-12 --days weekday", ISSUE,
+              as_help="the number's serving carrier or the institute (the national platform)")
+    _quiet(pr)
+    pr.add_argument("number", metavar="NUMBER", help="the subscriber's number, E.164 or "
+                    "national form (sent to the node only; the record holds it sealed)")
+    pr.add_argument("--refuse", required=True, metavar="IND[,IND...]|all|none",
+                    help="the industries whose marketing is refused, ids of the consortium's "
+                         "list (by default finance, insurance, securities, real-estate, "
+                         "education, health, consumer-goods, telecom, tourism, recruitment), "
+                         "all (every marketing call), or none (revokes the refusal)")
+    pr.add_argument("--modes", metavar="voice,sms",
+                    help="the modes refused (default: every mode)")
+    pr.add_argument("--hours", metavar="HH-HH[,...]",
+                    help="China Standard Time bands in which refused marketing is still "
+                         "allowed, e.g. 09-12,14:30-17 (default: none)")
+    pr.add_argument("--days", metavar="DAYS",
+                    help="the days the --hours hold: weekday, weekend or mon..sun, "
+                         "comma-separated (default: every day)")
+    pr.add_argument("--from", dest="start", metavar="ISO8601",
+                    help="when it takes effect, e.g. 2026-12-01T00:00:00Z (default: when "
+                         "issued)")
+    pr.add_argument("--until", metavar="ISO8601",
+                    help="when it ends (default: until a later preference)")
+    ln = _group(sub, "line", "marketers' lines: a number or prefix registered to an enterprise")
+    lr = _cmd(ln, "register", lazy("cmd_line_register"),
+              "register a number or a prefix (400*, +86400*) used for marketing by an "
+              "enterprise, as the carrier that provides it",
+              "markex line register --as carrier-1 4001234567 --enterprise 'Acme Realty' "
+              "--uscc 91110000100000000R --industry real-estate", ISSUE)
+    _quiet(lr)
+    lr.add_argument("number", metavar="NUMBER_OR_PREFIX",
+                    help="a number (E.164 or national form) or a prefix ending in *")
+    lr.add_argument("--enterprise", required=True, metavar="NAME", help="the enterprise's name")
+    lr.add_argument("--uscc", required=True, metavar="CODE",
+                    help="its unified social credit code (18 characters, GB 32100-2015)")
+    lr.add_argument("--industry", required=True, metavar="IND",
+                    help="the industry it markets for, an id of the consortium's list")
+    ld = _cmd(ln, "deregister", lazy("cmd_line_deregister"),
+              "end a registration, as the carrier that made it",
+              "markex line deregister --as carrier-1 1a2b3c4d", ISSUE)
+    _quiet(ld)
+    ld.add_argument("record_id", metavar="RECORD_ID",
+                    help="the registration's id: 64 hex digits or a unique prefix of at "
+                         "least 8")
 
 
 def _ceremony(sub: Any, consortium: Any, keys: Any, node: Any) -> None:

@@ -20,13 +20,19 @@ import hashlib
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger.complaints import ComplaintStatus, Listing, SanctionFact
-from ledger.errors import BadInput, MalformedRecord, NotAllowed, NotFound, WrongAddressee
+from ledger.errors import (
+    BadInput,
+    MalformedRecord,
+    MembersKeyMissing,
+    NotAllowed,
+    NotFound,
+    WrongAddressee,
+)
 from ledger.numbers import normalize
 from ledger.payloads import Complaint, Sanction
 from ledger.payloads.handling import decode_handling
 from ledger.payloads.line import BadCreditCode, check_uscc
 from ledger.payloads.sanction import decode_sanction
-from ledger.screen import NoMembersKey
 from ledger.sealing import COMPLAINANT
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
@@ -61,13 +67,13 @@ class LineReader(Protocol):
 
 def complaint_of(cons: Consortium, req: pb.ComplaintRequest) -> Complaint:
     """The Complaint the node signs for `req`: the complainant sealed with the
-    members' key (NoMembersKey without one), the description's SHA-256, and
+    members' key (MembersKeyMissing without one), the description's SHA-256, and
     addressed to the number's serving carrier by the configuration (the
     ledger's check says WrongAddressee when none serves it). Raises
     InvalidNumber, MalformedRecord."""
     key = cons.members_key
     if key is None:
-        raise NoMembersKey("this node holds no members' key (node.toml members_key): it "
+        raise MembersKeyMissing("this node holds no members' key (node.toml members_key): it "
                            "cannot seal a complainant, so it files no complaint")
     if len(req.description) > MAX_DESCRIPTION:
         raise MalformedRecord(f"a description is at most {MAX_DESCRIPTION} characters")

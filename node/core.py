@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 from keys.consortium import Consortium, Policy
 from keys.signing import SigningKey
-from ledger.errors import BufferFull, LedgerError, NotAllowed, StorageFailure, TooLarge
+from ledger.errors import (
+    BadInput,
+    BufferFull,
+    IdempotencyConflict,
+    LedgerError,
+    NotAllowed,
+    StorageFailure,
+    TooLarge,
+)
 from ledger.log import EquivocationProof, NodeLedger, Outcome
 from ledger.record import Payload, Record
 from ledger.store import Store
@@ -28,6 +36,8 @@ MAX_ENVELOPES_PER_MESSAGE = 1000
 # Envelopes waiting for the writer at most: beyond it a caller waits for room
 # (up to its timeout) and then gets BufferFull; nothing is dropped silently.
 MAX_QUEUED_ENVELOPES = 20_000
+MAX_ISSUE_KEY = 128  # bytes of an idempotency key (docs/import.md)
+ISSUE_KEYS = "issuekeys"  # key -> content digest (32) || record id (32), with the record
 
 
 def max_member_message_bytes(policy: Policy) -> int:
@@ -48,6 +58,8 @@ class _Job:
     future: Future
     source: str
     wait_for_target: bool = False  # an own correction may name a target not seen yet
+    key: bytes = b""  # an issue's idempotency key (b"": none) and its content's digest
+    digest: bytes = b""
 
 
 class NodeCore:
@@ -115,13 +127,38 @@ class NodeCore:
         refused (also when it can change nothing: `NodeLedger.check_effect`;
         a correction of a target not seen yet only with `wait_for_target`),
         and StorageFailure (for good) once a write has failed."""
-        self._refuse_if_failed()
-        fut: Future = Future()
-        self._enqueue(_Job("issue", payload, (), fut, "self", wait_for_target), timeout)
-        out: Outcome = fut.result(timeout)
+        out: Outcome = self.issue_async(
+            payload, wait=timeout, wait_for_target=wait_for_target
+        ).result(timeout)
         if out.error is not None:
             raise out.error
         return out
+
+    def issue_async(
+        self,
+        payload: Payload,
+        *,
+        wait: float = 30,
+        wait_for_target: bool = False,
+        key: bytes = b"",
+        digest: bytes = b"",
+    ) -> Future:
+        """Queue one own record for the writer (issues queued together share
+        one group commit); the future's result is its Outcome (a refusal is
+        an Outcome with its error). With an idempotency `key` (<= 128 bytes)
+        and the `digest` (32 bytes) of the content it names: a key this
+        participant issued before gives that record's Outcome with status
+        "duplicate" and issues nothing, or IdempotencyConflict when the digest
+        differs; a new key is written in the record's own atomic batch."""
+        if len(key) > MAX_ISSUE_KEY:
+            raise BadInput(f"an idempotency key of {len(key)} bytes; at most {MAX_ISSUE_KEY}")
+        if key and len(digest) != 32:
+            raise BadInput("an idempotency key needs its content's 32-byte digest")
+        self._refuse_if_failed()
+        fut: Future = Future()
+        job = _Job("issue", payload, (), fut, "self", wait_for_target, key, digest)
+        self._enqueue(job, wait)
+        return fut
 
     def add_equivocation(self, proof: EquivocationProof, timeout: float = 30) -> bool:
         """Check and keep a peer's equivocation proof (on the writer thread,
@@ -168,10 +205,11 @@ class NodeCore:
             self._queued += cost
             self._q.put(job)
 
-    def _taken(self, job: _Job) -> None:
-        """The writer took `job` off the queue: its room is free again."""
+    def _taken(self, jobs: list[_Job]) -> None:
+        """The writer took `jobs` off the queue: their room is free again
+        (one lock and one wake-up a group, not one an item)."""
         with self._room:
-            self._queued -= self._cost(job)
+            self._queued -= sum(self._cost(j) for j in jobs)
             self._room.notify_all()
 
     @property
@@ -185,7 +223,6 @@ class NodeCore:
             job = self._q.get()
             if job is None:
                 return
-            self._taken(job)
             jobs = [job]
             n = len(job.envelopes) + 1
             while n < MAX_GROUP:
@@ -196,9 +233,9 @@ class NodeCore:
                 if nxt is None:
                     self._q.put(None)
                     break
-                self._taken(nxt)
                 jobs.append(nxt)
                 n += len(nxt.envelopes) + 1
+            self._taken(jobs)
             if self.failure is not None:
                 self._fail(jobs, self.failure)
                 continue
@@ -234,6 +271,12 @@ class NodeCore:
         own = led.feed(self.participant_id)
         seq, head = own.seq, own.head_id
         fresh: list[Record] = []  # own records signed in this group, for check_effect
+        keyed: dict[bytes, tuple[bytes, _Job]] = {}  # key -> (digest, its job) in this group
+        again: list[tuple[_Job, _Job]] = []  # (a repeat, the job of the key's first issue)
+        extra: dict[bytes, list[tuple[str, bytes, bytes]]] = {}  # record id -> its key's put
+        # Own records signed here skip submit's parse and signature check, but
+        # the group's first: one verification a group still proves the key right.
+        signed: dict[bytes, Record] = {}
         for job in jobs:
             start = len(envs)
             if job.kind == "equivocation":
@@ -251,6 +294,14 @@ class NodeCore:
                 continue
             if job.kind == "issue":
                 assert job.payload is not None
+                if job.key:
+                    first = self._issued_key(job, keyed)
+                    if isinstance(first, _Job):
+                        again.append((job, first))
+                        continue
+                    if first is not None:
+                        job.future.set_result(first)
+                        continue
                 try:
                     if own.frozen_at is not None:
                         raise NotAllowed("this participant's own feed is frozen")
@@ -263,19 +314,24 @@ class NodeCore:
                         job.payload,
                         consortium=led.consortium.name,
                     )
-                    # just signed here: submit() verifies the signature once
+                    # just signed here: submit() verifies the group's first signature
                     led.check_payload(rec, now)
                     led.check_effect(rec, wait_for_target=job.wait_for_target, fresh=fresh)
                 except LedgerError as e:
                     job.future.set_result(Outcome("rejected", error=e))
                     continue
+                if fresh:
+                    signed[rec.id] = rec
                 fresh.append(rec)
                 seq, head = rec.seq, rec.id
                 envs.append(rec.envelope)
+                if job.key:
+                    keyed[job.key] = (job.digest, job)
+                    extra[rec.id] = [(ISSUE_KEYS, job.key, job.digest + rec.id)]
             else:
                 envs.extend(job.envelopes)
             spans.append((job, start, len(envs)))
-        result = led.submit(envs, now)
+        result = led.submit(envs, now, extra=extra, signed=signed)
         outcomes = result.outcomes
         # The subscribers (the view first) run before anyone is answered, so a
         # record acknowledged by this node is also in this node's view: an
@@ -302,3 +358,36 @@ class NodeCore:
                 job.future.set_result(outs[0])
             else:
                 job.future.set_result(outs)
+        for job, first in again:  # a key repeated within the group: its first's outcome
+            out = first.future.result(0)
+            if out.status == "accepted":
+                out = Outcome("duplicate", out.record, out.index)
+            job.future.set_result(out)
+
+    def _issued_key(
+        self, job: _Job, keyed: dict[bytes, tuple[bytes, _Job]]
+    ) -> Outcome | _Job | None:
+        """The answer of an issue whose key was issued before: the first
+        record as a duplicate (or IdempotencyConflict), the job of the key's
+        first issue when it is in this group, or None when the key is new."""
+        held = keyed.get(job.key)
+        if held is not None:
+            digest, first = held
+            if digest == job.digest:
+                return first
+            return Outcome("rejected", error=self._conflict(job.key))
+        v = self.ledger.store.get(ISSUE_KEYS, job.key)
+        if v is None:
+            return None
+        if v[:32] != job.digest:
+            return Outcome("rejected", error=self._conflict(job.key))
+        found = self.ledger.record_by_id(v[32:])
+        if found is None:
+            raise StorageFailure(f"idempotency key {job.key!r} names a missing record")
+        return Outcome("duplicate", Record.from_envelope(found[1]), found[0])
+
+    def _conflict(self, key: bytes) -> IdempotencyConflict:
+        return IdempotencyConflict(
+            f"the idempotency key {key.decode('utf-8', 'replace')!r} was issued before "
+            f"with different content; nothing was issued"
+        )

@@ -358,8 +358,9 @@ class HoldersService(rpc.HoldersServicer):
 
     def _member(self, context: grpc.ServicerContext) -> str:
         pid = caller_id(context)
-        if self.desk.consortium.participant(pid) is None:
-            raise NotAllowed(f"{pid!r} is not a member of this consortium")
+        why = self.desk.consortium.why_not_reader(pid)
+        if why is not None:
+            raise NotAllowed(why)
         return pid
 
     def _record(self, rid: bytes) -> Record | None:

@@ -22,6 +22,7 @@ from ledger.errors import (
     BadSignature,
     LedgerError,
     MalformedRecord,
+    MembersKeyMissing,
     NotAllowed,
     NotFound,
     StorageFailure,
@@ -30,6 +31,8 @@ from ledger.errors import (
 from ledger.log import EquivocationProof, NodeLedger
 from ledger.names import view_origin
 from ledger.numbers import normalize
+from ledger.payloads.line import MarketerLine
+from ledger.payloads.preference import Preference
 from ledger.record import (
     RECATEGORIZE,
     REJECT,
@@ -44,6 +47,7 @@ from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node import complaintservice as CS
+from node.bulkissue import BulkIssuer
 from node.core import NodeCore
 from node.feedgate import IssueGate
 from node.limits import PublicGate, PublicLimits
@@ -237,8 +241,9 @@ class AuditService(rpc.AuditServicer):
 
     def _reader(self, context: grpc.ServicerContext) -> str:
         pid = caller_id(context)
-        if self.consortium.participant(pid) is None:
-            raise NotAllowed(f"{pid!r} is not a member or auditor of this consortium")
+        why = self.consortium.why_not_reader(pid)
+        if why is not None:
+            raise NotAllowed(why)
         return pid
 
     @edge
@@ -530,6 +535,12 @@ class AdminService(rpc.AdminServicer):
         r: Record = out.record
         return pb.Issued(id=r.id, issuer=r.issuer, seq=r.seq, appeal=appeal, index=out.index or 0)
 
+    @stream_edge
+    def IssueMany(self, request_iterator, context):  # noqa: N802
+        """Bulk issue (node/bulkissue.py): a result per item, in order."""
+        self._own(context)
+        yield from BulkIssuer(self.core, self.issue_refusal).run(request_iterator, context)
+
     @edge
     def IssueMark(self, request, context):  # noqa: N802
         self._own(context)
@@ -581,6 +592,38 @@ class AdminService(rpc.AdminServicer):
         self._own(context)
         r = Reassignment(number=request.number, effective_at_ms=request.effective_at_ms)
         return self._issued(self.core.issue(r))
+
+    @edge
+    def IssuePreference(self, request, context):  # noqa: N802
+        """The number arrives in clear (the member port only) and is signed
+        only sealed: with the members' key the node was started with."""
+        self._own(context)
+        key = self.core.consortium.members_key
+        if key is None:
+            raise MembersKeyMissing(
+                f"node {self.participant_id} holds no members' key, so it cannot seal a "
+                "subscriber's number (node.toml: members_key)"
+            )
+        p = Preference(
+            subscriber=key.seal(normalize(request.number)),  # InvalidNumber
+            key_id=key.id,
+            refuse=tuple(request.refuse),
+            modes=tuple(request.modes),
+            allowed=tuple((b.start_minute, b.end_minute) for b in request.allowed),
+            days=tuple(request.days),
+            effective_from_ms=request.effective_from_ms,
+            until_ms=request.until_ms,
+        )
+        return self._issued(self.core.issue(p))
+
+    @edge
+    def IssueMarketerLine(self, request, context):  # noqa: N802
+        self._own(context)
+        line = MarketerLine(  # checks its fields; a number (not a prefix) is normalized
+            number=request.number, prefix=request.prefix, enterprise=request.enterprise,
+            uscc=request.uscc, industry=request.industry, deregisters=request.deregisters,
+        )
+        return self._issued(self.core.issue(line))
 
     @edge
     def IssueComplaint(self, request, context):  # noqa: N802

@@ -14,6 +14,7 @@ from ledger.screen import NoMembersKey
 # Most specific first: the first isinstance match wins.
 _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (E.Equivocation, grpc.StatusCode.ALREADY_EXISTS),
+    (E.IdempotencyConflict, grpc.StatusCode.ALREADY_EXISTS),
     (E.ForkDetected, grpc.StatusCode.ABORTED),
     (E.TooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (E.BufferFull, grpc.StatusCode.RESOURCE_EXHAUSTED),

@@ -175,8 +175,9 @@ class TileServer:
             pid = participant_from_cert(peer_der)
         except (KeysError, ValueError) as e:  # an admin certificate, or one naming no one
             raise Refused(HTTPStatus.FORBIDDEN, f"not a member or auditor certificate: {e}") from e
-        if self.consortium.participant(pid) is None:
-            raise Refused(HTTPStatus.FORBIDDEN, f"{pid!r} is not a member or auditor")
+        why = self.consortium.why_not_reader(pid)
+        if why is not None:
+            raise Refused(HTTPStatus.FORBIDDEN, why)
 
 
 class _Server(ThreadingHTTPServer):

@@ -114,3 +114,14 @@ def test_audit_benchmark_runs_at_a_small_size(
     assert got["unit"] == "records/s" and got["target"] == audit_bench.TARGET
     assert f"the best of {audit_bench.AUDIT_RUNS} audits" in got["how"]
     assert (tmp_path / "audit-2000-v2" / "complete.json").exists()
+
+
+def test_bulk_issue_benchmark_runs_at_a_small_size() -> None:
+    """`markex import` to a real node process against ingest's limit (docs/import.md)."""
+    from bench import import_bench
+
+    got = import_bench.bench_bulk_issue(200, rounds=1)
+    _check_shape(got)
+    assert got["unit"] == "records/s" and got["target"] == import_bench.TARGET
+    assert got["ratio"] == pytest.approx(got["value"] / got["limit"])
+    assert "bulk_issue" in bench_main.BENCHMARKS

@@ -403,3 +403,20 @@ def test_the_node_answers_from_its_screen_rows_once_they_are_written(s: Screens)
     one = [stub.Screen(r, timeout=10) for r in reqs]
     assert [(d.action, d.category, list(d.reasons), d.tag) for d in got] == [
         (d.action, d.category, list(d.reasons), d.tag) for d in one]
+
+
+def test_a_call_centre_screens_and_reads_no_records(s: Screens) -> None:
+    """Its certificate serves the screen only: the Audit and Holders services
+    refuse it (a carrier's or an auditor's certificate reads them)."""
+    ep = s.net.consortium.participant("carrier-1").member_endpoint
+    for as_id, ok in (("callcenter-1", False), ("auditor-1", True), ("internet-1", True)):
+        ch = client.member_channel(s.net.dir, as_id, ep, "carrier-1")
+        calls = (lambda: rpc.AuditStub(ch).FindRecords(
+                     pb.FindRecordsRequest(id_prefix="00000000"), timeout=10),
+                 lambda: rpc.HoldersStub(ch).ListAppeals(pb.ListAppealsRequest(), timeout=10))
+        for call in calls:
+            if ok:
+                call()
+            else:
+                _refused(call, grpc.StatusCode.PERMISSION_DENIED, "call centre")
+    assert s.screen(LINE, SUB_A, as_id="callcenter-1").action == pb.SCREEN_ACTION_BLOCK

@@ -429,6 +429,10 @@ def test_entry_bundles_only_for_members_and_auditors(served: Served, tmp_path: P
         served.port, served.ca, "/tile/entries/000", _creds(d, "carrier-1", "admin")
     )
     assert status == 403 and b"not a member or auditor certificate" in body
+    # a call centre's certificate screens calls and reads no records
+    status, _, body = _get(served.port, served.ca, "/tile/entries/000",
+                           _creds(d, "callcenter-1"))
+    assert status == 403 and b"call centre" in body
     for who in ("auditor-1", "internet-1"):
         status, resp, bundle = _get(
             served.port, served.ca, "/tile/entries/001.p/44", _creds(d, who)

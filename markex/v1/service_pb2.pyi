@@ -420,6 +420,58 @@ class ComplaintRequest(_message.Message):
     description: str
     def __init__(self, number: _Optional[str] = ..., category: _Optional[str] = ..., call_at_ms: _Optional[int] = ..., channel: _Optional[str] = ..., complainant: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
+class IssueBatch(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[IssueItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[IssueItem, _Mapping]]] = ...) -> None: ...
+
+class IssueResults(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[IssueResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[IssueResult, _Mapping]]] = ...) -> None: ...
+
+class IssueItem(_message.Message):
+    __slots__ = ("key", "mark", "correction", "reassignment", "preference", "line", "expires_after_ms")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    MARK_FIELD_NUMBER: _ClassVar[int]
+    CORRECTION_FIELD_NUMBER: _ClassVar[int]
+    REASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCE_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    mark: _record_pb2.Mark
+    correction: CorrectionRequest
+    reassignment: _record_pb2.Reassignment
+    preference: PreferenceRequest
+    line: _record_pb2.MarketerLine
+    expires_after_ms: int
+    def __init__(self, key: _Optional[bytes] = ..., mark: _Optional[_Union[_record_pb2.Mark, _Mapping]] = ..., correction: _Optional[_Union[CorrectionRequest, _Mapping]] = ..., reassignment: _Optional[_Union[_record_pb2.Reassignment, _Mapping]] = ..., preference: _Optional[_Union[PreferenceRequest, _Mapping]] = ..., line: _Optional[_Union[_record_pb2.MarketerLine, _Mapping]] = ..., expires_after_ms: _Optional[int] = ...) -> None: ...
+
+class IssueResult(_message.Message):
+    __slots__ = ("item", "id", "issuer", "seq", "index", "appeal", "duplicate", "code", "error")
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    APPEAL_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    item: int
+    id: bytes
+    issuer: str
+    seq: int
+    index: int
+    appeal: bool
+    duplicate: bool
+    code: str
+    error: str
+    def __init__(self, item: _Optional[int] = ..., id: _Optional[bytes] = ..., issuer: _Optional[str] = ..., seq: _Optional[int] = ..., index: _Optional[int] = ..., appeal: _Optional[bool] = ..., duplicate: _Optional[bool] = ..., code: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
 class PreferenceRequest(_message.Message):
     __slots__ = ("number", "refuse", "modes", "allowed", "days", "effective_from_ms", "until_ms")
     NUMBER_FIELD_NUMBER: _ClassVar[int]

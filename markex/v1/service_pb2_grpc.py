@@ -1146,6 +1146,11 @@ class AdminStub:
                 request_serializer=markex_dot_v1_dot_record__pb2.Sanction.SerializeToString,
                 response_deserializer=markex_dot_v1_dot_service__pb2.Issued.FromString,
                 _registered_method=True)
+        self.IssueMany = channel.stream_stream(
+                '/markex.v1.Admin/IssueMany',
+                request_serializer=markex_dot_v1_dot_service__pb2.IssueBatch.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.IssueResults.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -1205,6 +1210,17 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueMany(self, request_iterator, context):
+        """Bulk issue (docs/import.md): items in batches (a message carries many,
+        so gRPC's per-message cost is paid once a batch), one IssueResults per
+        IssueBatch with one result per item, in the items' order; items are
+        signed in the writer's group commits. An item's idempotency key, once
+        issued, returns the first result again and issues nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1247,6 +1263,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.IssueSanction,
                     request_deserializer=markex_dot_v1_dot_record__pb2.Sanction.FromString,
                     response_serializer=markex_dot_v1_dot_service__pb2.Issued.SerializeToString,
+            ),
+            'IssueMany': grpc.stream_stream_rpc_method_handler(
+                    servicer.IssueMany,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.IssueBatch.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.IssueResults.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1466,6 +1487,33 @@ class Admin:
             '/markex.v1.Admin/IssueSanction',
             markex_dot_v1_dot_record__pb2.Sanction.SerializeToString,
             markex_dot_v1_dot_service__pb2.Issued.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueMany(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/markex.v1.Admin/IssueMany',
+            markex_dot_v1_dot_service__pb2.IssueBatch.SerializeToString,
+            markex_dot_v1_dot_service__pb2.IssueResults.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,268 @@
+"""Bulk issue: Admin.IssueMany's items turned into payloads and queued for the
+writer many at a time (so they share its group commits), and one result per
+item sent back in the items' order (docs/import.md).
+
+An item's content digest, which its idempotency key is held to, is SHA-256
+over the item's deterministic protobuf bytes with the key cleared and its
+number in E.164: the same item sent again (by a rerun of the same file) has
+the same digest on any day, so its key returns the first record; the same
+key with any other content is an IdempotencyConflict.
+
+A new payload kind is one builder in `BUILDERS` (the oneof field's name ->
+a function of the item and the node's core) and one entry in the proto's
+IssueItem oneof; the unary Issue* RPCs stay as they are."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import grpc
+
+from keys import KeysError
+from ledger.errors import (
+    LedgerError,
+    MalformedRecord,
+    MembersKeyMissing,
+    StorageFailure,
+    TooLarge,
+)
+from ledger.numbers import normalize
+from ledger.payloads.line import MarketerLine
+from ledger.payloads.preference import Preference
+from ledger.record import (
+    RECATEGORIZE,
+    REJECT,
+    UPHOLD,
+    WITHDRAW,
+    Correction,
+    Mark,
+    Payload,
+    Reassignment,
+    Record,
+)
+from markex.v1 import record_pb2 as rpb
+from markex.v1 import service_pb2 as pb
+from node.core import NodeCore
+from node.status import code_for, detail_for
+
+log = logging.getLogger("markex.rpc")
+
+WINDOW = 4000  # items of one stream queued for the writer at once (or answered, not yet sent)
+MAX_BATCH = 1000  # items in one IssueBatch
+ENQUEUE_WAIT = 30.0  # seconds one item waits for room in the writer's queue
+
+_ACTIONS = {
+    rpb.CORRECTION_ACTION_WITHDRAW: WITHDRAW,
+    rpb.CORRECTION_ACTION_RECATEGORIZE: RECATEGORIZE,
+    rpb.CORRECTION_ACTION_UNSPECIFIED: "",
+}
+_OUTCOMES = {
+    rpb.APPEAL_OUTCOME_UPHOLD: UPHOLD,
+    rpb.APPEAL_OUTCOME_REJECT: REJECT,
+    rpb.APPEAL_OUTCOME_UNSPECIFIED: "",
+}
+
+
+@dataclass(frozen=True)
+class Built:
+    """An item made ready to issue: its payload, and how the node treats it."""
+
+    payload: Payload
+    appeal: bool = False
+    wait_for_target: bool = False
+
+
+def _mark(item: pb.IssueItem, core: NodeCore) -> Built:
+    m = item.mark
+    observed = m.observed_at_ms or core.clock()
+    expires = m.expires_at_ms
+    if not expires and item.expires_after_ms:
+        expires = observed + item.expires_after_ms
+    return Built(Mark(number=m.number, category=m.category, score=m.score, reports=m.reports,
+                      observed_at_ms=observed, expires_at_ms=expires,
+                      evidence_digest=m.evidence_digest))
+
+
+def _correction(item: pb.IssueItem, core: NodeCore) -> Built:
+    r = item.correction
+    if r.action not in _ACTIONS or r.outcome not in _OUTCOMES:
+        raise MalformedRecord("unknown correction action or outcome")
+    c = Correction(targets=tuple(r.targets), action=_ACTIONS[r.action], category=r.category,
+                   reason=r.reason, appeal_id=r.appeal_id, outcome=_OUTCOMES[r.outcome])
+    appeal = False
+    if not c.is_decision:  # a correction of another's mark is an appeal
+        for t in c.targets:
+            found = core.ledger.record_by_id(t)
+            if found is not None:
+                appeal |= Record.from_envelope(found[1]).issuer != core.participant_id
+    return Built(c, appeal, r.wait_for_target)
+
+
+def _reassignment(item: pb.IssueItem, core: NodeCore) -> Built:
+    r = item.reassignment
+    return Built(Reassignment(number=r.number, effective_at_ms=r.effective_at_ms))
+
+
+def _preference(item: pb.IssueItem, core: NodeCore) -> Built:
+    r = item.preference
+    key = core.consortium.members_key
+    if key is None:
+        raise MembersKeyMissing(
+            f"node {core.participant_id} holds no members' key, so it cannot seal a "
+            "subscriber's number (node.toml: members_key)"
+        )
+    return Built(Preference(
+        subscriber=key.seal(normalize(r.number)), key_id=key.id, refuse=tuple(r.refuse),
+        modes=tuple(r.modes), allowed=tuple((b.start_minute, b.end_minute) for b in r.allowed),
+        days=tuple(r.days), effective_from_ms=r.effective_from_ms, until_ms=r.until_ms,
+    ))
+
+
+def _line(item: pb.IssueItem, core: NodeCore) -> Built:
+    r = item.line
+    return Built(MarketerLine(number=r.number, prefix=r.prefix, enterprise=r.enterprise,
+                              uscc=r.uscc, industry=r.industry, deregisters=r.deregisters))
+
+
+# The IssueItem oneof's field -> its builder (raises the payload's typed error).
+BUILDERS: dict[str, Callable[[pb.IssueItem, NodeCore], Built]] = {
+    "mark": _mark,
+    "correction": _correction,
+    "reassignment": _reassignment,
+    "preference": _preference,
+    "line": _line,
+}
+
+
+def content_digest(item: pb.IssueItem) -> bytes:
+    """SHA-256 of the item as sent, without its key and with its number in
+    E.164 (so "13812345678" and "+8613812345678" are the same content)."""
+    c = pb.IssueItem()
+    c.CopyFrom(item)
+    c.key = b""
+    kind = c.WhichOneof("payload")
+    sub = getattr(c, kind) if kind else None
+    if kind in ("mark", "reassignment", "preference") or (kind == "line" and not c.line.prefix):
+        with contextlib.suppress(LedgerError):  # the builder refuses it with its sentence
+            sub.number = normalize(sub.number)  # type: ignore[union-attr]
+    return hashlib.sha256(c.SerializeToString(deterministic=True)).digest()
+
+
+def refused(n: int, e: Exception) -> pb.IssueResult:
+    """The result of item n refused with `e` (its status code name and sentence)."""
+    if isinstance(e, LedgerError | KeysError):
+        return pb.IssueResult(item=n, code=code_for(e).name, error=detail_for(e))
+    if isinstance(e, ValueError):
+        return pb.IssueResult(item=n, code=grpc.StatusCode.INVALID_ARGUMENT.name,
+                              error=f"BadInput: {e}")
+    log.exception("bulk item %d failed", n, exc_info=e)
+    return pb.IssueResult(item=n, code=grpc.StatusCode.INTERNAL.name,
+                          error=f"{type(e).__name__}: {e}")
+
+
+def _done(result: pb.IssueResult) -> Future:
+    fut: Future = Future()
+    fut.set_result(result)
+    return fut
+
+
+class BulkIssuer:
+    """Runs one IssueMany stream against the node's core (its caller is
+    already checked: the node's own participant, the issue gate open)."""
+
+    def __init__(self, core: NodeCore, refusal: Callable[[], str | None] = lambda: None,
+                 window: int = WINDOW) -> None:
+        self.core = core
+        self.refusal = refusal  # why the node may not sign now (the issue gate), or None
+        self.window = window  # items queued for the writer (or answered, not sent) at once
+
+    def _start(self, n: int, item: pb.IssueItem) -> tuple[Built | None, Future]:
+        """Queue item n: (what was built, the future of its Outcome) or, when
+        it is refused before the writer sees it, (None, a future of its result)."""
+        kind = item.WhichOneof("payload")
+        try:
+            if kind is None:
+                raise MalformedRecord("an item with no payload (mark, correction, reassignment, "
+                                      "preference or line)")
+            built = BUILDERS[kind](item, self.core)
+            key = bytes(item.key)
+            fut = self.core.issue_async(
+                built.payload, wait=ENQUEUE_WAIT, wait_for_target=built.wait_for_target,
+                key=key, digest=content_digest(item) if key else b"",
+            )
+            return built, fut
+        except Exception as e:  # noqa: BLE001 - every refusal is this item's result
+            return None, _done(refused(n, e))
+
+    def run(self, requests: Iterator[pb.IssueBatch],
+            context: grpc.ServicerContext) -> Iterator[pb.IssueResults]:
+        """One IssueResults per batch, in order. A reader thread queues the
+        items of the next batches while this answers the earlier ones, so the
+        writer gathers up to `window` items into its group commits."""
+        room = threading.BoundedSemaphore(max(self.window, MAX_BATCH))
+        slots: queue.Queue[list[tuple[int, Built | None, Future]] | BaseException | None] = (
+            queue.Queue())
+
+        def read() -> None:
+            end: BaseException | None = None
+            n = 0
+            try:
+                for batch in requests:
+                    if len(batch.items) > MAX_BATCH:
+                        raise TooLarge(f"a batch of {len(batch.items)} items; at most "
+                                       f"{MAX_BATCH}")
+                    started = []
+                    why = self.refusal()  # asked again each batch, as a unary call asks
+                    for item in batch.items:
+                        while not room.acquire(timeout=0.5):
+                            if not context.is_active():
+                                return
+                        if why is None:
+                            started.append((n, *self._start(n, item)))
+                        else:
+                            started.append((n, None, _done(pb.IssueResult(
+                                item=n, code=grpc.StatusCode.UNAVAILABLE.name,
+                                error=f"not issuing yet: {why}"))))
+                        n += 1
+                    slots.put(started)
+            except BaseException as e:  # noqa: BLE001 - a broken or aborted request stream
+                end = e
+            slots.put(end)
+
+        reader = threading.Thread(target=read, name="issue-many-reader", daemon=True)
+        reader.start()
+        while True:
+            got = slots.get()
+            if got is None:
+                return
+            if isinstance(got, BaseException):
+                if context.is_active():  # e.g. an item that does not decode (status.DecodeGuard)
+                    raise got
+                return  # the client went away: nothing more to answer
+            out = pb.IssueResults()
+            for n, built, fut in got:
+                out.results.append(self._answer(n, built, fut))
+                room.release()
+            yield out
+
+    def _answer(self, n: int, built: Built | None, fut: Future) -> pb.IssueResult:
+        try:
+            res = fut.result()
+        except Exception as e:  # noqa: BLE001 - the writer refused the whole group
+            return refused(n, e)
+        if built is None:
+            return res  # type: ignore[no-any-return]
+        if res.error is not None:
+            return refused(n, res.error)
+        r: Record | None = res.record
+        if r is None:  # never: a duplicate of a key is always answered with its record
+            return refused(n, StorageFailure("the issued record is missing"))
+        return pb.IssueResult(item=n, id=r.id, issuer=r.issuer, seq=r.seq, index=res.index or 0,
+                              appeal=built.appeal, duplicate=res.status == "duplicate")

@@ -1,0 +1,434 @@
+"""Bulk issue on real nodes: `markex import` and Admin.IssueMany.
+
+In-process nodes (real gRPC and TLS, as tests/test_cli.py runs them): a file
+imported, then imported again, issues nothing the second time (every line a
+duplicate with the same ids); bad input is refused with its line number and
+changes nothing else (a malformed line, an unknown column, a key reused with
+other content, --strict). With real processes: a node killed with SIGKILL
+while a long import runs, restarted, and the import rerun, ends with every
+line issued exactly once. The file format alone: ledger/importfile.py."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from keys.layout import NodeConfig
+from ledger.errors import InvalidNumber
+from ledger.importfile import (
+    BadLine,
+    ImportFileError,
+    Item,
+    Refused,
+    derived_key,
+    read_csv,
+    read_jsonl,
+)
+from ledger.record import Record
+from markex.v1 import record_pb2 as rpb
+from markex.v1 import service_pb2 as pb
+from node.cli import main
+from node.client import INSTITUTE_KEY_ENV
+from node.localnet import LocalNet
+from tests.test_cli import InProcessNet
+
+pytestmark = pytest.mark.timeout(300)
+
+ISSUER = "carrier-1"
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessNet]:
+    n = InProcessNet(tmp_path_factory.mktemp("import") / "c", carriers=1, internet=0,
+                     sync_interval=0.2)
+    n.start_all()
+    with pytest.MonkeyPatch.context() as mp:
+        key = NodeConfig.for_participant(n.dir, "institute").institute_key
+        mp.setenv(INSTITUTE_KEY_ENV, base64.b64encode(key).decode())
+        try:
+            yield n
+        finally:
+            n.stop_all()
+
+
+def cli(*argv: str) -> tuple[int, Any, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    try:
+        return code, json.loads(out.getvalue()), err.getvalue()
+    except json.JSONDecodeError:
+        return code, out.getvalue(), err.getvalue()
+
+
+def run_import(net: LocalNet, path: Path, *extra: str) -> tuple[int, Any, str, list[dict]]:
+    """`markex import --json` of path as carrier-1; (exit code, summary, stderr, results)."""
+    results = path.with_suffix(path.suffix + ".results")
+    code, out, err = cli("import", "--consortium", str(net.dir), "--as", ISSUER, str(path),
+                         "--json", "--results", str(results), *extra)
+    rows = [json.loads(x) for x in results.read_text().splitlines()] if results.exists() else []
+    return code, out, err, rows
+
+
+def seq(net: LocalNet, pid: str = ISSUER) -> int:
+    return net.heads(pid).get(ISSUER, 0)
+
+
+_counter = iter(range(10**6))
+
+
+def numbers(n: int) -> list[str]:
+    """n numbers no other test of this module marks."""
+    base = next(_counter) * 10_000
+    return [f"+86139{base + i:08d}" for i in range(n)]
+
+
+def ago(days: int) -> str:
+    """An ISO 8601 time `days` days ago, to the second."""
+    t = datetime.now(UTC).replace(microsecond=0) - timedelta(days=days)
+    return t.isoformat()
+
+
+def write(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------ the file alone
+
+
+def test_jsonl_items_fields_and_derived_keys() -> None:
+    got = list(read_jsonl([
+        '{"kind": "mark", "number": "13812345678", "category": "fraud", "score": 80}',
+        "",
+        '{"kind": "mark", "number": "+8613812345678", "category": "fraud", "score": 80}',
+        '{"kind": "reassign", "number": "13812345678", "at": "2026-12-01T00:00:00Z", '
+        '"key": "r-1"}',
+        '{"kind": "mark", "number": "13812345678", "category": "fraud", "colour": "red"}',
+        "not json",
+        '{"kind": "mark", "number": "12", "category": "fraud"}',
+    ]))
+    a, b, r, colour, bad, short = got
+    assert isinstance(a, Item) and isinstance(b, Item) and isinstance(r, Item)
+    assert a.fields["number"] == "+8613812345678" and a.fields["reports"] == 1
+    assert a.key == b.key and a.derived  # the same content in any form: one key
+    assert a.key == derived_key("mark", a.fields) and len(a.key.encode()) <= 128
+    assert (r.key, r.derived, r.line, r.fields["at"]) == ("r-1", False, 4, 1796083200000)
+    assert isinstance(colour, Refused) and colour.line == 5 and "'colour'" in colour.error
+    assert isinstance(bad, Refused) and bad.error.startswith("line 6: BadLine: not a JSON")
+    assert isinstance(short, Refused) and "InvalidNumber" in short.error
+    assert issubclass(BadLine, Exception) and issubclass(InvalidNumber, Exception)
+
+
+def test_csv_header_is_checked_before_any_row() -> None:
+    rows = list(read_csv(["key,number,category,score\n", "a,13812345678,fraud,70\n",
+                          "b,13812345679,fraud,101\n", "c,13812345670\n"]))
+    assert isinstance(rows[0], Item) and rows[0].key == "a" and rows[0].fields["score"] == 70
+    assert isinstance(rows[1], Refused) and rows[1].line == 3 and "'score'" in rows[1].error
+    assert isinstance(rows[2], Refused) and rows[2].line == 4 and "columns" in rows[2].error
+    for header, what in (("number,category,colour\n", "unknown column 'colour'"),
+                         ("number,number,category\n", "appears twice"),
+                         ("number,score\n", "no 'category'")):
+        with pytest.raises(ImportFileError, match=what):
+            list(read_csv([header, "13812345678,fraud,x\n"]))
+
+
+# ------------------------------------------------------------------ on nodes
+
+
+def test_a_file_imported_again_issues_nothing(net: InProcessNet, tmp_path: Path) -> None:
+    nums = numbers(30)
+    marks = write(tmp_path / "marks.csv", ["number,category,score,reports,expires_days,key"] + [
+        f"{n},fraud,{50 + i},{i},{i % 3},{'k-' + n if i % 2 else ''}" for i, n in enumerate(nums)
+    ])
+    before = seq(net)
+    code, out, err, first = run_import(net, marks)
+    assert (code, out) == (0, {"issued": 30, "duplicates": 0, "errors": []}), err
+    assert seq(net) == before + 30
+    assert [r["line"] for r in first] == list(range(2, 32))
+    # Corrections, decisions' kin and reassignments through the same stream.
+    own = first[0]["id"]
+    mixed = write(tmp_path / "mixed.jsonl", [
+        json.dumps({"kind": "correct", "target": own, "category": "harassment",
+                    "reason": "recategorized"}),
+        json.dumps({"kind": "reassign", "number": nums[5], "at": ago(1)}),
+        json.dumps({"kind": "mark", "number": nums[7], "category": "marketing",
+                    "at": ago(2), "key": "campaign-7"}),
+    ])
+    code, out, err, second = run_import(net, mixed)
+    assert (code, out) == (0, {"issued": 3, "duplicates": 0, "errors": []}), out
+    assert seq(net) == before + 33
+    for path, rows in ((marks, first), (mixed, second)):
+        code, out, err, again = run_import(net, path)
+        assert code == 0, err
+        assert out == {"issued": 0, "duplicates": len(rows), "errors": []}
+        assert [(r["id"], r["seq"], r["index"]) for r in again] == [
+            (r["id"], r["seq"], r["index"]) for r in rows]
+        assert all(r["duplicate"] for r in again)
+    assert seq(net) == before + 33  # nothing issued twice
+    # expires_days counts from when the mark was observed (here: when it was signed)
+    got = net.audit(ISSUER).GetRecord(pb.GetRecordRequest(id=bytes.fromhex(first[2]["id"])),
+                                      timeout=30)
+    m = Record.from_envelope(got.envelope).payload
+    assert m.expires_at_ms - m.observed_at_ms == 2 * 86_400_000
+
+
+def test_preferences_and_lines_import_like_the_other_kinds(net: InProcessNet,
+                                                           tmp_path: Path) -> None:
+    prefix = net.consortium.number_ranges[ISSUER][0]
+    sub = f"{prefix}{next(_counter):08d}"
+    line = f"{prefix}9{next(_counter):07d}"
+    f = write(tmp_path / "consent.jsonl", [
+        json.dumps({"kind": "prefer", "number": sub, "refuse": "real-estate,finance",
+                    "hours": "09-12", "days": "weekday"}),
+        json.dumps({"kind": "line-register", "number": line, "enterprise": "安家房产",
+                    "uscc": "91440300MA5F000007", "industry": "real-estate"}),
+        json.dumps({"kind": "prefer", "number": sub, "refuse": ["no-such-industry"]}),
+    ])
+    before = seq(net)
+    code, out, err, rows = run_import(net, f)
+    assert (out["issued"], [e["line"] for e in out["errors"]]) == (2, [3]), out
+    assert "UnknownIndustry" in out["errors"][0]["error"]
+    reg = rows[1]["id"]
+    undo = write(tmp_path / "unline.jsonl", [
+        json.dumps({"kind": "line-deregister", "target": reg}),
+        json.dumps({"kind": "prefer", "number": sub, "refuse": "none"})])
+    code, out, err, rows = run_import(net, undo)
+    assert (code, out["issued"]) == (0, 2), out
+    assert seq(net) == before + 4
+    code, out, err, rows = run_import(net, f)  # again: the two issued are duplicates
+    assert (out["issued"], out["duplicates"]) == (0, 2)
+
+
+def test_bad_lines_are_reported_with_their_number(net: InProcessNet, tmp_path: Path) -> None:
+    a, b, c = numbers(3)
+    f = write(tmp_path / "bad.jsonl", [
+        json.dumps({"kind": "mark", "number": a, "category": "fraud"}),
+        '{"kind": "mark", "number": ',                                   # line 2: malformed
+        json.dumps({"kind": "mark", "number": b, "category": "no-such"}),  # 3: the node refuses
+        json.dumps({"kind": "sing", "number": b}),                       # 4: no such kind
+        json.dumps({"kind": "correct", "target": "00" * 32, "withdraw": True}),  # 5: not found
+        json.dumps({"kind": "mark", "number": c, "category": "fraud"}),
+    ])
+    before = seq(net)
+    code, out, err, rows = run_import(net, f)
+    assert code == 2
+    assert (out["issued"], out["duplicates"]) == (2, 0)
+    errors = {e["line"]: e["error"] for e in out["errors"]}
+    assert sorted(errors) == [2, 3, 4, 5]
+    assert errors[2].startswith("line 2: BadLine: not a JSON object")
+    assert errors[3].startswith("line 3: UnknownCategory:")
+    assert "'kind' must be one of" in errors[4] or '"kind" must be one of' in errors[4]
+    assert errors[5].startswith("line 5: UnknownTarget:")
+    coded = {r["line"]: r["code"] for r in rows if "code" in r}
+    assert coded == {3: "INVALID_ARGUMENT", 5: "NOT_FOUND"}
+    assert seq(net) == before + 2
+
+
+def test_an_unknown_column_refuses_the_file(net: InProcessNet, tmp_path: Path) -> None:
+    (n,) = numbers(1)
+    f = write(tmp_path / "cols.csv", ["number,category,colour", f"{n},fraud,red"])
+    before = seq(net)
+    code, out, err = cli("import", "--consortium", str(net.dir), "--as", ISSUER, str(f),
+                         "--json")
+    assert code == 2 and out == ""
+    assert "unknown column 'colour'" in json.loads(err)["error"]["message"]
+    assert seq(net) == before
+
+
+def test_a_file_that_is_not_utf8_is_refused_whole(net: InProcessNet, tmp_path: Path) -> None:
+    (n,) = numbers(1)
+    f = tmp_path / "latin1.csv"
+    f.write_bytes(f"number,category\n{n},fraud\n".encode() + b"\xff\xfe,fraud\n")
+    before = seq(net)
+    code, out, err = cli("import", "--consortium", str(net.dir), "--as", ISSUER, str(f))
+    assert code == 2 and "is not UTF-8 text" in err
+    assert seq(net) == before
+
+
+def test_the_human_summary_names_each_bad_line(net: InProcessNet, tmp_path: Path) -> None:
+    a, b = numbers(2)
+    f = write(tmp_path / "human.csv", ["number,category", f"{a},fraud", "12,fraud", f"{b},fraud"])
+    code, out, err = cli("import", "--consortium", str(net.dir), "--as", ISSUER, str(f))
+    assert code == 2
+    assert out.splitlines()[0] == "2 issued, 0 duplicates (issued before), 1 errors"
+    assert out.splitlines()[1].startswith("  line 3: InvalidNumber:")
+
+
+def test_a_key_reused_with_other_content_is_refused(net: InProcessNet, tmp_path: Path) -> None:
+    a, b = numbers(2)
+    first = write(tmp_path / "k1.jsonl", [
+        json.dumps({"kind": "mark", "number": a, "category": "fraud", "key": "ticket-1"})])
+    code, out, err, rows = run_import(net, first)
+    assert code == 0 and out["issued"] == 1, err
+    before = seq(net)
+    other = write(tmp_path / "k2.jsonl", [
+        json.dumps({"kind": "mark", "number": b, "category": "fraud", "key": "ticket-1"})])
+    code, out, err, bad = run_import(net, other)
+    assert code == 2 and out["issued"] == 0
+    assert bad[0]["code"] == "ALREADY_EXISTS"
+    assert bad[0]["error"].startswith("IdempotencyConflict: the idempotency key 'ticket-1'")
+    assert seq(net) == before
+    code, out, err, again = run_import(net, first)  # the first content still answers
+    assert out["duplicates"] == 1 and again[0]["id"] == rows[0]["id"]
+
+
+def test_strict_sends_nothing_after_a_bad_line(net: InProcessNet, tmp_path: Path) -> None:
+    nums = numbers(5)
+    lines = [json.dumps({"kind": "mark", "number": n, "category": "fraud"}) for n in nums]
+    lines.insert(2, json.dumps({"kind": "mark", "number": "12", "category": "fraud"}))
+    f = write(tmp_path / "strict.jsonl", lines)
+    before = seq(net)
+    code, out, err, rows = run_import(net, f, "--strict")
+    assert code == 2 and out["issued"] == 2
+    assert [e["line"] for e in out["errors"]] == [3]
+    assert "InvalidNumber" in out["errors"][0]["error"]
+    assert seq(net) == before + 2
+    code, out, err, rows = run_import(net, f)  # without --strict: the rest, nothing twice
+    assert (out["issued"], out["duplicates"], len(out["errors"])) == (3, 2, 1)
+
+
+def test_issue_many_in_one_stream(net: InProcessNet) -> None:
+    """Keys repeated inside one stream (one group commit): the first record
+    again, or IdempotencyConflict; results in order, one per item."""
+    a, b = numbers(2)
+
+    def mark(number: str, key: bytes, category: str = "fraud") -> pb.IssueItem:
+        return pb.IssueItem(key=key, mark=rpb.Mark(number=number, category=category, score=60))
+
+    before = seq(net)
+    items = [mark(a, b"s-1"), mark(a, b"s-1"), mark(b, b"s-1"), mark(b, b""), pb.IssueItem(),
+             mark(b, b"x" * 129)]
+    got = list(net.admin(ISSUER).IssueMany(iter([pb.IssueBatch(items=items[:3]),
+                                                 pb.IssueBatch(items=items[3:])]), timeout=30))
+    assert [len(b.results) for b in got] == [3, 3]
+    res = [r for b in got for r in b.results]
+    assert [r.item for r in res] == list(range(6))
+    assert not res[0].code and not res[0].duplicate
+    assert res[1].duplicate and res[1].id == res[0].id and res[1].seq == res[0].seq
+    assert res[2].code == "ALREADY_EXISTS" and res[2].error.startswith("IdempotencyConflict")
+    assert not res[3].code and res[3].seq == res[0].seq + 1
+    assert res[4].code == "INVALID_ARGUMENT" and "no payload" in res[4].error
+    assert res[5].code == "INVALID_ARGUMENT" and "at most 128" in res[5].error
+    assert seq(net) == before + 2
+    # The same number in another form is the same content: the key's first record.
+    national = a.removeprefix("+86")
+    (again,) = next(iter(net.admin(ISSUER).IssueMany(
+        iter([pb.IssueBatch(items=[mark(national, b"s-1")])]), timeout=30))).results
+    assert again.duplicate and again.id == res[0].id
+    # Only the node's own participant issues, as for the unary Issue* RPCs.
+    with pytest.raises(grpc.RpcError) as e:
+        list(net.admin(ISSUER, as_id="institute").IssueMany(
+            iter([pb.IssueBatch(items=[mark(a, b"")])]), timeout=30))
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as e:  # a batch over the limit ends the stream
+        list(net.admin(ISSUER).IssueMany(
+            iter([pb.IssueBatch(items=[mark(a, b"")] * 1001)]), timeout=30))
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert seq(net) == before + 2
+
+
+def test_items_share_the_writers_group_commits(net: InProcessNet,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many items, few synced writes: not one fsync per item."""
+    node = next(n for n in net.nodes_running if n.core.participant_id == ISSUER)
+    store = node.core.ledger.store
+    synced = []
+    real = store.write
+
+    def counting(batch: Any, *, sync: bool = True) -> None:
+        synced.append(sync)
+        real(batch, sync=sync)
+
+    monkeypatch.setattr(store, "write", counting)
+    items = [pb.IssueItem(mark=rpb.Mark(number=n, category="fraud", score=50))
+             for n in numbers(1000)]
+    before = seq(net)
+    got = list(net.admin(ISSUER).IssueMany(
+        iter([pb.IssueBatch(items=items[i:i + 250]) for i in range(0, 1000, 250)]), timeout=60))
+    assert sum(len(b.results) for b in got) == 1000
+    assert not any(r.code for b in got for r in b.results)
+    assert seq(net) == before + 1000
+    assert 0 < synced.count(True) <= 100, synced.count(True)
+
+
+def test_a_correction_of_another_participants_mark_is_an_appeal(net: InProcessNet) -> None:
+    (n,) = numbers(1)
+    theirs = net.admin("institute").IssueMark(rpb.Mark(number=n, category="fraud", score=90),
+                                              timeout=30)
+    net.wait_converged(timeout=60)
+    own = net.admin(ISSUER).IssueMark(rpb.Mark(number=n, category="fraud", score=50), timeout=30)
+    items = [pb.IssueItem(correction=pb.CorrectionRequest(
+        targets=[t], action=rpb.CORRECTION_ACTION_WITHDRAW, reason="courier")) for t in
+        (theirs.id, own.id)]
+    (got,) = net.admin(ISSUER).IssueMany(iter([pb.IssueBatch(items=items)]), timeout=30)
+    appeal, withdrawal = got.results
+    assert not appeal.code and appeal.appeal
+    assert not withdrawal.code and not withdrawal.appeal
+
+
+def test_a_batch_while_the_issue_gate_is_shut_is_not_issued(
+        net: InProcessNet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate is asked at the stream's start and again for every batch."""
+    node = next(n for n in net.nodes_running if n.core.participant_id == ISSUER)
+    answers = iter([None, None, "a peer reports a longer feed of ours"])
+    monkeypatch.setattr(node.admin, "issue_refusal", lambda: next(answers))
+    a, b = numbers(2)
+    before = seq(net)
+    got = list(net.admin(ISSUER).IssueMany(iter([
+        pb.IssueBatch(items=[pb.IssueItem(mark=rpb.Mark(number=a, category="fraud"))]),
+        pb.IssueBatch(items=[pb.IssueItem(mark=rpb.Mark(number=b, category="fraud"))]),
+    ]), timeout=30))
+    first, second = (b.results[0] for b in got)
+    assert not first.code and second.code == "UNAVAILABLE"
+    assert "a peer reports a longer feed" in second.error
+    assert seq(net) == before + 1
+
+
+# ------------------------------------------------------------------ real processes
+
+
+def test_a_node_killed_mid_import_then_rerun_issues_every_line_once(tmp_path: Path) -> None:
+    lines = 12_000
+    net = LocalNet(tmp_path / "c", carriers=1, internet=0, sync_interval=0.2)
+    f = write(tmp_path / "long.csv", ["number,category,score"] + [
+        f"+86137{i:08d},fraud,{i % 101}" for i in range(lines)])
+    key = NodeConfig.for_participant(net.dir, "institute").institute_key
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(INSTITUTE_KEY_ENV, base64.b64encode(key).decode())
+            net.start_all()
+            first: dict[str, Any] = {}
+            t = threading.Thread(target=lambda: first.update(zip(
+                ("code", "out", "err", "rows"), run_import(net, f), strict=True)))
+            t.start()
+            deadline = time.monotonic() + 60
+            while seq(net) < 500 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            net.kill(ISSUER)
+            t.join(60)
+            assert first["code"] != 0, "the import ended before the kill"
+            assert "run the same file again" in first["err"]
+            net.start(ISSUER)
+            done = seq(net)
+            assert 0 < done < lines
+            code, out, err, rows = run_import(net, f)
+            assert code == 0, err
+            assert out["duplicates"] >= done - len(first["rows"]) >= 0
+            assert out["issued"] + out["duplicates"] == lines and out["errors"] == []
+            assert out["duplicates"] == done  # what the kill left durable, each once
+            assert seq(net) == lines
+            assert len({r["id"] for r in rows}) == lines  # every line its own record
+    finally:
+        net.stop_all()
