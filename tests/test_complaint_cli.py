@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from ledger.payloads import Complaint, MarketerLine
+from ledger.payloads import Complaint
 from ledger.payloads.line import uscc_check_char
 from tests.test_cli import InProcessNet
 from tests.test_trail import run_cli
@@ -230,10 +230,8 @@ def _in_checkpoints(net: InProcessNet, *ids: str) -> None:
 
 def test_a_sanction_listed_then_delisted_checked_by_code_number_and_screen(
         net: InProcessNet) -> None:
-    out = node(net, "carrier-1").core.issue(MarketerLine(LINE_NUMBER, False, ENTERPRISE, USCC,
-                                                         "finance"))
-    assert out.record is not None
-    line_id = out.record.id.hex()
+    line_id = ok(net, "line", "register", "--as", "carrier-1", LINE_NUMBER, "--enterprise",
+                 ENTERPRISE, "--uscc", USCC, "--industry", "finance")["id"]
     listed = ok(net, "sanction", "--as", "regulator-1", "--uscc", USCC, "--name", ENTERPRISE,
                 "--reason", "骚扰电话", "--doc", "工信罚〔2026〕12号", "--licence", "B2-2026")
     assert listed["issuer"] == "regulator-1" and not listed["delist"]
