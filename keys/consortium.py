@@ -227,6 +227,9 @@ class Policy:
     complaint_risk_complainants: int = DEFAULT_COMPLAINT_RISK_COMPLAINANTS
     complaint_risk_window_ms: int = DEFAULT_COMPLAINT_RISK_WINDOW_MS
     complaint_risk: str = DEFAULT_COMPLAINT_RISK
+    # What the screen does with a caller whose live marketer line's enterprise
+    # is on the bad list now (docs/screen.md): warn | block | off.
+    screen_badlist_action: str = "block"
 
     def __post_init__(self) -> None:
         """Every value in its range (ConfigError naming the value and the
@@ -263,6 +266,9 @@ class Policy:
                      "identity_min_participants"):
             _in_range(name, getattr(self, name), 1, 1_000_000)
         check_policy_complaints(self)
+        if self.screen_badlist_action not in SCREEN_BADLIST_ACTIONS:
+            raise ConfigError(f"policy screen_badlist_action is {self.screen_badlist_action!r}; "
+                              f"it must be one of {', '.join(SCREEN_BADLIST_ACTIONS)}")
 
     def check_for(self, participants: int) -> None:
         """The bounds that depend on how many participants there are: a
@@ -322,7 +328,8 @@ class Policy:
 
 _NOT_INTEGERS = frozenset({"protected_numbers", "foreign_numbers", "marketing_categories",
                            "screen_block_risk", "screen_warn_risk", "redress_text",
-                           "complaint_risk"})
+                           "complaint_risk", "screen_badlist_action"})
+SCREEN_BADLIST_ACTIONS = ("warn", "block", "off")
 
 
 def _check_protected(policy: Policy) -> None:

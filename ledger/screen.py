@@ -10,10 +10,13 @@ condition holds gives the action. docs/screen.md writes the same table
     rule (code)                 action  when
     caller-protected            ALLOW   the caller is one of policy.protected_numbers
     caller-risk-block           BLOCK   caller risk at/above policy.screen_block_risk
+    caller-enterprise-listed    BLOCK   its live line's enterprise is on the bad list now
+                                        and policy.screen_badlist_action is block
     callee-refused-industry     BLOCK   the caller is marketing (its line's industry, or
                                         its marks' category by policy.marketing_categories)
                                         and the callee's preference refuses it now
                                         (ledger/consent/rules.py refuses)
+    caller-enterprise-listed    WARN    the same listing, policy.screen_badlist_action warn
     caller-risk-warn            WARN    caller risk at/above policy.screen_warn_risk
     caller-category             LABEL   the caller's resolution has a category
     caller-registered-marketer  LABEL   the caller has a live marketer line
@@ -38,6 +41,7 @@ from ledger.payloads.preference import ALL, MODES
 
 if TYPE_CHECKING:
     from keys.consortium import Consortium
+    from ledger.complaints.facts import SanctionFact
 
 
 class CallerMark(Protocol):
@@ -72,6 +76,7 @@ MARKETING_FALLBACK = "marketing"   # the label of a registered line whose indust
 # decision is the rule that fired; the others name the facts it rests on.
 CALLER_PROTECTED = "caller-protected"
 CALLER_RISK_BLOCK = "caller-risk-block"
+CALLER_LISTED = "caller-enterprise-listed"
 CALLEE_REFUSED = "callee-refused-industry"
 CALLER_RISK_WARN = "caller-risk-warn"
 CALLER_CATEGORY = "caller-category"
@@ -81,8 +86,8 @@ CALLER_UNKNOWN = "caller-unknown"
 CALLER_LINE = "caller-line"              # the registration a refusal or a label rests on
 # the marks that made an unregistered caller marketing
 CALLER_MARKED_MARKETING = "caller-marked-marketing"
-REASON_CODES = (CALLER_PROTECTED, CALLER_RISK_BLOCK, CALLEE_REFUSED, CALLER_RISK_WARN,
-                CALLER_CATEGORY, CALLER_REGISTERED, CALLER_UNKNOWN, CALLER_LINE,
+REASON_CODES = (CALLER_PROTECTED, CALLER_RISK_BLOCK, CALLER_LISTED, CALLEE_REFUSED,
+                CALLER_RISK_WARN, CALLER_CATEGORY, CALLER_REGISTERED, CALLER_UNKNOWN, CALLER_LINE,
                 CALLER_MARKED_MARKETING)
 
 
@@ -148,6 +153,7 @@ class Facts(NamedTuple):
     line: LineFact | None
     preference: PreferenceFact | None
     marketing: Marketing | None          # marketing_of(...), computed once per call
+    listed: SanctionFact | None = None   # the listing in force of the caller's line's enterprise
 
 
 # What the caller markets for, and the reason naming why (None: not marketing).
@@ -205,7 +211,7 @@ def _live(ln: LineFact | None, at_ms: int) -> bool:
 def is_marketing(cons: Consortium, res: CallerView | None, ln: LineFact | None,
                  at_ms: int) -> bool:
     """`marketing_of(...) is not None`, without building its reason. Only a
-    marketing caller's decision reads the callee's preference (rule 3), so a
+    marketing caller's decision reads the callee's preference (rule 4), so a
     screen may skip reading it for any other caller: `decide` answers the
     same with the preference or None (tests/test_screen.py checks it)."""
     return _live(ln, at_ms) or (
@@ -257,6 +263,25 @@ def _protected(c: Facts) -> Fired | None:
 def _risk_block(c: Facts) -> Fired | None:
     return _risk_reason(c, CALLER_RISK_BLOCK, c.cons.policy.screen_block_risk,
                         ": blocked whatever the callee's preferences")
+
+
+def _listed(c: Facts, action: str) -> Fired | None:
+    """The caller's live line's enterprise is listed at the call's time, and
+    the policy's bad-list action is `action` (one rule per place in the order)."""
+    s, ln, m = c.listed, c.line, c.marketing
+    if s is None or ln is None or m is None or c.cons.policy.screen_badlist_action != action:
+        return None
+    if not _live(ln, c.at_ms) or s.uscc != ln.uscc or s.sanction.delist or (
+            s.sanction.listed_at_ms > c.at_ms):
+        return None          # only a listing in force of this very line's enterprise counts
+    category = c.res.category if c.res is not None and c.res.category else ""
+    sc = s.sanction
+    return category or _label_for(c, (ln.industry,)), (
+        Reason(CALLER_LISTED, (s.id,),
+               f"{sc.enterprise} ({sc.uscc}) is on the bad list since {_iso(sc.listed_at_ms)} "
+               f"under {sc.document}: {sc.reason} (sanction of {s.issuer} #{s.seq})"),
+        m[1],
+    )
 
 
 def _refused(c: Facts) -> Fired | None:
@@ -325,6 +350,11 @@ RULES: tuple[Rule, ...] = (
          "the caller's risk is at or above policy.screen_block_risk, whatever the "
          "callee's preferences",
          "the marks that count (the resolution's markers)", _risk_block),
+    Rule(CALLER_LISTED, BLOCK,
+         "the caller's live marketer line's enterprise (its credit code) is listed on the "
+         "bad list at the call's time, and policy.screen_badlist_action is block",
+         "the sanction in force, then the line (caller-line)",
+         lambda c: _listed(c, BLOCK.lower())),
     Rule(CALLEE_REFUSED, BLOCK,
          "the caller is marketing (its live line's industry; unregistered, its "
          "category's industries by policy.marketing_categories, () refused only by "
@@ -332,6 +362,10 @@ RULES: tuple[Rule, ...] = (
          "this mode, outside its allowed bands and day types (CST)",
          "the preference, then the line (caller-line) or the marks "
          "(caller-marked-marketing)", _refused),
+    Rule(CALLER_LISTED, WARN,
+         "the same listing, and policy.screen_badlist_action is warn",
+         "the sanction in force, then the line (caller-line)",
+         lambda c: _listed(c, WARN.lower())),
     Rule(CALLER_RISK_WARN, WARN,
          "the caller's risk is at or above policy.screen_warn_risk",
          "the marks that count", _risk_warn),
@@ -362,16 +396,19 @@ def decide(
     caller_resolution: CallerView | None,
     line: LineFact | None,
     preference: PreferenceFact | None,
+    listed: SanctionFact | None = None,
 ) -> Decision:
     """The decision for `caller` (E.164) calling `callee` (E.164) at `at_ms`
     by `mode` (voice|sms): the first rule of RULES that fires. The facts are
     the caller's resolution at `at_ms` (None: no view entry), the caller's
     marketer line at `at_ms` and the callee's preference in force at `at_ms`
-    (either None). Raises BadCallMode for another mode."""
+    (either None); `listed`, the bad list's listing in force at `at_ms` of
+    the line's enterprise (ledger/complaints `listing(uscc).in_force(at_ms)`),
+    or None. Raises BadCallMode for another mode."""
     if mode not in MODES:
         raise BadCallMode(f"call mode {mode!r} is not one of {', '.join(MODES)}")
     c = Facts(cons, caller, callee, at_ms, mode, caller_resolution, line, preference,
-              marketing_of(cons, caller_resolution, line, at_ms))
+              marketing_of(cons, caller_resolution, line, at_ms), listed)
     risk = caller_resolution.risk if caller_resolution is not None else "none"
     for rule in RULES:
         fired = rule.test(c)

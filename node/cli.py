@@ -57,6 +57,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "node.importcli": ("cmd_import",),
         "node.screencli": ("cmd_screen",),
         "node.trailcli": ("cmd_trail", "cmd_stats"),
+        "node.complaintcli": ("cmd_complain", "cmd_complaints", "cmd_handle", "cmd_sanction",
+                              "cmd_badlist"),
     }.items() for name in names
 }
 
@@ -362,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--vector", type=_vector, metavar="ISSUER=SEQ,...",
                     help="count only the records up to this vector (default: all the log has)")
 
+    _complaint_commands(sub)
+
     ky = _group(sub, "keys", "keys")
     kv = _cmd(ky, "verifier", lazy("cmd_keys_verifier"), "a participant's signed-note verifier key",
               "markex keys verifier --participant carrier-1", "consortium as json pin",
@@ -519,6 +523,76 @@ def _ceremony(sub: Any, consortium: Any, keys: Any, node: Any) -> None:
                     help="the configuration public key, base64 (or a file holding it)")
     nc.add_argument("--new-feed", action="store_true",
                     help="this participant has never issued: its node may start a new feed")
+
+
+def _complaint_commands(sub: Any) -> None:
+    """complain, complaints, handle, sanction, badlist (node/complaintcli.py)."""
+    cp = _cmd(sub, "complain", lazy("cmd_complain"),
+              "the complaints centre files a complaint, addressed to the number's serving "
+              "carrier (the complainant sealed by the node, the description kept as a digest)",
+              "markex complain --as complaints-1 13812345678 marketing --at "
+              "2026-12-01T09:30:00Z --channel app --complainant 13900000009", ISSUE)
+    cp.add_argument("number", metavar="NUMBER", help="the reported number")
+    cp.add_argument("category", metavar="CATEGORY", help="a category of the taxonomy")
+    cp.add_argument("--at", required=True, metavar="ISO8601",
+                    help="when the reported call came, e.g. 2026-12-01T09:30:00Z")
+    cp.add_argument("--channel", required=True, choices=("web", "app", "phone", "wechat"),
+                    help="how the complaint reached the centre")
+    cp.add_argument("--complainant", required=True, metavar="NUMBER",
+                    help="the complainant's number (sealed by the node, never recorded in clear)")
+    cp.add_argument("--description", metavar="TEXT",
+                    help="what the complainant said (only its SHA-256 is recorded)")
+
+    cq = _cmd(sub, "complaints", lazy("cmd_complaints"),
+              "a carrier's complaint queue with the SLA clock (never the complainant)",
+              "markex complaints --as carrier-1 --open --json", "consortium as node json pin",
+              as_help="a carrier (its own queue), or the institute or regulator with --carrier")
+    state = cq.add_mutually_exclusive_group()
+    state.add_argument("--open", action="store_true", help="only complaints not closed")
+    state.add_argument("--overdue", action="store_true", help="only complaints past a deadline")
+    cq.add_argument("--at", metavar="ISO8601", help="the queue at this time (default: now)")
+    cq.add_argument("--carrier", metavar="ID",
+                    help="the institute or the regulator: whose queue (a carrier reads its own)")
+
+    hd = _cmd(sub, "handle", lazy("cmd_handle"),
+              "the carrier a complaint is addressed to says what it found and did, or forwards it",
+              "markex handle --as carrier-1 1a2b3c4d --confirmed --mark 5e6f7a8b --json", ISSUE)
+    hd.add_argument("complaint_id", metavar="COMPLAINT_ID",
+                    help="the complaint's id: 64 hex digits or a unique prefix of at least 8")
+    hd.add_argument("--confirmed", action="store_true", help="the complaint is confirmed")
+    hd.add_argument("--not-confirmed", action="store_true", help="the complaint is not confirmed")
+    hd.add_argument("--forward", metavar="CARRIER",
+                    help="not our subscriber: forward it to the carrier that serves the number")
+    hd.add_argument("--mark", metavar="RECORD_ID",
+                    help="with --confirmed: the mark issued for it (id or unique prefix)")
+    hd.add_argument("--action", choices=("warning", "suspended", "none"),
+                    help="with --confirmed: a warning to the line, the line suspended, or none")
+    hd.add_argument("--feedback-reported", metavar="ISO8601",
+                    help="when the reported party was told")
+    hd.add_argument("--feedback-complainant", metavar="ISO8601",
+                    help="when the complainant was told")
+
+    sn = _cmd(sub, "sanction", lazy("cmd_sanction"),
+              "the regulator lists an enterprise on the bad list, or delists it",
+              "markex sanction --as regulator-1 --uscc 91110000600037341L --name 某某营销 "
+              "--reason 骚扰电话 --doc '工信罚〔2026〕12号' --json", ISSUE)
+    sn.add_argument("--uscc", required=True, metavar="CODE",
+                    help="the enterprise's unified social credit code (18 characters)")
+    sn.add_argument("--name", required=True, metavar="N", help="the enterprise's name")
+    sn.add_argument("--reason", metavar="T", help="why (a listing needs one)")
+    sn.add_argument("--doc", required=True, metavar="D", help="the penalty's document number")
+    sn.add_argument("--licence", metavar="L", help="the enterprise's licence number")
+    sn.add_argument("--delist", action="store_true", help="take the enterprise off the list")
+    sn.add_argument("--at", metavar="ISO8601", help="when it takes effect (default: now)")
+
+    bl = _cmd(sub, "badlist", lazy("cmd_badlist"),
+              "the bad list, each listing's signature, inclusion proof and checkpoint verified",
+              "markex badlist --node carrier-1 --check 13812345678 --json",
+              "consortium as node json pin", as_help=PINNER)
+    bl.add_argument("--check", metavar="CODE_OR_NUMBER",
+                    help="is this enterprise (credit code) or number (its marketer line's "
+                         "enterprise) listed?")
+    bl.add_argument("--at", metavar="ISO8601", help="the list at this time (default: now)")
 
 
 def _seconds(s: str) -> float:

@@ -26,6 +26,8 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from ledger.complaints.facts import SanctionFact
+from ledger.complaints.rules import Listing
 from ledger.consent.facts import ConsentReader, LineFact
 from ledger.screen import CallerView, Decision, NoMembersKey, decide, is_marketing
 from ledger.view.entries import Entry
@@ -53,6 +55,12 @@ class EntrySource(Protocol):
     """The consistent read of the view the lookups use (ViewKeeper.entries_bytes)."""
 
     def entries_bytes(self, e164s: list[str]) -> list[bytes | None]: ...
+
+
+class ListingSource(Protocol):
+    """The bad list (node.complaints, node/complaintkeeper.py)."""
+
+    def listing(self, uscc: str) -> Listing | None: ...
 
 
 class RowSource(Protocol):
@@ -161,8 +169,12 @@ class Screener:
 
     def __init__(self, cons: Consortium, view: EntrySource, consent: ConsentReader,
                  cache: ResolutionCache | None = None, index: RowSource | None = None,
-                 pb_of: object = None, back_ms: int | None = None) -> None:
+                 pb_of: object = None, back_ms: int | None = None,
+                 listings: ListingSource | None = None) -> None:
         self.cons = cons
+        # The bad list, read only for callers with a live line (the templates of
+        # callers without one need none: a listing reaches a caller through its line).
+        self.listings = listings
         self.view = view
         self.consent = consent
         self.cache = cache if cache is not None else ResolutionCache()
@@ -236,7 +248,7 @@ class Screener:
 
     def _decide(self, c: Call, f: _Facts, line: LineFact | None) -> Decision:
         cons, consent = self.cons, self.consent
-        # Only a marketer's decision reads the callee's preference (rule 3):
+        # Only a marketer's decision reads the callee's preference (rule 4):
         # the seal and the read are skipped for every other caller.
         res = f.view()
         pref = None
@@ -244,7 +256,15 @@ class Screener:
             key = cons.members_key
             assert key is not None
             pref = consent.preference_at(key.seal(c.callee), c.at_ms)
-        return decide(cons, c.caller, c.callee, c.at_ms, c.mode, res, line, pref)
+        return decide(cons, c.caller, c.callee, c.at_ms, c.mode, res, line, pref,
+                      self._listed(line, c.at_ms))
+
+    def _listed(self, line: LineFact | None, at_ms: int) -> SanctionFact | None:
+        """The listing in force at `at_ms` of the live line's enterprise, or None."""
+        if line is None or self.listings is None or (line.ended_at and at_ms >= line.ended_at):
+            return None
+        listing = self.listings.listing(line.uscc)
+        return None if listing is None else listing.in_force(at_ms)
 
     # ------------------------------------------------------------ answers
     def decide_many(self, calls: list[Call]) -> list[Decision]:
@@ -274,7 +294,7 @@ class Screener:
         return out
 
     def _unknown_template(self, c: Call) -> Template:
-        """An unmarked, unregistered, unprotected caller's answer (rule 7: the
+        """An unmarked, unregistered, unprotected caller's answer (rule 9: the
         same for every such caller)."""
         if self._unknown is None:
             d = decide(self.cons, c.caller, c.callee, c.at_ms, c.mode, None, None, None)

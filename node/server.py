@@ -153,9 +153,11 @@ class Node:
         self.links: dict[str, PeerLink] = {}
         self.exchange = ExchangeService(self.core, self.witness, self.view, self.refuses)
         self.admin = AdminService(self.core, self.gate)
-        self.audit = AuditService(ledger, forks=(self.witness, self.view), view=self.view)
+        self.audit = AuditService(ledger, forks=(self.witness, self.view), view=self.view,
+                                  complaints=self.complaints)
         self.public_service = PublicService(
-            ledger, self.logs, self.view, self.public_gate, self.public_limits
+            ledger, self.logs, self.view, self.public_gate, self.public_limits,
+            complaints=self.complaints, lines=self.consent,
         )
         # the holder's appeal (node/holders.py), sharing Admin's issue gate
         self.holders = holders_service(cfg, self.core, self.view, self.admin, clock)
@@ -168,6 +170,7 @@ class Node:
             make_screener(self.consortium, self.view, self.consent, self.screen_index, clock),
             clock,
         )
+        self.screening.screener.listings = self.complaints  # the bad-list rule (docs/screen.md)
 
         # The writer's events, to the parts that act on them.
         self.core.observer = self._observe

@@ -43,6 +43,7 @@ from ledger.record import (
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
+from node import complaintservice as CS
 from node.bulkissue import BUILDERS, BulkIssuer
 from node.core import NodeCore
 from node.feedgate import IssueGate
@@ -151,12 +152,16 @@ class PublicService(rpc.PublicServicer):
         view: ViewKeeper,
         gate: PublicGate,
         limits: PublicLimits,
+        complaints: CS.ComplaintReader | None = None,
+        lines: CS.LineReader | None = None,
     ) -> None:
         self.ledger = ledger
         self.logs = logs
         self.view = view
         self.gate = gate
         self.limits = limits
+        self.complaints = complaints  # node.complaints: the bad list
+        self.lines = lines            # node.consent: the marketer lines a check by number reads
 
     @edge
     def GetLogCheckpoint(self, request, context):  # noqa: N802
@@ -204,6 +209,13 @@ class PublicService(rpc.PublicServicer):
             raise NotFound("this node has not signed a view checkpoint yet")
         return pb.ViewCheckpoint(note=text)
 
+    @edge
+    def GetBadList(self, request, context):  # noqa: N802
+        if self.complaints is None:
+            raise NotFound("this node serves no bad list")
+        return CS.bad_list(self.ledger.consortium, self.ledger, self.complaints, self.lines,
+                           request, self.view.clock())
+
 
 # ------------------------------------------------------------------ audit
 
@@ -215,12 +227,14 @@ class AuditService(rpc.AuditServicer):
     of fork evidence, served after the ledger's equivocations."""
 
     def __init__(
-        self, ledger: NodeLedger, forks: Sequence[ForkSource], view: ViewKeeper | None = None
+        self, ledger: NodeLedger, forks: Sequence[ForkSource], view: ViewKeeper | None = None,
+        complaints: CS.ComplaintReader | None = None,
     ) -> None:
         self.ledger = ledger
         self.consortium = ledger.consortium
         self.forks = tuple(forks)
         self.view = view  # ExportView's source; None: the call is not served
+        self.complaints = complaints  # ListComplaints' source (node.complaints)
 
     def _reader(self, context: grpc.ServicerContext) -> str:
         pid = caller_id(context)
@@ -323,6 +337,15 @@ class AuditService(rpc.AuditServicer):
                 else []
             out.records.add(envelope=env, index=index, path=path)
         return out
+
+    @edge
+    def ListComplaints(self, request, context):  # noqa: N802
+        """A carrier's queue (node/complaintservice.py says whose the caller reads)."""
+        pid = self._reader(context)
+        if self.complaints is None or self.view is None:
+            raise NotFound("this node serves no complaint queues")
+        return CS.list_complaints(self.consortium, self.complaints, pid, request,
+                                  self.view.clock())
 
     def _linked(self, number: str, entry: V.Entry | None, at_ms: int) -> set[bytes]:
         """What this node's complaint and consent states (ledger.complaints,
@@ -581,3 +604,18 @@ class AdminService(rpc.AdminServicer):
         self._own(context)
         built = BUILDERS["line"](pb.IssueItem(line=request), self.core)
         return self._issued(self.core.issue(built.payload))
+
+    @edge
+    def IssueComplaint(self, request, context):  # noqa: N802
+        self._own(context)
+        return CS.issued_pb(self.core.issue(CS.complaint_of(self.core.consortium, request)))
+
+    @edge
+    def IssueHandling(self, request, context):  # noqa: N802
+        self._own(context)
+        return CS.issued_pb(self.core.issue(CS.handling_of(request)))
+
+    @edge
+    def IssueSanction(self, request, context):  # noqa: N802
+        self._own(context)
+        return CS.issued_pb(self.core.issue(CS.sanction_of(request)))

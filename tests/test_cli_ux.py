@@ -213,9 +213,14 @@ VALUES = {"number": "13812345678", "category": "fraud", "record_id": "ab" * 32,
           "at": "2026-12-01T00:00:00Z", "start": "0", "end": "2", "index": "0", "old": "1",
           "participant": "carrier-1", "as_id": "carrier-1", "node": "carrier-1",
           "pin": "{tmp}/missing.pub", "role": "carrier", "id": "carrier-9",
-          # prefer, line register|deregister (node/consentcli.py)
+          # prefer, line register|deregister (node/consentcli.py), sanction
           "refuse": "real-estate,finance", "enterprise": "Acme Realty",
-          "uscc": "91110000100000000R", "industry": "real-estate"}
+          "uscc": "91110000100000000R", "industry": "real-estate",
+          # complain, handle, sanction (node/complaintcli.py)
+          "complaint_id": "ab" * 32, "complainant": "13900000009", "name": "某某营销",
+          "doc": "工信罚〔2026〕12号"}
+# The complaint commands act as their own roles (node/complaintcli.py checks it first).
+AS_ROLE = {"complain": "complaints-1", "sanction": "regulator-1"}
 OPTIONAL = {"timeout": "0.2"}  # `node wait` waits for nodes that never come: not long
 
 
@@ -235,6 +240,8 @@ def _base(path: tuple[str, ...], parser: argparse.ArgumentParser) -> list[tuple[
             value = next(iter(a.choices))
         if path[0] == "decide" and a.dest == "as_id":
             value = "institute"
+        if path[0] in AS_ROLE and a.dest == "as_id":
+            value = AS_ROLE[path[0]]
         out.append((a, value))
     return out
 

@@ -17,11 +17,13 @@ from hypothesis import strategies as st
 
 from keys.consortium import Consortium
 from ledger import screen as S
+from ledger.complaints.facts import SanctionFact
 from ledger.consent import MemoryConsent
 from ledger.consent.facts import LineFact, PreferenceFact
 from ledger.consent.rules import CST_OFFSET_MS
 from ledger.payloads.line import MarketerLine, uscc_check_char
 from ledger.payloads.preference import Preference
+from ledger.payloads.sanction import Sanction
 from ledger.record import Mark, Reassignment, Record
 from ledger.sealing import KEY_BYTES, MembersKey
 from ledger.view import Entry, resolve
@@ -69,8 +71,9 @@ def line(industry: str = "real-estate", *, ended_at: int = 0) -> LineFact:
 
 def decide(res: Resolution | None = None, ln: LineFact | None = None,
            p: PreferenceFact | None = None, *, at: int = TUE_10, mode: str = "voice",
-           cons: Consortium = CONS, caller: str = CALLER) -> S.Decision:
-    return S.decide(cons, caller, CALLEE, at, mode, res, ln, p)
+           cons: Consortium = CONS, caller: str = CALLER,
+           listed: SanctionFact | None = None) -> S.Decision:
+    return S.decide(cons, caller, CALLEE, at, mode, res, ln, p, listed)
 
 
 def codes(d: S.Decision) -> list[str]:
@@ -85,6 +88,25 @@ DELIVERY = (("carrier-1", "delivery"), ("internet-1", "delivery"))  # an identit
 ALL_REFUSED = pref(("all",))
 REALESTATE_REFUSED = pref(("real-estate",))
 FINANCE_REFUSED = pref(("finance",))
+
+# The bad list: the enterprise of a line listed since T0 (ledger/complaints' listing in force).
+USCC = "91110000MA0000000" + uscc_check_char("91110000MA0000000")
+OTHER_USCC = "91110000MA0000001" + uscc_check_char("91110000MA0000001")
+
+
+def listed_line(industry: str = "real-estate", *, ended_at: int = 0) -> LineFact:
+    return replace(line(industry, ended_at=ended_at), uscc=USCC)
+
+
+def listing(uscc: str = USCC, *, at: int = T0, delist: bool = False) -> SanctionFact:
+    return SanctionFact(b"S" * 32, "regulator-1", 3, at, Sanction(
+        "Anju Realty", uscc, "", "" if delist else "harassment calls", "工信罚〔2026〕12号", at,
+        delist))
+
+
+LISTED = {"listed": listing()}
+WARN_LISTED = make_consortium(screen_badlist_action="warn")
+OFF_LISTED = make_consortium(screen_badlist_action="off")
 
 # name: (marks, line, preference, extra decide() arguments, action, codes, category)
 CASES: dict[str, tuple[Any, ...]] = {
@@ -184,6 +206,41 @@ CASES: dict[str, tuple[Any, ...]] = {
     "day types without bands allow nothing: blocked": (
         None, line(), pref(("all",), days=("weekday",)), {"at": TUE_21}, "BLOCK",
         ["callee-refused-industry", "caller-line"], "real-estate"),
+    # the bad list (policy.screen_badlist_action, default block)
+    "a listed enterprise's line: blocked whatever the callee's preferences": (
+        None, listed_line(), None, LISTED, "BLOCK", ["caller-enterprise-listed", "caller-line"],
+        "real-estate"),
+    "a listed enterprise's line calling a refuser: the listing is the reason": (
+        None, listed_line(), ALL_REFUSED, LISTED, "BLOCK",
+        ["caller-enterprise-listed", "caller-line"], "real-estate"),
+    "a listed enterprise's line, high risk: the marks' block comes first": (
+        FRAUD2, listed_line(), None, LISTED, "BLOCK", ["caller-risk-block"], "fraud"),
+    "a listed enterprise's protected line: allowed": (
+        None, listed_line(), None, {**LISTED, "caller": "+86110"}, "ALLOW",
+        ["caller-protected"], ""),
+    "a listed enterprise's line, policy warn: warned": (
+        None, listed_line(), None, {**LISTED, "cons": WARN_LISTED}, "WARN",
+        ["caller-enterprise-listed", "caller-line"], "real-estate"),
+    "a listed enterprise's line, policy warn, calling a refuser: the refusal blocks": (
+        None, listed_line(), ALL_REFUSED, {**LISTED, "cons": WARN_LISTED}, "BLOCK",
+        ["callee-refused-industry", "caller-line"], "real-estate"),
+    "a listed enterprise's line, policy warn, medium risk: the listing warns first": (
+        (("carrier-1", "fraud"),), listed_line(), None, {**LISTED, "cons": WARN_LISTED}, "WARN",
+        ["caller-enterprise-listed", "caller-line"], "fraud"),
+    "a listed enterprise's line, policy off: labelled as any marketer": (
+        None, listed_line(), None, {**LISTED, "cons": OFF_LISTED}, "LABEL",
+        ["caller-registered-marketer", "caller-line"], "real-estate"),
+    "another enterprise's listing does not reach the line": (
+        None, listed_line(), None, {"listed": listing(OTHER_USCC)}, "LABEL",
+        ["caller-registered-marketer", "caller-line"], "real-estate"),
+    "a listing that takes effect after the call: labelled": (
+        None, listed_line(), None, {"listed": listing(at=TUE_10 + 1)}, "LABEL",
+        ["caller-registered-marketer", "caller-line"], "real-estate"),
+    "a delisting is no listing: labelled": (
+        None, listed_line(), None, {"listed": listing(delist=True)}, "LABEL",
+        ["caller-registered-marketer", "caller-line"], "real-estate"),
+    "a deregistered line of a listed enterprise: no marketer, allowed": (
+        None, listed_line(ended_at=T0 + D), None, LISTED, "ALLOW", ["caller-unknown"], ""),
 }
 
 

@@ -806,6 +806,7 @@ def test_public_port_answers_what_grpcurl_asks(served: Served) -> None:
             "Lookup",
             "LookupBatch",
             "GetViewCheckpoint",
+            "GetBadList",
         ]
         req = r.describe("markex.v1.LookupRequest")
         assert [f.name for f in req.fields] == ["number", "at_ms"]

@@ -182,6 +182,40 @@ class ViewCheckpoint(_message.Message):
     note: str
     def __init__(self, note: _Optional[str] = ...) -> None: ...
 
+class BadListRequest(_message.Message):
+    __slots__ = ("at_ms", "size", "check")
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
+    at_ms: int
+    size: int
+    check: str
+    def __init__(self, at_ms: _Optional[int] = ..., size: _Optional[int] = ..., check: _Optional[str] = ...) -> None: ...
+
+class ProvenRecord(_message.Message):
+    __slots__ = ("envelope", "index", "path")
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    envelope: bytes
+    index: int
+    path: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, envelope: _Optional[bytes] = ..., index: _Optional[int] = ..., path: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class BadList(_message.Message):
+    __slots__ = ("sanctions", "lines", "size", "at_ms", "number")
+    SANCTIONS_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    sanctions: _containers.RepeatedCompositeFieldContainer[ProvenRecord]
+    lines: _containers.RepeatedCompositeFieldContainer[ProvenRecord]
+    size: int
+    at_ms: int
+    number: str
+    def __init__(self, sanctions: _Optional[_Iterable[_Union[ProvenRecord, _Mapping]]] = ..., lines: _Optional[_Iterable[_Union[ProvenRecord, _Mapping]]] = ..., size: _Optional[int] = ..., at_ms: _Optional[int] = ..., number: _Optional[str] = ...) -> None: ...
+
 class GetEvidenceRequest(_message.Message):
     __slots__ = ("start", "limit")
     START_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +286,68 @@ class CosignResponse(_message.Message):
     signature_line: str
     def __init__(self, signature_line: _Optional[str] = ...) -> None: ...
 
+class ListComplaintsRequest(_message.Message):
+    __slots__ = ("open_only", "overdue_only", "at_ms", "carrier")
+    OPEN_ONLY_FIELD_NUMBER: _ClassVar[int]
+    OVERDUE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CARRIER_FIELD_NUMBER: _ClassVar[int]
+    open_only: bool
+    overdue_only: bool
+    at_ms: int
+    carrier: str
+    def __init__(self, open_only: _Optional[bool] = ..., overdue_only: _Optional[bool] = ..., at_ms: _Optional[int] = ..., carrier: _Optional[str] = ...) -> None: ...
+
+class ComplaintSummary(_message.Message):
+    __slots__ = ("id", "number", "category", "call_at_ms", "filed_at_ms", "channel", "status", "ack_due_ms", "close_due_ms", "overdue", "forwarded_from", "addressed_to", "acknowledged_at_ms", "closed_at_ms", "closed_by", "finding", "issuer", "description_digest")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    CALL_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    FILED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ACK_DUE_MS_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_DUE_MS_FIELD_NUMBER: _ClassVar[int]
+    OVERDUE_FIELD_NUMBER: _ClassVar[int]
+    FORWARDED_FROM_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSED_TO_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_BY_FIELD_NUMBER: _ClassVar[int]
+    FINDING_FIELD_NUMBER: _ClassVar[int]
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    id: bytes
+    number: str
+    category: str
+    call_at_ms: int
+    filed_at_ms: int
+    channel: str
+    status: str
+    ack_due_ms: int
+    close_due_ms: int
+    overdue: bool
+    forwarded_from: _containers.RepeatedScalarFieldContainer[str]
+    addressed_to: str
+    acknowledged_at_ms: int
+    closed_at_ms: int
+    closed_by: bytes
+    finding: str
+    issuer: str
+    description_digest: bytes
+    def __init__(self, id: _Optional[bytes] = ..., number: _Optional[str] = ..., category: _Optional[str] = ..., call_at_ms: _Optional[int] = ..., filed_at_ms: _Optional[int] = ..., channel: _Optional[str] = ..., status: _Optional[str] = ..., ack_due_ms: _Optional[int] = ..., close_due_ms: _Optional[int] = ..., overdue: _Optional[bool] = ..., forwarded_from: _Optional[_Iterable[str]] = ..., addressed_to: _Optional[str] = ..., acknowledged_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., closed_by: _Optional[bytes] = ..., finding: _Optional[str] = ..., issuer: _Optional[str] = ..., description_digest: _Optional[bytes] = ...) -> None: ...
+
+class ComplaintList(_message.Message):
+    __slots__ = ("carrier", "at_ms", "complaints")
+    CARRIER_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    COMPLAINTS_FIELD_NUMBER: _ClassVar[int]
+    carrier: str
+    at_ms: int
+    complaints: _containers.RepeatedCompositeFieldContainer[ComplaintSummary]
+    def __init__(self, carrier: _Optional[str] = ..., at_ms: _Optional[int] = ..., complaints: _Optional[_Iterable[_Union[ComplaintSummary, _Mapping]]] = ...) -> None: ...
+
 class TrailRequest(_message.Message):
     __slots__ = ("number", "size", "at_ms")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
@@ -307,6 +403,22 @@ class ViewExportPage(_message.Message):
     view_checkpoint: str
     entries: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, view_checkpoint: _Optional[str] = ..., entries: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class ComplaintRequest(_message.Message):
+    __slots__ = ("number", "category", "call_at_ms", "channel", "complainant", "description")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    CALL_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    COMPLAINANT_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    number: str
+    category: str
+    call_at_ms: int
+    channel: str
+    complainant: str
+    description: str
+    def __init__(self, number: _Optional[str] = ..., category: _Optional[str] = ..., call_at_ms: _Optional[int] = ..., channel: _Optional[str] = ..., complainant: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class IssueBatch(_message.Message):
     __slots__ = ("items",)

@@ -72,6 +72,11 @@ class PublicStub:
                 request_serializer=markex_dot_v1_dot_service__pb2.GetViewCheckpointRequest.SerializeToString,
                 response_deserializer=markex_dot_v1_dot_service__pb2.ViewCheckpoint.FromString,
                 _registered_method=True)
+        self.GetBadList = channel.unary_unary(
+                '/markex.v1.Public/GetBadList',
+                request_serializer=markex_dot_v1_dot_service__pb2.BadListRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.BadList.FromString,
+                _registered_method=True)
 
 
 class PublicServicer:
@@ -121,6 +126,16 @@ class PublicServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBadList(self, request, context):
+        """The bad list at a time (docs/complaints.md): each listed enterprise's
+        Sanction in force, its envelope with its log index and inclusion proof in
+        the tree of `size` (the caller's verified log checkpoint). A sanction
+        holds no personal data, so its envelope is public (docs/publication.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PublicServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +173,11 @@ def add_PublicServicer_to_server(servicer, server):
                     servicer.GetViewCheckpoint,
                     request_deserializer=markex_dot_v1_dot_service__pb2.GetViewCheckpointRequest.FromString,
                     response_serializer=markex_dot_v1_dot_service__pb2.ViewCheckpoint.SerializeToString,
+            ),
+            'GetBadList': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBadList,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.BadListRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.BadList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +371,33 @@ class Public:
             '/markex.v1.Public/GetViewCheckpoint',
             markex_dot_v1_dot_service__pb2.GetViewCheckpointRequest.SerializeToString,
             markex_dot_v1_dot_service__pb2.ViewCheckpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBadList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Public/GetBadList',
+            markex_dot_v1_dot_service__pb2.BadListRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.BadList.FromString,
             options,
             channel_credentials,
             insecure,
@@ -741,6 +788,11 @@ class AuditStub:
                 request_serializer=markex_dot_v1_dot_service__pb2.TrailRequest.SerializeToString,
                 response_deserializer=markex_dot_v1_dot_service__pb2.Trail.FromString,
                 _registered_method=True)
+        self.ListComplaints = channel.unary_unary(
+                '/markex.v1.Audit/ListComplaints',
+                request_serializer=markex_dot_v1_dot_service__pb2.ListComplaintsRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.ComplaintList.FromString,
+                _registered_method=True)
 
 
 class AuditServicer:
@@ -794,6 +846,15 @@ class AuditServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListComplaints(self, request, context):
+        """A carrier's complaint queue at a time (docs/complaints.md): the caller's
+        own when it is a carrier; the institute and the regulator name a carrier.
+        Never the complainant: the sealed value stays in the record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -826,6 +887,11 @@ def add_AuditServicer_to_server(servicer, server):
                     servicer.GetTrail,
                     request_deserializer=markex_dot_v1_dot_service__pb2.TrailRequest.FromString,
                     response_serializer=markex_dot_v1_dot_service__pb2.Trail.SerializeToString,
+            ),
+            'ListComplaints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListComplaints,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.ListComplaintsRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.ComplaintList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1002,6 +1068,33 @@ class Audit:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ListComplaints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Audit/ListComplaints',
+            markex_dot_v1_dot_service__pb2.ListComplaintsRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.ComplaintList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class AdminStub:
     """Only the node's own participant's operator, by its admin certificate.
@@ -1036,6 +1129,21 @@ class AdminStub:
         self.IssueMarketerLine = channel.unary_unary(
                 '/markex.v1.Admin/IssueMarketerLine',
                 request_serializer=markex_dot_v1_dot_record__pb2.MarketerLine.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.Issued.FromString,
+                _registered_method=True)
+        self.IssueComplaint = channel.unary_unary(
+                '/markex.v1.Admin/IssueComplaint',
+                request_serializer=markex_dot_v1_dot_service__pb2.ComplaintRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.Issued.FromString,
+                _registered_method=True)
+        self.IssueHandling = channel.unary_unary(
+                '/markex.v1.Admin/IssueHandling',
+                request_serializer=markex_dot_v1_dot_record__pb2.Handling.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.Issued.FromString,
+                _registered_method=True)
+        self.IssueSanction = channel.unary_unary(
+                '/markex.v1.Admin/IssueSanction',
+                request_serializer=markex_dot_v1_dot_record__pb2.Sanction.SerializeToString,
                 response_deserializer=markex_dot_v1_dot_service__pb2.Issued.FromString,
                 _registered_method=True)
         self.IssueMany = channel.stream_stream(
@@ -1080,6 +1188,28 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueComplaint(self, request, context):
+        """The complaints centre's operator: the complainant's number and the
+        description arrive in clear (the member port only); the node seals the
+        number (members' key, COMPLAINANT), keeps only the description's SHA-256
+        and addresses the complaint to the number's serving carrier.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueHandling(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueSanction(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def IssueMany(self, request_iterator, context):
         """Bulk issue (docs/import.md): items in batches (a message carries many,
         so gRPC's per-message cost is paid once a batch), one IssueResults per
@@ -1117,6 +1247,21 @@ def add_AdminServicer_to_server(servicer, server):
             'IssueMarketerLine': grpc.unary_unary_rpc_method_handler(
                     servicer.IssueMarketerLine,
                     request_deserializer=markex_dot_v1_dot_record__pb2.MarketerLine.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.Issued.SerializeToString,
+            ),
+            'IssueComplaint': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueComplaint,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.ComplaintRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.Issued.SerializeToString,
+            ),
+            'IssueHandling': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueHandling,
+                    request_deserializer=markex_dot_v1_dot_record__pb2.Handling.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.Issued.SerializeToString,
+            ),
+            'IssueSanction': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueSanction,
+                    request_deserializer=markex_dot_v1_dot_record__pb2.Sanction.FromString,
                     response_serializer=markex_dot_v1_dot_service__pb2.Issued.SerializeToString,
             ),
             'IssueMany': grpc.stream_stream_rpc_method_handler(
@@ -1260,6 +1405,87 @@ class Admin:
             target,
             '/markex.v1.Admin/IssueMarketerLine',
             markex_dot_v1_dot_record__pb2.MarketerLine.SerializeToString,
+            markex_dot_v1_dot_service__pb2.Issued.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueComplaint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Admin/IssueComplaint',
+            markex_dot_v1_dot_service__pb2.ComplaintRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.Issued.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueHandling(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Admin/IssueHandling',
+            markex_dot_v1_dot_record__pb2.Handling.SerializeToString,
+            markex_dot_v1_dot_service__pb2.Issued.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueSanction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Admin/IssueSanction',
+            markex_dot_v1_dot_record__pb2.Sanction.SerializeToString,
             markex_dot_v1_dot_service__pb2.Issued.FromString,
             options,
             channel_credentials,

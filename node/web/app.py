@@ -98,6 +98,7 @@ def create_app(
 ) -> Flask:
     """The app; `blueprints` are registered after the number pages."""
     from node.web.appeals import appeals
+    from node.web.badlist import badlist
     from node.web.pages import pages
 
     app = Flask(__name__)
@@ -112,6 +113,7 @@ def create_app(
     )
     app.register_blueprint(pages)
     app.register_blueprint(appeals)  # the holder's appeal (node/web/appeals.py)
+    app.register_blueprint(badlist)  # the bad list (node/web/badlist.py)
     for bp in blueprints:
         app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)
