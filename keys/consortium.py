@@ -21,13 +21,32 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from keys import ConfigError, ConfigSignatureError
+from keys.industries import (
+    DEFAULT_INDUSTRIES,
+    DEFAULT_MARKETING_CATEGORIES,
+    DEFAULT_REDRESS_TEXT,
+    RESERVED_INDUSTRY,
+    SCREEN_RISKS,
+    Industry,
+    check_marketing_categories,
+    check_policy_screen,
+    industries_from_json,
+    industries_to_json,
+    members_key_id_from_json,
+)
+from keys.sealing import MembersKey
 from keys.signing import SigningKey
 
+# Re-exported: the agreed names live here (keys/industries.py holds their checks).
+__all__ = ["DEFAULT_INDUSTRIES", "DEFAULT_MARKETING_CATEGORIES", "DEFAULT_REDRESS_TEXT",
+           "RESERVED_INDUSTRY", "SCREEN_RISKS", "Industry"]
+
 CONFIG_CONTEXT = b"markex/v1/consortium\x00"
-ROLES = ("institute", "carrier", "internet", "auditor")
+ROLES = ("institute", "carrier", "internet", "auditor", "callcenter")
 # Roles that hold a member certificate but issue nothing and run no node: the
-# ledger refuses every record they sign, the view never counts one.
-ISSUES_NOTHING = frozenset({"auditor"})
+# ledger refuses every record they sign, the view never counts one. A call
+# centre (a carrier's or a firm's switch) only asks the screen (docs/screen.md).
+ISSUES_NOTHING = frozenset({"auditor", "callcenter"})
 FORMAT_VERSION = 1
 
 # Ceilings the ledger enforces too; keys imports no ledger, so they are
@@ -171,11 +190,25 @@ class Policy:
     # The institute decides an appeal within this long of its filing (the
     # deadline an appeal's page shows; docs/appeals.md).
     appeal_decision_ms: int = 15 * 86_400_000
+    # Consent and the screen (docs/config.md, docs/screen.md). A mark category
+    # -> the industries an unregistered caller with marks of it counts as
+    # marketing for (() = marketing of an unknown industry, refused only by "all").
+    marketing_categories: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: dict(DEFAULT_MARKETING_CATEGORIES))
+    # The least risk level (none | medium | high) the screen blocks, and warns
+    # of; "off" never does.
+    screen_block_risk: str = "high"
+    screen_warn_risk: str = "medium"
+    # Where a screened caller appeals; "{caller}" is replaced by its number.
+    redress_text: str = DEFAULT_REDRESS_TEXT
+    # A preference takes effect at most this long after it is issued.
+    preference_max_ahead_ms: int = _YEAR
 
     def __post_init__(self) -> None:
         """Every value in its range (ConfigError naming the value and the
         range); `check_for` adds the bounds that depend on the participants."""
         _check_protected(self)
+        check_policy_screen(self)
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name in _NOT_INTEGERS:
@@ -201,6 +234,7 @@ class Policy:
         _in_range("view_max_age_ms", self.view_max_age_ms, _SECOND, _DAY)
         _in_range("max_marks_per_participant", self.max_marks_per_participant, 1, 1000)
         _in_range("appeal_decision_ms", self.appeal_decision_ms, _HOUR, _YEAR)
+        _in_range("preference_max_ahead_ms", self.preference_max_ahead_ms, 0, 10 * _YEAR)
         for name in ("cosign_quorum", "restore_quorum", "high_risk_min_participants",
                      "identity_min_participants"):
             _in_range(name, getattr(self, name), 1, 1_000_000)
@@ -257,10 +291,12 @@ class Policy:
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["protected_numbers"] = list(self.protected_numbers)
+        out["marketing_categories"] = {k: list(v) for k, v in self.marketing_categories.items()}
         return out
 
 
-_NOT_INTEGERS = frozenset({"protected_numbers", "foreign_numbers"})
+_NOT_INTEGERS = frozenset({"protected_numbers", "foreign_numbers", "marketing_categories",
+                           "screen_block_risk", "screen_warn_risk", "redress_text"})
 
 
 def _check_protected(policy: Policy) -> None:
@@ -314,9 +350,33 @@ class Consortium:
     raw: bytes = b""                              # the exact signed bytes, when loaded
     # The public key that signs consortium.json; b"" until `write` names the signer.
     config_key: bytes = b""
+    # The industries a subscriber refuses marketing of, a line registers under.
+    industries: tuple[Industry, ...] = DEFAULT_INDUSTRIES
+    # The id of the members' key in force (keys/sealing.py); b"" = none named.
+    members_key_id: bytes = b""
+    # The key itself: never in consortium.json, attached by `with_members_key`
+    # (keys.layout.load_consortium does, from node.toml's members_key file).
+    members_key: MembersKey | None = field(default=None, compare=False, repr=False,
+                                           kw_only=True)
 
     def __post_init__(self) -> None:
         check_consortium_name(self.name)
+
+    def with_members_key(self, key: MembersKey) -> Consortium:
+        """This configuration carrying `key`. Raises ConfigError unless the key's
+        id is the members_key_id the signed configuration names."""
+        if not self.members_key_id:
+            raise ConfigError("consortium.json names no members' key (members_key_id), "
+                              f"so the key {key.id.hex()} cannot be checked")
+        if key.id != self.members_key_id:
+            raise ConfigError(f"the members' key {key.id.hex()} is not the consortium's "
+                              f"(members_key_id {self.members_key_id.hex()})")
+        return replace(self, members_key=key)
+
+    @cached_property
+    def industry_ids(self) -> frozenset[str]:
+        """The industry ids ("all" is never one: it means every industry)."""
+        return frozenset(i.id for i in self.industries)
 
     # ---- lookups -------------------------------------------------------
     @cached_property
@@ -379,7 +439,10 @@ class Consortium:
                 for c in self.taxonomy
             ],
             "policy": self.policy.to_json(),
+            "industries": industries_to_json(self.industries),
         }
+        if self.members_key_id:
+            obj["members_key_id"] = self.members_key_id.hex()
         if self.config_key:
             obj["config_key"] = base64.b64encode(self.config_key).decode()
         return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
@@ -409,6 +472,9 @@ class Consortium:
             policy = Policy.from_json(obj.get("policy", {}))
             name = obj["name"]
             config_key = _config_key(obj.get("config_key"))
+            # Both optional: a file older than issue 15 gets the defaults.
+            industries = industries_from_json(obj.get("industries"))
+            members_key_id = members_key_id_from_json(obj.get("members_key_id"))
         except (KeyError, TypeError) as e:
             raise ConfigError(f"consortium.json is missing or mistypes a field: {e}") from e
         check_consortium_name(name)
@@ -439,7 +505,10 @@ class Consortium:
                 raise ConfigError(
                     f"the configuration key is {p.id}'s signing key; it must be a key of its own"
                 )
-        return cls(name, participants, ranges, taxonomy, policy, raw, config_key)
+        check_marketing_categories(policy.marketing_categories, set(cat_ids),
+                                   {i.id for i in industries})
+        return cls(name, participants, ranges, taxonomy, policy, raw, config_key, industries,
+                   members_key_id)
 
     # ---- signature -----------------------------------------------------
     @staticmethod
@@ -550,9 +619,9 @@ def check_participant(p: Participant) -> None:
         raise ConfigError(f"participant {p.id}: role must be one of {', '.join(ROLES)}")
     if p.role in ISSUES_NOTHING:
         if p.weight != 0:
-            raise ConfigError(f"participant {p.id}: an {p.role} has weight 0")
+            raise ConfigError(f"participant {p.id}: a participant of role {p.role} has weight 0")
         if p.member_endpoint or p.public_endpoint:
-            raise ConfigError(f"participant {p.id}: an {p.role} runs no node, so no endpoints")
+            raise ConfigError(f"participant {p.id}: role {p.role} runs no node, so no endpoints")
 
 
 def _prefix(x: Any) -> str:

@@ -10,18 +10,22 @@
     DIR/<id>/signing.key                           the participant's Ed25519 key (0600)
     DIR/<id>/tls.key, DIR/<id>/tls.pem             the node's TLS key (0600) and certificate
     DIR/<id>/admin.key, DIR/<id>/admin.pem         the operator's Admin API client credential
+    DIR/<id>/members.key                           the members' sealing key (0600), one for all
     DIR/<id>/node.toml                             the node's configuration (NodeConfig)
     DIR/<id>/data/                                 empty; the node's database goes here
 
 Participants are `institute`, `carrier-1..N`, `internet-1..M`, each with a
-node, and `auditor-1` (signing key, TLS key and certificate; no node, no admin
-credential; DIR/auditor-1/config.pub holds the pin its clients verify
-consortium.json with). Node k (0-based, institute first) gets member port
-`base_port + 2k`, public port `base_port + 2k + 1` and, after those of all N
-nodes, tiles port `base_port + 2N + k`, then metrics port `base_port + 3N + k`
-(on 127.0.0.1): 4N ports in all. Paths in node.toml are relative to it,
-so a copied folder opens its own files; `hosts` (`--host`) and where the nodes
-listen are in docs/config.md.
+node, `auditor-1` and `callcenter-1` (signing key, TLS key and certificate; no
+node, no admin credential; DIR/<id>/config.pub holds the pin its clients verify
+consortium.json with). Every participant but the call centre gets the one
+members' key (keys/sealing.py) whose id consortium.json names: the call centre
+asks the screen in clear over TLS and never seals a number itself.
+Node k (0-based, institute first) gets member port `base_port + 2k`, public
+port `base_port + 2k + 1` and, after those of all N nodes, tiles port
+`base_port + 2N + k`, then metrics port `base_port + 3N + k` (on 127.0.0.1):
+4N ports in all. Paths in node.toml are relative to it, so a copied folder
+opens its own files; `hosts` (`--host`) and where the nodes listen are in
+docs/config.md.
 
 A local consortium keeps every key in one folder; docs/consortium-setup.md is
 the set-up across organisations, where each key stays with its holder.
@@ -43,10 +47,11 @@ from typing import Any
 
 from keys import ConfigError
 from keys.consortium import ISSUES_NOTHING, Consortium, Participant, Policy
+from keys.sealing import KEY_FILE, MembersKey
 from keys.signing import SigningKey, write_private
 from keys.tls import check_hosts, make_admin_cert, make_ca, make_node_cert
 
-WEIGHTS = {"institute": 5, "carrier": 2, "internet": 1, "auditor": 0}
+WEIGHTS = {"institute": 5, "carrier": 2, "internet": 1, "auditor": 0, "callcenter": 0}
 CONFIG_KEY = Path("config") / "config.key"
 DEFAULT_NAME = "markex-local"
 
@@ -136,11 +141,16 @@ class NodeConfig:
     # How a carrier's node sends SMS (node/sms.py): "" (the outbox file
     # sms-outbox.jsonl in the node's folder, a stand-in) or smpp://ID:PW@HOST:PORT.
     sms_gateway: str = ""
+    # The members' sealing key (keys/sealing.py); None = members.key beside
+    # the signing key (in the file: beside node.toml). Attached when it exists.
+    members_key: Path | None = None
     source: Path | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
         if not self.participant or not all(c.isalnum() or c in "-_." for c in self.participant):
             raise ConfigError(f"bad participant id {self.participant!r}")
+        if self.members_key is None:
+            object.__setattr__(self, "members_key", self.signing_key.parent / KEY_FILE)
         for key in ("member_listen", "public_listen", "metrics_listen"):
             _check_listen(key, getattr(self, key))
         if self.tiles_listen:
@@ -198,6 +208,7 @@ class NodeConfig:
             if "\x00" in v:
                 raise ConfigError(f"{source}: key {name!r} holds a NUL byte")
             values[name] = v
+        values.setdefault("members_key", KEY_FILE)  # the participant's folder
         for name in _PATH_KEYS:
             p = Path(values[name])
             values[name] = p if p.is_absolute() else (base / p).resolve()
@@ -250,8 +261,9 @@ class NodeConfig:
 
 # Keys a node.toml may leave out (the field's default applies), with their TOML type.
 _OPTIONAL: dict[str, type] = {"new_feed": bool, "tiles_listen": str, "log_level": str,
-                             "sms_gateway": str}
-_PATH_KEYS = ("consortium", "data_dir", "signing_key", "tls_key", "tls_cert", "ca_cert")
+                             "sms_gateway": str, "members_key": str}
+_PATH_KEYS = ("consortium", "data_dir", "signing_key", "tls_key", "tls_cert", "ca_cert",
+              "members_key")
 # The keys of a node.toml, in the order it is written: every field but `source`.
 TOML_KEYS: tuple[str, ...] = tuple(f.name for f in fields(NodeConfig) if f.name != "source")
 
@@ -285,11 +297,23 @@ def _check_own_folder(cfg: NodeConfig, path: Path) -> None:
 
 def load_consortium(cfg: NodeConfig) -> Consortium:
     """The consortium configuration, verified with the node's pinned configuration
-    key, which must list the node's own participant."""
+    key, which must list the node's own participant; carrying the members' key
+    when node.toml's `members_key` file exists (ConfigError naming the file
+    when it is no key, or not the key whose id consortium.json names)."""
     conf = Consortium.load(cfg.consortium, cfg.institute_key)
     if conf.participant(cfg.participant) is None:
         raise ConfigError(f"participant {cfg.participant!r} is not in the consortium")
-    return conf
+    path = cfg.members_key
+    if path is None or not path.exists():
+        return conf  # a node without the key screens nothing sealed (docs/config.md)
+    try:
+        key = MembersKey.load(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read the members' key {path}: {e}") from e
+    try:
+        return conf.with_members_key(key)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
 
 
 def _check_listen(key: str, value: str) -> None:
@@ -409,6 +433,7 @@ def _write_consortium(
         + [(f"carrier-{i}", "carrier", f"Carrier {i}") for i in range(1, carriers + 1)]
         + [(f"internet-{i}", "internet", f"Internet firm {i}") for i in range(1, internet + 1)]
         + [("auditor-1", "auditor", "Auditor 1")]
+        + [("callcenter-1", "callcenter", "Call centre 1")]
     )
     nodes = [(pid, role) for pid, role, _ in roles if role not in ISSUES_NOTHING]
     try:
@@ -420,6 +445,7 @@ def _write_consortium(
         (directory / CONFIG_KEY).parent.mkdir()
         config_key = SigningKey.generate()
         config_key.save(directory / CONFIG_KEY)
+        members_key = MembersKey.generate()
         (directory / CONFIG_KEY).with_suffix(".pub").write_text(
             base64.b64encode(config_key.public_bytes).decode() + "\n"
         )
@@ -434,6 +460,8 @@ def _write_consortium(
             write_private(pdir / "tls.key", tls_key)
             (pdir / "tls.pem").write_bytes(tls_cert)
             member = public = ""
+            if role != "callcenter":  # it sends numbers to the screen in clear, seals none
+                members_key.write(pdir / KEY_FILE)
             if role in ISSUES_NOTHING:
                 # No node.toml: the pin it verifies consortium.json with, on its own.
                 (pdir / "config.pub").write_text(
@@ -464,7 +492,8 @@ def _write_consortium(
         # (the auditor runs none, so it neither cosigns nor restores anyone).
         quorum = min(2, len(nodes) - 1)
         policy = Policy(cosign_quorum=quorum, restore_quorum=quorum)
-        draft = Consortium(name, tuple(participants), number_ranges(carrier_ids), policy=policy)
+        draft = Consortium(name, tuple(participants), number_ranges(carrier_ids), policy=policy,
+                           members_key_id=members_key.id)
         draft.write(directory, config_key)
 
         for k, (pid, _) in enumerate(nodes):
@@ -488,7 +517,7 @@ def _write_consortium(
     except OSError as e:
         raise ConfigError(f"cannot write the consortium into {directory}: {e}") from e
     # What a node will see: the exact signed bytes, verified against the pin.
-    return Consortium.load(directory, config_key.public_bytes)
+    return Consortium.load(directory, config_key.public_bytes).with_members_key(members_key)
 
 
 def _local_listen_host(host: str) -> str:

@@ -190,7 +190,7 @@ def add_member(
     path = directory / "consortium.json"
     if weight is not None:
         if member.role in ISSUES_NOTHING and weight != 0:
-            raise ConfigError(f"an {member.role} has weight 0")
+            raise ConfigError(f"a participant of role {member.role} has weight 0")
         member = replace(member, weight=weight)
     if ranges and member.role != "carrier":
         raise ConfigError(f"only carriers hold number ranges; {member.id} is a {member.role}")
@@ -302,7 +302,8 @@ def ca_sign(
         if p is None:
             raise ConfigError(f"{req.participant!r} is not a participant of {consortium.name}")
         if req.kind == ADMIN and p.role in ISSUES_NOTHING:
-            raise ConfigError(f"{p.id} is an {p.role}: it runs no node, so no admin certificate")
+            raise ConfigError(f"{p.id} is of role {p.role}: it runs no node, "
+                              "so no admin certificate")
     return issue_from_csr(ca_key, ca_cert, csr_pem, now, participant_id)
 
 
@@ -324,7 +325,7 @@ def configure_node(
     if p is None:
         raise ConfigError(f"{pid!r} is not a participant of {cons.name}")
     if p.role in ISSUES_NOTHING or not p.member_endpoint or not p.public_endpoint:
-        raise ConfigError(f"{pid} runs no node (an {p.role} with no endpoints)")
+        raise ConfigError(f"{pid} runs no node (role {p.role}, no endpoints)")
     if SigningKey.load(pdir / "signing.key").public_bytes != p.public_key:
         raise ConfigError(f"{pdir / 'signing.key'} is not the key consortium.json lists for {pid}")
     read_private(pdir / "tls.key")

@@ -359,7 +359,7 @@ def _ceremony(sub: Any, consortium: Any, keys: Any, node: Any) -> None:
                  "--host node.carrier4.example")
     kg.add_argument("--id", required=True, help="the participant's id, e.g. carrier-4")
     kg.add_argument("--role", required=True,
-                    help="its role: institute, carrier, internet or auditor")
+                    help="its role: institute, carrier, internet, auditor or callcenter")
     kg.add_argument("--out", required=True, help="the organisation's folder; keys go in OUT/ID/")
     kg.add_argument("--host", default="127.0.0.1", help="the node's host name or address")
     kg.add_argument("--member-port", type=int, default=7400,

@@ -325,7 +325,7 @@ class ExchangeService(rpc.ExchangeServicer):
         if p is None:
             raise NotAllowed(f"{pid!r} is not a member")
         if p.role in ISSUES_NOTHING:  # an auditor reads through Audit; it runs no node
-            raise NotAllowed(f"{pid} is an {p.role}: it exchanges nothing")
+            raise NotAllowed(f"{pid} is of role {p.role}: it exchanges nothing")
         if self.refuses(pid):
             context.abort(grpc.StatusCode.UNAVAILABLE, f"partitioned from {pid} (test hook)")
         return pid

@@ -557,7 +557,7 @@ class Readers:
         max_rate: float,
     ) -> None:
         self.chans, self.cons, self.tally = chans, cons, tally
-        self.ids = [p.id for p in cons.participants if p.role != "auditor"]  # nodes only
+        self.ids = [p.id for p in cons.participants if p.member_endpoint]  # nodes only
         self.seed = seed
         self.quorum = cons.policy.cosign_quorum
         self.max_rate = max_rate
@@ -864,7 +864,7 @@ def views_agree(
     deadline = time.monotonic() + timeout
     while True:
         seen: dict[str, Any] = {}
-        for pid in [p.id for p in cons.participants if p.role != "auditor"]:
+        for pid in [p.id for p in cons.participants if p.member_endpoint]:
             text = _retrying(
                 lambda pid=pid: chans.public(pid).GetViewCheckpoint(
                     pb.GetViewCheckpointRequest(), timeout=5
@@ -889,7 +889,7 @@ def verify_lookups(
     against a cosigned view checkpoint and show the number's entry."""
     bad: list[str] = []
     ok = 0
-    ids = [p.id for p in cons.participants if p.role != "auditor"]
+    ids = [p.id for p in cons.participants if p.member_endpoint]
     for ack in rng.sample(acks, min(n, len(acks))):
         pid = rng.choice(ids)
         deadline = time.monotonic() + 20

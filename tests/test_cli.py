@@ -95,14 +95,16 @@ def test_consortium_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         "--json",
     )
     assert code == 0
-    # init adds an auditor (keys and a member certificate, no node, no admin credential)
+    # init adds an auditor and a call centre (keys and a member certificate, no node,
+    # no admin credential)
     assert out["participants"] == ["institute", "carrier-1", "carrier-2", "internet-1",
-                                   "auditor-1"]
+                                   "auditor-1", "callcenter-1"]
     for pid in out["participants"]:
         for f in ("signing.key", "tls.key"):
             assert stat.S_IMODE((d / pid / f).stat().st_mode) == 0o600
-        assert (d / pid / "node.toml").is_file() == (pid != "auditor-1")
-        assert (d / pid / "admin.pem").is_file() == (pid != "auditor-1")
+        runs_node = pid not in ("auditor-1", "callcenter-1")
+        assert (d / pid / "node.toml").is_file() == runs_node
+        assert (d / pid / "admin.pem").is_file() == runs_node
     assert (d / "consortium.json.sig").is_file()
     # tampered configuration is refused by every command
     raw = (d / "consortium.json").read_bytes()

@@ -24,13 +24,22 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import keys
 from keys import ConfigError, ConfigSignatureError, KeyFileError
-from keys.consortium import Consortium
+from keys.consortium import (
+    DEFAULT_INDUSTRIES,
+    DEFAULT_MARKETING_CATEGORIES,
+    Consortium,
+    Industry,
+    Participant,
+    Policy,
+    check_participant,
+)
 from keys.layout import (
     NodeConfig,
     init_consortium,
     load_consortium,
     number_ranges,
 )
+from keys.sealing import MembersKey
 from keys.signing import SigningKey
 from keys.tls import (
     PARTICIPANT_URI_PREFIX,
@@ -42,7 +51,8 @@ from keys.tls import (
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 NODES = ["institute", "carrier-1", "carrier-2", "carrier-3", "internet-1", "internet-2"]
-IDS = [*NODES, "auditor-1"]  # init adds an auditor: a certificate and keys, no node
+# init adds an auditor and a call centre: a certificate and keys each, no node
+IDS = [*NODES, "auditor-1", "callcenter-1"]
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +88,9 @@ def test_layout_files(made: tuple[Path, Consortium]) -> None:
         assert (d / pid / "data").is_dir()
         assert not any((d / pid / "data").iterdir())
     assert sorted(x.name for x in (d / "auditor-1").iterdir()) == [
+        "config.pub", "members.key", "signing.key", "tls.key", "tls.pem"]
+    # The call centre seals nothing (it asks the screen in clear): no members' key.
+    assert sorted(x.name for x in (d / "callcenter-1").iterdir()) == [
         "config.pub", "signing.key", "tls.key", "tls.pem"]
 
 
@@ -86,6 +99,7 @@ def test_every_key_file_is_0600(made: tuple[Path, Consortium]) -> None:
     key_files = [d / "ca" / "ca.key", d / "config" / "config.key"]
     key_files += [d / pid / name for pid in IDS for name in ("signing.key", "tls.key")]
     key_files += [d / pid / "admin.key" for pid in NODES]
+    key_files += [d / pid / "members.key" for pid in IDS if pid != "callcenter-1"]
     for path in key_files:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
     SigningKey.load(d / "institute" / "signing.key")   # the loader accepts what init wrote
@@ -96,16 +110,17 @@ def test_participants_roles_weights_ports(made: tuple[Path, Consortium]) -> None
     expect = {
         "institute": ("institute", 5), "carrier-1": ("carrier", 2), "carrier-2": ("carrier", 2),
         "carrier-3": ("carrier", 2), "internet-1": ("internet", 1), "internet-2": ("internet", 1),
-        "auditor-1": ("auditor", 0),
+        "auditor-1": ("auditor", 0), "callcenter-1": ("callcenter", 0),
     }
-    nodes = [p for p in conf.participants if p.role != "auditor"]
+    nodes = [p for p in conf.participants if p.role not in ("auditor", "callcenter")]
     for k, p in enumerate(nodes):
         assert (p.role, p.weight) == expect[p.id]
         assert p.member_endpoint == f"127.0.0.1:{7400 + 2 * k}"
         assert p.public_endpoint == f"127.0.0.1:{7400 + 2 * k + 1}"
-    auditor = conf.by_id["auditor-1"]
-    assert (auditor.role, auditor.weight, auditor.member_endpoint, auditor.public_endpoint) == (
-        "auditor", 0, "", "")
+    for pid, role in (("auditor-1", "auditor"), ("callcenter-1", "callcenter")):
+        p = conf.by_id[pid]
+        assert (p.role, p.weight, p.member_endpoint, p.public_endpoint) == (role, 0, "", "")
+        assert p not in conf.witnesses  # its key never makes a checkpoint trusted
     ports = [p.member_endpoint for p in nodes]
     ports += [p.public_endpoint for p in nodes]
     assert len(set(ports)) == len(ports)
@@ -163,7 +178,8 @@ def test_three_carriers_get_the_operators(made: tuple[Path, Consortium]) -> None
 def test_other_sizes_and_host(tmp_path: Path) -> None:
     conf = init_consortium(tmp_path / "x", carriers=2, internet=0, base_port=9000,
                            hosts=["localhost"], now=NOW)
-    assert [p.id for p in conf.participants] == ["institute", "carrier-1", "carrier-2", "auditor-1"]
+    assert [p.id for p in conf.participants] == ["institute", "carrier-1", "carrier-2",
+                                                  "auditor-1", "callcenter-1"]
     assert conf.participants[2].public_endpoint == "localhost:9005"
     cfg = NodeConfig.for_participant(tmp_path / "x", "carrier-2")
     # A host name listens on loopback unless every interface is asked for (docs/config.md).
@@ -180,7 +196,7 @@ def test_init_refuses_non_empty_dir(tmp_path: Path) -> None:
 
 def test_init_into_existing_empty_dir(tmp_path: Path) -> None:
     conf = init_consortium(tmp_path, carriers=1, internet=1, now=NOW)
-    assert len(conf.participants) == 4  # with the auditor
+    assert len(conf.participants) == 5  # with the auditor and the call centre
 
 
 @pytest.mark.parametrize(
@@ -676,7 +692,6 @@ def test_policy_values_are_checked_for_sense(
 ) -> None:
     """A policy value out of its range is a ConfigError naming the value and
     the allowed range, built directly or loaded from consortium.json."""
-    from keys.consortium import Policy
 
     with pytest.raises(ConfigError, match=rf"policy {name} is {value}; it must be {allowed}"):
         Policy(**{name: value})
@@ -739,3 +754,261 @@ def test_consortium_name_must_be_a_note_key_name(made: tuple[Path, Consortium], 
     for good in ("markex-local", "国家号码标记", "a/b.c_d"):
         assert replace(conf, name=good).name == good
         assert note.is_valid_key_name(f"{good}/log/carrier-1")
+
+
+# ---- issue 15: the call centre, industries, the members' key, the screen's policy ----
+
+
+def _obj(conf: Consortium) -> dict:
+    return json.loads(conf.to_json_bytes())
+
+
+def _load(obj: dict) -> Consortium:
+    return Consortium.from_json_bytes(json.dumps(obj, ensure_ascii=False).encode())
+
+
+def test_the_call_centre_issues_nothing_and_runs_no_node() -> None:
+    """A call centre is like the auditor where it is about running no node:
+    weight 0, no endpoints, never a witness (its key never cosigns)."""
+    from keys.consortium import ISSUES_NOTHING, ROLES
+
+    assert "callcenter" in ROLES and "callcenter" in ISSUES_NOTHING
+    pub = SigningKey.generate().public_bytes
+    check_participant(Participant("cc", "callcenter", pub, 0, "", ""))
+    with pytest.raises(ConfigError, match="cc: a participant of role callcenter has weight 0"):
+        check_participant(Participant("cc", "callcenter", pub, 1, "", ""))
+    with pytest.raises(ConfigError, match="runs no node, so no endpoints"):
+        check_participant(Participant("cc", "callcenter", pub, 0, "h:1", "h:2"))
+
+
+def test_a_call_centres_record_is_refused_by_the_ledger(made: tuple[Path, Consortium]) -> None:
+    """It holds a member certificate and may screen, but issues nothing."""
+    from ledger.errors import NotAllowed
+    from ledger.payloads import check_issuer
+
+    _, conf = made
+    with pytest.raises(NotAllowed, match="callcenter-1 is of role callcenter: it issues nothing"):
+        check_issuer(conf, "callcenter", "callcenter-1", None)  # type: ignore[arg-type]
+
+
+def test_consortium_json_round_trips_industries_members_key_id_and_the_screen_policy(
+    made: tuple[Path, Consortium],
+) -> None:
+    _, conf = made
+    obj = _obj(conf)
+    assert obj["industries"][3] == {"id": "real-estate", "label": "房产中介"}
+    assert obj["members_key_id"] == conf.members_key_id.hex() and len(conf.members_key_id) == 8
+    assert obj["policy"]["marketing_categories"]["finance-insurance"] == [
+        "finance", "insurance", "securities"]
+    obj["industries"] = [{"id": "pets", "label": "宠物用品"}, {"id": "finance", "label": "贷款"}]
+    obj["policy"].update(marketing_categories={"marketing": ["pets"], "fraud": []},
+                         screen_block_risk="off", screen_warn_risk="high",
+                         redress_text="Appeal at /numbers/{caller}.",
+                         preference_max_ahead_ms=7 * DAY_MS)
+    got = _load(obj)
+    assert got.industries == (Industry("pets", "宠物用品"), Industry("finance", "贷款"))
+    assert got.industry_ids == frozenset({"pets", "finance"})
+    assert got.policy.marketing_categories == {"marketing": ("pets",), "fraud": ()}
+    assert (got.policy.screen_block_risk, got.policy.screen_warn_risk) == ("off", "high")
+    assert got.policy.redress_text == "Appeal at /numbers/{caller}."
+    assert got.policy.preference_max_ahead_ms == 7 * DAY_MS
+    assert got.members_key_id == conf.members_key_id
+    again = Consortium.from_json_bytes(got.to_json_bytes())
+    assert again == replace(got, raw=again.raw)
+
+
+def test_an_older_consortium_json_loads_with_the_defaults(made: tuple[Path, Consortium]) -> None:
+    """A file written before issue 15 names no industries, no members' key and
+    none of the screen's policy values: it loads with the defaults."""
+    _, conf = made
+    obj = _obj(conf)
+    del obj["industries"], obj["members_key_id"]
+    for k in ("marketing_categories", "screen_block_risk", "screen_warn_risk", "redress_text",
+              "preference_max_ahead_ms"):
+        del obj["policy"][k]
+    old = _load(obj)
+    assert old.industries == DEFAULT_INDUSTRIES and len(DEFAULT_INDUSTRIES) == 10
+    assert "all" not in old.industry_ids and "recruitment" in old.industry_ids
+    assert old.members_key_id == b"" and old.members_key is None
+    assert old.policy == Policy()
+    assert old.policy.marketing_categories == dict(DEFAULT_MARKETING_CATEGORIES)
+    assert old.policy.marketing_categories["marketing"] == ()
+    assert (old.policy.screen_block_risk, old.policy.screen_warn_risk) == ("high", "medium")
+    assert "{caller}" in old.policy.redress_text and "12321" in old.policy.redress_text
+    assert old.policy.preference_max_ahead_ms == 365 * DAY_MS
+    assert b"members_key_id" not in old.to_json_bytes()  # none named, none written
+
+
+BAD_INDUSTRIES = [
+    ([{"id": "all", "label": "全部"}], "'all' is reserved"),
+    ([{"id": "finance", "label": "a"}, {"id": "finance", "label": "b"}], "'finance' twice"),
+    ([{"id": "", "label": "x"}], "non-empty string"),
+    ([{"label": "x"}], "non-empty string"),
+    ([{"id": "x" * 33, "label": "x"}], "33 characters; at most 32"),
+    ([{"id": "房产", "label": "x"}], "other than ASCII letters"),
+    ([{"id": "a", "label": 5}], "label must be a string"),
+    ([{"id": "a", "label": "x", "rank": 1}], 'an industry must be an object'),
+    (["finance"], "an industry must be an object"),
+    ([], "1..256 objects"),
+    ({"finance": "贷款"}, "1..256 objects"),
+]
+
+
+@pytest.mark.parametrize(("industries", "match"), BAD_INDUSTRIES,
+                         ids=[m for _, m in BAD_INDUSTRIES])
+def test_bad_industries_are_refused(made: tuple[Path, Consortium], industries: object,
+                                    match: str) -> None:
+    _, conf = made
+    obj = _obj(conf)
+    obj["industries"] = industries
+    with pytest.raises(ConfigError, match=match):
+        _load(obj)
+    obj["industries"] = [{"id": "x" * 32, "label": ""}]  # 32 is allowed, a label may be empty
+    obj["policy"]["marketing_categories"] = {}
+    assert _load(obj).industry_ids == {"x" * 32}
+
+
+@pytest.mark.parametrize("value", ["zz" * 8, "00" * 7, "00" * 9, 5, ""])
+def test_a_bad_members_key_id_is_refused(made: tuple[Path, Consortium], value: object) -> None:
+    _, conf = made
+    obj = _obj(conf)
+    obj["members_key_id"] = value
+    with pytest.raises(ConfigError, match="members_key_id must be the hex of 8 bytes"):
+        _load(obj)
+
+
+BAD_SCREEN_POLICY = [
+    ("screen_block_risk", "low", "policy screen_block_risk is 'low'; it must be one of "
+     "none, medium, high, off"),
+    ("screen_warn_risk", 2, "policy screen_warn_risk is 2"),
+    ("redress_text", "", "redress_text must be a non-empty string"),
+    ("redress_text", "   ", "redress_text must be a non-empty string"),
+    ("redress_text", "call 12321", r"must contain \{caller\}"),
+    ("redress_text", "{caller}" + "x" * 293, "301 characters; at most 300"),
+    ("redress_text", "{caller} at {page}", "a brace other than"),
+    ("marketing_categories", ["marketing"], "must be an object"),
+    ("marketing_categories", {"marketing": "finance"}, r"\['marketing'\] must be a list"),
+    ("marketing_categories", {"marketing": ["finance", "finance"]}, "distinct industry ids"),
+    ("marketing_categories", {"": []}, "a category must be a non-empty string"),
+    ("preference_max_ahead_ms", -1, "policy preference_max_ahead_ms"),
+    ("preference_max_ahead_ms", 11 * 365 * DAY_MS,
+     f"policy preference_max_ahead_ms is {11 * 365 * DAY_MS}; it must be 0..{3650 * DAY_MS}"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "match"), BAD_SCREEN_POLICY,
+                         ids=[f"{n}={str(v)[:20]}" for n, v, _ in BAD_SCREEN_POLICY])
+def test_the_screens_policy_values_are_checked(made: tuple[Path, Consortium], name: str,
+                                               value: object, match: str) -> None:
+    """Built directly or loaded from consortium.json: a ConfigError naming the value."""
+    if not (name == "preference_max_ahead_ms" and value == -1):  # from_json refuses a negative
+        with pytest.raises(ConfigError, match=match):
+            Policy(**{name: value})
+    _, conf = made
+    obj = _obj(conf)
+    obj["policy"][name] = value
+    with pytest.raises(ConfigError, match=match):
+        _load(obj)
+    assert "{caller}" in Policy(redress_text="{caller}" + "x" * 292).redress_text  # 300: allowed
+
+
+@pytest.mark.parametrize(("cats", "match"), [
+    ({"spam": []}, "names 'spam', which is not a category of the taxonomy"),
+    ({"marketing": ["pets"]}, r"\['marketing'\] names 'pets', which is not an industry"),
+    ({"marketing": ["all"]}, r"names 'all', which is not an industry"),
+])
+def test_marketing_categories_name_the_taxonomy_and_the_industries(
+    made: tuple[Path, Consortium], cats: dict, match: str,
+) -> None:
+    _, conf = made
+    obj = _obj(conf)
+    obj["policy"]["marketing_categories"] = cats
+    with pytest.raises(ConfigError, match=match):
+        _load(obj)
+    # An industry the consortium drops may not stay in the policy either.
+    obj = _obj(conf)
+    obj["industries"] = [i for i in obj["industries"] if i["id"] != "recruitment"]
+    with pytest.raises(ConfigError, match="names 'recruitment', which is not an industry"):
+        _load(obj)
+
+
+def test_init_writes_one_members_key_for_all_but_the_call_centre(
+    made: tuple[Path, Consortium],
+) -> None:
+    d, conf = made
+    assert "callcenter-1" in conf.by_id and "callcenter-1" not in {p.id for p in conf.witnesses}
+    assert base64.b64decode((d / "callcenter-1" / "config.pub").read_text()) == conf.config_key
+    ids = set()
+    for pid in IDS:
+        path = d / pid / "members.key"
+        if pid == "callcenter-1":
+            assert not path.exists()
+            continue
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, pid
+        ids.add(MembersKey.load(path).id)
+    assert ids == {conf.members_key_id}
+    assert json.loads((d / "consortium.json").read_bytes())["members_key_id"] == (
+        conf.members_key_id.hex())
+    assert conf.members_key is not None and conf.members_key.id == conf.members_key_id
+    # The key never enters the signed bytes; the dataclass's repr never shows it.
+    key_hex = conf.members_key.key.hex().encode()
+    assert key_hex not in (d / "consortium.json").read_bytes()
+    assert conf.to_json_bytes() == (d / "consortium.json").read_bytes() == conf.raw
+    assert conf.members_key.key.hex() not in repr(conf) + repr(conf.members_key)
+
+
+def test_load_consortium_attaches_the_members_key(made: tuple[Path, Consortium]) -> None:
+    d, conf = made
+    cfg = NodeConfig.for_participant(d, "carrier-1")
+    assert cfg.members_key == d / "carrier-1" / "members.key"
+    got = load_consortium(cfg)
+    assert got.members_key is not None and got.members_key.id == conf.members_key_id
+    sealed = got.members_key.seal("+8613812345678")
+    assert MembersKey.load(d / "institute" / "members.key").open(sealed) == "+8613812345678"
+    assert got == conf  # the key is no part of what is compared (nor signed)
+
+
+def test_a_node_without_its_members_key_file_loads_without_the_key(fresh: Path) -> None:
+    (fresh / "carrier-1" / "members.key").unlink()
+    assert load_consortium(NodeConfig.for_participant(fresh, "carrier-1")).members_key is None
+
+
+def test_another_members_key_is_refused(fresh: Path) -> None:
+    """A key whose id is not the one consortium.json names: a ConfigError
+    naming the file and both ids; a file that is no key is refused too."""
+    conf = Consortium.load(fresh)
+    path = fresh / "carrier-1" / "members.key"
+    other = MembersKey.generate()
+    other.write(path)
+    cfg = NodeConfig.for_participant(fresh, "carrier-1")
+    with pytest.raises(ConfigError) as e:
+        load_consortium(cfg)
+    assert str(path) in str(e.value)
+    assert other.id.hex() in str(e.value) and conf.members_key_id.hex() in str(e.value)
+    path.write_text("not a key\n")
+    with pytest.raises(ConfigError, match=f"cannot read the members' key {path}"):
+        load_consortium(cfg)
+    with pytest.raises(ConfigError, match="is not the consortium's"):
+        conf.with_members_key(other)
+    old = replace(conf, members_key_id=b"")
+    with pytest.raises(ConfigError, match="names no members' key"):
+        old.with_members_key(other)
+
+
+def test_the_members_key_moved_to_keys_and_ledger_keeps_its_names() -> None:
+    """keys/ may not import ledger/, so the key lives in keys/sealing.py;
+    ledger.sealing keeps every name, its SealError a MalformedRecord."""
+    from ledger import sealing
+    from ledger.errors import MalformedRecord
+
+    assert sealing.MembersKey is MembersKey and sealing.KEY_FILE == "members.key"
+    key = sealing.MembersKey.generate()
+    sealed = key.seal("+8613812345678")
+    assert sealing.open_sealed(key, sealed) == "+8613812345678"
+    with pytest.raises(sealing.SealError) as e:
+        sealing.open_sealed(MembersKey.generate(), sealed)
+    assert isinstance(e.value, MalformedRecord) and isinstance(e.value, keys.SealError)
+    with pytest.raises(keys.SealError):  # the key's own open: keys' error tree
+        MembersKey.generate().open(sealed)
+    with pytest.raises(keys.SealError, match="17..48 bytes"):
+        key.open(b"x" * 16)

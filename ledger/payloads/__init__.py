@@ -124,7 +124,7 @@ def check_issuer(cons: Consortium, role: str, issuer: str, payload: Payload) -> 
     ledger (refuses), the auditor (reports) and the view (ignores). Raises
     NotAllowed, UnknownCategory or MalformedRecord."""
     if role in ISSUES_NOTHING:
-        raise NotAllowed(f"{issuer} is an {role}: it reads the log and issues nothing")
+        raise NotAllowed(f"{issuer} is of role {role}: it issues nothing")
     type_of(payload).check(cons, role, issuer, payload)
 
 
