@@ -15,7 +15,8 @@
     ├── BadSignature              a signature that does not verify UNAUTHENTICATED
     ├── NotAllowed                issuer may not do this           PERMISSION_DENIED
     │   ├── UnknownIssuer         not a participant
-    │   └── UnmarkableNumber      a protected number (or a foreign one, by policy)
+    │   ├── UnmarkableNumber      a protected number (or a foreign one, by policy)
+    │   └── MembersKeyMissing     a carrier's preference, and this node has no members' key
     ├── OutOfOrder                not the feed's next record       FAILED_PRECONDITION
     │   ├── SequenceGap           seq != head + 1
     │   └── WrongPrevious         prev_id != id of the head
@@ -27,7 +28,11 @@
     ├── Ineffective               own record changing nothing      FAILED_PRECONDITION
     │   ├── NotAMark              a correction's target is not a mark (nor its own appeal)
     │   ├── NotAnAppeal           a decision's appeal id names no appeal
-    │   └── AlreadyDecided        a decision (or withdrawal) of an appeal already decided
+    │   ├── AlreadyDecided        a decision (or withdrawal) of an appeal already decided
+    │   ├── NothingToRevoke       a revocation when no refusal is in force or ahead
+    │   ├── SamePreference        a preference that leaves every answer as it is
+    │   ├── NotALiveLine          a deregistration of no live registration of the issuer's
+    │   └── LineOverlap           a registration overlapping a live registration
     ├── NotFound                  no such record / index           NOT_FOUND
     │   └── UnknownTarget         an own correction's target this node has not seen
     └── StorageFailure            the store failed or is corrupt   INTERNAL
@@ -79,6 +84,14 @@ class MalformedConfig(BadInput):
     pass
 
 
+class UnknownIndustry(BadInput):
+    """An industry id that is not in the consortium's `industries` list."""
+
+
+class WrongMembersKey(BadInput):
+    """A sealed number whose key id is not the consortium's members_key_id."""
+
+
 class TooLarge(LedgerError):
     pass
 
@@ -102,6 +115,12 @@ class UnknownIssuer(NotAllowed):
 class UnmarkableNumber(NotAllowed):
     """A mark on a number the policy keeps unmarked (protected_numbers, or a
     foreign number when foreign_numbers is refuse)."""
+
+
+class MembersKeyMissing(NotAllowed):
+    """A carrier's preference, on a node (or an audit) that holds no members'
+    key: whether the carrier serves the number cannot be checked, so the
+    record is not accepted (the node needs its members.key)."""
 
 
 class OutOfOrder(LedgerError):
@@ -163,6 +182,23 @@ class NotAnAppeal(Ineffective):
 
 class AlreadyDecided(Ineffective):
     pass
+
+
+class NothingToRevoke(Ineffective):
+    """A revocation when the subscriber has no refusal in force or ahead."""
+
+
+class SamePreference(Ineffective):
+    """A preference that changes no answer from its effective time on."""
+
+
+class NotALiveLine(Ineffective):
+    """A deregistration of a record that is not a live registration of the issuer's."""
+
+
+class LineOverlap(Ineffective):
+    """A registration whose number or prefix overlaps a live registration
+    (the same number, or a prefix covering it or covered by it)."""
 
 
 class NotFound(LedgerError):

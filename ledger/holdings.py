@@ -1,6 +1,8 @@
 """What a node's ledger holds, as the check of an own record's effect reads it
-(`ledger.payloads.check_effect`): records by id, and each appeal's first
-decision.
+(`ledger.payloads.check_effect`): records by id, each appeal's first
+decision, and the consent state's answers (the ledger's `consent`, which
+the node wires to its consent keeper) with the own records of the same
+group commit.
 
 The decisions are indexed in the store's `meta` family, written in the same
 atomic batch as the records (`index_decisions`):
@@ -22,6 +24,9 @@ from ledger.errors import LedgerError, StorageFailure
 from ledger.record import Correction, Record
 
 if TYPE_CHECKING:
+    from ledger.consent.facts import LineFact, Subscriber
+    from ledger.consent.rules import LineIndex
+    from ledger.consent.state import ConsentState
     from ledger.log import NodeLedger
     from ledger.store import Batch, Store
 
@@ -53,11 +58,60 @@ def index_decisions(store: Store, batch: Batch, records: Iterable[Record], first
 
 class LedgerHoldings:
     """The records `ledger` holds, and `fresh`: own records signed earlier in
-    the same group commit (not written yet, but decided on already)."""
+    the same group commit (not written yet, but decided on already);
+    `issuing`: the record being checked."""
 
-    def __init__(self, ledger: NodeLedger, fresh: Sequence[Record] = ()) -> None:
+    def __init__(
+        self, ledger: NodeLedger, fresh: Sequence[Record] = (), issuing: Record | None = None
+    ) -> None:
         self.ledger = ledger
         self.fresh = fresh
+        self.issuing = issuing
+
+    def _consent(self) -> ConsentState:
+        from ledger.errors import MembersKeyMissing
+
+        state = self.ledger.consent
+        if state is None:
+            raise MembersKeyMissing(
+                "this node keeps no consent state (it holds no members' key): it cannot "
+                "tell whether a preference or a line changes anything"
+            )
+        return state
+
+    def subscriber(self, sealed: bytes) -> Subscriber:
+        from ledger.consent import rules as R
+
+        sub = self._consent().subscriber(sealed)
+        subs, _, _ = R.fresh_facts(self.fresh)
+        if not subs:
+            return sub
+        key = self._consent().key
+        prefs = [R.preference_fact(r) for r in subs
+                 if getattr(r.payload, "subscriber", None) == sealed]
+        re = [(r.payload.effective_at_ms, r.id) for r in subs
+              if not hasattr(r.payload, "subscriber") and key.seal(r.payload.number) == sealed]
+        return R.merge(sub, prefs, re)
+
+    def _lines(self) -> LineIndex | None:
+        """The state's lines with this group's own line records, or None when none."""
+        from ledger.consent import rules as R
+
+        _, regs, deregs = R.fresh_facts(self.fresh)
+        if not regs and not deregs:
+            return None
+        have_regs, have_deregs = self._consent().line_records()
+        return R.LineIndex(R.resolve_lines([*have_regs, *regs], [*have_deregs, *deregs]))
+
+    def line(self, rid: bytes) -> LineFact | None:
+        index = self._lines()
+        return self._consent().line(rid) if index is None else index.by_id.get(rid)
+
+    def lines_overlapping(self, number: str, prefix: bool, at_ms: int) -> list[LineFact]:
+        index = self._lines()
+        if index is None:
+            return self._consent().lines_overlapping(number, prefix, at_ms)
+        return index.overlapping(number, prefix, at_ms)
 
     def held(self, rid: bytes) -> Record | None:
         for r in self.fresh:

@@ -24,8 +24,11 @@ whether it can change anything given what the ledger holds (`ledger.holdings`):
 a correction of a target the node has not seen (UnknownTarget, unless asked
 to wait for it), of a record that is not a mark (NotAMark), a decision of a
 record that is no appeal (NotAnAppeal) or of an appeal already decided
-(AlreadyDecided). A peer's record is not asked: it is signed, and every log
-keeps it; the view gives it no effect (docs/view.md).
+(AlreadyDecided); a preference that changes no answer (NothingToRevoke,
+SamePreference) or a line record that changes none (NotALiveLine,
+LineOverlap), asked of the consent state (`consent`). A peer's record is
+not asked: it is signed, and every log keeps it; the view gives it no
+effect (docs/view.md).
 
 A batch of accepted records is one atomic synced write.
 """
@@ -37,6 +40,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keys.consortium import Consortium
 from keys.signing import SigningKey
@@ -70,6 +74,9 @@ from ledger.record import (
 )
 from ledger.rules import check_times
 from ledger.store import Store, feedseq_key, merkle_key, read_u64, u64
+
+if TYPE_CHECKING:
+    from ledger.consent.state import ConsentState
 
 __all__ = ["NOT_FROZEN", "EquivocationProof", "FeedState", "NodeLedger", "Outcome", "Submitted",
            "log_origin", "verify_envelopes"]
@@ -122,6 +129,9 @@ class NodeLedger:
         self.consortium = consortium
         self.participant_id = participant_id
         self.signer = signer
+        # The consent state `check_effect` reads for preferences and lines
+        # (ledger.consent.ConsentState); the node wires its consent keeper's.
+        self.consent: ConsentState | None = None
         self.origin = log_origin(consortium.name, participant_id)
         self.context = record_context(consortium.name)  # what every record signature covers
         policy = consortium.policy
@@ -341,7 +351,7 @@ class NodeLedger:
         anything, given what the ledger holds (and `fresh`, own records signed
         earlier in the same group)? Raises UnknownTarget or an Ineffective
         (`ledger.payloads.check_effect`). A peer's record is never asked."""
-        held = LedgerHoldings(self, fresh)
+        held = LedgerHoldings(self, fresh, rec)
         check_effect(rec.issuer, rec.payload, held, wait_for_target=wait_for_target)
 
     # ------------------------------------------------------------ writes

@@ -14,10 +14,14 @@
     viewbucket     view key (32)              -> entry hash (32) || cache (66): view tree leaves
     viewbuckethash bucket (4, BE)             -> subtree hash below the view tree's top (non-empty)
     viewmeta       name                       -> the view's vector, count, config
+    consent        sealed subscriber          -> its kept preferences and reassignments
+    consentline    record id (32)             -> a marketer line's (de)registration
+    consentmeta    name                       -> the consent state's vector and key id
     meta           name                       -> small values (log size, ...)
 
 The view* families belong to ledger/view/'s store-backed NationalView
-(docs/view.md, "Persistence"); it writes them in its own atomic batches.
+(docs/view.md, "Persistence"); it writes them in its own atomic batches. The
+consent* families are ledger/consent/'s StoredConsent's, written likewise.
 
 Everything one accepted batch changes goes into one WriteBatch, written and
 then synced before the write returns: an acknowledged record survives kill -9
@@ -71,12 +75,17 @@ COLUMN_FAMILIES = (
     "viewbucket",
     "viewbuckethash",
     "viewmeta",
+    "consent",
+    "consentline",
+    "consentmeta",
 )
 
 # Families that only the view writes: small memtables, so a large view does not
 # hold hundreds of MB of unflushed writes in memory (the view is rebuilt from
 # the ledger if it is ever lost, and its batches are synced like the ledger's).
 VIEW_FAMILIES = ("view", "viewix", "viewref", "viewbucket", "viewbuckethash", "viewmeta")
+# The consent state's (ledger/consent/state.py): derived like the view, tuned alike.
+CONSENT_FAMILIES = ("consent", "consentline", "consentmeta")
 VIEW_WRITE_BUFFER = 8 << 20
 # Families read by random key (a record by its id: the audit reads them in log
 # order, ingest asks for ids that are mostly absent): a Bloom filter per table
@@ -169,9 +178,10 @@ class Store:
         o.set_max_open_files(256)
         table = BlockBasedOptions()
         table.set_block_cache(self._cache)
-        if family in VIEW_FAMILIES or family in POINT_READ_FAMILIES:
+        derived = family in VIEW_FAMILIES or family in CONSENT_FAMILIES
+        if derived or family in POINT_READ_FAMILIES:
             table.set_bloom_filter(10, False)  # most view reads ask for keys that are absent
-        if family in VIEW_FAMILIES:
+        if derived:
             o.set_write_buffer_size(VIEW_WRITE_BUFFER)
         o.set_block_based_table_factory(table)
         return o

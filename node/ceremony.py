@@ -8,7 +8,8 @@ travels:
     markex ca init --ca CADIR                             the consortium CA (kept offline)
     markex ca sign --ca CADIR --csr FILE --out CERT       member or admin certificate
     markex consortium add-member DIR --member FILE.json   into the draft consortium.json
-    markex consortium sign DIR --key CONFIG_KEY           signs the exact bytes
+    markex consortium sign DIR --key CONFIG_KEY           signs the exact bytes; the first
+                                                          signature makes the members' key
     markex node configure --consortium DIR --as ID --pin KEY   the node's node.toml
 
 `markex consortium init` still makes a whole local consortium in one folder.
@@ -30,6 +31,7 @@ from typing import Any
 from keys import ConfigError
 from keys.consortium import ISSUES_NOTHING, ROLES, Consortium, Participant, check_participant
 from keys.layout import WEIGHTS, NodeConfig, _endpoint, _listen_host, load_consortium
+from keys.sealing import KEY_FILE, MembersKey
 from keys.signing import SigningKey, read_private, write_private
 from keys.tls import (
     ADMIN,
@@ -224,11 +226,18 @@ def add_member(
     return checked
 
 
-def sign_consortium(directory: Path, config_key: SigningKey) -> Consortium:
+def sign_consortium(directory: Path, config_key: SigningKey,
+                    members_key: Path | None = None) -> Consortium:
     """Sign DIR/consortium.json with the configuration key: the exact bytes in
     the file when it already names that key, else the draft naming it. Refuses
     a key that any participant holds (a node's key must never sign the
-    configuration every node pins) and a draft naming another key."""
+    configuration every node pins) and a draft naming another key.
+
+    With `members_key` (a file path), a draft that names no members' key gets
+    one: the key in that file, or a new one written there (0600), for the
+    institute to hand each member but call centres privately; a draft that
+    names one refuses a file holding another. The industries and everything
+    else of the draft are signed as they are."""
     path = directory / "consortium.json"
     try:
         raw = path.read_bytes()
@@ -241,12 +250,33 @@ def sign_consortium(directory: Path, config_key: SigningKey) -> Consortium:
         raise ConfigError(f"that key is {holder[0]}'s signing key, not a configuration key")
     if conf.config_key and conf.config_key != pub:
         raise ConfigError("consortium.json names another configuration key")
-    if not conf.config_key:
-        raw = replace(conf, config_key=pub, raw=b"").to_json_bytes()
+    key_id = _members_key_id(conf, members_key)
+    if not conf.config_key or key_id != conf.members_key_id:
+        raw = replace(conf, config_key=pub, members_key_id=key_id, raw=b"").to_json_bytes()
         _replace_file(path, raw)
     sig = Consortium.sign_bytes(raw, config_key)
     _replace_file(directory / "consortium.json.sig", base64.b64encode(sig) + b"\n")
     return Consortium.load(directory, pub)
+
+
+def _members_key_id(conf: Consortium, path: Path | None) -> bytes:
+    """The members' key id the signed configuration names (see sign_consortium)."""
+    if path is None:
+        return conf.members_key_id
+    if path.exists():
+        try:
+            key = MembersKey.load(path)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot read the members' key {path}: {e}") from e
+        if conf.members_key_id and key.id != conf.members_key_id:
+            raise ConfigError(f"{path} holds the members' key {key.id.hex()}; consortium.json "
+                              f"names {conf.members_key_id.hex()}")
+        return key.id
+    if conf.members_key_id:
+        return conf.members_key_id  # made at an earlier signature, kept elsewhere since
+    key = MembersKey.generate()
+    key.write(path)
+    return key.id
 
 
 def _read_any(directory: Path) -> Consortium:
@@ -347,8 +377,10 @@ def configure_node(
     try:
         old = NodeConfig.load(pdir / "node.toml")
         tiles, metrics, level = old.tiles_listen, old.metrics_listen, old.log_level
+        members_key: Path | None = old.members_key
     except ConfigError:
         tiles, metrics, level = "", _endpoint(host, 0), "info"
+        members_key = None  # members.key in the participant's folder
     cfg = NodeConfig(
         participant=pid,
         consortium=directory.resolve(),
@@ -364,6 +396,7 @@ def configure_node(
         new_feed=new_feed,
         tiles_listen=tiles,
         log_level=level,
+        members_key=members_key,
     )
     cfg.write(pdir / "node.toml")  # paths relative to the file: a copied folder opens its own
     load_consortium(NodeConfig.for_participant(directory, pid))  # what the node will do
@@ -420,9 +453,13 @@ def cmd_consortium_add_member(args: argparse.Namespace, _connect: Connect) -> in
 
 
 def cmd_consortium_sign(args: argparse.Namespace, _connect: Connect) -> int:
-    conf = sign_consortium(Path(args.dir), SigningKey.load(Path(args.key)))
+    # The members' key lives with the configuration key (offline), never in DIR, which is
+    # published: the institute hands it to each member but call centres privately.
+    members = Path(args.members_key) if args.members_key else Path(args.key).parent / KEY_FILE
+    conf = sign_consortium(Path(args.dir), SigningKey.load(Path(args.key)), members)
     show(args, {"name": conf.name, "participants": [p.id for p in conf.participants],
-                  "config_key": base64.b64encode(conf.config_key).decode(), "signed": True})
+                  "config_key": base64.b64encode(conf.config_key).decode(), "signed": True,
+                  "members_key": str(members), "members_key_id": conf.members_key_id.hex()})
     return 0
 
 

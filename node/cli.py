@@ -385,6 +385,8 @@ def _ceremony(sub: Any, consortium: Any, keys: Any, node: Any) -> None:
                  "markex consortium sign ./draft --key ./config/config.key")
     cs.add_argument("dir", help="the draft consortium folder")
     cs.add_argument("--key", required=True, help="the configuration key file")
+    cs.add_argument("--members-key", help="the members' key file, made at the first signature "
+                    "(default: members.key beside --key)")
 
     ca = sub.add_parser("ca", help="the consortium CA", description="the consortium CA")
     ca.set_defaults(fn=None, usage_of=ca)

@@ -27,6 +27,7 @@ import pytest
 from keys import ConfigError, ConfigSignatureError, KeyFileError
 from keys.consortium import Consortium
 from keys.layout import NodeConfig, init_consortium, load_consortium
+from keys.sealing import MembersKey
 from keys.signing import SigningKey
 from keys.tls import (
     ADMIN,
@@ -102,6 +103,12 @@ def test_ceremony_across_three_organisations(
     assert not (draft / "consortium.json.sig").exists()  # a draft is unsigned
     signed = cli(capsys, "consortium", "sign", str(draft), "--key", str(offline / "config.key"))
     assert signed["config_key"] == pin and signed["participants"] == [p for p, _ in ORGS]
+    # The first signature made the members' key, offline beside the configuration key.
+    members = offline / "members.key"
+    assert signed["members_key"] == str(members)
+    assert (os.stat(members).st_mode & 0o777) == 0o600
+    assert MembersKey.load(members).id.hex() == signed["members_key_id"]
+    assert not (draft / "members.key").exists()  # the published folder never holds it
 
     for pid, _ in ORGS:
         pdir = orgs[pid] / pid
@@ -116,18 +123,23 @@ def test_ceremony_across_three_organisations(
             shutil.copy(draft / f, orgs[pid] / f)
         (orgs[pid] / "ca").mkdir()
         shutil.copy(offline / "ca" / "ca.pem", orgs[pid] / "ca" / "ca.pem")
+        shutil.copy(members, orgs[pid] / pid / "members.key")  # privately, to members only
         cli(capsys, "node", "configure", "--consortium", str(orgs[pid]), "--as", pid,
             "--pin", pin, "--new-feed")
 
     # Nobody holds another's private key; no organisation holds the CA or configuration key.
     for pid, _ in ORGS:
         keys_here = {p.relative_to(orgs[pid]).as_posix() for p in orgs[pid].rglob("*.key")}
-        assert keys_here == {f"{pid}/signing.key", f"{pid}/tls.key", f"{pid}/admin.key"}
+        assert keys_here == {f"{pid}/signing.key", f"{pid}/tls.key", f"{pid}/admin.key",
+                             f"{pid}/members.key"}
 
     nodes = [Node(NodeConfig.for_participant(orgs[pid], pid), sync_interval=0.2).start()
              for pid, _ in ORGS]
     try:
         cons = nodes[0].consortium
+        assert all(n.consortium.members_key is not None for n in nodes)
+        assert cons.members_key is not None and cons.members_key.id.hex() == signed[
+            "members_key_id"]
         ep = cons.participant("carrier-1").member_endpoint  # type: ignore[union-attr]
         admin = client.admin_stub(orgs["carrier-1"], "carrier-1", ep)
         issued = admin.IssueMark(rpb.Mark(number="+8613800005555", category="fraud",
@@ -287,7 +299,7 @@ def test_sign_refuses_another_configuration_key(tmp_path: Path) -> None:
 
 def _member(tmp_path: Path, pid: str, role: str, port: int = 7400) -> Path:
     ceremony.generate_member(tmp_path / "orgs", pid, role, ["127.0.0.1"],
-                             *(("", "") if role == "auditor" else
+                             *(("", "") if role in ("auditor", "callcenter") else
                                (f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}")))
     return tmp_path / "orgs" / pid
 
@@ -316,6 +328,61 @@ def test_add_member_refuses_duplicates_and_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="exactly one participant must be the institute"):
         ceremony.add_member(draft, ceremony.read_member(second / "member.json"))
     assert (draft / "consortium.json").read_bytes() == raw  # refused: nothing changed
+
+
+def test_signing_makes_the_members_key_once_and_keeps_the_industries(tmp_path: Path) -> None:
+    """The first signature of a draft makes the members' key (in the file the
+    institute keeps offline) and names its id; later signatures keep it; the
+    draft's industries, edited by hand, survive add-member and signing."""
+    draft = tmp_path / "draft"
+    for pid, role, port in (("institute", "institute", 7400), ("carrier-1", "carrier", 7402)):
+        member = ceremony.read_member(_member(tmp_path, pid, role, port) / "member.json")
+        ceremony.add_member(draft, member, name="x" if role == "institute" else None)
+    obj = json.loads((draft / "consortium.json").read_bytes())
+    obj["industries"] = [{"id": "pets", "label": "宠物用品"}]
+    obj["policy"].update(marketing_categories={"marketing": ["pets"]}, cosign_quorum=1,
+                         restore_quorum=1)
+    (draft / "consortium.json").write_text(json.dumps(obj, ensure_ascii=False))
+    cc = ceremony.read_member(_member(tmp_path, "callcenter-1", "callcenter") / "member.json")
+    assert (cc.weight, cc.member_endpoint) == (0, "")
+    ceremony.add_member(draft, cc)
+    config_key, members = SigningKey.generate(), tmp_path / "offline" / "members.key"
+    members.parent.mkdir()
+    conf = ceremony.sign_consortium(draft, config_key, members)
+    assert (os.stat(members).st_mode & 0o777) == 0o600
+    made = MembersKey.load(members)
+    assert conf.members_key_id == made.id
+    assert [i.id for i in conf.industries] == ["pets"]
+    assert conf.policy.marketing_categories == {"marketing": ("pets",)}
+    # A later member and signature keep the key and the industries.
+    more = ceremony.read_member(_member(tmp_path, "internet-1", "internet", 7404) / "member.json")
+    ceremony.add_member(draft, more)
+    again = ceremony.sign_consortium(draft, config_key, members)
+    assert again.members_key_id == made.id and MembersKey.load(members) == made
+    assert [i.id for i in again.industries] == ["pets"]
+    assert ceremony.sign_consortium(draft, config_key, tmp_path / "gone.key").members_key_id == (
+        made.id)  # kept elsewhere since: the id stands, no new key is made
+    assert not (tmp_path / "gone.key").exists()
+    MembersKey.generate().write(tmp_path / "other.key")
+    with pytest.raises(ConfigError, match="names " + made.id.hex()):
+        ceremony.sign_consortium(draft, config_key, tmp_path / "other.key")
+
+
+def test_configure_keeps_the_members_key_path_and_refuses_another_key(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    init_consortium(d, carriers=1, internet=0, now=datetime.now(UTC))
+    pin = Consortium.load(d).config_key
+    cfg = NodeConfig.for_participant(d, "carrier-1")
+    elsewhere = tmp_path / "secret" / "members.key"
+    elsewhere.parent.mkdir()
+    shutil.move(d / "carrier-1" / "members.key", elsewhere)
+    replace(cfg, members_key=elsewhere).write(d / "carrier-1" / "node.toml")
+    got = ceremony.configure_node(d, "carrier-1", pin, datetime.now(UTC))
+    assert got.members_key == elsewhere
+    assert load_consortium(got).members_key == MembersKey.load(elsewhere)
+    MembersKey.generate().write(elsewhere)
+    with pytest.raises(ConfigError, match=f"{elsewhere}: the members' key"):
+        ceremony.configure_node(d, "carrier-1", pin, datetime.now(UTC))
 
 
 def test_auditor_member_gets_no_admin_credential(tmp_path: Path) -> None:

@@ -34,7 +34,8 @@ pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "config.md"
-PATH_KEYS = ("consortium", "data_dir", "signing_key", "tls_key", "tls_cert", "ca_cert")
+PATH_KEYS = ("consortium", "data_dir", "signing_key", "tls_key", "tls_cert", "ca_cert",
+             "members_key")
 
 
 def _init(d: Path, **kw: object) -> None:
@@ -100,6 +101,7 @@ def test_init_and_configure_write_paths_relative_to_the_file(tmp_path: Path,
     assert {k: written[k] for k in PATH_KEYS} == {
         "consortium": "..", "data_dir": "data", "signing_key": "signing.key",
         "tls_key": "tls.key", "tls_cert": "tls.pem", "ca_cert": "../ca/ca.pem",
+        "members_key": "members.key",
     }
     (d / "carrier-1" / "node.toml").unlink()
     assert main(["node", "configure", "--consortium", str(d), "--as", "carrier-1",
@@ -107,6 +109,41 @@ def test_init_and_configure_write_paths_relative_to_the_file(tmp_path: Path,
     capsys.readouterr()
     again = tomllib.loads((d / "carrier-1" / "node.toml").read_text())
     assert {k: again[k] for k in PATH_KEYS} == {k: written[k] for k in PATH_KEYS}
+
+
+def test_members_key_is_a_path_of_node_toml_defaulting_to_the_participants_folder(
+    tmp_path: Path,
+) -> None:
+    """An older node.toml without the key reads members.key beside itself; a
+    relative path is relative to the file, an absolute one stays; a copied
+    folder opens its own key; a value that is no string is refused."""
+    from keys.layout import load_consortium
+
+    d = tmp_path / "c"
+    _init(d)
+    path = d / "carrier-1" / "node.toml"
+    text = path.read_text()
+    assert 'members_key = "members.key"' in text
+    path.write_text("".join(ln for ln in text.splitlines(True)
+                            if not ln.startswith("members_key")))
+    cfg = NodeConfig.load(path)
+    assert cfg.members_key == (d / "carrier-1" / "members.key").resolve()
+    assert load_consortium(cfg).members_key is not None
+    path.write_text(text.replace('"members.key"', '"../secret/m.key"'))
+    assert NodeConfig.load(path).members_key == (d / "secret" / "m.key").resolve()
+    path.write_text(text.replace('"members.key"', f'"{tmp_path / "abs.key"}"'))
+    assert NodeConfig.load(path).members_key == tmp_path / "abs.key"
+    path.write_text(text.replace('"members.key"', "7"))
+    with pytest.raises(ConfigError, match=f"{path}: key 'members_key' must be a str"):
+        NodeConfig.load(path)
+    path.write_text(text)
+    copy = tmp_path / "copy"
+    shutil.copytree(d, copy)
+    assert NodeConfig.for_participant(copy, "carrier-1").members_key == (
+        copy / "carrier-1" / "members.key").resolve()
+    # A code-built configuration defaults to members.key beside its signing key.
+    built = dataclasses.replace(cfg, members_key=None, signing_key=tmp_path / "k" / "s.key")
+    assert built.members_key == tmp_path / "k" / "members.key"
 
 
 def test_a_path_outside_the_consortium_folder_stays_absolute(tmp_path: Path) -> None:

@@ -61,3 +61,24 @@ class ConsentReader(Protocol):
         """The registration holding the E.164 `number` at `at_ms` (the exact
         number first, then the longest prefix), or None."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """What the state keeps of one sealed subscriber (docs/consent.md, rule 6):
+    its kept preferences in preference order (oldest first) and the kept
+    reassignments of its number as (effective_at, record id), ascending."""
+
+    preferences: tuple[PreferenceFact, ...] = ()
+    reassigned: tuple[tuple[int, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Deregistration:
+    """A deregistration record as the state uses it."""
+
+    id: bytes
+    issuer: str
+    seq: int
+    issued_at: int
+    target: bytes

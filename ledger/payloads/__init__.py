@@ -36,13 +36,20 @@ from ledger.payloads.correction import (
     check_correction_effect,
     decode_correction,
 )
+from ledger.payloads.line import MarketerLine, check_line, check_line_effect, decode_line
 from ledger.payloads.mark import Mark, check_mark, decode_mark
+from ledger.payloads.preference import (
+    Preference,
+    check_preference,
+    check_preference_effect,
+    decode_preference,
+)
 from ledger.payloads.reassignment import Reassignment, check_reassignment, decode_reassignment
 
 if TYPE_CHECKING:
     from keys.consortium import Consortium
 
-Payload = Mark | Correction | Reassignment
+Payload = Mark | Correction | Reassignment | Preference | MarketerLine
 
 __all__ = [
     "RECATEGORIZE",
@@ -53,8 +60,10 @@ __all__ = [
     "Correction",
     "Holdings",
     "Mark",
+    "MarketerLine",
     "Payload",
     "PayloadType",
+    "Preference",
     "Reassignment",
     "by_field",
     "check_effect",
@@ -93,6 +102,14 @@ REGISTRY: tuple[PayloadType, ...] = (
         "reassignment", Reassignment, decode_reassignment, check_reassignment,
         lambda p: "reassignment",
     ),
+    PayloadType(
+        "preference", Preference, decode_preference, check_preference,
+        lambda p: "revocation" if p.is_revocation else "preference", check_preference_effect,
+    ),
+    PayloadType(
+        "marketer_line", MarketerLine, decode_line, check_line,
+        lambda p: "deregistration" if p.is_deregistration else "line", check_line_effect,
+    ),
 )
 _BY_FIELD = {t.field: t for t in REGISTRY}
 _BY_CLASS = {t.cls: t for t in REGISTRY}
@@ -115,7 +132,8 @@ def type_of(payload: object) -> PayloadType:
 
 
 def payload_kind(payload: Payload) -> str:
-    """mark, correction, decision or reassignment (what reports and metrics name)."""
+    """mark, correction, decision, reassignment, preference, revocation, line or
+    deregistration (what reports and metrics name)."""
     return type_of(payload).kind(payload)
 
 
@@ -133,7 +151,10 @@ def check_effect(
 ) -> None:
     """Can `issuer`'s own `payload` change anything, given what the node
     holds? Raises UnknownTarget (a target the node has not seen, unless
-    `wait_for_target`), or an Ineffective: NotAMark, NotAnAppeal, AlreadyDecided."""
+    `wait_for_target`), or an Ineffective: NotAMark, NotAnAppeal,
+    AlreadyDecided (corrections), NothingToRevoke, SamePreference
+    (preferences), NotALiveLine, LineOverlap (lines). A preference's or a
+    line's check reads `held.issuing`, the record being checked."""
     effect = type_of(payload).effect
     if effect is not None:
         effect(issuer, payload, held, wait_for_target)

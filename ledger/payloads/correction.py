@@ -22,6 +22,7 @@ from markex.v1 import record_pb2 as pb
 
 if TYPE_CHECKING:
     from keys.consortium import Consortium
+    from ledger.consent.facts import LineFact, Subscriber
     from ledger.record import Record
 
 WITHDRAW = "withdraw"
@@ -133,13 +134,26 @@ def check_correction(cons: Consortium, role: str, issuer: str, payload: Correcti
 
 
 class Holdings(Protocol):
-    """The records a node holds, as the effect check reads them."""
+    """The records a node holds, as the effect check reads them; the
+    consent questions are answered from the node's consent state
+    (ledger/consent), with the own records of the same group commit."""
+
+    issuing: Record | None  # the own record whose effect is being checked
 
     def held(self, rid: bytes) -> Record | None:
         """The record with id `rid`, or None when the node has not seen it."""
 
     def decision_of(self, appeal_id: bytes) -> Record | None:
         """The first decision of appeal `appeal_id` the node holds, or None."""
+
+    def subscriber(self, sealed: bytes) -> Subscriber:
+        """What the consent state keeps of a sealed subscriber."""
+
+    def line(self, rid: bytes) -> LineFact | None:
+        """The marketer line registration `rid`, its end resolved, or None."""
+
+    def lines_overlapping(self, number: str, prefix: bool, at_ms: int) -> list[LineFact]:
+        """The registrations live at `at_ms` overlapping `number` (or prefix)."""
 
 
 def check_correction_effect(

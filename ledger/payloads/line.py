@@ -11,12 +11,13 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ledger.errors import MalformedRecord
+from ledger.errors import MalformedRecord, NotAllowed
 from ledger.payloads._fields import ID_SIZE, normalized_field
 from markex.v1 import record_pb2 as pb
 
 if TYPE_CHECKING:
     from keys.consortium import Consortium
+    from ledger.payloads.correction import Holdings
 
 MAX_ENTERPRISE = 128
 MAX_INDUSTRY_ID = 32
@@ -110,6 +111,48 @@ def decode_line(m: pb.MarketerLine) -> MarketerLine:
 
 
 def check_line(cons: Consortium, role: str, issuer: str, payload: MarketerLine) -> None:
-    """Written by the records helper: carriers only; a registration's numbers
-    all within the issuer's ranges; an industry from the consortium's list."""
-    raise NotImplementedError
+    """Carriers only (NotAllowed). A registration's industry is in the
+    consortium's list (UnknownIndustry), and its numbers are all the
+    issuer's (NotAllowed naming the range): a number is held by the issuer
+    (`Consortium.carrier_for`, the longest prefix), a prefix lies under one
+    of the issuer's prefixes with no longer prefix of another carrier above
+    or under it (a ported number is listed whole under its new carrier, and
+    a prefix covering it would register another carrier's subscriber).
+    A deregistration's target is the effect check's (`line_changes`)."""
+    from ledger.payloads.preference import check_industries
+
+    if role != "carrier":
+        raise NotAllowed(f"only carriers register marketers' lines; {issuer} is a {role}")
+    if payload.is_deregistration:
+        return
+    check_industries(cons, (payload.industry,))
+    mine = cons.number_ranges.get(issuer, ())
+    holder = cons.carrier_for(payload.number)
+    if holder != issuer:
+        held = f"held by {holder}" if holder else "held by no carrier"
+        raise NotAllowed(
+            f"{payload.number} is {held} in the consortium configuration; {issuer}'s ranges "
+            f"are {', '.join(mine) or 'none'}"
+        )
+    if payload.prefix:
+        for cid, prefixes in sorted(cons.number_ranges.items()):
+            for q in prefixes:
+                if cid != issuer and q.startswith(payload.number):
+                    raise NotAllowed(
+                        f"prefix {payload.number} covers {q}, {cid}'s range (numbers ported "
+                        f"there are {cid}'s); {issuer}'s ranges are {', '.join(mine)}"
+                    )
+
+
+def check_line_effect(
+    issuer: str, payload: MarketerLine, held: Holdings, wait_for_target: bool
+) -> None:
+    """The issuing node refuses a line record that changes nothing
+    (`ledger.consent.rules.line_changes`): a deregistration of no live
+    registration of the issuer's (NotALiveLine, or UnknownTarget), a
+    registration overlapping a live one (LineOverlap)."""
+    from ledger.consent.rules import line_changes  # consent imports this module
+
+    rec = held.issuing
+    if rec is not None and rec.payload == payload:
+        line_changes(rec, held, wait_for_target)

@@ -12,12 +12,19 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ledger.errors import MalformedRecord
+from ledger.errors import (
+    MalformedRecord,
+    MembersKeyMissing,
+    NotAllowed,
+    UnknownIndustry,
+    WrongMembersKey,
+)
 from ledger.sealing import KEY_ID_BYTES, MAX_SEALED_BYTES
 from markex.v1 import record_pb2 as pb
 
 if TYPE_CHECKING:
     from keys.consortium import Consortium
+    from ledger.payloads.correction import Holdings
 
 ALL = "all"                      # refuses every industry's marketing
 MODES = ("voice", "sms")
@@ -160,8 +167,72 @@ def decode_preference(p: pb.Preference) -> Preference:
     )
 
 
+ISSUERS = ("institute", "carrier")
+
+
+def check_industries(cons: Consortium, refused: tuple[str, ...]) -> None:
+    """Every refused id is in the consortium's industries list (or is "all").
+    Raises UnknownIndustry."""
+    known = cons.industry_ids
+    for i in refused:
+        if i != ALL and i not in known:
+            raise UnknownIndustry(
+                f"industry {i!r} is not in the consortium's industries list "
+                f"({', '.join(sorted(known)) or 'none'}; or all)"
+            )
+
+
 def check_preference(cons: Consortium, role: str, issuer: str, payload: Preference) -> None:
-    """Written by the records helper: the institute, or the carrier serving
-    the number (opened with the consortium's members' key); industries from
-    the consortium's list."""
-    raise NotImplementedError
+    """The institute (the national platform), or the carrier that serves the
+    subscriber's number (`Consortium.carrier_for` of the number opened with
+    `cons.members_key`: the longest prefix, so a ported number is its new
+    carrier's); every refused industry in `cons.industry_ids` (or "all");
+    sealed under the members' key in force. Checked in that order, raising
+    NotAllowed, UnknownIndustry, WrongMembersKey, then (with the key)
+    SealError, and NotAllowed for a carrier that does not serve the number.
+    Without a members' key a carrier's preference cannot be checked:
+    MembersKeyMissing (the node needs its members.key); the institute's is
+    accepted with its seal unopened. No message names the number."""
+    if role not in ISSUERS:
+        raise NotAllowed(
+            "only the institute or the subscriber's carrier issues preferences; "
+            f"{issuer} is a {role}"
+        )
+    check_industries(cons, payload.refuse)
+    want = cons.members_key_id
+    if payload.key_id != want:
+        raise WrongMembersKey(
+            f"the subscriber is sealed under members' key {payload.key_id.hex()}, "
+            f"not the key in force ({want.hex() or 'none configured'})"
+        )
+    key = cons.members_key
+    if key is None:
+        if role == "carrier":
+            raise MembersKeyMissing(
+                f"{issuer}'s preference names a sealed number, and this node holds no "
+                "members' key to check that the carrier serves it: give the node its "
+                "members.key (node.toml members_key)"
+            )
+        return
+    number = key.open(payload.subscriber)  # SealError
+    if role == "carrier":
+        holder = cons.carrier_for(number)
+        if holder != issuer:
+            raise NotAllowed(
+                f"the subscriber's number is served by {holder or 'no carrier'} in the "
+                f"consortium configuration, not {issuer}"
+            )
+
+
+def check_preference_effect(
+    issuer: str, payload: Preference, held: Holdings, wait_for_target: bool
+) -> None:
+    """The issuing node refuses a preference that changes no answer from its
+    effective time on (`ledger.consent.rules.changes_nothing`): a revocation
+    with no refusal in force or ahead (NothingToRevoke), any other one
+    (SamePreference), e.g. identical to the one in force."""
+    from ledger.consent.rules import preference_changes  # consent imports this module
+
+    rec = held.issuing
+    if rec is not None and rec.payload == payload:
+        preference_changes(rec, held)

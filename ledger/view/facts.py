@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from ledger.payloads import may_issue
+from ledger.payloads import MarketerLine, Preference, may_issue
 from ledger.record import RECATEGORIZE, WITHDRAW, Correction, Mark, Reassignment, Record
 from ledger.rules import time_violation
 
@@ -93,11 +93,14 @@ def _reassignment_fact(rec: Record, policy: Policy) -> Fact:
 
 # Payload class (ledger.payloads.REGISTRY) -> how its record enters the view;
 # None: the payload changes no entry. tests/test_view.py checks every registered
-# type is listed here.
+# type is listed here. Preferences and lines are the consent state's
+# (ledger/consent): the public view must never reveal a preference.
 FACT_BUILDERS: dict[type, FactBuilder | None] = {
     Mark: _mark_fact,
     Correction: _correction_fact,
     Reassignment: _reassignment_fact,
+    Preference: None,
+    MarketerLine: None,
 }
 
 
@@ -107,12 +110,14 @@ def fact_of(rec: Record, cons: Consortium) -> Fact | None:
     decision not by the institute, a reassignment not by the holder, a record
     whose own times break `ledger.rules`; or a payload that enters no entry)."""
     pay = rec.payload
+    build = FACT_BUILDERS.get(type(pay))
+    if build is None:
+        return None           # enters no entry: its issuer rule need not run (a seal opened)
     if not may_issue(cons, rec.issuer, pay):  # the ledger's own rule (ledger.payloads)
         return None
     if time_violation(rec.issued_at_ms, pay, cons.policy) is not None:
         return None           # its own times break a bound (ledger/rules.py)
-    build = FACT_BUILDERS.get(type(pay))
-    return None if build is None else build(rec, cons.policy)
+    return build(rec, cons.policy)
 
 
 # ---------------------------------------------------------------- what is kept
