@@ -1,6 +1,6 @@
 """A markex node: the ledger behind two gRPC ports.
 
-- member port (mutual TLS, consortium CA): Exchange, Admin, Audit and Holders;
+- member port (mutual TLS, consortium CA): Exchange, Admin, Audit, Holders and Screening;
 - public port (TLS, read-only): Public, grpc.health.v1, server reflection.
 
 `Node` is the composition root: it builds the parts (the writer `NodeCore`,
@@ -48,6 +48,7 @@ from node.logkeeper import LogKeeper
 from node.logs import RecordTally, appeal_events, event
 from node.metrics import LatencyInterceptor, NodeMetrics
 from node.replication import LinkParts, PeerLink
+from node.screen import Screener, ScreeningService
 from node.services import AdminService, AuditService, ExchangeService, PublicService
 from node.status import DecodeGuard
 from node.viewkeeper import ViewKeeper
@@ -162,6 +163,13 @@ class Node:
         self.core.on_equivocation(self._on_equivocation)
         self.core.on_failure(self._on_storage_failure)
 
+        # the call-path screen (node/screen.py): this node's view and consent state only
+        self.screening = ScreeningService(
+            self.consortium,
+            Screener(self.consortium, self.view, getattr(self, "consent", None)),
+            clock,
+        )
+
         self._watch_metrics()
 
         self._stop = threading.Event()
@@ -222,6 +230,7 @@ class Node:
         rpc.add_AdminServicer_to_server(self.admin, self.member)
         rpc.add_AuditServicer_to_server(self.audit, self.member)
         rpc.add_HoldersServicer_to_server(self.holders, self.member)
+        rpc.add_ScreeningServicer_to_server(self.screening, self.member)
         member_creds = grpc.ssl_server_credentials(
             [(self._tls_key, self._tls_cert)], root_certificates=self._ca, require_client_auth=True
         )

@@ -9,6 +9,7 @@ import grpc
 
 from keys import ConfigError, KeysError
 from ledger import errors as E
+from ledger.screen import NoMembersKey
 
 # Most specific first: the first isinstance match wins.
 _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
@@ -23,6 +24,7 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (E.ProofMismatch, grpc.StatusCode.FAILED_PRECONDITION),
     (E.Ineffective, grpc.StatusCode.FAILED_PRECONDITION),
     (E.NotFound, grpc.StatusCode.NOT_FOUND),
+    (NoMembersKey, grpc.StatusCode.FAILED_PRECONDITION),
     (E.BadInput, grpc.StatusCode.INVALID_ARGUMENT),
     (E.StorageFailure, grpc.StatusCode.INTERNAL),
     (ConfigError, grpc.StatusCode.INVALID_ARGUMENT),

@@ -258,6 +258,11 @@ class ViewKeeper:
         out.results.extend(answers)
         return out
 
+    def entries_bytes(self, e164s: list[str]) -> list[bytes | None]:
+        """The entry bytes of each E.164 number (None: no entry), all of one
+        version of the view (the lookups' consistent read; node/screen.py)."""
+        return self._consistent(lambda view: view.entries_bytes(e164s))[1]
+
     def snapshot(self) -> tuple[str, list[bytes]]:
         """The signed view checkpoint and every entry's bytes (in number
         order) of one version of the view, read as `_read` reads: outside the

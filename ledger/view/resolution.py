@@ -271,3 +271,27 @@ def _appeal_summary(states: list[AppealState]) -> str:
         return PENDING
     last = max(states, key=lambda s: (s.decided_at or 0, s.appeal_id))
     return last.status
+
+
+def instants(entry: Entry) -> tuple[int, ...]:
+    """Every time `evaluate` compares its `at_ms` against, each as t and t+1
+    (so `at < t`, `at <= t`, `at > t` and `at >= t` all change only at a
+    listed instant), sorted and distinct. Between two consecutive instants
+    (and before the first, and from the last on) `evaluate(entry, at)` is the
+    same but for its `at_ms` field: a screen may cache one resolution per
+    interval (node/screen.py). Kept beside `evaluate` so a new comparison
+    there is added here too (tests/test_screen.py checks the property)."""
+    ts: set[int] = set()
+    for m in entry.marks:
+        ts.add(m.observed_at)
+        ts.add(m.expires_at)
+        ts.update(r.at for r in m.recategorized)
+        ts.update(s.since for s in m.set_aside)
+    for p in entry.protections:
+        ts.add(p.since)       # a protected mark counts from max(observed_at, since)
+    for a in entry.appeals:
+        ts.add(a.filed_at)
+        if a.closed_at is not None:
+            ts.add(a.closed_at)
+    ts.update(r.effective_at for r in entry.reassignments)
+    return tuple(sorted(ts | {t + 1 for t in ts}))

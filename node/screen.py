@@ -1,0 +1,246 @@
+"""The Screening service on the member port: one decision per call, from
+this node's own view and consent state (docs/screen.md), no remote call.
+
+- `ResolutionCache`: a caller's entry evaluated once per interval of its
+  `instants` (ledger/view/resolution.py), keyed by the entry bytes' digest.
+  The same bytes are the same entry everywhere, so the cache is valid in any
+  process reading any copy of the store and is never invalidated: a changed
+  entry has other bytes, hence another key.
+- `Screener`: gathers `decide`'s inputs for many calls at once (one
+  multi-get of the callers' entries; the callee's preference by its sealed
+  number; the caller's line) and decides each.
+- `ScreeningService`: the gRPC servicer (Screen, ScreenBatch, ScreenStream),
+  open to carriers, the institute and call centres only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from bisect import bisect_right
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import grpc
+
+from keys import KeysError
+from ledger.consent.facts import ConsentReader
+from ledger.errors import BadInput, LedgerError, TooLarge
+from ledger.numbers import normalize
+from ledger.screen import (
+    ALLOW,
+    BLOCK,
+    LABEL,
+    SCREENING_ROLES,
+    WARN,
+    BadCallMode,
+    Decision,
+    NoMembersKey,
+    NotAScreener,
+    decide,
+)
+from ledger.view.entries import Entry
+from ledger.view.resolution import Resolution, evaluate, instants
+from markex.v1 import service_pb2 as pb
+from markex.v1 import service_pb2_grpc as rpc
+from node.services import caller_id, edge
+from node.status import code_for, detail_for
+from node.viewkeeper import MAX_LOOKUP_BATCH
+
+if TYPE_CHECKING:
+    from keys.consortium import Consortium
+
+MAX_SCREEN_BATCH = MAX_LOOKUP_BATCH   # the node's one batch bound (TooLarge beyond it)
+CACHE_ENTRIES = 200_000               # distinct callers' entries kept (a few KB each at most)
+MODES = {pb.CALL_MODE_VOICE: "voice", pb.CALL_MODE_SMS: "sms"}
+ACTIONS = {ALLOW: pb.SCREEN_ACTION_ALLOW, LABEL: pb.SCREEN_ACTION_LABEL,
+           WARN: pb.SCREEN_ACTION_WARN, BLOCK: pb.SCREEN_ACTION_BLOCK}
+
+
+class EntrySource(Protocol):
+    """The consistent read of the view the lookups use (ViewKeeper.entries_bytes)."""
+
+    def entries_bytes(self, e164s: list[str]) -> list[bytes | None]: ...
+
+
+@dataclass
+class _Cached:
+    entry: Entry
+    instants: tuple[int, ...]
+    by_interval: dict[int, Resolution]
+
+
+class ResolutionCache:
+    """At most `size` entries, the oldest inserted dropped first. Reads take
+    no lock; a race computes one resolution twice, which is harmless since
+    both are equal."""
+
+    def __init__(self, size: int = CACHE_ENTRIES) -> None:
+        self.size = size
+        self._items: dict[bytes, _Cached] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def resolve(self, raw: bytes, at_ms: int) -> Resolution:
+        """`Entry.decode(raw).evaluate(at_ms)`, but for `at_ms`: the returned
+        resolution's `at_ms` is the first time of its interval evaluated."""
+        key = hashlib.blake2b(raw, digest_size=16).digest()
+        got = self._items.get(key)
+        if got is None:
+            self.misses += 1
+            entry = Entry.decode(raw)
+            got = _Cached(entry, instants(entry), {})
+            with self._lock:
+                while len(self._items) >= self.size:
+                    self._items.pop(next(iter(self._items)))
+                self._items[key] = got
+        else:
+            self.hits += 1
+        i = bisect_right(got.instants, at_ms)
+        res = got.by_interval.get(i)
+        if res is None:
+            res = got.by_interval[i] = evaluate(got.entry, at_ms)
+        return res
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call to screen, normalized."""
+
+    caller: str
+    callee: str
+    at_ms: int
+    mode: str
+
+
+def parse_call(req: pb.ScreenRequest, now_ms: int) -> Call:
+    """The request normalized: E.164 numbers, at_ms 0 the node's clock, the
+    mode's name. Raises InvalidNumber or BadCallMode (BadInput)."""
+    mode = MODES.get(req.mode)
+    if mode is None:
+        raise BadCallMode(f"call mode {req.mode} is not voice (0) or sms (1)")
+    if req.at_ms < 0:
+        raise BadInput(f"at_ms {req.at_ms} is negative (0 means the node's clock)")
+    try:
+        caller = normalize(req.caller)
+    except BadInput as e:
+        raise type(e)(f"caller: {e}") from e
+    try:
+        callee = normalize(req.callee)
+    except BadInput as e:
+        raise type(e)(f"callee: {e}") from e
+    return Call(caller, callee, req.at_ms or now_ms, mode)
+
+
+class Screener:
+    """Decides calls from this node's state: the view's entries (`view`), the
+    consent state (`consent`), the consortium's policy and members' key."""
+
+    def __init__(self, cons: Consortium, view: EntrySource, consent: ConsentReader | None,
+                 cache: ResolutionCache | None = None) -> None:
+        self.cons = cons
+        self.view = view
+        self.consent = consent
+        self.cache = cache if cache is not None else ResolutionCache()
+
+    def decide_many(self, calls: list[Call]) -> list[Decision]:
+        """One decision per call, in order; the callers' entries in one read.
+        Raises NoMembersKey when this node cannot read preferences."""
+        consent, key = self.consent, self.cons.members_key
+        if consent is None or key is None:
+            raise NoMembersKey(
+                "this node holds no members' key or consent state (node.toml members_key): "
+                "it cannot read subscribers' preferences, so it does not screen")
+        raws = self.view.entries_bytes([c.caller for c in calls])
+        out = []
+        for c, raw in zip(calls, raws, strict=True):
+            res = None if raw is None else self.cache.resolve(raw, c.at_ms)
+            line = consent.line_at(c.caller, c.at_ms)
+            pref = consent.preference_at(key.seal(c.callee), c.at_ms)
+            out.append(decide(self.cons, c.caller, c.callee, c.at_ms, c.mode, res, line, pref))
+        return out
+
+
+def decision_pb(call: Call, d: Decision, tag: int) -> pb.ScreenDecision:
+    return pb.ScreenDecision(
+        action=ACTIONS[d.action], category=d.category, redress=d.redress, tag=tag,
+        caller=call.caller, callee=call.callee, at_ms=call.at_ms, risk=d.risk,
+        reasons=[pb.ScreenReason(code=r.code, records=list(r.records), detail=r.detail)
+                 for r in d.reasons],
+    )
+
+
+def error_pb(req: pb.ScreenRequest, err: Exception) -> pb.ScreenDecision:
+    """The answer for a call not screened: `error` says why (the class as a status detail)."""
+    return pb.ScreenDecision(tag=req.tag, caller=req.caller, callee=req.callee,
+                             at_ms=req.at_ms, error=detail_for(err))
+
+
+class ScreeningService(rpc.ScreeningServicer):
+    """Screen, ScreenBatch and ScreenStream for carriers, the institute and
+    call centres (the participant the client certificate names)."""
+
+    def __init__(self, cons: Consortium, screener: Screener, clock: Callable[[], int]) -> None:
+        self.cons = cons
+        self.screener = screener
+        self.clock = clock
+
+    def _check_screener(self, context: grpc.ServicerContext) -> None:
+        pid = caller_id(context)
+        p = self.cons.participant(pid)
+        role = p.role if p is not None else "none"
+        if role not in SCREENING_ROLES:
+            raise NotAScreener(
+                f"{pid} is a {role}: only carriers, the institute and call centres screen calls")
+
+    @edge
+    def Screen(self, request, context):  # noqa: N802
+        self._check_screener(context)
+        call = parse_call(request, self.clock())
+        return decision_pb(call, self.screener.decide_many([call])[0], request.tag)
+
+    @edge
+    def ScreenBatch(self, request, context):  # noqa: N802
+        self._check_screener(context)
+        if len(request.calls) > MAX_SCREEN_BATCH:
+            raise TooLarge(f"at most {MAX_SCREEN_BATCH} calls per batch, got "
+                           f"{len(request.calls)}")
+        return pb.ScreenBatchResponse(decisions=self._answers(list(request.calls)))
+
+    def _answers(self, reqs: list[pb.ScreenRequest]) -> list[pb.ScreenDecision]:
+        """A decision per request in order; a bad request's has `error` set."""
+        now = self.clock()
+        out: list[pb.ScreenDecision | None] = [None] * len(reqs)
+        good: list[tuple[int, Call]] = []
+        for i, req in enumerate(reqs):
+            try:
+                good.append((i, parse_call(req, now)))
+            except BadInput as e:
+                out[i] = error_pb(req, e)
+        decisions = self.screener.decide_many([c for _, c in good]) if good else []
+        for (i, call), d in zip(good, decisions, strict=True):
+            out[i] = decision_pb(call, d, reqs[i].tag)
+        return [d for d in out if d is not None]
+
+    def ScreenStream(self, request_iterator, context):  # noqa: N802
+        try:
+            self._check_screener(context)
+        except LedgerError as e:
+            context.abort(code_for(e), detail_for(e))
+        yield from self._stream(request_iterator, context)
+
+    def _stream(self, requests: Iterator[pb.ScreenRequest], context: Any
+                ) -> Iterator[pb.ScreenDecision]:
+        for req in requests:
+            try:
+                call = parse_call(req, self.clock())
+                yield decision_pb(call, self.screener.decide_many([call])[0], req.tag)
+            except BadInput as e:
+                yield error_pb(req, e)
+            except (LedgerError, KeysError) as e:   # the node cannot screen: end the stream
+                context.abort(code_for(e), detail_for(e))
