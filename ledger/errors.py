@@ -9,14 +9,17 @@
     │   ├── FeedTimeReversed      issued-at before the feed head's issued-at
     │   ├── MalformedProof        wrong length, non-32-byte hash, index out of range
     │   ├── MalformedNote         a signed note / checkpoint that does not parse
-    │   └── MalformedConfig       consortium or node configuration that does not parse
+    │   ├── MalformedConfig       consortium or node configuration that does not parse
+    │   ├── UnknownIndustry       industry not in the consortium's industries list
+    │   └── WrongMembersKey       a sealed number under a members' key not in force
     ├── TooLarge                  over a size limit                RESOURCE_EXHAUSTED
     ├── BufferFull                out-of-order buffer is full      RESOURCE_EXHAUSTED
     ├── BadSignature              a signature that does not verify UNAUTHENTICATED
     ├── NotAllowed                issuer may not do this           PERMISSION_DENIED
     │   ├── UnknownIssuer         not a participant
     │   ├── UnmarkableNumber      a protected number (or a foreign one, by policy)
-    │   └── MembersKeyMissing     a carrier's preference, and this node has no members' key
+    │   ├── MembersKeyMissing     a carrier's preference, and this node has no members' key
+    │   └── PortedAway            a carrier's preference for a number its block held, ported since
     ├── OutOfOrder                not the feed's next record       FAILED_PRECONDITION
     │   ├── SequenceGap           seq != head + 1
     │   └── WrongPrevious         prev_id != id of the head
@@ -121,6 +124,12 @@ class MembersKeyMissing(NotAllowed):
     """A carrier's preference, on a node (or an audit) that holds no members'
     key: whether the carrier serves the number cannot be checked, so the
     record is not accepted (the node needs its members.key)."""
+
+
+class PortedAway(NotAllowed):
+    """A carrier's preference for a number under one of its prefixes that the
+    configuration now lists under another carrier (ported away). The ledger
+    refuses it; the auditor notes it, since the record may predate the port."""
 
 
 class OutOfOrder(LedgerError):

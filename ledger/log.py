@@ -351,7 +351,9 @@ class NodeLedger:
         anything, given what the ledger holds (and `fresh`, own records signed
         earlier in the same group)? Raises UnknownTarget or an Ineffective
         (`ledger.payloads.check_effect`). A peer's record is never asked."""
-        held = LedgerHoldings(self, fresh, rec)
+        # Without a consent state (a tool's ledger, a node without the members'
+        # key) the effect of a preference or a line is not asked: `issuing` None.
+        held = LedgerHoldings(self, fresh, rec if self.consent is not None else None)
         check_effect(rec.issuer, rec.payload, held, wait_for_target=wait_for_target)
 
     # ------------------------------------------------------------ writes

@@ -40,6 +40,7 @@ from ledger.store import Store
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node import ports, tilesrv
+from node.consentkeeper import ConsentKeeper
 from node.core import NodeCore, max_member_message_bytes, wall_ms
 from node.feedgate import gate_at_start
 from node.holders import holders_service
@@ -126,6 +127,8 @@ class Node:
         self.logs = LogKeeper(ledger, clock)
         self.logs.on_cosigned = self.tally.cosigned
         self.view = ViewKeeper(ledger, clock)
+        # node.consent: the ConsentReader the screen asks (ledger/consent)
+        self.consent = ConsentKeeper(ledger, self.consortium.members_key)
         self.witness = Witness(self.store, self.consortium, self.participant_id, key, clock)
         self.peers = [
             p for p in self.consortium.participants
@@ -160,6 +163,7 @@ class Node:
         self.core.subscribe(self._observe_accepted)
         self.core.subscribe(self._push_own)
         self.core.subscribe(self.view.apply)
+        self.core.subscribe(self.consent.apply)
         self.core.on_equivocation(self._on_equivocation)
         self.core.on_failure(self._on_storage_failure)
 
@@ -212,6 +216,8 @@ class Node:
     def start(self) -> Node:
         self.core.start()
         self.view.start()
+        self.consent.start()
+        self.core.ledger.consent = self.consent.state  # what check_effect reads
         # A member message is at most one full batch (node.core): no 32 MB of tiny envelopes.
         member_bytes = max_member_message_bytes(self.consortium.policy)
         opts = [
@@ -365,6 +371,7 @@ class Node:
         event(log, logging.WARNING, "equivocation", kind="equivocation", issuer=issuer, seq=seq,
               first=first, second=record_id_hex(proof.second))
         self.view.invalidate()
+        self.consent.invalidate()
         for link in self.links.values():
             link.report(proof)
 
@@ -390,6 +397,7 @@ class Node:
                     for link in self.links.values():
                         link.cosign_now()
                 self.view.tick()
+                self.consent.tick()
             except Exception:
                 log.exception("checkpoint tick failed")
 

@@ -692,7 +692,6 @@ def test_policy_values_are_checked_for_sense(
 ) -> None:
     """A policy value out of its range is a ConfigError naming the value and
     the allowed range, built directly or loaded from consortium.json."""
-
     with pytest.raises(ConfigError, match=rf"policy {name} is {value}; it must be {allowed}"):
         Policy(**{name: value})
     _, conf = made

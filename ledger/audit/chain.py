@@ -25,7 +25,7 @@ from typing import Any
 from keys.consortium import Consortium
 from ledger import merkle
 from ledger import view as V
-from ledger.audit.envelopes import Checked
+from ledger.audit.envelopes import NOTES, Checked
 from ledger.audit.report import AuditReport
 from ledger.errors import LedgerError
 from ledger.evidence import equivocation_evidence
@@ -290,7 +290,7 @@ class LogChecker:
             _, rid, issuer, seq, prev, kind, msg, rec, issued_at = c
             self.verified += 1
             if kind is not None:
-                self.report.error(
+                (self.report.warn if kind in NOTES else self.report.error)(
                     kind,
                     msg or kind,
                     index=index,
@@ -301,7 +301,7 @@ class LogChecker:
             if issuer is None:
                 continue
             # signed by its issuer: its chain links and its time count
-            genuine = kind in (None, "role", "time")
+            genuine = kind in (None, "role", "time", *NOTES)
             if self._chain(index, rid, issuer, seq, prev, genuine, issued_at):
                 placed.append((issuer, seq, rid, index))
                 if rec is not None and self.views:

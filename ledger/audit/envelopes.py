@@ -4,6 +4,12 @@
         role: `ledger.payloads.check_issuer`, the log's own rule; time:
         `ledger.rules.time_violation`, the ledger's own bounds)
 
+Two outcomes of the role check are notes (warnings), not failures
+(`NOTES`): "members-key", a carrier's preference the audit cannot check
+because it holds no members' key (node.toml members_key), and "ported", a
+carrier's preference for a number of its range the configuration now lists
+under another carrier (it may predate the port: docs/consent.md, rule 9).
+
 `check_envelopes` checks one chunk; `Checker` runs it over a log's chunks in
 order, on a spawn-safe pool of one worker per core but one with the auditing
 process checking chunks too, for long logs; in-process for short ones.
@@ -22,12 +28,14 @@ from typing import Any
 
 from keys.consortium import Consortium
 from ledger import merkle
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, MembersKeyMissing, PortedAway
 from ledger.payloads import check_issuer as check_role
 from ledger.record import Fields, Record, parse_envelope, record_context, record_id
 from ledger.rules import time_violation
+from ledger.sealing import MembersKey
 
 POOL_MIN_RECORDS = 20_000  # below this, spawning workers costs more than it saves
+NOTES = ("members-key", "ported")  # role outcomes reported as warnings (module doc)
 
 # (leaf hash, record id, issuer, seq, prev id, failed check, what failed, record, issued-at)
 Checked = tuple[
@@ -71,13 +79,20 @@ def check_envelopes(
             else:
                 try:
                     check_role(cons, p.role, issuer, rec.payload)
+                except MembersKeyMissing:
+                    kind, msg = "members-key", (
+                        "a carrier's preference: whether the carrier serves the number is "
+                        "not checked, the audit holds no members' key (node.toml members_key)"
+                    )
+                except PortedAway as e:
+                    kind, msg = "ported", f"{e}; issued before the port, or refused by the ledger"
                 except LedgerError as e:
                     kind, msg = "role", f"{type(e).__name__}: {e}"
                 else:
                     msg = time_violation(rec.issued_at_ms, rec.payload, policy)
                     if msg is not None:
                         kind = "time"
-        keep_rec = Record(*rec) if keep and kind is None else None
+        keep_rec = Record(*rec) if keep and (kind is None or kind in NOTES) else None
         if p is not None:
             issuer = p.id  # one string object per issuer: pickled once per chunk
         out.append(
@@ -104,13 +119,17 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _worker_check(task: tuple[bytes, list[bytes], bool, bool]) -> list[Checked]:
-    raw, envelopes, verify, keep = task
-    digest = hashlib.sha256(raw).digest()
+def _worker_check(task: tuple[bytes, bytes, list[bytes], bool, bool]) -> list[Checked]:
+    raw, key, envelopes, verify, keep = task
+    digest = hashlib.sha256(raw + key).digest()
     cons = _WORKER_CONSORTIA.get(digest)
     if cons is None:
-        # The parent verified consortium.json; workers get its exact bytes.
-        cons = _WORKER_CONSORTIA[digest] = Consortium.from_json_bytes(raw)
+        # The parent verified consortium.json; workers get its exact bytes,
+        # and the members' key it carries (b"": none).
+        cons = Consortium.from_json_bytes(raw)
+        if key:
+            cons = cons.with_members_key(MembersKey(key))
+        _WORKER_CONSORTIA[digest] = cons
     with gc_paused():
         return check_envelopes(cons, envelopes, verify=verify, keep=keep)
 
@@ -136,6 +155,7 @@ class Checker:
         self.workers = workers
         self.local = 0  # chunks checked in the caller's process
         self._raw = cons.raw or cons.to_json_bytes()
+        self._key = cons.members_key.key if cons.members_key is not None else b""
         self._pool: Any = None
         if workers > 0:
             try:
@@ -166,7 +186,7 @@ class Checker:
         for k, (tag, envs) in enumerate(tasks):
             backlog = ahead if count is None else min(ahead, (count - k) // 2)
             if queued < backlog:
-                task = (self._raw, envs, verify, keep)
+                task = (self._raw, self._key, envs, verify, keep)
                 window.append((tag, self._pool.apply_async(_worker_check, (task,))))
                 queued += 1
             else:

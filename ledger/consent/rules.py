@@ -145,7 +145,7 @@ def _meaning(f: PreferenceFact | None) -> tuple[object, ...] | None:
     """What a preference in force answers: a revocation and none answer alike."""
     if f is None or not f.refuse:
         return None
-    return (f.refuse, f.modes, f.allowed, f.days)
+    return (frozenset(f.refuse), frozenset(f.modes), f.allowed, frozenset(f.days))
 
 
 def preference_changes(rec: Record, held: Holdings) -> None:

@@ -138,7 +138,9 @@ class Holdings(Protocol):
     consent questions are answered from the node's consent state
     (ledger/consent), with the own records of the same group commit."""
 
-    issuing: Record | None  # the own record whose effect is being checked
+    # The own record whose effect is being checked; None when the holdings
+    # keep no consent state, and a preference's or a line's effect is not asked.
+    issuing: Record | None
 
     def held(self, rid: bytes) -> Record | None:
         """The record with id `rid`, or None when the node has not seen it."""

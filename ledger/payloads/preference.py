@@ -16,10 +16,11 @@ from ledger.errors import (
     MalformedRecord,
     MembersKeyMissing,
     NotAllowed,
+    PortedAway,
     UnknownIndustry,
     WrongMembersKey,
 )
-from ledger.sealing import KEY_ID_BYTES, MAX_SEALED_BYTES
+from ledger.sealing import KEY_ID_BYTES, MAX_SEALED_BYTES, open_sealed
 from markex.v1 import record_pb2 as pb
 
 if TYPE_CHECKING:
@@ -189,7 +190,9 @@ def check_preference(cons: Consortium, role: str, issuer: str, payload: Preferen
     carrier's); every refused industry in `cons.industry_ids` (or "all");
     sealed under the members' key in force. Checked in that order, raising
     NotAllowed, UnknownIndustry, WrongMembersKey, then (with the key)
-    SealError, and NotAllowed for a carrier that does not serve the number.
+    SealError, and NotAllowed for a carrier that does not serve the number
+    (PortedAway when its range holds the number but the configuration lists
+    it whole under another carrier: ported away).
     Without a members' key a carrier's preference cannot be checked:
     MembersKeyMissing (the node needs its members.key); the institute's is
     accepted with its seal unopened. No message names the number."""
@@ -214,9 +217,16 @@ def check_preference(cons: Consortium, role: str, issuer: str, payload: Preferen
                 "members.key (node.toml members_key)"
             )
         return
-    number = key.open(payload.subscriber)  # SealError
+    number = open_sealed(key, payload.subscriber)  # SealError
     if role == "carrier":
         holder = cons.carrier_for(number)
+        if holder != issuer and any(
+            number.startswith(p) for p in cons.number_ranges.get(issuer, ())
+        ):
+            raise PortedAway(
+                f"the subscriber's number is listed under {holder} in the consortium "
+                f"configuration (ported away from {issuer}'s range)"
+            )
         if holder != issuer:
             raise NotAllowed(
                 f"the subscriber's number is served by {holder or 'no carrier'} in the "
