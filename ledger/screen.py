@@ -13,21 +13,25 @@ condition holds gives the action. docs/screen.md writes the same table
     callee-refused-industry     BLOCK   the caller is marketing (its line's industry, or
                                         its marks' category by policy.marketing_categories)
                                         and the callee's preference refuses it now
+                                        (ledger/consent/rules.py refuses)
     caller-risk-warn            WARN    caller risk at/above policy.screen_warn_risk
     caller-category             LABEL   the caller's resolution has a category
     caller-registered-marketer  LABEL   the caller has a live marketer line
     caller-unknown              ALLOW   nothing else fired
 
-Times are China Standard Time (UTC+8, no daylight saving) for time bands and
-day types; `weekday` is Monday to Friday, `weekend` Saturday and Sunday.
+Whether a preference refuses a call (modes, allowed time bands in China
+Standard Time, day types) is the consent state's rule, ledger/consent/rules.py
+`refuses` (docs/consent.md): one home, asked here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ledger.consent import rules as consent_rules
 from ledger.consent.facts import LineFact, PreferenceFact
 from ledger.errors import BadInput, LedgerError, NotAllowed
 from ledger.payloads.preference import ALL, MODES
@@ -42,9 +46,6 @@ RISK_LEVELS = ("none", "medium", "high")
 RISK_OFF = "off"
 SCREENING_ROLES = frozenset({"carrier", "institute", "callcenter"})
 MARKETING_FALLBACK = "marketing"   # the label of a registered line whose industry no category maps
-CST_OFFSET_MS = 8 * 3600 * 1000    # China Standard Time: UTC+8 all year
-_DAY_MS = 86_400_000
-_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 # Reason codes: stable strings (docs/screen.md). The first reason of a
 # decision is the rule that fired; the others name the facts it rests on.
@@ -74,7 +75,7 @@ class BadCallMode(BadInput):
 
 
 class NoMembersKey(LedgerError):
-    """This node holds no members' key (or no consent state): it cannot read
+    """This node holds no members' key: it cannot read
     preferences, so it answers no screen rather than a wrong one
     (FAILED_PRECONDITION, node/status.py)."""
 
@@ -112,9 +113,10 @@ class Decision:
                 "reasons": [r.to_json() for r in self.reasons], "redress": self.redress}
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """What every rule reads: the call and the facts at its time."""
+class Facts(NamedTuple):
+    """What every rule reads: the call and the facts at its time (a
+    NamedTuple, not a frozen dataclass: built once per call on the call
+    path, where a frozen dataclass's __init__ costs four times as much)."""
 
     cons: Consortium
     caller: str
@@ -124,8 +126,11 @@ class Call:
     res: Resolution | None
     line: LineFact | None
     preference: PreferenceFact | None
+    marketing: Marketing | None          # marketing_of(...), computed once per call
 
 
+# What the caller markets for, and the reason naming why (None: not marketing).
+Marketing = tuple[tuple[str, ...], "Reason"]
 # A rule's condition returns None (does not fire) or (category, reasons).
 Fired = tuple[str, tuple[Reason, ...]]
 
@@ -136,7 +141,7 @@ class Rule:
     action: str
     when: str                     # the condition, as docs/screen.md writes it
     names: str                    # what its reasons name
-    test: Callable[[Call], Fired | None]
+    test: Callable[[Facts], Fired | None]
 
 
 # ------------------------------------------------------------------ facts
@@ -149,48 +154,21 @@ def risk_at_least(risk: str, threshold: str) -> bool:
     return RISK_LEVELS.index(risk) >= RISK_LEVELS.index(threshold)
 
 
-def cst_minute_and_day(at_ms: int) -> tuple[int, str]:
-    """The minute of the day (0..1439) and the weekday (mon..sun) at `at_ms`, CST."""
-    local = at_ms + CST_OFFSET_MS
-    day, ms = divmod(local, _DAY_MS)
-    return ms // 60_000, _WEEKDAYS[(day + 3) % 7]   # 1970-01-01 was a Thursday
+def refuses_any(p: PreferenceFact | None, industries: tuple[str, ...], mode: str,
+                at_ms: int) -> bool:
+    """Whether the preference in force `p` refuses marketing of one of
+    `industries` (() an unknown industry: refused only by "all") by `mode`
+    at `at_ms`: the consent state's rule (ledger/consent/rules.py `refuses`,
+    docs/consent.md), asked per industry."""
+    if not industries:
+        return consent_rules.refuses(p, None, mode, at_ms)
+    return any(consent_rules.refuses(p, i, mode, at_ms) for i in industries)
 
 
-def _day_matches(day: str, types: tuple[str, ...]) -> bool:
-    for t in types:
-        if t == day or (t == "weekday" and day in _WEEKDAYS[:5]) or (
-            t == "weekend" and day in _WEEKDAYS[5:]
-        ):
-            return True
-    return False
-
-
-def allowance_holds(p: PreferenceFact, at_ms: int) -> bool:
-    """Whether `at_ms` is inside the preference's allowance: one of its bands
-    (every minute when it lists none) on one of its day types (every day when
-    it lists none). A preference with neither bands nor days allows nothing."""
-    if not p.allowed and not p.days:
-        return False
-    minute, day = cst_minute_and_day(at_ms)
-    if p.days and not _day_matches(day, p.days):
-        return False
-    return not p.allowed or any(s <= minute < e for s, e in p.allowed)
-
-
-def in_force(p: PreferenceFact, at_ms: int) -> bool:
-    return p.effective_from <= at_ms and (not p.until or at_ms < p.until)
-
-
-def refuses(p: PreferenceFact | None, industries: tuple[str, ...], mode: str, at_ms: int) -> bool:
-    """Whether preference `p` refuses marketing of `industries` (() an unknown
-    industry: refused only by "all") by `mode` at `at_ms`. A revocation
-    refuses nothing; neither does a preference outside its effective span."""
-    if p is None or not p.refuse or not in_force(p, at_ms):
-        return False
-    if p.modes and mode not in p.modes:
-        return False
-    hit = ALL in p.refuse or any(i in p.refuse for i in industries)
-    return hit and not allowance_holds(p, at_ms)
+def _iso(ms: int) -> str:
+    """A time in a reason's sentence: ISO 8601, UTC."""
+    t = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+    return t.replace("+00:00", "Z")
 
 
 def _markers(res: Resolution | None, category: str | None = None) -> tuple[bytes, ...]:
@@ -199,29 +177,29 @@ def _markers(res: Resolution | None, category: str | None = None) -> tuple[bytes
     return tuple(m.record_id for m in res.markers if category is None or m.category == category)
 
 
-def marketing_of(c: Call) -> tuple[tuple[str, ...], Reason] | None:
+def marketing_of(cons: Consortium, res: Resolution | None, ln: LineFact | None,
+                 at_ms: int) -> Marketing | None:
     """The industries the caller markets for and the reason naming why: its
     live registration's industry; unregistered, the industries its resolved
     category maps to by policy.marketing_categories. None: not marketing."""
-    ln = c.line
-    if ln is not None and (not ln.ended_at or c.at_ms < ln.ended_at):
+    if ln is not None and (not ln.ended_at or at_ms < ln.ended_at):
         what = f"prefix {ln.number}" if ln.prefix else ln.number
         return (ln.industry,), Reason(
             CALLER_LINE, (ln.id,),
             f"{what} is registered to {ln.enterprise} ({ln.uscc}) for {ln.industry} marketing "
             f"by {ln.issuer}")
-    cats: dict[str, tuple[str, ...]] = c.cons.policy.marketing_categories
-    if c.res is not None and c.res.category in cats:
-        cat = c.res.category
+    cats: dict[str, tuple[str, ...]] = cons.policy.marketing_categories
+    if res is not None and res.category in cats:
+        cat = res.category
         inds = tuple(cats[cat])
         shown = ", ".join(inds) if inds else "an unknown industry"
         return inds, Reason(
-            CALLER_MARKED_MARKETING, _markers(c.res, cat),
+            CALLER_MARKED_MARKETING, _markers(res, cat),
             f"unregistered, marked {cat}: counts as marketing of {shown}")
     return None
 
 
-def _risk_reason(c: Call, code: str, threshold: str, extra: str) -> Fired | None:
+def _risk_reason(c: Facts, code: str, threshold: str, extra: str) -> Fired | None:
     if c.res is None or not risk_at_least(c.res.risk, threshold):
         return None
     return c.res.category or "", (Reason(
@@ -233,7 +211,7 @@ def _risk_reason(c: Call, code: str, threshold: str, extra: str) -> Fired | None
 # ------------------------------------------------------------------ the rules
 
 
-def _protected(c: Call) -> Fired | None:
+def _protected(c: Facts) -> Fired | None:
     entry = c.cons.policy.protecting(c.caller)
     if entry is None:
         return None
@@ -241,15 +219,15 @@ def _protected(c: Call) -> Fired | None:
                        f"{c.caller} is a protected number ({entry} in protected_numbers)"),)
 
 
-def _risk_block(c: Call) -> Fired | None:
+def _risk_block(c: Facts) -> Fired | None:
     return _risk_reason(c, CALLER_RISK_BLOCK, c.cons.policy.screen_block_risk,
                         ": blocked whatever the callee's preferences")
 
 
-def _refused(c: Call) -> Fired | None:
-    m = marketing_of(c)
+def _refused(c: Facts) -> Fired | None:
+    m = c.marketing
     p = c.preference
-    if m is None or p is None or not refuses(p, m[0], c.mode, c.at_ms):
+    if m is None or p is None or not refuses_any(p, m[0], c.mode, c.at_ms):
         return None
     industries, basis = m
     what = ALL if ALL in p.refuse else ", ".join(i for i in industries if i in p.refuse)
@@ -257,29 +235,29 @@ def _refused(c: Call) -> Fired | None:
     return category or _label_for(c, industries), (
         Reason(CALLEE_REFUSED, (p.id,),
                f"the callee refuses {what} marketing by {c.mode} (preference of {p.issuer} "
-               f"#{p.seq}, in force since {p.effective_from})"),
+               f"#{p.seq}, in force since {_iso(p.effective_from)})"),
         basis,
     )
 
 
-def _risk_warn(c: Call) -> Fired | None:
+def _risk_warn(c: Facts) -> Fired | None:
     return _risk_reason(c, CALLER_RISK_WARN, c.cons.policy.screen_warn_risk, "")
 
 
-def _category(c: Call) -> Fired | None:
+def _category(c: Facts) -> Fired | None:
     if c.res is None or not c.res.category:
         return None
     cat = c.res.category
     reasons = [Reason(CALLER_CATEGORY, _markers(c.res, cat),
                       f"{c.caller} is labelled {cat} (score {c.res.score})")]
-    m = marketing_of(c)
+    m = c.marketing
     if m is not None and m[1].code == CALLER_LINE:
         reasons.append(m[1])
     return cat, tuple(reasons)
 
 
-def _registered(c: Call) -> Fired | None:
-    m = marketing_of(c)
+def _registered(c: Facts) -> Fired | None:
+    m = c.marketing
     if m is None or m[1].code != CALLER_LINE:
         return None
     label = _label_for(c, m[0])
@@ -289,11 +267,11 @@ def _registered(c: Call) -> Fired | None:
     return label, (first, m[1])
 
 
-def _unknown(c: Call) -> Fired | None:
+def _unknown(c: Facts) -> Fired | None:
     return "", (Reason(CALLER_UNKNOWN, (), "no rule applies: the caller is not marked"),)
 
 
-def _label_for(c: Call, industries: tuple[str, ...]) -> str:
+def _label_for(c: Facts, industries: tuple[str, ...]) -> str:
     """The category a marketer of `industries` is shown with: the first
     (sorted) category of policy.marketing_categories mapping to its industry,
     else "marketing"."""
@@ -357,7 +335,8 @@ def decide(
     (either None). Raises BadCallMode for another mode."""
     if mode not in MODES:
         raise BadCallMode(f"call mode {mode!r} is not one of {', '.join(MODES)}")
-    c = Call(cons, caller, callee, at_ms, mode, caller_resolution, line, preference)
+    c = Facts(cons, caller, callee, at_ms, mode, caller_resolution, line, preference,
+              marketing_of(cons, caller_resolution, line, at_ms))
     risk = caller_resolution.risk if caller_resolution is not None else "none"
     for rule in RULES:
         fired = rule.test(c)

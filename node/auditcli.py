@@ -86,8 +86,9 @@ def write_evidence(directory: Path, ev: dict[str, Any]) -> Path:
 class _Progress:
     """A one-line progress indicator on stderr for long runs."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, unit: str = "records") -> None:
         self.label = label
+        self.unit = unit
         self.t0 = time.monotonic()
         self.last = 0.0
         self.shown = False
@@ -105,7 +106,7 @@ class _Progress:
         bar = "#" * filled + "." * (width - filled)
         sys.stderr.write(
             f"\r{self.label} [{bar}] {done}/{total} ({100 * done // max(total, 1)}%) "
-            f"{rate:,.0f} records/s"
+            f"{rate:,.0f} {self.unit}/s"
         )
         sys.stderr.flush()
         self.shown = True

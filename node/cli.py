@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     name: (module, name) for module, names in {
         "node.issuecli": ("cmd_consortium_init", "cmd_node_run", "cmd_mark", "cmd_correct",
                           "cmd_decide", "cmd_reassign"),
+        "node.consentcli": ("cmd_prefer", "cmd_line_register", "cmd_line_deregister"),
         "node.readcli": ("cmd_log_checkpoint", "cmd_log_entries", "cmd_view_checkpoint",
                          "cmd_keys_verifier", "cmd_categories"),
         "node.recordcli": ("cmd_log_inclusion", "cmd_log_consistency", "cmd_record_get",
@@ -53,6 +54,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "node.demo": ("cmd_demo",),
         "node.webcli": ("cmd_web",),
         "node.appealscli": ("cmd_appeals",),
+        "node.screencli": ("cmd_screen",),
     }.items() for name in names
 }
 
@@ -233,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--at", required=True, metavar="ISO8601",
                     help="when the new holder got it, e.g. 2026-12-01T00:00:00Z (UTC when no "
                          "zone is given); marks observed before no longer count")
+    _consent(sub)
 
     lk = _cmd(sub, "lookup", lazy("cmd_lookup"),
               "a number's national view entry, verified against a cosigned view checkpoint",
@@ -243,6 +246,24 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("--at", metavar="ISO8601",
                     help="evaluate the entry at this time, e.g. 2026-12-01T00:00:00Z "
                          "(default: now)")
+
+    sc = _cmd(sub, "screen", lazy("cmd_screen"),
+              "the call-path decision (allow, label, warn, block, and why), or a campaign "
+              "list scrubbed (CSV out)",
+              "markex screen --as carrier-1 13800000001 13900000002 --json",
+              "consortium as node json pin",
+              as_help="a carrier, the institute or a call centre (its member certificate)")
+    sc.add_argument("caller_pos", metavar="CALLER", nargs="?", help="the calling number")
+    sc.add_argument("callee", metavar="CALLEE", nargs="?", help="the called number")
+    sc.add_argument("--at", metavar="ISO8601",
+                    help="screen at this time (default: the node's clock; a list: now)")
+    sc.add_argument("--mode", choices=("voice", "sms"), default="voice",
+                    help="a voice call or an SMS (default voice)")
+    sc.add_argument("--caller", metavar="CALLER", help="with --list: the campaign's number")
+    sc.add_argument("--list", metavar="FILE",
+                    help="a CSV of numbers (first column; header `number` allowed) to scrub")
+    sc.add_argument("--out", metavar="FILE",
+                    help="with --list: the CSV written (default: standard output)")
 
     _cmd(sub, "categories", lazy("cmd_categories"), "the mark categories and the names users know",
          "markex categories", "consortium as json pin", as_help=PINNER)
@@ -343,6 +364,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     _ceremony(sub, cons, ky, nd)
     return p
+
+
+def _consent(sub: Any) -> None:
+    """`prefer` and `line register|deregister` (node/consentcli.py, docs/cli.md)."""
+    pr = _cmd(sub, "prefer", lazy("cmd_prefer"),
+              "a subscriber's refusal of marketing calls by industry (--refuse none revokes)",
+              "markex prefer --as carrier-1 13812345678 --refuse real-estate,finance "
+              "--hours 09-12 --days weekday", ISSUE,
+              as_help="the number's serving carrier or the institute (the national platform)")
+    _quiet(pr)
+    pr.add_argument("number", metavar="NUMBER", help="the subscriber's number, E.164 or "
+                    "national form (sent to the node only; the record holds it sealed)")
+    pr.add_argument("--refuse", required=True, metavar="IND[,IND...]|all|none",
+                    help="the industries whose marketing is refused, ids of the consortium's "
+                         "list (by default finance, insurance, securities, real-estate, "
+                         "education, health, consumer-goods, telecom, tourism, recruitment), "
+                         "all (every marketing call), or none (revokes the refusal)")
+    pr.add_argument("--modes", metavar="voice,sms",
+                    help="the modes refused (default: every mode)")
+    pr.add_argument("--hours", metavar="HH-HH[,...]",
+                    help="China Standard Time bands in which refused marketing is still "
+                         "allowed, e.g. 09-12,14:30-17 (default: none)")
+    pr.add_argument("--days", metavar="DAYS",
+                    help="the days the --hours hold: weekday, weekend or mon..sun, "
+                         "comma-separated (default: every day)")
+    pr.add_argument("--from", dest="start", metavar="ISO8601",
+                    help="when it takes effect, e.g. 2026-12-01T00:00:00Z (default: when "
+                         "issued)")
+    pr.add_argument("--until", metavar="ISO8601",
+                    help="when it ends (default: until a later preference)")
+    ln = _group(sub, "line", "marketers' lines: a number or prefix registered to an enterprise")
+    lr = _cmd(ln, "register", lazy("cmd_line_register"),
+              "register a number or a prefix (400*, +86400*) used for marketing by an "
+              "enterprise, as the carrier that provides it",
+              "markex line register --as carrier-1 4001234567 --enterprise 'Acme Realty' "
+              "--uscc 91110000100000000R --industry real-estate", ISSUE)
+    _quiet(lr)
+    lr.add_argument("number", metavar="NUMBER_OR_PREFIX",
+                    help="a number (E.164 or national form) or a prefix ending in *")
+    lr.add_argument("--enterprise", required=True, metavar="NAME", help="the enterprise's name")
+    lr.add_argument("--uscc", required=True, metavar="CODE",
+                    help="its unified social credit code (18 characters, GB 32100-2015)")
+    lr.add_argument("--industry", required=True, metavar="IND",
+                    help="the industry it markets for, an id of the consortium's list")
+    ld = _cmd(ln, "deregister", lazy("cmd_line_deregister"),
+              "end a registration, as the carrier that made it",
+              "markex line deregister --as carrier-1 1a2b3c4d", ISSUE)
+    _quiet(ld)
+    ld.add_argument("record_id", metavar="RECORD_ID",
+                    help="the registration's id: 64 hex digits or a unique prefix of at "
+                         "least 8")
 
 
 def _ceremony(sub: Any, consortium: Any, keys: Any, node: Any) -> None:

@@ -25,8 +25,9 @@ if TYPE_CHECKING:  # loaded by the first connection: a command that dials no nod
 # public: the Public service on the public port; admin: the Admin service
 # with the operator's admin certificate; audit: the Audit service on the
 # member port with a member's or an auditor's certificate; holders: the
-# Holders service on the member port (node/holders.py), likewise.
-Need = Literal["public", "admin", "audit", "holders"]
+# Holders service on the member port (node/holders.py), likewise; screening:
+# the Screening service on the member port (node/screen.py), likewise.
+Need = Literal["public", "admin", "audit", "holders", "screening"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ def reader_id(cons: Consortium, as_id: str | None) -> str:
 
 class Connect(Protocol):
     """Returns the stub of the service `need` on the node `dial` names:
-    `rpc.PublicStub`, `rpc.AdminStub`, `rpc.AuditStub` or `rpc.HoldersStub`."""
+    `rpc.PublicStub`, `rpc.AdminStub`, `rpc.AuditStub`, `rpc.HoldersStub` or
+    `rpc.ScreeningStub`."""
 
     def __call__(self, need: Need, dial: Dial) -> Any: ...
 
@@ -79,9 +81,10 @@ class TlsConnect:
         elif need == "admin":
             ch = client.admin_channel(dial.directory, dial.as_id, ep.member, ep.participant)
             stub = rpc.AdminStub
-        elif need in ("audit", "holders"):
+        elif need in ("audit", "holders", "screening"):
             ch = client.member_channel(dial.directory, dial.as_id, ep.member, ep.participant)
-            stub = rpc.AuditStub if need == "audit" else rpc.HoldersStub
+            stub = {"audit": rpc.AuditStub, "holders": rpc.HoldersStub,
+                    "screening": rpc.ScreeningStub}[need]
         else:
             raise ValueError(f"no such connection: {need!r}")
         self._channels.append(ch)

@@ -18,6 +18,7 @@ import grpc
 
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
+from markex.v1 import service_pb2_grpc as rpc
 from node.auditclient import audit_node_online
 from node.localnet import LocalNet
 from node.lookup import lookup_verified, view_checkpoint_summary
@@ -55,6 +56,15 @@ RECYCLED = "+8613700001111"  # an old fraudster's number, given to a new subscri
 BANK = "95555"  # a bank's service number
 FRAUD = "+8617012345678"  # a real fraud line the institute confirms
 HOLDER_LINE = "+8613800139000"  # a restaurant's delivery line; its holder appeals on the web
+
+# Consent and the call-path screen (issue 15)
+NO_REALTY = "+8613500001001"    # refuses real-estate calls
+NO_FINANCE = "+8613000001002"   # refuses finance calls
+CHANGED_MIND = "+8613300001003"  # refused real-estate, then revoked it
+NEW_HOLDER = "+8613600001004"   # its old holder refused real-estate; given to a new subscriber
+CALL_LINE = "+864008001234"     # callcenter-1's enterprise's line, registered for real-estate
+CALL_ENTERPRISE = "安家房产经纪 Anjia Realty"
+CALL_USCC = "91440300MA5F000007"
 
 
 def say(msg: str = "") -> None:
@@ -280,9 +290,11 @@ def _run(net: LocalNet, count: int, tls: Any = None, webs: dict[str, Any] | None
         rpb.Reassignment(number=RECYCLED, effective_at_ms=now - DAY), timeout=30
     )
 
+    screens_ok = _consent(net)
+
     waited = net.wait_converged(timeout=90)
     views = _wait_views(net, 60)
-    say(f"\n5. converged ({waited:.1f}s after the last record)")
+    say(f"\n6. converged ({waited:.1f}s after the last record)")
     say(
         "\nthe national view, looked up on every node and verified against cosigned view checkpoints:"
     )
@@ -311,7 +323,7 @@ def _run(net: LocalNet, count: int, tls: Any = None, webs: dict[str, Any] | None
 
     audit_ok = True
     say(
-        "\n6. audit of every node (online: entries, signatures, feeds, checkpoints, cosignatures, view)"
+        "\n7. audit of every node (online: entries, signatures, feeds, checkpoints, cosignatures, view)"
     )
     for pid in net.ids:
         rep = audit_node_online(net.dir, net.consortium, pid)
@@ -321,12 +333,96 @@ def _run(net: LocalNet, count: int, tls: Any = None, webs: dict[str, Any] | None
         )
 
     say(
-        f"\nsame records on every node: {_yes(same_records)}; same view root on every node: {_yes(same_view)}; audits pass: {_yes(audit_ok)}"
+        f"\nsame records on every node: {_yes(same_records)}; same view root on every node: {_yes(same_view)}; audits pass: {_yes(audit_ok)}; screens as the stories say: {_yes(screens_ok)}"
     )
-    ok = same_records and same_view and audit_ok
+    ok = same_records and same_view and audit_ok and screens_ok
     say("demo " + ("passed" if ok else "FAILED"))
     say("next: the README's \"Using it\" story runs the same by hand, command by command")
     return 0 if ok else 1
+
+
+# ------------------------------------------------------------------ consent and the screen
+
+
+def _consent(net: LocalNet) -> bool:
+    """Subscribers' refusals, a call centre's registered line, and the screen's
+    answer for each story at every node; True when every answer is the one
+    the story expects and every node gives it."""
+    cons = net.consortium
+    say("\n5. consent and the call-path screen")
+    for number, refuse in ((NO_REALTY, ["real-estate"]), (NO_FINANCE, ["finance"]),
+                           (CHANGED_MIND, ["real-estate"]), (NEW_HOLDER, ["real-estate"])):
+        carrier = cons.carrier_for(number) or "institute"
+        net.admin(carrier).IssuePreference(pb.PreferenceRequest(number=number, refuse=refuse),
+                                           timeout=30)
+        say(f"   {number} refuses {', '.join(refuse)} calls (issued at {carrier}'s node, "
+            "its number sealed)")
+    provider = cons.carrier_for(CALL_LINE) or "carrier-1"
+    net.admin(provider).IssueMarketerLine(
+        rpb.MarketerLine(number=CALL_LINE, enterprise=CALL_ENTERPRISE, uscc=CALL_USCC,
+                         industry="real-estate"), timeout=30)
+    say(f"   {provider} registered {CALL_LINE} for {CALL_ENTERPRISE} (real-estate), the line "
+        "callcenter-1 calls from")
+    net.wait_converged(timeout=60)
+    # A registered marketer's call that nobody refuses goes through labelled
+    # with its industry (LABEL); a refused one is blocked.
+    ok = _story(net, "a call to a subscriber who refused real estate", NO_REALTY, "BLOCK")
+    ok &= _story(net, "a call to one who refused only finance", NO_FINANCE, "LABEL")
+    ok &= _story(net, "before a revocation", CHANGED_MIND, "BLOCK")
+    net.admin(cons.carrier_for(CHANGED_MIND) or "institute").IssuePreference(
+        pb.PreferenceRequest(number=CHANGED_MIND), timeout=30)  # refuses nothing: revokes
+    net.wait_converged(timeout=60)
+    ok &= _story(net, "after the revocation", CHANGED_MIND, "LABEL")
+    ok &= _story(net, "before the number changes hands", NEW_HOLDER, "BLOCK")
+    net.admin(cons.carrier_for(NEW_HOLDER) or "carrier-1").IssueReassignment(
+        rpb.Reassignment(number=NEW_HOLDER, effective_at_ms=_now()), timeout=30)
+    net.wait_converged(timeout=60)
+    time.sleep(0.01)  # screened after the new tenure began
+    ok &= _story(net, "after a reassignment, the old refusal void", NEW_HOLDER, "LABEL")
+    return ok & _scrub(net, provider, (NO_REALTY, NO_FINANCE, CHANGED_MIND, NEW_HOLDER))
+
+
+def _scrub(net: LocalNet, node: str, numbers: tuple[str, ...]) -> bool:
+    """callcenter-1 scrubs its campaign list at `node` (it runs no node of its
+    own): one ScreenBatch, the same answers as one screen per call."""
+    from node import client
+
+    ep = net.consortium.participant(node).member_endpoint  # type: ignore[union-attr]
+    at = _now()
+    calls = [pb.ScreenRequest(caller=CALL_LINE, callee=n, at_ms=at) for n in numbers]
+    with client.member_channel(net.dir, "callcenter-1", ep) as ch:
+        stub = rpc.ScreeningStub(ch)
+        batch = stub.ScreenBatch(pb.ScreenBatchRequest(calls=calls), timeout=30).decisions
+        singles = [stub.Screen(c, timeout=10) for c in calls]
+    refused = [d.callee for d in batch if d.action == pb.SCREEN_ACTION_BLOCK]
+    same = [(d.action, d.reasons[0].code) for d in batch] == [
+        (d.action, d.reasons[0].code) for d in singles]
+    say(f"   callcenter-1 scrubbed its list of {len(numbers)} at {node}'s node: refused "
+        f"{', '.join(refused) or 'none'}; as one screen per call: {_yes(same)}")
+    return same and refused == [NO_REALTY]
+
+
+def _story(net: LocalNet, what: str, callee: str, want: str) -> bool:
+    """One call screened at every node (as the callee's carrier), in one line."""
+    from node import client
+
+    cons = net.consortium
+    carrier = cons.carrier_for(callee) or "carrier-1"
+    req = pb.ScreenRequest(caller=CALL_LINE, callee=callee, at_ms=_now(),
+                           mode=pb.CALL_MODE_VOICE)
+    answers = []
+    for pid in net.ids:
+        ep = cons.participant(pid).member_endpoint  # type: ignore[union-attr]
+        with client.member_channel(net.dir, carrier, ep) as ch:
+            answers.append(rpc.ScreeningStub(ch).Screen(req, timeout=10))
+    d = answers[0]
+    action = pb.ScreenAction.Name(d.action).removeprefix("SCREEN_ACTION_")
+    same = all((a.action, [r.code for r in a.reasons]) == (d.action, [r.code for r in d.reasons])
+               for a in answers)
+    why = f"{d.reasons[0].code}: {d.reasons[0].detail}" if d.reasons else "no reason"
+    say(f"   {what}: {CALL_LINE} -> {callee}  {action} ({why}); same on {len(answers)} "
+        f"nodes: {_yes(same)}")
+    return action == want and same
 
 
 # ------------------------------------------------------------------ the web front ends

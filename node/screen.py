@@ -20,7 +20,7 @@ import threading
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import grpc
 
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from keys.consortium import Consortium
 
 MAX_SCREEN_BATCH = MAX_LOOKUP_BATCH   # the node's one batch bound (TooLarge beyond it)
-CACHE_ENTRIES = 200_000               # distinct callers' entries kept (a few KB each at most)
+CACHE_ENTRIES = 100_000               # distinct callers' entries kept: about 200 MB at most
 MODES = {pb.CALL_MODE_VOICE: "voice", pb.CALL_MODE_SMS: "sms"}
 ACTIONS = {ALLOW: pb.SCREEN_ACTION_ALLOW, LABEL: pb.SCREEN_ACTION_LABEL,
            WARN: pb.SCREEN_ACTION_WARN, BLOCK: pb.SCREEN_ACTION_BLOCK}
@@ -66,15 +66,17 @@ class EntrySource(Protocol):
 
 @dataclass
 class _Cached:
-    entry: Entry
     instants: tuple[int, ...]
-    by_interval: dict[int, Resolution]
+    by_interval: dict[int, Resolution]  # index of the interval (bisect_right) -> resolution
 
 
 class ResolutionCache:
-    """At most `size` entries, the oldest inserted dropped first. Reads take
-    no lock; a race computes one resolution twice, which is harmless since
-    both are equal."""
+    """At most `size` entries, the oldest inserted dropped first; each keeps
+    its instants and the resolutions computed so far (about 2 KB), not the
+    decoded entry: a new interval, rare, decodes the given bytes again.
+    Reads take no lock; a race computes one resolution twice, which is
+    harmless since both are equal (and makes `hits` and `misses`, counters
+    for tests and metrics, approximate)."""
 
     def __init__(self, size: int = CACHE_ENTRIES) -> None:
         self.size = size
@@ -88,13 +90,15 @@ class ResolutionCache:
 
     def resolve(self, raw: bytes, at_ms: int) -> Resolution:
         """`Entry.decode(raw).evaluate(at_ms)`, but for `at_ms`: the returned
-        resolution's `at_ms` is the first time of its interval evaluated."""
+        resolution's `at_ms` is the first time of its interval evaluated.
+        Raises BadInput for bytes that are no entry."""
         key = hashlib.blake2b(raw, digest_size=16).digest()
         got = self._items.get(key)
+        entry = None
         if got is None:
             self.misses += 1
             entry = Entry.decode(raw)
-            got = _Cached(entry, instants(entry), {})
+            got = _Cached(instants(entry), {})
             with self._lock:
                 while len(self._items) >= self.size:
                     self._items.pop(next(iter(self._items)))
@@ -104,13 +108,12 @@ class ResolutionCache:
         i = bisect_right(got.instants, at_ms)
         res = got.by_interval.get(i)
         if res is None:
-            res = got.by_interval[i] = evaluate(got.entry, at_ms)
+            res = got.by_interval[i] = evaluate(entry or Entry.decode(raw), at_ms)
         return res
 
 
-@dataclass(frozen=True)
-class Call:
-    """One call to screen, normalized."""
+class Call(NamedTuple):
+    """One call to screen, normalized (a NamedTuple: one is built per call)."""
 
     caller: str
     callee: str
@@ -141,7 +144,7 @@ class Screener:
     """Decides calls from this node's state: the view's entries (`view`), the
     consent state (`consent`), the consortium's policy and members' key."""
 
-    def __init__(self, cons: Consortium, view: EntrySource, consent: ConsentReader | None,
+    def __init__(self, cons: Consortium, view: EntrySource, consent: ConsentReader,
                  cache: ResolutionCache | None = None) -> None:
         self.cons = cons
         self.view = view
@@ -152,10 +155,10 @@ class Screener:
         """One decision per call, in order; the callers' entries in one read.
         Raises NoMembersKey when this node cannot read preferences."""
         consent, key = self.consent, self.cons.members_key
-        if consent is None or key is None:
+        if key is None:
             raise NoMembersKey(
-                "this node holds no members' key or consent state (node.toml members_key): "
-                "it cannot read subscribers' preferences, so it does not screen")
+                "this node holds no members' key (node.toml members_key): it cannot read "
+                "subscribers' preferences, so it does not screen")
         raws = self.view.entries_bytes([c.caller for c in calls])
         out = []
         for c, raw in zip(calls, raws, strict=True):

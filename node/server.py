@@ -155,6 +155,10 @@ class Node:
         )
         # the holder's appeal (node/holders.py), sharing Admin's issue gate
         self.holders = holders_service(cfg, self.core, self.view, self.admin, clock)
+        # the call-path screen (node/screen.py): this node's view and consent state only
+        self.screening = ScreeningService(
+            self.consortium, Screener(self.consortium, self.view, self.consent), clock
+        )
 
         # The writer's events, to the parts that act on them.
         self.core.observer = self._observe
@@ -166,13 +170,6 @@ class Node:
         self.core.subscribe(self.consent.apply)
         self.core.on_equivocation(self._on_equivocation)
         self.core.on_failure(self._on_storage_failure)
-
-        # the call-path screen (node/screen.py): this node's view and consent state only
-        self.screening = ScreeningService(
-            self.consortium,
-            Screener(self.consortium, self.view, getattr(self, "consent", None)),
-            clock,
-        )
 
         self._watch_metrics()
 

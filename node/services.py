@@ -22,12 +22,16 @@ from ledger.errors import (
     BadSignature,
     LedgerError,
     MalformedRecord,
+    MembersKeyMissing,
     NotAllowed,
     NotFound,
     TooLarge,
 )
 from ledger.log import EquivocationProof, NodeLedger
 from ledger.names import view_origin
+from ledger.numbers import normalize
+from ledger.payloads.line import MarketerLine
+from ledger.payloads.preference import Preference
 from ledger.record import (
     RECATEGORIZE,
     REJECT,
@@ -512,3 +516,35 @@ class AdminService(rpc.AdminServicer):
         self._own(context)
         r = Reassignment(number=request.number, effective_at_ms=request.effective_at_ms)
         return self._issued(self.core.issue(r))
+
+    @edge
+    def IssuePreference(self, request, context):  # noqa: N802
+        """The number arrives in clear (the member port only) and is signed
+        only sealed: with the members' key the node was started with."""
+        self._own(context)
+        key = self.core.consortium.members_key
+        if key is None:
+            raise MembersKeyMissing(
+                f"node {self.participant_id} holds no members' key, so it cannot seal a "
+                "subscriber's number (node.toml: members_key)"
+            )
+        p = Preference(
+            subscriber=key.seal(normalize(request.number)),  # InvalidNumber
+            key_id=key.id,
+            refuse=tuple(request.refuse),
+            modes=tuple(request.modes),
+            allowed=tuple((b.start_minute, b.end_minute) for b in request.allowed),
+            days=tuple(request.days),
+            effective_from_ms=request.effective_from_ms,
+            until_ms=request.until_ms,
+        )
+        return self._issued(self.core.issue(p))
+
+    @edge
+    def IssueMarketerLine(self, request, context):  # noqa: N802
+        self._own(context)
+        line = MarketerLine(  # checks its fields; a number (not a prefix) is normalized
+            number=request.number, prefix=request.prefix, enterprise=request.enterprise,
+            uscc=request.uscc, industry=request.industry, deregisters=request.deregisters,
+        )
+        return self._issued(self.core.issue(line))

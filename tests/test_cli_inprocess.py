@@ -83,6 +83,18 @@ class StubAdmin(_Stub, rpc.AdminServicer):
         return self._answer("IssueReassignment", request, context,
                             pb.Issued(id=RECORD_ID, issuer="carrier-1", seq=8, index=43))
 
+    def IssuePreference(
+        self, request: pb.PreferenceRequest, context: grpc.ServicerContext
+    ) -> pb.Issued:
+        return self._answer("IssuePreference", request, context,
+                            pb.Issued(id=RECORD_ID, issuer="carrier-1", seq=9, index=44))
+
+    def IssueMarketerLine(
+        self, request: rpb.MarketerLine, context: grpc.ServicerContext
+    ) -> pb.Issued:
+        return self._answer("IssueMarketerLine", request, context,
+                            pb.Issued(id=RECORD_ID, issuer="carrier-1", seq=10, index=45))
+
 
 class StubPublic(_Stub, rpc.PublicServicer):
     def GetLogCheckpoint(self, request: Any, context: grpc.ServicerContext) -> pb.LogCheckpoint:
@@ -382,6 +394,10 @@ NODE_COMMANDS = [
     ["correct", "--as", "carrier-1", "00" * 32, "--withdraw"],
     ["decide", "--as", "institute", "00" * 32, "--uphold"],
     ["reassign", "--as", "carrier-1", "13812345678", "--at", "2026-01-01T00:00:00Z"],
+    ["prefer", "--as", "carrier-1", "13812345678", "--refuse", "real-estate"],
+    ["line", "register", "--as", "carrier-1", "400*", "--enterprise", "Acme",
+     "--uscc", "91110000100000000R", "--industry", "finance"],
+    ["line", "deregister", "--as", "carrier-1", "00" * 32],
     ["log", "checkpoint", "--node", "carrier-1"],
     ["log", "entries", "--node", "carrier-1", "--start", "0", "--end", "3"],
     ["log", "inclusion", "--node", "carrier-1", "--index", "0", "--size", "1"],
@@ -528,7 +544,8 @@ def test_tls_connect_closes_what_it_opened(folder: tuple[Path, Consortium]) -> N
 
 NODE = Path(__file__).resolve().parent.parent / "node"
 COMMAND_MODULES = ("node.cli", "node.auditcli", "node.demo", "node.ceremony", "node.issuecli",
-                   "node.readcli", "node.recordcli", "node.lookupcli", "node.exportcli")
+                   "node.readcli", "node.recordcli", "node.lookupcli", "node.exportcli",
+                   "node.consentcli")
 
 
 def _imports(module: str) -> set[str]:
@@ -545,11 +562,12 @@ def _imports(module: str) -> set[str]:
 
 def test_command_modules_import_no_other_command_module() -> None:
     """The command modules share node.command and node.connect, never each
-    other or node.cli (recordcli, which resolves ids, excepted for issuecli);
+    other or node.cli (recordcli, which resolves ids, excepted for issuecli and
+    consentcli);
     node.cli, the root, imports none of them: it names each command and loads
     its module only when it runs."""
     for m in COMMAND_MODULES[1:]:
-        allowed = {"node.recordcli"} if m == "node.issuecli" else set()
+        allowed = {"node.recordcli"} if m in ("node.issuecli", "node.consentcli") else set()
         assert not _imports(m) & (set(COMMAND_MODULES) - allowed - {m}), m
     root = ast.parse((NODE / "cli.py").read_text(encoding="utf-8"))
     top = {n.module for n in root.body if isinstance(n, ast.ImportFrom)}

@@ -212,7 +212,10 @@ VALUES = {"number": "13812345678", "category": "fraud", "record_id": "ab" * 32,
           "appeal_id": "ab" * 32, "dir": "{tmp}/new", "file": "{tmp}/missing.json",
           "at": "2026-12-01T00:00:00Z", "start": "0", "end": "2", "index": "0", "old": "1",
           "participant": "carrier-1", "as_id": "carrier-1", "node": "carrier-1",
-          "pin": "{tmp}/missing.pub", "role": "carrier", "id": "carrier-9"}
+          "pin": "{tmp}/missing.pub", "role": "carrier", "id": "carrier-9",
+          # prefer, line register|deregister (node/consentcli.py)
+          "refuse": "real-estate,finance", "enterprise": "Acme Realty",
+          "uscc": "91110000100000000R", "industry": "real-estate"}
 OPTIONAL = {"timeout": "0.2"}  # `node wait` waits for nodes that never come: not long
 
 

@@ -22,6 +22,23 @@ def test_demo_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "web front end of carrier-1: http://127.0.0.1:" in out
     assert "holder's appeal" in out and "upheld, applied on 6 of 6 nodes" in out
     assert "NOT verified" not in out.split("the national view, looked up")[1]
+    # consent and the screen: each story one line, the same answer on every node
+    assert "+8613500001001 refuses real-estate calls" in out
+    assert "+8613000001002 refuses finance calls" in out
+    assert "registered +864008001234 for" in out and "callcenter-1" in out
+    stories = {line.split(":")[0].strip(): line for line in out.splitlines()
+               if "-> +86" in line}
+    for story, action in (("a call to a subscriber who refused real estate", "BLOCK"),
+                          ("a call to one who refused only finance", "LABEL"),
+                          ("before a revocation", "BLOCK"), ("after the revocation", "LABEL"),
+                          ("before the number changes hands", "BLOCK"),
+                          ("after a reassignment, the old refusal void", "LABEL")):
+        line = stories[story]
+        assert f"  {action}" in line and "same on 6 nodes: yes" in line, line
+    assert "callee-refused-industry" in stories["before a revocation"]
+    assert ("callcenter-1 scrubbed its list of 4 at carrier-3's node: refused +8613500001001; "
+            "as one screen per call: yes") in out
+    assert "screens as the stories say: yes" in out
     for repr_ in ("None", "True", "False"):  # plain words, no Python reprs
         assert repr_ not in out, repr_
 
