@@ -37,7 +37,9 @@ the preferences from its log when it starts. Against that node:
 The three node results come from one run (`screen_suite`, cached per size).
 bench/scale.py adds the 10M-preference run (`scale_screen`) with the same
 fill (`fill_node`) and the same paced screens (`paced_screens`).
-`python -m bench.consent_bench [propagation|screen]` prints JSON.
+`python -m bench.consent_bench [propagation|screen]` prints JSON;
+`python -m bench.consent_bench profile` prints where the screen's time goes
+in-process (`profile_screen`: cProfile of node/screen.py's Screener).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from bench.exchange_bench import (
     CATEGORIES,
     consortium_seeds,
     mark_number,
+    paced_lookups,
     past_ms,
     percentile,
     workers,
@@ -631,6 +634,7 @@ def _batch_results(
     actions = check_decisions(calls, decisions, preferences)
     blocked_lines = sum(1 for c in calls if must_block(c, preferences))
     value, limit = total / min(screen_s), total / min(lookup_s)
+    load = os.getloadavg()[0]
     shown = ", ".join(f"{v} {k}" for k, v in sorted(actions.items()))
     how = (
         f"Screening.ScreenBatch over mutual TLS on loopback, {total:,} calls in batches of "
@@ -640,7 +644,8 @@ def _batch_results(
         f"to a callee refusing its industry all BLOCK), from {setup}; limit: Public.LookupBatch "
         f"of the same callers on the same node in the same run ({limit:,.0f} numbers/s, "
         f"{found:,} found, with_proofs false); absolute: {value:,.0f} decisions/s against "
-        f"the issue's {SCREEN_RATE_TARGET:,.0f} (screen_batch_rate)"
+        f"the issue's {SCREEN_RATE_TARGET:,.0f} (screen_batch_rate); load average {load:.1f} "
+        f"after, on {len(os.sched_getaffinity(0))} cores"
     )
     rate_how = (
         f"{value:,.0f} decisions/s through Screening.ScreenBatch (as in screen_batch) against "
@@ -695,14 +700,97 @@ def _p99_result(
     rate: float,
     setup: str,
 ) -> dict[str, Any]:
-    del net
+    load0 = os.getloadavg()[0]
     r = p99_run(screens, entries, preferences, rng, seconds, rate)
+    # The control, right after on the same node at the same rate: single lookups of
+    # the same kind of callers (lookup_p99's call), so a busy machine shows as such.
+    callers = [c.caller for c in call_mix(rng, entries, preferences, r["n"])]
+    stub = net.public(NODE)
+    for num in callers[:50]:
+        stub.Lookup(pb.LookupRequest(number=num), timeout=10)  # warm up
+    paced = paced_lookups(stub, callers, rate, lambda i, _: False, timeout=10)
+    lk = paced.answered_ms()
     how = (
         f"p99 {r['p99_ms']:.2f} ms, p50 {r['p50_ms']:.2f} ms, max {r['max_ms']:.2f} ms: "
         f"{r['n']:,} unary Screening.Screen calls (the screen_batch mix) at {r['rate']:.0f}/s "
-        f"open loop over mutual TLS on loopback, each timed from its scheduled send; {setup}"
+        f"open loop over mutual TLS on loopback, each timed from its scheduled send; "
+        f"control in the same run: Public.Lookup (with proof) of the same kind of callers at "
+        f"{r['n'] / paced.sent_s:.0f}/s, p99 {percentile(lk, 99):.2f} ms, p50 "
+        f"{percentile(lk, 50):.2f} ms ({len(paced.failed)} failed); load average "
+        f"{load0:.1f} before, {os.getloadavg()[0]:.1f} after on "
+        f"{len(os.sched_getaffinity(0))} cores; {setup}"
     )
     return report.latency(r["p99_ms"], "ms", SCREEN_P99_TARGET_MS, how)
+
+
+# ====================================================================== profile
+
+
+def profile_screen(
+    entries: int = 100_000, preferences: int = 100_000, total: int = 20_000, top: int = 30
+) -> str:
+    """Where the screen's time goes, without gRPC: the node's Screener
+    (node/screen.py) over the same state as screen_suite (NodeLedger.submit,
+    the view's apply, the stored consent state caught up from the log, as a
+    node's start does), deciding the screen_batch mix in batches of BATCH
+    under cProfile, each decision built as the service does. Returns a report:
+    decisions/s in-process with and without the profiler, the same batches'
+    view read alone, and cProfile's top functions by own time."""
+    import cProfile
+    import io
+    import pstats
+
+    from ledger.consent import StoredConsent, catch_up
+    from node.screen import Screener, decision_pb, parse_call
+
+    with ingest.scratch_dir() as d:
+        net = LocalNet(d / "consortium")
+        fill_node(net, new_signer(net), state_items(net, entries, 0, preferences))
+        cons = members_consortium(net)
+        assert cons.members_key is not None
+        store = Store(net.dir / NODE / "data")
+        try:
+            view = V.NationalView.open(store, cons)
+            consent = StoredConsent(store, cons.members_key)
+            catch_up(consent, NodeLedger(store, cons, NODE))
+            screener_ = Screener(cons, view, consent)
+            now = time.time_ns() // 1_000_000
+            reqs = requests(call_mix(random.Random(SEED), entries, preferences, total), now)
+            batches = [
+                [parse_call(r, now) for r in reqs[i : i + BATCH]] for i in range(0, total, BATCH)
+            ]
+
+            def run() -> float:
+                t = time.perf_counter()
+                for b in batches:
+                    pb.ScreenBatchResponse(
+                        decisions=[
+                            decision_pb(c, dec, 0)
+                            for c, dec in zip(b, screener_.decide_many(b), strict=True)
+                        ]
+                    ).SerializeToString()
+                return time.perf_counter() - t
+
+            run()  # warm: the resolution cache holds what a running node's would
+            plain = run()
+            t = time.perf_counter()
+            for b in batches:
+                view.entries_bytes([c.caller for c in b])
+            read = time.perf_counter() - t
+            prof = cProfile.Profile()
+            prof.enable()
+            profiled = run()
+            prof.disable()
+        finally:
+            store.close()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(top)
+    return (
+        f"{total:,} calls in batches of {BATCH} on {entries:,} entries and {preferences:,} "
+        f"preferences, in-process (no gRPC): {total / plain:,.0f} decisions/s "
+        f"({plain / total * 1e6:.1f} us each; {profiled / total * 1e6:.1f} us under cProfile); "
+        f"the callers' view read alone {total / read:,.0f} numbers/s\n" + text.getvalue()
+    )
 
 
 # ====================================================================== propagation
@@ -890,6 +978,9 @@ def _propagation(
 
 if __name__ == "__main__":
     which = sys.argv[1:] or ["propagation", "screen"]
+    if "profile" in which:
+        print(profile_screen(*(20_000, 20_000) if os.environ.get("BENCH_QUICK") == "1" else ()))
+        sys.exit(0)
     quick = os.environ.get("BENCH_QUICK") == "1"
     result: dict[str, Any] = {}
     if "propagation" in which:
