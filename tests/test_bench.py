@@ -166,8 +166,9 @@ def test_scale_screen_short_run_writes_its_results(tmp_path: Path) -> None:
     assert set(data["benchmarks"]) == {"scale_screen", "scale_screen_p99_ratio", "scale_screen_rss"}
     for r in data["benchmarks"].values():
         _check_shape(r)
-    assert "at 1,000 preferences" in data["benchmarks"]["scale_screen_rss"]["how"]
-    assert "at 2,000 preferences" in data["benchmarks"]["scale_screen_rss"]["how"]
+    steps = data["benchmarks"]["scale_screen"]["how"]
+    assert "at 1,000 preferences: p99" in steps and "at 2,000 preferences: p99" in steps
+    assert "beside" in data["benchmarks"]["scale_screen_rss"]["how"]
 
 
 def test_the_registry_names_the_issue_15_benchmarks() -> None:
