@@ -93,6 +93,7 @@ SCREEN_P99_TARGET_MS = 5.0
 BATCH = 1000
 CHUNK = 2000  # records per signing task
 SEED = 1515
+PROGRESS_S = 30.0  # seconds between progress lines on stderr while a store fills
 
 # Preference j is issued by PREF_ISSUERS[j % 3] for a number it may speak for: the
 # carriers for their own subscribers, the institute (the national platform) for
@@ -324,6 +325,7 @@ def fill_node(
     cons = members_consortium(net)
     store = Store(net.dir / NODE / "data")
     written = 0
+    start = shown = time.perf_counter()
     try:
         ledger = NodeLedger(store, cons, NODE)
         view = V.NationalView.open(store, cons) if apply_view else None
@@ -335,6 +337,14 @@ def fill_node(
             if view is not None:
                 view.apply(done.accepted)
             written += len(envs)
+            if (now := time.perf_counter()) - shown >= PROGRESS_S:
+                rate = written / (now - start)
+                print(
+                    f"[consent_bench] {written:,} records written, {rate:,.0f}/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                shown = now
     finally:
         store.close()
     return written
