@@ -16,11 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ledger.consent.facts import Deregistration, LineFact, PreferenceFact, Subscriber
-from ledger.errors import LineOverlap, NotALiveLine, NothingToRevoke, SamePreference
-from ledger.payloads.preference import ALL
+from ledger.errors import (
+    LineOverlap,
+    NotALiveLine,
+    NothingToRevoke,
+    SamePreference,
+    UnknownTarget,
+)
+from ledger.payloads.line import MarketerLine
+from ledger.payloads.preference import ALL, Preference
+from ledger.payloads.reassignment import Reassignment
 
 if TYPE_CHECKING:
     from ledger.payloads.correction import Holdings
@@ -141,6 +150,11 @@ def refuses(f: PreferenceFact | None, industry: str | None, mode: str, at_ms: in
     return not allowed_at(f, at_ms)
 
 
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace(
+        "+00:00", "Z")
+
+
 def _meaning(f: PreferenceFact | None) -> tuple[object, ...] | None:
     """What a preference in force answers: a revocation and none answer alike."""
     if f is None or not f.refuse:
@@ -172,7 +186,7 @@ def preference_changes(rec: Record, held: Holdings) -> None:
         )
     ahead = [f for f in before.preferences if f.refuse and f.effective_from > start]
     tail = (
-        f"; a refusal takes effect at {ahead[-1].effective_from} ms: revoke from then on"
+        f"; a refusal takes effect at {_iso(ahead[-1].effective_from)}: revoke from then on"
         if ahead else ""
     )
     raise NothingToRevoke(
@@ -186,15 +200,6 @@ def preference_changes(rec: Record, held: Holdings) -> None:
 def line_order(f: LineFact | Deregistration) -> tuple[int, int, bytes]:
     """Issue order (the view's): issued_at, then seq, then id."""
     return (f.issued_at, f.seq, f.id)
-
-
-def overlaps(a_number: str, a_prefix: bool, b_number: str, b_prefix: bool) -> bool:
-    """The same number, or a prefix covering the other (number or prefix)."""
-    return (
-        a_number == b_number
-        or (a_prefix and b_number.startswith(a_number))
-        or (b_prefix and a_number.startswith(b_number))
-    )
 
 
 def live_at(f: LineFact, at_ms: int) -> bool:
@@ -282,8 +287,6 @@ def line_changes(rec: Record, held: Holdings, wait_for_target: bool) -> None:
     issuer's (NotALiveLine; UnknownTarget when the node has not seen it,
     unless `wait_for_target`); a registration overlapping one live at its
     issued_at (LineOverlap)."""
-    from ledger.errors import UnknownTarget
-
     p = rec.payload
     if p.is_deregistration:
         short = p.deregisters.hex()[:16]
@@ -323,10 +326,6 @@ def fresh_facts(
     """Own records signed earlier in this group commit, as the effect checks
     see them: preferences and reassignments (records), registrations,
     deregistrations."""
-    from ledger.payloads.line import MarketerLine
-    from ledger.payloads.preference import Preference
-    from ledger.payloads.reassignment import Reassignment
-
     subs: list[Record] = []
     regs: list[LineFact] = []
     deregs: list[Deregistration] = []
