@@ -177,12 +177,26 @@ def _markers(res: Resolution | None, category: str | None = None) -> tuple[bytes
     return tuple(m.record_id for m in res.markers if category is None or m.category == category)
 
 
+def _live(ln: LineFact | None, at_ms: int) -> bool:
+    return ln is not None and (not ln.ended_at or at_ms < ln.ended_at)
+
+
+def is_marketing(cons: Consortium, res: Resolution | None, ln: LineFact | None,
+                 at_ms: int) -> bool:
+    """`marketing_of(...) is not None`, without building its reason. Only a
+    marketing caller's decision reads the callee's preference (rule 3), so a
+    screen may skip reading it for any other caller: `decide` answers the
+    same with the preference or None (tests/test_screen.py checks it)."""
+    return _live(ln, at_ms) or (
+        res is not None and res.category in cons.policy.marketing_categories)
+
+
 def marketing_of(cons: Consortium, res: Resolution | None, ln: LineFact | None,
                  at_ms: int) -> Marketing | None:
     """The industries the caller markets for and the reason naming why: its
     live registration's industry; unregistered, the industries its resolved
     category maps to by policy.marketing_categories. None: not marketing."""
-    if ln is not None and (not ln.ended_at or at_ms < ln.ended_at):
+    if ln is not None and _live(ln, at_ms):
         what = f"prefix {ln.number}" if ln.prefix else ln.number
         return (ln.industry,), Reason(
             CALLER_LINE, (ln.id,),

@@ -38,7 +38,9 @@ from ledger.screen import (
     Decision,
     NoMembersKey,
     NotAScreener,
+    Reason,
     decide,
+    is_marketing,
 )
 from ledger.view.entries import Entry
 from ledger.view.resolution import Resolution, evaluate, instants
@@ -159,22 +161,42 @@ class Screener:
             raise NoMembersKey(
                 "this node holds no members' key (node.toml members_key): it cannot read "
                 "subscribers' preferences, so it does not screen")
+        cons, resolve = self.cons, self.cache.resolve
         raws = self.view.entries_bytes([c.caller for c in calls])
         out = []
         for c, raw in zip(calls, raws, strict=True):
-            res = None if raw is None else self.cache.resolve(raw, c.at_ms)
-            line = consent.line_at(c.caller, c.at_ms)
-            pref = consent.preference_at(key.seal(c.callee), c.at_ms)
-            out.append(decide(self.cons, c.caller, c.callee, c.at_ms, c.mode, res, line, pref))
+            at = c.at_ms
+            res = None if raw is None else resolve(raw, at)
+            line = consent.line_at(c.caller, at)
+            # Only a marketer's decision reads the callee's preference (rule 3):
+            # the seal and the read are skipped for every other caller.
+            pref = (consent.preference_at(key.seal(c.callee), at)
+                    if is_marketing(cons, res, line, at) else None)
+            out.append(decide(cons, c.caller, c.callee, at, c.mode, res, line, pref))
         return out
+
+
+_REASONS: dict[Reason, pb.ScreenReason] = {}
+MAX_REASONS = 4096  # reasons kept as messages (a line's, the unknown caller's, ...)
+
+
+def _reason_pb(r: Reason) -> pb.ScreenReason:
+    """The message of a reason; the ones that recur (a registration's, the
+    fixed sentences) are built once."""
+    m = _REASONS.get(r)
+    if m is None:
+        m = pb.ScreenReason(code=r.code, records=list(r.records), detail=r.detail)
+        if len(_REASONS) >= MAX_REASONS:
+            _REASONS.clear()
+        _REASONS[r] = m
+    return m
 
 
 def decision_pb(call: Call, d: Decision, tag: int) -> pb.ScreenDecision:
     return pb.ScreenDecision(
         action=ACTIONS[d.action], category=d.category, redress=d.redress, tag=tag,
         caller=call.caller, callee=call.callee, at_ms=call.at_ms, risk=d.risk,
-        reasons=[pb.ScreenReason(code=r.code, records=list(r.records), detail=r.detail)
-                 for r in d.reasons],
+        reasons=[_reason_pb(r) for r in d.reasons],
     )
 
 

@@ -11,8 +11,8 @@ first column, an optional header `number`) and writes `number,result,reason`
 (`allowed` or `refused`, the rule's code only: a subscriber's preference is
 never spelled out), in ScreenBatch chunks; every number of a list is
 screened at the same instant (--at, default: now). A bad row is reported
-with its line number on stderr and the others are still screened; the
-command then ends with exit code 2.
+with its line number on stderr (with --json: in the JSON object's `bad`)
+and the others are still screened; the command then ends with exit code 2.
 """
 
 from __future__ import annotations
@@ -183,8 +183,9 @@ def _list(args: argparse.Namespace, stub: Any) -> int:
     if args.out or not args.json:   # --json without --out: the rows are in the JSON
         _write(args.out, rows)
     bad.sort()
-    for line, why in bad:
-        print(f"markex: {path}:{line}: {why}", file=sys.stderr)
+    if not args.json:   # with --json the bad rows are in the one JSON object
+        for line, why in bad:
+            print(f"markex: {path}:{line}: {why}", file=sys.stderr)
     refused = sum(r[1] == "refused" for r in rows)
     summary: dict[str, Any] = {
         "caller": caller, "at_ms": at, "at": iso(at), "count": len(rows),

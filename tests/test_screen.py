@@ -200,6 +200,18 @@ def test_decide(name: str) -> None:
         assert kw.get("caller", CALLER) in d.redress
 
 
+@pytest.mark.parametrize("name", list(CASES))
+def test_only_a_marketer_s_decision_reads_the_preference(name: str) -> None:
+    """What lets the screen skip the callee's seal and read (node/screen.py)."""
+    marks, ln, p, kw, *_ = CASES[name]
+    res = marked(*marks) if marks else None
+    at = kw.get("at", TUE_10)
+    marketing = S.is_marketing(CONS, res, ln, at)
+    assert marketing == (S.marketing_of(CONS, res, ln, at) is not None)
+    if not marketing:
+        assert decide(res, ln, p, **kw) == decide(res, ln, None, **kw)
+
+
 def test_every_reason_code_is_exercised_by_the_table() -> None:
     seen = {c for case in CASES.values() for c in case[5]}
     assert seen == set(S.REASON_CODES)

@@ -314,10 +314,10 @@ def test_cli_list_equals_per_call_screens(s: Screens, tmp_path: Path,
     code, out, err = run(capsys, "screen", "--consortium", str(s.net.dir), "--as",
                          "callcenter-1", "--node", "carrier-1", "--caller", LINE,
                          "--list", str(src), "--out", str(out_csv), "--json")
-    assert code == 2                                   # one bad row, the others screened
-    assert f"{src}:4:" in err and "not-a-number" in err
+    assert code == 2 and err == ""                     # one bad row, the others screened
     summary = json.loads(out)
     assert summary["count"] == 5 and summary["bad"][0]["line"] == 4
+    assert "not-a-number" in summary["bad"][0]["error"]
     rows = list(csv.reader(io.StringIO(out_csv.read_text(encoding="utf-8"))))
     assert rows[0] == ["number", "result", "reason"]
     at = summary["at_ms"]
@@ -331,6 +331,12 @@ def test_cli_list_equals_per_call_screens(s: Screens, tmp_path: Path,
     # the reason is the code only: no preference detail, no record id
     assert all(r[2] in ("callee-refused-industry", "caller-registered-marketer")
                for r in rows[1:])
+    # without --json: the bad row on stderr, with its line
+    code, out, err = run(capsys, "screen", "--consortium", str(s.net.dir), "--as",
+                         "callcenter-1", "--node", "carrier-1", "--caller", LINE,
+                         "--list", str(src), "--out", str(tmp_path / "again.csv"))
+    assert code == 2 and f"markex: {src}:4: " in err and "not-a-number" in err
+    assert (tmp_path / "again.csv").read_text(encoding="utf-8").count("\n") == 6
     # without --out: the CSV on stdout
     good = tmp_path / "good.csv"
     good.write_text("\n".join(numbers) + "\n", encoding="utf-8")
