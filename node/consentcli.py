@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 from node.command import (
@@ -192,6 +193,4 @@ def cmd_line_deregister(args: argparse.Namespace, connect: Connect) -> int:
 
 
 def _now_ms() -> int:
-    import time
-
     return int(time.time() * 1000)
