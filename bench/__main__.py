@@ -95,12 +95,33 @@ BENCHMARKS: dict[str, Benchmark] = {
         )
         for name in ("web_lookup_p99", "web_api_lookup_batch")
     },
+    # Issue 15: a preference issued at one node until every node's screen answers with it.
+    "preference_propagation_p99": Benchmark(
+        "bench.consent_bench",
+        "bench_preference_propagation",
+        {"seconds": 20.0},
+        {"seconds": 5.0},
+    ),
+    # The three screen results come from one node run (consent_bench.screen_suite): 1M view
+    # entries and 1M preferences written into its store (minutes; its `how` says).
+    **{
+        name: Benchmark(
+            "bench.consent_bench",
+            f"bench_{name}",
+            {"entries": 1_000_000, "preferences": 1_000_000, "seconds": 10.0},
+            {"entries": 100_000, "preferences": 100_000, "seconds": 3.0},
+        )
+        for name in ("screen_batch", "screen_batch_rate", "screen_p99")
+    },
     # Wall time of a `markex` process: --help, and a lookup against a running node.
     "cli_startup": Benchmark("bench.cli_startup", "bench_cli_startup", {"runs": 15}, {"runs": 5}),
     "cli_lookup": Benchmark("bench.cli_startup", "bench_cli_lookup", {"runs": 15}, {"runs": 5}),
     # make bench-scale: 10M records (SCALE_RECORDS) in one node; also writes the
-    # scale_lookup_p99_ratio, scale_peak_rss and scale_disk_per_record results.
+    # scale_lookup_p99_ratio, scale_peak_rss and scale_disk_per_record results, then
+    # (unless SCALE_PREFERENCES=0) the 10M-preference run's scale_screen_* results.
     "scale": Benchmark("bench.scale", "bench_scale", opt_in=True),
+    # The 10M-preference run alone (SCALE_PREFERENCES, default 10,000,000).
+    "scale_screen": Benchmark("bench.scale", "bench_scale_screen", opt_in=True),
 }
 
 

@@ -36,7 +36,9 @@ send. Results (bench/report.json, merged):
 Progress goes to stderr every PROGRESS_S seconds (records, rate, node RSS,
 view entries, disk), so a partial run still tells the rate and RSS so far.
 `python -m bench.scale` runs it and writes the report (SCALE_RECORDS=200000
-for a short run).
+for a short run). Then, unless SCALE_PREFERENCES=0, the preference run of issue
+15 (`bench_scale_screen`, described where it is defined; SCALE_PREFERENCES=
+20000 for a short one).
 """
 
 from __future__ import annotations
@@ -612,7 +614,169 @@ def bench_scale(
     if out is not None:
         report.write(out, res, merge=True)
     print(report.table({"machine": report.machine_info(), "benchmarks": res}), file=sys.stderr)
+    if os.environ.get("SCALE_PREFERENCES") != "0":  # issue 15's addition, after the records run
+        bench_scale_screen(out=out)
     return res["scale"]
+
+
+# ====================================================================== preferences (issue 15)
+#
+# `bench_scale_screen` (also `python -m bench scale_screen` alone): one node process
+# (carrier-1) holding SCREEN_ENTRIES view entries, the marketer lines of
+# bench.consent_bench and SCALE_PREFERENCES preferences (default 10,000,000), written
+# into its stopped store as lookup_suite and consent_bench do (NodeLedger.submit of
+# every signed batch, then the view's apply; the node's consent keeper takes the
+# preferences from its log when it starts). At min(1M, N) preferences and at N the
+# node is started, left to go quiet, and screened with unary Screening.Screen open
+# loop (consent_bench's call mix, timed from each scheduled send); then stopped and
+# filled further. Results (merged into the report):
+#
+#     scale_screen             the screen p99 at N preferences, target 5 ms.
+#     scale_screen_p99_ratio   p99(N) / p99(1M); limit 1.2 (as for lookups), ratio =
+#                              limit / value.
+#     scale_screen_rss         the node's RSS (VmRSS, after the screens) at N, limit
+#                              1 GiB (as for the records run); the 1M figure beside it.
+
+SCREEN_ENTRIES = 1_000_000
+
+
+def scale_screen_run(
+    preferences: int, small: int, entries: int, seconds: float, rate: float, directory: Path
+) -> dict[str, Any]:
+    from bench import consent_bench as cb  # the fill, the call mix and the paced screens
+
+    net = LocalNet(directory / "consortium")
+    screens = cb.Screens(net, cb.screener(net.consortium))
+    signer = cb.new_signer(net)
+    steps = sorted({min(small, preferences), preferences})
+    if len(steps) == 1:
+        steps = steps * 2  # a short run measures twice at one size: the ratio shows the noise
+    out: dict[str, Any] = {"preferences": preferences, "entries": entries, "steps": []}
+    try:
+        done = 0
+        for step_no, step in enumerate(steps):
+            if net.nodes[cb.NODE].proc is not None:
+                net.terminate(cb.NODE, timeout=120)
+                net._drop_channels(cb.NODE)
+                screens.close()
+            items = (
+                cb.state_items(net, entries, 0, step) if done == 0 else cb.pref_ranges(done, step)
+            )
+            t = time.perf_counter()
+            written = cb.fill_node(net, signer, items)
+            fill_s = time.perf_counter() - t
+            t = time.perf_counter()
+            cb.start_screening(net, timeout=120 + step / 500)
+            start_s = time.perf_counter() - t
+            proc = net.nodes[cb.NODE].proc
+            assert proc is not None
+            quiet = _wait_quiet(proc.pid)
+            log(f"step {step:,} preferences: {written:,} records written in {fill_s:.0f} s, "
+                f"node started in {start_s:.0f} s, quiet after {quiet:.0f} s; RSS "
+                f"{_proc_status(proc.pid)['VmRSS'] / 2**20:,.0f} MiB; screens {seconds:.0f} s "
+                f"at {rate:.0f}/s ...")
+            r = cb.p99_run(screens, entries, step, random.Random(2000 + step_no), seconds, rate)
+            mem = _proc_status(proc.pid)
+            disk, _ = du_bytes(net.dir / cb.NODE / "data")
+            log(f"step {step:,}: screen p99 {r['p99_ms']:.2f} ms, p50 {r['p50_ms']:.2f} ms, "
+                f"max {r['max_ms']:.1f} ms at {r['rate']:.0f}/s; RSS {mem['VmRSS'] / 2**20:,.0f} "
+                f"MiB, peak {mem['VmHWM'] / 2**20:,.0f} MiB; disk {disk / 2**20:,.0f} MiB")
+            out["steps"].append({
+                "preferences": step, "fill_s": fill_s, "start_s": start_s, "rss": mem["VmRSS"],
+                "peak": mem["VmHWM"], "disk": disk, **r,
+            })
+            done = step
+        return out
+    finally:
+        screens.close()
+        net.stop_all()
+
+
+def _wait_quiet(pid: int, cpu_share: float = 0.3, timeout: float = 90) -> float:
+    """Wait until process `pid` uses under `cpu_share` of a core over 2 s."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        c0 = _cpu_s(pid)
+        time.sleep(2.0)
+        if (_cpu_s(pid) - c0) / 2.0 < cpu_share:
+            break
+    return time.monotonic() - start
+
+
+def screen_results(o: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    from bench import consent_bench as cb
+
+    s1, s2 = o["steps"][0], o["steps"][-1]
+    ratio = s2["p99_ms"] / s1["p99_ms"]
+    setup = (
+        f"one node process (carrier-1) with {o['entries']:,} view entries, "
+        f"{cb.LINES + 1} marketer lines and the preferences written into its stopped store "
+        f"(NodeLedger.submit, the view's apply; the consent state built by the node from its "
+        f"log at start), started and left quiet before each step"
+    )
+    steps_how = "; ".join(
+        f"at {s['preferences']:,} preferences: p99 {s['p99_ms']:.2f} ms, p50 "
+        f"{s['p50_ms']:.2f} ms, max {s['max_ms']:.1f} ms over {s['n']} unary screens at "
+        f"{s['rate']:.0f}/s; RSS {s['rss'] / 2**20:,.0f} MiB (peak {s['peak'] / 2**20:,.0f}); "
+        f"disk {s['disk'] / 2**20:,.0f} MiB; start {s['start_s']:.0f} s"
+        for s in o["steps"]
+    )
+    return {
+        "scale_screen": report.latency(
+            s2["p99_ms"], "ms", cb.SCREEN_P99_TARGET_MS,
+            f"unary Screening.Screen p99 with {s2['preferences']:,} preferences (consent_bench's "
+            f"call mix, open loop, timed from each scheduled send, over mutual TLS on "
+            f"loopback); {steps_how}; {setup}",
+        ),
+        "scale_screen_p99_ratio": {
+            "value": ratio,
+            "unit": "x",
+            "limit": P99_RATIO_TARGET,
+            "ratio": P99_RATIO_TARGET / ratio,
+            "target": 1.0,
+            "how": (
+                f"screen p99 at {s2['preferences']:,} / at {s1['preferences']:,} preferences: "
+                f"{s2['p99_ms']:.2f} / {s1['p99_ms']:.2f} ms; lower is better, so limit = 1.2 "
+                f"(the lookups' scale target; the issue names none) and ratio = 1.2 / value; "
+                f"{steps_how}; {setup}"
+            ),
+        },
+        "scale_screen_rss": {
+            "value": float(s2["rss"]),
+            "unit": "bytes",
+            "limit": float(RSS_LIMIT),
+            "ratio": RSS_LIMIT / s2["rss"],
+            "target": 1.0,
+            "how": (
+                f"the node's RSS after the screens at {s2['preferences']:,} preferences, "
+                f"{s2['rss'] / 2**20:,.0f} MiB (peak {s2['peak'] / 2**20:,.0f} MiB), beside "
+                f"{s1['rss'] / 2**20:,.0f} MiB at {s1['preferences']:,}; limit: the records "
+                f"run's 1 GiB; ratio = limit / value; {setup}"
+            ),
+        },
+    }
+
+
+def bench_scale_screen(
+    preferences: int | None = None,
+    small: int = SMALL,
+    entries: int = SCREEN_ENTRIES,
+    seconds: float = 20.0,
+    rate: float = 500.0,
+    out: Path | None = DEFAULT_OUT,
+) -> dict[str, Any]:
+    """The preference run (above); writes its three results into `out`
+    (merged) and returns `scale_screen`."""
+    if preferences is None:
+        preferences = int(os.environ.get("SCALE_PREFERENCES", "10000000"))
+    with ingest.scratch_dir() as d:
+        o = scale_screen_run(preferences, small, entries, seconds, rate, d)
+    res = screen_results(o)
+    log("raw: " + json.dumps(o))
+    if out is not None:
+        report.write(out, res, merge=True)
+    print(report.table({"machine": report.machine_info(), "benchmarks": res}), file=sys.stderr)
+    return res["scale_screen"]
 
 
 if __name__ == "__main__":

@@ -125,3 +125,65 @@ def test_bulk_issue_benchmark_runs_at_a_small_size() -> None:
     assert got["unit"] == "records/s" and got["target"] == import_bench.TARGET
     assert got["ratio"] == pytest.approx(got["value"] / got["limit"])
     assert "bulk_issue" in bench_main.BENCHMARKS
+
+
+# ---- issue 15: the consent and screen benchmarks at tiny sizes (real node processes)
+
+
+def test_preference_propagation_runs_on_six_nodes() -> None:
+    """Preferences issued at the carriers and the institute reach every
+    node's screen (each node answered BLOCK for each, or the run raises)."""
+    from bench import consent_bench
+
+    got = consent_bench.bench_preference_propagation(seconds=1.0, rate=8.0)
+    _check_shape(got)
+    assert got["unit"] == "s" and got["limit"] == got["target"] == 1.0
+    assert got["ratio"] == pytest.approx(1.0 / got["value"])
+    assert "8 preferences" in got["how"]
+
+
+def test_screen_suite_runs_at_a_small_size() -> None:
+    """Builds a node with marks, lines and preferences, screens it in
+    batches (every refused line call BLOCK, or it raises), looks up the same
+    callers, and screens single calls at a paced rate."""
+    from bench import consent_bench
+
+    got = consent_bench.screen_suite(1000, 1000, 0.5, rate=100.0)
+    assert set(got) == {"screen_batch", "screen_batch_rate", "screen_p99"}
+    for r in got.values():
+        _check_shape(r)
+    batch, rate, p99 = got["screen_batch"], got["screen_batch_rate"], got["screen_p99"]
+    assert batch["unit"] == rate["unit"] == "decisions/s"
+    assert batch["target"] == consent_bench.SCREEN_BATCH_TARGET
+    assert batch["value"] == rate["value"]
+    assert rate["limit"] == consent_bench.SCREEN_RATE_TARGET
+    assert "Public.LookupBatch" in batch["how"]
+    assert p99["unit"] == "ms" and p99["limit"] == consent_bench.SCREEN_P99_TARGET_MS
+    # The three names are one run, cached per size.
+    assert consent_bench.screen_suite(1000, 1000, 0.5, rate=100.0)["screen_p99"] is p99
+
+
+def test_scale_screen_short_run_writes_its_results(tmp_path: Path) -> None:
+    """The 10M-preference run's code path at a tiny size: two steps, the
+    node restarted between them, three results merged into the report."""
+    from bench import scale
+
+    out = tmp_path / "report.json"
+    got = scale.bench_scale_screen(
+        preferences=2000, small=1000, entries=500, seconds=0.5, rate=100.0, out=out
+    )
+    _check_shape(got)
+    data = json.loads(out.read_text())
+    assert set(data["benchmarks"]) == {"scale_screen", "scale_screen_p99_ratio", "scale_screen_rss"}
+    for r in data["benchmarks"].values():
+        _check_shape(r)
+    steps = data["benchmarks"]["scale_screen"]["how"]
+    assert "at 1,000 preferences: p99" in steps and "at 2,000 preferences: p99" in steps
+    assert "beside" in data["benchmarks"]["scale_screen_rss"]["how"]
+
+
+def test_the_registry_names_the_issue_15_benchmarks() -> None:
+    for name in ("preference_propagation_p99", "screen_batch", "screen_batch_rate", "screen_p99"):
+        assert not bench_main.BENCHMARKS[name].opt_in
+        assert callable(bench_main.BENCHMARKS[name].load())
+    assert bench_main.BENCHMARKS["scale_screen"].opt_in
