@@ -168,7 +168,9 @@ class Watcher:
             return None
         if len(text) > MAX_SINCE:
             raise BadInput(f"a view checkpoint note is at most {MAX_SINCE} bytes")
-        verifier = note.Verifier.for_key(self.view.origin, self.view.key.public_key)
+        me = self.consortium.participant(self.view.participant_id)
+        assert me is not None
+        verifier = note.Verifier.for_key(self.view.origin, me.public_key)
         try:
             cp = V.open_view_checkpoint(text, verifier, self.view.origin)
         except (BadSignature, BadInput) as e:
