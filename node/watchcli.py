@@ -32,7 +32,6 @@ from ledger.watch import Change, WatchCopy
 from markex.v1 import service_pb2 as pb
 from node.command import NotVerified, UsageError, node_endpoints, pinned_consortium
 from node.connect import Connect, Dial
-from node.status import error_from_rpc
 
 BACKOFF_S = (0.5, 30.0)        # first and longest wait before dialling again
 _NOTE = b"m/note"              # FILE.d: the note the entries were verified at
@@ -54,7 +53,10 @@ class KeptCopy:
         from rocksdict import Rdict
 
         self.file = file
-        self.db = Rdict(str(file) + ".d")
+        try:
+            self.db = Rdict(str(file) + ".d")
+        except Exception as e:  # noqa: BLE001 - rocksdict raises plain Exception for any failure
+            raise UsageError(f"--from {file}: the copy {file}.d cannot be opened: {e}") from e
 
     def note(self) -> str:
         raw = self.db.get(_NOTE)
@@ -150,6 +152,8 @@ def cmd_view_watch(args: argparse.Namespace, connect: Connect) -> int:
     d, cons = pinned_consortium(args)
     if not args.node:
         raise UsageError("--node ID is required")
+    if args.count == 0:
+        raise UsageError("--count N takes N >= 1 checkpoints")
     ep = node_endpoints(cons, args.node)
     node = ep.participant or args.node
     if cons.participant(node) is None:
@@ -176,8 +180,12 @@ def _loop(connect: Connect, dial: Dial, copy: WatchCopy, kept: KeptCopy | None,
           args: argparse.Namespace) -> int:
     wait = BACKOFF_S[0]
     left = args.count
+    # Dial again on a drop once the node answered, or when resuming a kept copy;
+    # a first dial that fails says so at once (a wrong address, a node down).
+    ever = bool(copy.note)
     while True:
         stub = connect("public", dial)
+        before = copy.note
         try:
             got = watch(stub, copy, kept, args.jsonl, left)
             if left is not None:
@@ -185,15 +193,18 @@ def _loop(connect: Connect, dial: Dial, copy: WatchCopy, kept: KeptCopy | None,
                 if left <= 0:
                     return 0
             if got:
-                wait = BACKOFF_S[0]
+                wait, ever = BACKOFF_S[0], True
         except grpc.RpcError as e:
-            if e.code() in FINAL:
-                raise error_from_rpc(e) from None
+            # Never reached in this run: a wrong address or a node down is said at once.
+            if e.code() in FINAL or not ever:
+                raise               # main() says what the status means, with its exit code
             if e.code() != grpc.StatusCode.CANCELLED or left is None:
                 print(f"watch: {e.code().name}: {e.details()}; dialling again in {wait:.1f} s",
                       file=sys.stderr, flush=True)
         except LedgerError as e:
             raise NotVerified(f"the node's delta does not verify, the copy stays at its last "
                               f"checkpoint: {type(e).__name__}: {e}") from e
+        if copy.note != before:           # some delta verified before the drop
+            wait, ever = BACKOFF_S[0], True
         time.sleep(wait * random.uniform(0.8, 1.2))
         wait = min(BACKOFF_S[1], wait * 2)
