@@ -100,16 +100,14 @@ class WatchCopy:
     def root(self) -> bytes:
         return self._tree.root()
 
-    def holds(self, number: str) -> bool:
-        key = view_key(number)
-        return any(key == k for s in self._bucket(key) for k, _ in s.members
-                   if s.pos == viewtree.position(key))
-
     def load(self, entries: Iterable[tuple[str, bytes]], note: str) -> None:
         """Rebuild from a kept copy (its entries and the note they were verified
         at), checking the root again: a copy changed on disk is refused
         (DeltaMismatch, BentEntry) and this copy stays empty."""
-        cp = open_view(self.consortium, note).checkpoint
+        got = open_view(self.consortium, note)
+        if got.signer != self.node:
+            raise WrongSigner(f"the kept checkpoint is {got.signer}'s view, not {self.node}'s")
+        cp = got.checkpoint
         fresh = WatchCopy(self.consortium, self.node)
         rows = [Change(n, e) for n, e in entries]
         fresh._apply_rows(_checked(rows), cp, snapshot=True)
@@ -185,9 +183,6 @@ class WatchCopy:
                 f"the checkpoint signs {cp.count} and {cp.root.hex()[:16]}..."
             )
         self.count = count
-
-    def _bucket(self, key: bytes) -> list[Slot]:
-        return self._buckets.get(viewtree.position(key) >> (viewtree.DEPTH - BUCKET_BITS), [])
 
 
 def _checked(changes: Sequence[Change]) -> list[tuple[bytes, bytes | None]]:

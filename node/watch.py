@@ -206,7 +206,8 @@ class Watcher:
              send: Callable[[Any], None], gone: threading.Event) -> None:
         try:
             self._stream(since, send, gone)
-            send(None)                      # the node stops: end the call with OK
+            if not gone.is_set():
+                send(None)                  # the node stops: end the call with OK
         except LedgerError as e:
             event(log, logging.WARNING, "watch-failed", error=detail_for(e)[:300])
             with contextlib.suppress(Exception):    # abort raises by design

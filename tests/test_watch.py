@@ -23,7 +23,7 @@ import pytest
 from keys.layout import NodeConfig
 from ledger import view as V
 from ledger.errors import LedgerError
-from ledger.verify import open_view
+from ledger.verify import StaleView, ViewRollback, open_view
 from ledger.viewtree import tree_root
 from ledger.watch import BentEntry, Change, DeltaMismatch, WatchCopy
 from markex.v1 import service_pb2 as pb
@@ -195,6 +195,41 @@ def test_checkpoint_of_another_node_or_without_quorum_is_refused(net: InProcessN
     with pytest.raises(LedgerError, match="cosignature"):  # ... but not once stripped
         mine.apply(rows, lone, time.time_ns() // 10**6, snapshot=True)
     assert mine.checkpoint is None and mine.count == 0
+
+
+def test_rollback_stale_and_a_copy_changed_on_disk_are_refused(net: InProcessNet) -> None:
+    stub = net.public("carrier-1")
+    net.mark("carrier-1", "13819990201", "fraud")
+    net.mark("carrier-1", "13819990202", "fraud")
+    first = _read(stub)
+    rows = [Change(e.number, e.entry) for m in first for e in m.entries]
+    now = time.time_ns() // 10**6
+    copy = WatchCopy(net.consortium, "carrier-1")
+    copy.apply(rows, first[-1].checkpoint, now, snapshot=True)
+    net.mark("carrier-1", "13819990200", "fraud")
+    nxt = _read(stub, since=first[-1].checkpoint)
+    delta = [Change(e.number, e.entry or None) for m in nxt for e in m.entries]
+    assert [c.number for c in delta] == ["+8613819990200"]
+    copy.apply(delta, nxt[-1].checkpoint, time.time_ns() // 10**6)
+    state = (copy.root(), copy.count, copy.note)
+    with pytest.raises(ViewRollback):                   # the older checkpoint again
+        copy.apply([], first[-1].checkpoint, time.time_ns() // 10**6)
+    later = time.time_ns() // 10**6 + net.consortium.policy.view_max_age_ms + 60_000
+    with pytest.raises(StaleView):
+        copy.apply([], nxt[-1].checkpoint, later)
+    assert (copy.root(), copy.count, copy.note) == state
+    # The kept copy reloads and verifies; one entry changed on disk does not.
+    kept = rows + delta
+    again = WatchCopy(net.consortium, "carrier-1")
+    again.load([(c.number, c.entry) for c in kept if c.entry], nxt[-1].checkpoint)
+    assert again.root() == copy.root() and again.count == copy.count
+    bent = [(c.number, c.entry) for c in kept if c.entry]
+    bent[0] = (bent[0][0], bent[1][1])
+    with pytest.raises(BentEntry):
+        WatchCopy(net.consortium, "carrier-1").load(bent, nxt[-1].checkpoint)
+    with pytest.raises(DeltaMismatch):
+        WatchCopy(net.consortium, "carrier-1").load(
+            [(c.number, c.entry) for c in kept[1:] if c.entry], nxt[-1].checkpoint)
 
 
 # ------------------------------------------------------------------ the command
