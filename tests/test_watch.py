@@ -232,6 +232,26 @@ def test_rollback_stale_and_a_copy_changed_on_disk_are_refused(net: InProcessNet
             [(c.number, c.entry) for c in kept[1:] if c.entry], nxt[-1].checkpoint)
 
 
+def test_since_older_than_the_change_log_gets_a_flagged_snapshot(net: InProcessNet) -> None:
+    stub = net.public("carrier-1")
+    old = _read(stub)[-1].checkpoint
+    changes = _node(net, "carrier-1").watcher.changes
+    keep = changes._max_applies
+    changes._max_applies = 1               # the log keeps only the newest apply
+    try:
+        net.mark("carrier-1", "13819990300", "fraud")
+        net.mark("carrier-1", "13819990301", "fraud")
+        msgs = _read(stub, since=old)
+    finally:
+        changes._max_applies = keep
+    assert msgs[0].snapshot
+    assert msgs[0].reason == "the checkpoint is older than the node's change log"
+    copy = WatchCopy(net.consortium, "carrier-1")
+    rows = [Change(e.number, e.entry or None) for m in msgs for e in m.entries]
+    cp = copy.apply(rows, msgs[-1].checkpoint, time.time_ns() // 10**6, snapshot=True)
+    assert copy.root() == cp.root and cp.count == len(rows)
+
+
 # ------------------------------------------------------------------ the command
 
 
