@@ -252,6 +252,35 @@ def test_since_older_than_the_change_log_gets_a_flagged_snapshot(net: InProcessN
     assert copy.root() == cp.root and cp.count == len(rows)
 
 
+def test_a_slow_consumer_gets_the_changes_coalesced(net: InProcessNet) -> None:
+    """While a consumer does not take its messages the node queues nothing for
+    it: its next delta is everything since the vector it last got."""
+    watcher = _node(net, "carrier-1").watcher
+    got: list[pb.WatchViewMessage] = []
+    release, gone = threading.Event(), threading.Event()
+
+    def send(msg: pb.WatchViewMessage) -> None:    # gRPC's send, blocked by the consumer
+        got.append(msg)
+        release.wait(60)
+
+    t = threading.Thread(target=watcher._stream, args=(None, send, gone))
+    t.start()
+    try:
+        _wait_for(lambda: bool(got))                # the snapshot, then the send blocks
+        numbers = {f"+86138199904{i:02d}" for i in range(20)}
+        for n in sorted(numbers):
+            net.mark("carrier-1", n, "fraud")
+        time.sleep(0.5)
+        assert len(got) == 1                       # nothing more was read meanwhile
+        release.set()
+        _wait_for(lambda: len(got) >= 2)
+        assert {e.number for e in got[1].entries} == numbers and got[1].checkpoint
+    finally:
+        release.set()
+        gone.set()
+        t.join(10)
+
+
 # ------------------------------------------------------------------ the command
 
 
