@@ -186,12 +186,17 @@ class Watcher:
 
     # ---------------------------------------------------------------- stream
     def serve(self, request: Any, context: grpc.ServicerContext,
-              send: Callable[[Any], None]) -> None:
-        """The non-blocking handler: check `since`, then stream on a thread."""
+              send: Callable[[Any], None], charge: Callable[[int], None]) -> None:
+        """The non-blocking handler: check `since`, then stream on a thread.
+        `charge(n)` bills the caller for a snapshot of n entries before it
+        is read (the public gate's units, as a LookupBatch of n numbers)."""
         try:
             cp = self.open_since(request.since)
         except LedgerError as e:
             context.abort(code_for(e), detail_for(e))
+        if cp is None or self.changes.since(cp.vector) is None:
+            assert self.view.view is not None
+            charge(self.view.view.count)
         with self._lock:
             if self._open >= self.max_watches:
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -305,7 +310,9 @@ class WatchingPublic(PublicService):
     def WatchView(self, request, context, send_response_callback=None):  # noqa: N802
         if send_response_callback is None:   # grpcio always passes it to a non-blocking handler
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchView needs a non-blocking server")
-        self.watcher.serve(request, context, send_response_callback)
+        per_unit = self.limits.numbers_per_unit
+        self.watcher.serve(request, context, send_response_callback,
+                           lambda n: self.gate.charge(context, n / per_unit))
 
     WatchView.experimental_non_blocking = True  # type: ignore[attr-defined]
     WatchView.experimental_thread_pool = None  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from concurrent import futures
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +280,23 @@ def test_a_slow_consumer_gets_the_changes_coalesced(net: InProcessNet) -> None:
         release.set()
         gone.set()
         t.join(10)
+
+
+def test_a_snapshot_is_charged_like_a_lookup_batch(net: InProcessNet) -> None:
+    """The public gate bills a snapshot by its entries: a client without the
+    units is refused RESOURCE_EXHAUSTED before anything is read."""
+    node = _node(net, "carrier-1")
+    net.mark("carrier-1", "13819990500", "fraud")
+    limits, table = node.public_service.limits, node.public_gate.table.limits
+    node.public_service.limits = replace(limits, numbers_per_unit=1)
+    node.public_gate.table.limits = replace(table, burst=1.5, rate=0.001)
+    try:
+        with pytest.raises(grpc.RpcError) as e:
+            _read(net.public("carrier-1"))
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "rate limit" in (e.value.details() or "")
+    finally:
+        node.public_service.limits, node.public_gate.table.limits = limits, table
 
 
 # ------------------------------------------------------------------ the command
