@@ -30,8 +30,9 @@ from ledger.watch import BentEntry, Change, DeltaMismatch, WatchCopy
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node.client import INSTITUTE_KEY_ENV
+from node.server import Node
 from node.watch import ChangeLog
-from node.watchcli import watch
+from node.watchcli import KeptCopy, watch
 from tests.test_export import InProcessNet
 
 pytestmark = pytest.mark.timeout(240)
@@ -55,9 +56,10 @@ def _node(net: InProcessNet, pid: str) -> Any:
     return next(x for x in net.nodes_running if x.participant_id == pid)
 
 
-def _root(net: InProcessNet, pid: str) -> bytes:
-    view = _node(net, pid).view.view
-    return view.root()
+def _settled_root(node: Any, seq: int) -> str:
+    """The node's view root (base64) once its view applied carrier-1's `seq`."""
+    _wait_for(lambda: node.view.view.vector.get("carrier-1", 0) >= seq)
+    return base64.b64encode(node.view.view.root()).decode()
 
 
 def _read(stub: Any, since: str = "", n: int = 1) -> list[pb.WatchViewMessage]:
@@ -352,18 +354,25 @@ def test_consumer_killed_and_resumed_ends_with_the_nodes_root(
         stop.set()
         marker.join()
         node = _node(net, "carrier-1")
-        want = base64.b64encode(_root(net, "carrier-1")).decode()
+        want = _settled_root(node, node.core.ledger.feed("carrier-1").seq)
 
         def caught_up() -> bool:
             cps = [x for x in _lines(out) if "checkpoint" in x]
-            node.view.checkpoint_note()
             return bool(cps) and cps[-1]["checkpoint"]["root"] == want
 
         _wait_for(caught_up)
-        assert file.read_text() == Path(file).read_text()
-        kept = V.parse_view_checkpoint(open_view(net.consortium, file.read_text())
-                                       .checkpoint.body())
-        assert base64.b64encode(kept.root).decode() == want
+        p.kill()
+        p.wait(10)
+        # What it kept: FILE's note signs the node's root, FILE.d reloads to it.
+        kept_cp = open_view(net.consortium, file.read_text()).checkpoint
+        assert base64.b64encode(kept_cp.root).decode() == want
+        kept = KeptCopy(file)
+        try:
+            copy = WatchCopy(net.consortium, "carrier-1")
+            copy.load(kept.entries(), kept.note())
+            assert base64.b64encode(copy.root()).decode() == want
+        finally:
+            kept.close()
     finally:
         stop.set()
         marker.join()
@@ -379,3 +388,32 @@ def test_watch_lag_benchmark_reports_its_fields() -> None:
     got = bench_watch_lag(n=3, rate=10.0)
     report.check_result("watch_lag_p99", got)
     assert got["unit"] == "s" and got["limit"] == got["target"] == 1.0
+
+
+def test_consumer_dials_again_after_the_node_restarts(net: InProcessNet, tmp_path: Path) -> None:
+    """The node goes away under a running consumer and comes back: the
+    consumer dials again with backoff and ends at the restarted node's root."""
+    file, out = tmp_path / "view.cp", tmp_path / "out.jsonl"
+    p = _consumer(net, file, out)
+    try:
+        _wait_for(lambda: any("checkpoint" in x for x in _lines(out)), what=out.with_suffix(".err"))
+        old = _node(net, "carrier-1")
+        old.stop(grace=0.1)
+        net.nodes_running.remove(old)
+        time.sleep(1.5)
+        node = Node(NodeConfig.for_participant(net.dir, "carrier-1"), sync_interval=0.2)
+        node.start()
+        net.nodes_running.append(node)
+        net._drop_channels("carrier-1")
+        want = _settled_root(node, net.mark("carrier-1", "13819990600", "fraud").seq)
+
+        def caught_up() -> bool:
+            cps = [x for x in _lines(out) if "checkpoint" in x]
+            return cps[-1]["checkpoint"]["root"] == want
+
+        _wait_for(caught_up, timeout=60, what=out.with_suffix(".err"))
+        assert "dialling again" in out.with_suffix(".err").read_text()
+        assert p.poll() is None                      # still watching
+    finally:
+        p.kill()
+        p.wait(10)
