@@ -114,3 +114,13 @@ def test_audit_benchmark_runs_at_a_small_size(
     assert got["unit"] == "records/s" and got["target"] == audit_bench.TARGET
     assert f"the best of {audit_bench.AUDIT_RUNS} audits" in got["how"]
     assert (tmp_path / "audit-2000-v2" / "complete.json").exists()
+
+
+def test_watch_lag_benchmark_runs_at_a_tiny_size() -> None:
+    """watch_lag_p99 on three in-process nodes, three marks: the format only."""
+    from bench.watch_bench import TARGET_S, bench_watch_lag
+
+    got = bench_watch_lag(n=3, rate=10.0)
+    _check_shape(got)
+    assert got["unit"] == "s" and got["limit"] == got["target"] == TARGET_S
+    assert "WatchView consumer verified" in got["how"]

@@ -380,16 +380,6 @@ def test_consumer_killed_and_resumed_ends_with_the_nodes_root(
         p.wait(10)
 
 
-def test_watch_lag_benchmark_reports_its_fields() -> None:
-    """Format only, at a tiny size (never its speed)."""
-    from bench import report
-    from bench.watch_bench import bench_watch_lag
-
-    got = bench_watch_lag(n=3, rate=10.0)
-    report.check_result("watch_lag_p99", got)
-    assert got["unit"] == "s" and got["limit"] == got["target"] == 1.0
-
-
 def test_consumer_dials_again_after_the_node_restarts(net: InProcessNet, tmp_path: Path) -> None:
     """The node goes away under a running consumer and comes back: the
     consumer dials again with backoff and ends at the restarted node's root."""
