@@ -75,12 +75,13 @@ class KeptCopy:
         """The verified delta and its note, in one atomic write; then FILE."""
         from rocksdict import WriteBatch
 
-        if snapshot:
-            for k in [bytes(k) for k in self.db.keys(from_key=_ENTRY)]:
+        wb = WriteBatch()
+        if snapshot:      # the old entries go in the same batch: a kill keeps one whole copy
+            for k in self.db.keys(from_key=_ENTRY):
+                k = bytes(k)
                 if not k.startswith(_ENTRY):
                     break
-                self.db.delete(k)
-        wb = WriteBatch()
+                wb.delete(k)
         for c in changes:
             key = _ENTRY + c.number.encode()
             if c.entry is None:

@@ -351,6 +351,8 @@ def test_consumer_killed_and_resumed_ends_with_the_nodes_root(
         _wait_for(lambda: any("checkpoint" in x for x in _lines(out)[first:]))
         resumed = [x for x in _lines(out)[first:] if "checkpoint" in x]
         assert resumed[0]["snapshot"] is False      # no full reload
+        assert resumed[0]["verified"] is True
+        assert any(set(x) == {"number", "entry"} for x in _lines(out))   # the changed entries
         stop.set()
         marker.join()
         node = _node(net, "carrier-1")
