@@ -187,3 +187,13 @@ def test_the_registry_names_the_issue_15_benchmarks() -> None:
         assert not bench_main.BENCHMARKS[name].opt_in
         assert callable(bench_main.BENCHMARKS[name].load())
     assert bench_main.BENCHMARKS["scale_screen"].opt_in
+
+
+def test_watch_lag_benchmark_runs_at_a_tiny_size() -> None:
+    """watch_lag_p99 on three in-process nodes, three marks: the format only."""
+    from bench.watch_bench import TARGET_S, bench_watch_lag
+
+    got = bench_watch_lag(n=3, rate=10.0)
+    _check_shape(got)
+    assert got["unit"] == "s" and got["limit"] == got["target"] == TARGET_S
+    assert "WatchView consumer verified" in got["how"]
