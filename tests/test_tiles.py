@@ -807,6 +807,7 @@ def test_public_port_answers_what_grpcurl_asks(served: Served) -> None:
             "LookupBatch",
             "GetViewCheckpoint",
             "GetBadList",
+            "WatchView",
         ]
         req = r.describe("markex.v1.LookupRequest")
         assert [f.name for f in req.fields] == ["number", "at_ms"]
