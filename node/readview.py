@@ -157,9 +157,10 @@ class ReadView:
             return None  # the view moved past the note: the next note follows it
         return text
 
-    def wait_signed(self, timeout: float = READY_WAIT_S) -> None:
-        """Return once a signed state is held; Behind after `timeout` s."""
-        deadline = time.monotonic() + timeout
+    def wait_signed(self, timeout: float | None = None) -> None:
+        """Return once a signed state is held; Behind after `timeout` s
+        (default READY_WAIT_S)."""
+        deadline = time.monotonic() + (READY_WAIT_S if timeout is None else timeout)
         with self._cond:
             while self._note is None or self._version % 2:
                 left = deadline - time.monotonic()
