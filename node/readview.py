@@ -56,6 +56,7 @@ class SecondaryState(StoredState):
 
     def __init__(self, store: Store, consortium: Consortium, bucket_bits: int) -> None:
         self._leaves: dict[int, bytes] = {}
+        self._meta: tuple[bytes | None, bytes | None] | None = None  # vector, count read last
         super().__init__(store, consortium, bucket_bits)
 
     def _load(self) -> None:
@@ -68,10 +69,11 @@ class SecondaryState(StoredState):
 
     def reload(self) -> None:
         st = self.store
+        raw, count = st.get("viewmeta", b"vector"), st.get("viewmeta", b"count")
+        if (raw, count) == self._meta:
+            return  # the same vector: the same view (a pure function of the records)
         try:
-            raw = st.get("viewmeta", b"vector")
             vector = json.loads(raw) if raw else {}
-            count = st.get("viewmeta", b"count")
             leaves = {_U32.unpack(k)[0]: v for k, v in st.items("viewbuckethash")}
         except (ValueError, struct.error) as e:
             raise StorageFailure(f"the node's view metadata does not parse: {e}") from e
@@ -81,6 +83,7 @@ class SecondaryState(StoredState):
         self._leaves = leaves
         self.vector = vector
         self.count = read_u64(count) if count else 0
+        self._meta = (raw, count)
 
 
 class _ReadOnlyView(V.NationalView):
