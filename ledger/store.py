@@ -47,6 +47,11 @@ write (StorageFailure "... restart the node") and says so (`failed`), and the
 ledger refuses to call anything a duplicate of what it may hold unsynced.
 Only a restart (which replays the WAL that did reach the disk) clears it.
 
+A running node's store may also be opened by other processes as RocksDB
+secondary instances (`Store(path, secondary=DIR)`, node/workers.py): they
+never write, and see the primary's writes, synced or not, as of their last
+`catch_up()`.
+
 A write may also ask for no sync (`sync=False`): used for derived state that
 is rebuilt from the ledger after a crash (the view) and for what is collected
 again (cosignatures of our own checkpoints). Such a write still lands in the
