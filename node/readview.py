@@ -45,8 +45,10 @@ READY_WAIT_S = 2.0  # how long a call waits for a signed state before UNAVAILABL
 READ_TRIES = 3
 
 
-class Behind(StorageFailure):
-    """The worker holds no state the node signed (yet): the call is not answered."""
+class Behind(Exception):  # noqa: N818 - a state, as the answer names it
+    """The worker holds no state the node signed (yet): the call is not
+    answered (UNAVAILABLE at the edge, node/workers.py). Not a LedgerError:
+    nothing is wrong with the question or the ledger, only with this worker's timing."""
 
 
 class SecondaryState(StoredState):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -37,8 +38,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -53,7 +56,7 @@ from markex.v1 import service_pb2_grpc as rpc
 from node.limits import ClientTable, PublicGate, PublicLimits
 from node.logkeeper import LogKeeper
 from node.logs import event
-from node.readview import ReadView
+from node.readview import Behind, ReadView
 from node.services import PublicService
 from node.status import DecodeGuard
 from node.viewkeeper import LOG_NOTE_KEY
@@ -228,6 +231,31 @@ def _drain(proc: subprocess.Popen) -> None:
 # ====================================================================== worker side
 
 
+def _unavailable_when_behind(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A Public method that answers UNAVAILABLE while the worker is behind its node."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(self, request, context)
+        except Behind as e:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"Behind: {e}")
+
+    return wrapper
+
+
+class WorkerPublicService(PublicService):
+    """PublicService over a ReadView and its ReadLog (see the module doc)."""
+
+    GetLogCheckpoint = _unavailable_when_behind(PublicService.GetLogCheckpoint)
+    GetInclusionProof = _unavailable_when_behind(PublicService.GetInclusionProof)
+    GetConsistencyProof = _unavailable_when_behind(PublicService.GetConsistencyProof)
+    GetFeedHeads = _unavailable_when_behind(PublicService.GetFeedHeads)
+    Lookup = _unavailable_when_behind(PublicService.Lookup)
+    LookupBatch = _unavailable_when_behind(PublicService.LookupBatch)
+    GetViewCheckpoint = _unavailable_when_behind(PublicService.GetViewCheckpoint)
+
+
 class Worker:
     """One worker: the secondary store, its ReadView, the Public service on
     the shared port, and the timer that catches up."""
@@ -240,7 +268,7 @@ class Worker:
         self.view = ReadView(self.store, self.consortium, cfg.participant)
         self.limits = limits or PublicLimits()
         self.gate = PublicGate(ClientTable(self.limits))
-        self.service = PublicService(
+        self.service = WorkerPublicService(
             self.view.log,  # type: ignore[arg-type]  # the ledger's reads PublicService uses
             self.view.log,  # type: ignore[arg-type]  # and the LogKeeper's checkpoint_note
             self.view,  # type: ignore[arg-type]  # the ViewKeeper's reads

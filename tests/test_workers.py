@@ -22,7 +22,7 @@ import grpc
 import pytest
 
 from keys.consortium import Consortium
-from keys.layout import init_consortium
+from keys.layout import NodeConfig, init_consortium
 from keys.signing import SigningKey
 from ledger import merkle, note, verify
 from ledger import view as V
@@ -38,7 +38,7 @@ from node.localnet import LocalNet, free_port_block
 from node.logkeeper import LogKeeper
 from node.readview import Behind, ReadView
 from node.viewkeeper import VIEW_NOTE_KEY, ViewKeeper
-from node.workers import LogNotes
+from node.workers import LogNotes, Worker
 
 pytestmark = pytest.mark.timeout(180)
 OWN = "carrier-1"
@@ -75,7 +75,7 @@ def primary(tmp_path: Path) -> Iterator[tuple[Primary, Consortium]]:
     d = tmp_path / "c"
     cons = init_consortium(d, carriers=1, internet=0, base_port=free_port_block(6),
                            now=datetime.now(UTC))
-    p = Primary(d, cons, tmp_path / "db")
+    p = Primary(d, cons, NodeConfig.for_participant(d, OWN).data_dir)
     try:
         yield p, cons
     finally:
@@ -146,6 +146,48 @@ def test_a_note_for_another_vector_is_never_served(
         assert resp == p.view.lookup("+8613800000001", True)
     finally:
         worker.store.close()
+
+
+def test_a_worker_behind_its_node_answers_unavailable_and_catches_up(
+    primary: tuple[Primary, Consortium], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p, cons = primary
+    d = p.store.path.parent.parent
+    monkeypatch.setattr(readview, "READY_WAIT_S", 0.2)
+    port = free_port_block(1)
+    worker = Worker(NodeConfig.for_participant(d, OWN), port, tmp_path / "sec").start()
+    ch = client.public_channel(d, f"127.0.0.1:{port}")
+    try:
+        stub = rpc.PublicStub(ch)
+        first = stub.GetViewCheckpoint(pb.GetViewCheckpointRequest(), timeout=5).note
+        assert first == p.view.checkpoint_note()
+        p.core.issue(Mark("+8613800000001", "fraud", 70))
+        stale = p.view.checkpoint_note()
+        p.core.issue(Mark("+8613800000001", "harassment", 90))
+        p.store.put("checkpoints", VIEW_NOTE_KEY, stale.encode())  # type: ignore[union-attr]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and worker.view.signed:
+            time.sleep(0.01)
+        for call in (lambda: stub.Lookup(pb.LookupRequest(number="+8613800000001"), timeout=5),
+                     lambda: stub.GetViewCheckpoint(pb.GetViewCheckpointRequest(), timeout=5)):
+            with pytest.raises(grpc.RpcError) as e:
+                call()
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "has not caught up" in (e.value.details() or "")
+        p.view._published = None
+        p.view.publish()  # the node's note for its view: the worker takes it on its timer
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                resp = stub.Lookup(pb.LookupRequest(number="+8613800000001"), timeout=5)
+                break
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+        assert resp == p.view.lookup("+8613800000001", True)
+    finally:
+        ch.close()
+        worker.stop()
 
 
 def test_a_secondary_store_does_not_write_and_a_primary_does_not_catch_up(
