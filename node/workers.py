@@ -19,7 +19,7 @@ worker's last catch-up), plus grpc.health.v1 (SERVING once it holds a signed
 state) and reflection. Each worker keeps its own per-client limits
 (node/limits.py), so a client's share of the port is N times one process's.
 
-    python -m node.workers --config NODE_TOML --port P --secondary DIR
+    python -m node.workers --config NODE_TOML --port P --secondary DIR [--log-level L]
 """
 
 from __future__ import annotations
@@ -162,8 +162,10 @@ class WorkerPool:
     def _spawn(self, i: int) -> subprocess.Popen:
         secondary = self._dir / str(i)
         shutil.rmtree(secondary, ignore_errors=True)
+        # The workers log at the node's level (its --log-level wins over node.toml's).
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
         argv = [sys.executable, "-m", "node.workers", "--config", str(self.config),
-                "--port", str(self.port), "--secondary", str(secondary)]
+                "--port", str(self.port), "--secondary", str(secondary), "--log-level", level]
         return subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=None, stdin=subprocess.DEVNULL,
             cwd=str(Path(__file__).resolve().parent.parent),
@@ -346,11 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, type=Path)
     ap.add_argument("--port", required=True, type=int)
     ap.add_argument("--secondary", required=True, type=Path)
+    ap.add_argument("--log-level", default=None)
     args = ap.parse_args(argv)
     from node import logs
 
     cfg = NodeConfig.load(args.config)
-    logs.setup(f"{cfg.participant}/worker", logs.parse_level(cfg.log_level))
+    logs.setup(f"{cfg.participant}/worker", logs.parse_level(args.log_level or cfg.log_level))
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
@@ -358,11 +361,23 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"worker": os.getpid(), "port": args.port}), flush=True)
     event(log, logging.INFO, "worker-started", pid=os.getpid(), port=args.port)
     parent = os.getppid()
-    # A primary killed outright sends no SIGTERM: a worker whose parent is gone stops.
-    while not done.wait(0.5) and os.getppid() == parent:
+    # A primary killed outright sends no SIGTERM: a worker whose parent is gone stops at
+    # once (Linux's parent-death signal), else at the next look, and frees the port.
+    _term_with_parent()
+    while not done.wait(0.2) and os.getppid() == parent:
         pass
-    worker.stop()
+    worker.stop(grace=2.0 if os.getppid() == parent else 0.2)
     return 0
+
+
+def _term_with_parent() -> None:
+    """prctl(PR_SET_PDEATHSIG, SIGTERM) where there is one (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 if __name__ == "__main__":

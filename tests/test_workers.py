@@ -345,3 +345,58 @@ def test_the_node_stops_with_its_workers(net: LocalNet) -> None:
         assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     finally:
         ch.close()
+
+
+def test_a_node_killed_outright_takes_its_workers_and_restarts_on_its_port(
+    tmp_path: Path,
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    d = tmp_path / "c"
+    init_consortium(d, carriers=1, internet=0, base_port=free_port_block(8),
+                    now=datetime.now(UTC))
+    root = Path(__file__).resolve().parent.parent
+    procs: list[subprocess.Popen] = []
+
+    def start() -> dict:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", "node", "run", "--consortium", str(d),
+             "--as", OWN, "--workers", "2"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=root)
+        procs.append(p)
+        assert p.stdout is not None
+        return json.loads(p.stdout.readline())
+
+    def alive(pid: int) -> bool:
+        try:
+            return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return False
+
+    try:
+        first = start()
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(10)
+        deadline = time.monotonic() + 5
+        while any(alive(w) for w in first["workers"]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not any(alive(w) for w in first["workers"])
+        second = start()  # the port is free again: the same node.toml starts
+        assert second["public_port"] == first["public_port"]
+        ch = client.public_channel(d, f"127.0.0.1:{second['public_port']}")
+        try:
+            heads = rpc.PublicStub(ch).GetFeedHeads(pb.FeedHeadsRequest(), timeout=10)
+            assert heads is not None
+        finally:
+            ch.close()
+        procs[1].send_signal(signal.SIGTERM)
+        assert procs[1].wait(20) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+            if p.stdout is not None:
+                p.stdout.close()
