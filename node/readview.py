@@ -3,10 +3,12 @@ RocksDB opened as a secondary instance, caught up on a short timer, and
 served only at a vector the node signed.
 
 The primary writes, after each change of its view, the view checkpoint note
-it serves now (ViewKeeper.publish, key `view/served` in the "checkpoints"
-family) and, on its tick, its log checkpoint note (`log/served`). After each
-catch-up the worker reads the view's vector, count and bucket hashes from the
-store and the served note, and takes the new state only when the note signs
+it serves now with the view tree buckets changed since its previous note
+(ViewKeeper.publish, keys `workers/...` in the "meta" family) and, on its
+tick, its log checkpoint note. After each catch-up the worker reads the
+view's vector and count, the hashes of the buckets the journal names (all of
+them at the start, or when it fell more than CHANGES_KEPT notes behind) and
+the served note, and takes the new state only when the note signs
 exactly that vector, count and root; otherwise (the view moved past the note,
 the note is written a moment later) it is *behind* and catches up again a few
 milliseconds later. A lookup is never answered with entries read at a vector
@@ -34,10 +36,17 @@ from ledger import view as V
 from ledger.errors import LedgerError, StorageFailure
 from ledger.log import NodeLedger
 from ledger.numbers import normalize
-from ledger.store import Store, read_u64
+from ledger.store import Store, read_u64, u64
 from ledger.view.stored import StoredState, config_digest
 from markex.v1 import service_pb2 as pb
-from node.viewkeeper import LOG_NOTE_KEY, VIEW_NOTE_KEY, ViewKeeper
+from node.viewkeeper import (
+    CHANGES_KEPT,
+    CHANGES_KEY,
+    CHANGES_SEQ_KEY,
+    LOG_NOTE_KEY,
+    VIEW_NOTE_KEY,
+    ViewKeeper,
+)
 
 _T = TypeVar("_T")
 _U32 = struct.Struct(">I")
@@ -58,7 +67,9 @@ class SecondaryState(StoredState):
 
     def __init__(self, store: Store, consortium: Consortium, bucket_bits: int) -> None:
         self._leaves: dict[int, bytes] = {}
-        self._meta: tuple[bytes | None, bytes | None] | None = None  # vector, count read last
+        # vector, count, journal seq as read last; the journal seq the tree is at
+        self._meta: tuple[bytes | None, ...] | None = None
+        self._seq: int | None = None
         super().__init__(store, consortium, bucket_bits)
 
     def _load(self) -> None:
@@ -72,20 +83,52 @@ class SecondaryState(StoredState):
     def reload(self) -> None:
         st = self.store
         raw, count = st.get("viewmeta", b"vector"), st.get("viewmeta", b"count")
-        if (raw, count) == self._meta:
-            return  # the same vector: the same view (a pure function of the records)
+        seq_raw = st.get("meta", CHANGES_SEQ_KEY)
+        if (raw, count, seq_raw) == self._meta:
+            return  # no note published and the same vector: the same view
         try:
             vector = json.loads(raw) if raw else {}
-            leaves = {_U32.unpack(k)[0]: v for k, v in st.items("viewbuckethash")}
+            seq = read_u64(seq_raw) if seq_raw else 0
+            buckets = self._journal(seq)
+            if buckets is None:
+                leaves = {_U32.unpack(k)[0]: v for k, v in st.items("viewbuckethash")}
+                changes = {b: h for b, h in leaves.items() if self._leaves.get(b) != h}
+                changes.update((b, viewtree.EMPTY) for b in self._leaves if b not in leaves)
+                self._leaves = leaves
+            else:
+                order = sorted(buckets)
+                got = st.get_many("viewbuckethash", [_U32.pack(b) for b in order])
+                changes = {b: h or viewtree.EMPTY for b, h in zip(order, got, strict=True)}
+                for b, h in zip(order, got, strict=True):
+                    if h is None:
+                        self._leaves.pop(b, None)
+                    else:
+                        self._leaves[b] = h
         except (ValueError, struct.error) as e:
             raise StorageFailure(f"the node's view metadata does not parse: {e}") from e
-        changes = {b: h for b, h in leaves.items() if self._leaves.get(b) != h}
-        changes.update((b, viewtree.EMPTY) for b in self._leaves if b not in leaves)
         self.tree.update(changes)
-        self._leaves = leaves
         self.vector = vector
         self.count = read_u64(count) if count else 0
-        self._meta = (raw, count)
+        self._meta = (raw, count, seq_raw)
+        self._seq = seq
+
+    def _journal(self, seq: int) -> set[int] | None:
+        """The buckets the node's journal says changed after the notes this
+        state has read, up to `seq`; None: read every bucket (the first
+        load, a journal that says "any", or one trimmed past what was read).
+        Buckets the view changed before their note was journaled are named
+        by the next note's entry, read at a later catch-up: until then the
+        root differs from the note's and the state is not taken."""
+        last = self._seq
+        if last is None or seq < last or seq - last > CHANGES_KEPT:
+            return None
+        keys = [CHANGES_KEY + u64(n) for n in range(last + 1, seq + 1)]
+        out: set[int] = set()
+        for v in self.store.get_many("meta", keys) if keys else []:
+            if v is None or v == b"*" or len(v) % 4:
+                return None
+            out.update(x for (x,) in _U32.iter_unpack(v))
+        return out
 
 
 class _ReadOnlyView(V.NationalView):
@@ -140,7 +183,7 @@ class ReadView:
 
     def _take(self) -> str | None:
         """The served note when it signs the store's view now, else None."""
-        raw = self.store.get("checkpoints", VIEW_NOTE_KEY)
+        raw = self.store.get("meta", VIEW_NOTE_KEY)
         if raw is None:
             return None
         try:
@@ -249,7 +292,7 @@ class ReadLog:
         return self._ledger
 
     def checkpoint_note(self) -> str | None:
-        raw = self.store.get("checkpoints", LOG_NOTE_KEY)
+        raw = self.store.get("meta", LOG_NOTE_KEY)
         return None if raw is None else raw.decode()
 
     # NodeLedger's reads, of the ledger as of the last refresh

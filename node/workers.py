@@ -100,7 +100,7 @@ class LogNotes:
     def publish(self) -> None:
         text = self.logs.checkpoint_note()
         if text is not None and text != self._last:
-            self.store.put("checkpoints", LOG_NOTE_KEY, text.encode(), sync=False)
+            self.store.put("meta", LOG_NOTE_KEY, text.encode(), sync=False)
             self._last = text
 
 

@@ -129,7 +129,7 @@ def test_a_note_for_another_vector_is_never_served(
     assert old is not None
     p.core.issue(Mark("+8613800000001", "harassment", 90))
     # The node's served note lags its view (as in the moment between the two writes).
-    p.store.put("checkpoints", VIEW_NOTE_KEY, old.encode())
+    p.store.put("meta", VIEW_NOTE_KEY, old.encode())
     worker = ReadView(Store(p.store.path, secondary=tmp_path / "sec"), cons, OWN)
     monkeypatch.setattr(readview, "READY_WAIT_S", 0.2)
     try:
@@ -164,7 +164,7 @@ def test_a_worker_behind_its_node_answers_unavailable_and_catches_up(
         p.core.issue(Mark("+8613800000001", "fraud", 70))
         stale = p.view.checkpoint_note()
         p.core.issue(Mark("+8613800000001", "harassment", 90))
-        p.store.put("checkpoints", VIEW_NOTE_KEY, stale.encode())  # type: ignore[union-attr]
+        p.store.put("meta", VIEW_NOTE_KEY, stale.encode())  # type: ignore[union-attr]
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and worker.view.signed:
             time.sleep(0.01)
@@ -361,13 +361,17 @@ def test_a_node_killed_outright_takes_its_workers_and_restarts_on_its_port(
     procs: list[subprocess.Popen] = []
 
     def start() -> dict:
-        p = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "node", "run", "--consortium", str(d),
-             "--as", OWN, "--workers", "2"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=root)
+        log = tmp_path / f"node-{len(procs)}.log"
+        with open(log, "wb") as err:
+            p = subprocess.Popen(
+                [sys.executable, "-m", "node.cli", "node", "run", "--consortium", str(d),
+                 "--as", OWN, "--workers", "2"],
+                stdout=subprocess.PIPE, stderr=err, cwd=root)
         procs.append(p)
         assert p.stdout is not None
-        return json.loads(p.stdout.readline())
+        line = p.stdout.readline()
+        assert line, log.read_text()[-3000:]
+        return json.loads(line)
 
     def alive(pid: int) -> bool:
         try:
@@ -382,7 +386,7 @@ def test_a_node_killed_outright_takes_its_workers_and_restarts_on_its_port(
         deadline = time.monotonic() + 5
         while any(alive(w) for w in first["workers"]) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert not any(alive(w) for w in first["workers"])
+        assert not any(alive(w) for w in first["workers"]), (tmp_path / "node-0.log").read_text()
         second = start()  # the port is free again: the same node.toml starts
         assert second["public_port"] == first["public_port"]
         ch = client.public_channel(d, f"127.0.0.1:{second['public_port']}")
