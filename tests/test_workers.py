@@ -120,6 +120,27 @@ def test_a_secondary_answers_with_the_nodes_bytes(
         worker.store.close()
 
 
+def test_a_worker_following_many_notes_holds_the_nodes_root_after_each(
+    primary: tuple[Primary, Consortium], tmp_path: Path
+) -> None:
+    """The journal path: after the first full read, each catch-up re-reads only
+    the buckets the node's notes name, and still answers with the node's bytes."""
+    p, cons = primary
+    worker = ReadView(Store(p.store.path, secondary=tmp_path / "sec"), cons, OWN)
+    numbers = [f"+86138{i:08d}" for i in range(40)]
+    try:
+        assert worker.refresh()
+        for r in range(8):
+            for n in numbers[r * 5 : r * 5 + 5]:
+                p.core.issue(Mark(n, "fraud", 50 + r))
+            p.core.issue(Mark(numbers[r], "harassment", 90))  # an entry changed again
+            assert worker.refresh()
+            assert worker._state is not None and worker._state._seq is not None
+            assert worker.lookup_batch(numbers, True) == p.view.lookup_batch(numbers, True)
+    finally:
+        worker.store.close()
+
+
 def test_a_note_for_another_vector_is_never_served(
     primary: tuple[Primary, Consortium], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
