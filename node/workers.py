@@ -30,6 +30,7 @@ import functools
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -66,6 +67,8 @@ log = logging.getLogger("markex.workers")
 REFRESH_INTERVAL = 0.05  # s between catch-ups: a mark reaches the workers within ~this
 BEHIND_RETRY = 0.003     # s before catching up again when the node's note is a moment late
 RESTART_DELAY = 0.5      # s before a dead worker is started again
+MAX_RESTART_DELAY = 30.0  # s, for a worker that keeps dying as it starts
+QUICK_DEATH_S = 10.0
 START_TIMEOUT = 30.0
 STOP_GRACE = 5.0
 
@@ -172,14 +175,22 @@ class WorkerPool:
         )
 
     def _await_ready(self, i: int, proc: subprocess.Popen, deadline: float) -> None:
+        """The worker's one line, printed once it serves; StorageFailure (and every
+        worker stopped) when it exits first or is silent past `deadline`."""
         assert proc.stdout is not None
-        line = proc.stdout.readline()  # the worker prints one line once it serves
-        if not line or time.monotonic() > deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        line = proc.stdout.readline() if ready else b""
+        if not line:
             self.stop()
-            raise StorageFailure(f"public worker {i} did not start (exit {proc.poll()})")
+            raise StorageFailure(
+                f"public worker {i} did not start within {START_TIMEOUT:.0f} s "
+                f"(exit {proc.poll()}); see the node's log")
 
     def _watch(self) -> None:
-        """Restart a worker that died, until stop."""
+        """Restart a worker that died, until stop; one that keeps dying soon
+        after its start waits twice as long each time (up to MAX_RESTART_DELAY)."""
+        started = [time.monotonic()] * self.count
+        quick = [0] * self.count  # deaths in a row within QUICK_DEATH_S of a start
         while not self._stop.wait(0.2):
             for i in range(self.count):
                 with self._lock:
@@ -187,9 +198,13 @@ class WorkerPool:
                     if self._stop.is_set() or proc is None or proc.poll() is None:
                         continue
                     code = proc.returncode
-                event(log, logging.WARNING, "worker-died", worker=i, pid=proc.pid, exit=code)
-                if self._stop.wait(RESTART_DELAY):
+                quick[i] = quick[i] + 1 if time.monotonic() - started[i] < QUICK_DEATH_S else 0
+                delay = min(MAX_RESTART_DELAY, RESTART_DELAY * 2 ** quick[i])
+                event(log, logging.WARNING, "worker-died", worker=i, pid=proc.pid, exit=code,
+                      restart_in_s=delay)
+                if self._stop.wait(delay):
                     return
+                started[i] = time.monotonic()
                 with self._lock:
                     if self._stop.is_set():
                         return
