@@ -84,19 +84,44 @@ def _client(directory: str, endpoint: str, batches: list[list[str]],
     return sum(len(b) for b in batches), found[0], t0, t1, roots
 
 
-def _measure(net: LocalNet, batches: list[list[str]], clients: int) -> tuple[float, int, set]:
-    """numbers/s of `clients` processes sending `batches` (dealt round robin)."""
+def _server_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by the node process `pid` and its workers."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            pids += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def _measure(net: LocalNet, batches: list[list[str]],
+             clients: int) -> tuple[float, int, set, float]:
+    """numbers/s of `clients` processes sending `batches` (dealt round robin),
+    and the numbers answered per CPU second of the node and its workers."""
     ep = net.consortium.participant(NODE).public_endpoint  # type: ignore[union-attr]
+    node_pid = net.nodes[NODE].proc.pid  # type: ignore[union-attr]
     shares = [batches[i::clients] for i in range(clients)]
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(clients, mp_context=ctx) as pool:
         start_at = time.time() + 3.0  # every client imported and connected by then
         futs = [pool.submit(_client, str(net.dir), ep, s, start_at) for s in shares]
+        time.sleep(max(0.0, start_at - time.time() - 0.5))
+        cpu0 = _server_cpu_s(node_pid)  # after the warm-up calls, before the timed ones
         got = [f.result() for f in futs]
+        cpu = _server_cpu_s(node_pid) - cpu0
     numbers = sum(g[0] for g in got)
     found = sum(g[1] for g in got)
     took = max(g[3] for g in got) - min(g[2] for g in got)
-    return numbers / took, found, {r for g in got for r in g[4]}
+    return numbers / took, found, {r for g in got for r in g[4]}, numbers / max(cpu, 1e-3)
 
 
 def bench_lookup_batch_workers(entries: int = 200_000, numbers: int = 200_000,
@@ -121,7 +146,8 @@ def bench_lookup_batch_workers(entries: int = 200_000, numbers: int = 200_000,
                     net.terminate(NODE)
         finally:
             net.stop_all()
-    (single, found1, roots1), (multi, found_n, roots_n) = results[1], results[n_workers]
+    (single, found1, roots1, eff1), (multi, found_n, roots_n, eff_n) = (
+        results[1], results[n_workers])
     if found1 != numbers // 2 or found_n != numbers // 2:
         raise AssertionError(f"found {found1} and {found_n} of {numbers}; {numbers // 2} are in")
     if len(roots1 | roots_n) != 1:
@@ -135,7 +161,8 @@ def bench_lookup_batch_workers(entries: int = 200_000, numbers: int = 200_000,
         f"limit: {n_workers} x the same node as one process (--workers 1: {single:,.0f} "
         f"numbers/s), same view, same batches, same run; ratio = value / limit = value / "
         f"(one process x {n_workers}); this machine has {cores} cores, shared with the "
-        f"client processes"
+        f"client processes; numbers answered per CPU second of the node's processes: "
+        f"{eff1:,.0f} as one process, {eff_n:,.0f} with the workers"
     )
     return report.throughput(multi, "numbers/s", limit, TARGET, how)
 
