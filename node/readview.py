@@ -46,6 +46,7 @@ from node.viewkeeper import (
     LOG_NOTE_KEY,
     VIEW_NOTE_KEY,
     ViewKeeper,
+    _all_entries,
 )
 
 _T = TypeVar("_T")
@@ -265,6 +266,13 @@ class ReadView:
         out = pb.LookupBatchResponse(view_checkpoint=text)
         out.results.extend(answers)
         return out
+
+
+    def snapshot(self) -> tuple[str, list[bytes]]:
+        """The node's note and every entry's bytes (in number order) at its
+        vector, as ViewKeeper.snapshot gives them (a long read: after
+        READ_TRIES catch-ups met it is read with catch-ups held off)."""
+        return self._consistent(_all_entries)
 
 
 class ReadLog:

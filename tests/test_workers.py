@@ -137,6 +137,7 @@ def test_a_worker_following_many_notes_holds_the_nodes_root_after_each(
             assert worker.refresh()
             assert worker._state is not None and worker._state._seq is not None
             assert worker.lookup_batch(numbers, True) == p.view.lookup_batch(numbers, True)
+        assert worker.snapshot() == p.view.snapshot()
     finally:
         worker.store.close()
 
