@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, TypeVar
 import grpc
 
 from keys.consortium import Participant
-from ledger import note
+from ledger import note, viewtree
 from ledger import view as V
 from ledger.errors import (
     CheckpointFork,
@@ -39,7 +40,8 @@ from ledger.evidence import in_format
 from ledger.names import view_origin, witness_name
 from ledger.numbers import normalize
 from ledger.record import Record
-from ledger.store import u64
+from ledger.store import read_u64, u64
+from ledger.viewtree import view_key
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node.logs import event
@@ -52,6 +54,13 @@ log = logging.getLogger("markex.view")
 
 MAX_LOOKUP_BATCH = 1000  # numbers per LookupBatch call
 READ_TRIES = 3  # optimistic reads of one lookup before it reads under the lock
+# In the "meta" family, for the public workers (node/workers.py, node/readview.py):
+VIEW_NOTE_KEY = b"workers/view-note"  # the view checkpoint note served now, for the stored view
+LOG_NOTE_KEY = b"workers/log-note"    # the log checkpoint note served now (node/workers.py)
+CHANGES_SEQ_KEY = b"workers/view-seq"  # u64: how many notes were published
+# + u64(seq): the view tree buckets (u32 BE each) changed since note seq - 1; b"*": any
+CHANGES_KEY = b"workers/view-changes/"
+CHANGES_KEPT = 1024  # journal entries kept; a worker further behind reads every bucket
 
 
 class ViewKeeper:
@@ -84,6 +93,11 @@ class ViewKeeper:
         # Told which numbers' entries changed (None: any may have), on the
         # writer thread: the screen's index (node/screenindex.py).
         self.on_change: list[Callable[[set[str] | None], None]] = []
+        # With public workers: write the served note with every change (publish).
+        self.publishes = False
+        self._published: str | None = None
+        self._pub_seq = 0
+        self._dirty: set[int] | None = None  # buckets changed since the last publish; None: any
 
     def start(self) -> None:
         with self._lock:
@@ -92,6 +106,7 @@ class ViewKeeper:
             V.catch_up(view, self.ledger)
             self.view = view
             self._sign()
+        self.publish()
 
     # ------------------------------------------------------------ updates
     def apply(self, records: list[Record]) -> None:
@@ -115,8 +130,15 @@ class ViewKeeper:
                 raise
             finally:
                 self._sign()
+            self.publish()
 
     def _changed(self, numbers: set[str] | None) -> None:
+        if self.publishes and self.view is not None:
+            if numbers is None:
+                self._dirty = None
+            elif self._dirty is not None:
+                shift = viewtree.DEPTH - self.view.bucket_bits
+                self._dirty.update(viewtree.position(view_key(n)) >> shift for n in numbers)
         for fn in self.on_change:
             fn(numbers)
 
@@ -131,8 +153,38 @@ class ViewKeeper:
         with self._lock:
             self._rebuild_needed = True
 
+    def publish(self) -> None:
+        """With `publishes`: write the note served now (signed for the view
+        as the store holds it, cosignatures included) to VIEW_NOTE_KEY when
+        it changed, under the lock that every change of the view holds, so a
+        worker reading the store finds the note of the vector beside it (or
+        a moment later). Unsynced: rewritten after a restart."""
+        if not self.publishes:
+            return
+        with self._lock:
+            text = self.checkpoint_note()
+            if text is None or text == self._published:
+                return
+            if self._published is None:  # the first of this run: continue the stored journal
+                raw = self.store.get("meta", CHANGES_SEQ_KEY)
+                self._pub_seq = read_u64(raw) if raw else 0
+            seq = self._pub_seq + 1
+            dirty = self._dirty
+            # The note and the buckets that changed since the last one, in one write:
+            # a worker re-reads only those (node/readview.py).
+            b = self.store.batch()
+            b.put("meta", VIEW_NOTE_KEY, text.encode())
+            b.put("meta", CHANGES_KEY + u64(seq),
+                  b"*" if dirty is None else b"".join(struct.pack(">I", x) for x in sorted(dirty)))
+            b.put("meta", CHANGES_SEQ_KEY, u64(seq))
+            if seq > CHANGES_KEPT:
+                b.delete("meta", CHANGES_KEY + u64(seq - CHANGES_KEPT))
+            self.store.write(b, sync=False)
+            self._pub_seq, self._dirty, self._published = seq, set(), text
+
     def tick(self) -> None:
         self._refresh()
+        self.publish()  # a re-signing, or cosignatures that arrived
         if self._rebuild_needed:
             with self._lock:
                 if self.view is None or not self._rebuild_needed:
@@ -144,6 +196,7 @@ class ViewKeeper:
                     self._changed(None)
                 finally:
                     self._sign()
+            self.publish()
 
     def _sign(self) -> None:
         """The view changed: its checkpoint is signed when next asked for
@@ -214,7 +267,7 @@ class ViewKeeper:
             raise TooLarge(f"at most {MAX_LOOKUP_BATCH} numbers per batch, got {len(numbers)}")
 
     @staticmethod
-    def _answers(
+    def answers(
         view: V.NationalView, e164s: list[str], with_proofs: bool
     ) -> list[pb.LookupResponse]:
         """One answer per number, the entries read in one multi-get."""
@@ -234,7 +287,7 @@ class ViewKeeper:
         snapshot. InvalidNumber for a bad number fails the call."""
         self.check_batch(numbers)
         e164s = [normalize(n) for n in numbers]
-        return self._consistent(lambda view: self._answers(view, e164s, with_proofs))
+        return self._consistent(lambda view: self.answers(view, e164s, with_proofs))
 
     def _consistent(self, read: Callable[[V.NationalView], _T]) -> tuple[str, _T]:
         """The signed view checkpoint and `read(view)` of one version of the
