@@ -55,6 +55,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "node.appealscli": ("cmd_appeals",),
         "node.screencli": ("cmd_screen",),
         "node.trailcli": ("cmd_trail", "cmd_stats"),
+        "node.replicacli": ("cmd_replica_run",),
     }.items() for name in names
 }
 
@@ -379,8 +380,31 @@ def build_parser() -> argparse.ArgumentParser:
     wb.add_argument("--burst", type=uint32, default=30, metavar="N",
                     help="lookups one client address may make at once (default 30)")
 
+    _replica(sub)
     _ceremony(sub, cons, ky, nd)
     return p
+
+
+def _replica(sub: Any) -> None:
+    """`markex replica run` (node/replicacli.py, docs/replica.md)."""
+    rp = _group(sub, "replica", "verified read replicas of the national view")
+    rr = _cmd(rp, "run", lazy("cmd_replica_run"),
+              "follow nodes' logs, verify every record as the auditor does, and serve "
+              "Lookup, LookupBatch and GetViewCheckpoint with the nodes' proofs",
+              "markex replica run --consortium ~/markex-c --as carrier-1 --follow carrier-1,"
+              "carrier-2 --listen 127.0.0.1:7400 --data-dir ~/replica", "consortium as pin",
+              as_help="the participant running the replica: its member certificate reads the "
+                      "followed nodes' Audit service, its TLS certificate serves the port")
+    rr.add_argument("--follow", required=True, metavar="NODE[,NODE...]",
+                    help="the nodes whose logs are followed (ids or HOST:PORT)")
+    rr.add_argument("--listen", required=True, metavar="HOST:PORT",
+                    help="where to serve the public port (port 0: any free port)")
+    rr.add_argument("--data-dir", metavar="PATH",
+                    help="the replica's own store (default: DIR/<as>/replica-<port>)")
+    rr.add_argument("--interval", type=finite_float, default=0.5, metavar="S",
+                    help="seconds between rounds over the followed logs (default 0.5)")
+    rr.add_argument("--log-level", metavar="LEVEL", default="info",
+                    help="the least level logged: debug, info, warning, error or critical")
 
 
 def _ceremony(sub: Any, consortium: Any, keys: Any, node: Any) -> None:
