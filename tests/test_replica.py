@@ -224,8 +224,9 @@ def test_three_replicas_behind_one_round_robin_name(net: LocalNet, tmp_path: Pat
             reps[0].kill()
             net.mark("internet-1", "+8613811000002", "fraud")
             # The two left keep answering, verified, and keep following.
-            wait_for(lambda: verified(stub, net, "+8613811000002")["category"] == "fraud",
-                     what="the new mark through the balanced channel")
+            for r in reps[1:]:
+                wait_for(lambda r=r: verified(r.public, net, "+8613811000002")["category"]
+                         == "fraud", what=f"the new mark at {r.address}")
             for _ in range(12):
                 got = verified(stub, net, "+8613811000002")
                 assert got["verified"] and got["category"] == "fraud", got
