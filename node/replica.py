@@ -106,6 +106,7 @@ class Replica:
         self.reason = ""
         self.evidence: list[str] = []
         self.findings: list[str] = []
+        self.lookups = 0
         self.health = health.HealthServicer(experimental_non_blocking=True)
         for service in (*PUBLIC_HEALTH, REPLICA_HEALTH):
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -218,6 +219,7 @@ class Replica:
         with self._lock:
             if self._note is None:
                 raise NotFound("this replica has not verified a view checkpoint yet")
+            self.lookups += len(e164s)
             # The node's own answer builder: the same bytes and proofs as a node's.
             return self._note, ViewKeeper._answers(self.view, e164s, with_proofs)
 
@@ -229,7 +231,7 @@ class Replica:
         with self._lock:
             out = pb.ReplicaStatus(
                 state=self.state, reason=self.reason, view_checkpoint=self._note or "",
-                evidence=self.evidence, findings=self.findings,
+                evidence=self.evidence, findings=self.findings, lookups=self.lookups,
             )
         for f in self.followed:
             out.logs.add(node=f.name, log=f.log.log, verified_size=f.log.size, error=f.error)
