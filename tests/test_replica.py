@@ -403,3 +403,18 @@ def test_unknown_participant_and_port_zero_without_data_dir(
     err = capsys.readouterr().err
     assert code != 0 and "--data-dir" in err and "Traceback" not in err
 
+
+
+def test_a_restarted_replica_resumes_from_its_own_store(net: LocalNet, tmp_path: Path) -> None:
+    node = net.public("carrier-1")
+    net.mark("carrier-1", "+8613833000001", "fraud")
+    with replicas(net, tmp_path, "carrier-1") as (rep,):
+        wait_for(lambda: verified(rep.public, net, "+8613833000001")["category"] == "fraud",
+                 what="the first mark at the replica")
+    net.mark("internet-1", "+8613833000002", "fraud")
+    # The same --data-dir: the view is read from it; the log is audited again.
+    with replicas(net, tmp_path, "carrier-1") as (rep,):
+        wait_for(lambda: same_view(view_note(rep.public), view_note(node))
+                 and verified(rep.public, net, "+8613833000002")["category"] == "fraud",
+                 what="the restarted replica at the node's root")
+        assert verified(rep.public, net, "+8613833000001")["verified"]
