@@ -97,6 +97,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     # Wall time of a `markex` process: --help, and a lookup against a running node.
     "cli_startup": Benchmark("bench.cli_startup", "bench_cli_startup", {"runs": 15}, {"runs": 5}),
     "cli_lookup": Benchmark("bench.cli_startup", "bench_cli_lookup", {"runs": 15}, {"runs": 5}),
+    "watch_lag_p99": Benchmark("bench.watch_bench", "bench_watch_lag", {"n": 200}, {"n": 40}),
     # make bench-scale: 10M records (SCALE_RECORDS) in one node; also writes the
     # scale_lookup_p99_ratio, scale_peak_rss and scale_disk_per_record results.
     "scale": Benchmark("bench.scale", "bench_scale", opt_in=True),

@@ -56,6 +56,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "node.screencli": ("cmd_screen",),
         "node.trailcli": ("cmd_trail", "cmd_stats"),
         "node.replicacli": ("cmd_replica_run",),
+        "node.watchcli": ("cmd_view_watch",),
     }.items() for name in names
 }
 
@@ -306,6 +307,19 @@ def build_parser() -> argparse.ArgumentParser:
     vv.add_argument("file", metavar="FILE", help="the export (CSV or JSONL)")
     vv.add_argument("--base", metavar="FILE",
                     help="for a delta: the whole export it is since")
+
+    vw_ = _cmd(vw, "watch", lazy("cmd_view_watch"),
+               "a copy of the node's view kept by its verified change stream, one line per "
+               "verified checkpoint (docs/watch.md)",
+               "markex view watch --node carrier-1 --from view.cp --jsonl",
+               "consortium as node pin", as_help=PINNER)
+    vw_.add_argument("--from", dest="from_file", metavar="FILE",
+                     help="keep the last verified checkpoint in FILE and the copy in FILE.d/; "
+                          "resume from them")
+    vw_.add_argument("--jsonl", action="store_true",
+                     help="one JSON object a line: each changed entry, then the checkpoint")
+    vw_.add_argument("--count", type=uint32, metavar="N",
+                     help="stop after N verified checkpoints (default: watch until killed)")
 
     lg = _group(sub, "log", "the node's Merkle log")
     _cmd(lg, "checkpoint", lazy("cmd_log_checkpoint"),

@@ -52,9 +52,10 @@ from node.metrics import LatencyInterceptor, NodeMetrics
 from node.replication import LinkParts, PeerLink
 from node.screen import ScreeningService, add_to_server, make_screener
 from node.screenindex import ScreenIndex
-from node.services import AdminService, AuditService, ExchangeService, PublicService
+from node.services import AdminService, AuditService, ExchangeService
 from node.status import DecodeGuard
 from node.viewkeeper import ViewKeeper
+from node.watch import Watcher, WatchingPublic
 from node.witness import Witness
 
 log = logging.getLogger("markex.node")
@@ -154,9 +155,11 @@ class Node:
         self.exchange = ExchangeService(self.core, self.witness, self.view, self.refuses)
         self.admin = AdminService(self.core, self.gate)
         self.audit = AuditService(ledger, forks=(self.witness, self.view), view=self.view)
-        self.public_service = PublicService(
+        self.public_service = WatchingPublic(
             ledger, self.logs, self.view, self.public_gate, self.public_limits
         )
+        # WatchView's change log, fed by the view keeper's hook (node/watch.py)
+        self.watcher = self.public_service.watcher = Watcher(self.view)
         # the holder's appeal (node/holders.py), sharing Admin's issue gate
         self.holders = holders_service(cfg, self.core, self.view, self.admin, clock)
         # the call-path screen (node/screen.py): this node's view and consent state only
@@ -223,6 +226,7 @@ class Node:
     def start(self) -> Node:
         self.core.start()
         self.view.start()
+        self.watcher.start()
         self.consent.start()
         self.core.ledger.consent = self.consent.state  # what check_effect reads
         self.complaints.start()  # sets ledger.complaints, what check_effect reads
@@ -322,6 +326,7 @@ class Node:
         if self._stop.is_set():
             return
         self._stop.set()
+        self.watcher.stop()
         with contextlib.suppress(AttributeError):  # older grpcio-health-checking
             self.health.enter_graceful_shutdown()
         ev1 = self.public.stop(grace)

@@ -182,6 +182,32 @@ class ViewCheckpoint(_message.Message):
     note: str
     def __init__(self, note: _Optional[str] = ...) -> None: ...
 
+class WatchViewRequest(_message.Message):
+    __slots__ = ("since",)
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    since: str
+    def __init__(self, since: _Optional[str] = ...) -> None: ...
+
+class WatchedEntry(_message.Message):
+    __slots__ = ("number", "entry")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    number: str
+    entry: bytes
+    def __init__(self, number: _Optional[str] = ..., entry: _Optional[bytes] = ...) -> None: ...
+
+class WatchViewMessage(_message.Message):
+    __slots__ = ("entries", "checkpoint", "snapshot", "reason")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[WatchedEntry]
+    checkpoint: str
+    snapshot: bool
+    reason: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[WatchedEntry, _Mapping]]] = ..., checkpoint: _Optional[str] = ..., snapshot: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class GetEvidenceRequest(_message.Message):
     __slots__ = ("start", "limit")
     START_FIELD_NUMBER: _ClassVar[int]

@@ -72,6 +72,11 @@ class PublicStub:
                 request_serializer=markex_dot_v1_dot_service__pb2.GetViewCheckpointRequest.SerializeToString,
                 response_deserializer=markex_dot_v1_dot_service__pb2.ViewCheckpoint.FromString,
                 _registered_method=True)
+        self.WatchView = channel.unary_stream(
+                '/markex.v1.Public/WatchView',
+                request_serializer=markex_dot_v1_dot_service__pb2.WatchViewRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.WatchViewMessage.FromString,
+                _registered_method=True)
 
 
 class PublicServicer:
@@ -121,6 +126,13 @@ class PublicServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchView(self, request, context):
+        """The verified change stream (docs/watch.md): long-lived, one message per page of changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PublicServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +170,11 @@ def add_PublicServicer_to_server(servicer, server):
                     servicer.GetViewCheckpoint,
                     request_deserializer=markex_dot_v1_dot_service__pb2.GetViewCheckpointRequest.FromString,
                     response_serializer=markex_dot_v1_dot_service__pb2.ViewCheckpoint.SerializeToString,
+            ),
+            'WatchView': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchView,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.WatchViewRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.WatchViewMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +368,33 @@ class Public:
             '/markex.v1.Public/GetViewCheckpoint',
             markex_dot_v1_dot_service__pb2.GetViewCheckpointRequest.SerializeToString,
             markex_dot_v1_dot_service__pb2.ViewCheckpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchView(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/markex.v1.Public/WatchView',
+            markex_dot_v1_dot_service__pb2.WatchViewRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.WatchViewMessage.FromString,
             options,
             channel_credentials,
             insecure,
