@@ -174,9 +174,10 @@ class ViewFollower:
             for s in range(vector.get(i, 0) + 1, upto + 1)
         )
 
-    def advance(self, cp: V.ViewCheckpoint) -> int:
+    def advance(self, cp: V.ViewCheckpoint) -> set[str]:
         """Apply the records up to `cp`'s vector (OutOfOrder unless `covers`)
-        and check the result is `cp`'s root and count (ViewRefused)."""
+        and check the result is `cp`'s root and count (ViewRefused). Returns
+        the numbers whose entry changed."""
         if not self.covers(cp):
             raise OutOfOrder(f"the records up to {cp.vector_dict} are not all verified yet")
         vector = self.view.vector
@@ -185,15 +186,14 @@ class ViewFollower:
             for i, upto in sorted(cp.vector_dict.items())
             for s in range(vector.get(i, 0) + 1, upto + 1)
         ]
-        if batch:
-            self.view.apply(batch)
+        changed = self.view.apply(batch) if batch else set()
         if self.view.root() != cp.root or self.view.count != cp.count:
             raise ViewRefused(
                 f"{cp.origin} signs {cp.count} entries with root {cp.root.hex()[:16]}… for "
                 f"{cp.vector_dict}; the verified records give {self.view.count} entries with "
                 f"root {self.view.root().hex()[:16]}…"
             )
-        return len(batch)
+        return changed
 
     def matches(self, cp: V.ViewCheckpoint) -> bool:
         """True when `cp` signs the view as it is now (vector, root, count)."""

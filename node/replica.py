@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -41,6 +42,7 @@ from ledger.follow import (
     ViewRefused,
     findings_json,
 )
+from ledger.names import view_origin
 from ledger.numbers import normalize
 from ledger.store import Store
 from ledger.verify import open_view
@@ -51,8 +53,10 @@ from node.auditclient import GrpcLogSource, log_of
 from node.logs import event
 from node.services import edge
 from node.viewkeeper import ViewKeeper
+from node.watch import Watcher, WatchingPublic
 
 log = logging.getLogger("markex.replica")
+_T = TypeVar("_T")
 
 PUBLIC_HEALTH = ("", "markex.v1.Public")
 REPLICA_HEALTH = "markex.v1.Replica"
@@ -102,6 +106,7 @@ class Replica:
         self._lock = threading.Lock()  # the view and the note it serves change together
         self._note: str | None = None
         self._signed_at = 0
+        self._signer = ""  # who signed _note
         self.state = SYNCING
         self.reason = ""
         self.evidence: list[str] = []
@@ -112,6 +117,12 @@ class Replica:
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # What node/watch.py's Watcher reads of a view keeper: told the
+        # numbers each advance changed, under the lock, after the view moved.
+        self.consortium = cons
+        self.on_change: list[Callable[[set[str] | None], None]] = []
+        self.watcher = Watcher(self)  # type: ignore[arg-type]
+        self.watcher.start()
 
     # ------------------------------------------------------------ following
     def start(self) -> None:
@@ -120,6 +131,7 @@ class Replica:
 
     def stop(self) -> None:
         self._stop.set()
+        self.watcher.stop()
         if self._thread is not None:
             self._thread.join(timeout=30)
 
@@ -172,20 +184,22 @@ class Replica:
         with self._lock:
             if self.follower.matches(cp):
                 if cp.signed_at_ms > self._signed_at:  # the node signed the same view again
-                    self._serve(text, cp)
+                    self._serve(text, cp, cv.signer)
                 return
             if not self.follower.covers(cp):
                 return  # behind this view, or records not verified yet: a later round
             try:
-                applied = self.follower.advance(cp)
+                changed = self.follower.advance(cp)
             except OutOfOrder:
                 return
-            self._serve(text, cp)
-        event(log, logging.INFO, "view-advanced", node=f.name, applied=applied,
+            self._serve(text, cp, cv.signer)
+            for fn in self.on_change:  # WatchView's change log (node/watch.py)
+                fn(changed)
+        event(log, logging.INFO, "view-advanced", node=f.name, changed=len(changed),
               entries=cp.count, root=cp.root.hex()[:16])
 
-    def _serve(self, text: str, cp: V.ViewCheckpoint) -> None:
-        self._note, self._signed_at = text, cp.signed_at_ms
+    def _serve(self, text: str, cp: V.ViewCheckpoint, signer: str) -> None:
+        self._note, self._signed_at, self._signer = text, cp.signed_at_ms, signer
         if self.state == SYNCING:
             self.state = FOLLOWING
             for service in (*PUBLIC_HEALTH, REPLICA_HEALTH):
@@ -226,6 +240,31 @@ class Replica:
     def note(self) -> str | None:
         with self._lock:
             return self._note
+
+    # What node/watch.py's Watcher reads of a view keeper.
+    @property
+    def participant_id(self) -> str:
+        """Whose view checkpoints a WatchView `since` must be: the signer of
+        the note served (before the first, the first followed log's)."""
+        with self._lock:
+            if self._signer:
+                return self._signer
+        return next((f.log.log for f in self.followed if f.log.log), "")
+
+    @property
+    def origin(self) -> str:
+        return view_origin(self.cons.name, self.participant_id)
+
+    def checkpoint_note(self) -> str | None:
+        return self.note()
+
+    def clock(self) -> int:
+        return int(time.time() * 1000)
+
+    def _consistent(self, read: Callable[[V.NationalView], _T]) -> tuple[str, _T]:
+        """The served note and `read(view)` of the same state."""
+        with self._lock:
+            return self._note or "", read(self.view)
 
     def status(self) -> pb.ReplicaStatus:
         with self._lock:
@@ -270,6 +309,13 @@ class ReplicaPublic(rpc.PublicServicer):
         if text is None:
             raise NotFound("this replica has not verified a view checkpoint yet")
         return pb.ViewCheckpoint(note=text)
+
+    # The node's own WatchView handler, over the replica's Watcher.
+    WatchView = WatchingPublic.WatchView
+
+    @property
+    def watcher(self) -> Watcher:
+        return self.replica.watcher
 
 
 class ReplicaStatusService(rpc.ReplicaServicer):

@@ -418,3 +418,26 @@ def test_a_restarted_replica_resumes_from_its_own_store(net: LocalNet, tmp_path:
                  and verified(rep.public, net, "+8613833000002")["category"] == "fraud",
                  what="the restarted replica at the node's root")
         assert verified(rep.public, net, "+8613833000001")["verified"]
+
+
+def test_watch_view_from_a_replica_reaches_the_nodes_root(net: LocalNet, tmp_path: Path) -> None:
+    from ledger.watch import WatchCopy
+    from node.watchcli import watch
+
+    node = net.public("carrier-1")
+    net.mark("carrier-1", "+8613844000001", "fraud")
+    with replicas(net, tmp_path, "carrier-1") as (rep,):
+        wait_for(lambda: verified(rep.public, net, "+8613844000001")["category"] == "fraud",
+                 what="the mark at the replica")
+        copy = WatchCopy(net.consortium, "carrier-1")  # pinned to the node, not the replica
+        assert watch(rep.public, copy, None, False, 1) == 1  # a snapshot, verified
+        assert copy.holds("+8613844000001")
+        net.mark("internet-1", "+8613844000002", "fraud")
+        # Resumed from the copy's checkpoint (a delta) until it holds the new mark.
+        wait_for(lambda: watch(rep.public, copy, None, False, 1)
+                 and copy.holds("+8613844000002"), what="the delta with the new mark")
+        # No record after it: the copy's checkpoint is the node's view, root and all.
+        assert copy.checkpoint is not None and copy.root() == copy.checkpoint.root
+        wait_for(lambda: (checkpoint_of(view_note(node)).vector, checkpoint_of(
+            view_note(node)).root) == (copy.checkpoint.vector, copy.root()),
+            what="the copy at the node's root")
