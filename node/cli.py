@@ -166,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     nr.add_argument("--log-level", metavar="LEVEL",
                     help="the least level logged: debug, info, warning, error or critical "
                          "(wins over node.toml's log_level, default info)")
+    nr.add_argument("--workers", metavar="N", type=int, default=None,
+                    help="processes serving the public port, sharing it (SO_REUSEPORT) and "
+                         "reading this node's store as RocksDB secondaries; default: the "
+                         "machine's cores; 1: one process serves everything")
     nr.add_argument("--test-refuse-file", metavar="FILE",
                     help="TESTS ONLY: refuse the peers listed in FILE (simulated partitions)")
     nw = _cmd(nd, "wait", lazy("cmd_node_wait"),

@@ -57,6 +57,7 @@ from node.status import DecodeGuard
 from node.viewkeeper import ViewKeeper
 from node.watch import Watcher, WatchingPublic
 from node.witness import Witness
+from node.workers import LogNotes, WorkerPool
 
 log = logging.getLogger("markex.node")
 
@@ -99,13 +100,16 @@ class Node:
         restored: bool = False,
         public_limits: PublicLimits | None = None,
         log_interval: float = LOG_INTERVAL,
+        workers: int = 1,
     ) -> None:
         """`refuse_file` is a test hook (a file listing peer ids this node
         refuses, to simulate partitions): only tests pass it, and the node logs
         that it is on. `restored`: the operator says the store comes from a
         backup, so the node issues only once a quorum of peers agree on its
         own feed's head (node/feedgate.py). `log_interval`: seconds between
-        the log lines counting records accepted and refused."""
+        the log lines counting records accepted and refused. `workers` > 1:
+        the public port is served by that many worker processes reading this
+        node's store (node/workers.py; needs a config read from a file)."""
         self.cfg = cfg
         self.consortium = consortium or load_consortium(cfg)
         self.participant_id = cfg.participant
@@ -190,6 +194,10 @@ class Node:
         self.member_port = 0
         self.public_port = 0
         self.tiles: tilesrv.TileServer | None = None  # the tlog-tiles endpoint, when configured
+        self.workers = workers
+        self.pool: WorkerPool | None = None  # the public workers, when workers > 1
+        self.log_notes = LogNotes(self.logs, self.store)
+        self.view.publishes = workers > 1  # the workers serve the notes the store holds
 
     @property
     def issue_wait_s(self) -> float:
@@ -256,6 +264,27 @@ class Node:
         self.member_port = ports.add_secure_port(self.member, self.cfg, "member_listen",
                                                  member_creds)
 
+        if self.workers > 1:
+            self._start_workers()
+        else:
+            self._start_public(interceptors)
+        self.member.start()
+        self._start_rest()
+        return self
+
+    def _start_workers(self) -> None:
+        """The public port served by worker processes (node/workers.py)."""
+        if self.cfg.source is None:
+            raise ValueError("public workers read the node's config from its file")
+        if self.core.ledger.size:
+            self.logs.sign_if_grown()
+        self.log_notes.publish()
+        self.pool = WorkerPool(Path(self.cfg.source), self.cfg.data_dir, self.cfg.public_listen,
+                               self.workers)
+        self.public_port = self.pool.port
+        self.pool.start()
+
+    def _start_public(self, interceptors: list) -> None:
         pub_opts = [
             ("grpc.max_receive_message_length", 4 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -283,8 +312,9 @@ class Node:
         )
         pub_creds = grpc.ssl_server_credentials([(self._tls_key, self._tls_cert)])
         self.public_port = ports.add_secure_port(self.public, self.cfg, "public_listen", pub_creds)
-        self.member.start()
         self.public.start()
+
+    def _start_rest(self) -> None:
         try:
             self.metrics.serve(self.cfg.metrics_listen)
         except OSError as e:
@@ -312,13 +342,13 @@ class Node:
         serving = health_pb2.HealthCheckResponse.SERVING
         if self.core.failure is not None:  # the store failed while starting
             serving = health_pb2.HealthCheckResponse.NOT_SERVING
-        for service in HEALTH_SERVICES:
-            self.health.set(service, serving)
+        if self.pool is None:
+            for service in HEALTH_SERVICES:
+                self.health.set(service, serving)
         event(log, logging.INFO, "started", participant=self.participant_id,
               member_port=self.member_port, public_port=self.public_port,
               metrics_port=self.metrics.port, tiles_port=self.tiles_port,
-              log_size=self.core.ledger.size)
-        return self
+              log_size=self.core.ledger.size, workers=self.workers)
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop taking requests, finish queued writes, close the store.
@@ -327,9 +357,14 @@ class Node:
             return
         self._stop.set()
         self.watcher.stop()
-        with contextlib.suppress(AttributeError):  # older grpcio-health-checking
-            self.health.enter_graceful_shutdown()
-        ev1 = self.public.stop(grace)
+        if self.pool is not None:
+            self.pool.stop()  # the workers first: they read the store closed below
+            ev1 = threading.Event()
+            ev1.set()
+        else:
+            with contextlib.suppress(AttributeError):  # older grpcio-health-checking
+                self.health.enter_graceful_shutdown()
+            ev1 = self.public.stop(grace)
         ev2 = self.member.stop(grace)
         for link in self.links.values():
             link.stop()
@@ -412,6 +447,8 @@ class Node:
                 if self.logs.sign_if_grown() is not None:
                     for link in self.links.values():
                         link.cosign_now()
+                if self.pool is not None:
+                    self.log_notes.publish()
                 self.view.tick()
                 self.consent.tick()
                 self.complaints.tick()
@@ -420,17 +457,19 @@ class Node:
 
 
 def run_node(cfg: NodeConfig, *, refuse_file: Path | None = None, restored: bool = False,
-             log_level: str | None = None) -> int:
+             log_level: str | None = None, workers: int = 1) -> int:
     """`markex node run`: serve until SIGTERM/SIGINT, then stop cleanly.
     `refuse_file` is the tests' partition hook (`--test-refuse-file`), off
     unless given; `restored` is `--restored` (see Node); `log_level`
-    (`--log-level`) wins over node.toml's `log_level`."""
+    (`--log-level`) wins over node.toml's `log_level`; `workers` (`--workers`)
+    processes serve the public port (node/workers.py)."""
     from node import logs
 
     logs.setup(cfg.participant, logs.parse_level(log_level or cfg.log_level))
     ports.check_free(cfg)  # before the store opens: a taken port says which key to change
     interval = float(os.environ.get("MARKEX_SYNC_INTERVAL", "0.5"))
-    node = Node(cfg, sync_interval=interval, refuse_file=refuse_file, restored=restored).start()
+    node = Node(cfg, sync_interval=interval, refuse_file=refuse_file, restored=restored,
+                workers=workers).start()
     done = threading.Event()
 
     def _term(signum: int, frame: object) -> None:
@@ -446,6 +485,7 @@ def run_node(cfg: NodeConfig, *, refuse_file: Path | None = None, restored: bool
                 "public_port": node.public_port,
                 "metrics_port": node.metrics.port,
                 "tiles_port": node.tiles_port,
+                "workers": node.pool.pids() if node.pool is not None else [],
             }
         ),
         flush=True,

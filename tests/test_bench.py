@@ -114,3 +114,14 @@ def test_audit_benchmark_runs_at_a_small_size(
     assert got["unit"] == "records/s" and got["target"] == audit_bench.TARGET
     assert f"the best of {audit_bench.AUDIT_RUNS} audits" in got["how"]
     assert (tmp_path / "audit-2000-v2" / "complete.json").exists()
+
+
+@pytest.mark.timeout(240)
+def test_lookup_batch_workers_reports_against_one_process() -> None:
+    from bench.workers_bench import bench_lookup_batch_workers
+
+    r = bench_lookup_batch_workers(entries=500, numbers=4_000, workers=2, clients=2)
+    _check_shape(r)
+    assert r["unit"] == "numbers/s" and r["target"] == 0.8
+    assert r["ratio"] == pytest.approx(r["value"] / r["limit"])
+    assert "--workers 2" in r["how"] and "--workers 1" in r["how"]
