@@ -235,7 +235,7 @@ class Replica:
                 raise NotFound("this replica has not verified a view checkpoint yet")
             self.lookups += len(e164s)
             # The node's own answer builder: the same bytes and proofs as a node's.
-            return self._note, ViewKeeper._answers(self.view, e164s, with_proofs)
+            return self._note, ViewKeeper.answers(self.view, e164s, with_proofs)
 
     def note(self) -> str | None:
         with self._lock:
