@@ -441,3 +441,64 @@ def test_watch_view_from_a_replica_reaches_the_nodes_root(net: LocalNet, tmp_pat
         wait_for(lambda: (checkpoint_of(view_note(node)).vector, checkpoint_of(
             view_note(node)).root) == (copy.checkpoint.vector, copy.root()),
             what="the copy at the node's root")
+
+
+# ------------------------------------------------------------------ the pure follower
+
+
+def _feed(issuer: str, numbers: list[str], t0: int = 1_790_000_000_000) -> list[Any]:
+    from ledger.record import Mark, Record
+    from tests.conftest import KEYS, NAME
+
+    out: list[Any] = []
+    prev = b""
+    for i, n in enumerate(numbers):
+        r = Record.issue(KEYS[issuer], issuer, i + 1, prev, t0 + i,
+                         Mark(n, "fraud", 60, 1, t0 + i), consortium=NAME)
+        out.append(r)
+        prev = r.id
+    return out
+
+
+def test_view_follower_moves_only_to_a_checkpoint_the_records_give() -> None:
+    from dataclasses import replace
+
+    from ledger.errors import OutOfOrder
+    from ledger.follow import ViewFollower, ViewRefused
+    from tests.conftest import make_consortium
+
+    cons = make_consortium()
+    c1 = _feed("carrier-1", ["+8613800000001", "+8613800000002", "+8613800000003"])
+    c2 = _feed("carrier-2", ["+8613000000001"])
+    follower = ViewFollower(V.NationalView(cons))
+    assert follower.add([r.envelope for r in c1 + c2]) == 4
+    target = V.resolve(c1[:2] + c2, cons).checkpoint("o", 1)
+    assert follower.covers(target)
+    assert follower.advance(target) == {"+8613800000001", "+8613800000002", "+8613000000001"}
+    assert follower.matches(target) and list(follower.pending) == [("carrier-1", 3)]
+    # Back on a feed, or beyond what was verified: not covered, nothing applied.
+    back = V.resolve(c1[:1] + c2, cons).checkpoint("o", 2)
+    ahead = replace(target, vector=(("carrier-1", 4), ("carrier-2", 1)))
+    assert not follower.covers(back) and not follower.covers(ahead)
+    with pytest.raises(OutOfOrder):
+        follower.advance(ahead)
+    assert follower.matches(target)
+    # The next vector with another root than its records give: refused, said with both roots.
+    wrong = replace(V.resolve(c1 + c2, cons).checkpoint("o", 3), root=bytes(32))
+    with pytest.raises(ViewRefused, match="root"):
+        follower.advance(wrong)
+    # An envelope applied already is not kept again.
+    assert follower.add([c1[0].envelope]) == 0
+
+
+def test_two_records_at_one_seq_from_two_logs_are_an_equivocation() -> None:
+    from ledger.errors import Equivocation
+    from ledger.follow import ViewFollower
+    from tests.conftest import make_consortium
+
+    follower = ViewFollower(V.NationalView(make_consortium()))
+    a = _feed("carrier-1", ["+8613800000001"])
+    b = _feed("carrier-1", ["+8613800000009"])  # seq 1 again, another record
+    follower.add([a[0].envelope])
+    with pytest.raises(Equivocation, match="seq 1"):
+        follower.add([b[0].envelope])
