@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from keys import KeysError
 from keys.consortium import Consortium
 from keys.signing import read_private
 from ledger import view as V
@@ -155,9 +156,13 @@ class Replica:
             except (LogRefused, ViewRefused, Equivocation) as e:
                 f.error = f"{type(e).__name__}: {e}"
                 self._halt(f, e)
-            except LedgerError as e:  # a call outside the audit failed: try again
+            except (LedgerError, KeysError) as e:  # a call outside the audit failed, or
+                # the address serves no log of this consortium (yet): try again
                 f.error = f"{type(e).__name__}: {e}"
                 event(log, logging.WARNING, "follow-failed", node=f.name, error=f.error[:300])
+            except Exception as e:  # never let the follower die while health says SERVING
+                f.error = f"{type(e).__name__}: {e}"
+                log.exception("follow round failed", extra={"node": f.name})
 
     def _follow(self, f: Followed) -> None:
         if not f.log.log:

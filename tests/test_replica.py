@@ -502,3 +502,18 @@ def test_two_records_at_one_seq_from_two_logs_are_an_equivocation() -> None:
     follower.add([a[0].envelope])
     with pytest.raises(Equivocation, match="seq 1"):
         follower.add([b[0].envelope])
+
+
+def test_a_replica_whose_node_does_not_answer_serves_nothing_and_says_why(
+    net: LocalNet, tmp_path: Path
+) -> None:
+    from node.localnet import free_port_block
+
+    nobody = f"127.0.0.1:{free_port_block(1, 40000)}"
+    with replicas(net, tmp_path, nobody) as (rep,):
+        st = wait_for(lambda: (s := rep.status()).logs[0].error and s, what="an error")
+        assert st.state == "syncing" and not st.view_checkpoint
+        assert rep.health("") == NOT_SERVING and rep.health("markex.v1.Replica") == NOT_SERVING
+        with pytest.raises(grpc.RpcError) as e:
+            view_note(rep.public)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
