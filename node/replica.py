@@ -212,12 +212,14 @@ class Replica:
 
     def _halt(self, f: Followed, err: LedgerError) -> None:
         """Stop applying; keep serving the last verified state; say why."""
+        moved: tuple[str, V.ViewCheckpoint] | None = None
         with self._lock:
             if isinstance(err, ViewRefused) and self._note is not None:
-                # The view moved past the note it served: answers would no
-                # longer prove against it, so nothing is served any more.
                 cp = V.parse_view_checkpoint(_body(self._note))
                 if not self.follower.matches(cp):
+                    # The view moved past the note it served: its answers would
+                    # not prove against it; nothing is served until it is restored.
+                    moved = (self._note, cp)
                     self._note = None
                     for service in PUBLIC_HEALTH:
                         self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -229,6 +231,36 @@ class Replica:
         self.health.set(REPLICA_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
         event(log, logging.ERROR, "replica-halted", node=f.name, reason=self.reason[:500],
               findings=findings_json(f.log.last)[:5], evidence=len(self.evidence))
+        if moved is not None:
+            self._restore(*moved)
+
+    def _restore(self, text: str, cp: V.ViewCheckpoint) -> None:
+        """Rebuild the view up to the vector of the note last served, from
+        the followed logs audited again from the start, and serve that note
+        again (the last verified state). Memory: every record of the log."""
+        self.view.clear()
+        self.follower.pending.clear()
+        for f in self.followed:
+            if self.follower.covers(cp):
+                break
+            try:
+                self.follower.add(FollowedLog(f.name, f.log.log, f.source, self.cons).round())
+            except (LedgerError, KeysError) as e:
+                event(log, logging.WARNING, "restore-read-failed", node=f.name,
+                      error=f"{type(e).__name__}: {e}"[:300])
+        with self._lock:
+            try:
+                self.follower.advance(cp)
+            except LedgerError as e:
+                event(log, logging.ERROR, "restore-failed", error=f"{type(e).__name__}: {e}"[:300])
+                return
+            self.follower.pending.clear()  # halted: nothing more is applied
+            self._note = text
+            for fn in self.on_change:  # any number may have changed
+                fn(None)
+            for service in PUBLIC_HEALTH:
+                self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        event(log, logging.INFO, "restored", entries=cp.count, root=cp.root.hex()[:16])
 
     # ------------------------------------------------------------ reads
     def read(self, numbers: list[str], with_proofs: bool) -> tuple[str, list[pb.LookupResponse]]:
