@@ -33,6 +33,8 @@ def follow_list(text: str, cons: Consortium, as_id: str) -> list[str]:
         if p is not None and not p.member_endpoint:
             raise UsageError(f"--follow {n!r}: {n} runs no node")
         node_endpoints(cons, n)  # UsageError listing the participants
+        if p is None and not 0 < int(n.rpartition(":")[2]) <= 65535:
+            raise UsageError(f"--follow {n!r}: the port is not between 1 and 65535")
     return names
 
 

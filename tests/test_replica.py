@@ -406,6 +406,8 @@ def test_replica_fed_a_forked_log_halts_and_keeps_its_verified_state(
         (["--follow", "carrier-1,carrier-1", "--listen", "127.0.0.1:0"], "twice"),
         (["--follow", "nobody", "--listen", "127.0.0.1:0"], "nobody"),
         (["--follow", "auditor-1", "--listen", "127.0.0.1:0"], "runs no node"),
+        (["--follow", "127.0.0.1:99999999", "--listen", "127.0.0.1:0"], "65535"),
+        (["--follow", "127.0.0.1:0", "--listen", "127.0.0.1:0"], "65535"),
         (["--follow", "carrier-1", "--listen", "nowhere"], "--listen"),
         (["--follow", "carrier-1", "--listen", "127.0.0.1:0", "--interval", "0"], "--interval"),
         (["--follow", "carrier-1", "--listen", "127.0.0.1:0", "--log-level", "loud"], "loud"),
