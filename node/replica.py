@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -33,6 +33,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from keys import KeysError
 from keys.consortium import Consortium
 from keys.signing import read_private
+from ledger import note
 from ledger import view as V
 from ledger.errors import Equivocation, LedgerError, NotFound, OutOfOrder
 from ledger.follow import (
@@ -315,8 +316,6 @@ class Replica:
 
 
 def _body(text: str) -> str:
-    from ledger import note
-
     return note.Note.parse(text).text
 
 
@@ -385,13 +384,3 @@ def serve(
     server.start()
     return server, port
 
-
-def describe(replica: Replica) -> dict[str, Any]:
-    """The status as a JSON-ready dict (the CLI's startup and exit lines)."""
-    s = replica.status()
-    return {
-        "state": s.state,
-        "reason": s.reason,
-        "logs": [{"node": x.node, "log": x.log, "verified_size": x.verified_size,
-                  "error": x.error} for x in s.logs],
-    }
