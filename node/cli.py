@@ -59,6 +59,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "node.trailcli": ("cmd_trail", "cmd_stats"),
         "node.complaintcli": ("cmd_complain", "cmd_complaints", "cmd_handle", "cmd_sanction",
                               "cmd_badlist"),
+        "node.replicacli": ("cmd_replica_run",),
         "node.watchcli": ("cmd_view_watch",),
     }.items() for name in names
 }
@@ -419,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--timeout", type=finite_float, default=0, metavar="SECONDS",
                     help="give up after this long (default 0: no limit)")
 
+    _replica(sub)
     _ceremony(sub, cons, ky, nd)
     return p
 
@@ -472,6 +474,26 @@ def _consent(sub: Any) -> None:
     ld.add_argument("record_id", metavar="RECORD_ID",
                     help="the registration's id: 64 hex digits or a unique prefix of at "
                          "least 8")
+def _replica(sub: Any) -> None:
+    """`markex replica run` (node/replicacli.py, docs/replica.md)."""
+    rp = _group(sub, "replica", "verified read replicas of the national view")
+    rr = _cmd(rp, "run", lazy("cmd_replica_run"),
+              "follow nodes' logs, verify every record as the auditor does, and serve "
+              "Lookup, LookupBatch and GetViewCheckpoint with the nodes' proofs",
+              "markex replica run --consortium ~/markex-c --as carrier-1 --follow carrier-1,"
+              "carrier-2 --listen 127.0.0.1:7400 --data-dir ~/replica", "consortium as pin",
+              as_help="the participant running the replica: its member certificate reads the "
+                      "followed nodes' Audit service, its TLS certificate serves the port")
+    rr.add_argument("--follow", required=True, metavar="NODE[,NODE...]",
+                    help="the nodes whose logs are followed (ids or HOST:PORT)")
+    rr.add_argument("--listen", required=True, metavar="HOST:PORT",
+                    help="where to serve the public port (port 0: any free port)")
+    rr.add_argument("--data-dir", metavar="PATH",
+                    help="the replica's own store (default: DIR/<as>/replica-<port>)")
+    rr.add_argument("--interval", type=finite_float, default=0.5, metavar="S",
+                    help="seconds between rounds over the followed logs (default 0.5)")
+    rr.add_argument("--log-level", metavar="LEVEL", default="info",
+                    help="the least level logged: debug, info, warning, error or critical")
 
 
 def _ceremony(sub: Any, consortium: Any, keys: Any, node: Any) -> None:

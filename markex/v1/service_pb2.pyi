@@ -681,3 +681,37 @@ class ScreenBatchResponse(_message.Message):
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     decisions: _containers.RepeatedCompositeFieldContainer[ScreenDecision]
     def __init__(self, decisions: _Optional[_Iterable[_Union[ScreenDecision, _Mapping]]] = ...) -> None: ...
+
+class ReplicaStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class FollowedLog(_message.Message):
+    __slots__ = ("node", "log", "verified_size", "error")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    log: str
+    verified_size: int
+    error: str
+    def __init__(self, node: _Optional[str] = ..., log: _Optional[str] = ..., verified_size: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ReplicaStatus(_message.Message):
+    __slots__ = ("state", "reason", "logs", "view_checkpoint", "evidence", "findings", "lookups")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    VIEW_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    LOOKUPS_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    reason: str
+    logs: _containers.RepeatedCompositeFieldContainer[FollowedLog]
+    view_checkpoint: str
+    evidence: _containers.RepeatedScalarFieldContainer[str]
+    findings: _containers.RepeatedScalarFieldContainer[str]
+    lookups: int
+    def __init__(self, state: _Optional[str] = ..., reason: _Optional[str] = ..., logs: _Optional[_Iterable[_Union[FollowedLog, _Mapping]]] = ..., view_checkpoint: _Optional[str] = ..., evidence: _Optional[_Iterable[str]] = ..., findings: _Optional[_Iterable[str]] = ..., lookups: _Optional[int] = ...) -> None: ...

@@ -1962,3 +1962,90 @@ class Screening:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ReplicaStub:
+    """---------- replica (markex replica run), on the replica's public port ----------
+
+    What a replica follows and whether it still applies what it reads
+    (docs/replica.md). Anyone may ask; it proves nothing by itself: the
+    evidence it carries does (ledger.evidence format, JSON).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetStatus = channel.unary_unary(
+                '/markex.v1.Replica/GetStatus',
+                request_serializer=markex_dot_v1_dot_service__pb2.ReplicaStatusRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.ReplicaStatus.FromString,
+                _registered_method=True)
+
+
+class ReplicaServicer:
+    """---------- replica (markex replica run), on the replica's public port ----------
+
+    What a replica follows and whether it still applies what it reads
+    (docs/replica.md). Anyone may ask; it proves nothing by itself: the
+    evidence it carries does (ledger.evidence format, JSON).
+    """
+
+    def GetStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ReplicaServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.ReplicaStatusRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.ReplicaStatus.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'markex.v1.Replica', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('markex.v1.Replica', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Replica:
+    """---------- replica (markex replica run), on the replica's public port ----------
+
+    What a replica follows and whether it still applies what it reads
+    (docs/replica.md). Anyone may ask; it proves nothing by itself: the
+    evidence it carries does (ledger.evidence format, JSON).
+    """
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Replica/GetStatus',
+            markex_dot_v1_dot_service__pb2.ReplicaStatusRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.ReplicaStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
