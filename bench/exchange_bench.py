@@ -42,6 +42,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.pool import AsyncResult
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -60,6 +61,7 @@ CATCHUP_TARGET = 0.5
 ISSUING_NODES = ("carrier-1", "internet-1", "institute")
 CATEGORIES = ("fraud", "harassment", "marketing", "debt-collection", "delivery", "one-ring")
 CHUNK = 2000  # records per signing task and per Deliver call
+IDLE_S = 3.0  # seconds the nodes' CPU is measured with no record flowing
 # LocalNet's arguments for twelve nodes: every role the notice names (the
 # institute is always there; the auditor holds keys but runs no node).
 TWELVE: dict[str, int] = {"carriers": 3, "internet": 6, "complaints": 1, "regulators": 1}
@@ -299,6 +301,17 @@ def bench_propagation_12(seconds: float = 20.0, rate: float = 200.0, poll_ms: fl
     return bench_propagation(seconds, rate, poll_ms, **TWELVE)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process `pid` has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def nodes_cpu_seconds(net: LocalNet) -> float:
+    """CPU seconds all of `net`'s running node processes have used."""
+    return sum(cpu_seconds(n.proc.pid) for n in net.nodes.values() if n.proc is not None)
+
+
 def mean_envelope_bytes(net: LocalNet, pid: str, limit: int = 5000) -> tuple[float, int]:
     """The mean size of the first `limit` signed envelopes in `pid`'s log
     (read through Audit.GetEntries) and how many were read."""
@@ -324,6 +337,10 @@ def _propagation(net: LocalNet, seconds: float, rate: float, interval: float) ->
     for k, pid in enumerate(ISSUING_NODES):
         net.mark(pid, mark_number(10_000_000 + k), "harassment")
     net.wait_converged(timeout=60)
+    # What the nodes burn with nothing to carry: anti-entropy rounds and cosigning, per link.
+    idle0, t0 = nodes_cpu_seconds(net), time.perf_counter()
+    time.sleep(IDLE_S)
+    idle = (nodes_cpu_seconds(net) - idle0) / (time.perf_counter() - t0)
     watcher = HeadWatcher(net, interval)
     watcher.start()
     stubs = {pid: net.admin(pid) for pid in ISSUING_NODES}
@@ -340,6 +357,7 @@ def _propagation(net: LocalNet, seconds: float, rate: float, interval: float) ->
         done.release()
 
     total = max(1, int(seconds * rate))
+    cpu0, own0 = nodes_cpu_seconds(net), time.process_time()
     start = time.perf_counter() + 0.05
     try:
         for i in range(total):
@@ -363,6 +381,8 @@ def _propagation(net: LocalNet, seconds: float, rate: float, interval: float) ->
             if time.monotonic() > deadline:
                 raise TimeoutError("records did not reach every node within 60 s")
             time.sleep(0.05)
+        timed_s = time.perf_counter() - start
+        cpu, own = nodes_cpu_seconds(net) - cpu0, time.process_time() - own0
     finally:
         watcher.stop()
     delays = []
@@ -384,8 +404,13 @@ def _propagation(net: LocalNet, seconds: float, rate: float, interval: float) ->
         f"in turn at {', '.join(ISSUING_NODES)}; each node polled by its own thread every "
         f"{interval * 1000:.0f} ms (achieved {polls:.0f} polls/s per node; a record's time "
         f"there is the answer time of the first poll showing it); {nodes} node processes on "
-        f"loopback, mutual TLS; mean signed envelope {envelope:.0f} B (the first {counted} "
-        f"entries of {ISSUING_NODES[0]}'s log, Audit.GetEntries); {len(failed)} issue calls failed"
+        f"loopback, mutual TLS; the nodes used {cpu:.0f} CPU-s in the {timed_s:.0f} s from "
+        f"the first issue until every node held the last ({cpu / timed_s:.1f} of "
+        f"{workers()} cores; {cpu / max(1, len(returned)) * 1000:.1f} CPU-ms per record "
+        f"over all nodes; idle before it, no record flowing, {idle:.2f} cores for "
+        f"{IDLE_S:.0f} s), this benchmark's own process {own:.0f} CPU-s; mean signed envelope "
+        f"{envelope:.0f} B (the first {counted} entries of {ISSUING_NODES[0]}'s log, "
+        f"Audit.GetEntries); {len(failed)} issue calls failed"
     )
     if failed:
         how += f" ({', '.join(sorted(set(failed)))})"
