@@ -18,7 +18,8 @@
                      of the same envelopes into a fresh store in-process, in
                      batches of 1000 (bench.ingest.run_ours), measured in the
                      same run while it fills that peer's data directory.
-    catchup_12       the same with the twelve nodes of TWELVE (twelve feeds).
+    catchup_12       the same with the twelve nodes of TWELVE (ten feeds: the
+                     complaints centre and the regulator issue no marks).
 
 Also what view_bench uses: `signed_feeds`, which signs mark records for
 several issuers on every core (a spawn Pool; each issuer's feed chained in
@@ -51,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench import ingest, report
 from keys.signing import SigningKey
+from ledger.payloads import ROLE_PAYLOADS
 from ledger.record import Record, record_context, record_id
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
@@ -440,7 +442,9 @@ def bench_catchup_12(n: int = 200_000) -> dict:
 
 
 def _catchup(net: LocalNet, n: int, source: str, fresh: str) -> dict:
-    issuers = list(net.ids)
+    # Every node that may mark (the complaints centre and the regulator issue only their own).
+    roles = {p.id: p.role for p in net.consortium.participants}
+    issuers = [pid for pid in net.ids if roles[pid] not in ROLE_PAYLOADS]
     marks: dict[str, list[MarkSpec]] = {pid: [] for pid in issuers}
     for i in range(n):
         marks[issuers[i % len(issuers)]].append(
