@@ -418,7 +418,7 @@ def test_every_figure_of_the_deployment_names_its_benchmark_and_run() -> None:
     for f in figures:
         bench = f["benchmark"].strip("`")
         assert bench in known, f
-        assert f["value"] and re.search(r"[0-9]", f["value"]), f
+        assert re.match(r"[0-9]", f["value"]), f  # a measured number, not a placeholder
         assert re.search(r"20[0-9]{2}-[0-9]{2}-[0-9]{2}", f["run"]), f
         if "README" in f["run"]:
             # The value as README's Performance table prints it, in that benchmark's row.
