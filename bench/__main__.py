@@ -101,9 +101,17 @@ BENCHMARKS: dict[str, Benchmark] = {
         )
         for name in ("web_lookup_p99", "web_api_lookup_batch")
     },
+    # --workers = the cores against one process, same view and batches (bench/workers_bench.py)
+    "lookup_batch_workers": Benchmark(
+        "bench.workers_bench",
+        "bench_lookup_batch_workers",
+        {"entries": 200_000, "numbers": 200_000},
+        {"entries": 20_000, "numbers": 40_000},
+    ),
     # Wall time of a `markex` process: --help, and a lookup against a running node.
     "cli_startup": Benchmark("bench.cli_startup", "bench_cli_startup", {"runs": 15}, {"runs": 5}),
     "cli_lookup": Benchmark("bench.cli_startup", "bench_cli_lookup", {"runs": 15}, {"runs": 5}),
+    "watch_lag_p99": Benchmark("bench.watch_bench", "bench_watch_lag", {"n": 200}, {"n": 40}),
     # make bench-scale: 10M records (SCALE_RECORDS) in one node; also writes the
     # scale_lookup_p99_ratio, scale_peak_rss and scale_disk_per_record results.
     "scale": Benchmark("bench.scale", "bench_scale", opt_in=True),

@@ -47,6 +47,11 @@ write (StorageFailure "... restart the node") and says so (`failed`), and the
 ledger refuses to call anything a duplicate of what it may hold unsynced.
 Only a restart (which replays the WAL that did reach the disk) clears it.
 
+A running node's store may also be opened by other processes as RocksDB
+secondary instances (`Store(path, secondary=DIR)`, node/workers.py): they
+never write, and see the primary's writes, synced or not, as of their last
+`catch_up()`.
+
 A write may also ask for no sync (`sync=False`): used for derived state that
 is rebuilt from the ledger after a crash (the view) and for what is collected
 again (cosignatures of our own checkpoints). Such a write still lands in the
@@ -150,16 +155,29 @@ class Batch:
 
 class Store:
     def __init__(
-        self, path: Path | str, *, read_only: bool = False, cache_bytes: int = BLOCK_CACHE_BYTES
+        self,
+        path: Path | str,
+        *,
+        read_only: bool = False,
+        cache_bytes: int = BLOCK_CACHE_BYTES,
+        secondary: Path | str | None = None,
     ) -> None:
+        """The store at `path`: the primary (read and write), or `read_only`
+        (a stopped node's files), or a RocksDB secondary instance of a running
+        primary (`secondary`: a folder of its own for the secondary's info
+        log), which reads what the primary wrote as of its last `catch_up()`."""
         self.path = Path(path)
+        self.secondary = None if secondary is None else Path(secondary)
         self._cache = Cache(cache_bytes)
         opts = self._options()
+        read_only = read_only or secondary is not None
         opts.create_if_missing(not read_only)
         opts.create_missing_column_families(not read_only)
         names = COLUMN_FAMILIES
         try:
-            if read_only:
+            if self.secondary is not None:
+                names, self._db = self._open_secondary(opts, self.secondary)
+            elif read_only:
                 from rocksdict import AccessType
 
                 # A store written by an older version lacks the newer families:
@@ -185,6 +203,35 @@ class Store:
         self._unsynced.sync = False
         self._closed = False
         self._failure: str | None = None  # why a write or sync failed; set once, never cleared
+
+    def _open_secondary(self, opts: Options, secondary: Path) -> tuple[tuple[str, ...], Rdict]:
+        """RocksDB's secondary mode: it keeps every table file open
+        (max_open_files -1, which the mode requires) and tails the primary's
+        MANIFEST and WAL at each catch_up()."""
+        from rocksdict import AccessType
+
+        secondary.mkdir(parents=True, exist_ok=True)
+        opts.set_max_open_files(-1)
+        have = set(Rdict.list_cf(str(self.path)))
+        names = tuple(n for n in COLUMN_FAMILIES if n in have)
+        cfs = {}
+        for name in names:
+            cfs[name] = self._options(name)
+            cfs[name].set_max_open_files(-1)
+        db = Rdict(str(self.path), opts, column_families=cfs,
+                   access_type=AccessType.secondary(str(secondary)))
+        return names, db
+
+    def catch_up(self) -> None:
+        """A secondary: read what the primary has written since the last call
+        (its flushed tables and its WAL, synced or not). StorageFailure when
+        the primary's files cannot be read; ValueError on a primary store."""
+        if self.secondary is None:
+            raise ValueError("only a secondary store catches up with its primary")
+        try:
+            self._db.try_catch_up_with_primary()
+        except Exception as e:  # rocksdict raises plain Exception
+            raise StorageFailure(f"the secondary cannot catch up with {self.path}: {e}") from e
 
     def _options(self, family: str | None = None) -> Options:
         o = Options(raw_mode=True)

@@ -55,6 +55,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "node.appealscli": ("cmd_appeals",),
         "node.screencli": ("cmd_screen",),
         "node.trailcli": ("cmd_trail", "cmd_stats"),
+        "node.replicacli": ("cmd_replica_run",),
+        "node.watchcli": ("cmd_view_watch",),
     }.items() for name in names
 }
 
@@ -164,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     nr.add_argument("--log-level", metavar="LEVEL",
                     help="the least level logged: debug, info, warning, error or critical "
                          "(wins over node.toml's log_level, default info)")
+    nr.add_argument("--workers", metavar="N", type=int, default=None,
+                    help="processes serving the public port, sharing it (SO_REUSEPORT) and "
+                         "reading this node's store as RocksDB secondaries; default: the "
+                         "machine's cores; 1: one process serves everything")
     nr.add_argument("--test-refuse-file", metavar="FILE",
                     help="TESTS ONLY: refuse the peers listed in FILE (simulated partitions)")
     nw = _cmd(nd, "wait", lazy("cmd_node_wait"),
@@ -306,6 +312,19 @@ def build_parser() -> argparse.ArgumentParser:
     vv.add_argument("--base", metavar="FILE",
                     help="for a delta: the whole export it is since")
 
+    vw_ = _cmd(vw, "watch", lazy("cmd_view_watch"),
+               "a copy of the node's view kept by its verified change stream, one line per "
+               "verified checkpoint (docs/watch.md)",
+               "markex view watch --node carrier-1 --from view.cp --jsonl",
+               "consortium as node pin", as_help=PINNER)
+    vw_.add_argument("--from", dest="from_file", metavar="FILE",
+                     help="keep the last verified checkpoint in FILE and the copy in FILE.d/; "
+                          "resume from them")
+    vw_.add_argument("--jsonl", action="store_true",
+                     help="one JSON object a line: each changed entry, then the checkpoint")
+    vw_.add_argument("--count", type=uint32, metavar="N",
+                     help="stop after N verified checkpoints (default: watch until killed)")
+
     lg = _group(sub, "log", "the node's Merkle log")
     _cmd(lg, "checkpoint", lazy("cmd_log_checkpoint"),
          "the node's latest signed log checkpoint, as the note text (with cosignatures)",
@@ -379,8 +398,31 @@ def build_parser() -> argparse.ArgumentParser:
     wb.add_argument("--burst", type=uint32, default=30, metavar="N",
                     help="lookups one client address may make at once (default 30)")
 
+    _replica(sub)
     _ceremony(sub, cons, ky, nd)
     return p
+
+
+def _replica(sub: Any) -> None:
+    """`markex replica run` (node/replicacli.py, docs/replica.md)."""
+    rp = _group(sub, "replica", "verified read replicas of the national view")
+    rr = _cmd(rp, "run", lazy("cmd_replica_run"),
+              "follow nodes' logs, verify every record as the auditor does, and serve "
+              "Lookup, LookupBatch and GetViewCheckpoint with the nodes' proofs",
+              "markex replica run --consortium ~/markex-c --as carrier-1 --follow carrier-1,"
+              "carrier-2 --listen 127.0.0.1:7400 --data-dir ~/replica", "consortium as pin",
+              as_help="the participant running the replica: its member certificate reads the "
+                      "followed nodes' Audit service, its TLS certificate serves the port")
+    rr.add_argument("--follow", required=True, metavar="NODE[,NODE...]",
+                    help="the nodes whose logs are followed (ids or HOST:PORT)")
+    rr.add_argument("--listen", required=True, metavar="HOST:PORT",
+                    help="where to serve the public port (port 0: any free port)")
+    rr.add_argument("--data-dir", metavar="PATH",
+                    help="the replica's own store (default: DIR/<as>/replica-<port>)")
+    rr.add_argument("--interval", type=finite_float, default=0.5, metavar="S",
+                    help="seconds between rounds over the followed logs (default 0.5)")
+    rr.add_argument("--log-level", metavar="LEVEL", default="info",
+                    help="the least level logged: debug, info, warning, error or critical")
 
 
 def _ceremony(sub: Any, consortium: Any, keys: Any, node: Any) -> None:

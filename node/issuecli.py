@@ -120,9 +120,15 @@ def cmd_node_run(args: argparse.Namespace, _connect: Connect) -> int:
     d = client.consortium_dir(args.consortium)
     if not args.as_id:
         raise UsageError("--as ID is required: the participant whose node this is")
+    from node.workers import check_workers, default_workers
+
     refuse = Path(args.test_refuse_file) if args.test_refuse_file else None
+    try:
+        workers = check_workers(default_workers() if args.workers is None else args.workers)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     return run_node(NodeConfig.for_participant(d, args.as_id), refuse_file=refuse,
-                    restored=args.restored, log_level=args.log_level)
+                    restored=args.restored, log_level=args.log_level, workers=workers)
 
 
 def cmd_mark(args: argparse.Namespace, connect: Connect) -> int:

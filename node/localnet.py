@@ -63,6 +63,7 @@ class LocalNet:
         sync_interval: float | None = None,
         complaints: int = 0,
         regulators: int = 0,
+        workers: int = 1,
     ) -> None:
         self.dir = Path(directory)
         n = 1 + carriers + internet + complaints + regulators
@@ -76,11 +77,14 @@ class LocalNet:
         self.auditor = next(p.id for p in self.consortium.participants if p.role == "auditor")
         self.nodes = {pid: NodeProcess(pid) for pid in self.ids}
         self.sync_interval = sync_interval
+        self.workers = workers  # `--workers` of each node: 1, one process (not the cores)
         self._channels: dict[tuple[str, str], grpc.Channel] = {}
 
     # ------------------------------------------------------------ processes
-    def start(self, pid: str, wait: bool = True, restored: bool = False) -> None:
-        """Start `pid`'s node process; `restored` passes `--restored`."""
+    def start(self, pid: str, wait: bool = True, restored: bool = False,
+              workers: int | None = None) -> None:
+        """Start `pid`'s node process; `restored` passes `--restored`;
+        `workers` its `--workers` (default: the net's)."""
         np_ = self.nodes[pid]
         if np_.proc is not None and np_.proc.poll() is None:
             return
@@ -103,6 +107,8 @@ class LocalNet:
                 # the partition hook: isolate()/heal() write this file
                 "--test-refuse-file",
                 str(self.refuse_file(pid)),
+                "--workers",
+                str(self.workers if workers is None else workers),
                 *(["--restored"] if restored else []),
             ],
             stdout=subprocess.PIPE,

@@ -52,10 +52,12 @@ from node.metrics import LatencyInterceptor, NodeMetrics
 from node.replication import LinkParts, PeerLink
 from node.screen import ScreeningService, add_to_server, make_screener
 from node.screenindex import ScreenIndex
-from node.services import AdminService, AuditService, ExchangeService, PublicService
+from node.services import AdminService, AuditService, ExchangeService
 from node.status import DecodeGuard
 from node.viewkeeper import ViewKeeper
+from node.watch import Watcher, WatchingPublic
 from node.witness import Witness
+from node.workers import LogNotes, WorkerPool
 
 log = logging.getLogger("markex.node")
 
@@ -98,13 +100,16 @@ class Node:
         restored: bool = False,
         public_limits: PublicLimits | None = None,
         log_interval: float = LOG_INTERVAL,
+        workers: int = 1,
     ) -> None:
         """`refuse_file` is a test hook (a file listing peer ids this node
         refuses, to simulate partitions): only tests pass it, and the node logs
         that it is on. `restored`: the operator says the store comes from a
         backup, so the node issues only once a quorum of peers agree on its
         own feed's head (node/feedgate.py). `log_interval`: seconds between
-        the log lines counting records accepted and refused."""
+        the log lines counting records accepted and refused. `workers` > 1:
+        the public port is served by that many worker processes reading this
+        node's store (node/workers.py; needs a config read from a file)."""
         self.cfg = cfg
         self.consortium = consortium or load_consortium(cfg)
         self.participant_id = cfg.participant
@@ -154,9 +159,11 @@ class Node:
         self.exchange = ExchangeService(self.core, self.witness, self.view, self.refuses)
         self.admin = AdminService(self.core, self.gate)
         self.audit = AuditService(ledger, forks=(self.witness, self.view), view=self.view)
-        self.public_service = PublicService(
+        self.public_service = WatchingPublic(
             ledger, self.logs, self.view, self.public_gate, self.public_limits
         )
+        # WatchView's change log, fed by the view keeper's hook (node/watch.py)
+        self.watcher = self.public_service.watcher = Watcher(self.view)
         # the holder's appeal (node/holders.py), sharing Admin's issue gate
         self.holders = holders_service(cfg, self.core, self.view, self.admin, clock)
         # the call-path screen (node/screen.py): this node's view and consent state only
@@ -187,6 +194,10 @@ class Node:
         self.member_port = 0
         self.public_port = 0
         self.tiles: tilesrv.TileServer | None = None  # the tlog-tiles endpoint, when configured
+        self.workers = workers
+        self.pool: WorkerPool | None = None  # the public workers, when workers > 1
+        self.log_notes = LogNotes(self.logs, self.store)
+        self.view.publishes = workers > 1  # the workers serve the notes the store holds
 
     @property
     def issue_wait_s(self) -> float:
@@ -223,6 +234,7 @@ class Node:
     def start(self) -> Node:
         self.core.start()
         self.view.start()
+        self.watcher.start()
         self.consent.start()
         self.core.ledger.consent = self.consent.state  # what check_effect reads
         self.complaints.start()  # sets ledger.complaints, what check_effect reads
@@ -252,6 +264,27 @@ class Node:
         self.member_port = ports.add_secure_port(self.member, self.cfg, "member_listen",
                                                  member_creds)
 
+        if self.workers > 1:
+            self._start_workers()
+        else:
+            self._start_public(interceptors)
+        self.member.start()
+        self._start_rest()
+        return self
+
+    def _start_workers(self) -> None:
+        """The public port served by worker processes (node/workers.py)."""
+        if self.cfg.source is None:
+            raise ValueError("public workers read the node's config from its file")
+        if self.core.ledger.size:
+            self.logs.sign_if_grown()
+        self.log_notes.publish()
+        self.pool = WorkerPool(Path(self.cfg.source), self.cfg.data_dir, self.cfg.public_listen,
+                               self.workers)
+        self.public_port = self.pool.port
+        self.pool.start()
+
+    def _start_public(self, interceptors: list) -> None:
         pub_opts = [
             ("grpc.max_receive_message_length", 4 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -279,8 +312,9 @@ class Node:
         )
         pub_creds = grpc.ssl_server_credentials([(self._tls_key, self._tls_cert)])
         self.public_port = ports.add_secure_port(self.public, self.cfg, "public_listen", pub_creds)
-        self.member.start()
         self.public.start()
+
+    def _start_rest(self) -> None:
         try:
             self.metrics.serve(self.cfg.metrics_listen)
         except OSError as e:
@@ -308,13 +342,13 @@ class Node:
         serving = health_pb2.HealthCheckResponse.SERVING
         if self.core.failure is not None:  # the store failed while starting
             serving = health_pb2.HealthCheckResponse.NOT_SERVING
-        for service in HEALTH_SERVICES:
-            self.health.set(service, serving)
+        if self.pool is None:
+            for service in HEALTH_SERVICES:
+                self.health.set(service, serving)
         event(log, logging.INFO, "started", participant=self.participant_id,
               member_port=self.member_port, public_port=self.public_port,
               metrics_port=self.metrics.port, tiles_port=self.tiles_port,
-              log_size=self.core.ledger.size)
-        return self
+              log_size=self.core.ledger.size, workers=self.workers)
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop taking requests, finish queued writes, close the store.
@@ -322,9 +356,15 @@ class Node:
         if self._stop.is_set():
             return
         self._stop.set()
-        with contextlib.suppress(AttributeError):  # older grpcio-health-checking
-            self.health.enter_graceful_shutdown()
-        ev1 = self.public.stop(grace)
+        self.watcher.stop()
+        if self.pool is not None:
+            self.pool.stop()  # the workers first: they read the store closed below
+            ev1 = threading.Event()
+            ev1.set()
+        else:
+            with contextlib.suppress(AttributeError):  # older grpcio-health-checking
+                self.health.enter_graceful_shutdown()
+            ev1 = self.public.stop(grace)
         ev2 = self.member.stop(grace)
         for link in self.links.values():
             link.stop()
@@ -407,6 +447,8 @@ class Node:
                 if self.logs.sign_if_grown() is not None:
                     for link in self.links.values():
                         link.cosign_now()
+                if self.pool is not None:
+                    self.log_notes.publish()
                 self.view.tick()
                 self.consent.tick()
                 self.complaints.tick()
@@ -415,17 +457,19 @@ class Node:
 
 
 def run_node(cfg: NodeConfig, *, refuse_file: Path | None = None, restored: bool = False,
-             log_level: str | None = None) -> int:
+             log_level: str | None = None, workers: int = 1) -> int:
     """`markex node run`: serve until SIGTERM/SIGINT, then stop cleanly.
     `refuse_file` is the tests' partition hook (`--test-refuse-file`), off
     unless given; `restored` is `--restored` (see Node); `log_level`
-    (`--log-level`) wins over node.toml's `log_level`."""
+    (`--log-level`) wins over node.toml's `log_level`; `workers` (`--workers`)
+    processes serve the public port (node/workers.py)."""
     from node import logs
 
     logs.setup(cfg.participant, logs.parse_level(log_level or cfg.log_level))
     ports.check_free(cfg)  # before the store opens: a taken port says which key to change
     interval = float(os.environ.get("MARKEX_SYNC_INTERVAL", "0.5"))
-    node = Node(cfg, sync_interval=interval, refuse_file=refuse_file, restored=restored).start()
+    node = Node(cfg, sync_interval=interval, refuse_file=refuse_file, restored=restored,
+                workers=workers).start()
     done = threading.Event()
 
     def _term(signum: int, frame: object) -> None:
@@ -441,6 +485,7 @@ def run_node(cfg: NodeConfig, *, refuse_file: Path | None = None, restored: bool
                 "public_port": node.public_port,
                 "metrics_port": node.metrics.port,
                 "tiles_port": node.tiles_port,
+                "workers": node.pool.pids() if node.pool is not None else [],
             }
         ),
         flush=True,

@@ -52,6 +52,9 @@ log = logging.getLogger("markex.view")
 
 MAX_LOOKUP_BATCH = 1000  # numbers per LookupBatch call
 READ_TRIES = 3  # optimistic reads of one lookup before it reads under the lock
+# In the "checkpoints" family, for the public workers (node/workers.py, node/readview.py):
+VIEW_NOTE_KEY = b"view/served"  # the view checkpoint note served now, for the stored view
+LOG_NOTE_KEY = b"log/served"    # the log checkpoint note served now (node/workers.py writes it)
 
 
 class ViewKeeper:
@@ -84,6 +87,9 @@ class ViewKeeper:
         # Told which numbers' entries changed (None: any may have), on the
         # writer thread: the screen's index (node/screenindex.py).
         self.on_change: list[Callable[[set[str] | None], None]] = []
+        # With public workers: write the served note with every change (publish).
+        self.publishes = False
+        self._published: str | None = None
 
     def start(self) -> None:
         with self._lock:
@@ -92,6 +98,7 @@ class ViewKeeper:
             V.catch_up(view, self.ledger)
             self.view = view
             self._sign()
+        self.publish()
 
     # ------------------------------------------------------------ updates
     def apply(self, records: list[Record]) -> None:
@@ -115,6 +122,7 @@ class ViewKeeper:
                 raise
             finally:
                 self._sign()
+            self.publish()
 
     def _changed(self, numbers: set[str] | None) -> None:
         for fn in self.on_change:
@@ -131,8 +139,24 @@ class ViewKeeper:
         with self._lock:
             self._rebuild_needed = True
 
+    def publish(self) -> None:
+        """With `publishes`: write the note served now (signed for the view
+        as the store holds it, cosignatures included) to VIEW_NOTE_KEY when
+        it changed, under the lock that every change of the view holds, so a
+        worker reading the store finds the note of the vector beside it (or
+        a moment later). Unsynced: rewritten after a restart."""
+        if not self.publishes:
+            return
+        with self._lock:
+            text = self.checkpoint_note()
+            if text is None or text == self._published:
+                return
+            self.store.put("checkpoints", VIEW_NOTE_KEY, text.encode(), sync=False)
+            self._published = text
+
     def tick(self) -> None:
         self._refresh()
+        self.publish()  # a re-signing, or cosignatures that arrived
         if self._rebuild_needed:
             with self._lock:
                 if self.view is None or not self._rebuild_needed:
@@ -144,6 +168,7 @@ class ViewKeeper:
                     self._changed(None)
                 finally:
                     self._sign()
+            self.publish()
 
     def _sign(self) -> None:
         """The view changed: its checkpoint is signed when next asked for
@@ -214,7 +239,7 @@ class ViewKeeper:
             raise TooLarge(f"at most {MAX_LOOKUP_BATCH} numbers per batch, got {len(numbers)}")
 
     @staticmethod
-    def _answers(
+    def answers(
         view: V.NationalView, e164s: list[str], with_proofs: bool
     ) -> list[pb.LookupResponse]:
         """One answer per number, the entries read in one multi-get."""
@@ -234,7 +259,7 @@ class ViewKeeper:
         snapshot. InvalidNumber for a bad number fails the call."""
         self.check_batch(numbers)
         e164s = [normalize(n) for n in numbers]
-        return self._consistent(lambda view: self._answers(view, e164s, with_proofs))
+        return self._consistent(lambda view: self.answers(view, e164s, with_proofs))
 
     def _consistent(self, read: Callable[[V.NationalView], _T]) -> tuple[str, _T]:
         """The signed view checkpoint and `read(view)` of one version of the

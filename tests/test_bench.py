@@ -128,3 +128,14 @@ def test_propagation_runs_with_another_topology_and_the_12_node_entry_is_registe
     _check_shape(got)
     assert got["unit"] == "s" and got["target"] == exchange_bench.PROPAGATION_TARGET_S
     assert "on all 3 nodes" in got["how"] and "mean signed envelope" in got["how"]
+
+
+@pytest.mark.timeout(240)
+def test_lookup_batch_workers_reports_against_one_process() -> None:
+    from bench.workers_bench import bench_lookup_batch_workers
+
+    r = bench_lookup_batch_workers(entries=500, numbers=4_000, workers=2, clients=2)
+    _check_shape(r)
+    assert r["unit"] == "numbers/s" and r["target"] == 0.8
+    assert r["ratio"] == pytest.approx(r["value"] / r["limit"])
+    assert "--workers 2" in r["how"] and "--workers 1" in r["how"]

@@ -182,6 +182,32 @@ class ViewCheckpoint(_message.Message):
     note: str
     def __init__(self, note: _Optional[str] = ...) -> None: ...
 
+class WatchViewRequest(_message.Message):
+    __slots__ = ("since",)
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    since: str
+    def __init__(self, since: _Optional[str] = ...) -> None: ...
+
+class WatchedEntry(_message.Message):
+    __slots__ = ("number", "entry")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    number: str
+    entry: bytes
+    def __init__(self, number: _Optional[str] = ..., entry: _Optional[bytes] = ...) -> None: ...
+
+class WatchViewMessage(_message.Message):
+    __slots__ = ("entries", "checkpoint", "snapshot", "reason")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[WatchedEntry]
+    checkpoint: str
+    snapshot: bool
+    reason: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[WatchedEntry, _Mapping]]] = ..., checkpoint: _Optional[str] = ..., snapshot: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class GetEvidenceRequest(_message.Message):
     __slots__ = ("start", "limit")
     START_FIELD_NUMBER: _ClassVar[int]
@@ -491,3 +517,37 @@ class ScreenBatchResponse(_message.Message):
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     decisions: _containers.RepeatedCompositeFieldContainer[ScreenDecision]
     def __init__(self, decisions: _Optional[_Iterable[_Union[ScreenDecision, _Mapping]]] = ...) -> None: ...
+
+class ReplicaStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class FollowedLog(_message.Message):
+    __slots__ = ("node", "log", "verified_size", "error")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    log: str
+    verified_size: int
+    error: str
+    def __init__(self, node: _Optional[str] = ..., log: _Optional[str] = ..., verified_size: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ReplicaStatus(_message.Message):
+    __slots__ = ("state", "reason", "logs", "view_checkpoint", "evidence", "findings", "lookups")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    VIEW_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    LOOKUPS_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    reason: str
+    logs: _containers.RepeatedCompositeFieldContainer[FollowedLog]
+    view_checkpoint: str
+    evidence: _containers.RepeatedScalarFieldContainer[str]
+    findings: _containers.RepeatedScalarFieldContainer[str]
+    lookups: int
+    def __init__(self, state: _Optional[str] = ..., reason: _Optional[str] = ..., logs: _Optional[_Iterable[_Union[FollowedLog, _Mapping]]] = ..., view_checkpoint: _Optional[str] = ..., evidence: _Optional[_Iterable[str]] = ..., findings: _Optional[_Iterable[str]] = ..., lookups: _Optional[int] = ...) -> None: ...

@@ -72,6 +72,11 @@ class PublicStub:
                 request_serializer=markex_dot_v1_dot_service__pb2.GetViewCheckpointRequest.SerializeToString,
                 response_deserializer=markex_dot_v1_dot_service__pb2.ViewCheckpoint.FromString,
                 _registered_method=True)
+        self.WatchView = channel.unary_stream(
+                '/markex.v1.Public/WatchView',
+                request_serializer=markex_dot_v1_dot_service__pb2.WatchViewRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.WatchViewMessage.FromString,
+                _registered_method=True)
 
 
 class PublicServicer:
@@ -121,6 +126,13 @@ class PublicServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchView(self, request, context):
+        """The verified change stream (docs/watch.md): long-lived, one message per page of changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PublicServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +170,11 @@ def add_PublicServicer_to_server(servicer, server):
                     servicer.GetViewCheckpoint,
                     request_deserializer=markex_dot_v1_dot_service__pb2.GetViewCheckpointRequest.FromString,
                     response_serializer=markex_dot_v1_dot_service__pb2.ViewCheckpoint.SerializeToString,
+            ),
+            'WatchView': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchView,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.WatchViewRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.WatchViewMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +368,33 @@ class Public:
             '/markex.v1.Public/GetViewCheckpoint',
             markex_dot_v1_dot_service__pb2.GetViewCheckpointRequest.SerializeToString,
             markex_dot_v1_dot_service__pb2.ViewCheckpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchView(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/markex.v1.Public/WatchView',
+            markex_dot_v1_dot_service__pb2.WatchViewRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.WatchViewMessage.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1635,6 +1679,93 @@ class Screening:
             '/markex.v1.Screening/ScreenStream',
             markex_dot_v1_dot_service__pb2.ScreenRequest.SerializeToString,
             markex_dot_v1_dot_service__pb2.ScreenDecision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ReplicaStub:
+    """---------- replica (markex replica run), on the replica's public port ----------
+
+    What a replica follows and whether it still applies what it reads
+    (docs/replica.md). Anyone may ask; it proves nothing by itself: the
+    evidence it carries does (ledger.evidence format, JSON).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetStatus = channel.unary_unary(
+                '/markex.v1.Replica/GetStatus',
+                request_serializer=markex_dot_v1_dot_service__pb2.ReplicaStatusRequest.SerializeToString,
+                response_deserializer=markex_dot_v1_dot_service__pb2.ReplicaStatus.FromString,
+                _registered_method=True)
+
+
+class ReplicaServicer:
+    """---------- replica (markex replica run), on the replica's public port ----------
+
+    What a replica follows and whether it still applies what it reads
+    (docs/replica.md). Anyone may ask; it proves nothing by itself: the
+    evidence it carries does (ledger.evidence format, JSON).
+    """
+
+    def GetStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ReplicaServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=markex_dot_v1_dot_service__pb2.ReplicaStatusRequest.FromString,
+                    response_serializer=markex_dot_v1_dot_service__pb2.ReplicaStatus.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'markex.v1.Replica', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('markex.v1.Replica', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Replica:
+    """---------- replica (markex replica run), on the replica's public port ----------
+
+    What a replica follows and whether it still applies what it reads
+    (docs/replica.md). Anyone may ask; it proves nothing by itself: the
+    evidence it carries does (ledger.evidence format, JSON).
+    """
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/markex.v1.Replica/GetStatus',
+            markex_dot_v1_dot_service__pb2.ReplicaStatusRequest.SerializeToString,
+            markex_dot_v1_dot_service__pb2.ReplicaStatus.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,305 @@
+"""The public port on every core (node/workers.py, node/readview.py).
+
+In-process: a node's parts writing a real store and a ReadView over it as a
+RocksDB secondary: the worker answers with the node's very bytes, and never
+serves a note whose vector its store does not hold. With real processes: a
+node run with `--workers 2` answers lookups through the shared port from
+several channels (each verified as a client verifies a node), sees a new mark
+within a bounded time, keeps answering when a worker is SIGKILLed (and
+restarts it), and stops with its workers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+
+from keys.consortium import Consortium
+from keys.layout import init_consortium
+from keys.signing import SigningKey
+from ledger import merkle, note, verify
+from ledger import view as V
+from ledger.errors import StorageFailure
+from ledger.names import log_origin
+from ledger.record import Mark
+from ledger.store import Store
+from markex.v1 import service_pb2 as pb
+from markex.v1 import service_pb2_grpc as rpc
+from node import cli, client, readview
+from node.core import NodeCore
+from node.localnet import LocalNet, free_port_block
+from node.logkeeper import LogKeeper
+from node.readview import Behind, ReadView
+from node.viewkeeper import VIEW_NOTE_KEY, ViewKeeper
+from node.workers import LogNotes
+
+pytestmark = pytest.mark.timeout(180)
+OWN = "carrier-1"
+
+
+def _now() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+# ====================================================================== in-process
+
+
+class Primary:
+    def __init__(self, d: Path, cons: Consortium, db: Path) -> None:
+        self.store = Store(db)
+        self.core = NodeCore(self.store, cons, OWN, SigningKey.load(d / OWN / "signing.key"),
+                             _now)
+        self.logs = LogKeeper(self.core.ledger)
+        self.view = ViewKeeper(self.core.ledger, _now)
+        self.view.publishes = True
+        self.notes = LogNotes(self.logs, self.store)
+        self.core.subscribe(self.logs.grew)
+        self.core.subscribe(self.view.apply)
+        self.core.start()
+        self.view.start()
+
+    def close(self) -> None:
+        self.core.stop()
+        self.store.close()
+
+
+@pytest.fixture
+def primary(tmp_path: Path) -> Iterator[tuple[Primary, Consortium]]:
+    d = tmp_path / "c"
+    cons = init_consortium(d, carriers=1, internet=0, base_port=free_port_block(6),
+                           now=datetime.now(UTC))
+    p = Primary(d, cons, tmp_path / "db")
+    try:
+        yield p, cons
+    finally:
+        p.close()
+
+
+def test_a_secondary_answers_with_the_nodes_bytes(
+    primary: tuple[Primary, Consortium], tmp_path: Path
+) -> None:
+    p, cons = primary
+    worker = ReadView(Store(p.store.path, secondary=tmp_path / "sec"), cons, OWN)
+    try:
+        assert worker.refresh()  # the empty view's note, published at start
+        p.core.issue(Mark("+8613800000001", "fraud", 70))
+        p.core.issue(Mark("+8613800000002", "harassment", 40))
+        before = worker.lookup("+8613800000001", True)
+        assert before.entry == b""  # not caught up yet: the old state, under its own note
+        assert worker.refresh()
+        numbers = ["+8613800000001", "+8613800000002", "+8613800000003"]
+        mine, theirs = worker.lookup_batch(numbers, True), p.view.lookup_batch(numbers, True)
+        assert mine == theirs  # the same note, entries and proofs, byte for byte
+        rows = verify.verify_answers(cons, numbers, list(mine.results), mine.view_checkpoint,
+                                     _now())
+        # Proofs and signature check (verify_answers raises for neither); a node
+        # without peers has no cosignatures, which the client says.
+        assert [r["number"] for r in rows] == numbers
+        assert all("quorum" in r.get("error", "") or "cosign" in r.get("error", "")
+                   for r in rows), rows
+        cp = V.parse_view_checkpoint(note.Note.parse(mine.view_checkpoint).text)
+        assert dict(cp.vector) == {OWN: 2}
+        # The log: the note the node served, proofs of its entries.
+        p.logs.sign_if_grown()
+        p.notes.publish()
+        assert worker.refresh()
+        text = worker.log.checkpoint_note()
+        assert text is not None
+        lc = note.open_checkpoint(text, note.Verifier.for_key(
+            log_origin(cons.name, OWN), cons.participant(OWN).public_key))  # type: ignore[union-attr]
+        path = worker.log.inclusion_proof(1, lc.size)
+        merkle.verify_inclusion(worker.log.leaf_hash(1), 1, lc.size, path, lc.root)
+    finally:
+        worker.store.close()
+
+
+def test_a_note_for_another_vector_is_never_served(
+    primary: tuple[Primary, Consortium], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p, cons = primary
+    p.core.issue(Mark("+8613800000001", "fraud", 70))
+    old = p.view.checkpoint_note()
+    assert old is not None
+    p.core.issue(Mark("+8613800000001", "harassment", 90))
+    # The node's served note lags its view (as in the moment between the two writes).
+    p.store.put("checkpoints", VIEW_NOTE_KEY, old.encode())
+    worker = ReadView(Store(p.store.path, secondary=tmp_path / "sec"), cons, OWN)
+    monkeypatch.setattr(readview, "READY_WAIT_S", 0.2)
+    try:
+        assert not worker.refresh()
+        with pytest.raises(Behind):
+            worker.lookup("+8613800000001", True)
+        with pytest.raises(Behind):
+            worker.checkpoint_note()
+        p.view.publish()  # unchanged since its last write: not written again
+        p.view._published = None  # as after a restart: write it
+        p.view.publish()
+        assert worker.refresh()
+        resp = worker.lookup("+8613800000001", True)
+        assert resp == p.view.lookup("+8613800000001", True)
+    finally:
+        worker.store.close()
+
+
+def test_a_secondary_store_does_not_write_and_a_primary_does_not_catch_up(
+    primary: tuple[Primary, Consortium], tmp_path: Path
+) -> None:
+    p, _ = primary
+    with pytest.raises(ValueError, match="only a secondary"):
+        p.store.catch_up()
+    sec = Store(p.store.path, secondary=tmp_path / "sec")
+    try:
+        with pytest.raises(StorageFailure):
+            sec.put("meta", b"worker", b"x")
+        sec.catch_up()
+        assert p.store.get("meta", b"worker") is None and sec.get("meta", b"worker") is None
+    finally:
+        sec.close()
+
+
+def test_workers_out_of_range_are_refused(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "c"
+    init_consortium(d, carriers=1, internet=0, base_port=free_port_block(6),
+                    now=datetime.now(UTC))
+    for bad in ("0", "-3", "257"):
+        code = cli.main(["node", "run", "--consortium", str(d), "--as", OWN, "--workers", bad])
+        assert code != 0
+        assert "--workers takes 1 to 256 processes" in capsys.readouterr().err
+    assert not (d / OWN / "data").exists() or not any((d / OWN / "data").iterdir())
+
+
+# ====================================================================== processes
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNet]:
+    n = LocalNet(tmp_path_factory.mktemp("workers") / "c", carriers=1, internet=1,
+                 sync_interval=0.3)
+    try:
+        for pid in n.ids:
+            n.start(pid, wait=False, workers=2 if pid == OWN else 1)
+        for pid in n.ids:
+            n.wait_ready(pid)
+        yield n
+    finally:
+        n.stop_all()
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out.update(int(c) for c in (task / "children").read_text().split())
+    return out
+
+
+def _channels(net: LocalNet, n: int) -> list[grpc.Channel]:
+    ep = net.consortium.participant(OWN).public_endpoint  # type: ignore[union-attr]
+    # Distinct channels are distinct connections: the kernel spreads them over the workers.
+    return [client.public_channel(net.dir, ep) for _ in range(n)]
+
+
+def _verified(net: LocalNet, ch: grpc.Channel, number: str) -> dict:
+    resp = rpc.PublicStub(ch).Lookup(pb.LookupRequest(number=number), timeout=10)
+    return verify.verify_answer(net.consortium, number, resp, resp.view_checkpoint, _now())
+
+
+def test_lookups_through_the_shared_port_verify_and_see_a_new_mark(net: LocalNet) -> None:
+    workers = net.nodes[OWN].ports["workers"]
+    assert len(workers) == 2 and set(workers) <= _children(net.nodes[OWN].proc.pid)  # type: ignore[union-attr]
+    number = "+8613800000123"
+    issued = net.mark(OWN, number, "harassment")
+    chans = _channels(net, 6)
+    try:
+        deadline = time.monotonic() + 15
+        pending = set(range(len(chans)))
+        while pending and time.monotonic() < deadline:
+            for i in sorted(pending):
+                r = _verified(net, chans[i], number)
+                if r["verified"] and r["category"] == "harassment":
+                    assert [m["record_id"] for m in r["markers"]] == [issued.id.hex()]
+                    pending.discard(i)
+            time.sleep(0.05)
+        assert not pending, f"channels {sorted(pending)} never saw the mark verified"
+        numbers = [number, "+8613800000124"]
+        for ch in chans:
+            b = rpc.PublicStub(ch).LookupBatch(
+                pb.LookupBatchRequest(numbers=numbers, with_proofs=True), timeout=10)
+            rows = verify.verify_answers(net.consortium, numbers, list(b.results),
+                                         b.view_checkpoint, _now())
+            assert [r["verified"] for r in rows] == [True, True], rows
+            vc = rpc.PublicStub(ch).GetViewCheckpoint(pb.GetViewCheckpointRequest(), timeout=10)
+            assert verify.open_view(net.consortium, vc.note)
+            lc = rpc.PublicStub(ch).GetLogCheckpoint(pb.GetLogCheckpointRequest(), timeout=10)
+            cp = note.open_checkpoint(lc.note, note.Verifier.for_key(
+                log_origin(net.consortium.name, OWN),
+                net.consortium.participant(OWN).public_key))  # type: ignore[union-attr]
+            if cp.size:
+                inc = rpc.PublicStub(ch).GetInclusionProof(
+                    pb.GetInclusionProofRequest(index=0, size=cp.size), timeout=10)
+                merkle.verify_inclusion(inc.leaf_hash, 0, cp.size, list(inc.path), cp.root)
+    finally:
+        for ch in chans:
+            ch.close()
+
+
+def test_a_killed_worker_is_restarted_and_the_port_keeps_answering(net: LocalNet) -> None:
+    node_pid = net.nodes[OWN].proc.pid  # type: ignore[union-attr]
+    before = _children(node_pid)
+    victim = net.nodes[OWN].ports["workers"][0]
+    assert victim in before
+    os.kill(victim, signal.SIGKILL)
+    chans = _channels(net, 4)
+    try:
+        for ch in chans:  # every new connection lands on a worker that is alive
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    assert _verified(net, ch, "+8613800000123")["verified"]
+                    break
+                except grpc.RpcError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+    finally:
+        for ch in chans:
+            ch.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = _children(node_pid)
+        if victim not in now and len(now - before) == 1 and len(now) == 2:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the worker was not restarted: children {sorted(_children(node_pid))}")
+    net.nodes[OWN].ports["workers"] = sorted(now)
+
+
+def test_the_node_stops_with_its_workers(net: LocalNet) -> None:
+    node_pid = net.nodes[OWN].proc.pid  # type: ignore[union-attr]
+    workers = _children(node_pid)
+    assert len(workers) == 2
+    assert net.terminate(OWN) == 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        alive = [w for w in workers if Path(f"/proc/{w}").exists()]
+        if not alive:
+            break
+        time.sleep(0.1)
+    assert not alive, f"workers {alive} outlived their node"
+    # The port is free again: no listener answers.
+    ch = _channels(net, 1)[0]
+    try:
+        with pytest.raises(grpc.RpcError) as e:
+            rpc.PublicStub(ch).GetFeedHeads(pb.FeedHeadsRequest(), timeout=2)
+        assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    finally:
+        ch.close()
