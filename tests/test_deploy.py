@@ -316,6 +316,8 @@ def test_every_manifest_is_wired_together(manifests: dict[str, list[dict[str, An
         claims = {t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])}
         assert {m["name"] for m in c["volumeMounts"]} <= volumes | claims
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        # ... so /tmp is a volume: the node's workers keep their RocksDB secondaries there.
+        assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}, name
 
 
 def _projected(workload: dict[str, Any]) -> dict[str, str]:
@@ -339,6 +341,8 @@ def test_the_node_manifest_runs_one_node_on_its_init_ports(
     c = _container(node)
     args = parse_markex(c["command"])
     assert (args.cmd, args.sub, args.as_id) == ("node", "run", "carrier-1")
+    # The default, the machine's cores, would be the host's in a pod.
+    assert args.workers == int(c["resources"]["requests"]["cpu"])
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {
         "member": _port(carrier_toml.member_listen),
