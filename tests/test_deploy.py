@@ -310,8 +310,11 @@ def test_every_manifest_is_wired_together(manifests: dict[str, list[dict[str, An
             assert sp["targetPort"] in ports, (name, sp)
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             if probe in c:
-                (how,) = [v for k, v in c[probe].items() if k in ("tcpSocket", "httpGet")]
-                assert how["port"] in ports, (name, probe)
+                (kind,) = [k for k in c[probe] if k in ("tcpSocket", "httpGet", "exec")]
+                if kind == "exec":
+                    parse_markex(c[probe]["exec"]["command"])
+                else:
+                    assert c[probe][kind]["port"] in ports, (name, probe)
         volumes = {v["name"] for v in workload["spec"]["template"]["spec"]["volumes"]}
         claims = {t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])}
         assert {m["name"] for m in c["volumeMounts"]} <= volumes | claims
@@ -383,6 +386,11 @@ def test_the_replica_manifest_is_a_headless_service_of_replicas_with_their_own_v
     assert _port(got["--listen"]) == ports["public"] == service["spec"]["ports"][0]["port"]
     data = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}["data"]
     assert got["--data-dir"].startswith(data + "/")
+    # Ready only once it answers a lookup that verifies, asked of its own port.
+    probe = parse_markex(c["readinessProbe"]["exec"]["command"])
+    assert probe.cmd == "lookup" and probe.number and probe.as_id == got["--as"]
+    assert probe.node == f"127.0.0.1:{_port(got['--listen'])}"
+    assert probe.consortium == got["--consortium"]
 
 
 def test_the_web_manifest_serves_http_on_its_listen_port(
