@@ -437,7 +437,7 @@ def bench_catchup(
 
 
 def bench_catchup_12(n: int = 200_000) -> dict:
-    """catchup with the twelve nodes of TWELVE (twelve feeds, ten peers refused)."""
+    """catchup with the twelve nodes of TWELVE (ten feeds, ten peers refused)."""
     return bench_catchup(n, **TWELVE)
 
 
