@@ -65,6 +65,13 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     "catchup": Benchmark("bench.exchange_bench", "bench_catchup", {"n": 200_000}, {"n": 20_000}),
     "bulk_issue": Benchmark("bench.import_bench", "bench_bulk_issue", {"n": 50_000}, {"n": 10_000}),
+    # Twelve node processes: every role of the national consortium (exchange_bench.TWELVE).
+    "propagation_p99_12": Benchmark(
+        "bench.exchange_bench", "bench_propagation_12", {"seconds": 20.0}, {"seconds": 5.0}
+    ),
+    "catchup_12": Benchmark(
+        "bench.exchange_bench", "bench_catchup_12", {"n": 200_000}, {"n": 20_000}
+    ),
     # The four lookup results come from one node run (view_bench.lookup_suite), kept per size.
     # Writing the 1,000,000 signed marks into the node's store takes minutes (its `how` says).
     **{

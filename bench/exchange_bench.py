@@ -6,17 +6,26 @@
                      Every node's GetFeedHeads is polled every few ms by its
                      own thread, so the first poll that shows a record's seq
                      dates its arrival there. A latency: limit = target.
+    propagation_p99_12  the same with twelve node processes, every role of the
+                     national consortium (TWELVE: the institute, three
+                     carriers, six internet firms, a complaints centre and the
+                     regulator), the same target; its `how` also gives the
+                     mean envelope size of the marks it issued (docs/deploy.md
+                     prices full-mesh push with it).
     catchup          records/s at which a fresh, empty node takes a whole log
                      from its one reachable peer (the others refused by the
                      nodes' test hook), against the limit of NodeLedger.submit
                      of the same envelopes into a fresh store in-process, in
                      batches of 1000 (bench.ingest.run_ours), measured in the
                      same run while it fills that peer's data directory.
+    catchup_12       the same with the twelve nodes of TWELVE (ten feeds: the
+                     complaints centre and the regulator issue no marks).
 
 Also what view_bench uses: `signed_feeds`, which signs mark records for
 several issuers on every core (a spawn Pool; each issuer's feed chained in
 order) and yields them in batches as they are ready, and `mark_number`.
-`python -m bench.exchange_bench [propagation|catchup]` prints JSON.
+`python -m bench.exchange_bench [propagation|propagation_12|catchup|catchup_12]`
+prints JSON.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.pool import AsyncResult
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -42,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench import ingest, report
 from keys.signing import SigningKey
+from ledger.payloads import ROLE_PAYLOADS
 from ledger.record import Record, record_context, record_id
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
@@ -52,6 +63,10 @@ CATCHUP_TARGET = 0.5
 ISSUING_NODES = ("carrier-1", "internet-1", "institute")
 CATEGORIES = ("fraud", "harassment", "marketing", "debt-collection", "delivery", "one-ring")
 CHUNK = 2000  # records per signing task and per Deliver call
+IDLE_S = 3.0  # seconds the nodes' CPU is measured with no record flowing
+# LocalNet's arguments for twelve nodes: every role the notice names (the
+# institute is always there; the auditor holds keys but runs no node).
+TWELVE: dict[str, int] = {"carriers": 3, "internet": 6, "complaints": 1, "regulators": 1}
 
 MarkSpec = tuple[str, str, int]  # number, category, score
 
@@ -269,10 +284,13 @@ class HeadWatcher:
         return got[i][1] if i < len(got) else None
 
 
-def bench_propagation(seconds: float = 20.0, rate: float = 200.0, poll_ms: float = 5.0) -> dict:
-    """p99 seconds until a record issued at one node is on all six (see module doc)."""
+def bench_propagation(
+    seconds: float = 20.0, rate: float = 200.0, poll_ms: float = 5.0, **topology: int
+) -> dict:
+    """p99 seconds until a record issued at one node is on all of them (see
+    module doc); `topology`: LocalNet's participant counts (default six nodes)."""
     with ingest.scratch_dir() as d:
-        net = LocalNet(d / "consortium")
+        net = LocalNet(d / "consortium", **topology)
         try:
             net.start_all()
             return _propagation(net, seconds, rate, poll_ms / 1000)
@@ -280,11 +298,51 @@ def bench_propagation(seconds: float = 20.0, rate: float = 200.0, poll_ms: float
             net.stop_all()
 
 
+def bench_propagation_12(seconds: float = 20.0, rate: float = 200.0, poll_ms: float = 5.0) -> dict:
+    """propagation_p99 with the twelve nodes of TWELVE, the same target."""
+    return bench_propagation(seconds, rate, poll_ms, **TWELVE)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process `pid` has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def nodes_cpu_seconds(net: LocalNet) -> float:
+    """CPU seconds all of `net`'s running node processes have used."""
+    return sum(cpu_seconds(n.proc.pid) for n in net.nodes.values() if n.proc is not None)
+
+
+def mean_envelope_bytes(net: LocalNet, pid: str, limit: int = 5000) -> tuple[float, int]:
+    """The mean size of the first `limit` signed envelopes in `pid`'s log
+    (read through Audit.GetEntries) and how many were read."""
+    size = net.log_size(pid)
+    end = min(size, limit)
+    sizes: list[int] = []
+    while len(sizes) < end:
+        got = (
+            net.audit(pid)
+            .GetEntries(pb.GetEntriesRequest(start=len(sizes), end=end), timeout=30)
+            .envelopes
+        )
+        if not got:
+            raise AssertionError(f"{pid} returned no entries at {len(sizes)} of {end}")
+        sizes.extend(len(e) for e in got)
+    if not sizes:
+        raise AssertionError(f"{pid}'s log is empty")
+    return sum(sizes) / len(sizes), len(sizes)
+
+
 def _propagation(net: LocalNet, seconds: float, rate: float, interval: float) -> dict:
     # Warm up: every node serving, channels and push streams open.
     for k, pid in enumerate(ISSUING_NODES):
         net.mark(pid, mark_number(10_000_000 + k), "harassment")
     net.wait_converged(timeout=60)
+    # What the nodes burn with nothing to carry: anti-entropy rounds and cosigning, per link.
+    idle0, t0 = nodes_cpu_seconds(net), time.perf_counter()
+    time.sleep(IDLE_S)
+    idle = (nodes_cpu_seconds(net) - idle0) / (time.perf_counter() - t0)
     watcher = HeadWatcher(net, interval)
     watcher.start()
     stubs = {pid: net.admin(pid) for pid in ISSUING_NODES}
@@ -301,6 +359,7 @@ def _propagation(net: LocalNet, seconds: float, rate: float, interval: float) ->
         done.release()
 
     total = max(1, int(seconds * rate))
+    cpu0, own0 = nodes_cpu_seconds(net), time.process_time()
     start = time.perf_counter() + 0.05
     try:
         for i in range(total):
@@ -324,6 +383,8 @@ def _propagation(net: LocalNet, seconds: float, rate: float, interval: float) ->
             if time.monotonic() > deadline:
                 raise TimeoutError("records did not reach every node within 60 s")
             time.sleep(0.05)
+        timed_s = time.perf_counter() - start
+        cpu, own = nodes_cpu_seconds(net) - cpu0, time.process_time() - own0
     finally:
         watcher.stop()
     delays = []
@@ -335,14 +396,23 @@ def _propagation(net: LocalNet, seconds: float, rate: float, interval: float) ->
     delays.sort()
     p50, p99 = percentile(delays, 50), percentile(delays, 99)
     polls = sum(watcher.polls.values()) / len(net.ids) / max(sent_s, 1e-9)
+    envelope, counted = mean_envelope_bytes(net, ISSUING_NODES[0])
+    nodes = len(net.ids)
     how = (
         f"p99 {p99 * 1000:.0f} ms, p50 {p50 * 1000:.0f} ms, max {delays[-1] * 1000:.0f} ms from "
-        f"the return of Admin.IssueMark until GetFeedHeads showed the record on all six nodes; "
+        f"the return of Admin.IssueMark until GetFeedHeads showed the record on all {nodes} "
+        f"nodes ({', '.join(net.ids)}); "
         f"{len(returned)} marks at {len(returned) / sent_s:.0f}/s for {sent_s:.0f} s, issued "
         f"in turn at {', '.join(ISSUING_NODES)}; each node polled by its own thread every "
         f"{interval * 1000:.0f} ms (achieved {polls:.0f} polls/s per node; a record's time "
-        f"there is the answer time of the first poll showing it); six node processes on "
-        f"loopback, mutual TLS; {len(failed)} issue calls failed"
+        f"there is the answer time of the first poll showing it); {nodes} node processes on "
+        f"loopback, mutual TLS; the nodes used {cpu:.0f} CPU-s in the {timed_s:.0f} s from "
+        f"the first issue until every node held the last ({cpu / timed_s:.1f} of "
+        f"{workers()} cores; {cpu / max(1, len(returned)) * 1000:.1f} CPU-ms per record "
+        f"over all nodes; idle before it, no record flowing, {idle:.2f} cores for "
+        f"{IDLE_S:.0f} s), this benchmark's own process {own:.0f} CPU-s; mean signed envelope "
+        f"{envelope:.0f} B (the first {counted} entries of {ISSUING_NODES[0]}'s log, "
+        f"Audit.GetEntries); {len(failed)} issue calls failed"
     )
     if failed:
         how += f" ({', '.join(sorted(set(failed)))})"
@@ -352,19 +422,29 @@ def _propagation(net: LocalNet, seconds: float, rate: float, interval: float) ->
 # ====================================================================== catch-up
 
 
-def bench_catchup(n: int = 200_000, source: str = "carrier-1", fresh: str = "internet-2") -> dict:
+def bench_catchup(
+    n: int = 200_000, source: str = "carrier-1", fresh: str = "internet-2", **topology: int
+) -> dict:
     """Records/s for a fresh node to take an n-record log from one peer, vs
-    single-node in-process ingest of the same envelopes (see module doc)."""
+    single-node in-process ingest of the same envelopes (see module doc);
+    `topology`: LocalNet's participant counts (default six nodes)."""
     with ingest.scratch_dir() as d:
-        net = LocalNet(d / "consortium")
+        net = LocalNet(d / "consortium", **topology)
         try:
             return _catchup(net, n, source, fresh)
         finally:
             net.stop_all()
 
 
+def bench_catchup_12(n: int = 200_000) -> dict:
+    """catchup with the twelve nodes of TWELVE (ten feeds, ten peers refused)."""
+    return bench_catchup(n, **TWELVE)
+
+
 def _catchup(net: LocalNet, n: int, source: str, fresh: str) -> dict:
-    issuers = list(net.ids)
+    # Every node that may mark (the complaints centre and the regulator issue only their own).
+    roles = {p.id: p.role for p in net.consortium.participants}
+    issuers = [pid for pid in net.ids if roles[pid] not in ROLE_PAYLOADS]
     marks: dict[str, list[MarkSpec]] = {pid: [] for pid in issuers}
     for i in range(n):
         marks[issuers[i % len(issuers)]].append(
@@ -406,8 +486,9 @@ def _catchup(net: LocalNet, n: int, source: str, fresh: str) -> dict:
     took = time.perf_counter() - start
     value, limit = n / took, n / limit_s
     how = (
-        f"a fresh empty node ({fresh}) took {n} records (6 feeds) from its one reachable peer "
-        f"({source}; the other four refused by the test hook) in {took:.1f} s, timed from the "
+        f"a fresh empty node ({fresh}) took {n} records ({len(issuers)} feeds) from its one "
+        f"reachable peer ({source}; the other {len(others)} refused by the test hook; "
+        f"{len(net.ids)} nodes) in {took:.1f} s, timed from the "
         f"moment that peer was let through (node already up; default anti-entropy: heads, then "
         f"Pull in batches; the node's view updated as records land) until its feed heads "
         f"summed to {n}; limit: NodeLedger.submit of the same envelopes in-process, batches "
@@ -424,6 +505,10 @@ if __name__ == "__main__":
     out: dict[str, Any] = {}
     if "propagation" in which:
         out["propagation_p99"] = bench_propagation(5.0 if quick else 20.0)
+    if "propagation_12" in which:
+        out["propagation_p99_12"] = bench_propagation_12(5.0 if quick else 20.0)
     if "catchup" in which:
         out["catchup"] = bench_catchup(20_000 if quick else 200_000)
+    if "catchup_12" in which:
+        out["catchup_12"] = bench_catchup_12(20_000 if quick else 200_000)
     print(json.dumps(out, indent=2))

@@ -199,6 +199,20 @@ def test_watch_lag_benchmark_runs_at_a_tiny_size() -> None:
     assert "WatchView consumer verified" in got["how"]
 
 
+def test_propagation_runs_with_another_topology_and_the_12_node_entry_is_registered() -> None:
+    """propagation_p99_12 is bench_propagation with exchange_bench.TWELVE: here
+    the same code at three nodes for a second (format only, never speed)."""
+    from bench import exchange_bench
+
+    entry = bench_main.BENCHMARKS["propagation_p99_12"]
+    assert entry.load() is exchange_bench.bench_propagation_12
+    assert 1 + sum(exchange_bench.TWELVE.values()) == 12  # the institute is always there
+    got = exchange_bench.bench_propagation(1.0, rate=20.0, carriers=1, internet=1)
+    _check_shape(got)
+    assert got["unit"] == "s" and got["target"] == exchange_bench.PROPAGATION_TARGET_S
+    assert "on all 3 nodes" in got["how"] and "mean signed envelope" in got["how"]
+
+
 @pytest.mark.timeout(240)
 def test_lookup_batch_workers_reports_against_one_process() -> None:
     from bench.workers_bench import bench_lookup_batch_workers

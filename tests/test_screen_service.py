@@ -411,9 +411,9 @@ def test_a_call_centre_screens_and_reads_no_records(s: Screens) -> None:
     ep = s.net.consortium.participant("carrier-1").member_endpoint
     for as_id, ok in (("callcenter-1", False), ("auditor-1", True), ("internet-1", True)):
         ch = client.member_channel(s.net.dir, as_id, ep, "carrier-1")
-        calls = (lambda: rpc.AuditStub(ch).FindRecords(
+        calls = (lambda ch=ch: rpc.AuditStub(ch).FindRecords(
                      pb.FindRecordsRequest(id_prefix="00000000"), timeout=10),
-                 lambda: rpc.HoldersStub(ch).ListAppeals(pb.ListAppealsRequest(), timeout=10))
+                 lambda ch=ch: rpc.HoldersStub(ch).ListAppeals(pb.ListAppealsRequest(), timeout=10))
         for call in calls:
             if ok:
                 call()
