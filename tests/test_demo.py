@@ -41,7 +41,8 @@ def test_demo_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert ("callcenter-1 scrubbed its list of 4 at carrier-3's node: refused +8613500001001; "
             "as one screen per call: yes") in out
     assert "screens as the stories say: yes" in out
-    assert "8 nodes up as separate processes" in out
+    assert "6 nodes up as separate processes" in out
+    assert "complaints-1 and regulator-1 joined and caught up from their peers: 8 nodes" in out
     _complaint_lines(out)
     for repr_ in ("None", "True", "False"):  # plain words, no Python reprs
         assert repr_ not in out, repr_
