@@ -67,7 +67,7 @@ from ledger.errors import StorageFailure
 from ledger.store import Store
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
-from node.limits import ClientTable, PublicGate, PublicLimits
+from node.limits import ClientTable, PublicGate, PublicLimits, client_of
 from node.logkeeper import LogKeeper
 from node.logs import event
 from node.readview import Behind, ReadView
@@ -409,28 +409,42 @@ class WorkerPublicService(PublicService):
         # A snapshot is billed to the client here, page by page, as the primary
         # bills it (a LookupBatch of as many numbers): the upstream's gate does not.
         per_unit = self.limits.numbers_per_unit
+        client = client_of(context.peer())
         snapshot = False
         try:
             for msg in call:
                 snapshot = snapshot or msg.snapshot
                 if snapshot:
-                    try:
-                        self.gate.charge(context, len(msg.entries) / per_unit)
-                    except Exception:  # charge aborted the call: RESOURCE_EXHAUSTED
-                        call.cancel()
+                    why = self.gate.table.charge(client, len(msg.entries) / per_unit,
+                                                 self.gate.clock())
+                    if why is not None:
+                        _end(context, send, grpc.StatusCode.RESOURCE_EXHAUSTED, why)
                         return
                     snapshot = not msg.checkpoint  # the snapshot ends with its checkpoint
                 send(msg)
-            send(None)  # the primary ended the watch (it stops): end it with OK
         except grpc.RpcError as e:
-            call.cancel()
-            if e.code() != grpc.StatusCode.CANCELLED or context.is_active():
-                with contextlib.suppress(Exception):  # abort raises by design
-                    _relay_error(context, e)
+            if not context.is_active():
+                return  # the client went away (its callback cancelled the upstream)
+            code = e.code() if isinstance(e, grpc.Call) else grpc.StatusCode.UNAVAILABLE
+            details = (e.details() if isinstance(e, grpc.Call) else "") or str(e)
+            _end(context, send, code, details)  # the node's status, as the client would have it
         except Exception:
+            log.exception("watch relay failed")
+            _end(context, send, grpc.StatusCode.INTERNAL, "the relayed watch failed")
+        else:
+            send(None)  # the primary ended the watch (it stops): end it with OK
+        finally:
             call.cancel()
-            with contextlib.suppress(Exception):
-                context.abort(grpc.StatusCode.INTERNAL, "the relayed watch failed")
+
+
+def _end(context: grpc.ServicerContext, send: Callable[[Any], None],
+        code: grpc.StatusCode, details: str) -> None:
+    """End a non-blocking stream off its handler thread with a status: there,
+    abort only records the status; the None sent after it ends the call with it."""
+    with contextlib.suppress(Exception):  # abort raises by design
+        context.abort(code, details)
+    with contextlib.suppress(Exception):
+        send(None)
 
 
 class Worker:

@@ -41,12 +41,13 @@ from node import cli, client, readview
 from node.command import NotVerified
 from node.complaintcli import verify_bad_list
 from node.core import NodeCore
+from node.limits import UNARY, WATCH, ClientTable, PublicGate, PublicLimits
 from node.localnet import LocalNet, free_port_block
 from node.logkeeper import LogKeeper
 from node.readview import Behind, ReadView
 from node.viewkeeper import VIEW_NOTE_KEY, ViewKeeper
 from node.watch import MAX_WATCHES
-from node.workers import LogNotes, Worker
+from node.workers import LogNotes, Worker, WorkerPublicService, relay_limits
 
 pytestmark = pytest.mark.timeout(180)
 OWN = "carrier-1"
@@ -248,6 +249,85 @@ def test_workers_out_of_range_are_refused(tmp_path: Path,
     assert not (d / OWN / "data").exists() or not any((d / OWN / "data").iterdir())
 
 
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    """What the relay uses of a grpc.ServicerContext: the caller, abort."""
+
+    def __init__(self) -> None:
+        self.status: tuple[grpc.StatusCode, str] | None = None
+
+    def peer(self) -> str:
+        return "ipv4:192.0.2.7:40000"
+
+    def is_active(self) -> bool:
+        return self.status is None
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.status = (code, details)
+        raise _Aborted(details)
+
+
+class _UpstreamCall:
+    """The upstream's stream as the relay reads it: messages, then cancel."""
+
+    def __init__(self, msgs: list[pb.WatchViewMessage]) -> None:
+        self.msgs, self.cancelled = msgs, False
+
+    def __iter__(self) -> Iterator[pb.WatchViewMessage]:
+        for m in self.msgs:
+            if self.cancelled:
+                return
+            yield m
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def _page(n: int, snapshot: bool = False, checkpoint: str = "") -> pb.WatchViewMessage:
+    return pb.WatchViewMessage(entries=[pb.WatchedEntry(number=f"+86138{i:08d}", entry=b"x")
+                                        for i in range(n)], snapshot=snapshot,
+                               checkpoint=checkpoint)
+
+
+def test_a_relayed_snapshot_is_charged_by_the_worker_and_refused_beyond_the_burst() -> None:
+    limits = PublicLimits(rate=0.001, burst=5.0, numbers_per_unit=100)
+    svc = WorkerPublicService(None, None, None, PublicGate(ClientTable(limits)), limits)  # type: ignore[arg-type]
+    # A snapshot of 300 numbers in two pages (3 units), then a delta: not charged.
+    sent: list[pb.WatchViewMessage | None] = []
+    call = _UpstreamCall([_page(200, snapshot=True), _page(100, checkpoint="cp1"),
+                          _page(900, checkpoint="cp2")])
+    ctx = _Context()
+    svc._relay_watch(call, ctx, sent.append)  # noqa: SLF001
+    assert ctx.status is None and [m.checkpoint if m else None for m in sent] == [
+        "", "cp1", "cp2", None]
+    # 2 units left: a second snapshot of 300 numbers is refused at its second page.
+    sent.clear()
+    call = _UpstreamCall([_page(100, snapshot=True), _page(200, checkpoint="cp3")])
+    ctx = _Context()
+    svc._relay_watch(call, ctx, sent.append)  # noqa: SLF001
+    assert ctx.status is not None and ctx.status[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert call.cancelled   # the upstream call ends too
+    # The page past the limit never reached the client; the call ends with the status.
+    assert len(sent) == 2 and sent[0] is not None and sent[1] is None
+
+
+def test_the_upstreams_gate_throttles_no_worker() -> None:
+    base = PublicLimits()
+    relay = ClientTable(relay_limits(base))
+    plain = ClientTable(base)
+    now = 1.0
+    # One worker's connection: far more watches and units than one client may hold.
+    assert all(relay.admit("w", WATCH, now) is None for _ in range(base.max_watches))
+    assert relay.charge("w", 1e9, now) is None
+    assert all(relay.admit("w", UNARY, now) is None for _ in range(base.threads - 2))
+    assert plain.charge("c", base.burst + 1, now) is not None
+    refused = [plain.admit("c", WATCH, now) for _ in range(base.client_streams + 1)]
+    assert refused[-1] is not None
+
+
 # ====================================================================== processes
 
 
@@ -433,6 +513,11 @@ def test_a_watch_through_the_shared_port_reaches_the_nodes_root(net: LocalNet) -
         assert node_cp.count >= cp.count and dict(node_cp.vector).get(OWN, 0) >= dict(
             cp.vector).get(OWN, 0)
         stream.cancel()
+        # A `since` the node never signed: the node's refusal, relayed as it is.
+        with pytest.raises(grpc.RpcError) as e:
+            next(rpc.PublicStub(ch).WatchView(pb.WatchViewRequest(since="no note"), timeout=10))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+        assert "no view checkpoint this node signed" in (e.value.details() or "")
     finally:
         ch.close()
 
