@@ -7,7 +7,8 @@ node run with `--workers 2` answers lookups through the shared port from
 several channels (each verified as a client verifies a node), sees a new mark
 within a bounded time, keeps answering when a worker is SIGKILLed (and
 restarts it), relays WatchView and GetBadList to the node (a watch reaches
-the node's root, a bad list verifies, a closed watch frees its upstream), and
+the node's root and resumes after its worker died, a bad list verifies, a
+closed watch frees its upstream), and
 stops with its workers."""
 
 from __future__ import annotations
@@ -534,6 +535,44 @@ def test_a_closed_watch_frees_its_upstream_call(net: LocalNet) -> None:
         finally:
             ch.close()
 
+
+def test_a_watch_resumes_through_the_port_after_its_worker_died(net: LocalNet) -> None:
+    node_pid = net.nodes[OWN].proc.pid  # type: ignore[union-attr]
+    (ch,) = _channels(net, 1)
+    copy = WatchCopy(net.consortium, OWN)
+    try:
+        stream = rpc.PublicStub(ch).WatchView(pb.WatchViewRequest(), timeout=60)
+        changes, text, _ = _read_delta(stream)
+        copy.apply(changes, text, _now(), snapshot=True)
+        for w in _children(node_pid):  # whichever worker relays it, it dies
+            os.kill(w, signal.SIGKILL)
+        with pytest.raises(grpc.RpcError):
+            _read_delta(stream)
+    finally:
+        ch.close()
+    number = "+8613800000654"
+    net.mark(OWN, number, "fraud")
+    deadline = time.monotonic() + 30
+    while True:  # the restarted workers relay again; resume from the checkpoint held
+        (ch,) = _channels(net, 1)
+        try:
+            stream = rpc.PublicStub(ch).WatchView(pb.WatchViewRequest(since=copy.note),
+                                                  timeout=30)
+            changes, text, snapshot = _read_delta(stream)
+            assert not snapshot  # a delta since the held checkpoint, not a reload
+            copy.apply(changes, text, _now())
+            if number in {c.number for c in changes}:
+                break
+        except grpc.RpcError:
+            assert time.monotonic() < deadline, "no worker relayed the watch again"
+            time.sleep(0.2)
+        finally:
+            ch.close()
+    deadline = time.monotonic() + 30
+    while len(_children(node_pid)) != 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    net.nodes[OWN].ports["workers"] = sorted(_children(node_pid))
 
 def test_the_node_stops_with_its_workers(net: LocalNet) -> None:
     node_pid = net.nodes[OWN].proc.pid  # type: ignore[union-attr]
