@@ -371,6 +371,9 @@ class WorkerPublicService(PublicService):
     LookupBatch = _unavailable_when_behind(PublicService.LookupBatch)
     GetViewCheckpoint = _unavailable_when_behind(PublicService.GetViewCheckpoint)
 
+    # Relaying is trust-neutral: a bad list carries each sanction's envelope and
+    # inclusion proof, a watch each delta's cosigned view checkpoint; the client
+    # checks them against its pinned keys as if it had dialled the node itself.
     def _upstream(self, context: grpc.ServicerContext) -> UpstreamClient:
         if self.upstream is None:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "this worker has no upstream to relay to")

@@ -8,8 +8,7 @@ several channels (each verified as a client verifies a node), sees a new mark
 within a bounded time, keeps answering when a worker is SIGKILLed (and
 restarts it), relays WatchView and GetBadList to the node (a watch reaches
 the node's root and resumes after its worker died, a bad list verifies, a
-closed watch frees its upstream), and
-stops with its workers."""
+closed watch frees its upstream), and stops with its workers."""
 
 from __future__ import annotations
 
