@@ -127,6 +127,14 @@ BENCHMARKS: dict[str, Benchmark] = {
         {"entries": 200_000, "numbers": 200_000},
         {"entries": 20_000, "numbers": 40_000},
     ),
+    # Issue 16: a complaint filed at the centre until it is in the carrier's queue on its node,
+    # and the accountability figures recomputed offline (over the audit benchmark's store).
+    "complaint_to_queue_p99": Benchmark(
+        "bench.complaint_bench", "bench_complaint_to_queue", {"n": 300}, {"n": 60}
+    ),
+    "stats_recompute": Benchmark(
+        "bench.complaint_bench", "bench_stats_recompute", {"n": 1_000_000}, {"n": 20_000}
+    ),
     # Wall time of a `markex` process: --help, and a lookup against a running node.
     "cli_startup": Benchmark("bench.cli_startup", "bench_cli_startup", {"runs": 15}, {"runs": 5}),
     "cli_lookup": Benchmark("bench.cli_startup", "bench_cli_lookup", {"runs": 15}, {"runs": 5}),

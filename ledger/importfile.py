@@ -16,6 +16,15 @@ JSONL: {"kind": K, <K's fields named as the CLI's flags and arguments>,
     line-register    number* (or a prefix ending in "*"), enterprise*, uscc*,
                      industry*
     line-deregister  target* (the registration's record id)
+    complain  number*, category*, at* (the call), channel* (web, app, phone,
+              wechat), complainant* (a number: sealed by the node), description
+              (only its SHA-256 is recorded)
+    handle    complaint* (its record id), confirmed (true) | not_confirmed (true) |
+              forward (a carrier); mark (record id) or action (warning,
+              suspended, none) with confirmed only; feedback_reported,
+              feedback_complainant (times)
+    sanction  uscc*, name*, doc*, reason, licence, delist (false), at (when it
+              takes effect; default: signing)
 
 CSV: marks only, header `number,category[,score,reports,expires_days,key]`
 (any order; an unknown or repeated column refuses the whole file).
@@ -41,6 +50,17 @@ from typing import Any
 
 from ledger.errors import BadInput
 from ledger.numbers import normalize
+from ledger.payloads.complaint import CHANNELS
+from ledger.payloads.handling import (
+    CONFIRMED,
+    MARK,
+    NONE,
+    NOT_CONFIRMED,
+    NOT_OURS,
+    SUSPENDED,
+    WARNING,
+)
+from ledger.payloads.line import check_uscc
 from ledger.payloads.preference import parse_bands
 
 MAX_KEY = 128  # bytes of an idempotency key
@@ -237,6 +257,65 @@ def _unline(o: Fields) -> Fields:
     return {"target": _record_id(o.get("target"), "target")}
 
 
+def _complain(o: Fields) -> Fields:
+    channel = _str(o.get("channel"), "channel")
+    if channel not in CHANNELS:
+        raise BadLine(f"\"channel\" is one of {', '.join(CHANNELS)}, not {channel!r}")
+    f: Fields = {"number": _number(o.get("number"), "number"),
+                 "category": _str(o.get("category"), "category"),
+                 "at": _time(o.get("at"), "at"), "channel": channel,
+                 "complainant": _number(o.get("complainant"), "complainant")}
+    if o.get("description") is not None:
+        f["description"] = _str(o["description"], "description")
+    return f
+
+
+def _handle(o: Fields) -> Fields:
+    confirmed = _bool(o.get("confirmed", False), "confirmed")
+    not_confirmed = _bool(o.get("not_confirmed", False), "not_confirmed")
+    forward = _str(o["forward"], "forward") if o.get("forward") is not None else ""
+    given = [f for f, on in ((CONFIRMED, confirmed), (NOT_CONFIRMED, not_confirmed),
+                             (NOT_OURS, bool(forward))) if on]
+    if len(given) != 1:
+        raise BadLine("a handling gives exactly one of \"confirmed\": true, "
+                      "\"not_confirmed\": true or \"forward\": CARRIER")
+    f: Fields = {"complaint": _record_id(o.get("complaint"), "complaint"),
+                 "finding": given[0], "forward": forward, "action": NONE}
+    if o.get("mark") is not None and o.get("action") is not None:
+        raise BadLine("\"mark\" is the action; give \"mark\" or \"action\", not both")
+    if o.get("mark") is not None:
+        f["mark"], f["action"] = _record_id(o["mark"], "mark"), MARK
+    elif o.get("action") is not None:
+        action = _str(o["action"], "action")
+        if action not in (WARNING, SUSPENDED, NONE):
+            raise BadLine(f"\"action\" is warning, suspended or none (a mark: \"mark\"), "
+                          f"not {action!r}")
+        f["action"] = action
+    if f["finding"] != CONFIRMED and f["action"] != NONE:
+        raise BadLine("\"mark\" and \"action\" go with \"confirmed\" only: only a "
+                      "confirmed complaint is acted on")
+    for name in ("feedback_reported", "feedback_complainant"):
+        if o.get(name) is not None:
+            f[name] = _time(o[name], name)
+    return f
+
+
+def _sanction(o: Fields) -> Fields:
+    uscc = _str(o.get("uscc"), "uscc").upper()
+    check_uscc(uscc)  # BadCreditCode says what is wrong with it
+    f: Fields = {"uscc": uscc, "name": _str(o.get("name"), "name"),
+                 "doc": _str(o.get("doc"), "doc"),
+                 "delist": _bool(o.get("delist", False), "delist")}
+    for name in ("reason", "licence"):
+        if o.get(name) is not None:
+            f[name] = _str(o[name], name)
+    if not f["delist"] and "reason" not in f:
+        raise BadLine("a listing gives its \"reason\"")
+    if o.get("at") is not None:
+        f["at"] = _time(o["at"], "at")
+    return f
+
+
 # kind -> (its fields, the function checking and normalizing them)
 KINDS: dict[str, tuple[frozenset[str], Callable[[Fields], Fields]]] = {
     "mark": (frozenset({"number", "category", "score", "reports", "expires_days", "at"}), _mark),
@@ -248,6 +327,12 @@ KINDS: dict[str, tuple[frozenset[str], Callable[[Fields], Fields]]] = {
                _prefer),
     "line-register": (frozenset({"number", "enterprise", "uscc", "industry"}), _line),
     "line-deregister": (frozenset({"target"}), _unline),
+    "complain": (frozenset({"number", "category", "at", "channel", "complainant",
+                            "description"}), _complain),
+    "handle": (frozenset({"complaint", "confirmed", "not_confirmed", "forward", "mark", "action",
+                          "feedback_reported", "feedback_complainant"}), _handle),
+    "sanction": (frozenset({"uscc", "name", "doc", "reason", "licence", "delist", "at"}),
+                 _sanction),
 }
 
 

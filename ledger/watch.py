@@ -100,6 +100,13 @@ class WatchCopy:
     def root(self) -> bytes:
         return self._tree.root()
 
+    def holds(self, number: str) -> bool:
+        """Whether the copy holds an entry for the E.164 `number`."""
+        key = view_key(number)
+        pos = viewtree.position(key)
+        slots = self._buckets.get(pos >> (viewtree.DEPTH - BUCKET_BITS), [])
+        return any(s.pos == pos and any(k == key for k, _ in s.members) for s in slots)
+
     def load(self, entries: Iterable[tuple[str, bytes]], note: str) -> None:
         """Rebuild from a kept copy (its entries and the note they were verified
         at), checking the root again: a copy changed on disk is refused

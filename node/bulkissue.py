@@ -49,6 +49,7 @@ from ledger.record import (
 )
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
+from node import complaintservice
 from node.core import NodeCore
 from node.status import code_for, detail_for
 
@@ -131,6 +132,25 @@ def _line(item: pb.IssueItem, core: NodeCore) -> Built:
                               uscc=r.uscc, industry=r.industry, deregisters=r.deregisters))
 
 
+def _complaint(item: pb.IssueItem, core: NodeCore) -> Built:
+    # The same Complaint the unary IssueComplaint signs: the complainant sealed
+    # with the members' key, the description kept as its SHA-256 only.
+    return Built(complaintservice.complaint_of(core.consortium, item.complaint))
+
+
+def _handling(item: pb.IssueItem, core: NodeCore) -> Built:
+    return Built(complaintservice.handling_of(item.handling))
+
+
+def _sanction(item: pb.IssueItem, core: NodeCore) -> Built:
+    s = item.sanction
+    if not s.listed_at_ms:  # 0: it takes effect when the node signs it, as a mark's time
+        s = rpb.Sanction()
+        s.CopyFrom(item.sanction)
+        s.listed_at_ms = core.clock()
+    return Built(complaintservice.sanction_of(s))
+
+
 # The IssueItem oneof's field -> its builder (raises the payload's typed error).
 BUILDERS: dict[str, Callable[[pb.IssueItem, NodeCore], Built]] = {
     "mark": _mark,
@@ -138,6 +158,9 @@ BUILDERS: dict[str, Callable[[pb.IssueItem, NodeCore], Built]] = {
     "reassignment": _reassignment,
     "preference": _preference,
     "line": _line,
+    "complaint": _complaint,
+    "handling": _handling,
+    "sanction": _sanction,
 }
 
 
@@ -152,6 +175,11 @@ def content_digest(item: pb.IssueItem) -> bytes:
     if kind in ("mark", "reassignment", "preference") or (kind == "line" and not c.line.prefix):
         with contextlib.suppress(LedgerError):  # the builder refuses it with its sentence
             sub.number = normalize(sub.number)  # type: ignore[union-attr]
+    if kind == "complaint":  # its number and its complainant's, whichever way written
+        with contextlib.suppress(LedgerError):
+            c.complaint.number = normalize(c.complaint.number)
+        with contextlib.suppress(LedgerError):
+            c.complaint.complainant = normalize(c.complaint.complainant)
     return hashlib.sha256(c.SerializeToString(deterministic=True)).digest()
 
 
@@ -190,7 +218,7 @@ class BulkIssuer:
         try:
             if kind is None:
                 raise MalformedRecord("an item with no payload (mark, correction, reassignment, "
-                                      "preference or line)")
+                                      "preference, line, complaint, handling or sanction)")
             built = BUILDERS[kind](item, self.core)
             key = bytes(item.key)
             fut = self.core.issue_async(

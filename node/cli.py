@@ -572,6 +572,7 @@ def _complaint_commands(sub: Any) -> None:
               "carrier (the complainant sealed by the node, the description kept as a digest)",
               "markex complain --as complaints-1 13812345678 marketing --at "
               "2026-12-01T09:30:00Z --channel app --complainant 13900000009", ISSUE)
+    _quiet(cp)
     cp.add_argument("number", metavar="NUMBER", help="the reported number")
     cp.add_argument("category", metavar="CATEGORY", help="a category of the taxonomy")
     cp.add_argument("--at", required=True, metavar="ISO8601",
@@ -597,6 +598,7 @@ def _complaint_commands(sub: Any) -> None:
     hd = _cmd(sub, "handle", lazy("cmd_handle"),
               "the carrier a complaint is addressed to says what it found and did, or forwards it",
               "markex handle --as carrier-1 1a2b3c4d --confirmed --mark 5e6f7a8b --json", ISSUE)
+    _quiet(hd)
     hd.add_argument("complaint_id", metavar="COMPLAINT_ID",
                     help="the complaint's id: 64 hex digits or a unique prefix of at least 8")
     hd.add_argument("--confirmed", action="store_true", help="the complaint is confirmed")
@@ -616,6 +618,7 @@ def _complaint_commands(sub: Any) -> None:
               "the regulator lists an enterprise on the bad list, or delists it",
               "markex sanction --as regulator-1 --uscc 91110000600037341L --name 某某营销 "
               "--reason 骚扰电话 --doc '工信罚〔2026〕12号' --json", ISSUE)
+    _quiet(sn)
     sn.add_argument("--uscc", required=True, metavar="CODE",
                     help="the enterprise's unified social credit code (18 characters)")
     sn.add_argument("--name", required=True, metavar="N", help="the enterprise's name")

@@ -69,6 +69,9 @@ def _role(cons: Consortium, who: str, role: str, what: str) -> None:
 
 
 def _issued(args: argparse.Namespace, r: Any, extra: dict[str, Any] | None = None) -> None:
+    if args.quiet and not args.json:  # -q: the id alone, for `ID=$(markex complain -q ...)`
+        print(r.id.hex())
+        return
     obj: dict[str, Any] = {"id": r.id.hex(), "issuer": r.issuer, "seq": r.seq, **(extra or {}),
                            "index": r.index}
     show(args, obj, table([(k.replace("_", " "), v) for k, v in obj.items()]))

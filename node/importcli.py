@@ -63,6 +63,24 @@ def to_pb(it: Item) -> Any:
             uscc=f["uscc"], industry=f["industry"]))
     if it.kind == "line-deregister":
         return pb.IssueItem(key=key, line=rpb.MarketerLine(deregisters=f["target"]))
+    if it.kind == "complain":
+        return pb.IssueItem(key=key, complaint=pb.ComplaintRequest(
+            number=f["number"], category=f["category"], call_at_ms=f["at"],
+            channel=f["channel"], complainant=f["complainant"],
+            description=f.get("description", "")))
+    if it.kind == "handle":
+        from node.complaintcli import _ACTIONS, _FINDINGS
+
+        return pb.IssueItem(key=key, handling=rpb.Handling(
+            complaints=[f["complaint"]], finding=_FINDINGS[f["finding"]],
+            forward_to=f["forward"], action=_ACTIONS[f["action"]], mark_id=f.get("mark", b""),
+            feedback_reported_at_ms=f.get("feedback_reported", 0),
+            feedback_complainant_at_ms=f.get("feedback_complainant", 0)))
+    if it.kind == "sanction":
+        return pb.IssueItem(key=key, sanction=rpb.Sanction(
+            enterprise=f["name"], uscc=f["uscc"], licence=f.get("licence", ""),
+            reason=f.get("reason", ""), document=f["doc"], listed_at_ms=f.get("at", 0),
+            delist=f["delist"]))
     raise AssertionError(f"no IssueItem for kind {it.kind!r}")
 
 

@@ -52,8 +52,10 @@ from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node import client
 from node.auditclient import GrpcLogSource, log_of
+from node.limits import ClientTable, PublicGate, PublicLimits
 from node.logs import event
 from node.services import edge
+from node.status import DecodeGuard
 from node.viewkeeper import ViewKeeper
 from node.watch import Watcher, WatchingPublic
 
@@ -323,8 +325,12 @@ class ReplicaPublic(rpc.PublicServicer):
     """The public port's reads, from the replica; the log's own RPCs are the
     followed nodes' to serve (UNIMPLEMENTED here)."""
 
-    def __init__(self, replica: Replica) -> None:
+    def __init__(self, replica: Replica, limits: PublicLimits | None = None) -> None:
         self.replica = replica
+        # Anonymous callers get the bounded share a node's public port gives
+        # (node/limits.py); WatchView charges its snapshots through the gate too.
+        self.limits = limits or PublicLimits()
+        self.gate = PublicGate(ClientTable(self.limits))
 
     @edge
     def Lookup(self, request, context):  # noqa: N802
@@ -363,18 +369,21 @@ class ReplicaStatusService(rpc.ReplicaServicer):
 
 
 def serve(
-    replica: Replica, directory: Path, as_id: str, listen: str, threads: int = 16
+    replica: Replica, directory: Path, as_id: str, listen: str, threads: int = PublicLimits.threads
 ) -> tuple[grpc.Server, int]:
     """The replica's public port (TLS with `as_id`'s certificate: a replica
     is run by a participant), started. Returns the server and its port."""
     pdir = directory / as_id
     key = read_private(pdir / "tls.key")
     cert = (pdir / "tls.pem").read_bytes()
+    public = ReplicaPublic(replica)
     server = grpc.server(
         futures.ThreadPoolExecutor(threads, thread_name_prefix="replica"),
         options=[("grpc.max_send_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)],
+        interceptors=[public.gate, DecodeGuard()],
+        maximum_concurrent_rpcs=public.limits.max_calls,
     )
-    rpc.add_PublicServicer_to_server(ReplicaPublic(replica), server)
+    rpc.add_PublicServicer_to_server(public, server)
     rpc.add_ReplicaServicer_to_server(ReplicaStatusService(replica), server)
     health_pb2_grpc.add_HealthServicer_to_server(replica.health, server)
     try:

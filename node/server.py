@@ -57,7 +57,7 @@ from node.status import DecodeGuard
 from node.viewkeeper import ViewKeeper
 from node.watch import Watcher, WatchingPublic
 from node.witness import Witness
-from node.workers import LogNotes, WorkerPool
+from node.workers import LogNotes, Upstream, WorkerPool
 
 log = logging.getLogger("markex.node")
 
@@ -199,6 +199,7 @@ class Node:
         self.tiles: tilesrv.TileServer | None = None  # the tlog-tiles endpoint, when configured
         self.workers = workers
         self.pool: WorkerPool | None = None  # the public workers, when workers > 1
+        self.upstream: Upstream | None = None  # what they relay to (node/workers.py)
         self.log_notes = LogNotes(self.logs, self.store)
         self.view.publishes = workers > 1  # the workers serve the notes the store holds
 
@@ -282,8 +283,14 @@ class Node:
         if self.core.ledger.size:
             self.logs.sign_if_grown()
         self.log_notes.publish()
+        # What a worker cannot serve (WatchView, GetBadList) it relays here. The
+        # public port is the workers', so the service's charges go to the
+        # upstream's gate (the workers charged each client already).
+        self.upstream = Upstream(self.public_service, self._tls_key, self._tls_cert,
+                                 self.public_limits).start()
+        self.public_service.gate = self.upstream.gate
         self.pool = WorkerPool(Path(self.cfg.source), self.cfg.data_dir, self.cfg.public_listen,
-                               self.workers)
+                               self.workers, upstream=self.upstream.address)
         self.public_port = self.pool.port
         self.pool.start()
 
@@ -362,6 +369,8 @@ class Node:
         self.watcher.stop()
         if self.pool is not None:
             self.pool.stop()  # the workers first: they read the store closed below
+            if self.upstream is not None:
+                self.upstream.stop()
             ev1 = threading.Event()
             ev1.set()
         else:

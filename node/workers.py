@@ -19,7 +19,19 @@ worker's last catch-up), plus grpc.health.v1 (SERVING once it holds a signed
 state) and reflection. Each worker keeps its own per-client limits
 (node/limits.py), so a client's share of the port is N times one process's.
 
-    python -m node.workers --config NODE_TOML --port P --secondary DIR [--log-level L]
+What a worker cannot serve from its secondary it relays to the primary
+(`--upstream HOST:PORT`): WatchView (the change stream needs the primary's
+ViewKeeper and its change log) and GetBadList (the primary's complaint and
+consent state). Those are all of Public's methods beyond the seven above. The
+primary serves its full public service on an internal 127.0.0.1 listener
+(`Upstream`: TLS with the node's certificate, its own gate that does not
+throttle the workers: each client's limits were applied by the worker it
+dialled). Relaying is trust-neutral: each answer carries its own proofs and
+cosigned notes, which the client checks against the pinned keys as if it had
+dialled the primary; a worker can drop or delay an answer, never forge one.
+
+    python -m node.workers --config NODE_TOML --port P --secondary DIR
+                           [--upstream HOST:PORT] [--log-level L]
 """
 
 from __future__ import annotations
@@ -50,11 +62,12 @@ from grpc_reflection.v1alpha import reflection
 
 from keys.layout import NodeConfig, load_consortium
 from keys.signing import read_private
+from keys.tls import participant_dns_name
 from ledger.errors import StorageFailure
 from ledger.store import Store
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
-from node.limits import ClientTable, PublicGate, PublicLimits
+from node.limits import ClientTable, PublicGate, PublicLimits, client_of
 from node.logkeeper import LogKeeper
 from node.logs import event
 from node.readview import Behind, ReadView
@@ -69,6 +82,8 @@ BEHIND_RETRY = 0.003     # s before catching up again when the node's note is a 
 RESTART_DELAY = 0.5      # s before a dead worker is started again
 MAX_RESTART_DELAY = 30.0  # s, for a worker that keeps dying as it starts
 QUICK_DEATH_S = 10.0
+RELAY_RATE = 1e12  # request units/s (and burst) of a worker on its upstream: unreachable
+RELAY_TIMEOUT = 30.0  # s, a relayed unary call's deadline when its client set none
 START_TIMEOUT = 30.0
 STOP_GRACE = 5.0
 
@@ -131,7 +146,7 @@ class WorkerPool:
     folder; a dead one is restarted after RESTART_DELAY; `stop` ends them."""
 
     def __init__(self, config: Path, data_dir: Path, address: str, count: int,
-                 log_file: Path | None = None) -> None:
+                 log_file: Path | None = None, upstream: str | None = None) -> None:
         self.config, self.data_dir, self.count = Path(config), Path(data_dir), check_workers(count)
         self._reserved, self.port = reserve_port(address)
         host = address.rpartition(":")[0]
@@ -142,6 +157,7 @@ class WorkerPool:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._log_file = log_file
+        self.upstream = upstream  # the primary's internal public listener (Upstream)
         self._watcher: threading.Thread | None = None
 
     def pids(self) -> list[int]:
@@ -169,6 +185,8 @@ class WorkerPool:
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
         argv = [sys.executable, "-m", "node.workers", "--config", str(self.config),
                 "--port", str(self.port), "--secondary", str(secondary), "--log-level", level]
+        if self.upstream is not None:
+            argv += ["--upstream", self.upstream]
         return subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=None, stdin=subprocess.DEVNULL,
             cwd=str(Path(__file__).resolve().parent.parent),
@@ -239,6 +257,58 @@ class WorkerPool:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
+def relay_limits(base: PublicLimits) -> PublicLimits:
+    """The upstream's gate: no per-client throttling. Its only clients are the
+    workers (one connection each, so one "client" each on loopback), and each
+    worker already applied every one of its clients' limits; a per-client
+    bound here would throttle all the clients behind a worker as one. So a
+    client may hold every thread (less one for reflection's stream), open as
+    many watches as the port, and the rate is beyond reach (RELAY_RATE); what remains are the
+    port-wide bounds (threads, queued calls, watches: the Watcher's own
+    max_watches), which guard the primary, the node's writer."""
+    threads = base.threads
+    return PublicLimits(
+        threads=threads, max_calls=base.max_calls, max_streams=1,
+        max_watches=base.max_watches, client_calls=threads - 2,
+        client_streams=base.max_watches, rate=RELAY_RATE, burst=RELAY_RATE,
+        numbers_per_unit=base.numbers_per_unit, max_clients=base.max_clients,
+    )
+
+
+class Upstream:
+    """The primary's full public service (a WatchingPublic) on an internal
+    listener, 127.0.0.1 port 0, for its workers' relayed calls: TLS with the
+    node's certificate, as the public port has, and its own gate (relay_limits)."""
+
+    def __init__(self, service: PublicService, key: bytes, cert: bytes,
+                 base: PublicLimits) -> None:
+        self.service = service
+        self.limits = relay_limits(base)
+        self.gate = PublicGate(ClientTable(self.limits))
+        self._creds = grpc.ssl_server_credentials([(key, cert)])
+        self.address = ""
+
+    def start(self) -> Upstream:
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(self.limits.threads, thread_name_prefix="upstream"),
+            options=[("grpc.max_receive_message_length", 4 * 1024 * 1024),
+                     ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                     ("grpc.so_reuseport", 0)],
+            interceptors=[self.gate, DecodeGuard()],
+            maximum_concurrent_rpcs=self.limits.max_calls,
+        )
+        rpc.add_PublicServicer_to_server(self.service, self.server)
+        port = self.server.add_secure_port("127.0.0.1:0", self._creds)
+        if not port:
+            raise StorageFailure("the workers' upstream listener did not bind 127.0.0.1")
+        self.address = f"127.0.0.1:{port}"
+        self.server.start()
+        return self
+
+    def stop(self, grace: float = 1.0) -> None:
+        self.server.stop(grace).wait(grace + 1)
+
+
 def _drain(proc: subprocess.Popen) -> None:
     if proc.stdout is not None:
         with contextlib.suppress(ValueError, OSError):
@@ -261,8 +331,37 @@ def _unavailable_when_behind(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+class UpstreamClient:
+    """A worker's one channel to its primary's Upstream: the consortium CA as
+    root and the node's participant name as the TLS target, so only the
+    node's own certificate is accepted (as node/client.py dials a public port)."""
+
+    def __init__(self, address: str, ca: bytes, participant: str) -> None:
+        self.address = address
+        self.channel = grpc.secure_channel(
+            address, grpc.ssl_channel_credentials(ca),
+            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                     ("grpc.ssl_target_name_override", participant_dns_name(participant))],
+        )
+        self.stub = rpc.PublicStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def _relay_error(context: grpc.ServicerContext, e: grpc.RpcError) -> None:
+    """The upstream's status, as the client would have had it from the primary."""
+    code = e.code() if isinstance(e, grpc.Call) else grpc.StatusCode.UNAVAILABLE
+    details = e.details() if isinstance(e, grpc.Call) else str(e)
+    context.abort(code, details or "the node's primary did not answer")
+
+
 class WorkerPublicService(PublicService):
-    """PublicService over a ReadView and its ReadLog (see the module doc)."""
+    """PublicService over a ReadView and its ReadLog (see the module doc);
+    WatchView and GetBadList relayed to the primary's Upstream (None: refused
+    UNIMPLEMENTED, as a worker without one cannot serve them)."""
+
+    upstream: UpstreamClient | None = None
 
     GetLogCheckpoint = _unavailable_when_behind(PublicService.GetLogCheckpoint)
     GetInclusionProof = _unavailable_when_behind(PublicService.GetInclusionProof)
@@ -272,13 +371,91 @@ class WorkerPublicService(PublicService):
     LookupBatch = _unavailable_when_behind(PublicService.LookupBatch)
     GetViewCheckpoint = _unavailable_when_behind(PublicService.GetViewCheckpoint)
 
+    # Relaying is trust-neutral: a bad list carries each sanction's envelope and
+    # inclusion proof, a watch each delta's cosigned view checkpoint; the client
+    # checks them against its pinned keys as if it had dialled the node itself.
+    def _upstream(self, context: grpc.ServicerContext) -> UpstreamClient:
+        if self.upstream is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this worker has no upstream to relay to")
+        assert self.upstream is not None
+        return self.upstream
+
+    def GetBadList(self, request, context):  # noqa: N802
+        up = self._upstream(context)
+        left = context.time_remaining()
+        timeout = RELAY_TIMEOUT if left is None else min(left, RELAY_TIMEOUT)
+        try:
+            return up.stub.GetBadList(request, timeout=timeout)
+        except grpc.RpcError as e:
+            _relay_error(context, e)
+
+    def WatchView(self, request, context, send_response_callback=None):  # noqa: N802
+        """Non-blocking, as the primary's: the gate counts it as a watch and it
+        holds none of the port's threads; one thread per watch relays what the
+        upstream yields, blocking in `send` while the client's window is full."""
+        up = self._upstream(context)
+        if send_response_callback is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchView needs a non-blocking server")
+        call = up.stub.WatchView(request)
+        # The client went away (or the worker stops): the upstream call ends too.
+        if not context.add_callback(call.cancel):
+            call.cancel()
+            return
+        threading.Thread(target=self._relay_watch, args=(call, context, send_response_callback),
+                         name="watch-relay", daemon=True).start()
+
+    WatchView.experimental_non_blocking = True  # type: ignore[attr-defined]
+    WatchView.experimental_thread_pool = None  # type: ignore[attr-defined]
+
+    def _relay_watch(self, call: Any, context: grpc.ServicerContext,
+                     send: Callable[[Any], None]) -> None:
+        # A snapshot is billed to the client here, page by page, as the primary
+        # bills it (a LookupBatch of as many numbers): the upstream's gate does not.
+        per_unit = self.limits.numbers_per_unit
+        client = client_of(context.peer())
+        snapshot = False
+        try:
+            for msg in call:
+                snapshot = snapshot or msg.snapshot
+                if snapshot:
+                    why = self.gate.table.charge(client, len(msg.entries) / per_unit,
+                                                 self.gate.clock())
+                    if why is not None:
+                        _end(context, send, grpc.StatusCode.RESOURCE_EXHAUSTED, why)
+                        return
+                    snapshot = not msg.checkpoint  # the snapshot ends with its checkpoint
+                send(msg)
+        except grpc.RpcError as e:
+            if not context.is_active():
+                return  # the client went away (its callback cancelled the upstream)
+            code = e.code() if isinstance(e, grpc.Call) else grpc.StatusCode.UNAVAILABLE
+            details = (e.details() if isinstance(e, grpc.Call) else "") or str(e)
+            _end(context, send, code, details)  # the node's status, as the client would have it
+        except Exception:
+            log.exception("watch relay failed")
+            _end(context, send, grpc.StatusCode.INTERNAL, "the relayed watch failed")
+        else:
+            send(None)  # the primary ended the watch (it stops): end it with OK
+        finally:
+            call.cancel()
+
+
+def _end(context: grpc.ServicerContext, send: Callable[[Any], None],
+        code: grpc.StatusCode, details: str) -> None:
+    """End a non-blocking stream off its handler thread with a status: there,
+    abort only records the status; the None sent after it ends the call with it."""
+    with contextlib.suppress(Exception):  # abort raises by design
+        context.abort(code, details)
+    with contextlib.suppress(Exception):
+        send(None)
+
 
 class Worker:
     """One worker: the secondary store, its ReadView, the Public service on
     the shared port, and the timer that catches up."""
 
     def __init__(self, cfg: NodeConfig, port: int, secondary: Path,
-                 limits: PublicLimits | None = None) -> None:
+                 limits: PublicLimits | None = None, upstream: str | None = None) -> None:
         self.cfg = cfg
         self.consortium = load_consortium(cfg)
         self.store = Store(cfg.data_dir, secondary=secondary)
@@ -292,6 +469,9 @@ class Worker:
             self.gate,
             self.limits,
         )
+        if upstream is not None:
+            self.service.upstream = UpstreamClient(upstream, cfg.ca_cert.read_bytes(),
+                                                   cfg.participant)
         host = cfg.public_listen.rpartition(":")[0]
         self.address = f"{host}:{port}"
         self._stop = threading.Event()
@@ -355,6 +535,8 @@ class Worker:
     def stop(self, grace: float = 2.0) -> None:
         self._stop.set()
         self.server.stop(grace).wait(grace + 1)
+        if self.service.upstream is not None:
+            self.service.upstream.close()
         self.store.close()
 
 
@@ -363,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, type=Path)
     ap.add_argument("--port", required=True, type=int)
     ap.add_argument("--secondary", required=True, type=Path)
+    ap.add_argument("--upstream", default=None, help="the primary's internal public listener")
     ap.add_argument("--log-level", default=None)
     args = ap.parse_args(argv)
     from node import logs
@@ -372,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    worker = Worker(cfg, args.port, args.secondary).start()
+    worker = Worker(cfg, args.port, args.secondary, upstream=args.upstream).start()
     print(json.dumps({"worker": os.getpid(), "port": args.port}), flush=True)
     event(log, logging.INFO, "worker-started", pid=os.getpid(), port=args.port)
     parent = os.getppid()

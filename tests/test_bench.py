@@ -222,3 +222,46 @@ def test_lookup_batch_workers_reports_against_one_process() -> None:
     assert r["unit"] == "numbers/s" and r["target"] == 0.8
     assert r["ratio"] == pytest.approx(r["value"] / r["limit"])
     assert "--workers 2" in r["how"] and "--workers 1" in r["how"]
+
+
+# ---- issue 16: the complaint and stats benchmarks at tiny sizes
+
+
+def test_complaint_to_queue_runs_on_real_nodes() -> None:
+    """Complaints filed at complaints-1's node are each found in the serving
+    carrier's queue on that carrier's own node (or the run raises)."""
+    from bench import complaint_bench
+
+    got = complaint_bench.bench_complaint_to_queue(n=6)
+    _check_shape(got)
+    assert got["unit"] == "s" and got["limit"] == got["target"] == complaint_bench.QUEUE_TARGET_S
+    assert got["ratio"] == pytest.approx(1.0 / got["value"])
+    assert "p99 over 6 complaints" in got["how"] and "carrier-1 and carrier-2" in got["how"]
+
+
+def test_stats_recompute_runs_at_a_small_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The figures of the audit benchmark's store count every record (or the
+    run raises), against the audit's limit measured in the same run."""
+    from bench import audit_bench, complaint_bench
+
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(audit_bench, "LIMIT_SAMPLE", 500)
+    got = complaint_bench.bench_stats_recompute(1000)
+    _check_shape(got)
+    assert got["unit"] == "records/s" and got["target"] == complaint_bench.STATS_TARGET
+    assert got["ratio"] == pytest.approx(got["value"] / got["limit"])
+    assert "audit_bench.raw_limit" in got["how"] and "over 500 of the same" in got["how"]
+    path, _, built = audit_bench.cached_store(1000)
+    assert not built  # the audit benchmark's store, reused
+    _, figures = complaint_bench.recompute(path, 1000)
+    assert sum(f["marks_issued"] for f in figures["participants"].values()) == 1000
+
+
+def test_the_registry_names_the_issue_16_benchmarks() -> None:
+    for name in ("complaint_to_queue_p99", "stats_recompute"):
+        b = bench_main.BENCHMARKS[name]
+        assert not b.opt_in and callable(b.load())
+        assert b.quick["n"] < b.full["n"]
+    assert bench_main.BENCHMARKS["stats_recompute"].full["n"] == 1_000_000

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import io
 import json
 import threading
@@ -35,6 +36,7 @@ from ledger.importfile import (
     read_csv,
     read_jsonl,
 )
+from ledger.payloads.line import uscc_check_char
 from ledger.record import Record
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
@@ -432,3 +434,173 @@ def test_a_node_killed_mid_import_then_rerun_issues_every_line_once(tmp_path: Pa
             assert len({r["id"] for r in rows}) == lines  # every line its own record
     finally:
         net.stop_all()
+
+
+# ------------------------------------------------------------------ complaints and sanctions
+
+
+def ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+def test_complaint_handling_and_sanction_lines_are_checked_alone() -> None:
+    cid = "ab" * 32
+    lines = [
+        json.dumps({"kind": "complain", "number": "13812340201", "category": "marketing",
+                    "at": "2026-11-28T10:00:00Z", "channel": "app",
+                    "complainant": "139 0000 0009", "description": "三次推销"}),
+        json.dumps({"kind": "handle", "complaint": cid, "confirmed": True, "action": "warning",
+                    "feedback_reported": "2026-11-28T12:00:00Z"}),
+        json.dumps({"kind": "handle", "complaint": cid, "forward": "carrier-2"}),
+        json.dumps({"kind": "sanction", "uscc": COMPLAINT_USCC.lower(), "name": "某某营销",
+                    "doc": "京通管罚〔2026〕12号", "reason": "harassment calls"}),
+        json.dumps({"kind": "complain", "number": "13812340201", "category": "marketing",
+                    "at": "2026-11-28T10:00:00Z", "channel": "fax", "complainant": "1"}),
+        json.dumps({"kind": "handle", "complaint": cid, "confirmed": True, "forward": "c"}),
+        json.dumps({"kind": "handle", "complaint": cid, "not_confirmed": True,
+                    "mark": cid}),
+        json.dumps({"kind": "sanction", "uscc": "91110000600037340", "name": "x", "doc": "d",
+                    "reason": "r"}),
+        json.dumps({"kind": "sanction", "uscc": COMPLAINT_USCC, "name": "x", "doc": "d"}),
+        json.dumps({"kind": "complain", "number": "13812340201", "category": "marketing",
+                    "at": "2026-11-28T10:00:00Z", "channel": "app"}),
+    ]
+    got = list(read_jsonl(lines))
+    c, h, fwd, s = got[:4]
+    assert isinstance(c, Item) and c.fields == {
+        "number": "+8613812340201", "category": "marketing", "at": ms("2026-11-28T10:00:00Z"),
+        "channel": "app", "complainant": "+8613900000009", "description": "三次推销"}
+    assert isinstance(h, Item) and h.fields == {
+        "complaint": bytes.fromhex(cid), "finding": "confirmed", "forward": "",
+        "action": "warning", "feedback_reported": ms("2026-11-28T12:00:00Z")}
+    assert isinstance(fwd, Item) and (fwd.fields["finding"], fwd.fields["forward"]) == (
+        "not-ours", "carrier-2")
+    assert isinstance(s, Item) and s.fields["uscc"] == COMPLAINT_USCC and "at" not in s.fields
+    bad = {r.line: r.error for r in got[4:] if isinstance(r, Refused)}
+    assert sorted(bad) == [5, 6, 7, 8, 9, 10], got[4:]
+    assert "channel" in bad[5] and "wechat" in bad[5]
+    assert "exactly one of" in bad[6]
+    assert "confirmed" in bad[7] and "only" in bad[7]
+    assert bad[8].startswith("line 8: BadCreditCode:")
+    assert "reason" in bad[9]
+    assert "complainant" in bad[10]
+
+
+COMPLAINT_USCC = "91110000600037341" + uscc_check_char("91110000600037341")
+
+
+@pytest.fixture(scope="module")
+def cnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessNet]:
+    """Two carriers, the complaints centre and the regulator."""
+    n = InProcessNet(tmp_path_factory.mktemp("import-complaints") / "c", carriers=2,
+                     internet=0, complaints=1, regulators=1, sync_interval=0.2)
+    n.start_all()
+    with pytest.MonkeyPatch.context() as mp:
+        key = NodeConfig.for_participant(n.dir, "institute").institute_key
+        mp.setenv(INSTITUTE_KEY_ENV, base64.b64encode(key).decode())
+        try:
+            yield n
+        finally:
+            n.stop_all()
+
+
+def import_as(net: LocalNet, who: str, path: Path) -> tuple[int, Any, list[dict]]:
+    results = path.with_suffix(".results")
+    code, out, _ = cli("import", "--consortium", str(net.dir), "--as", who, str(path),
+                       "--json", "--results", str(results))
+    return code, out, [json.loads(x) for x in results.read_text().splitlines()]
+
+
+def payload_of(net: InProcessNet, pid: str, rid: str) -> Any:
+    node = next(n for n in net.nodes_running if n.participant_id == pid)
+    found = node.core.ledger.record_by_id(bytes.fromhex(rid))
+    assert found is not None
+    return Record.from_envelope(found[1]).payload
+
+
+def wait_for(what: Any, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (got := what()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+    return got
+
+
+def test_complaints_handlings_and_sanctions_import(cnet: InProcessNet, tmp_path: Path) -> None:
+    from ledger.sealing import COMPLAINANT
+
+    c1, c2 = "+8613812340201", "+8613912340202"   # carrier-1's and carrier-2's
+    at = ago(1)
+    row = {"kind": "complain", "category": "marketing", "at": at, "channel": "app",
+           "complainant": "13900000009", "description": "一天三次推销贷款"}
+    f = write(tmp_path / "complaints.jsonl", [
+        json.dumps({**row, "number": c1}),
+        json.dumps({**row, "number": c2, "complainant": "+8613900000008"}),
+        json.dumps({**row, "number": "+8617012340203"}),   # no carrier serves +86170
+    ])
+    before = cnet.heads("complaints-1").get("complaints-1", 0)
+    code, out, rows = import_as(cnet, "complaints-1", f)
+    assert (out["issued"], [e["line"] for e in out["errors"]]) == (2, [3]), out
+    assert out["errors"][0]["error"].startswith("line 3: WrongAddressee:")
+    assert cnet.heads("complaints-1")["complaints-1"] == before + 2
+    first, second = rows[0]["id"], rows[1]["id"]
+    # sealed as the unary IssueComplaint seals it, the description as its digest only
+    c = payload_of(cnet, "complaints-1", first)
+    key = cnet.consortium.members_key
+    assert key is not None
+    assert c.complainant == key.seal("+8613900000009", COMPLAINANT)
+    assert c.description_digest == hashlib.sha256("一天三次推销贷款".encode()).digest()
+    assert c.addressed_to == "carrier-1"
+    unary = cnet.admin("complaints-1").IssueComplaint(pb.ComplaintRequest(
+        number=c1, category="marketing", call_at_ms=c.call_at_ms + 1, channel="app",
+        complainant="+8613900000009"), timeout=30)
+    assert payload_of(cnet, "complaints-1", unary.id.hex()).complainant == c.complainant
+    _, envelope = next(n for n in cnet.nodes_running
+                       if n.participant_id == "complaints-1").core.ledger.record_by_id(
+                           bytes.fromhex(first))
+    assert b"13900000009" not in envelope and "推销".encode() not in envelope
+    # in the serving carriers' queues on their own nodes
+    def queued(pid: str) -> set[str]:
+        got = cnet.audit(pid, pid).ListComplaints(pb.ListComplaintsRequest(), timeout=10)
+        return {x.id.hex() for x in got.complaints}
+    wait_for(lambda: first in queued("carrier-1") and second in queued("carrier-2"))
+
+    handle = write(tmp_path / "handle.jsonl", [
+        json.dumps({"kind": "handle", "complaint": first, "confirmed": True,
+                    "action": "warning"}),
+        json.dumps({"kind": "handle", "complaint": second, "not_confirmed": True}),  # not its
+        json.dumps({"kind": "handle", "complaint": first, "not_confirmed": True}),   # handled
+    ])
+    code, out, rows = import_as(cnet, "carrier-1", handle)
+    assert out["issued"] == 1, out
+    errors = {e["line"]: e["error"] for e in out["errors"]}
+    assert sorted(errors) == [2, 3]
+    assert errors[2].startswith("line 2: NotAddressed:"), errors
+    assert errors[3].startswith("line 3: AlreadyHandled:"), errors
+    h = payload_of(cnet, "carrier-1", rows[0]["id"])
+    assert (h.finding, h.action, list(h.complaints)) == ("confirmed", "warning",
+                                                         [bytes.fromhex(first)])
+    code, out, rows = import_as(cnet, "carrier-1", handle)   # again: nothing new
+    assert (out["issued"], out["duplicates"]) == (0, 1), out
+
+    listed = json.dumps({"kind": "sanction", "uscc": COMPLAINT_USCC, "name": "北京某某营销",
+                         "doc": "京通管罚〔2026〕12号", "reason": "harassment calls",
+                         "at": ago(1)})
+    never = "91110000MA0123456" + uscc_check_char("91110000MA0123456")
+    f = write(tmp_path / "sanctions.jsonl", [
+        listed,
+        json.dumps({"kind": "sanction", "uscc": never, "name": "x", "doc": "d",
+                    "delist": True}),
+        json.dumps({"kind": "sanction", "uscc": COMPLAINT_USCC, "name": "北京某某营销",
+                    "doc": "京通管罚〔2026〕30号", "delist": True}),   # effective when signed
+    ])
+    before = cnet.heads("regulator-1").get("regulator-1", 0)
+    code, out, rows = import_as(cnet, "regulator-1", f)
+    assert out["issued"] == 2, out
+    assert [e["line"] for e in out["errors"]] == [2]
+    assert out["errors"][0]["error"].startswith("line 2: NotListed:")
+    assert cnet.heads("regulator-1")["regulator-1"] == before + 2
+    s = payload_of(cnet, "regulator-1", rows[0]["id"])
+    assert (s.uscc, s.delist) == (COMPLAINT_USCC, False)
+    d = payload_of(cnet, "regulator-1", rows[2]["id"])
+    assert d.delist and d.listed_at_ms > s.listed_at_ms

@@ -6,7 +6,9 @@ serves a note whose vector its store does not hold. With real processes: a
 node run with `--workers 2` answers lookups through the shared port from
 several channels (each verified as a client verifies a node), sees a new mark
 within a bounded time, keeps answering when a worker is SIGKILLed (and
-restarts it), and stops with its workers."""
+restarts it), relays WatchView and GetBadList to the node (a watch reaches
+the node's root and resumes after its worker died, a bad list verifies, a
+closed watch frees its upstream), and stops with its workers."""
 
 from __future__ import annotations
 
@@ -28,17 +30,24 @@ from ledger import merkle, note, verify
 from ledger import view as V
 from ledger.errors import StorageFailure
 from ledger.names import log_origin
+from ledger.payloads.line import uscc_check_char
 from ledger.record import Mark
 from ledger.store import Store
+from ledger.watch import Change, WatchCopy
+from markex.v1 import record_pb2
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node import cli, client, readview
+from node.command import NotVerified
+from node.complaintcli import verify_bad_list
 from node.core import NodeCore
+from node.limits import UNARY, WATCH, ClientTable, PublicGate, PublicLimits
 from node.localnet import LocalNet, free_port_block
 from node.logkeeper import LogKeeper
 from node.readview import Behind, ReadView
 from node.viewkeeper import VIEW_NOTE_KEY, ViewKeeper
-from node.workers import LogNotes, Worker
+from node.watch import MAX_WATCHES
+from node.workers import LogNotes, Worker, WorkerPublicService, relay_limits
 
 pytestmark = pytest.mark.timeout(180)
 OWN = "carrier-1"
@@ -240,13 +249,92 @@ def test_workers_out_of_range_are_refused(tmp_path: Path,
     assert not (d / OWN / "data").exists() or not any((d / OWN / "data").iterdir())
 
 
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    """What the relay uses of a grpc.ServicerContext: the caller, abort."""
+
+    def __init__(self) -> None:
+        self.status: tuple[grpc.StatusCode, str] | None = None
+
+    def peer(self) -> str:
+        return "ipv4:192.0.2.7:40000"
+
+    def is_active(self) -> bool:
+        return self.status is None
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.status = (code, details)
+        raise _Aborted(details)
+
+
+class _UpstreamCall:
+    """The upstream's stream as the relay reads it: messages, then cancel."""
+
+    def __init__(self, msgs: list[pb.WatchViewMessage]) -> None:
+        self.msgs, self.cancelled = msgs, False
+
+    def __iter__(self) -> Iterator[pb.WatchViewMessage]:
+        for m in self.msgs:
+            if self.cancelled:
+                return
+            yield m
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def _page(n: int, snapshot: bool = False, checkpoint: str = "") -> pb.WatchViewMessage:
+    return pb.WatchViewMessage(entries=[pb.WatchedEntry(number=f"+86138{i:08d}", entry=b"x")
+                                        for i in range(n)], snapshot=snapshot,
+                               checkpoint=checkpoint)
+
+
+def test_a_relayed_snapshot_is_charged_by_the_worker_and_refused_beyond_the_burst() -> None:
+    limits = PublicLimits(rate=0.001, burst=5.0, numbers_per_unit=100)
+    svc = WorkerPublicService(None, None, None, PublicGate(ClientTable(limits)), limits)  # type: ignore[arg-type]
+    # A snapshot of 300 numbers in two pages (3 units), then a delta: not charged.
+    sent: list[pb.WatchViewMessage | None] = []
+    call = _UpstreamCall([_page(200, snapshot=True), _page(100, checkpoint="cp1"),
+                          _page(900, checkpoint="cp2")])
+    ctx = _Context()
+    svc._relay_watch(call, ctx, sent.append)  # noqa: SLF001
+    assert ctx.status is None and [m.checkpoint if m else None for m in sent] == [
+        "", "cp1", "cp2", None]
+    # 2 units left: a second snapshot of 300 numbers is refused at its second page.
+    sent.clear()
+    call = _UpstreamCall([_page(100, snapshot=True), _page(200, checkpoint="cp3")])
+    ctx = _Context()
+    svc._relay_watch(call, ctx, sent.append)  # noqa: SLF001
+    assert ctx.status is not None and ctx.status[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert call.cancelled   # the upstream call ends too
+    # The page past the limit never reached the client; the call ends with the status.
+    assert len(sent) == 2 and sent[0] is not None and sent[1] is None
+
+
+def test_the_upstreams_gate_throttles_no_worker() -> None:
+    base = PublicLimits()
+    relay = ClientTable(relay_limits(base))
+    plain = ClientTable(base)
+    now = 1.0
+    # One worker's connection: far more watches and units than one client may hold.
+    assert all(relay.admit("w", WATCH, now) is None for _ in range(base.max_watches))
+    assert relay.charge("w", 1e9, now) is None
+    assert all(relay.admit("w", UNARY, now) is None for _ in range(base.threads - 2))
+    assert plain.charge("c", base.burst + 1, now) is not None
+    refused = [plain.admit("c", WATCH, now) for _ in range(base.client_streams + 1)]
+    assert refused[-1] is not None
+
+
 # ====================================================================== processes
 
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNet]:
     n = LocalNet(tmp_path_factory.mktemp("workers") / "c", carriers=1, internet=1,
-                 sync_interval=0.3)
+                 sync_interval=0.3, regulators=1)
     try:
         for pid in n.ids:
             n.start(pid, wait=False, workers=2 if pid == OWN else 1)
@@ -346,6 +434,144 @@ def test_a_killed_worker_is_restarted_and_the_port_keeps_answering(net: LocalNet
         pytest.fail(f"the worker was not restarted: children {sorted(_children(node_pid))}")
     net.nodes[OWN].ports["workers"] = sorted(now)
 
+
+# ------------------------------------------------------------------ relayed to the primary
+
+
+def _log_checkpoint(net: LocalNet, ch: grpc.Channel) -> note.Checkpoint:
+    lc = rpc.PublicStub(ch).GetLogCheckpoint(pb.GetLogCheckpointRequest(), timeout=10)
+    return note.open_checkpoint(lc.note, note.Verifier.for_key(
+        log_origin(net.consortium.name, OWN),
+        net.consortium.participant(OWN).public_key))  # type: ignore[union-attr]
+
+
+def test_a_bad_list_through_the_shared_port_verifies_after_a_sanction(net: LocalNet) -> None:
+    uscc = "91110000600037341" + uscc_check_char("91110000600037341")
+    issued = net.admin("regulator-1").IssueSanction(record_pb2.Sanction(
+        enterprise="北京某某营销有限公司", uscc=uscc, reason="骚扰电话",
+        document="工信罚〔2026〕12号", listed_at_ms=_now() - 1000), timeout=30)
+    chans = _channels(net, 4)  # several connections: more than one worker relays
+    try:
+        deadline = time.monotonic() + 30
+        pending = set(range(len(chans)))
+        while pending and time.monotonic() < deadline:
+            for i in sorted(pending):
+                cp, at = _log_checkpoint(net, chans[i]), _now()
+                got = rpc.PublicStub(chans[i]).GetBadList(
+                    pb.BadListRequest(at_ms=at, size=cp.size), timeout=10)
+                try:
+                    v = verify_bad_list(net.consortium, got, cp.size, cp.root, at)
+                except NotVerified as e:  # the sanction is past the note the worker serves
+                    assert "ask again once the next one is signed" in str(e), e
+                    continue
+                if [e.record.id for e in v.listed] == [issued.id]:
+                    assert v.listed[0].sanction.uscc == uscc
+                    pending.discard(i)
+            time.sleep(0.1)
+        assert not pending, f"channels {sorted(pending)} never listed the sanction"
+        # A bent question is refused by the node, its status relayed as is.
+        with pytest.raises(grpc.RpcError) as e:
+            rpc.PublicStub(chans[0]).GetBadList(pb.BadListRequest(at_ms=_now(), check="hello"),
+                                                timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+    finally:
+        for ch in chans:
+            ch.close()
+
+
+def _read_delta(stream: Iterator[pb.WatchViewMessage]) -> tuple[list[Change], str, bool]:
+    """The pages up to the next checkpoint: the changes, the note, the snapshot flag."""
+    changes: list[Change] = []
+    snapshot = False
+    for msg in stream:
+        snapshot = snapshot or msg.snapshot
+        changes.extend(Change(e.number, e.entry) for e in msg.entries)
+        if msg.checkpoint:
+            return changes, msg.checkpoint, snapshot
+    raise AssertionError("the watch ended before a checkpoint")
+
+
+def test_a_watch_through_the_shared_port_reaches_the_nodes_root(net: LocalNet) -> None:
+    (ch,) = _channels(net, 1)
+    try:
+        stream = rpc.PublicStub(ch).WatchView(pb.WatchViewRequest(), timeout=60)
+        copy = WatchCopy(net.consortium, OWN)
+        changes, text, snapshot = _read_delta(stream)
+        assert snapshot
+        copy.apply(changes, text, _now(), snapshot=True)
+        number = "+8613800000321"
+        net.mark(OWN, number, "fraud")
+        while True:  # each delta verified; until one brings the new mark
+            changes, text, snapshot = _read_delta(stream)
+            cp = copy.apply(changes, text, _now(), snapshot=snapshot)
+            if number in {c.number for c in changes}:
+                break
+        assert copy.root() == cp.root
+        # The node's own view checkpoint (any worker's) reaches that root, or one later.
+        vc = rpc.PublicStub(ch).GetViewCheckpoint(pb.GetViewCheckpointRequest(), timeout=10)
+        node_cp = verify.open_view(net.consortium, vc.note).checkpoint
+        assert node_cp.count >= cp.count and dict(node_cp.vector).get(OWN, 0) >= dict(
+            cp.vector).get(OWN, 0)
+        stream.cancel()
+        # A `since` the node never signed: the node's refusal, relayed as it is.
+        with pytest.raises(grpc.RpcError) as e:
+            next(rpc.PublicStub(ch).WatchView(pb.WatchViewRequest(since="no note"), timeout=10))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+        assert "no view checkpoint this node signed" in (e.value.details() or "")
+    finally:
+        ch.close()
+
+
+def test_a_closed_watch_frees_its_upstream_call(net: LocalNet) -> None:
+    # The node holds at most MAX_WATCHES watches: were a relayed watch not
+    # cancelled upstream when its client goes, the ones after would be refused.
+    for _ in range(MAX_WATCHES + 8):
+        (ch,) = _channels(net, 1)
+        try:
+            stream = rpc.PublicStub(ch).WatchView(pb.WatchViewRequest(), timeout=30)
+            assert next(stream).checkpoint
+            stream.cancel()
+        finally:
+            ch.close()
+
+
+def test_a_watch_resumes_through_the_port_after_its_worker_died(net: LocalNet) -> None:
+    node_pid = net.nodes[OWN].proc.pid  # type: ignore[union-attr]
+    (ch,) = _channels(net, 1)
+    copy = WatchCopy(net.consortium, OWN)
+    try:
+        stream = rpc.PublicStub(ch).WatchView(pb.WatchViewRequest(), timeout=60)
+        changes, text, _ = _read_delta(stream)
+        copy.apply(changes, text, _now(), snapshot=True)
+        for w in _children(node_pid):  # whichever worker relays it, it dies
+            os.kill(w, signal.SIGKILL)
+        with pytest.raises(grpc.RpcError):
+            _read_delta(stream)
+    finally:
+        ch.close()
+    number = "+8613800000654"
+    net.mark(OWN, number, "fraud")
+    deadline = time.monotonic() + 30
+    while True:  # the restarted workers relay again; resume from the checkpoint held
+        (ch,) = _channels(net, 1)
+        try:
+            stream = rpc.PublicStub(ch).WatchView(pb.WatchViewRequest(since=copy.note),
+                                                  timeout=30)
+            changes, text, snapshot = _read_delta(stream)
+            assert not snapshot  # a delta since the held checkpoint, not a reload
+            copy.apply(changes, text, _now())
+            if number in {c.number for c in changes}:
+                break
+        except grpc.RpcError:
+            assert time.monotonic() < deadline, "no worker relayed the watch again"
+            time.sleep(0.2)
+        finally:
+            ch.close()
+    deadline = time.monotonic() + 30
+    while len(_children(node_pid)) != 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    net.nodes[OWN].ports["workers"] = sorted(_children(node_pid))
 
 def test_the_node_stops_with_its_workers(net: LocalNet) -> None:
     node_pid = net.nodes[OWN].proc.pid  # type: ignore[union-attr]

@@ -459,13 +459,16 @@ class IssueResults(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[IssueResult, _Mapping]]] = ...) -> None: ...
 
 class IssueItem(_message.Message):
-    __slots__ = ("key", "mark", "correction", "reassignment", "preference", "line", "expires_after_ms")
+    __slots__ = ("key", "mark", "correction", "reassignment", "preference", "line", "complaint", "handling", "sanction", "expires_after_ms")
     KEY_FIELD_NUMBER: _ClassVar[int]
     MARK_FIELD_NUMBER: _ClassVar[int]
     CORRECTION_FIELD_NUMBER: _ClassVar[int]
     REASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
     PREFERENCE_FIELD_NUMBER: _ClassVar[int]
     LINE_FIELD_NUMBER: _ClassVar[int]
+    COMPLAINT_FIELD_NUMBER: _ClassVar[int]
+    HANDLING_FIELD_NUMBER: _ClassVar[int]
+    SANCTION_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     mark: _record_pb2.Mark
@@ -473,8 +476,11 @@ class IssueItem(_message.Message):
     reassignment: _record_pb2.Reassignment
     preference: PreferenceRequest
     line: _record_pb2.MarketerLine
+    complaint: ComplaintRequest
+    handling: _record_pb2.Handling
+    sanction: _record_pb2.Sanction
     expires_after_ms: int
-    def __init__(self, key: _Optional[bytes] = ..., mark: _Optional[_Union[_record_pb2.Mark, _Mapping]] = ..., correction: _Optional[_Union[CorrectionRequest, _Mapping]] = ..., reassignment: _Optional[_Union[_record_pb2.Reassignment, _Mapping]] = ..., preference: _Optional[_Union[PreferenceRequest, _Mapping]] = ..., line: _Optional[_Union[_record_pb2.MarketerLine, _Mapping]] = ..., expires_after_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, key: _Optional[bytes] = ..., mark: _Optional[_Union[_record_pb2.Mark, _Mapping]] = ..., correction: _Optional[_Union[CorrectionRequest, _Mapping]] = ..., reassignment: _Optional[_Union[_record_pb2.Reassignment, _Mapping]] = ..., preference: _Optional[_Union[PreferenceRequest, _Mapping]] = ..., line: _Optional[_Union[_record_pb2.MarketerLine, _Mapping]] = ..., complaint: _Optional[_Union[ComplaintRequest, _Mapping]] = ..., handling: _Optional[_Union[_record_pb2.Handling, _Mapping]] = ..., sanction: _Optional[_Union[_record_pb2.Sanction, _Mapping]] = ..., expires_after_ms: _Optional[int] = ...) -> None: ...
 
 class IssueResult(_message.Message):
     __slots__ = ("item", "id", "issuer", "seq", "index", "appeal", "duplicate", "code", "error")
