@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ledger import derived
 from ledger.complaints.facts import ComplaintFact, HandlingFact, SanctionFact, fact_of
 from ledger.complaints.rules import (
     CLOSED,
@@ -31,13 +32,11 @@ from ledger.complaints.rules import (
 from ledger.errors import (
     AlreadyHandled,
     AlreadyListed,
-    LedgerError,
     NotAComplaint,
     NotAddressed,
     NotAllowed,
     NotAMark,
     NotListed,
-    StorageFailure,
     UnknownTarget,
 )
 from ledger.payloads import Complaint, Handling, Mark, Sanction
@@ -179,28 +178,9 @@ class ComplaintState:
 
 
 def catch_up(state: ComplaintState, ledger: NodeLedger, batch_size: int = 1000) -> int:
-    """Bring `state` to the ledger: each feed's records above the state's
-    vector, up to its counted seq (a frozen feed stops at its freeze; a state
-    ahead of a feed is cleared and built anew). Returns how many records were
-    read. Raises StorageFailure."""
-    feeds = ledger.feeds()
-    if any(seq > (feeds[i].counted_seq if i in feeds else 0) for i, seq in state.vector.items()):
-        state.clear()
-    read = 0
-    for issuer, feed in sorted(feeds.items()):
-        after, upto = state.vector.get(issuer, 0), feed.counted_seq
-        while after < upto:
-            envelopes = ledger.records_after(issuer, after, min(batch_size, upto - after))
-            if not envelopes:
-                raise StorageFailure(f"feed {issuer} stops at {after}, its head says {upto}")
-            try:
-                records = [Record.from_envelope(env) for env in envelopes]
-            except LedgerError as e:
-                raise StorageFailure(f"a stored record of {issuer} does not parse: {e}") from e
-            state.apply(records)
-            after += len(records)
-            read += len(records)
-    return read
+    """Bring `state` to the ledger (ledger/derived.py). Returns how many
+    records were read. Raises StorageFailure."""
+    return derived.catch_up(state, ledger, batch_size)
 
 
 # ---------------------------------------------------------------- effect checks

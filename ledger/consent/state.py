@@ -24,10 +24,11 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from ledger import derived
 from ledger.consent import rules as R
 from ledger.consent.codec import decode_line, decode_subscriber, encode_line, encode_subscriber
 from ledger.consent.facts import Deregistration, LineFact, PreferenceFact, Subscriber
-from ledger.errors import LedgerError, StorageFailure
+from ledger.errors import StorageFailure
 from ledger.payloads.line import MarketerLine
 from ledger.payloads.preference import Preference
 from ledger.payloads.reassignment import Reassignment
@@ -200,25 +201,6 @@ class StoredConsent(ConsentState):
 
 
 def catch_up(state: ConsentState, ledger: NodeLedger, batch_size: int = 1000) -> int:
-    """Bring `state` to the ledger: every record of each feed above the
-    state's vector, up to the feed's counted seq (a frozen feed stops at its
-    freeze; a state ahead of a feed is cleared and rebuilt). Returns how many
+    """Bring `state` to the ledger (ledger/derived.py). Returns how many
     records were applied. Raises StorageFailure."""
-    feeds = ledger.feeds()
-    if any(seq > (feeds[i].counted_seq if i in feeds else 0) for i, seq in state.vector.items()):
-        state.clear()
-    applied = 0
-    for issuer, feed in sorted(feeds.items()):
-        after, upto = state.vector.get(issuer, 0), feed.counted_seq
-        while after < upto:
-            envelopes = ledger.records_after(issuer, after, min(batch_size, upto - after))
-            if not envelopes:
-                raise StorageFailure(f"feed {issuer} stops at {after}, its head says {upto}")
-            try:
-                records = [Record.from_envelope(env) for env in envelopes]
-            except LedgerError as e:
-                raise StorageFailure(f"a stored record of {issuer} does not parse: {e}") from e
-            state.apply(records)
-            after += len(records)
-            applied += len(records)
-    return applied
+    return derived.catch_up(state, ledger, batch_size)

@@ -7,8 +7,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from keys.consortium import Consortium
-from ledger import viewtree
-from ledger.errors import LedgerError, StorageFailure
+from ledger import derived, viewtree
 from ledger.record import Record
 from ledger.view.build import EntryBuilder
 from ledger.view.checkpoint import ViewCheckpoint, vector_items
@@ -168,34 +167,12 @@ def resolve(records: Iterable[Record], consortium: Consortium) -> NationalView:
 
 
 def catch_up(view: NationalView, ledger: NodeLedger, batch_size: int = 1000) -> int:
-    """Bring `view` to the ledger: apply every record of each feed above the
-    view's vector, up to the feed's counted seq (a frozen feed stops at its
-    freeze). A view that is ahead of a feed (it froze after the view applied
-    records beyond the freeze) is cleared and rebuilt. Returns how many
-    records were applied. Raises StorageFailure for stored records that do
-    not parse or a feed shorter than its head says."""
-    feeds = ledger.feeds()
-    vector = view.vector
-    if any(
-        seq > (feeds[i].counted_seq if i in feeds else 0) for i, seq in vector.items()
-    ):
-        view.clear()
-        vector = {}
-    applied = 0
-    for issuer, feed in sorted(feeds.items()):
-        after, upto = vector.get(issuer, 0), feed.counted_seq
-        while after < upto:
-            envelopes = ledger.records_after(issuer, after, min(batch_size, upto - after))
-            if not envelopes:
-                raise StorageFailure(f"feed {issuer} stops at {after}, its head says {upto}")
-            try:
-                records = [Record.from_envelope(env) for env in envelopes]
-            except LedgerError as e:
-                raise StorageFailure(f"a stored record of {issuer} does not parse: {e}") from e
-            view.apply(records)
-            after += len(records)
-            applied += len(records)
-    return applied
+    """Bring `view` to the ledger (ledger/derived.py: each feed above the
+    view's vector up to its counted seq; a view ahead of a frozen feed is
+    cleared and rebuilt). Returns how many records were applied. Raises
+    StorageFailure for stored records that do not parse or a feed shorter
+    than its head says."""
+    return derived.catch_up(view, ledger, batch_size)
 
 
 def rebuild_from_ledger(
