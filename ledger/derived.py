@@ -47,3 +47,18 @@ def catch_up(state: DerivedState, ledger: NodeLedger, batch_size: int = 1000) ->
             after += len(records)
             applied += len(records)
     return applied
+
+
+def extends(vector: Mapping[str, int], records: Sequence[Record], ledger: NodeLedger) -> bool:
+    """True when `records` (in log order) continue every feed of `vector`
+    without a gap and stay within each feed's counted seq: a keeper may then
+    apply them as they come, else it catches up from the ledger."""
+    feeds = ledger.feeds()
+    nxt = dict(vector)
+    for r in records:
+        feed = feeds.get(r.issuer)
+        cur = nxt.get(r.issuer, 0)
+        if feed is None or r.seq > feed.counted_seq or r.seq > cur + 1:
+            return False
+        nxt[r.issuer] = max(cur, r.seq)
+    return True

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from ledger.complaints import ComplaintState, ComplaintStatus, Listing, SanctionFact, catch_up
 from ledger.complaints.stored import StoredComplaints
+from ledger.derived import extends
 from node.logs import event
 
 if TYPE_CHECKING:
@@ -58,26 +59,13 @@ class ComplaintKeeper:
         """Runs on the writer thread after each ledger commit."""
         with self._lock:
             try:
-                if self._rebuild_needed or not self._extends(records):
+                if self._rebuild_needed or not extends(self.state.vector, records, self.ledger):
                     self._rebuild()
                 else:
                     self.state.apply(records)
             except Exception:
                 self._rebuild_needed = True  # the next update or tick builds it anew
                 raise
-
-    def _extends(self, records: list[Record]) -> bool:
-        """True when `records` continue the state's feeds without a gap and
-        stay within each feed's counted seq."""
-        feeds = self.ledger.feeds()
-        nxt = dict(self.state.vector)
-        for r in records:
-            feed = feeds.get(r.issuer)
-            cur = nxt.get(r.issuer, 0)
-            if feed is None or r.seq > feed.counted_seq or r.seq > cur + 1:
-                return False
-            nxt[r.issuer] = max(cur, r.seq)
-        return True
 
     def invalidate(self) -> None:
         with self._lock:

@@ -20,6 +20,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from ledger.consent import LineFact, PreferenceFact, StoredConsent, catch_up
+from ledger.derived import extends
 from ledger.errors import MembersKeyMissing
 from node.logs import event
 
@@ -61,7 +62,7 @@ class ConsentKeeper:
             if state is None:
                 return
             try:
-                if self._rebuild_needed or not self._extends(state, records):
+                if self._rebuild_needed or not extends(state.vector, records, self.ledger):
                     catch_up(state, self.ledger)  # a gap, or beyond a frozen feed's counted seq
                     self._rebuild_needed = False
                 else:
@@ -69,19 +70,6 @@ class ConsentKeeper:
             except Exception:
                 self._rebuild_needed = True  # the next update or tick catches up
                 raise
-
-    def _extends(self, state: StoredConsent, records: list[Record]) -> bool:
-        """True when `records` (log order) continue the state's feeds without
-        a gap and stay within each feed's counted seq."""
-        feeds = self.ledger.feeds()
-        nxt = dict(state.vector)
-        for r in records:
-            feed = feeds.get(r.issuer)
-            cur = nxt.get(r.issuer, 0)
-            if feed is None or r.seq > feed.counted_seq or r.seq > cur + 1:
-                return False
-            nxt[r.issuer] = max(cur, r.seq)
-        return True
 
     def invalidate(self) -> None:
         """A feed froze: catch up (rebuilding if ahead of it) on the next tick."""

@@ -27,6 +27,7 @@ import grpc
 from keys.consortium import Participant
 from ledger import note, viewtree
 from ledger import view as V
+from ledger.derived import extends
 from ledger.errors import (
     CheckpointFork,
     ClockSkew,
@@ -117,7 +118,7 @@ class ViewKeeper:
                 return
             self._version += 1
             try:
-                if self._rebuild_needed or not _extends(self.view.vector, records, led):
+                if self._rebuild_needed or not extends(self.view.vector, records, led):
                     # A gap (an earlier update failed), or records beyond a
                     # frozen feed's counted seq: read what counts from the ledger.
                     V.catch_up(self.view, led)
@@ -459,19 +460,3 @@ def _all_entries(view: V.NationalView, chunk: int = 1000) -> list[bytes]:
 def _same_view(a: V.ViewCheckpoint, b: V.ViewCheckpoint) -> bool:
     """The two checkpoints sign one view (they may differ in their time)."""
     return (a.origin, a.vector, a.count, a.root) == (b.origin, b.vector, b.count, b.root)
-
-
-def _extends(vector: dict[str, int], records: list[Record], ledger: NodeLedger) -> bool:
-    """True when `records` (in log order) continue every feed of `vector`
-    without a gap and stay within each feed's counted seq."""
-    feeds = ledger.feeds()
-    nxt = dict(vector)
-    for r in records:
-        feed = feeds.get(r.issuer)
-        if feed is None or r.seq > feed.counted_seq:
-            return False
-        cur = nxt.get(r.issuer, 0)
-        if r.seq > cur + 1:
-            return False
-        nxt[r.issuer] = max(cur, r.seq)
-    return True
