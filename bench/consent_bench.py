@@ -65,8 +65,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bench import ingest, report
 from bench.exchange_bench import (
     CATEGORIES,
+    Paced,
     consortium_seeds,
     mark_number,
+    paced_calls,
     paced_lookups,
     past_ms,
     percentile,
@@ -445,51 +447,13 @@ def requests(calls: Sequence[Call], at_ms: int) -> list[pb.ScreenRequest]:
     ]
 
 
-@dataclass
-class Paced:
-    latency: list[float | None]  # seconds from each call's scheduled send; None: failed
-    failed: list[str]
-    sent_s: float
-    decisions: dict[int, pb.ScreenDecision]
-
-    def answered_ms(self) -> list[float]:
-        return sorted(x * 1000 for x in self.latency if x is not None)
-
-
 def paced_screens(
     stub: rpc.ScreeningStub, reqs: Sequence[pb.ScreenRequest], rate: float, timeout: float = 10
 ) -> Paced:
-    """Unary Screen calls sent open loop at `rate`/s, each timed from its
-    scheduled send (a late sender counts as latency); every decision kept."""
-    n = len(reqs)
-    latency: list[float | None] = [None] * n
-    decisions: dict[int, pb.ScreenDecision] = {}
-    failed: list[str] = []
-    done = threading.Semaphore(0)
-
-    def on_done(i: int, due: float, fut: grpc.Future) -> None:
-        t = time.perf_counter()
-        try:
-            decisions[i] = fut.result()
-            latency[i] = t - due
-        except grpc.RpcError as e:
-            failed.append(f"{e.code().name}: {e.details()}")
-        done.release()
-
-    start = time.perf_counter() + 0.05
-    for i, req in enumerate(reqs):
-        due = start + i / rate
-        pause = due - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-        stub.Screen.future(req, timeout=timeout).add_done_callback(
-            functools.partial(on_done, i, due)
-        )
-    sent_s = time.perf_counter() - start
-    for _ in range(n):
-        if not done.acquire(timeout=4 * timeout):
-            raise TimeoutError(f"screens did not return within {4 * timeout:.0f} s")
-    return Paced(latency, failed, sent_s, decisions)
+    """Unary Screen calls at `rate`/s (exchange_bench.paced_calls), every
+    decision kept (`Paced.kept`, by the call's index)."""
+    return paced_calls(stub.Screen, reqs, rate, lambda i, r: True, timeout=timeout,
+                       what="screens")
 
 
 def check_decisions(
@@ -688,7 +652,7 @@ def p99_run(
     paced = paced_screens(stub, reqs, rate)
     if paced.failed:
         raise AssertionError(f"{len(paced.failed)} screens failed: {sorted(set(paced.failed))[:3]}")
-    actions = check_decisions(calls, paced.decisions, preferences)
+    actions = check_decisions(calls, paced.kept, preferences)
     ms = paced.answered_ms()
     return {
         "n": n,

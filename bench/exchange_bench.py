@@ -170,12 +170,12 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 @dataclass
 class Paced:
-    """What `paced_lookups` saw: latency per call in seconds from its
+    """What `paced_calls` saw: latency per call in seconds from its
     scheduled send (None where it failed), the responses kept, the failures
     (status name: details) and how long sending took."""
 
     latency: list[float | None]
-    kept: dict[int, pb.LookupResponse]
+    kept: dict[int, Any]
     failed: list[str]
     sent_s: float
 
@@ -184,20 +184,22 @@ class Paced:
         return sorted(x * 1000 for x in self.latency if x is not None)
 
 
-def paced_lookups(
-    stub: Any,
-    numbers: Sequence[str],
+def paced_calls(
+    method: Any,
+    requests: Sequence[Any],
     rate: float,
-    keep: Callable[[int, pb.LookupResponse], bool],
+    keep: Callable[[int, Any], bool],
     *,
     timeout: float = 30.0,
+    what: str = "calls",
 ) -> Paced:
-    """Single Public.Lookup calls (with proof) sent open loop at `rate`/s,
-    each timed from its scheduled send time, so a late sender counts as
-    latency; the responses for which keep(i, response) holds are kept."""
-    n = len(numbers)
+    """Unary calls of `method` (a stub's method: it has `.future`) sent open
+    loop at `rate`/s, each timed from its scheduled send time, so a late
+    sender counts as latency; the responses for which keep(i, response)
+    holds are kept."""
+    n = len(requests)
     latency: list[float | None] = [None] * n
-    kept: dict[int, pb.LookupResponse] = {}
+    kept: dict[int, Any] = {}
     failed: list[str] = []
     done = threading.Semaphore(0)
 
@@ -213,19 +215,30 @@ def paced_lookups(
         done.release()
 
     start = time.perf_counter() + 0.05
-    for i, num in enumerate(numbers):
+    for i, req in enumerate(requests):
         due = start + i / rate
         pause = due - time.perf_counter()
         if pause > 0:
             time.sleep(pause)
-        stub.Lookup.future(pb.LookupRequest(number=num), timeout=timeout).add_done_callback(
-            functools.partial(on_done, i, due)
-        )
+        method.future(req, timeout=timeout).add_done_callback(functools.partial(on_done, i, due))
     sent_s = time.perf_counter() - start
     for _ in range(n):
         if not done.acquire(timeout=4 * timeout):
-            raise TimeoutError(f"lookups did not return within {4 * timeout:.0f} s")
+            raise TimeoutError(f"{what} did not return within {4 * timeout:.0f} s")
     return Paced(latency, kept, failed, sent_s)
+
+
+def paced_lookups(
+    stub: Any,
+    numbers: Sequence[str],
+    rate: float,
+    keep: Callable[[int, pb.LookupResponse], bool],
+    *,
+    timeout: float = 30.0,
+) -> Paced:
+    """Single Public.Lookup calls (with proof) at `rate`/s (`paced_calls`)."""
+    return paced_calls(stub.Lookup, [pb.LookupRequest(number=n) for n in numbers], rate, keep,
+                       timeout=timeout, what="lookups")
 
 
 # ====================================================================== propagation

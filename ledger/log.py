@@ -426,6 +426,7 @@ class NodeLedger:
         return Submitted(outcomes, pend.accepted, [p for _, p in pend.equivocations])
 
     def _one(self, env: bytes, now_ms: int, pend: _Pending, buffer: bool) -> Outcome:
+        rid = None
         if isinstance(env, bytes) and len(env) <= self.max_envelope:
             rid = record_id(env)
             idx = pend.ids.get(rid)
@@ -435,7 +436,7 @@ class NodeLedger:
                     idx = read_u64(known[:8])
             if idx is not None:
                 return Outcome("duplicate", None, idx)
-        own = pend.signed.get(record_id(env)) if pend.signed and isinstance(env, bytes) else None
+        own = pend.signed.get(rid) if rid is not None else None
         if own is not None:  # this node signed and checked it just now: not parsed again
             rec = own
         else:
