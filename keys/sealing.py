@@ -56,6 +56,7 @@ class MembersKey:
         if len(self.key) != KEY_BYTES:
             raise ValueError(f"a members' key is {KEY_BYTES} bytes, got {len(self.key)}")
         object.__setattr__(self, "_siv", AESSIV(self.key))
+        object.__setattr__(self, "_id", key_id_of(self.key))  # read on every seal's record
 
     def __repr__(self) -> str:
         # Never the key itself in a log line or a traceback.
@@ -84,7 +85,7 @@ class MembersKey:
 
     @property
     def id(self) -> bytes:
-        return key_id_of(self.key)
+        return self._id  # type: ignore[attr-defined, no-any-return]
 
     def seal(self, number: str, purpose: bytes = SUBSCRIBER) -> bytes:
         """The sealed bytes of an E.164 number (deterministic)."""

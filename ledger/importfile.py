@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger.errors import BadInput
+from ledger.errors import BadInput, InvalidNumber
 from ledger.numbers import normalize
 from ledger.payloads.complaint import CHANNELS
 from ledger.payloads.handling import (
@@ -60,7 +60,7 @@ from ledger.payloads.handling import (
     SUSPENDED,
     WARNING,
 )
-from ledger.payloads.line import check_uscc
+from ledger.payloads.line import check_uscc, parse_line_number
 from ledger.payloads.preference import parse_bands
 
 MAX_KEY = 128  # bytes of an idempotency key
@@ -68,7 +68,6 @@ DAY_MS = 86_400_000
 CSV_COLUMNS = ("number", "category", "score", "reports", "expires_days", "key")
 CSV_REQUIRED = ("number", "category")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_PREFIX = re.compile(r"\+[1-9]\d*")
 
 
 class ImportFileError(BadInput):
@@ -176,12 +175,11 @@ def _list(v: Any, name: str) -> tuple[str, ...]:
 def _line_number(v: Any, name: str) -> tuple[str, bool]:
     s = _str(v, name)
     if not s.endswith("*"):
-        return normalize(s), False
-    body = re.sub(r"[ \-().]", "", s[:-1])
-    e164 = body if body.startswith("+") else "+86" + body.removeprefix("0")
-    if not _PREFIX.fullmatch(e164):
-        raise BadLine(f"{name!r} {s!r} is not a number prefix: digits, then *, e.g. 400*")
-    return e164, True
+        return normalize(s), False  # InvalidNumber says why not
+    try:
+        return parse_line_number(s)
+    except InvalidNumber as e:
+        raise BadLine(f"{name!r}: {e}") from e
 
 
 # ------------------------------------------------------------------ kinds

@@ -262,7 +262,8 @@ class BulkIssuer:
                     slots.put(started)
             except BaseException as e:  # noqa: BLE001 - a broken or aborted request stream
                 end = e
-            slots.put(end)
+            finally:  # also when the client went away: the answering loop must end
+                slots.put(end)
 
         reader = threading.Thread(target=read, name="issue-many-reader", daemon=True)
         reader.start()

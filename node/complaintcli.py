@@ -17,7 +17,6 @@ checkpoint's cosignatures against the pinned consortium (`verify_bad_list`).
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +41,7 @@ from node.command import (
     table,
 )
 from node.connect import Connect, Dial
-from node.issuecli import _endpoint, _record
+from node.issuecli import _endpoint, _now_ms, _record
 
 if TYPE_CHECKING:
     from keys.consortium import Consortium
@@ -53,10 +52,6 @@ _FINDINGS = {CONFIRMED: rpb.HANDLING_FINDING_CONFIRMED,
              NOT_OURS: rpb.HANDLING_FINDING_NOT_OURS}
 _ACTIONS = {NONE: rpb.HANDLING_ACTION_UNSPECIFIED, MARK: rpb.HANDLING_ACTION_MARK,
             "warning": rpb.HANDLING_ACTION_WARNING, "suspended": rpb.HANDLING_ACTION_SUSPENDED}
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _role(cons: Consortium, who: str, role: str, what: str) -> None:
@@ -302,8 +297,7 @@ def _check_line(cons: Consortium, got: pb.BadList, number: str, codes: set[str],
             who.role != "carrier"):
         raise NotVerified(f"record {rec.id.hex()[:16]} is no carrier's marketer line "
                           "registration")
-    holds = number == ln.number or (ln.prefix and number.startswith(ln.number))
-    if not holds or ln.uscc not in codes:
+    if not ln.covers(number) or ln.uscc not in codes:
         raise NotVerified(f"line {rec.id.hex()[:16]} ({ln.number}, {ln.uscc}) does not link "
                           f"{number} to {', '.join(sorted(codes))}")
     return rec, got.lines[0].index

@@ -15,7 +15,6 @@ by name."""
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
 
 RPC_TIMEOUT_S = 30
 NONE = "none"  # --refuse none: a revocation
-_SEPARATORS = re.compile(r"[ \-().]")
 
 
 def _endpoint(args: argparse.Namespace) -> tuple[Any, Consortium, str, Any]:
@@ -141,26 +139,15 @@ def cmd_prefer(args: argparse.Namespace, connect: Connect) -> int:
 
 
 def line_number(text: str) -> tuple[str, bool]:
-    """(E.164 number or prefix, is a prefix) of NUMBER_OR_PREFIX: a prefix ends
-    in "*" (400*, +86400*, 0755*) and is written like a number: national forms
-    get +86, a leading trunk 0 is dropped, separators are ignored."""
-    from ledger.numbers import normalize
+    """(E.164 number or prefix, is a prefix) of NUMBER_OR_PREFIX
+    (ledger.payloads.line.parse_line_number); UsageError when it is neither."""
+    from ledger.errors import InvalidNumber
+    from ledger.payloads.line import parse_line_number
 
-    if not text.endswith("*"):
-        return normalize(text), False
-    body = _SEPARATORS.sub("", text[:-1])
-    if not body.lstrip("+0"):
-        e164 = ""
-    elif body.startswith("+"):
-        e164 = body
-    elif body.startswith("00"):  # an international call prefix
-        e164 = "+" + body[2:]
-    else:
-        e164 = "+86" + body.removeprefix("0")
-    if not re.fullmatch(r"\+[1-9]\d*", e164):
-        raise UsageError(f"{text!r} is not a number prefix: digits, then *, e.g. 400* or "
-                         "+86400*")
-    return e164, True
+    try:
+        return parse_line_number(text)
+    except InvalidNumber as e:
+        raise UsageError(str(e)) from e
 
 
 def cmd_line_register(args: argparse.Namespace, connect: Connect) -> int:

@@ -604,3 +604,14 @@ def test_complaints_handlings_and_sanctions_import(cnet: InProcessNet, tmp_path:
     assert (s.uscc, s.delist) == (COMPLAINT_USCC, False)
     d = payload_of(cnet, "regulator-1", rows[2]["id"])
     assert d.delist and d.listed_at_ms > s.listed_at_ms
+
+
+def test_a_line_prefix_reads_as_markex_line_register_reads_it() -> None:
+    """One parser for NUMBER_OR_PREFIX (ledger.payloads.line.parse_line_number):
+    the import and the command give the same prefix, 00 included."""
+    from ledger.importfile import _line_number
+    from node.consentcli import line_number
+
+    for text in ("400*", "+86400*", "0755 8*", "00852*", "13812345678"):
+        assert _line_number(text, "number") == line_number(text)
+    assert _line_number("00852*", "number") == ("+852", True)

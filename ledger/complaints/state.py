@@ -236,7 +236,11 @@ def holdings_complaints(held: Any) -> _WithFresh:
     ledger = held.ledger
     state = getattr(ledger, "complaints", None)
     if state is None:
-        state = ComplaintState(ledger.consortium)
+        # Kept on the ledger and caught up incrementally: each check reads only
+        # the records since the last one, not the whole log again.
+        state = getattr(ledger, "_complaints_unwired", None)
+        if state is None:
+            state = ledger._complaints_unwired = ComplaintState(ledger.consortium)
         catch_up(state, ledger)
     return _WithFresh(state, getattr(held, "fresh", ()))
 

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ledger.errors import MalformedRecord, NotAllowed
-from ledger.payloads._fields import ID_SIZE, normalized_field
+from ledger.errors import InvalidNumber, MalformedRecord, NotAllowed
+from ledger.payloads._fields import ID_SIZE, normalized_field, read_number
 from markex.v1 import record_pb2 as pb
 
 if TYPE_CHECKING:
@@ -26,6 +26,32 @@ MAX_PREFIX_DIGITS = 15  # E.164: at most 15 digits in all
 USCC_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"  # GB 32100-2015: no I, O, S, V, Z
 _USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 _PREFIX = re.compile(r"^\+[1-9]\d*$")
+
+
+_SEPARATORS = re.compile(r"[ \-().]")
+
+
+def parse_line_number(text: str) -> tuple[str, bool]:
+    """(E.164 number or prefix, is a prefix) of a line written as a person
+    writes it: a prefix ends in "*" (400*, +86400*, 0755*, 00852*) and is
+    written like a number (national forms get +86, a leading trunk 0 is
+    dropped, 00 is the international call prefix, separators are ignored).
+    Raises InvalidNumber saying what is wrong."""
+    if not text.endswith("*"):
+        return read_number(text), False
+    body = _SEPARATORS.sub("", text[:-1])
+    if not body.lstrip("+0"):
+        e164 = ""
+    elif body.startswith("+"):
+        e164 = body
+    elif body.startswith("00"):
+        e164 = "+" + body[2:]
+    else:
+        e164 = "+86" + body.removeprefix("0")
+    if not _PREFIX.fullmatch(e164):
+        raise InvalidNumber(f"{text!r} is not a number prefix: digits, then *, e.g. 400* or "
+                            "+86400*")
+    return e164, True
 
 
 class BadCreditCode(MalformedRecord):

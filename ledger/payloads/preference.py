@@ -238,7 +238,7 @@ def check_preference_effect(
     issuer: str, payload: Preference, held: Holdings, wait_for_target: bool
 ) -> None:
     """The issuing node refuses a preference that changes no answer from its
-    effective time on (`ledger.consent.rules.changes_nothing`): a revocation
+    effective time on (`ledger.consent.rules.preference_changes`): a revocation
     with no refusal in force or ahead (NothingToRevoke), any other one
     (SamePreference), e.g. identical to the one in force."""
     from ledger.consent.rules import preference_changes  # consent imports this module

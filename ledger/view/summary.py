@@ -79,11 +79,6 @@ class Summary(NamedTuple):
         c, r, s, ms = self.facts[i]
         return CallerFacts(c, r, s, tuple(FactMarker(rid, mc) for rid, mc in ms))
 
-    def at(self, at_ms: int) -> CallerFacts | None:
-        """The caller's facts at `at_ms`, or None when the summary does not
-        cover it (before from_ms)."""
-        i = self.interval(at_ms)
-        return None if i is None else self.facts_of(i)
 
 
 def summarize(raw: bytes, from_ms: int) -> Summary:
