@@ -38,7 +38,7 @@ from node.screenwire import Template, render, template_of
 if TYPE_CHECKING:
     from keys.consortium import Consortium
 
-CACHE_ENTRIES = 100_000   # distinct callers' entries kept: about 200 MB at most
+CACHE_ENTRIES = 100_000   # distinct callers' entries kept (the bound on the cache's memory)
 ROW_VERSION = 1
 
 
