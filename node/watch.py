@@ -35,7 +35,7 @@ import grpc
 from ledger import note
 from ledger import view as V
 from ledger.errors import BadInput, BadSignature, LedgerError, OutOfOrder
-from ledger.verify import check_fresh, open_view
+from ledger.verify import CosignedView, check_fresh, open_view
 from markex.v1 import service_pb2 as pb
 from node.logs import event
 from node.services import PublicService
@@ -144,6 +144,9 @@ class Watcher:
         self._open = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # The last note opened (its signatures checked): every open watch polls
+        # the same note until the view moves, so it is verified once, not per poll.
+        self._opened: tuple[str, CosignedView | None] = ("", None)
         view.on_change.append(self._changed)
 
     def start(self) -> None:
@@ -277,7 +280,10 @@ class Watcher:
         """The note is what a consumer accepts: a fresh quorum of cosignatures
         (the consumer checks it again; this only spares it a refusal)."""
         try:
-            got = open_view(self.consortium, text)
+            seen, got = self._opened
+            if seen != text or got is None:
+                got = open_view(self.consortium, text)
+                self._opened = (text, got)
             fresh = check_fresh(got, self.consortium.policy, self.view.clock())
         except (LedgerError, BadSignature):
             return False
