@@ -218,12 +218,10 @@ class Watcher:
                 send(None)                  # the node stops: end the call with OK
         except LedgerError as e:
             event(log, logging.WARNING, "watch-failed", error=detail_for(e)[:300])
-            with contextlib.suppress(Exception):    # abort raises by design
-                context.abort(code_for(e), detail_for(e))
+            _end(context, send, code_for(e), detail_for(e))
         except Exception:
             log.exception("watch failed")
-            with contextlib.suppress(Exception):
-                context.abort(grpc.StatusCode.INTERNAL, "the watch failed; see the node's log")
+            _end(context, send, grpc.StatusCode.INTERNAL, "the watch failed; see the node's log")
         finally:
             with self._lock:
                 self._open -= 1
@@ -288,6 +286,18 @@ class Watcher:
         except (LedgerError, BadSignature):
             return False
         return len(fresh) >= self.consortium.policy.cosign_quorum
+
+
+def _end(context: grpc.ServicerContext, send: Callable[[Any], None],
+         code: grpc.StatusCode, details: str) -> None:
+    """End a non-blocking stream with a status from the watch's own thread.
+    `context.abort` only ends a call from inside its handler (it raises for
+    the handler's wrapper to catch); here the handler has long returned, so
+    the status is set and the stream closed by its last callback."""
+    context.set_code(code)
+    context.set_details(details)
+    with contextlib.suppress(Exception):    # the client may be gone already
+        send(None)
 
 
 def _pages(entries: list[tuple[str, bytes]], checkpoint: str, snapshot: bool,

@@ -31,7 +31,7 @@ from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node.client import INSTITUTE_KEY_ENV
 from node.server import Node
-from node.watch import ChangeLog
+from node.watch import ChangeLog, NotOurCheckpoint
 from node.watchcli import KeptCopy, watch
 from tests.test_export import InProcessNet
 
@@ -299,6 +299,25 @@ def test_a_snapshot_is_charged_like_a_lookup_batch(net: InProcessNet) -> None:
         assert "rate limit" in (e.value.details() or "")
     finally:
         node.public_service.limits, node.public_gate.table.limits = limits, table
+
+
+def test_a_watch_failing_on_its_own_thread_ends_with_its_status(
+        net: InProcessNet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watch streams from a thread of its own after the handler returned;
+    an error there ends the call with the error's code at once (abort from
+    that thread would leave the client waiting for its deadline)."""
+    node = _node(net, "carrier-1")
+
+    def failing(since: Any, send: Any, gone: Any) -> None:
+        raise NotOurCheckpoint("the watch found a checkpoint it cannot serve")
+
+    monkeypatch.setattr(node.watcher, "_stream", failing)
+    call = net.public("carrier-1").WatchView(pb.WatchViewRequest(), timeout=60)
+    with pytest.raises(grpc.RpcError) as e:
+        list(call)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "cannot serve" in (e.value.details() or "")
+    assert node.watcher._open == 0
 
 
 # ------------------------------------------------------------------ the command
