@@ -50,7 +50,7 @@ from ledger.store import Store
 from ledger.verify import open_view
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
-from node import client
+from node import client, replicastate
 from node.auditclient import GrpcLogSource, log_of
 from node.limits import ClientTable, PublicGate, PublicLimits
 from node.logs import event
@@ -75,6 +75,7 @@ class Followed:
     log: FollowedLog
     source: GrpcLogSource
     error: str = ""
+    resumed_size: int = 0  # the verified size read from the replica's store at start
 
 
 def tls_source(directory: Path, cons: Consortium, as_id: str, node: str) -> GrpcLogSource:
@@ -127,6 +128,42 @@ class Replica:
         self.on_change: list[Callable[[set[str] | None], None]] = []
         self.watcher = Watcher(self)  # type: ignore[arg-type]
         self.watcher.start()
+        self._resume()
+
+    def _resume(self) -> None:
+        """Take up the following where the last run left it (node/replicastate.py):
+        each log's audit, the records waiting for a checkpoint, and the note
+        served, if it still verifies and signs the view as stored."""
+        replicastate.load_audits(self.store, self.cons, [f.log for f in self.followed])
+        for f in self.followed:
+            f.resumed_size = f.log.size
+        self.follower.add(replicastate.load_pending(self.store))
+        self._saved = self._progress()
+        text = replicastate.load_note(self.store)
+        if text is None:
+            return
+        try:
+            cv = open_view(self.cons, text)
+        except LedgerError as e:
+            event(log, logging.WARNING, "replica-note-dropped", error=str(e)[:300])
+            return
+        if self.follower.matches(cv.checkpoint):
+            with self._lock:
+                self._serve(text, cv.checkpoint, cv.signer)
+
+    def _progress(self) -> tuple[object, ...]:
+        return (tuple(f.log.size for f in self.followed), len(self.follower.pending), self._note)
+
+    def _save(self) -> None:
+        """Keep what this round moved (after the view applied its records)."""
+        progress = self._progress()
+        if progress == self._saved or self.state == HALTED:
+            return
+        with self._lock:
+            note_text = self._note
+            pending = list(self.follower.pending.values())
+        replicastate.save(self.store, [f.log for f in self.followed], pending, note_text)
+        self._saved = progress
 
     # ------------------------------------------------------------ following
     def start(self) -> None:
@@ -166,6 +203,7 @@ class Replica:
             except Exception as e:  # never let the follower die while health says SERVING
                 f.error = f"{type(e).__name__}: {e}"
                 log.exception("follow round failed", extra={"node": f.name})
+        self._save()
 
     def _follow(self, f: Followed) -> None:
         if not f.log.log:
@@ -313,7 +351,8 @@ class Replica:
                 evidence=self.evidence, findings=self.findings, lookups=self.lookups,
             )
         for f in self.followed:
-            out.logs.add(node=f.name, log=f.log.log, verified_size=f.log.size, error=f.error)
+            out.logs.add(node=f.name, log=f.log.log, verified_size=f.log.size, error=f.error,
+                         resumed_size=f.resumed_size)
         return out
 
 

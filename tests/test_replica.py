@@ -443,9 +443,15 @@ def test_a_restarted_replica_resumes_from_its_own_store(net: LocalNet, tmp_path:
     with replicas(net, tmp_path, "carrier-1") as (rep,):
         wait_for(lambda: verified(rep.public, net, "+8613833000001")["category"] == "fraud",
                  what="the first mark at the replica")
+        assert rep.status().logs[0].resumed_size == 0  # a new store: audited from entry 0
+        audited = wait_for(lambda: rep.status().logs[0].verified_size, what="a verified size")
     net.mark("internet-1", "+8613833000002", "fraud")
-    # The same --data-dir: the view is read from it; the log is audited again.
+    # The same --data-dir: the view, the log's audit and the note served are
+    # read from it, so the log is audited from where it was left, not again.
     with replicas(net, tmp_path, "carrier-1") as (rep,):
+        first = rep.status()
+        assert first.logs[0].resumed_size >= audited
+        assert first.view_checkpoint  # the stored note, served before any round
         wait_for(lambda: same_view(view_note(rep.public), view_note(node))
                  and verified(rep.public, net, "+8613833000002")["category"] == "fraud",
                  what="the restarted replica at the node's root")
@@ -547,3 +553,30 @@ def test_a_replica_whose_node_does_not_answer_serves_nothing_and_says_why(
         with pytest.raises(grpc.RpcError) as e:
             view_note(rep.public)
         assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_stored_following_state_that_does_not_verify_is_dropped(
+        tmp_path: Path, consortium: Any) -> None:
+    """node/replicastate.py: an audit state that is not JSON, is of another
+    version, or whose checkpoint does not verify is dropped (that log is
+    audited from the start); waiting records round-trip as they were written."""
+    from ledger.follow import FollowedLog
+    from ledger.store import Store
+    from node import replicastate
+
+    with Store(tmp_path / "s") as store:
+        logs = [FollowedLog(n, "", None, consortium)  # type: ignore[arg-type]
+                for n in ("carrier-1", "carrier-2", "institute")]
+        store.put("meta", replicastate.AUDIT_PREFIX + b"carrier-1", b"not json")
+        store.put("meta", replicastate.AUDIT_PREFIX + b"carrier-2", b'{"version": 99}')
+        bent = {"version": 1, "consortium": consortium.name, "log": "institute", "size": 1,
+                "root": "AA==", "note": "x\n\n— forged AAAA\n", "frontier": [], "heads": {}}
+        store.put("meta", replicastate.AUDIT_PREFIX + b"institute", json.dumps(bent).encode())
+        replicastate.load_audits(store, consortium, logs)
+        assert [f.state for f in logs] == [None, None, None]
+        assert [f.log for f in logs] == ["", "", ""]
+
+        recs = _feed("carrier-1", ["+8613833000101", "+8613833000102"])
+        replicastate.save(store, logs, recs, "a note\n")
+        assert replicastate.load_pending(store) == [r.envelope for r in recs]
+        assert replicastate.load_note(store) == "a note\n"

@@ -693,16 +693,18 @@ class ReplicaStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class FollowedLog(_message.Message):
-    __slots__ = ("node", "log", "verified_size", "error")
+    __slots__ = ("node", "log", "verified_size", "error", "resumed_size")
     NODE_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_SIZE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_SIZE_FIELD_NUMBER: _ClassVar[int]
     node: str
     log: str
     verified_size: int
     error: str
-    def __init__(self, node: _Optional[str] = ..., log: _Optional[str] = ..., verified_size: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    resumed_size: int
+    def __init__(self, node: _Optional[str] = ..., log: _Optional[str] = ..., verified_size: _Optional[int] = ..., error: _Optional[str] = ..., resumed_size: _Optional[int] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
     __slots__ = ("state", "reason", "logs", "view_checkpoint", "evidence", "findings", "lookups")
