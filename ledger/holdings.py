@@ -101,7 +101,7 @@ class LedgerHoldings:
         if not regs and not deregs:
             return None
         have_regs, have_deregs = self._consent().line_records()
-        return R.LineIndex(R.resolve_lines([*have_regs, *regs], [*have_deregs, *deregs]))
+        return R.resolve_lines([*have_regs, *regs], [*have_deregs, *deregs])
 
     def line(self, rid: bytes) -> LineFact | None:
         index = self._lines()

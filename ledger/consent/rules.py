@@ -254,19 +254,19 @@ class LineIndex:
 
 def resolve_lines(
     registrations: Iterable[LineFact], deregs: Iterable[Deregistration]
-) -> dict[bytes, LineFact]:
+) -> LineIndex:
     """Rule 8, a function of the set: each registration ends at the earliest
     (issue order) deregistration of it by its own issuer; then in issue
     order, one that overlaps an earlier registration still counting and live
-    at its issued_at is void (returned ended at its own issued_at, ended_by
-    the registration that holds the number)."""
+    at its issued_at is void (kept ended at its own issued_at, ended_by the
+    registration that holds the number). Returns the index of the result,
+    built as the overlaps are resolved (`by_id`: every registration)."""
     ends: dict[bytes, Deregistration] = {}
     regs = {f.id: f for f in registrations}
     for d in sorted(deregs, key=line_order):
         r = regs.get(d.target)
         if r is not None and r.issuer == d.issuer and d.target not in ends:
             ends[d.target] = d
-    out: dict[bytes, LineFact] = {}
     index = LineIndex({})
     for f in sorted(regs.values(), key=line_order):
         d = ends.get(f.id)
@@ -276,10 +276,10 @@ def resolve_lines(
         holder = index.overlapping(f.number, f.prefix, f.issued_at)
         if holder:
             f = replace(f, ended_at=f.issued_at, ended_by=holder[0].id)
-        else:
+        elif f.ended_at != f.issued_at:  # as LineIndex: an empty span holds nothing
             index._add(f)
-        out[f.id] = f
-    return out
+        index.by_id[f.id] = f
+    return index
 
 
 def line_changes(rec: Record, held: Holdings, wait_for_target: bool) -> None:

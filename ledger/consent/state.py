@@ -134,7 +134,7 @@ class ConsentState:
             for f in new_lines:
                 (deregs if isinstance(f, Deregistration) else regs)[f.id] = f  # type: ignore[index]
             self._regs, self._deregs = regs, deregs
-            self._lines = R.LineIndex(R.resolve_lines(regs.values(), deregs.values()))
+            self._lines = R.resolve_lines(regs.values(), deregs.values())
 
 
 class MemoryConsent(ConsentState):
@@ -174,7 +174,7 @@ class StoredConsent(ConsentState):
         for _, v in store.items("consentline"):
             f = decode_line(v)
             (self._deregs if isinstance(f, Deregistration) else self._regs)[f.id] = f  # type: ignore[index]
-        self._lines = R.LineIndex(R.resolve_lines(self._regs.values(), self._deregs.values()))
+        self._lines = R.resolve_lines(self._regs.values(), self._deregs.values())
 
     def _get(self, sealed: bytes) -> Subscriber | None:
         raw = self.store.get("consent", sealed)
