@@ -24,7 +24,15 @@ from ledger import merkle
 from ledger.errors import LedgerError
 from ledger.numbers import normalize
 from ledger.payloads import MarketerLine, Sanction
-from ledger.payloads.handling import CONFIRMED, MARK, NONE, NOT_CONFIRMED, NOT_OURS
+from ledger.payloads.handling import (
+    ACTION_CODES,
+    CONFIRMED,
+    FINDING_CODES,
+    MARK,
+    NONE,
+    NOT_CONFIRMED,
+    NOT_OURS,
+)
 from ledger.payloads.line import check_uscc
 from ledger.record import Record
 from markex.v1 import record_pb2 as rpb
@@ -47,11 +55,6 @@ if TYPE_CHECKING:
     from keys.consortium import Consortium
     from node.recordcli import TrustedCheckpoint
 
-_FINDINGS = {CONFIRMED: rpb.HANDLING_FINDING_CONFIRMED,
-             NOT_CONFIRMED: rpb.HANDLING_FINDING_NOT_CONFIRMED,
-             NOT_OURS: rpb.HANDLING_FINDING_NOT_OURS}
-_ACTIONS = {NONE: rpb.HANDLING_ACTION_UNSPECIFIED, MARK: rpb.HANDLING_ACTION_MARK,
-            "warning": rpb.HANDLING_ACTION_WARNING, "suspended": rpb.HANDLING_ACTION_SUSPENDED}
 
 
 def _role(cons: Consortium, who: str, role: str, what: str) -> None:
@@ -165,8 +168,8 @@ def cmd_handle(args: argparse.Namespace, connect: Connect) -> int:
         raise UsageError("a feedback time is not before 1970")
     complaint = _record(args.complaint_id, connect, d, ep, who)
     mark = _record(args.mark, connect, d, ep, who) if args.mark else b""
-    h = rpb.Handling(complaints=[complaint], finding=_FINDINGS[finding],
-                     forward_to=args.forward or "", action=_ACTIONS[action], mark_id=mark,
+    h = rpb.Handling(complaints=[complaint], finding=FINDING_CODES[finding],
+                     forward_to=args.forward or "", action=ACTION_CODES[action], mark_id=mark,
                      feedback_reported_at_ms=feedback[0], feedback_complainant_at_ms=feedback[1])
     _issued(args, connect("admin", Dial(d, ep, who)).IssueHandling(h, timeout=30))
     return 0

@@ -30,10 +30,10 @@ ACTIONS = (MARK, WARNING, SUSPENDED, NONE)
 _FINDINGS = {pb.HANDLING_FINDING_CONFIRMED: CONFIRMED,
              pb.HANDLING_FINDING_NOT_CONFIRMED: NOT_CONFIRMED,
              pb.HANDLING_FINDING_NOT_OURS: NOT_OURS}
-_FINDING_CODES = {v: k for k, v in _FINDINGS.items()}
+FINDING_CODES = {v: k for k, v in _FINDINGS.items()}  # a finding's name -> its wire enum
 _ACTIONS = {pb.HANDLING_ACTION_UNSPECIFIED: NONE, pb.HANDLING_ACTION_MARK: MARK,
             pb.HANDLING_ACTION_WARNING: WARNING, pb.HANDLING_ACTION_SUSPENDED: SUSPENDED}
-_ACTION_CODES = {v: k for k, v in _ACTIONS.items()}
+ACTION_CODES = {v: k for k, v in _ACTIONS.items()}  # an action's name -> its wire enum
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,8 @@ class Handling:
 
     def to_pb(self) -> pb.Handling:
         return pb.Handling(
-            complaints=list(self.complaints), finding=_FINDING_CODES[self.finding],
-            forward_to=self.forward_to, action=_ACTION_CODES[self.action],
+            complaints=list(self.complaints), finding=FINDING_CODES[self.finding],
+            forward_to=self.forward_to, action=ACTION_CODES[self.action],
             mark_id=self.mark_id, feedback_reported_at_ms=self.feedback_reported_at_ms,
             feedback_complainant_at_ms=self.feedback_complainant_at_ms,
         )
