@@ -404,6 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "limit)")
     wb.add_argument("--burst", type=uint32, default=30, metavar="N",
                     help="lookups one client address may make at once (default 30)")
+    wb.add_argument("--trusted-proxy", action="append", metavar="CIDR",
+                    help="a reverse proxy (address or network) whose X-Forwarded-For names "
+                         "the client for the limits; repeat for several (default: none, the "
+                         "connection's address counts)")
 
     im = _cmd(sub, "import", lazy("cmd_import"),
               "issue many records from a JSONL or CSV file, idempotent: a rerun issues "

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from keys.consortium import Consortium
 from node.command import UsageError, acting, node_endpoints, pinned_consortium
 from node.connect import Connect, Dial
-from node.web.ratelimit import RateLimit
+from node.web.ratelimit import RateLimit, parse_proxies
 
 if TYPE_CHECKING:
     from node.web.report import NodeReader
@@ -107,9 +107,14 @@ def cmd_web(args: argparse.Namespace, connect: Connect) -> int:
     host, port = parse_listen(args.listen)
     if args.lookups_per_minute < 0 or args.burst < 1:
         raise UsageError("--lookups-per-minute is >= 0 and --burst >= 1")
+    try:
+        proxies = parse_proxies(args.trusted_proxy or [])
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     reader = node_reader(directory, cons, as_id, args.node or as_id, connect)
     app = create_app(
-        cons, reader, rate=RateLimit(args.lookups_per_minute, args.burst), blueprints=[publish]
+        cons, reader, rate=RateLimit(args.lookups_per_minute, args.burst), blueprints=[publish],
+        proxies=proxies,
     )
     from node.web.appeals import AppealRelay, install_relay  # the holder's appeal
 

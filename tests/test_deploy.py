@@ -242,7 +242,7 @@ def test_the_node_unit_runs_the_participants_node() -> None:
 def test_the_web_unit_serves_the_node_behind_a_local_proxy() -> None:
     args = parse_markex(unit_argv(DEPLOY / "systemd" / "markex-web@.service", "carrier-1"))
     assert args.cmd == "web" and args.as_id == "carrier-1" and args.node == "carrier-1"
-    assert args.listen == "127.0.0.1:8080" and args.lookups_per_minute == 0
+    assert args.listen == "127.0.0.1:8080" and args.trusted_proxy == ["127.0.0.1"]
 
 
 def replica_args(argv: list[str]) -> dict[str, str]:
@@ -399,7 +399,7 @@ def test_the_web_manifest_serves_http_on_its_listen_port(
     web = _workload(manifests["web"], "Deployment")
     c = _container(web)
     args = parse_markex(c["command"])
-    assert args.cmd == "web" and args.node == "carrier-1" and args.lookups_per_minute == 0
+    assert args.cmd == "web" and args.node == "carrier-1" and args.trusted_proxy == ["10.0.0.0/8"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert _port(args.listen) == ports["http"]
     assert c["readinessProbe"]["httpGet"]["path"].startswith("/api/v1/")

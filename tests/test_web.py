@@ -34,7 +34,7 @@ from node.connect import TlsConnect
 from node.localnet import free_port_block
 from node.lookup import open_view
 from node.web.app import SECURITY_HEADERS, create_app
-from node.web.ratelimit import AddressLimiter, RateLimit
+from node.web.ratelimit import AddressLimiter, RateLimit, client_address, parse_proxies
 from node.web.report import NodeReader
 from node.webcli import WebServer, node_reader
 from tests.test_cli import InProcessNet
@@ -624,3 +624,46 @@ def test_without_a_member_credential_records_have_no_index(web_net: WebNet) -> N
     assert rep["verified"]["ok"] is True
     assert {x["why"] for x in rep["records"]} == {"no member credential"}
     assert all(x["index"] is None for x in rep["records"])
+
+
+def test_behind_a_trusted_proxy_each_visitor_has_its_own_limit(web_net: WebNet) -> None:
+    """X-Forwarded-For names the client only when the connection comes from
+    a proxy named with --trusted-proxy, and only the hops it appended: a
+    visitor writing the header himself stays in his own bucket."""
+    clock = _Clock()
+    proxies = parse_proxies(["10.0.0.0/8", "2001:db8::1"])
+    app = web_net.app(rate=RateLimit(per_minute=60, burst=1), monotonic=clock, proxies=proxies)
+    c = app.test_client()
+    proxy = {"REMOTE_ADDR": "10.1.2.3"}
+
+    def via(forwarded: str) -> int:
+        return c.get(f"/api/v1/numbers/{MARKED}", environ_base=proxy,
+                     headers={"X-Forwarded-For": forwarded}).status_code
+
+    assert via("198.51.100.1") == 200
+    assert via("198.51.100.2") == 200           # another visitor, same proxy
+    assert via("198.51.100.1") == 429           # the first one's bucket is empty
+    # a forged left-most hop is not read: the proxy appended the real one
+    assert via("198.51.100.9, 198.51.100.1") == 429
+    # two trusted proxies in a row: the visitor is the hop before them
+    assert via("198.51.100.3, 10.9.9.9") == 200
+    assert via("198.51.100.3") == 429
+    # from an address that is not a trusted proxy the header is ignored
+    direct = {"REMOTE_ADDR": "203.0.113.7"}
+    hdr = {"X-Forwarded-For": "198.51.100.4"}
+    assert c.get(f"/api/v1/numbers/{MARKED}", environ_base=direct, headers=hdr).status_code == 200
+    assert c.get(f"/api/v1/numbers/{MARKED}", environ_base=direct,
+                 headers={"X-Forwarded-For": "198.51.100.5"}).status_code == 429
+
+
+def test_client_address_reads_only_the_trusted_hops() -> None:
+    proxies = parse_proxies(["10.0.0.0/8"])
+    assert client_address("203.0.113.7", "198.51.100.1", proxies) == "203.0.113.7"
+    assert client_address("10.0.0.1", "198.51.100.1", proxies) == "198.51.100.1"
+    assert client_address("10.0.0.1", " 198.51.100.1 , 10.0.0.2", proxies) == "198.51.100.1"
+    assert client_address("10.0.0.1", "10.0.0.3, 10.0.0.2", proxies) == "10.0.0.3"
+    assert client_address("10.0.0.1", "198.51.100.1, junk", proxies) == "10.0.0.1"
+    assert client_address("10.0.0.1", None, proxies) == "10.0.0.1"
+    assert client_address("10.0.0.1", "198.51.100.1", ()) == "10.0.0.1"
+    with pytest.raises(ValueError, match="not an IP address"):
+        parse_proxies(["proxy.example"])

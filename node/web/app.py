@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, current_app, jsonify, render_template, reque
 from werkzeug.exceptions import HTTPException
 
 from keys.consortium import Consortium
-from node.web.ratelimit import AddressLimiter, RateLimit
+from node.web.ratelimit import AddressLimiter, Network, RateLimit, client_address
 from node.web.report import NodeReader
 
 EXTENSION = "markex"
@@ -47,6 +47,14 @@ class WebContext:
     limiter: AddressLimiter
     now_ms: Callable[[], int]
     monotonic: Callable[[], float]
+    proxies: tuple[Network, ...] = ()  # whose X-Forwarded-For names the client
+
+
+def client_of() -> str:
+    """The address the current request's limits count against."""
+    ctx = web_context()
+    return client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                          ctx.proxies)
 
 
 def web_context() -> WebContext:
@@ -95,6 +103,7 @@ def create_app(
     blueprints: Iterable[Blueprint] = (),
     now_ms: Callable[[], int] | None = None,
     monotonic: Callable[[], float] = time.monotonic,
+    proxies: tuple[Network, ...] = (),
 ) -> Flask:
     """The app; `blueprints` are registered after the number pages."""
     from node.web.appeals import appeals
@@ -110,6 +119,7 @@ def create_app(
         AddressLimiter(rate or RateLimit()),
         now_ms or (lambda: int(time.time() * 1000)),
         monotonic,
+        proxies,
     )
     app.register_blueprint(pages)
     app.register_blueprint(appeals)  # the holder's appeal (node/web/appeals.py)

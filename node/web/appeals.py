@@ -46,7 +46,7 @@ from ledger.numbers import normalize
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node.holders import MAX_STATEMENT_CHARS
-from node.web.app import error_response, web_context
+from node.web.app import client_of, error_response, web_context
 
 appeals = Blueprint("appeals", __name__)
 
@@ -173,16 +173,12 @@ def _need_relay() -> AppealRelay:
     return relay
 
 
-def _client() -> str:
-    return request.remote_addr or "?"
-
-
 def request_code(raw: object) -> pb.CodeSent:
     relay = _need_relay()
     number = _number(raw)
     carrier = _carrier(number)
     try:
-        req = pb.CodeRequest(number=number, client_address=_client())
+        req = pb.CodeRequest(number=number, client_address=client_of())
         return relay.holders(carrier).RequestCode(req, timeout=RPC_TIMEOUT_S)
     except grpc.RpcError as e:
         raise _from_rpc(e, carrier) from e
@@ -201,7 +197,7 @@ def file_appeal(raw: object, code: object, statement: object) -> pb.Issued:
     carrier = _carrier(number)
     try:
         req = pb.HolderAppeal(number=number, code=code.strip(), statement=statement,
-                              client_address=_client())
+                              client_address=client_of())
         return relay.holders(carrier).FileAppeal(req, timeout=RPC_TIMEOUT_S)
     except grpc.RpcError as e:
         raise _from_rpc(e, carrier) from e
@@ -331,7 +327,7 @@ def api_appeals() -> Any:
 def _limited() -> None:
     """The front end's per-address lookup limit (an appeal's state asks every node)."""
     ctx = web_context()
-    wait = ctx.limiter.take(_client(), ctx.monotonic(), 1)
+    wait = ctx.limiter.take(client_of(), ctx.monotonic(), 1)
     if wait is not None:
         raise Refusal(429, "too many requests from your address; try again later 请求过于频繁",
                       max(1, math.ceil(wait)))

@@ -17,7 +17,7 @@ from ledger.errors import InvalidNumber
 from ledger.numbers import normalize
 from node.command import NotVerified
 from node.web import labels
-from node.web.app import error_response, web_context
+from node.web.app import client_of, error_response, web_context
 from node.web.report import batch_report, number_report, trust_anchor
 
 pages = Blueprint("pages", __name__)
@@ -58,7 +58,7 @@ def _normalized(raw: str) -> str:
 def _limited(cost: int = 1) -> Any | None:
     """The 429 answer when this client address has used up its lookups, else None."""
     ctx = web_context()
-    wait = ctx.limiter.take(request.remote_addr or "?", ctx.monotonic(), cost)
+    wait = ctx.limiter.take(client_of(), ctx.monotonic(), cost)
     if wait is None:
         return None
     return error_response(
