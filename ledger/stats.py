@@ -55,9 +55,9 @@ from ledger.complaints.facts import ComplaintFact, HandlingFact
 from ledger.complaints.facts import fact_of as complaint_fact
 from ledger.complaints.rules import status_of
 from ledger.errors import BadInput
-from ledger.payloads import Complaint, Handling, may_issue
+from ledger.payloads import Complaint, Handling
 from ledger.record import UPHOLD, WITHDRAW, Correction, Mark, Record
-from ledger.rules import time_violation
+from ledger.view.facts import has_effect
 
 
 def nearest_rank(values: list[int], pct: int) -> int | None:
@@ -120,8 +120,7 @@ class Tally:
             return
         if not isinstance(p, Mark | Correction):
             return
-        if not may_issue(self.consortium, rec.issuer, p) or \
-                time_violation(rec.issued_at_ms, p, self.consortium.policy) is not None:
+        if not has_effect(rec, self.consortium):
             return    # the view gives it no effect: neither does a figure
         if isinstance(p, Mark):
             self._marks[rec.id] = rec.issuer

@@ -128,20 +128,25 @@ FACT_BUILDERS: dict[type, FactBuilder | None] = {
 }
 
 
+def has_effect(rec: Record, cons: Consortium) -> bool:
+    """Whether resolution uses the record: its payload enters entries, its
+    issuer may issue it (the ledger's own rule, ledger.payloads) and its own
+    times break no bound (ledger/rules.py). The statistics filter with this
+    too, so a figure counts exactly what the view gives an effect."""
+    pay = rec.payload
+    return (FACT_BUILDERS.get(type(pay)) is not None and may_issue(cons, rec.issuer, pay)
+            and time_violation(rec.issued_at_ms, pay, cons.policy) is None)
+
+
 def fact_of(rec: Record, cons: Consortium) -> Fact | None:
     """The record as resolution uses it, or None when resolution ignores it
     (what the ledger would refuse in context: unknown issuer or category, a
     decision not by the institute, a reassignment not by the holder, a record
-    whose own times break `ledger.rules`; or a payload that enters no entry)."""
-    pay = rec.payload
-    build = FACT_BUILDERS.get(type(pay))
-    if build is None:
-        return None           # enters no entry: its issuer rule need not run (a seal opened)
-    if not may_issue(cons, rec.issuer, pay):  # the ledger's own rule (ledger.payloads)
+    whose own times break `ledger.rules`; or a payload that enters no entry,
+    whose issuer rule need not run: a seal opened)."""
+    if not has_effect(rec, cons):
         return None
-    if time_violation(rec.issued_at_ms, pay, cons.policy) is not None:
-        return None           # its own times break a bound (ledger/rules.py)
-    return build(rec, cons.policy)
+    return FACT_BUILDERS[type(rec.payload)](rec, cons.policy)
 
 
 # ---------------------------------------------------------------- what is kept
