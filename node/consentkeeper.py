@@ -16,31 +16,26 @@ subscriber of a reassignment, and it accepts no carrier's preference
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING
 
-from ledger.consent import LineFact, PreferenceFact, StoredConsent, catch_up
-from ledger.derived import extends
+from ledger.consent import LineFact, PreferenceFact, StoredConsent
 from ledger.errors import MembersKeyMissing
+from node.derivedkeeper import DerivedKeeper
 from node.logs import event
 
 if TYPE_CHECKING:
     from ledger.log import NodeLedger
-    from ledger.record import Record
     from ledger.sealing import MembersKey
 
 log = logging.getLogger("markex.consent")
 
 
-class ConsentKeeper:
+class ConsentKeeper(DerivedKeeper[StoredConsent]):
     """A ConsentReader over the node's store (`preference_at`, `line_at`)."""
 
     def __init__(self, ledger: NodeLedger, key: MembersKey | None) -> None:
-        self.ledger = ledger
+        super().__init__(ledger)
         self.key = key
-        self.state: StoredConsent | None = None
-        self._lock = threading.Lock()
-        self._rebuild_needed = False
 
     def start(self) -> None:
         """Open the stored state and catch up with the ledger."""
@@ -51,43 +46,8 @@ class ConsentKeeper:
             return
         with self._lock:
             state = StoredConsent(self.ledger.store, self.key)
-            catch_up(state, self.ledger)
+            self._catch_up(state)
             self.state = state
-
-    # ------------------------------------------------------------ updates
-    def apply(self, records: list[Record]) -> None:
-        """Runs on the writer thread after each ledger commit."""
-        with self._lock:
-            state = self.state
-            if state is None:
-                return
-            try:
-                if self._rebuild_needed or not extends(state.vector, records, self.ledger):
-                    catch_up(state, self.ledger)  # a gap, or beyond a frozen feed's counted seq
-                    self._rebuild_needed = False
-                else:
-                    state.apply(records)
-            except Exception:
-                self._rebuild_needed = True  # the next update or tick catches up
-                raise
-
-    def invalidate(self) -> None:
-        """A feed froze: catch up (rebuilding if ahead of it) on the next tick."""
-        with self._lock:
-            self._rebuild_needed = True
-
-    def tick(self) -> None:
-        with self._lock:
-            if self.state is None or not self._rebuild_needed:
-                return
-            catch_up(self.state, self.ledger)
-            self._rebuild_needed = False
-
-    def lag_records(self) -> int:
-        """Records up to each feed's counted seq the state has not applied."""
-        vector = {} if self.state is None else self.state.vector
-        return sum(max(0, st.counted_seq - vector.get(i, 0))
-                   for i, st in self.ledger.feeds().items())
 
     # ------------------------------------------------------------ reads
     def _state(self) -> StoredConsent:
