@@ -219,7 +219,7 @@ class Plug:
         def summary(read: Any) -> dict[str, Any]:
             try:
                 return view_checkpoint_summary(cons, read())
-            except (grpc.RpcError, LedgerError, KeysError, OSError) as e:
+            except (grpc.RpcError, LedgerError, KeysError, OSError, ValueError, KeyError) as e:
                 return {"error": e.details() if isinstance(e, grpc.RpcError) else str(e)}
 
         def replica_note() -> str:
