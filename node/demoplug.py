@@ -45,6 +45,7 @@ BAD_SCORE = 150                  # the file's one bad line: a score past 100
 START_S = 60                     # for a child process to listen
 MATCH_S = 60                     # for both copies to reach the node's root
 STOP_S = 10
+INTERRUPTED = 130                # a command's exit code for Ctrl-C (node/command.py run)
 
 
 def say(msg: str = "") -> None:
@@ -81,6 +82,8 @@ def run_import(net: LocalNet, connect: Any, path: Path) -> tuple[int, dict[str, 
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(["import", "--consortium", str(net.dir), "--as", IMPORTER, "--json",
                      str(path)], connect=connect)
+    if code == INTERRUPTED:  # Ctrl-C: the command turned it into its exit code; stop the demo
+        raise KeyboardInterrupt
     try:
         return code, json.loads(out.getvalue())
     except json.JSONDecodeError:

@@ -187,6 +187,24 @@ def test_plug_close_stops_both_processes(tmp_path: Path) -> None:
     plug.close()  # twice is harmless
 
 
+def test_ctrl_c_during_the_import_stops_the_demo(tmp_path: Path) -> None:
+    """`markex import` turns Ctrl-C into exit code 130; the demo's import
+    raises it again, so run_demo's `finally` stops everything instead of
+    the demo going on with a failed import."""
+    from node.demoplug import run_import, write_reports
+    from node.localnet import LocalNet
+
+    net = LocalNet(tmp_path / "c", carriers=1, internet=2)
+    path = tmp_path / "reports.csv"
+    write_reports(path, 20)
+
+    def interrupted(need: object, dial: object) -> object:
+        raise KeyboardInterrupt  # as if Ctrl-C came while the node was dialled
+
+    with pytest.raises(KeyboardInterrupt):
+        run_import(net, interrupted, path)
+
+
 def test_demo_serve_keeps_the_pages_up_until_ctrl_c() -> None:
     import re
     import signal
