@@ -3,9 +3,11 @@ internet firms, the 12321 complaints centre, the regulator) as eight processes
 on loopback, a realistic scenario replayed, the national view shown on every
 node, an appeal from filing to decision, a recycled number, consent and the
 call-path screen, complaints from filing to outcome, the bad list, a number's
-trail and the accountability figures, cosigned checkpoints, and an audit.
+trail and the accountability figures, cosigned checkpoints, and an audit; a
+participant's bulk import, a replica and a watch consumer (node/demoplug.py).
 Exits 0 only if every node holds the same records and the same view root,
-every audit passes and every story ends as it should."""
+every audit passes, both copies hold the node's root and every story ends as
+it should."""
 
 from __future__ import annotations
 
@@ -25,34 +27,13 @@ from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node.auditclient import audit_node_online
 from node.command import iso
+from node.demoplug import Plug, import_reports
 from node.localnet import LocalNet
 from node.lookup import lookup_verified, view_checkpoint_summary
 
 DAY = 86_400_000
-MOBILE_PREFIXES = (
-    "134",
-    "135",
-    "136",
-    "150",
-    "151",
-    "152",
-    "157",
-    "158",
-    "182",
-    "187",
-    "188",
-    "130",
-    "131",
-    "132",
-    "155",
-    "156",
-    "185",
-    "186",
-    "133",
-    "153",
-    "180",
-    "189",
-)
+MOBILE_PREFIXES = ("134", "135", "136", "150", "151", "152", "157", "158", "182", "187", "188",
+                   "130", "131", "132", "155", "156", "185", "186", "133", "153", "180", "189")
 APP_CATEGORIES = ("marketing", "real-estate", "harassment", "finance-insurance", "recruitment")
 
 DELIVERY_CO = "+8613800138000"  # a courier's dispatch line, wrongly marked fraud
@@ -210,19 +191,21 @@ def run_demo(quick: bool = False, numbers: int = 0, serve: bool = False) -> int:
                        regulators=1)
         tls = TlsConnect()
         webs: dict[str, Any] = {}
+        plug = Plug(net, Path(tmp))
         try:
-            code = _run(net, count, tls, webs)
+            code = _run(net, count, tls, webs, plug)
             if serve:
                 _serve(webs)
             return code
         finally:
+            plug.close()  # the replica and the watch consumer, before the nodes they read
             for w in webs.values():
                 w.close()
             tls.close()
             net.stop_all()
 
 
-def _run(net: LocalNet, count: int, tls: Any = None, webs: dict[str, Any] | None = None) -> int:
+def _run(net: LocalNet, count: int, tls: Any, webs: dict[str, Any], plug: Plug) -> int:
     say("markex demo: the national number-mark exchange on one machine")
     say(f"consortium {net.consortium.name}: " + ", ".join(net.ids))
     # The complaints centre and the regulator issue nothing in the traffic:
@@ -239,7 +222,7 @@ def _run(net: LocalNet, count: int, tls: Any = None, webs: dict[str, Any] | None
     say(f"{len(net.ids) - len(late)} nodes up as separate processes on loopback in "
         f"{time.monotonic() - t0:.1f}s")
     web_carrier = net.consortium.carrier_for(HOLDER_LINE) or "carrier-1"
-    if tls is not None and webs is not None:
+    if tls is not None:
         webs.update(_front_ends(net, tls, ("institute", web_carrier)))
         for pid, w in webs.items():
             say(f"   web front end of {pid}: {w.url}/")
@@ -256,6 +239,8 @@ def _run(net: LocalNet, count: int, tls: Any = None, webs: dict[str, Any] | None
     caught = net.wait_converged(timeout=120)
     say(f"   {' and '.join(late)} joined and caught up from their peers: "
         f"{len(net.ids)} nodes in {time.monotonic() - t0:.1f}s ({caught:.1f}s to converge)")
+    plug.start()  # they follow from here on: the import and the stories reach them as changes
+    imported, numbers = import_reports(net, tls, plug.work, max(20, count // 10))
 
     say("\n2. the stories")
     now = _now()
@@ -362,12 +347,15 @@ def _run(net: LocalNet, count: int, tls: Any = None, webs: dict[str, Any] | None
             f"  {pid:<12} {'ok' if rep['ok'] else 'FAILED'}: records={rep.get('counts', {}).get('records')} findings={len(rep.get('findings', []))}"
         )
 
+    plugged = plug.check(numbers) & imported
     say(
         f"\nsame records on every node: {_yes(same_records)}; same view root on every node: {_yes(same_view)}; audits pass: {_yes(audit_ok)}; screens as the stories say: {_yes(screens_ok)}"
     )
     say(f"complaints as the stories say: {_yes(complaints_ok)}; trail and figures the same on "
-        f"every node: {_yes(accounts_ok)}")
-    ok = same_records and same_view and audit_ok and screens_ok and complaints_ok and accounts_ok
+        f"every node: {_yes(accounts_ok)}; import, replica and watch as they should: "
+        f"{_yes(plugged)}")
+    ok = (same_records and same_view and audit_ok and screens_ok and complaints_ok
+          and accounts_ok and plugged)
     say("demo " + ("passed" if ok else "FAILED"))
     say("next: the README's \"Using it\" story runs the same by hand, command by command")
     return 0 if ok else 1

@@ -1,19 +1,40 @@
 """`markex demo` end to end at a small size: eight processes (with the
 complaints centre and the regulator), the stories, equal roots, verified
 lookups, complaints to outcomes, the bad list, a trail and the figures the
-same on every node, audits, and every process stopped."""
+same on every node, audits, a participant's bulk import, a replica and a
+watch consumer holding the node's root, and every process stopped."""
 
 from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
 
 import pytest
 
 from node.demo import run_demo
+from node.demoplug import Plug, held
 
 pytestmark = pytest.mark.timeout(300)
 
 
+def _children() -> set[int]:
+    """This process's child processes (zombies too: a child not waited for)."""
+    me, out = os.getpid(), set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # it ended while we looked
+        if int(fields[1]) == me:
+            out.add(int(stat.parent.name))
+    return out
+
+
 def test_demo_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    before = _children()
     assert run_demo(numbers=150) == 0
+    assert _children() - before == set()  # the nodes, the replica and the consumer stopped
     out = capsys.readouterr().out
     assert "demo passed" in out
     assert "same records on every node: yes; same view root on every node: yes" in out
@@ -44,6 +65,7 @@ def test_demo_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "6 nodes up as separate processes" in out
     assert "complaints-1 and regulator-1 joined and caught up from their peers: 8 nodes" in out
     _complaint_lines(out)
+    _plug_lines(out)
     for repr_ in ("None", "True", "False"):  # plain words, no Python reprs
         assert repr_ not in out, repr_
 
@@ -94,6 +116,93 @@ def _complaint_lines(out: str) -> None:
         "the same figures on every node (8): yes"
     assert "complaints as the stories say: yes; trail and figures the same on every node: " \
         "yes" in out
+
+
+def _plug_lines(out: str) -> None:
+    """Issue 17's part: the import's counts, then the replica's and the watch
+    consumer's roots beside the node's, all equal."""
+    lines = [x.strip() for x in out.splitlines()]
+    assert ("app-reports.csv: 20 marks and one bad line (line 12: a score of 150)") in lines
+    first = next(x for x in lines if x.startswith("imported: "))
+    assert first.startswith("imported: 20 issued, 0 duplicates (issued before), 1 error (line "
+                            "12: BadLine: 'score' must be"), first
+    again = next(x for x in lines if x.startswith("the same file again: "))
+    assert again.startswith("the same file again: 0 issued, 20 duplicates (issued before), "
+                            "1 error (line 12: "), again
+    at = lines.index("9. the replica and the watch consumer against carrier-1's node")
+    rows = {}
+    for who, line in zip(("carrier-1's node", "replica", "watch consumer"),
+                         lines[at + 1:at + 4], strict=True):
+        assert line.startswith(who), line
+        m = re.search(r"view root ([0-9a-f]{64})  entries (\d+) ", line)
+        assert m, line
+        rows[who] = m.groups()
+    assert rows["replica"] == rows["carrier-1's node"] == rows["watch consumer"], rows
+    assert int(rows["replica"][1]) >= 20 + 150  # the imported numbers and the traffic's
+    assert "state following" in lines[at + 2]
+    assert int(re.search(r"(\d+) checkpoints verified", lines[at + 3]).group(1)) >= 2  # type: ignore[union-attr]
+    assert lines[at + 4].startswith("the replica and the watch consumer hold the node's root: "
+                                    "yes")
+    assert lines[at + 5] == ("+8613988800000 looked up at the replica: marketing, verified as "
+                             "a node's answer: yes")
+    assert "import, replica and watch as they should: yes" in out
+    assert "COPIES DIFFER" not in out
+
+
+def test_held_says_which_copy_differs() -> None:
+    """The demo's check fails, naming the copy, unless both hold the node's
+    root and entry count and the replica follows."""
+    node = {"root": "ab" * 32, "entries": 170, "signers": ["carrier-1"]}
+    assert held(node, dict(node), dict(node), "following") == (True, "")
+    older = {"root": "cd" * 32, "entries": 169, "signers": ["carrier-1"]}
+    ok, why = held(node, dict(node), older, "following")
+    assert not ok and why == ("the watch consumer holds root cdcdcdcdcdcdcdcd... of 169 "
+                              "entries, the node abababababababab... of 170")
+    ok, why = held(node, {"error": "this replica has not verified a view checkpoint yet"},
+                   dict(node), "syncing")
+    assert not ok and why == ("the replica holds no verified checkpoint (this replica has not "
+                              "verified a view checkpoint yet); the replica is syncing")
+    ok, why = held(node, dict(node), dict(node), "halted (carrier-1: LogRefused: a fork)")
+    assert not ok and why == "the replica is halted (carrier-1: LogRefused: a fork)"
+    ok, why = held({"error": "BadSignature: no"}, dict(node), dict(node), "following")
+    assert not ok and why == "the node's view checkpoint does not verify: BadSignature: no"
+
+
+def test_plug_close_stops_both_processes(tmp_path: Path) -> None:
+    """What run_demo's `finally` calls on an error or Ctrl-C: the replica and
+    the watch consumer it started are stopped (here no node runs at all)."""
+    from node.localnet import LocalNet
+
+    net = LocalNet(tmp_path / "c", carriers=1, internet=0)
+    plug = Plug(net, tmp_path)
+    before = _children()
+    try:
+        plug.start()
+        assert plug.replica is not None and plug.watch is not None
+        assert {plug.replica.pid, plug.watch.pid} <= _children()
+    finally:
+        plug.close()
+    assert plug.replica.poll() is not None and plug.watch.poll() is not None
+    assert _children() <= before
+    plug.close()  # twice is harmless
+
+
+def test_ctrl_c_during_the_import_stops_the_demo(tmp_path: Path) -> None:
+    """`markex import` turns Ctrl-C into exit code 130; the demo's import
+    raises it again, so run_demo's `finally` stops everything instead of
+    the demo going on with a failed import."""
+    from node.demoplug import run_import, write_reports
+    from node.localnet import LocalNet
+
+    net = LocalNet(tmp_path / "c", carriers=1, internet=2)
+    path = tmp_path / "reports.csv"
+    write_reports(path, 20)
+
+    def interrupted(need: object, dial: object) -> object:
+        raise KeyboardInterrupt  # as if Ctrl-C came while the node was dialled
+
+    with pytest.raises(KeyboardInterrupt):
+        run_import(net, interrupted, path)
 
 
 def test_demo_serve_keeps_the_pages_up_until_ctrl_c() -> None:
