@@ -6,6 +6,7 @@ the ledger; memory stays flat as the view grows."""
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from ledger.record import Mark, Record
 from ledger.store import COLUMN_FAMILIES, VIEW_FAMILIES, Store
 from ledger.view import (
     NationalView,
+    bucket_of,
     catch_up,
     rebuild_from_ledger,
     resolve,
@@ -311,11 +313,16 @@ def test_a_stored_leaf_cached_between_nodes_is_a_storage_failure(tmp_path: Path)
     try:
         view.apply(RICH.records)
         key = view_key(N1)
-        row = store.get("viewbucket", key)
-        assert row is not None and len(row) == 98 and row[32] <= row[65] < 26
+        bucket = struct.pack(">I", bucket_of(N1, view.bucket_bits))
+        value = store.get("viewbucket", bucket)
+        assert value is not None and len(value) % 130 == 0
+        at = next(i for i in range(0, len(value), 130) if value[i : i + 32] == key)
+        row = value[at + 32 : at + 130]         # the row after its view key
+        assert row[32] <= row[65] < 26
         assert view.proof(N1) is not None
         batch = store.batch()
-        batch.put("viewbucket", key, row[:65] + bytes([26]) + row[66:])
+        bent = row[:65] + bytes([26]) + row[66:]
+        batch.put("viewbucket", bucket, value[: at + 32] + bent + value[at + 130 :])
         store.write(batch)
         with pytest.raises(StorageFailure):
             view.proof(N1)
