@@ -330,6 +330,53 @@ def test_a_stored_leaf_cached_between_nodes_is_a_storage_failure(tmp_path: Path)
         store.close()
 
 
+def test_an_apply_reads_the_buckets_it_changes_with_one_multi_get(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The buckets an apply changes are read together: one multi-get of
+    viewbucket, one key per changed bucket that is not empty, and no range
+    scan of the family (a scan per changed bucket before); the view stays the
+    memory view's."""
+    t0 = 1_700_000_000_000
+    b = Book()
+    held = [f"+86138{i:08d}" for i in range(300)]
+    for i, number in enumerate(held):
+        b.mark(f"m{i}", "carrier-1", number, "fraud", t0 + i)
+    # Half on numbers in the view (from another participant), half new.
+    numbers = [held[(i * 7) % 300] if i % 2 else f"+86138{300 + i:08d}" for i in range(200)]
+    for i, number in enumerate(numbers):
+        b.mark(f"n{i}", "internet-1", number, "harassment", t0 + 1000 + i)
+    store, view = stored_view(tmp_path / "db", consortium(view_bucket_bits=10))
+    try:
+        view.apply(b.records[:300])
+        bits = view.bucket_bits
+        changed = {bucket_of(n, bits) for n in numbers}
+        occupied = changed & {bucket_of(n, bits) for n in held}
+        assert 0 < len(occupied) < len(changed)
+        multi_gets: list[list[bytes]] = []
+        scans: list[str] = []
+        get_many, items = store.get_many, store.items
+
+        def counted_get_many(cf: str, keys: list[bytes]) -> list[bytes | None]:
+            if cf == "viewbucket":
+                multi_gets.append(keys)
+            return get_many(cf, keys)
+
+        def counted_items(cf: str, *a: Any) -> Any:
+            scans.append(cf)
+            return items(cf, *a)
+
+        monkeypatch.setattr(store, "get_many", counted_get_many)
+        monkeypatch.setattr(store, "items", counted_items)
+        view.apply(b.records[300:])
+        assert "viewbucket" not in scans
+        assert len(multi_gets) == 1
+        assert sorted(multi_gets[0]) == sorted(struct.pack(">I", c) for c in occupied)
+        assert state(view) == state(resolve(b.records, CONS))
+    finally:
+        store.close()
+
+
 class Reads:
     """Counts what a store hands out: keys (one per get, per multi-get key, per
     scanned row) and value bytes."""
