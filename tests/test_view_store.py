@@ -330,6 +330,36 @@ def test_a_stored_leaf_cached_between_nodes_is_a_storage_failure(tmp_path: Path)
         store.close()
 
 
+@pytest.mark.parametrize("bend", ["truncated", "unsorted", "elsewhere"])
+def test_a_bent_bucket_value_is_a_storage_failure(tmp_path: Path, bend: str) -> None:
+    """A viewbucket value that is not whole rows, whose rows are not strictly in
+    key order, or that holds another bucket's leaves is refused when read,
+    never taken as the bucket's subtree."""
+    store, view = stored_view(tmp_path / "db")
+    try:
+        view.apply(RICH.records)
+        bits = view.bucket_bits
+        own = bucket_of(N1, bits)
+        value = store.get("viewbucket", struct.pack(">I", own))
+        assert value is not None and len(value) % 130 == 0
+        number, at, bent = N1, own, value
+        if bend == "truncated":
+            bent = value[:-1]
+        elif bend == "unsorted":
+            bent = value + value[:130]
+        else:       # N1's leaves stored under a number of another bucket
+            number = next(n for n in view.numbers() if bucket_of(n, bits) != own)
+            at = bucket_of(number, bits)
+        assert view.proof(number) is not None
+        batch = store.batch()
+        batch.put("viewbucket", struct.pack(">I", at), bent)
+        store.write(batch)
+        with pytest.raises(StorageFailure):
+            view.proof(number)
+    finally:
+        store.close()
+
+
 def test_an_apply_reads_the_buckets_it_changes_with_one_multi_get(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
