@@ -11,7 +11,7 @@
     view           E.164 number               -> view entry bytes
     viewix         record id (32)             -> what the view knows of the record
     viewref        target id || referrer id   -> b"" (corrections and decisions naming it)
-    viewbucket     view key (32)              -> entry hash (32) || cache (66): view tree leaves
+    viewbucket     bucket (4, BE)             -> view tree leaves: rows of key || entry hash || cache
     viewbuckethash bucket (4, BE)             -> subtree hash below the view tree's top (non-empty)
     viewmeta       name                       -> the view's vector, count, config
     consent        sealed subscriber          -> its kept preferences and reassignments

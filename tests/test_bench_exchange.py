@@ -9,7 +9,7 @@ import pytest
 
 from bench import report
 from bench.exchange_bench import bench_propagation
-from bench.view_bench import lookup_suite
+from bench.view_bench import bench_view_update, lookup_suite
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -37,3 +37,10 @@ def test_lookup_suite_reports_every_lookup_result() -> None:
     assert p99["unit"] == "ms" and p99["limit"] == p99["target"] == 5.0
     batch = results["lookup_batch"]
     assert batch["ratio"] == pytest.approx(batch["value"] / batch["limit"])
+
+
+def test_view_update_reports_records_per_second_against_ingest() -> None:
+    r = bench_view_update(base=200, stream=100)
+    _check_shape("view_update", r)
+    assert r["unit"] == "records/s" and r["target"] == 1.0
+    assert r["ratio"] == pytest.approx(r["value"] / r["limit"])

@@ -6,6 +6,7 @@ the ledger; memory stays flat as the view grows."""
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from ledger.record import Mark, Record
 from ledger.store import COLUMN_FAMILIES, VIEW_FAMILIES, Store
 from ledger.view import (
     NationalView,
+    bucket_of,
     catch_up,
     rebuild_from_ledger,
     resolve,
@@ -311,14 +313,96 @@ def test_a_stored_leaf_cached_between_nodes_is_a_storage_failure(tmp_path: Path)
     try:
         view.apply(RICH.records)
         key = view_key(N1)
-        row = store.get("viewbucket", key)
-        assert row is not None and len(row) == 98 and row[32] <= row[65] < 26
+        bucket = struct.pack(">I", bucket_of(N1, view.bucket_bits))
+        value = store.get("viewbucket", bucket)
+        assert value is not None and len(value) % 130 == 0
+        at = next(i for i in range(0, len(value), 130) if value[i : i + 32] == key)
+        row = value[at + 32 : at + 130]         # the row after its view key
+        assert row[32] <= row[65] < 26
         assert view.proof(N1) is not None
         batch = store.batch()
-        batch.put("viewbucket", key, row[:65] + bytes([26]) + row[66:])
+        bent = row[:65] + bytes([26]) + row[66:]
+        batch.put("viewbucket", bucket, value[: at + 32] + bent + value[at + 130 :])
         store.write(batch)
         with pytest.raises(StorageFailure):
             view.proof(N1)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("bend", ["truncated", "unsorted", "elsewhere"])
+def test_a_bent_bucket_value_is_a_storage_failure(tmp_path: Path, bend: str) -> None:
+    """A viewbucket value that is not whole rows, whose rows are not strictly in
+    key order, or that holds another bucket's leaves is refused when read,
+    never taken as the bucket's subtree."""
+    store, view = stored_view(tmp_path / "db")
+    try:
+        view.apply(RICH.records)
+        bits = view.bucket_bits
+        own = bucket_of(N1, bits)
+        value = store.get("viewbucket", struct.pack(">I", own))
+        assert value is not None and len(value) % 130 == 0
+        number, at, bent = N1, own, value
+        if bend == "truncated":
+            bent = value[:-1]
+        elif bend == "unsorted":
+            bent = value + value[:130]
+        else:       # N1's leaves stored under a number of another bucket
+            number = next(n for n in view.numbers() if bucket_of(n, bits) != own)
+            at = bucket_of(number, bits)
+        assert view.proof(number) is not None
+        batch = store.batch()
+        batch.put("viewbucket", struct.pack(">I", at), bent)
+        store.write(batch)
+        with pytest.raises(StorageFailure):
+            view.proof(number)
+    finally:
+        store.close()
+
+
+def test_an_apply_reads_the_buckets_it_changes_with_one_multi_get(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The buckets an apply changes are read together: one multi-get of
+    viewbucket, one key per changed bucket that is not empty, and no range
+    scan of the family (a scan per changed bucket before); the view stays the
+    memory view's."""
+    t0 = 1_700_000_000_000
+    b = Book()
+    held = [f"+86138{i:08d}" for i in range(300)]
+    for i, number in enumerate(held):
+        b.mark(f"m{i}", "carrier-1", number, "fraud", t0 + i)
+    # Half on numbers in the view (from another participant), half new.
+    numbers = [held[(i * 7) % 300] if i % 2 else f"+86138{300 + i:08d}" for i in range(200)]
+    for i, number in enumerate(numbers):
+        b.mark(f"n{i}", "internet-1", number, "harassment", t0 + 1000 + i)
+    store, view = stored_view(tmp_path / "db", consortium(view_bucket_bits=10))
+    try:
+        view.apply(b.records[:300])
+        bits = view.bucket_bits
+        changed = {bucket_of(n, bits) for n in numbers}
+        occupied = changed & {bucket_of(n, bits) for n in held}
+        assert 0 < len(occupied) < len(changed)
+        multi_gets: list[list[bytes]] = []
+        scans: list[str] = []
+        get_many, items = store.get_many, store.items
+
+        def counted_get_many(cf: str, keys: list[bytes]) -> list[bytes | None]:
+            if cf == "viewbucket":
+                multi_gets.append(keys)
+            return get_many(cf, keys)
+
+        def counted_items(cf: str, *a: Any) -> Any:
+            scans.append(cf)
+            return items(cf, *a)
+
+        monkeypatch.setattr(store, "get_many", counted_get_many)
+        monkeypatch.setattr(store, "items", counted_items)
+        view.apply(b.records[300:])
+        assert "viewbucket" not in scans
+        assert len(multi_gets) == 1
+        assert sorted(multi_gets[0]) == sorted(struct.pack(">I", c) for c in occupied)
+        assert state(view) == state(resolve(b.records, CONS))
     finally:
         store.close()
 

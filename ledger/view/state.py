@@ -96,12 +96,13 @@ class ViewState(Protocol):
         """The occupied positions of bucket `b`, sorted."""
         ...
 
-    def put_bucket(
-        self, b: int, slots: list[Slot], rewritten: Iterable[Slot], removed: Iterable[bytes],
-        top: bytes,
-    ) -> None:
-        """Bucket `b` is now `slots` (sorted) with subtree hash `top`: the slots in
-        `rewritten` changed, the view keys in `removed` left."""
+    def buckets(self, bs: Sequence[int]) -> list[list[Slot]]:
+        """`bucket_slots` of each of `bs`, read together (an apply reads every
+        bucket it changes at once)."""
+        ...
+
+    def put_bucket(self, b: int, slots: list[Slot], top: bytes) -> None:
+        """Bucket `b` is now `slots` (sorted) with subtree hash `top`."""
         ...
 
     def commit(self, vector: dict[str, int], count: int, ignored: int,
@@ -230,10 +231,10 @@ class MemoryState:
     def bucket_slots(self, b: int) -> list[Slot]:
         return self._buckets.get(b, [])
 
-    def put_bucket(
-        self, b: int, slots: list[Slot], rewritten: Iterable[Slot], removed: Iterable[bytes],
-        top: bytes,
-    ) -> None:
+    def buckets(self, bs: Sequence[int]) -> list[list[Slot]]:
+        return [self._buckets.get(b, []) for b in bs]
+
+    def put_bucket(self, b: int, slots: list[Slot], top: bytes) -> None:
         if slots:
             self._buckets[b] = slots
         else:

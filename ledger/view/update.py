@@ -67,7 +67,11 @@ def apply_records(
         by_bucket.setdefault(b, {})[vkey] = None if entry is None else entry.hash
         count += (held is None) - (entry is None)
         changed.add(n)
-    tops = {b: _rehash(state, b, changes, bucket_bits) for b, changes in by_bucket.items()}
+    order = sorted(by_bucket)
+    tops = {
+        b: _rehash(state, b, slots, by_bucket[b], bucket_bits)
+        for b, slots in zip(order, state.buckets(order), strict=True)
+    }
     state.commit(new.vector, count, new.ignored, tops)
     return changed
 
@@ -115,29 +119,25 @@ def _index(state: ViewState, records: Iterable[Record], cons: Consortium) -> _Ar
 
 
 def _rehash(
-    state: ViewState, b: int, changes: dict[bytes, bytes | None], bucket_bits: int
+    state: ViewState, b: int, held: list[Slot], changes: dict[bytes, bytes | None],
+    bucket_bits: int,
 ) -> bytes:
-    """Put the changed entry hashes into bucket `b`; its new subtree hash."""
-    slots = {s.pos: s for s in state.bucket_slots(b)}
-    rewritten: set[int] = set()
-    removed: list[bytes] = []
+    """Put the changed entry hashes into bucket `b` (which holds `held`); its
+    new subtree hash."""
+    slots = {s.pos: s for s in held}
     for vkey, h in changes.items():
         pos = viewtree.position(vkey)
         s = slots.get(pos)
         members = [m for m in s.members if m[0] != vkey] if s is not None else []
-        if h is None:
-            removed.append(vkey)
-        else:
+        if h is not None:
             members.append((vkey, h))
         if members:
             slots[pos] = Slot.of(members)
-            rewritten.add(pos)
         else:
             slots.pop(pos, None)
     ordered = sorted(slots.values(), key=lambda s: s.pos)
-    top, moved = viewtree.rehash_bucket(ordered, bucket_bits)
-    rewritten.update(s.pos for s in moved)
-    state.put_bucket(b, ordered, [slots[p] for p in rewritten if p in slots], removed, top)
+    top, _ = viewtree.rehash_bucket(ordered, bucket_bits)
+    state.put_bucket(b, ordered, top)
     return top
 
 
