@@ -321,6 +321,7 @@ def test_a_catch_up_holds_no_read_and_waits_for_the_reads_on_its_copy(
         second.join(10)
         assert got == [(before, [None])]  # the slow read's note and entries, of one state
         assert worker.lookup_batch([number], True) == p.view.lookup_batch([number], True)
+        assert worker.log.feeds() == p.core.ledger.feeds()  # the log of the copy read now
     finally:
         release.set()
         worker.close()
