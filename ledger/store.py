@@ -52,7 +52,8 @@ Only a restart (which replays the WAL that did reach the disk) clears it.
 A running node's store may also be opened by other processes as RocksDB
 secondary instances (`Store(path, secondary=DIR)`, node/workers.py): they
 never write, and see the primary's writes, synced or not, as of their last
-`catch_up()`.
+`catch_up()`; `primary_moved()` says, from a directory listing, whether a
+catch-up would read anything (RocksDB's own costs milliseconds even then).
 
 A write may also ask for no sync (`sync=False`): used for derived state that
 is rebuilt from the ledger after a crash (the view) and for what is collected
@@ -63,6 +64,7 @@ WAL in order, so the next synced write makes it durable too.
 from __future__ import annotations
 
 import itertools
+import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,14 +166,18 @@ class Store:
         read_only: bool = False,
         cache_bytes: int = BLOCK_CACHE_BYTES,
         secondary: Path | str | None = None,
+        cache: Cache | None = None,
     ) -> None:
         """The store at `path`: the primary (read and write), or `read_only`
         (a stopped node's files), or a RocksDB secondary instance of a running
         primary (`secondary`: a folder of its own for the secondary's info
-        log), which reads what the primary wrote as of its last `catch_up()`."""
+        log), which reads what the primary wrote as of its last `catch_up()`.
+        `cache`: a block cache shared with other stores (two secondaries of
+        one primary read the same table files, so one's reads warm the
+        other's), instead of one of `cache_bytes` of its own."""
         self.path = Path(path)
         self.secondary = None if secondary is None else Path(secondary)
-        self._cache = Cache(cache_bytes)
+        self._cache = Cache(cache_bytes) if cache is None else cache
         opts = self._options()
         read_only = read_only or secondary is not None
         opts.create_if_missing(not read_only)
@@ -205,6 +211,8 @@ class Store:
         self._unsynced = WriteOptions()
         self._unsynced.sync = False
         self._closed = False
+        # A secondary: the primary's files as listed at the last catch-up (catch_up).
+        self._caught_up_to: tuple[tuple[str, int, int], ...] | None = None
         self._failure: str | None = None  # why a write or sync failed; set once, never cleared
 
     def _open_secondary(self, opts: Options, secondary: Path) -> tuple[tuple[str, ...], Rdict]:
@@ -232,9 +240,39 @@ class Store:
         if self.secondary is None:
             raise ValueError("only a secondary store catches up with its primary")
         try:
+            # Listed before the catch-up: a write landing during it changes the
+            # listing again, so primary_moved() says so after.
+            files = self._primary_files()
             self._db.try_catch_up_with_primary()
-        except Exception as e:  # rocksdict raises plain Exception
+        except Exception as e:  # rocksdict raises plain Exception; OSError from the listing
             raise StorageFailure(f"the secondary cannot catch up with {self.path}: {e}") from e
+        self._caught_up_to = files
+
+    def primary_moved(self) -> bool:
+        """A secondary: False when a catch_up() now would read nothing new:
+        none of the files a write or a flush changes (the WALs, the MANIFEST,
+        CURRENT) changed since the last one, which one directory listing
+        tells (RocksDB's own catch-up costs milliseconds even then). True
+        before the first catch_up(). StorageFailure when the listing fails."""
+        if self.secondary is None:
+            raise ValueError("only a secondary store follows a primary")
+        try:
+            return self._primary_files() != self._caught_up_to
+        except OSError as e:
+            raise StorageFailure(f"cannot list the primary's files at {self.path}: {e}") from e
+
+    def _primary_files(self) -> tuple[tuple[str, int, int], ...]:
+        """(name, size, mtime) of the primary's WALs, MANIFEST and CURRENT:
+        every write appends to the WAL (unsynced ones too: they reach the OS
+        at once), a flush or compaction to the MANIFEST, a new WAL is a new name."""
+        out = []
+        with os.scandir(self.path) as it:
+            for e in it:
+                n = e.name
+                if n.endswith(".log") or n.startswith("MANIFEST-") or n == "CURRENT":
+                    st = e.stat()
+                    out.append((n, st.st_size, st.st_mtime_ns))
+        return tuple(sorted(out))
 
     def _options(self, family: str | None = None) -> Options:
         o = Options(raw_mode=True)

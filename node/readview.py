@@ -12,13 +12,21 @@ the served note, and takes the new state only when the note signs
 exactly that vector, count and root; otherwise (the view moved past the note,
 the note is written a moment later) it is *behind* and catches up again a few
 milliseconds later. A lookup is never answered with entries read at a vector
-other than its note's: reads are checked against a version the refresh bumps
-around every catch-up (a seqlock), and a read that raced one is read again.
+other than its note's. A worker holds two secondary instances (copies) of
+the store: reads go to the one whose state the node signed while the other
+catches up, and a catch-up that the node's note signs swaps them, so a
+catch-up never holds a read. (With one store, the reads are checked against
+a version the refresh bumps around every catch-up, a seqlock, and wait while
+it runs.) A refresh while the node wrote nothing since the last catch-up (the
+primary's WAL and MANIFEST unchanged) reads nothing: RocksDB's catch-up costs
+milliseconds even then.
 
-    ReadView.refresh()  catch up; True when a state signed by the node is held
+    ReadView.refresh()  catch up (when the node wrote since the last one); True
+                        when a state signed by the node is held
     ReadView.lookup / lookup_batch / checkpoint_note / check_batch
                         what PublicService asks of a ViewKeeper
-    ReadLog             what PublicService asks of a LogKeeper and a NodeLedger
+    ReadView.log        (a CurrentLog) what PublicService asks of a LogKeeper
+                        and a NodeLedger: the ReadLog of the copy read now
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ _T = TypeVar("_T")
 _U32 = struct.Struct(">I")
 READY_WAIT_S = 2.0  # how long a call waits for a signed state before UNAVAILABLE
 READ_TRIES = 3
+BEHIND_LIMIT_S = 1.0  # with a spare: how long the last signed state is served without a newer one
 
 
 class Behind(Exception):  # noqa: N818 - a state, as the answer names it
@@ -144,55 +153,121 @@ class _ReadOnlyView(V.NationalView):
         raise StorageFailure("a worker's view is read-only")
 
 
-class ReadView:
-    """The worker's view (see the module doc): thread-safe reads, one
-    refresher (`refresh`, called on the worker's timer)."""
+class _Copy:
+    """One secondary instance of the node's store and what was taken of it at
+    its last catch-up: the view state, the log, the node's note (None: the
+    store's view is not one the node signed), and the reads now on it."""
 
     def __init__(self, store: Store, consortium: Consortium, participant_id: str) -> None:
+        self.store = store
+        self.state: SecondaryState | None = None
+        self.view: _ReadOnlyView | None = None
+        self.log = ReadLog(store, consortium, participant_id)
+        self.note: str | None = None
+        self.readers = 0
+
+
+class ReadView:
+    """The worker's view (see the module doc): thread-safe reads, one
+    refresher (`refresh`, called on the worker's timer).
+
+    With one store, a catch-up changes what reads see: they are read again
+    when one raced it (a seqlock) and wait while it runs. With a `spare`
+    (a second secondary instance of the same node, node/workers.py), the
+    reads go to one copy while the other catches up, and a catch-up the node
+    signed swaps them: no read waits for a catch-up. A copy is caught up only
+    once the reads that began on it before the swap have ended. While the
+    spare finds no state the node signed, the last signed one is served, for
+    at most BEHIND_LIMIT_S; after that the worker is behind (Behind)."""
+
+    def __init__(self, store: Store, consortium: Consortium, participant_id: str,
+                 spare: Store | None = None) -> None:
         self.store = store
         self.consortium = consortium
         self.participant_id = participant_id
         self.bucket_bits = min(consortium.policy.view_bucket_bits, viewtree.MAX_TOP_BITS)
         self._digest = config_digest(consortium, self.bucket_bits)
-        self._state: SecondaryState | None = None
-        self._view: _ReadOnlyView | None = None
-        self._version = 0            # odd while a catch-up changes what reads see
-        self._note: str | None = None  # the node's note for the state held; None: behind
+        self._copies = [_Copy(s, consortium, participant_id)
+                        for s in (store, spare) if s is not None]
+        self._current: _Copy | None = None  # the copy reads use; None: behind
+        self._version = 0            # one store: odd while a catch-up changes what reads see
+        self._unsigned_since: float | None = None  # spare: since when catch-ups found no note
         self._cond = threading.Condition()
         self._refresh_lock = threading.Lock()
-        self.log = ReadLog(store, consortium, participant_id)
+        self.log = CurrentLog(self)
+
+    @property
+    def _state(self) -> SecondaryState | None:
+        """The state reads use (for tests and diagnostics)."""
+        c = self._current
+        return None if c is None else c.state
+
+    def close(self) -> None:
+        for c in self._copies:
+            c.store.close()
 
     # ------------------------------------------------------------ refresh
     def refresh(self) -> bool:
         """Catch up with the node and take its state when the node's served
-        note signs it. True when a signed state is held after the call."""
+        note signs it. True when a signed state is held after the call.
+        While a signed state is held and the node wrote nothing since the
+        last catch-up, nothing is read and reads go on meanwhile."""
         with self._refresh_lock:
-            with self._cond:
-                self._version += 1          # reads from here on are read again
-                self._note = None
-            note_text: str | None = None
-            try:
-                self.store.catch_up()
-                note_text = self._take()
-                self.log.reload()
-            finally:
-                with self._cond:
-                    self._note = note_text
-                    self._version += 1
-                    self._cond.notify_all()
-            return note_text is not None
+            cur = self._current
+            if cur is not None and not cur.store.primary_moved():
+                return True  # a catch-up would find the same state
+            if len(self._copies) == 1:
+                return self._refresh_in_place(self._copies[0])
+            return self._refresh_spare(next(c for c in self._copies if c is not cur))
 
-    def _take(self) -> str | None:
-        """The served note when it signs the store's view now, else None."""
-        raw = self.store.get("meta", VIEW_NOTE_KEY)
+    def _refresh_in_place(self, copy: _Copy) -> bool:
+        with self._cond:
+            self._version += 1          # reads from here on are read again
+            self._current = None
+        try:
+            self._catch_up(copy)
+        finally:
+            with self._cond:
+                self._current = copy if copy.note is not None else None
+                self._version += 1
+                self._cond.notify_all()
+        return copy.note is not None
+
+    def _refresh_spare(self, spare: _Copy) -> bool:
+        with self._cond:
+            while spare.readers:  # reads that began on it while it was the current copy
+                self._cond.wait()
+        self._catch_up(spare)
+        with self._cond:
+            if spare.note is not None:
+                self._current, self._unsigned_since = spare, None
+                self._cond.notify_all()
+            elif self._current is not None:
+                now = time.monotonic()
+                if self._unsigned_since is None:
+                    self._unsigned_since = now
+                elif now - self._unsigned_since > BEHIND_LIMIT_S:
+                    self._current = None  # too long without a note: behind
+            return self._current is not None
+
+    def _catch_up(self, copy: _Copy) -> None:
+        """Catch `copy` up and take its note (None: not signed); nobody reads it now."""
+        copy.note = None
+        copy.store.catch_up()
+        copy.note = self._take(copy)
+        copy.log.reload()
+
+    def _take(self, copy: _Copy) -> str | None:
+        """The served note when it signs the copy's view now, else None."""
+        raw = copy.store.get("meta", VIEW_NOTE_KEY)
         if raw is None:
             return None
         try:
-            if self._state is None:
-                self._state = SecondaryState(self.store, self.consortium, self.bucket_bits)
-                self._view = _ReadOnlyView(self.consortium, self._state)
+            if copy.state is None:
+                copy.state = SecondaryState(copy.store, self.consortium, self.bucket_bits)
+                copy.view = _ReadOnlyView(self.consortium, copy.state)
             else:
-                self._state.reload()
+                copy.state.reload()
         except Behind:
             return None
         text = raw.decode()
@@ -200,36 +275,54 @@ class ReadView:
             cp = V.parse_view_checkpoint(note.Note.parse(text).text)
         except LedgerError as e:
             raise StorageFailure(f"the node's served view note does not parse: {e}") from e
-        assert self._view is not None
-        held = self._view.checkpoint(cp.origin, cp.signed_at_ms)
+        assert copy.view is not None
+        held = copy.view.checkpoint(cp.origin, cp.signed_at_ms)
         if (held.vector, held.count, held.root) != (cp.vector, cp.count, cp.root):
             return None  # the view moved past the note: the next note follows it
         return text
 
-    def wait_signed(self, timeout: float | None = None) -> None:
-        """Return once a signed state is held; Behind after `timeout` s
-        (default READY_WAIT_S)."""
+    def wait_signed(self, timeout: float | None = None) -> _Copy:
+        """The copy reads use, once a signed state is held; Behind after
+        `timeout` s (default READY_WAIT_S). Call with the condition held."""
         deadline = time.monotonic() + (READY_WAIT_S if timeout is None else timeout)
-        with self._cond:
-            while self._note is None or self._version % 2:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise Behind("this worker has not caught up with its node; try again")
-                self._cond.wait(left)
+        while self._current is None or self._version % 2:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Behind("this worker has not caught up with its node; try again")
+            self._cond.wait(left)
+        return self._current
 
     @property
     def signed(self) -> bool:
-        return self._note is not None
+        return self._current is not None
+
+    @property
+    def lagging(self) -> bool:
+        """With a spare: the last catch-up found no state the node signed (the
+        last signed one is served meanwhile); look again soon."""
+        return self._unsigned_since is not None
 
     # ------------------------------------------------------------ reads
     def _consistent(self, read: Callable[[V.NationalView], _T]) -> tuple[str, _T]:
-        """The node's note and `read(view)` of the one state it signs: the
-        read is kept only when no catch-up began meanwhile."""
-        for _ in range(READ_TRIES):
-            self.wait_signed()
+        """The node's note and `read(view)` of the one state it signs."""
+        if len(self._copies) > 1:
             with self._cond:
-                version, text, view = self._version, self._note, self._view
-            if text is None or version % 2 or view is None:
+                copy = self.wait_signed()
+                copy.readers += 1  # not caught up until this read ends
+            try:
+                assert copy.note is not None and copy.view is not None
+                return copy.note, read(copy.view)
+            finally:
+                with self._cond:
+                    copy.readers -= 1
+                    if not copy.readers:
+                        self._cond.notify_all()
+        # One store: the read is kept only when no catch-up began meanwhile.
+        for _ in range(READ_TRIES):
+            with self._cond:
+                copy = self.wait_signed()
+                version, text, view = self._version, copy.note, copy.view
+            if text is None or view is None:
                 continue
             try:
                 got = read(view)
@@ -240,15 +333,16 @@ class ReadView:
             if self._version == version:
                 return text, got
         with self._refresh_lock:  # no catch-up while this one batch is read
-            self.wait_signed(0)
-            assert self._note is not None and self._view is not None
-            return self._note, read(self._view)
+            with self._cond:
+                copy = self.wait_signed(0)
+            assert copy.note is not None and copy.view is not None
+            return copy.note, read(copy.view)
 
     check_batch = staticmethod(ViewKeeper.check_batch)
 
     def checkpoint_note(self) -> str | None:
-        self.wait_signed()
-        return self._note
+        with self._cond:
+            return self.wait_signed().note
 
     def lookup(self, number: str, with_proof: bool) -> pb.LookupResponse:
         e164 = normalize(number)
@@ -273,6 +367,37 @@ class ReadView:
         vector, as ViewKeeper.snapshot gives them (a long read: after
         READ_TRIES catch-ups met it is read with catch-ups held off)."""
         return self._consistent(_all_entries)
+
+
+class CurrentLog:
+    """The ReadLog of the copy reads use now (the first copy while behind):
+    what PublicService asks of a LogKeeper and a NodeLedger."""
+
+    def __init__(self, view: ReadView) -> None:
+        self._view = view
+
+    def _log(self) -> ReadLog:
+        copy = self._view._current
+        return (copy or self._view._copies[0]).log
+
+    @property
+    def ledger(self) -> NodeLedger:
+        return self._log().ledger
+
+    def checkpoint_note(self) -> str | None:
+        return self._log().checkpoint_note()
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        return self._log().inclusion_proof(index, size)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        return self._log().consistency_proof(old_size, new_size)
+
+    def leaf_hash(self, index: int) -> bytes:
+        return self._log().leaf_hash(index)
+
+    def feeds(self) -> dict:
+        return self._log().feeds()
 
 
 class ReadLog:

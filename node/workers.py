@@ -1,8 +1,8 @@
 """The node's public port on every core: N worker processes share the port
 (SO_REUSEPORT: `grpc.so_reuseport` 1 on every listener, the kernel spreads the
-connections) and each reads the node's RocksDB as a secondary instance
-(node/readview.py). `markex node run --workers N`; N = 1 is the single
-process of before.
+connections) and each reads the node's RocksDB as two secondary instances
+(node/readview.py: one is read while the other catches up, then they swap).
+`markex node run --workers N`; N = 1 is the single process of before.
 
 The primary keeps the member port, the writer and every signature: it
 reserves the public port (a bound, never listening, SO_REUSEPORT socket, so
@@ -59,12 +59,13 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from rocksdict import Cache
 
 from keys.layout import NodeConfig, load_consortium
 from keys.signing import read_private
 from keys.tls import participant_dns_name
 from ledger.errors import StorageFailure
-from ledger.store import Store
+from ledger.store import BLOCK_CACHE_BYTES, Store
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node.limits import ClientTable, PublicGate, PublicLimits, client_of
@@ -451,15 +452,19 @@ def _end(context: grpc.ServicerContext, send: Callable[[Any], None],
 
 
 class Worker:
-    """One worker: the secondary store, its ReadView, the Public service on
+    """One worker: the two secondary stores, its ReadView, the Public service on
     the shared port, and the timer that catches up."""
 
     def __init__(self, cfg: NodeConfig, port: int, secondary: Path,
                  limits: PublicLimits | None = None, upstream: str | None = None) -> None:
         self.cfg = cfg
         self.consortium = load_consortium(cfg)
-        self.store = Store(cfg.data_dir, secondary=secondary)
-        self.view = ReadView(self.store, self.consortium, cfg.participant)
+        # Two copies of the store (node/readview.py): one read while the other
+        # catches up; one block cache for both, as they read the same tables.
+        cache = Cache(BLOCK_CACHE_BYTES)
+        self.store = Store(cfg.data_dir, secondary=secondary / "a", cache=cache)
+        self.spare = Store(cfg.data_dir, secondary=secondary / "b", cache=cache)
+        self.view = ReadView(self.store, self.consortium, cfg.participant, spare=self.spare)
         self.limits = limits or PublicLimits()
         self.gate = PublicGate(ClientTable(self.limits))
         self.service = WorkerPublicService(
@@ -523,7 +528,7 @@ class Worker:
                 event(log, logging.ERROR, "worker-catch-up-failed", error=str(e)[:300])
                 signed = False
             # Behind: the node writes the note just after its view, so look again soon.
-            wait = REFRESH_INTERVAL if signed else BEHIND_RETRY
+            wait = REFRESH_INTERVAL if signed and not self.view.lagging else BEHIND_RETRY
             self._set_health()
 
     def _set_health(self) -> None:
@@ -537,7 +542,7 @@ class Worker:
         self.server.stop(grace).wait(grace + 1)
         if self.service.upstream is not None:
             self.service.upstream.close()
-        self.store.close()
+        self.view.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -235,6 +236,125 @@ def test_a_secondary_store_does_not_write_and_a_primary_does_not_catch_up(
         assert p.store.get("meta", b"worker") is None and sec.get("meta", b"worker") is None
     finally:
         sec.close()
+
+
+def test_a_secondary_catches_up_only_after_its_primary_wrote(
+    primary: tuple[Primary, Consortium], tmp_path: Path
+) -> None:
+    p, _ = primary
+    sec = Store(p.store.path, secondary=tmp_path / "sec")
+    try:
+        assert sec.primary_moved()  # never caught up
+        sec.catch_up()
+        assert not sec.primary_moved()
+        p.store.put("meta", b"probe", b"1", sync=False)  # an unsynced write moves it too
+        assert sec.primary_moved()
+        sec.catch_up()
+        assert not sec.primary_moved() and sec.get("meta", b"probe") == b"1"
+        p.store.put("meta", b"probe", b"2")
+        assert sec.primary_moved()
+    finally:
+        sec.close()
+
+
+def test_a_worker_reads_nothing_while_its_node_writes_nothing(
+    primary: tuple[Primary, Consortium], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle node costs its workers a directory listing per refresh, and
+    their reads are never held for a catch-up; a mark is still seen at once."""
+    p, cons = primary
+    worker = ReadView(Store(p.store.path, secondary=tmp_path / "sec"), cons, OWN)
+    catch_ups = []
+    real = worker.store.catch_up
+    monkeypatch.setattr(worker.store, "catch_up", lambda: catch_ups.append(1) or real())
+    try:
+        assert worker.refresh()
+        version = worker._version
+        for _ in range(5):
+            assert worker.refresh()
+        assert len(catch_ups) == 1 and worker._version == version  # no read was held
+        p.core.issue(Mark("+8613800000001", "fraud", 70))
+        assert worker.refresh() and len(catch_ups) == 2
+        numbers = ["+8613800000001"]
+        assert worker.lookup_batch(numbers, True) == p.view.lookup_batch(numbers, True)
+    finally:
+        worker.store.close()
+
+
+def _two_copies(p: Primary, cons: Consortium, tmp_path: Path) -> ReadView:
+    return ReadView(Store(p.store.path, secondary=tmp_path / "a"), cons, OWN,
+                    spare=Store(p.store.path, secondary=tmp_path / "b"))
+
+
+def test_a_catch_up_holds_no_read_and_waits_for_the_reads_on_its_copy(
+    primary: tuple[Primary, Consortium], tmp_path: Path
+) -> None:
+    p, cons = primary
+    worker = _two_copies(p, cons, tmp_path)
+    number = "+8613800000001"
+    entered, release = threading.Event(), threading.Event()
+    got: list[tuple[str, list[bytes | None]]] = []
+
+    def slow_read(view: V.NationalView) -> list[bytes | None]:
+        entered.set()
+        release.wait(10)
+        return view.entries_bytes([number])
+
+    try:
+        assert worker.refresh()
+        before = worker.checkpoint_note()
+        reader = threading.Thread(target=lambda: got.append(worker._consistent(slow_read)))
+        reader.start()
+        assert entered.wait(10)
+        p.core.issue(Mark(number, "fraud", 70))
+        assert worker.refresh()  # the other copy caught up while the read is on this one
+        now = worker.lookup_batch([number], True)
+        assert now == p.view.lookup_batch([number], True) and now.view_checkpoint != before
+        p.core.issue(Mark(number, "harassment", 90))
+        second = threading.Thread(target=worker.refresh)
+        second.start()  # the copy to catch up now is the one the slow read is on
+        second.join(0.3)
+        assert second.is_alive()
+        assert worker.lookup_batch([number], True) == now  # reads go on meanwhile
+        release.set()
+        reader.join(10)
+        second.join(10)
+        assert got == [(before, [None])]  # the slow read's note and entries, of one state
+        assert worker.lookup_batch([number], True) == p.view.lookup_batch([number], True)
+        assert worker.log.feeds() == p.core.ledger.feeds()  # the log of the copy read now
+    finally:
+        release.set()
+        worker.close()
+
+
+def test_a_worker_without_a_newer_note_serves_its_last_for_a_bounded_time(
+    primary: tuple[Primary, Consortium], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p, cons = primary
+    monkeypatch.setattr(readview, "BEHIND_LIMIT_S", 0.2)
+    monkeypatch.setattr(readview, "READY_WAIT_S", 0.1)
+    worker = _two_copies(p, cons, tmp_path)
+    number = "+8613800000001"
+    try:
+        p.core.issue(Mark(number, "fraud", 70))
+        assert worker.refresh()
+        held = worker.lookup(number, True)
+        assert held == p.view.lookup(number, True)
+        stale = p.view.checkpoint_note()
+        p.core.issue(Mark(number, "harassment", 90))
+        p.store.put("meta", VIEW_NOTE_KEY, stale.encode())  # type: ignore[union-attr]
+        assert worker.refresh() and worker.lookup(number, True) == held  # the last signed
+        time.sleep(0.3)
+        p.store.put("meta", b"probe", b"1")  # the node writes on, its note still stale
+        assert not worker.refresh()
+        with pytest.raises(Behind):
+            worker.lookup(number, True)
+        p.view._published = None
+        p.view.publish()
+        assert worker.refresh()
+        assert worker.lookup(number, True) == p.view.lookup(number, True)
+    finally:
+        worker.close()
 
 
 def test_workers_out_of_range_are_refused(tmp_path: Path,
