@@ -121,7 +121,8 @@ def bench_bulk_issue(n: int, rounds: int = 2) -> dict[str, Any]:
     return report.throughput(
         n / ours_s, "records/s", n / limit_s, TARGET,
         f"`markex import` of a {n}-line CSV of marks through Admin.IssueMany over TLS to a "
-        "real node process (sign, check, group commit with the keys, view) until the last "
+        "real node process (sign, check, group commit with the keys, view; the screen's rows "
+        "built on their own thread, resting while the writer has work) until the last "
         "durable acknowledgement, vs bench/ingest.py's run_limit (Ed25519 verify + SHA-256 "
         f"+ synced rocksdict batches) over the same records; each the best of {rounds} runs",
     )

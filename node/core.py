@@ -86,6 +86,7 @@ class NodeCore:
         self._equivocation_subscribers: list[Callable[[EquivocationProof], None]] = []
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._stopped = False
+        self._in_group = False  # the writer is processing a group (read by `busy`)
         # Told each record's status, its error class (if any) and its claimed
         # issuer (None when it did not parse): the node's metrics and log counts.
         self.observer: Callable[[str, str | None, str | None], None] | None = None
@@ -217,6 +218,13 @@ class NodeCore:
         """Envelopes waiting for the writer now."""
         return self._queued
 
+    @property
+    def busy(self) -> bool:
+        """The writer has work now (a group in process, or jobs queued): the
+        node's background work (the screen's rows) rests meanwhile, since
+        every thread of the process shares one GIL."""
+        return self._in_group or self._queued > 0
+
     # ------------------------------------------------------------ writer
     def _run(self) -> None:
         while True:
@@ -235,27 +243,34 @@ class NodeCore:
                     break
                 jobs.append(nxt)
                 n += len(nxt.envelopes) + 1
-            self._taken(jobs)
-            if self.failure is not None:
-                self._fail(jobs, self.failure)
-                continue
+            self._in_group = True
             try:
-                self._process(jobs)
-            except StorageFailure as e:
-                # Nothing of this group is durable, and the store may hold it
-                # unsynced: stop writing, so nothing unsynced is ever acknowledged.
-                log.critical("ledger write failed; the node stops writing: %s", e)
-                msg = str(e) if "restart the node" in str(e) else f"{e}; restart the node"
-                self.failure = StorageFailure(msg)
-                self._fail(jobs, self.failure)
-                for fn in self._failure_subscribers:
-                    try:
-                        fn(self.failure)
-                    except Exception:
-                        log.exception("failure subscriber failed")
-            except Exception as e:  # a bug, not the disk: fail this group only
-                log.exception("ledger write failed")
-                self._fail(jobs, e)
+                self._write_group(jobs)
+            finally:
+                self._in_group = False
+
+    def _write_group(self, jobs: list[_Job]) -> None:
+        self._taken(jobs)
+        if self.failure is not None:
+            self._fail(jobs, self.failure)
+            return
+        try:
+            self._process(jobs)
+        except StorageFailure as e:
+            # Nothing of this group is durable, and the store may hold it
+            # unsynced: stop writing, so nothing unsynced is ever acknowledged.
+            log.critical("ledger write failed; the node stops writing: %s", e)
+            msg = str(e) if "restart the node" in str(e) else f"{e}; restart the node"
+            self.failure = StorageFailure(msg)
+            self._fail(jobs, self.failure)
+            for fn in self._failure_subscribers:
+                try:
+                    fn(self.failure)
+                except Exception:
+                    log.exception("failure subscriber failed")
+        except Exception as e:  # a bug, not the disk: fail this group only
+            log.exception("ledger write failed")
+            self._fail(jobs, e)
 
     @staticmethod
     def _fail(jobs: list[_Job], err: Exception) -> None:

@@ -14,6 +14,14 @@ digest). Once a first pass over every entry has finished (`complete`), a
 clean number's row, or its absence, is the entry's: the screen then reads
 nothing else. Rows are written unsynced: after a crash the node starts with
 every number dirty and the pass runs again.
+
+The rows share the process (and so its one GIL) with the writer: while the
+writer has work (`yield_to()`, the node's `NodeCore.busy`), the index rests
+after each chunk for REST times what the chunk took, so it takes at most a
+1/(1+REST) share from the write path and still makes progress under a
+sustained load; it rests no longer than the writer stays busy. A dirty row
+is never trusted (above), so a row that lags costs a screen a read of the
+entry, never a wrong answer.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 from ledger.errors import LedgerError
@@ -30,19 +39,24 @@ log = logging.getLogger("markex.screen")
 
 FAMILY = "screenix"
 CHUNK = 1000          # rows written per store write
+REST = 3.0            # while the writer is busy: rest this many times a chunk's time
+REST_POLL_S = 0.01    # how often a rest asks whether the writer is still busy
 
 
 class ScreenIndex:
     def __init__(self, store: Store, entries: Callable[[list[str]], list[bytes | None]],
                  numbers: Callable[[], Iterable[str]],
-                 row_of: Callable[[str, bytes], bytes | None] | None = None) -> None:
+                 row_of: Callable[[str, bytes], bytes | None] | None = None,
+                 yield_to: Callable[[], bool] = lambda: False) -> None:
         """`entries(e164s)`: entry bytes (the view keeper's consistent read);
         `numbers()`: every number with an entry; `row_of(number, entry bytes)`:
-        its row (None: none), set before `start` (the screener's)."""
+        its row (None: none), set before `start` (the screener's);
+        `yield_to()`: whether the write path has work now (then the index rests)."""
         self.store = store
         self._entries = entries
         self._numbers = numbers
         self.row_of = row_of
+        self.yield_to = yield_to
         self._cv = threading.Condition()
         self._pending: set[str] = set()
         self._dirty: dict[str, int] = {}      # number -> the change's generation
@@ -52,6 +66,7 @@ class ScreenIndex:
         self._stop = False
         self.complete = False                 # a pass over every entry has finished
         self._thread: threading.Thread | None = None
+        self._since = time.monotonic()        # when the work since the last rest began
         self.written = 0                      # rows written (tests and metrics)
 
     # ------------------------------------------------------------ the writer's side
@@ -98,10 +113,12 @@ class ScreenIndex:
                 batch = [] if everything else [
                     self._pending.pop() for _ in range(min(CHUNK, len(self._pending)))]
             try:
+                self._since = time.monotonic()
                 if everything:
                     self._write_all()
                 else:
                     self._write(batch)
+                self._rest()
             except LedgerError as e:       # the store failed: the node reports that itself
                 log.warning("screen index: %s", e)
             except Exception:
@@ -121,10 +138,20 @@ class ScreenIndex:
                 chunk = []
                 if self._stop:
                     return
+                self._rest()
         if chunk:
             self._write(chunk)
         with self._cv:
             self.complete = not self._everything
+
+    def _rest(self) -> None:
+        """After a chunk: while the writer is busy, wait REST times the time
+        the chunk took (measured from the previous rest), or until it is idle."""
+        now = time.monotonic()
+        until = now + REST * (now - self._since)
+        while not self._stop and time.monotonic() < until and self.yield_to():
+            time.sleep(REST_POLL_S)
+        self._since = time.monotonic()
 
     def _write(self, numbers: list[str]) -> None:
         with self._cv:

@@ -169,8 +169,10 @@ class Node:
         # the holder's appeal (node/holders.py), sharing Admin's issue gate
         self.holders = holders_service(cfg, self.core, self.view, self.admin, clock)
         # the call-path screen (node/screen.py): this node's view and consent state only
-        # its callers' rows, made off the write path (node/screenindex.py)
-        self.screen_index = ScreenIndex(self.store, self.view.entries_bytes, self.view.numbers)
+        # its callers' rows, made off the write path (node/screenindex.py), resting
+        # while the writer has work: both hold the one GIL
+        self.screen_index = ScreenIndex(self.store, self.view.entries_bytes, self.view.numbers,
+                                        yield_to=lambda: self.core.busy)
         self.view.on_change.append(self.screen_index.changed)
         self.screening = ScreeningService(
             self.consortium,

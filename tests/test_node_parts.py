@@ -143,6 +143,19 @@ def test_core_answers_an_issue_only_once_its_view_holds_the_record(parts: Parts)
         assert entry is not None and [m.id for m in entry.marks] == [out.record.id]
 
 
+def test_core_is_busy_while_a_group_is_written_and_idle_after(parts: Parts) -> None:
+    """`busy` is what the screen's rows rest for (node/screenindex.py): true
+    on the writer thread during a commit, false once the writer has nothing."""
+    during: list[bool] = []
+    parts.core.subscribe(lambda records: during.append(parts.core.busy))
+    parts.core.issue(Mark(NUMBER, "fraud", 70))
+    assert during == [True]
+    deadline = time.monotonic() + 10
+    while parts.core.busy:
+        assert time.monotonic() < deadline, "the writer never went idle"
+        time.sleep(0.01)
+
+
 def test_core_submits_in_feed_order_and_refuses_what_does_not_verify(
     cons_dir: tuple[Path, Consortium], parts: Parts
 ) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from ledger.payloads.preference import Preference
 from ledger.record import Mark, Record
 from ledger.store import Store
 from markex.v1 import service_pb2 as pb
+from node import screenindex
 from node.localnet import free_port_block
 from node.screen import _decision_bytes, make_screener
 from node.screener import Call
@@ -170,3 +171,64 @@ def test_a_template_renders_as_protobuf_writes_the_message() -> None:
         want.CopyFrom(m)
         want.risk, want.tag, want.caller, want.callee, want.at_ms = risk, tag, caller, callee, at
         assert render(t, tag, caller, callee, at) == want.SerializeToString()
+
+
+# ---------------------------------------------------------------- resting for the writer
+
+def _slow_rows(tmp_path: Path, numbers: list[str], busy: Callable[[], bool],
+               events: list[tuple[str, object]]) -> ScreenIndex:
+    """An index over `numbers` whose rows take 10 ms each; `events` records
+    each row written and each time the index asked whether the writer is busy."""
+    def asked() -> bool:
+        got = busy()
+        events.append(("asked", got))
+        return got
+
+    def row_of(n: str, raw: bytes) -> bytes:
+        time.sleep(0.01)  # a chunk of measurable length, so a rest has one too
+        events.append(("row", n))
+        return raw
+
+    return ScreenIndex(Store(tmp_path / "ix"), lambda ns: [n.encode() for n in ns],
+                       lambda: list(numbers), row_of, yield_to=asked)
+
+
+def test_the_index_rests_between_chunks_while_the_writer_is_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(screenindex, "CHUNK", 2)
+    numbers = [f"+86138{i:08d}" for i in range(6)]
+    answers = iter([True, True, True])  # busy for the first three questions, then idle
+    events: list[tuple[str, object]] = []
+    ix = _slow_rows(tmp_path, numbers, lambda: next(answers, False), events)
+    ix.start()
+    try:
+        wait_idle(ix)
+    finally:
+        ix.stop()
+    assert ix.written == 6 and [n for k, n in events if k == "row"] == numbers
+    # after the first chunk it asked, was told busy and waited (asked again)
+    # before the second chunk: no row was made while the writer was busy
+    first_ask = events.index(("asked", True))
+    assert [k for k, _ in events[:first_ask]] == ["row", "row"]
+    until_next_row = events[first_ask:events.index(("row", numbers[2]))]
+    assert until_next_row[:2] == [("asked", True), ("asked", True)]
+    assert ix.store.get(screenindex.FAMILY, numbers[0].encode()) == numbers[0].encode()
+
+
+def test_the_index_finishes_under_a_writer_that_is_always_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rest is bounded by the chunk's time: a sustained load slows the rows
+    down (to a 1/(1+REST) share), it never stops them."""
+    monkeypatch.setattr(screenindex, "CHUNK", 2)
+    numbers = [f"+86139{i:08d}" for i in range(6)]
+    events: list[tuple[str, object]] = []
+    ix = _slow_rows(tmp_path, numbers, lambda: True, events)
+    ix.start()
+    try:
+        wait_idle(ix)
+    finally:
+        ix.stop()
+    assert ix.written == 6 and [n for k, n in events if k == "row"] == numbers
+    assert ("asked", True) in events
