@@ -82,6 +82,7 @@ class NodeCore:
         self.max_queued = MAX_QUEUED_ENVELOPES
         self._queued = 0  # envelopes (an issue counts 1) in _q, under _room
         self._room = threading.Condition()
+        self._writing = False  # a group taken off the queue and not done yet
         self._subscribers: list[Callable[[list[Record]], None]] = []
         self._equivocation_subscribers: list[Callable[[EquivocationProof], None]] = []
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
@@ -217,6 +218,10 @@ class NodeCore:
         """Envelopes waiting for the writer now."""
         return self._queued
 
+    def busy(self) -> bool:
+        """Whether the writer has a group in hand or waiting (node/screenindex.py yields)."""
+        return self._writing or self._queued > 0
+
     # ------------------------------------------------------------ writer
     def _run(self) -> None:
         while True:
@@ -239,6 +244,7 @@ class NodeCore:
             if self.failure is not None:
                 self._fail(jobs, self.failure)
                 continue
+            self._writing = True
             try:
                 self._process(jobs)
             except StorageFailure as e:
@@ -256,6 +262,8 @@ class NodeCore:
             except Exception as e:  # a bug, not the disk: fail this group only
                 log.exception("ledger write failed")
                 self._fail(jobs, e)
+            finally:
+                self._writing = False
 
     @staticmethod
     def _fail(jobs: list[_Job], err: Exception) -> None:

@@ -28,7 +28,9 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import grpc
@@ -51,6 +53,7 @@ log = logging.getLogger("markex.replication")
 PUSH_QUEUE = 100_000
 PUSH_BATCH = 500
 PULL_MAX = 50_000
+PULL_INFLIGHT = 2  # pulled batches queued for the writer at once
 EVIDENCE_PAGES = 100  # GetEvidence pages read from one peer at most, per fetch
 IDLE_ROUNDS_MAX = 8  # a quiet link's rounds slow to this many sync intervals (4 s at 0.5 s)
 
@@ -305,13 +308,21 @@ class PeerLink:
                 continue  # only what is still on its way to us: the next round sees
             # Overlap one record: a different record at our head is an equivocation.
             after = max(0, ours.seq - 1)
+            # The next batches are read while the writer commits one (PULL_INFLIGHT
+            # waiting, in order): a catch-up's writer never waits for the network.
+            inflight: deque[Future] = deque()
             for batch in self.stub.Pull(
                 pb.PullRequest(issuer=h.issuer, after=after, max=PULL_MAX), timeout=120
             ):
                 if self._stop.is_set():
                     break
-                core.submit(list(batch.envelopes), source=self.peer.id)
+                inflight.append(core.submit_async(list(batch.envelopes), source=self.peer.id,
+                                                  wait=60))
                 pulled += len(batch.envelopes)
+                while len(inflight) > PULL_INFLIGHT:
+                    inflight.popleft().result(timeout=120)
+            while inflight:
+                inflight.popleft().result(timeout=120)
             if h.frozen and ours.frozen_at is None:
                 # The peer froze this feed: fetch and check its proof.
                 self._fetch_evidence()

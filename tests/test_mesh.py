@@ -193,3 +193,52 @@ def test_a_checkpoint_short_of_its_quorum_asks_the_others_once_each() -> None:
     assert [x.woken for x in links] == [1] * 5
     rota.new_checkpoint()
     assert sum(x.woken for x in links) == 8
+
+
+# ====================================================================== catch-up
+
+
+def test_the_writer_says_it_is_busy_while_it_commits(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    cons = init_consortium(d, carriers=1, internet=0, base_port=free_port_block(6),
+                           now=datetime.now(UTC))
+    store = Store(tmp_path / "db")
+    core = NodeCore(store, cons, OWN, SigningKey.load(d / OWN / "signing.key"), _now)
+    during: list[bool] = []
+    core.subscribe(lambda records: during.append(core.busy()))
+    core.start()
+    try:
+        assert not core.busy()
+        core.issue(Mark("+8613800000001", "fraud", 70, observed_at_ms=_now()))
+        assert during == [True]  # a subscriber runs inside the group
+        _wait(lambda: not core.busy(), "the writer done")
+    finally:
+        core.stop()
+        store.close()
+
+
+def test_the_screen_index_yields_to_a_busy_writer_but_keeps_up(tmp_path: Path) -> None:
+    from node import screenindex
+    from node.screenindex import ScreenIndex
+
+    store = Store(tmp_path / "db")
+    busy = threading.Event()
+    busy.set()
+    ix = ScreenIndex(store, lambda numbers: [b"entry"] * len(numbers), lambda: iter(()),
+                     row_of=lambda number, raw: b"row", busy=busy.is_set)
+    ix.start()
+    try:
+        _wait(lambda: ix.complete, "the first pass")  # written at most YIELD_MOST_S late
+        ix.changed({"+8613800000001"})
+        time.sleep(screenindex.YIELD_MOST_S / 4)
+        assert ix.written == 0  # the writer is busy: the row waits
+        busy.clear()
+        _wait(lambda: ix.written == 1, "the row once the writer is idle", timeout=5)
+        busy.set()  # a writer busy for good: a chunk at least every YIELD_MOST_S
+        ix.changed({"+8613800000002", "+8613800000003"})
+        _wait(lambda: ix.written == 3, "the rows under a steady load",
+              timeout=5 * screenindex.YIELD_MOST_S)
+        assert store.get(screenindex.FAMILY, b"+8613800000002") == b"row"
+    finally:
+        ix.stop()
+        store.close()
