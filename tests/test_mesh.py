@@ -242,3 +242,34 @@ def test_the_screen_index_yields_to_a_busy_writer_but_keeps_up(tmp_path: Path) -
     finally:
         ix.stop()
         store.close()
+
+
+# ====================================================================== callers
+
+
+class _Context:
+    def __init__(self, cert: bytes) -> None:
+        self.cert = cert
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {"x509_pem_cert": [self.cert]}
+
+
+def test_a_callers_certificate_is_read_once_and_a_bad_one_is_refused_each_time(
+    tmp_path: Path,
+) -> None:
+    from ledger.errors import NotAllowed
+    from node import services
+
+    d = tmp_path / "c"
+    init_consortium(d, carriers=1, internet=0, base_port=free_port_block(6),
+                    now=datetime.now(UTC))
+    pem = NodeConfig.for_participant(d, OWN).tls_cert.read_bytes()
+    services._participant_of.cache_clear()
+    assert services.caller_id(_Context(pem)) == OWN  # type: ignore[arg-type]
+    assert services.caller_id(_Context(pem)) == OWN  # type: ignore[arg-type]
+    info = services._participant_of.cache_info()
+    assert (info.hits, info.misses) == (1, 1)
+    for _ in range(2):
+        with pytest.raises(NotAllowed):
+            services.caller_id(_Context(b"-----BEGIN CERTIFICATE-----\nAAAA\n"))  # type: ignore[arg-type]
