@@ -52,9 +52,6 @@ log = logging.getLogger("markex.replication")
 
 PUSH_QUEUE = 100_000
 PUSH_BATCH = 500
-# A push waits this long for more of our commits to go in the same message:
-# each message is a group commit at the peer, and every peer pays for it.
-PUSH_WINDOW_S = 0.025
 PULL_MAX = 50_000
 PULL_INFLIGHT = 2  # pulled batches queued for the writer at once
 EVIDENCE_PAGES = 100  # GetEvidence pages read from one peer at most, per fetch
@@ -139,7 +136,6 @@ class PeerLink:
             threading.Thread(target=self._push_loop, name=f"push-{peer.id}", daemon=True),
             threading.Thread(target=self._sync_loop, name=f"sync-{peer.id}", daemon=True),
         ]
-        self.push_window = PUSH_WINDOW_S
         self.peer_heads: dict[str, int] = {}
         self.pacer = RoundPacer(sync_interval)  # when the next anti-entropy round is due
         # The peer's heads as of the previous successful round (None: no such
@@ -182,19 +178,14 @@ class PeerLink:
             if self.parts.refuses(self.peer.id):
                 return
             out, self._carry = self._carry, []
-            window = 0.0 if out else self.push_window  # a carried rest goes at once
             if not out:
                 try:
                     out = list(self._q.get(timeout=0.5))
                 except queue.Empty:
                     continue
-            # Wait a short window for the commits after this one: one message
-            # (one commit at the peer) for several, not one each.
-            deadline = time.monotonic() + window
             while len(out) < PUSH_BATCH:
-                left = deadline - time.monotonic()
                 try:
-                    out.extend(self._q.get(timeout=left) if left > 0 else self._q.get_nowait())
+                    out.extend(self._q.get_nowait())
                 except queue.Empty:
                     break
             # One commit's own records may be more than a batch: the rest goes next.

@@ -123,10 +123,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[PeerLink, Peer, NodeCore]]:
     try:
         yield link, Peer(inst_core, calls), own_core
     finally:
-        if link._threads[0].ident is not None:  # started
-            link.stop()
-        else:
-            link._channel.close()
+        link.stop()
         server.stop(0).wait(5)
         for core in cores:
             core.stop()
@@ -276,30 +273,3 @@ def test_a_callers_certificate_is_read_once_and_a_bad_one_is_refused_each_time(
     for _ in range(2):
         with pytest.raises(NotAllowed):
             services.caller_id(_Context(b"-----BEGIN CERTIFICATE-----\nAAAA\n"))  # type: ignore[arg-type]
-
-
-# ====================================================================== pushes
-
-
-def test_commits_within_the_push_window_go_to_the_peer_in_one_message(
-    pair: tuple[PeerLink, Peer, NodeCore],
-) -> None:
-    link = pair[0]
-    link.push_window = 0.5
-    got: list[list[bytes]] = []
-    over = threading.Event()
-
-    def take() -> None:
-        got.append(list(next(link._batches(over)).envelopes))
-
-    link.enqueue([b"first"])
-    t = threading.Thread(target=take)
-    t.start()
-    time.sleep(0.1)  # another commit, within the window
-    link.enqueue([b"second", b"third"])
-    t.join(timeout=5)
-    over.set()
-    assert got == [[b"first", b"second", b"third"]]
-    link.push_window = 0.0  # no window: what is queued goes at once
-    link.enqueue([b"fourth"])
-    assert list(next(link._batches(over := threading.Event())).envelopes) == [b"fourth"]
