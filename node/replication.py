@@ -12,7 +12,14 @@ previous round than we have now (what a push has not brought in one whole
 interval), when the two heads differ at the same seq (a possible
 equivocation), or when there is no previous round to compare with: the first
 round after connecting, and the first after a failed or refused round. A lost
-push is thus healed within two intervals."""
+push is thus healed within two intervals.
+
+A round that pulls nothing means the pushes are doing the work, so the next
+one waits twice as long, up to IDLE_ROUNDS_MAX sync intervals (RoundPacer):
+with n nodes there are n(n-1) links, and their idle rounds were most of a
+quiet node's CPU. A round that pulls something, a failed or refused one, or
+a new connection starts again at one interval; a lost push is healed within
+two of the current intervals, at most 2 x IDLE_ROUNDS_MAX sync intervals."""
 
 from __future__ import annotations
 
@@ -21,7 +28,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import grpc
@@ -44,7 +53,34 @@ log = logging.getLogger("markex.replication")
 PUSH_QUEUE = 100_000
 PUSH_BATCH = 500
 PULL_MAX = 50_000
+PULL_INFLIGHT = 2  # pulled batches queued for the writer at once
 EVIDENCE_PAGES = 100  # GetEvidence pages read from one peer at most, per fetch
+IDLE_ROUNDS_MAX = 8  # a quiet link's rounds slow to this many sync intervals (4 s at 0.5 s)
+
+
+class RoundPacer:
+    """The wait before a link's next anti-entropy round: `base` after a round
+    that pulled records (or failed), doubling after each round that pulled
+    none, up to `base * most`."""
+
+    def __init__(self, base: float, most: int = IDLE_ROUNDS_MAX) -> None:
+        self.base = base
+        self.most = max(1, most)
+        self._factor = 1
+
+    def after(self, pulled: int) -> float:
+        """The wait after a successful round that pulled `pulled` records."""
+        if pulled:
+            self._factor = 1
+            return self.base
+        wait = self.base * self._factor
+        self._factor = min(self._factor * 2, self.most)
+        return wait
+
+    def reset(self) -> float:
+        """A failed or refused round: the next ones come at `base` again."""
+        self._factor = 1
+        return self.base
 
 
 @dataclass(frozen=True)
@@ -101,6 +137,7 @@ class PeerLink:
             threading.Thread(target=self._sync_loop, name=f"sync-{peer.id}", daemon=True),
         ]
         self.peer_heads: dict[str, int] = {}
+        self.pacer = RoundPacer(sync_interval)  # when the next anti-entropy round is due
         # The peer's heads as of the previous successful round (None: no such
         # round since connecting; then everything the peer has more is pulled).
         self._prev_heads: dict[str, int] | None = None
@@ -186,18 +223,20 @@ class PeerLink:
     # ------------------------------------------------------------ anti-entropy
     def _sync_loop(self) -> None:
         next_round = 0.0  # when the next anti-entropy round is due
+        pace = self.pacer
         while not self._stop.is_set():
             now = time.monotonic()
             if self.parts.refuses(self.peer.id):
                 self._prev_heads = None
                 self.parts.gate.unreachable(self.peer.id)
-                next_round = now + self.sync_interval
+                next_round = now + pace.reset()
                 self._went(False, "this node refuses the peer (the partition test hook)")
             else:
                 try:
                     if now >= next_round:
-                        next_round = now + self.sync_interval
+                        next_round = now + self.sync_interval  # if the round raises
                         pulled = self.sync_once()
+                        next_round = now + pace.after(pulled)
                         self._went(True)
                         if pulled:
                             event(log, logging.INFO, "catch-up", peer=self.peer.id,
@@ -209,11 +248,13 @@ class PeerLink:
                             self._cosign_steps()
                 except grpc.RpcError as e:
                     self._prev_heads = None
+                    pace.reset()
                     self.parts.gate.unreachable(self.peer.id)
                     log.debug("sync with %s failed: %s", self.peer.id, e.code())
                     self._went(False, _why(e))
                 except Exception as e:
                     self._prev_heads = None
+                    pace.reset()
                     self.parts.gate.unreachable(self.peer.id)
                     log.exception("sync with %s failed", self.peer.id)
                     self._went(False, f"replication failed here: {type(e).__name__}")
@@ -267,13 +308,21 @@ class PeerLink:
                 continue  # only what is still on its way to us: the next round sees
             # Overlap one record: a different record at our head is an equivocation.
             after = max(0, ours.seq - 1)
+            # The next batches are read while the writer commits one (PULL_INFLIGHT
+            # waiting, in order): a catch-up's writer never waits for the network.
+            inflight: deque[Future] = deque()
             for batch in self.stub.Pull(
                 pb.PullRequest(issuer=h.issuer, after=after, max=PULL_MAX), timeout=120
             ):
                 if self._stop.is_set():
                     break
-                core.submit(list(batch.envelopes), source=self.peer.id)
+                inflight.append(core.submit_async(list(batch.envelopes), source=self.peer.id,
+                                                  wait=60))
                 pulled += len(batch.envelopes)
+                while len(inflight) > PULL_INFLIGHT:
+                    inflight.popleft().result(timeout=120)
+            while inflight:
+                inflight.popleft().result(timeout=120)
             if h.frozen and ours.frozen_at is None:
                 # The peer froze this feed: fetch and check its proof.
                 self._fetch_evidence()
@@ -340,6 +389,44 @@ class PeerLink:
                 with self._evidence_lock:
                     self._pending_evidence.extend(todo[i:])
                 raise
+
+
+class CosignRota:
+    """Which links are asked for cosignatures at a checkpoint tick. Asking
+    every peer at every new log checkpoint (four a second under load) cost
+    each node 2(n-1) Cosign and CosignView calls out and as many in per
+    tick; a quorum needs only `quorum` of them. So a new checkpoint wakes the
+    next `quorum + 1` links in turn (one spare for a peer that is away), and
+    a tick that finds the log or the view checkpoint short of its quorum
+    wakes as many more that were not asked yet. Every peer still cosigns
+    in its turn and at each of its link's anti-entropy rounds, so each
+    witness keeps checking this log's consistency."""
+
+    def __init__(self, links: Sequence[PeerLink], quorum: int) -> None:
+        self.links = list(links)
+        self.step = max(1, quorum + 1)
+        self._next = 0  # where the next turn starts in `links`
+        self._asked: set[int] = set()  # links woken for the current checkpoint
+
+    def new_checkpoint(self) -> None:
+        """A new log checkpoint was signed: wake the next links in turn."""
+        self._asked = set()
+        self._wake()
+
+    def short(self) -> None:
+        """The current checkpoints lack a quorum: wake links not asked yet."""
+        self._wake()
+
+    def _wake(self) -> None:
+        n, woken = len(self.links), 0
+        for k in [(self._next + i) % n for i in range(n)]:
+            if woken == self.step:
+                break
+            if k not in self._asked:
+                self._asked.add(k)
+                self.links[k].cosign_now()
+                woken += 1
+                self._next = (k + 1) % n
 
 
 def _why(e: grpc.RpcError) -> str:

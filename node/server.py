@@ -49,7 +49,7 @@ from node.limits import ClientTable, PublicGate, PublicLimits
 from node.logkeeper import LogKeeper
 from node.logs import RecordTally, appeal_events, event
 from node.metrics import LatencyInterceptor, NodeMetrics
-from node.replication import LinkParts, PeerLink
+from node.replication import CosignRota, LinkParts, PeerLink
 from node.screen import ScreeningService, add_to_server, make_screener
 from node.screenindex import ScreenIndex
 from node.services import AdminService, AuditService, ExchangeService
@@ -349,6 +349,7 @@ class Node:
             link = PeerLink(self.link_parts, p, creds, self.sync_interval)
             self.links[p.id] = link
             link.start()
+        self.cosigners = CosignRota(list(self.links.values()), self.consortium.policy.cosign_quorum)
         self._ticker = threading.Thread(target=self._tick_loop, name="checkpoints", daemon=True)
         self._ticker.start()
         serving = health_pb2.HealthCheckResponse.SERVING
@@ -458,9 +459,11 @@ class Node:
             if self.core.failure is not None:
                 continue  # nothing to sign: the log cannot grow until a restart
             try:
+                # Cosignatures are asked of a few peers in turn (CosignRota).
                 if self.logs.sign_if_grown() is not None:
-                    for link in self.links.values():
-                        link.cosign_now()
+                    self.cosigners.new_checkpoint()
+                elif self.logs.cosignatures() < self.logs.quorum or not self.view.cosigned():
+                    self.cosigners.short()
                 if self.pool is not None:
                     self.log_notes.publish()
                 self.view.tick()

@@ -236,6 +236,15 @@ class ViewKeeper:
     def _has_quorum(self, cosigs: dict[str, str]) -> bool:
         return len(cosigs) >= self.consortium.policy.cosign_quorum
 
+    def cosigned(self) -> bool:
+        """Whether the view as it is now has a checkpoint with its quorum
+        (False when the view moved since the last one was signed; True
+        before the view is open). Signs nothing."""
+        with self._lock:
+            if self.view is None:
+                return True
+            return self._note is not None and not self._stale and self._has_quorum(self._cosigs)
+
     # ------------------------------------------------------------ reads
     def checkpoint_note(self) -> str | None:
         with self._lock:

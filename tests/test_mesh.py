@@ -1,0 +1,231 @@
+"""What a link of the full mesh costs when nothing flows, and how few peers a
+checkpoint asks: the RoundPacer of a quiet link, a real PeerLink whose
+anti-entropy rounds slow down while idle and speed up again when a pull
+brings records, and the CosignRota that wakes only a quorum and a spare per
+new checkpoint (more when the checkpoints stay short of their quorum)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+
+from keys.consortium import Consortium
+from keys.layout import NodeConfig, init_consortium
+from keys.signing import SigningKey, read_private
+from ledger.record import Mark
+from ledger.store import Store
+from markex.v1 import service_pb2_grpc as rpc
+from node.core import NodeCore
+from node.feedgate import gate_at_start
+from node.localnet import free_port_block
+from node.logkeeper import LogKeeper
+from node.metrics import NodeMetrics
+from node.replication import CosignRota, LinkParts, PeerLink, RoundPacer
+from node.services import ExchangeService
+from node.status import DecodeGuard
+from node.viewkeeper import ViewKeeper
+from node.witness import Witness
+
+pytestmark = pytest.mark.timeout(60)
+OWN = "carrier-1"
+
+
+def _now() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+# ====================================================================== RoundPacer
+
+
+def test_a_quiet_link_waits_twice_as_long_each_round_up_to_its_cap() -> None:
+    pace = RoundPacer(0.5, most=8)
+    assert [pace.after(0) for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert pace.after(3) == 0.5  # a pull: the pushes missed something, back to the interval
+    assert pace.after(0) == 0.5 and pace.after(0) == 1.0
+    assert pace.reset() == 0.5 and pace.after(0) == 0.5  # a failed or refused round
+
+
+# ====================================================================== a real link
+
+
+@dataclass
+class Peer:
+    core: NodeCore
+    heads_calls: list[float]
+
+
+class CountingExchange(ExchangeService):
+    """The institute's Exchange servicer, noting when each Heads call came."""
+
+    def __init__(self, *args: object, calls: list[float]) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.calls = calls
+
+    def Heads(self, request, context):  # noqa: N802
+        self.calls.append(time.monotonic())
+        return super().Heads(request, context)
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[PeerLink, Peer, NodeCore]]:
+    """carrier-1's PeerLink (sync interval 0.05 s) to the institute's servicer."""
+    d = tmp_path / "c"
+    cons: Consortium = init_consortium(d, carriers=1, internet=0, base_port=free_port_block(6),
+                                       now=datetime.now(UTC))
+    stores, cores = [], []
+    for pid in ("institute", OWN):
+        store = Store(tmp_path / pid)
+        core = NodeCore(store, cons, pid, SigningKey.load(d / pid / "signing.key"), _now)
+        core.start()
+        stores.append(store)
+        cores.append(core)
+    inst_core, own_core = cores
+    inst_view = ViewKeeper(inst_core.ledger, _now)
+    inst_core.subscribe(inst_view.apply)
+    inst_view.start()
+    own_view = ViewKeeper(own_core.ledger, _now)
+    own_core.subscribe(own_view.apply)
+    own_view.start()
+    calls: list[float] = []
+    server = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[DecodeGuard()])
+    inst_key = SigningKey.load(d / "institute" / "signing.key")
+    rpc.add_ExchangeServicer_to_server(CountingExchange(
+        inst_core, Witness(stores[0], cons, "institute", inst_key, _now), inst_view,
+        lambda peer: False, calls=calls), server)
+    inst_cfg = NodeConfig.for_participant(d, "institute")
+    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(
+        [(read_private(inst_cfg.tls_key), inst_cfg.tls_cert.read_bytes())],
+        root_certificates=inst_cfg.ca_cert.read_bytes(), require_client_auth=True))
+    server.start()
+    own_cfg = NodeConfig.for_participant(d, OWN)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=own_cfg.ca_cert.read_bytes(),
+        private_key=read_private(own_cfg.tls_key),
+        certificate_chain=own_cfg.tls_cert.read_bytes(),
+    )
+    inst = cons.participant("institute")
+    assert inst is not None
+    gate = gate_at_start(0, restored=False, new_feed=True, peers=["institute"],
+                         quorum=cons.policy.restore_quorum)
+    parts = LinkParts(own_core, gate, LogKeeper(own_core.ledger), own_view,
+                      NodeMetrics(p.id for p in cons.participants), lambda peer: False)
+    link = PeerLink(parts, dataclasses.replace(inst, member_endpoint=f"127.0.0.1:{port}"),
+                    creds, sync_interval=0.05)
+    try:
+        yield link, Peer(inst_core, calls), own_core
+    finally:
+        link.stop()
+        server.stop(0).wait(5)
+        for core in cores:
+            core.stop()
+        for store in stores:
+            store.close()
+
+
+def _wait(cond: object, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_an_idle_link_polls_less_and_still_pulls_what_no_push_brought(
+    pair: tuple[PeerLink, Peer, NodeCore],
+) -> None:
+    link, inst, own = pair
+    link.start()
+    _wait(lambda: len(inst.heads_calls) >= 1, "the first round")
+    time.sleep(2.0)
+    # 0.05 s rounds would be about 40 calls in 2 s; doubling to 0.4 s they are about 8.
+    calls = [t for t in inst.heads_calls if t > inst.heads_calls[0]]
+    assert len(calls) <= 15, len(calls)
+    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    assert gaps and max(gaps) >= 0.3  # it waited longer than one interval between rounds
+    # A record the institute holds but did not push (issued with no link to push it):
+    # a round at the slowed pace still finds and pulls it.
+    inst.core.issue(Mark("+8613900000001", "fraud", 70, observed_at_ms=_now()))
+    _wait(lambda: own.ledger.feed("institute").seq == 1, "the pull", timeout=5)
+
+
+# ====================================================================== CosignRota
+
+
+class FakeLink:
+    def __init__(self) -> None:
+        self.woken = 0
+        self.lock = threading.Lock()
+
+    def cosign_now(self) -> None:
+        with self.lock:
+            self.woken += 1
+
+
+def test_a_new_checkpoint_asks_a_quorum_and_a_spare_in_turn() -> None:
+    links = [FakeLink() for _ in range(11)]
+    rota = CosignRota(links, quorum=2)  # type: ignore[arg-type]
+    rota.new_checkpoint()
+    assert [x.woken for x in links] == [1, 1, 1] + [0] * 8
+    rota.new_checkpoint()  # the next checkpoint: the next three peers
+    assert [x.woken for x in links] == [1] * 6 + [0] * 5
+    for _ in range(2):
+        rota.new_checkpoint()
+    # round the ring: every peer is asked in its turn
+    assert [x.woken for x in links] == [2] + [1] * 10
+
+
+def test_a_checkpoint_short_of_its_quorum_asks_the_others_once_each() -> None:
+    links = [FakeLink() for _ in range(5)]
+    rota = CosignRota(links, quorum=2)  # type: ignore[arg-type]
+    rota.new_checkpoint()
+    rota.short()
+    assert [x.woken for x in links] == [1] * 5  # three, then the two not asked yet
+    rota.short()
+    rota.short()  # all asked for this checkpoint: the links' own rounds ask again
+    assert [x.woken for x in links] == [1] * 5
+    rota.new_checkpoint()
+    assert sum(x.woken for x in links) == 8
+
+
+# ====================================================================== catch-up
+# The writer's busy flag and the screen index resting for it: tests/test_node_parts.py
+# (test_core_is_busy_while_a_group_is_written_and_idle_after) and tests/test_screen_fast.py.
+
+
+# ====================================================================== callers
+
+
+class _Context:
+    def __init__(self, cert: bytes) -> None:
+        self.cert = cert
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {"x509_pem_cert": [self.cert]}
+
+
+def test_a_callers_certificate_is_read_once_and_a_bad_one_is_refused_each_time(
+    tmp_path: Path,
+) -> None:
+    from ledger.errors import NotAllowed
+    from node import services
+
+    d = tmp_path / "c"
+    init_consortium(d, carriers=1, internet=0, base_port=free_port_block(6),
+                    now=datetime.now(UTC))
+    pem = NodeConfig.for_participant(d, OWN).tls_cert.read_bytes()
+    services._participant_of.cache_clear()
+    assert services.caller_id(_Context(pem)) == OWN  # type: ignore[arg-type]
+    assert services.caller_id(_Context(pem)) == OWN  # type: ignore[arg-type]
+    info = services._participant_of.cache_info()
+    assert (info.hits, info.misses) == (1, 1)
+    for _ in range(2):
+        with pytest.raises(NotAllowed):
+            services.caller_id(_Context(b"-----BEGIN CERTIFICATE-----\nAAAA\n"))  # type: ignore[arg-type]
