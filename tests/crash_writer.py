@@ -1,8 +1,10 @@
 """The process tests/test_crash.py kills: appends signed records to a node's
 store until it is killed, acknowledging each batch on stdout.
 
-    python -m tests.crash_writer DATA_DIR SEED
+    python -m tests.crash_writer DATA_DIR SEED [--on-go]
 
+With ``--on-go`` it opens the store only once a line arrives on stdin, so the
+parent can start the next writer's interpreter while it checks the store.
 Prints ``READY <size>`` once the ledger is open, then after every submit()
 that returned (so its synced write is done) one line ``ACK <size> <root hex>``,
 flushed: that line is the acknowledgement the parent holds the store to.
@@ -34,8 +36,10 @@ def next_record(issuer: str, seq: int, prev_id: bytes) -> Record:
     return Record.issue(KEYS[issuer], issuer, seq, prev_id, NOW, payload, consortium=NAME)
 
 
-def run(data_dir: str, seed: int) -> int:
+def run(data_dir: str, seed: int, on_go: bool = False) -> int:
     rng = random.Random(seed)
+    if on_go and not sys.stdin.readline():
+        return 0  # the parent closed stdin without a go: it needs no more rounds
     ledger = NodeLedger.open(data_dir, make_consortium(), "carrier-1", KEYS["carrier-1"])
     out = sys.stdout
     out.write(f"READY {ledger.size}\n")
@@ -59,4 +63,4 @@ def run(data_dir: str, seed: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1], int(sys.argv[2])))
+    sys.exit(run(sys.argv[1], int(sys.argv[2]), "--on-go" in sys.argv[3:]))

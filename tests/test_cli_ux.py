@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+import node.cli
 from keys.consortium import Consortium
 from keys.layout import NodeConfig, init_consortium
 from node.cli import build_parser, main
@@ -163,7 +164,8 @@ def leaves(p: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[
                 yield from leaves(sub, (*path, name))
 
 
-COMMANDS = list(leaves(build_parser()))
+PARSER = build_parser()
+COMMANDS = list(leaves(PARSER))
 
 
 @pytest.mark.parametrize("path,parser", COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
@@ -265,6 +267,9 @@ def test_no_command_ever_prints_a_traceback(
     """Every value-taking argument of every command, given each hostile value,
     against nodes that do not run: a clean one-line message, never 'a bug'."""
     monkeypatch.chdir(tmp_path)  # a hostile value taken as a relative path lands here
+    # main() builds the whole parser at each call, most of this test's time over
+    # its thousands of calls; argparse keeps no state between parses, so one serves.
+    monkeypatch.setattr(node.cli, "build_parser", lambda: PARSER)
     base = _base(path, parser)
     extra = ["--consortium", str(pinned)] if any(
         "--consortium" in a.option_strings for a in parser._actions) else []

@@ -53,9 +53,11 @@ class Writer:
 
     @classmethod
     def start(cls, data_dir: Path, seed: int) -> Writer:
+        """The writer's interpreter, started; it opens the store at `go()`."""
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.crash_writer", str(data_dir), str(seed)],
+            [sys.executable, "-m", "tests.crash_writer", str(data_dir), str(seed), "--on-go"],
             cwd=REPO,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -64,6 +66,11 @@ class Writer:
         w.reader = threading.Thread(target=w._read, daemon=True)
         w.reader.start()
         return w
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -83,7 +90,7 @@ class Writer:
             self.reader.join(timeout=30)
         assert self.proc.stderr is not None
         err = self.proc.stderr.read()
-        for f in (self.proc.stdout, self.proc.stderr):
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if f is not None:
                 f.close()
         return err
@@ -194,33 +201,45 @@ def test_sigkill_never_loses_acknowledged_or_leaves_half_a_batch(tmp_path: Path)
     size = 0
     beyond_ack = 0  # rounds whose kill came after a synced write but before its ACK line
     started = time.monotonic()
-    for rnd in range(ROUNDS):
-        where = f"round {rnd} (CRASH_SEED={seed})"
-        w = Writer.start(data_dir, rng.randrange(1 << 32))
-        try:
-            if rng.random() < 0.15:
-                # Anywhere from start-up to the first batches, store recovery included.
-                time.sleep(rng.uniform(0.0, 0.5))
-            else:
-                if not w.ready.wait(READY_TIMEOUT_S):
-                    raise AssertionError(f"{where}: the writer never opened the store")
-                time.sleep(rng.uniform(0.0, 0.25))
-        finally:
-            err = w.kill()
-        assert w.proc.returncode == -signal.SIGKILL, (
-            f"{where}: the writer exited by itself ({w.proc.returncode}): {err}"
-        )
-        ready = [line for line in w.lines if line.startswith("READY")]
-        if ready:
-            # The writer opened the store where the last check left it.
-            assert int(ready[0].split()[1]) == size, f"{where}: reopened at another size"
-        round_acks = w.acks()
-        assert [n for n, _ in round_acks] == sorted({n for n, _ in round_acks})
-        acked.extend(round_acks)
-        new_size = check_store(data_dir, acked, checked, rng)
-        if round_acks and new_size > round_acks[-1][0]:
-            beyond_ack += 1
-        size = new_size
+    # Each round's writer starts its interpreter while the store of the round
+    # before is checked, and opens the store only at go(): the kill windows
+    # below count from the store's opening, never from the imports.
+    upcoming: Writer | None = Writer.start(data_dir, rng.randrange(1 << 32))
+    try:
+        for rnd in range(ROUNDS):
+            where = f"round {rnd} (CRASH_SEED={seed})"
+            assert upcoming is not None
+            w, upcoming = upcoming, None
+            w.go()
+            try:
+                if rng.random() < 0.15:
+                    # Anywhere from the store's opening to the first batches, recovery included.
+                    time.sleep(rng.uniform(0.0, 0.5))
+                else:
+                    if not w.ready.wait(READY_TIMEOUT_S):
+                        raise AssertionError(f"{where}: the writer never opened the store")
+                    time.sleep(rng.uniform(0.0, 0.25))
+            finally:
+                err = w.kill()
+            assert w.proc.returncode == -signal.SIGKILL, (
+                f"{where}: the writer exited by itself ({w.proc.returncode}): {err}"
+            )
+            if rnd + 1 < ROUNDS:
+                upcoming = Writer.start(data_dir, rng.randrange(1 << 32))
+            ready = [line for line in w.lines if line.startswith("READY")]
+            if ready:
+                # The writer opened the store where the last check left it.
+                assert int(ready[0].split()[1]) == size, f"{where}: reopened at another size"
+            round_acks = w.acks()
+            assert [n for n, _ in round_acks] == sorted({n for n, _ in round_acks})
+            acked.extend(round_acks)
+            new_size = check_store(data_dir, acked, checked, rng)
+            if round_acks and new_size > round_acks[-1][0]:
+                beyond_ack += 1
+            size = new_size
+    finally:
+        if upcoming is not None:
+            upcoming.kill()
     elapsed = time.monotonic() - started
     assert acked, f"no batch was ever acknowledged (CRASH_SEED={seed})"
     print(

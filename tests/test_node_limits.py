@@ -117,7 +117,9 @@ def _node(d: Path, pid: str = "carrier-1", **kw: Any) -> Iterator[Node]:
     try:
         yield node
     finally:
-        node.stop()
+        # The test's own calls have ended here: a longer grace would only wait
+        # for the push streams of peers that are still running.
+        node.stop(grace=0.1)
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from ledger.trail import causal_order, kind_in_trail
 from markex.v1 import service_pb2 as pb
 from node.cli import main
 from node.connect import Dial, Need, TlsConnect
-from tests.conftest import KEYS, NAME, NOW
+from tests.conftest import KEYS, NAME, NOW, stop_nodes
 from tests.test_export import InProcessNet
 
 pytestmark = pytest.mark.timeout(240)
@@ -576,8 +576,7 @@ def centre(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dict
         net.converge()
         yield net, got
     finally:
-        for n in nodes.values():
-            n.stop(grace=0.1)
+        stop_nodes(nodes.values())
 
 
 class SimpleNet:

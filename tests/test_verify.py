@@ -44,6 +44,7 @@ from node.lookup import (
 )
 from node.server import Node
 from node.witness import witness_name
+from tests.conftest import stop_nodes
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -115,8 +116,7 @@ class Net:
             ch.close()
         for s in self.servers:
             s.stop(None)
-        for node in self.nodes.values():
-            node.stop()
+        stop_nodes(self.nodes.values())
 
 
 @pytest.fixture
