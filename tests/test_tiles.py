@@ -509,6 +509,25 @@ def test_connections_are_bounded_and_freed(served: Served) -> None:
             time.sleep(0.05)
 
 
+def test_answers_are_not_held_back_by_nagle(served: Served,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Headers and body are two writes: the connection handed to TLS has
+    TCP_NODELAY, so the body never waits for the client's delayed ACK of the
+    headers (about 40 ms a request on a kept-alive connection)."""
+    assert served.node.tiles is not None
+    ctx = served.node.tiles.tls_context
+    seen: list[int] = []
+    wrap = ctx.wrap_socket
+
+    def recording(sock: socket.socket, **kw: Any) -> Any:
+        seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        return wrap(sock, **kw)
+
+    monkeypatch.setattr(ctx, "wrap_socket", recording)
+    assert _get(served.port, served.ca, "/checkpoint")[0] == 200
+    assert seen and all(seen)
+
+
 # ---------------------------------------------------------------- Go's tlog reads it
 
 GO = shutil.which("go")
