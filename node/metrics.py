@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import grpc
 from prometheus_client import (
@@ -13,8 +16,18 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
-    start_http_server,
+    make_wsgi_app,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
+
+# How often the metrics server's loop looks for a stop: prometheus_client's own
+# start_http_server polls every 0.5 s, which every node's stop then waited out.
+STOP_POLL_S = 0.05
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Scrapes are not the node's log."""
 
 
 class NodeMetrics:
@@ -95,7 +108,15 @@ class NodeMetrics:
 
     def serve(self, listen: str) -> int:
         host, _, port = listen.rpartition(":")
-        server, _thread = start_http_server(int(port), addr=host, registry=self.registry)
+        host = host.strip("[]")
+
+        class Server(ThreadingWSGIServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        server = make_server(host, int(port), make_wsgi_app(self.registry), Server,
+                             handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, args=(STOP_POLL_S,),
+                         name="metrics", daemon=True).start()
         self.port = server.server_port
         self._server = server
         return self.port
