@@ -18,6 +18,8 @@
     consentline    record id (32)             -> a marketer line's (de)registration
     consentmeta    name                       -> the consent state's vector and key id
     screenix       E.164 number               -> the screen's summary of its view entry
+    viewchanged    E.164 number | b"*"        -> b"": an entry changed since the screen's
+                                                 index took it ("*": every entry may have)
     complaints     record id (32)             -> a complaint, handling or sanction envelope
     complaintmeta  name                       -> the complaint state's vector and config
     issuekeys      idempotency key (<= 128)   -> content digest (32) || record id (32): an own
@@ -94,6 +96,7 @@ COLUMN_FAMILIES = (
     "complaintmeta",
     "screenix",
     "issuekeys",
+    "viewchanged",
 )
 
 # Families that only the view writes: small memtables, so a large view does not
@@ -106,7 +109,9 @@ CONSENT_FAMILIES = ("consent", "consentline", "consentmeta")
 COMPLAINT_FAMILIES = ("complaints", "complaintmeta")
 # The screen's summaries of view entries (ledger/view/summary.py): derived,
 # checked against the entry on every read, so never synced nor rebuilt in a hurry.
-SCREEN_FAMILIES = ("screenix",)
+# viewchanged: written by the view in its own batches (ledger/view/stored.py),
+# emptied by the screen's index as its rows catch up (node/screenindex.py).
+SCREEN_FAMILIES = ("screenix", "viewchanged")
 VIEW_WRITE_BUFFER = 8 << 20
 # Families read by random key (a record by its id: the audit reads them in log
 # order, ingest asks for ids that are mostly absent): a Bloom filter per table

@@ -182,6 +182,8 @@ class Screener:
         self.pb_of = pb_of
         self.back_ms = cons.policy.clock_skew_ms if back_ms is None else back_ms
         self.tag = policy_tag(cons)
+        # What a stored row was made under: rows of another version are redone.
+        self.rows_version = bytes((ROW_VERSION,)) + self.tag
         self._unknown: Template | None = None   # an unmarked, unregistered caller's answer
         self.row_hits = 0        # callers answered from their row (tests, metrics)
 

@@ -170,7 +170,8 @@ class Node:
         self.holders = holders_service(cfg, self.core, self.view, self.admin, clock)
         # the call-path screen (node/screen.py): this node's view and consent state only
         # its callers' rows, made off the write path (node/screenindex.py)
-        self.screen_index = ScreenIndex(self.store, self.view.entries_bytes, self.view.numbers)
+        self.screen_index = ScreenIndex(self.store, self.view.entries_bytes, self.view.numbers,
+                                        lock=self.view.write_lock)
         self.view.on_change.append(self.screen_index.changed)
         self.screening = ScreeningService(
             self.consortium,
