@@ -29,16 +29,17 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from ledger.complaints.facts import SanctionFact
 from ledger.complaints.rules import Listing
 from ledger.consent.facts import ConsentReader, LineFact
-from ledger.screen import CallerView, Decision, NoMembersKey, decide, is_marketing
+from ledger.screen import CallerView, Decision, NoMembersKey, decide, is_marketing, refuses_any
 from ledger.view.entries import Entry
 from ledger.view.resolution import Resolution, evaluate, instants
 from ledger.view.summary import Summary, entry_digest, summarize
-from node.screenwire import Template, render, template_of
+from node.screenwire import Template, at_bytes, render_at, template_of
 
 if TYPE_CHECKING:
     from keys.consortium import Consortium
 
 CACHE_ENTRIES = 100_000   # distinct callers' entries kept (the bound on the cache's memory)
+LINE_TEMPLATES = 65_536   # registered callers' templates kept (dropped all at once when full)
 ROW_VERSION = 1
 
 
@@ -185,6 +186,8 @@ class Screener:
         # What a stored row was made under: rows of another version are redone.
         self.rows_version = bytes((ROW_VERSION,)) + self.tag
         self._unknown: Template | None = None   # an unmarked, unregistered caller's answer
+        # (caller, row digest, interval, line) -> the answer when the callee does not refuse
+        self._line_templates: dict[tuple, Template] = {}
         self.row_hits = 0        # callers answered from their row (tests, metrics)
 
     # ------------------------------------------------------------ rows
@@ -280,19 +283,53 @@ class Screener:
     def answer_bytes(self, calls: list[Call], tags: list[int],
                      encode: object) -> list[bytes]:
         """Each call's ScreenDecision bytes, in order: a template's when the
-        decision needs no callee, else `encode(call, decision, tag)`'s."""
+        decision needs no callee, else `encode(call, decision, tag)`'s.
+
+        A caller with a live line and a row is marketing: the callee's
+        preference is read for every such call, and only a refusal (rule 4)
+        goes through `decide` per call. Otherwise the decision is `decide`'s
+        with no preference (no other rule reads it), which depends only on the
+        caller's row interval and line, so it is kept as a template (no
+        listing in force: a listing's rules read the call's time)."""
         self._need_key()
-        line_at, protecting = self.consent.line_at, self.cons.policy.protecting
+        cons, consent = self.cons, self.consent
+        line_at, protecting = consent.line_at, cons.policy.protecting
+        key = cons.members_key
+        assert key is not None
+        kept = self._line_templates
+        at_ms, at_field = -1, b""
         out = []
         for c, f, tag in zip(calls, self._facts(calls), tags, strict=True):
+            if c.at_ms != at_ms:            # the calls of a batch mostly share one time
+                at_ms, at_field = c.at_ms, at_bytes(c.at_ms)
             line = line_at(c.caller, c.at_ms)
-            t = f.template
-            if line is None and not f.present and protecting(c.caller) is None:
-                t = self._unknown_template(c)
-            if line is None and t is not None:
-                out.append(render(t, tag, c.caller, c.callee, c.at_ms))
-            else:
+            if line is None:
+                t = f.template
+                if t is None and not f.present and protecting(c.caller) is None:
+                    t = self._unknown_template(c)
+                if t is not None:
+                    out.append(render_at(t, tag, c.caller, c.callee, at_field))
+                else:
+                    out.append(encode(c, self._decide(c, f, line), tag))  # type: ignore[operator]
+                continue
+            row, listed = f.row, self._listed(line, c.at_ms)
+            if row is None or listed is not None:
                 out.append(encode(c, self._decide(c, f, line), tag))  # type: ignore[operator]
+                continue
+            pref = consent.preference_at(key.seal(c.callee), c.at_ms)
+            if pref is not None and refuses_any(pref, (line.industry,), c.mode, c.at_ms):
+                d = decide(cons, c.caller, c.callee, c.at_ms, c.mode, f.view(), line, pref)
+                out.append(encode(c, d, tag))  # type: ignore[operator]
+                continue
+            k = (c.caller, row.summary.digest, f.k, line)
+            t = kept.get(k)
+            if t is None:
+                d = decide(cons, c.caller, "", c.at_ms, c.mode, f.view(), line, None)
+                t = template_of(d, self.pb_of)
+                if len(kept) >= LINE_TEMPLATES:
+                    kept.clear()
+                kept[k] = t
+            out.append(render_at(t, tag, c.caller, c.callee, at_field))
         return out
 
     def _unknown_template(self, c: Call) -> Template:
