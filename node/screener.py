@@ -23,17 +23,26 @@ import hashlib
 import marshal
 import threading
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from ledger.complaints.facts import SanctionFact
 from ledger.complaints.rules import Listing
 from ledger.consent.facts import ConsentReader, LineFact
-from ledger.screen import CallerView, Decision, NoMembersKey, decide, is_marketing, refuses_any
+from ledger.screen import (
+    CALLER_REGISTERED,
+    CallerView,
+    Decision,
+    NoMembersKey,
+    decide,
+    is_marketing,
+    redress,
+    refuses_any,
+)
 from ledger.view.entries import Entry
 from ledger.view.resolution import Resolution, evaluate, instants
 from ledger.view.summary import Summary, entry_digest, summarize
-from node.screenwire import Template, at_bytes, render_at, template_of
+from node.screenwire import Template, at_bytes, render_at, template_of, text_field
 
 if TYPE_CHECKING:
     from keys.consortium import Consortium
@@ -186,8 +195,9 @@ class Screener:
         # What a stored row was made under: rows of another version are redone.
         self.rows_version = bytes((ROW_VERSION,)) + self.tag
         self._unknown: Template | None = None   # an unmarked, unregistered caller's answer
-        # (caller, row digest, interval, line) -> the answer when the callee does not refuse
-        self._line_templates: dict[tuple, Template] = {}
+        # (caller, row digest, interval, line) -> the answer when the callee does not
+        # refuse; a line alone -> the answer of a caller with no entry, but its redress
+        self._line_templates: dict[object, Template] = {}
         self.row_hits = 0        # callers answered from their row (tests, metrics)
 
     # ------------------------------------------------------------ rows
@@ -313,13 +323,22 @@ class Screener:
                     out.append(encode(c, self._decide(c, f, line), tag))  # type: ignore[operator]
                 continue
             row, listed = f.row, self._listed(line, c.at_ms)
-            if row is None or listed is not None:
+            if (row is None and f.present) or listed is not None:
                 out.append(encode(c, self._decide(c, f, line), tag))  # type: ignore[operator]
                 continue
             pref = consent.preference_at(key.seal(c.callee), c.at_ms)
             if pref is not None and refuses_any(pref, (line.industry,), c.mode, c.at_ms):
                 d = decide(cons, c.caller, c.callee, c.at_ms, c.mode, f.view(), line, pref)
                 out.append(encode(c, d, tag))  # type: ignore[operator]
+                continue
+            if row is None:     # no entry: rule 8's label, the same for every number of the line
+                t = self._line_template(c, line, protecting)
+                if t is None:
+                    out.append(encode(c, decide(cons, c.caller, c.callee, c.at_ms, c.mode, None,
+                                                line, None), tag))  # type: ignore[operator]
+                else:
+                    out.append(render_at((t[0] + text_field(4, redress(cons, c.caller)), t[1]),
+                                         tag, c.caller, c.callee, at_field))
                 continue
             k = (c.caller, row.summary.digest, f.k, line)
             t = kept.get(k)
@@ -331,6 +350,25 @@ class Screener:
                 kept[k] = t
             out.append(render_at(t, tag, c.caller, c.callee, at_field))
         return out
+
+    def _line_template(self, c: Call, line: LineFact, protecting: object) -> Template | None:
+        """The answer, but its redress (field 4: it names the caller), for a
+        caller with no view entry on its live `line`, unlisted, whose callee
+        does not refuse it: caller-registered-marketer, whose reasons name
+        the line only. None for a protected caller (rule 1 names it)."""
+        if protecting(c.caller) is not None:  # type: ignore[operator]
+            return None
+        kept = self._line_templates
+        t = kept.get(line)
+        if t is None:
+            d = decide(self.cons, c.caller, "", c.at_ms, c.mode, None, line, None)
+            if d.code != CALLER_REGISTERED:     # not what the table gives today: decide per call
+                return None
+            t = template_of(replace(d, redress=""), self.pb_of)
+            if len(kept) >= LINE_TEMPLATES:
+                kept.clear()
+            kept[line] = t
+        return t
 
     def _unknown_template(self, c: Call) -> Template:
         """An unmarked, unregistered, unprotected caller's answer (rule 9: the

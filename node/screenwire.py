@@ -35,7 +35,7 @@ def _varint(n: int) -> bytes:
 _ONE_BYTE = [bytes((i,)) for i in range(0x80)]
 
 
-def _text(field: int, s: str) -> bytes:
+def text_field(field: int, s: str) -> bytes:
     """A string field (wire type 2); an empty one is left out, as protobuf does."""
     if not s:
         return b""

@@ -281,3 +281,26 @@ def test_an_entry_changed_while_its_row_is_made_stays_journalled(
     got = sc.answer_bytes(c, [1], _decision_bytes)
     assert got == reference(sc, c, [1])
     assert pb.ScreenDecision.FromString(got[0]).action == pb.SCREEN_ACTION_BLOCK
+
+
+def test_registered_callers_without_an_entry_answer_as_the_reference(parts: Parts) -> None:
+    """Lines on numbers the view holds nothing of (an exact one, a prefix):
+    the fast path answers them from one template per line (the redress
+    written per caller), byte for byte as the reference, refused or not."""
+    parts.consent.apply(parts.issue("carrier-1", [
+        MarketerLine("+8613700000001", False, "Anju Realty", USCC, "real-estate"),
+        MarketerLine("+861370000002", True, "Anju Realty", USCC, "finance"),
+    ]))
+    ix = ScreenIndex(parts.store, parts.view.entries_bytes, parts.view.numbers)
+    sc = make_screener(parts.cons, parts.view, parts.consent, ix, lambda: NOW)
+    ix.catch_up()
+    callers = ["+8613700000001", "+8613700000020", "+8613700000027", "+8613700000033"]
+    cs = [Call(a, f"+86139{j:08d}", at, mode) for a in callers for j in range(0, 60, 3)
+          for at in (NOW, NOW + 3 * D + 5) for mode in ("voice", "sms")]
+    tags = list(range(len(cs)))
+    got = sc.answer_bytes(cs, tags, _decision_bytes)
+    assert got == reference(sc, cs, tags)
+    actions = {pb.ScreenDecision.FromString(b).action for b in got}
+    assert {pb.SCREEN_ACTION_BLOCK, pb.SCREEN_ACTION_LABEL} <= actions
+    assert len(sc._line_templates) == 2            # one per line, whatever the caller
+    assert sc.answer_bytes(cs, tags, _decision_bytes) == got
