@@ -307,12 +307,22 @@ class Screener:
         key = cons.members_key
         assert key is not None
         kept = self._line_templates
+        facts = self._facts(calls)
+        lines = [line_at(c.caller, c.at_ms) for c in calls]
+        # The registered callers answered below from a row or no entry, unlisted:
+        # their callees' preferences, read in one go.
+        listed: dict[int, SanctionFact | None] = {
+            i: self._listed(ln, calls[i].at_ms) for i, ln in enumerate(lines) if ln is not None}
+        want = [i for i, s in listed.items()
+                if s is None and (facts[i].row is not None or not facts[i].present)]
+        prefs = dict(zip(want, consent.preferences_at(
+            [key.seal(calls[i].callee) for i in want], [calls[i].at_ms for i in want]),
+            strict=True))
         at_ms, at_field = -1, b""
         out = []
-        for c, f, tag in zip(calls, self._facts(calls), tags, strict=True):
+        for i, (c, f, tag, line) in enumerate(zip(calls, facts, tags, lines, strict=True)):
             if c.at_ms != at_ms:            # the calls of a batch mostly share one time
                 at_ms, at_field = c.at_ms, at_bytes(c.at_ms)
-            line = line_at(c.caller, c.at_ms)
             if line is None:
                 t = f.template
                 if t is None and not f.present and protecting(c.caller) is None:
@@ -322,11 +332,11 @@ class Screener:
                 else:
                     out.append(encode(c, self._decide(c, f, line), tag))  # type: ignore[operator]
                 continue
-            row, listed = f.row, self._listed(line, c.at_ms)
-            if (row is None and f.present) or listed is not None:
+            row = f.row
+            if i not in prefs:
                 out.append(encode(c, self._decide(c, f, line), tag))  # type: ignore[operator]
                 continue
-            pref = consent.preference_at(key.seal(c.callee), c.at_ms)
+            pref = prefs[i]
             if pref is not None and refuses_any(pref, (line.industry,), c.mode, c.at_ms):
                 d = decide(cons, c.caller, c.callee, c.at_ms, c.mode, f.view(), line, pref)
                 out.append(encode(c, d, tag))  # type: ignore[operator]
