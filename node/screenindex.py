@@ -105,9 +105,9 @@ class ScreenIndex:
         if self.store.get(FAMILY, STATE_KEY) == self.version and self.version and (
                 self.store.get(CHANGED, EVERYTHING) is None):
             journal = [k.decode() for k, _ in self.store.items(CHANGED)]
+            self.changed(journal)     # dirty before the rest is trusted
             with self._cv:
                 self.complete = True
-            self.changed(journal)
         else:
             self.changed(None)
 
