@@ -45,7 +45,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Any
@@ -177,12 +177,19 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 class Paced:
     """What `paced_calls` saw: latency per call in seconds from its
     scheduled send (None where it failed), the responses kept, the failures
-    (status name: details) and how long sending took."""
+    (status name: details), how long sending took and how late the sender
+    handed each call to gRPC (seconds after its scheduled time: a stalled
+    client shows here, not only in the latencies)."""
 
     latency: list[float | None]
     kept: dict[int, Any]
     failed: list[str]
     sent_s: float
+    late: list[float] = field(default_factory=list)
+
+    def late_ms(self, pct: float) -> float:
+        """The sender's lateness at percentile `pct`, in ms."""
+        return percentile(sorted(x * 1000 for x in self.late), pct) if self.late else 0.0
 
     def answered_ms(self) -> list[float]:
         """Latencies of the answered calls in ms, ascending."""
@@ -219,18 +226,20 @@ def paced_calls(
             failed.append(f"{e.code().name}: {e.details()}")
         done.release()
 
+    late: list[float] = []
     start = time.perf_counter() + 0.05
     for i, req in enumerate(requests):
         due = start + i / rate
         pause = due - time.perf_counter()
         if pause > 0:
             time.sleep(pause)
+        late.append(time.perf_counter() - due)
         method.future(req, timeout=timeout).add_done_callback(functools.partial(on_done, i, due))
     sent_s = time.perf_counter() - start
     for _ in range(n):
         if not done.acquire(timeout=4 * timeout):
             raise TimeoutError(f"{what} did not return within {4 * timeout:.0f} s")
-    return Paced(latency, kept, failed, sent_s)
+    return Paced(latency, kept, failed, sent_s, late)
 
 
 def paced_lookups(

@@ -11,13 +11,15 @@
     view           E.164 number               -> view entry bytes
     viewix         record id (32)             -> what the view knows of the record
     viewref        target id || referrer id   -> b"" (corrections and decisions naming it)
-    viewbucket     bucket (4, BE)             -> view tree leaves: rows of key || entry hash || cache
+    viewbucket     bucket (4, BE)             -> tree leaves: rows of key || entry hash || cache
     viewbuckethash bucket (4, BE)             -> subtree hash below the view tree's top (non-empty)
     viewmeta       name                       -> the view's vector, count, config
     consent        sealed subscriber          -> its kept preferences and reassignments
     consentline    record id (32)             -> a marketer line's (de)registration
     consentmeta    name                       -> the consent state's vector and key id
     screenix       E.164 number               -> the screen's summary of its view entry
+    viewchanged    E.164 number | b"*"        -> b"": an entry changed since the screen's
+                                                 index took it ("*": every entry may have)
     complaints     record id (32)             -> a complaint, handling or sanction envelope
     complaintmeta  name                       -> the complaint state's vector and config
     issuekeys      idempotency key (<= 128)   -> content digest (32) || record id (32): an own
@@ -96,6 +98,7 @@ COLUMN_FAMILIES = (
     "complaintmeta",
     "screenix",
     "issuekeys",
+    "viewchanged",
 )
 
 # Families that only the view writes: small memtables, so a large view does not
@@ -108,7 +111,9 @@ CONSENT_FAMILIES = ("consent", "consentline", "consentmeta")
 COMPLAINT_FAMILIES = ("complaints", "complaintmeta")
 # The screen's summaries of view entries (ledger/view/summary.py): derived,
 # checked against the entry on every read, so never synced nor rebuilt in a hurry.
-SCREEN_FAMILIES = ("screenix",)
+# viewchanged: written by the view in its own batches (ledger/view/stored.py),
+# emptied by the screen's index as its rows catch up (node/screenindex.py).
+SCREEN_FAMILIES = ("screenix", "viewchanged")
 VIEW_WRITE_BUFFER = 8 << 20
 # Families read by random key (a record by its id: the audit reads them in log
 # order, ingest asks for ids that are mostly absent): a Bloom filter per table

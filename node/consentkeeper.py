@@ -68,3 +68,8 @@ class ConsentKeeper(DerivedKeeper[StoredConsent]):
         """The registration holding the E.164 `number` at `at_ms`, or None.
         Raises MembersKeyMissing."""
         return self._state().line_at(number, at_ms)
+
+    def preferences_at(self, sealed: list[bytes], at_ms: list[int]
+                       ) -> list[PreferenceFact | None]:
+        """`preference_at` of each pair, in order. Raises MembersKeyMissing."""
+        return self._state().preferences_at(sealed, at_ms)

@@ -110,6 +110,7 @@ def make_screener(cons: Consortium, view: EntrySource, consent: Any,
     if index is not None:
         assert clock is not None
         index.row_of = row_maker(sc, clock)
+        index.version = sc.rows_version
     return sc
 
 

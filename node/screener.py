@@ -23,22 +23,32 @@ import hashlib
 import marshal
 import threading
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from ledger.complaints.facts import SanctionFact
 from ledger.complaints.rules import Listing
 from ledger.consent.facts import ConsentReader, LineFact
-from ledger.screen import CallerView, Decision, NoMembersKey, decide, is_marketing
+from ledger.screen import (
+    CALLER_REGISTERED,
+    CallerView,
+    Decision,
+    NoMembersKey,
+    decide,
+    is_marketing,
+    redress,
+    refuses_any,
+)
 from ledger.view.entries import Entry
 from ledger.view.resolution import Resolution, evaluate, instants
 from ledger.view.summary import Summary, entry_digest, summarize
-from node.screenwire import Template, render, template_of
+from node.screenwire import Template, at_bytes, render_at, template_of, text_field
 
 if TYPE_CHECKING:
     from keys.consortium import Consortium
 
 CACHE_ENTRIES = 100_000   # distinct callers' entries kept (the bound on the cache's memory)
+LINE_TEMPLATES = 65_536   # registered callers' templates kept (dropped all at once when full)
 ROW_VERSION = 1
 
 
@@ -182,7 +192,12 @@ class Screener:
         self.pb_of = pb_of
         self.back_ms = cons.policy.clock_skew_ms if back_ms is None else back_ms
         self.tag = policy_tag(cons)
+        # What a stored row was made under: rows of another version are redone.
+        self.rows_version = bytes((ROW_VERSION,)) + self.tag
         self._unknown: Template | None = None   # an unmarked, unregistered caller's answer
+        # (caller, row digest, interval, line) -> the answer when the callee does not
+        # refuse; a line alone -> the answer of a caller with no entry, but its redress
+        self._line_templates: dict[object, Template] = {}
         self.row_hits = 0        # callers answered from their row (tests, metrics)
 
     # ------------------------------------------------------------ rows
@@ -278,20 +293,92 @@ class Screener:
     def answer_bytes(self, calls: list[Call], tags: list[int],
                      encode: object) -> list[bytes]:
         """Each call's ScreenDecision bytes, in order: a template's when the
-        decision needs no callee, else `encode(call, decision, tag)`'s."""
+        decision needs no callee, else `encode(call, decision, tag)`'s.
+
+        A caller with a live line and a row is marketing: the callee's
+        preference is read for every such call, and only a refusal (rule 4)
+        goes through `decide` per call. Otherwise the decision is `decide`'s
+        with no preference (no other rule reads it), which depends only on the
+        caller's row interval and line, so it is kept as a template (no
+        listing in force: a listing's rules read the call's time)."""
         self._need_key()
-        line_at, protecting = self.consent.line_at, self.cons.policy.protecting
+        cons, consent = self.cons, self.consent
+        line_at, protecting = consent.line_at, cons.policy.protecting
+        key = cons.members_key
+        assert key is not None
+        kept = self._line_templates
+        facts = self._facts(calls)
+        lines = [line_at(c.caller, c.at_ms) for c in calls]
+        # The registered callers answered below from a row or no entry, unlisted:
+        # their callees' preferences, read in one go.
+        listed: dict[int, SanctionFact | None] = {
+            i: self._listed(ln, calls[i].at_ms) for i, ln in enumerate(lines) if ln is not None}
+        want = [i for i, s in listed.items()
+                if s is None and (facts[i].row is not None or not facts[i].present)]
+        prefs = dict(zip(want, consent.preferences_at(
+            [key.seal(calls[i].callee) for i in want], [calls[i].at_ms for i in want]),
+            strict=True))
+        at_ms, at_field = -1, b""
         out = []
-        for c, f, tag in zip(calls, self._facts(calls), tags, strict=True):
-            line = line_at(c.caller, c.at_ms)
-            t = f.template
-            if line is None and not f.present and protecting(c.caller) is None:
-                t = self._unknown_template(c)
-            if line is None and t is not None:
-                out.append(render(t, tag, c.caller, c.callee, c.at_ms))
-            else:
+        for i, (c, f, tag, line) in enumerate(zip(calls, facts, tags, lines, strict=True)):
+            if c.at_ms != at_ms:            # the calls of a batch mostly share one time
+                at_ms, at_field = c.at_ms, at_bytes(c.at_ms)
+            if line is None:
+                t = f.template
+                if t is None and not f.present and protecting(c.caller) is None:
+                    t = self._unknown_template(c)
+                if t is not None:
+                    out.append(render_at(t, tag, c.caller, c.callee, at_field))
+                else:
+                    out.append(encode(c, self._decide(c, f, line), tag))  # type: ignore[operator]
+                continue
+            row = f.row
+            if i not in prefs:
                 out.append(encode(c, self._decide(c, f, line), tag))  # type: ignore[operator]
+                continue
+            pref = prefs[i]
+            if pref is not None and refuses_any(pref, (line.industry,), c.mode, c.at_ms):
+                d = decide(cons, c.caller, c.callee, c.at_ms, c.mode, f.view(), line, pref)
+                out.append(encode(c, d, tag))  # type: ignore[operator]
+                continue
+            if row is None:     # no entry: rule 8's label, the same for every number of the line
+                t = self._line_template(c, line, protecting)
+                if t is None:
+                    out.append(encode(c, decide(cons, c.caller, c.callee, c.at_ms, c.mode, None,
+                                                line, None), tag))  # type: ignore[operator]
+                else:
+                    out.append(render_at((t[0] + text_field(4, redress(cons, c.caller)), t[1]),
+                                         tag, c.caller, c.callee, at_field))
+                continue
+            k = (c.caller, row.summary.digest, f.k, line)
+            t = kept.get(k)
+            if t is None:
+                d = decide(cons, c.caller, "", c.at_ms, c.mode, f.view(), line, None)
+                t = template_of(d, self.pb_of)
+                if len(kept) >= LINE_TEMPLATES:
+                    kept.clear()
+                kept[k] = t
+            out.append(render_at(t, tag, c.caller, c.callee, at_field))
         return out
+
+    def _line_template(self, c: Call, line: LineFact, protecting: object) -> Template | None:
+        """The answer, but its redress (field 4: it names the caller), for a
+        caller with no view entry on its live `line`, unlisted, whose callee
+        does not refuse it: caller-registered-marketer, whose reasons name
+        the line only. None for a protected caller (rule 1 names it)."""
+        if protecting(c.caller) is not None:  # type: ignore[operator]
+            return None
+        kept = self._line_templates
+        t = kept.get(line)
+        if t is None:
+            d = decide(self.cons, c.caller, "", c.at_ms, c.mode, None, line, None)
+            if d.code != CALLER_REGISTERED:     # not what the table gives today: decide per call
+                return None
+            t = template_of(replace(d, redress=""), self.pb_of)
+            if len(kept) >= LINE_TEMPLATES:
+                kept.clear()
+            kept[line] = t
+        return t
 
     def _unknown_template(self, c: Call) -> Template:
         """An unmarked, unregistered, unprotected caller's answer (rule 9: the

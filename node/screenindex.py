@@ -12,8 +12,21 @@ until a background thread has written their new rows, and a screen treats
 a dirty number's row as unproven (it reads the entry and checks the row's
 digest). Once a first pass over every entry has finished (`complete`), a
 clean number's row, or its absence, is the entry's: the screen then reads
-nothing else. Rows are written unsynced: after a crash the node starts with
-every number dirty and the pass runs again.
+nothing else.
+
+The rows survive a restart. The view writes every changed number into its
+change journal (viewchanged, ledger/view/stored.py) in the entry's own
+batch; the index removes a number from it in the batch that writes the
+number's new row, and only when the entry has not changed since it was read
+(checked under the view's write lock, which the writer holds from the
+entry's write until it has called `changed`). So, in every state a crash
+can leave, a number outside the journal has the row of its stored entry
+(or none and no entry). STATE_KEY holds the rows' version (row format and
+policy, `version`) once a full pass has finished, and is deleted in the
+write that starts one; a start that finds it equal to `version` and no
+b"*" in the journal trusts every row at once and redoes only the journal's
+numbers. Everything is written unsynced: RocksDB recovers a prefix of the
+writes, and every prefix keeps that rule.
 
 The rows share the process (and so its one GIL) with the writer: while the
 writer has work (`yield_to()`, the node's `NodeCore.busy`), the index rests
@@ -31,9 +44,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 
 from ledger.errors import LedgerError
 from ledger.store import Store
+from ledger.view.stored import CHANGED, EVERYTHING
 
 log = logging.getLogger("markex.screen")
 
@@ -41,18 +56,26 @@ FAMILY = "screenix"
 CHUNK = 1000          # rows written per store write
 REST = 3.0            # while the writer is busy: rest this many times a chunk's time
 REST_POLL_S = 0.01    # how often a rest asks whether the writer is still busy
+STATE_KEY = b"\x00state"   # below every number ("+..."): the rows' version, once complete
 
 
 class ScreenIndex:
     def __init__(self, store: Store, entries: Callable[[list[str]], list[bytes | None]],
                  numbers: Callable[[], Iterable[str]],
                  row_of: Callable[[str, bytes], bytes | None] | None = None,
-                 yield_to: Callable[[], bool] = lambda: False) -> None:
+                 yield_to: Callable[[], bool] = lambda: False,
+                 lock: AbstractContextManager | None = None) -> None:
         """`entries(e164s)`: entry bytes (the view keeper's consistent read);
         `numbers()`: every number with an entry; `row_of(number, entry bytes)`:
-        its row (None: none), set before `start` (the screener's);
-        `yield_to()`: whether the write path has work now (then the index rests)."""
+        its row (None: none), set before `start` (the screener's, with
+        `version`); `yield_to()`: whether the write path has work now (then
+        the index rests); `lock`: the view's write lock, held by the writer
+        from an entry's write until its `changed` (ViewKeeper.write_lock; by
+        default the index's own, for a view that changes only under the
+        caller's hand)."""
         self.store = store
+        self.version = b""                    # the rows' format and policy (the screener's)
+        self._view_lock: AbstractContextManager = lock if lock is not None else threading.RLock()
         self._entries = entries
         self._numbers = numbers
         self.row_of = row_of
@@ -67,6 +90,7 @@ class ScreenIndex:
         self.complete = False                 # a pass over every entry has finished
         self._thread: threading.Thread | None = None
         self._since = time.monotonic()        # when the work since the last rest began
+        self._loaded = False
         self.written = 0                      # rows written (tests and metrics)
 
     # ------------------------------------------------------------ the writer's side
@@ -84,9 +108,24 @@ class ScreenIndex:
             self._cv.notify()
 
     def start(self) -> None:
-        self.changed(None)
+        """`load` (unless done), then write rows in the background."""
+        if not self._loaded:
+            self.load()
         self._thread = threading.Thread(target=self._run, name="screen-index", daemon=True)
         self._thread.start()
+
+    def load(self) -> None:
+        """Trust the stored rows if a full pass made them under this version
+        (and queue the journal's numbers), else queue a full pass."""
+        self._loaded = True
+        if self.store.get(FAMILY, STATE_KEY) == self.version and self.version and (
+                self.store.get(CHANGED, EVERYTHING) is None):
+            journal = [k.decode() for k, _ in self.store.items(CHANGED)]
+            self.changed(journal)     # dirty before the rest is trusted
+            with self._cv:
+                self.complete = True
+        else:
+            self.changed(None)
 
     def stop(self) -> None:
         with self._cv:
@@ -99,6 +138,26 @@ class ScreenIndex:
         """Every row written: nothing queued, the first pass done."""
         with self._cv:
             return self.complete and not self._pending and not self._busy
+
+    def catch_up(self) -> int:
+        """`load`, then write every queued row on the calling thread, with no
+        background thread (a stopped node's store: the rows its index would
+        have written while the node ran; tools and benchmarks). Returns the
+        rows written."""
+        if not self._loaded:
+            self.load()
+        before = self.written
+        while True:
+            with self._cv:
+                everything, self._everything = self._everything, False
+                batch = [] if everything else [
+                    self._pending.pop() for _ in range(min(CHUNK, len(self._pending)))]
+            if everything:
+                self._write_all()
+            elif batch:
+                self._write(batch)
+            else:
+                return self.written - before
 
     def _run(self) -> None:
         while True:
@@ -127,9 +186,14 @@ class ScreenIndex:
     def _write_all(self) -> None:
         # Rows of numbers whose entry went while no one listened would stay:
         # start from none (the screen reads entries until the pass is done).
+        # The journal goes too (the pass reads every entry after this write;
+        # an entry written later is journalled again), and the state with it,
+        # so a crash during the pass makes the next start pass again.
         batch = self.store.batch()
         batch.delete_range(FAMILY, b"", b"\xff")
-        self.store.write(batch, sync=False)
+        batch.delete_range(CHANGED, b"", b"\xff")
+        with self._view_lock:
+            self.store.write(batch, sync=False)
         chunk: list[str] = []
         for n in self._numbers():
             chunk.append(n)
@@ -141,8 +205,12 @@ class ScreenIndex:
                 self._rest()
         if chunk:
             self._write(chunk)
-        with self._cv:
-            self.complete = not self._everything
+        with self._view_lock, self._cv:
+            if self._everything:          # the view was cleared again meanwhile
+                return
+            if self.version:
+                self.store.put(FAMILY, STATE_KEY, self.version, sync=False)
+            self.complete = True
 
     def _rest(self) -> None:
         """After a chunk: while the writer is busy, wait REST times the time
@@ -165,11 +233,19 @@ class ScreenIndex:
                 batch.delete(FAMILY, n.encode())
             else:
                 batch.put(FAMILY, n.encode(), row)
-        self.store.write(batch, sync=False)
-        with self._cv:
-            for n, g in gens.items():
-                if g is not None and self._dirty.get(n) == g:  # not changed again since read
-                    del self._dirty[n]
+        # Under the view's write lock: no entry is written between the check
+        # and the write, so a number leaves the journal only with the row of
+        # the entry as stored (a number changed since its read stays in it).
+        with self._view_lock:
+            with self._cv:
+                same = [n for n, g in gens.items() if self._dirty.get(n) == g]
+            for n in same:
+                batch.delete(CHANGED, n.encode())
+            self.store.write(batch, sync=False)
+            with self._cv:
+                for n in same:
+                    if gens[n] is not None:
+                        del self._dirty[n]
         self.written += len(numbers)
 
     # ------------------------------------------------------------ the screen's side

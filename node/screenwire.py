@@ -35,7 +35,7 @@ def _varint(n: int) -> bytes:
 _ONE_BYTE = [bytes((i,)) for i in range(0x80)]
 
 
-def _text(field: int, s: str) -> bytes:
+def text_field(field: int, s: str) -> bytes:
     """A string field (wire type 2); an empty one is left out, as protobuf does."""
     if not s:
         return b""
@@ -54,16 +54,28 @@ class Template(NamedTuple):
 _CALLER, _CALLEE = _varint(6 << 3 | 2), _varint(7 << 3 | 2)
 
 
+def at_bytes(at_ms: int) -> bytes:
+    """Field 8 (at_ms) as written, b"" for 0 (left out)."""
+    return _AT + _varint(at_ms) if at_ms > 0 else b""
+
+
 def render(t: tuple[bytes, bytes], tag: int, caller: str, callee: str, at_ms: int) -> bytes:
     """One call's ScreenDecision bytes from a template (prefix, suffix);
     numbers are E.164 (ASCII, never empty)."""
+    return render_at(t, tag, caller, callee, at_bytes(at_ms))
+
+
+def render_at(t: tuple[bytes, bytes], tag: int, caller: str, callee: str,
+              at_field: bytes) -> bytes:
+    """`render` with the call's time already written (`at_bytes`): a batch's
+    calls mostly share it."""
     a, b = caller.encode(), callee.encode()
     return b"".join((
         t[0],
         _TAG + _varint(tag) if tag else b"",
         _CALLER, _ONE_BYTE[len(a)], a,
         _CALLEE, _ONE_BYTE[len(b)], b,
-        _AT + _varint(at_ms) if at_ms > 0 else b"",
+        at_field,
         t[1],
     ))
 

@@ -172,7 +172,8 @@ class Node:
         # its callers' rows, made off the write path (node/screenindex.py), resting
         # while the writer has work: both hold the one GIL
         self.screen_index = ScreenIndex(self.store, self.view.entries_bytes, self.view.numbers,
-                                        yield_to=lambda: self.core.busy)
+                                        yield_to=lambda: self.core.busy,
+                                        lock=self.view.write_lock)
         self.view.on_change.append(self.screen_index.changed)
         self.screening = ScreeningService(
             self.consortium,

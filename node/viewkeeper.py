@@ -20,6 +20,7 @@ import logging
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
@@ -142,6 +143,12 @@ class ViewKeeper:
                 self._dirty.update(viewtree.position(view_key(n)) >> shift for n in numbers)
         for fn in self.on_change:
             fn(numbers)
+
+    @property
+    def write_lock(self) -> AbstractContextManager[bool]:
+        """Held from every change of the stored view until `on_change` has
+        been told of it (node/screenindex.py checks its rows under it)."""
+        return self._lock
 
     def numbers(self) -> Iterator[str]:
         """Every number with an entry now (read as the store iterates)."""

@@ -232,3 +232,137 @@ def test_the_index_finishes_under_a_writer_that_is_always_busy(
         ix.stop()
     assert ix.written == 6 and [n for k, n in events if k == "row"] == numbers
     assert ("asked", True) in events
+
+
+# ---------------------------------------------------------------- rows across a restart
+
+
+def reopen(parts: Parts, tmp: Path) -> ScreenIndex:
+    """The store closed and opened again, as a restarted node finds it (a
+    crash included: every write is unsynced, and a reopened store holds all
+    that returned), with a new view, consent state, index and screener."""
+    parts.store.close()
+    parts.store = Store(tmp / "db")
+    parts.view = V.NationalView.open(parts.store, parts.cons)
+    parts.consent = StoredConsent(parts.store, parts.cons.members_key)
+    return ScreenIndex(parts.store, parts.view.entries_bytes, parts.view.numbers)
+
+
+def test_rows_survive_a_restart_and_only_changed_entries_are_redone(
+        parts: Parts, tmp_path: Path) -> None:
+    ix = ScreenIndex(parts.store, parts.view.entries_bytes, parts.view.numbers)
+    make_screener(parts.cons, parts.view, parts.consent, ix, lambda: NOW)
+    ix.start()
+    wait_idle(ix)
+    ix.stop()
+    # An entry changes and the node dies before its index hears of it.
+    caller, other = "+8613800000002", "+8613800000004"
+    assert parts.view.apply(parts.issue("institute", [Mark(caller, "fraud", 90, 5,
+                                                           NOW - 20 * D)])) == {caller}
+    ix2 = reopen(parts, tmp_path)
+    sc = make_screener(parts.cons, parts.view, parts.consent, ix2, lambda: NOW)
+    ix2.load()                                    # what start trusts, before its thread runs
+    assert ix2.complete                           # no pass over every entry again
+    _, trusted = ix2.rows([caller, other])
+    assert trusted == [False, True]               # the changed one is read and checked
+    cs = [Call(caller, "+8613900000001", NOW, "voice")] + calls(500, 5)
+    tags = list(range(len(cs)))
+    got = sc.answer_bytes(cs, tags, _decision_bytes)
+    assert got == reference(sc, cs, tags)
+    assert pb.ScreenDecision.FromString(got[0]).action == pb.SCREEN_ACTION_BLOCK
+    ix2.start()
+    try:
+        wait_idle(ix2)
+        assert ix2.written == 1                   # only the changed entry's row redone
+        assert ix2.rows([caller])[1] == [True]
+        assert sc.answer_bytes(cs, tags, _decision_bytes) == got
+    finally:
+        ix2.stop()
+
+
+def test_a_start_after_an_unfinished_pass_or_a_cleared_view_passes_again(
+        parts: Parts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import node.screenindex as screenindex
+
+    monkeypatch.setattr(screenindex, "CHUNK", 50)
+    ix = ScreenIndex(parts.store, parts.view.entries_bytes, parts.view.numbers)
+    make_screener(parts.cons, parts.view, parts.consent, ix, lambda: NOW)
+    ix._stop = True                               # dies after its first chunk
+    ix._write_all()
+    assert ix.written == 50 and not ix.complete
+    ix2 = reopen(parts, tmp_path)
+    make_screener(parts.cons, parts.view, parts.consent, ix2, lambda: NOW)
+    ix2.load()
+    assert not ix2.complete                       # the unfinished pass's rows are not trusted
+    ix2.start()
+    try:
+        wait_idle(ix2)
+        assert ix2.written >= parts.view.count
+    finally:
+        ix2.stop()
+    # The view cleared and rebuilt while no index listened: its rows are not the view's.
+    parts.view.clear()
+    parts.view.apply(parts.issue("internet-1", [Mark("+8613800000001", "taxi", 60, 1,
+                                                     NOW - 20 * D)]))
+    ix3 = reopen(parts, tmp_path)
+    sc = make_screener(parts.cons, parts.view, parts.consent, ix3, lambda: NOW)
+    ix3.load()
+    assert not ix3.complete
+    cs = calls(300, 9)
+    tags = list(range(len(cs)))
+    assert sc.answer_bytes(cs, tags, _decision_bytes) == reference(sc, cs, tags)
+
+
+def test_an_entry_changed_while_its_row_is_made_stays_journalled(
+        parts: Parts, tmp_path: Path) -> None:
+    """The writer changes an entry between the index's read and its write:
+    the row written is the old entry's, so the number must stay in the
+    journal (a restart then checks its row against its entry)."""
+    caller = "+8613800000002"
+    ix: ScreenIndex
+
+    def entries(numbers: list[str]) -> list[bytes | None]:
+        got = parts.view.entries_bytes(numbers)
+        if caller in numbers:
+            with ix._view_lock:                   # as the view keeper's writer does
+                ix.changed(parts.view.apply(parts.issue(
+                    "institute", [Mark(caller, "fraud", 90, 5, NOW - 20 * D)])))
+        return got
+
+    ix = ScreenIndex(parts.store, entries, parts.view.numbers)
+    make_screener(parts.cons, parts.view, parts.consent, ix, lambda: NOW)
+    ix._write_all()                               # one pass, its thread never started
+    assert ix.complete
+    _, trusted = ix.rows([caller, "+8613800000004"])
+    assert trusted == [False, True]
+    ix2 = reopen(parts, tmp_path)                 # the node dies before it writes the row again
+    sc = make_screener(parts.cons, parts.view, parts.consent, ix2, lambda: NOW)
+    ix2.load()
+    assert ix2.complete and ix2.rows([caller])[1] == [False]
+    c = [Call(caller, "+8613900000001", NOW, "voice")]
+    got = sc.answer_bytes(c, [1], _decision_bytes)
+    assert got == reference(sc, c, [1])
+    assert pb.ScreenDecision.FromString(got[0]).action == pb.SCREEN_ACTION_BLOCK
+
+
+def test_registered_callers_without_an_entry_answer_as_the_reference(parts: Parts) -> None:
+    """Lines on numbers the view holds nothing of (an exact one, a prefix):
+    the fast path answers them from one template per line (the redress
+    written per caller), byte for byte as the reference, refused or not."""
+    parts.consent.apply(parts.issue("carrier-1", [
+        MarketerLine("+8613700000001", False, "Anju Realty", USCC, "real-estate"),
+        MarketerLine("+861370000002", True, "Anju Realty", USCC, "finance"),
+    ]))
+    ix = ScreenIndex(parts.store, parts.view.entries_bytes, parts.view.numbers)
+    sc = make_screener(parts.cons, parts.view, parts.consent, ix, lambda: NOW)
+    ix.catch_up()
+    callers = ["+8613700000001", "+8613700000020", "+8613700000027", "+8613700000033"]
+    cs = [Call(a, f"+86139{j:08d}", at, mode) for a in callers for j in range(0, 60, 3)
+          for at in (NOW, NOW + 3 * D + 5) for mode in ("voice", "sms")]
+    tags = list(range(len(cs)))
+    got = sc.answer_bytes(cs, tags, _decision_bytes)
+    assert got == reference(sc, cs, tags)
+    actions = {pb.ScreenDecision.FromString(b).action for b in got}
+    assert {pb.SCREEN_ACTION_BLOCK, pb.SCREEN_ACTION_LABEL} <= actions
+    assert len(sc._line_templates) == 2            # one per line, whatever the caller
+    assert sc.answer_bytes(cs, tags, _decision_bytes) == got

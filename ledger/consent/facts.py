@@ -62,6 +62,12 @@ class ConsentReader(Protocol):
         number first, then the longest prefix), or None."""
         ...
 
+    def preferences_at(self, sealed: list[bytes], at_ms: list[int]
+                       ) -> list[PreferenceFact | None]:
+        """`preference_at` of each (sealed, at_ms) pair, in order (one read
+        of the store for all)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Subscriber:

@@ -216,6 +216,9 @@ class LineIndex:
         self.exact: dict[str, list[LineFact]] = {}
         self.prefixes: dict[str, list[LineFact]] = {}
         self.under: dict[str, list[LineFact]] = {}   # every prefix of a number -> lines
+        # The lengths of the prefixes registered, longest first: a screen asks
+        # only those (a handful) instead of every length of its number.
+        self._prefix_lens: tuple[int, ...] = ()
         for f in sorted(lines.values(), key=line_order):
             if f.ended_at and f.ended_at == f.issued_at:
                 continue  # void (rule 8), or ended as it began: never holds anything
@@ -223,6 +226,8 @@ class LineIndex:
 
     def _add(self, f: LineFact) -> None:
         (self.prefixes if f.prefix else self.exact).setdefault(f.number, []).append(f)
+        if f.prefix and len(f.number) not in self._prefix_lens:
+            self._prefix_lens = tuple(sorted((*self._prefix_lens, len(f.number)), reverse=True))
         for i in range(4, len(f.number) + 1):
             self.under.setdefault(f.number[:i], []).append(f)
 
@@ -231,10 +236,12 @@ class LineIndex:
         for f in self.exact.get(number, ()):
             if live_at(f, at_ms):
                 return f
-        for i in range(len(number), 3, -1):
-            for f in self.prefixes.get(number[:i], ()):
-                if live_at(f, at_ms):
-                    return f
+        n = len(number)
+        for i in self._prefix_lens:
+            if 3 < i <= n:
+                for f in self.prefixes.get(number[:i], ()):
+                    if live_at(f, at_ms):
+                        return f
         return None
 
     def overlapping(self, number: str, prefix: bool, at_ms: int) -> list[LineFact]:

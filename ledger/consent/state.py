@@ -61,6 +61,9 @@ class ConsentState:
     def _get(self, sealed: bytes) -> Subscriber | None:
         raise NotImplementedError
 
+    def _get_many(self, sealed: list[bytes]) -> list[Subscriber | None]:
+        return [self._get(k) for k in sealed]
+
     def _commit(self, subs: dict[bytes, Subscriber],
                 lines: Sequence[LineFact | Deregistration], vector: dict[str, int]) -> None:
         raise NotImplementedError
@@ -76,6 +79,11 @@ class ConsentState:
         """The preference in force for the sealed subscriber at `at_ms` (rules
         2-4), a revocation included, or None. One read, one decode."""
         return R.in_force(self._get(sealed), at_ms)
+
+    def preferences_at(self, sealed: list[bytes], at_ms: list[int]
+                       ) -> list[PreferenceFact | None]:
+        """`preference_at` of each pair, in order, the subscribers read at once."""
+        return [R.in_force(sub, t) for sub, t in zip(self._get_many(sealed), at_ms, strict=True)]
 
     def line_at(self, number: str, at_ms: int) -> LineFact | None:
         """The registration holding `number` at `at_ms` (rule 7), from memory."""
@@ -179,6 +187,10 @@ class StoredConsent(ConsentState):
     def _get(self, sealed: bytes) -> Subscriber | None:
         raw = self.store.get("consent", sealed)
         return None if raw is None else decode_subscriber(raw)
+
+    def _get_many(self, sealed: list[bytes]) -> list[Subscriber | None]:
+        return [None if raw is None else decode_subscriber(raw)
+                for raw in self.store.get_many("consent", sealed)]
 
     def _commit(self, subs: dict[bytes, Subscriber],
                 lines: Sequence[LineFact | Deregistration], vector: dict[str, int]) -> None:

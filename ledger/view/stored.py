@@ -8,6 +8,7 @@
                                                  || hash (32) || u8 depth || hash (32)
     viewbuckethash  u32 bucket                -> the bucket's subtree hash (non-empty buckets)
     viewmeta        b"config" | b"vector" | b"count" | b"ignored"
+    viewchanged     number | b"*"             -> b"" (the change journal, below)
 
 viewix kinds and bodies: W waiting (unknown, but named by a correction or a
 decision), I ignored, M mark (its number, a newline, its fact as JSON), R
@@ -24,6 +25,13 @@ reads every bucket it changes with one multi-get (a point read the family's
 Bloom filter answers from one table) instead of a range scan per bucket
 (an iterator seeks in every table of the family); it rewrites the bucket's
 few rows whole (~1.7 entries per bucket at 100k entries and 16 bits).
+
+The change journal: every entry written or deleted puts its number into
+viewchanged in the same batch, and `clear` puts b"*" (any entry may have
+changed). The view never reads it and never removes from it: it tells data
+derived from the entries elsewhere (the screen's rows, node/screenindex.py)
+which of them to redo after a restart, and since it is in the entry's own
+write, a crash cannot leave an entry changed without its number there.
 
 Only the tree's dense top stays in memory. An apply reads what it needs,
 keeps its changes in an overlay, and writes them in one atomic batch at
@@ -59,6 +67,8 @@ WAITING, IGNORED, MARK, REASSIGNMENT, CORRECTION, DECISION, COMPLAINT = (
 HAS_REFS = 1
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
+CHANGED = "viewchanged"      # the change journal's family
+EVERYTHING = b"*"            # its key after a clear: any entry may have changed
 END = b"\xff" * 80           # above every key the view families hold (ids, numbers <= 36 bytes)
 REF_END = b"\xff" * 33       # target || REF_END is above target || any 32-byte referrer
 
@@ -322,6 +332,7 @@ class StoredState:
         for cf in VIEW_FAMILIES:
             batch.delete_range(cf, b"", END)
         batch.put("viewmeta", b"config", self._digest)
+        batch.put(CHANGED, EVERYTHING, b"")
         self.store.write(batch, sync=False)
         self._reset()
 
@@ -443,10 +454,12 @@ class StoredState:
         return out
 
     def put_entry(self, number: str, entry: Entry | None) -> None:
+        key = number.encode("utf-8")
         if entry is None:
-            self._batch.delete("view", number.encode("utf-8"))
+            self._batch.delete("view", key)
         else:
-            self._batch.put("view", number.encode("utf-8"), entry.encode())
+            self._batch.put("view", key, entry.encode())
+        self._batch.put(CHANGED, key, b"")   # the change journal (module doc)
 
     def bucket_slots(self, b: int) -> list[Slot]:
         return self.buckets([b])[0]
