@@ -69,11 +69,11 @@ def to_pb(it: Item) -> Any:
             channel=f["channel"], complainant=f["complainant"],
             description=f.get("description", "")))
     if it.kind == "handle":
-        from node.complaintcli import _ACTIONS, _FINDINGS
+        from ledger.payloads.handling import ACTION_CODES, FINDING_CODES
 
         return pb.IssueItem(key=key, handling=rpb.Handling(
-            complaints=[f["complaint"]], finding=_FINDINGS[f["finding"]],
-            forward_to=f["forward"], action=_ACTIONS[f["action"]], mark_id=f.get("mark", b""),
+            complaints=[f["complaint"]], finding=FINDING_CODES[f["finding"]],
+            forward_to=f["forward"], action=ACTION_CODES[f["action"]], mark_id=f.get("mark", b""),
             feedback_reported_at_ms=f.get("feedback_reported", 0),
             feedback_complainant_at_ms=f.get("feedback_complainant", 0)))
     if it.kind == "sanction":
