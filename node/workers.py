@@ -185,7 +185,8 @@ class WorkerPool:
         # The workers log at the node's level (its --log-level wins over node.toml's).
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
         argv = [sys.executable, "-m", "node.workers", "--config", str(self.config),
-                "--port", str(self.port), "--secondary", str(secondary), "--log-level", level]
+                "--port", str(self.port), "--secondary", str(secondary), "--log-level", level,
+                "--parent", str(os.getpid())]
         if self.upstream is not None:
             argv += ["--upstream", self.upstream]
         return subprocess.Popen(
@@ -552,7 +553,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--secondary", required=True, type=Path)
     ap.add_argument("--upstream", default=None, help="the primary's internal public listener")
     ap.add_argument("--log-level", default=None)
+    ap.add_argument("--parent", type=int, default=None,
+                    help="the primary's pid: the worker stops when it is no longer its parent")
     args = ap.parse_args(argv)
+    # A primary killed outright sends no SIGTERM: a worker whose parent is gone
+    # stops (Linux's parent-death signal, asked for before anything else; then
+    # a look every 0.2 s). The parent is the pid the primary passed, not the
+    # one found later: a primary killed while this worker starts would
+    # otherwise be replaced by init as "the parent" and never be missed.
+    parent = args.parent if args.parent is not None else os.getppid()
+    _term_with_parent()
     from node import logs
 
     cfg = NodeConfig.load(args.config)
@@ -563,11 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     worker = Worker(cfg, args.port, args.secondary, upstream=args.upstream).start()
     print(json.dumps({"worker": os.getpid(), "port": args.port}), flush=True)
     event(log, logging.INFO, "worker-started", pid=os.getpid(), port=args.port)
-    parent = os.getppid()
-    # A primary killed outright sends no SIGTERM: a worker whose parent is gone stops at
-    # once (Linux's parent-death signal), else at the next look, and frees the port.
-    _term_with_parent()
-    while not done.wait(0.2) and os.getppid() == parent:
+    while os.getppid() == parent and not done.wait(0.2):
         pass
     worker.stop(grace=2.0 if os.getppid() == parent else 0.2)
     return 0

@@ -715,6 +715,32 @@ def test_the_node_stops_with_its_workers(net: LocalNet) -> None:
         ch.close()
 
 
+def test_a_worker_whose_primary_died_while_it_started_stops_by_itself(
+    net: LocalNet, tmp_path: Path
+) -> None:
+    """The primary passes its pid; a worker that finds another parent once it
+    is up (the primary was killed while it started: init took its place, and
+    the parent-death signal, asked for too late, never comes) stops and frees
+    its port instead of serving forever."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node.workers", "--config", str(net.dir / OWN / "node.toml"),
+         "--port", str(free_port_block(1)), "--secondary", str(tmp_path / "secondary"),
+         "--parent", "1"],  # not this worker's parent: the test is
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=root)
+    try:
+        assert proc.stdout is not None
+        assert b'"worker"' in proc.stdout.readline()   # it came up, then
+        assert proc.wait(timeout=60) == 0             # it stopped by itself
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def test_a_node_killed_outright_takes_its_workers_and_restarts_on_its_port(
     tmp_path: Path,
 ) -> None:
