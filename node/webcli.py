@@ -62,7 +62,10 @@ class WebServer:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, threads: int = 8) -> None:
         from waitress.server import create_server  # imported when serving: the CLI starts fast
 
-        self._server = create_server(app, host=host, port=port, threads=threads, ident="markex")
+        # waitress drops X-Forwarded-For unless told otherwise; the app reads
+        # it only from the proxies `--trusted-proxy` names (node/web/ratelimit.py).
+        self._server = create_server(app, host=host, port=port, threads=threads, ident="markex",
+                                     clear_untrusted_proxy_headers=False)
         self.host = host
         self.port = int(self._server.effective_port)  # type: ignore[union-attr]
         self._closing = threading.Event()

@@ -399,7 +399,7 @@ def test_the_web_manifest_serves_http_on_its_listen_port(
     web = _workload(manifests["web"], "Deployment")
     c = _container(web)
     args = parse_markex(c["command"])
-    assert args.cmd == "web" and args.node == "carrier-1" and args.trusted_proxy == ["10.0.0.0/8"]
+    assert args.cmd == "web" and args.node == "carrier-1" and args.trusted_proxy == ["10.42.7.0/24"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert _port(args.listen) == ports["http"]
     assert c["readinessProbe"]["httpGet"]["path"].startswith("/api/v1/")

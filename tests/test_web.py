@@ -656,6 +656,30 @@ def test_behind_a_trusted_proxy_each_visitor_has_its_own_limit(web_net: WebNet) 
                  headers={"X-Forwarded-For": "198.51.100.5"}).status_code == 429
 
 
+def test_waitress_hands_the_forwarded_header_to_the_limit(web_net: WebNet) -> None:
+    """The same through waitress on a real socket (it drops X-Forwarded-For
+    by default): two visitors behind the trusted proxy 127.0.0.1 have a
+    bucket each."""
+    import http.client
+
+    from node.webcli import WebServer
+
+    app = web_net.app(rate=RateLimit(per_minute=60, burst=1), proxies=parse_proxies(["127.0.0.1"]))
+    with WebServer(app) as server:
+        def via(forwarded: str) -> int:
+            c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            try:
+                c.request("GET", f"/api/v1/numbers/{MARKED}",
+                          headers={"X-Forwarded-For": forwarded})
+                return c.getresponse().status
+            finally:
+                c.close()
+
+        assert via("198.51.100.1") == 200
+        assert via("198.51.100.2") == 200
+        assert via("198.51.100.1") == 429
+
+
 def test_client_address_reads_only_the_trusted_hops() -> None:
     proxies = parse_proxies(["10.0.0.0/8"])
     assert client_address("203.0.113.7", "198.51.100.1", proxies) == "203.0.113.7"
