@@ -134,6 +134,12 @@ class Replica:
         """Take up the following where the last run left it (node/replicastate.py):
         each log's audit, the records waiting for a checkpoint, and the note
         served, if it still verifies and signs the view as stored."""
+        self._saved = self._progress()
+        if not replicastate.still_holds(self.store, self.view.vector):
+            event(log, logging.WARNING, "replica-state-dropped",
+                  error="the view is behind the stored following: auditing from entry 0")
+            replicastate.forget(self.store)
+            return
         replicastate.load_audits(self.store, self.cons, [f.log for f in self.followed])
         for f in self.followed:
             f.resumed_size = f.log.size
@@ -146,6 +152,10 @@ class Replica:
             cv = open_view(self.cons, text)
         except LedgerError as e:
             event(log, logging.WARNING, "replica-note-dropped", error=str(e)[:300])
+            return
+        # what _offer asks of a note, asked again: a followed node's own, with its quorum
+        if cv.signer not in {f.name for f in self.followed} or \
+                len(cv.cosigned_at) < self.cons.policy.cosign_quorum:
             return
         if self.follower.matches(cv.checkpoint):
             with self._lock:
@@ -162,7 +172,8 @@ class Replica:
         with self._lock:
             note_text = self._note
             pending = list(self.follower.pending.values())
-        replicastate.save(self.store, [f.log for f in self.followed], pending, note_text)
+            vector = dict(self.view.vector)
+        replicastate.save(self.store, [f.log for f in self.followed], pending, note_text, vector)
         self._saved = progress
 
     # ------------------------------------------------------------ following
@@ -279,6 +290,7 @@ class Replica:
         """Rebuild the view up to the vector of the note last served, from
         the followed logs audited again from the start, and serve that note
         again (the last verified state). Memory: every record of the log."""
+        replicastate.forget(self.store)  # the audits stored stand on the view cleared here
         self.view.clear()
         self.follower.pending.clear()
         for f in self.followed:

@@ -9,6 +9,7 @@ every round that moved them:
     meta  replica/audit/<node>     the AuditState of <node>'s log (JSON)
     meta  replica/pending          the waiting envelopes, each u32-length-prefixed
     meta  replica/note             the cosigned view checkpoint last served
+    meta  replica/vector           the view's vector when the rest was written (JSON)
 
 Order makes a crash harmless. The view applies its records in a batch of its
 own before this batch is written, so a crash between the two leaves the view
@@ -17,8 +18,13 @@ and drops the records its view holds (ViewFollower.add skips them). A crash
 before the view applied leaves the old audit state and the old pending set,
 which still hold everything the view lacks. The audit state is re-verified
 when read (its checkpoint's signature and its frontier's root); a state that
-does not verify, or names another log, is dropped and that log is audited
-from the start, as before.
+does not verify, or is not the log of the node it is stored for, is dropped
+and that log is audited from the start, as before.
+
+All of it stands on the view holding what the audits passed over. A view
+that is behind the vector stored with them (emptied: a new view
+configuration, or a restore interrupted, see `forget`) drops every stored
+audit and waiting record, and the logs are audited from entry 0.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from keys import KeysError
 from keys.consortium import Consortium
@@ -42,10 +48,26 @@ log = logging.getLogger("markex.replica")
 AUDIT_PREFIX = b"replica/audit/"
 PENDING_KEY = b"replica/pending"
 NOTE_KEY = b"replica/note"
+VECTOR_KEY = b"replica/vector"
+
+
+def still_holds(store: Store, vector: Mapping[str, int]) -> bool:
+    """Whether a view at `vector` holds what the stored following stood on
+    (True when nothing is stored)."""
+    raw = store.get("meta", VECTOR_KEY)
+    if raw is None:
+        return True
+    try:
+        saved = json.loads(raw)
+        return all(vector.get(str(i), 0) >= int(s) for i, s in saved.items())
+    except (ValueError, TypeError, AttributeError):
+        return False
 
 
 def load_audits(store: Store, cons: Consortium, logs: Iterable[FollowedLog]) -> None:
-    """Give each followed log the audit state stored for it, when it verifies."""
+    """Give each followed log the audit state stored for it, when it verifies
+    and is the log of the node it is stored for (a --follow name is a
+    participant id: its node serves its own log)."""
     for f in logs:
         raw = store.get("meta", AUDIT_PREFIX + f.node.encode())
         if raw is None:
@@ -55,6 +77,10 @@ def load_audits(store: Store, cons: Consortium, logs: Iterable[FollowedLog]) -> 
         except (ValueError, KeyError, TypeError, LedgerError, KeysError) as e:
             event(log, logging.WARNING, "replica-state-dropped", node=f.node,
                   error=f"{type(e).__name__}: {e}"[:300])
+            continue
+        if state.log != f.node:
+            event(log, logging.WARNING, "replica-state-dropped", node=f.node,
+                  error=f"the stored audit is of {state.log}'s log")
             continue
         f.log, f.state = state.log, state
 
@@ -76,10 +102,11 @@ def load_note(store: Store) -> str | None:
 
 
 def save(store: Store, logs: Sequence[FollowedLog], pending: Iterable[Record],
-         note: str | None) -> None:
-    """Write every followed log's audit state, the waiting records and the
-    served note in one synced batch."""
+         note: str | None, vector: Mapping[str, int]) -> None:
+    """Write every followed log's audit state, the waiting records, the
+    served note and the view's `vector` in one synced batch."""
     batch = store.batch()
+    batch.put("meta", VECTOR_KEY, json.dumps(dict(vector), sort_keys=True).encode())
     for f in logs:
         if f.state is not None:
             batch.put("meta", AUDIT_PREFIX + f.node.encode(),
@@ -91,4 +118,13 @@ def save(store: Store, logs: Sequence[FollowedLog], pending: Iterable[Record],
     store.write(batch)
 
 
-__all__ = ["load_audits", "load_note", "load_pending", "save"]
+def forget(store: Store) -> None:
+    """Delete everything stored of the following (before the view is emptied:
+    a restart then audits from entry 0 instead of trusting audits the view
+    no longer holds)."""
+    batch = store.batch()
+    batch.delete_range("meta", b"replica/", b"replica0")
+    store.write(batch)
+
+
+__all__ = ["forget", "load_audits", "load_note", "load_pending", "save", "still_holds"]

@@ -451,7 +451,7 @@ def test_a_restarted_replica_resumes_from_its_own_store(net: LocalNet, tmp_path:
     with replicas(net, tmp_path, "carrier-1") as (rep,):
         first = rep.status()
         assert first.logs[0].resumed_size >= audited
-        assert first.view_checkpoint  # the stored note, served before any round
+        assert first.view_checkpoint  # a note served (the stored one, or a round's)
         wait_for(lambda: same_view(view_note(rep.public), view_note(node))
                  and verified(rep.public, net, "+8613833000002")["category"] == "fraud",
                  what="the restarted replica at the node's root")
@@ -577,6 +577,38 @@ def test_a_stored_following_state_that_does_not_verify_is_dropped(
         assert [f.log for f in logs] == ["", "", ""]
 
         recs = _feed("carrier-1", ["+8613833000101", "+8613833000102"])
-        replicastate.save(store, logs, recs, "a note\n")
+        replicastate.save(store, logs, recs, "a note\n", {"carrier-1": 7})
         assert replicastate.load_pending(store) == [r.envelope for r in recs]
         assert replicastate.load_note(store) == "a note\n"
+        # the following stands on a view at that vector: one behind it drops it all
+        assert replicastate.still_holds(store, {"carrier-1": 7, "institute": 1})
+        assert not replicastate.still_holds(store, {"carrier-1": 6})
+        assert not replicastate.still_holds(store, {})
+        from node.replica import Replica
+        Replica(consortium, store, []).stop()  # its view is empty: behind {"carrier-1": 7}
+        assert replicastate.load_pending(store) == [] and replicastate.load_note(store) is None
+        assert replicastate.still_holds(store, {})
+
+
+def test_a_stored_audit_of_another_log_is_dropped(net: LocalNet, tmp_path: Path) -> None:
+    """A stored audit that verifies, but is of another node's log than the
+    one it is stored for (--follow changed), is dropped: that log is audited
+    from the start instead of against the wrong origin."""
+    from ledger.audit import audit_source
+    from ledger.follow import FollowedLog
+    from ledger.store import Store
+    from node import replicastate
+    from node.replica import tls_source
+
+    src = tls_source(net.dir, net.consortium, "carrier-1", "carrier-1")
+    _report, state = audit_source(src, net.consortium, "carrier-1", None, view=False, workers=1)
+    assert state is not None and state.log == "carrier-1"
+    with Store(tmp_path / "s") as store:
+        store.put("meta", replicastate.AUDIT_PREFIX + b"internet-1",
+                  json.dumps(state.to_json()).encode())
+        store.put("meta", replicastate.AUDIT_PREFIX + b"carrier-1",
+                  json.dumps(state.to_json()).encode())
+        logs = [FollowedLog(n, "", src, net.consortium) for n in ("internet-1", "carrier-1")]
+        replicastate.load_audits(store, net.consortium, logs)
+        assert logs[0].state is None and logs[0].log == ""
+        assert logs[1].state is not None and logs[1].size == state.size
