@@ -52,6 +52,25 @@ LINE_TEMPLATES = 65_536   # registered callers' templates kept (dropped all at o
 ROW_VERSION = 1
 
 
+def _code_digest() -> bytes:
+    """The source of the modules a stored row's summary and templates come
+    from (the rule table, its reasons, the summary, the evaluation, the wire
+    encoding, this file): a release that changes any of them makes the rows
+    of the one before it another version, redone at the first start."""
+    import sys
+    from pathlib import Path
+
+    names = ("ledger.screen", "ledger.view.summary", "ledger.view.resolution",
+             "ledger.view.entries", "node.screenwire", __name__)
+    h = hashlib.sha256()
+    for name in names:
+        h.update(Path(sys.modules[name].__file__ or "").read_bytes())
+    return h.digest()[:8]
+
+
+ROWS_CODE = _code_digest()
+
+
 class Call(NamedTuple):
     """One call to screen, normalized (a NamedTuple: one is built per call)."""
 
@@ -144,7 +163,10 @@ def _read_row(data: bytes, tag: bytes) -> _Row | None:
         return None
     if version != ROW_VERSION or row_tag != tag:
         return None
-    return _Row(Summary(*summary), templates)
+    try:
+        return _Row(Summary(*summary), templates)
+    except (TypeError, ValueError):     # another shape of summary: the row is redone
+        return None
 
 
 class _Facts(NamedTuple):
@@ -193,7 +215,7 @@ class Screener:
         self.back_ms = cons.policy.clock_skew_ms if back_ms is None else back_ms
         self.tag = policy_tag(cons)
         # What a stored row was made under: rows of another version are redone.
-        self.rows_version = bytes((ROW_VERSION,)) + self.tag
+        self.rows_version = bytes((ROW_VERSION,)) + self.tag + ROWS_CODE
         self._unknown: Template | None = None   # an unmarked, unregistered caller's answer
         # (caller, row digest, interval, line) -> the answer when the callee does not
         # refuse; a line alone -> the answer of a caller with no entry, but its redress

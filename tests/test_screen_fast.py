@@ -280,6 +280,26 @@ def test_rows_survive_a_restart_and_only_changed_entries_are_redone(
         ix2.stop()
 
 
+def test_rows_made_by_another_release_of_the_rules_are_not_trusted(
+        parts: Parts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stored row holds decisions the rule table made: rows made by code
+    whose rules, reasons, summary or encoding differ (another ROWS_CODE) are
+    another version, so a start passes over every entry again."""
+    import node.screener as screener
+
+    ix = ScreenIndex(parts.store, parts.view.entries_bytes, parts.view.numbers)
+    make_screener(parts.cons, parts.view, parts.consent, ix, lambda: NOW)
+    ix.start()
+    wait_idle(ix)
+    ix.stop()
+    monkeypatch.setattr(screener, "ROWS_CODE", b"\x00" * 8)   # the next release
+    ix2 = reopen(parts, tmp_path)
+    make_screener(parts.cons, parts.view, parts.consent, ix2, lambda: NOW)
+    ix2.load()
+    assert not ix2.complete
+    assert ix2.rows(["+8613800000004"])[1] == [False]
+
+
 def test_a_start_after_an_unfinished_pass_or_a_cleared_view_passes_again(
         parts: Parts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import node.screenindex as screenindex
