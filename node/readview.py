@@ -214,8 +214,12 @@ class ReadView:
         last catch-up, nothing is read and reads go on meanwhile."""
         with self._refresh_lock:
             cur = self._current
-            if cur is not None and not cur.store.primary_moved():
-                return True  # a catch-up would find the same state
+            try:
+                if cur is not None and not cur.store.primary_moved():
+                    return True  # a catch-up would find the same state
+            except Exception:
+                self._still_unsigned()  # what cannot be read is not newer: count the time
+                raise
             if len(self._copies) == 1:
                 return self._refresh_in_place(self._copies[0])
             return self._refresh_spare(next(c for c in self._copies if c is not cur))
@@ -237,12 +241,23 @@ class ReadView:
         with self._cond:
             while spare.readers:  # reads that began on it while it was the current copy
                 self._cond.wait()
-        self._catch_up(spare)
+        try:
+            self._catch_up(spare)
+        except Exception:
+            self._still_unsigned()  # a failing catch-up is behind too, after the limit
+            raise
         with self._cond:
             if spare.note is not None:
                 self._current, self._unsigned_since = spare, None
                 self._cond.notify_all()
-            elif self._current is not None:
+                return True
+        return self._still_unsigned()
+
+    def _still_unsigned(self) -> bool:
+        """No newer signed state: keep serving the last one for BEHIND_LIMIT_S
+        from the first such refresh, then nothing (behind). True while held."""
+        with self._cond:
+            if self._current is not None:
                 now = time.monotonic()
                 if self._unsigned_since is None:
                     self._unsigned_since = now

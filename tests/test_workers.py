@@ -357,6 +357,39 @@ def test_a_worker_without_a_newer_note_serves_its_last_for_a_bounded_time(
         worker.close()
 
 
+def test_a_worker_whose_catch_up_keeps_failing_is_behind_after_the_limit(
+    primary: tuple[Primary, Consortium], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A storage failure in the catch-up is no newer signed state either:
+    the last one is served for BEHIND_LIMIT_S, then the worker is behind."""
+    from ledger.errors import StorageFailure
+
+    p, cons = primary
+    monkeypatch.setattr(readview, "BEHIND_LIMIT_S", 0.2)
+    worker = _two_copies(p, cons, tmp_path)
+    number = "+8613800000001"
+    try:
+        p.core.issue(Mark(number, "fraud", 70))
+        assert worker.refresh()
+
+        def broken(copy: object) -> None:
+            raise StorageFailure("the secondary cannot read the primary's files")
+
+        monkeypatch.setattr(worker, "_catch_up", broken)
+        p.store.put("meta", b"probe", b"1")
+        with pytest.raises(StorageFailure):
+            worker.refresh()
+        worker.lookup(number, True)                 # still the last signed state
+        time.sleep(0.3)
+        p.store.put("meta", b"probe", b"2")
+        with pytest.raises(StorageFailure):
+            worker.refresh()
+        with pytest.raises(Behind):
+            worker.lookup(number, True)
+    finally:
+        worker.close()
+
+
 def test_workers_out_of_range_are_refused(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     d = tmp_path / "c"
