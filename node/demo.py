@@ -661,12 +661,9 @@ def _show_applied(site: str, aid: str, timeout: float = 60) -> None:
 
 def _serve(webs: dict[str, Any]) -> None:
     """Keep everything up until Ctrl-C or SIGTERM."""
-    import signal
-    import threading
+    from node.signals import StopSignal
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = StopSignal()
     say("\nserving until Ctrl-C:")
     for pid, w in webs.items():
         say(f"   web front end of {pid}: {w.url}/")

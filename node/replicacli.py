@@ -8,9 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from keys.consortium import Consortium
@@ -73,9 +71,9 @@ def cmd_replica_run(args: argparse.Namespace, _connect: Connect) -> int:
         raise UsageError(str(e)) from e
     replica.start()
     print(json.dumps({"listen": bound, "follow": names, "data_dir": str(path)}), flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    from node.signals import StopSignal
+
+    stop = StopSignal()
     try:
         stop.wait()
     finally:

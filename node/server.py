@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +52,7 @@ from node.replication import CosignRota, LinkParts, PeerLink
 from node.screen import ScreeningService, add_to_server, make_screener
 from node.screenindex import ScreenIndex
 from node.services import AdminService, AuditService, ExchangeService
+from node.signals import StopSignal
 from node.status import DecodeGuard
 from node.viewkeeper import ViewKeeper
 from node.watch import Watcher, WatchingPublic
@@ -488,13 +488,7 @@ def run_node(cfg: NodeConfig, *, refuse_file: Path | None = None, restored: bool
     interval = float(os.environ.get("MARKEX_SYNC_INTERVAL", "0.5"))
     node = Node(cfg, sync_interval=interval, refuse_file=refuse_file, restored=restored,
                 workers=workers).start()
-    done = threading.Event()
-
-    def _term(signum: int, frame: object) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, _term)
-    signal.signal(signal.SIGINT, _term)
+    stop = StopSignal()
     print(
         json.dumps(
             {
@@ -508,7 +502,7 @@ def run_node(cfg: NodeConfig, *, refuse_file: Path | None = None, restored: bool
         ),
         flush=True,
     )
-    done.wait()
+    stop.wait()
     node.stop()
     event(log, logging.INFO, "stopped", participant=node.participant_id)
     return 0

@@ -218,10 +218,11 @@ class Watcher:
                 send(None)                  # the node stops: end the call with OK
         except LedgerError as e:
             event(log, logging.WARNING, "watch-failed", error=detail_for(e)[:300])
-            _end(context, send, code_for(e), detail_for(e))
+            end_stream(context, send, code_for(e), detail_for(e))
         except Exception:
             log.exception("watch failed")
-            _end(context, send, grpc.StatusCode.INTERNAL, "the watch failed; see the node's log")
+            end_stream(context, send, grpc.StatusCode.INTERNAL,
+                       "the watch failed; see the node's log")
         finally:
             with self._lock:
                 self._open -= 1
@@ -288,7 +289,7 @@ class Watcher:
         return len(fresh) >= self.consortium.policy.cosign_quorum
 
 
-def _end(context: grpc.ServicerContext, send: Callable[[Any], None],
+def end_stream(context: grpc.ServicerContext, send: Callable[[Any], None],
          code: grpc.StatusCode, details: str) -> None:
     """End a non-blocking stream with a status from the watch's own thread.
     `context.abort` only ends a call from inside its handler (it raises for

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -126,9 +125,9 @@ def cmd_web(args: argparse.Namespace, connect: Connect) -> int:
         server = WebServer(app, host, port)
     except OSError as e:  # taken, or not an address of this machine
         raise UsageError(f"cannot listen on {args.listen}: {e.strerror or e}") from e
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    from node.signals import StopSignal
+
+    stop = StopSignal()
     server.start()
     print(f"markex web: {server.url}/ (reading node {reader.node_id})", flush=True)
     try:

@@ -73,8 +73,10 @@ from node.logkeeper import LogKeeper
 from node.logs import event
 from node.readview import Behind, ReadView
 from node.services import PublicService
+from node.signals import StopSignal
 from node.status import DecodeGuard
 from node.viewkeeper import LOG_NOTE_KEY
+from node.watch import end_stream
 
 log = logging.getLogger("markex.workers")
 
@@ -423,7 +425,7 @@ class WorkerPublicService(PublicService):
                     why = self.gate.table.charge(client, len(msg.entries) / per_unit,
                                                  self.gate.clock())
                     if why is not None:
-                        _end(context, send, grpc.StatusCode.RESOURCE_EXHAUSTED, why)
+                        end_stream(context, send, grpc.StatusCode.RESOURCE_EXHAUSTED, why)
                         return
                     snapshot = not msg.checkpoint  # the snapshot ends with its checkpoint
                 send(msg)
@@ -432,24 +434,14 @@ class WorkerPublicService(PublicService):
                 return  # the client went away (its callback cancelled the upstream)
             code = e.code() if isinstance(e, grpc.Call) else grpc.StatusCode.UNAVAILABLE
             details = (e.details() if isinstance(e, grpc.Call) else "") or str(e)
-            _end(context, send, code, details)  # the node's status, as the client would have it
+            end_stream(context, send, code, details)  # the node's status, as the client sees it
         except Exception:
             log.exception("watch relay failed")
-            _end(context, send, grpc.StatusCode.INTERNAL, "the relayed watch failed")
+            end_stream(context, send, grpc.StatusCode.INTERNAL, "the relayed watch failed")
         else:
             send(None)  # the primary ended the watch (it stops): end it with OK
         finally:
             call.cancel()
-
-
-def _end(context: grpc.ServicerContext, send: Callable[[Any], None],
-        code: grpc.StatusCode, details: str) -> None:
-    """End a non-blocking stream off its handler thread with a status: there,
-    abort only records the status; the None sent after it ends the call with it."""
-    with contextlib.suppress(Exception):  # abort raises by design
-        context.abort(code, details)
-    with contextlib.suppress(Exception):
-        send(None)
 
 
 class Worker:
@@ -567,14 +559,11 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = NodeConfig.load(args.config)
     logs.setup(f"{cfg.participant}/worker", logs.parse_level(args.log_level or cfg.log_level))
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
+    stop = StopSignal()
     worker = Worker(cfg, args.port, args.secondary, upstream=args.upstream).start()
     print(json.dumps({"worker": os.getpid(), "port": args.port}), flush=True)
     event(log, logging.INFO, "worker-started", pid=os.getpid(), port=args.port)
-    while os.getppid() == parent and not done.wait(0.2):
-        pass
+    stop.wait(until=lambda: os.getppid() != parent)
     worker.stop(grace=2.0 if os.getppid() == parent else 0.2)
     return 0
 

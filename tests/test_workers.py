@@ -407,7 +407,8 @@ class _Aborted(Exception):
 
 
 class _Context:
-    """What the relay uses of a grpc.ServicerContext: the caller, abort."""
+    """What the relay uses of a grpc.ServicerContext: the caller, abort, and
+    the status a stream is ended with off its handler (set_code, set_details)."""
 
     def __init__(self) -> None:
         self.status: tuple[grpc.StatusCode, str] | None = None
@@ -421,6 +422,13 @@ class _Context:
     def abort(self, code: grpc.StatusCode, details: str) -> None:
         self.status = (code, details)
         raise _Aborted(details)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.status = (code, self.status[1] if self.status else "")
+
+    def set_details(self, details: str) -> None:
+        assert self.status is not None
+        self.status = (self.status[0], details)
 
 
 class _UpstreamCall:
