@@ -41,6 +41,7 @@ from ledger.errors import LedgerError
 from ledger.follow import FollowedLog
 from ledger.record import Record
 from ledger.store import Store
+from ledger.view.stored import CHANGED
 from node.logs import event
 
 log = logging.getLogger("markex.replica")
@@ -107,6 +108,10 @@ def save(store: Store, logs: Sequence[FollowedLog], pending: Iterable[Record],
     served note and the view's `vector` in one synced batch."""
     batch = store.batch()
     batch.put("meta", VECTOR_KEY, json.dumps(dict(vector), sort_keys=True).encode())
+    # The view journals every changed number for a node's screen index
+    # (ledger/view/stored.py); a replica keeps no index, so nothing would
+    # ever empty it: one key per number ever changed. Emptied here instead.
+    batch.delete_range(CHANGED, b"", b"\xff")
     for f in logs:
         if f.state is not None:
             batch.put("meta", AUDIT_PREFIX + f.node.encode(),

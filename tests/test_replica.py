@@ -577,7 +577,9 @@ def test_a_stored_following_state_that_does_not_verify_is_dropped(
         assert [f.log for f in logs] == ["", "", ""]
 
         recs = _feed("carrier-1", ["+8613833000101", "+8613833000102"])
+        store.put("viewchanged", b"+8613833000101", b"")  # the view's journal, unread here
         replicastate.save(store, logs, recs, "a note\n", {"carrier-1": 7})
+        assert store.get("viewchanged", b"+8613833000101") is None
         assert replicastate.load_pending(store) == [r.envelope for r in recs]
         assert replicastate.load_note(store) == "a note\n"
         # the following stands on a view at that vector: one behind it drops it all
