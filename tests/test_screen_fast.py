@@ -197,6 +197,9 @@ def test_the_index_rests_between_chunks_while_the_writer_is_busy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(screenindex, "CHUNK", 2)
+    # a rest long enough that only the writer's idleness ends it (a slow machine's
+    # late sleeps cannot end it first)
+    monkeypatch.setattr(screenindex, "REST", 10_000.0)
     numbers = [f"+86138{i:08d}" for i in range(6)]
     answers = iter([True, True, True])  # busy for the first three questions, then idle
     events: list[tuple[str, object]] = []
