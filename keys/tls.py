@@ -270,7 +270,7 @@ def _load_cert(data: bytes) -> x509.Certificate:
         if data.lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
-    except ValueError as e:
+    except (ValueError, x509.InvalidVersion) as e:  # InvalidVersion: not a ValueError
         raise ConfigError(f"not an X.509 certificate (PEM or DER): {e}") from e
 
 
