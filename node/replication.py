@@ -414,7 +414,13 @@ class CosignRota:
         self._wake()
 
     def short(self) -> None:
-        """The current checkpoints lack a quorum: wake links not asked yet."""
+        """The current checkpoints lack a quorum: wake links not asked yet;
+        once every link was asked, ask again in turn. A peer that could not
+        cosign the view yet (it did not hold the view's records when asked)
+        would otherwise be asked only at its link's next anti-entropy round,
+        which backs off on a quiet link to several seconds."""
+        if len(self._asked) >= len(self.links):
+            self._asked = set()
         self._wake()
 
     def _wake(self) -> None:
