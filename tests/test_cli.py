@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -53,21 +54,26 @@ class InProcessNet(LocalNet):
         with ThreadPoolExecutor(len(self.nodes_running)) as ex:
             list(ex.map(lambda node: node.stop(grace=0.1), self.nodes_running))
 
+    def serving_pinned(self) -> Iterator[InProcessNet]:
+        """Start every node, yield the net with the institute key pinned in
+        the environment (commands without --as take it from there), and stop
+        everything after: a module fixture's body."""
+        self.start_all()
+        with pytest.MonkeyPatch.context() as mp:
+            key = NodeConfig.for_participant(self.dir, "institute").institute_key
+            mp.setenv(INSTITUTE_KEY_ENV, base64.b64encode(key).decode())
+            try:
+                yield self
+            finally:
+                self.stop_all()
+
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     n = InProcessNet(
         tmp_path_factory.mktemp("cli") / "c", carriers=1, internet=1, sync_interval=0.2
     )
-    n.start_all()
-    # Commands without --as take the pinned institute key from the environment.
-    with pytest.MonkeyPatch.context() as mp:
-        key = NodeConfig.for_participant(n.dir, "institute").institute_key
-        mp.setenv(INSTITUTE_KEY_ENV, base64.b64encode(key).decode())
-        try:
-            yield n
-        finally:
-            n.stop_all()
+    yield from n.serving_pinned()
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict | str, str]:

@@ -54,14 +54,7 @@ ISSUER = "carrier-1"
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessNet]:
     n = InProcessNet(tmp_path_factory.mktemp("import") / "c", carriers=1, internet=0,
                      sync_interval=0.2)
-    n.start_all()
-    with pytest.MonkeyPatch.context() as mp:
-        key = NodeConfig.for_participant(n.dir, "institute").institute_key
-        mp.setenv(INSTITUTE_KEY_ENV, base64.b64encode(key).decode())
-        try:
-            yield n
-        finally:
-            n.stop_all()
+    yield from n.serving_pinned()
 
 
 def cli(*argv: str) -> tuple[int, Any, str]:
@@ -494,14 +487,7 @@ def cnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessNet]:
     """Two carriers, the complaints centre and the regulator."""
     n = InProcessNet(tmp_path_factory.mktemp("import-complaints") / "c", carriers=2,
                      internet=0, complaints=1, regulators=1, sync_interval=0.2)
-    n.start_all()
-    with pytest.MonkeyPatch.context() as mp:
-        key = NodeConfig.for_participant(n.dir, "institute").institute_key
-        mp.setenv(INSTITUTE_KEY_ENV, base64.b64encode(key).decode())
-        try:
-            yield n
-        finally:
-            n.stop_all()
+    yield from n.serving_pinned()
 
 
 def import_as(net: LocalNet, who: str, path: Path) -> tuple[int, Any, list[dict]]:

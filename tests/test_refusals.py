@@ -7,7 +7,6 @@ view and reported by the auditor, all by `ledger.payloads`' one rule."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import threading
@@ -21,7 +20,6 @@ import pytest
 
 from keys import ConfigError
 from keys.consortium import DEFAULT_PROTECTED_NUMBERS, Consortium, Policy
-from keys.layout import NodeConfig
 from ledger import errors as E
 from ledger import holdings
 from ledger.audit import audit_store, check_envelopes
@@ -33,7 +31,6 @@ from ledger.view import NationalView
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from node.cli import main
-from node.client import INSTITUTE_KEY_ENV
 from node.core import NodeCore
 from tests.conftest import KEYS, NAME, NOW, make_consortium
 from tests.test_cli import InProcessNet
@@ -345,14 +342,7 @@ def test_view_ignores_and_auditor_reports_a_signed_mark_on_110(tmp_path: Path) -
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessNet]:
     n = InProcessNet(tmp_path_factory.mktemp("refusals") / "c", carriers=1, internet=1,
                      sync_interval=0.2)
-    n.start_all()
-    with pytest.MonkeyPatch.context() as mp:
-        key = NodeConfig.for_participant(n.dir, "institute").institute_key
-        mp.setenv(INSTITUTE_KEY_ENV, base64.b64encode(key).decode())
-        try:
-            yield n
-        finally:
-            n.stop_all()
+    yield from n.serving_pinned()
 
 
 def cli(capsys: pytest.CaptureFixture[str], net: InProcessNet, *argv: str) -> tuple[int, Any, str]:
