@@ -87,3 +87,26 @@ def stop_nodes(nodes: Iterable[Any], grace: float = 0.1) -> None:
     if running:
         with ThreadPoolExecutor(len(running)) as ex:
             list(ex.map(lambda node: node.stop(grace=grace), running))
+
+
+def member_server_credentials(cfg: Any) -> Any:
+    """A member port's credentials for the node of NodeConfig `cfg`: its
+    certificate, clients must show one from the consortium CA."""
+    import grpc
+
+    from keys.signing import read_private
+
+    return grpc.ssl_server_credentials(
+        [(read_private(cfg.tls_key), cfg.tls_cert.read_bytes())],
+        root_certificates=cfg.ca_cert.read_bytes(), require_client_auth=True)
+
+
+def member_channel_credentials(cfg: Any) -> Any:
+    """The credentials the node of NodeConfig `cfg` dials a member port with."""
+    import grpc
+
+    from keys.signing import read_private
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=cfg.ca_cert.read_bytes(), private_key=read_private(cfg.tls_key),
+        certificate_chain=cfg.tls_cert.read_bytes())

@@ -20,7 +20,7 @@ import pytest
 
 from keys.consortium import Consortium
 from keys.layout import NodeConfig, init_consortium
-from keys.signing import SigningKey, read_private
+from keys.signing import SigningKey
 from ledger.record import Mark
 from ledger.store import Store
 from markex.v1 import service_pb2_grpc as rpc
@@ -34,6 +34,7 @@ from node.services import ExchangeService
 from node.status import DecodeGuard
 from node.viewkeeper import ViewKeeper
 from node.witness import Witness
+from tests.conftest import member_channel_credentials, member_server_credentials
 
 pytestmark = pytest.mark.timeout(60)
 OWN = "carrier-1"
@@ -102,16 +103,9 @@ def pair(tmp_path: Path) -> Iterator[tuple[PeerLink, Peer, NodeCore]]:
         inst_core, Witness(stores[0], cons, "institute", inst_key, _now), inst_view,
         lambda peer: False, calls=calls), server)
     inst_cfg = NodeConfig.for_participant(d, "institute")
-    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(
-        [(read_private(inst_cfg.tls_key), inst_cfg.tls_cert.read_bytes())],
-        root_certificates=inst_cfg.ca_cert.read_bytes(), require_client_auth=True))
+    port = server.add_secure_port("127.0.0.1:0", member_server_credentials(inst_cfg))
     server.start()
-    own_cfg = NodeConfig.for_participant(d, OWN)
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=own_cfg.ca_cert.read_bytes(),
-        private_key=read_private(own_cfg.tls_key),
-        certificate_chain=own_cfg.tls_cert.read_bytes(),
-    )
+    creds = member_channel_credentials(NodeConfig.for_participant(d, OWN))
     inst = cons.participant("institute")
     assert inst is not None
     gate = gate_at_start(0, restored=False, new_feed=True, peers=["institute"],

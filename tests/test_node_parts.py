@@ -43,6 +43,7 @@ from node.services import AdminService, AuditService, ExchangeService, PublicSer
 from node.status import DecodeGuard, code_for, detail_for, error_from_rpc
 from node.viewkeeper import MAX_LOOKUP_BATCH, ViewKeeper
 from node.witness import Witness
+from tests.conftest import member_channel_credentials, member_server_credentials
 
 S = grpc.StatusCode
 OWN = "carrier-1"
@@ -405,16 +406,9 @@ def test_peer_link_given_its_parts_replicates_and_collects_cosignatures(
         ExchangeService(inst_core, inst_witness, inst_view, lambda peer: False), server)
     rpc.add_AuditServicer_to_server(
         AuditService(inst_core.ledger, forks=(inst_witness, inst_view)), server)
-    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(
-        [(read_private(inst_cfg.tls_key), inst_cfg.tls_cert.read_bytes())],
-        root_certificates=inst_cfg.ca_cert.read_bytes(), require_client_auth=True))
+    port = server.add_secure_port("127.0.0.1:0", member_server_credentials(inst_cfg))
     server.start()
-    own_cfg = NodeConfig.for_participant(d, OWN)
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=own_cfg.ca_cert.read_bytes(),
-        private_key=read_private(own_cfg.tls_key),
-        certificate_chain=own_cfg.tls_cert.read_bytes(),
-    )
+    creds = member_channel_credentials(NodeConfig.for_participant(d, OWN))
     inst = cons.participant("institute")
     assert inst is not None
     gate = gate_at_start(0, restored=False, new_feed=True, peers=["institute"],
