@@ -149,15 +149,21 @@ class ScreenIndex:
         before = self.written
         while True:
             with self._cv:
-                everything, self._everything = self._everything, False
-                batch = [] if everything else [
-                    self._pending.pop() for _ in range(min(CHUNK, len(self._pending)))]
+                everything, batch = self._take()
             if everything:
                 self._write_all()
             elif batch:
                 self._write(batch)
             else:
                 return self.written - before
+
+    def _take(self) -> tuple[bool, list[str]]:
+        """The next work, taken off the queue (with `_cv`): a whole pass, or a
+        chunk of the dirty numbers."""
+        everything, self._everything = self._everything, False
+        if everything:
+            return True, []
+        return False, [self._pending.pop() for _ in range(min(CHUNK, len(self._pending)))]
 
     def _run(self) -> None:
         while True:
@@ -168,9 +174,7 @@ class ScreenIndex:
                 if self._stop:
                     return
                 self._busy = True
-                everything, self._everything = self._everything, False
-                batch = [] if everything else [
-                    self._pending.pop() for _ in range(min(CHUNK, len(self._pending)))]
+                everything, batch = self._take()
             try:
                 self._since = time.monotonic()
                 if everything:

@@ -133,8 +133,12 @@ def has_effect(rec: Record, cons: Consortium) -> bool:
     issuer may issue it (the ledger's own rule, ledger.payloads) and its own
     times break no bound (ledger/rules.py). The statistics filter with this
     too, so a figure counts exactly what the view gives an effect."""
+    return FACT_BUILDERS.get(type(rec.payload)) is not None and _allowed(rec, cons)
+
+
+def _allowed(rec: Record, cons: Consortium) -> bool:
     pay = rec.payload
-    return (FACT_BUILDERS.get(type(pay)) is not None and may_issue(cons, rec.issuer, pay)
+    return (may_issue(cons, rec.issuer, pay)
             and time_violation(rec.issued_at_ms, pay, cons.policy) is None)
 
 
@@ -144,9 +148,10 @@ def fact_of(rec: Record, cons: Consortium) -> Fact | None:
     decision not by the institute, a reassignment not by the holder, a record
     whose own times break `ledger.rules`; or a payload that enters no entry,
     whose issuer rule need not run: a seal opened)."""
-    if not has_effect(rec, cons):
+    build = FACT_BUILDERS.get(type(rec.payload))  # one lookup: this is the apply's hot path
+    if build is None or not _allowed(rec, cons):
         return None
-    return FACT_BUILDERS[type(rec.payload)](rec, cons.policy)
+    return build(rec, cons.policy)
 
 
 # ---------------------------------------------------------------- what is kept
