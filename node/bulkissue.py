@@ -10,7 +10,8 @@ key with any other content is an IdempotencyConflict.
 
 A new payload kind is one builder in `BUILDERS` (the oneof field's name ->
 a function of the item and the node's core) and one entry in the proto's
-IssueItem oneof; the unary Issue* RPCs stay as they are."""
+IssueItem oneof; the unary Issue* RPCs build theirs with the same builders
+(node/services.py AdminService._issue), so a request is one record either way."""
 
 from __future__ import annotations
 

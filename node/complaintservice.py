@@ -17,7 +17,7 @@ data (docs/publication.md).
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ledger.complaints import ComplaintStatus, Listing, SanctionFact
 from ledger.errors import (
@@ -227,7 +227,3 @@ def _prove(ledger: NodeLedger, rid: bytes, size: int, into: pb.ProvenRecord) -> 
     if index < size:
         into.path.extend(ledger.inclusion_proof(index, size))
 
-
-def issued_pb(out: Any) -> pb.Issued:
-    r = out.record
-    return pb.Issued(id=r.id, issuer=r.issuer, seq=r.seq, index=out.index or 0)

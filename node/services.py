@@ -30,17 +30,7 @@ from ledger.errors import (
 from ledger.log import EquivocationProof, NodeLedger
 from ledger.names import view_origin
 from ledger.numbers import normalize
-from ledger.record import (
-    RECATEGORIZE,
-    REJECT,
-    UPHOLD,
-    WITHDRAW,
-    Correction,
-    Mark,
-    Reassignment,
-    Record,
-)
-from markex.v1 import record_pb2 as rpb
+from ledger.record import Record
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node import complaintservice as CS
@@ -547,84 +537,52 @@ class AdminService(rpc.AdminServicer):
         self._own(context)
         yield from BulkIssuer(self.core, self.issue_refusal).run(request_iterator, context)
 
+    def _issue(self, kind: str, request: Any) -> pb.Issued:
+        """One unary Issue* request, built by the builder IssueMany uses for
+        the same item (node/bulkissue.py BUILDERS[kind]), so one request makes
+        one record either way (e.g. a sanction's listed_at_ms 0 is the node's clock)."""
+        built = BUILDERS[kind](pb.IssueItem(**{kind: request}), self.core)
+        out = self.core.issue(built.payload, wait_for_target=built.wait_for_target)
+        return self._issued(out, built.appeal)
+
     @edge
     def IssueMark(self, request, context):  # noqa: N802
         self._own(context)
-        m = Mark(
-            number=request.number,  # Mark normalizes (InvalidNumber)
-            category=request.category,
-            score=request.score,
-            reports=request.reports,
-            observed_at_ms=request.observed_at_ms or self.core.clock(),
-            expires_at_ms=request.expires_at_ms,
-            evidence_digest=request.evidence_digest,
-        )
-        return self._issued(self.core.issue(m))
+        return self._issue("mark", request)  # Mark normalizes (InvalidNumber)
 
     @edge
     def IssueCorrection(self, request, context):  # noqa: N802
         self._own(context)
-        actions = {
-            rpb.CORRECTION_ACTION_WITHDRAW: WITHDRAW,
-            rpb.CORRECTION_ACTION_RECATEGORIZE: RECATEGORIZE,
-            rpb.CORRECTION_ACTION_UNSPECIFIED: "",
-        }
-        outcomes = {
-            rpb.APPEAL_OUTCOME_UPHOLD: UPHOLD,
-            rpb.APPEAL_OUTCOME_REJECT: REJECT,
-            rpb.APPEAL_OUTCOME_UNSPECIFIED: "",
-        }
-        if request.action not in actions or request.outcome not in outcomes:
-            raise MalformedRecord("unknown correction action or outcome")
-        c = Correction(
-            targets=tuple(request.targets),
-            action=actions[request.action],
-            category=request.category,
-            reason=request.reason,
-            appeal_id=request.appeal_id,
-            outcome=outcomes[request.outcome],
-        )
-        appeal = False
-        if not c.is_decision:
-            for t in c.targets:
-                found = self.core.ledger.record_by_id(t)
-                if found is not None:
-                    appeal |= Record.from_envelope(found[1]).issuer != self.participant_id
-        out = self.core.issue(c, wait_for_target=request.wait_for_target)
-        return self._issued(out, appeal)
+        return self._issue("correction", request)
 
     @edge
     def IssueReassignment(self, request, context):  # noqa: N802
         self._own(context)
-        r = Reassignment(number=request.number, effective_at_ms=request.effective_at_ms)
-        return self._issued(self.core.issue(r))
+        return self._issue("reassignment", request)
 
     @edge
     def IssuePreference(self, request, context):  # noqa: N802
         """The number arrives in clear (the member port only) and is signed
-        only sealed: with the members' key the node was started with. Built
-        as IssueMany builds the same item (node/bulkissue.py)."""
+        only sealed: with the members' key the node was started with."""
         self._own(context)
-        built = BUILDERS["preference"](pb.IssueItem(preference=request), self.core)
-        return self._issued(self.core.issue(built.payload))
+        return self._issue("preference", request)
 
     @edge
     def IssueMarketerLine(self, request, context):  # noqa: N802
         self._own(context)
-        built = BUILDERS["line"](pb.IssueItem(line=request), self.core)
-        return self._issued(self.core.issue(built.payload))
+        return self._issue("line", request)
 
     @edge
     def IssueComplaint(self, request, context):  # noqa: N802
         self._own(context)
-        return CS.issued_pb(self.core.issue(CS.complaint_of(self.core.consortium, request)))
+        return self._issue("complaint", request)
 
     @edge
     def IssueHandling(self, request, context):  # noqa: N802
         self._own(context)
-        return CS.issued_pb(self.core.issue(CS.handling_of(request)))
+        return self._issue("handling", request)
 
     @edge
     def IssueSanction(self, request, context):  # noqa: N802
         self._own(context)
-        return CS.issued_pb(self.core.issue(CS.sanction_of(request)))
+        return self._issue("sanction", request)

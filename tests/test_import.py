@@ -601,3 +601,85 @@ def test_a_line_prefix_reads_as_markex_line_register_reads_it() -> None:
     for text in ("400*", "+86400*", "0755 8*", "00852*", "13812345678"):
         assert _line_number(text, "number") == line_number(text)
     assert _line_number("00852*", "number") == ("+852", True)
+
+
+# ------------------------------------------------------------------ unary and bulk alike
+
+UNARY = {"mark": "IssueMark", "correction": "IssueCorrection",
+         "reassignment": "IssueReassignment", "sanction": "IssueSanction"}
+
+
+def issue_both(net: InProcessNet, pid: str, kind: str, request: Any) -> tuple[Any, Any]:
+    """`request` issued by its unary Admin call, then as one IssueMany item:
+    (the unary reply, the bulk result), each issued."""
+    unary = getattr(net.admin(pid), UNARY[kind])(request, timeout=30)
+    (bulk,) = next(iter(net.admin(pid).IssueMany(
+        iter([pb.IssueBatch(items=[pb.IssueItem(**{kind: request})])]), timeout=30))).results
+    assert not bulk.code, bulk.error
+    return unary, bulk
+
+
+def fixed_clock(net: InProcessNet, monkeypatch: pytest.MonkeyPatch, *pids: str) -> int:
+    """These nodes' clock stopped at now: the times a node fills in are equal
+    in two records issued one after the other."""
+    from node.core import wall_ms
+
+    t = wall_ms()
+    for n in net.nodes_running:
+        if n.participant_id in pids:
+            monkeypatch.setattr(n.core, "clock", lambda: t)
+    return t
+
+
+def test_unary_and_bulk_issue_of_a_request_sign_one_payload(
+        cnet: InProcessNet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IssueMark, IssueCorrection (a withdrawal and an appeal) and
+    IssueReassignment build their payload with IssueMany's builders
+    (node/bulkissue.py): the same request is the same payload, and the same
+    appeal flag, either way; a mark's observed_at_ms 0 is the node's clock in both."""
+    institute = cnet.admin("institute").IssueMark(
+        rpb.Mark(number="+8613812349902", category="fraud", score=90), timeout=30)
+    carrier = next(n for n in cnet.nodes_running if n.participant_id == "carrier-1")
+    wait_for(lambda: carrier.core.ledger.record_by_id(institute.id))
+    t = fixed_clock(cnet, monkeypatch, "carrier-1")
+    mark = rpb.Mark(number="+8613812349901", category="fraud", score=60, reports=2)
+    pairs = [("mark", *issue_both(cnet, "carrier-1", "mark", mark))]
+    own = pairs[0][1].id
+    for kind, request in [
+        ("correction", pb.CorrectionRequest(targets=[own], reason="wrong number",
+                                            action=rpb.CORRECTION_ACTION_WITHDRAW)),
+        ("correction", pb.CorrectionRequest(targets=[institute.id], reason="a courier",
+                                            action=rpb.CORRECTION_ACTION_WITHDRAW)),
+        ("reassignment", rpb.Reassignment(number="+8613812349903", effective_at_ms=t - 1000)),
+    ]:
+        pairs.append((kind, *issue_both(cnet, "carrier-1", kind, request)))
+    for kind, unary, bulk in pairs:
+        assert payload_of(cnet, "carrier-1", unary.id.hex()) == payload_of(
+            cnet, "carrier-1", bulk.id.hex()), kind
+    assert [u.appeal for _, u, _ in pairs] == [b.appeal for _, _, b in pairs] == [
+        False, False, True, False]
+    assert payload_of(cnet, "carrier-1", own.hex()).observed_at_ms == t
+
+
+def test_a_unary_sanction_without_listed_at_takes_effect_when_signed(
+        cnet: InProcessNet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one difference the unary calls had from IssueMany: IssueSanction
+    took listed_at_ms 0 as it came (INVALID_ARGUMENT, "a sanction names when it
+    takes effect") where an IssueMany item of the same sanction is listed when
+    the node signs it. Now both are, with one payload."""
+    uscc = "91110000MA0999999" + uscc_check_char("91110000MA0999999")
+    t = fixed_clock(cnet, monkeypatch, "regulator-1")
+    listing = rpb.Sanction(enterprise="上海某某推销", uscc=uscc, reason="robocalls",
+                           document="沪通管罚〔2026〕7号")
+    unary = cnet.admin("regulator-1").IssueSanction(listing, timeout=30)
+    s = payload_of(cnet, "regulator-1", unary.id.hex())
+    assert (s.listed_at_ms, s.delist, s.document) == (t, False, listing.document)
+    # Delisted (at the same time, later in the feed), it may be listed again
+    # under the same document: now as an IssueMany item of the same request.
+    cnet.admin("regulator-1").IssueSanction(rpb.Sanction(
+        enterprise="上海某某推销", uscc=uscc, document="沪通管撤〔2026〕1号", delist=True),
+        timeout=30)
+    (bulk,) = next(iter(cnet.admin("regulator-1").IssueMany(iter([pb.IssueBatch(
+        items=[pb.IssueItem(sanction=listing)])]), timeout=30))).results
+    assert not bulk.code, bulk.error
+    assert payload_of(cnet, "regulator-1", bulk.id.hex()) == s
