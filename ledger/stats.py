@@ -7,11 +7,12 @@ by its vector (issuer -> highest seq counted): a log holds each feed from seq
 order the log holds them in. `Tally.add` takes records in any order; the
 figures are worked out in `Tally.figures`.
 
-The rules mirror the view's (docs/view.md), so a figure means what the view
-shows: a record the view ignores (an issuer rule or a time bound broken)
-counts nowhere; an appeal is a correction of another participant's mark; the
-decision that counts is an appeal's first (lowest seq) by someone other than
-its appellant, and it is final; otherwise the appellant's withdrawal closes it.
+The rules are the view's own functions (docs/view.md), so a figure means what
+the view shows: a record the view ignores (`fact_of`: an issuer rule or a time
+bound broken) counts nowhere; an appeal is a correction of another
+participant's mark (`appealed`); the decision that counts is an appeal's first
+(lowest seq) by someone other than its appellant, and it is final; otherwise
+the appellant's withdrawal closes it (`appeal_closing`).
 
 Per participant that issues records:
 
@@ -56,8 +57,9 @@ from ledger.complaints.facts import fact_of as complaint_fact
 from ledger.complaints.rules import status_of
 from ledger.errors import BadInput
 from ledger.payloads import Complaint, Handling
-from ledger.record import UPHOLD, WITHDRAW, Correction, Mark, Record
-from ledger.view.facts import has_effect
+from ledger.record import Correction, Mark, Record
+from ledger.view.facts import CorrectionFact, MarkFact, appeal_closing, appealed, fact_of
+from ledger.view.parts import APPEAL_WITHDRAWN, PENDING, REJECTED, UPHELD
 
 
 def nearest_rank(values: list[int], pct: int) -> int | None:
@@ -66,23 +68,6 @@ def nearest_rank(values: list[int], pct: int) -> int | None:
         return None
     s = sorted(values)
     return s[max(0, math.ceil(pct * len(s) / 100) - 1)]
-
-
-@dataclass(frozen=True, slots=True)
-class _Appeal:
-    issuer: str
-    seq: int
-    issued_at: int
-    targets: tuple[bytes, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _Decision:
-    issuer: str
-    seq: int
-    id: bytes
-    issued_at: int
-    upheld: bool
 
 
 @dataclass
@@ -94,7 +79,7 @@ class Tally:
     consortium: Consortium
     vector: Mapping[str, int] | None = None
     _marks: dict[bytes, str] = field(default_factory=dict)             # id -> issuer
-    _corrections: list[tuple[bytes, str, int, int, Correction]] = field(default_factory=list)
+    _corrections: list[CorrectionFact] = field(default_factory=list)
     _heads: dict[str, int] = field(default_factory=dict)
     _seen: set[bytes] = field(default_factory=set)
     _complaints: dict[bytes, ComplaintFact] = field(default_factory=dict)
@@ -120,12 +105,11 @@ class Tally:
             return
         if not isinstance(p, Mark | Correction):
             return
-        if not has_effect(rec, self.consortium):
-            return    # the view gives it no effect: neither does a figure
-        if isinstance(p, Mark):
+        f = fact_of(rec, self.consortium)  # None: the view gives it no effect, nor does a figure
+        if isinstance(f, MarkFact):
             self._marks[rec.id] = rec.issuer
-        else:
-            self._corrections.append((rec.id, rec.issuer, rec.seq, rec.issued_at_ms, p))
+        elif isinstance(f, CorrectionFact):
+            self._corrections.append(f)
 
     def add_all(self, records: Iterable[Record]) -> Tally:
         for r in records:
@@ -146,77 +130,64 @@ class Tally:
                            "would not be those of the vector asked")
         return {i: s for i, s in sorted(self.vector.items()) if s > 0}
 
-    def _appeals(self) -> tuple[dict[bytes, _Appeal], dict[bytes, _Decision], set[bytes]]:
-        """The appeals, the decision that counts for each decided one, and the
-        withdrawn ones (closed by their appellant, undecided)."""
-        appeals: dict[bytes, _Appeal] = {}
-        for rid, issuer, seq, at, c in self._corrections:
-            if not c.is_decision and any(
-                self._marks.get(t, issuer) != issuer for t in c.targets
-            ):
-                appeals[rid] = _Appeal(issuer, seq, at, c.targets)
-        decided: dict[bytes, _Decision] = {}
-        pulled: set[bytes] = set()
-        for rid, issuer, seq, at, c in self._corrections:
-            if c.is_decision:
-                a = appeals.get(c.appeal_id)
-                if a is None or a.issuer == issuer:
-                    continue          # not an appeal, or one's own: no effect
-                d = _Decision(issuer, seq, rid, at, c.outcome == UPHOLD)
-                cur = decided.get(c.appeal_id)
-                if cur is None or (d.seq, d.id) < (cur.seq, cur.id):
-                    decided[c.appeal_id] = d
-            elif c.action == WITHDRAW:
-                for t in c.targets:
-                    a = appeals.get(t)
-                    if a is not None and a.issuer == issuer:
-                        pulled.add(t)
-        return appeals, decided, pulled - set(decided)
+    def _appeals(self) -> dict[bytes, tuple[CorrectionFact, str, CorrectionFact | None]]:
+        """Each appeal -> (itself, its status, what closed it), by the view's
+        rule (ledger.view.facts `appealed`, `appeal_closing`)."""
+        appeals = {f.id: f for f in self._corrections
+                   if appealed(f.issuer, f.correction, self._marks.get)}
+        decisions: dict[bytes, list[CorrectionFact]] = {}
+        others: dict[bytes, list[CorrectionFact]] = {}
+        for f in self._corrections:
+            into = decisions if f.correction.is_decision else others
+            for t in f.names():
+                if t in appeals:
+                    into.setdefault(t, []).append(f)
+        return {aid: (a, *appeal_closing(a, decisions.get(aid, ()), others.get(aid, ())))
+                for aid, a in appeals.items()}
 
     def figures(self) -> dict[str, Any]:
         """{"vector", "records", "participants": {id: figures}, "carriers": {id:
         figures} (the module doc), "appeals": {"filed", "pending", "upheld",
         "rejected", "withdrawn"}}."""
         vector = self.counted_vector()
-        appeals, decided, withdrawn = self._appeals()
+        appeals = self._appeals()
+        decided = {aid: d for aid, (_, status, d) in appeals.items()
+                   if status in (UPHELD, REJECTED) and d is not None}
         ids = [p.id for p in self.consortium.witnesses]
         issued = dict.fromkeys(ids, 0)
         for issuer in self._marks.values():
             issued[issuer] = issued.get(issuer, 0) + 1
-        appealed: dict[str, set[bytes]] = {i: set() for i in issued}
+        marks_appealed: dict[str, set[bytes]] = {i: set() for i in issued}
         overturned: dict[str, set[bytes]] = {i: set() for i in issued}
         against: dict[str, list[bytes]] = {i: [] for i in issued}
-        for aid, a in appeals.items():
-            d = decided.get(aid)
+        for aid, (a, status, _) in appeals.items():
             whose: set[str] = set()
-            for t in a.targets:
-                owner = self._marks.get(t)
-                if owner is None or owner == a.issuer:
-                    continue
+            for t in appealed(a.issuer, a.correction, self._marks.get):
+                owner = self._marks[t]
                 whose.add(owner)
-                appealed[owner].add(t)
-                if d is not None and d.upheld:
+                marks_appealed[owner].add(t)
+                if status == UPHELD:
                     overturned[owner].add(t)
             for owner in whose:
                 against[owner].append(aid)
         out: dict[str, Any] = {}
         for pid in sorted(issued):
             aids = against[pid]
-            waits = [decided[a].issued_at - appeals[a].issued_at for a in aids if a in decided]
+            waits = [decided[a].issued_at - appeals[a][0].issued_at for a in aids if a in decided]
             n = issued[pid]
             out[pid] = {
                 "marks_issued": n,
-                "marks_appealed": len(appealed[pid]),
+                "marks_appealed": len(marks_appealed[pid]),
                 "appeals_against": len(aids),
-                "appeals_upheld": sum(1 for a in aids if a in decided and decided[a].upheld),
-                "appeals_rejected": sum(1 for a in aids
-                                        if a in decided and not decided[a].upheld),
+                "appeals_upheld": sum(1 for a in aids if appeals[a][1] == UPHELD),
+                "appeals_rejected": sum(1 for a in aids if appeals[a][1] == REJECTED),
                 "marks_overturned": len(overturned[pid]),
                 "overturn_rate": round(len(overturned[pid]) / n, 6) if n else None,
                 "decision_ms": {"count": len(waits), "median": nearest_rank(waits, 50),
                                 "p90": nearest_rank(waits, 90)},
             }
-        upheld = sum(1 for d in decided.values() if d.upheld)
+        count = {st: sum(1 for _, s, _ in appeals.values() if s == st)
+                 for st in (PENDING, UPHELD, REJECTED, APPEAL_WITHDRAWN)}
         return {
             "vector": vector,
             "records": len(self._seen),
@@ -224,10 +195,10 @@ class Tally:
             "carriers": self._carriers(),
             "appeals": {
                 "filed": len(appeals),
-                "pending": len(appeals) - len(decided) - len(withdrawn),
-                "upheld": upheld,
-                "rejected": len(decided) - upheld,
-                "withdrawn": len(withdrawn),
+                "pending": count[PENDING],
+                "upheld": count[UPHELD],
+                "rejected": count[REJECTED],
+                "withdrawn": count[APPEAL_WITHDRAWN],
             },
         }
 

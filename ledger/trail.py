@@ -47,6 +47,7 @@ from ledger.numbers import normalize
 from ledger.payloads import Complaint, Handling, MarketerLine, Sanction
 from ledger.record import Correction, Mark, Reassignment, Record
 from ledger.verify import Answer, WrongNumber, check_fresh, open_view
+from ledger.view.facts import appealed
 
 
 class IncompleteTrail(ProofMismatch):
@@ -104,10 +105,14 @@ def kind_in_trail(rec: Record, by_id: dict[bytes, Record]) -> str:
         return "forward"
     if not isinstance(p, Correction) or p.is_decision:
         return rec.kind
-    targets = [by_id.get(t) for t in p.targets]
-    if any(t is not None and isinstance(t.payload, Mark) and t.issuer != rec.issuer
-           for t in targets):
+
+    def mark_issuer(t: bytes) -> str | None:
+        r = by_id.get(t)
+        return r.issuer if r is not None and isinstance(r.payload, Mark) else None
+
+    if appealed(rec.issuer, p, mark_issuer):  # the view's rule of what is an appeal
         return "appeal"
+    targets = [by_id.get(t) for t in p.targets]
     if any(t is not None and isinstance(t.payload, Correction) for t in targets):
         return "withdrawal"
     return "correction"

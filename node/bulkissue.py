@@ -48,6 +48,7 @@ from ledger.record import (
     Reassignment,
     Record,
 )
+from ledger.view.facts import appealed
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from node import complaintservice
@@ -98,12 +99,14 @@ def _correction(item: pb.IssueItem, core: NodeCore) -> Built:
         raise MalformedRecord("unknown correction action or outcome")
     c = Correction(targets=tuple(r.targets), action=_ACTIONS[r.action], category=r.category,
                    reason=r.reason, appeal_id=r.appeal_id, outcome=_OUTCOMES[r.outcome])
-    appeal = False
-    if not c.is_decision:  # a correction of another's mark is an appeal
-        for t in c.targets:
-            found = core.ledger.record_by_id(t)
-            if found is not None:
-                appeal |= Record.from_envelope(found[1]).issuer != core.participant_id
+
+    def mark_issuer(t: bytes) -> str | None:
+        found = core.ledger.record_by_id(t)
+        rec = None if found is None else Record.from_envelope(found[1])
+        return rec.issuer if rec is not None and isinstance(rec.payload, Mark) else None
+
+    # The view's rule: a correction of another participant's mark is an appeal.
+    appeal = bool(appealed(core.participant_id, c, mark_issuer))
     return Built(c, appeal, r.wait_for_target)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from keys.consortium import Consortium
-from ledger.record import UPHOLD, WITHDRAW
+from ledger.record import WITHDRAW
 from ledger.view.entries import Entry
 from ledger.view.facts import (
     ComplaintFact,
@@ -18,7 +18,8 @@ from ledger.view.facts import (
     MarkFact,
     NumberFacts,
     ReassignmentFact,
-    first_decision,
+    appeal_closing,
+    appealed,
     keep_of,
     kept_appeals,
     kept_complaints,
@@ -28,12 +29,9 @@ from ledger.view.facts import (
 )
 from ledger.view.parts import (
     APPEAL_UPHELD,
-    APPEAL_WITHDRAWN,
     MAX_ENTRY_COMPLAINTS,
-    PENDING,
     PER_COMPLAINANT,
     REASSIGNED,
-    REJECTED,
     UPHELD,
     WITHDRAWN,
     Appeal,
@@ -123,12 +121,15 @@ class EntryBuilder:
             m.id: m for m in latest_per_issuer((nf.mark(i) for i in nf.marks), self.keep)
         }
         targets: dict[bytes, list[bytes]] = {}
+
+        def issuer_here(t: bytes) -> str | None:  # a mark of this number, by its issuer
+            m = facts.get(t)
+            return m.issuer if isinstance(m, MarkFact) and m.number == number else None
+
         for a in appeals:
-            for t in dict.fromkeys(a.correction.targets):
-                m = facts.get(t)
-                if isinstance(m, MarkFact) and m.number == number and m.issuer != a.issuer:
-                    kept[t] = m
-                    targets.setdefault(a.id, []).append(t)
+            for t in appealed(a.issuer, a.correction, issuer_here):
+                kept[t] = nf.mark(t)
+                targets.setdefault(a.id, []).append(t)
         marks = sorted(kept.values(), key=lambda m: (m.observed_at, m.id))
         return appeals, marks, targets
 
@@ -173,21 +174,10 @@ class EntryBuilder:
     ) -> None:
         """Appeal `a` of the marks `targets` and how it ended; an upheld one sets
         its targets aside and protects their categories."""
-        decision = first_decision(a, nf)
-        pulled = [
-            w for w in (nf.correction(i) for i in nf.by_target.get(a.id, ()))
-            if w.issuer == a.issuer and w.correction.action == WITHDRAW
-        ]
-        pull = min(pulled, key=order) if pulled else None
-        status: str = PENDING
-        closed: CorrectionFact | None = None
-        # A decision, once in the set, is final: no withdrawal undoes it, whatever
-        # issued_at its appellant wrote on the withdrawal.
-        if decision is not None:
-            status = UPHELD if decision.correction.outcome == UPHOLD else REJECTED
-            closed = decision
-        elif pull is not None:
-            status, closed = APPEAL_WITHDRAWN, pull
+        status, closed = appeal_closing(
+            a, (nf.correction(i) for i in nf.decisions_for.get(a.id, ())),
+            (nf.correction(i) for i in nf.by_target.get(a.id, ())),
+        )
         closed_at = None if closed is None else closed.issued_at
         closed_by = b"" if closed is None else closed.id
         if status == UPHELD:

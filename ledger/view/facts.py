@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from ledger.payloads import Complaint, Handling, MarketerLine, Preference, Sanction, may_issue
-from ledger.record import RECATEGORIZE, WITHDRAW, Correction, Mark, Reassignment, Record
+from ledger.record import RECATEGORIZE, UPHOLD, WITHDRAW, Correction, Mark, Reassignment, Record
 from ledger.rules import time_violation
+from ledger.view.parts import APPEAL_WITHDRAWN, PENDING, REJECTED, UPHELD
 
 if TYPE_CHECKING:
     from keys.consortium import Consortium, Policy
@@ -308,16 +309,61 @@ class NumberFacts:
         return f
 
 
-def first_decision(a: CorrectionFact, nf: NumberFacts) -> CorrectionFact | None:
-    """The decision that counts for appeal `a`: the first (lowest seq) by anyone but
-    its appellant (nobody decides their own appeal: the ledger refuses it, the view
-    gives it no effect)."""
+# ---------------------------------------------------------------- the appeal rule
+# One rule for the view's entries, the accountability figures (ledger/stats.py)
+# and the trail's labels (ledger/trail.py): an appeal is a correction of another
+# participant's mark; the decision that counts is its first (lowest seq) by
+# anyone but its appellant, and it is final; else its appellant's earliest
+# withdrawal closes it; else it is pending.
+
+
+def appealed(appellant: str, c: Correction,
+             mark_issuer: Callable[[bytes], str | None]) -> list[bytes]:
+    """The marks `appellant`'s correction `c` appeals, each once in its order:
+    those it names whose issuer `mark_issuer` gives (None: no mark known by
+    that id) and is not the appellant. Empty: `c` is no appeal (a decision, a
+    correction of one's own marks, or of marks not known)."""
+    if c.is_decision:
+        return []
+    return [t for t in dict.fromkeys(c.targets)
+            if (i := mark_issuer(t)) is not None and i != appellant]
+
+
+def counting_decision(
+    appeal: CorrectionFact, decisions: Iterable[CorrectionFact]
+) -> CorrectionFact | None:
+    """Of the decisions naming `appeal`, the one that counts: the first (lowest
+    seq, then id) by anyone but its appellant (nobody decides their own appeal:
+    the ledger refuses it, the view gives it no effect)."""
     best: CorrectionFact | None = None
-    for i in nf.decisions_for.get(a.id, ()):
-        d = nf.correction(i)
-        if d.issuer != a.issuer and (best is None or (d.seq, d.id) < (best.seq, best.id)):
+    for d in decisions:
+        if d.issuer != appeal.issuer and (best is None or (d.seq, d.id) < (best.seq, best.id)):
             best = d
     return best
+
+
+def appeal_closing(
+    appeal: CorrectionFact, decisions: Iterable[CorrectionFact],
+    corrections: Iterable[CorrectionFact],
+) -> tuple[str, CorrectionFact | None]:
+    """How `appeal` stands, from the decisions and the other corrections naming
+    it: (UPHELD or REJECTED, the decision that counts), final whatever
+    withdrawal (with whatever issued_at) its appellant issued; else
+    (APPEAL_WITHDRAWN, the appellant's earliest withdrawal in issue order);
+    else (PENDING, None)."""
+    decision = counting_decision(appeal, decisions)
+    if decision is not None:
+        return (UPHELD if decision.correction.outcome == UPHOLD else REJECTED), decision
+    pulled = [w for w in corrections if w.issuer == appeal.issuer
+              and not w.correction.is_decision and w.correction.action == WITHDRAW]
+    if pulled:
+        return APPEAL_WITHDRAWN, min(pulled, key=order)
+    return PENDING, None
+
+
+def first_decision(a: CorrectionFact, nf: NumberFacts) -> CorrectionFact | None:
+    """`counting_decision` of appeal `a` among the decisions `nf` holds for it."""
+    return counting_decision(a, (nf.correction(i) for i in nf.decisions_for.get(a.id, ())))
 
 
 def kept_appeals(
