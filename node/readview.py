@@ -43,18 +43,15 @@ from ledger import note, viewtree
 from ledger import view as V
 from ledger.errors import LedgerError, StorageFailure
 from ledger.log import NodeLedger
-from ledger.numbers import normalize
 from ledger.store import Store, read_u64, u64
 from ledger.view.stored import StoredState, config_digest
-from markex.v1 import service_pb2 as pb
 from node.viewkeeper import (
     CHANGES_KEPT,
     CHANGES_KEY,
     CHANGES_SEQ_KEY,
     LOG_NOTE_KEY,
     VIEW_NOTE_KEY,
-    ViewKeeper,
-    _all_entries,
+    ViewReads,
 )
 
 _T = TypeVar("_T")
@@ -167,7 +164,7 @@ class _Copy:
         self.readers = 0
 
 
-class ReadView:
+class ReadView(ViewReads):
     """The worker's view (see the module doc): thread-safe reads, one
     refresher (`refresh`, called on the worker's timer).
 
@@ -353,35 +350,9 @@ class ReadView:
             assert copy.note is not None and copy.view is not None
             return copy.note, read(copy.view)
 
-    check_batch = staticmethod(ViewKeeper.check_batch)
-
     def checkpoint_note(self) -> str | None:
         with self._cond:
             return self.wait_signed().note
-
-    def lookup(self, number: str, with_proof: bool) -> pb.LookupResponse:
-        e164 = normalize(number)
-        text, answers = self._consistent(
-            lambda view: ViewKeeper.answers(view, [e164], with_proof))
-        resp = answers[0]
-        resp.view_checkpoint = text
-        return resp
-
-    def lookup_batch(self, numbers: list[str], with_proofs: bool) -> pb.LookupBatchResponse:
-        self.check_batch(numbers)
-        e164s = [normalize(n) for n in numbers]
-        text, answers = self._consistent(
-            lambda view: ViewKeeper.answers(view, e164s, with_proofs))
-        out = pb.LookupBatchResponse(view_checkpoint=text)
-        out.results.extend(answers)
-        return out
-
-
-    def snapshot(self) -> tuple[str, list[bytes]]:
-        """The node's note and every entry's bytes (in number order) at its
-        vector, as ViewKeeper.snapshot gives them (a long read: after
-        READ_TRIES catch-ups met it is read with catch-ups held off)."""
-        return self._consistent(_all_entries)
 
 
 class CurrentLog:

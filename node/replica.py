@@ -45,7 +45,6 @@ from ledger.follow import (
     findings_json,
 )
 from ledger.names import view_origin
-from ledger.numbers import normalize
 from ledger.store import Store
 from ledger.verify import open_view
 from markex.v1 import service_pb2 as pb
@@ -56,7 +55,7 @@ from node.limits import ClientTable, PublicGate, PublicLimits
 from node.logs import event
 from node.services import edge
 from node.status import DecodeGuard
-from node.viewkeeper import ViewKeeper
+from node.viewkeeper import ViewReads
 from node.watch import Watcher, WatchingPublic
 
 log = logging.getLogger("markex.replica")
@@ -90,7 +89,7 @@ def tls_source(directory: Path, cons: Consortium, as_id: str, node: str) -> Grpc
     )
 
 
-class Replica:
+class Replica(ViewReads):
     """The follower loop and the state the public port serves."""
 
     def __init__(
@@ -316,16 +315,18 @@ class Replica:
         event(log, logging.INFO, "restored", entries=cp.count, root=cp.root.hex()[:16])
 
     # ------------------------------------------------------------ reads
-    def read(self, numbers: list[str], with_proofs: bool) -> tuple[str, list[pb.LookupResponse]]:
-        """The served note and the answers about `numbers`, of one state."""
-        ViewKeeper.check_batch(numbers)
-        e164s = [normalize(n) for n in numbers]
+    def _lookup_read(
+        self, read: Callable[[V.NationalView], list[pb.LookupResponse]]
+    ) -> tuple[str, list[pb.LookupResponse]]:
+        """Lookups (ViewReads) are read under the lock, of the served note's
+        state; NotFound before the first verified note; each answer counted."""
         with self._lock:
             if self._note is None:
                 raise NotFound("this replica has not verified a view checkpoint yet")
-            self.lookups += len(e164s)
             # The node's own answer builder: the same bytes and proofs as a node's.
-            return self._note, ViewKeeper.answers(self.view, e164s, with_proofs)
+            got = read(self.view)
+            self.lookups += len(got)
+            return self._note, got
 
     def note(self) -> str | None:
         with self._lock:
@@ -385,16 +386,11 @@ class ReplicaPublic(rpc.PublicServicer):
 
     @edge
     def Lookup(self, request, context):  # noqa: N802
-        text, answers = self.replica.read([request.number], True)
-        answers[0].view_checkpoint = text
-        return answers[0]
+        return self.replica.lookup(request.number, True)
 
     @edge
     def LookupBatch(self, request, context):  # noqa: N802
-        text, answers = self.replica.read(list(request.numbers), request.with_proofs)
-        out = pb.LookupBatchResponse(view_checkpoint=text)
-        out.results.extend(answers)
-        return out
+        return self.replica.lookup_batch(list(request.numbers), request.with_proofs)
 
     @edge
     def GetViewCheckpoint(self, request, context):  # noqa: N802

@@ -19,6 +19,7 @@ import json
 import logging
 import struct
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, TypeVar
@@ -65,7 +66,72 @@ CHANGES_KEY = b"workers/view-changes/"
 CHANGES_KEPT = 1024  # journal entries kept; a worker further behind reads every bucket
 
 
-class ViewKeeper:
+class ViewReads(ABC):
+    """Lookup, LookupBatch and the export snapshot, written once over
+    `_consistent(read)`: the served view checkpoint note and `read(view)` of
+    one state of the view. Each reader keeps them consistent its own way: the
+    node's ViewKeeper (a version checked around a read outside the writer's
+    lock), a public worker's ReadView (node/readview.py: the copy the node
+    signed) and a replica (node/replica.py: under its lock)."""
+
+    @abstractmethod
+    def _consistent(self, read: Callable[[V.NationalView], _T]) -> tuple[str, _T]: ...
+
+    def _lookup_read(
+        self, read: Callable[[V.NationalView], list[pb.LookupResponse]]
+    ) -> tuple[str, list[pb.LookupResponse]]:
+        """The consistent read a lookup's answers come from (a replica's also
+        refuses before its first verified note, and counts them)."""
+        return self._consistent(read)
+
+    @staticmethod
+    def check_batch(numbers: list[str]) -> None:
+        """The one bound on a lookup batch: TooLarge beyond MAX_LOOKUP_BATCH numbers."""
+        if len(numbers) > MAX_LOOKUP_BATCH:
+            raise TooLarge(f"at most {MAX_LOOKUP_BATCH} numbers per batch, got {len(numbers)}")
+
+    @staticmethod
+    def answers(
+        view: V.NationalView, e164s: list[str], with_proofs: bool
+    ) -> list[pb.LookupResponse]:
+        """One answer per number, the entries read in one multi-get."""
+        out = []
+        for e164, entry in zip(e164s, view.entries_bytes(e164s), strict=True):
+            proof = view.proof(e164).encode() if with_proofs else b""
+            out.append(pb.LookupResponse(entry=entry or b"", proof=proof, number=e164))
+        return out
+
+    def _answered(
+        self, numbers: list[str], with_proofs: bool
+    ) -> tuple[str, list[pb.LookupResponse]]:
+        """The note and one answer per number, of one state (TooLarge past
+        the batch bound; InvalidNumber for a bad number fails the call)."""
+        self.check_batch(numbers)
+        e164s = [normalize(n) for n in numbers]
+        return self._lookup_read(lambda view: self.answers(view, e164s, with_proofs))
+
+    def lookup(self, number: str, with_proof: bool) -> pb.LookupResponse:
+        """The entry of `number` (with its proof) under the served view
+        checkpoint; the caller evaluates the entry at its own time."""
+        note, answers = self._answered([number], with_proof)
+        resp = answers[0]
+        resp.view_checkpoint = note
+        return resp
+
+    def lookup_batch(self, numbers: list[str], with_proofs: bool) -> pb.LookupBatchResponse:
+        """`lookup` for at most MAX_LOOKUP_BATCH numbers, under one checkpoint."""
+        note, answers = self._answered(numbers, with_proofs)
+        out = pb.LookupBatchResponse(view_checkpoint=note)
+        out.results.extend(answers)
+        return out
+
+    def snapshot(self) -> tuple[str, list[bytes]]:
+        """The served note and every entry's bytes (in number order) of one
+        state of the view (ExportView)."""
+        return self._consistent(_all_entries)
+
+
+class ViewKeeper(ViewReads):
     def __init__(self, ledger: NodeLedger, clock: Callable[[], int]) -> None:
         """The view of `ledger`'s records, kept in its store and signed with
         its key; `clock` gives the signing times (ms)."""
@@ -90,7 +156,7 @@ class ViewKeeper:
         self.refused_cosignatures: dict[str, str] = {}  # peer -> why its last line was refused
         self._rebuild_needed = False   # a feed froze, or an update failed: catch up
         # Bumped under the lock before every change of the view: a lookup read
-        # outside the lock is the view of one version if the version held (_read).
+        # outside the lock is the view of one version if the version held (_consistent).
         self._version = 0
         # Told which numbers' entries changed (None: any may have), on the
         # writer thread: the screen's index (node/screenindex.py).
@@ -277,39 +343,13 @@ class ViewKeeper:
             self._current_note()
             return None if self._cp is None else self._cp.signed_at_ms
 
-    @staticmethod
-    def check_batch(numbers: list[str]) -> None:
-        """The one bound on a lookup batch: TooLarge beyond MAX_LOOKUP_BATCH numbers."""
-        if len(numbers) > MAX_LOOKUP_BATCH:
-            raise TooLarge(f"at most {MAX_LOOKUP_BATCH} numbers per batch, got {len(numbers)}")
-
-    @staticmethod
-    def answers(
-        view: V.NationalView, e164s: list[str], with_proofs: bool
-    ) -> list[pb.LookupResponse]:
-        """One answer per number, the entries read in one multi-get."""
-        out = []
-        for e164, entry in zip(e164s, view.entries_bytes(e164s), strict=True):
-            proof = view.proof(e164).encode() if with_proofs else b""
-            out.append(pb.LookupResponse(entry=entry or b"", proof=proof, number=e164))
-        return out
-
-    def _read(self, numbers: list[str], with_proofs: bool) -> tuple[str, list[pb.LookupResponse]]:
-        """The signed view checkpoint and the answers, all of one version of
-        the view, read outside the lock the writer needs: the read is kept
-        only if no change began meanwhile (the writer is never held by it).
-        After READ_TRIES collisions one batch (at most MAX_LOOKUP_BATCH
-        numbers) is read under the lock. rocksdict's snapshots cannot serve
-        this: their iterators (a proof reads a bucket's members) ignore the
-        snapshot. InvalidNumber for a bad number fails the call."""
-        self.check_batch(numbers)
-        e164s = [normalize(n) for n in numbers]
-        return self._consistent(lambda view: self.answers(view, e164s, with_proofs))
-
     def _consistent(self, read: Callable[[V.NationalView], _T]) -> tuple[str, _T]:
         """The signed view checkpoint and `read(view)` of one version of the
-        view: read outside the lock while no change begins, under it after
-        READ_TRIES collisions."""
+        view, read outside the lock the writer needs: the read is kept only
+        if no change began meanwhile (the writer is never held by it). After
+        READ_TRIES collisions it is read under the lock. rocksdict's
+        snapshots cannot serve this: their iterators (a proof reads a
+        bucket's members) ignore the snapshot."""
         for _ in range(READ_TRIES):
             with self._lock:
                 version, view = self._version, self.view
@@ -327,31 +367,10 @@ class ViewKeeper:
             assert self.view is not None
             return self.checkpoint_note() or "", read(self.view)
 
-    def lookup(self, number: str, with_proof: bool) -> pb.LookupResponse:
-        """The entry of `number` (with its proof) under the signed view
-        checkpoint; the caller evaluates the entry at its own time."""
-        note, answers = self._read([number], with_proof)
-        resp = answers[0]
-        resp.view_checkpoint = note
-        return resp
-
-    def lookup_batch(self, numbers: list[str], with_proofs: bool) -> pb.LookupBatchResponse:
-        """`lookup` for at most MAX_LOOKUP_BATCH numbers, under one checkpoint."""
-        note, answers = self._read(numbers, with_proofs)
-        out = pb.LookupBatchResponse(view_checkpoint=note)
-        out.results.extend(answers)
-        return out
-
     def entries_bytes(self, e164s: list[str]) -> list[bytes | None]:
         """The entry bytes of each E.164 number (None: no entry), all of one
         version of the view (the lookups' consistent read; node/screen.py)."""
         return self._consistent(lambda view: view.entries_bytes(e164s))[1]
-
-    def snapshot(self) -> tuple[str, list[bytes]]:
-        """The signed view checkpoint and every entry's bytes (in number
-        order) of one version of the view, read as `_read` reads: outside the
-        lock while no change begins, under it after READ_TRIES collisions."""
-        return self._consistent(_all_entries)
 
     # ------------------------------------------------------------ cosigning
     def cosign(self, peer: str, text: str) -> str:
