@@ -29,7 +29,6 @@ import grpc
 from keys.consortium import Participant
 from ledger import note, viewtree
 from ledger import view as V
-from ledger.derived import extends
 from ledger.errors import (
     CheckpointFork,
     ClockSkew,
@@ -42,11 +41,11 @@ from ledger.errors import (
 from ledger.evidence import in_format
 from ledger.names import view_origin, witness_name
 from ledger.numbers import normalize
-from ledger.record import Record
 from ledger.store import read_u64, u64
 from ledger.viewtree import view_key
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
+from node.derivedkeeper import DerivedKeeper
 from node.logs import event
 
 if TYPE_CHECKING:
@@ -131,21 +130,23 @@ class ViewReads(ABC):
         return self._consistent(_all_entries)
 
 
-class ViewKeeper(ViewReads):
+class ViewKeeper(DerivedKeeper[V.NationalView], ViewReads):
+    """The national view as a state derived from the log (node/derivedkeeper.py:
+    apply, tick and the catch-ups), with its signed note around every change."""
+
     def __init__(self, ledger: NodeLedger, clock: Callable[[], int]) -> None:
         """The view of `ledger`'s records, kept in its store and signed with
         its key; `clock` gives the signing times (ms)."""
         if ledger.signer is None:
             raise ValueError("the view keeper signs with its ledger's key; this ledger has none")
-        self.ledger = ledger
+        super().__init__(ledger)
         self.store = ledger.store
         self.consortium = ledger.consortium
         self.participant_id = ledger.participant_id
         self.key = ledger.signer
         self.clock = clock
         self.origin = view_origin(self.consortium.name, self.participant_id)
-        self._lock = threading.RLock()
-        self.view: V.NationalView | None = None
+        self._lock = threading.RLock()  # re-entered: a change publishes, a publish signs
         self._note: str | None = None
         self._cp: V.ViewCheckpoint | None = None  # what _note signs
         self._stale = False  # the view moved since _note was signed
@@ -154,7 +155,6 @@ class ViewKeeper(ViewReads):
         # served until _note has a quorum, so a re-signing never leaves a gap.
         self._prev: tuple[str, dict[str, str]] | None = None
         self.refused_cosignatures: dict[str, str] = {}  # peer -> why its last line was refused
-        self._rebuild_needed = False   # a feed froze, or an update failed: catch up
         # Bumped under the lock before every change of the view: a lookup read
         # outside the lock is the view of one version if the version held (_consistent).
         self._version = 0
@@ -172,32 +172,23 @@ class ViewKeeper(ViewReads):
             self._version += 1
             view = V.NationalView.open(self.store, self.consortium)
             V.catch_up(view, self.ledger)
-            self.view = view
+            self.state = view
             self._sign()
         self.publish()
 
+    @property
+    def view(self) -> V.NationalView | None:
+        """The national view (the keeper's state); None before `start`."""
+        return self.state
+
     # ------------------------------------------------------------ updates
-    def apply(self, records: list[Record]) -> None:
-        """Runs on the writer thread after each ledger commit."""
-        led = self.ledger
-        with self._lock:
-            if self.view is None:
-                return
-            self._version += 1
-            try:
-                if self._rebuild_needed or not extends(self.view.vector, records, led):
-                    # A gap (an earlier update failed), or records beyond a
-                    # frozen feed's counted seq: read what counts from the ledger.
-                    V.catch_up(self.view, led)
-                    self._rebuild_needed = False
-                    self._changed(None)
-                else:
-                    self._changed(self.view.apply(records))
-            except Exception:
-                self._rebuild_needed = True     # the next update or tick catches up
-                raise
-            finally:
-                self._sign()
+    # DerivedKeeper applies and catches up; around each change of the view:
+    def _changing(self) -> None:
+        self._version += 1
+
+    def _settled(self, ok: bool) -> None:
+        self._sign()
+        if ok:
             self.publish()
 
     def _changed(self, numbers: set[str] | None) -> None:
@@ -220,12 +211,6 @@ class ViewKeeper(ViewReads):
         """Every number with an entry now (read as the store iterates)."""
         assert self.view is not None
         return iter(self.view.numbers())
-
-    def invalidate(self) -> None:
-        """A feed froze: catch up from the ledger on the next tick (the view
-        is rebuilt if it holds records beyond the freeze)."""
-        with self._lock:
-            self._rebuild_needed = True
 
     def publish(self) -> None:
         """With `publishes`: write the note served now (signed for the view
@@ -259,18 +244,7 @@ class ViewKeeper(ViewReads):
     def tick(self) -> None:
         self._refresh()
         self.publish()  # a re-signing, or cosignatures that arrived
-        if self._rebuild_needed:
-            with self._lock:
-                if self.view is None or not self._rebuild_needed:
-                    return
-                self._version += 1
-                try:
-                    V.catch_up(self.view, self.ledger)
-                    self._rebuild_needed = False
-                    self._changed(None)
-                finally:
-                    self._sign()
-            self.publish()
+        super().tick()  # the catch-up an update failure or a freeze left due
 
     def _sign(self) -> None:
         """The view changed: its checkpoint is signed when next asked for
@@ -328,14 +302,6 @@ class ViewKeeper(ViewReads):
                 prev, cosigs = self._prev
                 return note.add_signature_lines(prev, sorted(cosigs.values()))
             return note.add_signature_lines(current, sorted(self._cosigs.values()))
-
-    def lag_records(self) -> int:
-        """Records the log holds, up to each feed's counted seq, that the
-        view has not applied yet (0 when it is up to date)."""
-        with self._lock:
-            vector = {} if self.view is None else self.view.vector
-        feeds = self.ledger.feeds()
-        return sum(max(0, st.counted_seq - vector.get(i, 0)) for i, st in feeds.items())
 
     def signed_at_ms(self) -> int | None:
         """When the view checkpoint served now was signed (ms), None before the first."""
