@@ -7,8 +7,9 @@ cosignatures collected.
 Why `every_s`: each new checkpoint costs its quorum and a spare of Cosign
 calls out and as many in (a consistency proof, a note verified, the
 witness's synced write, a cosignature verified). Signed at every tick of a
-busy node (four a second), that was a fifth of its sampled CPU at twelve
-nodes; a record waits at most `every_s` longer for a checkpoint that covers it.
+busy node (four a second), cosigning was about a sixth of twelve nodes'
+sampled CPU (docs/deploy.md); a record now waits up to `every_s` longer for
+a checkpoint that covers it.
 
 A checkpoint with a quorum of cosignatures is kept in the store (not synced:
 lost in a crash, the cosignatures are collected again) and served until the
