@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,13 @@ def write_private(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
+@functools.lru_cache(maxsize=1024)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    """The key object of 32 raw bytes, built once per key: every note and
+    cosignature a node checks is by one of its few peers' keys."""
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 def verify_ed25519(public_key: bytes, signature: bytes, message: bytes) -> bool:
     """True when `signature` is a valid Ed25519 signature of `message`.
 
@@ -118,7 +126,7 @@ def verify_ed25519(public_key: bytes, signature: bytes, message: bytes) -> bool:
     if len(public_key) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+        _public_key(bytes(public_key)).verify(signature, message)
     except InvalidSignature:
         return False
     return True

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 import struct
@@ -156,18 +157,23 @@ def _key_id(name: str, key_type: int, public_key: bytes) -> bytes:
 
 def ed25519_key_id(name: str, public_key: bytes) -> bytes:
     """SHA-256(name || "\\n" || 0x01 || public key)[:4] (signed-note, type 0x01)."""
-    _check_key_name(name)
-    if len(public_key) != PUBLIC_KEY_SIZE:
-        raise MalformedNote(f"an Ed25519 public key is 32 bytes, got {len(public_key)}")
-    return _key_id(name, ALG_ED25519, public_key)
+    return _checked_key_id(name, ALG_ED25519, bytes(public_key))
 
 
 def cosignature_key_id(name: str, public_key: bytes) -> bytes:
     """SHA-256(name || "\\n" || 0x04 || public key)[:4] (tlog-cosignature v1)."""
+    return _checked_key_id(name, ALG_COSIGNATURE_V1, bytes(public_key))
+
+
+# Key ids are asked for the same few (name, key) pairs at every note verified
+# and every cosignature (several per checkpoint per peer): kept per pair. A bad
+# name or key raises each time (lru_cache keeps no exception).
+@functools.lru_cache(maxsize=1024)
+def _checked_key_id(name: str, key_type: int, public_key: bytes) -> bytes:
     _check_key_name(name)
     if len(public_key) != PUBLIC_KEY_SIZE:
         raise MalformedNote(f"an Ed25519 public key is 32 bytes, got {len(public_key)}")
-    return _key_id(name, ALG_COSIGNATURE_V1, public_key)
+    return _key_id(name, key_type, public_key)
 
 
 def _split_vkey(vkey: str) -> tuple[str, bytes, int, bytes]:

@@ -1,7 +1,15 @@
 """The node's log checkpoints, beside the view keeper: a new checkpoint is
-signed when the log grew (the node's ticker asks), each peer is asked to
-cosign it (with a consistency proof from the size that peer last cosigned),
-and the checkpoint is served with the cosignatures collected.
+signed when the log grew (the node's ticker asks), at most once every
+`every_s` seconds, each peer is asked to cosign it (with a consistency proof
+from the size that peer last cosigned), and the checkpoint is served with the
+cosignatures collected.
+
+Why `every_s`: each new checkpoint costs its quorum and a spare of Cosign
+calls out and as many in (a consistency proof, a note verified, the
+witness's synced write, a cosignature verified). Signed at every tick of a
+busy node (four a second), cosigning was about a sixth of twelve nodes'
+sampled CPU (docs/deploy.md); a record now waits up to `every_s` longer for
+a checkpoint that covers it.
 
 A checkpoint with a quorum of cosignatures is kept in the store (not synced:
 lost in a crash, the cosignatures are collected again) and served until the
@@ -10,6 +18,7 @@ next one has its own quorum, so clients never see a gap."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -27,11 +36,22 @@ COSIGN_TIMEOUT_S = 5
 
 
 class LogKeeper:
-    def __init__(self, ledger: NodeLedger, clock: Callable[[], int] = wall_ms) -> None:
-        """`clock` gives the signing times (ms) `signed_at_ms` reports."""
+    def __init__(
+        self,
+        ledger: NodeLedger,
+        clock: Callable[[], int] = wall_ms,
+        every_s: float = 0.0,
+        pace: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`clock` gives the signing times (ms) `signed_at_ms` reports;
+        `every_s`: a grown log is signed again only this long (by `pace`, a
+        monotonic clock in seconds) after the last signing (0: at every ask)."""
         self.ledger = ledger
         self.consortium = ledger.consortium
         self.clock = clock
+        self.every_s = every_s
+        self._pace = pace
+        self._paced_at: float | None = None  # `pace()` at the last signing of this run
         # Told (size, cosigners) when a checkpoint first reaches its quorum (the node's log).
         self.on_cosigned: Callable[[int, list[str]], None] | None = None
         self._sign_lock = threading.Lock()
@@ -57,15 +77,20 @@ class LogKeeper:
 
     def sign_if_grown(self) -> str | None:
         """Sign a new log checkpoint when the log grew since the last one (or
-        none was ever signed). Returns the new note, or None."""
+        none was ever signed), but not within `every_s` of the last signing
+        (the growth is kept for a later ask). Returns the new note, or None."""
         with self._sign_lock:
             latest = self.ledger.latest_checkpoint()
             if latest is not None and not self._grown.is_set():
                 return None
+            at = self._pace()
+            last = self._paced_at
+            if latest is not None and last is not None and at - last < self.every_s:
+                return None
             self._grown.clear()
             now = self.clock()
             text = self.ledger.sign_checkpoint()
-            self._signed_at = now
+            self._signed_at, self._paced_at = now, at
             return text
 
     @property
@@ -104,13 +129,14 @@ class LogKeeper:
         note.verify_cosignature(body, sig, witness_name(self.consortium.name, peer), p.public_key)
         with self._lock:
             if self._cosig_text != text:
-                # A newer checkpoint: keep the quorum-cosigned one until it has its own.
-                if self._cosig_text is not None and len(self._cosigs) >= self.quorum:
-                    self._store_cosigned()
+                # A newer checkpoint: the quorum-cosigned one was stored when it
+                # reached its quorum and is served until this one has its own.
                 self._cosig_text, self._cosigs = text, {}
             reached = peer not in self._cosigs and len(self._cosigs) + 1 == self.quorum
             self._cosigs[peer] = line if line.endswith("\n") else line + "\n"
-            if len(self._cosigs) >= self.quorum:
+            if reached:
+                # Once, at the quorum: the note served from memory (checkpoint_note)
+                # carries any later lines; the stored one needs only the quorum.
                 self._store_cosigned()
             by = sorted(self._cosigs)
         if reached and self.on_cosigned is not None:

@@ -115,7 +115,9 @@ class PeerLink:
         self._carry: list[bytes] = []  # envelopes taken from _q past the last batch's end
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._cosign_due = threading.Event()
+        # What a wake-up asks the peer to cosign: "log", "view" (CosignRota).
+        self._cosign_due: set[str] = set()
+        self._due_lock = threading.Lock()
         self._channel = grpc.secure_channel(
             peer.member_endpoint,
             credentials,
@@ -165,10 +167,17 @@ class PeerLink:
             self._pending_evidence.append(proof)
         self._wake.set()
 
-    def cosign_now(self) -> None:
-        """We signed a new checkpoint: ask the peer to cosign it now."""
-        self._cosign_due.set()
+    def cosign_now(self, *, log: bool = True, view: bool = True) -> None:
+        """Ask the peer now to cosign our log checkpoint (`log`) and our view
+        checkpoint (`view`), when it has not yet."""
+        with self._due_lock:
+            self._cosign_due.update(k for k, on in (("log", log), ("view", view)) if on)
         self._wake.set()
+
+    def _take_due(self) -> set[str]:
+        with self._due_lock:
+            due, self._cosign_due = self._cosign_due, set()
+        return due
 
     # ------------------------------------------------------------ push
     def _batches(self, call_over: threading.Event) -> Iterator[pb.RecordBatch]:
@@ -243,9 +252,9 @@ class PeerLink:
                                   records=pulled)
                     else:  # woken early: evidence to pass on, or a checkpoint to cosign
                         self._send_evidence()
-                        if self._cosign_due.is_set():
-                            self._cosign_due.clear()
-                            self._cosign_steps()
+                        due = self._take_due()
+                        if due:
+                            self._cosign_steps(log="log" in due, view="view" in due)
                 except grpc.RpcError as e:
                     self._prev_heads = None
                     pace.reset()
@@ -330,8 +339,8 @@ class PeerLink:
             h.issuer: h.seq for h in heads.heads if core.consortium.participant(h.issuer)
         }
         self._send_evidence()
-        self._cosign_due.clear()
-        self._cosign_steps()
+        self._take_due()
+        self._cosign_steps()  # both, at every round: each witness checks our log in its turn
         return pulled
 
     def _proves(self, claim: pb.FeedHead) -> bool:
@@ -349,11 +358,11 @@ class PeerLink:
             return False
         return rec.issuer == claim.issuer and rec.seq == claim.seq and rec.id == claim.head_id
 
-    def _cosign_steps(self) -> None:
-        steps = (
-            lambda: self.parts.logs.request_cosign(self.peer.id, self.stub),
-            lambda: self.parts.view.request_cosign(self.peer, self.stub),
-        )
+    def _cosign_steps(self, *, log: bool = True, view: bool = True) -> None:
+        steps = [
+            *([lambda: self.parts.logs.request_cosign(self.peer.id, self.stub)] if log else []),
+            *([lambda: self.parts.view.request_cosign(self.peer, self.stub)] if view else []),
+        ]
         for step in steps:
             try:
                 step()
@@ -398,9 +407,12 @@ class CosignRota:
     tick; a quorum needs only `quorum` of them. So a new checkpoint wakes the
     next `quorum + 1` links in turn (one spare for a peer that is away), and
     a tick that finds the log or the view checkpoint short of its quorum
-    wakes as many more that were not asked yet. Every peer still cosigns
-    in its turn and at each of its link's anti-entropy rounds, so each
-    witness keeps checking this log's consistency."""
+    wakes as many more that were not asked yet, for the short one only: a
+    view still short (under load a peer is seldom at this view's vector)
+    asked the log's Cosign of every peer at every checkpoint again. Every
+    peer still cosigns both in its turn and at each of its link's
+    anti-entropy rounds, so each witness keeps checking this log's
+    consistency."""
 
     def __init__(self, links: Sequence[PeerLink], quorum: int) -> None:
         self.links = list(links)
@@ -411,26 +423,27 @@ class CosignRota:
     def new_checkpoint(self) -> None:
         """A new log checkpoint was signed: wake the next links in turn."""
         self._asked = set()
-        self._wake()
+        self._wake(log=True, view=True)
 
-    def short(self) -> None:
-        """The current checkpoints lack a quorum: wake links not asked yet;
+    def short(self, *, log: bool = True, view: bool = True) -> None:
+        """The current log (`log`) or view (`view`) checkpoint lacks a quorum:
+        wake links not asked yet, to cosign that one;
         once every link was asked, ask again in turn. A peer that could not
         cosign the view yet (it did not hold the view's records when asked)
         would otherwise be asked only at its link's next anti-entropy round,
         which backs off on a quiet link to several seconds."""
         if len(self._asked) >= len(self.links):
             self._asked = set()
-        self._wake()
+        self._wake(log=log, view=view)
 
-    def _wake(self) -> None:
+    def _wake(self, *, log: bool, view: bool) -> None:
         n, woken = len(self.links), 0
         for k in [(self._next + i) % n for i in range(n)]:
             if woken == self.step:
                 break
             if k not in self._asked:
                 self._asked.add(k)
-                self.links[k].cosign_now()
+                self.links[k].cosign_now(log=log, view=view)
                 woken += 1
                 self._next = (k + 1) % n
 

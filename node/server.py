@@ -62,6 +62,9 @@ from node.workers import LogNotes, Upstream, WorkerPool
 log = logging.getLogger("markex.node")
 
 CHECKPOINT_INTERVAL = 0.25
+# A grown log is signed (and its cosignatures asked) at most this often, not
+# at every tick: each new checkpoint is a round of Cosign calls (node/logkeeper.py).
+LOG_CHECKPOINT_EVERY_S = 1.0
 LOG_INTERVAL = 10.0  # seconds between the log's lines of record counts
 HEALTH_SERVICES = ("", "markex.v1.Public")
 
@@ -131,7 +134,7 @@ class Node:
         self.store = Store(cfg.data_dir)
         self.core = NodeCore(self.store, self.consortium, self.participant_id, key, clock)
         ledger = self.core.ledger
-        self.logs = LogKeeper(ledger, clock)
+        self.logs = LogKeeper(ledger, clock, every_s=LOG_CHECKPOINT_EVERY_S)
         self.logs.on_cosigned = self.tally.cosigned
         self.view = ViewKeeper(ledger, clock)
         # node.consent: the ConsentReader the screen asks (ledger/consent)
@@ -463,8 +466,11 @@ class Node:
                 # Cosignatures are asked of a few peers in turn (CosignRota).
                 if self.logs.sign_if_grown() is not None:
                     self.cosigners.new_checkpoint()
-                elif self.logs.cosignatures() < self.logs.quorum or not self.view.cosigned():
-                    self.cosigners.short()
+                else:
+                    log_short = self.logs.cosignatures() < self.logs.quorum
+                    view_short = not self.view.cosigned()
+                    if log_short or view_short:
+                        self.cosigners.short(log=log_short, view=view_short)
                 if self.pool is not None:
                     self.log_notes.publish()
                 self.view.tick()

@@ -62,18 +62,29 @@ def test_a_quiet_link_waits_twice_as_long_each_round_up_to_its_cap() -> None:
 class Peer:
     core: NodeCore
     heads_calls: list[float]
+    cosigns: dict[str, int]  # Cosign ("log") and CosignView ("view") calls served
 
 
 class CountingExchange(ExchangeService):
-    """The institute's Exchange servicer, noting when each Heads call came."""
+    """The institute's Exchange servicer, noting when each Heads call came
+    and counting the Cosign and CosignView calls."""
 
-    def __init__(self, *args: object, calls: list[float]) -> None:
+    def __init__(self, *args: object, calls: list[float], cosigns: dict[str, int]) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
         self.calls = calls
+        self.cosigns = cosigns
 
     def Heads(self, request, context):  # noqa: N802
         self.calls.append(time.monotonic())
         return super().Heads(request, context)
+
+    def Cosign(self, request, context):  # noqa: N802
+        self.cosigns["log"] += 1
+        return super().Cosign(request, context)
+
+    def CosignView(self, request, context):  # noqa: N802
+        self.cosigns["view"] += 1
+        return super().CosignView(request, context)
 
 
 @pytest.fixture
@@ -97,11 +108,12 @@ def pair(tmp_path: Path) -> Iterator[tuple[PeerLink, Peer, NodeCore]]:
     own_core.subscribe(own_view.apply)
     own_view.start()
     calls: list[float] = []
+    cosigns = {"log": 0, "view": 0}
     server = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[DecodeGuard()])
     inst_key = SigningKey.load(d / "institute" / "signing.key")
     rpc.add_ExchangeServicer_to_server(CountingExchange(
         inst_core, Witness(stores[0], cons, "institute", inst_key, _now), inst_view,
-        lambda peer: False, calls=calls), server)
+        lambda peer: False, calls=calls, cosigns=cosigns), server)
     inst_cfg = NodeConfig.for_participant(d, "institute")
     port = server.add_secure_port("127.0.0.1:0", member_server_credentials(inst_cfg))
     server.start()
@@ -115,7 +127,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[PeerLink, Peer, NodeCore]]:
     link = PeerLink(parts, dataclasses.replace(inst, member_endpoint=f"127.0.0.1:{port}"),
                     creds, sync_interval=0.05)
     try:
-        yield link, Peer(inst_core, calls), own_core
+        yield link, Peer(inst_core, calls, cosigns), own_core
     finally:
         link.stop()
         server.stop(0).wait(5)
@@ -160,11 +172,13 @@ def test_an_idle_link_polls_less_and_still_pulls_what_no_push_brought(
 class FakeLink:
     def __init__(self) -> None:
         self.woken = 0
+        self.kinds: list[tuple[bool, bool]] = []  # (log, view) of each wake-up
         self.lock = threading.Lock()
 
-    def cosign_now(self) -> None:
+    def cosign_now(self, *, log: bool = True, view: bool = True) -> None:
         with self.lock:
             self.woken += 1
+            self.kinds.append((log, view))
 
 
 def test_a_new_checkpoint_asks_a_quorum_and_a_spare_in_turn() -> None:
@@ -195,6 +209,17 @@ def test_a_checkpoint_short_of_its_quorum_asks_the_others_then_again_in_turn() -
     assert [x.woken for x in links] == [2] * 5
     rota.new_checkpoint()
     assert sum(x.woken for x in links) == 13
+
+
+def test_a_short_view_wakes_links_for_the_view_only_and_a_new_checkpoint_for_both() -> None:
+    links = [FakeLink() for _ in range(5)]
+    rota = CosignRota(links, quorum=2)  # type: ignore[arg-type]
+    rota.new_checkpoint()
+    assert [x.kinds for x in links[:3]] == [[(True, True)]] * 3
+    rota.short(log=False, view=True)  # the log has its quorum; the view does not
+    assert [x.kinds for x in links[3:]] == [[(False, True)]] * 2
+    rota.short(log=True, view=False)
+    assert sum(x.kinds[-1] == (True, False) for x in links) == 3
 
 
 # ====================================================================== catch-up
@@ -231,3 +256,67 @@ def test_a_callers_certificate_is_read_once_and_a_bad_one_is_refused_each_time(
     for _ in range(2):
         with pytest.raises(NotAllowed):
             services.caller_id(_Context(b"-----BEGIN CERTIFICATE-----\nAAAA\n"))  # type: ignore[arg-type]
+
+
+# ====================================================================== LogKeeper pacing
+
+
+def test_a_grown_log_is_signed_at_most_once_per_interval_and_never_when_unchanged(
+    tmp_path: Path,
+) -> None:
+    """Each new log checkpoint is a round of Cosign calls: a busy log is signed
+    again only `every_s` after the last signing (its growth is kept, not lost),
+    and a log that did not grow is not signed however long it waits."""
+    d = tmp_path / "c"
+    cons = init_consortium(d, carriers=1, internet=0, base_port=free_port_block(6),
+                           now=datetime.now(UTC))
+    store = Store(tmp_path / "db")
+    core = NodeCore(store, cons, OWN, SigningKey.load(d / OWN / "signing.key"), _now)
+    t = [100.0]
+    logs = LogKeeper(core.ledger, _now, every_s=1.0, pace=lambda: t[0])
+    core.subscribe(logs.grew)
+    core.start()
+    try:
+        assert logs.sign_if_grown() is not None  # none signed yet: signed at once
+        core.issue(Mark("+8613900000001", "fraud", 70, observed_at_ms=_now()))
+        t[0] += 0.5
+        assert logs.sign_if_grown() is None and logs.current()[1] == 0  # within the interval
+        t[0] += 0.5
+        text = logs.sign_if_grown()  # the interval is over: the growth was kept
+        assert text is not None and logs.current() == (text, 1)
+        t[0] += 5.0
+        assert logs.sign_if_grown() is None  # nothing grew since: nothing to sign
+        core.issue(Mark("+8613900000002", "fraud", 70, observed_at_ms=_now()))
+        assert logs.current()[1] == 1 and logs.sign_if_grown() is not None  # long after: at once
+        assert logs.current()[1] == 2
+    finally:
+        core.stop()
+        store.close()
+
+
+def test_a_link_woken_for_the_view_asks_no_log_cosignature(
+    pair: tuple[PeerLink, Peer, NodeCore],
+) -> None:
+    link, inst, own = pair
+    logs = link.parts.logs
+    own.subscribe(logs.grew)
+    assert logs.sign_if_grown() is not None
+    link.start()
+    _wait(lambda: inst.cosigns["log"] >= 1 and inst.cosigns["view"] >= 1, "the first round")
+    for i in range(10):  # until a wake-up is served with no anti-entropy round beside it
+        time.sleep(0.5)  # the quiet link's rounds are 0.4 s apart by now
+        own.issue(Mark(f"+861390000001{i}", "fraud", 70, observed_at_ms=_now()))
+        text = logs.sign_if_grown()  # a new log checkpoint, cosigned by no one yet
+        assert text is not None
+        before, rounds = dict(inst.cosigns), len(inst.heads_calls)
+        link.cosign_now(log=False, view=True)
+        _wait(lambda b=before: inst.cosigns["view"] > b["view"], "the CosignView call")
+        log_calls, cosigned = inst.cosigns["log"], logs.has_cosignature("institute", text)
+        # A round (its Heads call comes first) asks both; with none, only this wake-up came.
+        if len(inst.heads_calls) == rounds:
+            assert log_calls == before["log"] and not cosigned
+            break
+    else:
+        pytest.fail("every wake-up met an anti-entropy round")
+    link.cosign_now(log=True, view=False)
+    _wait(lambda: logs.has_cosignature("institute", text), "the log cosignature")
