@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -303,6 +304,73 @@ def test_a_refused_record_signed_ahead_leaves_no_gap(
     finally:
         core.stop()
         store.close()
+
+
+class _SyncFails:
+    """A store's database whose WAL sync fails (a full disk) from now on."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    def flush_wal(self, sync: bool) -> None:
+        raise OSError("IO error: No space left on device")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def test_a_failed_write_while_records_are_signed_ahead_lets_none_out(
+    cons_dir: tuple[Path, Consortium], tmp_path: Path
+) -> None:
+    """The disk fails after two groups while the signing stage holds records
+    signed ahead: every later issue fails with StorageFailure, no subscriber
+    (the push to peers, the view) is told of any record not written, and the
+    reopened store's feed goes on from its last record without a gap."""
+    d, cons = cons_dir
+    store = Store(tmp_path / "fails")
+    core = NodeCore(store, cons, OWN, _key(d, OWN), _now)
+    real = store._db
+    told: list[Record] = []
+
+    def after(records: list[Record]) -> None:
+        told.extend(records)
+        if len(told) >= 2 and store._db is real:
+            store._db = _SyncFails(real)  # the next group's sync fails
+
+    core.subscribe(after)
+    core.start()
+    try:
+        futs = [core.issue_async(Mark(f"+86136100{i:05d}", "fraud", 70)) for i in range(3000)]
+        outs: list[Any] = []
+        for f in futs:
+            try:
+                outs.append(f.result(30))
+            except E.StorageFailure as e:
+                outs.append(e)
+    finally:
+        core.stop()
+        store._db = real
+        store.close()
+    acked = [o for o in outs if not isinstance(o, Exception)]
+    assert acked and all(o.status == "accepted" for o in acked)
+    assert len(acked) < len(outs)  # the failure came while issues were in flight
+    assert outs == acked + [o for o in outs if isinstance(o, Exception)]  # acked: a prefix
+    assert [r.id for r in told] == [o.record.id for o in acked]  # nothing else went out
+    reopened = Store(tmp_path / "fails")
+    try:
+        core = NodeCore(reopened, cons, OWN, _key(d, OWN), _now)
+        # The failed group may have reached the WAL unsynced; whatever the
+        # reopened store holds is one chain that holds every acknowledged record.
+        held = _own_chain(core.ledger)
+        assert [r.id for r in held[:len(acked)]] == [o.record.id for o in acked]
+        core.start()
+        try:
+            nxt = core.issue(Mark("+8613610099999", "fraud", 70))
+        finally:
+            core.stop()
+        assert (nxt.record.seq, nxt.record.prev_id) == (len(held) + 1, held[-1].id)
+    finally:
+        reopened.close()
 
 
 # ====================================================================== LogKeeper
