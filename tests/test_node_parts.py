@@ -37,7 +37,7 @@ from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node import client, witness
-from node.core import MAX_ENVELOPES_PER_MESSAGE, NodeCore
+from node.core import MAX_ENVELOPES_PER_MESSAGE, NodeCore, OwnIssue
 from node.feedgate import gate_at_start
 from node.limits import ClientTable, PublicGate, PublicLimits
 from node.localnet import free_port_block
@@ -301,6 +301,36 @@ def test_a_refused_record_signed_ahead_leaves_no_gap(
         assert [r.id for r in _own_chain(core.ledger)] == [a.record.id] + [
             o.record.id for o in got]
         assert core.ledger.buffered == 0
+    finally:
+        core.stop()
+        store.close()
+
+
+def test_issue_many_queues_in_order_refuses_a_bad_key_alone_and_all_or_none(
+    cons_dir: tuple[Path, Consortium], tmp_path: Path
+) -> None:
+    """`issue_many_async` (IssueMany's one step a batch): the issues in their
+    order, a bad key refused for its item only, and a batch the queue has no
+    room for refused whole (BufferFull), with nothing of it queued."""
+    d, cons = cons_dir
+    store = Store(tmp_path / "many")
+    core = NodeCore(store, cons, OWN, _key(d, OWN), _now)
+    core.max_queued = 5
+    try:
+        futs = core.issue_many_async([
+            OwnIssue(Mark("+8613620000001", "fraud", 70)),
+            OwnIssue(Mark("+8613620000002", "fraud", 70), key=b"x" * 129),
+            OwnIssue(Mark("+8613620000003", "fraud", 70), key=b"k", digest=bytes(32)),
+        ])
+        assert isinstance(futs[1].exception(0), E.BadInput) and core.queued == 2
+        with pytest.raises(E.BufferFull, match="at most 5"):
+            core.issue_many_async([OwnIssue(Mark(f"+86136200001{i:02d}", "fraud", 70))
+                                   for i in range(4)], wait=0.1)
+        assert core.queued == 2  # none of the refused batch
+        core.start()
+        a, c = futs[0].result(30), futs[2].result(30)
+        assert (a.record.seq, c.record.seq, c.record.prev_id) == (1, 2, a.record.id)
+        assert [r.id for r in _own_chain(core.ledger)] == [a.record.id, c.record.id]
     finally:
         core.stop()
         store.close()
