@@ -372,8 +372,9 @@ class NodeCore:
                     continue
                 # Not in flight: issued before (written, so the store has it) or new.
                 held = self._issued_key(job, {})
+                assert not isinstance(held, _Job)  # asked with no group of its own
                 if held is not None:
-                    job.held = held  # type: ignore[assignment]  # no job in flight: an Outcome
+                    job.held = held
                     continue
             try:
                 rec = Record.issue(
