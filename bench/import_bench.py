@@ -4,9 +4,10 @@ acknowledgement through gRPC, against the `ingest` limit in the same run.
     ours   `markex import --as carrier-1 FILE --json` (in this process, over
            TLS to carrier-1's node, a real process on loopback): read and
            check the CSV, derive each line's idempotency key, stream the items
-           through Admin.IssueMany; the node signs each, checks it, appends it
-           in group commits (the key in the record's atomic synced batch),
-           updates its view, and acknowledges it. Timed from the command's
+           through Admin.IssueMany; the node signs each (its signing stage,
+           a group ahead of the writer), checks it, appends it in group
+           commits (the key in the record's atomic synced batch), updates
+           its view, and acknowledges it. Timed from the command's
            start until it returned (every line acknowledged durable).
     limit  bench/ingest.py's `run_limit` over the very records the node
            signed: Ed25519 verify + SHA-256 + synced rocksdict batch puts.
@@ -121,7 +122,8 @@ def bench_bulk_issue(n: int, rounds: int = 2) -> dict[str, Any]:
     return report.throughput(
         n / ours_s, "records/s", n / limit_s, TARGET,
         f"`markex import` of a {n}-line CSV of marks through Admin.IssueMany over TLS to a "
-        "real node process (sign, check, group commit with the keys, view; the screen's rows "
+        "real node process (sign a group ahead of the writer, check, group commit with the "
+        "keys, view; the screen's rows "
         "built on their own thread, resting while the writer has work) until the last "
         "durable acknowledgement, vs bench/ingest.py's run_limit (Ed25519 verify + SHA-256 "
         f"+ synced rocksdict batches) over the same records; each the best of {rounds} runs",

@@ -52,7 +52,7 @@ from ledger.view.facts import appealed
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from node import complaintservice
-from node.core import NodeCore
+from node.core import NodeCore, OwnIssue
 from node.status import code_for, detail_for
 
 log = logging.getLogger("markex.rpc")
@@ -205,6 +205,9 @@ def _done(result: pb.IssueResult) -> Future:
     return fut
 
 
+_PENDING: Future = Future()  # a built item's place until its batch is queued (`_queue`)
+
+
 class BulkIssuer:
     """Runs one IssueMany stream against the node's core (its caller is
     already checked: the node's own participant, the issue gate open)."""
@@ -215,9 +218,10 @@ class BulkIssuer:
         self.refusal = refusal  # why the node may not sign now (the issue gate), or None
         self.window = window  # items queued for the writer (or answered, not sent) at once
 
-    def _start(self, n: int, item: pb.IssueItem) -> tuple[Built | None, Future]:
-        """Queue item n: (what was built, the future of its Outcome) or, when
-        it is refused before the writer sees it, (None, a future of its result)."""
+    def _build(self, n: int, item: pb.IssueItem) -> tuple[Built, OwnIssue] | pb.IssueResult:
+        """Item n made ready to queue (its payload built, its digest taken, here
+        on the stream's reader thread, not the writer's), or its result when
+        it is refused before the writer sees it."""
         kind = item.WhichOneof("payload")
         try:
             if kind is None:
@@ -225,13 +229,27 @@ class BulkIssuer:
                                       "preference, line, complaint, handling or sanction)")
             built = BUILDERS[kind](item, self.core)
             key = bytes(item.key)
-            fut = self.core.issue_async(
-                built.payload, wait=ENQUEUE_WAIT, wait_for_target=built.wait_for_target,
-                key=key, digest=content_digest(item) if key else b"",
-            )
-            return built, fut
+            return built, OwnIssue(built.payload, built.wait_for_target, key,
+                                   content_digest(item) if key else b"")
         except Exception as e:  # noqa: BLE001 - every refusal is this item's result
-            return None, _done(refused(n, e))
+            return refused(n, e)
+
+    def _queue(self, started: list[tuple[int, Built | None, Future]],
+               ready: list[tuple[int, OwnIssue]]) -> None:
+        """Queue the built items of one batch for the writer in one step;
+        `ready` holds (place in `started`, the issue)."""
+        if not ready:
+            return
+        try:
+            futs = self.core.issue_many_async([it for _, it in ready], wait=ENQUEUE_WAIT)
+        except Exception as e:  # noqa: BLE001 - no room, or the node stopped writing: each item's
+            for i, _ in ready:
+                n = started[i][0]
+                started[i] = (n, None, _done(refused(n, e)))
+            return
+        for (i, _), fut in zip(ready, futs, strict=True):
+            n, built, _ = started[i]
+            started[i] = (n, built, fut)
 
     def run(self, requests: Iterator[pb.IssueBatch],
             context: grpc.ServicerContext) -> Iterator[pb.IssueResults]:
@@ -250,19 +268,26 @@ class BulkIssuer:
                     if len(batch.items) > MAX_BATCH:
                         raise TooLarge(f"a batch of {len(batch.items)} items; at most "
                                        f"{MAX_BATCH}")
-                    started = []
+                    started: list[tuple[int, Built | None, Future]] = []
+                    ready: list[tuple[int, OwnIssue]] = []
                     why = self.refusal()  # asked again each batch, as a unary call asks
                     for item in batch.items:
                         while not room.acquire(timeout=0.5):
                             if not context.is_active():
                                 return
                         if why is None:
-                            started.append((n, *self._start(n, item)))
+                            got = self._build(n, item)
+                            if isinstance(got, pb.IssueResult):
+                                started.append((n, None, _done(got)))
+                            else:
+                                ready.append((len(started), got[1]))
+                                started.append((n, got[0], _PENDING))
                         else:
                             started.append((n, None, _done(pb.IssueResult(
                                 item=n, code=grpc.StatusCode.UNAVAILABLE.name,
                                 error=f"not issuing yet: {why}"))))
                         n += 1
+                    self._queue(started, ready)
                     slots.put(started)
             except BaseException as e:  # noqa: BLE001 - a broken or aborted request stream
                 end = e

@@ -1,6 +1,16 @@
 """The node's core: one writer thread in front of the ledger (group commit),
 and subscribers told of every accepted record (push to peers, the view, the
-log keeper). No gRPC here; services call into it."""
+log keeper). No gRPC here; services call into it.
+
+Own issues pass a signing stage first (its own thread, `_sign_loop`): it
+signs the next group's state-free own records (a payload type without an
+`effect` check: marks, reassignments) ahead on the feed chain while the
+writer writes and applies the current group, since Ed25519 signing releases
+the GIL and the writer's view apply holds it. A record signed ahead lives only
+in this process's memory until the writer's synced write: it is never stored,
+sent or answered before that, so one the writer does not take (its chain
+moved: an earlier record was refused, or a failure) is dropped and signed
+again, and a crash leaves nothing signed that a restart could contradict."""
 
 from __future__ import annotations
 
@@ -24,6 +34,7 @@ from ledger.errors import (
     TooLarge,
 )
 from ledger.log import EquivocationProof, NodeLedger, Outcome
+from ledger.payloads import type_of
 from ledger.record import Payload, Record
 from ledger.store import Store
 
@@ -37,6 +48,9 @@ MAX_ENVELOPES_PER_MESSAGE = 1000
 # (up to its timeout) and then gets BufferFull; nothing is dropped silently.
 MAX_QUEUED_ENVELOPES = 20_000
 MAX_ISSUE_KEY = 128  # bytes of an idempotency key (docs/import.md)
+# Groups the signing stage may hold signed ahead of the writer: one being
+# written, these waiting; a bound on the work dropped when the chain moves.
+SIGNED_AHEAD = 2
 ISSUE_KEYS = "issuekeys"  # key -> content digest (32) || record id (32), with the record
 
 
@@ -60,6 +74,35 @@ class _Job:
     wait_for_target: bool = False  # an own correction may name a target not seen yet
     key: bytes = b""  # an issue's idempotency key (b"": none) and its content's digest
     digest: bytes = b""
+    # Set by the signing stage for an own issue before the writer takes it:
+    rec: Record | None = None  # signed ahead (seq and prev_id are checked again by the writer)
+    first: _Job | None = None  # the job that issues this job's key first (in flight)
+    held: Outcome | None = None  # answered already: its key issued before, or refused
+
+
+@dataclass(frozen=True)
+class OwnIssue:
+    """One own record to issue (`NodeCore.issue_many_async`): as `issue_async`'s arguments."""
+
+    payload: Payload
+    wait_for_target: bool = False
+    key: bytes = b""
+    digest: bytes = b""
+
+
+def _check_key(key: bytes, digest: bytes) -> None:
+    if len(key) > MAX_ISSUE_KEY:
+        raise BadInput(f"an idempotency key of {len(key)} bytes; at most {MAX_ISSUE_KEY}")
+    if key and len(digest) != 32:
+        raise BadInput("an idempotency key needs its content's 32-byte digest")
+
+
+def _state_free(job: _Job) -> bool:
+    """An own issue whose checks read no state (no `effect` check, no target
+    to wait for), so it may be checked and signed before the writer has
+    written the records ahead of it."""
+    return (job.kind == "issue" and not job.wait_for_target
+            and type_of(job.payload).effect is None)
 
 
 class NodeCore:
@@ -78,13 +121,22 @@ class NodeCore:
         self.participant_id = participant_id
         self.clock = clock
         self.ledger = NodeLedger(store, consortium, participant_id, signer)
-        self._q: queue.Queue[_Job | None] = queue.Queue()
+        self._q: queue.Queue[_Job | list[_Job] | None] = queue.Queue()
         self.max_queued = MAX_QUEUED_ENVELOPES
         self._queued = 0  # envelopes (an issue counts 1) in _q, under _room
         self._room = threading.Condition()
         self._subscribers: list[Callable[[list[Record]], None]] = []
         self._equivocation_subscribers: list[Callable[[EquivocationProof], None]] = []
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        # The signing stage's groups, in queue order, for the writer.
+        self._signed: queue.Queue[list[_Job] | None] = queue.Queue(SIGNED_AHEAD)
+        self._signer = threading.Thread(target=self._sign_loop, name="ledger-signer",
+                                        daemon=True)
+        self._pipe = threading.Condition()  # guards _sent, _written, _inflight
+        self._sent = 0  # groups handed to the writer
+        self._written = 0  # groups the writer finished (written, refused or failed)
+        self._inflight: dict[bytes, _Job] = {}  # key -> its job signed ahead, until written
+        self._broken = False  # the writer did not take a record as signed ahead
         self._stopped = False
         self._in_group = False  # the writer is processing a group (read by `busy`)
         # Told each record's status, its error class (if any) and its claimed
@@ -95,14 +147,17 @@ class NodeCore:
         self._failure_subscribers: list[Callable[[StorageFailure], None]] = []
 
     def start(self) -> None:
+        self._signer.start()
         self._thread.start()
 
     def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
-        self._q.put(None)
-        self._thread.join(timeout=10)
+        self._q.put(None)  # the signer hands it on to the writer
+        for t in (self._signer, self._thread):
+            if t.ident is not None:  # started
+                t.join(timeout=10)
 
     def subscribe(self, fn: Callable[[list[Record]], None]) -> None:
         """fn(accepted records in log order) runs on the writer thread after each
@@ -151,15 +206,36 @@ class NodeCore:
         participant issued before gives that record's Outcome with status
         "duplicate" and issues nothing, or IdempotencyConflict when the digest
         differs; a new key is written in the record's own atomic batch."""
-        if len(key) > MAX_ISSUE_KEY:
-            raise BadInput(f"an idempotency key of {len(key)} bytes; at most {MAX_ISSUE_KEY}")
-        if key and len(digest) != 32:
-            raise BadInput("an idempotency key needs its content's 32-byte digest")
+        _check_key(key, digest)
         self._refuse_if_failed()
         fut: Future = Future()
         job = _Job("issue", payload, (), fut, "self", wait_for_target, key, digest)
         self._enqueue(job, wait)
         return fut
+
+    def issue_many_async(self, issues: Sequence[OwnIssue], *, wait: float = 30) -> list[Future]:
+        """`issue_async` of each of `issues`, queued in one step (one lock and
+        one wake-up for them all: a bulk caller's cost an item stays small),
+        in their order. An issue refused before it is queued (its key) has a
+        future holding its BadInput. When the queue has no room for them all
+        within `wait` seconds this raises BufferFull and queues none;
+        StorageFailure once a write has failed."""
+        self._refuse_if_failed()
+        futs: list[Future] = []
+        jobs: list[_Job] = []
+        for it in issues:
+            fut: Future = Future()
+            futs.append(fut)
+            try:
+                _check_key(it.key, it.digest)
+            except BadInput as e:
+                fut.set_exception(e)
+                continue
+            jobs.append(_Job("issue", it.payload, (), fut, "self", it.wait_for_target, it.key,
+                             it.digest))
+        if jobs:
+            self._enqueue(jobs, wait)
+        return futs
 
     def add_equivocation(self, proof: EquivocationProof, timeout: float = 30) -> bool:
         """Check and keep a peer's equivocation proof (on the writer thread,
@@ -191,8 +267,9 @@ class NodeCore:
     def _cost(job: _Job) -> int:
         return max(1, len(job.envelopes))
 
-    def _enqueue(self, job: _Job, wait: float) -> None:
-        cost = self._cost(job)
+    def _enqueue(self, job: _Job | list[_Job], wait: float) -> None:
+        """Queue one job, or a list of them as one entry (taken whole, in order)."""
+        cost = sum(map(self._cost, job)) if isinstance(job, list) else self._cost(job)
         deadline = time.monotonic() + wait
         with self._room:
             while self._queued + cost > self.max_queued:
@@ -225,14 +302,18 @@ class NodeCore:
         every thread of the process shares one GIL."""
         return self._in_group or self._queued > 0
 
-    # ------------------------------------------------------------ writer
-    def _run(self) -> None:
+    # ------------------------------------------------------------ signer
+    def _sign_loop(self) -> None:
+        """Take the queued jobs in order, a group at a time, sign what may be
+        signed ahead, and hand each group on to the writer."""
+        tail: tuple[int, bytes] | None = None  # the own chain's end after the groups handed on
         while True:
-            job = self._q.get()
-            if job is None:
+            got = self._q.get()
+            if got is None:
+                self._signed.put(None)
                 return
-            jobs = [job]
-            n = len(job.envelopes) + 1
+            jobs = got if isinstance(got, list) else [got]
+            n = sum(len(j.envelopes) + 1 for j in jobs)
             while n < MAX_GROUP:
                 try:
                     nxt = self._q.get_nowait()
@@ -241,13 +322,104 @@ class NodeCore:
                 if nxt is None:
                     self._q.put(None)
                     break
-                jobs.append(nxt)
-                n += len(nxt.envelopes) + 1
+                more = nxt if isinstance(nxt, list) else [nxt]
+                jobs.extend(more)
+                n += sum(len(j.envelopes) + 1 for j in more)
+            if self.failure is None:
+                if tail is None or self._broken:
+                    # Where the chain ends is known once the writer is done with
+                    # every group before this one.
+                    self._wait_written()
+                    self._broken = False
+                    own = self.ledger.feed(self.participant_id)
+                    tail = (own.seq, own.head_id)
+                try:
+                    tail = self._sign_ahead(jobs, tail)
+                except Exception:  # a bug: the writer signs these itself
+                    log.exception("signing ahead failed")
+                    tail = None
+            with self._pipe:
+                self._sent += 1
+            self._signed.put(jobs)
+
+    def _wait_written(self) -> None:
+        with self._pipe:
+            while self._written < self._sent:
+                self._pipe.wait()
+
+    def _sign_ahead(self, jobs: list[_Job], tail: tuple[int, bytes]) -> tuple[int, bytes] | None:
+        """Sign the state-free own issues of `jobs` from `tail` on, up to the
+        first job whose checks read state (a correction, a preference, ...)
+        or may freeze the feed (an equivocation proof); the writer does
+        those and all after them. Returns the chain's end after `jobs`, or
+        None when it is known only once the writer has written them."""
+        led = self.ledger
+        seq, head = tail
+        now = self.clock()
+        for job in jobs:
+            if job.kind == "submit":
+                continue  # a peer's records: they do not move this node's own chain
+            if not _state_free(job) or led.feed(self.participant_id).frozen_at is not None:
+                return None
+            if job.key:
+                with self._pipe:
+                    first = self._inflight.get(job.key)
+                if first is not None:
+                    if first.digest == job.digest:
+                        job.first = first
+                    else:
+                        job.held = Outcome("rejected", error=self._conflict(job.key))
+                    continue
+                # Not in flight: issued before (written, so the store has it) or new.
+                held = self._issued_key(job, {})
+                assert not isinstance(held, _Job)  # asked with no group of its own
+                if held is not None:
+                    job.held = held
+                    continue
+            try:
+                rec = Record.issue(
+                    led.signer, self.participant_id, seq + 1, head, now, job.payload,  # type: ignore[arg-type]
+                    consortium=led.consortium.name,
+                )
+                led.check_payload(rec, now)
+            except LedgerError as e:
+                job.held = Outcome("rejected", error=e)  # it takes no seq: the chain goes on
+                continue
+            job.rec = rec
+            seq, head = rec.seq, rec.id
+            if job.key:
+                with self._pipe:
+                    self._inflight[job.key] = job
+        return seq, head
+
+    # ------------------------------------------------------------ writer
+    def _run(self) -> None:
+        while True:
+            jobs = self._signed.get()
+            if jobs is None:
+                return
+            groups = 1
+            while len(jobs) < MAX_GROUP:  # the signer's groups waiting: one commit for them
+                try:
+                    more = self._signed.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._signed.put(None)
+                    break
+                jobs.extend(more)
+                groups += 1
             self._in_group = True
             try:
                 self._write_group(jobs)
             finally:
                 self._in_group = False
+                with self._pipe:
+                    for j in jobs:  # written (visible to the store's readers) or failed
+                        if j.rec is not None and self._inflight.get(j.key) is j:
+                            del self._inflight[j.key]
+                    self._written += groups
+                    self._pipe.notify_all()
 
     def _write_group(self, jobs: list[_Job]) -> None:
         self._taken(jobs)
@@ -309,7 +481,19 @@ class NodeCore:
                 continue
             if job.kind == "issue":
                 assert job.payload is not None
-                if job.key:
+                if job.held is not None:  # the signing stage answered it
+                    job.future.set_result(job.held)
+                    continue
+                if job.first is not None:  # its key's first issue is this or an earlier group
+                    again.append((job, job.first))
+                    continue
+                rec = job.rec
+                if rec is not None and (rec.seq != seq + 1 or rec.prev_id != head):
+                    # Signed ahead on a chain that has moved since (an earlier
+                    # record was refused): dropped unseen, signed again below.
+                    rec = None
+                    self._broken = True
+                if job.key and job.rec is None:
                     first = self._issued_key(job, keyed)
                     if isinstance(first, _Job):
                         again.append((job, first))
@@ -320,18 +504,20 @@ class NodeCore:
                 try:
                     if own.frozen_at is not None:
                         raise NotAllowed("this participant's own feed is frozen")
-                    rec = Record.issue(
-                        led.signer,
-                        self.participant_id,
-                        seq + 1,
-                        head,
-                        now,
-                        job.payload,
-                        consortium=led.consortium.name,
-                    )
-                    # just signed here: submit() verifies the group's first signature
-                    led.check_payload(rec, now)
-                    led.check_effect(rec, wait_for_target=job.wait_for_target, fresh=fresh)
+                    if rec is None:
+                        rec = Record.issue(
+                            led.signer,
+                            self.participant_id,
+                            seq + 1,
+                            head,
+                            now,
+                            job.payload,
+                            consortium=led.consortium.name,
+                        )
+                        # just signed here: submit() verifies the group's first signature
+                        led.check_payload(rec, now)
+                        led.check_effect(rec, wait_for_target=job.wait_for_target, fresh=fresh)
+                    # (one signed ahead is state-free: its payload type has no effect check)
                 except LedgerError as e:
                     job.future.set_result(Outcome("rejected", error=e))
                     continue
@@ -373,7 +559,14 @@ class NodeCore:
                 job.future.set_result(outs[0])
             else:
                 job.future.set_result(outs)
-        for job, first in again:  # a key repeated within the group: its first's outcome
+        if any(j.rec is not None and o.status != "accepted"
+               for j, a, b in spans for o in outcomes[a:b] if j.kind == "issue"):
+            self._broken = True  # a record signed ahead was refused: later ones name it
+        for job, first in again:  # a key repeated in flight: its first's outcome
+            exc = first.future.exception(0)
+            if exc is not None:
+                job.future.set_exception(exc)
+                continue
             out = first.future.result(0)
             if out.status == "accepted":
                 out = Outcome("duplicate", out.record, out.index)

@@ -36,8 +36,10 @@ from ledger.importfile import (
     read_csv,
     read_jsonl,
 )
+from ledger.log import NodeLedger
 from ledger.payloads.line import uscc_check_char
 from ledger.record import Record
+from ledger.store import Store
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from node.cli import main
@@ -358,6 +360,45 @@ def test_items_share_the_writers_group_commits(net: InProcessNet,
     assert 0 < synced.count(True) <= 100, synced.count(True)
 
 
+def test_concurrent_streams_get_their_results_in_order_on_one_gap_free_feed(
+        net: InProcessNet) -> None:
+    """Three IssueMany streams at once (the node signs ahead of its writer):
+    each stream's results come in its items' order with rising seqs, the
+    seqs of all three are the feed's next ones without a gap, and each
+    record names the one before it."""
+    node = next(n for n in net.nodes_running if n.core.participant_id == ISSUER)
+    before = seq(net)
+    got: dict[int, list[pb.IssueResult]] = {}
+
+    def stream(s: int) -> None:
+        items = [pb.IssueItem(key=f"c-{s}-{n}".encode(), mark=rpb.Mark(
+            number=n, category="fraud", score=50)) for n in numbers(400)]
+        got[s] = [r for b in net.admin(ISSUER).IssueMany(iter(
+            [pb.IssueBatch(items=items[i:i + 100]) for i in range(0, 400, 100)]), timeout=60)
+            for r in b.results]
+
+    threads = [threading.Thread(target=stream, args=(s,)) for s in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    seqs = []
+    for s in range(3):
+        assert [r.item for r in got[s]] == list(range(400))
+        assert not any(r.code for r in got[s])
+        mine = [r.seq for r in got[s]]
+        assert mine == sorted(mine)
+        seqs += mine
+    assert sorted(seqs) == list(range(before + 1, before + 1201)) and seq(net) == before + 1200
+    led = node.core.ledger
+    start = max(before - 1, 0)  # from the record before the streams' first, if any
+    recs = [Record.from_envelope(e) for e in led.records_after(ISSUER, start, 1201)]
+    assert [r.seq for r in recs] == list(range(start + 1, before + 1201))
+    assert all(b.prev_id == a.id for a, b in zip(recs, recs[1:], strict=False))
+    ids = {r.seq: r.id for r in recs}
+    assert all(ids[r.seq] == r.id for s in range(3) for r in got[s])
+
+
 def test_a_correction_of_another_participants_mark_is_an_appeal(net: InProcessNet) -> None:
     (n,) = numbers(1)
     theirs = net.admin("institute").IssueMark(rpb.Mark(number=n, category="fraud", score=90),
@@ -394,7 +435,11 @@ def test_a_batch_while_the_issue_gate_is_shut_is_not_issued(
 # ------------------------------------------------------------------ real processes
 
 
-def test_a_node_killed_mid_import_then_rerun_issues_every_line_once(tmp_path: Path) -> None:
+def test_a_node_killed_mid_import_loses_nothing_acknowledged_and_a_rerun_issues_each_once(
+        tmp_path: Path) -> None:
+    """SIGKILL while records are signed ahead of the writer: every result the
+    import was sent before the kill is in the restarted node's feed at its
+    seq, the feed has no gap, and the rerun issues the rest once."""
     lines = 12_000
     net = LocalNet(tmp_path / "c", carriers=1, internet=0, sync_interval=0.2)
     f = write(tmp_path / "long.csv", ["number,category,score"] + [
@@ -409,7 +454,9 @@ def test_a_node_killed_mid_import_then_rerun_issues_every_line_once(tmp_path: Pa
                 ("code", "out", "err", "rows"), run_import(net, f), strict=True)))
             t.start()
             deadline = time.monotonic() + 60
-            while seq(net) < 500 and time.monotonic() < deadline:
+            results = f.with_suffix(".csv.results")  # the first results the import holds
+            while (not results.exists() or results.stat().st_size < 8192) and (
+                    time.monotonic() < deadline):
                 time.sleep(0.01)
             net.kill(ISSUER)
             t.join(60)
@@ -425,6 +472,20 @@ def test_a_node_killed_mid_import_then_rerun_issues_every_line_once(tmp_path: Pa
             assert out["duplicates"] == done  # what the kill left durable, each once
             assert seq(net) == lines
             assert len({r["id"] for r in rows}) == lines  # every line its own record
+            acked = [r for r in first["rows"] if "id" in r]
+            assert acked, "nothing was acknowledged before the kill"
+            net.stop_all()
+            cfg = NodeConfig.for_participant(net.dir, ISSUER)
+            led = NodeLedger(Store(cfg.data_dir, read_only=True), net.consortium, ISSUER)
+            try:
+                recs = [Record.from_envelope(e) for e in led.records_after(ISSUER, 0, lines)]
+            finally:
+                led.close()
+            assert [r.seq for r in recs] == list(range(1, lines + 1))
+            assert all(b.prev_id == a.id for a, b in zip(recs, recs[1:], strict=False))
+            assert all(recs[r["seq"] - 1].id.hex() == r["id"] for r in acked)  # none lost
+            again = {r["key"]: r["id"] for r in rows}
+            assert all(again[r["key"]] == r["id"] for r in acked)  # the rerun: the same records
     finally:
         net.stop_all()
 

@@ -9,13 +9,17 @@ every error class to the one code ledger/errors.py gives it."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
+import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -26,13 +30,14 @@ from keys.layout import NodeConfig, init_consortium
 from keys.signing import SigningKey, read_private
 from ledger import errors as E
 from ledger import note, verify
-from ledger.record import Mark, Record
+from ledger.log import NodeLedger
+from ledger.record import WITHDRAW, Correction, Mark, Record
 from ledger.store import Store
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node import client, witness
-from node.core import MAX_ENVELOPES_PER_MESSAGE, NodeCore
+from node.core import MAX_ENVELOPES_PER_MESSAGE, NodeCore, OwnIssue
 from node.feedgate import gate_at_start
 from node.limits import ClientTable, PublicGate, PublicLimits
 from node.localnet import free_port_block
@@ -173,6 +178,229 @@ def test_core_submits_in_feed_order_and_refuses_what_does_not_verify(
     with pytest.raises(E.TooLarge, match=f"at most {MAX_ENVELOPES_PER_MESSAGE}"):
         parts.core.submit([r3.envelope] * (MAX_ENVELOPES_PER_MESSAGE + 1), "institute")
     assert parts.core.ledger.feed("institute").seq == 2
+
+
+# ------------------------------------------------- NodeCore: own issues signed ahead
+
+
+def _own_chain(led: NodeLedger) -> list[Record]:
+    """The node's own feed from the store, checked gap-free and chained."""
+    head = led.feed(OWN)
+    recs = [Record.from_envelope(e) for e in led.records_after(OWN, 0, head.seq)]
+    assert [r.seq for r in recs] == list(range(1, head.seq + 1))
+    for before, r in zip([None, *recs], recs, strict=False):
+        assert r.prev_id == (before.id if before is not None else b"")
+    assert head.head_id == (recs[-1].id if recs else b"")
+    return recs
+
+
+def test_concurrent_issuers_share_one_gap_free_feed_in_their_order(parts: Parts) -> None:
+    """Four threads issue at once: marks (signed ahead of the writer by the
+    signing stage), corrections of their own marks (their checks read the
+    ledger, so the writer signs them), refusals and repeated keys between
+    them. The feed has no gap, each record names the one before it, every
+    answer is the stored record, and each thread's records are in the order
+    it queued them."""
+    core = parts.core
+    got: dict[int, list[tuple[str, Future | None, Future]]] = {}
+
+    def issue(t: int) -> None:
+        out: list[tuple[str, Future | None, Future]] = []
+        for i in range(150):
+            number = f"+86136{t:02d}{i:06d}"
+            if i % 10 == 3:  # refused before the writer sees it: it takes no seq
+                out.append(("rejected", None, core.issue_async(Mark(number, "nope", 50))))
+            elif i % 10 == 5:  # a key sent twice in flight: the first record, once
+                key = f"k-{t}-{i}".encode()
+                digest = hashlib.sha256(key).digest()
+                a = core.issue_async(Mark(number, "fraud", 60), key=key, digest=digest)
+                b = core.issue_async(Mark(number, "fraud", 60), key=key, digest=digest)
+                out += [("accepted", None, a), ("duplicate", a, b)]
+            elif i % 10 == 8:  # withdraws mark i - 1, which it waits for
+                target = out[-1][2].result(30).record.id
+                out.append(("accepted", None, core.issue_async(
+                    Correction(targets=(target,), action=WITHDRAW, reason="sent in error"))))
+            else:
+                out.append(("accepted", None, core.issue_async(Mark(number, "fraud", 60))))
+        got[t] = out
+
+    threads = [threading.Thread(target=issue, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    for t in range(4):
+        for _, _, fut in got[t]:
+            fut.result(30)  # all answered, so all written
+    recs = {r.seq: r for r in _own_chain(core.ledger)}
+    seqs: list[int] = []
+    for t in range(4):
+        mine = []
+        for want, first, fut in got[t]:
+            out = fut.result(30)
+            assert out.status == want, (t, out)
+            if want == "rejected":
+                assert isinstance(out.error, E.UnknownCategory)
+                continue
+            assert out.record.id == recs[out.record.seq].id  # the answer is what was stored
+            if want == "duplicate":
+                assert first is not None and out.record.id == first.result(0).record.id
+                continue
+            mine.append(out.record.seq)
+        assert mine == sorted(mine)  # one thread's records in the order it queued them
+        seqs += mine
+    assert sorted(seqs) == list(recs)  # every record answered once, none missing
+    assert [r.seq for r in parts.accepted] == list(recs)  # the subscribers saw log order
+
+
+def test_a_record_signed_ahead_on_a_chain_that_moved_is_signed_again_never_stored(
+    cons_dir: tuple[Path, Consortium], tmp_path: Path
+) -> None:
+    """The writer takes a record signed ahead only at the seq and prev_id its
+    feed is at; another (an earlier record was refused after it was signed)
+    is dropped unseen and the item signed again: no gap, nothing buffered."""
+    d, cons = cons_dir
+    store = Store(tmp_path / "moved")
+    core = NodeCore(store, cons, OWN, _key(d, OWN), _now)
+    try:
+        fut = core.issue_async(Mark(NUMBER, "fraud", 70), wait=0)
+        job = core._q.get_nowait()  # taken as the signing stage would, without its thread
+        job.rec = Record.issue(_key(d, OWN), OWN, 2, b"\x01" * 32, _now(),
+                               Mark(NUMBER, "fraud", 70), consortium=cons.name)
+        core._write_group([job])
+        out = fut.result(0)
+        assert (out.status, out.record.seq, out.record.prev_id) == ("accepted", 1, b"")
+        assert core.ledger.record_by_id(job.rec.id) is None  # the stale one was never stored
+        assert [r.id for r in _own_chain(core.ledger)] == [out.record.id]
+        assert core.ledger.buffered == 0
+    finally:
+        store.close()
+
+
+def test_a_refused_record_signed_ahead_leaves_no_gap(
+    cons_dir: tuple[Path, Consortium], tmp_path: Path
+) -> None:
+    """The clock steps back: the record the signing stage signed at the
+    earlier time is refused when written (FeedTimeReversed); the next one
+    takes its seq and names the last record written, not the refused one."""
+    d, cons = cons_dir
+    store = Store(tmp_path / "back")
+    now = [_now()]
+    core = NodeCore(store, cons, OWN, _key(d, OWN), lambda: now[0])
+    core.start()
+    try:
+        a = core.issue(Mark("+8613600000001", "fraud", 70))
+        now[0] -= 60_000
+        with pytest.raises(E.FeedTimeReversed):
+            core.issue(Mark("+8613600000002", "fraud", 70))
+        now[0] += 120_000
+        outs = [core.issue_async(Mark(f"+86136000001{i:02d}", "fraud", 70)) for i in range(50)]
+        got = [f.result(30) for f in outs]
+        assert [o.status for o in got] == ["accepted"] * 50
+        assert got[0].record.seq == 2 and got[0].record.prev_id == a.record.id
+        assert [r.id for r in _own_chain(core.ledger)] == [a.record.id] + [
+            o.record.id for o in got]
+        assert core.ledger.buffered == 0
+    finally:
+        core.stop()
+        store.close()
+
+
+def test_issue_many_queues_in_order_refuses_a_bad_key_alone_and_all_or_none(
+    cons_dir: tuple[Path, Consortium], tmp_path: Path
+) -> None:
+    """`issue_many_async` (IssueMany's one step a batch): the issues in their
+    order, a bad key refused for its item only, and a batch the queue has no
+    room for refused whole (BufferFull), with nothing of it queued."""
+    d, cons = cons_dir
+    store = Store(tmp_path / "many")
+    core = NodeCore(store, cons, OWN, _key(d, OWN), _now)
+    core.max_queued = 5
+    try:
+        futs = core.issue_many_async([
+            OwnIssue(Mark("+8613620000001", "fraud", 70)),
+            OwnIssue(Mark("+8613620000002", "fraud", 70), key=b"x" * 129),
+            OwnIssue(Mark("+8613620000003", "fraud", 70), key=b"k", digest=bytes(32)),
+        ])
+        assert isinstance(futs[1].exception(0), E.BadInput) and core.queued == 2
+        with pytest.raises(E.BufferFull, match="at most 5"):
+            core.issue_many_async([OwnIssue(Mark(f"+86136200001{i:02d}", "fraud", 70))
+                                   for i in range(4)], wait=0.1)
+        assert core.queued == 2  # none of the refused batch
+        core.start()
+        a, c = futs[0].result(30), futs[2].result(30)
+        assert (a.record.seq, c.record.seq, c.record.prev_id) == (1, 2, a.record.id)
+        assert [r.id for r in _own_chain(core.ledger)] == [a.record.id, c.record.id]
+    finally:
+        core.stop()
+        store.close()
+
+
+class _SyncFails:
+    """A store's database whose WAL sync fails (a full disk) from now on."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    def flush_wal(self, sync: bool) -> None:
+        raise OSError("IO error: No space left on device")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def test_a_failed_write_while_records_are_signed_ahead_lets_none_out(
+    cons_dir: tuple[Path, Consortium], tmp_path: Path
+) -> None:
+    """The disk fails after two groups while the signing stage holds records
+    signed ahead: every later issue fails with StorageFailure, no subscriber
+    (the push to peers, the view) is told of any record not written, and the
+    reopened store's feed goes on from its last record without a gap."""
+    d, cons = cons_dir
+    store = Store(tmp_path / "fails")
+    core = NodeCore(store, cons, OWN, _key(d, OWN), _now)
+    real = store._db
+    told: list[Record] = []
+
+    def after(records: list[Record]) -> None:
+        told.extend(records)
+        if len(told) >= 2 and store._db is real:
+            store._db = _SyncFails(real)  # the next group's sync fails
+
+    core.subscribe(after)
+    core.start()
+    try:
+        futs = [core.issue_async(Mark(f"+86136100{i:05d}", "fraud", 70)) for i in range(3000)]
+        outs: list[Any] = []
+        for f in futs:
+            try:
+                outs.append(f.result(30))
+            except E.StorageFailure as e:
+                outs.append(e)
+    finally:
+        core.stop()
+        store._db = real
+        store.close()
+    acked = [o for o in outs if not isinstance(o, Exception)]
+    assert acked and all(o.status == "accepted" for o in acked)
+    assert len(acked) < len(outs)  # the failure came while issues were in flight
+    assert outs == acked + [o for o in outs if isinstance(o, Exception)]  # acked: a prefix
+    assert [r.id for r in told] == [o.record.id for o in acked]  # nothing else went out
+    reopened = Store(tmp_path / "fails")
+    try:
+        core = NodeCore(reopened, cons, OWN, _key(d, OWN), _now)
+        # The failed group may have reached the WAL unsynced; whatever the
+        # reopened store holds is one chain that holds every acknowledged record.
+        held = _own_chain(core.ledger)
+        assert [r.id for r in held[:len(acked)]] == [o.record.id for o in acked]
+        core.start()
+        try:
+            nxt = core.issue(Mark("+8613610099999", "fraud", 70))
+        finally:
+            core.stop()
+        assert (nxt.record.seq, nxt.record.prev_id) == (len(held) + 1, held[-1].id)
+    finally:
+        reopened.close()
 
 
 # ====================================================================== LogKeeper
