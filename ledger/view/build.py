@@ -67,6 +67,14 @@ class _Draft:
         return {marked} | {r.category for r in self.recats[mid] if r.at <= at}
 
 
+def _mark_order(m: MarkFact) -> tuple[int, bytes]:
+    return (m.observed_at, m.id)
+
+
+def _span_order(s: SetAsideSpan) -> tuple[int, str, bytes]:
+    return (s.since, s.reason, s.ref)
+
+
 class EntryBuilder:
     """Builds entries under one consortium's policy, participants and taxonomy."""
 
@@ -92,23 +100,25 @@ class EntryBuilder:
         """The entry of `number` from the facts `nf` holds about it, or None when
         no mark or reassignment of it counts."""
         appeals, marks, appeal_targets = self._kept(number, nf)
+        # Most numbers have neither: skip the sorts (the apply builds every changed entry).
         reassigns = sorted(
             (nf.reassignment(i) for i in nf.reassignments), key=lambda r: (r.effective_at, r.id)
-        )
+        ) if nf.reassignments else []
         complaints = kept_complaints(
             (nf.complaint(i) for i in nf.complaints), MAX_ENTRY_COMPLAINTS, PER_COMPLAINANT
-        )
+        ) if nf.complaints else []
         if not marks and not reassigns and not complaints:
             return None
         draft = _Draft(marks, reassigns, complaints)
         for m in marks:
             self._own_corrections(m, nf, draft)
-        by_id = {m.id: m for m in marks}
-        for a in appeals:
-            targets = appeal_targets.get(a.id)
-            if targets:             # else it reaches this number through no known mark
-                self._appeal(a, sorted(targets), nf, draft, by_id)
-        draft.appeals.sort(key=lambda x: (x.filed_at, x.id))
+        if appeals:
+            by_id = {m.id: m for m in marks}
+            for a in appeals:
+                targets = appeal_targets.get(a.id)
+                if targets:             # else it reaches this number through no known mark
+                    self._appeal(a, sorted(targets), nf, draft, by_id)
+            draft.appeals.sort(key=lambda x: (x.filed_at, x.id))
         return self._entry(number, draft)
 
     def _kept(
@@ -118,7 +128,10 @@ class EntryBuilder:
         `keep`, and every mark a kept appeal targets (so no flood drops those);
         per kept appeal, the marks of this number it targets."""
         facts = nf.facts
-        appeals = kept_appeals((nf.correction(i) for i in nf.appeals), nf, self.keep)
+        appeals = (
+            kept_appeals((nf.correction(i) for i in nf.appeals), nf, self.keep)
+            if nf.appeals else []
+        )
         kept: dict[bytes, MarkFact] = {
             m.id: m for m in latest_per_issuer((nf.mark(i) for i in nf.marks), self.keep)
         }
@@ -129,7 +142,7 @@ class EntryBuilder:
                 if isinstance(m, MarkFact) and m.number == number and m.issuer != a.issuer:
                     kept[t] = m
                     targets.setdefault(a.id, []).append(t)
-        marks = sorted(kept.values(), key=lambda m: (m.observed_at, m.id))
+        marks = sorted(kept.values(), key=_mark_order) if len(kept) > 1 else list(kept.values())
         return appeals, marks, targets
 
     def _own_corrections(self, m: MarkFact, nf: NumberFacts, draft: _Draft) -> None:
@@ -227,8 +240,10 @@ class EntryBuilder:
         for m in draft.marks:
             p = by_id[m.issuer]
             recats = draft.recats[m.id]
+            spans = draft.spans[m.id]
             used.add(m.category)
-            used.update(r.category for r in recats)
+            if recats:
+                used.update(r.category for r in recats)
             entry_marks.append(
                 EntryMark(
                     id=m.id,
@@ -243,13 +258,13 @@ class EntryBuilder:
                     issued_at=m.issued_at,
                     seq=m.seq,
                     recategorized=tuple(recats),
-                    set_aside=tuple(
-                        sorted(draft.spans[m.id], key=lambda s: (s.since, s.reason, s.ref))
-                    ),
+                    set_aside=tuple(sorted(spans, key=_span_order)) if spans else (),
                 )
             )
-        used.update(p.category for p in draft.protections)
-        used.update(c.category for c in draft.complaints)
+        if draft.protections:
+            used.update(p.category for p in draft.protections)
+        if draft.complaints:
+            used.update(c.category for c in draft.complaints)
         return Entry(
             number=number,
             rules=self.rules,
@@ -258,12 +273,12 @@ class EntryBuilder:
             appeals=tuple(draft.appeals),
             reassignments=tuple(
                 EntryReassignment(r.id, r.issuer, r.effective_at) for r in draft.reassigns
-            ),
+            ) if draft.reassigns else (),
             protections=tuple(
                 sorted(draft.protections, key=lambda p: (p.since, p.category, p.until, p.decision))
-            ),
+            ) if draft.protections else (),
             complaints=tuple(
                 EntryComplaint(c.id, c.issuer, c.category, c.call_at, c.issued_at, c.tag)
                 for c in draft.complaints
-            ),
+            ) if draft.complaints else (),
         )
