@@ -551,6 +551,24 @@ def test_entry_bytes_escape_and_numbers_like_json(
     assert e.encode() == _generic_bytes(e)
 
 
+
+def test_entry_bytes_of_equal_values_of_other_types_like_json() -> None:
+    """The fast paths of Entry.encode (a mark's fields in one %-format, the rules'
+    text kept per Rules object) write a bool or float where an int is expected
+    as the JSON encoder does, and Rules(1, ..) (equal to Rules(True, ..)) apart."""
+    rid = hashlib.sha256(b"x").digest()
+
+    def entry(rules: Rules, v: object) -> Entry:
+        mark = EntryMark(rid, "p", "carrier", v, "c", v, v, v, v, v, v)  # type: ignore[arg-type]
+        return Entry(number="+1", rules=rules, categories=(CategoryInfo("c", 1, True),),
+                     marks=(mark,))
+
+    for rules, v in [(Rules(2, 1, True), 1), (Rules(2, 1, 1), True), (Rules(2, 1, True), 1.0),
+                     (Rules(2, 1, 1.0), False), (Rules(2, 1, True), 7)]:  # type: ignore[arg-type]
+        e = entry(rules, v)
+        assert e.encode() == _generic_bytes(e)
+
+
 def test_ignored_records_move_the_vector_only() -> None:
     book, _ = s_reassignment()
     view = resolve(book.records, CONS)
