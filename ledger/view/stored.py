@@ -154,11 +154,19 @@ def correction_from_body(rid: bytes, body: bytes) -> CorrectionFact:
         raise StorageFailure(f"view index of record {rid.hex()} does not parse: {e}") from e
 
 
+# json.loads without its Python layers (encoding detection, decode, raw_decode):
+# the C scanner itself, which raises StopIteration where nothing parses.
+_scan = json.JSONDecoder().scan_once
+
+
 def held_of_entry(number: str, raw: bytes) -> Held:
     """The mark and reassignment facts a stored entry carries (all those it keeps),
     and the ids of the appeals it keeps."""
     try:
-        obj = json.loads(raw)
+        text = raw.decode("ascii")              # an entry's bytes are ASCII JSON
+        obj, end = _scan(text, 0)
+        if end != len(text):
+            raise ValueError(f"bytes after the entry at {end}")
         marks = [
             MarkFact(
                 bytes.fromhex(m["id"]), m["by"], m["seq"], m["issued_at"], number, m["category"],
@@ -176,8 +184,8 @@ def held_of_entry(number: str, raw: bytes) -> Held:
                           c["category"], c["call_at"], bytes.fromhex(c["tag"]))
             for c in obj["complaints"]
         ]
-    except (ValueError, TypeError, KeyError) as e:
-        raise StorageFailure(f"stored view entry of {number} does not parse: {e}") from e
+    except (ValueError, TypeError, KeyError, StopIteration) as e:
+        raise StorageFailure(f"stored view entry of {number} does not parse: {e!r}") from e
     return Held(raw, marks, reassigns, appeals, complaints)
 
 
