@@ -7,7 +7,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -567,6 +567,19 @@ def test_entry_bytes_of_equal_values_of_other_types_like_json() -> None:
                      (Rules(2, 1, 1.0), False), (Rules(2, 1, True), 7)]:  # type: ignore[arg-type]
         e = entry(rules, v)
         assert e.encode() == _generic_bytes(e)
+
+
+
+def test_built_entries_carry_every_field_as_their_decoded_bytes_do() -> None:
+    """The builder fills an Entry's and its EntryMarks' fields in one update (not
+    through the frozen dataclasses' __init__): each has every declared field and
+    equals (and hashes as) what decoding its bytes makes through __init__."""
+    for e in RICH_VIEW.entries.values():
+        again = Entry.decode(e.encode())
+        assert again == e and hash(again) == hash(e)
+        assert {f.name for f in fields(Entry)} <= set(vars(e))
+        for m in e.marks:
+            assert {f.name for f in fields(EntryMark)} <= set(vars(m))
 
 
 def test_ignored_records_move_the_vector_only() -> None:
