@@ -218,8 +218,9 @@ class Slot:
     def of(cls, members: Iterable[tuple[bytes, bytes]]) -> Slot:
         """A slot with a fresh cache (the leaf itself)."""
         ms = tuple(sorted(members))
-        leaf = leaf_hash(ms)
-        return cls(position(ms[0][0]), ms, DEPTH, leaf, DEPTH, leaf)
+        # leaf_hash without its second sort (ms is sorted): an apply makes one per change.
+        leaf = _sha256(LEAF_PREFIX + b"".join([k + e for k, e in ms])).digest()
+        return cls(int.from_bytes(ms[0][0][:8], "big"), ms, DEPTH, leaf, DEPTH, leaf)
 
     def at(self, depth: int) -> bytes:
         """The hash at `depth` (a boundary) of the subtree holding this position alone."""

@@ -7,7 +7,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -549,6 +549,37 @@ def test_entry_bytes_escape_and_numbers_like_json(
         protections=(Protection(text, n, n, rid),),
     )
     assert e.encode() == _generic_bytes(e)
+
+
+
+def test_entry_bytes_of_equal_values_of_other_types_like_json() -> None:
+    """The fast paths of Entry.encode (a mark's fields in one %-format, the rules'
+    text kept per Rules object) write a bool or float where an int is expected
+    as the JSON encoder does, and Rules(1, ..) (equal to Rules(True, ..)) apart."""
+    rid = hashlib.sha256(b"x").digest()
+
+    def entry(rules: Rules, v: object) -> Entry:
+        mark = EntryMark(rid, "p", "carrier", v, "c", v, v, v, v, v, v)  # type: ignore[arg-type]
+        return Entry(number="+1", rules=rules, categories=(CategoryInfo("c", 1, True),),
+                     marks=(mark,))
+
+    for rules, v in [(Rules(2, 1, True), 1), (Rules(2, 1, 1), True), (Rules(2, 1, True), 1.0),
+                     (Rules(2, 1, 1.0), False), (Rules(2, 1, True), 7)]:  # type: ignore[arg-type]
+        e = entry(rules, v)
+        assert e.encode() == _generic_bytes(e)
+
+
+
+def test_built_entries_carry_every_field_as_their_decoded_bytes_do() -> None:
+    """The builder fills an Entry's and its EntryMarks' fields in one update (not
+    through the frozen dataclasses' __init__): each has every declared field and
+    equals (and hashes as) what decoding its bytes makes through __init__."""
+    for e in RICH_VIEW.entries.values():
+        again = Entry.decode(e.encode())
+        assert again == e and hash(again) == hash(e)
+        assert {f.name for f in fields(Entry)} <= set(vars(e))
+        for m in e.marks:
+            assert {f.name for f in fields(EntryMark)} <= set(vars(m))
 
 
 def test_ignored_records_move_the_vector_only() -> None:

@@ -852,3 +852,40 @@ def test_mark_index_body_is_the_compact_json_list(text: str, n: int) -> None:
     fact = [text, n, n + 1, text, n, n, n, n]
     want = ("+86" + text).encode("utf-8") + b"\n" + json.dumps(fact, separators=(",", ":")).encode()
     assert _mark_body(f) == want
+
+
+@pytest.mark.parametrize(
+    "bend", ["truncated", "trailing", "not ascii", "not an object", "a bent mark"]
+)
+def test_a_bent_stored_entry_is_a_storage_failure_that_changes_nothing(
+    tmp_path: Path, bend: str
+) -> None:
+    """An apply reads a changed number's stored entry back (its kept facts): bytes
+    that are not one whole JSON entry are refused with StorageFailure, and the
+    view (root, count, vector, the stored bytes) stays as it was."""
+    last = max(
+        (i for i, r in enumerate(RICH.records)
+         if isinstance(r.payload, Mark) and r.payload.number == N1),
+    )
+    store, view = stored_view(tmp_path / "db")
+    try:
+        view.apply(RICH.records[:last] + RICH.records[last + 1 :])
+        raw = view.entry_bytes(N1)
+        assert raw is not None
+        bent = {
+            "truncated": raw[:-1],
+            "trailing": raw + b"{}",
+            "not ascii": raw.replace(b'"marks":[', '"marks":["\u00e9",'.encode()),
+            "not an object": b"[" + raw + b"]",
+            "a bent mark": raw.replace(b'"seq":', b'"sequence":', 1),
+        }[bend]
+        batch = store.batch()
+        batch.put("view", N1.encode(), bent)
+        store.write(batch)
+        before = (view.root(), view.count, view.vector)
+        with pytest.raises(StorageFailure, match="does not parse"):
+            view.apply([RICH.records[last]])
+        assert (view.root(), view.count, view.vector) == before
+        assert view.entry_bytes(N1) == bent
+    finally:
+        store.close()

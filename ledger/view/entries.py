@@ -165,7 +165,6 @@ class Entry:
         # Written directly (keys in sorted order) rather than to_json() through the
         # sorting encoder: the same bytes, without a dict per part and a sort per dict.
         q = QUOTE
-        r = self.rules
         parts = [
             '{"appeals":[',
             ",".join(
@@ -188,23 +187,7 @@ class Entry:
                 for c in self.complaints
             ),
             '],"marks":[',
-            ",".join(
-                f'{{"by":{q(m.participant)},"category":{q(m.category)},'
-                f'"expires_at":{int_text(m.expires_at)},"id":"{m.id.hex()}",'
-                f'"issued_at":{int_text(m.issued_at)},"observed_at":{int_text(m.observed_at)},'
-                '"recategorized":['
-                + ",".join(
-                    f'[{int_text(x.at)},{q(x.category)},"{x.ref.hex()}"]'
-                    for x in m.recategorized
-                )
-                + f'],"reports":{int_text(m.reports)},"role":{q(m.role)},'
-                f'"score":{int_text(m.score)},"seq":{int_text(m.seq)},"set_aside":['
-                + ",".join(
-                    f'[{int_text(x.since)},{q(x.reason)},"{x.ref.hex()}"]' for x in m.set_aside
-                )
-                + f'],"weight":{int_text(m.weight)}}}'
-                for m in self.marks
-            ),
+            ",".join(map(_mark_text, self.marks)),
             f'],"number":{q(self.number)},"protections":[',
             ",".join(
                 f'{{"category":{q(p.category)},"decision":"{p.decision.hex()}",'
@@ -217,13 +200,9 @@ class Entry:
                 f'"id":"{x.id.hex()}"}}'
                 for x in self.reassignments
             ),
-            f'],"rules":{{"complaint_risk":{q(r.complaint_risk)},'
-            f'"complaint_risk_complainants":{int_text(r.complaint_risk_complainants)},'
-            f'"complaint_risk_window_ms":{int_text(r.complaint_risk_window_ms)},'
-            f'"high_risk_min_participants":{int_text(r.high_risk_min_participants)},'
-            f'"identity_min_participants":{int_text(r.identity_min_participants)},'
-            f'"institute_mark_is_high_risk":{_bool_text(r.institute_mark_is_high_risk)}}},'
-            f'"v":{int_text(ENTRY_VERSION)}}}',
+            '],"rules":',
+            _rules_text(self.rules),
+            f',"v":{int_text(ENTRY_VERSION)}}}',
         ]
         return "".join(parts).encode("ascii")
 
@@ -267,6 +246,66 @@ def int_text(v: int) -> str:
 def _bool_text(v: bool) -> str:
     """A bool as _CANONICAL writes it (anything else through _CANONICAL itself)."""
     return "true" if v is True else "false" if v is False else _CANONICAL.encode(v)
+
+
+# A mark's object with every integer field an exact int (as every fact the view
+# builds has): one %-format instead of a call per field. %d would write a bool
+# as 1, not true, so anything else goes through int_text, field by field.
+_MARK_FORMAT = (
+    '{"by":%s,"category":%s,"expires_at":%d,"id":"%s","issued_at":%d,"observed_at":%d,'
+    '"recategorized":[%s],"reports":%d,"role":%s,"score":%d,"seq":%d,"set_aside":[%s],'
+    '"weight":%d}'
+)
+_INT_ONLY = {int}
+
+
+def _mark_text(m: EntryMark) -> str:
+    """The mark's object in an entry's canonical bytes."""
+    q = QUOTE
+    recats = ",".join(
+        f'[{int_text(x.at)},{q(x.category)},"{x.ref.hex()}"]' for x in m.recategorized
+    ) if m.recategorized else ""
+    spans = ",".join(
+        f'[{int_text(x.since)},{q(x.reason)},"{x.ref.hex()}"]' for x in m.set_aside
+    ) if m.set_aside else ""
+    ints = (m.expires_at, m.issued_at, m.observed_at, m.reports, m.score, m.seq, m.weight)
+    if {*map(type, ints)} == _INT_ONLY:
+        return _MARK_FORMAT % (
+            q(m.participant), q(m.category), m.expires_at, m.id.hex(), m.issued_at,
+            m.observed_at, recats, m.reports, q(m.role), m.score, m.seq, spans, m.weight,
+        )
+    return (
+        f'{{"by":{q(m.participant)},"category":{q(m.category)},'
+        f'"expires_at":{int_text(m.expires_at)},"id":"{m.id.hex()}",'
+        f'"issued_at":{int_text(m.issued_at)},"observed_at":{int_text(m.observed_at)},'
+        f'"recategorized":[{recats}],"reports":{int_text(m.reports)},"role":{q(m.role)},'
+        f'"score":{int_text(m.score)},"seq":{int_text(m.seq)},"set_aside":[{spans}],'
+        f'"weight":{int_text(m.weight)}}}'
+    )
+
+
+# The last Rules object written and its text: every entry one builder makes
+# shares its one Rules object. By identity, not equality: Rules(1, ..) equals
+# Rules(True, ..) but is written differently.
+_last_rules: tuple[Rules | None, str] = (None, "")
+
+
+def _rules_text(r: Rules) -> str:
+    """The rules' object in an entry's canonical bytes."""
+    global _last_rules
+    last, text = _last_rules
+    if last is not r:
+        q = QUOTE
+        text = (
+            f'{{"complaint_risk":{q(r.complaint_risk)},'
+            f'"complaint_risk_complainants":{int_text(r.complaint_risk_complainants)},'
+            f'"complaint_risk_window_ms":{int_text(r.complaint_risk_window_ms)},'
+            f'"high_risk_min_participants":{int_text(r.high_risk_min_participants)},'
+            f'"identity_min_participants":{int_text(r.identity_min_participants)},'
+            f'"institute_mark_is_high_risk":{_bool_text(r.institute_mark_is_high_risk)}}}'
+        )
+        _last_rules = (r, text)      # one tuple: a reader in another thread sees a pair
+    return text
 
 
 def _no_float(s: str) -> Any:

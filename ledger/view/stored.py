@@ -154,11 +154,19 @@ def correction_from_body(rid: bytes, body: bytes) -> CorrectionFact:
         raise StorageFailure(f"view index of record {rid.hex()} does not parse: {e}") from e
 
 
+# json.loads without its Python layers (encoding detection, decode, raw_decode):
+# the C scanner itself, which raises StopIteration where nothing parses.
+_scan = json.JSONDecoder().scan_once
+
+
 def held_of_entry(number: str, raw: bytes) -> Held:
     """The mark and reassignment facts a stored entry carries (all those it keeps),
     and the ids of the appeals it keeps."""
     try:
-        obj = json.loads(raw)
+        text = raw.decode("ascii")              # an entry's bytes are ASCII JSON
+        obj, end = _scan(text, 0)
+        if end != len(text):
+            raise ValueError(f"bytes after the entry at {end}")
         marks = [
             MarkFact(
                 bytes.fromhex(m["id"]), m["by"], m["seq"], m["issued_at"], number, m["category"],
@@ -176,8 +184,8 @@ def held_of_entry(number: str, raw: bytes) -> Held:
                           c["category"], c["call_at"], bytes.fromhex(c["tag"]))
             for c in obj["complaints"]
         ]
-    except (ValueError, TypeError, KeyError) as e:
-        raise StorageFailure(f"stored view entry of {number} does not parse: {e}") from e
+    except (ValueError, TypeError, KeyError, StopIteration) as e:
+        raise StorageFailure(f"stored view entry of {number} does not parse: {e!r}") from e
     return Held(raw, marks, reassigns, appeals, complaints)
 
 
@@ -186,13 +194,17 @@ ROW = 130    # a viewbucket row: view key || entry hash || u8 depth || hash || u
 
 def bucket_value(slots: Iterable[Slot]) -> bytes:
     """A bucket's viewbucket value: one row per entry of its slots (sorted)."""
+    byte = _BYTE
     return b"".join(
         [
-            b"".join((k, h, bytes((s.depth,)), s.top, bytes((s.deep_depth,)), s.deep))
+            b"".join((k, h, byte[s.depth], s.top, byte[s.deep_depth], s.deep))
             for s in slots
             for k, h in s.members
         ]
     )
+
+
+_BYTE = tuple(bytes((d,)) for d in range(256))     # u8 d, without a tuple and a bytes() per row
 
 
 _DEPTHS = frozenset(d for d in range(viewtree.DEPTH + 1) if viewtree.is_boundary(d))
@@ -207,13 +219,14 @@ def slots_from_value(b: int, raw: bytes, bucket_bits: int) -> list[Slot]:
     depths = _DEPTHS
     last: Slot | None = None
     prev = b""
+    pos_at = _U64.unpack_from
     for off in range(0, len(raw), ROW):
         k = raw[off : off + 32]
         depth, deep_depth = raw[off + 64], raw[off + 97]
         if k <= prev or not (depth <= deep_depth and depth in depths and deep_depth in depths):
             raise StorageFailure(f"view leaf {k.hex()[:16]} of bucket {b} does not parse")
         prev = k
-        pos = int.from_bytes(k[:8], "big")
+        pos = pos_at(raw, off)[0]               # the key's first 64 bits
         h = raw[off + 32 : off + 64]
         if last is not None and last.pos == pos:
             last.members = (*last.members, (k, h))

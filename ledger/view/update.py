@@ -243,7 +243,7 @@ def _number_facts(
     reaching = appeals_on.get(number, ())
     nf = NumberFacts()
     facts = nf.facts
-    candidates = list(dict.fromkeys([*appeals, *sorted(reaching)]))
+    candidates = list(dict.fromkeys([*appeals, *sorted(reaching)])) if appeals or reaching else []
     found: list[CorrectionFact] = []
     for aid in candidates:
         a = state.correction(aid)
@@ -256,19 +256,22 @@ def _number_facts(
             table = nf.decisions_for if r.correction.is_decision else nf.by_target
             table.setdefault(aid, set()).add(r.id)
     nf.appeals = set(candidates)
-    by_id = {m.id: m for m in marks}
     kept = {m.id: m for m in F.latest_per_issuer(marks, keep)}
-    for a in F.kept_appeals(found, nf, keep):
-        for t in a.correction.targets:
-            if t not in kept:
-                m = by_id.get(t) or state.mark(t)
-                if m is not None and m.number == number and m.issuer != a.issuer:
-                    kept[t] = m
+    if found:                           # most numbers have no appeal
+        by_id = {m.id: m for m in marks}
+        for a in F.kept_appeals(found, nf, keep):
+            for t in a.correction.targets:
+                if t not in kept:
+                    m = by_id.get(t) or state.mark(t)
+                    if m is not None and m.number == number and m.issuer != a.issuer:
+                        kept[t] = m
     nf.marks = set(kept)
-    nf.reassignments = {r.id for r in reassigns}
-    facts.update((r.id, r) for r in reassigns)
-    nf.complaints = {c.id for c in complaints}
-    facts.update((c.id, c) for c in complaints)
+    if reassigns:
+        nf.reassignments = {r.id for r in reassigns}
+        facts.update((r.id, r) for r in reassigns)
+    if complaints:
+        nf.complaints = {c.id for c in complaints}
+        facts.update((c.id, c) for c in complaints)
     for m in kept.values():
         facts[m.id] = m
         if not state.has_referrers(m.id):
