@@ -223,9 +223,10 @@ class Screener:
         self.row_hits = 0        # callers answered from their row (tests, metrics)
 
     # ------------------------------------------------------------ rows
-    def row_of(self, number: str, raw: bytes, now_ms: int) -> bytes:
-        """The screen row of `number`'s entry bytes, for times from a little
-        before `now_ms`. Raises BadInput for bytes that are no entry."""
+    def row_of(self, number: str, raw: bytes | Entry, now_ms: int) -> bytes:
+        """The screen row of `number`'s entry bytes (or Entry, as the view
+        built it), for times from a little before `now_ms`. Raises BadInput
+        for bytes that are no entry."""
         s = summarize(raw, now_ms - self.back_ms)
         templates = []
         for i, start in enumerate((s.from_ms, *s.ahead)):
@@ -412,8 +413,8 @@ class Screener:
 
 
 def row_maker(screener: Screener, clock: object) -> object:
-    """The index's `row_of(number, entry bytes)` for this screener, at `clock()`."""
-    def row_of(number: str, raw: bytes) -> bytes | None:
+    """The index's `row_of(number, entry bytes or Entry)` for this screener, at `clock()`."""
+    def row_of(number: str, raw: bytes | Entry) -> bytes | None:
         try:
             return screener.row_of(number, raw, clock())  # type: ignore[operator]
         except Exception:   # bytes that are no entry: the screen evaluates them itself

@@ -48,12 +48,15 @@ from contextlib import AbstractContextManager
 
 from ledger.errors import LedgerError
 from ledger.store import Store
+from ledger.view.entries import Entry
 from ledger.view.stored import CHANGED, EVERYTHING
+from ledger.view.update import Changed
 
 log = logging.getLogger("markex.screen")
 
 FAMILY = "screenix"
 CHUNK = 1000          # rows written per store write
+FRESH = 20_000        # changed entries kept as the view built them (beyond: read back)
 REST = 3.0            # while the writer is busy: rest this many times a chunk's time
 REST_POLL_S = 0.01    # how often a rest asks whether the writer is still busy
 STATE_KEY = b"\x00state"   # below every number ("+..."): the rows' version, once complete
@@ -62,11 +65,11 @@ STATE_KEY = b"\x00state"   # below every number ("+..."): the rows' version, onc
 class ScreenIndex:
     def __init__(self, store: Store, entries: Callable[[list[str]], list[bytes | None]],
                  numbers: Callable[[], Iterable[str]],
-                 row_of: Callable[[str, bytes], bytes | None] | None = None,
+                 row_of: Callable[[str, bytes | Entry], bytes | None] | None = None,
                  yield_to: Callable[[], bool] = lambda: False,
                  lock: AbstractContextManager | None = None) -> None:
         """`entries(e164s)`: entry bytes (the view keeper's consistent read);
-        `numbers()`: every number with an entry; `row_of(number, entry bytes)`:
+        `numbers()`: every number with an entry; `row_of(number, entry bytes or Entry)`:
         its row (None: none), set before `start` (the screener's, with
         `version`); `yield_to()`: whether the write path has work now (then
         the index rests); `lock`: the view's write lock, held by the writer
@@ -83,6 +86,9 @@ class ScreenIndex:
         self._cv = threading.Condition()
         self._pending: set[str] = set()
         self._dirty: dict[str, int] = {}      # number -> the change's generation
+        # number -> (generation, its entry as that change's apply built it; None:
+        # it went): the row is made from it instead of decoding the stored bytes
+        self._fresh: dict[str, tuple[int, Entry | None]] = {}
         self._gen = itertools.count(1)
         self._everything = False
         self._busy = False
@@ -96,15 +102,23 @@ class ScreenIndex:
     # ------------------------------------------------------------ the writer's side
     def changed(self, numbers: Iterable[str] | None) -> None:
         """The entries of `numbers` changed (None: any may have). Cheap: runs
-        on the writer thread."""
+        on the writer thread. A view's `Changed` also hands over the new
+        entries: up to FRESH of them are kept for their rows."""
+        entries = numbers.entries if isinstance(numbers, Changed) else None
         with self._cv:
             if numbers is None:
                 self._everything = True
                 self.complete = False
+                self._fresh.clear()
             else:
+                fresh = self._fresh
                 for n in numbers:
-                    self._dirty[n] = next(self._gen)
+                    g = self._dirty[n] = next(self._gen)
                     self._pending.add(n)
+                    if entries is not None and len(fresh) < FRESH:
+                        fresh[n] = (g, entries[n])
+                    else:                    # an older change's entry is not this one's
+                        fresh.pop(n, None)
             self._cv.notify()
 
     def start(self) -> None:
@@ -228,11 +242,17 @@ class ScreenIndex:
     def _write(self, numbers: list[str]) -> None:
         with self._cv:
             gens = {n: self._dirty.get(n) for n in numbers}
+            known: dict[str, Entry | None] = {}
+            for n in numbers:
+                f = self._fresh.get(n)
+                if f is not None and f[0] == gens[n]:   # the latest change's entry
+                    known[n] = f[1]
         row_of = self.row_of
         assert row_of is not None, "the screener sets row_of before the index starts"
+        read = [n for n in numbers if n not in known]
         batch = self.store.batch()
-        for n, raw in zip(numbers, self._entries(numbers), strict=True):
-            row = None if raw is None else row_of(n, raw)
+        for n, got in (*known.items(), *zip(read, self._entries(read), strict=True)):
+            row = None if got is None else row_of(n, got)
             if row is None:
                 batch.delete(FAMILY, n.encode())
             else:
@@ -250,6 +270,7 @@ class ScreenIndex:
                 for n in same:
                     if gens[n] is not None:
                         del self._dirty[n]
+                    self._fresh.pop(n, None)
         self.written += len(numbers)
 
     # ------------------------------------------------------------ the screen's side

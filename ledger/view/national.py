@@ -15,7 +15,7 @@ from ledger.view.entries import Entry
 from ledger.view.resolution import Resolution
 from ledger.view.state import MemoryState, ViewState
 from ledger.view.stored import StoredState
-from ledger.view.update import apply_records
+from ledger.view.update import Changed, apply_records
 from ledger.viewtree import ViewProof, view_key
 
 if TYPE_CHECKING:
@@ -135,9 +135,10 @@ class NationalView:
         )
 
     # ------------------------------------------------------------ writes
-    def apply(self, records: Iterable[Record]) -> set[str]:
+    def apply(self, records: Iterable[Record]) -> Changed:
         """Add records; recompute only the numbers they touch. Returns the
-        numbers whose entry changed (appeared, went, or got different bytes).
+        numbers whose entry changed (appeared, went, or got different bytes),
+        a set that also holds their new entries (`Changed.entries`).
         Store-backed: one atomic unsynced write, vector included; raises
         StorageFailure (and changes nothing) when the store fails."""
         return apply_records(self._state, list(records), self._builder, self.bucket_bits)

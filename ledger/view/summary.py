@@ -81,10 +81,14 @@ class Summary(NamedTuple):
 
 
 
-def summarize(raw: bytes, from_ms: int) -> Summary:
-    """The summary of the entry whose bytes are `raw`, for times from
-    `from_ms` on. Raises BadInput for bytes that are no entry."""
-    entry = Entry.decode(raw)
+def summarize(raw: bytes | Entry, from_ms: int) -> Summary:
+    """The summary of the entry whose bytes are `raw` (or of the Entry
+    itself, whose bytes are its `encode()`), for times from `from_ms` on.
+    Raises BadInput for bytes that are no entry."""
+    if isinstance(raw, Entry):
+        entry, raw = raw, raw.encode()
+    else:
+        entry = Entry.decode(raw)
     ahead = tuple(t for t in instants(entry) if t > from_ms)
     facts = []
     for t in (from_ms, *ahead):

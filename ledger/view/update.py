@@ -24,6 +24,7 @@ from ledger.errors import StorageFailure
 from ledger.record import Correction, Record
 from ledger.view import facts as F
 from ledger.view.build import EntryBuilder
+from ledger.view.entries import Entry
 from ledger.view.facts import (
     ComplaintFact,
     CorrectionFact,
@@ -40,19 +41,37 @@ if TYPE_CHECKING:
 _OnNumber = MarkFact | ReassignmentFact | ComplaintFact
 
 
+class Changed(set[str]):
+    """The numbers whose entry an apply changed, a set like any other, and
+    `entries`: each one's new entry as the apply built and stored it (None:
+    it went). What is derived from an entry right after a change (the
+    screen's rows, node/screenindex.py) reads it here instead of decoding the
+    bytes the apply has just encoded."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict[str, Entry | None] = {}
+
+    def put(self, number: str, entry: Entry | None) -> None:
+        self.add(number)
+        self.entries[number] = entry
+
+
 def apply_records(
     state: ViewState, records: Sequence[Record], builder: EntryBuilder, bucket_bits: int
-) -> set[str]:
+) -> Changed:
     """Apply `records` to `state`; returns the numbers whose entry changed
-    (appeared, went, or got different bytes). Raises StorageFailure (a stored
-    state then changes nothing)."""
+    (appeared, went, or got different bytes), with their new entries. Raises
+    StorageFailure (a stored state then changes nothing)."""
     state.begin(r.id for r in records)
     new = _index(state, records, builder.consortium)
     appeals_on = _reach(state, new.fresh, new.on)
     new.named.update(a for a in new.arrived if state.has_referrers(a))
     _forget_referrers(state, new.named, builder.keep)
     count = state.count
-    changed: set[str] = set()
+    changed = Changed()
     by_bucket: dict[int, dict[bytes, bytes | None]] = {}   # bucket -> view key -> hash
     numbers = sorted(new.touched)
     for n, held in zip(numbers, state.held(numbers), strict=True):
@@ -66,7 +85,7 @@ def apply_records(
         b = viewtree.position(vkey) >> (viewtree.DEPTH - bucket_bits)
         by_bucket.setdefault(b, {})[vkey] = None if entry is None else entry.hash
         count += (held is None) - (entry is None)
-        changed.add(n)
+        changed.put(n, entry)
     order = sorted(by_bucket)
     tops = {
         b: _rehash(state, b, slots, by_bucket[b], bucket_bits)
