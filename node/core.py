@@ -8,9 +8,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from keys.consortium import Consortium, Policy
 from keys.signing import SigningKey
@@ -60,6 +60,9 @@ class _Job:
     wait_for_target: bool = False  # an own correction may name a target not seen yet
     key: bytes = b""  # an issue's idempotency key (b"": none) and its content's digest
     digest: bytes = b""
+    # A submit's records parsed and signature-checked ahead of the writer, by
+    # id (NodeLedger.submit's `verified`); any envelope not here is checked in full.
+    verified: Mapping[bytes, Record] = field(default_factory=dict)
 
 
 class NodeCore:
@@ -172,9 +175,19 @@ class NodeCore:
     def submit(self, envelopes: Sequence[bytes], source: str, timeout: float = 60) -> list[Outcome]:
         return self.submit_async(envelopes, source, wait=timeout).result(timeout)
 
-    def submit_async(self, envelopes: Sequence[bytes], source: str, wait: float = 0) -> Future:
+    def submit_async(
+        self,
+        envelopes: Sequence[bytes],
+        source: str,
+        wait: float = 0,
+        *,
+        verified: Mapping[bytes, Record] | None = None,
+    ) -> Future:
         """Queue envelopes for the writer; the future's result is their
-        Outcomes. Jobs are written in the order they were queued. When the
+        Outcomes. Jobs are written in the order they were queued.
+        `verified`: those of them this process has parsed and signature-checked
+        against the consortium, by record id (node/pullpipe.py): the writer
+        does not check their signatures again, every other check. When the
         queue is full this waits up to `wait` seconds for room, then raises
         BufferFull; more than MAX_ENVELOPES_PER_MESSAGE at once is TooLarge.
         Raises StorageFailure once a write has failed."""
@@ -184,7 +197,8 @@ class NodeCore:
             )
         self._refuse_if_failed()
         fut: Future = Future()
-        self._enqueue(_Job("submit", None, list(envelopes), fut, source), wait)
+        job = _Job("submit", None, list(envelopes), fut, source, verified=verified or {})
+        self._enqueue(job, wait)
         return fut
 
     @staticmethod
@@ -292,6 +306,7 @@ class NodeCore:
         # Own records signed here skip submit's parse and signature check, but
         # the group's first: one verification a group still proves the key right.
         signed: dict[bytes, Record] = {}
+        verified: dict[bytes, Record] = {}  # peers' records checked ahead (submit_async)
         for job in jobs:
             start = len(envs)
             if job.kind == "equivocation":
@@ -345,8 +360,9 @@ class NodeCore:
                     extra[rec.id] = [(ISSUE_KEYS, job.key, job.digest + rec.id)]
             else:
                 envs.extend(job.envelopes)
+                verified.update(job.verified)
             spans.append((job, start, len(envs)))
-        result = led.submit(envs, now, extra=extra, signed=signed)
+        result = led.submit(envs, now, extra=extra, signed=signed, verified=verified)
         outcomes = result.outcomes
         # The subscribers (the view first) run before anyone is answered, so a
         # record acknowledged by this node is also in this node's view: an
