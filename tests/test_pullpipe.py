@@ -84,7 +84,7 @@ def test_signatures_are_checked_off_the_writer_thread(
         pipe.put(batch)
     pipe.close()
     assert core.ledger.feed("carrier-2").seq == 200
-    assert threads and set(threads) == {"verify-carrier-2"}  # none on "ledger-writer"
+    assert threads and all(t.startswith("verify-carrier-2") for t in threads)  # not the writer
 
 
 def test_a_bad_signature_is_refused_and_nothing_after_it_is_appended(core: NodeCore) -> None:
@@ -138,4 +138,4 @@ def test_the_pipe_stops_with_its_link(core: NodeCore) -> None:
     pipe.put(envs[:1])  # after the stop: dropped, not queued
     pipe.close()
     assert core.ledger.size == 0
-    assert not [t for t in threading.enumerate() if t.name == "verify-carrier-2" and t.is_alive()]
+    assert not [t for t in threading.enumerate() if t.name.startswith("verify-carrier-2")]
