@@ -102,6 +102,9 @@ class PullPipe:
                                             daemon=True)
             self._thread.start()
         while not self._stop.is_set():
+            if not self._thread.is_alive():
+                self.close()  # it ended by an error: raises it
+                raise RuntimeError(f"the pull pipe of {self.source} ended")
             try:
                 self._q.put(envelopes, timeout=POLL_S)
                 return
@@ -126,13 +129,18 @@ class PullPipe:
             raise err
 
     def _run(self) -> None:
-        with ThreadPoolExecutor(VERIFY_THREADS - 1, f"verify-{self.source}-") as helpers:
-            self._pipe(helpers)
+        try:
+            with ThreadPoolExecutor(max(1, VERIFY_THREADS - 1),
+                                    f"verify-{self.source}-") as helpers:
+                self._pipe(helpers)
+        except BaseException as e:  # a bug here: put and close must not wait for it
+            self._fail(e)
+            raise
 
     def _verify(self, helpers: ThreadPoolExecutor, envelopes: list[bytes]) -> dict[bytes, Record]:
         """`verify_each` of the batch, its parts checked at once on the helpers and here."""
         consortium = self.core.ledger.consortium
-        step = -(-len(envelopes) // VERIFY_THREADS)
+        step = max(1, -(-len(envelopes) // VERIFY_THREADS))  # a peer may send an empty batch
         parts = [envelopes[i:i + step] for i in range(0, len(envelopes), step)]
         others = [helpers.submit(verify_each, part, consortium) for part in parts[1:]]
         verified = verify_each(parts[0], consortium) if parts else {}

@@ -139,3 +139,12 @@ def test_the_pipe_stops_with_its_link(core: NodeCore) -> None:
     pipe.close()
     assert core.ledger.size == 0
     assert not [t for t in threading.enumerate() if t.name.startswith("verify-carrier-2")]
+
+
+def test_an_empty_batch_from_a_peer_changes_nothing(core: NodeCore) -> None:
+    envs = [r.envelope for r in chain("carrier-2", 3)]
+    pipe = PullPipe(core, "carrier-2", threading.Event())
+    pipe.put([])
+    pipe.put(envs)
+    pipe.close()
+    assert core.ledger.entries(0, core.ledger.size) == envs
