@@ -116,6 +116,7 @@ class _Pending:
     # record id -> (family, key, value) puts written with that record, if accepted
     extra: Mapping[bytes, Sequence[tuple[str, bytes, bytes]]] = field(default_factory=dict)
     signed: Mapping[bytes, Record] = field(default_factory=dict)  # see submit's `signed`
+    verified: Mapping[bytes, Record] = field(default_factory=dict)  # see submit's `verified`
 
 
 class NodeLedger:
@@ -400,6 +401,7 @@ class NodeLedger:
         buffer: bool = True,
         extra: Mapping[bytes, Sequence[tuple[str, bytes, bytes]]] | None = None,
         signed: Mapping[bytes, Record] | None = None,
+        verified: Mapping[bytes, Record] | None = None,
     ) -> Submitted:
         """Check and append a batch in order; one atomic synced write for all
         that are accepted. Records ahead of their feed wait in a bounded
@@ -412,12 +414,16 @@ class NodeLedger:
         the same atomic batch as that record, only when it is accepted.
         `signed[record id]`: a record this node's own key has just signed and
         `check_payload` passed (NodeCore): its envelope is not parsed or its
-        signature verified again, every other check runs."""
+        signature verified again, every other check runs. `verified[record
+        id]`: a peer's record this process parsed and signature-checked
+        against this ledger's consortium (node/pullpipe.py, off the writer
+        thread): not parsed or verified again; `check_payload` and every
+        later check run. An envelope in neither is checked in full."""
         self.expire_buffer(now_ms)
         # After a failed write the store may hold records that never synced:
         # none of them may be called a duplicate, so nothing is answered.
         self.store.check_writable()
-        pend = _Pending(extra=extra or {}, signed=signed or {})
+        pend = _Pending(extra=extra or {}, signed=signed or {}, verified=verified or {})
         outcomes: list[Outcome] = []
         for env in envelopes:
             outcomes.append(self._one(env, now_ms, pend, buffer))
@@ -437,8 +443,12 @@ class NodeLedger:
             if idx is not None:
                 return Outcome("duplicate", None, idx)
         own = pend.signed.get(rid) if rid is not None else None
+        # The id is the hash of these very bytes: a record found by it is theirs.
+        pre = pend.verified.get(rid) if rid is not None and own is None else None
         if own is not None:  # this node signed and checked it just now: not parsed again
             rec = own
+        elif pre is not None:  # parsed and its signature checked ahead of the writer
+            rec = pre
         else:
             try:
                 rec = Record.from_envelope(env, self.max_envelope)
@@ -449,7 +459,9 @@ class NodeLedger:
                     "rejected", rec, error=UnknownIssuer(f"{rec.issuer!r} is not a participant")
                 )
         try:
-            if own is None:
+            if pre is not None:
+                self.check_payload(rec, now_ms)
+            elif own is None:
                 self.check(rec, now_ms)
             self._check_decider(rec, pend)
         except LedgerError as e:

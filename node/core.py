@@ -18,9 +18,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from keys.consortium import Consortium, Policy
 from keys.signing import SigningKey
@@ -78,6 +78,9 @@ class _Job:
     rec: Record | None = None  # signed ahead (seq and prev_id are checked again by the writer)
     first: _Job | None = None  # the job that issues this job's key first (in flight)
     held: Outcome | None = None  # answered already: its key issued before, or refused
+    # A submit's records parsed and signature-checked ahead of the writer, by
+    # id (NodeLedger.submit's `verified`); any envelope not here is checked in full.
+    verified: Mapping[bytes, Record] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -248,9 +251,19 @@ class NodeCore:
     def submit(self, envelopes: Sequence[bytes], source: str, timeout: float = 60) -> list[Outcome]:
         return self.submit_async(envelopes, source, wait=timeout).result(timeout)
 
-    def submit_async(self, envelopes: Sequence[bytes], source: str, wait: float = 0) -> Future:
+    def submit_async(
+        self,
+        envelopes: Sequence[bytes],
+        source: str,
+        wait: float = 0,
+        *,
+        verified: Mapping[bytes, Record] | None = None,
+    ) -> Future:
         """Queue envelopes for the writer; the future's result is their
-        Outcomes. Jobs are written in the order they were queued. When the
+        Outcomes. Jobs are written in the order they were queued.
+        `verified`: those of them this process has parsed and signature-checked
+        against the consortium, by record id (node/pullpipe.py): the writer
+        does not check their signatures again, every other check. When the
         queue is full this waits up to `wait` seconds for room, then raises
         BufferFull; more than MAX_ENVELOPES_PER_MESSAGE at once is TooLarge.
         Raises StorageFailure once a write has failed."""
@@ -260,7 +273,8 @@ class NodeCore:
             )
         self._refuse_if_failed()
         fut: Future = Future()
-        self._enqueue(_Job("submit", None, list(envelopes), fut, source), wait)
+        job = _Job("submit", None, list(envelopes), fut, source, verified=verified or {})
+        self._enqueue(job, wait)
         return fut
 
     @staticmethod
@@ -464,6 +478,7 @@ class NodeCore:
         # Own records signed here skip submit's parse and signature check, but
         # the group's first: one verification a group still proves the key right.
         signed: dict[bytes, Record] = {}
+        verified: dict[bytes, Record] = {}  # peers' records checked ahead (submit_async)
         for job in jobs:
             start = len(envs)
             if job.kind == "equivocation":
@@ -531,8 +546,9 @@ class NodeCore:
                     extra[rec.id] = [(ISSUE_KEYS, job.key, job.digest + rec.id)]
             else:
                 envs.extend(job.envelopes)
+                verified.update(job.verified)
             spans.append((job, start, len(envs)))
-        result = led.submit(envs, now, extra=extra, signed=signed)
+        result = led.submit(envs, now, extra=extra, signed=signed, verified=verified)
         outcomes = result.outcomes
         # The subscribers (the view first) run before anyone is answered, so a
         # record acknowledged by this node is also in this node's view: an

@@ -28,9 +28,7 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 import grpc
@@ -46,6 +44,7 @@ from node.feedgate import IssueGate
 from node.logkeeper import LogKeeper
 from node.logs import event
 from node.metrics import NodeMetrics
+from node.pullpipe import PullPipe
 from node.viewkeeper import ViewKeeper
 
 log = logging.getLogger("markex.replication")
@@ -53,7 +52,6 @@ log = logging.getLogger("markex.replication")
 PUSH_QUEUE = 100_000
 PUSH_BATCH = 500
 PULL_MAX = 50_000
-PULL_INFLIGHT = 2  # pulled batches queued for the writer at once
 EVIDENCE_PAGES = 100  # GetEvidence pages read from one peer at most, per fetch
 IDLE_ROUNDS_MAX = 8  # a quiet link's rounds slow to this many sync intervals (4 s at 0.5 s)
 
@@ -146,6 +144,7 @@ class PeerLink:
         self._pending_evidence: list[EquivocationProof] = []
         self._evidence_lock = threading.Lock()
         self._state: bool | None = None  # as last logged: None before the first round
+        self._pulls = PullPipe(parts.core, peer.id, self._stop)  # pulled batches to the writer
 
     def start(self) -> None:
         for t in self._threads:
@@ -317,24 +316,21 @@ class PeerLink:
                 continue  # only what is still on its way to us: the next round sees
             # Overlap one record: a different record at our head is an equivocation.
             after = max(0, ours.seq - 1)
-            # The next batches are read while the writer commits one (PULL_INFLIGHT
-            # waiting, in order): a catch-up's writer never waits for the network.
-            inflight: deque[Future] = deque()
+            # The next batches are read and verified while the writer commits
+            # one, in order (node/pullpipe.py): a catch-up's writer never waits
+            # for the network, nor checks the signatures itself.
             for batch in self.stub.Pull(
                 pb.PullRequest(issuer=h.issuer, after=after, max=PULL_MAX), timeout=120
             ):
                 if self._stop.is_set():
                     break
-                inflight.append(core.submit_async(list(batch.envelopes), source=self.peer.id,
-                                                  wait=60))
+                self._pulls.put(list(batch.envelopes))
                 pulled += len(batch.envelopes)
-                while len(inflight) > PULL_INFLIGHT:
-                    inflight.popleft().result(timeout=120)
-            while inflight:
-                inflight.popleft().result(timeout=120)
             if h.frozen and ours.frozen_at is None:
+                self._pulls.close()  # the feed's records first, then the proof that froze it
                 # The peer froze this feed: fetch and check its proof.
                 self._fetch_evidence()
+        self._pulls.close()  # every pulled batch written (or the first error raised)
         self._prev_heads = {
             h.issuer: h.seq for h in heads.heads if core.consortium.participant(h.issuer)
         }

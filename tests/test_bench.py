@@ -213,6 +213,17 @@ def test_propagation_runs_with_another_topology_and_the_12_node_entry_is_registe
     assert "on all 3 nodes" in got["how"] and "mean signed envelope" in got["how"]
 
 
+def test_catchup_runs_tiny_and_times_after_the_peer_settled() -> None:
+    """catchup at four nodes and 300 records (format only, never speed): its
+    `how` gives the serving peer's settling wait, which is not timed."""
+    from bench import exchange_bench
+
+    got = exchange_bench.bench_catchup(300, carriers=1, internet=2)
+    _check_shape(got)
+    assert got["unit"] == "records/s" and got["target"] == exchange_bench.CATCHUP_TARGET
+    assert "took 300 records" in got["how"] and "its settling" in got["how"]
+
+
 @pytest.mark.timeout(240)
 def test_lookup_batch_workers_reports_against_one_process() -> None:
     from bench.workers_bench import bench_lookup_batch_workers
