@@ -53,7 +53,7 @@ from node import client, replicastate
 from node.auditclient import GrpcLogSource, log_of
 from node.limits import ClientTable, PublicGate, PublicLimits
 from node.logs import event
-from node.services import edge
+from node.services import charged_lookup_batch, edge
 from node.status import DecodeGuard
 from node.viewkeeper import ViewReads
 from node.watch import Watcher, WatchingPublic
@@ -390,7 +390,7 @@ class ReplicaPublic(rpc.PublicServicer):
 
     @edge
     def LookupBatch(self, request, context):  # noqa: N802
-        return self.replica.lookup_batch(list(request.numbers), request.with_proofs)
+        return charged_lookup_batch(self.replica, self.gate, self.limits, request, context)
 
     @edge
     def GetViewCheckpoint(self, request, context):  # noqa: N802

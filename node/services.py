@@ -40,7 +40,7 @@ from node.feedgate import IssueGate
 from node.limits import PublicGate, PublicLimits
 from node.logkeeper import LogKeeper
 from node.status import code_for, detail_for
-from node.viewkeeper import ViewKeeper
+from node.viewkeeper import ViewKeeper, ViewReads
 from node.witness import Witness
 
 log = logging.getLogger("markex.rpc")
@@ -139,6 +139,19 @@ def admin_caller_id(context: grpc.ServicerContext) -> str:
 # ------------------------------------------------------------------ public
 
 
+def charged_lookup_batch(view: ViewReads, gate: PublicGate, limits: PublicLimits,
+                         request: pb.LookupBatchRequest,
+                         context: grpc.ServicerContext) -> pb.LookupBatchResponse:
+    """Public.LookupBatch wherever a public port serves it (a node, its
+    workers, a replica): a batch past the bound is refused before it is
+    charged, and costs its caller one more unit of its rate per
+    `numbers_per_unit` numbers (node/limits.py)."""
+    numbers = list(request.numbers)
+    view.check_batch(numbers)
+    gate.charge(context, len(numbers) / limits.numbers_per_unit)
+    return view.lookup_batch(numbers, request.with_proofs)
+
+
 class PublicService(rpc.PublicServicer):
     """Read-only answers for anyone: log checkpoints and proofs, feed heads,
     entries proven against the signed view (a lookup's `at_ms` is for the
@@ -195,11 +208,7 @@ class PublicService(rpc.PublicServicer):
 
     @edge
     def LookupBatch(self, request, context):  # noqa: N802
-        numbers = list(request.numbers)
-        self.view.check_batch(numbers)  # refused before it is charged
-        # A batch costs its caller more of its rate than one lookup (node/limits.py).
-        self.gate.charge(context, len(numbers) / self.limits.numbers_per_unit)
-        return self.view.lookup_batch(numbers, request.with_proofs)
+        return charged_lookup_batch(self.view, self.gate, self.limits, request, context)
 
     @edge
     def GetViewCheckpoint(self, request, context):  # noqa: N802

@@ -614,3 +614,51 @@ def test_a_stored_audit_of_another_log_is_dropped(net: LocalNet, tmp_path: Path)
         replicastate.load_audits(store, net.consortium, logs)
         assert logs[0].state is None and logs[0].log == ""
         assert logs[1].state is not None and logs[1].size == state.size
+
+
+class _Ctx:
+    """A servicer context from one caller; `abort` raises as gRPC's does."""
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:40000"
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise _Aborted(code, details)
+
+
+class _Aborted(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+
+
+def test_a_replica_charges_a_lookup_batch_per_number_as_a_node_does() -> None:
+    """A replica's public port spends a caller's rate per number of a batch
+    (one unit per numbers_per_unit), as the node's port does: a flood of
+    batches is refused past the burst, and a batch past the bound is refused
+    before it costs anything."""
+    from node.limits import PublicLimits
+    from node.replica import ReplicaPublic
+    from node.viewkeeper import MAX_LOOKUP_BATCH, ViewReads
+
+    class Reads:
+        check_batch = staticmethod(ViewReads.check_batch)
+        asked: list[int] = []
+
+        def lookup_batch(self, numbers: list[str], with_proofs: bool) -> pb.LookupBatchResponse:
+            self.asked.append(len(numbers))
+            return pb.LookupBatchResponse()
+
+    reads = Reads()
+    public = ReplicaPublic(reads, PublicLimits(rate=0.001, burst=5.0, numbers_per_unit=100))  # type: ignore[arg-type]
+    ctx = _Ctx()
+    too_many = pb.LookupBatchRequest(numbers=["+8613800000000"] * (MAX_LOOKUP_BATCH + 1))
+    with pytest.raises(_Aborted, match="at most 1000 numbers"):
+        public.LookupBatch(too_many, ctx)
+    batch = pb.LookupBatchRequest(numbers=[f"+86138{i:08d}" for i in range(200)])
+    public.LookupBatch(batch, ctx)      # 2 of the 5 units
+    public.LookupBatch(batch, ctx)      # 4
+    with pytest.raises(_Aborted) as e:
+        public.LookupBatch(batch, ctx)  # 6 > 5: refused
+    assert e.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert reads.asked == [200, 200]
