@@ -8,7 +8,9 @@ Two ways out, one set of facts:
   on the callee (not marketing: no live line, a category outside
   policy.marketing_categories) is answered from the template its screen row
   holds for the interval of the call's time, or, with no entry at all, the
-  unknown caller's template; the others go through `decide` as above.
+  unknown caller's template; a marketing caller from its row's or its line's
+  template unless its callee's preference (one multi-get per batch) refuses
+  it; the others go through `decide` as above.
   tests/test_screen_fast.py holds the two ways equal, byte for byte.
 
 A caller's facts come, fastest first, from its row in the screen index
