@@ -8,7 +8,9 @@ Two ways out, one set of facts:
   on the callee (not marketing: no live line, a category outside
   policy.marketing_categories) is answered from the template its screen row
   holds for the interval of the call's time, or, with no entry at all, the
-  unknown caller's template; the others go through `decide` as above.
+  unknown caller's template; a marketing caller from its row's or its line's
+  template unless its callee's preference (one multi-get per batch) refuses
+  it; the others go through `decide` as above.
   tests/test_screen_fast.py holds the two ways equal, byte for byte.
 
 A caller's facts come, fastest first, from its row in the screen index
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
 
 CACHE_ENTRIES = 100_000   # distinct callers' entries kept (the bound on the cache's memory)
 LINE_TEMPLATES = 65_536   # registered callers' templates kept (dropped all at once when full)
-ROW_VERSION = 1
+ROW_VERSION = 2   # 2: a marketer's interval holds its template and its industries
 
 
 def _code_digest() -> bytes:
@@ -153,7 +155,8 @@ def policy_tag(cons: Consortium) -> bytes:
 
 class _Row(NamedTuple):
     summary: Summary
-    templates: tuple[tuple[bytes, bytes] | None, ...]   # per interval (a Template); None: decide
+    # per interval: a Template, or (prefix, suffix, industries) for a marketer
+    templates: tuple[tuple, ...]
 
 
 def _read_row(data: bytes, tag: bytes) -> _Row | None:
@@ -171,16 +174,14 @@ def _read_row(data: bytes, tag: bytes) -> _Row | None:
 
 class _Facts(NamedTuple):
     """A caller's facts at a call's time: evaluated (`res`), or in its row
-    (`row`, interval `k`: built only when asked); `template` the decision's
-    when it needs no callee. All None: the caller has no entry."""
+    (`row`, interval `k`: built only when asked); `template` the row's for
+    that interval (a marketer's with its industries third). All None: the
+    caller has no entry."""
 
     res: CallerView | None
     row: _Row | None = None
     k: int = 0
-
-    @property
-    def template(self) -> tuple[bytes, bytes] | None:
-        return None if self.row is None else self.row.templates[self.k]
+    template: tuple | None = None
 
     def view(self) -> CallerView | None:
         return self.row.summary.facts_of(self.k) if self.row is not None else self.res
@@ -229,13 +230,16 @@ class Screener:
         for bytes that are no entry."""
         s = summarize(raw, now_ms - self.back_ms)
         templates = []
+        marketing = self.cons.policy.marketing_categories
         for i, start in enumerate((s.from_ms, *s.ahead)):
             f = s.facts_of(i)
-            if f.category in self.cons.policy.marketing_categories:
-                templates.append(None)   # a marketer: its answer depends on the callee
-                continue
             d = decide(self.cons, number, "", start, "voice", f, None, None)
-            templates.append(tuple(template_of(d, self.pb_of)))
+            t = tuple(template_of(d, self.pb_of))
+            # A marketer's answer (unregistered: no line) depends on the callee
+            # only through rule 4: it is the template's unless the callee
+            # refuses one of its category's industries (kept third).
+            inds = marketing.get(f.category) if f.category is not None else None
+            templates.append(t if inds is None else (*t, tuple(inds)))
         return marshal.dumps((ROW_VERSION, self.tag, tuple(s), tuple(templates)))
 
     # ------------------------------------------------------------ facts
@@ -245,13 +249,17 @@ class Screener:
                 "this node holds no members' key (node.toml members_key): it cannot read "
                 "subscribers' preferences, so it does not screen")
 
-    def _facts(self, calls: list[Call]) -> list[_Facts]:
-        """Each caller's facts at its call's time (and its template)."""
-        callers = [c.caller for c in calls]
+    def _rows(self, callers: list[str]) -> tuple[list[bytes | None], list[bool]]:
         if self.index is not None:
-            rows, trusted = self.index.rows(callers)
-        else:
-            rows, trusted = [None] * len(calls), [False] * len(calls)
+            return self.index.rows(callers)
+        return [None] * len(callers), [False] * len(callers)
+
+    def _facts(self, calls: list[Call], read: tuple[list[bytes | None], list[bool]] | None = None
+               ) -> list[_Facts]:
+        """Each caller's facts at its call's time (and its template); `read`,
+        the callers' rows and trust when already read (`_rows`)."""
+        callers = [c.caller for c in calls]
+        rows, trusted = read if read is not None else self._rows(callers)
         unsure = [i for i, t in enumerate(trusted) if not t]
         raws: dict[int, bytes | None] = {}
         if unsure:
@@ -275,7 +283,7 @@ class Screener:
             k = None if row is None else row.summary.interval(c.at_ms)
             if row is not None and k is not None:
                 hits += 1
-                out.append(_Facts(None, row, k))
+                out.append(_Facts(None, row, k, row.templates[k]))
                 continue
             raw = raws.get(i)
             if raw is None:          # a clean row, but a time before it: read the entry
@@ -316,28 +324,86 @@ class Screener:
     def answer_bytes(self, calls: list[Call], tags: list[int],
                      encode: object) -> list[bytes]:
         """Each call's ScreenDecision bytes, in order: a template's when the
-        decision needs no callee, else `encode(call, decision, tag)`'s.
+        decision does not turn on the callee, else `encode(call, decision, tag)`'s.
 
-        A caller with a live line and a row is marketing: the callee's
-        preference is read for every such call, and only a refusal (rule 4)
-        goes through `decide` per call. Otherwise the decision is `decide`'s
-        with no preference (no other rule reads it), which depends only on the
+        The batch's two commonest callers are answered first, in one pass
+        with no object per call: no line and a trusted row whose interval's
+        template needs no callee, or no line, no entry (a trusted absence)
+        and not protected (rule 9's one template). The rest (`_answer_rest`)
+        are answered from the same read of their rows."""
+        self._need_key()
+        line_at, protecting = self.consent.line_at, self.cons.policy.protecting
+        rows, trusted = self._rows([c.caller for c in calls])
+        tag_, unknown, loads = self.tag, self._unknown, marshal.loads
+        out: list[bytes | None] = [None] * len(calls)
+        rest: list[int] = []
+        at_ms, at_field = -1, b""
+        hits = 0
+        for i, c in enumerate(calls):
+            caller = c.caller
+            if trusted[i] and line_at(caller, c.at_ms) is None:
+                data = rows[i]
+                t = None
+                if data is None:                  # no entry (the index knows)
+                    if protecting(caller) is None:
+                        t = unknown if unknown is not None else self._unknown_template(c)
+                        unknown = t
+                else:                             # _read_row and Summary.interval, inlined
+                    try:
+                        version, row_tag, summary, templates = loads(data)
+                        if (version == ROW_VERSION and row_tag == tag_ and len(summary) == 4
+                                and c.at_ms >= summary[1]):
+                            t = templates[bisect_right(summary[2], c.at_ms)]
+                            if len(t) == 2:
+                                hits += 1
+                            else:                 # a marketer's: the callee decides
+                                t = None
+                    except (ValueError, EOFError, TypeError, IndexError):
+                        t = None                  # no row of this release: the rest reads it
+                if t is not None:
+                    if c.at_ms != at_ms:          # the calls of a batch mostly share one time
+                        at_ms, at_field = c.at_ms, at_bytes(c.at_ms)
+                    out[i] = render_at(t, tags[i], caller, c.callee, at_field)
+                    continue
+            rest.append(i)
+        self.row_hits += hits
+        if rest:
+            done = self._answer_rest([calls[i] for i in rest], [tags[i] for i in rest], encode,
+                                     ([rows[i] for i in rest], [trusted[i] for i in rest]))
+            for i, b in zip(rest, done, strict=True):
+                out[i] = b
+        return out  # type: ignore[return-value]
+
+    def _answer_rest(self, calls: list[Call], tags: list[int], encode: object,
+                     read: tuple[list[bytes | None], list[bool]]) -> list[bytes]:
+        """`answer_bytes` of any calls, from their rows as read (`_rows`).
+
+        A caller that is marketing (a live line and a row or no entry, or no
+        line and a marketer's row) has its callee's preference read, all of a
+        batch's in one multi-get, and only a refusal (rule 4) goes through
+        `decide` per call. Otherwise the decision is `decide`'s with no
+        preference (no other rule reads it), which depends only on the
         caller's row interval and line, so it is kept as a template (no
         listing in force: a listing's rules read the call's time)."""
-        self._need_key()
         cons, consent = self.cons, self.consent
         line_at, protecting = consent.line_at, cons.policy.protecting
         key = cons.members_key
         assert key is not None
         kept = self._line_templates
-        facts = self._facts(calls)
+        facts = self._facts(calls, read)
         lines = [line_at(c.caller, c.at_ms) for c in calls]
-        # The registered callers answered below from a row or no entry, unlisted:
-        # their callees' preferences, read in one go.
-        listed: dict[int, SanctionFact | None] = {
-            i: self._listed(ln, calls[i].at_ms) for i, ln in enumerate(lines) if ln is not None}
-        want = [i for i, s in listed.items()
-                if s is None and (facts[i].row is not None or not facts[i].present)]
+        # The callees whose preference decides: a registered caller's (answered
+        # below from a row or no entry, unlisted) and a marketer row's.
+        want: list[int] = []
+        listed: dict[int, SanctionFact | None] = {}
+        for i, (c, f, ln) in enumerate(zip(calls, facts, lines, strict=True)):
+            if ln is None:
+                if f.template is not None and len(f.template) == 3:
+                    want.append(i)
+                continue
+            s = listed[i] = self._listed(ln, c.at_ms)
+            if s is None and (f.row is not None or not f.present):
+                want.append(i)
         prefs = dict(zip(want, consent.preferences_at(
             [key.seal(calls[i].callee) for i in want], [calls[i].at_ms for i in want]),
             strict=True))
@@ -350,10 +416,17 @@ class Screener:
                 t = f.template
                 if t is None and not f.present and protecting(c.caller) is None:
                     t = self._unknown_template(c)
-                if t is not None:
-                    out.append(render_at(t, tag, c.caller, c.callee, at_field))
-                else:
+                if t is None:
                     out.append(encode(c, self._decide(c, f, line), tag))  # type: ignore[operator]
+                    continue
+                if len(t) == 3:             # a marketer: the template holds unless refused
+                    pref = prefs[i]
+                    if pref is not None and refuses_any(pref, t[2], c.mode, c.at_ms):
+                        d = decide(cons, c.caller, c.callee, c.at_ms, c.mode, f.view(), None,
+                                   pref)
+                        out.append(encode(c, d, tag))  # type: ignore[operator]
+                        continue
+                out.append(render_at(t, tag, c.caller, c.callee, at_field))
                 continue
             row = f.row
             if i not in prefs:

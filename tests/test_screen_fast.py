@@ -434,3 +434,72 @@ def test_registered_callers_without_an_entry_answer_as_the_reference(parts: Part
     assert {pb.SCREEN_ACTION_BLOCK, pb.SCREEN_ACTION_LABEL} <= actions
     assert len(sc._line_templates) == 2            # one per line, whatever the caller
     assert sc.answer_bytes(cs, tags, _decision_bytes) == got
+
+
+def test_a_marketers_row_answers_unless_its_callee_refuses(
+        parts: Parts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unregistered caller marked with a marketing category: its row holds
+    the answer for a callee who does not refuse its industries, so only the
+    calls to a refusing callee go through the rule table; every answer is
+    the reference's, byte for byte."""
+    import node.screener as screener
+    from ledger.screen import BLOCK, CALLEE_REFUSED
+
+    ix = ScreenIndex(parts.store, parts.view.entries_bytes, parts.view.numbers)
+    sc = make_screener(parts.cons, parts.view, parts.consent, ix, lambda: NOW)
+    ix.catch_up()
+    plain = "+8613700000001"                      # no preference
+    marketers = []
+    for i in range(300):
+        caller = f"+86138{i:08d}"
+        c = Call(caller, plain, NOW, "voice")
+        t = sc._facts([c])[0].template
+        d = sc.decide_many([c])[0]
+        if t is not None and len(t) == 3 and parts.consent.line_at(caller, NOW) is None and (
+                d.action != BLOCK):                 # a refusal would change its answer
+            marketers.append(caller)
+    assert len(marketers) >= 10
+    cs = [Call(a, f"+86139{j:08d}", at, mode) for a in marketers for j in range(0, 40)
+          for at in (NOW, NOW + 3 * D + 5) for mode in ("voice", "sms")]
+    tags = list(range(len(cs)))
+    want = reference(sc, cs, tags)
+    refused = sum(1 for d in sc.decide_many(cs) if d.code == CALLEE_REFUSED)
+    assert 0 < refused < len(cs)
+    decided = []
+    real = screener.decide
+    monkeypatch.setattr(screener, "decide", lambda *a, **k: decided.append(a) or real(*a, **k))
+    assert sc.answer_bytes(cs, tags, _decision_bytes) == want
+    assert len(decided) == refused                # the others from the row's template
+
+
+def test_a_batchs_calls_are_parsed_as_parse_call_parses_them(parts: Parts) -> None:
+    """ScreenBatch parses its calls inline: each answer is the one of
+    parse_call's call (the reference's bytes), or of its very error."""
+    from ledger.errors import BadInput
+    from node.screen import ScreeningService, error_pb, parse_call
+
+    ix = ScreenIndex(parts.store, parts.view.entries_bytes, parts.view.numbers)
+    sc = make_screener(parts.cons, parts.view, parts.consent, ix, lambda: NOW)
+    ix.catch_up()
+    service = ScreeningService(parts.cons, sc, lambda: NOW)
+    reqs = [
+        pb.ScreenRequest(caller="+8613800000002", callee="+8613900000002", at_ms=NOW, tag=1),
+        pb.ScreenRequest(caller="138 0000 0003", callee="(139) 0000-0004", tag=2),
+        pb.ScreenRequest(caller="+8613800000002", callee="+8613900000002", mode=7, tag=3),
+        pb.ScreenRequest(caller="+8613800000002", callee="+8613900000002", at_ms=-1, tag=4),
+        pb.ScreenRequest(caller="call me", callee="+8613900000002", tag=5),
+        pb.ScreenRequest(caller="+8613800000002", callee="+86", tag=6),
+        pb.ScreenRequest(caller="+8613700000001", callee="+8613900000006",
+                         mode=pb.CALL_MODE_SMS, tag=7),
+    ]
+    got = service._answers(reqs)
+    errors = 0
+    for req, b in zip(reqs, got, strict=True):
+        try:
+            call = parse_call(req, NOW)
+        except BadInput as e:
+            errors += 1
+            assert b == error_pb(req, e).SerializeToString()
+        else:
+            assert b == reference(sc, [call], [req.tag])[0]
+    assert errors == 4
