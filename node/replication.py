@@ -253,7 +253,7 @@ class PeerLink:
                         self._send_evidence()
                         due = self._take_due()
                         if due:
-                            self._cosign_steps(log="log" in due, view="view" in due)
+                            self._cosign_steps(of_log="log" in due, of_view="view" in due)
                 except grpc.RpcError as e:
                     self._prev_heads = None
                     pace.reset()
@@ -354,10 +354,11 @@ class PeerLink:
             return False
         return rec.issuer == claim.issuer and rec.seq == claim.seq and rec.id == claim.head_id
 
-    def _cosign_steps(self, *, log: bool = True, view: bool = True) -> None:
+    def _cosign_steps(self, *, of_log: bool = True, of_view: bool = True) -> None:
+        # (not `log=`: that name is this module's logger, used below)
         steps = [
-            *([lambda: self.parts.logs.request_cosign(self.peer.id, self.stub)] if log else []),
-            *([lambda: self.parts.view.request_cosign(self.peer, self.stub)] if view else []),
+            *([lambda: self.parts.logs.request_cosign(self.peer.id, self.stub)] if of_log else []),
+            *([lambda: self.parts.view.request_cosign(self.peer, self.stub)] if of_view else []),
         ]
         for step in steps:
             try:
