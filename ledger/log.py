@@ -526,7 +526,7 @@ class NodeLedger:
             )
         if rec.seq > feed.seq + 1:
             gap = SequenceGap(f"{rec.issuer}#{rec.seq} arrived before #{feed.seq + 1}")
-            if not buffer:
+            if not buffer or rec.id in pend.signed:  # an own record waits for nothing
                 return Outcome("rejected", rec, error=gap)
             slot = self._buffer.get(rec.issuer) or {}
             if rec.seq in slot:

@@ -30,6 +30,7 @@ from ledger.errors import (
     IdempotencyConflict,
     LedgerError,
     NotAllowed,
+    SequenceGap,
     StorageFailure,
     TooLarge,
 )
@@ -378,11 +379,8 @@ class NodeCore:
             if job.key:
                 with self._pipe:
                     first = self._inflight.get(job.key)
-                if first is not None:
-                    if first.digest == job.digest:
-                        job.first = first
-                    else:
-                        job.held = Outcome("rejected", error=self._conflict(job.key))
+                if first is not None:  # answered by the writer once the first is
+                    job.first = first  # (same content: its record; other: a conflict)
                     continue
                 # Not in flight: issued before (written, so the store has it) or new.
                 held = self._issued_key(job, {})
@@ -413,7 +411,8 @@ class NodeCore:
             if jobs is None:
                 return
             groups = 1
-            while len(jobs) < MAX_GROUP:  # the signer's groups waiting: one commit for them
+            n = sum(len(j.envelopes) + 1 for j in jobs)  # as the signing stage counts
+            while n < MAX_GROUP:  # the signer's groups waiting: one commit for them
                 try:
                     more = self._signed.get_nowait()
                 except queue.Empty:
@@ -422,6 +421,7 @@ class NodeCore:
                     self._signed.put(None)
                     break
                 jobs.extend(more)
+                n += sum(len(j.envelopes) + 1 for j in more)
                 groups += 1
             self._in_group = True
             try:
@@ -571,22 +571,43 @@ class NodeCore:
                 if self.observer is not None:
                     reason = None if o.error is None else type(o.error).__name__
                     self.observer(o.status, reason, None if o.record is None else o.record.issuer)
-            if job.kind == "issue":
-                job.future.set_result(outs[0])
-            else:
+            if job.kind != "issue":
                 job.future.set_result(outs)
+            elif isinstance(outs[0].error, SequenceGap):
+                # Chained to an own record of this group that was refused: this one
+                # wrote nothing, and is signed again behind the queue.
+                self._requeue(job)
+            else:
+                job.future.set_result(outs[0])
         if any(j.rec is not None and o.status != "accepted"
                for j, a, b in spans for o in outcomes[a:b] if j.kind == "issue"):
             self._broken = True  # a record signed ahead was refused: later ones name it
-        for job, first in again:  # a key repeated in flight: its first's outcome
+        for job, first in again:  # a key repeated in flight: what its first issue became
+            if not first.future.done():  # the first was queued again: so is this one
+                self._requeue(job)
+                continue
             exc = first.future.exception(0)
             if exc is not None:
                 job.future.set_exception(exc)
                 continue
             out = first.future.result(0)
-            if out.status == "accepted":
-                out = Outcome("duplicate", out.record, out.index)
-            job.future.set_result(out)
+            if out.status in ("accepted", "duplicate"):
+                if first.digest != job.digest:
+                    out = Outcome("rejected", error=self._conflict(job.key))
+                elif out.status == "accepted":
+                    out = Outcome("duplicate", out.record, out.index)
+            elif first.digest != job.digest:  # the key's first wrote nothing: this is new
+                self._requeue(job)
+                continue
+            job.future.set_result(out)  # the same content, refused the same way
+
+    def _requeue(self, job: _Job) -> None:
+        """Queue an own issue again (on the writer thread, so without waiting
+        for room): its record, if signed, was never written."""
+        job.rec = job.first = job.held = None
+        with self._room:
+            self._queued += self._cost(job)
+        self._q.put(job)
 
     def _issued_key(
         self, job: _Job, keyed: dict[bytes, tuple[bytes, _Job]]
@@ -596,10 +617,7 @@ class NodeCore:
         first issue when it is in this group, or None when the key is new."""
         held = keyed.get(job.key)
         if held is not None:
-            digest, first = held
-            if digest == job.digest:
-                return first
-            return Outcome("rejected", error=self._conflict(job.key))
+            return held[1]  # its answer waits for the first's (a conflict only if it is issued)
         v = self.ledger.store.get(ISSUE_KEYS, job.key)
         if v is None:
             return None

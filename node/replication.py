@@ -154,7 +154,8 @@ class PeerLink:
         self._stop.set()
         self._wake.set()
         for t in self._threads:
-            t.join(timeout=5)
+            if t.ident is not None:  # started (a link used only for its rounds is not)
+                t.join(timeout=5)
         self._channel.close()
 
     def enqueue(self, envelopes: list[bytes]) -> None:
@@ -301,35 +302,43 @@ class PeerLink:
             self.parts.gate.report(self.peer.id, claim.seq, claim.head_id, proven)
         prev = self._prev_heads
         pulled = 0
-        for h in heads.heads:
-            # A peer names any issuer it likes: only members' feeds are kept or counted.
-            if core.consortium.participant(h.issuer) is None:
-                continue
-            self.peer_heads[h.issuer] = h.seq
-            ours = core.ledger.feed(h.issuer)
-            self.parts.metrics.lag(self.peer.id, h.issuer, max(0, h.seq - ours.seq))
-            if ours.frozen_at is not None:
-                continue
-            if h.seq < ours.seq or (h.seq == ours.seq and h.head_id == ours.head_id):
-                continue
-            if prev is not None and h.seq > ours.seq and prev.get(h.issuer, 0) <= ours.seq:
-                continue  # only what is still on its way to us: the next round sees
-            # Overlap one record: a different record at our head is an equivocation.
-            after = max(0, ours.seq - 1)
-            # The next batches are read and verified while the writer commits
-            # one, in order (node/pullpipe.py): a catch-up's writer never waits
-            # for the network, nor checks the signatures itself.
-            for batch in self.stub.Pull(
-                pb.PullRequest(issuer=h.issuer, after=after, max=PULL_MAX), timeout=120
-            ):
-                if self._stop.is_set():
-                    break
-                self._pulls.put(list(batch.envelopes))
-                pulled += len(batch.envelopes)
-            if h.frozen and ours.frozen_at is None:
-                self._pulls.close()  # the feed's records first, then the proof that froze it
-                # The peer froze this feed: fetch and check its proof.
-                self._fetch_evidence()
+        try:
+            for h in heads.heads:
+                # A peer names any issuer it likes: only members' feeds are kept or counted.
+                if core.consortium.participant(h.issuer) is None:
+                    continue
+                self.peer_heads[h.issuer] = h.seq
+                ours = core.ledger.feed(h.issuer)
+                self.parts.metrics.lag(self.peer.id, h.issuer, max(0, h.seq - ours.seq))
+                if ours.frozen_at is not None:
+                    continue
+                if h.seq < ours.seq or (h.seq == ours.seq and h.head_id == ours.head_id):
+                    continue
+                if prev is not None and h.seq > ours.seq and prev.get(h.issuer, 0) <= ours.seq:
+                    continue  # only what is still on its way to us: the next round sees
+                # Overlap one record: a different record at our head is an equivocation.
+                after = max(0, ours.seq - 1)
+                # The next batches are read and verified while the writer commits
+                # one, in order (node/pullpipe.py): a catch-up's writer never waits
+                # for the network, nor checks the signatures itself.
+                for batch in self.stub.Pull(
+                    pb.PullRequest(issuer=h.issuer, after=after, max=PULL_MAX), timeout=120
+                ):
+                    if self._stop.is_set():
+                        break
+                    self._pulls.put(list(batch.envelopes))
+                    pulled += len(batch.envelopes)
+                if h.frozen and ours.frozen_at is None:
+                    self._pulls.close()  # the feed's records first, then the proof that froze it
+                    # The peer froze this feed: fetch and check its proof.
+                    self._fetch_evidence()
+        except BaseException:
+            # The round failed mid-stream: its batches still go to the writer (or
+            # are dropped at stop) before the next round reads the feeds again;
+            # the pipe's own error, if any, is the same failure seen later.
+            with contextlib.suppress(Exception):
+                self._pulls.close()
+            raise
         self._pulls.close()  # every pulled batch written (or the first error raised)
         self._prev_heads = {
             h.issuer: h.seq for h in heads.heads if core.consortium.participant(h.issuer)

@@ -14,6 +14,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -24,7 +25,7 @@ from keys.signing import SigningKey
 from ledger.record import Mark
 from ledger.store import Store
 from markex.v1 import service_pb2_grpc as rpc
-from node.core import NodeCore
+from node.core import NodeCore, OwnIssue
 from node.feedgate import gate_at_start
 from node.localnet import free_port_block
 from node.logkeeper import LogKeeper
@@ -320,3 +321,33 @@ def test_a_link_woken_for_the_view_asks_no_log_cosignature(
         pytest.fail("every wake-up met an anti-entropy round")
     link.cosign_now(log=True, view=False)
     _wait(lambda: logs.has_cosignature("institute", text), "the log cosignature")
+
+
+def test_a_round_failing_mid_pull_writes_what_it_pulled_and_the_next_round_goes_on(
+    pair: tuple[PeerLink, Peer, NodeCore],
+) -> None:
+    """The peer's Pull stream breaks after its first batch: the round fails,
+    but the batch it pulled is written before the round ends (the pipe is
+    closed with it, not left to the next round), and the next round pulls the
+    rest without an error carried over."""
+    link, inst, own = pair
+    inst.core.issue_many_async([OwnIssue(Mark(f"+86139{i:08d}", "fraud", 70,
+                                              observed_at_ms=_now()))
+                                for i in range(1500)])[-1].result(30)
+    pull = link.stub.Pull
+    first: list[int] = []
+
+    def breaking(request: Any, timeout: float | None = None) -> Any:
+        batch = next(iter(pull(request, timeout=timeout)))
+        first.append(len(batch.envelopes))
+        yield batch
+        raise grpc.RpcError("the stream broke")
+
+    link.stub.Pull = breaking
+    with pytest.raises(grpc.RpcError):
+        link.sync_once()
+    assert link._pulls._thread is None           # closed with the failed round
+    assert 0 < first[0] < 1500 and own.ledger.feed("institute").seq == first[0]
+    link.stub.Pull = pull
+    link.sync_once()
+    assert own.ledger.feed("institute").seq == 1500

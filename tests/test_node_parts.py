@@ -37,7 +37,7 @@ from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node import client, witness
-from node.core import MAX_ENVELOPES_PER_MESSAGE, NodeCore, OwnIssue
+from node.core import MAX_ENVELOPES_PER_MESSAGE, MAX_GROUP, NodeCore, OwnIssue
 from node.feedgate import gate_at_start
 from node.limits import ClientTable, PublicGate, PublicLimits
 from node.localnet import free_port_block
@@ -302,6 +302,129 @@ def test_a_refused_record_signed_ahead_leaves_no_gap(
             o.record.id for o in got]
         assert core.ledger.buffered == 0
     finally:
+        core.stop()
+        store.close()
+
+
+def test_own_records_after_a_refused_one_in_a_group_are_never_answered_as_issued(
+    cons_dir: tuple[Path, Consortium], tmp_path: Path
+) -> None:
+    """The clock steps back and a batch of marks is signed on one chain: the
+    first is refused when written (FeedTimeReversed), so the others, which
+    name it, would wait in the out-of-order buffer. None of them is answered
+    as issued or left waiting: each is signed again and answered for itself
+    (here refused the same way), and once the clock is back they issue."""
+    d, cons = cons_dir
+    store = Store(tmp_path / "group")
+    now = [_now()]
+    core = NodeCore(store, cons, OWN, _key(d, OWN), lambda: now[0])
+    core.start()
+    try:
+        a = core.issue(Mark("+8613600000001", "fraud", 70))
+        now[0] -= 60_000
+        futs = core.issue_many_async([OwnIssue(Mark(f"+86136000000{i:02d}", "fraud", 70))
+                                      for i in range(2, 6)])
+        got = [f.result(30) for f in futs]
+        assert [(o.status, type(o.error)) for o in got] == [
+            ("rejected", E.FeedTimeReversed)] * 4
+        assert core.ledger.buffered == 0 and core.ledger.feed(OWN).seq == 1
+        now[0] += 120_000
+        futs = core.issue_many_async([OwnIssue(Mark(f"+86136000000{i:02d}", "fraud", 70))
+                                      for i in range(2, 6)])
+        got = [f.result(30) for f in futs]
+        assert [o.status for o in got] == ["accepted"] * 4
+        assert [r.id for r in _own_chain(core.ledger)] == [a.record.id] + [
+            o.record.id for o in got]
+    finally:
+        core.stop()
+        store.close()
+
+
+def test_a_key_whose_first_issue_is_refused_is_issued_by_its_next_content(
+    cons_dir: tuple[Path, Consortium], tmp_path: Path
+) -> None:
+    """Key K's first issue (content A) is in flight when a second issue of K
+    with other content B arrives; the first is then refused. B is not told
+    IdempotencyConflict (nothing was issued under K): it is issued, and K
+    then names B's record."""
+    d, cons = cons_dir
+    store = Store(tmp_path / "key")
+    now = [_now()]
+    gate = threading.Event()
+    gate.set()
+    core = NodeCore(store, cons, OWN, _key(d, OWN), lambda: now[0])
+    core.subscribe(lambda recs: gate.wait(30))  # holds the writer after a write
+    core.start()
+    try:
+        core.issue(Mark("+8613600000001", "fraud", 70))
+        gate.clear()
+        x = core.issue_async(Mark("+8613600000002", "fraud", 70))  # the writer waits in it
+        time.sleep(0.3)
+        now[0] -= 60_000
+        key = b"K"
+        j1 = core.issue_async(Mark("+8613600000003", "fraud", 70), key=key,
+                              digest=hashlib.sha256(b"A").digest())
+        time.sleep(0.3)
+        now[0] += 120_000
+        j2 = core.issue_async(Mark("+8613600000004", "fraud", 70), key=key,
+                              digest=hashlib.sha256(b"B").digest())
+        time.sleep(0.3)
+        gate.set()
+        assert x.result(30).status == "accepted"
+        assert isinstance(j1.result(30).error, E.FeedTimeReversed)
+        b = j2.result(30)
+        assert b.status == "accepted"
+        again = core.issue_async(Mark("+8613600000004", "fraud", 70), key=key,
+                                 digest=hashlib.sha256(b"B").digest()).result(30)
+        assert again.status == "duplicate" and again.record.id == b.record.id
+        other = core.issue_async(Mark("+8613600000003", "fraud", 70), key=key,
+                                 digest=hashlib.sha256(b"A").digest()).result(30)
+        assert isinstance(other.error, E.IdempotencyConflict)
+    finally:
+        gate.set()
+        core.stop()
+        store.close()
+
+
+def test_the_writer_merges_waiting_groups_up_to_max_group_envelopes(
+    cons_dir: tuple[Path, Consortium], tmp_path: Path
+) -> None:
+    """While the writer is held, sixteen peer batches of 1,000 records queue
+    up: it then commits them at most MAX_GROUP envelopes (plus one message)
+    at a time, counted in envelopes as the signing stage counts, not in jobs."""
+    d, cons = cons_dir
+    k = _key(d, "institute")
+    envs, prev = [], b""
+    for i in range(1, 1001):
+        r = Record.issue(k, "institute", i, prev, _now(), Mark(f"+86139{i:08d}", "fraud", 70),
+                         consortium=cons.name)
+        envs.append(r.envelope)
+        prev = r.id
+    store = Store(tmp_path / "merge")
+    core = NodeCore(store, cons, OWN, _key(d, OWN), _now)
+    sizes: list[int] = []
+    submit = core.ledger.submit
+
+    def counted(e: Any, *a: Any, **kw: Any) -> Any:
+        sizes.append(len(e))
+        return submit(e, *a, **kw)
+
+    core.ledger.submit = counted  # type: ignore[method-assign]
+    gate = threading.Event()
+    core.subscribe(lambda recs: gate.wait(30))
+    core.start()
+    try:
+        futs = [core.submit_async(envs, "peer", wait=30)]
+        time.sleep(0.3)
+        futs += [core.submit_async(envs, "peer", wait=30) for _ in range(15)]
+        time.sleep(0.3)
+        gate.set()
+        for f in futs:
+            f.result(60)
+        assert sum(sizes) == 16_000
+        assert max(sizes) <= MAX_GROUP + MAX_ENVELOPES_PER_MESSAGE, sizes
+    finally:
+        gate.set()
         core.stop()
         store.close()
 
