@@ -109,6 +109,28 @@ def _state_free(job: _Job) -> bool:
             and type_of(job.payload).effect is None)
 
 
+def _gather(q: queue.Queue, jobs: list[_Job]) -> int:
+    """Extend `jobs` with the entries waiting in `q` (a job or a list of them
+    each) while the group holds under MAX_GROUP envelopes (an issue counts
+    1); the end marker (None) goes back for the next get. Returns the entries
+    taken."""
+    n = sum(len(j.envelopes) + 1 for j in jobs)
+    taken = 0
+    while n < MAX_GROUP:
+        try:
+            nxt = q.get_nowait()
+        except queue.Empty:
+            break
+        if nxt is None:
+            q.put(None)
+            break
+        more = nxt if isinstance(nxt, list) else [nxt]
+        jobs.extend(more)
+        n += sum(len(j.envelopes) + 1 for j in more)
+        taken += 1
+    return taken
+
+
 class NodeCore:
     """Owns the ledger. Every write goes through one thread, which gathers
     whatever is queued into one atomic synced batch."""
@@ -328,18 +350,7 @@ class NodeCore:
                 self._signed.put(None)
                 return
             jobs = got if isinstance(got, list) else [got]
-            n = sum(len(j.envelopes) + 1 for j in jobs)
-            while n < MAX_GROUP:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._q.put(None)
-                    break
-                more = nxt if isinstance(nxt, list) else [nxt]
-                jobs.extend(more)
-                n += sum(len(j.envelopes) + 1 for j in more)
+            _gather(self._q, jobs)
             if self.failure is None:
                 if tail is None or self._broken:
                     # Where the chain ends is known once the writer is done with
@@ -410,19 +421,7 @@ class NodeCore:
             jobs = self._signed.get()
             if jobs is None:
                 return
-            groups = 1
-            n = sum(len(j.envelopes) + 1 for j in jobs)  # as the signing stage counts
-            while n < MAX_GROUP:  # the signer's groups waiting: one commit for them
-                try:
-                    more = self._signed.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._signed.put(None)
-                    break
-                jobs.extend(more)
-                n += sum(len(j.envelopes) + 1 for j in more)
-                groups += 1
+            groups = 1 + _gather(self._signed, jobs)  # the signer's groups waiting: one commit
             self._in_group = True
             try:
                 self._write_group(jobs)
