@@ -176,13 +176,21 @@ def wide_hash(depth: int, children: dict[int, bytes]) -> bytes:
     return _sha256(WIDE_PREFIX + bytes((depth,)) + mask.to_bytes(2, "big") + body).digest()
 
 
+# (frm, to) -> the steps of _CHAIN from depth frm up to depth to, deepest first
+# (both boundaries, to < frm): sliced once here, not on every lift.
+_SEGMENTS = {
+    (frm, to): _CHAIN[_AT[frm] - 1 : _AT[to] - 1 if to else None : -1]
+    for frm in _BOUNDARY for to in _BOUNDARY if to < frm
+}
+
+
 def _lift(x: bytes, pos: int, frm: int, to: int) -> bytes:
     """The hash at depth `to` of the subtree on `pos`'s path whose only
     non-empty part is `x` at depth `frm` (to <= frm, both boundaries)."""
     if frm <= to:
         return x
     sha = _sha256
-    for shift, mask, steps in _CHAIN[_AT[frm] - 1 : _AT[to] - 1 if to else None : -1]:
+    for shift, mask, steps in _SEGMENTS[frm, to]:
         x = sha(steps[(pos >> shift) & mask] + x).digest()
     return x
 
@@ -217,7 +225,9 @@ class Slot:
     @classmethod
     def of(cls, members: Iterable[tuple[bytes, bytes]]) -> Slot:
         """A slot with a fresh cache (the leaf itself)."""
-        ms = tuple(sorted(members))
+        ms = tuple(members)
+        if len(ms) > 1:             # two keys at one 64-bit position: almost never
+            ms = tuple(sorted(ms))
         # leaf_hash without its second sort (ms is sorted): an apply makes one per change.
         leaf = _sha256(LEAF_PREFIX + b"".join([k + e for k, e in ms])).digest()
         return cls(int.from_bytes(ms[0][0][:8], "big"), ms, DEPTH, leaf, DEPTH, leaf)
@@ -233,8 +243,11 @@ class Slot:
     def move(self, depth: int, deep_depth: int) -> bool:
         """Move the cached points to `depth` and max(depth, `deep_depth`)
         (boundaries); True when they changed."""
-        deep_depth = min(DEPTH, max(depth, deep_depth))
-        if (self.depth, self.deep_depth) == (depth, deep_depth):
+        if deep_depth < depth:
+            deep_depth = depth
+        elif deep_depth > DEPTH:
+            deep_depth = DEPTH
+        if self.depth == depth and self.deep_depth == deep_depth:
             return False
         if self.deep_depth != deep_depth:
             self.deep = self.at(deep_depth)
@@ -310,9 +323,17 @@ def rehash_bucket(slots: Sequence[Slot], top_bits: int) -> tuple[bytes, list[Slo
     """The hash at depth `top_bits` of a bucket's slots (sorted by position),
     and the slots whose cache moved (to be stored again)."""
     moved: list[Slot] = []
+    if len(slots) == 1:             # a lonely position: its chain, from the cached points
+        s = slots[0]
+        if s.move(top_bits, _DEEP_OF[top_bits]):
+            moved.append(s)
+        return s.top, moved
     positions = [s.pos for s in slots]
-    deep = boundary_up(min(DEPTH, top_bits + DEEP_STEP))
-    return _subtree(slots, positions, 0, len(slots), top_bits, moved, deep), moved
+    return _subtree(slots, positions, 0, len(slots), top_bits, moved, _DEEP_OF[top_bits]), moved
+
+
+# top bits -> the depth of a slot's deeper cached point (rehash_bucket)
+_DEEP_OF = {t: boundary_up(min(DEPTH, t + DEEP_STEP)) for t in range(DEPTH + 1)}
 
 
 def bucket_path(

@@ -175,7 +175,7 @@ class Entry:
                 + ",".join(f'"{t.hex()}"' for t in a.targets)
                 + "]}"
                 for a in self.appeals
-            ),
+            ) if self.appeals else "",
             '],"categories":[',
             ",".join(
                 f"[{q(c.id)},{int_text(c.rank)},{_bool_text(c.risk)}]" for c in self.categories
@@ -185,7 +185,7 @@ class Entry:
                 f'{{"by":{q(c.by)},"call_at":{int_text(c.call_at)},"category":{q(c.category)},'
                 f'"filed_at":{int_text(c.filed_at)},"id":"{c.id.hex()}","tag":"{c.tag.hex()}"}}'
                 for c in self.complaints
-            ),
+            ) if self.complaints else "",
             '],"marks":[',
             ",".join(map(_mark_text, self.marks)),
             f'],"number":{q(self.number)},"protections":[',
@@ -193,13 +193,13 @@ class Entry:
                 f'{{"category":{q(p.category)},"decision":"{p.decision.hex()}",'
                 f'"since":{int_text(p.since)},"until":{int_text(p.until)}}}'
                 for p in self.protections
-            ),
+            ) if self.protections else "",
             '],"reassignments":[',
             ",".join(
                 f'{{"by":{q(x.carrier)},"effective_at":{int_text(x.effective_at)},'
                 f'"id":"{x.id.hex()}"}}'
                 for x in self.reassignments
-            ),
+            ) if self.reassignments else "",
             '],"rules":',
             _rules_text(self.rules),
             f',"v":{int_text(ENTRY_VERSION)}}}',
