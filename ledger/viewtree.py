@@ -308,7 +308,7 @@ def _subtree(
         if s.move(depth, deep_depth):
             moved.append(s)
         return s.top
-    br = _branch(positions, lo, hi)
+    br = DEPTH - (positions[lo] ^ positions[hi - 1]).bit_length()    # _branch, inlined
     if br < WIDE_FROM:          # a binary node: both children are non-empty (they part here)
         mid = bisect_left(positions, (positions[lo] >> (63 - br) | 1) << (63 - br), lo, hi)
         x = _sha256(

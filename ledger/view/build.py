@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from keys.consortium import Consortium
 from ledger.record import WITHDRAW
-from ledger.view.entries import Entry
+from ledger.view.entries import Entry, share_category_texts
 from ledger.view.facts import (
     ComplaintFact,
     CorrectionFact,
@@ -102,6 +102,7 @@ class EntryBuilder:
         self.category_info = {
             c.id: CategoryInfo(c.id, c.rank, c.risk) for c in consortium.taxonomy
         }
+        share_category_texts(self.category_info.values())
 
     def build(self, number: str, nf: NumberFacts) -> Entry | None:
         """The entry of `number` from the facts `nf` holds about it, or None when

@@ -177,9 +177,7 @@ class Entry:
                 for a in self.appeals
             ) if self.appeals else "",
             '],"categories":[',
-            ",".join(
-                f"[{q(c.id)},{int_text(c.rank)},{_bool_text(c.risk)}]" for c in self.categories
-            ),
+            ",".join(map(_category_text, self.categories)),
             '],"complaints":[',
             ",".join(
                 f'{{"by":{q(c.by)},"call_at":{int_text(c.call_at)},"category":{q(c.category)},'
@@ -282,6 +280,30 @@ def _mark_text(m: EntryMark) -> str:
         f'"score":{int_text(m.score)},"seq":{int_text(m.seq)},"set_aside":[{spans}],'
         f'"weight":{int_text(m.weight)}}}'
     )
+
+
+# CategoryInfo -> its text, by identity, for the objects a builder shares
+# (ledger/view/build.py: one per category for every entry it makes), so each is
+# written once. By identity, not equality: CategoryInfo("x", 1, True) equals
+# CategoryInfo("x", True, True), which is written differently.
+_category_texts: dict[int, tuple[CategoryInfo, str]] = {}
+
+
+def share_category_texts(infos: Iterable[CategoryInfo]) -> None:
+    """Write these (shared) categories' texts once, for every entry that holds them."""
+    for c in infos:
+        if len(_category_texts) >= 4096:     # builders made by the thousand (tests): enough
+            return
+        # The pair keeps c alive, so its id stays its own.
+        _category_texts[id(c)] = (c, f"[{QUOTE(c.id)},{int_text(c.rank)},{_bool_text(c.risk)}]")
+
+
+def _category_text(c: CategoryInfo) -> str:
+    """The category's list in an entry's canonical bytes."""
+    hit = _category_texts.get(id(c))
+    if hit is not None and hit[0] is c:
+        return hit[1]
+    return f"[{QUOTE(c.id)},{int_text(c.rank)},{_bool_text(c.risk)}]"
 
 
 # The last Rules object written and its text: every entry one builder makes
