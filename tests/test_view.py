@@ -1642,3 +1642,39 @@ def test_rebuild_stops_at_a_frozen_feed(tmp_path: Path) -> None:
         assert view.vector == {"carrier-1": 1}
     finally:
         ledger.close()
+
+
+# ====================================================================== the marks-only build
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(IDS), st.sampled_from(CATS), st.integers(0, 5),
+                  st.integers(0, 3), st.integers(0, 100)),
+        min_size=1, max_size=12,
+    ),
+    st.integers(1, 3),
+)
+def test_marks_only_build_is_the_general_build(
+    marks: list[tuple[str, str, int, int, int]], keep: int
+) -> None:
+    """EntryBuilder.build_marks (the apply's path for a number with marks alone,
+    none corrected) gives the entry the general build gives for the same marks:
+    equal, with the same bytes, including each issuer's `keep` latest, the
+    order of observation and the categories."""
+    from ledger.view.build import EntryBuilder
+    from ledger.view.facts import MarkFact, NumberFacts
+
+    builder = EntryBuilder(consortium(max_marks_per_participant=keep))
+    facts = [
+        MarkFact(hashlib.sha256(b"m%d" % i).digest(), who, i + 1, T + issued * D, N1, cat,
+                 score, 1, T + (issued - obs) * D, T + (issued - obs) * D + E)
+        for i, (who, cat, issued, obs, score) in enumerate(marks)
+    ]
+    nf = NumberFacts(facts={f.id: f for f in facts}, marks={f.id for f in facts})
+    general = builder._build(N1, nf)
+    fast = builder.build_marks(N1, list(facts))
+    assert general is not None and fast is not None
+    assert fast == general and fast.encode() == general.encode()
+    assert fast == Entry.decode(general.encode())
