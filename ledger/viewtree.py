@@ -87,6 +87,13 @@ BITMAP_BITS = WIDE_FROM + (1 << WIDE_BITS) * ((DEPTH - WIDE_FROM) // WIDE_BITS) 
 BITMAP_BYTES = BITMAP_BITS // 8
 
 _sha256 = hashlib.sha256
+try:    # CPython's own SHA-256 skips OpenSSL's EVP setup: less CPU for a one-block message
+    from _sha256 import sha256 as _sha256_block  # Python 3.11
+except ImportError:     # pragma: no cover - 3.12 renamed it; elsewhere OpenSSL's
+    try:
+        from _sha2 import sha256 as _sha256_block  # type: ignore[no-redef]
+    except ImportError:
+        _sha256_block = hashlib.sha256
 EMPTY = bytes(HASH)                # the hash of an empty subtree, at every height
 
 # The depths that hold nodes (0..23, then 24, 28, .., 60), each with its width
@@ -141,7 +148,7 @@ def proof_bit(depth: int, index: int) -> int:
 
 def view_key(number: str) -> bytes:
     """The 32-byte key that places `number` in the tree."""
-    return _sha256(KEY_CONTEXT + number.encode("utf-8")).digest()
+    return _sha256_block(KEY_CONTEXT + number.encode("utf-8")).digest()
 
 
 def position(key: bytes) -> int:
@@ -176,13 +183,21 @@ def wide_hash(depth: int, children: dict[int, bytes]) -> bytes:
     return _sha256(WIDE_PREFIX + bytes((depth,)) + mask.to_bytes(2, "big") + body).digest()
 
 
+# (frm, to) -> the steps of _CHAIN from depth frm up to depth to, deepest first
+# (both boundaries, to < frm): sliced once here, not on every lift.
+_SEGMENTS = {
+    (frm, to): _CHAIN[_AT[frm] - 1 : _AT[to] - 1 if to else None : -1]
+    for frm in _BOUNDARY for to in _BOUNDARY if to < frm
+}
+
+
 def _lift(x: bytes, pos: int, frm: int, to: int) -> bytes:
     """The hash at depth `to` of the subtree on `pos`'s path whose only
     non-empty part is `x` at depth `frm` (to <= frm, both boundaries)."""
     if frm <= to:
         return x
-    sha = _sha256
-    for shift, mask, steps in _CHAIN[_AT[frm] - 1 : _AT[to] - 1 if to else None : -1]:
+    sha = _sha256_block             # 34 or 35 bytes: one block
+    for shift, mask, steps in _SEGMENTS[frm, to]:
         x = sha(steps[(pos >> shift) & mask] + x).digest()
     return x
 
@@ -217,7 +232,9 @@ class Slot:
     @classmethod
     def of(cls, members: Iterable[tuple[bytes, bytes]]) -> Slot:
         """A slot with a fresh cache (the leaf itself)."""
-        ms = tuple(sorted(members))
+        ms = tuple(members)
+        if len(ms) > 1:             # two keys at one 64-bit position: almost never
+            ms = tuple(sorted(ms))
         # leaf_hash without its second sort (ms is sorted): an apply makes one per change.
         leaf = _sha256(LEAF_PREFIX + b"".join([k + e for k, e in ms])).digest()
         return cls(int.from_bytes(ms[0][0][:8], "big"), ms, DEPTH, leaf, DEPTH, leaf)
@@ -233,8 +250,11 @@ class Slot:
     def move(self, depth: int, deep_depth: int) -> bool:
         """Move the cached points to `depth` and max(depth, `deep_depth`)
         (boundaries); True when they changed."""
-        deep_depth = min(DEPTH, max(depth, deep_depth))
-        if (self.depth, self.deep_depth) == (depth, deep_depth):
+        if deep_depth < depth:
+            deep_depth = depth
+        elif deep_depth > DEPTH:
+            deep_depth = DEPTH
+        if self.depth == depth and self.deep_depth == deep_depth:
             return False
         if self.deep_depth != deep_depth:
             self.deep = self.at(deep_depth)
@@ -288,7 +308,7 @@ def _subtree(
         if s.move(depth, deep_depth):
             moved.append(s)
         return s.top
-    br = _branch(positions, lo, hi)
+    br = DEPTH - (positions[lo] ^ positions[hi - 1]).bit_length()    # _branch, inlined
     if br < WIDE_FROM:          # a binary node: both children are non-empty (they part here)
         mid = bisect_left(positions, (positions[lo] >> (63 - br) | 1) << (63 - br), lo, hi)
         x = _sha256(
@@ -310,9 +330,17 @@ def rehash_bucket(slots: Sequence[Slot], top_bits: int) -> tuple[bytes, list[Slo
     """The hash at depth `top_bits` of a bucket's slots (sorted by position),
     and the slots whose cache moved (to be stored again)."""
     moved: list[Slot] = []
+    if len(slots) == 1:             # a lonely position: its chain, from the cached points
+        s = slots[0]
+        if s.move(top_bits, _DEEP_OF[top_bits]):
+            moved.append(s)
+        return s.top, moved
     positions = [s.pos for s in slots]
-    deep = boundary_up(min(DEPTH, top_bits + DEEP_STEP))
-    return _subtree(slots, positions, 0, len(slots), top_bits, moved, deep), moved
+    return _subtree(slots, positions, 0, len(slots), top_bits, moved, _DEEP_OF[top_bits]), moved
+
+
+# top bits -> the depth of a slot's deeper cached point (rehash_bucket)
+_DEEP_OF = {t: boundary_up(min(DEPTH, t + DEEP_STEP)) for t in range(DEPTH + 1)}
 
 
 def bucket_path(
@@ -400,7 +428,7 @@ class TopTree:
 
     def _rehash(self) -> None:
         dirty, self._dirty = self._dirty, set()
-        sha = _sha256
+        sha, one = _sha256, _sha256_block
         for d in range(self.bits - 1, -1, -1):
             if not dirty:
                 return
@@ -409,9 +437,9 @@ class TopTree:
             for i in dirty:                   # node_hash, inlined: ~10 of these per record
                 left, right = below[2 * i], below[2 * i + 1]
                 if right == EMPTY:
-                    here[i] = EMPTY if left == EMPTY else sha(left_only + left).digest()
+                    here[i] = EMPTY if left == EMPTY else one(left_only + left).digest()
                 elif left == EMPTY:
-                    here[i] = sha(right_only + right).digest()
+                    here[i] = one(right_only + right).digest()
                 else:
                     here[i] = sha(NODE_PREFIX + left + right).digest()
             dirty = {i >> 1 for i in dirty}
@@ -536,13 +564,13 @@ def proof_root(key: bytes, entry: bytes | None, proof: ViewProof) -> bytes:
             raise MalformedProof("a sibling is not a 32-byte non-empty subtree hash")
         return s
 
-    sha = _sha256
+    sha, one = _sha256, _sha256_block
     for d, mshift, pshift, steps in _WALK_WIDE:
         mask = (bitmap >> mshift) & 0xFFFF
         own = (pos >> pshift) & 0xF
         if not mask:                         # the common case: no sibling in this node
             if x is not None:
-                x = sha(steps[own] + x).digest()
+                x = one(steps[own] + x).digest()
             continue
         if mask >> (15 - own) & 1:
             raise MalformedProof("a proof names the number's own child as a sibling")
@@ -555,9 +583,9 @@ def proof_root(key: bytes, entry: bytes | None, proof: ViewProof) -> bytes:
         if (bitmap >> mshift) & 1:
             s = sibling()
             if x is None:
-                x = sha(steps[1 - bit] + s).digest()
+                x = one(steps[1 - bit] + s).digest()
             else:
                 x = sha(NODE_PREFIX + (s + x if bit else x + s)).digest()
         elif x is not None:
-            x = sha(steps[bit] + x).digest()
+            x = one(steps[bit] + x).digest()
     return EMPTY if x is None else x

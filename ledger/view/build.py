@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from keys.consortium import Consortium
 from ledger.record import WITHDRAW
-from ledger.view.entries import Entry
+from ledger.view.entries import Entry, share_category_texts
 from ledger.view.facts import (
     ComplaintFact,
     CorrectionFact,
@@ -102,10 +102,51 @@ class EntryBuilder:
         self.category_info = {
             c.id: CategoryInfo(c.id, c.rank, c.risk) for c in consortium.taxonomy
         }
+        share_category_texts(self.category_info.values())
 
     def build(self, number: str, nf: NumberFacts) -> Entry | None:
         """The entry of `number` from the facts `nf` holds about it, or None when
         no mark or reassignment of it counts."""
+        if not (nf.appeals or nf.by_target or nf.reassignments or nf.complaints):
+            return self.build_marks(number, [nf.mark(i) for i in nf.marks])
+        return self._build(number, nf)
+
+    def build_marks(self, number: str, marks: list[MarkFact]) -> Entry | None:
+        """`build` for a number whose facts are marks alone, none of them named
+        by a correction (most numbers): each issuer's `keep` latest, in
+        (observed_at, id) order, nothing set aside or recategorized."""
+        kept = latest_per_issuer(marks, self.keep)
+        if not kept:
+            return None
+        if len(kept) > 1:
+            kept = sorted({m.id: m for m in kept}.values(), key=_mark_order)
+        by_id = self.consortium.by_id
+        entry_marks = []
+        used = set()
+        for m in kept:
+            p = by_id[m.issuer]
+            used.add(m.category)
+            em = _new(EntryMark)          # every field, at once (see _new)
+            em.__dict__.update(
+                id=m.id, participant=m.issuer, role=p.role, weight=p.weight,
+                category=m.category, score=m.score, reports=m.reports,
+                observed_at=m.observed_at, expires_at=m.expires_at, issued_at=m.issued_at,
+                seq=m.seq, recategorized=(), set_aside=(),
+            )
+            entry_marks.append(em)
+        info = self.category_info
+        e = _new(Entry)                   # every field, at once (see _new)
+        e.__dict__.update(
+            number=number, rules=self.rules,
+            categories=tuple(info[c] for c in sorted(used)) if len(used) > 1
+            else (info[m.category],),
+            marks=tuple(entry_marks), appeals=(), reassignments=(), protections=(),
+            complaints=(),
+        )
+        return e
+
+    def _build(self, number: str, nf: NumberFacts) -> Entry | None:
+        """`build` in general: appeals, corrections, reassignments, complaints."""
         appeals, marks, appeal_targets = self._kept(number, nf)
         # Most numbers have neither: skip the sorts (the apply builds every changed entry).
         reassigns = sorted(

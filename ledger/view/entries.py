@@ -175,17 +175,15 @@ class Entry:
                 + ",".join(f'"{t.hex()}"' for t in a.targets)
                 + "]}"
                 for a in self.appeals
-            ),
+            ) if self.appeals else "",
             '],"categories":[',
-            ",".join(
-                f"[{q(c.id)},{int_text(c.rank)},{_bool_text(c.risk)}]" for c in self.categories
-            ),
+            ",".join(map(_category_text, self.categories)),
             '],"complaints":[',
             ",".join(
                 f'{{"by":{q(c.by)},"call_at":{int_text(c.call_at)},"category":{q(c.category)},'
                 f'"filed_at":{int_text(c.filed_at)},"id":"{c.id.hex()}","tag":"{c.tag.hex()}"}}'
                 for c in self.complaints
-            ),
+            ) if self.complaints else "",
             '],"marks":[',
             ",".join(map(_mark_text, self.marks)),
             f'],"number":{q(self.number)},"protections":[',
@@ -193,13 +191,13 @@ class Entry:
                 f'{{"category":{q(p.category)},"decision":"{p.decision.hex()}",'
                 f'"since":{int_text(p.since)},"until":{int_text(p.until)}}}'
                 for p in self.protections
-            ),
+            ) if self.protections else "",
             '],"reassignments":[',
             ",".join(
                 f'{{"by":{q(x.carrier)},"effective_at":{int_text(x.effective_at)},'
                 f'"id":"{x.id.hex()}"}}'
                 for x in self.reassignments
-            ),
+            ) if self.reassignments else "",
             '],"rules":',
             _rules_text(self.rules),
             f',"v":{int_text(ENTRY_VERSION)}}}',
@@ -282,6 +280,30 @@ def _mark_text(m: EntryMark) -> str:
         f'"score":{int_text(m.score)},"seq":{int_text(m.seq)},"set_aside":[{spans}],'
         f'"weight":{int_text(m.weight)}}}'
     )
+
+
+# CategoryInfo -> its text, by identity, for the objects a builder shares
+# (ledger/view/build.py: one per category for every entry it makes), so each is
+# written once. By identity, not equality: CategoryInfo("x", 1, True) equals
+# CategoryInfo("x", True, True), which is written differently.
+_category_texts: dict[int, tuple[CategoryInfo, str]] = {}
+
+
+def share_category_texts(infos: Iterable[CategoryInfo]) -> None:
+    """Write these (shared) categories' texts once, for every entry that holds them."""
+    for c in infos:
+        if len(_category_texts) >= 4096:     # builders made by the thousand (tests): enough
+            return
+        # The pair keeps c alive, so its id stays its own.
+        _category_texts[id(c)] = (c, f"[{QUOTE(c.id)},{int_text(c.rank)},{_bool_text(c.risk)}]")
+
+
+def _category_text(c: CategoryInfo) -> str:
+    """The category's list in an entry's canonical bytes."""
+    hit = _category_texts.get(id(c))
+    if hit is not None and hit[0] is c:
+        return hit[1]
+    return f"[{QUOTE(c.id)},{int_text(c.rank)},{_bool_text(c.risk)}]"
 
 
 # The last Rules object written and its text: every entry one builder makes

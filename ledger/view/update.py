@@ -15,6 +15,7 @@ keeps plus what this apply brings (docs/view.md, rule 2a).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -75,7 +76,11 @@ def apply_records(
     by_bucket: dict[int, dict[bytes, bytes | None]] = {}   # bucket -> view key -> hash
     numbers = sorted(new.touched)
     for n, held in zip(numbers, state.held(numbers), strict=True):
-        entry = builder.build(n, _number_facts(n, held, new, appeals_on, state, builder.keep))
+        marks = _marks_alone(n, held, new, appeals_on, state)
+        if marks is not None:           # most numbers: marks nobody corrected
+            entry = builder.build_marks(n, marks)
+        else:
+            entry = builder.build(n, _number_facts(n, held, new, appeals_on, state, builder.keep))
         if entry is None and held is None:
             continue
         if entry is not None and held is not None and entry.encode() == held.entry:
@@ -141,23 +146,30 @@ def _rehash(
     state: ViewState, b: int, held: list[Slot], changes: dict[bytes, bytes | None],
     bucket_bits: int,
 ) -> bytes:
-    """Put the changed entry hashes into bucket `b` (which holds `held`); its
-    new subtree hash."""
-    slots = {s.pos: s for s in held}
+    """Put the changed entry hashes into bucket `b` (which holds `held`, sorted
+    by position); its new subtree hash."""
+    slots = list(held)
     for vkey, h in changes.items():
         pos = viewtree.position(vkey)
-        s = slots.get(pos)
-        members = [m for m in s.members if m[0] != vkey] if s is not None else []
+        i = bisect_left(slots, pos, key=_slot_pos)      # a bucket holds a few slots
+        if i == len(slots) or slots[i].pos != pos:
+            if h is not None:
+                slots.insert(i, Slot.of(((vkey, h),)))
+            continue
+        members = [m for m in slots[i].members if m[0] != vkey]
         if h is not None:
             members.append((vkey, h))
         if members:
-            slots[pos] = Slot.of(members)
+            slots[i] = Slot.of(members)
         else:
-            slots.pop(pos, None)
-    ordered = sorted(slots.values(), key=lambda s: s.pos)
-    top, _ = viewtree.rehash_bucket(ordered, bucket_bits)
-    state.put_bucket(b, ordered, top)
+            del slots[i]
+    top, _ = viewtree.rehash_bucket(slots, bucket_bits)
+    state.put_bucket(b, slots, top)
     return top
+
+
+def _slot_pos(s: Slot) -> int:
+    return s.pos
 
 
 def _mark_numbers(c: Correction, state: ViewState) -> set[str]:
@@ -233,6 +245,32 @@ def _forget_referrers(state: ViewState, targets: Iterable[bytes], keep: int) -> 
         for r in refs:
             if r.id not in kept:
                 state.drop_referrer(t, r.id)
+
+
+def _marks_alone(
+    number: str, held: Held | None, new: _Arrivals, appeals_on: dict[str, set[bytes]],
+    state: ViewState,
+) -> list[MarkFact] | None:
+    """The number's marks (held and new) when they are all its facts can be: no
+    appeal, reassignment or complaint held or reaching it, no mark named by a
+    correction; else None (`_number_facts` then reads the rest)."""
+    if number in appeals_on:
+        return None
+    if held is None:
+        marks = []
+    elif held.appeals or held.reassignments or held.complaints:
+        return None
+    else:
+        marks = list(held.marks)
+    for f in new.on.get(number, ()):
+        if f.__class__ is not MarkFact:
+            return None
+        marks.append(f)
+    has_referrers = state.has_referrers
+    for m in marks:
+        if has_referrers(m.id):
+            return None
+    return marks
 
 
 def _number_facts(
