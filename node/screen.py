@@ -35,7 +35,7 @@ from ledger.screen import (
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node.screener import Call, EntrySource, ResolutionCache, RowSource, Screener, row_maker
-from node.screenwire import batch_bytes
+from node.screenwire import batch_bytes, decision_bytes
 from node.services import caller_id, edge
 from node.status import code_for, detail_for
 from node.viewkeeper import MAX_LOOKUP_BATCH
@@ -99,14 +99,16 @@ def decision_pb(call: Call, d: Decision, tag: int) -> pb.ScreenDecision:
 
 
 def _decision_bytes(call: Call, d: Decision, tag: int) -> bytes:
-    return decision_pb(call, d, tag).SerializeToString()
+    """The ScreenDecision bytes of `d` for `call`, written without a message
+    (node/screenwire.py; equal to decision_pb's SerializeToString)."""
+    return decision_bytes(d, tag, call.caller, call.callee, call.at_ms)
 
 
 def make_screener(cons: Consortium, view: EntrySource, consent: Any,
                   index: Any = None, clock: Callable[[], int] | None = None) -> Screener:
     """A screener over this node's parts; with `index` (node/screenindex.py)
     and `clock`, the index's rows are made by it."""
-    sc = Screener(cons, view, consent, index=index, pb_of=decision_fields)
+    sc = Screener(cons, view, consent, index=index)
     if index is not None:
         assert clock is not None
         index.row_of = row_maker(sc, clock)

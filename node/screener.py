@@ -197,12 +197,11 @@ _ABSENT = _Facts(None)
 class Screener:
     """Decides calls from this node's state: the view's entries (`view`), the
     consent state (`consent`), the screen index (`index`, optional), the
-    consortium's policy and members' key. `pb_of(decision)` encodes a
-    decision's own fields (node/screen.decision_fields)."""
+    consortium's policy and members' key."""
 
     def __init__(self, cons: Consortium, view: EntrySource, consent: ConsentReader,
                  cache: ResolutionCache | None = None, index: RowSource | None = None,
-                 pb_of: object = None, back_ms: int | None = None,
+                 back_ms: int | None = None,
                  listings: ListingSource | None = None) -> None:
         self.cons = cons
         # The bad list, read only for callers with a live line (the templates of
@@ -212,7 +211,6 @@ class Screener:
         self.consent = consent
         self.cache = cache if cache is not None else ResolutionCache()
         self.index = index
-        self.pb_of = pb_of
         self.back_ms = cons.policy.clock_skew_ms if back_ms is None else back_ms
         self.tag = policy_tag(cons)
         # What a stored row was made under: rows of another version are redone.
@@ -234,7 +232,7 @@ class Screener:
         for i, start in enumerate((s.from_ms, *s.ahead)):
             f = s.facts_of(i)
             d = decide(self.cons, number, "", start, "voice", f, None, None)
-            t = tuple(template_of(d, self.pb_of))
+            t = tuple(template_of(d))
             # A marketer's answer (unregistered: no line) depends on the callee
             # only through rule 4: it is the template's unless the callee
             # refuses one of its category's industries (kept third).
@@ -450,7 +448,7 @@ class Screener:
             t = kept.get(k)
             if t is None:
                 d = decide(cons, c.caller, "", c.at_ms, c.mode, f.view(), line, None)
-                t = template_of(d, self.pb_of)
+                t = template_of(d)
                 if len(kept) >= LINE_TEMPLATES:
                     kept.clear()
                 kept[k] = t
@@ -470,7 +468,7 @@ class Screener:
             d = decide(self.cons, c.caller, "", c.at_ms, c.mode, None, line, None)
             if d.code != CALLER_REGISTERED:     # not what the table gives today: decide per call
                 return None
-            t = template_of(replace(d, redress=""), self.pb_of)
+            t = template_of(replace(d, redress=""))
             if len(kept) >= LINE_TEMPLATES:
                 kept.clear()
             kept[line] = t
@@ -481,7 +479,7 @@ class Screener:
         same for every such caller)."""
         if self._unknown is None:
             d = decide(self.cons, c.caller, c.callee, c.at_ms, c.mode, None, None, None)
-            self._unknown = template_of(d, self.pb_of)
+            self._unknown = template_of(d)
         return self._unknown
 
 
