@@ -321,8 +321,17 @@ class Screener:
 
     def answer_bytes(self, calls: list[Call], tags: list[int],
                      encode: object) -> list[bytes]:
-        """Each call's ScreenDecision bytes, in order: a template's when the
-        decision does not turn on the callee, else `encode(call, decision, tag)`'s.
+        """Each call's ScreenDecision bytes, in order (`answer_columns` of
+        the calls' fields)."""
+        return self.answer_columns([c.caller for c in calls], [c.callee for c in calls],
+                                   [c.at_ms for c in calls], [c.mode for c in calls], tags,
+                                   encode)
+
+    def answer_columns(self, callers: list[str], callees: list[str], ats: list[int],
+                       modes: list[str], tags: list[int], encode: object) -> list[bytes]:
+        """Each call's ScreenDecision bytes, in order, the calls given as one
+        list per field (normalized, as a Call holds them): a template's when
+        the decision does not turn on the callee, else `encode(call, decision, tag)`'s.
 
         The batch's two commonest callers are answered first, in one pass
         with no object per call: no line and a trusted row whose interval's
@@ -330,28 +339,36 @@ class Screener:
         and not protected (rule 9's one template). The rest (`_answer_rest`)
         are answered from the same read of their rows."""
         self._need_key()
-        line_at, protecting = self.consent.line_at, self.cons.policy.protecting
-        rows, trusted = self._rows([c.caller for c in calls])
+        line_at, protecting = self.consent.line_reader(), self.cons.policy.protecting
+        rows, trusted = self._rows(callers)
         tag_, unknown, loads = self.tag, self._unknown, marshal.loads
-        out: list[bytes | None] = [None] * len(calls)
+        out: list[bytes | None] = [None] * len(callers)
         rest: list[int] = []
+        lines: dict[int, LineFact] = {}
         at_ms, at_field = -1, b""
         hits = 0
-        for i, c in enumerate(calls):
-            caller = c.caller
-            if trusted[i] and line_at(caller, c.at_ms) is None:
+        for i, caller in enumerate(callers):
+            at = ats[i]
+            if trusted[i]:
+                line = line_at(caller, at)
+                if line is not None:
+                    lines[i] = line
+                    rest.append(i)
+                    continue
                 data = rows[i]
                 t = None
                 if data is None:                  # no entry (the index knows)
                     if protecting(caller) is None:
-                        t = unknown if unknown is not None else self._unknown_template(c)
-                        unknown = t
+                        if unknown is None:
+                            unknown = self._unknown_template(
+                                Call(caller, callees[i], at, modes[i]))
+                        t = unknown
                 else:                             # _read_row and Summary.interval, inlined
                     try:
                         version, row_tag, summary, templates = loads(data)
                         if (version == ROW_VERSION and row_tag == tag_ and len(summary) == 4
-                                and c.at_ms >= summary[1]):
-                            t = templates[bisect_right(summary[2], c.at_ms)]
+                                and at >= summary[1]):
+                            t = templates[bisect_right(summary[2], at)]
                             if len(t) == 2:
                                 hits += 1
                             else:                 # a marketer's: the callee decides
@@ -359,22 +376,27 @@ class Screener:
                     except (ValueError, EOFError, TypeError, IndexError):
                         t = None                  # no row of this release: the rest reads it
                 if t is not None:
-                    if c.at_ms != at_ms:          # the calls of a batch mostly share one time
-                        at_ms, at_field = c.at_ms, at_bytes(c.at_ms)
-                    out[i] = render_at(t, tags[i], caller, c.callee, at_field)
+                    if at != at_ms:               # the calls of a batch mostly share one time
+                        at_ms, at_field = at, at_bytes(at)
+                    out[i] = render_at(t, tags[i], caller, callees[i], at_field)
                     continue
             rest.append(i)
         self.row_hits += hits
         if rest:
-            done = self._answer_rest([calls[i] for i in rest], [tags[i] for i in rest], encode,
-                                     ([rows[i] for i in rest], [trusted[i] for i in rest]))
+            calls = [Call(callers[i], callees[i], ats[i], modes[i]) for i in rest]
+            done = self._answer_rest(calls, [tags[i] for i in rest], encode,
+                                     ([rows[i] for i in rest], [trusted[i] for i in rest]),
+                                     [lines[i] if i in lines else line_at(callers[i], ats[i])
+                                      for i in rest])
             for i, b in zip(rest, done, strict=True):
                 out[i] = b
         return out  # type: ignore[return-value]
 
     def _answer_rest(self, calls: list[Call], tags: list[int], encode: object,
-                     read: tuple[list[bytes | None], list[bool]]) -> list[bytes]:
-        """`answer_bytes` of any calls, from their rows as read (`_rows`).
+                     read: tuple[list[bytes | None], list[bool]],
+                     lines: list[LineFact | None]) -> list[bytes]:
+        """`answer_bytes` of any calls, from their rows as read (`_rows`) and
+        their callers' lines at their times (`lines`).
 
         A caller that is marketing (a live line and a row or no entry, or no
         line and a marketer's row) has its callee's preference read, all of a
@@ -384,12 +406,11 @@ class Screener:
         caller's row interval and line, so it is kept as a template (no
         listing in force: a listing's rules read the call's time)."""
         cons, consent = self.cons, self.consent
-        line_at, protecting = consent.line_at, cons.policy.protecting
+        protecting = cons.policy.protecting
         key = cons.members_key
         assert key is not None
         kept = self._line_templates
         facts = self._facts(calls, read)
-        lines = [line_at(c.caller, c.at_ms) for c in calls]
         # The callees whose preference decides: a registered caller's (answered
         # below from a row or no entry, unlisted) and a marketer row's.
         want: list[int] = []

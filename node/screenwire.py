@@ -27,11 +27,10 @@ from markex.v1 import service_pb2 as pb
 
 
 def _varint(n: int) -> bytes:
-    # The lengths and tags of a batch take one to three bytes: written without a loop.
-    if n < 0x80:
-        return _ONE_BYTE[n]
+    # The lengths and tags of a batch take one to three bytes: looked up or
+    # written without a loop.
     if n < 0x4000:
-        return bytes((n & 0x7F | 0x80, n >> 7))
+        return _SMALL[n]
     if n < 0x200000:
         return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
     out = bytearray()
@@ -43,6 +42,7 @@ def _varint(n: int) -> bytes:
 
 
 _ONE_BYTE = [bytes((i,)) for i in range(0x80)]
+_SMALL = _ONE_BYTE + [bytes((n & 0x7F | 0x80, n >> 7)) for n in range(0x80, 0x4000)]
 
 
 def text_field(field: int, s: str) -> bytes:

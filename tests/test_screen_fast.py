@@ -220,6 +220,13 @@ def test_a_template_renders_as_protobuf_writes_the_message() -> None:
         assert render(t, tag, caller, callee, at) == want.SerializeToString()
 
 
+def test_varints_are_written_as_protobuf_writes_them() -> None:
+    from node.screenwire import _varint
+
+    for n in [*range(0, 0x4100), 0x1FFFFF, 0x200000, 2**28, 2**35, 2**63 + 5, 2**64 - 1]:
+        assert _varint(n) == pb.ScreenDecision(tag=n).SerializeToString()[1:] or n == 0
+
+
 def test_a_decision_is_written_as_protobuf_writes_its_message() -> None:
     """template_of and _decision_bytes write a decision without protobuf:
     the bytes of decision_pb's message, for every action, empty and long
