@@ -216,8 +216,9 @@ class Screener:
         # What a stored row was made under: rows of another version are redone.
         self.rows_version = bytes((ROW_VERSION,)) + self.tag + ROWS_CODE
         self._unknown: Template | None = None   # an unmarked, unregistered caller's answer
-        # (caller, row digest, interval, line) -> the answer when the callee does not
-        # refuse; a line alone -> the answer of a caller with no entry, but its redress
+        # (caller, row digest, interval, *line key) -> the answer when the callee does
+        # not refuse; a line's key alone -> the answer of a caller with no entry, but
+        # its redress
         self._line_templates: dict[object, Template] = {}
         self.row_hits = 0        # callers answered from their row (tests, metrics)
 
@@ -303,11 +304,18 @@ class Screener:
         return decide(cons, c.caller, c.callee, c.at_ms, c.mode, res, line, pref,
                       self._listed(line, c.at_ms))
 
-    def _listed(self, line: LineFact | None, at_ms: int) -> SanctionFact | None:
-        """The listing in force at `at_ms` of the live line's enterprise, or None."""
+    def _listed(self, line: LineFact | None, at_ms: int,
+                held: dict[str, Listing | None] | None = None) -> SanctionFact | None:
+        """The listing in force at `at_ms` of the live line's enterprise, or
+        None; `held`, the listings already read by enterprise (a batch's)."""
         if line is None or self.listings is None or (line.ended_at and at_ms >= line.ended_at):
             return None
-        listing = self.listings.listing(line.uscc)
+        if held is None:
+            listing = self.listings.listing(line.uscc)
+        elif line.uscc in held:
+            listing = held[line.uscc]
+        else:
+            listing = held[line.uscc] = self.listings.listing(line.uscc)
         return None if listing is None else listing.in_force(at_ms)
 
     # ------------------------------------------------------------ answers
@@ -415,12 +423,13 @@ class Screener:
         # below from a row or no entry, unlisted) and a marketer row's.
         want: list[int] = []
         listed: dict[int, SanctionFact | None] = {}
+        held: dict[str, Listing | None] = {}   # the batch's listings, one read per enterprise
         for i, (c, f, ln) in enumerate(zip(calls, facts, lines, strict=True)):
             if ln is None:
                 if f.template is not None and len(f.template) == 3:
                     want.append(i)
                 continue
-            s = listed[i] = self._listed(ln, c.at_ms)
+            s = listed[i] = self._listed(ln, c.at_ms, held)
             if s is None and (f.row is not None or not f.present):
                 want.append(i)
         prefs = dict(zip(want, consent.preferences_at(
@@ -465,7 +474,7 @@ class Screener:
                     out.append(render_at((t[0] + text_field(4, redress(cons, c.caller)), t[1]),
                                          tag, c.caller, c.callee, at_field))
                 continue
-            k = (c.caller, row.summary.digest, f.k, line)
+            k = (c.caller, row.summary.digest, f.k, *_line_key(line))
             t = kept.get(k)
             if t is None:
                 d = decide(cons, c.caller, "", c.at_ms, c.mode, f.view(), line, None)
@@ -484,7 +493,8 @@ class Screener:
         if protecting(c.caller) is not None:  # type: ignore[operator]
             return None
         kept = self._line_templates
-        t = kept.get(line)
+        key = _line_key(line)
+        t = kept.get(key)
         if t is None:
             d = decide(self.cons, c.caller, "", c.at_ms, c.mode, None, line, None)
             if d.code != CALLER_REGISTERED:     # not what the table gives today: decide per call
@@ -492,7 +502,7 @@ class Screener:
             t = template_of(replace(d, redress=""))
             if len(kept) >= LINE_TEMPLATES:
                 kept.clear()
-            kept[line] = t
+            kept[key] = t
         return t
 
     def _unknown_template(self, c: Call) -> Template:
@@ -502,6 +512,12 @@ class Screener:
             d = decide(self.cons, c.caller, c.callee, c.at_ms, c.mode, None, None, None)
             self._unknown = template_of(d)
         return self._unknown
+
+
+def _line_key(line: LineFact) -> tuple[bytes, int, bytes]:
+    """What tells registrations apart: a record id names every field but the
+    end, which a deregistration sets (cheaper to hash than the LineFact)."""
+    return line.id, line.ended_at, line.ended_by
 
 
 def row_maker(screener: Screener, clock: object) -> object:
