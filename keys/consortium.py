@@ -289,6 +289,8 @@ class Policy:
         exact, prefixes = self._protected
         if number in exact:
             return number
+        if not number.startswith(prefixes):   # one test of every prefix: most numbers
+            return None
         return next((p + "*" for p in prefixes if number.startswith(p)), None)
 
     @cached_property

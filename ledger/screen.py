@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ledger.consent import rules as consent_rules
@@ -192,6 +193,7 @@ def refuses_any(p: PreferenceFact | None, industries: tuple[str, ...], mode: str
     return any(consent_rules.refuses(p, i, mode, at_ms) for i in industries)
 
 
+@lru_cache(maxsize=4096)   # a preference's or a sanction's time recurs from call to call
 def _iso(ms: int) -> str:
     """A time in a reason's sentence: ISO 8601, UTC."""
     t = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
@@ -224,11 +226,7 @@ def marketing_of(cons: Consortium, res: CallerView | None, ln: LineFact | None,
     live registration's industry; unregistered, the industries its resolved
     category maps to by policy.marketing_categories. None: not marketing."""
     if ln is not None and _live(ln, at_ms):
-        what = f"prefix {ln.number}" if ln.prefix else ln.number
-        return (ln.industry,), Reason(
-            CALLER_LINE, (ln.id,),
-            f"{what} is registered to {ln.enterprise} ({ln.uscc}) for {ln.industry} marketing "
-            f"by {ln.issuer}")
+        return (ln.industry,), _line_reason(ln)
     cats: dict[str, tuple[str, ...]] = cons.policy.marketing_categories
     if res is not None and res.category in cats:
         cat = res.category
@@ -238,6 +236,15 @@ def marketing_of(cons: Consortium, res: CallerView | None, ln: LineFact | None,
             CALLER_MARKED_MARKETING, _markers(res, cat),
             f"unregistered, marked {cat}: counts as marketing of {shown}")
     return None
+
+
+@lru_cache(maxsize=4096)   # a line's reason is the same at every call of its numbers
+def _line_reason(ln: LineFact) -> Reason:
+    what = f"prefix {ln.number}" if ln.prefix else ln.number
+    return Reason(
+        CALLER_LINE, (ln.id,),
+        f"{what} is registered to {ln.enterprise} ({ln.uscc}) for {ln.industry} marketing "
+        f"by {ln.issuer}")
 
 
 def _risk_reason(c: Facts, code: str, threshold: str, extra: str) -> Fired | None:
@@ -336,10 +343,19 @@ def _label_for(c: Facts, industries: tuple[str, ...]) -> str:
     (sorted) category of policy.marketing_categories mapping to its industry,
     else "marketing"."""
     cats: dict[str, tuple[str, ...]] = c.cons.policy.marketing_categories
-    for cat in sorted(cats):
-        if any(i in cats[cat] for i in industries):
-            return cat
-    return MARKETING_FALLBACK
+    kept = _LABELS.get((id(cats), industries))
+    if kept is not None and kept[0] is cats:    # the same policy's very mapping
+        return kept[1]
+    label = next((cat for cat in sorted(cats) if any(i in cats[cat] for i in industries)),
+                 MARKETING_FALLBACK)
+    if len(_LABELS) >= 4096:
+        _LABELS.clear()
+    _LABELS[(id(cats), industries)] = (cats, label)   # cats kept: its id is not reused
+    return label
+
+
+# (id of a policy's marketing_categories, industries) -> (that mapping, its label)
+_LABELS: dict[tuple[int, tuple[str, ...]], tuple[dict[str, tuple[str, ...]], str]] = {}
 
 
 RULES: tuple[Rule, ...] = (

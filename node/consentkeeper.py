@@ -16,6 +16,7 @@ subscriber of a reassignment, and it accepts no carrier's preference
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ledger.consent import LineFact, PreferenceFact, StoredConsent
@@ -68,6 +69,10 @@ class ConsentKeeper(DerivedKeeper[StoredConsent]):
         """The registration holding the E.164 `number` at `at_ms`, or None.
         Raises MembersKeyMissing."""
         return self._state().line_at(number, at_ms)
+
+    def line_reader(self) -> Callable[[str, int], LineFact | None]:
+        """`line_at` of the registrations as they are now. Raises MembersKeyMissing."""
+        return self._state().line_reader()
 
     def preferences_at(self, sealed: list[bytes], at_ms: list[int]
                        ) -> list[PreferenceFact | None]:

@@ -20,7 +20,7 @@ import grpc
 
 from keys import KeysError
 from ledger.errors import BadInput, LedgerError, TooLarge
-from ledger.numbers import normalize
+from ledger.numbers import normalize, normalize_each
 from ledger.screen import (
     ALLOW,
     BLOCK,
@@ -35,7 +35,7 @@ from ledger.screen import (
 from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node.screener import Call, EntrySource, ResolutionCache, RowSource, Screener, row_maker
-from node.screenwire import batch_bytes
+from node.screenwire import batch_bytes, decision_bytes
 from node.services import caller_id, edge
 from node.status import code_for, detail_for
 from node.viewkeeper import MAX_LOOKUP_BATCH
@@ -99,14 +99,16 @@ def decision_pb(call: Call, d: Decision, tag: int) -> pb.ScreenDecision:
 
 
 def _decision_bytes(call: Call, d: Decision, tag: int) -> bytes:
-    return decision_pb(call, d, tag).SerializeToString()
+    """The ScreenDecision bytes of `d` for `call`, written without a message
+    (node/screenwire.py; equal to decision_pb's SerializeToString)."""
+    return decision_bytes(d, tag, call.caller, call.callee, call.at_ms)
 
 
 def make_screener(cons: Consortium, view: EntrySource, consent: Any,
                   index: Any = None, clock: Callable[[], int] | None = None) -> Screener:
     """A screener over this node's parts; with `index` (node/screenindex.py)
     and `clock`, the index's rows are made by it."""
-    sc = Screener(cons, view, consent, index=index, pb_of=decision_fields)
+    sc = Screener(cons, view, consent, index=index)
     if index is not None:
         assert clock is not None
         index.row_of = row_maker(sc, clock)
@@ -155,33 +157,37 @@ class ScreeningService(rpc.ScreeningServicer):
         """Each request's ScreenDecision bytes in order; a bad request's has
         `error` set."""
         now = self.clock()
+        # parse_call of every request, a field at a time (a batch's calls are
+        # almost all well formed); a call it would refuse goes through it for
+        # its very error
+        callers = normalize_each([r.caller for r in reqs])
+        callees = normalize_each([r.callee for r in reqs])
+        ats = [r.at_ms for r in reqs]
+        modes = [MODES.get(r.mode) for r in reqs]
+        bad = [i for i, (a, b, m, t) in enumerate(zip(callers, callees, modes, ats, strict=True))
+               if m is None or t < 0 or type(a) is not str or type(b) is not str]
+        tags = [r.tag for r in reqs]
+        ats = [t or now for t in ats]
+        if not bad:
+            return self.screener.answer_columns(
+                callers, callees, ats, modes, tags, _decision_bytes)  # type: ignore[arg-type]
         out: list[bytes | None] = [None] * len(reqs)
-        good: list[int] = []
-        calls: list[Call] = []
-        tags: list[int] = []
-        modes = MODES
-        for i, req in enumerate(reqs):
-            # parse_call inlined (a batch's calls are almost all well formed);
-            # a call it would refuse goes through it for its very error
-            mode, at_ms = modes.get(req.mode), req.at_ms
+        for i in bad:
             try:
-                if mode is None or at_ms < 0:
-                    raise BadInput("")
-                call = Call(normalize(req.caller), normalize(req.callee), at_ms or now, mode)
-            except BadInput:
-                try:
-                    call = parse_call(req, now)
-                except BadInput as e:
-                    out[i] = error_pb(req, e).SerializeToString()
-                    continue
-            calls.append(call)
-            good.append(i)
-            tags.append(req.tag)
-        if calls:
-            answers = self.screener.answer_bytes(calls, tags, _decision_bytes)
+                parse_call(reqs[i], now)
+            except BadInput as e:
+                out[i] = error_pb(reqs[i], e).SerializeToString()
+            else:   # pragma: no cover - the checks above are parse_call's
+                raise AssertionError("a request refused inline that parse_call accepts")
+        good = [i for i in range(len(reqs)) if out[i] is None]
+        if good:
+            answers = self.screener.answer_columns(
+                [callers[i] for i in good], [callees[i] for i in good],  # type: ignore[misc]
+                [ats[i] for i in good], [modes[i] for i in good], [tags[i] for i in good],
+                _decision_bytes)
             for i, b in zip(good, answers, strict=True):
                 out[i] = b
-        return [b for b in out if b is not None]
+        return out  # type: ignore[return-value]
 
     def ScreenStream(self, request_iterator, context):  # noqa: N802
         try:

@@ -197,12 +197,11 @@ _ABSENT = _Facts(None)
 class Screener:
     """Decides calls from this node's state: the view's entries (`view`), the
     consent state (`consent`), the screen index (`index`, optional), the
-    consortium's policy and members' key. `pb_of(decision)` encodes a
-    decision's own fields (node/screen.decision_fields)."""
+    consortium's policy and members' key."""
 
     def __init__(self, cons: Consortium, view: EntrySource, consent: ConsentReader,
                  cache: ResolutionCache | None = None, index: RowSource | None = None,
-                 pb_of: object = None, back_ms: int | None = None,
+                 back_ms: int | None = None,
                  listings: ListingSource | None = None) -> None:
         self.cons = cons
         # The bad list, read only for callers with a live line (the templates of
@@ -212,14 +211,14 @@ class Screener:
         self.consent = consent
         self.cache = cache if cache is not None else ResolutionCache()
         self.index = index
-        self.pb_of = pb_of
         self.back_ms = cons.policy.clock_skew_ms if back_ms is None else back_ms
         self.tag = policy_tag(cons)
         # What a stored row was made under: rows of another version are redone.
         self.rows_version = bytes((ROW_VERSION,)) + self.tag + ROWS_CODE
         self._unknown: Template | None = None   # an unmarked, unregistered caller's answer
-        # (caller, row digest, interval, line) -> the answer when the callee does not
-        # refuse; a line alone -> the answer of a caller with no entry, but its redress
+        # (caller, row digest, interval, *line key) -> the answer when the callee does
+        # not refuse; a line's key alone -> the answer of a caller with no entry, but
+        # its redress
         self._line_templates: dict[object, Template] = {}
         self.row_hits = 0        # callers answered from their row (tests, metrics)
 
@@ -234,7 +233,7 @@ class Screener:
         for i, start in enumerate((s.from_ms, *s.ahead)):
             f = s.facts_of(i)
             d = decide(self.cons, number, "", start, "voice", f, None, None)
-            t = tuple(template_of(d, self.pb_of))
+            t = tuple(template_of(d))
             # A marketer's answer (unregistered: no line) depends on the callee
             # only through rule 4: it is the template's unless the callee
             # refuses one of its category's industries (kept third).
@@ -305,11 +304,18 @@ class Screener:
         return decide(cons, c.caller, c.callee, c.at_ms, c.mode, res, line, pref,
                       self._listed(line, c.at_ms))
 
-    def _listed(self, line: LineFact | None, at_ms: int) -> SanctionFact | None:
-        """The listing in force at `at_ms` of the live line's enterprise, or None."""
+    def _listed(self, line: LineFact | None, at_ms: int,
+                held: dict[str, Listing | None] | None = None) -> SanctionFact | None:
+        """The listing in force at `at_ms` of the live line's enterprise, or
+        None; `held`, the listings already read by enterprise (a batch's)."""
         if line is None or self.listings is None or (line.ended_at and at_ms >= line.ended_at):
             return None
-        listing = self.listings.listing(line.uscc)
+        if held is None:
+            listing = self.listings.listing(line.uscc)
+        elif line.uscc in held:
+            listing = held[line.uscc]
+        else:
+            listing = held[line.uscc] = self.listings.listing(line.uscc)
         return None if listing is None else listing.in_force(at_ms)
 
     # ------------------------------------------------------------ answers
@@ -323,8 +329,17 @@ class Screener:
 
     def answer_bytes(self, calls: list[Call], tags: list[int],
                      encode: object) -> list[bytes]:
-        """Each call's ScreenDecision bytes, in order: a template's when the
-        decision does not turn on the callee, else `encode(call, decision, tag)`'s.
+        """Each call's ScreenDecision bytes, in order (`answer_columns` of
+        the calls' fields)."""
+        return self.answer_columns([c.caller for c in calls], [c.callee for c in calls],
+                                   [c.at_ms for c in calls], [c.mode for c in calls], tags,
+                                   encode)
+
+    def answer_columns(self, callers: list[str], callees: list[str], ats: list[int],
+                       modes: list[str], tags: list[int], encode: object) -> list[bytes]:
+        """Each call's ScreenDecision bytes, in order, the calls given as one
+        list per field (normalized, as a Call holds them): a template's when
+        the decision does not turn on the callee, else `encode(call, decision, tag)`'s.
 
         The batch's two commonest callers are answered first, in one pass
         with no object per call: no line and a trusted row whose interval's
@@ -332,28 +347,36 @@ class Screener:
         and not protected (rule 9's one template). The rest (`_answer_rest`)
         are answered from the same read of their rows."""
         self._need_key()
-        line_at, protecting = self.consent.line_at, self.cons.policy.protecting
-        rows, trusted = self._rows([c.caller for c in calls])
+        line_at, protecting = self.consent.line_reader(), self.cons.policy.protecting
+        rows, trusted = self._rows(callers)
         tag_, unknown, loads = self.tag, self._unknown, marshal.loads
-        out: list[bytes | None] = [None] * len(calls)
+        out: list[bytes | None] = [None] * len(callers)
         rest: list[int] = []
+        lines: dict[int, LineFact] = {}
         at_ms, at_field = -1, b""
         hits = 0
-        for i, c in enumerate(calls):
-            caller = c.caller
-            if trusted[i] and line_at(caller, c.at_ms) is None:
+        for i, caller in enumerate(callers):
+            at = ats[i]
+            if trusted[i]:
+                line = line_at(caller, at)
+                if line is not None:
+                    lines[i] = line
+                    rest.append(i)
+                    continue
                 data = rows[i]
                 t = None
                 if data is None:                  # no entry (the index knows)
                     if protecting(caller) is None:
-                        t = unknown if unknown is not None else self._unknown_template(c)
-                        unknown = t
+                        if unknown is None:
+                            unknown = self._unknown_template(
+                                Call(caller, callees[i], at, modes[i]))
+                        t = unknown
                 else:                             # _read_row and Summary.interval, inlined
                     try:
                         version, row_tag, summary, templates = loads(data)
                         if (version == ROW_VERSION and row_tag == tag_ and len(summary) == 4
-                                and c.at_ms >= summary[1]):
-                            t = templates[bisect_right(summary[2], c.at_ms)]
+                                and at >= summary[1]):
+                            t = templates[bisect_right(summary[2], at)]
                             if len(t) == 2:
                                 hits += 1
                             else:                 # a marketer's: the callee decides
@@ -361,22 +384,27 @@ class Screener:
                     except (ValueError, EOFError, TypeError, IndexError):
                         t = None                  # no row of this release: the rest reads it
                 if t is not None:
-                    if c.at_ms != at_ms:          # the calls of a batch mostly share one time
-                        at_ms, at_field = c.at_ms, at_bytes(c.at_ms)
-                    out[i] = render_at(t, tags[i], caller, c.callee, at_field)
+                    if at != at_ms:               # the calls of a batch mostly share one time
+                        at_ms, at_field = at, at_bytes(at)
+                    out[i] = render_at(t, tags[i], caller, callees[i], at_field)
                     continue
             rest.append(i)
         self.row_hits += hits
         if rest:
-            done = self._answer_rest([calls[i] for i in rest], [tags[i] for i in rest], encode,
-                                     ([rows[i] for i in rest], [trusted[i] for i in rest]))
+            calls = [Call(callers[i], callees[i], ats[i], modes[i]) for i in rest]
+            done = self._answer_rest(calls, [tags[i] for i in rest], encode,
+                                     ([rows[i] for i in rest], [trusted[i] for i in rest]),
+                                     [lines[i] if i in lines else line_at(callers[i], ats[i])
+                                      for i in rest])
             for i, b in zip(rest, done, strict=True):
                 out[i] = b
         return out  # type: ignore[return-value]
 
     def _answer_rest(self, calls: list[Call], tags: list[int], encode: object,
-                     read: tuple[list[bytes | None], list[bool]]) -> list[bytes]:
-        """`answer_bytes` of any calls, from their rows as read (`_rows`).
+                     read: tuple[list[bytes | None], list[bool]],
+                     lines: list[LineFact | None]) -> list[bytes]:
+        """`answer_bytes` of any calls, from their rows as read (`_rows`) and
+        their callers' lines at their times (`lines`).
 
         A caller that is marketing (a live line and a row or no entry, or no
         line and a marketer's row) has its callee's preference read, all of a
@@ -386,22 +414,22 @@ class Screener:
         caller's row interval and line, so it is kept as a template (no
         listing in force: a listing's rules read the call's time)."""
         cons, consent = self.cons, self.consent
-        line_at, protecting = consent.line_at, cons.policy.protecting
+        protecting = cons.policy.protecting
         key = cons.members_key
         assert key is not None
         kept = self._line_templates
         facts = self._facts(calls, read)
-        lines = [line_at(c.caller, c.at_ms) for c in calls]
         # The callees whose preference decides: a registered caller's (answered
         # below from a row or no entry, unlisted) and a marketer row's.
         want: list[int] = []
         listed: dict[int, SanctionFact | None] = {}
+        held: dict[str, Listing | None] = {}   # the batch's listings, one read per enterprise
         for i, (c, f, ln) in enumerate(zip(calls, facts, lines, strict=True)):
             if ln is None:
                 if f.template is not None and len(f.template) == 3:
                     want.append(i)
                 continue
-            s = listed[i] = self._listed(ln, c.at_ms)
+            s = listed[i] = self._listed(ln, c.at_ms, held)
             if s is None and (f.row is not None or not f.present):
                 want.append(i)
         prefs = dict(zip(want, consent.preferences_at(
@@ -446,11 +474,11 @@ class Screener:
                     out.append(render_at((t[0] + text_field(4, redress(cons, c.caller)), t[1]),
                                          tag, c.caller, c.callee, at_field))
                 continue
-            k = (c.caller, row.summary.digest, f.k, line)
+            k = (c.caller, row.summary.digest, f.k, *_line_key(line))
             t = kept.get(k)
             if t is None:
                 d = decide(cons, c.caller, "", c.at_ms, c.mode, f.view(), line, None)
-                t = template_of(d, self.pb_of)
+                t = template_of(d)
                 if len(kept) >= LINE_TEMPLATES:
                     kept.clear()
                 kept[k] = t
@@ -465,15 +493,16 @@ class Screener:
         if protecting(c.caller) is not None:  # type: ignore[operator]
             return None
         kept = self._line_templates
-        t = kept.get(line)
+        key = _line_key(line)
+        t = kept.get(key)
         if t is None:
             d = decide(self.cons, c.caller, "", c.at_ms, c.mode, None, line, None)
             if d.code != CALLER_REGISTERED:     # not what the table gives today: decide per call
                 return None
-            t = template_of(replace(d, redress=""), self.pb_of)
+            t = template_of(replace(d, redress=""))
             if len(kept) >= LINE_TEMPLATES:
                 kept.clear()
-            kept[line] = t
+            kept[key] = t
         return t
 
     def _unknown_template(self, c: Call) -> Template:
@@ -481,8 +510,14 @@ class Screener:
         same for every such caller)."""
         if self._unknown is None:
             d = decide(self.cons, c.caller, c.callee, c.at_ms, c.mode, None, None, None)
-            self._unknown = template_of(d, self.pb_of)
+            self._unknown = template_of(d)
         return self._unknown
+
+
+def _line_key(line: LineFact) -> tuple[bytes, int, bytes]:
+    """What tells registrations apart: a record id names every field but the
+    end, which a deregistration sets (cheaper to hash than the LineFact)."""
+    return line.id, line.ended_at, line.ended_by
 
 
 def row_maker(screener: Screener, clock: object) -> object:

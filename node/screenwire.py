@@ -7,8 +7,13 @@ callee's preference). Such a decision is encoded once, as a `Template`: the
 bytes of its fields 1-4 (action, category, reasons, redress) and of field 9
 (risk); a call's answer is those bytes around its own fields 5-8 (tag,
 caller, callee, at_ms), which is exactly what protobuf writes for the whole
-message (fields in number order, defaults left out; tests/test_screen_wire.py
+message (fields in number order, defaults left out; tests/test_screen_fast.py
 checks it byte for byte against SerializeToString).
+
+A decision that does need the callee (a refusal, a listed line's) is
+written the same way (`template_of`): its reasons' bytes are kept per
+reason (a line's or a sanction's recurs from call to call), so no protobuf
+message is built on the call path.
 
 A batch's answer is the ScreenBatchResponse's bytes, each decision as field 1.
 """
@@ -17,16 +22,15 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ledger.screen import Decision
+from ledger.screen import ALLOW, BLOCK, LABEL, WARN, Decision, Reason
 from markex.v1 import service_pb2 as pb
 
 
 def _varint(n: int) -> bytes:
-    # The lengths and tags of a batch take one to three bytes: written without a loop.
-    if n < 0x80:
-        return _ONE_BYTE[n]
+    # The lengths and tags of a batch take one to three bytes: looked up or
+    # written without a loop.
     if n < 0x4000:
-        return bytes((n & 0x7F | 0x80, n >> 7))
+        return _SMALL[n]
     if n < 0x200000:
         return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
     out = bytearray()
@@ -38,6 +42,7 @@ def _varint(n: int) -> bytes:
 
 
 _ONE_BYTE = [bytes((i,)) for i in range(0x80)]
+_SMALL = _ONE_BYTE + [bytes((n & 0x7F | 0x80, n >> 7)) for n in range(0x80, 0x4000)]
 
 
 def text_field(field: int, s: str) -> bytes:
@@ -59,9 +64,18 @@ class Template(NamedTuple):
 _CALLER, _CALLEE = _varint(6 << 3 | 2), _varint(7 << 3 | 2)
 
 
+_last_at: tuple[int, bytes] = (0, b"")
+
+
 def at_bytes(at_ms: int) -> bytes:
     """Field 8 (at_ms) as written, b"" for 0 (left out)."""
-    return _AT + _varint(at_ms) if at_ms > 0 else b""
+    global _last_at
+    last = _last_at
+    if last[0] == at_ms:         # calls mostly share their time (a batch's, the clock's ms)
+        return last[1]
+    b = _AT + _varint(at_ms) if at_ms > 0 else b""
+    _last_at = (at_ms, b)        # one tuple: a racing thread reads a whole pair
+    return b
 
 
 def render(t: tuple[bytes, bytes], tag: int, caller: str, callee: str, at_ms: int) -> bytes:
@@ -85,13 +99,42 @@ def render_at(t: tuple[bytes, bytes], tag: int, caller: str, callee: str,
     ))
 
 
-def template_of(d: Decision, pb_of: object) -> Template:
-    """The template of decision `d`; `pb_of(d)` builds its message without
-    the call's fields (node/screen.decision_fields)."""
-    m = pb_of(d)  # type: ignore[operator]
-    risk = m.risk
-    m.risk = ""
-    return Template(m.SerializeToString(), pb.ScreenDecision(risk=risk).SerializeToString())
+_ACTION = {a: _varint(1 << 3) + _varint(v) for a, v in (
+    (ALLOW, pb.SCREEN_ACTION_ALLOW), (LABEL, pb.SCREEN_ACTION_LABEL),
+    (WARN, pb.SCREEN_ACTION_WARN), (BLOCK, pb.SCREEN_ACTION_BLOCK))}
+_RECORD, _REASON = _varint(2 << 3 | 2), _varint(3 << 3 | 2)
+_REASONS: dict[Reason, bytes] = {}
+MAX_REASONS = 4096   # reasons kept as bytes (a line's, a sanction's, the fixed sentences)
+
+
+def reason_bytes(r: Reason) -> bytes:
+    """Field 3 of a ScreenDecision for reason `r` (a ScreenReason: code,
+    each record id, detail), as protobuf writes it; recurring ones are kept."""
+    got = _REASONS.get(r)
+    if got is None:
+        body = b"".join((text_field(1, r.code),
+                         *(_RECORD + _varint(len(x)) + x for x in r.records),
+                         text_field(3, r.detail)))
+        got = _REASON + _varint(len(body)) + body
+        if len(_REASONS) >= MAX_REASONS:
+            _REASONS.clear()
+        _REASONS[r] = got
+    return got
+
+
+def template_of(d: Decision) -> Template:
+    """The template of decision `d`: the bytes protobuf writes for its
+    ScreenDecision without the call's fields, around which `render_at`
+    writes them. Raises KeyError for an action that is none of the four."""
+    return Template(
+        b"".join((_ACTION[d.action], text_field(2, d.category),
+                  *[reason_bytes(r) for r in d.reasons], text_field(4, d.redress))),
+        text_field(9, d.risk))
+
+
+def decision_bytes(d: Decision, tag: int, caller: str, callee: str, at_ms: int) -> bytes:
+    """One call's ScreenDecision bytes for decision `d` (numbers E.164)."""
+    return render(template_of(d), tag, caller, callee, at_ms)
 
 
 _DECISIONS = _varint(1 << 3 | 2)

@@ -280,6 +280,16 @@ def test_old_consortium_json_loads_with_the_default_and_init_writes_it(
         == "+86955*"
 
 
+def test_protecting_names_the_exact_entry_else_the_first_prefix_covering_the_number() -> None:
+    p = Policy(protected_numbers=("+86110", "+86955*", "+869*", "+8612321"))
+    assert p.protecting("+86110") == "+86110"
+    assert p.protecting("+8612321") == "+8612321"
+    assert p.protecting("+8695555") == "+86955*"          # the first listed prefix
+    assert p.protecting("+869123") == "+869*"
+    assert p.protecting("+8611") is None and p.protecting("+86138000") is None
+    assert Policy(protected_numbers=("+86110",)).protecting("+8695555") is None
+
+
 @pytest.mark.parametrize("policy,number,needle", [
     ({}, "+86110", "+86110 is a protected number (listed in the policy's protected_numbers"),
     ({}, "+8612321", "+8612321 is a protected number"),

@@ -1,5 +1,6 @@
 """The screen's fast path (node/screener.py answer_bytes, node/screenindex.py,
-node/screenwire.py) answers byte for byte as the reference path (decide_many,
+node/screenwire.py: templates, and the decisions it still makes written
+without protobuf) answers byte for byte as the reference path (decide_many,
 each decision encoded by protobuf), whether a caller's row is known to be its
 entry's, is dirty, is missing or does not cover the call's time."""
 
@@ -25,7 +26,7 @@ from ledger.store import Store
 from markex.v1 import service_pb2 as pb
 from node import screenindex
 from node.localnet import free_port_block
-from node.screen import _decision_bytes, make_screener
+from node.screen import _decision_bytes, decision_pb, make_screener
 from node.screener import Call
 from node.screenindex import ScreenIndex
 from node.screenwire import batch_bytes, render
@@ -97,8 +98,9 @@ def calls(n: int, seed: int) -> list[Call]:
 
 
 def reference(sc, cs: list[Call], tags: list[int]) -> list[bytes]:
-    return [_decision_bytes(c, d, t) for c, d, t in zip(cs, sc.decide_many(cs), tags,
-                                                        strict=True)]
+    """Each call's decision as protobuf writes its message."""
+    return [decision_pb(c, d, t).SerializeToString()
+            for c, d, t in zip(cs, sc.decide_many(cs), tags, strict=True)]
 
 
 def wait_idle(ix: ScreenIndex) -> None:
@@ -216,6 +218,37 @@ def test_a_template_renders_as_protobuf_writes_the_message() -> None:
         want.CopyFrom(m)
         want.risk, want.tag, want.caller, want.callee, want.at_ms = risk, tag, caller, callee, at
         assert render(t, tag, caller, callee, at) == want.SerializeToString()
+
+
+def test_varints_are_written_as_protobuf_writes_them() -> None:
+    from node.screenwire import _varint
+
+    for n in [*range(0, 0x4100), 0x1FFFFF, 0x200000, 2**28, 2**35, 2**63 + 5, 2**64 - 1]:
+        assert _varint(n) == pb.ScreenDecision(tag=n).SerializeToString()[1:] or n == 0
+
+
+def test_a_decision_is_written_as_protobuf_writes_its_message() -> None:
+    """template_of and _decision_bytes write a decision without protobuf:
+    the bytes of decision_pb's message, for every action, empty and long
+    fields (lengths of two bytes), empty and many records, non-ASCII text."""
+    from ledger.screen import ACTIONS, Decision, Reason
+
+    rnd = random.Random(11)
+    texts = ["", "x", "the callee refuses real-estate marketing by voice", "营销企业" * 40,
+             "a" * 127, "b" * 128, "c" * 20_000]
+    for _ in range(400):
+        reasons = tuple(
+            Reason(rnd.choice(["caller-line", "callee-refused-industry", ""]),
+                   tuple(rnd.choice([b"", bytes(32), bytes(range(200))])
+                         for _ in range(rnd.choice([0, 1, 3, 140]))),
+                   rnd.choice(texts))
+            for _ in range(rnd.choice([0, 1, 2, 5])))
+        d = Decision(rnd.choice(ACTIONS), rnd.choice(["", "fraud", "房产"]),
+                     rnd.choice(["", "none", "high"]), reasons, rnd.choice(texts))
+        call = Call(f"+8613{rnd.randrange(10**9):09d}", rnd.choice(["+86110", "+8613900000001"]),
+                    rnd.choice([0, 1, 1_790_000_000_000, 2**62]), "voice")
+        tag = rnd.choice([0, 1, 127, 128, 2**63 + 5])
+        assert _decision_bytes(call, d, tag) == decision_pb(call, d, tag).SerializeToString()
 
 
 # ---------------------------------------------------------------- resting for the writer

@@ -41,6 +41,12 @@ def _names(bits: int, order: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(v for i, v in enumerate(order) if bits >> i & 1)
 
 
+# Every bit set, decoded once: a screen decodes a subscriber per marketing call.
+_MODES_OF = tuple(_names(b, MODES) for b in range(1 << len(MODES)))
+_DAYS_OF = tuple(_names(b, DAY_TYPES) for b in range(1 << len(DAY_TYPES)))
+_MODE_MASK, _DAY_MASK = len(_MODES_OF) - 1, len(_DAYS_OF) - 1
+
+
 def _str(s: str, size: struct.Struct | None = None) -> bytes:
     raw = s.encode()
     return (bytes((len(raw),)) if size is None else size.pack(len(raw))) + raw
@@ -77,15 +83,15 @@ def decode_subscriber(raw: bytes) -> Subscriber:
             (k,) = _U16.unpack_from(raw, i)
             text = raw[i + 2 : i + 2 + k].decode()
             i += 2 + k
-            modes = _names(raw[i], MODES)
+            modes = _MODES_OF[raw[i] & _MODE_MASK]   # _names of the bits, as a table
             (days,) = _U16.unpack_from(raw, i + 1)
             nb = raw[i + 3]
             i += 4
-            bands = tuple(_BAND.unpack_from(raw, i + 4 * j) for j in range(nb))
+            bands = tuple(_BAND.unpack_from(raw, i + 4 * j) for j in range(nb)) if nb else ()
             i += 4 * nb
             prefs.append(PreferenceFact(
                 rid, issuer, seq, issued, tuple(text.split(",")) if text else (), modes,
-                bands, _names(days, DAY_TYPES), eff, until,
+                bands, _DAYS_OF[days & _DAY_MASK], eff, until,
             ))
         m = raw[i]
         i += 1

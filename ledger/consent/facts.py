@@ -12,6 +12,7 @@ state (this package) meet at one interface:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -66,6 +67,11 @@ class ConsentReader(Protocol):
                        ) -> list[PreferenceFact | None]:
         """`preference_at` of each (sealed, at_ms) pair, in order (one read
         of the store for all)."""
+        ...
+
+    def line_reader(self) -> Callable[[str, int], LineFact | None]:
+        """`line_at` of the registrations as they are now (a batch reads its
+        calls' lines through one, without a call per layer)."""
         ...
 
 

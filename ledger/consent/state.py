@@ -21,7 +21,7 @@ before its subscriber ported away keeps counting (rule 9).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ledger import derived
@@ -88,6 +88,11 @@ class ConsentState:
     def line_at(self, number: str, at_ms: int) -> LineFact | None:
         """The registration holding `number` at `at_ms` (rule 7), from memory."""
         return self._lines.line_at(number, at_ms)
+
+    def line_reader(self) -> Callable[[str, int], LineFact | None]:
+        """`line_at` of the registrations as they are now (a later change of
+        the lines is not seen by it)."""
+        return self._lines.line_at
 
     def subscriber(self, sealed: bytes) -> Subscriber:
         """What the state keeps of the subscriber (rule 6)."""
