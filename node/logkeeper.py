@@ -65,6 +65,7 @@ class LogKeeper:
         self._cosigs: dict[str, str] = {}  # peer -> its line on _cosig_text
         self._cosig_text: str | None = None
         self._cosigned_size: dict[str, int] = {}  # the size each peer last cosigned
+        self._parsed: tuple[str, str, note.Checkpoint] | None = None  # see _opened
 
     @property
     def quorum(self) -> int:
@@ -109,8 +110,18 @@ class LogKeeper:
         text = self.ledger.latest_checkpoint()
         if text is None:
             return None, 0
-        cp = note.Checkpoint.parse_body(note.Note.parse(text).text)
-        return text, cp.size
+        return text, self._opened(text)[1].size
+
+    def _opened(self, text: str) -> tuple[str, note.Checkpoint]:
+        """The body and checkpoint of our own signed `text`, parsed once per
+        checkpoint (asked again at every peer's cosigning, several a second)."""
+        last = self._parsed
+        if last is not None and last[0] == text:
+            return last[1], last[2]
+        body = note.Note.parse(text).text
+        cp = note.Checkpoint.parse_body(body)
+        self._parsed = (text, body, cp)
+        return body, cp
 
     # ------------------------------------------------------------ cosignatures
     def has_cosignature(self, peer: str, text: str) -> bool:
@@ -124,7 +135,7 @@ class LogKeeper:
         p = self.consortium.participant(peer)
         if p is None:
             return
-        body = note.Note.parse(text).text
+        body, cp = self._opened(text)
         sig = note.NoteSignature.from_line(line.rstrip("\n"))
         note.verify_cosignature(body, sig, witness_name(self.consortium.name, peer), p.public_key)
         with self._lock:
@@ -140,7 +151,6 @@ class LogKeeper:
                 self._store_cosigned()
             by = sorted(self._cosigs)
         if reached and self.on_cosigned is not None:
-            cp = note.Checkpoint.parse_body(body)
             self.on_cosigned(cp.size, by)
 
     def _store_cosigned(self) -> None:

@@ -456,6 +456,7 @@ class Node:
     # ------------------------------------------------------------ checkpoints
     def _tick_loop(self) -> None:
         next_tally = time.monotonic() + self.log_interval
+        view_version = self.view.version  # as at the previous tick
         while not self._stop.wait(CHECKPOINT_INTERVAL):
             if time.monotonic() >= next_tally:
                 next_tally += self.log_interval
@@ -469,8 +470,11 @@ class Node:
                 else:
                     log_short = self.logs.cosignatures() < self.logs.quorum
                     view_short = not self.view.cosigned()
+                    if view_short and self.view.version == view_version:
+                        self.cosigners.view_settled()  # peers can be at its vector now: ask
                     if log_short or view_short:
                         self.cosigners.short(log=log_short, view=view_short)
+                view_version = self.view.version
                 if self.pool is not None:
                     self.log_notes.publish()
                 self.view.tick()

@@ -30,7 +30,7 @@ from node.feedgate import gate_at_start
 from node.localnet import free_port_block
 from node.logkeeper import LogKeeper
 from node.metrics import NodeMetrics
-from node.replication import CosignRota, LinkParts, PeerLink, RoundPacer
+from node.replication import CosignRota, LinkParts, PeerLink, RoundPacer, ViewAskPacer
 from node.services import ExchangeService
 from node.status import DecodeGuard
 from node.viewkeeper import ViewKeeper
@@ -172,6 +172,7 @@ def test_an_idle_link_polls_less_and_still_pulls_what_no_push_brought(
 
 class FakeLink:
     def __init__(self) -> None:
+        self.view_asks = ViewAskPacer()
         self.woken = 0
         self.kinds: list[tuple[bool, bool]] = []  # (log, view) of each wake-up
         self.lock = threading.Lock()
@@ -221,6 +222,43 @@ def test_a_short_view_wakes_links_for_the_view_only_and_a_new_checkpoint_for_bot
     assert [x.kinds for x in links[3:]] == [[(False, True)]] * 2
     rota.short(log=True, view=False)
     assert sum(x.kinds[-1] == (True, False) for x in links) == 3
+
+
+def _wakes(pace: ViewAskPacer, n: int, outcomes: list[bool]) -> list[bool]:
+    """For `n` wakes of a link, whether each asked; the k-th ask gets outcomes[k]."""
+    made, asked = [], 0
+    for _ in range(n):
+        made.append(pace.due())
+        if made[-1]:
+            pace.outcome(outcomes[asked])
+            asked += 1
+    return made
+
+
+def test_a_link_refused_for_another_vector_skips_more_view_asks_up_to_a_cap() -> None:
+    T, F = True, False
+    # refused each time: 1, 2, 4 asks skipped, then 4 at most
+    assert _wakes(ViewAskPacer(most=4), 16, [F] * 5) == [
+        T, F, T, F, F, T, F, F, F, F, T, F, F, F, F, T
+    ]
+    # a cosignature between: none skipped after it
+    assert _wakes(ViewAskPacer(most=4), 8, [F, F, T, T, F, F]) == [T, F, T, F, F, T, T, T]
+    pace = ViewAskPacer(most=4)
+    pace.outcome(False)
+    pace.outcome(False)
+    pace.clear()
+    assert pace.due()
+
+
+def test_a_settled_view_lets_every_link_ask_at_its_next_wake() -> None:
+    links = [FakeLink() for _ in range(5)]
+    rota = CosignRota(links, quorum=2)  # type: ignore[arg-type]
+    for x in links:
+        assert x.view_asks.due()
+        x.view_asks.outcome(False)
+        x.view_asks.outcome(False)  # two refusals in a row: the next two asks are skipped
+    rota.view_settled()
+    assert all(x.view_asks.due() for x in links)
 
 
 # ====================================================================== catch-up
