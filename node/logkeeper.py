@@ -66,6 +66,7 @@ class LogKeeper:
         self._cosig_text: str | None = None
         self._cosigned_size: dict[str, int] = {}  # the size each peer last cosigned
         self._parsed: tuple[str, str, note.Checkpoint] | None = None  # see _opened
+        self._cosigned_at: dict[str, float] = {}  # `pace()` when each peer last cosigned
 
     @property
     def quorum(self) -> int:
@@ -124,6 +125,12 @@ class LogKeeper:
         return body, cp
 
     # ------------------------------------------------------------ cosignatures
+    def cosigned_within(self, peer: str, seconds: float) -> bool:
+        """Whether `peer` cosigned a checkpoint of this log (its witness
+        checked our consistency) less than `seconds` ago, in this run."""
+        at = self._cosigned_at.get(peer)
+        return at is not None and self._pace() - at < seconds
+
     def has_cosignature(self, peer: str, text: str) -> bool:
         with self._lock:
             return self._cosig_text == text and peer in self._cosigs
@@ -201,4 +208,5 @@ class LogKeeper:
                 raise
             self._cosigned_size[peer] = size
             self.add_cosignature(peer, text, resp.signature_line)
+            self._cosigned_at[peer] = self._pace()
             return

@@ -383,7 +383,14 @@ class PeerLink:
         }
         self._send_evidence()
         self._take_due()
-        self._cosign_steps()  # both, at every round: each witness checks our log in its turn
+        # The view at every round (paced by view_asks); our log only when this
+        # peer's witness has not cosigned it for IDLE_ROUNDS_MAX intervals: the
+        # rota asks a quorum and a spare of each new checkpoint in turn, and a
+        # round's ask of every peer at every round was most Cosign calls.
+        stale = not self.parts.logs.cosigned_within(
+            self.peer.id, self.sync_interval * IDLE_ROUNDS_MAX
+        )
+        self._cosign_steps(of_log=stale)
         return pulled
 
     def _proves(self, claim: pb.FeedHead) -> bool:

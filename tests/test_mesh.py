@@ -24,6 +24,7 @@ from keys.layout import NodeConfig, init_consortium
 from keys.signing import SigningKey
 from ledger.record import Mark
 from ledger.store import Store
+from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node.core import NodeCore, OwnIssue
 from node.feedgate import gate_at_start
@@ -331,6 +332,50 @@ def test_a_grown_log_is_signed_at_most_once_per_interval_and_never_when_unchange
     finally:
         core.stop()
         store.close()
+
+
+class _WitnessStub:
+    """An Exchange stub whose Cosign is the institute's witness, in-process."""
+
+    def __init__(self, witness: Witness) -> None:
+        self.witness = witness
+        self.calls = 0
+
+    def Cosign(self, request: Any, timeout: float) -> Any:  # noqa: N802
+        self.calls += 1
+        line = self.witness.cosign_log(OWN, request.note, request.old_size, list(request.proof))
+        return pb.CosignResponse(signature_line=line)
+
+
+def test_a_log_knows_how_long_ago_each_peer_last_cosigned_it(tmp_path: Path) -> None:
+    """A link's round asks for the log's cosignature only when the peer has
+    not cosigned for a while (cosigned_within); a refusal counts as none."""
+    d = tmp_path / "c"
+    cons = init_consortium(d, carriers=1, internet=0, base_port=free_port_block(6),
+                           now=datetime.now(UTC))
+    store, inst_store = Store(tmp_path / "db"), Store(tmp_path / "inst")
+    core = NodeCore(store, cons, OWN, SigningKey.load(d / OWN / "signing.key"), _now)
+    t = [100.0]
+    logs = LogKeeper(core.ledger, _now, pace=lambda: t[0])
+    core.subscribe(logs.grew)
+    core.start()
+    stub = _WitnessStub(Witness(inst_store, cons, "institute",
+                                SigningKey.load(d / "institute" / "signing.key"), _now))
+    try:
+        core.issue(Mark("+8613900000001", "fraud", 70, observed_at_ms=_now()))
+        assert logs.sign_if_grown() is not None
+        assert not logs.cosigned_within("institute", 4.0)  # never, in this run
+        logs.request_cosign("institute", stub)  # type: ignore[arg-type]
+        assert stub.calls == 1 and logs.cosigned_within("institute", 4.0)
+        t[0] += 3.9
+        assert logs.cosigned_within("institute", 4.0)
+        t[0] += 0.2
+        assert not logs.cosigned_within("institute", 4.0)
+        assert not logs.cosigned_within("internet-1", 4.0)
+    finally:
+        core.stop()
+        store.close()
+        inst_store.close()
 
 
 def test_a_link_woken_for_the_view_asks_no_log_cosignature(
