@@ -480,30 +480,29 @@ class CosignRota:
         self._asked = set()
         self._wake(log=True, view=True)
 
-    def short(self, *, log: bool = True, view: bool = True) -> None:
+    def short(self, *, log: bool = True, view: bool = True, settled: bool = False) -> None:
         """The current log (`log`) or view (`view`) checkpoint lacks a quorum:
         wake links not asked yet, to cosign that one;
         once every link was asked, ask again in turn. A peer that could not
         cosign the view yet (it did not hold the view's records when asked)
         would otherwise be asked only at its link's next anti-entropy round,
-        which backs off on a quiet link to several seconds."""
+        which backs off on a quiet link to several seconds. `settled`: the
+        view did not move for a whole tick, so the peers can be at its vector
+        now: the links woken ask for its cosignature whatever their refusals
+        before (ViewAskPacer); the others keep their pace."""
         if len(self._asked) >= len(self.links):
             self._asked = set()
-        self._wake(log=log, view=view)
+        self._wake(log=log, view=view, settled=settled and view)
 
-    def view_settled(self) -> None:
-        """The view did not move for a whole tick: every link asks for its
-        cosignature at its next wake, refusals before or not (ViewAskPacer)."""
-        for link in self.links:
-            link.view_asks.clear()
-
-    def _wake(self, *, log: bool, view: bool) -> None:
+    def _wake(self, *, log: bool, view: bool, settled: bool = False) -> None:
         n, woken = len(self.links), 0
         for k in [(self._next + i) % n for i in range(n)]:
             if woken == self.step:
                 break
             if k not in self._asked:
                 self._asked.add(k)
+                if settled:
+                    self.links[k].view_asks.clear()
                 self.links[k].cosign_now(log=log, view=view)
                 woken += 1
                 self._next = (k + 1) % n

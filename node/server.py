@@ -470,10 +470,10 @@ class Node:
                 else:
                     log_short = self.logs.cosignatures() < self.logs.quorum
                     view_short = not self.view.cosigned()
-                    if view_short and self.view.version == view_version:
-                        self.cosigners.view_settled()  # peers can be at its vector now: ask
                     if log_short or view_short:
-                        self.cosigners.short(log=log_short, view=view_short)
+                        # a view that stood still for a tick: its peers can be at its vector
+                        self.cosigners.short(log=log_short, view=view_short,
+                                             settled=self.view.version == view_version)
                 view_version = self.view.version
                 if self.pool is not None:
                     self.log_notes.publish()

@@ -251,15 +251,23 @@ def test_a_link_refused_for_another_vector_skips_more_view_asks_up_to_a_cap() ->
     assert pace.due()
 
 
-def test_a_settled_view_lets_every_link_ask_at_its_next_wake() -> None:
+def test_a_settled_view_lets_the_links_woken_ask_whatever_their_refusals() -> None:
     links = [FakeLink() for _ in range(5)]
     rota = CosignRota(links, quorum=2)  # type: ignore[arg-type]
     for x in links:
-        assert x.view_asks.due()
         x.view_asks.outcome(False)
         x.view_asks.outcome(False)  # two refusals in a row: the next two asks are skipped
-    rota.view_settled()
-    assert all(x.view_asks.due() for x in links)
+    rota.short(log=False, view=True)  # the view moved meanwhile: the links keep their pace
+    assert [x.woken for x in links] == [1, 1, 1, 0, 0]
+    assert not any(x.view_asks.due() for x in links)
+    rota.short(log=False, view=True, settled=True)  # it stood still for a tick
+    assert [x.woken for x in links] == [1, 1, 1, 1, 1]
+    # the two woken now ask; the three before had one more ask to skip
+    assert [x.view_asks.due() for x in links] == [False, False, False, True, True]
+    for x in links:
+        x.view_asks.outcome(False)  # refused again: the next ask is skipped
+    rota.short(log=True, view=False, settled=True)  # only the log short: no view asks cleared
+    assert not any(x.view_asks.due() for x in links)
 
 
 # ====================================================================== catch-up
