@@ -55,6 +55,7 @@ PULL_MAX = 50_000
 EVIDENCE_PAGES = 100  # GetEvidence pages read from one peer at most, per fetch
 IDLE_ROUNDS_MAX = 8  # a quiet link's rounds slow to this many sync intervals (4 s at 0.5 s)
 VIEW_SKIPS_MAX = 4  # view cosign asks a link skips at most after refusals in a row (ViewAskPacer)
+VIEW_REFUSALS_FREE = 2  # refusals in a row before a link skips any (a peer a push behind)
 
 
 class RoundPacer:
@@ -86,14 +87,18 @@ class ViewAskPacer:
     """Which of a link's asks for a view cosignature are made. Under load the
     view moves at every group commit and a peer is seldom at its vector, so
     it refuses (FAILED_PRECONDITION): in propagation_p99_12 about 7 of 10
-    asks, each a call both ways and a note signed and parsed. After `n`
-    refusals in a row the link skips its next min(2^(n-1), `most`) asks; a
-    cosignature starts again at none, and so does `clear`, which the node
-    calls once its view stood still for a checkpoint tick (the peers can
-    reach its vector now)."""
+    asks, each a call both ways and a note signed and parsed. The first
+    `free` refusals in a row cost nothing (at a few records a second a peer
+    is often just one push behind, and the next ask finds it there: the
+    change stream waits for those cosignatures); after `n` in a row the
+    link skips its next min(2^(n-1-free), `most`) asks. A cosignature
+    starts again at none, and so does `clear`, which the rota calls for the
+    links it wakes once the view stood still for a checkpoint tick (the
+    peers can reach its vector now)."""
 
-    def __init__(self, most: int = VIEW_SKIPS_MAX) -> None:
+    def __init__(self, most: int = VIEW_SKIPS_MAX, free: int = VIEW_REFUSALS_FREE) -> None:
         self.most = max(0, most)
+        self.free = max(0, free)
         self._refused = 0  # refusals in a row
         self._skip = 0  # asks still to skip
 
@@ -111,7 +116,8 @@ class ViewAskPacer:
             self._refused = self._skip = 0
         else:
             self._refused += 1
-            self._skip = min(1 << min(self._refused - 1, 30), self.most)
+            over = self._refused - self.free
+            self._skip = 0 if over <= 0 else min(1 << min(over - 1, 30), self.most)
 
     def clear(self) -> None:
         """Ask at the next wake again (the view settled)."""

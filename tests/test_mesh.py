@@ -239,12 +239,18 @@ def _wakes(pace: ViewAskPacer, n: int, outcomes: list[bool]) -> list[bool]:
 def test_a_link_refused_for_another_vector_skips_more_view_asks_up_to_a_cap() -> None:
     T, F = True, False
     # refused each time: 1, 2, 4 asks skipped, then 4 at most
-    assert _wakes(ViewAskPacer(most=4), 16, [F] * 5) == [
+    assert _wakes(ViewAskPacer(most=4, free=0), 16, [F] * 5) == [
         T, F, T, F, F, T, F, F, F, F, T, F, F, F, F, T
     ]
     # a cosignature between: none skipped after it
-    assert _wakes(ViewAskPacer(most=4), 8, [F, F, T, T, F, F]) == [T, F, T, F, F, T, T, T]
-    pace = ViewAskPacer(most=4)
+    assert _wakes(ViewAskPacer(most=4, free=0), 8, [F, F, T, T, F, F]) == [
+        T, F, T, F, F, T, T, T
+    ]
+    # the first two refusals in a row skip nothing; a cosignature starts the count again
+    assert _wakes(ViewAskPacer(most=4, free=2), 9, [F, F, F, F, T, F, F, F]) == [
+        T, T, T, F, T, F, F, T, T
+    ]
+    pace = ViewAskPacer(most=4, free=0)
     pace.outcome(False)
     pace.outcome(False)
     pace.clear()
@@ -255,6 +261,7 @@ def test_a_settled_view_lets_the_links_woken_ask_whatever_their_refusals() -> No
     links = [FakeLink() for _ in range(5)]
     rota = CosignRota(links, quorum=2)  # type: ignore[arg-type]
     for x in links:
+        x.view_asks = ViewAskPacer(most=4, free=0)
         x.view_asks.outcome(False)
         x.view_asks.outcome(False)  # two refusals in a row: the next two asks are skipped
     rota.short(log=False, view=True)  # the view moved meanwhile: the links keep their pace
