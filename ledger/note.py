@@ -72,6 +72,7 @@ __all__ = [
     "sign_note",
     "verify_cosignature",
     "verify_note",
+    "verify_parsed",
 ]
 
 ALG_ED25519 = 0x01
@@ -384,8 +385,14 @@ def verify_note(note: str | bytes, verifiers: Sequence[Verifier]) -> tuple[Note,
     does not verify), NoKnownSignature (no line from a known key at all),
     MalformedConfig (two different verifiers share a name and key id).
     """
-    known = _index(verifiers)
     parsed = Note.parse(note)
+    return parsed, verify_parsed(parsed, verifiers)
+
+
+def verify_parsed(parsed: Note, verifiers: Sequence[Verifier]) -> list[Verifier]:
+    """`verify_note` of a note already parsed (its text read, not trusted,
+    before this): the verifiers that signed it; raises as `verify_note`."""
+    known = _index(verifiers)
     signed: list[Verifier] = []
     for sig in parsed.signatures:
         verifier = known.get((sig.name, sig.key_id))
@@ -397,7 +404,7 @@ def verify_note(note: str | bytes, verifiers: Sequence[Verifier]) -> tuple[Note,
             signed.append(verifier)
     if not signed:
         raise NoKnownSignature("no signature from a known key", parsed)
-    return parsed, signed
+    return signed
 
 
 # --- checkpoints -----------------------------------------------------------

@@ -65,6 +65,8 @@ class LogKeeper:
         self._cosigs: dict[str, str] = {}  # peer -> its line on _cosig_text
         self._cosig_text: str | None = None
         self._cosigned_size: dict[str, int] = {}  # the size each peer last cosigned
+        self._parsed: tuple[str, str, note.Checkpoint] | None = None  # see _opened
+        self._cosigned_at: dict[str, float] = {}  # `pace()` when each peer last cosigned
 
     @property
     def quorum(self) -> int:
@@ -109,10 +111,26 @@ class LogKeeper:
         text = self.ledger.latest_checkpoint()
         if text is None:
             return None, 0
-        cp = note.Checkpoint.parse_body(note.Note.parse(text).text)
-        return text, cp.size
+        return text, self._opened(text)[1].size
+
+    def _opened(self, text: str) -> tuple[str, note.Checkpoint]:
+        """The body and checkpoint of our own signed `text`, parsed once per
+        checkpoint (asked again at every peer's cosigning, several a second)."""
+        last = self._parsed
+        if last is not None and last[0] == text:
+            return last[1], last[2]
+        body = note.Note.parse(text).text
+        cp = note.Checkpoint.parse_body(body)
+        self._parsed = (text, body, cp)
+        return body, cp
 
     # ------------------------------------------------------------ cosignatures
+    def cosigned_within(self, peer: str, seconds: float) -> bool:
+        """Whether `peer` cosigned a checkpoint of this log (its witness
+        checked our consistency) less than `seconds` ago, in this run."""
+        at = self._cosigned_at.get(peer)
+        return at is not None and self._pace() - at < seconds
+
     def has_cosignature(self, peer: str, text: str) -> bool:
         with self._lock:
             return self._cosig_text == text and peer in self._cosigs
@@ -124,7 +142,7 @@ class LogKeeper:
         p = self.consortium.participant(peer)
         if p is None:
             return
-        body = note.Note.parse(text).text
+        body, cp = self._opened(text)
         sig = note.NoteSignature.from_line(line.rstrip("\n"))
         note.verify_cosignature(body, sig, witness_name(self.consortium.name, peer), p.public_key)
         with self._lock:
@@ -140,7 +158,6 @@ class LogKeeper:
                 self._store_cosigned()
             by = sorted(self._cosigs)
         if reached and self.on_cosigned is not None:
-            cp = note.Checkpoint.parse_body(body)
             self.on_cosigned(cp.size, by)
 
     def _store_cosigned(self) -> None:
@@ -191,4 +208,5 @@ class LogKeeper:
                 raise
             self._cosigned_size[peer] = size
             self.add_cosignature(peer, text, resp.signature_line)
+            self._cosigned_at[peer] = self._pace()
             return

@@ -89,6 +89,10 @@ class NodeMetrics:
             "markex_view_age_seconds", "Seconds since the view checkpoint was signed", registry=r
         )
         self.port = 0
+        # The counters' children by label, looked up once: outcome() runs for
+        # every record at the writer, and labels() takes a lock and builds a key.
+        self._by_status: dict[str, Any] = {}
+        self._by_reason: dict[str, Any] = {}
 
     def read_from(self, **sources: Callable[[], float]) -> None:
         """Gauges read at each scrape from the node's parts, so they are right
@@ -129,9 +133,15 @@ class NodeMetrics:
 
     def outcome(self, status: str, reason: str | None) -> None:
         """One record's outcome at the writer (NodeCore.observer)."""
-        self.records.labels(status).inc()
+        child = self._by_status.get(status)
+        if child is None:
+            child = self._by_status.setdefault(status, self.records.labels(status))
+        child.inc()
         if reason is not None:
-            self.rejected.labels(reason).inc()
+            child = self._by_reason.get(reason)
+            if child is None:
+                child = self._by_reason.setdefault(reason, self.rejected.labels(reason))
+            child.inc()
 
     def accepted(self, issued_at_ms: Iterable[int], now_ms: int) -> None:
         """Others' records accepted at `now_ms` (their issue times)."""

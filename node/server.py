@@ -456,6 +456,7 @@ class Node:
     # ------------------------------------------------------------ checkpoints
     def _tick_loop(self) -> None:
         next_tally = time.monotonic() + self.log_interval
+        view_version = self.view.version  # as at the previous tick
         while not self._stop.wait(CHECKPOINT_INTERVAL):
             if time.monotonic() >= next_tally:
                 next_tally += self.log_interval
@@ -470,7 +471,10 @@ class Node:
                     log_short = self.logs.cosignatures() < self.logs.quorum
                     view_short = not self.view.cosigned()
                     if log_short or view_short:
-                        self.cosigners.short(log=log_short, view=view_short)
+                        # a view that stood still for a tick: its peers can be at its vector
+                        self.cosigners.short(log=log_short, view=view_short,
+                                             settled=self.view.version == view_version)
+                view_version = self.view.version
                 if self.pool is not None:
                     self.log_notes.publish()
                 self.view.tick()

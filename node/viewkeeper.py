@@ -30,6 +30,7 @@ from keys.consortium import Participant
 from ledger import note, viewtree
 from ledger import view as V
 from ledger.errors import (
+    BadSignature,
     CheckpointFork,
     ClockSkew,
     LedgerError,
@@ -202,6 +203,11 @@ class ViewKeeper(DerivedKeeper[V.NationalView], ViewReads):
             fn(numbers)
 
     @property
+    def version(self) -> int:
+        """A number that changes whenever the view does (bumped before each change)."""
+        return self._version
+
+    @property
     def write_lock(self) -> AbstractContextManager[bool]:
         """Held from every change of the stored view until `on_change` has
         been told of it (node/screenindex.py checks its rows under it)."""
@@ -340,17 +346,27 @@ class ViewKeeper(DerivedKeeper[V.NationalView], ViewReads):
 
     # ------------------------------------------------------------ cosigning
     def cosign(self, peer: str, text: str) -> str:
-        """Cosign `peer`'s view checkpoint when it is signed by `peer`, was
-        signed within the clock skew of this node's clock (ClockSkew), and
-        names this node's vector (OutOfOrder) with this node's root (else
-        CheckpointFork, kept as evidence)."""
+        """Cosign `peer`'s view checkpoint when its origin is `peer`'s view
+        (BadSignature), it is signed by `peer`, was signed within the clock
+        skew of this node's clock (ClockSkew), and names this node's vector
+        (OutOfOrder) with this node's root (else CheckpointFork, kept as
+        evidence). A note at another vector is refused before its signature
+        is checked: under load most asks are (docs/deploy.md), and a refusal
+        keeps nothing."""
         cons = self.consortium
         p = cons.participant(peer)
         if p is None:
             raise NotAllowed(f"{peer!r} is not a member")
         origin = view_origin(cons.name, peer)
-        parsed, _ = note.verify_note(text, [note.Verifier.for_key(origin, p.public_key)])
+        parsed = note.Note.parse(text)
         theirs = V.parse_view_checkpoint(parsed.text)
+        # The note names the peer's own view: its origin must be the key name
+        # the signature is checked under (style: never let the two differ).
+        if theirs.origin != origin:
+            raise BadSignature(f"view checkpoint origin {theirs.origin!r} is not {peer}'s view")
+        if not self._at_vector(theirs):
+            raise OutOfOrder("this node's view is at another vector")
+        note.verify_parsed(parsed, [note.Verifier.for_key(origin, p.public_key)])
         now = self.clock()
         off = theirs.signed_at_ms - now
         if abs(off) > cons.policy.clock_skew_ms:
@@ -361,7 +377,7 @@ class ViewKeeper(DerivedKeeper[V.NationalView], ViewReads):
             )
         with self._lock:
             assert self.view is not None
-            if dict(theirs.vector) != dict(self.view.vector):
+            if not self._at_vector(theirs):  # the view moved while the signature was checked
                 raise OutOfOrder("this node's view is at another vector")
             if theirs.root != self.view.root() or theirs.count != self.view.count:
                 self._fork(peer, text)
@@ -373,30 +389,38 @@ class ViewKeeper(DerivedKeeper[V.NationalView], ViewReads):
             now // 1000,
         )
 
-    def request_cosign(self, peer: Participant, stub: rpc.ExchangeStub) -> None:
+    def _at_vector(self, theirs: V.ViewCheckpoint) -> bool:
+        """Whether this node's view is at the vector `theirs` names."""
+        with self._lock:
+            assert self.view is not None
+            return dict(theirs.vector) == dict(self.view.vector)
+
+    def request_cosign(self, peer: Participant, stub: rpc.ExchangeStub) -> bool:
         """Ask `peer` (its Exchange `stub`) to cosign the current view
         checkpoint and keep its line once it checks. A peer at another vector
-        or root is no error here; other refusals raise grpc.RpcError."""
+        or root is no error here: then False (else True, also when nothing
+        was asked); other refusals raise grpc.RpcError."""
         with self._lock:
             text = self._current_note()
             if text is None or peer.id in self._cosigs:
-                return
+                return True
         try:
             resp = stub.CosignView(pb.CosignRequest(note=text), timeout=5)
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED):
-                return
+                return False
             raise
         why = self._check_cosignature(peer, text, resp.signature_line)
         with self._lock:
             if why is not None:
                 self.refused_cosignatures[peer.id] = why
-                return
+                return True  # a bad line is logged and kept apart, not a vector apart
             self.refused_cosignatures.pop(peer.id, None)
             if self._note == text:
                 self._cosigs[peer.id] = resp.signature_line
                 if self._has_quorum(self._cosigs):
                     self._prev = None
+        return True
 
     def _check_cosignature(self, peer: Participant, text: str, line: str) -> str | None:
         """Why `line` is no good cosignature by `peer` on `text` (None when

@@ -24,13 +24,14 @@ from keys.layout import NodeConfig, init_consortium
 from keys.signing import SigningKey
 from ledger.record import Mark
 from ledger.store import Store
+from markex.v1 import service_pb2 as pb
 from markex.v1 import service_pb2_grpc as rpc
 from node.core import NodeCore, OwnIssue
 from node.feedgate import gate_at_start
 from node.localnet import free_port_block
 from node.logkeeper import LogKeeper
 from node.metrics import NodeMetrics
-from node.replication import CosignRota, LinkParts, PeerLink, RoundPacer
+from node.replication import CosignRota, LinkParts, PeerLink, RoundPacer, ViewAskPacer
 from node.services import ExchangeService
 from node.status import DecodeGuard
 from node.viewkeeper import ViewKeeper
@@ -172,6 +173,7 @@ def test_an_idle_link_polls_less_and_still_pulls_what_no_push_brought(
 
 class FakeLink:
     def __init__(self) -> None:
+        self.view_asks = ViewAskPacer()
         self.woken = 0
         self.kinds: list[tuple[bool, bool]] = []  # (log, view) of each wake-up
         self.lock = threading.Lock()
@@ -221,6 +223,58 @@ def test_a_short_view_wakes_links_for_the_view_only_and_a_new_checkpoint_for_bot
     assert [x.kinds for x in links[3:]] == [[(False, True)]] * 2
     rota.short(log=True, view=False)
     assert sum(x.kinds[-1] == (True, False) for x in links) == 3
+
+
+def _wakes(pace: ViewAskPacer, n: int, outcomes: list[bool]) -> list[bool]:
+    """For `n` wakes of a link, whether each asked; the k-th ask gets outcomes[k]."""
+    made, asked = [], 0
+    for _ in range(n):
+        made.append(pace.due())
+        if made[-1]:
+            pace.outcome(outcomes[asked])
+            asked += 1
+    return made
+
+
+def test_a_link_refused_for_another_vector_skips_more_view_asks_up_to_a_cap() -> None:
+    T, F = True, False
+    # refused each time: 1, 2, 4 asks skipped, then 4 at most
+    assert _wakes(ViewAskPacer(most=4, free=0), 16, [F] * 5) == [
+        T, F, T, F, F, T, F, F, F, F, T, F, F, F, F, T
+    ]
+    # a cosignature between: none skipped after it
+    assert _wakes(ViewAskPacer(most=4, free=0), 8, [F, F, T, T, F, F]) == [
+        T, F, T, F, F, T, T, T
+    ]
+    # the first two refusals in a row skip nothing; a cosignature starts the count again
+    assert _wakes(ViewAskPacer(most=4, free=2), 9, [F, F, F, F, T, F, F, F]) == [
+        T, T, T, F, T, F, F, T, T
+    ]
+    pace = ViewAskPacer(most=4, free=0)
+    pace.outcome(False)
+    pace.outcome(False)
+    pace.clear()
+    assert pace.due()
+
+
+def test_a_settled_view_lets_the_links_woken_ask_whatever_their_refusals() -> None:
+    links = [FakeLink() for _ in range(5)]
+    rota = CosignRota(links, quorum=2)  # type: ignore[arg-type]
+    for x in links:
+        x.view_asks = ViewAskPacer(most=4, free=0)
+        x.view_asks.outcome(False)
+        x.view_asks.outcome(False)  # two refusals in a row: the next two asks are skipped
+    rota.short(log=False, view=True)  # the view moved meanwhile: the links keep their pace
+    assert [x.woken for x in links] == [1, 1, 1, 0, 0]
+    assert not any(x.view_asks.due() for x in links)
+    rota.short(log=False, view=True, settled=True)  # it stood still for a tick
+    assert [x.woken for x in links] == [1, 1, 1, 1, 1]
+    # the two woken now ask; the three before had one more ask to skip
+    assert [x.view_asks.due() for x in links] == [False, False, False, True, True]
+    for x in links:
+        x.view_asks.outcome(False)  # refused again: the next ask is skipped
+    rota.short(log=True, view=False, settled=True)  # only the log short: no view asks cleared
+    assert not any(x.view_asks.due() for x in links)
 
 
 # ====================================================================== catch-up
@@ -293,6 +347,50 @@ def test_a_grown_log_is_signed_at_most_once_per_interval_and_never_when_unchange
     finally:
         core.stop()
         store.close()
+
+
+class _WitnessStub:
+    """An Exchange stub whose Cosign is the institute's witness, in-process."""
+
+    def __init__(self, witness: Witness) -> None:
+        self.witness = witness
+        self.calls = 0
+
+    def Cosign(self, request: Any, timeout: float) -> Any:  # noqa: N802
+        self.calls += 1
+        line = self.witness.cosign_log(OWN, request.note, request.old_size, list(request.proof))
+        return pb.CosignResponse(signature_line=line)
+
+
+def test_a_log_knows_how_long_ago_each_peer_last_cosigned_it(tmp_path: Path) -> None:
+    """A link's round asks for the log's cosignature only when the peer has
+    not cosigned for a while (cosigned_within); a refusal counts as none."""
+    d = tmp_path / "c"
+    cons = init_consortium(d, carriers=1, internet=0, base_port=free_port_block(6),
+                           now=datetime.now(UTC))
+    store, inst_store = Store(tmp_path / "db"), Store(tmp_path / "inst")
+    core = NodeCore(store, cons, OWN, SigningKey.load(d / OWN / "signing.key"), _now)
+    t = [100.0]
+    logs = LogKeeper(core.ledger, _now, pace=lambda: t[0])
+    core.subscribe(logs.grew)
+    core.start()
+    stub = _WitnessStub(Witness(inst_store, cons, "institute",
+                                SigningKey.load(d / "institute" / "signing.key"), _now))
+    try:
+        core.issue(Mark("+8613900000001", "fraud", 70, observed_at_ms=_now()))
+        assert logs.sign_if_grown() is not None
+        assert not logs.cosigned_within("institute", 4.0)  # never, in this run
+        logs.request_cosign("institute", stub)  # type: ignore[arg-type]
+        assert stub.calls == 1 and logs.cosigned_within("institute", 4.0)
+        t[0] += 3.9
+        assert logs.cosigned_within("institute", 4.0)
+        t[0] += 0.2
+        assert not logs.cosigned_within("institute", 4.0)
+        assert not logs.cosigned_within("internet-1", 4.0)
+    finally:
+        core.stop()
+        store.close()
+        inst_store.close()
 
 
 def test_a_link_woken_for_the_view_asks_no_log_cosignature(

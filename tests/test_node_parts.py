@@ -561,6 +561,40 @@ def test_log_keeper_signs_when_the_log_grew_and_keeps_checked_cosignatures(
     assert len(note.count_cosignatures(served, witnesses)) == cons.policy.cosign_quorum
 
 
+def test_a_view_checkpoint_at_another_vector_is_refused_before_its_signature_is_checked(
+    cons_dir: tuple[Path, Consortium], parts: Parts
+) -> None:
+    """Under load most CosignView asks name another vector: refused as out of
+    order without the Ed25519 check, keeping nothing; at this node's vector
+    the signature is checked first, then the root."""
+    from ledger.view import ViewCheckpoint, parse_view_checkpoint, sign_view_checkpoint
+    from ledger.view import view_origin as vorigin
+
+    d, cons = cons_dir
+    parts.core.issue(Mark(NUMBER, "fraud", 70))
+    ours = parse_view_checkpoint(note.Note.parse(parts.view.checkpoint_note()).text)
+    inst = _key(d, "institute")
+
+    def signed(vector: tuple[tuple[str, int], ...], root: bytes, key: SigningKey = inst) -> str:
+        cp = ViewCheckpoint(vorigin(cons.name, "institute"), vector, ours.count, root, _now())
+        return sign_view_checkpoint(cp, key)
+
+    ahead = tuple((i, q + 1) for i, q in ours.vector)
+    forged_ahead = signed(ahead, ours.root, key=_key(d, OWN))  # not the institute's key
+    with pytest.raises(E.OutOfOrder):
+        parts.view.cosign("institute", forged_ahead)
+    with pytest.raises(E.BadSignature):  # at our vector the signature is checked first
+        parts.view.cosign("institute", signed(ours.vector, bytes(32), key=_key(d, OWN)))
+    assert parts.view.forks() == []  # neither refusal kept anything
+    line = parts.view.cosign("institute", text := signed(ours.vector, ours.root))
+    body = note.Note.parse(text).text
+    assert note.verify_cosignature(body, line, witness.witness_name(cons.name, OWN),
+                                   _key(d, OWN).public_bytes) > 0
+    with pytest.raises(E.CheckpointFork):
+        parts.view.cosign("institute", signed(ours.vector, hashlib.sha256(b"x").digest()))
+    assert len(parts.view.forks()) == 1
+
+
 # ====================================================================== services over gRPC
 
 
