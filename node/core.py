@@ -19,8 +19,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from typing import Any
 
 from keys.consortium import Consortium, Policy
 from keys.signing import SigningKey
@@ -65,12 +67,83 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class _Answers:
+    """What the Answers of one `issue_many_async` call share: one lock (and
+    one condition) for them all, instead of a Future's own lock and
+    condition an item (what a bulk caller paid most for per item, after the
+    records' own work)."""
+
+    __slots__ = ("cond",)
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition(threading.Lock())
+
+
+class Answer:
+    """One queued own issue's answer, as much of a Future as its callers use:
+    `result`, `exception`, `done` (and, for the writer, `set_result` and
+    `set_exception`, each at most once). A waiter is woken only when its own
+    answer is set, not by every answer of its batch."""
+
+    __slots__ = ("_shared", "_state", "_value", "_waiting")
+
+    _PENDING, _RESULT, _ERROR = 0, 1, 2
+
+    def __init__(self, shared: _Answers) -> None:
+        self._shared = shared
+        self._state = Answer._PENDING
+        self._value: Any = None
+        self._waiting = False
+
+    def done(self) -> bool:
+        return self._state != Answer._PENDING
+
+    def _set(self, state: int, value: Any) -> None:
+        with self._shared.cond:
+            if self._state != Answer._PENDING:
+                raise InvalidStateError("the answer is set already")
+            self._value, self._state = value, state
+            if self._waiting:
+                self._shared.cond.notify_all()
+
+    def set_result(self, value: Any) -> None:
+        self._set(Answer._RESULT, value)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._set(Answer._ERROR, error)
+
+    def _wait(self, timeout: float | None) -> None:
+        if self._state != Answer._PENDING:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cond = self._shared.cond
+        with cond:
+            self._waiting = True
+            while self._state == Answer._PENDING:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise FutureTimeout()
+                cond.wait(left)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The answer (an Outcome); raises the writer's error for it, or
+        TimeoutError when it is not set within `timeout` seconds."""
+        self._wait(timeout)
+        if self._state == Answer._ERROR:
+            raise self._value
+        return self._value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait(timeout)
+        return self._value if self._state == Answer._ERROR else None
+
+
 @dataclass
 class _Job:
     kind: str  # "issue" | "submit" | "equivocation"
     payload: Payload | EquivocationProof | None
     envelopes: Sequence[bytes]
-    future: Future
+    future: Future | Answer
     source: str
     wait_for_target: bool = False  # an own correction may name a target not seen yet
     key: bytes = b""  # an issue's idempotency key (b"": none) and its content's digest
@@ -239,18 +312,21 @@ class NodeCore:
         self._enqueue(job, wait)
         return fut
 
-    def issue_many_async(self, issues: Sequence[OwnIssue], *, wait: float = 30) -> list[Future]:
+    def issue_many_async(self, issues: Sequence[OwnIssue], *, wait: float = 30) -> list[Answer]:
         """`issue_async` of each of `issues`, queued in one step (one lock and
         one wake-up for them all: a bulk caller's cost an item stays small),
-        in their order. An issue refused before it is queued (its key) has a
-        future holding its BadInput. When the queue has no room for them all
-        within `wait` seconds this raises BufferFull and queues none;
-        StorageFailure once a write has failed."""
+        in their order; each has an Answer (a Future's result, exception and
+        done; the Answers of one call share one lock). An issue refused
+        before it is queued (its key) has an answer holding its BadInput.
+        When the queue has no room for them all within `wait` seconds this
+        raises BufferFull and queues none; StorageFailure once a write has
+        failed."""
         self._refuse_if_failed()
-        futs: list[Future] = []
+        shared = _Answers()
+        futs: list[Answer] = []
         jobs: list[_Job] = []
         for it in issues:
-            fut: Future = Future()
+            fut = Answer(shared)
             futs.append(fut)
             try:
                 _check_key(it.key, it.digest)
