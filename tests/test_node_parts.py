@@ -905,3 +905,34 @@ def test_a_status_comes_back_as_its_ledger_error() -> None:
         assert type(back) is cls and str(back) == "x: y"
     unknown = error_from_rpc(_Rpc(S.UNAVAILABLE, "connection refused"))
     assert type(unknown) is E.LedgerError and str(unknown) == "UNAVAILABLE: connection refused"
+
+
+def test_a_node_process_collector_runs_rarely_and_skips_its_start() -> None:
+    """`markex node run`'s collector (node/server.py): its young generation
+    holds GC_THRESHOLDS[0] objects before a collection (not Python's 700),
+    and what the start made is frozen, never scanned again; objects made
+    later are still collected (a cycle made after is freed)."""
+    import gc
+    import weakref
+
+    from node.server import GC_THRESHOLDS, settle_collector, tune_collector
+
+    was = gc.get_threshold()
+    try:
+        tune_collector()
+        assert gc.get_threshold() == GC_THRESHOLDS and GC_THRESHOLDS[0] >= 10_000
+        settle_collector()
+        assert gc.get_freeze_count() > 0
+
+        class Cycle:
+            pass
+
+        c = Cycle()
+        c.me = c  # type: ignore[attr-defined]
+        gone = weakref.ref(c)
+        del c
+        gc.collect()
+        assert gone() is None
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*was)
