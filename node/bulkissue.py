@@ -308,6 +308,13 @@ class BulkIssuer:
 
         reader = threading.Thread(target=read, name="issue-many-reader", daemon=True)
         reader.start()
+        with self.core.feeding():  # the stream feeds the writer (the screen's rows rest)
+            yield from self._answers(slots, room, context)
+
+    def _answers(self, slots: queue.Queue[list[_Slot] | BaseException | None],
+                 room: threading.BoundedSemaphore,
+                 context: grpc.ServicerContext) -> Iterator[pb.IssueResults]:
+        """One IssueResults per batch the reader queued, in order."""
         while True:
             got = slots.get()
             if got is None:

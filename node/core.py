@@ -14,11 +14,12 @@ again, and a crash leaves nothing signed that a restart could contradict."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -238,6 +239,7 @@ class NodeCore:
         self._broken = False  # the writer did not take a record as signed ahead
         self._stopped = False
         self._in_group = False  # the writer is processing a group (read by `busy`)
+        self._feeds = 0  # streams feeding the writer now (`feeding`), under _room
         # Told each record's status, its error class (if any) and its claimed
         # issuer (None when it did not parse): the node's metrics and log counts.
         self.observer: Callable[[str, str | None, str | None], None] | None = None
@@ -410,10 +412,29 @@ class NodeCore:
 
     @property
     def busy(self) -> bool:
-        """The writer has work now (a group in process, or jobs queued): the
-        node's background work (the screen's rows) rests meanwhile, since
-        every thread of the process shares one GIL."""
-        return self._in_group or self._queued > 0
+        """The writer has work now (a group in process, jobs queued, or a
+        stream feeding it: `fed`): the node's background work (the screen's
+        rows) rests meanwhile, since every thread of the process shares one GIL."""
+        return self._in_group or self._queued > 0 or self._feeds > 0
+
+    @property
+    def fed(self) -> bool:
+        """A stream feeds the writer now (`feeding`): more work follows the
+        queued work, also when the queue is empty between its batches."""
+        return self._feeds > 0
+
+    @contextlib.contextmanager
+    def feeding(self) -> Iterator[None]:
+        """Held by a caller that feeds the writer a stream of batches (a
+        catch-up's pulled batches, an IssueMany import) for as long as it
+        does: `busy` and `fed` hold meanwhile."""
+        with self._room:
+            self._feeds += 1
+        try:
+            yield
+        finally:
+            with self._room:
+                self._feeds -= 1
 
     # ------------------------------------------------------------ signer
     def _sign_loop(self) -> None:

@@ -177,7 +177,8 @@ class Node:
         # while the writer has work: both hold the one GIL
         self.screen_index = ScreenIndex(self.store, self.view.entries_bytes, self.view.numbers,
                                         yield_to=lambda: self.core.busy,
-                                        lock=self.view.write_lock)
+                                        lock=self.view.write_lock,
+                                        fed=lambda: self.core.fed)
         self.view.on_change.append(self.screen_index.changed)
         self.screening = ScreeningService(
             self.consortium,

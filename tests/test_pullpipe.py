@@ -148,3 +148,21 @@ def test_an_empty_batch_from_a_peer_changes_nothing(core: NodeCore) -> None:
     pipe.put(envs)
     pipe.close()
     assert core.ledger.entries(0, core.ledger.size) == envs
+
+
+def test_a_round_feeds_the_writer_until_it_is_written(core: NodeCore) -> None:
+    """While a round's batches flow (from its first put until close), the
+    core says a stream feeds its writer (`fed`, and so `busy`, also between
+    batches): the screen's rows rest for it. Once closed, it is idle again."""
+    envs = [r.envelope for r in chain("carrier-2", 50)]
+    pipe = PullPipe(core, "carrier-2", threading.Event())
+    assert not core.fed and not core.busy
+    pipe.put(envs[:25])
+    deadline = time.monotonic() + 10
+    while core.ledger.size < 25 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert core.ledger.size == 25 and core.queued == 0
+    assert core.fed and core.busy  # written, and the round not closed: more may follow
+    pipe.put(envs[25:])
+    pipe.close()
+    assert core.ledger.size == 50 and not core.fed and not core.busy
