@@ -240,9 +240,10 @@ class NodeCore:
         self._stopped = False
         self._in_group = False  # the writer is processing a group (read by `busy`)
         self._feeds = 0  # streams feeding the writer now (`feeding`), under _room
-        # Told each record's status, its error class (if any) and its claimed
-        # issuer (None when it did not parse): the node's metrics and log counts.
-        self.observer: Callable[[str, str | None, str | None], None] | None = None
+        # Told each record's status, its error class (if any), its claimed
+        # issuer (None when it did not parse) and how many records in a row
+        # had these three (in log order): the node's metrics and log counts.
+        self.observer: Callable[[str, str | None, str | None, int], None] | None = None
         # Set once when a write fails: from then on nothing is written or acknowledged.
         self.failure: StorageFailure | None = None
         self._failure_subscribers: list[Callable[[StorageFailure], None]] = []
@@ -661,12 +662,10 @@ class NodeCore:
                     fn(result.accepted)
                 except Exception:
                     log.exception("subscriber failed")
+        if self.observer is not None:
+            self._observe(self.observer, outcomes)
         for job, a, b in spans:
             outs = outcomes[a:b]
-            for o in outs:
-                if self.observer is not None:
-                    reason = None if o.error is None else type(o.error).__name__
-                    self.observer(o.status, reason, None if o.record is None else o.record.issuer)
             if job.kind != "issue":
                 job.future.set_result(outs)
             elif isinstance(outs[0].error, SequenceGap):
@@ -696,6 +695,26 @@ class NodeCore:
                 self._requeue(job)
                 continue
             job.future.set_result(out)  # the same content, refused the same way
+
+    @staticmethod
+    def _observe(observer: Callable[[str, str | None, str | None, int], None],
+                 outcomes: list[Outcome]) -> None:
+        """Tell `observer` the outcomes in order, a run of alike ones (status,
+        error class, issuer) at once: one call (a metric's label lookup and
+        lock) a run, not one a record."""
+        run: tuple[str, str | None, str | None] | None = None
+        n = 0
+        for o in outcomes:
+            key = (o.status, None if o.error is None else type(o.error).__name__,
+                   None if o.record is None else o.record.issuer)
+            if key == run:
+                n += 1
+                continue
+            if run is not None:
+                observer(*run, n)
+            run, n = key, 1
+        if run is not None:
+            observer(*run, n)
 
     def _requeue(self, job: _Job) -> None:
         """Queue an own issue again (on the writer thread, so without waiting

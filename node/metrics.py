@@ -127,11 +127,11 @@ class NodeMetrics:
             srv.shutdown()
             srv.server_close()
 
-    def outcome(self, status: str, reason: str | None) -> None:
-        """One record's outcome at the writer (NodeCore.observer)."""
-        self.records.labels(status).inc()
+    def outcome(self, status: str, reason: str | None, n: int = 1) -> None:
+        """The outcome of `n` records at the writer (NodeCore.observer)."""
+        self.records.labels(status).inc(n)
         if reason is not None:
-            self.rejected.labels(reason).inc()
+            self.rejected.labels(reason).inc(n)
 
     def accepted(self, issued_at_ms: Iterable[int], now_ms: int) -> None:
         """Others' records accepted at `now_ms` (their issue times)."""

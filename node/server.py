@@ -411,9 +411,9 @@ class Node:
         )
 
     # ------------------------------------------------------------ events (writer thread)
-    def _observe(self, status: str, reason: str | None, issuer: str | None) -> None:
-        self.metrics.outcome(status, reason)
-        self.tally.outcome(status, reason, issuer)
+    def _observe(self, status: str, reason: str | None, issuer: str | None, n: int) -> None:
+        self.metrics.outcome(status, reason, n)
+        self.tally.outcome(status, reason, issuer, n)
 
     def _observe_accepted(self, records: list[Record]) -> None:
         others = [r.issued_at_ms for r in records if r.issuer != self.participant_id]
