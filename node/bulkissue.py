@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -52,7 +53,7 @@ from ledger.view.facts import appealed
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from node import complaintservice
-from node.core import NodeCore, OwnIssue
+from node.core import Answer, NodeCore, OwnIssue
 from node.status import code_for, detail_for
 
 log = logging.getLogger("markex.rpc")
@@ -170,21 +171,31 @@ BUILDERS: dict[str, Callable[[pb.IssueItem, NodeCore], Built]] = {
 
 def content_digest(item: pb.IssueItem) -> bytes:
     """SHA-256 of the item as sent, without its key and with its number in
-    E.164 (so "13812345678" and "+8613812345678" are the same content)."""
-    c = pb.IssueItem()
-    c.CopyFrom(item)
-    c.key = b""
-    kind = c.WhichOneof("payload")
-    sub = getattr(c, kind) if kind else None
-    if kind in ("mark", "reassignment", "preference") or (kind == "line" and not c.line.prefix):
-        with contextlib.suppress(LedgerError):  # the builder refuses it with its sentence
-            sub.number = normalize(sub.number)  # type: ignore[union-attr]
-    if kind == "complaint":  # its number and its complainant's, whichever way written
-        with contextlib.suppress(LedgerError):
-            c.complaint.number = normalize(c.complaint.number)
-        with contextlib.suppress(LedgerError):
-            c.complaint.complainant = normalize(c.complaint.complainant)
-    return hashlib.sha256(c.SerializeToString(deterministic=True)).digest()
+    E.164 (so "13812345678" and "+8613812345678" are the same content).
+    The item is changed for the hash and put back as it was (no copy of it)."""
+    kind = item.WhichOneof("payload")
+    sub = getattr(item, kind) if kind else None
+    saved: list[tuple[Any, str, Any]] = []  # (message, field, value as sent), put back after
+
+    def put(msg: Any, name: str, value: Any) -> None:
+        saved.append((msg, name, getattr(msg, name)))
+        setattr(msg, name, value)
+
+    try:
+        put(item, "key", b"")
+        if kind in ("mark", "reassignment", "preference") or (kind == "line" and
+                                                               not item.line.prefix):
+            with contextlib.suppress(LedgerError):  # the builder refuses it with its sentence
+                put(sub, "number", normalize(sub.number))  # type: ignore[union-attr]
+        if kind == "complaint":  # its number and its complainant's, whichever way written
+            with contextlib.suppress(LedgerError):
+                put(item.complaint, "number", normalize(item.complaint.number))
+            with contextlib.suppress(LedgerError):
+                put(item.complaint, "complainant", normalize(item.complaint.complainant))
+        return hashlib.sha256(item.SerializeToString(deterministic=True)).digest()
+    finally:
+        for msg, name, value in reversed(saved):
+            setattr(msg, name, value)
 
 
 def refused(n: int, e: Exception) -> pb.IssueResult:
@@ -205,6 +216,7 @@ def _done(result: pb.IssueResult) -> Future:
     return fut
 
 
+_Slot = tuple[int, Built | None, Future | Answer]  # (item n, its build, its answer)
 _PENDING: Future = Future()  # a built item's place until its batch is queued (`_queue`)
 
 
@@ -234,7 +246,7 @@ class BulkIssuer:
         except Exception as e:  # noqa: BLE001 - every refusal is this item's result
             return refused(n, e)
 
-    def _queue(self, started: list[tuple[int, Built | None, Future]],
+    def _queue(self, started: list[_Slot],
                ready: list[tuple[int, OwnIssue]]) -> None:
         """Queue the built items of one batch for the writer in one step;
         `ready` holds (place in `started`, the issue)."""
@@ -257,7 +269,7 @@ class BulkIssuer:
         items of the next batches while this answers the earlier ones, so the
         writer gathers up to `window` items into its group commits."""
         room = threading.BoundedSemaphore(max(self.window, MAX_BATCH))
-        slots: queue.Queue[list[tuple[int, Built | None, Future]] | BaseException | None] = (
+        slots: queue.Queue[list[_Slot] | BaseException | None] = (
             queue.Queue())
 
         def read() -> None:
@@ -268,7 +280,7 @@ class BulkIssuer:
                     if len(batch.items) > MAX_BATCH:
                         raise TooLarge(f"a batch of {len(batch.items)} items; at most "
                                        f"{MAX_BATCH}")
-                    started: list[tuple[int, Built | None, Future]] = []
+                    started: list[_Slot] = []
                     ready: list[tuple[int, OwnIssue]] = []
                     why = self.refusal()  # asked again each batch, as a unary call asks
                     for item in batch.items:
@@ -296,6 +308,13 @@ class BulkIssuer:
 
         reader = threading.Thread(target=read, name="issue-many-reader", daemon=True)
         reader.start()
+        with self.core.feeding():  # the stream feeds the writer (the screen's rows rest)
+            yield from self._answers(slots, room, context)
+
+    def _answers(self, slots: queue.Queue[list[_Slot] | BaseException | None],
+                 room: threading.BoundedSemaphore,
+                 context: grpc.ServicerContext) -> Iterator[pb.IssueResults]:
+        """One IssueResults per batch the reader queued, in order."""
         while True:
             got = slots.get()
             if got is None:
@@ -305,22 +324,30 @@ class BulkIssuer:
                     raise got
                 return  # the client went away: nothing more to answer
             out = pb.IssueResults()
+            results = out.results
             for n, built, fut in got:
-                out.results.append(self._answer(n, built, fut))
+                self._answer(results, n, built, fut)
                 room.release()
             yield out
 
-    def _answer(self, n: int, built: Built | None, fut: Future) -> pb.IssueResult:
+    @staticmethod
+    def _answer(results: Any, n: int, built: Built | None, fut: Future | Answer) -> None:
+        """Item n's result appended to `results` (an issued item's built in
+        place: one message, encoded once with the rest)."""
         try:
             res = fut.result()
         except Exception as e:  # noqa: BLE001 - the writer refused the whole group
-            return refused(n, e)
+            results.append(refused(n, e))
+            return
         if built is None:
-            return res  # type: ignore[no-any-return]
+            results.append(res)
+            return
         if res.error is not None:
-            return refused(n, res.error)
+            results.append(refused(n, res.error))
+            return
         r: Record | None = res.record
         if r is None:  # never: a duplicate of a key is always answered with its record
-            return refused(n, StorageFailure("the issued record is missing"))
-        return pb.IssueResult(item=n, id=r.id, issuer=r.issuer, seq=r.seq, index=res.index or 0,
-                              appeal=built.appeal, duplicate=res.status == "duplicate")
+            results.append(refused(n, StorageFailure("the issued record is missing")))
+            return
+        results.add(item=n, id=r.id, issuer=r.issuer, seq=r.seq, index=res.index or 0,
+                    appeal=built.appeal, duplicate=res.status == "duplicate")

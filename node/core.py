@@ -14,13 +14,16 @@ again, and a crash leaves nothing signed that a restart could contradict."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from typing import Any
 
 from keys.consortium import Consortium, Policy
 from keys.signing import SigningKey
@@ -65,12 +68,83 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class _Answers:
+    """What the Answers of one `issue_many_async` call share: one lock (and
+    one condition) for them all, instead of a Future's own lock and
+    condition an item (what a bulk caller paid most for per item, after the
+    records' own work)."""
+
+    __slots__ = ("cond",)
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition(threading.Lock())
+
+
+class Answer:
+    """One queued own issue's answer, as much of a Future as its callers use:
+    `result`, `exception`, `done` (and, for the writer, `set_result` and
+    `set_exception`, each at most once). A waiter is woken only when its own
+    answer is set, not by every answer of its batch."""
+
+    __slots__ = ("_shared", "_state", "_value", "_waiting")
+
+    _PENDING, _RESULT, _ERROR = 0, 1, 2
+
+    def __init__(self, shared: _Answers) -> None:
+        self._shared = shared
+        self._state = Answer._PENDING
+        self._value: Any = None
+        self._waiting = False
+
+    def done(self) -> bool:
+        return self._state != Answer._PENDING
+
+    def _set(self, state: int, value: Any) -> None:
+        with self._shared.cond:
+            if self._state != Answer._PENDING:
+                raise InvalidStateError("the answer is set already")
+            self._value, self._state = value, state
+            if self._waiting:
+                self._shared.cond.notify_all()
+
+    def set_result(self, value: Any) -> None:
+        self._set(Answer._RESULT, value)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._set(Answer._ERROR, error)
+
+    def _wait(self, timeout: float | None) -> None:
+        if self._state != Answer._PENDING:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cond = self._shared.cond
+        with cond:
+            self._waiting = True
+            while self._state == Answer._PENDING:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise FutureTimeout()
+                cond.wait(left)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The answer (an Outcome); raises the writer's error for it, or
+        TimeoutError when it is not set within `timeout` seconds."""
+        self._wait(timeout)
+        if self._state == Answer._ERROR:
+            raise self._value
+        return self._value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait(timeout)
+        return self._value if self._state == Answer._ERROR else None
+
+
 @dataclass
 class _Job:
     kind: str  # "issue" | "submit" | "equivocation"
     payload: Payload | EquivocationProof | None
     envelopes: Sequence[bytes]
-    future: Future
+    future: Future | Answer
     source: str
     wait_for_target: bool = False  # an own correction may name a target not seen yet
     key: bytes = b""  # an issue's idempotency key (b"": none) and its content's digest
@@ -165,9 +239,11 @@ class NodeCore:
         self._broken = False  # the writer did not take a record as signed ahead
         self._stopped = False
         self._in_group = False  # the writer is processing a group (read by `busy`)
-        # Told each record's status, its error class (if any) and its claimed
-        # issuer (None when it did not parse): the node's metrics and log counts.
-        self.observer: Callable[[str, str | None, str | None], None] | None = None
+        self._feeds = 0  # streams feeding the writer now (`feeding`), under _room
+        # Told each record's status, its error class (if any), its claimed
+        # issuer (None when it did not parse) and how many records in a row
+        # had these three (in log order): the node's metrics and log counts.
+        self.observer: Callable[[str, str | None, str | None, int], None] | None = None
         # Set once when a write fails: from then on nothing is written or acknowledged.
         self.failure: StorageFailure | None = None
         self._failure_subscribers: list[Callable[[StorageFailure], None]] = []
@@ -239,18 +315,21 @@ class NodeCore:
         self._enqueue(job, wait)
         return fut
 
-    def issue_many_async(self, issues: Sequence[OwnIssue], *, wait: float = 30) -> list[Future]:
+    def issue_many_async(self, issues: Sequence[OwnIssue], *, wait: float = 30) -> list[Answer]:
         """`issue_async` of each of `issues`, queued in one step (one lock and
         one wake-up for them all: a bulk caller's cost an item stays small),
-        in their order. An issue refused before it is queued (its key) has a
-        future holding its BadInput. When the queue has no room for them all
-        within `wait` seconds this raises BufferFull and queues none;
-        StorageFailure once a write has failed."""
+        in their order; each has an Answer (a Future's result, exception and
+        done; the Answers of one call share one lock). An issue refused
+        before it is queued (its key) has an answer holding its BadInput.
+        When the queue has no room for them all within `wait` seconds this
+        raises BufferFull and queues none; StorageFailure once a write has
+        failed."""
         self._refuse_if_failed()
-        futs: list[Future] = []
+        shared = _Answers()
+        futs: list[Answer] = []
         jobs: list[_Job] = []
         for it in issues:
-            fut: Future = Future()
+            fut = Answer(shared)
             futs.append(fut)
             try:
                 _check_key(it.key, it.digest)
@@ -334,10 +413,29 @@ class NodeCore:
 
     @property
     def busy(self) -> bool:
-        """The writer has work now (a group in process, or jobs queued): the
-        node's background work (the screen's rows) rests meanwhile, since
-        every thread of the process shares one GIL."""
-        return self._in_group or self._queued > 0
+        """The writer has work now (a group in process, jobs queued, or a
+        stream feeding it: `fed`): the node's background work (the screen's
+        rows) rests meanwhile, since every thread of the process shares one GIL."""
+        return self._in_group or self._queued > 0 or self._feeds > 0
+
+    @property
+    def fed(self) -> bool:
+        """A stream feeds the writer now (`feeding`): more work follows the
+        queued work, also when the queue is empty between its batches."""
+        return self._feeds > 0
+
+    @contextlib.contextmanager
+    def feeding(self) -> Iterator[None]:
+        """Held by a caller that feeds the writer a stream of batches (a
+        catch-up's pulled batches, an IssueMany import) for as long as it
+        does: `busy` and `fed` hold meanwhile."""
+        with self._room:
+            self._feeds += 1
+        try:
+            yield
+        finally:
+            with self._room:
+                self._feeds -= 1
 
     # ------------------------------------------------------------ signer
     def _sign_loop(self) -> None:
@@ -564,12 +662,10 @@ class NodeCore:
                     fn(result.accepted)
                 except Exception:
                     log.exception("subscriber failed")
+        if self.observer is not None:
+            self._observe(self.observer, outcomes)
         for job, a, b in spans:
             outs = outcomes[a:b]
-            for o in outs:
-                if self.observer is not None:
-                    reason = None if o.error is None else type(o.error).__name__
-                    self.observer(o.status, reason, None if o.record is None else o.record.issuer)
             if job.kind != "issue":
                 job.future.set_result(outs)
             elif isinstance(outs[0].error, SequenceGap):
@@ -599,6 +695,26 @@ class NodeCore:
                 self._requeue(job)
                 continue
             job.future.set_result(out)  # the same content, refused the same way
+
+    @staticmethod
+    def _observe(observer: Callable[[str, str | None, str | None, int], None],
+                 outcomes: list[Outcome]) -> None:
+        """Tell `observer` the outcomes in order, a run of alike ones (status,
+        error class, issuer) at once: one call (a metric's label lookup and
+        lock) a run, not one a record."""
+        run: tuple[str, str | None, str | None] | None = None
+        n = 0
+        for o in outcomes:
+            key = (o.status, None if o.error is None else type(o.error).__name__,
+                   None if o.record is None else o.record.issuer)
+            if key == run:
+                n += 1
+                continue
+            if run is not None:
+                observer(*run, n)
+            run, n = key, 1
+        if run is not None:
+            observer(*run, n)
 
     def _requeue(self, job: _Job) -> None:
         """Queue an own issue again (on the writer thread, so without waiting

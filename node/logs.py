@@ -95,14 +95,14 @@ class RecordTally:
         self._refused: Counter[tuple[str, str]] = Counter()
         self._cosigned: tuple[int, int, tuple[str, ...]] | None = None  # count, size, by
 
-    def outcome(self, status: str, reason: str | None, issuer: str | None) -> None:
-        """One record's outcome at the writer (NodeCore.observer)."""
+    def outcome(self, status: str, reason: str | None, issuer: str | None, n: int = 1) -> None:
+        """The outcome of `n` records at the writer (NodeCore.observer)."""
         who = issuer if issuer in self.issuers else "unknown"
         with self._lock:
             if status == "accepted":
-                self._accepted[who] += 1
+                self._accepted[who] += n
             elif status in ("rejected", "equivocation"):
-                self._refused[(who, reason or status)] += 1
+                self._refused[(who, reason or status)] += n
 
     def cosigned(self, size: int, by: list[str]) -> None:
         """A log checkpoint of `size` reached its quorum, cosigned by `by`."""

@@ -131,17 +131,17 @@ class NodeMetrics:
             srv.shutdown()
             srv.server_close()
 
-    def outcome(self, status: str, reason: str | None) -> None:
-        """One record's outcome at the writer (NodeCore.observer)."""
+    def outcome(self, status: str, reason: str | None, n: int = 1) -> None:
+        """The outcome of `n` records at the writer (NodeCore.observer)."""
         child = self._by_status.get(status)
         if child is None:
             child = self._by_status.setdefault(status, self.records.labels(status))
-        child.inc()
+        child.inc(n)
         if reason is not None:
             child = self._by_reason.get(reason)
             if child is None:
                 child = self._by_reason.setdefault(reason, self.rejected.labels(reason))
-            child.inc()
+            child.inc(n)
 
     def accepted(self, issued_at_ms: Iterable[int], now_ms: int) -> None:
         """Others' records accepted at `now_ms` (their issue times)."""

@@ -130,8 +130,9 @@ class PullPipe:
 
     def _run(self) -> None:
         try:
-            with ThreadPoolExecutor(max(1, VERIFY_THREADS - 1),
-                                    f"verify-{self.source}-") as helpers:
+            # the round feeds the writer until it ends (the screen's rows rest meanwhile)
+            with self.core.feeding(), ThreadPoolExecutor(max(1, VERIFY_THREADS - 1),
+                                                         f"verify-{self.source}-") as helpers:
                 self._pipe(helpers)
         except BaseException as e:  # a bug here: put and close must not wait for it
             self._fail(e)

@@ -32,7 +32,10 @@ The rows share the process (and so its one GIL) with the writer: while the
 writer has work (`yield_to()`, the node's `NodeCore.busy`), the index rests
 after each chunk for REST times what the chunk took, so it takes at most a
 1/(1+REST) share from the write path and still makes progress under a
-sustained load; it rests no longer than the writer stays busy. A dirty row
+sustained load; it rests no longer than the writer stays busy. While a
+stream feeds the writer (a catch-up, a bulk import: `fed()`), and so between
+its batches too, a rest is REST_FED times the chunk's: the rows of a catch-up
+are made mostly once it has drained, at the same cost a row. A dirty row
 is never trusted (above), so a row that lags costs a screen a read of the
 entry, never a wrong answer.
 """
@@ -58,6 +61,10 @@ FAMILY = "screenix"
 CHUNK = 1000          # rows written per store write
 FRESH = 20_000        # changed entries kept as the view built them (beyond: read back)
 REST = 3.0            # while the writer is busy: rest this many times a chunk's time
+# ... and while a stream feeds it (a catch-up's pulled batches, an IssueMany
+# import: NodeCore.feeding): the rows' share of the one GIL is then at most
+# 1/(1+REST_FED), so most of a catch-up's rows are made once it is done.
+REST_FED = 20.0
 REST_POLL_S = 0.01    # how often a rest asks whether the writer is still busy
 STATE_KEY = b"\x00state"   # below every number ("+..."): the rows' version, once complete
 
@@ -67,7 +74,8 @@ class ScreenIndex:
                  numbers: Callable[[], Iterable[str]],
                  row_of: Callable[[str, bytes | Entry], bytes | None] | None = None,
                  yield_to: Callable[[], bool] = lambda: False,
-                 lock: AbstractContextManager | None = None) -> None:
+                 lock: AbstractContextManager | None = None,
+                 fed: Callable[[], bool] = lambda: False) -> None:
         """`entries(e164s)`: entry bytes (the view keeper's consistent read);
         `numbers()`: every number with an entry; `row_of(number, entry bytes or Entry)`:
         its row (None: none), set before `start` (the screener's, with
@@ -75,7 +83,8 @@ class ScreenIndex:
         the index rests); `lock`: the view's write lock, held by the writer
         from an entry's write until its `changed` (ViewKeeper.write_lock; by
         default the index's own, for a view that changes only under the
-        caller's hand)."""
+        caller's hand); `fed()`: whether a stream feeds the writer now (the
+        node's `NodeCore.fed`: then a rest is REST_FED times a chunk's time)."""
         self.store = store
         self.version = b""                    # the rows' format and policy (the screener's)
         self._view_lock: AbstractContextManager = lock if lock is not None else threading.RLock()
@@ -83,6 +92,7 @@ class ScreenIndex:
         self._numbers = numbers
         self.row_of = row_of
         self.yield_to = yield_to
+        self.fed = fed
         self._cv = threading.Condition()
         self._pending: set[str] = set()
         self._dirty: dict[str, int] = {}      # number -> the change's generation
@@ -231,10 +241,11 @@ class ScreenIndex:
             self.complete = True
 
     def _rest(self) -> None:
-        """After a chunk: while the writer is busy, wait REST times the time
-        the chunk took (measured from the previous rest), or until it is idle."""
+        """After a chunk: while the writer is busy, wait REST (REST_FED while
+        a stream feeds it) times the time the chunk took (measured from the
+        previous rest), or until it is idle."""
         now = time.monotonic()
-        until = now + REST * (now - self._since)
+        until = now + (REST_FED if self.fed() else REST) * (now - self._since)
         while not self._stop and time.monotonic() < until and self.yield_to():
             time.sleep(REST_POLL_S)
         self._since = time.monotonic()

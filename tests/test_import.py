@@ -744,3 +744,31 @@ def test_a_unary_sanction_without_listed_at_takes_effect_when_signed(
         items=[pb.IssueItem(sanction=listing)])]), timeout=30))).results
     assert not bulk.code, bulk.error
     assert payload_of(cnet, "regulator-1", bulk.id.hex()) == s
+
+
+def test_content_digest_is_the_items_known_digest_and_leaves_the_item_as_sent() -> None:
+    """An idempotency key is held to its content's digest across reruns and
+    versions: these are the digests the first implementation (a copy of the
+    item, key cleared, numbers in E.164) gave, and taking one changes
+    nothing of the item."""
+    from markex.v1 import service_pb2 as spb
+    from node.bulkissue import content_digest
+
+    items = [
+        spb.IssueItem(key=b"k1", mark=spb.IssueItem().mark.__class__(
+            number="13812345678", category="fraud", score=70)),
+        spb.IssueItem(key=b"k2", complaint=spb.IssueItem().complaint.__class__(
+            number="13812345678", complainant="13900002222", category="real-estate")),
+        spb.IssueItem(key=b"k3", line=spb.IssueItem().line.__class__(
+            number="4008001234", enterprise="A", uscc="91440300MA5F000007",
+            industry="real-estate")),
+    ]
+    known = [
+        "06f4dc70c3ca9e3a6317ebc56b7c7d7dc4677fb69fd0f3824ab13978f21b17d4",
+        "d072dfcccbc5f140e972cebb81c7839e8bf88a3329c2ba05370884b789559733",
+        "99d95552aefeb3da86a7b07cac5a897d5d39b5850faef685c8c75da7c4ae19bb",
+    ]
+    for item, digest in zip(items, known, strict=True):
+        sent = item.SerializeToString(deterministic=True)
+        assert content_digest(item).hex() == digest
+        assert item.SerializeToString(deterministic=True) == sent

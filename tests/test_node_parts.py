@@ -459,6 +459,39 @@ def test_issue_many_queues_in_order_refuses_a_bad_key_alone_and_all_or_none(
         store.close()
 
 
+def test_issue_many_answers_wake_their_own_waiter_and_set_once() -> None:
+    """The Answers of one `issue_many_async` call share one lock: a waiter on
+    one is woken when its own answer is set (not before, whatever the others
+    do), a wait past its timeout raises TimeoutError, an error is raised by
+    `result` and given by `exception`, and an answer is set only once."""
+    from concurrent.futures import InvalidStateError
+
+    from node.core import Answer, _Answers
+
+    shared = _Answers()
+    a, b, c = Answer(shared), Answer(shared), Answer(shared)
+    assert not a.done()
+    with pytest.raises(TimeoutError):
+        a.result(0.05)
+    got: list[Any] = []
+    waiter = threading.Thread(target=lambda: got.append(b.result(10)))
+    waiter.start()
+    a.set_result("first")
+    time.sleep(0.1)
+    assert got == [] and waiter.is_alive()  # another answer set: b's waiter still waits
+    b.set_result("second")
+    waiter.join(5)
+    assert got == ["second"] and a.result(0) == "first" and a.exception(0) is None
+    err = E.BufferFull("no room")
+    c.set_exception(err)
+    assert c.done() and c.exception(0) is err
+    with pytest.raises(E.BufferFull):
+        c.result(0)
+    with pytest.raises(InvalidStateError):
+        b.set_result("again")
+    assert b.result(0) == "second"
+
+
 class _SyncFails:
     """A store's database whose WAL sync fails (a full disk) from now on."""
 
@@ -906,3 +939,34 @@ def test_a_status_comes_back_as_its_ledger_error() -> None:
         assert type(back) is cls and str(back) == "x: y"
     unknown = error_from_rpc(_Rpc(S.UNAVAILABLE, "connection refused"))
     assert type(unknown) is E.LedgerError and str(unknown) == "UNAVAILABLE: connection refused"
+
+
+def test_a_node_process_collector_runs_rarely_and_skips_its_start() -> None:
+    """`markex node run`'s collector (node/server.py): its young generation
+    holds GC_THRESHOLDS[0] objects before a collection (not Python's 700),
+    and what the start made is frozen, never scanned again; objects made
+    later are still collected (a cycle made after is freed)."""
+    import gc
+    import weakref
+
+    from node.server import GC_THRESHOLDS, settle_collector, tune_collector
+
+    was = gc.get_threshold()
+    try:
+        tune_collector()
+        assert gc.get_threshold() == GC_THRESHOLDS and GC_THRESHOLDS[0] >= 10_000
+        settle_collector()
+        assert gc.get_freeze_count() > 0
+
+        class Cycle:
+            pass
+
+        c = Cycle()
+        c.me = c  # type: ignore[attr-defined]
+        gone = weakref.ref(c)
+        del c
+        gc.collect()
+        assert gone() is None
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*was)

@@ -89,7 +89,7 @@ def test_signatures_are_checked_off_the_writer_thread(
 
 def test_a_bad_signature_is_refused_and_nothing_after_it_is_appended(core: NodeCore) -> None:
     seen: list[tuple[str, str | None]] = []
-    core.observer = lambda status, reason, issuer: seen.append((status, reason))
+    core.observer = lambda status, reason, issuer, n: seen.extend([(status, reason)] * n)
     recs = chain("carrier-2", 120)
     envs = [r.envelope for r in recs]
     envs[70] = bent(recs[70])  # seq 71
@@ -148,3 +148,36 @@ def test_an_empty_batch_from_a_peer_changes_nothing(core: NodeCore) -> None:
     pipe.put(envs)
     pipe.close()
     assert core.ledger.entries(0, core.ledger.size) == envs
+
+
+def test_a_round_feeds_the_writer_until_it_is_written(core: NodeCore) -> None:
+    """While a round's batches flow (from its first put until close), the
+    core says a stream feeds its writer (`fed`, and so `busy`, also between
+    batches): the screen's rows rest for it. Once closed, it is idle again."""
+    envs = [r.envelope for r in chain("carrier-2", 50)]
+    pipe = PullPipe(core, "carrier-2", threading.Event())
+    assert not core.fed and not core.busy
+    pipe.put(envs[:25])
+    deadline = time.monotonic() + 10
+    while core.ledger.size < 25 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert core.ledger.size == 25 and core.queued == 0
+    assert core.fed and core.busy  # written, and the round not closed: more may follow
+    pipe.put(envs[25:])
+    pipe.close()
+    assert core.ledger.size == 50 and not core.fed and not core.busy
+
+
+def test_the_observer_is_told_each_run_of_alike_outcomes_once(core: NodeCore) -> None:
+    """A group's outcomes reach NodeCore.observer in log order, each run of
+    alike ones (status, error class, issuer) as one call with its count."""
+    calls: list[tuple[str, str | None, str | None, int]] = []
+    core.observer = lambda status, reason, issuer, n: calls.append((status, reason, issuer, n))
+    recs = chain("carrier-2", 6)
+    envs = [r.envelope for r in recs]
+    outs = core.submit(envs[:3] + [bent(recs[3])] + envs[4:] + envs[:1], "carrier-2")
+    assert [o.status for o in outs] == ["accepted"] * 3 + ["rejected"] + ["buffered"] * 2 + [
+        "duplicate"]
+    assert calls == [("accepted", None, "carrier-2", 3),
+                     ("rejected", "BadSignature", "carrier-2", 1),
+                     ("buffered", None, "carrier-2", 2), ("duplicate", None, None, 1)]

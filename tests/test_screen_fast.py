@@ -297,6 +297,34 @@ def test_the_index_rests_between_chunks_while_the_writer_is_busy(
     assert ix.store.get(screenindex.FAMILY, numbers[0].encode()) == numbers[0].encode()
 
 
+def test_the_index_rests_longer_while_a_stream_feeds_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a stream feeds the writer (a catch-up, an import: `fed`), a rest
+    is REST_FED times a chunk's time, not REST: here REST is none, so only
+    the fed rests wait, and once the stream ends the rows go on at once."""
+    monkeypatch.setattr(screenindex, "CHUNK", 2)
+    monkeypatch.setattr(screenindex, "REST", 0.0)
+    monkeypatch.setattr(screenindex, "REST_FED", 10_000.0)
+    numbers = [f"+86137{i:08d}" for i in range(6)]
+    fed = iter([True])  # fed at the first rest only
+    answers = iter([True, True, True])  # the writer busy for three questions, then idle
+    events: list[tuple[str, object]] = []
+    ix = _slow_rows(tmp_path, numbers, lambda: next(answers, False), events)
+    ix.fed = lambda: next(fed, False)
+    ix.start()
+    try:
+        wait_idle(ix)
+    finally:
+        ix.stop()
+    assert ix.written == 6 and [n for k, n in events if k == "row"] == numbers
+    # after the first chunk: a fed rest, which waited (asked again) while busy
+    first_ask = events.index(("asked", True))
+    assert [k for k, _ in events[:first_ask]] == ["row", "row"]
+    assert events[first_ask:first_ask + 4] == [("asked", True)] * 3 + [("asked", False)]
+    assert [k for k, _ in events[first_ask + 4:]] == ["row"] * 4  # no rest once not fed
+
+
 def test_the_index_finishes_under_a_writer_that_is_always_busy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
