@@ -100,11 +100,18 @@ class Answer:
         return self._state != Answer._PENDING
 
     def _set(self, state: int, value: Any) -> None:
-        with self._shared.cond:
-            if self._state != Answer._PENDING:
-                raise InvalidStateError("the answer is set already")
-            self._value, self._state = value, state
-            if self._waiting:
+        # Set without the lock (one setter: the writer; attribute writes are
+        # atomic under the GIL): the lock is taken only to wake a waiter, so
+        # a waiter just woken never contends with the writer's next answers.
+        # A waiter marks itself (`_waiting`) under the lock before it reads
+        # the state, and the state is written before `_waiting` is read
+        # here: either it sees the answer or it is woken.
+        if self._state != Answer._PENDING:
+            raise InvalidStateError("the answer is set already")
+        self._value = value
+        self._state = state
+        if self._waiting:
+            with self._shared.cond:
                 self._shared.cond.notify_all()
 
     def set_result(self, value: Any) -> None:
