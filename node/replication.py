@@ -471,9 +471,10 @@ class CosignRota:
     wakes as many more that were not asked yet, for the short one only: a
     view still short (under load a peer is seldom at this view's vector)
     asked the log's Cosign of every peer at every checkpoint again. Every
-    peer still cosigns both in its turn and at each of its link's
-    anti-entropy rounds, so each witness keeps checking this log's
-    consistency."""
+    peer still cosigns both in its turn, and a link's anti-entropy round
+    asks for the log's cosignature when its peer has not cosigned for
+    IDLE_ROUNDS_MAX sync intervals, so each witness keeps checking this
+    log's consistency; view asks are paced by each link's ViewAskPacer."""
 
     def __init__(self, links: Sequence[PeerLink], quorum: int) -> None:
         self.links = list(links)
