@@ -52,6 +52,9 @@ MAX_ENVELOPES_PER_MESSAGE = 1000
 # (up to its timeout) and then gets BufferFull; nothing is dropped silently.
 MAX_QUEUED_ENVELOPES = 20_000
 MAX_ISSUE_KEY = 128  # bytes of an idempotency key (docs/import.md)
+# A stream held open (NodeCore.feeding) counts as feeding the writer only while it
+# gave it work within this many seconds (queued a job, or a group was written).
+FEED_IDLE_S = 1.0
 # Groups the signing stage may hold signed ahead of the writer: one being
 # written, these waiting; a bound on the work dropped when the chain moves.
 SIGNED_AHEAD = 2
@@ -247,6 +250,7 @@ class NodeCore:
         self._stopped = False
         self._in_group = False  # the writer is processing a group (read by `busy`)
         self._feeds = 0  # streams feeding the writer now (`feeding`), under _room
+        self._worked_at = 0.0  # when work was last queued or a group written (monotonic)
         # Told each record's status, its error class (if any), its claimed
         # issuer (None when it did not parse) and how many records in a row
         # had these three (in log order): the node's metrics and log counts.
@@ -404,6 +408,7 @@ class NodeCore:
                     )
                 self._room.wait(left)
             self._queued += cost
+            self._worked_at = time.monotonic()
             self._q.put(job)
 
     def _taken(self, jobs: list[_Job]) -> None:
@@ -423,13 +428,15 @@ class NodeCore:
         """The writer has work now (a group in process, jobs queued, or a
         stream feeding it: `fed`): the node's background work (the screen's
         rows) rests meanwhile, since every thread of the process shares one GIL."""
-        return self._in_group or self._queued > 0 or self._feeds > 0
+        return self._in_group or self._queued > 0 or self.fed
 
     @property
     def fed(self) -> bool:
-        """A stream feeds the writer now (`feeding`): more work follows the
-        queued work, also when the queue is empty between its batches."""
-        return self._feeds > 0
+        """A stream feeds the writer now (`feeding`) and gave it work within
+        FEED_IDLE_S: more work follows the queued work, also when the queue is
+        empty between its batches; a stream held open with nothing to write
+        (an idle IssueMany, a trickling Pull) is not feeding."""
+        return self._feeds > 0 and time.monotonic() - self._worked_at < FEED_IDLE_S
 
     @contextlib.contextmanager
     def feeding(self) -> Iterator[None]:
@@ -532,6 +539,7 @@ class NodeCore:
                 self._write_group(jobs)
             finally:
                 self._in_group = False
+                self._worked_at = time.monotonic()
                 with self._pipe:
                     for j in jobs:  # written (visible to the store's readers) or failed
                         if j.rec is not None and self._inflight.get(j.key) is j:
