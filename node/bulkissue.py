@@ -53,7 +53,8 @@ from ledger.view.facts import appealed
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 from node import complaintservice
-from node.core import Answer, NodeCore, OwnIssue
+from node.answer import Answer
+from node.core import NodeCore, OwnIssue
 from node.status import code_for, detail_for
 
 log = logging.getLogger("markex.rpc")

@@ -20,10 +20,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, InvalidStateError
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
 
 from keys.consortium import Consortium, Policy
 from keys.signing import SigningKey
@@ -41,6 +39,7 @@ from ledger.log import EquivocationProof, NodeLedger, Outcome
 from ledger.payloads import type_of
 from ledger.record import Payload, Record
 from ledger.store import Store
+from node.answer import Answer, _Answers
 
 log = logging.getLogger("markex.node")
 
@@ -52,6 +51,9 @@ MAX_ENVELOPES_PER_MESSAGE = 1000
 # (up to its timeout) and then gets BufferFull; nothing is dropped silently.
 MAX_QUEUED_ENVELOPES = 20_000
 MAX_ISSUE_KEY = 128  # bytes of an idempotency key (docs/import.md)
+# A stream held open (NodeCore.feeding) counts as feeding the writer only while it
+# gave it work within this many seconds (queued a job, or a group was written).
+FEED_IDLE_S = 1.0
 # Groups the signing stage may hold signed ahead of the writer: one being
 # written, these waiting; a bound on the work dropped when the chain moves.
 SIGNED_AHEAD = 2
@@ -66,84 +68,6 @@ def max_member_message_bytes(policy: Policy) -> int:
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class _Answers:
-    """What the Answers of one `issue_many_async` call share: one lock (and
-    one condition) for them all, instead of a Future's own lock and
-    condition an item (what a bulk caller paid most for per item, after the
-    records' own work)."""
-
-    __slots__ = ("cond",)
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition(threading.Lock())
-
-
-class Answer:
-    """One queued own issue's answer, as much of a Future as its callers use:
-    `result`, `exception`, `done` (and, for the writer, `set_result` and
-    `set_exception`, each at most once). A waiter is woken only when its own
-    answer is set, not by every answer of its batch."""
-
-    __slots__ = ("_shared", "_state", "_value", "_waiting")
-
-    _PENDING, _RESULT, _ERROR = 0, 1, 2
-
-    def __init__(self, shared: _Answers) -> None:
-        self._shared = shared
-        self._state = Answer._PENDING
-        self._value: Any = None
-        self._waiting = False
-
-    def done(self) -> bool:
-        return self._state != Answer._PENDING
-
-    def _set(self, state: int, value: Any) -> None:
-        # Set without the lock (one setter: the writer; attribute writes are
-        # atomic under the GIL): the lock is taken only to wake a waiter, so
-        # a waiter just woken never contends with the writer's next answers.
-        # A waiter marks itself (`_waiting`) under the lock before it reads
-        # the state, and the state is written before `_waiting` is read
-        # here: either it sees the answer or it is woken.
-        if self._state != Answer._PENDING:
-            raise InvalidStateError("the answer is set already")
-        self._value = value
-        self._state = state
-        if self._waiting:
-            with self._shared.cond:
-                self._shared.cond.notify_all()
-
-    def set_result(self, value: Any) -> None:
-        self._set(Answer._RESULT, value)
-
-    def set_exception(self, error: BaseException) -> None:
-        self._set(Answer._ERROR, error)
-
-    def _wait(self, timeout: float | None) -> None:
-        if self._state != Answer._PENDING:
-            return
-        deadline = None if timeout is None else time.monotonic() + timeout
-        cond = self._shared.cond
-        with cond:
-            self._waiting = True
-            while self._state == Answer._PENDING:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise FutureTimeout()
-                cond.wait(left)
-
-    def result(self, timeout: float | None = None) -> Any:
-        """The answer (an Outcome); raises the writer's error for it, or
-        TimeoutError when it is not set within `timeout` seconds."""
-        self._wait(timeout)
-        if self._state == Answer._ERROR:
-            raise self._value
-        return self._value
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        self._wait(timeout)
-        return self._value if self._state == Answer._ERROR else None
 
 
 @dataclass
@@ -247,6 +171,7 @@ class NodeCore:
         self._stopped = False
         self._in_group = False  # the writer is processing a group (read by `busy`)
         self._feeds = 0  # streams feeding the writer now (`feeding`), under _room
+        self._worked_at = 0.0  # when work was last queued or a group written (monotonic)
         # Told each record's status, its error class (if any), its claimed
         # issuer (None when it did not parse) and how many records in a row
         # had these three (in log order): the node's metrics and log counts.
@@ -404,6 +329,7 @@ class NodeCore:
                     )
                 self._room.wait(left)
             self._queued += cost
+            self._worked_at = time.monotonic()
             self._q.put(job)
 
     def _taken(self, jobs: list[_Job]) -> None:
@@ -423,13 +349,15 @@ class NodeCore:
         """The writer has work now (a group in process, jobs queued, or a
         stream feeding it: `fed`): the node's background work (the screen's
         rows) rests meanwhile, since every thread of the process shares one GIL."""
-        return self._in_group or self._queued > 0 or self._feeds > 0
+        return self._in_group or self._queued > 0 or self.fed
 
     @property
     def fed(self) -> bool:
-        """A stream feeds the writer now (`feeding`): more work follows the
-        queued work, also when the queue is empty between its batches."""
-        return self._feeds > 0
+        """A stream feeds the writer now (`feeding`) and gave it work within
+        FEED_IDLE_S: more work follows the queued work, also when the queue is
+        empty between its batches; a stream held open with nothing to write
+        (an idle IssueMany, a trickling Pull) is not feeding."""
+        return self._feeds > 0 and time.monotonic() - self._worked_at < FEED_IDLE_S
 
     @contextlib.contextmanager
     def feeding(self) -> Iterator[None]:
@@ -532,6 +460,7 @@ class NodeCore:
                 self._write_group(jobs)
             finally:
                 self._in_group = False
+                self._worked_at = time.monotonic()
                 with self._pipe:
                     for j in jobs:  # written (visible to the store's readers) or failed
                         if j.rec is not None and self._inflight.get(j.key) is j:

@@ -388,15 +388,17 @@ class PeerLink:
             h.issuer: h.seq for h in heads.heads if core.consortium.participant(h.issuer)
         }
         self._send_evidence()
-        self._take_due()
-        # The view at every round (paced by view_asks); our log only when this
-        # peer's witness has not cosigned it for IDLE_ROUNDS_MAX intervals: the
-        # rota asks a quorum and a spare of each new checkpoint in turn, and a
-        # round's ask of every peer at every round was most Cosign calls.
+        due = self._take_due()
+        # The view at every round (paced by view_asks); our log when the rota
+        # woke this link for it (a wake that lands in a round is served by the
+        # round) or when this peer's witness has not cosigned it for
+        # IDLE_ROUNDS_MAX intervals: the rota asks a quorum and a spare of each
+        # new checkpoint in turn, and a round's ask of every peer at every
+        # round was most Cosign calls.
         stale = not self.parts.logs.cosigned_within(
             self.peer.id, self.sync_interval * IDLE_ROUNDS_MAX
         )
-        self._cosign_steps(of_log=stale)
+        self._cosign_steps(of_log=stale or "log" in due)
         return pulled
 
     def _proves(self, claim: pb.FeedHead) -> bool:

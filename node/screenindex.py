@@ -66,6 +66,7 @@ REST = 3.0            # while the writer is busy: rest this many times a chunk's
 # 1/(1+REST_FED), so most of a catch-up's rows are made once it is done.
 REST_FED = 20.0
 REST_POLL_S = 0.01    # how often a rest asks whether the writer is still busy
+MAX_REST_S = 1.0      # a rest ends after this long at most: a chunk at least every second
 STATE_KEY = b"\x00state"   # below every number ("+..."): the rows' version, once complete
 
 
@@ -243,9 +244,9 @@ class ScreenIndex:
     def _rest(self) -> None:
         """After a chunk: while the writer is busy, wait REST (REST_FED while
         a stream feeds it) times the time the chunk took (measured from the
-        previous rest), or until it is idle."""
+        previous rest), at most MAX_REST_S, or until it is idle."""
         now = time.monotonic()
-        until = now + (REST_FED if self.fed() else REST) * (now - self._since)
+        until = now + min(MAX_REST_S, (REST_FED if self.fed() else REST) * (now - self._since))
         while not self._stop and time.monotonic() < until and self.yield_to():
             time.sleep(REST_POLL_S)
         self._since = time.monotonic()

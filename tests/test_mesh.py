@@ -393,6 +393,30 @@ def test_a_log_knows_how_long_ago_each_peer_last_cosigned_it(tmp_path: Path) -> 
         inst_store.close()
 
 
+def test_a_wake_for_the_log_that_lands_in_a_round_is_served_by_the_round(
+    pair: tuple[PeerLink, Peer, NodeCore],
+) -> None:
+    """The rota woke a link for a new log checkpoint and its anti-entropy
+    round took the wake: the round asks for the cosignature although the peer
+    cosigned an older checkpoint within IDLE_ROUNDS_MAX intervals (found by
+    the review: the round dropped the wake and asked no one)."""
+    link, _inst, own = pair
+    logs = link.parts.logs
+    own.subscribe(logs.grew)
+    own.issue(Mark("+8613900000021", "fraud", 70, observed_at_ms=_now()))
+    first = logs.sign_if_grown()
+    assert first is not None
+    link.sync_once()                              # never cosigned: the round asks
+    assert logs.has_cosignature("institute", first)
+    own.issue(Mark("+8613900000022", "fraud", 70, observed_at_ms=_now()))
+    time.sleep(logs.every_s)                      # a log is signed at most once an interval
+    second = logs.sign_if_grown() or ""
+    assert second and second != first
+    link.cosign_now(log=True, view=False)
+    link.sync_once()                              # cosigned 0 s ago, but woken for the log
+    assert logs.has_cosignature("institute", second)
+
+
 def test_a_link_woken_for_the_view_asks_no_log_cosignature(
     pair: tuple[PeerLink, Peer, NodeCore],
 ) -> None:

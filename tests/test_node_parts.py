@@ -466,7 +466,7 @@ def test_issue_many_answers_wake_their_own_waiter_and_set_once() -> None:
     `result` and given by `exception`, and an answer is set only once."""
     from concurrent.futures import InvalidStateError
 
-    from node.core import Answer, _Answers
+    from node.answer import Answer, _Answers
 
     shared = _Answers()
     a, b, c = Answer(shared), Answer(shared), Answer(shared)

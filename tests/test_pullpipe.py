@@ -18,7 +18,7 @@ from ledger import errors as E
 from ledger.record import Mark, Record
 from ledger.store import Store
 from markex.v1 import record_pb2 as pb
-from node.core import NodeCore
+from node.core import FEED_IDLE_S, NodeCore
 from node.pullpipe import PullPipe, verify_each
 from tests.conftest import KEYS, NAME, NOW, make_consortium
 
@@ -163,6 +163,10 @@ def test_a_round_feeds_the_writer_until_it_is_written(core: NodeCore) -> None:
         time.sleep(0.01)
     assert core.ledger.size == 25 and core.queued == 0
     assert core.fed and core.busy  # written, and the round not closed: more may follow
+    # A round held open with nothing more to write stops feeding (an idle
+    # stream kept the rows resting for as long as it stayed open).
+    time.sleep(FEED_IDLE_S + 0.1)
+    assert not core.fed and not core.busy
     pipe.put(envs[25:])
     pipe.close()
     assert core.ledger.size == 50 and not core.fed and not core.busy

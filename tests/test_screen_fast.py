@@ -278,6 +278,7 @@ def test_the_index_rests_between_chunks_while_the_writer_is_busy(
     # a rest long enough that only the writer's idleness ends it (a slow machine's
     # late sleeps cannot end it first)
     monkeypatch.setattr(screenindex, "REST", 10_000.0)
+    monkeypatch.setattr(screenindex, "MAX_REST_S", 10_000.0)
     numbers = [f"+86138{i:08d}" for i in range(6)]
     answers = iter([True, True, True])  # busy for the first three questions, then idle
     events: list[tuple[str, object]] = []
@@ -306,6 +307,7 @@ def test_the_index_rests_longer_while_a_stream_feeds_the_writer(
     monkeypatch.setattr(screenindex, "CHUNK", 2)
     monkeypatch.setattr(screenindex, "REST", 0.0)
     monkeypatch.setattr(screenindex, "REST_FED", 10_000.0)
+    monkeypatch.setattr(screenindex, "MAX_REST_S", 10_000.0)
     numbers = [f"+86137{i:08d}" for i in range(6)]
     fed = iter([True])  # fed at the first rest only
     answers = iter([True, True, True])  # the writer busy for three questions, then idle
@@ -323,6 +325,22 @@ def test_the_index_rests_longer_while_a_stream_feeds_the_writer(
     assert [k for k, _ in events[:first_ask]] == ["row", "row"]
     assert events[first_ask:first_ask + 4] == [("asked", True)] * 3 + [("asked", False)]
     assert [k for k, _ in events[first_ask + 4:]] == ["row"] * 4  # no rest once not fed
+
+
+def test_a_rest_ends_after_max_rest_s_under_a_writer_always_fed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk that took long (a loaded machine) under a writer that is always
+    busy and fed would rest REST_FED times as long: the rest ends after
+    MAX_REST_S, so a chunk is written at least that often (found by the
+    review: an IssueMany held open kept the rows resting 20 chunks' time)."""
+    monkeypatch.setattr(screenindex, "MAX_REST_S", 0.2)
+    ix = _slow_rows(tmp_path, [], lambda: True, [])
+    ix.fed = lambda: True
+    ix._since = time.monotonic() - 60.0  # the chunk took a minute: uncapped, a 20-minute rest
+    start = time.monotonic()
+    ix._rest()
+    assert time.monotonic() - start < 30.0
 
 
 def test_the_index_finishes_under_a_writer_that_is_always_busy(
