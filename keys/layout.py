@@ -104,6 +104,10 @@ def number_ranges(carrier_ids: list[str]) -> dict[str, tuple[str, ...]]:
 
 # ---- node.toml ---------------------------------------------------------------
 
+# The roles whose nodes `consortium init` has keep the screen's rows (`screen_rows`): those
+# that screen at their own node (a call centre screens at a member's node and runs none).
+SCREEN_ROWS_ROLES: frozenset[str] = frozenset({"carrier", "institute"})
+
 # The log levels a node knows, least severe first (node/logs.py maps them to `logging`'s).
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error", "critical")
 
@@ -150,6 +154,11 @@ class NodeConfig:
     # The members' sealing key (keys/sealing.py); None = members.key beside
     # the signing key (in the file: beside node.toml). Attached when it exists.
     members_key: Path | None = None
+    # Whether the node keeps the call-path screen's rows (node/screenindex.py):
+    # a node its participants' switches screen at (a carrier's, the
+    # institute's) keeps them; one that serves no call path spends no CPU on
+    # them and answers a screen from the entries (the same answers, slower).
+    screen_rows: bool = True
     source: Path | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
@@ -267,7 +276,7 @@ class NodeConfig:
 
 # Keys a node.toml may leave out (the field's default applies), with their TOML type.
 _OPTIONAL: dict[str, type] = {"new_feed": bool, "tiles_listen": str, "log_level": str,
-                             "sms_gateway": str, "members_key": str}
+                             "sms_gateway": str, "members_key": str, "screen_rows": bool}
 _PATH_KEYS = ("consortium", "data_dir", "signing_key", "tls_key", "tls_cert", "ca_cert",
               "members_key")
 # The keys of a node.toml, in the order it is written: every field but `source`.
@@ -515,7 +524,7 @@ def _write_consortium(
                            members_key_id=members_key.id)
         draft.write(directory, config_key)
 
-        for k, (pid, _) in enumerate(nodes):
+        for k, (pid, role) in enumerate(nodes):
             pdir = directory / pid
             NodeConfig(
                 participant=pid,
@@ -532,6 +541,8 @@ def _write_consortium(
                 institute_key=config_key.public_bytes,
                 new_feed=True,  # every feed of a consortium just made starts here
                 tiles_listen=_endpoint(listen_host, base_port + 2 * len(nodes) + k),
+                # the roles whose switches screen at their own node keep the rows
+                screen_rows=role in SCREEN_ROWS_ROLES,
             ).write(pdir / "node.toml")
     except OSError as e:
         raise ConfigError(f"cannot write the consortium into {directory}: {e}") from e

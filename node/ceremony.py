@@ -30,7 +30,14 @@ from typing import Any
 
 from keys import ConfigError
 from keys.consortium import ISSUES_NOTHING, ROLES, Consortium, Participant, check_participant
-from keys.layout import WEIGHTS, NodeConfig, _endpoint, _listen_host, load_consortium
+from keys.layout import (
+    SCREEN_ROWS_ROLES,
+    WEIGHTS,
+    NodeConfig,
+    _endpoint,
+    _listen_host,
+    load_consortium,
+)
 from keys.sealing import KEY_FILE, MembersKey
 from keys.signing import SigningKey, read_private, write_private
 from keys.tls import (
@@ -371,16 +378,19 @@ def configure_node(
     member_port = int(p.member_endpoint.rpartition(":")[2])
     public_port = int(p.public_endpoint.rpartition(":")[2])
     host = _listen_host(p.member_endpoint.rpartition(":")[0])
-    # The tiles and metrics endpoints and the log level are in no member.json: a rewritten
-    # node.toml keeps the ones it had (an unreadable old file is what configure replaces:
-    # then tiles are off, metrics on a free port, the log at info).
+    # The tiles and metrics endpoints, the log level and the screen rows are in no
+    # member.json: a rewritten node.toml keeps the ones it had (an unreadable old file
+    # is what configure replaces: then tiles are off, metrics on a free port, the log
+    # at info, the rows kept by the roles that screen at their own node).
     try:
         old = NodeConfig.load(pdir / "node.toml")
         tiles, metrics, level = old.tiles_listen, old.metrics_listen, old.log_level
         members_key: Path | None = old.members_key
+        rows = old.screen_rows
     except ConfigError:
         tiles, metrics, level = "", _endpoint(host, 0), "info"
         members_key = None  # members.key in the participant's folder
+        rows = p.role in SCREEN_ROWS_ROLES
     cfg = NodeConfig(
         participant=pid,
         consortium=directory.resolve(),
@@ -397,6 +407,7 @@ def configure_node(
         tiles_listen=tiles,
         log_level=level,
         members_key=members_key,
+        screen_rows=rows,
     )
     cfg.write(pdir / "node.toml")  # paths relative to the file: a copied folder opens its own
     load_consortium(NodeConfig.for_participant(directory, pid))  # what the node will do

@@ -70,6 +70,17 @@ MAX_REST_S = 1.0      # a rest ends after this long at most: a chunk at least ev
 STATE_KEY = b"\x00state"   # below every number ("+..."): the rows' version, once complete
 
 
+def forget_rows(store: Store) -> None:
+    """For a node that keeps no rows (node.toml `screen_rows = false`): the
+    rows' state and the change journal go in one write, before the view
+    changes anything, so a later start that keeps rows makes a full pass
+    (its view wrote no journal meanwhile: no stored row may be trusted)."""
+    batch = store.batch()
+    batch.delete(FAMILY, STATE_KEY)
+    batch.delete_range(CHANGED, b"", b"\xff")
+    store.write(batch, sync=True)
+
+
 class ScreenIndex:
     def __init__(self, store: Store, entries: Callable[[list[str]], list[bytes | None]],
                  numbers: Callable[[], Iterable[str]],

@@ -51,7 +51,7 @@ from node.logs import RecordTally, appeal_events, event
 from node.metrics import LatencyInterceptor, NodeMetrics
 from node.replication import CosignRota, LinkParts, PeerLink
 from node.screen import ScreeningService, add_to_server, make_screener
-from node.screenindex import ScreenIndex
+from node.screenindex import ScreenIndex, forget_rows
 from node.services import AdminService, AuditService, ExchangeService
 from node.signals import StopSignal
 from node.status import DecodeGuard
@@ -137,7 +137,8 @@ class Node:
         ledger = self.core.ledger
         self.logs = LogKeeper(ledger, clock, every_s=LOG_CHECKPOINT_EVERY_S)
         self.logs.on_cosigned = self.tally.cosigned
-        self.view = ViewKeeper(ledger, clock)
+        # The view journals its changes for the screen's rows, when this node keeps them.
+        self.view = ViewKeeper(ledger, clock, journal=cfg.screen_rows)
         # node.consent: the ConsentReader the screen asks (ledger/consent)
         self.consent = ConsentKeeper(ledger, self.consortium.members_key)
         # node.complaints: the queues, SLA and bad list (ledger/complaints)
@@ -175,11 +176,18 @@ class Node:
         # the call-path screen (node/screen.py): this node's view and consent state only
         # its callers' rows, made off the write path (node/screenindex.py), resting
         # while the writer has work: both hold the one GIL
-        self.screen_index = ScreenIndex(self.store, self.view.entries_bytes, self.view.numbers,
-                                        yield_to=lambda: self.core.busy,
-                                        lock=self.view.write_lock,
-                                        fed=lambda: self.core.fed)
-        self.view.on_change.append(self.screen_index.changed)
+        # (none on a node that serves no call path, `screen_rows = false`: a screen there
+        # is answered from the entries, the same answers, slower)
+        self.screen_index: ScreenIndex | None = None
+        if cfg.screen_rows:
+            self.screen_index = ScreenIndex(self.store, self.view.entries_bytes,
+                                            self.view.numbers,
+                                            yield_to=lambda: self.core.busy,
+                                            lock=self.view.write_lock,
+                                            fed=lambda: self.core.fed)
+            self.view.on_change.append(self.screen_index.changed)
+        else:
+            forget_rows(self.store)
         self.screening = ScreeningService(
             self.consortium,
             make_screener(self.consortium, self.view, self.consent, self.screen_index, clock),
@@ -250,7 +258,8 @@ class Node:
         self.consent.start()
         self.core.ledger.consent = self.consent.state  # what check_effect reads
         self.complaints.start()  # sets ledger.complaints, what check_effect reads
-        self.screen_index.start()
+        if self.screen_index is not None:
+            self.screen_index.start()
         # A member message is at most one full batch (node.core): no 32 MB of tiny envelopes.
         member_bytes = max_member_message_bytes(self.consortium.policy)
         opts = [
@@ -394,7 +403,8 @@ class Node:
         if self.tiles is not None:
             self.tiles.stop()
         self.core.stop()
-        self.screen_index.stop()
+        if self.screen_index is not None:
+            self.screen_index.stop()
         self._log_tally()  # the counts of the interval cut short
         self.metrics.stop()
         self.store.close()

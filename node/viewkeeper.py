@@ -135,9 +135,11 @@ class ViewKeeper(DerivedKeeper[V.NationalView], ViewReads):
     """The national view as a state derived from the log (node/derivedkeeper.py:
     apply, tick and the catch-ups), with its signed note around every change."""
 
-    def __init__(self, ledger: NodeLedger, clock: Callable[[], int]) -> None:
+    def __init__(self, ledger: NodeLedger, clock: Callable[[], int],
+                 journal: bool = True) -> None:
         """The view of `ledger`'s records, kept in its store and signed with
-        its key; `clock` gives the signing times (ms)."""
+        its key; `clock` gives the signing times (ms); `journal`: the view
+        writes its change journal (for the screen's rows; NationalView.open)."""
         if ledger.signer is None:
             raise ValueError("the view keeper signs with its ledger's key; this ledger has none")
         super().__init__(ledger)
@@ -146,6 +148,7 @@ class ViewKeeper(DerivedKeeper[V.NationalView], ViewReads):
         self.participant_id = ledger.participant_id
         self.key = ledger.signer
         self.clock = clock
+        self.journal = journal
         self.origin = view_origin(self.consortium.name, self.participant_id)
         self._lock = threading.RLock()  # re-entered: a change publishes, a publish signs
         self._note: str | None = None
@@ -171,7 +174,7 @@ class ViewKeeper(DerivedKeeper[V.NationalView], ViewReads):
     def start(self) -> None:
         with self._lock:
             self._version += 1
-            view = V.NationalView.open(self.store, self.consortium)
+            view = V.NationalView.open(self.store, self.consortium, self.journal)
             V.catch_up(view, self.ledger)
             self.state = view
             self._sign()

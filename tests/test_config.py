@@ -146,6 +146,33 @@ def test_members_key_is_a_path_of_node_toml_defaulting_to_the_participants_folde
     assert built.members_key == tmp_path / "k" / "members.key"
 
 
+def test_init_keeps_screen_rows_where_switches_screen_and_configure_keeps_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`screen_rows`: true at a carrier's and the institute's node, false at
+    the others'; an older node.toml without it keeps rows; a value that is no
+    boolean is refused; `node configure` keeps what the file said."""
+    d = tmp_path / "c"
+    init_consortium(d, carriers=1, internet=1, base_port=free_port_block(8),
+                    now=datetime.now(UTC))
+    rows = {pid: NodeConfig.for_participant(d, pid).screen_rows
+            for pid in ("carrier-1", "institute", "internet-1")}
+    assert rows == {"carrier-1": True, "institute": True, "internet-1": False}
+    path = d / "carrier-1" / "node.toml"
+    text = path.read_text()
+    assert "screen_rows = true" in text
+    path.write_text(text.replace("screen_rows = true\n", ""))
+    assert NodeConfig.load(path).screen_rows is True
+    path.write_text(text.replace("screen_rows = true", 'screen_rows = "no"'))
+    with pytest.raises(ConfigError, match=f"{path}: key 'screen_rows' must be a bool"):
+        NodeConfig.load(path)
+    path.write_text(text.replace("screen_rows = true", "screen_rows = false"))
+    assert main(["node", "configure", "--consortium", str(d), "--as", "carrier-1",
+                 "--pin", str(d / "config" / "config.pub")]) == 0
+    capsys.readouterr()
+    assert NodeConfig.load(path).screen_rows is False
+
+
 def test_a_path_outside_the_consortium_folder_stays_absolute(tmp_path: Path) -> None:
     d = tmp_path / "c"
     _init(d)

@@ -460,6 +460,37 @@ def test_a_start_after_an_unfinished_pass_or_a_cleared_view_passes_again(
     assert sc.answer_bytes(cs, tags, _decision_bytes) == reference(sc, cs, tags)
 
 
+def test_a_start_after_running_without_rows_passes_again(
+        parts: Parts, tmp_path: Path) -> None:
+    """A node that kept no rows for a while (node.toml `screen_rows = false`)
+    forgot the rows' state at its start, and its view wrote no journal: the
+    next start that keeps rows trusts none of the old rows (a full pass), so
+    an entry changed meanwhile is never answered from its old row."""
+    caller = "+8613800000002"
+    ix = ScreenIndex(parts.store, parts.view.entries_bytes, parts.view.numbers)
+    make_screener(parts.cons, parts.view, parts.consent, ix, lambda: NOW)
+    ix.start()
+    try:
+        wait_idle(ix)
+    finally:
+        ix.stop()
+    assert ix.complete
+    # A start without rows: the state and the journal go; the view journals nothing.
+    parts.store.close()
+    parts.store = Store(tmp_path / "db")
+    screenindex.forget_rows(parts.store)
+    parts.view = V.NationalView.open(parts.store, parts.cons, journal=False)
+    parts.view.apply(parts.issue("institute", [Mark(caller, "fraud", 90, 5, NOW - 20 * D)]))
+    assert list(parts.store.items(screenindex.CHANGED)) == []
+    ix2 = reopen(parts, tmp_path)
+    sc = make_screener(parts.cons, parts.view, parts.consent, ix2, lambda: NOW)
+    ix2.load()
+    assert not ix2.complete                       # the old rows are not trusted
+    cs = calls(300, 9) + [Call(caller, "+8613900000011", NOW, "voice")]
+    tags = list(range(len(cs)))
+    assert sc.answer_bytes(cs, tags, _decision_bytes) == reference(sc, cs, tags)
+
+
 def test_an_entry_changed_while_its_row_is_made_stays_journalled(
         parts: Parts, tmp_path: Path) -> None:
     """The writer changes an entry between the index's read and its write:

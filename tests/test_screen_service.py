@@ -405,6 +405,27 @@ def test_the_node_answers_from_its_screen_rows_once_they_are_written(s: Screens)
         (d.action, d.category, list(d.reasons), d.tag) for d in one]
 
 
+def test_a_node_that_keeps_no_rows_answers_as_one_that_does(s: Screens) -> None:
+    """`consortium init` keeps the screen's rows at the nodes of the roles that
+    screen at their own node (carrier-1, the institute) and none at
+    internet-1's (node.toml `screen_rows = false`): there the view journals
+    nothing and a batch is answered from the entries, the same decisions."""
+    from ledger.view.stored import CHANGED
+
+    i1 = s.node("internet-1")
+    assert s.node("carrier-1").screen_index is not None and i1.screen_index is None
+    assert list(i1.store.items(CHANGED)) == []
+    reqs = [pb.ScreenRequest(caller=c, callee=callee, tag=i) for i, (c, callee) in enumerate(
+        (c, callee) for c in (TAXI, FRAUD, SUSPECT, ESTATE, LINE, "+8613700000009", "110")
+        for callee in (SUB_A, SUB_B, SUB_C))]
+    batch = pb.ScreenBatchRequest(calls=reqs)
+    with_rows = s.stub("carrier-1", "callcenter-1").ScreenBatch(batch, timeout=10).decisions
+    without = s.stub("internet-1", "callcenter-1").ScreenBatch(batch, timeout=10).decisions
+    assert i1.screening.screener.row_hits == 0
+    assert [(d.action, d.category, list(d.reasons), d.redress, d.tag) for d in without] == [
+        (d.action, d.category, list(d.reasons), d.redress, d.tag) for d in with_rows]
+
+
 def test_a_call_centre_screens_and_reads_no_records(s: Screens) -> None:
     """Its certificate serves the screen only: the Audit and Holders services
     refuse it (a carrier's or an auditor's certificate reads them)."""

@@ -38,23 +38,25 @@ class NationalView:
     each apply() is one atomic (unsynced) batch that also records the new
     vector. Both run the same apply (ledger/view/update.py). See docs/view.md."""
 
-    def __init__(self, consortium: Consortium, store: Store | None = None) -> None:
+    def __init__(self, consortium: Consortium, store: Store | None = None,
+                 journal: bool = True) -> None:
         self.consortium = consortium
         # The height of the dense in-memory top; the root does not depend on it.
         self.bucket_bits = min(consortium.policy.view_bucket_bits, viewtree.MAX_TOP_BITS)
         self._builder = EntryBuilder(consortium)
         self._state: ViewState = (
             MemoryState(self.bucket_bits) if store is None
-            else StoredState(store, consortium, self.bucket_bits)
+            else StoredState(store, consortium, self.bucket_bits, journal)
         )
         self._stored = store is not None
 
     @classmethod
-    def open(cls, store: Store, consortium: Consortium) -> NationalView:
+    def open(cls, store: Store, consortium: Consortium, journal: bool = True) -> NationalView:
         """The store-backed view kept in `store` (empty if the store holds none,
         or one computed under another view configuration). Bring it up to the
-        ledger with `catch_up`."""
-        return cls(consortium, store)
+        ledger with `catch_up`. `journal`: write the change journal (False for
+        a store in which nothing derives data from it: no screen rows)."""
+        return cls(consortium, store, journal)
 
     # ------------------------------------------------------------ reads
     @property

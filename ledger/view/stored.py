@@ -28,7 +28,8 @@ few rows whole (~1.7 entries per bucket at 100k entries and 16 bits).
 
 The change journal: every entry written or deleted puts its number into
 viewchanged in the same batch, and `clear` puts b"*" (any entry may have
-changed). The view never reads it and never removes from it: it tells data
+changed); a view opened with `journal=False` (a node that keeps no screen
+rows) writes none of it. The view never reads it and never removes from it: it tells data
 derived from the entries elsewhere (the screen's rows, node/screenindex.py)
 which of them to redo after a restart, and since it is in the entry's own
 write, a crash cannot leave an entry changed without its number there.
@@ -299,9 +300,11 @@ class StoredState:
     """A view's state in `store` (a `ViewState`); opened empty when the store
     holds none, or one computed under another configuration."""
 
-    def __init__(self, store: Store, consortium: Consortium, bucket_bits: int) -> None:
+    def __init__(self, store: Store, consortium: Consortium, bucket_bits: int,
+                 journal: bool = True) -> None:
         self.store = store
         self.bucket_bits = bucket_bits
+        self.journal = journal  # write the change journal (False: nothing derives from it)
         self._digest = config_digest(consortium, bucket_bits)
         self._reset()
         self._load()
@@ -344,7 +347,8 @@ class StoredState:
         for cf in VIEW_FAMILIES:
             batch.delete_range(cf, b"", END)
         batch.put("viewmeta", b"config", self._digest)
-        batch.put(CHANGED, EVERYTHING, b"")
+        if self.journal:
+            batch.put(CHANGED, EVERYTHING, b"")
         self.store.write(batch, sync=False)
         self._reset()
 
@@ -471,7 +475,8 @@ class StoredState:
             self._batch.delete("view", key)
         else:
             self._batch.put("view", key, entry.encode())
-        self._batch.put(CHANGED, key, b"")   # the change journal (module doc)
+        if self.journal:
+            self._batch.put(CHANGED, key, b"")   # the change journal (module doc)
 
     def bucket_slots(self, b: int) -> list[Slot]:
         return self.buckets([b])[0]
