@@ -26,8 +26,11 @@ path:
 	@echo "  . $(abspath $(BIN))/activate"
 	@echo "  export PATH=\"$(abspath $(BIN)):\$$PATH\""
 
+# The suite in TEST_WORKERS processes (pytest-xdist), each test file in one of them
+# (a module's fixtures and servers stay in one process); TEST_WORKERS=0 runs it in this one.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

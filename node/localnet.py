@@ -26,7 +26,8 @@ from node import client
 
 def free_port_block(n: int, start: int = 21000) -> int:
     """A base port with n free consecutive loopback ports."""
-    base = start + (os.getpid() % 500) * 40
+    # Below the kernel's ephemeral ports (32768 and up), and apart per process.
+    base = start + (os.getpid() % 250) * 40
     for _ in range(400):
         socks = []
         try:
@@ -38,7 +39,7 @@ def free_port_block(n: int, start: int = 21000) -> int:
             return base
         except OSError:
             base += n + 7
-            if base > 64000:
+            if base + n > 32000:
                 base = start
         finally:
             for s in socks:

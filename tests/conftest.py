@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -63,7 +64,10 @@ def ledger(tmp_path: Path, consortium: Consortium) -> Iterator[NodeLedger]:
 
 def free_port_block(n: int) -> int:
     """A base port with n free consecutive loopback ports after it."""
-    for base in range(20000 + (hash(str(Path.cwd())) % 2000) * 10, 60000, 97):
+    # Below the kernel's ephemeral ports (32768 and up), and apart per process (a
+    # parallel run's workers): a block found free is not taken by another's connection.
+    start = 20000 + ((hash(str(Path.cwd())) + os.getpid() * 131) % 1000) * 10
+    for base in (*range(start, 32000, 97), *range(20000, start, 97)):
         socks = []
         try:
             for i in range(n):
