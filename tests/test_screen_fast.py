@@ -271,6 +271,17 @@ def _slow_rows(tmp_path: Path, numbers: list[str], busy: Callable[[], bool],
                        lambda: list(numbers), row_of, yield_to=asked)
 
 
+def _rows_until_idle(ix: ScreenIndex, numbers: list[str],
+                     events: list[tuple[str, object]]) -> None:
+    """Run `_slow_rows`'s index until it is idle: every row made, in order."""
+    ix.start()
+    try:
+        wait_idle(ix)
+    finally:
+        ix.stop()
+    assert ix.written == len(numbers) and [n for k, n in events if k == "row"] == numbers
+
+
 def test_the_index_rests_between_chunks_while_the_writer_is_busy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -283,12 +294,7 @@ def test_the_index_rests_between_chunks_while_the_writer_is_busy(
     answers = iter([True, True, True])  # busy for the first three questions, then idle
     events: list[tuple[str, object]] = []
     ix = _slow_rows(tmp_path, numbers, lambda: next(answers, False), events)
-    ix.start()
-    try:
-        wait_idle(ix)
-    finally:
-        ix.stop()
-    assert ix.written == 6 and [n for k, n in events if k == "row"] == numbers
+    _rows_until_idle(ix, numbers, events)
     # after the first chunk it asked, was told busy and waited (asked again)
     # before the second chunk: no row was made while the writer was busy
     first_ask = events.index(("asked", True))
@@ -314,12 +320,7 @@ def test_the_index_rests_longer_while_a_stream_feeds_the_writer(
     events: list[tuple[str, object]] = []
     ix = _slow_rows(tmp_path, numbers, lambda: next(answers, False), events)
     ix.fed = lambda: next(fed, False)
-    ix.start()
-    try:
-        wait_idle(ix)
-    finally:
-        ix.stop()
-    assert ix.written == 6 and [n for k, n in events if k == "row"] == numbers
+    _rows_until_idle(ix, numbers, events)
     # after the first chunk: a fed rest, which waited (asked again) while busy
     first_ask = events.index(("asked", True))
     assert [k for k, _ in events[:first_ask]] == ["row", "row"]
@@ -352,12 +353,7 @@ def test_the_index_finishes_under_a_writer_that_is_always_busy(
     numbers = [f"+86139{i:08d}" for i in range(6)]
     events: list[tuple[str, object]] = []
     ix = _slow_rows(tmp_path, numbers, lambda: True, events)
-    ix.start()
-    try:
-        wait_idle(ix)
-    finally:
-        ix.stop()
-    assert ix.written == 6 and [n for k, n in events if k == "row"] == numbers
+    _rows_until_idle(ix, numbers, events)
     assert ("asked", True) in events
 
 
