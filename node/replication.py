@@ -87,7 +87,8 @@ class ViewAskPacer:
     """Which of a link's asks for a view cosignature are made. Under load the
     view moves at every group commit and a peer is seldom at its vector, so
     it refuses (FAILED_PRECONDITION): in propagation_p99_12 about 7 of 10
-    asks, each a call both ways and a note signed and parsed. The first
+    asks (a one-off count, docs/deploy.md "The third round"), each a call
+    both ways and a note signed and parsed. The first
     `free` refusals in a row cost nothing (at a few records a second a peer
     is often just one push behind, and the next ask finds it there: the
     change stream waits for those cosignatures); after `n` in a row the

@@ -500,8 +500,9 @@ class Node:
 # 10) a node's per-record objects ran a young collection every few records and
 # a full one over the whole heap (the view's objects) every few thousand: 36
 # CPU-us of a bulk-issued record's ~330 under the GIL, stalling every thread
-# (measured with gc.callbacks in the node process). Reference counting frees
-# the records' objects either way; the collector is only for cycles.
+# (a one-off measurement with gc.callbacks in the node process, not a
+# benchmark). Reference counting frees the records' objects either way; the
+# collector is only for cycles.
 GC_THRESHOLDS = (50_000, 20, 10)
 
 

@@ -716,6 +716,21 @@ def test_e164_fast_path_agrees_with_the_library(raw: str) -> None:
         assert fast == raw == _library_normalize(raw)
 
 
+@fuzz(300)
+@given(st.lists(st.one_of(CN_E164, st.from_regex(r"\+?86[0-9]{0,18}", fullmatch=True),
+                          st.text(max_size=20)), max_size=8))
+def test_normalize_each_is_normalize_of_each(raws: list[str]) -> None:
+    """The screen's batch path (normalize_each, its fast path inlined) gives
+    for every number what normalize gives, or the same error."""
+    for raw, got in zip(raws, numbers.normalize_each(raws), strict=True):
+        try:
+            want: object = numbers.normalize(raw)
+        except numbers.InvalidNumber as e:
+            assert isinstance(got, numbers.InvalidNumber) and str(got) == str(e), raw
+        else:
+            assert got == want, raw
+
+
 def test_e164_fast_path_sweep() -> None:
     """Every 1-to-4-digit prefix, filled out to every length at random: where
     the fast path answers, libphonenumber gives the same number; and it does
