@@ -429,6 +429,20 @@ class TopTree:
     def _rehash(self) -> None:
         dirty, self._dirty = self._dirty, set()
         sha, one = _sha256, _sha256_block
+        if len(dirty) == 1:                   # one bucket changed (a small apply): its path
+            (i,) = dirty
+            for d in range(self.bits - 1, -1, -1):
+                below = self.levels[d + 1]
+                left, right = below[2 * i], below[2 * i + 1]
+                if right == EMPTY:
+                    h = EMPTY if left == EMPTY else one(_STEP[d][0] + left).digest()
+                elif left == EMPTY:
+                    h = one(_STEP[d][1] + right).digest()
+                else:
+                    h = sha(NODE_PREFIX + left + right).digest()
+                self.levels[d][i] = h
+                i >>= 1
+            return
         for d in range(self.bits - 1, -1, -1):
             if not dirty:
                 return

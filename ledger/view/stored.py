@@ -60,7 +60,7 @@ from ledger.view.state import Held
 from ledger.viewtree import Slot
 
 if TYPE_CHECKING:
-    from ledger.store import Store
+    from ledger.store import Batch, Store
 
 WAITING, IGNORED, MARK, REASSIGNMENT, CORRECTION, DECISION, COMPLAINT = (
     b"W", b"I", b"M", b"R", b"C", b"D", b"P"
@@ -240,8 +240,16 @@ def slots_from_value(b: int, raw: bytes, bucket_bits: int) -> list[Slot]:
     return out
 
 
-def _encode_vector(vector: Mapping[str, int]) -> bytes:
-    return json.dumps(dict(sorted(vector.items())), separators=(",", ":")).encode("ascii")
+def encode_vector(vector: Mapping[str, int]) -> bytes:
+    """The vector's viewmeta value: compact JSON, issuers sorted (written at every
+    apply that moves it, so by hand: the bytes json.dumps gives)."""
+    items = sorted(vector.items())
+    if all(k.__class__ is str and v.__class__ is int for k, v in items):
+        q = QUOTE
+        return ("{" + ",".join([f"{q(k)}:{int.__repr__(v)}" for k, v in items]) + "}").encode(
+            "ascii"
+        )
+    return json.dumps(dict(items), separators=(",", ":")).encode("ascii")
 
 
 def config_digest(consortium: Consortium, bucket_bits: int) -> bytes:
@@ -360,7 +368,7 @@ class StoredState:
         self._new_refs: dict[bytes, list[bytes]] = {}
         self._dropped_refs: set[bytes] = set()         # viewref keys to delete
         self._corrections: dict[bytes, CorrectionFact] = {}
-        self._batch = self.store.batch()
+        self._pending: Batch | None = None             # this apply's writes (made when first put)
         self._fetch(ids)
 
     def _fetch(self, ids: Iterable[bytes]) -> None:
@@ -469,14 +477,20 @@ class StoredState:
         self._fetch(m.id for h in out if h is not None for m in h.marks)  # their referrer flags
         return out
 
+    def _batch(self) -> Batch:
+        if self._pending is None:
+            self._pending = self.store.batch()
+        return self._pending
+
     def put_entry(self, number: str, entry: Entry | None) -> None:
         key = number.encode("utf-8")
+        batch = self._batch()
         if entry is None:
-            self._batch.delete("view", key)
+            batch.delete("view", key)
         else:
-            self._batch.put("view", key, entry.encode())
+            batch.put("view", key, entry.encode())
         if self.journal:
-            self._batch.put(CHANGED, key, b"")   # the change journal (module doc)
+            batch.put(CHANGED, key, b"")   # the change journal (module doc)
 
     def bucket_slots(self, b: int) -> list[Slot]:
         return self.buckets([b])[0]
@@ -494,7 +508,7 @@ class StoredState:
         return [[] if (raw := got.get(b)) is None else slots_from_value(b, raw, bits) for b in bs]
 
     def put_bucket(self, b: int, slots: list[Slot], top: bytes) -> None:
-        batch, key = self._batch, _U32.pack(b)
+        batch, key = self._batch(), _U32.pack(b)
         if slots:
             batch.put("viewbucket", key, bucket_value(slots))
             batch.put("viewbuckethash", key, top)
@@ -504,7 +518,7 @@ class StoredState:
 
     def commit(self, vector: dict[str, int], count: int, ignored: int,
                tops: dict[int, bytes]) -> None:
-        batch = self._batch
+        batch = self._batch()
         for rid in self._dirty:
             v = self._ix[rid]
             assert v is not None
@@ -515,7 +529,7 @@ class StoredState:
         for key in self._dropped_refs:
             batch.delete("viewref", key)
         if vector != self.vector:
-            batch.put("viewmeta", b"vector", _encode_vector(vector))
+            batch.put("viewmeta", b"vector", encode_vector(vector))
         if count != self.count:
             batch.put("viewmeta", b"count", _U64.pack(count))
         if ignored != self.ignored:
