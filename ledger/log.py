@@ -342,16 +342,24 @@ class NodeLedger:
         record from a known issuer, without the signature (for a record this
         node has just signed). Checks needing other records (the feed's
         order in time, the decider of an appeal) run in `submit`."""
-        p = self.consortium.participant(rec.issuer)
+        self.check_fields(rec.issuer, rec.seq, rec.issued_at_ms, rec.payload, now_ms)
+
+    def check_fields(
+        self, issuer: str, seq: int, issued_at_ms: int, payload: Payload, now_ms: int
+    ) -> None:
+        """`check_payload` of the record these fields will make, before it is
+        signed (the node's signing stage decides from it which records take
+        a seq before their signatures exist)."""
+        p = self.consortium.participant(issuer)
         if p is None:
-            raise UnknownIssuer(f"{rec.issuer!r} is not a participant of {self.consortium.name}")
-        check_issuer(self.consortium, p.role, rec.issuer, rec.payload)
-        if rec.issued_at_ms > now_ms + self.skew_ms:
+            raise UnknownIssuer(f"{issuer!r} is not a participant of {self.consortium.name}")
+        check_issuer(self.consortium, p.role, issuer, payload)
+        if issued_at_ms > now_ms + self.skew_ms:
             raise ClockSkew(
-                f"record {rec.issuer}#{rec.seq} is issued {rec.issued_at_ms - now_ms} ms in the "
+                f"record {issuer}#{seq} is issued {issued_at_ms - now_ms} ms in the "
                 f"future; the allowed skew is {self.skew_ms} ms"
             )
-        check_times(rec.issued_at_ms, rec.payload, self.consortium.policy)
+        check_times(issued_at_ms, payload, self.consortium.policy)
 
     def check_effect(
         self, rec: Record, *, wait_for_target: bool = False, fresh: Sequence[Record] = ()

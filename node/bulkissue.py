@@ -307,6 +307,7 @@ class BulkIssuer:
             finally:  # also when the client went away: the answering loop must end
                 slots.put(end)
 
+        self.core.signing.prepare()  # the node's signing process, ready by the first full group
         reader = threading.Thread(target=read, name="issue-many-reader", daemon=True)
         reader.start()
         with self.core.feeding():  # the stream feeds the writer (the screen's rows rest)
