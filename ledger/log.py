@@ -441,16 +441,19 @@ class NodeLedger:
 
     def _one(self, env: bytes, now_ms: int, pend: _Pending, buffer: bool) -> Outcome:
         rid = None
+        own = None
         if isinstance(env, bytes) and len(env) <= self.max_envelope:
             rid = record_id(env)
+            own = pend.signed.get(rid)
             idx = pend.ids.get(rid)
-            if idx is None:
+            if idx is None and (own is None or own.seq <= self.feed(own.issuer).seq):
+                # (A record this node has just signed past its feed's head is
+                # in no store: accepted records of a feed are at or below its head.)
                 known = self.store.get("records", rid)
                 if known is not None:
                     idx = read_u64(known[:8])
             if idx is not None:
                 return Outcome("duplicate", None, idx)
-        own = pend.signed.get(rid) if rid is not None else None
         # The id is the hash of these very bytes: a record found by it is theirs.
         pre = pend.verified.get(rid) if rid is not None and own is None else None
         if own is not None:  # this node signed and checked it just now: not parsed again
@@ -619,16 +622,27 @@ class NodeLedger:
     def _commit(self, pend: _Pending) -> None:
         b = self.store.batch()
         frontier = self._frontier.copy()
+        nodes: list[tuple[bytes, bytes]] = []
+        records: list[tuple[bytes, bytes]] = []
+        leaves: list[tuple[bytes, bytes]] = []
+        feedseq: list[tuple[bytes, bytes]] = []
+        extra = pend.extra
         for rec in pend.accepted:
             index = frontier.size
-            leaf = merkle.leaf_hash(rec.envelope)
-            for level, i, h in frontier.append(leaf):
-                b.put("merkle", merkle_key(level, i), h)
-            b.put("records", rec.id, u64(index) + rec.envelope)
-            b.put("leaves", u64(index), rec.id)
-            b.put("feedseq", feedseq_key(rec.issuer, rec.seq), rec.id)
-            for cf, k, v in pend.extra.get(rec.id, ()):  # e.g. an own record's idempotency key
-                b.put(cf, k, v)
+            for level, i, h in frontier.append(merkle.leaf_hash(rec.envelope)):
+                nodes.append((merkle_key(level, i), h))
+            at = u64(index)
+            records.append((rec.id, at + rec.envelope))
+            leaves.append((at, rec.id))
+            feedseq.append((feedseq_key(rec.issuer, rec.seq), rec.id))
+            if extra:
+                for cf, k, v in extra.get(rec.id, ()):  # e.g. an own record's idempotency key
+                    b.put(cf, k, v)
+        # One family at a time (each key is put once, so the order across them is free).
+        b.put_all("merkle", nodes)
+        b.put_all("records", records)
+        b.put_all("leaves", leaves)
+        b.put_all("feedseq", feedseq)
         for rec, proof in pend.equivocations:
             b.put("equivocations", feedseq_key(rec.issuer, rec.seq), proof.encode())
         index_decisions(self.store, b, pend.accepted, first=self._size == 0)

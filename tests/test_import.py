@@ -435,6 +435,20 @@ def test_a_batch_while_the_issue_gate_is_shut_is_not_issued(
 # ------------------------------------------------------------------ real processes
 
 
+def _children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid`."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid and stat[0] != "Z":
+                out.append(int(d.name))
+    return out
+
+
 def test_a_node_killed_mid_import_loses_nothing_acknowledged_and_a_rerun_issues_each_once(
         tmp_path: Path) -> None:
     """SIGKILL while records are signed ahead of the writer: every result the
@@ -458,9 +472,17 @@ def test_a_node_killed_mid_import_loses_nothing_acknowledged_and_a_rerun_issues_
             while (not results.exists() or results.stat().st_size < 8192) and (
                     time.monotonic() < deadline):
                 time.sleep(0.01)
+            node = net.nodes[ISSUER].proc
+            assert node is not None
+            signers = _children(node.pid)  # its signing process (node/signproc.py)
+            assert signers, "the node signs its runs in no child process"
             net.kill(ISSUER)
             t.join(60)
             assert first["code"] != 0, "the import ended before the kill"
+            deadline = time.monotonic() + 5  # the child holding the key went with it
+            while any(Path(f"/proc/{c}").exists() for c in signers):
+                assert time.monotonic() < deadline, "the signing process outlived its node"
+                time.sleep(0.05)
             assert "run the same file again" in first["err"]
             net.start(ISSUER)
             done = seq(net)
