@@ -569,19 +569,22 @@ class NodeCore:
                     log.exception("subscriber failed")
         if self.observer is not None:
             self._observe(self.observer, outcomes)
+        broken = False
         for job, a, b in spans:
-            outs = outcomes[a:b]
             if job.kind != "issue":
-                job.future.set_result(outs)
-            elif isinstance(outs[0].error, SequenceGap):
+                job.future.set_result(outcomes[a:b])
+                continue
+            out = outcomes[a]  # an issue's span is its one record
+            if isinstance(out.error, SequenceGap):
                 # Chained to an own record of this group that was refused: this one
                 # wrote nothing, and is signed again behind the queue.
                 self._requeue(job)
-            else:
-                job.future.set_result(outs[0])
-        if any(j.rec is not None and o.status != "accepted"
-               for j, a, b in spans for o in outcomes[a:b] if j.kind == "issue"):
-            self._broken = True  # a record signed ahead was refused: later ones name it
+                continue
+            if job.rec is not None and out.status != "accepted":
+                broken = True  # a record signed ahead was refused: later ones name it
+            job.future.set_result(out)
+        if broken:
+            self._broken = True
         for job, first in again:  # a key repeated in flight: what its first issue became
             if not first.future.done():  # the first was queued again: so is this one
                 self._requeue(job)
