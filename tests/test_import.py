@@ -24,6 +24,8 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keys.layout import NodeConfig
 from ledger.errors import InvalidNumber
@@ -794,3 +796,30 @@ def test_content_digest_is_the_items_known_digest_and_leaves_the_item_as_sent() 
         sent = item.SerializeToString(deterministic=True)
         assert content_digest(item).hex() == digest
         assert item.SerializeToString(deterministic=True) == sent
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.binary(max_size=128), number=st.sampled_from(
+    ["+8613512345678", "13512345678", "+14155550123", "not a number", ""]),
+    category=st.text(max_size=8), score=st.integers(0, 2**32 - 1),
+    expires_after=st.integers(0, 2**64 - 1), observed=st.integers(0, 2**63 - 1))
+def test_a_mark_items_digest_by_its_bytes_is_the_general_paths(
+        key: bytes, number: str, category: str, score: int, expires_after: int,
+        observed: int) -> None:
+    """A mark item's digest taken from its bytes after the key's field (the
+    fast path, for a number in E.164 already) is the general path's (the key
+    cleared and the number normalized on the item, then put back)."""
+    from node import bulkissue
+
+    item = pb.IssueItem(key=key, mark=rpb.Mark(number=number, category=category, score=score,
+                                               observed_at_ms=observed),
+                        expires_after_ms=expires_after)
+    sent = item.SerializeToString(deterministic=True)
+    fast = bulkissue._mark_digest(item)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bulkissue, "_mark_digest", lambda it: None)
+        general = bulkissue.content_digest(item)
+    assert fast is None or fast == general
+    assert (fast is not None) == (number in ("+8613512345678", "+14155550123"))
+    assert bulkissue.content_digest(item) == general
+    assert item.SerializeToString(deterministic=True) == sent
