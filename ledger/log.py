@@ -344,12 +344,10 @@ class NodeLedger:
         order in time, the decider of an appeal) run in `submit`."""
         self.check_fields(rec.issuer, rec.seq, rec.issued_at_ms, rec.payload, now_ms)
 
-    def check_fields(
-        self, issuer: str, seq: int, issued_at_ms: int, payload: Payload, now_ms: int
-    ) -> None:
-        """`check_payload` of the record these fields will make, before it is
-        signed (the node's signing stage decides from it which records take
-        a seq before their signatures exist)."""
+    def check_fields(self, issuer: str, seq: int, issued_at_ms: int, payload: Payload,
+                     now_ms: int) -> None:
+        """`check_payload` of the record these fields will make, before it is signed
+        (the signing stage decides by it which records take a seq)."""
         p = self.consortium.participant(issuer)
         if p is None:
             raise UnknownIssuer(f"{issuer!r} is not a participant of {self.consortium.name}")
@@ -440,15 +438,13 @@ class NodeLedger:
         return Submitted(outcomes, pend.accepted, [p for _, p in pend.equivocations])
 
     def _one(self, env: bytes, now_ms: int, pend: _Pending, buffer: bool) -> Outcome:
-        rid = None
-        own = None
+        rid = own = None
         if isinstance(env, bytes) and len(env) <= self.max_envelope:
             rid = record_id(env)
             own = pend.signed.get(rid)
             idx = pend.ids.get(rid)
+            # (One just signed past its feed's head is in no store: a feed's are at or below it.)
             if idx is None and (own is None or own.seq <= self.feed(own.issuer).seq):
-                # (A record this node has just signed past its feed's head is
-                # in no store: accepted records of a feed are at or below its head.)
                 known = self.store.get("records", rid)
                 if known is not None:
                     idx = read_u64(known[:8])
@@ -622,27 +618,21 @@ class NodeLedger:
     def _commit(self, pend: _Pending) -> None:
         b = self.store.batch()
         frontier = self._frontier.copy()
-        nodes: list[tuple[bytes, bytes]] = []
-        records: list[tuple[bytes, bytes]] = []
-        leaves: list[tuple[bytes, bytes]] = []
-        feedseq: list[tuple[bytes, bytes]] = []
-        extra = pend.extra
+        # Put a family at a time (each key is put once: the order across them is free).
+        puts: dict[str, list[tuple[bytes, bytes]]] = {
+            "merkle": [], "records": [], "leaves": [], "feedseq": []}
+        nodes, records, leaves, feedseq = puts.values()
         for rec in pend.accepted:
-            index = frontier.size
+            at = u64(frontier.size)
             for level, i, h in frontier.append(merkle.leaf_hash(rec.envelope)):
                 nodes.append((merkle_key(level, i), h))
-            at = u64(index)
             records.append((rec.id, at + rec.envelope))
             leaves.append((at, rec.id))
             feedseq.append((feedseq_key(rec.issuer, rec.seq), rec.id))
-            if extra:
-                for cf, k, v in extra.get(rec.id, ()):  # e.g. an own record's idempotency key
-                    b.put(cf, k, v)
-        # One family at a time (each key is put once, so the order across them is free).
-        b.put_all("merkle", nodes)
-        b.put_all("records", records)
-        b.put_all("leaves", leaves)
-        b.put_all("feedseq", feedseq)
+            for cf, k, v in pend.extra.get(rec.id, ()):  # e.g. an own record's idempotency key
+                b.put(cf, k, v)
+        for cf, items in puts.items():
+            b.put_all(cf, items)
         for rec, proof in pend.equivocations:
             b.put("equivocations", feedseq_key(rec.issuer, rec.seq), proof.encode())
         index_decisions(self.store, b, pend.accepted, first=self._size == 0)

@@ -253,7 +253,6 @@ class Node:
     # ------------------------------------------------------------ lifecycle
     def start(self) -> Node:
         self.core.start()
-        self.core.signing.prepare()  # the signing process (node/signproc.py), ready for a bulk run
         self.view.start()
         self.watcher.start()
         self.consent.start()

@@ -93,7 +93,7 @@ class SigningProcess:
         self._context = context
         self._proc: subprocess.Popen | None = None
         self._ready = False
-        self._started_at = 0.0
+        self.started_at = 0.0  # time.monotonic() at start
         self._lock = threading.Lock()  # close() may come from another thread than sign()
 
     def start(self) -> None:
@@ -107,7 +107,7 @@ class SigningProcess:
         assert self._proc.stdin is not None
         _write_all(self._proc.stdin.fileno(),
                    self._seed + _U32.pack(len(self._context)) + self._context)
-        self._started_at = time.monotonic()
+        self.started_at = time.monotonic()
 
     @property
     def pid(self) -> int | None:
@@ -127,7 +127,7 @@ class SigningProcess:
                 raise SigningProcessFailed("the signing process ended before it was ready")
             self._ready = True
             return True
-        if proc.poll() is not None or time.monotonic() - self._started_at > START_TIMEOUT_S:
+        if proc.poll() is not None or time.monotonic() - self.started_at > START_TIMEOUT_S:
             raise SigningProcessFailed("the signing process did not start")
         return False
 

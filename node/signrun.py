@@ -28,6 +28,7 @@ log = logging.getLogger("markex.node")
 # Own records in a group from which the signing process signs them (fewer:
 # the stage's thread, as a unary issue's).
 MIN_RUN = 64
+FIRST_WAIT_S = 2.0  # how long a run may wait for the process it started
 _FROM_PARTS = (Mark, Reassignment)
 
 
@@ -50,7 +51,7 @@ class ProcessSigner:
 
     def prepare(self) -> None:
         """Start the process now (without waiting for it): a bulk stream
-        begins (node/bulkissue.py), so its first group finds it ready."""
+        begins (node/bulkissue.py), so its first group finds it (nearly) ready."""
         self._started()
 
     def wait_ready(self, timeout: float) -> bool:
@@ -83,13 +84,19 @@ class ProcessSigner:
 
     def for_run(self, jobs: list[Job]) -> SigningProcess | None:
         """The process for a group holding MIN_RUN own issues or more, once
-        it is ready; None (the stage signs itself) for a smaller group, or
+        it is ready (a group in its first FIRST_WAIT_S waits for it: the
+        stage signing the group itself would hold the GIL longer than the
+        wait); None (the stage signs itself) for a smaller group, or later
         while it starts."""
         if not self.enabled or sum(1 for j in jobs if j.kind == "issue") < MIN_RUN:
             return None
         proc = self._started()
         try:
-            return proc if proc is not None and proc.ready() else None
+            while proc is not None and not proc.ready():
+                if time.monotonic() - proc.started_at > FIRST_WAIT_S:
+                    return None
+                time.sleep(0.005)
+            return proc
         except SigningProcessFailed as e:
             self.failed(e)
             return None

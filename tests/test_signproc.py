@@ -279,3 +279,23 @@ def test_a_small_run_is_signed_on_the_stages_thread_without_a_process(
     finally:
         core.stop()
         core.ledger.close()
+
+
+def test_the_first_run_waits_for_the_process_it_started(
+    cons_dir: tuple[Path, Consortium], tmp_path: Path
+) -> None:
+    """An IssueMany starts the process (`prepare`) just before its first
+    group: that group waits for it (up to FIRST_WAIT_S) rather than being
+    signed on the stage's thread; a node that never bulk-issues starts none."""
+    d, cons = cons_dir
+    core = NodeCore(Store(tmp_path / "first"), cons, OWN, _key(d))
+    core.start()
+    try:
+        assert core.signing.pid is None  # none until a bulk run asks for it
+        core.signing.prepare()
+        got = _run(core, [OwnIssue(Mark(f"+86134{i:08d}", "fraud", 60)) for i in range(200)])
+        assert {s for s, *_ in got} == {"accepted"}
+        assert core.signing.signed == 200
+    finally:
+        core.stop()
+        core.ledger.close()
