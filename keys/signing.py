@@ -69,6 +69,14 @@ class SigningKey:
     def sign(self, message: bytes) -> bytes:
         return self.private.sign(message)
 
+    def seed(self) -> bytes:
+        """The 32-byte seed `from_seed` takes: for handing the key over a pipe
+        to this node's own signing process (node/signproc.py), never to a file."""
+        return self.private.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+
     @property
     def public_bytes(self) -> bytes:
         return self.private.public_key().public_bytes(

@@ -342,16 +342,22 @@ class NodeLedger:
         record from a known issuer, without the signature (for a record this
         node has just signed). Checks needing other records (the feed's
         order in time, the decider of an appeal) run in `submit`."""
-        p = self.consortium.participant(rec.issuer)
+        self.check_fields(rec.issuer, rec.seq, rec.issued_at_ms, rec.payload, now_ms)
+
+    def check_fields(self, issuer: str, seq: int, issued_at_ms: int, payload: Payload,
+                     now_ms: int) -> None:
+        """`check_payload` of the record these fields will make, before it is signed
+        (the signing stage decides by it which records take a seq)."""
+        p = self.consortium.participant(issuer)
         if p is None:
-            raise UnknownIssuer(f"{rec.issuer!r} is not a participant of {self.consortium.name}")
-        check_issuer(self.consortium, p.role, rec.issuer, rec.payload)
-        if rec.issued_at_ms > now_ms + self.skew_ms:
+            raise UnknownIssuer(f"{issuer!r} is not a participant of {self.consortium.name}")
+        check_issuer(self.consortium, p.role, issuer, payload)
+        if issued_at_ms > now_ms + self.skew_ms:
             raise ClockSkew(
-                f"record {rec.issuer}#{rec.seq} is issued {rec.issued_at_ms - now_ms} ms in the "
+                f"record {issuer}#{seq} is issued {issued_at_ms - now_ms} ms in the "
                 f"future; the allowed skew is {self.skew_ms} ms"
             )
-        check_times(rec.issued_at_ms, rec.payload, self.consortium.policy)
+        check_times(issued_at_ms, payload, self.consortium.policy)
 
     def check_effect(
         self, rec: Record, *, wait_for_target: bool = False, fresh: Sequence[Record] = ()
@@ -432,17 +438,18 @@ class NodeLedger:
         return Submitted(outcomes, pend.accepted, [p for _, p in pend.equivocations])
 
     def _one(self, env: bytes, now_ms: int, pend: _Pending, buffer: bool) -> Outcome:
-        rid = None
+        rid = own = None
         if isinstance(env, bytes) and len(env) <= self.max_envelope:
             rid = record_id(env)
+            own = pend.signed.get(rid)
             idx = pend.ids.get(rid)
-            if idx is None:
+            # (One just signed past its feed's head is in no store: a feed's are at or below it.)
+            if idx is None and (own is None or own.seq <= self.feed(own.issuer).seq):
                 known = self.store.get("records", rid)
                 if known is not None:
                     idx = read_u64(known[:8])
             if idx is not None:
                 return Outcome("duplicate", None, idx)
-        own = pend.signed.get(rid) if rid is not None else None
         # The id is the hash of these very bytes: a record found by it is theirs.
         pre = pend.verified.get(rid) if rid is not None and own is None else None
         if own is not None:  # this node signed and checked it just now: not parsed again
@@ -611,16 +618,21 @@ class NodeLedger:
     def _commit(self, pend: _Pending) -> None:
         b = self.store.batch()
         frontier = self._frontier.copy()
+        # Put a family at a time (each key is put once: the order across them is free).
+        puts: dict[str, list[tuple[bytes, bytes]]] = {
+            "merkle": [], "records": [], "leaves": [], "feedseq": []}
+        nodes, records, leaves, feedseq = puts.values()
         for rec in pend.accepted:
-            index = frontier.size
-            leaf = merkle.leaf_hash(rec.envelope)
-            for level, i, h in frontier.append(leaf):
-                b.put("merkle", merkle_key(level, i), h)
-            b.put("records", rec.id, u64(index) + rec.envelope)
-            b.put("leaves", u64(index), rec.id)
-            b.put("feedseq", feedseq_key(rec.issuer, rec.seq), rec.id)
+            at = u64(frontier.size)
+            for level, i, h in frontier.append(merkle.leaf_hash(rec.envelope)):
+                nodes.append((merkle_key(level, i), h))
+            records.append((rec.id, at + rec.envelope))
+            leaves.append((at, rec.id))
+            feedseq.append((feedseq_key(rec.issuer, rec.seq), rec.id))
             for cf, k, v in pend.extra.get(rec.id, ()):  # e.g. an own record's idempotency key
                 b.put(cf, k, v)
+        for cf, items in puts.items():
+            b.put_all(cf, items)
         for rec, proof in pend.equivocations:
             b.put("equivocations", feedseq_key(rec.issuer, rec.seq), proof.encode())
         index_decisions(self.store, b, pend.accepted, first=self._size == 0)

@@ -68,7 +68,7 @@ from __future__ import annotations
 import itertools
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
@@ -152,6 +152,16 @@ class Batch:
     def put(self, cf: str, key: bytes, value: bytes) -> None:
         self._wb.put(key, value, self._store._handles[cf])
         self.count += 1
+
+    def put_all(self, cf: str, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """`put` of each (key, value) of `items` into `cf`, in order (the
+        family looked up once: a group commit puts thousands)."""
+        put, handle = self._wb.put, self._store._handles[cf]
+        n = 0
+        for key, value in items:
+            put(key, value, handle)
+            n += 1
+        self.count += n
 
     def delete(self, cf: str, key: bytes) -> None:
         self._wb.delete(key, self._store._handles[cf])

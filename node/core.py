@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 
 from keys.consortium import Consortium, Policy
 from keys.signing import SigningKey
@@ -36,21 +35,23 @@ from ledger.errors import (
     TooLarge,
 )
 from ledger.log import EquivocationProof, NodeLedger, Outcome
-from ledger.payloads import type_of
 from ledger.record import Payload, Record
 from ledger.store import Store
 from node.answer import Answer, _Answers
+from node.jobs import MAX_GROUP as MAX_GROUP  # re-exported: callers import it from here
+from node.jobs import MAX_ISSUE_KEY as MAX_ISSUE_KEY
+from node.jobs import Job, OwnIssue, check_key, gather, state_free
+from node.signproc import SigningProcessFailed
+from node.signrun import ProcessSigner, sign_run
 
 log = logging.getLogger("markex.node")
 
-MAX_GROUP = 2000  # envelopes per group commit
 # One member message (a push, a delivery, a pulled batch) holds at most this
 # many envelopes, so no one message floods the single writer.
 MAX_ENVELOPES_PER_MESSAGE = 1000
 # Envelopes waiting for the writer at most: beyond it a caller waits for room
 # (up to its timeout) and then gets BufferFull; nothing is dropped silently.
 MAX_QUEUED_ENVELOPES = 20_000
-MAX_ISSUE_KEY = 128  # bytes of an idempotency key (docs/import.md)
 # A stream held open (NodeCore.feeding) counts as feeding the writer only while it
 # gave it work within this many seconds (queued a job, or a group was written).
 FEED_IDLE_S = 1.0
@@ -70,72 +71,6 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass
-class _Job:
-    kind: str  # "issue" | "submit" | "equivocation"
-    payload: Payload | EquivocationProof | None
-    envelopes: Sequence[bytes]
-    future: Future | Answer
-    source: str
-    wait_for_target: bool = False  # an own correction may name a target not seen yet
-    key: bytes = b""  # an issue's idempotency key (b"": none) and its content's digest
-    digest: bytes = b""
-    # Set by the signing stage for an own issue before the writer takes it:
-    rec: Record | None = None  # signed ahead (seq and prev_id are checked again by the writer)
-    first: _Job | None = None  # the job that issues this job's key first (in flight)
-    held: Outcome | None = None  # answered already: its key issued before, or refused
-    # A submit's records parsed and signature-checked ahead of the writer, by
-    # id (NodeLedger.submit's `verified`); any envelope not here is checked in full.
-    verified: Mapping[bytes, Record] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class OwnIssue:
-    """One own record to issue (`NodeCore.issue_many_async`): as `issue_async`'s arguments."""
-
-    payload: Payload
-    wait_for_target: bool = False
-    key: bytes = b""
-    digest: bytes = b""
-
-
-def _check_key(key: bytes, digest: bytes) -> None:
-    if len(key) > MAX_ISSUE_KEY:
-        raise BadInput(f"an idempotency key of {len(key)} bytes; at most {MAX_ISSUE_KEY}")
-    if key and len(digest) != 32:
-        raise BadInput("an idempotency key needs its content's 32-byte digest")
-
-
-def _state_free(job: _Job) -> bool:
-    """An own issue whose checks read no state (no `effect` check, no target
-    to wait for), so it may be checked and signed before the writer has
-    written the records ahead of it."""
-    return (job.kind == "issue" and not job.wait_for_target
-            and type_of(job.payload).effect is None)
-
-
-def _gather(q: queue.Queue, jobs: list[_Job]) -> int:
-    """Extend `jobs` with the entries waiting in `q` (a job or a list of them
-    each) while the group holds under MAX_GROUP envelopes (an issue counts
-    1); the end marker (None) goes back for the next get. Returns the entries
-    taken."""
-    n = sum(len(j.envelopes) + 1 for j in jobs)
-    taken = 0
-    while n < MAX_GROUP:
-        try:
-            nxt = q.get_nowait()
-        except queue.Empty:
-            break
-        if nxt is None:
-            q.put(None)
-            break
-        more = nxt if isinstance(nxt, list) else [nxt]
-        jobs.extend(more)
-        n += sum(len(j.envelopes) + 1 for j in more)
-        taken += 1
-    return taken
-
-
 class NodeCore:
     """Owns the ledger. Every write goes through one thread, which gathers
     whatever is queued into one atomic synced batch."""
@@ -152,7 +87,7 @@ class NodeCore:
         self.participant_id = participant_id
         self.clock = clock
         self.ledger = NodeLedger(store, consortium, participant_id, signer)
-        self._q: queue.Queue[_Job | list[_Job] | None] = queue.Queue()
+        self._q: queue.Queue[Job | list[Job] | None] = queue.Queue()
         self.max_queued = MAX_QUEUED_ENVELOPES
         self._queued = 0  # envelopes (an issue counts 1) in _q, under _room
         self._room = threading.Condition()
@@ -160,14 +95,17 @@ class NodeCore:
         self._equivocation_subscribers: list[Callable[[EquivocationProof], None]] = []
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         # The signing stage's groups, in queue order, for the writer.
-        self._signed: queue.Queue[list[_Job] | None] = queue.Queue(SIGNED_AHEAD)
+        self._signed: queue.Queue[list[Job] | None] = queue.Queue(SIGNED_AHEAD)
         self._signer = threading.Thread(target=self._sign_loop, name="ledger-signer",
                                         daemon=True)
         self._pipe = threading.Condition()  # guards _sent, _written, _inflight
         self._sent = 0  # groups handed to the writer
         self._written = 0  # groups the writer finished (written, refused or failed)
-        self._inflight: dict[bytes, _Job] = {}  # key -> its job signed ahead, until written
+        self._inflight: dict[bytes, Job] = {}  # key -> its job signed ahead, until written
         self._broken = False  # the writer did not take a record as signed ahead
+        # Runs of MIN_RUN own records or more are signed in a child process
+        # (node/signproc.py), started at the first IssueMany or such run.
+        self.signing = ProcessSigner(self.ledger)
         self._stopped = False
         self._in_group = False  # the writer is processing a group (read by `busy`)
         self._feeds = 0  # streams feeding the writer now (`feeding`), under _room
@@ -192,6 +130,7 @@ class NodeCore:
         for t in (self._signer, self._thread):
             if t.ident is not None:  # started
                 t.join(timeout=10)
+        self.signing.close()
 
     def subscribe(self, fn: Callable[[list[Record]], None]) -> None:
         """fn(accepted records in log order) runs on the writer thread after each
@@ -240,10 +179,10 @@ class NodeCore:
         participant issued before gives that record's Outcome with status
         "duplicate" and issues nothing, or IdempotencyConflict when the digest
         differs; a new key is written in the record's own atomic batch."""
-        _check_key(key, digest)
+        check_key(key, digest)
         self._refuse_if_failed()
         fut: Future = Future()
-        job = _Job("issue", payload, (), fut, "self", wait_for_target, key, digest)
+        job = Job("issue", payload, (), fut, "self", wait_for_target, key, digest)
         self._enqueue(job, wait)
         return fut
 
@@ -259,16 +198,16 @@ class NodeCore:
         self._refuse_if_failed()
         shared = _Answers()
         futs: list[Answer] = []
-        jobs: list[_Job] = []
+        jobs: list[Job] = []
         for it in issues:
             fut = Answer(shared)
             futs.append(fut)
             try:
-                _check_key(it.key, it.digest)
+                check_key(it.key, it.digest)
             except BadInput as e:
                 fut.set_exception(e)
                 continue
-            jobs.append(_Job("issue", it.payload, (), fut, "self", it.wait_for_target, it.key,
+            jobs.append(Job("issue", it.payload, (), fut, "self", it.wait_for_target, it.key,
                              it.digest))
         if jobs:
             self._enqueue(jobs, wait)
@@ -279,7 +218,7 @@ class NodeCore:
         since it freezes a feed). True when it was new."""
         self._refuse_if_failed()
         fut: Future = Future()
-        self._enqueue(_Job("equivocation", proof, (), fut, "peer"), timeout)
+        self._enqueue(Job("equivocation", proof, (), fut, "peer"), timeout)
         return fut.result(timeout)
 
     def submit(self, envelopes: Sequence[bytes], source: str, timeout: float = 60) -> list[Outcome]:
@@ -307,15 +246,15 @@ class NodeCore:
             )
         self._refuse_if_failed()
         fut: Future = Future()
-        job = _Job("submit", None, list(envelopes), fut, source, verified=verified or {})
+        job = Job("submit", None, list(envelopes), fut, source, verified=verified or {})
         self._enqueue(job, wait)
         return fut
 
     @staticmethod
-    def _cost(job: _Job) -> int:
+    def _cost(job: Job) -> int:
         return max(1, len(job.envelopes))
 
-    def _enqueue(self, job: _Job | list[_Job], wait: float) -> None:
+    def _enqueue(self, job: Job | list[Job], wait: float) -> None:
         """Queue one job, or a list of them as one entry (taken whole, in order)."""
         cost = sum(map(self._cost, job)) if isinstance(job, list) else self._cost(job)
         deadline = time.monotonic() + wait
@@ -332,7 +271,7 @@ class NodeCore:
             self._worked_at = time.monotonic()
             self._q.put(job)
 
-    def _taken(self, jobs: list[_Job]) -> None:
+    def _taken(self, jobs: list[Job]) -> None:
         """The writer took `jobs` off the queue: their room is free again
         (one lock and one wake-up a group, not one an item)."""
         with self._room:
@@ -383,7 +322,7 @@ class NodeCore:
                 self._signed.put(None)
                 return
             jobs = got if isinstance(got, list) else [got]
-            _gather(self._q, jobs)
+            gather(self._q, jobs)
             if self.failure is None:
                 if tail is None or self._broken:
                     # Where the chain ends is known once the writer is done with
@@ -406,19 +345,49 @@ class NodeCore:
             while self._written < self._sent:
                 self._pipe.wait()
 
-    def _sign_ahead(self, jobs: list[_Job], tail: tuple[int, bytes]) -> tuple[int, bytes] | None:
+    def _sign_ahead(self, jobs: list[Job], tail: tuple[int, bytes]) -> tuple[int, bytes] | None:
         """Sign the state-free own issues of `jobs` from `tail` on, up to the
         first job whose checks read state (a correction, a preference, ...)
         or may freeze the feed (an equivocation proof); the writer does
         those and all after them. Returns the chain's end after `jobs`, or
-        None when it is known only once the writer has written them."""
+        None when it is known only once the writer has written them. A run
+        of MIN_RUN or more is signed by the signing process (node/signrun.py,
+        the same answers), fewer here."""
+        proc = self.signing.for_run(jobs)
+        if proc is not None:
+            with self._pipe:  # read before the store is (sign_run): a key written
+                flying = {j.key: f for j in jobs  # meanwhile is then in one of the two
+                          if j.key and (f := self._inflight.get(j.key)) is not None}
+            try:
+                got = sign_run(self.ledger, proc, jobs, tail, self.clock(), flying,
+                               self._key_answer)
+            except SigningProcessFailed as e:
+                self.signing.failed(e)
+                for j in jobs:  # nothing of it was signed: the group is signed here
+                    j.rec = j.first = j.held = None
+                got = None
+            if got is not None:
+                done, whole = got
+                self.signing.signed += len(done)
+                with self._pipe:
+                    for j in done:
+                        if j.key:
+                            self._inflight[j.key] = j
+                if not whole:
+                    return None
+                last = done[-1].rec if done else None
+                return tail if last is None else (last.seq, last.id)
+        return self._sign_each(jobs, tail)
+
+    def _sign_each(self, jobs: list[Job], tail: tuple[int, bytes]) -> tuple[int, bytes] | None:
+        """`_sign_ahead` on this thread, one record at a time."""
         led = self.ledger
         seq, head = tail
         now = self.clock()
         for job in jobs:
             if job.kind == "submit":
                 continue  # a peer's records: they do not move this node's own chain
-            if not _state_free(job) or led.feed(self.participant_id).frozen_at is not None:
+            if not state_free(job) or led.feed(self.participant_id).frozen_at is not None:
                 return None
             if job.key:
                 with self._pipe:
@@ -428,7 +397,7 @@ class NodeCore:
                     continue
                 # Not in flight: issued before (written, so the store has it) or new.
                 held = self._issued_key(job, {})
-                assert not isinstance(held, _Job)  # asked with no group of its own
+                assert not isinstance(held, Job)  # asked with no group of its own
                 if held is not None:
                     job.held = held
                     continue
@@ -454,7 +423,7 @@ class NodeCore:
             jobs = self._signed.get()
             if jobs is None:
                 return
-            groups = 1 + _gather(self._signed, jobs)  # the signer's groups waiting: one commit
+            groups = 1 + gather(self._signed, jobs)  # the signer's groups waiting: one commit
             self._in_group = True
             try:
                 self._write_group(jobs)
@@ -468,7 +437,7 @@ class NodeCore:
                     self._written += groups
                     self._pipe.notify_all()
 
-    def _write_group(self, jobs: list[_Job]) -> None:
+    def _write_group(self, jobs: list[Job]) -> None:
         self._taken(jobs)
         if self.failure is not None:
             self._fail(jobs, self.failure)
@@ -492,21 +461,21 @@ class NodeCore:
             self._fail(jobs, e)
 
     @staticmethod
-    def _fail(jobs: list[_Job], err: Exception) -> None:
+    def _fail(jobs: list[Job], err: Exception) -> None:
         for j in jobs:
             if not j.future.done():
                 j.future.set_exception(err)
 
-    def _process(self, jobs: list[_Job]) -> None:
+    def _process(self, jobs: list[Job]) -> None:
         now = self.clock()
         led = self.ledger
         envs: list[bytes] = []
-        spans: list[tuple[_Job, int, int]] = []
+        spans: list[tuple[Job, int, int]] = []
         own = led.feed(self.participant_id)
         seq, head = own.seq, own.head_id
         fresh: list[Record] = []  # own records signed in this group, for check_effect
-        keyed: dict[bytes, tuple[bytes, _Job]] = {}  # key -> (digest, its job) in this group
-        again: list[tuple[_Job, _Job]] = []  # (a repeat, the job of the key's first issue)
+        keyed: dict[bytes, tuple[bytes, Job]] = {}  # key -> (digest, its job) in this group
+        again: list[tuple[Job, Job]] = []  # (a repeat, the job of the key's first issue)
         extra: dict[bytes, list[tuple[str, bytes, bytes]]] = {}  # record id -> its key's put
         # Own records signed here skip submit's parse and signature check, but
         # the group's first: one verification a group still proves the key right.
@@ -543,7 +512,7 @@ class NodeCore:
                     self._broken = True
                 if job.key and job.rec is None:
                     first = self._issued_key(job, keyed)
-                    if isinstance(first, _Job):
+                    if isinstance(first, Job):
                         again.append((job, first))
                         continue
                     if first is not None:
@@ -600,19 +569,22 @@ class NodeCore:
                     log.exception("subscriber failed")
         if self.observer is not None:
             self._observe(self.observer, outcomes)
+        broken = False
         for job, a, b in spans:
-            outs = outcomes[a:b]
             if job.kind != "issue":
-                job.future.set_result(outs)
-            elif isinstance(outs[0].error, SequenceGap):
+                job.future.set_result(outcomes[a:b])
+                continue
+            out = outcomes[a]  # an issue's span is its one record
+            if isinstance(out.error, SequenceGap):
                 # Chained to an own record of this group that was refused: this one
                 # wrote nothing, and is signed again behind the queue.
                 self._requeue(job)
-            else:
-                job.future.set_result(outs[0])
-        if any(j.rec is not None and o.status != "accepted"
-               for j, a, b in spans for o in outcomes[a:b] if j.kind == "issue"):
-            self._broken = True  # a record signed ahead was refused: later ones name it
+                continue
+            if job.rec is not None and out.status != "accepted":
+                broken = True  # a record signed ahead was refused: later ones name it
+            job.future.set_result(out)
+        if broken:
+            self._broken = True
         for job, first in again:  # a key repeated in flight: what its first issue became
             if not first.future.done():  # the first was queued again: so is this one
                 self._requeue(job)
@@ -652,7 +624,7 @@ class NodeCore:
         if run is not None:
             observer(*run, n)
 
-    def _requeue(self, job: _Job) -> None:
+    def _requeue(self, job: Job) -> None:
         """Queue an own issue again (on the writer thread, so without waiting
         for room): its record, if signed, was never written."""
         job.rec = job.first = job.held = None
@@ -661,15 +633,18 @@ class NodeCore:
         self._q.put(job)
 
     def _issued_key(
-        self, job: _Job, keyed: dict[bytes, tuple[bytes, _Job]]
-    ) -> Outcome | _Job | None:
+        self, job: Job, keyed: dict[bytes, tuple[bytes, Job]]
+    ) -> Outcome | Job | None:
         """The answer of an issue whose key was issued before: the first
         record as a duplicate (or IdempotencyConflict), the job of the key's
         first issue when it is in this group, or None when the key is new."""
         held = keyed.get(job.key)
         if held is not None:
             return held[1]  # its answer waits for the first's (a conflict only if it is issued)
-        v = self.ledger.store.get(ISSUE_KEYS, job.key)
+        return self._key_answer(job, self.ledger.store.get(ISSUE_KEYS, job.key))
+
+    def _key_answer(self, job: Job, v: bytes | None) -> Outcome | None:
+        """`_issued_key`'s answer from the key's stored value `v` (None: new)."""
         if v is None:
             return None
         if v[:32] != job.digest:

@@ -189,6 +189,7 @@ class PeerLink:
         self._pending_evidence: list[EquivocationProof] = []
         self._evidence_lock = threading.Lock()
         self._state: bool | None = None  # as last logged: None before the first round
+        self.wakes_while_down = 0  # early wakes left to the next round (tests)
         self._pulls = PullPipe(parts.core, peer.id, self._stop)  # pulled batches to the writer
 
     def start(self) -> None:
@@ -295,11 +296,17 @@ class PeerLink:
                         if pulled:
                             event(log, logging.INFO, "catch-up", peer=self.peer.id,
                                   records=pulled)
-                    else:  # woken early: evidence to pass on, or a checkpoint to cosign
-                        self._send_evidence()
+                    elif self._state:  # woken early: evidence to pass on, or a checkpoint
+                        self._send_evidence()  # to cosign
                         due = self._take_due()
                         if due:
                             self._cosign_steps(of_log="log" in due, of_view="view" in due)
+                    else:
+                        # The last round did not reach the peer: an ask now would
+                        # fail the same way once the view's checkpoint is made and
+                        # signed for it. The evidence and the asks due wait for the
+                        # next round (sync_once sends and asks once it reaches it).
+                        self.wakes_while_down += 1
                 except grpc.RpcError as e:
                     self._prev_heads = None
                     pace.reset()

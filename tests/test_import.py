@@ -24,6 +24,8 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keys.layout import NodeConfig
 from ledger.errors import InvalidNumber
@@ -435,6 +437,20 @@ def test_a_batch_while_the_issue_gate_is_shut_is_not_issued(
 # ------------------------------------------------------------------ real processes
 
 
+def _children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid`."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid and stat[0] != "Z":
+                out.append(int(d.name))
+    return out
+
+
 def test_a_node_killed_mid_import_loses_nothing_acknowledged_and_a_rerun_issues_each_once(
         tmp_path: Path) -> None:
     """SIGKILL while records are signed ahead of the writer: every result the
@@ -458,9 +474,17 @@ def test_a_node_killed_mid_import_loses_nothing_acknowledged_and_a_rerun_issues_
             while (not results.exists() or results.stat().st_size < 8192) and (
                     time.monotonic() < deadline):
                 time.sleep(0.01)
+            node = net.nodes[ISSUER].proc
+            assert node is not None
+            signers = _children(node.pid)  # its signing process (node/signproc.py)
+            assert signers, "the node signs its runs in no child process"
             net.kill(ISSUER)
             t.join(60)
             assert first["code"] != 0, "the import ended before the kill"
+            deadline = time.monotonic() + 5  # the child holding the key went with it
+            while any(Path(f"/proc/{c}").exists() for c in signers):
+                assert time.monotonic() < deadline, "the signing process outlived its node"
+                time.sleep(0.05)
             assert "run the same file again" in first["err"]
             net.start(ISSUER)
             done = seq(net)
@@ -772,3 +796,30 @@ def test_content_digest_is_the_items_known_digest_and_leaves_the_item_as_sent() 
         sent = item.SerializeToString(deterministic=True)
         assert content_digest(item).hex() == digest
         assert item.SerializeToString(deterministic=True) == sent
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.binary(max_size=128), number=st.sampled_from(
+    ["+8613512345678", "13512345678", "+14155550123", "not a number", ""]),
+    category=st.text(max_size=8), score=st.integers(0, 2**32 - 1),
+    expires_after=st.integers(0, 2**64 - 1), observed=st.integers(0, 2**63 - 1))
+def test_a_mark_items_digest_by_its_bytes_is_the_general_paths(
+        key: bytes, number: str, category: str, score: int, expires_after: int,
+        observed: int) -> None:
+    """A mark item's digest taken from its bytes after the key's field (the
+    fast path, for a number in E.164 already) is the general path's (the key
+    cleared and the number normalized on the item, then put back)."""
+    from node import bulkissue
+
+    item = pb.IssueItem(key=key, mark=rpb.Mark(number=number, category=category, score=score,
+                                               observed_at_ms=observed),
+                        expires_after_ms=expires_after)
+    sent = item.SerializeToString(deterministic=True)
+    fast = bulkissue._mark_digest(item)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bulkissue, "_mark_digest", lambda it: None)
+        general = bulkissue.content_digest(item)
+    assert fast is None or fast == general
+    assert (fast is not None) == (number in ("+8613512345678", "+14155550123"))
+    assert bulkissue.content_digest(item) == general
+    assert item.SerializeToString(deterministic=True) == sent

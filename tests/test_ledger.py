@@ -558,3 +558,47 @@ def test_buffer_is_per_issuer_and_expires(tmp_path: Path) -> None:
     res = led.submit([r.envelope for r in flood[2:4]], NOW + ttl + 2)
     assert [o.status for o in res.outcomes] == ["buffered", "buffered"]
     led.close()
+
+
+def test_own_records_signed_past_the_head_are_not_looked_up_and_land_as_any(
+    ledger: NodeLedger,
+) -> None:
+    """A batch of own records the node has just signed (`signed`): none is
+    looked up in the records family (a feed's accepted records are at or
+    below its head, so none can be a duplicate), and the stored bytes, the
+    log and the feed are those of the same batch submitted in full; an own
+    record at or below the head is still looked up (here: a duplicate)."""
+    rs = chain("carrier-1", 6)
+    asked: list[str] = []
+    real_get = ledger.store.get
+
+    def get(cf: str, key: bytes) -> bytes | None:
+        asked.append(cf)
+        return real_get(cf, key)
+
+    ledger.store.get = get  # type: ignore[method-assign]
+    out = ledger.submit([r.envelope for r in rs], NOW, signed={r.id: r for r in rs[1:]})
+    assert [o.status for o in out.outcomes] == ["accepted"] * 6
+    assert asked.count("records") == 1  # the first only (not in `signed`)
+    asked.clear()
+    again = ledger.submit([rs[5].envelope], NOW, signed={rs[5].id: rs[5]})
+    assert again.outcomes[0].status == "duplicate" and asked.count("records") == 1
+    ledger.store.get = real_get  # type: ignore[method-assign]
+    assert ledger.entries(0, 6) == [r.envelope for r in rs]
+    assert ledger.records_after("carrier-1", 0, 10) == [r.envelope for r in rs]
+    assert ledger.root() == merkle.root_from_leaf_hashes([merkle.leaf_hash(r.envelope)
+                                                         for r in rs])
+    assert all(ledger.get_node(0, i) == merkle.leaf_hash(r.envelope) for i, r in enumerate(rs))
+
+
+def test_a_batchs_put_all_is_its_puts_in_order(tmp_path: Path) -> None:
+    store = Store(tmp_path / "puts")
+    try:
+        b = store.batch()
+        b.put_all("meta", [(b"a", b"1"), (b"b", b"2"), (b"a", b"3")])
+        b.put("meta", b"c", b"4")
+        assert b.count == 4
+        store.write(b)
+        assert list(store.items("meta")) == [(b"a", b"3"), (b"b", b"2"), (b"c", b"4")]
+    finally:
+        store.close()

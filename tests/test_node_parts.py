@@ -867,6 +867,45 @@ def test_peer_link_given_its_parts_replicates_and_collects_cosignatures(
         inst_store.close()
 
 
+def test_a_link_to_a_down_peer_makes_no_view_checkpoint_when_woken(
+    cons_dir: tuple[Path, Consortium], parts: Parts
+) -> None:
+    """The institute is down (nothing listens at its port): the rota's wakes
+    (`cosign_now`) between rounds ask nothing of it, so the view's checkpoint
+    is not made and signed for an ask that would fail; the asks wait for the
+    round that reaches it."""
+    d, cons = cons_dir
+    inst = cons.participant("institute")
+    assert inst is not None
+    gate = gate_at_start(0, restored=False, new_feed=True, peers=["institute"],
+                         quorum=cons.policy.restore_quorum)
+    link_parts = LinkParts(parts.core, gate, parts.logs, parts.view,
+                           NodeMetrics(p.id for p in cons.participants), lambda peer: False)
+    down = free_port_block(1)
+    link = PeerLink(link_parts, dataclasses.replace(inst, member_endpoint=f"127.0.0.1:{down}"),
+                    member_channel_credentials(NodeConfig.for_participant(d, OWN)),
+                    sync_interval=30)
+    asked: list[str] = []
+    real = parts.view.request_cosign
+
+    def counted(peer: Any, stub: Any) -> bool:
+        asked.append(peer.id)
+        return real(peer, stub)
+
+    parts.view.request_cosign = counted  # type: ignore[method-assign]
+    try:
+        link.start()
+        _wait(lambda: link._state is False, "the first round to fail")
+        for i in range(20):
+            parts.core.issue(Mark(f"+861370000{i:04d}", "fraud", 70, observed_at_ms=_now()))
+            link.cosign_now()
+            time.sleep(0.02)
+        _wait(lambda: link.wakes_while_down >= 5, "the wakes")
+        assert asked == []
+    finally:
+        link.stop()
+
+
 # ====================================================================== status
 
 
