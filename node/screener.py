@@ -16,7 +16,10 @@ Two ways out, one set of facts:
 A caller's facts come, fastest first, from its row in the screen index
 (node/screenindex.py) when the row is known to be its entry's; from its
 entry's bytes when the row's digest matches them; else from the entry
-decoded and evaluated (`ResolutionCache`).
+decoded and evaluated (`ResolutionCache`). A trusted caller without a row
+has no entry, or one that answers as none from the index's `elided_from` on
+(`stored_row`): the first pass answers it as rule 9 only from then on; the
+other paths read its entry.
 """
 
 from __future__ import annotations
@@ -306,16 +309,22 @@ class Screener:
         """The index's `elided_from`, read after the rows it covers (it only grows)."""
         return self.index.elided_from if self.index is not None else 0
 
-    def _facts(self, calls: list[Call], read: tuple[list[bytes | None], list[bool]] | None = None
-               ) -> list[_Facts]:
+    def _facts(self, calls: list[Call], read: tuple[list[bytes | None], list[bool]] | None = None,
+               lines: list[LineFact | None] | None = None) -> list[_Facts]:
         """Each caller's facts at its call's time (and its template); `read`,
-        the callers' rows and trust when already read (`_rows`)."""
+        the callers' rows and trust when already read (`_rows`); `lines`,
+        their lines at their times, when known.
+
+        A trusted absent row may be an elided one's (`stored_row`): it is
+        answered as no entry only for a caller without a line at or after
+        `elided_from` (its answer is then rule 9's either way); any other
+        call reads the entry."""
         callers = [c.caller for c in calls]
         rows, trusted = read if read is not None else self._rows(callers)
-        # A trusted absence may be an elided row's: with any elided, read the entry.
         elided = self._elided_from()
         unsure = [i for i, (t, r) in enumerate(zip(trusted, rows, strict=True))
-                  if not t or (elided and r is None)]
+                  if not t or (elided and r is None and (
+                      lines is None or lines[i] is not None or calls[i].at_ms < elided))]
         raws: dict[int, bytes | None] = {}
         if unsure:
             raws = dict(zip(unsure, self.view.entries_bytes([callers[i] for i in unsure]),
@@ -332,8 +341,8 @@ class Screener:
                     continue
                 if row is not None and row.summary.digest != entry_digest(raw):
                     row = None
-            elif row is None:            # a clean number without a row has no entry
-                out.append(_ABSENT)      # (no row was elided: its entry was not read)
+            elif row is None:            # a clean number without a row: no entry, or
+                out.append(_ABSENT)      # one answering as none (its entry not read)
                 continue
             k = None if row is None else row.summary.interval(c.at_ms)
             if row is not None and k is not None:
@@ -380,8 +389,9 @@ class Screener:
         cannot read preferences."""
         self._need_key()
         line_at = self.consent.line_at
-        return [self._decide(c, f, line_at(c.caller, c.at_ms))
-                for c, f in zip(calls, self._facts(calls), strict=True)]
+        lines = [line_at(c.caller, c.at_ms) for c in calls]
+        return [self._decide(c, f, line)
+                for c, f, line in zip(calls, self._facts(calls, None, lines), lines, strict=True)]
 
     def answer_bytes(self, calls: list[Call], tags: list[int],
                      encode: object) -> list[bytes]:
@@ -481,7 +491,7 @@ class Screener:
         key = cons.members_key
         assert key is not None
         kept = self._line_templates
-        facts = self._facts(calls, read)
+        facts = self._facts(calls, read, lines)
         # The callees whose preference decides: a registered caller's (answered
         # below from a row or no entry, unlisted) and a marketer row's.
         want: list[int] = []

@@ -6,6 +6,11 @@ interval, the caller's decision as a template when it does not depend on
 the callee (node/screenwire.py). Rows are made by the screener's `row_of`
 from the entry's bytes and live in the store's "screenix" family.
 
+A number whose entry answers, from its row's start on, as no entry does
+keeps no row: `row_of` gives that start instead (Screener.stored_row), and
+`elided_from`, the latest such start (ELIDED_KEY, written in the same batch),
+tells the screen from when a trusted absent row may be answered as no entry.
+
 The view keeper tells the index which numbers' entries changed (`changed`,
 on the writer thread, before the change is acknowledged): they are *dirty*
 until a background thread has written their new rows, and a screen treats

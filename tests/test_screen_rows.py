@@ -74,6 +74,21 @@ def test_an_entry_answering_as_none_keeps_no_row_and_answers_as_the_reference(
     assert sc.answer_bytes(cs, list(range(len(cs))), _decision_bytes) == want
     old = [d.code for d in sc.decide_many(cs[:3])]
     assert old == ["caller-unknown", "caller-unknown", "caller-risk-warn"]   # its mark then
+    # a unary screen of it reads its entry only where its answer may differ from
+    # no entry's: before the rows' start, or for a caller with a line
+    read: list[str] = []
+    entries = parts.view.entries_bytes
+
+    def counted(ns: list[str]) -> list[bytes | None]:
+        read.extend(ns)
+        return entries(ns)
+
+    sc.view = type("Counted", (), {"entries_bytes": staticmethod(counted)})()
+    assert [d.code for d in sc.decide_many(cs[:2])] == ["caller-unknown"] * 2 and read == []
+    assert sc.decide_many(cs[2:3])[0].code == "caller-risk-warn" and read == [DEAD]
+    sc.decide_many([cs[5]])
+    assert read == [DEAD, LINED]
+    sc.view = parts.view
     # a restart trusts the rows and remembers from when an absent row may be an entry
     again, sc2 = _index(parts)
     again.load()
