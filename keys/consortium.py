@@ -293,6 +293,13 @@ class Policy:
             return None
         return next((p + "*" for p in prefixes if number.startswith(p)), None)
 
+    @property
+    def protected_heads(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        """The exact protected numbers and the protected prefixes (without
+        their "*"): `protecting(n)` is None exactly when n is in neither (a
+        caller's test on a batch's path, without a call per number)."""
+        return self._protected
+
     @cached_property
     def _protected(self) -> tuple[frozenset[str], tuple[str, ...]]:
         exact = frozenset(e for e in self.protected_numbers if not e.endswith("*"))

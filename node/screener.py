@@ -16,7 +16,10 @@ Two ways out, one set of facts:
 A caller's facts come, fastest first, from its row in the screen index
 (node/screenindex.py) when the row is known to be its entry's; from its
 entry's bytes when the row's digest matches them; else from the entry
-decoded and evaluated (`ResolutionCache`).
+decoded and evaluated (`ResolutionCache`). A trusted caller without a row
+has no entry, or one that answers as none from the index's `elided_from` on
+(`stored_row`): the first pass answers it as rule 9 only from then on; the
+other paths read its entry.
 """
 
 from __future__ import annotations
@@ -44,14 +47,30 @@ from ledger.screen import (
 from ledger.view.entries import Entry
 from ledger.view.resolution import Resolution, evaluate, instants
 from ledger.view.summary import Summary, entry_digest, summarize
-from node.screenwire import Template, at_bytes, render_at, template_of, text_field
+from node.screenwire import (
+    CALLEE_KEY,
+    CALLER_KEY,
+    ONE_BYTE,
+    SMALL_VARINT,
+    TAG_KEY,
+    Template,
+    at_bytes,
+    render_at,
+    tag_field,
+    template_of,
+    text_field,
+)
 
 if TYPE_CHECKING:
     from keys.consortium import Consortium
 
 CACHE_ENTRIES = 100_000   # distinct callers' entries kept (the bound on the cache's memory)
 LINE_TEMPLATES = 65_536   # registered callers' templates kept (dropped all at once when full)
-ROW_VERSION = 2   # 2: a marketer's interval holds its template and its industries
+# 2: a marketer's interval holds its template and its industries; 3: what the
+# first pass reads (version, policy, from_ms, ahead, templates) marshalled first,
+# the digest and facts after it (`row_of`)
+ROW_VERSION = 3
+_TAIL = 2   # a row's last two bytes: where its digest and facts begin (big-endian)
 
 
 def _code_digest() -> bytes:
@@ -98,6 +117,13 @@ class RowSource(Protocol):
     """The screen index (node/screenindex.py)."""
 
     def rows(self, numbers: list[str]) -> tuple[list[bytes | None], list[bool]]: ...
+
+    @property
+    def elided_from(self) -> int:
+        """The latest start of a row not stored (`Screener.stored_row`): a
+        trusted number without a row has no entry, or one that answers as none
+        from then on (0: no row was elided)."""
+        ...
 
 
 @dataclass
@@ -160,16 +186,16 @@ class _Row(NamedTuple):
 
 
 def _read_row(data: bytes, tag: bytes) -> _Row | None:
+    """The row `row_of` wrote, or None for one of another version or policy
+    (or bytes that are no row: it is redone)."""
     try:
-        version, row_tag, summary, templates = marshal.loads(data)
+        version, row_tag, from_ms, ahead, templates = marshal.loads(data)
+        if version != ROW_VERSION or row_tag != tag:
+            return None
+        digest, facts = marshal.loads(data[int.from_bytes(data[-_TAIL:], "big"):-_TAIL])
     except (ValueError, EOFError, TypeError):
         return None
-    if version != ROW_VERSION or row_tag != tag:
-        return None
-    try:
-        return _Row(Summary(*summary), templates)
-    except (TypeError, ValueError):     # another shape of summary: the row is redone
-        return None
+    return _Row(Summary(digest, from_ms, ahead, facts), templates)
 
 
 class _Facts(NamedTuple):
@@ -227,8 +253,28 @@ class Screener:
         """The screen row of `number`'s entry bytes (or Entry, as the view
         built it), for times from a little before `now_ms`. Raises BadInput
         for bytes that are no entry."""
+        s, templates = self._row_parts(number, raw, now_ms)
+        return self._row_bytes(s, templates)
+
+    def stored_row(self, number: str, raw: bytes | Entry, now_ms: int) -> bytes | int:
+        """What the index stores for `number`'s entry: its row (`row_of`), or,
+        when that row would answer a caller without a line at every time from
+        its start exactly as no entry does (rule 9's template in every
+        interval: marks that give no category and no risk that counts), the
+        row's start (an int): no row is stored, and the index keeps the
+        latest such start (`ScreenIndex.elided_from`). Raises BadInput for
+        bytes that are no entry."""
+        s, templates = self._row_parts(number, raw, now_ms)
+        none = tuple(template_of(decide(self.cons, number, "", s.from_ms, "voice", None, None,
+                                        None)))
+        if all(t == none for t in templates):
+            return s.from_ms
+        return self._row_bytes(s, templates)
+
+    def _row_parts(self, number: str, raw: bytes | Entry, now_ms: int
+                   ) -> tuple[Summary, list[tuple]]:
         s = summarize(raw, now_ms - self.back_ms)
-        templates = []
+        templates: list[tuple] = []
         marketing = self.cons.policy.marketing_categories
         for i, start in enumerate((s.from_ms, *s.ahead)):
             f = s.facts_of(i)
@@ -239,7 +285,13 @@ class Screener:
             # refuses one of its category's industries (kept third).
             inds = marketing.get(f.category) if f.category is not None else None
             templates.append(t if inds is None else (*t, tuple(inds)))
-        return marshal.dumps((ROW_VERSION, self.tag, tuple(s), tuple(templates)))
+        return s, templates
+
+    def _row_bytes(self, s: Summary, templates: list[tuple]) -> bytes:
+        # marshal.loads reads the head alone (it ignores the bytes after an
+        # object): the batch's first pass builds no digest and no facts
+        head = marshal.dumps((ROW_VERSION, self.tag, s.from_ms, s.ahead, tuple(templates)))
+        return head + marshal.dumps((s.digest, s.facts)) + len(head).to_bytes(_TAIL, "big")
 
     # ------------------------------------------------------------ facts
     def _need_key(self) -> None:
@@ -253,13 +305,26 @@ class Screener:
             return self.index.rows(callers)
         return [None] * len(callers), [False] * len(callers)
 
-    def _facts(self, calls: list[Call], read: tuple[list[bytes | None], list[bool]] | None = None
-               ) -> list[_Facts]:
+    def _elided_from(self) -> int:
+        """The index's `elided_from`, read after the rows it covers (it only grows)."""
+        return self.index.elided_from if self.index is not None else 0
+
+    def _facts(self, calls: list[Call], read: tuple[list[bytes | None], list[bool]] | None = None,
+               lines: list[LineFact | None] | None = None) -> list[_Facts]:
         """Each caller's facts at its call's time (and its template); `read`,
-        the callers' rows and trust when already read (`_rows`)."""
+        the callers' rows and trust when already read (`_rows`); `lines`,
+        their lines at their times, when known.
+
+        A trusted absent row may be an elided one's (`stored_row`): it is
+        answered as no entry only for a caller without a line at or after
+        `elided_from` (its answer is then rule 9's either way); any other
+        call reads the entry."""
         callers = [c.caller for c in calls]
         rows, trusted = read if read is not None else self._rows(callers)
-        unsure = [i for i, t in enumerate(trusted) if not t]
+        elided = self._elided_from()
+        unsure = [i for i, (t, r) in enumerate(zip(trusted, rows, strict=True))
+                  if not t or (elided and r is None and (
+                      lines is None or lines[i] is not None or calls[i].at_ms < elided))]
         raws: dict[int, bytes | None] = {}
         if unsure:
             raws = dict(zip(unsure, self.view.entries_bytes([callers[i] for i in unsure]),
@@ -276,8 +341,8 @@ class Screener:
                     continue
                 if row is not None and row.summary.digest != entry_digest(raw):
                     row = None
-            elif row is None:            # a clean number without a row has no entry
-                out.append(_ABSENT)
+            elif row is None:            # a clean number without a row: no entry, or
+                out.append(_ABSENT)      # one answering as none (its entry not read)
                 continue
             k = None if row is None else row.summary.interval(c.at_ms)
             if row is not None and k is not None:
@@ -324,8 +389,9 @@ class Screener:
         cannot read preferences."""
         self._need_key()
         line_at = self.consent.line_at
-        return [self._decide(c, f, line_at(c.caller, c.at_ms))
-                for c, f in zip(calls, self._facts(calls), strict=True)]
+        lines = [line_at(c.caller, c.at_ms) for c in calls]
+        return [self._decide(c, f, line)
+                for c, f, line in zip(calls, self._facts(calls, None, lines), lines, strict=True)]
 
     def answer_bytes(self, calls: list[Call], tags: list[int],
                      encode: object) -> list[bytes]:
@@ -347,36 +413,37 @@ class Screener:
         and not protected (rule 9's one template). The rest (`_answer_rest`)
         are answered from the same read of their rows."""
         self._need_key()
-        line_at, protecting = self.consent.line_reader(), self.cons.policy.protecting
+        line_at = self.consent.line_reader()
+        exact, heads = self.cons.policy.protected_heads    # protecting(), inlined
         rows, trusted = self._rows(callers)
+        elided = self._elided_from()
         tag_, unknown, loads = self.tag, self._unknown, marshal.loads
         out: list[bytes | None] = [None] * len(callers)
         rest: list[int] = []
         lines: dict[int, LineFact] = {}
         at_ms, at_field = -1, b""
         hits = 0
-        for i, caller in enumerate(callers):
-            at = ats[i]
-            if trusted[i]:
+        join, one, small = b"".join, ONE_BYTE, SMALL_VARINT
+        for i, (caller, at, data, sure) in enumerate(zip(callers, ats, rows, trusted,
+                                                          strict=True)):
+            if sure:
                 line = line_at(caller, at)
                 if line is not None:
                     lines[i] = line
                     rest.append(i)
                     continue
-                data = rows[i]
                 t = None
-                if data is None:                  # no entry (the index knows)
-                    if protecting(caller) is None:
+                if data is None:   # no entry, or from `elided` on one that answers as none
+                    if at >= elided and caller not in exact and not caller.startswith(heads):
                         if unknown is None:
                             unknown = self._unknown_template(
                                 Call(caller, callees[i], at, modes[i]))
                         t = unknown
                 else:                             # _read_row and Summary.interval, inlined
                     try:
-                        version, row_tag, summary, templates = loads(data)
-                        if (version == ROW_VERSION and row_tag == tag_ and len(summary) == 4
-                                and at >= summary[1]):
-                            t = templates[bisect_right(summary[2], at)]
+                        version, row_tag, from_ms, ahead, templates = loads(data)  # the head
+                        if version == ROW_VERSION and row_tag == tag_ and at >= from_ms:
+                            t = templates[bisect_right(ahead, at)]
                             if len(t) == 2:
                                 hits += 1
                             else:                 # a marketer's: the callee decides
@@ -386,7 +453,13 @@ class Screener:
                 if t is not None:
                     if at != at_ms:               # the calls of a batch mostly share one time
                         at_ms, at_field = at, at_bytes(at)
-                    out[i] = render_at(t, tags[i], caller, callees[i], at_field)
+                    # render_at, inlined (E.164 numbers: ASCII, under 128 bytes)
+                    tag = tags[i]
+                    a, b = caller.encode(), callees[i].encode()
+                    out[i] = join((t[0], TAG_KEY + small[tag] if 0 < tag < 0x4000 else
+                                   tag_field(tag),
+                                   CALLER_KEY, one[len(a)], a, CALLEE_KEY, one[len(b)], b,
+                                   at_field, t[1]))
                     continue
             rest.append(i)
         self.row_hits += hits
@@ -418,7 +491,7 @@ class Screener:
         key = cons.members_key
         assert key is not None
         kept = self._line_templates
-        facts = self._facts(calls, read)
+        facts = self._facts(calls, read, lines)
         # The callees whose preference decides: a registered caller's (answered
         # below from a row or no entry, unlisted) and a marketer row's.
         want: list[int] = []
@@ -521,10 +594,11 @@ def _line_key(line: LineFact) -> tuple[bytes, int, bytes]:
 
 
 def row_maker(screener: Screener, clock: object) -> object:
-    """The index's `row_of(number, entry bytes or Entry)` for this screener, at `clock()`."""
-    def row_of(number: str, raw: bytes | Entry) -> bytes | None:
+    """The index's `row_of(number, entry bytes or Entry)` for this screener, at
+    `clock()`: the row's bytes, or the start of an elided row (`stored_row`)."""
+    def row_of(number: str, raw: bytes | Entry) -> bytes | int | None:
         try:
-            return screener.row_of(number, raw, clock())  # type: ignore[operator]
+            return screener.stored_row(number, raw, clock())  # type: ignore[operator]
         except Exception:   # bytes that are no entry: the screen evaluates them itself
             return None
     return row_of

@@ -6,6 +6,11 @@ interval, the caller's decision as a template when it does not depend on
 the callee (node/screenwire.py). Rows are made by the screener's `row_of`
 from the entry's bytes and live in the store's "screenix" family.
 
+A number whose entry answers, from its row's start on, as no entry does
+keeps no row: `row_of` gives that start instead (Screener.stored_row), and
+`elided_from`, the latest such start (ELIDED_KEY, written in the same batch),
+tells the screen from when a trusted absent row may be answered as no entry.
+
 The view keeper tells the index which numbers' entries changed (`changed`,
 on the writer thread, before the change is acknowledged): they are *dirty*
 until a background thread has written their new rows, and a screen treats
@@ -68,6 +73,9 @@ REST_FED = 20.0
 REST_POLL_S = 0.01    # how often a rest asks whether the writer is still busy
 MAX_REST_S = 1.0      # a rest ends after this long at most: a chunk at least every second
 STATE_KEY = b"\x00state"   # below every number ("+..."): the rows' version, once complete
+# below every number too: the latest start of an elided row (u64 BE ms), written in
+# the batch that elides it (row_of returned that start instead of a row)
+ELIDED_KEY = b"\x00elided"
 
 
 def forget_rows(store: Store) -> None:
@@ -84,13 +92,14 @@ def forget_rows(store: Store) -> None:
 class ScreenIndex:
     def __init__(self, store: Store, entries: Callable[[list[str]], list[bytes | None]],
                  numbers: Callable[[], Iterable[str]],
-                 row_of: Callable[[str, bytes | Entry], bytes | None] | None = None,
+                 row_of: Callable[[str, bytes | Entry], bytes | int | None] | None = None,
                  yield_to: Callable[[], bool] = lambda: False,
                  lock: AbstractContextManager | None = None,
                  fed: Callable[[], bool] = lambda: False) -> None:
         """`entries(e164s)`: entry bytes (the view keeper's consistent read);
         `numbers()`: every number with an entry; `row_of(number, entry bytes or Entry)`:
-        its row (None: none), set before `start` (the screener's, with
+        its row (None: none; an int: none, the entry answering as no entry
+        from that time on), set before `start` (the screener's, with
         `version`); `yield_to()`: whether the write path has work now (then
         the index rests); `lock`: the view's write lock, held by the writer
         from an entry's write until its `changed` (ViewKeeper.write_lock; by
@@ -120,6 +129,9 @@ class ScreenIndex:
         self._since = time.monotonic()        # when the work since the last rest began
         self._loaded = False
         self.written = 0                      # rows written (tests and metrics)
+        # The latest start of an elided row (ELIDED_KEY): a trusted number without
+        # a row has no entry, or one that answers as none from this time on.
+        self.elided_from = 0
 
     # ------------------------------------------------------------ the writer's side
     def changed(self, numbers: Iterable[str] | None) -> None:
@@ -154,6 +166,9 @@ class ScreenIndex:
         """Trust the stored rows if a full pass made them under this version
         (and queue the journal's numbers), else queue a full pass."""
         self._loaded = True
+        kept = self.store.get(FAMILY, ELIDED_KEY)
+        if kept is not None:
+            self.elided_from = max(self.elided_from, int.from_bytes(kept, "big"))
         if self.store.get(FAMILY, STATE_KEY) == self.version and self.version and (
                 self.store.get(CHANGED, EVERYTHING) is None):
             journal = [k.decode() for k, _ in self.store.items(CHANGED)]
@@ -238,13 +253,13 @@ class ScreenIndex:
         for n in self._numbers():
             chunk.append(n)
             if len(chunk) >= CHUNK:
-                self._write(chunk)
+                self._write(chunk, passing=True)
                 chunk = []
                 if self._stop:
                     return
                 self._rest()
         if chunk:
-            self._write(chunk)
+            self._write(chunk, passing=True)
         with self._view_lock, self._cv:
             if self._everything:          # the view was cleared again meanwhile
                 return
@@ -262,7 +277,10 @@ class ScreenIndex:
             time.sleep(REST_POLL_S)
         self._since = time.monotonic()
 
-    def _write(self, numbers: list[str]) -> None:
+    def _write(self, numbers: list[str], passing: bool = False) -> None:
+        """Write the rows of `numbers`; `passing`: in a full pass, after its
+        delete of every row, so a number without a row needs no delete (a
+        tombstone would cost each later read of it as much as a row)."""
         with self._cv:
             gens = {n: self._dirty.get(n) for n in numbers}
             known: dict[str, Entry | None] = {}
@@ -274,12 +292,20 @@ class ScreenIndex:
         assert row_of is not None, "the screener sets row_of before the index starts"
         read = [n for n in numbers if n not in known]
         batch = self.store.batch()
+        elided = 0
         for n, got in (*known.items(), *zip(read, self._entries(read), strict=True)):
             row = None if got is None else row_of(n, got)
+            if type(row) is int:         # no row: the entry answers as none from then on
+                elided = max(elided, row)
+                row = None
             if row is None:
-                batch.delete(FAMILY, n.encode())
+                if not passing:
+                    batch.delete(FAMILY, n.encode())
             else:
-                batch.put(FAMILY, n.encode(), row)
+                batch.put(FAMILY, n.encode(), row)  # type: ignore[arg-type]
+        if elided:   # in the same batch: stored whenever an elided number is clean
+            elided = max(elided, self.elided_from)
+            batch.put(FAMILY, ELIDED_KEY, elided.to_bytes(8, "big"))
         # Under the view's write lock: no entry is written between the check
         # and the write, so a number leaves the journal only with the row of
         # the entry as stored (a number changed since its read stays in it).
@@ -288,6 +314,8 @@ class ScreenIndex:
                 same = [n for n, g in gens.items() if self._dirty.get(n) == g]
             for n in same:
                 batch.delete(CHANGED, n.encode())
+            if elided:       # raised before any of these numbers is clean (it only grows)
+                self.elided_from = elided
             self.store.write(batch, sync=False)
             with self._cv:
                 for n in same:

@@ -30,7 +30,7 @@ def _varint(n: int) -> bytes:
     # The lengths and tags of a batch take one to three bytes: looked up or
     # written without a loop.
     if n < 0x4000:
-        return _SMALL[n]
+        return SMALL_VARINT[n]
     if n < 0x200000:
         return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
     out = bytearray()
@@ -41,8 +41,8 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-_ONE_BYTE = [bytes((i,)) for i in range(0x80)]
-_SMALL = _ONE_BYTE + [bytes((n & 0x7F | 0x80, n >> 7)) for n in range(0x80, 0x4000)]
+ONE_BYTE = [bytes((i,)) for i in range(0x80)]
+SMALL_VARINT = ONE_BYTE + [bytes((n & 0x7F | 0x80, n >> 7)) for n in range(0x80, 0x4000)]
 
 
 def text_field(field: int, s: str) -> bytes:
@@ -53,7 +53,7 @@ def text_field(field: int, s: str) -> bytes:
     return _varint(field << 3 | 2) + _varint(len(b)) + b
 
 
-_TAG, _AT = _varint(5 << 3), _varint(8 << 3)
+TAG_KEY, _AT = _varint(5 << 3), _varint(8 << 3)
 
 
 class Template(NamedTuple):
@@ -61,7 +61,7 @@ class Template(NamedTuple):
     suffix: bytes   # field 9
 
 
-_CALLER, _CALLEE = _varint(6 << 3 | 2), _varint(7 << 3 | 2)
+CALLER_KEY, CALLEE_KEY = _varint(6 << 3 | 2), _varint(7 << 3 | 2)
 
 
 _last_at: tuple[int, bytes] = (0, b"")
@@ -84,16 +84,22 @@ def render(t: tuple[bytes, bytes], tag: int, caller: str, callee: str, at_ms: in
     return render_at(t, tag, caller, callee, at_bytes(at_ms))
 
 
+def tag_field(tag: int) -> bytes:
+    """Field 5 (tag) as written, b"" for 0 (left out)."""
+    return TAG_KEY + _varint(tag) if tag else b""
+
+
 def render_at(t: tuple[bytes, bytes], tag: int, caller: str, callee: str,
               at_field: bytes) -> bytes:
     """`render` with the call's time already written (`at_bytes`): a batch's
-    calls mostly share it."""
+    calls mostly share it (node/screener.py's first pass writes the same
+    bytes inline)."""
     a, b = caller.encode(), callee.encode()
     return b"".join((
         t[0],
-        _TAG + _varint(tag) if tag else b"",
-        _CALLER, _ONE_BYTE[len(a)], a,
-        _CALLEE, _ONE_BYTE[len(b)], b,
+        tag_field(tag),
+        CALLER_KEY, ONE_BYTE[len(a)], a,
+        CALLEE_KEY, ONE_BYTE[len(b)], b,
         at_field,
         t[1],
     ))

@@ -219,6 +219,9 @@ class LineIndex:
         # The lengths of the prefixes registered, longest first: a screen asks
         # only those (a handful) instead of every length of its number.
         self._prefix_lens: tuple[int, ...] = ()
+        # Every registered prefix line_at asks (longer than 3), made at its first
+        # use: one startswith of them all turns most numbers away.
+        self._prefix_heads: tuple[str, ...] | None = None
         for f in sorted(lines.values(), key=line_order):
             if f.ended_at and f.ended_at == f.issued_at:
                 continue  # void (rule 8), or ended as it began: never holds anything
@@ -228,14 +231,22 @@ class LineIndex:
         (self.prefixes if f.prefix else self.exact).setdefault(f.number, []).append(f)
         if f.prefix and len(f.number) not in self._prefix_lens:
             self._prefix_lens = tuple(sorted((*self._prefix_lens, len(f.number)), reverse=True))
+        self._prefix_heads = None
         for i in range(4, len(f.number) + 1):
             self.under.setdefault(f.number[:i], []).append(f)
 
     def line_at(self, number: str, at_ms: int) -> LineFact | None:
         """Rule 7: the exact number first, then the longest prefix."""
-        for f in self.exact.get(number, ()):
-            if live_at(f, at_ms):
-                return f
+        held = self.exact.get(number)
+        if held is not None:
+            for f in held:
+                if live_at(f, at_ms):
+                    return f
+        heads = self._prefix_heads
+        if heads is None:     # the index is built whole: made once (a race makes it twice)
+            heads = self._prefix_heads = tuple(p for p in self.prefixes if len(p) > 3)
+        if not number.startswith(heads):     # under no registered prefix
+            return None
         n = len(number)
         for i in self._prefix_lens:
             if 3 < i <= n:
