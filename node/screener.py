@@ -25,6 +25,7 @@ other paths read its entry.
 from __future__ import annotations
 
 import hashlib
+import logging
 import marshal
 import threading
 from bisect import bisect_right
@@ -64,13 +65,19 @@ from node.screenwire import (
 if TYPE_CHECKING:
     from keys.consortium import Consortium
 
+log = logging.getLogger("markex.node")
+
 CACHE_ENTRIES = 100_000   # distinct callers' entries kept (the bound on the cache's memory)
 LINE_TEMPLATES = 65_536   # registered callers' templates kept (dropped all at once when full)
 # 2: a marketer's interval holds its template and its industries; 3: what the
 # first pass reads (version, policy, from_ms, ahead, templates) marshalled first,
 # the digest and facts after it (`row_of`)
 ROW_VERSION = 3
-_TAIL = 2   # a row's last two bytes: where its digest and facts begin (big-endian)
+_TAIL = 4   # a row's last four bytes: where its digest and facts begin (big-endian)
+# What the index stores for an entry whose row could not be made: no row of
+# any version (the first pass leaves it to the rest, which reads the entry),
+# never "no row", which a clean number's elided entry may mean.
+UNREAD_ROW = b""
 
 
 def _code_digest() -> bytes:
@@ -322,8 +329,11 @@ class Screener:
         callers = [c.caller for c in calls]
         rows, trusted = read if read is not None else self._rows(callers)
         elided = self._elided_from()
-        unsure = [i for i, (t, r) in enumerate(zip(trusted, rows, strict=True))
-                  if not t or (elided and r is None and (
+        parsed = [None if d is None else _read_row(d, self.tag) for d in rows]
+        # unsure: not clean; a stored row this code cannot read (UNREAD_ROW);
+        # or no row where an elided entry could answer otherwise than as none
+        unsure = [i for i, (t, d, r) in enumerate(zip(trusted, rows, parsed, strict=True))
+                  if not t or (d is not None and r is None) or (elided and d is None and (
                       lines is None or lines[i] is not None or calls[i].at_ms < elided))]
         raws: dict[int, bytes | None] = {}
         if unsure:
@@ -332,8 +342,7 @@ class Screener:
         out: list[_Facts] = []
         hits = 0
         for i, c in enumerate(calls):
-            data = rows[i]
-            row = None if data is None else _read_row(data, self.tag)
+            row = parsed[i]
             if i in raws:
                 raw = raws[i]
                 if raw is None:
@@ -599,9 +608,11 @@ def row_maker(screener: Screener, clock: object) -> object:
     def row_of(number: str, raw: bytes | Entry) -> bytes | int | None:
         try:
             return screener.stored_row(number, raw, clock())  # type: ignore[operator]
-        except Exception:   # bytes that are no entry: the screen evaluates them itself
-            return None
+        except Exception:   # no row made (bytes that are no entry, a bug): the screen
+            log.exception("no screen row for %s; its screens read the entry", number)
+            return UNREAD_ROW   # reads the entry, never takes it for one answering as none
     return row_of
 
 
-__all__ = ["Call", "EntrySource", "ResolutionCache", "RowSource", "Screener", "row_maker"]
+__all__ = ["UNREAD_ROW", "Call", "EntrySource", "ResolutionCache", "RowSource", "Screener",
+           "row_maker"]

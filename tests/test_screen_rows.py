@@ -171,3 +171,78 @@ def test_line_at_turns_away_numbers_under_no_prefix_as_the_full_search_does() ->
     assert idx.line_at("+8640081234567", 300).seq == 2          # the longest prefix
     assert idx.line_at("+8640081234567", 600).seq == 1          # the longer one ended
     assert idx.line_at("+8613900000001", 300) is None
+
+
+class _SixIssuers(Parts):
+    def __init__(self, d: Path) -> None:
+        from datetime import UTC, datetime
+
+        from keys.layout import init_consortium
+        from ledger import view as V
+        from ledger.consent import StoredConsent
+        from ledger.store import Store
+        from node.localnet import free_port_block
+        self.cons = init_consortium(d / "c", carriers=3, internet=2,
+                                    base_port=free_port_block(16), now=datetime.now(UTC))
+        self.dir = d / "c"
+        self.store = Store(d / "db")
+        self.view = V.NationalView.open(self.store, self.cons)
+        self.consent = StoredConsent(self.store, self.cons.members_key)
+        self.seqs = {}
+
+
+def _plain_and_batch(parts: Parts, sc: object, number: str) -> tuple[bytes, bytes]:
+    """(the decision of a screener that reads the entry, the batch path's)."""
+    calls = [Call(number, CALLEE, NOW, "voice")]
+    plain = make_screener(parts.cons, parts.view, parts.consent)   # no index: the entry
+    return (reference(plain, calls, [1])[0],
+            sc.answer_bytes(calls, [1], _decision_bytes)[0])  # type: ignore[attr-defined]
+
+
+def test_a_row_whose_head_passes_64_kib_is_stored_and_screens_as_its_entry(
+        tmp_path: Path) -> None:
+    """The review's case: six issuers marking one number eight times each make a
+    row head of about 100 KB; its length no longer overflows the row's tail, so
+    the heavily marked number BLOCKs on every path, as its entry does."""
+    parts = _SixIssuers(tmp_path)
+    try:
+        number = "+8613800000077"
+        issuers = [q.id for q in parts.cons.participants
+                   if q.role in ("carrier", "internet", "institute")]
+        recs = []
+        for k, pid in enumerate(issuers):
+            recs += parts.issue(pid, [
+                Mark(number, "fraud", 60 + i * 4 + k, 3, NOW - 20 * D + (i * 7 + k) * 3_600_000,
+                     NOW + D + (i * 7 + k) * 3_600_000) for i in range(8)])
+        parts.view.apply(recs)
+        ix = ScreenIndex(parts.store, parts.view.entries_bytes, parts.view.numbers)
+        sc = make_screener(parts.cons, parts.view, parts.consent, ix, lambda: NOW - 21 * D)
+        row = sc.row_of(number, parts.view.entries_bytes([number])[0], NOW - 21 * D)
+        assert len(row) > 65_536 and _read_row(row, sc.tag) is not None
+        ix.catch_up()
+        assert ix.rows([number]) == ([row], [True])
+        plain, batch = _plain_and_batch(parts, sc, number)
+        assert batch == plain and b"fraud" in batch
+        assert reference(sc, [Call(number, CALLEE, NOW, "voice")], [1])[0] == plain
+    finally:
+        parts.store.close()
+
+
+def test_a_row_that_cannot_be_made_is_stored_as_unreadable_and_the_entry_is_read(
+        made: Parts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure making a row must not read as "no row", which for a clean number
+    means no entry or one answering as none: LIVE's fraud mark still counts."""
+    from node.screener import UNREAD_ROW
+
+    parts = made
+    ix, sc = _index(parts)
+
+    def fails(number: str, raw: object, now_ms: int) -> bytes | int:
+        raise OverflowError("a row the code cannot write")
+
+    monkeypatch.setattr(sc, "stored_row", fails)
+    ix.catch_up()
+    assert ix.rows([LIVE]) == ([UNREAD_ROW], [True])
+    plain, batch = _plain_and_batch(parts, sc, LIVE)
+    assert batch == plain and b"caller-risk-" in plain   # not caller-unknown
+    assert reference(sc, [Call(LIVE, CALLEE, NOW, "voice")], [1])[0] == plain
