@@ -628,6 +628,9 @@ class NodeCore:
         """Queue an own issue again (on the writer thread, so without waiting
         for room): its record, if signed, was never written."""
         job.rec = job.first = job.held = None
+        with self._pipe:  # no longer in flight: signed again, it must not find itself
+            if job.key and self._inflight.get(job.key) is job:  # its key's first (the review)
+                del self._inflight[job.key]
         with self._room:
             self._queued += self._cost(job)
         self._q.put(job)

@@ -43,15 +43,25 @@ _U32 = struct.Struct("<I")
 _RUN = struct.Struct("<Q")
 _READY = b"R"
 START_TIMEOUT_S = 20.0  # a child not ready by then is given up (the stage signs itself)
+# A run's answer is due within this, plus RUN_TIMEOUT_PER_RECORD_S a record (a
+# sign is about 30 µs): a stopped or hung child is given up, and the run is
+# signed on the stage's thread, rather than holding every write of the node.
+RUN_TIMEOUT_S = 1.0
+RUN_TIMEOUT_PER_RECORD_S = 100e-6
 
 
 class SigningProcessFailed(Exception):
     """The child died, answered short, or never became ready."""
 
 
-def _read_exact(fd: int, n: int) -> bytes:
+def _read_exact(fd: int, n: int, deadline: float | None = None) -> bytes:
+    """n bytes from fd; with `deadline` (time.monotonic()), TimeoutError past it."""
     buf = bytearray()
     while len(buf) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError(f"no answer within the run's deadline ({len(buf)} of {n} bytes)")
         chunk = os.read(fd, n - len(buf))
         if not chunk:
             raise EOFError
@@ -105,8 +115,13 @@ class SigningProcess:
             close_fds=True,
         )
         assert self._proc.stdin is not None
-        _write_all(self._proc.stdin.fileno(),
-                   self._seed + _U32.pack(len(self._context)) + self._context)
+        seed, self._seed = self._seed, b""   # the child holds it from here on
+        try:
+            _write_all(self._proc.stdin.fileno(),
+                       seed + _U32.pack(len(self._context)) + self._context)
+        except OSError:
+            self.close()   # the child, its pipes and its exit status: nothing left behind
+            raise
         self.started_at = time.monotonic()
 
     @property
@@ -141,12 +156,13 @@ class SigningProcess:
         who = issuer.encode()
         run = (struct.pack("<H", len(who)) + who + _RUN.pack(seq) + bytes((len(head),)) + head
                + _RUN.pack(issued_at_ms) + _U32.pack(len(fields)) + _frame(fields))
+        deadline = time.monotonic() + RUN_TIMEOUT_S + RUN_TIMEOUT_PER_RECORD_S * len(fields)
         try:
             _write_all(proc.stdin.fileno(), _U32.pack(len(run)) + run)
             out = proc.stdout.fileno()
-            (n,) = _U32.unpack(_read_exact(out, 4))
-            return _unframe(_read_exact(out, n), len(fields))
-        except (OSError, EOFError, ValueError, struct.error) as e:
+            (n,) = _U32.unpack(_read_exact(out, 4, deadline))
+            return _unframe(_read_exact(out, n, deadline), len(fields))
+        except (OSError, EOFError, ValueError, struct.error) as e:  # TimeoutError is an OSError
             raise SigningProcessFailed(f"the signing process failed: {e!r}") from e
 
     def close(self) -> None:

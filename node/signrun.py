@@ -216,7 +216,7 @@ def _record(ledger: NodeLedger, body: bytes, seq: int, prev: bytes, now: int, jo
     checked to hold `body`, the one asked for; None when it does not parse."""
     n = len(env) - 66
     if env[n:n + 2] != b"\x12\x40" or env[:n] != b"\x0a" + recordbytes.varint(len(body)) + body:
-        raise RuntimeError(f"the signing process answered another record at seq {seq}")
+        raise SigningProcessFailed(f"the signing process answered another record at seq {seq}")
     if type(job.payload) in _FROM_PARTS:
         return Record(ledger.participant_id, seq, prev, now, job.payload, body,  # type: ignore[arg-type]
                       env[n + 2:], env, recordbytes.record_id(env))

@@ -299,3 +299,76 @@ def test_the_first_run_waits_for_the_process_it_started(
     finally:
         core.stop()
         core.ledger.close()
+
+
+def test_a_stopped_signing_process_is_given_up_and_the_node_keeps_writing(
+    cons_dir: tuple[Path, Consortium], tmp_path: Path
+) -> None:
+    """The review's stall: a child stopped (SIGSTOP) mid-life held every write
+    of the node. Its run's answer is due within the run's deadline; past it the
+    child is given up and the run signed on the stage's thread."""
+    from node.signproc import RUN_TIMEOUT_PER_RECORD_S, RUN_TIMEOUT_S
+
+    d, cons = cons_dir
+    core = NodeCore(Store(tmp_path / "stopped"), cons, OWN, _key(d))
+    core.start()
+    pid = None
+    try:
+        assert core.signing.wait_ready(30)
+        pid = core.signing.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        start = time.monotonic()
+        got = _run(core, [OwnIssue(Mark(f"+86138{i:08d}", "fraud", 60)) for i in range(200)])
+        took = time.monotonic() - start
+        assert {s for s, *_ in got} == {"accepted"}
+        assert took < 10 * (RUN_TIMEOUT_S + 200 * RUN_TIMEOUT_PER_RECORD_S)
+        assert not core.signing.enabled and core.signing.pid is None
+        assert core.issue(Mark("+8613900000001", "fraud", 60)).status == "accepted"
+        assert [Record.from_envelope(e).seq for e in _own_envelopes(core.ledger)] == list(
+            range(1, 202))
+    finally:
+        if pid is not None:
+            with __import__("contextlib").suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        core.stop()
+        core.ledger.close()
+
+
+def test_keyed_issues_requeued_behind_a_refused_one_are_all_answered(
+    cons_dir: tuple[Path, Consortium], tmp_path: Path
+) -> None:
+    """The review's loop: the group's first own record refused by the writer
+    (its clock stepped back past the skew) requeues the rest; a requeued keyed
+    issue no longer finds itself in flight (and waits for itself for ever)."""
+    import threading
+
+    d, cons = cons_dir
+    base = int(time.time() * 1000)
+    step = {"on": False}
+
+    def clock() -> int:
+        if step["on"] and threading.current_thread().name == "ledger-writer":
+            return base - 3_600_000
+        return base
+
+    core = NodeCore(Store(tmp_path / "requeue"), cons, OWN, _key(d), clock)
+    core.signing.enabled = False  # the stage's own thread; the process's path is the same
+    core.start()
+    try:
+        assert core.issue(Mark("+8613500000001", "fraud", 60)).status == "accepted"
+        step["on"] = True
+        futs = core.issue_many_async([
+            OwnIssue(Mark(f"+86135{i:08d}", "fraud", 60), key=b"k%d" % i,
+                     digest=hashlib.sha256(b"%d" % i).digest()) for i in range(2, 12)])
+        deadline = time.monotonic() + 3
+        while not futs[0].done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        step["on"] = False
+        outs = [f.result(timeout=20) for f in futs]
+        assert outs[0].status == "rejected"
+        assert all(o.status in ("accepted", "rejected") for o in outs)
+        assert core.queued == 0   # none left looping between the stage and the writer
+    finally:
+        core.stop()
+        core.ledger.close()
