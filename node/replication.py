@@ -190,6 +190,7 @@ class PeerLink:
         self._evidence_lock = threading.Lock()
         self._state: bool | None = None  # as last logged: None before the first round
         self.wakes_while_down = 0  # early wakes left to the next round (tests)
+        self._reached = False  # the last round reached the peer (an RPC error: not)
         self._pulls = PullPipe(parts.core, peer.id, self._stop)  # pulled batches to the writer
 
     def start(self) -> None:
@@ -284,6 +285,7 @@ class PeerLink:
             if self.parts.refuses(self.peer.id):
                 self._prev_heads = None
                 self.parts.gate.unreachable(self.peer.id)
+                self._reached = False
                 next_round = now + pace.reset()
                 self._went(False, "this node refuses the peer (the partition test hook)")
             else:
@@ -292,11 +294,12 @@ class PeerLink:
                         next_round = now + self.sync_interval  # if the round raises
                         pulled = self.sync_once()
                         next_round = now + pace.after(pulled)
+                        self._reached = True
                         self._went(True)
                         if pulled:
                             event(log, logging.INFO, "catch-up", peer=self.peer.id,
                                   records=pulled)
-                    elif self._state:  # woken early: evidence to pass on, or a checkpoint
+                    elif self._reached:  # woken early: evidence to pass on, or a checkpoint
                         self._send_evidence()  # to cosign
                         due = self._take_due()
                         if due:
@@ -308,6 +311,7 @@ class PeerLink:
                         # next round (sync_once sends and asks once it reaches it).
                         self.wakes_while_down += 1
                 except grpc.RpcError as e:
+                    self._reached = False  # (a failure of this node's own, below, is not one)
                     self._prev_heads = None
                     pace.reset()
                     self.parts.gate.unreachable(self.peer.id)

@@ -906,6 +906,44 @@ def test_a_link_to_a_down_peer_makes_no_view_checkpoint_when_woken(
         link.stop()
 
 
+def test_a_round_failing_here_not_at_the_peer_keeps_the_links_early_wakes(
+    cons_dir: tuple[Path, Consortium], parts: Parts
+) -> None:
+    """The review: a round that fails for a reason of this node's own (not an
+    RPC error: here a RuntimeError from the round) does not make the link take
+    its peer for unreachable, so the rota's wakes still ask it."""
+    d, cons = cons_dir
+    inst = cons.participant("institute")
+    assert inst is not None
+    gate = gate_at_start(0, restored=False, new_feed=True, peers=["institute"],
+                         quorum=cons.policy.restore_quorum)
+    link_parts = LinkParts(parts.core, gate, parts.logs, parts.view,
+                           NodeMetrics(p.id for p in cons.participants), lambda peer: False)
+    link = PeerLink(link_parts, dataclasses.replace(
+        inst, member_endpoint=f"127.0.0.1:{free_port_block(1)}"),
+        member_channel_credentials(NodeConfig.for_participant(d, OWN)), sync_interval=0.2)
+    rounds: list[int] = []
+    steps: list[tuple[bool, bool]] = []
+
+    def round_() -> int:
+        rounds.append(1)
+        if len(rounds) == 1:
+            return 0          # reached the peer
+        raise RuntimeError("this node's own pipe is full")
+
+    link.sync_once = round_  # type: ignore[method-assign]
+    link._cosign_steps = lambda *, of_log=True, of_view=True: steps.append(  # type: ignore[method-assign]
+        (of_log, of_view))
+    try:
+        link.start()
+        _wait(lambda: len(rounds) >= 2, "a round to fail here")
+        link.cosign_now()
+        _wait(lambda: bool(steps), "the early wake's asks")
+        assert link.wakes_while_down == 0
+    finally:
+        link.stop()
+
+
 # ====================================================================== status
 
 
