@@ -867,13 +867,9 @@ def test_peer_link_given_its_parts_replicates_and_collects_cosignatures(
         inst_store.close()
 
 
-def test_a_link_to_a_down_peer_makes_no_view_checkpoint_when_woken(
-    cons_dir: tuple[Path, Consortium], parts: Parts
-) -> None:
-    """The institute is down (nothing listens at its port): the rota's wakes
-    (`cosign_now`) between rounds ask nothing of it, so the view's checkpoint
-    is not made and signed for an ask that would fail; the asks wait for the
-    round that reaches it."""
+def _link_to_down_institute(cons_dir: tuple[Path, Consortium], parts: Parts,
+                            sync_interval: float) -> PeerLink:
+    """A link of `parts`' node to the institute at a port nothing listens on."""
     d, cons = cons_dir
     inst = cons.participant("institute")
     assert inst is not None
@@ -881,10 +877,20 @@ def test_a_link_to_a_down_peer_makes_no_view_checkpoint_when_woken(
                          quorum=cons.policy.restore_quorum)
     link_parts = LinkParts(parts.core, gate, parts.logs, parts.view,
                            NodeMetrics(p.id for p in cons.participants), lambda peer: False)
-    down = free_port_block(1)
-    link = PeerLink(link_parts, dataclasses.replace(inst, member_endpoint=f"127.0.0.1:{down}"),
-                    member_channel_credentials(NodeConfig.for_participant(d, OWN)),
-                    sync_interval=30)
+    return PeerLink(link_parts, dataclasses.replace(
+        inst, member_endpoint=f"127.0.0.1:{free_port_block(1)}"),
+        member_channel_credentials(NodeConfig.for_participant(d, OWN)),
+        sync_interval=sync_interval)
+
+
+def test_a_link_to_a_down_peer_makes_no_view_checkpoint_when_woken(
+    cons_dir: tuple[Path, Consortium], parts: Parts
+) -> None:
+    """The institute is down (nothing listens at its port): the rota's wakes
+    (`cosign_now`) between rounds ask nothing of it, so the view's checkpoint
+    is not made and signed for an ask that would fail; the asks wait for the
+    round that reaches it."""
+    link = _link_to_down_institute(cons_dir, parts, sync_interval=30)
     asked: list[str] = []
     real = parts.view.request_cosign
 
@@ -912,16 +918,7 @@ def test_a_round_failing_here_not_at_the_peer_keeps_the_links_early_wakes(
     """The review: a round that fails for a reason of this node's own (not an
     RPC error: here a RuntimeError from the round) does not make the link take
     its peer for unreachable, so the rota's wakes still ask it."""
-    d, cons = cons_dir
-    inst = cons.participant("institute")
-    assert inst is not None
-    gate = gate_at_start(0, restored=False, new_feed=True, peers=["institute"],
-                         quorum=cons.policy.restore_quorum)
-    link_parts = LinkParts(parts.core, gate, parts.logs, parts.view,
-                           NodeMetrics(p.id for p in cons.participants), lambda peer: False)
-    link = PeerLink(link_parts, dataclasses.replace(
-        inst, member_endpoint=f"127.0.0.1:{free_port_block(1)}"),
-        member_channel_credentials(NodeConfig.for_participant(d, OWN)), sync_interval=0.2)
+    link = _link_to_down_institute(cons_dir, parts, sync_interval=0.2)
     rounds: list[int] = []
     steps: list[tuple[bool, bool]] = []
 

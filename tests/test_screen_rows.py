@@ -173,24 +173,6 @@ def test_line_at_turns_away_numbers_under_no_prefix_as_the_full_search_does() ->
     assert idx.line_at("+8613900000001", 300) is None
 
 
-class _SixIssuers(Parts):
-    def __init__(self, d: Path) -> None:
-        from datetime import UTC, datetime
-
-        from keys.layout import init_consortium
-        from ledger import view as V
-        from ledger.consent import StoredConsent
-        from ledger.store import Store
-        from node.localnet import free_port_block
-        self.cons = init_consortium(d / "c", carriers=3, internet=2,
-                                    base_port=free_port_block(16), now=datetime.now(UTC))
-        self.dir = d / "c"
-        self.store = Store(d / "db")
-        self.view = V.NationalView.open(self.store, self.cons)
-        self.consent = StoredConsent(self.store, self.cons.members_key)
-        self.seqs = {}
-
-
 def _plain_and_batch(parts: Parts, sc: object, number: str) -> tuple[bytes, bytes]:
     """(the decision of a screener that reads the entry, the batch path's)."""
     calls = [Call(number, CALLEE, NOW, "voice")]
@@ -204,7 +186,7 @@ def test_a_row_whose_head_passes_64_kib_is_stored_and_screens_as_its_entry(
     """The review's case: six issuers marking one number eight times each make a
     row head of about 100 KB; its length no longer overflows the row's tail, so
     the heavily marked number BLOCKs on every path, as its entry does."""
-    parts = _SixIssuers(tmp_path)
+    parts = Parts(tmp_path, carriers=3)   # six issuers with the institute
     try:
         number = "+8613800000077"
         issuers = [q.id for q in parts.cons.participants
