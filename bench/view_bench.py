@@ -69,6 +69,8 @@ from bench.exchange_bench import (
 from keys.signing import SigningKey
 from ledger import note
 from ledger import view as V
+from ledger.complaints.stored import StoredComplaints
+from ledger.consent.state import StoredConsent
 from ledger.log import NodeLedger
 from ledger.record import Record
 from ledger.store import Store
@@ -153,8 +155,12 @@ def _run_lookup_suite(entries: int, seconds: float, rate: float) -> dict[str, di
 def _fill(net: LocalNet, entries: int) -> None:
     """Write `entries` marks on distinct numbers into NODE's stopped store as
     its writer thread would: NodeLedger.submit of each batch, then the
-    store-backed view's apply of what was accepted. Signing runs on the other
-    cores meanwhile."""
+    store-backed view's, consent state's and complaint state's apply of what
+    was accepted (node/server.py's keepers), so the node starts with every
+    derived state at its log's end, as a node that wrote these records itself
+    would (a state left behind is caught up from the log before the node
+    answers: two passes over every record). Signing runs on the other cores
+    meanwhile."""
     issuers = [p for p in net.ids if p != NODE]
     marks: dict[str, list[MarkSpec]] = {pid: [] for pid in issuers}
     for i in range(entries):
@@ -163,8 +169,13 @@ def _fill(net: LocalNet, entries: int) -> None:
         )
     store = Store(net.dir / NODE / "data")
     try:
-        ledger = NodeLedger(store, net.consortium, NODE)
-        view = V.NationalView.open(store, net.consortium)
+        from bench.consent_bench import members_consortium
+
+        cons = members_consortium(net)
+        ledger = NodeLedger(store, cons, NODE)
+        view = V.NationalView.open(store, cons)
+        assert cons.members_key is not None  # members_consortium attaches it
+        states = (StoredConsent(store, cons.members_key), StoredComplaints(store, cons))
         for envs in signed_feeds(
             consortium_seeds(net, issuers), marks, past_ms(), consortium=net.consortium.name
         ):
@@ -173,6 +184,8 @@ def _fill(net: LocalNet, entries: int) -> None:
                 bad = next(o for o in done.outcomes if o.status != "accepted")
                 raise AssertionError(f"a benchmark record was not accepted: {bad}")
             view.apply(done.accepted)
+            for state in states:
+                state.apply(done.accepted)
         if ledger.size != entries or view.count != entries:
             raise AssertionError(f"{ledger.size} records, {view.count} entries, not {entries}")
     finally:
