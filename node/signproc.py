@@ -95,8 +95,8 @@ def _unframe(data: bytes, count: int) -> list[bytes]:
 
 
 class SigningProcess:
-    """The parent's handle on one signing child. Used by one thread at a
-    time (the signing stage's)."""
+    """The parent's handle on one signing child. `sign` is used by one thread
+    at a time (the signing stage's); `ready` and `close` by any."""
 
     def __init__(self, seed: bytes, context: bytes) -> None:
         self._seed = seed
@@ -105,6 +105,7 @@ class SigningProcess:
         self._ready = False
         self.started_at = 0.0  # time.monotonic() at start
         self._lock = threading.Lock()  # close() may come from another thread than sign()
+        self._ready_lock = threading.Lock()  # one reader of the ready byte at a time
 
     def start(self) -> None:
         """Start the child (it imports and reads its key meanwhile: `ready`)."""
@@ -130,9 +131,16 @@ class SigningProcess:
 
     def ready(self) -> bool:
         """True once the child said it is ready (asks without waiting).
-        Raises SigningProcessFailed when it died or took too long."""
+        Raises SigningProcessFailed when it died or took too long. Safe from
+        several threads: one reads the child's ready byte, the others then see
+        it read (two readers could both find it readable, and the second would
+        block in its read for ever)."""
         if self._ready:
             return True
+        with self._ready_lock:
+            return self._ready or self._check_ready()
+
+    def _check_ready(self) -> bool:
         proc = self._proc
         if proc is None or proc.stdout is None:
             raise SigningProcessFailed("the signing process is not running")

@@ -372,3 +372,46 @@ def test_keyed_issues_requeued_behind_a_refused_one_are_all_answered(
     finally:
         core.stop()
         core.ledger.close()
+
+
+def test_ready_asked_from_many_threads_at_once_answers_every_one(
+    cons_dir: tuple[Path, Consortium],
+) -> None:
+    """`ready` reads the child's one ready byte: threads asking at the same
+    moment must not both find it readable and the second then block on a
+    byte that never comes (the stage and `wait_ready` may ask together)."""
+    from node.signproc import SigningProcess
+
+    d, cons = cons_dir
+    for _ in range(3):
+        _ready_from_threads(SigningProcess(_key(d).seed(), b"markex/v1/record\x00test\x00"), 8)
+
+
+def _ready_from_threads(proc: object, n: int) -> None:
+    import threading
+
+    from node.signproc import SigningProcess
+
+    assert isinstance(proc, SigningProcess)
+    proc.start()
+    answered: list[bool] = []
+    go = threading.Barrier(n)
+
+    def ask() -> None:
+        go.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if proc.ready():
+                answered.append(True)
+                return
+
+    threads = [threading.Thread(target=ask, daemon=True) for _ in range(n)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=25)
+        assert not any(t.is_alive() for t in threads), "a thread is stuck in ready()"
+        assert answered == [True] * n
+    finally:
+        proc.close()
