@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from ledger.store import Store
 from markex.v1 import record_pb2 as pb
 from node.core import NodeCore, OwnIssue
 from node.localnet import free_port_block
+from node.signproc import SigningProcess
 from node.signrun import MIN_RUN, _record, payload_field
 
 OWN = "carrier-1"
@@ -380,19 +382,12 @@ def test_ready_asked_from_many_threads_at_once_answers_every_one(
     """`ready` reads the child's one ready byte: threads asking at the same
     moment must not both find it readable and the second then block on a
     byte that never comes (the stage and `wait_ready` may ask together)."""
-    from node.signproc import SigningProcess
-
     d, cons = cons_dir
     for _ in range(3):
         _ready_from_threads(SigningProcess(_key(d).seed(), b"markex/v1/record\x00test\x00"), 8)
 
 
-def _ready_from_threads(proc: object, n: int) -> None:
-    import threading
-
-    from node.signproc import SigningProcess
-
-    assert isinstance(proc, SigningProcess)
+def _ready_from_threads(proc: SigningProcess, n: int) -> None:
     proc.start()
     answered: list[bool] = []
     go = threading.Barrier(n)
