@@ -13,8 +13,12 @@ before the parent's writer has checked and written it.
 The key: its 32-byte seed goes over the child's stdin at start (no file is
 written). The child ends at the end of its stdin (the node closed it, or
 the node died: the kernel closes its pipes), and on Linux also by
-PR_SET_PDEATHSIG when the thread that started it ends; it ignores SIGINT,
-so a terminal's Ctrl-C stops the node, which then closes it.
+PR_SET_PDEATHSIG when the thread that started it ends (the node starts it
+from the signing stage's thread or from a gRPC worker's, IssueMany's
+`prepare`; both live as long as the node: were that thread to end first, the
+child would die, its next run fail, and the stage sign on its own thread
+from then on, losing nothing); it ignores SIGINT, so a terminal's Ctrl-C
+stops the node, which then closes it.
 
 Frames both ways are a little-endian u32 length and that many bytes. A run:
 u16 issuer length, issuer, u64 first seq, u8 head length (0 or 32), head,
