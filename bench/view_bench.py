@@ -55,6 +55,7 @@ from typing import Any
 from rocksdict import Options, Rdict, WriteBatch
 
 from bench import ingest, report
+from bench.consent_bench import members_consortium, write_screen_rows
 from bench.exchange_bench import (
     CATEGORIES,
     MarkSpec,
@@ -131,7 +132,6 @@ def _run_lookup_suite(entries: int, seconds: float, rate: float) -> dict[str, di
             # runs (they survive a restart): else its first pass over every entry
             # holds the GIL while the lookups are timed, and the paced single
             # lookups pile up past the port's per-client limit (RESOURCE_EXHAUSTED).
-            from bench.consent_bench import write_screen_rows
             rows, rows_s = write_screen_rows(net)
             net.start(NODE)
             if (count := _view_count(net)) != entries:
@@ -169,8 +169,6 @@ def _fill(net: LocalNet, entries: int) -> None:
         )
     store = Store(net.dir / NODE / "data")
     try:
-        from bench.consent_bench import members_consortium
-
         cons = members_consortium(net)
         ledger = NodeLedger(store, cons, NODE)
         view = V.NationalView.open(store, cons)
