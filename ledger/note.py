@@ -122,27 +122,36 @@ def _b64encode(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def _check_text_chars(text: str, what: str) -> None:
-    """Valid UTF-8 (no lone surrogates) and no control characters but newline."""
+# A control character other than newline; and what a key name may not hold:
+# a Unicode space (re's \s is str.isspace, Go's unicode.IsSpace plus the
+# controls 0x1c-0x1f), a control character, or '+'.
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f]")
+_NOT_IN_NAME = re.compile(r"[\s\x00-\x1f+]")
+
+
+def _is_utf8(text: str) -> bool:
+    """False for a str holding a lone surrogate (it has no UTF-8 form)."""
+    if text.isascii():
+        return True
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise MalformedNote(f"{what} is not valid UTF-8") from e
-    for ch in text:
-        if ch < "\x20" and ch != "\n":
-            raise MalformedNote(f"{what} contains control character {ord(ch):#04x}")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text_chars(text: str, what: str) -> None:
+    """Valid UTF-8 (no lone surrogates) and no control characters but newline."""
+    if not _is_utf8(text):
+        raise MalformedNote(f"{what} is not valid UTF-8")
+    bad = _CONTROL.search(text)
+    if bad is not None:
+        raise MalformedNote(f"{what} contains control character {ord(bad.group()):#04x}")
 
 
 def is_valid_key_name(name: str) -> bool:
     """Non-empty, valid UTF-8, no Unicode space, no '+', no control character."""
-    if not name or "+" in name:
-        return False
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    # str.isspace covers Go's unicode.IsSpace (plus 0x1c-0x1f, controls anyway).
-    return not any(ch.isspace() or ch < "\x20" for ch in name)
+    return bool(name) and _is_utf8(name) and _NOT_IN_NAME.search(name) is None
 
 
 def _check_key_name(name: str) -> None:
@@ -441,7 +450,15 @@ class Checkpoint:
 
     @classmethod
     def parse_body(cls, text: str) -> Checkpoint:
-        """Strict: >= 3 non-empty lines, canonical decimal size, 32-byte base64 root."""
+        """Strict: >= 3 non-empty lines, canonical decimal size, 32-byte base64 root.
+        A text parsed before is not parsed again (a checkpoint's cosignatures
+        and its extensions each ask for it; the result is immutable)."""
+        if cls is not Checkpoint:
+            return cls._parse_body(text)
+        return _parsed_body(text)
+
+    @classmethod
+    def _parse_body(cls, text: str) -> Checkpoint:
         if not text.endswith("\n"):
             raise MalformedNote("checkpoint text does not end in a newline")
         lines = text[:-1].split("\n")
@@ -453,6 +470,11 @@ class Checkpoint:
         if not _DECIMAL.match(size):
             raise MalformedNote(f"checkpoint size {size!r} is not a canonical decimal")
         return cls(origin, int(size), _b64decode(root, "checkpoint root"), tuple(extensions))
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_body(text: str) -> Checkpoint:
+    return Checkpoint._parse_body(text)
 
 
 def sign_checkpoint(cp: Checkpoint, name: str, key: SigningKey) -> str:

@@ -300,6 +300,12 @@ class Store:
             table.set_bloom_filter(10, False)  # most view reads ask for keys that are absent
         if derived:
             o.set_write_buffer_size(VIEW_WRITE_BUFFER)
+            # A Bloom filter over the memtable's whole keys too (a tenth of
+            # its size): an apply's multi-gets of absent keys (new numbers,
+            # their facts) skip the skip list. view_update's CPU a record, five
+            # A/B pairs in the ninth session: 70-87 µs against 81-115 without.
+            o.set_memtable_whole_key_filtering(True)
+            o.set_memtable_prefix_bloom_ratio(0.1)
         o.set_block_based_table_factory(table)
         return o
 

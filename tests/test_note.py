@@ -887,3 +887,48 @@ def test_property_parsers_raise_only_ledger_errors(data: bytes | str):
 
 def _as_text(data: bytes | str) -> str:
     return data if isinstance(data, str) else data.decode("utf-8", "surrogateescape")
+
+
+# --- the character checks, against their definitions ------------------------
+
+
+def _name_by_definition(name: str) -> bool:
+    """A key name as the spec defines it, character by character."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return bool(name) and not any(c.isspace() or c < "\x20" or c == "+" for c in name)
+
+
+def test_key_name_check_agrees_with_its_definition_for_every_code_point():
+    from ledger.note import is_valid_key_name
+
+    wrong = [
+        hex(cp)
+        for cp in range(0x110000)
+        if is_valid_key_name(f"log{chr(cp)}") != _name_by_definition(f"log{chr(cp)}")
+    ]
+    assert wrong == []
+    assert not is_valid_key_name("")
+
+
+@pytest.mark.parametrize("cp", [c for c in range(0x20) if c != 0x0A] + [0xD800, 0xDFFF])
+def test_a_checkpoint_with_a_control_character_or_lone_surrogate_is_refused_each_time(cp: int):
+    text = f"example.com/log\n3\n{'A' * 43}=\nx{chr(cp)}y\n"
+    for _ in range(2):   # refused again: a refusal is never remembered as a parse
+        with pytest.raises(MalformedNote):
+            Checkpoint.parse_body(text)
+
+
+@pytest.mark.parametrize("cp", [0x7F, 0x85, 0x2028, 0x4E2D])
+def test_a_checkpoint_extension_may_hold_what_is_not_a_control_below_space(cp: int):
+    text = f"example.com/log\n3\n{'A' * 43}=\nx{chr(cp)}y\n"
+    assert Checkpoint.parse_body(text).extensions == (f"x{chr(cp)}y",)
+
+
+def test_a_checkpoint_text_parsed_twice_gives_the_same_checkpoint():
+    body = Checkpoint("example.com/log", 7, bytes(range(32)), ("ext one",)).body()
+    first = Checkpoint.parse_body(body)
+    assert Checkpoint.parse_body(body) == first
+    assert first.body() == body
