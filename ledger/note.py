@@ -452,8 +452,10 @@ class Checkpoint:
     def parse_body(cls, text: str) -> Checkpoint:
         """Strict: >= 3 non-empty lines, canonical decimal size, 32-byte base64 root.
         A text parsed before is not parsed again (a checkpoint's cosignatures
-        and its extensions each ask for it; the result is immutable)."""
-        if cls is not Checkpoint:
+        and its extensions each ask for it; the result is immutable). Only
+        texts up to _CACHED_BODY characters are remembered, so what the cache
+        holds is bounded whatever a peer sends."""
+        if cls is not Checkpoint or len(text) > _CACHED_BODY:
             return cls._parse_body(text)
         return _parsed_body(text)
 
@@ -470,6 +472,9 @@ class Checkpoint:
         if not _DECIMAL.match(size):
             raise MalformedNote(f"checkpoint size {size!r} is not a canonical decimal")
         return cls(origin, int(size), _b64decode(root, "checkpoint root"), tuple(extensions))
+
+
+_CACHED_BODY = 4096     # characters: a view checkpoint of a few hundred issuers
 
 
 @functools.lru_cache(maxsize=256)

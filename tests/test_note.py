@@ -932,3 +932,13 @@ def test_a_checkpoint_text_parsed_twice_gives_the_same_checkpoint():
     first = Checkpoint.parse_body(body)
     assert Checkpoint.parse_body(body) == first
     assert first.body() == body
+
+
+def test_a_long_checkpoint_text_is_parsed_but_not_remembered():
+    from ledger import note as N
+
+    long_ext = "x" * (N._CACHED_BODY + 1)
+    body = Checkpoint("example.com/log", 7, bytes(range(32)), (long_ext,)).body()
+    before = N._parsed_body.cache_info().currsize
+    assert Checkpoint.parse_body(body).extensions == (long_ext,)
+    assert N._parsed_body.cache_info().currsize == before
