@@ -38,7 +38,9 @@ prints JSON.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
+import gc
 import json
 import math
 import multiprocessing
@@ -184,13 +186,17 @@ class Paced:
     scheduled send (None where it failed), the responses kept, the failures
     (status name: details), how long sending took and how late the sender
     handed each call to gRPC (seconds after its scheduled time: a stalled
-    client shows here, not only in the latencies)."""
+    client shows here, not only in the latencies), and the sender's own
+    garbage collections while it sent and waited (`collections`, their pause
+    in `collect_s`: with the collector off they stay 0)."""
 
     latency: list[float | None]
     kept: dict[int, Any]
     failed: list[str]
     sent_s: float
     late: list[float] = field(default_factory=list)
+    collections: int = 0
+    collect_s: float = 0.0
 
     def late_ms(self, pct: float) -> float:
         """The sender's lateness at percentile `pct`, in ms."""
@@ -199,6 +205,59 @@ class Paced:
     def answered_ms(self) -> list[float]:
         """Latencies of the answered calls in ms, ascending."""
         return sorted(x * 1000 for x in self.latency if x is not None)
+
+    def sender(self) -> str:
+        """What the sender did, for a benchmark's `how`."""
+        return (
+            f"the sender's cyclic collector off while it sent and waited (its heap collected "
+            f"and frozen before: {self.collections} collections, "
+            f"{self.collect_s * 1000:.1f} ms, during the phase), calls handed to gRPC p99 "
+            f"{self.late_ms(99):.2f} ms, max {self.late_ms(100):.2f} ms after their "
+            f"scheduled time"
+        )
+
+
+class CollectorCount:
+    """The calling process's garbage collections while in use (gc.callbacks):
+    how many and their total pause in seconds."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.pause_s = 0.0
+        self._t = 0.0
+
+    def __call__(self, phase: str, info: Mapping[str, int]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.count += 1
+            self.pause_s += time.perf_counter() - self._t
+
+    def __enter__(self) -> CollectorCount:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
+@contextlib.contextmanager
+def collector_off() -> Iterator[None]:
+    """The cyclic collector off for the block: what the process holds is
+    collected and frozen first (gc.freeze), so a full collection over a big
+    benchmark heap (one of 97 ms was seen in the sender of a full-size
+    screen_p99 run) cannot land among timed calls. Afterwards, also on an
+    error, the heap is unfrozen and the collector on again if it was."""
+    was_on = gc.isenabled()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        if was_on:
+            gc.enable()
 
 
 def paced_calls(
@@ -213,38 +272,43 @@ def paced_calls(
     """Unary calls of `method` (a stub's method: it has `.future`) sent open
     loop at `rate`/s, each timed from its scheduled send time, so a late
     sender counts as latency; the responses for which keep(i, response)
-    holds are kept."""
+    holds are kept. Every call is counted; the sender's collector is off
+    from the first send to the last answer (`collector_off`)."""
     n = len(requests)
     latency: list[float | None] = [None] * n
     kept: dict[int, Any] = {}
     failed: list[str] = []
     done = threading.Semaphore(0)
+    late: list[float] = [0.0] * n
+    dues = [0.0] * n
 
-    def on_done(i: int, due: float, fut: grpc.Future) -> None:
+    # The answer's callback (on gRPC's thread) only reads the clock and stores.
+    def on_done(i: int, fut: grpc.Future) -> None:
         t = time.perf_counter()
         try:
             resp = fut.result()
-            latency[i] = t - due
+            latency[i] = t - dues[i]
             if keep(i, resp):
                 kept[i] = resp
         except grpc.RpcError as e:
             failed.append(f"{e.code().name}: {e.details()}")
         done.release()
 
-    late: list[float] = []
-    start = time.perf_counter() + 0.05
-    for i, req in enumerate(requests):
-        due = start + i / rate
-        pause = due - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-        late.append(time.perf_counter() - due)
-        method.future(req, timeout=timeout).add_done_callback(functools.partial(on_done, i, due))
-    sent_s = time.perf_counter() - start
-    for _ in range(n):
-        if not done.acquire(timeout=4 * timeout):
-            raise TimeoutError(f"{what} did not return within {4 * timeout:.0f} s")
-    return Paced(latency, kept, failed, sent_s, late)
+    callbacks = [functools.partial(on_done, i) for i in range(n)]
+    with collector_off(), CollectorCount() as collected:
+        start = time.perf_counter() + 0.05
+        for i, req in enumerate(requests):
+            due = dues[i] = start + i / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            late[i] = time.perf_counter() - due
+            method.future(req, timeout=timeout).add_done_callback(callbacks[i])
+        sent_s = time.perf_counter() - start
+        for _ in range(n):
+            if not done.acquire(timeout=4 * timeout):
+                raise TimeoutError(f"{what} did not return within {4 * timeout:.0f} s")
+    return Paced(latency, kept, failed, sent_s, late, collected.count, collected.pause_s)
 
 
 def paced_lookups(
