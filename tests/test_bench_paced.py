@@ -76,16 +76,16 @@ def test_collector_count_sees_a_collection() -> None:
 
 
 class _FailsOnThird:
-    """A stub method whose third `future` call raises (a client-side error mid-send)."""
+    """A stub method whose third call raises (a client-side error mid-send)."""
 
     def __init__(self, method: Any) -> None:
         self.method, self.calls = method, 0
 
-    def future(self, request: Any, timeout: float) -> Any:
+    def __call__(self, request: Any, timeout: float) -> Any:
         self.calls += 1
         if self.calls == 3:
             raise RuntimeError("the sender broke")
-        return self.method.future(request, timeout=timeout)
+        return self.method(request, timeout=timeout)
 
 
 def test_paced_calls_turn_the_collector_back_on_after_an_error(
@@ -94,7 +94,7 @@ def test_paced_calls_turn_the_collector_back_on_after_an_error(
     method = _FailsOnThird(health_stub.Check)
     with pytest.raises(RuntimeError, match="the sender broke"):
         paced_calls(method, [health_pb2.HealthCheckRequest()] * 5, 200.0, lambda i, r: True,
-                    timeout=5)
+                    timeout=5, senders=2)
     assert gc.isenabled() and gc.get_freeze_count() == 0
     assert not any(isinstance(cb, CollectorCount) for cb in gc.callbacks)
 
@@ -104,7 +104,7 @@ def test_paced_calls_count_every_call_from_its_schedule(
 ) -> None:
     n = 40
     paced = paced_calls(health_stub.Check, [health_pb2.HealthCheckRequest()] * n, 200.0,
-                        lambda i, r: i % 2 == 0, timeout=5)
+                        lambda i, r: i % 2 == 0, timeout=5, senders=4)
     assert gc.isenabled()
     assert not paced.failed and len(paced.latency) == n and None not in paced.latency
     assert sorted(paced.kept) == list(range(0, n, 2))
@@ -114,3 +114,15 @@ def test_paced_calls_count_every_call_from_its_schedule(
                                                                     strict=True))
     assert paced.sent_s >= (n - 1) / 200.0
     assert paced.collections == 0 and "0 collections" in paced.sender()
+    assert paced.senders == 4 and "by 4 threads" in paced.sender()
+
+
+def test_paced_calls_count_failed_calls_and_send_the_rest(
+    collector_on: None, health_stub: health_pb2_grpc.HealthStub
+) -> None:
+    # An unknown service: NOT_FOUND for every call, and every call still sent.
+    reqs = [health_pb2.HealthCheckRequest(service="none")] * 10
+    paced = paced_calls(health_stub.Check, reqs, 200.0, lambda i, r: True, timeout=5,
+                        senders=3)
+    assert len(paced.failed) == 10 and all(f.startswith("NOT_FOUND") for f in paced.failed)
+    assert paced.latency == [None] * 10 and not paced.kept
