@@ -722,7 +722,8 @@ def _p99_result(
         f"({r['sender']}); "
         f"control in the same run: Public.Lookup (with proof) of the same kind of callers at "
         f"{r['n'] / paced.sent_s:.0f}/s, p99 {percentile(lk, 99):.2f} ms, p50 "
-        f"{percentile(lk, 50):.2f} ms ({len(paced.failed)} failed; {paced.sender()}); load average "
+        f"{percentile(lk, 50):.2f} ms ({len(paced.failed)} failed; sent the same way, "
+        f"p99 {paced.late_ms(99):.2f} ms late, {paced.collections} collections); load average "
         f"{load0:.1f} before, {os.getloadavg()[0]:.1f} after on "
         f"{len(os.sched_getaffinity(0))} cores; {setup}"
     )
