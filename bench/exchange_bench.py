@@ -293,9 +293,11 @@ def paced_calls(
     failed: list[str] = []
     late: list[float] = [0.0] * n
     errors: list[BaseException] = []
+    go = threading.Event()  # the threads are running before the schedule starts
     start = 0.0
 
     def send(first: int, step: int) -> None:
+        go.wait()
         try:
             for i in range(first, n, step):
                 if errors:
@@ -321,10 +323,11 @@ def paced_calls(
         threading.Thread(target=send, args=(k, count), name=f"{what}-sender-{k}", daemon=True)
         for k in range(count)
     ]
+    for t in threads:
+        t.start()
     with collector_off(), CollectorCount() as collected:
         start = time.perf_counter() + 0.05
-        for t in threads:
-            t.start()
+        go.set()
         for t in threads:
             t.join(timeout=4 * timeout + n / rate)
             if t.is_alive():
