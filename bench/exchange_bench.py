@@ -38,7 +38,9 @@ prints JSON.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
+import gc
 import json
 import math
 import multiprocessing
@@ -73,6 +75,13 @@ CHUNK = 2000  # records per signing task and per Deliver call
 IDLE_S = 3.0  # seconds the nodes' CPU is measured with no record flowing
 QUIET_CORES = 0.2  # a started peer is settled once it uses less CPU than this
 QUIET_WINDOW_S = 1.0  # ... over a window this long
+# paced_calls' sender threads: each sends every SENDERS-th call with a blocking
+# call. gRPC's futures answer on a channel thread that exits whenever no call
+# is in flight, so an open loop whose answers come before its next send (500/s,
+# ~1.5 ms) started a thread for nearly every call and waited for it to run
+# (994 in 1000 calls; 0.19 ms a start on an idle host, ms under load: a
+# one-off timing). At 500/s a thread has 64 ms for each of its calls.
+SENDERS = 32
 POLL_MS = 50.0  # each node's GetFeedHeads poll: a record's time there is known to this
 # LocalNet's arguments for twelve nodes: every role the notice names (the
 # institute is always there; the auditor holds keys but runs no node).
@@ -184,13 +193,18 @@ class Paced:
     scheduled send (None where it failed), the responses kept, the failures
     (status name: details), how long sending took and how late the sender
     handed each call to gRPC (seconds after its scheduled time: a stalled
-    client shows here, not only in the latencies)."""
+    client shows here, not only in the latencies), and the sender's own
+    garbage collections while it sent and waited (`collections`, their pause
+    in `collect_s`: with the collector off they stay 0)."""
 
     latency: list[float | None]
     kept: dict[int, Any]
     failed: list[str]
     sent_s: float
     late: list[float] = field(default_factory=list)
+    collections: int = 0
+    collect_s: float = 0.0
+    senders: int = 1
 
     def late_ms(self, pct: float) -> float:
         """The sender's lateness at percentile `pct`, in ms."""
@@ -199,6 +213,61 @@ class Paced:
     def answered_ms(self) -> list[float]:
         """Latencies of the answered calls in ms, ascending."""
         return sorted(x * 1000 for x in self.latency if x is not None)
+
+    def sender(self) -> str:
+        """What the sender did, for a benchmark's `how`."""
+        return (
+            f"sent by {self.senders} threads with blocking calls, call i by thread i mod "
+            f"{self.senders} at its due time; "
+            f"the sender's cyclic collector off while it sent and waited (its heap collected "
+            f"and frozen before: {self.collections} collections, "
+            f"{self.collect_s * 1000:.1f} ms, during the phase), calls handed to gRPC p99 "
+            f"{self.late_ms(99):.2f} ms, max {self.late_ms(100):.2f} ms after their "
+            f"scheduled time"
+        )
+
+
+class CollectorCount:
+    """The calling process's garbage collections while in use (gc.callbacks):
+    how many and their total pause in seconds."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.pause_s = 0.0
+        self._t = 0.0
+
+    def __call__(self, phase: str, info: Mapping[str, int]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.count += 1
+            self.pause_s += time.perf_counter() - self._t
+
+    def __enter__(self) -> CollectorCount:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
+@contextlib.contextmanager
+def collector_off() -> Iterator[None]:
+    """The cyclic collector off for the block: what the process holds is
+    collected and frozen first (gc.freeze), so a full collection over a big
+    benchmark heap (one of 97 ms was seen in the sender of a full-size
+    screen_p99 run) cannot land among timed calls. Afterwards, also on an
+    error, the heap is unfrozen and the collector on again if it was."""
+    was_on = gc.isenabled()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        if was_on:
+            gc.enable()
 
 
 def paced_calls(
@@ -209,42 +278,64 @@ def paced_calls(
     *,
     timeout: float = 30.0,
     what: str = "calls",
+    senders: int = SENDERS,
 ) -> Paced:
-    """Unary calls of `method` (a stub's method: it has `.future`) sent open
-    loop at `rate`/s, each timed from its scheduled send time, so a late
+    """Unary calls of `method` (a stub's method, called blocking) sent open
+    loop at `rate`/s: call i is due at start + i/rate and sent then by
+    sender thread i % `senders`, each timed from its due time, so a late
     sender counts as latency; the responses for which keep(i, response)
-    holds are kept."""
+    holds are kept. Every call is counted; the sender's collector is off
+    from the first send to the last answer (`collector_off`). An error
+    other than a call's failure stops the sending and is raised."""
     n = len(requests)
     latency: list[float | None] = [None] * n
     kept: dict[int, Any] = {}
     failed: list[str] = []
-    done = threading.Semaphore(0)
+    late: list[float] = [0.0] * n
+    errors: list[BaseException] = []
+    go = threading.Event()  # the threads are running before the schedule starts
+    start = 0.0
 
-    def on_done(i: int, due: float, fut: grpc.Future) -> None:
-        t = time.perf_counter()
+    def send(first: int, step: int) -> None:
+        go.wait()
         try:
-            resp = fut.result()
-            latency[i] = t - due
-            if keep(i, resp):
-                kept[i] = resp
-        except grpc.RpcError as e:
-            failed.append(f"{e.code().name}: {e.details()}")
-        done.release()
+            for i in range(first, n, step):
+                if errors:
+                    return
+                due = start + i / rate
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                late[i] = time.perf_counter() - due
+                try:
+                    resp = method(requests[i], timeout=timeout)
+                except grpc.RpcError as e:
+                    failed.append(f"{e.code().name}: {e.details()}")
+                    continue
+                latency[i] = time.perf_counter() - due
+                if keep(i, resp):
+                    kept[i] = resp
+        except BaseException as e:  # noqa: BLE001 - raised in the caller's thread below
+            errors.append(e)
 
-    late: list[float] = []
-    start = time.perf_counter() + 0.05
-    for i, req in enumerate(requests):
-        due = start + i / rate
-        pause = due - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-        late.append(time.perf_counter() - due)
-        method.future(req, timeout=timeout).add_done_callback(functools.partial(on_done, i, due))
-    sent_s = time.perf_counter() - start
-    for _ in range(n):
-        if not done.acquire(timeout=4 * timeout):
-            raise TimeoutError(f"{what} did not return within {4 * timeout:.0f} s")
-    return Paced(latency, kept, failed, sent_s, late)
+    count = max(1, min(senders, n))
+    threads = [
+        threading.Thread(target=send, args=(k, count), name=f"{what}-sender-{k}", daemon=True)
+        for k in range(count)
+    ]
+    for t in threads:
+        t.start()
+    with collector_off(), CollectorCount() as collected:
+        start = time.perf_counter() + 0.05
+        go.set()
+        for t in threads:
+            t.join(timeout=4 * timeout + n / rate)
+            if t.is_alive():
+                raise TimeoutError(f"{what} did not return within {4 * timeout:.0f} s")
+    if errors:
+        raise errors[0]
+    sent_s = max((i / rate + late[i] for i in range(n)), default=0.0)
+    return Paced(latency, kept, failed, sent_s, late, collected.count, collected.pause_s, count)
 
 
 def paced_lookups(

@@ -291,6 +291,7 @@ def _lookup_single(
     if paced.failed:
         raise AssertionError(f"{len(paced.failed)} lookups failed: {sorted(set(paced.failed))}")
     kept, sent_s = paced.kept, paced.sent_s
+    load = os.getloadavg()[0]
     ms = paced.answered_ms()
     p50, p99 = percentile(ms, 50), percentile(ms, 99)
     sorted_tree_mean = sum(
@@ -301,7 +302,8 @@ def _lookup_single(
     p99_how = (
         f"p99 {p99:.2f} ms, p50 {p50:.2f} ms, max {ms[-1]:.2f} ms: {n} single Public.Lookup "
         f"calls (with proof; half present, half absent) at {n / sent_s:.0f}/s open loop over "
-        f"TLS on loopback, each timed from its scheduled send; {setup}; mean proof "
+        f"TLS on loopback, each timed from its scheduled send ({paced.sender()}); load "
+        f"average {load:.1f} after on {len(os.sched_getaffinity(0))} cores; {setup}; mean proof "
         f"{kept_mean:.0f} B, client verification {full_us:.0f} us"
     )
     bytes_how = (

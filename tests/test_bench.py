@@ -159,6 +159,7 @@ def test_screen_suite_runs_at_a_small_size() -> None:
     assert rate["limit"] == consent_bench.SCREEN_RATE_TARGET
     assert "Public.LookupBatch" in batch["how"]
     assert p99["unit"] == "ms" and p99["limit"] == consent_bench.SCREEN_P99_TARGET_MS
+    assert "threads with blocking calls" in p99["how"] and "collector off" in p99["how"]
     # The three names are one run, cached per size.
     assert consent_bench.screen_suite(1000, 1000, 0.5, rate=100.0)["screen_p99"] is p99
 

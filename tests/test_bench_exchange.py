@@ -35,6 +35,7 @@ def test_lookup_suite_reports_every_lookup_result() -> None:
         _check_shape(name, r)
     p99 = results["lookup_p99"]
     assert p99["unit"] == "ms" and p99["limit"] == p99["target"] == 5.0
+    assert "threads with blocking calls" in p99["how"] and "collector off" in p99["how"]
     batch = results["lookup_batch"]
     assert batch["ratio"] == pytest.approx(batch["value"] / batch["limit"])
 
