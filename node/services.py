@@ -123,13 +123,21 @@ def caller_id(context: grpc.ServicerContext) -> str:
         raise NotAllowed(f"the client certificate names no participant: {e}") from e
 
 
+@functools.lru_cache(maxsize=64)
+def _admin_of(cert_pem: bytes) -> str:
+    """admin_from_cert once per certificate: every Admin call asks (an
+    IssueMark each), as `_participant_of` for members; a refusal raises
+    again each time."""
+    return admin_from_cert(cert_pem)
+
+
 def admin_caller_id(context: grpc.ServicerContext) -> str:
     """The participant whose operator's admin certificate the caller presented."""
     certs = context.auth_context().get("x509_pem_cert") or []
     if not certs:
         raise NotAllowed("no client certificate")
     try:
-        return admin_from_cert(certs[0])
+        return _admin_of(bytes(certs[0]))
     except (KeysError, ValueError) as e:  # a member certificate, or one naming no admin
         raise NotAllowed(f"the Admin API takes an admin certificate: {e}") from e
 
