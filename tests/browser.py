@@ -52,19 +52,29 @@ def click_to(drv: Any, button: str, expect: str, timeout: float = 30) -> None:
     """Click the element with id `button` and wait for the page it leads to,
     the one holding id `expect` (a click returns before a form's answer
     has loaded); an error page instead fails with its text."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = drv.find_element(By.TAG_NAME, "html")
     drv.find_element(By.ID, button).click()
 
-    def arrived(d: Any) -> bool:
+    def gone() -> bool:
         try:
             old.tag_name  # noqa: B018 - raises once the old page is gone
             return False
         except StaleElementReferenceException:
-            return bool(d.find_elements(By.ID, expect) or d.find_elements(By.ID, "error"))
+            return True
+        except WebDriverException as e:
+            # Asked while the new document replaces the old one, chromedriver
+            # answers this instead of "stale element reference" (seen with
+            # Chromium 156 in a CI run): the old page is gone all the same.
+            if "does not belong to the document" in (e.msg or ""):
+                return True
+            raise
+
+    def arrived(d: Any) -> bool:
+        return gone() and bool(d.find_elements(By.ID, expect) or d.find_elements(By.ID, "error"))
 
     WebDriverWait(drv, timeout).until(arrived, f"clicking #{button} led to no page")
     found = drv.find_elements(By.ID, expect)
