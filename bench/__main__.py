@@ -69,6 +69,10 @@ BENCHMARKS: dict[str, Benchmark] = {
     "propagation_p99_12": Benchmark(
         "bench.exchange_bench", "bench_propagation_12", {"seconds": 20.0}, {"seconds": 5.0}
     ),
+    # The same load on twelve bare processes of the same stack, right after it: the floor.
+    "propagation_floor_12": Benchmark(
+        "bench.floor_bench", "bench_propagation_floor", {"seconds": 20.0}, {"seconds": 5.0}
+    ),
     "catchup_12": Benchmark(
         "bench.exchange_bench", "bench_catchup_12", {"n": 200_000}, {"n": 20_000}
     ),
