@@ -147,9 +147,10 @@ class Floor:
         return hashlib.sha256(env).digest()
 
     # ------------------------------------------------------------ calls
-    def issue(self, _req: pb.RecordBatch, _ctx: grpc.ServicerContext) -> pb.RecordBatch:
+    def issue(self, _req: pb.RecordBatch, ctx: grpc.ServicerContext) -> pb.RecordBatch:
         if self._key is None:
-            raise RuntimeError("not an origin")
+            ctx.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                      f"{_pid(self.index)} issues nothing: only the first {ORIGINS} do")
         with self._issue_lock:  # one feed: seq and prev in order
             self._seq += 1
             body = rpb.Record(

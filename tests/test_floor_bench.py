@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 
+import grpc
 import pytest
 
 from bench import __main__ as bench_main
@@ -52,6 +53,9 @@ def test_a_bent_or_unreadable_envelope_is_refused_and_not_written(tmp_path) -> N
         times = mesh.times[3](pb.RecordBatch(), timeout=10).envelopes
         assert [t[:32] for t in times] == [floor_bench.hashlib.sha256(good).digest()]
         assert struct.unpack(">d", times[0][32:])[0] > 0
+        with pytest.raises(grpc.RpcError) as e:   # a receiver issues nothing
+            mesh.issue[3](pb.RecordBatch(), timeout=10)
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     finally:
         mesh.close()
 
