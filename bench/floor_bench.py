@@ -28,7 +28,7 @@ bound from polls every 50 ms). It is reported as a latency against the same
 costs (docs/deploy.md, "The sixteenth session").
 
 `python -m bench.floor_bench [SECONDS [RATE [PROCESSES]]]` prints JSON; the
-server side is `python -m bench.floor_bench --serve DIR INDEX`.
+server side is `python -m bench.floor_bench --serve DIR INDEX COUNT`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from google.protobuf.message import DecodeError
 from bench import ingest, report
 from bench.exchange_bench import ISSUING_NODES, cpu_seconds, mark_number, percentile
 from keys.tls import make_ca, make_node_cert, participant_dns_name
-from ledger.record import record_context
+from ledger.record import record_context, record_id
 from markex.v1 import record_pb2 as rpb
 from markex.v1 import service_pb2 as pb
 
@@ -128,8 +128,9 @@ class Floor:
                 if issued is not None:
                     issued.set()
             if own:
+                envelopes = [env for _rid, env in own]  # the links only read it
                 for q in self._links.values():
-                    q.put([env for _rid, env in own])
+                    q.put(envelopes)
 
     def _check(self, env: bytes) -> bytes | None:
         try:
@@ -144,7 +145,7 @@ class Floor:
             verifier.verify(signed.signature, self._context + signed.body)
         except InvalidSignature:
             return None
-        return hashlib.sha256(env).digest()
+        return record_id(env)
 
     # ------------------------------------------------------------ calls
     def issue(self, _req: pb.RecordBatch, ctx: grpc.ServicerContext) -> pb.RecordBatch:
@@ -163,11 +164,11 @@ class Floor:
             env = rpb.SignedRecord(
                 body=body, signature=self._key.sign(self._context + body)
             ).SerializeToString()
-            self._prev = hashlib.sha256(env).digest()
+            rid = self._prev = record_id(env)
             written = threading.Event()
             self._q.put(([env], written))
         written.wait()
-        return pb.RecordBatch(envelopes=[hashlib.sha256(env).digest()])
+        return pb.RecordBatch(envelopes=[rid])
 
     def push(self, batches: Any, _ctx: grpc.ServicerContext) -> pb.PushAck:
         n = 0
@@ -372,9 +373,11 @@ def run_floor(seconds: float, rate: float, count: int) -> dict[str, Any]:
             idle = (mesh.cpu() - idle0) / (time.perf_counter() - t0)
             cpu0, t0 = mesh.cpu(), time.perf_counter()
             returned = _issue_paced(mesh, total, rate)
-            per_origin = [sum(1 for k in range(total) if k % ORIGINS == o) for o in range(ORIGINS)]
-            want = [ORIGINS + total - (per_origin[i] + 1 if i < ORIGINS else 0)
-                    for i in range(count)]
+            # Everything but its own: an origin issued one warm-up record and every
+            # ORIGINS-th of the run's, from its index on.
+            own = [1 + (total - i + ORIGINS - 1) // ORIGINS if i < ORIGINS else 0
+                   for i in range(count)]
+            want = [ORIGINS + total - own[i] for i in range(count)]
             _wait_held(mesh, want)
             wall, used = time.perf_counter() - t0, mesh.cpu() - cpu0
             last: dict[bytes, float] = {}
