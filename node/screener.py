@@ -249,6 +249,7 @@ class Screener:
         # What a stored row was made under: rows of another version are redone.
         self.rows_version = bytes((ROW_VERSION,)) + self.tag + ROWS_CODE
         self._unknown: Template | None = None   # an unmarked, unregistered caller's answer
+        self._none_row: tuple | None = None     # its template in a row (`stored_row`)
         # (caller, row digest, interval, *line key) -> the answer when the callee does
         # not refuse; a line's key alone -> the answer of a caller with no entry, but
         # its redress
@@ -272,8 +273,7 @@ class Screener:
         latest such start (`ScreenIndex.elided_from`). Raises BadInput for
         bytes that are no entry."""
         s, templates = self._row_parts(number, raw, now_ms)
-        none = tuple(template_of(decide(self.cons, number, "", s.from_ms, "voice", None, None,
-                                        None)))
+        none = self._none_row_template(number, s.from_ms)
         if all(t == none for t in templates):
             return s.from_ms
         return self._row_bytes(s, templates)
@@ -283,16 +283,33 @@ class Screener:
         s = summarize(raw, now_ms - self.back_ms)
         templates: list[tuple] = []
         marketing = self.cons.policy.marketing_categories
+        # With no line and no preference a decision reads no time (rules 3 and
+        # 4 need them): intervals of equal facts (t and t+1 often are) share one
+        made: dict[tuple, tuple] = {}
         for i, start in enumerate((s.from_ms, *s.ahead)):
-            f = s.facts_of(i)
-            d = decide(self.cons, number, "", start, "voice", f, None, None)
-            t = tuple(template_of(d))
-            # A marketer's answer (unregistered: no line) depends on the callee
-            # only through rule 4: it is the template's unless the callee
-            # refuses one of its category's industries (kept third).
-            inds = marketing.get(f.category) if f.category is not None else None
-            templates.append(t if inds is None else (*t, tuple(inds)))
+            t = made.get(s.facts[i])
+            if t is None:
+                f = s.facts_of(i)
+                d = decide(self.cons, number, "", start, "voice", f, None, None)
+                t = tuple(template_of(d))
+                # A marketer's answer (unregistered: no line) depends on the callee
+                # only through rule 4: it is the template's unless the callee
+                # refuses one of its category's industries (kept third).
+                inds = marketing.get(f.category) if f.category is not None else None
+                t = made[s.facts[i]] = t if inds is None else (*t, tuple(inds))
+            templates.append(t)
         return s, templates
+
+    def _none_row_template(self, number: str, at_ms: int) -> tuple:
+        """A row's template for `number` without an entry: rule 1's for a
+        protected number, else rule 9's, the same for every number and time
+        (made once)."""
+        if self.cons.policy.protecting(number) is None and self._none_row is not None:
+            return self._none_row
+        t = tuple(template_of(decide(self.cons, number, "", at_ms, "voice", None, None, None)))
+        if self.cons.policy.protecting(number) is None:
+            self._none_row = t
+        return t
 
     def _row_bytes(self, s: Summary, templates: list[tuple]) -> bytes:
         # marshal.loads reads the head alone (it ignores the bytes after an

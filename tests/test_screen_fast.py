@@ -38,8 +38,8 @@ USCC = "91110000MA0000001" + uscc_check_char("91110000MA0000001")
 
 
 class Parts:
-    def __init__(self, d: Path, carriers: int = 1) -> None:
-        self.cons = init_consortium(d / "c", carriers=carriers, internet=2,
+    def __init__(self, d: Path, carriers: int = 1, internet: int = 2) -> None:
+        self.cons = init_consortium(d / "c", carriers=carriers, internet=internet,
                                     base_port=free_port_block(16), now=datetime.now(UTC))
         self.dir = d / "c"
         self.store = Store(d / "db")

@@ -132,35 +132,8 @@ class Resolution:
 
 def evaluate(entry: Entry, at_ms: int) -> Resolution:
     """The entry's answer at `at_ms` (see docs/view.md for the rules)."""
-    live: list[tuple[EntryMark, str]] = []
     aside: list[SetAside] = []
-    for m in entry.marks:
-        if m.observed_at > at_ms:
-            continue                    # not observed yet at that time
-        cat = m.category_at(at_ms)
-        why = _why_not(entry, m, cat, at_ms)
-        if why is None:
-            live.append((m, cat))
-        else:
-            since, _, reason, ref = why
-            aside.append(SetAside(m.participant, m.id, cat, reason, since, ref))
-    # One mark per participant: its latest issued live mark.
-    latest: dict[str, tuple[EntryMark, str]] = {}
-    for m, cat in live:
-        cur = latest.get(m.participant)
-        if cur is None or _issue_key(m) > _issue_key(cur[0]):
-            latest[m.participant] = (m, cat)
-    for m, cat in live:
-        win = latest[m.participant][0]
-        if win is not m:
-            aside.append(SetAside(m.participant, m.id, cat, SUPERSEDED, win.observed_at, win.id))
-    counting = sorted(latest.values(), key=lambda mc: (mc[0].participant, mc[0].id))
-    category, risk, score = _combine(entry, counting)
-    complainants = _complainants(entry, at_ms)
-    rules = entry.rules
-    if rules.complaint_risk_complainants and complainants >= rules.complaint_risk_complainants:
-        # Raised before any participant marks it, never lowered (docs/view.md).
-        risk = max(risk, rules.complaint_risk, key=_RISK_ORDER.__getitem__)
+    counting, category, risk, score, complainants = _count(entry, at_ms, aside)
     markers = tuple(
         Marker(
             m.participant, m.role, m.id, cat, m.score, m.reports, m.observed_at,
@@ -195,6 +168,54 @@ def evaluate(entry: Entry, at_ms: int) -> Resolution:
         tenure_since=max(tenure) if tenure else None,
         complainants=complainants,
     )
+
+
+def screen_facts(entry: Entry, at_ms: int
+                 ) -> tuple[str | None, str, int, tuple[tuple[bytes, str], ...]]:
+    """What the call-path screen reads of `evaluate(entry, at_ms)`: its
+    category, risk, score and each marker's (record id, category), without
+    the rest of the resolution (what was set aside, the appeals, the tenure)."""
+    counting, category, risk, score, _ = _count(entry, at_ms, None)
+    return category, risk, score, tuple((m.id, cat) for m, cat in counting)
+
+
+def _count(entry: Entry, at_ms: int, aside: list[SetAside] | None
+           ) -> tuple[list[tuple[EntryMark, str]], str | None, str, int, int]:
+    """The marks that count at `at_ms` (with the category each counts
+    under, by participant and id), the category, risk and score they give and
+    the complainants; each mark that does not count is added to `aside`
+    (None: not kept)."""
+    live: list[tuple[EntryMark, str]] = []
+    for m in entry.marks:
+        if m.observed_at > at_ms:
+            continue                    # not observed yet at that time
+        cat = m.category_at(at_ms)
+        why = _why_not(entry, m, cat, at_ms)
+        if why is None:
+            live.append((m, cat))
+        elif aside is not None:
+            since, _, reason, ref = why
+            aside.append(SetAside(m.participant, m.id, cat, reason, since, ref))
+    # One mark per participant: its latest issued live mark.
+    latest: dict[str, tuple[EntryMark, str]] = {}
+    for m, cat in live:
+        cur = latest.get(m.participant)
+        if cur is None or _issue_key(m) > _issue_key(cur[0]):
+            latest[m.participant] = (m, cat)
+    if aside is not None:
+        for m, cat in live:
+            win = latest[m.participant][0]
+            if win is not m:
+                aside.append(SetAside(m.participant, m.id, cat, SUPERSEDED, win.observed_at,
+                                      win.id))
+    counting = sorted(latest.values(), key=lambda mc: (mc[0].participant, mc[0].id))
+    category, risk, score = _combine(entry, counting)
+    complainants = _complainants(entry, at_ms)
+    rules = entry.rules
+    if rules.complaint_risk_complainants and complainants >= rules.complaint_risk_complainants:
+        # Raised before any participant marks it, never lowered (docs/view.md).
+        risk = max(risk, rules.complaint_risk, key=_RISK_ORDER.__getitem__)
+    return counting, category, risk, score, complainants
 
 
 _RISK_ORDER = {RISK_NONE: 0, RISK_MEDIUM: 1, RISK_HIGH: 2}

@@ -26,7 +26,7 @@ from bisect import bisect_right
 from typing import NamedTuple
 
 from ledger.view.entries import Entry
-from ledger.view.resolution import evaluate, instants
+from ledger.view.resolution import instants, screen_facts
 
 DIGEST_BYTES = 16
 
@@ -53,9 +53,8 @@ def entry_digest(raw: bytes) -> bytes:
 
 
 def facts_at(entry: Entry, at_ms: int) -> CallerFacts:
-    r = evaluate(entry, at_ms)
-    return CallerFacts(r.category, r.risk, r.score,
-                       tuple(FactMarker(m.record_id, m.category) for m in r.markers))
+    c, r, s, ms = screen_facts(entry, at_ms)
+    return CallerFacts(c, r, s, tuple(FactMarker(rid, mc) for rid, mc in ms))
 
 
 class Summary(NamedTuple):
@@ -90,8 +89,5 @@ def summarize(raw: bytes | Entry, from_ms: int) -> Summary:
     else:
         entry = Entry.decode(raw)
     ahead = tuple(t for t in instants(entry) if t > from_ms)
-    facts = []
-    for t in (from_ms, *ahead):
-        f = facts_at(entry, t)
-        facts.append((f.category, f.risk, f.score, tuple(tuple(m) for m in f.markers)))
-    return Summary(entry_digest(raw), from_ms, ahead, tuple(facts))
+    facts = tuple(screen_facts(entry, t) for t in (from_ms, *ahead))
+    return Summary(entry_digest(raw), from_ms, ahead, facts)
